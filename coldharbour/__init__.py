@@ -1,0 +1,3 @@
+"""Cold Harbour Account Manager."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,465 @@
+"""Settings: environment + optional TOML, validated into frozen msgspec Structs.
+
+``load_settings(environ, toml_path)`` is a pure function of its inputs: it reads the TOML file
+(if any), lays the environment over it, converts everything into ``Settings`` and raises
+``ConfigError`` with one line naming the variable, what was expected and what was found.
+Only ``runtime.py`` and ``cli.py`` read ``os.environ``; everything else is handed settings.
+
+Secrets (API keys, secret keys, the DSN password) are held in ``Secret``/``Dsn`` values whose
+``repr`` and ``str`` never show them.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from coldharbour.errors import ConfigError
+
+
+class Secret:
+    """A string that never prints: ``repr``/``str`` give ``***``; ``reveal()`` gives the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value (only for handing it to a client library)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>^[a-z][a-z0-9+.-]*://[^:/@?#]*:)(?P<pw>[^@/?#]*)(?=@)", re.I)
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#]*)", re.I)
+
+
+def redact_dsn(dsn: str) -> str:
+    """Return ``dsn`` with any password replaced by ``***`` (URL, query and key=value forms)."""
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + "***", dsn)
+    text = _QUERY_PASSWORD.sub(lambda m: m.group("head") + "***", text)
+    return _KV_PASSWORD.sub(lambda m: m.group("head") + "***", text)
+
+
+def dsn_password(dsn: str) -> str | None:
+    """Return the password embedded in ``dsn``, if any (used to scrub logs)."""
+    for pattern in (_URL_PASSWORD, _QUERY_PASSWORD, _KV_PASSWORD):
+        match = pattern.search(dsn)
+        if match and match.group("pw"):
+            return match.group("pw").strip("'")
+    return None
+
+
+class Dsn(Secret):
+    """A PostgreSQL DSN: prints redacted (``postgresql://u:***@h/db``), reveals in full."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Dsn({redact_dsn(self._value)!r})"
+
+    def __str__(self) -> str:
+        return redact_dsn(self._value)
+
+
+# --- slugs and identifiers (SPEC.md §1) -------------------------------------------------------
+
+IDENTIFIER_MAX_BYTES: Final = 63
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+# Names may hold spaces, dots and dashes (they become `_`), but never quotes, semicolons,
+# backslashes, comment markers or control characters: such a name is an attack, not a typo.
+_HOSTILE_NAME = re.compile(r"['\"`;\\]|--|/\*|\*/|[\x00-\x1f\x7f]")
+ACCOUNT_NAME_MAX_CHARS: Final = 64
+
+
+def slugify(name: str) -> str:
+    """Return the account slug of ``name`` (SPEC.md §1 rule)."""
+    slug = re.sub(r"[^a-z0-9_]", "_", name.lower())
+    slug = re.sub(r"_+", "_", slug).strip("_")
+    if not slug:
+        return "dest"
+    if slug[0].isdigit():
+        return "d_" + slug
+    return slug
+
+
+def env_suffix(name: str) -> str:
+    """Return ``name`` as used in per-account variable names (``paper-1`` → ``PAPER_1``)."""
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def check_identifier(value: str, *, what: str) -> str:
+    """Return ``value`` if it is a safe lower-case SQL identifier of at most 63 bytes."""
+    if not _IDENTIFIER.match(value):
+        raise ConfigError(f"{what}: expected a lower-case identifier [a-z_][a-z0-9_]*, found {value!r}")
+    if len(value.encode()) > IDENTIFIER_MAX_BYTES:
+        raise ConfigError(
+            f"{what}: identifier {value!r} is {len(value.encode())} bytes, "
+            f"PostgreSQL allows {IDENTIFIER_MAX_BYTES}"
+        )
+    return value
+
+
+# --- the Structs ----------------------------------------------------------------------------
+
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=86_400 * 7)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0, le=100_000)]
+Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
+ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+Template = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
+LogLevel = Annotated[str, msgspec.Meta(pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")]
+
+
+class AccountSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """One brokerage account: its name, slug, credentials and endpoint."""
+
+    name: str
+    slug: str
+    api_key: Secret
+    secret_key: Secret
+    base_url: str
+    enable_trade_stream: bool = True
+
+    @property
+    def stream_url(self) -> str:
+        """Return the trade_updates WebSocket URL for ``base_url`` (http→ws, + ``/stream``)."""
+        url = self.base_url.rstrip("/")
+        if url.startswith("https://"):
+            url = "wss://" + url[len("https://") :]
+        elif url.startswith("http://"):
+            url = "ws://" + url[len("http://") :]
+        return url + "/stream"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Every setting of SPEC.md §7 and §1; field ``x_y`` is env var ``X_Y`` (see ``ENV_NAMES``)."""
+
+    dsn: Dsn
+    run_dir: str = "./run"
+    bus_in: str = ""
+    bus_out: str = ""
+    zmq_sip_stream_endpoint: str = "tcp://127.0.0.1:5558"
+    account_schema: Template = "accounts"
+    activities_schema: Template = "account_activities"
+    table_account_positions: Template = "account_open_positions_{slug}"
+    table_account_closed: Template = "account_closed_{slug}"
+    table_account_equity_full: Template = "account_equity_full_{slug}"
+    table_account_equity_intraday: Template = "account_equity_intraday_{slug}"
+    table_cash_flows: Template = "cash_flows_{slug}"
+    table_account_metrics: Template = "account_metrics_{slug}"
+    table_market_schedule: Template = "market_schedule"
+    pos_channel: Template = "pos_channel_{slug}"
+    closed_channel: Template = "closed_channel_{slug}"
+    metrics_channel: Template = "metrics_channel_{slug}"
+    flush_interval_s: PositiveSeconds = 60.0
+    ui_push_pct_threshold: Percent = 0.25
+    ui_heartbeat_s: PositiveSeconds = 30.0
+    snapshot_sec: PositiveSeconds = 60.0
+    closed_sync_sec: PositiveSeconds = 60.0
+    backfill_days: Annotated[int, msgspec.Meta(ge=0, le=36_500)] = 365
+    cash_flows_interval_s: PositiveSeconds = 300.0
+    equity_update_interval_s: PositiveSeconds = 60.0
+    metrics_interval_s: PositiveSeconds = 5.0
+    market_pre_open_time: ClockTime = "04:00"
+    market_post_close_time: ClockTime = "20:00"
+    market_refresh_sec: PositiveSeconds = 21_600.0
+    schedule_forward_days: PositiveInt = 90
+    schedule_retention_days: PositiveInt = 120
+    disable_session_sleep: bool = False
+    enable_trade_stream: bool = True
+    trade_conditions_exclude: tuple[str, ...] = ("D", "M", "E")
+    min_stop_gap: Annotated[float, msgspec.Meta(ge=0, le=1_000)] = 0.01
+    alpaca_gtc_days: PositiveInt = 90
+    cash_flow_types: tuple[str, ...] = (
+        "CSD", "CSW", "JNLC", "ACATC", "ACATS", "FEE", "CFEE", "DIV", "DIVCGL", "DIVCGS",
+        "DIVNRA", "DIVROC", "DIVTXEX", "DIVWH", "INT", "INTPNL",
+    )  # fmt: skip
+    equity_init_cash: Annotated[float, msgspec.Meta(ge=0, le=1e12)] | None = None
+    log_level: LogLevel = "INFO"
+    accounts: tuple[AccountSettings, ...] = ()
+    # Accounts listed but not runnable (missing credential), with the reason: the others run.
+    disabled_accounts: tuple[tuple[str, str], ...] = ()
+
+    def account(self, slug: str) -> AccountSettings:
+        """Return the enabled account with ``slug``; raise ``ConfigError`` naming the known ones."""
+        for account in self.accounts:
+            if account.slug == slug:
+                return account
+        known = ", ".join(a.slug for a in self.accounts) or "none"
+        raise ConfigError(f"no such account {slug!r} (known: {known})")
+
+
+# Field → environment variable. Fields not listed use their upper-cased name.
+_ENV_OVERRIDES: Final = {
+    "dsn": "CHMGR_DSN",
+    "run_dir": "CHMGR_RUN_DIR",
+    "bus_in": "CHMGR_BUS_IN",
+    "bus_out": "CHMGR_BUS_OUT",
+}
+_NOT_FROM_ENV: Final = frozenset({"accounts", "disabled_accounts"})
+ENV_NAMES: Final[dict[str, str]] = {
+    field: _ENV_OVERRIDES.get(field, field.upper())
+    for field in Settings.__struct_fields__
+    if field not in _NOT_FROM_ENV
+}
+_FIELD_BY_ENV: Final = {env: field for field, env in ENV_NAMES.items()}
+_LIST_FIELDS: Final = frozenset({"trade_conditions_exclude", "cash_flow_types"})
+_TEMPLATE_FIELDS: Final = (
+    "table_account_positions", "table_account_closed", "table_account_equity_full",
+    "table_account_equity_intraday", "table_cash_flows", "table_account_metrics",
+    "pos_channel", "closed_channel", "metrics_channel",
+)  # fmt: skip
+_ACCOUNT_KEYS: Final = frozenset(
+    {"name", "api_key", "secret_key", "base_url", "enable_trade_stream"}
+)
+DEFAULT_BASE_URL: Final = "https://paper-api.alpaca.markets"
+
+
+def load_settings(environ: Mapping[str, str], toml_path: str | Path | None = None) -> Settings:
+    """Return validated settings from ``environ`` laid over the TOML file at ``toml_path``.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the variable, what was expected and what was found.
+    """
+    file_values, file_accounts = _read_toml(toml_path) if toml_path else ({}, [])
+    raw: dict[str, object] = dict(file_values)
+    for env, field in _FIELD_BY_ENV.items():
+        if env in environ:
+            raw[field] = environ[env]
+    if "dsn" not in raw or not str(raw["dsn"]).strip():
+        raise ConfigError(
+            "CHMGR_DSN: required, not set (a PostgreSQL DSN such as postgresql://user@127.0.0.1:5432/chmgr)"
+        )
+    raw["dsn"] = Dsn(str(raw["dsn"]).strip())
+    for field in _LIST_FIELDS & raw.keys():
+        raw[field] = _split_list(raw[field])
+    run_dir = str(raw.get("run_dir") or "./run")
+    raw.setdefault("bus_in", f"ipc://{run_dir}/bus-in.sock")
+    raw.setdefault("bus_out", f"ipc://{run_dir}/bus-out.sock")
+    settings = _convert(raw)
+    accounts, disabled = _load_accounts(environ, file_accounts, settings)
+    settings = msgspec.structs.replace(settings, accounts=accounts, disabled_accounts=disabled)
+    _check_names(settings)
+    return settings
+
+
+def _read_toml(path: str | Path) -> tuple[dict[str, object], list[dict[str, object]]]:
+    try:
+        with Path(path).open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError as e:
+        raise ConfigError(f"CHMGR_CONFIG: file not found: {path}") from e
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"CHMGR_CONFIG: cannot read {path}: {e}") from e
+    accounts = data.pop("accounts", [])
+    if not isinstance(accounts, list) or not all(isinstance(a, dict) for a in accounts):
+        raise ConfigError(f"CHMGR_CONFIG: [[accounts]] must be a list of tables in {path}")
+    values: dict[str, object] = {}
+    for key, value in data.items():
+        field = _FIELD_BY_ENV.get(key.upper(), key.lower())
+        if field not in ENV_NAMES:
+            known = ", ".join(sorted(ENV_NAMES.values()))
+            raise ConfigError(f"CHMGR_CONFIG: unknown key {key!r} in {path} (known: {known})")
+        values[field] = value
+    return values, accounts
+
+
+def _split_list(value: object) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(str(item).strip().upper() for item in value if str(item).strip())
+    return tuple(item.strip().upper() for item in str(value).split(",") if item.strip())
+
+
+def _convert(raw: dict[str, object]) -> Settings:
+    try:
+        return msgspec.convert(raw, Settings, strict=False, dec_hook=_passthrough)
+    except msgspec.ValidationError as e:
+        raise ConfigError(_explain(e, raw)) from None
+
+
+def _passthrough(kind: type, value: Any) -> Any:
+    if isinstance(value, kind):
+        return value
+    raise NotImplementedError
+
+
+def _explain(error: msgspec.ValidationError, raw: Mapping[str, object]) -> str:
+    """Turn ``Expected `float` > 0.0 - at `$.flush_interval_s``` into a line naming the env var."""
+    message = str(error)
+    match = re.search(r"at `\$\.(\w+)", message)
+    if match is None:
+        unknown = re.search(r"unknown field `(\w+)`", message)
+        return f"configuration: {message}" if unknown is None else f"unknown setting {unknown.group(1)!r}"
+    field = match.group(1)
+    expected = _friendly(message.split(" - at ")[0].replace("`", ""))
+    found = raw.get(field)
+    shown = "***" if isinstance(found, Secret) else repr(found)
+    return f"{ENV_NAMES.get(field, field.upper())}: expected {expected}, found {shown}"
+
+
+_FRIENDLY: Final = (
+    (re.compile(r"^Expected float(?:, got \w+)?"), "a number"),
+    (re.compile(r"^Expected int(?:, got \w+)?"), "a whole number"),
+    (re.compile(r"^Expected bool(?:, got \w+)?"), "a boolean (true/false, 1/0, yes/no)"),
+    (re.compile(r"^Expected str matching regex '\^\(\[01\].*"), "a time of day HH:MM"),
+    (re.compile(r"^Expected str matching regex '\^\(DEBUG.*"), "a log level (DEBUG, INFO, WARNING, ERROR)"),
+    (re.compile(r"^Expected str(?:, got \w+)?"), "text"),
+)
+
+
+def _friendly(expected: str) -> str:
+    for pattern, replacement in _FRIENDLY:
+        expected = pattern.sub(replacement, expected)
+    return expected.replace("Expected ", "")
+
+
+def _parse_bool(value: object, *, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{what}: expected a boolean (1/0, true/false, yes/no, on/off), found {value!r}")
+
+
+def _account_names(environ: Mapping[str, str], file_accounts: list[dict[str, object]]) -> list[str]:
+    if "CHMGR_ACCOUNTS" in environ:
+        return [n.strip() for n in environ["CHMGR_ACCOUNTS"].split(",") if n.strip()]
+    names = []
+    for entry in file_accounts:
+        unknown = set(entry) - _ACCOUNT_KEYS
+        if unknown:
+            raise ConfigError(f"CHMGR_CONFIG: unknown key(s) {sorted(unknown)} in [[accounts]]")
+        if not isinstance(entry.get("name"), str) or not str(entry["name"]).strip():
+            raise ConfigError("CHMGR_CONFIG: every [[accounts]] table needs a name")
+        names.append(str(entry["name"]).strip())
+    return names
+
+
+def _check_account_name(name: str) -> None:
+    if len(name) > ACCOUNT_NAME_MAX_CHARS:
+        raise ConfigError(f"CHMGR_ACCOUNTS: account name longer than {ACCOUNT_NAME_MAX_CHARS} characters: {name[:20]!r}…")
+    if _HOSTILE_NAME.search(name):
+        raise ConfigError(
+            f"CHMGR_ACCOUNTS: account name may not contain quotes, ';', '\\', comments or control "
+            f"characters, found {name!r}"
+        )
+
+
+def _load_accounts(
+    environ: Mapping[str, str], file_accounts: list[dict[str, object]], settings: Settings
+) -> tuple[tuple[AccountSettings, ...], tuple[tuple[str, str], ...]]:
+    by_name = {str(a.get("name", "")).strip(): a for a in file_accounts}
+    accounts: list[AccountSettings] = []
+    disabled: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for name in _account_names(environ, file_accounts):
+        _check_account_name(name)
+        slug = slugify(name)
+        if slug in seen:
+            raise ConfigError(f"CHMGR_ACCOUNTS: accounts {seen[slug]!r} and {name!r} both have slug {slug!r}")
+        seen[slug] = name
+        suffix = env_suffix(name)
+        entry = by_name.get(name, {})
+
+        def pick(env_prefix: str, key: str, entry: Mapping[str, object] = entry, suffix: str = suffix) -> str:
+            value = environ.get(f"{env_prefix}_{suffix}", entry.get(key))
+            return "" if value is None else str(value).strip()
+
+        api_key = pick("ALPACA_API_KEY", "api_key")
+        secret_key = pick("ALPACA_SECRET_KEY", "secret_key")
+        missing = [v for v, k in (("ALPACA_API_KEY", api_key), ("ALPACA_SECRET_KEY", secret_key)) if not k]
+        if missing:
+            disabled.append((name, f"{' and '.join(m + '_' + suffix for m in missing)} not set"))
+            continue
+        base_url = pick("ALPACA_BASE_URL", "base_url") or DEFAULT_BASE_URL
+        if not re.match(r"^https?://[^/\s]+$", base_url.rstrip("/")):
+            raise ConfigError(
+                f"ALPACA_BASE_URL_{suffix}: expected an http(s) origin such as "
+                f"https://paper-api.alpaca.markets (no path), found {base_url!r}"
+            )
+        stream_raw = environ.get(f"ENABLE_TRADE_STREAM_{suffix}", entry.get("enable_trade_stream"))
+        enable_stream = (
+            settings.enable_trade_stream
+            if stream_raw is None
+            else _parse_bool(stream_raw, what=f"ENABLE_TRADE_STREAM_{suffix}")
+        )
+        accounts.append(
+            AccountSettings(
+                name=name,
+                slug=slug,
+                api_key=Secret(api_key),
+                secret_key=Secret(secret_key),
+                base_url=base_url.rstrip("/"),
+                enable_trade_stream=enable_stream,
+            )
+        )
+    return tuple(accounts), tuple(disabled)
+
+
+def _check_names(settings: Settings) -> None:
+    """Check schema names and every identifier derived from every slug (SPEC.md §1)."""
+    check_identifier(settings.account_schema, what="ACCOUNT_SCHEMA")
+    check_identifier(settings.activities_schema, what="ACTIVITIES_SCHEMA")
+    check_identifier(settings.table_market_schedule, what="TABLE_MARKET_SCHEDULE")
+    for field in _TEMPLATE_FIELDS:
+        template = getattr(settings, field)
+        if template.count("{slug}") != 1 or re.search(r"\{(?!slug\})", template):
+            raise ConfigError(f"{ENV_NAMES[field]}: expected a template containing {{slug}} once, found {template!r}")
+    for account in settings.accounts:
+        for field in _TEMPLATE_FIELDS:
+            identifier = getattr(settings, field).format(slug=account.slug)
+            try:
+                check_identifier(identifier, what=ENV_NAMES[field])
+            except ConfigError as e:
+                raise ConfigError(f"account {account.name!r} (slug {account.slug!r}): {e}") from None
+        for prefix in ("raw_orders_", "raw_activities_"):
+            check_identifier(prefix + account.slug, what=f"account {account.name!r} raw table")
+
+
+def all_secrets(settings: Settings) -> list[str]:
+    """Return every secret string in ``settings`` (for the log scrubber), longest first."""
+    values = [a.api_key.reveal() for a in settings.accounts]
+    values += [a.secret_key.reveal() for a in settings.accounts]
+    password = dsn_password(settings.dsn.reveal())
+    if password:
+        values.append(password)
+    return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
+
+
+def describe(settings: Settings) -> dict[str, object]:
+    """Return the effective settings as a printable dict, secrets redacted (logged at start)."""
+    shown: dict[str, object] = {}
+    for field in Settings.__struct_fields__:
+        value = getattr(settings, field)
+        if field == "accounts":
+            value = [f"{a.name}({a.slug}) {a.base_url} stream={a.enable_trade_stream}" for a in value]
+        elif isinstance(value, Secret):
+            value = str(value)
+        shown[field] = value
+    return shown

@@ -1,0 +1,1 @@
+"""PostgreSQL: names, schema/migrations, connections, the single writer, read-only queries."""

@@ -1,0 +1,389 @@
+"""DDL and ordered migrations; ``ensure_schema`` applies what has not run yet.
+
+Migrations are versioned per *scope*: ``shared`` (market schedule, prices, bars) and
+``account:<slug>`` (the tables of one account), recorded in ``<ACCOUNT_SCHEMA>.schema_version``.
+Running twice is a no-op; adding an account later runs that account's migrations only. A
+database whose recorded version is newer than this code is refused (``SchemaError``).
+
+Money and quantities are ``finite_numeric`` (a domain over ``numeric`` that refuses NaN and
+±Infinity), ratios that are not money are ``finite_double``: the database itself rejects a
+non-finite number, whatever the code above it does. Every identifier is ``psycopg.sql``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Final, NamedTuple
+
+import psycopg
+from psycopg import sql
+
+from coldharbour.config import Settings
+from coldharbour.db.names import AccountNames, SharedNames, Table, account_names, shared_names
+from coldharbour.errors import SchemaError
+
+log = logging.getLogger(__name__)
+
+SHARED_SCOPE: Final = "shared"
+SHARPE_WINDOWS: Final = (10, 21, 63, 126, 252)
+# Any constant works: it only has to be the same in every process that migrates.
+_MIGRATION_LOCK_KEY: Final = 0x43484D4752  # "CHMGR"
+
+
+class Migration(NamedTuple):
+    """One schema step: its version within its scope, what it does, and its statements."""
+
+    version: int
+    description: str
+    statements: Callable[..., list[sql.Composed]]
+
+
+def _q(text: str, **identifiers: sql.Composable) -> sql.Composed:
+    return sql.SQL(text).format(**identifiers)
+
+
+def _index(table: Table, suffix: str, columns: str, *, unique: bool = False, where: str = "") -> sql.Composed:
+    """Return ``CREATE [UNIQUE] INDEX IF NOT EXISTS`` on ``columns`` (a fixed literal, never input)."""
+    text = "CREATE " + ("UNIQUE " if unique else "") + "INDEX IF NOT EXISTS {i} ON {t} (" + columns + ")"
+    return _q(text + (" WHERE " + where if where else ""), i=table.index(suffix), t=table.ident)
+
+
+def _shared_v1(names: SharedNames, schema: str) -> list[sql.Composed]:
+    s = sql.Identifier(schema)
+    return [
+        _q(
+            """CREATE TABLE IF NOT EXISTS {t} (
+                session_date date PRIMARY KEY,
+                pre_open_utc timestamptz NOT NULL,
+                open_utc timestamptz NOT NULL,
+                close_utc timestamptz NOT NULL,
+                post_close_utc timestamptz NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now())""",
+            t=names.market_schedule.ident,
+        ),
+        _index(names.market_schedule, "open", "open_utc"),
+        _q(
+            """CREATE TABLE IF NOT EXISTS {t} (
+                symbol text PRIMARY KEY,
+                price {s}.finite_numeric NOT NULL CHECK (price > 0),
+                ts timestamptz NOT NULL)""",
+            t=names.latest_prices.ident, s=s,
+        ),
+        _q(
+            """CREATE TABLE IF NOT EXISTS {t} (
+                symbol text NOT NULL,
+                ts timestamptz NOT NULL,
+                open {s}.finite_numeric NOT NULL,
+                high {s}.finite_numeric NOT NULL,
+                low {s}.finite_numeric NOT NULL,
+                close {s}.finite_numeric NOT NULL,
+                volume {s}.finite_numeric NOT NULL DEFAULT 0,
+                PRIMARY KEY (symbol, ts))""",
+            t=names.price_bars_1min.ident, s=s,
+        ),
+    ]  # fmt: skip
+
+
+def _positions_ddl(names: AccountNames, s: sql.Identifier) -> sql.Composed:
+    return _q(
+        """CREATE TABLE IF NOT EXISTS {t} (
+            parent_id text PRIMARY KEY,
+            symbol text NOT NULL,
+            side text NOT NULL CHECK (side IN ('long', 'short')),
+            filled_at timestamptz,
+            qty {s}.finite_numeric NOT NULL CHECK (qty >= 0),
+            avg_fill {s}.finite_numeric,
+            avg_px_symbol {s}.finite_numeric,
+            sl_child text,
+            sl_px {s}.finite_numeric,
+            tp_child text,
+            tp_px {s}.finite_numeric,
+            mkt_px {s}.finite_numeric,
+            bar_px {s}.finite_numeric,
+            bar_ts timestamptz,
+            moved_flag text NOT NULL DEFAULT '—',
+            buy_value {s}.finite_numeric,
+            holding_days integer,
+            days_to_expire integer,
+            mkt_value {s}.finite_numeric,
+            profit_loss {s}.finite_numeric,
+            profit_loss_lot {s}.finite_numeric,
+            tp_sl_reach_pct {s}.finite_numeric,
+            updated_at timestamptz NOT NULL DEFAULT now())""",
+        t=names.positions.ident, s=s,
+    )  # fmt: skip
+
+
+def _closed_ddl(names: AccountNames, s: sql.Identifier) -> sql.Composed:
+    return _q(
+        """CREATE TABLE IF NOT EXISTS {t} (
+            entry_lot_id text NOT NULL,
+            exit_order_id text NOT NULL,
+            exit_parent_id text,
+            symbol text NOT NULL,
+            side text NOT NULL CHECK (side IN ('long', 'short')),
+            qty {s}.finite_numeric NOT NULL CHECK (qty > 0),
+            entry_time timestamptz,
+            entry_price {s}.finite_numeric,
+            exit_time timestamptz,
+            exit_price {s}.finite_numeric,
+            exit_type text NOT NULL CHECK (exit_type IN ('TP', 'SL', 'MANUAL')),
+            pnl_cash {s}.finite_numeric,
+            pnl_cash_fifo {s}.finite_numeric,
+            diff_pnl {s}.finite_numeric,
+            pnl_pct {s}.finite_numeric,
+            return_pct {s}.finite_numeric,
+            duration_sec {s}.finite_numeric,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (entry_lot_id, exit_order_id))""",
+        t=names.closed.ident, s=s,
+    )  # fmt: skip
+
+
+def _equity_ddl(names: AccountNames, s: sql.Identifier) -> list[sql.Composed]:
+    sharpe = sql.SQL(", ").join(
+        sql.SQL("{} {}.finite_double").format(sql.Identifier(f"{prefix}_{w}"), s)
+        for w in SHARPE_WINDOWS
+        for prefix in ("sharpe", "smart_sharpe")
+    )
+    return [
+        _q(
+            """CREATE TABLE IF NOT EXISTS {t} (
+                date date PRIMARY KEY,
+                deposit {s}.finite_numeric,
+                cash_balance {s}.finite_numeric,
+                market_value {s}.finite_numeric,
+                daily_return {s}.finite_numeric,
+                cumulative_return {s}.finite_numeric,
+                drawdown {s}.finite_numeric,
+                net_flows {s}.finite_numeric,
+                {sharpe},
+                updated_at timestamptz NOT NULL DEFAULT now())""",
+            t=names.equity_full.ident, s=s, sharpe=sharpe,
+        ),
+        _q(
+            """CREATE TABLE IF NOT EXISTS {t} (
+                ts timestamptz PRIMARY KEY,
+                deposit {s}.finite_numeric,
+                cumulative_return {s}.finite_numeric,
+                drawdown {s}.finite_numeric,
+                realised_return {s}.finite_numeric,
+                updated_at timestamptz NOT NULL DEFAULT now())""",
+            t=names.equity_intraday.ident, s=s,
+        ),
+    ]  # fmt: skip
+
+
+def _raw_ddl(names: AccountNames, s: sql.Identifier) -> list[sql.Composed]:
+    orders, activities = names.raw_orders, names.raw_activities
+    return [
+        _q(
+            """CREATE TABLE IF NOT EXISTS {t} (
+                id uuid PRIMARY KEY,
+                client_order_id text,
+                request_id text,
+                parent_id text,
+                replaced_by text,
+                replaces text,
+                symbol text NOT NULL,
+                side text NOT NULL,
+                order_type text NOT NULL,
+                status text NOT NULL,
+                qty {s}.finite_numeric,
+                filled_qty {s}.finite_numeric NOT NULL DEFAULT 0,
+                filled_avg_price {s}.finite_numeric,
+                limit_price {s}.finite_numeric,
+                stop_price {s}.finite_numeric,
+                created_at timestamptz NOT NULL,
+                updated_at timestamptz,
+                submitted_at timestamptz,
+                filled_at timestamptz,
+                expired_at timestamptz,
+                canceled_at timestamptz,
+                replaced_at timestamptz,
+                expires_at timestamptz,
+                raw_json jsonb,
+                legs jsonb,
+                ingested_at timestamptz NOT NULL DEFAULT now())""",
+            t=orders.ident, s=s,
+        ),
+        _index(orders, "updated", "updated_at"),
+        _index(orders, "symbol", "symbol"),
+        _index(orders, "created", "created_at"),
+        _index(orders, "parent", "parent_id"),
+        _q(
+            """CREATE TABLE IF NOT EXISTS {t} (
+                id text PRIMARY KEY,
+                activity_type text NOT NULL,
+                transaction_time timestamptz NOT NULL,
+                symbol text,
+                side text,
+                qty {s}.finite_numeric,
+                price {s}.finite_numeric,
+                net_amount {s}.finite_numeric,
+                execution_id uuid,
+                order_id uuid,
+                raw_json jsonb,
+                ingested_at timestamptz NOT NULL DEFAULT now())""",
+            t=activities.ident, s=s,
+        ),
+        _index(activities, "time", "transaction_time"),
+        _index(activities, "type", "activity_type"),
+        _index(
+            activities, "exec", "execution_id", unique=True,
+            where="activity_type = 'FILL' AND execution_id IS NOT NULL",
+        ),
+    ]  # fmt: skip
+
+
+def _account_v1(names: AccountNames, schema: str) -> list[sql.Composed]:
+    s = sql.Identifier(schema)
+    return [
+        _positions_ddl(names, s),
+        _index(names.positions, "symbol", "symbol"),
+        _closed_ddl(names, s),
+        _index(names.closed, "symbol_time", "symbol, entry_time"),
+        _index(names.closed, "exit_time", "exit_time"),
+        *_equity_ddl(names, s),
+        _q(
+            """CREATE TABLE IF NOT EXISTS {t} (
+                id text PRIMARY KEY,
+                ts timestamptz NOT NULL,
+                amount {s}.finite_numeric,
+                type text NOT NULL,
+                category text NOT NULL CHECK (category IN ('trade', 'income', 'fee', 'external')),
+                description text,
+                updated_at timestamptz NOT NULL DEFAULT now())""",
+            t=names.cash_flows.ident, s=s,
+        ),
+        _index(names.cash_flows, "ts", "ts"),
+        _q(
+            """CREATE TABLE IF NOT EXISTS {t} (
+                id text PRIMARY KEY,
+                metrics_payload text NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now())""",
+            t=names.metrics.ident,
+        ),
+        *_raw_ddl(names, s),
+    ]  # fmt: skip
+
+
+SHARED_MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "market schedule, latest prices, 1-minute bars", _shared_v1),
+)
+ACCOUNT_MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "positions, closed, equity, cash flows, metrics, raw orders/activities", _account_v1),
+)
+
+
+def _bootstrap(conn: psycopg.Connection[object], settings: Settings) -> None:
+    """Create the schemas, the finite domains and the version table (idempotent)."""
+    schema = sql.Identifier(settings.account_schema)
+    version = shared_names(settings).schema_version.ident
+    conn.execute(_q("CREATE SCHEMA IF NOT EXISTS {s}", s=schema))
+    conn.execute(_q("CREATE SCHEMA IF NOT EXISTS {s}", s=sql.Identifier(settings.activities_schema)))
+    for domain, base in (("finite_numeric", "numeric"), ("finite_double", "double precision")):
+        exists = conn.execute(
+            "SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+            "WHERE t.typname = %s AND n.nspname = %s",
+            (domain, settings.account_schema),
+        ).fetchone()
+        if not exists:
+            conn.execute(
+                _q(
+                    "CREATE DOMAIN {s}.{d} AS " + base + " CHECK (VALUE IS NULL OR "
+                    "(VALUE <> 'NaN' AND VALUE <> 'Infinity' AND VALUE <> '-Infinity'))",
+                    s=schema, d=sql.Identifier(domain),
+                )
+            )  # fmt: skip
+    conn.execute(
+        _q(
+            """CREATE TABLE IF NOT EXISTS {t} (
+                scope text NOT NULL,
+                version integer NOT NULL,
+                description text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (scope, version))""",
+            t=version,
+        )
+    )
+
+
+def _applied(conn: psycopg.Connection[object], settings: Settings) -> dict[str, int]:
+    table = shared_names(settings).schema_version.ident
+    rows = conn.execute(_q("SELECT scope, max(version) FROM {t} GROUP BY scope", t=table)).fetchall()
+    return {str(row[0]): int(row[1]) for row in rows}  # type: ignore[index]
+
+
+def _run_scope(
+    conn: psycopg.Connection[object],
+    settings: Settings,
+    scope: str,
+    migrations: Sequence[Migration],
+    current: int,
+    names: object,
+) -> list[tuple[str, int]]:
+    known = max(m.version for m in migrations)
+    if current > known:
+        raise SchemaError(
+            f"database scope {scope!r} is at version {current}, this code knows up to {known}: upgrade the code"
+        )
+    done = []
+    table = shared_names(settings).schema_version.ident
+    for migration in migrations:
+        if migration.version <= current:
+            continue
+        for statement in migration.statements(names, settings.account_schema):
+            conn.execute(statement)
+        conn.execute(
+            _q("INSERT INTO {t} (scope, version, description) VALUES (%s, %s, %s)", t=table),
+            (scope, migration.version, migration.description),
+        )
+        done.append((scope, migration.version))
+        log.info("applied migration scope=%s version=%d %s", scope, migration.version, migration.description)
+    return done
+
+
+def ensure_schema(conn: psycopg.Connection[object], settings: Settings) -> list[tuple[str, int]]:
+    """Apply every pending migration for the shared scope and each account, in one transaction.
+
+    Returns the (scope, version) pairs applied; an empty list means the schema was current.
+    Concurrent callers (``state`` and ``chmgr db init``) serialise on an advisory lock.
+    """
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
+            _bootstrap(conn, settings)
+            applied = _applied(conn, settings)
+            done = _run_scope(
+                conn, settings, SHARED_SCOPE, SHARED_MIGRATIONS,
+                applied.get(SHARED_SCOPE, 0), shared_names(settings),
+            )  # fmt: skip
+            for account in settings.accounts:
+                scope = f"account:{account.slug}"
+                done += _run_scope(
+                    conn, settings, scope, ACCOUNT_MIGRATIONS,
+                    applied.get(scope, 0), account_names(settings, account.slug),
+                )  # fmt: skip
+    except psycopg.Error as e:
+        raise SchemaError(f"schema migration failed: {e.diag.message_primary or e}") from e
+    return done
+
+
+def schema_versions(conn: psycopg.Connection[object], settings: Settings) -> dict[str, int]:
+    """Return {scope: version} as recorded in the database (empty when never initialised)."""
+    table = shared_names(settings).schema_version
+    exists = conn.execute(
+        "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+        (table.schema, table.name),
+    ).fetchone()
+    return _applied(conn, settings) if exists else {}
+
+
+def latest_versions(settings: Settings) -> dict[str, int]:
+    """Return {scope: version} this code would bring the database to."""
+    versions = {SHARED_SCOPE: max(m.version for m in SHARED_MIGRATIONS)}
+    for account in settings.accounts:
+        versions[f"account:{account.slug}"] = max(m.version for m in ACCOUNT_MIGRATIONS)
+    return versions

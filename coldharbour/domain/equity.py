@@ -1,0 +1,589 @@
+"""The daily equity curve (ledger replay by NY session date) and the intraday curve.
+
+Daily curve. Each session date replays that day's executions (positions and cash), its cash
+flows (income and fees change cash; external flows change cash and are the day's ``net_flows``;
+fill rows are skipped because the executions already carry the trade cash) and marks the
+positions at the day's closes (the latest known price when a symbol has no close that day).
+Then, with ``prev`` the previous deposit and ``F`` the day's net flows:
+
+    daily_return      = (deposit − prev − F) / (prev + F), 0 when prev + F ≤ 0
+    cumulative_return = Π(1 + daily_return) − 1
+    drawdown          = index / max(1, running max of index) − 1, index = 1 + cumulative_return
+
+Flows count at the start of the day, so a deposit is never a gain and a withdrawal never a loss,
+neither in the return nor in the drawdown (D10). An ``Opening`` (from ``EQUITY_INIT_CASH`` or
+the broker's account history) starts the replay from a known balance instead of 0 (D11).
+Activities are bucketed by NY calendar date (D13); weekends and holidays roll forward to the
+next session. ``sharpe_W``/``smart_sharpe_W`` follow ``metrics.rolling_sharpe``.
+
+``extend_daily_curve(curve, days)`` continues a curve with later days; it equals a rebuild over
+the same inputs, so the worker rebuilds at session start and extends in between (D46).
+
+Intraday curve: see ``compute_intraday``.
+
+Pure: no I/O, no clock, no logging. Money and returns are Decimal; Sharpe values are floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Final
+
+import msgspec
+
+from coldharbour.domain.cashflows import CashFlow, Category
+from coldharbour.domain.metrics import SHARPE_WINDOWS, DailySummary, Side, rolling_sharpe
+from coldharbour.domain.money import ONE, ZERO
+from coldharbour.domain.schedule import Session, ny_date, session_date_on_or_after
+
+# Only the last 252 returns feed any window; the curve keeps no longer history for Sharpe.
+_RETURN_HISTORY: Final = max(SHARPE_WINDOWS)
+_MINUTE: Final = timedelta(minutes=1)
+
+
+class Execution(msgspec.Struct, frozen=True, kw_only=True):
+    """One fill for the replay: ``qty`` is signed (+ bought, − sold), ``price`` per share."""
+
+    id: str
+    ts: datetime
+    symbol: str
+    qty: Decimal
+    price: Decimal
+
+
+class Opening(msgspec.Struct, frozen=True, kw_only=True):
+    """The account at the close of ``as_of``, before the first replayed session (D11).
+
+    ``closes`` must price every position; the opening equity is ``cash + Σ qty·close``.
+    """
+
+    as_of: date
+    cash: Decimal
+    positions: dict[str, Decimal] = msgspec.field(default_factory=dict)
+    closes: dict[str, Decimal] = msgspec.field(default_factory=dict)
+
+
+class DayInputs(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything that happened on one NY session date, and that day's closes."""
+
+    session_date: date
+    flows: tuple[CashFlow, ...] = ()
+    executions: tuple[Execution, ...] = ()
+    closes: dict[str, Decimal] = msgspec.field(default_factory=dict)
+
+
+class DailyRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``account_equity_full`` row (field names are the column names)."""
+
+    date: date
+    deposit: Decimal
+    cash_balance: Decimal
+    market_value: Decimal
+    net_flows: Decimal
+    daily_return: Decimal
+    cumulative_return: Decimal
+    drawdown: Decimal
+    sharpe_10: float | None = None
+    sharpe_21: float | None = None
+    sharpe_63: float | None = None
+    sharpe_126: float | None = None
+    sharpe_252: float | None = None
+    smart_sharpe_10: float | None = None
+    smart_sharpe_21: float | None = None
+    smart_sharpe_63: float | None = None
+    smart_sharpe_126: float | None = None
+    smart_sharpe_252: float | None = None
+
+    def sharpe_by_window(self) -> dict[int, float | None]:
+        """Return ``{W: sharpe_W}``."""
+        return {
+            10: self.sharpe_10,
+            21: self.sharpe_21,
+            63: self.sharpe_63,
+            126: self.sharpe_126,
+            252: self.sharpe_252,
+        }
+
+
+class Book(msgspec.Struct, frozen=True, kw_only=True):
+    """Replay state after the last row: cash, positions, last prices, the return index peak."""
+
+    last_date: date | None
+    cash: Decimal
+    positions: dict[str, Decimal]
+    last_price: dict[str, Decimal]
+    deposit: Decimal
+    index: Decimal
+    peak_index: Decimal
+
+
+class DailyCurve(msgspec.Struct, frozen=True, kw_only=True):
+    """Daily rows so far and the book to continue from."""
+
+    rows: tuple[DailyRow, ...]
+    book: Book
+
+
+def daily_summary(row: DailyRow) -> DailySummary:
+    """Return what the KPI accumulator reads from a daily row."""
+    return DailySummary(
+        date=row.date,
+        cumulative_return=row.cumulative_return,
+        drawdown=row.drawdown,
+        sharpe=row.sharpe_by_window(),
+    )
+
+
+def _market_value(positions: Mapping[str, Decimal], prices: Mapping[str, Decimal]) -> Decimal:
+    return sum((qty * prices[symbol] for symbol, qty in positions.items()), ZERO)
+
+
+def start_curve(opening: Opening | None = None) -> DailyCurve:
+    """Return an empty curve starting from ``opening`` (or from zero: the first deposit)."""
+    if opening is None:
+        book = Book(
+            last_date=None,
+            cash=ZERO,
+            positions={},
+            last_price={},
+            deposit=ZERO,
+            index=ONE,
+            peak_index=ONE,
+        )
+        return DailyCurve(rows=(), book=book)
+    missing = sorted(s for s in opening.positions if s not in opening.closes)
+    if missing:
+        raise ValueError(f"opening: no close for positions {', '.join(missing)}")
+    positions = {s: q for s, q in opening.positions.items() if q != 0}
+    book = Book(
+        last_date=opening.as_of,
+        cash=opening.cash,
+        positions=positions,
+        last_price=dict(opening.closes),
+        deposit=opening.cash + _market_value(positions, opening.closes),
+        index=ONE,
+        peak_index=ONE,
+    )
+    return DailyCurve(rows=(), book=book)
+
+
+def resume_curve(
+    rows: Sequence[DailyRow], positions: Mapping[str, Decimal], last_price: Mapping[str, Decimal]
+) -> DailyCurve:
+    """Return a curve continuing from stored ``rows`` (all of them, oldest first).
+
+    ``positions`` and ``last_price`` are the holdings and marks after the last row's date.
+    """
+    if not rows:
+        raise ValueError("rows: expected at least one stored row to resume from")
+    last = rows[-1]
+    peak = max([ONE, *(ONE + row.cumulative_return for row in rows)])
+    book = Book(
+        last_date=last.date,
+        cash=last.cash_balance,
+        positions={s: q for s, q in positions.items() if q != 0},
+        last_price=dict(last_price),
+        deposit=last.deposit,
+        index=ONE + last.cumulative_return,
+        peak_index=peak,
+    )
+    return DailyCurve(rows=tuple(rows), book=book)
+
+
+def _apply_day(book: Book, day: DayInputs) -> tuple[Decimal, dict[str, Decimal], dict[str, Decimal], Decimal]:
+    """Replay one day: return (cash, positions, last prices, net external flows)."""
+    cash = book.cash
+    positions = dict(book.positions)
+    prices = dict(book.last_price)
+    for execution in sorted(day.executions, key=lambda e: (e.ts, e.id)):
+        held = positions.get(execution.symbol, ZERO) + execution.qty
+        if held == 0:
+            positions.pop(execution.symbol, None)
+        else:
+            positions[execution.symbol] = held
+        cash -= execution.qty * execution.price
+        prices[execution.symbol] = execution.price
+    net_flows = ZERO
+    for flow in day.flows:
+        if flow.category is Category.TRADE:
+            continue  # the execution carries the trade's cash
+        cash += flow.amount
+        if flow.category is Category.EXTERNAL:
+            net_flows += flow.amount
+    prices.update(day.closes)
+    return cash, positions, prices, net_flows
+
+
+def _next_row(book: Book, day: DayInputs, history: list[Decimal]) -> tuple[DailyRow, Book]:
+    cash, positions, prices, net_flows = _apply_day(book, day)
+    market_value = _market_value(positions, prices)
+    deposit = cash + market_value
+    base = book.deposit + net_flows
+    daily_return = (deposit - base) / base if base > 0 else ZERO
+    index = book.index * (ONE + daily_return)
+    peak = max(book.peak_index, index)
+    history.append(daily_return)
+    del history[:-_RETURN_HISTORY]
+    ratio = {window: rolling_sharpe(history, window) for window in SHARPE_WINDOWS}
+    row = DailyRow(
+        date=day.session_date,
+        deposit=deposit,
+        cash_balance=cash,
+        market_value=market_value,
+        net_flows=net_flows,
+        daily_return=daily_return,
+        cumulative_return=index - ONE,
+        drawdown=index / peak - ONE,
+        sharpe_10=ratio[10][0],
+        sharpe_21=ratio[21][0],
+        sharpe_63=ratio[63][0],
+        sharpe_126=ratio[126][0],
+        sharpe_252=ratio[252][0],
+        smart_sharpe_10=ratio[10][1],
+        smart_sharpe_21=ratio[21][1],
+        smart_sharpe_63=ratio[63][1],
+        smart_sharpe_126=ratio[126][1],
+        smart_sharpe_252=ratio[252][1],
+    )
+    new_book = Book(
+        last_date=day.session_date,
+        cash=cash,
+        positions=positions,
+        last_price=prices,
+        deposit=deposit,
+        index=index,
+        peak_index=peak,
+    )
+    return row, new_book
+
+
+def extend_daily_curve(curve: DailyCurve, days: Sequence[DayInputs]) -> DailyCurve:
+    """Return ``curve`` continued with ``days`` (strictly increasing, after the last row)."""
+    book = curve.book
+    history = [row.daily_return for row in curve.rows[-_RETURN_HISTORY:]]
+    rows = list(curve.rows)
+    for day in days:
+        if book.last_date is not None and day.session_date <= book.last_date:
+            raise ValueError(f"days: {day.session_date} is not after the curve's last date {book.last_date}")
+        row, book = _next_row(book, day, history)
+        rows.append(row)
+    return DailyCurve(rows=tuple(rows), book=book)
+
+
+def build_daily_curve(days: Sequence[DayInputs], opening: Opening | None = None) -> DailyCurve:
+    """Return the full daily curve of ``days`` from ``opening`` (a rebuild)."""
+    return extend_daily_curve(start_curve(opening), days)
+
+
+def bucket_by_session(
+    session_dates: Iterable[date],
+    flows: Iterable[CashFlow],
+    executions: Iterable[Execution],
+    closes_by_date: Mapping[date, Mapping[str, Decimal]],
+    *,
+    after: date | None = None,
+) -> list[DayInputs]:
+    """Group activities into one ``DayInputs`` per session date, oldest first.
+
+    Each flow and execution goes to the first session date on or after its NY calendar date.
+    Session dates run from the first one holding an activity (or the first after ``after``,
+    the opening date, when given) to the last one passed. Activities dated on or before
+    ``after`` are already in the opening and are dropped; activities after the last session
+    date belong to a later call and are dropped too.
+    """
+    dates = sorted(set(session_dates))
+    flows_by: dict[date, list[CashFlow]] = {}
+    executions_by: dict[date, list[Execution]] = {}
+    for flow in flows:
+        bucket = session_date_on_or_after(dates, ny_date(flow.ts))
+        if bucket is not None and (after is None or bucket > after):
+            flows_by.setdefault(bucket, []).append(flow)
+    for execution in executions:
+        bucket = session_date_on_or_after(dates, ny_date(execution.ts))
+        if bucket is not None and (after is None or bucket > after):
+            executions_by.setdefault(bucket, []).append(execution)
+    if after is not None:
+        first: date | None = session_date_on_or_after(dates, date.fromordinal(after.toordinal() + 1))
+    else:
+        first = min([*flows_by, *executions_by], default=None)
+    if first is None:
+        return []
+    return [
+        DayInputs(
+            session_date=d,
+            flows=tuple(sorted(flows_by.get(d, []), key=lambda f: f.id)),
+            executions=tuple(sorted(executions_by.get(d, []), key=lambda e: (e.ts, e.id))),
+            closes=dict(closes_by_date.get(d, {})),
+        )
+        for d in dates
+        if d >= first
+    ]
+
+
+class IntradayLot(msgspec.Struct, frozen=True, kw_only=True):
+    """An open lot (no exit) or a slice closed today, for the intraday mark-to-market."""
+
+    symbol: str
+    side: Side
+    qty: Decimal
+    entry_price: Decimal
+    entry_time: datetime
+    exit_price: Decimal | None = None
+    exit_time: datetime | None = None
+
+
+class Anchor(msgspec.Struct, frozen=True, kw_only=True):
+    """The previous session's close: deposit ``E0``, cumulative return ``R0``, closes ``P0``.
+
+    ``peak_index`` is the daily curve's running peak of ``1 + cumulative_return``, so intraday
+    drawdown continues the lifetime one; None starts the peak at ``1 + R0``.
+    """
+
+    session_date: date
+    deposit: Decimal
+    cumulative_return: Decimal
+    closes: dict[str, Decimal] = msgspec.field(default_factory=dict)
+    peak_index: Decimal | None = None
+
+
+class Bar(msgspec.Struct, frozen=True, kw_only=True):
+    """One 1-minute bar's close; ``ts`` is the start of the minute it covers."""
+
+    ts: datetime
+    close: Decimal
+
+
+class IntradayPoint(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``account_equity_intraday`` row; returns are None without a positive anchor (D9)."""
+
+    ts: datetime
+    deposit: Decimal
+    cumulative_return: Decimal | None
+    drawdown: Decimal | None
+    realised_return: Decimal | None
+
+
+def anchor_from_curve(curve: DailyCurve) -> Anchor | None:
+    """Return the anchor at the last row of ``curve`` (the previous session's close)."""
+    if not curve.rows:
+        return None
+    last = curve.rows[-1]
+    return Anchor(
+        session_date=last.date,
+        deposit=last.deposit,
+        cumulative_return=last.cumulative_return,
+        closes=dict(curve.book.last_price),
+        peak_index=curve.book.peak_index,
+    )
+
+
+def _floor_minute(instant: datetime) -> datetime:
+    return instant.replace(second=0, microsecond=0)
+
+
+def minute_grid(session: Session, until: datetime, step: timedelta = _MINUTE) -> list[datetime]:
+    """Return the point times: from pre-open by ``step`` to the last whole minute before ``until``.
+
+    A point at ``t`` carries the close of the bar that starts at ``t``, which is final once
+    ``until`` has reached ``t + 1 min``; no point is at or after post-close.
+    """
+    if step <= timedelta(0):
+        raise ValueError(f"step: expected a positive duration, found {step}")
+    last = min(_floor_minute(until) - _MINUTE, session.post_close_utc - _MINUTE)
+    points: list[datetime] = []
+    at = session.pre_open_utc
+    while at <= last:
+        points.append(at)
+        at += step
+    return points
+
+
+def _price_paths(grid: Sequence[datetime], bars: Mapping[str, Sequence[Bar]]) -> dict[str, list[Decimal | None]]:
+    """Per symbol, the last close at or before each grid point (None before the first bar)."""
+    paths: dict[str, list[Decimal | None]] = {}
+    for symbol, series in bars.items():
+        ordered = sorted(series, key=lambda b: b.ts)
+        path: list[Decimal | None] = []
+        position = 0
+        price: Decimal | None = None
+        for at in grid:
+            while position < len(ordered) and ordered[position].ts <= at:
+                price = ordered[position].close
+                position += 1
+            path.append(price)
+        paths[symbol] = path
+    return paths
+
+
+def _reference(lot: IntradayLot, carried: bool, anchor: Anchor | None, bars: Mapping[str, Sequence[Bar]]) -> Decimal:
+    """The price the day's P&L of a lot is measured from.
+
+    A lot carried from an earlier session is in ``E0`` at the previous close ``P0``; without
+    one, its first bar today (then it adds nothing until the price moves), else its entry.
+    A lot opened today is measured from its entry price (its cash left at that price).
+    """
+    if not carried:
+        return lot.entry_price
+    if anchor is not None and lot.symbol in anchor.closes:
+        return anchor.closes[lot.symbol]
+    series = bars.get(lot.symbol, ())
+    if series:
+        return min(series, key=lambda b: b.ts).close
+    return lot.entry_price
+
+
+class _LotPath(msgspec.Struct, frozen=True):
+    symbol: str
+    sign: int
+    qty: Decimal
+    ref: Decimal
+    start: datetime
+    exit_at: datetime | None
+    exit_price: Decimal | None
+
+
+def _flow_path(grid: Sequence[datetime], flows: Iterable[tuple[datetime, Decimal]]) -> list[Decimal]:
+    """Cumulative flow amount at each grid point (a flow counts from its minute on)."""
+    ordered = sorted(flows)
+    totals: list[Decimal] = []
+    running = ZERO
+    position = 0
+    for at in grid:
+        while position < len(ordered) and ordered[position][0] <= at:
+            running += ordered[position][1]
+            position += 1
+        totals.append(running)
+    return totals
+
+
+def _lot_paths(
+    lots: Iterable[IntradayLot],
+    anchor: Anchor | None,
+    bars: Mapping[str, Sequence[Bar]],
+    start: datetime,
+) -> list[_LotPath]:
+    paths: list[_LotPath] = []
+    for lot in lots:
+        if lot.exit_time is not None and not _is_today(lot.exit_time, anchor):
+            continue  # closed in an earlier session: already inside E0
+        carried = not _is_today(lot.entry_time, anchor)
+        exit_at = None if lot.exit_time is None else max(_floor_minute(lot.exit_time), start)
+        paths.append(
+            _LotPath(
+                symbol=lot.symbol,
+                sign=1 if lot.side == "long" else -1,
+                qty=lot.qty,
+                ref=_reference(lot, carried, anchor, bars),
+                start=start if carried else max(_floor_minute(lot.entry_time), start),
+                exit_at=exit_at,
+                exit_price=lot.exit_price,
+            )
+        )
+    return paths
+
+
+def _is_today(instant: datetime, anchor: Anchor | None) -> bool:
+    """True when ``instant`` falls after the anchor session's NY date (today's bucket)."""
+    return anchor is None or ny_date(instant) > anchor.session_date
+
+
+def _lot_values(
+    paths: Sequence[_LotPath], prices: Mapping[str, Sequence[Decimal | None]], index: int, at: datetime
+) -> tuple[Decimal, Decimal]:
+    """(unrealised, realised) P&L of the lots at grid point ``index`` relative to their refs."""
+    unrealised = ZERO
+    realised = ZERO
+    for path in paths:
+        if at < path.start:
+            continue
+        if path.exit_at is not None and path.exit_price is not None and path.exit_at <= at:
+            realised += path.sign * path.qty * (path.exit_price - path.ref)
+            continue
+        series = prices.get(path.symbol)
+        price = series[index] if series is not None else None
+        if price is not None:
+            unrealised += path.sign * path.qty * (price - path.ref)
+    return unrealised, realised
+
+
+def compute_intraday(
+    *,
+    session: Session,
+    until: datetime,
+    anchor: Anchor | None,
+    lots: Sequence[IntradayLot],
+    flows: Sequence[CashFlow],
+    bars: Mapping[str, Sequence[Bar]],
+    step: timedelta = _MINUTE,
+) -> list[IntradayPoint]:
+    """Return the intraday curve of ``session`` up to the last whole minute before ``until``.
+
+    ``deposit(t) = E0 + Σ lots s·q·(p(t) − ref) + realised today + income/fee flows + X(t)``,
+    with ``X`` the external flows; ``cumulative_return(t) = (1 + R0)·(1 + (deposit(t) − X(t)
+    − E0)/E0) − 1`` and ``realised_return(t)`` = (realised today + income/fee flows)/E0, all
+    None when ``E0 ≤ 0`` (D9: no made-up base). ``drawdown`` is on ``1 + cumulative_return``
+    against the daily peak, so a deposit or a withdrawal moves neither (D10).
+
+    ``lots``: the open lots and the slices closed today. ``flows``: this session's flows
+    (earlier ones are ignored by NY date; fills are ignored: the lots carry the trades); a
+    flow before pre-open counts from the first point. ``bars``: 1-minute closes per symbol;
+    a lot without a price yet stays at its reference.
+    """
+    grid = minute_grid(session, until, step)
+    if not grid:
+        return []
+    start = grid[0]
+    pnl_flows: list[tuple[datetime, Decimal]] = []
+    external: list[tuple[datetime, Decimal]] = []
+    for flow in flows:
+        if flow.category is Category.TRADE or not _is_today(flow.ts, anchor):
+            continue
+        item = (max(_floor_minute(flow.ts), start), flow.amount)
+        (external if flow.category is Category.EXTERNAL else pnl_flows).append(item)
+    paths = _lot_paths(lots, anchor, bars, start)
+    prices = _price_paths(grid, bars)
+    pnl_totals = _flow_path(grid, pnl_flows)
+    external_totals = _flow_path(grid, external)
+    base = ZERO if anchor is None else anchor.deposit
+    growth = ONE if anchor is None else ONE + anchor.cumulative_return
+    peak = growth if anchor is None or anchor.peak_index is None else anchor.peak_index
+    points: list[IntradayPoint] = []
+    for index, at in enumerate(grid):
+        unrealised, realised = _lot_values(paths, prices, index, at)
+        profit = unrealised + realised + pnl_totals[index]
+        deposit = base + profit + external_totals[index]
+        cumulative: Decimal | None = None
+        drawdown: Decimal | None = None
+        realised_return: Decimal | None = None
+        if base > 0:
+            cumulative = growth * (ONE + profit / base) - ONE
+            peak = max(peak, ONE + cumulative)
+            drawdown = (ONE + cumulative) / peak - ONE if peak > 0 else None
+            realised_return = (realised + pnl_totals[index]) / base
+        points.append(
+            IntradayPoint(
+                ts=at,
+                deposit=deposit,
+                cumulative_return=cumulative,
+                drawdown=drawdown,
+                realised_return=realised_return,
+            )
+        )
+    return points
+
+
+def last_bars(bars: Mapping[str, Sequence[Bar]], until: datetime) -> dict[str, Bar]:
+    """Return per symbol the newest bar whose minute is complete at ``until`` (``bar_px``/``bar_ts``).
+
+    It is the bar the intraday curve ended on, so the UI's live figure (last deposit + moves
+    since ``bar_px``) does not count a move twice.
+    """
+    last = _floor_minute(until) - _MINUTE
+    result: dict[str, Bar] = {}
+    for symbol, series in bars.items():
+        done = [bar for bar in series if bar.ts <= last]
+        if done:
+            result[symbol] = max(done, key=lambda b: b.ts)
+    return result

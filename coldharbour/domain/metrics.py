@@ -1,0 +1,535 @@
+"""KPIs: the Sharpe family and drawdown, and the KPI document (SPEC §5, the UI contract).
+
+Risk statistics (used by the daily equity curve and the reference check):
+
+- ``sharpe(returns) = mean/std(ddof=1)·√252``; None with fewer than 2 returns, when the returns
+  are all equal (std = 0) or when the result is not finite.
+- ``smart_sharpe = sharpe / penalty`` with the autocorrelation penalty
+  ``√(1 + 2·Σ_{k=1}^{n−1} (n−k)/n · ρ_k)``. ``ρ_k`` is estimated as ``|ρ₁|^k``, ``ρ₁`` the
+  Pearson correlation of consecutive returns: the AR(1) form quantstats uses. It keeps the
+  penalty ≥ 1 (a sample ``ρ_k`` per lag can make the bracket negative). The penalty is 1 with
+  fewer than 3 returns or a constant half-series, where ``ρ₁`` is undefined.
+- Rolling windows (``rolling_sharpe``): a window needs ``W`` returns; fewer gives None rather
+  than a Sharpe over a shorter history labelled as ``W`` days.
+- Drawdown is taken on the compounded return index ``Π(1 + r)`` (starting from 1), so
+  deposits and withdrawals never look like gains or losses (D10).
+
+The KPI document is built from closed slices grouped into lots, cash flows, daily equity rows
+and the open lots. ``KpiAccumulator`` is fed new slices, flows and rows as they appear and keeps
+running totals (D48); ``compute_kpi_document`` is the from-scratch definition it must equal.
+
+Pure: no I/O, no clock (``as_of`` is an argument), no logging. Floats appear only in the
+Sharpe family and in the rendered document; every figure is finite or None, never NaN (D50).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Final, Literal
+
+import msgspec
+
+from coldharbour.domain.cashflows import CashFlow, Category, is_dividend, is_interest
+from coldharbour.domain.money import HUNDRED, ONE, ZERO
+
+PERIODS_PER_YEAR: Final = 252
+SHARPE_WINDOWS: Final = (10, 21, 63, 126, 252)
+SECONDS_PER_DAY: Final = Decimal(86400)
+
+Side = Literal["long", "short"]
+ExitType = Literal["TP", "SL", "MANUAL"]
+# Tie-break for a lot's class when two exit types closed the same quantity: first wins.
+EXIT_TYPE_ORDER: Final[tuple[ExitType, ...]] = ("TP", "SL", "MANUAL")
+
+KPI_KEYS: Final = (
+    "TOTAL ACCOUNT RESULT (Equity)",
+    "NET REALIZED CASH (FIFO)",
+    "Unrealized P/L (Open)",
+    "Current Open Value",
+    "Breakeven %",
+    "Win Rate %",
+    "Risk-Reward Ratio",
+    "Mean Take ($)",
+    "Mean Stop ($)",
+    "Mean Holding Take (Days)",
+    "Mean Holding Stop (Days)",
+    "Realized P/L (Broker/FIFO)",
+    "Realized P/L (Strategy Only)",
+    "Total Fees",
+    "Net Dividends",
+    "Net Interest",
+    "Total Buy Volume",
+    "Total Sell Volume",
+    "Closed Trades (n)",
+    "Open Trades (n)",
+    "Total Return %",
+    "Sharpe 10d",
+    "Sharpe 21d",
+    "Sharpe 63d",
+    "Sharpe 126d",
+    "Sharpe 252d",
+    "Max Drawdown %",
+    "Profit Factor",
+    "Expectancy ($)",
+    "as_of",
+)
+
+KpiValue = float | int | str | None
+KpiDocument = dict[str, KpiValue]
+
+
+# ---------------------------------------------------------------- risk statistics
+
+
+def _floats(returns: Sequence[Decimal] | Sequence[float]) -> list[float]:
+    return [float(r) for r in returns]
+
+
+def sharpe(returns: Sequence[Decimal] | Sequence[float]) -> float | None:
+    """Return the annualised Sharpe ratio (risk-free 0, ddof 1, √252), or None."""
+    n = len(returns)
+    if n < 2 or all(r == returns[0] for r in returns):
+        return None
+    xs = _floats(returns)
+    mean = math.fsum(xs) / n
+    variance = math.fsum((x - mean) ** 2 for x in xs) / (n - 1)
+    std = math.sqrt(variance)
+    if std == 0.0 or not math.isfinite(std):
+        return None
+    value = mean / std * math.sqrt(PERIODS_PER_YEAR)
+    return value if math.isfinite(value) else None
+
+
+def _pearson(a: Sequence[float], b: Sequence[float]) -> float | None:
+    n = len(a)
+    mean_a = math.fsum(a) / n
+    mean_b = math.fsum(b) / n
+    da = [x - mean_a for x in a]
+    db = [y - mean_b for y in b]
+    denominator = math.sqrt(math.fsum(x * x for x in da) * math.fsum(y * y for y in db))
+    if denominator == 0.0 or not math.isfinite(denominator):
+        return None
+    rho = math.fsum(x * y for x, y in zip(da, db, strict=True)) / denominator
+    return max(-1.0, min(1.0, rho))
+
+
+def autocorrelation_penalty(returns: Sequence[Decimal] | Sequence[float]) -> float:
+    """Return ``√(1 + 2·Σ_{k=1}^{n−1} (n−k)/n·|ρ₁|^k)`` (≥ 1; 1 when ρ₁ is undefined)."""
+    xs = _floats(returns)
+    n = len(xs)
+    if n < 3:
+        return 1.0
+    rho = _pearson(xs[:-1], xs[1:])
+    if rho is None:
+        return 1.0
+    rho = abs(rho)
+    total = math.fsum((n - k) / n * rho**k for k in range(1, n))
+    return math.sqrt(1.0 + 2.0 * total)
+
+
+def smart_sharpe(returns: Sequence[Decimal] | Sequence[float]) -> float | None:
+    """Return the Sharpe ratio divided by the autocorrelation penalty, or None."""
+    base = sharpe(returns)
+    if base is None:
+        return None
+    value = base / autocorrelation_penalty(returns)
+    return value if math.isfinite(value) else None
+
+
+def rolling_sharpe(returns: Sequence[Decimal], window: int) -> tuple[float | None, float | None]:
+    """Return (Sharpe, smart Sharpe) of the last ``window`` returns; None with fewer."""
+    if window < 2:
+        raise ValueError(f"window: expected >= 2, found {window}")
+    if len(returns) < window:
+        return None, None
+    tail = returns[-window:]
+    return sharpe(tail), smart_sharpe(tail)
+
+
+def drawdowns(returns: Iterable[Decimal]) -> list[Decimal]:
+    """Return the drawdown after each return on the index ``Π(1 + r)`` with a baseline of 1."""
+    index = ONE
+    peak = ONE
+    result: list[Decimal] = []
+    for r in returns:
+        index *= ONE + r
+        peak = max(peak, index)
+        result.append(index / peak - ONE)
+    return result
+
+
+def max_drawdown(returns: Iterable[Decimal]) -> Decimal:
+    """Return the most negative drawdown of the return index (0 when it never fell)."""
+    return min(drawdowns(returns), default=ZERO)
+
+
+# ---------------------------------------------------------------- KPI inputs
+
+
+class ClosedSlice(msgspec.Struct, frozen=True, kw_only=True):
+    """One closed-trade slice (entry lot × exit order), as the KPI computation needs it."""
+
+    entry_lot_id: str
+    exit_order_id: str
+    side: Side
+    qty: Decimal
+    entry_time: datetime
+    entry_price: Decimal
+    exit_time: datetime
+    exit_price: Decimal
+    exit_type: ExitType
+    pnl_cash: Decimal
+    pnl_cash_fifo: Decimal
+
+
+class OpenLot(msgspec.Struct, frozen=True, kw_only=True):
+    """One open-position row: ``profit_loss``/``mkt_value`` are None while it has no mark."""
+
+    parent_id: str
+    side: Side
+    qty: Decimal
+    avg_fill: Decimal
+    profit_loss: Decimal | None
+    mkt_value: Decimal | None
+
+
+class DailySummary(msgspec.Struct, frozen=True, kw_only=True):
+    """What the KPIs read from one daily equity row."""
+
+    date: date
+    cumulative_return: Decimal
+    drawdown: Decimal
+    sharpe: Mapping[int, float | None]
+
+
+# ---------------------------------------------------------------- lots
+
+
+class _Lot(msgspec.Struct, frozen=True):
+    pnl_cash: Decimal
+    pnl_cash_fifo: Decimal
+    exit_class: ExitType
+    holding_seconds: Decimal
+    buy_volume: Decimal
+    sell_volume: Decimal
+
+
+def _seconds(start: datetime, end: datetime) -> Decimal:
+    delta = end - start
+    # Exact: days, seconds and microseconds are integers (total_seconds() is a float).
+    return Decimal(delta.days * 86400 + delta.seconds) + Decimal(delta.microseconds) / 10**6
+
+
+def _volumes(piece: ClosedSlice) -> tuple[Decimal, Decimal]:
+    """(bought, sold) notional of a slice: a long buys at entry, a short buys at exit."""
+    entry = piece.qty * piece.entry_price
+    exit_ = piece.qty * piece.exit_price
+    return (entry, exit_) if piece.side == "long" else (exit_, entry)
+
+
+def collapse_lot(slices: Sequence[ClosedSlice]) -> _Lot:
+    """Return a lot from its slices: sums, first entry to last exit, class by most quantity."""
+    qty_by_class: dict[ExitType, Decimal] = {}
+    for piece in slices:
+        qty_by_class[piece.exit_type] = qty_by_class.get(piece.exit_type, ZERO) + piece.qty
+    most = max(qty_by_class.values())
+    exit_class = next(t for t in EXIT_TYPE_ORDER if qty_by_class.get(t) == most)
+    volumes = [_volumes(piece) for piece in slices]
+    return _Lot(
+        pnl_cash=sum((p.pnl_cash for p in slices), ZERO),
+        pnl_cash_fifo=sum((p.pnl_cash_fifo for p in slices), ZERO),
+        exit_class=exit_class,
+        holding_seconds=_seconds(min(p.entry_time for p in slices), max(p.exit_time for p in slices)),
+        buy_volume=sum((v[0] for v in volumes), ZERO),
+        sell_volume=sum((v[1] for v in volumes), ZERO),
+    )
+
+
+class _Totals:
+    """Running sums over lots; every field is exact, so removing a lot undoes adding it."""
+
+    def __init__(self) -> None:
+        self.lots = 0
+        self.wins = 0
+        self.losses = 0
+        self.take_count = 0
+        self.stop_count = 0
+        self.pnl = ZERO
+        self.pnl_fifo = ZERO
+        self.win_sum = ZERO
+        self.loss_sum = ZERO
+        self.take_sum = ZERO
+        self.stop_sum = ZERO
+        self.take_seconds = ZERO
+        self.stop_seconds = ZERO
+        self.buy_volume = ZERO
+        self.sell_volume = ZERO
+
+    def apply(self, lot: _Lot, sign: int) -> None:
+        self.lots += sign
+        self.pnl += sign * lot.pnl_cash
+        self.pnl_fifo += sign * lot.pnl_cash_fifo
+        self.buy_volume += sign * lot.buy_volume
+        self.sell_volume += sign * lot.sell_volume
+        if lot.pnl_cash > 0:
+            self.wins += sign
+            self.win_sum += sign * lot.pnl_cash
+            if lot.exit_class == "TP":
+                self.take_count += sign
+                self.take_sum += sign * lot.pnl_cash
+                self.take_seconds += sign * lot.holding_seconds
+        elif lot.pnl_cash < 0:
+            self.losses += sign
+            self.loss_sum += sign * lot.pnl_cash
+            if lot.exit_class == "SL":
+                self.stop_count += sign
+                self.stop_sum += sign * lot.pnl_cash
+                self.stop_seconds += sign * lot.holding_seconds
+
+
+class _FlowTotals(msgspec.Struct):
+    fees: Decimal = ZERO
+    dividends: Decimal = ZERO
+    interest: Decimal = ZERO
+
+    def apply(self, flow: CashFlow, sign: int) -> None:
+        if flow.category is Category.FEE:
+            self.fees += sign * flow.amount
+        elif is_dividend(flow.type):
+            self.dividends += sign * flow.amount
+        elif is_interest(flow.type):
+            self.interest += sign * flow.amount
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _number(value: Decimal | None, places: int) -> float | None:
+    if value is None:
+        return None
+    rounded = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    return float(rounded) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _money(value: Decimal | None) -> float | None:
+    return _number(value, 2)
+
+
+def _ratio(numerator: Decimal, denominator: Decimal, count: int) -> Decimal | None:
+    return numerator / denominator if count > 0 and denominator != 0 else None
+
+
+def _float4(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, 4) + 0.0
+
+
+def _open_sums(open_lots: Sequence[OpenLot]) -> tuple[Decimal | None, Decimal | None]:
+    """(unrealised P/L, open value); None when any row has no mark yet (never 0: D16)."""
+    pnl = [lot.profit_loss for lot in open_lots]
+    value = [lot.mkt_value for lot in open_lots]
+    pnl_total = None if any(p is None for p in pnl) else sum((p for p in pnl if p), ZERO)
+    value_total = None if any(v is None for v in value) else sum((v for v in value if v), ZERO)
+    return pnl_total, value_total
+
+
+def _trade_figures(t: _Totals) -> KpiDocument:
+    mean_win = _ratio(t.win_sum, Decimal(t.wins), t.wins)
+    mean_loss = _ratio(t.loss_sum, Decimal(t.losses), t.losses)
+    risk_reward = None if mean_win is None or mean_loss is None else mean_win / abs(mean_loss)
+    decided = t.wins + t.losses
+    mean_take = _ratio(t.take_sum, Decimal(t.take_count), t.take_count)
+    mean_stop = _ratio(t.stop_sum, Decimal(t.stop_count), t.stop_count)
+    day = SECONDS_PER_DAY
+    return {
+        "Breakeven %": _number(None if risk_reward is None else HUNDRED / (ONE + risk_reward), 2),
+        "Win Rate %": _number(_ratio(HUNDRED * t.wins, Decimal(decided), decided), 2),
+        "Risk-Reward Ratio": _number(risk_reward, 4),
+        "Mean Take ($)": _money(mean_take),
+        "Mean Stop ($)": _money(None if mean_stop is None else abs(mean_stop)),
+        "Mean Holding Take (Days)": _number(_ratio(t.take_seconds, day * t.take_count, t.take_count), 2),
+        "Mean Holding Stop (Days)": _number(_ratio(t.stop_seconds, day * t.stop_count, t.stop_count), 2),
+        "Profit Factor": _number(_ratio(t.win_sum, abs(t.loss_sum), t.losses), 4),
+        "Expectancy ($)": _money(_ratio(t.pnl, Decimal(t.lots), t.lots)),
+    }
+
+
+def _render(
+    totals: _Totals,
+    flows: _FlowTotals,
+    newest_daily: DailySummary | None,
+    min_drawdown: Decimal | None,
+    open_lots: Sequence[OpenLot],
+    intraday_cumulative_return: Decimal | None,
+    in_session: bool,
+    as_of: datetime,
+) -> KpiDocument:
+    if as_of.tzinfo is None:
+        raise ValueError(f"as_of: expected a timezone-aware datetime, found naive {as_of}")
+    unrealised, open_value = _open_sums(open_lots)
+    net_realised = totals.pnl_fifo + flows.fees + flows.dividends + flows.interest
+    buy_volume = totals.buy_volume + sum((o.qty * o.avg_fill for o in open_lots if o.side == "long"), ZERO)
+    sell_volume = totals.sell_volume + sum((o.qty * o.avg_fill for o in open_lots if o.side == "short"), ZERO)
+    # D8: the return is a return of the equity curve, never a P&L divided by an equity level.
+    total_return = intraday_cumulative_return if in_session else None
+    if total_return is None and newest_daily is not None:
+        total_return = newest_daily.cumulative_return
+    values: KpiDocument = {
+        "TOTAL ACCOUNT RESULT (Equity)": _money(None if unrealised is None else net_realised + unrealised),
+        "NET REALIZED CASH (FIFO)": _money(net_realised),
+        "Unrealized P/L (Open)": _money(unrealised),
+        "Current Open Value": _money(open_value),
+        **_trade_figures(totals),
+        "Realized P/L (Broker/FIFO)": _money(totals.pnl_fifo),
+        "Realized P/L (Strategy Only)": _money(totals.pnl),
+        "Total Fees": _money(flows.fees),
+        "Net Dividends": _money(flows.dividends),
+        "Net Interest": _money(flows.interest),
+        "Total Buy Volume": _money(buy_volume),
+        "Total Sell Volume": _money(sell_volume),
+        "Closed Trades (n)": totals.lots,
+        "Open Trades (n)": len(open_lots),
+        "Total Return %": _number(None if total_return is None else HUNDRED * total_return, 2),
+        "Max Drawdown %": _number(None if min_drawdown is None else HUNDRED * min_drawdown, 2),
+        "as_of": as_of.isoformat(),
+    }
+    for window in SHARPE_WINDOWS:
+        value = None if newest_daily is None else newest_daily.sharpe.get(window)
+        values[f"Sharpe {window}d"] = _float4(value)
+    return {key: values[key] for key in KPI_KEYS}
+
+
+# ---------------------------------------------------------------- from scratch and incremental
+
+
+def compute_kpi_document(
+    *,
+    slices: Iterable[ClosedSlice],
+    flows: Iterable[CashFlow],
+    daily: Iterable[DailySummary],
+    open_lots: Sequence[OpenLot],
+    intraday_cumulative_return: Decimal | None,
+    in_session: bool,
+    as_of: datetime,
+) -> KpiDocument:
+    """Return the KPI document computed from the full inputs (the reference definition).
+
+    Slices are keyed by (entry lot, exit order) and flows by id: a repeated key replaces the
+    earlier value. ``intraday_cumulative_return`` is the newest intraday row's value and is
+    used only while ``in_session``; otherwise the newest daily row gives ``Total Return %``.
+    """
+    by_key = {(s.entry_lot_id, s.exit_order_id): s for s in slices}
+    by_lot: dict[str, list[ClosedSlice]] = {}
+    for piece in by_key.values():
+        by_lot.setdefault(piece.entry_lot_id, []).append(piece)
+    totals = _Totals()
+    for pieces in by_lot.values():
+        totals.apply(collapse_lot(pieces), 1)
+    flow_totals = _FlowTotals()
+    for flow in {f.id: f for f in flows}.values():
+        flow_totals.apply(flow, 1)
+    rows = {row.date: row for row in daily}
+    newest = rows[max(rows)] if rows else None
+    min_drawdown = min((row.drawdown for row in rows.values()), default=None)
+    return _render(
+        totals,
+        flow_totals,
+        newest,
+        min_drawdown,
+        open_lots,
+        intraday_cumulative_return,
+        in_session,
+        as_of,
+    )
+
+
+class KpiAccumulator:
+    """Running KPI state fed with new slices, flows and daily rows; no table is re-read (D48).
+
+    Feeding the same item twice changes nothing; a changed item (same key) replaces the old
+    one. ``document`` equals ``compute_kpi_document`` over everything fed so far.
+    """
+
+    def __init__(self) -> None:
+        self._slices: dict[str, dict[str, ClosedSlice]] = {}
+        self._lots: dict[str, _Lot] = {}
+        self._totals = _Totals()
+        self._flows: dict[str, CashFlow] = {}
+        self._flow_totals = _FlowTotals()
+        self._daily: dict[date, DailySummary] = {}
+        self._min_drawdown: Decimal | None = None
+
+    def add_slices(self, slices: Iterable[ClosedSlice]) -> None:
+        """Fold closed slices in; each touched lot is re-collapsed and its totals swapped."""
+        touched: set[str] = set()
+        for piece in slices:
+            self._slices.setdefault(piece.entry_lot_id, {})[piece.exit_order_id] = piece
+            touched.add(piece.entry_lot_id)
+        for lot_id in touched:
+            old = self._lots.get(lot_id)
+            if old is not None:
+                self._totals.apply(old, -1)
+            new = collapse_lot(list(self._slices[lot_id].values()))
+            self._lots[lot_id] = new
+            self._totals.apply(new, 1)
+
+    def add_flows(self, flows: Iterable[CashFlow]) -> None:
+        """Fold cash flows in (fees, dividends, interest); other categories are ignored."""
+        for flow in flows:
+            old = self._flows.get(flow.id)
+            if old is not None:
+                self._flow_totals.apply(old, -1)
+            self._flows[flow.id] = flow
+            self._flow_totals.apply(flow, 1)
+
+    def add_daily(self, rows: Iterable[DailySummary]) -> None:
+        """Fold daily equity rows in (newest row, minimum drawdown)."""
+        recompute = False
+        for row in rows:
+            old = self._daily.get(row.date)
+            self._daily[row.date] = row
+            if old is not None and old.drawdown == self._min_drawdown and row.drawdown > old.drawdown:
+                recompute = True  # the minimum may have been this row: rare, so rescan
+            elif self._min_drawdown is None or row.drawdown < self._min_drawdown:
+                self._min_drawdown = row.drawdown
+        if recompute:
+            self._min_drawdown = min(r.drawdown for r in self._daily.values())
+
+    def document(
+        self,
+        *,
+        open_lots: Sequence[OpenLot],
+        intraday_cumulative_return: Decimal | None,
+        in_session: bool,
+        as_of: datetime,
+    ) -> KpiDocument:
+        """Return the KPI document for the state fed so far plus the current open lots."""
+        newest = self._daily[max(self._daily)] if self._daily else None
+        return _render(
+            self._totals,
+            self._flow_totals,
+            newest,
+            self._min_drawdown,
+            open_lots,
+            intraday_cumulative_return,
+            in_session,
+            as_of,
+        )
+
+
+def document_changed(old: Mapping[str, KpiValue] | None, new: Mapping[str, KpiValue]) -> bool:
+    """Return True when the documents differ in anything but ``as_of`` (None counts as changed)."""
+    if old is None:
+        return True
+    strip = {key for key in (*old.keys(), *new.keys()) if key != "as_of"}
+    return any(old.get(key) != new.get(key) for key in strip)
+
+
+def encode_document(document: Mapping[str, KpiValue]) -> bytes:
+    """Return the document as JSON; raise ``ValueError`` on a non-finite number (D50)."""
+    for key, value in document.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key}: expected a finite number, found {value}")
+    return msgspec.json.encode(dict(document))

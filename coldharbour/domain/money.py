@@ -1,0 +1,89 @@
+"""Exact money and quantity values: parsing, finiteness checks, rounding rules.
+
+Money and quantities are ``Decimal`` everywhere. A float from the outside world is converted
+through its shortest ``repr`` (``0.1`` becomes ``Decimal("0.1")``, not the binary expansion),
+exactly once, at the edge. NaN and infinities are rejected, never stored. Nothing here is
+silently rounded: the only rounding helper is ``round_pct``, used for display percentages
+that SPEC.md defines as rounded.
+
+Pure: no I/O, no logging.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Final
+
+ZERO: Final = Decimal(0)
+ONE: Final = Decimal(1)
+HUNDRED: Final = Decimal(100)
+CENT: Final = Decimal("0.01")
+SUB_DOLLAR_TICK: Final = Decimal("0.0001")
+
+# Larger than any price, quantity or balance a brokerage account can hold; a value beyond this
+# is a corrupt input, not money (it would also overflow numeric formatting in the UI).
+MAX_ABS: Final = Decimal("1e15")
+
+
+class InvalidMoney(ValueError):
+    """A value that is not a finite, sane decimal number."""
+
+
+def to_decimal(value: object, *, field: str = "value") -> Decimal:
+    """Return ``value`` as a finite ``Decimal``; raise ``InvalidMoney`` naming ``field``.
+
+    Accepts ``Decimal``, ``int``, ``float`` (via its shortest repr) and numeric strings.
+    Booleans, NaN, infinities, empty strings and magnitudes above ``MAX_ABS`` are rejected.
+    """
+    if isinstance(value, bool) or value is None:
+        raise InvalidMoney(f"{field}: expected a number, found {value!r}")
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int):
+        result = Decimal(value)
+    elif isinstance(value, float):
+        result = Decimal(repr(value))
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            result = Decimal(text)
+        except InvalidOperation as e:
+            raise InvalidMoney(f"{field}: expected a number, found {value[:40]!r}") from e
+    else:
+        raise InvalidMoney(f"{field}: expected a number, found {type(value).__name__}")
+    if not result.is_finite():
+        raise InvalidMoney(f"{field}: expected a finite number, found {result}")
+    if abs(result) > MAX_ABS:
+        raise InvalidMoney(f"{field}: magnitude too large, found {result:.6e}")
+    return result
+
+
+def to_decimal_or_none(value: object, *, field: str = "value") -> Decimal | None:
+    """Return ``None`` for ``None``/empty string, else ``to_decimal(value)``."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return to_decimal(value, field=field)
+
+
+def is_finite(value: Decimal | None) -> bool:
+    """Return True when ``value`` is a finite Decimal within ``MAX_ABS`` (None is not)."""
+    return value is not None and value.is_finite() and abs(value) <= MAX_ABS
+
+
+def tick_size(price: Decimal) -> Decimal:
+    """Return the minimum price increment: 0.0001 below $1, else 0.01."""
+    return SUB_DOLLAR_TICK if abs(price) < ONE else CENT
+
+
+def round_pct(value: Decimal, places: int = 2) -> Decimal:
+    """Round a display percentage to ``places`` decimals (banker's rounding)."""
+    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+
+
+def normalize(value: Decimal) -> Decimal:
+    """Return ``value`` without trailing zeros, never in exponent form for integers."""
+    result = value.normalize()
+    exponent = result.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > 0:
+        return result.quantize(ONE)
+    return result

@@ -1,0 +1,209 @@
+"""The common life of every program: settings, logging, signals, heartbeat, counters, exit codes.
+
+``run(program, amain)`` is what each ``workers/<program>.py`` calls from ``main()``:
+
+1. load settings from the environment (+ ``CHMGR_CONFIG``); on a bad value print one line to
+   stderr and exit 1 before opening any socket;
+2. configure logging to stderr (supervisord captures it) with a filter that scrubs every secret;
+3. run ``amain(settings, ctx, stop)`` on an asyncio loop, with SIGTERM/SIGINT setting ``stop``
+   and a heartbeat task publishing ``hb.<program>`` every second;
+4. exit 0 after a clean stop, 1 on an unexpected error (supervisord restarts the program).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final, Literal
+
+import zmq
+
+from coldharbour import config
+from coldharbour.bus import Publisher, Subscriber
+from coldharbour.errors import ChmgrError, ConfigError
+from coldharbour.messages import Heartbeat, topic_heartbeat
+
+log = logging.getLogger(__name__)
+
+Program = Literal[
+    "bus", "state", "prices", "trades", "snapshot", "cashflows", "equity", "metrics", "scheduler"
+]
+# Start order: bus first, state second (supervisord priorities follow this order).
+PROGRAMS: Final[tuple[Program, ...]] = (
+    "bus", "state", "prices", "trades", "snapshot", "cashflows", "equity", "metrics", "scheduler",
+)  # fmt: skip
+# Programs that run only while a session is not `closed` (SPEC.md §4 scheduler).
+SESSION_PROGRAMS: Final[tuple[Program, ...]] = ("prices", "trades", "snapshot", "equity", "cashflows")
+HEARTBEAT_INTERVAL_S: Final = 1.0
+LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+
+
+class SecretScrubber(logging.Filter):
+    """Replace every known secret in a log record's final text with ``***`` (defence in depth)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self._secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        text = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        exc_text = record.exc_text or ""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+            exc_text = exc_text.replace(secret, "***")
+        record.msg, record.args = text, None
+        record.exc_text = exc_text or None
+        return True
+
+
+def configure_logging(level: str, secrets: list[str]) -> None:
+    """Send logs to stderr at ``level``, scrubbing ``secrets`` (called once per process)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(SecretScrubber(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+class WorkerContext:
+    """What ``runtime`` hands a program: the zmq context, its counters, bus helpers."""
+
+    def __init__(
+        self,
+        program: str,
+        settings: config.Settings,
+        zmq_context: zmq.Context[zmq.Socket[bytes]],
+    ) -> None:
+        self.program = program
+        self.settings = settings
+        self.zmq = zmq_context
+        self.counters: Counter[str] = Counter()
+        self.started_monotonic = time.monotonic()
+        self.lag_ms: float | None = None
+        self.state = "running"
+        self._publisher: Publisher | None = None
+
+    @property
+    def publisher(self) -> Publisher:
+        """Return this program's one publisher (created on first use)."""
+        if self._publisher is None:
+            self._publisher = Publisher(
+                self.zmq, self.settings.bus_in, self.program, counters=self.counters
+            )
+        return self._publisher
+
+    def subscriber(self, prefixes: list[str], **kwargs: object) -> Subscriber:
+        """Return a new subscriber on ``bus_out`` sharing this program's counters."""
+        return Subscriber(self.zmq, self.settings.bus_out, prefixes, counters=self.counters, **kwargs)  # type: ignore[arg-type]
+
+    def heartbeat(self) -> Heartbeat:
+        """Return the current heartbeat payload."""
+        return Heartbeat(
+            program=self.program,
+            pid=os.getpid(),
+            uptime_s=round(time.monotonic() - self.started_monotonic, 3),
+            counters=dict(self.counters),
+            lag_ms=self.lag_ms,
+            state=self.state,
+        )
+
+    def close(self) -> None:
+        """Close the publisher (flushing what is queued)."""
+        if self._publisher is not None:
+            self._publisher.close()
+
+
+AMain = Callable[[config.Settings, WorkerContext, asyncio.Event], Awaitable[None]]
+
+
+async def heartbeat_loop(ctx: WorkerContext, stop: asyncio.Event, interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
+    """Publish ``hb.<program>`` every ``interval_s`` until ``stop`` is set (and once at stop)."""
+    topic = topic_heartbeat(ctx.program)
+    while not stop.is_set():
+        ctx.publisher.publish(topic, ctx.heartbeat())
+        try:
+            await asyncio.wait_for(stop.wait(), interval_s)
+        except TimeoutError:
+            continue
+    ctx.state = "stopping"
+    ctx.publisher.publish(topic, ctx.heartbeat())
+
+
+def load_from_environment(environ: Mapping[str, str] | None = None) -> config.Settings:
+    """Return settings from ``environ`` (default ``os.environ``) and ``CHMGR_CONFIG``."""
+    env = os.environ if environ is None else environ
+    return config.load_settings(env, env.get("CHMGR_CONFIG") or None)
+
+
+def run(program: str, amain: AMain, *, with_heartbeat: bool = True) -> int:
+    """Run ``amain`` as ``program``; return the process exit code (0 clean, 1 failure)."""
+    try:
+        settings = load_from_environment()
+    except ConfigError as e:
+        print(f"{program}: configuration error: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    configure_logging(settings.log_level, config.all_secrets(settings))
+    log.info("starting program=%s pid=%d settings=%s", program, os.getpid(), config.describe(settings))
+    for name, reason in settings.disabled_accounts:
+        log.error("account disabled name=%s reason=%s", name, reason)
+    try:
+        asyncio.run(_main(program, settings, amain, with_heartbeat))
+    except ChmgrError as e:
+        log.error("stopped on error program=%s error=%s", program, e)
+        return EXIT_FAILURE
+    except Exception:
+        log.exception("stopped on unexpected error program=%s", program)
+        return EXIT_FAILURE
+    log.info("stopped cleanly program=%s", program)
+    return EXIT_OK
+
+
+async def _main(program: str, settings: config.Settings, amain: AMain, with_heartbeat: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, signum, stop)
+    zmq_context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    ctx = WorkerContext(program, settings, zmq_context)
+    heartbeat = (
+        asyncio.create_task(heartbeat_loop(ctx, stop), name=f"{program}-heartbeat")
+        if with_heartbeat
+        else None
+    )
+    try:
+        await amain(settings, ctx, stop)
+    finally:
+        stop.set()
+        if heartbeat is not None:
+            await heartbeat
+        ctx.close()
+        zmq_context.destroy(linger=2000)
+
+
+def _on_signal(signum: int, stop: asyncio.Event) -> None:
+    log.info("received signal=%s, stopping", signal.Signals(signum).name)
+    stop.set()
+
+
+def log_task_exception(task: asyncio.Task[object]) -> None:
+    """Done-callback for background tasks: log (with traceback) any exception they ended with."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        log.error("task failed name=%s", task.get_name(), exc_info=error)

@@ -1,0 +1,165 @@
+"""Schema: every table and column of SPEC.md §2, numeric money, idempotent migrations."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from coldharbour.db import schema
+from coldharbour.db.names import account_names
+from coldharbour.errors import SchemaError
+from tests.support import make_settings
+
+POSITION_COLUMNS = {
+    "parent_id": "text", "symbol": "text", "side": "text", "filled_at": "timestamp with time zone",
+    "qty": "numeric", "avg_fill": "numeric", "avg_px_symbol": "numeric", "sl_child": "text",
+    "sl_px": "numeric", "tp_child": "text", "tp_px": "numeric", "mkt_px": "numeric", "bar_px": "numeric",
+    "bar_ts": "timestamp with time zone", "moved_flag": "text", "buy_value": "numeric",
+    "holding_days": "integer", "days_to_expire": "integer", "mkt_value": "numeric", "profit_loss": "numeric",
+    "profit_loss_lot": "numeric", "tp_sl_reach_pct": "numeric", "updated_at": "timestamp with time zone",
+}  # fmt: skip
+CLOSED_COLUMNS = {
+    "entry_lot_id": "text", "exit_order_id": "text", "exit_parent_id": "text", "symbol": "text", "side": "text",
+    "qty": "numeric", "entry_time": "timestamp with time zone", "entry_price": "numeric",
+    "exit_time": "timestamp with time zone", "exit_price": "numeric", "exit_type": "text", "pnl_cash": "numeric",
+    "pnl_cash_fifo": "numeric", "diff_pnl": "numeric", "pnl_pct": "numeric", "return_pct": "numeric",
+    "duration_sec": "numeric",
+}  # fmt: skip
+EQUITY_COLUMNS = {
+    "date": "date", "deposit": "numeric", "cash_balance": "numeric", "market_value": "numeric",
+    "daily_return": "numeric", "cumulative_return": "numeric", "drawdown": "numeric", "net_flows": "numeric",
+    **{f"{p}_{w}": "double precision" for w in (10, 21, 63, 126, 252) for p in ("sharpe", "smart_sharpe")},
+}  # fmt: skip
+INTRADAY_COLUMNS = {
+    "ts": "timestamp with time zone", "deposit": "numeric", "cumulative_return": "numeric",
+    "drawdown": "numeric", "realised_return": "numeric",
+}  # fmt: skip
+CASH_COLUMNS = {
+    "id": "text", "ts": "timestamp with time zone", "amount": "numeric", "type": "text",
+    "category": "text", "description": "text",
+}  # fmt: skip
+ORDER_COLUMNS = {
+    "id": "uuid", "client_order_id": "text", "parent_id": "text", "replaced_by": "text", "replaces": "text",
+    "symbol": "text", "side": "text", "order_type": "text", "status": "text", "qty": "numeric",
+    "filled_qty": "numeric", "filled_avg_price": "numeric", "limit_price": "numeric", "stop_price": "numeric",
+    **{c: "timestamp with time zone" for c in (
+        "created_at", "updated_at", "submitted_at", "filled_at", "expired_at", "canceled_at", "replaced_at",
+        "expires_at", "ingested_at")},
+    "raw_json": "jsonb", "legs": "jsonb",
+}  # fmt: skip
+ACTIVITY_COLUMNS = {
+    "id": "text", "activity_type": "text", "transaction_time": "timestamp with time zone", "symbol": "text",
+    "side": "text", "qty": "numeric", "price": "numeric", "net_amount": "numeric", "execution_id": "uuid",
+    "order_id": "uuid", "raw_json": "jsonb", "ingested_at": "timestamp with time zone",
+}  # fmt: skip
+
+
+def _columns(conn: psycopg.Connection, schema_name: str, table: str) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+        (schema_name, table),
+    ).fetchall()
+    return {name: kind for name, kind in rows}
+
+
+def _primary_key(conn: psycopg.Connection, schema_name: str, table: str) -> list[str]:
+    rows = conn.execute(
+        """SELECT a.attname FROM pg_index i
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+           WHERE i.indrelid = (quote_ident(%s) || '.' || quote_ident(%s))::regclass AND i.indisprimary
+           ORDER BY array_position(i.indkey, a.attnum)""",
+        (schema_name, table),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _snapshot(conn: psycopg.Connection) -> list[tuple[object, ...]]:
+    return conn.execute(
+        """SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns
+           WHERE table_schema IN ('accounts', 'account_activities') ORDER BY 1, 2, 3"""
+    ).fetchall()
+
+
+def test_db_init_two_accounts_creates_every_table_with_types_and_keys(pg_dsn) -> None:
+    settings = make_settings(pg_dsn)
+    with psycopg.connect(pg_dsn.reveal()) as conn:
+        applied = schema.ensure_schema(conn, settings)
+        tables = {}
+        for account in settings.accounts:
+            names = account_names(settings, account.slug)
+            for table, expected, key in (
+                (names.positions, POSITION_COLUMNS, ["parent_id"]),
+                (names.closed, CLOSED_COLUMNS, ["entry_lot_id", "exit_order_id"]),
+                (names.equity_full, EQUITY_COLUMNS, ["date"]),
+                (names.equity_intraday, INTRADAY_COLUMNS, ["ts"]),
+                (names.cash_flows, CASH_COLUMNS, ["id"]),
+                (names.metrics, {"id": "text", "metrics_payload": "text"}, ["id"]),
+                (names.raw_orders, ORDER_COLUMNS, ["id"]),
+                (names.raw_activities, ACTIVITY_COLUMNS, ["id"]),
+            ):
+                tables[table.name] = (_columns(conn, table.schema, table.name), expected, _primary_key(conn, table.schema, table.name), key)
+        shared = {t: _columns(conn, "accounts", t) for t in ("market_schedule", "latest_prices", "price_bars_1min")}
+        shared_keys = {t: _primary_key(conn, "accounts", t) for t in shared}
+
+    assert {(s, v) for s, v in applied} == {("shared", 1), ("account:demo", 1), ("account:paper_1", 1)}
+    assert "account_open_positions_paper_1" in tables
+    for name, (actual, expected, pk, expected_pk) in tables.items():
+        assert {c: actual.get(c) for c in expected} == expected, name
+        assert pk == expected_pk, name
+    assert shared["latest_prices"] == {"symbol": "text", "price": "numeric", "ts": "timestamp with time zone"}
+    assert shared_keys == {"market_schedule": ["session_date"], "latest_prices": ["symbol"], "price_bars_1min": ["symbol", "ts"]}
+    assert all(kind != "real" for cols in shared.values() for kind in cols.values())
+
+
+def test_db_init_second_run_changes_nothing(pg_dsn) -> None:
+    settings = make_settings(pg_dsn)
+    with psycopg.connect(pg_dsn.reveal()) as conn:
+        schema.ensure_schema(conn, settings)
+        before = _snapshot(conn)
+        versions_before = schema.schema_versions(conn, settings)
+        applied = schema.ensure_schema(conn, settings)
+        after = _snapshot(conn)
+        rows = conn.execute("SELECT count(*) FROM accounts.schema_version").fetchone()
+
+    assert applied == []
+    assert before == after
+    assert versions_before == schema.latest_versions(settings)
+    assert rows == (3,)
+
+
+def test_db_init_account_added_later_gets_only_its_tables(pg_dsn) -> None:
+    with psycopg.connect(pg_dsn.reveal()) as conn:
+        schema.ensure_schema(conn, make_settings(pg_dsn, accounts=("demo",)))
+        applied = schema.ensure_schema(conn, make_settings(pg_dsn, accounts=("demo", "live")))
+        live = _columns(conn, "accounts", "account_open_positions_live")
+
+    assert applied == [("account:live", 1)]
+    assert live["qty"] == "numeric"
+
+
+def test_db_rejects_nan_and_infinity_in_money_columns(migrated_dsn) -> None:
+    with psycopg.connect(migrated_dsn.reveal()) as conn:
+        for bad in ("NaN", "Infinity", "-Infinity"):
+            with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
+                conn.execute("INSERT INTO accounts.latest_prices (symbol, price, ts) VALUES ('X', %s::numeric, now())", (bad,))
+        count = conn.execute("SELECT count(*) FROM accounts.latest_prices").fetchone()
+
+    assert count == (0,)
+
+
+def test_db_newer_than_code_is_refused(migrated_dsn) -> None:
+    settings = make_settings(migrated_dsn)
+    with psycopg.connect(migrated_dsn.reveal()) as conn:
+        conn.execute("INSERT INTO accounts.schema_version (scope, version, description) VALUES ('shared', 99, 'future')")
+        conn.commit()
+        with pytest.raises(SchemaError, match="version 99"):
+            schema.ensure_schema(conn, settings)
+
+
+def test_db_custom_table_templates_are_used(pg_dsn) -> None:
+    settings = make_settings(pg_dsn, accounts=("live",), TABLE_ACCOUNT_POSITIONS="open_trades_{slug}", TABLE_ACCOUNT_CLOSED="closed_trades_{slug}")
+    with psycopg.connect(pg_dsn.reveal()) as conn:
+        schema.ensure_schema(conn, settings)
+        columns = _columns(conn, "accounts", "open_trades_live")
+
+    assert columns["avg_fill"] == "numeric"

@@ -1,0 +1,1 @@
+"""One entry module per program (python -m workers.<program>)."""
