@@ -110,16 +110,28 @@ class Proxy:
                 sock.close(linger=0)
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Ask the proxy thread to terminate and wait for it."""
+        """Ask the proxy thread to terminate and wait for it.
+
+        A TERMINATE sent while the proxy is still entering ``proxy_steerable`` can be missed
+        (seen with libzmq 4.3), so the command is repeated until the thread has ended.
+        """
         if not self._thread.is_alive():
             return
         command = self._ctx.socket(zmq.PAIR)
+        command.setsockopt(zmq.SNDTIMEO, 100)
         try:
             command.connect(self._control)
-            command.send(b"TERMINATE")
+            deadline = time.monotonic() + timeout_s
+            while self._thread.is_alive() and time.monotonic() < deadline:
+                try:
+                    command.send(b"TERMINATE")
+                except zmq.Again:
+                    pass
+                self._thread.join(0.05)
         finally:
-            command.close(linger=1000)
-        self._thread.join(timeout_s)
+            command.close(linger=0)
+        if self._thread.is_alive():
+            raise BusError("bus proxy did not stop within the deadline")
 
 
 class Publisher:
@@ -201,18 +213,19 @@ class Subscriber:
         self._on_sequence = on_sequence
         self._tracker = SeqTracker()
         self._last_reject_log: dict[str, float] = {}
-        self._socket = zmq.asyncio.Context.shadow(ctx).socket(zmq.SUB)
-        self._socket.setsockopt(zmq.RCVHWM, hwm)
-        self._socket.setsockopt(zmq.LINGER, 0)
-        # The same socket seen synchronously: draining a batch without a Future per frame.
-        self._sync: zmq.Socket[bytes] = zmq.Socket.shadow(self._socket.underlying)
+        # The socket belongs to ``ctx`` (so ``ctx.destroy()`` closes it); the asyncio view
+        # shadows it for awaiting, the sync one drains a batch without a Future per frame.
+        self._sync: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
+        self._sync.setsockopt(zmq.RCVHWM, hwm)
+        self._sync.setsockopt(zmq.LINGER, 0)
+        self._socket = zmq.asyncio.Socket.shadow(self._sync.underlying)
         for prefix in prefixes:
             self.subscribe(prefix)
-        self._socket.connect(prepare_endpoint(endpoint, bind=False))
+        self._sync.connect(prepare_endpoint(endpoint, bind=False))
 
     def subscribe(self, prefix: str) -> None:
         """Receive topics starting with ``prefix`` (empty = everything)."""
-        self._socket.setsockopt(zmq.SUBSCRIBE, prefix.encode("ascii"))
+        self._sync.setsockopt(zmq.SUBSCRIBE, prefix.encode("ascii"))
 
     async def recv(self) -> tuple[str, Message]:
         """Return the next valid (topic, message); bad frames are counted and skipped."""
@@ -280,4 +293,4 @@ class Subscriber:
 
     def close(self) -> None:
         """Close the socket."""
-        self._socket.close(linger=0)
+        self._sync.close(linger=0)

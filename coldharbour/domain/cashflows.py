@@ -60,6 +60,16 @@ class CashFlow(msgspec.Struct, frozen=True, kw_only=True):
     description: str = ""
 
 
+class Execution(msgspec.Struct, frozen=True, kw_only=True):
+    """One fill as the equity replay needs it: ``qty`` signed (+ bought, − sold), ``price`` per share."""
+
+    id: str
+    ts: datetime
+    symbol: str
+    qty: Decimal
+    price: Decimal
+
+
 class Rejection(msgspec.Struct, frozen=True, kw_only=True):
     """An activity that could not be converted, and why (the caller counts and logs it)."""
 
@@ -113,13 +123,19 @@ def parse_activity_time(value: object) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def _fill_amount(activity: Mapping[str, object]) -> Decimal:
+def _fill_terms(activity: Mapping[str, object]) -> tuple[int, Decimal, Decimal]:
+    """(side sign, unsigned qty, price) of a fill; raise ``ValueError`` naming the bad field."""
     side = str(activity.get("side") or "").strip().lower()
     if side not in SIDE_SIGN:
         raise ValueError(f"side: expected buy, sell or sell_short, found {activity.get('side')!r}")
     qty = to_decimal(activity.get("qty"), field="qty")
     price = to_decimal(activity.get("price"), field="price")
-    return -SIDE_SIGN[side] * abs(qty) * price
+    return SIDE_SIGN[side], abs(qty), price
+
+
+def _fill_amount(activity: Mapping[str, object]) -> Decimal:
+    sign, qty, price = _fill_terms(activity)
+    return -sign * qty * price
 
 
 def _amount(activity: Mapping[str, object], category: Category) -> Decimal:
@@ -169,6 +185,23 @@ def to_cash_flow(activity: Mapping[str, object]) -> CashFlow | Rejection:
         category=category,
         description=_description(activity),
     )
+
+
+def to_execution(activity: Mapping[str, object]) -> Execution | Rejection:
+    """Return the execution of a FILL activity (symbol, signed qty, price, time), or a ``Rejection``."""
+    result = to_cash_flow(activity)
+    if isinstance(result, Rejection):
+        return result
+    if result.category is not Category.TRADE:
+        return Rejection(id=result.id, reason=f"activity_type: expected FILL, found {result.type}")
+    symbol = activity.get("symbol")
+    if not isinstance(symbol, str) or not symbol.strip():
+        return Rejection(id=result.id, reason=f"symbol: expected a non-empty string, found {symbol!r}")
+    try:
+        sign, qty, price = _fill_terms(activity)
+    except ValueError as e:
+        return Rejection(id=result.id, reason=str(e))
+    return Execution(id=result.id, ts=result.ts, symbol=symbol.strip(), qty=sign * qty, price=price)
 
 
 def convert_activities(

@@ -33,7 +33,7 @@ from typing import Final
 
 import msgspec
 
-from coldharbour.domain.cashflows import CashFlow, Category
+from coldharbour.domain.cashflows import CashFlow, Category, Execution
 from coldharbour.domain.metrics import SHARPE_WINDOWS, DailySummary, Side, rolling_sharpe
 from coldharbour.domain.money import ONE, ZERO
 from coldharbour.domain.schedule import Session, ny_date, session_date_on_or_after
@@ -41,16 +41,6 @@ from coldharbour.domain.schedule import Session, ny_date, session_date_on_or_aft
 # Only the last 252 returns feed any window; the curve keeps no longer history for Sharpe.
 _RETURN_HISTORY: Final = max(SHARPE_WINDOWS)
 _MINUTE: Final = timedelta(minutes=1)
-
-
-class Execution(msgspec.Struct, frozen=True, kw_only=True):
-    """One fill for the replay: ``qty`` is signed (+ bought, − sold), ``price`` per share."""
-
-    id: str
-    ts: datetime
-    symbol: str
-    qty: Decimal
-    price: Decimal
 
 
 class Opening(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,7 +105,7 @@ class Book(msgspec.Struct, frozen=True, kw_only=True):
     positions: dict[str, Decimal]
     last_price: dict[str, Decimal]
     deposit: Decimal
-    index: Decimal
+    cumulative_return: Decimal
     peak_index: Decimal
 
 
@@ -149,7 +139,7 @@ def start_curve(opening: Opening | None = None) -> DailyCurve:
             positions={},
             last_price={},
             deposit=ZERO,
-            index=ONE,
+            cumulative_return=ZERO,
             peak_index=ONE,
         )
         return DailyCurve(rows=(), book=book)
@@ -163,7 +153,7 @@ def start_curve(opening: Opening | None = None) -> DailyCurve:
         positions=positions,
         last_price=dict(opening.closes),
         deposit=opening.cash + _market_value(positions, opening.closes),
-        index=ONE,
+        cumulative_return=ZERO,
         peak_index=ONE,
     )
     return DailyCurve(rows=(), book=book)
@@ -186,7 +176,7 @@ def resume_curve(
         positions={s: q for s, q in positions.items() if q != 0},
         last_price=dict(last_price),
         deposit=last.deposit,
-        index=ONE + last.cumulative_return,
+        cumulative_return=last.cumulative_return,
         peak_index=peak,
     )
     return DailyCurve(rows=tuple(rows), book=book)
@@ -222,7 +212,10 @@ def _next_row(book: Book, day: DayInputs, history: list[Decimal]) -> tuple[Daily
     deposit = cash + market_value
     base = book.deposit + net_flows
     daily_return = (deposit - base) / base if base > 0 else ZERO
-    index = book.index * (ONE + daily_return)
+    # The index is carried as the stored cumulative return (1 + R), rounded exactly as the
+    # table holds it, so a curve resumed from stored rows continues identically.
+    cumulative_return = (ONE + book.cumulative_return) * (ONE + daily_return) - ONE
+    index = ONE + cumulative_return
     peak = max(book.peak_index, index)
     history.append(daily_return)
     del history[:-_RETURN_HISTORY]
@@ -234,7 +227,7 @@ def _next_row(book: Book, day: DayInputs, history: list[Decimal]) -> tuple[Daily
         market_value=market_value,
         net_flows=net_flows,
         daily_return=daily_return,
-        cumulative_return=index - ONE,
+        cumulative_return=cumulative_return,
         drawdown=index / peak - ONE,
         sharpe_10=ratio[10][0],
         sharpe_21=ratio[21][0],
@@ -253,7 +246,7 @@ def _next_row(book: Book, day: DayInputs, history: list[Decimal]) -> tuple[Daily
         positions=positions,
         last_price=prices,
         deposit=deposit,
-        index=index,
+        cumulative_return=cumulative_return,
         peak_index=peak,
     )
     return row, new_book
@@ -323,7 +316,10 @@ def bucket_by_session(
 
 
 class IntradayLot(msgspec.Struct, frozen=True, kw_only=True):
-    """An open lot (no exit) or a slice closed today, for the intraday mark-to-market."""
+    """An open lot (no exit) or a slice closed today, for the intraday mark-to-market.
+
+    ``entry_price`` is the lot's average fill (the price its cash moved at), not the broker WAC.
+    """
 
     symbol: str
     side: Side

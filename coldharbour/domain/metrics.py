@@ -81,7 +81,7 @@ KpiValue = float | int | str | None
 KpiDocument = dict[str, KpiValue]
 
 
-# ---------------------------------------------------------------- risk statistics
+# Risk statistics.
 
 
 def _floats(returns: Sequence[Decimal] | Sequence[float]) -> list[float]:
@@ -166,7 +166,7 @@ def max_drawdown(returns: Iterable[Decimal]) -> Decimal:
     return min(drawdowns(returns), default=ZERO)
 
 
-# ---------------------------------------------------------------- KPI inputs
+# KPI inputs.
 
 
 class ClosedSlice(msgspec.Struct, frozen=True, kw_only=True):
@@ -205,7 +205,7 @@ class DailySummary(msgspec.Struct, frozen=True, kw_only=True):
     sharpe: Mapping[int, float | None]
 
 
-# ---------------------------------------------------------------- lots
+# Lots.
 
 
 class _Lot(msgspec.Struct, frozen=True):
@@ -230,7 +230,7 @@ def _volumes(piece: ClosedSlice) -> tuple[Decimal, Decimal]:
     return (entry, exit_) if piece.side == "long" else (exit_, entry)
 
 
-def collapse_lot(slices: Sequence[ClosedSlice]) -> _Lot:
+def _collapse_lot(slices: Sequence[ClosedSlice]) -> _Lot:
     """Return a lot from its slices: sums, first entry to last exit, class by most quantity."""
     qty_by_class: dict[ExitType, Decimal] = {}
     for piece in slices:
@@ -304,7 +304,7 @@ class _FlowTotals(msgspec.Struct):
             self.interest += sign * flow.amount
 
 
-# ---------------------------------------------------------------- rendering
+# Rendering.
 
 
 def _number(value: Decimal | None, places: int) -> float | None:
@@ -401,7 +401,7 @@ def _render(
     return {key: values[key] for key in KPI_KEYS}
 
 
-# ---------------------------------------------------------------- from scratch and incremental
+# From scratch and incremental.
 
 
 def compute_kpi_document(
@@ -426,7 +426,7 @@ def compute_kpi_document(
         by_lot.setdefault(piece.entry_lot_id, []).append(piece)
     totals = _Totals()
     for pieces in by_lot.values():
-        totals.apply(collapse_lot(pieces), 1)
+        totals.apply(_collapse_lot(pieces), 1)
     flow_totals = _FlowTotals()
     for flow in {f.id: f for f in flows}.values():
         flow_totals.apply(flow, 1)
@@ -471,7 +471,7 @@ class KpiAccumulator:
             old = self._lots.get(lot_id)
             if old is not None:
                 self._totals.apply(old, -1)
-            new = collapse_lot(list(self._slices[lot_id].values()))
+            new = _collapse_lot(list(self._slices[lot_id].values()))
             self._lots[lot_id] = new
             self._totals.apply(new, 1)
 
@@ -523,8 +523,8 @@ def document_changed(old: Mapping[str, KpiValue] | None, new: Mapping[str, KpiVa
     """Return True when the documents differ in anything but ``as_of`` (None counts as changed)."""
     if old is None:
         return True
-    strip = {key for key in (*old.keys(), *new.keys()) if key != "as_of"}
-    return any(old.get(key) != new.get(key) for key in strip)
+    compared = {key for key in (*old.keys(), *new.keys()) if key != "as_of"}
+    return any(old.get(key) != new.get(key) for key in compared)
 
 
 def encode_document(document: Mapping[str, KpiValue]) -> bytes:

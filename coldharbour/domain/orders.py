@@ -22,6 +22,7 @@ Pure: no I/O, no clock, no logging.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Final, Literal, Protocol
 
 import msgspec
@@ -363,19 +364,23 @@ def leg_role(view: OrderView, order_id: str) -> LegRole | None:
     return role_of_type(first.order_type) if is_leg else None
 
 
-def _leg_price(order: Order, role: LegRole) -> object:
+def _leg_price(order: Order, role: LegRole) -> Decimal | None:
     return order.limit_price if role == "take_profit" else order.stop_price
 
 
 def live_legs(view: OrderView, parent_id: str) -> LotLegs:
     """Return the live take-profit and stop-loss of entry ``parent_id``.
 
-    Each leg is followed to the end of its replacement chain; it counts when that order is live.
-    A successor referenced but not yet known is skipped over (the last known version is used).
-    With several live legs of one role, the first listed wins.
+    Legs of every version of the entry count (an entry replaced before it filled keeps its
+    lot key, the first id, while its legs may hang on the replacement). Each leg is followed to
+    the end of its replacement chain; it counts when that order is live. A successor referenced
+    but not yet known is skipped over (the last known version is used). With several live legs
+    of one role, the first listed wins.
     """
     found: dict[LegRole, Leg] = {}
-    for leg_id in view.legs_of(parent_id):
+    entries = latest_successor(view, parent_id).path if view.get(parent_id) else (parent_id,)
+    leg_ids = dict.fromkeys(leg for entry in entries for leg in view.legs_of(entry))
+    for leg_id in leg_ids:
         original = view.get(leg_id)
         if original is None:
             continue
@@ -386,10 +391,9 @@ def live_legs(view: OrderView, parent_id: str) -> LotLegs:
         if end is None or not end.is_live:
             continue
         found[role] = Leg(
-            order_id=end.id, role=role, price=end.limit_price if role == "take_profit"
-            else end.stop_price, original_id=original.id,
-            original_price=original.limit_price if role == "take_profit"
-            else original.stop_price, created_at=end.created_at, expires_at=end.expires_at,
+            order_id=end.id, role=role, price=_leg_price(end, role), original_id=original.id,
+            original_price=_leg_price(original, role), created_at=end.created_at,
+            expires_at=end.expires_at,
         )
     return LotLegs(take_profit=found.get("take_profit"), stop_loss=found.get("stop_loss"))
 

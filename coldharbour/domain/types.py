@@ -166,9 +166,12 @@ class ClosedSlice(msgspec.Struct, frozen=True, kw_only=True):
 
     The fields up to ``duration_sec`` are the table's columns (``CLOSED_COLUMNS``). The rest are
     the exact accumulators the columns derive from and are not stored:
-    ``entry_value`` = Σ qty·entry price, ``exit_value`` = Σ qty·exit price,
+    ``exit_value`` = Σ qty·exit price; ``entry_value`` = ``closed_entry_value`` +
+    ``open_qty``·(the lot's current average fill), so the slice always uses the entry's
+    average fill even when the entry fills more after a partial exit (``open_qty`` is the part
+    taken from the lot while it is open; it is frozen into ``closed_entry_value`` at close);
     ``fifo_qty``/``fifo_carry`` split ``pnl_cash_fifo`` between the current flat-to-flat cycle
-    and earlier ones, ``is_final`` = the lot is closed.
+    and earlier ones; ``is_final`` = the lot is closed.
     """
 
     entry_lot_id: str
@@ -191,6 +194,8 @@ class ClosedSlice(msgspec.Struct, frozen=True, kw_only=True):
     entry_value: Decimal
     exit_value: Decimal
     fifo_qty: Decimal
+    open_qty: Decimal = ZERO
+    closed_entry_value: Decimal = ZERO
     fifo_carry: Decimal = ZERO
     is_final: bool = False
 
@@ -264,6 +269,28 @@ class OpenRow(msgspec.Struct, frozen=True, kw_only=True):
     profit_loss_lot: Decimal | None
     tp_sl_reach_pct: Decimal | None
     updated_at: int
+
+
+class FillRejection(msgspec.Struct, frozen=True, kw_only=True):
+    """A fill the ledger refused, with the reason (counted and logged by the caller)."""
+
+    key: str
+    reason: str
+
+
+class FifoEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """What remains of one opening execution in the broker-FIFO queue."""
+
+    qty: Decimal
+    price: Decimal
+
+
+class ExitTotals(msgspec.Struct, frozen=True, kw_only=True):
+    """One exit order's broker-FIFO P&L and quantity in the current cycle, and its lots."""
+
+    pnl: Decimal
+    qty: Decimal
+    lots: tuple[str, ...]
 
 
 class BrokerPosition(msgspec.Struct, frozen=True, kw_only=True):

@@ -147,9 +147,7 @@ def last_equity(account: SimAccount, now: datetime) -> Decimal:
     return result
 
 
-def account_to_json(
-    account: SimAccount, marks: Mapping[str, Decimal], now: datetime
-) -> dict[str, object]:
+def account_to_json(account: SimAccount, marks: Mapping[str, Decimal], now: datetime) -> dict[str, object]:
     """Return the ``GET /v2/account`` object, every number as a string."""
     long_value, short_value = market_values(account, marks)
     total = account.cash + long_value + short_value
@@ -216,9 +214,7 @@ def position_to_json(
         "asset_class": "us_equity",
         "asset_marginable": True,
         "qty": money_text(position.qty),
-        "qty_available": money_text(
-            position.qty - held_qty if position.qty > ZERO else position.qty + held_qty
-        ),
+        "qty_available": money_text(position.qty - held_qty if position.qty > ZERO else position.qty + held_qty),
         "side": "long" if position.qty > ZERO else "short",
         "avg_entry_price": money_text(position.avg_entry_price),
         "cost_basis": money_text(cost_basis),

@@ -31,7 +31,45 @@ from coldharbour.sim.wire import (
 
 # The ActivityType names alpaca-py knows (ALPACA.md section 3).
 ACTIVITY_TYPES: Final[frozenset[str]] = frozenset(
-    ["FILL", "ACATC", "ACATS", "CFEE", "CIL", "CSD", "CSW", "DIV", "DIVCGL", "DIVCGS", "DIVNRA", "DIVROC", "DIVTXEX", "DIVWH", "EXTRD", "FEE", "FXTRD", "INT", "INTPNL", "JNLC", "JNLS", "MA", "MEM", "NC", "OCT", "OPASN", "OPCSH", "OPEXC", "OPEXP", "OPTRD", "PTC", "REORG", "SPIN", "SPLIT", "SWP", "VOF", "WH"]
+    {
+        "FILL",
+        "ACATC",
+        "ACATS",
+        "CFEE",
+        "CIL",
+        "CSD",
+        "CSW",
+        "DIV",
+        "DIVCGL",
+        "DIVCGS",
+        "DIVNRA",
+        "DIVROC",
+        "DIVTXEX",
+        "DIVWH",
+        "EXTRD",
+        "FEE",
+        "FXTRD",
+        "INT",
+        "INTPNL",
+        "JNLC",
+        "JNLS",
+        "MA",
+        "MEM",
+        "NC",
+        "OCT",
+        "OPASN",
+        "OPCSH",
+        "OPEXC",
+        "OPEXP",
+        "OPTRD",
+        "PTC",
+        "REORG",
+        "SPIN",
+        "SPLIT",
+        "SWP",
+        "VOF",
+        "WH",
+    }
 )
 ACTIVITY_STATUSES: Final[frozenset[str]] = frozenset({"executed", "correct", "canceled"})
 MAX_PAGE_SIZE: Final = 100
@@ -207,18 +245,14 @@ def _matches(activity: Mapping[str, object], query: ActivityQuery) -> bool:
     return not (query.until is not None and moment >= query.until)
 
 
-def select_activities(
-    activities: list[dict[str, object]], query: ActivityQuery
-) -> list[dict[str, object]]:
+def select_activities(activities: list[dict[str, object]], query: ActivityQuery) -> list[dict[str, object]]:
     """Return one page of activities matching ``query``."""
     ordered = activities if query.direction == "asc" else list(reversed(activities))
     token = query.page_token
     page: list[dict[str, object]] = []
     for activity in ordered:
         identifier = str(activity["id"])
-        if token is not None and (
-            identifier <= token if query.direction == "asc" else identifier >= token
-        ):
+        if token is not None and (identifier <= token if query.direction == "asc" else identifier >= token):
             continue
         if _matches(activity, query):
             page.append(activity)

@@ -65,8 +65,14 @@ def bar_to_json(bar: Bar) -> dict[str, object]:
 
 def parse_timeframe(text: str) -> timedelta:
     """Return the bucket length of an Alpaca timeframe (``1Min``, ``15Min``, ``1Hour``, ``1Day``)."""
-    units = {"Min": timedelta(minutes=1), "T": timedelta(minutes=1), "Hour": timedelta(hours=1),
-             "H": timedelta(hours=1), "Day": timedelta(days=1), "D": timedelta(days=1)}
+    units = {
+        "Min": timedelta(minutes=1),
+        "T": timedelta(minutes=1),
+        "Hour": timedelta(hours=1),
+        "H": timedelta(hours=1),
+        "Day": timedelta(days=1),
+        "D": timedelta(days=1),
+    }
     for suffix, unit in units.items():
         count = text[: -len(suffix)]
         if text.endswith(suffix) and count.isdigit() and int(count) > 0:
@@ -159,8 +165,7 @@ class PriceTape:
                 key = epoch + ((minute - epoch) // size) * size
             bucket = buckets.get(key)
             if bucket is None:
-                buckets[key] = Bar(key, bar.open, bar.high, bar.low, bar.close, bar.volume,
-                                   bar.trades)
+                buckets[key] = Bar(key, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades)
             else:
                 bucket.high = max(bucket.high, bar.high)
                 bucket.low = min(bucket.low, bar.low)
@@ -169,9 +174,7 @@ class PriceTape:
                 bucket.trades += bar.trades
         return list(buckets.values())
 
-    def bars(
-        self, symbol: str, size: timedelta, start: datetime, end: datetime, sessions: Sequence[date]
-    ) -> list[Bar]:
+    def bars(self, symbol: str, size: timedelta, start: datetime, end: datetime, sessions: Sequence[date]) -> list[Bar]:
         """Return ``symbol``'s bars of length ``size`` from ``start`` to ``end``, oldest first.
 
         ``sessions`` are the trading days in the range; daily history is only made for them.

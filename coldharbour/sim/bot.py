@@ -69,6 +69,9 @@ DEFAULT_WEIGHTS: Final[Mapping[Kind, float]] = {
     "replace_stop": 1.5,
     "close_position": 1.0,
 }
+# Alpaca refuses bracket exits closer than this to the base price, whatever the tick.
+MIN_BRACKET_DISTANCE: Final = Decimal("0.01")
+MIN_BRACKET_PRICE: Final = Decimal("0.05")
 _LIVE_STOP_STATUSES: Final = frozenset({OrderStatus.NEW, OrderStatus.ACCEPTED})
 _OPEN_STATUSES: Final = frozenset(
     {OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_NEW}
@@ -208,12 +211,14 @@ class BotPolicy:
         held = view.positions
         not_short = [s for s in priced if s not in held or held[s].qty > 0]
         flat = [s for s in priced if s not in held]
+        # Below a few cents a bracket cannot keep both exits $0.01 away and above zero.
+        bracketable = {s for s in priced if view.prices[s] >= MIN_BRACKET_PRICE}
         longs = [p for p in held.values() if p.qty > 0 and p.qty_available >= 1 and p.symbol in priced]
         return {
-            "bracket_buy": [self._bracket(s, "buy", view.prices[s]) for s in not_short],
+            "bracket_buy": [self._bracket(s, "buy", view.prices[s]) for s in not_short if s in bracketable],
             "market_buy": [MarketOrder(s, "buy", self._qty(view.prices[s])) for s in not_short],
             "market_sell": [self._sell_part(p) for p in longs],
-            "short_bracket": [self._bracket(s, "sell", view.prices[s]) for s in flat],
+            "short_bracket": [self._bracket(s, "sell", view.prices[s]) for s in flat if s in bracketable],
             "replace_stop": list(self._tighter_stops(view)),
             "close_position": [ClosePosition(s, tuple(view.open_order_ids.get(s, ()))) for s in sorted(held)],
         }
@@ -223,19 +228,14 @@ class BotPolicy:
         return max(1, min(self._max_qty, int(notional / price)))
 
     def _bracket(self, symbol: str, side: Side, price: Decimal) -> BracketEntry:
-        profit = Decimal(str(round(self._random.uniform(0.005, 0.02), 4)))
-        loss = Decimal(str(round(self._random.uniform(0.005, 0.02), 4)))
-        tick = CENT if price >= 1 else SUB_DOLLAR_TICK
-        sign = 1 if side == "buy" else -1
-        # Whole ticks away from the price on the right side, as Alpaca requires for brackets.
-        take_profit = round_price(price * (1 + sign * profit), up=side == "buy")
-        stop_loss = round_price(price * (1 - sign * loss), up=side == "sell")
+        # 0.5-2 % away, but at least $0.01 (Alpaca's bracket rule, below $1 too), rounded away
+        # from the price so the distance survives rounding to tick.
+        take = max(price * Decimal(str(round(self._random.uniform(0.005, 0.02), 4))), MIN_BRACKET_DISTANCE)
+        loss = max(price * Decimal(str(round(self._random.uniform(0.005, 0.02), 4))), MIN_BRACKET_DISTANCE)
         if side == "buy":
-            take_profit = max(take_profit, price + tick)
-            stop_loss = max(min(stop_loss, price - tick), SUB_DOLLAR_TICK)
+            take_profit, stop_loss = round_price(price + take, up=True), round_price(price - loss, up=False)
         else:
-            take_profit = max(min(take_profit, price - tick), SUB_DOLLAR_TICK)
-            stop_loss = max(stop_loss, price + tick)
+            take_profit, stop_loss = round_price(price - take, up=False), round_price(price + loss, up=True)
         return BracketEntry(symbol, side, self._qty(price), take_profit, stop_loss)
 
     def _sell_part(self, position: PositionView) -> MarketOrder:

@@ -37,7 +37,7 @@ from coldharbour.sim.order_request import (
     parse_order_request,
     parse_replace_request,
 )
-from coldharbour.sim.orders import OrderType, Side, SimOrder, order_to_json
+from coldharbour.sim.orders import OrderType, Side, SimOrder, order_to_json, successor_of
 from coldharbour.sim.risk import check_order_allowed, held_qty
 from coldharbour.sim.wire import (
     SimError,
@@ -74,6 +74,14 @@ class EngineConfig:
     # Send ``pending_new`` before ``new`` for each accepted order.
     pending_new_events: bool = False
 
+    def to_json(self) -> dict[str, object]:
+        """Return the settings as ``POST /sim/config`` takes them."""
+        return {
+            "partial_fills": self.partial_fills,
+            "partial_fill_slices": self.partial_fill_slices,
+            "pending_new_events": self.pending_new_events,
+        }
+
 
 @dataclass(frozen=True)
 class TradeUpdate:
@@ -108,7 +116,7 @@ class Engine:
         self.lastday_prices: dict[str, Decimal] = {}
         self.orders: dict[str, SimOrder] = {}
         self.tape = PriceTape(seed)
-        self._random = random.Random(seed)
+        self._random = random.Random(seed)  # noqa: S311 - reproducible ids, not secrets
         self._session_close = session_close
         self._sequence = 0
         self._events: list[TradeUpdate] = []
@@ -218,10 +226,16 @@ class Engine:
             check_bracket_prices(spec, base)
         reference = spec.limit_price or spec.stop_price or price
         check_order_allowed(
-            book, self.account_orders(account), self.prices, spec.symbol, spec.side,
-            spec.qty, spec.notional, reference,
+            book,
+            self.account_orders(account),
+            self.prices,
+            spec.symbol,
+            spec.side,
+            spec.qty,
+            spec.notional,
+            reference,
         )
-        order = self._place(account, spec, now)
+        order = self._place(account, spec, now, needs_funds_check=reference is None)
         return order, self._drain()
 
     def _check_client_order_id(self, account: str, client_order_id: str | None) -> None:
@@ -273,9 +287,10 @@ class Engine:
         self.orders[order.id] = order
         return order
 
-    def _place(self, account: str, spec: OrderSpec, now: datetime) -> SimOrder:
+    def _place(self, account: str, spec: OrderSpec, now: datetime, needs_funds_check: bool) -> SimOrder:
         order_type: OrderType = spec.type
         main = self._new_order(account, spec, now, order_type, spec.side, spec.client_order_id)
+        main.needs_funds_check = needs_funds_check
         main.limit_price = spec.limit_price
         main.stop_price = spec.stop_price
         if spec.order_class == "oco":
@@ -310,6 +325,7 @@ class Engine:
             stop_loss.limit_price = stop_limit
             legs.append(stop_loss)
         for leg in legs:
+            leg.trail_price = leg.trail_percent = None
             leg.parent_id = main.id
             leg.position_intent = f"{exit_side}_to_close"
             if spec.order_class == "oco":
@@ -375,16 +391,33 @@ class Engine:
             order.target_qty = (order.notional / fill_price).quantize(QTY_PLACES, ROUND_DOWN)
         remaining = order.remaining_qty
         assert remaining is not None
-        if remaining <= ZERO:
+        if remaining <= ZERO or not self._has_funds(order, remaining, fill_price):
             self._reject(order, now)
             return
         self._execute(order, self._slice_qty(order, remaining), fill_price, now)
 
+    def _has_funds(self, order: SimOrder, qty: Decimal, price: Decimal) -> bool:
+        """Check buying power deferred from submission (no price then), once, at the fill price."""
+        if not order.needs_funds_check:
+            return True
+        order.needs_funds_check = False
+        others = (o for o in self.account_orders(order.account) if o.id != order.id)
+        book = self.accounts[order.account]
+        try:
+            check_order_allowed(book, others, self.prices, order.symbol, order.side, qty, None, price)
+        except SimError:
+            return False
+        return True
+
     def _reject(self, order: SimOrder, now: datetime) -> None:
+        """Reject an accepted order (Alpaca's asynchronous ``rejected``); its held legs go too."""
         order.status = "rejected"
         order.failed_at = now
         order.updated_at = now
         self._emit("rejected", order, now)
+        for leg_id in order.leg_ids:
+            if self.orders[leg_id].status == "held":
+                self._cancel_one(self.orders[leg_id], now)
 
     def _execute(self, order: SimOrder, qty: Decimal, price: Decimal, now: datetime) -> None:
         book = self.accounts[order.account]
@@ -400,8 +433,7 @@ class Engine:
         if is_done:
             order.filled_at = now
         execution_id = self.new_id()
-        self._emit("fill" if is_done else "partial_fill", order, now,
-                   (execution_id, price, qty, position_qty))
+        self._emit("fill" if is_done else "partial_fill", order, now, (execution_id, price, qty, position_qty))
         insert_activity(book.activities, fill_activity(order, execution_id, qty, price, is_short, now))
         ledger.record_equity(book, self.prices, now)
         if order.oco_group is not None:
@@ -428,9 +460,7 @@ class Engine:
 
     # ----- canceling, replacing, expiring
 
-    def _cancel_one(
-        self, order: SimOrder, now: datetime, event: str = "canceled", cascade: bool = True
-    ) -> None:
+    def _cancel_one(self, order: SimOrder, now: datetime, event: str = "canceled", cascade: bool = True) -> None:
         if event == "expired":
             order.status = "expired"
             order.expired_at = now
@@ -454,9 +484,7 @@ class Engine:
         self._cancel_one(order, now)
         return self._drain()
 
-    def cancel_all_orders(
-        self, account: str, now: datetime
-    ) -> tuple[list[SimOrder], list[TradeUpdate]]:
+    def cancel_all_orders(self, account: str, now: datetime) -> tuple[list[SimOrder], list[TradeUpdate]]:
         """Cancel every open order of ``account``; return the orders canceled."""
         canceled: list[SimOrder] = []
         for order in list(self.account_orders(account)):
@@ -494,12 +522,22 @@ class Engine:
         if old.is_working:
             # The successor takes the old order's place, including in its OCO group.
             others = (
-                o for o in self.account_orders(account)
+                o
+                for o in self.account_orders(account)
                 if o.id != old.id and (old.oco_group is None or o.oco_group != old.oco_group)
             )
             check_order_allowed(
-                self.accounts[account], others, self.prices, old.symbol, old.side, qty, None,
-                change.limit_price or change.stop_price or old.limit_price or old.stop_price
+                self.accounts[account],
+                others,
+                self.prices,
+                old.symbol,
+                old.side,
+                qty,
+                None,
+                change.limit_price
+                or change.stop_price
+                or old.limit_price
+                or old.stop_price
                 or self.prices.get(old.symbol),
             )
         new = self._successor(old, qty, change.time_in_force, now, change.client_order_id)
@@ -531,17 +569,15 @@ class Engine:
     ) -> SimOrder:
         self._sequence += 1
         tif = time_in_force or old.time_in_force
-        new = SimOrder(
-            id=self.new_id(), account=old.account,
-            client_order_id=client_order_id or self.new_id(), symbol=old.symbol, side=old.side,
-            type=old.type, time_in_force=tif, order_class=old.order_class, qty=qty,
-            notional=None, limit_price=None, stop_price=None, trail_price=old.trail_price,
-            trail_percent=old.trail_percent, extended_hours=old.extended_hours,
-            status="held" if old.status == "held" else "new", created_at=now,
-            expires_at=self._expires_at(tif, now), sequence=self._sequence,
-            position_intent=old.position_intent, hwm=old.hwm, replaces=old.id,
-            parent_id=old.parent_id, leg_ids=list(old.leg_ids),
-            oco_group=old.oco_group, is_triggered=old.is_triggered,
+        new = successor_of(
+            old,
+            self.new_id(),
+            client_order_id or self.new_id(),
+            qty=qty,
+            time_in_force=tif,
+            expires_at=self._expires_at(tif, now),
+            sequence=self._sequence,
+            now=now,
         )
         self.orders[new.id] = new
         for leg_id in new.leg_ids:
@@ -554,7 +590,11 @@ class Engine:
     # ----- positions and cash
 
     def close_position(
-        self, account: str, symbol: str, qty: Decimal | None, percentage: Decimal | None,
+        self,
+        account: str,
+        symbol: str,
+        qty: Decimal | None,
+        percentage: Decimal | None,
         now: datetime,
     ) -> tuple[SimOrder, list[TradeUpdate]]:
         """Submit the market order that closes all or part of a position; 404 when flat."""
@@ -570,14 +610,15 @@ class Engine:
         elif qty is not None:
             size = qty
         body: dict[str, object] = {
-            "symbol": symbol, "qty": str(size), "side": "sell" if position.qty > ZERO else "buy",
-            "type": "market", "time_in_force": "day",
+            "symbol": symbol,
+            "qty": str(size),
+            "side": "sell" if position.qty > ZERO else "buy",
+            "type": "market",
+            "time_in_force": "day",
         }
         return self.submit_order(account, body, now)
 
-    def post_activity(
-        self, account: str, body: Mapping[str, object], now: datetime
-    ) -> dict[str, object]:
+    def post_activity(self, account: str, body: Mapping[str, object], now: datetime) -> dict[str, object]:
         """Book a non-trade activity (dividend, fee, journal, deposit) and move cash by it."""
         book = self.account(account)
         activity = cash_activity(body, self.new_id(), now)
@@ -585,23 +626,3 @@ class Engine:
         book.cash += cash_effect(activity)
         ledger.record_equity(book, self.prices, now)
         return activity
-
-    def state(self, now: datetime) -> dict[str, object]:
-        """Return a JSON-ready dump of the whole book (for ``GET /sim/state``)."""
-        return {
-            "config": {
-                "partial_fills": self.config.partial_fills,
-                "partial_fill_slices": self.config.partial_fill_slices,
-                "pending_new_events": self.config.pending_new_events,
-            },
-            "prices": {symbol: money_text(price) for symbol, price in self.prices.items()},
-            "accounts": {
-                name: {
-                    "account": self.account_json(name, now),
-                    "positions": [self.position_json(name, s) for s in sorted(book.positions)],
-                    "orders": [self.order_json(o, nested=False) for o in self.account_orders(name)],
-                    "activities": list(book.activities),
-                }
-                for name, book in self.accounts.items()
-            },
-        }

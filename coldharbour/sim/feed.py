@@ -1,16 +1,18 @@
 """Price feed simulator: a seeded random walk published in the production feed's wire format.
 
 ``python -m coldharbour.sim.feed --endpoint E --symbols A,B --rate N [--seed S]
-[--broker-url URL] [--start-price P] [--duration-s D]`` binds a ZMQ PUB socket and publishes one
+[--broker-url URL [--follow-broker]] [--start-price P] [--duration-s D]`` binds a ZMQ PUB socket and publishes one
 msgpack frame per trade, shaped like the external feed that ``prices`` reads (SPEC.md §4): a map
 whose first key is the kind, ``{"trade": {"S": sym, "p": price, "c": conditions, "t": ns,
 "s": size}}``, with the real feed's occasional variations (``symbol``/``price``/``conditions``
 long keys, conditions as a ``-``-joined string, ISO time) and a small fraction of ticks carrying
 an excluded condition (``D``, ``M``, ``E``) at an off-market price.
 
-With ``--broker-url`` (the fake broker's origin) it starts from the broker's prices when it has
-them, tells the broker every new price (``POST /sim/prices``, at most ten batches a second, the
-latest price per symbol) so fills and marks agree, and adopts prices that someone else set there.
+With ``--broker-url`` (the fake broker's origin) the walk starts from the broker's prices when it
+has them (``GET /sim/state``) and tells the broker every new price (``POST /sim/prices``, at most
+ten batches a second, the latest price per symbol), so fills and marks agree. With
+``--follow-broker`` as well it does not walk: it republishes whatever prices the broker has
+(set by tests or another tool), polled twice a second, and skips symbols the broker lacks.
 
 Two halves: ``PriceWalk`` and ``encode_trade`` are pure (seeded, no I/O, no clock: time is an
 argument); ``run_feed`` owns the socket, the pacing clock and the broker session. ``main`` is the
@@ -53,7 +55,7 @@ MAX_PRICE: Final = 10_000_000.0
 _LOT_SIZES: Final = (1, 5, 10, 25, 50, 100, 100, 100, 200, 300, 500)
 # A broker batch at most every 0.1 s (DESIGN.md §5: fills and marks agree within that).
 BROKER_POST_INTERVAL_S: Final = 0.1
-BROKER_FOLLOW_INTERVAL_S: Final = 5.0
+BROKER_FOLLOW_INTERVAL_S: Final = 0.5
 _BROKER_TIMEOUT_S: Final = 2.0
 
 
@@ -234,19 +236,25 @@ def encode_trade(tick: Tick) -> bytes:
 
 @dataclass(frozen=True)
 class FeedOptions:
-    """What ``run_feed`` publishes, where, and how fast (``rate_per_s`` over all symbols)."""
+    """What ``run_feed`` publishes, where, and how fast (``rate_per_s`` over all symbols).
+
+    With ``broker_url`` the walk starts from the broker's prices and posts its own; with
+    ``follow_broker`` too, it does not walk at all: it republishes the broker's prices (polled
+    every ``follow_interval_s``) and skips symbols the broker has no price for.
+    """
 
     endpoint: str = DEFAULT_ENDPOINT
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
     rate_per_s: float = DEFAULT_RATE_PER_S
     seed: int = 0
     broker_url: str | None = None
+    follow_broker: bool = False
+    follow_interval_s: float = BROKER_FOLLOW_INTERVAL_S
     start_price: float | None = None
     duration_s: float | None = None
     excluded_fraction: float = 0.01
     shape_variation: float = 0.2
     volatility: float = DEFAULT_VOLATILITY
-    follow_interval_s: float = BROKER_FOLLOW_INTERVAL_S
 
 
 @dataclass
@@ -258,7 +266,7 @@ class FeedStats:
     schedule_resets: int = 0
     broker_posts: int = 0
     broker_failures: int = 0
-    prices_adopted: int = 0
+    prices_followed: int = 0
 
 
 async def run_feed(
@@ -278,30 +286,8 @@ async def run_feed(
     try:
         socket.bind(options.endpoint)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_BROKER_TIMEOUT_S)) as session:
-            broker = None if options.broker_url is None else _Broker(session, options.broker_url)
-            start_prices = await broker.prices() if broker is not None else {}
-            walk = _make_walk(options, start_prices)
-            log.info(
-                "feed started endpoint=%s symbols=%s rate_per_s=%s seed=%s broker=%s",
-                options.endpoint,
-                ",".join(walk.symbols),
-                options.rate_per_s,
-                options.seed,
-                options.broker_url or "-",
-            )
-            if broker is None:
-                await _publish(socket, walk, options.rate_per_s, stop, stats, None)
-            else:
-                # The broker learns every start price at once, then each new one as it comes.
-                pending = walk.prices
-                sync = asyncio.create_task(
-                    _sync_broker(broker, walk, pending, options.follow_interval_s, stop, stats), name="feed-broker-sync"
-                )
-                try:
-                    await _publish(socket, walk, options.rate_per_s, stop, stats, pending)
-                finally:
-                    stop.set()
-                    await sync
+            broker = None if options.broker_url is None else _Broker(session, options.broker_url, stats)
+            await _run(socket, broker, options, stop, stats)
     finally:
         if timer is not None:
             timer.cancel()
@@ -311,16 +297,46 @@ async def run_feed(
     return stats
 
 
-def _make_walk(options: FeedOptions, start_prices: Mapping[str, float]) -> PriceWalk:
-    return PriceWalk(
+async def _run(
+    socket: zmq.Socket[bytes], broker: _Broker | None, options: FeedOptions, stop: asyncio.Event, stats: FeedStats
+) -> None:
+    start_prices = (await broker.prices() or {}) if broker is not None else {}
+    following = broker is not None and options.follow_broker
+    walk = PriceWalk(
         options.symbols,
         seed=options.seed,
         start_prices=start_prices,
         default_start_price=options.start_price,
-        volatility=options.volatility,
+        volatility=0.0 if following else options.volatility,
         excluded_fraction=options.excluded_fraction,
         shape_variation=options.shape_variation,
     )
+    log.info(
+        "feed started endpoint=%s symbols=%s rate_per_s=%s seed=%s broker=%s mode=%s",
+        options.endpoint,
+        ",".join(walk.symbols),
+        options.rate_per_s,
+        options.seed,
+        options.broker_url or "-",
+        "follow" if following else "walk",
+    )
+    if broker is None:
+        await _publish(socket, walk, options.rate_per_s, stop, stats)
+        return
+    if following:
+        known = set(start_prices) & set(walk.symbols)
+        sync = _follow_broker(broker, walk, known, options.follow_interval_s, stop, stats)
+        pending = None
+    else:
+        # The broker learns every start price at once, then each new one as it comes.
+        known, pending = None, walk.prices
+        sync = _post_to_broker(broker, pending, stop, stats)
+    task = asyncio.create_task(sync, name="feed-broker-sync")
+    try:
+        await _publish(socket, walk, options.rate_per_s, stop, stats, pending=pending, only=known)
+    finally:
+        stop.set()
+        await task
 
 
 async def _publish(
@@ -329,7 +345,9 @@ async def _publish(
     rate_per_s: float,
     stop: asyncio.Event,
     stats: FeedStats,
-    pending: dict[str, float] | None,
+    *,
+    pending: dict[str, float] | None = None,
+    only: set[str] | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     # Message n is due at start + n/rate on the monotonic clock: waking late publishes the
@@ -344,7 +362,7 @@ async def _publish(
             log.warning("feed fell behind backlog=%d; skipping it", due)
             start = loop.time() - sent / rate_per_s
             due = 1
-        for tick in walk.next_ticks(max(due, 0), time.time_ns()):
+        for tick in _next_ticks(walk, max(due, 0), only):
             socket.send(encode_trade(tick), zmq.NOBLOCK)
             stats.published += 1
             if tick.excluded:
@@ -353,6 +371,20 @@ async def _publish(
                 pending[tick.symbol] = tick.price
         sent += max(due, 0)
         await _wait(stop, start + sent / rate_per_s - loop.time())
+
+
+def _next_ticks(walk: PriceWalk, count: int, only: set[str] | None) -> list[Tick]:
+    """Return ``count`` ticks, skipping symbols outside ``only`` (fewer if none is left)."""
+    if only is None:
+        return walk.next_ticks(count, time.time_ns())
+    ticks: list[Tick] = []
+    for _ in range(count * len(walk.symbols) if only else 0):
+        if len(ticks) == count:
+            break
+        tick = walk.next_tick(time.time_ns())
+        if tick.symbol in only:
+            ticks.append(tick)
+    return ticks
 
 
 async def _wait(stop: asyncio.Event, delay_s: float) -> None:
@@ -366,39 +398,50 @@ async def _wait(stop: asyncio.Event, delay_s: float) -> None:
 
 
 class _Broker:
-    """The fake broker's control routes, as seen by the feed."""
+    """The fake broker's control routes, as seen by the feed; failures are counted and logged
+    once per streak (a broker restart must not flood the log ten times a second)."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, url: str, stats: FeedStats) -> None:
         self._session = session
         self._url = url.rstrip("/")
-        self.failures_logged = 0
+        self._stats = stats
+        self._failure_streak = 0
 
-    async def prices(self) -> dict[str, float]:
-        """Return the broker's current prices, or {} (logged) when it cannot say."""
+    async def prices(self) -> dict[str, float] | None:
+        """Return the broker's current prices, or None when it cannot say."""
         try:
             async with self._session.get(f"{self._url}/sim/state") as response:
                 response.raise_for_status()
                 state = await response.json()
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-            log.warning("broker state unavailable url=%s error=%s", self._url, _one_line(e))
-            return {}
+            self._failed("state", e)
+            return None
+        self._succeeded()
         return _parse_prices(state.get("prices") if isinstance(state, dict) else None)
 
     async def post_prices(self, prices: Mapping[str, float]) -> bool:
-        """Tell the broker ``prices``; return False (logged once per streak) on failure."""
+        """Tell the broker ``prices`` (as decimal strings); return False when that failed."""
         body = {symbol: str(Decimal(repr(price))) for symbol, price in prices.items()}
         try:
             async with self._session.post(f"{self._url}/sim/prices", json=body) as response:
                 response.raise_for_status()
         except (aiohttp.ClientError, TimeoutError) as e:
-            if self.failures_logged == 0:
-                log.warning("broker price post failed url=%s error=%s", self._url, _one_line(e))
-            self.failures_logged += 1
+            self._failed("price post", e)
             return False
-        if self.failures_logged:
-            log.info("broker price posts recovered after failures=%d", self.failures_logged)
-            self.failures_logged = 0
+        self._stats.broker_posts += 1
+        self._succeeded()
         return True
+
+    def _failed(self, what: str, error: BaseException) -> None:
+        self._stats.broker_failures += 1
+        if self._failure_streak == 0:
+            log.warning("broker %s failed url=%s error=%s", what, self._url, _one_line(error))
+        self._failure_streak += 1
+
+    def _succeeded(self) -> None:
+        if self._failure_streak:
+            log.info("broker reachable again after failures=%d", self._failure_streak)
+        self._failure_streak = 0
 
 
 def _parse_prices(raw: object) -> dict[str, float]:
@@ -414,48 +457,33 @@ def _parse_prices(raw: object) -> dict[str, float]:
     return prices
 
 
-async def _sync_broker(
-    broker: _Broker,
-    walk: PriceWalk,
-    pending: dict[str, float],
-    follow_interval_s: float,
-    stop: asyncio.Event,
-    stats: FeedStats,
-) -> None:
-    loop = asyncio.get_running_loop()
-    posted: dict[str, float] = {}
-    next_follow = loop.time() + follow_interval_s
+async def _post_to_broker(broker: _Broker, pending: dict[str, float], stop: asyncio.Event, stats: FeedStats) -> None:
+    """Post the latest price per symbol every ``BROKER_POST_INTERVAL_S``, and once more at stop."""
     while True:
         stopping = stop.is_set()
         if pending:
             batch = dict(pending)
             pending.clear()
-            if await broker.post_prices(batch):
-                stats.broker_posts += 1
-                posted.update(batch)
-            else:
-                stats.broker_failures += 1
+            if not await broker.post_prices(batch):
                 for symbol, price in batch.items():
                     pending.setdefault(symbol, price)  # newer ticks win
         if stopping:
             return
-        if loop.time() >= next_follow:
-            next_follow = loop.time() + follow_interval_s
-            stats.prices_adopted += _adopt(walk, await broker.prices(), posted)
         await _wait(stop, BROKER_POST_INTERVAL_S)
 
 
-def _adopt(walk: PriceWalk, broker_prices: Mapping[str, float], posted: dict[str, float]) -> int:
-    """Follow prices someone else set at the broker (not ours); return how many were adopted."""
-    adopted = 0
-    for symbol in walk.symbols:
-        price = broker_prices.get(symbol)
-        if price is not None and price != posted.get(symbol):
-            walk.set_price(symbol, price)
-            posted[symbol] = price
-            adopted += 1
-            log.info("following broker price symbol=%s price=%s", symbol, price)
-    return adopted
+async def _follow_broker(
+    broker: _Broker, walk: PriceWalk, known: set[str], interval_s: float, stop: asyncio.Event, stats: FeedStats
+) -> None:
+    """Move the (motionless) walk to the broker's prices every ``interval_s``."""
+    while not stop.is_set():
+        await _wait(stop, interval_s)
+        for symbol, price in (await broker.prices() or {}).items():
+            if symbol in walk.prices and (symbol not in known or walk.prices[symbol] != price):
+                walk.set_price(symbol, price)
+                known.add(symbol)
+                stats.prices_followed += 1
+                log.debug("following broker price symbol=%s price=%s", symbol, price)
 
 
 def _one_line(error: BaseException) -> str:
@@ -473,6 +501,11 @@ def _parse_args(argv: list[str] | None) -> FeedOptions:
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE_PER_S, help="messages/s, total")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--broker-url", default=None, help="fake broker origin to keep in step")
+    parser.add_argument(
+        "--follow-broker",
+        action="store_true",
+        help="republish the broker's prices instead of walking (needs --broker-url)",
+    )
     parser.add_argument("--start-price", type=float, default=None, help="start price, all symbols")
     parser.add_argument("--duration-s", type=float, default=None, help="stop after this long")
     parser.add_argument(
@@ -494,6 +527,8 @@ def _parse_args(argv: list[str] | None) -> FeedOptions:
         parser.error(f"--start-price: expected a positive price, found {args.start_price!r}")
     if args.duration_s is not None and not args.duration_s >= 0:
         parser.error(f"--duration-s: expected seconds >= 0, found {args.duration_s!r}")
+    if args.follow_broker and args.broker_url is None:
+        parser.error("--follow-broker: needs --broker-url")
     for name in ("excluded_fraction", "shape_variation", "volatility"):
         if not 0 <= getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: expected a fraction in [0, 1)")
@@ -504,6 +539,7 @@ def _parse_args(argv: list[str] | None) -> FeedOptions:
         rate_per_s=args.rate,
         seed=seed,
         broker_url=args.broker_url,
+        follow_broker=args.follow_broker,
         start_price=args.start_price,
         duration_s=args.duration_s,
         excluded_fraction=args.excluded_fraction,
@@ -523,12 +559,12 @@ async def _amain(options: FeedOptions) -> int:
         log.error("cannot bind feed endpoint=%s error=%s", options.endpoint, e)
         return 1
     log.info(
-        "feed stopped published=%d excluded=%d broker_posts=%d broker_failures=%d adopted=%d",
+        "feed stopped published=%d excluded=%d broker_posts=%d broker_failures=%d followed=%d",
         stats.published,
         stats.excluded,
         stats.broker_posts,
         stats.broker_failures,
-        stats.prices_adopted,
+        stats.prices_followed,
     )
     return 0
 

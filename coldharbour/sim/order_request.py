@@ -175,6 +175,8 @@ def _check_quantity(spec: OrderSpec) -> None:
         raise unprocessable("qty or notional is required, but not both", CODE_INVALID_FIELD)
     if spec.notional is not None and (spec.type != "market" or spec.time_in_force != "day"):
         raise unprocessable("notional orders must be market orders with time_in_force day")
+    if spec.notional is not None and spec.order_class != "simple":
+        raise unprocessable("notional orders must be simple orders")
     is_fractional = spec.qty is not None and spec.qty != spec.qty.to_integral_value()
     if is_fractional and spec.time_in_force != "day":
         raise unprocessable("fractional orders must be DAY orders")

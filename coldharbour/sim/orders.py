@@ -23,15 +23,11 @@ Side = Literal["buy", "sell"]
 OrderType = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
 OrderClass = Literal["simple", "bracket", "oco", "oto"]
 
-ORDER_TYPES: Final[frozenset[str]] = frozenset(
-    {"market", "limit", "stop", "stop_limit", "trailing_stop"}
-)
+ORDER_TYPES: Final[frozenset[str]] = frozenset({"market", "limit", "stop", "stop_limit", "trailing_stop"})
 ORDER_CLASSES: Final[frozenset[str]] = frozenset({"simple", "bracket", "oco", "oto"})
 
 # Statuses in which an order can still execute (``held`` legs wait for their parent).
-WORKING_STATUSES: Final[frozenset[str]] = frozenset(
-    {"new", "partially_filled", "accepted", "pending_new"}
-)
+WORKING_STATUSES: Final[frozenset[str]] = frozenset({"new", "partially_filled", "accepted", "pending_new"})
 # What GET /v2/orders?status=open returns: everything not final.
 OPEN_STATUSES: Final[frozenset[str]] = WORKING_STATUSES | {
     "held",
@@ -92,6 +88,8 @@ class SimOrder:
     # Exit legs that cancel each other (bracket take-profit/stop-loss, an OCO pair) share it.
     oco_group: str | None = None
     is_triggered: bool = False
+    # Accepted before its symbol had a price: buying power is checked at the first execution.
+    needs_funds_check: bool = False
     # For a notional order: the quantity fixed at its first execution.
     target_qty: Decimal | None = None
 
@@ -117,6 +115,51 @@ class SimOrder:
         if self.filled_qty == ZERO:
             return None
         return self.filled_value / self.filled_qty
+
+
+def successor_of(
+    old: SimOrder,
+    order_id: str,
+    client_order_id: str,
+    *,
+    qty: Decimal,
+    time_in_force: str,
+    expires_at: datetime,
+    sequence: int,
+    now: datetime,
+) -> SimOrder:
+    """Return the order that replaces ``old``: same instrument and links, fresh id and fills.
+
+    Prices are left for the caller to set (old ones unless the replace request changes them).
+    """
+    return SimOrder(
+        id=order_id,
+        account=old.account,
+        client_order_id=client_order_id,
+        symbol=old.symbol,
+        side=old.side,
+        type=old.type,
+        time_in_force=time_in_force,
+        order_class=old.order_class,
+        qty=qty,
+        notional=None,
+        limit_price=None,
+        stop_price=None,
+        trail_price=old.trail_price,
+        trail_percent=old.trail_percent,
+        extended_hours=old.extended_hours,
+        status="held" if old.status == "held" else "new",
+        created_at=now,
+        expires_at=expires_at,
+        sequence=sequence,
+        position_intent=old.position_intent,
+        hwm=old.hwm,
+        replaces=old.id,
+        parent_id=old.parent_id,
+        leg_ids=list(old.leg_ids),
+        oco_group=old.oco_group,
+        is_triggered=old.is_triggered,
+    )
 
 
 def order_to_json(order: SimOrder, legs: list[dict[str, object]] | None = None) -> dict[str, object]:

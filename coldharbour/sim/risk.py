@@ -47,9 +47,7 @@ def _is_opening(order: SimOrder, positions: Mapping[str, ledger.SimPosition]) ->
     return signed <= ZERO if order.side == "sell" else signed >= ZERO
 
 
-def reserved_buying_power(
-    account: SimAccount, orders: Iterable[SimOrder], prices: Mapping[str, Decimal]
-) -> Decimal:
+def reserved_buying_power(account: SimAccount, orders: Iterable[SimOrder], prices: Mapping[str, Decimal]) -> Decimal:
     """Return the buying power promised to working opening orders of ``account``."""
     total = ZERO
     for order in orders:
@@ -108,8 +106,6 @@ def check_order_allowed(
         cost = qty * reference_price
     if cost is None:
         return
-    available_power = ledger.buying_power(account, prices) - reserved_buying_power(
-        account, orders, prices
-    )
+    available_power = ledger.buying_power(account, prices) - reserved_buying_power(account, orders, prices)
     if cost > available_power:
         raise forbidden("insufficient buying power")

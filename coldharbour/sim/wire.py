@@ -32,9 +32,7 @@ CODE_INTERNAL: Final = 50010000
 class SimError(Exception):
     """A request the fake broker refuses, carrying Alpaca's HTTP status and error body."""
 
-    def __init__(
-        self, status: int, code: int, message: str, extra: Mapping[str, object] | None = None
-    ) -> None:
+    def __init__(self, status: int, code: int, message: str, extra: Mapping[str, object] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code

@@ -1,0 +1,1 @@
+"""Tests of the fake broker: the pure engine, and its HTTP/WS surface through real alpaca-py."""

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import random
+import signal
+import subprocess
+import sys
 from collections import Counter
 from decimal import Decimal
 from uuid import uuid4
 
 import pytest
+from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.models import Order, Position
+from alpaca.trading.requests import GetOrdersRequest
 
 from coldharbour.sim.bot import (
+    DEFAULT_WEIGHTS,
     BotPolicy,
     BracketEntry,
     ClosePosition,
@@ -19,11 +27,15 @@ from coldharbour.sim.bot import (
     PositionView,
     ReplaceStop,
     StopLeg,
+    TradingBot,
+    fetch_broker_prices,
     main,
     parse_prices,
     round_price,
     view_from_broker,
 )
+from tests.fixtures.broker import FakeBroker
+from tests.support import wait_for
 
 SYMBOLS = ("AAPL", "MSFT", "PENNY")
 PRICES = {"AAPL": Decimal("190.00"), "MSFT": Decimal("410.50"), "PENNY": Decimal("0.5123")}
@@ -72,8 +84,8 @@ def test_policy_brackets_straddle_price_on_tick() -> None:
         price = PRICES[bracket.symbol]
         tick = _tick(price)
         sign = 1 if bracket.side == "buy" else -1
-        assert sign * (bracket.take_profit - price) >= tick, bracket
-        assert sign * (price - bracket.stop_loss) >= tick, bracket
+        assert sign * (bracket.take_profit - price) >= Decimal("0.01"), bracket
+        assert sign * (price - bracket.stop_loss) >= Decimal("0.01"), bracket
         assert bracket.take_profit % tick == 0
         assert bracket.stop_loss % tick == 0
         assert bracket.stop_loss > 0
@@ -249,3 +261,86 @@ def test_view_from_broker_signs_positions_and_finds_live_stop_legs() -> None:
         "MSFT": (str(open_parent.id),),
     }
     assert view.prices == PRICES
+
+
+def _step_with_moving_prices(fake_broker: FakeBroker, bot: TradingBot, steps: int) -> None:
+    # Between steps every price moves a little (seeded, drifting up) so brackets fill and
+    # stops have room to trail.
+    mover = random.Random(1)
+    for _ in range(steps):
+        bot.step()
+        prices = fetch_broker_prices(fake_broker.base_url)
+        fake_broker.set_prices(
+            {
+                symbol: str(round_price(price * Decimal(1 + mover.uniform(-0.006, 0.008)), up=False))
+                for symbol, price in prices.items()
+            }
+        )
+
+
+def test_bot_steps_against_fake_broker_place_every_kind_of_order(fake_broker: FakeBroker) -> None:
+    fake_broker.set_prices({"AAPL": "190.00", "MSFT": "410.50", "PENNY": "0.5123"})
+    client = fake_broker.trading_client()
+    bot = TradingBot(client, BotPolicy(SYMBOLS, seed=1), lambda: fetch_broker_prices(fake_broker.base_url))
+
+    _step_with_moving_prices(fake_broker, bot, 60)
+
+    response = fake_broker.request("GET", "/v2/orders", params={"status": "all", "limit": "500", "nested": "true"})
+    orders = [leg for order in response.json() for leg in [order, *(order.get("legs") or [])]]
+    bot_orders = [o for o in orders if o["client_order_id"].startswith("bot-")]
+    order_classes = {o["order_class"] for o in bot_orders}
+    assert response.status_code == 200
+    assert bot.stats.failures == 0
+    assert set(bot.stats.actions) == set(DEFAULT_WEIGHTS)
+    assert {"bracket", "simple"} <= order_classes
+    assert any(o["order_class"] == "bracket" and o["side"] == "sell" for o in bot_orders)  # a short
+    assert any(o["replaces"] and o["type"] == "stop" for o in orders)  # a trailed stop leg
+
+
+def test_bot_broker_error_is_one_warning_and_next_step_works(
+    fake_broker: FakeBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_broker.set_prices({"AAPL": "190.00"})
+    bot = TradingBot(
+        fake_broker.trading_client(), BotPolicy(("AAPL",), seed=2), lambda: fetch_broker_prices(fake_broker.base_url)
+    )
+    fake_broker.fail("html500", "500")
+
+    with caplog.at_level(logging.WARNING, logger="coldharbour.sim.bot"):
+        failed = [bot.step(), bot.step()]
+    recovered = bot.step()
+
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert failed == [None, None]
+    assert isinstance(recovered, BracketEntry | MarketOrder)
+    assert bot.stats.failures == 2
+    assert len(warnings) == 2
+    assert all("\n" not in r.getMessage() for r in warnings)
+
+
+def test_bot_without_broker_prices_idles(fake_broker: FakeBroker) -> None:
+    bot = TradingBot(fake_broker.trading_client(), BotPolicy(SYMBOLS, seed=3), lambda: {})
+
+    action = bot.step()
+
+    assert isinstance(action, Idle)
+    assert bot.stats.actions == {}
+
+
+def test_bot_process_trades_and_exits_0_on_sigterm(fake_broker: FakeBroker) -> None:
+    fake_broker.set_prices({"AAPL": "190.00", "MSFT": "410.50"})
+    key, secret = fake_broker.keys()
+    command = [sys.executable, "-m", "coldharbour.sim.bot", "--broker-url", fake_broker.base_url]
+    command += ["--key", key, "--secret", secret, "--pace-s", "0.05", "--symbols", "AAPL,MSFT", "--seed", "4"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    client = fake_broker.trading_client()
+    every_order = GetOrdersRequest(status=QueryOrderStatus.ALL)
+    try:
+        wait_for(lambda: len(client.get_orders(every_order)) >= 3, 20, what="3 bot orders")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+
+    assert process.returncode == 0, stderr
+    assert "bot stopped" in stderr
+    assert secret not in stderr

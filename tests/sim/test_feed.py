@@ -30,6 +30,7 @@ from coldharbour.sim.feed import (
     run_feed,
     trade_message,
 )
+from tests.fixtures.broker import FakeBroker
 from tests.support import async_wait_for, wait_for
 
 T0_NS = 1_709_305_200_123_456_789  # 2024-03-01T15:00:00.123456789Z
@@ -306,3 +307,97 @@ def test_feed_process_publishes_and_exits_0_on_sigterm(tmp_path: Path) -> None:
     assert process.returncode == 0, stderr
     assert "feed stopped" in stderr
     assert all(isinstance(p, float) and p < 1 and is_on_tick(p) for p in prices)
+
+
+def _broker_price(fake_broker: FakeBroker, symbol: str) -> float | None:
+    price = fake_broker.state()["prices"].get(symbol)
+    return None if price is None else float(price)
+
+
+@pytest.mark.asyncio
+async def test_run_feed_with_broker_url_starts_from_and_moves_broker_prices(
+    fake_broker: FakeBroker, tmp_path: Path
+) -> None:
+    fake_broker.set_prices({"AAPL": "190.00"})
+    options = FeedOptions(
+        endpoint=f"ipc://{tmp_path}/broker.ipc",
+        symbols=("AAPL", "MSFT"),
+        rate_per_s=400,
+        seed=3,
+        broker_url=fake_broker.base_url,
+        start_price=50.0,
+    )
+    stop = asyncio.Event()
+    feed = asyncio.create_task(run_feed(options, stop))
+    try:
+        # Seeded from the broker's AAPL, the walk moves it; MSFT (unknown there) starts at 50.
+        await async_wait_for(lambda: _broker_price(fake_broker, "AAPL") not in (None, 190.0), 10, what="AAPL moved")
+        await async_wait_for(lambda: _broker_price(fake_broker, "MSFT") is not None, 10, what="MSFT posted")
+        aapl, msft = _broker_price(fake_broker, "AAPL"), _broker_price(fake_broker, "MSFT")
+    finally:
+        stop.set()
+        stats = await asyncio.wait_for(feed, 5)
+
+    assert aapl is not None
+    assert 180 < aapl < 200
+    assert msft is not None
+    assert 45 < msft < 55
+    assert stats.broker_posts > 0
+    assert stats.broker_failures == 0
+
+
+@pytest.mark.asyncio
+async def test_run_feed_follow_broker_republishes_broker_prices_only(fake_broker: FakeBroker, tmp_path: Path) -> None:
+    fake_broker.set_prices({"AAPL": "190.00"})
+    endpoint = f"ipc://{tmp_path}/follow.ipc"
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    subscriber = _subscriber(context, endpoint)
+    options = FeedOptions(
+        endpoint=endpoint,
+        symbols=("AAPL", "MSFT"),
+        rate_per_s=200,
+        broker_url=fake_broker.base_url,
+        follow_broker=True,
+        follow_interval_s=0.05,
+        excluded_fraction=0.0,
+    )
+    received: list[dict[str, dict[str, object]]] = []
+
+    def prices_seen() -> list[object]:
+        _drain(subscriber, received)
+        return [m["trade"].get("p", m["trade"].get("price")) for m in received]
+
+    stop = asyncio.Event()
+    feed = asyncio.create_task(run_feed(options, stop, context=context))
+    try:
+        await async_wait_for(lambda: 190.0 in prices_seen(), 10, what="ticks at 190")
+        fake_broker.set_prices({"AAPL": "191.37"})
+        await async_wait_for(lambda: 191.37 in prices_seen(), 10, what="ticks at the new broker price")
+        stop.set()
+        stats = await asyncio.wait_for(feed, 5)
+    finally:
+        stop.set()
+        subscriber.close()
+        context.term()
+
+    symbols = {m["trade"].get("S", m["trade"].get("symbol")) for m in received}
+    prices = {m["trade"].get("p", m["trade"].get("price")) for m in received}
+    assert symbols == {"AAPL"}  # MSFT has no broker price: never invented
+    assert prices == {190.0, 191.37}
+    assert _broker_price(fake_broker, "AAPL") == 191.37  # following never posts
+    assert stats.broker_posts == 0
+    assert stats.prices_followed >= 1
+
+
+@pytest.mark.asyncio
+async def test_run_feed_unreachable_broker_keeps_publishing(tmp_path: Path) -> None:
+    # Port 9 (discard) on loopback is closed here: every broker call fails fast.
+    options = FeedOptions(
+        endpoint=f"ipc://{tmp_path}/nobroker.ipc", rate_per_s=200, broker_url="http://127.0.0.1:9", duration_s=0.4
+    )
+
+    stats = await asyncio.wait_for(run_feed(options, asyncio.Event()), 10)
+
+    assert stats.published > 20
+    assert stats.broker_posts == 0
+    assert stats.broker_failures >= 1

@@ -1,0 +1,196 @@
+"""The fake broker's ``/sim/*`` control routes, used by tests, the price feed and the demo.
+
+- ``POST /sim/prices`` ``{"AAPL": 185.2, ...}``: new prices; orders they reach execute.
+- ``POST /sim/activities`` ``[{"activity_type": "DIV", "net_amount": "2.40", ...}]``: cash
+  activities (``account`` picks the account when there are several).
+- ``POST /sim/drop-stream``: close every trade_updates connection.
+- ``POST /sim/fail`` ``{"queue": [429, 504, "html500", "malformed"], "ws_reject": 2}`` (or
+  ``{"status": 429, "count": 2}``): answer the next ``/v2`` calls / stream upgrades with faults.
+- ``POST /sim/config`` ``{"partial_fills": true, "partial_fill_slices": 3,
+  "pending_new_events": false}``: change behaviour at run time.
+- ``POST /sim/emit`` ``{"account": "demo", "data": {...}}``: push one raw trade update.
+- ``GET /sim/state``: the whole book; ``GET /sim/log``: the last ``/v2`` requests.
+
+No authentication: the broker listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import cast
+
+from aiohttp import web
+
+from coldharbour.sim.engine import Engine
+from coldharbour.sim.http import FAULT_NAMES, context_of, read_json
+from coldharbour.sim.wire import CODE_INVALID_FIELD, money_text, parse_bool, parse_optional_decimal, unprocessable
+
+
+def prices_from_body(body: object) -> dict[str, Decimal]:
+    """Return ``{"SYMBOL": price}`` from a /sim/prices body; 422 on a bad entry."""
+    if not isinstance(body, Mapping) or not body:
+        raise unprocessable("expected a JSON object of symbol to price", CODE_INVALID_FIELD)
+    prices: dict[str, Decimal] = {}
+    for symbol, value in body.items():
+        price = parse_optional_decimal(value, f"price of {symbol}")
+        if price is None:
+            raise unprocessable(f"missing price for {symbol}", CODE_INVALID_FIELD)
+        prices[str(symbol).upper()] = price
+    return prices
+
+
+async def post_prices(request: web.Request) -> web.Response:
+    """Set prices and execute what they reach; answer with the number of updates sent."""
+    context = context_of(request)
+    prices = prices_from_body(await read_json(request))
+    updates = context.engine.set_prices(prices, context.clock())
+    context.publish(updates)
+    return web.json_response({"prices": {s: str(p) for s, p in prices.items()}, "updates": len(updates)})
+
+
+def _account_name(request: web.Request, item: Mapping[str, object]) -> str:
+    accounts = context_of(request).engine.accounts
+    name = item.get("account")
+    if name is None:
+        if len(accounts) != 1:
+            raise unprocessable("account is required when the broker has several accounts")
+        return next(iter(accounts))
+    return str(name)
+
+
+async def post_activities(request: web.Request) -> web.Response:
+    """Book a list of cash activities (one object is accepted too); return them with ids."""
+    context = context_of(request)
+    body = await read_json(request)
+    items = body if isinstance(body, list) else [body]
+    if not items or not all(isinstance(item, Mapping) for item in items):
+        raise unprocessable("expected a JSON list of activity objects", CODE_INVALID_FIELD)
+    created = []
+    for item in cast(list[Mapping[str, object]], items):
+        fields = {key: value for key, value in item.items() if key != "account"}
+        name = _account_name(request, item)
+        created.append(context.engine.post_activity(name, fields, context.clock()))
+    return web.json_response(created)
+
+
+async def post_drop_stream(request: web.Request) -> web.Response:
+    """Close every stream connection."""
+    dropped = await context_of(request).hub.drop_all()
+    return web.json_response({"dropped": dropped})
+
+
+def _faults(body: Mapping[str, object]) -> list[str]:
+    queue = body.get("queue")
+    if queue is None and body.get("status") is not None:
+        count = body.get("count", 1)
+        queue = [body["status"]] * (count if isinstance(count, int) else 1)
+    if queue is None:
+        return []
+    if not isinstance(queue, list):
+        raise unprocessable("queue must be a list", CODE_INVALID_FIELD)
+    faults = []
+    for fault in queue:
+        text = str(fault)
+        if text not in FAULT_NAMES and not (text.isdigit() and 400 <= int(text) <= 599):
+            raise unprocessable(f"unknown fault: {text!r}", CODE_INVALID_FIELD)
+        faults.append(text)
+    return faults
+
+
+async def post_fail(request: web.Request) -> web.Response:
+    """Queue faults for the next ``/v2`` calls and/or stream upgrades."""
+    context = context_of(request)
+    body = await read_json(request)
+    if not isinstance(body, Mapping):
+        raise unprocessable("expected a JSON object", CODE_INVALID_FIELD)
+    context.faults.extend(_faults(body))
+    ws_reject = body.get("ws_reject", 0)
+    if not isinstance(ws_reject, int) or ws_reject < 0:
+        raise unprocessable("ws_reject must be a non-negative integer", CODE_INVALID_FIELD)
+    context.hub.upgrades_to_reject += ws_reject
+    return web.json_response({"queued": list(context.faults), "ws_reject": context.hub.upgrades_to_reject})
+
+
+async def post_config(request: web.Request) -> web.Response:
+    """Change the engine's behaviour switches; answer with the whole configuration."""
+    context = context_of(request)
+    body = await read_json(request)
+    if not isinstance(body, Mapping):
+        raise unprocessable("expected a JSON object", CODE_INVALID_FIELD)
+    config = context.engine.config
+    unknown = set(body) - {"partial_fills", "partial_fill_slices", "pending_new_events"}
+    if unknown:
+        raise unprocessable(f"unknown setting: {sorted(unknown)[0]}", CODE_INVALID_FIELD)
+    if "partial_fills" in body:
+        config.partial_fills = parse_bool(body["partial_fills"], "partial_fills")
+    if "pending_new_events" in body:
+        config.pending_new_events = parse_bool(body["pending_new_events"], "pending_new_events")
+    if "partial_fill_slices" in body:
+        slices = body["partial_fill_slices"]
+        if not isinstance(slices, int) or isinstance(slices, bool) or slices < 1:
+            raise unprocessable("partial_fill_slices must be a positive integer")
+        config.partial_fill_slices = slices
+    return web.json_response(config.to_json())
+
+
+async def post_emit(request: web.Request) -> web.Response:
+    """Push one raw trade update ``data`` object to an account's listeners."""
+    context = context_of(request)
+    body = await read_json(request)
+    if not isinstance(body, Mapping) or not isinstance(body.get("data"), dict):
+        raise unprocessable('expected {"data": {...}}', CODE_INVALID_FIELD)
+    name = _account_name(request, body)
+    context.engine.account(name)
+    context.hub.publish_data(name, cast(dict[str, object], body["data"]))
+    return web.json_response({"listeners": context.hub.listener_count(name)})
+
+
+def book_state(engine: Engine, now: datetime) -> dict[str, object]:
+    """Return the whole book of ``engine`` as JSON-ready data."""
+    return {
+        "config": engine.config.to_json(),
+        "prices": {symbol: money_text(price) for symbol, price in engine.prices.items()},
+        "accounts": {
+            name: {
+                "account": engine.account_json(name, now),
+                "positions": [engine.position_json(name, symbol) for symbol in sorted(book.positions)],
+                "orders": [engine.order_json(order, nested=False) for order in engine.account_orders(name)],
+                "activities": list(book.activities),
+            }
+            for name, book in engine.accounts.items()
+        },
+    }
+
+
+async def get_state(request: web.Request) -> web.Response:
+    """Dump the book, the stream counters and the fault queue."""
+    context = context_of(request)
+    state = book_state(context.engine, context.clock())
+    state["stream"] = {
+        "listeners": context.hub.listener_count(),
+        "connections_total": context.hub.connections_total,
+        "updates_sent": context.hub.updates_sent,
+        "upgrades_to_reject": context.hub.upgrades_to_reject,
+    }
+    state["requests_total"] = context.requests_total
+    state["faults"] = list(context.faults)
+    return web.json_response(state)
+
+
+async def get_log(request: web.Request) -> web.Response:
+    """Return the last ``/v2`` requests (method, path, query), oldest first."""
+    return web.json_response(list(context_of(request).request_log))
+
+
+def add_control_routes(app: web.Application) -> None:
+    """Register the ``/sim/*`` routes on ``app``."""
+    app.router.add_post("/sim/prices", post_prices)
+    app.router.add_post("/sim/activities", post_activities)
+    app.router.add_post("/sim/drop-stream", post_drop_stream)
+    app.router.add_post("/sim/fail", post_fail)
+    app.router.add_post("/sim/config", post_config)
+    app.router.add_post("/sim/emit", post_emit)
+    app.router.add_get("/sim/state", get_state)
+    app.router.add_get("/sim/log", get_log)

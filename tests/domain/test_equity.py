@@ -1,0 +1,424 @@
+"""Daily ledger replay and intraday mark-to-market, with hand-computed figures and properties."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coldharbour.domain.cashflows import CashFlow, Category, Execution, classify
+from coldharbour.domain.equity import (
+    Anchor,
+    Bar,
+    DailyRow,
+    DayInputs,
+    IntradayLot,
+    Opening,
+    anchor_from_curve,
+    bucket_by_session,
+    build_daily_curve,
+    compute_intraday,
+    daily_summary,
+    extend_daily_curve,
+    last_bars,
+    minute_grid,
+    resume_curve,
+    start_curve,
+)
+from coldharbour.domain.metrics import rolling_sharpe
+from coldharbour.domain.schedule import CalendarDay, build_sessions, to_session
+
+D = Decimal
+TOLERANCE = Fraction(1, 10**20)
+
+
+def ny(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    """An EST (UTC-5) wall-clock time in January as an aware UTC instant."""
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC) + timedelta(hours=5)
+
+
+def flow(n: int, code: str, amount: str, ts: datetime) -> CashFlow:
+    return CashFlow(id=f"{n:03d}", ts=ts, amount=D(amount), type=code, category=classify(code))
+
+
+def execution(n: int, symbol: str, qty: str, price: str, ts: datetime) -> Execution:
+    return Execution(id=f"x{n}", ts=ts, symbol=symbol, qty=D(qty), price=D(price))
+
+
+def close_to(actual: Decimal, expected: Fraction) -> bool:
+    return abs(Fraction(actual) - expected) < TOLERANCE
+
+
+# January 2025: Wed 15, Thu 16, Fri 17, weekend, Mon 20 (MLK day, closed), Tue 21, Wed 22.
+SESSION_DATES = [date(2025, 1, d) for d in (15, 16, 17, 21, 22)]
+FLOWS = [
+    flow(1, "CSD", "10000", ny(2025, 1, 15, 10)),
+    flow(2, "FILL", "-1000", ny(2025, 1, 15, 10, 30)),  # the trade's own cash row: skipped
+    flow(3, "FEE", "-1", ny(2025, 1, 15, 16)),
+    flow(4, "CSW", "-2000", ny(2025, 1, 17, 11)),
+    flow(5, "DIV", "5", ny(2025, 1, 18)),  # Saturday: rolls to Tuesday
+    flow(6, "JNLC", "500", ny(2025, 1, 20, 9)),  # holiday: rolls to Tuesday
+    flow(7, "FILL", "1050", ny(2025, 1, 21, 10)),
+    flow(8, "CFEE", "-0.5", ny(2025, 1, 21, 12)),
+    flow(9, "FILL", "-1000", ny(2025, 1, 22, 15)),
+    flow(10, "INT", "1.25", ny(2025, 1, 22, 20, 30)),  # 01:30Z on the 23rd: still the 22nd in NY (D13)
+]
+EXECUTIONS = [
+    execution(1, "AAPL", "10", "100", ny(2025, 1, 15, 10, 30)),
+    execution(2, "AAPL", "-10", "105", ny(2025, 1, 21, 10)),
+    execution(3, "MSFT", "5", "200", ny(2025, 1, 22, 15)),
+]
+CLOSES = {
+    date(2025, 1, 15): {"AAPL": D(102)},
+    date(2025, 1, 16): {"AAPL": D(101)},
+    date(2025, 1, 17): {"AAPL": D(103)},
+    date(2025, 1, 21): {"AAPL": D(104)},
+    date(2025, 1, 22): {"AAPL": D(104)},  # no MSFT close yet: marked at its fill price
+}
+
+
+def ledger_days() -> list[DayInputs]:
+    return bucket_by_session(SESSION_DATES, FLOWS, EXECUTIONS, CLOSES)
+
+
+def test_bucket_by_session_rolls_weekend_and_holiday_flows_forward() -> None:
+    days = ledger_days()
+
+    assert [d.session_date for d in days] == SESSION_DATES
+    assert [f.id for f in days[3].flows] == ["005", "006", "007", "008"]
+    assert [f.id for f in days[4].flows] == ["009", "010"]
+    assert [e.id for e in days[3].executions] == ["x2"]
+
+
+def test_daily_ledger_hand_computed_rows() -> None:
+    rows = build_daily_curve(ledger_days()).rows
+
+    # Day 1: cash 10000 - 1000 - 1 = 8999, 10 AAPL at 102 = 1020; base = 0 + 10000.
+    # Day 2: 10 AAPL at 101; base 10019.  Day 3: withdrawal 2000, close 103; base 10009 - 2000.
+    # Day 4 (Tue): sell 10 at 105, DIV 5, JNLC 500 (external), CFEE -0.5; base 8029 + 500.
+    # Day 5: buy 5 MSFT at 200 (no close: marked at 200), INT 1.25; base 8554.75 - 1.25... = 8553.5.
+    expected_money = [
+        (date(2025, 1, 15), "10019", "8999", "1020", "10000"),
+        (date(2025, 1, 16), "10009", "8999", "1010", "0"),
+        (date(2025, 1, 17), "8029", "6999", "1030", "-2000"),
+        (date(2025, 1, 21), "8553.5", "8553.5", "0", "500"),
+        (date(2025, 1, 22), "8554.75", "7554.75", "1000", "0"),
+    ]
+    returns = [
+        Fraction(19, 10000),
+        Fraction(-10, 10019),
+        Fraction(20, 8009),  # the withdrawal is not a loss: (8029 - 10009 + 2000) / 8009
+        Fraction(245, 85290),  # (8553.5 - 8029 - 500) / 8529
+        Fraction(125, 855350),  # 1.25 / 8553.5
+    ]
+    index = Fraction(1)
+    peak = Fraction(1)
+    cumulative = []
+    drawdown = []
+    for r in returns:
+        index *= 1 + r
+        peak = max(peak, index)
+        cumulative.append(index - 1)
+        drawdown.append(index / peak - 1)
+
+    assert [(r.date, r.deposit, r.cash_balance, r.market_value, r.net_flows) for r in rows] == [
+        (d, D(a), D(b), D(c), D(f)) for d, a, b, c, f in expected_money
+    ]
+    assert all(close_to(row.daily_return, r) for row, r in zip(rows, returns, strict=True))
+    assert all(close_to(row.cumulative_return, c) for row, c in zip(rows, cumulative, strict=True))
+    assert all(close_to(row.drawdown, d) for row, d in zip(rows, drawdown, strict=True))
+    assert close_to(rows[1].drawdown, Fraction(-10, 10019))
+    assert rows[2].drawdown == 0  # a new high of the flow-adjusted index right after a withdrawal
+    assert all(row.sharpe_10 is None and row.smart_sharpe_252 is None for row in rows)
+
+
+def test_daily_curve_opening_balance_starts_from_known_equity() -> None:
+    """D11: history cut at 2025-01-14 starts from the broker's balance, not from 0."""
+    opening = Opening(as_of=date(2025, 1, 14), cash=D(5000), positions={"AAPL": D(10)}, closes={"AAPL": D(100)})
+    day = DayInputs(session_date=date(2025, 1, 15), closes={"AAPL": D(110)})
+
+    row = build_daily_curve([day], opening).rows[0]
+
+    assert (row.deposit, row.market_value, row.net_flows) == (D(6100), D(1100), D(0))
+    assert close_to(row.daily_return, Fraction(100, 6000))
+
+
+def test_opening_without_close_for_a_position_is_refused() -> None:
+    with pytest.raises(ValueError, match="AAPL"):
+        start_curve(Opening(as_of=date(2025, 1, 14), cash=D(1), positions={"AAPL": D(1)}))
+
+
+def test_bucket_by_session_after_opening_drops_older_activity() -> None:
+    days = bucket_by_session(SESSION_DATES, FLOWS, EXECUTIONS, CLOSES, after=date(2025, 1, 16))
+
+    assert [d.session_date for d in days] == SESSION_DATES[2:]
+    assert [f.id for f in days[0].flows] == ["004"]
+
+
+def test_daily_return_zero_when_base_not_positive() -> None:
+    days = [
+        DayInputs(session_date=date(2025, 1, 15), flows=(flow(1, "FEE", "-1", ny(2025, 1, 15, 10)),)),
+        DayInputs(session_date=date(2025, 1, 16), flows=(flow(2, "CSD", "100", ny(2025, 1, 16, 10)),)),
+    ]
+
+    rows = build_daily_curve(days).rows
+
+    assert [r.daily_return for r in rows] == [D(0), D(0)]  # base 0, then -1 + 100 with no gain
+    assert rows[1].deposit == D(99)
+
+
+def test_extend_refuses_days_not_after_the_curve() -> None:
+    curve = build_daily_curve(ledger_days())
+
+    with pytest.raises(ValueError, match="not after"):
+        extend_daily_curve(curve, [DayInputs(session_date=date(2025, 1, 22))])
+
+
+def test_sharpe_columns_use_the_last_w_daily_returns() -> None:
+    base = date(2025, 1, 1)
+    days = [
+        DayInputs(
+            session_date=base + timedelta(days=i),
+            flows=(flow(i, "CSD", "1000", ny(2025, 1, 1)),) if i == 0 else (),
+            executions=(execution(i, "X", "10", "100", ny(2025, 1, 1)),) if i == 0 else (),
+            closes={"X": D(100) + D(i % 4) - D(i % 3)},
+        )
+        for i in range(25)
+    ]
+
+    rows = build_daily_curve(days).rows
+    returns = [r.daily_return for r in rows]
+
+    assert rows[8].sharpe_10 is None
+    assert (rows[9].sharpe_10, rows[9].smart_sharpe_10) == rolling_sharpe(returns[:10], 10)
+    assert (rows[24].sharpe_21, rows[24].smart_sharpe_21) == rolling_sharpe(returns, 21)
+    assert rows[24].sharpe_10 is not None
+    assert rows[24].sharpe_63 is None
+    assert daily_summary(rows[24]).sharpe[21] == rows[24].sharpe_21
+
+
+# Hypothesis: rebuild == extend == resume-then-extend; flows alone never make a return.
+
+symbols = st.sampled_from(["AAA", "BBB", "CCC"])
+prices = st.decimals(min_value=D(1), max_value=D(500), places=2)
+
+
+@st.composite
+def day_inputs(draw: st.DrawFn) -> list[DayInputs]:
+    count = draw(st.integers(min_value=1, max_value=30))
+    days: list[DayInputs] = []
+    n = 0
+    for i in range(count):
+        session_date = date(2025, 1, 1) + timedelta(days=i)
+        at = datetime(2025, 1, 1, 15, tzinfo=UTC) + timedelta(days=i)
+        flows = []
+        for _ in range(draw(st.integers(min_value=0, max_value=2))):
+            n += 1
+            code = draw(st.sampled_from(["CSD", "CSW", "DIV", "FEE", "INT", "JNLC"]))
+            amount = draw(st.decimals(min_value=D(-500), max_value=D(5000), places=2))
+            flows.append(flow(n, code, str(amount), at))
+        executions = []
+        for _ in range(draw(st.integers(min_value=0, max_value=2))):
+            n += 1
+            qty = draw(st.integers(min_value=-20, max_value=20).filter(bool))
+            executions.append(execution(n, draw(symbols), str(qty), str(draw(prices)), at))
+        closes = draw(st.dictionaries(symbols, prices, max_size=3))
+        days.append(
+            DayInputs(session_date=session_date, flows=tuple(flows), executions=tuple(executions), closes=closes)
+        )
+    return days
+
+
+@settings(max_examples=60)
+@given(days=day_inputs(), data=st.data())
+def test_extend_equals_full_rebuild(days: list[DayInputs], data: st.DataObject) -> None:
+    split = data.draw(st.integers(min_value=0, max_value=len(days)))
+    full = build_daily_curve(days)
+    head = build_daily_curve(days[:split])
+
+    extended = extend_daily_curve(head, days[split:])
+
+    assert extended == full
+    if split:
+        resumed = resume_curve(head.rows, head.book.positions, head.book.last_price)
+        assert extend_daily_curve(resumed, days[split:]).rows == full.rows
+
+
+@given(amounts=st.lists(st.decimals(min_value=D(-1000), max_value=D(5000), places=2), min_size=1, max_size=15))
+def test_external_flows_alone_give_zero_returns_and_drawdown(amounts: list[Decimal]) -> None:
+    days = [
+        DayInputs(session_date=date(2025, 2, 1) + timedelta(days=i), flows=(flow(i, "CSD", str(a), ny(2025, 2, 1)),))
+        for i, a in enumerate(amounts)
+    ]
+
+    rows = build_daily_curve(days).rows
+
+    assert all(r.daily_return == 0 and r.cumulative_return == 0 and r.drawdown == 0 for r in rows)
+    assert rows[-1].deposit == sum(amounts, D(0))
+
+
+# Intraday: 2025-01-22 (EST). Previous close E0 = 10000, R0 = 5 %, AAPL closed at 100.
+
+SESSION = to_session(CalendarDay(date=date(2025, 1, 22), open=time(9, 30), close=time(16)))
+ANCHOR = Anchor(session_date=date(2025, 1, 21), deposit=D(10000), cumulative_return=D("0.05"), closes={"AAPL": D(100)})
+HELD_SINCE = ny(2025, 1, 10, 10)
+LOTS = [
+    # 10 AAPL bought at 90 on the 10th; 4 sold at 103 at 09:32:30 NY today, 6 still open.
+    IntradayLot(symbol="AAPL", side="long", qty=D(6), entry_price=D(90), entry_time=HELD_SINCE),
+    IntradayLot(
+        symbol="AAPL",
+        side="long",
+        qty=D(4),
+        entry_price=D(90),
+        entry_time=HELD_SINCE,
+        exit_price=D(103),
+        exit_time=ny(2025, 1, 22, 9, 32, 30),
+    ),
+    # 5 MSFT sold short at 200 at 09:31:10 NY today.
+    IntradayLot(symbol="MSFT", side="short", qty=D(5), entry_price=D(200), entry_time=ny(2025, 1, 22, 9, 31, 10)),
+    # Closed yesterday: already in E0, ignored.
+    IntradayLot(
+        symbol="AAPL",
+        side="long",
+        qty=D(1),
+        entry_price=D(50),
+        entry_time=HELD_SINCE,
+        exit_price=D(60),
+        exit_time=ny(2025, 1, 21, 11),
+    ),
+]
+INTRADAY_FLOWS = [
+    flow(1, "DIV", "2", datetime(2025, 1, 22, 5, tzinfo=UTC)),  # dated today: before pre-open
+    flow(2, "CSD", "1000", ny(2025, 1, 22, 9, 33, 40)),  # mid-session deposit
+    flow(3, "FILL", "1000", ny(2025, 1, 22, 9, 31, 10)),  # carried by the lots: ignored
+    flow(4, "CSD", "777", ny(2025, 1, 21, 12)),  # yesterday: inside E0
+]
+
+
+def bars(symbol_closes: dict[int, str]) -> list[Bar]:
+    return [Bar(ts=ny(2025, 1, 22, 9, minute), close=D(c)) for minute, c in symbol_closes.items()]
+
+
+BARS = {
+    "AAPL": bars({30: "101", 31: "102", 32: "103", 33: "104", 34: "99"}),
+    "MSFT": bars({31: "201", 32: "199", 33: "198", 34: "202"}),
+}
+
+
+def intraday(anchor: Anchor | None = ANCHOR) -> dict[datetime, tuple[Decimal | None, ...]]:
+    points = compute_intraday(
+        session=SESSION,
+        until=ny(2025, 1, 22, 9, 35, 30),
+        anchor=anchor,
+        lots=LOTS,
+        flows=INTRADAY_FLOWS,
+        bars=BARS,
+    )
+    return {p.ts: (p.deposit, p.cumulative_return, p.drawdown, p.realised_return) for p in points}
+
+
+def test_intraday_curve_partial_close_and_mid_session_deposit() -> None:
+    points = intraday()
+    at = {m: points[ny(2025, 1, 22, 9, m)] for m in (30, 31, 32, 33, 34)}
+    first = points[ny(2025, 1, 22, 4)]
+
+    assert min(points) == ny(2025, 1, 22, 4)
+    assert max(points) == ny(2025, 1, 22, 9, 34)
+    assert len(points) == 5 * 60 + 35
+    # 04:00: no bar yet (lots at P0), the dividend counts: 10002; return 1.05·1.0002 - 1.
+    assert first == (D(10002), D("0.05021"), D(0), D("0.0002"))
+    # 09:30: AAPL 101: 6·1 + 4·1.
+    assert at[30] == (D(10012), D("0.05126"), D(0), D("0.0002"))
+    # 09:31: AAPL 102 (+20), MSFT short from 200 at 201 (-5).
+    assert at[31] == (D(10017), D("0.051785"), D(0), D("0.0002"))
+    # 09:32: 6·3 open + 4·3 realised + MSFT 199 (+5) + 2.
+    assert at[32] == (D(10037), D("0.053885"), D(0), D("0.0014"))
+    # 09:33: AAPL 104 (+24), MSFT 198 (+10), deposit 1000 arrives but is no gain.
+    assert at[33] == (D(11048), D("0.05504"), D(0), D("0.0014"))
+    # 09:34: AAPL 99 (-6), MSFT 202 (-10): the drawdown is on the return index, not on deposit.
+    deposit, cumulative, drawdown, realised = at[34]
+    assert (deposit, cumulative, realised) == (D(10998), D("0.04979"), D("0.0014"))
+    assert close_to(drawdown, Fraction(D("1.04979")) / Fraction(D("1.05504")) - 1)  # type: ignore[arg-type]
+
+
+def test_intraday_without_anchor_has_no_returns() -> None:
+    """D9: no previous close means no base; returns are null, never a made-up 1.0 base."""
+    points = intraday(anchor=None)
+
+    assert all(p[1] is None and p[2] is None and p[3] is None for p in points.values())
+
+
+def test_intraday_non_positive_anchor_has_no_returns() -> None:
+    anchor = Anchor(session_date=date(2025, 1, 21), deposit=D(0), cumulative_return=D(0))
+
+    points = intraday(anchor=anchor)
+
+    assert all(p[1] is None for p in points.values())
+
+
+def test_intraday_drawdown_continues_the_daily_peak() -> None:
+    anchor = Anchor(
+        session_date=date(2025, 1, 21),
+        deposit=D(10000),
+        cumulative_return=D("0.05"),
+        closes={"AAPL": D(100)},
+        peak_index=D("1.10"),
+    )
+
+    first = intraday(anchor)[ny(2025, 1, 22, 4)]
+
+    assert first[2] == D("1.05021") / D("1.10") - 1
+
+
+def test_anchor_from_curve_uses_last_row_and_book() -> None:
+    curve = build_daily_curve(ledger_days())
+
+    anchor = anchor_from_curve(curve)
+
+    assert anchor is not None
+    assert (anchor.session_date, anchor.deposit) == (date(2025, 1, 22), D("8554.75"))
+    assert anchor.closes == {"AAPL": D(104), "MSFT": D(200)}
+    assert anchor_from_curve(start_curve()) is None
+
+
+def test_minute_grid_stops_at_last_whole_minute_and_post_close() -> None:
+    early = minute_grid(SESSION, ny(2025, 1, 22, 4, 0, 59))
+    late = minute_grid(SESSION, ny(2025, 1, 23, 9))
+
+    assert early == []
+    assert minute_grid(SESSION, ny(2025, 1, 22, 4, 1)) == [ny(2025, 1, 22, 4)]
+    assert late[-1] == ny(2025, 1, 22, 19, 59)
+    assert len(late) == 16 * 60
+    assert minute_grid(SESSION, ny(2025, 1, 22, 4, 10), timedelta(minutes=5)) == [
+        ny(2025, 1, 22, 4),
+        ny(2025, 1, 22, 4, 5),
+    ]
+
+
+def test_last_bars_are_the_bars_the_curve_ended_on() -> None:
+    result = last_bars(BARS, ny(2025, 1, 22, 9, 34, 30))
+
+    assert result == {"AAPL": BARS["AAPL"][3], "MSFT": BARS["MSFT"][2]}
+
+
+def test_daily_row_field_names_are_the_table_columns() -> None:
+    fields = set(DailyRow.__struct_fields__)
+
+    assert {
+        "date",
+        "deposit",
+        "cash_balance",
+        "market_value",
+        "daily_return",
+        "cumulative_return",
+        "drawdown",
+        "net_flows",
+    } <= fields
+    assert {f"sharpe_{w}" for w in (10, 21, 63, 126, 252)} <= fields
+    assert {f"smart_sharpe_{w}" for w in (10, 21, 63, 126, 252)} <= fields
+    assert Category.TRADE.value == "trade"
+    assert build_sessions([])[0] == []

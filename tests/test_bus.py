@@ -1,0 +1,127 @@
+"""Bus: publish → proxy → subscribe over inproc and ipc; gaps, restarts, bad frames."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+
+from coldharbour.bus import Publisher, SeqTracker, Subscriber, prepare_endpoint
+from coldharbour.errors import BusError
+from coldharbour.messages import Heartbeat, Probe, Tick, encode, topic_tick
+from tests.support import async_wait_for
+
+TRANSPORTS = pytest.mark.parametrize("bus_transport", ["inproc", "ipc"], indirect=True)
+
+
+async def _subscribed(bus, subscriber: Subscriber, publisher: Publisher, prefix: str) -> None:
+    """Publish probes on ``prefix`` until the subscriber receives one (slow-joiner handshake)."""
+    async def probe() -> bool:
+        publisher.publish(prefix + "probe", Probe(token="x"))
+        try:
+            _, message = await asyncio.wait_for(subscriber.recv(), 0.05)
+        except TimeoutError:
+            return False
+        return isinstance(message, Probe)
+
+    await async_wait_for(probe, 5, what="subscription live")
+    while True:  # discard extra probes still in flight
+        try:
+            await asyncio.wait_for(subscriber.recv(), 0.05)
+        except TimeoutError:
+            break
+
+
+@pytest.mark.asyncio
+@TRANSPORTS
+async def test_bus_publish_proxy_subscribe_delivers_in_order(bus) -> None:
+    subscriber = Subscriber(bus.ctx, bus.bus_out, ["px."])
+    publisher = Publisher(bus.ctx, bus.bus_in, "prices")
+    await _subscribed(bus, subscriber, publisher, "px.")
+    subscriber.counters.clear()
+
+    for i in range(1, 201):
+        publisher.publish(topic_tick("AAPL"), Tick(symbol="AAPL", price=100.0 + i))
+    received = []
+    while len(received) < 200:
+        received.extend(await asyncio.wait_for(subscriber.recv_batch(50), 5))
+    publisher.close()
+    subscriber.close()
+
+    assert [m.price for _, m in received] == [100.0 + i for i in range(1, 201)]
+    assert {m.src for _, m in received} == {"prices"}
+    assert [m.seq for _, m in received] == list(range(1, 201))  # seq counts per (publisher, topic)
+    assert subscriber.counters["rejects"] == 0
+
+
+@pytest.mark.asyncio
+@TRANSPORTS
+async def test_bus_restarted_publisher_is_reported_as_restart_and_gap_as_gap(bus) -> None:
+    events: list[tuple[str, str, int]] = []
+    subscriber = Subscriber(bus.ctx, bus.bus_out, ["hb."], on_sequence=lambda kind, src, topic, value: events.append((kind, src, value)))
+    first = Publisher(bus.ctx, bus.bus_in, "trades")
+    await _subscribed(bus, subscriber, first, "hb.")
+    beat = Heartbeat(program="trades", pid=1, uptime_s=0.0)
+
+    for _ in range(3):
+        first.publish("hb.trades", beat)
+    got = [await asyncio.wait_for(subscriber.recv(), 5) for _ in range(3)]
+    first.close()
+    second = Publisher(bus.ctx, bus.bus_in, "trades")  # a restarted program: seq starts again at 1
+    await _subscribed(bus, subscriber, second, "hb.")
+    second.publish("hb.trades", beat)
+    second._seq["hb.trades"] += 5  # simulate five messages lost on the way
+    second.publish("hb.trades", beat)
+    got += [await asyncio.wait_for(subscriber.recv(), 5) for _ in range(2)]
+    second.close()
+    subscriber.close()
+
+    assert [m.seq for _, m in got] == [1, 2, 3, 1, 7]
+    assert ("restart", "trades", 1) in events
+    assert ("gap", "trades", 5) in events
+    assert subscriber.counters["seq_restarts"] == 1
+    assert subscriber.counters["seq_gaps"] == 1
+
+
+@pytest.mark.asyncio
+@TRANSPORTS
+async def test_bus_malformed_frames_are_counted_and_dropped(bus) -> None:
+    subscriber = Subscriber(bus.ctx, bus.bus_out, ["px."])
+    publisher = Publisher(bus.ctx, bus.bus_in, "prices")
+    await _subscribed(bus, subscriber, publisher, "px.")
+    subscriber.counters.clear()
+    bad_frames = [
+        [b"px.AAPL", b"\xc1\xff\x00garbage"],  # not msgpack
+        [b"px.AAPL", msgspec.msgpack.encode({"type": "no-such-tag", "src": "x"})],  # unknown tag
+        [b"px.AAPL", msgspec.msgpack.encode({"type": "px", "symbol": "AAPL", "price": float("nan")})],  # NaN
+        [b"px.AAPL", msgspec.msgpack.encode({"type": "px", "symbol": "AAPL", "price": "12"})],  # wrong type
+        [b"px.AAPL", msgspec.msgpack.encode({"type": "px", "symbol": "AAPL", "price": -3.0})],  # negative
+        [b"px.AAPL"],  # one frame
+        [b"px.\xff\xfe", encode(Tick(symbol="AAPL", price=1.0))],  # non-ASCII topic
+    ]
+
+    for frames in bad_frames:
+        publisher.send_raw(frames)
+    publisher.publish(topic_tick("AAPL"), Tick(symbol="AAPL", price=101.5))
+    topic, message = await asyncio.wait_for(subscriber.recv(), 5)
+    publisher.close()
+    subscriber.close()
+
+    assert (topic, message.price) == ("px.AAPL", 101.5)
+    assert subscriber.counters["rejects"] == len(bad_frames)
+    assert subscriber.counters["rejects_decode"] == 5
+
+
+def test_seq_tracker_reports_duplicate_gap_restart() -> None:
+    tracker = SeqTracker()
+
+    results = [tracker.observe("a", "t", s) for s in (1, 2, 2, 5, 1, 2)]
+
+    assert results == [None, None, ("duplicate", 2), ("gap", 2), ("restart", 1), None]
+
+
+@pytest.mark.parametrize("endpoint", ["http://x", "tcp://0.0.0.0:5555", "tcp://10.1.2.3:9", "ipc://"])
+def test_bus_bind_rejects_bad_or_non_loopback_endpoints(endpoint: str) -> None:
+    with pytest.raises(BusError):
+        prepare_endpoint(endpoint, bind=True)
