@@ -20,6 +20,11 @@ from typing import Final
 
 import msgspec
 
+from coldharbour.domain.cashflows import CashFlow
+from coldharbour.domain.equity import DailyRow, IntradayPoint
+from coldharbour.domain.schedule import Session
+from coldharbour.domain.types import BrokerPosition, Fill, Order
+
 
 class Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Envelope shared by every payload; ``bus.Publisher`` stamps the three fields."""
@@ -94,7 +99,154 @@ class Tick(Msg, frozen=True, tag="px"):
             raise ValueError(f"size must be finite and non-negative, found {self.size}")
 
 
-Message = Heartbeat | Probe | ResyncRequested | Tick
+# --- broker inputs (reports and snapshots) -----------------------------------------------------
+
+
+class ActivityRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One account activity as stored in ``raw_activities_<slug>`` (fills and cash activities).
+
+    ``transaction_time`` is UTC ns; ``raw_json`` is the broker's JSON text, kept verbatim.
+    """
+
+    id: str
+    activity_type: str
+    transaction_time: int
+    symbol: str | None = None
+    side: str | None = None
+    qty: Decimal | None = None
+    price: Decimal | None = None
+    net_amount: Decimal | None = None
+    execution_id: str | None = None
+    order_id: str | None = None
+    raw_json: str = "{}"
+
+    def __post_init__(self) -> None:
+        check_finite(self.qty, self.price, self.net_amount)
+
+
+class OrderUpdated(Msg, frozen=True, tag="trade.update"):
+    """A trade_updates event: the order's new version and, for fills, the execution.
+
+    ``order_json`` is the event's ``order`` object as JSON text (for ``raw_orders.raw_json``);
+    ``event`` is Alpaca's event name kept as text, so a new value never drops a fill.
+    """
+
+    account: str  # slug
+    event: str
+    order: Order
+    fill: Fill | None = None
+    event_ts: int = 0  # UTC ns of the event (its ``timestamp``)
+    order_json: str = "{}"
+    legs: tuple[Order, ...] = ()  # nested leg versions carried by the event, if any
+
+
+class SnapshotTaken(Msg, frozen=True, tag="snap"):
+    """A REST snapshot of one account: positions (broker WAC), open orders, cash.
+
+    ``symbols`` empty means a full snapshot (every symbol the broker does not list is flat);
+    otherwise only those symbols were pulled (e.g. the WAC refresh after a fill).
+    """
+
+    account: str
+    taken_at: int  # UTC ns
+    positions: tuple[BrokerPosition, ...]
+    open_orders: tuple[Order, ...] = ()
+    open_orders_json: tuple[str, ...] = ()
+    cash: Decimal | None = None
+    equity: Decimal | None = None
+    symbols: tuple[str, ...] = ()
+    reason: str = "periodic"
+
+    def __post_init__(self) -> None:
+        check_finite(self.cash, self.equity)
+
+
+class OrdersPage(Msg, frozen=True, tag="orders.page"):
+    """A page of order history (every order and leg version), oldest first."""
+
+    account: str
+    orders: tuple[Order, ...]
+    orders_json: tuple[str, ...] = ()  # same order as ``orders``
+    is_last: bool = True
+    is_backfill: bool = False
+
+
+class FillsPage(Msg, frozen=True, tag="fills.page"):
+    """A page of FILL activities (REST), with the executions the ledger consumes."""
+
+    account: str
+    fills: tuple[Fill, ...]
+    activities: tuple[ActivityRecord, ...] = ()
+    is_last: bool = True
+    is_backfill: bool = False
+
+
+class ActivitiesPage(Msg, frozen=True, tag="cash.activities"):
+    """Account activities since the last seen id, classified into cash flows."""
+
+    account: str
+    activities: tuple[ActivityRecord, ...]
+    cash_flows: tuple[CashFlow, ...] = ()
+
+
+# --- computed results that ``state`` writes ----------------------------------------------------
+
+
+class EquityComputed(Msg, frozen=True, tag="equity.rows"):
+    """Daily and/or intraday equity rows for one account, plus ``bar_px``/``bar_ts`` marks."""
+
+    account: str
+    daily: tuple[DailyRow, ...] = ()
+    intraday: tuple[IntradayPoint, ...] = ()
+    bars: dict[str, tuple[Decimal, int]] = {}  # symbol -> (close, bar ts UTC ns)
+    is_rebuild: bool = False
+
+
+class MetricsComputed(Msg, frozen=True, tag="metrics.doc"):
+    """The KPI document of one account (JSON text with the exact SPEC §5 keys)."""
+
+    account: str
+    payload: str
+    computed_at: int  # UTC ns
+
+
+class ScheduleComputed(Msg, frozen=True, tag="schedule.rows"):
+    """Sessions from the broker calendar, and the cut-off before which rows are pruned."""
+
+    sessions: tuple[Session, ...]
+    prune_before_ns: int | None = None
+
+
+class SessionPhaseChanged(Msg, frozen=True, tag="session.phase"):
+    """The market phase changed (``pre``/``open``/``post``/``closed``) at ``at_ns``."""
+
+    phase: str
+    session_date: str | None = None  # ISO date of the session, when inside one
+    at_ns: int = 0
+
+
+class LedgerCheckRequested(Msg, frozen=True, tag="cmd.ledger_check"):
+    """Ask ``state`` to compare the incremental ledger with a rebuild from stored history."""
+
+    account: str
+
+
+Message = (
+    Heartbeat
+    | Probe
+    | ResyncRequested
+    | Tick
+    | OrderUpdated
+    | SnapshotTaken
+    | OrdersPage
+    | FillsPage
+    | ActivitiesPage
+    | EquityComputed
+    | MetricsComputed
+    | ScheduleComputed
+    | SessionPhaseChanged
+    | LedgerCheckRequested
+)
 
 ENCODER: Final = msgspec.msgpack.Encoder(decimal_format="string")
 DECODER: Final = msgspec.msgpack.Decoder(Message)
@@ -164,7 +316,18 @@ def topic_state(slug: str) -> str:
     return f"state.{slug}"
 
 
+def topic_fills(slug: str) -> str:
+    """Return ``fills.<slug>`` (FILL activity pages)."""
+    return f"fills.{slug}"
+
+
+def topic_ledger_check(slug: str) -> str:
+    """Return ``cmd.ledger_check.<slug>``."""
+    return f"cmd.ledger_check.{slug}"
+
+
 TOPIC_SESSION: Final = "session"
+TOPIC_SCHEDULE: Final = "schedule"
 TOPIC_PROBE: Final = "probe"
 PREFIX_HEARTBEAT: Final = "hb."
 PREFIX_TICK: Final = "px."
