@@ -16,6 +16,7 @@ broker is the source of truth and a gap triggers a resync.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -123,10 +124,8 @@ class Proxy:
             command.connect(self._control)
             deadline = time.monotonic() + timeout_s
             while self._thread.is_alive() and time.monotonic() < deadline:
-                try:
+                with contextlib.suppress(zmq.Again):
                     command.send(b"TERMINATE")
-                except zmq.Again:
-                    pass
                 self._thread.join(0.05)
         finally:
             command.close(linger=0)

@@ -51,7 +51,7 @@ class Secret:
 
 
 _URL_PASSWORD = re.compile(r"(?P<head>^[a-z][a-z0-9+.-]*://[^:/@?#]*:)(?P<pw>[^@/?#]*)(?=@)", re.I)
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+_KV_PASSWORD = re.compile(r"(?P<head>(?:^|(?<=\s))password\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#]*)", re.I)
 
 
@@ -363,7 +363,9 @@ def _account_names(environ: Mapping[str, str], file_accounts: list[dict[str, obj
 
 def _check_account_name(name: str) -> None:
     if len(name) > ACCOUNT_NAME_MAX_CHARS:
-        raise ConfigError(f"CHMGR_ACCOUNTS: account name longer than {ACCOUNT_NAME_MAX_CHARS} characters: {name[:20]!r}…")
+        raise ConfigError(
+            f"CHMGR_ACCOUNTS: account name longer than {ACCOUNT_NAME_MAX_CHARS} characters: {name[:20]!r}…"
+        )
     if _HOSTILE_NAME.search(name):
         raise ConfigError(
             f"CHMGR_ACCOUNTS: account name may not contain quotes, ';', '\\', comments or control "
