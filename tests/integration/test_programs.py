@@ -102,7 +102,7 @@ def test_state_writes_notifies_and_survives_postgres_restart(pg_cluster, migrate
         listener = _listen(migrated_dsn.reveal(), "pos_channel_demo")
         after_restart = _next_notify(listener, 30)
         wait_for(lambda: publisher.publish(topic_tick("AAPL"), Tick(symbol="AAPL", price=190.5, ts_event=time.time_ns())) and str(_price(dsn, "AAPL")) == "190.5", 30, what="tick after restart flushed")
-        reconnects = watch.poll()["state"].counters.get("db_reconnects", 0)
+        reconnects = watch.wait(lambda hb: hb["state"].counters.get("db_reconnects", 0), what="reconnect counted")
     finally:
         if listener is not None:
             listener.close()
