@@ -433,6 +433,7 @@ def _check_names(settings: Settings) -> None:
         template = getattr(settings, field)
         if template.count("{slug}") != 1 or re.search(r"\{(?!slug\})", template):
             raise ConfigError(f"{ENV_NAMES[field]}: expected a template containing {{slug}} once, found {template!r}")
+        check_identifier(template.format(slug="x"), what=ENV_NAMES[field])
     for account in settings.accounts:
         for field in _TEMPLATE_FIELDS:
             identifier = getattr(settings, field).format(slug=account.slug)

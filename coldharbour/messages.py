@@ -34,6 +34,33 @@ class Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     ts: int = 0  # UTC ns
 
 
+def _has_non_finite(value: object) -> bool:
+    if isinstance(value, Decimal):
+        return not value.is_finite()
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, msgspec.Struct):
+        return any(_has_non_finite(getattr(value, name)) for name in value.__struct_fields__)
+    if isinstance(value, (tuple, list)):
+        return any(_has_non_finite(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(item) for item in value.values())
+    return False
+
+
+class Checked(msgspec.Struct, frozen=True, kw_only=True):
+    """Mixin: reject any NaN/inf number anywhere inside the message (nested Structs included).
+
+    Used by every message that carries money or embeds domain values; the tick hot path has
+    its own cheaper check.
+    """
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            if _has_non_finite(getattr(self, name)):
+                raise ValueError(f"{name}: non-finite number")
+
+
 def check_finite(*values: Decimal | float | None) -> None:
     """Raise ``ValueError`` if any value is NaN or infinite (msgspec turns it into a rejection)."""
     for value in values:
@@ -49,7 +76,7 @@ def check_finite(*values: Decimal | float | None) -> None:
 # --- lifecycle -------------------------------------------------------------------------------
 
 
-class Heartbeat(Msg, frozen=True, tag="hb"):
+class Heartbeat(Msg, Checked, frozen=True, tag="hb"):
     """A program is alive: pid, uptime and its counters (messages in/out, rejects, lag)."""
 
     program: str
@@ -102,7 +129,7 @@ class Tick(Msg, frozen=True, tag="px"):
 # --- broker inputs (reports and snapshots) -----------------------------------------------------
 
 
-class ActivityRecord(msgspec.Struct, frozen=True, kw_only=True):
+class ActivityRecord(Checked, frozen=True, kw_only=True):
     """One account activity as stored in ``raw_activities_<slug>`` (fills and cash activities).
 
     ``transaction_time`` is UTC ns; ``raw_json`` is the broker's JSON text, kept verbatim.
@@ -120,11 +147,8 @@ class ActivityRecord(msgspec.Struct, frozen=True, kw_only=True):
     order_id: str | None = None
     raw_json: str = "{}"
 
-    def __post_init__(self) -> None:
-        check_finite(self.qty, self.price, self.net_amount)
 
-
-class OrderUpdated(Msg, frozen=True, tag="trade.update"):
+class OrderUpdated(Msg, Checked, frozen=True, tag="trade.update"):
     """A trade_updates event: the order's new version and, for fills, the execution.
 
     ``order_json`` is the event's ``order`` object as JSON text (for ``raw_orders.raw_json``);
@@ -140,7 +164,7 @@ class OrderUpdated(Msg, frozen=True, tag="trade.update"):
     legs: tuple[Order, ...] = ()  # nested leg versions carried by the event, if any
 
 
-class SnapshotTaken(Msg, frozen=True, tag="snap"):
+class SnapshotTaken(Msg, Checked, frozen=True, tag="snap"):
     """A REST snapshot of one account: positions (broker WAC), open orders, cash.
 
     ``symbols`` empty means a full snapshot (every symbol the broker does not list is flat);
@@ -157,11 +181,8 @@ class SnapshotTaken(Msg, frozen=True, tag="snap"):
     symbols: tuple[str, ...] = ()
     reason: str = "periodic"
 
-    def __post_init__(self) -> None:
-        check_finite(self.cash, self.equity)
 
-
-class OrdersPage(Msg, frozen=True, tag="orders.page"):
+class OrdersPage(Msg, Checked, frozen=True, tag="orders.page"):
     """A page of order history (every order and leg version), oldest first."""
 
     account: str
@@ -171,7 +192,7 @@ class OrdersPage(Msg, frozen=True, tag="orders.page"):
     is_backfill: bool = False
 
 
-class FillsPage(Msg, frozen=True, tag="fills.page"):
+class FillsPage(Msg, Checked, frozen=True, tag="fills.page"):
     """A page of FILL activities (REST), with the executions the ledger consumes."""
 
     account: str
@@ -181,7 +202,7 @@ class FillsPage(Msg, frozen=True, tag="fills.page"):
     is_backfill: bool = False
 
 
-class ActivitiesPage(Msg, frozen=True, tag="cash.activities"):
+class ActivitiesPage(Msg, Checked, frozen=True, tag="cash.activities"):
     """Account activities since the last seen id, classified into cash flows."""
 
     account: str
@@ -192,7 +213,7 @@ class ActivitiesPage(Msg, frozen=True, tag="cash.activities"):
 # --- computed results that ``state`` writes ----------------------------------------------------
 
 
-class EquityComputed(Msg, frozen=True, tag="equity.rows"):
+class EquityComputed(Msg, Checked, frozen=True, tag="equity.rows"):
     """Daily and/or intraday equity rows for one account, plus ``bar_px``/``bar_ts`` marks."""
 
     account: str
@@ -202,7 +223,7 @@ class EquityComputed(Msg, frozen=True, tag="equity.rows"):
     is_rebuild: bool = False
 
 
-class MetricsComputed(Msg, frozen=True, tag="metrics.doc"):
+class MetricsComputed(Msg, Checked, frozen=True, tag="metrics.doc"):
     """The KPI document of one account (JSON text with the exact SPEC §5 keys)."""
 
     account: str
@@ -210,7 +231,7 @@ class MetricsComputed(Msg, frozen=True, tag="metrics.doc"):
     computed_at: int  # UTC ns
 
 
-class ScheduleComputed(Msg, frozen=True, tag="schedule.rows"):
+class ScheduleComputed(Msg, Checked, frozen=True, tag="schedule.rows"):
     """Sessions from the broker calendar, and the cut-off before which rows are pruned."""
 
     sessions: tuple[Session, ...]
@@ -259,7 +280,10 @@ def encode(message: Msg) -> bytes:
 
 def decode(payload: bytes) -> Message:
     """Return the typed message in ``payload``; raise ``msgspec.DecodeError`` if it is not one."""
-    message: Message = DECODER.decode(payload)
+    try:
+        message: Message = DECODER.decode(payload)
+    except UnicodeDecodeError as e:  # invalid UTF-8 in a string: same class of bad input
+        raise msgspec.DecodeError(f"invalid UTF-8 in payload: {e.reason}") from None
     return message
 
 
