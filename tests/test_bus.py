@@ -59,7 +59,7 @@ async def test_bus_publish_proxy_subscribe_delivers_in_order(bus) -> None:
 @TRANSPORTS
 async def test_bus_restarted_publisher_is_reported_as_restart_and_gap_as_gap(bus) -> None:
     events: list[tuple[str, str, int]] = []
-    subscriber = Subscriber(bus.ctx, bus.bus_out, ["hb."], on_sequence=lambda kind, src, topic, value: events.append((kind, src, value)))
+    subscriber = Subscriber(bus.ctx, bus.bus_out, ["hb."], on_sequence=lambda kind, src, topic, value: events.append((kind, topic, value)))
     first = Publisher(bus.ctx, bus.bus_in, "trades")
     await _subscribed(bus, subscriber, first, "hb.")
     beat = Heartbeat(program="trades", pid=1, uptime_s=0.0)
@@ -78,9 +78,9 @@ async def test_bus_restarted_publisher_is_reported_as_restart_and_gap_as_gap(bus
     subscriber.close()
 
     assert [m.seq for _, m in got] == [1, 2, 3, 1, 7]
-    assert ("restart", "trades", 1) in events
-    assert ("gap", "trades", 5) in events
-    assert subscriber.counters["seq_restarts"] == 1
+    trades_events = [e for e in events if e[1] == "hb.trades"]
+    assert trades_events == [("restart", "hb.trades", 1), ("gap", "hb.trades", 5)]
+    assert subscriber.counters["seq_restarts"] >= 1  # the handshake topic may restart too
     assert subscriber.counters["seq_gaps"] == 1
 
 

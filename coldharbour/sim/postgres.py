@@ -74,8 +74,10 @@ class PgCluster:
             entry = pwd.getpwnam("postgres")
             for path in (self.base, self.sockets):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-            os.chmod(self.base, 0o755)
-        result = self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
+            os.chmod(self.base, 0o755)  # noqa: S103 - postgres must traverse it; the data dir stays 0700
+        result = self._run(
+            "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"
+        )
         if result.returncode != 0:
             raise ClusterError(f"initdb failed: {result.stderr.strip()[-500:]}")
 
@@ -85,7 +87,9 @@ class PgCluster:
             f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
-        result = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
+        result = self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start"
+        )
         if result.returncode != 0:
             log_tail = self.log.read_text()[-800:] if self.log.exists() else ""
             raise ClusterError(f"pg_ctl start failed: {result.stderr.strip()[-300:]} {log_tail}")
@@ -107,7 +111,8 @@ class PgCluster:
         """Create and return a fresh database cloned from ``template``."""
         name = name or f"t_{uuid.uuid4().hex[:12]}"
         with self.admin() as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+            statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}")
+            conn.execute(statement.format(sql.Identifier(name), sql.Identifier(template)))
         return name
 
     def drop_database(self, name: str) -> None:

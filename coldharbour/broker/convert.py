@@ -1,0 +1,426 @@
+"""Alpaca JSON (as decoded from the wire) → domain types and bus payloads. Pure: no I/O.
+
+The broker's payloads are parsed with our own tolerant msgspec types, never alpaca-py's
+models (ALPACA.md §8): enum-like fields (status, type, order class, event) are kept as text, so
+a value Alpaca adds tomorrow never drops a fill; unknown fields are ignored; numbers may come
+as strings or JSON numbers. What cannot become a domain value (no id, a bad number, a naive
+timestamp, an order side we cannot sign) is returned as a ``Rejected`` with a short ``reason``
+(the counter suffix) and a one-line ``detail`` — never raised, never logged from here.
+
+Times become UTC nanoseconds (``Order.created_at`` …) at microsecond precision: the sub-µs
+part of Alpaca's 9-digit fractions is never used as a key (ALPACA.md §8).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, time
+from decimal import Decimal
+from typing import Any, Final, TypeVar
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from coldharbour.domain.money import ZERO, InvalidMoney, to_decimal_or_none
+from coldharbour.domain.types import BrokerPosition, Fill, Order, OrderSide, from_datetime
+from coldharbour.messages import ActivityRecord, OrderUpdated
+
+NEW_YORK: Final = ZoneInfo("America/New_York")
+ORDER_SIDES: Final[dict[str, OrderSide]] = {"buy": "buy", "sell": "sell", "sell_short": "sell_short"}
+JSON: Final = msgspec.json.Encoder(decimal_format="string")
+
+Number = str | int | float | None
+T = TypeVar("T")
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    """A payload that could not be converted: ``reason`` is a short code, ``detail`` one line."""
+
+    reason: str
+    detail: str
+
+
+class BadValue(ValueError):
+    """Internal: one field is unusable; becomes a ``Rejected``."""
+
+
+# --- tolerant wire types --------------------------------------------------------------------
+
+
+class RawOrder(msgspec.Struct, kw_only=True):
+    """An Alpaca order object; every enum-like field is plain text."""
+
+    id: str
+    symbol: str = ""
+    side: str = ""
+    type: str | None = None
+    order_type: str | None = None
+    status: str = ""
+    order_class: str | None = None
+    client_order_id: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    submitted_at: str | None = None
+    filled_at: str | None = None
+    expires_at: str | None = None
+    qty: Number = None
+    filled_qty: Number = None
+    filled_avg_price: Number = None
+    limit_price: Number = None
+    stop_price: Number = None
+    replaces: str | None = None
+    replaced_by: str | None = None
+    legs: list[Any] | None = None
+
+
+class RawTradeUpdate(msgspec.Struct, kw_only=True):
+    """The ``data`` object of a ``trade_updates`` frame."""
+
+    event: str
+    order: dict[str, Any]
+    timestamp: str | None = None
+    execution_id: str | None = None
+    price: Number = None
+    qty: Number = None
+    position_qty: Number = None
+
+
+class RawPosition(msgspec.Struct, kw_only=True):
+    """An Alpaca position object."""
+
+    symbol: str
+    qty: Number
+    avg_entry_price: Number
+    side: str = "long"
+    current_price: Number = None
+
+
+class RawAccount(msgspec.Struct, kw_only=True):
+    """The fields of ``GET /v2/account`` the snapshot uses."""
+
+    cash: Number = None
+    equity: Number = None
+
+
+class RawActivity(msgspec.Struct, kw_only=True):
+    """An account activity (FILL or non-trade); alpaca-py cannot parse these (ALPACA.md §3)."""
+
+    id: str
+    activity_type: str
+    transaction_time: str | None = None
+    date: str | None = None
+    symbol: str | None = None
+    side: str | None = None
+    qty: Number = None
+    price: Number = None
+    net_amount: Number = None
+    order_id: str | None = None
+    cum_qty: Number = None
+
+
+class AccountFigures(msgspec.Struct, frozen=True):
+    """Cash and equity of an account (dollars)."""
+
+    cash: Decimal | None
+    equity: Decimal | None
+
+
+class ConvertedOrder(msgspec.Struct, frozen=True):
+    """One order version and its own JSON text (for ``raw_orders.raw_json``)."""
+
+    order: Order
+    json: str
+
+
+class ConvertedActivity(msgspec.Struct, frozen=True):
+    """An activity record and, for a FILL, the execution the ledger consumes."""
+
+    record: ActivityRecord
+    fill: Fill | None
+
+
+# --- scalar helpers -------------------------------------------------------------------------
+
+
+def parse_time_ns(text: str | None, *, field: str) -> int:
+    """Return an ISO-8601 timestamp with an offset (``Z`` or ``±hh:mm``) as UTC ns."""
+    if not text:
+        raise BadValue(f"{field}: missing timestamp")
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as e:
+        raise BadValue(f"{field}: not an ISO-8601 timestamp: {text[:40]!r}") from e
+    if moment.tzinfo is None:
+        raise BadValue(f"{field}: timestamp without an offset: {text[:40]!r}")
+    return from_datetime(moment)
+
+
+def _optional_time_ns(text: str | None, *, field: str) -> int | None:
+    return None if not text else parse_time_ns(text, field=field)
+
+
+def _number(value: Number, *, field: str) -> Decimal | None:
+    try:
+        return to_decimal_or_none(value, field=field)
+    except InvalidMoney as e:
+        raise BadValue(str(e)) from e
+
+
+def _required_number(value: Number, *, field: str) -> Decimal:
+    number = _number(value, field=field)
+    if number is None:
+        raise BadValue(f"{field}: missing")
+    return number
+
+
+def _side(text: str | None) -> OrderSide:
+    side = ORDER_SIDES.get((text or "").lower())
+    if side is None:
+        raise BadValue(f"side: expected buy, sell or sell_short, found {text!r}")
+    return side
+
+
+def _typed(data: object, kind: type[T]) -> T:
+    try:
+        return msgspec.convert(data, kind, strict=False)
+    except msgspec.ValidationError as e:
+        raise BadValue(f"shape: {e}") from e
+
+
+def to_json(data: object) -> str:
+    """Return ``data`` as compact JSON text (the broker's object, kept verbatim)."""
+    return JSON.encode(data).decode()
+
+
+# --- orders ---------------------------------------------------------------------------------
+
+
+def _order(raw: RawOrder, parent_id: str | None, leg_ids: tuple[str, ...]) -> Order:
+    if not raw.id:
+        raise BadValue("id: missing")
+    if not raw.symbol:
+        raise BadValue(f"symbol: missing on order {raw.id}")
+    created_text = raw.created_at or raw.submitted_at
+    created = parse_time_ns(created_text, field="created_at")
+    return Order(
+        id=raw.id,
+        symbol=raw.symbol.upper(),
+        side=_side(raw.side),
+        order_type=(raw.type or raw.order_type or "").lower(),
+        status=raw.status.lower(),
+        created_at=created,
+        updated_at=_optional_time_ns(raw.updated_at, field="updated_at") or created,
+        order_class=(raw.order_class or "simple").lower() or "simple",
+        qty=_number(raw.qty, field="qty"),
+        filled_qty=_number(raw.filled_qty, field="filled_qty") or ZERO,
+        filled_avg_price=_number(raw.filled_avg_price, field="filled_avg_price"),
+        limit_price=_number(raw.limit_price, field="limit_price"),
+        stop_price=_number(raw.stop_price, field="stop_price"),
+        parent_id=parent_id,
+        replaces=raw.replaces or None,
+        replaced_by=raw.replaced_by or None,
+        legs=leg_ids,
+        expires_at=_optional_time_ns(raw.expires_at, field="expires_at"),
+        filled_at=_optional_time_ns(raw.filled_at, field="filled_at"),
+        client_order_id=raw.client_order_id or "",
+    )
+
+
+def _flatten(data: object, parent_id: str | None, out: list[ConvertedOrder], rejects: list[Rejected]) -> Order | None:
+    """Convert ``data`` and its nested legs (depth first); return the order, or None if rejected."""
+    try:
+        raw = _typed(data, RawOrder)
+    except BadValue as e:
+        rejects.append(Rejected("order_shape", f"{_id_of(data)}: {e}"))
+        return None
+    leg_ids = tuple(str(leg["id"]) for leg in raw.legs or () if isinstance(leg, Mapping) and leg.get("id"))
+    try:
+        order = _order(raw, parent_id, leg_ids)
+    except BadValue as e:
+        rejects.append(Rejected("order_value", f"{raw.id}: {e}"))
+        return None
+    out.append(ConvertedOrder(order, to_json(data)))
+    for leg in raw.legs or ():
+        _flatten(leg, order.id, out, rejects)
+    return order
+
+
+def _id_of(data: object) -> str:
+    if isinstance(data, Mapping):
+        return str(data.get("id", "?"))[:40]
+    return f"<{type(data).__name__}>"
+
+
+def convert_orders(items: Sequence[object]) -> tuple[list[ConvertedOrder], list[Rejected]]:
+    """Return every order in ``items`` with its nested legs flattened after it (``parent_id`` set).
+
+    A rejected leg does not reject its parent; the parent still lists the leg's id.
+    """
+    out: list[ConvertedOrder] = []
+    rejects: list[Rejected] = []
+    for item in items:
+        _flatten(item, None, out, rejects)
+    return out, rejects
+
+
+# --- trade updates ----------------------------------------------------------------------------
+
+
+def _fill(update: RawTradeUpdate, order: Order, ts: int) -> Fill | None:
+    """Return the execution of ``update`` when it carries one, whatever the event is called."""
+    price = _number(update.price, field="price")
+    qty = _number(update.qty, field="qty")
+    if price is None or qty is None:
+        return None
+    if price <= 0 or qty <= 0:
+        raise BadValue(f"execution: price and qty must be positive, found price={price} qty={qty}")
+    return Fill(
+        order_id=order.id,
+        symbol=order.symbol,
+        side=order.side,
+        qty=qty,
+        price=price,
+        ts=ts,
+        execution_id=update.execution_id or None,
+        cum_qty=order.filled_qty if order.filled_qty > 0 else None,
+    )
+
+
+def convert_trade_update(envelope: object, slug: str) -> OrderUpdated | Rejected | None:
+    """Return the ``OrderUpdated`` of one stream frame; None for frames that are not updates.
+
+    ``envelope`` is the whole frame (``{"stream": "trade_updates", "data": {...}}``). A frame
+    whose event is ``fill``/``partial_fill`` but which lacks the execution's price or quantity
+    still yields the order update; the execution then comes from REST (FILL activities).
+    """
+    if not isinstance(envelope, Mapping):
+        return Rejected("frame_shape", f"expected a JSON object, found {type(envelope).__name__}")
+    if envelope.get("stream") != "trade_updates":
+        return None
+    try:
+        update = _typed(envelope.get("data"), RawTradeUpdate)
+        flat, rejects = convert_orders([update.order])
+        if not flat:
+            detail = rejects[0].detail if rejects else "no order"
+            return Rejected("update_order", f"event={update.event[:30]} {detail}")
+        order = flat[0].order
+        ts = _optional_time_ns(update.timestamp, field="timestamp") or order.updated_at
+        fill = _fill(update, order, ts)
+    except BadValue as e:
+        return Rejected("update_value", str(e))
+    return OrderUpdated(
+        account=slug,
+        event=update.event,
+        order=order,
+        fill=fill,
+        event_ts=ts,
+        order_json=flat[0].json,
+        legs=tuple(item.order for item in flat[1:]),
+    )
+
+
+def is_fill_event(event: str) -> bool:
+    """Return True for Alpaca's execution events (``fill``, ``partial_fill``)."""
+    return event in {"fill", "partial_fill"}
+
+
+# --- positions, account, activities -----------------------------------------------------------
+
+
+def convert_position(data: object) -> BrokerPosition | Rejected:
+    """Return the broker's position (signed qty: short < 0) from a position object."""
+    try:
+        raw = _typed(data, RawPosition)
+        qty = _required_number(raw.qty, field="qty")
+        if raw.side.lower() == "short" and qty > 0:
+            qty = -qty  # Alpaca sends short quantities negative; accept either spelling
+        return BrokerPosition(
+            symbol=raw.symbol.upper(),
+            qty=qty,
+            avg_entry_price=_required_number(raw.avg_entry_price, field="avg_entry_price"),
+            current_price=_number(raw.current_price, field="current_price"),
+        )
+    except BadValue as e:
+        return Rejected("position", f"{_symbol_of(data)}: {e}")
+
+
+def _symbol_of(data: object) -> str:
+    return str(data.get("symbol", "?"))[:20] if isinstance(data, Mapping) else "?"
+
+
+def convert_account(data: object) -> AccountFigures | Rejected:
+    """Return cash and equity from ``GET /v2/account``."""
+    try:
+        raw = _typed(data, RawAccount)
+        return AccountFigures(_number(raw.cash, field="cash"), _number(raw.equity, field="equity"))
+    except BadValue as e:
+        return Rejected("account", str(e))
+
+
+def execution_id_of(activity_id: str) -> str | None:
+    """Return the UUID after ``::`` in a FILL activity id (the execution id), if it is one."""
+    _, sep, suffix = activity_id.partition("::")
+    if not sep:
+        return None
+    try:
+        return str(uuid.UUID(suffix))
+    except ValueError:
+        return None
+
+
+def _activity_time(raw: RawActivity) -> int:
+    if raw.transaction_time:
+        return parse_time_ns(raw.transaction_time, field="transaction_time")
+    if raw.date:
+        try:
+            day = datetime.fromisoformat(raw.date[:10]).date()
+        except ValueError as e:
+            raise BadValue(f"date: not an ISO date: {raw.date[:20]!r}") from e
+        return from_datetime(datetime.combine(day, time(0), tzinfo=NEW_YORK))
+    raise BadValue("transaction_time and date: both missing")
+
+
+def convert_activity(data: object) -> ConvertedActivity | Rejected:
+    """Return an activity record; a FILL also yields its ``Fill`` (never dropped for its type)."""
+    try:
+        raw = _typed(data, RawActivity)
+        activity_type = raw.activity_type.upper()
+        ts = _activity_time(raw)
+        qty = _number(raw.qty, field="qty")
+        price = _number(raw.price, field="price")
+        execution_id = execution_id_of(raw.id) if activity_type == "FILL" else None
+        record = ActivityRecord(
+            id=raw.id,
+            activity_type=activity_type,
+            transaction_time=ts,
+            symbol=raw.symbol.upper() if raw.symbol else None,
+            side=raw.side,
+            qty=qty,
+            price=price,
+            net_amount=_number(raw.net_amount, field="net_amount"),
+            execution_id=execution_id,
+            order_id=raw.order_id,
+            raw_json=to_json(data),
+        )
+        fill = _activity_fill(raw, record, qty, price) if activity_type == "FILL" else None
+    except BadValue as e:
+        return Rejected("activity", f"{_id_of(data)}: {e}")
+    return ConvertedActivity(record, fill)
+
+
+def _activity_fill(raw: RawActivity, record: ActivityRecord, qty: Decimal | None, price: Decimal | None) -> Fill:
+    if not raw.order_id or not record.symbol:
+        raise BadValue("FILL without order_id or symbol")
+    if qty is None or price is None or qty <= 0 or price <= 0:
+        raise BadValue(f"FILL price and qty must be positive, found price={price} qty={qty}")
+    return Fill(
+        order_id=raw.order_id,
+        symbol=record.symbol,
+        side=_side(raw.side),
+        qty=qty,
+        price=price,
+        ts=record.transaction_time,
+        execution_id=record.execution_id,
+        cum_qty=_number(raw.cum_qty, field="cum_qty"),
+    )

@@ -1,0 +1,148 @@
+"""What one account's trade_updates connection does with what it hears; it never raises.
+
+Every frame is converted (``convert.convert_trade_update``) and published on ``trade.<slug>``,
+then forgotten. A fill is followed by ``ResyncRequested(symbols=(symbol,))`` so ``snapshot``
+fetches that symbol's position and the broker's WAC is fresh within about a second (SPEC §4).
+Every (re)connect publishes ``ResyncRequested(reason="reconnect")``: the stream has no replay,
+so whatever happened while it was down comes from REST.
+
+The listener also keeps what the watchdog needs: when the last frame arrived and which orders
+are open (from the stream itself and from ``snap.<slug>`` snapshots).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Final, Protocol
+
+from coldharbour.broker.convert import Rejected, convert_trade_update
+from coldharbour.messages import Msg, OrderUpdated, ResyncRequested, topic_resync, topic_trade
+
+log = logging.getLogger(__name__)
+
+REJECT_LOG_INTERVAL_S: Final = 10.0
+
+
+class Sink(Protocol):
+    """Where messages go (``bus.Publisher`` in production)."""
+
+    def publish(self, topic: str, message: Msg) -> Msg:
+        """Send ``message`` on ``topic``."""
+        ...
+
+
+class UpdateListener:
+    """Converts and publishes one account's trade updates; tracks liveness for the watchdog."""
+
+    def __init__(
+        self,
+        slug: str,
+        sink: Sink,
+        counters: Counter[str],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.slug = slug
+        self._sink = sink
+        self.counters = counters
+        self._clock = clock
+        self.last_frame_at = clock()
+        self.open_orders: set[str] = set()
+        self._last_reject_log: dict[str, float] = {}
+        self._auth_error_logged = False
+
+    # --- connection lifecycle -------------------------------------------------------------
+
+    def connected(self, client: str) -> None:
+        """A (re)connect: ask ``snapshot`` for a full resync (no replay on this stream)."""
+        self.counters["stream_connects"] += 1
+        self.last_frame_at = self._clock()
+        log.info(
+            "stream connected account=%s client=%s connects=%d", self.slug, client, self.counters["stream_connects"]
+        )
+        self._sink.publish(topic_resync(self.slug), ResyncRequested(account=self.slug, reason="reconnect"))
+
+    def disconnected(self, client: str) -> None:
+        """The connection ended; the client reconnects with backoff."""
+        self.counters["stream_disconnects"] += 1
+        log.warning("stream disconnected account=%s client=%s", self.slug, client)
+
+    def connect_failed(self, client: str, error: BaseException, attempt: int) -> None:
+        """A connection attempt failed; authentication refusals are logged once at ERROR."""
+        self.counters["stream_connect_failures"] += 1
+        if "authenticat" in str(error) or "unauthorized" in str(error):
+            self.counters["stream_auth_failures"] += 1
+            if not self._auth_error_logged:
+                self._auth_error_logged = True
+                log.error(
+                    "stream authentication refused account=%s client=%s: check the API key and secret",
+                    self.slug,
+                    client,
+                )
+                return
+        log.warning(
+            "stream connect failed account=%s client=%s attempt=%d error=%s: %s",
+            self.slug, client, attempt, type(error).__name__, str(error)[:200],
+        )  # fmt: skip
+
+    def frame_seen(self) -> None:
+        """Any frame arrived (the watchdog's liveness signal)."""
+        self.last_frame_at = self._clock()
+
+    def silent_for_s(self) -> float:
+        """Return seconds since the last frame (or since the connection opened)."""
+        return self._clock() - self.last_frame_at
+
+    def set_open_orders(self, order_ids: Iterable[str]) -> None:
+        """Replace the open-order set with a snapshot's (authoritative when it was taken)."""
+        self.open_orders = set(order_ids)
+
+    # --- frames ---------------------------------------------------------------------------
+
+    async def on_update(self, envelope: object) -> None:
+        """The SDK's handler (async, as it requires); see ``handle``."""
+        self.handle(envelope)
+
+    def handle(self, envelope: object) -> None:
+        """Convert and publish one frame; count and drop what is not a valid update. Never raises."""
+        try:
+            self.frame_seen()
+            result = convert_trade_update(envelope, self.slug)
+            if result is None:
+                return
+            if isinstance(result, Rejected):
+                self._reject(result)
+                return
+            self._publish(result)
+        except Exception:  # the task boundary: a handler must never raise (ALPACA.md §7)
+            self.counters["stream_handler_errors"] += 1
+            log.exception("stream handler failed account=%s", self.slug)
+
+    def _publish(self, update: OrderUpdated) -> None:
+        self.counters["trade_updates"] += 1
+        for order in (update.order, *update.legs):
+            if order.is_live:
+                self.open_orders.add(order.id)
+            else:
+                self.open_orders.discard(order.id)
+        self._sink.publish(topic_trade(self.slug), update)
+        log.debug("trade update account=%s event=%s order=%s", self.slug, update.event, update.order.id)
+        if update.fill is not None:
+            self.counters["fills"] += 1
+            request = ResyncRequested(account=self.slug, reason="fill", symbols=(update.fill.symbol,))
+            self._sink.publish(topic_resync(self.slug), request)
+
+    def _reject(self, rejected: Rejected) -> None:
+        self.counters["rejects"] += 1
+        self.counters[f"rejects_stream_{rejected.reason}"] += 1
+        now = self._clock()
+        last = self._last_reject_log.get(rejected.reason)
+        if last is None or now - last >= REJECT_LOG_INTERVAL_S:
+            self._last_reject_log[rejected.reason] = now
+            log.warning(
+                "rejected trade update account=%s reason=%s detail=%s total=%d",
+                self.slug, rejected.reason, rejected.detail[:200], self.counters[f"rejects_stream_{rejected.reason}"],
+            )  # fmt: skip

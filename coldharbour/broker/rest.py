@@ -1,0 +1,260 @@
+"""The Alpaca REST adapter: every call with its own deadline, retries, one clear error.
+
+Transport choice: **aiohttp directly**, not alpaca-py's ``TradingClient`` in a thread. The SDK
+sets no request timeout (a hung broker hangs the caller, ALPACA.md §6), and a blocking call in a
+thread cannot be cancelled: ``asyncio.wait_for`` would give up on it but leave the thread and its
+socket behind, and SIGTERM would wait for it. It also retries on its own (3 × 3 s, only 429/504,
+no jitter) underneath ours. With aiohttp each attempt has a real deadline
+(``CALL_DEADLINE_S``, enforced on the socket), cancellation is immediate, and there is one retry
+policy. We use raw JSON anyway (tolerant parsing in ``convert``), so the SDK's models would add
+nothing; the wire requests are exactly the ones alpaca-py sends (ALPACA.md §2).
+
+Failures:
+
+- 429, 5xx, a timeout, a dropped connection, or a 2xx body that is not JSON (HTML, truncated)
+  are transient: retried up to ``MAX_ATTEMPTS`` with capped exponential backoff and jitter,
+  each attempt logged at WARNING;
+- other 4xx answers are final at once;
+- either way the caller gets one ``BrokerError`` naming the call, the status and the broker's
+  message (or a short excerpt of a non-JSON body). Credentials never appear in it.
+
+Lists are paged to the end (D40): orders by ``after`` + ``direction=asc`` (500 a page, pages
+overlap by one microsecond and are de-duplicated by id, because equal timestamps can straddle a
+page edge), activities by ``page_token`` (100 a page).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Final
+
+import aiohttp
+import msgspec
+
+from coldharbour.broker.convert import BadValue, parse_time_ns
+from coldharbour.broker.retry import backoff_delay_s
+from coldharbour.config import AccountSettings
+from coldharbour.domain.types import to_datetime
+from coldharbour.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+CALL_DEADLINE_S: Final = 10.0
+MAX_ATTEMPTS: Final = 5
+BACKOFF_BASE_S: Final = 0.5
+BACKOFF_CAP_S: Final = 8.0
+ORDERS_PAGE_LIMIT: Final = 500
+ACTIVITIES_PAGE_SIZE: Final = 100
+# Pages of orders overlap by this much (ns) so equal timestamps at a page edge are not lost.
+PAGE_OVERLAP_NS: Final = 1_000
+_EXCERPT_CHARS: Final = 80
+_DECODER: Final = msgspec.json.Decoder()
+
+Params = Mapping[str, str]
+
+
+class BrokerRefused(BrokerError):
+    """The broker answered a 4xx other than 429 (final: retrying would not help)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransientError(Exception):
+    """Internal: one attempt failed in a way worth retrying."""
+
+
+def iso_time(ts_ns: int) -> str:
+    """Return UTC ns as an ISO-8601 query value with microseconds and ``+00:00``."""
+    return to_datetime(ts_ns).isoformat()
+
+
+def _excerpt(body: bytes) -> str:
+    text = body[:_EXCERPT_CHARS].decode("utf-8", "replace").replace("\n", " ")
+    return repr(text)
+
+
+def _broker_message(status: int, body: bytes) -> str:
+    try:
+        data = _DECODER.decode(body)
+    except msgspec.DecodeError:
+        return f"status {status}, non-JSON body {_excerpt(body)}"
+    if isinstance(data, dict) and "message" in data:
+        return f"status {status}, code {data.get('code')}: {str(data['message'])[:200]}"
+    return f"status {status}, body {_excerpt(body)}"
+
+
+class BrokerRest:
+    """One account's REST client (``base_url`` + ``/v2`` + path), sharing an aiohttp session."""
+
+    def __init__(
+        self,
+        account: AccountSettings,
+        session: aiohttp.ClientSession,
+        counters: Counter[str] | None = None,
+        *,
+        deadline_s: float = CALL_DEADLINE_S,
+    ) -> None:
+        self.slug = account.slug
+        self._account = account
+        self._session = session
+        self._base = account.base_url.rstrip("/") + "/v2"
+        self.counters: Counter[str] = counters if counters is not None else Counter()
+        self._deadline_s = deadline_s
+
+    def _headers(self) -> dict[str, str]:
+        # Revealed here only, straight into the request; never stored or logged elsewhere.
+        return {
+            "APCA-API-KEY-ID": self._account.api_key.reveal(),
+            "APCA-API-SECRET-KEY": self._account.secret_key.reveal(),
+        }
+
+    async def get(self, path: str, params: Params | None = None) -> Any:
+        """Return the decoded JSON of ``GET /v2<path>``; raise ``BrokerError`` when it fails."""
+        what = f"GET {path}"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._attempt(path, params)
+            except TransientError as e:
+                self.counters["broker_retries"] += 1
+                if attempt >= MAX_ATTEMPTS:
+                    self.counters["broker_errors"] += 1
+                    raise BrokerError(
+                        f"broker call failed account={self.slug} call={what}: {e} (after {attempt} attempts)"
+                    ) from None
+                delay = backoff_delay_s(attempt, BACKOFF_BASE_S, BACKOFF_CAP_S)
+                log.warning(
+                    "broker call failed, retrying account=%s call=%s attempt=%d delay_s=%.2f error=%s",
+                    self.slug, what, attempt, delay, e,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+
+    async def _attempt(self, path: str, params: Params | None) -> Any:
+        url = self._base + path
+        timeout = aiohttp.ClientTimeout(total=self._deadline_s)
+        try:
+            async with self._session.get(
+                url, params=dict(params or {}), headers=self._headers(), timeout=timeout, allow_redirects=False
+            ) as response:
+                body = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise TransientError(f"no answer within {self._deadline_s}s") from None
+        except aiohttp.ClientError as e:
+            raise TransientError(f"connection failed: {type(e).__name__}: {e}") from None
+        if status == 429 or status >= 500:
+            raise TransientError(_broker_message(status, body))
+        if status >= 300:
+            self.counters["broker_errors"] += 1
+            raise BrokerRefused(
+                f"broker refused account={self.slug} call=GET {path}: {_broker_message(status, body)}", status
+            )
+        try:
+            return _DECODER.decode(body) if body else None
+        except msgspec.DecodeError:
+            raise TransientError(f"status {status}, malformed JSON body {_excerpt(body)}") from None
+
+    async def get_list(self, path: str, params: Params | None = None) -> list[Any]:
+        """Return ``GET`` of a route that answers a JSON list; anything else is a ``BrokerError``."""
+        data = await self.get(path, params)
+        if not isinstance(data, list):
+            raise BrokerError(
+                f"broker answer account={self.slug} call=GET {path}: expected a list, found {type(data).__name__}"
+            )
+        return data
+
+    # --- routes -------------------------------------------------------------------------------
+
+    async def account(self) -> Any:
+        """Return ``GET /v2/account``."""
+        return await self.get("/account")
+
+    async def positions(self) -> list[Any]:
+        """Return ``GET /v2/positions``."""
+        return await self.get_list("/positions")
+
+    async def position(self, symbol: str) -> Any | None:
+        """Return ``GET /v2/positions/{symbol}``, or None when the account holds none (404)."""
+        try:
+            return await self.get(f"/positions/{symbol}")
+        except BrokerRefused as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def order(self, order_id: str) -> Any:
+        """Return ``GET /v2/orders/{id}?nested=true`` (the order with its legs)."""
+        return await self.get(f"/orders/{order_id}", {"nested": "true"})
+
+    async def open_orders(self) -> list[Any]:
+        """Return every open order, nested (legs inside their parent), paged to the end."""
+        orders: list[Any] = []
+        async for page in self.order_pages("open", None):
+            orders.extend(page)
+        return orders
+
+    async def order_pages(self, status: str, after_ns: int | None) -> AsyncIterator[list[Any]]:
+        """Yield pages (oldest first, nested) of orders submitted after ``after_ns`` (UTC ns).
+
+        Every order appears once; the listing is never truncated (D40).
+        """
+        seen: set[str] = set()
+        cursor = after_ns
+        while True:
+            params = {"status": status, "limit": str(ORDERS_PAGE_LIMIT), "direction": "asc", "nested": "true"}
+            if cursor is not None:
+                params["after"] = iso_time(cursor)
+            page = await self.get_list("/orders", params)
+            fresh = [o for o in page if isinstance(o, Mapping) and str(o.get("id")) not in seen]
+            seen.update(str(o.get("id")) for o in fresh)
+            if fresh:
+                yield fresh
+            if len(page) < ORDERS_PAGE_LIMIT:
+                return
+            last = _submitted_ns(page[-1])
+            if last is None:
+                raise BrokerError(f"broker answer account={self.slug} call=GET /orders: order without submitted_at")
+            if fresh:
+                cursor = last - PAGE_OVERLAP_NS
+            else:
+                # A whole page shares one timestamp: step past it rather than loop for ever.
+                self.counters["orders_page_stuck"] += 1
+                log.warning("order page without new ids account=%s after=%s", self.slug, iso_time(last))
+                cursor = last
+
+    async def activity_pages(
+        self, activity_type: str, *, after_id: str | None = None, after_ns: int | None = None
+    ) -> AsyncIterator[list[Any]]:
+        """Yield pages (oldest first) of activities of one type after ``after_id`` or ``after_ns``."""
+        token = after_id
+        while True:
+            params = {"direction": "asc", "page_size": str(ACTIVITIES_PAGE_SIZE)}
+            if token is not None:
+                params["page_token"] = token
+            elif after_ns is not None:
+                params["after"] = iso_time(after_ns)
+            page = await self.get_list(f"/account/activities/{activity_type}", params)
+            if page:
+                yield page
+            if len(page) < ACTIVITIES_PAGE_SIZE:
+                return
+            last = page[-1]
+            token = str(last.get("id")) if isinstance(last, Mapping) else None
+            if not token:
+                raise BrokerError(f"broker answer account={self.slug} call=GET activities: activity without id")
+
+
+def _submitted_ns(order: object) -> int | None:
+    if not isinstance(order, Mapping):
+        return None
+    text = order.get("submitted_at") or order.get("created_at")
+    try:
+        return parse_time_ns(text if isinstance(text, str) else None, field="submitted_at")
+    except BadValue:
+        return None

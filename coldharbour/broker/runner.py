@@ -1,0 +1,165 @@
+"""Scheduling for the broker-facing workers: per-account loops, resync routing, task restarts.
+
+``SnapshotRunner`` drives one account's ``AccountSync``: the start-up backfill, a full snapshot
+at start, every ``SNAPSHOT_SEC`` and on every full ``ResyncRequested``, and partial (per-symbol)
+snapshots as soon as they are asked for — in their own loop, so a WAC refresh after a fill never
+waits behind a backfill or a full snapshot. Requests arriving while one runs are coalesced.
+
+``supervise`` is the task boundary STYLE §2.9 asks for: an unexpected error in one account's
+task is logged with its traceback, counted, and the task restarts with backoff; the process
+exits (the error propagates) only when it keeps failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from coldharbour import runtime
+from coldharbour.broker.retry import backoff_delay_s
+from coldharbour.broker.sync import AccountSync
+from coldharbour.errors import BrokerError
+from coldharbour.messages import ResyncRequested
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE_S: Final = 1.0
+RETRY_CAP_S: Final = 60.0
+MAX_CONSECUTIVE_CRASHES: Final = 5
+
+
+async def sleep_unless_stopped(stop: asyncio.Event, delay_s: float) -> bool:
+    """Wait ``delay_s`` or until ``stop``; return True when stopped."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay_s)
+    return stop.is_set()
+
+
+async def supervise(name: str, run: Callable[[], Awaitable[None]], stop: asyncio.Event, counters: Counter[str]) -> None:
+    """Run ``run()`` until ``stop``; restart it with backoff after an unexpected error."""
+    crashes = 0
+    while not stop.is_set():
+        try:
+            await run()
+            return
+        except Exception:  # the task boundary: log with traceback, count, restart
+            crashes += 1
+            counters["task_restarts"] += 1
+            log.exception("task failed name=%s crashes=%d", name, crashes)
+            if crashes >= MAX_CONSECUTIVE_CRASHES:
+                raise
+            if await sleep_unless_stopped(stop, backoff_delay_s(crashes, RETRY_BASE_S, RETRY_CAP_S)):
+                return
+
+
+async def run_until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for ``stop`` (or a task ending with an error, which is re-raised); then end them all."""
+    for task in tasks:
+        task.add_done_callback(runtime.log_task_exception)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({waiter, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            error = None if not task.done() or task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+    finally:
+        waiter.cancel()
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def cancel_quietly(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` (an endless reader) and wait for it to end."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+class SnapshotRunner:
+    """One account's snapshot schedule (see the module docstring)."""
+
+    def __init__(self, sync: AccountSync, *, snapshot_sec: float, backfill_days: int) -> None:
+        self.sync = sync
+        self.slug = sync.slug
+        self._snapshot_sec = snapshot_sec
+        self._backfill_days = backfill_days
+        self._full_wanted = asyncio.Event()
+        self._full_reason = "start"
+        self._partial_wanted = asyncio.Event()
+        self._symbols: set[str] = set()
+
+    def request(self, message: ResyncRequested) -> None:
+        """Queue a resync: partial when it names symbols, full otherwise (coalesced)."""
+        if message.symbols:
+            self._symbols.update(message.symbols)
+            self._partial_wanted.set()
+        else:
+            self._full_reason = message.reason or "resync"
+            self._full_wanted.set()
+
+    async def run_full(self, stop: asyncio.Event) -> None:
+        """Backfill, then take full snapshots until ``stop``."""
+        await self._retrying(stop, "backfill", lambda: self.sync.backfill(self._backfill_days))
+        reason = "start"
+        while not stop.is_set():
+            await self._retrying(stop, "snapshot", functools.partial(self.sync.full, reason))
+            reason = await self._next_full(stop)
+
+    async def _next_full(self, stop: asyncio.Event) -> str:
+        waiter = asyncio.ensure_future(self._full_wanted.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, timeout=self._snapshot_sec, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+        if self._full_wanted.is_set():
+            self._full_wanted.clear()
+            return self._full_reason
+        return "periodic"
+
+    async def run_partial(self, stop: asyncio.Event) -> None:
+        """Serve per-symbol position requests as they come, until ``stop``."""
+        while not stop.is_set():
+            waiter = asyncio.ensure_future(self._partial_wanted.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                stopper.cancel()
+            if stop.is_set():
+                return
+            self._partial_wanted.clear()
+            symbols, self._symbols = sorted(self._symbols), set()
+            try:
+                await self.sync.partial(symbols)
+            except BrokerError as e:
+                self.sync.counters["snapshot_failures"] += 1
+                log.warning("partial snapshot failed account=%s symbols=%s error=%s", self.slug, symbols, e)
+
+    async def _retrying(self, stop: asyncio.Event, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` until it succeeds or ``stop``; broker failures back off (capped, jittered)."""
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await step()
+            except BrokerError as e:
+                attempt += 1
+                self.sync.counters["snapshot_failures"] += 1
+                delay = min(backoff_delay_s(attempt, RETRY_BASE_S, RETRY_CAP_S), self._snapshot_sec)
+                log.warning(
+                    "%s failed account=%s attempt=%d retry_in_s=%.1f error=%s", what, self.slug, attempt, delay, e
+                )
+                if await sleep_unless_stopped(stop, delay):
+                    return
+                continue
+            if attempt:
+                log.info("%s recovered account=%s after_attempts=%d", what, self.slug, attempt)
+            return

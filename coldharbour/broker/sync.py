@@ -1,0 +1,234 @@
+"""Pull one account's truth from REST and publish it for ``state`` (the ``snapshot`` program).
+
+``AccountSync`` keeps two cursors, in memory only (a restart backfills again; ``state`` is
+idempotent, so re-sent history changes nothing):
+
+- **orders**: the newest ``submitted_at`` seen. Alpaca can only filter orders by submission
+  time, not by change time, so "orders changed since the cursor" is the union of (a) orders
+  submitted after the cursor (paged, never truncated, D40), (b) the open orders, listed on
+  every full snapshot, and (c) the families of orders that were open last time and are not any
+  more, fetched by id (``nested=true``): an order can only change while it is open, so nothing
+  that changed is missed and nothing older is re-read;
+- **fills**: the id of the last FILL activity seen (``page_token`` paging).
+
+Order of publication in a full snapshot: order pages, fill pages, then ``SnapshotTaken``, so
+``state`` already has the history that explains the positions when it reconciles (SPEC §3).
+A partial snapshot (``symbols``) only fetches those symbols' positions: it is the fast WAC
+refresh after a fill.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, Final
+
+from coldharbour.broker.convert import (
+    ConvertedOrder,
+    Rejected,
+    convert_account,
+    convert_activity,
+    convert_orders,
+    convert_position,
+)
+from coldharbour.broker.listener import Sink
+from coldharbour.broker.rest import PAGE_OVERLAP_NS, BrokerRest
+from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill
+from coldharbour.messages import (
+    ActivityRecord,
+    FillsPage,
+    OrdersPage,
+    SnapshotTaken,
+    topic_fills,
+    topic_orders,
+    topic_snapshot,
+)
+
+log = logging.getLogger(__name__)
+
+PROGRESS_LOG_INTERVAL_S: Final = 5.0
+
+
+class AccountSync:
+    """One account's snapshots, history pulls and backfill, with their cursors."""
+
+    def __init__(
+        self, rest: BrokerRest, sink: Sink, counters: Counter[str], *, clock_ns: Callable[[], int] = time.time_ns
+    ) -> None:
+        self.slug = rest.slug
+        self._rest = rest
+        self._sink = sink
+        self.counters = counters
+        self._clock_ns = clock_ns
+        self.order_cursor_ns: int | None = None
+        self.fill_cursor_id: str | None = None
+        self._fill_floor_ns = clock_ns()
+        # Every order that was live at the last full snapshot -> its top-level order id.
+        self._open_families: dict[str, str] = {}
+        self.backfilled = False
+
+    # --- backfill -----------------------------------------------------------------------------
+
+    async def backfill(self, days: int) -> None:
+        """Publish ``days`` of order history and FILL activities, oldest first, logging progress."""
+        started = time.monotonic()
+        since = self._clock_ns() - days * NS_PER_DAY
+        self._fill_floor_ns = since
+        log.info("backfill started account=%s days=%d", self.slug, days)
+        orders = await self._publish_orders(self._rest.order_pages("all", since), is_backfill=True)
+        fills = await self._publish_fills(after_id=None, after_ns=since, is_backfill=True)
+        self.backfilled = True
+        log.info(
+            "backfill done account=%s orders=%d fills=%d seconds=%.1f",
+            self.slug, orders, fills, time.monotonic() - started,
+        )  # fmt: skip
+
+    # --- snapshots ----------------------------------------------------------------------------
+
+    async def full(self, reason: str) -> None:
+        """Pull history since the cursors, then positions/account/open orders; publish them."""
+        taken_at = self._clock_ns()
+        open_raw = await self._rest.open_orders()
+        open_orders = self._convert(open_raw)
+        live = {item.order.id: (item.order.parent_id or item.order.id) for item in open_orders if item.order.is_live}
+        gone_families = sorted({top for order_id, top in self._open_families.items() if order_id not in live})
+        await self._publish_orders(self._order_sources(gone_families), is_backfill=False)
+        await self._publish_fills(after_id=self.fill_cursor_id, after_ns=self._fill_floor_ns, is_backfill=False)
+        positions = self._positions(await self._rest.positions())
+        figures = convert_account(await self._rest.account())
+        if isinstance(figures, Rejected):
+            self._reject("account", figures)
+            cash = equity = None
+        else:
+            cash, equity = figures.cash, figures.equity
+        self._open_families = live
+        snapshot = SnapshotTaken(
+            account=self.slug,
+            taken_at=taken_at,
+            positions=tuple(positions),
+            open_orders=tuple(item.order for item in open_orders),
+            open_orders_json=tuple(item.json for item in open_orders),
+            cash=cash,
+            equity=equity,
+            reason=reason,
+        )
+        self._sink.publish(topic_snapshot(self.slug), snapshot)
+        self.counters["snapshots"] += 1
+        log.debug("snapshot published account=%s reason=%s positions=%d", self.slug, reason, len(positions))
+
+    async def partial(self, symbols: Sequence[str]) -> None:
+        """Publish the positions of ``symbols`` only (a symbol absent from it is flat)."""
+        taken_at = self._clock_ns()
+        wanted = tuple(sorted({s.upper() for s in symbols}))
+        raw = [await self._rest.position(symbol) for symbol in wanted]
+        positions = self._positions([item for item in raw if item is not None])
+        snapshot = SnapshotTaken(
+            account=self.slug, taken_at=taken_at, positions=tuple(positions), symbols=wanted, reason="fill"
+        )
+        self._sink.publish(topic_snapshot(self.slug), snapshot)
+        self.counters["partial_snapshots"] += 1
+
+    # --- history ------------------------------------------------------------------------------
+
+    async def _order_sources(self, families: Sequence[str]) -> AsyncIterator[list[Any]]:
+        """Yield raw order pages: families that left the open list, then orders after the cursor."""
+        if families:
+            yield [await self._rest.order(order_id) for order_id in families]
+        # Overlap the cursor: ``after`` is exclusive and equal timestamps are common.
+        after = self._fill_floor_ns if self.order_cursor_ns is None else self.order_cursor_ns - PAGE_OVERLAP_NS
+        async for page in self._rest.order_pages("all", after):
+            yield page
+
+    async def _publish_orders(self, pages: AsyncIterator[list[Any]], *, is_backfill: bool) -> int:
+        """Publish each page as an ``OrdersPage`` (the last one marked); return the order count."""
+        total, pending, newest = 0, None, self.order_cursor_ns
+        last_log = time.monotonic()
+        async for raw in pages:
+            converted = self._convert(raw)
+            if pending is not None:
+                self._send_orders(pending, is_last=False, is_backfill=is_backfill)
+            pending = converted
+            total += len(converted)
+            newest = max([newest or 0, *(item.order.created_at for item in converted)]) or None
+            if is_backfill and time.monotonic() - last_log >= PROGRESS_LOG_INTERVAL_S:
+                last_log = time.monotonic()
+                log.info("backfill progress account=%s orders=%d", self.slug, total)
+        self._send_orders(pending or [], is_last=True, is_backfill=is_backfill)
+        self.order_cursor_ns = newest
+        return total
+
+    def _send_orders(self, items: Sequence[ConvertedOrder], *, is_last: bool, is_backfill: bool) -> None:
+        page = OrdersPage(
+            account=self.slug,
+            orders=tuple(item.order for item in items),
+            orders_json=tuple(item.json for item in items),
+            is_last=is_last,
+            is_backfill=is_backfill,
+        )
+        self._sink.publish(topic_orders(self.slug), page)
+
+    async def _publish_fills(self, *, after_id: str | None, after_ns: int, is_backfill: bool) -> int:
+        """Publish FILL activities after ``after_id`` (else after ``after_ns``); return the count."""
+        total = 0
+        pending: tuple[list[Fill], list[ActivityRecord]] | None = None
+        pages = self._rest.activity_pages("FILL", after_id=after_id, after_ns=None if after_id else after_ns)
+        async for raw in pages:
+            fills, records = self._activities(raw)
+            if pending is not None:
+                self._send_fills(*pending, is_last=False, is_backfill=is_backfill)
+            pending = (fills, records)
+            total += len(records)
+            if raw and isinstance(raw[-1], dict) and raw[-1].get("id"):
+                # Advance per page: a failure later re-reads from here, never from the start.
+                after_id = str(raw[-1]["id"])
+        if pending is not None or is_backfill:
+            self._send_fills(*(pending or ([], [])), is_last=True, is_backfill=is_backfill)
+        self.fill_cursor_id = after_id
+        return total
+
+    def _send_fills(
+        self, fills: list[Fill], records: list[ActivityRecord], *, is_last: bool, is_backfill: bool
+    ) -> None:
+        page = FillsPage(
+            account=self.slug, fills=tuple(fills), activities=tuple(records), is_last=is_last, is_backfill=is_backfill
+        )
+        self._sink.publish(topic_fills(self.slug), page)
+
+    # --- conversion with counting -------------------------------------------------------------
+
+    def _convert(self, raw: Iterable[object]) -> list[ConvertedOrder]:
+        converted, rejects = convert_orders(list(raw))
+        for rejected in rejects:
+            self._reject("orders", rejected)
+        return converted
+
+    def _positions(self, raw: Iterable[object]) -> list[BrokerPosition]:
+        positions = []
+        for item in raw:
+            result = convert_position(item)
+            if isinstance(result, Rejected):
+                self._reject("positions", result)
+            else:
+                positions.append(result)
+        return positions
+
+    def _activities(self, raw: Iterable[object]) -> tuple[list[Fill], list[ActivityRecord]]:
+        fills, records = [], []
+        for item in raw:
+            result = convert_activity(item)
+            if isinstance(result, Rejected):
+                self._reject("activities", result)
+                continue
+            records.append(result.record)
+            if result.fill is not None:
+                fills.append(result.fill)
+        return fills, records
+
+    def _reject(self, what: str, rejected: Rejected) -> None:
+        self.counters["rejects"] += 1
+        self.counters[f"rejects_{what}_{rejected.reason}"] += 1
+        log.warning(
+            "rejected broker %s account=%s reason=%s detail=%s", what, self.slug, rejected.reason, rejected.detail
+        )

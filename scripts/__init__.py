@@ -1,0 +1,1 @@
+"""Developer scripts (demo, benchmarks); not part of the installed package."""

@@ -1,0 +1,69 @@
+"""`prices` in-process: feed frames → ``px.<SYMBOL>`` ticks; bad frames counted and dropped."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from pathlib import Path
+
+import msgspec
+import pytest
+import zmq
+
+from coldharbour.messages import Tick
+from coldharbour.sim.feed import Tick as SimTick
+from coldharbour.sim.feed import encode_trade
+from tests.fixtures.bus import InprocBus
+from tests.support import async_wait_for
+from tests.workers.broker_support import InProcessWorker, worker_settings
+from workers import prices
+
+TS = 1_709_305_200_000_000_000
+
+
+def trade(symbol: str, price: float, conditions: tuple[str, ...] = ()) -> bytes:
+    return encode_trade(SimTick(symbol, price, 100, conditions, TS))
+
+
+@pytest.mark.asyncio
+async def test_prices_ticks_published_bad_frames_counted(bus: InprocBus, tmp_path: Path) -> None:
+    endpoint = f"inproc://feed-{uuid.uuid4().hex[:8]}"
+    feed = bus.ctx.socket(zmq.PUB)
+    feed.bind(endpoint)
+    ticks = bus.observe("px.")
+    settings = worker_settings(bus, tmp_path, ZMQ_SIP_STREAM_ENDPOINT=endpoint)
+    worker = InProcessWorker("prices", prices.amain, settings, bus).start()
+    try:
+
+        def warmed_up() -> bool:  # the slow joiner: republish until the worker's SUB sees one
+            feed.send(trade("WARM", 1.0))
+            return any(isinstance(m, Tick) and m.symbol == "WARM" for m in ticks.messages())
+
+        await async_wait_for(warmed_up, 10, what="feed subscription")
+        corpus = [
+            [trade("AAPL", 185.01)],
+            [b"topic", trade("MSFT", 400.5)],
+            [trade("AAPL", 150.0, ("D",))],
+            [msgspec.msgpack.encode({"trade": {"S": "AAPL", "p": math.nan}})],
+            [msgspec.msgpack.encode({"trade": {"S": "AAPL", "p": -1.0}})],
+            [msgspec.msgpack.encode({"trade": {"p": 1.0}})],
+            [b"\xc1 not msgpack"],
+            [msgspec.msgpack.encode({"quote": {"S": "AAPL"}})],
+        ]
+        for frames in corpus:
+            feed.send_multipart(frames)
+        feed.send(trade("DONE", 2.0))
+        await async_wait_for(lambda: any(getattr(m, "symbol", "") == "DONE" for m in ticks.messages()), 10, what="end")
+    finally:
+        await worker.close()
+        feed.close(linger=0)
+
+    published = [(m.symbol, m.price) for m in ticks.messages() if isinstance(m, Tick) and m.symbol in {"AAPL", "MSFT"}]
+    counters = worker.ctx.counters
+    assert published == [("AAPL", 185.01), ("MSFT", 400.5)]
+    assert counters["skipped_feed_condition_excluded"] == 1
+    assert counters["skipped_feed_kind_quote"] == 1
+    assert counters["rejects_feed_price_value"] == 2
+    assert counters["rejects_feed_symbol"] == 1
+    assert counters["rejects_feed_msgpack"] == 1
+    assert counters["rejects"] == 4

@@ -1,0 +1,110 @@
+"""`prices`: the external price feed, filtered and validated, published as ticks.
+
+Inputs: ZMQ SUB on ``ZMQ_SIP_STREAM_ENDPOINT`` (msgpack ``{"trade": {...}}`` frames, SPEC §4).
+Outputs: ``px.<SYMBOL>`` (``Tick``). Trades with an excluded condition
+(``TRADE_CONDITIONS_EXCLUDE``), no symbol, a non-finite or non-positive price, or a malformed
+frame are dropped and counted (``rejects_feed_<reason>``, ``skipped_feed_<reason>``). The socket
+is drained in batches of at most ``MAX_BATCH`` frames, yielding to the loop between batches, so
+a fast feed cannot starve the heartbeat or shutdown. No DB, no broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from typing import Final
+
+import zmq
+import zmq.asyncio
+
+from coldharbour import runtime
+from coldharbour.broker.feed import Skip, decode_frames
+from coldharbour.config import Settings
+from coldharbour.messages import topic_tick
+
+log = logging.getLogger("workers.prices")
+
+MAX_BATCH: Final = 1000
+POLL_TIMEOUT_MS: Final = 200
+FEED_HWM: Final = 100_000  # ticks are the one stream where loss is acceptable (DESIGN §2)
+REJECT_LOG_INTERVAL_S: Final = 10.0
+
+
+class FeedReader:
+    """Owns the feed socket; turns each batch of frames into published ticks and counters."""
+
+    def __init__(self, settings: Settings, ctx: runtime.WorkerContext) -> None:
+        self._ctx = ctx
+        self._exclude = frozenset(settings.trade_conditions_exclude)
+        self._sync: zmq.Socket[bytes] = ctx.zmq.socket(zmq.SUB)
+        self._sync.setsockopt(zmq.RCVHWM, FEED_HWM)
+        self._sync.setsockopt(zmq.LINGER, 0)
+        self._sync.setsockopt(zmq.SUBSCRIBE, b"")
+        self._socket = zmq.asyncio.Socket.shadow(self._sync.underlying)
+        self._sync.connect(settings.zmq_sip_stream_endpoint)
+        self._last_log: dict[str, float] = {}
+        log.info("feed connected endpoint=%s exclude=%s", settings.zmq_sip_stream_endpoint, sorted(self._exclude))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read until ``stop``."""
+        while not stop.is_set():
+            if not await self._socket.poll(timeout=POLL_TIMEOUT_MS):
+                continue
+            self._drain()
+            await asyncio.sleep(0)  # let the heartbeat and other tasks run between batches
+
+    def _drain(self) -> None:
+        for _ in range(MAX_BATCH):
+            try:
+                frames = self._sync.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.handle(frames)
+
+    def handle(self, frames: list[bytes]) -> None:
+        """Publish the tick in ``frames`` or count why there is none."""
+        counters = self._ctx.counters
+        counters["feed_frames"] += 1
+        result = decode_frames(frames, self._exclude)
+        if isinstance(result, Skip):
+            self._count(result)
+            return
+        self._ctx.publisher.publish(topic_tick(result.symbol), result)
+        counters["ticks"] += 1
+
+    def _count(self, skip: Skip) -> None:
+        counters = self._ctx.counters
+        if not skip.is_reject:
+            counters[f"skipped_feed_{skip.reason}"] += 1
+            return
+        counters["rejects"] += 1
+        key = f"rejects_feed_{skip.reason}"
+        counters[key] += 1
+        now = time.monotonic()
+        if now - self._last_log.get(skip.reason, -REJECT_LOG_INTERVAL_S) >= REJECT_LOG_INTERVAL_S:
+            self._last_log[skip.reason] = now
+            log.warning("rejected feed frame reason=%s total=%d", skip.reason, counters[key])
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sync.close(linger=0)
+
+
+async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
+    """Relay the feed until stopped."""
+    reader = FeedReader(settings, ctx)
+    try:
+        await reader.run(stop)
+    finally:
+        reader.close()
+
+
+def main() -> int:
+    """Run the prices program."""
+    return runtime.run("prices", amain)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
