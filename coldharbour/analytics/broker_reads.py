@@ -1,0 +1,140 @@
+"""The three broker reads the analytics workers need: account activities, calendar, daily bars.
+
+A thin adapter over ``coldharbour.broker.rest.BrokerRest`` (its deadline per call, retries
+with jittered backoff on 429/5xx, one ``BrokerError`` naming the call, credentials never in a
+message), adding the routes it has no helper for: every activity type paged with
+``page_token`` = the last id (alpaca-py has no activities call), the calendar (NY wall-clock
+``HH:MM``), and raw daily bars from the data API (``data.alpaca.markets`` for Alpaca hosts,
+the same origin for the fake broker, which serves ``/v2/stocks/bars`` too).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
+from typing import Final
+from urllib.parse import urlsplit
+
+import aiohttp
+import msgspec
+
+from coldharbour.broker.rest import ACTIVITIES_PAGE_SIZE, BrokerRest
+from coldharbour.config import AccountSettings
+from coldharbour.domain.schedule import NEW_YORK
+from coldharbour.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+BARS_PAGE_LIMIT: Final = 10_000
+MAX_PAGES: Final = 10_000  # a guard against a server that never ends its paging
+ALPACA_DATA_URL: Final = "https://data.alpaca.markets"
+
+
+def data_url(base_url: str) -> str:
+    """Return the data API origin for a trading ``base_url`` (same origin unless Alpaca's)."""
+    host = urlsplit(base_url).hostname or ""
+    return ALPACA_DATA_URL if host.endswith("alpaca.markets") else base_url.rstrip("/")
+
+
+class BrokerReads:
+    """Read-only REST calls for one account; ``close()`` it (or use ``async with``)."""
+
+    def __init__(
+        self, account: AccountSettings, counters: Counter[str] | None = None, *, deadline_s: float | None = None
+    ) -> None:
+        self.account = account.slug
+        self._settings = account
+        self._counters: Counter[str] = counters if counters is not None else Counter()
+        self._deadline = {} if deadline_s is None else {"deadline_s": deadline_s}
+        self._session: aiohttp.ClientSession | None = None
+        self._trading: BrokerRest | None = None
+        self._data: BrokerRest | None = None
+
+    async def __aenter__(self) -> BrokerReads:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _clients(self) -> tuple[BrokerRest, BrokerRest]:
+        if self._session is None or self._trading is None or self._data is None:
+            self._session = aiohttp.ClientSession()
+            data_account = msgspec.structs.replace(self._settings, base_url=data_url(self._settings.base_url))
+            self._trading = BrokerRest(self._settings, self._session, self._counters, **self._deadline)
+            self._data = BrokerRest(data_account, self._session, self._counters, **self._deadline)
+        return self._trading, self._data
+
+    async def activities(self, after: datetime | None) -> list[dict[str, object]]:
+        """Return every activity after ``after`` (all when None), oldest first, all pages."""
+        trading, _ = self._clients()
+        params = {"direction": "asc", "page_size": str(ACTIVITIES_PAGE_SIZE)}
+        if after is not None:
+            params["after"] = after.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        result: list[dict[str, object]] = []
+        for _ in range(MAX_PAGES):
+            page = await trading.get_list("/account/activities", params)
+            if not all(isinstance(item, dict) for item in page):
+                raise BrokerError(f"GET /v2/account/activities account={self.account}: expected a list of objects")
+            result.extend(page)
+            if len(page) < ACTIVITIES_PAGE_SIZE:
+                return result
+            params["page_token"] = str(page[-1].get("id"))
+        raise BrokerError(f"GET /v2/account/activities account={self.account}: more than {MAX_PAGES} pages")
+
+    async def calendar(self, start: date, end: date) -> list[dict[str, object]]:
+        """Return the broker calendar rows from ``start`` to ``end`` inclusive."""
+        trading, _ = self._clients()
+        body = await trading.get_list("/calendar", {"start": start.isoformat(), "end": end.isoformat()})
+        if not all(isinstance(item, dict) for item in body):
+            raise BrokerError(f"GET /v2/calendar account={self.account}: expected a list of objects")
+        return body
+
+    async def daily_closes(self, symbols: Sequence[str], start: date, end: date) -> dict[date, dict[str, Decimal]]:
+        """Return ``{NY date: {symbol: close}}`` from raw daily bars between two dates (all pages)."""
+        if not symbols:
+            return {}
+        _, data = self._clients()
+        params = {
+            "symbols": ",".join(sorted(set(symbols))),
+            "timeframe": "1Day",
+            "adjustment": "raw",
+            "start": datetime.combine(start, time(0), tzinfo=NEW_YORK).isoformat(),
+            "end": datetime.combine(end, time(23, 59), tzinfo=NEW_YORK).isoformat(),
+            "limit": str(BARS_PAGE_LIMIT),
+        }
+        closes: dict[date, dict[str, Decimal]] = {}
+        for _ in range(MAX_PAGES):
+            body = await data.get("/stocks/bars", params)
+            if not isinstance(body, dict):
+                raise BrokerError(f"GET /v2/stocks/bars account={self.account}: expected an object")
+            _merge_bars(body.get("bars") or {}, closes)
+            token = body.get("next_page_token")
+            if not token:
+                return closes
+            params["page_token"] = str(token)
+        raise BrokerError(f"GET /v2/stocks/bars account={self.account}: more than {MAX_PAGES} pages")
+
+
+def _merge_bars(bars: object, closes: dict[date, dict[str, Decimal]]) -> None:
+    """Fold a data-API ``bars`` object into ``closes``; malformed bars are skipped and logged."""
+    if not isinstance(bars, dict):
+        raise BrokerError("GET /v2/stocks/bars: 'bars' is not an object")
+    for symbol, series in bars.items():
+        for bar in series if isinstance(series, list) else []:
+            try:
+                moment = datetime.fromisoformat(str(bar["t"]).replace("Z", "+00:00"))
+                close = Decimal(str(bar["c"]))
+            except (KeyError, TypeError, ValueError, InvalidOperation):
+                log.warning("rejected daily bar symbol=%s bar=%r", symbol, bar)
+                continue
+            if close.is_finite() and close > 0 and moment.tzinfo is not None:
+                closes.setdefault(moment.astimezone(NEW_YORK).date(), {})[str(symbol)] = close

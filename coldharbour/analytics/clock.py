@@ -1,0 +1,181 @@
+"""The clock port of the analytics workers, a real one, a manual one, and the periodic-job loop.
+
+Workers never read the time themselves: they ask a ``Clock`` (``now``) and sleep through it
+(``wait_until``), so a test can put the scheduler at 03:59:59 New York and step it to the exact
+instant of a phase change. ``ManualClock`` is that test clock: time moves only when ``set`` or
+``advance`` is called, and every sleeper re-checks its deadline then.
+
+``run_periodic`` is the one loop the periodic jobs share: reschedule first, then work (STYLE
+§2.5 rule 5); a failure is logged, counted and retried with capped backoff; a ``wake`` event
+runs the job at once (session start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Final, Protocol
+
+import psycopg
+
+from coldharbour.errors import ChmgrError
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST_S: Final = 1.0
+MAX_UNEXPECTED_FAILURES: Final = 10  # in a row; then the worker exits
+# Broker or database unavailable (psycopg_pool's PoolTimeout is an OperationalError): retried.
+TRANSIENT: Final = (ChmgrError, psycopg.OperationalError)
+
+
+class Clock(Protocol):
+    """Where workers get the time and how they sleep (injectable: ``ManualClock`` in tests)."""
+
+    def now(self) -> datetime:
+        """Return the current aware UTC instant."""
+        ...
+
+    async def wait_until(self, instant: datetime, *events: asyncio.Event) -> None:
+        """Return once ``instant`` is reached or any of ``events`` is set."""
+        ...
+
+
+async def _wait_any(events: tuple[asyncio.Event, ...], timeout_s: float | None) -> None:
+    """Wait until one of ``events`` is set or ``timeout_s`` passed (None: no timeout)."""
+    if not events:
+        if timeout_s is not None:
+            await asyncio.sleep(timeout_s)
+        return
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+
+class SystemClock:
+    """The wall clock (UTC); sleeps re-check the deadline, so an early timer wake-up is harmless."""
+
+    def now(self) -> datetime:
+        """Return the current UTC instant."""
+        return datetime.now(UTC)
+
+    async def wait_until(self, instant: datetime, *events: asyncio.Event) -> None:
+        """Sleep until ``instant`` or until one of ``events`` is set."""
+        while not any(event.is_set() for event in events):
+            remaining = (instant - self.now()).total_seconds()
+            if remaining <= 0:
+                return
+            await _wait_any(events, remaining)
+
+
+class ManualClock:
+    """A clock that moves only when told to (tests); sleepers wake when it passes their deadline."""
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError(f"start: expected an aware datetime, found naive {start}")
+        self._now = start.astimezone(UTC)
+        self._changed = asyncio.Event()
+        self.sleepers = 0
+
+    def now(self) -> datetime:
+        """Return the manual time."""
+        return self._now
+
+    def set(self, instant: datetime) -> None:
+        """Move the clock to ``instant`` (never backwards) and wake every sleeper."""
+        if instant < self._now:
+            raise ValueError(f"instant: the clock does not go back ({instant} < {self._now})")
+        self._now = instant.astimezone(UTC)
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def advance(self, delta: timedelta) -> None:
+        """Move the clock forward by ``delta``."""
+        self.set(self._now + delta)
+
+    async def wait_until(self, instant: datetime, *events: asyncio.Event) -> None:
+        """Return once the manual time reaches ``instant`` or one of ``events`` is set."""
+        self.sleepers += 1
+        try:
+            while self._now < instant and not any(event.is_set() for event in events):
+                await _wait_any((self._changed, *events), None)
+        finally:
+            self.sleepers -= 1
+
+
+Job = Callable[[], Awaitable[object]]
+
+
+async def until_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
+    """Await ``work``, cancelling it if ``stop`` is set first; return True when it completed.
+
+    A SIGTERM must not wait for a broker call's retry chain; the jobs hold no state that a
+    cancellation could corrupt (they publish only after computing).
+    """
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(stopper, task, return_exceptions=True)
+    if task.cancelled():
+        return False
+    task.result()  # re-raise the job's own error
+    return True
+
+
+async def run_periodic(
+    name: str,
+    interval_s: float,
+    job: Job,
+    *,
+    clock: Clock,
+    stop: asyncio.Event,
+    counters: Counter[str],
+    wake: asyncio.Event | None = None,
+) -> None:
+    """Run ``job`` now and then every ``interval_s`` until ``stop``; ``wake`` runs it at once.
+
+    The next run is scheduled before the job starts, so a slow job does not drift the period.
+    A transient error (``ChmgrError``, a lost DB connection) is logged at WARNING, anything else with its
+    traceback; both are counted and retried after a capped, jittered backoff. After
+    ``MAX_UNEXPECTED_FAILURES`` unexpected errors in a row the error is raised (exit, restart).
+    """
+    events = (stop,) if wake is None else (stop, wake)
+    interval = timedelta(seconds=interval_s)
+    backoff_s = BACKOFF_FIRST_S
+    unexpected = 0
+    while not stop.is_set():
+        if wake is not None:
+            wake.clear()
+        due = clock.now() + interval
+        try:
+            if not await until_stopped(job(), stop):
+                return
+        except Exception as e:  # the task boundary: log, count, back off (STYLE §2.9)
+            counters[f"{name}_failures"] += 1
+            if isinstance(e, TRANSIENT):
+                log.warning("job failed job=%s error=%s retry_in_s=%.1f", name, e, backoff_s)
+            else:
+                unexpected += 1
+                log.exception("job failed unexpectedly job=%s retry_in_s=%.1f", name, backoff_s)
+                if unexpected >= MAX_UNEXPECTED_FAILURES:
+                    raise  # it keeps failing: let the process exit and supervisord restart it
+            due = min(due, clock.now() + timedelta(seconds=backoff_s))
+            backoff_s = min(backoff_s * 2, interval_s) * random.uniform(0.9, 1.1)  # noqa: S311
+        else:
+            counters[f"{name}_runs"] += 1
+            backoff_s = BACKOFF_FIRST_S
+            unexpected = 0
+        await clock.wait_until(due, *events)

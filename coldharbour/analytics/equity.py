@@ -1,0 +1,211 @@
+"""The daily and intraday equity curves of one account → ``EquityComputed``.
+
+Daily curve (D46: not the whole history every minute): rebuilt from the stored activities at
+start, at session start and after the close (``rebuild_requested``); between those, a run only
+extends it with sessions completed since its last row, reading the activities after that row.
+Session dates come from the broker calendar (D58), fetched at a rebuild or when the cached
+range no longer covers today. Daily closes: the last regular-hours bar of each session in our
+``price_bars_1min``; for the newest session ``latest_prices`` when it was marked during it;
+else one request to the broker's daily-bars API for every missing (symbol, date) at once.
+An ``EQUITY_INIT_CASH`` opening starts the replay from that balance (D11); without it the
+curve starts at 0 and the first deposit is its base.
+
+Intraday curve: ``intraday.IntradayState`` while a session (pre-open to post-close) runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Final, Protocol
+
+from psycopg_pool import AsyncConnectionPool
+
+from coldharbour.analytics.intraday import IntradayState, ny_midnight
+from coldharbour.analytics.scheduler import CalendarSource
+from coldharbour.bus import Publisher
+from coldharbour.config import Settings
+from coldharbour.db import queries
+from coldharbour.db.names import AccountNames, SharedNames
+from coldharbour.domain.cashflows import CashFlow, Execution
+from coldharbour.domain.equity import (
+    DailyCurve,
+    DayInputs,
+    Opening,
+    bucket_by_session,
+    build_daily_curve,
+    extend_daily_curve,
+    start_curve,
+)
+from coldharbour.domain.schedule import CalendarDay, Session, build_sessions, ny_date, session_for, to_calendar_day
+from coldharbour.messages import EquityComputed, topic_equity
+
+log = logging.getLogger(__name__)
+
+CALENDAR_AHEAD: Final = timedelta(days=7)
+
+
+class DailyBarsSource(CalendarSource, Protocol):
+    """The broker reads the equity job needs: the calendar and daily closes."""
+
+    async def daily_closes(self, symbols: Sequence[str], start: date, end: date) -> dict[date, dict[str, Decimal]]:
+        """Return ``{NY date: {symbol: close}}`` between two dates."""
+        ...
+
+
+def _wall(text: str) -> time:
+    return time.fromisoformat(text)
+
+
+class EquityJob:
+    """One account's equity curves; ``run_once(now)`` is the periodic job."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        names: AccountNames,
+        shared: SharedNames,
+        pool: AsyncConnectionPool,
+        broker: DailyBarsSource,
+        publisher: Publisher,
+        counters: Counter[str],
+    ) -> None:
+        self._settings = settings
+        self.names = names
+        self._shared = shared
+        self._pool = pool
+        self._broker = broker
+        self._publisher = publisher
+        self._counters = counters
+        self.rebuild_requested = True
+        self.curve: DailyCurve | None = None
+        self.sessions: list[Session] = []
+        settle = timedelta(seconds=settings.flush_interval_s) + timedelta(minutes=2)
+        self.intraday = IntradayState(names, shared, settle)
+
+    async def run_once(self, now: datetime) -> None:
+        """Rebuild or extend the daily curve, then compute the intraday curve when in session."""
+        async with self._pool.connection() as conn:
+            if self.rebuild_requested or self.curve is None or self.curve.book.last_date is None:
+                await self._rebuild(conn, now, refetch=self.rebuild_requested)
+            else:
+                await self._extend(conn, now)
+            session = session_for(self.sessions, now)
+            if session is None:
+                return
+            points, marks = await self.intraday.compute(conn, session, self.curve, now)
+        if points or marks:
+            message = EquityComputed(account=self.names.slug, intraday=tuple(points), bars=marks)
+            self._publisher.publish(topic_equity(self.names.slug), message)
+            self.intraday.published = True
+            self._counters["intraday_points"] += len(points)
+
+    async def _ensure_sessions(self, first: date, now: datetime, *, refetch: bool) -> None:
+        today = ny_date(now)
+        covered = bool(self.sessions) and self.sessions[0].session_date <= first
+        covered = covered and self.sessions[-1].session_date >= today
+        if covered and not refetch:
+            return
+        rows = await self._broker.calendar(first - CALENDAR_AHEAD, today + CALENDAR_AHEAD)
+        days = [day for day in map(to_calendar_day, rows) if isinstance(day, CalendarDay)]
+        self.sessions, rejected = build_sessions(
+            days,
+            pre_open=_wall(self._settings.market_pre_open_time),
+            post_close=_wall(self._settings.market_post_close_time),
+        )
+        self._counters["rejects_calendar"] += len(rows) - len(days) + len(rejected)
+
+    def _opening(self, first: date) -> Opening | None:
+        cash = self._settings.equity_init_cash
+        if cash is None:
+            return None
+        return Opening(as_of=first - timedelta(days=1), cash=Decimal(repr(cash)))
+
+    async def _rebuild(self, conn: queries.Conn, now: datetime, *, refetch: bool) -> None:
+        self.rebuild_requested = False
+        first_time = await queries.first_activity_time(conn, self.names)
+        if first_time is None:
+            self.curve = start_curve(None)
+            return  # a new account: nothing to replay yet, and nothing to loop on (D68)
+        first = ny_date(first_time)
+        await self._ensure_sessions(first, now, refetch=refetch)
+        opening = self._opening(first)
+        flows = await queries.cash_flows_between(conn, self.names, None)
+        executions, rejected = await queries.executions_between(conn, self.names, None)
+        self._count_rejects(len(rejected))
+        days = await self._days(conn, now, flows, executions, after=None if opening is None else opening.as_of)
+        self.curve = build_daily_curve(days, opening)
+        self._counters["daily_rebuilds"] += 1
+        if self.curve.rows:
+            message = EquityComputed(account=self.names.slug, daily=self.curve.rows, is_rebuild=True)
+            self._publisher.publish(topic_equity(self.names.slug), message)
+        log.info("daily curve rebuilt account=%s rows=%d", self.names.slug, len(self.curve.rows))
+
+    async def _extend(self, conn: queries.Conn, now: datetime) -> None:
+        assert self.curve is not None  # run_once checked both
+        last = self.curve.book.last_date
+        assert last is not None
+        await self._ensure_sessions(last, now, refetch=False)
+        if not any(s.session_date > last and s.close_utc <= now for s in self.sessions):
+            return
+        start = ny_midnight(last + timedelta(days=1))
+        flows = await queries.cash_flows_between(conn, self.names, start)
+        executions, rejected = await queries.executions_between(conn, self.names, start)
+        self._count_rejects(len(rejected))
+        days = await self._days(conn, now, flows, executions, after=last)
+        if not days:
+            return
+        before = len(self.curve.rows)
+        self.curve = extend_daily_curve(self.curve, days)
+        new_rows = self.curve.rows[before:]
+        self._publisher.publish(topic_equity(self.names.slug), EquityComputed(account=self.names.slug, daily=new_rows))
+        log.info("daily curve extended account=%s rows=%d", self.names.slug, len(new_rows))
+
+    def _count_rejects(self, count: int) -> None:
+        if count:
+            self._counters["rejects_fill"] += count
+            log.warning("skipped unusable fills account=%s count=%d", self.names.slug, count)
+
+    async def _days(
+        self,
+        conn: queries.Conn,
+        now: datetime,
+        flows: list[CashFlow],
+        executions: list[Execution],
+        *,
+        after: date | None,
+    ) -> list[DayInputs]:
+        completed = [s for s in self.sessions if s.close_utc <= now]
+        dates = [s.session_date for s in completed]
+        probe = bucket_by_session(dates, flows, executions, {}, after=after)
+        if not probe:
+            return []
+        symbols = sorted({e.symbol for e in executions} | set(self.curve.book.positions if self.curve else {}))
+        closes = await self._closes(conn, symbols, [d.session_date for d in probe], completed)
+        return bucket_by_session(dates, flows, executions, closes, after=after)
+
+    async def _closes(
+        self, conn: queries.Conn, symbols: list[str], wanted: list[date], completed: list[Session]
+    ) -> dict[date, dict[str, Decimal]]:
+        """Return closes for ``wanted`` dates: our bars, then latest prices, then the broker."""
+        if not symbols or not wanted:
+            return {}
+        closes = await queries.session_closes_from_bars(conn, self._shared, symbols, wanted[0], wanted[-1])
+        newest = completed[-1]
+        if newest.session_date == wanted[-1]:
+            marks = await queries.latest_prices(conn, self._shared, symbols)
+            newest_closes = closes.setdefault(newest.session_date, {})
+            for symbol, (price, ts) in marks.items():
+                if symbol not in newest_closes and newest.open_utc <= ts <= newest.close_utc:
+                    newest_closes[symbol] = price
+        missing = [d for d in wanted if any(s not in closes.get(d, {}) for s in symbols)]
+        if missing:
+            fetched = await self._broker.daily_closes(symbols, missing[0], missing[-1])
+            self._counters["daily_bar_requests"] += 1
+            for day, by_symbol in fetched.items():
+                for symbol, price in by_symbol.items():
+                    closes.setdefault(day, {}).setdefault(symbol, price)
+        return closes

@@ -1,0 +1,61 @@
+"""The minimal broker client against the fake broker: activity paging, calendar, daily bars, errors."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from coldharbour.analytics.broker_reads import BrokerReads, data_url
+from coldharbour.config import AccountSettings, Secret
+from coldharbour.errors import BrokerError
+
+
+def _account(base_url: str, secret: str = "demo-secret") -> AccountSettings:
+    return AccountSettings(
+        name="demo", slug="demo", api_key=Secret("demo-key"), secret_key=Secret(secret), base_url=base_url
+    )
+
+
+@pytest.mark.asyncio
+async def test_activities_follow_page_tokens_past_one_page(fake_broker) -> None:
+    fake_broker.post_activities(
+        [{"activity_type": "DIV", "net_amount": f"{i}.01", "symbol": "MSFT"} for i in range(130)]
+    )
+
+    async with BrokerReads(_account(fake_broker.base_url)) as broker:
+        activities = await broker.activities(None)
+
+    ids = [str(a["id"]) for a in activities]
+    assert len([a for a in activities if a["activity_type"] == "DIV"]) == 130
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.asyncio
+async def test_calendar_and_daily_closes(fake_broker) -> None:
+    async with BrokerReads(_account(fake_broker.base_url)) as broker:
+        calendar = await broker.calendar(date(2024, 11, 27), date(2024, 12, 2))
+        closes = await broker.daily_closes(["AAPL", "MSFT"], date(2024, 3, 11), date(2024, 3, 12))
+
+    assert [(row["date"], row["close"]) for row in calendar] == [
+        ("2024-11-27", "16:00"), ("2024-11-29", "13:00"), ("2024-12-02", "16:00"),
+    ]  # fmt: skip
+    assert sorted(closes) == [date(2024, 3, 11), date(2024, 3, 12)]
+    assert sorted(closes[date(2024, 3, 12)]) == ["AAPL", "MSFT"]
+
+
+@pytest.mark.asyncio
+async def test_a_refused_request_is_a_broker_error_without_the_secret(fake_broker) -> None:
+    async with BrokerReads(_account(fake_broker.base_url, secret="wrong-secret-XYZ")) as broker:
+        with pytest.raises(BrokerError) as caught:
+            await broker.calendar(date(2024, 3, 1), date(2024, 3, 5))
+
+    assert "account=demo call=GET /calendar" in str(caught.value)
+    assert "wrong-secret-XYZ" not in str(caught.value)
+
+
+def test_data_url_is_alpaca_data_for_alpaca_hosts_else_the_same_origin() -> None:
+    assert data_url("https://paper-api.alpaca.markets") == "https://data.alpaca.markets"
+    assert data_url("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
+    assert data_url("https://api.alpaca.markets") == "https://data.alpaca.markets"

@@ -1,0 +1,113 @@
+"""`equity`: the daily curve (rebuilt once, then extended) and the intraday curve from 1-minute bars.
+
+Arrange (as ``state`` would have written it): a $10,000 deposit and a buy of 10 AAPL at 100 on
+Monday 2024-03-11, whose last regular-hours bar closes at 101; on Tuesday bars at 102, 103, 104.
+Hand-computed: Monday's deposit = 9,000 cash + 10 × 101 = 10,010, return 10/10,000 = 0.1 %;
+Tuesday 14:04 UTC (the last whole minute at 14:05:30) = 10,010 + 10 × (104 − 101) = 10,040.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+from functools import partial
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from coldharbour.analytics.clock import ManualClock
+from coldharbour.db.names import account_names
+from coldharbour.domain.types import from_datetime
+from coldharbour.messages import EquityComputed, topic_equity
+from tests.analytics.helpers import Rows, context, running, settings_for, utc
+from tests.support import async_wait_for
+from workers import equity
+
+pytestmark = pytest.mark.asyncio
+INTERVAL_S = 60
+
+
+def _messages(observer) -> list[EquityComputed]:
+    return [m for m in observer.messages() if isinstance(m, EquityComputed)]
+
+
+@pytest.fixture
+def arranged(migrated_dsn, tmp_path, bus):
+    rows = Rows(settings_for(migrated_dsn, tmp_path, bus))
+    monday = rows.session(date(2024, 3, 11))
+    tuesday = rows.session(date(2024, 3, 12))
+    rows.cash_flow("20240311100000000::csd", utc(2024, 3, 11, 14), "10000", "CSD", "external")
+    rows.cash_flow("20240311110000000::fill", utc(2024, 3, 11, 15), "-1000", "FILL", "trade")
+    rows.fill("20240311110000000::fill", utc(2024, 3, 11, 15), "AAPL", "buy", "10", "100")
+    rows.bar("AAPL", monday.close_utc - timedelta(minutes=1), "101")
+    rows.position("lot-aapl", "AAPL", "10", "100", utc(2024, 3, 11, 15))
+    for minute, close in (
+        (utc(2024, 3, 12, 13, 30), "102"),
+        (utc(2024, 3, 12, 14), "103"),
+        (utc(2024, 3, 12, 14, 4), "104"),
+    ):
+        rows.bar("AAPL", minute, close)
+    yield tuesday
+    rows.close()
+
+
+async def test_equity_builds_the_daily_curve_and_the_intraday_curve_from_bars(
+    migrated_dsn, tmp_path, bus, fake_broker, arranged
+) -> None:
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url)
+    ctx = context("equity", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
+    observer = bus.observe(topic_equity("demo"))
+
+    async with running(partial(equity.run, settings, ctx, clock=clock), ctx):
+        await async_wait_for(lambda: len(_messages(observer)) == 2, what="daily and intraday messages")
+
+    daily, intraday = _messages(observer)
+    (monday,) = daily.daily
+    assert daily.is_rebuild
+    assert (monday.date, monday.deposit, monday.cash_balance, monday.market_value) == (
+        date(2024, 3, 11), Decimal(10010), Decimal(9000), Decimal(1010),
+    )  # fmt: skip
+    assert (monday.net_flows, monday.daily_return) == (Decimal(10000), Decimal("0.001"))
+    points = {p.ts: p for p in intraday.intraday}
+    assert min(points) == arranged.pre_open_utc
+    assert max(points) == utc(2024, 3, 12, 14, 4)
+    assert points[utc(2024, 3, 12, 9)].deposit == Decimal(10010)  # before the first bar: at the close
+    assert points[utc(2024, 3, 12, 14, 3)].deposit == Decimal(10030)  # the 14:00 bar (103) carried forward
+    last = points[utc(2024, 3, 12, 14, 4)]
+    assert last.deposit == Decimal(10040)
+    assert last.cumulative_return == Decimal("1.001") * (1 + Decimal(30) / Decimal(10010)) - 1
+    assert intraday.bars == {"AAPL": (Decimal(104), from_datetime(utc(2024, 3, 12, 14, 4)))}
+    assert ctx.counters["daily_bar_requests"] == 0  # our bars had every close
+
+
+async def test_equity_extends_the_daily_curve_after_the_close_without_a_rebuild(
+    migrated_dsn, tmp_path, bus, fake_broker, arranged
+) -> None:
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url)
+    ctx = context("equity", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
+    observer = bus.observe(topic_equity("demo"))
+
+    async with running(partial(equity.run, settings, ctx, clock=clock), ctx):
+        await async_wait_for(lambda: ctx.counters["equity_runs"] == 1 and clock.sleepers == 1)
+        clock.set(arranged.close_utc + timedelta(seconds=30))
+        await async_wait_for(lambda: ctx.counters["equity_runs"] == 2, what="second run")
+
+    daily = [m for m in _messages(observer) if m.daily]
+    assert [m.is_rebuild for m in daily] == [True, False]
+    (tuesday,) = daily[1].daily
+    assert (tuesday.date, tuesday.deposit, tuesday.net_flows) == (date(2024, 3, 12), Decimal(10040), Decimal(0))
+    assert ctx.counters["daily_rebuilds"] == 1
+    later_intraday = [m for m in _messages(observer) if m.intraday][-1]
+    assert min(p.ts for p in later_intraday.intraday) > arranged.pre_open_utc  # only recent minutes again
+
+
+async def test_equity_pool_is_refused_writes(migrated_dsn, tmp_path, bus) -> None:
+    settings = settings_for(migrated_dsn, tmp_path, bus)
+    table = account_names(settings, "demo").equity_full.ident
+
+    async with equity.open_pool(settings) as pool, pool.connection() as conn:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            await conn.execute(sql.SQL("DELETE FROM {t}").format(t=table))

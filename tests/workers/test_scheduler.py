@@ -1,0 +1,148 @@
+"""`scheduler` with an injected clock: phase changes at the exact instant, programs started and
+stopped through a hand-written supervisord fake, the session-start bootstrap, the schedule."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from functools import partial
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from coldharbour.analytics.clock import ManualClock
+from coldharbour.db.names import shared_names
+from coldharbour.domain.schedule import NEW_YORK
+from coldharbour.domain.types import from_datetime
+from coldharbour.errors import BrokerError
+from coldharbour.messages import (
+    LedgerCheckRequested,
+    ResyncRequested,
+    ScheduleComputed,
+    SessionPhaseChanged,
+)
+from coldharbour.runtime import PROGRAMS, SESSION_PROGRAMS
+from tests.analytics.helpers import Rows, context, running, settings_for, utc
+from tests.support import async_wait_for
+from workers import scheduler
+
+pytestmark = pytest.mark.asyncio
+
+
+class FakeSupervisor:
+    """supervisord as the scheduler sees it: program states, and the calls it received."""
+
+    def __init__(self, state: str) -> None:
+        self.state: dict[str, str] = {name: state for name in PROGRAMS}
+        self.calls: list[tuple[str, str]] = []
+
+    def start(self, name: str) -> None:
+        self.calls.append(("start", name))
+        self.state[name] = "RUNNING"
+
+    def stop(self, name: str) -> None:
+        self.calls.append(("stop", name))
+        self.state[name] = "STOPPED"
+
+    def states(self) -> dict[str, str]:
+        return dict(self.state)
+
+
+class DownCalendar:
+    """A calendar source whose broker is unreachable."""
+
+    async def calendar(self, start: date, end: date) -> list[dict[str, object]]:
+        raise BrokerError("GET /v2/calendar account=demo: HTTP 503")
+
+
+def _phases(observer) -> list[SessionPhaseChanged]:
+    return [m for m in observer.messages() if isinstance(m, SessionPhaseChanged)]
+
+
+async def test_scheduler_changes_phase_at_the_exact_instant_and_drives_the_programs(
+    migrated_dsn, tmp_path, bus, fake_broker
+) -> None:
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url)
+    ctx = context("scheduler", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 7, 59))  # 03:59 New York (EDT since 2024-03-10)
+    supervisor = FakeSupervisor("RUNNING")
+    session_observer, schedule_observer, command_observer = (
+        bus.observe("session"),
+        bus.observe("schedule"),
+        bus.observe("cmd."),
+    )
+    pre_open, open_ = utc(2024, 3, 12, 8), utc(2024, 3, 12, 13, 30)
+
+    async with running(partial(scheduler.run, settings, ctx, clock=clock, control=supervisor), ctx):
+        await async_wait_for(lambda: len(_phases(session_observer)) == 1 and clock.sleepers == 1, what="closed")
+        await async_wait_for(lambda: len(supervisor.calls) == len(SESSION_PROGRAMS), what="programs stopped")
+        stopped_at_start = list(supervisor.calls)
+        clock.set(pre_open)
+        await async_wait_for(lambda: len(_phases(session_observer)) == 2 and clock.sleepers == 1, what="pre")
+        await async_wait_for(lambda: len(command_observer.messages()) == 2, what="bootstrap")
+        await async_wait_for(lambda: len(supervisor.calls) == 2 * len(SESSION_PROGRAMS), what="programs started")
+        clock.set(open_ + timedelta(seconds=1))  # woke a little late: the stamp is still the boundary
+        await async_wait_for(lambda: len(_phases(session_observer)) == 3, what="open")
+
+    closed, pre, opened = _phases(session_observer)
+    assert (closed.phase, closed.at_ns) == ("closed", from_datetime(utc(2024, 3, 12, 0)))  # Monday's 20:00 EDT
+    assert (pre.phase, pre.session_date, pre.at_ns) == ("pre", "2024-03-12", from_datetime(pre_open))
+    assert (opened.phase, opened.at_ns) == ("open", from_datetime(open_))
+    assert stopped_at_start == [("stop", name) for name in SESSION_PROGRAMS]
+    assert supervisor.calls[len(SESSION_PROGRAMS) :] == [("start", name) for name in SESSION_PROGRAMS]
+    assert {type(m) for m in command_observer.messages()} == {ResyncRequested, LedgerCheckRequested}
+    assert all(m.account == "demo" for m in command_observer.messages())
+    (schedule,) = [m for m in schedule_observer.messages() if isinstance(m, ScheduleComputed)]
+    assert schedule.sessions[0].session_date == date(2024, 3, 5)  # today − 7 days (a Tuesday)
+    assert schedule.sessions[-1].session_date <= date(2024, 6, 10)  # today + 90 days
+    today_row = next(s for s in schedule.sessions if s.session_date == date(2024, 3, 12))
+    assert (today_row.pre_open_utc, today_row.open_utc, today_row.post_close_utc) == (
+        pre_open, open_, utc(2024, 3, 13, 0),
+    )  # fmt: skip
+    cutoff = datetime.combine(date(2024, 3, 12) - timedelta(days=120), time(0), tzinfo=NEW_YORK)
+    assert schedule.prune_before_ns == from_datetime(cutoff)
+
+
+async def test_scheduler_disable_session_sleep_keeps_programs_on(migrated_dsn, tmp_path, bus, fake_broker) -> None:
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, DISABLE_SESSION_SLEEP="1")
+    ctx = context("scheduler", settings, bus)
+    clock = ManualClock(utc(2024, 3, 16, 12))  # Saturday: closed
+    supervisor = FakeSupervisor("STOPPED")
+    observer = bus.observe("session")
+
+    async with running(partial(scheduler.run, settings, ctx, clock=clock, control=supervisor), ctx):
+        await async_wait_for(lambda: len(supervisor.calls) == len(SESSION_PROGRAMS) and clock.sleepers == 1)
+        clock.set(utc(2024, 3, 18, 8))  # Monday pre-open
+        await async_wait_for(lambda: len(_phases(observer)) == 2 and clock.sleepers == 1, what="pre")
+        clock.set(utc(2024, 3, 19, 0))  # Monday post-close: closed again
+        await async_wait_for(lambda: len(_phases(observer)) == 3 and clock.sleepers == 1, what="closed")
+        await async_wait_for(lambda: ctx.counters["phase_changes"] == 3)
+
+    assert [p.phase for p in _phases(observer)] == ["closed", "pre", "closed"]
+    assert supervisor.calls == [("start", name) for name in SESSION_PROGRAMS]  # never stopped
+
+
+async def test_scheduler_uses_the_stored_schedule_while_the_broker_is_down(migrated_dsn, tmp_path, bus) -> None:
+    settings = settings_for(migrated_dsn, tmp_path, bus)
+    rows = Rows(settings)
+    rows.session(date(2024, 3, 12))
+    rows.close()
+    ctx = context("scheduler", settings, bus)
+    observer = bus.observe("session")
+
+    async with running(
+        partial(scheduler.run, settings, ctx, clock=ManualClock(utc(2024, 3, 12, 10)), calendar=DownCalendar()), ctx
+    ):
+        await async_wait_for(lambda: _phases(observer), what="phase from the stored schedule")
+
+    assert [(p.phase, p.session_date) for p in _phases(observer)] == [("pre", "2024-03-12")]
+    assert ctx.counters["calendar_failures"] == 1
+
+
+async def test_scheduler_pool_is_refused_writes(migrated_dsn, tmp_path, bus) -> None:
+    settings = settings_for(migrated_dsn, tmp_path, bus)
+    table = shared_names(settings).market_schedule.ident
+
+    async with scheduler.open_pool(settings) as pool, pool.connection() as conn:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            await conn.execute(sql.SQL("DELETE FROM {t}").format(t=table))

@@ -1,0 +1,95 @@
+"""`cashflows`: account activities (dividends, fees, journals, deposits, fills) for every account.
+
+Inputs: broker REST ``GET /v2/account/activities`` (since the last seen id), the DB read-only
+(the resume cursor, once at start), bus ``session`` (a session start pulls at once).
+Outputs: ``ActivitiesPage`` on ``cash.<slug>`` (``state`` writes raw activities and cash flows).
+
+Runs every ``CASH_FLOWS_INTERVAL_S`` (300) per account, one task per account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Mapping
+
+from psycopg_pool import AsyncConnectionPool
+
+from coldharbour import runtime
+from coldharbour.analytics.broker_reads import BrokerReads
+from coldharbour.analytics.cashflows import ActivitySource, CashflowsJob
+from coldharbour.analytics.clock import Clock, SystemClock, run_periodic
+from coldharbour.analytics.phases import is_session_start, start_watch
+from coldharbour.config import Settings
+from coldharbour.db.connect import read_only_pool
+from coldharbour.db.names import account_names
+from coldharbour.messages import SessionPhaseChanged
+
+PROGRAM = "cashflows"
+
+
+def open_pool(settings: Settings) -> AsyncConnectionPool:
+    """Return this program's (closed) read-only pool: the database refuses its writes."""
+    return read_only_pool(settings.dsn, PROGRAM, max_size=2)
+
+
+async def run(
+    settings: Settings,
+    ctx: runtime.WorkerContext,
+    stop: asyncio.Event,
+    *,
+    clock: Clock | None = None,
+    sources: Mapping[str, ActivitySource] | None = None,
+) -> None:
+    """Pull activities per account until ``stop``; ``clock``/``sources`` are injectable for tests."""
+    clock = clock or SystemClock()
+    brokers = {a.slug: BrokerReads(a, ctx.counters) for a in settings.accounts} if sources is None else {}
+    chosen: Mapping[str, ActivitySource] = sources if sources is not None else brokers
+    wakes = {a.slug: asyncio.Event() for a in settings.accounts}
+
+    def on_phase(previous: str | None, message: SessionPhaseChanged) -> None:
+        if is_session_start(previous, message.phase):
+            for wake in wakes.values():
+                wake.set()
+
+    watcher = start_watch(ctx, on_phase)
+    async with open_pool(settings) as pool:
+        jobs = [
+            CashflowsJob(account_names(settings, a.slug), pool, chosen[a.slug], ctx.publisher, ctx.counters)
+            for a in settings.accounts
+        ]
+        tasks = [
+            asyncio.create_task(
+                run_periodic(
+                    PROGRAM,
+                    settings.cash_flows_interval_s,
+                    job.run_once,
+                    clock=clock,
+                    stop=stop,
+                    counters=ctx.counters,
+                    wake=wakes[job.names.slug],
+                ),
+                name=f"{PROGRAM}-{job.names.slug}",
+            )
+            for job in jobs
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            watcher.cancel()
+            for broker in brokers.values():
+                await broker.close()
+
+
+async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
+    """Run the cash-flow pulls with the wall clock and the broker's REST API."""
+    await run(settings, ctx, stop)
+
+
+def main() -> int:
+    """Run the cashflows program."""
+    return runtime.run("cashflows", amain)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""`equity`: the daily equity curve and the 1-minute intraday curve of every account.
+
+Inputs: the DB read-only (cash flows, fills in raw activities, open positions, closed trades,
+1-minute bars, latest prices), broker REST (``/v2/calendar`` and daily bars ``/v2/stocks/bars``
+for closes our bars do not have), bus ``session`` (session start and the close rebuild the
+daily curve). Outputs: ``EquityComputed`` on ``equity.<slug>`` (daily rows, intraday points,
+``bar_px``/``bar_ts`` marks; ``state`` writes them).
+
+Runs every ``EQUITY_UPDATE_INTERVAL_S`` (60), one task per account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Mapping
+from functools import partial
+
+from psycopg_pool import AsyncConnectionPool
+
+from coldharbour import runtime
+from coldharbour.analytics.broker_reads import BrokerReads
+from coldharbour.analytics.clock import Clock, SystemClock, run_periodic
+from coldharbour.analytics.equity import DailyBarsSource, EquityJob
+from coldharbour.analytics.phases import is_after_close, is_session_start, start_watch
+from coldharbour.config import Settings
+from coldharbour.db.connect import read_only_pool
+from coldharbour.db.names import account_names, shared_names
+from coldharbour.messages import SessionPhaseChanged
+
+PROGRAM = "equity"
+
+
+def open_pool(settings: Settings) -> AsyncConnectionPool:
+    """Return this program's (closed) read-only pool: the database refuses its writes."""
+    return read_only_pool(settings.dsn, PROGRAM, max_size=max(2, len(settings.accounts)))
+
+
+async def _tick(job: EquityJob, clock: Clock) -> None:
+    await job.run_once(clock.now())
+
+
+async def run(
+    settings: Settings,
+    ctx: runtime.WorkerContext,
+    stop: asyncio.Event,
+    *,
+    clock: Clock | None = None,
+    brokers: Mapping[str, DailyBarsSource] | None = None,
+) -> None:
+    """Compute equity curves per account until ``stop``; ``clock``/``brokers`` are injectable."""
+    clock = clock or SystemClock()
+    owned = {a.slug: BrokerReads(a, ctx.counters) for a in settings.accounts} if brokers is None else {}
+    chosen: Mapping[str, DailyBarsSource] = brokers if brokers is not None else owned
+    wakes = {a.slug: asyncio.Event() for a in settings.accounts}
+    jobs: list[EquityJob] = []
+
+    def on_phase(previous: str | None, message: SessionPhaseChanged) -> None:
+        if is_session_start(previous, message.phase) or is_after_close(previous, message.phase):
+            for job in jobs:
+                job.rebuild_requested = True
+                wakes[job.names.slug].set()
+
+    watcher = start_watch(ctx, on_phase)
+    async with open_pool(settings) as pool:
+        jobs.extend(
+            EquityJob(
+                settings,
+                account_names(settings, a.slug),
+                shared_names(settings),
+                pool,
+                chosen[a.slug],
+                ctx.publisher,
+                ctx.counters,
+            )
+            for a in settings.accounts
+        )
+        tasks = [
+            asyncio.create_task(
+                run_periodic(
+                    PROGRAM,
+                    settings.equity_update_interval_s,
+                    partial(_tick, job, clock),
+                    clock=clock,
+                    stop=stop,
+                    counters=ctx.counters,
+                    wake=wakes[job.names.slug],
+                ),
+                name=f"{PROGRAM}-{job.names.slug}",
+            )
+            for job in jobs
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            watcher.cancel()
+            for broker in owned.values():
+                await broker.close()
+
+
+async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
+    """Run the equity curves with the wall clock and the broker's REST API."""
+    await run(settings, ctx, stop)
+
+
+def main() -> int:
+    """Run the equity program."""
+    return runtime.run("equity", amain)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
