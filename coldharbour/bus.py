@@ -291,5 +291,6 @@ class Subscriber:
             )
 
     def close(self) -> None:
-        """Close the socket."""
+        """Close the socket (and its asyncio view, so the loop forgets its reader)."""
+        self._socket.close(linger=0)
         self._sync.close(linger=0)

@@ -1,12 +1,15 @@
 """`state`: the single writer — every DB upsert, delete and NOTIFY goes through here.
 
-Inputs: bus topics ``hb.*`` (program heartbeats), ``px.*`` (ticks). Outputs: PostgreSQL
-(``latest_prices``, UI heartbeat NOTIFY on every account's positions channel), ``cmd.resync.*``.
+Inputs: ``px.*`` ticks, ``trade.<slug>`` order/fill updates, ``snap.<slug>`` snapshots,
+``orders.<slug>``/``fills.<slug>`` history pages, ``cash.<slug>`` activities, ``equity.<slug>``,
+``metrics.<slug>``, ``schedule``, ``session``, ``cmd.ledger_check.<slug>``. Outputs: PostgreSQL
+(positions, closed slices, raw orders/activities, cash flows, equity, KPI document, schedule,
+latest prices, 1-minute bars) with their NOTIFYs; ``cmd.resync.<slug>`` (start, fill, gap,
+failed commit).
 
-One consumer task drains one queue and is the only code that touches the mirror or the writer;
-the subscriber and the timers only enqueue (STYLE.md §2.5). Ticks update memory only; dirty
-prices are flushed every ``FLUSH_INTERVAL_S`` in one statement. A lost database connection is
-re-opened with backoff and the pending work is kept and retried.
+One consumer task drains one queue and alone touches the mirror and the writer; the subscriber
+and timers only enqueue (STYLE.md §2.5). Each batch is planned, committed, then swapped in. A
+failed commit keeps memory, reconnects with backoff and resyncs every account.
 """
 
 from __future__ import annotations
@@ -14,39 +17,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from datetime import UTC, datetime
+import time
 
+from coldharbour import messages as m
 from coldharbour import runtime
 from coldharbour.config import Settings
 from coldharbour.db import schema
-from coldharbour.db.connect import connect_sync
-from coldharbour.db.names import account_names, shared_names
+from coldharbour.db.connect import connect_read_only, connect_sync
 from coldharbour.db.writer import Writer
 from coldharbour.errors import DatabaseError
-from coldharbour.messages import (
-    PREFIX_HEARTBEAT,
-    PREFIX_TICK,
-    Message,
-    ResyncRequested,
-    topic_resync,
-)
-from coldharbour.mirror import Mirror
+from coldharbour.mirror import Event, FlushDue, GapDetected, HeartbeatDue, LedgerCheck, Mirror, Plan
 
 log = logging.getLogger("workers.state")
 
 QUEUE_MAX = 100_000
+MAX_BATCH = 5_000
 FINAL_FLUSH_TIMEOUT_S = 10.0
-
-
-class FlushDue:
-    """Timer event: write the dirty prices."""
-
-
-class HeartbeatDue:
-    """Timer event: send the UI heartbeat NOTIFY."""
-
-
-Event = tuple[str, Message] | FlushDue | HeartbeatDue
+BROKER_PREFIXES = (m.topic_trade(""), m.topic_snapshot(""), m.topic_orders(""), m.topic_fills(""))  # gap: resync
+PREFIXES = [m.PREFIX_TICK, *BROKER_PREFIXES, m.topic_cash(""), m.topic_equity(""), m.topic_metrics(""),
+            m.TOPIC_SCHEDULE, m.TOPIC_SESSION, m.topic_ledger_check("")]  # fmt: skip
 
 
 def _migrate(settings: Settings) -> list[tuple[str, int]]:
@@ -55,10 +44,19 @@ def _migrate(settings: Settings) -> list[tuple[str, int]]:
 
 
 async def _feed(ctx: runtime.WorkerContext, queue: asyncio.Queue[Event]) -> None:
-    subscriber = ctx.subscriber([PREFIX_HEARTBEAT, PREFIX_TICK])
+    gaps: list[GapDetected] = []
+
+    def on_sequence(kind: str, src: str, topic: str, value: int) -> None:
+        if kind in ("gap", "restart") and topic.startswith(BROKER_PREFIXES):
+            gaps.append(GapDetected(topic.partition(".")[2], kind))
+
+    subscriber = ctx.subscriber(PREFIXES, on_sequence=on_sequence)
     try:
         while True:
-            for item in await subscriber.recv_batch(1000):
+            batch = await subscriber.recv_batch(1000)
+            pending: list[Event] = [*gaps, *batch]
+            gaps.clear()
+            for item in pending:
                 await queue.put(item)
     finally:
         subscriber.close()
@@ -72,52 +70,74 @@ async def _every(interval_s: float, event: Event, queue: asyncio.Queue[Event], s
             await queue.put(event)
 
 
-async def _consume(
-    settings: Settings, ctx: runtime.WorkerContext, queue: asyncio.Queue[Event], writer: Writer, stop: asyncio.Event
-) -> None:
-    mirror = Mirror(shared_names(settings), [account_names(settings, a.slug) for a in settings.accounts])
-    while True:
-        event = await queue.get()
-        try:
-            await _handle(event, mirror, writer, stop)
-        finally:
-            queue.task_done()
-
-
-async def _handle(event: Event, mirror: Mirror, writer: Writer, stop: asyncio.Event) -> None:
-    if isinstance(event, tuple):
-        mirror.apply(*event)
-        return
-    steps = mirror.flush_steps() if isinstance(event, FlushDue) else []
-    notes = mirror.heartbeat_notifications(datetime.now(UTC)) if isinstance(event, HeartbeatDue) else []
-    if not steps and not notes:
-        return
+async def _commit(plan: Plan, writer: Writer, ctx: runtime.WorkerContext, mirror: Mirror, stop: asyncio.Event) -> bool:
+    if not plan.needs_commit:
+        return True
     try:
-        await writer.commit(steps, notes)
+        await writer.commit(plan.steps, plan.notifications)
+        return True
     except DatabaseError as e:
-        log.warning("commit failed, reconnecting: %s", e)
+        log.warning("commit failed, memory kept, reconnecting: %s", e)
+    try:
         if not stop.is_set():
             await writer.connect(stop)
-        return  # dirty prices stay dirty: the next flush retries them
-    if isinstance(event, FlushDue):
-        mirror.flushed()
+    except DatabaseError:
+        return False
+    for slug in mirror.accounts:
+        ctx.publisher.publish(m.topic_resync(slug), m.ResyncRequested(account=slug, reason="commit_failed"))
+    return False
+
+
+async def _check_ledger(slug: str, settings: Settings, mirror: Mirror) -> None:
+    try:
+        async with await connect_read_only(settings.dsn, "state") as conn:
+            await mirror.check_ledger(conn, slug)
+    except DatabaseError as e:
+        log.warning("ledger check skipped account=%s: %s", slug, e)
+
+
+async def _consume(settings: Settings, ctx: runtime.WorkerContext, queue: asyncio.Queue[Event], writer: Writer,
+                   mirror: Mirror, stop: asyncio.Event) -> None:
+    while True:
+        events = [await queue.get()]
+        while len(events) < MAX_BATCH and not queue.empty():
+            events.append(queue.get_nowait())
+        try:
+            for item in mirror.plans(events, time.time_ns()):
+                if isinstance(item, LedgerCheck):
+                    await _check_ledger(item.slug, settings, mirror)
+                    continue
+                if not await _commit(item, writer, ctx, mirror, stop):
+                    break  # the rest of the batch is dropped; the resync brings it back
+                item.swap()
+                for topic, message in item.messages:
+                    ctx.publisher.publish(topic, message)
+        finally:
+            for _ in events:
+                queue.task_done()
 
 
 async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
-    """Migrate, connect the writer, then consume bus events and timers until stopped."""
+    """Migrate, load, converge, then consume bus events and timers until stopped."""
     applied = await asyncio.to_thread(_migrate, settings)
     log.info("schema current applied=%s", applied)
     writer = Writer(settings.dsn, counters=ctx.counters)
     await writer.connect(stop)
+    mirror = Mirror(settings, ctx.counters)
+    async with await connect_read_only(settings.dsn, "state") as conn:
+        await mirror.load(conn)
+    start = mirror.start_plan(time.time_ns())
+    if await _commit(start, writer, ctx, mirror, stop):
+        start.swap()
     queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_MAX)
     for account in settings.accounts:
-        ctx.publisher.publish(topic_resync(account.slug), ResyncRequested(account=account.slug, reason="start"))
+        ctx.publisher.publish(m.topic_resync(account.slug), m.ResyncRequested(account=account.slug, reason="start"))
     tasks = [
         asyncio.create_task(_feed(ctx, queue), name="state-feed"),
         asyncio.create_task(_every(settings.flush_interval_s, FlushDue(), queue, stop), name="state-flush"),
         asyncio.create_task(_every(settings.ui_heartbeat_s, HeartbeatDue(), queue, stop), name="state-ui-heartbeat"),
     ]
-    consumer = asyncio.create_task(_consume(settings, ctx, queue, writer, stop), name="state-consumer")
+    consumer = asyncio.create_task(_consume(settings, ctx, queue, writer, mirror, stop), name="state-consumer")
     for task in (*tasks, consumer):
         task.add_done_callback(runtime.log_task_exception)
     done, _ = await asyncio.wait([consumer, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)

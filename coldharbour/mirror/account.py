@@ -1,0 +1,357 @@
+"""One account's mirror: ledger, order book, fills, broker WAC, open rows — and its commit plans.
+
+``plan(batch)`` turns a staged batch into one ``Plan`` without changing anything: the ledger
+delta of the batch's new fills (planned against the book *with* the batch's orders on top),
+the open rows that changed because of it (lots, legs, WAC, bars, marks), the closed slices,
+the raw rows and the analytics rows. The swap applies it all after the commit.
+
+Two ways to a ledger change, both pure:
+
+* incremental (the usual case): ``plan_fills`` over the batch's new fills;
+* rebuild: when an order of the batch changes a chain that fills already depend on (a leg
+  arriving after its fill, …) or the delta reports ``needs_rebuild`` (a fill older than its
+  symbol's cycle), the whole account is rebuilt from the history in memory and the result
+  diffed against the current ledger. Rare, and exactly what a restart would compute.
+
+Open rows: a structural change (qty, legs, WAC, …) is written and pushed at once; a mark-only
+change is pushed at once when it moved ≥ ``UI_PUSH_PCT_THRESHOLD`` since the last push,
+otherwise held dirty for the periodic flush (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import msgspec
+
+from coldharbour.db import notify, upserts
+from coldharbour.db import rows as r
+from coldharbour.db.names import AccountNames
+from coldharbour.domain.ledger import Ledger, apply_delta, differences, plan_fills, rebuild
+from coldharbour.domain.orders import OrderBook, chain_signature, live_legs, root_of
+from coldharbour.domain.positions import RowParams, build_open_row, should_push, with_mark
+from coldharbour.domain.reconcile import reconcile
+from coldharbour.domain.types import ClosedSlice, Fill, FillRejection, Lot, OpenRow, Order, SliceKey
+from coldharbour.messages import ActivityRecord, ResyncRequested, SnapshotTaken, topic_resync
+from coldharbour.mirror.batch import AccountBatch
+from coldharbour.mirror.book import StagedView
+from coldharbour.mirror.marks import Marks
+from coldharbour.mirror.plan import Plan
+
+log = logging.getLogger(__name__)
+
+_MARK_FIELDS = ("mkt_px", "mkt_value", "profit_loss", "profit_loss_lot", "tp_sl_reach_pct", "updated_at")
+
+
+@dataclass
+class Change:
+    """A ledger change: lots changed (None = closed), slices changed, and how to swap it in."""
+
+    lots: dict[str, Lot | None]
+    slice_upserts: tuple[ClosedSlice, ...]
+    slice_deletes: tuple[SliceKey, ...]
+    apply: Callable[[], None]
+    rejections: tuple[FillRejection, ...] = ()
+
+
+@dataclass
+class RowChanges:
+    """Open rows to write and push, to hold dirty, and to delete."""
+
+    upserts: dict[str, OpenRow] = field(default_factory=dict)
+    dirty: dict[str, OpenRow] = field(default_factory=dict)
+    deletes: list[str] = field(default_factory=list)
+
+
+def _only_marks_differ(old: OpenRow, new: OpenRow) -> bool:
+    return msgspec.structs.replace(new, **{f: getattr(old, f) for f in _MARK_FIELDS}) == old
+
+
+class AccountMirror:
+    """The in-memory state of one account (mutated only by swaps of committed plans)."""
+
+    def __init__(self, names: AccountNames, *, params: RowParams, push_pct: Decimal, counters: Counter[str]) -> None:
+        self.names = names
+        self.slug = names.slug
+        self.params = params
+        self.push_pct = push_pct
+        self.counters = counters
+        self.ledger = Ledger()
+        self.book = OrderBook()
+        self.fills: dict[str, Fill] = {}
+        self.wac: dict[str, Decimal] = {}
+        self.bars: dict[str, tuple[Decimal, int]] = {}
+        self.rows: dict[str, OpenRow] = {}  # as stored (plus marks not flushed yet: ``dirty``)
+        self.pushed: dict[str, OpenRow] = {}  # as last notified
+        self.dirty: set[str] = set()
+
+    def load(self, orders: Iterable[Order], fills: Iterable[Fill], rows: dict[str, OpenRow]) -> None:
+        """Take the stored state: rebuild the ledger from history; rows as stored (start-up)."""
+        self.book = OrderBook(orders)
+        self.fills = {fill.key: fill for fill in fills}
+        self.ledger = rebuild(self.book, self.fills.values())
+        self.rows, self.pushed = dict(rows), dict(rows)
+        for row in rows.values():
+            self.wac.setdefault(row.symbol, row.avg_px_symbol)
+            if row.bar_px is not None and row.bar_ts is not None:
+                self.bars[row.symbol] = (row.bar_px, row.bar_ts)
+
+    def symbol_lots(self, symbol: str) -> list[str]:
+        """Return the open lot ids of ``symbol``."""
+        return [lot.parent_id for lot in self.ledger.open_lots(symbol)]
+
+    def check(self, orders: Iterable[Order], fills: Iterable[Fill]) -> list[str]:
+        """Return the differences between the ledger and a rebuild from ``orders``/``fills``."""
+        return differences(self.ledger, rebuild(orders, fills))
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def plan(self, batch: AccountBatch, marks: Marks, now: int) -> Plan:
+        """Return the plan committing ``batch`` (pure: nothing changes before ``swap``)."""
+        plan = Plan(accounts={self.slug})
+        orders = {i: o for i, (o, _) in batch.orders.items() if self.book.classify(o) not in ("stale", "unchanged")}
+        fills = {k: v for k, v in batch.fills.items() if k not in self.fills and k not in self.ledger.seen}
+        view = StagedView(self.book, orders)
+        change = self._ledger_change(orders, [f for _, f in fills.values()], view)
+        for rejection in change.rejections:
+            self.counters["rejected_fills"] += 1
+            log.warning("ledger rejected fill account=%s key=%s reason=%s", self.slug, rejection.key, rejection.reason)
+        wac = {**self.wac, **{s: p for s, p in batch.wac.items() if p is not None}}
+        for symbol in [s for s, p in batch.wac.items() if p is None]:
+            wac.pop(symbol, None)
+        bars = {**self.bars, **batch.bars}
+        rows = self._row_changes(batch, change, view, orders, wac, bars, marks, now)
+        self._row_steps(plan, rows)
+        self._slice_steps(plan, change, batch)
+        self._raw_steps(plan, batch, orders, fills)
+        self._analytics_steps(plan, batch)
+        new_fills = {k: f for k, (_, f) in fills.items()}
+        plan.swaps.append(lambda: self._swap(orders, new_fills, change, rows, batch, wac, bars))
+        symbols = sorted({f.symbol for f in new_fills.values()} & batch.stream_symbols)
+        if symbols:
+            plan.messages.append((topic_resync(self.slug),
+                                  ResyncRequested(account=self.slug, reason="fill", symbols=tuple(symbols))))
+        return plan
+
+    def _needs_rebuild(self, orders: dict[str, Order]) -> bool:
+        """Return True when a staged order changes a chain that applied fills depend on."""
+        for order in orders.values():
+            previous = self.book.get(order.id)
+            if previous is not None and chain_signature(previous) == chain_signature(order):
+                continue
+            ids = {order.id, *order.legs}
+            if any(self.ledger.dep_index.get(i) or self.ledger.pending.get(i) for i in ids):
+                return True
+        return False
+
+    def _ledger_change(self, orders: dict[str, Order], fills: list[Fill], view: StagedView) -> Change:
+        if not self._needs_rebuild(orders):
+            delta = plan_fills(self.ledger, sorted(fills, key=lambda f: f.sort_key), view)
+            if not delta.needs_rebuild:
+                lots: dict[str, Lot | None] = {pid: None for pid in delta.lot_deletes}
+                lots.update({lot.parent_id: lot for lot in delta.lot_upserts})
+                return Change(lots, delta.slice_upserts, delta.slice_deletes,
+                              lambda: apply_delta(self.ledger, delta), delta.rejections)
+        self.counters["ledger_rebuilds"] += 1
+        book = OrderBook([*self.book.orders(), *orders.values()])
+        rebuilt = rebuild(book, [*self.fills.values(), *fills])
+        old = self.ledger
+        lots = {pid: lot for pid, lot in rebuilt.lots.items() if old.lots.get(pid) != lot}
+        lots.update({pid: None for pid in old.lots if pid not in rebuilt.lots})
+        slices = tuple(s for k, s in rebuilt.slices.items() if old.slices.get(k) != s)
+        gone = tuple(k for k in old.slices if k not in rebuilt.slices)
+
+        def swap() -> None:
+            self.ledger, self.book = rebuilt, book
+
+        return Change(lots, slices, gone, swap)
+
+    def _candidates(self, batch: AccountBatch, change: Change, view: StagedView,
+                    orders: dict[str, Order], wac: dict[str, Decimal],
+                    bars: dict[str, tuple[Decimal, int]]) -> tuple[set[str], set[str]]:
+        """Return (rows to re-derive fully, rows to re-mark only)."""
+        full = set(change.lots)
+        for order_id in orders:
+            full.add(root_of(view, order_id).order_id)
+        symbols = {s for s in set(wac) | set(self.wac) if wac.get(s) != self.wac.get(s)}
+        symbols |= {s for s in bars if bars[s] != self.bars.get(s)}
+        if batch.full:
+            full |= set(self.ledger.lots) | set(self.rows)
+        for symbol in symbols:
+            full.update(self.symbol_lots(symbol))
+            full.update(pid for pid, lot in change.lots.items() if lot is not None and lot.symbol == symbol)
+        marked = {pid for s in batch.remarked for pid in self.symbol_lots(s)} - full
+        return full, marked
+
+    def _row_changes(self, batch: AccountBatch, change: Change, view: StagedView, orders: dict[str, Order],
+                     wac: dict[str, Decimal], bars: dict[str, tuple[Decimal, int]], marks: Marks,
+                     now: int) -> RowChanges:
+        full, marked = self._candidates(batch, change, view, orders, wac, bars)
+        result = RowChanges()
+        for pid in sorted(full | marked):
+            lot = change.lots[pid] if pid in change.lots else self.ledger.lots.get(pid)
+            if lot is None:
+                if pid in self.rows:
+                    result.deletes.append(pid)
+                continue
+            old = self.rows.get(pid)
+            if pid in full or old is None:
+                bar = bars.get(lot.symbol)
+                new = build_open_row(lot, legs=live_legs(view, pid), mark=marks.price(lot.symbol),
+                                     wac=wac.get(lot.symbol), now=now, params=self.params,
+                                     bar_px=bar[0] if bar else None, bar_ts=bar[1] if bar else None)
+            else:
+                new = with_mark(old, marks.price(lot.symbol), now)
+            if old is not None and r.same_row(old, new):
+                continue
+            if old is None or not _only_marks_differ(old, new) or should_push(self.pushed.get(pid), new, self.push_pct):
+                result.upserts[pid] = new
+            else:
+                result.dirty[pid] = new
+        return result
+
+    # -- statements --------------------------------------------------------------------------
+
+    def _row_steps(self, plan: Plan, rows: RowChanges) -> None:
+        if not rows.upserts and not rows.deletes:
+            return
+        table, channel = self.names.positions, self.names.pos_channel
+        changed: list[str] = []
+
+        def upserted(returned: list[tuple[object, ...]]) -> list[notify.Notification]:
+            changed.extend(str(row[0]) for row in returned)
+            return []
+
+        def announce(returned: list[tuple[object, ...]]) -> list[notify.Notification]:
+            payload_rows = [r.open_row_json(rows.upserts[pid]) for pid in changed]
+            return notify.position_changes(channel, payload_rows, [str(row[0]) for row in returned])
+
+        if rows.upserts:
+            values = [r.open_row_values(row) for row in rows.upserts.values()]
+            plan.steps.append(upserts.positions(table, values, announce=upserted))
+        plan.steps.append(upserts.delete_positions(table, rows.deletes, announce=announce))
+
+    def _slice_steps(self, plan: Plan, change: Change, batch: AccountBatch) -> None:
+        slices = {s.key: s for s in change.slice_upserts}
+        if batch.all_slices:
+            slices = {**self.ledger.slices, **slices}
+        for key in change.slice_deletes:
+            slices.pop(key, None)
+        if change.slice_deletes:
+            plan.steps.append(upserts.delete_closed(self.names.closed, change.slice_deletes))
+        if not slices:
+            return
+        channel = self.names.closed_channel
+
+        def announce(returned: list[tuple[object, ...]]) -> list[notify.Notification]:
+            final = [slices[(str(a), str(b))] for a, b in returned if slices[(str(a), str(b))].is_final]
+            return notify.closed_inserted(channel, [r.closed_json(s) for s in final]) if final else []
+
+        values = [r.closed_values(s) for s in slices.values()]
+        plan.steps.append(upserts.closed(self.names.closed, values, announce=announce))
+
+    def _raw_steps(self, plan: Plan, batch: AccountBatch, orders: dict[str, Order],
+                   fills: dict[str, tuple[ActivityRecord, Fill]]) -> None:
+        if orders:
+            values = [r.order_values(o, batch.orders[i][1]) for i, o in orders.items()]
+            plan.steps.append(upserts.raw_orders(self.names.raw_orders, values))
+        by_execution: dict[str, ActivityRecord] = {}
+        by_id: dict[str, ActivityRecord] = dict(batch.activities)
+        for record, _ in fills.values():
+            execution = r.as_uuid(record.execution_id)
+            if execution is not None:
+                by_execution[execution] = record
+            else:
+                by_id[record.id] = record
+        table = self.names.raw_activities
+        if by_execution:
+            values = [r.activity_values(a) for a in by_execution.values()]
+            plan.steps.append(upserts.raw_activities(table, values, fills_by_execution=True))
+        if by_id:
+            values = [r.activity_values(a) for a in by_id.values()]
+            plan.steps.append(upserts.raw_activities(table, values, fills_by_execution=False))
+
+    def _analytics_steps(self, plan: Plan, batch: AccountBatch) -> None:
+        names = self.names
+        if batch.cash_flows:
+            flows = [r.cash_flow_values(f) for f in batch.cash_flows.values()]
+            plan.steps.append(upserts.cash_flows(names.cash_flows, flows))
+        if batch.daily:
+            days = [r.daily_values(d) for d in batch.daily.values()]
+            plan.steps.append(upserts.equity_daily(names.equity_full, days))
+        if batch.daily_keep is not None:
+            plan.steps.append(upserts.delete_equity_daily_except(names.equity_full, batch.daily_keep))
+        if batch.intraday:
+            points = [r.intraday_values(p) for p in batch.intraday.values()]
+            plan.steps.append(upserts.equity_intraday(names.equity_intraday, points))
+        if batch.metrics is not None:
+            channel = names.metrics_channel
+
+            def announce(returned: list[tuple[object, ...]]) -> list[notify.Notification]:
+                return [notify.metrics_changed(channel, row[0]) for row in returned]  # type: ignore[arg-type]
+
+            plan.steps.append(upserts.metrics(names.metrics, batch.metrics, announce=announce))
+
+    # -- the swap ----------------------------------------------------------------------------
+
+    def _swap(self, orders: dict[str, Order], fills: dict[str, Fill], change: Change, rows: RowChanges,
+              batch: AccountBatch, wac: dict[str, Decimal], bars: dict[str, tuple[Decimal, int]]) -> None:
+        for order in orders.values():
+            self.book.upsert(order)
+        change.apply()  # after the book: a rebuild swap replaces the book with its own
+        self.fills.update(fills)
+        self.wac, self.bars = wac, bars
+        for pid, row in rows.upserts.items():
+            self.rows[pid] = self.pushed[pid] = row
+            self.dirty.discard(pid)
+        for pid, row in rows.dirty.items():
+            self.rows[pid] = row
+            self.dirty.add(pid)
+        for pid in rows.deletes:
+            self.rows.pop(pid, None)
+            self.pushed.pop(pid, None)
+            self.dirty.discard(pid)
+
+    def flush_plan(self, now: int) -> Plan:
+        """Return the plan writing every dirty row (marks) in one statement, without NOTIFY."""
+        plan = Plan()
+        pending = {pid: self.rows[pid] for pid in sorted(self.dirty) if pid in self.rows}
+        if pending:
+            values = [r.open_row_values(row) for row in pending.values()]
+            plan.steps.append(upserts.positions(self.names.positions, values))
+
+            def flushed() -> None:
+                self.dirty -= {pid for pid, row in pending.items() if self.rows.get(pid) is row}
+
+            plan.swaps.append(flushed)
+        return plan
+
+    def reconcile_plan(self, snapshot: SnapshotTaken, marks: Marks, now: int) -> Plan:
+        """Return the plan that makes the lots match a full broker snapshot (SPEC §3 invariant).
+
+        Symbols whose newest applied fill is newer than the snapshot are skipped (the ledger is
+        ahead of it, not wrong). Corrections are booked as synthetic ``recon:`` fills, stored
+        with the real ones so that a rebuild from the tables agrees.
+        """
+        taken = r.micros(snapshot.taken_at)
+        skip = [s for s, state in self.ledger.symbols.items()
+                if state.last_key is not None and state.last_key[0] > taken]
+        prices = {symbol: price for symbol, (price, _) in marks.prices.items()}
+        outcome = reconcile(self.ledger, snapshot.positions, self.book, now=taken, wac=self.wac, marks=prices,
+                            skip=skip)
+        batch = AccountBatch(full=True)
+        batch.set_positions(snapshot.positions, tuple(sorted({p.symbol for p in snapshot.positions} | set(self.wac))))
+        for correction in outcome.corrections:
+            log.warning("reconciliation account=%s symbol=%s ledger_qty=%s broker_qty=%s fills=%d", self.slug,
+                        correction.symbol, correction.ledger_qty, correction.broker_qty, len(correction.fills))
+            for fill in correction.fills:
+                batch.add_fill(fill, self.counters)
+        plan = self.plan(batch, marks, now)
+        if outcome.corrections:
+            count = len(outcome.corrections)
+            plan.swaps.append(lambda: self.counters.update(recon_corrections=count))
+        return plan

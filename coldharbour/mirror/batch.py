@@ -1,0 +1,89 @@
+"""What one batch brings for one account, staged before it is planned and committed.
+
+The staging functions only collect (newest order version per id, fills by key, rows by natural
+key), so the statements of one commit never touch the same row twice. Inputs are put in their
+canonical stored form here (``db.rows.canonical_*``): what the ledger sees live is exactly what
+a rebuild from the tables will see.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+from coldharbour.db import rows
+from coldharbour.domain.cashflows import CashFlow
+from coldharbour.domain.equity import DailyRow, IntradayPoint
+from coldharbour.domain.types import BrokerPosition, Fill, Order
+from coldharbour.messages import ActivityRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AccountBatch:
+    """The staged inputs of one account for one commit."""
+
+    orders: dict[str, tuple[Order, str]] = field(default_factory=dict)
+    fills: dict[str, tuple[ActivityRecord, Fill]] = field(default_factory=dict)
+    stream_symbols: set[str] = field(default_factory=set)  # symbols filled on the stream
+    activities: dict[str, ActivityRecord] = field(default_factory=dict)  # non-fill, by id
+    cash_flows: dict[str, CashFlow] = field(default_factory=dict)
+    daily: dict[date, DailyRow] = field(default_factory=dict)
+    daily_keep: list[date] | None = None  # set by a full equity rebuild
+    intraday: dict[datetime, IntradayPoint] = field(default_factory=dict)
+    bars: dict[str, tuple[Decimal, int]] = field(default_factory=dict)
+    metrics: str | None = None
+    wac: dict[str, Decimal | None] = field(default_factory=dict)  # None: the broker is flat
+    remarked: set[str] = field(default_factory=set)  # symbols whose mark moved
+    full: bool = False  # re-derive every row and drop rows without a lot
+    all_slices: bool = False  # re-write every slice (idempotent; used at start-up)
+
+    @property
+    def is_empty(self) -> bool:
+        """Return True when nothing was staged."""
+        return not (self.orders or self.fills or self.activities or self.cash_flows or self.daily
+                    or self.intraday or self.bars or self.metrics is not None or self.wac
+                    or self.remarked or self.full or self.daily_keep is not None)
+
+    def add_order(self, order: Order, raw_json: str, counters: Counter[str]) -> None:
+        """Stage one order version (the newest ``updated_at`` per id wins)."""
+        try:
+            order = rows.canonical_order(order)
+        except rows.InvalidRow as e:
+            counters["rejected_orders"] += 1
+            log.warning("rejected order reason=%s", e)
+            return
+        current = self.orders.get(order.id)
+        if current is None or order.updated_at >= current[0].updated_at:
+            self.orders[order.id] = (order, raw_json)
+
+    def add_fill(self, fill: Fill, counters: Counter[str], *, from_stream: bool = False) -> None:
+        """Stage one execution in its stored form."""
+        try:
+            record, canonical = rows.canonical_fill(fill)
+        except rows.InvalidRow as e:
+            counters["rejected_fills"] += 1
+            log.warning("rejected fill reason=%s", e)
+            return
+        self.fills.setdefault(canonical.key, (record, canonical))
+        if from_stream:
+            self.stream_symbols.add(canonical.symbol)
+
+    def add_activity(self, record: ActivityRecord) -> None:
+        """Stage one broker activity; a FILL also stages its execution for the ledger."""
+        fill = rows.fill_from_activity(record)
+        if fill is not None:
+            self.fills.setdefault(fill.key, (record, fill))
+        elif record.activity_type.upper() != rows.FILL_ACTIVITY:
+            self.activities[record.id] = record
+
+    def set_positions(self, positions: tuple[BrokerPosition, ...], symbols: tuple[str, ...]) -> None:
+        """Stage the broker WAC of ``symbols`` from a partial snapshot (absent = flat)."""
+        by_symbol = {p.symbol: p for p in positions}
+        for symbol in symbols:
+            position = by_symbol.get(symbol)
+            self.wac[symbol] = position.avg_entry_price if position is not None and position.qty != 0 else None

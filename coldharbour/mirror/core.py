@@ -1,0 +1,265 @@
+"""The mirror of every account, and how a drained batch of events becomes commits.
+
+``Mirror.plans(events, now)`` is a generator: it stages the batch's events per account and
+yields one ``Plan`` for all of them (one transaction); events that must see the committed
+result of what came before — a full snapshot (reconciliation), a flush, a ledger check — are
+barriers: the plan so far is yielded first, then theirs. ``state`` commits each plan and calls
+its ``swap()`` *before* resuming the generator, so every plan is computed on committed memory.
+If a commit fails, ``state`` stops iterating: memory keeps the last committed state.
+
+Mutated only by ``state``'s single consumer task (STYLE.md §2.5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from itertools import zip_longest
+
+from coldharbour.config import Settings
+from coldharbour.db import loads, notify, upserts
+from coldharbour.db import rows as r
+from coldharbour.db.names import account_names, shared_names
+from coldharbour.domain.positions import RowParams
+from coldharbour.domain.schedule import NEW_YORK
+from coldharbour.domain.types import to_datetime
+from coldharbour.messages import (
+    ActivitiesPage,
+    EquityComputed,
+    FillsPage,
+    LedgerCheckRequested,
+    Message,
+    MetricsComputed,
+    OrdersPage,
+    OrderUpdated,
+    ResyncRequested,
+    ScheduleComputed,
+    SessionPhaseChanged,
+    SnapshotTaken,
+    Tick,
+    topic_resync,
+)
+from coldharbour.mirror.account import AccountMirror
+from coldharbour.mirror.batch import AccountBatch
+from coldharbour.mirror.marks import Marks
+from coldharbour.mirror.plan import LedgerCheck, Plan
+
+log = logging.getLogger(__name__)
+
+
+class FlushDue:
+    """Timer event: write dirty marks, rows, prices and bars."""
+
+
+class HeartbeatDue:
+    """Timer event: send the UI heartbeat NOTIFY on every positions channel."""
+
+
+@dataclass(frozen=True)
+class GapDetected:
+    """The bus lost or restarted a sequence on one of an account's broker topics."""
+
+    slug: str
+    kind: str
+
+
+Event = tuple[str, Message] | FlushDue | HeartbeatDue | GapDetected
+Barrier = Callable[[], Iterator[Plan | LedgerCheck]]
+
+
+class Mirror:
+    """Per-process in-memory state of every account, plus marks and bars."""
+
+    def __init__(self, settings: Settings, counters: Counter[str]) -> None:
+        self.settings = settings
+        self.counters = counters
+        self.shared = shared_names(settings)
+        self.marks = Marks(self.shared)
+        params = RowParams(min_stop_gap=Decimal(repr(settings.min_stop_gap)), gtc_days=settings.alpaca_gtc_days)
+        push_pct = Decimal(repr(settings.ui_push_pct_threshold))
+        self.accounts = {
+            a.slug: AccountMirror(account_names(settings, a.slug), params=params, push_pct=push_pct, counters=counters)
+            for a in settings.accounts
+        }
+
+    async def load(self, conn: loads.Connection) -> None:
+        """Take the stored state of every account and the last prices (start-up; reads only)."""
+        self.marks.prices.update(await loads.load_marks(conn, self.shared))
+        for slug, account in self.accounts.items():
+            orders, fills = await loads.load_history(conn, account.names)
+            account.load(orders, fills, await loads.load_open_rows(conn, account.names))
+            log.info("loaded account=%s orders=%d fills=%d lots=%d", slug, len(orders), len(fills),
+                     len(account.ledger.lots))
+
+    def start_plan(self, now: int) -> Plan:
+        """Return the plan converging the stored rows and slices on the loaded ledger."""
+        plan = Plan()
+        for account in self.accounts.values():
+            plan.extend(account.plan(AccountBatch(full=True, all_slices=True), self.marks, now))
+        return plan
+
+    def heartbeat_plan(self, now: datetime) -> Plan:
+        """Return the UI heartbeat for every account's positions channel."""
+        return Plan(notifications=[notify.heartbeat(a.names.pos_channel, now) for a in self.accounts.values()])
+
+    def flush_plan(self, now: int) -> Plan:
+        """Return the periodic flush: prices, bars and every account's dirty rows."""
+        plan = self.marks.flush_plan()
+        for account in self.accounts.values():
+            plan.extend(account.flush_plan(now))
+        return plan
+
+    async def check_ledger(self, conn: loads.Connection, slug: str) -> list[str]:
+        """Compare ``slug``'s ledger with a rebuild from its stored history; log and count differences.
+
+        The rebuild runs in a thread; the caller (the consumer task) awaits it, so nothing
+        mutates the ledger meanwhile.
+        """
+        account = self.accounts[slug]
+        orders, fills = await loads.load_history(conn, account.names)
+        found = await asyncio.to_thread(account.check, orders, fills)
+        self.counters["ledger_checks"] += 1
+        if found:
+            self.counters["ledger_mismatches"] += len(found)
+            log.warning("ledger differs from rebuild account=%s differences=%d first=%s", slug, len(found), found[:3])
+        return found
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def plans(self, events: Iterable[Event], now: int) -> Iterator[Plan | LedgerCheck]:
+        """Yield the plans of ``events`` in order (swap each before resuming, see module doc)."""
+        batches: dict[str, AccountBatch] = {}
+        extra = Plan()
+        for event in events:
+            barrier = self._stage(event, batches, extra, now)
+            if barrier is not None:
+                yield from self._pending(batches, extra, now)
+                batches, extra = {}, Plan()
+                yield from barrier()
+        yield from self._pending(batches, extra, now)
+
+    def _pending(self, batches: dict[str, AccountBatch], extra: Plan, now: int) -> Iterator[Plan]:
+        plan = Plan()
+        for slug, batch in batches.items():
+            if not batch.is_empty:
+                plan.extend(self.accounts[slug].plan(batch, self.marks, now))
+        plan.extend(extra)
+        if plan.needs_commit or plan.swaps or plan.messages:
+            yield plan
+
+    def _batch(self, slug: str, batches: dict[str, AccountBatch]) -> AccountBatch | None:
+        if slug not in self.accounts:
+            self.counters["unknown_account"] += 1
+            log.warning("message for an unknown account dropped account=%s", slug[:60])
+            return None
+        return batches.setdefault(slug, AccountBatch())
+
+    def _stage(self, event: Event, batches: dict[str, AccountBatch], extra: Plan, now: int) -> Barrier | None:
+        match event:
+            case FlushDue():
+                return lambda: iter([self.flush_plan(now)])
+            case HeartbeatDue():
+                extra.extend(self.heartbeat_plan(to_datetime(now)))
+            case GapDetected(slug=slug, kind=kind):
+                extra.messages.append((topic_resync(slug), ResyncRequested(account=slug, reason=kind)))
+            case (_, Tick() as tick):
+                self._stage_tick(tick, batches)
+            case (_, LedgerCheckRequested(account=slug)) if slug in self.accounts:
+                return lambda: iter([LedgerCheck(slug)])
+            case (_, SnapshotTaken() as snapshot):
+                return self._stage_snapshot(snapshot, batches, now)
+            case (_, ScheduleComputed() as schedule):
+                self._stage_schedule(schedule, extra)
+            case (_, SessionPhaseChanged() as phase):
+                self.counters["session_phase_changes"] += 1
+                log.info("session phase=%s date=%s", phase.phase, phase.session_date)
+            case (_, message):
+                self._stage_account(message, batches)
+        return None
+
+    def _stage_tick(self, tick: Tick, batches: dict[str, AccountBatch]) -> None:
+        self.counters["ticks"] += 1
+        if not self.marks.apply(tick):
+            return
+        for slug, account in self.accounts.items():
+            if account.ledger.net(tick.symbol) != 0:
+                batches.setdefault(slug, AccountBatch()).remarked.add(tick.symbol)
+
+    def _stage_snapshot(self, snapshot: SnapshotTaken, batches: dict[str, AccountBatch], now: int) -> Barrier | None:
+        batch = self._batch(snapshot.account, batches)
+        if batch is None:
+            return None
+        for order, raw in zip_longest(snapshot.open_orders, snapshot.open_orders_json[: len(snapshot.open_orders)]):
+            batch.add_order(order, raw or "{}", self.counters)
+        if snapshot.symbols:
+            batch.set_positions(snapshot.positions, snapshot.symbols)
+            return None
+        account = self.accounts[snapshot.account]
+        return lambda: iter([account.reconcile_plan(snapshot, self.marks, now)])
+
+    def _stage_schedule(self, schedule: ScheduleComputed, extra: Plan) -> None:
+        table = self.shared.market_schedule
+        sessions = {s.session_date: s for s in schedule.sessions}
+        if sessions:
+            extra.steps.append(upserts.market_schedule(table, [r.session_values(s) for s in sessions.values()]))
+        if schedule.prune_before_ns is not None:
+            cutoff = to_datetime(schedule.prune_before_ns).astimezone(NEW_YORK).date()
+            extra.steps.append(upserts.prune_market_schedule(table, cutoff))
+
+    def _stage_account(self, message: Message, batches: dict[str, AccountBatch]) -> None:
+        slug = getattr(message, "account", None)
+        if not isinstance(slug, str):
+            return  # heartbeats, probes, commands for others
+        batch = self._batch(slug, batches)
+        if batch is None:
+            return
+        match message:
+            case OrderUpdated():
+                batch.add_order(message.order, message.order_json, self.counters)
+                for leg in message.legs:
+                    batch.add_order(leg, "{}", self.counters)
+                if message.fill is not None:
+                    batch.add_fill(message.fill, self.counters, from_stream=True)
+            case _:
+                self._stage_pages(message, batch)
+
+    def _stage_pages(self, message: Message, batch: AccountBatch) -> None:
+        match message:
+            case OrdersPage():
+                for order, raw in zip_longest(message.orders, message.orders_json[: len(message.orders)]):
+                    batch.add_order(order, raw or "{}", self.counters)
+            case FillsPage():
+                for record in message.activities:
+                    batch.add_activity(record)
+                for fill in message.fills:
+                    batch.add_fill(fill, self.counters)
+            case ActivitiesPage():
+                for record in message.activities:
+                    batch.add_activity(record)
+                batch.cash_flows.update({flow.id: flow for flow in message.cash_flows})
+            case _:
+                self._stage_analytics(message, batch)
+
+    def _stage_analytics(self, message: Message, batch: AccountBatch) -> None:
+        match message:
+            case EquityComputed():
+                self._stage_equity(message, batch)
+            case MetricsComputed():
+                if loads.is_json_object(message.payload):
+                    batch.metrics = message.payload
+                else:
+                    self.counters["rejected_metrics"] += 1
+                    log.warning("rejected KPI document account=%s reason=not a JSON object", message.account)
+
+    @staticmethod
+    def _stage_equity(message: EquityComputed, batch: AccountBatch) -> None:
+        batch.daily.update({row.date: row for row in message.daily})
+        batch.intraday.update({point.ts: point for point in message.intraday})
+        batch.bars.update({symbol: (px, r.micros(ts)) for symbol, (px, ts) in message.bars.items()})
+        if message.is_rebuild and message.daily:
+            batch.daily_keep = sorted(batch.daily)

@@ -1,0 +1,104 @@
+"""Last prices and 1-minute bars from feed ticks (shared by every account).
+
+Ticks change memory only (no database I/O per tick, D34): the mark of a symbol and the bar of
+its current minute. ``flush_plan`` writes every dirty price and bar in one statement each;
+the dirty flags are cleared by the plan's swap, so a failed flush is retried by the next one.
+An older print arriving late never replaces a newer mark, but still counts in its minute's bar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final
+
+from coldharbour.db import upserts
+from coldharbour.db.names import SharedNames
+from coldharbour.domain.money import InvalidMoney, to_decimal
+from coldharbour.domain.types import to_datetime
+from coldharbour.messages import Tick
+from coldharbour.mirror.plan import Plan
+
+NS_PER_MINUTE: Final = 60_000_000_000
+
+
+@dataclass
+class Bar:
+    """One symbol's 1-minute bar being built."""
+
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    close_ts: int
+
+
+class Marks:
+    """Last price per symbol and the open 1-minute bars."""
+
+    def __init__(self, shared: SharedNames, prices: dict[str, tuple[Decimal, int]] | None = None) -> None:
+        self.shared = shared
+        self.prices: dict[str, tuple[Decimal, int]] = dict(prices or {})
+        self.dirty: set[str] = set()
+        self.bars: dict[tuple[str, int], Bar] = {}
+        self.dirty_bars: set[tuple[str, int]] = set()
+        self.rejected = 0
+
+    def price(self, symbol: str) -> Decimal | None:
+        """Return the last price of ``symbol``, or None before any tick."""
+        found = self.prices.get(symbol)
+        return None if found is None else found[0]
+
+    def apply(self, tick: Tick) -> bool:
+        """Apply one tick; return True when the symbol's mark changed."""
+        try:
+            price = to_decimal(tick.price, field="price")
+            volume = to_decimal(tick.size, field="size")
+        except InvalidMoney:
+            self.rejected += 1
+            return False
+        ts = tick.ts_event or tick.ts
+        self._add_to_bar(tick.symbol, ts, price, volume)
+        current = self.prices.get(tick.symbol)
+        if current is not None and current[1] > ts:
+            return False
+        self.prices[tick.symbol] = (price, ts)
+        self.dirty.add(tick.symbol)
+        return current is None or current[0] != price
+
+    def _add_to_bar(self, symbol: str, ts: int, price: Decimal, volume: Decimal) -> None:
+        key = (symbol, ts - ts % NS_PER_MINUTE)
+        bar = self.bars.get(key)
+        if bar is None:
+            self.bars[key] = Bar(price, price, price, price, volume, ts)
+        else:
+            bar.high, bar.low, bar.volume = max(bar.high, price), min(bar.low, price), bar.volume + volume
+            if ts >= bar.close_ts:
+                bar.close, bar.close_ts = price, ts
+        self.dirty_bars.add(key)
+
+    def flush_plan(self) -> Plan:
+        """Return the plan writing dirty prices and bars (empty when nothing is dirty)."""
+        plan = Plan()
+        symbols, bar_keys = sorted(self.dirty), sorted(self.dirty_bars)
+        if symbols:
+            rows = [(s, self.prices[s][0], to_datetime(self.prices[s][1])) for s in symbols]
+            plan.steps.append(upserts.latest_prices(self.shared.latest_prices, rows))
+        if bar_keys:
+            bars = [(s, to_datetime(m), b.open, b.high, b.low, b.close, b.volume)
+                    for (s, m) in bar_keys for b in (self.bars[(s, m)],)]
+            plan.steps.append(upserts.price_bars(self.shared.price_bars_1min, bars))
+        if symbols or bar_keys:
+            plan.swaps.append(lambda: self._flushed(set(symbols), set(bar_keys)))
+        return plan
+
+    def _flushed(self, symbols: set[str], bar_keys: set[tuple[str, int]]) -> None:
+        self.dirty -= symbols
+        self.dirty_bars -= bar_keys
+        # Keep only each symbol's newest minute in memory: older bars are complete and stored.
+        newest: dict[str, int] = {}
+        for symbol, minute in self.bars:
+            newest[symbol] = max(minute, newest.get(symbol, minute))
+        for key in [k for k in self.bars if k[1] < newest[k[0]] and k not in self.dirty_bars]:
+            del self.bars[key]

@@ -1,0 +1,308 @@
+"""``state`` in-process: real PostgreSQL, real in-proc bus, a LISTEN client; no mocks, no sleeps."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+import pytest_asyncio
+
+from coldharbour.messages import (
+    LedgerCheckRequested,
+    MetricsComputed,
+    OrdersPage,
+    OrderUpdated,
+    SnapshotTaken,
+    Tick,
+    topic_ledger_check,
+    topic_metrics,
+    topic_orders,
+    topic_resync,
+    topic_snapshot,
+    topic_tick,
+    topic_trade,
+)
+from tests.support import async_wait_for
+from tests.workers.state_harness import T0, StateHarness, fill, new_id, order, position
+
+pytestmark = pytest.mark.asyncio
+POS = "accounts.account_open_positions_demo"
+CLOSED = "accounts.account_closed_demo"
+MINUTE = 60 * 1_000_000_000
+
+
+@pytest_asyncio.fixture
+async def state(migrated_dsn: Any, bus: Any, request: pytest.FixtureRequest) -> AsyncIterator[StateHarness]:
+    env = getattr(request, "param", {})
+    harness = StateHarness(migrated_dsn, bus, **env)
+    await harness.start()
+    yield harness
+    await harness.close()
+
+
+class Bracket:
+    """A long bracket on AAPL: entry E (10 @ 100), TP leg at 110, SL leg at 95."""
+
+    def __init__(self) -> None:
+        self.entry_id, self.tp_id, self.sl_id = new_id(), new_id(), new_id()
+        self.tp = order(id=self.tp_id, side="sell", order_type="limit", limit_price=Decimal(110),
+                        parent_id=self.entry_id, order_class="bracket")
+        self.sl = order(id=self.sl_id, side="sell", order_type="stop", stop_price=Decimal(95),
+                        parent_id=self.entry_id, order_class="bracket")
+        self.entry = order(id=self.entry_id, status="filled", filled_qty=Decimal(10), filled_avg_price=Decimal(100),
+                           order_class="bracket", legs=(self.tp_id, self.sl_id))
+
+        self._entry_fill = fill(self.entry_id, cum_qty=Decimal(10))
+        self._tp_fill = self._take_profit()
+
+    def entry_fill(self) -> OrderUpdated:
+        return OrderUpdated(account="demo", event="fill", order=self.entry, legs=(self.tp, self.sl),
+                            fill=self._entry_fill, event_ts=T0)
+
+    def tp_fill(self) -> list[OrderUpdated]:
+        return self._tp_fill
+
+    def _take_profit(self) -> list[OrderUpdated]:
+        when = T0 + 5 * MINUTE
+        tp = msgspec.structs.replace(self.tp, status="filled", filled_qty=Decimal(10),
+                                     filled_avg_price=Decimal(110), updated_at=when)
+        sl = msgspec.structs.replace(self.sl, status="canceled", updated_at=when + 1000)
+        exit_fill = fill(self.tp_id, side="sell", price=Decimal(110), ts=when, cum_qty=Decimal(10))
+        return [OrderUpdated(account="demo", event="fill", order=tp, fill=exit_fill, event_ts=when),
+                OrderUpdated(account="demo", event="canceled", order=sl, event_ts=when + 1000)]
+
+
+async def _row(state: StateHarness, parent_id: str) -> dict[str, Any] | None:
+    rows = await state.query(f"SELECT row_to_json(p)::text FROM {POS} p WHERE parent_id = %s", parent_id)
+    return json.loads(rows[0][0]) if rows else None
+
+
+async def _open_entry(state: StateHarness, bracket: Bracket) -> dict[str, Any]:
+    state.inject(topic_trade("demo"), bracket.entry_fill())
+    found: dict[str, Any] = await async_wait_for(lambda: _row(state, bracket.entry_id), 15, what="open row")  # type: ignore[arg-type,return-value]
+    return found
+
+
+async def test_state_bracket_entry_fill_writes_row_with_derived_columns_and_pushes_it(state: StateHarness) -> None:
+    bracket = Bracket()
+    resyncs = state.bus.observe(topic_resync("demo"))
+    start = state.mark()
+
+    row = await _open_entry(state, bracket)
+    await async_wait_for(lambda: state.notes_since(start, "pos_channel_demo"), 10, what="row NOTIFY")
+    await async_wait_for(lambda: resyncs.messages(), 10, what="WAC resync request")
+
+    [pushed] = state.notes_since(start, "pos_channel_demo")
+    assert pushed["row"]["parent_id"] == bracket.entry_id
+    assert pushed["row"]["qty"] == 10
+    assert (row["symbol"], row["side"], row["qty"]) == ("AAPL", "long", 10)
+    assert (row["avg_fill"], row["avg_px_symbol"]) == (100, 100)
+    assert (row["tp_child"], row["tp_px"], row["sl_child"], row["sl_px"]) == (bracket.tp_id, 110, bracket.sl_id, 95)
+    assert row["moved_flag"] == "—"
+    assert row["buy_value"] == 1000
+    assert row["filled_at"].startswith("2024-03-01T15:00:00")
+    assert row["mkt_px"] is None
+    assert row["profit_loss"] is None
+    assert row["tp_sl_reach_pct"] is None
+    assert row["holding_days"] >= 0
+    assert 0 <= row["days_to_expire"] <= 90 or row["days_to_expire"] < 0
+    [resync] = resyncs.messages()
+    assert (resync.reason, resync.symbols) == ("fill", ("AAPL",))
+
+
+async def test_state_take_profit_fill_deletes_row_writes_slice_and_notifies(state: StateHarness) -> None:
+    bracket = Bracket()
+    await _open_entry(state, bracket)
+    start = state.mark()
+
+    for message in bracket.tp_fill():
+        state.inject(topic_trade("demo"), message)
+    await async_wait_for(lambda: state.notes_since(start, "closed_channel_demo"), 15, what="closed NOTIFY")
+
+    assert await _row(state, bracket.entry_id) is None
+    [closed] = await state.query(
+        f"SELECT entry_lot_id, exit_order_id, exit_type, qty, entry_price, exit_price, pnl_cash, pnl_cash_fifo, "
+        f"diff_pnl, return_pct FROM {CLOSED}")
+    assert closed[:3] == (bracket.entry_id, bracket.tp_id, "TP")
+    assert closed[3:] == (10, 100, 110, 100, 100, 0, 10)
+    assert {"op": "delete", "parent_id": bracket.entry_id} in state.notes_since(start, "pos_channel_demo")
+    [insert] = state.notes_since(start, "closed_channel_demo")
+    assert insert["op"] == "insert"
+    assert insert["rows"][0]["exit_type"] == "TP"
+
+
+async def test_state_replayed_events_write_and_notify_nothing(state: StateHarness) -> None:
+    bracket = Bracket()
+    await _open_entry(state, bracket)
+    for message in bracket.tp_fill():
+        state.inject(topic_trade("demo"), message)
+    await async_wait_for(lambda: state.notes_since(0, "closed_channel_demo"), 15, what="closed")
+    await state.settle()
+    start, commits = state.mark(), state.ctx.counters["commits"]
+
+    state.inject(topic_trade("demo"), bracket.entry_fill())
+    for message in bracket.tp_fill():
+        state.inject(topic_trade("demo"), message)
+    await state.settle()
+
+    assert state.ctx.counters["commits"] == commits + 1  # the sentinel's commit only
+    assert state.notes_since(start, "pos_channel_demo") == []
+    assert state.notes_since(start, "closed_channel_demo") == []
+
+
+async def test_state_unchanged_snapshot_writes_and_notifies_nothing(state: StateHarness) -> None:
+    bracket = Bracket()
+    await _open_entry(state, bracket)
+    snapshot = SnapshotTaken(account="demo", taken_at=T0 + MINUTE, positions=(position("10", "100"),),
+                             open_orders=(bracket.tp, bracket.sl))
+    state.inject(topic_snapshot("demo"), snapshot)
+    await state.settle()
+    start, commits = state.mark(), state.ctx.counters["commits"]
+
+    state.inject(topic_snapshot("demo"), msgspec.structs.replace(snapshot, taken_at=T0 + 2 * MINUTE))
+    await state.settle()
+
+    assert state.ctx.counters["commits"] == commits + 1
+    assert state.notes_since(start, "pos_channel_demo") == []
+    assert state.ctx.counters["recon_corrections"] == 0
+
+
+async def test_state_snapshot_with_extra_broker_qty_books_recon_lot(state: StateHarness) -> None:
+    bracket = Bracket()
+    await _open_entry(state, bracket)
+    start = state.mark()
+
+    state.inject(topic_snapshot("demo"), SnapshotTaken(account="demo", taken_at=T0 + MINUTE,
+                                                       positions=(position("15", "101"),)))
+    await state.settle()
+
+    rows = await state.query(f"SELECT parent_id, qty, avg_fill, avg_px_symbol FROM {POS} ORDER BY filled_at")
+    assert [(r[1], r[2], r[3]) for r in rows] == [(10, 100, 101), (5, 101, 101)]
+    assert rows[1][0].startswith("recon:AAPL:")
+    assert state.ctx.counters["recon_corrections"] == 1
+    pushed = state.notes_since(start, "pos_channel_demo")
+    assert pushed
+    assert pushed[0]["op"] == "batch"
+    assert len(pushed[0]["rows"]) == 2
+    [stored] = await state.query(
+        "SELECT count(*) FROM account_activities.raw_activities_demo WHERE id LIKE '%%::recon:AAPL:%%'")
+    assert stored == (1,)
+
+
+async def test_state_snapshot_without_symbol_removes_its_rows(state: StateHarness) -> None:
+    bracket = Bracket()
+    await _open_entry(state, bracket)
+    start = state.mark()
+
+    state.inject(topic_snapshot("demo"), SnapshotTaken(account="demo", taken_at=T0 + MINUTE, positions=()))
+    await state.settle()
+
+    assert await _row(state, bracket.entry_id) is None
+    assert {"op": "delete", "parent_id": bracket.entry_id} in state.notes_since(start, "pos_channel_demo")
+
+
+async def test_state_stale_raw_order_version_does_not_overwrite(state: StateHarness) -> None:
+    newer = order(id=new_id(), status="accepted", updated_at=T0 + MINUTE)
+    older = msgspec.structs.replace(newer, status="new", updated_at=T0)
+
+    state.inject(topic_orders("demo"), OrdersPage(account="demo", orders=(newer,)))
+    await state.settle()
+    state.inject(topic_orders("demo"), OrdersPage(account="demo", orders=(older,)))
+    await state.settle()
+
+    rows = await state.query("SELECT status FROM account_activities.raw_orders_demo WHERE id = %s", newer.id)
+    assert rows == [("accepted",)]
+
+
+@pytest.mark.parametrize("state", [{"FLUSH_INTERVAL_S": "0.3"}], indirect=True)
+async def test_state_small_tick_moves_wait_for_flush_and_large_ones_push_at_once(state: StateHarness) -> None:
+    bracket = Bracket()
+    await _open_entry(state, bracket)
+    start = state.mark()
+    state.inject(topic_tick("AAPL"), Tick(symbol="AAPL", price=100.0, ts_event=T0 + MINUTE))  # first mark: pushed
+    await async_wait_for(lambda: state.notes_since(start, "pos_channel_demo"), 10, what="first mark push")
+    small = state.mark()
+
+    state.inject(topic_tick("AAPL"), Tick(symbol="AAPL", price=100.1, ts_event=T0 + 2 * MINUTE))  # +0.1 %
+    flushed: bool = await async_wait_for(
+        lambda: _mkt_px(state, bracket.entry_id, Decimal("100.1")), 10, what="flush")
+    quiet = state.notes_since(small, "pos_channel_demo")
+    large = state.mark()
+    state.inject(topic_tick("AAPL"), Tick(symbol="AAPL", price=101.0, ts_event=T0 + 3 * MINUTE))  # +0.9 %
+    await async_wait_for(lambda: state.notes_since(large, "pos_channel_demo"), 10, what="threshold push")
+
+    assert flushed
+    assert quiet == []
+    [push] = state.notes_since(large, "pos_channel_demo")
+    assert push["row"]["mkt_px"] == 101.0
+    assert push["row"]["profit_loss"] == 10.0
+    prices = await state.query("SELECT price FROM accounts.latest_prices WHERE symbol = 'AAPL'")
+    bars = await state.query("SELECT count(*) FROM accounts.price_bars_1min WHERE symbol = 'AAPL'")
+    assert prices == [(Decimal("101.0"),)] or prices == [(Decimal("100.1"),)]
+    assert bars[0][0] >= 2
+
+
+async def _mkt_px(state: StateHarness, parent_id: str, expected: Decimal) -> bool:
+    rows = await state.query(f"SELECT mkt_px FROM {POS} WHERE parent_id = %s", parent_id)
+    return rows == [(expected,)]
+
+
+async def test_state_restart_loads_and_converges_without_duplicates(state: StateHarness) -> None:
+    first, second = Bracket(), Bracket()
+    await _open_entry(state, first)
+    for message in first.tp_fill():
+        state.inject(topic_trade("demo"), message)
+    await _open_entry(state, second)
+    await state.settle()
+    before = await state.query(f"SELECT count(*) FROM {POS}"), await state.query(f"SELECT count(*) FROM {CLOSED}")
+    await state.shutdown()
+    start = state.mark()
+
+    await state.launch()
+    state.inject(topic_trade("demo"), second.entry_fill())  # a replay after the restart
+    await state.settle()
+    state.inject(topic_ledger_check("demo"), LedgerCheckRequested(account="demo"))
+    await async_wait_for(lambda: state.ctx.counters["ledger_checks"] >= 1, 15, what="ledger check")
+
+    after = await state.query(f"SELECT count(*) FROM {POS}"), await state.query(f"SELECT count(*) FROM {CLOSED}")
+    assert before == after == ([(1,)], [(1,)])
+    assert state.notes_since(start, "pos_channel_demo") == []
+    assert state.notes_since(start, "closed_channel_demo") == []
+    assert state.ctx.counters["ledger_mismatches"] == 0
+
+
+async def test_state_ledger_check_equals_rebuild_after_events(state: StateHarness) -> None:
+    first, second = Bracket(), Bracket()
+    await _open_entry(state, first)
+    await _open_entry(state, second)
+    for message in first.tp_fill():
+        state.inject(topic_trade("demo"), message)
+    state.inject(topic_snapshot("demo"), SnapshotTaken(account="demo", taken_at=T0 + 10 * MINUTE,
+                                                       positions=(position("12", "100"),)))
+    await state.settle()
+
+    state.inject(topic_ledger_check("demo"), LedgerCheckRequested(account="demo"))
+    await async_wait_for(lambda: state.ctx.counters["ledger_checks"] >= 1, 15, what="ledger check")
+
+    assert state.ctx.counters["recon_corrections"] == 1
+    assert state.ctx.counters["ledger_mismatches"] == 0
+
+
+async def test_state_unchanged_metrics_document_is_not_notified(state: StateHarness) -> None:
+    start = state.mark()
+    document = {"Win Rate %": 50.0, "as_of": "2024-03-01T15:00:00Z"}
+    state.inject(topic_metrics("demo"), MetricsComputed(account="demo", payload=json.dumps(document), computed_at=T0))
+    await async_wait_for(lambda: state.notes_since(start, "metrics_channel_demo"), 10, what="metrics NOTIFY")
+    again = state.mark()
+
+    document["as_of"] = "2024-03-01T15:00:05Z"
+    state.inject(topic_metrics("demo"), MetricsComputed(account="demo", payload=json.dumps(document), computed_at=T0))
+    await state.settle()
+
+    [note] = state.notes_since(start, "metrics_channel_demo")
+    assert note["op"] == "metrics"
+    assert state.notes_since(again, "metrics_channel_demo") == []
