@@ -1,0 +1,184 @@
+"""`chmgr doctor`: check every precondition of a running stack, one line each.
+
+Each check prints ``OK …``, ``WARN …`` (works, but look) or ``FAIL … what to fix``; the command
+exits 1 if any check failed. Checks never print a secret: DSNs are redacted and credentials are
+named by their variable, never shown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final, Literal, NamedTuple
+
+import typer
+import zmq
+
+from coldharbour import runtime
+from coldharbour.config import AccountSettings, Settings, env_suffix
+from coldharbour.db import schema
+from coldharbour.db.connect import connect_sync
+from coldharbour.errors import DatabaseError
+from coldharbour.supervisor import UNIX_SOCKET_PATH_MAX, SupervisorClient, socket_path
+
+BROKER_TIMEOUT_S: Final = 5.0
+FEED_WAIT_S: Final = 3.0
+
+Verdict = Literal["OK", "WARN", "FAIL"]
+
+
+class Check(NamedTuple):
+    """The outcome of one check: a verdict and one line saying what was found (and what to do)."""
+
+    verdict: Verdict
+    line: str
+
+
+def check_database(settings: Settings) -> Iterator[Check]:
+    """Check that the DSN connects and that the schema is at this code's version."""
+    try:
+        with connect_sync(settings.dsn, "chmgr-doctor", read_only=True) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            yield Check("OK", f"database reachable at {settings.dsn} (PostgreSQL {row[0] if row else '?'})")
+            recorded = schema.schema_versions(conn, settings)
+    except DatabaseError as e:
+        yield Check("FAIL", f"{e}: check CHMGR_DSN and that PostgreSQL is running")
+        return
+    latest = schema.latest_versions(settings)
+    behind = [
+        f"{scope} at v{recorded.get(scope, 0)} (code v{version})"
+        for scope, version in latest.items()
+        if recorded.get(scope, 0) < version
+    ]
+    ahead = [f"{scope} at v{version}" for scope, version in recorded.items() if version > latest.get(scope, version)]
+    if ahead:
+        yield Check("FAIL", f"schema newer than this code: {', '.join(ahead)}: upgrade the code")
+    elif behind:
+        yield Check("FAIL", f"schema behind: {', '.join(behind)}: run `chmgr db init`")
+    else:
+        yield Check("OK", f"schema current ({', '.join(f'{s} v{v}' for s, v in latest.items())})")
+
+
+def check_account(account: AccountSettings) -> Check:
+    """Check that the broker accepts the account's credentials (``GET /v2/account``)."""
+    suffix = env_suffix(account.name)
+    url = f"{account.base_url}/v2/account"
+    request = urllib.request.Request(  # noqa: S310 - base_url is validated as http(s) by config
+        url,
+        headers={"APCA-API-KEY-ID": account.api_key.reveal(), "APCA-API-SECRET-KEY": account.secret_key.reveal()},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=BROKER_TIMEOUT_S) as response:  # noqa: S310
+            body = json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            return Check(
+                "FAIL",
+                f"account {account.name}: credentials rejected by {account.base_url} (HTTP {e.code}): "
+                f"check ALPACA_API_KEY_{suffix} and ALPACA_SECRET_KEY_{suffix}",
+            )
+        return Check("FAIL", f"account {account.name}: {url} answered HTTP {e.code}: check ALPACA_BASE_URL_{suffix}")
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        return Check(
+            "FAIL",
+            f"account {account.name}: broker unreachable at {account.base_url} ({reason}): "
+            f"check ALPACA_BASE_URL_{suffix}",
+        )
+    status = body.get("status", "?") if isinstance(body, dict) else "?"
+    return Check("OK", f"account {account.name}: credentials accepted by {account.base_url} (status {status})")
+
+
+def check_feed(settings: Settings, wait_s: float = FEED_WAIT_S) -> Check:
+    """Check that the price feed publishes: connect a SUB and wait for one message."""
+    endpoint = settings.zmq_sip_stream_endpoint
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = context.socket(zmq.SUB)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(endpoint)
+        if sock.poll(int(wait_s * 1000), zmq.POLLIN):
+            sock.recv_multipart()
+            return Check("OK", f"price feed at {endpoint}: messages arriving")
+    except zmq.ZMQError as e:
+        return Check("FAIL", f"price feed endpoint {endpoint!r} is not usable ({e}): check ZMQ_SIP_STREAM_ENDPOINT")
+    finally:
+        sock.close(linger=0)
+        context.destroy(linger=0)
+    return Check(
+        "WARN",
+        f"no message from the price feed at {endpoint} within {wait_s:.0f} s: is the feed running "
+        "(outside market hours it may be quiet)? check ZMQ_SIP_STREAM_ENDPOINT",
+    )
+
+
+def check_run_dir(settings: Settings) -> Iterator[Check]:
+    """Check the run directory (writable, mode 0700) and that socket paths fit a unix socket."""
+    run_dir = Path(settings.run_dir).resolve()
+    if not run_dir.exists():
+        yield Check("WARN", f"run dir {run_dir} does not exist yet (`chmgr up` creates it with mode 0700)")
+    else:
+        mode = stat.S_IMODE(run_dir.stat().st_mode)
+        if mode != 0o700:
+            yield Check("FAIL", f"run dir {run_dir} has mode {mode:04o}, sockets need 0700: chmod 700 {run_dir}")
+        elif not _writable(run_dir):
+            yield Check("FAIL", f"run dir {run_dir} is not writable by uid {os.getuid()}: fix its owner")
+        else:
+            yield Check("OK", f"run dir {run_dir} writable, mode 0700")
+    sockets = {"supervisor socket": str(socket_path(run_dir))}
+    for name, endpoint in (("CHMGR_BUS_IN", settings.bus_in), ("CHMGR_BUS_OUT", settings.bus_out)):
+        if endpoint.startswith("ipc://"):
+            sockets[name] = str(Path(endpoint.removeprefix("ipc://")).resolve())
+    too_long = [f"{name} ({len(path)} chars)" for name, path in sockets.items() if len(path) > UNIX_SOCKET_PATH_MAX]
+    if too_long:
+        yield Check("FAIL", f"socket paths too long for unix sockets: {', '.join(too_long)}: shorten CHMGR_RUN_DIR")
+    else:
+        yield Check("OK", f"socket paths fit ({', '.join(sockets.values())})")
+
+
+def check_supervisord(settings: Settings) -> Check:
+    """Report whether supervisord answers on its socket (not running is a warning, not a failure)."""
+    client = SupervisorClient(socket_path(Path(settings.run_dir).resolve()))
+    if client.is_running():
+        return Check("OK", f"supervisord running (socket {client.socket_path})")
+    return Check("WARN", f"supervisord is not running (socket {client.socket_path}): start it with `chmgr up`")
+
+
+def _writable(directory: Path) -> bool:
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".doctor-"):
+            return True
+    except OSError:
+        return False
+
+
+def run_checks(settings: Settings) -> Iterator[Check]:
+    """Yield every check's outcome, in the order an operator would fix them."""
+    yield from check_database(settings)
+    for account in settings.accounts:
+        yield check_account(account)
+    for name, reason in settings.disabled_accounts:
+        yield Check("FAIL", f"account {name}: disabled, {reason}: set it or remove {name!r} from CHMGR_ACCOUNTS")
+    if not settings.accounts and not settings.disabled_accounts:
+        yield Check("FAIL", "no account configured: set CHMGR_ACCOUNTS and ALPACA_*_KEY_<NAME>")
+    yield check_feed(settings)
+    yield from check_run_dir(settings)
+    yield check_supervisord(settings)
+
+
+def doctor() -> None:
+    """Check the DSN, schema, broker credentials, price feed and run dir; exit 1 if any FAIL."""
+    settings = runtime.load_from_environment()
+    failed = 0
+    for check in run_checks(settings):
+        typer.echo(f"{check.verdict:<4} {check.line}")
+        failed += check.verdict == "FAIL"
+    if failed:
+        raise typer.Exit(runtime.EXIT_FAILURE)

@@ -1,0 +1,171 @@
+"""`chmgr status`: supervisord's view of every program joined with its bus heartbeat.
+
+Heartbeats (``hb.<program>``, one per second) are collected from the bus for up to
+``HEARTBEAT_LISTEN_S``, or until every running program has been heard from. A session program
+that is stopped while the ``scheduler`` runs (and ``DISABLE_SESSION_SLEEP`` is off) is shown as
+sleeping by schedule, not as a failure, when the stored market schedule says the market is
+closed now (or cannot be read: then the scheduler is given the benefit of the doubt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import psycopg
+import typer
+import zmq
+from rich.console import Console
+from rich.table import Table
+
+from coldharbour import runtime
+from coldharbour.bus import Subscriber
+from coldharbour.cli.control import client_for
+from coldharbour.config import Settings
+from coldharbour.db import queries
+from coldharbour.db.connect import connect_read_only
+from coldharbour.db.names import shared_names
+from coldharbour.domain.schedule import Phase, ny_date, phase_at
+from coldharbour.errors import DatabaseError
+from coldharbour.messages import PREFIX_HEARTBEAT, Heartbeat
+from coldharbour.supervisor import ProcessInfo
+
+HEARTBEAT_LISTEN_S: Final = 1.5
+SLEEPING: Final = "sleeping (schedule)"
+HEALTHY_STATES: Final = frozenset({"RUNNING", SLEEPING})
+# Counters worth a glance, in display order (others stay in the heartbeat).
+KEY_COUNTERS: Final = (
+    ("messages_in", "in"),
+    ("messages_out", "out"),
+    ("rejects", "rejects"),
+    ("seq_gaps", "gaps"),
+    ("reconnects", "reconnects"),
+    ("commit_failures", "commit failures"),
+)
+
+
+async def collect_heartbeats(settings: Settings, expected: Iterable[str], listen_s: float) -> dict[str, Heartbeat]:
+    """Return the latest heartbeat per program heard on the bus within ``listen_s``."""
+    waiting = set(expected)
+    heard: dict[str, Heartbeat] = {}
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    subscriber = Subscriber(context, settings.bus_out, [PREFIX_HEARTBEAT])
+    deadline = time.monotonic() + listen_s
+    try:
+        while waiting and (remaining := deadline - time.monotonic()) > 0:
+            try:
+                _, message = await asyncio.wait_for(subscriber.recv(), remaining)
+            except TimeoutError:
+                break
+            if isinstance(message, Heartbeat):
+                heard[message.program] = message
+                waiting.discard(message.program)
+    finally:
+        subscriber.close()
+        context.destroy(linger=0)
+    return heard
+
+
+async def market_phase(settings: Settings, now: datetime) -> Phase | None:
+    """Return the session phase at ``now`` from the stored schedule, or None if it cannot be read."""
+    try:
+        conn = await connect_read_only(settings.dsn, "chmgr-status")
+    except DatabaseError:
+        return None
+    try:
+        today = ny_date(now)
+        window = timedelta(days=7)
+        sessions = await queries.sessions_between(conn, shared_names(settings), today - window, today + window)
+    except psycopg.Error:
+        return None
+    finally:
+        await conn.close()
+    return phase_at(sessions, now) if sessions else None
+
+
+def is_parked(info: ProcessInfo, states: dict[str, str], settings: Settings, phase: Phase | None) -> bool:
+    """Return True if ``info`` is a session program the scheduler has stopped for the night."""
+    return (
+        info.name in runtime.SESSION_PROGRAMS
+        and info.state == "STOPPED"
+        and states.get("scheduler") == "RUNNING"
+        and not settings.disable_session_sleep
+        and phase in (None, Phase.CLOSED)
+    )
+
+
+def shown_state(info: ProcessInfo | None, states: dict[str, str], settings: Settings, phase: Phase | None) -> str:
+    """Return the state to show for a program (``sleeping (schedule)`` for a parked session program)."""
+    if info is None:
+        return "not configured"
+    return SLEEPING if is_parked(info, states, settings, phase) else info.state
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    whole = int(seconds)
+    if whole < 120:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{whole} s"
+    if whole < 7200:
+        return f"{whole // 60} min"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+def _counters(heartbeat: Heartbeat) -> str:
+    parts = [f"{label} {heartbeat.counters[key]}" for key, label in KEY_COUNTERS if key in heartbeat.counters]
+    return " · ".join(parts) or "—"
+
+
+def _row(name: str, state: str, info: ProcessInfo | None, heartbeat: Heartbeat | None, now_ns: int) -> list[str]:
+    style = "green" if state in HEALTHY_STATES else "red"
+    if heartbeat is None:
+        beat = "none" if state == "RUNNING" else "—"
+        lag, counters = "—", "—"
+    else:
+        beat = f"{_duration(max(0.0, (now_ns - heartbeat.ts) / 1e9))} ago"
+        if heartbeat.state != "running":
+            beat += f" ({heartbeat.state})"
+        lag = "—" if heartbeat.lag_ms is None else f"{heartbeat.lag_ms:.0f} ms"
+        counters = _counters(heartbeat)
+    pid = str(info.pid) if info is not None and info.pid else "—"
+    uptime = _duration(info.uptime_s) if info is not None else "—"
+    return [name, f"[{style}]{state}[/{style}]", pid, uptime, beat, lag, counters]
+
+
+def status(
+    listen_s: float = typer.Option(HEARTBEAT_LISTEN_S, "--listen-s", help="how long to listen for heartbeats"),
+) -> None:
+    """Show every program: supervisord state, pid, uptime, last heartbeat, bus lag, counters.
+
+    Exits 1 if a program is neither running nor sleeping by schedule.
+    """
+    settings = runtime.load_from_environment()
+    infos = {info.name: info for info in client_for(settings).info()}
+    states = {name: info.state for name, info in infos.items()}
+    running = [name for name, state in states.items() if state == "RUNNING"]
+    heartbeats = asyncio.run(collect_heartbeats(settings, running, listen_s)) if running else {}
+    phase = None
+    if any(is_parked(info, states, settings, None) for info in infos.values()):
+        phase = asyncio.run(market_phase(settings, datetime.now(UTC)))
+    now_ns = time.time_ns()
+    table = Table(title="chmgr status", title_justify="left")
+    for column in ("program", "state", "pid", "uptime", "heartbeat", "lag", "counters"):
+        table.add_column(column, overflow="fold")
+    names = list(runtime.PROGRAMS) + sorted(set(infos) - set(runtime.PROGRAMS))
+    unhealthy = []
+    for name in names:
+        state = shown_state(infos.get(name), states, settings, phase)
+        if state not in HEALTHY_STATES:
+            unhealthy.append(f"{name} {state}")
+        table.add_row(*_row(name, state, infos.get(name), heartbeats.get(name), now_ns))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)  # piped: wide enough that rows do not wrap
+    console.print(table)
+    if unhealthy:
+        typer.echo(f"chmgr: not healthy: {', '.join(unhealthy)}", err=True)
+        raise typer.Exit(runtime.EXIT_FAILURE)
