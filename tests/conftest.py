@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.pg",
     "tests.fixtures.bus",
     "tests.fixtures.broker",
+    "tests.fixtures.stack",
 ]
 
 # A 2-core CI machine shared with PostgreSQL and subprocesses: no per-example deadline.

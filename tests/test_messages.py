@@ -35,6 +35,7 @@ def _every_message() -> list[m.Msg]:
         m.Probe(token="t"),
         m.ResyncRequested(account="demo", reason="gap", symbols=("AAPL",)),
         m.Tick(symbol="AAPL", price=187.25, size=100, ts_event=9),
+        m.TickBatch(symbols=("AAPL", "MSFT"), prices=(187.25, 400.0), sizes=(100.0, 0.0), ts_events=(9, 0)),
         m.OrderUpdated(account="demo", event="fill", order=ORDER, fill=FILL, event_ts=4, order_json='{"id": "x"}'),
         m.SnapshotTaken(account="demo", taken_at=1, positions=(BrokerPosition(symbol="AAPL", qty=Decimal("-5"), avg_entry_price=Decimal("10.5")),), cash=Decimal("100000.00")),
         m.OrdersPage(account="demo", orders=(ORDER,), orders_json=("{}",)),
@@ -82,6 +83,14 @@ def test_newer_field_is_ignored_by_older_decoder() -> None:
         msgspec.msgpack.encode({"type": "px", "symbol": "A", "price": float("inf")}),
         msgspec.msgpack.encode({"type": "px", "symbol": "A", "price": 0.0}),
         msgspec.msgpack.encode({"type": "px", "symbol": "A"}),
+        msgspec.msgpack.encode({"type": "px.batch", "symbols": ["A", "B"], "prices": [1.0, float("nan")],
+                                "sizes": [0.0, 0.0], "ts_events": [1, 2]}),
+        msgspec.msgpack.encode({"type": "px.batch", "symbols": ["A"], "prices": [-1.0], "sizes": [0.0],
+                                "ts_events": [1]}),
+        msgspec.msgpack.encode({"type": "px.batch", "symbols": ["A"], "prices": [1.0], "sizes": [-2.0],
+                                "ts_events": [1]}),
+        msgspec.msgpack.encode({"type": "px.batch", "symbols": ["A", "B"], "prices": [1.0], "sizes": [0.0],
+                                "ts_events": [1]}),
         msgspec.msgpack.encode({"type": "hb", "program": "x", "pid": "1", "uptime_s": 0}),
         msgspec.msgpack.encode({"type": "cash.activities", "account": "d", "activities": [
             {"id": "x", "activity_type": "DIV", "transaction_time": 1, "net_amount": "NaN"}]}),
@@ -89,5 +98,17 @@ def test_newer_field_is_ignored_by_older_decoder() -> None:
     ],
 )
 def test_bad_payloads_raise_decode_error(payload: bytes) -> None:
+    with pytest.raises(msgspec.DecodeError):
+        m.decode(payload)
+
+
+@pytest.mark.parametrize("qty", ["1e999", "-1E+30", "1000000000000001"])
+def test_issue_9_huge_decimal_rejected_at_decode(qty: str) -> None:
+    """Bug: ``Decimal("1e999")`` is finite, so a snapshot claiming a position of 1e999 shares
+    passed the NaN/inf check, reached ``state``, was reconciled and written as an open row.
+    Money and quantities above ``domain.money.MAX_ABS`` are now rejected like NaN."""
+    payload = msgspec.msgpack.encode({"type": "snap", "account": "demo", "taken_at": 1, "positions": [
+        {"symbol": "AAPL", "qty": qty, "avg_entry_price": "1"}]})  # fmt: skip
+
     with pytest.raises(msgspec.DecodeError):
         m.decode(payload)

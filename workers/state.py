@@ -25,13 +25,14 @@ from coldharbour.config import Settings
 from coldharbour.db import schema
 from coldharbour.db.connect import connect_read_only, connect_sync
 from coldharbour.db.writer import Writer
-from coldharbour.errors import DatabaseError
+from coldharbour.errors import ChmgrError, DatabaseError
 from coldharbour.mirror import Event, FlushDue, GapDetected, HeartbeatDue, LedgerCheck, Mirror, Plan
 
 log = logging.getLogger("workers.state")
 
 QUEUE_MAX = 100_000
 MAX_BATCH = 5_000
+MAX_BATCH_TICKS = 20_000  # ticks in one batch of events (a ``TickBatch`` weighs its ticks)
 FINAL_FLUSH_TIMEOUT_S = 10.0
 BROKER_PREFIXES = (m.topic_trade(""), m.topic_snapshot(""), m.topic_orders(""), m.topic_fills(""))  # gap: resync
 PREFIXES = [m.PREFIX_TICK, *BROKER_PREFIXES, m.topic_cash(""), m.topic_equity(""), m.topic_metrics(""),
@@ -91,17 +92,30 @@ async def _commit(plan: Plan, writer: Writer, ctx: runtime.WorkerContext, mirror
 async def _check_ledger(slug: str, settings: Settings, mirror: Mirror) -> None:
     try:
         async with await connect_read_only(settings.dsn, "state") as conn:
-            await mirror.check_ledger(conn, slug)
+            found = await mirror.check_ledger(conn, slug)
     except DatabaseError as e:
         log.warning("ledger check skipped account=%s: %s", slug, e)
+        return
+    if found:
+        # Memory is no longer what the database holds (a commit acknowledged, then lost in a
+        # crash or a failover): a broken invariant. Exit; the restart reloads and resyncs.
+        raise ChmgrError(f"ledger differs from the stored history account={slug} differences={len(found)}")
+
+
+def _weight(event: Event) -> int:
+    if isinstance(event, tuple) and isinstance(event[1], m.TickBatch):
+        return len(event[1].symbols)
+    return 1
 
 
 async def _consume(settings: Settings, ctx: runtime.WorkerContext, queue: asyncio.Queue[Event], writer: Writer,
                    mirror: Mirror, stop: asyncio.Event) -> None:
     while True:
         events = [await queue.get()]
-        while len(events) < MAX_BATCH and not queue.empty():
+        weight = _weight(events[0])
+        while len(events) < MAX_BATCH and weight < MAX_BATCH_TICKS and not queue.empty():
             events.append(queue.get_nowait())
+            weight += _weight(events[-1])
         try:
             for item in mirror.plans(events, time.time_ns()):
                 if isinstance(item, LedgerCheck):
@@ -113,8 +127,10 @@ async def _consume(settings: Settings, ctx: runtime.WorkerContext, queue: asynci
                 for topic, message in item.messages:
                     ctx.publisher.publish(topic, message)
         finally:
+            mirror.tick_lag.observe(time.time_ns())
             for _ in events:
                 queue.task_done()
+        await asyncio.sleep(0)  # a long burst must not starve the feed task and the heartbeat
 
 
 async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:

@@ -5,8 +5,10 @@ closes ``P0`` — computed once per session, never fetched per symbol per minute
 lots and the slices closed today, today's cash flows, and 1-minute bars from
 ``price_bars_1min``. Bars are cached per session and only the recent minutes are re-read each
 run (``state`` may still rewrite the last bars until its next flush). Points are published
-for the recent minutes only (the first run of a session sends all of them); ``bar_px``/
-``bar_ts`` are the closes of the bars the curve ended on.
+for the recent minutes only once the stored curve starts at the session's first point; until
+then (the first run of a session, or its points were lost on the bus because ``state`` was not
+subscribed yet or restarting) a run sends all of them. ``bar_px``/``bar_ts`` are the closes
+of the bars the curve ended on.
 """
 
 from __future__ import annotations
@@ -96,6 +98,10 @@ class IntradayState:
                 self._bars[symbol].update({bar.ts: bar for bar in series})
         self._read_until = now
 
+    async def _stored_from(self, conn: queries.Conn, session: Session) -> datetime | None:
+        """Return the first stored point of ``session`` (one indexed row)."""
+        return await queries.first_intraday_ts(conn, self.names, session.pre_open_utc)
+
     async def compute(
         self, conn: queries.Conn, session: Session, curve: DailyCurve | None, now: datetime
     ) -> tuple[list[IntradayPoint], dict[str, tuple[Decimal, int]]]:
@@ -113,7 +119,7 @@ class IntradayState:
         await self._read_bars(conn, session, {lot.symbol for lot in lots}, now)
         bars = {symbol: sorted(series.values(), key=lambda b: b.ts) for symbol, series in self._bars.items()}
         points = compute_intraday(session=session, until=now, anchor=self.anchor, lots=lots, flows=flows, bars=bars)
-        if self.published:
+        if self.published and points and await self._stored_from(conn, session) == points[0].ts:
             recent = now - self._settle
             points = [point for point in points if point.ts >= recent]
         open_symbols = {lot.symbol for lot in open_lots}

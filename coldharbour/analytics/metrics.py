@@ -4,8 +4,10 @@ Each run reads only what changed since the last one (D48): closed slices, cash f
 equity rows by ``updated_at`` cursor into a ``KpiAccumulator``; the open positions only when
 their fingerprint (count, newest ``updated_at``) moved; the newest intraday return and the
 session of "now" with one indexed row each. When none of the inputs moved, nothing is
-computed (outside sessions the KPIs stay still: D67). A document whose figures equal the last
-one published (or the stored one, after a restart) is not published (``document_changed``).
+computed (outside sessions the KPIs stay still: D67). A document whose figures equal the stored
+one is not published (``document_changed``). The stored document is read on every run (one row
+by its key): a document lost on the bus (``state`` not subscribed yet at start-up, or
+restarting) differs from it and is sent again, never left unwritten until the figures move.
 """
 
 from __future__ import annotations
@@ -54,16 +56,13 @@ class MetricsJob:
         self._open_fingerprint: tuple[int, datetime | None] | None = None
         self._open: list[OpenLot] = []
         self._last_inputs: tuple[object, ...] | None = None
-        self.last_document: KpiDocument | None = None
-        self._loaded = False
+        self.last_document: KpiDocument | None = None  # what ``state`` stored, as of this run
+        self._sent: KpiDocument | None = None
 
     async def run_once(self, now: datetime) -> bool:
         """Fold in what changed and publish the document if it changed; return True if published."""
         async with self._pool.connection() as conn:
-            if not self._loaded:
-                stored = await queries.stored_metrics_payload(conn, self.names)
-                self.last_document = _parse(stored)
-                self._loaded = True
+            self.last_document = _parse(await queries.stored_metrics_payload(conn, self.names))
             moved = await self._fold_changes(conn)
             fingerprint = await queries.open_fingerprint(conn, self.names)
             if fingerprint != self._open_fingerprint:
@@ -79,7 +78,8 @@ class MetricsJob:
             if session is not None:
                 intraday = await queries.newest_intraday_return(conn, self.names, session.pre_open_utc)
         inputs = (session is not None, intraday)
-        if not moved and inputs == self._last_inputs:
+        unconfirmed = self._sent is not None and document_changed(self.last_document, self._sent)
+        if not moved and inputs == self._last_inputs and not unconfirmed:
             return False
         self._last_inputs = inputs
         return self._publish_if_changed(now, intraday, in_session=session is not None)
@@ -108,7 +108,7 @@ class MetricsJob:
         payload = encode_document(document).decode()
         message = MetricsComputed(account=self.names.slug, payload=payload, computed_at=from_datetime(now))
         self._publisher.publish(topic_metrics(self.names.slug), message)
-        self.last_document = document
+        self.last_document = self._sent = document
         self._counters["metrics_published"] += 1
         log.debug("published KPI document account=%s", self.names.slug)
         return True

@@ -10,6 +10,10 @@ A trade becomes a ``Tick`` unless it is malformed, has no symbol, a non-finite o
 price, or a condition in the exclusion set (default ``D,M,E``; a trade without conditions is
 kept, D65). Every outcome that is not a tick is a ``Skip`` with a reason: the caller counts
 ``rejects_<reason>`` (bad input) or ``skipped_<reason>`` (valid, just not for us).
+
+``TradeFilter.accept`` is the hot path: a typed decode of the usual shape that only *accepts* (it
+returns None for anything else, and the caller then asks ``decode_frames``, the one place that
+says why a frame is dropped), so both always agree on what becomes a tick.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ from datetime import datetime
 from typing import Final
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from coldharbour.domain.types import from_datetime
 from coldharbour.messages import Tick
 
 _DECODER: Final = msgspec.msgpack.Decoder()
 MAX_SYMBOL_CHARS: Final = 32
+_ONE_ENTRY_MAP: Final = 0x81  # msgpack fixmap with one key: the feed's ``{kind: body}``
+_INF: Final = math.inf
 
 
 class Skip(msgspec.Struct, frozen=True):
@@ -75,7 +82,7 @@ def decode_frames(frames: Sequence[bytes], exclude: Collection[str]) -> Tick | S
         return Skip("frame_count")
     try:
         message = _DECODER.decode(frames[-1])
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec lets invalid UTF-8 in a str escape
         return Skip("msgpack")
     if not isinstance(message, dict) or not message:
         return Skip("shape")
@@ -109,3 +116,68 @@ def decode_trade(body: Mapping[str, object], exclude: Collection[str]) -> Tick |
     if ts is None:
         return Skip("time")
     return Tick(symbol=symbol.strip().upper(), price=price, size=size or 0.0, ts_event=ts)
+
+
+class _TradeBody(msgspec.Struct, gc=False):
+    S: str | UnsetType = UNSET
+    symbol: str | UnsetType = UNSET
+    p: float | UnsetType = UNSET
+    price: float | UnsetType = UNSET
+    c: tuple[str, ...] | str | UnsetType = UNSET
+    conditions: tuple[str, ...] | str | UnsetType = UNSET
+    t: int | str | UnsetType = UNSET
+    s: float | UnsetType = UNSET
+
+
+class _TradeMessage(msgspec.Struct, gc=False):
+    trade: _TradeBody | UnsetType = UNSET
+
+
+_TRADE_DECODER: Final = msgspec.msgpack.Decoder(_TradeMessage)
+_MAX_MEMO: Final = 4096
+
+
+class TradeFilter:
+    """The hot path: ``accept(frame)`` for plain valid trade frames, with the exclusion set fixed."""
+
+    def __init__(self, exclude: Collection[str]) -> None:
+        self._exclude = frozenset(exclude)
+        self._excluded: dict[tuple[str, ...] | str, bool] = {}  # conditions seen -> excluded?
+
+    def accept(self, frame: bytes) -> tuple[str, float, float, int] | None:
+        """Return (symbol, price, size, ts_event) of a plain valid trade frame, else None.
+
+        None means "not the plain case", not "bad": ask ``decode_frames`` for the verdict.
+        Whatever this accepts, ``decode_frames`` turns into the same tick
+        (``tests/broker/test_feed.py``).
+        """
+        if not frame or frame[0] != _ONE_ENTRY_MAP:
+            return None
+        try:
+            body = _TRADE_DECODER.decode(frame).trade
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return None
+        if body is UNSET:
+            return None
+        symbol = body.S if body.S is not UNSET else body.symbol
+        price = body.p if body.p is not UNSET else body.price
+        if symbol is UNSET or price is UNSET or len(symbol) > MAX_SYMBOL_CHARS or not 0 < price < _INF:
+            return None
+        conditions = body.c if body.c is not UNSET else body.conditions
+        if conditions is not UNSET and conditions and self._is_excluded(conditions):
+            return None
+        size = 0.0 if body.s is UNSET else body.s
+        ts = 0 if body.t is UNSET else body.t
+        symbol = symbol.strip()
+        if not symbol or not 0 <= size < _INF or isinstance(ts, str) or ts < 0:
+            return None
+        return symbol.upper(), price, size, ts
+
+    def _is_excluded(self, conditions: tuple[str, ...] | str) -> bool:
+        found = self._excluded.get(conditions)
+        if found is None:
+            parts = conditions.split("-") if isinstance(conditions, str) else conditions
+            found = not self._exclude.isdisjoint(map(str.strip, parts))
+            if len(self._excluded) < _MAX_MEMO:
+                self._excluded[conditions] = found
+        return found

@@ -1,7 +1,8 @@
 """Scheduling for the broker-facing workers: per-account loops, resync routing, task restarts.
 
 ``SnapshotRunner`` drives one account's ``AccountSync``: the start-up backfill, a full snapshot
-at start, every ``SNAPSHOT_SEC`` and on every full ``ResyncRequested``, and partial (per-symbol)
+at start, every ``SNAPSHOT_SEC`` and on every full ``ResyncRequested`` (rewinding the cursors
+first for the ``REWIND_REASONS``), and partial (per-symbol)
 snapshots as soon as they are asked for — in their own loop, so a WAC refresh after a fill never
 waits behind a backfill or a full snapshot. Requests arriving while one runs are coalesced.
 
@@ -31,6 +32,11 @@ log = logging.getLogger(__name__)
 RETRY_BASE_S: Final = 1.0
 RETRY_CAP_S: Final = 60.0
 MAX_CONSECUTIVE_CRASHES: Final = 5
+# Resync reasons meaning ``state`` may have missed pages already published (it started, the bus
+# lost messages or a publisher restarted, a commit failed): the next full snapshot re-sends the
+# history from the backfill floor instead of from the cursors. A stream ``reconnect`` needs no
+# rewind: what the stream missed is newer than the cursors.
+REWIND_REASONS: Final = frozenset({"start", "gap", "restart", "commit_failed"})
 
 
 async def sleep_unless_stopped(stop: asyncio.Event, delay_s: float) -> bool:
@@ -93,6 +99,7 @@ class SnapshotRunner:
         self._full_reason = "start"
         self._partial_wanted = asyncio.Event()
         self._symbols: set[str] = set()
+        self._rewind = False
 
     def request(self, message: ResyncRequested) -> None:
         """Queue a resync: partial when it names symbols, full otherwise (coalesced)."""
@@ -101,6 +108,8 @@ class SnapshotRunner:
             self._partial_wanted.set()
         else:
             self._full_reason = message.reason or "resync"
+            # Coalesced with the next full snapshot: the rewind happens right before it.
+            self._rewind = self._rewind or message.reason in REWIND_REASONS
             self._full_wanted.set()
 
     async def run_full(self, stop: asyncio.Event) -> None:
@@ -108,6 +117,9 @@ class SnapshotRunner:
         await self._retrying(stop, "backfill", lambda: self.sync.backfill(self._backfill_days))
         reason = "start"
         while not stop.is_set():
+            if self._rewind:
+                self._rewind = False
+                self.sync.rewind()
             await self._retrying(stop, "snapshot", functools.partial(self.sync.full, reason))
             reason = await self._next_full(stop)
 

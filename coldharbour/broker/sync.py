@@ -12,7 +12,9 @@ idempotent, so re-sent history changes nothing):
 - **fills**: the id of the last FILL activity seen (``page_token`` paging).
 
 Order of publication in a full snapshot: order pages, fill pages, then ``SnapshotTaken``, so
-``state`` already has the history that explains the positions when it reconciles (SPEC §3).
+``state`` already has the history that explains the positions when it reconciles (SPEC §3);
+positions are read *before* that history, so the history covers them. ``rewind()`` resets the
+cursors when ``state`` may have missed pages (its start, a bus gap, a failed commit).
 A partial snapshot (``symbols``) only fetches those symbols' positions: it is the fast WAC
 refresh after a fill.
 """
@@ -87,17 +89,30 @@ class AccountSync:
 
     # --- snapshots ----------------------------------------------------------------------------
 
+    def rewind(self) -> None:
+        """Forget the cursors: the next full snapshot re-sends the history since the backfill floor.
+
+        For when ``state`` may have missed pages already sent (it started after them, or the bus
+        lost some): the cursors only say what was *published*, not what ``state`` received.
+        """
+        self.order_cursor_ns = None
+        self.fill_cursor_id = None
+        self.counters["rewinds"] += 1
+
     async def full(self, reason: str) -> None:
-        """Pull history since the cursors, then positions/account/open orders; publish them."""
+        """Read positions/account, then open orders and history since the cursors; publish them."""
         taken_at = self._clock_ns()
+        # Positions first: every fill they reflect is then in the history read after them, so
+        # ``state`` never reconciles against a position its pages cannot explain yet (fills
+        # newer than ``taken_at`` make it skip the symbol instead).
+        positions = self._positions(await self._rest.positions())
+        figures = convert_account(await self._rest.account())
         open_raw = await self._rest.open_orders()
         open_orders = self._convert(open_raw)
         live = {item.order.id: (item.order.parent_id or item.order.id) for item in open_orders if item.order.is_live}
         gone_families = sorted({top for order_id, top in self._open_families.items() if order_id not in live})
         await self._publish_orders(self._order_sources(gone_families), is_backfill=False)
         await self._publish_fills(after_id=self.fill_cursor_id, after_ns=self._fill_floor_ns, is_backfill=False)
-        positions = self._positions(await self._rest.positions())
-        figures = convert_account(await self._rest.account())
         if isinstance(figures, Rejected):
             self._reject("account", figures)
             cash = equity = None

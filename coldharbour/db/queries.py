@@ -254,6 +254,13 @@ async def newest_intraday_return(conn: Conn, names: AccountNames, since: datetim
     return rows[0][0] if rows else None
 
 
+async def first_intraday_ts(conn: Conn, names: AccountNames, since: datetime) -> datetime | None:
+    """Return ``ts`` of the oldest intraday row at or after ``since`` (None if none)."""
+    query = sql.SQL("SELECT ts FROM {t} WHERE ts >= %s ORDER BY ts LIMIT 1").format(t=names.equity_intraday.ident)
+    rows = await _fetch(conn, query, [since])
+    return rows[0][0] if rows else None
+
+
 async def stored_metrics_payload(conn: Conn, names: AccountNames) -> str | None:
     """Return the stored KPI document (JSON text), or None before the first one."""
     query = sql.SQL("SELECT metrics_payload FROM {t} WHERE id = %s").format(t=names.metrics.ident)

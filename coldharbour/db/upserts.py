@@ -6,18 +6,19 @@ message writes nothing and notifies nothing (STYLE.md §2.5 rule 4). ``updated_a
 are never part of the comparison: they say when a change happened, they are not one.
 
 Batches are one statement each: the rows travel as one typed array per column and are
-``unnest``-ed server-side. Measured on this machine (2 cores, local PostgreSQL, 10,000
-open-position rows whose marks all changed, one transaction): ``unnest`` 200–205 ms,
-``executemany`` (pipelined, one ``INSERT … ON CONFLICT`` per row) 346–443 ms, COPY into a temp
-table + ``INSERT … SELECT … ON CONFLICT`` 117–153 ms. COPY is faster, but a ``db.writer.Step`` is
-one ``execute``; ``unnest`` is the fastest form the writer runs today (a COPY step kind would
-save ~80 ms per 10,000-row flush, once a minute).
+``unnest``-ed server-side, or, from ``COPY_MIN_ROWS`` rows on, are COPY-ed into a temporary table
+the statement reads (``db.writer.CopyIn``). Measured on this machine (2 cores, local PostgreSQL,
+10,000 open-position rows whose marks all changed, one transaction): ``unnest`` 200–220 ms (of
+which ~100 ms is psycopg building the text arrays in Python), ``executemany`` 346–443 ms, COPY +
+``INSERT … SELECT … ON CONFLICT`` 117–153 ms (``scripts/bench`` ``flush_10k``). Below a few
+hundred rows the temp table's fixed cost makes ``unnest`` the faster form.
 
 Column lists come from ``db.rows`` constants only; identifiers are ``psycopg.sql``.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -28,10 +29,12 @@ from psycopg.rows import TupleRow
 from coldharbour.db import rows as r
 from coldharbour.db.names import Table
 from coldharbour.db.notify import Notification
-from coldharbour.db.writer import Step
+from coldharbour.db.writer import CopyIn, Step
 from coldharbour.domain.types import CLOSED_COLUMNS
 
 Announce = Callable[[list[TupleRow]], list[Notification]]
+COPY_MIN_ROWS = 500
+_COPY_IDS = itertools.count(1)  # temp table names: two COPY steps of one commit never collide
 
 
 def _ids(names: Sequence[str]) -> sql.Composed:
@@ -57,7 +60,16 @@ def _upsert(
     announce: Announce | None = None,
     stamp: str | None = "updated_at",
 ) -> Step:
-    """Return ``INSERT … SELECT unnest … ON CONFLICT (key) DO UPDATE … WHERE distinct RETURNING key``."""
+    """Return ``INSERT … SELECT unnest … ON CONFLICT (key) DO UPDATE … WHERE distinct RETURNING key``.
+
+    From ``COPY_MIN_ROWS`` rows on, the ``SELECT`` reads a temporary table the rows are COPY-ed into.
+    """
+    rows = list(rows)
+    copy_in = None
+    select: sql.Composable = _unnest(types)
+    if len(rows) >= COPY_MIN_ROWS:
+        copy_in = CopyIn(f"copy_{next(_COPY_IDS)}", table.ident, columns, rows)
+        select = sql.SQL("SELECT {cols} FROM {t}").format(cols=_ids(columns), t=sql.Identifier(copy_in.temp))
     updated = [c for c in columns if c not in key]
     compared = list(compare) if compare is not None else [c for c in updated if c != stamp]
     sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updated]
@@ -67,13 +79,15 @@ def _upsert(
         "INSERT INTO {t} AS cur ({cols}) {select} ON CONFLICT ({key}) DO UPDATE SET {sets} "
         "WHERE ({old}) IS DISTINCT FROM ({new}) RETURNING {ret}"
     ).format(
-        t=table.ident, cols=_ids(columns), select=_unnest(types), key=_ids(key),
+        t=table.ident, cols=_ids(columns), select=select, key=_ids(key),
         sets=sql.SQL(", ").join(sets),
         old=sql.SQL(", ").join(sql.SQL("cur.{}").format(sql.Identifier(c)) for c in compared),
         new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in compared),
         ret=_ids(returning or key),
     )  # fmt: skip
-    return Step(statement, r.columns_of(list(rows), len(columns)), announce=announce)
+    if copy_in is not None:
+        return Step(statement, announce=announce, copy=copy_in)
+    return Step(statement, r.columns_of(rows, len(columns)), announce=announce)
 
 
 def latest_prices(table: Table, prices: Sequence[tuple[str, Decimal, datetime]]) -> Step:

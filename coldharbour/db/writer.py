@@ -33,10 +33,26 @@ BACKOFF_INITIAL_S: Final = 0.2
 BACKOFF_MAX_S: Final = 10.0
 _NOTIFY_MANY: Final = sql.SQL("SELECT count(pg_notify(c, p)) FROM unnest(%s::text[], %s::text[]) AS n(c, p)")
 
+class CopyIn(NamedTuple):
+    """Rows to COPY into a temporary table (``like``'s column types) before the step's statement runs.
+
+    The table (``temp``, unique in the session, dropped at commit) holds ``columns``; the
+    statement reads it. COPY
+    skips building one array parameter per column: 10,000 open-position rows flush in
+    about half the time of an ``unnest`` statement (``scripts/bench`` ``flush_10k``).
+    """
+
+    temp: str
+    like: sql.Composable
+    columns: Sequence[str]
+    rows: Sequence[Sequence[object]]
+
+
 class Step(NamedTuple):
     """One statement of a commit.
 
     ``many`` runs it with ``executemany`` over ``params`` (a sequence of parameter sets).
+    ``copy`` first loads rows into a temporary table that the statement reads.
     ``announce`` turns the rows the statement returned into notifications.
     """
 
@@ -44,6 +60,7 @@ class Step(NamedTuple):
     params: Any = None
     many: bool = False
     announce: Callable[[list[TupleRow]], list[Notification]] | None = None
+    copy: CopyIn | None = None
 
 
 class CommitResult(NamedTuple):
@@ -126,6 +143,8 @@ class Writer:
 
     @staticmethod
     async def _run(cur: psycopg.AsyncCursor[TupleRow], step: Step) -> list[TupleRow]:
+        if step.copy is not None:
+            await Writer._copy_in(cur, step.copy)
         if step.many:
             await cur.executemany(step.statement, step.params, returning=step.announce is not None)
             rows: list[TupleRow] = []
@@ -137,6 +156,16 @@ class Writer:
             return rows
         await cur.execute(step.statement, step.params)
         return await cur.fetchall() if cur.description is not None else []
+
+    @staticmethod
+    async def _copy_in(cur: psycopg.AsyncCursor[TupleRow], copy_in: CopyIn) -> None:
+        temp = sql.Identifier(copy_in.temp)
+        columns = sql.SQL(", ").join(map(sql.Identifier, copy_in.columns))
+        create = sql.SQL("CREATE TEMP TABLE {t} ON COMMIT DROP AS SELECT {c} FROM {like} WITH NO DATA")
+        await cur.execute(create.format(t=temp, c=columns, like=copy_in.like))  # the types, no constraints
+        async with cur.copy(sql.SQL("COPY {t} ({c}) FROM STDIN").format(t=temp, c=columns)) as copy:
+            for row in copy_in.rows:
+                await copy.write_row(row)
 
     async def _drop(self) -> None:
         if self._conn is not None:

@@ -42,11 +42,12 @@ from coldharbour.messages import (
     SessionPhaseChanged,
     SnapshotTaken,
     Tick,
+    TickBatch,
     topic_resync,
 )
 from coldharbour.mirror.account import AccountMirror
 from coldharbour.mirror.batch import AccountBatch
-from coldharbour.mirror.marks import Marks
+from coldharbour.mirror.marks import Marks, TickLag
 from coldharbour.mirror.plan import LedgerCheck, Plan
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Mirror:
         self.counters = counters
         self.shared = shared_names(settings)
         self.marks = Marks(self.shared)
+        self.tick_lag = TickLag(counters)
         params = RowParams(min_stop_gap=Decimal(repr(settings.min_stop_gap)), gtc_days=settings.alpaca_gtc_days)
         push_pct = Decimal(repr(settings.ui_push_pct_threshold))
         self.accounts = {
@@ -167,8 +169,8 @@ class Mirror:
                 extra.extend(self.heartbeat_plan(to_datetime(now)))
             case GapDetected(slug=slug, kind=kind):
                 extra.messages.append((topic_resync(slug), ResyncRequested(account=slug, reason=kind)))
-            case (_, Tick() as tick):
-                self._stage_tick(tick, batches)
+            case (_, Tick() | TickBatch() as ticks):
+                self._stage_ticks(ticks, batches)
             case (_, LedgerCheckRequested(account=slug)) if slug in self.accounts:
                 return lambda: iter([LedgerCheck(slug)])
             case (_, SnapshotTaken() as snapshot):
@@ -182,13 +184,23 @@ class Mirror:
                 self._stage_account(message, batches)
         return None
 
-    def _stage_tick(self, tick: Tick, batches: dict[str, AccountBatch]) -> None:
-        self.counters["ticks"] += 1
-        if not self.marks.apply(tick):
+    def _stage_ticks(self, ticks: Tick | TickBatch, batches: dict[str, AccountBatch]) -> None:
+        if isinstance(ticks, Tick):
+            self.counters["ticks"] += 1
+            self.tick_lag.pending(ticks.ts_event, 1)
+            if self.marks.apply(ticks):
+                self._remark({ticks.symbol}, batches)
             return
+        self.counters["ticks"] += len(ticks.symbols)
+        if ticks.ts_events:
+            self.tick_lag.pending(min(ticks.ts_events), len(ticks.ts_events))
+        self._remark(self.marks.apply_batch(ticks), batches)
+
+    def _remark(self, symbols: set[str], batches: dict[str, AccountBatch]) -> None:
         for slug, account in self.accounts.items():
-            if account.ledger.net(tick.symbol) != 0:
-                batches.setdefault(slug, AccountBatch()).remarked.add(tick.symbol)
+            held = {symbol for symbol in symbols if account.ledger.net(symbol) != 0}
+            if held:
+                batches.setdefault(slug, AccountBatch()).remarked.update(held)
 
     def _stage_snapshot(self, snapshot: SnapshotTaken, batches: dict[str, AccountBatch], now: int) -> Barrier | None:
         batch = self._batch(snapshot.account, batches)

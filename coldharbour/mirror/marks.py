@@ -8,6 +8,7 @@ An older print arriving late never replaces a newer mark, but still counts in it
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
@@ -16,10 +17,12 @@ from coldharbour.db import upserts
 from coldharbour.db.names import SharedNames
 from coldharbour.domain.money import InvalidMoney, to_decimal
 from coldharbour.domain.types import to_datetime
-from coldharbour.messages import Tick
+from coldharbour.messages import Tick, TickBatch
 from coldharbour.mirror.plan import Plan
 
 NS_PER_MINUTE: Final = 60_000_000_000
+LAG_BOUNDS_MS: Final = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000)
+LAG_OVER: Final = "tick_lag_over"
 
 
 @dataclass
@@ -52,19 +55,31 @@ class Marks:
 
     def apply(self, tick: Tick) -> bool:
         """Apply one tick; return True when the symbol's mark changed."""
+        return self.apply_print(tick.symbol, tick.price, tick.size, tick.ts_event or tick.ts)
+
+    def apply_batch(self, batch: TickBatch) -> set[str]:
+        """Apply every print of ``batch`` in order; return the symbols whose mark changed."""
+        changed: set[str] = set()
+        apply, fallback = self.apply_print, batch.ts
+        for symbol, price, size, ts in zip(batch.symbols, batch.prices, batch.sizes, batch.ts_events, strict=True):
+            if apply(symbol, price, size, ts or fallback):
+                changed.add(symbol)
+        return changed
+
+    def apply_print(self, symbol: str, price_f: float, size_f: float, ts: int) -> bool:
+        """Apply one trade print; return True when the symbol's mark changed."""
         try:
-            price = to_decimal(tick.price, field="price")
-            volume = to_decimal(tick.size, field="size")
+            price = to_decimal(price_f, field="price")
+            volume = to_decimal(size_f, field="size")
         except InvalidMoney:
             self.rejected += 1
             return False
-        ts = tick.ts_event or tick.ts
-        self._add_to_bar(tick.symbol, ts, price, volume)
-        current = self.prices.get(tick.symbol)
+        self._add_to_bar(symbol, ts, price, volume)
+        current = self.prices.get(symbol)
         if current is not None and current[1] > ts:
             return False
-        self.prices[tick.symbol] = (price, ts)
-        self.dirty.add(tick.symbol)
+        self.prices[symbol] = (price, ts)
+        self.dirty.add(symbol)
         return current is None or current[0] != price
 
     def _add_to_bar(self, symbol: str, ts: int, price: Decimal, volume: Decimal) -> None:
@@ -102,3 +117,31 @@ class Marks:
             newest[symbol] = max(minute, newest.get(symbol, minute))
         for key in [k for k in self.bars if k[1] < newest[k[0]] and k not in self.dirty_bars]:
             del self.bars[key]
+
+
+class TickLag:
+    """Feed → mark latency of ticks, as a histogram in ``counters`` (the heartbeat carries it).
+
+    Buckets ``tick_lag_le_<ms>ms`` (``LAG_BOUNDS_MS``) and ``tick_lag_over``. A tick message
+    counts all its ticks at the age of its oldest feed time (an upper bound), taken when every
+    plan of the batch that carried it has been swapped in (``observe``). Ticks without a feed
+    time are not counted. ``scripts/bench`` (``tick_to_mark``) reads p50/p99 from it.
+    """
+
+    def __init__(self, counters: Counter[str]) -> None:
+        self._counters = counters
+        self._keys = [(bound, f"tick_lag_le_{bound}ms") for bound in LAG_BOUNDS_MS]
+        self._pending: list[tuple[int, int]] = []
+
+    def pending(self, oldest_ns: int, count: int) -> None:
+        """Remember ``count`` ticks whose oldest feed time is ``oldest_ns`` (0 = unknown)."""
+        if oldest_ns > 0:
+            self._pending.append((oldest_ns, count))
+
+    def observe(self, now_ns: int) -> None:
+        """Count every pending tick at its age at ``now_ns`` (their marks are applied)."""
+        for oldest_ns, count in self._pending:
+            lag_ms = (now_ns - oldest_ns) / 1e6
+            key = next((key for bound, key in self._keys if lag_ms <= bound), LAG_OVER)
+            self._counters[key] += count
+        self._pending.clear()

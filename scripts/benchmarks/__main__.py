@@ -13,22 +13,22 @@ import traceback
 from collections.abc import Callable
 
 from scripts.benchmarks import stack
-from scripts.benchmarks.report import note
 
 Figure = Callable[[str, bool], None]
 
 
 def _figures() -> dict[str, Figure]:
-    from scripts.benchmarks import feed
+    from scripts.benchmarks import feed, fills, flush, memory, rebuild, ticks
 
-    figures: dict[str, Figure] = {"feed_ingest": feed.run}
-    try:
-        from scripts.benchmarks import state_figures
-
-        figures.update(state_figures.FIGURES)
-    except ImportError as e:
-        note(f"state figures unavailable: {e}")
-    return figures
+    return {
+        "feed_ingest": feed.run,
+        "tick_to_mark": ticks.run,
+        "fill_to_notify": fills.run,
+        "flush_10k": flush.run,
+        "rebuild_1m": rebuild.run,
+        "rss_idle": memory.run_idle,
+        "rss_100k_lots": memory.run_lots,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,6 @@ import io
 import subprocess
 import sys
 import time
-from decimal import Decimal
 
 import msgspec
 import psycopg
@@ -15,13 +14,15 @@ import zmq
 
 from scripts.benchmarks.report import percentile
 
-# A sender process: binds PUB at argv[1], waits for argv[3] seconds of slow-joiner margin,
-# then sends argv[2] frames (msgpack trade maps) as fast as it can, then a b"END" frame.
+# A sender process: binds PUB at argv[1], waits for a line on stdin (the caller's slow-joiner
+# margin), then sends argv[2] frames (msgpack trade maps) as fast as it can, then a b"END"
+# frame, and stays up until stdin closes (so nothing still queued is lost at exit).
 SENDER = r"""
 import sys, time, zmq, msgspec
 endpoint, count, multipart = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 ctx = zmq.Context(); sock = ctx.socket(zmq.PUB); sock.setsockopt(zmq.SNDHWM, 0); sock.bind(endpoint)
-frames = [msgspec.msgpack.encode({"trade": {"S": f"S{i % 1000:04d}", "p": 100.0 + (i % 97) / 100, "c": ["@"], "t": time.time_ns(), "s": 100}}) for i in range(1000)]
+frames = [msgspec.msgpack.encode({"trade": {"S": f"S{i % 1000:04d}", "p": 100.0 + (i % 97) / 100, "c": ["@"],
+                                            "t": time.time_ns(), "s": 100}}) for i in range(1000)]
 sys.stdin.readline()
 for i in range(count):
     if multipart:
@@ -29,7 +30,7 @@ for i in range(count):
     else:
         sock.send(frames[i % 1000])
 sock.send(b"END") if not multipart else sock.send_multipart([b"px.END", b"END"])
-time.sleep(1)
+sys.stdin.read()
 """
 
 
@@ -39,6 +40,17 @@ def start_sender(endpoint: str, count: int, *, multipart: bool) -> subprocess.Po
         [sys.executable, "-c", SENDER, endpoint, str(count), "1" if multipart else "0"],
         stdin=subprocess.PIPE, text=True,
     )
+
+
+def stop_sender(sender: subprocess.Popen[str], timeout_s: float = 30) -> None:
+    """Close the sender's stdin (it exits once its queue is empty) and wait for it."""
+    if sender.stdin is not None:
+        sender.stdin.close()
+    try:
+        sender.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        sender.kill()
+        sender.wait(5)
 
 
 def _subscribe_and_go(sock: zmq.Socket[bytes], sender: subprocess.Popen[str]) -> None:
@@ -69,7 +81,7 @@ def raw_sub_decode_rate(endpoint: str, count: int) -> float:
         decoder.decode(frame)
         received += 1
     elapsed = time.perf_counter() - first
-    sender.wait(10)
+    stop_sender(sender)
     sock.close(linger=0)
     ctx.term()
     return received / elapsed
@@ -94,7 +106,7 @@ def raw_pubsub_multipart_rate(endpoint: str, count: int) -> float:
             break
         received += 1
     elapsed = time.perf_counter() - first
-    sender.wait(10)
+    stop_sender(sender)
     sock.close(linger=0)
     ctx.term()
     return received / elapsed
@@ -118,18 +130,17 @@ def raw_notify_latency_ms(dsn: str, count: int) -> tuple[float, float]:
     return percentile(latencies, 50), percentile(latencies, 99)
 
 
-def raw_copy_merge_s(dsn: str, table: str, rows: list[tuple[str, Decimal, Decimal, Decimal]]) -> float:
-    """Return seconds to COPY ``rows`` (parent_id, mkt_px, mkt_value, profit_loss) into a temp table and merge."""
+def raw_copy_merge_s(dsn: str, table: str, columns: tuple[str, ...], rows: list[tuple[object, ...]]) -> float:
+    """Return seconds to COPY ``rows`` (``columns``, the first is the key) into a temp table and merge them."""
+    key, *rest = columns
     with psycopg.connect(dsn) as conn:
         start = time.perf_counter()
-        conn.execute("CREATE TEMP TABLE bench_marks (parent_id text, mkt_px numeric, mkt_value numeric, profit_loss numeric) ON COMMIT DROP")
-        with conn.cursor().copy("COPY bench_marks FROM STDIN") as copy:
+        conn.execute(f"CREATE TEMP TABLE bench_rows (LIKE {table}) ON COMMIT DROP")
+        with conn.cursor().copy(f"COPY bench_rows ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-        conn.execute(
-            f"UPDATE {table} AS t SET mkt_px = b.mkt_px, mkt_value = b.mkt_value, profit_loss = b.profit_loss "  # noqa: S608
-            "FROM bench_marks b WHERE t.parent_id = b.parent_id"
-        )
+        sets = ", ".join(f"{c} = b.{c}" for c in rest)
+        conn.execute(f"UPDATE {table} AS t SET {sets} FROM bench_rows b WHERE t.{key} = b.{key}")
         conn.commit()
         return time.perf_counter() - start
 

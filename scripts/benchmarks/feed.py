@@ -7,8 +7,17 @@ from pathlib import Path
 
 import zmq
 
+from coldharbour.messages import Tick, TickBatch, decode
 from scripts.benchmarks import baselines, stack
 from scripts.benchmarks.report import emit, note
+
+
+def ticks_in(payload: bytes) -> int:
+    """Return how many ticks one ``px.*`` payload carries."""
+    message = decode(payload)
+    if isinstance(message, TickBatch):
+        return len(message.symbols)
+    return 1 if isinstance(message, Tick) else 0
 
 
 def _count_published(bus_out: str, sender, total: int) -> tuple[int, float]:  # type: ignore[no-untyped-def]
@@ -26,11 +35,11 @@ def _count_published(bus_out: str, sender, total: int) -> tuple[int, float]:  # 
     while received < total:
         if not poller.poll(2000):
             break  # the stream went quiet: prices dropped the rest (counted by what arrived)
-        sock.recv_multipart()
+        _topic, payload = sock.recv_multipart()
         last = time.perf_counter()
         if received == 0:
             first = last
-        received += 1
+        received += ticks_in(payload)
     sock.close(linger=0)
     ctx.term()
     return received, max(last - first, 1e-9)
@@ -38,7 +47,7 @@ def _count_published(bus_out: str, sender, total: int) -> tuple[int, float]:  # 
 
 def run(dsn: str, quick: bool) -> None:
     """Measure the figure and its raw baseline (same frames, same machine, same run)."""
-    count = 100_000 if quick else 500_000
+    count = 200_000 if quick else 1_000_000
     with stack.run_dir() as directory:
         feed = f"ipc://{directory}/feed.sock"
         note(f"feed_ingest baseline: raw SUB+decode of {count} frames")
@@ -48,7 +57,7 @@ def run(dsn: str, quick: bool) -> None:
         try:
             sender = baselines.start_sender(feed, count, multipart=False)
             received, elapsed = _count_published(f"ipc://{directory}/bus-out.sock", sender, count)
-            sender.wait(30)
+            baselines.stop_sender(sender)
         finally:
             for program in reversed(programs):
                 program.stop()

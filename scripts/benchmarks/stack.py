@@ -13,9 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+import zmq
 
 from coldharbour.config import load_settings
 from coldharbour.db import schema
+from coldharbour.messages import Heartbeat, decode
 from coldharbour.sim.postgres import PgCluster
 
 ACCOUNT = "bench"
@@ -115,3 +117,47 @@ def wait_until(predicate, timeout_s: float, what: str):  # type: ignore[no-untyp
             return value
         time.sleep(0.02)
     raise TimeoutError(f"bench: timed out waiting for {what}")
+
+
+class Heartbeats:
+    """A SUB on ``bus_out`` keeping every heartbeat (``hb.*``) in arrival order."""
+
+    def __init__(self, bus_out: str) -> None:
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._sock = self._ctx.socket(zmq.SUB)
+        self._sock.setsockopt(zmq.SUBSCRIBE, b"hb.")
+        self._sock.connect(bus_out)
+        self.seen: list[Heartbeat] = []
+
+    def poll(self, timeout_ms: int = 10) -> list[Heartbeat]:
+        """Drain what arrived; return every heartbeat so far."""
+        while self._sock.poll(timeout_ms):
+            _topic, payload = self._sock.recv_multipart()
+            message = decode(payload)
+            if isinstance(message, Heartbeat):
+                self.seen.append(message)
+            timeout_ms = 0
+        return self.seen
+
+    def latest(self, program: str) -> Heartbeat | None:
+        """Return the newest heartbeat of ``program``."""
+        found = [hb for hb in self.poll() if hb.program == program]
+        return found[-1] if found else None
+
+    def counter(self, program: str, name: str) -> int:
+        """Return ``program``'s counter ``name`` in its newest heartbeat (0 before any)."""
+        latest = self.latest(program)
+        return 0 if latest is None else latest.counters.get(name, 0)
+
+    def next(self, program: str, timeout_s: float = 10.0) -> Heartbeat:
+        """Wait for a heartbeat of ``program`` newer than the ones seen so far."""
+        count = len([hb for hb in self.poll() if hb.program == program])
+        found: list[Heartbeat] = wait_until(
+            lambda: [hb for hb in self.poll() if hb.program == program][count:][-1:] or None,
+            timeout_s, f"a heartbeat of {program}")
+        return found[0]
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close(linger=0)
+        self._ctx.term()

@@ -78,3 +78,23 @@ async def test_upserts_fill_activity_conflicts_on_execution_id_and_reads_back_as
     assert count == (1,)
     assert canonical.key == fill.key
     assert canonical.ts == T0 + 123_456_000
+
+
+async def test_upserts_large_batch_goes_through_copy_and_stays_idempotent(migrated_dsn: Any) -> None:
+    table = account_names(make_settings(migrated_dsn), "demo").cash_flows
+    writer = await _writer(migrated_dsn)
+    count = upserts.COPY_MIN_ROWS + 10
+    flows = [(f"cf-{i}", T0, Decimal(i), "FEE", "fee", None) for i in range(count)]
+    changed = [*flows[:5], *[(f"cf-{i}", T0, Decimal(-i - 1), "FEE", "fee", "x") for i in range(5, count)]]
+
+    steps = [upserts.cash_flows(table, [(i, rows._dt(t), *rest) for i, t, *rest in batch])
+             for batch in (flows, changed)]
+    first = await writer.commit([steps[0]])
+    replay = await writer.commit([upserts.cash_flows(table, steps[0].copy.rows)])  # type: ignore[union-attr]
+    both = await writer.commit([steps[1], upserts.cash_flows(table, steps[0].copy.rows)])  # type: ignore[union-attr]
+    await writer.close()
+
+    assert steps[0].copy is not None
+    assert len(first.rows[0]) == count
+    assert replay.rows == [[]]
+    assert (len(both.rows[0]), len(both.rows[1])) == (count - 5, count - 5)

@@ -9,134 +9,33 @@ process. One stack serves the module; every test leaves it healthy. Teardown run
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import stat
-import subprocess
-import sys
-import tempfile
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
+from datetime import UTC, datetime
+from functools import partial
 
 import pytest
 
-from coldharbour.runtime import PROGRAMS
+from coldharbour.analytics.clock import ManualClock
+from coldharbour.config import load_settings
+from coldharbour.runtime import PROGRAMS, SESSION_PROGRAMS, WorkerContext
 from coldharbour.sim.postgres import PgCluster
-from coldharbour.supervisor import SupervisorClient, render_config, socket_path
-from tests.support import make_environ, wait_for
+from coldharbour.supervisor import SupervisorClient, socket_path
+from tests.analytics.helpers import running
+from tests.fixtures.bus import InprocBus
+from tests.fixtures.stack import Stack, start_stack
+from tests.support import async_wait_for, wait_for
+from workers import scheduler
 
 pytestmark = pytest.mark.integration
-
-CLI_TIMEOUT_S = 120
-HEALTHY_TIMEOUT_S = 90.0
-
-
-class Stack:
-    """A running supervisord with every program, its environment and its client."""
-
-    def __init__(self, env: dict[str, str], run_dir: Path, conf: Path, broker_url: str) -> None:
-        self.env = env
-        self.run_dir = run_dir
-        self.conf = conf
-        self.broker_url = broker_url
-        self.client = SupervisorClient(socket_path(run_dir))
-
-    def chmgr(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run ``chmgr args…`` in this stack's environment."""
-        return subprocess.run(
-            [sys.executable, "-m", "coldharbour.cli", *args],
-            env=self.env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False,
-        )  # fmt: skip
-
-    def pid(self, program: str) -> int | None:
-        """Return ``program``'s pid while it is RUNNING, else None."""
-        info = self.client.process(program)
-        return info.pid if info.state == "RUNNING" else None
-
-    def status_rows(self) -> dict[str, str]:
-        """Return {program: its status row} once `chmgr status` says all are healthy, else {}."""
-        result = self.chmgr("status")
-        if result.returncode != 0:
-            return {}
-        rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("│")}
-        return rows if all("ago" in rows.get(name, "") for name in PROGRAMS) else {}
-
-    def wait_healthy(self) -> dict[str, str]:
-        """Wait until every program is RUNNING with a fresh heartbeat; return the status rows."""
-        return wait_for(
-            self.status_rows, HEALTHY_TIMEOUT_S, interval_s=0.5, what="every program RUNNING with a heartbeat"
-        )
-
-    def stream_listeners(self) -> int:
-        """Return how many trade_updates connections the fake broker has."""
-        with urllib.request.urlopen(f"{self.broker_url}/sim/state", timeout=10) as response:
-            return int(json.load(response)["stream"]["listeners"])
-
-    def processes(self) -> list[int]:
-        """Return supervisord's pid and every program pid it reports."""
-        return [self.client.pid(), *(info.pid for info in self.client.info() if info.pid)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _start_broker(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with log_path.open("wb") as log:
-        broker = subprocess.Popen(
-            [sys.executable, "-m", "coldharbour.sim.broker", "--port", "0"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    line = wait_for(
-        lambda: next((x for x in log_path.read_text().splitlines() if "listening port=" in x), ""),
-        30, what="the fake broker to listen",
-    )  # fmt: skip
-    return broker, f"http://127.0.0.1:{line.split('port=')[1].split()[0]}"
-
 
 @pytest.fixture(scope="module")
 def stack(pg_cluster: PgCluster, migrated_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Start supervisord with every program via `chmgr up`; `chmgr down` and prove nothing is left."""
-    database = pg_cluster.create_database(template=migrated_template)
-    run_dir = Path(tempfile.mkdtemp(prefix="chs-", dir="/tmp"))
-    work = tmp_path_factory.mktemp("supervisord")
-    broker, broker_url = _start_broker(work / "broker.log")
-    env = {
-        **{key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ},
-        **make_environ(
-            pg_cluster.dsn(database), run_dir, ("demo",),
-            ALPACA_SECRET_KEY_DEMO="demo-secret", ALPACA_BASE_URL_DEMO=broker_url,
-            ZMQ_SIP_STREAM_ENDPOINT=f"ipc://{run_dir}/feed.sock", DISABLE_SESSION_SLEEP="1",
-        ),
-    }  # fmt: skip
-    running = Stack(env, run_dir, render_config(work), broker_url)
-    started: list[int] = []
-    try:
-        up = running.chmgr("up", "--conf", str(running.conf))
-        assert up.returncode == 0, up.stderr
-        started = running.processes()
+    with start_stack(pg_cluster, migrated_template, tmp_path_factory.mktemp("supervisord")) as running:
         yield running
-        started = running.processes()
-        down = running.chmgr("down")
-        assert down.returncode == 0, down.stderr
-        assert down.stdout.startswith("supervisord stopped")
-        wait_for(lambda: not any(_alive(pid) for pid in started), 30, what="every started process to exit")
-        assert not socket_path(run_dir).exists()
-    finally:
-        for pid in started:  # only if an assertion above failed: leave nothing behind
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        broker.send_signal(signal.SIGTERM)
-        broker.wait(30)
-        pg_cluster.drop_database(database)
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def test_supervisord_status_shows_every_program_running_with_heartbeat(stack: Stack) -> None:
@@ -248,3 +147,35 @@ def test_supervisord_no_secret_in_any_log(stack: Stack) -> None:
     logs = "".join(path.read_text(errors="replace") for path in (stack.run_dir / "logs").glob("*.log"))
 
     assert "demo-secret" not in logs
+
+
+@pytest.mark.asyncio
+async def test_supervisord_scheduler_stops_and_starts_the_session_programs(stack: Stack, bus: InprocBus) -> None:
+    """The scheduler (injected clock, the fake broker's calendar) drives this real supervisord:
+    on a Saturday it stops the session programs, at Monday's pre-open it starts them again. The
+    stack's own scheduler is stopped meanwhile (it keeps them on: DISABLE_SESSION_SLEEP=1)."""
+    stack.wait_healthy()
+    stack.client.stop("scheduler")
+    before = {name: stack.pid(name) for name in SESSION_PROGRAMS}
+    env = {**stack.env, "CHMGR_BUS_IN": bus.bus_in, "CHMGR_BUS_OUT": bus.bus_out, "DISABLE_SESSION_SLEEP": "0"}
+    settings = load_settings(env)
+    ctx = WorkerContext("scheduler", settings, bus.ctx)
+    clock = ManualClock(datetime(2024, 3, 16, 12, tzinfo=UTC))  # a Saturday: closed
+    control = SupervisorClient(socket_path(stack.run_dir))
+
+    def states(wanted: str) -> bool:
+        found = control.states()
+        return all(found[name] == wanted for name in SESSION_PROGRAMS)
+
+    async with running(partial(scheduler.run, settings, ctx, clock=clock, control=control), ctx):
+        await async_wait_for(lambda: states("STOPPED"), 60, interval_s=0.2, what="session programs stopped")
+        others = control.states()
+        clock.set(datetime(2024, 3, 18, 8, tzinfo=UTC))  # Monday 04:00 New York: pre-open
+        await async_wait_for(lambda: states("RUNNING"), 60, interval_s=0.2, what="session programs started")
+    after = {name: stack.pid(name) for name in SESSION_PROGRAMS}
+    stack.client.start("scheduler")
+
+    assert all(others[name] == "RUNNING" for name in PROGRAMS if name not in (*SESSION_PROGRAMS, "scheduler"))
+    assert all(after[name] not in (None, before[name]) for name in SESSION_PROGRAMS)
+    assert (ctx.counters["phase_changes"], ctx.counters["supervisor_failures"]) == (2, 0)
+    stack.wait_healthy()

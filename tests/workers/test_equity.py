@@ -20,7 +20,7 @@ from coldharbour.analytics.clock import ManualClock
 from coldharbour.db.names import account_names
 from coldharbour.domain.types import from_datetime
 from coldharbour.messages import EquityComputed, topic_equity
-from tests.analytics.helpers import Rows, context, running, settings_for, utc
+from tests.analytics.helpers import Rows, context, insert, running, settings_for, utc
 from tests.support import async_wait_for
 from workers import equity
 
@@ -92,6 +92,7 @@ async def test_equity_extends_the_daily_curve_after_the_close_without_a_rebuild(
 
     async with running(partial(equity.run, settings, ctx, clock=clock), ctx):
         await async_wait_for(lambda: ctx.counters["equity_runs"] == 1 and clock.sleepers == 1)
+        _store_intraday(migrated_dsn, tmp_path, bus, _messages(observer))  # as state would
         clock.set(arranged.close_utc + timedelta(seconds=30))
         await async_wait_for(lambda: ctx.counters["equity_runs"] == 2, what="second run")
 
@@ -102,6 +103,41 @@ async def test_equity_extends_the_daily_curve_after_the_close_without_a_rebuild(
     assert ctx.counters["daily_rebuilds"] == 1
     later_intraday = [m for m in _messages(observer) if m.intraday][-1]
     assert min(p.ts for p in later_intraday.intraday) > arranged.pre_open_utc  # only recent minutes again
+
+
+async def test_issue_6_intraday_points_lost_on_the_bus_are_sent_again_from_pre_open(
+    migrated_dsn, tmp_path, bus, fake_broker, arranged
+) -> None:
+    """Issue 6 bug: after its first run of a session ``equity`` sent only the recent minutes, so
+    when that first message was lost on the bus (``state`` not subscribed yet when every program
+    starts together, or restarting) the stored intraday curve never covered the session from
+    pre-open. Until the stored curve starts at the session's first point, a run sends it all."""
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url)
+    ctx = context("equity", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
+    observer = bus.observe(topic_equity("demo"))
+
+    async with running(partial(equity.run, settings, ctx, clock=clock), ctx):
+        await async_wait_for(lambda: ctx.counters["equity_runs"] == 1 and clock.sleepers == 1)
+        clock.advance(timedelta(seconds=INTERVAL_S))  # nobody stored the first points
+        await async_wait_for(lambda: ctx.counters["equity_runs"] == 2 and clock.sleepers == 1, what="second run")
+        _store_intraday(migrated_dsn, tmp_path, bus, _messages(observer))
+        clock.advance(timedelta(seconds=INTERVAL_S))
+        await async_wait_for(lambda: ctx.counters["equity_runs"] == 3 and clock.sleepers == 1, what="third run")
+
+    first, again, stored = [min(p.ts for p in m.intraday) for m in _messages(observer) if m.intraday]
+    assert first == again == arranged.pre_open_utc
+    assert stored > arranged.pre_open_utc  # once stored: only the recent minutes
+
+
+def _store_intraday(dsn, tmp_path, bus, messages: list[EquityComputed]) -> None:
+    """Store the published intraday points as ``state`` would."""
+    rows = Rows(settings_for(dsn, tmp_path, bus))
+    try:
+        for point in {p.ts: p for m in messages for p in m.intraday}.values():
+            insert(rows.conn, rows.names.equity_intraday.ident, {"ts": point.ts, "deposit": point.deposit})
+    finally:
+        rows.close()
 
 
 async def test_equity_pool_is_refused_writes(migrated_dsn, tmp_path, bus) -> None:

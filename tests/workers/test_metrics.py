@@ -32,6 +32,12 @@ async def _tick(clock: ManualClock, ctx, runs: int) -> None:
     await async_wait_for(lambda: ctx.counters["metrics_runs"] >= runs and clock.sleepers == 1, what=f"run {runs}")
 
 
+def _store(rows: Rows, observer) -> None:
+    """Store the newest published document as ``state`` would."""
+    payload = [m for m in observer.messages() if isinstance(m, MetricsComputed)][-1].payload
+    insert(rows.conn, rows.names.metrics.ident, {"id": "latest", "metrics_payload": payload})
+
+
 @pytest.fixture
 def rows(migrated_dsn, tmp_path, bus):
     builder = Rows(settings_for(migrated_dsn, tmp_path, bus))
@@ -53,6 +59,8 @@ async def test_metrics_publishes_once_while_unchanged_then_again_on_a_new_trade(
 
     async with running(partial(metrics.run, settings, ctx, clock=clock), ctx):
         await async_wait_for(lambda: ctx.counters["metrics_runs"] == 1 and clock.sleepers == 1)
+        await async_wait_for(lambda: _documents(observer), what="first document")
+        _store(rows, observer)  # as state would
         for run in (2, 3, 4):
             await _tick(clock, ctx, run)
         unchanged = len(_documents(observer))
@@ -94,6 +102,31 @@ async def test_metrics_restart_with_the_same_stored_document_publishes_nothing(
         await _tick(later, second_ctx, 2)
 
     assert len(_documents(observer)) == 1
+
+
+async def test_issue_6_kpi_document_lost_on_the_bus_is_sent_again(migrated_dsn, tmp_path, bus, rows) -> None:
+    """Issue 6 bug: ``metrics`` published a document once and afterwards only when its figures
+    moved, so a document lost on the bus (``state`` not subscribed yet when every program starts
+    together, or restarting) never reached the table: on an idle account the KPI row stayed
+    missing. Each run now compares with the stored document and re-sends until it is stored."""
+    settings = settings_for(migrated_dsn, tmp_path, bus)
+    ctx = context("metrics", settings, bus)
+    clock = ManualClock(utc(2024, 3, 16, 15))  # a Saturday: nothing moves
+    rows.closed("lot-1", "tp-1", "50")
+    observer = bus.observe(topic_metrics("demo"))
+
+    async with running(partial(metrics.run, settings, ctx, clock=clock), ctx):
+        await async_wait_for(lambda: ctx.counters["metrics_runs"] == 1 and clock.sleepers == 1)
+        lost = len(_documents(observer))  # published; nobody stored it
+        await _tick(clock, ctx, 2)
+        resent = len(_documents(observer))
+        _store(rows, observer)
+        for run in (3, 4):
+            await _tick(clock, ctx, run)
+
+    first, again = _documents(observer)
+    assert (lost, resent) == (1, 2)
+    assert {k: v for k, v in first.items() if k != "as_of"} == {k: v for k, v in again.items() if k != "as_of"}
 
 
 async def test_metrics_total_return_uses_the_intraday_row_in_session(migrated_dsn, tmp_path, bus, rows) -> None:

@@ -147,3 +147,60 @@ async def test_snapshot_broker_down_keeps_retrying_without_crash(
 
     assert worker.ctx.counters["snapshot_failures"] >= 2
     assert worker.ctx.counters["task_restarts"] == 0
+
+
+def _fill_ids(pages: list[FillsPage]) -> set[str]:
+    return {f.key for page in pages for f in page.fills}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("reason", ["start", "gap", "restart", "commit_failed"])
+async def test_issue_9_resync_after_missed_pages_resends_history(
+    bus: InprocBus, fake_broker: FakeBroker, tmp_path: Path, reason: str
+) -> None:
+    """Bug: a full resync sent only the history after snapshot's cursors, which say what was
+    *published*, not what ``state`` received. A ``state`` that started after the backfill, or
+    lost pages to a bus restart, then reconciled against positions its history could not explain:
+    synthetic ``recon:`` fills, then the real fills on top (double), then a reversing ``recon:``
+    exit — a phantom closed trade (seen in the demo at every start and in kill -9 of ``bus``)."""
+    fake_broker.set_prices({"AAPL": 100})
+    await asyncio.to_thread(_bracket, fake_broker, 2)
+    observer = bus.observe("")
+    worker = InProcessWorker("snapshot", snapshot.amain, worker_settings(bus, tmp_path, fake_broker), bus).start()
+    try:
+        await async_wait_for(lambda: _snapshots(observer), 10, what="first snapshot")
+        backfilled = _fill_ids([p for p in _of(observer, FillsPage) if p.is_backfill])
+        bus.inject(topic_resync("demo"), ResyncRequested(account="demo", reason="reconnect"))
+        await async_wait_for(lambda: any(s.reason == "reconnect" for s in _snapshots(observer)), 10, what="reconnect")
+        after_reconnect, taken = len(_of(observer, FillsPage)), len(_snapshots(observer))
+        reconnect_fills = _fill_ids([p for p in _of(observer, FillsPage) if not p.is_backfill])
+        bus.inject(topic_resync("demo"), ResyncRequested(account="demo", reason=reason))
+        await async_wait_for(lambda: any(s.reason == reason for s in _snapshots(observer)[taken:]), 10, what=reason)
+    finally:
+        await worker.close()
+
+    resent = _fill_ids([p for p in _of(observer, FillsPage)[after_reconnect:] if not p.is_backfill])
+    assert len(backfilled) == 1
+    assert reconnect_fills == set()  # a stream reconnect needs no rewind: the cursors hold
+    assert resent == backfilled
+    assert worker.ctx.counters["rewinds"] == 1
+
+
+@pytest.mark.asyncio
+async def test_issue_9_full_snapshot_reads_positions_before_history(
+    bus: InprocBus, fake_broker: FakeBroker, tmp_path: Path
+) -> None:
+    """Bug: a full snapshot read the fill history first and the positions after it, so a fill in
+    between was in the positions but not in the pages published before them: ``state`` booked a
+    ``recon:`` fill for it, then the real fill from the stream doubled the position."""
+    observer = bus.observe("")
+    worker = InProcessWorker("snapshot", snapshot.amain, worker_settings(bus, tmp_path, fake_broker), bus).start()
+    try:
+        await async_wait_for(lambda: _snapshots(observer), 10, what="first snapshot")
+    finally:
+        await worker.close()
+
+    paths = [entry["path"] for entry in fake_broker.request("GET", "/sim/log", account=None).json()]
+    backfill_done = paths.index("/v2/account/activities/FILL")  # the backfill reads history only
+    full = paths[backfill_done + 1 :]
+    assert full.index("/v2/positions") < full.index("/v2/account/activities/FILL")
