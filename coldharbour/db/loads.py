@@ -16,7 +16,7 @@ from psycopg.rows import TupleRow, dict_row
 
 from coldharbour.db import rows as r
 from coldharbour.db.names import AccountNames, SharedNames
-from coldharbour.domain.types import Fill, OpenRow, Order, from_datetime
+from coldharbour.domain.types import Fill, OpenRow, Order, SliceKey, from_datetime
 from coldharbour.messages import ActivityRecord
 
 Connection = psycopg.AsyncConnection[TupleRow]
@@ -31,6 +31,13 @@ async def load_open_rows(conn: Connection, names: AccountNames) -> dict[str, Ope
     query = sql.SQL("SELECT {c} FROM {t}").format(c=_columns(r.POSITION_COLUMNS), t=names.positions.ident)
     cursor = await conn.execute(query)
     return {row[0]: r.open_row_from_values(row) for row in await cursor.fetchall()}
+
+
+async def load_closed_keys(conn: Connection, names: AccountNames) -> set[SliceKey]:
+    """Return the (entry_lot_id, exit_order_id) key of every stored closed slice."""
+    query = sql.SQL("SELECT entry_lot_id, exit_order_id FROM {t}").format(t=names.closed.ident)
+    cursor = await conn.execute(query)
+    return {(str(row[0]), str(row[1])) for row in await cursor.fetchall()}
 
 
 async def load_marks(conn: Connection, shared: SharedNames) -> dict[str, tuple[Decimal, int]]:

@@ -88,9 +88,14 @@ class AccountMirror:
         self.rows: dict[str, OpenRow] = {}  # as stored (plus marks not flushed yet: ``dirty``)
         self.pushed: dict[str, OpenRow] = {}  # as last notified
         self.dirty: set[str] = set()
+        # Keys of the closed slices stored at start-up that the rebuilt ledger may no longer have
+        # (the start plan deletes them; afterwards every change carries its own deletes).
+        self.stored_slices: set[SliceKey] = set()
 
-    def load(self, orders: Iterable[Order], fills: Iterable[Fill], rows: dict[str, OpenRow]) -> None:
-        """Take the stored state: rebuild the ledger from history; rows as stored (start-up)."""
+    def load(self, orders: Iterable[Order], fills: Iterable[Fill], rows: dict[str, OpenRow],
+             closed_keys: Iterable[SliceKey] = ()) -> None:
+        """Take the stored state: rebuild the ledger from history; rows and slice keys as stored (start-up)."""
+        self.stored_slices = set(closed_keys)
         self.book = OrderBook(orders)
         self.fills = {fill.key: fill for fill in fills}
         self.ledger = rebuild(self.book, self.fills.values())
@@ -237,12 +242,17 @@ class AccountMirror:
 
     def _slice_steps(self, plan: Plan, change: Change, batch: AccountBatch) -> None:
         slices = {s.key: s for s in change.slice_upserts}
+        deletes = list(change.slice_deletes)
         if batch.all_slices:
             slices = {**self.ledger.slices, **slices}
-        for key in change.slice_deletes:
+            # A restart rebuilds the ledger from history; slices stored under keys the rebuild
+            # no longer produces (fills re-ordered by late arrivals) must go, or they double-count.
+            deletes += sorted(self.stored_slices - slices.keys() - set(deletes))
+            plan.swaps.append(self.stored_slices.clear)
+        for key in deletes:
             slices.pop(key, None)
-        if change.slice_deletes:
-            plan.steps.append(upserts.delete_closed(self.names.closed, change.slice_deletes))
+        if deletes:
+            plan.steps.append(upserts.delete_closed(self.names.closed, deletes))
         if not slices:
             return
         channel = self.names.closed_channel

@@ -94,7 +94,8 @@ class Mirror:
         self.marks.prices.update(await loads.load_marks(conn, self.shared))
         for slug, account in self.accounts.items():
             orders, fills = await loads.load_history(conn, account.names)
-            account.load(orders, fills, await loads.load_open_rows(conn, account.names))
+            account.load(orders, fills, await loads.load_open_rows(conn, account.names),
+                         await loads.load_closed_keys(conn, account.names))
             log.info("loaded account=%s orders=%d fills=%d lots=%d", slug, len(orders), len(fills),
                      len(account.ledger.lots))
 

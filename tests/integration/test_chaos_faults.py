@@ -5,7 +5,7 @@ One supervisord stack serves the module (``chaos_stack``). Scenarios, in order:
 - PostgreSQL stopped (``immediate``) for ~5 s during a burst of fills, then started: every
   program survives (same pid, or restarted by supervisord and beating), nothing is lost, the
   stored history explains every row (no partial write);
-- the stream dropped every ~1.5 s during fills, then its upgrade refused with 429 three times;
+- the stream dropped every ~2 s during fills, then its upgrade refused with 429 twice;
 - a duplicate fill (same ``execution_id`` twice), updates replayed out of order, and a fill for
   an order the broker does not know;
 
@@ -45,8 +45,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 OUTAGE_S = 5.0
 CONVERGE_S = 10.0
 RECOVER_S = 30.0  # the writer reconnects with backoff capped at 10 s
-DROP_EVERY_S = 1.5
-STREAM_CHAOS_S = 6.0
+DROP_EVERY_S = 2.0
+STREAM_CHAOS_S = 5.0
+REJECTED_UPGRADES = 2
+RECONNECT_S = 100.0
 OUTAGE_ORDERS = 40
 STREAM_CHAOS_ORDERS = 60
 
@@ -128,12 +130,14 @@ def test_chaos_stream_drops_and_429_on_upgrade_during_fills_converge(chaos_stack
             requests_sent += 1
             next_drop += DROP_EVERY_S
         burst.step() if burst.orders < STREAM_CHAOS_ORDERS else burst.move()
-    stack.broker.fail(ws_reject=3)
+    stack.broker.fail(ws_reject=REJECTED_UPGRADES)
     drops += stack.broker.drop_stream()
     for _ in range(10):
         burst.step()
-    wait_for(lambda: stack.stream_listeners() == 1, 60, what="trades reconnected after the 429s")
+    # The REST snapshots heal the database while the stream is still backing off ...
     figures, seconds = _converge(stack, CONVERGE_S, "stream chaos")
+    # ... and the stream comes back once the broker stops refusing (alpaca-py's backoff, capped at 30 s).
+    wait_for(lambda: stack.stream_listeners() == 1, RECONNECT_S, interval_s=0.5, what="trades reconnected after 429s")
     trades = stack.beats()["trades"].counters
     report("stream drops + 429", events_sent=burst.sent, orders=burst.orders, drop_requests=requests_sent,
            dropped=drops,
@@ -142,9 +146,9 @@ def test_chaos_stream_drops_and_429_on_upgrade_during_fills_converge(chaos_stack
            lost=figures.lost, duplicates=figures.duplicates, mismatches=figures.mismatches,
            seconds_to_converge=round(seconds, 2))  # fmt: skip
 
-    assert requests_sent >= 4
+    assert requests_sent >= 3
     assert drops >= 2
-    assert trades.get("stream_connect_failures", 0) >= 3
+    assert trades.get("stream_connect_failures", 0) >= REJECTED_UPGRADES
     assert figures.lost == figures.duplicates == figures.mismatches == 0
 
 

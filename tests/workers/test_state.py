@@ -8,9 +8,11 @@ from decimal import Decimal
 from typing import Any
 
 import msgspec
+import psycopg
 import pytest
 import pytest_asyncio
 
+from coldharbour.errors import ChmgrError
 from coldharbour.messages import (
     LedgerCheckRequested,
     MetricsComputed,
@@ -306,3 +308,41 @@ async def test_state_unchanged_metrics_document_is_not_notified(state: StateHarn
     [note] = state.notes_since(start, "metrics_channel_demo")
     assert note["op"] == "metrics"
     assert state.notes_since(again, "metrics_channel_demo") == []
+
+
+@pytest.mark.asyncio
+async def test_issue_9_restart_deletes_stored_slices_the_rebuild_no_longer_has(state: StateHarness) -> None:
+    """Bug: at start-up ``state`` rebuilt the ledger from the stored history and upserted its
+    slices, but never deleted stored slices under keys the rebuild no longer produces. After a
+    PostgreSQL crash lost acknowledged commits (and the re-sent fills matched exits to other
+    lots), the closed table kept a stale slice beside the new one: an exit counted twice."""
+    await state.shutdown()
+    async with await psycopg.AsyncConnection.connect(state.dsn.reveal(), autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO accounts.account_closed_demo (entry_lot_id, exit_order_id, symbol, side, qty, exit_type) "
+            "VALUES ('stale-lot', 'stale-exit', 'AAPL', 'long', 10, 'MANUAL')"
+        )
+
+    await state.launch()
+    await state.settle()
+    rows = await state.query("SELECT entry_lot_id FROM accounts.account_closed_demo")
+
+    assert rows == []
+
+
+@pytest.mark.asyncio
+async def test_issue_9_ledger_differing_from_stored_history_stops_state(state: StateHarness) -> None:
+    """Bug: when the ledger check found memory differing from the stored history (a commit that
+    PostgreSQL acknowledged and then lost in a crash), ``state`` only logged it and kept running
+    on a mirror it knew was wrong — for good, since nothing re-sent the lost fill. It now exits
+    (supervisord restarts it: reload from the database, rewound resync)."""
+    await _open_entry(state, Bracket())
+    async with await psycopg.AsyncConnection.connect(state.dsn.reveal(), autocommit=True) as conn:
+        await conn.execute("DELETE FROM account_activities.raw_activities_demo")  # the commit "lost"
+
+    state.inject(topic_ledger_check("demo"), LedgerCheckRequested(account="demo"))
+    await async_wait_for(lambda: state.task.done(), 15, what="state stopping")
+
+    with pytest.raises(ChmgrError, match="ledger differs from the stored history account=demo"):
+        state.task.result()
+    assert state.ctx.counters["ledger_mismatches"] >= 1
