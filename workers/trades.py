@@ -2,7 +2,8 @@
 
 Inputs: the broker's trade_updates WebSocket of every account with ``ENABLE_TRADE_STREAM``
 (alpaca-py ``TradingStream``, our own client as fallback); bus ``snap.*`` (the open orders the
-silence watchdog needs). Outputs: ``trade.<slug>`` (``OrderUpdated``), ``cmd.resync.<slug>``
+silence watchdog needs); REST only to check a fill for an order it never heard of.
+Outputs: ``trade.<slug>`` (``OrderUpdated``), ``cmd.resync.<slug>``
 (``ResyncRequested`` after every (re)connect, and for the symbol after each fill). No DB.
 """
 
@@ -13,11 +14,14 @@ import functools
 import logging
 import sys
 
+import aiohttp
+
 from coldharbour import runtime
 from coldharbour.broker.listener import UpdateListener
+from coldharbour.broker.rest import BrokerRest
 from coldharbour.broker.runner import cancel_quietly, run_until_stopped, supervise
 from coldharbour.broker.stream import TradeStream
-from coldharbour.config import Settings
+from coldharbour.config import AccountSettings, Settings
 from coldharbour.messages import SnapshotTaken
 
 log = logging.getLogger("workers.trades")
@@ -41,7 +45,22 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
     accounts = [account for account in settings.accounts if account.enable_trade_stream]
     if not accounts:
         log.warning("no account has the trade stream enabled; idle")
-    listeners = {a.slug: UpdateListener(a.slug, ctx.publisher, ctx.counters) for a in accounts}
+    async with aiohttp.ClientSession() as session:
+        listeners = {
+            a.slug: UpdateListener(
+                a.slug, ctx.publisher, ctx.counters, check_order=BrokerRest(a, session, ctx.counters).order_exists
+            )
+            for a in accounts
+        }
+        await _run_streams(accounts, listeners, ctx, stop)
+
+
+async def _run_streams(
+    accounts: list[AccountSettings],
+    listeners: dict[str, UpdateListener],
+    ctx: runtime.WorkerContext,
+    stop: asyncio.Event,
+) -> None:
     tasks = [
         asyncio.create_task(
             supervise(

@@ -6,16 +6,22 @@ fetches that symbol's position and the broker's WAC is fresh within about a seco
 Every (re)connect publishes ``ResyncRequested(reason="reconnect")``: the stream has no replay,
 so whatever happened while it was down comes from REST.
 
+A fill for an order this listener has never heard of (no earlier event, not in a snapshot) is
+checked against REST before it is published: an order the broker answers 404 for is a phantom,
+rejected and counted (``rejects_stream_unknown_order``), never booked. When REST cannot answer,
+the fill is published anyway: losing a real fill is worse, and reconciliation heals the rest.
+
 The listener also keeps what the watchdog needs: when the last frame arrived and which orders
 are open (from the stream itself and from ``snap.<slug>`` snapshots).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, Protocol
 
 from coldharbour.broker.convert import Rejected, convert_trade_update
@@ -24,6 +30,9 @@ from coldharbour.messages import Msg, OrderUpdated, ResyncRequested, topic_resyn
 log = logging.getLogger(__name__)
 
 REJECT_LOG_INTERVAL_S: Final = 10.0
+SEEN_ORDERS_MAX: Final = 200_000  # order ids remembered for the unknown-order check
+
+OrderCheck = Callable[[str], Awaitable[bool | None]]
 
 
 class Sink(Protocol):
@@ -44,8 +53,12 @@ class UpdateListener:
         counters: Counter[str],
         *,
         clock: Callable[[], float] = time.monotonic,
+        check_order: OrderCheck | None = None,
     ) -> None:
         self.slug = slug
+        self._check_order = check_order
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._checks: set[asyncio.Task[None]] = set()
         self._sink = sink
         self.counters = counters
         self._clock = clock
@@ -99,6 +112,14 @@ class UpdateListener:
     def set_open_orders(self, order_ids: Iterable[str]) -> None:
         """Replace the open-order set with a snapshot's (authoritative when it was taken)."""
         self.open_orders = set(order_ids)
+        for order_id in self.open_orders:
+            self._remember(order_id)
+
+    def _remember(self, order_id: str) -> None:
+        self._seen[order_id] = None
+        self._seen.move_to_end(order_id)
+        if len(self._seen) > SEEN_ORDERS_MAX:
+            self._seen.popitem(last=False)
 
     # --- frames ---------------------------------------------------------------------------
 
@@ -116,14 +137,32 @@ class UpdateListener:
             if isinstance(result, Rejected):
                 self._reject(result)
                 return
+            if result.fill is not None and self._check_order is not None and result.order.id not in self._seen:
+                task = asyncio.get_running_loop().create_task(self._check_then_publish(result))
+                self._checks.add(task)
+                task.add_done_callback(self._checks.discard)
+                return
             self._publish(result)
         except Exception:  # the task boundary: a handler must never raise (ALPACA.md §7)
             self.counters["stream_handler_errors"] += 1
             log.exception("stream handler failed account=%s", self.slug)
 
+    async def _check_then_publish(self, update: OrderUpdated) -> None:
+        assert self._check_order is not None
+        try:
+            exists = await self._check_order(update.order.id)
+        except Exception:  # the task boundary: never lose the fill because the check broke
+            log.exception("unknown-order check failed account=%s order=%s", self.slug, update.order.id)
+            exists = None
+        if exists is False:
+            self._reject(Rejected("unknown_order", f"fill for order {update.order.id} the broker does not know"))
+            return
+        self._publish(update)
+
     def _publish(self, update: OrderUpdated) -> None:
         self.counters["trade_updates"] += 1
         for order in (update.order, *update.legs):
+            self._remember(order.id)
             if order.is_live:
                 self.open_orders.add(order.id)
             else:

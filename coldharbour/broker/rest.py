@@ -192,6 +192,16 @@ class BrokerRest:
         """Return ``GET /v2/orders/{id}?nested=true`` (the order with its legs)."""
         return await self.get(f"/orders/{order_id}", {"nested": "true"})
 
+    async def order_exists(self, order_id: str) -> bool | None:
+        """Return True if the broker knows ``order_id``, False if it answers 404, None if unsure."""
+        try:
+            await self.order(order_id)
+        except BrokerRefused as e:
+            return False if e.status in (404, 422) else None
+        except BrokerError:
+            return None
+        return True
+
     async def open_orders(self) -> list[Any]:
         """Return every open order, nested (legs inside their parent), paged to the end."""
         orders: list[Any] = []
