@@ -115,6 +115,11 @@ class Engine:
         self.prices: dict[str, Decimal] = {}
         self.lastday_prices: dict[str, Decimal] = {}
         self.orders: dict[str, SimOrder] = {}
+        # Indexes so that a busy book is not scanned whole on every submit or price (that made
+        # the fake quadratic in its history): ids of orders not yet final (pruned lazily, since
+        # a final status never changes back), and client order ids.
+        self._open_ids: dict[str, None] = {}
+        self._client_ids: dict[tuple[str, str], str] = {}
         self.tape = PriceTape(seed)
         self._random = random.Random(seed)  # noqa: S311 - reproducible ids, not secrets
         self._session_close = session_close
@@ -157,10 +162,25 @@ class Engine:
 
     def find_by_client_id(self, account: str, client_order_id: str) -> SimOrder:
         """Return ``account``'s order with ``client_order_id``; 404 when unknown."""
-        for order in self.orders.values():
-            if order.account == account and order.client_order_id == client_order_id:
-                return order
-        raise not_found(f"order not found for {client_order_id}")
+        order_id = self._client_ids.get((account, client_order_id))
+        if order_id is None:
+            raise not_found(f"order not found for {client_order_id}")
+        return self.orders[order_id]
+
+    def open_orders(self, account: str | None = None) -> Iterator[SimOrder]:
+        """Yield the orders not yet final (of ``account``, or of every account), oldest first."""
+        for order_id in list(self._open_ids):
+            order = self.orders[order_id]
+            if not order.is_open:
+                del self._open_ids[order_id]
+            elif account is None or order.account == account:
+                yield order
+
+    def _register(self, order: SimOrder) -> None:
+        self.orders[order.id] = order
+        self._open_ids[order.id] = None
+        if order.client_order_id:
+            self._client_ids.setdefault((order.account, order.client_order_id), order.id)
 
     def account_orders(self, account: str) -> Iterator[SimOrder]:
         """Yield ``account``'s orders, oldest first."""
@@ -178,7 +198,7 @@ class Engine:
         if position is None:
             raise not_found("position does not exist")
         side: Side = "sell" if position.qty > ZERO else "buy"
-        held = held_qty(self.account_orders(account), symbol, side)
+        held = held_qty(self.open_orders(account), symbol, side)
         lastday = self.lastday_prices.get(symbol, ledger.mark_price(position, self.prices))
         return ledger.position_to_json(position, self.prices, held, lastday)
 
@@ -227,7 +247,7 @@ class Engine:
         reference = spec.limit_price or spec.stop_price or price
         check_order_allowed(
             book,
-            self.account_orders(account),
+            self.open_orders(account),
             self.prices,
             spec.symbol,
             spec.side,
@@ -241,7 +261,7 @@ class Engine:
     def _check_client_order_id(self, account: str, client_order_id: str | None) -> None:
         if client_order_id is None:
             return
-        if any(o.client_order_id == client_order_id for o in self.account_orders(account)):
+        if (account, client_order_id) in self._client_ids:
             raise unprocessable("client_order_id must be unique", 40010001)
 
     def _expires_at(self, time_in_force: str, now: datetime) -> datetime:
@@ -284,7 +304,7 @@ class Engine:
             sequence=self._sequence,
             position_intent=f"{side}_to_{'close' if is_closing else 'open'}",
         )
-        self.orders[order.id] = order
+        self._register(order)
         return order
 
     def _place(self, account: str, spec: OrderSpec, now: datetime, needs_funds_check: bool) -> SimOrder:
@@ -359,7 +379,7 @@ class Engine:
             self.lastday_prices.setdefault(symbol, price)
             self.prices[symbol] = price
             self.tape.record(symbol, price, now)
-            waiting = [o for o in self.orders.values() if o.symbol == symbol and o.is_working]
+            waiting = [o for o in self.open_orders() if o.symbol == symbol and o.is_working]
             for order in waiting:
                 # An earlier execution in this loop may have canceled or filled this one;
                 # ``_match`` skips orders that stopped working.
@@ -401,7 +421,7 @@ class Engine:
         if not order.needs_funds_check:
             return True
         order.needs_funds_check = False
-        others = (o for o in self.account_orders(order.account) if o.id != order.id)
+        others = (o for o in self.open_orders(order.account) if o.id != order.id)
         book = self.accounts[order.account]
         try:
             check_order_allowed(book, others, self.prices, order.symbol, order.side, qty, None, price)
@@ -442,7 +462,7 @@ class Engine:
             self._activate_legs(order, now)
 
     def _cancel_group_siblings(self, order: SimOrder, now: datetime) -> None:
-        for sibling in list(self.orders.values()):
+        for sibling in list(self.open_orders()):
             if sibling is not order and sibling.oco_group == order.oco_group and sibling.is_open:
                 self._cancel_one(sibling, now, cascade=False)
 
@@ -487,7 +507,7 @@ class Engine:
     def cancel_all_orders(self, account: str, now: datetime) -> tuple[list[SimOrder], list[TradeUpdate]]:
         """Cancel every open order of ``account``; return the orders canceled."""
         canceled: list[SimOrder] = []
-        for order in list(self.account_orders(account)):
+        for order in list(self.open_orders(account)):
             if order.is_open:
                 self._cancel_one(order, now)
                 canceled.append(order)
@@ -495,7 +515,7 @@ class Engine:
 
     def expire_orders(self, now: datetime) -> list[TradeUpdate]:
         """Expire every open order whose ``expires_at`` has passed."""
-        for order in list(self.orders.values()):
+        for order in list(self.open_orders()):
             if order.is_open and order.expires_at is not None and order.expires_at <= now:
                 self._cancel_one(order, now, "expired")
         return self._drain()
@@ -523,7 +543,7 @@ class Engine:
             # The successor takes the old order's place, including in its OCO group.
             others = (
                 o
-                for o in self.account_orders(account)
+                for o in self.open_orders(account)
                 if o.id != old.id and (old.oco_group is None or o.oco_group != old.oco_group)
             )
             check_order_allowed(
@@ -579,7 +599,7 @@ class Engine:
             sequence=self._sequence,
             now=now,
         )
-        self.orders[new.id] = new
+        self._register(new)
         for leg_id in new.leg_ids:
             self.orders[leg_id].parent_id = new.id
         if old.parent_id is not None:
