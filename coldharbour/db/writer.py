@@ -120,16 +120,10 @@ class Writer:
         results: list[list[TupleRow]] = []
         notes = list(notifications)
         try:
-            async with conn.transaction(), conn.cursor() as cur:
-                for step in steps:
-                    rows = await self._run(cur, step)
-                    results.append(rows)
-                    if step.announce is not None:
-                        notes.extend(step.announce(rows))
-                if notes:
-                    await cur.execute(
-                        _NOTIFY_MANY, ([n.channel for n in notes], [n.payload for n in notes])
-                    )
+            if any(step.copy is not None for step in steps):
+                await self._commit_sequential(conn, steps, results, notes)
+            else:
+                await self._commit_pipelined(conn, steps, results, notes)
         except psycopg.OperationalError as e:
             self.counters["commit_failures"] += 1
             await self._drop()
@@ -140,6 +134,61 @@ class Writer:
         self.counters["commits"] += 1
         self.counters["notifications"] += len(notes)
         return CommitResult(results, notes)
+
+    @staticmethod
+    async def _commit_sequential(
+        conn: psycopg.AsyncConnection[TupleRow], steps: Sequence[Step], results: list[list[TupleRow]],
+        notes: list[Notification],
+    ) -> None:
+        """One statement at a time (COPY cannot run in pipeline mode)."""
+        async with conn.transaction(), conn.cursor() as cur:
+            for step in steps:
+                rows = await Writer._run(cur, step)
+                results.append(rows)
+                if step.announce is not None:
+                    notes.extend(step.announce(rows))
+            if notes:
+                await cur.execute(_NOTIFY_MANY, ([n.channel for n in notes], [n.payload for n in notes]))
+
+    @staticmethod
+    async def _commit_pipelined(
+        conn: psycopg.AsyncConnection[TupleRow], steps: Sequence[Step], results: list[list[TupleRow]],
+        notes: list[Notification],
+    ) -> None:
+        """Send every statement in one round trip (pipeline mode), then read what each returned.
+
+        A commit of a fill is several small statements; waiting for each in turn made the
+        commit — and so the push — a sum of round trips (measured by ``fill_to_notify``).
+        """
+        async with conn.pipeline() as pipeline, conn.transaction():
+            cursors: list[psycopg.AsyncCursor[TupleRow]] = []
+            for step in steps:
+                cur = conn.cursor()
+                if step.many:
+                    await cur.executemany(step.statement, step.params, returning=step.announce is not None)
+                else:
+                    await cur.execute(step.statement, step.params)
+                cursors.append(cur)
+            await pipeline.sync()
+            for cur, step in zip(cursors, steps, strict=True):
+                rows = await Writer._fetch(cur, step)
+                results.append(rows)
+                if step.announce is not None:
+                    notes.extend(step.announce(rows))
+            if notes:
+                await conn.execute(_NOTIFY_MANY, ([n.channel for n in notes], [n.payload for n in notes]))
+
+    @staticmethod
+    async def _fetch(cur: psycopg.AsyncCursor[TupleRow], step: Step) -> list[TupleRow]:
+        rows: list[TupleRow] = []
+        if step.many:
+            if step.announce is not None:
+                while True:
+                    rows.extend(await cur.fetchall())
+                    if not cur.nextset():
+                        break
+            return rows
+        return await cur.fetchall() if cur.description is not None else []
 
     @staticmethod
     async def _run(cur: psycopg.AsyncCursor[TupleRow], step: Step) -> list[TupleRow]:

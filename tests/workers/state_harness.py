@@ -19,7 +19,12 @@ from tests.support import async_wait_for, make_settings
 from workers.state import amain
 
 T0 = 1_709_305_200 * NS_PER_SECOND  # 2024-03-01 15:00:00 UTC
-CHANNELS = ("pos_channel_demo", "closed_channel_demo", "metrics_channel_demo", "metrics_channel_paper_1")
+# Every channel state can notify on for the two test accounts, so that the notifications the
+# writer counted and those received can be compared (see ``_sentinel_stored``).
+CHANNELS = (
+    "pos_channel_demo", "closed_channel_demo", "metrics_channel_demo",
+    "pos_channel_paper_1", "closed_channel_paper_1", "metrics_channel_paper_1",
+)  # fmt: skip
 
 
 def new_id() -> str:
@@ -64,6 +69,7 @@ class StateHarness:
         await self.launch()
 
     async def launch(self) -> None:
+        self._notes_at_launch = len(self.notes)
         self.ctx = WorkerContext("state", self.settings, self.bus.ctx)
         self.stop = asyncio.Event()
         self.task = asyncio.create_task(amain(self.settings, self.ctx, self.stop))
@@ -83,6 +89,8 @@ class StateHarness:
     async def shutdown(self) -> None:
         self.stop.set()
         await asyncio.wait_for(self.task, 20)
+        sent = self.ctx.counters["notifications"]
+        await async_wait_for(lambda: len(self.notes) - self._notes_at_launch >= sent, 15, what="last notifications")
         self.ctx.close()
         _forget_closed_readers()
 
@@ -110,7 +118,11 @@ class StateHarness:
         if not rows or json.loads(rows[0][0]) != expected:
             return False
         # The NOTIFY of that commit may still be in flight to the listener: wait for it too.
-        return sum(c == "metrics_channel_paper_1" for c, _ in self.notes) >= self._sentinels
+        if sum(c == "metrics_channel_paper_1" for c, _ in self.notes) < self._sentinels:
+            return False
+        # And the consumer must have resumed after that commit: its counters (commits,
+        # notifications) are bumped when the commit returns, which can trail the NOTIFY.
+        return self.ctx.counters["notifications"] >= len(self.notes) - self._notes_at_launch
 
     def mark(self) -> int:
         """Return the current notification count (for ``notes_since``)."""
