@@ -166,8 +166,13 @@ def _order_and_fills(stack: Stack, order_id: str) -> tuple[dict[str, Any], list[
 
 
 def _placed_with_fills(stack: Stack, symbol: str, qty: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Place a market order filled in three executions; return its JSON and FILL activities."""
+    """Place a market order filled in three executions; return its JSON and FILL activities.
+
+    ``symbol`` must be one the bursts never trade: a position they left (a short, say) would make
+    the broker refuse a buy that crosses through zero.
+    """
     broker = stack.broker
+    broker.set_prices({symbol: 50.0})
     broker.control("POST", "/sim/config", {"partial_fills": True, "partial_fill_slices": 3})
     try:
         placed = broker.trading_client().submit_order(_market(symbol, qty))
@@ -182,7 +187,7 @@ def _placed_with_fills(stack: Stack, symbol: str, qty: int) -> tuple[dict[str, A
 def test_chaos_duplicate_and_out_of_order_updates_change_nothing(chaos_stack: Stack) -> None:
     stack = chaos_stack
     wait_for(lambda: stack.stream_listeners() == 1, 60, what="trades connected")
-    order, fills = _placed_with_fills(stack, "MSFT", 9)
+    order, fills = _placed_with_fills(stack, "DUPX", 9)
     stored_before = stack.db_fills()
     closed_before = stack.db_closed()
     heard_before = stack.beats()["trades"].counters.get("trade_updates", 0)
@@ -218,7 +223,7 @@ def test_issue_9_fill_for_unknown_order_leaves_database_equal_to_broker(chaos_st
     against REST (404 → rejected and counted) before publishing."""
     stack = chaos_stack
     wait_for(lambda: stack.stream_listeners() == 1, 60, what="trades connected")
-    order, fills = _placed_with_fills(stack, "NVDA", 6)
+    order, fills = _placed_with_fills(stack, "UNKX", 6)
     stranger = copy.deepcopy(order)
     stranger.update(id=str(uuid.uuid4()), client_order_id=str(uuid.uuid4()), side="sell", qty="7", filled_qty="7")
     unknown = {**_fill_update(stranger, fills[-1]), "execution_id": str(uuid.uuid4()), "qty": "7"}
