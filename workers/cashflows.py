@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from coldharbour import runtime
 from coldharbour.analytics.broker_reads import BrokerReads
 from coldharbour.analytics.cashflows import ActivitySource, CashflowsJob
-from coldharbour.analytics.clock import Clock, SystemClock, run_periodic
+from coldharbour.analytics.clock import Clock, SystemClock, run_per_account
 from coldharbour.analytics.phases import is_session_start, start_watch
 from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool
@@ -58,23 +58,16 @@ async def run(
             CashflowsJob(account_names(settings, a.slug), pool, chosen[a.slug], ctx.publisher, ctx.counters)
             for a in settings.accounts
         ]
-        tasks = [
-            asyncio.create_task(
-                run_periodic(
-                    PROGRAM,
-                    settings.cash_flows_interval_s,
-                    job.run_once,
-                    clock=clock,
-                    stop=stop,
-                    counters=ctx.counters,
-                    wake=wakes[job.names.slug],
-                ),
-                name=f"{PROGRAM}-{job.names.slug}",
-            )
-            for job in jobs
-        ]
         try:
-            await asyncio.gather(*tasks)
+            await run_per_account(
+                PROGRAM,
+                settings.cash_flows_interval_s,
+                {job.names.slug: job.run_once for job in jobs},
+                clock=clock,
+                stop=stop,
+                counters=ctx.counters,
+                wakes=wakes,
+            )
         finally:
             watcher.cancel()
             for broker in brokers.values():

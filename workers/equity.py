@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from coldharbour import runtime
 from coldharbour.analytics.broker_reads import BrokerReads
-from coldharbour.analytics.clock import Clock, SystemClock, run_periodic
+from coldharbour.analytics.clock import Clock, SystemClock, run_per_account
 from coldharbour.analytics.equity import DailyBarsSource, EquityJob
 from coldharbour.analytics.phases import is_after_close, is_session_start, start_watch
 from coldharbour.config import Settings
@@ -75,23 +75,16 @@ async def run(
             )
             for a in settings.accounts
         )
-        tasks = [
-            asyncio.create_task(
-                run_periodic(
-                    PROGRAM,
-                    settings.equity_update_interval_s,
-                    partial(_tick, job, clock),
-                    clock=clock,
-                    stop=stop,
-                    counters=ctx.counters,
-                    wake=wakes[job.names.slug],
-                ),
-                name=f"{PROGRAM}-{job.names.slug}",
-            )
-            for job in jobs
-        ]
         try:
-            await asyncio.gather(*tasks)
+            await run_per_account(
+                PROGRAM,
+                settings.equity_update_interval_s,
+                {job.names.slug: partial(_tick, job, clock) for job in jobs},
+                clock=clock,
+                stop=stop,
+                counters=ctx.counters,
+                wakes=wakes,
+            )
         finally:
             watcher.cancel()
             for broker in owned.values():

@@ -17,7 +17,7 @@ from functools import partial
 from psycopg_pool import AsyncConnectionPool
 
 from coldharbour import runtime
-from coldharbour.analytics.clock import Clock, SystemClock, run_periodic
+from coldharbour.analytics.clock import Clock, SystemClock, run_per_account
 from coldharbour.analytics.metrics import MetricsJob
 from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool
@@ -45,21 +45,13 @@ async def run(
             MetricsJob(account_names(settings, a.slug), shared_names(settings), pool, ctx.publisher, ctx.counters)
             for a in settings.accounts
         ]
-        await asyncio.gather(
-            *(
-                asyncio.create_task(
-                    run_periodic(
-                        PROGRAM,
-                        settings.metrics_interval_s,
-                        partial(_tick, job, clock),
-                        clock=clock,
-                        stop=stop,
-                        counters=ctx.counters,
-                    ),
-                    name=f"{PROGRAM}-{job.names.slug}",
-                )
-                for job in jobs
-            )
+        await run_per_account(
+            PROGRAM,
+            settings.metrics_interval_s,
+            {job.names.slug: partial(_tick, job, clock) for job in jobs},
+            clock=clock,
+            stop=stop,
+            counters=ctx.counters,
         )
 
 

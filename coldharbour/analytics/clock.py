@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
@@ -179,3 +179,30 @@ async def run_periodic(
             backoff_s = BACKOFF_FIRST_S
             unexpected = 0
         await clock.wait_until(due, *events)
+
+
+async def run_per_account(
+    name: str,
+    interval_s: float,
+    jobs: Mapping[str, Job],
+    *,
+    clock: Clock,
+    stop: asyncio.Event,
+    counters: Counter[str],
+    wakes: Mapping[str, asyncio.Event] | None = None,
+) -> None:
+    """Run each account's job with ``run_periodic`` as its own named task until ``stop``.
+
+    ``jobs`` maps account slug to job; ``wakes`` (by slug) runs a job at once.
+    """
+    tasks = [
+        asyncio.create_task(
+            run_periodic(
+                name, interval_s, job, clock=clock, stop=stop, counters=counters,
+                wake=None if wakes is None else wakes[slug],
+            ),
+            name=f"{name}-{slug}",
+        )
+        for slug, job in jobs.items()
+    ]  # fmt: skip
+    await asyncio.gather(*tasks)
