@@ -39,6 +39,7 @@ from coldharbour.sim.http import (
     errors_as_json,
     injected_faults,
 )
+from coldharbour.sim.market_stream import add_market_data_routes
 from coldharbour.sim.ws import StreamHub
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def build_app(context: BrokerContext) -> web.Application:
     add_control_routes(app)
     app.router.add_get("/stream", context.hub.handle)
     app.router.add_get("/stream/", context.hub.handle)
+    add_market_data_routes(app)  # /v2/iex, /v2/sip, /v1beta3/crypto/us and their /sim controls
 
     async def close_streams(_: web.Application) -> None:
         await context.hub.drop_all()

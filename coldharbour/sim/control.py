@@ -3,7 +3,8 @@
 - ``POST /sim/prices`` ``{"AAPL": 185.2, ...}``: new prices; orders they reach execute.
 - ``POST /sim/activities`` ``[{"activity_type": "DIV", "net_amount": "2.40", ...}]``: cash
   activities (``account`` picks the account when there are several).
-- ``POST /sim/drop-stream``: close every trade_updates connection.
+- ``POST /sim/drop-stream``: close every trade_updates connection (market data:
+  ``/sim/drop-data-stream``, sim/market_stream.py).
 - ``POST /sim/fail`` ``{"queue": [429, 504, "html500", "malformed"], "ws_reject": 2}`` (or
   ``{"status": 429, "count": 2}``): answer the next ``/v2`` calls / stream upgrades with faults.
 - ``POST /sim/config`` ``{"partial_fills": true, "partial_fill_slices": 3,
@@ -23,8 +24,10 @@ from typing import cast
 
 from aiohttp import web
 
+from coldharbour.domain.types import from_datetime
 from coldharbour.sim.engine import Engine
 from coldharbour.sim.http import FAULT_NAMES, context_of, read_json
+from coldharbour.sim.market_stream import market_data_of
 from coldharbour.sim.wire import CODE_INVALID_FIELD, money_text, parse_bool, parse_optional_decimal, unprocessable
 
 
@@ -45,8 +48,11 @@ async def post_prices(request: web.Request) -> web.Response:
     """Set prices and execute what they reach; answer with the number of updates sent."""
     context = context_of(request)
     prices = prices_from_body(await read_json(request))
-    updates = context.engine.set_prices(prices, context.clock())
+    now = context.clock()
+    updates = context.engine.set_prices(prices, now)
     context.publish(updates)
+    if (market_data := market_data_of(request.app)) is not None:
+        market_data.publish_prices(prices, from_datetime(now))
     return web.json_response({"prices": {s: str(p) for s, p in prices.items()}, "updates": len(updates)})
 
 

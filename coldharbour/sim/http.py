@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_LOG_SIZE: Final = 500
+# The market-data WebSocket paths under /v2 (sim/market_stream.py): not REST, no headers, no faults.
+DATA_STREAM_PATHS: Final = frozenset({"/v2/iex", "/v2/sip"})
 # Faults POST /sim/fail can queue besides an HTTP status (which gets a JSON body).
 FAULT_NAMES: Final = frozenset({"html500", "malformed"})
 
@@ -129,7 +131,7 @@ def _fault_response(fault: str) -> web.Response:
 async def injected_faults(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer the next ``/v2`` calls with the faults queued through ``POST /sim/fail``."""
     context = context_of(request)
-    if request.path.startswith("/v2/"):
+    if request.path.startswith("/v2/") and request.path not in DATA_STREAM_PATHS:
         context.requests_total += 1
         context.request_log.append({"method": request.method, "path": request.path, "query": request.query_string})
         if context.faults:
@@ -140,7 +142,7 @@ async def injected_faults(request: web.Request, handler: Handler) -> web.StreamR
 @web.middleware
 async def alpaca_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Check Alpaca's key headers on ``/v2`` routes and remember the account they name."""
-    if request.path.startswith("/v2/"):
+    if request.path.startswith("/v2/") and request.path not in DATA_STREAM_PATHS:
         key_id = request.headers.get("APCA-API-KEY-ID")
         secret = request.headers.get("APCA-API-SECRET-KEY")
         if not key_id or not secret:
