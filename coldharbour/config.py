@@ -129,6 +129,7 @@ Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
 ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 Template = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
 LogLevel = Annotated[str, msgspec.Meta(pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")]
+WsUrl = Annotated[str, msgspec.Meta(pattern=r"^wss?://[^/\s]+(/\S*)?$")]
 
 
 class AccountSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -160,6 +161,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     bus_in: str = ""
     bus_out: str = ""
     zmq_sip_stream_endpoint: str = "tcp://127.0.0.1:5558"
+    # Where `prices` gets trades: the ZMQ feed above, or Alpaca's market-data stream (one
+    # connection with the first account's keys). Not set: "zmq" if ZMQ_SIP_STREAM_ENDPOINT is.
+    price_source: Annotated[str, msgspec.Meta(pattern=r"^(zmq|alpaca)$")] = "alpaca"
+    alpaca_data_stream_url: WsUrl = "wss://stream.data.alpaca.markets/v2/iex"
+    alpaca_crypto_stream_url: WsUrl = "wss://stream.data.alpaca.markets/v1beta3/crypto/us"
+    alpaca_data_max_symbols: PositiveInt = 30  # the free plan's cap on trade subscriptions
     account_schema: Template = "accounts"
     activities_schema: Template = "account_activities"
     table_account_positions: Template = "account_open_positions_{slug}"
@@ -256,6 +263,8 @@ def load_settings(environ: Mapping[str, str], toml_path: str | Path | None = Non
     raw["dsn"] = Dsn(str(raw["dsn"]).strip())
     for field in _LIST_FIELDS & raw.keys():
         raw[field] = _split_list(raw[field])
+    source = str(raw.get("price_source") or "").strip().lower()
+    raw["price_source"] = source or ("zmq" if "zmq_sip_stream_endpoint" in raw else "alpaca")
     run_dir = str(raw.get("run_dir") or "./run")
     raw.setdefault("bus_in", f"ipc://{run_dir}/bus-in.sock")
     raw.setdefault("bus_out", f"ipc://{run_dir}/bus-out.sock")

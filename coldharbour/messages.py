@@ -86,6 +86,7 @@ class Heartbeat(Msg, Checked, frozen=True, tag="hb"):
     counters: dict[str, int] = {}
     lag_ms: float | None = None
     state: str = "running"  # "running" | "stopping" | "sleeping"
+    details: dict[str, str] = {}  # short facts for `chmgr status` (prices: price_source, subscribed)
 
 
 class Probe(Msg, frozen=True, tag="probe"):

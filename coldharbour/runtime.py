@@ -93,6 +93,7 @@ class WorkerContext:
         self.settings = settings
         self.zmq = zmq_context
         self.counters: Counter[str] = Counter()
+        self.details: dict[str, str] = {}  # short text facts for the heartbeat
         self.started_monotonic = time.monotonic()
         self.lag_ms: float | None = None
         self.state = "running"
@@ -120,6 +121,7 @@ class WorkerContext:
             counters=dict(self.counters),
             lag_ms=self.lag_ms,
             state=self.state,
+            details=dict(self.details),
         )
 
     def close(self) -> None:

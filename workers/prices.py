@@ -1,6 +1,10 @@
 """`prices`: the external price feed, filtered and validated, published as ticks.
 
-Inputs: ZMQ SUB on ``ZMQ_SIP_STREAM_ENDPOINT`` (msgpack ``{"trade": {...}}`` frames, SPEC §4).
+Inputs (``PRICE_SOURCE``): ``zmq``: SUB on ``ZMQ_SIP_STREAM_ENDPOINT`` (msgpack
+``{"trade": {...}}`` frames, SPEC §4); ``alpaca``: Alpaca's market-data stream
+(``broker.market_stream``, the first account's keys), subscribed to the trades of exactly the
+symbols some account holds or has open orders on, read from the database (read-only) every
+``SYMBOLS_POLL_S``; both paths validate alike and publish alike.
 Outputs: ``px.batch`` (``TickBatch``: every tick of one drain, in feed order). Trades with an
 excluded condition (``TRADE_CONDITIONS_EXCLUDE``), no symbol, a non-finite or non-positive
 price, or a malformed frame are dropped and counted (``rejects_feed_<reason>``,
@@ -12,18 +16,26 @@ the loop runs, so a fast feed cannot starve the heartbeat or shutdown. No DB, no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from typing import Final
 
+import psycopg
 import zmq
 import zmq.asyncio
 
 from coldharbour import runtime
 from coldharbour.broker.feed import Skip, TradeFilter, decode_frames
+from coldharbour.broker.market_stream import DataStreamPrices, MarketDataStream
 from coldharbour.config import Settings
-from coldharbour.messages import TOPIC_TICKS, TickBatch
+from coldharbour.db import queries
+from coldharbour.db.connect import connect_read_only
+from coldharbour.db.names import account_names
+from coldharbour.errors import DatabaseError
+from coldharbour.messages import TOPIC_TICKS, Tick, TickBatch
 
 log = logging.getLogger("workers.prices")
 
@@ -31,6 +43,7 @@ MAX_BATCH: Final = 1000
 POLL_TIMEOUT_MS: Final = 200
 FEED_HWM: Final = 100_000  # ticks are the one stream where loss is acceptable (DESIGN §2)
 REJECT_LOG_INTERVAL_S: Final = 10.0
+SYMBOLS_POLL_S: Final = 2.0
 _NOBLOCK: Final = int(zmq.NOBLOCK)  # a plain int: pyzmq's enum arithmetic costs per call
 
 
@@ -122,9 +135,7 @@ class FeedReader:
 
     def publish(self, pending: _Pending) -> None:
         """Publish the drained ticks as one ``TickBatch`` (nothing when there are none)."""
-        if pending.symbols:
-            self._ctx.publisher.publish(TOPIC_TICKS, pending.message())
-            self._ctx.counters["ticks"] += len(pending.symbols)
+        publish_pending(self._ctx, pending)
 
     def _count(self, skip: Skip) -> None:
         counters = self._ctx.counters
@@ -144,8 +155,74 @@ class FeedReader:
         self._sync.close(linger=0)
 
 
+def publish_pending(ctx: runtime.WorkerContext, pending: _Pending) -> None:
+    """Publish ``pending`` as one ``TickBatch`` (nothing when empty); count it, note the time."""
+    if pending.symbols:
+        ctx.publisher.publish(TOPIC_TICKS, pending.message())
+        ctx.counters["ticks"] += len(pending.symbols)
+        ctx.counters["newest_tick_unix_ms"] = time.time_ns() // 1_000_000
+
+
+def publish_ticks(ctx: runtime.WorkerContext, ticks: Sequence[Tick]) -> None:
+    """Publish one data-stream frame's ticks as one ``TickBatch``."""
+    pending = _Pending()
+    for tick in ticks:
+        pending.add(tick.symbol, tick.price, tick.size, tick.ts_event)
+    publish_pending(ctx, pending)
+
+
+async def follow_symbols(settings: Settings, prices: DataStreamPrices, stop: asyncio.Event) -> None:
+    """Subscribe to the symbols in play, read from the database every ``SYMBOLS_POLL_S``."""
+    names = [account_names(settings, account.slug) for account in settings.accounts]
+    conn: queries.Conn | None = None
+    try:
+        while not stop.is_set():
+            try:
+                conn = conn if conn is not None and not conn.closed else await connect_read_only(settings.dsn, "prices")
+                symbols: set[str] = set()
+                for account in names:
+                    symbols |= await queries.symbols_in_play(conn, account)
+                prices.follow(symbols)
+            except (DatabaseError, psycopg.Error) as e:
+                log.warning("cannot read the symbols in play error=%s", e)
+                conn = None
+            prices.show()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SYMBOLS_POLL_S)
+    finally:
+        if conn is not None:
+            await conn.close()
+
+
+async def run_data_stream(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
+    """Relay Alpaca's market-data stream for the symbols in play until stopped."""
+    if not settings.accounts:
+        log.error("PRICE_SOURCE=alpaca needs an account with credentials; no prices until one is configured")
+        await stop.wait()
+        return
+    account = settings.accounts[0]
+    streams = [
+        MarketDataStream(
+            name, url, account.api_key, account.secret_key, counters=ctx.counters,
+            exclude=settings.trade_conditions_exclude, on_ticks=lambda ticks: publish_ticks(ctx, ticks),
+        )
+        for name, url in (("stock", settings.alpaca_data_stream_url), ("crypto", settings.alpaca_crypto_stream_url))
+    ]  # fmt: skip
+    prices = DataStreamPrices(
+        streams, limit=settings.alpaca_data_max_symbols, counters=ctx.counters, details=ctx.details
+    )
+    log.info(
+        "data stream source account=%s url=%s limit=%d", account.slug, streams[0].url, settings.alpaca_data_max_symbols
+    )
+    await asyncio.gather(prices.run(stop), follow_symbols(settings, prices, stop))
+
+
 async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
-    """Relay the feed until stopped."""
+    """Relay the configured price source until stopped."""
+    ctx.details["price_source"] = settings.price_source
+    if settings.price_source == "alpaca":
+        await run_data_stream(settings, ctx, stop)
+        return
     reader = FeedReader(settings, ctx)
     try:
         await reader.run(stop)

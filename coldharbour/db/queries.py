@@ -28,6 +28,7 @@ from coldharbour.domain.cashflows import CashFlow, Category, Execution, Rejectio
 from coldharbour.domain.equity import Bar, IntradayLot
 from coldharbour.domain.metrics import SHARPE_WINDOWS, ClosedSlice, DailySummary, OpenLot
 from coldharbour.domain.schedule import Session
+from coldharbour.domain.types import TERMINAL_STATUSES
 
 Conn = psycopg.AsyncConnection[TupleRow]
 T = TypeVar("T")
@@ -316,3 +317,17 @@ async def sessions_between(conn: Conn, shared: SharedNames, first: date, last: d
         Session(session_date=row[0], pre_open_utc=row[1], open_utc=row[2], close_utc=row[3], post_close_utc=row[4])
         for row in await _fetch(conn, query, [first, last])
     ]
+
+
+# --- prices ----------------------------------------------------------------------------------
+
+# Order statuses that still work (or may): everything but the final ones (domain.types).
+_DONE_STATUSES: Final = (*sorted(TERMINAL_STATUSES), "done_for_day")
+
+
+async def symbols_in_play(conn: Conn, names: AccountNames) -> set[str]:
+    """Return the symbols the account holds (an open lot) or has an open order on."""
+    query = sql.SQL(
+        "SELECT symbol FROM {positions} WHERE qty > 0 UNION SELECT symbol FROM {orders} WHERE status <> ALL(%s)"
+    ).format(positions=names.positions.ident, orders=names.raw_orders.ident)
+    return {row[0] for row in await _fetch(conn, query, [list(_DONE_STATUSES)])}
