@@ -1,0 +1,112 @@
+"""End to end without a ZMQ feed: ``prices`` follows the positions on Alpaca's market-data stream.
+
+Real processes over ipc:// (bus, state, trades, snapshot, prices), real PostgreSQL, and the fake
+broker (in-process, serving both the trading API and the market-data stream at ``/v2/iex``)
+driven through unmodified alpaca-py. No ``ZMQ_SIP_STREAM_ENDPOINT`` is set, so ``PRICE_SOURCE``
+defaults to ``alpaca``. Market hours do not matter (``DISABLE_SESSION_SLEEP=1``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alpaca.trading.enums import OrderSide, TimeInForce
+from alpaca.trading.requests import MarketOrderRequest
+
+from coldharbour.config import Dsn
+from coldharbour.messages import Heartbeat
+from tests.fixtures.broker import FakeBroker
+from tests.integration.e2e import POSITIONS, Db, Programs, all_clean, short_directory
+from tests.support import make_environ, wait_for
+
+pytestmark = pytest.mark.integration
+
+PROGRAMS = ("bus", "state", "trades", "snapshot", "prices")
+TIMEOUT_S = 20.0
+
+
+@pytest.fixture
+def e2e_dir() -> Iterator[Path]:
+    path = short_directory()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _order(broker: FakeBroker, side: OrderSide) -> None:
+    broker.trading_client().submit_order(
+        MarketOrderRequest(symbol="AAPL", qty=10, side=side, time_in_force=TimeInForce.DAY)
+    )
+
+
+def _data_stream(broker: FakeBroker) -> dict[str, Any]:
+    return broker.request("GET", "/sim/data-stream", account=None).json()  # type: ignore[no-any-return]
+
+
+def _server_trades(broker: FakeBroker) -> list[list[str]]:
+    return [c["trades"] for c in _data_stream(broker)["connections"] if c["authenticated"]]
+
+
+def _lot(db: Db) -> dict[str, Any] | None:
+    rows = db.dicts(f"SELECT qty, mkt_px FROM {POSITIONS} WHERE symbol = 'AAPL'")
+    return rows[0] if rows else None
+
+
+def _mark(db: Db) -> Decimal | None:
+    lot = _lot(db)
+    return None if lot is None else lot["mkt_px"]
+
+
+def test_alpaca_source_follows_lot_marks_from_posted_prices_reconnects_and_unsubscribes(
+    migrated_dsn: Dsn, fake_broker: FakeBroker, e2e_dir: Path
+) -> None:
+    env = make_environ(
+        migrated_dsn, e2e_dir / "run", ("demo",),
+        ALPACA_API_KEY_DEMO="demo-key", ALPACA_SECRET_KEY_DEMO="demo-secret",
+        ALPACA_BASE_URL_DEMO=fake_broker.base_url,
+        ALPACA_DATA_STREAM_URL=f"ws://127.0.0.1:{fake_broker.port}/v2/iex",
+        DISABLE_SESSION_SLEEP="1", FLUSH_INTERVAL_S="0.5", SNAPSHOT_SEC="3600", BACKFILL_DAYS="1",
+    )  # fmt: skip
+    db = Db(migrated_dsn)
+    programs = Programs(env, e2e_dir)
+    try:
+        programs.start(*PROGRAMS)
+        wait_for(lambda: fake_broker.listener_count() == 1, TIMEOUT_S, what="trades stream listening")
+        before_any = _data_stream(fake_broker)["connections_total"]
+        fake_broker.set_prices({"AAPL": 100})
+        _order(fake_broker, OrderSide.BUY)
+        wait_for(lambda: _lot(db), TIMEOUT_S, what="the lot opened")
+
+        wait_for(lambda: _server_trades(fake_broker) == [["AAPL"]], TIMEOUT_S, what="subscribed to AAPL")
+        fake_broker.set_prices({"AAPL": 106})
+        wait_for(lambda: _mark(db) == 106, TIMEOUT_S, what="mark from the data stream")
+        programs.wait_counter("prices", "data_stream_subscribed", 1)
+        beat = programs.heartbeat("prices") or Heartbeat(program="prices", pid=0, uptime_s=0)
+
+        dropped = fake_broker.request("POST", "/sim/drop-data-stream", account=None).json()
+        wait_for(
+            lambda: _data_stream(fake_broker)["connections_total"] == 2 and _server_trades(fake_broker) == [["AAPL"]],
+            TIMEOUT_S, what="reconnected and resubscribed",
+        )  # fmt: skip
+        fake_broker.set_prices({"AAPL": 107.5})
+        wait_for(lambda: _mark(db) == Decimal("107.5"), TIMEOUT_S, what="mark after the reconnect")
+
+        _order(fake_broker, OrderSide.SELL)
+        wait_for(lambda: _lot(db) is None, TIMEOUT_S, what="the lot closed")
+        wait_for(lambda: _server_trades(fake_broker) == [[]], TIMEOUT_S, what="unsubscribed from AAPL")
+        reconnects = programs.counter("prices", "data_stream_reconnects")
+    finally:
+        db.close()
+        codes = programs.close()
+
+    assert all_clean(codes), programs.logs()
+    assert before_any == 0  # nothing in play, no data connection
+    assert beat.details == {"price_source": "alpaca", "subscribed": "AAPL"}
+    assert beat.counters["ticks"] >= 1
+    assert beat.counters["newest_tick_unix_ms"] > 0
+    assert dropped == {"dropped": 1}
+    assert reconnects == 1
