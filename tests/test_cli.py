@@ -334,3 +334,58 @@ def test_cli_sim_passes_arguments_through() -> None:
     assert helped.stdout.startswith("usage: python -m coldharbour.sim.feed")
     assert refused.returncode == 2
     assert "--port: invalid int value: 'not-a-port'" in refused.stderr
+
+
+# --- price source (PRICE_SOURCE=alpaca): doctor's handshake, status's line ----------------------
+
+
+def test_doctor_data_stream_accepts_broker_keys_and_refuses_wrong_ones(run_dir: Path, fake_broker: FakeBroker) -> None:
+    from coldharbour.cli.doctor import check_data_stream
+
+    url = f"ws://127.0.0.1:{fake_broker.port}/v2/iex"
+    good = make_settings(
+        "postgresql://chmgr@127.0.0.1:1/unused",
+        run_dir,
+        ("demo",),
+        ALPACA_API_KEY_DEMO="demo-key",
+        ALPACA_SECRET_KEY_DEMO="demo-secret",
+    )
+    bad = make_settings(
+        "postgresql://chmgr@127.0.0.1:1/unused",
+        run_dir,
+        ("demo",),
+        ALPACA_API_KEY_DEMO="demo-key",
+        ALPACA_SECRET_KEY_DEMO="nope-9876",
+    )
+
+    accepted = check_data_stream(good.accounts[0], url)
+    refused = check_data_stream(bad.accounts[0], url)
+    unreachable = check_data_stream(good.accounts[0], "ws://127.0.0.1:9/v2/iex")
+
+    assert accepted.verdict == "OK"
+    assert "accepts account demo's keys" in accepted.line
+    assert refused.verdict == "FAIL"
+    assert "(402 auth failed)" in refused.line
+    assert "nope-9876" not in refused.line
+    assert unreachable.verdict == "FAIL"
+    assert unreachable.line.endswith("check ALPACA_DATA_STREAM_URL")
+
+
+def test_status_prices_line_shows_source_subscriptions_and_newest_tick_age() -> None:
+    from coldharbour.cli.status import describe_prices
+    from coldharbour.messages import Heartbeat
+
+    now_ns = 1_700_000_000 * 10**9
+    beat = Heartbeat(
+        program="prices", pid=1, uptime_s=1.0,
+        counters={
+            "data_stream_subscribed": 7, "data_stream_unpriced": 2, "newest_tick_unix_ms": now_ns // 10**6 - 2500,
+        },
+        details={"price_source": "alpaca", "subscribed": "AAPL,AMD,MSFT,NVDA,TSLA"},
+    )  # fmt: skip
+    quiet = Heartbeat(program="prices", pid=1, uptime_s=1.0, details={"price_source": "zmq"})
+
+    assert describe_prices(beat, now_ns) == (
+        "source alpaca · subscribed 7 (AAPL, AMD, MSFT, NVDA, TSLA, …) · unpriced 2 · newest tick 2.5 s ago"
+    )
+    assert describe_prices(quiet, now_ns) == "source zmq · no tick yet"

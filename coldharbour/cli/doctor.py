@@ -7,10 +7,12 @@ named by their variable, never shown.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,9 +20,12 @@ from pathlib import Path
 from typing import Final, Literal, NamedTuple
 
 import typer
+import websockets
 import zmq
+from websockets.sync.client import connect
 
 from coldharbour import runtime
+from coldharbour.cli.status import HEARTBEAT_LISTEN_S, collect_heartbeats, describe_prices
 from coldharbour.config import AccountSettings, Settings, env_suffix
 from coldharbour.db import schema
 from coldharbour.db.connect import connect_sync
@@ -119,6 +124,46 @@ def check_feed(settings: Settings, wait_s: float = FEED_WAIT_S) -> Check:
     )
 
 
+def check_prices(settings: Settings, listen_s: float = HEARTBEAT_LISTEN_S) -> Check:
+    """Check the price source: the ZMQ feed, or (``alpaca``) what ``prices`` reports or a handshake."""
+    if settings.price_source == "zmq":
+        return check_feed(settings)
+    url = settings.alpaca_data_stream_url
+    if not settings.accounts:
+        return Check("FAIL", f"price source alpaca ({url}) needs an account with credentials")
+    heard = asyncio.run(collect_heartbeats(settings, ["prices"], listen_s)).get("prices")
+    if heard is None:
+        return check_data_stream(settings.accounts[0], url)
+    verdict: Verdict = "WARN" if heard.counters.get("data_stream_unpriced") else "OK"
+    hint = ": raise ALPACA_DATA_MAX_SYMBOLS if your data plan allows" if verdict == "WARN" else ""
+    return Check(verdict, f"price source alpaca ({url}): {describe_prices(heard, time.time_ns())}{hint}")
+
+
+def check_data_stream(account: AccountSettings, url: str) -> Check:
+    """Check that the market-data stream accepts ``account``'s keys (connect, auth, close)."""
+    suffix = env_suffix(account.name)
+    auth = {"action": "auth", "key": account.api_key.reveal(), "secret": account.secret_key.reveal()}
+    try:
+        with connect(url, open_timeout=BROKER_TIMEOUT_S, close_timeout=1.0) as socket:
+            replies = [json.loads(socket.recv(BROKER_TIMEOUT_S))]
+            socket.send(json.dumps(auth))
+            replies.append(json.loads(socket.recv(BROKER_TIMEOUT_S)))
+    except (OSError, TimeoutError, ValueError, websockets.exceptions.WebSocketException) as e:
+        return Check(
+            "FAIL", f"market-data stream unreachable at {url} ({type(e).__name__}): check ALPACA_DATA_STREAM_URL"
+        )
+    last = replies[-1][0] if isinstance(replies[-1], list) and replies[-1] else {}
+    if last.get("T") == "success" and last.get("msg") == "authenticated":
+        return Check("OK", f"price source alpaca: {url} accepts account {account.name}'s keys (prices not running)")
+    if last.get("code") == 406:
+        return Check("WARN", f"price source alpaca: {url} says connection limit exceeded: another client holds it")
+    return Check(
+        "FAIL",
+        f"price source alpaca: {url} refused account {account.name}'s keys ({last.get('code')} {last.get('msg')}): "
+        f"check ALPACA_API_KEY_{suffix}, ALPACA_SECRET_KEY_{suffix} and the data plan (iex or sip)",
+    )
+
+
 def check_run_dir(settings: Settings) -> Iterator[Check]:
     """Check the run directory (writable, mode 0700) and that socket paths fit a unix socket."""
     run_dir = Path(settings.run_dir).resolve()
@@ -168,13 +213,13 @@ def run_checks(settings: Settings) -> Iterator[Check]:
         yield Check("FAIL", f"account {name}: disabled, {reason}: set it or remove {name!r} from CHMGR_ACCOUNTS")
     if not settings.accounts and not settings.disabled_accounts:
         yield Check("FAIL", "no account configured: set CHMGR_ACCOUNTS and ALPACA_*_KEY_<NAME>")
-    yield check_feed(settings)
+    yield check_prices(settings)
     yield from check_run_dir(settings)
     yield check_supervisord(settings)
 
 
 def doctor() -> None:
-    """Check the DSN, schema, broker credentials, price feed and run dir; exit 1 if any FAIL."""
+    """Check the DSN, schema, broker credentials, price source and run dir; exit 1 if any FAIL."""
     settings = runtime.load_from_environment()
     failed = 0
     for check in run_checks(settings):

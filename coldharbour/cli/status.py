@@ -120,6 +120,23 @@ def _counters(heartbeat: Heartbeat) -> str:
     return " · ".join(parts) or "—"
 
 
+def describe_prices(heartbeat: Heartbeat, now_ns: int) -> str:
+    """Return the price source line of ``prices``' heartbeat: source, subscriptions, newest tick age."""
+    counters, details = heartbeat.counters, heartbeat.details
+    parts = [f"source {details.get('price_source', '?')}"]
+    if details.get("price_source") == "alpaca":
+        shown = details.get("subscribed", "").replace(",", ", ")
+        count = counters.get("data_stream_subscribed", 0)
+        more = ", …" if count > len(shown.split(", ")) and shown else ""
+        parts.append(f"subscribed {count}" + (f" ({shown}{more})" if shown else ""))
+        parts.append(f"unpriced {counters.get('data_stream_unpriced', 0)}")
+    newest_ms = counters.get("newest_tick_unix_ms")
+    parts.append(
+        "no tick yet" if not newest_ms else f"newest tick {_duration(max(0.0, now_ns / 1e9 - newest_ms / 1e3))} ago"
+    )
+    return " · ".join(parts)
+
+
 def _row(name: str, state: str, info: ProcessInfo | None, heartbeat: Heartbeat | None, now_ns: int) -> list[str]:
     style = "green" if state in HEALTHY_STATES else "red"
     if heartbeat is None:
@@ -166,6 +183,8 @@ def status(
     if not console.is_terminal:
         console = Console(width=140)  # piped: wide enough that rows do not wrap
     console.print(table)
+    if "prices" in heartbeats:
+        console.print(f"prices: {describe_prices(heartbeats['prices'], now_ns)}", highlight=False)
     if unhealthy:
         typer.echo(f"chmgr: not healthy: {', '.join(unhealthy)}", err=True)
         raise typer.Exit(runtime.EXIT_FAILURE)
