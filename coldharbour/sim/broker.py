@@ -10,7 +10,9 @@ every account starts with $100,000 cash. The server listens on 127.0.0.1 only an
 prints ``listening port=<N>`` on stdout (useful with ``--port 0``). Point alpaca-py at it with
 ``TradingClient(key, secret, url_override="http://127.0.0.1:<N>")``,
 ``TradingStream(key, secret, url_override="ws://127.0.0.1:<N>/stream")`` and, for bars,
-``StockHistoricalDataClient(key, secret, url_override="http://127.0.0.1:<N>")``.
+``StockHistoricalDataClient(key, secret, url_override="http://127.0.0.1:<N>")`` and, for live
+trades of the prices it is given, ``StockDataStream(key, secret,
+url_override="ws://127.0.0.1:<N>/v2/iex")`` (sim/market_stream.py).
 SIGTERM or Ctrl-C stops it with exit code 0.
 """
 
