@@ -18,10 +18,11 @@ Figure = Callable[[str, bool], None]
 
 
 def _figures() -> dict[str, Figure]:
-    from scripts.benchmarks import feed, fills, flush, memory, rebuild, ticks
+    from scripts.benchmarks import alpaca_feed, feed, fills, flush, memory, rebuild, ticks
 
     return {
         "feed_ingest": feed.run,
+        "alpaca_feed_ingest": alpaca_feed.run,
         "tick_to_mark": ticks.run,
         "fill_to_notify": fills.run,
         "flush_10k": flush.run,
