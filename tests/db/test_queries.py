@@ -159,3 +159,21 @@ async def test_read_only_connection_is_refused_a_write(settings, rows) -> None:
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         await conn.execute(sql.SQL("DELETE FROM {t}").format(t=rows.names.cash_flows.ident))
     await conn.close()
+
+
+async def test_symbols_in_play_are_held_lots_and_open_orders_only(settings, rows) -> None:
+    rows.position("p1", "AAPL", "10", "100", utc(2024, 3, 1, 15))
+    rows.position("p2", "GONE", "0", "100", utc(2024, 3, 1, 15))
+    insert = sql.SQL(
+        "INSERT INTO {t} (id, symbol, side, order_type, status, created_at)"
+        " VALUES (gen_random_uuid(), %s, 'buy', 'limit', %s, now())"
+    ).format(t=rows.names.raw_orders.ident)
+    for symbol, status in (("MSFT", "new"), ("BTC/USD", "partially_filled"), ("TSLA", "filled"), ("AMD", "canceled"),
+                           ("NVDA", "done_for_day"), ("META", "held")):  # fmt: skip
+        rows.conn.execute(insert, (symbol, status))
+    conn = await connect_read_only(settings.dsn, "test")
+
+    symbols = await queries.symbols_in_play(conn, rows.names)
+    await conn.close()
+
+    assert symbols == {"AAPL", "MSFT", "BTC/USD", "META"}
