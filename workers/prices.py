@@ -171,10 +171,13 @@ def publish_ticks(ctx: runtime.WorkerContext, ticks: Sequence[Tick]) -> None:
     publish_pending(ctx, pending)
 
 
-async def follow_symbols(settings: Settings, prices: DataStreamPrices, stop: asyncio.Event) -> None:
+async def follow_symbols(
+    settings: Settings, ctx: runtime.WorkerContext, prices: DataStreamPrices, stop: asyncio.Event
+) -> None:
     """Subscribe to the symbols in play, read from the database every ``SYMBOLS_POLL_S``."""
     names = [account_names(settings, account.slug) for account in settings.accounts]
     conn: queries.Conn | None = None
+    failing = ""  # the last error, logged once per change (a schema not yet created repeats)
     try:
         while not stop.is_set():
             try:
@@ -183,8 +186,16 @@ async def follow_symbols(settings: Settings, prices: DataStreamPrices, stop: asy
                 for account in names:
                     symbols |= await queries.symbols_in_play(conn, account)
                 prices.follow(symbols)
+                if failing:
+                    log.info("reading the symbols in play again")
+                failing = ""
             except (DatabaseError, psycopg.Error) as e:
-                log.warning("cannot read the symbols in play error=%s", e)
+                if str(e) != failing:
+                    log.warning("cannot read the symbols in play error=%s", e)
+                failing = str(e) or type(e).__name__
+                ctx.counters["symbols_read_failures"] += 1
+                if conn is not None:
+                    await conn.close()
                 conn = None
             prices.show()
             with contextlib.suppress(TimeoutError):
@@ -214,7 +225,7 @@ async def run_data_stream(settings: Settings, ctx: runtime.WorkerContext, stop: 
     log.info(
         "data stream source account=%s url=%s limit=%d", account.slug, streams[0].url, settings.alpaca_data_max_symbols
     )
-    await asyncio.gather(prices.run(stop), follow_symbols(settings, prices, stop))
+    await asyncio.gather(prices.run(stop), follow_symbols(settings, ctx, prices, stop))
 
 
 async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:

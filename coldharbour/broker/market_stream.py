@@ -49,6 +49,7 @@ BACKOFF_BASE_S: Final = 1.0
 BACKOFF_CAP_S: Final = 30.0
 CONNECT_TIMEOUT_S: Final = 10.0
 REPLY_TIMEOUT_S: Final = 10.0
+CLOSE_GRACE_S: Final = 2.0
 REJECT_LOG_INTERVAL_S: Final = 10.0
 USER_AGENT: Final = "coldharbour-prices"
 CODECS: Final = ("msgpack", "json")
@@ -151,7 +152,7 @@ class MarketDataStream:
         while not stop.is_set():
             if not await self._until_wanted(stop):
                 return
-            delivered = await self._session(stop)
+            delivered = await self._session_until(stop)
             if stop.is_set():
                 return
             attempt = 1 if delivered else attempt + 1
@@ -161,6 +162,23 @@ class MarketDataStream:
             log.warning("data stream reconnecting stream=%s attempt=%d delay_s=%.2f", self.name, attempt, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
+
+    async def _session_until(self, stop: asyncio.Event) -> bool:
+        """Run one session; on ``stop`` give it ``CLOSE_GRACE_S`` to close, then cancel it."""
+        session = asyncio.create_task(self._session(stop), name=f"data-stream-{self.name}")
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({session, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not session.done():  # stopping: the writer closes an open socket; a handshake is cut
+                await asyncio.wait({session}, timeout=CLOSE_GRACE_S)
+            if not session.done():
+                session.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await session
+                return False
+            return session.result()
+        finally:
+            stopping.cancel()
 
     async def _until_wanted(self, stop: asyncio.Event) -> bool:
         """Wait until a symbol is wanted (no connection without one); False if ``stop`` came first."""

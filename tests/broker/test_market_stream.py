@@ -217,3 +217,24 @@ def test_prices_gauges_and_unpriced_logged_once_per_change(caplog: pytest.LogCap
     assert streams[1].wanted == {"ETH/USD"}
     assert counters["data_stream_unpriced"] == 1
     assert details["price_source"] == "alpaca"
+
+
+async def _mute_server(connection: ServerConnection) -> None:
+    await connection.wait_closed()  # accepts the upgrade, never says "connected"
+
+
+@pytest.mark.asyncio
+async def test_stop_during_a_silent_handshake_ends_run_within_the_grace() -> None:
+    async with serve(_mute_server, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        stream = _stream(f"ws://127.0.0.1:{port}/v2/iex", "k", "s", Received(), Counter())
+        stream.want({"AAPL"})
+        stop = asyncio.Event()
+        task = asyncio.create_task(stream.run(stop))
+        await async_wait_for(lambda: len(server.connections) == 1, TIMEOUT_S, what="the upgrade")
+        stop.set()
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(task, TIMEOUT_S)
+        took_s = asyncio.get_running_loop().time() - started
+
+    assert took_s < market_stream.REPLY_TIMEOUT_S  # not held for the handshake's whole timeout
