@@ -52,7 +52,7 @@ def _server_trades(broker: FakeBroker) -> list[list[str]]:
 
 
 def _lot(db: Db) -> dict[str, Any] | None:
-    rows = db.dicts(f"SELECT qty, mkt_px FROM {POSITIONS} WHERE symbol = 'AAPL'")
+    rows = db.dicts(f"SELECT qty, mkt_px, profit_loss FROM {POSITIONS} WHERE symbol = 'AAPL'")
     return rows[0] if rows else None
 
 
@@ -84,6 +84,7 @@ def test_alpaca_source_follows_lot_marks_from_posted_prices_reconnects_and_unsub
         wait_for(lambda: _server_trades(fake_broker) == [["AAPL"]], TIMEOUT_S, what="subscribed to AAPL")
         fake_broker.set_prices({"AAPL": 106})
         wait_for(lambda: _mark(db) == 106, TIMEOUT_S, what="mark from the data stream")
+        marked = _lot(db)
         programs.wait_counter("prices", "data_stream_subscribed", 1)
         beat = programs.heartbeat("prices") or Heartbeat(program="prices", pid=0, uptime_s=0)
 
@@ -108,5 +109,7 @@ def test_alpaca_source_follows_lot_marks_from_posted_prices_reconnects_and_unsub
     assert beat.details == {"price_source": "alpaca", "subscribed": "AAPL"}
     assert beat.counters["ticks"] >= 1
     assert beat.counters["newest_tick_unix_ms"] > 0
+    assert marked is not None
+    assert marked["profit_loss"] == 60  # (106 - 100) x 10, from the data stream's mark
     assert dropped == {"dropped": 1}
     assert reconnects == 1
