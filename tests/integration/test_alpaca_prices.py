@@ -1,9 +1,11 @@
 """End to end without a ZMQ feed: ``prices`` follows the positions on Alpaca's market-data stream.
 
-Real processes over ipc:// (bus, state, trades, snapshot, prices), real PostgreSQL, and the fake
-broker (in-process, serving both the trading API and the market-data stream at ``/v2/iex``)
-driven through unmodified alpaca-py. No ``ZMQ_SIP_STREAM_ENDPOINT`` is set, so ``PRICE_SOURCE``
-defaults to ``alpaca``. Market hours do not matter (``DISABLE_SESSION_SLEEP=1``).
+The first test runs the programs that matter over ipc:// (bus, state, trades, snapshot, prices)
+against the fake broker in-process (the trading API and the market-data stream at ``/v2/iex``),
+driven through unmodified alpaca-py, with no ``ZMQ_SIP_STREAM_ENDPOINT``: ``PRICE_SOURCE``
+defaults to ``alpaca``. The second runs the whole stack under supervisord (``start_stack``) with
+``PRICE_SOURCE=alpaca`` and reads `chmgr status`. Market hours do not matter
+(``DISABLE_SESSION_SLEEP=1``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from alpaca.trading.requests import MarketOrderRequest
 
 from coldharbour.config import Dsn
 from coldharbour.messages import Heartbeat
+from coldharbour.sim.postgres import PgCluster
 from tests.fixtures.broker import FakeBroker
+from tests.fixtures.stack import start_stack
 from tests.integration.e2e import POSITIONS, Db, Programs, all_clean, short_directory
 from tests.support import make_environ, wait_for
 
@@ -113,3 +117,35 @@ def test_alpaca_source_follows_lot_marks_from_posted_prices_reconnects_and_unsub
     assert marked["profit_loss"] == 60  # (106 - 100) x 10, from the data stream's mark
     assert dropped == {"dropped": 1}
     assert reconnects == 1
+
+
+def test_whole_stack_with_alpaca_source_marks_lot_and_status_shows_the_subscription(
+    pg_cluster: PgCluster, migrated_template: str, tmp_path: Path
+) -> None:
+    settings = {"PRICE_SOURCE": "alpaca", "FLUSH_INTERVAL_S": "0.5", "SNAPSHOT_SEC": "3600", "BACKFILL_DAYS": "1"}
+    with start_stack(pg_cluster, migrated_template, tmp_path, settings=settings) as stack:
+        broker = stack.broker
+        positions = f"SELECT mkt_px FROM {stack.names.positions.schema}.{stack.names.positions.name}"
+        stack.wait_healthy()
+        wait_for(lambda: stack.stream_listeners() == 1, TIMEOUT_S, what="trades connected to the broker")
+        broker.set_prices({"AAPL": 100})
+        stack.broker.trading_client().submit_order(
+            MarketOrderRequest(symbol="AAPL", qty=10, side=OrderSide.BUY, time_in_force=TimeInForce.DAY)
+        )
+        wait_for(lambda: stack.query(positions), TIMEOUT_S, what="the lot opened")
+        wait_for(
+            lambda: [c["trades"] for c in broker.control("GET", "/sim/data-stream")["connections"]] == [["AAPL"]],
+            TIMEOUT_S, what="subscribed to AAPL",
+        )  # fmt: skip
+        broker.set_prices({"AAPL": 104.25})
+        wait_for(lambda: stack.query(positions) == [(Decimal("104.25"),)], TIMEOUT_S, what="mark from the stream")
+
+        def status_with_subscription() -> str:
+            out = stack.chmgr("status").stdout
+            return out if "subscribed 1 (AAPL)" in out else ""
+
+        status = wait_for(status_with_subscription, TIMEOUT_S, interval_s=0.5, what="chmgr status with AAPL")
+
+    prices_line = next(line for line in status.splitlines() if line.startswith("prices: "))
+    assert prices_line.startswith("prices: source alpaca · subscribed 1 (AAPL) · unpriced 0 · newest tick ")
+    assert prices_line.endswith(" ago")
