@@ -180,3 +180,36 @@ def test_secrets_never_print() -> None:
 )
 def test_redact_dsn(dsn: str, redacted: str) -> None:
     assert redact_dsn(dsn) == redacted
+
+
+@pytest.mark.parametrize(
+    ("environ", "source"),
+    [
+        ({}, "alpaca"),
+        ({"ZMQ_SIP_STREAM_ENDPOINT": "tcp://127.0.0.1:6000"}, "zmq"),
+        ({"ZMQ_SIP_STREAM_ENDPOINT": "tcp://127.0.0.1:6000", "PRICE_SOURCE": "alpaca"}, "alpaca"),
+        ({"PRICE_SOURCE": "ZMQ"}, "zmq"),
+        ({"PRICE_SOURCE": ""}, "alpaca"),
+    ],
+)
+def test_price_source_defaults_to_zmq_only_when_the_feed_endpoint_is_set(environ: dict[str, str], source: str) -> None:
+    settings = load_settings({"CHMGR_DSN": "postgresql://u@h/db", **environ})
+
+    assert settings.price_source == source
+    assert settings.alpaca_data_stream_url == "wss://stream.data.alpaca.markets/v2/iex"
+    assert settings.alpaca_data_max_symbols == 30
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PRICE_SOURCE", "kafka", "PRICE_SOURCE: expected text matching regex '^(zmq|alpaca)$', found 'kafka'"),
+        ("ALPACA_DATA_STREAM_URL", "https://x", "ALPACA_DATA_STREAM_URL: expected text matching regex"),
+        ("ALPACA_DATA_MAX_SYMBOLS", "0", "ALPACA_DATA_MAX_SYMBOLS: expected a whole number >= 1, found '0'"),
+    ],
+)
+def test_price_source_settings_reject_bad_values_in_one_line(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"CHMGR_DSN": "postgresql://u@h/db", name: value})
+
+    assert str(caught.value).startswith(message)
