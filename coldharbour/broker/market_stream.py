@@ -133,7 +133,6 @@ class MarketDataStream:
         self.connected = False
         self.connects = 0
         self._changed = asyncio.Event()
-        self._ws: ClientConnection | None = None
         self._last_reject_log: dict[str, float] = {}
 
     def want(self, symbols: Iterable[str]) -> None:
@@ -190,11 +189,6 @@ class MarketDataStream:
                 task.cancel()
         return not stop.is_set()
 
-    async def drop(self) -> None:
-        """Close the current connection (``run`` reconnects after its backoff)."""
-        if self._ws is not None:
-            await self._ws.close()
-
     async def _session(self, stop: asyncio.Event) -> bool:
         """Run one connection; return True when it delivered at least one trade."""
         delivered = False
@@ -210,7 +204,6 @@ class MarketDataStream:
                 max_size=1 << 24,
                 user_agent_header=USER_AGENT,
             ) as ws:
-                self._ws = ws
                 await self._expect(ws, "connected")
                 await ws.send(
                     self._encode({"action": "auth", "key": self._key_id.reveal(), "secret": self._secret_key.reveal()})
@@ -235,7 +228,6 @@ class MarketDataStream:
                 log.info("data stream disconnected stream=%s", self.name)
             self.connected = False
             self.subscribed = frozenset()
-            self._ws = None
         return delivered
 
     async def _write_loop(self, ws: ClientConnection, stop: asyncio.Event) -> None:
