@@ -2,8 +2,10 @@
 
 ``run(program, amain)`` is what each ``workers/<program>.py`` calls from ``main()``:
 
-1. load settings from the environment (+ ``CHMGR_CONFIG``); on a bad value print one line to
-   stderr and exit 1 before opening any socket;
+1. load settings from the environment (+ ``CHMGR_CONFIG``) and prepare the run directory
+   (``config.prepare_run_dir``); on a bad value print one line to stderr naming the variable
+   and exit 1 before opening any socket (supervisord retries ``startretries`` times, then
+   leaves the program FATAL; ``chmgr status`` shows that line);
 2. configure logging to stderr (supervisord captures it) with a filter that scrubs every secret;
 3. run ``amain(settings, ctx, stop)`` on an asyncio loop, with SIGTERM/SIGINT setting ``stop``
    and a heartbeat task publishing ``hb.<program>`` every second;
@@ -154,6 +156,7 @@ def run(program: str, amain: AMain, *, with_heartbeat: bool = True) -> int:
     """Run ``amain`` as ``program``; return the process exit code (0 clean, 1 failure)."""
     try:
         settings = load_from_environment()
+        config.prepare_run_dir(settings.run_dir)
     except ConfigError as e:
         print(f"{program}: configuration error: {e}", file=sys.stderr)
         return EXIT_FAILURE
