@@ -150,7 +150,8 @@ def test_fresh_clone_supervisord_conf_runs_every_program_and_chmgr_controls_it(c
     assert list(rows) == list(PROGRAMS)
     assert all("RUNNING" in rows[name] for name in PROGRAMS)
     # One run directory for all: the conf's, which every program got as CHMGR_RUN_DIR.
-    assert {"supervisor.sock", "supervisord.pid", "bus-in.sock", "bus-out.sock"} <= {p.name for p in clone.run_dir.iterdir()}
+    in_run_dir = {path.name for path in clone.run_dir.iterdir()}
+    assert {"supervisor.sock", "supervisord.pid", "bus-in.sock", "bus-out.sock"} <= in_run_dir
     assert {f"{name}.log" for name in PROGRAMS} <= {p.name for p in (clone.run_dir / "logs").iterdir()}
     modes = [stat.S_IMODE(path.stat().st_mode) for path in (clone.run_dir, clone.run_dir / "logs")]
     assert modes == [0o700, 0o700]  # git does not store it: the programs tightened the project's own dir
