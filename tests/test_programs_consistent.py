@@ -55,7 +55,8 @@ def test_programs_conf_section_follows_the_rules(name: str) -> None:
     section = _conf()[f"program:{name}"]
 
     assert section["command"] == f"python -m workers.{name}"
-    assert section["autorestart"] == "true"
+    assert section["autorestart"] == "unexpected"  # every exit but a settings error restarts
+    assert section["exitcodes"] == str(runtime.EXIT_CONFIG)
     assert section["stopsignal"] == "TERM"
     assert int(section["stopwaitsecs"]) > FINAL_FLUSH_TIMEOUT_S
     assert int(section["startsecs"]) >= 1

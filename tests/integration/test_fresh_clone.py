@@ -38,6 +38,7 @@ HEALTHY_TIMEOUT_S = 90.0
 FATAL_TIMEOUT_S = 90.0
 GONE_TIMEOUT_S = 60.0
 STARTRETRIES = 3  # supervisord.conf: a failed start is retried this often, then FATAL
+GAVE_UP = {"FATAL", "EXITED"}  # states supervisord never leaves by itself
 
 
 class Clone:
@@ -186,24 +187,29 @@ def test_fresh_clone_supervisord_conf_runs_every_program_and_chmgr_controls_it(c
 
 def test_fresh_clone_missing_setting_ends_fatal_with_the_line_naming_it(clone: Clone) -> None:
     """supervisord started from a shell without CHMGR_DSN: every program exits at once with one
-    line naming it, is retried STARTRETRIES times, then stays FATAL; `chmgr status` (from a shell
-    that has the settings) shows FATAL and that line."""
+    line naming it (status 78), is retried at most STARTRETRIES times, then stays FATAL (EXITED
+    if this machine was so loaded that its imports outlasted startsecs: supervisord had already
+    counted it as started, and exit status 78 is not restarted either); `chmgr status`, from a
+    shell that has the settings, shows that state and that line."""
     without_dsn = {name: value for name, value in clone.env.items() if name != "CHMGR_DSN"}
 
     started = clone.run(".venv/bin/supervisord", "-c", "supervisord.conf", env=without_dsn)
 
     assert started.returncode == 0, started.stderr
-    wait_for(
-        lambda: all(info.state == "FATAL" for info in clone.client.info()), FATAL_TIMEOUT_S, interval_s=0.5,
-        what="every program FATAL",
+    states = wait_for(
+        lambda: (found := {i.name: i.state for i in clone.client.info()}) and set(found.values()) <= GAVE_UP and found,
+        FATAL_TIMEOUT_S, interval_s=0.5, what="every program FATAL (or EXITED)",
     )  # fmt: skip
     code, rows, output = clone.status_rows()
     assert code == 1
-    assert all("FATAL" in rows[name] for name in PROGRAMS)
+    assert list(states) == list(PROGRAMS)
+    assert "FATAL" in states.values()  # the usual end; EXITED only for a start slower than startsecs
     for name in PROGRAMS:
-        log = (clone.run_dir / "logs" / f"{name}.log").read_text().splitlines()
-        line = f"{name}: configuration error: CHMGR_DSN: required, not set"
-        assert [entry for entry in log if entry] == [log[-1]] * (STARTRETRIES + 1)  # one line per start, then none
-        assert log[-1].startswith(line)
-        assert f"{name} FATAL: {log[-1]} (last line of {clone.run_dir}/logs/{name}.log)" in output
-    assert not clone.processes() - {int((clone.run_dir / "supervisord.pid").read_text())}  # nothing spins
+        assert states[name] in rows[name]
+        log = [entry for entry in (clone.run_dir / "logs" / f"{name}.log").read_text().splitlines() if entry]
+        assert log[-1].startswith(f"{name}: configuration error: CHMGR_DSN: required, not set")
+        assert log == [log[-1]] * len(log)  # one line per start and nothing else
+        assert 1 <= len(log) <= STARTRETRIES + 1  # then supervisord stopped trying
+        assert f"{name} {states[name]}: {log[-1]} (last line of {clone.run_dir}/logs/{name}.log)" in output
+    supervisord_pid = int((clone.run_dir / "supervisord.pid").read_text())
+    assert clone.processes() == {supervisord_pid}  # no program left running or respawning
