@@ -202,7 +202,7 @@ def test_fresh_clone_missing_setting_ends_fatal_with_the_line_naming_it(clone: C
     )  # fmt: skip
     code, rows, output = clone.status_rows()
     assert code == 1
-    assert list(states) == list(PROGRAMS)
+    assert sorted(states) == sorted(PROGRAMS)
     assert "FATAL" in states.values()  # the usual end; EXITED only for a start slower than startsecs
     for name in PROGRAMS:
         assert states[name] in rows[name]
