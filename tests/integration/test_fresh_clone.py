@@ -203,13 +203,12 @@ def test_fresh_clone_missing_setting_ends_fatal_with_the_line_naming_it(clone: C
     code, rows, output = clone.status_rows()
     assert code == 1
     assert sorted(states) == sorted(PROGRAMS)
-    assert "FATAL" in states.values()  # the usual end; EXITED only for a start slower than startsecs
     for name in PROGRAMS:
         assert states[name] in rows[name]
         log = [entry for entry in (clone.run_dir / "logs" / f"{name}.log").read_text().splitlines() if entry]
         assert log[-1].startswith(f"{name}: configuration error: CHMGR_DSN: required, not set")
         assert log == [log[-1]] * len(log)  # one line per start and nothing else
-        assert 1 <= len(log) <= STARTRETRIES + 1  # then supervisord stopped trying
+        assert len(log) == STARTRETRIES + 1 if states[name] == "FATAL" else 1 <= len(log) <= STARTRETRIES + 1
         assert f"{name} {states[name]}: {log[-1]} (last line of {clone.run_dir}/logs/{name}.log)" in output
     supervisord_pid = int((clone.run_dir / "supervisord.pid").read_text())
     assert clone.processes() == {supervisord_pid}  # no program left running or respawning
