@@ -92,6 +92,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _environ(pid: int) -> dict[str, str]:
+    """Return the environment process ``pid`` was started with."""
+    items = Path(f"/proc/{pid}/environ").read_text().split("\0")
+    return dict(item.split("=", 1) for item in items if "=" in item)
+
+
 def _settings(dsn: Dsn, broker: FakeBroker, work: Path) -> dict[str, str]:
     """The settings a user exports: DSN, one account on the fake broker, no CHMGR_RUN_DIR."""
     key, secret = broker.keys("demo")
@@ -212,3 +218,36 @@ def test_fresh_clone_missing_setting_ends_fatal_with_the_line_naming_it(clone: C
         assert f"{name} {states[name]}: {log[-1]} (last line of {clone.run_dir}/logs/{name}.log)" in output
     supervisord_pid = int((clone.run_dir / "supervisord.pid").read_text())
     assert clone.processes() == {supervisord_pid}  # no program left running or respawning
+
+
+def test_fresh_clone_chmgr_run_dir_wins_through_chmgr_up(clone: Clone) -> None:
+    """With CHMGR_RUN_DIR exported, `chmgr up` runs supervisord from a copy of the conf rendered
+    for it: every socket, log and the programs' CHMGR_RUN_DIR are there, nothing in the clone's
+    run/, and `supervisorctl -c $CHMGR_RUN_DIR/supervisord.conf` talks to it."""
+    run_dir = clone.path.parent / "r"  # /tmp/chf-…/r: created by `chmgr up`
+    env = {**clone.env, "CHMGR_RUN_DIR": str(run_dir)}
+
+    up = clone.chmgr("up", env=env)
+
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.startswith("supervisord running (pid ")
+    client = SupervisorClient(run_dir / "supervisor.sock")
+    wait_for(
+        lambda: all(info.state == "RUNNING" for info in client.info()), HEALTHY_TIMEOUT_S, interval_s=0.5,
+        what="every program RUNNING",
+    )  # fmt: skip
+    programs = {info.pid for info in client.info()}
+    run_dirs = {_environ(info.pid).get("CHMGR_RUN_DIR") for info in client.info() if info.pid}
+    ctl = clone.run(".venv/bin/supervisorctl", "-c", str(run_dir / "supervisord.conf"), "status", env=env)
+    assert ctl.returncode == 0, ctl.stdout + ctl.stderr
+    assert sum("RUNNING" in line for line in ctl.stdout.splitlines()) == len(PROGRAMS)
+    assert run_dirs == {str(run_dir)}  # the conf's environment= handed every program the same
+    assert {"bus-in.sock", "bus-out.sock", "supervisord.pid"} <= {path.name for path in run_dir.iterdir()}
+    assert {path.name for path in clone.run_dir.rglob("*")} == {".gitignore", "logs"}  # the clone's run/ untouched
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700  # created by chmgr, so made private
+
+    down = clone.chmgr("down", env=env)
+
+    assert down.returncode == 0, down.stderr
+    wait_for(lambda: not any(_alive(pid) for pid in programs) and not clone.processes(), GONE_TIMEOUT_S,
+             interval_s=0.2, what="every program to exit")  # fmt: skip
