@@ -157,6 +157,7 @@ def test_fresh_clone_supervisord_conf_runs_every_program_and_chmgr_controls_it(c
     assert list(rows) == list(PROGRAMS)
     assert all("RUNNING" in rows[name] for name in PROGRAMS)
     # One run directory for all: the conf's, which every program got as CHMGR_RUN_DIR.
+    assert {_environ(info.pid).get("CHMGR_RUN_DIR") for info in clone.client.info() if info.pid} == {str(clone.run_dir)}
     in_run_dir = {path.name for path in clone.run_dir.iterdir()}
     assert {"supervisor.sock", "supervisord.pid", "bus-in.sock", "bus-out.sock"} <= in_run_dir
     assert {f"{name}.log" for name in PROGRAMS} <= {p.name for p in (clone.run_dir / "logs").iterdir()}
