@@ -510,14 +510,14 @@ def prepare_run_dir(run_dir: str | Path) -> Path:
         target = make_private_dir(run_dir)
         logs = make_private_dir(target / LOGS_DIR_NAME)
         for directory in (target, logs):
-            if _is_project_run_dir(directory):
+            if is_project_run_dir(directory):
                 os.chmod(directory, PRIVATE_DIR_MODE)
     except OSError as e:
         raise ConfigError(f"CHMGR_RUN_DIR: cannot prepare {e.filename or run_dir}: {e.strerror or e}") from e
     return target
 
 
-def _is_project_run_dir(directory: Path) -> bool:
+def is_project_run_dir(directory: Path) -> bool:
     """Return True for the repository's own run/ or run/logs/: a real directory we own."""
     own = {PROJECT_ROOT / "run", PROJECT_ROOT / "run" / LOGS_DIR_NAME}
     if directory not in own:

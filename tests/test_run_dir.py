@@ -17,8 +17,10 @@ import pytest
 
 from coldharbour import config
 from coldharbour.bus import prepare_endpoint
+from coldharbour.cli.doctor import check_run_dir
 from coldharbour.config import make_private_dir, prepare_run_dir
 from coldharbour.errors import ConfigError
+from tests.support import make_settings
 
 SHARED_MODE = 0o1777  # /tmp's mode: sticky, world-writable
 
@@ -122,3 +124,23 @@ def test_bus_endpoint_creates_its_missing_folder_0700(tmp_path: Path) -> None:
     prepare_endpoint(f"ipc://{tmp_path}/new/dir/bus-in.sock", bind=True)
 
     assert (mode(tmp_path / "new"), mode(tmp_path / "new" / "dir")) == (0o700, 0o700)
+
+
+def test_doctor_fresh_clone_run_dir_is_a_warning_another_open_dir_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the first start a clone's run/ has git's mode: not a failure, it is fixed at start."""
+    monkeypatch.setattr(config, "PROJECT_ROOT", tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "other").mkdir()
+    for folder in ("run", "other"):
+        (tmp_path / folder).chmod(0o755)
+
+    verdicts = {
+        folder: next(check_run_dir(make_settings("postgresql://u@127.0.0.1:1/x", tmp_path / folder)))
+        for folder in ("run", "other")
+    }
+
+    assert verdicts["run"].verdict == "WARN"
+    assert verdicts["run"].line.endswith("`chmgr up` or the first program makes it 0700")
+    assert verdicts["other"].verdict == "FAIL"
