@@ -2,7 +2,7 @@
 
 Each test clones this repository's committed HEAD (``git clone``) into a short directory under
 /tmp (unix socket paths must stay under ~100 characters). The clone reuses the suite's venv
-instead of installing one: ``<clone>/.venv`` is a symlink to the shared venv, and
+instead of installing one: ``<clone>/.venv`` is a symlink to the venv running the suite, and
 ``PYTHONPATH=<clone>`` makes the clone's code win over the venv's editable install, for `chmgr`
 and for every program supervisord starts (they run in the clone, ``python`` from
 ``<clone>/.venv/bin``). The settings are exported as a user would (the suite's PostgreSQL, the
@@ -18,6 +18,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,7 +128,7 @@ def clone(migrated_dsn: Dsn, fake_broker: FakeBroker, tmp_path: Path) -> Iterato
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
     subprocess.run(["git", "clone", "-q", "--no-checkout", str(ROOT), str(path)], check=True, timeout=60)
     subprocess.run(["git", "-C", str(path), "checkout", "-q", head.stdout.strip()], check=True, timeout=60)
-    (path / ".venv").symlink_to((ROOT / ".venv").resolve(), target_is_directory=True)
+    (path / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)  # the venv running this suite
     base = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
     env = {**base, "PYTHONPATH": str(path), **_settings(migrated_dsn, fake_broker, work)}
     assert "CHMGR_RUN_DIR" not in env
