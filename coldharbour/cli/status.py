@@ -185,7 +185,7 @@ def status(
     if not console.is_terminal:
         console = Console(width=140)  # piped: wide enough that rows do not wrap
     console.print(table)
-    for info in infos.values():
+    for info in (infos[name] for name in names if name in infos):
         line = last_log_line(info.log_path) if info.state in EXPLAINED_STATES and info.log_path else None
         if line is not None:
             typer.echo(f"{info.name} {info.state}: {line} (last line of {info.log_path})")
