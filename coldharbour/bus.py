@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -31,6 +30,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from coldharbour.config import make_private_dir
 from coldharbour.errors import BusError
 from coldharbour.messages import ENCODER, Message, Msg, decode
 
@@ -42,7 +42,7 @@ REJECT_LOG_INTERVAL_S: Final = 10.0
 
 
 def prepare_endpoint(endpoint: str, *, bind: bool) -> str:
-    """Validate ``endpoint``; for ``ipc://`` create its directory with mode 0700.
+    """Validate ``endpoint``; for ``ipc://`` create its directory (if missing) with mode 0700.
 
     Binding ``tcp://`` is allowed on loopback only: the bus is internal.
     """
@@ -50,10 +50,10 @@ def prepare_endpoint(endpoint: str, *, bind: bool) -> str:
     if scheme not in {"inproc", "ipc", "tcp"} or not rest:
         raise BusError(f"bus endpoint: expected inproc://, ipc:// or tcp://, found {endpoint!r}")
     if scheme == "ipc":
-        directory = Path(rest).parent
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if bind:
-            os.chmod(directory, 0o700)
+        try:  # only a directory created here is made 0700: an existing one is not ours to chmod
+            make_private_dir(Path(rest).parent)
+        except OSError as e:
+            raise BusError(f"bus endpoint: cannot create the directory of {endpoint!r}: {e.strerror or e}") from e
     elif scheme == "tcp" and bind:
         host = urlsplit(f"tcp://{rest}").hostname or ""
         if host not in LOOPBACK_HOSTS and f"[{host}]" not in LOOPBACK_HOSTS:

@@ -11,7 +11,9 @@ Secrets (API keys, secret keys, the DSN password) are held in ``Secret``/``Dsn``
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +22,13 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from coldharbour.errors import ConfigError
+
+# The project root (where supervisord.conf lives); its run/ is the default run directory, the
+# same one supervisord.conf's ``%(here)s/run`` names, so `chmgr` finds it from any directory.
+PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
+DEFAULT_RUN_DIR: Final = str(PROJECT_ROOT / "run")
+LOGS_DIR_NAME: Final = "logs"
+PRIVATE_DIR_MODE: Final = 0o700
 
 
 class Secret:
@@ -157,7 +166,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Every setting of SPEC.md §7 and §1; field ``x_y`` is env var ``X_Y`` (see ``ENV_NAMES``)."""
 
     dsn: Dsn
-    run_dir: str = "./run"
+    run_dir: str = DEFAULT_RUN_DIR
     bus_in: str = ""
     bus_out: str = ""
     zmq_sip_stream_endpoint: str = "tcp://127.0.0.1:5558"
@@ -265,7 +274,7 @@ def load_settings(environ: Mapping[str, str], toml_path: str | Path | None = Non
         raw[field] = _split_list(raw[field])
     source = str(raw.get("price_source") or "").strip().lower()
     raw["price_source"] = source or ("zmq" if "zmq_sip_stream_endpoint" in raw else "alpaca")
-    run_dir = str(raw.get("run_dir") or "./run")
+    run_dir = str(raw.get("run_dir") or DEFAULT_RUN_DIR)
     raw.setdefault("bus_in", f"ipc://{run_dir}/bus-in.sock")
     raw.setdefault("bus_out", f"ipc://{run_dir}/bus-out.sock")
     settings = _convert(raw)
@@ -475,3 +484,52 @@ def describe(settings: Settings) -> dict[str, object]:
             value = str(value)
         shown[field] = value
     return shown
+
+
+def make_private_dir(path: str | Path) -> Path:
+    """Create ``path`` and its missing parents with mode 0700; return it as an absolute path.
+
+    Only the directories this call creates are chmodded (mkdir's mode is cut by the umask): a
+    directory that already exists keeps its mode, so ``CHMGR_RUN_DIR=/tmp`` or a bus endpoint
+    in a shared folder never changes that folder (issue #14). Raises ``OSError``.
+    """
+    target = Path(path).absolute()
+    missing = []
+    directory = target
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:  # created meanwhile by another program: not ours to chmod
+            continue
+        os.chmod(directory, PRIVATE_DIR_MODE)
+    return target
+
+
+def prepare_run_dir(run_dir: str | Path) -> Path:
+    """Make ``run_dir`` and its ``logs/`` exist with mode 0700; return ``run_dir`` absolute.
+
+    Directories created here are 0700. Of the existing ones, only the project's own
+    ``<project root>/run`` and its ``logs/`` (shipped in the repository, where git cannot store
+    a mode) are tightened to 0700; any other existing directory is left as its owner set it.
+    """
+    try:
+        target = make_private_dir(run_dir)
+        logs = make_private_dir(target / LOGS_DIR_NAME)
+        for directory in (target, logs):
+            if is_project_run_dir(directory):
+                os.chmod(directory, PRIVATE_DIR_MODE)
+    except OSError as e:
+        raise ConfigError(f"CHMGR_RUN_DIR: cannot prepare {e.filename or run_dir}: {e.strerror or e}") from e
+    return target
+
+
+def is_project_run_dir(directory: Path) -> bool:
+    """Return True for the repository's own run/ or run/logs/: a real directory we own."""
+    own = {PROJECT_ROOT / "run", PROJECT_ROOT / "run" / LOGS_DIR_NAME}
+    if directory not in own:
+        return False
+    info = directory.lstat()
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()

@@ -2,8 +2,10 @@
 
 ``run(program, amain)`` is what each ``workers/<program>.py`` calls from ``main()``:
 
-1. load settings from the environment (+ ``CHMGR_CONFIG``); on a bad value print one line to
-   stderr and exit 1 before opening any socket;
+1. load settings from the environment (+ ``CHMGR_CONFIG``) and prepare the run directory
+   (``config.prepare_run_dir``); on a bad value print one line to stderr naming the variable
+   and exit 78 (``EXIT_CONFIG``) before opening any socket: supervisord does not restart it
+   (FATAL after ``startretries`` quick exits, else EXITED); ``chmgr status`` shows that line;
 2. configure logging to stderr (supervisord captures it) with a filter that scrubs every secret;
 3. run ``amain(settings, ctx, stop)`` on an asyncio loop, with SIGTERM/SIGINT setting ``stop``
    and a heartbeat task publishing ``hb.<program>`` every second;
@@ -46,6 +48,9 @@ LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
+# A program's missing or bad setting (sysexits EX_CONFIG): supervisord.conf lists it in
+# exitcodes, so the program is not restarted in a loop that cannot fix it.
+EXIT_CONFIG: Final = 78
 
 
 class SecretScrubber(logging.Filter):
@@ -153,12 +158,13 @@ def load_from_environment(environ: Mapping[str, str] | None = None) -> config.Se
 
 
 def run(program: str, amain: AMain, *, with_heartbeat: bool = True) -> int:
-    """Run ``amain`` as ``program``; return the process exit code (0 clean, 1 failure)."""
+    """Run ``amain`` as ``program``; return the process exit code (0 clean, 1 failure, 78 settings)."""
     try:
         settings = load_from_environment()
+        config.prepare_run_dir(settings.run_dir)
     except ConfigError as e:
         print(f"{program}: configuration error: {e}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_CONFIG
     configure_logging(settings.log_level, config.all_secrets(settings))
     log.info("starting program=%s pid=%d settings=%s", program, os.getpid(), config.describe(settings))
     for name, reason in settings.disabled_accounts:

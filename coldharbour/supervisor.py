@@ -8,9 +8,12 @@ Every failure leaves as ``SupervisorError`` with one readable line: an unknown n
 known ones, a spawn failure names the program's log file, an unreachable socket says how to
 start supervisord. Starting a running program and stopping a stopped one are successes.
 
-The production ``supervisord.conf`` (project root) is the only template: ``render_config``
-writes it elsewhere (tests put it in ``tmp_path``) with ``%(here)s`` pinned to the project root,
-so the copy behaves exactly like the original.
+The production ``supervisord.conf`` (project root) is the only configuration. Every path it
+writes is under ``%(here)s/run`` (the default run directory), and it hands that directory to
+every program as ``CHMGR_RUN_DIR``, so ``supervisord -c supervisord.conf`` needs nothing else.
+For another run directory ``render_config`` writes a copy with ``%(here)s/run`` replaced by it
+and ``%(here)s`` pinned to the project root (``chmgr up`` does this when ``CHMGR_RUN_DIR`` is set
+elsewhere; tests put their copy in ``tmp_path``), so the copy behaves exactly like the original.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 
+from coldharbour.config import PROJECT_ROOT
 from coldharbour.errors import SupervisorError
 
-PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
 CONFIG_TEMPLATE: Final = PROJECT_ROOT / "supervisord.conf"
+# How supervisord.conf names its run directory: the project root's run/.
+CONF_RUN_DIR: Final = "%(here)s/run"
 SOCKET_NAME: Final = "supervisor.sock"
 PIDFILE_NAME: Final = "supervisord.pid"
-LOGS_DIR_NAME: Final = "logs"
 # Linux sun_path holds 108 bytes including the terminating NUL; macOS 104.
 UNIX_SOCKET_PATH_MAX: Final = 103
 
@@ -102,7 +106,7 @@ class _UnixTransport(xmlrpc.client.Transport):
 
 
 class SupervisorClient:
-    """Control supervisord through ``$CHMGR_RUN_DIR/supervisor.sock``."""
+    """Control supervisord through ``<run dir>/supervisor.sock``."""
 
     def __init__(self, socket_path: str | Path) -> None:
         self.socket_path = Path(socket_path)
@@ -273,16 +277,21 @@ def socket_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / SOCKET_NAME
 
 
-def render_config(destination: str | Path, template: Path = CONFIG_TEMPLATE) -> Path:
+def render_config(destination: str | Path, run_dir: str | Path | None = None, template: Path = CONFIG_TEMPLATE) -> Path:
     """Write the production ``supervisord.conf`` to ``destination`` and return its path.
 
-    ``%(here)s`` (the directory of the conf) is pinned to the template's directory, so the
-    copy starts the same programs from the same project; everything else is left for
-    supervisord to expand from the environment (``CHMGR_RUN_DIR``) exactly as in production.
+    ``%(here)s/run`` becomes ``run_dir`` (absolute) when given, and ``%(here)s`` (the directory of
+    the conf) is pinned to the template's directory, so the copy starts the same programs from the
+    same project, with every socket, pid file and log (and the programs' ``CHMGR_RUN_DIR``) in
+    ``run_dir``.
     """
-    text = template.read_text(encoding="utf-8").replace("%(here)s", str(template.resolve().parent))
+    text = template.read_text(encoding="utf-8")
+    if run_dir is not None:
+        text = text.replace(CONF_RUN_DIR, str(Path(run_dir).absolute()).replace("%", "%%"))
+    text = text.replace("%(here)s", str(template.resolve().parent))
     target = Path(destination)
     if target.is_dir():
         target = target / template.name
     target.write_text(text, encoding="utf-8")
     return target
+

@@ -7,6 +7,7 @@ with an explicit environment, so exit codes and the one-line stderr are the real
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from coldharbour.cli.status import SLEEPING, shown_state
+from coldharbour.cli.status import SLEEPING, last_log_line, shown_state
 from coldharbour.config import Dsn
 from coldharbour.db import schema
 from coldharbour.domain.schedule import Phase
@@ -26,15 +27,17 @@ from tests.fixtures.broker import FakeBroker
 from tests.support import TEST_SECRETS, make_environ, make_settings, wait_for
 
 CLI_TIMEOUT_S = 60
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def chmgr(
-    *args: str, env: dict[str, str] | None = None, timeout_s: float = CLI_TIMEOUT_S
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = CLI_TIMEOUT_S, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``chmgr args…`` with only ``env`` (plus PATH/HOME) and return the finished process."""
-    base = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
+    base = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "PYTHONPATH") if key in os.environ}
     return subprocess.run(
         [sys.executable, "-m", "coldharbour.cli", *args],
+        cwd=cwd,
         env={**base, **(env or {})},
         capture_output=True,
         text=True,
@@ -111,6 +114,56 @@ def test_cli_status_without_supervisord_says_how_to_start_it(run_dir: Path) -> N
     assert one_line(result.stderr) == (
         f"chmgr: supervisord is not running (no socket at {run_dir}/supervisor.sock): start it with `chmgr up`"
     )
+
+
+def test_cli_default_run_dir_is_the_projects_run_from_any_directory(tmp_path: Path) -> None:
+    """The same directory supervisord.conf uses (``%(here)s/run``), wherever `chmgr` runs."""
+    env = make_environ("postgresql://u@127.0.0.1:1/x")
+    del env["CHMGR_RUN_DIR"]
+
+    result = chmgr("config", env=env, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert f"CHMGR_RUN_DIR={ROOT}/run\n" in result.stdout
+    assert f"CHMGR_BUS_IN=ipc://{ROOT}/run/bus-in.sock\n" in result.stdout
+
+
+def test_cli_up_write_conf_without_run_dir_is_the_projects_conf() -> None:
+    env = make_environ("postgresql://u@127.0.0.1:1/x")
+    del env["CHMGR_RUN_DIR"]
+
+    result = chmgr("up", "--write-conf", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{ROOT / 'supervisord.conf'}\n"
+
+
+def test_cli_up_write_conf_renders_for_chmgr_run_dir_and_never_chmods_it(run_dir: Path) -> None:
+    """CHMGR_RUN_DIR wins: supervisord gets a copy of the conf with every path (and the programs'
+    CHMGR_RUN_DIR) in it. The directory exists with /tmp's mode: it is not ours to chmod."""
+    run_dir.chmod(0o1777)
+    env = make_environ("postgresql://u@127.0.0.1:1/x", run_dir)
+
+    result = chmgr("up", "--write-conf", env=env)
+
+    conf = run_dir / "supervisord.conf"
+    text = conf.read_text()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{conf}\n"
+    assert f"file={run_dir}/supervisor.sock\n" in text
+    assert f'environment=CHMGR_RUN_DIR="{run_dir}",PATH="{ROOT}/.venv/bin:' in text
+    assert f"stdout_logfile={run_dir}/logs/%(program_name)s.log\n" in text
+    assert "%(here)s" not in text
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((run_dir / "logs").stat().st_mode) == 0o700
+
+
+def test_status_last_log_line_skips_blank_lines_and_reads_only_the_tail(tmp_path: Path) -> None:
+    log = tmp_path / "state.log"
+    log.write_text("x" * 100_000 + "\nstate: configuration error: CHMGR_DSN: required, not set\n\n")
+
+    assert last_log_line(str(log)) == "state: configuration error: CHMGR_DSN: required, not set"
+    assert last_log_line(str(tmp_path / "missing.log")) is None
 
 
 def test_cli_config_prints_settings_without_secrets(run_dir: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from coldharbour.config import (
     ENV_NAMES,
+    PROJECT_ROOT,
     Secret,
     all_secrets,
     describe,
@@ -52,7 +53,8 @@ def test_load_defaults_and_accounts() -> None:
     assert settings.flush_interval_s == 60.0
     assert settings.ui_push_pct_threshold == 0.25
     assert settings.trade_conditions_exclude == ("D", "M", "E")
-    assert settings.bus_in == "ipc://./run/bus-in.sock"
+    assert settings.run_dir == str(PROJECT_ROOT / "run")  # supervisord.conf's %(here)s/run
+    assert settings.bus_in == f"ipc://{PROJECT_ROOT}/run/bus-in.sock"
     assert settings.accounts[0].base_url == "https://paper-api.alpaca.markets"
     assert settings.accounts[1].stream_url == "wss://paper-api.alpaca.markets/stream"
 

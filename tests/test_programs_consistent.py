@@ -55,12 +55,13 @@ def test_programs_conf_section_follows_the_rules(name: str) -> None:
     section = _conf()[f"program:{name}"]
 
     assert section["command"] == f"python -m workers.{name}"
-    assert section["autorestart"] == "true"
+    assert section["autorestart"] == "unexpected"  # every exit but a settings error restarts
+    assert section["exitcodes"] == str(runtime.EXIT_CONFIG)
     assert section["stopsignal"] == "TERM"
     assert int(section["stopwaitsecs"]) > FINAL_FLUSH_TIMEOUT_S
     assert int(section["startsecs"]) >= 1
     assert int(section["startretries"]) >= 3
-    assert section["stdout_logfile"] == "%(ENV_CHMGR_RUN_DIR)s/logs/%(program_name)s.log"
+    assert section["stdout_logfile"] == "%(here)s/run/logs/%(program_name)s.log"
     assert section["redirect_stderr"] == "true"
 
 
@@ -82,10 +83,12 @@ def test_programs_session_group_is_runtime_session_programs() -> None:
 def test_programs_supervisord_socket_is_private_and_in_the_run_dir() -> None:
     parser = _conf()
 
-    assert parser["unix_http_server"]["file"] == "%(ENV_CHMGR_RUN_DIR)s/supervisor.sock"
+    assert parser["unix_http_server"]["file"] == "%(here)s/run/supervisor.sock"
     assert parser["unix_http_server"]["chmod"] == "0700"
-    assert parser["supervisorctl"]["serverurl"] == "unix://%(ENV_CHMGR_RUN_DIR)s/supervisor.sock"
-    assert parser["supervisord"]["logfile"].startswith("%(ENV_CHMGR_RUN_DIR)s/logs/")
+    assert parser["supervisorctl"]["serverurl"] == "unix://%(here)s/run/supervisor.sock"
+    assert parser["supervisord"]["logfile"].startswith("%(here)s/run/logs/")
+    assert 'CHMGR_RUN_DIR="%(here)s/run"' in parser["supervisord"]["environment"]
+    assert "ENV_CHMGR_RUN_DIR" not in CONFIG_TEMPLATE.read_text()  # works without it exported
     assert "rpcinterface:supervisor" in parser.sections()
 
 
@@ -94,6 +97,17 @@ def test_programs_rendered_conf_is_the_template_with_the_project_pinned(tmp_path
 
     assert rendered.read_text() == CONFIG_TEMPLATE.read_text().replace("%(here)s", str(ROOT))
     assert _programs(_conf(rendered)) == list(runtime.PROGRAMS)
+
+
+def test_programs_conf_rendered_for_another_run_dir_puts_everything_there(tmp_path: Path) -> None:
+    run_dir = tmp_path / "elsewhere"
+    parser = _conf(render_config(tmp_path, run_dir))
+    values = [value for section in parser.sections() for value in parser[section].values()]
+
+    assert parser["unix_http_server"]["file"] == f"{run_dir}/supervisor.sock"
+    assert f'CHMGR_RUN_DIR="{run_dir}"' in parser["supervisord"]["environment"]
+    assert parser["program:state"]["stdout_logfile"] == f"{run_dir}/logs/%(program_name)s.log"
+    assert not [value for value in values if f"{ROOT}/run" in value]
 
 
 def test_programs_cli_entry_point_resolves() -> None:

@@ -1,9 +1,13 @@
 """`chmgr up|down|start|stop|restart`: supervisord itself and the programs it runs.
 
 ``up`` starts supervisord from the project's ``supervisord.conf`` with the current environment,
-after creating ``$CHMGR_RUN_DIR`` and its ``logs/`` with mode 0700, exporting the run dir as an
-absolute path and putting this interpreter first on ``PATH`` (the conf runs ``python -m
-workers.<program>``). Program names are checked against ``runtime.PROGRAMS``.
+after preparing the run directory (``config.prepare_run_dir``: created with mode 0700, never a
+chmod of a directory the project did not create), exporting it as an absolute path and putting
+this interpreter first on ``PATH`` (the conf runs ``python -m workers.<program>``). The conf
+keeps everything in ``<project root>/run`` (the default run directory); when ``CHMGR_RUN_DIR``
+names another one, ``up`` starts supervisord from a copy rendered for it,
+``$CHMGR_RUN_DIR/supervisord.conf`` (``--write-conf`` only writes it and prints its path).
+Program names are checked against ``runtime.PROGRAMS``.
 """
 
 from __future__ import annotations
@@ -19,20 +23,19 @@ from typing import Annotated, Final
 import typer
 
 from coldharbour import runtime
-from coldharbour.config import Settings
+from coldharbour.config import LOGS_DIR_NAME, Settings, prepare_run_dir
 from coldharbour.errors import ChmgrError, SupervisorError
 from coldharbour.supervisor import (
     CONFIG_TEMPLATE,
-    LOGS_DIR_NAME,
     UNIX_SOCKET_PATH_MAX,
     SupervisorClient,
+    render_config,
     socket_path,
 )
 
 ALL: Final = "all"
 UP_TIMEOUT_S: Final = 20.0
 DOWN_TIMEOUT_S: Final = 120.0
-RUN_DIR_MODE: Final = 0o700
 
 ProgramArgument = Annotated[str, typer.Argument(help="a program name (bus, state, …) or 'all'", show_default=False)]
 
@@ -103,11 +106,15 @@ def restart(program: ProgramArgument) -> None:
         typer.echo(f"{name}: restarted, {after[name].state.lower()} (pid {before.get(name)} -> {after[name].pid})")
 
 
-def prepare_run_dir(run_dir: Path) -> None:
-    """Create ``run_dir`` and ``run_dir/logs`` with mode 0700 (and tighten an existing one)."""
-    for directory in (run_dir, run_dir / LOGS_DIR_NAME):
-        directory.mkdir(parents=True, exist_ok=True, mode=RUN_DIR_MODE)
-        os.chmod(directory, RUN_DIR_MODE)
+def conf_for(run_dir: Path, conf: Path) -> Path:
+    """Return the conf supervisord must read for ``run_dir``: ``conf`` itself when its
+    ``%(here)s/run`` is ``run_dir``, else a copy rendered for ``run_dir`` at
+    ``run_dir/supervisord.conf`` (how ``CHMGR_RUN_DIR`` wins over the conf's default)."""
+    if not conf.is_file():
+        raise ChmgrError(f"supervisord configuration not found at {conf}: pass --conf")
+    if conf.resolve().parent / "run" == run_dir:
+        return conf
+    return render_config(run_dir / CONFIG_TEMPLATE.name, run_dir, template=conf)
 
 
 def supervisord_environment(settings: Settings, environ: dict[str, str]) -> dict[str, str]:
@@ -123,6 +130,9 @@ def supervisord_environment(settings: Settings, environ: dict[str, str]) -> dict
 
 def up(
     conf: Annotated[Path, typer.Option(help="supervisord configuration to use")] = CONFIG_TEMPLATE,
+    write_conf: Annotated[
+        bool, typer.Option("--write-conf", help="only prepare the run dir and print the conf supervisord -c needs")
+    ] = False,
 ) -> None:
     """Start supervisord (daemonised) with the current environment; every program starts with it."""
     settings = runtime.load_from_environment()
@@ -133,13 +143,15 @@ def up(
             f"CHMGR_RUN_DIR: {run_dir} is too long for a unix socket path ({len(str(sock))} > "
             f"{UNIX_SOCKET_PATH_MAX} characters): choose a shorter directory"
         )
-    if not conf.is_file():
-        raise ChmgrError(f"supervisord configuration not found at {conf}: pass --conf")
     client = SupervisorClient(sock)
-    if client.is_running():
+    if not write_conf and client.is_running():
         typer.echo(f"supervisord is already running (socket {sock})")
         return
     prepare_run_dir(run_dir)
+    conf = conf_for(run_dir, conf)
+    if write_conf:
+        typer.echo(str(conf))
+        return
     command = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]
     env = supervisord_environment(settings, dict(os.environ))
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=UP_TIMEOUT_S, check=False)

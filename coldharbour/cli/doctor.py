@@ -26,7 +26,7 @@ from websockets.sync.client import connect
 
 from coldharbour import runtime
 from coldharbour.cli.status import HEARTBEAT_LISTEN_S, collect_heartbeats, describe_prices
-from coldharbour.config import AccountSettings, Settings, env_suffix
+from coldharbour.config import AccountSettings, Settings, env_suffix, is_project_run_dir
 from coldharbour.db import schema
 from coldharbour.db.connect import connect_sync
 from coldharbour.errors import DatabaseError
@@ -171,7 +171,9 @@ def check_run_dir(settings: Settings) -> Iterator[Check]:
         yield Check("WARN", f"run dir {run_dir} does not exist yet (`chmgr up` creates it with mode 0700)")
     else:
         mode = stat.S_IMODE(run_dir.stat().st_mode)
-        if mode != 0o700:
+        if mode != 0o700 and is_project_run_dir(run_dir):  # a fresh clone's: git stores no modes
+            yield Check("WARN", f"run dir {run_dir} has mode {mode:04o}: `chmgr up` or the first program makes it 0700")
+        elif mode != 0o700:
             yield Check("FAIL", f"run dir {run_dir} has mode {mode:04o}, sockets need 0700: chmod 700 {run_dir}")
         elif not _writable(run_dir):
             yield Check("FAIL", f"run dir {run_dir} is not writable by uid {os.getuid()}: fix its owner")

@@ -4,12 +4,15 @@ Heartbeats (``hb.<program>``, one per second) are collected from the bus for up 
 ``HEARTBEAT_LISTEN_S``, or until every running program has been heard from. A session program
 that is stopped while the ``scheduler`` runs (and ``DISABLE_SESSION_SLEEP`` is off) is shown as
 sleeping by schedule, not as a failure, when the stored market schedule says the market is
-closed now (or cannot be read: then the scheduler is given the benefit of the doubt).
+closed now (or cannot be read: then the scheduler is given the benefit of the doubt). A program
+that supervisord gave up on (FATAL) or is retrying is followed by the last line of its log,
+which for a missing or bad setting names the variable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -34,6 +37,10 @@ from coldharbour.messages import PREFIX_HEARTBEAT, Heartbeat
 from coldharbour.supervisor import ProcessInfo
 
 HEARTBEAT_LISTEN_S: Final = 1.5
+# A program in one of these states is explained by the last line of its log (a settings error).
+EXPLAINED_STATES: Final = frozenset({"FATAL", "BACKOFF", "EXITED"})
+LOG_TAIL_BYTES: Final = 4096
+LOG_LINE_MAX: Final = 300
 SLEEPING: Final = "sleeping (schedule)"
 HEALTHY_STATES: Final = frozenset({"RUNNING", SLEEPING})
 # Counters worth a glance, in display order (others stay in the heartbeat).
@@ -102,6 +109,18 @@ def shown_state(info: ProcessInfo | None, states: dict[str, str], settings: Sett
     if info is None:
         return "not configured"
     return SLEEPING if is_parked(info, states, settings, phase) else info.state
+
+
+def last_log_line(path: str) -> str | None:
+    """Return the last non-empty line of the log at ``path`` (at most ``LOG_LINE_MAX`` characters)."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+            tail = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1][:LOG_LINE_MAX] if lines else None
 
 
 def _duration(seconds: float | None) -> str:
@@ -185,6 +204,10 @@ def status(
     console.print(table)
     if "prices" in heartbeats:
         console.print(f"prices: {describe_prices(heartbeats['prices'], now_ns)}", highlight=False)
+    for info in (infos[name] for name in names if name in infos):
+        line = last_log_line(info.log_path) if info.state in EXPLAINED_STATES and info.log_path else None
+        if line is not None:
+            typer.echo(f"{info.name} {info.state}: {line} (last line of {info.log_path})")
     if unhealthy:
         typer.echo(f"chmgr: not healthy: {', '.join(unhealthy)}", err=True)
         raise typer.Exit(runtime.EXIT_FAILURE)

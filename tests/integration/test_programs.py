@@ -14,6 +14,7 @@ import zmq
 
 from coldharbour.bus import Publisher
 from coldharbour.messages import Tick, topic_tick
+from coldharbour.runtime import EXIT_CONFIG
 from tests.integration.programs import HeartbeatWatch, Program
 from tests.support import TEST_SECRETS, make_environ, wait_for
 
@@ -38,23 +39,23 @@ def _run_program(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[
     ],
 )
 @pytest.mark.parametrize("program", ["state", "bus"])
-def test_bad_configuration_exits_1_with_one_line(program: str, env: dict[str, str], expected: str) -> None:
+def test_bad_configuration_exits_78_with_one_line(program: str, env: dict[str, str], expected: str) -> None:
     result = _run_program(program, env)
 
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 1
+    assert result.returncode == EXIT_CONFIG  # supervisord.conf: not restarted
     assert len(lines) == 1, result.stderr
     assert expected in lines[0]
     assert "pw-LEAK-1" not in result.stderr + result.stdout
 
 
-def test_unknown_toml_key_exits_1(tmp_path: Path) -> None:
+def test_unknown_toml_key_exits_78(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('CHMGR_DSN = "postgresql://u@h/db"\nFLUSH_INTERVAL_SECONDS = 3\n')
 
     result = _run_program("state", {"CHMGR_CONFIG": str(config)})
 
-    assert result.returncode == 1
+    assert result.returncode == EXIT_CONFIG
     assert "unknown key 'FLUSH_INTERVAL_SECONDS'" in result.stderr
 
 

@@ -1,10 +1,11 @@
 """The whole stack under a real supervisord, driven by `chmgr` exactly as an operator would.
 
 supervisord runs from ``render_config`` (the production ``supervisord.conf``, ``%(here)s`` pinned
-to the project) with ``CHMGR_RUN_DIR`` in a short temporary directory (unix socket paths must
-stay under ~100 characters), every program against a fresh migrated database and a fake broker
-process. One stack serves the module; every test leaves it healthy. Teardown runs
-``chmgr down`` and proves that no process it started is left.
+to the project, its ``%(here)s/run`` replaced by ``CHMGR_RUN_DIR``) with ``CHMGR_RUN_DIR`` in a
+short temporary directory (unix socket paths must stay under ~100 characters), every program
+against a fresh migrated database and a fake broker process. One stack serves the module; every
+test leaves it healthy. Teardown runs ``chmgr down`` and proves that no process it started is
+left.
 """
 
 from __future__ import annotations
