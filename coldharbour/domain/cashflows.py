@@ -2,16 +2,23 @@
 
 Every activity becomes a ``CashFlow`` row (fills included: the UI finds the first trade date in
 the cash-flow table). The category decides what a flow means downstream, and it is decided
-here only (the original had three classifications, D19):
+here only (the original had three classifications, D19; the full catalogue is SPEC §8):
 
-- ``income``: DIV, DIVCGL, DIVCGS, DIVNRA, DIVROC, DIVTXEX, DIVWH, INT, INTPNL (part of returns);
-- ``fee``: FEE, CFEE (part of returns);
-- ``trade``: FILL (the cash side of an execution; positions come from the executions);
-- ``external``: everything else, unknown codes included (deposits, withdrawals, journals,
-  transfers): removed from returns.
+- ``trade``: FILL, OPTRD (the cash side of an execution; positions come from the executions);
+- ``income``: dividends, their withholding and fees (DIV…, DIVWH, DIVFT, DIVTW, DIVFEE);
+- ``interest``: INT, INTNRA, INTTW, INTPNL;
+- ``fee``: FEE, CFEE, PTC, PTR;  ``tax``: WH;
+- ``external``: deposits, withdrawals, journals, ACATS transfers — the only category removed
+  from returns;
+- ``corporate``: splits, spin-offs, mergers, symbol changes, cash in lieu, option events
+  (the positions side is a ledger event, ``domain/corporate.py``; the cash side is P&L);
+- ``other``: MISC, SWP, FXTRD;
+- ``unclassified``: a code not in the catalogue. It stays part of returns (never a deposit);
+  the caller counts it and logs each new code once (``unclassified_codes``).
 
 Amounts keep the broker's sign (positive = cash into the account). A FILL without
-``net_amount`` gets ``-side·qty·price`` (a buy takes cash out).
+``net_amount`` gets ``-side·qty·price`` (a buy takes cash out). A fee paid in coin (CFEE with
+``net_amount`` 0 and ``qty`` < 0) is worth ``qty·price`` at the activity's price.
 
 Pure: no I/O, no clock, no logging. Bad input is returned as a ``Rejection`` with a reason.
 """
@@ -35,17 +42,42 @@ class Category(StrEnum):
 
     TRADE = "trade"
     INCOME = "income"
+    INTEREST = "interest"
     FEE = "fee"
+    TAX = "tax"
     EXTERNAL = "external"
+    CORPORATE = "corporate"
+    OTHER = "other"
+    UNCLASSIFIED = "unclassified"
 
 
-DIVIDEND_TYPES: Final = frozenset({"DIV", "DIVCGL", "DIVCGS", "DIVNRA", "DIVROC", "DIVTXEX", "DIVWH"})
-INTEREST_TYPES: Final = frozenset({"INT", "INTPNL"})
-INCOME_TYPES: Final = DIVIDEND_TYPES | INTEREST_TYPES
-FEE_TYPES: Final = frozenset({"FEE", "CFEE"})
+DIVIDEND_TYPES: Final = frozenset(
+    {"DIV", "DIVCGL", "DIVCGS", "DIVNRA", "DIVROC", "DIVTXEX", "DIVWH", "DIVFT", "DIVTW", "DIVFEE"}
+)
+INTEREST_TYPES: Final = frozenset({"INT", "INTNRA", "INTTW", "INTPNL"})
+INCOME_TYPES: Final = DIVIDEND_TYPES
+FEE_TYPES: Final = frozenset({"FEE", "CFEE", "PTC", "PTR"})
+TAX_TYPES: Final = frozenset({"WH"})
+EXTERNAL_TYPES: Final = frozenset({"CSD", "CSW", "JNLC", "JNLS", "ACATC", "ACATS"})
+CORPORATE_TYPES: Final = frozenset(
+    {"SPLIT", "SSP", "SPIN", "SSO", "MA", "NC", "SC", "REORG", "CIL", "OPASN", "OPEXC", "OPEXP", "OPCA"}
+)
+OTHER_TYPES: Final = frozenset({"MISC", "SWP", "FXTRD"})
 # PARTIAL_FILL is not an Alpaca activity code today, but the original ingester stored it; it
 # must never be mistaken for an external flow (that would read a trade as a deposit).
-TRADE_TYPES: Final = frozenset({"FILL", "PARTIAL_FILL"})
+FILL_TYPES: Final = frozenset({"FILL", "PARTIAL_FILL"})
+TRADE_TYPES: Final = FILL_TYPES | {"OPTRD"}
+_CATEGORIES: Final[Mapping[str, Category]] = {
+    **dict.fromkeys(TRADE_TYPES, Category.TRADE),
+    **dict.fromkeys(INCOME_TYPES, Category.INCOME),
+    **dict.fromkeys(INTEREST_TYPES, Category.INTEREST),
+    **dict.fromkeys(FEE_TYPES, Category.FEE),
+    **dict.fromkeys(TAX_TYPES, Category.TAX),
+    **dict.fromkeys(EXTERNAL_TYPES, Category.EXTERNAL),
+    **dict.fromkeys(CORPORATE_TYPES, Category.CORPORATE),
+    **dict.fromkeys(OTHER_TYPES, Category.OTHER),
+}
+KNOWN_TYPES: Final = frozenset(_CATEGORIES)
 SIDE_SIGN: Final[Mapping[str, int]] = {"buy": 1, "sell": -1, "sell_short": -1}
 
 
@@ -79,14 +111,15 @@ class Rejection(msgspec.Struct, frozen=True, kw_only=True):
 
 def classify(activity_type: str) -> Category:
     """Return the category of an activity code (case and surrounding blanks ignored)."""
-    code = activity_type.strip().upper()
-    if code in INCOME_TYPES:
-        return Category.INCOME
-    if code in FEE_TYPES:
-        return Category.FEE
-    if code in TRADE_TYPES:
-        return Category.TRADE
-    return Category.EXTERNAL
+    return _CATEGORIES.get(activity_type.strip().upper(), Category.UNCLASSIFIED)
+
+
+def unclassified_codes(flows: Iterable[CashFlow], known: Container[str] = frozenset()) -> list[str]:
+    """Return the unknown activity codes among ``flows`` not yet in ``known``, each once, sorted.
+
+    The caller counts every ``unclassified`` flow and logs each code this returns once.
+    """
+    return sorted({f.type for f in flows if f.category is Category.UNCLASSIFIED and f.type not in known})
 
 
 def is_dividend(activity_type: str) -> bool:
@@ -95,7 +128,7 @@ def is_dividend(activity_type: str) -> bool:
 
 
 def is_interest(activity_type: str) -> bool:
-    """Return True for ``INT`` and ``INTPNL``."""
+    """Return True for the interest codes (``INT``, ``INTNRA``, ``INTTW``, ``INTPNL``)."""
     return activity_type.strip().upper() in INTEREST_TYPES
 
 
@@ -138,8 +171,23 @@ def _fill_amount(activity: Mapping[str, object]) -> Decimal:
     return -sign * qty * price
 
 
-def _amount(activity: Mapping[str, object], category: Category) -> Decimal:
+def _coin_fee(activity: Mapping[str, object]) -> Decimal | None:
+    """``qty·price`` of a fee paid in coin (CFEE, ``net_amount`` 0, ``qty`` < 0), else None."""
+    qty = to_decimal_or_none(activity.get("qty"), field="qty")
+    if qty is None or qty >= 0:
+        return None
+    price = to_decimal_or_none(activity.get("price"), field="price")
+    if price is None:
+        raise InvalidMoney("price: a fee paid in coin needs the coin's price")
+    return qty * abs(price)
+
+
+def _amount(activity: Mapping[str, object], category: Category, code: str) -> Decimal:
     amount = to_decimal_or_none(activity.get("net_amount"), field="net_amount")
+    if code == "CFEE" and not amount:
+        coin = _coin_fee(activity)
+        if coin is not None:
+            return coin
     if amount is not None:
         return amount
     if category is Category.TRADE:
@@ -174,7 +222,7 @@ def to_cash_flow(activity: Mapping[str, object]) -> CashFlow | Rejection:
     raw_time = activity.get("transaction_time") or activity.get("date")
     try:
         ts = parse_activity_time(raw_time)
-        amount = _amount(activity, category)
+        amount = _amount(activity, category, code)
     except ValueError as e:  # InvalidMoney is a ValueError
         return Rejection(id=activity_id, reason=str(e))
     return CashFlow(
@@ -192,7 +240,7 @@ def to_execution(activity: Mapping[str, object]) -> Execution | Rejection:
     result = to_cash_flow(activity)
     if isinstance(result, Rejection):
         return result
-    if result.category is not Category.TRADE:
+    if result.type not in FILL_TYPES:
         return Rejection(id=result.id, reason=f"activity_type: expected FILL, found {result.type}")
     symbol = activity.get("symbol")
     if not isinstance(symbol, str) or not symbol.strip():

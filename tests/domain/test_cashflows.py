@@ -22,23 +22,79 @@ from coldharbour.domain.cashflows import (
     select_new,
     to_cash_flow,
     to_execution,
+    unclassified_codes,
 )
 
-INCOME = ["DIV", "DIVCGL", "DIVCGS", "DIVNRA", "DIVROC", "DIVTXEX", "DIVWH", "INT", "INTPNL"]
-FEES = ["FEE", "CFEE"]
-EXTERNAL = ["CSD", "CSW", "JNLC", "JNLS", "ACATC", "ACATS", "SPLIT", "REORG", "WH", "XYZ_NEW_CODE"]
+# The catalogue of SPEC §8 (Alpaca's activity types: https://docs.alpaca.markets/us/docs/account-activities.md
+# and the 2026-11-06 "activity types" changelog of docs.alpaca.markets).
+CATALOGUE: dict[Category, list[str]] = {
+    Category.TRADE: ["FILL", "PARTIAL_FILL", "OPTRD"],
+    Category.INCOME: ["DIV", "DIVCGL", "DIVCGS", "DIVNRA", "DIVROC", "DIVTXEX", "DIVWH", "DIVFT", "DIVTW", "DIVFEE"],
+    Category.INTEREST: ["INT", "INTNRA", "INTTW", "INTPNL"],
+    Category.FEE: ["FEE", "CFEE", "PTC", "PTR"],
+    Category.TAX: ["WH"],
+    Category.EXTERNAL: ["CSD", "CSW", "JNLC", "JNLS", "ACATC", "ACATS"],
+    Category.CORPORATE: [
+        "SPLIT", "SSP", "SPIN", "SSO", "MA", "NC", "SC", "REORG", "CIL", "OPASN", "OPEXC", "OPEXP", "OPCA",
+    ],
+    Category.OTHER: ["MISC", "SWP", "FXTRD"],
+    Category.UNCLASSIFIED: ["XYZ_NEW_CODE", "DVF", "TRANS"],
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("code", "category"),
-    [(c, Category.INCOME) for c in INCOME]
-    + [(c, Category.FEE) for c in FEES]
-    + [("FILL", Category.TRADE), ("PARTIAL_FILL", Category.TRADE)]
-    + [(c, Category.EXTERNAL) for c in EXTERNAL]
+    [(c, cat) for cat, codes in CATALOGUE.items() for c in codes]
     + [(" div ", Category.INCOME), ("cfee", Category.FEE), ("fill", Category.TRADE)],
 )
 def test_classify_every_code(code: str, category: Category) -> None:
     assert classify(code) is category
+
+
+def test_only_external_codes_are_external_and_unknown_is_never_a_deposit() -> None:
+    external = {c for cat, codes in CATALOGUE.items() for c in codes if classify(c) is Category.EXTERNAL}
+
+    assert external == set(CATALOGUE[Category.EXTERNAL])
+    flow = to_cash_flow({"id": flow_id(1), "activity_type": "NEWCODE", "date": "2024-07-01", "net_amount": "500"})
+    assert isinstance(flow, CashFlow)
+    assert flow.category is Category.UNCLASSIFIED
+
+
+def test_unclassified_codes_reports_each_new_code_once() -> None:
+    flows = [
+        CashFlow(id=str(i), ts=datetime(2025, 1, 1, tzinfo=UTC), amount=Decimal(1), type=code, category=classify(code))
+        for i, code in enumerate(["ZZZ", "DIV", "AAA", "ZZZ", "AAA"])
+    ]
+
+    assert unclassified_codes(flows) == ["AAA", "ZZZ"]
+    assert unclassified_codes(flows, known={"AAA"}) == ["ZZZ"]
+
+
+def test_cfee_paid_in_coin_is_valued_at_the_coin_price() -> None:
+    """A crypto fee debited in coin: ``net_amount`` "0", ``qty`` < 0, ``price`` the coin's price."""
+    activity = {
+        "id": flow_id(1),
+        "activity_type": "CFEE",
+        "date": "2024-07-01",
+        "net_amount": "0",
+        "qty": "-0.000025",
+        "price": "60000.5",
+        "symbol": "BTCUSD",
+        "description": "Coin Pair Transaction Fee (Non USD)",
+        "status": "executed",
+    }
+
+    result = to_cash_flow(activity)
+
+    assert isinstance(result, CashFlow)
+    assert result.category is Category.FEE
+    assert result.amount == Decimal("-0.000025") * Decimal("60000.5")
+    no_price = to_cash_flow({**activity, "price": None})
+    assert isinstance(no_price, Rejection)
+    assert "price" in no_price.reason
+    cash_fee = to_cash_flow({**activity, "net_amount": "-1.5", "qty": None})
+    assert isinstance(cash_fee, CashFlow)
+    assert cash_fee.amount == Decimal("-1.5")
 
 
 def flow_id(n: int) -> str:
