@@ -72,6 +72,7 @@ class RawOrder(msgspec.Struct, kw_only=True):
     replaces: str | None = None
     replaced_by: str | None = None
     legs: list[Any] | None = None
+    commission: Number = None
 
 
 class RawTradeUpdate(msgspec.Struct, kw_only=True):
@@ -94,6 +95,7 @@ class RawPosition(msgspec.Struct, kw_only=True):
     avg_entry_price: Number
     side: str = "long"
     current_price: Number = None
+    asset_class: str | None = None
 
 
 class RawAccount(msgspec.Struct, kw_only=True):
@@ -224,6 +226,8 @@ def _order(raw: RawOrder, parent_id: str | None, leg_ids: tuple[str, ...]) -> Or
         expires_at=_optional_time_ns(raw.expires_at, field="expires_at"),
         filled_at=_optional_time_ns(raw.filled_at, field="filled_at"),
         client_order_id=raw.client_order_id or "",
+        submitted_at=_optional_time_ns(raw.submitted_at, field="submitted_at"),
+        commission=abs(_number(raw.commission, field="commission") or ZERO),
     )
 
 
@@ -336,13 +340,31 @@ def convert_position(data: object) -> BrokerPosition | Rejected:
         if raw.side.lower() == "short" and qty > 0:
             qty = -qty  # Alpaca sends short quantities negative; accept either spelling
         return BrokerPosition(
-            symbol=raw.symbol.upper(),
+            symbol=canonical_symbol(raw.symbol, raw.asset_class),
             qty=qty,
             avg_entry_price=_required_number(raw.avg_entry_price, field="avg_entry_price"),
             current_price=_number(raw.current_price, field="current_price"),
         )
     except BadValue as e:
         return Rejected("position", f"{_symbol_of(data)}: {e}")
+
+
+CRYPTO_QUOTES: Final = ("USDT", "USDC", "USD", "BTC")
+
+
+def canonical_symbol(symbol: str, asset_class: str | None = None) -> str:
+    """Return the mirror's one symbol per asset: a crypto pair in its slashed form (SPEC §8).
+
+    Alpaca writes ``BTC/USD`` on orders and fills but ``BTCUSD`` on positions (with
+    ``asset_class`` ``crypto``); the slash is put back from the known quote currencies.
+    """
+    text = symbol.strip().upper()
+    if asset_class != "crypto" or "/" in text:
+        return text
+    for quote in CRYPTO_QUOTES:
+        if text.endswith(quote) and len(text) > len(quote):
+            return f"{text[: -len(quote)]}/{quote}"
+    return text
 
 
 def _symbol_of(data: object) -> str:

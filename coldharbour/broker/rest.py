@@ -30,6 +30,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
@@ -182,7 +183,8 @@ class BrokerRest:
     async def position(self, symbol: str) -> Any | None:
         """Return ``GET /v2/positions/{symbol}``, or None when the account holds none (404)."""
         try:
-            return await self.get(f"/positions/{symbol}")
+            # A crypto pair's slash is encoded (BTC%2FUSD): raw, it would be two path segments.
+            return await self.get(f"/positions/{quote(symbol, safe='')}")
         except BrokerRefused as e:
             if e.status == 404:
                 return None

@@ -3,13 +3,19 @@
 ``AccountSync`` keeps two cursors, in memory only (a restart backfills again; ``state`` is
 idempotent, so re-sent history changes nothing):
 
-- **orders**: the newest ``submitted_at`` seen. Alpaca can only filter orders by submission
-  time, not by change time, so "orders changed since the cursor" is the union of (a) orders
-  submitted after the cursor (paged, never truncated, D40), (b) the open orders, listed on
-  every full snapshot, and (c) the families of orders that were open last time and are not any
-  more, fetched by id (``nested=true``): an order can only change while it is open, so nothing
-  that changed is missed and nothing older is re-read;
-- **fills**: the id of the last FILL activity seen (``page_token`` paging).
+- **orders**: the newest ``submitted_at`` seen (Alpaca's ``after`` filter compares
+  ``submitted_at``, which precedes ``created_at`` by 1-170 ms, so an order can appear in the
+  listing after a later-submitted one: the next read starts ``ORDER_OVERLAP_NS`` before the
+  cursor). Alpaca can only filter orders by submission time, not by change time, so "orders
+  changed since the cursor" is the union of (a) orders submitted after the cursor (paged,
+  never truncated, D40), (b) the open orders, listed on every full snapshot, and (c) the
+  families of orders that were open last time and are not any more, fetched by id
+  (``nested=true``): an order can only change while it is open, so nothing that changed is
+  missed and nothing older is re-read;
+- **fills**: ``(transaction_time, id)`` of the newest FILL seen; the next read asks ``after``
+  ``FILL_OVERLAP_NS`` before that time and drops the ids already published in the window, so a
+  late FILL stamped in the same millisecond with a smaller id is never skipped (a ``page_token``
+  cursor would skip it: ids sort by time, then by a random suffix).
 
 Order of publication in a full snapshot: order pages, fill pages, then ``SnapshotTaken``, so
 ``state`` already has the history that explains the positions when it reconciles (SPEC §3);
@@ -36,7 +42,7 @@ from coldharbour.broker.convert import (
     convert_position,
 )
 from coldharbour.broker.listener import Sink
-from coldharbour.broker.rest import PAGE_OVERLAP_NS, BrokerRest
+from coldharbour.broker.rest import BrokerRest
 from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill
 from coldharbour.messages import (
     ActivityRecord,
@@ -51,6 +57,10 @@ from coldharbour.messages import (
 log = logging.getLogger(__name__)
 
 PROGRESS_LOG_INTERVAL_S: Final = 5.0
+# Re-read windows behind the cursors (SPEC §8 history cursors). Orders: > the 170 ms an order
+# can take from ``submitted_at`` to being listed. Fills: late FILLs with an older stamp.
+ORDER_OVERLAP_NS: Final = 1_000_000_000
+FILL_OVERLAP_NS: Final = 5_000_000_000
 
 
 class AccountSync:
@@ -65,7 +75,9 @@ class AccountSync:
         self.counters = counters
         self._clock_ns = clock_ns
         self.order_cursor_ns: int | None = None
-        self.fill_cursor_id: str | None = None
+        self.fill_cursor_ns: int | None = None
+        # FILL ids already published whose time is within FILL_OVERLAP_NS of the cursor -> time.
+        self._recent_fill_ids: dict[str, int] = {}
         self._fill_floor_ns = clock_ns()
         # Every order that was live at the last full snapshot -> its top-level order id.
         self._open_families: dict[str, str] = {}
@@ -80,7 +92,7 @@ class AccountSync:
         self._fill_floor_ns = since
         log.info("backfill started account=%s days=%d", self.slug, days)
         orders = await self._publish_orders(self._rest.order_pages("all", since), is_backfill=True)
-        fills = await self._publish_fills(after_id=None, after_ns=since, is_backfill=True)
+        fills = await self._publish_fills(after_ns=since, is_backfill=True)
         self.backfilled = True
         log.info(
             "backfill done account=%s orders=%d fills=%d seconds=%.1f",
@@ -96,7 +108,8 @@ class AccountSync:
         lost some): the cursors only say what was *published*, not what ``state`` received.
         """
         self.order_cursor_ns = None
-        self.fill_cursor_id = None
+        self.fill_cursor_ns = None
+        self._recent_fill_ids.clear()
         self.counters["rewinds"] += 1
 
     async def full(self, reason: str) -> None:
@@ -112,7 +125,8 @@ class AccountSync:
         live = {item.order.id: (item.order.parent_id or item.order.id) for item in open_orders if item.order.is_live}
         gone_families = sorted({top for order_id, top in self._open_families.items() if order_id not in live})
         await self._publish_orders(self._order_sources(gone_families), is_backfill=False)
-        await self._publish_fills(after_id=self.fill_cursor_id, after_ns=self._fill_floor_ns, is_backfill=False)
+        after = self._fill_floor_ns if self.fill_cursor_ns is None else self.fill_cursor_ns - FILL_OVERLAP_NS
+        await self._publish_fills(after_ns=after, is_backfill=False)
         if isinstance(figures, Rejected):
             self._reject("account", figures)
             cash = equity = None
@@ -151,8 +165,9 @@ class AccountSync:
         """Yield raw order pages: families that left the open list, then orders after the cursor."""
         if families:
             yield [await self._rest.order(order_id) for order_id in families]
-        # Overlap the cursor: ``after`` is exclusive and equal timestamps are common.
-        after = self._fill_floor_ns if self.order_cursor_ns is None else self.order_cursor_ns - PAGE_OVERLAP_NS
+        # Overlap the cursor: ``after`` is exclusive, equal timestamps are common, and an order is
+        # listed up to 170 ms after its ``submitted_at``.
+        after = self._fill_floor_ns if self.order_cursor_ns is None else self.order_cursor_ns - ORDER_OVERLAP_NS
         async for page in self._rest.order_pages("all", after):
             yield page
 
@@ -166,7 +181,7 @@ class AccountSync:
                 self._send_orders(pending, is_last=False, is_backfill=is_backfill)
             pending = converted
             total += len(converted)
-            newest = max([newest or 0, *(item.order.created_at for item in converted)]) or None
+            newest = max([newest or 0, *(_submitted(item) for item in converted)]) or None
             if is_backfill and time.monotonic() - last_log >= PROGRESS_LOG_INTERVAL_S:
                 last_log = time.monotonic()
                 log.info("backfill progress account=%s orders=%d", self.slug, total)
@@ -184,24 +199,33 @@ class AccountSync:
         )
         self._sink.publish(topic_orders(self.slug), page)
 
-    async def _publish_fills(self, *, after_id: str | None, after_ns: int, is_backfill: bool) -> int:
-        """Publish FILL activities after ``after_id`` (else after ``after_ns``); return the count."""
+    async def _publish_fills(self, *, after_ns: int, is_backfill: bool) -> int:
+        """Publish FILL activities after ``after_ns`` not published yet; return the count."""
         total = 0
         pending: tuple[list[Fill], list[ActivityRecord]] | None = None
-        pages = self._rest.activity_pages("FILL", after_id=after_id, after_ns=None if after_id else after_ns)
-        async for raw in pages:
-            fills, records = self._activities(raw)
+        async for raw in self._rest.activity_pages("FILL", after_ns=after_ns):
+            pairs = [(r, f) for r, f in self._activities(raw) if r.id not in self._recent_fill_ids]
+            fresh = [record for record, _ in pairs]
+            fills = [fill for _, fill in pairs if fill is not None]
             if pending is not None:
                 self._send_fills(*pending, is_last=False, is_backfill=is_backfill)
-            pending = (fills, records)
-            total += len(records)
-            if raw and isinstance(raw[-1], dict) and raw[-1].get("id"):
+            pending = (fills, fresh)
+            total += len(fresh)
+            for record in fresh:
                 # Advance per page: a failure later re-reads from here, never from the start.
-                after_id = str(raw[-1]["id"])
+                self._remember_fill(record)
         if pending is not None or is_backfill:
             self._send_fills(*(pending or ([], [])), is_last=True, is_backfill=is_backfill)
-        self.fill_cursor_id = after_id
         return total
+
+    def _remember_fill(self, record: ActivityRecord) -> None:
+        ts = record.transaction_time
+        if self.fill_cursor_ns is None or ts > self.fill_cursor_ns:
+            self.fill_cursor_ns = ts
+        self._recent_fill_ids[record.id] = ts
+        floor = self.fill_cursor_ns - FILL_OVERLAP_NS
+        if len(self._recent_fill_ids) > 64:
+            self._recent_fill_ids = {k: v for k, v in self._recent_fill_ids.items() if v >= floor}
 
     def _send_fills(
         self, fills: list[Fill], records: list[ActivityRecord], *, is_last: bool, is_backfill: bool
@@ -229,17 +253,15 @@ class AccountSync:
                 positions.append(result)
         return positions
 
-    def _activities(self, raw: Iterable[object]) -> tuple[list[Fill], list[ActivityRecord]]:
-        fills, records = [], []
+    def _activities(self, raw: Iterable[object]) -> list[tuple[ActivityRecord, Fill | None]]:
+        pairs: list[tuple[ActivityRecord, Fill | None]] = []
         for item in raw:
             result = convert_activity(item)
             if isinstance(result, Rejected):
                 self._reject("activities", result)
                 continue
-            records.append(result.record)
-            if result.fill is not None:
-                fills.append(result.fill)
-        return fills, records
+            pairs.append((result.record, result.fill))
+        return pairs
 
     def _reject(self, what: str, rejected: Rejected) -> None:
         self.counters["rejects"] += 1
@@ -247,3 +269,8 @@ class AccountSync:
         log.warning(
             "rejected broker %s account=%s reason=%s detail=%s", what, self.slug, rejected.reason, rejected.detail
         )
+
+
+def _submitted(item: ConvertedOrder) -> int:
+    """The order's ``submitted_at`` (Alpaca's filter field), else its ``created_at``."""
+    return item.order.submitted_at or item.order.created_at
