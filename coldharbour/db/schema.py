@@ -128,7 +128,7 @@ def _closed_ddl(names: AccountNames, s: sql.Identifier) -> sql.Composed:
             entry_price {s}.finite_numeric,
             exit_time timestamptz,
             exit_price {s}.finite_numeric,
-            exit_type text NOT NULL CHECK (exit_type IN ('TP', 'SL', 'MANUAL')),
+            exit_type text NOT NULL CHECK (exit_type IN ('TP', 'SL', 'MANUAL', 'CORPORATE')),
             pnl_cash {s}.finite_numeric,
             pnl_cash_fifo {s}.finite_numeric,
             diff_pnl {s}.finite_numeric,

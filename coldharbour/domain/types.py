@@ -30,7 +30,7 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 OrderSide = Literal["buy", "sell", "sell_short"]
 LotSide = Literal["long", "short"]
-ExitType = Literal["TP", "SL", "MANUAL"]
+ExitType = Literal["TP", "SL", "MANUAL", "CORPORATE"]
 LegRole = Literal["take_profit", "stop_loss"]
 MovedFlag = Literal["OK", "Already", "—"]
 SliceKey = tuple[str, str]
