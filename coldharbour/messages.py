@@ -171,6 +171,9 @@ class ActivityRecord(Checked, frozen=True, kw_only=True):
     execution_id: str | None = None
     order_id: str | None = None
     raw_json: str = "{}"
+    # The broker's ``status`` (``executed``, ``correct``, ``canceled``): a known id seen again
+    # with ``canceled`` or a new amount is a correction (SPEC §8); a canceled FILL is a bust.
+    status: str | None = None
 
 
 class OrderUpdated(Msg, Checked, frozen=True, tag="trade.update"):
@@ -225,6 +228,9 @@ class FillsPage(Msg, Checked, frozen=True, tag="fills.page"):
     activities: tuple[ActivityRecord, ...] = ()
     is_last: bool = True
     is_backfill: bool = False
+    # Executions the broker canceled (a FILL activity with ``status`` canceled): remove them
+    # from the stored history and rebuild their symbols (``ledger.plan_symbols_rebuild``).
+    busted: tuple[Fill, ...] = ()
 
 
 class ActivitiesPage(Msg, Checked, frozen=True, tag="cash.activities"):

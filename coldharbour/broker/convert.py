@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from coldharbour.domain.cashflows import activity_id_time
+from coldharbour.domain.corporate import ActionLeg
 from coldharbour.domain.money import ZERO, InvalidMoney, to_decimal_or_none
 from coldharbour.domain.types import BrokerPosition, Fill, Order, OrderSide, from_datetime
 from coldharbour.messages import ActivityRecord, OrderUpdated
@@ -119,6 +121,7 @@ class RawActivity(msgspec.Struct, kw_only=True):
     net_amount: Number = None
     order_id: str | None = None
     cum_qty: Number = None
+    status: str | None = None
 
 
 class AccountFigures(msgspec.Struct, frozen=True):
@@ -136,10 +139,15 @@ class ConvertedOrder(msgspec.Struct, frozen=True):
 
 
 class ConvertedActivity(msgspec.Struct, frozen=True):
-    """An activity record and, for a FILL, the execution the ledger consumes."""
+    """An activity record and, for a FILL, the execution the ledger consumes.
+
+    A FILL whose ``status`` is ``canceled`` (a bust) has no ``fill``; ``busted`` is the
+    execution to remove from the history.
+    """
 
     record: ActivityRecord
     fill: Fill | None
+    busted: Fill | None = None
 
 
 # --- scalar helpers -------------------------------------------------------------------------
@@ -424,11 +432,38 @@ def convert_activity(data: object) -> ConvertedActivity | Rejected:
             execution_id=execution_id,
             order_id=raw.order_id,
             raw_json=to_json(data),
+            status=(raw.status or "").lower() or None,
         )
         fill = _activity_fill(raw, record, qty, price) if activity_type == "FILL" else None
     except BadValue as e:
         return Rejected("activity", f"{_id_of(data)}: {e}")
+    if fill is not None and record.status == "canceled":
+        return ConvertedActivity(record, None, fill)
     return ConvertedActivity(record, fill)
+
+
+CORPORATE_CODES: Final = frozenset({"SPLIT", "SSP", "SC", "NC", "MA", "SPIN", "SSO", "CIL"})
+
+
+def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:
+    """Return the corporate-action legs among ``records`` (``corporate.actions_from_legs`` input).
+
+    A leg takes effect at the instant its id encodes (Alpaca books splits before the open of
+    the ex-date: ``20240610040000000::…``), else at its date's New York midnight. Canceled
+    legs and legs without a symbol or quantity are left out.
+    """
+    legs: list[ActionLeg] = []
+    for record in records:
+        if record.activity_type not in CORPORATE_CODES or record.status == "canceled":
+            continue
+        if not record.symbol or record.qty is None:
+            continue
+        stamp = activity_id_time(record.id)
+        legs.append(ActionLeg(
+            id=record.id, code=record.activity_type, ts=from_datetime(stamp) if stamp else record.transaction_time,
+            symbol=record.symbol, qty=record.qty, price=record.price, net_amount=record.net_amount or ZERO,
+        ))  # fmt: skip
+    return legs
 
 
 def _activity_fill(raw: RawActivity, record: ActivityRecord, qty: Decimal | None, price: Decimal | None) -> Fill:

@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Final
 
 from coldharbour.broker.convert import (
+    ConvertedActivity,
     ConvertedOrder,
     Rejected,
     convert_account,
@@ -76,8 +77,9 @@ class AccountSync:
         self._clock_ns = clock_ns
         self.order_cursor_ns: int | None = None
         self.fill_cursor_ns: int | None = None
-        # FILL ids already published whose time is within FILL_OVERLAP_NS of the cursor -> time.
-        self._recent_fill_ids: dict[str, int] = {}
+        # FILL ids already published whose time is within FILL_OVERLAP_NS of the cursor ->
+        # (time, status): one re-read with another status (a bust) is published again.
+        self._recent_fill_ids: dict[str, tuple[int, str | None]] = {}
         self._fill_floor_ns = clock_ns()
         # Every order that was live at the last full snapshot -> its top-level order id.
         self._open_families: dict[str, str] = {}
@@ -202,37 +204,43 @@ class AccountSync:
     async def _publish_fills(self, *, after_ns: int, is_backfill: bool) -> int:
         """Publish FILL activities after ``after_ns`` not published yet; return the count."""
         total = 0
-        pending: tuple[list[Fill], list[ActivityRecord]] | None = None
+        pending: tuple[list[Fill], list[ActivityRecord], list[Fill]] | None = None
         async for raw in self._rest.activity_pages("FILL", after_ns=after_ns):
-            pairs = [(r, f) for r, f in self._activities(raw) if r.id not in self._recent_fill_ids]
-            fresh = [record for record, _ in pairs]
-            fills = [fill for _, fill in pairs if fill is not None]
+            converted = [c for c in self._activities(raw) if self._is_news(c.record)]
+            fresh = [c.record for c in converted]
+            fills = [c.fill for c in converted if c.fill is not None]
+            busted = [c.busted for c in converted if c.busted is not None]
             if pending is not None:
                 self._send_fills(*pending, is_last=False, is_backfill=is_backfill)
-            pending = (fills, fresh)
+            pending = (fills, fresh, busted)
             total += len(fresh)
             for record in fresh:
                 # Advance per page: a failure later re-reads from here, never from the start.
                 self._remember_fill(record)
         if pending is not None or is_backfill:
-            self._send_fills(*(pending or ([], [])), is_last=True, is_backfill=is_backfill)
+            self._send_fills(*(pending or ([], [], [])), is_last=True, is_backfill=is_backfill)
         return total
+
+    def _is_news(self, record: ActivityRecord) -> bool:
+        seen = self._recent_fill_ids.get(record.id)
+        return seen is None or seen[1] != record.status
 
     def _remember_fill(self, record: ActivityRecord) -> None:
         ts = record.transaction_time
         if self.fill_cursor_ns is None or ts > self.fill_cursor_ns:
             self.fill_cursor_ns = ts
-        self._recent_fill_ids[record.id] = ts
+        self._recent_fill_ids[record.id] = (ts, record.status)
         floor = self.fill_cursor_ns - FILL_OVERLAP_NS
         if len(self._recent_fill_ids) > 64:
-            self._recent_fill_ids = {k: v for k, v in self._recent_fill_ids.items() if v >= floor}
+            self._recent_fill_ids = {k: v for k, v in self._recent_fill_ids.items() if v[0] >= floor}
 
     def _send_fills(
-        self, fills: list[Fill], records: list[ActivityRecord], *, is_last: bool, is_backfill: bool
+        self, fills: list[Fill], records: list[ActivityRecord], busted: list[Fill], *, is_last: bool, is_backfill: bool
     ) -> None:
         page = FillsPage(
-            account=self.slug, fills=tuple(fills), activities=tuple(records), is_last=is_last, is_backfill=is_backfill
-        )
+            account=self.slug, fills=tuple(fills), activities=tuple(records), is_last=is_last,
+            is_backfill=is_backfill, busted=tuple(busted),
+        )  # fmt: skip
         self._sink.publish(topic_fills(self.slug), page)
 
     # --- conversion with counting -------------------------------------------------------------
@@ -253,15 +261,15 @@ class AccountSync:
                 positions.append(result)
         return positions
 
-    def _activities(self, raw: Iterable[object]) -> list[tuple[ActivityRecord, Fill | None]]:
-        pairs: list[tuple[ActivityRecord, Fill | None]] = []
+    def _activities(self, raw: Iterable[object]) -> list[ConvertedActivity]:
+        converted: list[ConvertedActivity] = []
         for item in raw:
             result = convert_activity(item)
             if isinstance(result, Rejected):
                 self._reject("activities", result)
                 continue
-            pairs.append((result.record, result.fill))
-        return pairs
+            converted.append(result)
+        return converted
 
     def _reject(self, what: str, rejected: Rejected) -> None:
         self.counters["rejects"] += 1

@@ -270,16 +270,18 @@ def convert_activities(
 def activity_id_time(activity_id: str) -> datetime | None:
     """Return the UTC instant encoded in an Alpaca activity id (``YYYYMMDDHHMMSSmmm::uuid``).
 
-    None when the id does not have that shape.
+    The stamp is New York wall-clock time: the docs' sample FILL ``20190524113406977::…`` has
+    ``transaction_time`` ``2019-05-24T15:34:06.977Z`` (account-activities page). None when the
+    id does not have that shape.
     """
     head = activity_id.split("::", 1)[0]
     if len(head) != 17 or not head.isdigit():
         return None
     try:
-        base = datetime.strptime(head[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        base = datetime.strptime(head[:14], "%Y%m%d%H%M%S").replace(tzinfo=NEW_YORK)
     except ValueError:
         return None
-    return base + timedelta(milliseconds=int(head[14:]))
+    return (base + timedelta(milliseconds=int(head[14:]))).astimezone(UTC)
 
 
 def query_after(last_id: str | None, overlap: timedelta = timedelta(days=7)) -> datetime | None:

@@ -39,7 +39,7 @@ import msgspec
 from coldharbour.domain.money import ZERO
 from coldharbour.domain.types import Fill, direction
 
-ActionType = Literal["split", "symbol_change", "stock_merger", "cash_merger", "spinoff"]
+ActionType = Literal["split", "symbol_change", "stock_merger", "cash_merger", "spinoff", "cash_in_lieu"]
 CORPORATE_PREFIX: Final = "corporate:"
 _RENAMES: Final = frozenset({"symbol_change", "stock_merger"})
 _SCALES: Final = frozenset({"split", "symbol_change", "stock_merger"})
@@ -65,6 +65,8 @@ class CorporateAction(msgspec.Struct, frozen=True, kw_only=True):
     cash_per_share: Decimal | None = None
     price: Decimal | None = None
     cash_in_lieu_qty: Decimal = ZERO
+    # New shares stated by the broker (a spin-off's SPIN leg); None = |position|·ratio.
+    qty: Decimal | None = None
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -96,6 +98,8 @@ def check_action(action: CorporateAction) -> ActionProblem | None:
         return ActionProblem(id=action.id, reason="cash_in_lieu_qty must be >= 0")
     if action.cash_in_lieu_qty and not (action.price is not None and action.price > 0):
         return ActionProblem(id=action.id, reason="cash in lieu needs a price > 0")
+    if action.type == "cash_in_lieu" and not action.cash_in_lieu_qty:
+        return ActionProblem(id=action.id, reason="cash_in_lieu: cash_in_lieu_qty must be > 0")
     if action.type == "spinoff" and not (action.price is not None and action.price > 0):
         return ActionProblem(id=action.id, reason="spinoff_without_basis: no per-share basis stated")
     return None
@@ -129,30 +133,44 @@ def _synthetic(action: CorporateAction, leg: str, symbol: str, side: str, qty: D
     )  # fmt: skip
 
 
+def _scale(out: list[Fill], cycle: Sequence[int], action: CorporateAction, exit_side: str) -> None:
+    """Split / rename the open cycle's fills in place (qty·r, price ÷ r), then cash in lieu."""
+    target = action.new_symbol if action.type in _RENAMES and action.new_symbol else action.symbol
+    for index in cycle:
+        fill = out[index]
+        out[index] = _replace(fill, symbol=target, qty=fill.qty * action.ratio, price=fill.price / action.ratio)
+    if action.cash_in_lieu_qty and action.price is not None:
+        out.append(_synthetic(action, "cil", target, exit_side, action.cash_in_lieu_qty, action.price))
+
+
+def _spinoff_entry(action: CorporateAction, net: Decimal, price: Decimal, symbol: str) -> Fill:
+    side = "buy" if net > 0 else "sell_short"
+    qty = action.qty if action.qty is not None else abs(net) * action.ratio
+    return _synthetic(action, "spin", symbol, side, qty, price)
+
+
 def apply_action(history: list[Fill], action: CorporateAction) -> tuple[list[Fill], ActionProblem | None]:
     """Return ``history`` (sorted, one fill per key) with ``action`` applied, and any problem."""
     problem = check_action(action)
     if problem is not None and not problem.reason.startswith("spinoff_without_basis"):
         return history, problem
     cycle, net = _open_cycle(history, action.symbol, action.ts)
+    if action.type == "spinoff" and action.qty is not None and net == 0:
+        net = action.qty  # the broker states the new shares; the parent may be unknown here
     if net == 0:
         return history, None
     out = list(history)
     exit_side = "sell" if net > 0 else "buy"
     if action.type in _SCALES:
-        target = action.new_symbol if action.type in _RENAMES and action.new_symbol else action.symbol
-        for index in cycle:
-            fill = out[index]
-            out[index] = _replace(fill, symbol=target, qty=fill.qty * action.ratio, price=fill.price / action.ratio)
-        if action.cash_in_lieu_qty and action.price is not None:
-            out.append(_synthetic(action, "cil", target, exit_side, action.cash_in_lieu_qty, action.price))
+        _scale(out, cycle, action, exit_side)
     elif action.type == "cash_merger" and action.cash_per_share is not None:
         out.append(_synthetic(action, "cash", action.symbol, exit_side, abs(net), action.cash_per_share))
     elif action.type == "spinoff":
         if problem is not None or action.price is None or action.new_symbol is None:
             return history, problem
-        side = "buy" if net > 0 else "sell_short"
-        out.append(_synthetic(action, "spin", action.new_symbol, side, abs(net) * action.ratio, action.price))
+        out.append(_spinoff_entry(action, net, action.price, action.new_symbol))
+    elif action.type == "cash_in_lieu" and action.price is not None:
+        out.append(_synthetic(action, "cil", action.symbol, exit_side, action.cash_in_lieu_qty, action.price))
     return _sorted(out), None
 
 
@@ -182,3 +200,87 @@ def needs_history(fill: Fill, actions: Iterable[CorporateAction]) -> bool:
     ``plan_symbols_rebuild`` for the action's symbols with the adjusted history.
     """
     return any(fill.ts < a.ts and fill.symbol in a.symbols for a in actions)
+
+
+class ActionLeg(msgspec.Struct, frozen=True, kw_only=True):
+    """One corporate-action activity as the broker lists it (SPLIT, SC, NC, MA, SPIN, CIL...).
+
+    ``qty`` is signed (shares out < 0, shares in > 0); ``ts`` the instant it takes effect.
+    """
+
+    id: str
+    code: str
+    ts: int
+    symbol: str
+    qty: Decimal
+    price: Decimal | None = None
+    net_amount: Decimal = ZERO
+
+
+# The legs of one action are booked together: within this window of each other.
+LEG_WINDOW_NS: Final = 60 * 1_000_000_000
+_PAIRED: Final[dict[str, ActionType]] = {"SPLIT": "split", "SSP": "split", "SC": "symbol_change",
+                                         "NC": "symbol_change", "MA": "stock_merger"}
+
+
+def actions_from_legs(legs: Iterable[ActionLeg]) -> tuple[list[CorporateAction], list[ActionProblem]]:
+    """Return the corporate actions the broker's activity legs describe.
+
+    Pairs (same code, booked within ``LEG_WINDOW_NS``; the same symbol first) of shares out of
+    ``symbol`` and shares in of the same or a new symbol: split (ratio = in / out), symbol
+    change, stock merger. An MA leg with shares out and cash in is a cash merger; a SPIN leg
+    with shares in is a spin-off at its ``price`` (the basis); a CIL leg with shares out and
+    cash in closes that fraction (attached to the split or merger booked with it when there is
+    one). Legs that fit none of these are problems.
+    """
+    ordered = sorted(legs, key=lambda leg: (leg.ts, leg.id))
+    used: set[str] = set()
+    actions = _paired_actions(ordered, used)
+    problems: list[ActionProblem] = []
+    for leg in ordered:
+        if leg.id not in used and not _single_action(leg, actions):
+            problems.append(ActionProblem(id=leg.id, reason=f"{leg.code}: leg without a partner (qty {leg.qty})"))
+    return sorted(actions, key=lambda a: (a.ts, a.id)), problems
+
+
+def _paired_actions(ordered: Sequence[ActionLeg], used: set[str]) -> list[CorporateAction]:
+    actions: list[CorporateAction] = []
+    for leg in ordered:
+        if leg.id in used or leg.code not in _PAIRED or leg.qty >= 0:
+            continue
+        partner = min((o for o in ordered if o.id not in used and o.id != leg.id and o.code == leg.code
+                       and abs(o.ts - leg.ts) <= LEG_WINDOW_NS and o.qty > 0),
+                      key=lambda o: (o.symbol != leg.symbol, abs(o.ts - leg.ts)), default=None)  # fmt: skip
+        if partner is None:
+            if leg.code == "MA" and leg.net_amount > 0:
+                used.add(leg.id)
+                actions.append(CorporateAction(id=leg.id, type="cash_merger", symbol=leg.symbol, ts=leg.ts,
+                                               cash_per_share=leg.net_amount / -leg.qty))  # fmt: skip
+            continue
+        used |= {leg.id, partner.id}
+        kind = "split" if partner.symbol == leg.symbol else _PAIRED[leg.code]
+        if kind == "split" and partner.symbol != leg.symbol:
+            kind = "symbol_change"
+        actions.append(CorporateAction(
+            id=leg.id, type=kind, symbol=leg.symbol, ts=leg.ts, ratio=partner.qty / -leg.qty,
+            new_symbol=None if kind == "split" else partner.symbol,
+        ))  # fmt: skip
+    return actions
+
+
+def _single_action(leg: ActionLeg, actions: list[CorporateAction]) -> bool:
+    """Book a leg that stands alone (SPIN, CIL) into ``actions``; False when it fits nothing."""
+    if leg.code in {"SPIN", "SSO"} and leg.qty > 0:
+        actions.append(CorporateAction(id=leg.id, type="spinoff", symbol=leg.symbol, new_symbol=leg.symbol,
+                                       ts=leg.ts, qty=leg.qty, price=leg.price))  # fmt: skip
+        return True
+    if leg.code != "CIL" or leg.qty >= 0 or leg.price is None:
+        return False
+    host = next((i for i, a in enumerate(actions)
+                 if abs(a.ts - leg.ts) <= LEG_WINDOW_NS and leg.symbol == (a.new_symbol or a.symbol)), None)
+    if host is not None:
+        actions[host] = _replace(actions[host], cash_in_lieu_qty=-leg.qty, price=leg.price)
+    else:
+        actions.append(CorporateAction(id=leg.id, type="cash_in_lieu", symbol=leg.symbol, ts=leg.ts,
+                                       cash_in_lieu_qty=-leg.qty, price=leg.price))  # fmt: skip
+    return True

@@ -278,7 +278,9 @@ def test_convert_activities_sorts_collapses_and_reports() -> None:
 
 
 def test_activity_id_time_reads_the_encoded_instant() -> None:
-    assert activity_id_time("20240301100000123::7f0c4a8e") == datetime(2024, 3, 1, 10, 0, 0, 123000, tzinfo=UTC)
+    # New York wall clock (EST in March): the docs' sample id 20190524113406977 is 15:34:06.977Z.
+    assert activity_id_time("20240301100000123::7f0c4a8e") == datetime(2024, 3, 1, 15, 0, 0, 123000, tzinfo=UTC)
+    assert activity_id_time("20190524113406977::x") == datetime(2019, 5, 24, 15, 34, 6, 977000, tzinfo=UTC)
     assert activity_id_time("not-an-id") is None
     assert activity_id_time("20241399100000000::x") is None
 
@@ -286,8 +288,8 @@ def test_activity_id_time_reads_the_encoded_instant() -> None:
 def test_query_after_overlaps_the_newest_seen_id() -> None:
     assert query_after(None) is None
     assert query_after("junk") is None
-    assert query_after("20240301100000000::x") == datetime(2024, 2, 23, 10, tzinfo=UTC)
-    assert query_after("20240301100000000::x", timedelta(hours=1)) == datetime(2024, 3, 1, 9, tzinfo=UTC)
+    assert query_after("20240301100000000::x") == datetime(2024, 2, 23, 15, tzinfo=UTC)
+    assert query_after("20240301100000000::x", timedelta(hours=1)) == datetime(2024, 3, 1, 14, tzinfo=UTC)
 
 
 def _flow(activity_id: str) -> CashFlow:
