@@ -314,3 +314,60 @@ def newest_id(flows: Iterable[CashFlow], last_id: str | None = None) -> str | No
         if best is None or flow.id > best:
             best = flow.id
     return best
+
+
+class FlowChanges(msgspec.Struct, frozen=True, kw_only=True):
+    """What a page of activities does to the stored cash flows: rows to write and ids to drop."""
+
+    upserts: tuple[CashFlow, ...] = ()
+    deletes: tuple[str, ...] = ()
+    rejected: tuple[Rejection, ...] = ()
+
+
+def is_canceled(activity: Mapping[str, object]) -> bool:
+    """Return True for an activity the broker canceled (``status`` ``canceled``)."""
+    return str(activity.get("status") or "").strip().lower() == "canceled"
+
+
+def flow_changes(activities: Iterable[Mapping[str, object]], stored: Mapping[str, CashFlow]) -> FlowChanges:
+    """Return the changes that bring ``stored`` (id -> row) in line with ``activities`` (SPEC §8).
+
+    A new id is written; a known id seen again with another amount, time or category replaces
+    its row (a correction); a known id now ``canceled`` is deleted (KPIs follow the rows); an
+    unchanged one is left alone (replaying a page changes nothing). A canceled id never stored
+    is nothing to do.
+    """
+    upserts: dict[str, CashFlow] = {}
+    deletes: set[str] = set()
+    rejected: list[Rejection] = []
+    for activity in activities:
+        raw_id = activity.get("id")
+        activity_id = raw_id.strip() if isinstance(raw_id, str) else ""
+        if activity_id and is_canceled(activity):
+            upserts.pop(activity_id, None)
+            if activity_id in stored:
+                deletes.add(activity_id)
+            continue
+        result = to_cash_flow(activity)
+        if isinstance(result, Rejection):
+            rejected.append(result)
+        elif stored.get(result.id) != result:
+            deletes.discard(result.id)
+            upserts[result.id] = result
+    return FlowChanges(
+        upserts=tuple(upserts[k] for k in sorted(upserts)), deletes=tuple(sorted(deletes)), rejected=tuple(rejected)
+    )
+
+
+def commission_flow(order_id: str, symbol: str, commission: Decimal, ts: datetime) -> CashFlow | None:
+    """Return the ``fee`` cash flow of an order's ``commission`` (SPEC §8), or None when zero.
+
+    Keyed ``commission:<order id>`` so each order books it once. Crypto pairs (``BTC/USD``)
+    return None: Alpaca charges their fees as CFEE activities, which are booked already.
+    """
+    if not commission or "/" in symbol:
+        return None
+    return CashFlow(
+        id=f"commission:{order_id}", ts=ts, amount=-abs(commission), type="FEE", category=Category.FEE,
+        description=f"commission {symbol}",
+    )

@@ -13,10 +13,13 @@ from coldharbour.domain.cashflows import (
     CashFlow,
     Category,
     Execution,
+    FlowChanges,
     Rejection,
     activity_id_time,
     classify,
+    commission_flow,
     convert_activities,
+    flow_changes,
     newest_id,
     query_after,
     select_new,
@@ -350,3 +353,34 @@ def test_to_execution_bad_input_is_rejected_with_reason(activity: dict[str, obje
 
     assert isinstance(result, Rejection)
     assert reason in result.reason
+
+
+def test_flow_changes_corrections_cancellations_and_replays() -> None:
+    dividend = {
+        "id": flow_id(1), "activity_type": "DIV", "date": "2025-01-11", "net_amount": "12", "status": "executed"
+    }  # fmt: skip
+    fee = {"id": flow_id(2), "activity_type": "FEE", "date": "2025-01-12", "net_amount": "-1"}
+    first = flow_changes([dividend, fee], {})
+    stored = {f.id: f for f in first.upserts}
+
+    replay = flow_changes([dividend, fee], stored)
+    corrected = flow_changes([{**dividend, "net_amount": "10", "status": "correct"}], stored)
+    canceled = flow_changes([{**dividend, "status": "canceled"}], stored)
+    never_stored = flow_changes([{**dividend, "id": flow_id(3), "status": "canceled"}], stored)
+
+    assert [f.id for f in first.upserts] == [flow_id(1), flow_id(2)]
+    assert replay == FlowChanges()
+    assert [(f.id, f.amount) for f in corrected.upserts] == [(flow_id(1), Decimal(10))]
+    assert (canceled.upserts, canceled.deletes) == ((), (flow_id(1),))
+    assert never_stored == FlowChanges()
+
+
+def test_commission_is_a_fee_once_per_order_and_crypto_fees_come_from_cfee() -> None:
+    ts = datetime(2025, 1, 2, 15, tzinfo=UTC)
+
+    flow = commission_flow("o-1", "AAPL", Decimal("1.25"), ts)
+
+    assert flow == CashFlow(id="commission:o-1", ts=ts, amount=Decimal("-1.25"), type="FEE", category=Category.FEE,
+                            description="commission AAPL")
+    assert commission_flow("o-1", "AAPL", Decimal(0), ts) is None
+    assert commission_flow("o-2", "BTC/USD", Decimal("1.85"), ts) is None
