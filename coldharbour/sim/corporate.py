@@ -5,7 +5,8 @@ Bodies (one JSON object; ratios are new shares per old share):
 ``{"type": "symbol_change", "symbol": S, "new_symbol": T}``,
 ``{"type": "cash_merger", "symbol": S, "cash_per_share": "25"}``,
 ``{"type": "stock_merger", "symbol": S, "new_symbol": T, "ratio": "0.5"}``,
-``{"type": "spinoff", "symbol": S, "new_symbol": T, "ratio": "0.2"}``.
+``{"type": "spinoff", "symbol": S, "new_symbol": T, "ratio": "0.2", "price": "15"}`` (``price``:
+the new shares' per-share basis, optional; without it they carry zero basis).
 
 The activities follow the non-trade activity object of Alpaca's account-activities page
 (https://docs.alpaca.markets/us/docs/account-activities.md: ``id``, ``activity_type``, ``date``,
@@ -42,6 +43,8 @@ class CorporateAction:
     new_symbol: str | None = None
     ratio: Decimal = Decimal(1)
     cash_per_share: Decimal = ZERO
+    # A spin-off's per-share cost basis for the new shares, when stated ("price"); else zero.
+    price: Decimal = ZERO
 
 
 def bad_request(message: str) -> SimError:
@@ -85,7 +88,10 @@ def parse_corporate_action(body: object) -> CorporateAction:
     if kind == "split" and ratio == 1:
         raise bad_request("ratio: a split needs a ratio other than 1")
     cash = _positive(body, "cash_per_share") if kind == "cash_merger" else ZERO
-    return CorporateAction(type=kind, symbol=symbol, new_symbol=new_symbol, ratio=ratio, cash_per_share=cash)
+    price = _positive(body, "price") if kind == "spinoff" and body.get("price") is not None else ZERO
+    return CorporateAction(
+        type=kind, symbol=symbol, new_symbol=new_symbol, ratio=ratio, cash_per_share=cash, price=price
+    )
 
 
 def description(action: CorporateAction) -> str:

@@ -777,8 +777,8 @@ class Engine:
         after = before / action.ratio
         entries: list[dict[str, object]] = []
         if action.type == "spinoff":
-            self._add_shares(book, target, kept, ZERO)
-            entries.append(entry("SPIN", target, kept, ZERO))
+            self._add_shares(book, target, kept, action.price)
+            entries.append(entry("SPIN", target, kept, action.price))
         else:
             code = {"split": "SPLIT", "symbol_change": "SC", "stock_merger": "MA"}[action.type]
             del book.positions[action.symbol]

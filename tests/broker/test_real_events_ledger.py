@@ -106,3 +106,19 @@ async def test_sync_publishes_a_bust_seen_on_re_read(fake_broker: FakeBroker) ->
     pages = sink.of(FillsPage)
     assert [len(p.fills) for p in pages if p.fills] == [1]
     assert [b.qty for p in pages for b in p.busted] == [Decimal(2)]
+
+
+def test_fake_broker_spinoff_with_basis_books_the_new_lot() -> None:
+    engine = make_engine()
+    engine.set_prices({"PAR": price("20")}, at(0))
+    order, _ = engine.submit_order("demo", order_body(symbol="PAR", qty=10), at(1))
+    engine.corporate_action({"type": "spinoff", "symbol": "PAR", "new_symbol": "KID", "ratio": "0.2", "price": "4"},
+                            at(60))  # fmt: skip
+    orders, _ = convert_orders([engine.order_json(order, nested=True)])
+
+    fills, _, actions = _ledger_inputs(list(engine.accounts["demo"].activities))
+    ledger = rebuild([o.order for o in orders], fills, actions)
+
+    assert (ledger.net("PAR"), ledger.net("KID")) == (Decimal(10), Decimal(2))
+    kid = next(lot for lot in ledger.lots.values() if lot.symbol == "KID")
+    assert (kid.avg_fill, kid.filled_at) == (Decimal(4), actions[0].ts)

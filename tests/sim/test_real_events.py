@@ -79,12 +79,13 @@ def test_symbol_change_stock_merger_cash_merger_and_spinoff() -> None:
     engine.corporate_action({"type": "stock_merger", "symbol": "NEW", "new_symbol": "ACQ", "ratio": "0.5"}, at(4))
     cash = engine.accounts["demo"].cash
     engine.corporate_action({"type": "cash_merger", "symbol": "TGT", "cash_per_share": "35"}, at(5))
-    engine.corporate_action({"type": "spinoff", "symbol": "PAR", "new_symbol": "KID", "ratio": "0.2"}, at(6))
+    spin = {"type": "spinoff", "symbol": "PAR", "new_symbol": "KID", "ratio": "0.2", "price": "4"}
+    engine.corporate_action(spin, at(6))
 
     positions = engine.accounts["demo"].positions
     assert sorted(positions) == ["ACQ", "KID", "PAR"]
     assert (positions["ACQ"].qty, positions["ACQ"].avg_entry_price) == (Decimal(5), Decimal(80))
-    assert (positions["KID"].qty, positions["KID"].avg_entry_price) == (Decimal(2), Decimal(0))
+    assert (positions["KID"].qty, positions["KID"].avg_entry_price) == (Decimal(2), Decimal(4))
     assert positions["PAR"].qty == Decimal(10)
     assert engine.accounts["demo"].cash == cash + 350
     assert [a["symbol"] for a in _activities(engine, "SC")] == ["OLD", "NEW"]
@@ -93,7 +94,7 @@ def test_symbol_change_stock_merger_cash_merger_and_spinoff() -> None:
         ("ACQ", "0"),
         ("TGT", "350"),
     ]
-    assert [(a["symbol"], a["qty"]) for a in _activities(engine, "SPIN")] == [("KID", "2")]
+    assert [(a["symbol"], a["qty"], a["price"]) for a in _activities(engine, "SPIN")] == [("KID", "2", "4")]
 
 
 @pytest.mark.parametrize(
