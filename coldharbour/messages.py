@@ -21,6 +21,7 @@ from typing import Final
 import msgspec
 
 from coldharbour.domain.cashflows import CashFlow
+from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.money import MAX_ABS
 from coldharbour.domain.schedule import Session
@@ -241,6 +242,22 @@ class ActivitiesPage(Msg, Checked, frozen=True, tag="cash.activities"):
     cash_flows: tuple[CashFlow, ...] = ()
 
 
+class CorporateActionsPage(Msg, Checked, frozen=True, tag="corp.actions"):
+    """Corporate actions the broker booked (SPEC §8), from its SPLIT/SC/NC/MA/SPIN/CIL legs.
+
+    Published by ``snapshot`` before the ``SnapshotTaken`` that reflects them. ``state`` stores
+    each action once (by ``id``) and books it with ``ledger.plan_symbols_rebuild(ledger,
+    action.symbols, stored fills, book, every stored action)``; ``activities`` are the legs for
+    ``raw_activities``; ``problems`` are legs that fit no action (one line each, to count and
+    log; reconciliation then books the position, flagged).
+    """
+
+    account: str
+    actions: tuple[CorporateAction, ...]
+    activities: tuple[ActivityRecord, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
 # --- computed results that ``state`` writes ----------------------------------------------------
 
 
@@ -294,6 +311,7 @@ Message = (
     | OrdersPage
     | FillsPage
     | ActivitiesPage
+    | CorporateActionsPage
     | EquityComputed
     | MetricsComputed
     | ScheduleComputed

@@ -17,9 +17,13 @@ idempotent, so re-sent history changes nothing):
   late FILL stamped in the same millisecond with a smaller id is never skipped (a ``page_token``
   cursor would skip it: ids sort by time, then by a random suffix).
 
-Order of publication in a full snapshot: order pages, fill pages, then ``SnapshotTaken``, so
-``state`` already has the history that explains the positions when it reconciles (SPEC §3);
-positions are read *before* that history, so the history covers them. ``rewind()`` resets the
+- **corporate actions**: the SPLIT/SC/NC/MA/SPIN/CIL legs of the last week (they are booked
+  by business date, sometimes late), re-read whole each time and turned into actions
+  (``corporate.actions_from_legs``); each action is published once (``CorporateActionsPage``).
+
+Order of publication in a full snapshot: order pages, fill pages, corporate actions, then
+``SnapshotTaken``, so ``state`` already has the history that explains the positions when it
+reconciles (SPEC §3); positions are read *before* that history, so the history covers them. ``rewind()`` resets the
 cursors when ``state`` may have missed pages (its start, a bus gap, a failed commit).
 A partial snapshot (``symbols``) only fetches those symbols' positions: it is the fast WAC
 refresh after a fill.
@@ -34,6 +38,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Final
 
 from coldharbour.broker.convert import (
+    CORPORATE_CODES,
     ConvertedActivity,
     ConvertedOrder,
     Rejected,
@@ -41,12 +46,15 @@ from coldharbour.broker.convert import (
     convert_activity,
     convert_orders,
     convert_position,
+    corporate_legs,
 )
 from coldharbour.broker.listener import Sink
 from coldharbour.broker.rest import BrokerRest
+from coldharbour.domain.corporate import LEG_WINDOW_NS, actions_from_legs
 from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill
 from coldharbour.messages import (
     ActivityRecord,
+    CorporateActionsPage,
     FillsPage,
     OrdersPage,
     SnapshotTaken,
@@ -62,6 +70,8 @@ PROGRESS_LOG_INTERVAL_S: Final = 5.0
 # can take from ``submitted_at`` to being listed. Fills: late FILLs with an older stamp.
 ORDER_OVERLAP_NS: Final = 1_000_000_000
 FILL_OVERLAP_NS: Final = 5_000_000_000
+# Corporate-action legs are booked by business date, sometimes days late: re-read a week.
+CORPORATE_OVERLAP_NS: Final = 7 * NS_PER_DAY
 
 
 class AccountSync:
@@ -80,6 +90,10 @@ class AccountSync:
         # FILL ids already published whose time is within FILL_OVERLAP_NS of the cursor ->
         # (time, status): one re-read with another status (a bust) is published again.
         self._recent_fill_ids: dict[str, tuple[int, str | None]] = {}
+        self.corporate_cursor_ns: int | None = None
+        self._published_actions: set[str] = set()
+        self._published_legs: set[str] = set()
+        self._reported_legs: set[str] = set()
         self._fill_floor_ns = clock_ns()
         # Every order that was live at the last full snapshot -> its top-level order id.
         self._open_families: dict[str, str] = {}
@@ -95,6 +109,7 @@ class AccountSync:
         log.info("backfill started account=%s days=%d", self.slug, days)
         orders = await self._publish_orders(self._rest.order_pages("all", since), is_backfill=True)
         fills = await self._publish_fills(after_ns=since, is_backfill=True)
+        await self._publish_corporate(after_ns=since)
         self.backfilled = True
         log.info(
             "backfill done account=%s orders=%d fills=%d seconds=%.1f",
@@ -112,6 +127,9 @@ class AccountSync:
         self.order_cursor_ns = None
         self.fill_cursor_ns = None
         self._recent_fill_ids.clear()
+        self.corporate_cursor_ns = None
+        self._published_actions.clear()
+        self._published_legs.clear()
         self.counters["rewinds"] += 1
 
     async def full(self, reason: str) -> None:
@@ -129,6 +147,8 @@ class AccountSync:
         await self._publish_orders(self._order_sources(gone_families), is_backfill=False)
         after = self._fill_floor_ns if self.fill_cursor_ns is None else self.fill_cursor_ns - FILL_OVERLAP_NS
         await self._publish_fills(after_ns=after, is_backfill=False)
+        corporate_after = self._fill_floor_ns if self.corporate_cursor_ns is None else self.corporate_cursor_ns
+        await self._publish_corporate(after_ns=max(self._fill_floor_ns, corporate_after - CORPORATE_OVERLAP_NS))
         if isinstance(figures, Rejected):
             self._reject("account", figures)
             cash = equity = None
@@ -221,6 +241,40 @@ class AccountSync:
             self._send_fills(*(pending or ([], [], [])), is_last=True, is_backfill=is_backfill)
         return total
 
+    async def _publish_corporate(self, *, after_ns: int) -> int:
+        """Publish the corporate actions booked after ``after_ns`` not published yet (SPEC §8).
+
+        Every leg of the window is read again each time, so a pair split across two reads is
+        still paired; an action is published once (by id). A leg that pairs with nothing is
+        reported once, after ``LEG_WINDOW_NS`` (its partner may simply not be listed yet).
+        """
+        records: list[ActivityRecord] = []
+        async for raw in self._rest.activity_pages(",".join(sorted(CORPORATE_CODES)), after_ns=after_ns):
+            records += [c.record for c in self._activities(raw)]
+        actions, problems = actions_from_legs(corporate_legs(records))
+        fresh = [a for a in actions if a.id not in self._published_actions]
+        settled = self._clock_ns() - LEG_WINDOW_NS
+        leg_times = {r.id: r.transaction_time for r in records}
+        late = [p for p in problems if p.id not in self._reported_legs and leg_times.get(p.id, 0) < settled]
+        for problem in late:
+            self._reported_legs.add(problem.id)
+            self.counters["corporate_problems"] += 1
+            log.warning("corporate action leg not booked account=%s id=%s reason=%s", self.slug, problem.id,
+                        problem.reason)  # fmt: skip
+        if records:
+            self.corporate_cursor_ns = max(self.corporate_cursor_ns or 0, *(r.transaction_time for r in records))
+        if fresh or late:
+            legs = [r for r in records if r.id not in self._published_legs]
+            page = CorporateActionsPage(
+                account=self.slug, actions=tuple(fresh), activities=tuple(legs),
+                problems=tuple(f"{p.id}: {p.reason}" for p in late),
+            )  # fmt: skip
+            self._sink.publish(topic_fills(self.slug), page)
+            self._published_actions |= {a.id for a in fresh}
+            self._published_legs |= {r.id for r in legs}
+            self.counters["corporate_actions"] += len(fresh)
+        return len(fresh)
+
     def _is_news(self, record: ActivityRecord) -> bool:
         seen = self._recent_fill_ids.get(record.id)
         return seen is None or seen[1] != record.status
@@ -282,3 +336,4 @@ class AccountSync:
 def _submitted(item: ConvertedOrder) -> int:
     """The order's ``submitted_at`` (Alpaca's filter field), else its ``created_at``."""
     return item.order.submitted_at or item.order.created_at
+

@@ -12,6 +12,7 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -23,7 +24,7 @@ from coldharbour.broker.convert import Rejected, convert_position
 from coldharbour.broker.rest import BrokerRest
 from coldharbour.broker.sync import FILL_OVERLAP_NS, ORDER_OVERLAP_NS, AccountSync
 from coldharbour.domain.types import from_datetime
-from coldharbour.messages import FillsPage
+from coldharbour.messages import CorporateActionsPage, FillsPage, SnapshotTaken
 from tests.broker.support import RecordingSink, account_for
 from tests.fixtures.broker import FakeBroker
 
@@ -87,6 +88,8 @@ class ListingBroker:
     async def activity_pages(
         self, activity_type: str, *, after_id: str | None = None, after_ns: int | None = None
     ) -> AsyncIterator[list[Any]]:
+        if activity_type != "FILL":
+            return
         self.fill_afters.append(after_ns)
         page = [
             f for f in sorted(self.fills, key=lambda f: f["id"])
@@ -133,3 +136,28 @@ async def test_order_cursor_follows_submitted_at_with_overlap(fake_broker: FakeB
     assert submitted.submitted_at < submitted.created_at
     assert sync.order_cursor_ns == from_datetime(submitted.submitted_at)
     assert ORDER_OVERLAP_NS >= 170_000_000
+
+
+@pytest.mark.asyncio
+async def test_corporate_action_published_once_before_the_snapshot(fake_broker: FakeBroker) -> None:
+    fake_broker.set_prices({"AAPL": 100})
+    fake_broker.request("POST", "/v2/orders", json={"symbol": "AAPL", "qty": "10", "side": "buy", "type": "market",
+                                                    "time_in_force": "day"})  # fmt: skip
+    sink = RecordingSink()
+    async with aiohttp.ClientSession() as session:
+        sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), sink, Counter())
+        await sync.backfill(1)
+        split = fake_broker.request(
+            "POST", "/sim/corporate-actions", account=None, json={"type": "split", "symbol": "AAPL", "ratio": "2"}
+        )
+        await sync.full("test")
+        await sync.full("test")
+
+    assert split.status_code == 200
+    kinds = [type(m).__name__ for _, m in sink.items if isinstance(m, (CorporateActionsPage, SnapshotTaken))]
+    assert kinds == ["CorporateActionsPage", "SnapshotTaken", "SnapshotTaken"]
+    (page,) = sink.of(CorporateActionsPage)
+    (action,) = page.actions
+    assert (action.type, action.symbol, action.ratio) == ("split", "AAPL", Decimal(2))
+    assert [a.activity_type for a in page.activities] == ["SPLIT", "SPLIT"]
+    assert page.problems == ()
