@@ -443,6 +443,9 @@ def convert_activity(data: object) -> ConvertedActivity | Rejected:
 
 
 CORPORATE_CODES: Final = frozenset({"SPLIT", "SSP", "SC", "NC", "MA", "SPIN", "SSO", "CIL"})
+# What the activities filter accepts: SSO and SSP (former spin-off and split codes) are
+# returned but refused as filter values (docs.alpaca.markets changelog 2026-11-06).
+CORPORATE_FILTER: Final = ("CIL", "MA", "NC", "SC", "SPIN", "SPLIT")
 
 
 def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:

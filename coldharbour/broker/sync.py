@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Final
 
 from coldharbour.broker.convert import (
-    CORPORATE_CODES,
+    CORPORATE_FILTER,
     ConvertedActivity,
     ConvertedOrder,
     Rejected,
@@ -49,7 +49,7 @@ from coldharbour.broker.convert import (
     corporate_legs,
 )
 from coldharbour.broker.listener import Sink
-from coldharbour.broker.rest import BrokerRest
+from coldharbour.broker.rest import BrokerRefused, BrokerRest
 from coldharbour.domain.corporate import LEG_WINDOW_NS, actions_from_legs
 from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill
 from coldharbour.messages import (
@@ -249,8 +249,13 @@ class AccountSync:
         reported once, after ``LEG_WINDOW_NS`` (its partner may simply not be listed yet).
         """
         records: list[ActivityRecord] = []
-        async for raw in self._rest.activity_pages(",".join(sorted(CORPORATE_CODES)), after_ns=after_ns):
-            records += [c.record for c in self._activities(raw)]
+        try:
+            async for raw in self._rest.activity_pages(",".join(CORPORATE_FILTER), after_ns=after_ns):
+                records += [c.record for c in self._activities(raw)]
+        except BrokerRefused as e:  # a refused filter must never block the snapshot
+            self.counters["corporate_read_refused"] += 1
+            log.warning("corporate activities refused account=%s status=%s", self.slug, e.status)
+            return 0
         actions, problems = actions_from_legs(corporate_legs(records))
         fresh = [a for a in actions if a.id not in self._published_actions]
         settled = self._clock_ns() - LEG_WINDOW_NS

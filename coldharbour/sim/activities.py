@@ -76,6 +76,8 @@ ALPACA_PY_ACTIVITY_TYPES: Final[frozenset[str]] = frozenset(
 ACTIVITY_TYPES: Final[frozenset[str]] = ALPACA_PY_ACTIVITY_TYPES | frozenset(
     {"DIVFEE", "DIVFT", "DIVTW", "INTNRA", "INTTW", "PTR", "SC", "SSO", "SSP", "OPCA", "MISC", "DVF"}
 )
+# Returned by the listing but refused as filter values (changelog 2026-11-06 "activity types").
+NOT_FILTERABLE: Final[frozenset[str]] = frozenset({"SSO", "SSP", "CORR", "SEG", "DTCS"})
 ACTIVITY_STATUSES: Final[frozenset[str]] = frozenset({"executed", "correct", "canceled"})
 MAX_PAGE_SIZE: Final = 100
 
@@ -206,7 +208,7 @@ def parse_activity_query(params: Mapping[str, str], path_type: str | None) -> Ac
     types = None
     if raw_types:
         types = frozenset(item.strip().upper() for item in raw_types.split(",") if item.strip())
-        unknown = sorted(types - ACTIVITY_TYPES)
+        unknown = sorted((types - ACTIVITY_TYPES) | (types & NOT_FILTERABLE))
         if unknown:
             raise unprocessable(f"invalid activity type: {unknown[0]}", CODE_INVALID_FIELD)
     category = params.get("category")

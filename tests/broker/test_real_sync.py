@@ -21,7 +21,7 @@ from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
 
 from coldharbour.broker.convert import Rejected, convert_position
-from coldharbour.broker.rest import BrokerRest
+from coldharbour.broker.rest import BrokerRefused, BrokerRest
 from coldharbour.broker.sync import FILL_OVERLAP_NS, ORDER_OVERLAP_NS, AccountSync
 from coldharbour.domain.types import from_datetime
 from coldharbour.messages import CorporateActionsPage, FillsPage, SnapshotTaken
@@ -67,6 +67,7 @@ class ListingBroker:
         self.fills: list[dict[str, Any]] = []
         self.fill_afters: list[int | None] = []
         self.order_afters: list[int | None] = []
+        self.refuse_corporate = False
 
     async def positions(self) -> list[Any]:
         return []
@@ -89,6 +90,8 @@ class ListingBroker:
         self, activity_type: str, *, after_id: str | None = None, after_ns: int | None = None
     ) -> AsyncIterator[list[Any]]:
         if activity_type != "FILL":
+            if self.refuse_corporate:
+                raise BrokerRefused("invalid activity type", 422)
             return
         self.fill_afters.append(after_ns)
         page = [
@@ -161,3 +164,17 @@ async def test_corporate_action_published_once_before_the_snapshot(fake_broker: 
     assert (action.type, action.symbol, action.ratio) == ("split", "AAPL", Decimal(2))
     assert [a.activity_type for a in page.activities] == ["SPLIT", "SPLIT"]
     assert page.problems == ()
+
+
+@pytest.mark.asyncio
+async def test_refused_corporate_read_never_blocks_the_snapshot() -> None:
+    broker = ListingBroker()
+    broker.refuse_corporate = True
+    sink = RecordingSink()
+    counters: Counter[str] = Counter()
+    sync = AccountSync(broker, sink, counters, clock_ns=lambda: 1_709_287_200_000_000_000)  # type: ignore[arg-type]
+
+    await sync.full("test")
+
+    assert len(sink.of(SnapshotTaken)) == 1
+    assert counters["corporate_read_refused"] == 1

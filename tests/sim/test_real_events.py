@@ -279,3 +279,12 @@ def test_wire_trade_updates_parse_with_sdk_model() -> None:
     assert [str(p.event) for p in parsed][-1].endswith("fill")
     assert parsed[-1].execution_id is None
     assert parsed[-1].order.asset_class == AssetClass.CRYPTO
+
+
+def test_wire_former_codes_are_listed_but_refused_as_filters(fake_broker: FakeBroker) -> None:
+    refused = fake_broker.request("GET", "/v2/account/activities", params={"activity_types": "SPLIT,SSO"})
+    accepted = fake_broker.request("GET", "/v2/account/activities", params={"activity_types": "SPLIT,SC,CIL"})
+
+    assert refused.status_code == 422
+    assert "SSO" in refused.json()["message"]
+    assert accepted.status_code == 200
