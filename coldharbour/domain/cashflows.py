@@ -371,3 +371,34 @@ def commission_flow(order_id: str, symbol: str, commission: Decimal, ts: datetim
         id=f"commission:{order_id}", ts=ts, amount=-abs(commission), type="FEE", category=Category.FEE,
         description=f"commission {symbol}",
     )
+
+
+# Corporate-action legs that move shares (SPLIT/SC/NC/MA/SPIN/CIL and the former SSP/SSO).
+SHARE_LEG_TYPES: Final = frozenset({"SPLIT", "SSP", "SC", "NC", "MA", "SPIN", "SSO", "CIL", "REORG"})
+
+
+def to_corporate_execution(activity: Mapping[str, object]) -> Execution | Rejection | None:
+    """Return the share movement of a corporate-action leg as a zero-price ``Execution``.
+
+    For the equity replay, which holds positions as the sum of executions: a 2:1 split's SPLIT
+    pair (−10, +20) leaves 20 shares at an unchanged cash balance; a cash merger's MA leg (−10)
+    empties the position while its ``net_amount`` (a ``corporate`` cash flow) pays the cash; CIL
+    and spin-off legs likewise. None for activities that move no shares (no ``qty``/``symbol``,
+    another code, canceled).
+    """
+    code = str(activity.get("activity_type") or "").strip().upper()
+    if code not in SHARE_LEG_TYPES or is_canceled(activity):
+        return None
+    symbol = activity.get("symbol")
+    raw_qty = activity.get("qty")
+    if not isinstance(symbol, str) or not symbol.strip() or raw_qty in (None, ""):
+        return None
+    raw_id = activity.get("id")
+    activity_id = raw_id.strip() if isinstance(raw_id, str) else ""
+    try:
+        qty = to_decimal(raw_qty, field="qty")
+        when = activity.get("transaction_time") or activity.get("date")
+        ts = activity_id_time(activity_id) or parse_activity_time(when)
+    except ValueError as e:
+        return Rejection(id=activity_id or None, reason=str(e))
+    return Execution(id=activity_id, ts=ts, symbol=symbol.strip().upper(), qty=qty, price=Decimal(0))

@@ -24,6 +24,7 @@ from coldharbour.domain.cashflows import (
     query_after,
     select_new,
     to_cash_flow,
+    to_corporate_execution,
     to_execution,
     unclassified_codes,
 )
@@ -384,3 +385,19 @@ def test_commission_is_a_fee_once_per_order_and_crypto_fees_come_from_cfee() -> 
                             description="commission AAPL")
     assert commission_flow("o-1", "AAPL", Decimal(0), ts) is None
     assert commission_flow("o-2", "BTC/USD", Decimal("1.85"), ts) is None
+
+
+def test_corporate_leg_moves_shares_at_zero_price_and_other_activities_do_not() -> None:
+    leg = {"id": "20240610040000000::a1", "activity_type": "SPLIT", "date": "2024-06-10", "net_amount": "0",
+           "symbol": "nvda", "qty": "90", "price": "120.5", "status": "executed"}  # fmt: skip
+
+    moved = to_corporate_execution(leg)
+
+    assert moved == Execution(id=leg["id"], ts=datetime(2024, 6, 10, 8, tzinfo=UTC), symbol="NVDA", qty=Decimal(90),
+                              price=Decimal(0))  # fmt: skip
+    assert to_corporate_execution({**leg, "status": "canceled"}) is None
+    assert to_corporate_execution({**leg, "activity_type": "DIV"}) is None
+    assert to_corporate_execution({**leg, "qty": None}) is None
+    bad = to_corporate_execution({**leg, "qty": "many"})
+    assert isinstance(bad, Rejection)
+    assert "qty" in bad.reason

@@ -20,6 +20,7 @@ from alpaca.trading.enums import AssetClass, OrderSide, TimeInForce
 from alpaca.trading.models import Order, Position, TradeUpdate
 from alpaca.trading.requests import MarketOrderRequest
 
+from coldharbour.domain.cashflows import CashFlow, Rejection, to_cash_flow, to_corporate_execution, to_execution
 from coldharbour.sim.engine import Engine
 from coldharbour.sim.wire import SimError
 from tests.fixtures.broker import FakeBroker
@@ -288,3 +289,38 @@ def test_wire_former_codes_are_listed_but_refused_as_filters(fake_broker: FakeBr
     assert refused.status_code == 422
     assert "SSO" in refused.json()["message"]
     assert accepted.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "split", "symbol": "AAPL", "ratio": "2"},
+        {"type": "split", "symbol": "AAPL", "ratio": "0.25"},
+        {"type": "symbol_change", "symbol": "AAPL", "new_symbol": "APPL"},
+        {"type": "stock_merger", "symbol": "AAPL", "new_symbol": "ACQ", "ratio": "0.5"},
+        {"type": "cash_merger", "symbol": "AAPL", "cash_per_share": "125"},
+        {"type": "spinoff", "symbol": "AAPL", "new_symbol": "KID", "ratio": "0.2"},
+    ],
+)
+def test_executions_and_corporate_legs_add_up_to_the_positions_and_cash(body: dict[str, str]) -> None:
+    """The equity replay's view (domain/cashflows.py): executions + zero-price corporate legs
+    give the broker's positions, and cash flows give its cash."""
+    engine = make_engine()
+    engine.set_prices({"AAPL": price("100")}, at(0))
+    engine.submit_order("demo", order_body(qty=10), at(1))
+    engine.corporate_action(body, at(60))
+    book = engine.accounts["demo"]
+
+    held: dict[str, Decimal] = {}
+    cash = Decimal(100_000)
+    for activity in book.activities:
+        moved = to_execution(activity) if activity["activity_type"] == "FILL" else to_corporate_execution(activity)
+        assert not isinstance(moved, Rejection)
+        if moved is not None:
+            held[moved.symbol] = held.get(moved.symbol, Decimal(0)) + moved.qty
+        flow = to_cash_flow(activity)
+        assert isinstance(flow, CashFlow)
+        cash += flow.amount
+
+    assert {s: q for s, q in held.items() if q} == {s: p.qty for s, p in book.positions.items()}
+    assert cash == book.cash
