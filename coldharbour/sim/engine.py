@@ -662,7 +662,7 @@ class Engine:
             "qty": str(size),
             "side": "sell" if position.qty > ZERO else "buy",
             "type": "market",
-            "time_in_force": "day",
+            "time_in_force": "gtc" if is_crypto(symbol) else "day",
         }
         return self.submit_order(account, body, now)
 

@@ -324,3 +324,19 @@ def test_executions_and_corporate_legs_add_up_to_the_positions_and_cash(body: di
 
     assert {s: q for s, q in held.items() if q} == {s: p.qty for s, p in book.positions.items()}
     assert cash == book.cash
+
+
+def test_wire_close_crypto_position_by_either_symbol_form(fake_broker: FakeBroker) -> None:
+    client: Any = fake_broker.trading_client()
+    fake_broker.set_prices({"BTC/USD": "60000", "ETH/USD": "3000"})
+    for symbol in ("BTC/USD", "ETH/USD"):
+        request = MarketOrderRequest(symbol=symbol, qty=0.5, side=OrderSide.BUY, time_in_force=TimeInForce.GTC)
+        client.submit_order(request)
+
+    closed_plain = client.close_position("BTCUSD")
+    closed_encoded = fake_broker.request("DELETE", "/v2/positions/ETH%2FUSD")
+
+    assert isinstance(closed_plain, Order)
+    assert (closed_plain.symbol, closed_plain.time_in_force) == ("BTC/USD", TimeInForce.GTC)
+    assert closed_encoded.status_code == 200
+    assert client.get_all_positions() == []
