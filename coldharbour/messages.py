@@ -240,6 +240,9 @@ class ActivitiesPage(Msg, Checked, frozen=True, tag="cash.activities"):
     account: str
     activities: tuple[ActivityRecord, ...]
     cash_flows: tuple[CashFlow, ...] = ()
+    # Cash-flow ids the broker canceled since they were booked (``cashflows.flow_changes``):
+    # delete those rows (KPIs follow). A corrected amount arrives in ``cash_flows`` as usual.
+    deleted_cash_flow_ids: tuple[str, ...] = ()
 
 
 class CorporateActionsPage(Msg, Checked, frozen=True, tag="corp.actions"):
