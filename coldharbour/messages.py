@@ -21,6 +21,7 @@ from typing import Final
 import msgspec
 
 from coldharbour.domain.cashflows import CashFlow
+from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.money import MAX_ABS
 from coldharbour.domain.schedule import Session
@@ -172,6 +173,9 @@ class ActivityRecord(Checked, frozen=True, kw_only=True):
     execution_id: str | None = None
     order_id: str | None = None
     raw_json: str = "{}"
+    # The broker's ``status`` (``executed``, ``correct``, ``canceled``): a known id seen again
+    # with ``canceled`` or a new amount is a correction (SPEC §8); a canceled FILL is a bust.
+    status: str | None = None
 
 
 class OrderUpdated(Msg, Checked, frozen=True, tag="trade.update"):
@@ -226,6 +230,9 @@ class FillsPage(Msg, Checked, frozen=True, tag="fills.page"):
     activities: tuple[ActivityRecord, ...] = ()
     is_last: bool = True
     is_backfill: bool = False
+    # Executions the broker canceled (a FILL activity with ``status`` canceled): remove them
+    # from the stored history and rebuild their symbols (``ledger.plan_symbols_rebuild``).
+    busted: tuple[Fill, ...] = ()
 
 
 class ActivitiesPage(Msg, Checked, frozen=True, tag="cash.activities"):
@@ -234,6 +241,25 @@ class ActivitiesPage(Msg, Checked, frozen=True, tag="cash.activities"):
     account: str
     activities: tuple[ActivityRecord, ...]
     cash_flows: tuple[CashFlow, ...] = ()
+    # Cash-flow ids the broker canceled since they were booked (``cashflows.flow_changes``):
+    # delete those rows (KPIs follow). A corrected amount arrives in ``cash_flows`` as usual.
+    deleted_cash_flow_ids: tuple[str, ...] = ()
+
+
+class CorporateActionsPage(Msg, Checked, frozen=True, tag="corp.actions"):
+    """Corporate actions the broker booked (SPEC §8), from its SPLIT/SC/NC/MA/SPIN/CIL legs.
+
+    Published by ``snapshot`` before the ``SnapshotTaken`` that reflects them. ``state`` stores
+    each action once (by ``id``) and books it with ``ledger.plan_symbols_rebuild(ledger,
+    action.symbols, stored fills, book, every stored action)``; ``activities`` are the legs for
+    ``raw_activities``; ``problems`` are legs that fit no action (one line each, to count and
+    log; reconciliation then books the position, flagged).
+    """
+
+    account: str
+    actions: tuple[CorporateAction, ...]
+    activities: tuple[ActivityRecord, ...] = ()
+    problems: tuple[str, ...] = ()
 
 
 # --- computed results that ``state`` writes ----------------------------------------------------
@@ -289,6 +315,7 @@ Message = (
     | OrdersPage
     | FillsPage
     | ActivitiesPage
+    | CorporateActionsPage
     | EquityComputed
     | MetricsComputed
     | ScheduleComputed

@@ -10,6 +10,7 @@ import pytest
 
 from coldharbour import messages as m
 from coldharbour.domain.cashflows import CashFlow
+from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.schedule import Session
 from coldharbour.domain.types import BrokerPosition, Fill, Order
@@ -46,6 +47,7 @@ def _every_message() -> list[m.Msg]:
         m.ScheduleComputed(sessions=(Session(session_date=date(2026, 3, 2), pre_open_utc=NOW, open_utc=NOW, close_utc=NOW, post_close_utc=NOW),)),
         m.SessionPhaseChanged(phase="open", session_date="2026-03-02", at_ns=1),
         m.LedgerCheckRequested(account="demo"),
+        m.CorporateActionsPage(account="demo", actions=(CorporateAction(id="a", type="split", symbol="AAPL", ts=1, ratio=Decimal("0.1"), cash_in_lieu_qty=Decimal("0.5"), price=Decimal("340")),), activities=(ACTIVITY,), problems=("x: leg without a partner",)),
     ]  # fmt: skip
 
 

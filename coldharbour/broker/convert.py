@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from coldharbour.domain.cashflows import activity_id_time
+from coldharbour.domain.corporate import ActionLeg
 from coldharbour.domain.money import ZERO, InvalidMoney, to_decimal_or_none
 from coldharbour.domain.types import BrokerPosition, Fill, Order, OrderSide, from_datetime
 from coldharbour.messages import ActivityRecord, OrderUpdated
@@ -72,6 +74,7 @@ class RawOrder(msgspec.Struct, kw_only=True):
     replaces: str | None = None
     replaced_by: str | None = None
     legs: list[Any] | None = None
+    commission: Number = None
 
 
 class RawTradeUpdate(msgspec.Struct, kw_only=True):
@@ -94,6 +97,7 @@ class RawPosition(msgspec.Struct, kw_only=True):
     avg_entry_price: Number
     side: str = "long"
     current_price: Number = None
+    asset_class: str | None = None
 
 
 class RawAccount(msgspec.Struct, kw_only=True):
@@ -117,6 +121,7 @@ class RawActivity(msgspec.Struct, kw_only=True):
     net_amount: Number = None
     order_id: str | None = None
     cum_qty: Number = None
+    status: str | None = None
 
 
 class AccountFigures(msgspec.Struct, frozen=True):
@@ -134,10 +139,15 @@ class ConvertedOrder(msgspec.Struct, frozen=True):
 
 
 class ConvertedActivity(msgspec.Struct, frozen=True):
-    """An activity record and, for a FILL, the execution the ledger consumes."""
+    """An activity record and, for a FILL, the execution the ledger consumes.
+
+    A FILL whose ``status`` is ``canceled`` (a bust) has no ``fill``; ``busted`` is the
+    execution to remove from the history.
+    """
 
     record: ActivityRecord
     fill: Fill | None
+    busted: Fill | None = None
 
 
 # --- scalar helpers -------------------------------------------------------------------------
@@ -224,6 +234,8 @@ def _order(raw: RawOrder, parent_id: str | None, leg_ids: tuple[str, ...]) -> Or
         expires_at=_optional_time_ns(raw.expires_at, field="expires_at"),
         filled_at=_optional_time_ns(raw.filled_at, field="filled_at"),
         client_order_id=raw.client_order_id or "",
+        submitted_at=_optional_time_ns(raw.submitted_at, field="submitted_at"),
+        commission=abs(_number(raw.commission, field="commission") or ZERO),
     )
 
 
@@ -336,13 +348,31 @@ def convert_position(data: object) -> BrokerPosition | Rejected:
         if raw.side.lower() == "short" and qty > 0:
             qty = -qty  # Alpaca sends short quantities negative; accept either spelling
         return BrokerPosition(
-            symbol=raw.symbol.upper(),
+            symbol=canonical_symbol(raw.symbol, raw.asset_class),
             qty=qty,
             avg_entry_price=_required_number(raw.avg_entry_price, field="avg_entry_price"),
             current_price=_number(raw.current_price, field="current_price"),
         )
     except BadValue as e:
         return Rejected("position", f"{_symbol_of(data)}: {e}")
+
+
+CRYPTO_QUOTES: Final = ("USDT", "USDC", "USD", "BTC")
+
+
+def canonical_symbol(symbol: str, asset_class: str | None = None) -> str:
+    """Return the mirror's one symbol per asset: a crypto pair in its slashed form (SPEC §8).
+
+    Alpaca writes ``BTC/USD`` on orders and fills but ``BTCUSD`` on positions (with
+    ``asset_class`` ``crypto``); the slash is put back from the known quote currencies.
+    """
+    text = symbol.strip().upper()
+    if asset_class != "crypto" or "/" in text:
+        return text
+    for quote in CRYPTO_QUOTES:
+        if text.endswith(quote) and len(text) > len(quote):
+            return f"{text[: -len(quote)]}/{quote}"
+    return text
 
 
 def _symbol_of(data: object) -> str:
@@ -402,11 +432,41 @@ def convert_activity(data: object) -> ConvertedActivity | Rejected:
             execution_id=execution_id,
             order_id=raw.order_id,
             raw_json=to_json(data),
+            status=(raw.status or "").lower() or None,
         )
         fill = _activity_fill(raw, record, qty, price) if activity_type == "FILL" else None
     except BadValue as e:
         return Rejected("activity", f"{_id_of(data)}: {e}")
+    if fill is not None and record.status == "canceled":
+        return ConvertedActivity(record, None, fill)
     return ConvertedActivity(record, fill)
+
+
+CORPORATE_CODES: Final = frozenset({"SPLIT", "SSP", "SC", "NC", "MA", "SPIN", "SSO", "CIL"})
+# What the activities filter accepts: SSO and SSP (former spin-off and split codes) are
+# returned but refused as filter values (docs.alpaca.markets changelog 2026-11-06).
+CORPORATE_FILTER: Final = ("CIL", "MA", "NC", "SC", "SPIN", "SPLIT")
+
+
+def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:
+    """Return the corporate-action legs among ``records`` (``corporate.actions_from_legs`` input).
+
+    A leg takes effect at the instant its id encodes (Alpaca books splits before the open of
+    the ex-date: ``20240610040000000::…``), else at its date's New York midnight. Canceled
+    legs and legs without a symbol or quantity are left out.
+    """
+    legs: list[ActionLeg] = []
+    for record in records:
+        if record.activity_type not in CORPORATE_CODES or record.status == "canceled":
+            continue
+        if not record.symbol or record.qty is None:
+            continue
+        stamp = activity_id_time(record.id)
+        legs.append(ActionLeg(
+            id=record.id, code=record.activity_type, ts=from_datetime(stamp) if stamp else record.transaction_time,
+            symbol=record.symbol, qty=record.qty, price=record.price, net_amount=record.net_amount or ZERO,
+        ))  # fmt: skip
+    return legs
 
 
 def _activity_fill(raw: RawActivity, record: ActivityRecord, qty: Decimal | None, price: Decimal | None) -> Fill:

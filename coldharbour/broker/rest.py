@@ -30,6 +30,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
@@ -182,7 +183,8 @@ class BrokerRest:
     async def position(self, symbol: str) -> Any | None:
         """Return ``GET /v2/positions/{symbol}``, or None when the account holds none (404)."""
         try:
-            return await self.get(f"/positions/{symbol}")
+            # A crypto pair's slash is encoded (BTC%2FUSD): raw, it would be two path segments.
+            return await self.get(f"/positions/{quote(symbol, safe='')}")
         except BrokerRefused as e:
             if e.status == 404:
                 return None
@@ -241,15 +243,25 @@ class BrokerRest:
     async def activity_pages(
         self, activity_type: str, *, after_id: str | None = None, after_ns: int | None = None
     ) -> AsyncIterator[list[Any]]:
-        """Yield pages (oldest first) of activities of one type after ``after_id`` or ``after_ns``."""
+        """Yield pages (oldest first) of activities of one type after ``after_id`` or ``after_ns``.
+
+        Several types (``"SPLIT,SC,MA"``) go in the ``activity_types`` query parameter (the path
+        form takes one type only).
+        """
+        path = "/account/activities"
+        extra: dict[str, str] = {}
+        if "," in activity_type:
+            extra["activity_types"] = activity_type
+        else:
+            path = f"{path}/{activity_type}"
         token = after_id
         while True:
-            params = {"direction": "asc", "page_size": str(ACTIVITIES_PAGE_SIZE)}
+            params = {"direction": "asc", "page_size": str(ACTIVITIES_PAGE_SIZE), **extra}
             if token is not None:
                 params["page_token"] = token
             elif after_ns is not None:
                 params["after"] = iso_time(after_ns)
-            page = await self.get_list(f"/account/activities/{activity_type}", params)
+            page = await self.get_list(path, params)
             if page:
                 yield page
             if len(page) < ACTIVITIES_PAGE_SIZE:

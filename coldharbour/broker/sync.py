@@ -3,17 +3,27 @@
 ``AccountSync`` keeps two cursors, in memory only (a restart backfills again; ``state`` is
 idempotent, so re-sent history changes nothing):
 
-- **orders**: the newest ``submitted_at`` seen. Alpaca can only filter orders by submission
-  time, not by change time, so "orders changed since the cursor" is the union of (a) orders
-  submitted after the cursor (paged, never truncated, D40), (b) the open orders, listed on
-  every full snapshot, and (c) the families of orders that were open last time and are not any
-  more, fetched by id (``nested=true``): an order can only change while it is open, so nothing
-  that changed is missed and nothing older is re-read;
-- **fills**: the id of the last FILL activity seen (``page_token`` paging).
+- **orders**: the newest ``submitted_at`` seen (Alpaca's ``after`` filter compares
+  ``submitted_at``, which precedes ``created_at`` by 1-170 ms, so an order can appear in the
+  listing after a later-submitted one: the next read starts ``ORDER_OVERLAP_NS`` before the
+  cursor). Alpaca can only filter orders by submission time, not by change time, so "orders
+  changed since the cursor" is the union of (a) orders submitted after the cursor (paged,
+  never truncated, D40), (b) the open orders, listed on every full snapshot, and (c) the
+  families of orders that were open last time and are not any more, fetched by id
+  (``nested=true``): an order can only change while it is open, so nothing that changed is
+  missed and nothing older is re-read;
+- **fills**: ``(transaction_time, id)`` of the newest FILL seen; the next read asks ``after``
+  ``FILL_OVERLAP_NS`` before that time and drops the ids already published in the window, so a
+  late FILL stamped in the same millisecond with a smaller id is never skipped (a ``page_token``
+  cursor would skip it: ids sort by time, then by a random suffix).
 
-Order of publication in a full snapshot: order pages, fill pages, then ``SnapshotTaken``, so
-``state`` already has the history that explains the positions when it reconciles (SPEC §3);
-positions are read *before* that history, so the history covers them. ``rewind()`` resets the
+- **corporate actions**: the SPLIT/SC/NC/MA/SPIN/CIL legs of the last week (they are booked
+  by business date, sometimes late), re-read whole each time and turned into actions
+  (``corporate.actions_from_legs``); each action is published once (``CorporateActionsPage``).
+
+Order of publication in a full snapshot: order pages, fill pages, corporate actions, then
+``SnapshotTaken``, so ``state`` already has the history that explains the positions when it
+reconciles (SPEC §3); positions are read *before* that history, so the history covers them. ``rewind()`` resets the
 cursors when ``state`` may have missed pages (its start, a bus gap, a failed commit).
 A partial snapshot (``symbols``) only fetches those symbols' positions: it is the fast WAC
 refresh after a fill.
@@ -28,18 +38,23 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Final
 
 from coldharbour.broker.convert import (
+    CORPORATE_FILTER,
+    ConvertedActivity,
     ConvertedOrder,
     Rejected,
     convert_account,
     convert_activity,
     convert_orders,
     convert_position,
+    corporate_legs,
 )
 from coldharbour.broker.listener import Sink
-from coldharbour.broker.rest import PAGE_OVERLAP_NS, BrokerRest
+from coldharbour.broker.rest import BrokerRefused, BrokerRest
+from coldharbour.domain.corporate import LEG_WINDOW_NS, actions_from_legs
 from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill
 from coldharbour.messages import (
     ActivityRecord,
+    CorporateActionsPage,
     FillsPage,
     OrdersPage,
     SnapshotTaken,
@@ -51,6 +66,12 @@ from coldharbour.messages import (
 log = logging.getLogger(__name__)
 
 PROGRESS_LOG_INTERVAL_S: Final = 5.0
+# Re-read windows behind the cursors (SPEC §8 history cursors). Orders: > the 170 ms an order
+# can take from ``submitted_at`` to being listed. Fills: late FILLs with an older stamp.
+ORDER_OVERLAP_NS: Final = 1_000_000_000
+FILL_OVERLAP_NS: Final = 5_000_000_000
+# Corporate-action legs are booked by business date, sometimes days late: re-read a week.
+CORPORATE_OVERLAP_NS: Final = 7 * NS_PER_DAY
 
 
 class AccountSync:
@@ -65,7 +86,14 @@ class AccountSync:
         self.counters = counters
         self._clock_ns = clock_ns
         self.order_cursor_ns: int | None = None
-        self.fill_cursor_id: str | None = None
+        self.fill_cursor_ns: int | None = None
+        # FILL ids already published whose time is within FILL_OVERLAP_NS of the cursor ->
+        # (time, status): one re-read with another status (a bust) is published again.
+        self._recent_fill_ids: dict[str, tuple[int, str | None]] = {}
+        self.corporate_cursor_ns: int | None = None
+        self._published_actions: set[str] = set()
+        self._published_legs: set[str] = set()
+        self._reported_legs: set[str] = set()
         self._fill_floor_ns = clock_ns()
         # Every order that was live at the last full snapshot -> its top-level order id.
         self._open_families: dict[str, str] = {}
@@ -80,7 +108,8 @@ class AccountSync:
         self._fill_floor_ns = since
         log.info("backfill started account=%s days=%d", self.slug, days)
         orders = await self._publish_orders(self._rest.order_pages("all", since), is_backfill=True)
-        fills = await self._publish_fills(after_id=None, after_ns=since, is_backfill=True)
+        fills = await self._publish_fills(after_ns=since, is_backfill=True)
+        await self._publish_corporate(after_ns=since)
         self.backfilled = True
         log.info(
             "backfill done account=%s orders=%d fills=%d seconds=%.1f",
@@ -96,7 +125,11 @@ class AccountSync:
         lost some): the cursors only say what was *published*, not what ``state`` received.
         """
         self.order_cursor_ns = None
-        self.fill_cursor_id = None
+        self.fill_cursor_ns = None
+        self._recent_fill_ids.clear()
+        self.corporate_cursor_ns = None
+        self._published_actions.clear()
+        self._published_legs.clear()
         self.counters["rewinds"] += 1
 
     async def full(self, reason: str) -> None:
@@ -112,7 +145,10 @@ class AccountSync:
         live = {item.order.id: (item.order.parent_id or item.order.id) for item in open_orders if item.order.is_live}
         gone_families = sorted({top for order_id, top in self._open_families.items() if order_id not in live})
         await self._publish_orders(self._order_sources(gone_families), is_backfill=False)
-        await self._publish_fills(after_id=self.fill_cursor_id, after_ns=self._fill_floor_ns, is_backfill=False)
+        after = self._fill_floor_ns if self.fill_cursor_ns is None else self.fill_cursor_ns - FILL_OVERLAP_NS
+        await self._publish_fills(after_ns=after, is_backfill=False)
+        corporate_after = self._fill_floor_ns if self.corporate_cursor_ns is None else self.corporate_cursor_ns
+        await self._publish_corporate(after_ns=max(self._fill_floor_ns, corporate_after - CORPORATE_OVERLAP_NS))
         if isinstance(figures, Rejected):
             self._reject("account", figures)
             cash = equity = None
@@ -151,8 +187,9 @@ class AccountSync:
         """Yield raw order pages: families that left the open list, then orders after the cursor."""
         if families:
             yield [await self._rest.order(order_id) for order_id in families]
-        # Overlap the cursor: ``after`` is exclusive and equal timestamps are common.
-        after = self._fill_floor_ns if self.order_cursor_ns is None else self.order_cursor_ns - PAGE_OVERLAP_NS
+        # Overlap the cursor: ``after`` is exclusive, equal timestamps are common, and an order is
+        # listed up to 170 ms after its ``submitted_at``.
+        after = self._fill_floor_ns if self.order_cursor_ns is None else self.order_cursor_ns - ORDER_OVERLAP_NS
         async for page in self._rest.order_pages("all", after):
             yield page
 
@@ -166,7 +203,7 @@ class AccountSync:
                 self._send_orders(pending, is_last=False, is_backfill=is_backfill)
             pending = converted
             total += len(converted)
-            newest = max([newest or 0, *(item.order.created_at for item in converted)]) or None
+            newest = max([newest or 0, *(_submitted(item) for item in converted)]) or None
             if is_backfill and time.monotonic() - last_log >= PROGRESS_LOG_INTERVAL_S:
                 last_log = time.monotonic()
                 log.info("backfill progress account=%s orders=%d", self.slug, total)
@@ -184,31 +221,85 @@ class AccountSync:
         )
         self._sink.publish(topic_orders(self.slug), page)
 
-    async def _publish_fills(self, *, after_id: str | None, after_ns: int, is_backfill: bool) -> int:
-        """Publish FILL activities after ``after_id`` (else after ``after_ns``); return the count."""
+    async def _publish_fills(self, *, after_ns: int, is_backfill: bool) -> int:
+        """Publish FILL activities after ``after_ns`` not published yet; return the count."""
         total = 0
-        pending: tuple[list[Fill], list[ActivityRecord]] | None = None
-        pages = self._rest.activity_pages("FILL", after_id=after_id, after_ns=None if after_id else after_ns)
-        async for raw in pages:
-            fills, records = self._activities(raw)
+        pending: tuple[list[Fill], list[ActivityRecord], list[Fill]] | None = None
+        async for raw in self._rest.activity_pages("FILL", after_ns=after_ns):
+            converted = [c for c in self._activities(raw) if self._is_news(c.record)]
+            fresh = [c.record for c in converted]
+            fills = [c.fill for c in converted if c.fill is not None]
+            busted = [c.busted for c in converted if c.busted is not None]
             if pending is not None:
                 self._send_fills(*pending, is_last=False, is_backfill=is_backfill)
-            pending = (fills, records)
-            total += len(records)
-            if raw and isinstance(raw[-1], dict) and raw[-1].get("id"):
+            pending = (fills, fresh, busted)
+            total += len(fresh)
+            for record in fresh:
                 # Advance per page: a failure later re-reads from here, never from the start.
-                after_id = str(raw[-1]["id"])
+                self._remember_fill(record)
         if pending is not None or is_backfill:
-            self._send_fills(*(pending or ([], [])), is_last=True, is_backfill=is_backfill)
-        self.fill_cursor_id = after_id
+            self._send_fills(*(pending or ([], [], [])), is_last=True, is_backfill=is_backfill)
         return total
 
+    async def _publish_corporate(self, *, after_ns: int) -> int:
+        """Publish the corporate actions booked after ``after_ns`` not published yet (SPEC §8).
+
+        Every leg of the window is read again each time, so a pair split across two reads is
+        still paired; an action is published once (by id). A leg that pairs with nothing is
+        reported once, after ``LEG_WINDOW_NS`` (its partner may simply not be listed yet).
+        """
+        records: list[ActivityRecord] = []
+        try:
+            async for raw in self._rest.activity_pages(",".join(CORPORATE_FILTER), after_ns=after_ns):
+                records += [c.record for c in self._activities(raw)]
+        except BrokerRefused as e:  # a refused filter must never block the snapshot
+            self.counters["corporate_read_refused"] += 1
+            log.warning("corporate activities refused account=%s status=%s", self.slug, e.status)
+            return 0
+        actions, problems = actions_from_legs(corporate_legs(records))
+        fresh = [a for a in actions if a.id not in self._published_actions]
+        settled = self._clock_ns() - LEG_WINDOW_NS
+        leg_times = {r.id: r.transaction_time for r in records}
+        late = [p for p in problems if p.id not in self._reported_legs and leg_times.get(p.id, 0) < settled]
+        for problem in late:
+            self._reported_legs.add(problem.id)
+            self.counters["corporate_problems"] += 1
+            log.warning("corporate action leg not booked account=%s id=%s reason=%s", self.slug, problem.id,
+                        problem.reason)  # fmt: skip
+        if records:
+            self.corporate_cursor_ns = max(self.corporate_cursor_ns or 0, *(r.transaction_time for r in records))
+        if fresh or late:
+            legs = [r for r in records if r.id not in self._published_legs]
+            page = CorporateActionsPage(
+                account=self.slug, actions=tuple(fresh), activities=tuple(legs),
+                problems=tuple(f"{p.id}: {p.reason}" for p in late),
+            )  # fmt: skip
+            self._sink.publish(topic_fills(self.slug), page)
+            self._published_actions |= {a.id for a in fresh}
+            self._published_legs |= {r.id for r in legs}
+            self.counters["corporate_actions"] += len(fresh)
+        return len(fresh)
+
+    def _is_news(self, record: ActivityRecord) -> bool:
+        seen = self._recent_fill_ids.get(record.id)
+        return seen is None or seen[1] != record.status
+
+    def _remember_fill(self, record: ActivityRecord) -> None:
+        ts = record.transaction_time
+        if self.fill_cursor_ns is None or ts > self.fill_cursor_ns:
+            self.fill_cursor_ns = ts
+        self._recent_fill_ids[record.id] = (ts, record.status)
+        floor = self.fill_cursor_ns - FILL_OVERLAP_NS
+        if len(self._recent_fill_ids) > 64:
+            self._recent_fill_ids = {k: v for k, v in self._recent_fill_ids.items() if v[0] >= floor}
+
     def _send_fills(
-        self, fills: list[Fill], records: list[ActivityRecord], *, is_last: bool, is_backfill: bool
+        self, fills: list[Fill], records: list[ActivityRecord], busted: list[Fill], *, is_last: bool, is_backfill: bool
     ) -> None:
         page = FillsPage(
-            account=self.slug, fills=tuple(fills), activities=tuple(records), is_last=is_last, is_backfill=is_backfill
-        )
+            account=self.slug, fills=tuple(fills), activities=tuple(records), is_last=is_last,
+            is_backfill=is_backfill, busted=tuple(busted),
+        )  # fmt: skip
         self._sink.publish(topic_fills(self.slug), page)
 
     # --- conversion with counting -------------------------------------------------------------
@@ -229,17 +320,15 @@ class AccountSync:
                 positions.append(result)
         return positions
 
-    def _activities(self, raw: Iterable[object]) -> tuple[list[Fill], list[ActivityRecord]]:
-        fills, records = [], []
+    def _activities(self, raw: Iterable[object]) -> list[ConvertedActivity]:
+        converted: list[ConvertedActivity] = []
         for item in raw:
             result = convert_activity(item)
             if isinstance(result, Rejected):
                 self._reject("activities", result)
                 continue
-            records.append(result.record)
-            if result.fill is not None:
-                fills.append(result.fill)
-        return fills, records
+            converted.append(result)
+        return converted
 
     def _reject(self, what: str, rejected: Rejected) -> None:
         self.counters["rejects"] += 1
@@ -247,3 +336,9 @@ class AccountSync:
         log.warning(
             "rejected broker %s account=%s reason=%s detail=%s", what, self.slug, rejected.reason, rejected.detail
         )
+
+
+def _submitted(item: ConvertedOrder) -> int:
+    """The order's ``submitted_at`` (Alpaca's filter field), else its ``created_at``."""
+    return item.order.submitted_at or item.order.created_at
+

@@ -2,16 +2,23 @@
 
 Every activity becomes a ``CashFlow`` row (fills included: the UI finds the first trade date in
 the cash-flow table). The category decides what a flow means downstream, and it is decided
-here only (the original had three classifications, D19):
+here only (the original had three classifications, D19; the full catalogue is SPEC §8):
 
-- ``income``: DIV, DIVCGL, DIVCGS, DIVNRA, DIVROC, DIVTXEX, DIVWH, INT, INTPNL (part of returns);
-- ``fee``: FEE, CFEE (part of returns);
-- ``trade``: FILL (the cash side of an execution; positions come from the executions);
-- ``external``: everything else, unknown codes included (deposits, withdrawals, journals,
-  transfers): removed from returns.
+- ``trade``: FILL, OPTRD (the cash side of an execution; positions come from the executions);
+- ``income``: dividends, their withholding and fees (DIV…, DIVWH, DIVFT, DIVTW, DIVFEE);
+- ``interest``: INT, INTNRA, INTTW, INTPNL;
+- ``fee``: FEE, CFEE, PTC, PTR;  ``tax``: WH;
+- ``external``: deposits, withdrawals, journals, ACATS transfers — the only category removed
+  from returns;
+- ``corporate``: splits, spin-offs, mergers, symbol changes, cash in lieu, option events
+  (the positions side is a ledger event, ``domain/corporate.py``; the cash side is P&L);
+- ``other``: MISC, SWP, FXTRD;
+- ``unclassified``: a code not in the catalogue. It stays part of returns (never a deposit);
+  the caller counts it and logs each new code once (``unclassified_codes``).
 
 Amounts keep the broker's sign (positive = cash into the account). A FILL without
-``net_amount`` gets ``-side·qty·price`` (a buy takes cash out).
+``net_amount`` gets ``-side·qty·price`` (a buy takes cash out). A fee paid in coin (CFEE with
+``net_amount`` 0 and ``qty`` < 0) is worth ``qty·price`` at the activity's price.
 
 Pure: no I/O, no clock, no logging. Bad input is returned as a ``Rejection`` with a reason.
 """
@@ -35,17 +42,42 @@ class Category(StrEnum):
 
     TRADE = "trade"
     INCOME = "income"
+    INTEREST = "interest"
     FEE = "fee"
+    TAX = "tax"
     EXTERNAL = "external"
+    CORPORATE = "corporate"
+    OTHER = "other"
+    UNCLASSIFIED = "unclassified"
 
 
-DIVIDEND_TYPES: Final = frozenset({"DIV", "DIVCGL", "DIVCGS", "DIVNRA", "DIVROC", "DIVTXEX", "DIVWH"})
-INTEREST_TYPES: Final = frozenset({"INT", "INTPNL"})
-INCOME_TYPES: Final = DIVIDEND_TYPES | INTEREST_TYPES
-FEE_TYPES: Final = frozenset({"FEE", "CFEE"})
+DIVIDEND_TYPES: Final = frozenset(
+    {"DIV", "DIVCGL", "DIVCGS", "DIVNRA", "DIVROC", "DIVTXEX", "DIVWH", "DIVFT", "DIVTW", "DIVFEE"}
+)
+INTEREST_TYPES: Final = frozenset({"INT", "INTNRA", "INTTW", "INTPNL"})
+INCOME_TYPES: Final = DIVIDEND_TYPES
+FEE_TYPES: Final = frozenset({"FEE", "CFEE", "PTC", "PTR"})
+TAX_TYPES: Final = frozenset({"WH"})
+EXTERNAL_TYPES: Final = frozenset({"CSD", "CSW", "JNLC", "JNLS", "ACATC", "ACATS"})
+CORPORATE_TYPES: Final = frozenset(
+    {"SPLIT", "SSP", "SPIN", "SSO", "MA", "NC", "SC", "REORG", "CIL", "OPASN", "OPEXC", "OPEXP", "OPCA"}
+)
+OTHER_TYPES: Final = frozenset({"MISC", "SWP", "FXTRD"})
 # PARTIAL_FILL is not an Alpaca activity code today, but the original ingester stored it; it
 # must never be mistaken for an external flow (that would read a trade as a deposit).
-TRADE_TYPES: Final = frozenset({"FILL", "PARTIAL_FILL"})
+FILL_TYPES: Final = frozenset({"FILL", "PARTIAL_FILL"})
+TRADE_TYPES: Final = FILL_TYPES | {"OPTRD"}
+_CATEGORIES: Final[Mapping[str, Category]] = {
+    **dict.fromkeys(TRADE_TYPES, Category.TRADE),
+    **dict.fromkeys(INCOME_TYPES, Category.INCOME),
+    **dict.fromkeys(INTEREST_TYPES, Category.INTEREST),
+    **dict.fromkeys(FEE_TYPES, Category.FEE),
+    **dict.fromkeys(TAX_TYPES, Category.TAX),
+    **dict.fromkeys(EXTERNAL_TYPES, Category.EXTERNAL),
+    **dict.fromkeys(CORPORATE_TYPES, Category.CORPORATE),
+    **dict.fromkeys(OTHER_TYPES, Category.OTHER),
+}
+KNOWN_TYPES: Final = frozenset(_CATEGORIES)
 SIDE_SIGN: Final[Mapping[str, int]] = {"buy": 1, "sell": -1, "sell_short": -1}
 
 
@@ -79,14 +111,15 @@ class Rejection(msgspec.Struct, frozen=True, kw_only=True):
 
 def classify(activity_type: str) -> Category:
     """Return the category of an activity code (case and surrounding blanks ignored)."""
-    code = activity_type.strip().upper()
-    if code in INCOME_TYPES:
-        return Category.INCOME
-    if code in FEE_TYPES:
-        return Category.FEE
-    if code in TRADE_TYPES:
-        return Category.TRADE
-    return Category.EXTERNAL
+    return _CATEGORIES.get(activity_type.strip().upper(), Category.UNCLASSIFIED)
+
+
+def unclassified_codes(flows: Iterable[CashFlow], known: Container[str] = frozenset()) -> list[str]:
+    """Return the unknown activity codes among ``flows`` not yet in ``known``, each once, sorted.
+
+    The caller counts every ``unclassified`` flow and logs each code this returns once.
+    """
+    return sorted({f.type for f in flows if f.category is Category.UNCLASSIFIED and f.type not in known})
 
 
 def is_dividend(activity_type: str) -> bool:
@@ -95,7 +128,7 @@ def is_dividend(activity_type: str) -> bool:
 
 
 def is_interest(activity_type: str) -> bool:
-    """Return True for ``INT`` and ``INTPNL``."""
+    """Return True for the interest codes (``INT``, ``INTNRA``, ``INTTW``, ``INTPNL``)."""
     return activity_type.strip().upper() in INTEREST_TYPES
 
 
@@ -138,8 +171,23 @@ def _fill_amount(activity: Mapping[str, object]) -> Decimal:
     return -sign * qty * price
 
 
-def _amount(activity: Mapping[str, object], category: Category) -> Decimal:
+def _coin_fee(activity: Mapping[str, object]) -> Decimal | None:
+    """``qty·price`` of a fee paid in coin (CFEE, ``net_amount`` 0, ``qty`` < 0), else None."""
+    qty = to_decimal_or_none(activity.get("qty"), field="qty")
+    if qty is None or qty >= 0:
+        return None
+    price = to_decimal_or_none(activity.get("price"), field="price")
+    if price is None:
+        raise InvalidMoney("price: a fee paid in coin needs the coin's price")
+    return qty * abs(price)
+
+
+def _amount(activity: Mapping[str, object], category: Category, code: str) -> Decimal:
     amount = to_decimal_or_none(activity.get("net_amount"), field="net_amount")
+    if code == "CFEE" and not amount:
+        coin = _coin_fee(activity)
+        if coin is not None:
+            return coin
     if amount is not None:
         return amount
     if category is Category.TRADE:
@@ -174,7 +222,7 @@ def to_cash_flow(activity: Mapping[str, object]) -> CashFlow | Rejection:
     raw_time = activity.get("transaction_time") or activity.get("date")
     try:
         ts = parse_activity_time(raw_time)
-        amount = _amount(activity, category)
+        amount = _amount(activity, category, code)
     except ValueError as e:  # InvalidMoney is a ValueError
         return Rejection(id=activity_id, reason=str(e))
     return CashFlow(
@@ -192,7 +240,7 @@ def to_execution(activity: Mapping[str, object]) -> Execution | Rejection:
     result = to_cash_flow(activity)
     if isinstance(result, Rejection):
         return result
-    if result.category is not Category.TRADE:
+    if result.type not in FILL_TYPES:
         return Rejection(id=result.id, reason=f"activity_type: expected FILL, found {result.type}")
     symbol = activity.get("symbol")
     if not isinstance(symbol, str) or not symbol.strip():
@@ -222,16 +270,18 @@ def convert_activities(
 def activity_id_time(activity_id: str) -> datetime | None:
     """Return the UTC instant encoded in an Alpaca activity id (``YYYYMMDDHHMMSSmmm::uuid``).
 
-    None when the id does not have that shape.
+    The stamp is New York wall-clock time: the docs' sample FILL ``20190524113406977::…`` has
+    ``transaction_time`` ``2019-05-24T15:34:06.977Z`` (account-activities page). None when the
+    id does not have that shape.
     """
     head = activity_id.split("::", 1)[0]
     if len(head) != 17 or not head.isdigit():
         return None
     try:
-        base = datetime.strptime(head[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        base = datetime.strptime(head[:14], "%Y%m%d%H%M%S").replace(tzinfo=NEW_YORK)
     except ValueError:
         return None
-    return base + timedelta(milliseconds=int(head[14:]))
+    return (base + timedelta(milliseconds=int(head[14:]))).astimezone(UTC)
 
 
 def query_after(last_id: str | None, overlap: timedelta = timedelta(days=7)) -> datetime | None:
@@ -264,3 +314,91 @@ def newest_id(flows: Iterable[CashFlow], last_id: str | None = None) -> str | No
         if best is None or flow.id > best:
             best = flow.id
     return best
+
+
+class FlowChanges(msgspec.Struct, frozen=True, kw_only=True):
+    """What a page of activities does to the stored cash flows: rows to write and ids to drop."""
+
+    upserts: tuple[CashFlow, ...] = ()
+    deletes: tuple[str, ...] = ()
+    rejected: tuple[Rejection, ...] = ()
+
+
+def is_canceled(activity: Mapping[str, object]) -> bool:
+    """Return True for an activity the broker canceled (``status`` ``canceled``)."""
+    return str(activity.get("status") or "").strip().lower() == "canceled"
+
+
+def flow_changes(activities: Iterable[Mapping[str, object]], stored: Mapping[str, CashFlow]) -> FlowChanges:
+    """Return the changes that bring ``stored`` (id -> row) in line with ``activities`` (SPEC §8).
+
+    A new id is written; a known id seen again with another amount, time or category replaces
+    its row (a correction); a known id now ``canceled`` is deleted (KPIs follow the rows); an
+    unchanged one is left alone (replaying a page changes nothing). A canceled id never stored
+    is nothing to do.
+    """
+    upserts: dict[str, CashFlow] = {}
+    deletes: set[str] = set()
+    rejected: list[Rejection] = []
+    for activity in activities:
+        raw_id = activity.get("id")
+        activity_id = raw_id.strip() if isinstance(raw_id, str) else ""
+        if activity_id and is_canceled(activity):
+            upserts.pop(activity_id, None)
+            if activity_id in stored:
+                deletes.add(activity_id)
+            continue
+        result = to_cash_flow(activity)
+        if isinstance(result, Rejection):
+            rejected.append(result)
+        elif stored.get(result.id) != result:
+            deletes.discard(result.id)
+            upserts[result.id] = result
+    return FlowChanges(
+        upserts=tuple(upserts[k] for k in sorted(upserts)), deletes=tuple(sorted(deletes)), rejected=tuple(rejected)
+    )
+
+
+def commission_flow(order_id: str, symbol: str, commission: Decimal, ts: datetime) -> CashFlow | None:
+    """Return the ``fee`` cash flow of an order's ``commission`` (SPEC §8), or None when zero.
+
+    Keyed ``commission:<order id>`` so each order books it once. Crypto pairs (``BTC/USD``)
+    return None: Alpaca charges their fees as CFEE activities, which are booked already.
+    """
+    if not commission or "/" in symbol:
+        return None
+    return CashFlow(
+        id=f"commission:{order_id}", ts=ts, amount=-abs(commission), type="FEE", category=Category.FEE,
+        description=f"commission {symbol}",
+    )
+
+
+# Corporate-action legs that move shares (SPLIT/SC/NC/MA/SPIN/CIL and the former SSP/SSO).
+SHARE_LEG_TYPES: Final = frozenset({"SPLIT", "SSP", "SC", "NC", "MA", "SPIN", "SSO", "CIL", "REORG"})
+
+
+def to_corporate_execution(activity: Mapping[str, object]) -> Execution | Rejection | None:
+    """Return the share movement of a corporate-action leg as a zero-price ``Execution``.
+
+    For the equity replay, which holds positions as the sum of executions: a 2:1 split's SPLIT
+    pair (−10, +20) leaves 20 shares at an unchanged cash balance; a cash merger's MA leg (−10)
+    empties the position while its ``net_amount`` (a ``corporate`` cash flow) pays the cash; CIL
+    and spin-off legs likewise. None for activities that move no shares (no ``qty``/``symbol``,
+    another code, canceled).
+    """
+    code = str(activity.get("activity_type") or "").strip().upper()
+    if code not in SHARE_LEG_TYPES or is_canceled(activity):
+        return None
+    symbol = activity.get("symbol")
+    raw_qty = activity.get("qty")
+    if not isinstance(symbol, str) or not symbol.strip() or raw_qty in (None, ""):
+        return None
+    raw_id = activity.get("id")
+    activity_id = raw_id.strip() if isinstance(raw_id, str) else ""
+    try:
+        qty = to_decimal(raw_qty, field="qty")
+        when = activity.get("transaction_time") or activity.get("date")
+        ts = activity_id_time(activity_id) or parse_activity_time(when)
+    except ValueError as e:
+        return Rejection(id=activity_id or None, reason=str(e))
+    return Execution(id=activity_id, ts=ts, symbol=symbol.strip().upper(), qty=qty, price=Decimal(0))

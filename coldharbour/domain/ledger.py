@@ -56,6 +56,7 @@ from typing import Final, TypeVar
 
 import msgspec
 
+from coldharbour.domain.corporate import CorporateAction, adjusted_history, is_corporate
 from coldharbour.domain.money import HUNDRED, ZERO
 from coldharbour.domain.orders import ChainInfo, OrderBook, OrderView, chain_signature, describe
 from coldharbour.domain.types import (
@@ -550,7 +551,7 @@ def _touch_slice(work: _Work, view: _SymView, lot: Lot, fill: Fill, qty: Decimal
     work.slices[key] = _priced(_replace(
         previous, exit_parent_id=chain.root if chain.root != fill.order_id else None,
         qty=total, entry_time=entry_time, exit_time=exit_time, exit_price=exit_value / total,
-        exit_type=_exit_type(lot.parent_id, chain), exit_value=exit_value,
+        exit_type="CORPORATE" if is_corporate(fill) else _exit_type(lot.parent_id, chain), exit_value=exit_value,
         duration_sec=(exit_time - entry_time) // NS_PER_SECOND,
         fifo_qty=previous.fifo_qty + qty, open_qty=previous.open_qty + qty, is_final=False,
     ), lot.avg_fill)
@@ -739,12 +740,51 @@ def apply_delta(ledger: Ledger, delta: LedgerDelta) -> None:
     ledger.version += 1
 
 
-def rebuild(orders: Iterable[Order] | OrderBook, fills: Iterable[Fill]) -> Ledger:
-    """Return the ledger rebuilt from the full history (the reference for incremental use)."""
+def rebuild(orders: Iterable[Order] | OrderBook, fills: Iterable[Fill],
+            actions: Iterable[CorporateAction] = ()) -> Ledger:
+    """Return the ledger rebuilt from the full history (the reference for incremental use).
+
+    ``actions`` (corporate actions, SPEC §8) rewrite the history first (``adjusted_history``).
+    """
     book = orders if isinstance(orders, OrderBook) else OrderBook(orders)
     ledger = Ledger()
-    apply_delta(ledger, plan_fills(ledger, sorted(fills, key=lambda f: f.sort_key), book))
+    history = adjusted_history(fills, actions)[0] if actions else fills
+    apply_delta(ledger, plan_fills(ledger, sorted(history, key=lambda f: f.sort_key), book))
     return ledger
+
+
+def plan_symbols_rebuild(ledger: Ledger, symbols: Iterable[str], fills: Iterable[Fill],
+                         book: OrderView, actions: Iterable[CorporateAction] = ()) -> LedgerDelta:
+    """Return one delta rebuilding every symbol of ``symbols`` from the stored history.
+
+    How a corporate action, a correction or a bust is booked on a live ledger: the caller
+    passes the whole stored fill history (busted fills removed: ``remove_busted``) and every
+    known action; the result equals ``rebuild`` of that history. Book an action with
+    ``symbols=action.symbols``, a bust with the busted fill's symbol (and, if the fill predates
+    an action, that action's symbols).
+    """
+    wanted = set(symbols)
+    history = adjusted_history(fills, actions)[0] if actions else list(fills)
+    work = _Work(ledger, book)
+    for symbol in sorted(wanted):
+        view = work.view(symbol)
+        for lot_id in view.lot_ids():
+            work.lots[lot_id] = None
+        view.drop_cycle(None)
+        view.clear_pending = True
+    for key, found in ledger.slices.items():
+        if found.symbol in wanted:
+            work.slices[key] = None
+    unique: dict[str, Fill] = {}
+    for fill in sorted((f for f in history if f.symbol in wanted), key=lambda f: f.sort_key):
+        rejection = _rejection(fill)
+        if rejection is not None:
+            work.rejections.append(rejection)
+        else:
+            unique.setdefault(fill.key, fill)
+    for fill in unique.values():
+        _step(work, work.view(fill.symbol), fill, describe(work.book, fill.order_id))
+    return work.finish()
 
 
 def seed_ledger(lots: Iterable[Lot], *, as_of: int) -> Ledger:

@@ -40,9 +40,9 @@ SHARPE_WINDOWS: Final = (10, 21, 63, 126, 252)
 SECONDS_PER_DAY: Final = Decimal(86400)
 
 Side = Literal["long", "short"]
-ExitType = Literal["TP", "SL", "MANUAL"]
+ExitType = Literal["TP", "SL", "MANUAL", "CORPORATE"]
 # Tie-break for a lot's class when two exit types closed the same quantity: first wins.
-EXIT_TYPE_ORDER: Final[tuple[ExitType, ...]] = ("TP", "SL", "MANUAL")
+EXIT_TYPE_ORDER: Final[tuple[ExitType, ...]] = ("TP", "SL", "MANUAL", "CORPORATE")
 
 KPI_KEYS: Final = (
     "TOTAL ACCOUNT RESULT (Equity)",

@@ -30,7 +30,7 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 OrderSide = Literal["buy", "sell", "sell_short"]
 LotSide = Literal["long", "short"]
-ExitType = Literal["TP", "SL", "MANUAL"]
+ExitType = Literal["TP", "SL", "MANUAL", "CORPORATE"]
 LegRole = Literal["take_profit", "stop_loss"]
 MovedFlag = Literal["OK", "Already", "—"]
 SliceKey = tuple[str, str]
@@ -96,6 +96,11 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: int | None = None
     filled_at: int | None = None
     client_order_id: str = ""
+    # When the broker received the request (Alpaca's ``after``/``until`` filters compare it; it
+    # precedes ``created_at`` by 1-170 ms). None when the payload had none.
+    submitted_at: int | None = None
+    # The order's ``commission`` (dollars, >= 0): a fee (SPEC §8), booked as a ``fee`` cash flow.
+    commission: Decimal = ZERO
 
     @property
     def is_live(self) -> bool:
@@ -121,15 +126,20 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def key(self) -> str:
-        """Return the idempotence key: ``execution_id``, else ``order_id:cum_qty``.
+        """Return the identity of the execution: ``order_id:cum_qty`` when known, else ``execution_id``.
 
-        With neither, ``order_id:ts:qty`` (weaker: two identical executions at the same
-        nanosecond would collapse into one).
+        One execution, one key, whichever path reports it (SPEC §8 fill identity): the stream
+        fill (``cum_qty`` = the order's ``filled_qty`` after it, ``execution_id`` sometimes
+        missing: alpaca-py#210) and the REST FILL activity (``cum_qty``, execution id in its
+        ``id``) both carry ``(order_id, cum_qty)``, which is unique per execution since the
+        cumulative quantity grows with each one; so that pair is the primary key and the
+        execution id only the fallback. With neither, ``order_id:ts:qty`` (weaker: two identical
+        executions at the same nanosecond would collapse into one).
         """
-        if self.execution_id:
-            return self.execution_id
         if self.cum_qty is not None:
             return f"{self.order_id}:{normalize(self.cum_qty)}"
+        if self.execution_id:
+            return self.execution_id
         return f"{self.order_id}:{self.ts}:{normalize(self.qty)}"
 
     @property

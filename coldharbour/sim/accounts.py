@@ -10,6 +10,7 @@ Pure: no I/O, no clock (every timestamp is an argument).
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from coldharbour.domain.money import ZERO
+from coldharbour.sim.assets import asset_class, is_crypto, position_symbol
 from coldharbour.sim.orders import asset_id_for
-from coldharbour.sim.wire import money_text, timestamp_text
+from coldharbour.sim.wire import CODE_INVALID_FIELD, money_text, timestamp_text, unprocessable
 
 NEW_YORK: Final = ZoneInfo("America/New_York")
 MARGIN_MULTIPLIER: Final = Decimal(2)
@@ -28,6 +30,35 @@ MAINTENANCE_RATE: Final = Decimal("0.3")
 DEFAULT_CASH: Final = Decimal(100_000)
 RATIO_PLACES: Final = Decimal("0.000001")
 PRICE_PLACES: Final = Decimal("0.000000001")
+
+
+class ActivityLog(list[dict[str, object]]):
+    """An account's activities sorted by id, with an index of the ids.
+
+    Inserting used to rebuild the whole id list per fill (issue #15: quadratic in history);
+    the sorted ``ids`` list is kept beside the items instead.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+
+    def find(self, activity_id: str) -> dict[str, object] | None:
+        """Return the activity with ``activity_id``, or None."""
+        position = bisect.bisect_left(self.ids, activity_id)
+        if position < len(self.ids) and self.ids[position] == activity_id:
+            return self[position]
+        return None
+
+    def replace(self, activity: dict[str, object]) -> dict[str, object]:
+        """Put ``activity`` in place of the one with its id; return the one replaced."""
+        activity_id = str(activity["id"])
+        position = bisect.bisect_left(self.ids, activity_id)
+        if position == len(self.ids) or self.ids[position] != activity_id:
+            raise unprocessable(f"activity id not found: {activity_id!r}", CODE_INVALID_FIELD)
+        old = self[position]
+        self[position] = activity
+        return old
 
 
 @dataclass
@@ -53,7 +84,7 @@ class SimAccount:
     initial_equity: Decimal
     positions: dict[str, SimPosition] = field(default_factory=dict)
     # Wire-shaped activity objects, kept sorted by id (ids start with a sortable time stamp).
-    activities: list[dict[str, object]] = field(default_factory=list)
+    activities: ActivityLog = field(default_factory=lambda: ActivityLog())
     # (minute, equity) pairs, one per minute with activity, oldest first.
     equity_samples: list[tuple[datetime, Decimal]] = field(default_factory=list)
 
@@ -209,10 +240,10 @@ def position_to_json(
     intraday = value - position.qty * lastday_price
     return {
         "asset_id": asset_id_for(position.symbol),
-        "symbol": position.symbol,
-        "exchange": "NASDAQ",
-        "asset_class": "us_equity",
-        "asset_marginable": True,
+        "symbol": position_symbol(position.symbol),
+        "exchange": "CRYPTO" if is_crypto(position.symbol) else "NASDAQ",
+        "asset_class": asset_class(position.symbol),
+        "asset_marginable": not is_crypto(position.symbol),
         "qty": money_text(position.qty),
         "qty_available": money_text(position.qty - held_qty if position.qty > ZERO else position.qty + held_qty),
         "side": "long" if position.qty > ZERO else "short",

@@ -18,7 +18,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Final, Literal
 
-from coldharbour.sim.accounts import NEW_YORK
+from coldharbour.sim.accounts import NEW_YORK, ActivityLog
 from coldharbour.sim.orders import SimOrder
 from coldharbour.sim.wire import (
     CODE_INVALID_FIELD,
@@ -30,7 +30,7 @@ from coldharbour.sim.wire import (
 )
 
 # The ActivityType names alpaca-py knows (ALPACA.md section 3).
-ACTIVITY_TYPES: Final[frozenset[str]] = frozenset(
+ALPACA_PY_ACTIVITY_TYPES: Final[frozenset[str]] = frozenset(
     {
         "FILL",
         "ACATC",
@@ -71,6 +71,13 @@ ACTIVITY_TYPES: Final[frozenset[str]] = frozenset(
         "WH",
     }
 )
+# Codes Alpaca returns that alpaca-py's enum lacks (docs.alpaca.markets changelog 2026-11-06
+# "activity types": DIVFEE, DIVFT, DIVTW, INTNRA, INTTW, PTR, SC, SSO, SSP, ...; OPCA; MISC).
+ACTIVITY_TYPES: Final[frozenset[str]] = ALPACA_PY_ACTIVITY_TYPES | frozenset(
+    {"DIVFEE", "DIVFT", "DIVTW", "INTNRA", "INTTW", "PTR", "SC", "SSO", "SSP", "OPCA", "MISC", "DVF"}
+)
+# Returned by the listing but refused as filter values (changelog 2026-11-06 "activity types").
+NOT_FILTERABLE: Final[frozenset[str]] = frozenset({"SSO", "SSP", "CORR", "SEG", "DTCS"})
 ACTIVITY_STATUSES: Final[frozenset[str]] = frozenset({"executed", "correct", "canceled"})
 MAX_PAGE_SIZE: Final = 100
 
@@ -150,7 +157,7 @@ def cash_activity(body: Mapping[str, object], suffix: str, now: datetime) -> dic
         "description": _optional_text(body, "description") or "",
         "status": status,
     }
-    for key in ("symbol", "qty", "per_share_amount", "currency"):
+    for key in ("symbol", "qty", "price", "per_share_amount", "currency", "cusip"):
         if body.get(key) is not None:
             activity[key] = str(body[key])
     return activity
@@ -170,13 +177,14 @@ def _parse_date(text: str) -> date:
         raise unprocessable(f"invalid date: {text!r}", CODE_INVALID_FIELD) from e
 
 
-def insert_activity(activities: list[dict[str, object]], activity: dict[str, object]) -> None:
-    """Insert ``activity`` keeping the list sorted by id; 422 on a duplicate id."""
-    ids = [str(item["id"]) for item in activities]
+def insert_activity(activities: ActivityLog, activity: dict[str, object]) -> None:
+    """Insert ``activity`` keeping the log sorted by id; 422 on a duplicate id."""
     new_id = str(activity["id"])
+    ids = activities.ids
     position = bisect.bisect_left(ids, new_id)
     if position < len(ids) and ids[position] == new_id:
         raise unprocessable(f"activity id already exists: {new_id!r}", CODE_INVALID_FIELD)
+    ids.insert(position, new_id)
     activities.insert(position, activity)
 
 
@@ -200,7 +208,7 @@ def parse_activity_query(params: Mapping[str, str], path_type: str | None) -> Ac
     types = None
     if raw_types:
         types = frozenset(item.strip().upper() for item in raw_types.split(",") if item.strip())
-        unknown = sorted(types - ACTIVITY_TYPES)
+        unknown = sorted((types - ACTIVITY_TYPES) | (types & NOT_FILTERABLE))
         if unknown:
             raise unprocessable(f"invalid activity type: {unknown[0]}", CODE_INVALID_FIELD)
     category = params.get("category")

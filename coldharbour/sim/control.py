@@ -3,12 +3,17 @@
 - ``POST /sim/prices`` ``{"AAPL": 185.2, ...}``: new prices; orders they reach execute.
 - ``POST /sim/activities`` ``[{"activity_type": "DIV", "net_amount": "2.40", ...}]``: cash
   activities (``account`` picks the account when there are several).
+  An item whose ``id`` is already booked corrects it: ``"status": "canceled"`` or a new
+  ``net_amount`` replaces it; a canceled FILL is a bust (position and cash reversed).
+- ``POST /sim/corporate-actions`` ``{"type": "split", "symbol": "AAPL", "ratio": "2"}`` (and
+  ``symbol_change``, ``cash_merger``, ``stock_merger``, ``spinoff``: ``sim/corporate.py``).
 - ``POST /sim/drop-stream``: close every trade_updates connection (market data:
   ``/sim/drop-data-stream``, sim/market_stream.py).
 - ``POST /sim/fail`` ``{"queue": [429, 504, "html500", "malformed"], "ws_reject": 2}`` (or
   ``{"status": 429, "count": 2}``): answer the next ``/v2`` calls / stream upgrades with faults.
 - ``POST /sim/config`` ``{"partial_fills": true, "partial_fill_slices": 3,
-  "pending_new_events": false}``: change behaviour at run time.
+  "pending_new_events": false, "accepted_events": false, "omit_execution_id": false}``: change
+  behaviour at run time.
 - ``POST /sim/emit`` ``{"account": "demo", "data": {...}}``: push one raw trade update.
 - ``GET /sim/state``: the whole book; ``GET /sim/log``: the last ``/v2`` requests.
 
@@ -81,6 +86,14 @@ async def post_activities(request: web.Request) -> web.Response:
     return web.json_response(created)
 
 
+async def post_corporate_action(request: web.Request) -> web.Response:
+    """Apply a corporate action (split, symbol change, mergers, spin-off) to every account."""
+    context = context_of(request)
+    activities, updates = context.engine.corporate_action(await read_json(request), context.clock())
+    context.publish(updates)
+    return web.json_response({"activities": activities, "updates": len(updates)})
+
+
 async def post_drop_stream(request: web.Request) -> web.Response:
     """Close every stream connection."""
     dropped = await context_of(request).hub.drop_all()
@@ -126,13 +139,15 @@ async def post_config(request: web.Request) -> web.Response:
     if not isinstance(body, Mapping):
         raise unprocessable("expected a JSON object", CODE_INVALID_FIELD)
     config = context.engine.config
-    unknown = set(body) - {"partial_fills", "partial_fill_slices", "pending_new_events"}
+    switches = ("pending_new_events", "accepted_events", "omit_execution_id")
+    unknown = set(body) - {"partial_fills", "partial_fill_slices", *switches}
     if unknown:
         raise unprocessable(f"unknown setting: {sorted(unknown)[0]}", CODE_INVALID_FIELD)
+    for switch in switches:
+        if switch in body:
+            setattr(config, switch, parse_bool(body[switch], switch))
     if "partial_fills" in body:
         config.partial_fills = parse_bool(body["partial_fills"], "partial_fills")
-    if "pending_new_events" in body:
-        config.pending_new_events = parse_bool(body["pending_new_events"], "pending_new_events")
     if "partial_fill_slices" in body:
         slices = body["partial_fill_slices"]
         if not isinstance(slices, int) or isinstance(slices, bool) or slices < 1:
@@ -194,6 +209,7 @@ def add_control_routes(app: web.Application) -> None:
     """Register the ``/sim/*`` routes on ``app``."""
     app.router.add_post("/sim/prices", post_prices)
     app.router.add_post("/sim/activities", post_activities)
+    app.router.add_post("/sim/corporate-actions", post_corporate_action)
     app.router.add_post("/sim/drop-stream", post_drop_stream)
     app.router.add_post("/sim/fail", post_fail)
     app.router.add_post("/sim/config", post_config)

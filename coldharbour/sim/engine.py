@@ -27,9 +27,11 @@ from typing import Final
 
 from coldharbour.domain.money import HUNDRED, ZERO
 from coldharbour.sim import accounts as ledger
-from coldharbour.sim.accounts import SimAccount
-from coldharbour.sim.activities import cash_activity, cash_effect, fill_activity, insert_activity
+from coldharbour.sim.accounts import NEW_YORK, SimAccount, SimPosition
+from coldharbour.sim.activities import activity_id, cash_activity, cash_effect, fill_activity, insert_activity
+from coldharbour.sim.assets import is_crypto
 from coldharbour.sim.bars import PriceTape
+from coldharbour.sim.corporate import CorporateAction, description, nta, parse_corporate_action
 from coldharbour.sim.matching import execution_price, follow_trail
 from coldharbour.sim.order_request import (
     OrderSpec,
@@ -41,9 +43,10 @@ from coldharbour.sim.orders import OrderType, Side, SimOrder, order_to_json, suc
 from coldharbour.sim.risk import check_order_allowed, held_qty
 from coldharbour.sim.wire import (
     SimError,
+    forbidden,
     money_text,
     not_found,
-    timestamp_text,
+    precise_timestamp_text,
     unprocessable,
 )
 
@@ -73,6 +76,10 @@ class EngineConfig:
     partial_fill_slices: int = DEFAULT_SLICES
     # Send ``pending_new`` before ``new`` for each accepted order.
     pending_new_events: bool = False
+    # Send ``accepted`` (event, timestamp and order only, as alpaca-py#371 shows) before ``new``.
+    accepted_events: bool = False
+    # Stream fills without ``execution_id`` (it happens: alpaca-py#210); REST FILLs keep theirs.
+    omit_execution_id: bool = False
 
     def to_json(self) -> dict[str, object]:
         """Return the settings as ``POST /sim/config`` takes them."""
@@ -80,6 +87,8 @@ class EngineConfig:
             "partial_fills": self.partial_fills,
             "partial_fill_slices": self.partial_fill_slices,
             "pending_new_events": self.pending_new_events,
+            "accepted_events": self.accepted_events,
+            "omit_execution_id": self.omit_execution_id,
         }
 
 
@@ -122,6 +131,8 @@ class Engine:
         self._client_ids: dict[tuple[str, str], str] = {}
         self.tape = PriceTape(seed)
         self._random = random.Random(seed)  # noqa: S311 - reproducible ids, not secrets
+        # Wire details (submission lag, nanoseconds) drawn apart so they never shift the ids.
+        self._details = random.Random(seed + 1)  # noqa: S311
         self._session_close = session_close
         self._sequence = 0
         self._events: list[TradeUpdate] = []
@@ -219,12 +230,12 @@ class Engine:
         now: datetime,
         execution: tuple[str, Decimal, Decimal, Decimal] | None = None,
     ) -> None:
-        data: dict[str, object] = {
-            "event": event,
-            "execution_id": execution[0] if execution else self.new_id(),
-            "timestamp": timestamp_text(now),
-            "order": self.order_json(order, nested=True),
-        }
+        data: dict[str, object] = {"event": event}
+        if event != "accepted" and not (execution is not None and self.config.omit_execution_id):
+            data["execution_id"] = execution[0] if execution else self.new_id()
+        # Alpaca stamps updates to the nanosecond, in New York time with its offset.
+        data["timestamp"] = precise_timestamp_text(now, self._details.randrange(1000), NEW_YORK)
+        data["order"] = self.order_json(order, nested=True)
         if execution is not None:
             data["price"] = money_text(execution[1])
             data["qty"] = money_text(execution[2])
@@ -245,6 +256,8 @@ class Engine:
         if spec.order_class == "bracket" and base is not None:
             check_bracket_prices(spec, base)
         reference = spec.limit_price or spec.stop_price or price
+        if is_crypto(spec.symbol) and spec.side == "sell":
+            self._check_crypto_balance(book, spec)
         check_order_allowed(
             book,
             self.open_orders(account),
@@ -256,7 +269,17 @@ class Engine:
             reference,
         )
         order = self._place(account, spec, now, needs_funds_check=reference is None)
+        if order.time_in_force == "ioc" and order.is_open:
+            self._cancel_one(order, now)  # immediate or cancel: what did not fill now is gone
         return order, self._drain()
+
+    def _check_crypto_balance(self, book: SimAccount, spec: OrderSpec) -> None:
+        """Crypto cannot be sold short: a sell needs the coins (Alpaca: insufficient balance)."""
+        held = book.positions.get(spec.symbol)
+        available = held.qty if held is not None else ZERO
+        wanted = spec.qty if spec.qty is not None else ZERO
+        if held is None or wanted > available:
+            raise forbidden(f"insufficient balance for {spec.symbol.split('/')[0]}")
 
     def _check_client_order_id(self, account: str, client_order_id: str | None) -> None:
         if client_order_id is None:
@@ -303,6 +326,7 @@ class Engine:
             expires_at=self._expires_at(spec.time_in_force, now),
             sequence=self._sequence,
             position_intent=f"{side}_to_{'close' if is_closing else 'open'}",
+            submitted_at=now - timedelta(milliseconds=self._details.randint(1, 170)),
         )
         self._register(order)
         return order
@@ -357,6 +381,10 @@ class Engine:
         return legs
 
     def _announce(self, order: SimOrder, now: datetime) -> None:
+        if self.config.accepted_events:
+            status, order.status = order.status, "accepted"
+            self._emit("accepted", order, now)
+            order.status = status
         if self.config.pending_new_events:
             status, order.status = order.status, "pending_new"
             self._emit("pending_new", order, now)
@@ -634,15 +662,146 @@ class Engine:
             "qty": str(size),
             "side": "sell" if position.qty > ZERO else "buy",
             "type": "market",
-            "time_in_force": "day",
+            "time_in_force": "gtc" if is_crypto(symbol) else "day",
         }
         return self.submit_order(account, body, now)
 
     def post_activity(self, account: str, body: Mapping[str, object], now: datetime) -> dict[str, object]:
-        """Book a non-trade activity (dividend, fee, journal, deposit) and move cash by it."""
+        """Book a non-trade activity (dividend, fee, journal, deposit) and move cash by it.
+
+        A body whose ``id`` is already booked is a correction: ``"status": "canceled"`` or a
+        new ``net_amount`` replaces the activity (a canceled FILL is a bust: its execution is
+        reversed in the position and cash).
+        """
         book = self.account(account)
+        known = book.activities.find(str(body["id"])) if isinstance(body.get("id"), str) else None
+        if known is not None:
+            return self._correct_activity(book, known, body, now)
         activity = cash_activity(body, self.new_id(), now)
         insert_activity(book.activities, activity)
         book.cash += cash_effect(activity)
         ledger.record_equity(book, self.prices, now)
         return activity
+
+    def _correct_activity(
+        self, book: SimAccount, known: dict[str, object], body: Mapping[str, object], now: datetime
+    ) -> dict[str, object]:
+        status = body.get("status")
+        if status not in {None, "canceled", "correct", "executed"}:
+            raise unprocessable(f"invalid status: {status!r}", 40010001)
+        if known.get("status") == "canceled":
+            raise unprocessable(f"activity already canceled: {known['id']!r}", 40010001)
+        if known["activity_type"] == "FILL":
+            if status != "canceled":
+                raise unprocessable("a FILL can only be canceled (busted)", 40010001)
+            busted = {**known, "status": "canceled"}
+            book.activities.replace(busted)
+            sign = Decimal(1) if known["side"] == "buy" else Decimal(-1)
+            qty = Decimal(str(known["qty"]))
+            ledger.apply_fill(book, str(known["symbol"]), -sign * qty, Decimal(str(known["price"])))
+            ledger.record_equity(book, self.prices, now)
+            return busted
+        merged = {**known, **{k: v for k, v in body.items() if k != "id"}}
+        merged.setdefault("status", "executed")
+        if status is None:
+            merged["status"] = "correct"
+        corrected = cash_activity(merged, self.new_id(), now)
+        corrected["id"] = known["id"]
+        corrected["date"] = known["date"]
+        book.activities.replace(corrected)
+        book.cash += cash_effect(corrected) - cash_effect(known)
+        ledger.record_equity(book, self.prices, now)
+        return corrected
+
+    # ----- corporate actions
+
+    def corporate_action(self, body: object, now: datetime) -> tuple[list[dict[str, object]], list[TradeUpdate]]:
+        """Apply a corporate action to every account; return the activities booked and updates.
+
+        Open orders on the symbol are canceled first (as Alpaca does before the ex-date), then
+        positions change as the broker's would and the non-trade activities are booked.
+        """
+        action = parse_corporate_action(body)
+        for order in list(self.open_orders()):
+            if order.symbol == action.symbol and order.is_open:
+                self._cancel_one(order, now)
+        old_price = self.prices.get(action.symbol)
+        if action.type == "split" and old_price is not None:
+            self.prices[action.symbol] = old_price / action.ratio
+            if action.symbol in self.lastday_prices:
+                self.lastday_prices[action.symbol] /= action.ratio
+        elif action.type in {"symbol_change", "stock_merger"} and old_price is not None and action.new_symbol:
+            self.prices.setdefault(action.new_symbol, old_price / action.ratio)
+        booked: list[dict[str, object]] = []
+        for book in self.accounts.values():
+            position = book.positions.get(action.symbol)
+            if position is None:
+                continue
+            for activity in self._corporate_entries(book, position, action, old_price, now):
+                insert_activity(book.activities, activity)
+                booked.append(activity)
+            ledger.record_equity(book, self.prices, now)
+        return booked, self._drain()
+
+    def _corporate_entries(
+        self,
+        book: SimAccount,
+        position: SimPosition,
+        action: CorporateAction,
+        old_price: Decimal | None,
+        now: datetime,
+    ) -> list[dict[str, object]]:
+        text = description(action)
+        day = now.astimezone(NEW_YORK).date().isoformat()
+        old_qty, old_avg = position.qty, position.avg_entry_price
+        before = old_price if old_price is not None else old_avg
+
+        stamps = iter(range(10))
+
+        def entry(code: str, symbol: str, qty: Decimal, price: Decimal, amount: Decimal = ZERO) -> dict[str, object]:
+            # The legs of one action are stamped a millisecond apart so their ids keep their order.
+            moment = now + timedelta(milliseconds=next(stamps))
+            return nta(activity_id(moment, self.new_id()), code, day, symbol=symbol, qty=qty, price=price,
+                       net_amount=amount, text=text)  # fmt: skip
+
+        if action.type == "cash_merger":
+            del book.positions[action.symbol]
+            cash = old_qty * action.cash_per_share
+            book.cash += cash
+            return [entry("MA", action.symbol, -old_qty, action.cash_per_share, cash)]
+        target = action.new_symbol or action.symbol
+        new_qty = old_qty * action.ratio
+        kept = new_qty
+        if old_qty == old_qty.to_integral_value() and not is_crypto(action.symbol):
+            kept = new_qty.to_integral_value(rounding=ROUND_DOWN)  # whole shares stay whole
+        after = before / action.ratio
+        entries: list[dict[str, object]] = []
+        if action.type == "spinoff":
+            self._add_shares(book, target, kept, action.price)
+            entries.append(entry("SPIN", target, kept, action.price))
+        else:
+            code = {"split": "SPLIT", "symbol_change": "SC", "stock_merger": "MA"}[action.type]
+            del book.positions[action.symbol]
+            cost = old_qty * old_avg
+            if kept != ZERO:
+                self._add_shares(book, target, kept, cost / new_qty)
+            entries.append(entry(code, action.symbol, -old_qty, before))
+            entries.append(entry(code, target, new_qty, after))
+        fraction = new_qty - kept
+        if fraction != ZERO and action.type != "spinoff":
+            cash = fraction * after
+            book.cash += cash
+            entries.append(entry("CIL", target, -fraction, after, cash))
+        return entries
+
+    @staticmethod
+    def _add_shares(book: SimAccount, symbol: str, qty: Decimal, avg_price: Decimal) -> None:
+        existing = book.positions.get(symbol)
+        if existing is None:
+            book.positions[symbol] = SimPosition(symbol, qty, avg_price.quantize(ledger.PRICE_PLACES))
+            return
+        total = existing.qty + qty
+        cost = existing.qty * existing.avg_entry_price + qty * avg_price
+        existing.qty = total
+        if total != ZERO:
+            existing.avg_entry_price = (cost / total).quantize(ledger.PRICE_PLACES)

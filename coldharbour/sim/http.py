@@ -25,6 +25,7 @@ from aiohttp import web
 from coldharbour.sim import bars as bar_data
 from coldharbour.sim.accounts import NEW_YORK
 from coldharbour.sim.activities import parse_activity_query, select_activities
+from coldharbour.sim.assets import book_symbol
 from coldharbour.sim.calendar import MarketCalendar
 from coldharbour.sim.engine import Engine, TradeUpdate
 from coldharbour.sim.history import portfolio_history
@@ -176,10 +177,12 @@ async def get_positions(request: web.Request) -> web.Response:
 
 
 def _symbol_of(engine: Engine, account: str, symbol_or_asset_id: str) -> str:
-    for symbol in engine.account(account).positions:
+    """The book's symbol for a path segment: an asset id, ``AAPL``, ``BTCUSD`` or ``BTC/USD``."""
+    held = engine.account(account).positions
+    for symbol in held:
         if asset_id_for(symbol) == symbol_or_asset_id:
             return symbol
-    return symbol_or_asset_id.upper()
+    return book_symbol(symbol_or_asset_id, held)
 
 
 async def get_position(request: web.Request) -> web.Response:
@@ -374,8 +377,9 @@ def add_trading_routes(app: web.Application) -> None:
     app.router.add_get("/v2/account/activities/{activity_type}", get_activities)
     app.router.add_get("/v2/positions", get_positions)
     app.router.add_delete("/v2/positions", close_all_positions)
-    app.router.add_get("/v2/positions/{symbol}", get_position)
-    app.router.add_delete("/v2/positions/{symbol}", close_position)
+    # A crypto pair may arrive as BTCUSD, BTC%2FUSD or a bare BTC/USD (two path segments).
+    app.router.add_get("/v2/positions/{symbol:[^{}]+}", get_position)
+    app.router.add_delete("/v2/positions/{symbol:[^{}]+}", close_position)
     app.router.add_get("/v2/orders", list_orders)
     app.router.add_post("/v2/orders", submit_order)
     app.router.add_delete("/v2/orders", cancel_all_orders)

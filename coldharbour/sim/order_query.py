@@ -80,9 +80,10 @@ def _matches(order: SimOrder, query: OrderQuery) -> bool:
         return False
     if query.side is not None and order.side != query.side:
         return False
-    if query.after is not None and order.created_at <= query.after:
+    submitted = order.submitted_at or order.created_at
+    if query.after is not None and submitted <= query.after:
         return False
-    return not (query.until is not None and order.created_at >= query.until)
+    return not (query.until is not None and submitted >= query.until)
 
 
 def select_orders(orders: Iterable[SimOrder], lookup: Mapping[str, SimOrder], query: OrderQuery) -> list[SimOrder]:
@@ -100,5 +101,5 @@ def select_orders(orders: Iterable[SimOrder], lookup: Mapping[str, SimOrder], qu
         elif not _status_matches(order, query.status):
             continue
         selected.append(order)
-    selected.sort(key=lambda o: (o.created_at, o.sequence), reverse=query.direction == "desc")
+    selected.sort(key=lambda o: (o.submitted_at or o.created_at, o.sequence), reverse=query.direction == "desc")
     return selected[: query.limit]

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Final, cast
 
 from coldharbour.domain.money import ZERO
+from coldharbour.sim.assets import is_crypto
 from coldharbour.sim.orders import ORDER_CLASSES, ORDER_TYPES, OrderClass, OrderType, Side
 from coldharbour.sim.wire import (
     CODE_INVALID_FIELD,
@@ -26,6 +27,8 @@ from coldharbour.sim.wire import (
 )
 
 SUPPORTED_TIME_IN_FORCE: Final[frozenset[str]] = frozenset({"day", "gtc"})
+# Alpaca takes crypto orders good-till-canceled or immediate-or-cancel, fractional or not.
+CRYPTO_TIME_IN_FORCE: Final[frozenset[str]] = frozenset({"gtc", "ioc"})
 ALL_TIME_IN_FORCE: Final[frozenset[str]] = frozenset({"day", "gtc", "opg", "cls", "ioc", "fok"})
 MAX_CLIENT_ORDER_ID_LENGTH: Final = 128
 MAX_SYMBOL_LENGTH: Final = 12
@@ -145,10 +148,14 @@ def _take_profit(body: Mapping[str, object]) -> Decimal | None:
 def parse_order_request(body: Mapping[str, object]) -> OrderSpec:
     """Return the validated spec of a new-order body; raise ``SimError`` (422) when invalid."""
     time_in_force = _choice(body, "time_in_force", ALL_TIME_IN_FORCE, "")
-    if time_in_force not in SUPPORTED_TIME_IN_FORCE:
+    symbol = _symbol(body)
+    if is_crypto(symbol):
+        if time_in_force not in CRYPTO_TIME_IN_FORCE:
+            raise unprocessable(f"invalid crypto time_in_force: {time_in_force}", CODE_INVALID_FIELD)
+    elif time_in_force not in SUPPORTED_TIME_IN_FORCE:
         raise unprocessable(f"time_in_force {time_in_force} is not supported by the simulator")
     spec = OrderSpec(
-        symbol=_symbol(body),
+        symbol=symbol,
         side=cast(Side, _choice(body, "side", frozenset({"buy", "sell"}), "")),
         type=cast(OrderType, _choice(body, "type", ORDER_TYPES, "")),
         time_in_force=time_in_force,
@@ -173,10 +180,16 @@ def parse_order_request(body: Mapping[str, object]) -> OrderSpec:
 def _check_quantity(spec: OrderSpec) -> None:
     if (spec.qty is None) == (spec.notional is None):
         raise unprocessable("qty or notional is required, but not both", CODE_INVALID_FIELD)
-    if spec.notional is not None and (spec.type != "market" or spec.time_in_force != "day"):
-        raise unprocessable("notional orders must be market orders with time_in_force day")
     if spec.notional is not None and spec.order_class != "simple":
         raise unprocessable("notional orders must be simple orders")
+    if is_crypto(spec.symbol):
+        if spec.order_class != "simple":
+            raise unprocessable("crypto orders must be simple orders")
+        if spec.notional is not None and spec.type != "market":
+            raise unprocessable("notional orders must be market orders")
+        return
+    if spec.notional is not None and (spec.type != "market" or spec.time_in_force != "day"):
+        raise unprocessable("notional orders must be market orders with time_in_force day")
     is_fractional = spec.qty is not None and spec.qty != spec.qty.to_integral_value()
     if is_fractional and spec.time_in_force != "day":
         raise unprocessable("fractional orders must be DAY orders")

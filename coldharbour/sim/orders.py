@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Final, Literal
 
 from coldharbour.domain.money import ZERO
+from coldharbour.sim.assets import asset_class
 from coldharbour.sim.wire import money_text, timestamp_text
 
 Side = Literal["buy", "sell"]
@@ -92,6 +93,10 @@ class SimOrder:
     needs_funds_check: bool = False
     # For a notional order: the quantity fixed at its first execution.
     target_qty: Decimal | None = None
+    # When the client's request reached the broker: Alpaca stamps it 1-170 ms before
+    # ``created_at`` (and its ``after``/``until`` filters compare it). None = ``created_at``.
+    submitted_at: datetime | None = None
+    commission: Decimal = ZERO
 
     @property
     def is_working(self) -> bool:
@@ -170,7 +175,7 @@ def order_to_json(order: SimOrder, legs: list[dict[str, object]] | None = None) 
         "client_order_id": order.client_order_id,
         "created_at": timestamp_text(order.created_at),
         "updated_at": timestamp_text(order.updated_at or order.created_at),
-        "submitted_at": timestamp_text(order.created_at),
+        "submitted_at": timestamp_text(order.submitted_at or order.created_at),
         "filled_at": timestamp_text(order.filled_at),
         "expired_at": timestamp_text(order.expired_at),
         "expires_at": timestamp_text(order.expires_at),
@@ -181,7 +186,7 @@ def order_to_json(order: SimOrder, legs: list[dict[str, object]] | None = None) 
         "replaces": order.replaces,
         "asset_id": asset_id_for(order.symbol),
         "symbol": order.symbol,
-        "asset_class": "us_equity",
+        "asset_class": asset_class(order.symbol),
         "notional": money_text(order.notional),
         "qty": money_text(order.qty),
         "filled_qty": money_text(order.filled_qty),
@@ -202,6 +207,7 @@ def order_to_json(order: SimOrder, legs: list[dict[str, object]] | None = None) 
         "hwm": money_text(order.hwm),
         "subtag": None,
         "source": None,
+        "commission": money_text(order.commission),
     }
 
 

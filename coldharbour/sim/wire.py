@@ -12,7 +12,7 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from typing import Final
 
@@ -76,6 +76,20 @@ def timestamp_text(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def precise_timestamp_text(value: datetime, nanos: int, zone: tzinfo | None = None) -> str:
+    """Return ``value`` with a 9-digit fraction (``nanos`` < 1000 appended to its microseconds).
+
+    Alpaca stamps trade updates and executions to the nanosecond, sometimes with a New York
+    offset instead of ``Z``; parsers truncate (pydantic) or round (msgspec) the extra digits.
+    """
+    moment = value.astimezone(zone or UTC)
+    base = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f"{moment.microsecond:06d}{nanos % 1000:03d}"
+    offset = moment.strftime("%z")
+    suffix = "Z" if offset == "+0000" else f"{offset[:3]}:{offset[3:]}"
+    return f"{base}.{fraction}{suffix}"
 
 
 def parse_decimal(value: object, field: str) -> Decimal:

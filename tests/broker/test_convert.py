@@ -207,13 +207,14 @@ def test_convert_account_cash_and_equity() -> None:
     assert isinstance(convert_account({"cash": "NaN"}), Rejected)
 
 
-def test_convert_activity_fill_yields_execution_keyed_by_id_suffix() -> None:
+def test_convert_activity_fill_yields_execution_keyed_by_order_and_cum_qty() -> None:
     result = convert_activity(FILL_ACTIVITY)
 
     assert isinstance(result, ConvertedActivity)
     assert result.fill is not None
-    assert result.fill.execution_id == "7f0c4a8e-1d6e-4b7a-9b65-5c7d2f6a1e01"
-    assert result.fill.key == result.record.execution_id
+    assert result.fill.execution_id == result.record.execution_id == "7f0c4a8e-1d6e-4b7a-9b65-5c7d2f6a1e01"
+    # SPEC §8 fill identity: (order id, cumulative qty) is shared by the stream and REST forms.
+    assert result.fill.key == f"{PARENT_ID}:10"
     assert (result.fill.order_id, result.fill.cum_qty) == (PARENT_ID, Decimal(10))
     assert result.record.activity_type == "FILL"
 

@@ -13,32 +13,92 @@ from coldharbour.domain.cashflows import (
     CashFlow,
     Category,
     Execution,
+    FlowChanges,
     Rejection,
     activity_id_time,
     classify,
+    commission_flow,
     convert_activities,
+    flow_changes,
     newest_id,
     query_after,
     select_new,
     to_cash_flow,
+    to_corporate_execution,
     to_execution,
+    unclassified_codes,
 )
 
-INCOME = ["DIV", "DIVCGL", "DIVCGS", "DIVNRA", "DIVROC", "DIVTXEX", "DIVWH", "INT", "INTPNL"]
-FEES = ["FEE", "CFEE"]
-EXTERNAL = ["CSD", "CSW", "JNLC", "JNLS", "ACATC", "ACATS", "SPLIT", "REORG", "WH", "XYZ_NEW_CODE"]
+# The catalogue of SPEC §8 (Alpaca's activity types: https://docs.alpaca.markets/us/docs/account-activities.md
+# and the 2026-11-06 "activity types" changelog of docs.alpaca.markets).
+CATALOGUE: dict[Category, list[str]] = {
+    Category.TRADE: ["FILL", "PARTIAL_FILL", "OPTRD"],
+    Category.INCOME: ["DIV", "DIVCGL", "DIVCGS", "DIVNRA", "DIVROC", "DIVTXEX", "DIVWH", "DIVFT", "DIVTW", "DIVFEE"],
+    Category.INTEREST: ["INT", "INTNRA", "INTTW", "INTPNL"],
+    Category.FEE: ["FEE", "CFEE", "PTC", "PTR"],
+    Category.TAX: ["WH"],
+    Category.EXTERNAL: ["CSD", "CSW", "JNLC", "JNLS", "ACATC", "ACATS"],
+    Category.CORPORATE: [
+        "SPLIT", "SSP", "SPIN", "SSO", "MA", "NC", "SC", "REORG", "CIL", "OPASN", "OPEXC", "OPEXP", "OPCA",
+    ],
+    Category.OTHER: ["MISC", "SWP", "FXTRD"],
+    Category.UNCLASSIFIED: ["XYZ_NEW_CODE", "DVF", "TRANS"],
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("code", "category"),
-    [(c, Category.INCOME) for c in INCOME]
-    + [(c, Category.FEE) for c in FEES]
-    + [("FILL", Category.TRADE), ("PARTIAL_FILL", Category.TRADE)]
-    + [(c, Category.EXTERNAL) for c in EXTERNAL]
+    [(c, cat) for cat, codes in CATALOGUE.items() for c in codes]
     + [(" div ", Category.INCOME), ("cfee", Category.FEE), ("fill", Category.TRADE)],
 )
 def test_classify_every_code(code: str, category: Category) -> None:
     assert classify(code) is category
+
+
+def test_only_external_codes_are_external_and_unknown_is_never_a_deposit() -> None:
+    external = {c for cat, codes in CATALOGUE.items() for c in codes if classify(c) is Category.EXTERNAL}
+
+    assert external == set(CATALOGUE[Category.EXTERNAL])
+    flow = to_cash_flow({"id": flow_id(1), "activity_type": "NEWCODE", "date": "2024-07-01", "net_amount": "500"})
+    assert isinstance(flow, CashFlow)
+    assert flow.category is Category.UNCLASSIFIED
+
+
+def test_unclassified_codes_reports_each_new_code_once() -> None:
+    flows = [
+        CashFlow(id=str(i), ts=datetime(2025, 1, 1, tzinfo=UTC), amount=Decimal(1), type=code, category=classify(code))
+        for i, code in enumerate(["ZZZ", "DIV", "AAA", "ZZZ", "AAA"])
+    ]
+
+    assert unclassified_codes(flows) == ["AAA", "ZZZ"]
+    assert unclassified_codes(flows, known={"AAA"}) == ["ZZZ"]
+
+
+def test_cfee_paid_in_coin_is_valued_at_the_coin_price() -> None:
+    """A crypto fee debited in coin: ``net_amount`` "0", ``qty`` < 0, ``price`` the coin's price."""
+    activity = {
+        "id": flow_id(1),
+        "activity_type": "CFEE",
+        "date": "2024-07-01",
+        "net_amount": "0",
+        "qty": "-0.000025",
+        "price": "60000.5",
+        "symbol": "BTCUSD",
+        "description": "Coin Pair Transaction Fee (Non USD)",
+        "status": "executed",
+    }
+
+    result = to_cash_flow(activity)
+
+    assert isinstance(result, CashFlow)
+    assert result.category is Category.FEE
+    assert result.amount == Decimal("-0.000025") * Decimal("60000.5")
+    no_price = to_cash_flow({**activity, "price": None})
+    assert isinstance(no_price, Rejection)
+    assert "price" in no_price.reason
+    cash_fee = to_cash_flow({**activity, "net_amount": "-1.5", "qty": None})
+    assert isinstance(cash_fee, CashFlow)
+    assert cash_fee.amount == Decimal("-1.5")
 
 
 def flow_id(n: int) -> str:
@@ -222,7 +282,9 @@ def test_convert_activities_sorts_collapses_and_reports() -> None:
 
 
 def test_activity_id_time_reads_the_encoded_instant() -> None:
-    assert activity_id_time("20240301100000123::7f0c4a8e") == datetime(2024, 3, 1, 10, 0, 0, 123000, tzinfo=UTC)
+    # New York wall clock (EST in March): the docs' sample id 20190524113406977 is 15:34:06.977Z.
+    assert activity_id_time("20240301100000123::7f0c4a8e") == datetime(2024, 3, 1, 15, 0, 0, 123000, tzinfo=UTC)
+    assert activity_id_time("20190524113406977::x") == datetime(2019, 5, 24, 15, 34, 6, 977000, tzinfo=UTC)
     assert activity_id_time("not-an-id") is None
     assert activity_id_time("20241399100000000::x") is None
 
@@ -230,8 +292,8 @@ def test_activity_id_time_reads_the_encoded_instant() -> None:
 def test_query_after_overlaps_the_newest_seen_id() -> None:
     assert query_after(None) is None
     assert query_after("junk") is None
-    assert query_after("20240301100000000::x") == datetime(2024, 2, 23, 10, tzinfo=UTC)
-    assert query_after("20240301100000000::x", timedelta(hours=1)) == datetime(2024, 3, 1, 9, tzinfo=UTC)
+    assert query_after("20240301100000000::x") == datetime(2024, 2, 23, 15, tzinfo=UTC)
+    assert query_after("20240301100000000::x", timedelta(hours=1)) == datetime(2024, 3, 1, 14, tzinfo=UTC)
 
 
 def _flow(activity_id: str) -> CashFlow:
@@ -292,3 +354,50 @@ def test_to_execution_bad_input_is_rejected_with_reason(activity: dict[str, obje
 
     assert isinstance(result, Rejection)
     assert reason in result.reason
+
+
+def test_flow_changes_corrections_cancellations_and_replays() -> None:
+    dividend = {
+        "id": flow_id(1), "activity_type": "DIV", "date": "2025-01-11", "net_amount": "12", "status": "executed"
+    }  # fmt: skip
+    fee = {"id": flow_id(2), "activity_type": "FEE", "date": "2025-01-12", "net_amount": "-1"}
+    first = flow_changes([dividend, fee], {})
+    stored = {f.id: f for f in first.upserts}
+
+    replay = flow_changes([dividend, fee], stored)
+    corrected = flow_changes([{**dividend, "net_amount": "10", "status": "correct"}], stored)
+    canceled = flow_changes([{**dividend, "status": "canceled"}], stored)
+    never_stored = flow_changes([{**dividend, "id": flow_id(3), "status": "canceled"}], stored)
+
+    assert [f.id for f in first.upserts] == [flow_id(1), flow_id(2)]
+    assert replay == FlowChanges()
+    assert [(f.id, f.amount) for f in corrected.upserts] == [(flow_id(1), Decimal(10))]
+    assert (canceled.upserts, canceled.deletes) == ((), (flow_id(1),))
+    assert never_stored == FlowChanges()
+
+
+def test_commission_is_a_fee_once_per_order_and_crypto_fees_come_from_cfee() -> None:
+    ts = datetime(2025, 1, 2, 15, tzinfo=UTC)
+
+    flow = commission_flow("o-1", "AAPL", Decimal("1.25"), ts)
+
+    assert flow == CashFlow(id="commission:o-1", ts=ts, amount=Decimal("-1.25"), type="FEE", category=Category.FEE,
+                            description="commission AAPL")
+    assert commission_flow("o-1", "AAPL", Decimal(0), ts) is None
+    assert commission_flow("o-2", "BTC/USD", Decimal("1.85"), ts) is None
+
+
+def test_corporate_leg_moves_shares_at_zero_price_and_other_activities_do_not() -> None:
+    leg = {"id": "20240610040000000::a1", "activity_type": "SPLIT", "date": "2024-06-10", "net_amount": "0",
+           "symbol": "nvda", "qty": "90", "price": "120.5", "status": "executed"}  # fmt: skip
+
+    moved = to_corporate_execution(leg)
+
+    assert moved == Execution(id=leg["id"], ts=datetime(2024, 6, 10, 8, tzinfo=UTC), symbol="NVDA", qty=Decimal(90),
+                              price=Decimal(0))  # fmt: skip
+    assert to_corporate_execution({**leg, "status": "canceled"}) is None
+    assert to_corporate_execution({**leg, "activity_type": "DIV"}) is None
+    assert to_corporate_execution({**leg, "qty": None}) is None
+    bad = to_corporate_execution({**leg, "qty": "many"})
+    assert isinstance(bad, Rejection)
+    assert "qty" in bad.reason

@@ -1,0 +1,286 @@
+"""Corporate actions and busts as ledger events (SPEC §8): a rewrite of the fill history.
+
+A corporate action changes what a held share *is*, never what was paid for it. It is booked by
+rewriting the fills of the symbol's open cycle (flat to flat) that precede it, then replaying:
+
+- **split / reverse split** (``ratio`` r = new shares per old): those fills get qty·r and
+  price ÷ r. Replayed, every open lot has qty·r and entry price ÷ r, the same cost basis and
+  entry time, the FIFO queue is scaled the same way, no slice appears and no P&L is realized
+  (a slice of an earlier partial exit in the cycle keeps its P&L: qty·r·(exit − entry)/r).
+- **symbol change / stock merger**: the same, and the fills move to ``new_symbol``: the lots
+  move with their basis.
+- **cash merger**: a synthetic exit of the whole position at ``cash_per_share`` (``CORPORATE``).
+- **cash in lieu** (``cash_in_lieu_qty`` on a split or merger): a synthetic exit of that
+  fraction of the new shares at ``price`` (``CORPORATE``).
+- **spin-off**: a synthetic entry of |position|·r shares of ``new_symbol`` at ``price`` (the
+  per-share basis the activity states). Without a stated basis the lot cannot be booked (a
+  zero-basis lot has no return): ``spinoff_without_basis`` tells the caller to log it and let
+  reconciliation book it (flagged for ``chmgr doctor``).
+
+A **bust** (a FILL activity later ``canceled``) is the removal of that fill from the history.
+
+Synthetic fills have order ids ``corporate:<action id>`` and keys ``corporate:<action id>:<leg>``
+so replaying an action twice changes nothing. Applying the actions to the history in time
+order (``adjusted_history``) and replaying gives the ledger; ``ledger.rebuild(..., actions=)``
+does exactly that, and ``ledger.plan_symbols_rebuild`` books one new action (or bust) on a
+live ledger with the same result.
+
+Pure: no I/O, no clock, no logging.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Final, Literal
+
+import msgspec
+
+from coldharbour.domain.money import ZERO
+from coldharbour.domain.types import Fill, direction
+
+ActionType = Literal["split", "symbol_change", "stock_merger", "cash_merger", "spinoff", "cash_in_lieu"]
+CORPORATE_PREFIX: Final = "corporate:"
+_RENAMES: Final = frozenset({"symbol_change", "stock_merger"})
+_SCALES: Final = frozenset({"split", "symbol_change", "stock_merger"})
+_replace: Final = msgspec.structs.replace
+
+
+class CorporateAction(msgspec.Struct, frozen=True, kw_only=True):
+    """One corporate action on ``symbol`` effective at ``ts`` (UTC ns).
+
+    ``ratio``: new shares per old (split, stock merger, spin-off); ``new_symbol``: the symbol
+    the shares become (symbol change, stock merger) or the spun-off symbol; ``cash_per_share``:
+    a cash merger's price; ``price``: a spin-off's per-share basis, or the cash-in-lieu price;
+    ``cash_in_lieu_qty``: the fraction of new shares paid in cash. ``id`` is unique per action
+    (e.g. the broker activity id of its first leg).
+    """
+
+    id: str
+    type: ActionType
+    symbol: str
+    ts: int
+    ratio: Decimal = Decimal(1)
+    new_symbol: str | None = None
+    cash_per_share: Decimal | None = None
+    price: Decimal | None = None
+    cash_in_lieu_qty: Decimal = ZERO
+    # New shares stated by the broker (a spin-off's SPIN leg); None = |position|·ratio.
+    qty: Decimal | None = None
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Return the symbols whose ledger the action changes."""
+        return (self.symbol,) if self.new_symbol is None else (self.symbol, self.new_symbol)
+
+
+class ActionProblem(msgspec.Struct, frozen=True, kw_only=True):
+    """An action that could not be booked in full, and why (the caller counts and logs it)."""
+
+    id: str
+    reason: str
+
+
+def is_corporate(fill: Fill) -> bool:
+    """Return True for a synthetic fill booked by a corporate action."""
+    return fill.order_id.startswith(CORPORATE_PREFIX)
+
+
+def check_action(action: CorporateAction) -> ActionProblem | None:
+    """Return what makes ``action`` unusable, or None."""
+    if not action.ratio.is_finite() or action.ratio <= 0:
+        return ActionProblem(id=action.id, reason=f"ratio must be > 0, found {action.ratio}")
+    if action.type in _RENAMES | {"spinoff"} and not action.new_symbol:
+        return ActionProblem(id=action.id, reason=f"{action.type}: new_symbol missing")
+    if action.type == "cash_merger" and not (action.cash_per_share is not None and action.cash_per_share > 0):
+        return ActionProblem(id=action.id, reason="cash_merger: cash_per_share must be > 0")
+    if action.cash_in_lieu_qty < 0:
+        return ActionProblem(id=action.id, reason="cash_in_lieu_qty must be >= 0")
+    if action.cash_in_lieu_qty and not (action.price is not None and action.price > 0):
+        return ActionProblem(id=action.id, reason="cash in lieu needs a price > 0")
+    if action.type == "cash_in_lieu" and not action.cash_in_lieu_qty:
+        return ActionProblem(id=action.id, reason="cash_in_lieu: cash_in_lieu_qty must be > 0")
+    if action.type == "spinoff" and not (action.price is not None and action.price > 0):
+        return ActionProblem(id=action.id, reason="spinoff_without_basis: no per-share basis stated")
+    return None
+
+
+def _sorted(fills: Iterable[Fill]) -> list[Fill]:
+    unique: dict[str, Fill] = {}
+    for fill in sorted(fills, key=lambda f: f.sort_key):
+        unique.setdefault(fill.key, fill)
+    return list(unique.values())
+
+
+def _open_cycle(history: Sequence[Fill], symbol: str, ts: int) -> tuple[list[int], Decimal]:
+    """Return the indexes of ``symbol``'s open-cycle fills before ``ts`` and the position then."""
+    cycle: list[int] = []
+    net = ZERO
+    for index, fill in enumerate(history):
+        if fill.symbol != symbol or fill.ts >= ts:
+            continue
+        net += direction(fill.side) * fill.qty
+        cycle.append(index)
+        if net == 0:
+            cycle = []
+    return cycle, net
+
+
+def _synthetic(action: CorporateAction, leg: str, symbol: str, side: str, qty: Decimal, price: Decimal) -> Fill:
+    return Fill(
+        order_id=f"{CORPORATE_PREFIX}{action.id}", symbol=symbol, side=side,  # type: ignore[arg-type]
+        qty=qty, price=price, ts=action.ts, execution_id=f"{CORPORATE_PREFIX}{action.id}:{leg}",
+    )  # fmt: skip
+
+
+def _scale(out: list[Fill], cycle: Sequence[int], action: CorporateAction, exit_side: str) -> None:
+    """Split / rename the open cycle's fills in place (qty·r, price ÷ r), then cash in lieu."""
+    target = action.new_symbol if action.type in _RENAMES and action.new_symbol else action.symbol
+    for index in cycle:
+        fill = out[index]
+        out[index] = _replace(fill, symbol=target, qty=fill.qty * action.ratio, price=fill.price / action.ratio)
+    if action.cash_in_lieu_qty and action.price is not None:
+        out.append(_synthetic(action, "cil", target, exit_side, action.cash_in_lieu_qty, action.price))
+
+
+def _spinoff_entry(action: CorporateAction, net: Decimal, price: Decimal, symbol: str) -> Fill:
+    side = "buy" if net > 0 else "sell_short"
+    qty = action.qty if action.qty is not None else abs(net) * action.ratio
+    return _synthetic(action, "spin", symbol, side, qty, price)
+
+
+def apply_action(history: list[Fill], action: CorporateAction) -> tuple[list[Fill], ActionProblem | None]:
+    """Return ``history`` (sorted, one fill per key) with ``action`` applied, and any problem."""
+    problem = check_action(action)
+    if problem is not None and not problem.reason.startswith("spinoff_without_basis"):
+        return history, problem
+    cycle, net = _open_cycle(history, action.symbol, action.ts)
+    if action.type == "spinoff" and action.qty is not None and net == 0:
+        net = action.qty  # the broker states the new shares; the parent may be unknown here
+    if net == 0:
+        return history, None
+    out = list(history)
+    exit_side = "sell" if net > 0 else "buy"
+    if action.type in _SCALES:
+        _scale(out, cycle, action, exit_side)
+    elif action.type == "cash_merger" and action.cash_per_share is not None:
+        out.append(_synthetic(action, "cash", action.symbol, exit_side, abs(net), action.cash_per_share))
+    elif action.type == "spinoff":
+        if problem is not None or action.price is None or action.new_symbol is None:
+            return history, problem
+        out.append(_spinoff_entry(action, net, action.price, action.new_symbol))
+    elif action.type == "cash_in_lieu" and action.price is not None:
+        out.append(_synthetic(action, "cil", action.symbol, exit_side, action.cash_in_lieu_qty, action.price))
+    return _sorted(out), None
+
+
+def adjusted_history(
+    fills: Iterable[Fill], actions: Iterable[CorporateAction]
+) -> tuple[list[Fill], list[ActionProblem]]:
+    """Return the fill history with every action applied in time order, and the problems."""
+    history = _sorted(fills)
+    problems: list[ActionProblem] = []
+    for action in sorted(actions, key=lambda a: (a.ts, a.id)):
+        history, problem = apply_action(history, action)
+        if problem is not None:
+            problems.append(problem)
+    return history, problems
+
+
+def remove_busted(fills: Iterable[Fill], busted_keys: Iterable[str]) -> list[Fill]:
+    """Return ``fills`` without the executions the broker canceled (busts), by fill key."""
+    gone = set(busted_keys)
+    return [fill for fill in fills if fill.key not in gone]
+
+
+def needs_history(fill: Fill, actions: Iterable[CorporateAction]) -> bool:
+    """Return True when ``fill`` predates an action on its symbol: book it by a rebuild.
+
+    Applied incrementally it would be read in pre-action share terms; the caller instead runs
+    ``plan_symbols_rebuild`` for the action's symbols with the adjusted history.
+    """
+    return any(fill.ts < a.ts and fill.symbol in a.symbols for a in actions)
+
+
+class ActionLeg(msgspec.Struct, frozen=True, kw_only=True):
+    """One corporate-action activity as the broker lists it (SPLIT, SC, NC, MA, SPIN, CIL...).
+
+    ``qty`` is signed (shares out < 0, shares in > 0); ``ts`` the instant it takes effect.
+    """
+
+    id: str
+    code: str
+    ts: int
+    symbol: str
+    qty: Decimal
+    price: Decimal | None = None
+    net_amount: Decimal = ZERO
+
+
+# The legs of one action are booked together: within this window of each other.
+LEG_WINDOW_NS: Final = 60 * 1_000_000_000
+_PAIRED: Final[dict[str, ActionType]] = {"SPLIT": "split", "SSP": "split", "SC": "symbol_change",
+                                         "NC": "symbol_change", "MA": "stock_merger"}
+
+
+def actions_from_legs(legs: Iterable[ActionLeg]) -> tuple[list[CorporateAction], list[ActionProblem]]:
+    """Return the corporate actions the broker's activity legs describe.
+
+    Pairs (same code, booked within ``LEG_WINDOW_NS``; the same symbol first) of shares out of
+    ``symbol`` and shares in of the same or a new symbol: split (ratio = in / out), symbol
+    change, stock merger. An MA leg with shares out and cash in is a cash merger; a SPIN leg
+    with shares in is a spin-off at its ``price`` (the basis); a CIL leg with shares out and
+    cash in closes that fraction (attached to the split or merger booked with it when there is
+    one). Legs that fit none of these are problems.
+    """
+    ordered = sorted(legs, key=lambda leg: (leg.ts, leg.id))
+    used: set[str] = set()
+    actions = _paired_actions(ordered, used)
+    problems: list[ActionProblem] = []
+    for leg in ordered:
+        if leg.id not in used and not _single_action(leg, actions):
+            problems.append(ActionProblem(id=leg.id, reason=f"{leg.code}: leg without a partner (qty {leg.qty})"))
+    return sorted(actions, key=lambda a: (a.ts, a.id)), problems
+
+
+def _paired_actions(ordered: Sequence[ActionLeg], used: set[str]) -> list[CorporateAction]:
+    actions: list[CorporateAction] = []
+    for leg in ordered:
+        if leg.id in used or leg.code not in _PAIRED or leg.qty >= 0:
+            continue
+        partner = min((o for o in ordered if o.id not in used and o.id != leg.id and o.code == leg.code
+                       and abs(o.ts - leg.ts) <= LEG_WINDOW_NS and o.qty > 0),
+                      key=lambda o: (o.symbol != leg.symbol, abs(o.ts - leg.ts)), default=None)  # fmt: skip
+        if partner is None:
+            if leg.code == "MA" and leg.net_amount > 0:
+                used.add(leg.id)
+                actions.append(CorporateAction(id=leg.id, type="cash_merger", symbol=leg.symbol, ts=leg.ts,
+                                               cash_per_share=leg.net_amount / -leg.qty))  # fmt: skip
+            continue
+        used |= {leg.id, partner.id}
+        kind = "split" if partner.symbol == leg.symbol else _PAIRED[leg.code]
+        if kind == "split" and partner.symbol != leg.symbol:
+            kind = "symbol_change"
+        actions.append(CorporateAction(
+            id=leg.id, type=kind, symbol=leg.symbol, ts=leg.ts, ratio=partner.qty / -leg.qty,
+            new_symbol=None if kind == "split" else partner.symbol,
+        ))  # fmt: skip
+    return actions
+
+
+def _single_action(leg: ActionLeg, actions: list[CorporateAction]) -> bool:
+    """Book a leg that stands alone (SPIN, CIL) into ``actions``; False when it fits nothing."""
+    if leg.code in {"SPIN", "SSO"} and leg.qty > 0:
+        actions.append(CorporateAction(id=leg.id, type="spinoff", symbol=leg.symbol, new_symbol=leg.symbol,
+                                       ts=leg.ts, qty=leg.qty, price=leg.price))  # fmt: skip
+        return True
+    if leg.code != "CIL" or leg.qty >= 0 or leg.price is None:
+        return False
+    host = next((i for i, a in enumerate(actions)
+                 if abs(a.ts - leg.ts) <= LEG_WINDOW_NS and leg.symbol == (a.new_symbol or a.symbol)), None)
+    if host is not None:
+        actions[host] = _replace(actions[host], cash_in_lieu_qty=-leg.qty, price=leg.price)
+    else:
+        actions.append(CorporateAction(id=leg.id, type="cash_in_lieu", symbol=leg.symbol, ts=leg.ts,
+                                       cash_in_lieu_qty=-leg.qty, price=leg.price))  # fmt: skip
+    return True

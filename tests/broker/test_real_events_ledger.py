@@ -1,0 +1,124 @@
+"""From the fake broker's wire payloads to the ledger: corporate-action legs become ledger
+events, a busted FILL leaves the history, and the result is what the broker holds.
+
+The payloads are the fake broker's own (``coldharbour/sim``), whose shapes follow Alpaca's
+account-activities page (https://docs.alpaca.markets/us/docs/account-activities.md).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import pytest
+
+from coldharbour.broker.convert import ConvertedActivity, convert_activity, convert_orders, corporate_legs
+from coldharbour.broker.rest import BrokerRest
+from coldharbour.broker.sync import AccountSync
+from coldharbour.domain.corporate import actions_from_legs, remove_busted
+from coldharbour.domain.ledger import rebuild
+from coldharbour.messages import FillsPage
+from tests.broker.support import RecordingSink, account_for
+from tests.fixtures.broker import FakeBroker
+from tests.sim.builders import at, make_engine, order_body, price
+
+
+def _ledger_inputs(activities: list[dict[str, object]]) -> tuple[list[Any], list[Any], list[Any]]:
+    converted = [convert_activity(a) for a in activities]
+    assert all(isinstance(c, ConvertedActivity) for c in converted)
+    items = [c for c in converted if isinstance(c, ConvertedActivity)]
+    fills = [c.fill for c in items if c.fill is not None]
+    busted = [c.busted for c in items if c.busted is not None]
+    actions, problems = actions_from_legs(corporate_legs([c.record for c in items]))
+    assert problems == []
+    return fills, busted, actions
+
+
+@pytest.mark.parametrize(
+    ("body", "symbol", "qty", "cost", "slices"),
+    [
+        ({"type": "split", "symbol": "AAPL", "ratio": "2"}, "AAPL", Decimal(20), Decimal(1000), 0),
+        ({"type": "split", "symbol": "AAPL", "ratio": "0.1"}, "AAPL", Decimal(1), Decimal(1000), 0),
+        # 10 -> 2.5 new shares: 0.5 is paid in cash (CIL), closed as CORPORATE at the new price.
+        ({"type": "split", "symbol": "AAPL", "ratio": "0.25"}, "AAPL", Decimal(2), Decimal(800), 1),
+        ({"type": "symbol_change", "symbol": "AAPL", "new_symbol": "APPL"}, "APPL", Decimal(10), Decimal(1000), 0),
+        ({"type": "stock_merger", "symbol": "AAPL", "new_symbol": "ACQ", "ratio": "0.5"}, "ACQ", Decimal(5),
+         Decimal(1000), 0),
+        ({"type": "cash_merger", "symbol": "AAPL", "cash_per_share": "125"}, None, Decimal(0), Decimal(0), 1),
+    ],
+)
+def test_fake_broker_corporate_action_books_like_the_broker_holds(
+    body: dict[str, str], symbol: str | None, qty: Decimal, cost: Decimal, slices: int
+) -> None:
+    engine = make_engine()
+    engine.set_prices({"AAPL": price("100")}, at(0))
+    order, _ = engine.submit_order("demo", order_body(qty=10), at(1))
+    engine.corporate_action(body, at(60))
+    orders, _ = convert_orders([engine.order_json(order, nested=True)])
+
+    fills, _, actions = _ledger_inputs(list(engine.accounts["demo"].activities))
+    ledger = rebuild([o.order for o in orders], fills, actions)
+
+    held = {s: p.qty for s, p in engine.accounts["demo"].positions.items()}
+    assert {s: ledger.net(s) for s in ledger.held_symbols()} == held
+    lots = list(ledger.lots.values())
+    assert [(lot.symbol, lot.qty, lot.qty * lot.avg_fill) for lot in lots] == ([(symbol, qty, cost)] if symbol else [])
+    assert len(ledger.slices) == slices
+    assert all(s.exit_type == "CORPORATE" for s in ledger.slices.values())
+    if body["type"] == "cash_merger":
+        (found,) = ledger.slices.values()
+        assert found.pnl_cash == Decimal(250)
+
+
+def test_fake_broker_bust_leaves_the_history() -> None:
+    engine = make_engine()
+    engine.set_prices({"AAPL": price("100")}, at(0))
+    engine.submit_order("demo", order_body(qty=10), at(1))
+    engine.submit_order("demo", order_body(qty=4, side="sell"), at(2))
+    sell = next(a for a in engine.accounts["demo"].activities if a["side"] == "sell")
+    engine.post_activity("demo", {"id": sell["id"], "status": "canceled"}, at(3))
+
+    fills, busted, _ = _ledger_inputs(list(engine.accounts["demo"].activities))
+    ledger = rebuild([], remove_busted(fills, [b.key for b in busted]))
+
+    assert [b.qty for b in busted] == [Decimal(4)]
+    assert ledger.net("AAPL") == engine.accounts["demo"].positions["AAPL"].qty == Decimal(10)
+    assert ledger.slices == {}
+
+
+@pytest.mark.asyncio
+async def test_sync_publishes_a_bust_seen_on_re_read(fake_broker: FakeBroker) -> None:
+    fake_broker.set_prices({"AAPL": 100})
+    fake_broker.request(
+        "POST", "/v2/orders", json={"symbol": "AAPL", "qty": "2", "side": "buy", "type": "market",
+                                    "time_in_force": "day"},
+    )  # fmt: skip
+    sink = RecordingSink()
+    async with aiohttp.ClientSession() as session:
+        sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), sink, Counter())
+        await sync.backfill(1)
+        (fill,) = [a for a in fake_broker.state()["accounts"]["demo"]["activities"] if a["activity_type"] == "FILL"]
+        fake_broker.post_activities([{"id": fill["id"], "status": "canceled"}])
+        await sync.full("test")
+
+    pages = sink.of(FillsPage)
+    assert [len(p.fills) for p in pages if p.fills] == [1]
+    assert [b.qty for p in pages for b in p.busted] == [Decimal(2)]
+
+
+def test_fake_broker_spinoff_with_basis_books_the_new_lot() -> None:
+    engine = make_engine()
+    engine.set_prices({"PAR": price("20")}, at(0))
+    order, _ = engine.submit_order("demo", order_body(symbol="PAR", qty=10), at(1))
+    engine.corporate_action({"type": "spinoff", "symbol": "PAR", "new_symbol": "KID", "ratio": "0.2", "price": "4"},
+                            at(60))  # fmt: skip
+    orders, _ = convert_orders([engine.order_json(order, nested=True)])
+
+    fills, _, actions = _ledger_inputs(list(engine.accounts["demo"].activities))
+    ledger = rebuild([o.order for o in orders], fills, actions)
+
+    assert (ledger.net("PAR"), ledger.net("KID")) == (Decimal(10), Decimal(2))
+    kid = next(lot for lot in ledger.lots.values() if lot.symbol == "KID")
+    assert (kid.avg_fill, kid.filled_at) == (Decimal(4), actions[0].ts)

@@ -1,0 +1,180 @@
+"""History cursors with the broker's semantics (SPEC §8) and the crypto position refresh.
+
+The crypto test runs the real REST adapter against the fake broker. The late-FILL test needs a
+broker that lists a FILL *after* a newer one was already read, which the fake (which books each
+execution as it happens) cannot do, so there a minimal stand-in serves the two listings; its
+FILL objects follow the TradeActivity of https://docs.alpaca.markets/us/docs/account-activities.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import pytest
+from alpaca.trading.enums import OrderSide, TimeInForce
+from alpaca.trading.requests import MarketOrderRequest
+
+from coldharbour.broker.convert import Rejected, convert_position
+from coldharbour.broker.rest import BrokerRefused, BrokerRest
+from coldharbour.broker.sync import FILL_OVERLAP_NS, ORDER_OVERLAP_NS, AccountSync
+from coldharbour.domain.types import from_datetime
+from coldharbour.messages import CorporateActionsPage, FillsPage, SnapshotTaken
+from tests.broker.support import RecordingSink, account_for
+from tests.fixtures.broker import FakeBroker
+
+ORDER_ID = "904837e3-3b76-47ec-b432-046db621571b"
+
+
+@pytest.mark.asyncio
+async def test_post_fill_refresh_of_a_crypto_pair_finds_the_position(fake_broker: FakeBroker) -> None:
+    fake_broker.set_prices({"BTC/USD": "60000"})
+    client: Any = fake_broker.trading_client()
+    await asyncio.to_thread(
+        client.submit_order,
+        MarketOrderRequest(symbol="BTC/USD", qty=0.25, side=OrderSide.BUY, time_in_force=TimeInForce.GTC),
+    )
+
+    async with aiohttp.ClientSession() as session:
+        rest = BrokerRest(account_for(fake_broker), session, Counter())
+        raw = await rest.position("BTC/USD")
+
+    assert raw is not None
+    position = convert_position(raw)
+    assert not isinstance(position, Rejected)
+    assert (position.symbol, str(position.qty)) == ("BTC/USD", "0.25")
+
+
+def _fill(suffix: str, stamp: str, cum_qty: str) -> dict[str, Any]:
+    return {
+        "activity_type": "FILL", "id": f"20240301100000300::{suffix}", "cum_qty": cum_qty, "leaves_qty": "0",
+        "price": "10", "qty": "1", "side": "buy", "symbol": "AAPL", "transaction_time": stamp,
+        "order_id": ORDER_ID, "type": "partial_fill",
+    }  # fmt: skip
+
+
+class ListingBroker:
+    """Serves FILL listings filtered by ``after`` like Alpaca; no orders, no positions."""
+
+    slug = "demo"
+
+    def __init__(self) -> None:
+        self.fills: list[dict[str, Any]] = []
+        self.fill_afters: list[int | None] = []
+        self.order_afters: list[int | None] = []
+        self.refuse_corporate = False
+
+    async def positions(self) -> list[Any]:
+        return []
+
+    async def account(self) -> Any:
+        return {"cash": "1000", "equity": "1000"}
+
+    async def open_orders(self) -> list[Any]:
+        return []
+
+    async def order(self, order_id: str) -> Any:
+        raise AssertionError(order_id)
+
+    async def order_pages(self, status: str, after_ns: int | None) -> AsyncIterator[list[Any]]:
+        self.order_afters.append(after_ns)
+        if False:
+            yield []
+
+    async def activity_pages(
+        self, activity_type: str, *, after_id: str | None = None, after_ns: int | None = None
+    ) -> AsyncIterator[list[Any]]:
+        if activity_type != "FILL":
+            if self.refuse_corporate:
+                raise BrokerRefused("invalid activity type", 422)
+            return
+        self.fill_afters.append(after_ns)
+        page = [
+            f for f in sorted(self.fills, key=lambda f: f["id"])
+            if after_ns is None or from_datetime(datetime.fromisoformat(f["transaction_time"])) > after_ns
+        ]  # fmt: skip
+        if page:
+            yield page
+
+
+@pytest.mark.asyncio
+async def test_late_fill_same_millisecond_smaller_id_is_not_skipped() -> None:
+    broker = ListingBroker()
+    sink = RecordingSink()
+    sync = AccountSync(broker, sink, Counter(), clock_ns=lambda: 1_709_287_200_000_000_000)  # type: ignore[arg-type]
+    broker.fills.append(_fill("ffff0000-0000-4000-8000-000000000002", "2024-03-01T15:00:00.300400Z", "2"))
+
+    await sync.full("test")
+    broker.fills.append(_fill("0000aaaa-0000-4000-8000-000000000001", "2024-03-01T15:00:00.300100Z", "1"))
+    await sync.full("test")
+    await sync.full("test")
+
+    published = [r.id.split("::")[1][:8] for page in sink.of(FillsPage) for r in page.activities]
+    assert published == ["ffff0000", "0000aaaa"]  # each once, the late one not skipped
+    newest = from_datetime(datetime.fromisoformat("2024-03-01T15:00:00.300400+00:00"))
+    assert sync.fill_cursor_ns == newest
+    assert broker.fill_afters[1] == newest - FILL_OVERLAP_NS
+    assert sum(len(p.fills) for p in sink.of(FillsPage)) == 2
+
+
+@pytest.mark.asyncio
+async def test_order_cursor_follows_submitted_at_with_overlap(fake_broker: FakeBroker) -> None:
+    fake_broker.set_prices({"AAPL": 100})
+    client: Any = fake_broker.trading_client()
+    submitted = await asyncio.to_thread(
+        client.submit_order,
+        MarketOrderRequest(symbol="AAPL", qty=1, side=OrderSide.BUY, time_in_force=TimeInForce.DAY),
+    )
+
+    async with aiohttp.ClientSession() as session:
+        rest = BrokerRest(account_for(fake_broker), session, Counter())
+        sync = AccountSync(rest, RecordingSink(), Counter())
+        await sync.backfill(1)
+
+    assert submitted.submitted_at < submitted.created_at
+    assert sync.order_cursor_ns == from_datetime(submitted.submitted_at)
+    assert ORDER_OVERLAP_NS >= 170_000_000
+
+
+@pytest.mark.asyncio
+async def test_corporate_action_published_once_before_the_snapshot(fake_broker: FakeBroker) -> None:
+    fake_broker.set_prices({"AAPL": 100})
+    fake_broker.request("POST", "/v2/orders", json={"symbol": "AAPL", "qty": "10", "side": "buy", "type": "market",
+                                                    "time_in_force": "day"})  # fmt: skip
+    sink = RecordingSink()
+    async with aiohttp.ClientSession() as session:
+        sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), sink, Counter())
+        await sync.backfill(1)
+        split = fake_broker.request(
+            "POST", "/sim/corporate-actions", account=None, json={"type": "split", "symbol": "AAPL", "ratio": "2"}
+        )
+        await sync.full("test")
+        await sync.full("test")
+
+    assert split.status_code == 200
+    kinds = [type(m).__name__ for _, m in sink.items if isinstance(m, (CorporateActionsPage, SnapshotTaken))]
+    assert kinds == ["CorporateActionsPage", "SnapshotTaken", "SnapshotTaken"]
+    (page,) = sink.of(CorporateActionsPage)
+    (action,) = page.actions
+    assert (action.type, action.symbol, action.ratio) == ("split", "AAPL", Decimal(2))
+    assert [a.activity_type for a in page.activities] == ["SPLIT", "SPLIT"]
+    assert page.problems == ()
+
+
+@pytest.mark.asyncio
+async def test_refused_corporate_read_never_blocks_the_snapshot() -> None:
+    broker = ListingBroker()
+    broker.refuse_corporate = True
+    sink = RecordingSink()
+    counters: Counter[str] = Counter()
+    sync = AccountSync(broker, sink, counters, clock_ns=lambda: 1_709_287_200_000_000_000)  # type: ignore[arg-type]
+
+    await sync.full("test")
+
+    assert len(sink.of(SnapshotTaken)) == 1
+    assert counters["corporate_read_refused"] == 1

@@ -1,0 +1,242 @@
+"""Corporate actions, busts and fill identity as ledger events (SPEC §8), and the property that
+booking them on a live ledger gives exactly the ledger rebuilt from the history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal as D
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coldharbour.domain.corporate import (
+    CorporateAction,
+    adjusted_history,
+    needs_history,
+    remove_busted,
+)
+from coldharbour.domain.ledger import (
+    Ledger,
+    apply_delta,
+    differences,
+    plan_fill,
+    plan_symbols_rebuild,
+    rebuild,
+)
+from coldharbour.domain.orders import OrderBook
+from coldharbour.domain.types import Fill, Order
+from tests.domain.builders import at, make_fill, make_order
+
+BUY = make_order(id="b1")
+
+
+def held(qty: int = 10, price: int = 100) -> list[Fill]:
+    return [make_fill(order_id="b1", qty=qty, price=price, ts=at(0), cum_qty=qty)]
+
+
+def split(ratio: str, symbol: str = "AAPL", when: float = 60, **extra: object) -> CorporateAction:
+    return CorporateAction(id=f"split-{ratio}-{when}", type="split", symbol=symbol, ts=at(when), ratio=D(ratio),
+                           **extra)  # type: ignore[arg-type]
+
+
+def test_two_for_one_split_doubles_qty_halves_entry_keeps_cost_and_time() -> None:
+    ledger = rebuild([BUY], held(), [split("2")])
+
+    (lot,) = ledger.lots.values()
+    assert (lot.qty, lot.avg_fill, lot.entry_cost, lot.filled_at) == (D(20), D(50), D(1000), at(0))
+    assert ledger.slices == {}
+    assert ledger.fifo_queue("AAPL")[0].qty == D(20)
+
+
+def test_one_for_ten_reverse_split_books_no_sale_and_no_pnl() -> None:
+    ledger = rebuild([BUY], held(), [split("0.1")])
+
+    (lot,) = ledger.lots.values()
+    assert (lot.qty, lot.avg_fill, lot.entry_cost) == (D(1), D(1000), D(1000))
+    assert ledger.slices == {}
+
+
+def test_partial_exit_before_a_split_keeps_its_pnl_and_later_exit_is_in_new_terms() -> None:
+    sell = make_order(id="s1", side="sell")
+    later = make_order(id="s2", side="sell")
+    fills = [*held(), make_fill(order_id="s1", side="sell", qty=4, price=110, ts=at(10), cum_qty=4),
+             make_fill(order_id="s2", side="sell", qty=12, price=60, ts=at(120), cum_qty=12)]
+
+    ledger = rebuild([BUY, sell, later], fills, [split("2")])
+
+    first, second = ledger.slices[("b1", "s1")], ledger.slices[("b1", "s2")]
+    assert first.pnl_cash == D(40)  # 4·(110 − 100), unchanged by the split
+    assert (second.qty, second.pnl_cash) == (D(12), D(120))  # 12·(60 − 50)
+    assert ledger.lots == {}
+
+
+def test_symbol_change_and_stock_merger_move_the_lot_with_its_basis() -> None:
+    rename = CorporateAction(id="sc", type="symbol_change", symbol="AAPL", new_symbol="APPL", ts=at(60))
+    merge = CorporateAction(id="ma", type="stock_merger", symbol="APPL", new_symbol="ACQ", ts=at(90),
+                            ratio=D("0.5"))
+
+    ledger = rebuild([BUY], held(), [rename, merge])
+
+    (lot,) = ledger.lots.values()
+    assert (lot.symbol, lot.qty, lot.entry_cost, lot.avg_fill) == ("ACQ", D(5), D(1000), D(200))
+    assert ledger.net("AAPL") == ledger.net("APPL") == 0
+    assert ledger.net("ACQ") == D(5)
+
+
+def test_cash_merger_closes_the_lot_as_corporate_with_its_pnl() -> None:
+    merger = CorporateAction(id="cm", type="cash_merger", symbol="AAPL", ts=at(60), cash_per_share=D(125))
+
+    ledger = rebuild([BUY], held(), [merger])
+
+    (found,) = ledger.slices.values()
+    assert (found.exit_type, found.qty, found.exit_price, found.pnl_cash) == ("CORPORATE", D(10), D(125), D(250))
+    assert found.is_final
+    assert ledger.lots == {}
+
+
+def test_cash_in_lieu_closes_the_fraction_as_corporate() -> None:
+    reverse = split("0.3", cash_in_lieu_qty=D("0.5"), price=D(340))
+
+    ledger = rebuild([BUY], held(15), [reverse])  # 15 -> 4.5 new shares, 0.5 paid in cash
+
+    (lot,) = ledger.lots.values()
+    (found,) = ledger.slices.values()
+    assert lot.qty == D(4)
+    assert (found.exit_type, found.qty, found.exit_price) == ("CORPORATE", D("0.5"), D(340))
+
+
+def test_spinoff_books_new_lots_at_the_stated_basis_or_reports_the_problem() -> None:
+    spin = CorporateAction(id="sp", type="spinoff", symbol="AAPL", new_symbol="KID", ts=at(60), ratio=D("0.2"),
+                           price=D(15))
+    bare = CorporateAction(id="sp0", type="spinoff", symbol="AAPL", new_symbol="KID", ts=at(60), ratio=D("0.2"))
+
+    ledger = rebuild([BUY], held(), [spin])
+    _, problems = adjusted_history(held(), [bare])
+
+    assert ledger.net("KID") == D(2)
+    assert ledger.net("AAPL") == D(10)
+    assert [p.reason.split(":")[0] for p in problems] == ["spinoff_without_basis"]
+
+
+def test_action_while_flat_changes_nothing() -> None:
+    fills = [*held(), make_fill(order_id="s1", side="sell", qty=10, price=90, ts=at(10), cum_qty=10)]
+
+    assert adjusted_history(fills, [split("2")])[0] == adjusted_history(fills, [])[0]
+
+
+def test_stream_fill_without_execution_id_and_rest_fill_are_one_fill() -> None:
+    stream = make_fill(order_id="b1", execution_id=None, cum_qty=10, ts=at(0))
+    rest = make_fill(order_id="b1", execution_id="2f63ea93-423d-4169-b3f6-3fdafc10c418", cum_qty=10, ts=at(0) + 7)
+    book = OrderBook([BUY])
+    for first, second in ((stream, rest), (rest, stream)):
+        ledger = Ledger()
+        apply_delta(ledger, plan_fill(ledger, first, book))
+        delta = plan_fill(ledger, second, book)
+        apply_delta(ledger, delta)
+        assert delta.duplicates == 1
+        assert ledger.net("AAPL") == D(10)
+
+
+def test_bust_removes_the_fill_and_the_rebuild_follows() -> None:
+    sell = make_order(id="s1", side="sell")
+    fills = [*held(), make_fill(order_id="s1", side="sell", qty=4, price=110, ts=at(10), cum_qty=4)]
+    book = OrderBook([BUY, sell])
+    ledger = rebuild(book, fills)
+
+    kept = remove_busted(fills, [fills[1].key])
+    apply_delta(ledger, plan_symbols_rebuild(ledger, ["AAPL"], kept, book))
+
+    assert ledger.slices == {}
+    assert ledger.net("AAPL") == D(10)
+    assert differences(ledger, rebuild(book, kept)) == []
+
+
+# ----- property: booked live == rebuilt
+
+
+SYMBOLS = ("AAA", "BBB")
+QTYS = tuple(D(q) for q in ("1", "2", "3", "0.5"))
+PRICES = tuple(D(p) for p in ("90", "100", "110"))
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[list[Order], list[object]]:
+    """Orders, then events in time order: fills (some twice: stream without id + REST with id),
+    splits, symbol changes and busts."""
+    orders: list[Order] = []
+    events: list[object] = []
+    cum: dict[str, D] = {}
+    for n in range(draw(st.integers(1, 14))):
+        kind = draw(st.sampled_from(["fill", "fill", "fill", "split", "rename", "bust"]))
+        when = at(n * 10)
+        if kind == "fill":
+            symbol = draw(st.sampled_from((*SYMBOLS, "NEW")))
+            order = make_order(id=f"o{n}", symbol=symbol, side=draw(st.sampled_from(["buy", "sell"])))
+            orders.append(order)
+            qty = draw(st.sampled_from(QTYS))
+            cum[order.id] = cum.get(order.id, D(0)) + qty
+            fill = make_fill(order_id=order.id, symbol=symbol, side=order.side, qty=qty,
+                             price=draw(st.sampled_from(PRICES)), ts=when, cum_qty=cum[order.id],
+                             execution_id=f"x{n}")
+            events.append(fill)
+            if draw(st.booleans()):  # the stream's copy, without execution_id, a moment later
+                events.append(msgspec_replace(fill, execution_id=None, ts=when + 3))
+        elif kind == "split":
+            ratio = draw(st.sampled_from([D(2), D("0.5"), D(3)]))
+            events.append(CorporateAction(id=f"a{n}", type="split", symbol=draw(st.sampled_from(SYMBOLS)),
+                                          ts=when, ratio=ratio))
+        elif kind == "rename":
+            events.append(CorporateAction(id=f"a{n}", type="symbol_change", symbol=draw(st.sampled_from(SYMBOLS)),
+                                          new_symbol="NEW", ts=when))
+        else:
+            events.append("bust")
+    return orders, events
+
+
+def msgspec_replace(fill: Fill, **changes: object) -> Fill:
+    return msgspec.structs.replace(fill, **changes)
+
+
+def drive(orders: Sequence[Order], events: Sequence[object]) -> tuple[Ledger, list[Fill], list[CorporateAction]]:
+    """Book events one by one as the mirror must: fills incrementally (a rebuild when one
+    predates an action), an action or a bust by ``plan_symbols_rebuild``."""
+    book = OrderBook(orders)
+    ledger = Ledger()
+    stored: list[Fill] = []
+    actions: list[CorporateAction] = []
+    busted: list[str] = []
+    for event in events:
+        if isinstance(event, Fill):
+            stored.append(event)
+            if needs_history(event, actions):
+                symbols = {event.symbol, *(s for a in actions for s in a.symbols)}
+                delta = plan_symbols_rebuild(ledger, symbols, remove_busted(stored, busted), book, actions)
+            else:
+                delta = plan_fill(ledger, event, book)
+            apply_delta(ledger, delta)
+            if delta.needs_rebuild:
+                apply_delta(ledger, plan_symbols_rebuild(ledger, delta.needs_rebuild,
+                                                         remove_busted(stored, busted), book, actions))
+        elif isinstance(event, CorporateAction):
+            actions.append(event)
+            apply_delta(ledger, plan_symbols_rebuild(ledger, event.symbols, remove_busted(stored, busted),
+                                                     book, actions))
+        elif stored:
+            victim = stored[len(stored) // 2]
+            busted.append(victim.key)
+            symbols = {victim.symbol, *(s for a in actions for s in a.symbols)}
+            apply_delta(ledger, plan_symbols_rebuild(ledger, symbols, remove_busted(stored, busted), book, actions))
+    return ledger, remove_busted(stored, busted), actions
+
+
+@settings(max_examples=150, deadline=None)
+@given(scenario=scenarios())
+def test_property_booked_live_equals_rebuilt_with_actions_busts_and_fills_without_ids(
+    scenario: tuple[list[Order], list[object]],
+) -> None:
+    orders, events = scenario
+
+    live, history, actions = drive(orders, events)
+
+    assert differences(live, rebuild(orders, history, actions)) == []
