@@ -7,8 +7,10 @@ Session dates come from the broker calendar (D58), fetched at a rebuild or when 
 range no longer covers today. Daily closes: the last regular-hours bar of each session in our
 ``price_bars_1min``; for the newest session ``latest_prices`` when it was marked during it;
 else one request to the broker's daily-bars API for every missing (symbol, date) at once.
-An ``EQUITY_INIT_CASH`` opening starts the replay from that balance (D11); without it the
-curve starts at 0 and the first deposit is its base.
+The opening balance (D11, SPEC §8 "Equity anchor") is the broker's own end-of-day equity
+(``GET /v2/account/portfolio/history``, 1D) on the session before the first mirrored activity;
+``EQUITY_INIT_CASH_<NAME>`` (else ``EQUITY_INIT_CASH``) overrides it. When the broker has no
+point for that day the curve starts at 0 and the first deposit is its base (logged).
 
 Intraday curve: ``intraday.IntradayState`` while a session (pre-open to post-close) runs.
 """
@@ -53,6 +55,10 @@ class DailyBarsSource(CalendarSource, Protocol):
 
     async def daily_closes(self, symbols: Sequence[str], start: date, end: date) -> dict[date, dict[str, Decimal]]:
         """Return ``{NY date: {symbol: close}}`` between two dates."""
+        ...
+
+    async def daily_equity(self, start: date, end: date) -> dict[date, Decimal]:
+        """Return the broker's end-of-day equity ``{session date: equity}`` between two dates."""
         ...
 
 
@@ -118,11 +124,29 @@ class EquityJob:
         )
         self._counters["rejects_calendar"] += len(rows) - len(days) + len(rejected)
 
-    def _opening(self, first: date) -> Opening | None:
+    def _override(self) -> Decimal | None:
+        """Return ``EQUITY_INIT_CASH_<NAME>``, else ``EQUITY_INIT_CASH``, else None."""
+        accounts = [a for a in self._settings.accounts if a.slug == self.names.slug]
+        own = accounts[0].equity_init_cash if accounts else None
+        if own is not None:
+            return Decimal(own)
         cash = self._settings.equity_init_cash
-        if cash is None:
+        return None if cash is None else Decimal(repr(cash))
+
+    async def _opening(self, first: date) -> Opening | None:
+        """Return the opening at the close of the session before ``first`` (SPEC §8)."""
+        before = [s.session_date for s in self.sessions if s.session_date < first]
+        as_of = before[-1] if before else first - timedelta(days=1)
+        override = self._override()
+        if override is not None:
+            return Opening(as_of=as_of, cash=override)
+        equity = (await self._broker.daily_equity(as_of - CALENDAR_AHEAD, as_of)).get(as_of)
+        self._counters["broker_history_requests"] += 1
+        if equity is None:
+            log.warning("no broker equity before the first activity account=%s date=%s", self.names.slug, as_of)
             return None
-        return Opening(as_of=first - timedelta(days=1), cash=Decimal(repr(cash)))
+        log.info("equity anchored on the broker account=%s date=%s equity=%s", self.names.slug, as_of, equity)
+        return Opening(as_of=as_of, cash=equity)
 
     async def _rebuild(self, conn: queries.Conn, now: datetime, *, refetch: bool) -> None:
         self.rebuild_requested = False
@@ -132,7 +156,7 @@ class EquityJob:
             return  # a new account: nothing to replay yet, and nothing to loop on (D68)
         first = ny_date(first_time)
         await self._ensure_sessions(first, now, refetch=refetch)
-        opening = self._opening(first)
+        opening = await self._opening(first)
         flows = await queries.cash_flows_between(conn, self.names, None)
         executions, rejected = await queries.executions_between(conn, self.names, None)
         self._count_rejects(len(rejected))

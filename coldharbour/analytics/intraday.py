@@ -52,10 +52,11 @@ def anchor_for(curve: DailyCurve | None, session_date: date) -> Anchor | None:
     gives ``E0``/``R0`` and the closes are unknown (lots carried in are then measured from
     their first bar today).
     """
-    if curve is None or not curve.rows:
+    if curve is None:
         return None
-    if curve.rows[-1].date < session_date:
-        return anchor_from_curve(curve)
+    last = curve.book.last_date
+    if last is not None and last < session_date:
+        return anchor_from_curve(curve)  # the last row, or the broker's opening balance
     earlier = [row for row in curve.rows if row.date < session_date]
     if not earlier:
         return None

@@ -362,16 +362,17 @@ class IntradayPoint(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def anchor_from_curve(curve: DailyCurve) -> Anchor | None:
-    """Return the anchor at the last row of ``curve`` (the previous session's close)."""
-    if not curve.rows:
+    """Return the anchor at the end of ``curve``: its last row, else its opening (the broker's
+    previous close before the first replayed session); None for a curve with neither."""
+    book = curve.book
+    if book.last_date is None:
         return None
-    last = curve.rows[-1]
     return Anchor(
-        session_date=last.date,
-        deposit=last.deposit,
-        cumulative_return=last.cumulative_return,
-        closes=dict(curve.book.last_price),
-        peak_index=curve.book.peak_index,
+        session_date=book.last_date,
+        deposit=book.deposit,
+        cumulative_return=book.cumulative_return,
+        closes=dict(book.last_price),
+        peak_index=book.peak_index,
     )
 
 

@@ -4,6 +4,8 @@ Arrange (as ``state`` would have written it): a $10,000 deposit and a buy of 10 
 Monday 2024-03-11, whose last regular-hours bar closes at 101; on Tuesday bars at 102, 103, 104.
 Hand-computed: Monday's deposit = 9,000 cash + 10 × 101 = 10,010, return 10/10,000 = 0.1 %;
 Tuesday 14:04 UTC (the last whole minute at 14:05:30) = 10,010 + 10 × (104 − 101) = 10,040.
+These runs set ``EQUITY_INIT_CASH_DEMO=0`` (the deposit is the base); without it the opening is
+the fake broker's own equity on Friday 2024-03-08 (its default $100,000 account).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def arranged(migrated_dsn, tmp_path, bus):
 async def test_equity_builds_the_daily_curve_and_the_intraday_curve_from_bars(
     migrated_dsn, tmp_path, bus, fake_broker, arranged
 ) -> None:
-    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url)
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, EQUITY_INIT_CASH_DEMO="0")
     ctx = context("equity", settings, bus)
     clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
     observer = bus.observe(topic_equity("demo"))
@@ -85,7 +87,7 @@ async def test_equity_builds_the_daily_curve_and_the_intraday_curve_from_bars(
 async def test_equity_extends_the_daily_curve_after_the_close_without_a_rebuild(
     migrated_dsn, tmp_path, bus, fake_broker, arranged
 ) -> None:
-    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url)
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, EQUITY_INIT_CASH_DEMO="0")
     ctx = context("equity", settings, bus)
     clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
     observer = bus.observe(topic_equity("demo"))
@@ -112,7 +114,7 @@ async def test_issue_6_intraday_points_lost_on_the_bus_are_sent_again_from_pre_o
     when that first message was lost on the bus (``state`` not subscribed yet when every program
     starts together, or restarting) the stored intraday curve never covered the session from
     pre-open. Until the stored curve starts at the session's first point, a run sends it all."""
-    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url)
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, EQUITY_INIT_CASH_DEMO="0")
     ctx = context("equity", settings, bus)
     clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
     observer = bus.observe(topic_equity("demo"))
@@ -128,6 +130,46 @@ async def test_issue_6_intraday_points_lost_on_the_bus_are_sent_again_from_pre_o
     first, again, stored = [min(p.ts for p in m.intraday) for m in _messages(observer) if m.intraday]
     assert first == again == arranged.pre_open_utc
     assert stored > arranged.pre_open_utc  # once stored: only the recent minutes
+
+
+async def test_equity_anchors_the_opening_balance_on_the_brokers_portfolio_history(
+    migrated_dsn, tmp_path, bus, fake_broker, arranged
+) -> None:
+    """Issue 13: the fake's default account holds $100,000 with no deposit activity; the opening
+    is the broker's equity at Friday's close (``GET /v2/account/portfolio/history``, 1D), so
+    Monday = 100,000 + 10,010 and the $10,000 deposit is a flow, not a gain."""
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url)
+    ctx = context("equity", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
+    observer = bus.observe(topic_equity("demo"))
+
+    async with running(partial(equity.run, settings, ctx, clock=clock), ctx):
+        await async_wait_for(lambda: len(_messages(observer)) == 2, what="daily and intraday messages")
+
+    daily, intraday = _messages(observer)
+    (monday,) = daily.daily
+    assert (monday.deposit, monday.net_flows) == (Decimal(110010), Decimal(10000))
+    assert monday.daily_return == Decimal(10) / Decimal(110000)
+    last = max(intraday.intraday, key=lambda p: p.ts)
+    assert last.deposit == Decimal(110040)
+    assert ctx.counters["broker_history_requests"] >= 1
+
+
+async def test_equity_init_cash_per_account_overrides_the_broker(
+    migrated_dsn, tmp_path, bus, fake_broker, arranged
+) -> None:
+    settings = settings_for(
+        migrated_dsn, tmp_path, bus, fake_broker.base_url, EQUITY_INIT_CASH="1", EQUITY_INIT_CASH_DEMO="5000"
+    )
+    ctx = context("equity", settings, bus)
+    observer = bus.observe(topic_equity("demo"))
+
+    async with running(partial(equity.run, settings, ctx, clock=ManualClock(utc(2024, 3, 12, 14, 5, 30))), ctx):
+        await async_wait_for(lambda: len(_messages(observer)) == 2, what="daily and intraday messages")
+
+    (monday,) = _messages(observer)[0].daily
+    assert monday.deposit == Decimal(15010)
+    assert ctx.counters["broker_history_requests"] == 0
 
 
 def _store_intraday(dsn, tmp_path, bus, messages: list[EquityComputed]) -> None:
