@@ -17,13 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, Literal, NamedTuple
 
+import psycopg
 import typer
 import zmq
+from psycopg import sql
 
 from coldharbour import runtime
 from coldharbour.config import AccountSettings, Settings, env_suffix
 from coldharbour.db import schema
 from coldharbour.db.connect import connect_sync
+from coldharbour.db.names import account_names
 from coldharbour.errors import DatabaseError
 from coldharbour.supervisor import UNIX_SOCKET_PATH_MAX, SupervisorClient, socket_path
 
@@ -63,6 +66,30 @@ def check_database(settings: Settings) -> Iterator[Check]:
         yield Check("FAIL", f"schema behind: {', '.join(behind)}: run `chmgr db init`")
     else:
         yield Check("OK", f"schema current ({', '.join(f'{s} v{v}' for s, v in latest.items())})")
+
+
+def check_equity_proof(settings: Settings) -> Iterator[Check]:
+    """Per account: daily equity rows that differ from the broker's portfolio history (issue 13)."""
+    try:
+        with connect_sync(settings.dsn, "chmgr-doctor", read_only=True) as conn:
+            for account in settings.accounts:
+                query = sql.SQL(
+                    "SELECT count(broker_equity), count(*) FILTER (WHERE abs(equity_diff) > 0.01), "
+                    "(SELECT date || ' by ' || equity_diff FROM {t} ORDER BY abs(equity_diff) DESC NULLS LAST LIMIT 1) "
+                    "FROM {t}"
+                ).format(t=account_names(settings, account.slug).equity_full.ident)
+                compared, differ, worst = conn.execute(query).fetchone() or (0, 0, None)
+                if differ:
+                    yield Check(
+                        "WARN",
+                        f"account {account.name}: daily equity differs from the broker's portfolio history on "
+                        f"{differ} of {compared} days (largest {worst}): see the equity log (flows it could not "
+                        "explain widen a day's tolerance)",
+                    )
+                elif compared:
+                    yield Check("OK", f"account {account.name}: daily equity matches the broker on all {compared} days")
+    except (DatabaseError, psycopg.Error):
+        return  # the database check above says what is wrong
 
 
 def check_account(account: AccountSettings) -> Check:
@@ -162,6 +189,7 @@ def _writable(directory: Path) -> bool:
 def run_checks(settings: Settings) -> Iterator[Check]:
     """Yield every check's outcome, in the order an operator would fix them."""
     yield from check_database(settings)
+    yield from check_equity_proof(settings)
     for account in settings.accounts:
         yield check_account(account)
     for name, reason in settings.disabled_accounts:

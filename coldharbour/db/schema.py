@@ -272,8 +272,21 @@ def _account_v1(names: AccountNames, schema: str) -> list[sql.Composed]:
 SHARED_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "market schedule, latest prices, 1-minute bars", _shared_v1),
 )
+def _account_equity_proof(names: AccountNames, schema: str) -> list[sql.Composed]:
+    """The daily proof against the broker's portfolio history (issue 13, SPEC §8)."""
+    s = sql.Identifier(schema)
+    return [
+        _q(
+            "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS broker_equity {s}.finite_numeric, "
+            "ADD COLUMN IF NOT EXISTS equity_diff {s}.finite_numeric",
+            t=names.equity_full.ident, s=s,
+        ),
+    ]  # fmt: skip
+
+
 ACCOUNT_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "positions, closed, equity, cash flows, metrics, raw orders/activities", _account_v1),
+    Migration(2, "daily equity: broker_equity, equity_diff", _account_equity_proof),
 )
 
 

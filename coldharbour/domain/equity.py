@@ -354,6 +354,60 @@ def bucket_by_session(
     ]
 
 
+# The daily proof against the broker's portfolio history (SPEC §8 "Equity anchor").
+
+CENT: Final = Decimal("0.01")
+# Flow categories whose booking the broker may time or value differently from us (SPEC §8: an
+# unknown activity code is ``unclassified``); their amounts widen a day's tolerance.
+UNEXPLAINED_CATEGORIES: Final = frozenset({"unclassified"})
+
+
+class Proof(msgspec.Struct, frozen=True, kw_only=True):
+    """One day's comparison: our ``deposit`` against the broker's end-of-day equity."""
+
+    date: date
+    deposit: Decimal
+    broker_equity: Decimal | None
+    equity_diff: Decimal | None
+    tolerance: Decimal
+
+    @property
+    def mismatched(self) -> bool:
+        """True when the broker has the day and we differ by more than the tolerance."""
+        return self.equity_diff is not None and abs(self.equity_diff) > self.tolerance
+
+
+def unexplained_flows(days: Iterable[DayInputs]) -> dict[date, Decimal]:
+    """Return per session date Σ|amount| of its flows in ``UNEXPLAINED_CATEGORIES``."""
+    result: dict[date, Decimal] = {}
+    for day in days:
+        total = sum((abs(f.amount) for f in day.flows if str(f.category) in UNEXPLAINED_CATEGORIES), ZERO)
+        if total:
+            result[day.session_date] = total
+    return result
+
+
+def prove_rows(
+    rows: Sequence[DailyRow], broker: Mapping[date, Decimal], unexplained: Mapping[date, Decimal]
+) -> tuple[tuple[DailyRow, ...], list[Proof]]:
+    """Return ``rows`` with ``broker_equity``/``equity_diff`` (= deposit − broker) and each day's proof.
+
+    A day the broker has no point for keeps both None. The tolerance is one cent plus the day's
+    unexplained flows.
+    """
+    proven: list[DailyRow] = []
+    proofs: list[Proof] = []
+    for row in rows:
+        equity = broker.get(row.date)
+        diff = None if equity is None else row.deposit - equity
+        proven.append(msgspec.structs.replace(row, broker_equity=equity, equity_diff=diff))
+        tolerance = CENT + unexplained.get(row.date, ZERO)
+        proofs.append(
+            Proof(date=row.date, deposit=row.deposit, broker_equity=equity, equity_diff=diff, tolerance=tolerance)
+        )
+    return tuple(proven), proofs
+
+
 class IntradayLot(msgspec.Struct, frozen=True, kw_only=True):
     """An open lot (no exit) or a slice closed today, for the intraday mark-to-market.
 

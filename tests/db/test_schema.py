@@ -101,7 +101,10 @@ def test_db_init_two_accounts_creates_every_table_with_types_and_keys(pg_dsn) ->
         shared = {t: _columns(conn, "accounts", t) for t in ("market_schedule", "latest_prices", "price_bars_1min")}
         shared_keys = {t: _primary_key(conn, "accounts", t) for t in shared}
 
-    assert {(s, v) for s, v in applied} == {("shared", 1), ("account:demo", 1), ("account:paper_1", 1)}
+    account_versions = {m.version for m in schema.ACCOUNT_MIGRATIONS}
+    assert {(s, v) for s, v in applied} == {("shared", 1)} | {
+        (scope, v) for scope in ("account:demo", "account:paper_1") for v in account_versions
+    }
     assert "account_open_positions_paper_1" in tables
     for name, (actual, expected, pk, expected_pk) in tables.items():
         assert {c: actual.get(c) for c in expected} == expected, name
@@ -124,7 +127,7 @@ def test_db_init_second_run_changes_nothing(pg_dsn) -> None:
     assert applied == []
     assert before == after
     assert versions_before == schema.latest_versions(settings)
-    assert rows == (3,)
+    assert rows == (1 + 2 * len(schema.ACCOUNT_MIGRATIONS),)  # shared + two accounts' steps
 
 
 def test_db_init_account_added_later_gets_only_its_tables(pg_dsn) -> None:
@@ -133,7 +136,7 @@ def test_db_init_account_added_later_gets_only_its_tables(pg_dsn) -> None:
         applied = schema.ensure_schema(conn, make_settings(pg_dsn, accounts=("demo", "live")))
         live = _columns(conn, "accounts", "account_open_positions_live")
 
-    assert applied == [("account:live", 1)]
+    assert applied == [("account:live", m.version) for m in schema.ACCOUNT_MIGRATIONS]
     assert live["qty"] == "numeric"
 
 

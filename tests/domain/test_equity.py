@@ -26,8 +26,10 @@ from coldharbour.domain.equity import (
     extend_daily_curve,
     last_bars,
     minute_grid,
+    prove_rows,
     resume_curve,
     start_curve,
+    unexplained_flows,
 )
 from coldharbour.domain.metrics import rolling_sharpe
 from coldharbour.domain.schedule import CalendarDay, build_sessions, to_session
@@ -532,3 +534,25 @@ def test_anchor_from_an_opening_without_rows_is_the_brokers_previous_close() -> 
     assert anchor is not None
     assert (anchor.session_date, anchor.deposit, anchor.cumulative_return) == (date(2025, 1, 21), D(6000), D(0))
     assert anchor.positions == {"AAPL": D(10)}
+
+
+def test_prove_rows_compares_with_the_broker_within_a_cent_plus_unexplained_flows() -> None:
+    days = [
+        DayInputs(session_date=date(2025, 1, 15), flows=(flow(1, "CSD", "1000", ny(2025, 1, 15, 10)),)),
+        DayInputs(session_date=date(2025, 1, 16)),
+        DayInputs(
+            session_date=date(2025, 1, 17),
+            flows=(CashFlow(id="u", ts=ny(2025, 1, 17, 10), amount=D(-5), type="NEWCODE", category="unclassified"),),  # type: ignore[arg-type]
+        ),
+        DayInputs(session_date=date(2025, 1, 21)),
+    ]
+    rows = build_daily_curve(days).rows
+    broker = {date(2025, 1, 15): D("1000.01"), date(2025, 1, 16): D("999.98"), date(2025, 1, 17): D("999.00")}
+
+    proven, proofs = prove_rows(rows, broker, unexplained_flows(days))
+
+    assert [(r.broker_equity, r.equity_diff) for r in proven] == [
+        (D("1000.01"), D("-0.01")), (D("999.98"), D("0.02")), (D("999.00"), D(-4)), (None, None),
+    ]  # fmt: skip
+    assert [p.mismatched for p in proofs] == [False, True, False, False]
+    assert proofs[2].tolerance == D("5.01")

@@ -10,6 +10,7 @@ the fake broker's own equity on Friday 2024-03-08 (its default $100,000 account)
 
 from __future__ import annotations
 
+import logging
 from datetime import date, timedelta
 from decimal import Decimal
 from functools import partial
@@ -19,6 +20,7 @@ import pytest
 from psycopg import sql
 
 from coldharbour.analytics.clock import ManualClock
+from coldharbour.cli.doctor import check_equity_proof
 from coldharbour.db.names import account_names
 from coldharbour.domain.types import from_datetime
 from coldharbour.messages import EquityComputed, topic_equity
@@ -169,7 +171,27 @@ async def test_equity_init_cash_per_account_overrides_the_broker(
 
     (monday,) = _messages(observer)[0].daily
     assert monday.deposit == Decimal(15010)
-    assert ctx.counters["broker_history_requests"] == 0
+    assert ctx.counters["broker_history_requests"] == 1  # the daily proof only, not the anchor
+
+
+async def test_equity_proves_each_daily_row_against_the_brokers_history(
+    migrated_dsn, tmp_path, bus, fake_broker, arranged, caplog
+) -> None:
+    """Issue 13 daily proof: the arranged rows are not the fake's own trades, so Monday differs
+    from the broker's $100,000 by our 10,010: stored, logged and counted once."""
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, EQUITY_INIT_CASH_DEMO="0")
+    ctx = context("equity", settings, bus)
+    observer = bus.observe(topic_equity("demo"))
+    caplog.set_level(logging.INFO, logger="coldharbour.analytics.equity")
+
+    async with running(partial(equity.run, settings, ctx, clock=ManualClock(utc(2024, 3, 12, 14, 5, 30))), ctx):
+        await async_wait_for(lambda: len(_messages(observer)) == 2, what="daily and intraday messages")
+
+    (monday,) = _messages(observer)[0].daily
+    assert (monday.broker_equity, monday.equity_diff) == (Decimal(100000), Decimal(-89990))
+    assert ctx.counters["equity_mismatches"] == 1
+    assert "daily equity differs from the broker account=demo date=2024-03-11" in caplog.text
+    assert "equity proof account=demo days=1 match=0 differ=1 no_broker_point=0" in caplog.text
 
 
 def _store_intraday(dsn, tmp_path, bus, messages: list[EquityComputed]) -> None:
@@ -189,3 +211,23 @@ async def test_equity_pool_is_refused_writes(migrated_dsn, tmp_path, bus) -> Non
     async with equity.open_pool(settings) as pool, pool.connection() as conn:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             await conn.execute(sql.SQL("DELETE FROM {t}").format(t=table))
+
+
+async def test_doctor_shows_days_whose_equity_differs_from_the_broker(migrated_dsn, tmp_path, bus) -> None:
+    settings = settings_for(migrated_dsn, tmp_path, bus)
+    rows = Rows(settings)
+    try:
+        assert list(check_equity_proof(settings)) == []  # nothing proven yet: nothing to say
+        for day, deposit, broker in ((11, "100.00", "100.00"), (12, "101.00", "100.50"), (13, "102.00", None)):
+            diff = None if broker is None else Decimal(deposit) - Decimal(broker)
+            insert(
+                rows.conn,
+                rows.names.equity_full.ident,
+                {"date": date(2024, 3, day), "deposit": Decimal(deposit), "broker_equity": broker, "equity_diff": diff},
+            )
+        (check,) = check_equity_proof(settings)
+    finally:
+        rows.close()
+
+    assert check.verdict == "WARN"
+    assert "differs from the broker's portfolio history on 1 of 2 days (largest 2024-03-12 by 0.50)" in check.line
