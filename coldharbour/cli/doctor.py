@@ -14,6 +14,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final, Literal, NamedTuple
 
@@ -26,7 +27,8 @@ from coldharbour import runtime
 from coldharbour.config import AccountSettings, Settings, env_suffix
 from coldharbour.db import schema
 from coldharbour.db.connect import connect_sync
-from coldharbour.db.names import account_names
+from coldharbour.db.names import account_names, shared_names
+from coldharbour.domain.schedule import CALENDAR_GAP_DAYS, ny_date
 from coldharbour.errors import DatabaseError
 from coldharbour.supervisor import UNIX_SOCKET_PATH_MAX, SupervisorClient, socket_path
 
@@ -90,6 +92,28 @@ def check_equity_proof(settings: Settings) -> Iterator[Check]:
                     yield Check("OK", f"account {account.name}: daily equity matches the broker on all {compared} days")
     except (DatabaseError, psycopg.Error):
         return  # the database check above says what is wrong
+
+
+def check_schedule_horizon(settings: Settings, today: date) -> Iterator[Check]:
+    """Warn when the stored market schedule ends short of today + ``SCHEDULE_FORWARD_DAYS``."""
+    wanted = today + timedelta(days=settings.schedule_forward_days)
+    try:
+        with connect_sync(settings.dsn, "chmgr-doctor", read_only=True) as conn:
+            query = sql.SQL("SELECT max(session_date) FROM {t}").format(t=shared_names(settings).market_schedule.ident)
+            row = conn.execute(query).fetchone()
+    except (DatabaseError, psycopg.Error):
+        return  # the database check above says what is wrong
+    last = row[0] if row else None
+    if last is None:
+        yield Check("WARN", "market schedule is empty: is the scheduler running? (session programs fail open)")
+    elif (wanted - last).days > CALENDAR_GAP_DAYS:
+        yield Check(
+            "WARN",
+            f"market schedule ends on {last}, {(last - today).days} days ahead, short of SCHEDULE_FORWARD_DAYS="
+            f"{settings.schedule_forward_days}: the broker calendar ends there; session programs keep running past it",
+        )
+    else:
+        yield Check("OK", f"market schedule covers through {last}")
 
 
 def check_account(account: AccountSettings) -> Check:
@@ -190,6 +214,7 @@ def run_checks(settings: Settings) -> Iterator[Check]:
     """Yield every check's outcome, in the order an operator would fix them."""
     yield from check_database(settings)
     yield from check_equity_proof(settings)
+    yield from check_schedule_horizon(settings, ny_date(datetime.now(UTC)))
     for account in settings.accounts:
         yield check_account(account)
     for name, reason in settings.disabled_accounts:
