@@ -23,6 +23,7 @@ from coldharbour.analytics.clock import ManualClock
 from coldharbour.cli.doctor import check_equity_proof
 from coldharbour.db.names import account_names
 from coldharbour.domain.types import from_datetime
+from coldharbour.errors import ConfigError
 from coldharbour.messages import EquityComputed, topic_equity
 from tests.analytics.helpers import Rows, context, insert, running, settings_for, utc
 from tests.support import async_wait_for
@@ -231,3 +232,9 @@ async def test_doctor_shows_days_whose_equity_differs_from_the_broker(migrated_d
 
     assert check.verdict == "WARN"
     assert "differs from the broker's portfolio history on 1 of 2 days (largest 2024-03-12 by 0.50)" in check.line
+
+
+@pytest.mark.parametrize("value", ["-5", "1e5", "12.345", "abc"])
+async def test_equity_init_cash_per_account_is_a_plain_amount(migrated_dsn, tmp_path, bus, value) -> None:
+    with pytest.raises(ConfigError, match=r"^EQUITY_INIT_CASH_DEMO: expected a non-negative amount"):
+        settings_for(migrated_dsn, tmp_path, bus, EQUITY_INIT_CASH_DEMO=value)
