@@ -48,15 +48,17 @@ def ny_midnight(day: date) -> datetime:
 def anchor_for(curve: DailyCurve | None, session_date: date) -> Anchor | None:
     """Return the previous session's close for ``session_date`` from the daily curve.
 
-    When the curve already holds ``session_date`` (rebuilt after the close), the row before it
-    gives ``E0``/``R0`` and the closes are unknown (lots carried in are then measured from
-    their first bar today).
+    When the curve already holds ``session_date`` as its last row (rebuilt after the close), the
+    book before that row is the anchor. Otherwise the row before gives ``E0``/``R0`` and the
+    closes are unknown (lots carried in are then measured from their first bar today).
     """
     if curve is None:
         return None
     last = curve.book.last_date
     if last is not None and last < session_date:
         return anchor_from_curve(curve)  # the last row, or the broker's opening balance
+    if last == session_date and curve.prior is not None:
+        return anchor_from_curve(curve, before_last_row=True)
     earlier = [row for row in curve.rows if row.date < session_date]
     if not earlier:
         return None

@@ -124,10 +124,15 @@ class Book(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DailyCurve(msgspec.Struct, frozen=True, kw_only=True):
-    """Daily rows so far and the book to continue from."""
+    """Daily rows so far and the book to continue from.
+
+    ``prior``: the book before the last row (its session's anchor: holdings and closes at the
+    previous close), None when unknown (a curve resumed from stored rows).
+    """
 
     rows: tuple[DailyRow, ...]
     book: Book
+    prior: Book | None = None
 
 
 def daily_summary(row: DailyRow) -> DailySummary:
@@ -290,14 +295,16 @@ def _next_row(book: Book, day: DayInputs, history: list[Decimal]) -> tuple[Daily
 def extend_daily_curve(curve: DailyCurve, days: Sequence[DayInputs]) -> DailyCurve:
     """Return ``curve`` continued with ``days`` (strictly increasing, after the last row)."""
     book = curve.book
+    prior = curve.prior
     history = [row.daily_return for row in curve.rows[-_RETURN_HISTORY:] if row.daily_return is not None]
     rows = list(curve.rows)
     for day in days:
         if book.last_date is not None and day.session_date <= book.last_date:
             raise ValueError(f"days: {day.session_date} is not after the curve's last date {book.last_date}")
+        prior = book
         row, book = _next_row(book, day, history)
         rows.append(row)
-    return DailyCurve(rows=tuple(rows), book=book)
+    return DailyCurve(rows=tuple(rows), book=book, prior=prior)
 
 
 def build_daily_curve(days: Sequence[DayInputs], opening: Opening | None = None) -> DailyCurve:
@@ -459,11 +466,15 @@ class IntradayPoint(msgspec.Struct, frozen=True, kw_only=True):
     realised_return: Decimal | None
 
 
-def anchor_from_curve(curve: DailyCurve) -> Anchor | None:
+def anchor_from_curve(curve: DailyCurve, *, before_last_row: bool = False) -> Anchor | None:
     """Return the anchor at the end of ``curve``: its last row, else its opening (the broker's
-    previous close before the first replayed session); None for a curve with neither."""
-    book = curve.book
-    if book.last_date is None:
+    previous close before the first replayed session); None for a curve with neither.
+
+    ``before_last_row``: the anchor of the last row's own session (the book before it: a curve
+    rebuilt after today's close still measures today from yesterday's close), None if unknown.
+    """
+    book = curve.prior if before_last_row else curve.book
+    if book is None or book.last_date is None:
         return None
     return Anchor(
         session_date=book.last_date,

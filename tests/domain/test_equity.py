@@ -556,3 +556,14 @@ def test_prove_rows_compares_with_the_broker_within_a_cent_plus_unexplained_flow
     ]  # fmt: skip
     assert [p.mismatched for p in proofs] == [False, True, False, False]
     assert proofs[2].tolerance == D("5.01")
+
+
+def test_anchor_before_the_last_row_equals_the_anchor_of_the_curve_without_it() -> None:
+    """A curve rebuilt after today's close still anchors today's intraday curve on yesterday's
+    close, with yesterday's holdings (not on unknown closes measured from the first bar)."""
+    days = ledger_days()
+    whole = build_daily_curve(days)
+    without_last = build_daily_curve(days[:-1])
+
+    assert anchor_from_curve(whole, before_last_row=True) == anchor_from_curve(without_last)
+    assert anchor_from_curve(start_curve(), before_last_row=True) is None
