@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from functools import partial
 
+import msgspec
 import psycopg
 import pytest
 from psycopg import sql
@@ -22,11 +23,13 @@ from psycopg import sql
 from coldharbour.analytics.clock import ManualClock
 from coldharbour.cli.doctor import check_equity_proof
 from coldharbour.db.names import account_names
+from coldharbour.domain.equity import DailyRow
 from coldharbour.domain.types import from_datetime
 from coldharbour.errors import ConfigError
 from coldharbour.messages import EquityComputed, topic_equity
 from tests.analytics.helpers import Rows, context, insert, running, settings_for, utc
 from tests.support import async_wait_for
+from tests.workers.state_harness import StateHarness
 from workers import equity
 
 pytestmark = pytest.mark.asyncio
@@ -238,3 +241,32 @@ async def test_doctor_shows_days_whose_equity_differs_from_the_broker(migrated_d
 async def test_equity_init_cash_per_account_is_a_plain_amount(migrated_dsn, tmp_path, bus, value) -> None:
     with pytest.raises(ConfigError, match=r"^EQUITY_INIT_CASH_DEMO: expected a non-negative amount"):
         settings_for(migrated_dsn, tmp_path, bus, EQUITY_INIT_CASH_DEMO=value)
+
+
+async def test_state_stores_the_daily_proof_columns_and_null_returns(migrated_dsn, bus) -> None:
+    """The proof columns (account migration 2) and the null returns after equity ≤ 0 reach the
+    table through ``state``, on both write paths (few rows, and COPY for many)."""
+    harness = StateHarness(migrated_dsn, bus)
+    await harness.start()
+    try:
+        proven = DailyRow(
+            date=date(2024, 3, 11), deposit=Decimal("100100.00"), cash_balance=Decimal(0), market_value=Decimal(0),
+            net_flows=Decimal(0), daily_return=None, cumulative_return=None, drawdown=None,
+            broker_equity=Decimal("100099.99"), equity_diff=Decimal("0.01"),
+        )  # fmt: skip
+        many = [
+            msgspec.structs.replace(proven, date=date(2023, 1, 1) + timedelta(days=i), equity_diff=Decimal(i))
+            for i in range(60)
+        ]
+        harness.inject(topic_equity("demo"), EquityComputed(account="demo", daily=(proven, *many)))
+        await harness.settle()
+        stored = await harness.query(
+            "SELECT broker_equity, equity_diff, daily_return, cumulative_return, drawdown "
+            "FROM accounts.account_equity_full_demo ORDER BY date DESC LIMIT 1"
+        )
+        count = await harness.query("SELECT count(equity_diff) FROM accounts.account_equity_full_demo")
+    finally:
+        await harness.close()
+
+    assert stored == [(Decimal("100099.99"), Decimal("0.01"), None, None, None)]
+    assert count == [(61,)]
