@@ -23,6 +23,7 @@ from psycopg import sql
 from coldharbour.analytics.clock import ManualClock
 from coldharbour.cli.doctor import check_equity_proof
 from coldharbour.db.names import account_names
+from coldharbour.db.upserts import COPY_MIN_ROWS
 from coldharbour.domain.equity import DailyRow
 from coldharbour.domain.types import from_datetime
 from coldharbour.errors import ConfigError
@@ -255,8 +256,8 @@ async def test_state_stores_the_daily_proof_columns_and_null_returns(migrated_ds
             broker_equity=Decimal("100099.99"), equity_diff=Decimal("0.01"),
         )  # fmt: skip
         many = [
-            msgspec.structs.replace(proven, date=date(2023, 1, 1) + timedelta(days=i), equity_diff=Decimal(i))
-            for i in range(60)
+            msgspec.structs.replace(proven, date=date(2020, 1, 1) + timedelta(days=i), equity_diff=Decimal(i))
+            for i in range(COPY_MIN_ROWS)
         ]
         harness.inject(topic_equity("demo"), EquityComputed(account="demo", daily=(proven, *many)))
         await harness.settle()
@@ -269,4 +270,4 @@ async def test_state_stores_the_daily_proof_columns_and_null_returns(migrated_ds
         await harness.close()
 
     assert stored == [(Decimal("100099.99"), Decimal("0.01"), None, None, None)]
-    assert count == [(61,)]
+    assert count == [(COPY_MIN_ROWS + 1,)]
