@@ -150,6 +150,7 @@ class AccountSettings(msgspec.Struct, frozen=True, kw_only=True):
     secret_key: Secret
     base_url: str
     enable_trade_stream: bool = True
+    equity_init_cash: str | None = None  # EQUITY_INIT_CASH_<NAME>: opening balance override (Decimal text)
 
     @property
     def stream_url(self) -> str:
@@ -437,9 +438,19 @@ def _load_accounts(
                 secret_key=Secret(secret_key),
                 base_url=base_url.rstrip("/"),
                 enable_trade_stream=enable_stream,
+                equity_init_cash=_cash_text(pick("EQUITY_INIT_CASH", "equity_init_cash"), f"EQUITY_INIT_CASH_{suffix}"),
             )
         )
     return tuple(accounts), tuple(disabled)
+
+
+def _cash_text(text: str, what: str) -> str | None:
+    """Return a per-account opening balance (a non-negative decimal) or None when unset."""
+    if not text:
+        return None
+    if not re.fullmatch(r"\d{1,12}(\.\d{1,2})?", text):
+        raise ConfigError(f"{what}: expected a non-negative amount such as 100000 or 2500.50, found {text!r}")
+    return text
 
 
 def _check_names(settings: Settings) -> None:

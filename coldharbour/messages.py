@@ -15,6 +15,7 @@ finiteness in ``__post_init__``, so a NaN/inf frame is a ``ValidationError`` at 
 from __future__ import annotations
 
 import math
+from datetime import date
 from decimal import Decimal
 from typing import Final
 
@@ -288,6 +289,10 @@ class ScheduleComputed(Msg, Checked, frozen=True, tag="schedule.rows"):
 
     sessions: tuple[Session, ...]
     prune_before_ns: int | None = None
+    # The calendar range this refresh covers (NY dates, inclusive): stored rows inside it that
+    # are not in ``sessions`` (a closure declared later) are deleted. None: upsert only.
+    replace_from: date | None = None
+    replace_to: date | None = None
 
 
 class SessionPhaseChanged(Msg, frozen=True, tag="session.phase"):

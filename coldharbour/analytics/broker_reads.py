@@ -1,11 +1,13 @@
-"""The three broker reads the analytics workers need: account activities, calendar, daily bars.
+"""The broker reads the analytics workers need: activities, calendar, daily bars, daily equity.
 
 A thin adapter over ``coldharbour.broker.rest.BrokerRest`` (its deadline per call, retries
 with jittered backoff on 429/5xx, one ``BrokerError`` naming the call, credentials never in a
 message), adding the routes it has no helper for: every activity type paged with
 ``page_token`` = the last id (alpaca-py has no activities call), the calendar (NY wall-clock
 ``HH:MM``), and raw daily bars from the data API (``data.alpaca.markets`` for Alpaca hosts,
-the same origin for the fake broker, which serves ``/v2/stocks/bars`` too).
+the same origin for the fake broker, which serves ``/v2/stocks/bars`` too), and the broker's
+own daily equity from ``GET /v2/account/portfolio/history`` (``timeframe=1D``): the equity
+anchor and the daily proof (SPEC §8).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Final
 from urllib.parse import urlsplit
@@ -122,6 +124,44 @@ class BrokerReads:
                 return closes
             params["page_token"] = str(token)
         raise BrokerError(f"GET /v2/stocks/bars account={self.account}: more than {MAX_PAGES} pages")
+
+    async def daily_equity(self, start: date, end: date) -> dict[date, Decimal]:
+        """Return the broker's end-of-day equity ``{session date: equity}`` from ``start`` to ``end``."""
+        trading, _ = self._clients()
+        params = {
+            "timeframe": "1D",
+            "start": datetime.combine(start, time(0), tzinfo=NEW_YORK).isoformat(),
+            "end": datetime.combine(end + timedelta(days=1), time(0), tzinfo=NEW_YORK).isoformat(),
+        }
+        body = await trading.get("/account/portfolio/history", params)
+        if not isinstance(body, dict):
+            raise BrokerError(f"GET /v2/account/portfolio/history account={self.account}: expected an object")
+        points = parse_daily_equity(body)
+        return {day: value for day, value in points.items() if start <= day <= end}
+
+
+def parse_daily_equity(body: dict[str, object]) -> dict[date, Decimal]:
+    """Return ``{date: equity}`` from a 1D portfolio-history object; null or bad points are skipped.
+
+    A daily stamp is New York midnight of the session (the fake, and Alpaca's documented 1D
+    points) or UTC midnight of it (some Alpaca answers): its UTC date is the session date either
+    way.
+    """
+    stamps = body.get("timestamp")
+    values = body.get("equity")
+    if not isinstance(stamps, list) or not isinstance(values, list) or len(stamps) != len(values):
+        raise BrokerError("GET /v2/account/portfolio/history: expected equal 'timestamp' and 'equity' lists")
+    result: dict[date, Decimal] = {}
+    for stamp, value in zip(stamps, values, strict=True):
+        if value is None or isinstance(value, bool) or not isinstance(stamp, int | float):
+            continue
+        try:
+            equity = Decimal(str(value))
+        except (InvalidOperation, ValueError):
+            continue
+        if equity.is_finite():
+            result[datetime.fromtimestamp(stamp, UTC).date()] = equity.quantize(Decimal("0.01"))
+    return result
 
 
 def _merge_bars(bars: object, closes: dict[date, dict[str, Decimal]]) -> None:

@@ -7,8 +7,15 @@ Session dates come from the broker calendar (D58), fetched at a rebuild or when 
 range no longer covers today. Daily closes: the last regular-hours bar of each session in our
 ``price_bars_1min``; for the newest session ``latest_prices`` when it was marked during it;
 else one request to the broker's daily-bars API for every missing (symbol, date) at once.
-An ``EQUITY_INIT_CASH`` opening starts the replay from that balance (D11); without it the
-curve starts at 0 and the first deposit is its base.
+The opening balance (D11, SPEC §8 "Equity anchor") is the broker's own end-of-day equity
+(``GET /v2/account/portfolio/history``, 1D) on the session before the first mirrored activity;
+``EQUITY_INIT_CASH_<NAME>`` (else ``EQUITY_INIT_CASH``) overrides it. When the broker has no
+point for that day the curve starts at 0 and the first deposit is its base (logged).
+
+Daily proof (SPEC §8): every row built or extended is compared with the broker's end-of-day
+equity before it is published (``broker_equity``, ``equity_diff``); a difference beyond one cent
+plus the day's unexplained flows is logged and counted (``equity_mismatches``, once per day).
+A rebuild proves the whole history (the backfill) and logs how many days match.
 
 Intraday curve: ``intraday.IntradayState`` while a session (pre-open to post-close) runs.
 """
@@ -22,6 +29,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Final, Protocol
 
+import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from coldharbour.analytics.intraday import IntradayState, ny_midnight
@@ -33,14 +41,18 @@ from coldharbour.db.names import AccountNames, SharedNames
 from coldharbour.domain.cashflows import CashFlow, Execution
 from coldharbour.domain.equity import (
     DailyCurve,
+    DailyRow,
     DayInputs,
     Opening,
     bucket_by_session,
     build_daily_curve,
     extend_daily_curve,
+    prove_rows,
     start_curve,
+    unexplained_flows,
 )
 from coldharbour.domain.schedule import CalendarDay, Session, build_sessions, ny_date, session_for, to_calendar_day
+from coldharbour.errors import BrokerError
 from coldharbour.messages import EquityComputed, topic_equity
 
 log = logging.getLogger(__name__)
@@ -53,6 +65,10 @@ class DailyBarsSource(CalendarSource, Protocol):
 
     async def daily_closes(self, symbols: Sequence[str], start: date, end: date) -> dict[date, dict[str, Decimal]]:
         """Return ``{NY date: {symbol: close}}`` between two dates."""
+        ...
+
+    async def daily_equity(self, start: date, end: date) -> dict[date, Decimal]:
+        """Return the broker's end-of-day equity ``{session date: equity}`` between two dates."""
         ...
 
 
@@ -85,6 +101,7 @@ class EquityJob:
         self.sessions: list[Session] = []
         settle = timedelta(seconds=settings.flush_interval_s) + timedelta(minutes=2)
         self.intraday = IntradayState(names, shared, settle)
+        self.mismatched: set[date] = set()
 
     async def run_once(self, now: datetime) -> None:
         """Rebuild or extend the daily curve, then compute the intraday curve when in session."""
@@ -118,11 +135,29 @@ class EquityJob:
         )
         self._counters["rejects_calendar"] += len(rows) - len(days) + len(rejected)
 
-    def _opening(self, first: date) -> Opening | None:
+    def _override(self) -> Decimal | None:
+        """Return ``EQUITY_INIT_CASH_<NAME>``, else ``EQUITY_INIT_CASH``, else None."""
+        accounts = [a for a in self._settings.accounts if a.slug == self.names.slug]
+        own = accounts[0].equity_init_cash if accounts else None
+        if own is not None:
+            return Decimal(own)
         cash = self._settings.equity_init_cash
-        if cash is None:
+        return None if cash is None else Decimal(repr(cash))
+
+    async def _opening(self, first: date) -> Opening | None:
+        """Return the opening at the close of the session before ``first`` (SPEC §8)."""
+        before = [s.session_date for s in self.sessions if s.session_date < first]
+        as_of = before[-1] if before else first - timedelta(days=1)
+        override = self._override()
+        if override is not None:
+            return Opening(as_of=as_of, cash=override)
+        equity = (await self._broker.daily_equity(as_of - CALENDAR_AHEAD, as_of)).get(as_of)
+        self._counters["broker_history_requests"] += 1
+        if equity is None:
+            log.warning("no broker equity before the first activity account=%s date=%s", self.names.slug, as_of)
             return None
-        return Opening(as_of=first - timedelta(days=1), cash=Decimal(repr(cash)))
+        log.info("equity anchored on the broker account=%s date=%s equity=%s", self.names.slug, as_of, equity)
+        return Opening(as_of=as_of, cash=equity)
 
     async def _rebuild(self, conn: queries.Conn, now: datetime, *, refetch: bool) -> None:
         self.rebuild_requested = False
@@ -132,12 +167,13 @@ class EquityJob:
             return  # a new account: nothing to replay yet, and nothing to loop on (D68)
         first = ny_date(first_time)
         await self._ensure_sessions(first, now, refetch=refetch)
-        opening = self._opening(first)
+        opening = await self._opening(first)
         flows = await queries.cash_flows_between(conn, self.names, None)
         executions, rejected = await queries.executions_between(conn, self.names, None)
         self._count_rejects(len(rejected))
         days = await self._days(conn, now, flows, executions, after=None if opening is None else opening.as_of)
-        self.curve = build_daily_curve(days, opening)
+        curve = build_daily_curve(days, opening)
+        self.curve = msgspec.structs.replace(curve, rows=await self._prove(curve.rows, days, backfill=True))
         self._counters["daily_rebuilds"] += 1
         if self.curve.rows:
             message = EquityComputed(account=self.names.slug, daily=self.curve.rows, is_rebuild=True)
@@ -159,10 +195,46 @@ class EquityJob:
         if not days:
             return
         before = len(self.curve.rows)
-        self.curve = extend_daily_curve(self.curve, days)
-        new_rows = self.curve.rows[before:]
+        curve = extend_daily_curve(self.curve, days)
+        new_rows = await self._prove(curve.rows[before:], days, backfill=False)
+        self.curve = msgspec.structs.replace(curve, rows=(*curve.rows[:before], *new_rows))
         self._publisher.publish(topic_equity(self.names.slug), EquityComputed(account=self.names.slug, daily=new_rows))
         log.info("daily curve extended account=%s rows=%d", self.names.slug, len(new_rows))
+
+    async def _prove(
+        self, rows: Sequence[DailyRow], days: Sequence[DayInputs], *, backfill: bool
+    ) -> tuple[DailyRow, ...]:
+        """Return ``rows`` compared with the broker's portfolio history; log and count differences."""
+        if not rows:
+            return tuple(rows)
+        slug = self.names.slug
+        try:
+            broker = await self._broker.daily_equity(rows[0].date, rows[-1].date)
+        except BrokerError as e:
+            self._counters["equity_proof_errors"] += 1
+            log.warning("equity proof skipped account=%s: %s", slug, e)
+            return tuple(rows)
+        self._counters["broker_history_requests"] += 1
+        proven, proofs = prove_rows(rows, broker, unexplained_flows(days))
+        for proof in proofs:
+            if not proof.mismatched:
+                self.mismatched.discard(proof.date)
+                continue
+            log.warning(
+                "daily equity differs from the broker account=%s date=%s ours=%s broker=%s diff=%s tolerance=%s",
+                slug, proof.date, proof.deposit, proof.broker_equity, proof.equity_diff, proof.tolerance,
+            )  # fmt: skip
+            if proof.date not in self.mismatched:
+                self.mismatched.add(proof.date)
+                self._counters["equity_mismatches"] += 1
+        if backfill:
+            compared = [p for p in proofs if p.equity_diff is not None]
+            log.info(
+                "equity proof account=%s days=%d match=%d differ=%d no_broker_point=%d",
+                slug, len(proofs), sum(not p.mismatched for p in compared),
+                sum(p.mismatched for p in compared), len(proofs) - len(compared),
+            )  # fmt: skip
+        return proven
 
     def _count_rejects(self, count: int) -> None:
         if count:

@@ -2,7 +2,7 @@
 
 Inputs per run: the anchor (previous session's close from the daily curve: ``E0``, ``R0``,
 closes ``P0`` — computed once per session, never fetched per symbol per minute: D47), the open
-lots and the slices closed today, today's cash flows, and 1-minute bars from
+lots and the slices closed today, today's fills, today's cash flows, and 1-minute bars from
 ``price_bars_1min``. Bars are cached per session and only the recent minutes are re-read each
 run (``state`` may still rewrite the last bars until its next flush). Points are published
 for the recent minutes only once the stored curve starts at the session's first point; until
@@ -48,14 +48,17 @@ def ny_midnight(day: date) -> datetime:
 def anchor_for(curve: DailyCurve | None, session_date: date) -> Anchor | None:
     """Return the previous session's close for ``session_date`` from the daily curve.
 
-    When the curve already holds ``session_date`` (rebuilt after the close), the row before it
-    gives ``E0``/``R0`` and the closes are unknown (lots carried in are then measured from
-    their first bar today).
+    When the curve already holds ``session_date`` as its last row (rebuilt after the close), the
+    book before that row is the anchor. Otherwise the row before gives ``E0``/``R0`` and the
+    closes are unknown (lots carried in are then measured from their first bar today).
     """
-    if curve is None or not curve.rows:
+    if curve is None:
         return None
-    if curve.rows[-1].date < session_date:
-        return anchor_from_curve(curve)
+    last = curve.book.last_date
+    if last is not None and last < session_date:
+        return anchor_from_curve(curve)  # the last row, or the broker's opening balance
+    if last == session_date and curve.prior is not None:
+        return anchor_from_curve(curve, before_last_row=True)
     earlier = [row for row in curve.rows if row.date < session_date]
     if not earlier:
         return None
@@ -116,9 +119,23 @@ class IntradayState:
             session.session_date if self.anchor is None else self.anchor.session_date + timedelta(days=1)
         )
         flows = await queries.cash_flows_between(conn, self.names, flows_from)
-        await self._read_bars(conn, session, {lot.symbol for lot in lots}, now)
+        # Today's fills: with the anchor's holdings they measure each share from its own fill
+        # price (a lot filled across two sessions included), as the daily replay does.
+        executions, _ = await queries.executions_between(conn, self.names, flows_from)
+        symbols = {lot.symbol for lot in lots} | {e.symbol for e in executions}
+        if self.anchor is not None and self.anchor.positions:
+            symbols |= set(self.anchor.positions)
+        await self._read_bars(conn, session, symbols, now)
         bars = {symbol: sorted(series.values(), key=lambda b: b.ts) for symbol, series in self._bars.items()}
-        points = compute_intraday(session=session, until=now, anchor=self.anchor, lots=lots, flows=flows, bars=bars)
+        points = compute_intraday(
+            session=session,
+            until=now,
+            anchor=self.anchor,
+            lots=lots,
+            flows=flows,
+            bars=bars,
+            executions=executions,
+        )
         if self.published and points and await self._stored_from(conn, session) == points[0].ts:
             recent = now - self._settle
             points = [point for point in points if point.ts >= recent]

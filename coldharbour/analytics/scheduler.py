@@ -11,6 +11,15 @@ session-scoped programs (``runtime.SESSION_PROGRAMS``) are started when a sessio
 stopped when it ends, through supervisord, unless ``DISABLE_SESSION_SLEEP`` keeps them on. A
 session start also asks every account for a resync and a ledger check (the phase message
 itself makes ``cashflows`` pull and ``equity`` rebuild).
+
+Calendar horizon (issue 13): when the broker's calendar ends more than ``CALENDAR_GAP_DAYS``
+before today + ``SCHEDULE_FORWARD_DAYS`` it is logged and counted (``schedule_short``, shown by
+``chmgr status``; ``chmgr doctor`` reads the stored schedule). Past the last known session the
+scheduler fails open: the session programs are kept running (``schedule_exhausted``) rather than
+stopped until a schedule that never comes. A refresh sends the range it covers
+(``replace_from``/``replace_to``) so ``state`` can drop a stored session the broker no longer
+lists (a closure declared after the schedule was stored); a refresh with rejected rows sends no
+range (it would drop the rejected days).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from coldharbour.config import Settings
 from coldharbour.db import queries
 from coldharbour.db.names import shared_names
 from coldharbour.domain.schedule import (
+    CALENDAR_GAP_DAYS,
     NEW_YORK,
     CalendarRejection,
     Phase,
@@ -178,6 +188,10 @@ class Scheduler:
         if self._control is None:
             return
         wanted = self._settings.disable_session_sleep or self.phase not in (None, Phase.CLOSED)
+        if not wanted and self.beyond_schedule(self._clock.now()):
+            wanted = True  # fail open: no known session ahead is not a reason to sleep
+            self._counters["schedule_exhausted"] += 1
+            log.warning("no session known after now: keeping the session programs running (fail open)")
         control = self._control
         try:
             states = await asyncio.to_thread(control.states)
@@ -193,6 +207,10 @@ class Scheduler:
             self._counters["supervisor_failures"] += 1
             log.warning("supervisord request failed, retrying in %.0fs: %s", RETRY_FIRST_S, e)
             self._control_due = self._clock.now() + timedelta(seconds=RETRY_FIRST_S)
+
+    def beyond_schedule(self, now: datetime) -> bool:
+        """True when no known session is in progress or ahead of ``now`` (the schedule ran out)."""
+        return not self.sessions or now >= self.sessions[-1].post_close_utc
 
     async def _refresh(self) -> None:
         """Fetch the calendar, publish the schedule; on failure keep the old one and retry."""
@@ -212,14 +230,16 @@ class Scheduler:
             return
         self._refresh_retry_s = RETRY_FIRST_S
         self._refresh_due = now + timedelta(seconds=self._settings.market_refresh_sec)
-        self._accept(rows, today)
+        self._accept(rows, today, end)
 
-    def _accept(self, rows: list[dict[str, object]], today: date) -> None:
+    def _accept(self, rows: list[dict[str, object]], today: date, end: date) -> None:
         days = []
+        clean = True
         for row in rows:
             day = to_calendar_day(row)
             if isinstance(day, CalendarRejection):
                 self._reject(day)
+                clean = False
             else:
                 days.append(day)
         sessions, rejected = build_sessions(
@@ -229,13 +249,33 @@ class Scheduler:
         )
         for rejection in rejected:
             self._reject(rejection)
+        clean = clean and not rejected and bool(sessions)
         self.sessions = sessions
         cutoff = prune_cutoff(today, self._settings.schedule_retention_days)
         prune_before = datetime.combine(cutoff, time(0), tzinfo=NEW_YORK)
-        self._publisher.publish(
-            TOPIC_SCHEDULE, ScheduleComputed(sessions=tuple(sessions), prune_before_ns=from_datetime(prune_before))
+        message = ScheduleComputed(
+            sessions=tuple(sessions),
+            prune_before_ns=from_datetime(prune_before),
+            replace_from=today - LOOKBACK if clean else None,
+            replace_to=end if clean else None,
         )
+        self._publisher.publish(TOPIC_SCHEDULE, message)
         log.info("schedule refreshed sessions=%d prune_before=%s", len(sessions), cutoff)
+        self._check_horizon(today, end)
+        self._control_due = self._clock.now()  # the programs follow a schedule that changed
+
+    def _check_horizon(self, today: date, end: date) -> None:
+        """Warn when the broker's calendar stops short of today + ``SCHEDULE_FORWARD_DAYS``."""
+        last = self.sessions[-1].session_date if self.sessions else None
+        if last is not None and (end - last).days <= CALENDAR_GAP_DAYS:
+            return
+        self._counters["schedule_short"] += 1
+        ahead = "no session" if last is None else f"{(last - today).days} days ({last})"
+        log.warning(
+            "broker calendar covers %s ahead, fewer than SCHEDULE_FORWARD_DAYS=%d: "
+            "session programs keep running past its end",
+            ahead, self._settings.schedule_forward_days,
+        )  # fmt: skip
 
     def _reject(self, rejection: CalendarRejection) -> None:
         self._counters["rejects_calendar"] += 1

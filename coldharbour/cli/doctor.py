@@ -16,12 +16,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final, Literal, NamedTuple
 
+import psycopg
 import typer
 import websockets
 import zmq
+from psycopg import sql
 from websockets.sync.client import connect
 
 from coldharbour import runtime
@@ -29,6 +32,8 @@ from coldharbour.cli.status import HEARTBEAT_LISTEN_S, collect_heartbeats, descr
 from coldharbour.config import AccountSettings, Settings, env_suffix, is_project_run_dir
 from coldharbour.db import schema
 from coldharbour.db.connect import connect_sync
+from coldharbour.db.names import account_names, shared_names
+from coldharbour.domain.schedule import CALENDAR_GAP_DAYS, ny_date
 from coldharbour.errors import DatabaseError
 from coldharbour.supervisor import UNIX_SOCKET_PATH_MAX, SupervisorClient, socket_path
 
@@ -68,6 +73,52 @@ def check_database(settings: Settings) -> Iterator[Check]:
         yield Check("FAIL", f"schema behind: {', '.join(behind)}: run `chmgr db init`")
     else:
         yield Check("OK", f"schema current ({', '.join(f'{s} v{v}' for s, v in latest.items())})")
+
+
+def check_equity_proof(settings: Settings) -> Iterator[Check]:
+    """Per account: daily equity rows that differ from the broker's portfolio history (issue 13)."""
+    try:
+        with connect_sync(settings.dsn, "chmgr-doctor", read_only=True) as conn:
+            for account in settings.accounts:
+                query = sql.SQL(
+                    "SELECT count(broker_equity), count(*) FILTER (WHERE abs(equity_diff) > 0.01), "
+                    "(SELECT date || ' by ' || equity_diff FROM {t} ORDER BY abs(equity_diff) DESC NULLS LAST LIMIT 1) "
+                    "FROM {t}"
+                ).format(t=account_names(settings, account.slug).equity_full.ident)
+                compared, differ, worst = conn.execute(query).fetchone() or (0, 0, None)
+                if differ:
+                    yield Check(
+                        "WARN",
+                        f"account {account.name}: daily equity differs from the broker's portfolio history on "
+                        f"{differ} of {compared} days (largest {worst}): see the equity log (flows it could not "
+                        "explain widen a day's tolerance)",
+                    )
+                elif compared:
+                    yield Check("OK", f"account {account.name}: daily equity matches the broker on all {compared} days")
+    except (DatabaseError, psycopg.Error):
+        return  # the database check above says what is wrong
+
+
+def check_schedule_horizon(settings: Settings, today: date) -> Iterator[Check]:
+    """Warn when the stored market schedule ends short of today + ``SCHEDULE_FORWARD_DAYS``."""
+    wanted = today + timedelta(days=settings.schedule_forward_days)
+    try:
+        with connect_sync(settings.dsn, "chmgr-doctor", read_only=True) as conn:
+            query = sql.SQL("SELECT max(session_date) FROM {t}").format(t=shared_names(settings).market_schedule.ident)
+            row = conn.execute(query).fetchone()
+    except (DatabaseError, psycopg.Error):
+        return  # the database check above says what is wrong
+    last = row[0] if row else None
+    if last is None:
+        yield Check("WARN", "market schedule is empty: is the scheduler running? (session programs fail open)")
+    elif (wanted - last).days > CALENDAR_GAP_DAYS:
+        yield Check(
+            "WARN",
+            f"market schedule ends on {last}, {(last - today).days} days ahead, short of SCHEDULE_FORWARD_DAYS="
+            f"{settings.schedule_forward_days}: the broker calendar ends there; session programs keep running past it",
+        )
+    else:
+        yield Check("OK", f"market schedule covers through {last}")
 
 
 def check_account(account: AccountSettings) -> Check:
@@ -209,6 +260,8 @@ def _writable(directory: Path) -> bool:
 def run_checks(settings: Settings) -> Iterator[Check]:
     """Yield every check's outcome, in the order an operator would fix them."""
     yield from check_database(settings)
+    yield from check_equity_proof(settings)
+    yield from check_schedule_horizon(settings, ny_date(datetime.now(UTC)))
     for account in settings.accounts:
         yield check_account(account)
     for name, reason in settings.disabled_accounts:

@@ -51,6 +51,9 @@ KEY_COUNTERS: Final = (
     ("seq_gaps", "gaps"),
     ("reconnects", "reconnects"),
     ("commit_failures", "commit failures"),
+    ("schedule_short", "schedule short"),
+    ("schedule_exhausted", "schedule exhausted"),
+    ("equity_mismatches", "equity mismatches"),
 )
 
 

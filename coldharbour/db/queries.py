@@ -230,7 +230,7 @@ async def daily_summaries_changed(conn: Conn, names: AccountNames, cursor: datet
     where, params = _changed_where(cursor)
     query = sql.SQL(
         "SELECT date, cumulative_return, drawdown, sharpe_10, sharpe_21, sharpe_63, sharpe_126, sharpe_252, "
-        "updated_at FROM {t} WHERE {w} ORDER BY updated_at"
+        "updated_at, daily_return, deposit, market_value FROM {t} WHERE {w} ORDER BY updated_at"
     ).format(t=names.equity_full.ident, w=where)
     rows = await _fetch(conn, query, params)
     summaries = [
@@ -239,9 +239,12 @@ async def daily_summaries_changed(conn: Conn, names: AccountNames, cursor: datet
             cumulative_return=row[1],
             drawdown=row[2],
             sharpe=dict(zip(SHARPE_WINDOWS, row[3:8], strict=True)),
+            daily_return=row[9],
+            deposit=row[10],
+            market_value=row[11],
         )
         for row in rows
-        if row[1] is not None and row[2] is not None
+        if row[10] is not None  # returns are null after equity ≤ 0 (issue 13); the row still counts
     ]
     return Changes(rows=summaries, cursor=_newest(cursor, [row[8] for row in rows]), skipped=len(rows) - len(summaries))
 

@@ -75,8 +75,9 @@ DAILY_COLUMNS: Final = (
     "date", "deposit", "cash_balance", "market_value", "daily_return", "cumulative_return",
     "drawdown", "net_flows", "sharpe_10", "sharpe_21", "sharpe_63", "sharpe_126", "sharpe_252",
     "smart_sharpe_10", "smart_sharpe_21", "smart_sharpe_63", "smart_sharpe_126", "smart_sharpe_252",
+    "broker_equity", "equity_diff",
 )  # fmt: skip
-DAILY_TYPES: Final = ("date", *["numeric"] * 7, *["float8"] * 10)
+DAILY_TYPES: Final = ("date", *["numeric"] * 7, *["float8"] * 10, "numeric", "numeric")
 INTRADAY_COLUMNS: Final = ("ts", "deposit", "cumulative_return", "drawdown", "realised_return")
 INTRADAY_TYPES: Final = ("timestamptz", "numeric", "numeric", "numeric", "numeric")
 SESSION_COLUMNS: Final = ("session_date", "pre_open_utc", "open_utc", "close_utc", "post_close_utc")
@@ -337,6 +338,7 @@ def daily_values(row: DailyRow) -> tuple[object, ...]:
     return (
         row.date, row.deposit, row.cash_balance, row.market_value, row.daily_return,
         row.cumulative_return, row.drawdown, row.net_flows, *sharpe.values(), *smart,
+        row.broker_equity, row.equity_diff,
     )  # fmt: skip
 
 

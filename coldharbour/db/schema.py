@@ -128,7 +128,7 @@ def _closed_ddl(names: AccountNames, s: sql.Identifier) -> sql.Composed:
             entry_price {s}.finite_numeric,
             exit_time timestamptz,
             exit_price {s}.finite_numeric,
-            exit_type text NOT NULL CHECK (exit_type IN ('TP', 'SL', 'MANUAL', 'CORPORATE')),
+            exit_type text NOT NULL CHECK (exit_type IN ('TP', 'SL', 'MANUAL')),
             pnl_cash {s}.finite_numeric,
             pnl_cash_fifo {s}.finite_numeric,
             diff_pnl {s}.finite_numeric,
@@ -252,8 +252,7 @@ def _account_v1(names: AccountNames, schema: str) -> list[sql.Composed]:
                 ts timestamptz NOT NULL,
                 amount {s}.finite_numeric,
                 type text NOT NULL,
-                category text NOT NULL CHECK (category IN ('trade', 'income', 'interest', 'fee', 'tax',
-                    'external', 'corporate', 'other', 'unclassified')),
+                category text NOT NULL CHECK (category IN ('trade', 'income', 'fee', 'external')),
                 description text,
                 updated_at timestamptz NOT NULL DEFAULT now())""",
             t=names.cash_flows.ident, s=s,
@@ -273,8 +272,51 @@ def _account_v1(names: AccountNames, schema: str) -> list[sql.Composed]:
 SHARED_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "market schedule, latest prices, 1-minute bars", _shared_v1),
 )
+def _account_equity_proof(names: AccountNames, schema: str) -> list[sql.Composed]:
+    """The daily proof against the broker's portfolio history (issue 13, SPEC §8)."""
+    s = sql.Identifier(schema)
+    return [
+        _q(
+            "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS broker_equity {s}.finite_numeric, "
+            "ADD COLUMN IF NOT EXISTS equity_diff {s}.finite_numeric",
+            t=names.equity_full.ident, s=s,
+        ),
+    ]  # fmt: skip
+
+
+def _replace_check(table: Table, column: str, allowed: tuple[str, ...]) -> list[sql.Composed]:
+    """Drop every CHECK constraint on ``column`` of ``table`` and add one allowing ``allowed``."""
+    drop = _q(
+        """DO $$ DECLARE c record; BEGIN
+             FOR c IN SELECT conname FROM pg_constraint
+                      WHERE conrelid = (quote_ident({schema}) || '.' || quote_ident({table}))::regclass
+                        AND contype = 'c' AND pg_get_constraintdef(oid) LIKE {pattern}
+             LOOP EXECUTE format('ALTER TABLE %s.%s DROP CONSTRAINT %I',
+                                 quote_ident({schema}), quote_ident({table}), c.conname);
+             END LOOP; END $$""",
+        schema=sql.Literal(table.schema), table=sql.Literal(table.name), pattern=sql.Literal(f"%({column} %"),
+    )
+    add = _q(
+        "ALTER TABLE {t} ADD CONSTRAINT {c} CHECK ({col} IN ({allowed}))",
+        t=table.ident, c=sql.Identifier(f"{column}_allowed"), col=sql.Identifier(column),
+        allowed=sql.SQL(", ").join(map(sql.Literal, allowed)),
+    )
+    return [drop, add]
+
+
+def _account_real_events(names: AccountNames, schema: str) -> list[sql.Composed]:
+    """SPEC §8: every activity category, and ``CORPORATE`` exits (cash mergers, cash in lieu)."""
+    return [
+        *_replace_check(names.closed, "exit_type", ("TP", "SL", "MANUAL", "CORPORATE")),
+        *_replace_check(names.cash_flows, "category", ("trade", "income", "interest", "fee", "tax", "external",
+                                                       "corporate", "other", "unclassified")),
+    ]
+
+
 ACCOUNT_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "positions, closed, equity, cash flows, metrics, raw orders/activities", _account_v1),
+    Migration(2, "daily equity: broker_equity, equity_diff", _account_equity_proof),
+    Migration(3, "real broker events: activity categories, CORPORATE exits", _account_real_events),
 )
 
 

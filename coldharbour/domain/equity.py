@@ -11,8 +11,16 @@ Then, with ``prev`` the previous deposit and ``F`` the day's net flows:
     drawdown          = index / max(1, running max of index) − 1, index = 1 + cumulative_return
 
 Flows count at the start of the day, so a deposit is never a gain and a withdrawal never a loss,
-neither in the return nor in the drawdown (D10). An ``Opening`` (from ``EQUITY_INIT_CASH`` or
-the broker's account history) starts the replay from a known balance instead of 0 (D11).
+neither in the return nor in the drawdown (D10). Only ``external`` flows are flows; every other
+non-trade category (income, interest, fee, tax, corporate, other, unclassified: SPEC §8) is
+profit or loss. An ``Opening`` (the broker's own equity before the first replayed session, or
+``EQUITY_INIT_CASH``) starts the replay from a known balance instead of 0 (D11).
+
+Equity ≤ 0 after a day that started with capital has no meaningful return: that row and every later
+one carry ``daily_return``/``cumulative_return``/``drawdown``/Sharpe None, never an inverted
+compounding. A split (``DayInputs.splits``, ratio r = new shares per old, effective at the start
+of the session) multiplies the held quantity by r and divides the previous close by r, so the
+action's day has no artificial return (SPEC §8).
 Activities are bucketed by NY calendar date (D13); weekends and holidays roll forward to the
 next session. ``sharpe_W``/``smart_sharpe_W`` follow ``metrics.rolling_sharpe``.
 
@@ -62,6 +70,7 @@ class DayInputs(msgspec.Struct, frozen=True, kw_only=True):
     flows: tuple[CashFlow, ...] = ()
     executions: tuple[Execution, ...] = ()
     closes: dict[str, Decimal] = msgspec.field(default_factory=dict)
+    splits: dict[str, Decimal] = msgspec.field(default_factory=dict)
 
 
 class DailyRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,9 +81,9 @@ class DailyRow(msgspec.Struct, frozen=True, kw_only=True):
     cash_balance: Decimal
     market_value: Decimal
     net_flows: Decimal
-    daily_return: Decimal
-    cumulative_return: Decimal
-    drawdown: Decimal
+    daily_return: Decimal | None
+    cumulative_return: Decimal | None
+    drawdown: Decimal | None
     sharpe_10: float | None = None
     sharpe_21: float | None = None
     sharpe_63: float | None = None
@@ -85,6 +94,8 @@ class DailyRow(msgspec.Struct, frozen=True, kw_only=True):
     smart_sharpe_63: float | None = None
     smart_sharpe_126: float | None = None
     smart_sharpe_252: float | None = None
+    broker_equity: Decimal | None = None
+    equity_diff: Decimal | None = None
 
     def sharpe_by_window(self) -> dict[int, float | None]:
         """Return ``{W: sharpe_W}``."""
@@ -98,22 +109,30 @@ class DailyRow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Book(msgspec.Struct, frozen=True, kw_only=True):
-    """Replay state after the last row: cash, positions, last prices, the return index peak."""
+    """Replay state after the last row: cash, positions, last prices, the return index peak.
+
+    ``cumulative_return`` is None once equity has been ≤ 0 (no later return is meaningful).
+    """
 
     last_date: date | None
     cash: Decimal
     positions: dict[str, Decimal]
     last_price: dict[str, Decimal]
     deposit: Decimal
-    cumulative_return: Decimal
+    cumulative_return: Decimal | None
     peak_index: Decimal
 
 
 class DailyCurve(msgspec.Struct, frozen=True, kw_only=True):
-    """Daily rows so far and the book to continue from."""
+    """Daily rows so far and the book to continue from.
+
+    ``prior``: the book before the last row (its session's anchor: holdings and closes at the
+    previous close), None when unknown (a curve resumed from stored rows).
+    """
 
     rows: tuple[DailyRow, ...]
     book: Book
+    prior: Book | None = None
 
 
 def daily_summary(row: DailyRow) -> DailySummary:
@@ -123,6 +142,9 @@ def daily_summary(row: DailyRow) -> DailySummary:
         cumulative_return=row.cumulative_return,
         drawdown=row.drawdown,
         sharpe=row.sharpe_by_window(),
+        daily_return=row.daily_return,
+        deposit=row.deposit,
+        market_value=row.market_value,
     )
 
 
@@ -169,7 +191,7 @@ def resume_curve(
     if not rows:
         raise ValueError("rows: expected at least one stored row to resume from")
     last = rows[-1]
-    peak = max([ONE, *(ONE + row.cumulative_return for row in rows)])
+    peak = max([ONE, *(ONE + row.cumulative_return for row in rows if row.cumulative_return is not None)])
     book = Book(
         last_date=last.date,
         cash=last.cash_balance,
@@ -187,6 +209,13 @@ def _apply_day(book: Book, day: DayInputs) -> tuple[Decimal, dict[str, Decimal],
     cash = book.cash
     positions = dict(book.positions)
     prices = dict(book.last_price)
+    for symbol, ratio in day.splits.items():
+        if ratio <= 0:
+            raise ValueError(f"splits: ratio for {symbol} must be positive, found {ratio}")
+        if symbol in positions:
+            positions[symbol] *= ratio
+        if symbol in prices:
+            prices[symbol] /= ratio
     for execution in sorted(day.executions, key=lambda e: (e.ts, e.id)):
         held = positions.get(execution.symbol, ZERO) + execution.qty
         if held == 0:
@@ -211,15 +240,26 @@ def _next_row(book: Book, day: DayInputs, history: list[Decimal]) -> tuple[Daily
     market_value = _market_value(positions, prices)
     deposit = cash + market_value
     base = book.deposit + net_flows
-    daily_return = (deposit - base) / base if base > 0 else ZERO
-    # The index is carried as the stored cumulative return (1 + R), rounded exactly as the
-    # table holds it, so a curve resumed from stored rows continues identically.
-    cumulative_return = (ONE + book.cumulative_return) * (ONE + daily_return) - ONE
-    index = ONE + cumulative_return
-    peak = max(book.peak_index, index)
-    history.append(daily_return)
-    del history[:-_RETURN_HISTORY]
-    ratio = {window: rolling_sharpe(history, window) for window in SHARPE_WINDOWS}
+    daily_return: Decimal | None
+    cumulative_return: Decimal | None
+    drawdown: Decimal | None
+    peak = book.peak_index
+    # Ruined: the day started with capital and ended with none (a loss of 100 % or more).
+    ruined = book.cumulative_return is None or (deposit <= 0 < base)
+    if ruined or book.cumulative_return is None:
+        daily_return = cumulative_return = drawdown = None  # equity ≤ 0: no return from here on
+        ratio: dict[int, tuple[float | None, float | None]] = {w: (None, None) for w in SHARPE_WINDOWS}
+    else:
+        daily_return = (deposit - base) / base if base > 0 else ZERO  # 0: no capital yet
+        # The index is carried as the stored cumulative return (1 + R), rounded exactly as the
+        # table holds it, so a curve resumed from stored rows continues identically.
+        cumulative_return = (ONE + book.cumulative_return) * (ONE + daily_return) - ONE
+        index = ONE + cumulative_return
+        peak = max(book.peak_index, index)
+        drawdown = index / peak - ONE
+        history.append(daily_return)
+        del history[:-_RETURN_HISTORY]
+        ratio = {window: rolling_sharpe(history, window) for window in SHARPE_WINDOWS}
     row = DailyRow(
         date=day.session_date,
         deposit=deposit,
@@ -228,7 +268,7 @@ def _next_row(book: Book, day: DayInputs, history: list[Decimal]) -> tuple[Daily
         net_flows=net_flows,
         daily_return=daily_return,
         cumulative_return=cumulative_return,
-        drawdown=index / peak - ONE,
+        drawdown=drawdown,
         sharpe_10=ratio[10][0],
         sharpe_21=ratio[21][0],
         sharpe_63=ratio[63][0],
@@ -255,14 +295,16 @@ def _next_row(book: Book, day: DayInputs, history: list[Decimal]) -> tuple[Daily
 def extend_daily_curve(curve: DailyCurve, days: Sequence[DayInputs]) -> DailyCurve:
     """Return ``curve`` continued with ``days`` (strictly increasing, after the last row)."""
     book = curve.book
-    history = [row.daily_return for row in curve.rows[-_RETURN_HISTORY:]]
+    prior = curve.prior
+    history = [row.daily_return for row in curve.rows[-_RETURN_HISTORY:] if row.daily_return is not None]
     rows = list(curve.rows)
     for day in days:
         if book.last_date is not None and day.session_date <= book.last_date:
             raise ValueError(f"days: {day.session_date} is not after the curve's last date {book.last_date}")
+        prior = book
         row, book = _next_row(book, day, history)
         rows.append(row)
-    return DailyCurve(rows=tuple(rows), book=book)
+    return DailyCurve(rows=tuple(rows), book=book, prior=prior)
 
 
 def build_daily_curve(days: Sequence[DayInputs], opening: Opening | None = None) -> DailyCurve:
@@ -277,6 +319,7 @@ def bucket_by_session(
     closes_by_date: Mapping[date, Mapping[str, Decimal]],
     *,
     after: date | None = None,
+    splits_by_date: Mapping[date, Mapping[str, Decimal]] | None = None,
 ) -> list[DayInputs]:
     """Group activities into one ``DayInputs`` per session date, oldest first.
 
@@ -284,8 +327,10 @@ def bucket_by_session(
     Session dates run from the first one holding an activity (or the first after ``after``,
     the opening date, when given) to the last one passed. Activities dated on or before
     ``after`` are already in the opening and are dropped; activities after the last session
-    date belong to a later call and are dropped too.
+    date belong to a later call and are dropped too. ``splits_by_date``: the split ratios
+    effective at the start of each session (the corporate-actions hook).
     """
+    splits = splits_by_date or {}
     dates = sorted(set(session_dates))
     flows_by: dict[date, list[CashFlow]] = {}
     executions_by: dict[date, list[Execution]] = {}
@@ -309,10 +354,65 @@ def bucket_by_session(
             flows=tuple(sorted(flows_by.get(d, []), key=lambda f: f.id)),
             executions=tuple(sorted(executions_by.get(d, []), key=lambda e: (e.ts, e.id))),
             closes=dict(closes_by_date.get(d, {})),
+            splits=dict(splits.get(d, {})),
         )
         for d in dates
         if d >= first
     ]
+
+
+# The daily proof against the broker's portfolio history (SPEC §8 "Equity anchor").
+
+CENT: Final = Decimal("0.01")
+# Flow categories whose booking the broker may time or value differently from us (SPEC §8: an
+# unknown activity code is ``unclassified``); their amounts widen a day's tolerance.
+UNEXPLAINED_CATEGORIES: Final = frozenset({"unclassified"})
+
+
+class Proof(msgspec.Struct, frozen=True, kw_only=True):
+    """One day's comparison: our ``deposit`` against the broker's end-of-day equity."""
+
+    date: date
+    deposit: Decimal
+    broker_equity: Decimal | None
+    equity_diff: Decimal | None
+    tolerance: Decimal
+
+    @property
+    def mismatched(self) -> bool:
+        """True when the broker has the day and we differ by more than the tolerance."""
+        return self.equity_diff is not None and abs(self.equity_diff) > self.tolerance
+
+
+def unexplained_flows(days: Iterable[DayInputs]) -> dict[date, Decimal]:
+    """Return per session date Σ|amount| of its flows in ``UNEXPLAINED_CATEGORIES``."""
+    result: dict[date, Decimal] = {}
+    for day in days:
+        total = sum((abs(f.amount) for f in day.flows if str(f.category) in UNEXPLAINED_CATEGORIES), ZERO)
+        if total:
+            result[day.session_date] = total
+    return result
+
+
+def prove_rows(
+    rows: Sequence[DailyRow], broker: Mapping[date, Decimal], unexplained: Mapping[date, Decimal]
+) -> tuple[tuple[DailyRow, ...], list[Proof]]:
+    """Return ``rows`` with ``broker_equity``/``equity_diff`` (= deposit − broker) and each day's proof.
+
+    A day the broker has no point for keeps both None. The tolerance is one cent plus the day's
+    unexplained flows.
+    """
+    proven: list[DailyRow] = []
+    proofs: list[Proof] = []
+    for row in rows:
+        equity = broker.get(row.date)
+        diff = None if equity is None else row.deposit - equity
+        proven.append(msgspec.structs.replace(row, broker_equity=equity, equity_diff=diff))
+        tolerance = CENT + unexplained.get(row.date, ZERO)
+        proofs.append(
+            Proof(date=row.date, deposit=row.deposit, broker_equity=equity, equity_diff=diff, tolerance=tolerance)
+        )
+    return tuple(proven), proofs
 
 
 class IntradayLot(msgspec.Struct, frozen=True, kw_only=True):
@@ -334,14 +434,19 @@ class Anchor(msgspec.Struct, frozen=True, kw_only=True):
     """The previous session's close: deposit ``E0``, cumulative return ``R0``, closes ``P0``.
 
     ``peak_index`` is the daily curve's running peak of ``1 + cumulative_return``, so intraday
-    drawdown continues the lifetime one; None starts the peak at ``1 + R0``.
+    drawdown continues the lifetime one; None starts the peak at ``1 + R0``. ``positions``: the
+    holdings at that close (signed quantities), when known: then the day's P&L is measured
+    per share from ``P0`` for the carried shares and from the fill price for shares filled
+    today (a lot filled across two sessions included); else from the lots. ``R0`` None: the
+    equity has been ≤ 0, so no intraday return either.
     """
 
     session_date: date
     deposit: Decimal
-    cumulative_return: Decimal
+    cumulative_return: Decimal | None
     closes: dict[str, Decimal] = msgspec.field(default_factory=dict)
     peak_index: Decimal | None = None
+    positions: dict[str, Decimal] | None = None
 
 
 class Bar(msgspec.Struct, frozen=True, kw_only=True):
@@ -361,17 +466,23 @@ class IntradayPoint(msgspec.Struct, frozen=True, kw_only=True):
     realised_return: Decimal | None
 
 
-def anchor_from_curve(curve: DailyCurve) -> Anchor | None:
-    """Return the anchor at the last row of ``curve`` (the previous session's close)."""
-    if not curve.rows:
+def anchor_from_curve(curve: DailyCurve, *, before_last_row: bool = False) -> Anchor | None:
+    """Return the anchor at the end of ``curve``: its last row, else its opening (the broker's
+    previous close before the first replayed session); None for a curve with neither.
+
+    ``before_last_row``: the anchor of the last row's own session (the book before it: a curve
+    rebuilt after today's close still measures today from yesterday's close), None if unknown.
+    """
+    book = curve.prior if before_last_row else curve.book
+    if book is None or book.last_date is None:
         return None
-    last = curve.rows[-1]
     return Anchor(
-        session_date=last.date,
-        deposit=last.deposit,
-        cumulative_return=last.cumulative_return,
-        closes=dict(curve.book.last_price),
-        peak_index=curve.book.peak_index,
+        session_date=book.last_date,
+        deposit=book.deposit,
+        cumulative_return=book.cumulative_return,
+        closes=dict(book.last_price),
+        peak_index=book.peak_index,
+        positions=dict(book.positions),
     )
 
 
@@ -480,6 +591,34 @@ def _lot_paths(
     return paths
 
 
+def _holding_paths(
+    anchor: Anchor,
+    positions: Mapping[str, Decimal],
+    executions: Iterable[Execution],
+    bars: Mapping[str, Sequence[Bar]],
+    start: datetime,
+    splits: Mapping[str, Decimal],
+) -> list[_LotPath]:
+    """Per-share paths: carried shares from ``P0`` (split-adjusted), today's fills from their price."""
+    paths: list[_LotPath] = []
+    for symbol, qty in positions.items():
+        ratio = splits.get(symbol, ONE)
+        series = bars.get(symbol, ())
+        if symbol in anchor.closes:
+            ref = anchor.closes[symbol] / ratio
+        elif series:
+            ref = min(series, key=lambda b: b.ts).close  # adds nothing until the price moves
+        else:
+            continue  # no price at all: the carried shares stay inside E0
+        paths.append(_LotPath(symbol, 1, qty * ratio, ref, start, None, None))
+    for execution in executions:
+        if not _is_today(execution.ts, anchor):
+            continue  # inside E0 already
+        at = max(_floor_minute(execution.ts), start)
+        paths.append(_LotPath(execution.symbol, 1, execution.qty, execution.price, at, None, None))
+    return paths
+
+
 def _is_today(instant: datetime, anchor: Anchor | None) -> bool:
     """True when ``instant`` falls after the anchor session's NY date (today's bucket)."""
     return anchor is None or ny_date(instant) > anchor.session_date
@@ -513,6 +652,8 @@ def compute_intraday(
     flows: Sequence[CashFlow],
     bars: Mapping[str, Sequence[Bar]],
     step: timedelta = _MINUTE,
+    executions: Sequence[Execution] | None = None,
+    splits: Mapping[str, Decimal] | None = None,
 ) -> list[IntradayPoint]:
     """Return the intraday curve of ``session`` up to the last whole minute before ``until``.
 
@@ -526,6 +667,12 @@ def compute_intraday(
     (earlier ones are ignored by NY date; fills are ignored: the lots carry the trades); a
     flow before pre-open counts from the first point. ``bars``: 1-minute closes per symbol;
     a lot without a price yet stays at its reference.
+
+    ``executions`` (the fills since the anchor) with ``anchor.positions`` known: the unrealised
+    and realised moves come from the holdings instead — carried shares from ``P0``, each of
+    today's fills from its own price — which equals the daily replay at the close; the lots
+    then only give ``realised_return``. ``splits``: today's split ratios (SPEC §8). A point
+    whose equity is ≤ 0 and every later one has no return (None).
     """
     grid = minute_grid(session, until, step)
     if not grid:
@@ -539,21 +686,33 @@ def compute_intraday(
         item = (max(_floor_minute(flow.ts), start), flow.amount)
         (external if flow.category is Category.EXTERNAL else pnl_flows).append(item)
     paths = _lot_paths(lots, anchor, bars, start)
+    holdings: list[_LotPath] | None = None
+    if anchor is not None and anchor.positions is not None and executions is not None:
+        holdings = _holding_paths(anchor, anchor.positions, executions, bars, start, splits or {})
     prices = _price_paths(grid, bars)
     pnl_totals = _flow_path(grid, pnl_flows)
     external_totals = _flow_path(grid, external)
     base = ZERO if anchor is None else anchor.deposit
-    growth = ONE if anchor is None else ONE + anchor.cumulative_return
-    peak = growth if anchor is None or anchor.peak_index is None else anchor.peak_index
+    growth = None if anchor is not None and anchor.cumulative_return is None else ONE
+    if anchor is not None and anchor.cumulative_return is not None:
+        growth = ONE + anchor.cumulative_return
+    peak = ONE if growth is None else growth
+    if anchor is not None and anchor.peak_index is not None:
+        peak = anchor.peak_index
+    ruined = growth is None
     points: list[IntradayPoint] = []
     for index, at in enumerate(grid):
         unrealised, realised = _lot_values(paths, prices, index, at)
-        profit = unrealised + realised + pnl_totals[index]
+        moved = unrealised + realised
+        if holdings is not None:
+            moved = sum(_lot_values(holdings, prices, index, at), ZERO)
+        profit = moved + pnl_totals[index]
         deposit = base + profit + external_totals[index]
         cumulative: Decimal | None = None
         drawdown: Decimal | None = None
         realised_return: Decimal | None = None
-        if base > 0:
+        ruined = ruined or (deposit <= 0 < base + external_totals[index])
+        if base > 0 and growth is not None and not ruined:
             cumulative = growth * (ONE + profit / base) - ONE
             peak = max(peak, ONE + cumulative)
             drawdown = (ONE + cumulative) / peak - ONE if peak > 0 else None

@@ -14,6 +14,13 @@ Risk statistics (used by the daily equity curve and the reference check):
 - Drawdown is taken on the compounded return index ``Π(1 + r)`` (starting from 1), so
   deposits and withdrawals never look like gains or losses (D10).
 
+Daily-return KPIs (``daily_kpis``, README "KPIs" table): over the daily rows' ``daily_return``
+(rows after equity ≤ 0 have none and are left out): CAGR ``(Π(1+r))^(252/n) − 1``,
+volatility ``std(ddof=1)·√252``, Sortino ``mean/√(Σ min(r,0)²/n)·√252``, smart Sharpe, Calmar
+``CAGR/|max drawdown|``, drawdown durations in calendar days, best/worst day, win days, streaks,
+average $ win/loss (``deposit·r/(1+r)``: the day's P&L), payoff ratio, exposure (days holding
+positions), MTD/YTD (compounded over the rows of ``as_of``'s New York month/year).
+
 The KPI document is built from closed slices grouped into lots, cash flows, daily equity rows
 and the open lots. ``KpiAccumulator`` is fed new slices, flows and rows as they appear and keeps
 running totals (D48); ``compute_kpi_document`` is the from-scratch definition it must equal.
@@ -29,6 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final, Literal
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -38,6 +46,7 @@ from coldharbour.domain.money import HUNDRED, ONE, ZERO
 PERIODS_PER_YEAR: Final = 252
 SHARPE_WINDOWS: Final = (10, 21, 63, 126, 252)
 SECONDS_PER_DAY: Final = Decimal(86400)
+_NEW_YORK: Final = ZoneInfo("America/New_York")
 
 Side = Literal["long", "short"]
 ExitType = Literal["TP", "SL", "MANUAL", "CORPORATE"]
@@ -74,6 +83,24 @@ KPI_KEYS: Final = (
     "Max Drawdown %",
     "Profit Factor",
     "Expectancy ($)",
+    "CAGR %",
+    "Volatility (ann.) %",
+    "Sortino",
+    "Smart Sharpe",
+    "Calmar",
+    "Max Drawdown Duration (Days)",
+    "Longest Drawdown (Days)",
+    "Best Day %",
+    "Worst Day %",
+    "Win Days %",
+    "Max Consecutive Wins",
+    "Max Consecutive Losses",
+    "Avg Win ($)",
+    "Avg Loss ($)",
+    "Payoff Ratio",
+    "Exposure %",
+    "MTD %",
+    "YTD %",
     "as_of",
 )
 
@@ -149,6 +176,59 @@ def rolling_sharpe(returns: Sequence[Decimal], window: int) -> tuple[float | Non
     return sharpe(tail), smart_sharpe(tail)
 
 
+def volatility(returns: Sequence[float]) -> float | None:
+    """Return the annualised volatility ``std(ddof=1)·√252``; None with fewer than 2 returns."""
+    n = len(returns)
+    if n < 2:
+        return None
+    mean = math.fsum(returns) / n
+    value = math.sqrt(math.fsum((x - mean) ** 2 for x in returns) / (n - 1)) * math.sqrt(PERIODS_PER_YEAR)
+    return value if math.isfinite(value) else None
+
+
+def sortino(returns: Sequence[float]) -> float | None:
+    """Return ``mean/√(Σ min(r,0)²/n)·√252`` (target 0); None without a losing return."""
+    n = len(returns)
+    if n < 2:
+        return None
+    downside = math.sqrt(math.fsum(min(x, 0.0) ** 2 for x in returns) / n)
+    if downside == 0.0:
+        return None
+    value = math.fsum(returns) / n / downside * math.sqrt(PERIODS_PER_YEAR)
+    return value if math.isfinite(value) else None
+
+
+def cagr(returns: Sequence[float]) -> float | None:
+    """Return ``(Π(1+r))^(252/n) − 1`` (n trading days); None without returns or with growth ≤ 0."""
+    if not returns:
+        return None
+    growth = math.prod(1.0 + x for x in returns)
+    if growth <= 0.0 or not math.isfinite(growth):
+        return None
+    value = growth ** (PERIODS_PER_YEAR / len(returns)) - 1.0
+    return value if math.isfinite(value) else None
+
+
+def max_drawdown_float(returns: Sequence[float]) -> float:
+    """Return the most negative drawdown of ``Π(1+r)`` with a baseline of 1 (0 when it never fell)."""
+    index = peak = 1.0
+    worst = 0.0
+    for x in returns:
+        index *= 1.0 + x
+        peak = max(peak, index)
+        worst = min(worst, index / peak - 1.0)
+    return worst
+
+
+def calmar(returns: Sequence[float]) -> float | None:
+    """Return ``CAGR / |max drawdown|``; None when either is undefined or the drawdown is 0."""
+    growth = cagr(returns)
+    worst = max_drawdown_float(returns)
+    if growth is None or worst == 0.0:
+        return None
+    return growth / abs(worst)
+
+
 def drawdowns(returns: Iterable[Decimal]) -> list[Decimal]:
     """Return the drawdown after each return on the index ``Π(1 + r)`` with a baseline of 1."""
     index = ONE
@@ -200,9 +280,12 @@ class DailySummary(msgspec.Struct, frozen=True, kw_only=True):
     """What the KPIs read from one daily equity row."""
 
     date: date
-    cumulative_return: Decimal
-    drawdown: Decimal
+    cumulative_return: Decimal | None
+    drawdown: Decimal | None
     sharpe: Mapping[int, float | None]
+    daily_return: Decimal | None = None
+    deposit: Decimal | None = None
+    market_value: Decimal | None = None
 
 
 # Lots.
@@ -360,7 +443,7 @@ def _render(
     totals: _Totals,
     flows: _FlowTotals,
     newest_daily: DailySummary | None,
-    min_drawdown: Decimal | None,
+    daily: KpiDocument,
     open_lots: Sequence[OpenLot],
     intraday_cumulative_return: Decimal | None,
     in_session: bool,
@@ -392,7 +475,7 @@ def _render(
         "Closed Trades (n)": totals.lots,
         "Open Trades (n)": len(open_lots),
         "Total Return %": _number(None if total_return is None else HUNDRED * total_return, 2),
-        "Max Drawdown %": _number(None if min_drawdown is None else HUNDRED * min_drawdown, 2),
+        **daily,
         "as_of": as_of.isoformat(),
     }
     for window in SHARPE_WINDOWS:
@@ -432,12 +515,11 @@ def compute_kpi_document(
         flow_totals.apply(flow, 1)
     rows = {row.date: row for row in daily}
     newest = rows[max(rows)] if rows else None
-    min_drawdown = min((row.drawdown for row in rows.values()), default=None)
     return _render(
         totals,
         flow_totals,
         newest,
-        min_drawdown,
+        daily_kpis([rows[d] for d in sorted(rows)], as_of),
         open_lots,
         intraday_cumulative_return,
         in_session,
@@ -459,7 +541,7 @@ class KpiAccumulator:
         self._flows: dict[str, CashFlow] = {}
         self._flow_totals = _FlowTotals()
         self._daily: dict[date, DailySummary] = {}
-        self._min_drawdown: Decimal | None = None
+        self._daily_cache: tuple[tuple[int, int], KpiDocument] | None = None
 
     def add_slices(self, slices: Iterable[ClosedSlice]) -> None:
         """Fold closed slices in; each touched lot is re-collapsed and its totals swapped."""
@@ -485,17 +567,11 @@ class KpiAccumulator:
             self._flow_totals.apply(flow, 1)
 
     def add_daily(self, rows: Iterable[DailySummary]) -> None:
-        """Fold daily equity rows in (newest row, minimum drawdown)."""
-        recompute = False
+        """Fold daily equity rows in; the daily KPIs are recomputed once, when next rendered."""
         for row in rows:
-            old = self._daily.get(row.date)
-            self._daily[row.date] = row
-            if old is not None and old.drawdown == self._min_drawdown and row.drawdown > old.drawdown:
-                recompute = True  # the minimum may have been this row: rare, so rescan
-            elif self._min_drawdown is None or row.drawdown < self._min_drawdown:
-                self._min_drawdown = row.drawdown
-        if recompute:
-            self._min_drawdown = min(r.drawdown for r in self._daily.values())
+            if self._daily.get(row.date) != row:
+                self._daily[row.date] = row
+                self._daily_cache = None
 
     def document(
         self,
@@ -507,16 +583,119 @@ class KpiAccumulator:
     ) -> KpiDocument:
         """Return the KPI document for the state fed so far plus the current open lots."""
         newest = self._daily[max(self._daily)] if self._daily else None
+        if as_of.tzinfo is None:
+            raise ValueError(f"as_of: expected a timezone-aware datetime, found naive {as_of}")
+        month = _ny_month(as_of)
+        if self._daily_cache is None or self._daily_cache[0] != month:
+            ordered = [self._daily[d] for d in sorted(self._daily)]
+            self._daily_cache = (month, daily_kpis(ordered, as_of))
         return _render(
             self._totals,
             self._flow_totals,
             newest,
-            self._min_drawdown,
+            self._daily_cache[1],
             open_lots,
             intraday_cumulative_return,
             in_session,
             as_of,
         )
+
+
+# Daily-return KPIs.
+
+
+def _ny_month(as_of: datetime) -> tuple[int, int]:
+    local = as_of.astimezone(_NEW_YORK)
+    return local.year, local.month
+
+
+def _periods_under_water(rows: Sequence[DailySummary]) -> list[tuple[int, Decimal]]:
+    """Return (calendar days, deepest drawdown) per drawdown period, first to last day under water."""
+    periods: list[tuple[int, Decimal]] = []
+    start: DailySummary | None = None
+    last: DailySummary | None = None
+    deepest = ZERO
+    for row in rows:
+        dd = -ONE if row.drawdown is None else row.drawdown  # equity ≤ 0: a total loss
+        if dd < 0:
+            if start is None:
+                start, deepest = row, dd
+            last, deepest = row, min(deepest, dd)
+        elif start is not None and last is not None:
+            periods.append(((last.date - start.date).days + 1, deepest))
+            start = last = None
+    if start is not None and last is not None:
+        periods.append(((last.date - start.date).days + 1, deepest))
+    return periods
+
+
+def _longest_run(returns: Sequence[Decimal], wins: bool) -> int:
+    best = run = 0
+    for r in returns:
+        run = run + 1 if (r > 0 if wins else r < 0) else 0
+        best = max(best, run)
+    return best
+
+
+def _compound(returns: Iterable[Decimal]) -> Decimal:
+    growth = ONE
+    for r in returns:
+        growth *= ONE + r
+    return growth - ONE
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else _float4(100.0 * value)
+
+
+def daily_kpis(rows: Sequence[DailySummary], as_of: datetime) -> KpiDocument:
+    """Return ``Max Drawdown %`` and the daily-return KPIs of ``rows`` (oldest first)."""
+    if not rows:
+        return dict.fromkeys(_DAILY_KEYS)
+    dated = [(row, row.daily_return) for row in rows if row.daily_return is not None]
+    returns = [r for _, r in dated]
+    xs = _floats(returns)
+    wins = [r for r in returns if r > 0]
+    losses = [r for r in returns if r < 0]
+    pnl_wins = [row.deposit * r / (ONE + r) for row, r in dated if r > 0 and row.deposit is not None]
+    pnl_losses = [row.deposit * r / (ONE + r) for row, r in dated if r < 0 and r != -ONE and row.deposit is not None]
+    mean_win = math.fsum(_floats(wins)) / len(wins) if wins else None
+    mean_loss = math.fsum(_floats(losses)) / len(losses) if losses else None
+    periods = _periods_under_water(rows)
+    worst = min((dd for _, dd in periods), default=ZERO)
+    deepest_days = next((days for days, dd in periods if dd == worst), 0)
+    year, month = _ny_month(as_of)
+    held = [row for row in rows if row.market_value is not None]
+    return {
+        "Max Drawdown %": _number(HUNDRED * worst, 2),
+        "CAGR %": _pct(cagr(xs)),
+        "Volatility (ann.) %": _pct(volatility(xs)),
+        "Sortino": _float4(sortino(xs)),
+        "Smart Sharpe": _float4(smart_sharpe(xs)),
+        "Calmar": _float4(calmar(xs)),
+        "Max Drawdown Duration (Days)": deepest_days,
+        "Longest Drawdown (Days)": max((days for days, _ in periods), default=0),
+        "Best Day %": _number(HUNDRED * max(returns), 2) if returns else None,
+        "Worst Day %": _number(HUNDRED * min(returns), 2) if returns else None,
+        "Win Days %": _number(
+            _ratio(HUNDRED * len(wins), Decimal(len(wins) + len(losses)), len(wins) + len(losses)), 2
+        ),
+        "Max Consecutive Wins": _longest_run(returns, wins=True),
+        "Max Consecutive Losses": _longest_run(returns, wins=False),
+        "Avg Win ($)": _money(_ratio(sum(pnl_wins, ZERO), Decimal(len(pnl_wins)), len(pnl_wins))),
+        "Avg Loss ($)": _money(_ratio(sum(pnl_losses, ZERO), Decimal(len(pnl_losses)), len(pnl_losses))),
+        "Payoff Ratio": _float4(None if mean_win is None or not mean_loss else mean_win / abs(mean_loss)),
+        "Exposure %": _number(
+            _ratio(HUNDRED * sum(1 for row in held if row.market_value), Decimal(len(held)), len(held)), 2
+        ),
+        "MTD %": _number(
+            HUNDRED * _compound(r for row, r in dated if (row.date.year, row.date.month) == (year, month)), 2
+        ),
+        "YTD %": _number(HUNDRED * _compound(r for row, r in dated if row.date.year == year), 2),
+    }
+
+
+_DAILY_KEYS: Final = ("Max Drawdown %", *KPI_KEYS[KPI_KEYS.index("CAGR %") : KPI_KEYS.index("as_of")])
 
 
 def document_changed(old: Mapping[str, KpiValue] | None, new: Mapping[str, KpiValue]) -> bool:

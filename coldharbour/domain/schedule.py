@@ -27,6 +27,9 @@ DEFAULT_PRE_OPEN: Final = time(4, 0)
 DEFAULT_POST_CLOSE: Final = time(20, 0)
 REGULAR_CLOSE: Final = time(16, 0)
 DEFAULT_RETENTION_DAYS: Final = 120
+# The longest run of calendar days without an NYSE session (a weekend plus a holiday or two):
+# a broker calendar ending within this of the wanted horizon is complete (issue 13).
+CALENDAR_GAP_DAYS: Final = 5
 
 
 class Phase(StrEnum):

@@ -1,9 +1,12 @@
 """The NYSE calendar and market clock for ``/v2/calendar`` and ``/v2/clock``.
 
 Sessions (holidays, early closes) come from ``exchange_calendars``' XNYS calendar, a kept
-library rather than hand-written rules; it covers twenty years back and one year ahead of
-today. Alpaca shapes: calendar ``open``/``close`` are New York wall-clock ``HH:MM`` (alpaca-py
-rejects seconds), clock times carry the New York offset.
+library rather than hand-written rules. Its default ends one year after today; Alpaca's own
+calendar runs several years ahead, so the fake asks for ``HORIZON_YEARS`` ahead (issue 13: a
+scheduler asking today + 90 days must never see the calendar end because of the fake).
+``truncated(last)`` gives a calendar that ends early, for tests of a short broker calendar.
+Alpaca shapes: calendar ``open``/``close`` are New York wall-clock ``HH:MM`` (alpaca-py rejects
+seconds), clock times carry the New York offset.
 
 Pure apart from loading the calendar data once per process (``load_calendar`` caches it).
 """
@@ -15,8 +18,11 @@ import functools
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Final
 
 from coldharbour.sim.accounts import NEW_YORK
+
+HORIZON_YEARS: Final = 3
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,10 @@ class MarketCalendar:
         self.sessions = sessions
         self._days = [session.day for session in sessions]
         self._closes = [session.close for session in sessions]
+
+    def truncated(self, last: date) -> MarketCalendar:
+        """Return this calendar ending at ``last`` (a broker whose calendar stops early)."""
+        return MarketCalendar([session for session in self.sessions if session.day <= last])
 
     def between(self, first: date, last: date) -> list[Session]:
         """Return the sessions from ``first`` to ``last`` inclusive."""
@@ -95,12 +105,15 @@ class MarketCalendar:
 def load_calendar() -> MarketCalendar:
     """Return the XNYS calendar (loaded once per process; the import takes ~0.5 s)."""
     import exchange_calendars  # heavy (pandas): deferred until a broker starts
+    import pandas
 
     with warnings.catch_warnings():
         # exchange_calendars 4.x trips pandas 3 deprecations inside its own code; not ours to fix.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        schedule = exchange_calendars.get_calendar("XNYS").schedule
+        default = exchange_calendars.get_calendar("XNYS")
+        end = pandas.Timestamp.today().normalize() + pandas.DateOffset(years=HORIZON_YEARS)
+        schedule = exchange_calendars.get_calendar("XNYS", start=default.first_session, end=end).schedule
     sessions = [
         Session(
             day=label.date(),

@@ -1,8 +1,12 @@
 """``GET /v2/account/portfolio/history`` built from an account's per-minute equity trail.
 
-The equity at a point is the last sample at or before it (the starting equity before any
-sample). Daily points (``1D``) are trading sessions, stamped at New York midnight and valued at
-the session close; intraday points cover the regular session in buckets of the timeframe.
+Samples are one per minute, stamped with the minute's start and holding the value at its end.
+A point's value is the equity at the end of its period: the last sample of a minute before the
+period's end (the starting equity before any sample), or the latest sample for a period still
+running at ``end``. Daily points (``1D``) are trading sessions, stamped at New York midnight and
+valued at the session close; intraday points cover the regular session in buckets of the
+timeframe, stamped with the bucket's start like the bar that starts there (so the point at
+10:00 is the equity at 10:01:00, not at 10:02:00: issue 13).
 ``profit_loss`` is measured from the first point (``base_value``). Lists never hold nulls for
 ``equity`` (alpaca-py rejects them).
 
@@ -46,7 +50,15 @@ class _Trail:
         self.initial = account.initial_equity
 
     def at(self, moment: datetime) -> Decimal:
+        """The equity now, ``moment`` inside the latest sampled minute included."""
         index = bisect.bisect_right(self.minutes, moment)
+        return self.values[index - 1] if index else self.initial
+
+    def until(self, boundary: datetime, end: datetime) -> Decimal:
+        """The equity at ``boundary``: samples of minutes before it (the latest one if past ``end``)."""
+        if boundary > end:
+            return self.at(end)
+        index = bisect.bisect_left(self.minutes, boundary)
         return self.values[index - 1] if index else self.initial
 
 
@@ -58,11 +70,11 @@ def _points(
     for session in sessions:
         if size >= timedelta(days=1):
             stamp = datetime.combine(session.day, time(0), tzinfo=NEW_YORK)
-            points.append((stamp, trail.at(min(session.close, end))))
+            points.append((stamp, trail.until(session.close, end)))
             continue
         bucket = max(session.open, start)
         while bucket < min(session.close, end) and len(points) < MAX_POINTS:
-            points.append((bucket, trail.at(bucket + size)))
+            points.append((bucket, trail.until(bucket + size, end)))
             bucket += size
     return points[-MAX_POINTS:]
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 
 import pytest
 
-from coldharbour.analytics.broker_reads import BrokerReads, data_url
+from coldharbour.analytics.broker_reads import BrokerReads, data_url, parse_daily_equity
 from coldharbour.config import AccountSettings, Secret
 from coldharbour.errors import BrokerError
 
@@ -59,3 +60,26 @@ def test_data_url_is_alpaca_data_for_alpaca_hosts_else_the_same_origin() -> None
     assert data_url("https://paper-api.alpaca.markets") == "https://data.alpaca.markets"
     assert data_url("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
     assert data_url("https://api.alpaca.markets") == "https://data.alpaca.markets"
+
+
+@pytest.mark.asyncio
+async def test_daily_equity_reads_the_brokers_1d_portfolio_history(fake_broker) -> None:
+    async with BrokerReads(_account(fake_broker.base_url)) as broker:
+        equity = await broker.daily_equity(date(2024, 3, 7), date(2024, 3, 11))
+
+    # The fake's default account: $100,000 and no trading; one point per session (no weekend).
+    assert equity == {date(2024, 3, 7): 100000, date(2024, 3, 8): 100000, date(2024, 3, 11): 100000}
+
+
+def test_parse_daily_equity_reads_ny_or_utc_midnight_stamps_and_skips_nulls() -> None:
+    # Shape: ALPACA.md §3 "Portfolio history" (alpaca-py PortfolioHistory: timestamp, equity lists).
+    body = {
+        "timestamp": [1709874000, 1710129600, 1710201600],  # 03-08 00:00 NY, 03-11 00:00 NY, 03-12 00:00 UTC
+        "equity": [100000.0, None, 100047.6],
+        "profit_loss": [0, 0, 47.6],
+        "timeframe": "1D",
+    }
+
+    assert parse_daily_equity(body) == {date(2024, 3, 8): Decimal("100000.00"), date(2024, 3, 12): Decimal("100047.60")}
+    with pytest.raises(BrokerError):
+        parse_daily_equity({"timestamp": [1], "equity": []})

@@ -101,7 +101,10 @@ def test_db_init_two_accounts_creates_every_table_with_types_and_keys(pg_dsn) ->
         shared = {t: _columns(conn, "accounts", t) for t in ("market_schedule", "latest_prices", "price_bars_1min")}
         shared_keys = {t: _primary_key(conn, "accounts", t) for t in shared}
 
-    assert {(s, v) for s, v in applied} == {("shared", 1), ("account:demo", 1), ("account:paper_1", 1)}
+    account_versions = {m.version for m in schema.ACCOUNT_MIGRATIONS}
+    assert {(s, v) for s, v in applied} == {("shared", 1)} | {
+        (scope, v) for scope in ("account:demo", "account:paper_1") for v in account_versions
+    }
     assert "account_open_positions_paper_1" in tables
     for name, (actual, expected, pk, expected_pk) in tables.items():
         assert {c: actual.get(c) for c in expected} == expected, name
@@ -124,7 +127,7 @@ def test_db_init_second_run_changes_nothing(pg_dsn) -> None:
     assert applied == []
     assert before == after
     assert versions_before == schema.latest_versions(settings)
-    assert rows == (3,)
+    assert rows == (1 + 2 * len(schema.ACCOUNT_MIGRATIONS),)  # shared + two accounts' steps
 
 
 def test_db_init_account_added_later_gets_only_its_tables(pg_dsn) -> None:
@@ -133,7 +136,7 @@ def test_db_init_account_added_later_gets_only_its_tables(pg_dsn) -> None:
         applied = schema.ensure_schema(conn, make_settings(pg_dsn, accounts=("demo", "live")))
         live = _columns(conn, "accounts", "account_open_positions_live")
 
-    assert applied == [("account:live", 1)]
+    assert applied == [("account:live", m.version) for m in schema.ACCOUNT_MIGRATIONS]
     assert live["qty"] == "numeric"
 
 
@@ -163,3 +166,30 @@ def test_db_custom_table_templates_are_used(pg_dsn) -> None:
         columns = _columns(conn, "accounts", "open_trades_live")
 
     assert columns["avg_fill"] == "numeric"
+
+
+def test_db_migration_3_allows_spec8_categories_and_corporate_exits_only(migrated_dsn) -> None:
+    """SPEC §8: new activity categories and CORPORATE exits are stored; anything else is refused."""
+    settings = make_settings(migrated_dsn)
+    names = account_names(settings, settings.accounts[0].slug)
+    flows, closed = names.cash_flows.ident, names.closed.ident
+    with psycopg.connect(migrated_dsn.reveal()) as conn:
+        for category in ("interest", "tax", "corporate", "other", "unclassified"):
+            conn.execute(psycopg.sql.SQL("INSERT INTO {} (id, ts, amount, type, category) VALUES (%s, now(), 1, 'X', %s)")
+                         .format(flows), (f"id-{category}", category))
+        with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
+            conn.execute(psycopg.sql.SQL("INSERT INTO {} (id, ts, amount, type, category) VALUES ('b', now(), 1, 'X', 'bogus')")
+                         .format(flows))
+        conn.execute(psycopg.sql.SQL(
+            "INSERT INTO {} (entry_lot_id, exit_order_id, symbol, side, qty, exit_type) "
+            "VALUES ('lot', 'exit', 'AAPL', 'long', 1, 'CORPORATE')").format(closed))
+        with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
+            conn.execute(psycopg.sql.SQL(
+                "INSERT INTO {} (entry_lot_id, exit_order_id, symbol, side, qty, exit_type) "
+                "VALUES ('lot', 'exit2', 'AAPL', 'long', 1, 'BOGUS')").format(closed))
+        checks = conn.execute(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'c' "
+            "AND pg_get_constraintdef(oid) LIKE '%%(exit_type %%'", (f"{names.closed.schema}.{names.closed.name}",),
+        ).fetchone()
+
+    assert checks == (1,)

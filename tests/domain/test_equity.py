@@ -26,8 +26,10 @@ from coldharbour.domain.equity import (
     extend_daily_curve,
     last_bars,
     minute_grid,
+    prove_rows,
     resume_curve,
     start_curve,
+    unexplained_flows,
 )
 from coldharbour.domain.metrics import rolling_sharpe
 from coldharbour.domain.schedule import CalendarDay, build_sessions, to_session
@@ -422,3 +424,146 @@ def test_daily_row_field_names_are_the_table_columns() -> None:
     assert {f"smart_sharpe_{w}" for w in (10, 21, 63, 126, 252)} <= fields
     assert Category.TRADE.value == "trade"
     assert build_sessions([])[0] == []
+
+
+# Issue 13: equity ≤ 0, fills across sessions, splits, the opening as the intraday anchor.
+
+
+def _short_days(closes: list[str]) -> list[DayInputs]:
+    """An opening of $1,000 cash; 10 XYZ sold short at 100 on the first day, then ``closes``."""
+    first = DayInputs(
+        session_date=date(2025, 1, 15),
+        executions=(execution(1, "XYZ", "-10", "100", ny(2025, 1, 15, 10)),),
+        closes={"XYZ": D(100)},
+    )
+    later = [
+        DayInputs(session_date=date(2025, 1, 16) + timedelta(days=i), closes={"XYZ": D(c)})
+        for i, c in enumerate(closes)
+    ]
+    return [first, *later]
+
+
+def test_equity_at_or_below_zero_makes_that_and_later_returns_null() -> None:
+    """Issue 13 bug: a loss past 100 % compounded into an inverted curve (−162.5 %, then further
+    down on gains). Equity ≤ 0 has no return: that row and every later one are null."""
+    opening = Opening(as_of=date(2025, 1, 14), cash=D(1000))
+
+    rows = build_daily_curve(_short_days(["150", "250", "200", "50"]), opening).rows
+
+    assert [r.deposit for r in rows] == [D(1000), D(500), D(-500), D(0), D(1500)]
+    assert [r.daily_return for r in rows[:2]] == [D(0), D("-0.5")]
+    assert [(r.daily_return, r.cumulative_return, r.drawdown) for r in rows[2:]] == [(None, None, None)] * 3
+    assert all(r.sharpe_10 is None and r.smart_sharpe_10 is None for r in rows[2:])
+    summary = daily_summary(rows[-1])
+    assert (summary.cumulative_return, summary.deposit) == (None, D(1500))
+
+
+def test_intraday_equity_at_or_below_zero_has_no_return_from_then_on() -> None:
+    anchor = Anchor(
+        session_date=date(2025, 1, 21), deposit=D(1000), cumulative_return=D("0.1"),
+        closes={"XYZ": D(100)}, positions={"XYZ": D(-10)},
+    )  # fmt: skip
+    xyz = {"XYZ": bars({30: "150", 31: "220", 32: "90"})}
+
+    points = compute_intraday(
+        session=SESSION, until=ny(2025, 1, 22, 9, 33, 30), anchor=anchor, lots=[], flows=[], bars=xyz, executions=[]
+    )
+    at = {p.ts: p for p in points}
+
+    assert at[ny(2025, 1, 22, 9, 30)].cumulative_return == D("1.1") * D("0.5") - 1
+    assert [at[ny(2025, 1, 22, 9, m)].deposit for m in (31, 32)] == [D(-200), D(1100)]
+    assert all(at[ny(2025, 1, 22, 9, m)].cumulative_return is None for m in (31, 32))
+    assert all(at[ny(2025, 1, 22, 9, m)].drawdown is None for m in (31, 32))
+
+
+def test_intraday_shares_filled_across_sessions_are_measured_from_their_fill_price() -> None:
+    """Issue 13 bug: one entry filled 6 shares yesterday (P0 100) and 4 today at 103; the lot's
+    entry time is yesterday, so all 10 shares were measured from P0. Today's 4 moved from 103."""
+    anchor = Anchor(
+        session_date=date(2025, 1, 21), deposit=D(10000), cumulative_return=D(0),
+        closes={"AAPL": D(100)}, positions={"AAPL": D(6)},
+    )  # fmt: skip
+    lot = IntradayLot(symbol="AAPL", side="long", qty=D(10), entry_price=D("101.2"), entry_time=ny(2025, 1, 21, 15))
+    today = [execution(7, "AAPL", "4", "103", ny(2025, 1, 22, 9, 32, 30))]
+
+    points = compute_intraday(
+        session=SESSION,
+        until=ny(2025, 1, 22, 9, 35, 30),
+        anchor=anchor,
+        lots=[lot],
+        flows=[],
+        bars={"AAPL": bars({30: "101", 33: "104"})},
+        executions=today,
+    )
+    at = {p.ts: p.deposit for p in points}
+
+    assert at[ny(2025, 1, 22, 9, 31)] == D(10006)  # 6·(101 − 100); the 4 are not held yet
+    assert at[ny(2025, 1, 22, 9, 33)] == D(10000) + 6 * (D(104) - 100) + 4 * (D(104) - 103)
+
+
+def test_a_split_creates_no_return_daily_or_intraday() -> None:
+    """SPEC §8: 2-for-1 on the 16th: 10 shares at 100 become 20 at 50; a close of 50.5 is +1 %."""
+    opening = Opening(as_of=date(2025, 1, 15), cash=D(0), positions={"ABC": D(10)}, closes={"ABC": D(100)})
+    days = bucket_by_session(
+        [date(2025, 1, 16)], [], [], {date(2025, 1, 16): {"ABC": D("50.5")}},
+        after=date(2025, 1, 15), splits_by_date={date(2025, 1, 16): {"ABC": D(2)}},
+    )  # fmt: skip
+
+    curve = build_daily_curve(days, opening)
+
+    (row,) = curve.rows
+    assert (row.deposit, row.daily_return) == (D(1010), D("0.01"))
+    assert curve.book.positions == {"ABC": D(20)}
+    anchor = Anchor(
+        session_date=date(2025, 1, 21), deposit=D(1000), cumulative_return=D(0),
+        closes={"ABC": D(100)}, positions={"ABC": D(10)},
+    )  # fmt: skip
+    points = compute_intraday(
+        session=SESSION, until=ny(2025, 1, 22, 9, 31, 30), anchor=anchor, lots=[], flows=[],
+        bars={"ABC": bars({30: "50"})}, executions=[], splits={"ABC": D(2)},
+    )  # fmt: skip
+    assert points[-1].deposit == D(1000)
+    assert points[-1].cumulative_return == 0
+
+
+def test_anchor_from_an_opening_without_rows_is_the_brokers_previous_close() -> None:
+    opening = Opening(as_of=date(2025, 1, 21), cash=D(5000), positions={"AAPL": D(10)}, closes={"AAPL": D(100)})
+
+    anchor = anchor_from_curve(start_curve(opening))
+
+    assert anchor is not None
+    assert (anchor.session_date, anchor.deposit, anchor.cumulative_return) == (date(2025, 1, 21), D(6000), D(0))
+    assert anchor.positions == {"AAPL": D(10)}
+
+
+def test_prove_rows_compares_with_the_broker_within_a_cent_plus_unexplained_flows() -> None:
+    days = [
+        DayInputs(session_date=date(2025, 1, 15), flows=(flow(1, "CSD", "1000", ny(2025, 1, 15, 10)),)),
+        DayInputs(session_date=date(2025, 1, 16)),
+        DayInputs(
+            session_date=date(2025, 1, 17),
+            flows=(CashFlow(id="u", ts=ny(2025, 1, 17, 10), amount=D(-5), type="NEWCODE", category="unclassified"),),  # type: ignore[arg-type]
+        ),
+        DayInputs(session_date=date(2025, 1, 21)),
+    ]
+    rows = build_daily_curve(days).rows
+    broker = {date(2025, 1, 15): D("1000.01"), date(2025, 1, 16): D("999.98"), date(2025, 1, 17): D("999.00")}
+
+    proven, proofs = prove_rows(rows, broker, unexplained_flows(days))
+
+    assert [(r.broker_equity, r.equity_diff) for r in proven] == [
+        (D("1000.01"), D("-0.01")), (D("999.98"), D("0.02")), (D("999.00"), D(-4)), (None, None),
+    ]  # fmt: skip
+    assert [p.mismatched for p in proofs] == [False, True, False, False]
+    assert proofs[2].tolerance == D("5.01")
+
+
+def test_anchor_before_the_last_row_equals_the_anchor_of_the_curve_without_it() -> None:
+    """A curve rebuilt after today's close still anchors today's intraday curve on yesterday's
+    close, with yesterday's holdings (not on unknown closes measured from the first bar)."""
+    days = ledger_days()
+    whole = build_daily_curve(days)
+    without_last = build_daily_curve(days[:-1])
+
+    assert anchor_from_curve(whole, before_last_row=True) == anchor_from_curve(without_last)
+    assert anchor_from_curve(start_curve(), before_last_row=True) is None

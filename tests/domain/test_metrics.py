@@ -42,7 +42,12 @@ SPEC_KEYS = [
     "Realized P/L (Broker/FIFO)", "Realized P/L (Strategy Only)", "Total Fees", "Net Dividends",
     "Net Interest", "Total Buy Volume", "Total Sell Volume", "Closed Trades (n)", "Open Trades (n)",
     "Total Return %", "Sharpe 10d", "Sharpe 21d", "Sharpe 63d", "Sharpe 126d", "Sharpe 252d",
-    "Max Drawdown %", "Profit Factor", "Expectancy ($)", "as_of",
+    "Max Drawdown %", "Profit Factor", "Expectancy ($)",
+    # Issue 13: the KPIs traders expect.
+    "CAGR %", "Volatility (ann.) %", "Sortino", "Smart Sharpe", "Calmar",
+    "Max Drawdown Duration (Days)", "Longest Drawdown (Days)", "Best Day %", "Worst Day %",
+    "Win Days %", "Max Consecutive Wins", "Max Consecutive Losses", "Avg Win ($)", "Avg Loss ($)",
+    "Payoff Ratio", "Exposure %", "MTD %", "YTD %", "as_of",
 ]  # fmt: skip
 
 
@@ -113,15 +118,40 @@ OPEN_LOTS = [
 ]
 NO_SHARPE: dict[int, float | None] = {10: None, 21: None, 63: None, 126: None, 252: None}
 DAILY = [
-    DailySummary(date=date(2025, 1, 8), cumulative_return=D("0.01"), drawdown=D(0), sharpe=NO_SHARPE),
-    DailySummary(date=date(2025, 1, 9), cumulative_return=D("-0.02"), drawdown=D("-0.0297"), sharpe=NO_SHARPE),
     DailySummary(
-        date=date(2025, 1, 10),
-        cumulative_return=D("0.005"),
-        drawdown=D("-0.005"),
-        sharpe={**NO_SHARPE, 10: 1.234567},
+        date=date(2025, 1, 8), cumulative_return=D("0.01"), drawdown=D(0), sharpe=NO_SHARPE,
+        daily_return=D("0.01"), deposit=D(10100), market_value=D(0),
     ),
-]
+    DailySummary(
+        date=date(2025, 1, 9), cumulative_return=D("-0.02"), drawdown=D("-0.0297"), sharpe=NO_SHARPE,
+        daily_return=D("-0.0297"), deposit=D(9800), market_value=D(500),
+    ),
+    DailySummary(
+        date=date(2025, 1, 10), cumulative_return=D("0.005"), drawdown=D("-0.005"),
+        sharpe={**NO_SHARPE, 10: 1.234567}, daily_return=D("0.0255"), deposit=D(10050), market_value=D(500),
+    ),
+]  # fmt: skip
+# The daily-return KPIs of DAILY, by hand (README "KPIs"): returns 1 %, −2.97 %, 2.55 %.
+DAILY_KPIS = {
+    "CAGR %": 51.949,  # (1.01·0.9703·1.0255)^(252/3) − 1
+    "Volatility (ann.) %": 45.1953,  # std(ddof=1)·√252
+    "Sortino": 1.7898,  # mean / √(0.0297²/3) · √252
+    "Smart Sharpe": 0.6224,  # Sharpe / autocorrelation penalty (ρ₁ of the 3 returns)
+    "Calmar": 17.4912,  # 0.51949 / 0.0297
+    "Max Drawdown Duration (Days)": 2,  # under water 01-09 and 01-10
+    "Longest Drawdown (Days)": 2,
+    "Best Day %": 2.55,
+    "Worst Day %": -2.97,
+    "Win Days %": 66.67,
+    "Max Consecutive Wins": 1,
+    "Max Consecutive Losses": 1,
+    "Avg Win ($)": 174.95,  # (10100·0.01/1.01 + 10050·0.0255/1.0255) / 2
+    "Avg Loss ($)": -299.97,  # 9800·(−0.0297)/0.9703
+    "Payoff Ratio": 0.5976,  # 0.01775 / 0.0297
+    "Exposure %": 66.67,  # positions held on 2 of 3 days
+    "MTD %": 0.5,  # 0.4993 % compounded
+    "YTD %": 0.5,
+}
 AS_OF = datetime(2025, 1, 13, 15, 0, 5, tzinfo=UTC)
 
 
@@ -175,6 +205,7 @@ def test_kpi_document_hand_computed_fixture() -> None:
         "Max Drawdown %": -2.97,
         "Profit Factor": 2.3256,
         "Expectancy ($)": 16.29,
+        **DAILY_KPIS,
         "as_of": "2025-01-13T15:00:05+00:00",
     }
     assert list(result) == SPEC_KEYS == list(KPI_KEYS)
@@ -215,6 +246,7 @@ def test_kpi_document_empty_account_nulls_and_zeros() -> None:
         "Max Drawdown %",
         "Profit Factor",
         "Expectancy ($)",
+        *DAILY_KPIS,  # no daily row: every daily KPI is null
     }
     assert result["Closed Trades (n)"] == 0
     assert result["TOTAL ACCOUNT RESULT (Equity)"] == 0.0

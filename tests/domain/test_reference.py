@@ -9,6 +9,22 @@ Conventions, checked here rather than assumed:
   return, as our return index does, so a loss on day one is a drawdown in both.
 The daily curve is checked end to end: its ``sharpe_W``/``smart_sharpe_W`` columns and its
 minimum ``drawdown`` against quantstats over the curve's own ``daily_return`` column.
+
+Issue 13: that check fed quantstats our own returns, so it could not catch a wrong anchor or a
+wrong curve. ``test_kpis_from_our_ledger_match_both_libraries_on_the_brokers_history`` trades
+a fake-broker account (the sim engine) over 40 sessions, takes the broker's own
+``GET /v2/account/portfolio/history`` payload (1D), computes the returns from it independently
+(pandas ``pct_change`` of ``equity``), and checks Sharpe, Sortino, volatility, CAGR, Calmar and
+max drawdown of OUR curve (ledger replay anchored on the broker) against quantstats AND
+empyrical(-reloaded) on those returns, to 1e-9. Conventions where the libraries differ:
+- CAGR: both now annualise by trading periods, ``(Π(1+r))^(252/n) − 1`` (quantstats ≥ 0.0.86;
+  older quantstats used calendar days / 365 from the index, which disagrees with empyrical's
+  ``annual_return`` by the weekend ratio). We follow the trading-period form; Calmar follows.
+- Max drawdown: empyrical's ``drawdown_series`` and quantstats ≥ 0.0.86 both start the index at
+  a baseline before the first return (older quantstats missed a loss on day one). We follow it.
+- Sortino: quantstats ``√(Σ_{r<0} r²/n)`` and empyrical ``√(mean(min(r,0)²))`` are the same
+  downside deviation (target 0, all n days in the denominator); we follow it.
+- Volatility and Sharpe: ``std(ddof=1)·√252`` in both. empyrical has no smart Sharpe.
 """
 
 from __future__ import annotations
@@ -17,13 +33,27 @@ import random
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import empyrical as ep
 import pandas as pd
 import pytest
 import quantstats as qs
 
-from coldharbour.domain.cashflows import CashFlow, Execution, classify
-from coldharbour.domain.equity import DayInputs, build_daily_curve
-from coldharbour.domain.metrics import SHARPE_WINDOWS, max_drawdown, sharpe, smart_sharpe
+from coldharbour.domain.cashflows import CashFlow, Execution, Rejection, classify, to_cash_flow, to_execution
+from coldharbour.domain.equity import DayInputs, Opening, bucket_by_session, build_daily_curve
+from coldharbour.domain.metrics import (
+    SHARPE_WINDOWS,
+    cagr,
+    calmar,
+    max_drawdown,
+    max_drawdown_float,
+    sharpe,
+    smart_sharpe,
+    sortino,
+    volatility,
+)
+from coldharbour.sim.calendar import load_calendar
+from coldharbour.sim.history import portfolio_history
+from tests.sim.builders import make_engine, order_body
 
 RELATIVE = 1e-9
 
@@ -142,3 +172,73 @@ def test_daily_curve_columns_match_quantstats() -> None:
     assert float(min(row.drawdown for row in rows)) == pytest.approx(
         float(qs.stats.max_drawdown(series(returns))), rel=RELATIVE
     )
+
+
+
+# Issue 13: our KPIs against both libraries on returns taken from the broker's own history.
+
+SESSIONS = 40
+
+
+def _trade_fake_account() -> tuple[dict[str, object], list[dict[str, object]], dict[date, dict[str, Decimal]]]:
+    """Trade the fake's default $100,000 account over ``SESSIONS`` sessions; return the broker's
+    1D portfolio-history payload, the account's activities and each session's closes."""
+    engine = make_engine()
+    rng = random.Random(13)
+    prices = {"AAPL": Decimal(180), "MSFT": Decimal(400)}
+    sessions = load_calendar().between(date(2024, 3, 4), date(2024, 6, 28))[:SESSIONS]
+    closes: dict[date, dict[str, Decimal]] = {}
+    for i, session in enumerate(sessions):
+        for step in (timedelta(minutes=30), timedelta(hours=3), session.close - session.open - timedelta(seconds=30)):
+            for symbol in prices:
+                move = Decimal(f"{rng.gauss(0.0004, 0.015):.5f}")
+                prices[symbol] = (prices[symbol] * (1 + move)).quantize(Decimal("0.01"))
+            engine.set_prices(dict(prices), session.open + step)
+            if step == timedelta(hours=3) and i % 3 == 0:
+                symbol = rng.choice(list(prices))
+                side = rng.choice(["buy", "buy", "sell"])
+                engine.submit_order("demo", order_body(symbol=symbol, qty=rng.choice([5, 10, 20]), side=side),
+                                    session.open + step)  # fmt: skip
+            if step == timedelta(hours=3) and i % 9 == 4:
+                engine.post_activity("demo", {"activity_type": "DIV", "net_amount": "7.35", "symbol": "AAPL"},
+                                     session.open + step)  # fmt: skip
+                engine.post_activity("demo", {"activity_type": "FEE", "net_amount": "-1.10"}, session.open + step)
+        closes[session.day] = dict(prices)
+    end = sessions[-1].close + timedelta(hours=1)
+    params = {"timeframe": "1D", "start": "2024-03-01T00:00:00-05:00", "end": end.isoformat()}
+    history = portfolio_history(engine.accounts["demo"], params, load_calendar(), end)
+    return history, list(engine.accounts["demo"].activities), closes
+
+
+def _our_returns(activities: list[dict[str, object]], closes: dict[date, dict[str, Decimal]], base: Decimal):
+    flows = [f for f in map(to_cash_flow, activities) if not isinstance(f, Rejection)]
+    executions = [e for e in map(to_execution, activities) if isinstance(e, Execution)]
+    opening = Opening(as_of=date(2024, 3, 1), cash=base)  # the anchor: the broker's equity before day one
+    days = bucket_by_session(sorted(closes), flows, executions, closes, after=opening.as_of)
+    return build_daily_curve(days, opening).rows
+
+
+def test_kpis_from_our_ledger_match_both_libraries_on_the_brokers_history() -> None:
+    history, activities, closes = _trade_fake_account()
+    stamps = pd.to_datetime(history["timestamp"], unit="s", utc=True)  # type: ignore[arg-type]
+    equity = pd.Series(history["equity"], index=stamps.tz_convert("America/New_York").date)  # type: ignore[arg-type]
+    broker = equity.pct_change().dropna()  # independent of our code: the broker's own figures
+    broker.index = pd.DatetimeIndex(broker.index)
+    assert len(broker) == SESSIONS
+    rows = _our_returns(activities, closes, Decimal(str(equity.iloc[0])))
+    ours = [float(r.daily_return) for r in rows if r.daily_return is not None]
+
+    assert [r.date for r in rows] == [d.date() for d in broker.index]
+    assert [float(r.deposit) for r in rows] == pytest.approx(list(equity.iloc[1:]), abs=0.005)  # to the cent
+    assert any(abs(x) > 0.001 for x in ours)  # the account really traded
+    expected = {
+        "sharpe": (qs.stats.sharpe(broker), ep.sharpe_ratio(broker), sharpe(ours)),
+        "sortino": (qs.stats.sortino(broker), ep.sortino_ratio(broker), sortino(ours)),
+        "volatility": (qs.stats.volatility(broker), ep.annual_volatility(broker), volatility(ours)),
+        "cagr": (qs.stats.cagr(broker), ep.cagr(broker), cagr(ours)),
+        "calmar": (qs.stats.calmar(broker), ep.calmar_ratio(broker), calmar(ours)),
+        "max drawdown": (qs.stats.max_drawdown(broker), ep.max_drawdown(broker), max_drawdown_float(ours)),
+    }
+    for name, (quantstats_value, empyrical_value, our_value) in expected.items():
+        assert our_value == pytest.approx(float(quantstats_value), rel=RELATIVE), f"{name} vs quantstats"
+        assert our_value == pytest.approx(float(empyrical_value), rel=RELATIVE), f"{name} vs empyrical"

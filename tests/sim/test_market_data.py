@@ -9,7 +9,7 @@ import pytest
 
 from coldharbour.sim.activities import ActivityQuery, parse_activity_query, select_activities
 from coldharbour.sim.bars import PriceTape, parse_timeframe
-from coldharbour.sim.calendar import load_calendar
+from coldharbour.sim.calendar import HORIZON_YEARS, load_calendar
 from coldharbour.sim.history import portfolio_history
 from coldharbour.sim.wire import SimError, money_text
 from tests.sim.builders import T0, at, make_engine, order_body
@@ -133,3 +133,33 @@ def test_activity_query_filters_types_and_rejects_unknown() -> None:
 )
 def test_money_is_sent_as_plain_strings(value: Decimal, text: str) -> None:
     assert money_text(value) == text
+
+
+def test_portfolio_history_1min_point_is_the_equity_at_the_end_of_its_minute() -> None:
+    """Issue 13 bug: the 1-minute history was one minute early (the 10:00 point held the equity
+    of 10:01's minute). A point holds the equity at the end of the minute it is stamped with."""
+    engine = make_engine()
+    account = engine.accounts["demo"]
+    ten = datetime(2024, 3, 5, 15, 0, tzinfo=UTC)  # 10:00 New York
+    account.equity_samples[:] = [(ten, Decimal(100_100)), (ten + timedelta(minutes=1), Decimal(100_200))]
+    params = {"start": "2024-03-05T14:58:00Z", "end": "2024-03-05T15:03:00Z", "timeframe": "1Min"}
+
+    history = portfolio_history(account, params, load_calendar(), ten + timedelta(hours=1))
+
+    stamps = [datetime.fromtimestamp(t, UTC) for t in history["timestamp"]]  # type: ignore[union-attr]
+    by_minute = dict(zip(stamps, history["equity"], strict=True))  # type: ignore[arg-type]
+    assert by_minute[ten - timedelta(minutes=1)] == 100_000.0
+    assert by_minute[ten] == 100_100.0
+    assert by_minute[ten + timedelta(minutes=1)] == 100_200.0
+
+
+def test_the_fake_calendar_runs_years_ahead_like_alpacas() -> None:
+    """Issue 13: the fake's calendar ended one year after today (exchange_calendars' default);
+    it now runs ``HORIZON_YEARS`` ahead, so today + SCHEDULE_FORWARD_DAYS is always covered."""
+    calendar = load_calendar()
+    today = datetime.now(UTC).date()
+
+    assert calendar.sessions[-1].day >= today.replace(year=today.year + HORIZON_YEARS) - timedelta(days=7)
+    assert calendar.sessions[0].day <= date(2007, 1, 2)
+    short = calendar.truncated(date(2024, 3, 22))
+    assert short.calendar_json(date(2024, 3, 18), date(2024, 6, 30))[-1]["date"] == "2024-03-22"

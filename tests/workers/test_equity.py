@@ -4,24 +4,33 @@ Arrange (as ``state`` would have written it): a $10,000 deposit and a buy of 10 
 Monday 2024-03-11, whose last regular-hours bar closes at 101; on Tuesday bars at 102, 103, 104.
 Hand-computed: Monday's deposit = 9,000 cash + 10 × 101 = 10,010, return 10/10,000 = 0.1 %;
 Tuesday 14:04 UTC (the last whole minute at 14:05:30) = 10,010 + 10 × (104 − 101) = 10,040.
+These runs set ``EQUITY_INIT_CASH_DEMO=0`` (the deposit is the base); without it the opening is
+the fake broker's own equity on Friday 2024-03-08 (its default $100,000 account).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import date, timedelta
 from decimal import Decimal
 from functools import partial
 
+import msgspec
 import psycopg
 import pytest
 from psycopg import sql
 
 from coldharbour.analytics.clock import ManualClock
+from coldharbour.cli.doctor import check_equity_proof
 from coldharbour.db.names import account_names
+from coldharbour.db.upserts import COPY_MIN_ROWS
+from coldharbour.domain.equity import DailyRow
 from coldharbour.domain.types import from_datetime
+from coldharbour.errors import ConfigError
 from coldharbour.messages import EquityComputed, topic_equity
 from tests.analytics.helpers import Rows, context, insert, running, settings_for, utc
 from tests.support import async_wait_for
+from tests.workers.state_harness import StateHarness
 from workers import equity
 
 pytestmark = pytest.mark.asyncio
@@ -55,7 +64,7 @@ def arranged(migrated_dsn, tmp_path, bus):
 async def test_equity_builds_the_daily_curve_and_the_intraday_curve_from_bars(
     migrated_dsn, tmp_path, bus, fake_broker, arranged
 ) -> None:
-    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url)
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, EQUITY_INIT_CASH_DEMO="0")
     ctx = context("equity", settings, bus)
     clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
     observer = bus.observe(topic_equity("demo"))
@@ -85,7 +94,7 @@ async def test_equity_builds_the_daily_curve_and_the_intraday_curve_from_bars(
 async def test_equity_extends_the_daily_curve_after_the_close_without_a_rebuild(
     migrated_dsn, tmp_path, bus, fake_broker, arranged
 ) -> None:
-    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url)
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, EQUITY_INIT_CASH_DEMO="0")
     ctx = context("equity", settings, bus)
     clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
     observer = bus.observe(topic_equity("demo"))
@@ -112,7 +121,7 @@ async def test_issue_6_intraday_points_lost_on_the_bus_are_sent_again_from_pre_o
     when that first message was lost on the bus (``state`` not subscribed yet when every program
     starts together, or restarting) the stored intraday curve never covered the session from
     pre-open. Until the stored curve starts at the session's first point, a run sends it all."""
-    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url)
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, EQUITY_INIT_CASH_DEMO="0")
     ctx = context("equity", settings, bus)
     clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
     observer = bus.observe(topic_equity("demo"))
@@ -128,6 +137,66 @@ async def test_issue_6_intraday_points_lost_on_the_bus_are_sent_again_from_pre_o
     first, again, stored = [min(p.ts for p in m.intraday) for m in _messages(observer) if m.intraday]
     assert first == again == arranged.pre_open_utc
     assert stored > arranged.pre_open_utc  # once stored: only the recent minutes
+
+
+async def test_equity_anchors_the_opening_balance_on_the_brokers_portfolio_history(
+    migrated_dsn, tmp_path, bus, fake_broker, arranged
+) -> None:
+    """Issue 13: the fake's default account holds $100,000 with no deposit activity; the opening
+    is the broker's equity at Friday's close (``GET /v2/account/portfolio/history``, 1D), so
+    Monday = 100,000 + 10,010 and the $10,000 deposit is a flow, not a gain."""
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url)
+    ctx = context("equity", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
+    observer = bus.observe(topic_equity("demo"))
+
+    async with running(partial(equity.run, settings, ctx, clock=clock), ctx):
+        await async_wait_for(lambda: len(_messages(observer)) == 2, what="daily and intraday messages")
+
+    daily, intraday = _messages(observer)
+    (monday,) = daily.daily
+    assert (monday.deposit, monday.net_flows) == (Decimal(110010), Decimal(10000))
+    assert monday.daily_return == Decimal(10) / Decimal(110000)
+    last = max(intraday.intraday, key=lambda p: p.ts)
+    assert last.deposit == Decimal(110040)
+    assert ctx.counters["broker_history_requests"] >= 1
+
+
+async def test_equity_init_cash_per_account_overrides_the_broker(
+    migrated_dsn, tmp_path, bus, fake_broker, arranged
+) -> None:
+    settings = settings_for(
+        migrated_dsn, tmp_path, bus, fake_broker.base_url, EQUITY_INIT_CASH="1", EQUITY_INIT_CASH_DEMO="5000"
+    )
+    ctx = context("equity", settings, bus)
+    observer = bus.observe(topic_equity("demo"))
+
+    async with running(partial(equity.run, settings, ctx, clock=ManualClock(utc(2024, 3, 12, 14, 5, 30))), ctx):
+        await async_wait_for(lambda: len(_messages(observer)) == 2, what="daily and intraday messages")
+
+    (monday,) = _messages(observer)[0].daily
+    assert monday.deposit == Decimal(15010)
+    assert ctx.counters["broker_history_requests"] == 1  # the daily proof only, not the anchor
+
+
+async def test_equity_proves_each_daily_row_against_the_brokers_history(
+    migrated_dsn, tmp_path, bus, fake_broker, arranged, caplog
+) -> None:
+    """Issue 13 daily proof: the arranged rows are not the fake's own trades, so Monday differs
+    from the broker's $100,000 by our 10,010: stored, logged and counted once."""
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, EQUITY_INIT_CASH_DEMO="0")
+    ctx = context("equity", settings, bus)
+    observer = bus.observe(topic_equity("demo"))
+    caplog.set_level(logging.INFO, logger="coldharbour.analytics.equity")
+
+    async with running(partial(equity.run, settings, ctx, clock=ManualClock(utc(2024, 3, 12, 14, 5, 30))), ctx):
+        await async_wait_for(lambda: len(_messages(observer)) == 2, what="daily and intraday messages")
+
+    (monday,) = _messages(observer)[0].daily
+    assert (monday.broker_equity, monday.equity_diff) == (Decimal(100000), Decimal(-89990))
+    assert ctx.counters["equity_mismatches"] == 1
+    assert "daily equity differs from the broker account=demo date=2024-03-11" in caplog.text
+    assert "equity proof account=demo days=1 match=0 differ=1 no_broker_point=0" in caplog.text
 
 
 def _store_intraday(dsn, tmp_path, bus, messages: list[EquityComputed]) -> None:
@@ -147,3 +216,58 @@ async def test_equity_pool_is_refused_writes(migrated_dsn, tmp_path, bus) -> Non
     async with equity.open_pool(settings) as pool, pool.connection() as conn:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             await conn.execute(sql.SQL("DELETE FROM {t}").format(t=table))
+
+
+async def test_doctor_shows_days_whose_equity_differs_from_the_broker(migrated_dsn, tmp_path, bus) -> None:
+    settings = settings_for(migrated_dsn, tmp_path, bus)
+    rows = Rows(settings)
+    try:
+        assert list(check_equity_proof(settings)) == []  # nothing proven yet: nothing to say
+        for day, deposit, broker in ((11, "100.00", "100.00"), (12, "101.00", "100.50"), (13, "102.00", None)):
+            diff = None if broker is None else Decimal(deposit) - Decimal(broker)
+            insert(
+                rows.conn,
+                rows.names.equity_full.ident,
+                {"date": date(2024, 3, day), "deposit": Decimal(deposit), "broker_equity": broker, "equity_diff": diff},
+            )
+        (check,) = check_equity_proof(settings)
+    finally:
+        rows.close()
+
+    assert check.verdict == "WARN"
+    assert "differs from the broker's portfolio history on 1 of 2 days (largest 2024-03-12 by 0.50)" in check.line
+
+
+@pytest.mark.parametrize("value", ["-5", "1e5", "12.345", "abc"])
+async def test_equity_init_cash_per_account_is_a_plain_amount(migrated_dsn, tmp_path, bus, value) -> None:
+    with pytest.raises(ConfigError, match=r"^EQUITY_INIT_CASH_DEMO: expected a non-negative amount"):
+        settings_for(migrated_dsn, tmp_path, bus, EQUITY_INIT_CASH_DEMO=value)
+
+
+async def test_state_stores_the_daily_proof_columns_and_null_returns(migrated_dsn, bus) -> None:
+    """The proof columns (account migration 2) and the null returns after equity ≤ 0 reach the
+    table through ``state``, on both write paths (few rows, and COPY for many)."""
+    harness = StateHarness(migrated_dsn, bus)
+    await harness.start()
+    try:
+        proven = DailyRow(
+            date=date(2024, 3, 11), deposit=Decimal("100100.00"), cash_balance=Decimal(0), market_value=Decimal(0),
+            net_flows=Decimal(0), daily_return=None, cumulative_return=None, drawdown=None,
+            broker_equity=Decimal("100099.99"), equity_diff=Decimal("0.01"),
+        )  # fmt: skip
+        many = [
+            msgspec.structs.replace(proven, date=date(2020, 1, 1) + timedelta(days=i), equity_diff=Decimal(i))
+            for i in range(COPY_MIN_ROWS)
+        ]
+        harness.inject(topic_equity("demo"), EquityComputed(account="demo", daily=(proven, *many)))
+        await harness.settle()
+        stored = await harness.query(
+            "SELECT broker_equity, equity_diff, daily_return, cumulative_return, drawdown "
+            "FROM accounts.account_equity_full_demo ORDER BY date DESC LIMIT 1"
+        )
+        count = await harness.query("SELECT count(equity_diff) FROM accounts.account_equity_full_demo")
+    finally:
+        await harness.close()
+
+    assert stored == [(Decimal("100099.99"), Decimal("0.01"), None, None, None)]
+    assert count == [(COPY_MIN_ROWS + 1,)]

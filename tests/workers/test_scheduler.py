@@ -11,6 +11,7 @@ import pytest
 from psycopg import sql
 
 from coldharbour.analytics.clock import ManualClock
+from coldharbour.cli.doctor import check_schedule_horizon
 from coldharbour.db.names import shared_names
 from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.domain.types import from_datetime
@@ -146,3 +147,98 @@ async def test_scheduler_pool_is_refused_writes(migrated_dsn, tmp_path, bus) -> 
     async with scheduler.open_pool(settings) as pool, pool.connection() as conn:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             await conn.execute(sql.SQL("DELETE FROM {t}").format(t=table))
+
+
+class HandCalendar:
+    """A calendar source answering hand-written ``GET /v2/calendar`` rows (shape: ALPACA.md §3,
+    Alpaca's calendar API page: ``date``, ``open``/``close`` NY wall-clock ``HH:MM``), which the
+    test can change between refreshes."""
+
+    def __init__(self, days: list[date]) -> None:
+        self.days = days
+
+    async def calendar(self, start: date, end: date) -> list[dict[str, object]]:
+        return [
+            {"date": d.isoformat(), "open": "09:30", "close": "16:00", "session_open": "0400", "session_close": "2000"}
+            for d in self.days
+            if start <= d <= end
+        ]
+
+
+def _weekdays(first: date, last: date) -> list[date]:
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    return [d for d in days if d.weekday() < 5]
+
+
+async def test_issue_13_a_calendar_that_ends_in_ten_days_warns_and_programs_keep_running(
+    migrated_dsn, tmp_path, bus, caplog
+) -> None:
+    """Issue 13 bug: the schedule silently ended where the broker's calendar ended, and with no
+    session ahead the session programs were stopped for good. Now: a warning and a counter at
+    the refresh, and past the last session the programs stay on (fail open)."""
+    settings = settings_for(migrated_dsn, tmp_path, bus)
+    ctx = context("scheduler", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 7, 59))  # Tuesday 03:59 New York
+    supervisor = FakeSupervisor("RUNNING")
+    calendar = HandCalendar(_weekdays(date(2024, 3, 5), date(2024, 3, 22)))  # ends in 10 days
+    observer = bus.observe("session")
+
+    async with running(
+        partial(scheduler.run, settings, ctx, clock=clock, calendar=calendar, control=supervisor), ctx
+    ):
+        await async_wait_for(lambda: len(supervisor.calls) == len(SESSION_PROGRAMS), what="stopped for the night")
+        clock.set(utc(2024, 3, 22, 20))  # Friday 16:00 New York, the last session's close
+        await async_wait_for(lambda: _phases(observer)[-1].phase == "post" and clock.sleepers == 1, what="post")
+        clock.set(utc(2024, 3, 23, 0, 0, 1))  # past the last post-close: nothing known ahead
+        await async_wait_for(lambda: _phases(observer)[-1].phase == "closed", what="closed")
+        await async_wait_for(lambda: ctx.counters["schedule_exhausted"] >= 1 and clock.sleepers == 1)
+
+    assert ctx.counters["schedule_short"] >= 1  # once per refresh (the clock jumped past several)
+    assert "broker calendar covers 10 days (2024-03-22) ahead, fewer than SCHEDULE_FORWARD_DAYS=90" in caplog.text
+    stops = [call for call in supervisor.calls if call[0] == "stop"]
+    assert len(stops) == len(SESSION_PROGRAMS)  # only the night before the 12th, never after the end
+    assert all(supervisor.state[name] == "RUNNING" for name in SESSION_PROGRAMS)
+
+
+async def test_issue_13_a_closure_declared_after_the_schedule_was_stored_replaces_the_range(
+    migrated_dsn, tmp_path, bus
+) -> None:
+    """Issue 13 bug: a refresh only upserted, so a session the broker later declared closed kept
+    its stale row. A refresh now names the range it replaces; the closed day is not in it."""
+    settings = settings_for(migrated_dsn, tmp_path, bus, MARKET_REFRESH_SEC="60")
+    ctx = context("scheduler", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 7, 59))
+    calendar = HandCalendar(_weekdays(date(2024, 3, 5), date(2024, 6, 14)))
+    observer = bus.observe("schedule")
+
+    def schedules() -> list[ScheduleComputed]:
+        return [m for m in observer.messages() if isinstance(m, ScheduleComputed)]
+
+    async with running(partial(scheduler.run, settings, ctx, clock=clock, calendar=calendar), ctx):
+        await async_wait_for(lambda: len(schedules()) == 1 and clock.sleepers == 1, what="first schedule")
+        calendar.days.remove(date(2024, 3, 14))  # an unscheduled closure, declared after
+        clock.advance(timedelta(seconds=60))
+        await async_wait_for(lambda: len(schedules()) == 2, what="refresh")
+
+    first, refreshed = schedules()
+    assert date(2024, 3, 14) in {s.session_date for s in first.sessions}
+    assert date(2024, 3, 14) not in {s.session_date for s in refreshed.sessions}
+    assert (refreshed.replace_from, refreshed.replace_to) == (date(2024, 3, 5), date(2024, 6, 10))
+    assert ctx.counters["schedule_short"] == 0
+
+
+async def test_doctor_warns_when_the_stored_schedule_ends_short(migrated_dsn, tmp_path, bus) -> None:
+    settings = settings_for(migrated_dsn, tmp_path, bus)
+    (empty,) = check_schedule_horizon(settings, date(2024, 3, 12))
+    rows = Rows(settings)
+    for day in _weekdays(date(2024, 3, 11), date(2024, 3, 22)):
+        rows.session(day)
+    rows.close()
+
+    (short,) = check_schedule_horizon(settings, date(2024, 3, 12))
+    (enough,) = check_schedule_horizon(settings, date(2024, 3, 12) - timedelta(days=80))
+
+    assert empty.verdict == "WARN"
+    assert short.verdict == "WARN"
+    assert "market schedule ends on 2024-03-22, 10 days ahead, short of SCHEDULE_FORWARD_DAYS=90" in short.line
+    assert enough.verdict == "OK"
