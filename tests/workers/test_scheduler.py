@@ -60,6 +60,11 @@ def _phases(observer) -> list[SessionPhaseChanged]:
     return [m for m in observer.messages() if isinstance(m, SessionPhaseChanged)]
 
 
+def _last_phase(observer) -> str | None:
+    phases = _phases(observer)
+    return phases[-1].phase if phases else None
+
+
 async def test_scheduler_changes_phase_at_the_exact_instant_and_drives_the_programs(
     migrated_dsn, tmp_path, bus, fake_broker
 ) -> None:
@@ -188,9 +193,9 @@ async def test_issue_13_a_calendar_that_ends_in_ten_days_warns_and_programs_keep
     ):
         await async_wait_for(lambda: len(supervisor.calls) == len(SESSION_PROGRAMS), what="stopped for the night")
         clock.set(utc(2024, 3, 22, 20))  # Friday 16:00 New York, the last session's close
-        await async_wait_for(lambda: _phases(observer)[-1].phase == "post" and clock.sleepers == 1, what="post")
+        await async_wait_for(lambda: _last_phase(observer) == "post" and clock.sleepers == 1, what="post")
         clock.set(utc(2024, 3, 23, 0, 0, 1))  # past the last post-close: nothing known ahead
-        await async_wait_for(lambda: _phases(observer)[-1].phase == "closed", what="closed")
+        await async_wait_for(lambda: _last_phase(observer) == "closed", what="closed")
         await async_wait_for(lambda: ctx.counters["schedule_exhausted"] >= 1 and clock.sleepers == 1)
 
     assert ctx.counters["schedule_short"] >= 1  # once per refresh (the clock jumped past several)
