@@ -37,6 +37,7 @@ from coldharbour.broker.convert import (
 )
 from coldharbour.broker.listener import Sink
 from coldharbour.broker.rest import PAGE_OVERLAP_NS, BrokerRest
+from coldharbour.broker.validate import OnceLog
 from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill
 from coldharbour.messages import (
     ActivityRecord,
@@ -64,6 +65,7 @@ class AccountSync:
         self._sink = sink
         self.counters = counters
         self._clock_ns = clock_ns
+        self._reject_log = OnceLog()
         self.order_cursor_ns: int | None = None
         self.fill_cursor_id: str | None = None
         self._fill_floor_ns = clock_ns()
@@ -214,7 +216,7 @@ class AccountSync:
     # --- conversion with counting -------------------------------------------------------------
 
     def _convert(self, raw: Iterable[object]) -> list[ConvertedOrder]:
-        converted, rejects = convert_orders(list(raw))
+        converted, rejects = convert_orders(list(raw), now_ns=self._clock_ns())
         for rejected in rejects:
             self._reject("orders", rejected)
         return converted
@@ -232,7 +234,7 @@ class AccountSync:
     def _activities(self, raw: Iterable[object]) -> tuple[list[Fill], list[ActivityRecord]]:
         fills, records = [], []
         for item in raw:
-            result = convert_activity(item)
+            result = convert_activity(item, now_ns=self._clock_ns())
             if isinstance(result, Rejected):
                 self._reject("activities", result)
                 continue
@@ -244,6 +246,7 @@ class AccountSync:
     def _reject(self, what: str, rejected: Rejected) -> None:
         self.counters["rejects"] += 1
         self.counters[f"rejects_{what}_{rejected.reason}"] += 1
-        log.warning(
-            "rejected broker %s account=%s reason=%s detail=%s", what, self.slug, rejected.reason, rejected.detail
-        )
+        if self._reject_log.first(f"{what}:{rejected.reason}:{rejected.detail}"):  # every snapshot re-reads it
+            log.warning(
+                "rejected broker %s account=%s reason=%s detail=%s", what, self.slug, rejected.reason, rejected.detail
+            )

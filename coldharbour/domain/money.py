@@ -23,6 +23,11 @@ SUB_DOLLAR_TICK: Final = Decimal("0.0001")
 # Larger than any price, quantity or balance a brokerage account can hold; a value beyond this
 # is a corrupt input, not money (it would also overflow numeric formatting in the UI).
 MAX_ABS: Final = Decimal("1e15")
+# What the arithmetic keeps exactly (the default context's 28 digits) and no broker price or
+# quantity needs more than: a value with more decimals (``1E-20000``: beyond ``numeric``'s scale
+# too) or more significant digits is rejected, never rounded to fit.
+MAX_SCALE: Final = 20
+MAX_DIGITS: Final = 28
 
 
 class InvalidMoney(ValueError):
@@ -33,7 +38,8 @@ def to_decimal(value: object, *, field: str = "value") -> Decimal:
     """Return ``value`` as a finite ``Decimal``; raise ``InvalidMoney`` naming ``field``.
 
     Accepts ``Decimal``, ``int``, ``float`` (via its shortest repr) and numeric strings.
-    Booleans, NaN, infinities, empty strings and magnitudes above ``MAX_ABS`` are rejected.
+    Booleans, NaN, infinities, empty strings, magnitudes above ``MAX_ABS`` and values needing
+    more than ``MAX_SCALE`` decimals or ``MAX_DIGITS`` significant digits are rejected.
     """
     if isinstance(value, bool) or value is None:
         raise InvalidMoney(f"{field}: expected a number, found {value!r}")
@@ -55,7 +61,29 @@ def to_decimal(value: object, *, field: str = "value") -> Decimal:
         raise InvalidMoney(f"{field}: expected a finite number, found {result}")
     if abs(result) > MAX_ABS:
         raise InvalidMoney(f"{field}: magnitude too large, found {result:.6e}")
+    _check_precision(result, field)
     return result
+
+
+def _check_precision(value: Decimal, field: str) -> None:
+    if not value:
+        return
+    digits, exponent = _significant(value)
+    if exponent < -MAX_SCALE:
+        raise InvalidMoney(f"{field}: more than {MAX_SCALE} decimals, found {value:.6e}")
+    if digits > MAX_DIGITS:
+        raise InvalidMoney(f"{field}: more than {MAX_DIGITS} significant digits ({digits})")
+
+
+def _significant(value: Decimal) -> tuple[int, int]:
+    """Return (significant digits, exponent) of ``value`` without trailing zeros (non-zero, finite)."""
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    count = len(digits)
+    while count > 1 and digits[count - 1] == 0:
+        count -= 1
+        exponent += 1
+    return count, exponent
 
 
 def to_decimal_or_none(value: object, *, field: str = "value") -> Decimal | None:
