@@ -77,7 +77,7 @@ def _check_precision(value: Decimal, field: str) -> None:
 
 def _significant(value: Decimal) -> tuple[int, int]:
     """Return (significant digits, exponent) of ``value`` without trailing zeros (non-zero, finite)."""
-    sign, digits, exponent = value.as_tuple()
+    _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)
     count = len(digits)
     while count > 1 and digits[count - 1] == 0:

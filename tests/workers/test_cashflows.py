@@ -11,10 +11,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from coldharbour.analytics.cashflows import RESEND_AFTER_RUNS
 from coldharbour.analytics.clock import ManualClock
 from coldharbour.db.names import account_names
 from coldharbour.domain.cashflows import Category
-from coldharbour.analytics.cashflows import RESEND_AFTER_RUNS
 from coldharbour.messages import ActivitiesPage, ResyncRequested, SessionPhaseChanged, topic_cash, topic_resync
 from tests.analytics.helpers import Rows, context, running, settings_for, utc
 from tests.support import async_wait_for
@@ -165,7 +165,7 @@ async def test_cashflows_resends_what_state_never_stored(migrated_dsn, tmp_path,
         for _ in range(RESEND_AFTER_RUNS):
             runs = ctx.counters["cashflows_runs"]
             clock.advance(timedelta(seconds=INTERVAL_S))
-            await async_wait_for(lambda: ctx.counters["cashflows_runs"] > runs, what="another run")
+            await async_wait_for(lambda: ctx.counters["cashflows_runs"] > runs, what="another run")  # noqa: B023
 
     assert clock.now() >= utc(2024, 3, 12, 15)
     first, second = _pages(observer)[:2]
