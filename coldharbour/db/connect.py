@@ -15,7 +15,7 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from coldharbour.config import Dsn, dsn_password, redact_dsn
+from coldharbour.config import Dsn, dsn_secrets, redact_dsn
 from coldharbour.errors import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,10 @@ CONNECT_TIMEOUT_S: Final = 5
 def describe_error(dsn: Dsn, error: BaseException) -> str:
     """Return a one-line description of ``error`` with any trace of the password removed."""
     text = " ".join(str(error).split())
-    password = dsn_password(dsn.reveal())
-    if password:
-        text = text.replace(password, "***")
-    return text.replace(dsn.reveal(), redact_dsn(dsn.reveal()))
+    text = text.replace(dsn.reveal(), redact_dsn(dsn.reveal()))
+    for secret in dsn_secrets(dsn.reveal()):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _kwargs(program: str, read_only: bool) -> dict[str, Any]:
