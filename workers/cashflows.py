@@ -23,7 +23,7 @@ from coldharbour.analytics.cashflows import ActivitySource, CashflowsJob
 from coldharbour.analytics.clock import Clock, SystemClock, run_per_account
 from coldharbour.analytics.phases import is_session_start, start_watch
 from coldharbour.config import Settings
-from coldharbour.db.connect import read_only_pool
+from coldharbour.db.connect import read_only_pool, reader_dsn
 from coldharbour.db.names import account_names
 from coldharbour.messages import PREFIX_RESYNC, ResyncRequested, SessionPhaseChanged
 
@@ -33,7 +33,7 @@ log = logging.getLogger("workers.cashflows")
 
 def open_pool(settings: Settings) -> AsyncConnectionPool:
     """Return this program's (closed) read-only pool: the database refuses its writes."""
-    return read_only_pool(settings.dsn, PROGRAM, max_size=2)
+    return read_only_pool(reader_dsn(settings), PROGRAM, max_size=2)
 
 
 async def run(

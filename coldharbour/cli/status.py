@@ -1,5 +1,8 @@
 """`chmgr status`: supervisord's view of every program joined with its bus heartbeat.
 
+A running program whose heartbeat says ``db_degraded`` (``state``'s writer hit its statement
+or lock timeout on the last commit) is shown ``RUNNING (degraded)`` and makes the command exit 1.
+
 Heartbeats (``hb.<program>``, one per second) are collected from the bus for up to
 ``HEARTBEAT_LISTEN_S``, or until every running program has been heard from. A session program
 that is stopped while the ``scheduler`` runs (and ``DISABLE_SESSION_SLEEP`` is off) is shown as
@@ -44,7 +47,9 @@ KEY_COUNTERS: Final = (
     ("seq_gaps", "gaps"),
     ("reconnects", "reconnects"),
     ("commit_failures", "commit failures"),
+    ("db_timeouts", "db timeouts"),
 )
+DEGRADED: Final = "degraded"
 
 
 async def collect_heartbeats(settings: Settings, expected: Iterable[str], listen_s: float) -> dict[str, Heartbeat]:
@@ -72,7 +77,7 @@ async def collect_heartbeats(settings: Settings, expected: Iterable[str], listen
 async def market_phase(settings: Settings, now: datetime) -> Phase | None:
     """Return the session phase at ``now`` from the stored schedule, or None if it cannot be read."""
     try:
-        conn = await connect_read_only(settings.dsn, "chmgr-status")
+        conn = await connect_read_only(settings.reader_dsn, "chmgr-status")
     except DatabaseError:
         return None
     try:
@@ -120,8 +125,16 @@ def _counters(heartbeat: Heartbeat) -> str:
     return " · ".join(parts) or "—"
 
 
+def is_degraded(heartbeat: Heartbeat | None) -> bool:
+    """Return True when a running program reports it works but cannot keep up (``db_degraded``:
+    the writer's last commit hit its statement or lock timeout)."""
+    return heartbeat is not None and heartbeat.counters.get("db_degraded", 0) > 0
+
+
 def _row(name: str, state: str, info: ProcessInfo | None, heartbeat: Heartbeat | None, now_ns: int) -> list[str]:
     style = "green" if state in HEALTHY_STATES else "red"
+    if state == "RUNNING" and is_degraded(heartbeat):
+        state, style = f"RUNNING ({DEGRADED})", "yellow"
     if heartbeat is None:
         beat = "none" if state == "RUNNING" else "—"
         lag, counters = "—", "—"
@@ -161,6 +174,8 @@ def status(
         state = shown_state(infos.get(name), states, settings, phase)
         if state not in HEALTHY_STATES:
             unhealthy.append(f"{name} {state}")
+        elif state == "RUNNING" and is_degraded(heartbeats.get(name)):
+            unhealthy.append(f"{name} {DEGRADED} (database statement/lock timeouts: a held lock or overload)")
         table.add_row(*_row(name, state, infos.get(name), heartbeats.get(name), now_ns))
     console = Console()
     if not console.is_terminal:

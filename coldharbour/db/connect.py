@@ -1,9 +1,13 @@
 """Connections: the read-only factories every program uses, and the one writer for ``state``.
 
-Every connection but the writer is opened with ``default_transaction_read_only=on``, so the
-single-writer rule is enforced by PostgreSQL itself (a write fails with
-``ReadOnlySqlTransaction``). Errors leave this module as ``DatabaseError`` with the DSN
-redacted; the password never appears in a message.
+Every connection but the writer is opened with ``default_transaction_read_only=on`` and, when
+``CHMGR_READ_DSN`` is set (``reader_dsn``), as the read-only role that has no write privilege
+at all (``db.roles``): the single-writer rule is enforced by PostgreSQL itself (a write fails
+with ``InsufficientPrivilege``, or ``ReadOnlySqlTransaction`` without the role). The writer has
+a ``statement_timeout`` and a ``lock_timeout`` (``WRITER_STATEMENT_TIMEOUT_MS``,
+``WRITER_LOCK_TIMEOUT_MS``): a held table lock fails a commit (counted, shown as degraded by
+`chmgr status`) instead of stalling every write unseen. Errors leave this module as
+``DatabaseError`` with the DSN redacted; no part of a password appears in a message.
 """
 
 from __future__ import annotations
@@ -15,13 +19,29 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from coldharbour.config import Dsn, dsn_secrets, redact_dsn
+from coldharbour.config import Dsn, Settings, dsn_secrets, redact_dsn
 from coldharbour.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 
 READ_ONLY_OPTIONS: Final = "-c default_transaction_read_only=on"
 CONNECT_TIMEOUT_S: Final = 5
+WRITER_STATEMENT_TIMEOUT_MS: Final = 30_000  # the largest commit (a year's backfill) takes ~2 s
+WRITER_LOCK_TIMEOUT_MS: Final = 10_000  # someone holding a table lock: fail, count, retry
+WRITER_OPTIONS: Final = f"-c statement_timeout={WRITER_STATEMENT_TIMEOUT_MS} -c lock_timeout={WRITER_LOCK_TIMEOUT_MS}"
+_warned_no_reader = False
+
+
+def reader_dsn(settings: Settings) -> Dsn:
+    """Return the DSN read-only programs use; warn once per process when it is the writer's."""
+    global _warned_no_reader
+    if settings.read_dsn is None and not _warned_no_reader:
+        _warned_no_reader = True
+        log.warning(
+            "CHMGR_READ_DSN is not set: this program logs in as the writer and is read-only by session "
+            "default only; set CHMGR_READ_DSN and run `chmgr db init` (README: Database roles)"
+        )
+    return settings.reader_dsn
 
 
 def describe_error(dsn: Dsn, error: BaseException) -> str:
@@ -33,20 +53,24 @@ def describe_error(dsn: Dsn, error: BaseException) -> str:
     return text
 
 
-def _kwargs(program: str, read_only: bool) -> dict[str, Any]:
+def _kwargs(program: str, read_only: bool, options: str = "") -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "application_name": f"chmgr-{program}",
         "connect_timeout": CONNECT_TIMEOUT_S,
     }
     if read_only:
         kwargs["options"] = READ_ONLY_OPTIONS
+    elif options:
+        kwargs["options"] = options
     return kwargs
 
 
 async def connect_writer(dsn: Dsn, program: str = "state") -> psycopg.AsyncConnection[TupleRow]:
     """Return the single writer connection (transactions explicit, not autocommit)."""
     try:
-        return await psycopg.AsyncConnection.connect(dsn.reveal(), **_kwargs(program, read_only=False))
+        return await psycopg.AsyncConnection.connect(
+            dsn.reveal(), **_kwargs(program, read_only=False, options=WRITER_OPTIONS)
+        )
     except psycopg.Error as e:
         raise DatabaseError(f"cannot connect writer to {dsn}: {describe_error(dsn, e)}") from None
 
