@@ -12,15 +12,21 @@ a ``statement_timeout`` and a ``lock_timeout`` (``WRITER_STATEMENT_TIMEOUT_MS``,
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any, Final
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from coldharbour.config import Dsn, Settings, dsn_secrets, redact_dsn
-from coldharbour.errors import DatabaseError
+from coldharbour.errors import DatabaseError, SchemaError
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +36,8 @@ WRITER_STATEMENT_TIMEOUT_MS: Final = 30_000  # the largest commit (a year's back
 WRITER_LOCK_TIMEOUT_MS: Final = 10_000  # someone holding a table lock: fail, count, retry
 WRITER_OPTIONS: Final = f"-c statement_timeout={WRITER_STATEMENT_TIMEOUT_MS} -c lock_timeout={WRITER_LOCK_TIMEOUT_MS}"
 _warned_no_reader = False
+START_BACKOFF_INITIAL_S: Final = 0.5
+START_BACKOFF_MAX_S: Final = 15.0
 
 
 def reader_dsn(settings: Settings) -> Dsn:
@@ -103,3 +111,44 @@ def connect_sync(dsn: Dsn, program: str, *, read_only: bool = True) -> psycopg.C
         return psycopg.connect(dsn.reveal(), **_kwargs(program, read_only=read_only))
     except psycopg.Error as e:
         raise DatabaseError(f"cannot connect to {dsn}: {describe_error(dsn, e)}") from None
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Return True when ``error`` says the server is not there (retry), not that data is wrong."""
+    if isinstance(error, SchemaError):  # a DatabaseError too: only a lost connection is retried
+        return isinstance(error.__cause__, psycopg.OperationalError)
+    return isinstance(error, DatabaseError)
+
+
+async def retry_database(
+    attempt: Callable[[], Awaitable[T]],
+    stop: asyncio.Event,
+    *,
+    what: str,
+    counters: Counter[str] | None = None,
+) -> T:
+    """Return ``await attempt()``, retried with capped, jittered backoff while the database is
+    unreachable (``DatabaseError``, or a migration cut by a lost connection), until ``stop``.
+
+    For `state`'s start: PostgreSQL down at start is waited for, never a crash loop that
+    supervisord gives up on. Any other error (a schema newer than the code) is raised at once.
+    """
+    delay = START_BACKOFF_INITIAL_S
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return await attempt()
+        except DatabaseError as e:
+            if not _unreachable(e):
+                raise
+            if counters is not None:
+                counters["db_start_retries"] += 1
+            wait = delay * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
+            log.warning("%s: database unreachable attempt=%d, retrying in %.1fs: %s", what, tries, wait, e)
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+            except TimeoutError:
+                delay = min(delay * 2, START_BACKOFF_MAX_S)
+                continue
+            raise DatabaseError(f"{what}: stopped while waiting for the database") from None
