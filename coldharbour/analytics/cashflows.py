@@ -183,6 +183,7 @@ class CashflowsJob:
         raw = await self._source.activities(query_after(self.cursor))
         flows, rejected, by_id = screen(raw, self._clock_ns())
         for code, rejection in rejected:
+            self._counters["rejects"] += 1
             self._counters["rejects_activity"] += 1
             self._counters[f"rejects_activity_{code}"] += 1
             if self._rejected.first(f"{rejection.id}:{rejection.reason}"):
