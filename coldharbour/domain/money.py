@@ -11,7 +11,7 @@ Pure: no I/O, no logging.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from typing import Final
 
 ZERO: Final = Decimal(0)
@@ -104,8 +104,16 @@ def tick_size(price: Decimal) -> Decimal:
 
 
 def round_pct(value: Decimal, places: int = 2) -> Decimal:
-    """Round a display percentage to ``places`` decimals (banker's rounding)."""
-    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    """Round a display percentage to ``places`` decimals (banker's rounding).
+
+    A huge ratio (a TP 1e-12 from the entry with a 9e14 price moves 9e28 %) would need more
+    digits than the context keeps and ``quantize`` would raise ``InvalidOperation``: the
+    precision is raised for this one operation instead (issue 14).
+    """
+    with localcontext() as context:
+        if value.is_finite() and value:
+            context.prec = max(context.prec, value.adjusted() + places + 2)
+        return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
 
 
 def normalize(value: Decimal) -> Decimal:

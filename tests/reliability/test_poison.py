@@ -276,3 +276,15 @@ async def test_what_the_decoders_keep_is_stored_by_state(migrated_dsn: Dsn, bus:
     assert "7f0c4a8e-1d6e-4b7a-9b65-5c7d2f6a1e02" in stored_orders
     assert [r[0] for r in stored_activities] == [kept[0].record.id]
     assert {"GOOD1", "GOOD2"} <= prices
+
+
+def test_a_huge_tp_ratio_is_exact_not_an_invalid_operation() -> None:
+    """Issue 14: a TP of 1.000000000001 on an entry at 1 with a mark of 9e14 raised
+    ``decimal.InvalidOperation`` in the percentage rounding and killed `state`'s consumer."""
+    from decimal import Decimal
+
+    from coldharbour.domain.positions import tp_sl_reach_pct
+
+    pct = tp_sl_reach_pct("long", Decimal(1), Decimal("9e14"), Decimal("1.000000000001"), None)
+
+    assert pct == Decimal("89999999999999900000000000000.00")
