@@ -135,7 +135,9 @@ async def _consume(settings: Settings, ctx: runtime.WorkerContext, queue: asynci
 
 async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
     """Migrate, load, converge, then consume bus events and timers until stopped."""
-    applied = await retry_database(lambda: asyncio.to_thread(_migrate, settings), stop, what="schema migration")
+    applied = await retry_database(
+        lambda: asyncio.to_thread(_migrate, settings), stop, what="schema migration", counters=ctx.counters
+    )
     log.info("schema current applied=%s", applied)
     writer = Writer(settings.dsn, counters=ctx.counters)
     await writer.connect(stop)

@@ -17,9 +17,7 @@ from coldharbour.db.connect import connect_sync, retry_database
 from coldharbour.errors import DatabaseError, SchemaError
 from tests.support import async_wait_for, make_settings
 
-pytestmark = pytest.mark.asyncio
-
-
+@pytest.mark.asyncio
 async def test_migration_at_start_waits_for_postgres_then_succeeds(pg_cluster, pg_dsn) -> None:
     settings = make_settings(pg_dsn)
 
@@ -44,6 +42,7 @@ async def test_migration_at_start_waits_for_postgres_then_succeeds(pg_cluster, p
     assert counters["db_start_retries"] >= 2
 
 
+@pytest.mark.asyncio
 async def test_retry_stops_on_stop_and_never_retries_a_schema_refusal() -> None:
     stop = asyncio.Event()
     calls = 0
@@ -63,3 +62,33 @@ async def test_retry_stops_on_stop_and_never_retries_a_schema_refusal() -> None:
 
     with pytest.raises(DatabaseError, match="stopped while waiting"):
         await retry_database(unreachable, stop, what="schema migration")
+
+
+@pytest.mark.integration
+def test_state_started_while_postgres_is_down_runs_once_it_returns(pg_cluster, migrated_dsn, tmp_path) -> None:
+    """The real `state` program: PostgreSQL down at its start, up later, no manual step."""
+    import shutil
+
+    from tests.integration.e2e import Programs, all_clean, broker_environ, short_directory
+    from tests.support import wait_for
+
+    directory = short_directory()
+    env = broker_environ(migrated_dsn, directory, "http://127.0.0.1:9", FLUSH_INTERVAL_S="3600")
+    programs = Programs(env, directory)
+    try:
+        programs.start("bus")
+        pg_cluster.stop()
+        try:
+            programs.start("state")  # heartbeats while it waits for the database
+            programs.wait_counter("state", "db_start_retries", 3, timeout_s=60)
+            alive_while_down = programs.running["state"].process.poll() is None
+        finally:
+            pg_cluster.start()
+        wait_for(lambda: programs.counter("state", "commits") >= 1, 60, what="state committing after the outage")
+        alive_after = programs.running["state"].process.poll() is None
+    finally:
+        codes = programs.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+    assert alive_while_down and alive_after
+    assert all_clean(codes), programs.logs()
