@@ -17,6 +17,7 @@ from coldharbour.db.connect import connect_sync, retry_database
 from coldharbour.errors import DatabaseError, SchemaError
 from tests.support import async_wait_for, make_settings
 
+
 @pytest.mark.asyncio
 async def test_migration_at_start_waits_for_postgres_then_succeeds(pg_cluster, pg_dsn) -> None:
     settings = make_settings(pg_dsn)
@@ -90,5 +91,6 @@ def test_state_started_while_postgres_is_down_runs_once_it_returns(pg_cluster, m
         codes = programs.close()
         shutil.rmtree(directory, ignore_errors=True)
 
-    assert alive_while_down and alive_after
+    assert alive_while_down
+    assert alive_after
     assert all_clean(codes), programs.logs()
