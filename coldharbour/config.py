@@ -6,7 +6,10 @@
 Only ``runtime.py`` and ``cli.py`` read ``os.environ``; everything else is handed settings.
 
 Secrets (API keys, secret keys, the DSN password) are held in ``Secret``/``Dsn`` values whose
-``repr`` and ``str`` never show them.
+``repr`` and ``str`` never show them. A DSN is shown by *parsing* it the way libpq does
+(``psycopg.conninfo``) and printing it back without ``password``/``sslpassword``, so no quoting
+or special character (``#``, ``?``, ``@``) can leak part of a password; a DSN libpq cannot parse
+is never printed at all.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ import os
 import re
 import stat
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final
+from urllib.parse import quote
 
 import msgspec
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from coldharbour.errors import ConfigError
 
@@ -59,25 +65,74 @@ class Secret:
         return bool(self._value)
 
 
-_URL_PASSWORD = re.compile(r"(?P<head>^[a-z][a-z0-9+.-]*://[^:/@?#]*:)(?P<pw>[^@/?#]*)(?=@)", re.I)
-_KV_PASSWORD = re.compile(r"(?P<head>(?:^|(?<=\s))password\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#]*)", re.I)
+SECRET_DSN_KEYS: Final = frozenset({"password", "sslpassword"})
+_URL_SCHEME = re.compile(r"^(postgres|postgresql)://", re.I)
+UNPARSEABLE_DSN: Final = "<a DSN libpq cannot parse>"
+
+
+def _dsn_parts(dsn: str) -> dict[str, str] | None:
+    try:
+        return {key: str(value) for key, value in conninfo_to_dict(dsn).items()}
+    except Exception:  # psycopg.ProgrammingError, or anything libpq refuses: never shown
+        return None
 
 
 def redact_dsn(dsn: str) -> str:
-    """Return ``dsn`` with any password replaced by ``***`` (URL, query and key=value forms)."""
-    text = _URL_PASSWORD.sub(lambda m: m.group("head") + "***", dsn)
-    text = _QUERY_PASSWORD.sub(lambda m: m.group("head") + "***", text)
-    return _KV_PASSWORD.sub(lambda m: m.group("head") + "***", text)
+    """Return ``dsn`` as libpq reads it, with ``password``/``sslpassword`` shown as ``***``.
+
+    A URL stays a URL (``postgresql://u:***@h:5432/db?sslmode=require``), a key=value DSN stays
+    key=value; a DSN libpq cannot parse is replaced whole (it could be anything).
+    """
+    parts = _dsn_parts(dsn)
+    if parts is None:
+        return UNPARSEABLE_DSN
+    shown = {key: ("***" if key in SECRET_DSN_KEYS else value) for key, value in parts.items()}
+    if not _URL_SCHEME.match(dsn.strip()):
+        return " ".join(f"{key}={_kv_value(value)}" for key, value in shown.items())
+    user = shown.pop("user", "")
+    password = shown.pop("password", None)
+    host, port, dbname = shown.pop("host", ""), shown.pop("port", ""), shown.pop("dbname", "")
+    auth = quote(user, safe="") + (":***" if password else "") + "@" if user or password else ""
+    location = quote(host, safe=",[]:") + (":" + quote(port, safe=",") if port else "")
+    query = "&".join(f"{quote(key, safe='')}={_url_value(value)}" for key, value in shown.items())
+    return f"postgresql://{auth}{location}/{quote(dbname, safe='')}" + ("?" + query if query else "")
+
+
+def _url_value(value: str) -> str:
+    return value if value == "***" else quote(value, safe="")
+
+
+def _kv_value(value: str) -> str:
+    if value and not re.search(r"[\s'\\]", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def dsn_secrets(dsn: str) -> list[str]:
+    """Return every secret in ``dsn`` (passwords, as parsed and as written), to scrub logs."""
+    parts = _dsn_parts(dsn) or {}
+    found = [parts[key] for key in sorted(SECRET_DSN_KEYS & parts.keys()) if parts[key]]
+    found += [quote(value, safe="") for value in found]
+    return sorted({value for value in found if value}, key=len, reverse=True)
 
 
 def dsn_password(dsn: str) -> str | None:
-    """Return the password embedded in ``dsn``, if any (used to scrub logs)."""
-    for pattern in (_URL_PASSWORD, _QUERY_PASSWORD, _KV_PASSWORD):
-        match = pattern.search(dsn)
-        if match and match.group("pw"):
-            return match.group("pw").strip("'")
-    return None
+    """Return the password embedded in ``dsn``, if any."""
+    parts = _dsn_parts(dsn) or {}
+    return parts.get("password") or None
+
+
+def dsn_from_table(table: Mapping[str, object], *, what: str) -> str:
+    """Return the key=value DSN of a TOML table (``dsn = {host = "h", password = "…"}``)."""
+    values: dict[str, str] = {}
+    for key, value in table.items():
+        if isinstance(value, dict | list) or value is None:
+            raise ConfigError(f"{what}: key {str(key)[:30]!r} of the DSN table must be text or a number")
+        values[str(key)] = str(value)
+    try:
+        return make_conninfo(**values)
+    except Exception:
+        raise ConfigError(f"{what}: the DSN table is not a valid libpq connection (keys: {sorted(values)})") from None
 
 
 class Dsn(Secret):
@@ -90,6 +145,11 @@ class Dsn(Secret):
 
     def __str__(self) -> str:
         return redact_dsn(self._value)
+
+
+def account_key(name: str) -> str:
+    """Return the credential name of ``name`` after Unicode case folding (``ß`` → ``SS``)."""
+    return env_suffix(unicodedata.normalize("NFKC", name).casefold())
 
 
 # --- slugs and identifiers (SPEC.md §1) -------------------------------------------------------
@@ -167,6 +227,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Every setting of SPEC.md §7 and §1; field ``x_y`` is env var ``X_Y`` (see ``ENV_NAMES``)."""
 
     dsn: Dsn
+    read_dsn: Dsn | None = None  # the read-only role's login, for every program but `state`
     run_dir: str = DEFAULT_RUN_DIR
     bus_in: str = ""
     bus_out: str = ""
@@ -218,6 +279,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Accounts listed but not runnable (missing credential), with the reason: the others run.
     disabled_accounts: tuple[tuple[str, str], ...] = ()
 
+    @property
+    def reader_dsn(self) -> Dsn:
+        """Return the DSN of the read-only role (``CHMGR_READ_DSN``), else ``CHMGR_DSN``."""
+        return self.read_dsn if self.read_dsn is not None else self.dsn
+
     def account(self, slug: str) -> AccountSettings:
         """Return the enabled account with ``slug``; raise ``ConfigError`` naming the known ones."""
         for account in self.accounts:
@@ -230,6 +296,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 # Field → environment variable. Fields not listed use their upper-cased name.
 _ENV_OVERRIDES: Final = {
     "dsn": "CHMGR_DSN",
+    "read_dsn": "CHMGR_READ_DSN",
     "run_dir": "CHMGR_RUN_DIR",
     "bus_in": "CHMGR_BUS_IN",
     "bus_out": "CHMGR_BUS_OUT",
@@ -270,7 +337,11 @@ def load_settings(environ: Mapping[str, str], toml_path: str | Path | None = Non
         raise ConfigError(
             "CHMGR_DSN: required, not set (a PostgreSQL DSN such as postgresql://user@127.0.0.1:5432/chmgr)"
         )
-    raw["dsn"] = Dsn(str(raw["dsn"]).strip())
+    raw["dsn"] = _dsn(raw["dsn"], what="CHMGR_DSN")
+    if raw.get("read_dsn") in (None, ""):
+        raw.pop("read_dsn", None)
+    else:
+        raw["read_dsn"] = _dsn(raw["read_dsn"], what="CHMGR_READ_DSN")
     for field in _LIST_FIELDS & raw.keys():
         raw[field] = _split_list(raw[field])
     source = str(raw.get("price_source") or "").strip().lower()
@@ -285,14 +356,28 @@ def load_settings(environ: Mapping[str, str], toml_path: str | Path | None = Non
     return settings
 
 
+def _dsn(value: object, *, what: str) -> Dsn:
+    """Return ``value`` (text, or a TOML table of libpq keys) as a ``Dsn`` libpq can parse."""
+    text = dsn_from_table(value, what=what) if isinstance(value, Mapping) else str(value).strip()
+    if _dsn_parts(text) is None:
+        raise ConfigError(
+            f"{what}: not a PostgreSQL DSN libpq can parse (postgresql://user@host:5432/db or key=value pairs)"
+        )
+    return Dsn(text)
+
+
 def _read_toml(path: str | Path) -> tuple[dict[str, object], list[dict[str, object]]]:
     try:
         with Path(path).open("rb") as handle:
             data = tomllib.load(handle)
-    except FileNotFoundError as e:
-        raise ConfigError(f"CHMGR_CONFIG: file not found: {path}") from e
+    except FileNotFoundError:
+        raise ConfigError(f"CHMGR_CONFIG: file not found: {path}") from None
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"CHMGR_CONFIG: cannot read {path}: {e}") from e
+        raise ConfigError(f"CHMGR_CONFIG: cannot read {path}: {' '.join(str(e).split())}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"CHMGR_CONFIG: {path} is not UTF-8 (byte {e.start})") from None
+    except RecursionError:
+        raise ConfigError(f"CHMGR_CONFIG: {path} is nested too deeply") from None
     accounts = data.pop("accounts", [])
     if not isinstance(accounts, list) or not all(isinstance(a, dict) for a in accounts):
         raise ConfigError(f"CHMGR_CONFIG: [[accounts]] must be a list of tables in {path}")
@@ -399,12 +484,20 @@ def _load_accounts(
     accounts: list[AccountSettings] = []
     disabled: list[tuple[str, str]] = []
     seen: dict[str, str] = {}
+    keys: dict[str, str] = {}
     for name in _account_names(environ, file_accounts):
         _check_account_name(name)
         slug = slugify(name)
         if slug in seen:
             raise ConfigError(f"CHMGR_ACCOUNTS: accounts {seen[slug]!r} and {name!r} both have slug {slug!r}")
         seen[slug] = name
+        for key in {env_suffix(name), account_key(name)}:
+            if key in keys:
+                raise ConfigError(
+                    f"CHMGR_ACCOUNTS: accounts {keys[key]!r} and {name!r} map to one credential name {key!r} "
+                    "(names are compared after Unicode case folding)"
+                )
+            keys[key] = name
         suffix = env_suffix(name)
         entry = by_name.get(name, {})
 
@@ -478,9 +571,9 @@ def all_secrets(settings: Settings) -> list[str]:
     """Return every secret string in ``settings`` (for the log scrubber), longest first."""
     values = [a.api_key.reveal() for a in settings.accounts]
     values += [a.secret_key.reveal() for a in settings.accounts]
-    password = dsn_password(settings.dsn.reveal())
-    if password:
-        values.append(password)
+    for dsn in (settings.dsn, settings.read_dsn):
+        if dsn is not None:
+            values += dsn_secrets(dsn.reveal())
     return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
 
 

@@ -174,10 +174,15 @@ def test_secrets_never_print() -> None:
     ("dsn", "redacted"),
     [
         ("postgresql://u:p@h:5432/db", "postgresql://u:***@h:5432/db"),
-        ("host=h user=u password=p dbname=d", "host=h user=u password=*** dbname=d"),
-        ("host=h password='a b c' dbname=d", "host=h password=*** dbname=d"),
-        ("postgresql://u@h/db?password=p&sslmode=disable", "postgresql://u@h/db?password=***&sslmode=disable"),
+        ("host=h user=u password=p dbname=d", "user=u password=*** dbname=d host=h"),
+        ("host=h password='a b c' dbname=d", "password=*** dbname=d host=h"),
+        ("postgresql://u@h/db?password=p&sslmode=disable", "postgresql://u:***@h/db?sslmode=disable"),
         ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("postgresql://u:Hunter#2pw@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://u:Hun?ter@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:p%40x@h/db", "postgresql://u:***@h/db"),
+        ("host=h user=u sslpassword=Hunter#2pw dbname=d", "user=u dbname=d host=h sslpassword=***"),
+        ("not a dsn Hunter#2pw", "<a DSN libpq cannot parse>"),
     ],
 )
 def test_redact_dsn(dsn: str, redacted: str) -> None:
@@ -215,3 +220,64 @@ def test_price_source_settings_reject_bad_values_in_one_line(name: str, value: s
         load_settings({"CHMGR_DSN": "postgresql://u@h/db", name: value})
 
     assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("names", ["i,ı", "ss,ß", "Straße,STRASSE"])
+def test_account_names_that_fold_to_one_credential_name_are_one_line_errors(names: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"CHMGR_DSN": DSN, "CHMGR_ACCOUNTS": names})
+
+    assert "map to one credential name" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_non_utf8_toml_is_one_line_error(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_bytes(b'FLUSH_INTERVAL_S = 5\nLOG_LEVEL = "\xff\xfe"\n')
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"CHMGR_DSN": DSN}, toml)
+
+    assert str(caught.value) == f"CHMGR_CONFIG: {toml} is not UTF-8 (byte 34)"
+
+
+def test_deeply_nested_toml_is_one_line_error(tmp_path: Path) -> None:
+    toml = tmp_path / "deep.toml"
+    toml.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"CHMGR_DSN": DSN}, toml)
+
+    assert "\n" not in str(caught.value)
+    assert str(caught.value).startswith("CHMGR_CONFIG:")
+
+
+def test_dsn_as_a_toml_table_is_used_and_never_printed(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('[CHMGR_DSN]\nhost = "127.0.0.1"\nuser = "chmgr"\npassword = "Hunter#2pw"\ndbname = "chmgr"\n')
+
+    settings = load_settings({}, toml)
+
+    assert "Hunter#2pw" in settings.dsn.reveal()
+    shown = " ".join([str(settings.dsn), repr(settings.dsn), str(describe(settings))])
+    assert "Hunter" not in shown and "2pw" not in shown
+    assert "password=***" in shown
+    assert "Hunter#2pw" in all_secrets(settings)
+
+
+def test_unparseable_dsn_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"CHMGR_DSN": "hostt=h password=Hunter#2pw"})
+
+    assert "Hunter" not in str(caught.value)
+    assert str(caught.value).startswith("CHMGR_DSN: not a PostgreSQL DSN")
+
+
+def test_read_dsn_is_optional_and_secret() -> None:
+    plain = load_settings(BASE)
+    reader = load_settings({**BASE, "CHMGR_READ_DSN": "postgresql://chmgr_reader:Rd-Hunter#2pw@127.0.0.1/chmgr"})
+
+    assert plain.read_dsn is None and plain.reader_dsn is plain.dsn
+    assert reader.reader_dsn.reveal().startswith("postgresql://chmgr_reader:")
+    assert "Rd-Hunter" not in str(describe(reader))
+    assert "Rd-Hunter#2pw" in all_secrets(reader)

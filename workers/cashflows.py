@@ -1,7 +1,8 @@
 """`cashflows`: account activities (dividends, fees, journals, deposits, fills) for every account.
 
-Inputs: broker REST ``GET /v2/account/activities`` (since the last seen id), the DB read-only
-(the resume cursor, once at start), bus ``session`` (a session start pulls at once).
+Inputs: broker REST ``GET /v2/account/activities`` (since the last stored id), the DB read-only
+(the stored cursor and ids, every run), bus ``session`` (a session start pulls at once), bus
+``cmd.resync.<slug>`` (a full resync re-sends at once what was published but is not stored).
 Outputs: ``ActivitiesPage`` on ``cash.<slug>`` (``state`` writes raw activities and cash flows).
 
 Runs every ``CASH_FLOWS_INTERVAL_S`` (300) per account, one task per account.
@@ -10,6 +11,7 @@ Runs every ``CASH_FLOWS_INTERVAL_S`` (300) per account, one task per account.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Mapping
 
@@ -21,16 +23,17 @@ from coldharbour.analytics.cashflows import ActivitySource, CashflowsJob
 from coldharbour.analytics.clock import Clock, SystemClock, run_per_account
 from coldharbour.analytics.phases import is_session_start, start_watch
 from coldharbour.config import Settings
-from coldharbour.db.connect import read_only_pool
+from coldharbour.db.connect import read_only_pool, reader_dsn
 from coldharbour.db.names import account_names
-from coldharbour.messages import SessionPhaseChanged
+from coldharbour.messages import PREFIX_RESYNC, ResyncRequested, SessionPhaseChanged
 
 PROGRAM = "cashflows"
+log = logging.getLogger("workers.cashflows")
 
 
 def open_pool(settings: Settings) -> AsyncConnectionPool:
     """Return this program's (closed) read-only pool: the database refuses its writes."""
-    return read_only_pool(settings.dsn, PROGRAM, max_size=2)
+    return read_only_pool(reader_dsn(settings), PROGRAM, max_size=2)
 
 
 async def run(
@@ -58,6 +61,8 @@ async def run(
             CashflowsJob(account_names(settings, a.slug), pool, chosen[a.slug], ctx.publisher, ctx.counters)
             for a in settings.accounts
         ]
+        resyncs = asyncio.create_task(_watch_resyncs(ctx, {job.names.slug: job for job in jobs}, wakes))
+        resyncs.add_done_callback(runtime.log_task_exception)
         try:
             await run_per_account(
                 PROGRAM,
@@ -70,8 +75,27 @@ async def run(
             )
         finally:
             watcher.cancel()
+            resyncs.cancel()
             for broker in brokers.values():
                 await broker.close()
+
+
+async def _watch_resyncs(
+    ctx: runtime.WorkerContext, jobs: Mapping[str, CashflowsJob], wakes: Mapping[str, asyncio.Event]
+) -> None:
+    """On a full ``ResyncRequested`` for an account, re-send its unstored activities at once."""
+    subscriber = ctx.subscriber([PREFIX_RESYNC])
+    try:
+        while True:
+            _, message = await subscriber.recv()
+            if not isinstance(message, ResyncRequested) or message.symbols or message.account not in jobs:
+                continue
+            log.info("resync requested account=%s reason=%s", message.account, message.reason)
+            ctx.counters["resyncs"] += 1
+            jobs[message.account].resync()
+            wakes[message.account].set()
+    finally:
+        subscriber.close()
 
 
 async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:

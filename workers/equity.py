@@ -24,7 +24,7 @@ from coldharbour.analytics.clock import Clock, SystemClock, run_per_account
 from coldharbour.analytics.equity import DailyBarsSource, EquityJob
 from coldharbour.analytics.phases import is_after_close, is_session_start, start_watch
 from coldharbour.config import Settings
-from coldharbour.db.connect import read_only_pool
+from coldharbour.db.connect import read_only_pool, reader_dsn
 from coldharbour.db.names import account_names, shared_names
 from coldharbour.messages import SessionPhaseChanged
 
@@ -33,7 +33,7 @@ PROGRAM = "equity"
 
 def open_pool(settings: Settings) -> AsyncConnectionPool:
     """Return this program's (closed) read-only pool: the database refuses its writes."""
-    return read_only_pool(settings.dsn, PROGRAM, max_size=max(2, len(settings.accounts)))
+    return read_only_pool(reader_dsn(settings), PROGRAM, max_size=max(2, len(settings.accounts)))
 
 
 async def _tick(job: EquityJob, clock: Clock) -> None:

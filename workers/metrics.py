@@ -20,7 +20,7 @@ from coldharbour import runtime
 from coldharbour.analytics.clock import Clock, SystemClock, run_per_account
 from coldharbour.analytics.metrics import MetricsJob
 from coldharbour.config import Settings
-from coldharbour.db.connect import read_only_pool
+from coldharbour.db.connect import read_only_pool, reader_dsn
 from coldharbour.db.names import account_names, shared_names
 
 PROGRAM = "metrics"
@@ -28,7 +28,7 @@ PROGRAM = "metrics"
 
 def open_pool(settings: Settings) -> AsyncConnectionPool:
     """Return this program's (closed) read-only pool: the database refuses its writes."""
-    return read_only_pool(settings.dsn, PROGRAM, max_size=max(2, len(settings.accounts)))
+    return read_only_pool(reader_dsn(settings), PROGRAM, max_size=max(2, len(settings.accounts)))
 
 
 async def _tick(job: MetricsJob, clock: Clock) -> None:

@@ -30,6 +30,7 @@ import zmq.asyncio
 from coldharbour import runtime
 from coldharbour.broker.feed import Skip, TradeFilter, decode_frames
 from coldharbour.broker.market_stream import DataStreamPrices, MarketDataStream
+from coldharbour.broker.validate import TICK_FUTURE_NS
 from coldharbour.config import Settings
 from coldharbour.db import queries
 from coldharbour.db.connect import connect_read_only
@@ -77,7 +78,8 @@ class FeedReader:
     def __init__(self, settings: Settings, ctx: runtime.WorkerContext) -> None:
         self._ctx = ctx
         self._exclude = frozenset(settings.trade_conditions_exclude)
-        self._accept = TradeFilter(self._exclude).accept
+        self._filter = TradeFilter(self._exclude)
+        self._accept = self._filter.accept
         self._sync: zmq.Socket[bytes] = ctx.zmq.socket(zmq.SUB)
         self._sync.setsockopt(zmq.RCVHWM, FEED_HWM)
         self._sync.setsockopt(zmq.LINGER, 0)
@@ -85,6 +87,7 @@ class FeedReader:
         self._socket = zmq.asyncio.Socket.shadow(self._sync.underlying)
         self._sync.connect(settings.zmq_sip_stream_endpoint)
         self._last_log: dict[str, float] = {}
+        self._now_ns: int | None = None
         log.info("feed connected endpoint=%s exclude=%s", settings.zmq_sip_stream_endpoint, sorted(self._exclude))
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -96,6 +99,8 @@ class FeedReader:
             await asyncio.sleep(0)  # let the heartbeat and other tasks run between batches
 
     def _drain(self) -> None:
+        self._now_ns = time.time_ns()
+        self._filter.horizon_ns = self._now_ns + TICK_FUTURE_NS
         pending = _Pending()
         sock, accept, add = self._sync, self._accept, pending.add
         count = 0
@@ -127,7 +132,7 @@ class FeedReader:
 
     def handle(self, frames: list[bytes], pending: _Pending) -> None:
         """Add the tick in ``frames`` to ``pending`` or count why there is none (the slow path)."""
-        result = decode_frames(frames, self._exclude)
+        result = decode_frames(frames, self._exclude, self._now_ns)
         if isinstance(result, Skip):
             self._count(result)
             return
@@ -181,7 +186,7 @@ async def follow_symbols(
     try:
         while not stop.is_set():
             try:
-                conn = conn if conn is not None and not conn.closed else await connect_read_only(settings.dsn, "prices")
+                conn = conn if conn is not None and not conn.closed else await connect_read_only(settings.reader_dsn, "prices")
                 symbols: set[str] = set()
                 for account in names:
                     symbols |= await queries.symbols_in_play(conn, account)

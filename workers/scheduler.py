@@ -23,7 +23,7 @@ from coldharbour.analytics.broker_reads import BrokerReads
 from coldharbour.analytics.clock import Clock, SystemClock, until_stopped
 from coldharbour.analytics.scheduler import CalendarSource, ProgramControl, Scheduler
 from coldharbour.config import Settings
-from coldharbour.db.connect import read_only_pool
+from coldharbour.db.connect import read_only_pool, reader_dsn
 
 PROGRAM = "scheduler"
 SUPERVISOR_SOCKET = "supervisor.sock"
@@ -31,7 +31,7 @@ SUPERVISOR_SOCKET = "supervisor.sock"
 
 def open_pool(settings: Settings) -> AsyncConnectionPool:
     """Return this program's (closed) read-only pool: the database refuses its writes."""
-    return read_only_pool(settings.dsn, PROGRAM, min_size=0, max_size=1)
+    return read_only_pool(reader_dsn(settings), PROGRAM, min_size=0, max_size=1)
 
 
 def supervisor_control(settings: Settings) -> ProgramControl:

@@ -23,7 +23,7 @@ from coldharbour import messages as m
 from coldharbour import runtime
 from coldharbour.config import Settings
 from coldharbour.db import schema
-from coldharbour.db.connect import connect_read_only, connect_sync
+from coldharbour.db.connect import connect_read_only, connect_sync, retry_database
 from coldharbour.db.writer import Writer
 from coldharbour.errors import ChmgrError, DatabaseError
 from coldharbour.mirror import Event, FlushDue, GapDetected, HeartbeatDue, LedgerCheck, Mirror, Plan
@@ -135,7 +135,9 @@ async def _consume(settings: Settings, ctx: runtime.WorkerContext, queue: asynci
 
 async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
     """Migrate, load, converge, then consume bus events and timers until stopped."""
-    applied = await asyncio.to_thread(_migrate, settings)
+    applied = await retry_database(
+        lambda: asyncio.to_thread(_migrate, settings), stop, what="schema migration", counters=ctx.counters
+    )
     log.info("schema current applied=%s", applied)
     writer = Writer(settings.dsn, counters=ctx.counters)
     await writer.connect(stop)

@@ -1,35 +1,46 @@
-"""Account activities since the last seen id → ``ActivitiesPage`` (raw activities + cash flows).
+"""Account activities since the last stored id → ``ActivitiesPage`` (raw activities + cash flows).
 
-Incremental (D43): the cursor is the newest stored activity id, read from the DB once at start;
-each run asks the broker only for activities after ``query_after(cursor)`` (a week of overlap,
-because a late-booked dividend carries an id older than ones already seen) and publishes only
-ids not seen before. Nothing is re-sent on an unchanged account; ``state`` writes what it gets
-with idempotent upserts, so an occasional repeat is harmless anyway.
+Incremental (D43), and nothing lost (issue 14): the cursor is the newest activity id ``state``
+has *stored*, read back from the DB (read-only) at every run — never advanced at publish time,
+so activities published while ``state`` was down are asked for and sent again. Each run asks the
+broker only for activities after ``query_after(cursor)`` (a week of overlap, because a
+late-booked dividend carries an id older than ones already seen) and publishes the ids not
+stored yet. An id already published is not sent again at once (``state`` may simply not have
+committed it yet) but after ``RESEND_AFTER_RUNS`` runs still unstored, or at once on a full
+resync request (``cmd.resync.<slug>``: ``state`` publishes one when it starts). ``state``
+writes with idempotent upserts, so a repeat is harmless.
+
+Every activity is checked against what the store and the bus accept before it is published
+(``broker.validate``: no NUL or invalid UTF-8 anywhere in it, a time within 1970..2262 and not
+more than ``validate.BROKER_FUTURE_NS`` ahead): a bad one is rejected alone, logged once and
+counted (``rejects_activity``), its page neighbours go on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Final, Protocol
 
 from psycopg_pool import AsyncConnectionPool
 
+from coldharbour.broker import validate
 from coldharbour.bus import Publisher
 from coldharbour.db import queries
 from coldharbour.db.names import AccountNames
 from coldharbour.domain.cashflows import (
     CashFlow,
     Category,
-    convert_activities,
-    newest_id,
+    Rejection,
     query_after,
     select_new,
+    to_cash_flow,
 )
 from coldharbour.domain.money import InvalidMoney, to_decimal_or_none
 from coldharbour.domain.types import from_datetime
@@ -38,6 +49,7 @@ from coldharbour.messages import ActivitiesPage, ActivityRecord, topic_cash
 log = logging.getLogger(__name__)
 
 PAGE_ROWS: Final = 500  # activities per bus message: a backfill goes out in several pages
+RESEND_AFTER_RUNS: Final = 3  # a published id still unstored after this many runs is sent again
 
 
 class ActivitySource(Protocol):
@@ -89,6 +101,42 @@ def to_record(activity: Mapping[str, object], flow: CashFlow) -> ActivityRecord:
     )
 
 
+def screen(
+    raw: Sequence[Mapping[str, object]], now_ns: int
+) -> tuple[list[CashFlow], list[tuple[str, Rejection]], dict[str, Mapping[str, object]]]:
+    """Return the flows the store and the bus accept (sorted by id, each once), the rejections
+    with a counter suffix (``value``, ``text``, ``time``, ``future``), and each flow's activity."""
+    flows: dict[str, CashFlow] = {}
+    rejected: list[tuple[str, Rejection]] = []
+    by_id: dict[str, Mapping[str, object]] = {}
+    for activity in raw:
+        result = _screen_one(activity, now_ns)
+        if isinstance(result, tuple):
+            rejected.append(result)
+        else:
+            flows[result.id] = result
+            by_id[result.id] = activity
+    return [flows[key] for key in sorted(flows)], rejected, by_id
+
+
+def _screen_one(activity: Mapping[str, object], now_ns: int) -> CashFlow | tuple[str, Rejection]:
+    raw_id = activity.get("id")
+    shown = repr(raw_id)[1:-1][:60] if isinstance(raw_id, str) else None
+    try:
+        validate.tree(activity, field="activity")
+        if isinstance(raw_id, str):
+            validate.text(raw_id, field="id", max_chars=validate.MAX_ID_CHARS)
+        result = to_cash_flow(activity)
+        if isinstance(result, Rejection):
+            return "value", result
+        validate.time_ns(from_datetime(result.ts), field="time", now_ns=now_ns)
+    except validate.Invalid as e:
+        return e.reason, Rejection(id=shown, reason=str(e))
+    except OverflowError:  # a date near 9999 moved to UTC
+        return "time", Rejection(id=shown, reason="time: outside the datetime range")
+    return result
+
+
 class CashflowsJob:
     """One account's incremental activities pull; ``run_once`` is the periodic job."""
 
@@ -99,57 +147,61 @@ class CashflowsJob:
         source: ActivitySource,
         publisher: Publisher,
         counters: Counter[str],
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.names = names
         self._pool = pool
         self._source = source
         self._publisher = publisher
         self._counters = counters
-        self._loaded = False
+        self._clock_ns = clock_ns
         self.cursor: str | None = None
-        self._seen: set[str] = set()
+        self._runs = 0
+        self._published: dict[str, int] = {}  # id -> the run that last sent it (not stored yet)
+        self._rejected = validate.OnceLog()
+        self._resend_all = False
 
-    async def _load(self) -> None:
+    def resync(self) -> None:
+        """Re-send every published activity not stored yet at the next run (``state`` asked)."""
+        self._resend_all = True
+
+    async def _stored(self) -> set[str]:
+        """Read back the stored cursor and the stored ids inside the overlap window."""
         async with self._pool.connection() as conn:
             self.cursor = await queries.cash_flow_cursor(conn, self.names)
             after = query_after(self.cursor)
-            if after is not None:
-                self._seen = await queries.cash_flow_ids_from(conn, self.names, id_floor(after))
-        self._loaded = True
-        log.info("cash-flow cursor loaded account=%s cursor=%s known=%d", self.names.slug, self.cursor, len(self._seen))
+            if self.cursor is None:
+                return set()
+            return await queries.cash_flow_ids_from(conn, self.names, "" if after is None else id_floor(after))
 
     async def run_once(self) -> int:
-        """Pull activities since the cursor, publish the new ones; return how many were new."""
-        if not self._loaded:
-            await self._load()
+        """Pull activities since the stored cursor, publish those not stored; return how many."""
+        self._runs += 1
+        stored = await self._stored()
+        resend_all, self._resend_all = self._resend_all, False
         raw = await self._source.activities(query_after(self.cursor))
-        flows, rejected = convert_activities(raw)
-        for rejection in rejected:
-            if rejection.id is None or rejection.id not in self._seen:
-                self._counters["rejects_activity"] += 1
+        flows, rejected, by_id = screen(raw, self._clock_ns())
+        for code, rejection in rejected:
+            self._counters["rejects"] += 1
+            self._counters["rejects_activity"] += 1
+            self._counters[f"rejects_activity_{code}"] += 1
+            if self._rejected.first(f"{rejection.id}:{rejection.reason}"):
                 log.warning(
                     "rejected activity account=%s id=%s reason=%s", self.names.slug, rejection.id, rejection.reason
                 )
-                if rejection.id is not None:
-                    self._seen.add(rejection.id)
-        fresh = select_new(flows, self._seen)
+        self._published = {key: run for key, run in self._published.items() if key not in stored}
+        held = {key for key, run in self._published.items() if not resend_all and self._runs - run < RESEND_AFTER_RUNS}
+        fresh = select_new(flows, stored | held)
         if fresh:
-            by_id = {str(activity.get("id", "")).strip(): activity for activity in raw}
             for start in range(0, len(fresh), PAGE_ROWS):
                 chunk = fresh[start : start + PAGE_ROWS]
                 records = tuple(to_record(by_id[flow.id], flow) for flow in chunk)
                 page = ActivitiesPage(account=self.names.slug, activities=records, cash_flows=tuple(chunk))
                 self._publisher.publish(topic_cash(self.names.slug), page)
+            resent = sum(1 for flow in fresh if flow.id in self._published)
             self._counters["activities_published"] += len(fresh)
-            log.info("published activities account=%s new=%d", self.names.slug, len(fresh))
-        self._seen.update(flow.id for flow in fresh)
-        self.cursor = newest_id(fresh, self.cursor)
-        self._forget_old()
+            self._counters["activities_resent"] += resent
+            log.info("published activities account=%s new=%d resent=%d", self.names.slug, len(fresh), resent)
+        self._published.update((flow.id, self._runs) for flow in fresh)
         return len(fresh)
-
-    def _forget_old(self) -> None:
-        """Drop remembered ids older than the overlap window: the broker is not asked for them."""
-        after = query_after(self.cursor)
-        if after is not None:
-            floor = id_floor(after)
-            self._seen = {seen for seen in self._seen if seen >= floor}

@@ -4,8 +4,11 @@ The broker's payloads are parsed with our own tolerant msgspec types, never alpa
 models (ALPACA.md §8): enum-like fields (status, type, order class, event) are kept as text, so
 a value Alpaca adds tomorrow never drops a fill; unknown fields are ignored; numbers may come
 as strings or JSON numbers. What cannot become a domain value (no id, a bad number, a naive
-timestamp, an order side we cannot sign) is returned as a ``Rejected`` with a short ``reason``
-(the counter suffix) and a one-line ``detail`` — never raised, never logged from here.
+timestamp, an order side we cannot sign) and every value the store or the bus would refuse
+(``validate``: NUL or invalid UTF-8 anywhere in the object, a non-UUID order id, a time outside
+1970..2262 or, given ``now_ns``, more than ``validate.BROKER_FUTURE_NS`` ahead) is returned
+as a ``Rejected`` with a short ``reason`` (the counter suffix) and a one-line ``detail`` —
+never raised, never logged from here.
 
 Times become UTC nanoseconds (``Order.created_at`` …) at microsecond precision: the sub-µs
 part of Alpaca's 9-digit fractions is never used as a key (ALPACA.md §8).
@@ -22,6 +25,8 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from coldharbour.broker import validate
+from coldharbour.broker.validate import Invalid
 from coldharbour.domain.cashflows import activity_id_time
 from coldharbour.domain.corporate import ActionLeg
 from coldharbour.domain.money import ZERO, InvalidMoney, to_decimal_or_none
@@ -44,7 +49,16 @@ class Rejected(msgspec.Struct, frozen=True):
 
 
 class BadValue(ValueError):
-    """Internal: one field is unusable; becomes a ``Rejected``."""
+    """Internal: one field is unusable; becomes a ``Rejected`` (``reason``: a validate suffix)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _reason(base: str, error: BadValue) -> str:
+    """Return ``base`` for a plain bad value, ``base_<check>`` for what ``validate`` refused."""
+    return f"{base}_{error.reason}" if error.reason else base
 
 
 # --- tolerant wire types --------------------------------------------------------------------
@@ -153,8 +167,11 @@ class ConvertedActivity(msgspec.Struct, frozen=True):
 # --- scalar helpers -------------------------------------------------------------------------
 
 
-def parse_time_ns(text: str | None, *, field: str) -> int:
-    """Return an ISO-8601 timestamp with an offset (``Z`` or ``±hh:mm``) as UTC ns."""
+def parse_time_ns(text: str | None, *, field: str, now_ns: int | None = None) -> int:
+    """Return an ISO-8601 timestamp with an offset (``Z`` or ``±hh:mm``) as UTC ns.
+
+    The result is within ``validate.time_ns`` (and not ahead of ``now_ns`` beyond tolerance).
+    """
     if not text:
         raise BadValue(f"{field}: missing timestamp")
     try:
@@ -163,11 +180,23 @@ def parse_time_ns(text: str | None, *, field: str) -> int:
         raise BadValue(f"{field}: not an ISO-8601 timestamp: {text[:40]!r}") from e
     if moment.tzinfo is None:
         raise BadValue(f"{field}: timestamp without an offset: {text[:40]!r}")
-    return from_datetime(moment)
+    return int(_checked(validate.time_ns, from_datetime(moment), field=field, now_ns=now_ns))
 
 
-def _optional_time_ns(text: str | None, *, field: str) -> int | None:
-    return None if not text else parse_time_ns(text, field=field)
+def _optional_time_ns(text: str | None, *, field: str, now_ns: int | None = None) -> int | None:
+    return None if not text else parse_time_ns(text, field=field, now_ns=now_ns)
+
+
+def _checked(check: Any, value: object, **kwargs: Any) -> Any:
+    """Return ``check(value, **kwargs)``; a ``validate.Invalid`` becomes a ``BadValue``."""
+    try:
+        return check(value, **kwargs)
+    except Invalid as e:
+        raise BadValue(str(e), e.reason) from e
+
+
+def _uuid(value: str | None, *, field: str) -> str | None:
+    return None if not value else str(_checked(validate.canonical_uuid, value, field=field))
 
 
 def _number(value: Number, *, field: str) -> Decimal | None:
@@ -206,21 +235,25 @@ def to_json(data: object) -> str:
 # --- orders ---------------------------------------------------------------------------------
 
 
-def _order(raw: RawOrder, parent_id: str | None, leg_ids: tuple[str, ...]) -> Order:
+def _order(raw: RawOrder, parent_id: str | None, leg_ids: tuple[str, ...], now_ns: int | None) -> Order:
     if not raw.id:
         raise BadValue("id: missing")
     if not raw.symbol:
         raise BadValue(f"symbol: missing on order {raw.id}")
+    order_id = _uuid(raw.id, field="id")
+    assert order_id is not None
+    _checked(validate.text, raw.symbol, field="symbol", max_chars=validate.MAX_SYMBOL_CHARS)
+    _checked(validate.text, raw.client_order_id or "", field="client_order_id", max_chars=validate.MAX_ID_CHARS)
     created_text = raw.created_at or raw.submitted_at
-    created = parse_time_ns(created_text, field="created_at")
+    created = parse_time_ns(created_text, field="created_at", now_ns=now_ns)
     return Order(
-        id=raw.id,
+        id=order_id,
         symbol=raw.symbol.upper(),
         side=_side(raw.side),
         order_type=(raw.type or raw.order_type or "").lower(),
         status=raw.status.lower(),
         created_at=created,
-        updated_at=_optional_time_ns(raw.updated_at, field="updated_at") or created,
+        updated_at=_optional_time_ns(raw.updated_at, field="updated_at", now_ns=now_ns) or created,
         order_class=(raw.order_class or "simple").lower() or "simple",
         qty=_number(raw.qty, field="qty"),
         filled_qty=_number(raw.filled_qty, field="filled_qty") or ZERO,
@@ -228,51 +261,69 @@ def _order(raw: RawOrder, parent_id: str | None, leg_ids: tuple[str, ...]) -> Or
         limit_price=_number(raw.limit_price, field="limit_price"),
         stop_price=_number(raw.stop_price, field="stop_price"),
         parent_id=parent_id,
-        replaces=raw.replaces or None,
-        replaced_by=raw.replaced_by or None,
+        replaces=_uuid(raw.replaces, field="replaces"),
+        replaced_by=_uuid(raw.replaced_by, field="replaced_by"),
         legs=leg_ids,
         expires_at=_optional_time_ns(raw.expires_at, field="expires_at"),
-        filled_at=_optional_time_ns(raw.filled_at, field="filled_at"),
+        filled_at=_optional_time_ns(raw.filled_at, field="filled_at", now_ns=now_ns),
         client_order_id=raw.client_order_id or "",
         submitted_at=_optional_time_ns(raw.submitted_at, field="submitted_at"),
         commission=abs(_number(raw.commission, field="commission") or ZERO),
     )
 
 
-def _flatten(data: object, parent_id: str | None, out: list[ConvertedOrder], rejects: list[Rejected]) -> Order | None:
+def _flatten(
+    data: object, parent_id: str | None, out: list[ConvertedOrder], rejects: list[Rejected], now_ns: int | None
+) -> Order | None:
     """Convert ``data`` and its nested legs (depth first); return the order, or None if rejected."""
     try:
         raw = _typed(data, RawOrder)
     except BadValue as e:
         rejects.append(Rejected("order_shape", f"{_id_of(data)}: {e}"))
         return None
-    leg_ids = tuple(str(leg["id"]) for leg in raw.legs or () if isinstance(leg, Mapping) and leg.get("id"))
+    leg_ids = tuple(_leg_ids(raw.legs))
     try:
-        order = _order(raw, parent_id, leg_ids)
+        _checked(validate.tree, data, field="order")
+        order = _order(raw, parent_id, leg_ids, now_ns)
     except BadValue as e:
-        rejects.append(Rejected("order_value", f"{raw.id}: {e}"))
+        rejects.append(Rejected(_reason("order_value", e), f"{_id_of(data)}: {e}"))
         return None
     out.append(ConvertedOrder(order, to_json(data)))
     for leg in raw.legs or ():
-        _flatten(leg, order.id, out, rejects)
+        _flatten(leg, order.id, out, rejects, now_ns)
     return order
+
+
+def _leg_ids(legs: list[Any] | None) -> list[str]:
+    """Return the canonical ids of ``legs`` (a leg without a usable id is left out)."""
+    found = []
+    for leg in legs or ():
+        if isinstance(leg, Mapping) and leg.get("id"):
+            try:
+                found.append(validate.canonical_uuid(str(leg["id"]), field="leg id"))
+            except Invalid:
+                continue
+    return found
 
 
 def _id_of(data: object) -> str:
     if isinstance(data, Mapping):
-        return str(data.get("id", "?"))[:40]
+        return repr(str(data.get("id", "?"))[:40])[1:-1]  # printable: the id itself may be the poison
     return f"<{type(data).__name__}>"
 
 
-def convert_orders(items: Sequence[object]) -> tuple[list[ConvertedOrder], list[Rejected]]:
+def convert_orders(
+    items: Sequence[object], *, now_ns: int | None = None
+) -> tuple[list[ConvertedOrder], list[Rejected]]:
     """Return every order in ``items`` with its nested legs flattened after it (``parent_id`` set).
 
-    A rejected leg does not reject its parent; the parent still lists the leg's id.
+    A rejected leg does not reject its parent; the parent still lists the leg's id. ``now_ns``
+    (the caller's clock) rejects event times too far in the future.
     """
     out: list[ConvertedOrder] = []
     rejects: list[Rejected] = []
     for item in items:
-        _flatten(item, None, out, rejects)
+        _flatten(item, None, out, rejects, now_ns)
     return out, rejects
 
 
@@ -294,12 +345,12 @@ def _fill(update: RawTradeUpdate, order: Order, ts: int) -> Fill | None:
         qty=qty,
         price=price,
         ts=ts,
-        execution_id=update.execution_id or None,
+        execution_id=_uuid(update.execution_id, field="execution_id"),
         cum_qty=order.filled_qty if order.filled_qty > 0 else None,
     )
 
 
-def convert_trade_update(envelope: object, slug: str) -> OrderUpdated | Rejected | None:
+def convert_trade_update(envelope: object, slug: str, *, now_ns: int | None = None) -> OrderUpdated | Rejected | None:
     """Return the ``OrderUpdated`` of one stream frame; None for frames that are not updates.
 
     ``envelope`` is the whole frame (``{"stream": "trade_updates", "data": {...}}``). A frame
@@ -312,15 +363,16 @@ def convert_trade_update(envelope: object, slug: str) -> OrderUpdated | Rejected
         return None
     try:
         update = _typed(envelope.get("data"), RawTradeUpdate)
-        flat, rejects = convert_orders([update.order])
+        flat, rejects = convert_orders([update.order], now_ns=now_ns)
         if not flat:
             detail = rejects[0].detail if rejects else "no order"
-            return Rejected("update_order", f"event={update.event[:30]} {detail}")
+            return Rejected("update_order", f"event={update.event[:30]!r} {detail}")
+        _checked(validate.tree, envelope, field="frame")
         order = flat[0].order
-        ts = _optional_time_ns(update.timestamp, field="timestamp") or order.updated_at
+        ts = _optional_time_ns(update.timestamp, field="timestamp", now_ns=now_ns) or order.updated_at
         fill = _fill(update, order, ts)
     except BadValue as e:
-        return Rejected("update_value", str(e))
+        return Rejected(_reason("update_value", e), str(e))
     return OrderUpdated(
         account=slug,
         event=update.event,
@@ -344,6 +396,7 @@ def convert_position(data: object) -> BrokerPosition | Rejected:
     """Return the broker's position (signed qty: short < 0) from a position object."""
     try:
         raw = _typed(data, RawPosition)
+        _checked(validate.text, raw.symbol, field="symbol", max_chars=validate.MAX_SYMBOL_CHARS)
         qty = _required_number(raw.qty, field="qty")
         if raw.side.lower() == "short" and qty > 0:
             qty = -qty  # Alpaca sends short quantities negative; accept either spelling
@@ -354,7 +407,7 @@ def convert_position(data: object) -> BrokerPosition | Rejected:
             current_price=_number(raw.current_price, field="current_price"),
         )
     except BadValue as e:
-        return Rejected("position", f"{_symbol_of(data)}: {e}")
+        return Rejected(_reason("position", e), f"{_symbol_of(data)}: {e}")
 
 
 CRYPTO_QUOTES: Final = ("USDT", "USDC", "USD", "BTC")
@@ -376,7 +429,7 @@ def canonical_symbol(symbol: str, asset_class: str | None = None) -> str:
 
 
 def _symbol_of(data: object) -> str:
-    return str(data.get("symbol", "?"))[:20] if isinstance(data, Mapping) else "?"
+    return repr(str(data.get("symbol", "?"))[:20])[1:-1] if isinstance(data, Mapping) else "?"
 
 
 def convert_account(data: object) -> AccountFigures | Rejected:
@@ -399,24 +452,28 @@ def execution_id_of(activity_id: str) -> str | None:
         return None
 
 
-def _activity_time(raw: RawActivity) -> int:
+def _activity_time(raw: RawActivity, now_ns: int | None) -> int:
     if raw.transaction_time:
-        return parse_time_ns(raw.transaction_time, field="transaction_time")
+        return parse_time_ns(raw.transaction_time, field="transaction_time", now_ns=now_ns)
     if raw.date:
         try:
             day = datetime.fromisoformat(raw.date[:10]).date()
         except ValueError as e:
             raise BadValue(f"date: not an ISO date: {raw.date[:20]!r}") from e
-        return from_datetime(datetime.combine(day, time(0), tzinfo=NEW_YORK))
+        ns = from_datetime(datetime.combine(day, time(0), tzinfo=NEW_YORK))
+        return int(_checked(validate.time_ns, ns, field="date", now_ns=now_ns))
     raise BadValue("transaction_time and date: both missing")
 
 
-def convert_activity(data: object) -> ConvertedActivity | Rejected:
+def convert_activity(data: object, *, now_ns: int | None = None) -> ConvertedActivity | Rejected:
     """Return an activity record; a FILL also yields its ``Fill`` (never dropped for its type)."""
     try:
         raw = _typed(data, RawActivity)
+        _checked(validate.tree, data, field="activity")
+        _checked(validate.text, raw.id, field="id", max_chars=validate.MAX_ID_CHARS)
+        _checked(validate.text, raw.symbol or "", field="symbol", max_chars=validate.MAX_SYMBOL_CHARS)
         activity_type = raw.activity_type.upper()
-        ts = _activity_time(raw)
+        ts = _activity_time(raw, now_ns)
         qty = _number(raw.qty, field="qty")
         price = _number(raw.price, field="price")
         execution_id = execution_id_of(raw.id) if activity_type == "FILL" else None
@@ -430,13 +487,13 @@ def convert_activity(data: object) -> ConvertedActivity | Rejected:
             price=price,
             net_amount=_number(raw.net_amount, field="net_amount"),
             execution_id=execution_id,
-            order_id=raw.order_id,
+            order_id=_uuid(raw.order_id, field="order_id"),
             raw_json=to_json(data),
             status=(raw.status or "").lower() or None,
         )
         fill = _activity_fill(raw, record, qty, price) if activity_type == "FILL" else None
     except BadValue as e:
-        return Rejected("activity", f"{_id_of(data)}: {e}")
+        return Rejected(_reason("activity", e), f"{_id_of(data)}: {e}")
     if fill is not None and record.status == "canceled":
         return ConvertedActivity(record, None, fill)
     return ConvertedActivity(record, fill)
@@ -475,7 +532,7 @@ def _activity_fill(raw: RawActivity, record: ActivityRecord, qty: Decimal | None
     if qty is None or price is None or qty <= 0 or price <= 0:
         raise BadValue(f"FILL price and qty must be positive, found price={price} qty={qty}")
     return Fill(
-        order_id=raw.order_id,
+        order_id=record.order_id or raw.order_id,
         symbol=record.symbol,
         side=_side(raw.side),
         qty=qty,

@@ -6,10 +6,15 @@ key is the kind; only ``trade`` is used::
     {"trade": {"S"|"symbol": str, "p"|"price": number, "c"|"conditions": list or "A-B" string,
                "t": ns or ISO time, "s": size}}
 
-A trade becomes a ``Tick`` unless it is malformed, has no symbol, a non-finite or non-positive
-price, or a condition in the exclusion set (default ``D,M,E``; a trade without conditions is
-kept, D65). Every outcome that is not a tick is a ``Skip`` with a reason: the caller counts
-``rejects_<reason>`` (bad input) or ``skipped_<reason>`` (valid, just not for us).
+A trade becomes a ``Tick`` unless it is malformed, has no symbol (or one with a NUL or longer
+than ``MAX_SYMBOL_CHARS``), a price that is not a positive ``Decimal`` the store takes (finite,
+below ``MAX_ABS``, at most ``MAX_SCALE`` decimals: ``1e308`` is counted as ``price_value``), a
+time outside 2000..2262 (a time in s, ms or µs lands before 2000: ``time``) or, given
+``now_ns``, more than ``validate.TICK_FUTURE_NS`` ahead (``time_future``: one tick stamped
+2554 would hide every later real one), or a condition in the exclusion set (default
+``D,M,E``; a trade without conditions is kept, D65). Every outcome that is not a tick is a
+``Skip`` with a reason: the caller counts ``rejects_<reason>`` (bad input) or
+``skipped_<reason>`` (valid, just not for us).
 
 ``TradeFilter.accept`` is the hot path: a typed decode of the usual shape that only *accepts* (it
 returns None for anything else, and the caller then asks ``decode_frames``, the one place that
@@ -26,11 +31,17 @@ from typing import Final
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from coldharbour.broker.validate import MAX_SYMBOL_CHARS, MAX_TIME_NS, TICK_FUTURE_NS
+from coldharbour.domain.money import MAX_ABS, InvalidMoney, to_decimal
 from coldharbour.domain.types import from_datetime
 from coldharbour.messages import Tick
 
 _DECODER: Final = msgspec.msgpack.Decoder()
-MAX_SYMBOL_CHARS: Final = 32
+MIN_TICK_NS: Final = 946_684_800 * 1_000_000_000  # 2000-01-01: below it, ``t`` was not in ns
+MAX_PRICE: Final = float(MAX_ABS)
+# Every float in [_FAST_MIN_PRICE, MAX_PRICE) has a repr within money.MAX_SCALE decimals (≤ 17
+# digits); a smaller price takes the slow path, which checks the exact decimal.
+_FAST_MIN_PRICE: Final = 1e-3
 _ONE_ENTRY_MAP: Final = 0x81  # msgpack fixmap with one key: the feed's ``{kind: body}``
 _INF: Final = math.inf
 
@@ -60,14 +71,30 @@ def _time_ns(value: object) -> int | None:
     if value is None:
         return 0
     if isinstance(value, int) and not isinstance(value, bool):
-        return value if value >= 0 else None
+        return value if value == 0 or MIN_TICK_NS <= value <= MAX_TIME_NS else None
     if isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.strip())
         except ValueError:
             return None
-        return from_datetime(moment) if moment.tzinfo is not None else None
+        if moment.tzinfo is None:
+            return None
+        ns = from_datetime(moment)
+        return ns if MIN_TICK_NS <= ns <= MAX_TIME_NS else None
     return None
+
+
+def _price_ok(price: float) -> bool:
+    """Return True when ``price`` is positive and becomes a Decimal the store takes, unrounded."""
+    if not 0 < price < MAX_PRICE:
+        return False
+    if price >= _FAST_MIN_PRICE:
+        return True
+    try:
+        to_decimal(price, field="price")
+    except InvalidMoney:
+        return False
+    return True
 
 
 def _number(value: object) -> float | None:
@@ -76,8 +103,11 @@ def _number(value: object) -> float | None:
     return float(value)
 
 
-def decode_frames(frames: Sequence[bytes], exclude: Collection[str]) -> Tick | Skip:
-    """Return the tick in one feed message (its frames), or why there is none."""
+def decode_frames(frames: Sequence[bytes], exclude: Collection[str], now_ns: int | None = None) -> Tick | Skip:
+    """Return the tick in one feed message (its frames), or why there is none.
+
+    ``now_ns`` (the caller's clock) rejects ticks stamped beyond ``TICK_FUTURE_NS`` ahead.
+    """
     if not frames or len(frames) > 2:
         return Skip("frame_count")
     try:
@@ -91,18 +121,18 @@ def decode_frames(frames: Sequence[bytes], exclude: Collection[str]) -> Tick | S
         return Skip(f"kind_{kind}" if isinstance(kind, str) and kind.isidentifier() else "kind", is_reject=False)
     if not isinstance(body, dict):
         return Skip("shape")
-    return decode_trade(body, exclude)
+    return decode_trade(body, exclude, now_ns)
 
 
-def decode_trade(body: Mapping[str, object], exclude: Collection[str]) -> Tick | Skip:
+def decode_trade(body: Mapping[str, object], exclude: Collection[str], now_ns: int | None = None) -> Tick | Skip:
     """Return the tick of one ``trade`` body, or why it was dropped."""
     symbol = _first(body, "S", "symbol")
-    if not isinstance(symbol, str) or not symbol.strip() or len(symbol) > MAX_SYMBOL_CHARS:
+    if not isinstance(symbol, str) or not symbol.strip() or len(symbol) > MAX_SYMBOL_CHARS or "\x00" in symbol:
         return Skip("symbol")
     price = _number(_first(body, "p", "price"))
     if price is None:
         return Skip("price_type")
-    if not math.isfinite(price) or price <= 0:
+    if not _price_ok(price):
         return Skip("price_value")
     conditions = _conditions(_first(body, "c", "conditions"))
     if conditions is None:
@@ -115,6 +145,8 @@ def decode_trade(body: Mapping[str, object], exclude: Collection[str]) -> Tick |
     ts = _time_ns(body.get("t"))
     if ts is None:
         return Skip("time")
+    if now_ns is not None and ts > now_ns + TICK_FUTURE_NS:
+        return Skip("time_future")
     return Tick(symbol=symbol.strip().upper(), price=price, size=size or 0.0, ts_event=ts)
 
 
@@ -142,6 +174,8 @@ class TradeFilter:
 
     def __init__(self, exclude: Collection[str]) -> None:
         self._exclude = frozenset(exclude)
+        # The latest ``t`` accepted: the caller sets ``now + TICK_FUTURE_NS`` before each drain.
+        self.horizon_ns = MAX_TIME_NS
         self._excluded: dict[tuple[str, ...] | str, bool] = {}  # conditions seen -> excluded?
 
     def accept(self, frame: bytes) -> tuple[str, float, float, int] | None:
@@ -161,7 +195,9 @@ class TradeFilter:
             return None
         symbol = body.S if body.S is not UNSET else body.symbol
         price = body.p if body.p is not UNSET else body.price
-        if symbol is UNSET or price is UNSET or len(symbol) > MAX_SYMBOL_CHARS or not 0 < price < _INF:
+        if symbol is UNSET or price is UNSET or len(symbol) > MAX_SYMBOL_CHARS:
+            return None
+        if not _FAST_MIN_PRICE <= price < MAX_PRICE:
             return None
         conditions = body.c if body.c is not UNSET else body.conditions
         if conditions is not UNSET and conditions and self._is_excluded(conditions):
@@ -169,7 +205,9 @@ class TradeFilter:
         size = 0.0 if body.s is UNSET else body.s
         ts = 0 if body.t is UNSET else body.t
         symbol = symbol.strip()
-        if not symbol or not 0 <= size < _INF or isinstance(ts, str) or ts < 0:
+        if not symbol or not 0 <= size < _INF or isinstance(ts, str) or "\x00" in symbol:
+            return None
+        if ts != 0 and not MIN_TICK_NS <= ts <= self.horizon_ns:
             return None
         return symbol.upper(), price, size, ts
 

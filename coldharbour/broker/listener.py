@@ -131,7 +131,7 @@ class UpdateListener:
         """Convert and publish one frame; count and drop what is not a valid update. Never raises."""
         try:
             self.frame_seen()
-            result = convert_trade_update(envelope, self.slug)
+            result = convert_trade_update(envelope, self.slug, now_ns=time.time_ns())
             if result is None:
                 return
             if isinstance(result, Rejected):

@@ -50,6 +50,7 @@ from coldharbour.broker.convert import (
 )
 from coldharbour.broker.listener import Sink
 from coldharbour.broker.rest import BrokerRefused, BrokerRest
+from coldharbour.broker.validate import OnceLog
 from coldharbour.domain.corporate import LEG_WINDOW_NS, actions_from_legs
 from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill
 from coldharbour.messages import (
@@ -85,6 +86,7 @@ class AccountSync:
         self._sink = sink
         self.counters = counters
         self._clock_ns = clock_ns
+        self._reject_log = OnceLog()
         self.order_cursor_ns: int | None = None
         self.fill_cursor_ns: int | None = None
         # FILL ids already published whose time is within FILL_OVERLAP_NS of the cursor ->
@@ -305,7 +307,7 @@ class AccountSync:
     # --- conversion with counting -------------------------------------------------------------
 
     def _convert(self, raw: Iterable[object]) -> list[ConvertedOrder]:
-        converted, rejects = convert_orders(list(raw))
+        converted, rejects = convert_orders(list(raw), now_ns=self._clock_ns())
         for rejected in rejects:
             self._reject("orders", rejected)
         return converted
@@ -323,7 +325,7 @@ class AccountSync:
     def _activities(self, raw: Iterable[object]) -> list[ConvertedActivity]:
         converted: list[ConvertedActivity] = []
         for item in raw:
-            result = convert_activity(item)
+            result = convert_activity(item, now_ns=self._clock_ns())
             if isinstance(result, Rejected):
                 self._reject("activities", result)
                 continue
@@ -333,12 +335,12 @@ class AccountSync:
     def _reject(self, what: str, rejected: Rejected) -> None:
         self.counters["rejects"] += 1
         self.counters[f"rejects_{what}_{rejected.reason}"] += 1
-        log.warning(
-            "rejected broker %s account=%s reason=%s detail=%s", what, self.slug, rejected.reason, rejected.detail
-        )
+        if self._reject_log.first(f"{what}:{rejected.reason}:{rejected.detail}"):  # every snapshot re-reads it
+            log.warning(
+                "rejected broker %s account=%s reason=%s detail=%s", what, self.slug, rejected.reason, rejected.detail
+            )
 
 
 def _submitted(item: ConvertedOrder) -> int:
     """The order's ``submitted_at`` (Alpaca's filter field), else its ``created_at``."""
     return item.order.submitted_at or item.order.created_at
-

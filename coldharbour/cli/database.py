@@ -1,8 +1,9 @@
 """`chmgr db init`, `chmgr positions`, `chmgr watch`: the database as an operator sees it.
 
 ``db init`` is the one command here that writes (DDL through ``schema.ensure_schema``, which
-serialises with ``state`` on an advisory lock). ``positions`` and ``watch`` use read-only
-connections (``default_transaction_read_only=on``), like every program but ``state``.
+serialises with ``state`` on an advisory lock), and it sets up the read-only role of
+``CHMGR_READ_DSN`` (``db.roles``). ``positions`` and ``watch`` use read-only connections as that
+role (``default_transaction_read_only=on``), like every program but ``state``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rich.table import Table
 
 from coldharbour import runtime
 from coldharbour.config import AccountSettings, Settings
-from coldharbour.db import schema
+from coldharbour.db import roles, schema
 from coldharbour.db.connect import connect_sync, describe_error
 from coldharbour.db.names import account_names
 from coldharbour.errors import ChmgrError, DatabaseError
@@ -50,13 +51,17 @@ def init() -> None:
     with connect_sync(settings.dsn, PROGRAM, read_only=False) as conn:
         applied = schema.ensure_schema(conn, settings)
         conn.commit()
+        with conn.transaction():
+            granted = roles.ensure_roles(conn, settings)
     if not applied:
         versions = ", ".join(f"{scope} v{version}" for scope, version in schema.latest_versions(settings).items())
         typer.echo(f"schema is current ({versions})")
-        return
-    for scope, version in applied:
-        typer.echo(f"applied {scope} v{version}")
-    typer.echo(f"schema is current at {settings.dsn}")
+    else:
+        for scope, version in applied:
+            typer.echo(f"applied {scope} v{version}")
+        typer.echo(f"schema is current at {settings.dsn}")
+    for line in granted:
+        typer.echo(line if settings.read_dsn is not None else f"warning: {line}", err=settings.read_dsn is None)
 
 
 def _format(value: object) -> str:
@@ -95,7 +100,7 @@ def positions() -> None:
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # piped: wide enough that rows do not wrap
-    with connect_sync(settings.dsn, PROGRAM, read_only=True) as conn:
+    with connect_sync(settings.reader_dsn, PROGRAM, read_only=True) as conn:
         for account in settings.accounts:
             rows = load_positions(conn, settings, account)
             table = Table(title=f"{account.name} ({account.slug}): {len(rows)} open", title_justify="left")
@@ -124,7 +129,7 @@ def watch(
     listened = channels(settings, settings.accounts)
     if not listened:
         raise ChmgrError("no account configured: nothing to watch")
-    with connect_sync(settings.dsn, PROGRAM, read_only=True) as conn:
+    with connect_sync(settings.reader_dsn, PROGRAM, read_only=True) as conn:
         conn.autocommit = True
         for channel in listened:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
@@ -141,4 +146,4 @@ def watch(
         except KeyboardInterrupt:
             return
         except psycopg.OperationalError as e:
-            raise DatabaseError(f"lost the database connection: {describe_error(settings.dsn, e)}") from None
+            raise DatabaseError(f"lost the database connection: {describe_error(settings.reader_dsn, e)}") from None

@@ -30,13 +30,15 @@ from websockets.sync.client import connect
 from coldharbour import runtime
 from coldharbour.cli.status import HEARTBEAT_LISTEN_S, collect_heartbeats, describe_prices
 from coldharbour.config import AccountSettings, Settings, env_suffix, is_project_run_dir
-from coldharbour.db import schema
+from coldharbour.db import roles, schema
 from coldharbour.db.connect import connect_sync
 from coldharbour.db.names import account_names, shared_names
 from coldharbour.domain.schedule import CALENDAR_GAP_DAYS, ny_date
 from coldharbour.errors import DatabaseError
 from coldharbour.supervisor import UNIX_SOCKET_PATH_MAX, SupervisorClient, socket_path
 
+QUARANTINE_TABLE: Final = "quarantine"  # ``<ACCOUNT_SCHEMA>.quarantine``, written by `state`
+QUARANTINE_SHOWN: Final = 5
 BROKER_TIMEOUT_S: Final = 5.0
 FEED_WAIT_S: Final = 3.0
 
@@ -119,6 +121,59 @@ def check_schedule_horizon(settings: Settings, today: date) -> Iterator[Check]:
         )
     else:
         yield Check("OK", f"market schedule covers through {last}")
+
+
+def check_roles(settings: Settings) -> Check:
+    """Check that other programs log in as a role that cannot write (``CHMGR_READ_DSN``)."""
+    if settings.read_dsn is None:
+        return Check(
+            "WARN",
+            "CHMGR_READ_DSN not set: every program logs in as the writer, read-only by session default only "
+            "(a program could lift it): set CHMGR_READ_DSN and run `chmgr db init`",
+        )
+    try:
+        with connect_sync(settings.read_dsn, "chmgr-doctor", read_only=True) as conn:
+            writable = roles.can_write(conn, settings)
+            row = conn.execute("SELECT current_user").fetchone()
+    except DatabaseError as e:
+        return Check("FAIL", f"read-only role: {e}: check CHMGR_READ_DSN and run `chmgr db init`")
+    user = row[0] if row else "?"
+    if writable:
+        return Check(
+            "FAIL",
+            f"read-only role {user} can write {len(writable)} table(s) ({', '.join(writable[:3])}…): "
+            "use a role without write privileges in CHMGR_READ_DSN",
+        )
+    return Check("OK", f"read-only role {user} (CHMGR_READ_DSN) has no write privilege")
+
+
+def check_quarantine(settings: Settings) -> Iterator[Check]:
+    """List the newest changes `state` quarantined (a data error it isolated from a commit)."""
+    table = sql.Identifier(settings.account_schema, QUARANTINE_TABLE)
+    try:
+        with connect_sync(settings.reader_dsn, "chmgr-doctor", read_only=True) as conn:
+            found = conn.execute(
+                "SELECT to_regclass(%s)", [f"{settings.account_schema}.{QUARANTINE_TABLE}"]
+            ).fetchone()
+            if not found or found[0] is None:
+                yield Check("OK", "quarantine: none (no quarantine table)")
+                return
+            total_row = conn.execute(sql.SQL("SELECT count(*) FROM {t}").format(t=table)).fetchone()
+            rows = conn.execute(
+                sql.SQL("SELECT ts, account, kind, key, error FROM {t} ORDER BY ts DESC LIMIT %s").format(t=table),
+                [QUARANTINE_SHOWN],
+            ).fetchall()
+    except (DatabaseError, psycopg.Error) as e:
+        yield Check("WARN", f"quarantine: cannot read it ({' '.join(str(e).split())[:160]})")
+        return
+    total = int(total_row[0]) if total_row else 0
+    if not total:
+        yield Check("OK", "quarantine: none")
+        return
+    yield Check("WARN", f"quarantine: {total} change(s) refused by the database and set aside (newest first):")
+    for ts, account, kind, key, error in rows:
+        detail = " ".join(str(error).split())[:120]
+        yield Check("WARN", f"  {ts:%Y-%m-%d %H:%M:%S} account={account} {kind} {str(key)[:60]!r}: {detail}")
 
 
 def check_account(account: AccountSettings) -> Check:
@@ -262,6 +317,8 @@ def run_checks(settings: Settings) -> Iterator[Check]:
     yield from check_database(settings)
     yield from check_equity_proof(settings)
     yield from check_schedule_horizon(settings, ny_date(datetime.now(UTC)))
+    yield check_roles(settings)
+    yield from check_quarantine(settings)
     for account in settings.accounts:
         yield check_account(account)
     for name, reason in settings.disabled_accounts:

@@ -1,5 +1,8 @@
 """`chmgr status`: supervisord's view of every program joined with its bus heartbeat.
 
+A running program whose heartbeat says ``db_degraded`` (``state``'s writer hit its statement
+or lock timeout on the last commit) is shown ``RUNNING (degraded)`` and makes the command exit 1.
+
 Heartbeats (``hb.<program>``, one per second) are collected from the bus for up to
 ``HEARTBEAT_LISTEN_S``, or until every running program has been heard from. A session program
 that is stopped while the ``scheduler`` runs (and ``DISABLE_SESSION_SLEEP`` is off) is shown as
@@ -54,7 +57,9 @@ KEY_COUNTERS: Final = (
     ("schedule_short", "schedule short"),
     ("schedule_exhausted", "schedule exhausted"),
     ("equity_mismatches", "equity mismatches"),
+    ("db_timeouts", "db timeouts"),
 )
+DEGRADED: Final = "degraded"
 
 
 async def collect_heartbeats(settings: Settings, expected: Iterable[str], listen_s: float) -> dict[str, Heartbeat]:
@@ -82,7 +87,7 @@ async def collect_heartbeats(settings: Settings, expected: Iterable[str], listen
 async def market_phase(settings: Settings, now: datetime) -> Phase | None:
     """Return the session phase at ``now`` from the stored schedule, or None if it cannot be read."""
     try:
-        conn = await connect_read_only(settings.dsn, "chmgr-status")
+        conn = await connect_read_only(settings.reader_dsn, "chmgr-status")
     except DatabaseError:
         return None
     try:
@@ -159,8 +164,16 @@ def describe_prices(heartbeat: Heartbeat, now_ns: int) -> str:
     return " · ".join(parts)
 
 
+def is_degraded(heartbeat: Heartbeat | None) -> bool:
+    """Return True when a running program reports it works but cannot keep up (``db_degraded``:
+    the writer's last commit hit its statement or lock timeout)."""
+    return heartbeat is not None and heartbeat.counters.get("db_degraded", 0) > 0
+
+
 def _row(name: str, state: str, info: ProcessInfo | None, heartbeat: Heartbeat | None, now_ns: int) -> list[str]:
     style = "green" if state in HEALTHY_STATES else "red"
+    if state == "RUNNING" and is_degraded(heartbeat):
+        state, style = f"RUNNING ({DEGRADED})", "yellow"
     if heartbeat is None:
         beat = "none" if state == "RUNNING" else "—"
         lag, counters = "—", "—"
@@ -173,6 +186,14 @@ def _row(name: str, state: str, info: ProcessInfo | None, heartbeat: Heartbeat |
     pid = str(info.pid) if info is not None and info.pid else "—"
     uptime = _duration(info.uptime_s) if info is not None else "—"
     return [name, f"[{style}]{state}[/{style}]", pid, uptime, beat, lag, counters]
+
+
+def _explain_stopped(infos: list[ProcessInfo]) -> None:
+    """Print the last log line of each FATAL, EXITED or BACKOFF program (usually the one-line reason)."""
+    for info in infos:
+        line = last_log_line(info.log_path) if info.state in EXPLAINED_STATES and info.log_path else None
+        if line is not None:
+            typer.echo(f"{info.name} {info.state}: {line} (last line of {info.log_path})")
 
 
 def status(
@@ -200,6 +221,8 @@ def status(
         state = shown_state(infos.get(name), states, settings, phase)
         if state not in HEALTHY_STATES:
             unhealthy.append(f"{name} {state}")
+        elif state == "RUNNING" and is_degraded(heartbeats.get(name)):
+            unhealthy.append(f"{name} {DEGRADED} (database statement/lock timeouts: a held lock or overload)")
         table.add_row(*_row(name, state, infos.get(name), heartbeats.get(name), now_ns))
     console = Console()
     if not console.is_terminal:
@@ -207,10 +230,7 @@ def status(
     console.print(table)
     if "prices" in heartbeats:
         console.print(f"prices: {describe_prices(heartbeats['prices'], now_ns)}", highlight=False)
-    for info in (infos[name] for name in names if name in infos):
-        line = last_log_line(info.log_path) if info.state in EXPLAINED_STATES and info.log_path else None
-        if line is not None:
-            typer.echo(f"{info.name} {info.state}: {line} (last line of {info.log_path})")
+    _explain_stopped([infos[name] for name in names if name in infos])
     if unhealthy:
         typer.echo(f"chmgr: not healthy: {', '.join(unhealthy)}", err=True)
         raise typer.Exit(runtime.EXIT_FAILURE)

@@ -1,52 +1,84 @@
 """Connections: the read-only factories every program uses, and the one writer for ``state``.
 
-Every connection but the writer is opened with ``default_transaction_read_only=on``, so the
-single-writer rule is enforced by PostgreSQL itself (a write fails with
-``ReadOnlySqlTransaction``). Errors leave this module as ``DatabaseError`` with the DSN
-redacted; the password never appears in a message.
+Every connection but the writer is opened with ``default_transaction_read_only=on`` and, when
+``CHMGR_READ_DSN`` is set (``reader_dsn``), as the read-only role that has no write privilege
+at all (``db.roles``): the single-writer rule is enforced by PostgreSQL itself (a write fails
+with ``InsufficientPrivilege``, or ``ReadOnlySqlTransaction`` without the role). The writer has
+a ``statement_timeout`` and a ``lock_timeout`` (``WRITER_STATEMENT_TIMEOUT_MS``,
+``WRITER_LOCK_TIMEOUT_MS``): a held table lock fails a commit (counted, shown as degraded by
+`chmgr status`) instead of stalling every write unseen. Errors leave this module as
+``DatabaseError`` with the DSN redacted; no part of a password appears in a message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any, Final
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from coldharbour.config import Dsn, dsn_password, redact_dsn
-from coldharbour.errors import DatabaseError
+from coldharbour.config import Dsn, Settings, dsn_secrets, redact_dsn
+from coldharbour.errors import DatabaseError, SchemaError
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 READ_ONLY_OPTIONS: Final = "-c default_transaction_read_only=on"
 CONNECT_TIMEOUT_S: Final = 5
+WRITER_STATEMENT_TIMEOUT_MS: Final = 30_000  # the largest commit (a year's backfill) takes ~2 s
+WRITER_LOCK_TIMEOUT_MS: Final = 10_000  # someone holding a table lock: fail, count, retry
+WRITER_OPTIONS: Final = f"-c statement_timeout={WRITER_STATEMENT_TIMEOUT_MS} -c lock_timeout={WRITER_LOCK_TIMEOUT_MS}"
+_warned_no_reader = False
+START_BACKOFF_INITIAL_S: Final = 0.5
+START_BACKOFF_MAX_S: Final = 15.0
+
+
+def reader_dsn(settings: Settings) -> Dsn:
+    """Return the DSN read-only programs use; warn once per process when it is the writer's."""
+    global _warned_no_reader
+    if settings.read_dsn is None and not _warned_no_reader:
+        _warned_no_reader = True
+        log.warning(
+            "CHMGR_READ_DSN is not set: this program logs in as the writer and is read-only by session "
+            "default only; set CHMGR_READ_DSN and run `chmgr db init` (README: Database roles)"
+        )
+    return settings.reader_dsn
 
 
 def describe_error(dsn: Dsn, error: BaseException) -> str:
     """Return a one-line description of ``error`` with any trace of the password removed."""
     text = " ".join(str(error).split())
-    password = dsn_password(dsn.reveal())
-    if password:
-        text = text.replace(password, "***")
-    return text.replace(dsn.reveal(), redact_dsn(dsn.reveal()))
+    text = text.replace(dsn.reveal(), redact_dsn(dsn.reveal()))
+    for secret in dsn_secrets(dsn.reveal()):
+        text = text.replace(secret, "***")
+    return text
 
 
-def _kwargs(program: str, read_only: bool) -> dict[str, Any]:
+def _kwargs(program: str, read_only: bool, options: str = "") -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "application_name": f"chmgr-{program}",
         "connect_timeout": CONNECT_TIMEOUT_S,
     }
     if read_only:
         kwargs["options"] = READ_ONLY_OPTIONS
+    elif options:
+        kwargs["options"] = options
     return kwargs
 
 
 async def connect_writer(dsn: Dsn, program: str = "state") -> psycopg.AsyncConnection[TupleRow]:
     """Return the single writer connection (transactions explicit, not autocommit)."""
     try:
-        return await psycopg.AsyncConnection.connect(dsn.reveal(), **_kwargs(program, read_only=False))
+        return await psycopg.AsyncConnection.connect(
+            dsn.reveal(), **_kwargs(program, read_only=False, options=WRITER_OPTIONS)
+        )
     except psycopg.Error as e:
         raise DatabaseError(f"cannot connect writer to {dsn}: {describe_error(dsn, e)}") from None
 
@@ -79,3 +111,44 @@ def connect_sync(dsn: Dsn, program: str, *, read_only: bool = True) -> psycopg.C
         return psycopg.connect(dsn.reveal(), **_kwargs(program, read_only=read_only))
     except psycopg.Error as e:
         raise DatabaseError(f"cannot connect to {dsn}: {describe_error(dsn, e)}") from None
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Return True when ``error`` says the server is not there (retry), not that data is wrong."""
+    if isinstance(error, SchemaError):  # a DatabaseError too: only a lost connection is retried
+        return isinstance(error.__cause__, psycopg.OperationalError)
+    return isinstance(error, DatabaseError)
+
+
+async def retry_database(
+    attempt: Callable[[], Awaitable[T]],
+    stop: asyncio.Event,
+    *,
+    what: str,
+    counters: Counter[str] | None = None,
+) -> T:
+    """Return ``await attempt()``, retried with capped, jittered backoff while the database is
+    unreachable (``DatabaseError``, or a migration cut by a lost connection), until ``stop``.
+
+    For `state`'s start: PostgreSQL down at start is waited for, never a crash loop that
+    supervisord gives up on. Any other error (a schema newer than the code) is raised at once.
+    """
+    delay = START_BACKOFF_INITIAL_S
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return await attempt()
+        except DatabaseError as e:
+            if not _unreachable(e):
+                raise
+            if counters is not None:
+                counters["db_start_retries"] += 1
+            wait = delay * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
+            log.warning("%s: database unreachable attempt=%d, retrying in %.1fs: %s", what, tries, wait, e)
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+            except TimeoutError:
+                delay = min(delay * 2, START_BACKOFF_MAX_S)
+                continue
+            raise DatabaseError(f"{what}: stopped while waiting for the database") from None

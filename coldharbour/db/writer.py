@@ -126,6 +126,9 @@ class Writer:
                 await self._commit_pipelined(conn, steps, results, notes)
         except psycopg.OperationalError as e:
             self.counters["commit_failures"] += 1
+            if isinstance(e, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
+                self.counters["db_timeouts"] += 1  # connect.WRITER_*_TIMEOUT_MS: `chmgr status` degraded
+                self.counters["db_degraded"] = 1
             await self._drop()
             raise DatabaseError(f"commit failed, connection lost: {describe_error(self._dsn, e)}") from None
         except psycopg.Error as e:
@@ -133,6 +136,8 @@ class Writer:
             raise DatabaseError(f"commit failed: {describe_error(self._dsn, e)}") from e
         self.counters["commits"] += 1
         self.counters["notifications"] += len(notes)
+        if self.counters.get("db_degraded"):
+            self.counters["db_degraded"] = 0
         return CommitResult(results, notes)
 
     @staticmethod

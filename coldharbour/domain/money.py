@@ -11,7 +11,7 @@ Pure: no I/O, no logging.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from typing import Final
 
 ZERO: Final = Decimal(0)
@@ -23,6 +23,11 @@ SUB_DOLLAR_TICK: Final = Decimal("0.0001")
 # Larger than any price, quantity or balance a brokerage account can hold; a value beyond this
 # is a corrupt input, not money (it would also overflow numeric formatting in the UI).
 MAX_ABS: Final = Decimal("1e15")
+# What the arithmetic keeps exactly (the default context's 28 digits) and no broker price or
+# quantity needs more than: a value with more decimals (``1E-20000``: beyond ``numeric``'s scale
+# too) or more significant digits is rejected, never rounded to fit.
+MAX_SCALE: Final = 20
+MAX_DIGITS: Final = 28
 
 
 class InvalidMoney(ValueError):
@@ -33,7 +38,8 @@ def to_decimal(value: object, *, field: str = "value") -> Decimal:
     """Return ``value`` as a finite ``Decimal``; raise ``InvalidMoney`` naming ``field``.
 
     Accepts ``Decimal``, ``int``, ``float`` (via its shortest repr) and numeric strings.
-    Booleans, NaN, infinities, empty strings and magnitudes above ``MAX_ABS`` are rejected.
+    Booleans, NaN, infinities, empty strings, magnitudes above ``MAX_ABS`` and values needing
+    more than ``MAX_SCALE`` decimals or ``MAX_DIGITS`` significant digits are rejected.
     """
     if isinstance(value, bool) or value is None:
         raise InvalidMoney(f"{field}: expected a number, found {value!r}")
@@ -55,7 +61,29 @@ def to_decimal(value: object, *, field: str = "value") -> Decimal:
         raise InvalidMoney(f"{field}: expected a finite number, found {result}")
     if abs(result) > MAX_ABS:
         raise InvalidMoney(f"{field}: magnitude too large, found {result:.6e}")
+    _check_precision(result, field)
     return result
+
+
+def _check_precision(value: Decimal, field: str) -> None:
+    if not value:
+        return
+    digits, exponent = _significant(value)
+    if exponent < -MAX_SCALE:
+        raise InvalidMoney(f"{field}: more than {MAX_SCALE} decimals, found {value:.6e}")
+    if digits > MAX_DIGITS:
+        raise InvalidMoney(f"{field}: more than {MAX_DIGITS} significant digits ({digits})")
+
+
+def _significant(value: Decimal) -> tuple[int, int]:
+    """Return (significant digits, exponent) of ``value`` without trailing zeros (non-zero, finite)."""
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    count = len(digits)
+    while count > 1 and digits[count - 1] == 0:
+        count -= 1
+        exponent += 1
+    return count, exponent
 
 
 def to_decimal_or_none(value: object, *, field: str = "value") -> Decimal | None:
@@ -76,8 +104,16 @@ def tick_size(price: Decimal) -> Decimal:
 
 
 def round_pct(value: Decimal, places: int = 2) -> Decimal:
-    """Round a display percentage to ``places`` decimals (banker's rounding)."""
-    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    """Round a display percentage to ``places`` decimals (banker's rounding).
+
+    A huge ratio (a TP 1e-12 from the entry with a 9e14 price moves 9e28 %) would need more
+    digits than the context keeps and ``quantize`` would raise ``InvalidOperation``: the
+    precision is raised for this one operation instead (issue 14).
+    """
+    with localcontext() as context:
+        if value.is_finite() and value:
+            context.prec = max(context.prec, value.adjusted() + places + 2)
+        return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
 
 
 def normalize(value: Decimal) -> Decimal:

@@ -77,6 +77,13 @@ BAD_FRAMES = [
     (pack({"trade": {"S": "AAPL", "p": 1.0, "t": "noon"}}), "time"),
     (pack({"trade": {"S": "AAPL", "p": 1.0, "t": "2024-03-01T15:00:00"}}), "time"),
     (pack({"trade": {"S": "AAPL", "p": 1.0, "t": -5}}), "time"),
+    # issue 14: what the store or the bus would refuse
+    (pack({"trade": {"S": "AA\x00PL", "p": 1.0, "t": TS}}), "symbol"),
+    (pack({"trade": {"S": "AAPL", "p": 1e308, "t": TS}}), "price_value"),
+    (pack({"trade": {"S": "AAPL", "p": 1e-300, "t": TS}}), "price_value"),
+    (pack({"trade": {"S": "AAPL", "p": 1.0, "t": 2**64 - 1}}), "time"),
+    (pack({"trade": {"S": "AAPL", "p": 1.0, "t": 1_709_305_200_123}}), "time"),  # ms, not ns
+    (pack({"trade": {"S": "AAPL", "p": 1.0, "t": "9999-12-31T00:00:00Z"}}), "time"),
 ]
 
 
@@ -107,6 +114,10 @@ FAST_CORPUS = [
     {"trade": {"S": "AAPL", "p": 1.0}, "quote": {}},
     {"quote": {}, "trade": {"S": "AAPL", "p": 1.0}},
     {"trade": {"S": "   ", "p": 1.0}},
+    {"trade": {"S": "PENNY", "p": 0.000123456789, "t": TS}},  # below the fast path's price floor
+    {"trade": {"S": "PENNY", "p": 0.0005, "t": TS}},
+    {"trade": {"S": "AAPL", "p": 999_999_999_999_999.0, "t": TS}},
+    {"trade": {"S": "AAPL", "p": 1.0, "t": 0}},
 ]
 
 
@@ -141,3 +152,16 @@ def test_issue_9_invalid_utf8_in_a_feed_string_is_rejected_not_raised() -> None:
 
     assert accept_trade(frame) is None
     assert decode_frames([frame], EXCLUDE) == Skip("msgpack")
+
+
+def test_a_tick_stamped_too_far_ahead_is_rejected_on_both_paths() -> None:
+    """Issue 14: one tick stamped in the future hid every later real one (the mark froze)."""
+    fast = TradeFilter(EXCLUDE)
+    fast.horizon_ns = TS + 300 * 10**9
+    ahead = msgspec.msgpack.encode({"trade": {"S": "AAPL", "p": 1.0, "t": TS + 301 * 10**9}})
+    near = msgspec.msgpack.encode({"trade": {"S": "AAPL", "p": 1.0, "t": TS + 299 * 10**9}})
+
+    assert fast.accept(ahead) is None
+    assert decode_frames([ahead], EXCLUDE, TS) == Skip("time_future")
+    assert fast.accept(near) == ("AAPL", 1.0, 0.0, TS + 299 * 10**9)
+    assert isinstance(decode_frames([near], EXCLUDE, TS), Tick)

@@ -67,3 +67,27 @@ def test_hostile_account_name_is_rejected_at_load(name: str) -> None:
         load_settings({**BASE, "CHMGR_ACCOUNTS": name, "ALPACA_API_KEY_X": "k", "ALPACA_SECRET_KEY_X": "s"})
 
     assert "\n" not in str(caught.value)
+
+
+HUNTER_DSNS = [
+    "postgresql://chmgr:Hunter#2pw@127.0.0.1:1/x",
+    "postgresql://chmgr:Hunter%232pw@127.0.0.1:1/x",
+    "postgresql://chmgr@127.0.0.1:1/x?password=Hunter%232pw&sslmode=disable",
+    "host=127.0.0.1 port=1 user=chmgr password='Hunter#2pw' dbname=x",
+    "host=127.0.0.1 port=1 user=chmgr password=Hunter#2pw sslpassword=Hunter#2pw dbname=x",
+]
+
+
+@pytest.mark.parametrize("dsn", HUNTER_DSNS)
+def test_chmgr_config_and_doctor_print_no_part_of_the_password(dsn: str, tmp_path) -> None:
+    from tests.test_cli import chmgr
+
+    env = {"CHMGR_DSN": dsn, "CHMGR_READ_DSN": dsn.replace("chmgr", "reader", 1), "CHMGR_RUN_DIR": str(tmp_path)}
+    shown = ""
+    for command in (["config"], ["doctor"]):
+        result = chmgr(*command, env=env)
+        shown += result.stdout + result.stderr
+
+    assert "CHMGR_DSN=" in shown
+    for part in ("Hunter", "2pw", "%23"):
+        assert part not in shown

@@ -11,10 +11,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from coldharbour.analytics.cashflows import RESEND_AFTER_RUNS
 from coldharbour.analytics.clock import ManualClock
 from coldharbour.db.names import account_names
 from coldharbour.domain.cashflows import Category
-from coldharbour.messages import ActivitiesPage, SessionPhaseChanged, topic_cash
+from coldharbour.messages import ActivitiesPage, ResyncRequested, SessionPhaseChanged, topic_cash, topic_resync
 from tests.analytics.helpers import Rows, context, running, settings_for, utc
 from tests.support import async_wait_for
 from workers import cashflows
@@ -130,3 +131,98 @@ async def test_cashflows_pool_is_refused_writes(migrated_dsn, tmp_path, bus) -> 
     async with cashflows.open_pool(settings) as pool, pool.connection() as conn:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             await conn.execute(sql.SQL("DELETE FROM {t}").format(t=table))
+
+
+async def test_cashflows_resends_what_state_never_stored(migrated_dsn, tmp_path, bus, fake_broker) -> None:
+    """Activities published while `state` is down are not lost: the cursor is what is *stored*.
+
+    Nothing stores the first page here (as when `state` is down). `state`'s start resync makes
+    `cashflows` re-send it at once; once the rows are stored (as `state` would), nothing is sent.
+    """
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, CASH_FLOWS_INTERVAL_S=str(INTERVAL_S))
+    ctx = context("cashflows", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 15))
+    observer = bus.observe(topic_cash("demo"))
+    posted = fake_broker.post_activities([{"activity_type": "DIV", "net_amount": "1.25", "symbol": "MSFT"}])
+
+    async def next_run() -> None:
+        runs = ctx.counters["cashflows_runs"]
+        clock.advance(timedelta(seconds=INTERVAL_S))
+        await async_wait_for(lambda: ctx.counters["cashflows_runs"] > runs and clock.sleepers == 1, what="a run")
+
+    async with running(partial(cashflows.run, settings, ctx, clock=clock), ctx):
+        await async_wait_for(lambda: len(_pages(observer)) == 1 and clock.sleepers == 1, what="first page")
+
+        def resynced() -> bool:  # repeated: the worker's resync subscription may still be joining
+            if ctx.counters["resyncs"] == 0:
+                bus.inject(topic_resync("demo"), ResyncRequested(account="demo", reason="start"))
+            return len(_pages(observer)) >= 2
+
+        await async_wait_for(resynced, what="re-sent after the resync")
+        first, second = _pages(observer)[:2]
+        rows = Rows(settings)
+        for flow in first.cash_flows:
+            rows.cash_flow(flow.id, flow.ts, str(flow.amount), flow.type, flow.category.value)
+        rows.close()
+        await next_run()
+        await next_run()  # this one started after the rows were stored
+        sent = len(_pages(observer))
+        resyncs = ctx.counters["resyncs"]
+        bus.inject(topic_resync("demo"), ResyncRequested(account="demo", reason="start"))
+        await async_wait_for(lambda: ctx.counters["resyncs"] > resyncs and clock.sleepers == 1, what="resync")
+        for _ in range(RESEND_AFTER_RUNS):
+            await next_run()
+
+    assert _ids(first) == _ids(second) == [posted[0]["id"]]
+    assert ctx.counters["activities_resent"] >= 1
+    assert len(_pages(observer)) == sent  # stored: never sent again, resync or not
+
+
+async def test_cashflows_resends_unstored_after_some_runs_without_a_resync(
+    migrated_dsn, tmp_path, bus, fake_broker
+) -> None:
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, CASH_FLOWS_INTERVAL_S=str(INTERVAL_S))
+    ctx = context("cashflows", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 15))
+    observer = bus.observe(topic_cash("demo"))
+    posted = fake_broker.post_activities([{"activity_type": "INT", "net_amount": "0.50"}])
+
+    async with running(partial(cashflows.run, settings, ctx, clock=clock), ctx):
+        for run in range(1, RESEND_AFTER_RUNS + 2):
+            await async_wait_for(lambda: ctx.counters["cashflows_runs"] == run and clock.sleepers == 1)  # noqa: B023
+            clock.advance(timedelta(seconds=INTERVAL_S))
+
+    assert [_ids(page) for page in _pages(observer)] == [[posted[0]["id"]]] * 2
+
+
+async def test_cashflows_one_poison_activity_never_sinks_its_page(
+    migrated_dsn, tmp_path, bus, fake_broker, caplog
+) -> None:
+    """A NUL in a description and a date in 9999: each rejected alone, counted, logged once.
+
+    Shapes: Alpaca's non-trade activity (docs.alpaca.markets/reference/getaccountactivities),
+    booked through the fake broker's ``POST /sim/activities``.
+    """
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, CASH_FLOWS_INTERVAL_S=str(INTERVAL_S))
+    ctx = context("cashflows", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 15))
+    observer = bus.observe(topic_cash("demo"))
+    good = fake_broker.post_activities([
+        {"activity_type": "DIV", "net_amount": "2.40", "symbol": "MSFT", "description": "Cash DIV"},
+        {"activity_type": "DIV", "net_amount": "1.10", "symbol": "AAPL", "description": "Cash\x00DIV"},
+        {"activity_type": "DIV", "net_amount": "3.00", "symbol": "KO", "date": "9999-12-31"},
+        {"activity_type": "DIV", "net_amount": "0.70", "symbol": "PEP", "description": "Cash DIV"},
+    ])  # fmt: skip
+    caplog.set_level(logging.WARNING)
+
+    async with running(partial(cashflows.run, settings, ctx, clock=clock), ctx):
+        await async_wait_for(lambda: len(_pages(observer)) == 1 and clock.sleepers == 1, what="first page")
+        clock.advance(timedelta(seconds=INTERVAL_S))
+        await async_wait_for(lambda: ctx.counters["cashflows_runs"] == 2 and clock.sleepers == 1, what="run 2")
+
+    published = {flow_id for page in _pages(observer) for flow_id in _ids(page)}
+    assert published == {good[0]["id"], good[3]["id"]}
+    assert ctx.counters["rejects_activity_text"] == 2  # counted on every run
+    assert ctx.counters["rejects_activity_future"] + ctx.counters["rejects_activity_time"] == 2
+    assert caplog.text.count("rejected activity") == 2  # logged once each
+    assert ctx.counters["cashflows_failures"] == 0

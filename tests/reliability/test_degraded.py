@@ -1,0 +1,50 @@
+"""A held table lock makes `state`'s writer fail fast (lock_timeout) and `chmgr status` degraded.
+
+Real PostgreSQL (suite cluster): another session holds an ACCESS EXCLUSIVE lock on
+``latest_prices`` while the writer commits. The lock timeout is shortened for the test through
+``connect.WRITER_OPTIONS`` (the production value is 10 s).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from coldharbour.cli.status import DEGRADED, _row, is_degraded
+from coldharbour.db import connect, upserts
+from coldharbour.db.names import shared_names
+from coldharbour.db.writer import Writer
+from coldharbour.errors import DatabaseError
+from coldharbour.messages import Heartbeat
+from tests.support import make_settings
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_held_lock_times_out_and_flags_degraded_until_a_commit_succeeds(migrated_dsn, monkeypatch) -> None:
+    monkeypatch.setattr(connect, "WRITER_OPTIONS", "-c statement_timeout=5000 -c lock_timeout=200")
+    table = shared_names(make_settings(migrated_dsn)).latest_prices
+    step = upserts.latest_prices(table, [("AAPL", Decimal("187.25"), datetime(2026, 1, 5, 15, tzinfo=UTC))])
+    writer = Writer(migrated_dsn)
+    await writer.connect()
+    try:
+        with psycopg.connect(migrated_dsn.reveal()) as holder:
+            holder.execute("LOCK TABLE accounts.latest_prices IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(DatabaseError):
+                await writer.commit([step])
+            holder.rollback()
+        assert writer.counters["db_timeouts"] == 1
+        assert writer.counters["db_degraded"] == 1
+        beat = Heartbeat(program="state", pid=os.getpid(), uptime_s=1.0, counters=dict(writer.counters))
+        assert is_degraded(beat)
+        assert _row("state", "RUNNING", None, beat, beat.ts)[1] == f"[yellow]RUNNING ({DEGRADED})[/yellow]"
+
+        await writer.connect()
+        await writer.commit([step])
+        assert writer.counters["db_degraded"] == 0
+    finally:
+        await writer.close()
