@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from coldharbour.db.names import AccountNames, SharedNames
+from coldharbour.db.names import QUARANTINE_TABLE, AccountNames, SharedNames
 from coldharbour.domain.cashflows import CashFlow, Category, Execution, Rejection, to_execution
 from coldharbour.domain.equity import Bar, IntradayLot
 from coldharbour.domain.metrics import SHARPE_WINDOWS, ClosedSlice, DailySummary, OpenLot
@@ -316,3 +316,26 @@ async def sessions_between(conn: Conn, shared: SharedNames, first: date, last: d
         Session(session_date=row[0], pre_open_utc=row[1], open_utc=row[2], close_utc=row[3], post_close_utc=row[4])
         for row in await _fetch(conn, query, [first, last])
     ]
+
+
+class Quarantined(msgspec.Struct, frozen=True, kw_only=True):
+    """One change a commit refused on its data (``state`` stored it instead of writing it)."""
+
+    id: int
+    ts: datetime
+    account: str | None
+    kind: str
+    key: str | None
+    raw: str
+    error: str
+
+
+async def load_quarantine(conn: Conn, limit: int, *, shared: SharedNames | None = None) -> list[Quarantined]:
+    """Return the newest ``limit`` quarantined changes, newest first.
+
+    ``shared``: the shared names from the settings (default: the ``accounts`` schema's table).
+    """
+    table = shared.quarantine.ident if shared is not None else sql.Identifier("accounts", QUARANTINE_TABLE)
+    query = sql.SQL("SELECT id, ts, account, kind, key, raw, error FROM {t} ORDER BY id DESC LIMIT %s").format(t=table)
+    rows = await _fetch(conn, query, (limit,))
+    return [Quarantined(id=i, ts=ts, account=a, kind=k, key=key, raw=raw, error=e) for i, ts, a, k, key, raw, e in rows]

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
-from coldharbour.db import upserts
 from coldharbour.db.names import SharedNames
+from coldharbour.domain.changes import LatestPrices, PriceBars
 from coldharbour.domain.money import InvalidMoney, to_decimal
 from coldharbour.domain.types import to_datetime
 from coldharbour.messages import Tick, TickBatch
@@ -98,12 +98,11 @@ class Marks:
         plan = Plan()
         symbols, bar_keys = sorted(self.dirty), sorted(self.dirty_bars)
         if symbols:
-            rows = [(s, self.prices[s][0], to_datetime(self.prices[s][1])) for s in symbols]
-            plan.steps.append(upserts.latest_prices(self.shared.latest_prices, rows))
+            plan.changes.append(LatestPrices(tuple((s, self.prices[s][0], to_datetime(self.prices[s][1]))
+                                                   for s in symbols)))
         if bar_keys:
-            bars = [(s, to_datetime(m), b.open, b.high, b.low, b.close, b.volume)
-                    for (s, m) in bar_keys for b in (self.bars[(s, m)],)]
-            plan.steps.append(upserts.price_bars(self.shared.price_bars_1min, bars))
+            plan.changes.append(PriceBars(tuple((s, to_datetime(m), b.open, b.high, b.low, b.close, b.volume)
+                                                for (s, m) in bar_keys for b in (self.bars[(s, m)],))))
         if symbols or bar_keys:
             plan.swaps.append(lambda: self._flushed(set(symbols), set(bar_keys)))
         return plan
