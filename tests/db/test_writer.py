@@ -233,7 +233,7 @@ async def test_writer_reconnects_after_postgres_restart(pg_cluster: Any, migrate
 
     await asyncio.to_thread(pg_cluster.stop, "immediate")
     try:
-        with pytest.raises(DatabaseError, match="connection lost|not connected"):
+        with pytest.raises(DatabaseError, match=r"connection lost|not connected"):
             await writer.commit_isolating([prices], T0)
         reconnect = asyncio.create_task(writer.connect())
         await async_wait_for(lambda: writer.counters["db_connect_failures"] >= 1, 10, what="a failed reconnect")
