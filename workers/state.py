@@ -126,6 +126,7 @@ async def _load(conn: loads.Connection, mirror: Mirror) -> None:
                      await loads.load_closed_keys(conn, account.names))
         log.info("loaded account=%s orders=%d fills=%d lots=%d", slug, len(orders), len(fills),
                  len(account.ledger.lots))
+    mirror.restore_marks()
 
 
 async def _check_ledger(slug: str, settings: Settings, mirror: Mirror) -> None:

@@ -109,11 +109,31 @@ class Mirror:
         return Plan(changes=[UiHeartbeat(slug, now) for slug in self.accounts])
 
     def flush_plan(self, now: int) -> Plan:
-        """Return the periodic flush: prices, bars and every account's dirty rows."""
+        """Return the periodic flush: prices, bars and every account's dirty rows.
+
+        After it committed, marks of feed symbols no account holds are forgotten once idle
+        for ``IDLE_TTL_NS`` (a feed of random symbols must not grow memory without bound).
+        """
         plan = self.marks.flush_plan()
         for account in self.accounts.values():
             plan.extend(account.flush_plan(now))
+        plan.swaps.append(lambda: self._prune_marks(now))
         return plan
+
+    def _prune_marks(self, now: int) -> None:
+        held = {s for account in self.accounts.values() for s in account.ledger.held_symbols()}
+        self.counters["marks_pruned"] += self.marks.prune(held, now)
+
+    def restore_marks(self) -> None:
+        """Take the marks of the committed open rows (start-up), where newer than ``latest_prices``.
+
+        ``latest_prices`` is flushed periodically; the rows carry the marks ``state`` last
+        committed, so marks after a restart equal marks before it.
+        """
+        for account in self.accounts.values():
+            for row in account.rows.values():
+                if row.mkt_px is not None:
+                    self.marks.restore(row.symbol, row.mkt_px, row.updated_at)
 
     def check_ledger(self, slug: str, orders: Iterable[Order], fills: Iterable[Fill]) -> list[str]:
         """Compare ``slug``'s ledger with a rebuild from its stored history; log and count differences.
@@ -205,11 +225,20 @@ class Mirror:
             return None
         for order, raw in zip_longest(snapshot.open_orders, snapshot.open_orders_json[: len(snapshot.open_orders)]):
             batch.add_order(order, raw or "{}", self.counters)
+        self._stage_snapshot_marks(snapshot, batches)
         if snapshot.symbols:
             batch.set_positions(snapshot.positions, snapshot.symbols)
             return None
         account = self.accounts[snapshot.account]
         return lambda: iter([account.reconcile_plan(snapshot, self.marks, now)])
+
+    def _stage_snapshot_marks(self, snapshot: SnapshotTaken, batches: dict[str, AccountBatch]) -> None:
+        """Mark positions from the broker's ``current_price`` when no newer tick is known (issue 18)."""
+        marked = {p.symbol for p in snapshot.positions
+                  if p.current_price is not None and self.marks.apply_snapshot(p.symbol, p.current_price,
+                                                                               snapshot.taken_at)}
+        if marked:
+            self._remark(marked, batches)
 
     def _stage_schedule(self, schedule: ScheduleComputed, extra: Plan) -> None:
         sessions = {s.session_date: s for s in schedule.sessions}

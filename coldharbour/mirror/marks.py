@@ -23,6 +23,7 @@ from coldharbour.mirror.plan import Plan
 NS_PER_MINUTE: Final = 60_000_000_000
 LAG_BOUNDS_MS: Final = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000)
 LAG_OVER: Final = "tick_lag_over"
+IDLE_TTL_NS: Final = 15 * NS_PER_MINUTE  # a feed symbol no account holds is forgotten after this idle time
 
 
 @dataclass
@@ -81,6 +82,35 @@ class Marks:
         self.prices[symbol] = (price, ts)
         self.dirty.add(symbol)
         return current is None or current[0] != price
+
+    def apply_snapshot(self, symbol: str, price: Decimal, ts: int) -> bool:
+        """Take the broker's ``current_price`` as the mark when it is newer than the last tick.
+
+        Returns True when the mark changed. A snapshot price is no trade print: no bar.
+        """
+        current = self.prices.get(symbol)
+        if price <= 0 or (current is not None and current[1] >= ts):
+            return False
+        self.prices[symbol] = (price, ts)
+        self.dirty.add(symbol)
+        return current is None or current[0] != price
+
+    def restore(self, symbol: str, price: Decimal, ts: int) -> None:
+        """Take a mark committed in a stored row at start-up, unless a newer price is known."""
+        current = self.prices.get(symbol)
+        if price > 0 and (current is None or current[1] < ts):
+            self.prices[symbol] = (price, ts)
+
+    def prune(self, held: set[str], now: int) -> int:
+        """Forget the prices and bars of symbols not in ``held`` idle for ``IDLE_TTL_NS``; return how many."""
+        stale = [s for s, (_, ts) in self.prices.items()
+                 if s not in held and s not in self.dirty and now - ts >= IDLE_TTL_NS]
+        for symbol in stale:
+            del self.prices[symbol]
+        gone = set(stale)
+        for key in [k for k in self.bars if k[0] in gone and k not in self.dirty_bars]:
+            del self.bars[key]
+        return len(stale)
 
     def _add_to_bar(self, symbol: str, ts: int, price: Decimal, volume: Decimal) -> None:
         key = (symbol, ts - ts % NS_PER_MINUTE)

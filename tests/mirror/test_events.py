@@ -29,6 +29,7 @@ from coldharbour.messages import (
     TickBatch,
 )
 from coldharbour.mirror import FlushDue, GapDetected, HeartbeatDue, LedgerCheck
+from coldharbour.mirror.marks import IDLE_TTL_NS
 from tests.mirror.support import NOW, T0, Driver, bracket, fill, of_kind, oid, order
 
 AT = datetime(2024, 3, 1, 15, tzinfo=UTC)
@@ -265,3 +266,54 @@ def test_leg_arriving_after_its_fill_rebuilds_and_relinks_the_exit() -> None:
     assert [(row[0], row[1], row[10]) for row in slices.upserts] == [(entry.id, take.id, "TP")]
     assert slices.announce == (ch.Announce.IF_CHANGED,)
     assert driver.mirror.counters["ledger_rebuilds"] == 1
+
+
+def test_feed_symbol_no_account_holds_is_forgotten_after_the_idle_ttl() -> None:
+    driver = Driver()
+    _bought(driver)
+    driver.feed(("px.batch", TickBatch(symbols=("AAPL", "ZZZ"), prices=(101.0, 5.0), sizes=(1.0, 1.0),
+                                       ts_events=(T0, T0))))
+    marks = driver.mirror.marks
+
+    driver.feed(FlushDue(), now=T0 + IDLE_TTL_NS - 1)
+    kept = sorted(marks.prices)
+    driver.feed(FlushDue(), now=T0 + IDLE_TTL_NS)
+
+    assert kept == ["AAPL", "ZZZ"]
+    assert sorted(marks.prices) == ["AAPL"]  # held: kept however old
+    assert {symbol for symbol, _ in marks.bars} == {"AAPL"}
+    assert driver.mirror.counters["marks_pruned"] == 1
+
+
+def test_snapshot_current_price_marks_only_when_newer_than_the_last_tick() -> None:
+    driver = Driver()
+    _bought(driver)
+    priced = BrokerPosition(symbol="AAPL", qty=Decimal(10), avg_entry_price=Decimal(100), current_price=Decimal(102))
+
+    marked = driver.feed(("snap.demo", SnapshotTaken(account="demo", positions=(priced,), symbols=("AAPL",),
+                                                     taken_at=T0 + 10)))
+    driver.feed(("px.AAPL", Tick(symbol="AAPL", price=103.0, ts_event=T0 + 20)))
+    older = driver.feed(("snap.demo", SnapshotTaken(account="demo", positions=(priced,), symbols=("AAPL",),
+                                                    taken_at=T0 + 15)))
+
+    [rows] = of_kind(Driver.changes(marked), ch.OpenRows)
+    assert dict(zip(r.POSITION_COLUMNS, rows.upserts[0], strict=True))["mkt_px"] == Decimal(102)
+    assert Driver.changes(older) == []
+    assert driver.mirror.marks.price("AAPL") == Decimal("103.0")
+
+
+def test_restored_marks_come_from_committed_rows_when_newer_than_latest_prices() -> None:
+    driver = Driver()
+    _bought(driver)
+    driver.feed(("px.AAPL", Tick(symbol="AAPL", price=104.5, ts_event=T0 + 10)))
+    rows = dict(driver.mirror.accounts["demo"].rows)
+    restarted = Driver()
+    account = restarted.mirror.accounts["demo"]
+    account.load(driver.mirror.accounts["demo"].book.orders(), driver.mirror.accounts["demo"].fills.values(), rows)
+    restarted.mirror.marks.prices["AAPL"] = (Decimal(99), T0)  # an older flushed price
+
+    restarted.mirror.restore_marks()
+    start = Driver.changes([restarted.mirror.start_plan(NOW)])
+
+    assert restarted.mirror.marks.price("AAPL") == Decimal("104.5")
+    assert start == []
