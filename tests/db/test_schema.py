@@ -99,9 +99,10 @@ def test_db_init_two_accounts_creates_every_table_with_types_and_keys(pg_dsn) ->
             ):
                 tables[table.name] = (_columns(conn, table.schema, table.name), expected, _primary_key(conn, table.schema, table.name), key)
         shared = {t: _columns(conn, "accounts", t) for t in ("market_schedule", "latest_prices", "price_bars_1min")}
+        quarantine = _columns(conn, "accounts", "quarantine")
         shared_keys = {t: _primary_key(conn, "accounts", t) for t in shared}
 
-    assert {(s, v) for s, v in applied} == {("shared", 1), ("account:demo", 1), ("account:paper_1", 1)}
+    assert {(s, v) for s, v in applied} == {("shared", 1), ("shared", 2), ("account:demo", 1), ("account:paper_1", 1)}
     assert "account_open_positions_paper_1" in tables
     for name, (actual, expected, pk, expected_pk) in tables.items():
         assert {c: actual.get(c) for c in expected} == expected, name
@@ -109,6 +110,7 @@ def test_db_init_two_accounts_creates_every_table_with_types_and_keys(pg_dsn) ->
     assert shared["latest_prices"] == {"symbol": "text", "price": "numeric", "ts": "timestamp with time zone"}
     assert shared_keys == {"market_schedule": ["session_date"], "latest_prices": ["symbol"], "price_bars_1min": ["symbol", "ts"]}
     assert all(kind != "real" for cols in shared.values() for kind in cols.values())
+    assert set(quarantine) == {"id", "ts", "account", "kind", "key", "raw", "error"}
 
 
 def test_db_init_second_run_changes_nothing(pg_dsn) -> None:
@@ -124,7 +126,7 @@ def test_db_init_second_run_changes_nothing(pg_dsn) -> None:
     assert applied == []
     assert before == after
     assert versions_before == schema.latest_versions(settings)
-    assert rows == (3,)
+    assert rows == (4,)  # shared 1 and 2 (quarantine), one per account
 
 
 def test_db_init_account_added_later_gets_only_its_tables(pg_dsn) -> None:

@@ -147,9 +147,8 @@ async def test_writer_position_payloads_keep_the_contract(migrated_dsn: Any) -> 
     await writer.close()
     await listener.close()
 
-    expected = notify.position_changes("pos_channel_demo", [dict(zip(r.POSITION_COLUMNS, _open_row("p000", px="102"),
-                                                                     strict=True))], [])
-    assert single == [n.payload for n in expected]
+    expected = notify.to_json({"row": dict(zip(r.POSITION_COLUMNS, _open_row("p000", px="102"), strict=True))})
+    assert single == [expected]
     assert deleted == ['{"op":"delete","parent_id":"p001"}']
     assert len(batch) > 2
     assert {p["op"] for p in batch} == {"batch"}
