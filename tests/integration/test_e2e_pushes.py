@@ -81,7 +81,9 @@ def test_e2e_bracket_row_pushed_marks_past_threshold_then_tp_deletion(
         start = notes.mark()
 
         parent_id = _bracket(fake_broker)
-        stored = wait_for(lambda: db.rows(row_query), 5, what="open row")
+        # The row with its legs: a fill that reaches state before its legs (REST page first) is
+        # written without them and completed when they arrive.
+        stored = wait_for(lambda: [(r,) for r in _row_with(db, row_query, tp_px=110, sl_px=90)], 5, what="open row")
         first_push = wait_for(
             lambda: [n for n in notes.since(start, "pos_channel_demo") if pushed_rows([n])], 5, what="row push"
         )[0]
