@@ -392,3 +392,24 @@ async def test_issue_9_ledger_differing_from_stored_history_stops_state(state: S
     with pytest.raises(ChmgrError, match="ledger differs from the stored history account=demo"):
         state.task.result()
     assert state.ctx.counters["ledger_mismatches"] >= 1
+
+
+async def test_state_refused_value_is_quarantined_and_the_rest_commits_without_resync(state: StateHarness) -> None:
+    """Issue 14: an order with a NUL byte poisons only itself (no commit loop, no snapshot storm)."""
+    bracket = Bracket()
+    resyncs = state.bus.observe(topic_resync("demo"))
+    poisoned = order(id=new_id(), client_order_id="bad\x00id", symbol="MSFT")
+
+    state.inject(topic_orders("demo"), OrdersPage(account="demo", orders=(poisoned,)))
+    state.inject(topic_trade("demo"), bracket.entry_fill())
+    await async_wait_for(lambda: _row(state, bracket.entry_id), 15, what="the good fill's row")
+    await state.settle()
+    quarantined = await state.query("SELECT account, kind, key, error FROM accounts.quarantine")
+    stored = await state.query("SELECT count(*) FROM account_activities.raw_orders_demo WHERE id = %s",
+                               bracket.entry_id)
+
+    assert [(a, k, key) for a, k, key, _ in quarantined] == [("demo", "RawOrders", poisoned.id)]
+    assert "NUL" in quarantined[0][3]
+    assert stored == [(1,)]
+    assert state.ctx.counters["quarantined"] == 1
+    assert [m.reason for m in resyncs.messages()] == ["fill"]  # none for the refused value
