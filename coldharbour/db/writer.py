@@ -185,6 +185,9 @@ class Writer:
         except DATA_ERRORS as e:
             self.counters["commit_failures"] += 1
             raise DataRefused(f"commit failed on a value: {describe_error(self._dsn, e)}") from e
+        except (ValueError, OverflowError) as e:  # a value psycopg could not even encode
+            self.counters["commit_failures"] += 1
+            raise DataRefused(f"commit failed on a value: {type(e).__name__}: {str(e)[:200]}") from e
         except psycopg.Error as e:
             self.counters["commit_failures"] += 1
             raise DatabaseError(f"commit failed: {describe_error(self._dsn, e)}") from e

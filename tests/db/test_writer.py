@@ -204,6 +204,7 @@ async def test_writer_quarantines_the_refused_row_and_commits_the_rest(migrated_
         ch.RawOrders("demo", (good_order, bad_order)),
         ch.OpenRows("demo", (_open_row("p1"),)),
         ch.LatestPrices((("AAPL", Decimal(1), AT), ("MSFT", Decimal(-1), AT))),
+        ch.CashFlows("demo", (("cf-tiny", AT, Decimal("1E-20000"), "FEE", "fee", None),)),  # psycopg refuses it
     ]
 
     result = await writer.commit_isolating(changes, T0)
@@ -216,14 +217,14 @@ async def test_writer_quarantines_the_refused_row_and_commits_the_rest(migrated_
     await writer.close()
     await listener.close()
 
-    assert result.quarantined == 2
+    assert result.quarantined == 3
     assert stored == (1, 1)
     assert len(notes) == 1
     assert sorted((q.kind, q.account, q.key) for q in quarantined) == [
-        ("LatestPrices", None, "MSFT"), ("RawOrders", "demo", bad_order[0])]
+        ("CashFlows", "demo", "cf-tiny"), ("LatestPrices", None, "MSFT"), ("RawOrders", "demo", bad_order[0])]
     assert all(q.error for q in quarantined)
     assert "\\u0000" in next(q.raw for q in quarantined if q.kind == "RawOrders")
-    assert writer.counters["quarantined"] == 2
+    assert writer.counters["quarantined"] == 3
 
 
 async def test_writer_reconnects_after_postgres_restart(pg_cluster: Any, migrated_dsn: Any) -> None:
