@@ -98,6 +98,14 @@ def _announced(ctes: list[sql.Composable], body: str, counts: str, channel: str)
             + sql.SQL(", payload)) FROM (SELECT payload FROM notes ORDER BY s, o) AS ordered"))
 
 
+def _numbered(text: str) -> str:
+    """Return ``text`` with its ``%s`` placeholders numbered ``$1``, ``$2``… (no other ``%`` occurs)."""
+    parts = text.split("%s")
+    if "%" in "".join(parts):
+        raise ValueError("a statement holds a literal % besides its placeholders")
+    return "".join(part + (f"${i}" if i < len(parts) else "") for i, part in enumerate(parts, 1))
+
+
 class Statements:
     """Every statement of the write path, composed once per table and variant, then cached."""
 
@@ -106,10 +114,15 @@ class Statements:
         self._cache: dict[tuple[object, ...], sql.SQL] = {}
 
     def _get(self, key: tuple[object, ...], build: Callable[[], sql.Composable]) -> sql.SQL:
-        """Return the cached statement text of ``key`` (composed on first use, never again)."""
+        """Return the cached statement text of ``key`` (composed on first use, never again).
+
+        Placeholders become PostgreSQL's own ``$1…$n`` (the writer uses a raw cursor): psycopg
+        then sends the text as is instead of parsing it on every execute (it caches its
+        parse only for statements under 4 KB; the announced ones are longer).
+        """
         found = self._cache.get(key)
         if found is None:
-            found = self._cache[key] = sql.SQL(build().as_string())
+            found = self._cache[key] = sql.SQL(_numbered(build().as_string()))
         return found
 
     # -- open positions and closed slices (announced) ------------------------------------------

@@ -81,6 +81,7 @@ class Writer:
             attempt += 1
             try:
                 self._conn = await connect_writer(self._dsn)
+                self._conn.cursor_factory = psycopg.AsyncRawCursor  # statements use $n (db.upserts)
             except DatabaseError as e:
                 self.counters["db_connect_failures"] += 1
                 wait = delay * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
