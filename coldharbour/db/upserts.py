@@ -1,8 +1,9 @@
 """The SQL of every change kind (``domain.changes``): composed once per table and variant.
 
 Used only by ``db.writer``. Each change is **one statement** returning one row
-``(changed, notified)``: the rows travel as one array per column, bound in binary, and are
-``unnest``-ed server-side; the upsert writes only when the stored row differs
+``(changed, notified)``: the rows travel as one JSON parameter (an array of row arrays, encoded
+in one C call; psycopg's per-column array dumpers cost more Python than the rest of a commit)
+and are cast to their column types server-side; the upsert writes only when the stored row differs
 (``ON CONFLICT … DO UPDATE … WHERE … IS DISTINCT FROM …``, STYLE §2.5 rule 4) and the
 ``pg_notify`` calls are made in the same statement from its ``RETURNING`` rows, so replaying a
 message writes nothing and notifies nothing, and a commit needs no second round trip.
@@ -42,12 +43,22 @@ def _ids(names: Sequence[str], prefix: str = "") -> sql.Composed:
 
 
 def _input(columns: Sequence[str], types: Sequence[str], extra: Sequence[tuple[str, str]] = ()) -> sql.Composed:
-    """Return ``input AS (SELECT * FROM unnest(%s::t[], …) WITH ORDINALITY AS i(cols…, ord))``."""
-    names = [*columns, *(n for n, _ in extra), "ord"]
+    """Return ``input AS (SELECT (v->>0)::t0 AS c0, … , ord FROM json_array_elements(%s::json) …)``.
+
+    The rows travel as **one** JSON parameter, an array of row arrays (``db.writer`` encodes it
+    with msgspec in one C call: decimals as exact numbers, times as ISO-8601); PostgreSQL casts
+    each element to its column type. ``extra`` columns follow the table's, as text.
+    """
+    names = [*columns, *(n for n, _ in extra)]
     casts = [*types, *(t for _, t in extra)]
     # The types are fixed literals from ``db.rows``, never input.
-    arrays = sql.SQL(", ").join(sql.SQL("%s::" + t + "[]") for t in casts)
-    return sql.SQL("input AS (SELECT * FROM unnest({a}) WITH ORDINALITY AS i({n}))").format(a=arrays, n=_ids(names))
+    fields = sql.SQL(", ").join(
+        sql.SQL("(v->>" + str(i) + ")::" + t + " AS ") + sql.Identifier(n)
+        for i, (n, t) in enumerate(zip(names, casts, strict=True))
+    )
+    return sql.SQL(
+        "input AS (SELECT {f}, ord FROM json_array_elements(%s::json) WITH ORDINALITY AS e(v, ord))"
+    ).format(f=fields)
 
 
 def _upsert_cte(table: Table, columns: Sequence[str], key: Sequence[str], *, compare: Sequence[str] | None = None,
@@ -178,19 +189,16 @@ class Statements:
     def latest_prices(self) -> sql.SQL:
         """Return the latest-prices upsert; an older ``ts`` never wins."""
         return self._get(("latest_prices",), lambda: sql.SQL(
-            "WITH input AS (SELECT * FROM unnest(%s::text[], %s::numeric[], %s::timestamptz[]) "
-            "AS i(symbol, price, ts)), "
-            "up AS (INSERT INTO {t} AS cur (symbol, price, ts) SELECT symbol, price, ts FROM input "
+            "WITH {input}, up AS (INSERT INTO {t} AS cur (symbol, price, ts) SELECT symbol, price, ts FROM input "
             "ON CONFLICT (symbol) DO UPDATE SET price = EXCLUDED.price, ts = EXCLUDED.ts "
             "WHERE EXCLUDED.ts >= cur.ts AND (cur.price, cur.ts) IS DISTINCT FROM (EXCLUDED.price, EXCLUDED.ts) "
-            "RETURNING cur.symbol) SELECT (SELECT count(*) FROM up), 0").format(t=self.shared.latest_prices.ident))
+            "RETURNING cur.symbol) SELECT (SELECT count(*) FROM up), 0").format(
+                t=self.shared.latest_prices.ident, input=_input(_PRICE_COLUMNS, _PRICE_TYPES)))
 
     def price_bars(self) -> sql.SQL:
         """Return the 1-minute bar merge: a stored bar keeps its open, highs and lows widen."""
         return self._get(("price_bars",), lambda: sql.SQL(
-            "WITH input AS (SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::numeric[], %s::numeric[], "
-            "%s::numeric[], %s::numeric[], %s::numeric[]) AS i(symbol, ts, open, high, low, close, volume)), "
-            "up AS (INSERT INTO {t} AS cur (symbol, ts, open, high, low, close, volume) "
+            "WITH {input}, up AS (INSERT INTO {t} AS cur (symbol, ts, open, high, low, close, volume) "
             "SELECT symbol, ts, open, high, low, close, volume FROM input "
             "ON CONFLICT (symbol, ts) DO UPDATE SET high = greatest(cur.high, EXCLUDED.high), "
             "low = least(cur.low, EXCLUDED.low), close = EXCLUDED.close, "
@@ -198,7 +206,8 @@ class Statements:
             "WHERE (cur.high, cur.low, cur.close, cur.volume) IS DISTINCT FROM (greatest(cur.high, EXCLUDED.high), "
             "least(cur.low, EXCLUDED.low), EXCLUDED.close, greatest(cur.volume, EXCLUDED.volume)) "
             "RETURNING cur.symbol) "
-            "SELECT (SELECT count(*) FROM up), 0").format(t=self.shared.price_bars_1min.ident))
+            "SELECT (SELECT count(*) FROM up), 0").format(
+                t=self.shared.price_bars_1min.ident, input=_input(_BAR_COLUMNS, _BAR_TYPES)))
 
     def quarantine(self) -> sql.SQL:
         """Return the insert of one quarantined change; params: account, kind, key, raw, error."""
@@ -207,6 +216,10 @@ class Statements:
             "SELECT (SELECT count(*) FROM up), 0").format(t=self.shared.quarantine.ident))
 
 
+_PRICE_COLUMNS: Final = ("symbol", "price", "ts")
+_PRICE_TYPES: Final = ("text", "numeric", "timestamptz")
+_BAR_COLUMNS: Final = ("symbol", "ts", "open", "high", "low", "close", "volume")
+_BAR_TYPES: Final = ("text", "timestamptz", "numeric", "numeric", "numeric", "numeric", "numeric")
 _SIMPLE: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]] = {
     "cash_flows": (r.CASH_FLOW_COLUMNS, r.CASH_FLOW_TYPES, ("id",)),
     "daily": (r.DAILY_COLUMNS, r.DAILY_TYPES, ("date",)),

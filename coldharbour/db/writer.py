@@ -44,6 +44,7 @@ BACKOFF_INITIAL_S: Final = 0.2
 BACKOFF_MAX_S: Final = 10.0
 DATA_ERRORS: Final = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
 _RAW: Final = msgspec.json.Encoder(decimal_format="string", enc_hook=str)
+_ROWS: Final = msgspec.json.Encoder(decimal_format="number")
 _KEY_MAX: Final = 200
 
 
@@ -279,15 +280,22 @@ def _counts(row: TupleRow | None) -> tuple[int, int]:
 
 
 def _columns(rows: Sequence[c.Row], width: int) -> list[Any]:
-    """Return ``rows`` transposed into ``width`` column lists (the ``unnest`` parameters)."""
-    return [[row[i] for row in rows] for i in range(width)]
+    """Return ``rows`` as the one JSON parameter ``db.upserts._input`` reads (``width`` columns each)."""
+    return [_ROWS.encode(rows).decode()] if all(len(row) == width for row in rows) else _width_error(width)
+
+
+def _width_error(width: int) -> list[Any]:
+    raise ValueError(f"every row must have {width} columns")
 
 
 def _open_rows(st: Statements, names: AccountNames, ups: Sequence[c.Row], dels: Sequence[str],
                announce: bool) -> Statement:
-    params = _columns(ups, len(r.POSITION_COLUMNS)) if ups else []
+    params: list[Any] = []
     if ups and announce:
-        params.append([notify.to_json(dict(zip(r.POSITION_COLUMNS, row, strict=True))) for row in ups])
+        params = _columns([(*row, notify.to_json(dict(zip(r.POSITION_COLUMNS, row, strict=True)))) for row in ups],
+                          len(r.POSITION_COLUMNS) + 1)
+    elif ups:
+        params = _columns(ups, len(r.POSITION_COLUMNS))
     if dels:
         params.append(list(dels))
     return st.positions(names, upserts=bool(ups), deletes=bool(dels), announce=announce), params
@@ -297,9 +305,8 @@ def _closed(st: Statements, names: AccountNames, ups: Sequence[c.Row], flags: Se
             dels: Sequence[tuple[str, str]]) -> Statement:
     params: list[Any] = [[k[0] for k in dels], [k[1] for k in dels]] if dels else []
     if ups:
-        params += _columns(ups, len(CLOSED_COLUMNS))
-        params.append([notify.to_json(dict(zip(CLOSED_COLUMNS, row, strict=True))) for row in ups])
-        params.append([str(flag) for flag in flags])
+        params += _columns([(*row, notify.to_json(dict(zip(CLOSED_COLUMNS, row, strict=True))), str(flag))
+                            for row, flag in zip(ups, flags, strict=True)], len(CLOSED_COLUMNS) + 2)
     return st.closed(names, upserts=bool(ups), deletes=bool(dels)), params
 
 
