@@ -409,7 +409,7 @@ async def test_state_refused_value_is_quarantined_and_the_rest_commits_without_r
                                bracket.entry_id)
 
     assert [(a, k, key) for a, k, key, _ in quarantined] == [("demo", "RawOrders", poisoned.id)]
-    assert "NUL" in quarantined[0][3]
+    assert "\\u0000" in quarantined[0][3]  # PostgreSQL names the refused NUL
     assert stored == [(1,)]
     assert state.ctx.counters["quarantined"] == 1
     assert [m.reason for m in resyncs.messages()] == ["fill"]  # none for the refused value
