@@ -43,7 +43,7 @@ def _ids(names: Sequence[str], prefix: str = "") -> sql.Composed:
 
 
 def _input(columns: Sequence[str], types: Sequence[str], extra: Sequence[tuple[str, str]] = ()) -> sql.Composed:
-    """Return ``input AS (SELECT (v->>0)::t0 AS c0, … , ord FROM json_array_elements(%s::json) …)``.
+    """Return ``input AS (SELECT (v->>0)::t0 AS c0, … , ord FROM jsonb_array_elements(%s::jsonb) …)``.
 
     The rows travel as **one** JSON parameter, an array of row arrays (``db.writer`` encodes it
     with msgspec in one C call: decimals as exact numbers, times as ISO-8601); PostgreSQL casts
@@ -57,7 +57,7 @@ def _input(columns: Sequence[str], types: Sequence[str], extra: Sequence[tuple[s
         for i, (n, t) in enumerate(zip(names, casts, strict=True))
     )
     return sql.SQL(
-        "input AS (SELECT {f}, ord FROM json_array_elements(%s::json) WITH ORDINALITY AS e(v, ord))"
+        "input AS (SELECT {f}, ord FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(v, ord))"
     ).format(f=fields)
 
 
