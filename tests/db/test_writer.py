@@ -58,8 +58,9 @@ def _open_row(pid: str, *, px: str = "101", symbol: str = "AAPL") -> tuple[objec
     return r.open_row_values(row)
 
 
-def _slice(lot: str, exit_id: str, *, final: bool, px: str = "110") -> tuple[tuple[object, ...], ClosedSlice]:
-    found = ClosedSlice(entry_lot_id=lot, exit_order_id=exit_id, exit_parent_id=None, symbol="AAPL", side="long",
+def _slice(lot: str, exit_id: str, *, final: bool, px: str = "110",
+           symbol: str = "AAPL") -> tuple[tuple[object, ...], ClosedSlice]:
+    found = ClosedSlice(entry_lot_id=lot, exit_order_id=exit_id, exit_parent_id=None, symbol=symbol, side="long",
                         qty=Decimal(5), entry_time=T0, entry_price=Decimal(100), exit_time=T0 + NS_PER_SECOND,
                         exit_price=Decimal(px), exit_type="MANUAL", pnl_cash=Decimal(50), pnl_cash_fifo=Decimal(50),
                         diff_pnl=Decimal(0), pnl_pct=Decimal("0.1"), return_pct=Decimal("0.1"), duration_sec=1,
@@ -192,6 +193,23 @@ async def test_writer_closed_slice_announced_when_final_and_once_when_it_becomes
     assert before == []
     assert became_final == [{"op": "insert", "rows": [json.loads(notify.to_json(r.closed_json(final)))]}]
     assert replay == []
+
+
+async def test_writer_oversized_closed_slice_becomes_refetch_and_the_commit_succeeds(migrated_dsn: Any) -> None:
+    """Issue 14: a slice over 8,000 bytes (a long broker symbol) made the exit commit fail forever."""
+    listener = await _listener(migrated_dsn, "closed_channel_demo")
+    writer = await _writer(migrated_dsn)
+    big, _ = _slice("lot-big", "exit-1", final=True, symbol="Z" * 8000)
+    small, found = _slice("lot-small", "exit-1", final=True)
+
+    result = await writer.commit([ch.ClosedSlices("demo", (big, small), (ch.Announce.IF_CHANGED,) * 2)], T0)
+    notes = [json.loads(p) for p in await _drain(listener)]
+    await writer.close()
+    await listener.close()
+
+    assert result.changed == 2
+    assert notes == [{"op": "refetch", "entry_lot_id": "lot-big", "exit_order_id": "exit-1"},
+                     {"op": "insert", "rows": [json.loads(notify.to_json(r.closed_json(found)))]}]
 
 
 async def test_writer_quarantines_the_refused_row_and_commits_the_rest(migrated_dsn: Any) -> None:
