@@ -17,6 +17,8 @@ rate-limited per account.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import logging
 import sys
 import time
@@ -27,6 +29,7 @@ from coldharbour.config import Settings
 from coldharbour.db import loads, schema
 from coldharbour.db.connect import connect_read_only, connect_sync
 from coldharbour.db.writer import Writer
+from coldharbour.domain import changes
 from coldharbour.errors import ChmgrError, DatabaseError
 from coldharbour.mirror import Event, FlushDue, GapDetected, HeartbeatDue, LedgerCheck, Mirror, Plan
 
@@ -36,6 +39,7 @@ QUEUE_MAX = 100_000
 MAX_BATCH = 5_000
 MAX_BATCH_TICKS = 20_000  # ticks in one batch of events (a ``TickBatch`` weighs its ticks)
 FINAL_FLUSH_TIMEOUT_S = 10.0
+START_CHUNK_ROWS = 5_000  # rows per start-up commit (a 100k-row plan held its 6,250 NOTIFYs at once)
 RESYNC_MIN_INTERVAL_S = 10.0  # per account: a failing commit never turns into a snapshot storm
 BROKER_PREFIXES = (m.topic_trade(""), m.topic_snapshot(""), m.topic_orders(""), m.topic_fills(""))  # gap: resync
 PREFIXES = [m.PREFIX_TICK, *BROKER_PREFIXES, m.topic_cash(""), m.topic_equity(""), m.topic_metrics(""),
@@ -117,6 +121,24 @@ async def _commit(plan: Plan, writer: Writer, resyncs: Resyncs, mirror: Mirror, 
     return False
 
 
+async def _commit_start(plan: Plan, writer: Writer, resyncs: Resyncs, mirror: Mirror, stop: asyncio.Event) -> bool:
+    """Commit the start-up convergence in chunks of ``START_CHUNK_ROWS`` rows (idempotent, so a
+    failure part-way is converged again by the next start or resync); swap only if all committed."""
+    for group in changes.chunks(plan.changes, START_CHUNK_ROWS):
+        if not await _commit(Plan(changes=group), writer, resyncs, mirror, stop):
+            return False
+    return True
+
+
+def _return_memory() -> None:
+    """Give the start-up garbage back to the system (the load and start plan peak far above steady state)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        log.debug("malloc_trim unavailable")
+
+
 async def _load(conn: loads.Connection, mirror: Mirror) -> None:
     """Take the stored state of every account and the last prices (start-up; reads only)."""
     mirror.marks.prices.update(await loads.load_marks(conn, mirror.shared))
@@ -188,8 +210,10 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
     async with await connect_read_only(settings.dsn, "state") as conn:
         await _load(conn, mirror)
     start = mirror.start_plan(time.time_ns())
-    if await _commit(start, writer, Resyncs(ctx), mirror, stop):
+    if await _commit_start(start, writer, Resyncs(ctx), mirror, stop):
         start.swap()
+    del start
+    _return_memory()
     queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_MAX)
     for account in settings.accounts:
         ctx.publisher.publish(m.topic_resync(account.slug), m.ResyncRequested(account=account.slug, reason="start"))

@@ -177,3 +177,40 @@ def split(change: Change) -> list[Change]:
             return [change]
         case _:
             return [replace(change, rows=(row,)) for row in change.rows]
+
+
+def chunks(changes: list[Change], max_rows: int) -> list[list[Change]]:
+    """Return ``changes`` in groups of at most about ``max_rows`` rows (big changes cut by rows).
+
+    For a start-up convergence that would otherwise be one huge transaction. Each row stays in
+    one piece; a change of one kind keeps its order.
+    """
+    groups: list[list[Change]] = [[]]
+    size_now = 0
+    for change in changes:
+        parts = [change] if size(change) <= max_rows else _cut(change, max_rows)
+        for part in parts:
+            if size_now and size_now + size(part) > max_rows:
+                groups.append([])
+                size_now = 0
+            groups[-1].append(part)
+            size_now += size(part)
+    return [group for group in groups if group]
+
+
+def _cut(change: Change, n: int) -> list[Change]:
+    """Return ``change`` as changes of at most ``n`` rows each."""
+    def spans(total: int) -> range:
+        return range(0, total, n)
+
+    match change:
+        case OpenRows(account=a, upserts=ups, deletes=dels, announce=ann):
+            return [*(OpenRows(a, ups[i:i + n], announce=ann) for i in spans(len(ups))),
+                    *(OpenRows(a, deletes=dels[i:i + n], announce=ann) for i in spans(len(dels)))]
+        case ClosedSlices(account=a, upserts=ups, announce=flags, deletes=dels):
+            return [*(ClosedSlices(a, deletes=dels[i:i + n]) for i in spans(len(dels))),
+                    *(ClosedSlices(a, ups[i:i + n], flags[i:i + n]) for i in spans(len(ups)))]
+        case DailyEquity() | MarketSchedule() | MetricsDoc() | UiHeartbeat():
+            return [change]
+        case _:
+            return [replace(change, rows=change.rows[i:i + n]) for i in spans(len(change.rows))]
