@@ -2,7 +2,7 @@
 
 Only ``workers/state.py`` builds a ``Writer`` (``tests/test_architecture.py`` enforces it). A
 commit turns each ``domain.changes`` value into one statement (``db.upserts``: composed once per
-table, prepared server-side, arrays bound in binary); the statements make their own
+table, prepared server-side, the rows as one jsonb parameter); the statements make their own
 ``pg_notify`` calls from what they ``RETURNING``-ed, so the whole transaction — statements,
 NOTIFYs, COMMIT — goes out in one pipeline round trip. PostgreSQL delivers the notifications only
 at commit, so a UI never sees a row that did not commit. A change without rows sends nothing.
