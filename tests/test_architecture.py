@@ -84,3 +84,16 @@ def test_no_util_modules() -> None:
     names = {p.stem for p in _sources("coldharbour", "workers")}
 
     assert not names & {"util", "utils", "helpers", "common", "misc"}
+
+
+MIRROR_FORBIDDEN = ("psycopg", "coldharbour.db.writer", "coldharbour.db.upserts", "coldharbour.db.notify",
+                    "coldharbour.db.loads", "coldharbour.db.connect")
+
+
+@pytest.mark.parametrize("path", _sources("coldharbour/mirror"), ids=lambda p: p.name)
+def test_mirror_returns_changes_and_never_touches_sql(path: Path) -> None:
+    # The mirror decides what changes (``domain.changes``); only ``db.writer`` turns that into SQL.
+    bad = sorted(name for name in _imports(path)
+                 if any(name == f or name.startswith(f + ".") for f in MIRROR_FORBIDDEN))
+
+    assert bad == [], f"{path.name} imports {bad}"

@@ -186,7 +186,8 @@ async def follow_symbols(
     try:
         while not stop.is_set():
             try:
-                conn = conn if conn is not None and not conn.closed else await connect_read_only(settings.reader_dsn, "prices")
+                if conn is None or conn.closed:
+                    conn = await connect_read_only(settings.reader_dsn, "prices")
                 symbols: set[str] = set()
                 for account in names:
                     symbols |= await queries.symbols_in_play(conn, account)

@@ -9,12 +9,16 @@ failed commit).
 
 One consumer task drains one queue and alone touches the mirror and the writer; the subscriber
 and timers only enqueue (STYLE.md §2.5). Each batch is planned, committed, then swapped in. A
-failed commit keeps memory, reconnects with backoff and resyncs every account.
+commit refused on a value quarantines the refusing rows and commits the rest (no resync); a
+failed commit keeps memory, reconnects with backoff and resyncs every account. Resyncs are
+rate-limited per account.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import logging
 import sys
 import time
@@ -22,9 +26,10 @@ import time
 from coldharbour import messages as m
 from coldharbour import runtime
 from coldharbour.config import Settings
-from coldharbour.db import schema
+from coldharbour.db import loads, schema
 from coldharbour.db.connect import connect_read_only, connect_sync, retry_database
 from coldharbour.db.writer import Writer
+from coldharbour.domain import changes
 from coldharbour.errors import ChmgrError, DatabaseError
 from coldharbour.mirror import Event, FlushDue, GapDetected, HeartbeatDue, LedgerCheck, Mirror, Plan
 
@@ -34,6 +39,8 @@ QUEUE_MAX = 100_000
 MAX_BATCH = 5_000
 MAX_BATCH_TICKS = 20_000  # ticks in one batch of events (a ``TickBatch`` weighs its ticks)
 FINAL_FLUSH_TIMEOUT_S = 10.0
+START_CHUNK_ROWS = 5_000  # rows per start-up commit (a 100k-row plan held its 6,250 NOTIFYs at once)
+RESYNC_MIN_INTERVAL_S = 10.0  # per account: a failing commit never turns into a snapshot storm
 BROKER_PREFIXES = (m.topic_trade(""), m.topic_snapshot(""), m.topic_orders(""), m.topic_fills(""))  # gap: resync
 PREFIXES = [m.PREFIX_TICK, *BROKER_PREFIXES, m.topic_cash(""), m.topic_equity(""), m.topic_metrics(""),
             m.TOPIC_SCHEDULE, m.TOPIC_SESSION, m.topic_ledger_check("")]  # fmt: skip
@@ -71,11 +78,36 @@ async def _every(interval_s: float, event: Event, queue: asyncio.Queue[Event], s
             await queue.put(event)
 
 
-async def _commit(plan: Plan, writer: Writer, ctx: runtime.WorkerContext, mirror: Mirror, stop: asyncio.Event) -> bool:
+class Resyncs:
+    """Resync requests: at most one per account and reason per ``RESYNC_MIN_INTERVAL_S`` (issue 14).
+
+    Suppressed requests are counted. A ``fill`` resync (the broker WAC of the symbols just
+    filled) is not limited: one goes out per committed batch of stream fills.
+    """
+
+    def __init__(self, ctx: runtime.WorkerContext) -> None:
+        self._ctx = ctx
+        self._last: dict[str, float] = {}
+
+    def request(self, slug: str, reason: str, symbols: tuple[str, ...] = ()) -> None:
+        """Publish a resync for ``slug`` unless one went out less than the interval ago."""
+        now, key = time.monotonic(), f"{slug}:{reason}"
+        if reason != "fill":
+            if now - self._last.get(key, -RESYNC_MIN_INTERVAL_S) < RESYNC_MIN_INTERVAL_S:
+                self._ctx.counters["resyncs_suppressed"] += 1
+                return
+            self._last[key] = now
+        self._ctx.counters["resyncs_requested"] += 1
+        self._ctx.publisher.publish(m.topic_resync(slug), m.ResyncRequested(account=slug, reason=reason,
+                                                                            symbols=symbols))
+
+
+async def _commit(plan: Plan, writer: Writer, resyncs: Resyncs, mirror: Mirror, stop: asyncio.Event) -> bool:
+    """Commit ``plan``; a refused value is quarantined and the rest commits (no resync for it)."""
     if not plan.needs_commit:
         return True
     try:
-        await writer.commit(plan.steps, plan.notifications)
+        await writer.commit_isolating(plan.changes, time.time_ns())
         return True
     except DatabaseError as e:
         log.warning("commit failed, memory kept, reconnecting: %s", e)
@@ -85,14 +117,45 @@ async def _commit(plan: Plan, writer: Writer, ctx: runtime.WorkerContext, mirror
     except DatabaseError:
         return False
     for slug in mirror.accounts:
-        ctx.publisher.publish(m.topic_resync(slug), m.ResyncRequested(account=slug, reason="commit_failed"))
+        resyncs.request(slug, "commit_failed")
     return False
+
+
+async def _commit_start(plan: Plan, writer: Writer, resyncs: Resyncs, mirror: Mirror, stop: asyncio.Event) -> bool:
+    """Commit the start-up convergence in chunks of ``START_CHUNK_ROWS`` rows (idempotent, so a
+    failure part-way is converged again by the next start or resync); swap only if all committed."""
+    for group in changes.chunks(plan.changes, START_CHUNK_ROWS):
+        if not await _commit(Plan(changes=group), writer, resyncs, mirror, stop):
+            return False
+    return True
+
+
+def _return_memory() -> None:
+    """Give the start-up garbage back to the system (the load and start plan peak far above steady state)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        log.debug("malloc_trim unavailable")
+
+
+async def _load(conn: loads.Connection, mirror: Mirror) -> None:
+    """Take the stored state of every account and the last prices (start-up; reads only)."""
+    mirror.marks.prices.update(await loads.load_marks(conn, mirror.shared))
+    for slug, account in mirror.accounts.items():
+        orders, fills = await loads.load_history(conn, account.names)
+        account.load(orders, fills, await loads.load_open_rows(conn, account.names),
+                     await loads.load_closed_keys(conn, account.names))
+        log.info("loaded account=%s orders=%d fills=%d lots=%d", slug, len(orders), len(fills),
+                 len(account.ledger.lots))
+    mirror.restore_marks()
 
 
 async def _check_ledger(slug: str, settings: Settings, mirror: Mirror) -> None:
     try:
         async with await connect_read_only(settings.dsn, "state") as conn:
-            found = await mirror.check_ledger(conn, slug)
+            orders, fills = await loads.load_history(conn, mirror.accounts[slug].names)
+        found = await asyncio.to_thread(mirror.check_ledger, slug, orders, fills)
     except DatabaseError as e:
         log.warning("ledger check skipped account=%s: %s", slug, e)
         return
@@ -110,6 +173,7 @@ def _weight(event: Event) -> int:
 
 async def _consume(settings: Settings, ctx: runtime.WorkerContext, queue: asyncio.Queue[Event], writer: Writer,
                    mirror: Mirror, stop: asyncio.Event) -> None:
+    resyncs = Resyncs(ctx)
     while True:
         events = [await queue.get()]
         weight = _weight(events[0])
@@ -121,11 +185,14 @@ async def _consume(settings: Settings, ctx: runtime.WorkerContext, queue: asynci
                 if isinstance(item, LedgerCheck):
                     await _check_ledger(item.slug, settings, mirror)
                     continue
-                if not await _commit(item, writer, ctx, mirror, stop):
+                if not await _commit(item, writer, resyncs, mirror, stop):
                     break  # the rest of the batch is dropped; the resync brings it back
                 item.swap()
                 for topic, message in item.messages:
-                    ctx.publisher.publish(topic, message)
+                    if isinstance(message, m.ResyncRequested):
+                        resyncs.request(message.account, message.reason, message.symbols)
+                    else:
+                        ctx.publisher.publish(topic, message)
         finally:
             mirror.tick_lag.observe(time.time_ns())
             for _ in events:
@@ -139,14 +206,16 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
         lambda: asyncio.to_thread(_migrate, settings), stop, what="schema migration", counters=ctx.counters
     )
     log.info("schema current applied=%s", applied)
-    writer = Writer(settings.dsn, counters=ctx.counters)
+    writer = Writer(settings, counters=ctx.counters)
     await writer.connect(stop)
     mirror = Mirror(settings, ctx.counters)
     async with await connect_read_only(settings.dsn, "state") as conn:
-        await mirror.load(conn)
+        await _load(conn, mirror)
     start = mirror.start_plan(time.time_ns())
-    if await _commit(start, writer, ctx, mirror, stop):
+    if await _commit_start(start, writer, Resyncs(ctx), mirror, stop):
         start.swap()
+    del start
+    _return_memory()
     queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_MAX)
     for account in settings.accounts:
         ctx.publisher.publish(m.topic_resync(account.slug), m.ResyncRequested(account=account.slug, reason="start"))

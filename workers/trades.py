@@ -4,7 +4,7 @@ Inputs: the broker's trade_updates WebSocket of every account with ``ENABLE_TRAD
 (alpaca-py ``TradingStream``, our own client as fallback); bus ``snap.*`` (the open orders the
 silence watchdog needs); REST only to check a fill for an order it never heard of.
 Outputs: ``trade.<slug>`` (``OrderUpdated``), ``cmd.resync.<slug>``
-(``ResyncRequested`` after every (re)connect, and for the symbol after each fill). No DB.
+(``ResyncRequested`` after every (re)connect; the WAC refresh after a fill is ``state``'s). No DB.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What one account's trade_updates connection does with what it hears; it never raises.
 
 Every frame is converted (``convert.convert_trade_update``) and published on ``trade.<slug>``,
-then forgotten. A fill is followed by ``ResyncRequested(symbols=(symbol,))`` so ``snapshot``
-fetches that symbol's position and the broker's WAC is fresh within about a second (SPEC §4).
+then forgotten. The WAC refresh after a fill (``ResyncRequested(symbols=(symbol,))``) is
+asked by ``state`` once the fill is committed, not here (one request per fill, not two).
 Every (re)connect publishes ``ResyncRequested(reason="reconnect")``: the stream has no replay,
 so whatever happened while it was down comes from REST.
 
@@ -171,8 +171,6 @@ class UpdateListener:
         log.debug("trade update account=%s event=%s order=%s", self.slug, update.event, update.order.id)
         if update.fill is not None:
             self.counters["fills"] += 1
-            request = ResyncRequested(account=self.slug, reason="fill", symbols=(update.fill.symbol,))
-            self._sink.publish(topic_resync(self.slug), request)
 
     def _reject(self, rejected: Rejected) -> None:
         self.counters["rejects"] += 1

@@ -16,6 +16,7 @@ from coldharbour.config import Settings, check_identifier
 SCHEMA_VERSION_TABLE: Final = "schema_version"
 LATEST_PRICES_TABLE: Final = "latest_prices"
 PRICE_BARS_TABLE: Final = "price_bars_1min"
+QUARANTINE_TABLE: Final = "quarantine"
 
 
 class Table(msgspec.Struct, frozen=True):
@@ -58,6 +59,7 @@ class SharedNames(msgspec.Struct, frozen=True, kw_only=True):
     market_schedule: Table
     latest_prices: Table
     price_bars_1min: Table
+    quarantine: Table  # changes a commit refused on their data (issue 14)
 
 
 def account_names(settings: Settings, slug: str) -> AccountNames:
@@ -95,4 +97,5 @@ def shared_names(settings: Settings) -> SharedNames:
         market_schedule=Table(schema, check_identifier(settings.table_market_schedule, what="TABLE_MARKET_SCHEDULE")),
         latest_prices=Table(schema, LATEST_PRICES_TABLE),
         price_bars_1min=Table(schema, PRICE_BARS_TABLE),
+        quarantine=Table(schema, QUARANTINE_TABLE),
     )

@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from coldharbour.db.names import AccountNames, SharedNames
+from coldharbour.db.names import QUARANTINE_TABLE, AccountNames, SharedNames
 from coldharbour.domain.cashflows import CashFlow, Category, Execution, Rejection, to_execution
 from coldharbour.domain.equity import Bar, IntradayLot
 from coldharbour.domain.metrics import SHARPE_WINDOWS, ClosedSlice, DailySummary, OpenLot
@@ -334,3 +334,26 @@ async def symbols_in_play(conn: Conn, names: AccountNames) -> set[str]:
         "SELECT symbol FROM {positions} WHERE qty > 0 UNION SELECT symbol FROM {orders} WHERE status <> ALL(%s)"
     ).format(positions=names.positions.ident, orders=names.raw_orders.ident)
     return {row[0] for row in await _fetch(conn, query, [list(_DONE_STATUSES)])}
+
+
+class Quarantined(msgspec.Struct, frozen=True, kw_only=True):
+    """One change a commit refused on its data (``state`` stored it instead of writing it)."""
+
+    id: int
+    ts: datetime
+    account: str | None
+    kind: str
+    key: str | None
+    raw: str
+    error: str
+
+
+async def load_quarantine(conn: Conn, limit: int, *, shared: SharedNames | None = None) -> list[Quarantined]:
+    """Return the newest ``limit`` quarantined changes, newest first.
+
+    ``shared``: the shared names from the settings (default: the ``accounts`` schema's table).
+    """
+    table = shared.quarantine.ident if shared is not None else sql.Identifier("accounts", QUARANTINE_TABLE)
+    query = sql.SQL("SELECT id, ts, account, kind, key, raw, error FROM {t} ORDER BY id DESC LIMIT %s").format(t=table)
+    rows = await _fetch(conn, query, (limit,))
+    return [Quarantined(id=i, ts=ts, account=a, kind=k, key=key, raw=raw, error=e) for i, ts, a, k, key, raw, e in rows]

@@ -269,8 +269,25 @@ def _account_v1(names: AccountNames, schema: str) -> list[sql.Composed]:
     ]  # fmt: skip
 
 
+def _shared_quarantine(names: SharedNames, schema: str) -> list[sql.Composed]:
+    return [
+        _q(
+            """CREATE TABLE IF NOT EXISTS {t} (
+                id bigserial PRIMARY KEY,
+                ts timestamptz NOT NULL DEFAULT now(),
+                account text,
+                kind text NOT NULL,
+                key text,
+                raw text NOT NULL,
+                error text NOT NULL)""",
+            t=names.quarantine.ident,
+        ),
+    ]
+
+
 SHARED_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "market schedule, latest prices, 1-minute bars", _shared_v1),
+    Migration(2, "quarantine: changes a commit refused on their data", _shared_quarantine),
 )
 def _account_equity_proof(names: AccountNames, schema: str) -> list[sql.Composed]:
     """The daily proof against the broker's portfolio history (issue 13, SPEC §8)."""

@@ -1,12 +1,17 @@
-"""The single writer: one connection, one transaction per commit, NOTIFY inside it.
+"""The single writer: changes in, SQL out — one connection, one transaction and one round trip per commit.
 
-Only ``workers/state.py`` builds a ``Writer`` (``tests/test_architecture.py`` enforces it).
-A commit runs its statements, builds the notifications from what the statements returned
-(``RETURNING`` tells which rows really changed), sends them with ``pg_notify`` in the same
-transaction — PostgreSQL delivers them only at commit, so a UI never sees a row that did not
-commit — and commits. A failed commit rolls back entirely and is reported to the caller, whose
-in-memory mirror must stay as it was. A lost connection is re-opened with capped exponential
-backoff and jitter.
+Only ``workers/state.py`` builds a ``Writer`` (``tests/test_architecture.py`` enforces it). A
+commit turns each ``domain.changes`` value into one statement (``db.upserts``: composed once per
+table, prepared server-side, the rows as one jsonb parameter); the statements make their own
+``pg_notify`` calls from what they ``RETURNING``-ed, so the whole transaction — statements,
+NOTIFYs, COMMIT — goes out in one pipeline round trip. PostgreSQL delivers the notifications only
+at commit, so a UI never sees a row that did not commit. A change without rows sends nothing.
+
+A commit that fails on the connection raises ``DatabaseError`` (memory must stay as it was; the
+caller reconnects with capped exponential backoff and jitter). One that fails on a *value*
+(``DataRefused``) can be retried with ``commit_isolating``: the changes are bisected, down to
+single rows, until the refused ones are found; those go to the ``quarantine`` table with their
+error and everything else commits (issue 14).
 """
 
 from __future__ import annotations
@@ -15,67 +20,58 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
+import msgspec
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from coldharbour.config import Dsn
+from coldharbour.config import Dsn, Settings
+from coldharbour.db import notify
+from coldharbour.db import rows as r
 from coldharbour.db.connect import connect_writer, describe_error
-from coldharbour.db.notify import Notification
+from coldharbour.db.names import AccountNames, account_names, shared_names
+from coldharbour.db.upserts import Statements
+from coldharbour.domain import changes as c
+from coldharbour.domain.types import CLOSED_COLUMNS, to_datetime
 from coldharbour.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 
 BACKOFF_INITIAL_S: Final = 0.2
 BACKOFF_MAX_S: Final = 10.0
-_NOTIFY_MANY: Final = sql.SQL("SELECT count(pg_notify(c, p)) FROM unnest(%s::text[], %s::text[]) AS n(c, p)")
-
-class CopyIn(NamedTuple):
-    """Rows to COPY into a temporary table (``like``'s column types) before the step's statement runs.
-
-    The table (``temp``, unique in the session, dropped at commit) holds ``columns``; the
-    statement reads it. COPY
-    skips building one array parameter per column: 10,000 open-position rows flush in
-    about half the time of an ``unnest`` statement (``scripts/bench`` ``flush_10k``).
-    """
-
-    temp: str
-    like: sql.Composable
-    columns: Sequence[str]
-    rows: Sequence[Sequence[object]]
+DATA_ERRORS: Final = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
+_RAW: Final = msgspec.json.Encoder(decimal_format="string", enc_hook=str)
+_ROWS: Final = msgspec.json.Encoder(decimal_format="number")
+_KEY_MAX: Final = 200
 
 
-class Step(NamedTuple):
-    """One statement of a commit.
-
-    ``many`` runs it with ``executemany`` over ``params`` (a sequence of parameter sets).
-    ``copy`` first loads rows into a temporary table that the statement reads.
-    ``announce`` turns the rows the statement returned into notifications.
-    """
-
-    statement: sql.Composed | sql.SQL
-    params: Any = None
-    many: bool = False
-    announce: Callable[[list[TupleRow]], list[Notification]] | None = None
-    copy: CopyIn | None = None
+class DataRefused(DatabaseError):
+    """A commit refused by PostgreSQL (or psycopg) because of a value, not the connection."""
 
 
 class CommitResult(NamedTuple):
-    """What a commit did: rows returned per step, and the notifications sent."""
+    """What a commit did: rows changed, notifications sent, changes quarantined."""
 
-    rows: list[list[TupleRow]]
-    notifications: list[Notification]
+    changed: int
+    notified: int
+    quarantined: int = 0
+
+
+Statement = tuple[sql.SQL, list[Any]]
 
 
 class Writer:
     """The one write connection of the ``state`` program."""
 
-    def __init__(self, dsn: Dsn, *, counters: Counter[str] | None = None) -> None:
-        self._dsn = dsn
+    def __init__(self, settings: Settings, *, counters: Counter[str] | None = None, dsn: Dsn | None = None) -> None:
+        self._settings = settings
+        self._dsn = dsn if dsn is not None else settings.dsn
         self._conn: psycopg.AsyncConnection[TupleRow] | None = None
+        self._names: dict[str, AccountNames] = {}
+        self.statements = Statements(shared_names(settings))
         self.counters: Counter[str] = counters if counters is not None else Counter()
 
     async def connect(self, stop: asyncio.Event | None = None) -> None:
@@ -86,6 +82,7 @@ class Writer:
             attempt += 1
             try:
                 self._conn = await connect_writer(self._dsn)
+                self._conn.cursor_factory = psycopg.AsyncRawCursor  # statements use $n (db.upserts)
             except DatabaseError as e:
                 self.counters["db_connect_failures"] += 1
                 wait = delay * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
@@ -109,21 +106,80 @@ class Writer:
         """Return True when the connection is open (it may still turn out broken)."""
         return self._conn is not None and not self._conn.closed
 
-    async def commit(self, steps: Sequence[Step], notifications: Sequence[Notification] = ()) -> CommitResult:
-        """Run ``steps`` and send notifications in one transaction; raise ``DatabaseError`` on failure.
+    # -- committing -------------------------------------------------------------------------
 
-        On failure nothing was written and nothing was notified.
+    async def commit(self, changes: Sequence[c.Change], now_ns: int) -> CommitResult:
+        """Write ``changes`` and their NOTIFYs in one transaction; raise ``DatabaseError`` on failure.
+
+        ``DataRefused`` when a value was refused. On failure nothing was written or notified.
         """
+        result = await self._commit(changes, now_ns)
+        self.counters["commits"] += 1
+        self.counters["notifications"] += result.notified
+        return result
+
+    async def commit_isolating(self, changes: Sequence[c.Change], now_ns: int) -> CommitResult:
+        """Commit ``changes``; when a value is refused, quarantine the refusing rows and commit the rest.
+
+        Raises ``DatabaseError`` only for connection failures.
+        """
+        try:
+            return await self.commit(changes, now_ns)
+        except DataRefused as e:
+            log.warning("commit refused a value, isolating it among changes=%d: %s", len(changes), e)
+            return await self._isolate(list(changes), now_ns, str(e))
+
+    async def _isolate(self, changes: list[c.Change], now_ns: int, error: str) -> CommitResult:
+        if len(changes) == 1:
+            parts = c.split(changes[0])
+            if len(parts) == 1:
+                await self._quarantine(changes[0], error)
+                return CommitResult(0, 0, 1)
+            changes = parts
+        mid = len(changes) // 2
+        changed = notified = quarantined = 0
+        for half in (changes[:mid], changes[mid:]):
+            try:
+                result = await self.commit(half, now_ns)
+            except DataRefused as e:
+                result = await self._isolate(half, now_ns, str(e))
+            changed, notified = changed + result.changed, notified + result.notified
+            quarantined += result.quarantined
+        return CommitResult(changed, notified, quarantined)
+
+    async def _quarantine(self, change: c.Change, error: str) -> None:
+        self.counters["quarantined"] += 1
+        kind = type(change).__name__
+        account = c.account_of(change)
+        raw = _RAW.encode(change).decode().replace("\x00", "\\u0000")
+        key = _key_of(change)
+        log.error("quarantined account=%s kind=%s key=%s: %s", account, kind, key, error)
+        try:
+            await self._run([(self.statements.quarantine(), [account, kind, key, raw, _clean(error)])])
+        except DataRefused as e:
+            self.counters["quarantine_failures"] += 1
+            log.error("quarantine refused too, change dropped kind=%s: %s", kind, e)
+
+    async def _commit(self, changes: Sequence[c.Change], now_ns: int) -> CommitResult:
+        statements = [s for change in changes if (s := self._statement(change, now_ns)) is not None]
+        if not statements:
+            return CommitResult(0, 0)
+        counts = await self._run(statements)
+        return CommitResult(sum(n for n, _ in counts), sum(m for _, m in counts))
+
+    async def _run(self, statements: list[Statement]) -> list[tuple[int, int]]:
+        """Send every statement, the COMMIT and a sync in one pipeline; return each (changed, notified)."""
         if self._conn is None or self._conn.closed:
             raise DatabaseError("writer is not connected")
         conn = self._conn
-        results: list[list[TupleRow]] = []
-        notes = list(notifications)
+        cursors: list[psycopg.AsyncCursor[TupleRow]] = []
         try:
-            if any(step.copy is not None for step in steps):
-                await self._commit_sequential(conn, steps, results, notes)
-            else:
-                await self._commit_pipelined(conn, steps, results, notes)
+            async with conn.pipeline(), conn.transaction():
+                for query, params in statements:
+                    cur = conn.cursor(binary=True)
+                    await cur.execute(query, params, prepare=True)
+                    cursors.append(cur)
+            counts = [_counts(await cur.fetchone()) for cur in cursors]
         except psycopg.OperationalError as e:
             self.counters["commit_failures"] += 1
             if isinstance(e, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
@@ -131,95 +187,69 @@ class Writer:
                 self.counters["db_degraded"] = 1
             await self._drop()
             raise DatabaseError(f"commit failed, connection lost: {describe_error(self._dsn, e)}") from None
+        except DATA_ERRORS as e:
+            self.counters["commit_failures"] += 1
+            raise DataRefused(f"commit failed on a value: {describe_error(self._dsn, e)}") from e
+        except (ValueError, OverflowError) as e:  # a value psycopg could not even encode
+            self.counters["commit_failures"] += 1
+            raise DataRefused(f"commit failed on a value: {type(e).__name__}: {str(e)[:200]}") from e
         except psycopg.Error as e:
             self.counters["commit_failures"] += 1
             raise DatabaseError(f"commit failed: {describe_error(self._dsn, e)}") from e
-        self.counters["commits"] += 1
-        self.counters["notifications"] += len(notes)
         if self.counters.get("db_degraded"):
-            self.counters["db_degraded"] = 0
-        return CommitResult(results, notes)
+            self.counters["db_degraded"] = 0  # a commit went through: no longer degraded
+        return counts
 
-    @staticmethod
-    async def _commit_sequential(
-        conn: psycopg.AsyncConnection[TupleRow], steps: Sequence[Step], results: list[list[TupleRow]],
-        notes: list[Notification],
-    ) -> None:
-        """One statement at a time (COPY cannot run in pipeline mode)."""
-        async with conn.transaction(), conn.cursor() as cur:
-            for step in steps:
-                rows = await Writer._run(cur, step)
-                results.append(rows)
-                if step.announce is not None:
-                    notes.extend(step.announce(rows))
-            if notes:
-                await cur.execute(_NOTIFY_MANY, ([n.channel for n in notes], [n.payload for n in notes]))
+    # -- changes → statements ------------------------------------------------------------------
 
-    @staticmethod
-    async def _commit_pipelined(
-        conn: psycopg.AsyncConnection[TupleRow], steps: Sequence[Step], results: list[list[TupleRow]],
-        notes: list[Notification],
-    ) -> None:
-        """Send every statement in one round trip (pipeline mode), then read what each returned.
+    def names(self, slug: str) -> AccountNames:
+        """Return (and cache) the table and channel names of ``slug``."""
+        found = self._names.get(slug)
+        if found is None:
+            found = self._names[slug] = account_names(self._settings, slug)
+        return found
 
-        A commit of a fill is several small statements; waiting for each in turn made the
-        commit — and so the push — a sum of round trips (measured by ``fill_to_notify``).
-        """
-        async with conn.pipeline() as pipeline, conn.transaction():
-            cursors: list[psycopg.AsyncCursor[TupleRow]] = []
-            for step in steps:
-                cur = conn.cursor()
-                if step.many:
-                    await cur.executemany(step.statement, step.params, returning=step.announce is not None)
-                else:
-                    await cur.execute(step.statement, step.params)
-                cursors.append(cur)
-            await pipeline.sync()
-            for cur, step in zip(cursors, steps, strict=True):
-                rows = await Writer._fetch(cur, step)
-                results.append(rows)
-                if step.announce is not None:
-                    notes.extend(step.announce(rows))
-            if notes:
-                await conn.execute(_NOTIFY_MANY, ([n.channel for n in notes], [n.payload for n in notes]))
+    def _statement(self, change: c.Change, now_ns: int) -> Statement | None:
+        st = self.statements
+        match change:
+            case c.OpenRows(account=slug, upserts=ups, deletes=dels, announce=announce):
+                return _open_rows(st, self.names(slug), ups, dels, announce) if ups or dels else None
+            case c.ClosedSlices(account=slug, upserts=ups, announce=flags, deletes=dels):
+                return _closed(st, self.names(slug), ups, flags, dels) if ups or dels else None
+            case c.RawOrders(account=slug, rows=rows):
+                return (st.raw_orders(self.names(slug)), _columns(rows, len(r.ORDER_COLUMNS))) if rows else None
+            case c.RawActivities(account=slug, rows=rows, by_execution=by_execution):
+                query = st.raw_activities(self.names(slug), by_execution=by_execution)
+                return (query, _columns(rows, len(r.ACTIVITY_COLUMNS))) if rows else None
+            case c.MetricsDoc(account=slug, payload=payload):
+                names, at = self.names(slug), to_datetime(now_ns)
+                return st.metrics(names), [payload, at, notify.metrics_changed(names.metrics_channel, at).payload]
+            case c.UiHeartbeat(account=slug, now_ns=at):
+                names = self.names(slug)
+                return st.heartbeat(names), [notify.heartbeat(names.pos_channel, to_datetime(at)).payload]
+            case _:
+                return self._analytics_statement(change)
 
-    @staticmethod
-    async def _fetch(cur: psycopg.AsyncCursor[TupleRow], step: Step) -> list[TupleRow]:
-        rows: list[TupleRow] = []
-        if step.many:
-            if step.announce is not None:
-                while True:
-                    rows.extend(await cur.fetchall())
-                    if not cur.nextset():
-                        break
-            return rows
-        return await cur.fetchall() if cur.description is not None else []
-
-    @staticmethod
-    async def _run(cur: psycopg.AsyncCursor[TupleRow], step: Step) -> list[TupleRow]:
-        if step.copy is not None:
-            await Writer._copy_in(cur, step.copy)
-        if step.many:
-            await cur.executemany(step.statement, step.params, returning=step.announce is not None)
-            rows: list[TupleRow] = []
-            if step.announce is not None:
-                while True:
-                    rows.extend(await cur.fetchall())
-                    if not cur.nextset():
-                        break
-            return rows
-        await cur.execute(step.statement, step.params)
-        return await cur.fetchall() if cur.description is not None else []
-
-    @staticmethod
-    async def _copy_in(cur: psycopg.AsyncCursor[TupleRow], copy_in: CopyIn) -> None:
-        temp = sql.Identifier(copy_in.temp)
-        columns = sql.SQL(", ").join(map(sql.Identifier, copy_in.columns))
-        create = sql.SQL("CREATE TEMP TABLE {t} ON COMMIT DROP AS SELECT {c} FROM {like} WITH NO DATA")
-        await cur.execute(create.format(t=temp, c=columns, like=copy_in.like))  # the types, no constraints
-        async with cur.copy(sql.SQL("COPY {t} ({c}) FROM STDIN").format(t=temp, c=columns)) as copy:
-            for row in copy_in.rows:
-                await copy.write_row(row)
+    def _analytics_statement(self, change: c.Change) -> Statement | None:
+        st = self.statements
+        match change:
+            case c.CashFlows(account=slug, rows=rows) if rows:
+                return st.simple("cash_flows", self.names(slug).cash_flows), _columns(rows, len(r.CASH_FLOW_COLUMNS))
+            case c.DailyEquity(account=slug, rows=rows) if rows:
+                return st.simple("daily", self.names(slug).equity_full), _columns(rows, len(r.DAILY_COLUMNS))
+            case c.DailyEquity(account=slug, keep_only=keep) if keep is not None:
+                return st.delete_daily_except(self.names(slug)), [list(keep)]
+            case c.IntradayEquity(account=slug, rows=rows) if rows:
+                return st.simple("intraday", self.names(slug).equity_intraday), _columns(rows, len(r.INTRADAY_COLUMNS))
+            case c.MarketSchedule(rows=rows) if rows:
+                return st.simple("schedule", st.shared.market_schedule), _columns(rows, len(r.SESSION_COLUMNS))
+            case c.MarketSchedule(prune_before=before) if before is not None:
+                return st.prune_schedule(), [before]
+            case c.LatestPrices(rows=rows) if rows:
+                return st.latest_prices(), _columns(rows, 3)
+            case c.PriceBars(rows=rows) if rows:
+                return st.price_bars(), _columns(rows, 7)
+        return None
 
     async def _drop(self) -> None:
         if self._conn is not None:
@@ -232,3 +262,73 @@ class Writer:
     async def close(self) -> None:
         """Close the connection."""
         await self._drop()
+
+
+def expand(changes: Sequence[c.Change]) -> list[c.Change]:
+    """Return ``changes`` with the two-part kinds (rows plus a delete) as separate changes.
+
+    A daily-equity rebuild and a schedule prune are a second statement each.
+    """
+    out: list[c.Change] = []
+    for change in changes:
+        match change:
+            case c.DailyEquity(account=slug, rows=rows, keep_only=keep) if rows and keep is not None:
+                out += [c.DailyEquity(slug, rows), c.DailyEquity(slug, keep_only=keep)]
+            case c.MarketSchedule(rows=rows, prune_before=before) if rows and before is not None:
+                out += [c.MarketSchedule(rows), c.MarketSchedule(prune_before=before)]
+            case _:
+                out.append(change)
+    return out
+
+
+def _counts(row: TupleRow | None) -> tuple[int, int]:
+    return (0, 0) if row is None else (int(row[0] or 0), int(row[1] or 0))
+
+
+def _columns(rows: Sequence[c.Row], width: int) -> list[Any]:
+    """Return ``rows`` as the one JSON parameter ``db.upserts._input`` reads (``width`` columns each)."""
+    return [_ROWS.encode(rows).decode()] if all(len(row) == width for row in rows) else _width_error(width)
+
+
+def _width_error(width: int) -> list[Any]:
+    raise ValueError(f"every row must have {width} columns")
+
+
+def _open_rows(st: Statements, names: AccountNames, ups: Sequence[c.Row], dels: Sequence[str],
+               announce: bool) -> Statement:
+    params: list[Any] = []
+    if ups and announce:
+        params = _columns([(*row, notify.to_json(dict(zip(r.POSITION_COLUMNS, row, strict=True)))) for row in ups],
+                          len(r.POSITION_COLUMNS) + 1)
+    elif ups:
+        params = _columns(ups, len(r.POSITION_COLUMNS))
+    if dels:
+        params.append(list(dels))
+    return st.positions(names, upserts=bool(ups), deletes=bool(dels), announce=announce), params
+
+
+def _closed(st: Statements, names: AccountNames, ups: Sequence[c.Row], flags: Sequence[c.Announce],
+            dels: Sequence[tuple[str, str]]) -> Statement:
+    params: list[Any] = [[k[0] for k in dels], [k[1] for k in dels]] if dels else []
+    if ups:
+        params += _columns([(*row, notify.to_json(dict(zip(CLOSED_COLUMNS, row, strict=True))), str(flag))
+                            for row, flag in zip(ups, flags, strict=True)], len(CLOSED_COLUMNS) + 2)
+    return st.closed(names, upserts=bool(ups), deletes=bool(dels)), params
+
+
+def _key_of(change: c.Change) -> str | None:
+    match change:
+        case c.OpenRows(upserts=ups, deletes=dels):
+            key: object = ups[0][0] if ups else dels[0] if dels else None
+        case c.ClosedSlices(upserts=ups, deletes=dels):
+            key = ups[0][:2] if ups else dels[0] if dels else None
+        case c.MetricsDoc() | c.UiHeartbeat():
+            key = "latest"
+        case _:
+            rows = getattr(change, "rows", ())
+            key = rows[0][0] if rows else None
+    return None if key is None else _clean(str(key))[:_KEY_MAX]
+
+
+def _clean(text: str) -> str:
+    return text.replace("\x00", "\\u0000")

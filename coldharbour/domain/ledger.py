@@ -17,24 +17,23 @@ key):
 Cycles. A symbol's history splits into **cycles** from flat to flat. A cycle is the unit of
 replay: the ledger keeps the current cycle's fills, and per-exit FIFO sums are per cycle.
 
-Compute, commit, then swap. ``plan_fills``/``plan_fill``/``plan_order``/``plan_symbol_rebuild``
-are pure: they read the ledger and return a ``LedgerDelta`` (rows to upsert/delete plus the
-private operations that update the in-memory state). ``apply_delta`` makes the swap, cheaply
-(O(rows changed)), after the caller committed the rows. A delta applies only to the ledger
-version it was planned on (``StaleDeltaError`` otherwise).
+Compute, commit, then swap. ``plan_fills`` is pure: it reads the ledger and returns a
+``LedgerDelta`` (rows to upsert/delete plus the private operations that update the in-memory
+state). ``apply_delta`` makes the swap, cheaply (O(rows changed)), after the caller committed
+the rows. A delta applies only to the ledger version it was planned on (``StaleDeltaError``
+otherwise). ``rebuild`` computes the ledger from the whole history; it is the reference.
 
-Out-of-order fills (the rebuild is the reference):
+Out-of-order fills:
 
 * a fill older than the newest fill of its symbol's current cycle → the cycle is replayed from
   its flat start with the fill in its place (same result as the rebuild);
 * a fill older than the cycle start (the last flat point) → not applied; the delta lists the
-  symbol in ``needs_rebuild`` and the caller runs ``plan_symbol_rebuild`` with the symbol's
-  stored fills. Example: an exit arriving before its entry within one cycle first opens an
+  symbol in ``needs_rebuild`` and the caller (``mirror.account``) rebuilds the account from its
+  history. Example: an exit arriving before its entry within one cycle first opens an
   opposite lot; when the entry arrives the cycle replays and both become one closed slice.
-* an order version that changes the chain of a fill of a current cycle (a leg whose parent was
-  unknown, …) replays that cycle; one that changes a closed cycle flags ``needs_rebuild``.
-  Changes to an already-known order's chain fields after its cycle closed are not detected
-  (brokers never change ``parent_id``/``replaces``/type of an existing order).
+* an order version that changes the chain of a fill already applied (a leg whose parent was
+  unknown, …): the caller sees it in ``dep_index`` (open cycles) or ``pending`` (closed cycles
+  that applied while the order was unknown) and rebuilds.
 
 Exactness: sums and products are exact; the few divisions (average prices, the FIFO share, the
 percentages) use the current ``decimal`` context (28 digits by default), identically on the
@@ -58,7 +57,7 @@ import msgspec
 
 from coldharbour.domain.corporate import CorporateAction, adjusted_history, is_corporate
 from coldharbour.domain.money import HUNDRED, ZERO
-from coldharbour.domain.orders import ChainInfo, OrderBook, OrderView, chain_signature, describe
+from coldharbour.domain.orders import ChainInfo, OrderBook, OrderView, describe
 from coldharbour.domain.types import (
     NS_PER_SECOND,
     ClosedSlice,
@@ -93,7 +92,7 @@ class SymbolState:
     """The mutable per-symbol state: position, lot order, FIFO queue, current cycle."""
 
     __slots__ = ("deps", "exits", "fifo", "fills", "floor_key", "last_key", "lot_order", "net",
-                 "replayable", "slice_bases", "slice_keys", "symbol", "unknown")
+                 "slice_bases", "slice_keys", "symbol", "unknown")
 
     def __init__(self, symbol: str, floor_key: SortKey | None = None) -> None:
         self.symbol = symbol
@@ -109,9 +108,6 @@ class SymbolState:
         self.slice_bases: dict[SliceKey, ClosedSlice] = {}
         self.last_key: SortKey | None = floor_key
         self.floor_key: SortKey | None = floor_key  # the fill that last made the symbol flat
-        # False while the cycle holds lots seeded without their fills (``seed_ledger``): such a
-        # cycle cannot be replayed, so a late fill or chain change asks for a rebuild instead.
-        self.replayable = True
 
 
 class Ledger:
@@ -154,7 +150,7 @@ class LedgerDelta(msgspec.Struct, frozen=True, kw_only=True):
     ``lot_upserts``/``lot_deletes`` are open-position rows (by ``parent_id``);
     ``slice_upserts`` are closed slices new or changed (``is_final`` tells whether the lot is
     closed); ``slice_deletes`` are slices a replay no longer produces. ``needs_rebuild`` lists
-    symbols the caller must rebuild from stored history (``plan_symbol_rebuild``).
+    symbols the caller must rebuild from stored history.
     """
 
     lot_upserts: tuple[Lot, ...] = ()
@@ -177,12 +173,11 @@ class LedgerDelta(msgspec.Struct, frozen=True, kw_only=True):
 class _Ops:
     """The in-memory operations of a delta (applied by ``apply_delta`` only)."""
 
-    __slots__ = ("clear_pending", "seen", "views")
+    __slots__ = ("seen", "views")
 
-    def __init__(self, seen: set[str], views: list[_SymView], clear_pending: set[str]) -> None:
+    def __init__(self, seen: set[str], views: list[_SymView]) -> None:
         self.seen = seen
         self.views = views
-        self.clear_pending = clear_pending
 
 
 _UNSET: Final = object()
@@ -216,8 +211,7 @@ class _SymView:
         self.last_key = base.last_key if base is not None else None
         self.floor_key = base.floor_key if base is not None else None
         self.closed_unknown: set[str] = set()
-        self.clear_pending = False
-        self.replayable = base.replayable if base is not None else True
+        self.clear_pending = False  # a whole-symbol rebuild: forget its closed cycles' unknown ids
 
     def _live(self) -> SymbolState | None:
         return None if self.reset else self.base
@@ -315,7 +309,6 @@ class _SymView:
     def drop_cycle(self, floor_key: SortKey | None) -> None:
         """Forget the current cycle (after it closed, or before a replay)."""
         self.reset = True
-        self.replayable = True
         self.net = ZERO
         self.removed.clear()
         self.local_lots.clear()
@@ -348,7 +341,6 @@ class _SymView:
             if self.fifo_front is not None:
                 current.fifo[0] = self.fifo_front
         current.net = self.net
-        current.replayable = self.replayable
         current.lot_order.update(self.local_lots)
         current.fifo.extend(self.fifo_local)
         current.exits.update(self.exits)
@@ -392,7 +384,6 @@ class _Work:
         self.needs_rebuild: set[str] = set()
         self.rejections: list[FillRejection] = []
         self.duplicates = 0
-        self.clear_pending: set[str] = set()
 
     def lot(self, lot_id: str) -> Lot | None:
         if lot_id in self.lots:
@@ -427,7 +418,7 @@ class _Work:
             rejections=tuple(self.rejections),
             duplicates=self.duplicates,
             base_version=self.ledger.version,
-            ops=_Ops(self.seen, list(self.views.values()), self.clear_pending),
+            ops=_Ops(self.seen, list(self.views.values())),
         )
 
 
@@ -641,7 +632,7 @@ def _plan_one(work: _Work, fill: Fill) -> None:
     last = view.last_key
     if last is None or fill.sort_key > last:
         _step(work, view, fill, describe(work.book, fill.order_id))
-    elif not view.replayable or (view.floor_key is not None and fill.sort_key < view.floor_key):
+    elif view.floor_key is not None and fill.sort_key < view.floor_key:
         work.needs_rebuild.add(fill.symbol)  # older than the current cycle: caller rebuilds
     else:
         _replay(work, view, [*_erase_cycle(work, view), fill])
@@ -656,65 +647,6 @@ def plan_fills(ledger: Ledger, fills: Iterable[Fill], book: OrderView) -> Ledger
     work = _Work(ledger, book)
     for fill in fills:
         _plan_one(work, fill)
-    return work.finish()
-
-
-def plan_fill(ledger: Ledger, fill: Fill, book: OrderView) -> LedgerDelta:
-    """Return the delta of applying one fill (pure)."""
-    return plan_fills(ledger, (fill,), book)
-
-
-def plan_order(ledger: Ledger, book: OrderBook, order: Order) -> LedgerDelta:
-    """Return the delta of a new order version (pure; ``book`` does not yet hold it).
-
-    Only a version that changes chain fields matters: the current cycles whose fills depend on
-    it are replayed with it; closed cycles that depended on it while it was unknown are listed
-    in ``needs_rebuild``.
-    """
-    work = _Work(ledger, book.overlay(order))
-    if book.classify(order) in ("stale", "unchanged"):
-        return work.finish()
-    previous = book.get(order.id)
-    if previous is not None and chain_signature(previous) == chain_signature(order):
-        return work.finish()
-    ids = {order.id, *order.legs}
-    replay = sorted({s for i in ids for s in ledger.dep_index.get(i, ())})
-    for symbol in replay:
-        view = work.view(symbol)
-        if view.replayable:
-            _replay(work, view, _erase_cycle(work, view))
-        else:
-            work.needs_rebuild.add(symbol)
-    for order_id in ids:
-        if ledger.pending.get(order_id):
-            work.needs_rebuild |= ledger.pending[order_id]
-            work.clear_pending.add(order_id)
-    return work.finish()
-
-
-def plan_symbol_rebuild(ledger: Ledger, symbol: str, fills: Iterable[Fill],
-                        book: OrderView) -> LedgerDelta:
-    """Return the delta that replaces everything of ``symbol`` by a rebuild from ``fills``.
-
-    ``fills`` is the symbol's whole stored history (duplicates allowed; other symbols ignored).
-    """
-    work = _Work(ledger, book)
-    view = work.view(symbol)
-    for lot_id in view.lot_ids():
-        work.lots[lot_id] = None
-    for key, found in ledger.slices.items():
-        if found.symbol == symbol:
-            work.slices[key] = None
-    view.drop_cycle(None)
-    view.clear_pending = True
-    unique: dict[str, Fill] = {}
-    for fill in sorted((f for f in fills if f.symbol == symbol), key=lambda f: f.sort_key):
-        rejection = _rejection(fill)
-        if rejection is not None:
-            work.rejections.append(rejection)
-        else:
-            unique.setdefault(fill.key, fill)
-    _replay(work, view, list(unique.values()))
     return work.finish()
 
 
@@ -735,8 +667,6 @@ def apply_delta(ledger: Ledger, delta: LedgerDelta) -> None:
         ledger.seen |= delta.ops.seen
         for view in delta.ops.views:
             view.commit(ledger)
-        for order_id in delta.ops.clear_pending:
-            ledger.pending.pop(order_id, None)
     ledger.version += 1
 
 
@@ -785,27 +715,6 @@ def plan_symbols_rebuild(ledger: Ledger, symbols: Iterable[str], fills: Iterable
     for fill in unique.values():
         _step(work, work.view(fill.symbol), fill, describe(work.book, fill.order_id))
     return work.finish()
-
-
-def seed_ledger(lots: Iterable[Lot], *, as_of: int) -> Ledger:
-    """Return a ledger holding ``lots`` loaded from storage, without their fill history.
-
-    Each symbol's FIFO queue is approximated by its lots (oldest first, at their average fill);
-    a fill older than ``as_of`` (UTC ns) or out of order, or a chain change, on a seeded symbol
-    asks for a rebuild (``needs_rebuild``) until the symbol is next flat. Prefer ``rebuild``
-    when the history is at hand.
-    """
-    ledger = Ledger()
-    for lot in sorted(lots, key=lambda x: (x.filled_at, x.parent_id)):
-        state = ledger.symbols.get(lot.symbol)
-        if state is None:
-            state = ledger.symbols[lot.symbol] = SymbolState(lot.symbol, (as_of, ""))
-            state.replayable = False
-        ledger.lots[lot.parent_id] = lot
-        state.lot_order[lot.parent_id] = None
-        state.fifo.append(FifoEntry(qty=lot.qty, price=lot.avg_fill))
-        state.net += lot.qty * side_sign(lot.side)
-    return ledger
 
 
 def differences(actual: Ledger, expected: Ledger) -> list[str]:

@@ -28,9 +28,9 @@ from decimal import Decimal
 
 import msgspec
 
-from coldharbour.db import notify, upserts
 from coldharbour.db import rows as r
 from coldharbour.db.names import AccountNames
+from coldharbour.domain import changes as ch
 from coldharbour.domain.ledger import Ledger, apply_delta, differences, plan_fills, rebuild
 from coldharbour.domain.orders import OrderBook, chain_signature, live_legs, root_of
 from coldharbour.domain.positions import RowParams, build_open_row, should_push, with_mark
@@ -48,7 +48,7 @@ _MARK_FIELDS = ("mkt_px", "mkt_value", "profit_loss", "profit_loss_lot", "tp_sl_
 
 
 @dataclass
-class Change:
+class LedgerChange:
     """A ledger change: lots changed (None = closed), slices changed, and how to swap it in."""
 
     lots: dict[str, Lot | None]
@@ -130,10 +130,10 @@ class AccountMirror:
             wac.pop(symbol, None)
         bars = {**self.bars, **batch.bars}
         rows = self._row_changes(batch, change, view, orders, wac, bars, marks, now)
-        self._row_steps(plan, rows)
-        self._slice_steps(plan, change, batch)
-        self._raw_steps(plan, batch, orders, fills)
-        self._analytics_steps(plan, batch)
+        self._row_changes_out(plan, rows)
+        self._slice_changes(plan, change, batch)
+        self._raw_changes(plan, batch, orders, fills)
+        self._analytics_changes(plan, batch)
         new_fills = {k: f for k, (_, f) in fills.items()}
         plan.swaps.append(lambda: self._swap(orders, new_fills, change, rows, batch, wac, bars))
         symbols = sorted({f.symbol for f in new_fills.values()} & batch.stream_symbols)
@@ -153,13 +153,13 @@ class AccountMirror:
                 return True
         return False
 
-    def _ledger_change(self, orders: dict[str, Order], fills: list[Fill], view: StagedView) -> Change:
+    def _ledger_change(self, orders: dict[str, Order], fills: list[Fill], view: StagedView) -> LedgerChange:
         if not self._needs_rebuild(orders):
             delta = plan_fills(self.ledger, sorted(fills, key=lambda f: f.sort_key), view)
             if not delta.needs_rebuild:
                 lots: dict[str, Lot | None] = {pid: None for pid in delta.lot_deletes}
                 lots.update({lot.parent_id: lot for lot in delta.lot_upserts})
-                return Change(lots, delta.slice_upserts, delta.slice_deletes,
+                return LedgerChange(lots, delta.slice_upserts, delta.slice_deletes,
                               lambda: apply_delta(self.ledger, delta), delta.rejections)
         self.counters["ledger_rebuilds"] += 1
         book = OrderBook([*self.book.orders(), *orders.values()])
@@ -173,9 +173,9 @@ class AccountMirror:
         def swap() -> None:
             self.ledger, self.book = rebuilt, book
 
-        return Change(lots, slices, gone, swap)
+        return LedgerChange(lots, slices, gone, swap)
 
-    def _candidates(self, batch: AccountBatch, change: Change, view: StagedView,
+    def _candidates(self, batch: AccountBatch, change: LedgerChange, view: StagedView,
                     orders: dict[str, Order], wac: dict[str, Decimal],
                     bars: dict[str, tuple[Decimal, int]]) -> tuple[set[str], set[str]]:
         """Return (rows to re-derive fully, rows to re-mark only)."""
@@ -192,7 +192,7 @@ class AccountMirror:
         marked = {pid for s in batch.remarked for pid in self.symbol_lots(s)} - full
         return full, marked
 
-    def _row_changes(self, batch: AccountBatch, change: Change, view: StagedView, orders: dict[str, Order],
+    def _row_changes(self, batch: AccountBatch, change: LedgerChange, view: StagedView, orders: dict[str, Order],
                      wac: dict[str, Decimal], bars: dict[str, tuple[Decimal, int]], marks: Marks,
                      now: int) -> RowChanges:
         full, marked = self._candidates(batch, change, view, orders, wac, bars)
@@ -219,28 +219,21 @@ class AccountMirror:
                 result.dirty[pid] = new
         return result
 
-    # -- statements --------------------------------------------------------------------------
+    # -- changes ------------------------------------------------------------------------------
 
-    def _row_steps(self, plan: Plan, rows: RowChanges) -> None:
-        if not rows.upserts and not rows.deletes:
-            return
-        table, channel = self.names.positions, self.names.pos_channel
-        changed: list[str] = []
+    def _row_changes_out(self, plan: Plan, rows: RowChanges) -> None:
+        if rows.upserts or rows.deletes:
+            plan.changes.append(ch.OpenRows(self.slug, tuple(r.open_row_values(row) for row in rows.upserts.values()),
+                                            tuple(rows.deletes)))
 
-        def upserted(returned: list[tuple[object, ...]]) -> list[notify.Notification]:
-            changed.extend(str(row[0]) for row in returned)
-            return []
+    def _announce(self, found: ClosedSlice) -> ch.Announce:
+        """A final slice is announced when its row changed, or once when it became final in memory."""
+        if not found.is_final:
+            return ch.Announce.NEVER
+        before = self.ledger.slices.get(found.key)
+        return ch.Announce.ALWAYS if before is not None and not before.is_final else ch.Announce.IF_CHANGED
 
-        def announce(returned: list[tuple[object, ...]]) -> list[notify.Notification]:
-            payload_rows = [r.open_row_json(rows.upserts[pid]) for pid in changed]
-            return notify.position_changes(channel, payload_rows, [str(row[0]) for row in returned])
-
-        if rows.upserts:
-            values = [r.open_row_values(row) for row in rows.upserts.values()]
-            plan.steps.append(upserts.positions(table, values, announce=upserted))
-        plan.steps.append(upserts.delete_positions(table, rows.deletes, announce=announce))
-
-    def _slice_steps(self, plan: Plan, change: Change, batch: AccountBatch) -> None:
+    def _slice_changes(self, plan: Plan, change: LedgerChange, batch: AccountBatch) -> None:
         slices = {s.key: s for s in change.slice_upserts}
         deletes = list(change.slice_deletes)
         if batch.all_slices:
@@ -251,24 +244,16 @@ class AccountMirror:
             plan.swaps.append(self.stored_slices.clear)
         for key in deletes:
             slices.pop(key, None)
-        if deletes:
-            plan.steps.append(upserts.delete_closed(self.names.closed, deletes))
-        if not slices:
-            return
-        channel = self.names.closed_channel
+        if deletes or slices:
+            plan.changes.append(ch.ClosedSlices(
+                self.slug, tuple(r.closed_values(s) for s in slices.values()),
+                tuple(self._announce(s) for s in slices.values()), tuple(deletes)))
 
-        def announce(returned: list[tuple[object, ...]]) -> list[notify.Notification]:
-            final = [slices[(str(a), str(b))] for a, b in returned if slices[(str(a), str(b))].is_final]
-            return notify.closed_inserted(channel, [r.closed_json(s) for s in final]) if final else []
-
-        values = [r.closed_values(s) for s in slices.values()]
-        plan.steps.append(upserts.closed(self.names.closed, values, announce=announce))
-
-    def _raw_steps(self, plan: Plan, batch: AccountBatch, orders: dict[str, Order],
-                   fills: dict[str, tuple[ActivityRecord, Fill]]) -> None:
+    def _raw_changes(self, plan: Plan, batch: AccountBatch, orders: dict[str, Order],
+                     fills: dict[str, tuple[ActivityRecord, Fill]]) -> None:
         if orders:
-            values = [r.order_values(o, batch.orders[i][1]) for i, o in orders.items()]
-            plan.steps.append(upserts.raw_orders(self.names.raw_orders, values))
+            plan.changes.append(ch.RawOrders(self.slug, tuple(r.order_values(o, batch.orders[i][1])
+                                                              for i, o in orders.items())))
         by_execution: dict[str, ActivityRecord] = {}
         by_id: dict[str, ActivityRecord] = dict(batch.activities)
         for record, _ in fills.values():
@@ -277,38 +262,28 @@ class AccountMirror:
                 by_execution[execution] = record
             else:
                 by_id[record.id] = record
-        table = self.names.raw_activities
         if by_execution:
-            values = [r.activity_values(a) for a in by_execution.values()]
-            plan.steps.append(upserts.raw_activities(table, values, fills_by_execution=True))
+            plan.changes.append(ch.RawActivities(self.slug, tuple(r.activity_values(a) for a in by_execution.values()),
+                                                 by_execution=True))
         if by_id:
-            values = [r.activity_values(a) for a in by_id.values()]
-            plan.steps.append(upserts.raw_activities(table, values, fills_by_execution=False))
+            plan.changes.append(ch.RawActivities(self.slug, tuple(r.activity_values(a) for a in by_id.values())))
 
-    def _analytics_steps(self, plan: Plan, batch: AccountBatch) -> None:
-        names = self.names
+    def _analytics_changes(self, plan: Plan, batch: AccountBatch) -> None:
         if batch.cash_flows:
-            flows = [r.cash_flow_values(f) for f in batch.cash_flows.values()]
-            plan.steps.append(upserts.cash_flows(names.cash_flows, flows))
-        if batch.daily:
-            days = [r.daily_values(d) for d in batch.daily.values()]
-            plan.steps.append(upserts.equity_daily(names.equity_full, days))
-        if batch.daily_keep is not None:
-            plan.steps.append(upserts.delete_equity_daily_except(names.equity_full, batch.daily_keep))
+            flows = tuple(r.cash_flow_values(f) for f in batch.cash_flows.values())
+            plan.changes.append(ch.CashFlows(self.slug, flows))
+        if batch.daily or batch.daily_keep is not None:
+            keep = tuple(batch.daily_keep) if batch.daily_keep is not None else None
+            plan.changes.append(ch.DailyEquity(self.slug, tuple(r.daily_values(d) for d in batch.daily.values()), keep))
         if batch.intraday:
-            points = [r.intraday_values(p) for p in batch.intraday.values()]
-            plan.steps.append(upserts.equity_intraday(names.equity_intraday, points))
+            plan.changes.append(ch.IntradayEquity(self.slug, tuple(r.intraday_values(p)
+                                                                   for p in batch.intraday.values())))
         if batch.metrics is not None:
-            channel = names.metrics_channel
-
-            def announce(returned: list[tuple[object, ...]]) -> list[notify.Notification]:
-                return [notify.metrics_changed(channel, row[0]) for row in returned]  # type: ignore[arg-type]
-
-            plan.steps.append(upserts.metrics(names.metrics, batch.metrics, announce=announce))
+            plan.changes.append(ch.MetricsDoc(self.slug, batch.metrics))
 
     # -- the swap ----------------------------------------------------------------------------
 
-    def _swap(self, orders: dict[str, Order], fills: dict[str, Fill], change: Change, rows: RowChanges,
+    def _swap(self, orders: dict[str, Order], fills: dict[str, Fill], change: LedgerChange, rows: RowChanges,
               batch: AccountBatch, wac: dict[str, Decimal], bars: dict[str, tuple[Decimal, int]]) -> None:
         for order in orders.values():
             self.book.upsert(order)
@@ -331,8 +306,8 @@ class AccountMirror:
         plan = Plan()
         pending = {pid: self.rows[pid] for pid in sorted(self.dirty) if pid in self.rows}
         if pending:
-            values = [r.open_row_values(row) for row in pending.values()]
-            plan.steps.append(upserts.positions(self.names.positions, values))
+            values = tuple(r.open_row_values(row) for row in pending.values())
+            plan.changes.append(ch.OpenRows(self.slug, values, announce=False))
 
             def flushed() -> None:
                 self.dirty -= {pid for pid, row in pending.items() if self.rows.get(pid) is row}

@@ -12,22 +12,22 @@ Mutated only by ``state``'s single consumer task (STYLE.md §2.5).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from itertools import zip_longest
 
+import msgspec
+
 from coldharbour.config import Settings
-from coldharbour.db import loads, notify, upserts
 from coldharbour.db import rows as r
 from coldharbour.db.names import account_names, shared_names
+from coldharbour.domain.changes import MarketSchedule, UiHeartbeat
 from coldharbour.domain.positions import RowParams
 from coldharbour.domain.schedule import NEW_YORK
-from coldharbour.domain.types import to_datetime
+from coldharbour.domain.types import Fill, Order, to_datetime
 from coldharbour.messages import (
     ActivitiesPage,
     EquityComputed,
@@ -51,6 +51,14 @@ from coldharbour.mirror.marks import Marks, TickLag
 from coldharbour.mirror.plan import LedgerCheck, Plan
 
 log = logging.getLogger(__name__)
+
+
+def _is_json_object(payload: str) -> bool:
+    """Return True when ``payload`` is a JSON object (what the KPI column must hold)."""
+    try:
+        return isinstance(msgspec.json.decode(payload), dict)
+    except msgspec.DecodeError:
+        return False
 
 
 class FlushDue:
@@ -89,16 +97,6 @@ class Mirror:
             for a in settings.accounts
         }
 
-    async def load(self, conn: loads.Connection) -> None:
-        """Take the stored state of every account and the last prices (start-up; reads only)."""
-        self.marks.prices.update(await loads.load_marks(conn, self.shared))
-        for slug, account in self.accounts.items():
-            orders, fills = await loads.load_history(conn, account.names)
-            account.load(orders, fills, await loads.load_open_rows(conn, account.names),
-                         await loads.load_closed_keys(conn, account.names))
-            log.info("loaded account=%s orders=%d fills=%d lots=%d", slug, len(orders), len(fills),
-                     len(account.ledger.lots))
-
     def start_plan(self, now: int) -> Plan:
         """Return the plan converging the stored rows and slices on the loaded ledger."""
         plan = Plan()
@@ -106,26 +104,44 @@ class Mirror:
             plan.extend(account.plan(AccountBatch(full=True, all_slices=True), self.marks, now))
         return plan
 
-    def heartbeat_plan(self, now: datetime) -> Plan:
+    def heartbeat_plan(self, now: int) -> Plan:
         """Return the UI heartbeat for every account's positions channel."""
-        return Plan(notifications=[notify.heartbeat(a.names.pos_channel, now) for a in self.accounts.values()])
+        return Plan(changes=[UiHeartbeat(slug, now) for slug in self.accounts])
 
     def flush_plan(self, now: int) -> Plan:
-        """Return the periodic flush: prices, bars and every account's dirty rows."""
+        """Return the periodic flush: prices, bars and every account's dirty rows.
+
+        After it committed, marks of feed symbols no account holds are forgotten once idle
+        for ``IDLE_TTL_NS`` (a feed of random symbols must not grow memory without bound).
+        """
         plan = self.marks.flush_plan()
         for account in self.accounts.values():
             plan.extend(account.flush_plan(now))
+        plan.swaps.append(lambda: self._prune_marks(now))
         return plan
 
-    async def check_ledger(self, conn: loads.Connection, slug: str) -> list[str]:
+    def _prune_marks(self, now: int) -> None:
+        held = {s for account in self.accounts.values() for s in account.ledger.held_symbols()}
+        self.counters["marks_pruned"] += self.marks.prune(held, now)
+
+    def restore_marks(self) -> None:
+        """Take the marks of the committed open rows (start-up), where newer than ``latest_prices``.
+
+        ``latest_prices`` is flushed periodically; the rows carry the marks ``state`` last
+        committed, so marks after a restart equal marks before it.
+        """
+        for account in self.accounts.values():
+            for row in account.rows.values():
+                if row.mkt_px is not None:
+                    self.marks.restore(row.symbol, row.mkt_px, row.updated_at)
+
+    def check_ledger(self, slug: str, orders: Iterable[Order], fills: Iterable[Fill]) -> list[str]:
         """Compare ``slug``'s ledger with a rebuild from its stored history; log and count differences.
 
-        The rebuild runs in a thread; the caller (the consumer task) awaits it, so nothing
-        mutates the ledger meanwhile.
+        ``state`` runs it in a thread while its consumer task awaits it, so nothing mutates the
+        ledger meanwhile.
         """
-        account = self.accounts[slug]
-        orders, fills = await loads.load_history(conn, account.names)
-        found = await asyncio.to_thread(account.check, orders, fills)
+        found = self.accounts[slug].check(orders, fills)
         self.counters["ledger_checks"] += 1
         if found:
             self.counters["ledger_mismatches"] += len(found)
@@ -167,7 +183,7 @@ class Mirror:
             case FlushDue():
                 return lambda: iter([self.flush_plan(now)])
             case HeartbeatDue():
-                extra.extend(self.heartbeat_plan(to_datetime(now)))
+                extra.extend(self.heartbeat_plan(now))
             case GapDetected(slug=slug, kind=kind):
                 extra.messages.append((topic_resync(slug), ResyncRequested(account=slug, reason=kind)))
             case (_, Tick() | TickBatch() as ticks):
@@ -209,20 +225,28 @@ class Mirror:
             return None
         for order, raw in zip_longest(snapshot.open_orders, snapshot.open_orders_json[: len(snapshot.open_orders)]):
             batch.add_order(order, raw or "{}", self.counters)
+        self._stage_snapshot_marks(snapshot, batches)
         if snapshot.symbols:
             batch.set_positions(snapshot.positions, snapshot.symbols)
             return None
         account = self.accounts[snapshot.account]
         return lambda: iter([account.reconcile_plan(snapshot, self.marks, now)])
 
+    def _stage_snapshot_marks(self, snapshot: SnapshotTaken, batches: dict[str, AccountBatch]) -> None:
+        """Mark positions from the broker's ``current_price`` when no newer tick is known (issue 18)."""
+        marked = {p.symbol for p in snapshot.positions
+                  if p.current_price is not None and self.marks.apply_snapshot(p.symbol, p.current_price,
+                                                                               snapshot.taken_at)}
+        if marked:
+            self._remark(marked, batches)
+
     def _stage_schedule(self, schedule: ScheduleComputed, extra: Plan) -> None:
-        table = self.shared.market_schedule
         sessions = {s.session_date: s for s in schedule.sessions}
-        if sessions:
-            extra.steps.append(upserts.market_schedule(table, [r.session_values(s) for s in sessions.values()]))
+        cutoff = None
         if schedule.prune_before_ns is not None:
             cutoff = to_datetime(schedule.prune_before_ns).astimezone(NEW_YORK).date()
-            extra.steps.append(upserts.prune_market_schedule(table, cutoff))
+        if sessions or cutoff is not None:
+            extra.changes.append(MarketSchedule(tuple(r.session_values(s) for s in sessions.values()), cutoff))
 
     def _stage_account(self, message: Message, batches: dict[str, AccountBatch]) -> None:
         slug = getattr(message, "account", None)
@@ -263,7 +287,7 @@ class Mirror:
             case EquityComputed():
                 self._stage_equity(message, batch)
             case MetricsComputed():
-                if loads.is_json_object(message.payload):
+                if _is_json_object(message.payload):
                     batch.metrics = message.payload
                 else:
                     self.counters["rejected_metrics"] += 1

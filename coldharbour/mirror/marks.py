@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
-from coldharbour.db import upserts
 from coldharbour.db.names import SharedNames
+from coldharbour.domain.changes import LatestPrices, PriceBars
 from coldharbour.domain.money import InvalidMoney, to_decimal
 from coldharbour.domain.types import to_datetime
 from coldharbour.messages import Tick, TickBatch
@@ -23,6 +23,7 @@ from coldharbour.mirror.plan import Plan
 NS_PER_MINUTE: Final = 60_000_000_000
 LAG_BOUNDS_MS: Final = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000)
 LAG_OVER: Final = "tick_lag_over"
+IDLE_TTL_NS: Final = 15 * NS_PER_MINUTE  # a feed symbol no account holds is forgotten after this idle time
 
 
 @dataclass
@@ -82,6 +83,35 @@ class Marks:
         self.dirty.add(symbol)
         return current is None or current[0] != price
 
+    def apply_snapshot(self, symbol: str, price: Decimal, ts: int) -> bool:
+        """Take the broker's ``current_price`` as the mark when it is newer than the last tick.
+
+        Returns True when the mark changed. A snapshot price is no trade print: no bar.
+        """
+        current = self.prices.get(symbol)
+        if price <= 0 or (current is not None and current[1] >= ts):
+            return False
+        self.prices[symbol] = (price, ts)
+        self.dirty.add(symbol)
+        return current is None or current[0] != price
+
+    def restore(self, symbol: str, price: Decimal, ts: int) -> None:
+        """Take a mark committed in a stored row at start-up, unless a newer price is known."""
+        current = self.prices.get(symbol)
+        if price > 0 and (current is None or current[1] < ts):
+            self.prices[symbol] = (price, ts)
+
+    def prune(self, held: set[str], now: int) -> int:
+        """Forget the prices and bars of symbols not in ``held`` idle for ``IDLE_TTL_NS``; return how many."""
+        stale = [s for s, (_, ts) in self.prices.items()
+                 if s not in held and s not in self.dirty and now - ts >= IDLE_TTL_NS]
+        for symbol in stale:
+            del self.prices[symbol]
+        gone = set(stale)
+        for key in [k for k in self.bars if k[0] in gone and k not in self.dirty_bars]:
+            del self.bars[key]
+        return len(stale)
+
     def _add_to_bar(self, symbol: str, ts: int, price: Decimal, volume: Decimal) -> None:
         key = (symbol, ts - ts % NS_PER_MINUTE)
         bar = self.bars.get(key)
@@ -98,12 +128,11 @@ class Marks:
         plan = Plan()
         symbols, bar_keys = sorted(self.dirty), sorted(self.dirty_bars)
         if symbols:
-            rows = [(s, self.prices[s][0], to_datetime(self.prices[s][1])) for s in symbols]
-            plan.steps.append(upserts.latest_prices(self.shared.latest_prices, rows))
+            plan.changes.append(LatestPrices(tuple((s, self.prices[s][0], to_datetime(self.prices[s][1]))
+                                                   for s in symbols)))
         if bar_keys:
-            bars = [(s, to_datetime(m), b.open, b.high, b.low, b.close, b.volume)
-                    for (s, m) in bar_keys for b in (self.bars[(s, m)],)]
-            plan.steps.append(upserts.price_bars(self.shared.price_bars_1min, bars))
+            plan.changes.append(PriceBars(tuple((s, to_datetime(m), b.open, b.high, b.low, b.close, b.volume)
+                                                for (s, m) in bar_keys for b in (self.bars[(s, m)],))))
         if symbols or bar_keys:
             plan.swaps.append(lambda: self._flushed(set(symbols), set(bar_keys)))
         return plan

@@ -1,7 +1,8 @@
-"""What the mirror hands ``state`` to commit: statements, NOTIFYs, the swap, follow-up messages.
+"""What the mirror hands ``state`` to commit: typed changes, the swap, follow-up messages.
 
 Compute, commit, then swap (STYLE.md §2.5): a ``Plan`` is computed from memory without changing
-it; ``state`` commits ``steps`` and ``notifications`` in one transaction and only then calls
+it; ``state`` commits its ``changes`` (``domain.changes``: rows and the notifications they imply;
+``db.writer`` turns them into SQL) in one transaction and only then calls
 ``swap()``, which moves memory to the committed state, and publishes ``messages``. A plan whose
 commit failed is dropped: memory stays as it was.
 """
@@ -11,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from coldharbour.db.notify import Notification
-from coldharbour.db.writer import Step
+from coldharbour.domain.changes import Change
 from coldharbour.messages import Msg
 
 
@@ -20,8 +20,7 @@ from coldharbour.messages import Msg
 class Plan:
     """One transaction's worth of work and what to do after it committed."""
 
-    steps: list[Step] = field(default_factory=list)
-    notifications: list[Notification] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
     swaps: list[Callable[[], None]] = field(default_factory=list)
     messages: list[tuple[str, Msg]] = field(default_factory=list)
     accounts: set[str] = field(default_factory=set)  # slugs whose events it carries
@@ -29,7 +28,7 @@ class Plan:
     @property
     def needs_commit(self) -> bool:
         """Return True when there is something to send to the database."""
-        return bool(self.steps or self.notifications)
+        return bool(self.changes)
 
     def swap(self) -> None:
         """Apply the planned in-memory changes (call only after the commit succeeded)."""
@@ -38,8 +37,7 @@ class Plan:
 
     def extend(self, other: Plan) -> None:
         """Append ``other``'s work to this plan (one transaction for both)."""
-        self.steps += other.steps
-        self.notifications += other.notifications
+        self.changes += other.changes
         self.swaps += other.swaps
         self.messages += other.messages
         self.accounts |= other.accounts

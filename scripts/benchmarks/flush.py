@@ -49,7 +49,7 @@ async def _state_flush(writer: Writer, account: AccountMirror, marked: list[Open
         account.dirty.add(row.parent_id)
     started = time.perf_counter()
     plan = account.flush_plan(NOW)
-    await writer.commit(plan.steps, plan.notifications)
+    await writer.commit(plan.changes, NOW)
     elapsed = time.perf_counter() - started
     plan.swap()
     return elapsed
@@ -59,7 +59,7 @@ async def _measure(dsn: str, env: dict[str, str], rounds: int) -> tuple[list[flo
     settings = load_settings(env)
     names = history.names(env)
     account = AccountMirror(names, params=RowParams(), push_pct=Decimal("0.25"), counters=Counter())
-    writer = Writer(settings.dsn)
+    writer = Writer(settings)
     await writer.connect()
     try:
         account.rows = {row.parent_id: row for row in map(_row, range(ROWS))}

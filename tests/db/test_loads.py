@@ -9,9 +9,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from coldharbour.db import loads, rows, upserts
+from coldharbour.db import loads, rows
 from coldharbour.db.names import account_names
 from coldharbour.db.writer import Writer
+from coldharbour.domain import changes as ch
 from coldharbour.domain.ledger import differences, rebuild
 from coldharbour.domain.orders import OrderBook
 from coldharbour.domain.positions import build_open_row
@@ -38,14 +39,15 @@ async def test_loads_round_trip_orders_fills_and_open_rows(migrated_dsn: Any) ->
     live = rebuild(live_orders, [f for _, f in canonical])
     lot = next(iter(live.lots.values()))
     row = build_open_row(lot, legs=LotLegs(), mark=Decimal("415.5"), wac=None, now=T0 + NS_PER_SECOND)
-    writer = Writer(migrated_dsn)
+    writer = Writer(make_settings(migrated_dsn))
     await writer.connect()
+    slug = names.slug
     await writer.commit([
-        upserts.raw_orders(names.raw_orders, [rows.order_values(o, "{}") for o in live_orders]),
-        upserts.raw_activities(names.raw_activities, [rows.activity_values(canonical[0][0])], fills_by_execution=True),
-        upserts.raw_activities(names.raw_activities, [rows.activity_values(canonical[1][0])], fills_by_execution=False),
-        upserts.positions(names.positions, [rows.open_row_values(row)]),
-    ])
+        ch.RawOrders(slug, tuple(rows.order_values(o, "{}") for o in live_orders)),
+        ch.RawActivities(slug, (rows.activity_values(canonical[0][0]),), by_execution=True),
+        ch.RawActivities(slug, (rows.activity_values(canonical[1][0]),)),
+        ch.OpenRows(slug, (rows.open_row_values(row),)),
+    ], T0)
     await writer.close()
 
     async with await psycopg.AsyncConnection.connect(migrated_dsn.reveal()) as conn:

@@ -99,10 +99,12 @@ def test_db_init_two_accounts_creates_every_table_with_types_and_keys(pg_dsn) ->
             ):
                 tables[table.name] = (_columns(conn, table.schema, table.name), expected, _primary_key(conn, table.schema, table.name), key)
         shared = {t: _columns(conn, "accounts", t) for t in ("market_schedule", "latest_prices", "price_bars_1min")}
+        quarantine = _columns(conn, "accounts", "quarantine")
         shared_keys = {t: _primary_key(conn, "accounts", t) for t in shared}
 
     account_versions = {m.version for m in schema.ACCOUNT_MIGRATIONS}
-    assert {(s, v) for s, v in applied} == {("shared", 1)} | {
+    shared_versions = {m.version for m in schema.SHARED_MIGRATIONS}
+    assert {(s, v) for s, v in applied} == {("shared", v) for v in shared_versions} | {
         (scope, v) for scope in ("account:demo", "account:paper_1") for v in account_versions
     }
     assert "account_open_positions_paper_1" in tables
@@ -112,6 +114,7 @@ def test_db_init_two_accounts_creates_every_table_with_types_and_keys(pg_dsn) ->
     assert shared["latest_prices"] == {"symbol": "text", "price": "numeric", "ts": "timestamp with time zone"}
     assert shared_keys == {"market_schedule": ["session_date"], "latest_prices": ["symbol"], "price_bars_1min": ["symbol", "ts"]}
     assert all(kind != "real" for cols in shared.values() for kind in cols.values())
+    assert set(quarantine) == {"id", "ts", "account", "kind", "key", "raw", "error"}
 
 
 def test_db_init_second_run_changes_nothing(pg_dsn) -> None:
@@ -127,7 +130,7 @@ def test_db_init_second_run_changes_nothing(pg_dsn) -> None:
     assert applied == []
     assert before == after
     assert versions_before == schema.latest_versions(settings)
-    assert rows == (1 + 2 * len(schema.ACCOUNT_MIGRATIONS),)  # shared + two accounts' steps
+    assert rows == (len(schema.SHARED_MIGRATIONS) + 2 * len(schema.ACCOUNT_MIGRATIONS),)  # shared + two accounts' steps
 
 
 def test_db_init_account_added_later_gets_only_its_tables(pg_dsn) -> None:

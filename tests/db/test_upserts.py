@@ -9,9 +9,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from coldharbour.db import rows, upserts
+from coldharbour.db import rows
 from coldharbour.db.names import account_names
-from coldharbour.db.writer import Step, Writer
+from coldharbour.db.writer import Writer
+from coldharbour.domain import changes as ch
 from coldharbour.domain.types import NS_PER_SECOND, Fill, Order
 from tests.support import make_settings
 
@@ -28,7 +29,7 @@ def _order(**fields: object) -> Order:
 
 
 async def _writer(dsn: object) -> Writer:
-    writer = Writer(dsn)  # type: ignore[arg-type]
+    writer = Writer(make_settings(dsn))
     await writer.connect()
     return writer
 
@@ -41,18 +42,21 @@ async def test_upserts_raw_order_older_version_never_overwrites_and_links_are_ke
     without_links = msgspec.structs.replace(newer, parent_id=None, legs=(), status="filled",
                                             updated_at=T0 + 2 * NS_PER_SECOND)
 
-    first = await writer.commit([upserts.raw_orders(table, [rows.order_values(newer, "{}")])])
-    replay = await writer.commit([upserts.raw_orders(table, [rows.order_values(newer, "{}")])])
-    stale = await writer.commit([upserts.raw_orders(table, [rows.order_values(older, "{}")])])
-    await writer.commit([upserts.raw_orders(table, [rows.order_values(without_links, "{}")])])
+    def orders(order: Order) -> list[ch.Change]:
+        return [ch.RawOrders("demo", (rows.order_values(order, "{}"),))]
+
+    first = await writer.commit(orders(newer), T0)
+    replay = await writer.commit(orders(newer), T0)
+    stale = await writer.commit(orders(older), T0)
+    await writer.commit(orders(without_links), T0)
     stored = await writer._conn.execute(  # type: ignore[union-attr]
         f"SELECT status, parent_id, legs::text FROM {table.schema}.{table.name}")
     result = await stored.fetchall()
     await writer.close()
 
-    assert len(first.rows[0]) == 1
-    assert replay.rows == [[]]
-    assert stale.rows == [[]]
+    assert first.changed == 1
+    assert replay.changed == 0
+    assert stale.changed == 0
     assert result == [("filled", "p-1", '[{"id": "leg-1"}]')]
 
 
@@ -64,37 +68,34 @@ async def test_upserts_fill_activity_conflicts_on_execution_id_and_reads_back_as
     record, canonical = rows.canonical_fill(fill)
     broker_copy = msgspec.structs.replace(record, id="20240301150000123::other-id")
 
-    def step(record: object) -> Step:
-        return upserts.raw_activities(table, [rows.activity_values(record)], fills_by_execution=True)  # type: ignore[arg-type]
+    def step(record: object) -> list[ch.Change]:
+        return [ch.RawActivities("demo", (rows.activity_values(record),), by_execution=True)]  # type: ignore[arg-type]
 
-    first = await writer.commit([step(record)])
-    again = await writer.commit([step(broker_copy)])
+    first = await writer.commit(step(record), T0)
+    again = await writer.commit(step(broker_copy), T0)
     cursor = await writer._conn.execute(f"SELECT count(*) FROM {table.schema}.{table.name}")  # type: ignore[union-attr]
     count = await cursor.fetchone()
     await writer.close()
 
-    assert len(first.rows[0]) == 1
-    assert again.rows == [[]]  # same execution, same values: nothing written
+    assert first.changed == 1
+    assert again.changed == 0  # same execution, same values: nothing written
     assert count == (1,)
     assert canonical.key == fill.key
     assert canonical.ts == T0 + 123_456_000
 
 
-async def test_upserts_large_batch_goes_through_copy_and_stays_idempotent(migrated_dsn: Any) -> None:
-    table = account_names(make_settings(migrated_dsn), "demo").cash_flows
+async def test_upserts_large_batch_binds_in_binary_and_stays_idempotent(migrated_dsn: Any) -> None:
     writer = await _writer(migrated_dsn)
-    count = upserts.COPY_MIN_ROWS + 10
-    flows = [(f"cf-{i}", T0, Decimal(i), "FEE", "fee", None) for i in range(count)]
-    changed = [*flows[:5], *[(f"cf-{i}", T0, Decimal(-i - 1), "FEE", "fee", "x") for i in range(5, count)]]
+    count = 2_000
+    at = rows.to_datetime(T0)
+    flows = tuple((f"cf-{i}", at, Decimal(i), "FEE", "fee", None) for i in range(count))
+    changed = (*flows[:5], *((f"cf-{i}", at, Decimal(-i - 1), "FEE", "fee", "x") for i in range(5, count)))
 
-    steps = [upserts.cash_flows(table, [(i, rows._dt(t), *rest) for i, t, *rest in batch])
-             for batch in (flows, changed)]
-    first = await writer.commit([steps[0]])
-    replay = await writer.commit([upserts.cash_flows(table, steps[0].copy.rows)])  # type: ignore[union-attr]
-    both = await writer.commit([steps[1], upserts.cash_flows(table, steps[0].copy.rows)])  # type: ignore[union-attr]
+    first = await writer.commit([ch.CashFlows("demo", flows)], T0)
+    replay = await writer.commit([ch.CashFlows("demo", flows)], T0)
+    both = await writer.commit([ch.CashFlows("demo", changed)], T0)
     await writer.close()
 
-    assert steps[0].copy is not None
-    assert len(first.rows[0]) == count
-    assert replay.rows == [[]]
-    assert (len(both.rows[0]), len(both.rows[1])) == (count - 5, count - 5)
+    assert first.changed == count
+    assert replay.changed == 0
+    assert both.changed == count - 5

@@ -1,74 +1,102 @@
-"""The single writer: NOTIFY reaches LISTEN only after commit; failures leave nothing behind."""
+"""The single writer against real PostgreSQL: changes in, rows and NOTIFYs out, one transaction.
+
+NOTIFY reaches LISTEN only after commit; a failed commit leaves nothing behind; a replay writes
+and notifies nothing; the payloads the SQL builds keep the SPEC §6 contract (the Python
+``db.notify`` functions are the reference); a refused value is quarantined and the rest commits.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from coldharbour.db import notify, upserts
+from coldharbour.db import notify, queries
+from coldharbour.db import rows as r
 from coldharbour.db.connect import connect_read_only
-from coldharbour.db.names import shared_names
-from coldharbour.db.writer import Step, Writer
+from coldharbour.db.writer import Writer
+from coldharbour.domain import changes as ch
+from coldharbour.domain.types import NS_PER_SECOND, ClosedSlice, OpenRow
 from coldharbour.errors import DatabaseError
 from tests.support import async_wait_for, make_settings
 
 pytestmark = pytest.mark.asyncio
+T0 = 1_767_625_200 * NS_PER_SECOND  # 2026-01-05 15:00 UTC
+AT = datetime(2026, 1, 5, 15, tzinfo=UTC)
 
 
-async def _listener(dsn, channel: str) -> psycopg.AsyncConnection:
+async def _listener(dsn: Any, *channels: str) -> psycopg.AsyncConnection[Any]:
     conn = await psycopg.AsyncConnection.connect(dsn.reveal(), autocommit=True)
-    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    for channel in channels:
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
     return conn
 
 
-async def _drain(conn: psycopg.AsyncConnection, timeout_s: float = 0.3) -> list[str]:
+async def _drain(conn: psycopg.AsyncConnection[Any], timeout_s: float = 0.3) -> list[str]:
     return [n.payload async for n in conn.notifies(timeout=timeout_s)]
 
 
-async def test_writer_notify_reaches_listener_only_after_commit(migrated_dsn) -> None:
-    settings = make_settings(migrated_dsn)
-    table = shared_names(settings).latest_prices
+async def _writer(dsn: Any) -> Writer:
+    writer = Writer(make_settings(dsn))
+    await writer.connect()
+    return writer
+
+
+def _open_row(pid: str, *, px: str = "101", symbol: str = "AAPL") -> tuple[object, ...]:
+    row = OpenRow(parent_id=pid, symbol=symbol, side="long", filled_at=T0, qty=Decimal(10), avg_fill=Decimal(100),
+                  avg_px_symbol=Decimal(100), sl_child=None, sl_px=None, tp_child=None, tp_px=None,
+                  mkt_px=Decimal(px), bar_px=None, bar_ts=None, moved_flag="—", buy_value=Decimal(1000),
+                  holding_days=0, days_to_expire=None, mkt_value=Decimal(10) * Decimal(px), profit_loss=None,
+                  profit_loss_lot=None, tp_sl_reach_pct=None, updated_at=T0)
+    return r.open_row_values(row)
+
+
+def _slice(lot: str, exit_id: str, *, final: bool, px: str = "110",
+           symbol: str = "AAPL") -> tuple[tuple[object, ...], ClosedSlice]:
+    found = ClosedSlice(entry_lot_id=lot, exit_order_id=exit_id, exit_parent_id=None, symbol=symbol, side="long",
+                        qty=Decimal(5), entry_time=T0, entry_price=Decimal(100), exit_time=T0 + NS_PER_SECOND,
+                        exit_price=Decimal(px), exit_type="MANUAL", pnl_cash=Decimal(50), pnl_cash_fifo=Decimal(50),
+                        diff_pnl=Decimal(0), pnl_pct=Decimal("0.1"), return_pct=Decimal("0.1"), duration_sec=1,
+                        entry_value=Decimal(500), exit_value=Decimal(550), fifo_qty=Decimal(5), is_final=final)
+    return r.closed_values(found), found
+
+
+async def test_writer_notify_reaches_listener_only_after_commit(migrated_dsn: Any) -> None:
     listener = await _listener(migrated_dsn, "pos_channel_demo")
     reader = await connect_read_only(migrated_dsn, "test")
-    writer = Writer(migrated_dsn)
-    await writer.connect()
+    writer = await _writer(migrated_dsn)
+    prices = ch.LatestPrices((("AAPL", Decimal("187.25"), AT),))
     seen_rows_at_notify: list[int] = []
 
-    async def hold_transaction_open() -> list[str]:
-        return await _drain(listener, 0.3)
-
-    step = upserts.latest_prices(table, [("AAPL", Decimal("187.25"), datetime(2026, 1, 5, 15, tzinfo=UTC))])
-    note = notify.heartbeat("pos_channel_demo", datetime(2026, 1, 5, 15, tzinfo=UTC))
-    result = await writer.commit([step], [note])
+    result = await writer.commit([prices, ch.UiHeartbeat("demo", T0)], T0)
     async for received in listener.notifies(timeout=5, stop_after=1):
         row = await (await reader.execute("SELECT count(*) FROM accounts.latest_prices")).fetchone()
-        seen_rows_at_notify.append(row[0])
+        seen_rows_at_notify.append(row[0])  # type: ignore[index]
         payload = received.payload
     await writer.close()
     await listener.close()
     await reader.close()
 
-    assert result.rows == [[("AAPL",)]]
+    assert result == (1, 1, 0)
     assert seen_rows_at_notify == [1]
-    assert payload.startswith('{"op":"heartbeat","version":"2026-01-05T15:00:00')
+    assert payload == '{"op":"heartbeat","version":"2026-01-05T15:00:00Z"}'
 
 
-async def test_writer_failed_commit_writes_and_notifies_nothing(migrated_dsn) -> None:
-    settings = make_settings(migrated_dsn)
-    table = shared_names(settings).latest_prices
+async def test_writer_failed_commit_writes_and_notifies_nothing(migrated_dsn: Any) -> None:
     listener = await _listener(migrated_dsn, "pos_channel_demo")
-    writer = Writer(migrated_dsn)
-    await writer.connect()
-    good = upserts.latest_prices(table, [("AAPL", Decimal("1"), datetime(2026, 1, 5, tzinfo=UTC))])
-    bad = upserts.latest_prices(table, [("MSFT", Decimal("-1"), datetime(2026, 1, 5, tzinfo=UTC))])
+    writer = await _writer(migrated_dsn)
+    good = ch.LatestPrices((("AAPL", Decimal(1), AT),))
+    bad = ch.LatestPrices((("MSFT", Decimal(-1), AT),))  # CHECK (price > 0)
 
-    with pytest.raises(DatabaseError, match="commit failed"):
-        await writer.commit([good, bad], [notify.heartbeat("pos_channel_demo", datetime.now(UTC))])
+    with pytest.raises(DatabaseError, match="commit failed on a value"):
+        await writer.commit([good, ch.OpenRows("demo", (_open_row("p1"),)), bad], T0)
     received = await _drain(listener)
     rows = await (await listener.execute("SELECT count(*) FROM accounts.latest_prices")).fetchone()
     await writer.close()
@@ -79,42 +107,159 @@ async def test_writer_failed_commit_writes_and_notifies_nothing(migrated_dsn) ->
     assert writer.counters["commit_failures"] == 1
 
 
-async def test_writer_replayed_upsert_returns_no_changed_rows(migrated_dsn) -> None:
-    settings = make_settings(migrated_dsn)
-    table = shared_names(settings).latest_prices
-    writer = Writer(migrated_dsn)
-    await writer.connect()
-    rows = [("AAPL", Decimal("187.25"), datetime(2026, 1, 5, 15, tzinfo=UTC))]
-    older = [("AAPL", Decimal("100"), datetime(2026, 1, 5, 14, tzinfo=UTC))]
-
-    first = await writer.commit([upserts.latest_prices(table, rows)])
-    replay = await writer.commit([upserts.latest_prices(table, rows)])
-    stale = await writer.commit([upserts.latest_prices(table, older)])
+async def test_writer_replay_and_empty_changes_write_and_notify_nothing(migrated_dsn: Any) -> None:
+    listener = await _listener(migrated_dsn, "pos_channel_demo", "closed_channel_demo", "metrics_channel_demo")
+    writer = await _writer(migrated_dsn)
+    row, _ = _slice("lot-1", "exit-1", final=True)
+    changes: list[ch.Change] = [
+        ch.OpenRows("demo", (_open_row("p1"), _open_row("p2"))),
+        ch.ClosedSlices("demo", (row,), (ch.Announce.IF_CHANGED,)),
+        ch.LatestPrices((("AAPL", Decimal("187.25"), AT),)),
+        ch.MetricsDoc("demo", '{"as_of": "a", "kpi": 1}'),
+    ]
+    first = await writer.commit(changes, T0)
+    first_notes = await _drain(listener)
+    replay = await writer.commit([*changes[:3], ch.MetricsDoc("demo", '{"as_of": "b", "kpi": 1}')], T0)
+    empty = await writer.commit([ch.OpenRows("demo"), ch.ClosedSlices("demo"), ch.RawOrders("demo", ())], T0)
+    stale = await writer.commit([ch.LatestPrices((("AAPL", Decimal(100), datetime(2026, 1, 5, 14, tzinfo=UTC)),))], T0)
+    later = await _drain(listener)
     await writer.close()
+    await listener.close()
 
-    assert first.rows == [[("AAPL",)]]
-    assert replay.rows == [[]]
-    assert stale.rows == [[]]
+    assert first == (5, 3, 0)
+    assert len(first_notes) == 3
+    assert (replay, empty, stale) == ((0, 0, 0), (0, 0, 0), (0, 0, 0))
+    assert later == []
 
 
-async def test_writer_reconnects_after_postgres_restart(pg_cluster, migrated_dsn) -> None:
-    settings = make_settings(migrated_dsn)
-    table = shared_names(settings).latest_prices
-    writer = Writer(migrated_dsn)
-    await writer.connect()
-    step = upserts.latest_prices(table, [("AAPL", Decimal("1"), datetime(2026, 1, 5, tzinfo=UTC))])
+async def test_writer_position_payloads_keep_the_contract(migrated_dsn: Any) -> None:
+    listener = await _listener(migrated_dsn, "pos_channel_demo")
+    writer = await _writer(migrated_dsn)
+    await writer.commit([ch.OpenRows("demo", tuple(_open_row(f"p{i:03}") for i in range(60)))], T0)
+    await _drain(listener)
+
+    await writer.commit([ch.OpenRows("demo", (_open_row("p000", px="102"),))], T0)
+    single = await _drain(listener)
+    await writer.commit([ch.OpenRows("demo", deletes=("p001",))], T0)
+    deleted = await _drain(listener)
+    moved = tuple(_open_row(f"p{i:03}", px="103") for i in range(2, 50))
+    await writer.commit([ch.OpenRows("demo", moved, tuple(f"p{i:03}" for i in range(50, 60)))], T0)
+    batch = [json.loads(p) for p in await _drain(listener)]
+    await writer.close()
+    await listener.close()
+
+    expected = notify.to_json({"row": dict(zip(r.POSITION_COLUMNS, _open_row("p000", px="102"), strict=True))})
+    assert single == [expected]
+    assert deleted == ['{"op":"delete","parent_id":"p001"}']
+    assert len(batch) > 2
+    assert {p["op"] for p in batch} == {"batch"}
+    assert [row["parent_id"] for p in batch for row in p["rows"]] == [f"p{i:03}" for i in range(2, 50)]
+    assert [d for p in batch for d in p["deletes"]] == [f"p{i:03}" for i in range(50, 60)]
+    assert all(len(json.dumps(p, separators=(",", ":")).encode()) <= notify.MAX_PAYLOAD_BYTES for p in batch)
+
+
+async def test_writer_oversized_position_row_becomes_refetch(migrated_dsn: Any) -> None:
+    listener = await _listener(migrated_dsn, "pos_channel_demo")
+    writer = await _writer(migrated_dsn)
+    big = _open_row("big", symbol="X" * 8000)
+
+    await writer.commit([ch.OpenRows("demo", (big,))], T0)
+    single = await _drain(listener)
+    await writer.commit([ch.OpenRows("demo", (_open_row("big", symbol="Y" * 8000), _open_row("small")))], T0)
+    batch = [json.loads(p) for p in await _drain(listener)]
+    await writer.close()
+    await listener.close()
+
+    assert single == ['{"op":"refetch","parent_id":"big"}']
+    assert batch[0] == {"op": "refetch", "parent_id": "big"}
+    assert [row["parent_id"] for row in batch[1]["rows"]] == ["small"]
+
+
+async def test_writer_closed_slice_announced_when_final_and_once_when_it_becomes_final(migrated_dsn: Any) -> None:
+    listener = await _listener(migrated_dsn, "closed_channel_demo")
+    writer = await _writer(migrated_dsn)
+    open_row, _ = _slice("lot-2", "exit-1", final=False)
+    final_row, final = _slice("lot-2", "exit-1", final=True)
+
+    await writer.commit([ch.ClosedSlices("demo", (open_row,), (ch.Announce.NEVER,))], T0)
+    before = await _drain(listener)
+    await writer.commit([ch.ClosedSlices("demo", (final_row,), (ch.Announce.ALWAYS,))], T0)
+    became_final = [json.loads(p) for p in await _drain(listener)]
+    await writer.commit([ch.ClosedSlices("demo", (final_row,), (ch.Announce.IF_CHANGED,))], T0)
+    replay = await _drain(listener)
+    await writer.close()
+    await listener.close()
+
+    assert before == []
+    assert became_final == [{"op": "insert", "rows": [json.loads(notify.to_json(r.closed_json(final)))]}]
+    assert replay == []
+
+
+async def test_writer_oversized_closed_slice_becomes_refetch_and_the_commit_succeeds(migrated_dsn: Any) -> None:
+    """Issue 14: a slice over 8,000 bytes (a long broker symbol) made the exit commit fail forever."""
+    listener = await _listener(migrated_dsn, "closed_channel_demo")
+    writer = await _writer(migrated_dsn)
+    big, _ = _slice("lot-big", "exit-1", final=True, symbol="Z" * 8000)
+    small, found = _slice("lot-small", "exit-1", final=True)
+
+    result = await writer.commit([ch.ClosedSlices("demo", (big, small), (ch.Announce.IF_CHANGED,) * 2)], T0)
+    notes = [json.loads(p) for p in await _drain(listener)]
+    await writer.close()
+    await listener.close()
+
+    assert result.changed == 2
+    assert notes == [{"op": "refetch", "entry_lot_id": "lot-big", "exit_order_id": "exit-1"},
+                     {"op": "insert", "rows": [json.loads(notify.to_json(r.closed_json(found)))]}]
+
+
+async def test_writer_quarantines_the_refused_row_and_commits_the_rest(migrated_dsn: Any) -> None:
+    listener = await _listener(migrated_dsn, "pos_channel_demo")
+    writer = await _writer(migrated_dsn)
+    good_order = (str(uuid.uuid4()), None, None, None, None, "AAPL", "buy", "market", "new", Decimal(1), Decimal(0),
+                  None, None, None, AT, AT, None, None, "{}", None)
+    bad_order = (str(uuid.uuid4()), "nul\x00id", *good_order[2:])
+    changes: list[ch.Change] = [
+        ch.RawOrders("demo", (good_order, bad_order)),
+        ch.OpenRows("demo", (_open_row("p1"),)),
+        ch.LatestPrices((("AAPL", Decimal(1), AT), ("MSFT", Decimal(-1), AT))),
+        ch.CashFlows("demo", (("cf-tiny", AT, Decimal("1E-20000"), "FEE", "fee", None),)),  # psycopg refuses it
+    ]
+
+    result = await writer.commit_isolating(changes, T0)
+    notes = await _drain(listener)
+    raw_orders = writer.names("demo").raw_orders
+    stored = await (await listener.execute(sql.SQL(
+        "SELECT (SELECT count(*) FROM {t}), (SELECT count(*) FROM accounts.latest_prices)").format(t=raw_orders.ident)
+    )).fetchone()
+    quarantined = await queries.load_quarantine(listener, 10)
+    await writer.close()
+    await listener.close()
+
+    assert result.quarantined == 3
+    assert stored == (1, 1)
+    assert len(notes) == 1
+    assert sorted((q.kind, q.account, q.key) for q in quarantined) == [
+        ("CashFlows", "demo", "cf-tiny"), ("LatestPrices", None, "MSFT"), ("RawOrders", "demo", bad_order[0])]
+    assert all(q.error for q in quarantined)
+    assert "\\u0000" in next(q.raw for q in quarantined if q.kind == "RawOrders")
+    assert writer.counters["quarantined"] == 3
+
+
+async def test_writer_reconnects_after_postgres_restart(pg_cluster: Any, migrated_dsn: Any) -> None:
+    writer = await _writer(migrated_dsn)
+    prices = ch.LatestPrices((("AAPL", Decimal(1), AT),))
 
     await asyncio.to_thread(pg_cluster.stop, "immediate")
     try:
-        with pytest.raises(DatabaseError):
-            await writer.commit([step])
+        with pytest.raises(DatabaseError, match=r"connection lost|not connected"):
+            await writer.commit_isolating([prices], T0)
         reconnect = asyncio.create_task(writer.connect())
         await async_wait_for(lambda: writer.counters["db_connect_failures"] >= 1, 10, what="a failed reconnect")
     finally:
         await asyncio.to_thread(pg_cluster.start)
     await asyncio.wait_for(reconnect, 30)
-    result = await writer.commit([step])
+    result = await writer.commit([prices], T0)
     await writer.close()
 
-    assert result.rows == [[("AAPL",)]]
+    assert result.changed == 1
     assert writer.counters["db_reconnects"] == 1

@@ -15,12 +15,8 @@ from coldharbour.domain.ledger import (
     StaleDeltaError,
     apply_delta,
     differences,
-    plan_fill,
     plan_fills,
-    plan_order,
-    plan_symbol_rebuild,
     rebuild,
-    seed_ledger,
 )
 from coldharbour.domain.orders import OrderBook
 from coldharbour.domain.types import ClosedSlice, Fill, Lot, Order, side_sign
@@ -36,7 +32,7 @@ def run(orders: Sequence[Order], fills: Iterable[Fill]) -> tuple[Ledger, list[Le
     deltas = []
     fills = list(fills)
     for fill in fills:
-        delta = plan_fill(ledger, fill, book)
+        delta = plan_fills(ledger, [fill], book)
         apply_delta(ledger, delta)
         deltas.append(delta)
     assert differences(ledger, rebuild(orders, fills)) == []
@@ -262,8 +258,8 @@ def test_duplicate_execution_id_is_a_no_op() -> None:
     entry = make_fill(order_id="A", execution_id="e-1")
     ledger, _ = run(orders, [entry])
     before = (dict(ledger.lots), dict(ledger.slices))
-    delta = plan_fill(ledger, make_fill(order_id="A", execution_id="e-1", price=999),
-                      OrderBook(orders))
+    delta = plan_fills(ledger, [make_fill(order_id="A", execution_id="e-1", price=999)],
+                       OrderBook(orders))
     apply_delta(ledger, delta)
     assert not delta.has_row_changes
     assert delta.duplicates == 1
@@ -286,36 +282,15 @@ def test_exit_arriving_before_its_entry_is_fixed_when_the_entry_arrives() -> Non
     ledger = Ledger()
     entry = make_fill(order_id="A", ts=at(0))
     exit_fill = make_fill(order_id="A-tp", side="sell", price=110, ts=at(10))
-    first = plan_fill(ledger, exit_fill, book)
+    first = plan_fills(ledger, [exit_fill], book)
     apply_delta(ledger, first)
-    second = plan_fill(ledger, entry, book)
+    second = plan_fills(ledger, [entry], book)
     apply_delta(ledger, second)
     assert [lot.side for lot in first.lot_upserts] == ["short"]  # provisional, then fixed
     assert second.lot_deletes == ("A-tp",)
     assert ledger.lots == {}
     assert one_slice(ledger, "A", "A-tp").pnl_cash == D(100)
     assert differences(ledger, rebuild(orders, [entry, exit_fill])) == []
-
-
-def test_fill_for_unknown_leg_is_relinked_when_the_order_arrives() -> None:
-    """A leg fill seen before its order goes FIFO as MANUAL; the order re-links it."""
-    b_orders = bracket("B", created=at(10))
-    orders_known = [make_order(id="A"), b_orders[0]]
-    book = OrderBook(orders_known)
-    ledger = Ledger()
-    fills = [make_fill(order_id="A", price=90, ts=at(0)),
-             make_fill(order_id="B", price=100, ts=at(10)),
-             make_fill(order_id="B-tp", side="sell", price=110, ts=at(20))]
-    apply_delta(ledger, plan_fills(ledger, fills, book))
-    assert one_slice(ledger, "A", "B-tp").exit_type == "MANUAL"
-    delta = plan_order(ledger, book, b_orders[1])
-    apply_delta(ledger, delta)
-    book.upsert(b_orders[1])
-    found = one_slice(ledger, "B", "B-tp")
-    assert delta.slice_deletes == (("A", "B-tp"),)
-    assert (found.exit_type, found.pnl_cash, found.pnl_cash_fifo) == ("TP", D(100), D(200))
-    assert list(ledger.lots) == ["A"]
-    assert differences(ledger, rebuild([*orders_known, b_orders[1]], fills)) == []
 
 
 def test_fill_older_than_last_flat_point_asks_for_rebuild() -> None:
@@ -325,20 +300,16 @@ def test_fill_older_than_last_flat_point_asks_for_rebuild() -> None:
     late = make_fill(order_id="B", price=90, ts=at(10))
     ledger, _ = run(orders, fills)
     book = OrderBook(orders)
-    delta = plan_fill(ledger, late, book)
+    delta = plan_fills(ledger, [late], book)
     apply_delta(ledger, delta)
-    assert delta.needs_rebuild == ("AAPL",)
+    assert delta.needs_rebuild == ("AAPL",)  # the mirror rebuilds the account (tests/mirror)
     assert not delta.has_row_changes
-    fixed = plan_symbol_rebuild(ledger, "AAPL", [*fills, late], book)
-    apply_delta(ledger, fixed)
-    assert differences(ledger, rebuild(orders, [*fills, late])) == []
-    assert ledger.lots["B"].qty == D(10)  # B keeps what is left after M sold 10 of A FIFO
 
 
 def test_stale_delta_is_refused() -> None:
     ledger = Ledger()
-    first = plan_fill(ledger, make_fill(), OrderBook())
-    second = plan_fill(ledger, make_fill(), OrderBook())
+    first = plan_fills(ledger, [make_fill()], OrderBook())
+    second = plan_fills(ledger, [make_fill()], OrderBook())
     apply_delta(ledger, first)
     with pytest.raises(StaleDeltaError):
         apply_delta(ledger, second)
@@ -347,7 +318,7 @@ def test_stale_delta_is_refused() -> None:
 @pytest.mark.parametrize(("field", "value"), [("qty", 0), ("qty", -1), ("price", 0),
                                               ("price", "NaN"), ("symbol", "")])
 def test_invalid_fill_is_rejected_with_reason(field: str, value: object) -> None:
-    delta = plan_fill(Ledger(), make_fill(**{field: value}), OrderBook())
+    delta = plan_fills(Ledger(), [make_fill(**{field: value})], OrderBook())
     assert not delta.has_row_changes
     assert len(delta.rejections) == 1
 
@@ -355,22 +326,9 @@ def test_invalid_fill_is_rejected_with_reason(field: str, value: object) -> None
 def test_plan_does_not_mutate_the_ledger() -> None:
     ledger, _ = run(bracket("A"), [make_fill(order_id="A")])
     before = (dict(ledger.lots), dict(ledger.slices), ledger.net("AAPL"), ledger.version)
-    plan_fill(ledger, make_fill(order_id="A-tp", side="sell", price=110, ts=at(5)),
-              OrderBook(bracket("A")))
+    plan_fills(ledger, [make_fill(order_id="A-tp", side="sell", price=110, ts=at(5))],
+               OrderBook(bracket("A")))
     assert (dict(ledger.lots), dict(ledger.slices), ledger.net("AAPL"), ledger.version) == before
-
-
-def test_seeded_lots_close_fifo_and_late_fills_ask_for_rebuild() -> None:
-    lots = [Lot(parent_id="A", symbol="AAPL", side="long", qty=D(10), entry_qty=D(10),
-                entry_cost=D(1000), filled_at=at(0))]
-    ledger = seed_ledger(lots, as_of=at(100))
-    book = OrderBook([make_order(id="M", side="sell")])
-    late = plan_fill(ledger, make_fill(order_id="X", ts=at(50)), book)
-    delta = plan_fill(ledger, make_fill(order_id="M", side="sell", price=110, ts=at(200)), book)
-    apply_delta(ledger, delta)
-    assert late.needs_rebuild == ("AAPL",)
-    assert delta.lot_deletes == ("A",)
-    assert one_slice(ledger, "A", "M").pnl_cash == D(100)
 
 
 def test_entry_filling_more_after_partial_exit_reprices_its_slices() -> None:
@@ -430,25 +388,6 @@ def histories(draw: st.DrawFn) -> tuple[list[Order], list[Fill]]:
     return orders, fills
 
 
-def drive(events: Iterable[Order | Fill]) -> Ledger:
-    """Feed events one by one, as the state worker does (rebuilding a symbol when asked)."""
-    book = OrderBook()
-    ledger = Ledger()
-    stored: list[Fill] = []
-    for event in events:
-        if isinstance(event, Order):
-            delta = plan_order(ledger, book, event)
-            apply_delta(ledger, delta)
-            book.upsert(event)
-        else:
-            stored.append(event)
-            delta = plan_fill(ledger, event, book)
-            apply_delta(ledger, delta)
-        for symbol in delta.needs_rebuild:
-            apply_delta(ledger, plan_symbol_rebuild(ledger, symbol, stored, book))
-    return ledger
-
-
 def with_duplicates(data: st.DataObject, fills: list[Fill]) -> list[Fill]:
     extra = data.draw(st.lists(st.sampled_from(fills), max_size=len(fills)))
     return [*fills, *extra]
@@ -466,19 +405,10 @@ def test_property_in_order_with_replayed_duplicates_equals_rebuild(
     book = OrderBook(orders)
     ledger = Ledger()
     for fill in arrival:
-        delta = plan_fill(ledger, fill, book)
+        delta = plan_fills(ledger, [fill], book)
         assert delta.needs_rebuild == ()
         apply_delta(ledger, delta)
     assert differences(ledger, rebuild(orders, fills)) == []
-
-
-@given(history=histories(), data=st.data())
-def test_property_any_arrival_order_of_fills_and_orders_equals_rebuild(
-        history: tuple[list[Order], list[Fill]], data: st.DataObject) -> None:
-    orders, fills = history
-    events: list[Order | Fill] = [*orders, *with_duplicates(data, fills)]
-    events = data.draw(st.permutations(events))
-    assert differences(drive(events), rebuild(orders, fills)) == []
 
 
 @given(history=histories())
@@ -488,7 +418,7 @@ def test_property_replaying_every_fill_twice_changes_nothing(
     ledger = rebuild(orders, fills)
     book = OrderBook(orders)
     for fill in fills:
-        delta = plan_fill(ledger, fill, book)
+        delta = plan_fills(ledger, [fill], book)
         assert not delta.has_row_changes
         assert delta.duplicates == 1
         apply_delta(ledger, delta)

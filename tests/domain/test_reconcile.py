@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coldharbour.domain.ledger import Ledger, apply_delta, plan_fills, seed_ledger
+from coldharbour.domain.ledger import Ledger, apply_delta, plan_fills
 from coldharbour.domain.orders import OrderBook
 from coldharbour.domain.reconcile import Reconciliation, lot_signed_qty, reconcile
-from coldharbour.domain.types import BrokerPosition, Fill, Lot
+from coldharbour.domain.types import BrokerPosition, Fill
 from tests.domain.builders import at, make_fill
 
 D = Decimal
@@ -69,9 +69,7 @@ def test_broker_holds_less_books_a_fifo_exit_at_current_price() -> None:
 
 def test_symbol_the_broker_no_longer_holds_is_removed_after_restart() -> None:
     """D41: rows loaded at start for a position closed while down are removed."""
-    lots = [Lot(parent_id="A", symbol="TSLA", side="long", qty=D(3), entry_qty=D(3),
-                entry_cost=D(600), filled_at=at(0))]
-    ledger = seed_ledger(lots, as_of=at(500))
+    ledger = ledger_with(make_fill(order_id="A", symbol="TSLA", qty=3, price=200, ts=at(0)))
     result = reconcile(ledger, [], OrderBook(), now=NOW, wac={"TSLA": D(200)},
                        marks={"TSLA": D(210)})
     settle(ledger, result)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -92,8 +91,6 @@ class StateHarness:
         sent = self.ctx.counters["notifications"]
         await async_wait_for(lambda: len(self.notes) - self._notes_at_launch >= sent, 15, what="last notifications")
         self.ctx.close()
-        _forget_closed_readers()
-
 
     async def close(self) -> None:
         if not self.task.done():
@@ -135,19 +132,3 @@ class StateHarness:
         async with await psycopg.AsyncConnection.connect(self.dsn.reveal()) as conn:
             cursor = await conn.execute(text, params or None)
             return await cursor.fetchall()
-
-
-def _forget_closed_readers() -> None:
-    """Drop event-loop readers whose fd was closed (test workaround for a restart in one loop).
-
-    ``bus.Subscriber.close()`` closes the zmq socket but not its asyncio shadow, whose reader
-    stays registered on the closed fd; a new subscriber that reuses the fd number then never
-    wakes up. One process per run (production) is unaffected.
-    """
-    loop = asyncio.get_running_loop()
-    selector = getattr(loop, "_selector", None)
-    for fd in list(selector.get_map()) if selector is not None else []:
-        try:
-            os.fstat(fd)
-        except OSError:
-            loop.remove_reader(fd)

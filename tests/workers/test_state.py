@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +13,7 @@ import psycopg
 import pytest
 import pytest_asyncio
 
+from coldharbour.domain.types import NS_PER_DAY, from_datetime
 from coldharbour.errors import ChmgrError
 from coldharbour.messages import (
     LedgerCheckRequested,
@@ -110,8 +112,10 @@ async def test_state_bracket_entry_fill_writes_row_with_derived_columns_and_push
     assert row["mkt_px"] is None
     assert row["profit_loss"] is None
     assert row["tp_sl_reach_pct"] is None
-    assert row["holding_days"] >= 0
-    assert 0 <= row["days_to_expire"] <= 90 or row["days_to_expire"] < 0
+    # Both are computed at the row's own ``updated_at`` (the commit's clock), so exact at any date.
+    built_at = from_datetime(datetime.fromisoformat(row["updated_at"]))
+    assert row["holding_days"] == (built_at - T0) // NS_PER_DAY
+    assert row["days_to_expire"] == min((T0 + 90 * NS_PER_DAY - built_at) // NS_PER_DAY, 90)
     [resync] = resyncs.messages()
     assert (resync.reason, resync.symbols) == ("fill", ("AAPL",))
 
@@ -242,10 +246,14 @@ async def test_state_small_tick_moves_wait_for_flush_and_large_ones_push_at_once
     [push] = state.notes_since(large, "pos_channel_demo")
     assert push["row"]["mkt_px"] == 101.0
     assert push["row"]["profit_loss"] == 10.0
-    prices = await state.query("SELECT price FROM accounts.latest_prices WHERE symbol = 'AAPL'")
-    bars = await state.query("SELECT count(*) FROM accounts.price_bars_1min WHERE symbol = 'AAPL'")
-    assert prices == [(Decimal("101.0"),)] or prices == [(Decimal("100.1"),)]
-    assert bars[0][0] >= 2
+    async def latest() -> bool:
+        return await state.query("SELECT price FROM accounts.latest_prices WHERE symbol = 'AAPL'") == [
+            (Decimal("101.0"),)]
+
+    await async_wait_for(latest, 10, what="next price flush")
+    bars = await state.query("SELECT ts, open, close FROM accounts.price_bars_1min WHERE symbol = 'AAPL' ORDER BY ts")
+    assert [(o, c) for _, o, c in bars] == [(Decimal("100.0"), Decimal("100.0")), (Decimal("100.1"), Decimal("100.1")),
+                                           (Decimal("101.0"), Decimal("101.0"))]  # one bar per tick minute
 
 
 async def _mkt_px(state: StateHarness, parent_id: str, expected: Decimal) -> bool:
@@ -275,6 +283,44 @@ async def test_state_restart_loads_and_converges_without_duplicates(state: State
     assert state.notes_since(start, "pos_channel_demo") == []
     assert state.notes_since(start, "closed_channel_demo") == []
     assert state.ctx.counters["ledger_mismatches"] == 0
+
+
+async def test_state_restart_restores_marks_from_committed_rows(state: StateHarness) -> None:
+    """Killed before a price flush: ``latest_prices`` lacks the mark, the committed row has it (issue 14)."""
+    bracket = Bracket()
+    await _open_entry(state, bracket)
+    state.inject(topic_tick("AAPL"), Tick(symbol="AAPL", price=104.5, ts_event=T0 + MINUTE))
+    await async_wait_for(lambda: _mkt_px(state, bracket.entry_id, Decimal("104.5")), 10, what="pushed mark")
+    await state.shutdown()
+    await state.query("DELETE FROM accounts.latest_prices RETURNING symbol")  # as if killed before the flush
+    before = await _row(state, bracket.entry_id)
+    start = state.mark()
+
+    await state.launch()
+    await state.settle()
+
+    assert await _row(state, bracket.entry_id) == before
+    assert state.notes_since(start, "pos_channel_demo") == []
+
+
+async def test_state_snapshot_marks_a_position_whose_last_tick_is_older(state: StateHarness) -> None:
+    """No feed: the broker's ``current_price`` in a snapshot marks the position (issue 18)."""
+    bracket = Bracket()
+    await _open_entry(state, bracket)
+    broker = msgspec.structs.replace(position("10", "100"), current_price=Decimal("102.25"))
+    stale = msgspec.structs.replace(broker, current_price=Decimal(99))
+
+    state.inject(topic_snapshot("demo"), SnapshotTaken(account="demo", positions=(broker,), symbols=("AAPL",),
+                                                       taken_at=T0 + MINUTE))
+    marked = await async_wait_for(lambda: _mkt_px(state, bracket.entry_id, Decimal("102.25")), 10, what="mark")
+    state.inject(topic_tick("AAPL"), Tick(symbol="AAPL", price=103.0, ts_event=T0 + 2 * MINUTE))
+    await async_wait_for(lambda: _mkt_px(state, bracket.entry_id, Decimal("103.0")), 10, what="tick mark")
+    state.inject(topic_snapshot("demo"), SnapshotTaken(account="demo", positions=(stale,), symbols=("AAPL",),
+                                                       taken_at=T0 + 90 * 1_000_000_000))  # older than the tick
+    await state.settle()
+
+    assert marked
+    assert await _mkt_px(state, bracket.entry_id, Decimal("103.0"))
 
 
 async def test_state_ledger_check_equals_rebuild_after_events(state: StateHarness) -> None:
@@ -346,3 +392,24 @@ async def test_issue_9_ledger_differing_from_stored_history_stops_state(state: S
     with pytest.raises(ChmgrError, match="ledger differs from the stored history account=demo"):
         state.task.result()
     assert state.ctx.counters["ledger_mismatches"] >= 1
+
+
+async def test_state_refused_value_is_quarantined_and_the_rest_commits_without_resync(state: StateHarness) -> None:
+    """Issue 14: an order with a NUL byte poisons only itself (no commit loop, no snapshot storm)."""
+    bracket = Bracket()
+    resyncs = state.bus.observe(topic_resync("demo"))
+    poisoned = order(id=new_id(), client_order_id="bad\x00id", symbol="MSFT")
+
+    state.inject(topic_orders("demo"), OrdersPage(account="demo", orders=(poisoned,)))
+    state.inject(topic_trade("demo"), bracket.entry_fill())
+    await async_wait_for(lambda: _row(state, bracket.entry_id), 15, what="the good fill's row")
+    await state.settle()
+    quarantined = await state.query("SELECT account, kind, key, error FROM accounts.quarantine")
+    stored = await state.query("SELECT count(*) FROM account_activities.raw_orders_demo WHERE id = %s",
+                               bracket.entry_id)
+
+    assert [(a, k, key) for a, k, key, _ in quarantined] == [("demo", "RawOrders", poisoned.id)]
+    assert "\\u0000" in quarantined[0][3]  # PostgreSQL names the refused NUL
+    assert stored == [(1,)]
+    assert state.ctx.counters["quarantined"] == 1
+    assert [m.reason for m in resyncs.messages()] == ["fill"]  # none for the refused value

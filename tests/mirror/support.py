@@ -1,0 +1,125 @@
+"""A mirror without PostgreSQL: events in, typed changes out, and a dict "store" that applies them.
+
+``Driver`` runs ``Mirror.plans`` as ``state`` does (each plan swapped in before the generator
+resumes) and keeps every change; ``Store`` applies open-row and slice changes by natural key,
+the way the upserts do, so a test can compare what was *written* with a rebuild.
+
+Broker payload shapes: the orders and fills are domain values (``broker/convert.py`` already
+turned Alpaca's ``Order``/``TradeUpdate`` into them); ids are UUIDs as Alpaca's are
+(https://docs.alpaca.markets/reference/getorderbyorderid).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from coldharbour.db import rows as r
+from coldharbour.domain import changes as ch
+from coldharbour.domain.types import CLOSED_COLUMNS, NS_PER_SECOND, Fill, Order
+from coldharbour.messages import Msg
+from coldharbour.mirror import Event, LedgerCheck, Mirror, Plan
+from tests.support import make_settings
+
+T0 = 1_709_305_200 * NS_PER_SECOND  # 2024-03-01 15:00:00 UTC (a Friday, in market hours)
+NOW = T0 + 3600 * NS_PER_SECOND
+_NS = uuid.UUID("6f1c3a52-8f0e-4d3b-9d8e-2a1b7c4d5e6f")
+
+
+def oid(name: str) -> str:
+    """Return a stable UUID for a readable order name (``"A"``, ``"A-tp"``…)."""
+    return str(uuid.uuid5(_NS, name))
+
+
+def order(name: str, **fields: Any) -> Order:
+    base: dict[str, Any] = {"id": oid(name), "symbol": "AAPL", "side": "buy", "order_type": "market",
+                            "status": "filled", "created_at": T0, "updated_at": T0, "qty": Decimal(10)}
+    base.update(fields)
+    return Order(**base)
+
+
+def bracket(name: str, *, qty: int = 10, symbol: str = "AAPL", at: int = T0) -> list[Order]:
+    """Return a bracket entry ``name`` with legs ``name-tp`` (limit 110) and ``name-sl`` (stop 95)."""
+    entry = order(name, symbol=symbol, qty=Decimal(qty), order_class="bracket", created_at=at, updated_at=at,
+                  legs=(oid(f"{name}-tp"), oid(f"{name}-sl")))
+    take = order(f"{name}-tp", symbol=symbol, side="sell", qty=Decimal(qty), order_type="limit", status="new",
+                 limit_price=Decimal(110), parent_id=entry.id, order_class="bracket", created_at=at, updated_at=at)
+    stop = order(f"{name}-sl", symbol=symbol, side="sell", qty=Decimal(qty), order_type="stop", status="new",
+                 stop_price=Decimal(95), parent_id=entry.id, order_class="bracket", created_at=at, updated_at=at)
+    return [entry, take, stop]
+
+
+def fill(name: str, *, qty: int | str = 10, price: int | str = 100, side: str = "buy", at: int = T0,
+         symbol: str = "AAPL", execution: str | None = None) -> Fill:
+    return Fill(order_id=oid(name), symbol=symbol, side=side, qty=Decimal(qty), price=Decimal(price),  # type: ignore[arg-type]
+                ts=at, execution_id=execution or str(uuid.uuid4()), cum_qty=Decimal(qty))
+
+
+def mirror(**env: str) -> Mirror:
+    """Return a mirror of the test accounts (``demo``, ``paper_1``); no database is opened."""
+    return Mirror(make_settings("postgresql://unused@127.0.0.1:9/none", **env), Counter())  # type: ignore[arg-type]
+
+
+class Store:
+    """Open rows and closed slices as the tables would hold them after the changes."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, dict[str, object]] = {}
+        self.closed: dict[tuple[str, str], dict[str, object]] = {}
+
+    def apply(self, change: ch.Change) -> None:
+        match change:
+            case ch.OpenRows(upserts=ups, deletes=dels):
+                for row in ups:
+                    self.open[str(row[0])] = dict(zip(r.POSITION_COLUMNS, row, strict=True))
+                for pid in dels:
+                    self.open.pop(pid, None)
+            case ch.ClosedSlices(upserts=ups, deletes=dels):
+                for key in dels:
+                    self.closed.pop(key, None)
+                for row in ups:
+                    self.closed[(str(row[0]), str(row[1]))] = dict(zip(CLOSED_COLUMNS, row, strict=True))
+
+
+class Driver:
+    """Feed events to a mirror as ``state`` does; remember plans, changes and published messages."""
+
+    def __init__(self, target: Mirror | None = None) -> None:
+        self.mirror = target or mirror()
+        self.plans: list[Plan] = []
+        self.checks: list[LedgerCheck] = []
+        self.store = Store()
+
+    def feed(self, *events: Event, now: int = NOW) -> list[Plan]:
+        """Run one batch; return its plans (each swapped in, as after a successful commit)."""
+        plans: list[Plan] = []
+        for item in self.mirror.plans(list(events), now):
+            if isinstance(item, LedgerCheck):
+                self.checks.append(item)
+                continue
+            for change in item.changes:
+                self.store.apply(change)
+            item.swap()
+            plans.append(item)
+        self.plans += plans
+        return plans
+
+    @staticmethod
+    def changes(plans: Iterable[Plan]) -> list[ch.Change]:
+        return [change for plan in plans for change in plan.changes]
+
+    @staticmethod
+    def messages(plans: Iterable[Plan]) -> list[Msg]:
+        return [message for plan in plans for _, message in plan.messages]
+
+
+def of_kind(changes: Iterable[ch.Change], kind: type[Any]) -> list[Any]:
+    """Return the changes of one kind."""
+    return [c for c in changes if isinstance(c, kind)]
+
+
+def event(topic: str, message: Msg) -> tuple[str, Msg]:
+    return (topic, message)
