@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from coldharbour.cli.status import DEGRADED, _row, is_degraded
-from coldharbour.db import connect, upserts
-from coldharbour.db.names import shared_names
+from coldharbour.db import connect
 from coldharbour.db.writer import Writer
+from coldharbour.domain.changes import LatestPrices
 from coldharbour.errors import DatabaseError
 from coldharbour.messages import Heartbeat
 from tests.support import make_settings
@@ -27,15 +27,14 @@ pytestmark = pytest.mark.asyncio
 
 async def test_held_lock_times_out_and_flags_degraded_until_a_commit_succeeds(migrated_dsn, monkeypatch) -> None:
     monkeypatch.setattr(connect, "WRITER_OPTIONS", "-c statement_timeout=5000 -c lock_timeout=200")
-    table = shared_names(make_settings(migrated_dsn)).latest_prices
-    step = upserts.latest_prices(table, [("AAPL", Decimal("187.25"), datetime(2026, 1, 5, 15, tzinfo=UTC))])
-    writer = Writer(migrated_dsn)
+    step = LatestPrices((("AAPL", Decimal("187.25"), datetime(2026, 1, 5, 15, tzinfo=UTC)),))
+    writer = Writer(make_settings(migrated_dsn))
     await writer.connect()
     try:
         with psycopg.connect(migrated_dsn.reveal()) as holder:
             holder.execute("LOCK TABLE accounts.latest_prices IN ACCESS EXCLUSIVE MODE")
             with pytest.raises(DatabaseError):
-                await writer.commit([step])
+                await writer.commit([step], 0)
             holder.rollback()
         assert writer.counters["db_timeouts"] == 1
         assert writer.counters["db_degraded"] == 1
@@ -44,7 +43,7 @@ async def test_held_lock_times_out_and_flags_degraded_until_a_commit_succeeds(mi
         assert _row("state", "RUNNING", None, beat, beat.ts)[1] == f"[yellow]RUNNING ({DEGRADED})[/yellow]"
 
         await writer.connect()
-        await writer.commit([step])
+        await writer.commit([step], 0)
         assert writer.counters["db_degraded"] == 0
     finally:
         await writer.close()

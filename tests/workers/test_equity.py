@@ -23,7 +23,6 @@ from psycopg import sql
 from coldharbour.analytics.clock import ManualClock
 from coldharbour.cli.doctor import check_equity_proof
 from coldharbour.db.names import account_names
-from coldharbour.db.upserts import COPY_MIN_ROWS
 from coldharbour.domain.equity import DailyRow
 from coldharbour.domain.types import from_datetime
 from coldharbour.errors import ConfigError
@@ -130,9 +129,12 @@ async def test_issue_6_intraday_points_lost_on_the_bus_are_sent_again_from_pre_o
         await async_wait_for(lambda: ctx.counters["equity_runs"] == 1 and clock.sleepers == 1)
         clock.advance(timedelta(seconds=INTERVAL_S))  # nobody stored the first points
         await async_wait_for(lambda: ctx.counters["equity_runs"] == 2 and clock.sleepers == 1, what="second run")
+        # the counter moves before the bus delivers: wait for the message itself
+        await async_wait_for(lambda: len([m for m in _messages(observer) if m.intraday]) == 2, what="two curves")
         _store_intraday(migrated_dsn, tmp_path, bus, _messages(observer))
         clock.advance(timedelta(seconds=INTERVAL_S))
         await async_wait_for(lambda: ctx.counters["equity_runs"] == 3 and clock.sleepers == 1, what="third run")
+        await async_wait_for(lambda: len([m for m in _messages(observer) if m.intraday]) == 3, what="three curves")
 
     first, again, stored = [min(p.ts for p in m.intraday) for m in _messages(observer) if m.intraday]
     assert first == again == arranged.pre_open_utc
@@ -244,9 +246,11 @@ async def test_equity_init_cash_per_account_is_a_plain_amount(migrated_dsn, tmp_
         settings_for(migrated_dsn, tmp_path, bus, EQUITY_INIT_CASH_DEMO=value)
 
 
+MANY_ROWS = 600  # one commit carrying hundreds of daily rows (a rebuild)
+
 async def test_state_stores_the_daily_proof_columns_and_null_returns(migrated_dsn, bus) -> None:
     """The proof columns (account migration 2) and the null returns after equity ≤ 0 reach the
-    table through ``state``, on both write paths (few rows, and COPY for many)."""
+    table through ``state``, for one row and for many in one commit."""
     harness = StateHarness(migrated_dsn, bus)
     await harness.start()
     try:
@@ -257,7 +261,7 @@ async def test_state_stores_the_daily_proof_columns_and_null_returns(migrated_ds
         )  # fmt: skip
         many = [
             msgspec.structs.replace(proven, date=date(2020, 1, 1) + timedelta(days=i), equity_diff=Decimal(i))
-            for i in range(COPY_MIN_ROWS)
+            for i in range(MANY_ROWS)
         ]
         harness.inject(topic_equity("demo"), EquityComputed(account="demo", daily=(proven, *many)))
         await harness.settle()
@@ -270,4 +274,4 @@ async def test_state_stores_the_daily_proof_columns_and_null_returns(migrated_ds
         await harness.close()
 
     assert stored == [(Decimal("100099.99"), Decimal("0.01"), None, None, None)]
-    assert count == [(COPY_MIN_ROWS + 1,)]
+    assert count == [(MANY_ROWS + 1,)]
