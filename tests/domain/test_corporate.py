@@ -20,7 +20,7 @@ from coldharbour.domain.ledger import (
     Ledger,
     apply_delta,
     differences,
-    plan_fill,
+    plan_fills,
     plan_symbols_rebuild,
     rebuild,
 )
@@ -131,8 +131,8 @@ def test_stream_fill_without_execution_id_and_rest_fill_are_one_fill() -> None:
     book = OrderBook([BUY])
     for first, second in ((stream, rest), (rest, stream)):
         ledger = Ledger()
-        apply_delta(ledger, plan_fill(ledger, first, book))
-        delta = plan_fill(ledger, second, book)
+        apply_delta(ledger, plan_fills(ledger, (first,), book))
+        delta = plan_fills(ledger, (second,), book)
         apply_delta(ledger, delta)
         assert delta.duplicates == 1
         assert ledger.net("AAPL") == D(10)
@@ -213,7 +213,7 @@ def drive(orders: Sequence[Order], events: Sequence[object]) -> tuple[Ledger, li
                 symbols = {event.symbol, *(s for a in actions for s in a.symbols)}
                 delta = plan_symbols_rebuild(ledger, symbols, remove_busted(stored, busted), book, actions)
             else:
-                delta = plan_fill(ledger, event, book)
+                delta = plan_fills(ledger, (event,), book)
             apply_delta(ledger, delta)
             if delta.needs_rebuild:
                 apply_delta(ledger, plan_symbols_rebuild(ledger, delta.needs_rebuild,
