@@ -143,9 +143,11 @@ async def _load(conn: loads.Connection, mirror: Mirror) -> None:
     """Take the stored state of every account and the last prices (start-up; reads only)."""
     mirror.marks.prices.update(await loads.load_marks(conn, mirror.shared))
     for slug, account in mirror.accounts.items():
-        orders, fills = await loads.load_history(conn, account.names)
+        orders = await loads.load_orders(conn, account.names)
+        fills, busted = loads.split_busted(await loads.load_fill_activities(conn, account.names))
         account.load(orders, fills, await loads.load_open_rows(conn, account.names),
-                     await loads.load_closed_keys(conn, account.names))
+                     await loads.load_closed_keys(conn, account.names),
+                     actions=await loads.load_actions(conn, account.names), busted=busted)
         log.info("loaded account=%s orders=%d fills=%d lots=%d", slug, len(orders), len(fills),
                  len(account.ledger.lots))
     mirror.restore_marks()
@@ -154,8 +156,10 @@ async def _load(conn: loads.Connection, mirror: Mirror) -> None:
 async def _check_ledger(slug: str, settings: Settings, mirror: Mirror) -> None:
     try:
         async with await connect_read_only(settings.dsn, "state") as conn:
-            orders, fills = await loads.load_history(conn, mirror.accounts[slug].names)
-        found = await asyncio.to_thread(mirror.check_ledger, slug, orders, fills)
+            names = mirror.accounts[slug].names
+            orders, fills = await loads.load_history(conn, names)
+            actions = await loads.load_actions(conn, names)
+        found = await asyncio.to_thread(mirror.check_ledger, slug, orders, fills, actions)
     except DatabaseError as e:
         log.warning("ledger check skipped account=%s: %s", slug, e)
         return

@@ -14,8 +14,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow, dict_row
 
+from coldharbour.broker.convert import CORPORATE_CODES, corporate_legs
 from coldharbour.db import rows as r
 from coldharbour.db.names import AccountNames, SharedNames
+from coldharbour.domain.corporate import CorporateAction, actions_from_legs
 from coldharbour.domain.types import Fill, OpenRow, Order, SliceKey, from_datetime
 from coldharbour.messages import ActivityRecord
 
@@ -69,23 +71,62 @@ async def load_orders(conn: Connection, names: AccountNames) -> list[Order]:
     return orders
 
 
-async def load_fill_activities(conn: Connection, names: AccountNames) -> list[ActivityRecord]:
-    """Return every stored ``FILL`` activity, oldest first."""
+async def load_activities(conn: Connection, names: AccountNames, types: tuple[str, ...] = ("FILL",)
+                          ) -> list[ActivityRecord]:
+    """Return every stored activity of ``types`` (default ``FILL``), oldest first."""
     columns = sql.SQL(", ").join(
         sql.SQL("{}::text").format(sql.Identifier(c)) if c == "raw_json" else sql.Identifier(c)
         for c in r.ACTIVITY_COLUMNS
     )
-    query = sql.SQL("SELECT {c} FROM {t} WHERE activity_type = 'FILL' ORDER BY transaction_time, id").format(
+    query = sql.SQL("SELECT {c} FROM {t} WHERE activity_type = ANY(%s) ORDER BY transaction_time, id").format(
         c=columns, t=names.raw_activities.ident
     )
-    cursor = await conn.execute(query)
+    cursor = await conn.execute(query, (list(types),))
     return [r.activity_from_values(row) for row in await cursor.fetchall()]
 
 
+async def load_fill_activities(conn: Connection, names: AccountNames) -> list[ActivityRecord]:
+    """Return every stored ``FILL`` activity, oldest first."""
+    return await load_activities(conn, names)
+
+
+def split_busted(records: list[ActivityRecord]) -> tuple[list[Fill], set[str]]:
+    """Return the fills of ``records`` without the busted ones, and the busted keys (SPEC §8).
+
+    A ``FILL`` row whose broker status is ``canceled`` busts its execution: every stored row
+    of the same key (the stream's and the REST one) leaves the history.
+    """
+    fills: list[Fill] = []
+    busted: set[str] = set()
+    for record in records:
+        fill = r.fill_from_activity(record)
+        if fill is None:
+            continue
+        if r.is_canceled(record):
+            busted.add(fill.key)
+        else:
+            fills.append(fill)
+    return [fill for fill in fills if fill.key not in busted], busted
+
+
 async def load_fills(conn: Connection, names: AccountNames) -> list[Fill]:
-    """Return the fills of every stored ``FILL`` activity (incomplete rows are skipped)."""
-    fills = (r.fill_from_activity(record) for record in await load_fill_activities(conn, names))
-    return [fill for fill in fills if fill is not None]
+    """Return the fills of every stored ``FILL`` activity (incomplete rows and busts are skipped)."""
+    return split_busted(await load_fill_activities(conn, names))[0]
+
+
+async def load_busted_keys(conn: Connection, names: AccountNames) -> set[str]:
+    """Return the keys of the stored executions the broker canceled."""
+    return split_busted(await load_fill_activities(conn, names))[1]
+
+
+async def load_actions(conn: Connection, names: AccountNames) -> list[CorporateAction]:
+    """Return the corporate actions the stored SPLIT/SC/NC/MA/SPIN/CIL legs describe (SPEC §8).
+
+    No table of their own: they are re-derived the way ``snapshot`` derived them
+    (``corporate_legs`` then ``actions_from_legs``), so the start-up rebuild books the same ones.
+    """
+    records = await load_activities(conn, names, tuple(sorted(CORPORATE_CODES)))
+    return actions_from_legs(corporate_legs(records))[0]
 
 
 async def load_history(conn: Connection, names: AccountNames) -> tuple[list[Order], list[Fill]]:

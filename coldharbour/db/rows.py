@@ -290,6 +290,22 @@ def fill_from_activity(record: ActivityRecord) -> Fill | None:
     )  # fmt: skip
 
 
+def is_canceled(record: ActivityRecord) -> bool:
+    """Return True when the broker canceled ``record`` (its ``status``, else ``raw_json.status``).
+
+    A canceled ``FILL`` is a bust (SPEC §8): its execution leaves the history.
+    """
+    if record.status is not None:
+        return record.status.lower() == "canceled"
+    if '"canceled"' not in record.raw_json:
+        return False
+    try:
+        raw = msgspec.json.decode(record.raw_json)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(raw, dict) and str(raw.get("status") or "").lower() == "canceled"
+
+
 def canonical_fill(fill: Fill) -> tuple[ActivityRecord, Fill]:
     """Return the activity row stored for ``fill`` and the fill as it reads back from it."""
     record = activity_from_fill(fill)

@@ -8,10 +8,15 @@ the raw rows and the analytics rows. The swap applies it all after the commit.
 Two ways to a ledger change, both pure:
 
 * incremental (the usual case): ``plan_fills`` over the batch's new fills;
+* symbol rebuild (SPEC §8): a new corporate action, a bust (a FILL the broker canceled) or a
+  fill older than a known action on its symbol rewrites the history of a few symbols;
+  ``plan_symbols_rebuild`` re-books them from the stored fills (busted ones removed) with
+  every known action, in one delta;
 * rebuild: when an order of the batch changes a chain that fills already depend on (a leg
   arriving after its fill, …) or the delta reports ``needs_rebuild`` (a fill older than its
-  symbol's cycle), the whole account is rebuilt from the history in memory and the result
-  diffed against the current ledger. Rare, and exactly what a restart would compute.
+  symbol's cycle), the whole account is rebuilt from the history in memory (with every known
+  action, without busted fills) and the result diffed against the current ledger. Rare, and
+  exactly what a restart would compute.
 
 Open rows: a structural change (qty, legs, WAC, …) is written and pushed at once; a mark-only
 change is pushed at once when it moved ≥ ``UI_PUSH_PCT_THRESHOLD`` since the last push,
@@ -31,7 +36,8 @@ import msgspec
 from coldharbour.db import rows as r
 from coldharbour.db.names import AccountNames
 from coldharbour.domain import changes as ch
-from coldharbour.domain.ledger import Ledger, apply_delta, differences, plan_fills, rebuild
+from coldharbour.domain.corporate import CorporateAction, needs_history, remove_busted
+from coldharbour.domain.ledger import Ledger, apply_delta, differences, plan_fills, plan_symbols_rebuild, rebuild
 from coldharbour.domain.orders import OrderBook, chain_signature, live_legs, root_of
 from coldharbour.domain.positions import RowParams, build_open_row, should_push, with_mark
 from coldharbour.domain.reconcile import reconcile
@@ -67,6 +73,27 @@ class RowChanges:
     deletes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Rewrites:
+    """What a batch rewrites in the history: new corporate actions and busted fills (by key)."""
+
+    actions: dict[str, CorporateAction]
+    busted: dict[str, Fill]
+
+
+def _affected(symbols: set[str], after: int, actions: list[CorporateAction]) -> set[str]:
+    """Return ``symbols`` plus those of every action after ``after`` reaching them (transitively)."""
+    found = set(symbols)
+    grew = True
+    while grew:
+        grew = False
+        for action in actions:
+            if action.ts > after and found & set(action.symbols) and not set(action.symbols) <= found:
+                found |= set(action.symbols)
+                grew = True
+    return found
+
+
 def _only_marks_differ(old: OpenRow, new: OpenRow) -> bool:
     return msgspec.structs.replace(new, **{f: getattr(old, f) for f in _MARK_FIELDS}) == old
 
@@ -91,14 +118,19 @@ class AccountMirror:
         # Keys of the closed slices stored at start-up that the rebuilt ledger may no longer have
         # (the start plan deletes them; afterwards every change carries its own deletes).
         self.stored_slices: set[SliceKey] = set()
+        self.actions: dict[str, CorporateAction] = {}  # every booked corporate action, by id
+        self.busted: set[str] = set()  # keys of the executions the broker canceled
 
     def load(self, orders: Iterable[Order], fills: Iterable[Fill], rows: dict[str, OpenRow],
-             closed_keys: Iterable[SliceKey] = ()) -> None:
+             closed_keys: Iterable[SliceKey] = (), actions: Iterable[CorporateAction] = (),
+             busted: Iterable[str] = ()) -> None:
         """Take the stored state: rebuild the ledger from history; rows and slice keys as stored (start-up)."""
         self.stored_slices = set(closed_keys)
         self.book = OrderBook(orders)
+        self.busted = set(busted)
+        self.actions = {action.id: action for action in actions}
         self.fills = {fill.key: fill for fill in fills}
-        self.ledger = rebuild(self.book, self.fills.values())
+        self.ledger = rebuild(self.book, remove_busted(self.fills.values(), self.busted), self.actions.values())
         self.rows, self.pushed = dict(rows), dict(rows)
         for row in rows.values():
             self.wac.setdefault(row.symbol, row.avg_px_symbol)
@@ -109,9 +141,14 @@ class AccountMirror:
         """Return the open lot ids of ``symbol``."""
         return [lot.parent_id for lot in self.ledger.open_lots(symbol)]
 
-    def check(self, orders: Iterable[Order], fills: Iterable[Fill]) -> list[str]:
-        """Return the differences between the ledger and a rebuild from ``orders``/``fills``."""
-        return differences(self.ledger, rebuild(orders, fills))
+    def check(self, orders: Iterable[Order], fills: Iterable[Fill],
+              actions: Iterable[CorporateAction] | None = None) -> list[str]:
+        """Return the differences between the ledger and a rebuild from ``orders``/``fills``/``actions``.
+
+        Busted fills are left out; ``actions`` default to the ones in memory.
+        """
+        known = self.actions.values() if actions is None else actions
+        return differences(self.ledger, rebuild(orders, remove_busted(fills, self.busted), known))
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -119,9 +156,13 @@ class AccountMirror:
         """Return the plan committing ``batch`` (pure: nothing changes before ``swap``)."""
         plan = Plan(accounts={self.slug})
         orders = {i: o for i, (o, _) in batch.orders.items() if self.book.classify(o) not in ("stale", "unchanged")}
-        fills = {k: v for k, v in batch.fills.items() if k not in self.fills and k not in self.ledger.seen}
+        actions = {i: a for i, a in batch.actions.items() if i not in self.actions}
+        busted = {k: v for k, v in batch.busted.items() if k not in self.busted}
+        fills = {k: v for k, v in batch.fills.items()
+                 if k not in self.fills and k not in self.ledger.seen and k not in self.busted and k not in busted}
         view = StagedView(self.book, orders)
-        change = self._ledger_change(orders, [f for _, f in fills.values()], view)
+        events = _Rewrites(actions, {k: f for k, (_, f) in busted.items()})
+        change = self._ledger_change(orders, [f for _, f in fills.values()], view, events)
         for rejection in change.rejections:
             self.counters["rejected_fills"] += 1
             log.warning("ledger rejected fill account=%s key=%s reason=%s", self.slug, rejection.key, rejection.reason)
@@ -132,10 +173,12 @@ class AccountMirror:
         rows = self._row_changes(batch, change, view, orders, wac, bars, marks, now)
         self._row_changes_out(plan, rows)
         self._slice_changes(plan, change, batch)
-        self._raw_changes(plan, batch, orders, fills)
+        self._raw_changes(plan, batch, orders, fills, [rec for rec, _ in busted.values() if rec is not None])
         self._analytics_changes(plan, batch)
         new_fills = {k: f for k, (_, f) in fills.items()}
         plan.swaps.append(lambda: self._swap(orders, new_fills, change, rows, batch, wac, bars))
+        if actions or busted:
+            plan.swaps.append(lambda: self._swap_rewrites(events))
         symbols = sorted({f.symbol for f in new_fills.values()} & batch.stream_symbols)
         if symbols:
             plan.messages.append((topic_resync(self.slug),
@@ -153,9 +196,28 @@ class AccountMirror:
                 return True
         return False
 
-    def _ledger_change(self, orders: dict[str, Order], fills: list[Fill], view: StagedView) -> LedgerChange:
+    def _rebuild_symbols(self, fills: list[Fill], events: _Rewrites, actions: list[CorporateAction]) -> set[str]:
+        """Return the symbols whose history the batch rewrites (SPEC §8), empty when none."""
+        symbols: set[str] = set()
+        for action in events.actions.values():
+            symbols |= _affected(set(action.symbols), action.ts - 1, actions)
+        for fill in [*events.busted.values(), *(f for f in fills if needs_history(f, actions))]:
+            symbols |= _affected({fill.symbol}, fill.ts, actions)
+        return symbols
+
+    def _ledger_change(self, orders: dict[str, Order], fills: list[Fill], view: StagedView,
+                       events: _Rewrites) -> LedgerChange:
+        actions = [*self.actions.values(), *events.actions.values()]
+        busted = self.busted | set(events.busted)
         if not self._needs_rebuild(orders):
-            delta = plan_fills(self.ledger, sorted(fills, key=lambda f: f.sort_key), view)
+            symbols = self._rebuild_symbols(fills, events, actions)
+            if symbols:
+                self.counters["ledger_symbol_rebuilds"] += 1
+                history = remove_busted([*self.fills.values(), *fills], busted)
+                symbols |= {fill.symbol for fill in fills}
+                delta = plan_symbols_rebuild(self.ledger, symbols, history, view, actions)
+            else:
+                delta = plan_fills(self.ledger, sorted(fills, key=lambda f: f.sort_key), view)
             if not delta.needs_rebuild:
                 lots: dict[str, Lot | None] = {pid: None for pid in delta.lot_deletes}
                 lots.update({lot.parent_id: lot for lot in delta.lot_upserts})
@@ -163,7 +225,7 @@ class AccountMirror:
                               lambda: apply_delta(self.ledger, delta), delta.rejections)
         self.counters["ledger_rebuilds"] += 1
         book = OrderBook([*self.book.orders(), *orders.values()])
-        rebuilt = rebuild(book, [*self.fills.values(), *fills])
+        rebuilt = rebuild(book, remove_busted([*self.fills.values(), *fills], busted), actions)
         old = self.ledger
         lots = {pid: lot for pid, lot in rebuilt.lots.items() if old.lots.get(pid) != lot}
         lots.update({pid: None for pid in old.lots if pid not in rebuilt.lots})
@@ -250,13 +312,14 @@ class AccountMirror:
                 tuple(self._announce(s) for s in slices.values()), tuple(deletes)))
 
     def _raw_changes(self, plan: Plan, batch: AccountBatch, orders: dict[str, Order],
-                     fills: dict[str, tuple[ActivityRecord, Fill]]) -> None:
+                     fills: dict[str, tuple[ActivityRecord, Fill]], busted: list[ActivityRecord]) -> None:
         if orders:
             plan.changes.append(ch.RawOrders(self.slug, tuple(r.order_values(o, batch.orders[i][1])
                                                               for i, o in orders.items())))
         by_execution: dict[str, ActivityRecord] = {}
         by_id: dict[str, ActivityRecord] = dict(batch.activities)
-        for record, _ in fills.values():
+        # A bust's record last: it replaces the row of the execution it cancels (by execution or id).
+        for record in [*(rec for rec, _ in fills.values()), *busted]:
             execution = r.as_uuid(record.execution_id)
             if execution is not None:
                 by_execution[execution] = record
@@ -301,6 +364,17 @@ class AccountMirror:
             self.pushed.pop(pid, None)
             self.dirty.discard(pid)
 
+    def _swap_rewrites(self, events: _Rewrites) -> None:
+        self.actions.update(events.actions)
+        self.busted |= set(events.busted)
+        self.counters["corporate_actions_booked"] += len(events.actions)
+        self.counters["fills_busted"] += len(events.busted)
+        for action in events.actions.values():
+            log.info("corporate action booked account=%s id=%s type=%s symbol=%s new_symbol=%s ratio=%s", self.slug,
+                     action.id, action.type, action.symbol, action.new_symbol, action.ratio)
+        for key, fill in events.busted.items():
+            log.info("busted fill removed account=%s key=%s symbol=%s", self.slug, key, fill.symbol)
+
     def flush_plan(self, now: int) -> Plan:
         """Return the plan writing every dirty row (marks) in one statement, without NOTIFY."""
         plan = Plan()
@@ -325,6 +399,9 @@ class AccountMirror:
         taken = r.micros(snapshot.taken_at)
         skip = [s for s, state in self.ledger.symbols.items()
                 if state.last_key is not None and state.last_key[0] > taken]
+        # A corporate action effective after the snapshot explains its symbols' difference (the
+        # ledger booked it, the positions read before it do not show it yet): SPEC §8.
+        skip += [s for action in self.actions.values() if action.ts > taken for s in action.symbols]
         prices = {symbol: price for symbol, (price, _) in marks.prices.items()}
         outcome = reconcile(self.ledger, snapshot.positions, self.book, now=taken, wac=self.wac, marks=prices,
                             skip=skip)

@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from coldharbour.db import rows
 from coldharbour.domain.cashflows import CashFlow
+from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.types import BrokerPosition, Fill, Order
 from coldharbour.messages import ActivityRecord
@@ -31,6 +32,9 @@ class AccountBatch:
     fills: dict[str, tuple[ActivityRecord, Fill]] = field(default_factory=dict)
     stream_symbols: set[str] = field(default_factory=set)  # symbols filled on the stream
     activities: dict[str, ActivityRecord] = field(default_factory=dict)  # non-fill, by id
+    actions: dict[str, CorporateAction] = field(default_factory=dict)  # corporate actions, by id
+    # Busted executions by fill key: the canceled FILL record to store (None: none came) and the fill.
+    busted: dict[str, tuple[ActivityRecord | None, Fill]] = field(default_factory=dict)
     cash_flows: dict[str, CashFlow] = field(default_factory=dict)
     daily: dict[date, DailyRow] = field(default_factory=dict)
     daily_keep: list[date] | None = None  # set by a full equity rebuild
@@ -45,7 +49,8 @@ class AccountBatch:
     @property
     def is_empty(self) -> bool:
         """Return True when nothing was staged."""
-        return not (self.orders or self.fills or self.activities or self.cash_flows or self.daily
+        return not (self.orders or self.fills or self.activities or self.actions or self.busted
+                    or self.cash_flows or self.daily
                     or self.intraday or self.bars or self.metrics is not None or self.wac
                     or self.remarked or self.full or self.daily_keep is not None)
 
@@ -74,12 +79,24 @@ class AccountBatch:
             self.stream_symbols.add(canonical.symbol)
 
     def add_activity(self, record: ActivityRecord) -> None:
-        """Stage one broker activity; a FILL also stages its execution for the ledger."""
+        """Stage one broker activity; a FILL also stages its execution (a canceled one: its bust)."""
         fill = rows.fill_from_activity(record)
-        if fill is not None:
+        if fill is not None and rows.is_canceled(record):
+            self.busted[fill.key] = (record, fill)
+        elif fill is not None:
             self.fills.setdefault(fill.key, (record, fill))
         elif record.activity_type.upper() != rows.FILL_ACTIVITY:
             self.activities[record.id] = record
+
+    def add_bust(self, fill: Fill, counters: Counter[str]) -> None:
+        """Stage the removal of an execution the broker canceled (its record comes as an activity)."""
+        try:
+            canonical = rows.canonical_fill(fill)[1]
+        except rows.InvalidRow as e:
+            counters["rejected_fills"] += 1
+            log.warning("rejected bust reason=%s", e)
+            return
+        self.busted.setdefault(canonical.key, (None, canonical))
 
     def set_positions(self, positions: tuple[BrokerPosition, ...], symbols: tuple[str, ...]) -> None:
         """Stage the broker WAC of ``symbols`` from a partial snapshot (absent = flat)."""

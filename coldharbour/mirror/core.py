@@ -25,11 +25,13 @@ from coldharbour.config import Settings
 from coldharbour.db import rows as r
 from coldharbour.db.names import account_names, shared_names
 from coldharbour.domain.changes import MarketSchedule, UiHeartbeat
+from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.positions import RowParams
 from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.domain.types import Fill, Order, to_datetime
 from coldharbour.messages import (
     ActivitiesPage,
+    CorporateActionsPage,
     EquityComputed,
     FillsPage,
     LedgerCheckRequested,
@@ -135,13 +137,14 @@ class Mirror:
                 if row.mkt_px is not None:
                     self.marks.restore(row.symbol, row.mkt_px, row.updated_at)
 
-    def check_ledger(self, slug: str, orders: Iterable[Order], fills: Iterable[Fill]) -> list[str]:
+    def check_ledger(self, slug: str, orders: Iterable[Order], fills: Iterable[Fill],
+                     actions: Iterable[CorporateAction] | None = None) -> list[str]:
         """Compare ``slug``'s ledger with a rebuild from its stored history; log and count differences.
 
         ``state`` runs it in a thread while its consumer task awaits it, so nothing mutates the
         ledger meanwhile.
         """
-        found = self.accounts[slug].check(orders, fills)
+        found = self.accounts[slug].check(orders, fills, actions)
         self.counters["ledger_checks"] += 1
         if found:
             self.counters["ledger_mismatches"] += len(found)
@@ -275,12 +278,25 @@ class Mirror:
                     batch.add_activity(record)
                 for fill in message.fills:
                     batch.add_fill(fill, self.counters)
+                for fill in message.busted:
+                    batch.add_bust(fill, self.counters)
+            case CorporateActionsPage():
+                self._stage_corporate(message, batch)
             case ActivitiesPage():
                 for record in message.activities:
                     batch.add_activity(record)
                 batch.cash_flows.update({flow.id: flow for flow in message.cash_flows})
             case _:
                 self._stage_analytics(message, batch)
+
+    def _stage_corporate(self, message: CorporateActionsPage, batch: AccountBatch) -> None:
+        """Stage corporate actions (booked by ``AccountMirror.plan``) and their legs (raw rows)."""
+        for record in message.activities:
+            batch.add_activity(record)
+        batch.actions.update({action.id: action for action in message.actions})
+        for problem in message.problems:
+            self.counters["corporate_problems"] += 1
+            log.warning("corporate action leg not booked account=%s problem=%s", message.account, problem[:200])
 
     def _stage_analytics(self, message: Message, batch: AccountBatch) -> None:
         match message:

@@ -1,0 +1,195 @@
+"""Corporate actions, busts and late fills through the mirror (SPEC §8), without PostgreSQL.
+
+Broker payloads: the corporate-action legs are Alpaca NonTradeActivity objects
+(https://docs.alpaca.markets/us/docs/account-activities.md: ``id`` ``<NY stamp>::<uuid>``,
+``activity_type``, ``date``, ``net_amount``, ``symbol``, ``qty``, ``price``, ``status``); the
+SPLIT pair carries the old shares out and the new shares in, as the docs' "Split: 2 for 1"
+sample. A bust is the same execution's TradeActivity ``FILL`` read again with ``status``
+``canceled``. Each goes through ``broker.convert`` and ``corporate.actions_from_legs`` exactly as
+``snapshot`` does, then through ``Mirror.plans`` as ``state`` feeds it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from coldharbour.broker.convert import ConvertedActivity, convert_activity, corporate_legs
+from coldharbour.domain import changes as ch
+from coldharbour.domain.corporate import actions_from_legs
+from coldharbour.domain.ledger import rebuild
+from coldharbour.domain.types import NS_PER_SECOND, BrokerPosition
+from coldharbour.messages import CorporateActionsPage, FillsPage, OrdersPage, SnapshotTaken
+from tests.mirror.support import NOW, T0, Driver, fill, of_kind, oid, order
+
+ACTION_AT = T0 + 1800 * NS_PER_SECOND  # 10:30 New York = the stamp below
+STAMP = "20240301103000000"
+LATER = NOW + 3600 * NS_PER_SECOND
+
+
+def _leg(code: str, n: int, *, symbol: str, qty: str, price: str | None = None, net: str = "0") -> dict[str, Any]:
+    """One NonTradeActivity leg (account-activities page shape)."""
+    leg = {"id": f"{STAMP}::5f596936-6f23-4cef-bdf1-3806aae5{n:04d}", "activity_type": code, "date": "2024-03-01",
+           "net_amount": net, "symbol": symbol, "qty": qty, "description": f"{code} sample", "status": "executed"}
+    if price is not None:
+        leg["price"] = price
+    return leg
+
+
+def _page(*legs: dict[str, Any]) -> tuple[str, CorporateActionsPage]:
+    """The page ``snapshot`` publishes for these legs (same conversion and pairing)."""
+    records = []
+    for leg in legs:
+        converted = convert_activity(leg, now_ns=LATER)
+        assert isinstance(converted, ConvertedActivity), converted
+        records.append(converted.record)
+    actions, problems = actions_from_legs(corporate_legs(records))
+    assert problems == []
+    return "fills.demo", CorporateActionsPage(account="demo", actions=tuple(actions), activities=tuple(records))
+
+
+def _held(driver: Driver, qty: int = 10, price: int = 100, symbol: str = "AAPL") -> None:
+    driver.feed(("orders.demo", OrdersPage(account="demo", orders=(order("A", symbol=symbol, qty=Decimal(qty)),))),
+                ("fills.demo", FillsPage(account="demo", fills=(fill("A", qty=qty, price=price, symbol=symbol),))))
+
+
+def _open(driver: Driver) -> dict[str, tuple[object, ...]]:
+    return {pid: (row["symbol"], row["qty"], row["avg_fill"], row["buy_value"])
+            for pid, row in driver.store.open.items()}
+
+
+def test_split_two_for_one_doubles_the_lot_halves_its_price_keeps_its_cost_and_closes_nothing() -> None:
+    driver = Driver()
+    _held(driver)
+
+    plans = driver.feed(_page(_leg("SPLIT", 1, symbol="AAPL", qty="-10", price="100"),
+                              _leg("SPLIT", 2, symbol="AAPL", qty="20", price="50")))
+    changes = Driver.changes(plans)
+
+    assert _open(driver) == {oid("A"): ("AAPL", Decimal(20), Decimal(50), Decimal(1000))}
+    assert driver.store.closed == {}
+    [legs] = of_kind(changes, ch.RawActivities)
+    assert sorted(row[1] for row in legs.rows) == ["SPLIT", "SPLIT"]
+    assert driver.mirror.counters["corporate_actions_booked"] == 1
+    replay = driver.feed(_page(_leg("SPLIT", 1, symbol="AAPL", qty="-10", price="100"),
+                               _leg("SPLIT", 2, symbol="AAPL", qty="20", price="50")))
+    assert not of_kind(Driver.changes(replay), ch.OpenRows)
+
+
+def test_reverse_split_one_for_ten_books_no_synthetic_sell_and_no_pnl() -> None:
+    driver = Driver()
+    _held(driver)
+
+    driver.feed(_page(_leg("SPLIT", 1, symbol="AAPL", qty="-10", price="100"),
+                      _leg("SPLIT", 2, symbol="AAPL", qty="1", price="1000")))
+
+    assert _open(driver) == {oid("A"): ("AAPL", Decimal(1), Decimal(1000), Decimal(1000))}
+    assert driver.store.closed == {}
+
+
+def test_symbol_change_moves_the_lot_with_its_basis() -> None:
+    driver = Driver()
+    _held(driver, qty=10, price=100, symbol="FB")
+
+    driver.feed(_page(_leg("SC", 1, symbol="FB", qty="-10"), _leg("SC", 2, symbol="META", qty="10")))
+
+    assert _open(driver) == {oid("A"): ("META", Decimal(10), Decimal(100), Decimal(1000))}
+    assert driver.mirror.accounts["demo"].ledger.net("FB") == 0
+    assert driver.store.closed == {}
+
+
+def test_cash_merger_closes_the_lot_as_corporate_with_its_pnl() -> None:
+    driver = Driver()
+    _held(driver, qty=10, price=20)
+
+    driver.feed(_page(_leg("MA", 1, symbol="AAPL", qty="-10", net="250")))
+
+    assert driver.store.open == {}
+    [closed] = driver.store.closed.values()
+    assert (closed["exit_type"], closed["qty"], closed["exit_price"], closed["pnl_cash"]) == (
+        "CORPORATE", Decimal(10), Decimal(25), Decimal(50))
+
+
+def test_a_snapshot_after_a_split_needs_no_reconciliation_and_one_before_it_is_not_undone() -> None:
+    driver = Driver()
+    _held(driver)
+    driver.feed(_page(_leg("SPLIT", 1, symbol="AAPL", qty="-10", price="100"),
+                      _leg("SPLIT", 2, symbol="AAPL", qty="20", price="50")))
+
+    before = SnapshotTaken(account="demo", taken_at=ACTION_AT - NS_PER_SECOND, positions=(
+        BrokerPosition(symbol="AAPL", qty=Decimal(10), avg_entry_price=Decimal(100)),))
+    after = SnapshotTaken(account="demo", taken_at=ACTION_AT + NS_PER_SECOND, positions=(
+        BrokerPosition(symbol="AAPL", qty=Decimal(20), avg_entry_price=Decimal(50)),))
+    driver.feed(("snap.demo", before))
+    driver.feed(("snap.demo", after))
+
+    assert driver.mirror.counters["recon_corrections"] == 0
+    assert _open(driver) == {oid("A"): ("AAPL", Decimal(20), Decimal(50), Decimal(1000))}
+
+
+def test_a_fill_older_than_a_booked_split_is_booked_in_pre_split_shares() -> None:
+    driver = Driver()
+    _held(driver)
+    driver.feed(_page(_leg("SPLIT", 1, symbol="AAPL", qty="-10", price="100"),
+                      _leg("SPLIT", 2, symbol="AAPL", qty="20", price="50")))
+
+    driver.feed(("orders.demo", OrdersPage(account="demo", orders=(order("S", side="sell", qty=Decimal(4)),))),
+                ("fills.demo", FillsPage(account="demo", fills=(
+                    fill("S", qty=4, price=110, side="sell", at=T0 + 60 * NS_PER_SECOND),))))
+
+    assert _open(driver) == {oid("A"): ("AAPL", Decimal(12), Decimal(50), Decimal(600))}
+    [closed] = driver.store.closed.values()
+    assert (closed["qty"], closed["pnl_cash"]) == (Decimal(8), Decimal(40))  # 4·(110−100), in split terms
+
+
+def _fill_activity(name: str, *, qty: str, price: str, status: str, n: int) -> dict[str, Any]:
+    """A TradeActivity FILL (account-activities page shape)."""
+    return {"id": f"20240301100000000::7c0a3c1e-0000-4000-8000-00000000{n:04d}", "activity_type": "FILL",
+            "transaction_time": "2024-03-01T15:00:00Z", "type": "fill", "price": price, "qty": qty,
+            "side": "buy", "symbol": "AAPL", "leaves_qty": "0", "order_id": oid(name), "cum_qty": qty,
+            "order_status": "filled", "status": status}
+
+
+def test_busted_fill_is_reversed_and_never_booked_again() -> None:
+    driver = Driver()
+    driver.feed(("orders.demo", OrdersPage(account="demo", orders=(order("A"), order("B", qty=Decimal(5))))))
+    first = convert_activity(_fill_activity("A", qty="10", price="100", status="executed", n=1), now_ns=LATER)
+    good = convert_activity(_fill_activity("B", qty="5", price="102", status="executed", n=2), now_ns=LATER)
+    bust = convert_activity(_fill_activity("B", qty="5", price="102", status="canceled", n=2), now_ns=LATER)
+    assert isinstance(first, ConvertedActivity)
+    assert isinstance(good, ConvertedActivity)
+    assert isinstance(bust, ConvertedActivity)
+    assert bust.busted is not None
+    assert bust.fill is None
+    driver.feed(("fills.demo", FillsPage(account="demo", fills=(first.fill, good.fill),  # type: ignore[arg-type]
+                                         activities=(first.record, good.record))))
+    assert set(driver.store.open) == {oid("A"), oid("B")}
+
+    plans = driver.feed(("fills.demo", FillsPage(account="demo", fills=(), activities=(bust.record,),
+                                                 busted=(bust.busted,))))
+    again = driver.feed(("fills.demo", FillsPage(account="demo", fills=(good.fill,),  # type: ignore[arg-type]
+                                                 activities=(good.record,))))
+
+    assert set(driver.store.open) == {oid("A")}
+    [raw] = of_kind(Driver.changes(plans), ch.RawActivities)
+    assert '"canceled"' in str(raw.rows[0][-1])
+    assert not of_kind(Driver.changes(again), ch.OpenRows)
+    account = driver.mirror.accounts["demo"]
+    assert account.ledger.net("AAPL") == 10
+    assert account.check(account.book.orders(), [f for f in account.fills.values() if f.order_id != oid("B")]) == []
+
+
+def test_reload_with_stored_actions_and_busts_equals_the_live_ledger() -> None:
+    driver = Driver()
+    _held(driver)
+    page = _page(_leg("SPLIT", 1, symbol="AAPL", qty="-10", price="100"),
+                 _leg("SPLIT", 2, symbol="AAPL", qty="20", price="50"))
+    driver.feed(page)
+    live = driver.mirror.accounts["demo"]
+
+    other = Driver()
+    account = other.mirror.accounts["demo"]
+    account.load(live.book.orders(), live.fills.values(), dict(live.rows), actions=page[1].actions)
+
+    assert account.ledger.lots == live.ledger.lots
+    assert account.ledger.lots == rebuild(live.book.orders(), live.fills.values(), page[1].actions).lots
