@@ -4,7 +4,9 @@ Random histories (brackets with replaced stop legs, simple and manual orders, fi
 symbols) arrive in any order — a leg after its fill, an exit before its entry, duplicates,
 batches of any size — through ``Mirror.plans`` exactly as ``state`` feeds it. At the end the
 ledger equals ``rebuild`` of the whole history, and the rows the changes wrote (applied to a
-dict by natural key, as the upserts do) equal the rows of that rebuild.
+dict by natural key, as the upserts do) equal the rows of that rebuild. With corporate actions
+and busts among the events (SPEC §8), in any order, the reference is ``rebuild(orders, fills
+without the busted ones, actions)``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coldharbour.db import rows as r
+from coldharbour.domain.corporate import CorporateAction, remove_busted
 from coldharbour.domain.ledger import rebuild
 from coldharbour.domain.types import CLOSED_COLUMNS, Fill, Order
-from coldharbour.messages import FillsPage, OrdersPage
+from coldharbour.messages import CorporateActionsPage, FillsPage, Msg, OrdersPage
 from tests.domain.builders import at, bracket, make_fill, make_order, replace_order
 from tests.mirror.support import Driver, oid
 
@@ -105,3 +108,62 @@ def test_property_replaying_the_whole_history_writes_nothing(history: tuple[list
                          ("fills.demo", FillsPage(account="demo", fills=tuple(fills))))
 
     assert Driver.changes(replay) == []
+
+
+@st.composite
+def rewrites(draw: st.DrawFn, fills: list[Fill]) -> tuple[list[CorporateAction], list[Fill]]:
+    """Random corporate actions (splits, reverse splits, symbol changes, cash mergers) and busts."""
+    actions: list[CorporateAction] = []
+    for n in range(draw(st.integers(0, 2))):
+        symbol = draw(st.sampled_from(SYMBOLS))
+        when = at(draw(st.integers(0, 40))) + 500_000  # between fills (fills are on whole seconds)
+        kind = draw(st.sampled_from(["split", "reverse", "symbol_change", "cash_merger"]))
+        if kind == "symbol_change":
+            actions.append(CorporateAction(id=f"act{n}", type="symbol_change", symbol=symbol, ts=when,
+                                           new_symbol=f"NEW{n}"))
+        elif kind == "cash_merger":
+            actions.append(CorporateAction(id=f"act{n}", type="cash_merger", symbol=symbol, ts=when,
+                                           cash_per_share=Decimal("101.5")))
+        else:
+            ratio = Decimal(2) if kind == "split" else Decimal("0.5")
+            actions.append(CorporateAction(id=f"act{n}", type="split", symbol=symbol, ts=when, ratio=ratio))
+    busted = draw(st.lists(st.sampled_from(fills), max_size=3, unique_by=lambda f: f.key)) if fills else []
+    return actions, busted
+
+
+@settings(max_examples=150, deadline=None)
+@given(history=histories(), data=st.data())
+def test_property_mirror_with_actions_and_busts_equals_rebuild_with_actions(
+        history: tuple[list[Order], list[Fill]], data: st.DataObject) -> None:
+    orders, fills = history
+    actions, busted = data.draw(rewrites(fills))
+    duplicates = data.draw(st.lists(st.sampled_from(fills), max_size=len(fills)))
+    events: list[object] = data.draw(st.permutations([*orders, *fills, *duplicates, *actions,
+                                                      *(("bust", f) for f in busted)]))
+    driver = Driver()
+    account = driver.mirror.accounts["demo"]
+    position = 0
+    while position < len(events):
+        size = data.draw(st.integers(1, 4))
+        batch = events[position:position + size]
+        position += size
+        driver.feed(*[_as_event(e) for e in batch])
+
+    kept = remove_busted(fills, [f.key for f in busted])
+    expected = rebuild(orders, kept, actions)
+    assert account.check(orders, kept, actions) == []
+    assert driver.store.closed == {key: dict(zip(CLOSED_COLUMNS, r.closed_values(s), strict=True))
+                                   for key, s in expected.slices.items()}
+    assert {pid: (row["symbol"], row["qty"]) for pid, row in driver.store.open.items()} == {
+        pid: (lot.symbol, lot.qty) for pid, lot in expected.lots.items()}
+
+
+def _as_event(item: object) -> tuple[str, Msg]:
+    if isinstance(item, Order):
+        return "orders.demo", OrdersPage(account="demo", orders=(item,))
+    if isinstance(item, Fill):
+        return "fills.demo", FillsPage(account="demo", fills=(item,))
+    if isinstance(item, CorporateAction):
+        return "fills.demo", CorporateActionsPage(account="demo", actions=(item,))
+    assert isinstance(item, tuple)
+    return "fills.demo", FillsPage(account="demo", fills=(), busted=(item[1],))
