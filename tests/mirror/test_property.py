@@ -21,7 +21,7 @@ from coldharbour.db import rows as r
 from coldharbour.domain.corporate import CorporateAction, remove_busted
 from coldharbour.domain.ledger import rebuild
 from coldharbour.domain.types import CLOSED_COLUMNS, Fill, Order
-from coldharbour.messages import CorporateActionsPage, FillsPage, Msg, OrdersPage
+from coldharbour.messages import CorporateActionsPage, FillsPage, Message, OrdersPage
 from tests.domain.builders import at, bracket, make_fill, make_order, replace_order
 from tests.mirror.support import Driver, oid
 
@@ -158,7 +158,7 @@ def test_property_mirror_with_actions_and_busts_equals_rebuild_with_actions(
         pid: (lot.symbol, lot.qty) for pid, lot in expected.lots.items()}
 
 
-def _as_event(item: object) -> tuple[str, Msg]:
+def _as_event(item: object) -> tuple[str, Message]:
     if isinstance(item, Order):
         return "orders.demo", OrdersPage(account="demo", orders=(item,))
     if isinstance(item, Fill):
