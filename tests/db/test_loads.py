@@ -6,6 +6,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 
@@ -17,6 +18,7 @@ from coldharbour.domain.ledger import differences, rebuild
 from coldharbour.domain.orders import OrderBook
 from coldharbour.domain.positions import build_open_row
 from coldharbour.domain.types import NS_PER_SECOND, Fill, LotLegs, Order
+from coldharbour.messages import ActivityRecord
 from tests.support import make_settings
 
 pytestmark = pytest.mark.asyncio
@@ -58,3 +60,38 @@ async def test_loads_round_trip_orders_fills_and_open_rows(migrated_dsn: Any) ->
     assert sorted(f.key for f in stored_fills) == sorted(f.key for _, f in canonical)
     assert differences(live, rebuild(OrderBook(stored_orders), stored_fills)) == []
     assert stored_rows == {row.parent_id: row}
+
+
+async def test_loads_leave_busted_fills_out_and_re_derive_corporate_actions(migrated_dsn: Any) -> None:
+    """A FILL row stored again ``canceled`` (a bust) and a stored SPLIT pair (Alpaca's
+    account-activities shapes: https://docs.alpaca.markets/us/docs/account-activities.md)."""
+    names = account_names(make_settings(migrated_dsn), "demo")
+    order_id, busted_order, execution = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    kept = rows.canonical_fill(Fill(order_id=order_id, symbol="AAPL", side="buy", qty=Decimal(10),
+                                    price=Decimal(100), ts=T0, cum_qty=Decimal(10)))
+    gone = rows.canonical_fill(Fill(order_id=busted_order, symbol="AAPL", side="buy", qty=Decimal(5),
+                                    price=Decimal(101), ts=T0 + 1000, execution_id=execution, cum_qty=Decimal(5)))
+    canceled = msgspec.structs.replace(gone[0], raw_json=gone[0].raw_json[:-1] + ',"status":"canceled"}')
+    legs = [ActivityRecord(id=f"20240301103000{n:03d}::5f596936-6f23-4cef-bdf1-3806aae5000{n}", activity_type="SPLIT",
+                           transaction_time=T0 + 1800 * NS_PER_SECOND, symbol="AAPL", qty=Decimal(qty),
+                           price=Decimal(price), net_amount=Decimal(0),
+                           raw_json=f'{{"activity_type":"SPLIT","qty":"{qty}","status":"executed"}}')
+            for n, qty, price in ((0, "-10", "100"), (1, "20", "50"))]
+    writer = Writer(make_settings(migrated_dsn))
+    await writer.connect()
+    await writer.commit([
+        ch.RawActivities(names.slug, (rows.activity_values(kept[0]),)),
+        ch.RawActivities(names.slug, (rows.activity_values(gone[0]),), by_execution=True),
+        ch.RawActivities(names.slug, tuple(rows.activity_values(leg) for leg in legs)),
+    ], T0)
+    await writer.commit([ch.RawActivities(names.slug, (rows.activity_values(canceled),), by_execution=True)], T0)
+    await writer.close()
+
+    async with await psycopg.AsyncConnection.connect(migrated_dsn.reveal()) as conn:
+        _, fills = await loads.load_history(conn, names)
+        busted = await loads.load_busted_keys(conn, names)
+        [action] = await loads.load_actions(conn, names)
+
+    assert [f.key for f in fills] == [kept[1].key]
+    assert busted == {gone[1].key}
+    assert (action.type, action.symbol, action.ratio) == ("split", "AAPL", Decimal(2))

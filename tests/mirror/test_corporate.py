@@ -193,3 +193,17 @@ def test_reload_with_stored_actions_and_busts_equals_the_live_ledger() -> None:
 
     assert account.ledger.lots == live.ledger.lots
     assert account.ledger.lots == rebuild(live.book.orders(), live.fills.values(), page[1].actions).lots
+
+
+def test_ledger_check_rebuilds_with_the_stored_actions() -> None:
+    driver = Driver()
+    _held(driver)
+    page = _page(_leg("SPLIT", 1, symbol="AAPL", qty="-10", price="100"),
+                 _leg("SPLIT", 2, symbol="AAPL", qty="20", price="50"))
+    driver.feed(page)
+    account = driver.mirror.accounts["demo"]
+    orders, fills = account.book.orders(), list(account.fills.values())
+
+    assert driver.mirror.check_ledger("demo", orders, fills, page[1].actions) == []
+    assert driver.mirror.check_ledger("demo", orders, fills, ()) != []  # without them the split is undone
+    assert driver.mirror.counters["ledger_mismatches"] > 0
