@@ -38,9 +38,12 @@ from tests.integration.e2e import (
     POSITIONS,
     RAW_ACTIVITIES,
     Db,
+    Notes,
     Programs,
     all_clean,
     broker_environ,
+    pushed_deletes,
+    pushed_rows,
     short_directory,
 )
 from tests.support import make_settings, wait_for
@@ -55,6 +58,7 @@ class World:
 
     def __init__(self, broker: FakeBroker, programs: Programs, db: Db, dsn: Dsn) -> None:
         self.broker, self.programs, self.db, self.dsn = broker, programs, db, dsn
+        self.notes = Notes(dsn)
         self.names: AccountNames = account_names(make_settings(dsn, accounts=("demo",)), "demo")
         self.client: TradingClient = broker.trading_client()
 
@@ -103,11 +107,15 @@ def world(pg_cluster: PgCluster, migrated_template: str) -> Iterator[World]:
     env = broker_environ(migrated_dsn, directory, broker.base_url, SNAPSHOT_SEC="2", DISABLE_SESSION_SLEEP="1",
                          FLUSH_INTERVAL_S="1", UI_HEARTBEAT_S="1", CLOSED_SYNC_SEC="2", BACKFILL_DAYS="1")
     programs, db = Programs(env, directory), Db(migrated_dsn)
+    world: World | None = None
     try:
         programs.start("bus", "state", "trades", "snapshot")
-        yield World(broker, programs, db, migrated_dsn)
+        world = World(broker, programs, db, migrated_dsn)
+        yield world
     finally:
         db.close()
+        if world is not None:
+            world.notes.close()
         codes = programs.close()
         broker.stop()
         shutil.rmtree(directory, ignore_errors=True)
@@ -122,15 +130,20 @@ def _split_keeps_the_basis(world: World, symbol: str, ratio: str, qty: str, pric
     world.snapshots(1)
     realized, recon, recon_rows = world.realized(), world.recon(), world.recon_rows()
 
+    mark = world.notes.mark()
     world.corporate({"type": "split", "symbol": symbol, "ratio": ratio})
     new_qty = Decimal(qty) * Decimal(ratio)
     [after] = world.held(symbol, str(new_qty))
+    pushed = wait_for(lambda: [r for r in pushed_rows(world.notes.since(mark, "pos_channel_demo"))
+                               if r["parent_id"] == before["parent_id"]], TIMEOUT_S, interval_s=0.1,
+                      what="the split row pushed")
     world.snapshots(3)
 
     assert after["parent_id"] == before["parent_id"]
     assert after["avg_fill"] == before["avg_fill"] / Decimal(ratio)
     assert after["buy_value"] == before["buy_value"]
     assert world.open_rows(symbol) == [after]
+    assert Decimal(str(pushed[0]["qty"])) == new_qty
     assert world.closed(symbol) == []
     assert world.realized() == realized
     assert world.recon() == recon
@@ -168,8 +181,13 @@ def test_cash_merger_closes_the_lot_as_corporate_with_its_pnl(world: World) -> N
     world.buy("TWTR", "10")
     [lot] = world.held("TWTR", "10")
 
+    mark = world.notes.mark()
     world.corporate({"type": "cash_merger", "symbol": "TWTR", "cash_per_share": "54.20"})
     [closed] = wait_for(lambda: world.closed("TWTR"), TIMEOUT_S, interval_s=0.1, what="TWTR closed")
+    wait_for(lambda: world.notes.since(mark, "closed_channel_demo"), TIMEOUT_S, interval_s=0.1,
+             what="the CORPORATE slice announced")
+    wait_for(lambda: lot["parent_id"] in pushed_deletes(world.notes.since(mark, "pos_channel_demo")), TIMEOUT_S,
+             interval_s=0.1, what="the merged row's delete pushed")
     wait_for(lambda: world.open_rows("TWTR") == [], TIMEOUT_S, interval_s=0.1, what="TWTR row gone")
     world.snapshots(2)
 
