@@ -228,7 +228,8 @@ def actions_from_legs(legs: Iterable[ActionLeg]) -> tuple[list[CorporateAction],
 
     Pairs (same code, booked within ``LEG_WINDOW_NS``; the same symbol first) of shares out of
     ``symbol`` and shares in of the same or a new symbol: split (ratio = in / out), symbol
-    change, stock merger. An MA leg with shares out and cash in is a cash merger; a SPIN leg
+    change, stock merger. An MA leg with shares out and cash in is a cash merger (never paired
+    with a stock merger's leg booked within the window); a SPIN leg
     with shares in is a spin-off at its ``price`` (the basis); a CIL leg with shares out and
     cash in closes that fraction (attached to the split or merger booked with it when there is
     one). Legs that fit none of these are problems.
@@ -248,14 +249,16 @@ def _paired_actions(ordered: Sequence[ActionLeg], used: set[str]) -> list[Corpor
     for leg in ordered:
         if leg.id in used or leg.code not in _PAIRED or leg.qty >= 0:
             continue
+        if leg.code == "MA" and leg.net_amount > 0:
+            # Shares out for cash: a cash merger, never the half of a stock merger booked near it.
+            used.add(leg.id)
+            actions.append(CorporateAction(id=leg.id, type="cash_merger", symbol=leg.symbol, ts=leg.ts,
+                                           cash_per_share=leg.net_amount / -leg.qty))  # fmt: skip
+            continue
         partner = min((o for o in ordered if o.id not in used and o.id != leg.id and o.code == leg.code
                        and abs(o.ts - leg.ts) <= LEG_WINDOW_NS and o.qty > 0),
                       key=lambda o: (o.symbol != leg.symbol, abs(o.ts - leg.ts)), default=None)  # fmt: skip
         if partner is None:
-            if leg.code == "MA" and leg.net_amount > 0:
-                used.add(leg.id)
-                actions.append(CorporateAction(id=leg.id, type="cash_merger", symbol=leg.symbol, ts=leg.ts,
-                                               cash_per_share=leg.net_amount / -leg.qty))  # fmt: skip
             continue
         used |= {leg.id, partner.id}
         kind = "split" if partner.symbol == leg.symbol else _PAIRED[leg.code]

@@ -252,6 +252,24 @@ def test_fills_without_execution_id_are_booked_exactly_once(world: World) -> Non
     assert world.recon() == recon
 
 
+def test_stock_merger_with_cash_in_lieu_moves_the_lot_and_closes_the_fraction_as_corporate(world: World) -> None:
+    recon = world.recon()
+    world.broker.set_prices({"ATVI": "40"})
+    world.buy("ATVI", "10")
+    [before] = world.held("ATVI", "10")
+
+    world.corporate({"type": "stock_merger", "symbol": "ATVI", "new_symbol": "MSFX", "ratio": "0.25"})
+    [after] = world.held("MSFX", "2")  # 2.5 new shares: 2 kept, 0.5 paid in cash at 160
+    [closed] = wait_for(lambda: world.closed("MSFX"), TIMEOUT_S, interval_s=0.1, what="cash in lieu slice")
+    world.snapshots(2)
+
+    assert (after["parent_id"], after["avg_fill"], after["buy_value"]) == (before["parent_id"], Decimal(160),
+                                                                          Decimal(320))
+    assert (closed["qty"], closed["exit_type"], closed["pnl_cash"]) == (Decimal("0.5"), "CORPORATE", Decimal(0))
+    assert world.open_rows("ATVI") == []
+    assert world.recon() == recon
+
+
 def _stored_rebuild(world: World) -> Ledger:
     """The ledger rebuilt in the test from the stored orders, FILL rows (busts out) and corporate legs."""
     async def load() -> Ledger:

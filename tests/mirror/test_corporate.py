@@ -207,3 +207,22 @@ def test_ledger_check_rebuilds_with_the_stored_actions() -> None:
     assert driver.mirror.check_ledger("demo", orders, fills, page[1].actions) == []
     assert driver.mirror.check_ledger("demo", orders, fills, ()) != []  # without them the split is undone
     assert driver.mirror.counters["ledger_mismatches"] > 0
+
+
+def test_cash_merger_leg_is_never_paired_with_a_stock_merger_booked_within_the_window() -> None:
+    """The snapshot re-reads a week of legs: a cash merger's MA leg and, 24 s later, a stock
+    merger's MA pair with cash in lieu must stay two actions (found on the whole stack)."""
+    records = []
+    for leg in (_leg("MA", 1, symbol="TWTR", qty="-10", net="542"), _leg("MA", 2, symbol="ATVI", qty="-10", price="40"),
+                _leg("MA", 3, symbol="MSFX", qty="2.5", price="160"),
+                _leg("CIL", 4, symbol="MSFX", qty="-0.5", price="160", net="80")):
+        converted = convert_activity(leg, now_ns=LATER)
+        assert isinstance(converted, ConvertedActivity)
+        records.append(converted.record)
+
+    actions, problems = actions_from_legs(corporate_legs(records))
+
+    assert problems == []
+    assert sorted((a.type, a.symbol, a.new_symbol, a.ratio, a.cash_in_lieu_qty) for a in actions) == [
+        ("cash_merger", "TWTR", None, Decimal(1), Decimal(0)),
+        ("stock_merger", "ATVI", "MSFX", Decimal("0.25"), Decimal("0.5"))]
