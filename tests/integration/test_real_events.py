@@ -270,6 +270,22 @@ def test_stock_merger_with_cash_in_lieu_moves_the_lot_and_closes_the_fraction_as
     assert world.recon() == recon
 
 
+def test_spinoff_opens_the_new_shares_at_their_stated_basis_and_keeps_the_parent(world: World) -> None:
+    recon = world.recon()
+    world.broker.set_prices({"GE": "100"})
+    world.buy("GE", "10")
+    [parent] = world.held("GE", "10")
+
+    world.corporate({"type": "spinoff", "symbol": "GE", "new_symbol": "GEHC", "ratio": "0.2", "price": "15"})
+    [spun] = world.held("GEHC", "2")
+    world.snapshots(2)
+
+    assert (spun["avg_fill"], spun["buy_value"]) == (Decimal(15), Decimal(30))
+    assert world.open_rows("GE") == [parent]
+    assert world.closed("GE") == world.closed("GEHC") == []
+    assert world.recon() == recon
+
+
 def _stored_rebuild(world: World) -> Ledger:
     """The ledger rebuilt in the test from the stored orders, FILL rows (busts out) and corporate legs."""
     async def load() -> Ledger:
