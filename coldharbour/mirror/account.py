@@ -213,8 +213,9 @@ class AccountMirror:
             symbols = self._rebuild_symbols(fills, events, actions)
             if symbols:
                 self.counters["ledger_symbol_rebuilds"] += 1
-                history = remove_busted([*self.fills.values(), *fills], busted)
                 symbols |= {fill.symbol for fill in fills}
+                related = _affected(symbols, -1, actions)  # every symbol an action links them to
+                history = remove_busted([f for f in [*self.fills.values(), *fills] if f.symbol in related], busted)
                 delta = plan_symbols_rebuild(self.ledger, symbols, history, view, actions)
             else:
                 delta = plan_fills(self.ledger, sorted(fills, key=lambda f: f.sort_key), view)

@@ -24,12 +24,14 @@ from tests.mirror.support import NOW, T0, Driver, fill, of_kind, oid, order
 
 ACTION_AT = T0 + 1800 * NS_PER_SECOND  # 10:30 New York = the stamp below
 STAMP = "20240301103000000"
+STAMP_2 = "20240301110000000"  # 11:00 New York: a second action half an hour later
 LATER = NOW + 3600 * NS_PER_SECOND
 
 
-def _leg(code: str, n: int, *, symbol: str, qty: str, price: str | None = None, net: str = "0") -> dict[str, Any]:
+def _leg(code: str, n: int, *, symbol: str, qty: str, price: str | None = None, net: str = "0",
+         stamp: str = STAMP) -> dict[str, Any]:
     """One NonTradeActivity leg (account-activities page shape)."""
-    leg = {"id": f"{STAMP}::5f596936-6f23-4cef-bdf1-3806aae5{n:04d}", "activity_type": code, "date": "2024-03-01",
+    leg = {"id": f"{stamp}::5f596936-6f23-4cef-bdf1-3806aae5{n:04d}", "activity_type": code, "date": "2024-03-01",
            "net_amount": net, "symbol": symbol, "qty": qty, "description": f"{code} sample", "status": "executed"}
     if price is not None:
         leg["price"] = price
@@ -226,3 +228,14 @@ def test_cash_merger_leg_is_never_paired_with_a_stock_merger_booked_within_the_w
     assert sorted((a.type, a.symbol, a.new_symbol, a.ratio, a.cash_in_lieu_qty) for a in actions) == [
         ("cash_merger", "TWTR", None, Decimal(1), Decimal(0)),
         ("stock_merger", "ATVI", "MSFX", Decimal("0.25"), Decimal("0.5"))]
+
+
+def test_split_after_a_symbol_change_rebuilds_from_the_fills_of_the_old_symbol() -> None:
+    driver = Driver()
+    _held(driver, qty=5, price=200, symbol="FB")
+    driver.feed(_page(_leg("SC", 1, symbol="FB", qty="-5"), _leg("SC", 2, symbol="META", qty="5")))
+
+    driver.feed(_page(_leg("SPLIT", 3, symbol="META", qty="-5", price="200", stamp=STAMP_2),
+                      _leg("SPLIT", 4, symbol="META", qty="10", price="100", stamp=STAMP_2)))
+
+    assert _open(driver) == {oid("A"): ("META", Decimal(10), Decimal(100), Decimal(1000))}

@@ -114,13 +114,14 @@ def test_property_replaying_the_whole_history_writes_nothing(history: tuple[list
 def rewrites(draw: st.DrawFn, fills: list[Fill]) -> tuple[list[CorporateAction], list[Fill]]:
     """Random corporate actions (splits, reverse splits, symbol changes, cash mergers) and busts."""
     actions: list[CorporateAction] = []
-    for n in range(draw(st.integers(0, 2))):
-        symbol = draw(st.sampled_from(SYMBOLS))
+    for n in range(draw(st.integers(0, 3))):
+        symbol = draw(st.sampled_from((*SYMBOLS, "NEW0")))
         when = at(draw(st.integers(0, 40))) + 500_000  # between fills (fills are on whole seconds)
         kind = draw(st.sampled_from(["split", "reverse", "symbol_change", "cash_merger"]))
         if kind == "symbol_change":
+            target = draw(st.sampled_from([s for s in (*SYMBOLS, "NEW0") if s != symbol]))
             actions.append(CorporateAction(id=f"act{n}", type="symbol_change", symbol=symbol, ts=when,
-                                           new_symbol=f"NEW{n}"))
+                                           new_symbol=target))
         elif kind == "cash_merger":
             actions.append(CorporateAction(id=f"act{n}", type="cash_merger", symbol=symbol, ts=when,
                                            cash_per_share=Decimal("101.5")))
