@@ -1,0 +1,85 @@
+"""Ownership locks on a real PostgreSQL: accounts refused to a second owner, the shared writer, takeover, loss."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections import Counter
+from typing import Any
+
+import psycopg
+import pytest
+
+from coldharbour.db import ownership as own
+from coldharbour.domain import changes as c
+
+
+def _stack(dsn: Any, *slugs: str) -> own.Ownership:
+    return own.Ownership(dsn, "accounts", slugs, Counter())
+
+
+def test_lock_key_is_stable_and_31_bit() -> None:
+    assert own.lock_key("accounts", "alpha") == own.lock_key("accounts", "alpha")
+    assert own.lock_key("accounts", "alpha") != own.lock_key("other", "alpha")
+    assert own.lock_key("accounts", "alpha") != own.lock_key("accounts", "beta")
+    assert 0 <= own.lock_key("accounts", "x" * 60) < 2**31
+
+
+def test_application_name_fits_and_keeps_the_pid() -> None:
+    name = own.application_name()
+    assert len(name) <= own.APPLICATION_NAME_MAX and name.endswith(f":{os.getpid()}")
+    assert own.describe_owner(own.Owner(1, 99, "chmgr-state@h1:42", "local")) == "pid 42 on host h1"
+    assert own.describe_owner(own.Owner(1, 99, "psql", "10.0.0.1")) == (
+        "backend pid 99, application psql from 10.0.0.1")
+
+
+@pytest.mark.asyncio
+async def test_second_owner_refused_shared_writer_takes_over(migrated_dsn: Any) -> None:
+    first, second = _stack(migrated_dsn, "alpha", "beta"), _stack(migrated_dsn, "gamma")
+    await first.acquire()
+    await second.acquire()
+    try:
+        assert first.shared_writer and first.counters["shared_writer"] == 1
+        assert not second.shared_writer and second.counters["shared_writer"] == 0
+        third = _stack(migrated_dsn, "delta", "alpha")
+        with pytest.raises(own.AccountOwned) as refused:
+            await third.acquire()
+        assert str(refused.value) == (f"account alpha is owned by another stack "
+                                      f"(pid {os.getpid()} on host {socket.gethostname()})")
+        # The refused stack let go of what it had taken (delta is free again).
+        fourth = _stack(migrated_dsn, "delta")
+        await fourth.acquire()
+        await fourth.close()
+
+        shared: list[c.Change] = [c.LatestPrices((("AAPL", 1, 2),)), c.MetricsDoc("gamma", "{}"),
+                                  c.PriceBars(()), c.MarketSchedule()]
+        assert second.writable(shared) == [c.MetricsDoc("gamma", "{}")]
+        assert second.counters["shared_changes_skipped"] == 3
+        assert first.writable(shared) == shared
+
+        await second.refresh()
+        assert not second.shared_writer  # still held by the first
+        await first.close()  # the owner's session ends: its locks free
+        await second.refresh()
+        assert second.shared_writer and second.counters["shared_takeovers"] == 1
+        assert second.counters["shared_writer"] == 1
+    finally:
+        await first.close()
+        await second.close()
+
+
+@pytest.mark.asyncio
+async def test_lost_lock_connection_raises(migrated_dsn: Any) -> None:
+    stack = _stack(migrated_dsn, "alpha")
+    await stack.acquire()
+    try:
+        with psycopg.connect(migrated_dsn.reveal(), autocommit=True) as conn:
+            found = own.owners(conn)
+            assert {o.key for o in found} == {own.lock_key("accounts", "alpha"), own.lock_key("accounts", own.SHARED)}
+            conn.execute("SELECT pg_terminate_backend(%s)", (found[0].backend_pid,))
+        with pytest.raises(own.LockLost):
+            await asyncio.wait_for(stack.watch(asyncio.Event(), interval_s=0.05), 10)
+        assert stack.counters["lock_connection_lost"] == 1
+    finally:
+        await stack.close()
