@@ -22,7 +22,7 @@ import zmq
 
 from coldharbour import runtime
 from coldharbour.config import AccountSettings, Settings, env_suffix
-from coldharbour.db import schema
+from coldharbour.db import ownership, schema
 from coldharbour.db.connect import connect_sync
 from coldharbour.errors import DatabaseError
 from coldharbour.supervisor import UNIX_SOCKET_PATH_MAX, SupervisorClient, socket_path
@@ -63,6 +63,36 @@ def check_database(settings: Settings) -> Iterator[Check]:
         yield Check("FAIL", f"schema behind: {', '.join(behind)}: run `chmgr db init`")
     else:
         yield Check("OK", f"schema current ({', '.join(f'{s} v{v}' for s, v in latest.items())})")
+
+
+def check_ownership(settings: Settings) -> Iterator[Check]:
+    """Say which stack owns each account and the shared tables (the ``state`` advisory locks).
+
+    Lock keys are matched with every account the database has a schema for; a configured
+    account nobody owns is a warning (its ``state`` is not running).
+    """
+    try:
+        with connect_sync(settings.dsn, "chmgr-doctor", read_only=True) as conn:
+            held = {o.key: o for o in ownership.owners(conn)}
+            recorded = schema.schema_versions(conn, settings)
+    except DatabaseError as e:
+        yield Check("WARN", f"ownership locks not readable: {e}")
+        return
+    configured = [a.slug for a in settings.accounts]
+    known = dict.fromkeys([ownership.SHARED, *configured,
+                           *sorted(s.removeprefix("account:") for s in recorded if s.startswith("account:"))])
+    keys = {ownership.lock_key(settings.account_schema, slug): slug for slug in known}
+    for key, slug in keys.items():
+        what = "shared tables" if slug == ownership.SHARED else f"account {slug}"
+        owner = held.get(key)
+        if owner is not None:
+            yield Check("OK", f"{what}: owned by {owner.application_name or '?'} "
+                              f"({ownership.describe_owner(owner)}, backend pid {owner.backend_pid})")
+        elif slug == ownership.SHARED or slug in configured:
+            yield Check("WARN", f"{what}: no owner (no `state` running for it)")
+    for key, owner in held.items():
+        if key not in keys:
+            yield Check("OK", f"lock key {key}: owned by {owner.application_name or '?'} (an account unknown here)")
 
 
 def check_account(account: AccountSettings) -> Check:
@@ -162,6 +192,7 @@ def _writable(directory: Path) -> bool:
 def run_checks(settings: Settings) -> Iterator[Check]:
     """Yield every check's outcome, in the order an operator would fix them."""
     yield from check_database(settings)
+    yield from check_ownership(settings)
     for account in settings.accounts:
         yield check_account(account)
     for name, reason in settings.disabled_accounts:

@@ -13,6 +13,7 @@ import pytest
 
 from coldharbour.db import ownership as own
 from coldharbour.domain import changes as c
+from tests.support import async_wait_for
 
 
 def _stack(dsn: Any, *slugs: str) -> own.Ownership:
@@ -28,7 +29,8 @@ def test_lock_key_is_stable_and_31_bit() -> None:
 
 def test_application_name_fits_and_keeps_the_pid() -> None:
     name = own.application_name()
-    assert len(name) <= own.APPLICATION_NAME_MAX and name.endswith(f":{os.getpid()}")
+    assert len(name) <= own.APPLICATION_NAME_MAX
+    assert name.endswith(f":{os.getpid()}")
     assert own.describe_owner(own.Owner(1, 99, "chmgr-state@h1:42", "local")) == "pid 42 on host h1"
     assert own.describe_owner(own.Owner(1, 99, "psql", "10.0.0.1")) == (
         "backend pid 99, application psql from 10.0.0.1")
@@ -40,8 +42,10 @@ async def test_second_owner_refused_shared_writer_takes_over(migrated_dsn: Any) 
     await first.acquire()
     await second.acquire()
     try:
-        assert first.shared_writer and first.counters["shared_writer"] == 1
-        assert not second.shared_writer and second.counters["shared_writer"] == 0
+        assert first.shared_writer
+        assert first.counters["shared_writer"] == 1
+        assert not second.shared_writer
+        assert second.counters["shared_writer"] == 0
         third = _stack(migrated_dsn, "delta", "alpha")
         with pytest.raises(own.AccountOwned) as refused:
             await third.acquire()
@@ -60,9 +64,15 @@ async def test_second_owner_refused_shared_writer_takes_over(migrated_dsn: Any) 
 
         await second.refresh()
         assert not second.shared_writer  # still held by the first
-        await first.close()  # the owner's session ends: its locks free
-        await second.refresh()
-        assert second.shared_writer and second.counters["shared_takeovers"] == 1
+        await first.close()  # the owner's session ends: its locks free (once its backend has exited)
+
+        async def taken() -> bool:
+            await second.refresh()
+            return second.shared_writer
+
+        await async_wait_for(taken, 10, interval_s=0.05, what="the shared lock taken over")
+        assert second.shared_writer
+        assert second.counters["shared_takeovers"] == 1
         assert second.counters["shared_writer"] == 1
     finally:
         await first.close()
@@ -83,3 +93,21 @@ async def test_lost_lock_connection_raises(migrated_dsn: Any) -> None:
         assert stack.counters["lock_connection_lost"] == 1
     finally:
         await stack.close()
+
+
+@pytest.mark.asyncio
+async def test_doctor_says_who_owns_what(migrated_dsn: Any) -> None:
+    from coldharbour.cli.doctor import check_ownership
+    from tests.support import make_settings
+
+    stack = _stack(migrated_dsn, "demo")
+    await stack.acquire()
+    try:
+        settings = make_settings(migrated_dsn, accounts=("demo", "alpha"))
+        lines = await asyncio.to_thread(lambda: [f"{v} {line}" for v, line in check_ownership(settings)])
+    finally:
+        await stack.close()
+    me = f"chmgr-state@{socket.gethostname()}:{os.getpid()}"
+    assert f"OK shared tables: owned by {me}" in "\n".join(lines)
+    assert any(line.startswith(f"OK account demo: owned by {me}") for line in lines), lines
+    assert "WARN account alpha: no owner (no `state` running for it)" in lines
