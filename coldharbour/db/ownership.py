@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import socket
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Final, NamedTuple
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 LOCK_CLASS: Final = 0x43484D47  # "CHMG": the advisory-lock class id of chmgr ownership locks
 SHARED: Final = "*shared*"  # the pseudo-account whose lock marks the shared-table writer
 CHECK_INTERVAL_S: Final = 2.0
+# A state starting while other stacks hold locks leaves the shared lock to them this long: a
+# running stack (retrying every CHECK_INTERVAL_S) takes over from a dead writer before the dead
+# writer's own restart could take it back, so shared writes move once, not back and forth.
+SHARED_GRACE_S: Final = 3 * CHECK_INTERVAL_S
 SHARED_KINDS: Final = (c.MarketSchedule, c.LatestPrices, c.PriceBars)
 APPLICATION_NAME_MAX: Final = 63  # NAMEDATALEN - 1: PostgreSQL truncates longer names
 
@@ -50,6 +55,7 @@ _OWNERS: Final = """
     SELECT l.objid::bigint, l.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local')
     FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = %s::int4::oid
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
     ORDER BY l.objid"""
 
 
@@ -110,6 +116,7 @@ class Ownership:
         self.counters = counters
         self.shared_writer = False
         self.counters["shared_writer"] = 0
+        self._shared_not_before = 0.0
 
     async def acquire(self) -> None:
         """Connect and lock every account; raise ``AccountOwned`` naming the first one held elsewhere."""
@@ -124,10 +131,14 @@ class Ownership:
                     owner = describe_owner(found.get(lock_key(self._schema, slug)))
                     await self.close()
                     raise AccountOwned(f"account {slug} is owned by another stack ({owner})")
+            mine = {lock_key(self._schema, slug) for slug in self._slugs}
+            others = [o for o in await self._owners() if o.key not in mine]
         except psycopg.Error as e:
             await self.close()
             raise DatabaseError(f"cannot take the account locks: {describe_error(self._dsn, e)}") from None
-        log.info("accounts owned=%s", ",".join(self._slugs))
+        if others:
+            self._shared_not_before = time.monotonic() + SHARED_GRACE_S
+        log.info("accounts owned=%s other_stack_locks=%d", ",".join(self._slugs), len(others))
         await self.refresh()
 
     async def refresh(self) -> None:
@@ -138,7 +149,7 @@ class Ownership:
         try:
             if self.shared_writer:
                 await self._execute("SELECT 1")
-            elif await self._try(SHARED):
+            elif time.monotonic() >= self._shared_not_before and await self._try(SHARED):
                 self.shared_writer = True
                 self.counters["shared_writer"] = 1
                 self.counters["shared_takeovers"] += 1

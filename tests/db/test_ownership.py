@@ -70,7 +70,7 @@ async def test_second_owner_refused_shared_writer_takes_over(migrated_dsn: Any) 
             await second.refresh()
             return second.shared_writer
 
-        await async_wait_for(taken, 10, interval_s=0.05, what="the shared lock taken over")
+        await async_wait_for(taken, 15, interval_s=0.05, what="the shared lock taken over")
         assert second.shared_writer
         assert second.counters["shared_takeovers"] == 1
         assert second.counters["shared_writer"] == 1
