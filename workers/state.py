@@ -222,7 +222,7 @@ async def _serve(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.E
                                  return_when=asyncio.FIRST_COMPLETED)
     for task in (*tasks, guard):
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*tasks, guard, return_exceptions=True)
     if guard in done and guard.exception() is not None:
         consumer.cancel()  # the locks are gone: not one more write (LockLost, exit 1, restart re-takes them)
         await asyncio.gather(consumer, return_exceptions=True)

@@ -10,7 +10,8 @@ row at a LISTEN client in its own process (as ``fill_to_notify``), listening on 
 account's positions channel.
 
 Per N: ``startup_s`` (programs launched → ``state`` beating and every account's stream
-connected), ``rss_mb`` per program, ``state_cpu_ms_per_1k_events`` (``state``'s user + system
+connected), ``settled_s`` (→ the start-up backfill done: ``state``'s input back to its steady
+rate; the fill step starts then), ``rss_mb`` per program, ``state_cpu_ms_per_1k_events`` (``state``'s user + system
 CPU over the fill step divided by the bus messages it took in, per thousand), ``p50_ms`` and
 ``p99_ms``. ``value`` is the largest N whose p99 stays under ``LIMIT_MS`` (None when even one
 account is over it: on a loaded machine); ``within_2x_of_one_account`` the largest N whose p99
@@ -51,6 +52,9 @@ RATE = 50  # fills per second, in total over the accounts
 FILLS = 300
 QUICK_FILLS = 100
 LIMIT_MS = 25.0
+SETTLE_MAX_S = 180.0
+STEADY_PER_ACCOUNT_S = 0.5  # bus messages per second and account once started (KPIs every 5 s, snapshots)
+STEADY_BASE_S = 10.0
 
 
 def _slug(i: int) -> str:
@@ -212,6 +216,26 @@ async def _fills(url: str, plan: list[tuple[int, str]], listener: Listener, stat
             "events": events, "state_cpu_ms_per_1k_events": round(cpu / max(events, 1) * 1000, 1)}  # fmt: skip
 
 
+def _settle(beats: stack.Heartbeats, count: int, timeout_s: float = SETTLE_MAX_S) -> bool:
+    """Wait until ``state`` takes in at most its steady rate (two heartbeats in a row); False on timeout.
+
+    The start-up backfill (every account's orders, fills, activities, a first snapshot) is not
+    the steady load the fill step measures; metrics, snapshots and equity per account are.
+    """
+    deadline = time.monotonic() + timeout_s
+    calm = 0
+    last = beats.next("state", 15)
+    while time.monotonic() < deadline:
+        beat = beats.next("state", 15)
+        elapsed = max(beat.uptime_s - last.uptime_s, 0.001)
+        rate = (beat.counters.get("messages_in", 0) - last.counters.get("messages_in", 0)) / elapsed
+        calm = calm + 1 if rate <= STEADY_PER_ACCOUNT_S * count + STEADY_BASE_S else 0
+        if calm >= 2:
+            return True
+        last = beat
+    return False
+
+
 def _one(dsn: str, count: int, fills: int) -> dict[str, object]:
     with stack.run_dir() as directory:
         broker = Broker(count, directory / "broker.log")
@@ -230,7 +254,10 @@ def _one(dsn: str, count: int, fills: int) -> dict[str, object]:
                 stack.wait_until(lambda: beats.latest("state") is not None and broker.listeners() >= count, 300,
                                  f"state beating and {count} streams connected")  # fmt: skip
                 startup_s = time.monotonic() - started
-                note(f"accounts_scale: {count} accounts up in {startup_s:.1f}s (schema {migrate_s:.1f}s)")
+                settled = _settle(beats, count)
+                settled_s = time.monotonic() - started
+                note(f"accounts_scale: {count} accounts up in {startup_s:.1f}s, settled={settled} in "
+                     f"{settled_s:.1f}s (schema {migrate_s:.1f}s)")
                 state = next(p for p in programs if p.name == "state")
                 result = asyncio.run(_fills(broker.url, _plan(count, fills), listener, state.pid, beats))
                 rss = {p.name: round(stack.rss_mb(p.pid), 1) if p.process.poll() is None else None for p in programs}
@@ -241,8 +268,8 @@ def _one(dsn: str, count: int, fills: int) -> dict[str, object]:
                 beats.close()
         finally:
             broker.stop()
-    return {"accounts": count, "startup_s": round(startup_s, 2), "schema_s": round(migrate_s, 2), **result,
-            "rss_mb": rss}
+    return {"accounts": count, "startup_s": round(startup_s, 2), "settled_s": round(settled_s, 2),
+            "settled": settled, "schema_s": round(migrate_s, 2), **result, "rss_mb": rss}
 
 
 def _reset(dsn: str) -> None:
