@@ -13,7 +13,8 @@ Per N: ``startup_s`` (programs launched → ``state`` beating and every account'
 connected), ``settled_s`` (→ the start-up backfill done: ``state``'s input back to its steady
 rate; the fill step starts then), ``rss_mb`` per program, ``state_cpu_ms_per_1k_events`` (``state``'s user + system
 CPU over the fill step divided by the bus messages it took in, per thousand), ``p50_ms`` and
-``p99_ms``. ``value`` is the largest N whose p99 stays under ``LIMIT_MS`` (None when even one
+``p99_ms``, and ``cpu_ms_per_fill`` of every program and the fake broker over the step (where a
+slow-down comes from). ``value`` is the largest N whose p99 stays under ``LIMIT_MS`` (None when even one
 account is over it: on a loaded machine); ``within_2x_of_one_account`` the largest N whose p99
 is at most twice the one-account p99 (how latency scales with accounts, whatever the load).
 Baseline: raw ``pg_notify`` → LISTEN p99; ``load_avg_1m`` says how busy the machine was.
@@ -178,7 +179,7 @@ async def _place(session: aiohttp.ClientSession, url: str, plan: list[tuple[int,
     return placed
 
 
-async def _fills(url: str, plan: list[tuple[int, str]], listener: Listener, state_pid: int,
+async def _fills(url: str, plan: list[tuple[int, str]], listener: Listener, pids: dict[str, int],
                  beats: stack.Heartbeats) -> dict[str, object]:  # fmt: skip
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -187,7 +188,7 @@ async def _fills(url: str, plan: list[tuple[int, str]], listener: Listener, stat
         placed = await _place(session, url, plan)
         await asyncio.sleep(2.0)  # bench only: let state write the "new" events before timing fills
         before_in = beats.next("state", 15).counters.get("messages_in", 0)
-        cpu_before = _cpu_ms(state_pid)
+        cpu_before = {name: _cpu_ms(pid) for name, pid in pids.items()}
         start = time.perf_counter()
         sent: list[asyncio.Task[None]] = []
 
@@ -207,13 +208,14 @@ async def _fills(url: str, plan: list[tuple[int, str]], listener: Listener, stat
             if all(o in listener.latency for o in placed.values()):
                 break
             await asyncio.sleep(0.05)
-        cpu = _cpu_ms(state_pid) - cpu_before
+        cpu = {name: _cpu_ms(pid) - cpu_before[name] for name, pid in pids.items()}
         events = beats.next("state", 15).counters.get("messages_in", 0) - before_in
     latencies = [listener.latency[o] for o in placed.values() if o in listener.latency]
     return {"fills": len(placed), "notified": len(latencies),
             "p50_ms": round(percentile(latencies, 50), 2) if latencies else None,
             "p99_ms": round(percentile(latencies, 99), 2) if latencies else None,
-            "events": events, "state_cpu_ms_per_1k_events": round(cpu / max(events, 1) * 1000, 1)}  # fmt: skip
+            "events": events, "state_cpu_ms_per_1k_events": round(cpu["state"] / max(events, 1) * 1000, 1),
+            "cpu_ms_per_fill": {name: round(ms / max(len(placed), 1), 2) for name, ms in cpu.items()}}  # fmt: skip
 
 
 def _settle(beats: stack.Heartbeats, count: int, timeout_s: float = SETTLE_MAX_S) -> bool:
@@ -258,8 +260,8 @@ def _one(dsn: str, count: int, fills: int) -> dict[str, object]:
                 settled_s = time.monotonic() - started
                 note(f"accounts_scale: {count} accounts up in {startup_s:.1f}s, settled={settled} in "
                      f"{settled_s:.1f}s (schema {migrate_s:.1f}s)")
-                state = next(p for p in programs if p.name == "state")
-                result = asyncio.run(_fills(broker.url, _plan(count, fills), listener, state.pid, beats))
+                pids = {"broker": broker.process.pid, **{p.name: p.pid for p in programs}}
+                result = asyncio.run(_fills(broker.url, _plan(count, fills), listener, pids, beats))
                 rss = {p.name: round(stack.rss_mb(p.pid), 1) if p.process.poll() is None else None for p in programs}
             finally:
                 for program in reversed(programs):
