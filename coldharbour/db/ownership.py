@@ -6,7 +6,9 @@ stable 31-bit hash of ``ACCOUNT_SCHEMA`` and the account slug (``lock_key``). On
 ``SHARED``, marks the writer of the shared tables (``market_schedule``, ``latest_prices``,
 ``price_bars_1min``): the stack holding it writes them, the others drop those changes from their
 plans (``Ownership.writable``) and retry the lock every ``CHECK_INTERVAL_S``, so when the holder's
-session ends another stack takes over within a few seconds.
+session ends another stack takes over within a few seconds (a ``state`` that starts while other
+stacks hold locks waits ``SHARED_GRACE_S`` first, so a dead writer's restart does not take the
+shared writes back from the stack that just took them over).
 
 The locks live on a dedicated connection, not the writer's: the writer reconnects after a
 failed commit, and a session lock does not survive a reconnect. If the lock connection is lost,

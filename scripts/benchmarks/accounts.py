@@ -1,4 +1,4 @@
-"""`accounts_scale`: one stack with 1, 10 and 100 accounts at a fixed total fill rate — the measured limit.
+"""`accounts_scale`: one stack with 1, 10, 50 and 100 accounts at a fixed total fill rate — the measured limit.
 
 For each account count N: the fake broker serves N accounts (``--account aNNN:KEY:SECRET``, one
 process), every program runs (``runtime.PROGRAMS``, as ``rss_idle``), ``trades`` holds one
@@ -47,7 +47,7 @@ from scripts.benchmarks import baselines, stack
 from scripts.benchmarks.fills import _cpu_ms
 from scripts.benchmarks.report import emit, note, percentile
 
-COUNTS = (1, 10, 100)
+COUNTS = (1, 10, 50, 100)
 QUICK_COUNTS = (1, 10, 50)
 RATE = 50  # fills per second, in total over the accounts
 FILLS = 300
