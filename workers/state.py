@@ -187,7 +187,7 @@ async def _consume(settings: Settings, ctx: runtime.WorkerContext, queue: asynci
 async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
     """Own the accounts, migrate, load, converge, then consume bus events and timers until stopped."""
     ownership = Ownership(settings.dsn, settings.account_schema, (a.slug for a in settings.accounts), ctx.counters)
-    await ownership.acquire()  # another live stack owns one of our accounts: one line, exit 1
+    await ownership.acquire(stop)  # another live stack owns one of our accounts: one line, exit 1
     try:
         await _serve(settings, ctx, stop, ownership)
     finally:

@@ -24,9 +24,11 @@ with ``pg_stat_activity`` says which process holds what (``owners``; ``chmgr doc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
+import random
 import socket
 import time
 from collections import Counter
@@ -51,6 +53,8 @@ CHECK_INTERVAL_S: Final = 2.0
 # writer's own restart could take it back, so shared writes move once, not back and forth.
 SHARED_GRACE_S: Final = 3 * CHECK_INTERVAL_S
 SHARED_KINDS: Final = (c.MarketSchedule, c.LatestPrices, c.PriceBars)
+BACKOFF_INITIAL_S: Final = 0.2
+BACKOFF_MAX_S: Final = 10.0
 APPLICATION_NAME_MAX: Final = 63  # NAMEDATALEN - 1: PostgreSQL truncates longer names
 
 _OWNERS: Final = """
@@ -120,8 +124,34 @@ class Ownership:
         self.counters["shared_writer"] = 0
         self._shared_not_before = 0.0
 
-    async def acquire(self) -> None:
-        """Connect and lock every account; raise ``AccountOwned`` naming the first one held elsewhere."""
+    async def acquire(self, stop: asyncio.Event | None = None) -> None:
+        """Connect and lock every account; raise ``AccountOwned`` naming the first one held elsewhere.
+
+        While PostgreSQL is unreachable (a restart during an outage or a failover) this retries
+        with capped exponential backoff and jitter until it connects or ``stop`` is set, so a
+        ``state`` restarted during a long outage waits for the database instead of exhausting
+        supervisord's start retries.
+        """
+        delay, attempt = BACKOFF_INITIAL_S, 0
+        while True:
+            attempt += 1
+            try:
+                await self._acquire_once()
+                return
+            except DatabaseError as e:
+                self.counters["lock_connect_failures"] += 1
+                wait = delay * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
+                log.warning("account locks attempt=%d failed, retrying in %.2fs: %s", attempt, wait, e)
+                if stop is None:
+                    await asyncio.sleep(wait)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), wait)
+                    if stop.is_set():
+                        raise
+                delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _acquire_once(self) -> None:
         try:
             self._conn = await psycopg.AsyncConnection.connect(
                 self._dsn.reveal(), autocommit=True, application_name=application_name(),

@@ -111,3 +111,20 @@ async def test_doctor_says_who_owns_what(migrated_dsn: Any) -> None:
     assert f"OK shared tables: owned by {me}" in "\n".join(lines)
     assert any(line.startswith(f"OK account demo: owned by {me}") for line in lines), lines
     assert "WARN account alpha: no owner (no `state` running for it)" in lines
+
+
+@pytest.mark.asyncio
+async def test_acquire_waits_for_an_unreachable_database_until_stopped() -> None:
+    from coldharbour.config import Dsn
+    from coldharbour.errors import DatabaseError
+    from coldharbour.sim.postgres import free_port
+
+    stack = own.Ownership(Dsn(f"postgresql://u:pw-Zq81@127.0.0.1:{free_port()}/x"), "accounts", ("alpha",), Counter())
+    stop = asyncio.Event()
+    task = asyncio.create_task(stack.acquire(stop))
+    await async_wait_for(lambda: stack.counters["lock_connect_failures"] >= 2, 15, what="two failed attempts")
+    assert not task.done()  # still waiting for the database, not exited
+    stop.set()
+    with pytest.raises(DatabaseError) as stopped:
+        await asyncio.wait_for(task, 15)
+    assert "pw-Zq81" not in str(stopped.value)
