@@ -14,6 +14,7 @@ unmodified alpaca-py while both stacks run. Checked:
   shared writes over within a few seconds (its counter ``shared_takeovers``, and its feed's
   symbol reaching ``latest_prices``), while supervisord restarts the killed ``state``, which gets
   its accounts back without the shared lock;
+- ``chmgr doctor`` says which process owns each account and the shared tables;
 - a third stack for ``alpha`` is refused: ``python -m workers.state`` exits 1 with one line
   naming the account and the owning process;
 - every account's rows are exact: no broker fill missing, no exit booked twice, open rows equal
@@ -274,6 +275,14 @@ def _run(broker: BrokerProcess, dsn: Dsn, first: Shard, second: Shard) -> None:
     assert restarted.pid != owner_pid
     assert restarted.counters.get("shared_writer") == 0
     _third_stack_refused(dsn, broker, restarted.pid)
+
+    # `chmgr doctor` (from the first stack) says who owns what, gamma included (known from the schema).
+    second_pid = second.any.pid("state")
+    host = socket.gethostname()
+    doctor = first.any.chmgr("doctor").stdout.splitlines()
+    for what, pid in (("account alpha", restarted.pid), ("account beta", restarted.pid),
+                      ("account gamma", second_pid), ("shared tables", second_pid)):
+        assert any(line.startswith(f"OK   {what}: owned by chmgr-state@{host}:{pid} ") for line in doctor), doctor
 
     figures = wait_for(lambda: _clean(views), CONVERGE_S, interval_s=1.0, what="every account exact")
     assert second.counter("shared_writer") == 1
