@@ -196,8 +196,9 @@ def test_cli_db_init_creates_schema_then_reports_current(pg_dsn: Dsn, run_dir: P
         assert schema.schema_versions(conn, settings) == schema.latest_versions(settings)
     assert second.returncode == 0, second.stderr
     account = max(m.version for m in schema.ACCOUNT_MIGRATIONS)
+    shared = max(m.version for m in schema.SHARED_MIGRATIONS)
     assert one_line(second.stdout).startswith(
-        f"schema is current (shared v1, account:demo v{account}, account:paper_1 v{account})"
+        f"schema is current (shared v{shared}, account:demo v{account}, account:paper_1 v{account})"
     )
 
 
