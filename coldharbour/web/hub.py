@@ -242,8 +242,9 @@ class Hub:
     async def _equity_if_changed(self, slug: str, names: AccountNames, seen: dict[str, tuple[object, ...]]) -> None:
         async with self.pool.connection() as conn:
             mark = await reads.equity_fingerprint(conn, names)
-            if seen.get(slug, mark) == mark:
-                seen[slug] = mark
+            # First look since someone started watching: push too (the table may have moved
+            # between that browser's snapshot and now).
+            if seen.get(slug) == mark:
                 return
             seen[slug] = mark
             curves = await reads.equity(conn, names)
