@@ -53,11 +53,10 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
         if offered is not None and access.token_matches(token, offered):
             # Once from ?token=: keep it in an HttpOnly cookie and drop it from the address bar.
             rest = {k: v for k, v in request.query.items() if k != access.QUERY}
-            target = request.path + (f"?{urlencode(rest)}" if rest else "")
-            response: web.StreamResponse = web.HTTPSeeOther(target)
-            response.set_cookie(access.COOKIE, offered, httponly=True, samesite="Strict", path="/")
-            response.headers.update(SECURITY_HEADERS)
-            return response
+            target = "/" + request.path.lstrip("/") + (f"?{urlencode(rest)}" if rest else "")  # never //host
+            moved = web.Response(status=303, headers={**SECURITY_HEADERS, "Location": target})
+            moved.set_cookie(access.COOKIE, offered, httponly=True, samesite="Strict", path="/")
+            return moved
         presented = access.bearer(request.headers.get("Authorization")) or request.cookies.get(access.COOKIE)
         if not access.token_matches(token, presented):
             hub.counters["unauthorized"] += 1
