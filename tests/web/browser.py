@@ -11,7 +11,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 CHROMIUM = os.environ.get("CHMGR_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -32,3 +32,6 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+# Playwright's expect() waits 5 s by default: too short on a shared 2-core machine.
+expect.set_options(timeout=TIMEOUT_MS)

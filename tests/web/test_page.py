@@ -94,7 +94,7 @@ def test_page_renders_a_hostile_symbol_as_text(page: Page, dashboard: Dashboard,
 
     expect(_lot_row(page, "lot-x").locator("[data-col=symbol]")).to_have_text(HOSTILE)
     expect(page.locator('[data-testid=closed] tr[data-entry-lot-id="lot-y"]')).to_contain_text(HOSTILE)
-    expect(page.locator(f'[data-kpi="{HOSTILE}"]')).to_have_text("1")
+    expect(page.locator(f'[data-kpi="{HOSTILE}"]')).to_have_text("1.00")
     assert page.locator("img").count() == 0
     assert dialogs == []
 

@@ -166,7 +166,7 @@
 
   function kpiText(key, v) {
     if (!isNum(v)) return plain(v);
-    if (Number.isInteger(v)) return v.toLocaleString("en-US");
+    if (/\(n\)$/.test(key)) return v.toLocaleString("en-US", { maximumFractionDigits: 0 }); // counts
     return v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
   }
 
@@ -213,6 +213,7 @@
     if (lo < 0 && hi > 0) svg.appendChild(svgEl("line", { class: "zero", x1: 0, x2: W, y1: y(0), y2: y(0) }));
     const path = values.map((p, i) => x(i).toFixed(1) + "," + y(p.y).toFixed(1)).join(" ");
     svg.appendChild(svgEl("polyline", { class: "curve", points: path }));
+    if (values.length === 1) svg.appendChild(svgEl("circle", { class: "dot", cx: x(0), cy: y(values[0].y), r: 3 }));
     svg.appendChild(svgEl("text", { x: 4, y: 12 }, label(hi)));
     svg.appendChild(svgEl("text", { x: 4, y: H - 3 }, label(lo)));
     svg.setAttribute("data-points", String(values.length));
