@@ -18,7 +18,7 @@ Figure = Callable[[str, bool], None]
 
 
 def _figures() -> dict[str, Figure]:
-    from scripts.benchmarks import feed, fills, flush, memory, rebuild, ticks
+    from scripts.benchmarks import dashboard, feed, fills, flush, memory, rebuild, ticks
 
     return {
         "feed_ingest": feed.run,
@@ -28,6 +28,7 @@ def _figures() -> dict[str, Figure]:
         "rebuild_1m": rebuild.run,
         "rss_idle": memory.run_idle,
         "rss_100k_lots": memory.run_lots,
+        "notify_to_browser": dashboard.run,
     }
 
 
