@@ -9,7 +9,6 @@ Every answer carries a strict Content-Security-Policy (no inline script, everyth
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -26,7 +25,6 @@ from coldharbour.web.hub import CLOSE, Hub, frame
 log = logging.getLogger(__name__)
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
-KEEPALIVE_S: Final = 15.0
 RECONNECT_MS: Final = 1000
 CSP: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -145,16 +143,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
         await response.write(f"retry: {RECONNECT_MS}\n\n".encode())
         await response.write(frame("snapshot", to_json(await hub.snapshot(slug))))
         while True:
-            try:
-                data = await asyncio.wait_for(client.queue.get(), KEEPALIVE_S)
-            except TimeoutError:
-                data = b": keep-alive\n\n"
-            chunks = [data]
-            while not client.queue.empty() and CLOSE not in chunks:
-                chunks.append(client.queue.get_nowait())
-            ending = CLOSE in chunks
-            await response.write(b"".join(c for c in chunks if c))
-            if ending:
+            frames = await client.take()
+            await response.write(b"".join(frames))
+            if frames[-1] == CLOSE:
                 break
     except (ConnectionResetError, ConnectionError):
         pass

@@ -16,7 +16,6 @@ hold memory: its EventSource reconnects and starts again from a fresh snapshot.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -43,6 +42,9 @@ RECONNECT_MAX_S: Final = 10.0
 EQUITY_CHECK_S: Final = 5.0
 STATUS_INTERVAL_S: Final = 2.0
 CLOSE: Final = b""  # queued to a client: end its stream (the browser reconnects)
+KEEPALIVE_S: Final = 15.0
+DRAIN_TIMEOUT_S: Final = 0.5
+KEEPALIVE: Final = b": keep-alive\n\n"
 Clock = Callable[[], datetime]
 
 
@@ -53,33 +55,39 @@ def frame(event: str, data: str) -> bytes:
 
 
 class Client:
-    """One connected browser: its account and its bounded queue of frames."""
+    """One connected browser: its account and its bounded list of frames not yet written."""
 
     def __init__(self, slug: str) -> None:
         self.slug = slug
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(CLIENT_QUEUE)
+        self.pending: list[bytes] = []
+        self.wake = asyncio.Event()
         self.closed = False
 
     def offer(self, data: bytes) -> bool:
         """Queue ``data``; return False (and end the stream) if the browser fell too far behind."""
         if self.closed:
             return True
-        try:
-            self.queue.put_nowait(data)
-        except asyncio.QueueFull:
+        if len(self.pending) >= CLIENT_QUEUE:
             self.close()
             return False
+        self.pending.append(data)
+        self.wake.set()
         return True
 
     def close(self) -> None:
-        """End this client's stream after what is queued (or at once if the queue is full)."""
+        """End this client's stream after what is queued."""
         if self.closed:
             return
         self.closed = True
-        if self.queue.full():
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self.queue.get_nowait()
-        self.queue.put_nowait(CLOSE)
+        self.pending.append(CLOSE)
+        self.wake.set()
+
+    async def take(self) -> list[bytes]:
+        """Wait for frames; return every one queued so far (``CLOSE`` last when the stream ends)."""
+        await self.wake.wait()
+        frames, self.pending = self.pending, []
+        self.wake.clear()
+        return frames
 
 
 class Hub:
@@ -141,6 +149,12 @@ class Hub:
                 client.close()
             group.clear()
 
+    async def keepalive_loop(self, stop: asyncio.Event) -> None:
+        """Send every browser an SSE comment every ``KEEPALIVE_S`` (finds dead connections)."""
+        while not stop.is_set():
+            await _wait(stop, KEEPALIVE_S)
+            self.broadcast(None, KEEPALIVE)
+
     def heartbeat_age_s(self, slug: str) -> float | None:
         """Return how long ago this process heard ``slug``'s UI heartbeat (None: not yet)."""
         at = self.last_beat.get(slug)
@@ -193,22 +207,12 @@ class Hub:
             await _wait(stop, delay)
 
     async def _drain(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
-        gen = conn.notifies()
-        stopping = asyncio.create_task(stop.wait())
-        try:
-            while not stop.is_set():
-                nxt = asyncio.ensure_future(anext(gen))
-                done, _ = await asyncio.wait({nxt, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if nxt not in done:
-                    nxt.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await nxt
-                    return
-                note = nxt.result()
+        # Wake at least every DRAIN_TIMEOUT_S to see ``stop``; no task per notification.
+        while not stop.is_set():
+            async for note in conn.notifies(timeout=DRAIN_TIMEOUT_S):
                 self.dispatch(note.channel, note.payload)
-        finally:
-            stopping.cancel()
-            await gen.aclose()
+                if stop.is_set():
+                    return
 
     # ----- pushes read from the tables
 

@@ -41,6 +41,7 @@ async def run_dashboard(
             asyncio.create_task(hub.metrics_loop(stop), name="web-metrics"),
             asyncio.create_task(hub.equity_loop(stop), name="web-equity"),
             asyncio.create_task(hub.status_loop(stop), name="web-status"),
+            asyncio.create_task(hub.keepalive_loop(stop), name="web-keepalive"),
             asyncio.create_task(beats.run(stop), name="web-heartbeats"),
         ]
         for task in tasks:

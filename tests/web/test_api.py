@@ -137,19 +137,17 @@ def test_program_refuses_a_public_bind_without_token_in_one_line(migrated_dsn: o
 
 
 def test_hub_drops_a_client_that_stopped_reading() -> None:
-    async def scenario() -> tuple[bool, bool, bytes]:
+    async def scenario() -> tuple[bool, bool, list[bytes]]:
         client = Client("demo")
         for _ in range(CLIENT_QUEUE):
             assert client.offer(b"x")
         overflowed = client.offer(b"one too many")
-        last = b""
-        while not client.queue.empty():
-            last = client.queue.get_nowait()
-        return overflowed, client.closed, last
+        return overflowed, client.closed, await client.take()
 
-    overflowed, closed, last = asyncio.run(scenario())
+    overflowed, closed, frames = asyncio.run(scenario())
 
-    assert (overflowed, closed, last) == (False, True, CLOSE)
+    assert (overflowed, closed) == (False, True)
+    assert frames == [b"x"] * CLIENT_QUEUE + [CLOSE]
 
 
 def test_hub_frame_splits_lines_as_sse_requires() -> None:
