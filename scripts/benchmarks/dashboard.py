@@ -213,9 +213,9 @@ async def _capacity(
 
 def run(dsn: str, quick: bool) -> None:
     """Measure and print both figures."""
-    pages, changes = (10, 100) if quick else (50, 300)
-    steps = [50, 100, 200] if quick else [50, 100, 200, 400, 800, 1600]
-    seconds = 2.0 if quick else 5.0
+    pages, changes = (5, 50) if quick else (50, 300)
+    steps = [50, 100] if quick else [50, 100, 200, 400, 800, 1600]
+    seconds = 1.5 if quick else 5.0
     with stack.run_dir() as run_dir:
         port = free_port()
         env = stack.environ(dsn, run_dir, CHMGR_WEB_BIND=f"127.0.0.1:{port}")
