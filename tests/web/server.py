@@ -28,7 +28,7 @@ class Dashboard:
         self.hub: Hub | None = None
         self.error: BaseException | None = None
         self._ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
+        self.loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
         self._zmq: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.ctx = runtime.WorkerContext("web", settings, self._zmq)
@@ -53,21 +53,21 @@ class Dashboard:
             await run_dashboard(self.settings, self.ctx, self._stop, port=0, on_ready=self._on_ready)
 
         try:
-            self._loop.run_until_complete(main())
+            self.loop.run_until_complete(main())
         except BaseException as e:  # reported by the constructor or close()
             self.error = e
             self._ready.set()
         finally:
-            self._loop.close()
+            self.loop.close()
 
     def call(self, fn: Any, *args: Any) -> None:
         """Run ``fn(*args)`` on the dashboard's loop (e.g. ``hub.close_all``)."""
-        self._loop.call_soon_threadsafe(fn, *args)
+        self.loop.call_soon_threadsafe(fn, *args)
 
     def close(self) -> None:
         """Stop serving and wait for the thread."""
-        if self._stop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._stop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(20)
         self.ctx.close()
         self._zmq.destroy(linger=0)

@@ -8,6 +8,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 
@@ -153,3 +154,25 @@ def test_hub_drops_a_client_that_stopped_reading() -> None:
 def test_hub_frame_splits_lines_as_sse_requires() -> None:
     assert frame("pos", '{"a":1}') == b'event: pos\ndata: {"a":1}\n\n'
     assert frame("x", "a\nb") == b"event: x\ndata: a\ndata: b\n\n"
+
+
+def test_api_reads_through_a_connection_the_database_refuses_writes(dashboard: Dashboard) -> None:
+    assert dashboard.hub is not None
+    hub = dashboard.hub
+    table = hub.accounts["demo"].positions.ident
+
+    async def attempt() -> str:
+        async with hub.pool.connection() as conn:
+            try:
+                await conn.execute(psycopg.sql.SQL("DELETE FROM {}").format(table))
+            except psycopg.errors.ReadOnlySqlTransaction as e:
+                return type(e).__name__
+        return "written"
+
+    done = asyncio.run_coroutine_threadsafe(attempt(), dashboard.loop).result(10)
+
+    assert done == "ReadOnlySqlTransaction"
+
+
+def test_api_stream_of_an_unknown_account_is_404(dashboard: Dashboard) -> None:
+    assert _get(f"{dashboard.url}/api/stream?account=nosuch").status_code == 404
