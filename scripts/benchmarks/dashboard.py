@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import time
 from datetime import UTC, datetime
@@ -231,10 +232,10 @@ def run(dsn: str, quick: bool) -> None:
             expected = pages * changes
             emit("notify_to_browser", percentile(latencies, 99), "ms", raw_p99, p50_ms=percentile(latencies, 50),
                  baseline_p50_ms=raw_p50, pages=pages, changes=changes, rate_per_s=BROWSER_RATE,
-                 lost=expected - len(latencies))  # fmt: skip
+                 lost=expected - len(latencies), load_avg_1m=os.getloadavg()[0])  # fmt: skip
             best, table = asyncio.run(_capacity(port, dsn, channel, steps, seconds))
             emit("notify_to_browser_sse_clients", best, "clients", None, rate_per_s=CAPACITY_RATE,
-                 p99_limit_ms=P99_LIMIT_MS, steps=table)  # fmt: skip
+                 p99_limit_ms=P99_LIMIT_MS, steps=table, load_avg_1m=os.getloadavg()[0])  # fmt: skip
         finally:
             web.stop()
 

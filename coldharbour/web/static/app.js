@@ -58,7 +58,11 @@
   }
 
   function fillLotRow(tr, row) {
-    const cell = (col) => tr.querySelector('[data-col="' + col + '"]');
+    if (!tr.cells_) {
+      tr.cells_ = {};
+      for (const td of tr.children) tr.cells_[td.getAttribute("data-col")] = td;
+    }
+    const cell = (col) => tr.cells_[col];
     cell("symbol").textContent = plain(row.symbol);
     cell("side").textContent = plain(row.side);
     cell("qty").textContent = plain(row.qty);
