@@ -23,6 +23,14 @@
     return node;
   }
 
+  // Write only what changed: an unchanged cell keeps its text node (no relayout for it).
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+  function setClass(node, cls) {
+    if (node.className !== cls) node.className = cls;
+  }
+
   const isNum = (v) => typeof v === "number" && Number.isFinite(v);
   const plain = (v) => (v === null || v === undefined ? "—" : String(v));
   function money(v) {
@@ -63,20 +71,22 @@
       for (const td of tr.children) tr.cells_[td.getAttribute("data-col")] = td;
     }
     const cell = (col) => tr.cells_[col];
-    cell("symbol").textContent = plain(row.symbol);
-    cell("side").textContent = plain(row.side);
-    cell("qty").textContent = plain(row.qty);
-    cell("avg_fill").textContent = plain(row.avg_fill);
-    cell("mkt_px").textContent = plain(row.mkt_px);
-    cell("profit_loss").textContent = money(row.profit_loss);
+    setText(cell("symbol"), plain(row.symbol));
+    setText(cell("side"), plain(row.side));
+    setText(cell("qty"), plain(row.qty));
+    setText(cell("avg_fill"), plain(row.avg_fill));
+    setText(cell("mkt_px"), plain(row.mkt_px));
+    setText(cell("profit_loss"), money(row.profit_loss));
     signClass(cell("profit_loss"), row.profit_loss);
-    cell("moved_flag").textContent = plain(row.moved_flag);
+    setText(cell("moved_flag"), plain(row.moved_flag));
     const reach = cell("reach");
     const fill = reach.querySelector(".fill");
     const pct = isNum(row.tp_sl_reach_pct) ? Math.max(-100, Math.min(100, row.tp_sl_reach_pct)) : 0;
-    fill.className = "fill " + (pct >= 0 ? "pos" : "neg");
-    fill.style.width = Math.abs(pct) / 2 + "%";
-    reach.title = "SL " + plain(row.sl_px) + " · TP " + plain(row.tp_px) + " · reach " + plain(row.tp_sl_reach_pct) + " %";
+    setClass(fill, "fill " + (pct >= 0 ? "pos" : "neg"));
+    const width = Math.abs(pct) / 2 + "%";
+    if (fill.style.width !== width) fill.style.width = width;
+    const title = "SL " + plain(row.sl_px) + " · TP " + plain(row.tp_px) + " · reach " + plain(row.tp_sl_reach_pct) + " %";
+    if (reach.title !== title) reach.title = title;
   }
 
   function upsertLot(row) {
@@ -99,7 +109,7 @@
   }
 
   function countLots() {
-    $("positions-count").textContent = "(" + view.lots.size + ")";
+    setText($("positions-count"), "(" + view.lots.size + ")");
   }
 
   function resetLots(rows) {
@@ -237,8 +247,8 @@
     const live = view.connected && fresh;
     const badge = $("backend");
     const text = live ? "live" : "stale";
-    if (badge.textContent !== text) badge.textContent = text;
-    badge.className = "badge " + text;
+    setText(badge, text);
+    setClass(badge, "badge " + text);
   }
 
   function onStatus(status) {
