@@ -16,6 +16,7 @@ Set ``CHMGR_DASHBOARD_SCREENSHOT=docs/dashboard.png`` to save the README's scree
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +101,8 @@ def test_dashboard_follows_fills_ticks_take_profit_and_state_restart(chaos_stack
     expect(page.locator('[data-kpi="Win Rate %"]')).to_have_text("100.00")
     expect(page.locator('[data-kpi="Open Trades (n)"]')).to_have_text("1")
     expect(page.locator("[data-testid=programs] li.bad")).to_have_count(0)
+    # The market phase from the schedule `scheduler` stores (any phase: the test runs at any hour).
+    expect(page.locator("[data-testid=market-phase]")).to_have_text(re.compile(r"^market (pre|open|post|closed)$"))
     target = os.environ.get("CHMGR_DASHBOARD_SCREENSHOT")
     if target:  # the README's picture (no equity curve yet: daily rows come after a session closes)
         Path(target).write_bytes(page.screenshot(full_page=True))
