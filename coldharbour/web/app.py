@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlencode
 
+import psycopg
 from aiohttp import web
 
 from coldharbour.db.notify import to_json
@@ -141,7 +142,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         await response.write(f"retry: {RECONNECT_MS}\n\n".encode())
-        await response.write(frame("snapshot", to_json(await hub.snapshot(slug))))
+        try:
+            snapshot = await hub.snapshot(slug)
+        except psycopg.Error as e:  # the database is away: end the stream, the browser retries
+            log.warning("snapshot failed account=%s: %s", slug, " ".join(str(e).split()))
+            return response
+        await response.write(frame("snapshot", to_json(snapshot)))
         while True:
             frames = await client.take()
             await response.write(b"".join(frames))

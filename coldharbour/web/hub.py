@@ -31,7 +31,7 @@ from coldharbour.config import Settings
 from coldharbour.db.connect import connect_read_only
 from coldharbour.db.names import AccountNames, SharedNames, account_names, shared_names
 from coldharbour.db.notify import to_json
-from coldharbour.errors import DatabaseError
+from coldharbour.errors import ChmgrError, DatabaseError
 from coldharbour.web import health, reads
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ STATUS_INTERVAL_S: Final = 2.0
 CLOSE: Final = b""  # queued to a client: end its stream (the browser reconnects)
 KEEPALIVE_S: Final = 15.0
 DRAIN_TIMEOUT_S: Final = 0.5
+HEARTBEAT_PREFIX: Final = '{"op":"heartbeat"'  # notify.heartbeat's payload, as msgspec writes it
 KEEPALIVE: Final = b": keep-alive\n\n"
 Clock = Callable[[], datetime]
 
@@ -173,7 +174,7 @@ class Hub:
             self._metrics_due.add(slug)
             self._metrics_wake.set()
             return
-        if kind == "pos" and '"heartbeat"' in payload[:40]:
+        if kind == "pos" and payload.startswith(HEARTBEAT_PREFIX):
             self.last_beat[slug] = time.monotonic()
         self.broadcast(slug, frame(kind, payload))
 
@@ -269,8 +270,13 @@ class Hub:
         """Push the programs' health and the market phase while anyone watches."""
         while not stop.is_set():
             if self.client_count():
-                self.status = await self.read_status()
-                self.broadcast(None, frame("status", to_json(self.status)))
+                try:
+                    self.status = await self.read_status()
+                except (ChmgrError, psycopg.Error, OSError) as e:
+                    self.counters["status_read_failures"] += 1
+                    log.warning("status read failed: %s", " ".join(str(e).split()))
+                else:
+                    self.broadcast(None, frame("status", to_json(self.status)))
             await _wait(stop, STATUS_INTERVAL_S)
 
     async def _guard(self, what: str, work: Awaitable[None]) -> None:

@@ -215,7 +215,7 @@ async def _capacity(
 def run(dsn: str, quick: bool) -> None:
     """Measure and print both figures."""
     pages, changes = (5, 30) if quick else (50, 150)
-    steps = [50, 100] if quick else [50, 100, 200, 400, 800, 1600]
+    steps = [50, 100] if quick else [50, 100, 150, 200, 300, 400, 600, 800, 1200, 1600]
     seconds = 1.5 if quick else 5.0
     with stack.run_dir() as run_dir:
         port = free_port()
