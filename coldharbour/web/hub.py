@@ -195,6 +195,7 @@ class Hub:
                 for channel in self._routes:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                 if not first:
+                    await self.pool.check()  # drop pooled connections the outage broke
                     self.close_all()  # a push may have been lost: every browser starts over
                 first, delay = False, RECONNECT_MIN_S
                 self.listening.set()

@@ -59,8 +59,9 @@ class Tables:
         self.conn = psycopg.connect(dsn.reveal(), autocommit=False)
 
     def close(self) -> None:
-        """Close the connection."""
-        self.conn.close()
+        """Close the connection (a second close does nothing)."""
+        if not self.conn.closed:
+            self.conn.close()
 
     def _send(self, notes: list[notify.Notification]) -> None:
         for note in notes:

@@ -14,6 +14,8 @@ from decimal import Decimal
 
 from playwright.sync_api import Page, expect
 
+from coldharbour.sim.postgres import PgCluster
+from tests.support import wait_for
 from tests.web.server import Dashboard
 from tests.web.tables import Tables, closed_slice, lot
 
@@ -134,3 +136,28 @@ def test_page_equity_curve_redraws_when_the_table_changes(page: Page, dashboard:
 
     expect(chart).to_have_attribute("data-points", "2", timeout=15_000)  # checked every 5 s
     assert chart.locator("polyline").count() == 1
+
+
+def test_page_database_outage_then_fresh_snapshot_and_stream_again(
+    page: Page, dashboard: Dashboard, tables: Tables, pg_cluster: PgCluster
+) -> None:
+    _open(page, dashboard)
+    tables.put_lots(lot("lot-before", "AAPL"))
+    expect(_lot_row(page, "lot-before")).to_have_count(1)
+    tables.put_lots(lot("lot-missed", "MSFT"), push=False)  # only a fresh snapshot can show it
+    tables.close()
+    reconnects = dashboard.counters["reconnects"]
+
+    pg_cluster.stop("fast")  # a clean stop: the suite's cluster runs without synchronous commits
+    try:
+        wait_for(lambda: dashboard.counters["reconnects"] > reconnects, 30, what="the LISTEN connection lost")
+    finally:
+        pg_cluster.start()
+
+    expect(_lot_row(page, "lot-missed")).to_have_count(1, timeout=60_000)  # sent back to a fresh snapshot
+    after = Tables(dashboard.settings.dsn, tables.names)
+    try:
+        after.put_lots(lot("lot-after", "NVDA"))
+        expect(_lot_row(page, "lot-after")).to_have_count(1)  # and the stream again
+    finally:
+        after.close()
