@@ -2,8 +2,8 @@
 
 A bracket order placed through unmodified alpaca-py appears as a row without a reload; a feed
 tick changes its ``mkt_px``; the take-profit fill moves the lot to the closed trades and the KPI
-document follows; ``kill -9`` of ``state`` turns the backend indicator ``stale`` and its restart
-by supervisord ``live`` again. Order requests follow Alpaca's "Create an order" (bracket:
+document follows; ``state`` frozen then ``kill -9``-ed turns the backend indicator ``stale``,
+and its restart by supervisord ``live`` again. Order requests follow Alpaca's "Create an order" (bracket:
 ``order_class``, ``take_profit.limit_price``, ``stop_loss.stop_price``) as alpaca-py sends them.
 
 A hostile symbol cannot come from the fake broker: like Alpaca it refuses an order for an
@@ -102,16 +102,20 @@ def test_dashboard_follows_fills_ticks_take_profit_and_state_restart(chaos_stack
     expect(page.locator('[data-kpi="Open Trades (n)"]')).to_have_text("1")
     expect(page.locator("[data-testid=programs] li.bad")).to_have_count(0)
     # The market phase from the schedule `scheduler` stores (any phase: the test runs at any hour).
-    expect(page.locator("[data-testid=market-phase]")).to_have_text(re.compile(r"^market (pre|open|post|closed)$"))
+    phase = page.locator("[data-testid=market-phase]")
+    expect(phase).to_have_text(re.compile(r"^market (pre|open|post|closed)$"), timeout=RESTART_TIMEOUT_MS)
     target = os.environ.get("CHMGR_DASHBOARD_SCREENSHOT")
     if target:  # the README's picture (no equity curve yet: daily rows come after a session closes)
         Path(target).write_bytes(page.screenshot(full_page=True))
 
-    # kill -9 of state: no UI heartbeat, stale after 2 × UI_HEARTBEAT_S; supervisord restarts it.
+    # state stops beating: stale after 2 × UI_HEARTBEAT_S. It is frozen first (SIGSTOP), since a
+    # bare kill -9 is restarted by supervisord so fast that the gap can stay under 2 s; then
+    # kill -9, supervisord restarts it, its heartbeats return: live again.
     pid = stack.pid("state")
     assert pid is not None
-    os.kill(pid, signal.SIGKILL)
+    os.kill(pid, signal.SIGSTOP)
     expect(page.locator(STATUS)).to_have_text("stale")
+    os.kill(pid, signal.SIGKILL)
     expect(page.locator(STATUS)).to_have_text("live", timeout=RESTART_TIMEOUT_MS)
     restarted = wait_for(lambda: stack.pid("state"), 30, interval_s=0.2, what="state RUNNING again")
     assert restarted != pid
