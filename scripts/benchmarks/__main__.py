@@ -22,7 +22,7 @@ NOT_QUICK = ("accounts_scale",)  # capacity, not a hot path: too long for the qu
 
 
 def _figures() -> dict[str, Figure]:
-    from scripts.benchmarks import accounts, alpaca_feed, feed, fills, flush, memory, rebuild, ticks
+    from scripts.benchmarks import accounts, alpaca_feed, dashboard, feed, fills, flush, memory, rebuild, ticks
 
     return {
         "feed_ingest": feed.run,
@@ -34,6 +34,7 @@ def _figures() -> dict[str, Figure]:
         "rss_idle": memory.run_idle,
         "rss_100k_lots": memory.run_lots,
         "accounts_scale": accounts.run,
+        "notify_to_browser": dashboard.run,
     }
 
 
