@@ -83,14 +83,16 @@ class Tables:
         for row in rows:
             self._upsert(self.names.positions.ident, row, ("parent_id",))
         if push:
-            self._send(notify.position_changes(self.names.pos_channel, list(rows), []))
+            payload = {"row": rows[0]} if len(rows) == 1 else {"op": "batch", "rows": list(rows), "deletes": []}
+            self._send([notify.Notification(self.names.pos_channel, notify.to_json(payload))])
         self.conn.commit()
 
     def drop_lot(self, parent_id: str) -> None:
         """Delete an open lot and announce it (``{"op": "delete"}``)."""
         statement = sql.SQL("DELETE FROM {t} WHERE parent_id = %s").format(t=self.names.positions.ident)
         self.conn.execute(statement, [parent_id])
-        self._send(notify.position_changes(self.names.pos_channel, [], [parent_id]))
+        payload = notify.to_json({"op": "delete", "parent_id": parent_id})
+        self._send([notify.Notification(self.names.pos_channel, payload)])
         self.conn.commit()
 
     def refetch(self, parent_id: str) -> None:
@@ -108,7 +110,8 @@ class Tables:
         """Insert final closed slices and announce them (``{"op": "insert"}``)."""
         for row in rows:
             self._upsert(self.names.closed.ident, row, ("entry_lot_id", "exit_order_id"))
-        self._send(notify.closed_inserted(self.names.closed_channel, list(rows)))
+        payload = notify.to_json({"op": "insert", "rows": list(rows)})  # SPEC §6 (small: one payload)
+        self._send([notify.Notification(self.names.closed_channel, payload)])
         self.conn.commit()
 
     def set_metrics(self, document: dict[str, Any]) -> None:
