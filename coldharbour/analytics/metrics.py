@@ -96,6 +96,8 @@ class MetricsJob:
             self._counters["rejects_row"] += skipped
             log.warning("skipped incomplete rows account=%s count=%d", self.names.slug, skipped)
         moved = (closed.cursor, flows.cursor, daily.cursor) != tuple(self._cursors.values())
+        if await queries.cash_flow_count(conn, self.names) < self._kpis.flow_count:  # a row was deleted (SPEC §8)
+            moved = self._kpis.keep_flows(await queries.cash_flow_ids(conn, self.names)) or moved
         self._cursors = {"closed": closed.cursor, "flows": flows.cursor, "daily": daily.cursor}
         return moved
 

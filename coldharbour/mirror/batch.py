@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
 from coldharbour.db import rows
 from coldharbour.domain.cashflows import CashFlow
+from coldharbour.domain.changes import CashFlows, Change
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.types import BrokerPosition, Fill, Order
 from coldharbour.messages import ActivityRecord
@@ -32,6 +34,7 @@ class AccountBatch:
     stream_symbols: set[str] = field(default_factory=set)  # symbols filled on the stream
     activities: dict[str, ActivityRecord] = field(default_factory=dict)  # non-fill, by id
     cash_flows: dict[str, CashFlow] = field(default_factory=dict)
+    deleted_cash_flows: set[str] = field(default_factory=set)  # activities the broker canceled
     daily: dict[date, DailyRow] = field(default_factory=dict)
     daily_keep: list[date] | None = None  # set by a full equity rebuild
     intraday: dict[datetime, IntradayPoint] = field(default_factory=dict)
@@ -45,7 +48,8 @@ class AccountBatch:
     @property
     def is_empty(self) -> bool:
         """Return True when nothing was staged."""
-        return not (self.orders or self.fills or self.activities or self.cash_flows or self.daily
+        return not (self.orders or self.fills or self.activities or self.cash_flows or self.deleted_cash_flows
+                    or self.daily
                     or self.intraday or self.bars or self.metrics is not None or self.wac
                     or self.remarked or self.full or self.daily_keep is not None)
 
@@ -80,6 +84,19 @@ class AccountBatch:
             self.fills.setdefault(fill.key, (record, fill))
         elif record.activity_type.upper() != rows.FILL_ACTIVITY:
             self.activities[record.id] = record
+
+    def add_cash_flows(self, flows: Iterable[CashFlow], deleted: Iterable[str] = ()) -> None:
+        """Stage cash-flow rows and the ids to delete (SPEC §8 corrections); the later one wins."""
+        for flow in flows:
+            self.cash_flows[flow.id] = flow
+            self.deleted_cash_flows.discard(flow.id)
+        for flow_id in deleted:
+            self.cash_flows.pop(flow_id, None)
+            self.deleted_cash_flows.add(flow_id)
+
+    def deletions(self, slug: str) -> list[Change]:
+        """Return the staged deletes the account plan does not carry (canceled cash flows)."""
+        return [CashFlows(slug, deletes=tuple(sorted(self.deleted_cash_flows)))] if self.deleted_cash_flows else []
 
     def set_positions(self, positions: tuple[BrokerPosition, ...], symbols: tuple[str, ...]) -> None:
         """Stage the broker WAC of ``symbols`` from a partial snapshot (absent = flat)."""

@@ -167,6 +167,7 @@ class Mirror:
         for slug, batch in batches.items():
             if not batch.is_empty:
                 plan.extend(self.accounts[slug].plan(batch, self.marks, now))
+                plan.changes += batch.deletions(slug)
         plan.extend(extra)
         if plan.needs_commit or plan.swaps or plan.messages:
             yield plan
@@ -278,7 +279,7 @@ class Mirror:
             case ActivitiesPage():
                 for record in message.activities:
                     batch.add_activity(record)
-                batch.cash_flows.update({flow.id: flow for flow in message.cash_flows})
+                batch.add_cash_flows(message.cash_flows, message.deleted_cash_flow_ids)
             case _:
                 self._stage_analytics(message, batch)
 

@@ -126,6 +126,21 @@ def test_activities_page_writes_raw_activities_and_cash_flows() -> None:
                        ch.CashFlows("demo", (r.cash_flow_values(flow),))]
 
 
+def test_activities_page_deletes_canceled_cash_flows_and_a_later_version_wins() -> None:
+    """SPEC §8 corrections: a canceled activity's id is deleted; re-booked after, it is written."""
+    driver = Driver()
+    fee = CashFlow(id="20240301000000000::fee-1", ts=AT, amount=Decimal("-0.05"), type="FEE", category=Category.FEE)
+
+    canceled = Driver.changes(driver.feed(("cash.demo", ActivitiesPage(
+        account="demo", activities=(), deleted_cash_flow_ids=("20240301000000000::div-1",)))))
+    rebooked = Driver.changes(driver.feed(
+        ("cash.demo", ActivitiesPage(account="demo", activities=(), deleted_cash_flow_ids=(fee.id,))),
+        ("cash.demo", ActivitiesPage(account="demo", activities=(), cash_flows=(fee,)))))
+
+    assert canceled == [ch.CashFlows("demo", deletes=("20240301000000000::div-1",))]
+    assert rebooked == [ch.CashFlows("demo", (r.cash_flow_values(fee),))]
+
+
 def test_partial_snapshot_sets_the_broker_wac_of_its_symbols() -> None:
     driver = Driver()
     _bought(driver)
