@@ -246,8 +246,13 @@ class Mirror:
         cutoff = None
         if schedule.prune_before_ns is not None:
             cutoff = to_datetime(schedule.prune_before_ns).astimezone(NEW_YORK).date()
-        if sessions or cutoff is not None:
-            extra.changes.append(MarketSchedule(tuple(r.session_values(s) for s in sessions.values()), cutoff))
+        span = None
+        if schedule.replace_from is not None and schedule.replace_to is not None:
+            span = (schedule.replace_from, schedule.replace_to)  # issue 13: a later closure's row goes
+        if sessions or cutoff is not None or span is not None:
+            rows = tuple(r.session_values(s) for s in sessions.values())
+            keep = tuple(sorted(day for day in sessions if span is not None and span[0] <= day <= span[1]))
+            extra.changes.append(MarketSchedule(rows, cutoff, span, keep))
 
     def _stage_account(self, message: Message, batches: dict[str, AccountBatch]) -> None:
         slug = getattr(message, "account", None)

@@ -229,6 +229,25 @@ def test_schedule_writes_sessions_and_prunes_old_ones() -> None:
     assert changes == [ch.MarketSchedule((r.session_values(session),), date(2024, 3, 1))]
 
 
+def test_schedule_refresh_replaces_its_range_so_a_later_closure_goes() -> None:
+    """Issue 13: the refresh covers 4..8 March; 6 March was declared closed after it was stored."""
+    driver = Driver()
+
+    def session(day: int) -> Session:
+        at = datetime(2024, 3, day, 14, 30, tzinfo=UTC)
+        return Session(session_date=date(2024, 3, day), pre_open_utc=at, open_utc=at, close_utc=at, post_close_utc=at)
+
+    refreshed = (session(4), session(5), session(7), session(8), session(11))
+    changes = Driver.changes(driver.feed(("schedule", ScheduleComputed(
+        sessions=refreshed, replace_from=date(2024, 3, 4), replace_to=date(2024, 3, 8)))))
+    upsert_only = Driver.changes(driver.feed(("schedule", ScheduleComputed(sessions=refreshed[:1]))))
+
+    assert changes == [ch.MarketSchedule(tuple(r.session_values(s) for s in refreshed), None,
+                                         (date(2024, 3, 4), date(2024, 3, 8)),
+                                         (date(2024, 3, 4), date(2024, 3, 5), date(2024, 3, 7), date(2024, 3, 8)))]
+    assert upsert_only == [ch.MarketSchedule((r.session_values(refreshed[0]),))]
+
+
 def test_heartbeat_announces_on_every_account() -> None:
     changes = Driver.changes(Driver().feed(HeartbeatDue()))
 
