@@ -16,10 +16,10 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from coldharbour.db import rows
-from coldharbour.domain.cashflows import CashFlow
+from coldharbour.domain.cashflows import CashFlow, commission_flow
 from coldharbour.domain.changes import CashFlows, Change
 from coldharbour.domain.equity import DailyRow, IntradayPoint
-from coldharbour.domain.types import BrokerPosition, Fill, Order
+from coldharbour.domain.types import BrokerPosition, Fill, Order, to_datetime
 from coldharbour.messages import ActivityRecord
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,20 @@ class AccountBatch:
         current = self.orders.get(order.id)
         if current is None or order.updated_at >= current[0].updated_at:
             self.orders[order.id] = (order, raw_json)
+            self.add_commission(order)
+
+    def add_commission(self, order: Order) -> None:
+        """Stage an order's ``commission`` as a ``fee`` cash flow once it is final (SPEC §8).
+
+        Keyed ``commission:<order id>`` (one row per order, rewritten unchanged on a replay),
+        dated when it filled (else its last update).
+        """
+        if order.is_live or order.commission <= 0:
+            return
+        flow = commission_flow(order.id, order.symbol, order.commission,
+                               to_datetime(order.filled_at if order.filled_at is not None else order.updated_at))
+        if flow is not None:
+            self.add_cash_flows((flow,))
 
     def add_fill(self, fill: Fill, counters: Counter[str], *, from_stream: bool = False) -> None:
         """Stage one execution in its stored form."""

@@ -12,7 +12,7 @@ from coldharbour.domain import changes as ch
 from coldharbour.domain.cashflows import CashFlow, Category
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.schedule import Session
-from coldharbour.domain.types import NS_PER_SECOND, BrokerPosition
+from coldharbour.domain.types import NS_PER_SECOND, BrokerPosition, to_datetime
 from coldharbour.messages import (
     ActivitiesPage,
     ActivityRecord,
@@ -139,6 +139,28 @@ def test_activities_page_deletes_canceled_cash_flows_and_a_later_version_wins() 
 
     assert canceled == [ch.CashFlows("demo", deletes=("20240301000000000::div-1",))]
     assert rebooked == [ch.CashFlows("demo", (r.cash_flow_values(fee),))]
+
+
+def test_a_final_order_with_a_commission_books_it_as_a_fee_once() -> None:
+    """SPEC §8: ``commission`` on an order (Alpaca's order object) is a fee, booked when final."""
+    driver = Driver()
+    live = order("C", status="partially_filled", commission=Decimal("1.25"))
+    filled = order("C", status="filled", commission=Decimal("1.25"), filled_at=T0 + 5, updated_at=T0 + 5)
+    free = order("F", status="filled", commission=Decimal(0))
+    coin = order("K", symbol="BTC/USD", status="filled", commission=Decimal("0.5"))
+
+    while_live = of_kind(Driver.changes(driver.feed(("orders.demo", OrdersPage(account="demo", orders=(live,))))),
+                         ch.CashFlows)
+    final = of_kind(Driver.changes(driver.feed(("trade.demo", OrderUpdated(account="demo", event="fill",
+                                                                           order=filled)))), ch.CashFlows)
+    others = of_kind(Driver.changes(driver.feed(("orders.demo", OrdersPage(account="demo", orders=(free, coin))))),
+                     ch.CashFlows)
+
+    fee = CashFlow(id=f"commission:{oid('C')}", ts=to_datetime(T0), amount=Decimal("-1.25"), type="FEE",
+                   category=Category.FEE, description="commission AAPL")
+    assert while_live == []
+    assert final == [ch.CashFlows("demo", (r.cash_flow_values(fee),))]
+    assert others == []  # no commission; a crypto fee is booked from its CFEE activity instead
 
 
 def test_partial_snapshot_sets_the_broker_wac_of_its_symbols() -> None:
