@@ -15,7 +15,8 @@ idempotent upserts and deletes, so a repeat is harmless. A correction older than
 (a week before the newest stored id) is not seen.
 
 Unknown activity codes (``unclassified``) are published like any other flow (they stay part of
-returns), counted (``activities_unclassified``) and each code is logged once per process.
+returns), counted when published (``activities_unclassified``) and each code is logged once per
+process; ``chmgr doctor`` lists the stored ones.
 
 Every activity is checked against what the store and the bus accept before it is published
 (``broker.validate``: no NUL or invalid UTF-8 anywhere in it, a time within 1970..2262 and not
@@ -194,7 +195,6 @@ class CashflowsJob:
         raw = await self._source.activities(query_after(self.cursor))
         flows, rejected, by_id = screen([a for a in raw if not is_canceled(a)], self._clock_ns())
         self._count_rejected(rejected)
-        self._count_unclassified(flows)
         wanted = flow_changes([*(by_id[flow.id] for flow in flows), *(a for a in raw if is_canceled(a))], stored)
         self._published = {key: sent for key, sent in self._published.items() if not _settled(key, sent[1], stored)}
 
@@ -206,6 +206,7 @@ class CashflowsJob:
         deletes = tuple(key for key in wanted.deletes if due(key, None))
         if upserts or deletes:
             self._publish(upserts, deletes, by_id, stored)
+            self._count_unclassified(upserts)
         self._published.update((flow.id, (self._runs, flow)) for flow in upserts)
         self._published.update((key, (self._runs, None)) for key in deletes)
         return len(upserts) + len(deletes)
@@ -238,7 +239,7 @@ class CashflowsJob:
                 )
 
     def _count_unclassified(self, flows: list[CashFlow]) -> None:
-        """Count every ``unclassified`` flow read this run; log each unknown code once (SPEC §8)."""
+        """Count the ``unclassified`` flows published; log each unknown code once (SPEC §8)."""
         self._counters["activities_unclassified"] += sum(1 for flow in flows if flow.category is Category.UNCLASSIFIED)
         for code in unclassified_codes(flows, self._unclassified):
             self._unclassified.add(code)

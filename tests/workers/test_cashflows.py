@@ -300,3 +300,42 @@ async def test_a_canceled_dividend_leaves_cash_flows_and_the_kpis_and_a_correcti
     assert cash_ctx.counters["activities_corrected"] == 1
     assert cash_ctx.counters["activities_published"] + cash_ctx.counters["activities_canceled"] == published
     assert replayed == after
+
+
+class _Activities:
+    """A broker whose activities include a code Alpaca may add later (the fake refuses unknown codes).
+
+    Shape: Alpaca's non-trade activity (docs.alpaca.markets/reference/getaccountactivities).
+    """
+
+    def __init__(self, activities: list[dict[str, object]]) -> None:
+        self.activities_list = activities
+
+    async def activities(self, after: object) -> list[dict[str, object]]:
+        return list(self.activities_list)
+
+
+async def test_unclassified_codes_are_published_counted_and_logged_once(migrated_dsn, tmp_path, bus, caplog) -> None:
+    settings = settings_for(migrated_dsn, tmp_path, bus, CASH_FLOWS_INTERVAL_S=str(INTERVAL_S))
+    ctx = context("cashflows", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 15))
+    observer = bus.observe(topic_cash("demo"))
+    new_code = {"activity_type": "ZZNEW", "date": "2024-03-11", "net_amount": "-4.10", "status": "executed",
+                "description": "a code the catalogue does not know"}
+    source = _Activities([{**new_code, "id": "20240311000000000::a"}, {**new_code, "id": "20240311000000000::b"},
+                          {"id": "20240311000000000::c", "activity_type": "DIV", "date": "2024-03-11",
+                           "net_amount": "2.40", "symbol": "MSFT", "status": "executed"}])
+    caplog.set_level(logging.WARNING)
+
+    async with running(partial(cashflows.run, settings, ctx, clock=clock, sources={"demo": source}), ctx):
+        await async_wait_for(lambda: len(_pages(observer)) == 1 and clock.sleepers == 1, what="first page")
+        source.activities_list.append({**new_code, "id": "20240311000000000::d"})
+        clock.advance(timedelta(seconds=INTERVAL_S))
+        await async_wait_for(lambda: len(_pages(observer)) == 2 and clock.sleepers == 1, what="second page")
+
+    first, second = _pages(observer)
+    assert {f.id[-1]: f.category for f in first.cash_flows} == {
+        "a": Category.UNCLASSIFIED, "b": Category.UNCLASSIFIED, "c": Category.INCOME}
+    assert [f.id[-1] for f in second.cash_flows] == ["d"]  # nothing was stored: a, b, c are held
+    assert ctx.counters["activities_unclassified"] == 3
+    assert caplog.text.count("unclassified activity code account=demo type=ZZNEW") == 1
