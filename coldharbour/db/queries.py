@@ -103,8 +103,8 @@ async def cash_flows_from(conn: Conn, names: AccountNames, first_id: str) -> dic
 
 
 async def cash_flow_count(conn: Conn, names: AccountNames) -> int:
-    """Return how many cash-flow rows are stored (a drop means rows were deleted)."""
-    rows = await _fetch(conn, sql.SQL("SELECT count(*) FROM {t}").format(t=names.cash_flows.ident))
+    """Return how many usable cash-flow rows (with an amount) are stored: a drop means rows were deleted."""
+    rows = await _fetch(conn, sql.SQL("SELECT count(amount) FROM {t}").format(t=names.cash_flows.ident))
     return int(rows[0][0]) if rows else 0
 
 
