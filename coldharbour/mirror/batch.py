@@ -48,10 +48,9 @@ class AccountBatch:
     @property
     def is_empty(self) -> bool:
         """Return True when nothing was staged."""
-        return not (self.orders or self.fills or self.activities or self.cash_flows or self.deleted_cash_flows
-                    or self.daily
+        return not (self.orders or self.fills or self.activities or self.cash_flows or self.daily
                     or self.intraday or self.bars or self.metrics is not None or self.wac
-                    or self.remarked or self.full or self.daily_keep is not None)
+                    or self.remarked or self.full or self.daily_keep is not None or self.deleted_cash_flows)
 
     def add_order(self, order: Order, raw_json: str, counters: Counter[str]) -> None:
         """Stage one order version (the newest ``updated_at`` per id wins)."""
