@@ -16,8 +16,8 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from coldharbour.db import rows
-from coldharbour.domain.cashflows import CashFlow, commission_flow
-from coldharbour.domain.changes import CashFlows, Change
+from coldharbour.domain import cashflows, changes
+from coldharbour.domain.cashflows import CashFlow
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.types import BrokerPosition, Fill, Order, to_datetime
 from coldharbour.messages import ActivityRecord
@@ -73,7 +73,7 @@ class AccountBatch:
         """
         if order.is_live or order.commission <= 0:
             return
-        flow = commission_flow(order.id, order.symbol, order.commission,
+        flow = cashflows.commission_flow(order.id, order.symbol, order.commission,
                                to_datetime(order.filled_at if order.filled_at is not None else order.updated_at))
         if flow is not None:
             self.add_cash_flows((flow,))
@@ -98,6 +98,13 @@ class AccountBatch:
         elif record.activity_type.upper() != rows.FILL_ACTIVITY:
             self.activities[record.id] = record
 
+    def set_positions(self, positions: tuple[BrokerPosition, ...], symbols: tuple[str, ...]) -> None:
+        """Stage the broker WAC of ``symbols`` from a partial snapshot (absent = flat)."""
+        by_symbol = {p.symbol: p for p in positions}
+        for symbol in symbols:
+            position = by_symbol.get(symbol)
+            self.wac[symbol] = position.avg_entry_price if position is not None and position.qty != 0 else None
+
     def add_cash_flows(self, flows: Iterable[CashFlow], deleted: Iterable[str] = ()) -> None:
         """Stage cash-flow rows and the ids to delete (SPEC §8 corrections); the later one wins."""
         for flow in flows:
@@ -107,13 +114,8 @@ class AccountBatch:
             self.cash_flows.pop(flow_id, None)
             self.deleted_cash_flows.add(flow_id)
 
-    def deletions(self, slug: str) -> list[Change]:
+    def deletions(self, slug: str) -> list[changes.Change]:
         """Return the staged deletes the account plan does not carry (canceled cash flows)."""
-        return [CashFlows(slug, deletes=tuple(sorted(self.deleted_cash_flows)))] if self.deleted_cash_flows else []
-
-    def set_positions(self, positions: tuple[BrokerPosition, ...], symbols: tuple[str, ...]) -> None:
-        """Stage the broker WAC of ``symbols`` from a partial snapshot (absent = flat)."""
-        by_symbol = {p.symbol: p for p in positions}
-        for symbol in symbols:
-            position = by_symbol.get(symbol)
-            self.wac[symbol] = position.avg_entry_price if position is not None and position.qty != 0 else None
+        if not self.deleted_cash_flows:
+            return []
+        return [changes.CashFlows(slug, deletes=tuple(sorted(self.deleted_cash_flows)))]
