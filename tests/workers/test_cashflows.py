@@ -15,7 +15,8 @@ from psycopg import sql
 from coldharbour.analytics.cashflows import RESEND_AFTER_RUNS
 from coldharbour.analytics.clock import ManualClock
 from coldharbour.db.names import account_names
-from coldharbour.domain.cashflows import CashFlow, Category, to_cash_flow
+from coldharbour.domain import cashflows as flows_domain
+from coldharbour.domain.cashflows import Category
 from coldharbour.messages import ActivitiesPage, ResyncRequested, SessionPhaseChanged, topic_cash, topic_resync
 from tests.analytics.helpers import Rows, context, running, settings_for, utc
 from tests.support import async_wait_for
@@ -73,8 +74,8 @@ async def test_cashflows_resume_from_the_stored_cursor_after_a_restart(
     known = fake_broker.post_activities([{"activity_type": "DIV", "net_amount": "1.00", "symbol": "MSFT"}])
     rows = Rows(settings)
     for activity in fake_broker.request("GET", "/v2/account/activities").json():
-        flow = to_cash_flow(activity)  # stored as `state` stores it: an unchanged row is not re-sent
-        assert isinstance(flow, CashFlow)
+        flow = flows_domain.to_cash_flow(activity)  # stored as `state` stores it: an unchanged row is not re-sent
+        assert isinstance(flow, flows_domain.CashFlow)
         rows.cash_flow(flow.id, flow.ts, str(flow.amount), flow.type, flow.category.value,
                        description=flow.description)
     rows.close()
