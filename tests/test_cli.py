@@ -325,6 +325,24 @@ def test_cli_doctor_reports_each_precondition(migrated_dsn: Dsn, run_dir: Path, 
     assert any(t.startswith("supervisord is not running") for t, v in verdicts.items() if v == "WARN")
 
 
+def test_doctor_lists_unclassified_activity_codes_per_account(migrated_dsn: Dsn) -> None:
+    """SPEC §8: a code outside the catalogue is stored ``unclassified`` and shown, WARN."""
+    from coldharbour.cli.doctor import check_unclassified
+
+    with psycopg.connect(migrated_dsn.reveal(), autocommit=True) as conn:
+        for flow_id, code, category in (("20240301000000000::a", "ZZNEW", "unclassified"),
+                                        ("20240302000000000::b", "ZZNEW", "unclassified"),
+                                        ("20240302000000000::c", "DIV", "income")):
+            conn.execute("INSERT INTO accounts.cash_flows_demo (id, ts, amount, type, category) "
+                         "VALUES (%s, now(), 1, %s, %s)", (flow_id, code, category))
+
+    checks = list(check_unclassified(make_settings(migrated_dsn)))
+
+    assert [c.verdict for c in checks] == ["WARN", "OK"]
+    assert checks[0].line.startswith("account demo: unclassified activity codes 'ZZNEW' ×2: kept in returns")
+    assert checks[1].line == "account paper-1: every activity code is classified"
+
+
 def test_cli_doctor_reports_wrong_dsn_missing_feed_and_open_run_dir(run_dir: Path, fake_broker: FakeBroker) -> None:
     env = _doctor_env(Dsn("postgresql://chmgr:hunter2-PASSWORD@127.0.0.1:1/x"), run_dir, fake_broker)
     run_dir.chmod(0o755)

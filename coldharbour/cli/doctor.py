@@ -41,6 +41,7 @@ QUARANTINE_TABLE: Final = "quarantine"  # ``<ACCOUNT_SCHEMA>.quarantine``, writt
 QUARANTINE_SHOWN: Final = 5
 BROKER_TIMEOUT_S: Final = 5.0
 FEED_WAIT_S: Final = 3.0
+UNCLASSIFIED_CODE_CHARS: Final = 40
 
 Verdict = Literal["OK", "WARN", "FAIL"]
 
@@ -97,6 +98,28 @@ def check_equity_proof(settings: Settings) -> Iterator[Check]:
                     )
                 elif compared:
                     yield Check("OK", f"account {account.name}: daily equity matches the broker on all {compared} days")
+    except (DatabaseError, psycopg.Error):
+        return  # the database check above says what is wrong
+
+
+def check_unclassified(settings: Settings) -> Iterator[Check]:
+    """Per account: activity codes stored as ``unclassified`` (not in SPEC §8's catalogue)."""
+    try:
+        with connect_sync(settings.reader_dsn, "chmgr-doctor", read_only=True) as conn:
+            for account in settings.accounts:
+                query = sql.SQL(
+                    "SELECT type, count(*) FROM {t} WHERE category = 'unclassified' GROUP BY type ORDER BY type"
+                ).format(t=account_names(settings, account.slug).cash_flows.ident)
+                found = conn.execute(query).fetchall()
+                if found:
+                    codes = ", ".join(f"{str(code)[:UNCLASSIFIED_CODE_CHARS]!r} ×{n}" for code, n in found)
+                    yield Check(
+                        "WARN",
+                        f"account {account.name}: unclassified activity codes {codes}: kept in returns (never "
+                        "a deposit); add them to the catalogue in domain/cashflows.py if they are known",
+                    )
+                else:
+                    yield Check("OK", f"account {account.name}: every activity code is classified")
     except (DatabaseError, psycopg.Error):
         return  # the database check above says what is wrong
 
@@ -346,6 +369,7 @@ def run_checks(settings: Settings) -> Iterator[Check]:
     """Yield every check's outcome, in the order an operator would fix them."""
     yield from check_database(settings)
     yield from check_equity_proof(settings)
+    yield from check_unclassified(settings)
     yield from check_schedule_horizon(settings, ny_date(datetime.now(UTC)))
     yield check_roles(settings)
     yield from check_quarantine(settings)
