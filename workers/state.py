@@ -112,6 +112,9 @@ async def _commit(plan: Plan, writer: Writer, resyncs: Resyncs, mirror: Mirror, 
     changes = ownership.writable(plan.changes)
     if not changes:
         return True
+    if not ownership.held:  # the lock session ended: another stack may own our accounts now
+        ownership.counters["commits_withheld"] += 1
+        return False  # memory kept; the resync after the locks are re-taken brings it back
     try:
         await writer.commit_isolating(changes, time.time_ns())
         return True
@@ -244,6 +247,12 @@ async def _serve(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.E
                                    name="state-consumer")
     for task in (*tasks, consumer):
         task.add_done_callback(runtime.log_task_exception)
+    def resync_all() -> None:  # commits were withheld while the locks were lost: read them again
+        for account in settings.accounts:
+            ctx.publisher.publish(m.topic_resync(account.slug),
+                                  m.ResyncRequested(account=account.slug, reason="locks_retaken"))
+
+    ownership.on_retaken = resync_all
     guard = asyncio.create_task(ownership.watch(stop), name="state-ownership")
     done, _ = await asyncio.wait([consumer, guard, asyncio.create_task(stop.wait())],
                                  return_when=asyncio.FIRST_COMPLETED)
@@ -251,7 +260,7 @@ async def _serve(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.E
         task.cancel()
     await asyncio.gather(*tasks, guard, return_exceptions=True)
     if guard in done and guard.exception() is not None:
-        consumer.cancel()  # the locks are gone: not one more write (LockLost, exit 1, restart re-takes them)
+        consumer.cancel()  # another stack owns one of our accounts now: not one more write (exit 1)
         await asyncio.gather(consumer, return_exceptions=True)
         await writer.close()
         guard.result()

@@ -11,9 +11,12 @@ stacks hold locks waits ``SHARED_GRACE_S`` first, so a dead writer's restart doe
 shared writes back from the stack that just took them over).
 
 The locks live on a dedicated connection, not the writer's: the writer reconnects after a
-failed commit, and a session lock does not survive a reconnect. If the lock connection is lost,
-the locks are gone and another stack may already own our accounts, so ``watch`` raises: ``state``
-exits non-zero, supervisord restarts it, and it takes the locks again (or is refused). The
+failed commit, and a session lock does not survive a reconnect. If the lock connection is lost
+(a PostgreSQL restart or failover), the locks are gone: ``held`` turns False, so ``state``
+withholds every commit, and ``watch`` reconnects with backoff and takes the same locks again.
+If another stack took one of our accounts meanwhile, ``watch`` raises ``AccountOwned``: ``state``
+exits with one line. After a re-take ``on_retaken`` runs (``state`` asks for a resync of every
+account: what it withheld is read again from the broker). The
 ``quarantine`` table needs no owner: its rows are inserted (never updated) by the stack that
 owns the refusing change's account.
 
@@ -32,7 +35,7 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, NamedTuple
 
 import psycopg
@@ -123,6 +126,8 @@ class Ownership:
         self.shared_writer = False
         self.counters["shared_writer"] = 0
         self._shared_not_before = 0.0
+        self.held = False  # every account lock is held (False before ``acquire`` and after a loss)
+        self.on_retaken: Callable[[], None] | None = None
 
     async def acquire(self, stop: asyncio.Event | None = None) -> None:
         """Connect and lock every account; raise ``AccountOwned`` naming the first one held elsewhere.
@@ -171,6 +176,7 @@ class Ownership:
         if others:
             self._shared_not_before = time.monotonic() + SHARED_GRACE_S
         log.info("accounts owned=%s other_stack_locks=%d", ",".join(self._slugs), len(others))
+        self.held = True
         await self.refresh()
 
     async def refresh(self) -> None:
@@ -191,12 +197,34 @@ class Ownership:
             raise LockLost(f"lock connection lost, the account locks are gone: {e}") from None
 
     async def watch(self, stop: asyncio.Event, interval_s: float = CHECK_INTERVAL_S) -> None:
-        """``refresh`` every ``interval_s`` until ``stop``; raises ``LockLost``."""
+        """``refresh`` every ``interval_s`` until ``stop``; re-take the locks after a lost connection.
+
+        Raises ``AccountOwned`` when another stack owns one of our accounts by then.
+        """
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), interval_s)
             except TimeoutError:
-                await self.refresh()
+                try:
+                    await self.refresh()
+                except LockLost as e:
+                    await self._retake(stop, e)
+
+    async def _retake(self, stop: asyncio.Event, lost: LockLost) -> None:
+        self.held = self.shared_writer = False
+        self.counters["shared_writer"] = 0
+        log.warning("%s; commits withheld until the locks are taken again", lost)
+        await self.close()
+        try:
+            await self.acquire(stop)  # AccountOwned propagates: another stack has one of ours
+        except DatabaseError:
+            if stop.is_set():
+                return
+            raise
+        self.counters["locks_retaken"] += 1
+        log.info("account locks taken again after a lost connection accounts=%s", ",".join(self._slugs))
+        if self.on_retaken is not None:
+            self.on_retaken()
 
     def writable(self, changes: Sequence[c.Change]) -> Sequence[c.Change]:
         """Return ``changes`` without the shared-table ones unless this stack writes the shared tables."""

@@ -75,8 +75,7 @@ def _row(seq: int) -> dict[str, Any]:
 
 
 def _payload(channel: str, seq: int) -> str:
-    [note_] = notify.position_changes(channel, [_row(seq)], [])
-    return note_.payload
+    return notify.to_json({"row": _row(seq)})  # SPEC §6: one upserted row
 
 
 def _browser_latencies(url: str, dsn: str, channel: str, pages: int, changes: int) -> list[float]:
