@@ -52,7 +52,7 @@ from coldharbour.db.names import account_names
 from coldharbour.messages import Heartbeat
 from coldharbour.runtime import PROGRAMS
 from coldharbour.sim.feed import Tick, encode_trade
-from coldharbour.sim.postgres import PgCluster
+from coldharbour.sim.postgres import PgCluster, free_port
 from coldharbour.supervisor import render_config
 from tests.fixtures.stack import BrokerProcess, Figures, Stack, alive, report
 from tests.integration.programs import HeartbeatWatch
@@ -110,6 +110,7 @@ def _environment(dsn: Dsn, run_dir: Path, broker: BrokerProcess, accounts: tuple
     return {
         **{name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ},
         **make_environ(dsn, run_dir, accounts, ZMQ_SIP_STREAM_ENDPOINT=f"ipc://{run_dir}/feed.sock",
+                       CHMGR_WEB_BIND=f"127.0.0.1:{free_port()}",  # each stack's dashboard on its own port
                        **credentials, **{**SETTINGS, **extra}),
     }  # fmt: skip
 
@@ -128,7 +129,7 @@ def _shard(dsn: Dsn, broker: BrokerProcess, accounts: tuple[str, ...], work: Pat
     run_dir = Path(tempfile.mkdtemp(prefix="chs-", dir="/tmp"))
     work.mkdir(parents=True, exist_ok=True)
     env = _environment(dsn, run_dir, broker, accounts)
-    conf = render_config(work)
+    conf = render_config(work, run_dir)
     views = {slug: _view(env, run_dir, conf, broker, dsn, slug) for slug in accounts}
     first = views[accounts[0]]
     context = zmq.Context()
