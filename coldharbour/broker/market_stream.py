@@ -38,10 +38,10 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from coldharbour.broker.feed import Skip, decode_trade
-from coldharbour.broker.retry import backoff_delay_s
 from coldharbour.config import Secret
 from coldharbour.domain.types import from_datetime
 from coldharbour.messages import Tick
+from coldharbour.retry import Backoff, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -147,20 +147,22 @@ class MarketDataStream:
 
         No connection is opened (or re-opened) while no symbol is wanted.
         """
-        attempt = 0
+        backoff = Backoff(*self._backoff)
         while not stop.is_set():
             if not await self._until_wanted(stop):
                 return
             delivered = await self._session_until(stop)
             if stop.is_set():
                 return
-            attempt = 1 if delivered else attempt + 1
-            delay = backoff_delay_s(attempt, *self._backoff)
+            if delivered:
+                backoff.reset()
+            delay = backoff.next_delay()
             self.counters["reconnects"] += 1
             self.counters["data_stream_reconnects"] += 1
-            log.warning("data stream reconnecting stream=%s attempt=%d delay_s=%.2f", self.name, attempt, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            log.warning(
+                "data stream reconnecting stream=%s attempt=%d delay_s=%.2f", self.name, backoff.attempts, delay
+            )
+            await sleep_or_stop(stop, delay)
 
     async def _session_until(self, stop: asyncio.Event) -> bool:
         """Run one session; on ``stop`` give it ``CLOSE_GRACE_S`` to close, then cancel it."""
