@@ -15,7 +15,7 @@ symbol set changes at run time and the hot path should decode with msgspec:
   symbol, finite positive price, excluded conditions, size, time) and each frame's ticks reach
   ``on_ticks`` together; rejections are counted (``rejects_data_stream_<reason>``);
 - a dropped or refused connection is retried with capped exponential backoff and equal jitter
-  (``broker.retry``); the attempt counter resets after a connection that delivered a trade.
+  (``coldharbour.retry.Backoff``); the attempt counter resets after a connection that delivered a trade.
 
 ``plan_subscriptions`` (pure) splits the symbols in play into stock and crypto (a ``/`` in the
 symbol) and caps each connection at the plan's symbol limit, keeping what is already subscribed.

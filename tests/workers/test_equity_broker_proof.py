@@ -25,12 +25,12 @@ import pytest
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
 
-from coldharbour.analytics.broker_reads import BrokerReads
-from coldharbour.analytics.clock import ManualClock
+from coldharbour.broker.reads import BrokerReads
 from coldharbour.domain.cashflows import Category, Rejection, to_cash_flow
 from coldharbour.domain.equity import daily_summary
 from coldharbour.domain.metrics import compute_kpi_document
 from coldharbour.domain.schedule import NEW_YORK, ny_date
+from coldharbour.jobs.clock import ManualClock
 from coldharbour.messages import EquityComputed, topic_equity
 from coldharbour.sim.broker import BrokerServer
 from coldharbour.sim.engine import DEFAULT_ACCOUNTS

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from coldharbour.analytics.clock import ManualClock, run_per_account, run_periodic
 from coldharbour.errors import BrokerError
+from coldharbour.jobs.clock import ManualClock, run_per_account, run_periodic
 from tests.analytics.helpers import utc
 from tests.support import async_wait_for
 
