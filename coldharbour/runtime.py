@@ -35,11 +35,11 @@ from coldharbour.retry import sleep_or_stop
 log = logging.getLogger(__name__)
 
 Program = Literal[
-    "bus", "state", "prices", "trades", "snapshot", "cashflows", "equity", "metrics", "scheduler"
+    "bus", "state", "prices", "trades", "snapshot", "cashflows", "equity", "metrics", "scheduler", "web"
 ]
 # Start order: bus first, state second (supervisord priorities follow this order).
 PROGRAMS: Final[tuple[Program, ...]] = (
-    "bus", "state", "prices", "trades", "snapshot", "cashflows", "equity", "metrics", "scheduler",
+    "bus", "state", "prices", "trades", "snapshot", "cashflows", "equity", "metrics", "scheduler", "web",
 )  # fmt: skip
 # Programs that run only while a session is not `closed` (SPEC.md §4 scheduler).
 SESSION_PROGRAMS: Final[tuple[Program, ...]] = ("prices", "trades", "snapshot", "equity", "cashflows")

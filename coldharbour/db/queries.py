@@ -89,10 +89,28 @@ async def cash_flow_cursor(conn: Conn, names: AccountNames) -> str | None:
     return rows[0][0] if rows else None
 
 
-async def cash_flow_ids_from(conn: Conn, names: AccountNames, first_id: str) -> set[str]:
-    """Return the stored activity ids ``>= first_id`` (the overlap window already known)."""
-    query = sql.SQL("SELECT id FROM {t} WHERE id >= %s").format(t=names.cash_flows.ident)
-    return {row[0] for row in await _fetch(conn, query, [first_id])}
+async def cash_flows_from(conn: Conn, names: AccountNames, first_id: str) -> dict[str, CashFlow]:
+    """Return the stored Alpaca-shaped activity rows with id ``>= first_id`` (the overlap window), by id.
+
+    What ``cashflows`` compares a re-read window with (SPEC §8 corrections). Rows the mirror
+    keys otherwise (``commission:<order>``) are not activities and are left out.
+    """
+    query = sql.SQL(
+        "SELECT id, ts, amount, type, category, description FROM {t} WHERE id >= %s AND id ~ '^[0-9]{{17}}::'"
+    ).format(t=names.cash_flows.ident)
+    rows = await _fetch(conn, query, [first_id])
+    return {flow.id: flow for flow in (_cash_flow(row) for row in rows) if flow is not None}
+
+
+async def cash_flow_count(conn: Conn, names: AccountNames) -> int:
+    """Return how many usable cash-flow rows (with an amount) are stored: a drop means rows were deleted."""
+    rows = await _fetch(conn, sql.SQL("SELECT count(amount) FROM {t}").format(t=names.cash_flows.ident))
+    return int(rows[0][0]) if rows else 0
+
+
+async def cash_flow_ids(conn: Conn, names: AccountNames) -> set[str]:
+    """Return every stored cash-flow id."""
+    return {row[0] for row in await _fetch(conn, sql.SQL("SELECT id FROM {t}").format(t=names.cash_flows.ident))}
 
 
 async def cash_flows_changed(conn: Conn, names: AccountNames, cursor: datetime | None) -> Changes[CashFlow]:

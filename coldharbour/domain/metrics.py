@@ -32,7 +32,7 @@ Sharpe family and in the rendered document; every figure is finite or None, neve
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final, Literal
@@ -569,6 +569,18 @@ class KpiAccumulator:
                 self._flow_totals.apply(old, -1)
             self._flows[flow.id] = flow
             self._flow_totals.apply(flow, 1)
+
+    @property
+    def flow_count(self) -> int:
+        """Return how many cash flows were fed (to notice a deleted row: the table holds fewer)."""
+        return len(self._flows)
+
+    def keep_flows(self, ids: Container[str]) -> bool:
+        """Drop the fed cash flows whose id is not in ``ids`` (deleted rows); return True if any was."""
+        gone = [key for key in self._flows if key not in ids]
+        for key in gone:
+            self._flow_totals.apply(self._flows.pop(key), -1)
+        return bool(gone)
 
     def add_daily(self, rows: Iterable[DailySummary]) -> None:
         """Fold daily equity rows in; the daily KPIs are recomputed once, when next rendered."""

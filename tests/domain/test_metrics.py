@@ -515,3 +515,21 @@ def test_accumulator_equals_from_scratch(
         v is None or isinstance(v, int | str) or (isinstance(v, float) and math.isfinite(v))
         for v in incremental.values()
     )
+
+
+def test_accumulator_drops_deleted_flows_as_if_never_fed() -> None:
+    """SPEC §8: a canceled activity's row is deleted; the KPIs must equal those without it."""
+    accumulator = KpiAccumulator()
+    accumulator.add_flows(FLOWS)
+    kept = [flow for flow in FLOWS if flow.type != "DIV"]
+
+    dropped = accumulator.keep_flows({flow.id for flow in kept})
+    again = accumulator.keep_flows({flow.id for flow in kept})
+
+    assert dropped
+    assert not again
+    assert accumulator.flow_count == len(kept)
+    incremental = accumulator.document(open_lots=[], intraday_cumulative_return=None, in_session=False, as_of=AS_OF)
+    scratch = compute_kpi_document(slices=[], flows=kept, daily=[], open_lots=[], intraday_cumulative_return=None,
+                                   in_session=False, as_of=AS_OF)
+    assert incremental == scratch
