@@ -15,7 +15,7 @@ class WaitTimeout(AssertionError):
 
 
 def wait_for(
-    predicate: Callable[[], T], timeout_s: float = 10.0, *, interval_s: float = 0.01, what: str = ""
+    predicate: Callable[[], T | None], timeout_s: float = 10.0, *, interval_s: float = 0.01, what: str = ""
 ) -> T:
     """Poll ``predicate`` until it returns a truthy value; return it, or raise ``WaitTimeout``.
 
@@ -35,13 +35,13 @@ def wait_for(
 
 @overload
 async def async_wait_for(
-    predicate: Callable[[], Awaitable[T]], timeout_s: float = ..., *, interval_s: float = ..., what: str = ...
+    predicate: Callable[[], Awaitable[T | None]], timeout_s: float = ..., *, interval_s: float = ..., what: str = ...
 ) -> T: ...
 
 
 @overload
 async def async_wait_for(
-    predicate: Callable[[], T], timeout_s: float = ..., *, interval_s: float = ..., what: str = ...
+    predicate: Callable[[], T | None], timeout_s: float = ..., *, interval_s: float = ..., what: str = ...
 ) -> T: ...
 
 
