@@ -19,13 +19,13 @@ from collections.abc import Mapping
 from psycopg_pool import AsyncConnectionPool
 
 from coldharbour import runtime
-from coldharbour.analytics.broker_reads import BrokerReads
 from coldharbour.analytics.cashflows import ActivitySource, CashflowsJob
-from coldharbour.analytics.clock import Clock, SystemClock, run_per_account
-from coldharbour.analytics.phases import is_session_start, start_watch
+from coldharbour.broker.reads import BrokerReads
 from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool, reader_dsn
 from coldharbour.db.names import account_names
+from coldharbour.jobs.clock import Clock, SystemClock, run_per_account
+from coldharbour.jobs.phases import is_session_start, start_watch
 from coldharbour.messages import PREFIX_RESYNC, ResyncRequested, SessionPhaseChanged
 
 PROGRAM = "cashflows"

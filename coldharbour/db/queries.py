@@ -26,7 +26,7 @@ from psycopg.rows import TupleRow
 from coldharbour.db.names import QUARANTINE_TABLE, AccountNames, SharedNames
 from coldharbour.domain.cashflows import CashFlow, Category, Execution, Rejection, to_execution
 from coldharbour.domain.equity import Bar, IntradayLot
-from coldharbour.domain.metrics import SHARPE_WINDOWS, ClosedSlice, DailySummary, OpenLot
+from coldharbour.domain.metrics import SHARPE_WINDOWS, ClosedTrade, DailySummary, OpenLot
 from coldharbour.domain.schedule import Session
 from coldharbour.domain.types import TERMINAL_STATUSES
 
@@ -167,11 +167,11 @@ async def first_activity_time(conn: Conn, names: AccountNames) -> datetime | Non
 # --- closed trades and open positions ----------------------------------------------------------
 
 
-def _closed_slice(row: TupleRow) -> ClosedSlice | None:
+def _closed_slice(row: TupleRow) -> ClosedTrade | None:
     lot, exit_order, side, qty, entry_time, entry_price, exit_time, exit_price, exit_type, pnl, fifo = row[:11]
     if None in (entry_time, entry_price, exit_time, exit_price, pnl):
         return None
-    return ClosedSlice(
+    return ClosedTrade(
         entry_lot_id=lot, exit_order_id=exit_order, side=side, qty=qty, entry_time=entry_time,
         entry_price=entry_price, exit_time=exit_time, exit_price=exit_price, exit_type=exit_type,
         pnl_cash=pnl, pnl_cash_fifo=pnl if fifo is None else fifo,
@@ -184,7 +184,7 @@ _CLOSED_COLUMNS: Final = sql.SQL(
 )
 
 
-async def closed_slices_changed(conn: Conn, names: AccountNames, cursor: datetime | None) -> Changes[ClosedSlice]:
+async def closed_slices_changed(conn: Conn, names: AccountNames, cursor: datetime | None) -> Changes[ClosedTrade]:
     """Return closed slices written since ``cursor`` (all of them when None)."""
     where, params = _changed_where(cursor)
     query = sql.SQL("SELECT {c} FROM {t} WHERE {w} ORDER BY updated_at").format(

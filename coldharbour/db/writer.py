@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
@@ -37,6 +36,7 @@ from coldharbour.db.upserts import Statements
 from coldharbour.domain import changes as c
 from coldharbour.domain.types import CLOSED_COLUMNS, to_datetime
 from coldharbour.errors import DatabaseError
+from coldharbour.retry import Backoff, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -76,30 +76,21 @@ class Writer:
 
     async def connect(self, stop: asyncio.Event | None = None) -> None:
         """Open the connection, retrying with capped exponential backoff until it works or ``stop``."""
-        delay = BACKOFF_INITIAL_S
-        attempt = 0
+        backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         while self._conn is None or self._conn.closed:
-            attempt += 1
             try:
                 self._conn = await connect_writer(self._dsn)
                 self._conn.cursor_factory = psycopg.AsyncRawCursor  # statements use $n (db.upserts)
             except DatabaseError as e:
                 self.counters["db_connect_failures"] += 1
-                wait = delay * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
-                log.warning("writer connect attempt=%d failed, retrying in %.2fs: %s", attempt, wait, e)
-                if stop is not None:
-                    try:
-                        await asyncio.wait_for(stop.wait(), wait)
-                        raise DatabaseError("stopped while connecting the writer") from None
-                    except TimeoutError:
-                        pass
-                else:
-                    await asyncio.sleep(wait)
-                delay = min(delay * 2, BACKOFF_MAX_S)
+                wait = backoff.next_delay()
+                log.warning("writer connect attempt=%d failed, retrying in %.2fs: %s", backoff.attempts, wait, e)
+                if await sleep_or_stop(stop or asyncio.Event(), wait):
+                    raise DatabaseError("stopped while connecting the writer") from None
                 continue
-            if attempt > 1:
+            if backoff.attempts:
                 self.counters["db_reconnects"] += 1
-                log.info("writer connected after attempt=%d", attempt)
+                log.info("writer connected after attempt=%d", backoff.attempts + 1)
 
     @property
     def connected(self) -> bool:

@@ -66,7 +66,7 @@ def _credentials(i: int) -> tuple[str, str]:
     return f"bench-key-{i:03d}", f"bench-secret-{i:03d}"
 
 
-def _listen(dsn: str, channels: list[str], out: mp.Queue, ready: MpEvent, stop: MpEvent) -> None:  # type: ignore[type-arg]
+def _listen(dsn: str, channels: list[str], out: mp.Queue, ready: MpEvent, stop: MpEvent) -> None:
     """Child process: LISTEN on every channel; put (parent_id, latency ms) for each row's first NOTIFY."""
     seen: set[str] = set()
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -92,7 +92,7 @@ class Listener:
 
     def __init__(self, dsn: str, channels: list[str]) -> None:
         ctx = mp.get_context("spawn")
-        self._queue: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+        self._queue: mp.Queue = ctx.Queue()
         self._stop = ctx.Event()
         ready = ctx.Event()
         self._process = ctx.Process(target=_listen, args=(dsn, channels, self._queue, ready, self._stop), daemon=True)

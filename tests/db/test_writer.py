@@ -286,7 +286,7 @@ async def test_writer_deletes_canceled_cash_flows_and_a_replay_changes_nothing(m
     assert rows == [(fee[0], Decimal("-0.05"))]
 
 
-def _session(day: int) -> tuple[object, ...]:
+def _session(day: int) -> tuple[date, datetime, datetime, datetime, datetime]:
     at = datetime(2026, 1, day, 14, 30, tzinfo=UTC)
     return (date(2026, 1, day), at, at, at, at)
 
@@ -299,7 +299,7 @@ async def test_writer_schedule_refresh_replaces_its_range(migrated_dsn: Any) -> 
 
     refreshed = tuple(s for s in stored[:5] if s[0].day != 7)  # 7 Jan closed; 12 Jan outside the range
     span = (date(2026, 1, 5), date(2026, 1, 9))
-    change = ch.MarketSchedule(refreshed, replace=span, keep=tuple(s[0] for s in refreshed))  # type: ignore[misc]
+    change = ch.MarketSchedule(refreshed, replace=span, keep=tuple(s[0] for s in refreshed))
     first = await writer.commit([change], T0)
     replay = await writer.commit([change], T0)
     rows = await (await writer._conn.execute(  # type: ignore[union-attr]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from coldharbour.domain.cashflows import CashFlow, classify
 from coldharbour.domain.metrics import (
     KPI_KEYS,
-    ClosedSlice,
+    ClosedTrade,
     DailySummary,
     ExitType,
     KpiAccumulator,
@@ -66,10 +66,10 @@ def piece(
     entry_time: datetime,
     exit_time: datetime,
     fifo: str | None = None,
-) -> ClosedSlice:
+) -> ClosedTrade:
     sign = 1 if side == "long" else -1
     pnl = sign * D(qty) * (D(exit_) - D(entry))
-    return ClosedSlice(
+    return ClosedTrade(
         entry_lot_id=lot,
         exit_order_id=order,
         side=side,
@@ -423,9 +423,9 @@ positive = st.decimals(min_value=D("0.01"), max_value=D(500), places=2)
 
 
 @st.composite
-def slices(draw: st.DrawFn) -> ClosedSlice:
+def slices(draw: st.DrawFn) -> ClosedTrade:
     entry_day = draw(st.integers(min_value=1, max_value=20))
-    return ClosedSlice(
+    return ClosedTrade(
         entry_lot_id=draw(st.sampled_from(["A", "B", "C", "D", "E"])),
         exit_order_id=draw(st.sampled_from(["x", "y", "z"])),
         side=draw(st.sampled_from(["long", "short"])),
@@ -479,7 +479,7 @@ dailies = st.builds(
     in_session=st.booleans(),
 )
 def test_accumulator_equals_from_scratch(
-    batches: list[tuple[list[ClosedSlice], list[CashFlow], list[DailySummary]]],
+    batches: list[tuple[list[ClosedTrade], list[CashFlow], list[DailySummary]]],
     open_lots: list[OpenLot],
     intraday: Decimal | None,
     in_session: bool,

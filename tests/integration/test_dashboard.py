@@ -66,7 +66,7 @@ def _bracket(stack: Stack, symbol: str, qty: int, tp: float, sl: float) -> str:
     return str(order["id"])
 
 
-def _lot(page: Page, parent_id: str):  # type: ignore[no-untyped-def]
+def _lot(page: Page, parent_id: str):
     return page.locator(f'[data-testid=positions] tr[data-parent-id="{parent_id}"]')
 
 

@@ -39,7 +39,7 @@ def run_dir() -> Iterator[Path]:
 @pytest.fixture
 def settings(migrated_dsn: Dsn, run_dir: Path) -> Settings:
     """Settings of the two test accounts with a fast UI heartbeat."""
-    return make_settings(migrated_dsn, run_dir, UI_HEARTBEAT_S=HEARTBEAT_S)  # type: ignore[no-any-return]
+    return make_settings(migrated_dsn, run_dir, UI_HEARTBEAT_S=HEARTBEAT_S)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import re
 from datetime import date
 from decimal import Decimal
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Dialog, Page, expect
 
 from coldharbour.sim.postgres import PgCluster
 from tests.support import wait_for
@@ -23,7 +23,7 @@ POSITIONS = "[data-testid=positions]"
 HOSTILE = "<img src=x onerror=alert(1)>"
 
 
-def _lot_row(page: Page, parent_id: str):  # type: ignore[no-untyped-def]
+def _lot_row(page: Page, parent_id: str):
     return page.locator(f'{POSITIONS} tr[data-parent-id="{parent_id}"]')
 
 
@@ -87,7 +87,12 @@ def test_page_backend_indicator_follows_the_ui_heartbeat(page: Page, dashboard: 
 
 def test_page_renders_a_hostile_symbol_as_text(page: Page, dashboard: Dashboard, tables: Tables) -> None:
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
     _open(page, dashboard)
 
     tables.put_lots(lot("lot-x", HOSTILE, moved_flag=HOSTILE))

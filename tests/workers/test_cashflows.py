@@ -13,10 +13,10 @@ import pytest
 from psycopg import sql
 
 from coldharbour.analytics.cashflows import RESEND_AFTER_RUNS
-from coldharbour.analytics.clock import ManualClock
 from coldharbour.db.names import account_names
 from coldharbour.domain import cashflows as flows_domain
 from coldharbour.domain.cashflows import Category
+from coldharbour.jobs.clock import ManualClock
 from coldharbour.messages import ActivitiesPage, ResyncRequested, SessionPhaseChanged, topic_cash, topic_resync
 from tests.analytics.helpers import Rows, context, running, settings_for, utc
 from tests.support import async_wait_for

@@ -10,12 +10,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from coldharbour.analytics.clock import ManualClock
 from coldharbour.cli.doctor import check_schedule_horizon
 from coldharbour.db.names import shared_names
 from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.domain.types import from_datetime
 from coldharbour.errors import BrokerError
+from coldharbour.jobs.clock import ManualClock
 from coldharbour.messages import (
     LedgerCheckRequested,
     ResyncRequested,

@@ -53,8 +53,8 @@ async def test_state_exits_when_another_stack_took_an_account_while_its_locks_we
             thief.execute("SELECT pg_terminate_backend(%s)", (held[0].backend_pid,))
             key = own.lock_key("accounts", "demo")
             await async_wait_for(
-                lambda: thief.execute("SELECT pg_try_advisory_lock(%s::int4, %s::int4)", (own.LOCK_CLASS, key))
-                .fetchone()[0], 15, what="the other session takes account demo",
+                lambda: (thief.execute("SELECT pg_try_advisory_lock(%s::int4, %s::int4)", (own.LOCK_CLASS, key))
+                         .fetchone() or (False,))[0], 15, what="the other session takes account demo",
             )
             with pytest.raises(own.AccountOwned, match="account demo is owned by another stack"):
                 await asyncio.wait_for(harness.task, 30)
