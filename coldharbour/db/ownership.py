@@ -27,11 +27,9 @@ with ``pg_stat_activity`` says which process holds what (``owners``; ``chmgr doc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
-import random
 import socket
 import time
 from collections import Counter
@@ -45,6 +43,7 @@ from coldharbour.config import Dsn
 from coldharbour.db.connect import CONNECT_TIMEOUT_S, describe_error
 from coldharbour.domain import changes as c
 from coldharbour.errors import ChmgrError, DatabaseError
+from coldharbour.retry import Backoff, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -137,24 +136,20 @@ class Ownership:
         ``state`` restarted during a long outage waits for the database instead of exhausting
         supervisord's start retries.
         """
-        delay, attempt = BACKOFF_INITIAL_S, 0
+        backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         while True:
-            attempt += 1
             try:
                 await self._acquire_once()
                 return
             except DatabaseError as e:
                 self.counters["lock_connect_failures"] += 1
-                wait = delay * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
-                log.warning("account locks attempt=%d failed, retrying in %.2fs: %s", attempt, wait, e)
+                self.counters["db_start_retries"] += 1  # one counter for every wait on the database at start
+                wait = backoff.next_delay()
+                log.warning("account locks attempt=%d failed, retrying in %.2fs: %s", backoff.attempts, wait, e)
                 if stop is None:
                     await asyncio.sleep(wait)
-                else:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), wait)
-                    if stop.is_set():
-                        raise
-                delay = min(delay * 2, BACKOFF_MAX_S)
+                elif await sleep_or_stop(stop, wait):
+                    raise
 
     async def _acquire_once(self) -> None:
         try:
