@@ -275,6 +275,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     )  # fmt: skip
     equity_init_cash: Annotated[float, msgspec.Meta(ge=0, le=1e12)] | None = None
     log_level: LogLevel = "INFO"
+    # The dashboard (`web`): where it listens; any non-loopback bind requires the token.
+    web_bind: Annotated[str, msgspec.Meta(pattern=r"^\[?[0-9A-Za-z.:_-]+\]?:\d{1,5}$")] = "127.0.0.1:8765"
+    web_token: Secret = Secret("")
     accounts: tuple[AccountSettings, ...] = ()
     # Accounts listed but not runnable (missing credential), with the reason: the others run.
     disabled_accounts: tuple[tuple[str, str], ...] = ()
@@ -300,6 +303,8 @@ _ENV_OVERRIDES: Final = {
     "run_dir": "CHMGR_RUN_DIR",
     "bus_in": "CHMGR_BUS_IN",
     "bus_out": "CHMGR_BUS_OUT",
+    "web_bind": "CHMGR_WEB_BIND",
+    "web_token": "CHMGR_WEB_TOKEN",
 }
 _NOT_FROM_ENV: Final = frozenset({"accounts", "disabled_accounts"})
 ENV_NAMES: Final[dict[str, str]] = {
@@ -342,6 +347,7 @@ def load_settings(environ: Mapping[str, str], toml_path: str | Path | None = Non
         raw.pop("read_dsn", None)
     else:
         raw["read_dsn"] = _dsn(raw["read_dsn"], what="CHMGR_READ_DSN")
+    raw["web_token"] = Secret(str(raw.get("web_token") or "").strip())
     for field in _LIST_FIELDS & raw.keys():
         raw[field] = _split_list(raw[field])
     source = str(raw.get("price_source") or "").strip().lower()
@@ -571,6 +577,7 @@ def all_secrets(settings: Settings) -> list[str]:
     """Return every secret string in ``settings`` (for the log scrubber), longest first."""
     values = [a.api_key.reveal() for a in settings.accounts]
     values += [a.secret_key.reveal() for a in settings.accounts]
+    values.append(settings.web_token.reveal())
     for dsn in (settings.dsn, settings.read_dsn):
         if dsn is not None:
             values += dsn_secrets(dsn.reveal())

@@ -30,15 +30,16 @@ from coldharbour import config
 from coldharbour.bus import Publisher, Subscriber
 from coldharbour.errors import ChmgrError, ConfigError
 from coldharbour.messages import Heartbeat, topic_heartbeat
+from coldharbour.retry import sleep_or_stop
 
 log = logging.getLogger(__name__)
 
 Program = Literal[
-    "bus", "state", "prices", "trades", "snapshot", "cashflows", "equity", "metrics", "scheduler"
+    "bus", "state", "prices", "trades", "snapshot", "cashflows", "equity", "metrics", "scheduler", "web"
 ]
 # Start order: bus first, state second (supervisord priorities follow this order).
 PROGRAMS: Final[tuple[Program, ...]] = (
-    "bus", "state", "prices", "trades", "snapshot", "cashflows", "equity", "metrics", "scheduler",
+    "bus", "state", "prices", "trades", "snapshot", "cashflows", "equity", "metrics", "scheduler", "web",
 )  # fmt: skip
 # Programs that run only while a session is not `closed` (SPEC.md §4 scheduler).
 SESSION_PROGRAMS: Final[tuple[Program, ...]] = ("prices", "trades", "snapshot", "equity", "cashflows")
@@ -143,10 +144,7 @@ async def heartbeat_loop(ctx: WorkerContext, stop: asyncio.Event, interval_s: fl
     topic = topic_heartbeat(ctx.program)
     while not stop.is_set():
         ctx.publisher.publish(topic, ctx.heartbeat())
-        try:
-            await asyncio.wait_for(stop.wait(), interval_s)
-        except TimeoutError:
-            continue
+        await sleep_or_stop(stop, interval_s)
     ctx.state = "stopping"
     ctx.publisher.publish(topic, ctx.heartbeat())
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 T = TypeVar("T")
 
@@ -15,7 +15,7 @@ class WaitTimeout(AssertionError):
 
 
 def wait_for(
-    predicate: Callable[[], T], timeout_s: float = 10.0, *, interval_s: float = 0.01, what: str = ""
+    predicate: Callable[[], T | None], timeout_s: float = 10.0, *, interval_s: float = 0.01, what: str = ""
 ) -> T:
     """Poll ``predicate`` until it returns a truthy value; return it, or raise ``WaitTimeout``.
 
@@ -33,13 +33,25 @@ def wait_for(
         time.sleep(interval_s)  # poll
 
 
+@overload
 async def async_wait_for(
-    predicate: Callable[[], T | Awaitable[T]],
+    predicate: Callable[[], Awaitable[T | None]], timeout_s: float = ..., *, interval_s: float = ..., what: str = ...
+) -> T: ...
+
+
+@overload
+async def async_wait_for(
+    predicate: Callable[[], T | None], timeout_s: float = ..., *, interval_s: float = ..., what: str = ...
+) -> T: ...
+
+
+async def async_wait_for(
+    predicate: Callable[[], object],
     timeout_s: float = 10.0,
     *,
     interval_s: float = 0.01,
     what: str = "",
-) -> T:
+) -> object:
     """Async twin of ``wait_for``: the predicate may be sync or return an awaitable."""
     deadline = time.monotonic() + timeout_s
     last: object = None
@@ -49,7 +61,7 @@ async def async_wait_for(
             result = await result
         last = result
         if last:
-            return last  # type: ignore[return-value]
+            return last
         if time.monotonic() >= deadline:
             raise WaitTimeout(f"timed out after {timeout_s}s waiting for {what or predicate!r}; last={last!r}")
         await asyncio.sleep(interval_s)  # poll
@@ -64,7 +76,9 @@ TEST_SECRETS = {
 }
 
 
-def make_environ(dsn: object, run_dir: object = "./run", accounts: tuple[str, ...] = TEST_ACCOUNTS, **extra: str) -> dict[str, str]:
+def make_environ(
+    dsn: object, run_dir: object = "./run", accounts: tuple[str, ...] = TEST_ACCOUNTS, **extra: str
+) -> dict[str, str]:
     """Return an environment for ``load_settings``: DSN, run dir, accounts with credentials."""
     from coldharbour.config import Secret, env_suffix
 
@@ -82,7 +96,7 @@ def make_environ(dsn: object, run_dir: object = "./run", accounts: tuple[str, ..
     return env
 
 
-def make_settings(dsn: object, run_dir: object = "./run", accounts: tuple[str, ...] = TEST_ACCOUNTS, **extra: str):  # type: ignore[no-untyped-def]
+def make_settings(dsn: object, run_dir: object = "./run", accounts: tuple[str, ...] = TEST_ACCOUNTS, **extra: str):
     """Return validated ``Settings`` for tests (see ``make_environ``)."""
     from coldharbour.config import load_settings
 

@@ -15,7 +15,9 @@ DOMAIN_ALLOWED = {
 }  # fmt: skip
 WRITER_MODULES = ("coldharbour.db.writer", "coldharbour.db.upserts", "coldharbour.mirror")
 # The state program and the modules that make up its write path.
-WRITER_ALLOWED_PREFIXES = ("workers.state", "coldharbour.mirror", "coldharbour.db.upserts", "coldharbour.db.rows", "coldharbour.db.writer")
+WRITER_ALLOWED_PREFIXES = (
+    "workers.state", "coldharbour.mirror", "coldharbour.db.upserts", "coldharbour.db.rows", "coldharbour.db.writer",
+)  # fmt: skip
 
 
 def _module_name(path: Path) -> str:
@@ -54,7 +56,9 @@ def test_domain_imports_nothing_that_does_io(path: Path) -> None:
 def test_domain_reads_no_clock(path: Path) -> None:
     text = path.read_text()
 
-    assert "datetime.now(" not in text and "time.time(" not in text and ".today()" not in text
+    assert "datetime.now(" not in text
+    assert "time.time(" not in text
+    assert ".today()" not in text
 
 
 def test_only_state_imports_the_writer() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from coldharbour.bus import Publisher, SeqTracker, Subscriber, prepare_endpoint
 from coldharbour.errors import BusError
-from coldharbour.messages import Heartbeat, Probe, Tick, encode, topic_tick
+from coldharbour.messages import Heartbeat, Message, Probe, Tick, encode, topic_tick
 from tests.support import async_wait_for
 
 TRANSPORTS = pytest.mark.parametrize("bus_transport", ["inproc", "ipc"], indirect=True)
@@ -43,13 +43,15 @@ async def test_bus_publish_proxy_subscribe_delivers_in_order(bus) -> None:
 
     for i in range(1, 201):
         publisher.publish(topic_tick("AAPL"), Tick(symbol="AAPL", price=100.0 + i))
-    received = []
+    received: list[tuple[str, Message]] = []
     while len(received) < 200:
         received.extend(await asyncio.wait_for(subscriber.recv_batch(50), 5))
     publisher.close()
     subscriber.close()
+    ticks = [m for _, m in received if isinstance(m, Tick)]
 
-    assert [m.price for _, m in received] == [100.0 + i for i in range(1, 201)]
+    assert len(ticks) == len(received)
+    assert [m.price for m in ticks] == [100.0 + i for i in range(1, 201)]
     assert {m.src for _, m in received} == {"prices"}
     assert [m.seq for _, m in received] == list(range(1, 201))  # seq counts per (publisher, topic)
     assert subscriber.counters["rejects"] == 0
@@ -59,7 +61,9 @@ async def test_bus_publish_proxy_subscribe_delivers_in_order(bus) -> None:
 @TRANSPORTS
 async def test_bus_restarted_publisher_is_reported_as_restart_and_gap_as_gap(bus) -> None:
     events: list[tuple[str, str, int]] = []
-    subscriber = Subscriber(bus.ctx, bus.bus_out, ["hb."], on_sequence=lambda kind, src, topic, value: events.append((kind, topic, value)))
+    subscriber = Subscriber(
+        bus.ctx, bus.bus_out, ["hb."], on_sequence=lambda kind, src, topic, value: events.append((kind, topic, value))
+    )
     first = Publisher(bus.ctx, bus.bus_in, "trades")
     await _subscribed(bus, subscriber, first, "hb.")
     beat = Heartbeat(program="trades", pid=1, uptime_s=0.0)
@@ -108,6 +112,7 @@ async def test_bus_malformed_frames_are_counted_and_dropped(bus) -> None:
     publisher.close()
     subscriber.close()
 
+    assert isinstance(message, Tick)
     assert (topic, message.price) == ("px.AAPL", 101.5)
     assert subscriber.counters["rejects"] == len(bad_frames)
     assert subscriber.counters["rejects_decode"] == 5

@@ -196,8 +196,9 @@ def test_cli_db_init_creates_schema_then_reports_current(pg_dsn: Dsn, run_dir: P
         assert schema.schema_versions(conn, settings) == schema.latest_versions(settings)
     assert second.returncode == 0, second.stderr
     account = max(m.version for m in schema.ACCOUNT_MIGRATIONS)
+    shared = max(m.version for m in schema.SHARED_MIGRATIONS)
     assert one_line(second.stdout).startswith(
-        f"schema is current (shared v1, account:demo v{account}, account:paper_1 v{account})"
+        f"schema is current (shared v{shared}, account:demo v{account}, account:paper_1 v{account})"
     )
 
 
@@ -322,6 +323,24 @@ def test_cli_doctor_reports_each_precondition(migrated_dsn: Dsn, run_dir: Path, 
     assert any(t.startswith("price feed at ipc://") for t, v in verdicts.items() if v == "OK")
     assert any(t == f"run dir {run_dir} writable, mode 0700" for t, v in verdicts.items() if v == "OK")
     assert any(t.startswith("supervisord is not running") for t, v in verdicts.items() if v == "WARN")
+
+
+def test_doctor_lists_unclassified_activity_codes_per_account(migrated_dsn: Dsn) -> None:
+    """SPEC §8: a code outside the catalogue is stored ``unclassified`` and shown, WARN."""
+    from coldharbour.cli.doctor import check_unclassified
+
+    with psycopg.connect(migrated_dsn.reveal(), autocommit=True) as conn:
+        for flow_id, code, category in (("20240301000000000::a", "ZZNEW", "unclassified"),
+                                        ("20240302000000000::b", "ZZNEW", "unclassified"),
+                                        ("20240302000000000::c", "DIV", "income")):
+            conn.execute("INSERT INTO accounts.cash_flows_demo (id, ts, amount, type, category) "
+                         "VALUES (%s, now(), 1, %s, %s)", (flow_id, code, category))
+
+    checks = list(check_unclassified(make_settings(migrated_dsn)))
+
+    assert [c.verdict for c in checks] == ["WARN", "OK"]
+    assert checks[0].line.startswith("account demo: unclassified activity codes 'ZZNEW' ×2: kept in returns")
+    assert checks[1].line == "account paper-1: every activity code is classified"
 
 
 def test_cli_doctor_reports_wrong_dsn_missing_feed_and_open_run_dir(run_dir: Path, fake_broker: FakeBroker) -> None:

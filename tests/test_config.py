@@ -162,7 +162,9 @@ def test_secrets_never_print() -> None:
     settings = load_settings(BASE)
     secrets = ["pw-Sekr1t-9", "AK-LIVE-123456", "SK-LIVE-abcdef", "AK-PAPER-7890", "SK-PAPER-ghijk"]
 
-    shown = " ".join([repr(settings), str(settings), str(describe(settings)), repr(settings.accounts), str(settings.dsn)])
+    shown = " ".join(
+        [repr(settings), str(settings), str(describe(settings)), repr(settings.accounts), str(settings.dsn)]
+    )
 
     assert not [s for s in secrets if s in shown]
     assert "postgresql://chmgr:***@127.0.0.1:5432/chmgr" in shown
@@ -260,7 +262,8 @@ def test_dsn_as_a_toml_table_is_used_and_never_printed(tmp_path: Path) -> None:
 
     assert "Hunter#2pw" in settings.dsn.reveal()
     shown = " ".join([str(settings.dsn), repr(settings.dsn), str(describe(settings))])
-    assert "Hunter" not in shown and "2pw" not in shown
+    assert "Hunter" not in shown
+    assert "2pw" not in shown
     assert "password=***" in shown
     assert "Hunter#2pw" in all_secrets(settings)
 
@@ -277,7 +280,8 @@ def test_read_dsn_is_optional_and_secret() -> None:
     plain = load_settings(BASE)
     reader = load_settings({**BASE, "CHMGR_READ_DSN": "postgresql://chmgr_reader:Rd-Hunter#2pw@127.0.0.1/chmgr"})
 
-    assert plain.read_dsn is None and plain.reader_dsn is plain.dsn
+    assert plain.read_dsn is None
+    assert plain.reader_dsn is plain.dsn
     assert reader.reader_dsn.reveal().startswith("postgresql://chmgr_reader:")
     assert "Rd-Hunter" not in str(describe(reader))
     assert "Rd-Hunter#2pw" in all_secrets(reader)

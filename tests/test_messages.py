@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from coldharbour import messages as m
-from coldharbour.domain.cashflows import CashFlow
+from coldharbour.domain.cashflows import CashFlow, Category
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.schedule import Session
@@ -21,7 +21,9 @@ ORDER = Order(
     created_at=1, updated_at=2, qty=Decimal("10"), filled_qty=Decimal("10"), filled_avg_price=Decimal("187.25"),
     limit_price=Decimal("187.30"), legs=("a", "b"),
 )  # fmt: skip
-FILL = Fill(order_id=ORDER.id, symbol="AAPL", side="buy", qty=Decimal("10"), price=Decimal("187.25"), ts=3, execution_id="e1")
+FILL = Fill(
+    order_id=ORDER.id, symbol="AAPL", side="buy", qty=Decimal("10"), price=Decimal("187.25"), ts=3, execution_id="e1"
+)
 ACTIVITY = m.ActivityRecord(id="20260302::x", activity_type="DIV", transaction_time=5, net_amount=Decimal("2.40"))
 
 
@@ -31,6 +33,12 @@ def _every_message() -> list[m.Msg]:
          "daily_return": "0", "cumulative_return": "0", "drawdown": "0"},
         DailyRow, strict=False,
     )  # fmt: skip
+    position = BrokerPosition(symbol="AAPL", qty=Decimal("-5"), avg_entry_price=Decimal("10.5"))
+    flow = CashFlow(id="c", ts=NOW, amount=Decimal("-1.5"), type="FEE", category=Category.FEE)
+    point = IntradayPoint(ts=NOW, deposit=Decimal("1"), cumulative_return=None, drawdown=None, realised_return=None)
+    session = Session(session_date=date(2026, 3, 2), pre_open_utc=NOW, open_utc=NOW, close_utc=NOW, post_close_utc=NOW)
+    action = CorporateAction(id="a", type="split", symbol="AAPL", ts=1, ratio=Decimal("0.1"),
+                             cash_in_lieu_qty=Decimal("0.5"), price=Decimal("340"))
     return [
         m.Heartbeat(program="state", pid=1, uptime_s=1.5, counters={"rejects": 2}, lag_ms=0.3),
         m.Probe(token="t"),
@@ -38,16 +46,18 @@ def _every_message() -> list[m.Msg]:
         m.Tick(symbol="AAPL", price=187.25, size=100, ts_event=9),
         m.TickBatch(symbols=("AAPL", "MSFT"), prices=(187.25, 400.0), sizes=(100.0, 0.0), ts_events=(9, 0)),
         m.OrderUpdated(account="demo", event="fill", order=ORDER, fill=FILL, event_ts=4, order_json='{"id": "x"}'),
-        m.SnapshotTaken(account="demo", taken_at=1, positions=(BrokerPosition(symbol="AAPL", qty=Decimal("-5"), avg_entry_price=Decimal("10.5")),), cash=Decimal("100000.00")),
+        m.SnapshotTaken(account="demo", taken_at=1, positions=(position,), cash=Decimal("100000.00")),
         m.OrdersPage(account="demo", orders=(ORDER,), orders_json=("{}",)),
         m.FillsPage(account="demo", fills=(FILL,), activities=(ACTIVITY,)),
-        m.ActivitiesPage(account="demo", activities=(ACTIVITY,), cash_flows=(CashFlow(id="c", ts=NOW, amount=Decimal("-1.5"), type="FEE", category="fee"),)),
-        m.EquityComputed(account="demo", daily=(daily,), intraday=(IntradayPoint(ts=NOW, deposit=Decimal("1"), cumulative_return=None, drawdown=None, realised_return=None),), bars={"AAPL": (Decimal("1.5"), 7)}),
+        m.ActivitiesPage(account="demo", activities=(ACTIVITY,), cash_flows=(flow,)),
+        m.EquityComputed(account="demo", daily=(daily,), intraday=(point,), bars={"AAPL": (Decimal("1.5"), 7)}),
         m.MetricsComputed(account="demo", payload='{"a": 1}', computed_at=1),
-        m.ScheduleComputed(sessions=(Session(session_date=date(2026, 3, 2), pre_open_utc=NOW, open_utc=NOW, close_utc=NOW, post_close_utc=NOW),)),
+        m.ScheduleComputed(sessions=(session,)),
         m.SessionPhaseChanged(phase="open", session_date="2026-03-02", at_ns=1),
         m.LedgerCheckRequested(account="demo"),
-        m.CorporateActionsPage(account="demo", actions=(CorporateAction(id="a", type="split", symbol="AAPL", ts=1, ratio=Decimal("0.1"), cash_in_lieu_qty=Decimal("0.5"), price=Decimal("340")),), activities=(ACTIVITY,), problems=("x: leg without a partner",)),
+        m.CorporateActionsPage(
+            account="demo", actions=(action,), activities=(ACTIVITY,), problems=("x: leg without a partner",)
+        ),
     ]  # fmt: skip
 
 
@@ -59,7 +69,7 @@ def test_every_message_round_trips(message: m.Msg) -> None:
 
 
 def test_every_message_type_is_in_the_union() -> None:
-    union = set(m.Message.__args__)  # type: ignore[attr-defined]
+    union = set(m.Message.__args__)
 
     assert {type(x) for x in _every_message()} == union
 
@@ -67,6 +77,7 @@ def test_every_message_type_is_in_the_union() -> None:
 def test_decimal_money_is_exact_on_the_wire() -> None:
     decoded = m.decode(m.encode(m.FillsPage(account="d", fills=(), activities=(ACTIVITY,))))
 
+    assert isinstance(decoded, m.FillsPage)
     assert decoded.activities[0].net_amount == Decimal("2.40")
 
 

@@ -3,7 +3,8 @@
 Inputs: broker REST ``GET /v2/account/activities`` (since the last stored id), the DB read-only
 (the stored cursor and ids, every run), bus ``session`` (a session start pulls at once), bus
 ``cmd.resync.<slug>`` (a full resync re-sends at once what was published but is not stored).
-Outputs: ``ActivitiesPage`` on ``cash.<slug>`` (``state`` writes raw activities and cash flows).
+Outputs: ``ActivitiesPage`` on ``cash.<slug>`` (``state`` writes raw activities and cash flows, and
+deletes the cash flows of activities the broker canceled since: SPEC §8 corrections).
 
 Runs every ``CASH_FLOWS_INTERVAL_S`` (300) per account, one task per account.
 """
@@ -18,13 +19,13 @@ from collections.abc import Mapping
 from psycopg_pool import AsyncConnectionPool
 
 from coldharbour import runtime
-from coldharbour.analytics.broker_reads import BrokerReads
 from coldharbour.analytics.cashflows import ActivitySource, CashflowsJob
-from coldharbour.analytics.clock import Clock, SystemClock, run_per_account
-from coldharbour.analytics.phases import is_session_start, start_watch
+from coldharbour.broker.reads import BrokerReads
 from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool, reader_dsn
 from coldharbour.db.names import account_names
+from coldharbour.jobs.clock import Clock, SystemClock, run_per_account
+from coldharbour.jobs.phases import is_session_start, start_watch
 from coldharbour.messages import PREFIX_RESYNC, ResyncRequested, SessionPhaseChanged
 
 PROGRAM = "cashflows"

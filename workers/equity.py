@@ -19,13 +19,13 @@ from functools import partial
 from psycopg_pool import AsyncConnectionPool
 
 from coldharbour import runtime
-from coldharbour.analytics.broker_reads import BrokerReads
-from coldharbour.analytics.clock import Clock, SystemClock, run_per_account
 from coldharbour.analytics.equity import DailyBarsSource, EquityJob
-from coldharbour.analytics.phases import is_after_close, is_session_start, start_watch
+from coldharbour.broker.reads import BrokerReads
 from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool, reader_dsn
 from coldharbour.db.names import account_names, shared_names
+from coldharbour.jobs.clock import Clock, SystemClock, run_per_account
+from coldharbour.jobs.phases import is_after_close, is_session_start, start_watch
 from coldharbour.messages import SessionPhaseChanged
 
 PROGRAM = "equity"

@@ -17,11 +17,11 @@ from functools import partial
 from psycopg_pool import AsyncConnectionPool
 
 from coldharbour import runtime
-from coldharbour.analytics.clock import Clock, SystemClock, run_per_account
 from coldharbour.analytics.metrics import MetricsJob
 from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool, reader_dsn
 from coldharbour.db.names import account_names, shared_names
+from coldharbour.jobs.clock import Clock, SystemClock, run_per_account
 
 PROGRAM = "metrics"
 

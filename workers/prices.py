@@ -16,7 +16,6 @@ the loop runs, so a fast feed cannot starve the heartbeat or shutdown. No DB, no
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -37,6 +36,7 @@ from coldharbour.db.connect import connect_read_only
 from coldharbour.db.names import account_names
 from coldharbour.errors import DatabaseError
 from coldharbour.messages import TOPIC_TICKS, Tick, TickBatch
+from coldharbour.retry import sleep_or_stop
 
 log = logging.getLogger("workers.prices")
 
@@ -204,8 +204,7 @@ async def follow_symbols(
                     await conn.close()
                 conn = None
             prices.show()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SYMBOLS_POLL_S)
+            await sleep_or_stop(stop, SYMBOLS_POLL_S)
     finally:
         if conn is not None:
             await conn.close()

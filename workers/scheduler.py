@@ -19,11 +19,11 @@ from pathlib import Path
 from psycopg_pool import AsyncConnectionPool
 
 from coldharbour import runtime
-from coldharbour.analytics.broker_reads import BrokerReads
-from coldharbour.analytics.clock import Clock, SystemClock, until_stopped
-from coldharbour.analytics.scheduler import CalendarSource, ProgramControl, Scheduler
+from coldharbour.broker.reads import BrokerReads
 from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool, reader_dsn
+from coldharbour.jobs.clock import Clock, SystemClock, until_stopped
+from coldharbour.jobs.scheduler import CalendarSource, ProgramControl, Scheduler
 
 PROGRAM = "scheduler"
 SUPERVISOR_SOCKET = "supervisor.sock"

@@ -18,16 +18,11 @@ import aiohttp
 
 from coldharbour import runtime
 from coldharbour.broker.rest import BrokerRest
-from coldharbour.broker.runner import (
-    SnapshotRunner,
-    cancel_quietly,
-    run_until_stopped,
-    sleep_unless_stopped,
-    supervise,
-)
+from coldharbour.broker.runner import SnapshotRunner, cancel_quietly, run_until_stopped
 from coldharbour.broker.sync import AccountSync
 from coldharbour.config import Settings
 from coldharbour.messages import PREFIX_RESYNC, LedgerCheckRequested, ResyncRequested, topic_ledger_check
+from coldharbour.retry import sleep_or_stop, supervise
 
 log = logging.getLogger("workers.snapshot")
 
@@ -46,7 +41,7 @@ async def _route_resyncs(ctx: runtime.WorkerContext, runners: dict[str, Snapshot
 
 
 async def _ledger_checks(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
-    while not await sleep_unless_stopped(stop, settings.closed_sync_sec):
+    while not await sleep_or_stop(stop, settings.closed_sync_sec):
         for account in settings.accounts:
             ctx.publisher.publish(topic_ledger_check(account.slug), LedgerCheckRequested(account=account.slug))
 

@@ -28,6 +28,7 @@ from coldharbour import runtime
 from coldharbour.config import Settings
 from coldharbour.db import loads, schema
 from coldharbour.db.connect import connect_read_only, connect_sync, retry_database
+from coldharbour.db.ownership import Ownership
 from coldharbour.db.writer import Writer
 from coldharbour.domain import changes
 from coldharbour.errors import ChmgrError, DatabaseError
@@ -102,12 +103,20 @@ class Resyncs:
                                                                             symbols=symbols))
 
 
-async def _commit(plan: Plan, writer: Writer, resyncs: Resyncs, mirror: Mirror, stop: asyncio.Event) -> bool:
-    """Commit ``plan``; a refused value is quarantined and the rest commits (no resync for it)."""
-    if not plan.needs_commit:
+async def _commit(plan: Plan, writer: Writer, resyncs: Resyncs, mirror: Mirror, stop: asyncio.Event,
+                  ownership: Ownership) -> bool:
+    """Commit ``plan``; a refused value is quarantined and the rest commits (no resync for it).
+
+    Shared-table changes are dropped unless this stack holds the shared lock (issue 17).
+    """
+    changes = ownership.writable(plan.changes)
+    if not changes:
         return True
+    if not ownership.held:  # the lock session ended: another stack may own our accounts now
+        ownership.counters["commits_withheld"] += 1
+        return False  # memory kept; the resync after the locks are re-taken brings it back
     try:
-        await writer.commit_isolating(plan.changes, time.time_ns())
+        await writer.commit_isolating(changes, time.time_ns())
         return True
     except DatabaseError as e:
         log.warning("commit failed, memory kept, reconnecting: %s", e)
@@ -121,11 +130,12 @@ async def _commit(plan: Plan, writer: Writer, resyncs: Resyncs, mirror: Mirror, 
     return False
 
 
-async def _commit_start(plan: Plan, writer: Writer, resyncs: Resyncs, mirror: Mirror, stop: asyncio.Event) -> bool:
+async def _commit_start(plan: Plan, writer: Writer, resyncs: Resyncs, mirror: Mirror, stop: asyncio.Event,
+                        ownership: Ownership) -> bool:
     """Commit the start-up convergence in chunks of ``START_CHUNK_ROWS`` rows (idempotent, so a
     failure part-way is converged again by the next start or resync); swap only if all committed."""
     for group in changes.chunks(plan.changes, START_CHUNK_ROWS):
-        if not await _commit(Plan(changes=group), writer, resyncs, mirror, stop):
+        if not await _commit(Plan(changes=group), writer, resyncs, mirror, stop, ownership):
             return False
     return True
 
@@ -176,7 +186,7 @@ def _weight(event: Event) -> int:
 
 
 async def _consume(settings: Settings, ctx: runtime.WorkerContext, queue: asyncio.Queue[Event], writer: Writer,
-                   mirror: Mirror, stop: asyncio.Event) -> None:
+                   mirror: Mirror, stop: asyncio.Event, ownership: Ownership) -> None:
     resyncs = Resyncs(ctx)
     while True:
         events = [await queue.get()]
@@ -189,7 +199,7 @@ async def _consume(settings: Settings, ctx: runtime.WorkerContext, queue: asynci
                 if isinstance(item, LedgerCheck):
                     await _check_ledger(item.slug, settings, mirror)
                     continue
-                if not await _commit(item, writer, resyncs, mirror, stop):
+                if not await _commit(item, writer, resyncs, mirror, stop, ownership):
                     break  # the rest of the batch is dropped; the resync brings it back
                 item.swap()
                 for topic, message in item.messages:
@@ -205,7 +215,16 @@ async def _consume(settings: Settings, ctx: runtime.WorkerContext, queue: asynci
 
 
 async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
-    """Migrate, load, converge, then consume bus events and timers until stopped."""
+    """Own the accounts, migrate, load, converge, then consume bus events and timers until stopped."""
+    ownership = Ownership(settings.dsn, settings.account_schema, (a.slug for a in settings.accounts), ctx.counters)
+    await ownership.acquire(stop)  # another live stack owns one of our accounts: one line, exit 1
+    try:
+        await _serve(settings, ctx, stop, ownership)
+    finally:
+        await ownership.close()
+
+
+async def _serve(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event, ownership: Ownership) -> None:
     applied = await retry_database(
         lambda: asyncio.to_thread(_migrate, settings), stop, what="schema migration", counters=ctx.counters
     )
@@ -216,7 +235,7 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
     async with await connect_read_only(settings.dsn, "state") as conn:
         await _load(conn, mirror)
     start = mirror.start_plan(time.time_ns())
-    if await _commit_start(start, writer, Resyncs(ctx), mirror, stop):
+    if await _commit_start(start, writer, Resyncs(ctx), mirror, stop, ownership):
         start.swap()
     del start
     _return_memory()
@@ -228,13 +247,27 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
         asyncio.create_task(_every(settings.flush_interval_s, FlushDue(), queue, stop), name="state-flush"),
         asyncio.create_task(_every(settings.ui_heartbeat_s, HeartbeatDue(), queue, stop), name="state-ui-heartbeat"),
     ]
-    consumer = asyncio.create_task(_consume(settings, ctx, queue, writer, mirror, stop), name="state-consumer")
+    consumer = asyncio.create_task(_consume(settings, ctx, queue, writer, mirror, stop, ownership),
+                                   name="state-consumer")
     for task in (*tasks, consumer):
         task.add_done_callback(runtime.log_task_exception)
-    done, _ = await asyncio.wait([consumer, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-    for task in tasks:
+    def resync_all() -> None:  # commits were withheld while the locks were lost: read them again
+        for account in settings.accounts:
+            ctx.publisher.publish(m.topic_resync(account.slug),
+                                  m.ResyncRequested(account=account.slug, reason="locks_retaken"))
+
+    ownership.on_retaken = resync_all
+    guard = asyncio.create_task(ownership.watch(stop), name="state-ownership")
+    done, _ = await asyncio.wait([consumer, guard, asyncio.create_task(stop.wait())],
+                                 return_when=asyncio.FIRST_COMPLETED)
+    for task in (*tasks, guard):
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*tasks, guard, return_exceptions=True)
+    if guard in done and guard.exception() is not None:
+        consumer.cancel()  # another stack owns one of our accounts now: not one more write (exit 1)
+        await asyncio.gather(consumer, return_exceptions=True)
+        await writer.close()
+        guard.result()
     if consumer in done:
         consumer.result()  # a broken invariant: raise, exit 1, supervisord restarts us
     await queue.put(FlushDue())  # final flush before exit

@@ -19,10 +19,11 @@ import aiohttp
 from coldharbour import runtime
 from coldharbour.broker.listener import UpdateListener
 from coldharbour.broker.rest import BrokerRest
-from coldharbour.broker.runner import cancel_quietly, run_until_stopped, supervise
+from coldharbour.broker.runner import cancel_quietly, run_until_stopped
 from coldharbour.broker.stream import TradeStream
 from coldharbour.config import AccountSettings, Settings
 from coldharbour.messages import SnapshotTaken
+from coldharbour.retry import supervise
 
 log = logging.getLogger("workers.trades")
 

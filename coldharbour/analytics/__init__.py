@@ -1,6 +1,6 @@
-"""Glue for the analytics workers (cashflows, equity, metrics, scheduler): fetch, compute, publish.
+"""Glue for the analytics workers (cashflows, equity, metrics): fetch, compute, publish.
 
 Each module reads the DB through read-only connections and the broker through
-``broker_reads``, hands the inputs to the pure ``coldharbour.domain`` functions, and publishes
+``broker.reads``, hands the inputs to the pure ``coldharbour.domain`` functions, and publishes
 the results on the bus for ``state`` (the only writer) to store. Nothing here writes to the DB.
 """

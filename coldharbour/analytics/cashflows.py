@@ -4,11 +4,19 @@ Incremental (D43), and nothing lost (issue 14): the cursor is the newest activit
 has *stored*, read back from the DB (read-only) at every run — never advanced at publish time,
 so activities published while ``state`` was down are asked for and sent again. Each run asks the
 broker only for activities after ``query_after(cursor)`` (a week of overlap, because a
-late-booked dividend carries an id older than ones already seen) and publishes the ids not
-stored yet. An id already published is not sent again at once (``state`` may simply not have
-committed it yet) but after ``RESEND_AFTER_RUNS`` runs still unstored, or at once on a full
-resync request (``cmd.resync.<slug>``: ``state`` publishes one when it starts). ``state``
-writes with idempotent upserts, so a repeat is harmless.
+late-booked dividend carries an id older than ones already seen) and compares them with the
+rows stored in that window (``flow_changes``, SPEC §8 corrections): a new id or a corrected one
+(another amount, time or type) is published in ``cash_flows``, a stored id the broker now says
+is ``canceled`` in ``deleted_cash_flow_ids``; an unchanged one is not sent. A change already
+published is not sent again at once (``state`` may simply not have committed it yet) but after
+``RESEND_AFTER_RUNS`` runs still not stored, or at once on a full resync request
+(``cmd.resync.<slug>``: ``state`` publishes one when it starts). ``state`` writes with
+idempotent upserts and deletes, so a repeat is harmless. A correction older than the window
+(a week before the newest stored id) is not seen.
+
+Unknown activity codes (``unclassified``) are published like any other flow (they stay part of
+returns), counted when published (``activities_unclassified``) and each code is logged once per
+process; ``chmgr doctor`` lists the stored ones.
 
 Every activity is checked against what the store and the bus accept before it is published
 (``broker.validate``: no NUL or invalid UTF-8 anywhere in it, a time within 1970..2262 and not
@@ -38,9 +46,11 @@ from coldharbour.domain.cashflows import (
     CashFlow,
     Category,
     Rejection,
+    flow_changes,
+    is_canceled,
     query_after,
-    select_new,
     to_cash_flow,
+    unclassified_codes,
 )
 from coldharbour.domain.money import InvalidMoney, to_decimal_or_none
 from coldharbour.domain.types import from_datetime
@@ -158,7 +168,9 @@ class CashflowsJob:
         self._clock_ns = clock_ns
         self.cursor: str | None = None
         self._runs = 0
-        self._published: dict[str, int] = {}  # id -> the run that last sent it (not stored yet)
+        # id -> (the run that last sent it, what was sent: a row, None for a delete), until stored
+        self._published: dict[str, tuple[int, CashFlow | None]] = {}
+        self._unclassified: set[str] = set()  # unknown codes already logged
         self._rejected = validate.OnceLog()
         self._resend_all = False
 
@@ -166,22 +178,57 @@ class CashflowsJob:
         """Re-send every published activity not stored yet at the next run (``state`` asked)."""
         self._resend_all = True
 
-    async def _stored(self) -> set[str]:
-        """Read back the stored cursor and the stored ids inside the overlap window."""
+    async def _stored(self) -> dict[str, CashFlow]:
+        """Read back the stored cursor and the stored rows inside the overlap window."""
         async with self._pool.connection() as conn:
             self.cursor = await queries.cash_flow_cursor(conn, self.names)
             after = query_after(self.cursor)
             if self.cursor is None:
-                return set()
-            return await queries.cash_flow_ids_from(conn, self.names, "" if after is None else id_floor(after))
+                return {}
+            return await queries.cash_flows_from(conn, self.names, "" if after is None else id_floor(after))
 
     async def run_once(self) -> int:
-        """Pull activities since the stored cursor, publish those not stored; return how many."""
+        """Pull activities since the stored cursor; publish what differs from the store; return how many."""
         self._runs += 1
         stored = await self._stored()
         resend_all, self._resend_all = self._resend_all, False
         raw = await self._source.activities(query_after(self.cursor))
-        flows, rejected, by_id = screen(raw, self._clock_ns())
+        flows, rejected, by_id = screen([a for a in raw if not is_canceled(a)], self._clock_ns())
+        self._count_rejected(rejected)
+        wanted = flow_changes([*(by_id[flow.id] for flow in flows), *(a for a in raw if is_canceled(a))], stored)
+        self._published = {key: sent for key, sent in self._published.items() if not _settled(key, sent[1], stored)}
+
+        def due(key: str, value: CashFlow | None) -> bool:
+            sent = self._published.get(key)
+            return resend_all or sent is None or sent[1] != value or self._runs - sent[0] >= RESEND_AFTER_RUNS
+
+        upserts = [flow for flow in wanted.upserts if due(flow.id, flow)]
+        deletes = tuple(key for key in wanted.deletes if due(key, None))
+        if upserts or deletes:
+            self._publish(upserts, deletes, by_id, stored)
+            self._count_unclassified(upserts)
+        self._published.update((flow.id, (self._runs, flow)) for flow in upserts)
+        self._published.update((key, (self._runs, None)) for key in deletes)
+        return len(upserts) + len(deletes)
+
+    def _publish(self, upserts: list[CashFlow], deletes: tuple[str, ...], by_id: Mapping[str, Mapping[str, object]],
+                 stored: Mapping[str, CashFlow]) -> None:
+        for start in range(0, max(len(upserts), 1), PAGE_ROWS):
+            chunk = upserts[start : start + PAGE_ROWS]
+            records = tuple(to_record(by_id[flow.id], flow) for flow in chunk)
+            page = ActivitiesPage(account=self.names.slug, activities=records, cash_flows=tuple(chunk),
+                                  deleted_cash_flow_ids=deletes if start == 0 else ())
+            self._publisher.publish(topic_cash(self.names.slug), page)
+        resent = sum(1 for flow in upserts if flow.id in self._published) + sum(k in self._published for k in deletes)
+        corrected = sum(1 for flow in upserts if flow.id in stored)
+        self._counters["activities_published"] += len(upserts)
+        self._counters["activities_resent"] += resent
+        self._counters["activities_corrected"] += corrected
+        self._counters["activities_canceled"] += len(deletes)
+        log.info("published activities account=%s new=%d corrected=%d canceled=%d resent=%d", self.names.slug,
+                 len(upserts) - corrected, corrected, len(deletes), resent)
+
+    def _count_rejected(self, rejected: list[tuple[str, Rejection]]) -> None:
         for code, rejection in rejected:
             self._counters["rejects"] += 1
             self._counters["rejects_activity"] += 1
@@ -190,18 +237,16 @@ class CashflowsJob:
                 log.warning(
                     "rejected activity account=%s id=%s reason=%s", self.names.slug, rejection.id, rejection.reason
                 )
-        self._published = {key: run for key, run in self._published.items() if key not in stored}
-        held = {key for key, run in self._published.items() if not resend_all and self._runs - run < RESEND_AFTER_RUNS}
-        fresh = select_new(flows, stored | held)
-        if fresh:
-            for start in range(0, len(fresh), PAGE_ROWS):
-                chunk = fresh[start : start + PAGE_ROWS]
-                records = tuple(to_record(by_id[flow.id], flow) for flow in chunk)
-                page = ActivitiesPage(account=self.names.slug, activities=records, cash_flows=tuple(chunk))
-                self._publisher.publish(topic_cash(self.names.slug), page)
-            resent = sum(1 for flow in fresh if flow.id in self._published)
-            self._counters["activities_published"] += len(fresh)
-            self._counters["activities_resent"] += resent
-            log.info("published activities account=%s new=%d resent=%d", self.names.slug, len(fresh), resent)
-        self._published.update((flow.id, self._runs) for flow in fresh)
-        return len(fresh)
+
+    def _count_unclassified(self, flows: list[CashFlow]) -> None:
+        """Count the ``unclassified`` flows published; log each unknown code once (SPEC §8)."""
+        self._counters["activities_unclassified"] += sum(1 for flow in flows if flow.category is Category.UNCLASSIFIED)
+        for code in unclassified_codes(flows, self._unclassified):
+            self._unclassified.add(code)
+            log.warning("unclassified activity code account=%s type=%s (kept in returns; see chmgr doctor)",
+                        self.names.slug, code[:40])
+
+
+def _settled(key: str, sent: CashFlow | None, stored: Mapping[str, CashFlow]) -> bool:
+    """Return True when what was published for ``key`` (a row, or None: a delete) is what is stored."""
+    return key not in stored if sent is None else stored.get(key) == sent

@@ -33,7 +33,6 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from coldharbour.analytics.intraday import IntradayState, ny_midnight
-from coldharbour.analytics.scheduler import CalendarSource
 from coldharbour.bus import Publisher
 from coldharbour.config import Settings
 from coldharbour.db import queries
@@ -53,6 +52,7 @@ from coldharbour.domain.equity import (
 )
 from coldharbour.domain.schedule import CalendarDay, Session, build_sessions, ny_date, session_for, to_calendar_day
 from coldharbour.errors import BrokerError
+from coldharbour.jobs.scheduler import CalendarSource
 from coldharbour.messages import EquityComputed, topic_equity
 
 log = logging.getLogger(__name__)

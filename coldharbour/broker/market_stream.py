@@ -15,7 +15,7 @@ symbol set changes at run time and the hot path should decode with msgspec:
   symbol, finite positive price, excluded conditions, size, time) and each frame's ticks reach
   ``on_ticks`` together; rejections are counted (``rejects_data_stream_<reason>``);
 - a dropped or refused connection is retried with capped exponential backoff and equal jitter
-  (``broker.retry``); the attempt counter resets after a connection that delivered a trade.
+  (``coldharbour.retry.Backoff``); the attempt counter resets after a connection that delivered a trade.
 
 ``plan_subscriptions`` (pure) splits the symbols in play into stock and crypto (a ``/`` in the
 symbol) and caps each connection at the plan's symbol limit, keeping what is already subscribed.
@@ -38,10 +38,10 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from coldharbour.broker.feed import Skip, decode_trade
-from coldharbour.broker.retry import backoff_delay_s
 from coldharbour.config import Secret
 from coldharbour.domain.types import from_datetime
 from coldharbour.messages import Tick
+from coldharbour.retry import Backoff, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -147,20 +147,22 @@ class MarketDataStream:
 
         No connection is opened (or re-opened) while no symbol is wanted.
         """
-        attempt = 0
+        backoff = Backoff(*self._backoff)
         while not stop.is_set():
             if not await self._until_wanted(stop):
                 return
             delivered = await self._session_until(stop)
             if stop.is_set():
                 return
-            attempt = 1 if delivered else attempt + 1
-            delay = backoff_delay_s(attempt, *self._backoff)
+            if delivered:
+                backoff.reset()
+            delay = backoff.next_delay()
             self.counters["reconnects"] += 1
             self.counters["data_stream_reconnects"] += 1
-            log.warning("data stream reconnecting stream=%s attempt=%d delay_s=%.2f", self.name, attempt, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            log.warning(
+                "data stream reconnecting stream=%s attempt=%d delay_s=%.2f", self.name, backoff.attempts, delay
+            )
+            await sleep_or_stop(stop, delay)
 
     async def _session_until(self, stop: asyncio.Event) -> bool:
         """Run one session; on ``stop`` give it ``CLOSE_GRACE_S`` to close, then cancel it."""

@@ -36,10 +36,10 @@ import aiohttp
 import msgspec
 
 from coldharbour.broker.convert import BadValue, parse_time_ns
-from coldharbour.broker.retry import backoff_delay_s
 from coldharbour.config import AccountSettings
 from coldharbour.domain.types import to_datetime
 from coldharbour.errors import BrokerError
+from coldharbour.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -117,22 +117,21 @@ class BrokerRest:
     async def get(self, path: str, params: Params | None = None) -> Any:
         """Return the decoded JSON of ``GET /v2<path>``; raise ``BrokerError`` when it fails."""
         what = f"GET {path}"
-        attempt = 0
+        backoff = Backoff(BACKOFF_BASE_S, BACKOFF_CAP_S)
         while True:
-            attempt += 1
             try:
                 return await self._attempt(path, params)
             except TransientError as e:
                 self.counters["broker_retries"] += 1
-                if attempt >= MAX_ATTEMPTS:
+                delay = backoff.next_delay()
+                if backoff.attempts >= MAX_ATTEMPTS:
                     self.counters["broker_errors"] += 1
                     raise BrokerError(
-                        f"broker call failed account={self.slug} call={what}: {e} (after {attempt} attempts)"
+                        f"broker call failed account={self.slug} call={what}: {e} (after {backoff.attempts} attempts)"
                     ) from None
-                delay = backoff_delay_s(attempt, BACKOFF_BASE_S, BACKOFF_CAP_S)
                 log.warning(
                     "broker call failed, retrying account=%s call=%s attempt=%d delay_s=%.2f error=%s",
-                    self.slug, what, attempt, delay, e,
+                    self.slug, what, backoff.attempts, delay, e,
                 )  # fmt: skip
                 await asyncio.sleep(delay)
 

@@ -6,9 +6,8 @@ first for the ``REWIND_REASONS``), and partial (per-symbol)
 snapshots as soon as they are asked for — in their own loop, so a WAC refresh after a fill never
 waits behind a backfill or a full snapshot. Requests arriving while one runs are coalesced.
 
-``supervise`` is the task boundary STYLE §2.9 asks for: an unexpected error in one account's
-task is logged with its traceback, counted, and the task restarts with backoff; the process
-exits (the error propagates) only when it keeps failing.
+Each account's loops run under ``coldharbour.retry.supervise`` (the workers start them); broker
+failures inside a loop back off with ``coldharbour.retry.Backoff``.
 """
 
 from __future__ import annotations
@@ -17,50 +16,24 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 from coldharbour import runtime
-from coldharbour.broker.retry import backoff_delay_s
 from coldharbour.broker.sync import AccountSync
 from coldharbour.errors import BrokerError
 from coldharbour.messages import ResyncRequested
+from coldharbour.retry import Backoff, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
 RETRY_BASE_S: Final = 1.0
 RETRY_CAP_S: Final = 60.0
-MAX_CONSECUTIVE_CRASHES: Final = 5
 # Resync reasons meaning ``state`` may have missed pages already published (it started, the bus
 # lost messages or a publisher restarted, a commit failed): the next full snapshot re-sends the
 # history from the backfill floor instead of from the cursors. A stream ``reconnect`` needs no
 # rewind: what the stream missed is newer than the cursors.
 REWIND_REASONS: Final = frozenset({"start", "gap", "restart", "commit_failed"})
-
-
-async def sleep_unless_stopped(stop: asyncio.Event, delay_s: float) -> bool:
-    """Wait ``delay_s`` or until ``stop``; return True when stopped."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), delay_s)
-    return stop.is_set()
-
-
-async def supervise(name: str, run: Callable[[], Awaitable[None]], stop: asyncio.Event, counters: Counter[str]) -> None:
-    """Run ``run()`` until ``stop``; restart it with backoff after an unexpected error."""
-    crashes = 0
-    while not stop.is_set():
-        try:
-            await run()
-            return
-        except Exception:  # the task boundary: log with traceback, count, restart
-            crashes += 1
-            counters["task_restarts"] += 1
-            log.exception("task failed name=%s crashes=%d", name, crashes)
-            if crashes >= MAX_CONSECUTIVE_CRASHES:
-                raise
-            if await sleep_unless_stopped(stop, backoff_delay_s(crashes, RETRY_BASE_S, RETRY_CAP_S)):
-                return
 
 
 async def run_until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
@@ -158,20 +131,20 @@ class SnapshotRunner:
 
     async def _retrying(self, stop: asyncio.Event, what: str, step: Callable[[], Awaitable[None]]) -> None:
         """Run ``step`` until it succeeds or ``stop``; broker failures back off (capped, jittered)."""
-        attempt = 0
+        backoff = Backoff(RETRY_BASE_S, RETRY_CAP_S)
         while not stop.is_set():
             try:
                 await step()
             except BrokerError as e:
-                attempt += 1
                 self.sync.counters["snapshot_failures"] += 1
-                delay = min(backoff_delay_s(attempt, RETRY_BASE_S, RETRY_CAP_S), self._snapshot_sec)
+                delay = min(backoff.next_delay(), self._snapshot_sec)
                 log.warning(
-                    "%s failed account=%s attempt=%d retry_in_s=%.1f error=%s", what, self.slug, attempt, delay, e
-                )
-                if await sleep_unless_stopped(stop, delay):
+                    "%s failed account=%s attempt=%d retry_in_s=%.1f error=%s",
+                    what, self.slug, backoff.attempts, delay, e,
+                )  # fmt: skip
+                if await sleep_or_stop(stop, delay):
                     return
                 continue
-            if attempt:
-                log.info("%s recovered account=%s after_attempts=%d", what, self.slug, attempt)
+            if backoff.attempts:
+                log.info("%s recovered account=%s after_attempts=%d", what, self.slug, backoff.attempts)
             return

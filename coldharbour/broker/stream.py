@@ -31,8 +31,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from coldharbour.broker.listener import UpdateListener
-from coldharbour.broker.retry import backoff_delay_s
 from coldharbour.config import AccountSettings
+from coldharbour.retry import Backoff, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class FallbackClient:
         self.connected = False
         self.ever_connected = False
         self.failed_connects = 0
-        self._attempt = first_attempt
+        self._backoff = Backoff(BACKOFF_BASE_S, BACKOFF_CAP_S, attempts=first_attempt)
         self._ws: ClientConnection | None = None
         self._stopping = asyncio.Event()
         self._skip_backoff = False
@@ -97,18 +97,16 @@ class FallbackClient:
             if self._stopping.is_set():
                 return
             if delivered:
-                self._attempt = 0
+                self._backoff.reset()
             if self._skip_backoff:  # a watchdog reconnect: the broker is fine, we are not
                 self._skip_backoff = False
                 continue
-            self._attempt += 1
-            delay = backoff_delay_s(self._attempt, BACKOFF_BASE_S, BACKOFF_CAP_S)
+            delay = self._backoff.next_delay()
             log.warning(
                 "stream reconnecting account=%s client=%s attempt=%d delay_s=%.2f",
-                self.listener.slug, self.name, self._attempt, delay,
+                self.listener.slug, self.name, self._backoff.attempts, delay,
             )  # fmt: skip
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+            await sleep_or_stop(self._stopping, delay)
 
     async def _session(self) -> bool:
         """Run one connection; return True when it delivered at least one trade update."""
@@ -232,9 +230,7 @@ class TradeStream:
         task = asyncio.create_task(client.run(), name=f"stream-{self.account.slug}-{client.name}")
         try:
             while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), WATCHDOG_INTERVAL_S)
-                if stop.is_set():
+                if await sleep_or_stop(stop, WATCHDOG_INTERVAL_S):
                     break
                 if self._should_fall_back(client, task):
                     await client.stop(task)

@@ -17,13 +17,14 @@ from collections.abc import Sequence
 from typing import Final
 
 import typer
-from typer._click.exceptions import NoArgsIsHelpError
 
 from coldharbour import config, runtime
 from coldharbour.cli import control, database, doctor, status
 from coldharbour.errors import ChmgrError
 
 PROG_NAME: Final = "chmgr"
+# What a group called without a command raises (typer's NoArgsIsHelpError, not public): its help text.
+HELP_PREFIX: Final = "Usage: "
 
 app = typer.Typer(
     name=PROG_NAME,
@@ -101,11 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = list(sys.argv[1:] if argv is None else argv)
         result = command.main(args=args, prog_name=PROG_NAME, standalone_mode=False)
-    except NoArgsIsHelpError as e:  # `chmgr` or `chmgr db` alone: the help is the message
-        print(e.format_message(), file=sys.stderr)
-        return e.exit_code
     except typer.TyperException as e:  # usage errors (exit 2) and click's own failures (exit 1)
-        return _fail(e.format_message(), e.exit_code)
+        message = e.format_message()
+        if message.startswith(HELP_PREFIX):  # `chmgr` or `chmgr db` alone: the help is the message
+            print(message, file=sys.stderr)
+            return e.exit_code
+        return _fail(message, e.exit_code)
     except ChmgrError as e:
         return _fail(str(e), runtime.EXIT_FAILURE)
     except (typer.Abort, KeyboardInterrupt):

@@ -30,7 +30,7 @@ from websockets.sync.client import connect
 from coldharbour import runtime
 from coldharbour.cli.status import HEARTBEAT_LISTEN_S, collect_heartbeats, describe_prices
 from coldharbour.config import AccountSettings, Settings, env_suffix, is_project_run_dir
-from coldharbour.db import roles, schema
+from coldharbour.db import ownership, roles, schema
 from coldharbour.db.connect import connect_sync
 from coldharbour.db.names import account_names, shared_names
 from coldharbour.domain.schedule import CALENDAR_GAP_DAYS, ny_date
@@ -41,6 +41,7 @@ QUARANTINE_TABLE: Final = "quarantine"  # ``<ACCOUNT_SCHEMA>.quarantine``, writt
 QUARANTINE_SHOWN: Final = 5
 BROKER_TIMEOUT_S: Final = 5.0
 FEED_WAIT_S: Final = 3.0
+UNCLASSIFIED_CODE_CHARS: Final = 40
 
 Verdict = Literal["OK", "WARN", "FAIL"]
 
@@ -97,6 +98,28 @@ def check_equity_proof(settings: Settings) -> Iterator[Check]:
                     )
                 elif compared:
                     yield Check("OK", f"account {account.name}: daily equity matches the broker on all {compared} days")
+    except (DatabaseError, psycopg.Error):
+        return  # the database check above says what is wrong
+
+
+def check_unclassified(settings: Settings) -> Iterator[Check]:
+    """Per account: activity codes stored as ``unclassified`` (not in SPEC §8's catalogue)."""
+    try:
+        with connect_sync(settings.reader_dsn, "chmgr-doctor", read_only=True) as conn:
+            for account in settings.accounts:
+                query = sql.SQL(
+                    "SELECT type, count(*) FROM {t} WHERE category = 'unclassified' GROUP BY type ORDER BY type"
+                ).format(t=account_names(settings, account.slug).cash_flows.ident)
+                found = conn.execute(query).fetchall()
+                if found:
+                    codes = ", ".join(f"{str(code)[:UNCLASSIFIED_CODE_CHARS]!r} ×{n}" for code, n in found)
+                    yield Check(
+                        "WARN",
+                        f"account {account.name}: unclassified activity codes {codes}: kept in returns (never "
+                        "a deposit); add them to the catalogue in domain/cashflows.py if they are known",
+                    )
+                else:
+                    yield Check("OK", f"account {account.name}: every activity code is classified")
     except (DatabaseError, psycopg.Error):
         return  # the database check above says what is wrong
 
@@ -174,6 +197,36 @@ def check_quarantine(settings: Settings) -> Iterator[Check]:
     for ts, account, kind, key, error in rows:
         detail = " ".join(str(error).split())[:120]
         yield Check("WARN", f"  {ts:%Y-%m-%d %H:%M:%S} account={account} {kind} {str(key)[:60]!r}: {detail}")
+
+
+def check_ownership(settings: Settings) -> Iterator[Check]:
+    """Say which stack owns each account and the shared tables (the ``state`` advisory locks).
+
+    Lock keys are matched with every account the database has a schema for; a configured
+    account nobody owns is a warning (its ``state`` is not running).
+    """
+    try:
+        with connect_sync(settings.dsn, "chmgr-doctor", read_only=True) as conn:
+            held = {o.key: o for o in ownership.owners(conn)}
+            recorded = schema.schema_versions(conn, settings)
+    except DatabaseError as e:
+        yield Check("WARN", f"ownership locks not readable: {e}")
+        return
+    configured = [a.slug for a in settings.accounts]
+    known = dict.fromkeys([ownership.SHARED, *configured,
+                           *sorted(s.removeprefix("account:") for s in recorded if s.startswith("account:"))])
+    keys = {ownership.lock_key(settings.account_schema, slug): slug for slug in known}
+    for key, slug in keys.items():
+        what = "shared tables" if slug == ownership.SHARED else f"account {slug}"
+        owner = held.get(key)
+        if owner is not None:
+            yield Check("OK", f"{what}: owned by {owner.application_name or '?'} "
+                              f"({ownership.describe_owner(owner)}, backend pid {owner.backend_pid})")
+        elif slug == ownership.SHARED or slug in configured:
+            yield Check("WARN", f"{what}: no owner (no `state` running for it)")
+    for key, owner in held.items():
+        if key not in keys:
+            yield Check("OK", f"lock key {key}: owned by {owner.application_name or '?'} (an account unknown here)")
 
 
 def check_account(account: AccountSettings) -> Check:
@@ -316,9 +369,11 @@ def run_checks(settings: Settings) -> Iterator[Check]:
     """Yield every check's outcome, in the order an operator would fix them."""
     yield from check_database(settings)
     yield from check_equity_proof(settings)
+    yield from check_unclassified(settings)
     yield from check_schedule_horizon(settings, ny_date(datetime.now(UTC)))
     yield check_roles(settings)
     yield from check_quarantine(settings)
+    yield from check_ownership(settings)
     for account in settings.accounts:
         yield check_account(account)
     for name, reason in settings.disabled_accounts:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
@@ -25,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from coldharbour.config import Dsn, Settings, dsn_secrets, redact_dsn
 from coldharbour.errors import DatabaseError, SchemaError
+from coldharbour.retry import Backoff, sleep_or_stop
 
 T = TypeVar("T")
 
@@ -133,10 +133,8 @@ async def retry_database(
     For `state`'s start: PostgreSQL down at start is waited for, never a crash loop that
     supervisord gives up on. Any other error (a schema newer than the code) is raised at once.
     """
-    delay = START_BACKOFF_INITIAL_S
-    tries = 0
+    backoff = Backoff(START_BACKOFF_INITIAL_S, START_BACKOFF_MAX_S)
     while True:
-        tries += 1
         try:
             return await attempt()
         except DatabaseError as e:
@@ -144,11 +142,7 @@ async def retry_database(
                 raise
             if counters is not None:
                 counters["db_start_retries"] += 1
-            wait = delay * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
-            log.warning("%s: database unreachable attempt=%d, retrying in %.1fs: %s", what, tries, wait, e)
-            try:
-                await asyncio.wait_for(stop.wait(), wait)
-            except TimeoutError:
-                delay = min(delay * 2, START_BACKOFF_MAX_S)
-                continue
-            raise DatabaseError(f"{what}: stopped while waiting for the database") from None
+            wait = backoff.next_delay()
+            log.warning("%s: database unreachable attempt=%d, retrying in %.1fs: %s", what, backoff.attempts, wait, e)
+            if await sleep_or_stop(stop, wait):
+                raise DatabaseError(f"{what}: stopped while waiting for the database") from None

@@ -26,7 +26,7 @@ from psycopg.rows import TupleRow
 from coldharbour.db.names import QUARANTINE_TABLE, AccountNames, SharedNames
 from coldharbour.domain.cashflows import CashFlow, Category, Execution, Rejection, to_execution
 from coldharbour.domain.equity import Bar, IntradayLot
-from coldharbour.domain.metrics import SHARPE_WINDOWS, ClosedSlice, DailySummary, OpenLot
+from coldharbour.domain.metrics import SHARPE_WINDOWS, ClosedTrade, DailySummary, OpenLot
 from coldharbour.domain.schedule import Session
 from coldharbour.domain.types import TERMINAL_STATUSES
 
@@ -89,10 +89,28 @@ async def cash_flow_cursor(conn: Conn, names: AccountNames) -> str | None:
     return rows[0][0] if rows else None
 
 
-async def cash_flow_ids_from(conn: Conn, names: AccountNames, first_id: str) -> set[str]:
-    """Return the stored activity ids ``>= first_id`` (the overlap window already known)."""
-    query = sql.SQL("SELECT id FROM {t} WHERE id >= %s").format(t=names.cash_flows.ident)
-    return {row[0] for row in await _fetch(conn, query, [first_id])}
+async def cash_flows_from(conn: Conn, names: AccountNames, first_id: str) -> dict[str, CashFlow]:
+    """Return the stored Alpaca-shaped activity rows with id ``>= first_id`` (the overlap window), by id.
+
+    What ``cashflows`` compares a re-read window with (SPEC §8 corrections). Rows the mirror
+    keys otherwise (``commission:<order>``) are not activities and are left out.
+    """
+    query = sql.SQL(
+        "SELECT id, ts, amount, type, category, description FROM {t} WHERE id >= %s AND id ~ '^[0-9]{{17}}::'"
+    ).format(t=names.cash_flows.ident)
+    rows = await _fetch(conn, query, [first_id])
+    return {flow.id: flow for flow in (_cash_flow(row) for row in rows) if flow is not None}
+
+
+async def cash_flow_count(conn: Conn, names: AccountNames) -> int:
+    """Return how many usable cash-flow rows (with an amount) are stored: a drop means rows were deleted."""
+    rows = await _fetch(conn, sql.SQL("SELECT count(amount) FROM {t}").format(t=names.cash_flows.ident))
+    return int(rows[0][0]) if rows else 0
+
+
+async def cash_flow_ids(conn: Conn, names: AccountNames) -> set[str]:
+    """Return every stored cash-flow id."""
+    return {row[0] for row in await _fetch(conn, sql.SQL("SELECT id FROM {t}").format(t=names.cash_flows.ident))}
 
 
 async def cash_flows_changed(conn: Conn, names: AccountNames, cursor: datetime | None) -> Changes[CashFlow]:
@@ -149,11 +167,11 @@ async def first_activity_time(conn: Conn, names: AccountNames) -> datetime | Non
 # --- closed trades and open positions ----------------------------------------------------------
 
 
-def _closed_slice(row: TupleRow) -> ClosedSlice | None:
+def _closed_slice(row: TupleRow) -> ClosedTrade | None:
     lot, exit_order, side, qty, entry_time, entry_price, exit_time, exit_price, exit_type, pnl, fifo = row[:11]
     if None in (entry_time, entry_price, exit_time, exit_price, pnl):
         return None
-    return ClosedSlice(
+    return ClosedTrade(
         entry_lot_id=lot, exit_order_id=exit_order, side=side, qty=qty, entry_time=entry_time,
         entry_price=entry_price, exit_time=exit_time, exit_price=exit_price, exit_type=exit_type,
         pnl_cash=pnl, pnl_cash_fifo=pnl if fifo is None else fifo,
@@ -166,7 +184,7 @@ _CLOSED_COLUMNS: Final = sql.SQL(
 )
 
 
-async def closed_slices_changed(conn: Conn, names: AccountNames, cursor: datetime | None) -> Changes[ClosedSlice]:
+async def closed_slices_changed(conn: Conn, names: AccountNames, cursor: datetime | None) -> Changes[ClosedTrade]:
     """Return closed slices written since ``cursor`` (all of them when None)."""
     where, params = _changed_where(cursor)
     query = sql.SQL("SELECT {c} FROM {t} WHERE {w} ORDER BY updated_at").format(

@@ -180,6 +180,22 @@ class Statements:
             "WITH up AS (DELETE FROM {t} WHERE NOT (date = ANY(%s::date[])) RETURNING date) "
             "SELECT (SELECT count(*) FROM up), 0").format(t=names.equity_full.ident))
 
+    def delete_cash_flows(self, names: AccountNames) -> sql.SQL:
+        """Return the delete of cash flows by id (activities the broker canceled); params: the ids."""
+        return self._get(("cash_flows_delete", names.slug), lambda: sql.SQL(
+            "WITH up AS (DELETE FROM {t} WHERE id = ANY(%s::text[]) RETURNING id) "
+            "SELECT (SELECT count(*) FROM up), 0").format(t=names.cash_flows.ident))
+
+    def replace_schedule(self) -> sql.SQL:
+        """Return the delete of sessions in a refreshed range that the refresh no longer has.
+
+        Params: the first and last date of the range, the dates the refresh keeps.
+        """
+        return self._get(("replace_schedule",), lambda: sql.SQL(
+            "WITH up AS (DELETE FROM {t} WHERE session_date BETWEEN %s::date AND %s::date "
+            "AND NOT (session_date = ANY(%s::date[])) RETURNING session_date) "
+            "SELECT (SELECT count(*) FROM up), 0").format(t=self.shared.market_schedule.ident))
+
     def prune_schedule(self) -> sql.SQL:
         """Return the delete of sessions dated before a date; params: the date."""
         return self._get(("prune_schedule",), lambda: sql.SQL(

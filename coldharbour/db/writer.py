@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
@@ -37,6 +36,7 @@ from coldharbour.db.upserts import Statements
 from coldharbour.domain import changes as c
 from coldharbour.domain.types import CLOSED_COLUMNS, to_datetime
 from coldharbour.errors import DatabaseError
+from coldharbour.retry import Backoff, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -76,30 +76,21 @@ class Writer:
 
     async def connect(self, stop: asyncio.Event | None = None) -> None:
         """Open the connection, retrying with capped exponential backoff until it works or ``stop``."""
-        delay = BACKOFF_INITIAL_S
-        attempt = 0
+        backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         while self._conn is None or self._conn.closed:
-            attempt += 1
             try:
                 self._conn = await connect_writer(self._dsn)
                 self._conn.cursor_factory = psycopg.AsyncRawCursor  # statements use $n (db.upserts)
             except DatabaseError as e:
                 self.counters["db_connect_failures"] += 1
-                wait = delay * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
-                log.warning("writer connect attempt=%d failed, retrying in %.2fs: %s", attempt, wait, e)
-                if stop is not None:
-                    try:
-                        await asyncio.wait_for(stop.wait(), wait)
-                        raise DatabaseError("stopped while connecting the writer") from None
-                    except TimeoutError:
-                        pass
-                else:
-                    await asyncio.sleep(wait)
-                delay = min(delay * 2, BACKOFF_MAX_S)
+                wait = backoff.next_delay()
+                log.warning("writer connect attempt=%d failed, retrying in %.2fs: %s", backoff.attempts, wait, e)
+                if await sleep_or_stop(stop or asyncio.Event(), wait):
+                    raise DatabaseError("stopped while connecting the writer") from None
                 continue
-            if attempt > 1:
+            if backoff.attempts:
                 self.counters["db_reconnects"] += 1
-                log.info("writer connected after attempt=%d", attempt)
+                log.info("writer connected after attempt=%d", backoff.attempts + 1)
 
     @property
     def connected(self) -> bool:
@@ -161,7 +152,7 @@ class Writer:
             log.error("quarantine refused too, change dropped kind=%s: %s", kind, e)
 
     async def _commit(self, changes: Sequence[c.Change], now_ns: int) -> CommitResult:
-        statements = [s for change in changes if (s := self._statement(change, now_ns)) is not None]
+        statements = [s for change in expand(changes) if (s := self._statement(change, now_ns)) is not None]
         if not statements:
             return CommitResult(0, 0)
         counts = await self._run(statements)
@@ -237,18 +228,27 @@ class Writer:
                 return st.simple("cash_flows", self.names(slug).cash_flows), _columns(rows, len(r.CASH_FLOW_COLUMNS))
             case c.DailyEquity(account=slug, rows=rows) if rows:
                 return st.simple("daily", self.names(slug).equity_full), _columns(rows, len(r.DAILY_COLUMNS))
-            case c.DailyEquity(account=slug, keep_only=keep) if keep is not None:
-                return st.delete_daily_except(self.names(slug)), [list(keep)]
             case c.IntradayEquity(account=slug, rows=rows) if rows:
                 return st.simple("intraday", self.names(slug).equity_intraday), _columns(rows, len(r.INTRADAY_COLUMNS))
             case c.MarketSchedule(rows=rows) if rows:
                 return st.simple("schedule", st.shared.market_schedule), _columns(rows, len(r.SESSION_COLUMNS))
-            case c.MarketSchedule(prune_before=before) if before is not None:
-                return st.prune_schedule(), [before]
             case c.LatestPrices(rows=rows) if rows:
                 return st.latest_prices(), _columns(rows, 3)
             case c.PriceBars(rows=rows) if rows:
                 return st.price_bars(), _columns(rows, 7)
+        return self._delete_statement(change)
+
+    def _delete_statement(self, change: c.Change) -> Statement | None:
+        st = self.statements
+        match change:
+            case c.DailyEquity(account=slug, keep_only=keep) if keep is not None:
+                return st.delete_daily_except(self.names(slug)), [list(keep)]
+            case c.CashFlows(account=slug, deletes=dels) if dels:
+                return st.delete_cash_flows(self.names(slug)), [list(dels)]
+            case c.MarketSchedule(prune_before=before) if before is not None:
+                return st.prune_schedule(), [before]
+            case c.MarketSchedule(replace=(first, last), keep=keep):
+                return st.replace_schedule(), [first, last, list(keep)]
         return None
 
     async def _drop(self) -> None:
@@ -265,17 +265,24 @@ class Writer:
 
 
 def expand(changes: Sequence[c.Change]) -> list[c.Change]:
-    """Return ``changes`` with the two-part kinds (rows plus a delete) as separate changes.
+    """Return ``changes`` with the multi-part kinds as one change per statement.
 
-    A daily-equity rebuild and a schedule prune are a second statement each.
+    Rows and their deletes (a daily-equity rebuild, a schedule prune or range replace, canceled
+    cash flows) are separate statements; the deletes go first (they never touch a row the same
+    change upserts).
     """
     out: list[c.Change] = []
     for change in changes:
         match change:
             case c.DailyEquity(account=slug, rows=rows, keep_only=keep) if rows and keep is not None:
                 out += [c.DailyEquity(slug, rows), c.DailyEquity(slug, keep_only=keep)]
-            case c.MarketSchedule(rows=rows, prune_before=before) if rows and before is not None:
-                out += [c.MarketSchedule(rows), c.MarketSchedule(prune_before=before)]
+            case c.MarketSchedule(rows=rows, prune_before=before, replace=span, keep=keep) if (
+                    (before is not None) + (span is not None) + bool(rows) > 1):
+                out += [c.MarketSchedule(replace=span, keep=keep)] if span is not None else []
+                out += [c.MarketSchedule(prune_before=before)] if before is not None else []
+                out += [c.MarketSchedule(rows)] if rows else []
+            case c.CashFlows(account=slug, rows=rows, deletes=dels) if rows and dels:
+                out += [c.CashFlows(slug, deletes=dels), c.CashFlows(slug, rows)]
             case _:
                 out.append(change)
     return out
@@ -324,6 +331,8 @@ def _key_of(change: c.Change) -> str | None:
             key = ups[0][:2] if ups else dels[0] if dels else None
         case c.MetricsDoc() | c.UiHeartbeat():
             key = "latest"
+        case c.CashFlows(rows=rows, deletes=dels):
+            key = rows[0][0] if rows else dels[0] if dels else None
         case _:
             rows = getattr(change, "rows", ())
             key = rows[0][0] if rows else None

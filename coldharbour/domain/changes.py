@@ -71,10 +71,11 @@ class RawActivities:
 
 @dataclass(frozen=True, slots=True)
 class CashFlows:
-    """Cash-flow rows by id."""
+    """Cash-flow rows by id, and ids to delete (activities the broker canceled, SPEC §8)."""
 
     account: str
-    rows: tuple[Row, ...]
+    rows: tuple[Row, ...] = ()
+    deletes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +105,16 @@ class MetricsDoc:
 
 @dataclass(frozen=True, slots=True)
 class MarketSchedule:
-    """Market sessions to upsert; sessions dated before ``prune_before`` are deleted."""
+    """Market sessions to upsert; sessions dated before ``prune_before`` are deleted.
+
+    ``replace`` (first, last): the calendar range a refresh covered; stored sessions inside it
+    whose date is not in ``keep`` (the refresh's dates) are deleted — a closure declared later.
+    """
 
     rows: tuple[Row, ...] = ()
     prune_before: date | None = None
+    replace: tuple[date, date] | None = None
+    keep: tuple[date, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +157,10 @@ def size(change: Change) -> int:
             return len(ups) + len(dels)
         case DailyEquity(rows=rows, keep_only=keep):
             return len(rows) + (keep is not None)
-        case MarketSchedule(rows=rows, prune_before=prune):
-            return len(rows) + (prune is not None)
+        case MarketSchedule(rows=rows, prune_before=prune, replace=span):
+            return len(rows) + (prune is not None) + (span is not None)
+        case CashFlows(rows=rows, deletes=dels):
+            return len(rows) + len(dels)
         case MetricsDoc() | UiHeartbeat():
             return 1
         case _:
@@ -170,9 +179,12 @@ def split(change: Change) -> list[Change]:
         case DailyEquity(account=a, rows=rows, keep_only=keep):
             parts: list[Change] = [DailyEquity(a, (row,)) for row in rows]
             return parts + ([DailyEquity(a, keep_only=keep)] if keep is not None else [])
-        case MarketSchedule(rows=rows, prune_before=prune):
+        case MarketSchedule(rows=rows, prune_before=prune, replace=span, keep=keep):
             sessions: list[Change] = [MarketSchedule((row,)) for row in rows]
-            return sessions + ([MarketSchedule(prune_before=prune)] if prune is not None else [])
+            sessions += [MarketSchedule(prune_before=prune)] if prune is not None else []
+            return sessions + ([MarketSchedule(replace=span, keep=keep)] if span is not None else [])
+        case CashFlows(account=a, rows=rows, deletes=dels):
+            return [*(CashFlows(a, (row,)) for row in rows), *(CashFlows(a, deletes=(d,)) for d in dels)]
         case MetricsDoc() | UiHeartbeat():
             return [change]
         case _:
@@ -210,6 +222,9 @@ def _cut(change: Change, n: int) -> list[Change]:
         case ClosedSlices(account=a, upserts=ups, announce=flags, deletes=dels):
             return [*(ClosedSlices(a, deletes=dels[i:i + n]) for i in spans(len(dels))),
                     *(ClosedSlices(a, ups[i:i + n], flags[i:i + n]) for i in spans(len(ups)))]
+        case CashFlows(account=a, rows=rows, deletes=dels):
+            return [*(CashFlows(a, deletes=dels[i:i + n]) for i in spans(len(dels))),
+                    *(CashFlows(a, rows[i:i + n]) for i in spans(len(rows)))]
         case DailyEquity() | MarketSchedule() | MetricsDoc() | UiHeartbeat():
             return [change]
         case _:

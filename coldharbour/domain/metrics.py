@@ -32,7 +32,7 @@ Sharpe family and in the rendered document; every figure is finite or None, neve
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final, Literal
@@ -249,8 +249,12 @@ def max_drawdown(returns: Iterable[Decimal]) -> Decimal:
 # KPI inputs.
 
 
-class ClosedSlice(msgspec.Struct, frozen=True, kw_only=True):
-    """One closed-trade slice (entry lot × exit order), as the KPI computation needs it."""
+class ClosedTrade(msgspec.Struct, frozen=True, kw_only=True):
+    """One stored closed-trades row (entry lot × exit order), as the KPIs read it back.
+
+    Not ``domain.types.ClosedSlice``, the ledger's row with its exact accumulators: the KPIs need
+    only the stored columns, with times as datetimes.
+    """
 
     entry_lot_id: str
     exit_order_id: str
@@ -306,14 +310,14 @@ def _seconds(start: datetime, end: datetime) -> Decimal:
     return Decimal(delta.days * 86400 + delta.seconds) + Decimal(delta.microseconds) / 10**6
 
 
-def _volumes(piece: ClosedSlice) -> tuple[Decimal, Decimal]:
+def _volumes(piece: ClosedTrade) -> tuple[Decimal, Decimal]:
     """(bought, sold) notional of a slice: a long buys at entry, a short buys at exit."""
     entry = piece.qty * piece.entry_price
     exit_ = piece.qty * piece.exit_price
     return (entry, exit_) if piece.side == "long" else (exit_, entry)
 
 
-def _collapse_lot(slices: Sequence[ClosedSlice]) -> _Lot:
+def _collapse_lot(slices: Sequence[ClosedTrade]) -> _Lot:
     """Return a lot from its slices: sums, first entry to last exit, class by most quantity."""
     qty_by_class: dict[ExitType, Decimal] = {}
     for piece in slices:
@@ -489,7 +493,7 @@ def _render(
 
 def compute_kpi_document(
     *,
-    slices: Iterable[ClosedSlice],
+    slices: Iterable[ClosedTrade],
     flows: Iterable[CashFlow],
     daily: Iterable[DailySummary],
     open_lots: Sequence[OpenLot],
@@ -504,7 +508,7 @@ def compute_kpi_document(
     used only while ``in_session``; otherwise the newest daily row gives ``Total Return %``.
     """
     by_key = {(s.entry_lot_id, s.exit_order_id): s for s in slices}
-    by_lot: dict[str, list[ClosedSlice]] = {}
+    by_lot: dict[str, list[ClosedTrade]] = {}
     for piece in by_key.values():
         by_lot.setdefault(piece.entry_lot_id, []).append(piece)
     totals = _Totals()
@@ -535,7 +539,7 @@ class KpiAccumulator:
     """
 
     def __init__(self) -> None:
-        self._slices: dict[str, dict[str, ClosedSlice]] = {}
+        self._slices: dict[str, dict[str, ClosedTrade]] = {}
         self._lots: dict[str, _Lot] = {}
         self._totals = _Totals()
         self._flows: dict[str, CashFlow] = {}
@@ -543,7 +547,7 @@ class KpiAccumulator:
         self._daily: dict[date, DailySummary] = {}
         self._daily_cache: tuple[tuple[int, int], KpiDocument] | None = None
 
-    def add_slices(self, slices: Iterable[ClosedSlice]) -> None:
+    def add_slices(self, slices: Iterable[ClosedTrade]) -> None:
         """Fold closed slices in; each touched lot is re-collapsed and its totals swapped."""
         touched: set[str] = set()
         for piece in slices:
@@ -565,6 +569,18 @@ class KpiAccumulator:
                 self._flow_totals.apply(old, -1)
             self._flows[flow.id] = flow
             self._flow_totals.apply(flow, 1)
+
+    @property
+    def flow_count(self) -> int:
+        """Return how many cash flows were fed (to notice a deleted row: the table holds fewer)."""
+        return len(self._flows)
+
+    def keep_flows(self, ids: Container[str]) -> bool:
+        """Drop the fed cash flows whose id is not in ``ids`` (deleted rows); return True if any was."""
+        gone = [key for key in self._flows if key not in ids]
+        for key in gone:
+            self._flow_totals.apply(self._flows.pop(key), -1)
+        return bool(gone)
 
     def add_daily(self, rows: Iterable[DailySummary]) -> None:
         """Fold daily equity rows in; the daily KPIs are recomputed once, when next rendered."""

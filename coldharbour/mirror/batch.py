@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
 from coldharbour.db import rows
+from coldharbour.domain import cashflows, changes
 from coldharbour.domain.cashflows import CashFlow
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.equity import DailyRow, IntradayPoint
-from coldharbour.domain.types import BrokerPosition, Fill, Order
+from coldharbour.domain.types import BrokerPosition, Fill, Order, to_datetime
 from coldharbour.messages import ActivityRecord
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class AccountBatch:
     # Busted executions by fill key: the canceled FILL record to store (None: none came) and the fill.
     busted: dict[str, tuple[ActivityRecord | None, Fill]] = field(default_factory=dict)
     cash_flows: dict[str, CashFlow] = field(default_factory=dict)
+    deleted_cash_flows: set[str] = field(default_factory=set)  # activities the broker canceled
     daily: dict[date, DailyRow] = field(default_factory=dict)
     daily_keep: list[date] | None = None  # set by a full equity rebuild
     intraday: dict[datetime, IntradayPoint] = field(default_factory=dict)
@@ -52,7 +55,7 @@ class AccountBatch:
         return not (self.orders or self.fills or self.activities or self.actions or self.busted
                     or self.cash_flows or self.daily
                     or self.intraday or self.bars or self.metrics is not None or self.wac
-                    or self.remarked or self.full or self.daily_keep is not None)
+                    or self.remarked or self.full or self.daily_keep is not None or self.deleted_cash_flows)
 
     def add_order(self, order: Order, raw_json: str, counters: Counter[str]) -> None:
         """Stage one order version (the newest ``updated_at`` per id wins)."""
@@ -65,6 +68,20 @@ class AccountBatch:
         current = self.orders.get(order.id)
         if current is None or order.updated_at >= current[0].updated_at:
             self.orders[order.id] = (order, raw_json)
+            self.add_commission(order)
+
+    def add_commission(self, order: Order) -> None:
+        """Stage an order's ``commission`` as a ``fee`` cash flow once it is final (SPEC §8).
+
+        Keyed ``commission:<order id>`` (one row per order, rewritten unchanged on a replay),
+        dated when it filled (else its last update).
+        """
+        if order.is_live or order.commission <= 0:
+            return
+        flow = cashflows.commission_flow(order.id, order.symbol, order.commission,
+                               to_datetime(order.filled_at if order.filled_at is not None else order.updated_at))
+        if flow is not None:
+            self.add_cash_flows((flow,))
 
     def add_fill(self, fill: Fill, counters: Counter[str], *, from_stream: bool = False) -> None:
         """Stage one execution in its stored form."""
@@ -104,3 +121,18 @@ class AccountBatch:
         for symbol in symbols:
             position = by_symbol.get(symbol)
             self.wac[symbol] = position.avg_entry_price if position is not None and position.qty != 0 else None
+
+    def add_cash_flows(self, flows: Iterable[CashFlow], deleted: Iterable[str] = ()) -> None:
+        """Stage cash-flow rows and the ids to delete (SPEC §8 corrections); the later one wins."""
+        for flow in flows:
+            self.cash_flows[flow.id] = flow
+            self.deleted_cash_flows.discard(flow.id)
+        for flow_id in deleted:
+            self.cash_flows.pop(flow_id, None)
+            self.deleted_cash_flows.add(flow_id)
+
+    def deletions(self, slug: str) -> list[changes.Change]:
+        """Return the staged deletes the account plan does not carry (canceled cash flows)."""
+        if not self.deleted_cash_flows:
+            return []
+        return [changes.CashFlows(slug, deletes=tuple(sorted(self.deleted_cash_flows)))]

@@ -170,6 +170,7 @@ class Mirror:
         for slug, batch in batches.items():
             if not batch.is_empty:
                 plan.extend(self.accounts[slug].plan(batch, self.marks, now))
+                plan.changes += batch.deletions(slug)
         plan.extend(extra)
         if plan.needs_commit or plan.swaps or plan.messages:
             yield plan
@@ -248,8 +249,13 @@ class Mirror:
         cutoff = None
         if schedule.prune_before_ns is not None:
             cutoff = to_datetime(schedule.prune_before_ns).astimezone(NEW_YORK).date()
-        if sessions or cutoff is not None:
-            extra.changes.append(MarketSchedule(tuple(r.session_values(s) for s in sessions.values()), cutoff))
+        span = None
+        if schedule.replace_from is not None and schedule.replace_to is not None:
+            span = (schedule.replace_from, schedule.replace_to)  # issue 13: a later closure's row goes
+        if sessions or cutoff is not None or span is not None:
+            rows = tuple(r.session_values(s) for s in sessions.values())
+            keep = tuple(sorted(day for day in sessions if span is not None and span[0] <= day <= span[1]))
+            extra.changes.append(MarketSchedule(rows, cutoff, span, keep))
 
     def _stage_account(self, message: Message, batches: dict[str, AccountBatch]) -> None:
         slug = getattr(message, "account", None)
@@ -285,7 +291,7 @@ class Mirror:
             case ActivitiesPage():
                 for record in message.activities:
                     batch.add_activity(record)
-                batch.cash_flows.update({flow.id: flow for flow in message.cash_flows})
+                batch.add_cash_flows(message.cash_flows, message.deleted_cash_flow_ids)
             case _:
                 self._stage_analytics(message, batch)
 

@@ -1,5 +1,8 @@
 """`scripts/bench [--quick] [--only a,b]`: set everything up, print one JSON line per figure.
 
+``accounts_scale`` (three whole stacks of 1, 10 and 100 accounts: several minutes) runs in a full
+run or when named with ``--only``; ``--quick`` leaves it out unless named.
+
 It reports; it does not judge: the exit code is 0 unless the harness itself broke. A figure
 that cannot be measured prints ``{"name": ..., "value": null, "error": "..."}``.
 """
@@ -15,10 +18,11 @@ from collections.abc import Callable
 from scripts.benchmarks import stack
 
 Figure = Callable[[str, bool], None]
+NOT_QUICK = ("accounts_scale",)  # capacity, not a hot path: too long for the quick run
 
 
 def _figures() -> dict[str, Figure]:
-    from scripts.benchmarks import alpaca_feed, feed, fills, flush, memory, rebuild, ticks
+    from scripts.benchmarks import accounts, alpaca_feed, dashboard, feed, fills, flush, memory, rebuild, ticks
 
     return {
         "feed_ingest": feed.run,
@@ -29,6 +33,8 @@ def _figures() -> dict[str, Figure]:
         "rebuild_1m": rebuild.run,
         "rss_idle": memory.run_idle,
         "rss_100k_lots": memory.run_lots,
+        "accounts_scale": accounts.run,
+        "notify_to_browser": dashboard.run,
     }
 
 
@@ -39,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated figure names")
     args = parser.parse_args(argv)
     figures = _figures()
-    wanted = [n for n in args.only.split(",") if n] or list(figures)
+    wanted = [n for n in args.only.split(",") if n] or [n for n in figures if not (args.quick and n in NOT_QUICK)]
     unknown = [n for n in wanted if n not in figures]
     if unknown:
         print(f"scripts/bench: unknown figure(s) {unknown} (known: {', '.join(figures)})", file=sys.stderr)

@@ -119,7 +119,7 @@ def _seed_open_orders(dsn: str, env: dict[str, str]) -> None:
             conn.execute(insert, (uuid.uuid4(), symbol, now))
 
 
-def _count_published(bus_out: str, count: int, start_prices) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+def _count_published(bus_out: str, count: int, start_prices) -> tuple[int, float]:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.RCVHWM, 0)

@@ -39,7 +39,7 @@ PROGRAMS = ("bus", "state", "trades")
 _TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 
 
-def _listen(dsn: str, channel: str, out: mp.Queue, ready: MpEvent, stop: MpEvent) -> None:  # type: ignore[type-arg]
+def _listen(dsn: str, channel: str, out: mp.Queue, ready: MpEvent, stop: MpEvent) -> None:
     """Child process: LISTEN; put (parent_id, latency ms) for the first NOTIFY of every row."""
     seen: set[str] = set()
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -64,7 +64,7 @@ class Listener:
 
     def __init__(self, dsn: str, channel: str) -> None:
         ctx = mp.get_context("spawn")
-        self._queue: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+        self._queue: mp.Queue = ctx.Queue()
         self._stop = ctx.Event()
         ready = ctx.Event()
         self._process = ctx.Process(target=_listen, args=(dsn, channel, self._queue, ready, self._stop), daemon=True)

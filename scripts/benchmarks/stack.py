@@ -42,7 +42,7 @@ def migrate(dsn: str, env: dict[str, str]) -> None:
     """Create the schema for the benchmark account."""
     settings = load_settings(env)
     with psycopg.connect(dsn) as conn:
-        schema.ensure_schema(conn, settings)  # type: ignore[arg-type]
+        schema.ensure_schema(conn, settings)
 
 
 @contextmanager
@@ -108,7 +108,7 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def wait_until(predicate, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
+def wait_until(predicate, timeout_s: float, what: str):
     """Poll ``predicate`` until truthy; raise ``TimeoutError`` naming ``what``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -36,7 +36,9 @@ async def test_issue_9_fill_for_an_order_the_broker_does_not_know_is_rejected(fa
     """
     fake_broker.set_prices({"AAPL": 100})
     known = fake_broker.request(
-        "POST", "/v2/orders", json={"symbol": "AAPL", "qty": "3", "side": "buy", "type": "market", "time_in_force": "day"}
+        "POST",
+        "/v2/orders",
+        json={"symbol": "AAPL", "qty": "3", "side": "buy", "type": "market", "time_in_force": "day"},
     ).json()
     known = fake_broker.request("GET", f"/v2/orders/{known['id']}").json()
     stranger = copy.deepcopy(known)

@@ -62,7 +62,7 @@ async def running(stream: MarketDataStream) -> AsyncIterator[asyncio.Event]:
 
 
 def _data_state(broker: FakeBroker) -> dict[str, Any]:
-    return broker.request("GET", "/sim/data-stream", account=None).json()  # type: ignore[no-any-return]
+    return broker.request("GET", "/sim/data-stream", account=None).json()
 
 
 def _server_trades(broker: FakeBroker) -> list[list[str]]:

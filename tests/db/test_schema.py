@@ -97,7 +97,8 @@ def test_db_init_two_accounts_creates_every_table_with_types_and_keys(pg_dsn) ->
                 (names.raw_orders, ORDER_COLUMNS, ["id"]),
                 (names.raw_activities, ACTIVITY_COLUMNS, ["id"]),
             ):
-                tables[table.name] = (_columns(conn, table.schema, table.name), expected, _primary_key(conn, table.schema, table.name), key)
+                columns = _columns(conn, table.schema, table.name)
+                tables[table.name] = (columns, expected, _primary_key(conn, table.schema, table.name), key)
         shared = {t: _columns(conn, "accounts", t) for t in ("market_schedule", "latest_prices", "price_bars_1min")}
         quarantine = _columns(conn, "accounts", "quarantine")
         shared_keys = {t: _primary_key(conn, "accounts", t) for t in shared}
@@ -112,7 +113,9 @@ def test_db_init_two_accounts_creates_every_table_with_types_and_keys(pg_dsn) ->
         assert {c: actual.get(c) for c in expected} == expected, name
         assert pk == expected_pk, name
     assert shared["latest_prices"] == {"symbol": "text", "price": "numeric", "ts": "timestamp with time zone"}
-    assert shared_keys == {"market_schedule": ["session_date"], "latest_prices": ["symbol"], "price_bars_1min": ["symbol", "ts"]}
+    assert shared_keys == {
+        "market_schedule": ["session_date"], "latest_prices": ["symbol"], "price_bars_1min": ["symbol", "ts"]
+    }
     assert all(kind != "real" for cols in shared.values() for kind in cols.values())
     assert set(quarantine) == {"id", "ts", "account", "kind", "key", "raw", "error"}
 
@@ -147,7 +150,9 @@ def test_db_rejects_nan_and_infinity_in_money_columns(migrated_dsn) -> None:
     with psycopg.connect(migrated_dsn.reveal()) as conn:
         for bad in ("NaN", "Infinity", "-Infinity"):
             with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
-                conn.execute("INSERT INTO accounts.latest_prices (symbol, price, ts) VALUES ('X', %s::numeric, now())", (bad,))
+                conn.execute(
+                    "INSERT INTO accounts.latest_prices (symbol, price, ts) VALUES ('X', %s::numeric, now())", (bad,)
+                )
         count = conn.execute("SELECT count(*) FROM accounts.latest_prices").fetchone()
 
     assert count == (0,)
@@ -156,14 +161,21 @@ def test_db_rejects_nan_and_infinity_in_money_columns(migrated_dsn) -> None:
 def test_db_newer_than_code_is_refused(migrated_dsn) -> None:
     settings = make_settings(migrated_dsn)
     with psycopg.connect(migrated_dsn.reveal()) as conn:
-        conn.execute("INSERT INTO accounts.schema_version (scope, version, description) VALUES ('shared', 99, 'future')")
+        conn.execute(
+            "INSERT INTO accounts.schema_version (scope, version, description) VALUES ('shared', 99, 'future')"
+        )
         conn.commit()
         with pytest.raises(SchemaError, match="version 99"):
             schema.ensure_schema(conn, settings)
 
 
 def test_db_custom_table_templates_are_used(pg_dsn) -> None:
-    settings = make_settings(pg_dsn, accounts=("live",), TABLE_ACCOUNT_POSITIONS="open_trades_{slug}", TABLE_ACCOUNT_CLOSED="closed_trades_{slug}")
+    settings = make_settings(
+        pg_dsn,
+        accounts=("live",),
+        TABLE_ACCOUNT_POSITIONS="open_trades_{slug}",
+        TABLE_ACCOUNT_CLOSED="closed_trades_{slug}",
+    )
     with psycopg.connect(pg_dsn.reveal()) as conn:
         schema.ensure_schema(conn, settings)
         columns = _columns(conn, "accounts", "open_trades_live")
@@ -178,11 +190,15 @@ def test_db_migration_3_allows_spec8_categories_and_corporate_exits_only(migrate
     flows, closed = names.cash_flows.ident, names.closed.ident
     with psycopg.connect(migrated_dsn.reveal()) as conn:
         for category in ("interest", "tax", "corporate", "other", "unclassified"):
-            conn.execute(psycopg.sql.SQL("INSERT INTO {} (id, ts, amount, type, category) VALUES (%s, now(), 1, 'X', %s)")
-                         .format(flows), (f"id-{category}", category))
+            conn.execute(
+                psycopg.sql.SQL("INSERT INTO {} (id, ts, amount, type, category) VALUES (%s, now(), 1, 'X', %s)")
+                .format(flows), (f"id-{category}", category),
+            )
         with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
-            conn.execute(psycopg.sql.SQL("INSERT INTO {} (id, ts, amount, type, category) VALUES ('b', now(), 1, 'X', 'bogus')")
-                         .format(flows))
+            conn.execute(
+                psycopg.sql.SQL("INSERT INTO {} (id, ts, amount, type, category) VALUES ('b', now(), 1, 'X', 'bogus')")
+                .format(flows)
+            )
         conn.execute(psycopg.sql.SQL(
             "INSERT INTO {} (entry_lot_id, exit_order_id, symbol, side, qty, exit_type) "
             "VALUES ('lot', 'exit', 'AAPL', 'long', 1, 'CORPORATE')").format(closed))

@@ -13,7 +13,7 @@ from coldharbour.db import rows
 from coldharbour.db.names import account_names
 from coldharbour.db.writer import Writer
 from coldharbour.domain import changes as ch
-from coldharbour.domain.types import NS_PER_SECOND, Fill, Order
+from coldharbour.domain.types import NS_PER_SECOND, Fill, Order, to_datetime
 from tests.support import make_settings
 
 pytestmark = pytest.mark.asyncio
@@ -87,7 +87,7 @@ async def test_upserts_fill_activity_conflicts_on_execution_id_and_reads_back_as
 async def test_upserts_large_batch_binds_in_binary_and_stays_idempotent(migrated_dsn: Any) -> None:
     writer = await _writer(migrated_dsn)
     count = 2_000
-    at = rows.to_datetime(T0)
+    at = to_datetime(T0)
     flows = tuple((f"cf-{i}", at, Decimal(i), "FEE", "fee", None) for i in range(count))
     changed = (*flows[:5], *((f"cf-{i}", at, Decimal(-i - 1), "FEE", "fee", "x") for i in range(5, count)))
 

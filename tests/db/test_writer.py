@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -263,3 +263,49 @@ async def test_writer_reconnects_after_postgres_restart(pg_cluster: Any, migrate
 
     assert result.changed == 1
     assert writer.counters["db_reconnects"] == 1
+
+
+async def test_writer_deletes_canceled_cash_flows_and_a_replay_changes_nothing(migrated_dsn: Any) -> None:
+    """SPEC §8 corrections: a canceled activity's row goes, a corrected amount replaces the row."""
+    writer = await _writer(migrated_dsn)
+    table = writer.names("demo").cash_flows
+    div = ("20260105000000000::div", AT, Decimal("2.40"), "DIV", "income", "Cash DIV")
+    fee = ("20260105000000000::fee", AT, Decimal("-0.02"), "FEE", "fee", None)
+    await writer.commit([ch.CashFlows("demo", (div, fee))], T0)
+
+    corrected = (fee[0], AT, Decimal("-0.05"), "FEE", "fee", None)
+    change = ch.CashFlows("demo", (corrected,), deletes=(div[0],))
+    first = await writer.commit([change], T0)
+    replay = await writer.commit([change], T0)
+    rows = await (await writer._conn.execute(  # type: ignore[union-attr]
+        sql.SQL("SELECT id, amount FROM {t} ORDER BY id").format(t=table.ident))).fetchall()
+    await writer.close()
+
+    assert first.changed == 2
+    assert replay.changed == 0
+    assert rows == [(fee[0], Decimal("-0.05"))]
+
+
+def _session(day: int) -> tuple[date, datetime, datetime, datetime, datetime]:
+    at = datetime(2026, 1, day, 14, 30, tzinfo=UTC)
+    return (date(2026, 1, day), at, at, at, at)
+
+
+async def test_writer_schedule_refresh_replaces_its_range(migrated_dsn: Any) -> None:
+    """Issue 13: a closure declared after the schedule was stored makes its row go away."""
+    writer = await _writer(migrated_dsn)
+    stored = [_session(d) for d in (5, 6, 7, 8, 9, 12)]
+    await writer.commit([ch.MarketSchedule(tuple(stored))], T0)
+
+    refreshed = tuple(s for s in stored[:5] if s[0].day != 7)  # 7 Jan closed; 12 Jan outside the range
+    span = (date(2026, 1, 5), date(2026, 1, 9))
+    change = ch.MarketSchedule(refreshed, replace=span, keep=tuple(s[0] for s in refreshed))
+    first = await writer.commit([change], T0)
+    replay = await writer.commit([change], T0)
+    rows = await (await writer._conn.execute(  # type: ignore[union-attr]
+        "SELECT extract(day FROM session_date)::int FROM accounts.market_schedule ORDER BY 1")).fetchall()
+    await writer.close()
+
+    assert first.changed == 1
+    assert replay.changed == 0
+    assert [d for (d,) in rows] == [5, 6, 8, 9, 12]

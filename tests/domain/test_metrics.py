@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from coldharbour.domain.cashflows import CashFlow, classify
 from coldharbour.domain.metrics import (
     KPI_KEYS,
-    ClosedSlice,
+    ClosedTrade,
     DailySummary,
     ExitType,
     KpiAccumulator,
@@ -66,10 +66,10 @@ def piece(
     entry_time: datetime,
     exit_time: datetime,
     fifo: str | None = None,
-) -> ClosedSlice:
+) -> ClosedTrade:
     sign = 1 if side == "long" else -1
     pnl = sign * D(qty) * (D(exit_) - D(entry))
-    return ClosedSlice(
+    return ClosedTrade(
         entry_lot_id=lot,
         exit_order_id=order,
         side=side,
@@ -423,9 +423,9 @@ positive = st.decimals(min_value=D("0.01"), max_value=D(500), places=2)
 
 
 @st.composite
-def slices(draw: st.DrawFn) -> ClosedSlice:
+def slices(draw: st.DrawFn) -> ClosedTrade:
     entry_day = draw(st.integers(min_value=1, max_value=20))
-    return ClosedSlice(
+    return ClosedTrade(
         entry_lot_id=draw(st.sampled_from(["A", "B", "C", "D", "E"])),
         exit_order_id=draw(st.sampled_from(["x", "y", "z"])),
         side=draw(st.sampled_from(["long", "short"])),
@@ -479,7 +479,7 @@ dailies = st.builds(
     in_session=st.booleans(),
 )
 def test_accumulator_equals_from_scratch(
-    batches: list[tuple[list[ClosedSlice], list[CashFlow], list[DailySummary]]],
+    batches: list[tuple[list[ClosedTrade], list[CashFlow], list[DailySummary]]],
     open_lots: list[OpenLot],
     intraday: Decimal | None,
     in_session: bool,
@@ -515,3 +515,21 @@ def test_accumulator_equals_from_scratch(
         v is None or isinstance(v, int | str) or (isinstance(v, float) and math.isfinite(v))
         for v in incremental.values()
     )
+
+
+def test_accumulator_drops_deleted_flows_as_if_never_fed() -> None:
+    """SPEC §8: a canceled activity's row is deleted; the KPIs must equal those without it."""
+    accumulator = KpiAccumulator()
+    accumulator.add_flows(FLOWS)
+    kept = [flow for flow in FLOWS if flow.type != "DIV"]
+
+    dropped = accumulator.keep_flows({flow.id for flow in kept})
+    again = accumulator.keep_flows({flow.id for flow in kept})
+
+    assert dropped
+    assert not again
+    assert accumulator.flow_count == len(kept)
+    incremental = accumulator.document(open_lots=[], intraday_cumulative_return=None, in_session=False, as_of=AS_OF)
+    scratch = compute_kpi_document(slices=[], flows=kept, daily=[], open_lots=[], intraday_cumulative_return=None,
+                                   in_session=False, as_of=AS_OF)
+    assert incremental == scratch

@@ -64,7 +64,7 @@ class HeartbeatWatch:
     def poll(self) -> dict[str, Heartbeat]:
         """Drain what arrived and return the latest heartbeat per program."""
         while self._sock.poll(10):
-            topic, payload = self._sock.recv_multipart()
+            _topic, payload = self._sock.recv_multipart()
             try:
                 message = decode(payload)
             except msgspec.DecodeError:
@@ -73,7 +73,7 @@ class HeartbeatWatch:
                 self.latest[message.program] = message
         return self.latest
 
-    def wait(self, predicate, timeout_s: float = 20.0, what: str = "heartbeat"):  # type: ignore[no-untyped-def]
+    def wait(self, predicate, timeout_s: float = 20.0, what: str = "heartbeat"):
         """Wait until ``predicate(latest)`` holds."""
         return wait_for(lambda: predicate(self.poll()), timeout_s, what=what)
 

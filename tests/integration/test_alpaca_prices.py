@@ -48,7 +48,7 @@ def _order(broker: FakeBroker, side: OrderSide) -> None:
 
 
 def _data_stream(broker: FakeBroker) -> dict[str, Any]:
-    return broker.request("GET", "/sim/data-stream", account=None).json()  # type: ignore[no-any-return]
+    return broker.request("GET", "/sim/data-stream", account=None).json()
 
 
 def _server_trades(broker: FakeBroker) -> list[list[str]]:

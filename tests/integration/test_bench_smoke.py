@@ -17,14 +17,14 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = (
     "feed_ingest", "alpaca_feed_ingest", "tick_to_mark", "fill_to_notify", "flush_10k", "rebuild_1m", "rss_idle",
-    "rss_100k_lots",
+    "rss_100k_lots", "notify_to_browser", "notify_to_browser_sse_clients",
 )  # fmt: skip
 KEYS = {"name", "value", "unit", "baseline", "ratio"}
 
 
 def test_bench_quick_prints_every_figure() -> None:
     done = subprocess.run([str(ROOT / "scripts" / "bench"), "--quick"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=200, check=False)  # fmt: skip
+                          timeout=280, check=False)  # fmt: skip
 
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     by_name = {line["name"]: line for line in lines}

@@ -116,7 +116,7 @@ def test_e2e_whole_stack_kpi_follows_a_close_and_intraday_equity_covers_the_sess
         first = wait_for(lambda: _kpis(db), 10, what="the KPI row")
         wait_for(lambda: fake_broker.listener_count() == 1, 20, what="trades stream listening")
         fake_broker.set_prices({"AAPL": 100})
-        fake_broker.post_activities([{"activity_type": "DIV", "symbol": "AAPL", "net_amount": "2.40"}])
+        (dividend,) = fake_broker.post_activities([{"activity_type": "DIV", "symbol": "AAPL", "net_amount": "2.40"}])
         order = fake_broker.trading_client().submit_order(
             MarketOrderRequest(
                 symbol="AAPL", qty=10, side=OrderSide.BUY, time_in_force=TimeInForce.GTC, order_class="bracket",
@@ -136,6 +136,10 @@ def test_e2e_whole_stack_kpi_follows_a_close_and_intraday_equity_covers_the_sess
         kpi_seen = time.monotonic()
         metrics_note = wait_for(lambda: notes.since(closing, "metrics_channel_demo"), 5, what="KPI NOTIFY")[0]
         dividends = wait_for(lambda: _kpis(db).get("Net Dividends") == 2.4, 10, what="dividend in the KPIs")
+        # SPEC §8 corrections: the broker cancels the dividend → its cash flow and the KPI follow.
+        fake_broker.post_activities([{"id": dividend["id"], "status": "canceled"}])
+        canceled = wait_for(lambda: _kpis(db).get("Net Dividends") == 0, 15, what="canceled dividend out of the KPIs")
+        dividend_rows = db.rows("SELECT count(*) FROM accounts.cash_flows_demo WHERE id = %s", dividend["id"])
 
         session = _current_session(fake_broker, datetime.now(UTC))
         if session is not None and minute_grid(session, datetime.now(UTC)):
@@ -162,6 +166,8 @@ def test_e2e_whole_stack_kpi_follows_a_close_and_intraday_equity_covers_the_sess
     assert after_close["Realized P/L (Broker/FIFO)"] == 100
     assert (after_close["Win Rate %"], after_close["Mean Take ($)"]) == (100, 100)
     assert dividends
+    assert canceled
+    assert dividend_rows == [(0,)]
     assert equity_runs >= 2
     if session is None or not minute_grid(session, datetime.now(UTC)):
         assert covered == []

@@ -204,10 +204,12 @@ def test_fresh_clone_missing_setting_ends_fatal_with_the_line_naming_it(clone: C
     started = clone.run(".venv/bin/supervisord", "-c", "supervisord.conf", env=without_dsn)
 
     assert started.returncode == 0, started.stderr
-    states = wait_for(
-        lambda: (found := {i.name: i.state for i in clone.client.info()}) and set(found.values()) <= GAVE_UP and found,
-        FATAL_TIMEOUT_S, interval_s=0.5, what="every program FATAL (or EXITED)",
-    )  # fmt: skip
+
+    def all_gave_up() -> dict[str, str] | None:
+        found = {i.name: i.state for i in clone.client.info()}
+        return found if found and set(found.values()) <= GAVE_UP else None
+
+    states = wait_for(all_gave_up, FATAL_TIMEOUT_S, interval_s=0.5, what="every program FATAL (or EXITED)")
     code, rows, output = clone.status_rows()
     assert code == 1
     assert sorted(states) == sorted(PROGRAMS)
@@ -238,7 +240,7 @@ def test_fresh_clone_chmgr_run_dir_wins_through_chmgr_up(clone: Clone) -> None:
         lambda: all(info.state == "RUNNING" for info in client.info()), HEALTHY_TIMEOUT_S, interval_s=0.5,
         what="every program RUNNING",
     )  # fmt: skip
-    programs = {info.pid for info in client.info()}
+    programs = {info.pid for info in client.info() if info.pid is not None}  # all RUNNING: each has one
     run_dirs = {_environ(info.pid).get("CHMGR_RUN_DIR") for info in client.info() if info.pid}
     ctl = clone.run(".venv/bin/supervisorctl", "-c", str(run_dir / "supervisord.conf"), "status", env=env)
     assert ctl.returncode == 0, ctl.stdout + ctl.stderr

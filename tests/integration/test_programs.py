@@ -33,9 +33,21 @@ def _run_program(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[
     ("env", "expected"),
     [
         ({}, "CHMGR_DSN: required, not set"),
-        ({"CHMGR_DSN": "postgresql://u:pw-LEAK-1@h/db", "FLUSH_INTERVAL_S": "fast"}, "FLUSH_INTERVAL_S: expected a number, found 'fast'"),
-        ({"CHMGR_DSN": "postgresql://u:pw-LEAK-1@h/db", "CHMGR_ACCOUNTS": "x" * 45, "ALPACA_API_KEY_" + "X" * 45: "k", "ALPACA_SECRET_KEY_" + "X" * 45: "s"}, "PostgreSQL allows 63"),
-        ({"CHMGR_DSN": "postgresql://u:pw-LEAK-1@h/db", "CHMGR_CONFIG": "/nonexistent/chmgr.toml"}, "CHMGR_CONFIG: file not found"),
+        (
+            {"CHMGR_DSN": "postgresql://u:pw-LEAK-1@h/db", "FLUSH_INTERVAL_S": "fast"},
+            "FLUSH_INTERVAL_S: expected a number, found 'fast'",
+        ),
+        (
+            {
+                "CHMGR_DSN": "postgresql://u:pw-LEAK-1@h/db", "CHMGR_ACCOUNTS": "x" * 45,
+                "ALPACA_API_KEY_" + "X" * 45: "k", "ALPACA_SECRET_KEY_" + "X" * 45: "s",
+            },
+            "PostgreSQL allows 63",
+        ),
+        (
+            {"CHMGR_DSN": "postgresql://u:pw-LEAK-1@h/db", "CHMGR_CONFIG": "/nonexistent/chmgr.toml"},
+            "CHMGR_CONFIG: file not found",
+        ),
     ],
 )
 @pytest.mark.parametrize("program", ["state", "bus"])
@@ -91,7 +103,11 @@ def test_state_writes_notifies_and_survives_postgres_restart(pg_cluster, migrate
         watch.wait(lambda hb: {"bus", "state"} <= hb.keys(), what="bus and state heartbeats")
         listener = _listen(migrated_dsn.reveal(), "pos_channel_demo")
         first_notify = _next_notify(listener)
-        wait_for(lambda: publisher.publish(topic_tick("AAPL"), Tick(symbol="AAPL", price=187.25, ts_event=time.time_ns())) and _price(dsn, "AAPL") is not None, 15, what="tick flushed to latest_prices")
+        wait_for(
+            lambda: publisher.publish(topic_tick("AAPL"), Tick(symbol="AAPL", price=187.25, ts_event=time.time_ns()))
+            and _price(dsn, "AAPL") is not None,
+            15, what="tick flushed to latest_prices",
+        )
         listener.close()
 
         pg_cluster.stop("immediate")
@@ -102,7 +118,11 @@ def test_state_writes_notifies_and_survives_postgres_restart(pg_cluster, migrate
             pg_cluster.start()
         listener = _listen(migrated_dsn.reveal(), "pos_channel_demo")
         after_restart = _next_notify(listener, 30)
-        wait_for(lambda: publisher.publish(topic_tick("AAPL"), Tick(symbol="AAPL", price=190.5, ts_event=time.time_ns())) and str(_price(dsn, "AAPL")) == "190.5", 30, what="tick after restart flushed")
+        wait_for(
+            lambda: publisher.publish(topic_tick("AAPL"), Tick(symbol="AAPL", price=190.5, ts_event=time.time_ns()))
+            and str(_price(dsn, "AAPL")) == "190.5",
+            30, what="tick after restart flushed",
+        )
         reconnects = watch.wait(lambda hb: hb["state"].counters.get("db_reconnects", 0), what="reconnect counted")
     finally:
         if listener is not None:
@@ -113,9 +133,11 @@ def test_state_writes_notifies_and_survives_postgres_restart(pg_cluster, migrate
         codes = {p.name: p.terminate() for p in (state, bus)}
     logs = state.log() + bus.log()
 
-    assert first_notify is not None and '"op":"heartbeat"' in first_notify
+    assert first_notify is not None
+    assert '"op":"heartbeat"' in first_notify
     assert alive_during_outage
-    assert after_restart is not None and '"op":"heartbeat"' in after_restart
+    assert after_restart is not None
+    assert '"op":"heartbeat"' in after_restart
     assert reconnects >= 1
     assert codes == {"state": 0, "bus": 0}
     assert "stopped cleanly program=state" in logs

@@ -19,8 +19,8 @@ from functools import partial
 
 import pytest
 
-from coldharbour.analytics.clock import ManualClock
 from coldharbour.config import load_settings
+from coldharbour.jobs.clock import ManualClock
 from coldharbour.runtime import PROGRAMS, SESSION_PROGRAMS, WorkerContext
 from coldharbour.sim.postgres import PgCluster
 from coldharbour.supervisor import SupervisorClient, socket_path

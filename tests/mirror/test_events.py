@@ -12,7 +12,7 @@ from coldharbour.domain import changes as ch
 from coldharbour.domain.cashflows import CashFlow, Category
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.schedule import Session
-from coldharbour.domain.types import NS_PER_SECOND, BrokerPosition
+from coldharbour.domain.types import NS_PER_SECOND, BrokerPosition, to_datetime
 from coldharbour.messages import (
     ActivitiesPage,
     ActivityRecord,
@@ -126,6 +126,43 @@ def test_activities_page_writes_raw_activities_and_cash_flows() -> None:
                        ch.CashFlows("demo", (r.cash_flow_values(flow),))]
 
 
+def test_activities_page_deletes_canceled_cash_flows_and_a_later_version_wins() -> None:
+    """SPEC §8 corrections: a canceled activity's id is deleted; re-booked after, it is written."""
+    driver = Driver()
+    fee = CashFlow(id="20240301000000000::fee-1", ts=AT, amount=Decimal("-0.05"), type="FEE", category=Category.FEE)
+
+    canceled = Driver.changes(driver.feed(("cash.demo", ActivitiesPage(
+        account="demo", activities=(), deleted_cash_flow_ids=("20240301000000000::div-1",)))))
+    rebooked = Driver.changes(driver.feed(
+        ("cash.demo", ActivitiesPage(account="demo", activities=(), deleted_cash_flow_ids=(fee.id,))),
+        ("cash.demo", ActivitiesPage(account="demo", activities=(), cash_flows=(fee,)))))
+
+    assert canceled == [ch.CashFlows("demo", deletes=("20240301000000000::div-1",))]
+    assert rebooked == [ch.CashFlows("demo", (r.cash_flow_values(fee),))]
+
+
+def test_a_final_order_with_a_commission_books_it_as_a_fee_once() -> None:
+    """SPEC §8: ``commission`` on an order (Alpaca's order object) is a fee, booked when final."""
+    driver = Driver()
+    live = order("C", status="partially_filled", commission=Decimal("1.25"))
+    filled = order("C", status="filled", commission=Decimal("1.25"), filled_at=T0 + 5, updated_at=T0 + 5)
+    free = order("F", status="filled", commission=Decimal(0))
+    coin = order("K", symbol="BTC/USD", status="filled", commission=Decimal("0.5"))
+
+    while_live = of_kind(Driver.changes(driver.feed(("orders.demo", OrdersPage(account="demo", orders=(live,))))),
+                         ch.CashFlows)
+    final = of_kind(Driver.changes(driver.feed(("trade.demo", OrderUpdated(account="demo", event="fill",
+                                                                           order=filled)))), ch.CashFlows)
+    others = of_kind(Driver.changes(driver.feed(("orders.demo", OrdersPage(account="demo", orders=(free, coin))))),
+                     ch.CashFlows)
+
+    fee = CashFlow(id=f"commission:{oid('C')}", ts=to_datetime(T0), amount=Decimal("-1.25"), type="FEE",
+                   category=Category.FEE, description="commission AAPL")
+    assert while_live == []
+    assert final == [ch.CashFlows("demo", (r.cash_flow_values(fee),))]
+    assert others == []  # no commission; a crypto fee is booked from its CFEE activity instead
+
+
 def test_partial_snapshot_sets_the_broker_wac_of_its_symbols() -> None:
     driver = Driver()
     _bought(driver)
@@ -212,6 +249,25 @@ def test_schedule_writes_sessions_and_prunes_old_ones() -> None:
     changes = Driver.changes(driver.feed(("schedule", ScheduleComputed(sessions=(session,), prune_before_ns=T0))))
 
     assert changes == [ch.MarketSchedule((r.session_values(session),), date(2024, 3, 1))]
+
+
+def test_schedule_refresh_replaces_its_range_so_a_later_closure_goes() -> None:
+    """Issue 13: the refresh covers 4..8 March; 6 March was declared closed after it was stored."""
+    driver = Driver()
+
+    def session(day: int) -> Session:
+        at = datetime(2024, 3, day, 14, 30, tzinfo=UTC)
+        return Session(session_date=date(2024, 3, day), pre_open_utc=at, open_utc=at, close_utc=at, post_close_utc=at)
+
+    refreshed = (session(4), session(5), session(7), session(8), session(11))
+    changes = Driver.changes(driver.feed(("schedule", ScheduleComputed(
+        sessions=refreshed, replace_from=date(2024, 3, 4), replace_to=date(2024, 3, 8)))))
+    upsert_only = Driver.changes(driver.feed(("schedule", ScheduleComputed(sessions=refreshed[:1]))))
+
+    assert changes == [ch.MarketSchedule(tuple(r.session_values(s) for s in refreshed), None,
+                                         (date(2024, 3, 4), date(2024, 3, 8)),
+                                         (date(2024, 3, 4), date(2024, 3, 5), date(2024, 3, 7), date(2024, 3, 8)))]
+    assert upsert_only == [ch.MarketSchedule((r.session_values(refreshed[0]),))]
 
 
 def test_heartbeat_announces_on_every_account() -> None:

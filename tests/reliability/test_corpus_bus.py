@@ -34,7 +34,10 @@ HAND_WRITTEN: list[list[bytes]] = [
     [b"px.AAPL", b"\xde\xff\xff"],  # map header claiming 65535 entries, no body
     [b"px.AAPL", b"\xdb\xff\xff\xff\xff"],  # str32 of 4 GB, no body
     [b"trade.demo", msgspec.msgpack.encode({"type": "trade.update", "account": "demo"})],
-    [b"snap.demo", msgspec.msgpack.encode({"type": "snap", "account": "demo", "taken_at": 1, "positions": [{"symbol": "A", "qty": "1e400", "avg_entry_price": "1"}]})],
+    [b"snap.demo", msgspec.msgpack.encode({
+        "type": "snap", "account": "demo", "taken_at": 1,
+        "positions": [{"symbol": "A", "qty": "1e400", "avg_entry_price": "1"}],
+    })],
     [b"px.AAPL"],
     [b"px.AAPL", b"\x80", b"extra"],
     [b"\xff\xfe", msgspec.msgpack.encode({"type": "probe", "token": "x"})],
@@ -120,7 +123,7 @@ async def test_subscriber_counts_every_rejection_and_survives(bus) -> None:
     publisher.publish(m.TOPIC_PROBE, m.Probe(token="end"))
     accepted = []
     while True:
-        topic, message = await asyncio.wait_for(subscriber.recv(), 10)
+        _topic, message = await asyncio.wait_for(subscriber.recv(), 10)
         if isinstance(message, m.Probe) and message.token == "end":
             break
         accepted.append(message)

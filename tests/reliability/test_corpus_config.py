@@ -34,7 +34,8 @@ def _cases() -> list[tuple[str, str]]:
     cases += [(env, value) for env in BOOLEAN for value in BOOL_BAD]
     cases += [(env, value) for env in CLOCK for value in TIME_BAD]
     for template_env in ("TABLE_ACCOUNT_POSITIONS", "TABLE_ACCOUNT_CLOSED", "POS_CHANNEL", "METRICS_CHANNEL"):
-        cases += [(template_env, v) for v in ("no_slug", "{slug}{slug}", "Bad-{slug}", "x;{slug}", "{other}_{slug}", "")]
+        bad_templates = ("no_slug", "{slug}{slug}", "Bad-{slug}", "x;{slug}", "{other}_{slug}", "")
+        cases += [(template_env, v) for v in bad_templates]
     cases += [("ACCOUNT_SCHEMA", v) for v in ("Accounts", "a-b", "a;b", "1abc", "a" * 64, "")]
     return cases
 
@@ -46,7 +47,10 @@ def test_corpus_covers_every_numeric_and_boolean_knob() -> None:
     covered = {env for env, _ in CASES}
     assert set(NUMERIC + BOOLEAN + CLOCK) <= set(ENV_NAMES.values())
 
-    assert {"FLUSH_INTERVAL_S", "UI_PUSH_PCT_THRESHOLD", "BACKFILL_DAYS", "DISABLE_SESSION_SLEEP", "MARKET_PRE_OPEN_TIME", "MIN_STOP_GAP", "EQUITY_INIT_CASH", "SCHEDULE_FORWARD_DAYS"} <= covered
+    assert {
+        "FLUSH_INTERVAL_S", "UI_PUSH_PCT_THRESHOLD", "BACKFILL_DAYS", "DISABLE_SESSION_SLEEP", "MARKET_PRE_OPEN_TIME",
+        "MIN_STOP_GAP", "EQUITY_INIT_CASH", "SCHEDULE_FORWARD_DAYS",
+    } <= covered
     assert len(CASES) + len(HOSTILE_NAMES) >= 250
 
 

@@ -146,8 +146,11 @@ def test_portfolio_history_1min_point_is_the_equity_at_the_end_of_its_minute() -
 
     history = portfolio_history(account, params, load_calendar(), ten + timedelta(hours=1))
 
-    stamps = [datetime.fromtimestamp(t, UTC) for t in history["timestamp"]]  # type: ignore[union-attr]
-    by_minute = dict(zip(stamps, history["equity"], strict=True))  # type: ignore[arg-type]
+    timestamps, equity = history["timestamp"], history["equity"]
+    assert isinstance(timestamps, list)
+    assert isinstance(equity, list)
+    stamps = [datetime.fromtimestamp(t, UTC) for t in timestamps]
+    by_minute = dict(zip(stamps, equity, strict=True))
     assert by_minute[ten - timedelta(minutes=1)] == 100_000.0
     assert by_minute[ten] == 100_100.0
     assert by_minute[ten + timedelta(minutes=1)] == 100_200.0

@@ -35,7 +35,7 @@ def _url(broker: FakeBroker, path: str) -> str:
 
 
 def _data_state(broker: FakeBroker) -> dict[str, Any]:
-    return broker.request("GET", "/sim/data-stream", account=None).json()  # type: ignore[no-any-return]
+    return broker.request("GET", "/sim/data-stream", account=None).json()
 
 
 def _subscribed(broker: FakeBroker) -> list[list[str]]:
@@ -105,7 +105,7 @@ async def test_crypto_data_stream_receives_trades_of_slash_symbols(fake_broker: 
 async def _json_frame(socket: ClientConnection) -> list[dict[str, Any]]:
     raw = await asyncio.wait_for(socket.recv(), TIMEOUT_S)
     assert isinstance(raw, str)  # the data stream sends TEXT frames to JSON clients
-    return json.loads(raw)  # type: ignore[no-any-return]
+    return json.loads(raw)
 
 
 @pytest.mark.asyncio

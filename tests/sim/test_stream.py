@@ -31,7 +31,7 @@ async def running_stream(broker: FakeBroker, account: str = "demo") -> AsyncIter
         received.append(update)
 
     stream.subscribe_trade_updates(on_update)
-    task = asyncio.create_task(stream._run_forever())  # type: ignore[no-untyped-call]
+    task = asyncio.create_task(stream._run_forever())
     await async_wait_for(lambda: broker.listener_count() > 0, STREAM_TIMEOUT_S, what="stream listening")
     try:
         yield received
@@ -104,7 +104,7 @@ async def test_each_account_receives_only_its_own_updates(fake_broker_factory: B
 
 async def _frame(socket: object) -> dict[str, object]:
     raw = await asyncio.wait_for(socket.recv(), STREAM_TIMEOUT_S)  # type: ignore[attr-defined]
-    return json.loads(raw)  # type: ignore[no-any-return]
+    return json.loads(raw)
 
 
 @pytest.mark.asyncio

@@ -108,7 +108,7 @@ class StateHarness:
         payload = json.dumps({"sentinel": self._sentinels})
         expected = {"sentinel": self._sentinels}
         self.inject(topic_metrics("paper_1"), MetricsComputed(account="paper_1", payload=payload, computed_at=T0))
-        await async_wait_for(lambda: self._sentinel_stored(expected), 15, what="sentinel")  # type: ignore[arg-type,return-value]
+        await async_wait_for(lambda: self._sentinel_stored(expected), 15, what="sentinel")
 
     async def _sentinel_stored(self, expected: dict[str, int]) -> bool:
         rows = await self.query("SELECT metrics_payload FROM accounts.account_metrics_paper_1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from decimal import Decimal
@@ -12,13 +13,15 @@ import pytest
 from psycopg import sql
 
 from coldharbour.analytics.cashflows import RESEND_AFTER_RUNS
-from coldharbour.analytics.clock import ManualClock
 from coldharbour.db.names import account_names
+from coldharbour.domain import cashflows as flows_domain
 from coldharbour.domain.cashflows import Category
+from coldharbour.jobs.clock import ManualClock
 from coldharbour.messages import ActivitiesPage, ResyncRequested, SessionPhaseChanged, topic_cash, topic_resync
 from tests.analytics.helpers import Rows, context, running, settings_for, utc
 from tests.support import async_wait_for
-from workers import cashflows
+from tests.workers.state_harness import StateHarness
+from workers import cashflows, metrics
 
 pytestmark = pytest.mark.asyncio
 INTERVAL_S = 300
@@ -71,9 +74,10 @@ async def test_cashflows_resume_from_the_stored_cursor_after_a_restart(
     known = fake_broker.post_activities([{"activity_type": "DIV", "net_amount": "1.00", "symbol": "MSFT"}])
     rows = Rows(settings)
     for activity in fake_broker.request("GET", "/v2/account/activities").json():
-        rows.cash_flow(
-            activity["id"], utc(2024, 3, 12), activity.get("net_amount") or "0", activity["activity_type"], "external"
-        )
+        flow = flows_domain.to_cash_flow(activity)  # stored as `state` stores it: an unchanged row is not re-sent
+        assert isinstance(flow, flows_domain.CashFlow)
+        rows.cash_flow(flow.id, flow.ts, str(flow.amount), flow.type, flow.category.value,
+                       description=flow.description)
     rows.close()
     fresh = fake_broker.post_activities([{"activity_type": "INT", "net_amount": "3.12"}])
     observer = bus.observe(topic_cash("demo"))
@@ -162,7 +166,8 @@ async def test_cashflows_resends_what_state_never_stored(migrated_dsn, tmp_path,
         first, second = _pages(observer)[:2]
         rows = Rows(settings)
         for flow in first.cash_flows:
-            rows.cash_flow(flow.id, flow.ts, str(flow.amount), flow.type, flow.category.value)
+            rows.cash_flow(flow.id, flow.ts, str(flow.amount), flow.type, flow.category.value,
+                           description=flow.description)
         rows.close()
         await next_run()
         await next_run()  # this one started after the rows were stored
@@ -226,3 +231,112 @@ async def test_cashflows_one_poison_activity_never_sinks_its_page(
     assert ctx.counters["rejects_activity_future"] + ctx.counters["rejects_activity_time"] == 2
     assert caplog.text.count("rejected activity") == 2  # logged once each
     assert ctx.counters["cashflows_failures"] == 0
+
+
+async def test_a_canceled_dividend_leaves_cash_flows_and_the_kpis_and_a_correction_replaces_its_amount(
+    migrated_dsn, tmp_path, bus, fake_broker
+) -> None:
+    """SPEC §8 corrections through `cashflows` → `state` → `metrics`, on the fake broker.
+
+    The broker re-states an activity under its ``id`` (``POST /sim/activities``): ``"status":
+    "canceled"`` or a new ``net_amount``, as Alpaca's non-trade activity does
+    (docs.alpaca.markets/reference/getaccountactivities: ``status`` executed/correct/canceled).
+    """
+    harness = StateHarness(migrated_dsn, bus)
+    await harness.start()
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, CASH_FLOWS_INTERVAL_S=str(INTERVAL_S),
+                            METRICS_INTERVAL_S=str(INTERVAL_S))
+    cash_ctx, kpi_ctx = context("cashflows", settings, bus), context("metrics", settings, bus)
+    cash_clock, kpi_clock = ManualClock(utc(2024, 3, 16, 15)), ManualClock(utc(2024, 3, 16, 15))  # a Saturday
+    canceled, corrected = fake_broker.post_activities([
+        {"activity_type": "DIV", "net_amount": "2.40", "symbol": "MSFT", "description": "Cash DIV"},
+        {"activity_type": "DIV", "net_amount": "1.00", "symbol": "KO", "description": "Cash DIV"},
+    ])  # fmt: skip
+
+    async def flows() -> list[tuple[str, Decimal]]:
+        return [(i, a) for i, a in await harness.query("SELECT id, amount FROM accounts.cash_flows_demo")]
+
+    async def dividends() -> float | None:
+        rows = await harness.query("SELECT metrics_payload FROM accounts.account_metrics_demo")
+        return json.loads(rows[0][0]).get("Net Dividends") if rows else None
+
+    async def next_runs() -> None:
+        runs = (cash_ctx.counters["cashflows_runs"], kpi_ctx.counters["metrics_runs"])
+        cash_clock.advance(timedelta(seconds=INTERVAL_S))
+        kpi_clock.advance(timedelta(seconds=INTERVAL_S))
+        await async_wait_for(lambda: cash_ctx.counters["cashflows_runs"] > runs[0] and cash_clock.sleepers == 1
+                             and kpi_ctx.counters["metrics_runs"] > runs[1] and kpi_clock.sleepers == 1, what="runs")
+
+    async def until_dividends(expected: float) -> None:
+        """Step both workers until the stored KPI document shows ``expected`` (bounded)."""
+        for _ in range(30):
+            await harness.settle()
+            if await dividends() == expected:
+                return
+            await next_runs()
+        raise AssertionError(f"Net Dividends never became {expected}: {await dividends()}")
+
+    try:
+        async with (running(partial(cashflows.run, settings, cash_ctx, clock=cash_clock), cash_ctx),
+                    running(partial(metrics.run, settings, kpi_ctx, clock=kpi_clock), kpi_ctx)):
+            await async_wait_for(lambda: cash_ctx.counters["activities_published"] == 2, what="first page")
+            await until_dividends(3.4)
+            booked = await flows()
+
+            fake_broker.post_activities([{"id": canceled["id"], "status": "canceled"},
+                                         {"id": corrected["id"], "net_amount": "1.50"}])
+            await next_runs()
+            await until_dividends(1.5)
+            after = await flows()
+            published = cash_ctx.counters["activities_published"] + cash_ctx.counters["activities_canceled"]
+            await next_runs()
+            await harness.settle()
+            replayed = await flows()
+    finally:
+        await harness.close()
+
+    assert sorted(booked) == sorted([(canceled["id"], Decimal("2.40")), (corrected["id"], Decimal("1.00"))])
+    assert after == [(corrected["id"], Decimal("1.50"))]
+    assert cash_ctx.counters["activities_canceled"] == 1
+    assert cash_ctx.counters["activities_corrected"] == 1
+    assert cash_ctx.counters["activities_published"] + cash_ctx.counters["activities_canceled"] == published
+    assert replayed == after
+
+
+class _Activities:
+    """A broker whose activities include a code Alpaca may add later (the fake refuses unknown codes).
+
+    Shape: Alpaca's non-trade activity (docs.alpaca.markets/reference/getaccountactivities).
+    """
+
+    def __init__(self, activities: list[dict[str, object]]) -> None:
+        self.activities_list = activities
+
+    async def activities(self, after: object) -> list[dict[str, object]]:
+        return list(self.activities_list)
+
+
+async def test_unclassified_codes_are_published_counted_and_logged_once(migrated_dsn, tmp_path, bus, caplog) -> None:
+    settings = settings_for(migrated_dsn, tmp_path, bus, CASH_FLOWS_INTERVAL_S=str(INTERVAL_S))
+    ctx = context("cashflows", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 15))
+    observer = bus.observe(topic_cash("demo"))
+    new_code = {"activity_type": "ZZNEW", "date": "2024-03-11", "net_amount": "-4.10", "status": "executed",
+                "description": "a code the catalogue does not know"}
+    source = _Activities([{**new_code, "id": "20240311000000000::a"}, {**new_code, "id": "20240311000000000::b"},
+                          {"id": "20240311000000000::c", "activity_type": "DIV", "date": "2024-03-11",
+                           "net_amount": "2.40", "symbol": "MSFT", "status": "executed"}])
+    caplog.set_level(logging.WARNING)
+
+    async with running(partial(cashflows.run, settings, ctx, clock=clock, sources={"demo": source}), ctx):
+        await async_wait_for(lambda: len(_pages(observer)) == 1 and clock.sleepers == 1, what="first page")
+        source.activities_list.append({**new_code, "id": "20240311000000000::d"})
+        clock.advance(timedelta(seconds=INTERVAL_S))
+        await async_wait_for(lambda: len(_pages(observer)) == 2 and clock.sleepers == 1, what="second page")
+
+    first, second = _pages(observer)
+    assert {f.id[-1]: f.category for f in first.cash_flows} == {
+        "a": Category.UNCLASSIFIED, "b": Category.UNCLASSIFIED, "c": Category.INCOME}
+    assert [f.id[-1] for f in second.cash_flows] == ["d"]  # nothing was stored: a, b, c are held
+    assert ctx.counters["activities_unclassified"] == 3
+    assert caplog.text.count("unclassified activity code account=demo type=ZZNEW") == 1

@@ -20,12 +20,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from coldharbour.analytics.clock import ManualClock
 from coldharbour.cli.doctor import check_equity_proof
 from coldharbour.db.names import account_names
 from coldharbour.domain.equity import DailyRow
 from coldharbour.domain.types import from_datetime
 from coldharbour.errors import ConfigError
+from coldharbour.jobs.clock import ManualClock
 from coldharbour.messages import EquityComputed, topic_equity
 from tests.analytics.helpers import Rows, context, insert, running, settings_for, utc
 from tests.support import async_wait_for

@@ -16,7 +16,7 @@ flows within 0.01 points. Broker payload shapes: ALPACA.md §3 (portfolio histor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import partial
@@ -25,12 +25,12 @@ import pytest
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
 
-from coldharbour.analytics.broker_reads import BrokerReads
-from coldharbour.analytics.clock import ManualClock
+from coldharbour.broker.reads import BrokerReads
 from coldharbour.domain.cashflows import Category, Rejection, to_cash_flow
 from coldharbour.domain.equity import daily_summary
 from coldharbour.domain.metrics import compute_kpi_document
 from coldharbour.domain.schedule import NEW_YORK, ny_date
+from coldharbour.jobs.clock import ManualClock
 from coldharbour.messages import EquityComputed, topic_equity
 from coldharbour.sim.broker import BrokerServer
 from coldharbour.sim.engine import DEFAULT_ACCOUNTS
@@ -80,7 +80,7 @@ def _trade_thanksgiving_week(broker: FakeBroker, clock: BrokerClock) -> dict[dat
             broker.set_prices(dict(prices))
 
     closes: dict[date, dict[str, str]] = {}
-    plan = {
+    plan: dict[date, list[tuple[str, dict[str, str], Callable[[], object] | None]]] = {
         SESSIONS[0]: [("10", {"AAPL": "100.00", "MSFT": "400.00"}, lambda: order("AAPL", 50, OrderSide.BUY)),
                       ("12", {"AAPL": "101.25"}, None)],
         SESSIONS[1]: [("10", {"AAPL": "101.80", "MSFT": "402.10"}, lambda: order("MSFT", 10, OrderSide.SELL)),
@@ -104,7 +104,7 @@ def _trade_thanksgiving_week(broker: FakeBroker, clock: BrokerClock) -> dict[dat
     }
     for day in SESSIONS:
         for hour, prices, action in plan[day]:
-            at(day, int(hour), **prices)
+            at(day, int(hour), 0, **prices)
             if action is not None:
                 action()
         close = CLOSE[day]

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from coldharbour.analytics.clock import ManualClock
 from coldharbour.db.names import account_names
 from coldharbour.domain.metrics import KPI_KEYS
+from coldharbour.jobs.clock import ManualClock
 from coldharbour.messages import MetricsComputed, topic_metrics
 from tests.analytics.helpers import Rows, context, insert, running, settings_for, utc
 from tests.support import async_wait_for

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -25,7 +26,7 @@ def trade(symbol: str, price: float, conditions: tuple[str, ...] = ()) -> bytes:
     return encode_trade(SimTick(symbol, price, 100, conditions, TS))
 
 
-def prints(messages: list[object]) -> list[tuple[str, float]]:
+def prints(messages: Sequence[object]) -> list[tuple[str, float]]:
     """Return (symbol, price) of every tick in the observed batches, in order."""
     return [(s, p) for m in messages if isinstance(m, TickBatch) for s, p in zip(m.symbols, m.prices, strict=True)]
 

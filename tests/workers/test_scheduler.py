@@ -10,12 +10,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from coldharbour.analytics.clock import ManualClock
 from coldharbour.cli.doctor import check_schedule_horizon
 from coldharbour.db.names import shared_names
 from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.domain.types import from_datetime
 from coldharbour.errors import BrokerError
+from coldharbour.jobs.clock import ManualClock
 from coldharbour.messages import (
     LedgerCheckRequested,
     ResyncRequested,
@@ -25,6 +25,7 @@ from coldharbour.messages import (
 from coldharbour.runtime import PROGRAMS, SESSION_PROGRAMS
 from tests.analytics.helpers import Rows, context, running, settings_for, utc
 from tests.support import async_wait_for
+from tests.workers.state_harness import StateHarness
 from workers import scheduler
 
 pytestmark = pytest.mark.asyncio
@@ -219,12 +220,27 @@ async def test_issue_13_a_closure_declared_after_the_schedule_was_stored_replace
     def schedules() -> list[ScheduleComputed]:
         return [m for m in observer.messages() if isinstance(m, ScheduleComputed)]
 
-    async with running(partial(scheduler.run, settings, ctx, clock=clock, calendar=calendar), ctx):
-        await async_wait_for(lambda: len(schedules()) == 1 and clock.sleepers == 1, what="first schedule")
-        calendar.days.remove(date(2024, 3, 14))  # an unscheduled closure, declared after
-        clock.advance(timedelta(seconds=60))
-        await async_wait_for(lambda: len(schedules()) == 2, what="refresh")
+    harness = StateHarness(migrated_dsn, bus)  # `state` stores what the scheduler publishes
+    await harness.start()
 
+    async def stored() -> set[date]:
+        return {d for (d,) in await harness.query("SELECT session_date FROM accounts.market_schedule")}
+
+    try:
+        async with running(partial(scheduler.run, settings, ctx, clock=clock, calendar=calendar), ctx):
+            await async_wait_for(lambda: len(schedules()) == 1 and clock.sleepers == 1, what="first schedule")
+            await harness.settle()
+            before = await stored()
+            calendar.days.remove(date(2024, 3, 14))  # an unscheduled closure, declared after
+            clock.advance(timedelta(seconds=60))
+            await async_wait_for(lambda: len(schedules()) == 2, what="refresh")
+            await harness.settle()
+            after = await stored()
+    finally:
+        await harness.close()
+
+    assert date(2024, 3, 14) in before
+    assert before - after == {date(2024, 3, 14)}  # the stale row went, in the same commit as the upserts
     first, refreshed = schedules()
     assert date(2024, 3, 14) in {s.session_date for s in first.sessions}
     assert date(2024, 3, 14) not in {s.session_date for s in refreshed.sessions}

@@ -11,6 +11,7 @@ import pytest
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
 
+from coldharbour import retry as retry_module
 from coldharbour.broker import rest as rest_module
 from coldharbour.broker import runner as runner_module
 from coldharbour.messages import (
@@ -36,6 +37,8 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rest_module, "BACKOFF_CAP_S", 0.02)
     monkeypatch.setattr(runner_module, "RETRY_BASE_S", 0.01)
     monkeypatch.setattr(runner_module, "RETRY_CAP_S", 0.05)
+    monkeypatch.setattr(retry_module, "SUPERVISE_BASE_S", 0.01)
+    monkeypatch.setattr(retry_module, "SUPERVISE_CAP_S", 0.05)
 
 
 def _of(observer: Observer, kind: type[M]) -> list[M]:

@@ -87,7 +87,7 @@ async def _row(state: StateHarness, parent_id: str) -> dict[str, Any] | None:
 
 async def _open_entry(state: StateHarness, bracket: Bracket) -> dict[str, Any]:
     state.inject(topic_trade("demo"), bracket.entry_fill())
-    found: dict[str, Any] = await async_wait_for(lambda: _row(state, bracket.entry_id), 15, what="open row")  # type: ignore[arg-type,return-value]
+    found: dict[str, Any] = await async_wait_for(lambda: _row(state, bracket.entry_id), 15, what="open row")
     return found
 
 
@@ -413,3 +413,20 @@ async def test_state_refused_value_is_quarantined_and_the_rest_commits_without_r
     assert stored == [(1,)]
     assert state.ctx.counters["quarantined"] == 1
     assert [m.reason for m in resyncs.messages()] == ["fill"]  # none for the refused value
+
+
+async def test_state_books_a_final_orders_commission_as_a_fee_once(state: StateHarness) -> None:
+    """SPEC §8: ``commission`` on Alpaca's order object is a fee; a replay rewrites nothing."""
+    entry = order(id=new_id(), status="filled", filled_qty=Decimal(10), filled_avg_price=Decimal(100), filled_at=T0,
+                  commission=Decimal("1.25"))
+    update = OrderUpdated(account="demo", event="fill", order=entry, fill=fill(entry.id), event_ts=T0)
+
+    state.inject(topic_trade("demo"), update)
+    await state.settle()
+    first = await state.query("SELECT id, amount, type, category, updated_at FROM accounts.cash_flows_demo")
+    state.inject(topic_trade("demo"), update)
+    await state.settle()
+    replay = await state.query("SELECT id, amount, type, category, updated_at FROM accounts.cash_flows_demo")
+
+    assert [row[:4] for row in first] == [(f"commission:{entry.id}", Decimal("-1.25"), "FEE", "fee")]
+    assert replay == first

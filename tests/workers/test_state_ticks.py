@@ -68,10 +68,10 @@ async def test_state_10000_ticks_for_1000_lots_no_per_tick_write_one_flush_pushe
     for symbol in SYMBOLS:
         for _ in range(LOTS_PER_SYMBOL):
             state.inject(topic_trade("demo"), _entry(symbol))
-    await async_wait_for(lambda: _count(state), 30, what="1,000 open rows")  # type: ignore[arg-type,return-value]
+    await async_wait_for(lambda: _count(state), 30, what="1,000 open rows")
     for symbol in SYMBOLS:  # the first mark of each symbol is pushed and written
         state.inject(topic_tick(symbol), Tick(symbol=symbol, price=100.0, ts_event=T0))
-    await async_wait_for(lambda: _all_marked(state), 30, what="first marks written")  # type: ignore[arg-type,return-value]
+    await async_wait_for(lambda: _all_marked(state), 30, what="first marks written")
     await state.settle()
     counters = state.ctx.counters
     commits, ticks, start = counters["commits"], counters["ticks"], state.mark()

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from coldharbour.analytics.clock import ManualClock, run_periodic
 from coldharbour.errors import BrokerError
+from coldharbour.jobs.clock import ManualClock, run_per_account, run_periodic
 from tests.analytics.helpers import utc
 from tests.support import async_wait_for
 
@@ -98,3 +98,27 @@ async def test_run_periodic_cancels_a_running_job_when_stopped() -> None:
     await asyncio.wait_for(task, 1)
 
     assert cancelled.is_set()
+
+
+async def test_run_per_account_restarts_a_crashed_loop_through_the_clock() -> None:
+    clock = ManualClock(utc(2024, 3, 12, 12))
+    stop = asyncio.Event()
+    counters: Counter[str] = Counter()
+    calls: list[object] = []
+
+    async def job() -> None:
+        calls.append(clock.now())
+        if len(calls) == 1:
+            raise RuntimeError("a bug, not the broker")
+
+    task = asyncio.create_task(run_per_account("job", 300, {"demo": job}, clock=clock, stop=stop, counters=counters))
+    await async_wait_for(lambda: counters["task_restarts"] == 1 and clock.sleepers == 1)
+    calls_before_backoff = len(calls)
+    clock.advance(timedelta(seconds=1))  # the supervisor's first backoff is at most one second
+    await async_wait_for(lambda: counters["job_runs"] == 1)
+    stop.set()
+    await asyncio.wait_for(task, 1)
+
+    assert calls_before_backoff == 1
+    assert counters["job_failures"] == 1
+    assert calls == [utc(2024, 3, 12, 12), utc(2024, 3, 12, 12, 0, 1)]

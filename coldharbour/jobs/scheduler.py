@@ -33,8 +33,6 @@ from typing import Final, Protocol
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from coldharbour.analytics.clock import Clock
-from coldharbour.analytics.phases import is_session_start
 from coldharbour.bus import Publisher
 from coldharbour.config import Settings
 from coldharbour.db import queries
@@ -55,6 +53,8 @@ from coldharbour.domain.schedule import (
 )
 from coldharbour.domain.types import from_datetime
 from coldharbour.errors import ChmgrError, SupervisorError
+from coldharbour.jobs.clock import Clock
+from coldharbour.jobs.phases import is_session_start
 from coldharbour.messages import (
     TOPIC_SCHEDULE,
     TOPIC_SESSION,

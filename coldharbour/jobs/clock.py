@@ -6,15 +6,15 @@ instant of a phase change. ``ManualClock`` is that test clock: time moves only w
 ``advance`` is called, and every sleeper re-checks its deadline then.
 
 ``run_periodic`` is the one loop the periodic jobs share: reschedule first, then work (STYLE
-§2.5 rule 5); a failure is logged, counted and retried with capped backoff; a ``wake`` event
-runs the job at once (session start).
+§2.5 rule 5); a transient failure is logged, counted and retried with ``retry.Backoff``; a
+``wake`` event runs the job at once (session start). ``run_per_account`` runs one such loop per
+account under ``retry.supervise``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -23,11 +23,11 @@ from typing import Final, Protocol
 import psycopg
 
 from coldharbour.errors import ChmgrError
+from coldharbour.retry import Backoff, Sleep, supervise
 
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_S: Final = 1.0
-MAX_UNEXPECTED_FAILURES: Final = 10  # in a row; then the worker exits
 # Broker or database unavailable (psycopg_pool's PoolTimeout is an OperationalError): retried.
 TRANSIENT: Final = (ChmgrError, psycopg.OperationalError)
 
@@ -148,14 +148,14 @@ async def run_periodic(
     """Run ``job`` now and then every ``interval_s`` until ``stop``; ``wake`` runs it at once.
 
     The next run is scheduled before the job starts, so a slow job does not drift the period.
-    A transient error (``ChmgrError``, a lost DB connection) is logged at WARNING, anything else with its
-    traceback; both are counted and retried after a capped, jittered backoff. After
-    ``MAX_UNEXPECTED_FAILURES`` unexpected errors in a row the error is raised (exit, restart).
+    A transient error (``ChmgrError``, a lost DB connection) is logged at WARNING, counted
+    (``<name>_failures``) and retried after a ``Backoff`` delay capped at ``interval_s``. Any
+    other error is counted and raised: the task's supervisor (``run_per_account``) logs it and
+    restarts the loop, which runs the job again at once.
     """
     events = (stop,) if wake is None else (stop, wake)
     interval = timedelta(seconds=interval_s)
-    backoff_s = BACKOFF_FIRST_S
-    unexpected = 0
+    backoff = Backoff(min(BACKOFF_FIRST_S, interval_s), interval_s)
     while not stop.is_set():
         if wake is not None:
             wake.clear()
@@ -163,22 +163,28 @@ async def run_periodic(
         try:
             if not await until_stopped(job(), stop):
                 return
-        except Exception as e:  # the task boundary: log, count, back off (STYLE §2.9)
+        except TRANSIENT as e:
             counters[f"{name}_failures"] += 1
-            if isinstance(e, TRANSIENT):
-                log.warning("job failed job=%s error=%s retry_in_s=%.1f", name, e, backoff_s)
-            else:
-                unexpected += 1
-                log.exception("job failed unexpectedly job=%s retry_in_s=%.1f", name, backoff_s)
-                if unexpected >= MAX_UNEXPECTED_FAILURES:
-                    raise  # it keeps failing: let the process exit and supervisord restart it
-            due = min(due, clock.now() + timedelta(seconds=backoff_s))
-            backoff_s = min(backoff_s * 2, interval_s) * random.uniform(0.9, 1.1)  # noqa: S311
+            delay_s = backoff.next_delay()
+            log.warning("job failed job=%s error=%s retry_in_s=%.1f", name, e, delay_s)
+            due = min(due, clock.now() + timedelta(seconds=delay_s))
+        except Exception:
+            counters[f"{name}_failures"] += 1
+            raise  # unexpected: the supervisor logs the traceback and restarts the loop
         else:
             counters[f"{name}_runs"] += 1
-            backoff_s = BACKOFF_FIRST_S
-            unexpected = 0
+            backoff.reset()
         await clock.wait_until(due, *events)
+
+
+def clock_sleep(clock: Clock) -> Sleep:
+    """Return a ``sleep_or_stop`` that sleeps through ``clock`` (a ``ManualClock`` in tests)."""
+
+    async def sleep(stop: asyncio.Event, seconds: float) -> bool:
+        await clock.wait_until(clock.now() + timedelta(seconds=seconds), stop)
+        return stop.is_set()
+
+    return sleep
 
 
 async def run_per_account(
@@ -191,15 +197,22 @@ async def run_per_account(
     counters: Counter[str],
     wakes: Mapping[str, asyncio.Event] | None = None,
 ) -> None:
-    """Run each account's job with ``run_periodic`` as its own named task until ``stop``.
+    """Run each account's job with ``run_periodic`` as its own supervised task until ``stop``.
 
-    ``jobs`` maps account slug to job; ``wakes`` (by slug) runs a job at once.
+    ``jobs`` maps account slug to job; ``wakes`` (by slug) runs a job at once. A loop that
+    crashes is restarted by ``coldharbour.retry.supervise`` (backoff through ``clock``); when it
+    keeps crashing the error propagates and the worker exits.
     """
+
+    def periodic(slug: str, job: Job) -> Callable[[], Awaitable[None]]:
+        wake = None if wakes is None else wakes[slug]
+        return lambda: run_periodic(name, interval_s, job, clock=clock, stop=stop, counters=counters, wake=wake)
+
     tasks = [
         asyncio.create_task(
-            run_periodic(
-                name, interval_s, job, clock=clock, stop=stop, counters=counters,
-                wake=None if wakes is None else wakes[slug],
+            supervise(
+                f"{name}-{slug}", periodic(slug, job), stop, counters,
+                sleep=clock_sleep(clock), monotonic=lambda: clock.now().timestamp(),
             ),
             name=f"{name}-{slug}",
         )

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from coldharbour.analytics.broker_reads import BrokerReads, data_url, parse_daily_equity
+from coldharbour.broker.reads import BrokerReads, data_url, parse_daily_equity
 from coldharbour.config import AccountSettings, Secret
 from coldharbour.errors import BrokerError
 

@@ -1,0 +1,82 @@
+"""The programs' health as ``chmgr status`` shows it: supervisord's view joined with heartbeats.
+
+``Heartbeats`` keeps the newest ``hb.<program>`` heard on the bus (one subscriber for the life
+of the process); ``programs`` asks supervisord (its XML-RPC socket, in a thread: the client
+blocks) and returns one row per program in start order, with the same state names as
+``chmgr status`` (``sleeping (schedule)`` for a session program parked at night). No counter
+and no setting is shown: nothing here can carry a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from coldharbour import runtime
+from coldharbour.bus import Subscriber
+from coldharbour.cli.control import client_for
+from coldharbour.cli.status import HEALTHY_STATES, shown_state
+from coldharbour.config import Settings
+from coldharbour.domain.schedule import Phase
+from coldharbour.errors import ChmgrError
+from coldharbour.messages import Heartbeat
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeats:
+    """The newest heartbeat per program, fed by a bus subscriber."""
+
+    def __init__(self, subscriber: Subscriber, counters: Counter[str]) -> None:
+        self._subscriber = subscriber
+        self._counters = counters
+        self.latest: dict[str, Heartbeat] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Collect heartbeats until ``stop``."""
+        while not stop.is_set():
+            try:
+                _, message = await asyncio.wait_for(self._subscriber.recv(), 1.0)
+            except TimeoutError:
+                continue
+            if isinstance(message, Heartbeat):
+                self.latest[message.program] = message
+
+    def close(self) -> None:
+        """Close the subscriber."""
+        self._subscriber.close()
+
+
+def _supervised(settings: Settings) -> tuple[dict[str, Any], str | None]:
+    try:
+        return {info.name: info for info in client_for(settings).info()}, None
+    except (ChmgrError, OSError) as e:
+        return {}, f"supervisord: {e}"
+
+
+async def programs(settings: Settings, beats: dict[str, Heartbeat], phase: str | None) -> dict[str, Any]:
+    """Return ``{"programs": [...], "healthy": bool, "error": str | None}`` (error: supervisord unreachable)."""
+    infos, error = await asyncio.to_thread(_supervised, settings)
+    states = {name: info.state for name, info in infos.items()}
+    known_phase = Phase(phase) if phase else None
+    now_ns = time.time_ns()
+    rows = []
+    for name in [*runtime.PROGRAMS, *sorted(set(infos) - set(runtime.PROGRAMS))]:
+        info = infos.get(name)
+        state = shown_state(info, states, settings, known_phase) if infos else "unknown"
+        beat = beats.get(name)
+        rows.append(
+            {
+                "name": name,
+                "state": state,
+                "healthy": state in HEALTHY_STATES,
+                "pid": info.pid if info is not None and info.pid else None,
+                "uptime_s": info.uptime_s if info is not None else None,
+                "heartbeat_age_s": None if beat is None else round(max(0.0, (now_ns - beat.ts) / 1e9), 1),
+                "lag_ms": None if beat is None else beat.lag_ms,
+            }
+        )
+    return {"programs": rows, "healthy": error is None and all(r["healthy"] for r in rows), "error": error}

@@ -1,0 +1,112 @@
+"""What the page shows, read from the tables (read-only) as JSON-ready values.
+
+Every function takes one read-only connection and an account's names; rows come back as dicts
+keyed by the column names of SPEC.md §2 (the same keys as the NOTIFY rows, so the page handles
+a snapshot row and a pushed row alike). Decimals stay ``Decimal`` until ``notify.to_json``
+writes their exact digits.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, Final
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from coldharbour.db import queries
+from coldharbour.db.names import AccountNames, SharedNames
+from coldharbour.db.rows import POSITION_COLUMNS
+from coldharbour.domain.schedule import ny_date, ny_wall_to_utc, phase_at
+from coldharbour.domain.types import CLOSED_COLUMNS
+
+Conn = psycopg.AsyncConnection[TupleRow]
+Row = dict[str, Any]
+
+CLOSED_LIMIT: Final = 100
+DAILY_LIMIT: Final = 400
+INTRADAY_LIMIT: Final = 2_000
+DAILY_COLUMNS: Final = ("date", "deposit", "cash_balance", "market_value", "cumulative_return", "drawdown")
+INTRADAY_COLUMNS: Final = ("ts", "deposit", "cumulative_return", "drawdown", "realised_return")
+PHASE_WINDOW: Final = timedelta(days=7)
+
+
+def _columns(names: Sequence[str]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(c) for c in names)
+
+
+async def _rows(conn: Conn, query: sql.Composed, columns: Sequence[str], params: Sequence[Any] = ()) -> list[Row]:
+    async with conn.cursor() as cur:
+        await cur.execute(query, params)
+        return [dict(zip(columns, row, strict=True)) for row in await cur.fetchall()]
+
+
+async def positions(conn: Conn, names: AccountNames, parent_id: str | None = None) -> list[Row]:
+    """Return the open lots (one, when ``parent_id`` is given), oldest fill first."""
+    where = sql.SQL("TRUE") if parent_id is None else sql.SQL("parent_id = %s")
+    query = sql.SQL("SELECT {c} FROM {t} WHERE {w} ORDER BY filled_at NULLS LAST, parent_id").format(
+        c=_columns(POSITION_COLUMNS), t=names.positions.ident, w=where
+    )
+    return await _rows(conn, query, POSITION_COLUMNS, [] if parent_id is None else [parent_id])
+
+
+async def closed(conn: Conn, names: AccountNames, limit: int = CLOSED_LIMIT) -> list[Row]:
+    """Return the newest ``limit`` closed slices, newest exit first."""
+    query = sql.SQL("SELECT {c} FROM {t} ORDER BY exit_time DESC NULLS LAST, entry_lot_id LIMIT %s").format(
+        c=_columns(CLOSED_COLUMNS), t=names.closed.ident
+    )
+    return await _rows(conn, query, CLOSED_COLUMNS, [limit])
+
+
+async def equity(conn: Conn, names: AccountNames) -> dict[str, list[Row]]:
+    """Return the daily curve (oldest first) and the intraday curve of the newest NY day."""
+    daily_query = sql.SQL("SELECT {c} FROM (SELECT * FROM {t} ORDER BY date DESC LIMIT %s) d ORDER BY date").format(
+        c=_columns(DAILY_COLUMNS), t=names.equity_full.ident
+    )
+    daily = await _rows(conn, daily_query, DAILY_COLUMNS, [DAILY_LIMIT])
+    newest = await _rows(
+        conn, sql.SQL("SELECT max(ts) FROM {t}").format(t=names.equity_intraday.ident), ("ts",)
+    )
+    intraday: list[Row] = []
+    if newest and newest[0]["ts"] is not None:
+        start = ny_wall_to_utc(ny_date(newest[0]["ts"]), time(0, 0))
+        query = sql.SQL("SELECT {c} FROM {t} WHERE ts >= %s ORDER BY ts LIMIT %s").format(
+            c=_columns(INTRADAY_COLUMNS), t=names.equity_intraday.ident
+        )
+        intraday = await _rows(conn, query, INTRADAY_COLUMNS, [start, INTRADAY_LIMIT])
+    return {"daily": daily, "intraday": intraday}
+
+
+async def equity_fingerprint(conn: Conn, names: AccountNames) -> tuple[object, ...]:
+    """Return what changes whenever either equity table is written (counts and newest stamps)."""
+    query = sql.SQL(
+        "SELECT (SELECT count(*) FROM {d}), (SELECT max(updated_at) FROM {d}), "
+        "(SELECT count(*) FROM {i}), (SELECT max(updated_at) FROM {i})"
+    ).format(d=names.equity_full.ident, i=names.equity_intraday.ident)
+    async with conn.cursor() as cur:
+        await cur.execute(query)
+        row = await cur.fetchone()
+    return tuple(row) if row else ()
+
+
+async def metrics(conn: Conn, names: AccountNames) -> dict[str, Any] | None:
+    """Return the KPI document (SPEC.md §5), or None before the first one (or if unreadable)."""
+    text = await queries.stored_metrics_payload(conn, names)
+    if not text:
+        return None
+    try:
+        document = json.loads(text, parse_float=Decimal)  # keep the stored digits
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+async def market_phase(conn: Conn, shared: SharedNames, now: datetime) -> str | None:
+    """Return the session phase at ``now`` from the stored schedule (None without one)."""
+    today = ny_date(now)
+    sessions = await queries.sessions_between(conn, shared, today - PHASE_WINDOW, today + PHASE_WINDOW)
+    return str(phase_at(sessions, now)) if sessions else None

@@ -1,0 +1,177 @@
+"""The one backoff policy, stoppable sleep and task supervisor (``coldharbour.retry``).
+
+Time is ours: the backoff draws from a ``random.Random`` we pick the answers of, and the
+supervisor sleeps and reads the time through a fake clock that only moves when it is slept on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from coldharbour.retry import MAX_CONSECUTIVE_CRASHES, Backoff, sleep_or_stop, supervise
+
+
+class EdgeRandom(random.Random):
+    """``uniform`` answers the low or the high end of its range, as told."""
+
+    def __init__(self, high: bool) -> None:
+        super().__init__(0)
+        self.high = high
+
+    def uniform(self, a: float, b: float) -> float:
+        return b if self.high else a
+
+
+class FakeClock:
+    """Monotonic time that moves only when something sleeps on it; records every sleep."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, stop: asyncio.Event, seconds: float) -> bool:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        return stop.is_set()
+
+
+def test_backoff_doubles_up_to_the_cap_with_equal_jitter() -> None:
+    high, low = Backoff(1.0, 10.0, rng=EdgeRandom(True)), Backoff(1.0, 10.0, rng=EdgeRandom(False))
+
+    highs = [high.next_delay() for _ in range(6)]
+    lows = [low.next_delay() for _ in range(6)]
+
+    assert highs == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    assert lows == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    assert high.attempts == 6
+
+
+def test_backoff_reset_starts_again_and_attempts_can_start_later() -> None:
+    backoff = Backoff(1.0, 30.0, rng=EdgeRandom(True))
+    for _ in range(4):
+        backoff.next_delay()
+
+    backoff.reset()
+    after_reset = backoff.next_delay()
+    resumed = Backoff(1.0, 30.0, attempts=3, rng=EdgeRandom(True)).next_delay()
+
+    assert after_reset == 1.0
+    assert resumed == 8.0  # the fourth attempt
+
+
+def test_backoff_survives_a_huge_attempt_count() -> None:
+    backoff = Backoff(0.5, 15.0, attempts=10_000, rng=EdgeRandom(True))
+
+    assert backoff.next_delay() == 15.0
+
+
+@pytest.mark.parametrize(("base_s", "cap_s"), [(0.0, 1.0), (2.0, 1.0), (-1.0, 5.0)])
+def test_backoff_refuses_a_policy_that_cannot_work(base_s: float, cap_s: float) -> None:
+    with pytest.raises(ValueError, match=r"expected 0 < base_s <= cap_s"):
+        Backoff(base_s, cap_s)
+
+
+@pytest.mark.asyncio
+async def test_sleep_or_stop_returns_false_when_the_time_passed() -> None:
+    assert await sleep_or_stop(asyncio.Event(), 0.0) is False
+
+
+@pytest.mark.asyncio
+async def test_sleep_or_stop_returns_true_at_once_when_stopped_during_a_long_sleep() -> None:
+    stop = asyncio.Event()
+    sleeper = asyncio.create_task(sleep_or_stop(stop, 3600.0))
+    await asyncio.sleep(0)
+    still_sleeping = not sleeper.done()
+
+    stop.set()
+    stopped = await asyncio.wait_for(sleeper, 5)
+
+    assert still_sleeping
+    assert stopped is True
+
+
+@pytest.mark.asyncio
+async def test_sleep_or_stop_already_stopped_does_not_wait() -> None:
+    stop = asyncio.Event()
+    stop.set()
+
+    assert await asyncio.wait_for(sleep_or_stop(stop, 3600.0), 5) is True
+
+
+def _crashing(
+    runs: list[float], clock: FakeClock, *, crashes: int, lasting_s: float = 0.0
+) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        runs.append(clock.now)
+        clock.now += lasting_s
+        if len(runs) <= crashes:
+            raise RuntimeError(f"crash {len(runs)}")
+
+    return run
+
+
+@pytest.mark.asyncio
+async def test_supervise_restarts_a_crashed_task_with_backoff_and_counts_it() -> None:
+    clock, counters, runs = FakeClock(), Counter[str](), list[float]()
+
+    await supervise(
+        "t", _crashing(runs, clock, crashes=3), asyncio.Event(), counters,
+        backoff=Backoff(1.0, 60.0, rng=EdgeRandom(True)), sleep=clock.sleep, monotonic=clock.monotonic,
+    )  # fmt: skip
+
+    assert len(runs) == 4  # three crashes, then a clean return
+    assert clock.sleeps == [1.0, 2.0, 4.0]
+    assert counters["task_restarts"] == 3
+
+
+@pytest.mark.asyncio
+async def test_supervise_raises_when_the_task_keeps_crashing(caplog: pytest.LogCaptureFixture) -> None:
+    clock, counters, runs = FakeClock(), Counter[str](), list[float]()
+
+    with pytest.raises(RuntimeError, match=f"crash {MAX_CONSECUTIVE_CRASHES}"):
+        await supervise("acct-demo", _crashing(runs, clock, crashes=100), asyncio.Event(), counters,
+                        sleep=clock.sleep, monotonic=clock.monotonic)
+
+    assert len(runs) == MAX_CONSECUTIVE_CRASHES
+    assert counters["task_restarts"] == MAX_CONSECUTIVE_CRASHES
+    assert "task failed name=acct-demo crashes=1" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_supervise_forgets_crashes_after_a_healthy_run() -> None:
+    # Each run lasts 100 s before it crashes: longer than ``healthy_after_s``, so no crash is
+    # "in a row" with the one before it and the backoff starts again every time.
+    clock, counters, runs = FakeClock(), Counter[str](), list[float]()
+    crashes = MAX_CONSECUTIVE_CRASHES * 2
+
+    await supervise(
+        "t", _crashing(runs, clock, crashes=crashes, lasting_s=100.0), asyncio.Event(), counters,
+        backoff=Backoff(1.0, 60.0, rng=EdgeRandom(True)), healthy_after_s=60.0,
+        sleep=clock.sleep, monotonic=clock.monotonic,
+    )  # fmt: skip
+
+    assert counters["task_restarts"] == crashes
+    assert clock.sleeps == [1.0] * crashes
+
+
+@pytest.mark.asyncio
+async def test_supervise_returns_when_stopped_during_the_backoff() -> None:
+    clock, counters, runs = FakeClock(), Counter[str](), list[float]()
+    stop = asyncio.Event()
+
+    async def sleep(event: asyncio.Event, seconds: float) -> bool:
+        stop.set()  # SIGTERM arrives while the task waits to restart
+        return await clock.sleep(event, seconds)
+
+    await supervise("t", _crashing(runs, clock, crashes=100), stop, counters, sleep=sleep, monotonic=clock.monotonic)
+
+    assert len(runs) == 1
+    assert counters["task_restarts"] == 1

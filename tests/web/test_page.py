@@ -1,0 +1,168 @@
+"""The dashboard page in a real chromium, fed by rows and NOTIFYs the test writes as `state` does.
+
+Payload shapes: SPEC.md §6 (built by ``coldharbour.db.notify``, the code `state` sends them
+with); row columns: SPEC.md §2.2/§2.3. The hostile symbol is injected through the database
+here (the fake broker only trades symbols it has a price for); the whole-stack test
+(tests/integration/test_dashboard.py) covers the broker path for everything else.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal
+
+from playwright.sync_api import Dialog, Page, expect
+
+from coldharbour.sim.postgres import PgCluster
+from tests.support import wait_for
+from tests.web.server import Dashboard
+from tests.web.tables import Tables, closed_slice, lot
+
+POSITIONS = "[data-testid=positions]"
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def _lot_row(page: Page, parent_id: str):
+    return page.locator(f'{POSITIONS} tr[data-parent-id="{parent_id}"]')
+
+
+def _open(page: Page, dashboard: Dashboard, account: str = "demo") -> None:
+    page.goto(f"{dashboard.url}/?account={account}")
+    expect(page.locator("#positions-count")).to_have_text(re.compile(r"\(\d+\)"))
+
+
+def test_page_snapshot_then_live_rows_without_reload(page: Page, dashboard: Dashboard, tables: Tables) -> None:
+    tables.put_lots(lot("lot-a", "AAPL", mkt_px=Decimal("101.25")), push=False)
+    _open(page, dashboard)
+    expect(_lot_row(page, "lot-a").locator("[data-col=mkt_px]")).to_have_text("101.25")
+
+    tables.put_lots(lot("lot-b", "MSFT", qty=Decimal(7)))  # a fill: one {"row": ...}
+    expect(_lot_row(page, "lot-b").locator("[data-col=qty]")).to_have_text("7")
+    tables.put_lots(lot("lot-a", "AAPL", mkt_px=Decimal("102.5")), lot("lot-b", "MSFT", qty=Decimal(3)))  # a batch
+    expect(_lot_row(page, "lot-a").locator("[data-col=mkt_px]")).to_have_text("102.5")
+    expect(_lot_row(page, "lot-b").locator("[data-col=qty]")).to_have_text("3")
+    tables.drop_lot("lot-a")
+    expect(_lot_row(page, "lot-a")).to_have_count(0)
+    expect(page.locator(f"{POSITIONS} tr[data-parent-id]")).to_have_count(1)
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_page_refetch_payload_fetches_that_row(page: Page, dashboard: Dashboard, tables: Tables) -> None:
+    _open(page, dashboard)
+    tables.put_lots(lot("lot-big", "NVDA", mkt_px=Decimal("900.01")), push=False)
+    expect(_lot_row(page, "lot-big")).to_have_count(0)
+
+    tables.refetch("lot-big")
+
+    expect(_lot_row(page, "lot-big").locator("[data-col=mkt_px]")).to_have_text("900.01")
+
+
+def test_page_closed_trades_and_kpis_are_pushed(page: Page, dashboard: Dashboard, tables: Tables) -> None:
+    tables.set_metrics({"Closed Trades (n)": 0, "Win Rate %": None, "as_of": "2026-12-01T15:00:00Z"})
+    _open(page, dashboard)
+    expect(page.locator('[data-kpi="Closed Trades (n)"]')).to_have_text("0")
+    expect(page.locator('[data-kpi="Win Rate %"]')).to_have_text("—")
+
+    tables.insert_closed(closed_slice("lot-c", "TSLA"))
+    tables.set_metrics({"Closed Trades (n)": 1, "Win Rate %": 100, "NET REALIZED CASH (FIFO)": 100.5})
+
+    expect(page.locator('[data-testid=closed] tr[data-entry-lot-id="lot-c"]')).to_contain_text("TSLA")
+    expect(page.locator('[data-kpi="Closed Trades (n)"]')).to_have_text("1")
+    expect(page.locator('[data-kpi="NET REALIZED CASH (FIFO)"]')).to_have_text("100.50")
+
+
+def test_page_backend_indicator_follows_the_ui_heartbeat(page: Page, dashboard: Dashboard, tables: Tables) -> None:
+    _open(page, dashboard)
+    status = page.locator("[data-testid=backend-status]")
+    expect(status).to_have_text("stale")  # no heartbeat heard yet
+
+    tables.heartbeat()
+    expect(status).to_have_text("live")
+    # No heartbeat for 2 × UI_HEARTBEAT_S (0.5 s): stale again.
+    expect(status).to_have_text("stale", timeout=5_000)
+    tables.heartbeat()
+    expect(status).to_have_text("live")
+
+
+def test_page_renders_a_hostile_symbol_as_text(page: Page, dashboard: Dashboard, tables: Tables) -> None:
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    _open(page, dashboard)
+
+    tables.put_lots(lot("lot-x", HOSTILE, moved_flag=HOSTILE))
+    tables.insert_closed(closed_slice("lot-y", HOSTILE))
+    tables.set_metrics({HOSTILE: 1})
+
+    expect(_lot_row(page, "lot-x").locator("[data-col=symbol]")).to_have_text(HOSTILE)
+    expect(page.locator('[data-testid=closed] tr[data-entry-lot-id="lot-y"]')).to_contain_text(HOSTILE)
+    expect(page.locator(f'[data-kpi="{HOSTILE}"]')).to_have_text("1.00")
+    assert page.locator("img").count() == 0
+    assert dialogs == []
+
+
+def test_page_reconnect_gets_a_fresh_snapshot(page: Page, dashboard: Dashboard, tables: Tables) -> None:
+    _open(page, dashboard)
+    tables.put_lots(lot("lot-missed", "AMD"), push=False)  # a push this browser never saw
+    expect(_lot_row(page, "lot-missed")).to_have_count(0)
+    assert dashboard.hub is not None
+
+    dashboard.call(dashboard.hub.close_all)  # what the hub does after its LISTEN connection came back
+
+    expect(_lot_row(page, "lot-missed")).to_have_count(1)
+    tables.put_lots(lot("lot-after", "INTC"))
+    expect(_lot_row(page, "lot-after")).to_have_count(1)
+
+
+def test_page_switches_accounts_and_keeps_them_apart(page: Page, dashboard: Dashboard, tables: Tables) -> None:
+    tables.put_lots(lot("lot-demo", "AAPL"), push=False)
+    _open(page, dashboard, "paper_1")
+    expect(page.locator(f"{POSITIONS} tr[data-parent-id]")).to_have_count(0)
+    tables.put_lots(lot("lot-demo-2", "AAPL"))  # demo's push: not this page's account
+
+    page.locator("#account").select_option("demo")
+
+    expect(page).to_have_url(re.compile(r"account=demo"))
+    expect(page.locator(f"{POSITIONS} tr[data-parent-id]")).to_have_count(2)
+
+
+def test_page_equity_curve_redraws_when_the_table_changes(page: Page, dashboard: Dashboard, tables: Tables) -> None:
+    tables.add_equity_day(date(2026, 11, 30), Decimal(90_000), Decimal(10_000), Decimal(0))
+    _open(page, dashboard)
+    chart = page.locator("[data-testid=equity-daily]")
+    expect(chart).to_have_attribute("data-points", "1")
+
+    tables.add_equity_day(date(2026, 12, 1), Decimal(90_000), Decimal(10_500), Decimal("0.005"))
+
+    expect(chart).to_have_attribute("data-points", "2", timeout=15_000)  # checked every 5 s
+    assert chart.locator("polyline").count() == 1
+
+
+def test_page_database_outage_then_fresh_snapshot_and_stream_again(
+    page: Page, dashboard: Dashboard, tables: Tables, pg_cluster: PgCluster
+) -> None:
+    _open(page, dashboard)
+    tables.put_lots(lot("lot-before", "AAPL"))
+    expect(_lot_row(page, "lot-before")).to_have_count(1)
+    tables.put_lots(lot("lot-missed", "MSFT"), push=False)  # only a fresh snapshot can show it
+    tables.close()
+    reconnects = dashboard.counters["reconnects"]
+
+    pg_cluster.stop("fast")  # a clean stop: the suite's cluster runs without synchronous commits
+    try:
+        wait_for(lambda: dashboard.counters["reconnects"] > reconnects, 30, what="the LISTEN connection lost")
+    finally:
+        pg_cluster.start()
+
+    expect(_lot_row(page, "lot-missed")).to_have_count(1, timeout=60_000)  # sent back to a fresh snapshot
+    after = Tables(dashboard.settings.dsn, tables.names)
+    try:
+        after.put_lots(lot("lot-after", "NVDA"))
+        expect(_lot_row(page, "lot-after")).to_have_count(1)  # and the stream again
+    finally:
+        after.close()
