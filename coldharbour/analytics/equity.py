@@ -35,7 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 from coldharbour.analytics.intraday import IntradayState, ny_midnight
 from coldharbour.bus import Publisher
 from coldharbour.config import Settings
-from coldharbour.db import queries
+from coldharbour.db import loads, queries
 from coldharbour.db.names import AccountNames, SharedNames
 from coldharbour.domain.cashflows import CashFlow, Execution
 from coldharbour.domain.equity import (
@@ -47,6 +47,7 @@ from coldharbour.domain.equity import (
     build_daily_curve,
     extend_daily_curve,
     prove_rows,
+    splits_by_session_date,
     start_curve,
     unexplained_flows,
 )
@@ -257,7 +258,9 @@ class EquityJob:
             return []
         symbols = sorted({e.symbol for e in executions} | set(self.curve.book.positions if self.curve else {}))
         closes = await self._closes(conn, symbols, [d.session_date for d in probe], completed)
-        return bucket_by_session(dates, flows, executions, closes, after=after)
+        # a split scales the shares held and the closes before it: no artificial return (SPEC §8)
+        splits = splits_by_session_date(await loads.load_actions(conn, self.names))
+        return bucket_by_session(dates, flows, executions, closes, after=after, splits_by_date=splits)
 
     async def _closes(
         self, conn: queries.Conn, symbols: list[str], wanted: list[date], completed: list[Session]

@@ -35,13 +35,14 @@ Pure: no I/O, no clock, no logging. Money and returns are Decimal; Sharpe values
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Final
 
 import msgspec
 
 from coldharbour.domain.cashflows import CashFlow, Category, Execution
+from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.metrics import SHARPE_WINDOWS, DailySummary, Side, rolling_sharpe
 from coldharbour.domain.money import ONE, ZERO
 from coldharbour.domain.schedule import Session, ny_date, session_date_on_or_after
@@ -310,6 +311,21 @@ def extend_daily_curve(curve: DailyCurve, days: Sequence[DayInputs]) -> DailyCur
 def build_daily_curve(days: Sequence[DayInputs], opening: Opening | None = None) -> DailyCurve:
     """Return the full daily curve of ``days`` from ``opening`` (a rebuild)."""
     return extend_daily_curve(start_curve(opening), days)
+
+
+def splits_by_session_date(actions: Iterable[CorporateAction]) -> dict[date, dict[str, Decimal]]:
+    """Return the split ratios (new shares per old) by the New York date they take effect (SPEC §8).
+
+    Only splits and reverse splits keep their symbol; the other actions are left to the ledger.
+    Two splits of one symbol on one date compound.
+    """
+    found: dict[date, dict[str, Decimal]] = {}
+    for action in actions:
+        if action.type == "split" and action.ratio > 0:
+            day = ny_date(datetime.fromtimestamp(action.ts / 1e9, tz=UTC))
+            by_symbol = found.setdefault(day, {})
+            by_symbol[action.symbol] = by_symbol.get(action.symbol, ONE) * action.ratio
+    return found
 
 
 def bucket_by_session(
