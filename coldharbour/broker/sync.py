@@ -71,6 +71,11 @@ PROGRESS_LOG_INTERVAL_S: Final = 5.0
 # can take from ``submitted_at`` to being listed. Fills: late FILLs with an older stamp.
 ORDER_OVERLAP_NS: Final = 1_000_000_000
 FILL_OVERLAP_NS: Final = 5_000_000_000
+# A bust (a FILL whose status turns ``canceled``) can come long after the fill: every
+# BUST_SWEEP_EVERY full snapshots the FILLs of the last BUST_LOOKBACK_NS are read again and each
+# newly canceled one is published once as a bust (SPEC §8 "Corrections").
+BUST_SWEEP_EVERY: Final = 10
+BUST_LOOKBACK_NS: Final = 3 * NS_PER_DAY
 # Corporate-action legs are booked by business date, sometimes days late: re-read a week.
 CORPORATE_OVERLAP_NS: Final = 7 * NS_PER_DAY
 
@@ -92,6 +97,8 @@ class AccountSync:
         # FILL ids already published whose time is within FILL_OVERLAP_NS of the cursor ->
         # (time, status): one re-read with another status (a bust) is published again.
         self._recent_fill_ids: dict[str, tuple[int, str | None]] = {}
+        self._fulls = 0
+        self._swept_busts: set[str] = set()  # FILL ids already published as busted by a sweep
         self.corporate_cursor_ns: int | None = None
         self._published_actions: set[str] = set()
         self._published_legs: set[str] = set()
@@ -149,6 +156,9 @@ class AccountSync:
         await self._publish_orders(self._order_sources(gone_families), is_backfill=False)
         after = self._fill_floor_ns if self.fill_cursor_ns is None else self.fill_cursor_ns - FILL_OVERLAP_NS
         await self._publish_fills(after_ns=after, is_backfill=False)
+        self._fulls += 1
+        if self._fulls % BUST_SWEEP_EVERY == 0:
+            await self._sweep_busts()
         corporate_after = self._fill_floor_ns if self.corporate_cursor_ns is None else self.corporate_cursor_ns
         await self._publish_corporate(after_ns=max(self._fill_floor_ns, corporate_after - CORPORATE_OVERLAP_NS))
         if isinstance(figures, Rejected):
@@ -242,6 +252,23 @@ class AccountSync:
         if pending is not None or is_backfill:
             self._send_fills(*(pending or ([], [], [])), is_last=True, is_backfill=is_backfill)
         return total
+
+    async def _sweep_busts(self) -> int:
+        """Publish, once each, the FILLs of the last ``BUST_LOOKBACK_NS`` the broker now lists as canceled."""
+        records: list[ActivityRecord] = []
+        busted: list[Fill] = []
+        async for raw in self._rest.activity_pages("FILL", after_ns=self._clock_ns() - BUST_LOOKBACK_NS):
+            for converted in self._activities(raw):
+                if converted.busted is not None and converted.record.id not in self._swept_busts:
+                    self._swept_busts.add(converted.record.id)
+                    records.append(converted.record)
+                    busted.append(converted.busted)
+        self.counters["bust_sweeps"] += 1
+        if busted:
+            self.counters["busts_found_by_sweep"] += len(busted)
+            log.info("busted fills found by the lookback account=%s count=%d", self.slug, len(busted))
+            self._send_fills([], records, busted, is_last=True, is_backfill=False)
+        return len(busted)
 
     async def _publish_corporate(self, *, after_ns: int) -> int:
         """Publish the corporate actions booked after ``after_ns`` not published yet (SPEC §8).

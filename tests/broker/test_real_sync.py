@@ -22,7 +22,7 @@ from alpaca.trading.requests import MarketOrderRequest
 
 from coldharbour.broker.convert import Rejected, convert_position
 from coldharbour.broker.rest import BrokerRefused, BrokerRest
-from coldharbour.broker.sync import FILL_OVERLAP_NS, ORDER_OVERLAP_NS, AccountSync
+from coldharbour.broker.sync import BUST_SWEEP_EVERY, FILL_OVERLAP_NS, ORDER_OVERLAP_NS, AccountSync
 from coldharbour.domain.types import from_datetime
 from coldharbour.messages import CorporateActionsPage, FillsPage, SnapshotTaken
 from tests.broker.support import RecordingSink, account_for
@@ -178,3 +178,25 @@ async def test_refused_corporate_read_never_blocks_the_snapshot() -> None:
 
     assert len(sink.of(SnapshotTaken)) == 1
     assert counters["corporate_read_refused"] == 1
+
+
+@pytest.mark.asyncio
+async def test_bust_of_an_older_fill_is_found_by_the_lookback_and_published_once() -> None:
+    """Issue 12: the FILL cursor re-reads only ``FILL_OVERLAP_NS``, and a bust (the FILL listed
+    again with ``status`` ``canceled``) usually comes minutes or hours later: every
+    ``BUST_SWEEP_EVERY`` snapshots the last ``BUST_LOOKBACK_NS`` are read again for busts."""
+    broker = ListingBroker()
+    sink = RecordingSink()
+    sync = AccountSync(broker, sink, Counter(), clock_ns=lambda: 1_709_287_200_000_000_000)  # type: ignore[arg-type]
+    old = _fill("aaaa0000-0000-4000-8000-000000000001", "2024-03-01T15:00:00.100000Z", "1")
+    broker.fills += [old, _fill("bbbb0000-0000-4000-8000-000000000002", "2024-03-01T15:10:00.000000Z", "2")]
+    await sync.full("test")
+    old["status"] = "canceled"  # the broker busts the older execution after the cursor moved on
+
+    for _ in range(2 * BUST_SWEEP_EVERY):
+        await sync.full("test")
+
+    busted = [fill for page in sink.of(FillsPage) for fill in page.busted]
+    assert [fill.order_id for fill in busted] == [ORDER_ID]
+    assert sync.counters["bust_sweeps"] == 2
+    assert sync.counters["busts_found_by_sweep"] == 1
