@@ -27,6 +27,7 @@ import pytest
 
 from coldharbour.config import Dsn, env_suffix
 from coldharbour.runtime import PROGRAMS
+from coldharbour.sim.postgres import free_port
 from coldharbour.supervisor import SupervisorClient
 from tests.fixtures.broker import FakeBroker
 from tests.support import wait_for
@@ -111,6 +112,7 @@ def _settings(dsn: Dsn, broker: FakeBroker, work: Path) -> dict[str, str]:
         f"ALPACA_BASE_URL_{suffix}": broker.base_url,
         "ZMQ_SIP_STREAM_ENDPOINT": f"ipc://{work}/feed.sock",  # nobody publishes: prices waits
         "DISABLE_SESSION_SLEEP": "1",
+        "CHMGR_WEB_BIND": f"127.0.0.1:{free_port()}",  # not 8765: another stack on this machine may hold it
     }
 
 
