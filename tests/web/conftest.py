@@ -21,9 +21,14 @@ from tests.web.tables import Tables
 HEARTBEAT_S = "0.5"  # stale after 1 s without a UI heartbeat
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One chromium for the session."""
+    """One chromium per test module.
+
+    Not per session: Playwright's sync API keeps an event loop running in the main thread while
+    it is open, and every pytest-asyncio test collected after tests/web (tests/workers, …) then
+    fails with "Runner.run() cannot be called from a running event loop".
+    """
     with chromium() as launched:
         yield launched
 
