@@ -32,7 +32,7 @@ from tests.support import wait_for
 pytestmark = pytest.mark.integration
 
 CASH_FLOWS = "accounts.cash_flows_demo"
-RATE_WINDOW_S = 6.0  # a measurement window (three snapshot periods), not a synchronisation
+SNAPSHOTS_MEASURED = 3  # the request rate is measured over three snapshot periods
 
 
 @pytest.fixture
@@ -42,10 +42,13 @@ def e2e_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _requests_per_s(broker: FakeBroker) -> float:
-    start = broker.state()["requests_total"]
-    time.sleep(RATE_WINDOW_S)
-    return (broker.state()["requests_total"] - start) / RATE_WINDOW_S
+def _requests_per_s(broker: FakeBroker, programs: Programs) -> float:
+    """Broker requests per second over the next ``SNAPSHOTS_MEASURED`` snapshots (a window ended by
+    a condition: the snapshot counter, not a fixed sleep)."""
+    start, began = broker.state()["requests_total"], time.monotonic()
+    snapshots = programs.counter("snapshot", "snapshots")
+    programs.wait_counter("snapshot", "snapshots", snapshots + SNAPSHOTS_MEASURED, timeout_s=30)
+    return (broker.state()["requests_total"] - start) / (time.monotonic() - began)
 
 
 def test_poison_at_the_broker_and_feed_never_stops_the_normal_fill_tick_and_dividend(
@@ -69,7 +72,7 @@ def test_poison_at_the_broker_and_feed_never_stops_the_normal_fill_tick_and_divi
         programs.start(*names)
         wait_for(lambda: fake_broker.listener_count() == 1, 20, what="trades stream listening")
         fake_broker.set_prices({"AAPL": 100, "MSFT": 200})
-        before = _requests_per_s(fake_broker)
+        before = _requests_per_s(fake_broker, programs)
 
         poisoned = fake_broker.request("POST", "/v2/orders", json={
             "symbol": "AAPL", "qty": "1", "side": "buy", "type": "limit", "limit_price": "50",
@@ -86,7 +89,7 @@ def test_poison_at_the_broker_and_feed_never_stops_the_normal_fill_tick_and_divi
         programs.wait_counter("cashflows", "rejects_activity", 2)
         programs.wait_counter("prices", "rejects", 3)
         programs.wait_counter("snapshot", "rejects_orders_order_value_text", 2)  # re-read, never passed on
-        after = _requests_per_s(fake_broker)
+        after = _requests_per_s(fake_broker, programs)
 
         filled = fake_broker.request("POST", "/v2/orders", json={
             "symbol": "MSFT", "qty": "5", "side": "buy", "type": "market", "time_in_force": "day",
