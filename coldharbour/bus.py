@@ -160,7 +160,7 @@ class Publisher:
         seq = self._seq.get(topic, 0) + 1
         self._seq[topic] = seq
         stamped = msgspec.structs.replace(message, src=self.src, seq=seq, ts=self._clock_ns())
-        self._socket.send_multipart((topic.encode("ascii"), ENCODER.encode(stamped)), copy=False)
+        self._socket.send_multipart((topic.encode("ascii"), ENCODER.encode(stamped)))
         self.counters["messages_out"] += 1
         return stamped
 

@@ -34,7 +34,8 @@ READ_ONLY_OPTIONS: Final = "-c default_transaction_read_only=on"
 CONNECT_TIMEOUT_S: Final = 5
 WRITER_STATEMENT_TIMEOUT_MS: Final = 30_000  # the largest commit (a year's backfill) takes ~2 s
 WRITER_LOCK_TIMEOUT_MS: Final = 10_000  # someone holding a table lock: fail, count, retry
-WRITER_OPTIONS: Final = f"-c statement_timeout={WRITER_STATEMENT_TIMEOUT_MS} -c lock_timeout={WRITER_LOCK_TIMEOUT_MS}"
+WRITER_OPTIONS: Final = (f"-c statement_timeout={WRITER_STATEMENT_TIMEOUT_MS} -c lock_timeout={WRITER_LOCK_TIMEOUT_MS} "
+                         "-c plan_cache_mode=force_generic_plan")
 _warned_no_reader = False
 START_BACKOFF_INITIAL_S: Final = 0.5
 START_BACKOFF_MAX_S: Final = 15.0
@@ -74,10 +75,11 @@ def _kwargs(program: str, read_only: bool, options: str = "") -> dict[str, Any]:
 
 
 async def connect_writer(dsn: Dsn, program: str = "state") -> psycopg.AsyncConnection[TupleRow]:
-    """Return the single writer connection (transactions explicit, not autocommit)."""
+    """Return the single writer connection: autocommit (a commit is one statement, or an explicit
+    transaction when it needs several; ``db.writer``)."""
     try:
         return await psycopg.AsyncConnection.connect(
-            dsn.reveal(), **_kwargs(program, read_only=False, options=WRITER_OPTIONS)
+            dsn.reveal(), autocommit=True, **_kwargs(program, read_only=False, options=WRITER_OPTIONS)
         )
     except psycopg.Error as e:
         raise DatabaseError(f"cannot connect writer to {dsn}: {describe_error(dsn, e)}") from None

@@ -1,11 +1,13 @@
-"""The single writer: changes in, SQL out — one connection, one transaction and one round trip per commit.
+"""The single writer: changes in, SQL out — one connection, one statement and one round trip per commit.
 
 Only ``workers/state.py`` builds a ``Writer`` (``tests/test_architecture.py`` enforces it). A
-commit turns each ``domain.changes`` value into one statement (``db.upserts``: composed once per
-table, prepared server-side, the rows as one jsonb parameter); the statements make their own
-``pg_notify`` calls from what they ``RETURNING``-ed, so the whole transaction — statements,
-NOTIFYs, COMMIT — goes out in one pipeline round trip. PostgreSQL delivers the notifications only
-at commit, so a UI never sees a row that did not commit. A change without rows sends nothing.
+commit turns each ``domain.changes`` value into one part (``db.upserts``: its CTEs, the rows as
+one jsonb parameter) and joins the parts into **one statement**, composed once per sequence of
+part kinds, cached and prepared server-side. The statement makes its own ``pg_notify`` calls
+from what it ``RETURNING``-ed, and on this autocommit connection it is its own transaction: the
+commit is one round trip. Parts that write the same table go into separate statements, sent
+in one pipelined transaction. PostgreSQL delivers the notifications only at commit, so a UI
+never sees a row that did not commit. A change without rows sends nothing.
 
 A commit that fails on the connection raises ``DatabaseError`` (memory must stay as it was; the
 caller reconnects with capped exponential backoff and jitter). One that fails on a *value*
@@ -24,7 +26,6 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 import psycopg
-from psycopg import sql
 from psycopg.rows import TupleRow
 
 from coldharbour.config import Dsn, Settings
@@ -32,7 +33,7 @@ from coldharbour.db import notify
 from coldharbour.db import rows as r
 from coldharbour.db.connect import connect_writer, describe_error
 from coldharbour.db.names import AccountNames, account_names, shared_names
-from coldharbour.db.upserts import Statements
+from coldharbour.db.upserts import Spec, Statements
 from coldharbour.domain import changes as c
 from coldharbour.domain.types import CLOSED_COLUMNS, to_datetime
 from coldharbour.errors import DatabaseError
@@ -60,7 +61,7 @@ class CommitResult(NamedTuple):
     quarantined: int = 0
 
 
-Statement = tuple[sql.SQL, list[Any]]
+Statement = tuple[Spec, list[Any]]
 
 
 class Writer:
@@ -159,18 +160,15 @@ class Writer:
         return CommitResult(sum(n for n, _ in counts), sum(m for _, m in counts))
 
     async def _run(self, statements: list[Statement]) -> list[tuple[int, int]]:
-        """Send every statement, the COMMIT and a sync in one pipeline; return each (changed, notified)."""
+        """Send ``statements`` joined into as few as can share one; return each sent one's (changed, notified)."""
         if self._conn is None or self._conn.closed:
             raise DatabaseError("writer is not connected")
-        conn = self._conn
-        cursors: list[psycopg.AsyncCursor[TupleRow]] = []
+        joined = []
+        for run in self.statements.group([spec for spec, _ in statements]):
+            params = [p for i in run for p in statements[i][1]]
+            joined.append((self.statements.statement([statements[i][0] for i in run]), params))
         try:
-            async with conn.pipeline(), conn.transaction():
-                for query, params in statements:
-                    cur = conn.cursor(binary=True)
-                    await cur.execute(query, params, prepare=True)
-                    cursors.append(cur)
-            counts = [_counts(await cur.fetchone()) for cur in cursors]
+            counts = await _send(self._conn, joined)
         except psycopg.OperationalError as e:
             self.counters["commit_failures"] += 1
             if isinstance(e, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
@@ -286,6 +284,22 @@ def expand(changes: Sequence[c.Change]) -> list[c.Change]:
             case _:
                 out.append(change)
     return out
+
+
+async def _send(conn: psycopg.AsyncConnection[TupleRow], joined: list[tuple[bytes, list[Any]]],
+                ) -> list[tuple[int, int]]:
+    """Execute one statement (autocommit: its own transaction), or several in one pipelined transaction."""
+    if len(joined) == 1:
+        cur = conn.cursor(binary=True)
+        await cur.execute(joined[0][0], joined[0][1], prepare=True)
+        return [_counts(await cur.fetchone())]
+    cursors: list[psycopg.AsyncCursor[TupleRow]] = []
+    async with conn.pipeline(), conn.transaction():
+        for query, params in joined:
+            cur = conn.cursor(binary=True)
+            await cur.execute(query, params, prepare=True)
+            cursors.append(cur)
+    return [_counts(await cur.fetchone()) for cur in cursors]
 
 
 def _counts(row: TupleRow | None) -> tuple[int, int]:

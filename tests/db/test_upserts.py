@@ -1,4 +1,5 @@
-"""Idempotent upserts against real PostgreSQL: replay returns nothing, stale versions lose."""
+"""Idempotent upserts against real PostgreSQL: replay returns nothing, stale versions lose; a commit's
+parts join into one prepared statement (a table written twice: one pipelined transaction)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from typing import Any
 
 import msgspec
 import pytest
+from psycopg import sql
 
 from coldharbour.db import rows
-from coldharbour.db.names import account_names
+from coldharbour.db.names import account_names, shared_names
+from coldharbour.db.upserts import MAX_PARTS, Statements
 from coldharbour.db.writer import Writer
 from coldharbour.domain import changes as ch
-from coldharbour.domain.types import NS_PER_SECOND, Fill, Order, to_datetime
+from coldharbour.domain.types import NS_PER_SECOND, Fill, OpenRow, Order, to_datetime
+from coldharbour.errors import DatabaseError
 from tests.support import make_settings
 
 pytestmark = pytest.mark.asyncio
@@ -99,3 +103,91 @@ async def test_upserts_large_batch_binds_in_binary_and_stays_idempotent(migrated
     assert first.changed == count
     assert replay.changed == 0
     assert both.changed == count - 5
+
+
+async def test_upserts_a_fill_commit_is_one_prepared_statement_reused(migrated_dsn: Any) -> None:
+    """Positions, raw order and fill activity of one account: one statement, prepared once, one transaction."""
+    writer = await _writer(migrated_dsn)
+    names = account_names(make_settings(migrated_dsn), "demo")
+
+    def fill_commit(i: int) -> list[ch.Change]:
+        order = _order(status="filled", filled_qty=Decimal(10), legs=())
+        fill = Fill(order_id=order.id, symbol="AAPL", side="buy", qty=Decimal(10), price=Decimal(100), ts=T0 + i,
+                    execution_id=str(uuid.uuid4()), cum_qty=Decimal(10))
+        record, _ = rows.canonical_fill(fill)
+        return [ch.OpenRows("demo", (_position(order.id, i),)),
+                ch.RawOrders("demo", (rows.order_values(order, "{}"),)),
+                ch.RawActivities("demo", (rows.activity_values(record),), by_execution=True)]
+
+    results = [await writer.commit(fill_commit(i), T0) for i in range(3)]
+    conn = writer._conn
+    assert conn is not None
+    prepared = await (await conn.execute("SELECT count(*) FROM pg_prepared_statements")).fetchone()
+    stored = await (await conn.execute(sql.SQL("SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})").format(
+        names.positions.ident, names.raw_activities.ident))).fetchone()
+    await writer.close()
+
+    assert [r.changed for r in results] == [3, 3, 3]
+    assert [r.notified for r in results] == [1, 1, 1]
+    assert prepared == (1,)
+    assert stored == (3, 3)
+
+
+async def test_upserts_the_same_table_twice_goes_in_one_transaction(migrated_dsn: Any) -> None:
+    """Two parts on one table are two statements: both land, or neither does."""
+    writer = await _writer(migrated_dsn)
+    names = account_names(make_settings(migrated_dsn), "demo")
+    fill = Fill(order_id=str(uuid.uuid4()), symbol="AAPL", side="buy", qty=Decimal(3), price=Decimal("99.5"),
+                ts=T0, execution_id=str(uuid.uuid4()), cum_qty=Decimal(3))
+    record, _ = rows.canonical_fill(fill)
+    at = to_datetime(T0)
+    fee = ("fee-1", "FEE", at, None, None, None, None, Decimal("-1.5"), None, None, "{}")
+    bad = ("fee-2", "FEE", at, None, None, None, None, Decimal("-1.5"), None, None, '{"broken')  # jsonb refuses it
+    by_execution = ch.RawActivities("demo", (rows.activity_values(record),), by_execution=True)
+
+    with pytest.raises(DatabaseError, match="on a value"):
+        await writer.commit([by_execution, ch.RawActivities("demo", (bad,))], T0)
+    after_failure = await _count(writer, names.raw_activities)
+    both = await writer.commit([by_execution, ch.RawActivities("demo", (fee,))], T0)
+    replay = await writer.commit([by_execution, ch.RawActivities("demo", (fee,))], T0)
+    stored = await _count(writer, names.raw_activities)
+    await writer.close()
+
+    assert after_failure == 0
+    assert (both.changed, replay.changed, stored) == (2, 0, 2)
+
+
+async def test_upserts_parts_join_with_their_own_names_and_numbered_placeholders() -> None:
+    """``group`` cuts where a table repeats (and at MAX_PARTS); ``compose`` numbers each part's ``%s`` in turn."""
+    st = Statements(shared_names(make_settings("postgresql://x@127.0.0.1/x")))
+    names = account_names(make_settings("postgresql://x@127.0.0.1/x"), "demo")
+    other = account_names(make_settings("postgresql://x@127.0.0.1/x"), "other")
+    specs = [st.positions(names, upserts=True, deletes=True, announce=True), st.raw_orders(names),
+             st.positions(other, upserts=True, deletes=False, announce=False), st.raw_orders(names)]
+    text = st.statement(specs[:3]).decode()
+    many = [st.raw_orders(account_names(make_settings("postgresql://x@127.0.0.1/x"), f"a{i}"))
+            for i in range(MAX_PARTS + 1)]
+
+    assert st.group(specs) == [range(0, 3), range(3, 4)]
+    assert st.group(many) == [range(0, MAX_PARTS), range(MAX_PARTS, MAX_PARTS + 1)]
+    assert [f"${n}" in text for n in (1, 2, 3, 4)] == [True, True, True, True]
+    assert "$5" not in text
+    assert "%s" not in text
+    assert text.index("c0_input AS") < text.index("c0_del AS") < text.index("c1_input AS") < text.index("c2_input")
+    assert st.statement(specs[:3]) is st.statement(specs[:3])  # composed once
+
+
+def _position(parent_id: str, i: int) -> tuple[object, ...]:
+    row = OpenRow(parent_id=parent_id, symbol="AAPL", side="long", filled_at=T0 + i, qty=Decimal(10),
+                  avg_fill=Decimal(100), avg_px_symbol=Decimal(100), sl_child=None, sl_px=None, tp_child=None,
+                  tp_px=None, mkt_px=Decimal(101), bar_px=None, bar_ts=None, moved_flag="—", buy_value=Decimal(1000),
+                  holding_days=0, days_to_expire=None, mkt_value=Decimal(1010), profit_loss=None,
+                  profit_loss_lot=None, tp_sl_reach_pct=None, updated_at=T0)
+    return rows.open_row_values(row)
+
+
+async def _count(writer: Writer, table: Any) -> int:
+    assert writer._conn is not None
+    found = await (await writer._conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.ident))).fetchone()
+    assert found is not None
+    return int(found[0])
