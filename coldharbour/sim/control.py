@@ -16,6 +16,8 @@
   behaviour at run time.
 - ``POST /sim/emit`` ``{"account": "demo", "data": {...}}``: push one raw trade update.
 - ``GET /sim/state``: the whole book; ``GET /sim/log``: the last ``/v2`` requests.
+- ``GET /sim/stream-sent``: ``[[order_id, account, ns], ...]``, when each trade update was written
+  to its socket (``time.time_ns()``), oldest first; benchmarks time a fill from that moment.
 
 No authentication: the broker listens on 127.0.0.1 only.
 """
@@ -205,6 +207,11 @@ async def get_log(request: web.Request) -> web.Response:
     return web.json_response(list(context_of(request).request_log))
 
 
+async def get_stream_sent(request: web.Request) -> web.Response:
+    """Return when each trade update was written to its stream socket, oldest first."""
+    return web.json_response(list(context_of(request).hub.sent))
+
+
 def add_control_routes(app: web.Application) -> None:
     """Register the ``/sim/*`` routes on ``app``."""
     app.router.add_post("/sim/prices", post_prices)
@@ -216,3 +223,4 @@ def add_control_routes(app: web.Application) -> None:
     app.router.add_post("/sim/emit", post_emit)
     app.router.add_get("/sim/state", get_state)
     app.router.add_get("/sim/log", get_log)
+    app.router.add_get("/sim/stream-sent", get_stream_sent)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -34,6 +36,7 @@ DROP_CLOSE_CODE = 1001
 # How long a server-side close waits for the client's close frame (aiohttp's default is 10 s,
 # which a vanished client would make every drop and shutdown wait).
 CLOSE_TIMEOUT_S = 1.0
+SENT_LOG_MAX = 200_000  # send times kept for GET /sim/stream-sent
 
 
 @dataclass(eq=False)
@@ -41,15 +44,21 @@ class _Connection:
     socket: web.WebSocketResponse
     account: str | None = None
     is_listening: bool = False
-    queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[tuple[bytes, str] | None] = field(default_factory=asyncio.Queue)
+    sent: deque[tuple[str, str, int]] = field(default_factory=deque)  # the hub's log (``StreamHub.sent``)
 
-    def send(self, stream: str, data: object) -> None:
-        self.queue.put_nowait(json.dumps({"stream": stream, "data": data}).encode())
+    def send(self, stream: str, data: dict[str, object]) -> None:
+        order = data.get("order")
+        order_id = str(order.get("id", "")) if isinstance(order, dict) else ""
+        self.queue.put_nowait((json.dumps({"stream": stream, "data": data}).encode(), order_id))
 
     async def write_loop(self) -> None:
-        while (frame := await self.queue.get()) is not None:
+        while (item := await self.queue.get()) is not None:
             if self.socket.closed:
                 return
+            frame, order_id = item
+            if order_id:
+                self.sent.append((order_id, str(self.account), time.time_ns()))
             await self.socket.send_bytes(frame)
         await self.socket.close()
 
@@ -74,6 +83,9 @@ class StreamHub:
         self.upgrades_to_reject = 0
         self.connections_total = 0
         self.updates_sent = 0
+        # (order id, account, time.time_ns()) of each trade update as it is written to its socket,
+        # newest last (``GET /sim/stream-sent``: benchmarks time a fill from here).
+        self.sent: deque[tuple[str, str, int]] = deque(maxlen=SENT_LOG_MAX)
 
     def listener_count(self, account: str | None = None) -> int:
         """Return how many connections are listening (for ``account`` when given)."""
@@ -106,7 +118,7 @@ class StreamHub:
             return web.json_response({"code": CODE_RATE_LIMITED, "message": "connection limit exceeded"}, status=429)
         socket = web.WebSocketResponse(autoping=True, timeout=CLOSE_TIMEOUT_S)
         await socket.prepare(request)
-        connection = _Connection(socket)
+        connection = _Connection(socket, sent=self.sent)
         self._connections.add(connection)
         self.connections_total += 1
         writer = asyncio.create_task(connection.write_loop(), name="sim-stream-writer")

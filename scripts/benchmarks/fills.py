@@ -4,9 +4,9 @@ Path: fake broker → trade_updates stream → ``trades`` → ``bus`` → ``stat
 PostgreSQL → a LISTEN connection **in its own process** (it must not share the bench's GIL).
 Resting limit buys are placed first, one per symbol; then one symbol at a time is moved onto its
 limit, so every move fills exactly one order (one fill per move). A fill's latency runs from the
-fill's broker timestamp — the instant the fake broker stamps the execution and queues its frame
-on the stream — to the receipt of the first NOTIFY carrying its row (``filled_at`` is that
-timestamp: one fill per lot). Both clocks are this machine's wall clock.
+moment the fake broker writes the fill's frame to the stream socket (``GET /sim/stream-sent``:
+the last frame of the order) to the receipt of the first NOTIFY carrying its row with a
+``filled_at``. Both clocks are this machine's wall clock.
 
 ``value`` is the p99 in ms at 50 fills/s; ``p50_ms`` at 50 fills/s, ``p99_ms_at_1000`` at 1,000
 fills/s. ``cpu_ms_per_fill`` (at 1,000 fills/s) is the CPU each program used during the step
@@ -23,7 +23,6 @@ import multiprocessing as mp
 import os
 import queue
 import time
-from datetime import datetime
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 
@@ -40,14 +39,14 @@ _TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def _listen(dsn: str, channel: str, out: mp.Queue, ready: MpEvent, stop: MpEvent) -> None:
-    """Child process: LISTEN; put (parent_id, latency ms) for the first NOTIFY of every row."""
+    """Child process: LISTEN; put (parent_id, receipt time in ns) for the first filled NOTIFY of every row."""
     seen: set[str] = set()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"LISTEN {channel}")
         ready.set()
         while not stop.is_set():
             for notice in conn.notifies(timeout=0.2):
-                received = time.time()
+                received = time.time_ns()
                 body = json.loads(notice.payload)
                 rows = [body["row"]] if "row" in body else body.get("rows", ())
                 for row in rows:
@@ -55,8 +54,7 @@ def _listen(dsn: str, channel: str, out: mp.Queue, ready: MpEvent, stop: MpEvent
                     if parent_id in seen or not row.get("filled_at"):
                         continue
                     seen.add(parent_id)
-                    filled = datetime.fromisoformat(str(row["filled_at"])).timestamp()
-                    out.put((parent_id, (received - filled) * 1000))
+                    out.put((parent_id, received))
 
 
 class Listener:
@@ -71,16 +69,16 @@ class Listener:
         self._process.start()
         if not ready.wait(30):
             raise RuntimeError("the LISTEN process did not start")
-        self.latency: dict[str, float] = {}
+        self.received: dict[str, int] = {}
 
     def drain(self) -> None:
         """Take what the process reported so far."""
         while True:
             try:
-                parent_id, ms = self._queue.get_nowait()
+                parent_id, ns = self._queue.get_nowait()
             except queue.Empty:
                 return
-            self.latency[parent_id] = ms
+            self.received[parent_id] = ns
 
     def close(self) -> None:
         """Stop the process."""
@@ -195,11 +193,14 @@ async def _measure(url: str, listener: Listener, meter: CpuMeter,
             deadline = time.perf_counter() + 15
             while time.perf_counter() < deadline:
                 listener.drain()
-                if all(o in listener.latency for o in placed.values()):
+                if all(o in listener.received for o in placed.values()):
                     break
                 await asyncio.sleep(0.05)
             cpu = meter.per_fill(len(placed))
-            latencies = [listener.latency[o] for o in placed.values() if o in listener.latency]
+            async with session.get(f"{url}/sim/stream-sent") as response:
+                sent = {order_id: ns for order_id, _, ns in await response.json()}  # the last frame: the fill
+            latencies = [(listener.received[o] - sent[o]) / 1e6 for o in placed.values()
+                         if o in listener.received and o in sent]
             results.append({"rate": rate, "fills": len(placed), "notified": len(latencies),
                             "p50_ms": percentile(latencies, 50) if latencies else None,
                             "p99_ms": percentile(latencies, 99) if latencies else None,

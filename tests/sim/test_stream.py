@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -156,3 +157,20 @@ async def test_queued_upgrade_rejection_answers_429(fake_broker: FakeBroker) -> 
 
     assert refused.value.response.status_code == 429
     assert reply["data"]["status"] == "authorized"  # type: ignore[index]
+
+
+@pytest.mark.asyncio
+async def test_stream_sent_log_records_when_each_update_was_written(fake_broker: FakeBroker) -> None:
+    """``GET /sim/stream-sent``: (order id, account, ns) per trade update, at the moment it is written."""
+    fake_broker.set_prices({"AAPL": 180})
+    before = time.time_ns()
+
+    async with running_stream(fake_broker) as received:
+        _buy(fake_broker)
+        await async_wait_for(lambda: _fills(received), STREAM_TIMEOUT_S, what="fill update")
+        after = time.time_ns()
+    sent = fake_broker.request("GET", "/sim/stream-sent", account=None).json()
+
+    order_id = str(received[-1].order.id)
+    assert [(o, a) for o, a, _ in sent] == [(order_id, "demo"), (order_id, "demo")]  # new, fill
+    assert before <= sent[0][2] <= sent[1][2] <= after
