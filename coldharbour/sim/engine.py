@@ -128,6 +128,7 @@ class Engine:
         # the fake quadratic in its history): ids of orders not yet final (pruned lazily, since
         # a final status never changes back), and client order ids.
         self._open_ids: dict[str, None] = {}
+        self._open_by_symbol: dict[str, dict[str, None]] = {}  # an order's symbol never changes
         self._client_ids: dict[tuple[str, str], str] = {}
         self.tape = PriceTape(seed)
         self._random = random.Random(seed)  # noqa: S311 - reproducible ids, not secrets
@@ -187,9 +188,22 @@ class Engine:
             elif account is None or order.account == account:
                 yield order
 
+    def _open_for(self, symbol: str) -> list[SimOrder]:
+        """Return the orders on ``symbol`` not yet final, oldest first (a price move looks at no other)."""
+        ids = self._open_by_symbol.get(symbol, {})
+        found = []
+        for order_id in list(ids):
+            order = self.orders[order_id]
+            if order.is_open:
+                found.append(order)
+            else:
+                del ids[order_id]
+        return found
+
     def _register(self, order: SimOrder) -> None:
         self.orders[order.id] = order
         self._open_ids[order.id] = None
+        self._open_by_symbol.setdefault(order.symbol, {})[order.id] = None
         if order.client_order_id:
             self._client_ids.setdefault((order.account, order.client_order_id), order.id)
 
@@ -407,7 +421,7 @@ class Engine:
             self.lastday_prices.setdefault(symbol, price)
             self.prices[symbol] = price
             self.tape.record(symbol, price, now)
-            waiting = [o for o in self.open_orders() if o.symbol == symbol and o.is_working]
+            waiting = [o for o in self._open_for(symbol) if o.is_working]
             for order in waiting:
                 # An earlier execution in this loop may have canceled or filled this one;
                 # ``_match`` skips orders that stopped working.
