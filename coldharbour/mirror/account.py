@@ -26,8 +26,8 @@ otherwise held dirty for the periodic flush (DESIGN §3).
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import ChainMap, Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -166,17 +166,16 @@ class AccountMirror:
         for rejection in change.rejections:
             self.counters["rejected_fills"] += 1
             log.warning("ledger rejected fill account=%s key=%s reason=%s", self.slug, rejection.key, rejection.reason)
-        wac = {**self.wac, **{s: p for s, p in batch.wac.items() if p is not None}}
-        for symbol in [s for s, p in batch.wac.items() if p is None]:
-            wac.pop(symbol, None)
-        bars = {**self.bars, **batch.bars}
+        # The batch's WAC (None: no longer held) and bars over memory's; never a copy of every symbol.
+        wac: Mapping[str, Decimal | None] = ChainMap(batch.wac, self.wac)  # type: ignore[arg-type]
+        bars: Mapping[str, tuple[Decimal, int]] = ChainMap(batch.bars, self.bars)
         rows = self._row_changes(batch, change, view, orders, wac, bars, marks, now)
         self._row_changes_out(plan, rows)
         self._slice_changes(plan, change, batch)
         self._raw_changes(plan, batch, orders, fills, [rec for rec, _ in busted.values() if rec is not None])
         self._analytics_changes(plan, batch)
         new_fills = {k: f for k, (_, f) in fills.items()}
-        plan.swaps.append(lambda: self._swap(orders, new_fills, change, rows, batch, wac, bars))
+        plan.swaps.append(lambda: self._swap(orders, new_fills, change, rows, batch))
         if actions or busted:
             plan.swaps.append(lambda: self._swap_rewrites(events))
         symbols = sorted({f.symbol for f in new_fills.values()} & batch.stream_symbols)
@@ -239,14 +238,13 @@ class AccountMirror:
         return LedgerChange(lots, slices, gone, swap)
 
     def _candidates(self, batch: AccountBatch, change: LedgerChange, view: StagedView,
-                    orders: dict[str, Order], wac: dict[str, Decimal],
-                    bars: dict[str, tuple[Decimal, int]]) -> tuple[set[str], set[str]]:
+                    orders: dict[str, Order]) -> tuple[set[str], set[str]]:
         """Return (rows to re-derive fully, rows to re-mark only)."""
         full = set(change.lots)
         for order_id in orders:
             full.add(root_of(view, order_id).order_id)
-        symbols = {s for s in set(wac) | set(self.wac) if wac.get(s) != self.wac.get(s)}
-        symbols |= {s for s in bars if bars[s] != self.bars.get(s)}
+        symbols = {s for s, p in batch.wac.items() if p != self.wac.get(s)}
+        symbols |= {s for s, bar in batch.bars.items() if bar != self.bars.get(s)}
         if batch.full:
             full |= set(self.ledger.lots) | set(self.rows)
         for symbol in symbols:
@@ -256,9 +254,9 @@ class AccountMirror:
         return full, marked
 
     def _row_changes(self, batch: AccountBatch, change: LedgerChange, view: StagedView, orders: dict[str, Order],
-                     wac: dict[str, Decimal], bars: dict[str, tuple[Decimal, int]], marks: Marks,
+                     wac: Mapping[str, Decimal | None], bars: Mapping[str, tuple[Decimal, int]], marks: Marks,
                      now: int) -> RowChanges:
-        full, marked = self._candidates(batch, change, view, orders, wac, bars)
+        full, marked = self._candidates(batch, change, view, orders)
         result = RowChanges()
         for pid in sorted(full | marked):
             lot = change.lots[pid] if pid in change.lots else self.ledger.lots.get(pid)
@@ -348,12 +346,17 @@ class AccountMirror:
     # -- the swap ----------------------------------------------------------------------------
 
     def _swap(self, orders: dict[str, Order], fills: dict[str, Fill], change: LedgerChange, rows: RowChanges,
-              batch: AccountBatch, wac: dict[str, Decimal], bars: dict[str, tuple[Decimal, int]]) -> None:
+              batch: AccountBatch) -> None:
         for order in orders.values():
             self.book.upsert(order)
         change.apply()  # after the book: a rebuild swap replaces the book with its own
         self.fills.update(fills)
-        self.wac, self.bars = wac, bars
+        for symbol, price in batch.wac.items():
+            if price is None:
+                self.wac.pop(symbol, None)
+            else:
+                self.wac[symbol] = price
+        self.bars.update(batch.bars)
         for pid, row in rows.upserts.items():
             self.rows[pid] = self.pushed[pid] = row
             self.dirty.discard(pid)
