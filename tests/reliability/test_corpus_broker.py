@@ -674,7 +674,7 @@ def _expected_trade(body: Mapping[Any, object]) -> tuple[Tick | None, set[str], 
     if ts is None:
         faults.add("time")
     if faults:
-        return None, faults, defect
+        return None, faults, defect if faults == {"size"} else ""
     assert isinstance(symbol, str)
     assert isinstance(price, int | float)
     assert ts is not None
