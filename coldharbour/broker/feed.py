@@ -23,7 +23,6 @@ says why a frame is dropped), so both always agree on what becomes a tick.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Final
@@ -43,7 +42,6 @@ MAX_PRICE: Final = float(MAX_ABS)
 # digits); a smaller price takes the slow path, which checks the exact decimal.
 _FAST_MIN_PRICE: Final = 1e-3
 _ONE_ENTRY_MAP: Final = 0x81  # msgpack fixmap with one key: the feed's ``{kind: body}``
-_INF: Final = math.inf
 
 
 class Skip(msgspec.Struct, frozen=True):
@@ -82,6 +80,19 @@ def _time_ns(value: object) -> int | None:
         ns = from_datetime(moment)
         return ns if MIN_TICK_NS <= ns <= MAX_TIME_NS else None
     return None
+
+
+def _size_ok(size: float) -> bool:
+    """Return True when ``size`` is zero or positive and becomes a Decimal the store takes (a bar's volume)."""
+    if not 0 <= size <= MAX_PRICE:  # NaN fails too
+        return False
+    if size == 0 or size >= _FAST_MIN_PRICE:
+        return True
+    try:
+        to_decimal(size, field="size")
+    except InvalidMoney:
+        return False
+    return True
 
 
 def _price_ok(price: float) -> bool:
@@ -140,7 +151,7 @@ def decode_trade(body: Mapping[str, object], exclude: Collection[str], now_ns: i
     if any(condition in exclude for condition in conditions):
         return Skip("condition_excluded", is_reject=False)
     size = _number(body.get("s"))
-    if size is not None and (not math.isfinite(size) or size < 0):
+    if size is not None and not _size_ok(size):
         return Skip("size")
     ts = _time_ns(body.get("t"))
     if ts is None:
@@ -205,7 +216,8 @@ class TradeFilter:
         size = 0.0 if body.s is UNSET else body.s
         ts = 0 if body.t is UNSET else body.t
         symbol = symbol.strip()
-        if not symbol or not 0 <= size < _INF or isinstance(ts, str) or "\x00" in symbol:
+        if not symbol or not (size == 0 or _FAST_MIN_PRICE <= size <= MAX_PRICE) or isinstance(ts, str) \
+                or "\x00" in symbol:
             return None
         if ts != 0 and not MIN_TICK_NS <= ts <= self.horizon_ns:
             return None

@@ -18,9 +18,8 @@ which JSON type each takes, what an absent value becomes), ``coldharbour/broker/
 1970..2262) and ``coldharbour/domain/money.py`` (a decimal: finite, at most ``MAX_ABS``,
 ``MAX_SCALE`` decimals, ``MAX_DIGITS`` digits). A case whose outcome differs is listed with
 its field and value, so a converter that starts accepting a bad value, or refusing a good one,
-fails here. Where today's decoder differs from what the contract says it should do, the case
-expects the correct outcome in a strict xfail test (a feed size above ``MAX_ABS``, which the
-store refuses); where the contract leaves it open, the current behaviour is expected with a
+fails here. A feed size above ``MAX_ABS`` (which the store refuses) is rejected
+(``size``); where the contract leaves it open, the current behaviour is expected with a
 comment (an empty position symbol or activity id, a feed size that is not a number).
 
 Payload shapes: the Order object, the trade_updates frame, the Position, Account and
@@ -631,14 +630,13 @@ def _tick_time(value: object) -> int | None:
     return ns if isinstance(ns, int) and ns >= MIN_TICK_NS else None
 
 
-def _expected_trade(body: Mapping[Any, object]) -> tuple[Tick | None, set[str], str]:
+def _expected_trade(body: Mapping[Any, object]) -> tuple[Tick | None, set[str]]:
     """The contract of a ``trade`` body (feed.py's docstring): the tick, or the reasons to drop it.
 
     Every broken field is listed (a flipped bit may break two; the decoder names one). The third
     item names what the decoder does wrong today for this body ("" when nothing).
     """
     faults: set[str] = set()
-    defect = ""
     symbol = body["S"] if "S" in body else body.get("symbol")
     if not isinstance(symbol, str) or not symbol.strip() or not _store_text(symbol, MAX_SYMBOL_CHARS):
         faults.add("symbol")
@@ -666,46 +664,44 @@ def _expected_trade(body: Mapping[Any, object]) -> tuple[Tick | None, set[str], 
         faults.add("size")
     elif not isinstance(_decimal(size), Decimal):
         # The store takes a volume as a Decimal within MAX_ABS (``MarkBook.apply_print``): a size
-        # beyond it makes ``state`` drop the whole print, price included. The decoder should
-        # refuse it here (``size``); today it lets it through.
+        # beyond it would make ``state`` drop the whole print, price included.
         faults.add("size")
-        defect = f"size {size!r} above MAX_ABS is accepted"
     ts = _tick_time(body.get("t"))
     if ts is None:
         faults.add("time")
     if faults:
-        return None, faults, defect if faults == {"size"} else ""
+        return None, faults
     assert isinstance(symbol, str)
     assert isinstance(price, int | float)
     assert ts is not None
-    return Tick(symbol=symbol.strip().upper(), price=float(price), size=float(size), ts_event=ts), set(), ""
+    return Tick(symbol=symbol.strip().upper(), price=float(price), size=float(size), ts_event=ts), set()
 
 
-def _expected_feed(frames: list[bytes]) -> tuple[Tick | None, set[str], str]:
+def _expected_feed(frames: list[bytes]) -> tuple[Tick | None, set[str]]:
     """The contract of a feed message (feed.py): one frame (or topic + frame) holding ``{kind: body}``.
 
     What the frame holds is read with msgspec's plain msgpack decoder: a truncated frame is no
     msgpack; a bit-flipped one may still be, and then its content decides.
     """
     if not frames or len(frames) > 2:
-        return None, {"frame_count"}, ""
+        return None, {"frame_count"}
     try:
         message = msgspec.msgpack.decode(frames[-1])
     except (msgspec.DecodeError, UnicodeDecodeError):
-        return None, {"msgpack"}, ""
+        return None, {"msgpack"}
     if not isinstance(message, dict) or not message:
-        return None, {"shape"}, ""
+        return None, {"shape"}
     kind, body = next(iter(message.items()))
     if kind != "trade":  # another kind: skipped, not bad
-        return None, {f"kind_{kind}" if isinstance(kind, str) and kind.isidentifier() else "kind"}, ""
+        return None, {f"kind_{kind}" if isinstance(kind, str) and kind.isidentifier() else "kind"}
     if not isinstance(body, dict):
-        return None, {"shape"}, ""
+        return None, {"shape"}
     return _expected_trade(body)
 
 
-def _feed_mismatch(frames: list[bytes], expected: tuple[Tick | None, set[str], str]) -> str:
+def _feed_mismatch(frames: list[bytes], expected: tuple[Tick | None, set[str]]) -> str:
     """Return how ``decode_frames`` (and the hot path) differ from ``expected``; "" when they agree."""
-    tick, reasons, _ = expected
+    tick, reasons = expected
     result = decode_frames(frames, EXCLUDE)
     if isinstance(result, Skip):
         got = f"skipped {result.reason!r}"
@@ -738,30 +734,16 @@ def test_corpus_feed_every_message_has_its_expected_outcome() -> None:
     corpus = feed_corpus()
     outcomes: Counter[str] = Counter()
     mismatches = []
-    defects = 0
 
     for frames in corpus:
         expected = _expected_feed(frames)
-        if expected[2]:
-            defects += 1  # the correct outcome is asserted in the next test
-            continue
         outcomes["tick" if expected[0] else min(expected[1])] += 1
         if mismatch := _feed_mismatch(frames, expected):
             mismatches.append(mismatch)
 
-    print(f"feed corpus: cases={len(corpus)} known defects={defects} expected={dict(outcomes)}")
+    print(f"feed corpus: cases={len(corpus)} expected={dict(outcomes)}")
     assert mismatches == [], "\n".join(mismatches)
-    assert defects == 3  # sizes 2**64-1, 1e308 (twice): checked by the xfail test below
     assert {"price_type", "price_value", "symbol", "time", "msgpack", "shape", "frame_count", "tick"} <= set(outcomes)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="feed.py accepts a size the store refuses")
-def test_corpus_feed_known_defects_have_the_correct_outcome() -> None:
-    found = [(frames, _expected_feed(frames)) for frames in feed_corpus()]
-    defects = [(frames, expected) for frames, expected in found if expected[2]]
-    mismatches = [m for frames, expected in defects if (m := _feed_mismatch(frames, expected))]
-
-    assert mismatches == [], "\n".join(mismatches)
 
 
 @pytest.mark.parametrize("kind", sorted(BROKER_CASES))
