@@ -93,6 +93,31 @@ async def test_snapshot_backfill_then_snapshot_and_paged_history(
 
 
 @pytest.mark.asyncio
+async def test_snapshot_partial_of_many_symbols_reads_the_position_list_once(
+    bus: InprocBus, fake_broker: FakeBroker, tmp_path: Path
+) -> None:
+    """Three or more symbols: one ``GET /v2/positions`` filtered to them, not one request each."""
+    fake_broker.set_prices({"AAPL": 100, "MSFT": 50})
+    await asyncio.to_thread(_bracket, fake_broker)
+    observer = bus.observe("")
+    worker = InProcessWorker("snapshot", snapshot.amain, worker_settings(bus, tmp_path, fake_broker), bus).start()
+    try:
+        await async_wait_for(lambda: _snapshots(observer), 10, what="first snapshot")
+        before = len(fake_broker.request("GET", "/sim/log", account=None).json())
+        bus.inject(topic_resync("demo"), ResyncRequested(account="demo", reason="fill",
+                                                         symbols=("MSFT", "AAPL", "NVDA", "BTC/USD")))
+        await async_wait_for(lambda: _snapshots(observer, partial=True), 10, what="partial snapshot")
+    finally:
+        await worker.close()
+    paths = [r["path"] for r in fake_broker.request("GET", "/sim/log", account=None).json()[before:]]
+
+    partial = _snapshots(observer, partial=True)[0]
+    assert partial.symbols == ("AAPL", "BTC/USD", "MSFT", "NVDA")
+    assert [(p.symbol, p.qty) for p in partial.positions] == [("AAPL", Decimal(5))]
+    assert [p for p in paths if p.startswith("/v2/positions")] == ["/v2/positions"]
+
+
+@pytest.mark.asyncio
 async def test_snapshot_resync_requests_partial_and_full(
     bus: InprocBus, fake_broker: FakeBroker, tmp_path: Path
 ) -> None:
