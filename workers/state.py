@@ -33,6 +33,7 @@ from coldharbour.db.writer import Writer
 from coldharbour.domain import changes
 from coldharbour.errors import ChmgrError, DatabaseError
 from coldharbour.mirror import Event, FlushDue, GapDetected, HeartbeatDue, LedgerCheck, Mirror, Plan
+from coldharbour.retry import sleep_or_stop
 
 log = logging.getLogger("workers.state")
 
@@ -72,11 +73,8 @@ async def _feed(ctx: runtime.WorkerContext, queue: asyncio.Queue[Event]) -> None
 
 
 async def _every(interval_s: float, event: Event, queue: asyncio.Queue[Event], stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), interval_s)
-        except TimeoutError:
-            await queue.put(event)
+    while not await sleep_or_stop(stop, interval_s):
+        await queue.put(event)
 
 
 class Resyncs:

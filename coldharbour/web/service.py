@@ -15,6 +15,7 @@ from coldharbour import runtime
 from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool
 from coldharbour.messages import PREFIX_HEARTBEAT
+from coldharbour.retry import sleep_or_stop
 from coldharbour.web import access, app
 from coldharbour.web.health import Heartbeats
 from coldharbour.web.hub import Clock, Hub
@@ -50,12 +51,9 @@ async def run_dashboard(
         try:
             if on_ready is not None:
                 on_ready(hub, bound)
-            while not stop.is_set():
+            ctx.counters["sse_clients"] = hub.client_count()
+            while not await sleep_or_stop(stop, 1.0):
                 ctx.counters["sse_clients"] = hub.client_count()
-                try:
-                    await asyncio.wait_for(stop.wait(), 1.0)
-                except TimeoutError:
-                    continue
         finally:
             await app.stop_serving(hub, runner)
             stop.set()
