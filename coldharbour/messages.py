@@ -15,11 +15,14 @@ finiteness in ``__post_init__``, so a NaN/inf frame is a ``ValidationError`` at 
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
 import msgspec
+import msgspec.inspect as mi
 
 from coldharbour.domain.cashflows import CashFlow
 from coldharbour.domain.corporate import CorporateAction
@@ -38,6 +41,7 @@ class Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 
 def _has_non_finite(value: object) -> bool:
+    """The walk by runtime type: what the planned check below agrees with, and its fallback."""
     if isinstance(value, Decimal):  # huge is as bad as infinite: 1e999 is a "finite" Decimal
         return not value.is_finite() or abs(value) > MAX_ABS
     if isinstance(value, float):
@@ -51,17 +55,167 @@ def _has_non_finite(value: object) -> bool:
     return False
 
 
+# --- the same check, planned once per Struct class from its declared field types --------------
+#
+# ``_has_non_finite`` asks every value what it is; most fields are text or ints that can never
+# hold a number to reject, and a message is checked on construction AND on every decode. So
+# each Struct class gets a plan, made once from its declared types (``msgspec.inspect``): the
+# fields that may hold a Decimal or float (directly, or inside a Struct, tuple, list or dict
+# value), walked without asking about the rest. A value of a type its declaration does not
+# allow (only possible by bypassing mypy) falls back to ``_has_non_finite``. A nested ``Checked``
+# Struct is skipped: it checked itself when it was built or decoded (frozen: not changed since).
+
+Bad = Callable[[Any], bool]  # True when the value holds a NaN, an infinity or a huge Decimal
+_NUMBER_TYPES: Final = (mi.DecimalType, mi.FloatType)
+_SEQUENCE_TYPES: Final = (mi.VarTupleType, mi.ListType, mi.SetType, mi.FrozenSetType)
+_NOTHING_TO_CHECK: Final = (
+    mi.NoneType, mi.StrType, mi.IntType, mi.BoolType, mi.BytesType, mi.ByteArrayType, mi.MemoryViewType,
+    mi.DateType, mi.DateTimeType, mi.TimeType, mi.TimeDeltaType, mi.UUIDType, mi.LiteralType, mi.EnumType,
+)  # fmt: skip
+_STRUCT_PLANS: dict[type, Bad] = {}
+
+
+def _bad_number(value: Any) -> bool:
+    """A field declared ``Decimal``/``float`` (or optional): checked without the isinstance chain."""
+    cls = value.__class__
+    if cls is Decimal:
+        return not value.is_finite() or abs(value) > MAX_ABS
+    if cls is float:
+        return not math.isfinite(value)
+    return value is not None and _has_non_finite(value)
+
+
+def _bad_of(info: mi.Type) -> Bad | None:
+    """Return the check of a value declared as ``info``; None when no such value can be bad."""
+    if isinstance(info, _NOTHING_TO_CHECK):
+        return None
+    if isinstance(info, _NUMBER_TYPES):
+        return _bad_number
+    if isinstance(info, mi.StructType):
+        return None if issubclass(info.cls, Checked) else _struct_plan(info.cls, info)
+    if isinstance(info, mi.UnionType):
+        return _union_bad(info)
+    if isinstance(info, _SEQUENCE_TYPES):
+        item = _bad_of(info.item_type)
+        return None if item is None else _any_bad(item)
+    if isinstance(info, mi.TupleType):
+        items = [_bad_of(t) for t in info.item_types]
+        return None if all(b is None for b in items) else _has_non_finite
+    if isinstance(info, mi.DictType):
+        value = _bad_of(info.value_type)
+        return None if value is None else _values_bad(value)
+    return _has_non_finite  # Any, object, a custom type: ask the value
+
+
+def _union_bad(info: mi.UnionType) -> Bad | None:
+    checks = {b for b in map(_bad_of, info.types) if b is not None}
+    if not checks:
+        return None
+    if len(checks) > 1:
+        return _has_non_finite  # e.g. ``Decimal | Fill``: ask the value what it is
+    (check,) = checks
+    if check is _bad_number or check is _has_non_finite:
+        return check  # both take None
+    return _optional(check)
+
+
+def _optional(check: Bad) -> Bad:
+    def bad(value: Any) -> bool:
+        return value is not None and check(value)
+
+    return bad
+
+
+def _any_bad(item: Bad) -> Bad:
+    def bad(value: Any) -> bool:
+        return any(map(item, value)) if isinstance(value, (tuple, list, set, frozenset)) else _has_non_finite(value)
+
+    return bad
+
+
+def _values_bad(item: Bad) -> Bad:
+    def bad(value: Any) -> bool:
+        return any(map(item, value.values())) if isinstance(value, dict) else _has_non_finite(value)
+
+    return bad
+
+
+def _struct_plan(cls: type, info: mi.StructType | None = None) -> Bad:
+    """Return (and cache) the check of a ``cls`` instance: its number fields, then nested ones."""
+    plan = _STRUCT_PLANS.get(cls)
+    if plan is not None:
+        return plan
+    _STRUCT_PLANS[cls] = _has_non_finite  # a self-referencing type meets the exact walk
+    if info is None:
+        found = mi.type_info(cls)
+        assert isinstance(found, mi.StructType)
+        info = found
+    numbers: list[str] = []
+    nested: list[tuple[str, Bad]] = []
+    for field in info.fields:
+        bad = _bad_of(field.type)
+        if bad is _bad_number:
+            numbers.append(field.name)
+        elif bad is not None:
+            nested.append((field.name, bad))
+    plan = _make_plan(cls, tuple(numbers), tuple(nested))
+    _STRUCT_PLANS[cls] = plan
+    return plan
+
+
+def _make_plan(cls: type, numbers: tuple[str, ...], nested: tuple[tuple[str, Bad], ...]) -> Bad:
+    get_numbers = _tuple_getter(numbers)
+
+    def bad(value: Any) -> bool:
+        if value.__class__ is not cls:
+            return _has_non_finite(value)
+        if get_numbers is not None and _any_bad_number(get_numbers(value)):
+            return True
+        return any(check(getattr(value, name)) for name, check in nested)
+
+    return bad
+
+
+def _tuple_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]] | None:
+    if not names:
+        return None
+    if len(names) == 1:
+        (name,) = names
+        return lambda value: (getattr(value, name),)
+    return operator.attrgetter(*names)
+
+
+def _any_bad_number(numbers: tuple[Any, ...]) -> bool:
+    """``_bad_number`` over the number fields of one Struct, in one frame."""
+    for number in numbers:
+        kind = number.__class__
+        if kind is Decimal:
+            if not number.is_finite() or abs(number) > MAX_ABS:
+                return True
+        elif kind is float:
+            if not math.isfinite(number):
+                return True
+        elif number is not None and _has_non_finite(number):
+            return True
+    return False
+
+
 class Checked(msgspec.Struct, frozen=True, kw_only=True):
     """Mixin: reject any NaN/inf number anywhere inside the message (nested Structs included).
 
     Used by every message that carries money or embeds domain values; the tick hot path has
-    its own cheaper check.
+    its own cheaper check. The walk follows the class's plan (``_struct_plan``); the field named
+    in the error is found with the exact walk, only once something was found.
     """
 
     def __post_init__(self) -> None:
+        plan = _STRUCT_PLANS.get(self.__class__) or _struct_plan(self.__class__)
+        if not plan(self):
+            return
         for name in self.__struct_fields__:
             if _has_non_finite(getattr(self, name)):
                 raise ValueError(f"{name}: non-finite or out-of-range number")
+        raise ValueError("non-finite or out-of-range number")
 
 
 def check_finite(*values: Decimal | float | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 
 import msgspec
 import pytest
@@ -116,6 +117,33 @@ async def test_bus_malformed_frames_are_counted_and_dropped(bus) -> None:
     assert (topic, message.price) == ("px.AAPL", 101.5)
     assert subscriber.counters["rejects"] == len(bad_frames)
     assert subscriber.counters["rejects_decode"] == 5
+
+
+@pytest.mark.asyncio
+async def test_bus_publish_returns_the_stamped_copy_without_checking_it_again(bus) -> None:
+    """The stamp is three envelope fields: ``publish`` copies the message and sets them; it does
+    not build the message again (``structs.replace`` runs the whole ``__post_init__`` check per
+    publish). A message is checked where it is built and where it is decoded, not in between:
+    one smuggled past its constructor still leaves, and the subscriber rejects it."""
+    subscriber = Subscriber(bus.ctx, bus.bus_out, ["hb."])
+    publisher = Publisher(bus.ctx, bus.bus_in, "trades", clock_ns=lambda: 42)
+    await _subscribed(bus, subscriber, publisher, "hb.")
+    subscriber.counters.clear()
+    beat = Heartbeat(program="trades", pid=1, uptime_s=0.5, counters={"fills": 3})
+    smuggled = copy.copy(beat)
+    msgspec.structs.force_setattr(smuggled, "lag_ms", float("nan"))
+
+    publisher.publish("hb.trades", smuggled)  # structs.replace would raise ValueError here
+    stamped = publisher.publish("hb.trades", beat)
+    _, received = await asyncio.wait_for(subscriber.recv(), 5)
+    publisher.close()
+    subscriber.close()
+
+    assert (stamped.src, stamped.seq, stamped.ts) == ("trades", 2, 42)
+    assert (beat.src, beat.seq, beat.ts) == ("", 0, 0)  # the caller's message is left as it was
+    assert received == stamped
+    assert msgspec.structs.replace(stamped, src="", seq=0, ts=0) == beat
+    assert subscriber.counters["rejects_decode"] == 1
 
 
 def test_seq_tracker_reports_duplicate_gap_restart() -> None:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coldharbour import messages as m
 from coldharbour.domain.cashflows import CashFlow, Category
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.equity import DailyRow, IntradayPoint
+from coldharbour.domain.money import MAX_ABS
 from coldharbour.domain.schedule import Session
 from coldharbour.domain.types import BrokerPosition, Fill, Order
 
@@ -125,3 +131,125 @@ def test_issue_9_huge_decimal_rejected_at_decode(qty: str) -> None:
 
     with pytest.raises(msgspec.DecodeError):
         m.decode(payload)
+
+
+# --- the finiteness check reaches every number (it walks a plan made from declared types) ----
+
+BAD_DECIMALS = (Decimal("NaN"), Decimal("Infinity"), Decimal("-Infinity"), Decimal("1e999"), -(MAX_ABS + 1))
+BAD_FLOATS = (float("nan"), float("inf"), float("-inf"))
+Path = tuple[object, ...]
+
+
+def _number_paths(value: object, path: Path = ()) -> Iterator[tuple[Path, object]]:
+    """Yield (path, number) for every Decimal and float inside ``value``, by runtime type."""
+    if isinstance(value, Decimal | float):
+        yield path, value
+    elif isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            yield from _number_paths(getattr(value, name), (*path, name))
+    elif isinstance(value, tuple | list):
+        for i, item in enumerate(value):
+            yield from _number_paths(item, (*path, i))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _number_paths(item, (*path, key))
+
+
+def _replace_at(value: Any, path: Path, new: object, *, checked: bool) -> Any:
+    """Return ``value`` with the item at ``path`` replaced; ``checked``: rebuild through the
+    constructor (``__post_init__`` runs at every level), else set fields without any check."""
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(value, msgspec.Struct):
+        inner = _replace_at(getattr(value, str(head)), rest, new, checked=checked)
+        if checked:
+            return msgspec.structs.replace(value, **{str(head): inner})
+        copied = copy.copy(value)
+        msgspec.structs.force_setattr(copied, str(head), inner)
+        return copied
+    if isinstance(value, dict):
+        return {**value, head: _replace_at(value[head], rest, new, checked=checked)}
+    assert isinstance(head, int)
+    items = list(value)
+    items[head] = _replace_at(items[head], rest, new, checked=checked)
+    return type(value)(items)
+
+
+def _rich_messages() -> list[m.Msg]:
+    leg = msgspec.structs.replace(ORDER, stop_price=Decimal(1))
+    order_with_leg = m.OrderUpdated(account="demo", event="fill", order=ORDER, fill=FILL, legs=(leg,))
+    return [*_every_message(), order_with_leg]
+
+
+def _cases() -> list[tuple[m.Msg, Path, object]]:
+    cases: list[tuple[m.Msg, Path, object]] = []
+    for message in _rich_messages():
+        for path, number in _number_paths(message):
+            for bad in BAD_DECIMALS if isinstance(number, Decimal) else BAD_FLOATS:
+                cases.append((message, path, bad))
+    return cases
+
+
+def test_the_cases_reach_numbers_at_every_depth() -> None:
+    paths = {(type(message).__name__, path) for message, path, _ in _cases()}
+
+    assert ("OrderUpdated", ("fill", "price")) in paths
+    assert ("OrderUpdated", ("legs", 0, "stop_price")) in paths
+    assert ("EquityComputed", ("bars", "AAPL", 0)) in paths
+    assert ("FillsPage", ("activities", 0, "net_amount")) in paths
+    assert ("Heartbeat", ("uptime_s",)) in paths
+    assert len(paths) > 40
+
+
+@pytest.mark.parametrize("case", _cases(), ids=lambda c: f"{type(c[0]).__name__}.{'.'.join(map(str, c[1]))}={c[2]}")
+def test_a_bad_number_anywhere_is_rejected_when_built_and_when_decoded(case: tuple[m.Msg, Path, object]) -> None:
+    message, path, bad = case
+    smuggled = _replace_at(message, path, bad, checked=False)
+
+    with pytest.raises(ValueError, match=r"non-finite|finite and"):
+        _replace_at(message, path, bad, checked=True)
+    with pytest.raises(msgspec.DecodeError, match=r"non-finite|finite and"):
+        m.decode(m.encode(smuggled))
+
+
+def test_the_field_holding_the_bad_number_is_named() -> None:
+    bad_leg = msgspec.structs.replace(ORDER, commission=Decimal("NaN"))
+
+    with pytest.raises(ValueError, match=r"^legs: non-finite or out-of-range number$"):
+        m.OrderUpdated(account="demo", event="fill", order=ORDER, legs=(ORDER, bad_leg))
+
+
+def test_a_value_of_an_undeclared_type_is_still_walked() -> None:
+    """Only code that bypasses mypy can put a float where a Decimal or a Struct is declared; the
+    check then falls back to asking the value what it is."""
+    with pytest.raises(ValueError, match=r"^order: "):
+        m.OrderUpdated(account="demo", event="fill", order=[Decimal("NaN")])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^fill: "):
+        m.OrderUpdated(account="demo", event="fill", order=ORDER, fill={"qty": float("inf")})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^cash: "):
+        m.SnapshotTaken(account="demo", taken_at=1, positions=(), cash=float("nan"))  # type: ignore[arg-type]
+
+
+FINITE = st.decimals(allow_nan=False, allow_infinity=False, places=4, min_value=-MAX_ABS, max_value=MAX_ABS)
+ANY_DECIMAL = st.one_of(
+    FINITE, st.decimals(allow_nan=True, allow_infinity=True), st.sampled_from(BAD_DECIMALS), st.just(MAX_ABS)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(qty=ANY_DECIMAL, price=ANY_DECIMAL, cum_qty=st.none() | ANY_DECIMAL, commission=ANY_DECIMAL)
+def test_the_planned_check_agrees_with_the_walk_by_runtime_type(
+    qty: Decimal, price: Decimal, cum_qty: Decimal | None, commission: Decimal
+) -> None:
+    fill = msgspec.structs.replace(FILL, qty=qty, price=price, cum_qty=cum_qty)
+    order = msgspec.structs.replace(ORDER, commission=commission)
+    expected = m._has_non_finite(fill) or m._has_non_finite(order)
+
+    try:
+        m.OrderUpdated(account="demo", event="fill", order=ORDER, fill=fill, legs=(order,))
+        rejected = False
+    except ValueError:
+        rejected = True
+
+    assert rejected == expected

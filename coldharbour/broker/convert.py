@@ -225,11 +225,29 @@ def _typed(data: object, kind: type[T]) -> T:
         return msgspec.convert(data, kind, strict=False)
     except msgspec.ValidationError as e:
         raise BadValue(f"shape: {e}") from e
+    except UnicodeEncodeError as e:  # msgspec matches keys as UTF-8: a lone surrogate in one
+        raise BadValue(f"shape: a key is not valid UTF-8 (lone surrogate at {e.start})", "text") from e
 
 
 def to_json(data: object) -> str:
     """Return ``data`` as compact JSON text (the broker's object, kept verbatim)."""
     return JSON.encode(data).decode()
+
+
+def _checked_json(data: object, *, field: str) -> str:
+    """Return ``data`` as JSON text once ``validate.tree`` passes it; else ``BadValue``.
+
+    The text is needed anyway; when it proves the object clean (``encoded_passes_tree``, in C)
+    the Python walk is skipped, else the walk gives the exact rejection and its message.
+    """
+    try:
+        encoded: bytes | None = JSON.encode(data)
+    except (msgspec.EncodeError, TypeError, ValueError, RecursionError):  # a lone surrogate among them
+        encoded = None
+    if encoded is not None and validate.encoded_passes_tree(encoded):
+        return encoded.decode()
+    _checked(validate.tree, data, field=field)
+    return to_json(data) if encoded is None else encoded.decode()
 
 
 # --- orders ---------------------------------------------------------------------------------
@@ -283,12 +301,12 @@ def _flatten(
         return None
     leg_ids = tuple(_leg_ids(raw.legs))
     try:
-        _checked(validate.tree, data, field="order")
+        json = _checked_json(data, field="order")
         order = _order(raw, parent_id, leg_ids, now_ns)
     except BadValue as e:
         rejects.append(Rejected(_reason("order_value", e), f"{_id_of(data)}: {e}"))
         return None
-    out.append(ConvertedOrder(order, to_json(data)))
+    out.append(ConvertedOrder(order, json))
     for leg in raw.legs or ():
         _flatten(leg, order.id, out, rejects, now_ns)
     return order
@@ -367,7 +385,7 @@ def convert_trade_update(envelope: object, slug: str, *, now_ns: int | None = No
         if not flat:
             detail = rejects[0].detail if rejects else "no order"
             return Rejected("update_order", f"event={update.event[:30]!r} {detail}")
-        _checked(validate.tree, envelope, field="frame")
+        _checked_json(envelope, field="frame")
         order = flat[0].order
         ts = _optional_time_ns(update.timestamp, field="timestamp", now_ns=now_ns) or order.updated_at
         fill = _fill(update, order, ts)
@@ -469,7 +487,7 @@ def convert_activity(data: object, *, now_ns: int | None = None) -> ConvertedAct
     """Return an activity record; a FILL also yields its ``Fill`` (never dropped for its type)."""
     try:
         raw = _typed(data, RawActivity)
-        _checked(validate.tree, data, field="activity")
+        raw_json = _checked_json(data, field="activity")
         _checked(validate.text, raw.id, field="id", max_chars=validate.MAX_ID_CHARS)
         _checked(validate.text, raw.symbol or "", field="symbol", max_chars=validate.MAX_SYMBOL_CHARS)
         activity_type = raw.activity_type.upper()
@@ -488,7 +506,7 @@ def convert_activity(data: object, *, now_ns: int | None = None) -> ConvertedAct
             net_amount=_number(raw.net_amount, field="net_amount"),
             execution_id=execution_id,
             order_id=_uuid(raw.order_id, field="order_id"),
-            raw_json=to_json(data),
+            raw_json=raw_json,
             status=(raw.status or "").lower() or None,
         )
         fill = _activity_fill(raw, record, qty, price) if activity_type == "FILL" else None

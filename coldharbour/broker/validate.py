@@ -76,6 +76,17 @@ def tree(data: object, *, field: str = "object", depth: int = 0) -> None:
             tree(item, field=field, depth=depth + 1)
 
 
+def encoded_passes_tree(encoded: bytes) -> bool:
+    """Return True when ``encoded``, msgspec's JSON text of a value, shows ``tree`` would pass it.
+
+    The check of a whole broker object in C speed (its JSON is made anyway): msgspec refuses
+    to encode a lone surrogate (``UnicodeEncodeError``: the caller walks ``tree`` instead) and
+    writes NUL as ``\\u0000``; nesting deeper than ``MAX_DEPTH`` needs more than ``MAX_DEPTH``
+    ``{``/``[``. False only means "maybe": ``tree`` then gives the exact answer and message.
+    """
+    return b"\\u0000" not in encoded and encoded.count(b"{") + encoded.count(b"[") <= MAX_DEPTH
+
+
 def canonical_uuid(value: object, *, field: str) -> str:
     """Return ``value`` as a canonical UUID string (lower case, hyphenated); else ``Invalid``.
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from coldharbour.broker import validate
 from coldharbour.broker.convert import (
     AccountFigures,
     ConvertedActivity,
@@ -250,3 +251,108 @@ def test_convert_activity_bad_input_rejected(bad: object) -> None:
 def test_execution_id_of_foreign_ids_is_none() -> None:
     assert execution_id_of("20240301::not-a-uuid") is None
     assert execution_id_of("plain") is None
+
+
+# --- the text/depth check: one C-speed look at the JSON text, the walk only when it flags ---------
+
+POISONS = ("\x00", "\ud800", "\\u0000", "{[{[")
+
+
+def _poisoned(value: Any) -> list[Any]:
+    """Copies of ``value`` with one string (a key or a value) spiked with each of ``POISONS``."""
+    out: list[Any] = []
+    if isinstance(value, str):
+        return [value + poison for poison in POISONS]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out += [{**value, key: variant} for variant in _poisoned(item)]
+            out += [{(k + p if k == key else k): v for k, v in value.items()} for p in POISONS]
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out += [[*value[:i], variant, *value[i + 1 :]] for variant in _poisoned(item)]
+    return out
+
+
+def _deep(depth: int) -> object:
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _deep_frames() -> list[dict[str, Any]]:
+    """Extra fields nested around the depth limit, in the envelope, the order and a leg."""
+    frames = []
+    for depth in (28, 29, 30, 31, 32, 33):
+        frame = copy.deepcopy(FILL_FRAME)
+        frame["data"]["note"] = _deep(depth)
+        frames.append(frame)
+        frame = copy.deepcopy(FILL_FRAME)
+        frame["data"]["order"]["note"] = _deep(depth)
+        frames.append(frame)
+        frame = copy.deepcopy(FILL_FRAME)
+        frame["data"]["order"]["legs"][0]["note"] = _deep(depth)
+        frames.append(frame)
+    return frames
+
+
+POISONED_FRAMES = [*_poisoned(FILL_FRAME), *_deep_frames()]
+
+
+def test_the_poisoned_frames_cover_every_rejection_of_the_walk() -> None:
+    reasons = {getattr(convert_trade_update(frame, "demo"), "reason", "ok") for frame in POISONED_FRAMES}
+
+    assert len(POISONED_FRAMES) > 500
+    assert {"update_order", "update_value_text", "ok"} <= reasons
+
+
+def test_the_encoded_check_gives_what_the_walk_alone_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same result, reason and message for every poisoned frame, order and activity, whether
+    the JSON text proved it clean or the walk (``validate.tree``) decided."""
+    activities = [*_poisoned(FILL_ACTIVITY), {**FILL_ACTIVITY, "note": _deep(33)}]
+    orders = _poisoned(BRACKET)
+
+    def convert_all() -> list[object]:
+        return [
+            *(convert_trade_update(frame, "demo") for frame in POISONED_FRAMES),
+            *(convert_activity(activity) for activity in activities),
+            *(convert_orders([order]) for order in orders),
+        ]
+
+    fast = convert_all()
+    monkeypatch.setattr(validate, "encoded_passes_tree", lambda encoded: False)
+    walked = convert_all()
+
+    assert fast == walked
+
+
+def test_a_nul_in_the_order_rejects_the_update_and_names_the_field() -> None:
+    frame = copy.deepcopy(FILL_FRAME)
+    frame["data"]["order"]["legs"][1]["client_order_id"] = "c\x00"
+
+    result = convert_trade_update(frame, "demo")
+
+    assert result == Rejected("update_order", f"event='fill' {PARENT_ID}: client_order_id: contains a NUL character")
+
+
+def test_a_lone_surrogate_outside_the_order_rejects_the_frame() -> None:
+    frame = copy.deepcopy(FILL_FRAME)
+    frame["data"]["venue"] = "x\ud800"
+
+    assert convert_trade_update(frame, "demo") == Rejected(
+        "update_value_text", "venue: not valid UTF-8 (lone surrogate at 1)"
+    )
+
+
+def test_a_lone_surrogate_in_a_key_is_a_rejection_not_an_error() -> None:
+    """Bug: msgspec matches keys to fields as UTF-8, so ``{"event\ud800": ...}`` raised
+    ``UnicodeEncodeError`` out of the converter (a handler error, not a counted rejection)."""
+    frame = copy.deepcopy(FILL_FRAME)
+    frame["data"]["venue\ud800"] = "x"
+    order = {**BRACKET, "venue\ud800": "x"}
+
+    assert convert_trade_update(frame, "demo") == Rejected(
+        "update_value_text", "shape: a key is not valid UTF-8 (lone surrogate at 5)"
+    )
+    assert convert_orders([order])[1][0].reason == "order_shape"
+    assert getattr(convert_activity({**FILL_ACTIVITY, "venue\ud800": "x"}), "reason", None) == "activity_text"
