@@ -7,12 +7,14 @@ ledger rebuilt from these rows equals the one ``state`` built incrementally.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any, Final
 
 import msgspec
 import psycopg
 from psycopg import sql
-from psycopg.rows import TupleRow, dict_row
+from psycopg.rows import TupleRow
 
 from coldharbour.broker.convert import CORPORATE_CODES, corporate_legs
 from coldharbour.db import rows as r
@@ -49,26 +51,82 @@ async def load_marks(conn: Connection, shared: SharedNames) -> dict[str, tuple[D
     return {row[0]: (row[1], from_datetime(row[2])) for row in await cursor.fetchall()}
 
 
-async def load_orders(conn: Connection, names: AccountNames) -> list[Order]:
+def _ns(column: str) -> sql.Composable:
+    """``column`` (``timestamptz``) as UTC nanoseconds, converted by the server (exact: microseconds)."""
+    return sql.SQL("(extract(epoch FROM {}) * 1000000000)::int8").format(sql.Identifier(column))
+
+
+# What a rebuild needs of a stored order, converted by the server: ids as text, times as UTC ns,
+# ``order_class`` out of ``raw_json`` (the broker's whole order is never parsed client-side), the
+# legs as JSON text (null for all but bracket/OTO/OCO parents). Read by ``rows.order_from_tuple``.
+_ORDER_SELECT: Final = sql.SQL(", ").join([
+    sql.SQL("id::text"), *map(sql.Identifier, ("symbol", "side", "order_type", "status")), _ns("created_at"),
+    sql.SQL("(extract(epoch FROM coalesce(updated_at, created_at)) * 1000000000)::int8"),
+    sql.SQL("raw_json->>'order_class'"),
+    *map(sql.Identifier, ("qty", "filled_qty", "filled_avg_price", "limit_price", "stop_price", "parent_id",
+                          "replaces", "replaced_by")),
+    sql.SQL("legs::text"), _ns("expires_at"), _ns("filled_at"), sql.Identifier("client_order_id"),
+])  # fmt: skip
+# What a fill needs of a stored ``FILL`` activity, the ``raw_json`` fallbacks resolved by the
+# server (``rows.fill_from_activity``'s rules, column first): read by ``rows.fill_from_tuple``.
+_FILL_SELECT: Final = sql.SQL(
+    "coalesce(order_id::text, nullif(raw_json->>'order_id', '')), symbol,"
+    " lower(coalesce(nullif(side, ''), nullif(raw_json->>'side', ''), '')), qty, price,"
+    " (extract(epoch FROM transaction_time) * 1000000000)::int8,"
+    " coalesce(execution_id::text, nullif(raw_json->>'execution_id', ''),"
+    " nullif(regexp_replace(id, '^.*::', ''), ''), id),"
+    " CASE jsonb_typeof(raw_json->'cum_qty') WHEN 'string' THEN raw_json->>'cum_qty' END,"
+    " CASE WHEN jsonb_typeof(raw_json->'cum_qty') NOT IN ('string', 'null') THEN (raw_json->'cum_qty')::text END,"
+    " strpos(raw_json::text, '\"canceled\"') > 0 AND lower(coalesce(raw_json->>'status', '')) = 'canceled'"
+)
+FETCH_ROWS: Final = 10_000  # rows per round trip of the server-side cursor
+
+
+async def _stream(conn: Connection, query: sql.Composed, params: tuple[object, ...] = ()
+                  ) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """Yield the rows of ``query`` in batches from a server-side cursor (never all rows at once)."""
+    async with conn.transaction(), conn.cursor(name="chmgr_load", binary=True) as cursor:
+        await cursor.execute(query, params)
+        while batch := await cursor.fetchmany(FETCH_ROWS):
+            yield batch
+
+
+async def load_orders(conn: Connection, names: AccountNames, strings: dict[str, str] | None = None) -> list[Order]:
     """Return every stored raw order version (one per id: the newest).
 
-    Of ``raw_json`` (the broker's whole order, parsed client-side) only ``order_class`` is read:
-    fetching just that halves the load of a long history (``scripts/bench`` ``rebuild_1m``).
+    ``strings`` shares equal strings (ids, symbols, sides, statuses) between the values loaded
+    with it: one object per distinct string, however many orders and fills repeat it.
     """
-    columns = sql.SQL(", ").join(
-        sql.SQL("jsonb_build_object('order_class', raw_json->'order_class') AS raw_json")
-        if c == "raw_json" else sql.Identifier(c)
-        for c in r.ORDER_COLUMNS
-    )  # fmt: skip
-    query = sql.SQL("SELECT {c} FROM {t} ORDER BY created_at, id").format(c=columns, t=names.raw_orders.ident)
-    async with conn.cursor(row_factory=dict_row) as cursor:
-        await cursor.execute(query)
-        found = await cursor.fetchall()
-    orders = []
-    for row in found:
-        row["id"] = str(row["id"])
-        orders.append(r.order_from_values(row))
+    shared: dict[str, str] = {} if strings is None else strings
+    query = sql.SQL("SELECT {c} FROM {t} ORDER BY created_at, id").format(c=_ORDER_SELECT, t=names.raw_orders.ident)
+    orders: list[Order] = []
+    async for batch in _stream(conn, query):
+        orders.extend(r.order_from_tuple(row, shared) for row in batch)
     return orders
+
+
+async def load_fills_and_busted(conn: Connection, names: AccountNames, strings: dict[str, str] | None = None
+                                ) -> tuple[list[Fill], set[str]]:
+    """Return the fills of every stored ``FILL`` activity without the busted ones, and the busted keys.
+
+    Same rules as ``split_busted`` over ``load_fill_activities``, read straight from the rows:
+    incomplete rows are skipped; a row the broker ``canceled`` busts every row of its key (SPEC §8).
+    """
+    shared: dict[str, str] = {} if strings is None else strings
+    query = sql.SQL("SELECT {c} FROM {t} WHERE activity_type = 'FILL' ORDER BY transaction_time, id").format(
+        c=_FILL_SELECT, t=names.raw_activities.ident)  # fmt: skip
+    fills: list[Fill] = []
+    busted: set[str] = set()
+    async for batch in _stream(conn, query):
+        for row in batch:
+            fill = r.fill_from_tuple(row, shared)
+            if fill is None:
+                continue
+            if row[-1]:
+                busted.add(fill.key)
+            else:
+                fills.append(fill)
+    return ([fill for fill in fills if fill.key not in busted] if busted else fills), busted
 
 
 async def load_activities(conn: Connection, names: AccountNames, types: tuple[str, ...] = ("FILL",)
@@ -111,12 +169,12 @@ def split_busted(records: list[ActivityRecord]) -> tuple[list[Fill], set[str]]:
 
 async def load_fills(conn: Connection, names: AccountNames) -> list[Fill]:
     """Return the fills of every stored ``FILL`` activity (incomplete rows and busts are skipped)."""
-    return split_busted(await load_fill_activities(conn, names))[0]
+    return (await load_fills_and_busted(conn, names))[0]
 
 
 async def load_busted_keys(conn: Connection, names: AccountNames) -> set[str]:
     """Return the keys of the stored executions the broker canceled."""
-    return split_busted(await load_fill_activities(conn, names))[1]
+    return (await load_fills_and_busted(conn, names))[1]
 
 
 async def load_actions(conn: Connection, names: AccountNames) -> list[CorporateAction]:
@@ -131,7 +189,9 @@ async def load_actions(conn: Connection, names: AccountNames) -> list[CorporateA
 
 async def load_history(conn: Connection, names: AccountNames) -> tuple[list[Order], list[Fill]]:
     """Return the stored orders and fills of one account (what a ledger rebuild needs)."""
-    return await load_orders(conn, names), await load_fills(conn, names)
+    strings: dict[str, str] = {}
+    orders = await load_orders(conn, names, strings)
+    return orders, (await load_fills_and_busted(conn, names, strings))[0]
 
 
 def is_json_object(payload: str) -> bool:

@@ -22,7 +22,7 @@ import msgspec
 
 from coldharbour.domain.cashflows import CashFlow
 from coldharbour.domain.equity import DailyRow, IntradayPoint
-from coldharbour.domain.money import normalize
+from coldharbour.domain.money import ZERO, normalize
 from coldharbour.domain.schedule import Session
 from coldharbour.domain.types import (
     CLOSED_COLUMNS,
@@ -242,6 +242,27 @@ def order_from_values(values: Mapping[str, Any]) -> Order:
     )  # fmt: skip
 
 
+def order_from_tuple(row: tuple[Any, ...], strings: dict[str, str]) -> Order:
+    """Return the ``Order`` of a row of ``db.loads``' order SELECT (server-converted; same result as
+    ``order_from_values``). Equal strings come out as one object through ``strings``."""
+    (order_id, symbol, side, order_type, status, created_at, updated_at, order_class, qty, filled_qty,
+     filled_avg_price, limit_price, stop_price, parent_id, replaces, replaced_by, legs, expires_at, filled_at,
+     client_order_id) = row  # fmt: skip
+    share = strings.setdefault
+    return Order(
+        id=share(order_id, order_id), symbol=share(symbol, symbol), side=cast(OrderSide, share(side, side)),
+        order_type=share(order_type, order_type), status=share(status, status), created_at=created_at,
+        updated_at=updated_at, order_class=share(order_class, order_class) if order_class else "simple", qty=qty,
+        filled_qty=filled_qty if filled_qty is not None else ZERO, filled_avg_price=filled_avg_price,
+        limit_price=limit_price, stop_price=stop_price,
+        parent_id=None if parent_id is None else share(parent_id, parent_id),
+        replaces=None if replaces is None else share(replaces, replaces),
+        replaced_by=None if replaced_by is None else share(replaced_by, replaced_by),
+        legs=() if legs is None else tuple(share(i, i) for i in _leg_ids(msgspec.json.decode(legs))),
+        expires_at=expires_at, filled_at=filled_at, client_order_id=client_order_id or "",
+    )  # fmt: skip
+
+
 # -- raw activities and fills ----------------------------------------------------------------
 
 
@@ -291,6 +312,25 @@ def fill_from_activity(record: ActivityRecord) -> Fill | None:
         order_id=str(order_id), symbol=record.symbol, side=cast(OrderSide, side), qty=abs(record.qty),
         price=record.price, ts=micros(record.transaction_time), execution_id=str(execution_id),
         cum_qty=normalize(Decimal(str(cum_qty))) if cum_qty not in (None, "") else None,
+    )  # fmt: skip
+
+
+def fill_from_tuple(row: tuple[Any, ...], strings: dict[str, str]) -> Fill | None:
+    """Return the fill of a row of ``db.loads``' fill SELECT (the ``raw_json`` fallbacks resolved by
+    the server; same result as ``fill_from_activity``), None for an incomplete row."""
+    order_id, symbol, side, qty, price, ts, execution_id, cum_text, cum_json, _ = row
+    if not (order_id and symbol and qty and price and side in ("buy", "sell", "sell_short")):
+        return None
+    share = strings.setdefault
+    if cum_text:
+        cum_qty: Decimal | None = normalize(Decimal(cum_text))
+    elif cum_json is not None:
+        cum_qty = normalize(Decimal(str(msgspec.json.decode(cum_json))))
+    else:
+        cum_qty = None
+    return Fill(
+        order_id=share(order_id, order_id), symbol=share(symbol, symbol), side=cast(OrderSide, share(side, side)),
+        qty=abs(qty), price=price, ts=micros(ts), execution_id=execution_id, cum_qty=cum_qty,
     )  # fmt: skip
 
 

@@ -300,11 +300,12 @@ class _SymView:
         base = self._live()
         return self.unknown | (base.unknown if base is not None else set())
 
-    def record(self, fill: Fill, chain: ChainInfo) -> None:
+    def record(self, fill: Fill, chain: ChainInfo, sort_key: SortKey) -> None:
         self.fills.append(fill)
         self.deps |= chain.deps
-        self.unknown |= chain.unknown
-        self.last_key = fill.sort_key
+        if chain.unknown:
+            self.unknown |= chain.unknown
+        self.last_key = sort_key
 
     def drop_cycle(self, floor_key: SortKey | None) -> None:
         """Forget the current cycle (after it closed, or before a replay)."""
@@ -425,7 +426,8 @@ class _Work:
 # -- the step: one fill against one symbol ------------------------------------------------
 
 
-def _step(work: _Work, view: _SymView, fill: Fill, chain: ChainInfo) -> None:
+def _step(work: _Work, view: _SymView, fill: Fill, chain: ChainInfo, sort_key: SortKey) -> None:
+    """Apply ``fill`` (its ``sort_key``: ``(ts, key)``, computed once by the caller)."""
     sign = direction(fill.side)
     net = view.net
     closing = ZERO
@@ -440,13 +442,13 @@ def _step(work: _Work, view: _SymView, fill: Fill, chain: ChainInfo) -> None:
         view.fifo_local.append(FifoEntry(qty=opening, price=fill.price))
         _open_lot(work, view, fill, opening, chain)
     view.net = net + fill.qty if sign > 0 else net - fill.qty
-    view.record(fill, chain)
-    work.seen.add(fill.key)
+    view.record(fill, chain, sort_key)
+    work.seen.add(sort_key[1])
     if view.net == 0:
         if view.lot_ids():
             raise LedgerInvariantError(f"{fill.symbol}: flat with open lots {view.lot_ids()}")
         view.closed_unknown |= view.cycle_unknown()
-        view.drop_cycle(fill.sort_key)
+        view.drop_cycle(sort_key)
 
 
 def _fifo_close(view: _SymView, qty: Decimal, price: Decimal, sign: int) -> Decimal:
@@ -616,23 +618,29 @@ def _erase_cycle(work: _Work, view: _SymView) -> list[Fill]:
 
 
 def _replay(work: _Work, view: _SymView, fills: list[Fill]) -> None:
-    for fill in sorted(fills, key=lambda f: f.sort_key):
-        _step(work, view, fill, describe(work.book, fill.order_id))
+    for sort_key, fill in sorted(((f.sort_key, f) for f in fills), key=_first):
+        _step(work, view, fill, describe(work.book, fill.order_id), sort_key)
 
 
-def _plan_one(work: _Work, fill: Fill) -> None:
+def _first(pair: tuple[SortKey, Fill]) -> SortKey:
+    return pair[0]
+
+
+def _plan_one(work: _Work, fill: Fill, sort_key: SortKey | None = None) -> None:
     rejection = _rejection(fill)
     if rejection is not None:
         work.rejections.append(rejection)
         return
-    if work.is_seen(fill.key):
+    if sort_key is None:
+        sort_key = fill.sort_key
+    if work.is_seen(sort_key[1]):
         work.duplicates += 1
         return
     view = work.view(fill.symbol)
     last = view.last_key
-    if last is None or fill.sort_key > last:
-        _step(work, view, fill, describe(work.book, fill.order_id))
-    elif view.floor_key is not None and fill.sort_key < view.floor_key:
+    if last is None or sort_key > last:
+        _step(work, view, fill, describe(work.book, fill.order_id), sort_key)
+    elif view.floor_key is not None and sort_key < view.floor_key:
         work.needs_rebuild.add(fill.symbol)  # older than the current cycle: caller rebuilds
     else:
         _replay(work, view, [*_erase_cycle(work, view), fill])
@@ -679,7 +687,10 @@ def rebuild(orders: Iterable[Order] | OrderBook, fills: Iterable[Fill],
     book = orders if isinstance(orders, OrderBook) else OrderBook(orders)
     ledger = Ledger()
     history = adjusted_history(fills, actions)[0] if actions else fills
-    apply_delta(ledger, plan_fills(ledger, sorted(history, key=lambda f: f.sort_key), book))
+    work = _Work(ledger, book)
+    for sort_key, fill in sorted(((f.sort_key, f) for f in history), key=_first):
+        _plan_one(work, fill, sort_key)
+    apply_delta(ledger, work.finish())
     return ledger
 
 
@@ -705,15 +716,15 @@ def plan_symbols_rebuild(ledger: Ledger, symbols: Iterable[str], fills: Iterable
     for key, found in ledger.slices.items():
         if found.symbol in wanted:
             work.slices[key] = None
-    unique: dict[str, Fill] = {}
-    for fill in sorted((f for f in history if f.symbol in wanted), key=lambda f: f.sort_key):
+    unique: dict[str, tuple[SortKey, Fill]] = {}
+    for sort_key, fill in sorted(((f.sort_key, f) for f in history if f.symbol in wanted), key=_first):
         rejection = _rejection(fill)
         if rejection is not None:
             work.rejections.append(rejection)
         else:
-            unique.setdefault(fill.key, fill)
-    for fill in unique.values():
-        _step(work, work.view(fill.symbol), fill, describe(work.book, fill.order_id))
+            unique.setdefault(sort_key[1], (sort_key, fill))
+    for sort_key, fill in unique.values():
+        _step(work, work.view(fill.symbol), fill, describe(work.book, fill.order_id), sort_key)
     return work.finish()
 
 

@@ -43,14 +43,14 @@ MAX_CHAIN_DEPTH: Final = 1_000
 UpsertOutcome = Literal["new", "updated", "unchanged", "stale"]
 
 
-class ChainError(msgspec.Struct, frozen=True, kw_only=True):
+class ChainError(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Why a chain walk stopped early: the id that is unknown, repeats, or is too deep."""
 
     reason: Literal["unknown_order", "cycle", "too_deep"]
     order_id: str
 
 
-class Resolved(msgspec.Struct, frozen=True, kw_only=True):
+class Resolved(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The answer of a chain walk.
 
     ``order_id`` is the answer, or with ``error`` set the furthest id reached (which may be the
@@ -398,7 +398,7 @@ def live_legs(view: OrderView, parent_id: str) -> LotLegs:
     return LotLegs(take_profit=found.get("take_profit"), stop_loss=found.get("stop_loss"))
 
 
-class ChainInfo(msgspec.Struct, frozen=True, kw_only=True):
+class ChainInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """What the ledger needs to know about the order of one fill.
 
     ``root`` links an exit to its lot; ``entry_key`` keys a lot it opens; ``role`` and
@@ -414,8 +414,18 @@ class ChainInfo(msgspec.Struct, frozen=True, kw_only=True):
     unknown: frozenset[str]
 
 
+_NONE: Final[frozenset[str]] = frozenset()
+
+
 def describe(view: OrderView, order_id: str) -> ChainInfo:
     """Return the ``ChainInfo`` of ``order_id`` (never raises, whatever the book holds)."""
+    order = view.get(order_id)
+    if order is not None and not order.replaces and view.leg_parent(order_id) is None:
+        # A known order that is neither a leg nor a replacement (a simple order, an entry, an
+        # OCO's top order): every walk ends where it starts, so the answer needs none of them.
+        oco = order.order_class == "oco"
+        return ChainInfo(root=order_id, entry_key=order_id, role=role_of_type(order.order_type) if oco else None,
+                         root_is_oco=oco, deps=frozenset((order_id,)), unknown=_NONE)
     root = root_of(view, order_id)
     key = entry_key(view, order_id)
     original = original_of(view, order_id)
