@@ -62,7 +62,9 @@ class _HookedTradingStream(TradingStream):
         that is not JSON is counted and skipped (the SDK logged a traceback for it).
         """
         ws = self._ws
-        assert ws is not None
+        if ws is None:  # closed between the connect and here (a stop, or the watchdog): start over
+            self._running = False
+            return
         listener = self._owner.listener
         while self._stop_stream_queue.empty():
             raw = await ws.recv()
