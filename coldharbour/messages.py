@@ -147,7 +147,10 @@ def _struct_plan(cls: type, info: mi.StructType | None = None) -> Bad:
         return plan
     _STRUCT_PLANS[cls] = _has_non_finite  # a self-referencing type meets the exact walk
     if info is None:
-        found = mi.type_info(cls)
+        try:
+            found = mi.type_info(cls)
+        except (NameError, TypeError):  # a type msgspec cannot resolve: keep asking the values
+            return _has_non_finite
         assert isinstance(found, mi.StructType)
         info = found
     numbers: list[str] = []
