@@ -147,7 +147,10 @@ def _struct_plan(cls: type, info: mi.StructType | None = None) -> Bad:
         return plan
     _STRUCT_PLANS[cls] = _has_non_finite  # a self-referencing type meets the exact walk
     if info is None:
-        found = mi.type_info(cls)
+        try:
+            found = mi.type_info(cls)
+        except (NameError, TypeError):  # a type msgspec cannot resolve: keep asking the values
+            return _has_non_finite
         assert isinstance(found, mi.StructType)
         info = found
     numbers: list[str] = []
@@ -171,7 +174,10 @@ def _make_plan(cls: type, numbers: tuple[str, ...], nested: tuple[tuple[str, Bad
             return _has_non_finite(value)
         if get_numbers is not None and _any_bad_number(get_numbers(value)):
             return True
-        return any(check(getattr(value, name)) for name, check in nested)
+        for name, check in nested:  # noqa: SIM110 - a loop: any() over a generator is a frame more per message
+            if check(getattr(value, name)):
+                return True
+        return False
 
     return bad
 

@@ -231,6 +231,16 @@ def test_a_value_of_an_undeclared_type_is_still_walked() -> None:
         m.SnapshotTaken(account="demo", taken_at=1, positions=(), cash=float("nan"))  # type: ignore[arg-type]
 
 
+class _Unresolvable(m.Checked, frozen=True):
+    value: NoSuchType  # type: ignore[name-defined]  # noqa: F821 - msgspec cannot resolve it
+
+
+def test_a_class_whose_types_cannot_be_read_is_checked_by_its_values() -> None:
+    assert _Unresolvable(value=Decimal(1)).value == Decimal(1)
+    with pytest.raises(ValueError, match=r"^value: non-finite"):
+        _Unresolvable(value=Decimal("NaN"))
+
+
 FINITE = st.decimals(allow_nan=False, allow_infinity=False, places=4, min_value=-MAX_ABS, max_value=MAX_ABS)
 ANY_DECIMAL = st.one_of(
     FINITE, st.decimals(allow_nan=True, allow_infinity=True), st.sampled_from(BAD_DECIMALS), st.just(MAX_ABS)

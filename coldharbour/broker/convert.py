@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, time
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -172,6 +173,13 @@ def parse_time_ns(text: str | None, *, field: str, now_ns: int | None = None) ->
 
     The result is within ``validate.time_ns`` (and not ahead of ``now_ns`` beyond tolerance).
     """
+    ns = _known_time_ns(text) if text and len(text) <= MEMO_MAX_CHARS else None
+    if ns is not None and (now_ns is None or ns <= now_ns + validate.BROKER_FUTURE_NS):
+        return ns
+    return _parse_time_ns(text, field=field, now_ns=now_ns)  # also what says why it is refused
+
+
+def _parse_time_ns(text: str | None, *, field: str, now_ns: int | None) -> int:
     if not text:
         raise BadValue(f"{field}: missing timestamp")
     try:
@@ -181,6 +189,37 @@ def parse_time_ns(text: str | None, *, field: str, now_ns: int | None = None) ->
     if moment.tzinfo is None:
         raise BadValue(f"{field}: timestamp without an offset: {text[:40]!r}")
     return int(_checked(validate.time_ns, from_datetime(moment), field=field, now_ns=now_ns))
+
+
+# Broker frames repeat the same texts (an order's ids and times on each of its events, prices,
+# quantities): each text is parsed and checked once, then looked up. Only what parses cleanly
+# is remembered (a refusal is worked out again, to name its field); long texts never are.
+MEMO_SIZE: Final = 4096
+MEMO_MAX_CHARS: Final = 64
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _known_time_ns(text: str) -> int | None:
+    try:
+        return _parse_time_ns(text, field="", now_ns=None)
+    except BadValue:
+        return None
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _known_uuid(text: str) -> str | None:
+    try:
+        return validate.canonical_uuid(text, field="")
+    except Invalid:
+        return None
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _known_number(text: str) -> tuple[bool, Decimal | None]:
+    try:
+        return True, to_decimal_or_none(text)
+    except InvalidMoney:
+        return False, None
 
 
 def _optional_time_ns(text: str | None, *, field: str, now_ns: int | None = None) -> int | None:
@@ -196,10 +235,17 @@ def _checked(check: Any, value: object, **kwargs: Any) -> Any:
 
 
 def _uuid(value: str | None, *, field: str) -> str | None:
-    return None if not value else str(_checked(validate.canonical_uuid, value, field=field))
+    if not value:
+        return None
+    known = _known_uuid(value) if value.__class__ is str and len(value) <= MEMO_MAX_CHARS else None
+    return known or str(_checked(validate.canonical_uuid, value, field=field))
 
 
 def _number(value: Number, *, field: str) -> Decimal | None:
+    if value.__class__ is str and len(value) <= MEMO_MAX_CHARS:
+        usable, number = _known_number(value)
+        if usable:
+            return number
     try:
         return to_decimal_or_none(value, field=field)
     except InvalidMoney as e:

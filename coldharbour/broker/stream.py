@@ -30,7 +30,7 @@ from typing import Final, Protocol
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from coldharbour.broker.listener import UpdateListener
+from coldharbour.broker.listener import UpdateListener, decode_frame
 from coldharbour.config import AccountSettings
 from coldharbour.retry import Backoff, sleep_or_stop
 
@@ -162,12 +162,9 @@ class FallbackClient:
 
     def _on_frame(self, raw: str | bytes) -> bool:
         try:
-            message = json.loads(raw)
+            message = decode_frame(raw)
         except ValueError:
-            self.listener.frame_seen()
-            self.listener.counters["rejects"] += 1
-            self.listener.counters["rejects_stream_not_json"] += 1
-            log.warning("rejected stream frame account=%s reason=not_json length=%d", self.listener.slug, len(raw))
+            self.listener.frame_not_json(raw)
             return False
         self.listener.handle(message)
         return isinstance(message, dict) and message.get("stream") == "trade_updates"

@@ -11,8 +11,11 @@ import pytest
 from coldharbour.broker import validate
 from coldharbour.broker.convert import (
     AccountFigures,
+    BadValue,
     ConvertedActivity,
     Rejected,
+    _number,
+    _uuid,
     convert_account,
     convert_activity,
     convert_orders,
@@ -356,3 +359,39 @@ def test_a_lone_surrogate_in_a_key_is_a_rejection_not_an_error() -> None:
     )
     assert convert_orders([order])[1][0].reason == "order_shape"
     assert getattr(convert_activity({**FILL_ACTIVITY, "venue\ud800": "x"}), "reason", None) == "activity_text"
+
+
+def _outcome_of(convert: Any, text: str, field: str, **kwargs: Any) -> object:
+    try:
+        return convert(text, field=field, **kwargs)
+    except BadValue as e:
+        return (e.reason, str(e))
+
+
+TEXTS = [
+    "2024-03-01T15:00:00.300123456Z", "2024-03-01T10:00:00-05:00", "2024-03-01T15:00:00", "yesterday", "",
+    "9999-12-31T23:59:59Z", "180.25", "NaN", "1e999", "-0", "  ", "6AA91D53-7FE6-4D24-9B5F-E5B78B643DD2",
+    "{6aa91d53-7fe6-4d24-9b5f-e5b78b643dd2}", "not-a-uuid", "x" * 100,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("convert", [parse_time_ns, _number, _uuid], ids=["time", "number", "uuid"])
+def test_remembered_texts_give_the_same_answer_and_name_the_field_asking(convert: Any) -> None:
+    """Parsed texts are remembered (LRU); a refusal is worked out again so its message names the
+    field that asked, and a remembered time is still checked against each caller's clock."""
+    first = [_outcome_of(convert, text, "first") for text in TEXTS]
+    again = [_outcome_of(convert, text, "second") for text in TEXTS]
+
+    assert [str(o).replace("first", "second") for o in first] == [str(o) for o in again]
+    assert any(isinstance(o, tuple) for o in again)  # some texts are refused, by name
+
+
+def test_a_remembered_time_is_checked_against_the_clock_of_each_call() -> None:
+    text = "2024-03-01T15:00:00Z"
+    ns = parse_time_ns(text, field="t")
+    later = parse_time_ns(text, field="t", now_ns=ns)
+
+    with pytest.raises(BadValue, match=r"^t: 86401 s in the future$") as refused:
+        parse_time_ns(text, field="t", now_ns=ns - validate.BROKER_FUTURE_NS - validate.NS_PER_SECOND)
+    assert later == ns
+    assert refused.value.reason == "future"

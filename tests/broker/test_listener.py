@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from collections import Counter
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from coldharbour.broker.listener import UpdateListener
+from coldharbour.broker.listener import UpdateListener, decode_frame
 from coldharbour.broker.rest import BrokerRest
 from coldharbour.messages import OrderUpdated
 from tests.broker.support import RecordingSink, account_for
@@ -57,3 +60,65 @@ async def test_issue_9_fill_for_an_order_the_broker_does_not_know_is_rejected(fa
     assert [u.order.id for u in sink.of(OrderUpdated)] == [known["id"], known["id"]]
     assert counters["rejects_stream_unknown_order"] == 1
     assert published_at_once
+
+
+# --- decode_frame: msgspec first, json.loads for what msgspec refuses ----------------------------
+
+JSON_TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=8)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | JSON_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(JSON_TEXT, inner, max_size=4),
+    max_leaves=30,
+)
+
+
+def _loads_or_error(raw: str | bytes) -> object:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return ValueError
+
+
+def _decode_or_error(raw: str | bytes) -> object:
+    try:
+        return decode_frame(raw)
+    except ValueError:
+        return ValueError
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=JSON_VALUES, ensure_ascii=st.booleans(), as_bytes=st.booleans(), indent=st.none() | st.just(1))
+def test_decode_frame_reads_what_json_loads_reads(
+    value: object, ensure_ascii: bool, as_bytes: bool, indent: int | None
+) -> None:
+    text = json.dumps(value, ensure_ascii=ensure_ascii, indent=indent)
+    raw = text.encode() if as_bytes else text
+
+    assert decode_frame(raw) == json.loads(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"price": NaN, "qty": Infinity}',  # Python's json extension: msgspec refuses, json.loads reads
+        "[1E400]",
+        '["\\ud800", {"\\udfff": 1}]',  # lone surrogate escapes: the converter rejects them
+        '{"a": 1, "a": 2}',
+        "[1]x",
+        "<html>",
+        "",
+        b"\xff\xfe[\x001\x00]\x00",  # UTF-16 with a BOM: json.loads detects it
+        '"\t"',
+    ],
+)
+def test_decode_frame_agrees_with_json_loads_on_odd_frames(raw: str | bytes) -> None:
+    expected = _loads_or_error(raw)
+    got = _decode_or_error(raw)
+
+    assert repr(got) == repr(expected)  # repr: NaN is not equal to itself
+
+
+def test_decode_frame_nested_beyond_the_interpreter_is_not_json() -> None:
+    """json.loads raises RecursionError there, which no stream client caught."""
+    with pytest.raises(ValueError, match="nested too deeply"):
+        decode_frame("[" * 100_000 + "]" * 100_000)

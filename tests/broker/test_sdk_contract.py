@@ -1,6 +1,6 @@
 """The private alpaca-py hooks ``coldharbour/broker/sdk_stream.py`` relies on, on the installed version.
 
-``_HookedTradingStream`` overrides ``_start_ws``, ``_dispatch`` and ``close``, runs
+``_HookedTradingStream`` overrides ``_start_ws``, ``_dispatch``, ``close`` and ``_consume``, runs
 ``_run_forever``, stops with ``stop_ws``, closes ``_ws`` itself and writes our backoff over
 ``_reconnect_min_backoff``/``_reconnect_max_backoff``. None of that is public API: an alpaca-py
 release that renames one breaks the primary stream silently (it would fall back, or stop
@@ -26,6 +26,7 @@ COROUTINE_HOOKS = {
     "close": [],
     "_run_forever": [],
     "stop_ws": [],
+    "_consume": [],
 }
 
 
@@ -67,4 +68,21 @@ def test_trading_stream_keeps_the_fields_we_read_and_overwrite() -> None:
 def test_our_subclass_overrides_exactly_the_hooks_it_means_to() -> None:
     overridden = {name for name in vars(_HookedTradingStream) if name in COROUTINE_HOOKS}
 
-    assert overridden == {"_start_ws", "_dispatch", "close"}
+    assert overridden == {"_start_ws", "_dispatch", "close", "_consume"}
+
+
+def test_the_sdk_receive_loop_we_replace_still_does_what_ours_does() -> None:
+    """``_HookedTradingStream._consume`` is the SDK's loop without the per-frame ``wait_for``:
+    it must still be the loop ``_run_forever`` runs, reading the same stop queue, setting the
+    same reconnect flag and handing each frame to ``_dispatch``."""
+    source = Path(inspect.getsourcefile(TradingStream) or "").read_text(encoding="utf-8")
+    consume = source[source.index("async def _consume(self)") : source.index("async def _run_forever(self)")]
+
+    assert "await self._consume()" in source
+    assert "self._stop_stream_queue.empty()" in consume
+    assert "await self.close()" in consume
+    assert "self._ws.recv()" in consume
+    assert 'if msg.get("stream") == "trade_updates":\n' in consume
+    assert "self._data_received = True" in consume
+    assert "await self._dispatch(msg)" in consume
+    assert source.count("self._stop_stream_queue.put_nowait") == 1  # stop_ws: then PrimaryClient.stop closes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -11,12 +12,15 @@ import pytest
 import pytest_asyncio
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
+from websockets.asyncio.server import Server, ServerConnection, serve
 
 from coldharbour.broker import stream as stream_module
 from coldharbour.broker.listener import UpdateListener
 from coldharbour.broker.sdk_stream import PrimaryClient
 from coldharbour.broker.stream import FallbackClient, TradeStream
+from coldharbour.config import AccountSettings, Secret
 from coldharbour.messages import OrderUpdated, ResyncRequested
+from tests.broker.corpus import TRADE_UPDATES
 from tests.broker.support import RecordingSink, account_for
 from tests.fixtures.broker import FakeBroker
 from tests.support import async_wait_for
@@ -204,3 +208,60 @@ async def test_handler_bad_frames_counted_stream_keeps_going(fake_broker: FakeBr
 
     assert primary.counters["rejects"] == 2
     assert primary.counters["stream_handler_errors"] == 0
+
+
+async def _hostile_stream_server(frames: list[str | bytes]) -> tuple[Server, str]:
+    """A WebSocket server that does Alpaca's handshake (ALPACA.md §4), then sends ``frames``.
+
+    The fake broker only sends well-formed JSON; this one sends what a broken proxy might.
+    """
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()  # authenticate
+        await ws.send(json.dumps({"stream": "authorization", "data": {"status": "authorized"}}))
+        await ws.recv()  # listen
+        await ws.send(json.dumps({"stream": "listening", "data": {"streams": ["trade_updates"]}}))
+        for frame in frames:
+            await ws.send(frame)
+        await ws.wait_closed()
+
+    server = await serve(handler, "127.0.0.1", 0)
+    port = next(iter(server.sockets)).getsockname()[1]
+    return server, f"ws://127.0.0.1:{port}/stream"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("use_primary", [True, False], ids=["primary", "fallback"])
+async def test_frames_that_are_not_updates_are_counted_and_the_stream_goes_on(use_primary: bool) -> None:
+    """Both clients decode frames with ``decode_frame``: not JSON, a JSON array and JSON the SDK's
+    decoder takes but msgspec does not (``NaN``) are counted rejections; the update after them is
+    published."""
+    fill = json.dumps(TRADE_UPDATES["fill"])
+    nan_price = fill.replace('"price": "180.25"', '"price": NaN')
+    frames: list[str | bytes] = [b"<html>502</html>", "[1, 2]", nan_price, fill.encode()]
+    server, url = await _hostile_stream_server(frames)
+    sink = RecordingSink()
+    counters: Counter[str] = Counter()
+    listener = UpdateListener("demo", sink, counters)
+    account = AccountSettings(
+        name="demo", slug="demo", api_key=Secret("k"), secret_key=Secret("s"), base_url="http://127.0.0.1:9"
+    )
+    client: PrimaryClient | FallbackClient = (
+        PrimaryClient(listener, "k", "s", url, backoff_base_s=0.05, backoff_cap_s=0.2)
+        if use_primary
+        else FallbackClient(listener, account, url=url)
+    )
+    task = asyncio.create_task(client.run())
+    try:
+        await async_wait_for(lambda: sink.of(OrderUpdated), 10, what="the update after the bad frames")
+    finally:
+        await client.stop(task)
+        server.close()
+        await server.wait_closed()
+
+    assert counters["rejects_stream_not_json"] == 1
+    assert counters["rejects_stream_frame_shape"] == 1
+    assert counters["rejects_stream_update_value"] == 1  # price NaN
+    assert counters["rejects"] == 3
+    assert counters["stream_handler_errors"] == 0
+    assert [m.event for m in sink.of(OrderUpdated)] == ["fill"]
