@@ -56,22 +56,24 @@ def _ns(column: str) -> sql.Composable:
     return sql.SQL("(extract(epoch FROM {}) * 1000000000)::int8").format(sql.Identifier(column))
 
 
-# What a rebuild needs of a stored order, converted by the server: ids as text, times as UTC ns,
+# What a rebuild needs of a stored order, converted by the server: ids and numbers as text (one
+# ``Decimal`` per distinct text: ``rows.Interner``; text is also the fastest way psycopg reads them), times as UTC ns,
 # ``order_class`` out of ``raw_json`` (the broker's whole order is never parsed client-side), the
 # legs as JSON text (null for all but bracket/OTO/OCO parents). Read by ``rows.order_from_tuple``.
 _ORDER_SELECT: Final = sql.SQL(", ").join([
     sql.SQL("id::text"), *map(sql.Identifier, ("symbol", "side", "order_type", "status")), _ns("created_at"),
     sql.SQL("(extract(epoch FROM coalesce(updated_at, created_at)) * 1000000000)::int8"),
     sql.SQL("raw_json->>'order_class'"),
-    *map(sql.Identifier, ("qty", "filled_qty", "filled_avg_price", "limit_price", "stop_price", "parent_id",
-                          "replaces", "replaced_by")),
+    *(sql.SQL("{}::text").format(sql.Identifier(c))
+      for c in ("qty", "filled_qty", "filled_avg_price", "limit_price", "stop_price")),
+    *map(sql.Identifier, ("parent_id", "replaces", "replaced_by")),
     sql.SQL("legs::text"), _ns("expires_at"), _ns("filled_at"), sql.Identifier("client_order_id"),
 ])  # fmt: skip
 # What a fill needs of a stored ``FILL`` activity, the ``raw_json`` fallbacks resolved by the
 # server (``rows.fill_from_activity``'s rules, column first): read by ``rows.fill_from_tuple``.
 _FILL_SELECT: Final = sql.SQL(
     "coalesce(order_id::text, nullif(raw_json->>'order_id', '')), symbol,"
-    " lower(coalesce(nullif(side, ''), nullif(raw_json->>'side', ''), '')), qty, price,"
+    " lower(coalesce(nullif(side, ''), nullif(raw_json->>'side', ''), '')), qty::text, price::text,"
     " (extract(epoch FROM transaction_time) * 1000000000)::int8,"
     " coalesce(execution_id::text, nullif(raw_json->>'execution_id', ''),"
     " nullif(regexp_replace(id, '^.*::', ''), ''), id),"
@@ -82,44 +84,42 @@ _FILL_SELECT: Final = sql.SQL(
 FETCH_ROWS: Final = 10_000  # rows per round trip of the server-side cursor
 
 
-async def _stream(conn: Connection, query: sql.Composed, params: tuple[object, ...] = ()
-                  ) -> AsyncIterator[list[tuple[Any, ...]]]:
+async def _stream(conn: Connection, query: sql.Composed) -> AsyncIterator[list[tuple[Any, ...]]]:
     """Yield the rows of ``query`` in batches from a server-side cursor (never all rows at once)."""
-    async with conn.transaction(), conn.cursor(name="chmgr_load", binary=True) as cursor:
-        await cursor.execute(query, params)
+    async with conn.transaction(), conn.cursor(name="chmgr_load") as cursor:
+        await cursor.execute(query)
         while batch := await cursor.fetchmany(FETCH_ROWS):
             yield batch
 
 
-async def load_orders(conn: Connection, names: AccountNames, strings: dict[str, str] | None = None) -> list[Order]:
+async def load_orders(conn: Connection, names: AccountNames, shared: r.Interner | None = None) -> list[Order]:
     """Return every stored raw order version (one per id: the newest).
 
-    ``strings`` shares equal strings (ids, symbols, sides, statuses) between the values loaded
-    with it: one object per distinct string, however many orders and fills repeat it.
+    ``shared`` makes equal strings and numbers one object across what is loaded with it.
     """
-    shared: dict[str, str] = {} if strings is None else strings
+    interner = r.Interner() if shared is None else shared
     query = sql.SQL("SELECT {c} FROM {t} ORDER BY created_at, id").format(c=_ORDER_SELECT, t=names.raw_orders.ident)
     orders: list[Order] = []
     async for batch in _stream(conn, query):
-        orders.extend(r.order_from_tuple(row, shared) for row in batch)
+        orders.extend(r.order_from_tuple(row, interner) for row in batch)
     return orders
 
 
-async def load_fills_and_busted(conn: Connection, names: AccountNames, strings: dict[str, str] | None = None
+async def load_fills_and_busted(conn: Connection, names: AccountNames, shared: r.Interner | None = None
                                 ) -> tuple[list[Fill], set[str]]:
     """Return the fills of every stored ``FILL`` activity without the busted ones, and the busted keys.
 
     Same rules as ``split_busted`` over ``load_fill_activities``, read straight from the rows:
     incomplete rows are skipped; a row the broker ``canceled`` busts every row of its key (SPEC §8).
     """
-    shared: dict[str, str] = {} if strings is None else strings
+    interner = r.Interner() if shared is None else shared
     query = sql.SQL("SELECT {c} FROM {t} WHERE activity_type = 'FILL' ORDER BY transaction_time, id").format(
         c=_FILL_SELECT, t=names.raw_activities.ident)  # fmt: skip
     fills: list[Fill] = []
     busted: set[str] = set()
     async for batch in _stream(conn, query):
         for row in batch:
-            fill = r.fill_from_tuple(row, shared)
+            fill = r.fill_from_tuple(row, interner)
             if fill is None:
                 continue
             if row[-1]:
@@ -127,6 +127,14 @@ async def load_fills_and_busted(conn: Connection, names: AccountNames, strings: 
             else:
                 fills.append(fill)
     return ([fill for fill in fills if fill.key not in busted] if busted else fills), busted
+
+
+async def load_start(conn: Connection, names: AccountNames) -> tuple[list[Order], list[Fill], set[str]]:
+    """Return one account's stored orders, fills (busts left out) and busted keys, sharing equal values."""
+    shared = r.Interner()
+    orders = await load_orders(conn, names, shared)
+    fills, busted = await load_fills_and_busted(conn, names, shared)
+    return orders, fills, busted
 
 
 async def load_activities(conn: Connection, names: AccountNames, types: tuple[str, ...] = ("FILL",)
@@ -189,9 +197,8 @@ async def load_actions(conn: Connection, names: AccountNames) -> list[CorporateA
 
 async def load_history(conn: Connection, names: AccountNames) -> tuple[list[Order], list[Fill]]:
     """Return the stored orders and fills of one account (what a ledger rebuild needs)."""
-    strings: dict[str, str] = {}
-    orders = await load_orders(conn, names, strings)
-    return orders, (await load_fills_and_busted(conn, names, strings))[0]
+    orders, fills, _ = await load_start(conn, names)
+    return orders, fills
 
 
 def is_json_object(payload: str) -> bool:

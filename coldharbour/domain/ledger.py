@@ -113,14 +113,17 @@ class SymbolState:
 class Ledger:
     """Open lots, closed slices and per-symbol state of one account (mutable, by ``apply``)."""
 
-    __slots__ = ("dep_index", "lots", "pending", "seen", "slices", "symbols", "version")
+    __slots__ = ("dep_index", "lots", "pending", "seen", "slices", "symbol_sets", "symbols", "version")
 
     def __init__(self) -> None:
         self.lots: dict[str, Lot] = {}
         self.slices: dict[SliceKey, ClosedSlice] = {}
         self.symbols: dict[str, SymbolState] = {}
         self.seen: set[str] = set()  # fill keys applied (idempotence)
-        self.dep_index: dict[str, set[str]] = {}  # order id → symbols of open cycles
+        # order id → symbols of open cycles; the values are shared immutable sets (one per symbol
+        # for the usual single symbol, from ``symbol_sets``), not one set per order.
+        self.dep_index: dict[str, frozenset[str]] = {}
+        self.symbol_sets: dict[str, frozenset[str]] = {}
         self.pending: dict[str, set[str]] = {}  # unknown order id → symbols of closed cycles
         self.version = 0
 
@@ -354,8 +357,16 @@ class _SymView:
         self._commit_indexes(ledger)
 
     def _commit_indexes(self, ledger: Ledger) -> None:
+        alone = ledger.symbol_sets.get(self.symbol)
+        if alone is None:
+            alone = ledger.symbol_sets[self.symbol] = frozenset((self.symbol,))
+        index = ledger.dep_index
         for dep in self.deps:
-            ledger.dep_index.setdefault(dep, set()).add(self.symbol)
+            found = index.get(dep)
+            if found is None:
+                index[dep] = alone
+            elif self.symbol not in found:
+                index[dep] = found | alone
         if self.clear_pending:
             for symbols in ledger.pending.values():
                 symbols.discard(self.symbol)
@@ -363,13 +374,14 @@ class _SymView:
             ledger.pending.setdefault(order_id, set()).add(self.symbol)
 
 
-def _unindex(index: dict[str, set[str]], ids: Iterable[str], symbol: str) -> None:
+def _unindex(index: dict[str, frozenset[str]], ids: Iterable[str], symbol: str) -> None:
     for order_id in ids:
         symbols = index.get(order_id)
-        if symbols is not None:
-            symbols.discard(symbol)
-            if not symbols:
+        if symbols is not None and symbol in symbols:
+            if len(symbols) == 1:
                 del index[order_id]
+            else:
+                index[order_id] = symbols - {symbol}
 
 
 class _Work:
