@@ -300,8 +300,9 @@ class _SymView:
         return self.slice_keys | (base.slice_keys if base is not None else set())
 
     def cycle_unknown(self) -> set[str]:
+        """Return the current cycle's unknown ids (read only: may be this layer's own set)."""
         base = self._live()
-        return self.unknown | (base.unknown if base is not None else set())
+        return self.unknown | base.unknown if base is not None and base.unknown else self.unknown
 
     def record(self, fill: Fill, chain: ChainInfo, sort_key: SortKey) -> None:
         self.fills.append(fill)
@@ -449,7 +450,9 @@ def _step(work: _Work, view: _SymView, fill: Fill, chain: ChainInfo, sort_key: S
         fifo_pnl = _fifo_close(view, closing, fill.price, 1 if net > 0 else -1)
         touched = _close_lots(work, view, fill, closing, chain)
         _add_exit_totals(work, view, fill.order_id, fifo_pnl, closing, touched)
-    opening = fill.qty - closing
+    # Nothing closed: the fill's own quantity object (``- 0`` would be an equal new one; only a
+    # positive exponent, never stored, changes its form).
+    opening = fill.qty if not closing and fill.qty.same_quantum(ZERO) else fill.qty - closing
     if opening:
         view.fifo_local.append(FifoEntry(qty=opening, price=fill.price))
         _open_lot(work, view, fill, opening, chain)
@@ -457,9 +460,11 @@ def _step(work: _Work, view: _SymView, fill: Fill, chain: ChainInfo, sort_key: S
     view.record(fill, chain, sort_key)
     work.seen.add(sort_key[1])
     if view.net == 0:
-        if view.lot_ids():
+        if view.first_lot() is not None:
             raise LedgerInvariantError(f"{fill.symbol}: flat with open lots {view.lot_ids()}")
-        view.closed_unknown |= view.cycle_unknown()
+        unknown = view.cycle_unknown()
+        if unknown:
+            view.closed_unknown |= unknown
         view.drop_cycle(sort_key)
 
 
@@ -690,17 +695,26 @@ def apply_delta(ledger: Ledger, delta: LedgerDelta) -> None:
     ledger.version += 1
 
 
-def rebuild(orders: Iterable[Order] | OrderBook, fills: Iterable[Fill],
+def rebuild(orders: Iterable[Order] | OrderBook, fills: Iterable[Fill] | Mapping[str, Fill],
             actions: Iterable[CorporateAction] = ()) -> Ledger:
     """Return the ledger rebuilt from the full history (the reference for incremental use).
 
+    ``fills`` may be a mapping by ``Fill.key`` (how ``AccountMirror`` holds them): its keys are
+    used as they are (not computed again, and the ledger's ``seen`` shares the strings).
     ``actions`` (corporate actions, SPEC §8) rewrite the history first (``adjusted_history``).
     """
     book = orders if isinstance(orders, OrderBook) else OrderBook(orders)
     ledger = Ledger()
-    history = adjusted_history(fills, actions)[0] if actions else fills
+    keyed: Iterable[tuple[SortKey, Fill]]
+    if actions:
+        history = adjusted_history(fills.values() if isinstance(fills, Mapping) else fills, actions)[0]
+        keyed = ((f.sort_key, f) for f in history)
+    elif isinstance(fills, Mapping):
+        keyed = (((f.ts, key), f) for key, f in fills.items())
+    else:
+        keyed = ((f.sort_key, f) for f in fills)
     work = _Work(ledger, book)
-    for sort_key, fill in sorted(((f.sort_key, f) for f in history), key=_first):
+    for sort_key, fill in sorted(keyed, key=_first):
         _plan_one(work, fill, sort_key)
     apply_delta(ledger, work.finish())
     return ledger

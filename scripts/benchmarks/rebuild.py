@@ -29,7 +29,7 @@ async def main():
         started = time.perf_counter()
         orders, fills = await loads.load_history(conn, names)
         loaded = time.perf_counter()
-    ledger = rebuild(OrderBook(orders), {fill.key: fill for fill in fills}.values())
+    ledger = rebuild(OrderBook(orders), {fill.key: fill for fill in fills})
     done = time.perf_counter()
     hwm = [l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:")][0]
     print(json.dumps({"total_s": done - started, "load_s": loaded - started, "rebuild_s": done - loaded,
