@@ -716,7 +716,13 @@ def rebuild(orders: Iterable[Order] | OrderBook, fills: Iterable[Fill] | Mapping
     work = _Work(ledger, book)
     for sort_key, fill in sorted(keyed, key=_first):
         _plan_one(work, fill, sort_key)
-    apply_delta(ledger, work.finish())
+    # ``apply_delta(ledger, work.finish())`` on an empty ledger, without the delta's copies.
+    ledger.lots.update((k, v) for k, v in work.lots.items() if v is not None)
+    ledger.slices.update((k, v) for k, v in work.slices.items() if v is not None)
+    ledger.seen = work.seen
+    for view in work.views.values():
+        view.commit(ledger)
+    ledger.version += 1
     return ledger
 
 
