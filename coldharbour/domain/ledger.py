@@ -548,12 +548,8 @@ def _touch_slice(work: _Work, view: _SymView, lot: Lot, fill: Fill, qty: Decimal
         previous = _replace(previous, fifo_carry=previous.pnl_cash_fifo, fifo_qty=ZERO)
     view.slice_keys.add(key)
     if previous is None:
-        previous = ClosedSlice(
-            entry_lot_id=lot.parent_id, exit_order_id=fill.order_id, exit_parent_id=None,
-            symbol=lot.symbol, side=lot.side, qty=ZERO, entry_time=lot.filled_at,
-            entry_price=ZERO, exit_time=fill.ts, exit_price=ZERO, exit_type="MANUAL",
-            pnl_cash=ZERO, pnl_cash_fifo=ZERO, diff_pnl=ZERO, pnl_pct=ZERO, return_pct=ZERO,
-            duration_sec=0, entry_value=ZERO, exit_value=ZERO, fifo_qty=ZERO)
+        work.slices[key] = _new_slice(lot, fill, qty, chain)
+        return
     total = previous.qty + qty
     exit_value = previous.exit_value + qty * fill.price
     entry_time = min(previous.entry_time, lot.filled_at)
@@ -565,6 +561,26 @@ def _touch_slice(work: _Work, view: _SymView, lot: Lot, fill: Fill, qty: Decimal
         duration_sec=(exit_time - entry_time) // NS_PER_SECOND,
         fifo_qty=previous.fifo_qty + qty, open_qty=previous.open_qty + qty, is_final=False,
     ), lot.avg_fill)
+
+
+def _new_slice(lot: Lot, fill: Fill, qty: Decimal, chain: ChainInfo) -> ClosedSlice:
+    """Return the first slice of (lot, exit): what ``_priced`` of the accumulation below gives from
+    an all-zero slice, the same operations in one value (the usual case, once per exit)."""
+    total = ZERO + qty  # qty, fifo_qty and open_qty: equal values, one object
+    exit_value = ZERO + qty * fill.price
+    entry_value = ZERO + total * lot.avg_fill
+    pnl_cash = side_sign(lot.side) * (exit_value - entry_value)
+    pct = HUNDRED * pnl_cash / entry_value
+    return ClosedSlice(
+        entry_lot_id=lot.parent_id, exit_order_id=fill.order_id,
+        exit_parent_id=chain.root if chain.root != fill.order_id else None, symbol=lot.symbol, side=lot.side,
+        qty=total, entry_time=lot.filled_at, entry_price=entry_value / total, exit_time=fill.ts,
+        exit_price=exit_value / total,
+        exit_type="CORPORATE" if is_corporate(fill) else _exit_type(lot.parent_id, chain), pnl_cash=pnl_cash,
+        pnl_cash_fifo=ZERO, diff_pnl=pnl_cash - ZERO, pnl_pct=pct, return_pct=pct,
+        duration_sec=(fill.ts - lot.filled_at) // NS_PER_SECOND, entry_value=entry_value, exit_value=exit_value,
+        fifo_qty=total, open_qty=total,
+    )  # fmt: skip
 
 
 def _add_exit_totals(work: _Work, view: _SymView, order_id: str, pnl: Decimal, qty: Decimal,
