@@ -77,9 +77,9 @@ _FILL_SELECT: Final = sql.SQL(
     " (extract(epoch FROM transaction_time) * 1000000000)::int8,"
     " coalesce(execution_id::text, nullif(raw_json->>'execution_id', ''),"
     " nullif(regexp_replace(id, '^.*::', ''), ''), id),"
-    " CASE jsonb_typeof(raw_json->'cum_qty') WHEN 'string' THEN raw_json->>'cum_qty' END,"
-    " CASE WHEN jsonb_typeof(raw_json->'cum_qty') NOT IN ('string', 'null') THEN (raw_json->'cum_qty')::text END,"
-    " strpos(raw_json::text, '\"canceled\"') > 0 AND lower(coalesce(raw_json->>'status', '')) = 'canceled'"
+    " raw_json->>'cum_qty', jsonb_typeof(raw_json->'cum_qty') = 'string',"
+    # the status first: the whole document as text only for the rare canceled row
+    " lower(coalesce(raw_json->>'status', '')) = 'canceled' AND strpos(raw_json::text, '\"canceled\"') > 0"
 )
 FETCH_ROWS: Final = 10_000  # rows per round trip of the server-side cursor
 

@@ -350,18 +350,18 @@ def fill_from_activity(record: ActivityRecord) -> Fill | None:
 def fill_from_tuple(row: tuple[Any, ...], shared: Interner) -> Fill | None:
     """Return the fill of a row of ``db.loads``' fill SELECT (the ``raw_json`` fallbacks resolved by
     the server: the same fill as ``fill_from_activity``), None for an incomplete row."""
-    order_id, symbol, side, qty_text, price_text, ts, execution_id, cum_text, cum_json, _ = row
+    order_id, symbol, side, qty_text, price_text, ts, execution_id, cum_text, cum_is_text, _ = row
     if not (order_id and symbol and qty_text and price_text and side in ("buy", "sell", "sell_short")):
         return None
     qty, price = shared.number(qty_text), shared.number(price_text)
     if not (qty and price):
         return None
-    if cum_text:
-        cum_qty: Decimal | None = shared.normal(cum_text)
-    elif cum_json is not None:
-        cum_qty = normalize(Decimal(str(msgspec.json.decode(cum_json))))
-    else:
-        cum_qty = None
+    if cum_text is None or (cum_is_text and not cum_text):  # absent, JSON null or ""
+        cum_qty: Decimal | None = None
+    elif cum_is_text:
+        cum_qty = shared.normal(cum_text)
+    else:  # a JSON number (or worse): read as ``msgspec`` reads it, then as ``fill_from_activity`` does
+        cum_qty = normalize(Decimal(str(msgspec.json.decode(cum_text))))
     return Fill(
         order_id=shared.text(order_id), symbol=shared.text(symbol), side=cast(OrderSide, shared.text(side)),
         qty=abs(qty) if qty.is_signed() else qty, price=price, ts=micros(ts), execution_id=execution_id,
