@@ -1,8 +1,11 @@
 """``state``'s reads: what it loads at start-up and for the ledger check (read-only queries).
 
 Every function takes an open async connection (``state`` uses a read-only one) and returns
-domain values through the ``db.rows`` converters, the same ones the live path uses, so a
-ledger rebuilt from these rows equals the one ``state`` built incrementally.
+domain values through the ``db.rows`` converters, so a ledger rebuilt from these rows equals the
+one ``state`` built incrementally. The start-up load (``load_start``, ``load_history``) is the
+long one: a server-side cursor, conversions done by the server, rows straight into ``Order`` and
+``Fill`` with equal strings and numbers shared (``rows.Interner``); its tuple converters follow the
+record converters of the live path rule for rule (``tests/db/test_loads.py`` holds them equal).
 """
 
 from __future__ import annotations
@@ -84,6 +87,16 @@ _FILL_SELECT: Final = sql.SQL(
 FETCH_ROWS: Final = 10_000  # rows per round trip of the server-side cursor
 
 
+def history_queries(names: AccountNames) -> tuple[sql.Composed, sql.Composed]:
+    """Return the SELECTs of the start-up load: orders, then ``FILL`` activities (``scripts/bench``
+    also fetches them raw, beside its baseline)."""
+    return (
+        sql.SQL("SELECT {c} FROM {t} ORDER BY created_at, id").format(c=_ORDER_SELECT, t=names.raw_orders.ident),
+        sql.SQL("SELECT {c} FROM {t} WHERE activity_type = 'FILL' ORDER BY transaction_time, id").format(
+            c=_FILL_SELECT, t=names.raw_activities.ident),
+    )  # fmt: skip
+
+
 async def _stream(conn: Connection, query: sql.Composed) -> AsyncIterator[list[tuple[Any, ...]]]:
     """Yield the rows of ``query`` in batches from a server-side cursor (never all rows at once)."""
     async with conn.transaction(), conn.cursor(name="chmgr_load") as cursor:
@@ -98,9 +111,8 @@ async def load_orders(conn: Connection, names: AccountNames, shared: r.Interner 
     ``shared`` makes equal strings and numbers one object across what is loaded with it.
     """
     interner = r.Interner() if shared is None else shared
-    query = sql.SQL("SELECT {c} FROM {t} ORDER BY created_at, id").format(c=_ORDER_SELECT, t=names.raw_orders.ident)
     orders: list[Order] = []
-    async for batch in _stream(conn, query):
+    async for batch in _stream(conn, history_queries(names)[0]):
         orders.extend(r.order_from_tuple(row, interner) for row in batch)
     return orders
 
@@ -113,11 +125,9 @@ async def load_fills_and_busted(conn: Connection, names: AccountNames, shared: r
     incomplete rows are skipped; a row the broker ``canceled`` busts every row of its key (SPEC §8).
     """
     interner = r.Interner() if shared is None else shared
-    query = sql.SQL("SELECT {c} FROM {t} WHERE activity_type = 'FILL' ORDER BY transaction_time, id").format(
-        c=_FILL_SELECT, t=names.raw_activities.ident)  # fmt: skip
     fills: list[Fill] = []
     busted: set[str] = set()
-    async for batch in _stream(conn, query):
+    async for batch in _stream(conn, history_queries(names)[1]):
         for row in batch:
             fill = r.fill_from_tuple(row, interner)
             if fill is None:
