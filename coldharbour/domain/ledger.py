@@ -586,10 +586,12 @@ def _new_slice(lot: Lot, fill: Fill, qty: Decimal, chain: ChainInfo) -> ClosedSl
 def _add_exit_totals(work: _Work, view: _SymView, order_id: str, pnl: Decimal, qty: Decimal,
                      touched: Sequence[str]) -> None:
     totals = view.exit_totals(order_id)
-    if totals is None:
-        totals = ExitTotals(pnl=ZERO, qty=ZERO, lots=())
-    lots = totals.lots + tuple(i for i in dict.fromkeys(touched) if i not in totals.lots)
-    totals = ExitTotals(pnl=totals.pnl + pnl, qty=totals.qty + qty, lots=lots)
+    if totals is None:  # the exit's first fill (usual): the same sums from zero
+        lots = tuple(touched) if len(touched) == 1 else tuple(dict.fromkeys(touched))
+        totals = ExitTotals(pnl=ZERO + pnl, qty=ZERO + qty, lots=lots)
+    else:
+        lots = totals.lots + tuple(i for i in dict.fromkeys(touched) if i not in totals.lots)
+        totals = ExitTotals(pnl=totals.pnl + pnl, qty=totals.qty + qty, lots=lots)
     view.exits[order_id] = totals
     for lot_id in totals.lots:  # every slice of this exit gets its share of the FIFO P&L
         key = (lot_id, order_id)
@@ -659,11 +661,17 @@ def _first(pair: tuple[SortKey, Fill]) -> SortKey:
     return pair[0]
 
 
+_SIDES: Final = frozenset(("buy", "sell", "sell_short"))
+
+
 def _plan_one(work: _Work, fill: Fill, sort_key: SortKey | None = None) -> None:
-    rejection = _rejection(fill)
-    if rejection is not None:
-        work.rejections.append(rejection)
-        return
+    qty, price = fill.qty, fill.price
+    if not (qty.is_finite() and qty > 0 and price.is_finite() and price > 0 and fill.side in _SIDES
+            and fill.symbol):
+        rejection = _rejection(fill)
+        if rejection is not None:
+            work.rejections.append(rejection)
+            return
     if sort_key is None:
         sort_key = fill.sort_key
     if work.is_seen(sort_key[1]):
