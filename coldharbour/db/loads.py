@@ -10,6 +10,7 @@ record converters of the live path rule for rule (``tests/db/test_loads.py`` hol
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any, Final
@@ -98,11 +99,22 @@ def history_queries(names: AccountNames) -> tuple[sql.Composed, sql.Composed]:
 
 
 async def _stream(conn: Connection, query: sql.Composed) -> AsyncIterator[list[tuple[Any, ...]]]:
-    """Yield the rows of ``query`` in batches from a server-side cursor (never all rows at once)."""
+    """Yield the rows of ``query`` in batches from a server-side cursor (never all rows at once).
+
+    The next ``FETCH`` is sent before a batch is handed over: the server prepares it while the
+    caller converts this one (either alone left half the start-up load waiting on the other).
+    """
     async with conn.transaction(), conn.cursor(name="chmgr_load") as cursor:
         await cursor.execute(query)
-        while batch := await cursor.fetchmany(FETCH_ROWS):
-            yield batch
+        pending = asyncio.ensure_future(cursor.fetchmany(FETCH_ROWS))
+        try:
+            while batch := await pending:
+                pending = asyncio.ensure_future(cursor.fetchmany(FETCH_ROWS))
+                await asyncio.sleep(0)  # the task runs up to its wait for the reply: the FETCH is sent
+                yield batch
+        finally:
+            if not pending.done():
+                await asyncio.wait([pending])  # the connection must finish the FETCH before the cursor closes
 
 
 async def load_orders(conn: Connection, names: AccountNames, shared: r.Interner | None = None) -> list[Order]:
