@@ -165,3 +165,22 @@ async def test_start_load_reads_orders_as_the_row_converter_does(migrated_dsn: A
 
     assert {o.id: o for o in stored} == {o.id: o for o in live}
     assert {o.id: o.legs for o in stored}[parent] == (tp, sl)
+
+
+async def test_start_load_reads_every_batch_of_the_cursor_in_order(migrated_dsn: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of 2 rows (the next FETCH in flight while one converts): all 5 orders, oldest first."""
+    monkeypatch.setattr(loads, "FETCH_ROWS", 2)
+    names = account_names(make_settings(migrated_dsn), "demo")
+    orders = [rows.canonical_order(Order(id=str(uuid.uuid4()), symbol=f"S{n}", side="buy", order_type="market",
+                                         status="filled", created_at=T0 + n * 1000, updated_at=T0 + n * 1000))
+              for n in range(5)]
+    writer = Writer(make_settings(migrated_dsn))
+    await writer.connect()
+    await writer.commit([ch.RawOrders(names.slug, tuple(rows.order_values(o, "{}") for o in reversed(orders)))], T0)
+    await writer.close()
+
+    async with await psycopg.AsyncConnection.connect(migrated_dsn.reveal(), autocommit=True) as conn:
+        stored = await loads.load_orders(conn, names)
+
+    assert stored == orders
