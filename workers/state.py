@@ -151,10 +151,7 @@ async def _load(conn: loads.Connection, mirror: Mirror) -> None:
     """Take the stored state of every account and the last prices (start-up; reads only)."""
     mirror.marks.prices.update(await loads.load_marks(conn, mirror.shared))
     for slug, account in mirror.accounts.items():
-        strings: dict[str, str] = {}  # one object per distinct id/symbol across the account's orders and fills
-        orders = await loads.load_orders(conn, account.names, strings)
-        fills, busted = await loads.load_fills_and_busted(conn, account.names, strings)
-        del strings
+        orders, fills, busted = await loads.load_start(conn, account.names)
         account.load(orders, fills, await loads.load_open_rows(conn, account.names),
                      await loads.load_closed_keys(conn, account.names),
                      actions=await loads.load_actions(conn, account.names), busted=busted)

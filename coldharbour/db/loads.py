@@ -1,12 +1,16 @@
 """``state``'s reads: what it loads at start-up and for the ledger check (read-only queries).
 
 Every function takes an open async connection (``state`` uses a read-only one) and returns
-domain values through the ``db.rows`` converters, the same ones the live path uses, so a
-ledger rebuilt from these rows equals the one ``state`` built incrementally.
+domain values through the ``db.rows`` converters, so a ledger rebuilt from these rows equals the
+one ``state`` built incrementally. The start-up load (``load_start``, ``load_history``) is the
+long one: a server-side cursor, conversions done by the server, rows straight into ``Order`` and
+``Fill`` with equal strings and numbers shared (``rows.Interner``); its tuple converters follow the
+record converters of the live path rule for rule (``tests/db/test_loads.py`` holds them equal).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any, Final
@@ -56,70 +60,88 @@ def _ns(column: str) -> sql.Composable:
     return sql.SQL("(extract(epoch FROM {}) * 1000000000)::int8").format(sql.Identifier(column))
 
 
-# What a rebuild needs of a stored order, converted by the server: ids as text, times as UTC ns,
+# What a rebuild needs of a stored order, converted by the server: ids and numbers as text (one
+# ``Decimal`` per distinct text: ``rows.Interner``; text is also the fastest way psycopg reads them), times as UTC ns,
 # ``order_class`` out of ``raw_json`` (the broker's whole order is never parsed client-side), the
 # legs as JSON text (null for all but bracket/OTO/OCO parents). Read by ``rows.order_from_tuple``.
 _ORDER_SELECT: Final = sql.SQL(", ").join([
     sql.SQL("id::text"), *map(sql.Identifier, ("symbol", "side", "order_type", "status")), _ns("created_at"),
     sql.SQL("(extract(epoch FROM coalesce(updated_at, created_at)) * 1000000000)::int8"),
     sql.SQL("raw_json->>'order_class'"),
-    *map(sql.Identifier, ("qty", "filled_qty", "filled_avg_price", "limit_price", "stop_price", "parent_id",
-                          "replaces", "replaced_by")),
+    *(sql.SQL("{}::text").format(sql.Identifier(c))
+      for c in ("qty", "filled_qty", "filled_avg_price", "limit_price", "stop_price")),
+    *map(sql.Identifier, ("parent_id", "replaces", "replaced_by")),
     sql.SQL("legs::text"), _ns("expires_at"), _ns("filled_at"), sql.Identifier("client_order_id"),
 ])  # fmt: skip
 # What a fill needs of a stored ``FILL`` activity, the ``raw_json`` fallbacks resolved by the
 # server (``rows.fill_from_activity``'s rules, column first): read by ``rows.fill_from_tuple``.
 _FILL_SELECT: Final = sql.SQL(
     "coalesce(order_id::text, nullif(raw_json->>'order_id', '')), symbol,"
-    " lower(coalesce(nullif(side, ''), nullif(raw_json->>'side', ''), '')), qty, price,"
+    " lower(coalesce(nullif(side, ''), nullif(raw_json->>'side', ''), '')), qty::text, price::text,"
     " (extract(epoch FROM transaction_time) * 1000000000)::int8,"
     " coalesce(execution_id::text, nullif(raw_json->>'execution_id', ''),"
     " nullif(regexp_replace(id, '^.*::', ''), ''), id),"
-    " CASE jsonb_typeof(raw_json->'cum_qty') WHEN 'string' THEN raw_json->>'cum_qty' END,"
-    " CASE WHEN jsonb_typeof(raw_json->'cum_qty') NOT IN ('string', 'null') THEN (raw_json->'cum_qty')::text END,"
-    " strpos(raw_json::text, '\"canceled\"') > 0 AND lower(coalesce(raw_json->>'status', '')) = 'canceled'"
+    " raw_json->>'cum_qty', jsonb_typeof(raw_json->'cum_qty') = 'string',"
+    # the status first: the whole document as text only for the rare canceled row
+    " lower(coalesce(raw_json->>'status', '')) = 'canceled' AND strpos(raw_json::text, '\"canceled\"') > 0"
 )
 FETCH_ROWS: Final = 10_000  # rows per round trip of the server-side cursor
 
 
-async def _stream(conn: Connection, query: sql.Composed, params: tuple[object, ...] = ()
-                  ) -> AsyncIterator[list[tuple[Any, ...]]]:
-    """Yield the rows of ``query`` in batches from a server-side cursor (never all rows at once)."""
-    async with conn.transaction(), conn.cursor(name="chmgr_load", binary=True) as cursor:
-        await cursor.execute(query, params)
-        while batch := await cursor.fetchmany(FETCH_ROWS):
-            yield batch
+def history_queries(names: AccountNames) -> tuple[sql.Composed, sql.Composed]:
+    """Return the SELECTs of the start-up load: orders, then ``FILL`` activities (``scripts/bench``
+    also fetches them raw, beside its baseline)."""
+    return (
+        sql.SQL("SELECT {c} FROM {t} ORDER BY created_at, id").format(c=_ORDER_SELECT, t=names.raw_orders.ident),
+        sql.SQL("SELECT {c} FROM {t} WHERE activity_type = 'FILL' ORDER BY transaction_time, id").format(
+            c=_FILL_SELECT, t=names.raw_activities.ident),
+    )  # fmt: skip
 
 
-async def load_orders(conn: Connection, names: AccountNames, strings: dict[str, str] | None = None) -> list[Order]:
+async def _stream(conn: Connection, query: sql.Composed) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """Yield the rows of ``query`` in batches from a server-side cursor (never all rows at once).
+
+    The next ``FETCH`` is sent before a batch is handed over: the server prepares it while the
+    caller converts this one (either alone left half the start-up load waiting on the other).
+    """
+    async with conn.transaction(), conn.cursor(name="chmgr_load") as cursor:
+        await cursor.execute(query)
+        pending = asyncio.ensure_future(cursor.fetchmany(FETCH_ROWS))
+        try:
+            while batch := await pending:
+                pending = asyncio.ensure_future(cursor.fetchmany(FETCH_ROWS))
+                await asyncio.sleep(0)  # the task runs up to its wait for the reply: the FETCH is sent
+                yield batch
+        finally:
+            if not pending.done():
+                await asyncio.wait([pending])  # the connection must finish the FETCH before the cursor closes
+
+
+async def load_orders(conn: Connection, names: AccountNames, shared: r.Interner | None = None) -> list[Order]:
     """Return every stored raw order version (one per id: the newest).
 
-    ``strings`` shares equal strings (ids, symbols, sides, statuses) between the values loaded
-    with it: one object per distinct string, however many orders and fills repeat it.
+    ``shared`` makes equal strings and numbers one object across what is loaded with it.
     """
-    shared: dict[str, str] = {} if strings is None else strings
-    query = sql.SQL("SELECT {c} FROM {t} ORDER BY created_at, id").format(c=_ORDER_SELECT, t=names.raw_orders.ident)
+    interner = r.Interner() if shared is None else shared
     orders: list[Order] = []
-    async for batch in _stream(conn, query):
-        orders.extend(r.order_from_tuple(row, shared) for row in batch)
+    async for batch in _stream(conn, history_queries(names)[0]):
+        orders.extend(r.order_from_tuple(row, interner) for row in batch)
     return orders
 
 
-async def load_fills_and_busted(conn: Connection, names: AccountNames, strings: dict[str, str] | None = None
+async def load_fills_and_busted(conn: Connection, names: AccountNames, shared: r.Interner | None = None
                                 ) -> tuple[list[Fill], set[str]]:
     """Return the fills of every stored ``FILL`` activity without the busted ones, and the busted keys.
 
     Same rules as ``split_busted`` over ``load_fill_activities``, read straight from the rows:
     incomplete rows are skipped; a row the broker ``canceled`` busts every row of its key (SPEC §8).
     """
-    shared: dict[str, str] = {} if strings is None else strings
-    query = sql.SQL("SELECT {c} FROM {t} WHERE activity_type = 'FILL' ORDER BY transaction_time, id").format(
-        c=_FILL_SELECT, t=names.raw_activities.ident)  # fmt: skip
+    interner = r.Interner() if shared is None else shared
     fills: list[Fill] = []
     busted: set[str] = set()
-    async for batch in _stream(conn, query):
+    async for batch in _stream(conn, history_queries(names)[1]):
         for row in batch:
-            fill = r.fill_from_tuple(row, shared)
+            fill = r.fill_from_tuple(row, interner)
             if fill is None:
                 continue
             if row[-1]:
@@ -127,6 +149,14 @@ async def load_fills_and_busted(conn: Connection, names: AccountNames, strings: 
             else:
                 fills.append(fill)
     return ([fill for fill in fills if fill.key not in busted] if busted else fills), busted
+
+
+async def load_start(conn: Connection, names: AccountNames) -> tuple[list[Order], list[Fill], set[str]]:
+    """Return one account's stored orders, fills (busts left out) and busted keys, sharing equal values."""
+    shared = r.Interner()
+    orders = await load_orders(conn, names, shared)
+    fills, busted = await load_fills_and_busted(conn, names, shared)
+    return orders, fills, busted
 
 
 async def load_activities(conn: Connection, names: AccountNames, types: tuple[str, ...] = ("FILL",)
@@ -189,9 +219,8 @@ async def load_actions(conn: Connection, names: AccountNames) -> list[CorporateA
 
 async def load_history(conn: Connection, names: AccountNames) -> tuple[list[Order], list[Fill]]:
     """Return the stored orders and fills of one account (what a ledger rebuild needs)."""
-    strings: dict[str, str] = {}
-    orders = await load_orders(conn, names, strings)
-    return orders, (await load_fills_and_busted(conn, names, strings))[0]
+    orders, fills, _ = await load_start(conn, names)
+    return orders, fills
 
 
 def is_json_object(payload: str) -> bool:

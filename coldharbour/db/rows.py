@@ -242,23 +242,57 @@ def order_from_values(values: Mapping[str, Any]) -> Order:
     )  # fmt: skip
 
 
-def order_from_tuple(row: tuple[Any, ...], strings: dict[str, str]) -> Order:
-    """Return the ``Order`` of a row of ``db.loads``' order SELECT (server-converted; same result as
-    ``order_from_values``). Equal strings come out as one object through ``strings``."""
+class Interner:
+    """One object per distinct string and per distinct number text across a start-up load.
+
+    A history repeats its symbols, order ids (an order and its fills), sides, statuses and most
+    quantities and prices: shared, they cost one object each instead of one per value. The
+    converters below call ``strings.setdefault(s, s)`` and ``numbers.get(t) or number(t)``
+    inline (a method call per value was a quarter of the load).
+    """
+
+    __slots__ = ("normals", "numbers", "strings")
+
+    def __init__(self) -> None:
+        self.strings: dict[str, str] = {}
+        self.numbers: dict[str, Decimal] = {}
+        self.normals: dict[str, Decimal] = {}
+
+    def number(self, text: str) -> Decimal:
+        """Return ``Decimal(text)`` (one object per distinct text: equal text, equal value and form)."""
+        found = self.numbers.get(text)
+        if found is None:
+            found = self.numbers[text] = Decimal(text)
+        return found
+
+    def normal(self, text: str) -> Decimal:
+        """Return ``normalize(Decimal(text))``, shared like ``number``."""
+        found = self.normals.get(text)
+        if found is None:
+            found = self.normals[text] = normalize(Decimal(text))
+        return found
+
+
+def order_from_tuple(row: tuple[Any, ...], shared: Interner) -> Order:
+    """Return the ``Order`` of a row of ``db.loads``' order SELECT (server-converted: the same
+    order as ``order_from_values`` of the whole row)."""
     (order_id, symbol, side, order_type, status, created_at, updated_at, order_class, qty, filled_qty,
      filled_avg_price, limit_price, stop_price, parent_id, replaces, replaced_by, legs, expires_at, filled_at,
      client_order_id) = row  # fmt: skip
-    share = strings.setdefault
+    text, known, number = shared.strings.setdefault, shared.numbers.get, shared.number
     return Order(
-        id=share(order_id, order_id), symbol=share(symbol, symbol), side=cast(OrderSide, share(side, side)),
-        order_type=share(order_type, order_type), status=share(status, status), created_at=created_at,
-        updated_at=updated_at, order_class=share(order_class, order_class) if order_class else "simple", qty=qty,
-        filled_qty=filled_qty if filled_qty is not None else ZERO, filled_avg_price=filled_avg_price,
-        limit_price=limit_price, stop_price=stop_price,
-        parent_id=None if parent_id is None else share(parent_id, parent_id),
-        replaces=None if replaces is None else share(replaces, replaces),
-        replaced_by=None if replaced_by is None else share(replaced_by, replaced_by),
-        legs=() if legs is None else tuple(share(i, i) for i in _leg_ids(msgspec.json.decode(legs))),
+        id=text(order_id, order_id), symbol=text(symbol, symbol), side=cast(OrderSide, text(side, side)),
+        order_type=text(order_type, order_type), status=text(status, status), created_at=created_at,
+        updated_at=updated_at, order_class=text(order_class, order_class) if order_class else "simple",
+        qty=None if qty is None else known(qty) or number(qty),
+        filled_qty=ZERO if filled_qty is None else known(filled_qty) or number(filled_qty),
+        filled_avg_price=None if filled_avg_price is None else known(filled_avg_price) or number(filled_avg_price),
+        limit_price=None if limit_price is None else known(limit_price) or number(limit_price),
+        stop_price=None if stop_price is None else known(stop_price) or number(stop_price),
+        parent_id=None if parent_id is None else text(parent_id, parent_id),
+        replaces=None if replaces is None else text(replaces, replaces),
+        replaced_by=None if replaced_by is None else text(replaced_by, replaced_by),
+        legs=() if legs is None else tuple(text(i, i) for i in _leg_ids(msgspec.json.decode(legs))),
         expires_at=expires_at, filled_at=filled_at, client_order_id=client_order_id or "",
     )  # fmt: skip
 
@@ -315,22 +349,26 @@ def fill_from_activity(record: ActivityRecord) -> Fill | None:
     )  # fmt: skip
 
 
-def fill_from_tuple(row: tuple[Any, ...], strings: dict[str, str]) -> Fill | None:
+def fill_from_tuple(row: tuple[Any, ...], shared: Interner) -> Fill | None:
     """Return the fill of a row of ``db.loads``' fill SELECT (the ``raw_json`` fallbacks resolved by
-    the server; same result as ``fill_from_activity``), None for an incomplete row."""
-    order_id, symbol, side, qty, price, ts, execution_id, cum_text, cum_json, _ = row
-    if not (order_id and symbol and qty and price and side in ("buy", "sell", "sell_short")):
+    the server: the same fill as ``fill_from_activity``), None for an incomplete row."""
+    order_id, symbol, side, qty_text, price_text, ts, execution_id, cum_text, cum_is_text, _ = row
+    if not (order_id and symbol and qty_text and price_text and side in ("buy", "sell", "sell_short")):
         return None
-    share = strings.setdefault
-    if cum_text:
-        cum_qty: Decimal | None = normalize(Decimal(cum_text))
-    elif cum_json is not None:
-        cum_qty = normalize(Decimal(str(msgspec.json.decode(cum_json))))
-    else:
-        cum_qty = None
+    text, known, number = shared.strings.setdefault, shared.numbers.get, shared.number
+    qty, price = known(qty_text) or number(qty_text), known(price_text) or number(price_text)
+    if not (qty and price):
+        return None
+    if cum_text is None or (cum_is_text and not cum_text):  # absent, JSON null or ""
+        cum_qty: Decimal | None = None
+    elif cum_is_text:
+        cum_qty = shared.normals.get(cum_text) or shared.normal(cum_text)
+    else:  # a JSON number (or worse): read as ``msgspec`` reads it, then as ``fill_from_activity`` does
+        cum_qty = normalize(Decimal(str(msgspec.json.decode(cum_text))))
     return Fill(
-        order_id=share(order_id, order_id), symbol=share(symbol, symbol), side=cast(OrderSide, share(side, side)),
-        qty=abs(qty), price=price, ts=micros(ts), execution_id=execution_id, cum_qty=cum_qty,
+        order_id=text(order_id, order_id), symbol=text(symbol, symbol), side=cast(OrderSide, text(side, side)),
+        qty=abs(qty) if qty.is_signed() else qty, price=price, ts=micros(ts), execution_id=execution_id,
+        cum_qty=cum_qty,
     )  # fmt: skip
 
 

@@ -113,14 +113,17 @@ class SymbolState:
 class Ledger:
     """Open lots, closed slices and per-symbol state of one account (mutable, by ``apply``)."""
 
-    __slots__ = ("dep_index", "lots", "pending", "seen", "slices", "symbols", "version")
+    __slots__ = ("dep_index", "lots", "pending", "seen", "slices", "symbol_sets", "symbols", "version")
 
     def __init__(self) -> None:
         self.lots: dict[str, Lot] = {}
         self.slices: dict[SliceKey, ClosedSlice] = {}
         self.symbols: dict[str, SymbolState] = {}
         self.seen: set[str] = set()  # fill keys applied (idempotence)
-        self.dep_index: dict[str, set[str]] = {}  # order id → symbols of open cycles
+        # order id → symbols of open cycles; the values are shared immutable sets (one per symbol
+        # for the usual single symbol, from ``symbol_sets``), not one set per order.
+        self.dep_index: dict[str, frozenset[str]] = {}
+        self.symbol_sets: dict[str, frozenset[str]] = {}
         self.pending: dict[str, set[str]] = {}  # unknown order id → symbols of closed cycles
         self.version = 0
 
@@ -297,8 +300,9 @@ class _SymView:
         return self.slice_keys | (base.slice_keys if base is not None else set())
 
     def cycle_unknown(self) -> set[str]:
+        """Return the current cycle's unknown ids (read only: may be this layer's own set)."""
         base = self._live()
-        return self.unknown | (base.unknown if base is not None else set())
+        return self.unknown | base.unknown if base is not None and base.unknown else self.unknown
 
     def record(self, fill: Fill, chain: ChainInfo, sort_key: SortKey) -> None:
         self.fills.append(fill)
@@ -354,8 +358,16 @@ class _SymView:
         self._commit_indexes(ledger)
 
     def _commit_indexes(self, ledger: Ledger) -> None:
+        alone = ledger.symbol_sets.get(self.symbol)
+        if alone is None:
+            alone = ledger.symbol_sets[self.symbol] = frozenset((self.symbol,))
+        index = ledger.dep_index
         for dep in self.deps:
-            ledger.dep_index.setdefault(dep, set()).add(self.symbol)
+            found = index.get(dep)
+            if found is None:
+                index[dep] = alone
+            elif self.symbol not in found:
+                index[dep] = found | alone
         if self.clear_pending:
             for symbols in ledger.pending.values():
                 symbols.discard(self.symbol)
@@ -363,13 +375,14 @@ class _SymView:
             ledger.pending.setdefault(order_id, set()).add(self.symbol)
 
 
-def _unindex(index: dict[str, set[str]], ids: Iterable[str], symbol: str) -> None:
+def _unindex(index: dict[str, frozenset[str]], ids: Iterable[str], symbol: str) -> None:
     for order_id in ids:
         symbols = index.get(order_id)
-        if symbols is not None:
-            symbols.discard(symbol)
-            if not symbols:
+        if symbols is not None and symbol in symbols:
+            if len(symbols) == 1:
                 del index[order_id]
+            else:
+                index[order_id] = symbols - {symbol}
 
 
 class _Work:
@@ -437,7 +450,9 @@ def _step(work: _Work, view: _SymView, fill: Fill, chain: ChainInfo, sort_key: S
         fifo_pnl = _fifo_close(view, closing, fill.price, 1 if net > 0 else -1)
         touched = _close_lots(work, view, fill, closing, chain)
         _add_exit_totals(work, view, fill.order_id, fifo_pnl, closing, touched)
-    opening = fill.qty - closing
+    # Nothing closed: the fill's own quantity object (``- 0`` would be an equal new one; only a
+    # positive exponent, never stored, changes its form).
+    opening = fill.qty if not closing and fill.qty.same_quantum(ZERO) else fill.qty - closing
     if opening:
         view.fifo_local.append(FifoEntry(qty=opening, price=fill.price))
         _open_lot(work, view, fill, opening, chain)
@@ -445,9 +460,11 @@ def _step(work: _Work, view: _SymView, fill: Fill, chain: ChainInfo, sort_key: S
     view.record(fill, chain, sort_key)
     work.seen.add(sort_key[1])
     if view.net == 0:
-        if view.lot_ids():
+        if view.first_lot() is not None:
             raise LedgerInvariantError(f"{fill.symbol}: flat with open lots {view.lot_ids()}")
-        view.closed_unknown |= view.cycle_unknown()
+        unknown = view.cycle_unknown()
+        if unknown:
+            view.closed_unknown |= unknown
         view.drop_cycle(sort_key)
 
 
@@ -531,12 +548,8 @@ def _touch_slice(work: _Work, view: _SymView, lot: Lot, fill: Fill, qty: Decimal
         previous = _replace(previous, fifo_carry=previous.pnl_cash_fifo, fifo_qty=ZERO)
     view.slice_keys.add(key)
     if previous is None:
-        previous = ClosedSlice(
-            entry_lot_id=lot.parent_id, exit_order_id=fill.order_id, exit_parent_id=None,
-            symbol=lot.symbol, side=lot.side, qty=ZERO, entry_time=lot.filled_at,
-            entry_price=ZERO, exit_time=fill.ts, exit_price=ZERO, exit_type="MANUAL",
-            pnl_cash=ZERO, pnl_cash_fifo=ZERO, diff_pnl=ZERO, pnl_pct=ZERO, return_pct=ZERO,
-            duration_sec=0, entry_value=ZERO, exit_value=ZERO, fifo_qty=ZERO)
+        work.slices[key] = _new_slice(lot, fill, qty, chain)
+        return
     total = previous.qty + qty
     exit_value = previous.exit_value + qty * fill.price
     entry_time = min(previous.entry_time, lot.filled_at)
@@ -550,13 +563,35 @@ def _touch_slice(work: _Work, view: _SymView, lot: Lot, fill: Fill, qty: Decimal
     ), lot.avg_fill)
 
 
+def _new_slice(lot: Lot, fill: Fill, qty: Decimal, chain: ChainInfo) -> ClosedSlice:
+    """Return the first slice of (lot, exit): what ``_priced`` of the accumulation below gives from
+    an all-zero slice, the same operations in one value (the usual case, once per exit)."""
+    total = ZERO + qty  # qty, fifo_qty and open_qty: equal values, one object
+    exit_value = ZERO + qty * fill.price
+    entry_value = ZERO + total * lot.avg_fill
+    pnl_cash = side_sign(lot.side) * (exit_value - entry_value)
+    pct = HUNDRED * pnl_cash / entry_value
+    return ClosedSlice(
+        entry_lot_id=lot.parent_id, exit_order_id=fill.order_id,
+        exit_parent_id=chain.root if chain.root != fill.order_id else None, symbol=lot.symbol, side=lot.side,
+        qty=total, entry_time=lot.filled_at, entry_price=entry_value / total, exit_time=fill.ts,
+        exit_price=exit_value / total,
+        exit_type="CORPORATE" if is_corporate(fill) else _exit_type(lot.parent_id, chain), pnl_cash=pnl_cash,
+        pnl_cash_fifo=ZERO, diff_pnl=pnl_cash - ZERO, pnl_pct=pct, return_pct=pct,
+        duration_sec=(fill.ts - lot.filled_at) // NS_PER_SECOND, entry_value=entry_value, exit_value=exit_value,
+        fifo_qty=total, open_qty=total,
+    )  # fmt: skip
+
+
 def _add_exit_totals(work: _Work, view: _SymView, order_id: str, pnl: Decimal, qty: Decimal,
                      touched: Sequence[str]) -> None:
     totals = view.exit_totals(order_id)
-    if totals is None:
-        totals = ExitTotals(pnl=ZERO, qty=ZERO, lots=())
-    lots = totals.lots + tuple(i for i in dict.fromkeys(touched) if i not in totals.lots)
-    totals = ExitTotals(pnl=totals.pnl + pnl, qty=totals.qty + qty, lots=lots)
+    if totals is None:  # the exit's first fill (usual): the same sums from zero
+        lots = tuple(touched) if len(touched) == 1 else tuple(dict.fromkeys(touched))
+        totals = ExitTotals(pnl=ZERO + pnl, qty=ZERO + qty, lots=lots)
+    else:
+        lots = totals.lots + tuple(i for i in dict.fromkeys(touched) if i not in totals.lots)
+        totals = ExitTotals(pnl=totals.pnl + pnl, qty=totals.qty + qty, lots=lots)
     view.exits[order_id] = totals
     for lot_id in totals.lots:  # every slice of this exit gets its share of the FIFO P&L
         key = (lot_id, order_id)
@@ -626,11 +661,17 @@ def _first(pair: tuple[SortKey, Fill]) -> SortKey:
     return pair[0]
 
 
+_SIDES: Final = frozenset(("buy", "sell", "sell_short"))
+
+
 def _plan_one(work: _Work, fill: Fill, sort_key: SortKey | None = None) -> None:
-    rejection = _rejection(fill)
-    if rejection is not None:
-        work.rejections.append(rejection)
-        return
+    qty, price = fill.qty, fill.price
+    if not (qty.is_finite() and qty > 0 and price.is_finite() and price > 0 and fill.side in _SIDES
+            and fill.symbol):
+        rejection = _rejection(fill)
+        if rejection is not None:
+            work.rejections.append(rejection)
+            return
     if sort_key is None:
         sort_key = fill.sort_key
     if work.is_seen(sort_key[1]):
@@ -678,19 +719,34 @@ def apply_delta(ledger: Ledger, delta: LedgerDelta) -> None:
     ledger.version += 1
 
 
-def rebuild(orders: Iterable[Order] | OrderBook, fills: Iterable[Fill],
+def rebuild(orders: Iterable[Order] | OrderBook, fills: Iterable[Fill] | Mapping[str, Fill],
             actions: Iterable[CorporateAction] = ()) -> Ledger:
     """Return the ledger rebuilt from the full history (the reference for incremental use).
 
+    ``fills`` may be a mapping by ``Fill.key`` (how ``AccountMirror`` holds them): its keys are
+    used as they are (not computed again, and the ledger's ``seen`` shares the strings).
     ``actions`` (corporate actions, SPEC §8) rewrite the history first (``adjusted_history``).
     """
     book = orders if isinstance(orders, OrderBook) else OrderBook(orders)
     ledger = Ledger()
-    history = adjusted_history(fills, actions)[0] if actions else fills
+    keyed: Iterable[tuple[SortKey, Fill]]
+    if actions:
+        history = adjusted_history(fills.values() if isinstance(fills, Mapping) else fills, actions)[0]
+        keyed = ((f.sort_key, f) for f in history)
+    elif isinstance(fills, Mapping):
+        keyed = (((f.ts, key), f) for key, f in fills.items())
+    else:
+        keyed = ((f.sort_key, f) for f in fills)
     work = _Work(ledger, book)
-    for sort_key, fill in sorted(((f.sort_key, f) for f in history), key=_first):
+    for sort_key, fill in sorted(keyed, key=_first):
         _plan_one(work, fill, sort_key)
-    apply_delta(ledger, work.finish())
+    # ``apply_delta(ledger, work.finish())`` on an empty ledger, without the delta's copies.
+    ledger.lots.update((k, v) for k, v in work.lots.items() if v is not None)
+    ledger.slices.update((k, v) for k, v in work.slices.items() if v is not None)
+    ledger.seen = work.seen
+    for view in work.views.values():
+        view.commit(ledger)
+    ledger.version += 1
     return ledger
 
 

@@ -130,7 +130,8 @@ class AccountMirror:
         self.busted = set(busted)
         self.actions = {action.id: action for action in actions}
         self.fills = {fill.key: fill for fill in fills}
-        self.ledger = rebuild(self.book, remove_busted(self.fills.values(), self.busted), self.actions.values())
+        history = {k: f for k, f in self.fills.items() if k not in self.busted} if self.busted else self.fills
+        self.ledger = rebuild(self.book, history, self.actions.values())  # keyed: one key string per fill
         self.rows, self.pushed = dict(rows), dict(rows)
         for row in rows.values():
             self.wac.setdefault(row.symbol, row.avg_px_symbol)

@@ -85,7 +85,8 @@ def store(dsn: str, account: AccountNames, history: Iterator[tuple[Order, Fill]]
 
 
 def fetch_queries(account: AccountNames) -> list[str]:
-    """Return the SELECTs ``db.loads.load_history`` runs (same columns), as text for the raw baseline."""
+    """Return the SELECTs of the rebuild's raw baseline: every stored column the rebuild reads, in its
+    stored type (``order_class`` alone out of the order's ``raw_json``), as text."""
     order_cols = ", ".join("jsonb_build_object('order_class', raw_json->'order_class')" if c == "raw_json"
                            else f'"{c}"' for c in r.ORDER_COLUMNS)  # fmt: skip
     activity_cols = ", ".join(f'"{c}"::text' if c == "raw_json" else f'"{c}"' for c in r.ACTIVITY_COLUMNS)

@@ -2,7 +2,12 @@
 peak RSS, beside the raw fetch of the same rows with the GC off.
 
 The rebuild runs in a fresh process doing what ``state`` does at start-up (``Mirror.load``:
-``db.loads.load_history``, then ``domain.ledger.rebuild``), so its peak RSS (VmHWM) is its own.
+``db.loads.load_history``, then ``domain.ledger.rebuild`` of the fills keyed as the mirror holds
+them), so its peak RSS (VmHWM) is its own.
+
+The baseline is the raw fetch (psycopg's defaults, server-side cursor) of the stored columns the
+rebuild reads, in their stored types (``history.fetch_queries``). ``loader_fetch_s`` is the raw
+fetch of the loader's own SELECTs (the server converts times, ids and numbers there), for reference.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import subprocess
 import sys
 
+from coldharbour.db import loads
 from scripts.benchmarks import baselines, history, stack
 from scripts.benchmarks.report import emit, note
 
@@ -29,7 +35,7 @@ async def main():
         started = time.perf_counter()
         orders, fills = await loads.load_history(conn, names)
         loaded = time.perf_counter()
-    ledger = rebuild(OrderBook(orders), {fill.key: fill for fill in fills}.values())
+    ledger = rebuild(OrderBook(orders), {fill.key: fill for fill in fills})
     done = time.perf_counter()
     hwm = [l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:")][0]
     print(json.dumps({"total_s": done - started, "load_s": loaded - started, "rebuild_s": done - loaded,
@@ -49,8 +55,10 @@ def run(dsn: str, quick: bool) -> None:
         rows = history.store(dsn, account, history.round_trips(trips, 1000))
         note(f"rebuild_1m: raw fetch, then rebuild from {rows} rows")
         baseline = baselines.raw_fetch_s(dsn, history.fetch_queries(account))
+        loader_fetch = baselines.raw_fetch_s(dsn, [q.as_string() for q in loads.history_queries(account)])
         done = subprocess.run([sys.executable, "-c", REBUILD, dsn], env={**os.environ, **env}, capture_output=True,
                               text=True, check=True, timeout=600)  # fmt: skip
     result = json.loads(done.stdout.strip().splitlines()[-1])
     emit("rebuild_1m", result["total_s"], "s", baseline, rows=rows, load_s=result["load_s"],
-         rebuild_s=result["rebuild_s"], peak_rss_mb=result["peak_rss_mb"], slices=result["slices"])  # fmt: skip
+         rebuild_s=result["rebuild_s"], peak_rss_mb=result["peak_rss_mb"], slices=result["slices"],
+         loader_fetch_s=loader_fetch)  # fmt: skip

@@ -95,3 +95,92 @@ async def test_loads_leave_busted_fills_out_and_re_derive_corporate_actions(migr
     assert [f.key for f in fills] == [kept[1].key]
     assert busted == {gone[1].key}
     assert (action.type, action.symbol, action.ratio) == ("split", "AAPL", Decimal(2))
+
+
+async def test_start_load_reads_every_stored_form_as_the_record_converters_do(migrated_dsn: Any) -> None:
+    """The start-up load resolves ``raw_json`` fallbacks in SQL: each stored form must give the
+    fill (or the skip, or the bust) ``fill_from_activity``/``is_canceled`` give for the same row.
+    Rows follow Alpaca's FILL activity (https://docs.alpaca.markets/us/docs/account-activities.md:
+    ``id`` ``<stamp>::<uuid>``, ``order_id``, ``cum_qty`` and ``qty`` as strings, ``side``)."""
+    names = account_names(make_settings(migrated_dsn), "demo")
+    ids = [str(uuid.uuid4()) for _ in range(8)]
+
+    def record(n: int, raw: dict[str, object], **fields: Any) -> ActivityRecord:
+        base: dict[str, Any] = {"id": f"20240301103000{n:03d}::{ids[n]}", "activity_type": "FILL",
+                                "transaction_time": T0 + n * 1000, "symbol": "AAPL", "side": "buy",
+                                "qty": Decimal(2), "price": Decimal("10.5"), "order_id": ids[0]}
+        base.update(fields)
+        return ActivityRecord(**base, raw_json=msgspec.json.encode(raw).decode())
+
+    records = [
+        record(0, {"cum_qty": "2.00"}, execution_id=ids[1]),  # cum_qty normalized
+        record(1, {"cum_qty": 4.5, "side": "sell"}, side=None, qty=Decimal("-2.5")),  # JSON number, side from raw_json
+        record(2, {"execution_id": "exec-from-json", "order_id": "order-from-json"}, order_id=None),
+        record(3, {}),  # no cum_qty, no execution id: the part of the id after "::"
+        record(4, {"cum_qty": "1"}, price=None),  # incomplete: skipped
+        record(5, {"cum_qty": "3", "status": "CANCELED"}),  # no lower-case "canceled" text: not a bust
+        record(6, {"cum_qty": "7", "status": "canceled"}),  # a bust
+        record(7, {"cum_qty": ""}, side="SELL"),  # empty cum_qty, upper-case side
+    ]
+    writer = Writer(make_settings(migrated_dsn))
+    await writer.connect()
+    await writer.commit([ch.RawActivities(names.slug, tuple(rows.activity_values(r) for r in records))], T0)
+    await writer.close()
+
+    async with await psycopg.AsyncConnection.connect(migrated_dsn.reveal(), autocommit=True) as conn:
+        expected = loads.split_busted(await loads.load_fill_activities(conn, names))
+        found = await loads.load_fills_and_busted(conn, names)
+
+    assert found == expected
+    assert len(expected[0]) == 6
+    assert len(expected[1]) == 1
+    assert {f.key for f in found[0]} >= {f"{ids[0]}:2", f"{ids[0]}:4.5", "exec-from-json", ids[3]}
+
+
+async def test_start_load_reads_orders_as_the_row_converter_does(migrated_dsn: Any) -> None:
+    """Orders with legs, an ``order_class``, open times and a replacement read back equal to the
+    stored versions (the live path's ``canonical_order``)."""
+    names = account_names(make_settings(migrated_dsn), "demo")
+    parent, tp, sl, new_tp = (str(uuid.uuid4()) for _ in range(4))
+    orders = [
+        Order(id=parent, symbol="MSFT", side="buy", order_type="limit", status="filled", created_at=T0 + 123_456,
+              updated_at=T0 + 999, order_class="bracket", qty=Decimal("1.50"), filled_qty=Decimal("1.5"),
+              limit_price=Decimal("400.10"), legs=(tp, sl), filled_at=T0 + 2000, client_order_id="c-1"),
+        Order(id=tp, symbol="MSFT", side="sell", order_type="limit", status="replaced", created_at=T0 + 1,
+              updated_at=T0 + 2, order_class="bracket", qty=Decimal("1.5"), limit_price=Decimal(420),
+              parent_id=parent, replaced_by=new_tp, expires_at=T0 + 86_400 * NS_PER_SECOND),
+        Order(id=sl, symbol="MSFT", side="sell", order_type="stop", status="new", created_at=T0 + 1,
+              updated_at=T0 + 1, qty=Decimal("1.5"), stop_price=Decimal("390.5"), parent_id=parent),
+        Order(id=new_tp, symbol="MSFT", side="sell", order_type="limit", status="new", created_at=T0 + 3,
+              updated_at=T0 + 3, qty=Decimal("1.5"), limit_price=Decimal(425), replaces=tp),
+    ]
+    live = [rows.canonical_order(o) for o in orders]
+    writer = Writer(make_settings(migrated_dsn))
+    await writer.connect()
+    await writer.commit([ch.RawOrders(names.slug, tuple(rows.order_values(o, "{}") for o in live))], T0)
+    await writer.close()
+
+    async with await psycopg.AsyncConnection.connect(migrated_dsn.reveal(), autocommit=True) as conn:
+        stored = await loads.load_orders(conn, names)
+
+    assert {o.id: o for o in stored} == {o.id: o for o in live}
+    assert {o.id: o.legs for o in stored}[parent] == (tp, sl)
+
+
+async def test_start_load_reads_every_batch_of_the_cursor_in_order(migrated_dsn: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of 2 rows (the next FETCH in flight while one converts): all 5 orders, oldest first."""
+    monkeypatch.setattr(loads, "FETCH_ROWS", 2)
+    names = account_names(make_settings(migrated_dsn), "demo")
+    orders = [rows.canonical_order(Order(id=str(uuid.uuid4()), symbol=f"S{n}", side="buy", order_type="market",
+                                         status="filled", created_at=T0 + n * 1000, updated_at=T0 + n * 1000))
+              for n in range(5)]
+    writer = Writer(make_settings(migrated_dsn))
+    await writer.connect()
+    await writer.commit([ch.RawOrders(names.slug, tuple(rows.order_values(o, "{}") for o in reversed(orders)))], T0)
+    await writer.close()
+
+    async with await psycopg.AsyncConnection.connect(migrated_dsn.reveal(), autocommit=True) as conn:
+        stored = await loads.load_orders(conn, names)
+
+    assert stored == orders
