@@ -309,3 +309,18 @@ async def test_writer_schedule_refresh_replaces_its_range(migrated_dsn: Any) -> 
     assert first.changed == 1
     assert replay.changed == 0
     assert [d for (d,) in rows] == [5, 6, 8, 9, 12]
+
+
+async def test_writer_session_commits_synchronously_and_plans_generically(migrated_dsn: Any) -> None:
+    """The test cluster defaults to synchronous_commit=off: the writer's own session must not."""
+    writer = await _writer(migrated_dsn)
+    assert writer._conn is not None
+    server = await (await writer._conn.execute("SELECT current_setting('synchronous_commit', false), "
+                                               "current_setting('plan_cache_mode'), "
+                                               "(SELECT setting FROM pg_settings WHERE name = 'synchronous_commit' "
+                                               "AND source = 'client')")).fetchone()
+    autocommit = writer._conn.autocommit
+    await writer.close()
+
+    assert server == ("on", "force_generic_plan", "on")
+    assert autocommit
