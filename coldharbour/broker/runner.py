@@ -33,7 +33,7 @@ RETRY_CAP_S: Final = 60.0
 # lost messages or a publisher restarted, a commit failed): the next full snapshot re-sends the
 # history from the backfill floor instead of from the cursors. A stream ``reconnect`` needs no
 # rewind: what the stream missed is newer than the cursors.
-REWIND_REASONS: Final = frozenset({"start", "gap", "restart", "commit_failed"})
+REWIND_REASONS: Final = frozenset({"start", "gap", "restart", "commit_failed", "locks_retaken"})
 
 
 async def run_until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
