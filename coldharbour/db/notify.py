@@ -32,6 +32,16 @@ def to_json(value: object) -> str:
     return _JSON.encode(value).decode()
 
 
+def open_row(row_json: str, parent_id: str) -> str:
+    """Return the payload announcing one changed open row: ``{"row": …}``, or a refetch when it cannot fit.
+
+    The same text the positions statement builds for a single row (``db.upserts._positions``).
+    """
+    if len(row_json.encode()) + 8 <= MAX_PAYLOAD_BYTES:
+        return '{"row":' + row_json + "}"
+    return '{"op":"refetch","parent_id":' + to_json(parent_id) + "}"
+
+
 def heartbeat(channel: str, now: datetime) -> Notification:
     """Return the UI heartbeat ``{"op": "heartbeat", "version": "<ISO UTC>"}``."""
     return Notification(channel, to_json({"op": "heartbeat", "version": now}))

@@ -85,12 +85,14 @@ def _ids(names: Sequence[str], prefix: str = "") -> sql.Composed:
     return sql.SQL(", ").join(sql.SQL(prefix) + sql.Identifier(n) for n in names)
 
 
-def _input(p: str, columns: Sequence[str], types: Sequence[str], extra: Sequence[tuple[str, str]] = ()) -> str:
+def _input(p: str, columns: Sequence[str], types: Sequence[str], extra: Sequence[tuple[str, str]] = (),
+           *, single: bool = False) -> str:
     """Return ``<p>input AS (SELECT (v->>0)::t0 AS c0, … , ord FROM jsonb_array_elements(%s::jsonb) …)``.
 
     The rows travel as **one** JSON parameter, an array of row arrays (``db.writer`` encodes it
     with msgspec in one C call: decimals as exact numbers, times as ISO-8601); PostgreSQL casts
-    each element to its column type. ``extra`` columns follow the table's, as text.
+    each element to its column type. ``extra`` columns follow the table's, as text. ``single``:
+    the parameter is one row array (no array of rows to unnest: a stream fill's commit).
     """
     names = [*columns, *(n for n, _ in extra)]
     casts = [*types, *(t for _, t in extra)]
@@ -99,9 +101,9 @@ def _input(p: str, columns: Sequence[str], types: Sequence[str], extra: Sequence
         sql.SQL("(v->>" + str(i) + ")::" + t + " AS ") + sql.Identifier(n)
         for i, (n, t) in enumerate(zip(names, casts, strict=True))
     )
-    return _text(sql.SQL(
-        p + "input AS (SELECT {f}, ord FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(v, ord))"
-    ).format(f=fields))
+    source = ("1::bigint AS ord FROM (SELECT %s::jsonb AS v) AS e" if single
+              else "ord FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(v, ord)")
+    return _text(sql.SQL(p + "input AS (SELECT {f}, " + source + ")").format(f=fields))
 
 
 def _upsert_cte(p: str, table: Table, columns: Sequence[str], key: Sequence[str], *,
@@ -225,6 +227,15 @@ class Statements:
         return Spec(("positions", names.slug, upserts, deletes, announce), _key(names.positions),
                     lambda p: _positions(p, names, upserts=upserts, deletes=deletes, announce=announce))
 
+    def position(self, names: AccountNames, *, announce: bool) -> Spec:
+        """One upserted open row (a stream fill's commit); params: the row, then its payload if ``announce``.
+
+        The payload (``{"row": …}``, or ``{"op": "refetch", …}`` when it cannot fit) is the one
+        the general part would build for a single row; it is sent only if the row changed.
+        """
+        return Spec(("position", names.slug, announce), _key(names.positions),
+                    lambda p: _position(p, names, announce=announce))
+
     def closed(self, names: AccountNames, *, upserts: bool, deletes: bool) -> Spec:
         """The closed-slices part; params: the deleted keys, then the slice columns, JSON and announce flags."""
         return Spec(("closed", names.slug, upserts, deletes), _key(names.closed),
@@ -241,14 +252,15 @@ class Statements:
 
     # -- raw records and analytics (not announced) -----------------------------------------------
 
-    def raw_orders(self, names: AccountNames) -> Spec:
-        """The raw-order upsert; an older ``updated_at`` never overwrites (D38)."""
-        return Spec(("raw_orders", names.slug), _key(names.raw_orders), lambda p: _raw_orders(p, names.raw_orders))
+    def raw_orders(self, names: AccountNames, *, single: bool = False) -> Spec:
+        """The raw-order upsert; an older ``updated_at`` never overwrites (D38). ``single``: one row array."""
+        return Spec(("raw_orders", names.slug, single), _key(names.raw_orders),
+                    lambda p: _raw_orders(p, names.raw_orders, single=single))
 
-    def raw_activities(self, names: AccountNames, *, by_execution: bool) -> Spec:
-        """The raw-activity upsert (FILLs by ``execution_id`` or every kind by ``id``)."""
-        return Spec(("raw_activities", names.slug, by_execution), _key(names.raw_activities),
-                    lambda p: _raw_activities(p, names.raw_activities, by_execution=by_execution))
+    def raw_activities(self, names: AccountNames, *, by_execution: bool, single: bool = False) -> Spec:
+        """The raw-activity upsert (FILLs by ``execution_id`` or every kind by ``id``). ``single``: one row array."""
+        return Spec(("raw_activities", names.slug, by_execution, single), _key(names.raw_activities),
+                    lambda p: _raw_activities(p, names.raw_activities, by_execution=by_execution, single=single))
 
     def simple(self, kind: str, table: Table) -> Spec:
         """The plain upsert of ``kind`` (cash_flows, daily, intraday, schedule) into ``table``."""
@@ -358,6 +370,16 @@ def _positions(p: str, names: AccountNames, *, upserts: bool, deletes: bool, ann
     return Part(tuple(ctes), counts, _notified(p, names.pos_channel))
 
 
+def _position(p: str, names: AccountNames, *, announce: bool) -> Part:
+    ctes = (_input(p, r.POSITION_COLUMNS, r.POSITION_TYPES, single=True),
+            _upsert_cte(p, names.positions, r.POSITION_COLUMNS, _POSITION_KEY))
+    if not announce:
+        return _count_only(p, *ctes)
+    channel = sql.Literal(names.pos_channel)
+    return Part(ctes, f"(SELECT count(*) FROM {p}up)",
+                _text(sql.SQL("(SELECT count(pg_notify(") + channel + sql.SQL(", %s::text)) FROM " + p + "up)")))
+
+
 def _closed(p: str, names: AccountNames, *, upserts: bool, deletes: bool) -> Part:
     table = names.closed
     ctes: list[str] = []
@@ -398,7 +420,7 @@ def _metrics(p: str, names: AccountNames) -> Part:
     return Part((up,), f"(SELECT count(*) FROM {p}up)", notified)
 
 
-def _raw_orders(p: str, table: Table) -> Part:
+def _raw_orders(p: str, table: Table, *, single: bool) -> Part:
     """Links and legs a version lacks (a stream payload without ``legs``/``parent_id``) keep their stored value."""
     keep = {"parent_id", "replaced_by", "replaces", "legs"}
     updated = [c for c in r.ORDER_COLUMNS if c != "id"]
@@ -414,10 +436,10 @@ def _raw_orders(p: str, table: Table) -> Part:
         t=table.ident, cols=_ids(r.ORDER_COLUMNS), sets=sql.SQL(", ").join(sets),
         old=_ids(updated, "cur."), new=sql.SQL(", ").join(incoming),
     ))  # fmt: skip
-    return _count_only(p, _input(p, r.ORDER_COLUMNS, r.ORDER_TYPES), up)
+    return _count_only(p, _input(p, r.ORDER_COLUMNS, r.ORDER_TYPES, single=single), up)
 
 
-def _raw_activities(p: str, table: Table, *, by_execution: bool) -> Part:
+def _raw_activities(p: str, table: Table, *, by_execution: bool, single: bool) -> Part:
     """FILLs with an ``execution_id`` conflict on the partial unique index (one row per execution); D39."""
     if by_execution:
         key = sql.SQL("(execution_id) WHERE activity_type = 'FILL' AND execution_id IS NOT NULL")
@@ -432,4 +454,4 @@ def _raw_activities(p: str, table: Table, *, by_execution: bool) -> Part:
         sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updated),
         old=_ids(updated, "cur."), new=_ids(updated, "EXCLUDED."),
     ))  # fmt: skip
-    return _count_only(p, _input(p, r.ACTIVITY_COLUMNS, r.ACTIVITY_TYPES), up)
+    return _count_only(p, _input(p, r.ACTIVITY_COLUMNS, r.ACTIVITY_TYPES, single=single), up)

@@ -206,10 +206,13 @@ class Writer:
             case c.ClosedSlices(account=slug, upserts=ups, announce=flags, deletes=dels):
                 return _closed(st, self.names(slug), ups, flags, dels) if ups or dels else None
             case c.RawOrders(account=slug, rows=rows):
-                return (st.raw_orders(self.names(slug)), _columns(rows, len(r.ORDER_COLUMNS))) if rows else None
+                single = len(rows) == 1
+                return (st.raw_orders(self.names(slug), single=single),
+                        _columns(rows, len(r.ORDER_COLUMNS), single=single)) if rows else None
             case c.RawActivities(account=slug, rows=rows, by_execution=by_execution):
-                query = st.raw_activities(self.names(slug), by_execution=by_execution)
-                return (query, _columns(rows, len(r.ACTIVITY_COLUMNS))) if rows else None
+                single = len(rows) == 1
+                query = st.raw_activities(self.names(slug), by_execution=by_execution, single=single)
+                return (query, _columns(rows, len(r.ACTIVITY_COLUMNS), single=single)) if rows else None
             case c.MetricsDoc(account=slug, payload=payload):
                 names, at = self.names(slug), to_datetime(now_ns)
                 return st.metrics(names), [payload, at, notify.metrics_changed(names.metrics_channel, at).payload]
@@ -306,9 +309,14 @@ def _counts(row: TupleRow | None) -> tuple[int, int]:
     return (0, 0) if row is None else (int(row[0] or 0), int(row[1] or 0))
 
 
-def _columns(rows: Sequence[c.Row], width: int) -> list[Any]:
-    """Return ``rows`` as the one JSON parameter ``db.upserts._input`` reads (``width`` columns each)."""
-    return [_ROWS.encode(rows).decode()] if all(len(row) == width for row in rows) else _width_error(width)
+def _columns(rows: Sequence[c.Row], width: int, *, single: bool = False) -> list[Any]:
+    """Return ``rows`` as the one JSON parameter ``db.upserts._input`` reads (``width`` columns each).
+
+    ``single``: the one row's array itself (``_input(single=True)``).
+    """
+    if not all(len(row) == width for row in rows):
+        return _width_error(width)
+    return [_ROWS.encode(rows[0] if single else rows).decode()]
 
 
 def _width_error(width: int) -> list[Any]:
@@ -317,7 +325,13 @@ def _width_error(width: int) -> list[Any]:
 
 def _open_rows(st: Statements, names: AccountNames, ups: Sequence[c.Row], dels: Sequence[str],
                announce: bool) -> Statement:
-    params: list[Any] = []
+    if len(ups) == 1 and not dels:  # a stream fill: one row, its payload built here
+        params = _columns(ups, len(r.POSITION_COLUMNS), single=True)
+        if announce:
+            params.append(notify.open_row(notify.to_json(dict(zip(r.POSITION_COLUMNS, ups[0], strict=True))),
+                                          str(ups[0][0])))
+        return st.position(names, announce=announce), params
+    params = []
     if ups and announce:
         params = _columns([(*row, notify.to_json(dict(zip(r.POSITION_COLUMNS, row, strict=True)))) for row in ups],
                           len(r.POSITION_COLUMNS) + 1)

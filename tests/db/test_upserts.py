@@ -191,3 +191,47 @@ async def _count(writer: Writer, table: Any) -> int:
     found = await (await writer._conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.ident))).fetchone()
     assert found is not None
     return int(found[0])
+
+
+async def test_upserts_one_row_parts_store_exactly_what_the_batch_parts_store(migrated_dsn: Any) -> None:
+    """A stream fill's parts (one row each, ``single``) and the general parts write the same values."""
+    writer = await _writer(migrated_dsn)
+    names = account_names(make_settings(migrated_dsn), "demo")
+    tables = (names.positions, names.raw_orders, names.raw_activities)
+    commits = []
+    for i in range(3):
+        order = _order(status="partially_filled", filled_qty=Decimal("0.123456789012345678"), legs=(),
+                       filled_avg_price=Decimal("101.000000001") + i, parent_id=None if i else "p-0")
+        fill = Fill(order_id=order.id, symbol="AAPL", side="buy", qty=Decimal("0.123456789012345678"),
+                    price=Decimal("101.000000001"), ts=T0 + i * 1_000_017, execution_id=str(uuid.uuid4()),
+                    cum_qty=Decimal("0.123456789012345678"))
+        record, _ = rows.canonical_fill(fill)
+        commits.append((_position(order.id, i), rows.order_values(order, '{"id": "x", "é": "a\\"b"}'),
+                        rows.activity_values(record)))
+
+    def changes(part: list[tuple[Any, ...]]) -> list[ch.Change]:
+        return [ch.OpenRows("demo", tuple(p for p, _, _ in part)), ch.RawOrders("demo", tuple(o for _, o, _ in part)),
+                ch.RawActivities("demo", tuple(a for _, _, a in part), by_execution=True)]
+
+    async def stored() -> list[list[tuple[Any, ...]]]:
+        found = []
+        for table in tables:
+            cursor = await writer._conn.execute(sql.SQL(  # type: ignore[union-attr]
+                "SELECT to_jsonb(t) - 'ingested_at' FROM {} AS t ORDER BY 1::text").format(table.ident))
+            found.append(await cursor.fetchall())
+        return found
+
+    singles = [await writer.commit(changes([one]), T0) for one in commits]
+    one_by_one = await stored()
+    for table in tables:
+        await writer._conn.execute(sql.SQL("DELETE FROM {}").format(table.ident))  # type: ignore[union-attr]
+    batch = await writer.commit(changes(commits), T0)
+    together = await stored()
+    replays = [await writer.commit(changes([one]), T0) for one in commits]
+    await writer.close()
+
+    assert [s.changed for s in singles] == [3, 3, 3]
+    assert batch.changed == 9
+    assert [(s.changed, s.notified) for s in replays] == [(0, 0)] * 3
+    assert one_by_one == together
+    assert [len(rows_) for rows_ in together] == [3, 3, 3]
