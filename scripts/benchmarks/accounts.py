@@ -44,7 +44,6 @@ from coldharbour.config import load_settings
 from coldharbour.db.names import account_names
 from coldharbour.runtime import PROGRAMS
 from scripts.benchmarks import baselines, stack
-from scripts.benchmarks.fills import _cpu_ms
 from scripts.benchmarks.report import emit, note, percentile
 
 COUNTS = (1, 10, 50, 100)
@@ -188,7 +187,7 @@ async def _fills(url: str, plan: list[tuple[int, str]], listener: Listener, pids
         placed = await _place(session, url, plan)
         await asyncio.sleep(2.0)  # bench only: let state write the "new" events before timing fills
         before_in = beats.next("state", 15).counters.get("messages_in", 0)
-        cpu_before = {name: _cpu_ms(pid) for name, pid in pids.items()}
+        cpu_before = {name: stack.cpu_ms(pid) for name, pid in pids.items()}
         start = time.perf_counter()
         sent: list[asyncio.Task[None]] = []
 
@@ -208,7 +207,7 @@ async def _fills(url: str, plan: list[tuple[int, str]], listener: Listener, pids
             if all(o in listener.latency for o in placed.values()):
                 break
             await asyncio.sleep(0.05)
-        cpu = {name: _cpu_ms(pid) - cpu_before[name] for name, pid in pids.items()}
+        cpu = {name: stack.cpu_ms(pid) - cpu_before[name] for name, pid in pids.items()}
         events = beats.next("state", 15).counters.get("messages_in", 0) - before_in
     latencies = [listener.latency[o] for o in placed.values() if o in listener.latency]
     return {"fills": len(placed), "notified": len(latencies),

@@ -9,7 +9,11 @@ the last frame of the order) to the receipt of the first NOTIFY carrying its row
 ``filled_at``. Both clocks are this machine's wall clock.
 
 ``value`` is the p99 in ms at 50 fills/s; ``p50_ms`` at 50 fills/s, ``p99_ms_at_1000`` at 1,000
-fills/s. ``cpu_ms_per_fill`` (at 1,000 fills/s) is the CPU each program used during the step
+fills/s; ``floor_p50_ms``/``floor_p99_ms``: the same process hops at 50/s with no Cold Harbour
+code in them (``hops.py``: what the machine's wake-ups cost; our figure cannot go below it), and
+``floor_cpu_ms_per_fill`` their CPU per frame at 1,000/s (``relay`` ≈ trades, ``proxy`` ≈ bus,
+``writer`` ≈ state, ``postgres``).
+``cpu_ms_per_fill`` (at 1,000 fills/s) is the CPU each program used during the step
 (``/proc``: user + system) divided by the fills: ``broker`` (the fake broker), ``trades``,
 ``bus``, ``state`` and ``postgres`` (the postmaster and all its children, this bench's LISTEN
 backend included). Baseline: raw ``pg_notify`` → LISTEN p99.
@@ -20,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing as mp
-import os
 import queue
 import time
 from multiprocessing.synchronize import Event as MpEvent
@@ -29,13 +32,12 @@ from pathlib import Path
 import aiohttp
 import psycopg
 
-from scripts.benchmarks import baselines, history, stack
+from scripts.benchmarks import baselines, history, hops, stack
 from scripts.benchmarks.memory import Broker
 from scripts.benchmarks.report import emit, note, percentile
 
 HEADERS = {"APCA-API-KEY-ID": "bench-key", "APCA-API-SECRET-KEY": "bench-secret"}
 PROGRAMS = ("bus", "state", "trades")
-_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def _listen(dsn: str, channel: str, out: mp.Queue, ready: MpEvent, stop: MpEvent) -> None:
@@ -88,56 +90,6 @@ class Listener:
             self._process.kill()
 
 
-def _cpu_ms(pid: int) -> float:
-    """Return user + system CPU of ``pid`` in ms (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) * _TICK_MS
-
-
-def _children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == parent:
-                found.append(int(entry.name))
-    return found
-
-
-def _postmaster(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    return int(Path(f"/proc/{row[0]}/stat").read_text().rpartition(")")[2].split()[1])
-
-
-class CpuMeter:
-    """CPU per program (and the PostgreSQL cluster) between ``start`` and ``stop``."""
-
-    def __init__(self, pids: dict[str, int], postmaster: int) -> None:
-        self._pids = pids
-        self._postmaster = postmaster
-        self._before: dict[str, float] = {}
-
-    def _sample(self) -> dict[str, float]:
-        sample = {name: _cpu_ms(pid) for name, pid in self._pids.items()}
-        sample["postgres"] = _cpu_ms(self._postmaster) + sum(map(_cpu_ms, _children(self._postmaster)))
-        return sample
-
-    def start(self) -> None:
-        self._before = self._sample()
-
-    def per_fill(self, fills: int) -> dict[str, float]:
-        after = self._sample()
-        return {name: round((after[name] - self._before[name]) / max(fills, 1), 4) for name in after}
-
-
 async def _place(session: aiohttp.ClientSession, url: str, symbols: list[str]) -> dict[str, str]:
     """Place one resting limit buy per symbol; return symbol -> order id."""
     placed: dict[str, str] = {}
@@ -171,7 +123,7 @@ async def _moves(session: aiohttp.ClientSession, url: str, symbols: list[str], r
     await asyncio.gather(*sent)
 
 
-async def _measure(url: str, listener: Listener, meter: CpuMeter,
+async def _measure(url: str, listener: Listener, meter: stack.CpuMeter,
                    steps: list[tuple[int, int]]) -> list[dict[str, object]]:
     plan = [(rate, [f"F{k}X{j:04d}" for j in range(count)]) for k, (rate, count) in enumerate(steps)]
     results: list[dict[str, object]] = []
@@ -214,6 +166,8 @@ def run(dsn: str, quick: bool) -> None:
     steps = [(50, 100), (1000, 500)] if quick else [(50, 250), (1000, 2000)]
     note("fill_to_notify baseline: raw NOTIFY -> LISTEN")
     raw_p50, raw_p99 = baselines.raw_notify_latency_ms(dsn, 500 if quick else 2000)
+    note("fill_to_notify floor: the same hops with no Cold Harbour code")
+    slow_floor, fast_floor = (hops.hop_floor(dsn, rate, count) for rate, count in steps)
     broker = Broker()
     try:
         with stack.run_dir() as directory:
@@ -225,7 +179,7 @@ def run(dsn: str, quick: bool) -> None:
             try:
                 stack.wait_until(lambda: _listeners(broker.url) > 0, 60, "trades connected to the stream")
                 time.sleep(1.0)  # bench only: the stream subscription and state's bus subscription settle
-                meter = CpuMeter(pids, _postmaster(dsn))
+                meter = stack.CpuMeter(pids, stack.postmaster(dsn))
                 results = asyncio.run(_measure(broker.url, listener, meter, steps))
             finally:
                 for program in reversed(programs):
@@ -236,7 +190,8 @@ def run(dsn: str, quick: bool) -> None:
     slow, fast = results
     emit("fill_to_notify", slow["p99_ms"], "ms", raw_p99, p50_ms=slow["p50_ms"],  # type: ignore[arg-type]
          p99_ms_at_1000=fast["p99_ms"], cpu_ms_per_fill=fast["cpu_ms_per_fill"], raw_p50_ms=raw_p50,
-         fills_per_move=1, steps=results)
+         floor_p50_ms=slow_floor.p50_ms, floor_p99_ms=slow_floor.p99_ms,
+         floor_cpu_ms_per_fill=fast_floor.cpu_ms_per_frame, fills_per_move=1, steps=results)
 
 
 def _listeners(url: str) -> int:

@@ -161,3 +161,56 @@ class Heartbeats:
         """Close the socket."""
         self._sock.close(linger=0)
         self._ctx.term()
+
+
+_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ms(pid: int) -> float:
+    """Return user + system CPU of ``pid`` in ms (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) * _TICK_MS
+
+
+def children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == parent:
+                found.append(int(entry.name))
+    return found
+
+
+def postmaster(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(Path(f"/proc/{row[0]}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+class CpuMeter:
+    """CPU per program (and the PostgreSQL cluster) between ``start`` and ``stop``."""
+
+    def __init__(self, pids: dict[str, int], postmaster: int) -> None:
+        self._pids = pids
+        self._postmaster = postmaster
+        self._before: dict[str, float] = {}
+
+    def _sample(self) -> dict[str, float]:
+        sample = {name: cpu_ms(pid) for name, pid in self._pids.items()}
+        sample["postgres"] = cpu_ms(self._postmaster) + sum(map(cpu_ms, children(self._postmaster)))
+        return sample
+
+    def start(self) -> None:
+        self._before = self._sample()
+
+    def per_fill(self, fills: int) -> dict[str, float]:
+        after = self._sample()
+        return {name: round((after[name] - self._before[name]) / max(fills, 1), 4) for name in after}

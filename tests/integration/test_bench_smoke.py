@@ -34,3 +34,4 @@ def test_bench_quick_prints_every_figure() -> None:
         assert set(by_name[name]) >= KEYS, name
         assert "error" not in by_name[name], (name, by_name[name]["error"], done.stderr[-2000:])
         assert by_name[name]["value"] is not None, (name, done.stderr[-2000:])
+    assert by_name["fill_to_notify"]["floor_p99_ms"] is not None  # the hop floor beside it
