@@ -71,6 +71,7 @@ class Writer:
         self._settings = settings
         self._dsn = dsn if dsn is not None else settings.dsn
         self._conn: psycopg.AsyncConnection[TupleRow] | None = None
+        self._cursor: psycopg.AsyncCursor[TupleRow] | None = None
         self._names: dict[str, AccountNames] = {}
         self.statements = Statements(shared_names(settings))
         self.counters: Counter[str] = counters if counters is not None else Counter()
@@ -82,6 +83,7 @@ class Writer:
             try:
                 self._conn = await connect_writer(self._dsn)
                 self._conn.cursor_factory = psycopg.AsyncRawCursor  # statements use $n (db.upserts)
+                self._cursor = self._conn.cursor(binary=True)  # one statement per commit: one cursor, reused
             except DatabaseError as e:
                 self.counters["db_connect_failures"] += 1
                 wait = backoff.next_delay()
@@ -161,14 +163,14 @@ class Writer:
 
     async def _run(self, statements: list[Statement]) -> list[tuple[int, int]]:
         """Send ``statements`` joined into as few as can share one; return each sent one's (changed, notified)."""
-        if self._conn is None or self._conn.closed:
+        if self._conn is None or self._conn.closed or self._cursor is None:
             raise DatabaseError("writer is not connected")
         joined = []
         for run in self.statements.group([spec for spec, _ in statements]):
             params = [p for i in run for p in statements[i][1]]
             joined.append((self.statements.statement([statements[i][0] for i in run]), params))
         try:
-            counts = await _send(self._conn, joined)
+            counts = await _send(self._conn, self._cursor, joined)
         except psycopg.OperationalError as e:
             self.counters["commit_failures"] += 1
             if isinstance(e, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
@@ -258,7 +260,7 @@ class Writer:
                 await self._conn.close()
             except psycopg.Error:
                 log.debug("closing a broken writer connection failed", exc_info=True)
-        self._conn = None
+        self._conn = self._cursor = None
 
     async def close(self) -> None:
         """Close the connection."""
@@ -289,11 +291,10 @@ def expand(changes: Sequence[c.Change]) -> list[c.Change]:
     return out
 
 
-async def _send(conn: psycopg.AsyncConnection[TupleRow], joined: list[tuple[bytes, list[Any]]],
-                ) -> list[tuple[int, int]]:
-    """Execute one statement (autocommit: its own transaction), or several in one pipelined transaction."""
+async def _send(conn: psycopg.AsyncConnection[TupleRow], cur: psycopg.AsyncCursor[TupleRow],
+                joined: list[tuple[bytes, list[Any]]]) -> list[tuple[int, int]]:
+    """Execute one statement on ``cur`` (autocommit: its own transaction), or several in one pipelined transaction."""
     if len(joined) == 1:
-        cur = conn.cursor(binary=True)
         await cur.execute(joined[0][0], joined[0][1], prepare=True)
         return [_counts(await cur.fetchone())]
     cursors: list[psycopg.AsyncCursor[TupleRow]] = []
