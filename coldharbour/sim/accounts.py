@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -87,6 +87,8 @@ class SimAccount:
     activities: ActivityLog = field(default_factory=lambda: ActivityLog())
     # (minute, equity) pairs, one per minute with activity, oldest first.
     equity_samples: list[tuple[datetime, Decimal]] = field(default_factory=list)
+    # Each position's value at the marks of the last ``record_equity`` (refreshed per symbol).
+    valued: dict[str, Decimal] = field(default_factory=dict)
 
 
 def new_account(
@@ -157,10 +159,26 @@ def buying_power(account: SimAccount, marks: Mapping[str, Decimal]) -> Decimal:
     return max(ZERO, MARGIN_MULTIPLIER * equity(account, marks) - gross)
 
 
-def record_equity(account: SimAccount, marks: Mapping[str, Decimal], now: datetime) -> None:
-    """Keep one equity sample per minute (the latest value of that minute)."""
+def record_equity(account: SimAccount, marks: Mapping[str, Decimal], now: datetime,
+                  symbols: Iterable[str] | None = None) -> None:
+    """Keep one equity sample per minute (the latest value of that minute).
+
+    ``symbols``: the only positions whose quantity or mark changed since the last call (a fill,
+    a price move); only their values are computed again. Without it every position is. Equal to
+    ``equity`` (a test holds them together); a price move costs O(moved symbols), not O(positions).
+    """
     minute = now.replace(second=0, microsecond=0)
-    value = equity(account, marks)
+    valued = account.valued
+    if symbols is not None:
+        for symbol in symbols:
+            position = account.positions.get(symbol)
+            if position is None:
+                valued.pop(symbol, None)
+            else:
+                valued[symbol] = position.qty * mark_price(position, marks)
+    if symbols is None or len(valued) != len(account.positions):
+        account.valued = valued = {s: p.qty * mark_price(p, marks) for s, p in account.positions.items()}
+    value = account.cash + sum(valued.values(), ZERO)
     if account.equity_samples and account.equity_samples[-1][0] == minute:
         account.equity_samples[-1] = (minute, value)
     else:

@@ -427,8 +427,9 @@ class Engine:
                 # ``_match`` skips orders that stopped working.
                 self._match(order, price, now, is_fresh=False)
         for book in self.accounts.values():
-            if any(symbol in book.positions for symbol in prices):
-                ledger.record_equity(book, self.prices, now)
+            held = [symbol for symbol in prices if symbol in book.positions]
+            if held:
+                ledger.record_equity(book, self.prices, now, held)
         return self._drain()
 
     def _slice_qty(self, order: SimOrder, remaining: Decimal) -> Decimal:
@@ -497,7 +498,7 @@ class Engine:
         execution_id = self.new_id()
         self._emit("fill" if is_done else "partial_fill", order, now, (execution_id, price, qty, position_qty))
         insert_activity(book.activities, fill_activity(order, execution_id, qty, price, is_short, now))
-        ledger.record_equity(book, self.prices, now)
+        ledger.record_equity(book, self.prices, now, (order.symbol,))
         if order.oco_group is not None:
             self._cancel_group_siblings(order, now)
         if is_done and order.order_class in {"bracket", "oto"} and order.parent_id is None:

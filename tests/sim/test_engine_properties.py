@@ -154,3 +154,26 @@ def test_partial_fills_sum_to_the_order_qty(qty: int, slices: int, path: list[De
     slice_size = max(1, math.ceil(qty / slices))
     assert len(fills) == math.ceil(qty / slice_size)
     assert [f["event"] for f in fills][-1] == "fill"
+
+
+multi_actions = st.one_of(
+    st.tuples(st.just("prices"), st.dictionaries(st.sampled_from(["AAPL", "MSFT", "TSLA"]), prices, min_size=1)),
+    st.tuples(st.just("submit"), st.sampled_from(["AAPL", "MSFT", "TSLA"]), st.sampled_from(["buy", "sell"]),
+              quantities),
+)
+
+
+@given(st.lists(multi_actions, min_size=1, max_size=40))
+def test_the_equity_trail_refreshed_per_symbol_equals_the_full_valuation(script: list[tuple[Any, ...]]) -> None:
+    """``record_equity`` revalues only the symbols that moved or filled; its sample stays ``equity``."""
+    engine = make_engine()
+    book = engine.accounts["demo"]
+    for step, action in enumerate(script):
+        try:
+            if action[0] == "prices":
+                engine.set_prices(action[1], at(step))
+            else:
+                engine.submit_order("demo", order_body(symbol=action[1], side=action[2], qty=action[3]), at(step))
+        except SimError:
+            pass
+        assert not book.equity_samples or book.equity_samples[-1][1] == ledger.equity(book, engine.prices)
