@@ -23,6 +23,7 @@ first time it sees it and only count the repeats.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ BROKER_FUTURE_NS: Final = 86_400 * NS_PER_SECOND  # a broker record may be stamp
 TICK_FUTURE_NS: Final = 300 * NS_PER_SECOND  # a feed tick ≤ 5 minutes ahead of our clock
 MAX_DEPTH: Final = 32  # nesting of a broker object (an order with legs is 3 deep)
 MAX_SYMBOL_CHARS: Final = 32  # longer than any equity, option or crypto symbol Alpaca lists
+CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MAX_ID_CHARS: Final = 128  # Alpaca's limit for client_order_id; activity ids are ~55
 
 
@@ -93,6 +95,8 @@ def canonical_uuid(value: object, *, field: str) -> str:
     Upper case, braces, ``urn:uuid:`` and the 32-hex form are the same UUID for PostgreSQL, so
     they are converted (never ambiguous); anything else is rejected.
     """
+    if isinstance(value, str) and CANONICAL_UUID.fullmatch(value):  # what Alpaca sends: already canonical
+        return value
     if not isinstance(value, str) or not value.strip():
         raise Invalid("id", f"{field}: expected a UUID, found {type(value).__name__}")
     try:
