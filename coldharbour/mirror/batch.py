@@ -86,12 +86,12 @@ class AccountBatch:
     def add_fill(self, fill: Fill, counters: Counter[str], *, from_stream: bool = False) -> None:
         """Stage one execution in its stored form."""
         try:
-            record, canonical = rows.canonical_fill(fill)
+            key, record, canonical = rows.stored_fill(fill)
         except rows.InvalidRow as e:
             counters["rejected_fills"] += 1
             log.warning("rejected fill reason=%s", e)
             return
-        self.fills.setdefault(canonical.key, (record, canonical))
+        self.fills.setdefault(key, (record, canonical))
         if from_stream:
             self.stream_symbols.add(canonical.symbol)
 
