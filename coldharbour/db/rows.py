@@ -99,19 +99,40 @@ def micros(ts_ns: int) -> int:
     return ts_ns - ts_ns % NS_PER_MICROSECOND
 
 
+_TIMES: dict[int, datetime] = {}  # lately converted times: a fill's rows repeat its time and ``now``
+
+
+def _time(ts_ns: int) -> datetime:
+    """Return ``to_datetime(ts_ns)``, shared with the other rows of the same time (bounded memo)."""
+    found = _TIMES.get(ts_ns)
+    if found is None:
+        if len(_TIMES) >= 4096:
+            _TIMES.clear()
+        found = _TIMES[ts_ns] = to_datetime(ts_ns)
+    return found
+
+
 def _dt(ts_ns: int | None) -> datetime | None:
-    return None if ts_ns is None else to_datetime(ts_ns)
+    return None if ts_ns is None else _time(ts_ns)
 
 
 def _ns(value: datetime | None) -> int | None:
     return None if value is None else from_datetime(value)
 
 
+_UUIDS: dict[str, None] = {}  # canonical UUID texts seen lately (a fill checks its ids six times)
+
+
 def as_uuid(text: str | None) -> str | None:
     """Return ``text`` if it is a UUID string, else None."""
     if not text:
         return None
+    if text in _UUIDS:
+        return text
     if _CANONICAL_UUID.fullmatch(text):  # what the broker sends and ``validate`` makes (the hot path)
+        if len(_UUIDS) >= 16_384:
+            _UUIDS.clear()
+        _UUIDS[text] = None
         return text
     try:
         uuid.UUID(text)
@@ -126,11 +147,11 @@ def as_uuid(text: str | None) -> str | None:
 def open_row_values(row: OpenRow) -> tuple[object, ...]:
     """Return the ``POSITION_COLUMNS`` values of ``row``."""
     return (
-        row.parent_id, row.symbol, row.side, to_datetime(row.filled_at), row.qty, row.avg_fill,
+        row.parent_id, row.symbol, row.side, _time(row.filled_at), row.qty, row.avg_fill,
         row.avg_px_symbol, row.sl_child, row.sl_px, row.tp_child, row.tp_px, row.mkt_px,
         row.bar_px, _dt(row.bar_ts), row.moved_flag, row.buy_value, row.holding_days,
         row.days_to_expire, row.mkt_value, row.profit_loss, row.profit_loss_lot,
-        row.tp_sl_reach_pct, to_datetime(row.updated_at),
+        row.tp_sl_reach_pct, _time(row.updated_at),
     )  # fmt: skip
 
 
@@ -165,7 +186,7 @@ def closed_values(found: ClosedSlice) -> tuple[object, ...]:
     """Return the ``CLOSED_COLUMNS`` values of a slice."""
     return (
         found.entry_lot_id, found.exit_order_id, found.exit_parent_id, found.symbol, found.side,
-        found.qty, to_datetime(found.entry_time), found.entry_price, to_datetime(found.exit_time),
+        found.qty, _time(found.entry_time), found.entry_price, _time(found.exit_time),
         found.exit_price, found.exit_type, found.pnl_cash, found.pnl_cash_fifo, found.diff_pnl,
         found.pnl_pct, found.return_pct, Decimal(found.duration_sec),
     )  # fmt: skip
@@ -210,8 +231,8 @@ def order_values(order: Order, raw_json: str) -> tuple[object, ...]:
     return (
         order.id, order.client_order_id or None, order.parent_id, order.replaced_by, order.replaces,
         order.symbol, order.side, order.order_type, order.status, order.qty, order.filled_qty,
-        order.filled_avg_price, order.limit_price, order.stop_price, to_datetime(order.created_at),
-        to_datetime(order.updated_at), _dt(order.filled_at), _dt(order.expires_at), raw_json,
+        order.filled_avg_price, order.limit_price, order.stop_price, _time(order.created_at),
+        _time(order.updated_at), _dt(order.filled_at), _dt(order.expires_at), raw_json,
         legs_json,
     )  # fmt: skip
 
@@ -445,7 +466,7 @@ def stored_fill(fill: Fill) -> tuple[str, ActivityRecord, Fill]:
 def activity_values(record: ActivityRecord) -> tuple[object, ...]:
     """Return the ``ACTIVITY_COLUMNS`` values of an activity (non-UUID ids become null columns)."""
     return (
-        record.id, record.activity_type.upper(), to_datetime(record.transaction_time), record.symbol,
+        record.id, record.activity_type.upper(), _time(record.transaction_time), record.symbol,
         record.side, record.qty, record.price, record.net_amount, as_uuid(record.execution_id),
         as_uuid(record.order_id), record.raw_json or "{}",
     )  # fmt: skip

@@ -193,6 +193,10 @@ class _SymView:
     cycle closes inside the plan or when a replay erases it.
     """
 
+    __slots__ = ("_base_iter", "_head", "base", "clear_pending", "closed_unknown", "deps", "exits", "fifo_front",
+                 "fifo_local", "fifo_pos", "fills", "floor_key", "last_key", "local_lots", "net", "removed", "reset",
+                 "slice_bases", "slice_keys", "symbol", "unknown")
+
     def __init__(self, symbol: str, base: SymbolState | None) -> None:
         self.symbol = symbol
         self.base = base
@@ -387,6 +391,8 @@ def _unindex(index: dict[str, frozenset[str]], ids: Iterable[str], symbol: str) 
 
 class _Work:
     """Copy-on-write changes over a ledger while planning one delta."""
+
+    __slots__ = ("book", "duplicates", "ledger", "lots", "needs_rebuild", "rejections", "seen", "slices", "views")
 
     def __init__(self, ledger: Ledger, book: OrderView) -> None:
         self.ledger = ledger
@@ -696,6 +702,14 @@ def plan_fills(ledger: Ledger, fills: Iterable[Fill], book: OrderView) -> Ledger
     work = _Work(ledger, book)
     for fill in fills:
         _plan_one(work, fill)
+    return work.finish()
+
+
+def plan_keyed_fills(ledger: Ledger, fills: Iterable[tuple[SortKey, Fill]], book: OrderView) -> LedgerDelta:
+    """Return ``plan_fills`` of ``(fill.sort_key, fill)`` pairs whose keys the caller holds already."""
+    work = _Work(ledger, book)
+    for sort_key, fill in fills:
+        _plan_one(work, fill, sort_key)
     return work.finish()
 
 

@@ -26,8 +26,8 @@ otherwise held dirty for the periodic flush (DESIGN §3).
 from __future__ import annotations
 
 import logging
-from collections import ChainMap, Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -37,7 +37,14 @@ from coldharbour.db import rows as r
 from coldharbour.db.names import AccountNames
 from coldharbour.domain import changes as ch
 from coldharbour.domain.corporate import CorporateAction, needs_history, remove_busted
-from coldharbour.domain.ledger import Ledger, apply_delta, differences, plan_fills, plan_symbols_rebuild, rebuild
+from coldharbour.domain.ledger import (
+    Ledger,
+    apply_delta,
+    differences,
+    plan_keyed_fills,
+    plan_symbols_rebuild,
+    rebuild,
+)
 from coldharbour.domain.orders import OrderBook, chain_signature, live_legs, root_of
 from coldharbour.domain.positions import RowParams, build_open_row, should_push, with_mark
 from coldharbour.domain.reconcile import reconcile
@@ -53,7 +60,7 @@ log = logging.getLogger(__name__)
 _MARK_FIELDS = ("mkt_px", "mkt_value", "profit_loss", "profit_loss_lot", "tp_sl_reach_pct", "updated_at")
 
 
-@dataclass
+@dataclass(slots=True)
 class LedgerChange:
     """A ledger change: lots changed (None = closed), slices changed, and how to swap it in."""
 
@@ -64,7 +71,7 @@ class LedgerChange:
     rejections: tuple[FillRejection, ...] = ()
 
 
-@dataclass
+@dataclass(slots=True)
 class RowChanges:
     """Open rows to write and push, to hold dirty, and to delete."""
 
@@ -73,7 +80,7 @@ class RowChanges:
     deletes: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Rewrites:
     """What a batch rewrites in the history: new corporate actions and busted fills (by key)."""
 
@@ -163,19 +170,16 @@ class AccountMirror:
                  if k not in self.fills and k not in self.ledger.seen and k not in self.busted and k not in busted}
         view = StagedView(self.book, orders)
         events = _Rewrites(actions, {k: f for k, (_, f) in busted.items()})
-        change = self._ledger_change(orders, [f for _, f in fills.values()], view, events)
+        new_fills = {k: f for k, (_, f) in fills.items()}
+        change = self._ledger_change(orders, new_fills, view, events)
         for rejection in change.rejections:
             self.counters["rejected_fills"] += 1
             log.warning("ledger rejected fill account=%s key=%s reason=%s", self.slug, rejection.key, rejection.reason)
-        # The batch's WAC (None: no longer held) and bars over memory's; never a copy of every symbol.
-        wac: Mapping[str, Decimal | None] = ChainMap(batch.wac, self.wac)  # type: ignore[arg-type]
-        bars: Mapping[str, tuple[Decimal, int]] = ChainMap(batch.bars, self.bars)
-        rows = self._row_changes(batch, change, view, orders, wac, bars, marks, now)
+        rows = self._row_changes(batch, change, view, orders, marks, now)
         self._row_changes_out(plan, rows)
         self._slice_changes(plan, change, batch)
         self._raw_changes(plan, batch, orders, fills, [rec for rec, _ in busted.values() if rec is not None])
         self._analytics_changes(plan, batch)
-        new_fills = {k: f for k, (_, f) in fills.items()}
         plan.swaps.append(lambda: self._swap(orders, new_fills, change, rows, batch))
         if actions or busted:
             plan.swaps.append(lambda: self._swap_rewrites(events))
@@ -205,8 +209,9 @@ class AccountMirror:
             symbols |= _affected({fill.symbol}, fill.ts, actions)
         return symbols
 
-    def _ledger_change(self, orders: dict[str, Order], fills: list[Fill], view: StagedView,
+    def _ledger_change(self, orders: dict[str, Order], keyed: dict[str, Fill], view: StagedView,
                        events: _Rewrites) -> LedgerChange:
+        fills = list(keyed.values())
         actions = [*self.actions.values(), *events.actions.values()]
         busted = self.busted | set(events.busted)
         if not self._needs_rebuild(orders):
@@ -218,7 +223,7 @@ class AccountMirror:
                 history = remove_busted([f for f in [*self.fills.values(), *fills] if f.symbol in related], busted)
                 delta = plan_symbols_rebuild(self.ledger, symbols, history, view, actions)
             else:
-                delta = plan_fills(self.ledger, sorted(fills, key=lambda f: f.sort_key), view)
+                delta = plan_keyed_fills(self.ledger, sorted(((f.ts, k), f) for k, f in keyed.items()), view)
             if not delta.needs_rebuild:
                 lots: dict[str, Lot | None] = {pid: None for pid in delta.lot_deletes}
                 lots.update({lot.parent_id: lot for lot in delta.lot_upserts})
@@ -255,8 +260,7 @@ class AccountMirror:
         return full, marked
 
     def _row_changes(self, batch: AccountBatch, change: LedgerChange, view: StagedView, orders: dict[str, Order],
-                     wac: Mapping[str, Decimal | None], bars: Mapping[str, tuple[Decimal, int]], marks: Marks,
-                     now: int) -> RowChanges:
+                     marks: Marks, now: int) -> RowChanges:
         full, marked = self._candidates(batch, change, view, orders)
         result = RowChanges()
         for pid in sorted(full | marked):
@@ -267,9 +271,12 @@ class AccountMirror:
                 continue
             old = self.rows.get(pid)
             if pid in full or old is None:
-                bar = bars.get(lot.symbol)
-                new = build_open_row(lot, legs=live_legs(view, pid), mark=marks.price(lot.symbol),
-                                     wac=wac.get(lot.symbol), now=now, params=self.params,
+                # The batch's WAC (None: no longer held) and bars over memory's.
+                symbol = lot.symbol
+                wac = batch.wac[symbol] if symbol in batch.wac else self.wac.get(symbol)
+                bar = batch.bars.get(symbol) or self.bars.get(symbol)
+                new = build_open_row(lot, legs=live_legs(view, pid), mark=marks.price(symbol),
+                                     wac=wac, now=now, params=self.params,
                                      bar_px=bar[0] if bar else None, bar_ts=bar[1] if bar else None)
             else:
                 new = with_mark(old, marks.price(lot.symbol), now)

@@ -26,7 +26,7 @@ from coldharbour.messages import ActivityRecord
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(slots=True)
 class AccountBatch:
     """The staged inputs of one account for one commit."""
 

@@ -158,6 +158,9 @@ class Mirror:
         batches: dict[str, AccountBatch] = {}
         extra = Plan()
         for event in events:
+            if event.__class__ is tuple and event[1].__class__ is OrderUpdated:  # the usual event: what _stage does
+                self._stage_account(event[1], batches)
+                continue
             barrier = self._stage(event, batches, extra, now)
             if barrier is not None:
                 yield from self._pending(batches, extra, now)
