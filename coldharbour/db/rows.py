@@ -217,10 +217,13 @@ def order_values(order: Order, raw_json: str) -> tuple[object, ...]:
     ``raw_json`` is the broker's JSON text; when empty (``"{}"``) our own encoding of the order
     is stored, so ``order_class`` and the leg ids survive a restart either way.
     """
-    try:
-        parsed = msgspec.json.decode(raw_json or "{}")
-    except msgspec.DecodeError:
+    if not raw_json or raw_json == "{}":  # no broker JSON (a leg, a snapshot order): ours below
         parsed = {}
+    else:
+        try:
+            parsed = msgspec.json.decode(raw_json)
+        except msgspec.DecodeError:
+            parsed = {}
     if not isinstance(parsed, dict) or not parsed:
         raw_json = _JSON.encode(order).decode()
         parsed = {}
@@ -440,6 +443,16 @@ def canonical_fill(fill: Fill) -> tuple[ActivityRecord, Fill]:
 _FILL_SIDES: Final = frozenset(("buy", "sell", "sell_short"))
 
 
+def _normal(value: Decimal) -> Decimal:
+    """Return ``normalize(Decimal(str(value)))``: ``value`` itself when already in that form
+    (``10``, ``2.5``: the usual quantity; ``normal_text``'s rule), else a new one."""
+    if value.__class__ is Decimal:
+        text = str(value)
+        if len(text) <= 28 and "E" not in text and ("." not in text or text[-1] != "0") and value.is_finite():
+            return value
+    return normalize(Decimal(str(value)))
+
+
 def stored_fill(fill: Fill) -> tuple[str, ActivityRecord, Fill]:
     """Return ``fill``'s key, the activity row stored for it and the fill as it reads back from it.
 
@@ -458,7 +471,7 @@ def stored_fill(fill: Fill) -> tuple[str, ActivityRecord, Fill]:
     again = Fill(
         order_id=fill.order_id, symbol=fill.symbol, side=cast(OrderSide, side), qty=abs(fill.qty),
         price=fill.price, ts=micros(fill.ts), execution_id=as_uuid(fill.execution_id) or key,
-        cum_qty=None if cum_qty is None else normalize(Decimal(str(cum_qty))),
+        cum_qty=None if cum_qty is None else _normal(cum_qty),
     )  # fmt: skip
     return key, record, again
 

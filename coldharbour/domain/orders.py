@@ -379,7 +379,10 @@ def live_legs(view: OrderView, parent_id: str) -> LotLegs:
     """
     found: dict[LegRole, Leg] = {}
     entries = latest_successor(view, parent_id).path if view.get(parent_id) else (parent_id,)
-    leg_ids = dict.fromkeys(leg for entry in entries for leg in view.legs_of(entry))
+    if len(entries) == 1:  # never replaced (the usual entry)
+        leg_ids = dict.fromkeys(view.legs_of(entries[0]))
+    else:
+        leg_ids = dict.fromkeys(leg for entry in entries for leg in view.legs_of(entry))
     for leg_id in leg_ids:
         original = view.get(leg_id)
         if original is None:

@@ -203,6 +203,8 @@ class AccountMirror:
     def _rebuild_symbols(self, fills: list[Fill], events: _Rewrites, actions: list[CorporateAction]) -> set[str]:
         """Return the symbols whose history the batch rewrites (SPEC §8), empty when none."""
         symbols: set[str] = set()
+        if not actions and not events.busted:  # nothing rewrites any history (the usual batch)
+            return symbols
         for action in events.actions.values():
             symbols |= _affected(set(action.symbols), action.ts - 1, actions)
         for fill in [*events.busted.values(), *(f for f in fills if needs_history(f, actions))]:

@@ -169,12 +169,19 @@ class Mirror:
         yield from self._pending(batches, extra, now)
 
     def _pending(self, batches: dict[str, AccountBatch], extra: Plan, now: int) -> Iterator[Plan]:
-        plan = Plan()
+        plan: Plan | None = None
         for slug, batch in batches.items():
             if not batch.is_empty:
-                plan.extend(self.accounts[slug].plan(batch, self.marks, now))
+                planned = self.accounts[slug].plan(batch, self.marks, now)
+                if plan is None:
+                    plan = planned  # one account's plan is the batch's (the usual case), not a copy
+                else:
+                    plan.extend(planned)
                 plan.changes += batch.deletions(slug)
-        plan.extend(extra)
+        if plan is None:
+            plan = extra
+        else:
+            plan.extend(extra)
         if plan.needs_commit or plan.swaps or plan.messages:
             yield plan
 
