@@ -88,6 +88,8 @@ FILL_ACTIVITY: Final = "FILL"
 NS_PER_MICROSECOND: Final = 1000
 _JSON: Final = msgspec.json.Encoder(decimal_format="string")
 _CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_ONE: Final = Decimal(1)
+_MINUS_ONE: Final = Decimal(-1)
 
 
 class InvalidRow(ValueError):
@@ -204,6 +206,9 @@ def canonical_order(order: Order) -> Order:
     """Return ``order`` with its times at microsecond precision; raise ``InvalidRow`` on a non-UUID id."""
     if as_uuid(order.id) is None:
         raise InvalidRow(f"order id must be a UUID, found {order.id[:60]!r}")
+    if not (order.created_at % NS_PER_MICROSECOND or order.updated_at % NS_PER_MICROSECOND
+            or (order.expires_at or 0) % NS_PER_MICROSECOND or (order.filled_at or 0) % NS_PER_MICROSECOND):
+        return order  # already at microseconds (the broker's precision): the same values
     return msgspec.structs.replace(
         order, created_at=micros(order.created_at), updated_at=micros(order.updated_at),
         expires_at=None if order.expires_at is None else micros(order.expires_at),
@@ -358,7 +363,7 @@ def activity_from_fill(fill: Fill, key: str | None = None) -> ActivityRecord:
     """
     if key is None:
         key = fill.key
-    sign = Decimal(1) if fill.side == "buy" else Decimal(-1)
+    sign = _ONE if fill.side == "buy" else _MINUS_ONE
     raw = {"order_id": fill.order_id, "execution_id": key, "symbol": fill.symbol,
            "side": fill.side, "qty": fill.qty, "price": fill.price, "source": "state",
            "cum_qty": fill.cum_qty}  # fmt: skip

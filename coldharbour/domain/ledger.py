@@ -426,15 +426,14 @@ class _Work:
 
     def finish(self) -> LedgerDelta:
         old_lots, old_slices = self.ledger.lots, self.ledger.slices
+        lots, slices = self.lots, self.slices  # (an opening fill touches no slice: skip those passes)
         return LedgerDelta(
-            lot_upserts=tuple(v for k, v in self.lots.items()
-                              if v is not None and old_lots.get(k) != v),
-            lot_deletes=tuple(k for k, v in self.lots.items() if v is None and k in old_lots),
-            slice_upserts=tuple(v for k, v in self.slices.items()
-                                if v is not None and old_slices.get(k) != v),
-            slice_deletes=tuple(k for k, v in self.slices.items()
-                                if v is None and k in old_slices),
-            needs_rebuild=tuple(sorted(self.needs_rebuild)),
+            lot_upserts=tuple(v for k, v in lots.items() if v is not None and old_lots.get(k) != v) if lots else (),
+            lot_deletes=tuple(k for k, v in lots.items() if v is None and k in old_lots) if lots else (),
+            slice_upserts=tuple(v for k, v in slices.items()
+                                if v is not None and old_slices.get(k) != v) if slices else (),
+            slice_deletes=tuple(k for k, v in slices.items() if v is None and k in old_slices) if slices else (),
+            needs_rebuild=tuple(sorted(self.needs_rebuild)) if self.needs_rebuild else (),
             rejections=tuple(self.rejections),
             duplicates=self.duplicates,
             base_version=self.ledger.version,

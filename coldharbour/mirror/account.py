@@ -80,7 +80,7 @@ class RowChanges:
     deletes: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Rewrites:
     """What a batch rewrites in the history: new corporate actions and busted fills (by key)."""
 
@@ -166,10 +166,11 @@ class AccountMirror:
         orders = {i: o for i, (o, _) in batch.orders.items() if self.book.classify(o) not in ("stale", "unchanged")}
         actions = {i: a for i, a in batch.actions.items() if i not in self.actions}
         busted = {k: v for k, v in batch.busted.items() if k not in self.busted}
+        seen, known, gone = self.ledger.seen, self.fills, self.busted
         fills = {k: v for k, v in batch.fills.items()
-                 if k not in self.fills and k not in self.ledger.seen and k not in self.busted and k not in busted}
+                 if k not in known and k not in seen and k not in gone and k not in busted}
         view = StagedView(self.book, orders)
-        events = _Rewrites(actions, {k: f for k, (_, f) in busted.items()})
+        events = _Rewrites(actions, {k: f for k, (_, f) in busted.items()} if busted else {})
         new_fills = {k: f for k, (_, f) in fills.items()}
         change = self._ledger_change(orders, new_fills, view, events)
         for rejection in change.rejections:
@@ -328,7 +329,9 @@ class AccountMirror:
         by_execution: dict[str, ActivityRecord] = {}
         by_id: dict[str, ActivityRecord] = dict(batch.activities)
         # A bust's record last: it replaces the row of the execution it cancels (by execution or id).
-        for record in [*(rec for rec, _ in fills.values()), *busted]:
+        records = [rec for rec, _ in fills.values()]
+        records += busted
+        for record in records:
             execution = r.as_uuid(record.execution_id)
             if execution is not None:
                 by_execution[execution] = record

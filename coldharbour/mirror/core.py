@@ -190,7 +190,10 @@ class Mirror:
             self.counters["unknown_account"] += 1
             log.warning("message for an unknown account dropped account=%s", slug[:60])
             return None
-        return batches.setdefault(slug, AccountBatch())
+        batch = batches.get(slug)
+        if batch is None:
+            batch = batches[slug] = AccountBatch()
+        return batch
 
     def _stage(self, event: Event, batches: dict[str, AccountBatch], extra: Plan, now: int) -> Barrier | None:
         match event:
