@@ -26,6 +26,7 @@ from coldharbour.domain.money import ZERO, normalize
 from coldharbour.domain.schedule import Session
 from coldharbour.domain.types import (
     CLOSED_COLUMNS,
+    NS_PER_SECOND,
     ClosedSlice,
     Fill,
     MovedFlag,
@@ -329,29 +330,37 @@ def order_from_tuple(row: tuple[Any, ...], shared: Interner) -> Order:
 # -- raw activities and fills ----------------------------------------------------------------
 
 
-_US_PER_DAY: Final = 86_400_000_000
-_DAY_TEXTS: dict[int, str] = {}  # day number since the epoch → ``YYYYMMDD`` (bounded below)
+_SECONDS_PER_DAY: Final = 86_400
+_US_PER_SECOND: Final = 1_000_000
+_MILLIS: Final = tuple(f"{n:03d}" for n in range(1000))
+_SECOND_TEXTS: dict[int, str] = {}  # second since the epoch → ``YYYYMMDDHHMMSS`` (bounded below)
+_DAY_TEXTS: dict[int, str] = {}  # day since the epoch → ``YYYYMMDD`` (``strftime`` once a day)
 
 
 def _stamp(ts_ns: int) -> str:
     """Return Alpaca's activity-id prefix ``YYYYMMDDHHMMSSmmm`` for ``ts_ns``.
 
-    ``strftime`` once per day (it was a quarter of a fill's conversion), the time of day by
-    integer arithmetic: the same text as ``strftime("%Y%m%d%H%M%S%f")[:17]``.
+    The same text as ``strftime("%Y%m%d%H%M%S%f")[:17]`` (a quarter of a fill's conversion
+    when called per fill): the second's text is remembered, the milliseconds come from a table.
     """
-    day, micro = divmod(ts_ns // NS_PER_MICROSECOND, _US_PER_DAY)
-    prefix = _DAY_TEXTS.get(day)
+    second, micro = divmod(ts_ns // NS_PER_MICROSECOND, _US_PER_SECOND)
+    prefix = _SECOND_TEXTS.get(second)
     if prefix is None:
-        prefix = to_datetime(day * _US_PER_DAY * NS_PER_MICROSECOND).strftime("%Y%m%d")
-        if len(_DAY_TEXTS) >= 4096:
-            _DAY_TEXTS.clear()
-        _DAY_TEXTS[day] = prefix
-    if len(prefix) != 8:  # a year outside 1000-9999: the slice falls elsewhere
-        return to_datetime(ts_ns).astimezone(UTC).strftime("%Y%m%d%H%M%S%f")[:17]
-    seconds, micro = divmod(micro, 1_000_000)
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{prefix}{hours:02d}{minutes:02d}{seconds:02d}{micro // 1000:03d}"
+        day, seconds = divmod(second, _SECONDS_PER_DAY)
+        date_text = _DAY_TEXTS.get(day)
+        if date_text is None:
+            date_text = to_datetime(day * _SECONDS_PER_DAY * NS_PER_SECOND).strftime("%Y%m%d")
+            if len(_DAY_TEXTS) >= 1024:
+                _DAY_TEXTS.clear()
+            _DAY_TEXTS[day] = date_text
+        if len(date_text) != 8:  # a year outside 1000-9999: the slice falls elsewhere
+            return to_datetime(ts_ns).astimezone(UTC).strftime("%Y%m%d%H%M%S%f")[:17]
+        minutes, seconds = divmod(seconds, 60)
+        hours, minutes = divmod(minutes, 60)
+        if len(_SECOND_TEXTS) >= 4096:
+            _SECOND_TEXTS.clear()
+        prefix = _SECOND_TEXTS[second] = f"{date_text}{hours:02d}{minutes:02d}{seconds:02d}"
+    return prefix + _MILLIS[micro // 1000]
 
 
 def activity_from_fill(fill: Fill, key: str | None = None) -> ActivityRecord:

@@ -48,7 +48,7 @@ need a public surface nobody else should use.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Final, TypeVar
@@ -97,7 +97,7 @@ class SymbolState:
     def __init__(self, symbol: str, floor_key: SortKey | None = None) -> None:
         self.symbol = symbol
         self.net = ZERO  # signed position: Σ signed open lot qty
-        self.lot_order: OrderedDict[str, None] = OrderedDict()  # open lots, oldest first
+        self.lot_order: dict[str, None] = {}  # open lots, oldest first (insertion order)
         self.fifo: deque[FifoEntry] = deque()
         self.exits: dict[str, ExitTotals] = {}
         self.fills: list[Fill] = []  # the current cycle, in sort order
@@ -203,7 +203,7 @@ class _SymView:
         self.reset = base is None
         self.net = base.net if base is not None else ZERO
         self.removed: set[str] = set()
-        self.local_lots: OrderedDict[str, None] = OrderedDict()
+        self.local_lots: dict[str, None] = {}
         self._base_iter: Iterator[str] | None = None
         self._head: object = _UNSET
         self.fifo_pos = 0
