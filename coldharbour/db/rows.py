@@ -150,11 +150,11 @@ def as_uuid(text: str | None) -> str | None:
 def open_row_values(row: OpenRow) -> tuple[object, ...]:
     """Return the ``POSITION_COLUMNS`` values of ``row``."""
     return (
-        row.parent_id, row.symbol, row.side, _time(row.filled_at), row.qty, row.avg_fill,
+        row.parent_id, row.symbol, row.side, _TIMES.get(row.filled_at) or _time(row.filled_at), row.qty, row.avg_fill,
         row.avg_px_symbol, row.sl_child, row.sl_px, row.tp_child, row.tp_px, row.mkt_px,
         row.bar_px, _dt(row.bar_ts), row.moved_flag, row.buy_value, row.holding_days,
         row.days_to_expire, row.mkt_value, row.profit_loss, row.profit_loss_lot,
-        row.tp_sl_reach_pct, _time(row.updated_at),
+        row.tp_sl_reach_pct, _TIMES.get(row.updated_at) or _time(row.updated_at),
     )  # fmt: skip
 
 
@@ -484,7 +484,7 @@ def stored_fill(fill: Fill) -> tuple[str, ActivityRecord, Fill]:
     cum_qty = fill.cum_qty
     again = Fill(
         order_id=fill.order_id, symbol=fill.symbol, side=cast(OrderSide, side), qty=abs(fill.qty),
-        price=fill.price, ts=micros(fill.ts), execution_id=as_uuid(fill.execution_id) or key,
+        price=fill.price, ts=micros(fill.ts), execution_id=record.execution_id or key,
         cum_qty=None if cum_qty is None else _normal(cum_qty),
     )  # fmt: skip
     return key, record, again
@@ -494,8 +494,9 @@ def activity_values(record: ActivityRecord) -> tuple[object, ...]:
     """Return the ``ACTIVITY_COLUMNS`` values of an activity (non-UUID ids become null columns)."""
     return (
         record.id, record.activity_type.upper(), _time(record.transaction_time), record.symbol,
-        record.side, record.qty, record.price, record.net_amount, as_uuid(record.execution_id),
-        as_uuid(record.order_id), record.raw_json or "{}",
+        record.side, record.qty, record.price, record.net_amount,
+        execution if (execution := record.execution_id) in _UUIDS else as_uuid(execution),  # (a call less when known)
+        order_id if (order_id := record.order_id) in _UUIDS else as_uuid(order_id), record.raw_json or "{}",
     )  # fmt: skip
 
 
