@@ -363,6 +363,20 @@ def _stamp(ts_ns: int) -> str:
     return prefix + _MILLIS[micro // 1000]
 
 
+class _RawFill(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The ``raw_json`` of a fill's activity row: the same JSON object as a dict of these keys
+    in this order (a Struct encodes faster and is no tracked allocation)."""
+
+    order_id: object
+    execution_id: object
+    symbol: object
+    side: object
+    qty: object
+    price: object
+    source: str = "state"
+    cum_qty: object = None
+
+
 def activity_from_fill(fill: Fill, key: str | None = None) -> ActivityRecord:
     """Return the ``FILL`` activity row ``state`` stores for a fill it applied (stream, recon).
 
@@ -373,9 +387,8 @@ def activity_from_fill(fill: Fill, key: str | None = None) -> ActivityRecord:
     if key is None:
         key = fill.key
     sign = _ONE if fill.side == "buy" else _MINUS_ONE
-    raw = {"order_id": fill.order_id, "execution_id": key, "symbol": fill.symbol,
-           "side": fill.side, "qty": fill.qty, "price": fill.price, "source": "state",
-           "cum_qty": fill.cum_qty}  # fmt: skip
+    raw = _RawFill(order_id=fill.order_id, execution_id=key, symbol=fill.symbol, side=fill.side, qty=fill.qty,
+                   price=fill.price, cum_qty=fill.cum_qty)  # fmt: skip
     return ActivityRecord(
         id=f"{_stamp(fill.ts)}::{key}", activity_type=FILL_ACTIVITY, transaction_time=fill.ts,
         symbol=fill.symbol, side=fill.side, qty=fill.qty, price=fill.price,

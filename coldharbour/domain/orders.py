@@ -144,6 +144,11 @@ class OrderBook:
         outcome = self.classify(order)
         if outcome in ("stale", "unchanged"):
             return outcome
+        self.store(order)
+        return outcome
+
+    def store(self, order: Order) -> None:
+        """Store ``order``, which ``classify`` found ``new`` or ``updated`` on this very book."""
         self._orders[order.id] = order
         if order.parent_id:
             self._link_leg(order.id, order.parent_id)
@@ -154,7 +159,6 @@ class OrderBook:
             self._successor.setdefault(order.replaces, order.id)
         if order.replaced_by:
             self._successor.setdefault(order.id, order.replaced_by)
-        return outcome
 
     def _link_leg(self, leg_id: str, parent_id: str) -> None:
         children = self._children.setdefault(parent_id, [])

@@ -252,14 +252,15 @@ class AccountMirror:
         full = set(change.lots)
         for order_id in orders:
             full.add(root_of(view, order_id).order_id)
-        symbols = {s for s, p in batch.wac.items() if p != self.wac.get(s)}
-        symbols |= {s for s, bar in batch.bars.items() if bar != self.bars.get(s)}
+        symbols = {s for s, p in batch.wac.items() if p != self.wac.get(s)} if batch.wac else set()
+        if batch.bars:
+            symbols |= {s for s, bar in batch.bars.items() if bar != self.bars.get(s)}
         if batch.full:
             full |= set(self.ledger.lots) | set(self.rows)
         for symbol in symbols:
             full.update(self.symbol_lots(symbol))
             full.update(pid for pid, lot in change.lots.items() if lot is not None and lot.symbol == symbol)
-        marked = {pid for s in batch.remarked for pid in self.symbol_lots(s)} - full
+        marked = {pid for s in batch.remarked for pid in self.symbol_lots(s)} - full if batch.remarked else set()
         return full, marked
 
     def _row_changes(self, batch: AccountBatch, change: LedgerChange, view: StagedView, orders: dict[str, Order],
@@ -361,7 +362,7 @@ class AccountMirror:
     def _swap(self, orders: dict[str, Order], fills: dict[str, Fill], change: LedgerChange, rows: RowChanges,
               batch: AccountBatch) -> None:
         for order in orders.values():
-            self.book.upsert(order)
+            self.book.store(order)  # classified new or updated by ``plan`` on this same book
         change.apply()  # after the book: a rebuild swap replaces the book with its own
         self.fills.update(fills)
         for symbol, price in batch.wac.items():

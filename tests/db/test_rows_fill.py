@@ -70,6 +70,9 @@ def test_stored_fill_equals_the_json_round_trip(fill: Fill) -> None:
     record, again = found
     key, stored_record, stored = rows.stored_fill(fill)
     assert stored_record == record
+    old_raw = {"order_id": fill.order_id, "execution_id": fill.key, "symbol": fill.symbol, "side": fill.side,
+               "qty": fill.qty, "price": fill.price, "source": "state", "cum_qty": fill.cum_qty}
+    assert record.raw_json == msgspec.json.Encoder(decimal_format="string").encode(old_raw).decode()
     assert _exact(stored) == _exact(again)
     assert key == fill.key == again.key
 
