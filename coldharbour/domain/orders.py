@@ -41,6 +41,7 @@ from coldharbour.domain.types import (
 MAX_CHAIN_DEPTH: Final = 1_000
 
 UpsertOutcome = Literal["new", "updated", "unchanged", "stale"]
+_NO_LEGS: Final = LotLegs()  # what ``live_legs`` returns for an entry without legs (immutable: shared)
 
 
 class ChainError(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -382,11 +383,13 @@ def live_legs(view: OrderView, parent_id: str) -> LotLegs:
     of one role, the first listed wins.
     """
     found: dict[LegRole, Leg] = {}
-    entries = latest_successor(view, parent_id).path if view.get(parent_id) else (parent_id,)
-    if len(entries) == 1:  # never replaced (the usual entry)
-        leg_ids = dict.fromkeys(view.legs_of(entries[0]))
+    if view.successor(parent_id) is None or not view.get(parent_id):  # never replaced (the usual entry)
+        leg_ids = dict.fromkeys(view.legs_of(parent_id))
     else:
+        entries = latest_successor(view, parent_id).path
         leg_ids = dict.fromkeys(leg for entry in entries for leg in view.legs_of(entry))
+    if not leg_ids:
+        return _NO_LEGS
     for leg_id in leg_ids:
         original = view.get(leg_id)
         if original is None:

@@ -215,8 +215,8 @@ class AccountMirror:
     def _ledger_change(self, orders: dict[str, Order], keyed: dict[str, Fill], view: StagedView,
                        events: _Rewrites) -> LedgerChange:
         fills = list(keyed.values())
-        actions = [*self.actions.values(), *events.actions.values()]
-        busted = self.busted | set(events.busted)
+        actions = [*self.actions.values(), *events.actions.values()] if self.actions or events.actions else []
+        busted = self.busted | set(events.busted) if events.busted else self.busted  # (read only below)
         if not self._needs_rebuild(orders):
             symbols = self._rebuild_symbols(fills, events, actions)
             if symbols:

@@ -163,12 +163,17 @@ class Mirror:
                 continue
             barrier = self._stage(event, batches, extra, now)
             if barrier is not None:
-                yield from self._pending(batches, extra, now)
+                pending = self._pending(batches, extra, now)
+                if pending is not None:
+                    yield pending
                 batches, extra = {}, Plan()
                 yield from barrier()
-        yield from self._pending(batches, extra, now)
+        pending = self._pending(batches, extra, now)
+        if pending is not None:
+            yield pending
 
-    def _pending(self, batches: dict[str, AccountBatch], extra: Plan, now: int) -> Iterator[Plan]:
+    def _pending(self, batches: dict[str, AccountBatch], extra: Plan, now: int) -> Plan | None:
+        """Return the one plan of the staged batches and ``extra``, None when it has nothing to do."""
         plan: Plan | None = None
         for slug, batch in batches.items():
             if not batch.is_empty:
@@ -182,8 +187,7 @@ class Mirror:
             plan = extra
         else:
             plan.extend(extra)
-        if plan.needs_commit or plan.swaps or plan.messages:
-            yield plan
+        return plan if plan.needs_commit or plan.swaps or plan.messages else None
 
     def _batch(self, slug: str, batches: dict[str, AccountBatch]) -> AccountBatch | None:
         if slug not in self.accounts:
