@@ -340,15 +340,15 @@ class _SymView:
         if self.reset or current is None:
             if current is not None:
                 _unindex(ledger.dep_index, current.deps, self.symbol)
-            current = SymbolState(self.symbol, self.floor_key)
-            ledger.symbols[self.symbol] = current
-        else:
-            for lot_id in self.removed:
-                current.lot_order.pop(lot_id, None)
-            for _ in range(self.fifo_pos):
-                current.fifo.popleft()
-            if self.fifo_front is not None:
-                current.fifo[0] = self.fifo_front
+            ledger.symbols[self.symbol] = self._fresh_state()
+            self._commit_indexes(ledger)
+            return
+        for lot_id in self.removed:
+            current.lot_order.pop(lot_id, None)
+        for _ in range(self.fifo_pos):
+            current.fifo.popleft()
+        if self.fifo_front is not None:
+            current.fifo[0] = self.fifo_front
         current.net = self.net
         current.lot_order.update(self.local_lots)
         current.fifo.extend(self.fifo_local)
@@ -360,6 +360,25 @@ class _SymView:
         current.slice_bases.update(self.slice_bases)
         current.last_key = self.last_key
         self._commit_indexes(ledger)
+
+    def _fresh_state(self) -> SymbolState:
+        """Return the new state of a symbol this layer restarted: ``SymbolState(symbol, floor_key)``
+        with this layer's containers applied; it takes them over rather than copying them (the
+        layer is done once committed)."""
+        state = SymbolState.__new__(SymbolState)
+        state.symbol = self.symbol
+        state.net = self.net
+        state.lot_order = self.local_lots
+        state.fifo = self.fifo_local
+        state.exits = self.exits
+        state.fills = self.fills
+        state.deps = self.deps
+        state.unknown = self.unknown
+        state.slice_keys = self.slice_keys
+        state.slice_bases = self.slice_bases
+        state.last_key = self.last_key
+        state.floor_key = self.floor_key
+        return state
 
     def _commit_indexes(self, ledger: Ledger) -> None:
         alone = ledger.symbol_sets.get(self.symbol)
