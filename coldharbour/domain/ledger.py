@@ -173,14 +173,11 @@ class LedgerDelta(msgspec.Struct, frozen=True, kw_only=True):
                     or self.slice_deletes)
 
 
-class _Ops:
+class _Ops(msgspec.Struct):
     """The in-memory operations of a delta (applied by ``apply_delta`` only)."""
 
-    __slots__ = ("seen", "views")
-
-    def __init__(self, seen: set[str], views: list[_SymView]) -> None:
-        self.seen = seen
-        self.views = views
+    seen: set[str]
+    views: list[_SymView]
 
 
 _UNSET: Final = object()
@@ -453,7 +450,7 @@ class _Work:
                                 if v is not None and old_slices.get(k) != v) if slices else (),
             slice_deletes=tuple(k for k, v in slices.items() if v is None and k in old_slices) if slices else (),
             needs_rebuild=tuple(sorted(self.needs_rebuild)) if self.needs_rebuild else (),
-            rejections=tuple(self.rejections),
+            rejections=tuple(self.rejections) if self.rejections else (),
             duplicates=self.duplicates,
             base_version=self.ledger.version,
             ops=_Ops(self.seen, list(self.views.values())),
