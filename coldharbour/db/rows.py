@@ -240,8 +240,9 @@ def order_values(order: Order, raw_json: str) -> tuple[object, ...]:
     return (
         order.id, order.client_order_id or None, order.parent_id, order.replaced_by, order.replaces,
         order.symbol, order.side, order.order_type, order.status, order.qty, order.filled_qty,
-        order.filled_avg_price, order.limit_price, order.stop_price, _time(order.created_at),
-        _time(order.updated_at), _dt(order.filled_at), _dt(order.expires_at), raw_json,
+        order.filled_avg_price, order.limit_price, order.stop_price,
+        _TIMES.get(order.created_at) or _time(order.created_at),
+        _TIMES.get(order.updated_at) or _time(order.updated_at), _dt(order.filled_at), _dt(order.expires_at), raw_json,
         legs_json,
     )  # fmt: skip
 
@@ -392,8 +393,10 @@ def activity_from_fill(fill: Fill, key: str | None = None) -> ActivityRecord:
     return ActivityRecord(
         id=f"{_stamp(fill.ts)}::{key}", activity_type=FILL_ACTIVITY, transaction_time=fill.ts,
         symbol=fill.symbol, side=fill.side, qty=fill.qty, price=fill.price,
-        net_amount=-sign * fill.qty * fill.price, execution_id=as_uuid(fill.execution_id),
-        order_id=as_uuid(fill.order_id), raw_json=_JSON.encode(raw).decode(),
+        net_amount=-sign * fill.qty * fill.price,
+        execution_id=execution if (execution := fill.execution_id) in _UUIDS else as_uuid(execution),
+        order_id=order_id if (order_id := fill.order_id) in _UUIDS else as_uuid(order_id),
+        raw_json=_JSON.encode(raw).decode(),
     )  # fmt: skip
 
 
@@ -506,7 +509,8 @@ def stored_fill(fill: Fill) -> tuple[str, ActivityRecord, Fill]:
 def activity_values(record: ActivityRecord) -> tuple[object, ...]:
     """Return the ``ACTIVITY_COLUMNS`` values of an activity (non-UUID ids become null columns)."""
     return (
-        record.id, record.activity_type.upper(), _time(record.transaction_time), record.symbol,
+        record.id, record.activity_type.upper(),
+        _TIMES.get(record.transaction_time) or _time(record.transaction_time), record.symbol,
         record.side, record.qty, record.price, record.net_amount,
         execution if (execution := record.execution_id) in _UUIDS else as_uuid(execution),  # (a call less when known)
         order_id if (order_id := record.order_id) in _UUIDS else as_uuid(order_id), record.raw_json or "{}",

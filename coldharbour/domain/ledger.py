@@ -443,9 +443,16 @@ class _Work:
     def finish(self) -> LedgerDelta:
         old_lots, old_slices = self.ledger.lots, self.ledger.slices
         lots, slices = self.lots, self.slices  # (an opening fill touches no slice: skip those passes)
+        lot_upserts: list[Lot] = []
+        lot_deletes: list[str] = []
+        for k, v in lots.items():
+            if v is None:
+                if k in old_lots:
+                    lot_deletes.append(k)
+            elif old_lots.get(k) != v:
+                lot_upserts.append(v)
         return LedgerDelta(
-            lot_upserts=tuple(v for k, v in lots.items() if v is not None and old_lots.get(k) != v) if lots else (),
-            lot_deletes=tuple(k for k, v in lots.items() if v is None and k in old_lots) if lots else (),
+            lot_upserts=tuple(lot_upserts), lot_deletes=tuple(lot_deletes),
             slice_upserts=tuple(v for k, v in slices.items()
                                 if v is not None and old_slices.get(k) != v) if slices else (),
             slice_deletes=tuple(k for k, v in slices.items() if v is None and k in old_slices) if slices else (),

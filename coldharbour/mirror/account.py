@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import itemgetter
 
 import msgspec
 
@@ -57,6 +58,7 @@ from coldharbour.mirror.plan import Plan
 
 log = logging.getLogger(__name__)
 
+_FIRST = itemgetter(0)
 _MARK_FIELDS = ("mkt_px", "mkt_value", "profit_loss", "profit_loss_lot", "tp_sl_reach_pct", "updated_at")
 
 
@@ -164,14 +166,18 @@ class AccountMirror:
         """Return the plan committing ``batch`` (pure: nothing changes before ``swap``)."""
         plan = Plan(accounts={self.slug})
         orders = {i: o for i, (o, _) in batch.orders.items() if self.book.classify(o) not in ("stale", "unchanged")}
-        actions = {i: a for i, a in batch.actions.items() if i not in self.actions}
-        busted = {k: v for k, v in batch.busted.items() if k not in self.busted}
+        # (each comprehension is a call: skipped when its input is empty, the usual case)
+        actions = {i: a for i, a in batch.actions.items() if i not in self.actions} if batch.actions else {}
+        busted = {k: v for k, v in batch.busted.items() if k not in self.busted} if batch.busted else {}
         seen, known, gone = self.ledger.seen, self.fills, self.busted
-        fills = {k: v for k, v in batch.fills.items()
-                 if k not in known and k not in seen and k not in gone and k not in busted}
+        fills: dict[str, tuple[ActivityRecord, Fill]] = {}
+        new_fills: dict[str, Fill] = {}
+        for k, staged in batch.fills.items():
+            if k not in known and k not in seen and k not in gone and k not in busted:
+                fills[k] = staged
+                new_fills[k] = staged[1]
         view = StagedView(self.book, orders)
         events = _Rewrites(actions, {k: f for k, (_, f) in busted.items()} if busted else {})
-        new_fills = {k: f for k, (_, f) in fills.items()}
         change = self._ledger_change(orders, new_fills, view, events)
         for rejection in change.rejections:
             self.counters["rejected_fills"] += 1
@@ -179,12 +185,13 @@ class AccountMirror:
         rows = self._row_changes(batch, change, view, orders, marks, now)
         self._row_changes_out(plan, rows)
         self._slice_changes(plan, change, batch)
-        self._raw_changes(plan, batch, orders, fills, [rec for rec, _ in busted.values() if rec is not None])
+        self._raw_changes(plan, batch, orders, fills,
+                          [rec for rec, _ in busted.values() if rec is not None] if busted else [])
         self._analytics_changes(plan, batch)
         plan.swaps.append(lambda: self._swap(orders, new_fills, change, rows, batch))
         if actions or busted:
             plan.swaps.append(lambda: self._swap_rewrites(events))
-        symbols = sorted({f.symbol for f in new_fills.values()} & batch.stream_symbols)
+        symbols = sorted({f.symbol for f in new_fills.values()} & batch.stream_symbols) if batch.stream_symbols else ()
         if symbols:
             plan.messages.append((topic_resync(self.slug),
                                   ResyncRequested(account=self.slug, reason="fill", symbols=tuple(symbols))))
@@ -296,7 +303,7 @@ class AccountMirror:
 
     def _row_changes_out(self, plan: Plan, rows: RowChanges) -> None:
         if rows.upserts or rows.deletes:
-            plan.changes.append(ch.OpenRows(self.slug, tuple(r.open_row_values(row) for row in rows.upserts.values()),
+            plan.changes.append(ch.OpenRows(self.slug, tuple(map(r.open_row_values, rows.upserts.values())),
                                             tuple(rows.deletes)))
 
     def _announce(self, found: ClosedSlice) -> ch.Announce:
@@ -325,24 +332,23 @@ class AccountMirror:
     def _raw_changes(self, plan: Plan, batch: AccountBatch, orders: dict[str, Order],
                      fills: dict[str, tuple[ActivityRecord, Fill]], busted: list[ActivityRecord]) -> None:
         if orders:
-            plan.changes.append(ch.RawOrders(self.slug, tuple(r.order_values(o, batch.orders[i][1])
-                                                              for i, o in orders.items())))
+            staged = batch.orders
+            plan.changes.append(ch.RawOrders(self.slug, tuple(map(r.order_values, orders.values(),
+                                                                  [staged[i][1] for i in orders]))))
         by_execution: dict[str, ActivityRecord] = {}
         by_id: dict[str, ActivityRecord] = dict(batch.activities)
         # A bust's record last: it replaces the row of the execution it cancels (by execution or id).
-        records = [rec for rec, _ in fills.values()]
-        records += busted
-        for record in records:
+        for record in [*map(_FIRST, fills.values()), *busted]:
             execution = r.as_uuid(record.execution_id)
             if execution is not None:
                 by_execution[execution] = record
             else:
                 by_id[record.id] = record
         if by_execution:
-            plan.changes.append(ch.RawActivities(self.slug, tuple(r.activity_values(a) for a in by_execution.values()),
+            plan.changes.append(ch.RawActivities(self.slug, tuple(map(r.activity_values, by_execution.values())),
                                                  by_execution=True))
         if by_id:
-            plan.changes.append(ch.RawActivities(self.slug, tuple(r.activity_values(a) for a in by_id.values())))
+            plan.changes.append(ch.RawActivities(self.slug, tuple(map(r.activity_values, by_id.values()))))
 
     def _analytics_changes(self, plan: Plan, batch: AccountBatch) -> None:
         if batch.cash_flows:
