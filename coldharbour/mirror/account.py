@@ -235,8 +235,9 @@ class AccountMirror:
             else:
                 delta = plan_keyed_fills(self.ledger, sorted(((f.ts, k), f) for k, f in keyed.items()), view)
             if not delta.needs_rebuild:
-                lots: dict[str, Lot | None] = {pid: None for pid in delta.lot_deletes}
-                lots.update({lot.parent_id: lot for lot in delta.lot_upserts})
+                lots: dict[str, Lot | None] = dict.fromkeys(delta.lot_deletes)
+                for lot in delta.lot_upserts:
+                    lots[lot.parent_id] = lot
                 return LedgerChange(lots, delta.slice_upserts, delta.slice_deletes,
                               lambda: apply_delta(self.ledger, delta), delta.rejections)
         self.counters["ledger_rebuilds"] += 1
