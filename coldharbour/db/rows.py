@@ -26,6 +26,7 @@ from coldharbour.domain.money import ZERO, normalize
 from coldharbour.domain.schedule import Session
 from coldharbour.domain.types import (
     CLOSED_COLUMNS,
+    NS_PER_SECOND,
     ClosedSlice,
     Fill,
     MovedFlag,
@@ -88,6 +89,8 @@ FILL_ACTIVITY: Final = "FILL"
 NS_PER_MICROSECOND: Final = 1000
 _JSON: Final = msgspec.json.Encoder(decimal_format="string")
 _CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_ONE: Final = Decimal(1)
+_MINUS_ONE: Final = Decimal(-1)
 
 
 class InvalidRow(ValueError):
@@ -99,19 +102,40 @@ def micros(ts_ns: int) -> int:
     return ts_ns - ts_ns % NS_PER_MICROSECOND
 
 
+_TIMES: dict[int, datetime] = {}  # lately converted times: a fill's rows repeat its time and ``now``
+
+
+def _time(ts_ns: int) -> datetime:
+    """Return ``to_datetime(ts_ns)``, shared with the other rows of the same time (bounded memo)."""
+    found = _TIMES.get(ts_ns)
+    if found is None:
+        if len(_TIMES) >= 4096:
+            _TIMES.clear()
+        found = _TIMES[ts_ns] = to_datetime(ts_ns)
+    return found
+
+
 def _dt(ts_ns: int | None) -> datetime | None:
-    return None if ts_ns is None else to_datetime(ts_ns)
+    return None if ts_ns is None else _time(ts_ns)
 
 
 def _ns(value: datetime | None) -> int | None:
     return None if value is None else from_datetime(value)
 
 
+_UUIDS: dict[str, None] = {}  # canonical UUID texts seen lately (a fill checks its ids six times)
+
+
 def as_uuid(text: str | None) -> str | None:
     """Return ``text`` if it is a UUID string, else None."""
     if not text:
         return None
+    if text in _UUIDS:
+        return text
     if _CANONICAL_UUID.fullmatch(text):  # what the broker sends and ``validate`` makes (the hot path)
+        if len(_UUIDS) >= 16_384:
+            _UUIDS.clear()
+        _UUIDS[text] = None
         return text
     try:
         uuid.UUID(text)
@@ -126,11 +150,11 @@ def as_uuid(text: str | None) -> str | None:
 def open_row_values(row: OpenRow) -> tuple[object, ...]:
     """Return the ``POSITION_COLUMNS`` values of ``row``."""
     return (
-        row.parent_id, row.symbol, row.side, to_datetime(row.filled_at), row.qty, row.avg_fill,
+        row.parent_id, row.symbol, row.side, _TIMES.get(row.filled_at) or _time(row.filled_at), row.qty, row.avg_fill,
         row.avg_px_symbol, row.sl_child, row.sl_px, row.tp_child, row.tp_px, row.mkt_px,
         row.bar_px, _dt(row.bar_ts), row.moved_flag, row.buy_value, row.holding_days,
         row.days_to_expire, row.mkt_value, row.profit_loss, row.profit_loss_lot,
-        row.tp_sl_reach_pct, to_datetime(row.updated_at),
+        row.tp_sl_reach_pct, _TIMES.get(row.updated_at) or _time(row.updated_at),
     )  # fmt: skip
 
 
@@ -165,7 +189,7 @@ def closed_values(found: ClosedSlice) -> tuple[object, ...]:
     """Return the ``CLOSED_COLUMNS`` values of a slice."""
     return (
         found.entry_lot_id, found.exit_order_id, found.exit_parent_id, found.symbol, found.side,
-        found.qty, to_datetime(found.entry_time), found.entry_price, to_datetime(found.exit_time),
+        found.qty, _time(found.entry_time), found.entry_price, _time(found.exit_time),
         found.exit_price, found.exit_type, found.pnl_cash, found.pnl_cash_fifo, found.diff_pnl,
         found.pnl_pct, found.return_pct, Decimal(found.duration_sec),
     )  # fmt: skip
@@ -183,6 +207,9 @@ def canonical_order(order: Order) -> Order:
     """Return ``order`` with its times at microsecond precision; raise ``InvalidRow`` on a non-UUID id."""
     if as_uuid(order.id) is None:
         raise InvalidRow(f"order id must be a UUID, found {order.id[:60]!r}")
+    if not (order.created_at % NS_PER_MICROSECOND or order.updated_at % NS_PER_MICROSECOND
+            or (order.expires_at or 0) % NS_PER_MICROSECOND or (order.filled_at or 0) % NS_PER_MICROSECOND):
+        return order  # already at microseconds (the broker's precision): the same values
     return msgspec.structs.replace(
         order, created_at=micros(order.created_at), updated_at=micros(order.updated_at),
         expires_at=None if order.expires_at is None else micros(order.expires_at),
@@ -196,10 +223,13 @@ def order_values(order: Order, raw_json: str) -> tuple[object, ...]:
     ``raw_json`` is the broker's JSON text; when empty (``"{}"``) our own encoding of the order
     is stored, so ``order_class`` and the leg ids survive a restart either way.
     """
-    try:
-        parsed = msgspec.json.decode(raw_json or "{}")
-    except msgspec.DecodeError:
+    if not raw_json or raw_json == "{}":  # no broker JSON (a leg, a snapshot order): ours below
         parsed = {}
+    else:
+        try:
+            parsed = msgspec.json.decode(raw_json)
+        except msgspec.DecodeError:
+            parsed = {}
     if not isinstance(parsed, dict) or not parsed:
         raw_json = _JSON.encode(order).decode()
         parsed = {}
@@ -210,8 +240,9 @@ def order_values(order: Order, raw_json: str) -> tuple[object, ...]:
     return (
         order.id, order.client_order_id or None, order.parent_id, order.replaced_by, order.replaces,
         order.symbol, order.side, order.order_type, order.status, order.qty, order.filled_qty,
-        order.filled_avg_price, order.limit_price, order.stop_price, to_datetime(order.created_at),
-        to_datetime(order.updated_at), _dt(order.filled_at), _dt(order.expires_at), raw_json,
+        order.filled_avg_price, order.limit_price, order.stop_price,
+        _TIMES.get(order.created_at) or _time(order.created_at),
+        _TIMES.get(order.updated_at) or _time(order.updated_at), _dt(order.filled_at), _dt(order.expires_at), raw_json,
         legs_json,
     )  # fmt: skip
 
@@ -300,26 +331,72 @@ def order_from_tuple(row: tuple[Any, ...], shared: Interner) -> Order:
 # -- raw activities and fills ----------------------------------------------------------------
 
 
+_SECONDS_PER_DAY: Final = 86_400
+_US_PER_SECOND: Final = 1_000_000
+_MILLIS: Final = tuple(f"{n:03d}" for n in range(1000))
+_SECOND_TEXTS: dict[int, str] = {}  # second since the epoch → ``YYYYMMDDHHMMSS`` (bounded below)
+_DAY_TEXTS: dict[int, str] = {}  # day since the epoch → ``YYYYMMDD`` (``strftime`` once a day)
+
+
 def _stamp(ts_ns: int) -> str:
-    """Return Alpaca's activity-id prefix ``YYYYMMDDHHMMSSmmm`` for ``ts_ns``."""
-    return to_datetime(ts_ns).astimezone(UTC).strftime("%Y%m%d%H%M%S%f")[:17]
+    """Return Alpaca's activity-id prefix ``YYYYMMDDHHMMSSmmm`` for ``ts_ns``.
+
+    The same text as ``strftime("%Y%m%d%H%M%S%f")[:17]`` (a quarter of a fill's conversion
+    when called per fill): the second's text is remembered, the milliseconds come from a table.
+    """
+    second, micro = divmod(ts_ns // NS_PER_MICROSECOND, _US_PER_SECOND)
+    prefix = _SECOND_TEXTS.get(second)
+    if prefix is None:
+        day, seconds = divmod(second, _SECONDS_PER_DAY)
+        date_text = _DAY_TEXTS.get(day)
+        if date_text is None:
+            date_text = to_datetime(day * _SECONDS_PER_DAY * NS_PER_SECOND).strftime("%Y%m%d")
+            if len(_DAY_TEXTS) >= 1024:
+                _DAY_TEXTS.clear()
+            _DAY_TEXTS[day] = date_text
+        if len(date_text) != 8:  # a year outside 1000-9999: the slice falls elsewhere
+            return to_datetime(ts_ns).astimezone(UTC).strftime("%Y%m%d%H%M%S%f")[:17]
+        minutes, seconds = divmod(seconds, 60)
+        hours, minutes = divmod(minutes, 60)
+        if len(_SECOND_TEXTS) >= 4096:
+            _SECOND_TEXTS.clear()
+        prefix = _SECOND_TEXTS[second] = f"{date_text}{hours:02d}{minutes:02d}{seconds:02d}"
+    return prefix + _MILLIS[micro // 1000]
 
 
-def activity_from_fill(fill: Fill) -> ActivityRecord:
+class _RawFill(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The ``raw_json`` of a fill's activity row: the same JSON object as a dict of these keys
+    in this order (a Struct encodes faster and is no tracked allocation)."""
+
+    order_id: object
+    execution_id: object
+    symbol: object
+    side: object
+    qty: object
+    price: object
+    source: str = "state"
+    cum_qty: object = None
+
+
+def activity_from_fill(fill: Fill, key: str | None = None) -> ActivityRecord:
     """Return the ``FILL`` activity row ``state`` stores for a fill it applied (stream, recon).
 
     The id has Alpaca's shape ``<stamp>::<fill key>``; the fill's own fields are kept in
     ``raw_json`` so ``fill_from_activity`` gives back the same fill (same key, same values).
+    ``key`` is ``fill.key`` when the caller has it already.
     """
-    sign = Decimal(1) if fill.side == "buy" else Decimal(-1)
-    raw = {"order_id": fill.order_id, "execution_id": fill.key, "symbol": fill.symbol,
-           "side": fill.side, "qty": fill.qty, "price": fill.price, "source": "state",
-           "cum_qty": fill.cum_qty}  # fmt: skip
+    if key is None:
+        key = fill.key
+    sign = _ONE if fill.side == "buy" else _MINUS_ONE
+    raw = _RawFill(order_id=fill.order_id, execution_id=key, symbol=fill.symbol, side=fill.side, qty=fill.qty,
+                   price=fill.price, cum_qty=fill.cum_qty)  # fmt: skip
     return ActivityRecord(
-        id=f"{_stamp(fill.ts)}::{fill.key}", activity_type=FILL_ACTIVITY, transaction_time=fill.ts,
+        id=f"{_stamp(fill.ts)}::{key}", activity_type=FILL_ACTIVITY, transaction_time=fill.ts,
         symbol=fill.symbol, side=fill.side, qty=fill.qty, price=fill.price,
-        net_amount=-sign * fill.qty * fill.price, execution_id=as_uuid(fill.execution_id),
-        order_id=as_uuid(fill.order_id), raw_json=_JSON.encode(raw).decode(),
+        net_amount=-sign * fill.qty * fill.price,
+        execution_id=execution if (execution := fill.execution_id) in _UUIDS else as_uuid(execution),
+        order_id=order_id if (order_id := fill.order_id) in _UUIDS else as_uuid(order_id),
+        raw_json=_JSON.encode(raw).decode(),
     )  # fmt: skip
 
 
@@ -390,19 +467,53 @@ def is_canceled(record: ActivityRecord) -> bool:
 
 def canonical_fill(fill: Fill) -> tuple[ActivityRecord, Fill]:
     """Return the activity row stored for ``fill`` and the fill as it reads back from it."""
-    record = activity_from_fill(fill)
-    again = fill_from_activity(record)
-    if again is None:
-        raise InvalidRow(f"fill {fill.key!r} cannot be stored (missing order id, symbol, qty or price)")
-    return record, again
+    return stored_fill(fill)[1:]
+
+
+_FILL_SIDES: Final = frozenset(("buy", "sell", "sell_short"))
+
+
+def _normal(value: Decimal) -> Decimal:
+    """Return ``normalize(Decimal(str(value)))``: ``value`` itself when already in that form
+    (``10``, ``2.5``: the usual quantity; ``normal_text``'s rule), else a new one."""
+    if value.__class__ is Decimal:
+        text = str(value)
+        if len(text) <= 28 and "E" not in text and ("." not in text or text[-1] != "0") and value.is_finite():
+            return value
+    return normalize(Decimal(str(value)))
+
+
+def stored_fill(fill: Fill) -> tuple[str, ActivityRecord, Fill]:
+    """Return ``fill``'s key, the activity row stored for it and the fill as it reads back from it.
+
+    The read-back is ``fill_from_activity(activity_from_fill(fill))`` without the JSON round
+    trip (tests/db/test_rows_fill.py checks the two agree): the row's columns are the fill's own
+    fields, so each fallback of ``fill_from_activity`` resolves to them; the key is the same
+    before and after (a normalised ``cum_qty`` has the same text, a missing execution id
+    becomes the key itself).
+    """
+    key = fill.key
+    record = activity_from_fill(fill, key)
+    side = fill.side.lower()
+    if not (fill.order_id and fill.symbol and fill.qty and fill.price and side in _FILL_SIDES):
+        raise InvalidRow(f"fill {key!r} cannot be stored (missing order id, symbol, qty or price)")
+    cum_qty = fill.cum_qty
+    again = Fill(
+        order_id=fill.order_id, symbol=fill.symbol, side=cast(OrderSide, side), qty=abs(fill.qty),
+        price=fill.price, ts=micros(fill.ts), execution_id=record.execution_id or key,
+        cum_qty=None if cum_qty is None else _normal(cum_qty),
+    )  # fmt: skip
+    return key, record, again
 
 
 def activity_values(record: ActivityRecord) -> tuple[object, ...]:
     """Return the ``ACTIVITY_COLUMNS`` values of an activity (non-UUID ids become null columns)."""
     return (
-        record.id, record.activity_type.upper(), to_datetime(record.transaction_time), record.symbol,
-        record.side, record.qty, record.price, record.net_amount, as_uuid(record.execution_id),
-        as_uuid(record.order_id), record.raw_json or "{}",
+        record.id, record.activity_type.upper(),
+        _TIMES.get(record.transaction_time) or _time(record.transaction_time), record.symbol,
+        record.side, record.qty, record.price, record.net_amount,
+        execution if (execution := record.execution_id) in _UUIDS else as_uuid(execution),  # (a call less when known)
+        order_id if (order_id := record.order_id) in _UUIDS else as_uuid(order_id), record.raw_json or "{}",
     )  # fmt: skip
 
 

@@ -48,7 +48,7 @@ need a public surface nobody else should use.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Final, TypeVar
@@ -97,7 +97,7 @@ class SymbolState:
     def __init__(self, symbol: str, floor_key: SortKey | None = None) -> None:
         self.symbol = symbol
         self.net = ZERO  # signed position: Σ signed open lot qty
-        self.lot_order: OrderedDict[str, None] = OrderedDict()  # open lots, oldest first
+        self.lot_order: dict[str, None] = {}  # open lots, oldest first (insertion order)
         self.fifo: deque[FifoEntry] = deque()
         self.exits: dict[str, ExitTotals] = {}
         self.fills: list[Fill] = []  # the current cycle, in sort order
@@ -173,14 +173,11 @@ class LedgerDelta(msgspec.Struct, frozen=True, kw_only=True):
                     or self.slice_deletes)
 
 
-class _Ops:
+class _Ops(msgspec.Struct):
     """The in-memory operations of a delta (applied by ``apply_delta`` only)."""
 
-    __slots__ = ("seen", "views")
-
-    def __init__(self, seen: set[str], views: list[_SymView]) -> None:
-        self.seen = seen
-        self.views = views
+    seen: set[str]
+    views: list[_SymView]
 
 
 _UNSET: Final = object()
@@ -193,13 +190,17 @@ class _SymView:
     cycle closes inside the plan or when a replay erases it.
     """
 
+    __slots__ = ("_base_iter", "_head", "base", "clear_pending", "closed_unknown", "deps", "exits", "fifo_front",
+                 "fifo_local", "fifo_pos", "fills", "floor_key", "last_key", "local_lots", "net", "removed", "reset",
+                 "slice_bases", "slice_keys", "symbol", "unknown")
+
     def __init__(self, symbol: str, base: SymbolState | None) -> None:
         self.symbol = symbol
         self.base = base
         self.reset = base is None
         self.net = base.net if base is not None else ZERO
         self.removed: set[str] = set()
-        self.local_lots: OrderedDict[str, None] = OrderedDict()
+        self.local_lots: dict[str, None] = {}
         self._base_iter: Iterator[str] | None = None
         self._head: object = _UNSET
         self.fifo_pos = 0
@@ -336,15 +337,15 @@ class _SymView:
         if self.reset or current is None:
             if current is not None:
                 _unindex(ledger.dep_index, current.deps, self.symbol)
-            current = SymbolState(self.symbol, self.floor_key)
-            ledger.symbols[self.symbol] = current
-        else:
-            for lot_id in self.removed:
-                current.lot_order.pop(lot_id, None)
-            for _ in range(self.fifo_pos):
-                current.fifo.popleft()
-            if self.fifo_front is not None:
-                current.fifo[0] = self.fifo_front
+            ledger.symbols[self.symbol] = self._fresh_state()
+            self._commit_indexes(ledger)
+            return
+        for lot_id in self.removed:
+            current.lot_order.pop(lot_id, None)
+        for _ in range(self.fifo_pos):
+            current.fifo.popleft()
+        if self.fifo_front is not None:
+            current.fifo[0] = self.fifo_front
         current.net = self.net
         current.lot_order.update(self.local_lots)
         current.fifo.extend(self.fifo_local)
@@ -356,6 +357,25 @@ class _SymView:
         current.slice_bases.update(self.slice_bases)
         current.last_key = self.last_key
         self._commit_indexes(ledger)
+
+    def _fresh_state(self) -> SymbolState:
+        """Return the new state of a symbol this layer restarted: ``SymbolState(symbol, floor_key)``
+        with this layer's containers applied; it takes them over rather than copying them (the
+        layer is done once committed)."""
+        state = SymbolState.__new__(SymbolState)
+        state.symbol = self.symbol
+        state.net = self.net
+        state.lot_order = self.local_lots
+        state.fifo = self.fifo_local
+        state.exits = self.exits
+        state.fills = self.fills
+        state.deps = self.deps
+        state.unknown = self.unknown
+        state.slice_keys = self.slice_keys
+        state.slice_bases = self.slice_bases
+        state.last_key = self.last_key
+        state.floor_key = self.floor_key
+        return state
 
     def _commit_indexes(self, ledger: Ledger) -> None:
         alone = ledger.symbol_sets.get(self.symbol)
@@ -387,6 +407,8 @@ def _unindex(index: dict[str, frozenset[str]], ids: Iterable[str], symbol: str) 
 
 class _Work:
     """Copy-on-write changes over a ledger while planning one delta."""
+
+    __slots__ = ("book", "duplicates", "ledger", "lots", "needs_rebuild", "rejections", "seen", "slices", "views")
 
     def __init__(self, ledger: Ledger, book: OrderView) -> None:
         self.ledger = ledger
@@ -420,16 +442,22 @@ class _Work:
 
     def finish(self) -> LedgerDelta:
         old_lots, old_slices = self.ledger.lots, self.ledger.slices
+        lots, slices = self.lots, self.slices  # (an opening fill touches no slice: skip those passes)
+        lot_upserts: list[Lot] = []
+        lot_deletes: list[str] = []
+        for k, v in lots.items():
+            if v is None:
+                if k in old_lots:
+                    lot_deletes.append(k)
+            elif old_lots.get(k) != v:
+                lot_upserts.append(v)
         return LedgerDelta(
-            lot_upserts=tuple(v for k, v in self.lots.items()
-                              if v is not None and old_lots.get(k) != v),
-            lot_deletes=tuple(k for k, v in self.lots.items() if v is None and k in old_lots),
-            slice_upserts=tuple(v for k, v in self.slices.items()
-                                if v is not None and old_slices.get(k) != v),
-            slice_deletes=tuple(k for k, v in self.slices.items()
-                                if v is None and k in old_slices),
-            needs_rebuild=tuple(sorted(self.needs_rebuild)),
-            rejections=tuple(self.rejections),
+            lot_upserts=tuple(lot_upserts), lot_deletes=tuple(lot_deletes),
+            slice_upserts=tuple(v for k, v in slices.items()
+                                if v is not None and old_slices.get(k) != v) if slices else (),
+            slice_deletes=tuple(k for k, v in slices.items() if v is None and k in old_slices) if slices else (),
+            needs_rebuild=tuple(sorted(self.needs_rebuild)) if self.needs_rebuild else (),
+            rejections=tuple(self.rejections) if self.rejections else (),
             duplicates=self.duplicates,
             base_version=self.ledger.version,
             ops=_Ops(self.seen, list(self.views.values())),
@@ -696,6 +724,14 @@ def plan_fills(ledger: Ledger, fills: Iterable[Fill], book: OrderView) -> Ledger
     work = _Work(ledger, book)
     for fill in fills:
         _plan_one(work, fill)
+    return work.finish()
+
+
+def plan_keyed_fills(ledger: Ledger, fills: Iterable[tuple[SortKey, Fill]], book: OrderView) -> LedgerDelta:
+    """Return ``plan_fills`` of ``(fill.sort_key, fill)`` pairs whose keys the caller holds already."""
+    work = _Work(ledger, book)
+    for sort_key, fill in fills:
+        _plan_one(work, fill, sort_key)
     return work.finish()
 
 

@@ -41,6 +41,7 @@ from coldharbour.domain.types import (
 MAX_CHAIN_DEPTH: Final = 1_000
 
 UpsertOutcome = Literal["new", "updated", "unchanged", "stale"]
+_NO_LEGS: Final = LotLegs()  # what ``live_legs`` returns for an entry without legs (immutable: shared)
 
 
 class ChainError(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -144,6 +145,11 @@ class OrderBook:
         outcome = self.classify(order)
         if outcome in ("stale", "unchanged"):
             return outcome
+        self.store(order)
+        return outcome
+
+    def store(self, order: Order) -> None:
+        """Store ``order``, which ``classify`` found ``new`` or ``updated`` on this very book."""
         self._orders[order.id] = order
         if order.parent_id:
             self._link_leg(order.id, order.parent_id)
@@ -154,7 +160,6 @@ class OrderBook:
             self._successor.setdefault(order.replaces, order.id)
         if order.replaced_by:
             self._successor.setdefault(order.id, order.replaced_by)
-        return outcome
 
     def _link_leg(self, leg_id: str, parent_id: str) -> None:
         children = self._children.setdefault(parent_id, [])
@@ -378,8 +383,13 @@ def live_legs(view: OrderView, parent_id: str) -> LotLegs:
     of one role, the first listed wins.
     """
     found: dict[LegRole, Leg] = {}
-    entries = latest_successor(view, parent_id).path if view.get(parent_id) else (parent_id,)
-    leg_ids = dict.fromkeys(leg for entry in entries for leg in view.legs_of(entry))
+    if view.successor(parent_id) is None or not view.get(parent_id):  # never replaced (the usual entry)
+        leg_ids = dict.fromkeys(view.legs_of(parent_id))
+    else:
+        entries = latest_successor(view, parent_id).path
+        leg_ids = dict.fromkeys(leg for entry in entries for leg in view.legs_of(entry))
+    if not leg_ids:
+        return _NO_LEGS
     for leg_id in leg_ids:
         original = view.get(leg_id)
         if original is None:

@@ -50,7 +50,7 @@ TERMINAL_STATUSES: Final = frozenset({"filled", "canceled", "expired", "replaced
 
 def to_datetime(ts_ns: int) -> datetime:
     """Return the aware UTC datetime of ``ts_ns`` (truncated to microseconds)."""
-    return _EPOCH + timedelta(microseconds=ts_ns // 1000)
+    return _EPOCH + timedelta(0, 0, ts_ns // 1000)  # positional: twice as fast as ``microseconds=``
 
 
 def from_datetime(value: datetime) -> int:
@@ -72,7 +72,11 @@ def normal_text(value: Decimal) -> str:
 
 def side_sign(side: LotSide) -> Decimal:
     """Return +1 for a long lot, -1 for a short one (the ``s`` of SPEC §2.2)."""
-    return Decimal(1) if side == "long" else Decimal(-1)
+    return _PLUS_ONE if side == "long" else _MINUS_ONE
+
+
+_PLUS_ONE: Final = Decimal(1)
+_MINUS_ONE: Final = Decimal(-1)
 
 
 def direction(side: OrderSide) -> int:

@@ -26,10 +26,11 @@ otherwise held dirty for the periodic flush (DESIGN §3).
 from __future__ import annotations
 
 import logging
-from collections import ChainMap, Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import itemgetter
 
 import msgspec
 
@@ -37,7 +38,14 @@ from coldharbour.db import rows as r
 from coldharbour.db.names import AccountNames
 from coldharbour.domain import changes as ch
 from coldharbour.domain.corporate import CorporateAction, needs_history, remove_busted
-from coldharbour.domain.ledger import Ledger, apply_delta, differences, plan_fills, plan_symbols_rebuild, rebuild
+from coldharbour.domain.ledger import (
+    Ledger,
+    apply_delta,
+    differences,
+    plan_keyed_fills,
+    plan_symbols_rebuild,
+    rebuild,
+)
 from coldharbour.domain.orders import OrderBook, chain_signature, live_legs, root_of
 from coldharbour.domain.positions import RowParams, build_open_row, should_push, with_mark
 from coldharbour.domain.reconcile import reconcile
@@ -50,10 +58,11 @@ from coldharbour.mirror.plan import Plan
 
 log = logging.getLogger(__name__)
 
+_FIRST = itemgetter(0)
 _MARK_FIELDS = ("mkt_px", "mkt_value", "profit_loss", "profit_loss_lot", "tp_sl_reach_pct", "updated_at")
 
 
-@dataclass
+@dataclass(slots=True)
 class LedgerChange:
     """A ledger change: lots changed (None = closed), slices changed, and how to swap it in."""
 
@@ -64,7 +73,7 @@ class LedgerChange:
     rejections: tuple[FillRejection, ...] = ()
 
 
-@dataclass
+@dataclass(slots=True)
 class RowChanges:
     """Open rows to write and push, to hold dirty, and to delete."""
 
@@ -73,7 +82,7 @@ class RowChanges:
     deletes: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Rewrites:
     """What a batch rewrites in the history: new corporate actions and busted fills (by key)."""
 
@@ -157,29 +166,32 @@ class AccountMirror:
         """Return the plan committing ``batch`` (pure: nothing changes before ``swap``)."""
         plan = Plan(accounts={self.slug})
         orders = {i: o for i, (o, _) in batch.orders.items() if self.book.classify(o) not in ("stale", "unchanged")}
-        actions = {i: a for i, a in batch.actions.items() if i not in self.actions}
-        busted = {k: v for k, v in batch.busted.items() if k not in self.busted}
-        fills = {k: v for k, v in batch.fills.items()
-                 if k not in self.fills and k not in self.ledger.seen and k not in self.busted and k not in busted}
+        # (each comprehension is a call: skipped when its input is empty, the usual case)
+        actions = {i: a for i, a in batch.actions.items() if i not in self.actions} if batch.actions else {}
+        busted = {k: v for k, v in batch.busted.items() if k not in self.busted} if batch.busted else {}
+        seen, known, gone = self.ledger.seen, self.fills, self.busted
+        fills: dict[str, tuple[ActivityRecord, Fill]] = {}
+        new_fills: dict[str, Fill] = {}
+        for k, staged in batch.fills.items():
+            if k not in known and k not in seen and k not in gone and k not in busted:
+                fills[k] = staged
+                new_fills[k] = staged[1]
         view = StagedView(self.book, orders)
-        events = _Rewrites(actions, {k: f for k, (_, f) in busted.items()})
-        change = self._ledger_change(orders, [f for _, f in fills.values()], view, events)
+        events = _Rewrites(actions, {k: f for k, (_, f) in busted.items()} if busted else {})
+        change = self._ledger_change(orders, new_fills, view, events)
         for rejection in change.rejections:
             self.counters["rejected_fills"] += 1
             log.warning("ledger rejected fill account=%s key=%s reason=%s", self.slug, rejection.key, rejection.reason)
-        # The batch's WAC (None: no longer held) and bars over memory's; never a copy of every symbol.
-        wac: Mapping[str, Decimal | None] = ChainMap(batch.wac, self.wac)  # type: ignore[arg-type]
-        bars: Mapping[str, tuple[Decimal, int]] = ChainMap(batch.bars, self.bars)
-        rows = self._row_changes(batch, change, view, orders, wac, bars, marks, now)
+        rows = self._row_changes(batch, change, view, orders, marks, now)
         self._row_changes_out(plan, rows)
         self._slice_changes(plan, change, batch)
-        self._raw_changes(plan, batch, orders, fills, [rec for rec, _ in busted.values() if rec is not None])
+        self._raw_changes(plan, batch, orders, fills,
+                          [rec for rec, _ in busted.values() if rec is not None] if busted else [])
         self._analytics_changes(plan, batch)
-        new_fills = {k: f for k, (_, f) in fills.items()}
         plan.swaps.append(lambda: self._swap(orders, new_fills, change, rows, batch))
         if actions or busted:
             plan.swaps.append(lambda: self._swap_rewrites(events))
-        symbols = sorted({f.symbol for f in new_fills.values()} & batch.stream_symbols)
+        symbols = sorted({f.symbol for f in new_fills.values()} & batch.stream_symbols) if batch.stream_symbols else ()
         if symbols:
             plan.messages.append((topic_resync(self.slug),
                                   ResyncRequested(account=self.slug, reason="fill", symbols=tuple(symbols))))
@@ -199,16 +211,19 @@ class AccountMirror:
     def _rebuild_symbols(self, fills: list[Fill], events: _Rewrites, actions: list[CorporateAction]) -> set[str]:
         """Return the symbols whose history the batch rewrites (SPEC §8), empty when none."""
         symbols: set[str] = set()
+        if not actions and not events.busted:  # nothing rewrites any history (the usual batch)
+            return symbols
         for action in events.actions.values():
             symbols |= _affected(set(action.symbols), action.ts - 1, actions)
         for fill in [*events.busted.values(), *(f for f in fills if needs_history(f, actions))]:
             symbols |= _affected({fill.symbol}, fill.ts, actions)
         return symbols
 
-    def _ledger_change(self, orders: dict[str, Order], fills: list[Fill], view: StagedView,
+    def _ledger_change(self, orders: dict[str, Order], keyed: dict[str, Fill], view: StagedView,
                        events: _Rewrites) -> LedgerChange:
-        actions = [*self.actions.values(), *events.actions.values()]
-        busted = self.busted | set(events.busted)
+        fills = list(keyed.values())
+        actions = [*self.actions.values(), *events.actions.values()] if self.actions or events.actions else []
+        busted = self.busted | set(events.busted) if events.busted else self.busted  # (read only below)
         if not self._needs_rebuild(orders):
             symbols = self._rebuild_symbols(fills, events, actions)
             if symbols:
@@ -218,10 +233,11 @@ class AccountMirror:
                 history = remove_busted([f for f in [*self.fills.values(), *fills] if f.symbol in related], busted)
                 delta = plan_symbols_rebuild(self.ledger, symbols, history, view, actions)
             else:
-                delta = plan_fills(self.ledger, sorted(fills, key=lambda f: f.sort_key), view)
+                delta = plan_keyed_fills(self.ledger, sorted(((f.ts, k), f) for k, f in keyed.items()), view)
             if not delta.needs_rebuild:
-                lots: dict[str, Lot | None] = {pid: None for pid in delta.lot_deletes}
-                lots.update({lot.parent_id: lot for lot in delta.lot_upserts})
+                lots: dict[str, Lot | None] = dict.fromkeys(delta.lot_deletes)
+                for lot in delta.lot_upserts:
+                    lots[lot.parent_id] = lot
                 return LedgerChange(lots, delta.slice_upserts, delta.slice_deletes,
                               lambda: apply_delta(self.ledger, delta), delta.rejections)
         self.counters["ledger_rebuilds"] += 1
@@ -244,19 +260,19 @@ class AccountMirror:
         full = set(change.lots)
         for order_id in orders:
             full.add(root_of(view, order_id).order_id)
-        symbols = {s for s, p in batch.wac.items() if p != self.wac.get(s)}
-        symbols |= {s for s, bar in batch.bars.items() if bar != self.bars.get(s)}
+        symbols = {s for s, p in batch.wac.items() if p != self.wac.get(s)} if batch.wac else set()
+        if batch.bars:
+            symbols |= {s for s, bar in batch.bars.items() if bar != self.bars.get(s)}
         if batch.full:
             full |= set(self.ledger.lots) | set(self.rows)
         for symbol in symbols:
             full.update(self.symbol_lots(symbol))
             full.update(pid for pid, lot in change.lots.items() if lot is not None and lot.symbol == symbol)
-        marked = {pid for s in batch.remarked for pid in self.symbol_lots(s)} - full
+        marked = {pid for s in batch.remarked for pid in self.symbol_lots(s)} - full if batch.remarked else set()
         return full, marked
 
     def _row_changes(self, batch: AccountBatch, change: LedgerChange, view: StagedView, orders: dict[str, Order],
-                     wac: Mapping[str, Decimal | None], bars: Mapping[str, tuple[Decimal, int]], marks: Marks,
-                     now: int) -> RowChanges:
+                     marks: Marks, now: int) -> RowChanges:
         full, marked = self._candidates(batch, change, view, orders)
         result = RowChanges()
         for pid in sorted(full | marked):
@@ -267,9 +283,12 @@ class AccountMirror:
                 continue
             old = self.rows.get(pid)
             if pid in full or old is None:
-                bar = bars.get(lot.symbol)
-                new = build_open_row(lot, legs=live_legs(view, pid), mark=marks.price(lot.symbol),
-                                     wac=wac.get(lot.symbol), now=now, params=self.params,
+                # The batch's WAC (None: no longer held) and bars over memory's.
+                symbol = lot.symbol
+                wac = batch.wac[symbol] if symbol in batch.wac else self.wac.get(symbol)
+                bar = batch.bars.get(symbol) or self.bars.get(symbol)
+                new = build_open_row(lot, legs=live_legs(view, pid), mark=marks.price(symbol),
+                                     wac=wac, now=now, params=self.params,
                                      bar_px=bar[0] if bar else None, bar_ts=bar[1] if bar else None)
             else:
                 new = with_mark(old, marks.price(lot.symbol), now)
@@ -285,7 +304,7 @@ class AccountMirror:
 
     def _row_changes_out(self, plan: Plan, rows: RowChanges) -> None:
         if rows.upserts or rows.deletes:
-            plan.changes.append(ch.OpenRows(self.slug, tuple(r.open_row_values(row) for row in rows.upserts.values()),
+            plan.changes.append(ch.OpenRows(self.slug, tuple(map(r.open_row_values, rows.upserts.values())),
                                             tuple(rows.deletes)))
 
     def _announce(self, found: ClosedSlice) -> ch.Announce:
@@ -314,22 +333,23 @@ class AccountMirror:
     def _raw_changes(self, plan: Plan, batch: AccountBatch, orders: dict[str, Order],
                      fills: dict[str, tuple[ActivityRecord, Fill]], busted: list[ActivityRecord]) -> None:
         if orders:
-            plan.changes.append(ch.RawOrders(self.slug, tuple(r.order_values(o, batch.orders[i][1])
-                                                              for i, o in orders.items())))
+            staged = batch.orders
+            plan.changes.append(ch.RawOrders(self.slug, tuple(map(r.order_values, orders.values(),
+                                                                  [staged[i][1] for i in orders]))))
         by_execution: dict[str, ActivityRecord] = {}
         by_id: dict[str, ActivityRecord] = dict(batch.activities)
         # A bust's record last: it replaces the row of the execution it cancels (by execution or id).
-        for record in [*(rec for rec, _ in fills.values()), *busted]:
+        for record in [*map(_FIRST, fills.values()), *busted]:
             execution = r.as_uuid(record.execution_id)
             if execution is not None:
                 by_execution[execution] = record
             else:
                 by_id[record.id] = record
         if by_execution:
-            plan.changes.append(ch.RawActivities(self.slug, tuple(r.activity_values(a) for a in by_execution.values()),
+            plan.changes.append(ch.RawActivities(self.slug, tuple(map(r.activity_values, by_execution.values())),
                                                  by_execution=True))
         if by_id:
-            plan.changes.append(ch.RawActivities(self.slug, tuple(r.activity_values(a) for a in by_id.values())))
+            plan.changes.append(ch.RawActivities(self.slug, tuple(map(r.activity_values, by_id.values()))))
 
     def _analytics_changes(self, plan: Plan, batch: AccountBatch) -> None:
         if batch.cash_flows:
@@ -349,7 +369,7 @@ class AccountMirror:
     def _swap(self, orders: dict[str, Order], fills: dict[str, Fill], change: LedgerChange, rows: RowChanges,
               batch: AccountBatch) -> None:
         for order in orders.values():
-            self.book.upsert(order)
+            self.book.store(order)  # classified new or updated by ``plan`` on this same book
         change.apply()  # after the book: a rebuild swap replaces the book with its own
         self.fills.update(fills)
         for symbol, price in batch.wac.items():

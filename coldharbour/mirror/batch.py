@@ -26,9 +26,10 @@ from coldharbour.messages import ActivityRecord
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(slots=True, init=False)
 class AccountBatch:
-    """The staged inputs of one account for one commit."""
+    """The staged inputs of one account for one commit (one per account and event batch: its
+    ``__init__`` is written out, literals instead of a factory call per field)."""
 
     orders: dict[str, tuple[Order, str]] = field(default_factory=dict)
     fills: dict[str, tuple[ActivityRecord, Fill]] = field(default_factory=dict)
@@ -48,6 +49,25 @@ class AccountBatch:
     remarked: set[str] = field(default_factory=set)  # symbols whose mark moved
     full: bool = False  # re-derive every row and drop rows without a lot
     all_slices: bool = False  # re-write every slice (idempotent; used at start-up)
+
+    def __init__(self, *, full: bool = False, all_slices: bool = False) -> None:
+        self.orders = {}
+        self.fills = {}
+        self.stream_symbols = set()
+        self.activities = {}
+        self.actions = {}
+        self.busted = {}
+        self.cash_flows = {}
+        self.deleted_cash_flows = set()
+        self.daily = {}
+        self.daily_keep = None
+        self.intraday = {}
+        self.bars = {}
+        self.metrics = None
+        self.wac = {}
+        self.remarked = set()
+        self.full = full
+        self.all_slices = all_slices
 
     @property
     def is_empty(self) -> bool:
@@ -86,12 +106,12 @@ class AccountBatch:
     def add_fill(self, fill: Fill, counters: Counter[str], *, from_stream: bool = False) -> None:
         """Stage one execution in its stored form."""
         try:
-            record, canonical = rows.canonical_fill(fill)
+            key, record, canonical = rows.stored_fill(fill)
         except rows.InvalidRow as e:
             counters["rejected_fills"] += 1
             log.warning("rejected fill reason=%s", e)
             return
-        self.fills.setdefault(canonical.key, (record, canonical))
+        self.fills.setdefault(key, (record, canonical))
         if from_stream:
             self.stream_symbols.add(canonical.symbol)
 

@@ -58,6 +58,10 @@ class StagedView:
 
     def legs_of(self, parent_id: str) -> tuple[str, ...]:
         """Return the legs of ``parent_id`` (book first, then staged links)."""
-        legs = list(self._book.legs_of(parent_id))
-        legs += [leg for leg in self._children.get(parent_id, ()) if leg not in legs]
+        known = self._book.legs_of(parent_id)
+        staged = self._children.get(parent_id)
+        if not staged:
+            return known
+        legs = list(known)
+        legs += [leg for leg in staged if leg not in legs]
         return tuple(legs)

@@ -158,29 +158,46 @@ class Mirror:
         batches: dict[str, AccountBatch] = {}
         extra = Plan()
         for event in events:
+            if event.__class__ is tuple and event[1].__class__ is OrderUpdated:  # the usual event: what _stage does
+                self._stage_account(event[1], batches)
+                continue
             barrier = self._stage(event, batches, extra, now)
             if barrier is not None:
-                yield from self._pending(batches, extra, now)
+                pending = self._pending(batches, extra, now)
+                if pending is not None:
+                    yield pending
                 batches, extra = {}, Plan()
                 yield from barrier()
-        yield from self._pending(batches, extra, now)
+        pending = self._pending(batches, extra, now)
+        if pending is not None:
+            yield pending
 
-    def _pending(self, batches: dict[str, AccountBatch], extra: Plan, now: int) -> Iterator[Plan]:
-        plan = Plan()
+    def _pending(self, batches: dict[str, AccountBatch], extra: Plan, now: int) -> Plan | None:
+        """Return the one plan of the staged batches and ``extra``, None when it has nothing to do."""
+        plan: Plan | None = None
         for slug, batch in batches.items():
             if not batch.is_empty:
-                plan.extend(self.accounts[slug].plan(batch, self.marks, now))
+                planned = self.accounts[slug].plan(batch, self.marks, now)
+                if plan is None:
+                    plan = planned  # one account's plan is the batch's (the usual case), not a copy
+                else:
+                    plan.extend(planned)
                 plan.changes += batch.deletions(slug)
-        plan.extend(extra)
-        if plan.needs_commit or plan.swaps or plan.messages:
-            yield plan
+        if plan is None:
+            plan = extra
+        else:
+            plan.extend(extra)
+        return plan if plan.needs_commit or plan.swaps or plan.messages else None
 
     def _batch(self, slug: str, batches: dict[str, AccountBatch]) -> AccountBatch | None:
         if slug not in self.accounts:
             self.counters["unknown_account"] += 1
             log.warning("message for an unknown account dropped account=%s", slug[:60])
             return None
-        return batches.setdefault(slug, AccountBatch())
+        batch = batches.get(slug)
+        if batch is None:
+            batch = batches[slug] = AccountBatch()
+        return batch
 
     def _stage(self, event: Event, batches: dict[str, AccountBatch], extra: Plan, now: int) -> Barrier | None:
         match event:

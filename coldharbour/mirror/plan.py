@@ -16,7 +16,7 @@ from coldharbour.domain.changes import Change
 from coldharbour.messages import Msg
 
 
-@dataclass
+@dataclass(slots=True)
 class Plan:
     """One transaction's worth of work and what to do after it committed."""
 
