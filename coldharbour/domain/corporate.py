@@ -193,13 +193,34 @@ def remove_busted(fills: Iterable[Fill], busted_keys: Iterable[str]) -> list[Fil
     return [fill for fill in fills if fill.key not in gone]
 
 
+def linked_symbols(symbols: Iterable[str], actions: Iterable[CorporateAction], after: int = -1) -> set[str]:
+    """Return ``symbols`` plus those of every action after ``after`` reaching them (transitively)."""
+    found = set(symbols)
+    later = [set(a.symbols) for a in actions if a.ts > after]
+    grew = True
+    while grew:
+        grew = False
+        for touched in later:
+            if found & touched and not touched <= found:
+                found |= touched
+                grew = True
+    return found
+
+
 def needs_history(fill: Fill, actions: Iterable[CorporateAction]) -> bool:
-    """Return True when ``fill`` predates an action on its symbol: book it by a rebuild.
+    """Return True when ``fill`` predates an action on its symbol or on one an action links it to.
 
     Applied incrementally it would be read in pre-action share terms; the caller instead runs
-    ``plan_symbols_rebuild`` for the action's symbols with the adjusted history.
+    ``plan_symbols_rebuild`` for the linked symbols with the adjusted history. Linked: a fill
+    of MSFT stamped after MSFT became NEW0 and before NEW0's cash merger belongs to a lot the
+    merger closed in memory, but to a new MSFT lot in the history.
     """
-    return any(fill.ts < a.ts and fill.symbol in a.symbols for a in actions)
+    actions = list(actions)
+    later = [a for a in actions if fill.ts < a.ts]
+    if not later:
+        return False
+    symbols = linked_symbols((fill.symbol,), actions)
+    return any(symbols & set(a.symbols) for a in later)
 
 
 class ActionLeg(msgspec.Struct, frozen=True, kw_only=True):

@@ -37,7 +37,7 @@ import msgspec
 from coldharbour.db import rows as r
 from coldharbour.db.names import AccountNames
 from coldharbour.domain import changes as ch
-from coldharbour.domain.corporate import CorporateAction, needs_history, remove_busted
+from coldharbour.domain.corporate import CorporateAction, linked_symbols, needs_history, remove_busted
 from coldharbour.domain.ledger import (
     Ledger,
     apply_delta,
@@ -92,15 +92,7 @@ class _Rewrites:
 
 def _affected(symbols: set[str], after: int, actions: list[CorporateAction]) -> set[str]:
     """Return ``symbols`` plus those of every action after ``after`` reaching them (transitively)."""
-    found = set(symbols)
-    grew = True
-    while grew:
-        grew = False
-        for action in actions:
-            if action.ts > after and found & set(action.symbols) and not set(action.symbols) <= found:
-                found |= set(action.symbols)
-                grew = True
-    return found
+    return linked_symbols(symbols, actions, after)
 
 
 def _only_marks_differ(old: OpenRow, new: OpenRow) -> bool:
@@ -215,8 +207,11 @@ class AccountMirror:
             return symbols
         for action in events.actions.values():
             symbols |= _affected(set(action.symbols), action.ts - 1, actions)
-        for fill in [*events.busted.values(), *(f for f in fills if needs_history(f, actions))]:
+        for fill in events.busted.values():
             symbols |= _affected({fill.symbol}, fill.ts, actions)
+        for fill in fills:
+            if needs_history(fill, actions):  # every symbol linked to it: its lot may live under another
+                symbols |= _affected({fill.symbol}, -1, actions)
         return symbols
 
     def _ledger_change(self, orders: dict[str, Order], keyed: dict[str, Fill], view: StagedView,
