@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import gc
 import logging
 import sys
 import time
@@ -139,8 +138,9 @@ async def _commit_start(plan: Plan, writer: Writer, resyncs: Resyncs, mirror: Mi
 
 
 def _return_memory() -> None:
-    """Give the start-up garbage back to the system (the load and start plan peak far above steady state)."""
-    gc.collect()
+    """Give the start-up garbage back to the system (the load and start plan peak far above steady state),
+    and keep the loaded mirror out of later full collections (``runtime.freeze_heap``)."""
+    runtime.freeze_heap()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
