@@ -7,7 +7,7 @@ the raw rows and the analytics rows. The swap applies it all after the commit.
 
 Two ways to a ledger change, both pure:
 
-* incremental (the usual case): ``plan_fills`` over the batch's new fills;
+* incremental (the usual case): ``plan_keyed_fills`` over the batch's new fills;
 * symbol rebuild (SPEC §8): a new corporate action, a bust (a FILL the broker canceled) or a
   fill older than a known action on its symbol rewrites the history of a few symbols;
   ``plan_symbols_rebuild`` re-books them from the stored fills (busted ones removed) with
