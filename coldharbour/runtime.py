@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -156,18 +155,6 @@ def load_from_environment(environ: Mapping[str, str] | None = None) -> config.Se
     return config.load_settings(env, env.get("CHMGR_CONFIG") or None)
 
 
-def freeze_heap() -> None:
-    """Collect, then move everything alive out of the cyclic collector's reach (``gc.freeze``).
-
-    What a program holds for its whole life (the libraries it imported, the mirror ``state``
-    loads at start) is then no longer walked by every full collection: in the fill bench those
-    were 50-90 ms pauses of ``state`` and ``trades``, each a latency spike for the fills behind it.
-    Reference counting still frees what is dropped later; only cycles among frozen objects stay.
-    """
-    gc.collect()
-    gc.freeze()
-
-
 def run(program: str, amain: AMain, *, with_heartbeat: bool = True) -> int:
     """Run ``amain`` as ``program``; return the process exit code (0 clean, 1 failure, 78 settings)."""
     try:
@@ -180,7 +167,6 @@ def run(program: str, amain: AMain, *, with_heartbeat: bool = True) -> int:
     log.info("starting program=%s pid=%d settings=%s", program, os.getpid(), config.describe(settings))
     for name, reason in settings.disabled_accounts:
         log.error("account disabled name=%s reason=%s", name, reason)
-    freeze_heap()  # everything imported so far lives as long as the program
     try:
         asyncio.run(_main(program, settings, amain, with_heartbeat))
     except ChmgrError as e:

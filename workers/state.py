@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import sys
 import time
@@ -138,9 +139,8 @@ async def _commit_start(plan: Plan, writer: Writer, resyncs: Resyncs, mirror: Mi
 
 
 def _return_memory() -> None:
-    """Give the start-up garbage back to the system (the load and start plan peak far above steady state),
-    and keep the loaded mirror out of later full collections (``runtime.freeze_heap``)."""
-    runtime.freeze_heap()
+    """Give the start-up garbage back to the system (the load and start plan peak far above steady state)."""
+    gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
