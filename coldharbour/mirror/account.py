@@ -90,11 +90,6 @@ class _Rewrites:
     busted: dict[str, Fill]
 
 
-def _affected(symbols: set[str], after: int, actions: list[CorporateAction]) -> set[str]:
-    """Return ``symbols`` plus those of every action after ``after`` reaching them (transitively)."""
-    return linked_symbols(symbols, actions, after)
-
-
 def _only_marks_differ(old: OpenRow, new: OpenRow) -> bool:
     return msgspec.structs.replace(new, **{f: getattr(old, f) for f in _MARK_FIELDS}) == old
 
@@ -206,12 +201,12 @@ class AccountMirror:
         if not actions and not events.busted:  # nothing rewrites any history (the usual batch)
             return symbols
         for action in events.actions.values():
-            symbols |= _affected(set(action.symbols), action.ts - 1, actions)
+            symbols |= linked_symbols(set(action.symbols), actions, action.ts - 1)
         for fill in events.busted.values():
-            symbols |= _affected({fill.symbol}, fill.ts, actions)
+            symbols |= linked_symbols({fill.symbol}, actions, fill.ts)
         for fill in fills:
             if needs_history(fill, actions):  # every symbol linked to it: its lot may live under another
-                symbols |= _affected({fill.symbol}, -1, actions)
+                symbols |= linked_symbols({fill.symbol}, actions, -1)
         return symbols
 
     def _ledger_change(self, orders: dict[str, Order], keyed: dict[str, Fill], view: StagedView,
@@ -224,7 +219,7 @@ class AccountMirror:
             if symbols:
                 self.counters["ledger_symbol_rebuilds"] += 1
                 symbols |= {fill.symbol for fill in fills}
-                related = _affected(symbols, -1, actions)  # every symbol an action links them to
+                related = linked_symbols(symbols, actions, -1)  # every symbol an action links them to
                 history = remove_busted([f for f in [*self.fills.values(), *fills] if f.symbol in related], busted)
                 delta = plan_symbols_rebuild(self.ledger, symbols, history, view, actions)
             else:
