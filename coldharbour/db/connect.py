@@ -52,7 +52,7 @@ def reader_dsn(settings: Settings) -> Dsn:
         _warned_no_reader = True
         log.warning(
             "CHMGR_READ_DSN is not set: this program logs in as the writer and is read-only by session "
-            "default only; set CHMGR_READ_DSN and run `chmgr db init` (README: Database roles)"
+            "default only; set CHMGR_READ_DSN and run `chmgr db init` (docs/operations.md: Database roles)"
         )
     return settings.reader_dsn
 

@@ -14,7 +14,7 @@ Risk statistics (used by the daily equity curve and the reference check):
 - Drawdown is taken on the compounded return index ``Π(1 + r)`` (starting from 1), so
   deposits and withdrawals never look like gains or losses (D10).
 
-Daily-return KPIs (``daily_kpis``, README "KPIs" table): over the daily rows' ``daily_return``
+Daily-return KPIs (``daily_kpis``, docs/spec.md §5): over the daily rows' ``daily_return``
 (rows after equity ≤ 0 have none and are left out): CAGR ``(Π(1+r))^(252/n) − 1``,
 volatility ``std(ddof=1)·√252``, Sortino ``mean/√(Σ min(r,0)²/n)·√252``, smart Sharpe, Calmar
 ``CAGR/|max drawdown|``, drawdown durations in calendar days, best/worst day, win days, streaks,

@@ -131,7 +131,7 @@ DAILY = [
         sharpe={**NO_SHARPE, 10: 1.234567}, daily_return=D("0.0255"), deposit=D(10050), market_value=D(500),
     ),
 ]  # fmt: skip
-# The daily-return KPIs of DAILY, by hand (README "KPIs"): returns 1 %, −2.97 %, 2.55 %.
+# The daily-return KPIs of DAILY, by hand (docs/spec.md §5): returns 1 %, −2.97 %, 2.55 %.
 DAILY_KPIS = {
     "CAGR %": 51.949,  # (1.01·0.9703·1.0255)^(252/3) − 1
     "Volatility (ann.) %": 45.1953,  # std(ddof=1)·√252
