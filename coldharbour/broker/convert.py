@@ -595,10 +595,11 @@ def convert_activity(data: object, *, now_ns: int | None = None) -> ConvertedAct
     return ConvertedActivity(record, fill)
 
 
-CORPORATE_CODES: Final = frozenset({"SPLIT", "SSP", "SC", "NC", "MA", "SPIN", "SSO", "CIL"})
-# What the activities filter accepts: SSO and SSP (former spin-off and split codes) are
-# returned but refused as filter values (docs.alpaca.markets changelog 2026-11-06).
-CORPORATE_FILTER: Final = ("CIL", "MA", "NC", "SC", "SPIN", "SPLIT")
+CORPORATE_CODES: Final = frozenset({"SPLIT", "SSP", "SC", "NC", "MA", "SPIN", "SSO", "CIL", "REORG"})
+# The codes read, one request each (docs/corporate-actions.md "Reading the legs"): a code the
+# broker refuses as a filter value stops only itself. SSO and SSP (former spin-off and split
+# codes) are returned but refused as filter values; current legs use SPIN and SPLIT.
+CORPORATE_READ: Final = ("CIL", "MA", "NC", "REORG", "SC", "SPIN", "SPLIT")
 
 
 def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:

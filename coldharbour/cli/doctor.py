@@ -343,6 +343,37 @@ def check_data_stream(account: AccountSettings, url: str) -> Check:
     )
 
 
+def check_corporate(settings: Settings, listen_s: float = HEARTBEAT_LISTEN_S) -> Iterator[Check]:
+    """Corporate actions the mirror cannot see or book yet (docs/corporate-actions.md).
+
+    From the heartbeats: ``snapshot``'s details name the activity codes the broker refused
+    (``corporate_refused_<account>``: their legs are not read, so their actions are not
+    booked); ``state``'s details name the actions held (pending or quarantined).
+    """
+    heard = asyncio.run(collect_heartbeats(settings, ["snapshot", "state"], listen_s))
+    if not heard:
+        yield Check("WARN", "corporate actions: neither snapshot nor state heard on the bus (is the stack running?)")
+        return
+    found = False
+    for program, beat in sorted(heard.items()):
+        for key, text in sorted(beat.details.items()):
+            if key.startswith("corporate_refused_"):
+                found = True
+                account = key.removeprefix("corporate_refused_")
+                yield Check("WARN", f"account {account}: corporate activity codes refused by the broker "
+                            f"({text[:120]}): their actions are not booked until they are read")  # fmt: skip
+            elif key.startswith("corporate_held_"):
+                found = True
+                yield Check("WARN", f"account {key.removeprefix('corporate_held_')}: corporate actions held "
+                            f"({text[:160]})")  # fmt: skip
+        if beat.counters.get("corporate_problems"):
+            found = True
+            yield Check("WARN", f"{program}: {beat.counters['corporate_problems']} corporate action leg(s) not booked "
+                        "since start (see its log: 'corporate action leg not booked')")  # fmt: skip
+    if not found:
+        yield Check("OK", "corporate actions: every activity code read, none held")
+
+
 def check_run_dir(settings: Settings) -> Iterator[Check]:
     """Check the run directory (writable, mode 0700) and that socket paths fit a unix socket."""
     run_dir = Path(settings.run_dir).resolve()
@@ -402,6 +433,7 @@ def run_checks(settings: Settings) -> Iterator[Check]:
         yield Check("FAIL", "no account configured: set CHMGR_ACCOUNTS and ALPACA_*_KEY_<NAME>")
     yield check_prices(settings)
     yield from check_unknown_positions(settings)
+    yield from check_corporate(settings)
     yield from check_run_dir(settings)
     yield check_supervisord(settings)
 
