@@ -14,9 +14,9 @@ Risk statistics (used by the daily equity curve and the reference check):
 - Drawdown is taken on the compounded return index ``Π(1 + r)`` (starting from 1), so
   deposits and withdrawals never look like gains or losses (D10).
 
-Daily-return KPIs (``daily_kpis``, README "KPIs" table): over ``return_series`` of the daily
-rows (the stored ``daily_return``; the day equity reached ≤ 0 counts as −100 % and ends the
-series, the days after it have no return: docs/report.md "Wipe-out"): CAGR ``(Π(1+r))^(252/n) − 1``,
+Daily-return KPIs (``daily_kpis``, docs/spec.md §5): over ``return_series`` of the daily rows
+(the stored ``daily_return``; the day equity reached ≤ 0 counts as −100 % and ends the series,
+the days after it have no return: docs/report.md "Wipe-out"): CAGR ``(Π(1+r))^(252/n) − 1``,
 volatility ``std(ddof=1)·√252``, Sortino ``mean/√(Σ min(r,0)²/n)·√252``, smart Sharpe, Calmar
 ``CAGR/|max drawdown|``, drawdown durations in calendar days, best/worst day, win days, streaks,
 average $ win/loss (``deposit·r/(1+r)``: the day's P&L), payoff ratio, exposure (days holding

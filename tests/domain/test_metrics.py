@@ -131,7 +131,7 @@ DAILY = [
         sharpe={**NO_SHARPE, 10: 1.234567}, daily_return=D("0.0255"), deposit=D(10050), market_value=D(500),
     ),
 ]  # fmt: skip
-# The daily-return KPIs of DAILY, by hand (README "KPIs"): returns 1 %, −2.97 %, 2.55 %.
+# The daily-return KPIs of DAILY, by hand (docs/spec.md §5): returns 1 %, −2.97 %, 2.55 %.
 # The annualised figures are withheld below MIN_ANNUALISED_SESSIONS returns (3 here); their
 # values on these returns are checked in test_annualised_figures_by_hand.
 DAILY_KPIS = {
