@@ -587,8 +587,19 @@ def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:
         legs.append(ActionLeg(
             id=record.id, code=record.activity_type, ts=from_datetime(stamp) if stamp else record.transaction_time,
             symbol=record.symbol, qty=record.qty, price=record.price, net_amount=record.net_amount or ZERO,
+            text=_description(record.raw_json),
         ))  # fmt: skip
     return legs
+
+
+def _description(raw_json: str) -> str:
+    """Return the ``description`` of an activity's JSON text ("" when it has none)."""
+    try:
+        found = msgspec.json.decode(raw_json)
+    except msgspec.DecodeError:
+        return ""
+    text = found.get("description") if isinstance(found, dict) else None
+    return text.strip() if isinstance(text, str) else ""
 
 
 def _activity_fill(raw: RawActivity, record: ActivityRecord, qty: Decimal | None, price: Decimal | None) -> Fill:
