@@ -49,8 +49,9 @@ from coldharbour.domain.ledger import (
 from coldharbour.domain.orders import OrderBook, chain_signature, live_legs, root_of
 from coldharbour.domain.positions import RowParams, build_open_row, should_push, with_mark
 from coldharbour.domain.reconcile import is_recon_id, reconcile
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import ClosedSlice, Fill, FillRejection, Lot, OpenRow, Order, SliceKey
-from coldharbour.messages import ActivityRecord, ResyncRequested, SnapshotTaken, topic_resync
+from coldharbour.messages import ResyncRequested, SnapshotTaken, topic_resync
 from coldharbour.mirror.batch import AccountBatch
 from coldharbour.mirror.book import StagedView
 from coldharbour.mirror.marks import Marks

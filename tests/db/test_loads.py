@@ -17,8 +17,8 @@ from coldharbour.domain import changes as ch
 from coldharbour.domain.ledger import differences, rebuild
 from coldharbour.domain.orders import OrderBook
 from coldharbour.domain.positions import build_open_row
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import NS_PER_SECOND, Fill, LotLegs, Order, to_datetime
-from coldharbour.messages import ActivityRecord
 from tests.support import make_settings
 
 pytestmark = pytest.mark.asyncio

@@ -11,11 +11,11 @@ from coldharbour.db import rows as r
 from coldharbour.domain import changes as ch
 from coldharbour.domain.cashflows import CashFlow, Category
 from coldharbour.domain.equity import DailyRow, IntradayPoint
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.schedule import Session
 from coldharbour.domain.types import NS_PER_SECOND, BrokerPosition, to_datetime
 from coldharbour.messages import (
     ActivitiesPage,
-    ActivityRecord,
     EquityComputed,
     FillsPage,
     LedgerCheckRequested,
