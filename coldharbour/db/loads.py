@@ -106,12 +106,14 @@ FETCH_ROWS: Final = 10_000  # rows per round trip of the server-side cursor
 
 
 def history_queries(names: AccountNames) -> tuple[sql.Composed, sql.Composed]:
-    """Return the SELECTs of the start-up load: orders, then ``FILL`` activities (``scripts/bench``
-    also fetches them raw, beside its baseline)."""
+    """Return the SELECTs of the start-up load: orders, then ``FILL`` activities and the
+    reconciliation fills (their own table, same columns) in one time order (``scripts/bench`` also
+    fetches them raw, beside its baseline)."""
     return (
         sql.SQL("SELECT {c} FROM {t} ORDER BY created_at, id").format(c=_ORDER_SELECT, t=names.raw_orders.ident),
-        sql.SQL("SELECT {c} FROM {t} WHERE activity_type = 'FILL' ORDER BY transaction_time, id").format(
-            c=_FILL_SELECT, t=names.raw_activities.ident),
+        sql.SQL("SELECT {c} FROM (SELECT * FROM {t} WHERE activity_type = 'FILL' UNION ALL "
+                "SELECT * FROM {r} WHERE activity_type = 'FILL') AS fills ORDER BY transaction_time, id").format(
+            c=_FILL_SELECT, t=names.raw_activities.ident, r=names.reconciliations.ident),
     )  # fmt: skip
 
 
