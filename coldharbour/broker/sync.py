@@ -49,15 +49,15 @@ from coldharbour.broker.convert import (
     convert_activity,
     convert_orders,
     convert_position,
-    corporate_legs,
+    position_symbol,
 )
 from coldharbour.broker.listener import Sink
 from coldharbour.broker.rest import BrokerRefused, BrokerRest
 from coldharbour.broker.validate import OnceLog
-from coldharbour.domain.corporate import LEG_WINDOW_NS, actions_from_legs
+from coldharbour.domain.corporate import LEG_WINDOW_NS, actions_from_legs, corporate_legs
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill
 from coldharbour.messages import (
-    ActivityRecord,
     CorporateActionsPage,
     FillsPage,
     OrdersPage,
@@ -160,7 +160,7 @@ class AccountSync:
         # Positions first: every fill they reflect is then in the history read after them, so
         # ``state`` never reconciles against a position its pages cannot explain yet (fills
         # newer than ``taken_at`` make it skip the symbol instead).
-        positions = self._positions(await self._rest.positions())
+        positions, unknown = self._positions(await self._rest.positions())
         figures = convert_account(await self._rest.account())
         open_raw = await self._rest.open_orders()
         open_orders = self._convert(open_raw)
@@ -180,6 +180,10 @@ class AccountSync:
         else:
             cash, equity = figures.cash, figures.equity
         self._open_families = live
+        if unknown is None:  # a position without a usable symbol: nothing unlisted is known flat
+            self.counters["snapshots_withheld"] += 1
+            log.warning("snapshot withheld account=%s: a position names no usable symbol", self.slug)
+            return
         snapshot = SnapshotTaken(
             account=self.slug,
             taken_at=taken_at,
@@ -189,6 +193,7 @@ class AccountSync:
             cash=cash,
             equity=equity,
             reason=reason,
+            unknown_symbols=unknown,
         )
         self._sink.publish(topic_snapshot(self.slug), snapshot)
         self.counters["snapshots"] += 1
@@ -199,12 +204,18 @@ class AccountSync:
         taken_at = self._clock_ns()
         wanted = tuple(sorted({s.upper() for s in symbols}))
         if len(wanted) >= PARTIAL_LIST_FROM:  # one request, not one per symbol (Alpaca: 200 per minute)
-            positions = [p for p in self._positions(await self._rest.positions()) if p.symbol in wanted]
+            listed, unknown = self._positions(await self._rest.positions())
+            positions = [p for p in listed if p.symbol in wanted]
         else:
             raw = [await self._rest.position(symbol) for symbol in wanted]
-            positions = self._positions([item for item in raw if item is not None])
+            positions, unknown = self._positions([item for item in raw if item is not None])
+        # A refused row without a usable symbol may be any of them: every wanted one not listed is unknown.
+        listed_symbols = {p.symbol for p in positions}
+        unknown_wanted = tuple(s for s in wanted if s not in listed_symbols) if unknown is None \
+            else tuple(s for s in unknown if s in wanted)  # fmt: skip
         snapshot = SnapshotTaken(
-            account=self.slug, taken_at=taken_at, positions=tuple(positions), symbols=wanted, reason="fill"
+            account=self.slug, taken_at=taken_at, positions=tuple(positions), symbols=wanted, reason="fill",
+            unknown_symbols=unknown_wanted,
         )
         self._sink.publish(topic_snapshot(self.slug), snapshot)
         self.counters["partial_snapshots"] += 1
@@ -379,15 +390,25 @@ class AccountSync:
             self._reject("orders", rejected)
         return converted
 
-    def _positions(self, raw: Iterable[object]) -> list[BrokerPosition]:
-        positions = []
+    def _positions(self, raw: Iterable[object]) -> tuple[list[BrokerPosition], tuple[str, ...] | None]:
+        """Return the converted positions and the symbols of those refused (unknown, not flat).
+
+        ``None`` instead of the symbols: a refused position names no usable symbol, so no
+        symbol missing from the list can be read as flat.
+        """
+        positions: list[BrokerPosition] = []
+        unknown: set[str] = set()
         for item in raw:
             result = convert_position(item)
             if isinstance(result, Rejected):
                 self._reject("positions", result)
+                symbol = position_symbol(item)
+                if symbol is None:
+                    return positions, None
+                unknown.add(symbol)
             else:
                 positions.append(result)
-        return positions
+        return positions, tuple(sorted(unknown))
 
     def _activities(self, raw: Iterable[object]) -> list[ConvertedActivity]:
         converted: list[ConvertedActivity] = []

@@ -298,6 +298,26 @@ def check_prices(settings: Settings, listen_s: float = HEARTBEAT_LISTEN_S) -> Ch
     return Check(verdict, f"price source alpaca ({url}): {describe_prices(heard, time.time_ns())}{hint}")
 
 
+def check_unknown_positions(settings: Settings, listen_s: float = HEARTBEAT_LISTEN_S) -> Iterator[Check]:
+    """Check ``state``'s heartbeat for positions the broker lists that could not be read.
+
+    Such a symbol is neither flat nor known (``docs/startup.md``): its lots stay as they were and
+    are not reconciled until the broker sends a readable row. Nothing is said when ``state`` is
+    not heard (the supervisord check covers a stopped stack).
+    """
+    heard = asyncio.run(collect_heartbeats(settings, ["state"], listen_s)).get("state")
+    if heard is None:
+        return
+    unknown = {key.removeprefix("positions_unknown_"): count for key, count in heard.counters.items()
+               if key.startswith("positions_unknown_") and key != "positions_unknown_snapshots" and count}
+    if not unknown:
+        yield Check("OK", "every position the broker lists is readable")
+        return
+    listed = ", ".join(f"{slug}: {count}" for slug, count in sorted(unknown.items()))
+    yield Check("WARN", f"positions the broker lists could not be read ({listed}): their lots are kept as they "
+                        "were and not reconciled; `state`'s log names the symbols and the refused field")
+
+
 def check_data_stream(account: AccountSettings, url: str) -> Check:
     """Check that the market-data stream accepts ``account``'s keys (connect, auth, close)."""
     suffix = env_suffix(account.name)
@@ -412,6 +432,7 @@ def run_checks(settings: Settings) -> Iterator[Check]:
     if not settings.accounts and not settings.disabled_accounts:
         yield Check("FAIL", "no account configured: set CHMGR_ACCOUNTS and ALPACA_*_KEY_<NAME>")
     yield check_prices(settings)
+    yield from check_unknown_positions(settings)
     yield from check_corporate(settings)
     yield from check_run_dir(settings)
     yield check_supervisord(settings)
