@@ -360,6 +360,10 @@ class SnapshotTaken(Msg, Checked, frozen=True, tag="snap"):
 
     ``symbols`` empty means a full snapshot (every symbol the broker does not list is flat);
     otherwise only those symbols were pulled (e.g. the WAC refresh after a fill).
+    ``unknown_symbols``: symbols the broker listed whose position could not be converted (a
+    booked field refused). They are neither flat nor known: ``state`` keeps their lots as they
+    are and does not reconcile them until a snapshot lists them convertibly (absence is not
+    evidence).
     """
 
     account: str
@@ -371,6 +375,7 @@ class SnapshotTaken(Msg, Checked, frozen=True, tag="snap"):
     equity: Decimal | None = None
     symbols: tuple[str, ...] = ()
     reason: str = "periodic"
+    unknown_symbols: tuple[str, ...] = ()
 
 
 class OrdersPage(Msg, Checked, frozen=True, tag="orders.page"):

@@ -51,7 +51,7 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
     async with aiohttp.ClientSession() as session:
         runners = {
             a.slug: SnapshotRunner(
-                AccountSync(BrokerRest(a, session, ctx.counters), ctx.publisher, ctx.counters),
+                AccountSync(BrokerRest(a, session, ctx.counters), ctx.publisher, ctx.counters, details=ctx.details),
                 snapshot_sec=settings.snapshot_sec,
                 backfill_days=settings.backfill_days,
             )

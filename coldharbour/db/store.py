@@ -74,7 +74,7 @@ class StateStore:
     async def load_marks(self) -> dict[str, tuple[Decimal, int]]:
         """Return the stored last price and its time (ns) per symbol."""
         async with await connect_read_only(self._settings.dsn, "state") as conn:
-            return await loads.load_marks(conn, shared_names(self._settings))
+            return await loads.load_marks(conn, shared_names(self._settings), now_ns=time.time_ns())
 
     async def load_account(self, slug: str) -> tuple[list[Order], list[Fill], set[str], dict[str, OpenRow],
                                                      set[SliceKey], list[CorporateAction]]:

@@ -83,6 +83,9 @@ class AccountMirror:
         self.stored_slices: set[SliceKey] = set()
         self.actions: dict[str, CorporateAction] = {}  # every booked corporate action, by id
         self.busted: set[str] = set()  # keys of the executions the broker canceled
+        # Symbols whose last snapshot row could not be converted: neither flat nor known, their
+        # lots stay as they are and are not reconciled until a snapshot lists them convertibly.
+        self.unknown: set[str] = set()
 
     def load(self, orders: Iterable[Order], fills: Iterable[Fill], rows: dict[str, OpenRow],
              closed_keys: Iterable[SliceKey] = (), actions: Iterable[CorporateAction] = (),
@@ -370,6 +373,30 @@ class AccountMirror:
         """Mark the rows a committed flush wrote clean (unless they changed since)."""
         self.dirty -= {pid for pid, row in done.rows.items() if self.rows.get(pid) is row}
 
+    def note_unknown(self, snapshot: SnapshotTaken) -> set[str]:
+        """Take which symbols ``snapshot`` covers but could not read; return the known ones it covers.
+
+        A full snapshot replaces the unknown set; a partial one changes only its ``symbols``.
+        Counted (``positions_unknown_<slug>``, a gauge read by ``chmgr doctor``) and logged on change.
+        """
+        unknown = set(snapshot.unknown_symbols)
+        covered = set(snapshot.symbols) if snapshot.symbols else None
+        before = set(self.unknown)
+        if covered is None:
+            self.unknown = unknown
+        else:
+            self.unknown = (self.unknown - covered) | (unknown & covered)
+        if unknown:
+            self.counters["positions_unknown_snapshots"] += 1
+        self.counters[f"positions_unknown_{self.slug}"] = len(self.unknown)
+        if self.unknown - before:
+            log.warning("positions unreadable, lots kept as they are account=%s symbols=%s", self.slug,
+                        ",".join(sorted(self.unknown - before)))
+        if before - self.unknown:
+            log.info("positions readable again account=%s symbols=%s", self.slug,
+                     ",".join(sorted(before - self.unknown)))
+        return (covered if covered is not None else set()) - self.unknown
+
     def reconcile_plan(self, snapshot: SnapshotTaken, marks: Marks, now: int) -> Plan:
         """Return the plan that makes the lots match a full broker snapshot (SPEC §3 invariant).
 
@@ -383,11 +410,14 @@ class AccountMirror:
         # A corporate action effective after the snapshot explains its symbols' difference (the
         # ledger booked it, the positions read before it do not show it yet): SPEC §8.
         skip += [s for action in self.actions.values() if action.ts > taken for s in action.symbols]
+        self.note_unknown(snapshot)
+        skip += self.unknown  # a row the broker listed but we could not read is no flat position
         prices = {symbol: price for symbol, (price, _) in marks.prices.items()}
         outcome = reconcile(self.ledger, snapshot.positions, self.book, now=taken, wac=self.wac, marks=prices,
                             skip=skip)
         batch = AccountBatch(full=True)
-        batch.set_positions(snapshot.positions, tuple(sorted({p.symbol for p in snapshot.positions} | set(self.wac))))
+        batch.set_positions(snapshot.positions,
+                            tuple(sorted(({p.symbol for p in snapshot.positions} | set(self.wac)) - self.unknown)))
         for correction in outcome.corrections:
             log.warning("reconciliation account=%s symbol=%s ledger_qty=%s broker_qty=%s fills=%d", self.slug,
                         correction.symbol, correction.ledger_qty, correction.broker_qty, len(correction.fills))

@@ -12,8 +12,9 @@
 - ``POST /sim/fail`` ``{"queue": [429, 504, "html500", "malformed"], "ws_reject": 2}`` (or
   ``{"status": 429, "count": 2}``): answer the next ``/v2`` calls / stream upgrades with faults.
 - ``POST /sim/config`` ``{"partial_fills": true, "partial_fill_slices": 3,
-  "pending_new_events": false, "accepted_events": false, "omit_execution_id": false}``: change
-  behaviour at run time.
+  "pending_new_events": false, "accepted_events": false, "omit_execution_id": false,
+  "refused_activity_types": ["SPLIT"]}``: change behaviour at run time (the last: filter values
+  the activities listing answers with 422, as Alpaca refuses a value outside its filter list).
 - ``POST /sim/emit`` ``{"account": "demo", "data": {...}}``: push one raw trade update.
 - ``GET /sim/state``: the whole book; ``GET /sim/log``: the last ``/v2`` requests.
 - ``GET /sim/stream-sent``: ``[[order_id, account, ns], ...]``, when each trade update was written
@@ -142,7 +143,7 @@ async def post_config(request: web.Request) -> web.Response:
         raise unprocessable("expected a JSON object", CODE_INVALID_FIELD)
     config = context.engine.config
     switches = ("pending_new_events", "accepted_events", "omit_execution_id")
-    unknown = set(body) - {"partial_fills", "partial_fill_slices", *switches}
+    unknown = set(body) - {"partial_fills", "partial_fill_slices", "refused_activity_types", *switches}
     if unknown:
         raise unprocessable(f"unknown setting: {sorted(unknown)[0]}", CODE_INVALID_FIELD)
     for switch in switches:
@@ -155,6 +156,11 @@ async def post_config(request: web.Request) -> web.Response:
         if not isinstance(slices, int) or isinstance(slices, bool) or slices < 1:
             raise unprocessable("partial_fill_slices must be a positive integer")
         config.partial_fill_slices = slices
+    if "refused_activity_types" in body:
+        refused = body["refused_activity_types"]
+        if not isinstance(refused, list) or not all(isinstance(code, str) and code for code in refused):
+            raise unprocessable("refused_activity_types must be a list of activity codes")
+        config.refused_activity_types = frozenset(code.upper() for code in refused)
     return web.json_response(config.to_json())
 
 

@@ -11,13 +11,13 @@ import psycopg
 import pytest
 
 from coldharbour.db import loads, rows
-from coldharbour.db.names import account_names
+from coldharbour.db.names import account_names, shared_names
 from coldharbour.db.writer import Writer
 from coldharbour.domain import changes as ch
 from coldharbour.domain.ledger import differences, rebuild
 from coldharbour.domain.orders import OrderBook
 from coldharbour.domain.positions import build_open_row
-from coldharbour.domain.types import NS_PER_SECOND, Fill, LotLegs, Order
+from coldharbour.domain.types import NS_PER_SECOND, Fill, LotLegs, Order, to_datetime
 from coldharbour.messages import ActivityRecord
 from tests.support import make_settings
 
@@ -184,3 +184,17 @@ async def test_start_load_reads_every_batch_of_the_cursor_in_order(migrated_dsn:
         stored = await loads.load_orders(conn, names)
 
     assert stored == orders
+
+
+async def test_load_marks_leaves_out_a_mark_stamped_in_the_future(migrated_dsn: Any) -> None:
+    """A 2099 mark stored before the market-data path refused future prints is not taken back."""
+    shared = shared_names(make_settings(migrated_dsn))
+    async with await psycopg.AsyncConnection.connect(migrated_dsn.reveal(), autocommit=True) as conn:
+        await conn.execute(
+            psycopg.sql.SQL("INSERT INTO {t} (symbol, price, ts) VALUES ('AAPL', 180.5, %s), ('MSFT', 999, %s)")
+            .format(t=shared.latest_prices.ident),
+            (to_datetime(T0), to_datetime(4_070_908_800 * NS_PER_SECOND)),  # MSFT: 2099-01-01
+        )
+        marks = await loads.load_marks(conn, shared, now_ns=T0 + NS_PER_SECOND)
+
+    assert marks == {"AAPL": (Decimal("180.5"), T0)}
