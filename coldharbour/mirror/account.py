@@ -45,9 +45,10 @@ from coldharbour.domain.ledger import (
 )
 from coldharbour.domain.orders import OrderBook, chain_signature, live_legs, root_of
 from coldharbour.domain.positions import RowParams, build_open_row, should_push, with_mark
-from coldharbour.domain.reconcile import reconcile
+from coldharbour.domain.reconcile import is_recon_id, reconcile
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import ClosedSlice, Fill, Lot, OpenRow, Order, SliceKey
-from coldharbour.messages import ActivityRecord, ResyncRequested, SnapshotTaken, topic_resync
+from coldharbour.messages import ResyncRequested, SnapshotTaken, topic_resync
 from coldharbour.mirror.batch import AccountBatch
 from coldharbour.mirror.book import StagedView
 from coldharbour.mirror.marks import Marks
@@ -285,6 +286,11 @@ class AccountMirror:
                                                               for i, order in orders.items())))
         by_execution: dict[str, ActivityRecord] = {}
         by_id: dict[str, ActivityRecord] = dict(batch.activities)
+        # Reconciliation fills come only in a full snapshot's batch (``reconcile_plan``).
+        recon = [record for record, fill in fills.values() if is_recon_id(fill.order_id)] if batch.full else []
+        if recon:  # our own bookings: never among the broker's raw activities (docs/startup.md)
+            fills = {key: pair for key, pair in fills.items() if not is_recon_id(pair[1].order_id)}
+            plan.changes.append(ch.Reconciliations(self.slug, tuple(map(r.activity_values, recon))))
         # A bust's record last: it replaces the row of the execution it cancels (by execution or id).
         for record in [*(record for record, _ in fills.values()), *busted]:
             execution = r.as_uuid(record.execution_id)
