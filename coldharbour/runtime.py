@@ -15,6 +15,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import gc
 import logging
 import os
 import signal
@@ -258,3 +261,10 @@ def log_task_exception(task: asyncio.Task[object]) -> None:
     error = task.exception()
     if error is not None:
         log.error("task failed name=%s", task.get_name(), exc_info=error)
+
+
+def return_memory() -> None:
+    """Give garbage back to the system after a peak (``state``'s start-up load and convergence)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
