@@ -464,3 +464,14 @@ def test_status_prices_line_shows_source_subscriptions_and_newest_tick_age() -> 
         "source alpaca · subscribed 7 (AAPL, AMD, MSFT, NVDA, TSLA, …) · unpriced 2 · newest tick 2.5 s ago"
     )
     assert describe_prices(quiet, now_ns) == "source zmq · no tick yet"
+
+
+def test_cli_positions_escapes_control_characters_of_a_symbol(migrated_dsn: Dsn, run_dir: Path) -> None:
+    _insert_position(migrated_dsn, "EVIL\x1b]0;pwned\x07[red]X", "1", "1.00")
+
+    result = chmgr("positions", env=make_environ(migrated_dsn, run_dir))
+
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    assert "\x07" not in result.stdout
+    assert "EVIL\\x1b]0;pwned\\x07[red]X" in result.stdout  # shown, and "[red]" not read as markup

@@ -25,14 +25,18 @@ from coldharbour.messages import PREFIX_RESYNC, LedgerCheckRequested, ResyncRequ
 from coldharbour.retry import sleep_or_stop, supervise
 
 log = logging.getLogger("workers.snapshot")
+START_RESYNC_WINDOW_NS = 120 * 1_000_000_000  # a state's start resync precedes its ready announcement
 
 
-async def _route_resyncs(ctx: runtime.WorkerContext, runners: dict[str, SnapshotRunner]) -> None:
+async def _route_resyncs(ctx: runtime.WorkerContext, runners: dict[str, SnapshotRunner],
+                         starts: dict[str, int]) -> None:
     subscriber = ctx.subscriber([PREFIX_RESYNC])
     try:
         while True:
             for _, message in await subscriber.recv_batch():
                 if isinstance(message, ResyncRequested) and message.account in runners:
+                    if message.reason == "start" and message.src == runtime.STATE_PROGRAM:
+                        starts[message.account] = message.ts
                     runners[message.account].request(message)
                 elif isinstance(message, ResyncRequested):
                     ctx.counters["resync_unknown_account"] += 1
@@ -57,7 +61,17 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
             )
             for a in settings.accounts
         }
-        router = asyncio.create_task(_route_resyncs(ctx, runners), name="snapshot-resyncs")
+        starts: dict[str, int] = {}  # account -> time of the last ``start`` resync state sent us
+        router = asyncio.create_task(_route_resyncs(ctx, runners, starts), name="snapshot-resyncs")
+
+        def on_state_ready(instance_ns: int) -> None:
+            # state asks each account's resync just before it reads the bus: if that request did
+            # not reach us (we were not subscribed yet), take it from the announcement instead.
+            for slug, runner in runners.items():
+                if not instance_ns - START_RESYNC_WINDOW_NS <= starts.get(slug, 0) <= instance_ns:
+                    runner.request(ResyncRequested(account=slug, reason="start"))
+
+        ready = runtime.watch_state_ready(ctx, on_state_ready)
         tasks = [asyncio.create_task(_ledger_checks(settings, ctx, stop), name="snapshot-ledger-check")]
         for slug, runner in runners.items():
             for kind, loop in (("full", runner.run_full), ("partial", runner.run_partial)):
@@ -68,6 +82,7 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
         try:
             await run_until_stopped(stop, tasks)
         finally:
+            ready.cancel()
             await cancel_quietly(router)
 
 

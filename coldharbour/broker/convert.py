@@ -28,11 +28,10 @@ import msgspec
 
 from coldharbour.broker import validate
 from coldharbour.broker.validate import Invalid
-from coldharbour.domain.cashflows import activity_id_time
-from coldharbour.domain.corporate import ActionLeg
 from coldharbour.domain.money import ZERO, InvalidMoney, to_decimal_or_none, to_display_decimal_or_none
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import BrokerPosition, Fill, Order, OrderSide, from_datetime
-from coldharbour.messages import ActivityRecord, OrderUpdated
+from coldharbour.messages import OrderUpdated
 
 NEW_YORK: Final = ZoneInfo("America/New_York")
 ORDER_SIDES: Final[dict[str, OrderSide]] = {"buy": "buy", "sell": "sell", "sell_short": "sell_short"}
@@ -595,32 +594,10 @@ def convert_activity(data: object, *, now_ns: int | None = None) -> ConvertedAct
     return ConvertedActivity(record, fill)
 
 
-CORPORATE_CODES: Final = frozenset({"SPLIT", "SSP", "SC", "NC", "MA", "SPIN", "SSO", "CIL", "REORG"})
 # The codes read, one request each (docs/corporate-actions.md "Reading the legs"): a code the
 # broker refuses as a filter value stops only itself. SSO and SSP (former spin-off and split
 # codes) are returned but refused as filter values; current legs use SPIN and SPLIT.
 CORPORATE_READ: Final = ("CIL", "MA", "NC", "REORG", "SC", "SPIN", "SPLIT")
-
-
-def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:
-    """Return the corporate-action legs among ``records`` (``corporate.actions_from_legs`` input).
-
-    A leg takes effect at the instant its id encodes (Alpaca books splits before the open of
-    the ex-date: ``20240610040000000::…``), else at its date's New York midnight. Canceled
-    legs and legs without a symbol or quantity are left out.
-    """
-    legs: list[ActionLeg] = []
-    for record in records:
-        if record.activity_type not in CORPORATE_CODES or record.status == "canceled":
-            continue
-        if not record.symbol or record.qty is None:
-            continue
-        stamp = activity_id_time(record.id)
-        legs.append(ActionLeg(
-            id=record.id, code=record.activity_type, ts=from_datetime(stamp) if stamp else record.transaction_time,
-            symbol=record.symbol, qty=record.qty, price=record.price, net_amount=record.net_amount or ZERO,
-        ))  # fmt: skip
-    return legs
 
 
 def _activity_fill(raw: RawActivity, record: ActivityRecord, qty: Decimal | None, price: Decimal | None) -> Fill:

@@ -49,16 +49,15 @@ from coldharbour.broker.convert import (
     convert_activity,
     convert_orders,
     convert_position,
-    corporate_legs,
     position_symbol,
 )
 from coldharbour.broker.listener import Sink
 from coldharbour.broker.rest import BrokerRefused, BrokerRest
 from coldharbour.broker.validate import OnceLog
-from coldharbour.domain.corporate import LEG_WINDOW_NS, actions_from_legs
+from coldharbour.domain.corporate import LEG_WINDOW_NS, actions_from_legs, corporate_legs
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill
 from coldharbour.messages import (
-    ActivityRecord,
     CorporateActionsPage,
     FillsPage,
     OrdersPage,

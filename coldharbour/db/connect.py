@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, TypeVar
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
@@ -150,3 +151,9 @@ async def retry_database(
                            retry_if=_unreachable, on_retry=waiting)  # fmt: skip
     except RetryStopped:
         raise DatabaseError(f"{what}: stopped while waiting for the database") from None
+
+
+async def listen(conn: psycopg.AsyncConnection[Any], channels: Iterable[str]) -> None:
+    """``LISTEN`` on every channel of ``channels`` (names through ``psycopg.sql.Identifier``)."""
+    for channel in channels:
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))

@@ -21,13 +21,11 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from coldharbour.broker import validate
-from coldharbour.broker.convert import CORPORATE_CODES, corporate_legs
 from coldharbour.db import rows as r
 from coldharbour.db.names import AccountNames, SharedNames
-from coldharbour.domain.corporate import CorporateAction, actions_from_legs
+from coldharbour.domain.corporate import CORPORATE_CODES, CorporateAction, actions_from_legs, corporate_legs
+from coldharbour.domain.reports import TICK_FUTURE_NS, ActivityRecord
 from coldharbour.domain.types import Fill, OpenRow, Order, SliceKey, from_datetime
-from coldharbour.messages import ActivityRecord
 
 Connection = psycopg.AsyncConnection[TupleRow]
 log = logging.getLogger(__name__)
@@ -54,12 +52,12 @@ async def load_closed_keys(conn: Connection, names: AccountNames) -> set[SliceKe
 async def load_marks(conn: Connection, shared: SharedNames, *, now_ns: int) -> dict[str, tuple[Decimal, int]]:
     """Return the last stored price and its time (UTC ns) per symbol from ``latest_prices``.
 
-    A mark stamped more than ``validate.TICK_FUTURE_NS`` after ``now_ns`` is left out (logged):
+    A mark stamped more than ``reports.TICK_FUTURE_NS`` after ``now_ns`` is left out (logged):
     taken back, its time would outrank every real print after the restart and freeze the mark.
     """
     query = sql.SQL("SELECT symbol, price, ts FROM {t}").format(t=shared.latest_prices.ident)
     cursor = await conn.execute(query)
-    horizon_ns = now_ns + validate.TICK_FUTURE_NS
+    horizon_ns = now_ns + TICK_FUTURE_NS
     marks: dict[str, tuple[Decimal, int]] = {}
     future: list[str] = []
     for symbol, price, ts in await cursor.fetchall():
@@ -108,12 +106,14 @@ FETCH_ROWS: Final = 10_000  # rows per round trip of the server-side cursor
 
 
 def history_queries(names: AccountNames) -> tuple[sql.Composed, sql.Composed]:
-    """Return the SELECTs of the start-up load: orders, then ``FILL`` activities (``scripts/bench``
-    also fetches them raw, beside its baseline)."""
+    """Return the SELECTs of the start-up load: orders, then ``FILL`` activities and the
+    reconciliation fills (their own table, same columns) in one time order (``scripts/bench`` also
+    fetches them raw, beside its baseline)."""
     return (
         sql.SQL("SELECT {c} FROM {t} ORDER BY created_at, id").format(c=_ORDER_SELECT, t=names.raw_orders.ident),
-        sql.SQL("SELECT {c} FROM {t} WHERE activity_type = 'FILL' ORDER BY transaction_time, id").format(
-            c=_FILL_SELECT, t=names.raw_activities.ident),
+        sql.SQL("SELECT {c} FROM (SELECT * FROM {t} WHERE activity_type = 'FILL' UNION ALL "
+                "SELECT * FROM {r} WHERE activity_type = 'FILL') AS fills ORDER BY transaction_time, id").format(
+            c=_FILL_SELECT, t=names.raw_activities.ident, r=names.reconciliations.ident),
     )  # fmt: skip
 
 

@@ -24,11 +24,10 @@ from datetime import datetime
 from typing import Any, Final
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from coldharbour.config import Settings
-from coldharbour.db.connect import connect_read_only
+from coldharbour.db.connect import connect_read_only, listen
 from coldharbour.db.names import AccountNames, SharedNames, account_names, shared_names
 from coldharbour.db.notify import to_json
 from coldharbour.errors import ChmgrError, DatabaseError
@@ -192,8 +191,7 @@ class Hub:
                 self.counters["reconnects"] += 1
                 return Session.FAILED
             try:
-                for channel in self._routes:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                await listen(conn, self._routes)
                 if not first:
                     await self.pool.check()  # drop pooled connections the outage broke
                     self.close_all()  # a push may have been lost: every browser starts over
