@@ -121,6 +121,10 @@ class SnapshotRunner:
                 stopper.cancel()
             if stop.is_set():
                 return
+            try:  # wait for the key's budget first: fills arriving meanwhile join this refresh
+                await self.sync.wait_partial_turn()
+            except BrokerError:
+                return  # stopped while waiting
             self._partial_wanted.clear()
             symbols, self._symbols = sorted(self._symbols), set()
             try:
