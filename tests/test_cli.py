@@ -483,3 +483,14 @@ def test_status_budget_lines_show_each_keys_requests_of_the_last_minute() -> Non
         "key of demo: trading 12/40 a minute, 1 × 429 · market data 20/40 a minute, 0 × 429"
     ]
     assert describe_budgets({}) == []
+
+
+def test_cli_positions_escapes_control_characters_of_a_symbol(migrated_dsn: Dsn, run_dir: Path) -> None:
+    _insert_position(migrated_dsn, "EVIL\x1b]0;pwned\x07[red]X", "1", "1.00")
+
+    result = chmgr("positions", env=make_environ(migrated_dsn, run_dir))
+
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    assert "\x07" not in result.stdout
+    assert "EVIL\\x1b]0;pwned\\x07[red]X" in result.stdout  # shown, and "[red]" not read as markup

@@ -65,7 +65,8 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
         runners = {
             a.slug: SnapshotRunner(
                 AccountSync(
-                    BrokerRest(a, session, ctx.counters, budget=budgets[a.slug], stop=stop), ctx.publisher, ctx.counters
+                    BrokerRest(a, session, ctx.counters, budget=budgets[a.slug], stop=stop),
+                    ctx.publisher, ctx.counters, details=ctx.details,
                 ),
                 snapshot_sec=settings.snapshot_sec,
                 backfill_days=settings.backfill_days,

@@ -149,7 +149,7 @@ def _return_memory() -> None:
 
 async def _load(conn: loads.Connection, mirror: Mirror) -> None:
     """Take the stored state of every account and the last prices (start-up; reads only)."""
-    mirror.marks.prices.update(await loads.load_marks(conn, mirror.shared))
+    mirror.marks.prices.update(await loads.load_marks(conn, mirror.shared, now_ns=time.time_ns()))
     for slug, account in mirror.accounts.items():
         orders, fills, busted = await loads.load_start(conn, account.names)
         account.load(orders, fills, await loads.load_open_rows(conn, account.names),

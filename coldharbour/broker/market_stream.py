@@ -12,7 +12,8 @@ symbol set changes at run time and the hot path should decode with msgspec:
   asked as ``subscribe``/``unsubscribe`` messages; each acknowledgement (``{"T":"subscription"}``)
   says what the server now sends, kept as ``subscribed``;
 - every trade (``{"T":"t"}``) goes through the ZMQ feed's validation (``broker.feed.decode_trade``:
-  symbol, finite positive price, excluded conditions, size, time) and each frame's ticks reach
+  symbol, finite positive price, excluded conditions, size, time, a print stamped in the
+  future by this process's clock: ``rejects_data_stream_time_future``) and each frame's ticks reach
   ``on_ticks`` together; rejections are counted (``rejects_data_stream_<reason>``);
 - a dropped or refused connection is retried with capped exponential backoff and equal jitter
   (``coldharbour.retry.Backoff``); the attempt counter resets after a connection that delivered a trade;
@@ -316,6 +317,7 @@ class MarketDataStream:
             return False
         ticks: list[Tick] = []
         exclude = self._exclude
+        now_ns = time.time_ns()  # a print stamped beyond TICK_FUTURE_NS ahead is refused, as on the feed
         for message in messages:
             if not isinstance(message, dict):
                 self._reject("shape")
@@ -323,7 +325,7 @@ class MarketDataStream:
             kind = message.get("T")
             if kind == "t":
                 message["t"] = _time_ns(message.get("t"))
-                result = decode_trade(message, exclude)
+                result = decode_trade(message, exclude, now_ns)
                 if isinstance(result, Skip):
                     self._count(result)
                 else:

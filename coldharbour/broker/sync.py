@@ -17,8 +17,10 @@ idempotent, so re-sent history changes nothing):
   late FILL stamped in the same millisecond with a smaller id is never skipped (a ``page_token``
   cursor would skip it: ids sort by time, then by a random suffix).
 
-- **corporate actions**: the SPLIT/SC/NC/MA/SPIN/CIL legs of the last week (they are booked
-  by business date, sometimes late), re-read whole each time and turned into actions
+- **corporate actions**: the SPLIT/SC/NC/MA/SPIN/CIL/REORG legs of the last week (they are
+  booked by business date, sometimes late), re-read whole each time, one code per request (a
+  code the broker refuses is logged once, counted, shown in the heartbeat's details for
+  ``chmgr doctor`` and never stops the others), and turned into actions
   (``corporate.actions_from_legs``); each action is published once (``CorporateActionsPage``).
 
 Order of publication in a full snapshot: order pages, fill pages, corporate actions, then
@@ -44,7 +46,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from coldharbour.broker.convert import (
-    CORPORATE_FILTER,
+    CORPORATE_READ,
     ConvertedActivity,
     ConvertedOrder,
     Rejected,
@@ -52,15 +54,15 @@ from coldharbour.broker.convert import (
     convert_activity,
     convert_orders,
     convert_position,
-    corporate_legs,
+    position_symbol,
 )
 from coldharbour.broker.listener import Sink
 from coldharbour.broker.rest import BrokerRefused, BrokerRest
 from coldharbour.broker.validate import OnceLog
-from coldharbour.domain.corporate import LEG_WINDOW_NS, actions_from_legs
+from coldharbour.domain.corporate import LEG_WINDOW_NS, actions_from_legs, corporate_legs
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill, Order
 from coldharbour.messages import (
-    ActivityRecord,
     CorporateActionsPage,
     FillsPage,
     OrdersPage,
@@ -91,7 +93,13 @@ class AccountSync:
     """One account's snapshots, history pulls and backfill, with their cursors."""
 
     def __init__(
-        self, rest: BrokerRest, sink: Sink, counters: Counter[str], *, clock_ns: Callable[[], int] = time.time_ns
+        self,
+        rest: BrokerRest,
+        sink: Sink,
+        counters: Counter[str],
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+        details: dict[str, str] | None = None,
     ) -> None:
         self.slug = rest.slug
         self._rest = rest
@@ -111,6 +119,9 @@ class AccountSync:
         self._published_actions: set[str] = set()
         self._published_legs: set[str] = set()
         self._reported_legs: set[str] = set()
+        # Heartbeat details (``chmgr doctor``): the corporate codes the broker refused last read.
+        self._details = details if details is not None else {}
+        self.refused_codes: dict[str, int] = {}  # code -> HTTP status of its last refusal
         self._fill_floor_ns = clock_ns()
         # Every order that was live at the last full snapshot -> its top-level order id.
         self._open_families: dict[str, str] = {}
@@ -157,7 +168,7 @@ class AccountSync:
         # Positions first: every fill they reflect is then in the history read after them, so
         # ``state`` never reconciles against a position its pages cannot explain yet (fills
         # newer than ``taken_at`` make it skip the symbol instead).
-        positions = self._positions(await self._rest.positions())
+        positions, unknown = self._positions(await self._rest.positions())
         figures = convert_account(await self._rest.account())
         open_raw = await self._rest.open_orders()
         open_orders = self._convert(open_raw)
@@ -178,6 +189,10 @@ class AccountSync:
             cash, equity = figures.cash, figures.equity
         self._open_families = live
         self._stream_final &= live.keys()  # a report about an order still listed open stays useful
+        if unknown is None:  # a position without a usable symbol: nothing unlisted is known flat
+            self.counters["snapshots_withheld"] += 1
+            log.warning("snapshot withheld account=%s: a position names no usable symbol", self.slug)
+            return
         snapshot = SnapshotTaken(
             account=self.slug,
             taken_at=taken_at,
@@ -187,6 +202,7 @@ class AccountSync:
             cash=cash,
             equity=equity,
             reason=reason,
+            unknown_symbols=unknown,
         )
         self._sink.publish(topic_snapshot(self.slug), snapshot)
         self.counters["snapshots"] += 1
@@ -217,12 +233,18 @@ class AccountSync:
         taken_at = self._clock_ns()
         wanted = tuple(sorted({s.upper() for s in symbols}))
         if len(wanted) >= PARTIAL_LIST_FROM:  # one request, not one per symbol (docs/broker-budget.md)
-            positions = [p for p in self._positions(await self._urgent.positions()) if p.symbol in wanted]
+            listed, unknown = self._positions(await self._urgent.positions())
+            positions = [p for p in listed if p.symbol in wanted]
         else:
             raw = [await self._urgent.position(symbol) for symbol in wanted]
-            positions = self._positions([item for item in raw if item is not None])
+            positions, unknown = self._positions([item for item in raw if item is not None])
+        # A refused row without a usable symbol may be any of them: every wanted one not listed is unknown.
+        listed_symbols = {p.symbol for p in positions}
+        unknown_wanted = tuple(s for s in wanted if s not in listed_symbols) if unknown is None \
+            else tuple(s for s in unknown if s in wanted)  # fmt: skip
         snapshot = SnapshotTaken(
-            account=self.slug, taken_at=taken_at, positions=tuple(positions), symbols=wanted, reason="fill"
+            account=self.slug, taken_at=taken_at, positions=tuple(positions), symbols=wanted, reason="fill",
+            unknown_symbols=unknown_wanted,
         )
         self._sink.publish(topic_snapshot(self.slug), snapshot)
         self.counters["partial_snapshots"] += 1
@@ -312,13 +334,9 @@ class AccountSync:
         reported once, after ``LEG_WINDOW_NS`` (its partner may simply not be listed yet).
         """
         records: list[ActivityRecord] = []
-        try:
-            async for raw in self._rest.activity_pages(",".join(CORPORATE_FILTER), after_ns=after_ns):
-                records += [c.record for c in self._activities(raw)]
-        except BrokerRefused as e:  # a refused filter must never block the snapshot
-            self.counters["corporate_read_refused"] += 1
-            log.warning("corporate activities refused account=%s status=%s", self.slug, e.status)
-            return 0
+        for code in CORPORATE_READ:
+            records += await self._corporate_code(code, after_ns)
+        self._show_refused()
         actions, problems = actions_from_legs(corporate_legs(records))
         fresh = [a for a in actions if a.id not in self._published_actions]
         settled = self._clock_ns() - LEG_WINDOW_NS
@@ -342,6 +360,34 @@ class AccountSync:
             self._published_legs |= {r.id for r in legs}
             self.counters["corporate_actions"] += len(fresh)
         return len(fresh)
+
+    async def _corporate_code(self, code: str, after_ns: int) -> list[ActivityRecord]:
+        """Return the legs of one code after ``after_ns``; none (logged, counted) if it is refused.
+
+        A refused code yields nothing for this pass, not a partial list: its legs are unknown,
+        and the actions they belong to wait (their symbols stay unexplained) until it is read.
+        """
+        found: list[ActivityRecord] = []
+        try:
+            async for raw in self._rest.activity_pages(code, after_ns=after_ns):
+                found += [c.record for c in self._activities(raw)]
+        except BrokerRefused as e:  # one refused filter value must never stop the other codes
+            self.counters["corporate_code_refused"] += 1
+            if self.refused_codes.get(code) != e.status:
+                log.warning("corporate activity code refused account=%s code=%s status=%s: its legs are not read",
+                            self.slug, code, e.status)  # fmt: skip
+            self.refused_codes[code] = e.status
+            return []
+        if self.refused_codes.pop(code, None) is not None:
+            log.info("corporate activity code read again account=%s code=%s", self.slug, code)
+        return found
+
+    def _show_refused(self) -> None:
+        key = f"corporate_refused_{self.slug}"
+        if self.refused_codes:
+            self._details[key] = " ".join(f"{c}:{s}" for c, s in sorted(self.refused_codes.items()))
+        else:
+            self._details.pop(key, None)
 
     def _is_news(self, record: ActivityRecord) -> bool:
         seen = self._recent_fill_ids.get(record.id)
@@ -373,15 +419,25 @@ class AccountSync:
             self._reject("orders", rejected)
         return converted
 
-    def _positions(self, raw: Iterable[object]) -> list[BrokerPosition]:
-        positions = []
+    def _positions(self, raw: Iterable[object]) -> tuple[list[BrokerPosition], tuple[str, ...] | None]:
+        """Return the converted positions and the symbols of those refused (unknown, not flat).
+
+        ``None`` instead of the symbols: a refused position names no usable symbol, so no
+        symbol missing from the list can be read as flat.
+        """
+        positions: list[BrokerPosition] = []
+        unknown: set[str] = set()
         for item in raw:
             result = convert_position(item)
             if isinstance(result, Rejected):
                 self._reject("positions", result)
+                symbol = position_symbol(item)
+                if symbol is None:
+                    return positions, None
+                unknown.add(symbol)
             else:
                 positions.append(result)
-        return positions
+        return positions, tuple(sorted(unknown))
 
     def _activities(self, raw: Iterable[object]) -> list[ConvertedActivity]:
         converted: list[ConvertedActivity] = []

@@ -30,6 +30,7 @@ from rich.table import Table
 from coldharbour import runtime
 from coldharbour.bus import Subscriber
 from coldharbour.cli.control import client_for
+from coldharbour.cli.terminal import cell, printable
 from coldharbour.config import Settings
 from coldharbour.db import queries
 from coldharbour.db.connect import connect_read_only
@@ -214,7 +215,7 @@ def _explain_stopped(infos: list[ProcessInfo]) -> None:
     for info in infos:
         line = last_log_line(info.log_path) if info.state in EXPLAINED_STATES and info.log_path else None
         if line is not None:
-            typer.echo(f"{info.name} {info.state}: {line} (last line of {info.log_path})")
+            typer.echo(printable(f"{info.name} {info.state}: {line} (last line of {info.log_path})"))
 
 
 def status(
@@ -250,9 +251,9 @@ def status(
         console = Console(width=140)  # piped: wide enough that rows do not wrap
     console.print(table)
     if "prices" in heartbeats:
-        console.print(f"prices: {describe_prices(heartbeats['prices'], now_ns)}", highlight=False)
+        console.print(cell(f"prices: {describe_prices(heartbeats['prices'], now_ns)}"), highlight=False)
     for line in describe_budgets(heartbeats):
-        console.print(line, highlight=False)
+        console.print(cell(line), highlight=False)
     _explain_stopped([infos[name] for name in names if name in infos])
     if unhealthy:
         typer.echo(f"chmgr: not healthy: {', '.join(unhealthy)}", err=True)

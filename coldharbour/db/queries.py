@@ -174,7 +174,7 @@ def _closed_slice(row: TupleRow) -> ClosedTrade | None:
     return ClosedTrade(
         entry_lot_id=lot, exit_order_id=exit_order, side=side, qty=qty, entry_time=entry_time,
         entry_price=entry_price, exit_time=exit_time, exit_price=exit_price, exit_type=exit_type,
-        pnl_cash=pnl, pnl_cash_fifo=pnl if fifo is None else fifo,
+        pnl_cash=pnl, pnl_cash_fifo=pnl if fifo is None else fifo, symbol=row[12] or "",
     )  # fmt: skip
 
 

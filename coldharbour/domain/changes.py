@@ -70,6 +70,14 @@ class RawActivities:
 
 
 @dataclass(frozen=True, slots=True)
+class Reconciliations:
+    """Reconciliation fills (``recon:``) as activity rows, keyed by ``id``: never in a raw broker table."""
+
+    account: str
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CashFlows:
     """Cash-flow rows by id, and ids to delete (activities the broker canceled, SPEC §8)."""
 
@@ -139,8 +147,8 @@ class UiHeartbeat:
     now_ns: int
 
 
-Change = (OpenRows | ClosedSlices | RawOrders | RawActivities | CashFlows | DailyEquity | IntradayEquity
-          | MetricsDoc | MarketSchedule | LatestPrices | PriceBars | UiHeartbeat)
+Change = (OpenRows | ClosedSlices | RawOrders | RawActivities | Reconciliations | CashFlows | DailyEquity
+          | IntradayEquity | MetricsDoc | MarketSchedule | LatestPrices | PriceBars | UiHeartbeat)
 
 
 def account_of(change: Change) -> str | None:

@@ -36,8 +36,10 @@ from typing import Final, Literal
 
 import msgspec
 
+from coldharbour.domain.cashflows import activity_id_time
 from coldharbour.domain.money import ZERO
-from coldharbour.domain.types import Fill, direction
+from coldharbour.domain.reports import ActivityRecord
+from coldharbour.domain.types import Fill, direction, from_datetime
 
 ActionType = Literal["split", "symbol_change", "stock_merger", "cash_merger", "spinoff", "cash_in_lieu"]
 CORPORATE_PREFIX: Final = "corporate:"
@@ -308,3 +310,28 @@ def _single_action(leg: ActionLeg, actions: list[CorporateAction]) -> bool:
         actions.append(CorporateAction(id=leg.id, type="cash_in_lieu", symbol=leg.symbol, ts=leg.ts,
                                        cash_in_lieu_qty=-leg.qty, price=leg.price))  # fmt: skip
     return True
+
+
+# The broker's activity codes of corporate-action legs (docs/spec.md §8).
+CORPORATE_CODES: Final = frozenset({"SPLIT", "SSP", "SC", "NC", "MA", "SPIN", "SSO", "CIL", "REORG"})
+
+
+def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:
+    """Return the corporate-action legs among ``records`` (``actions_from_legs`` input).
+
+    A leg takes effect at the instant its id encodes (Alpaca books splits before the open of
+    the ex-date: ``20240610040000000::…``), else at its date's New York midnight. Canceled
+    legs and legs without a symbol or quantity are left out.
+    """
+    legs: list[ActionLeg] = []
+    for record in records:
+        if record.activity_type not in CORPORATE_CODES or record.status == "canceled":
+            continue
+        if not record.symbol or record.qty is None:
+            continue
+        stamp = activity_id_time(record.id)
+        legs.append(ActionLeg(
+            id=record.id, code=record.activity_type, ts=from_datetime(stamp) if stamp else record.transaction_time,
+            symbol=record.symbol, qty=record.qty, price=record.price, net_amount=record.net_amount or ZERO,
+        ))  # fmt: skip
+    return legs

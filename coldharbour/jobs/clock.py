@@ -23,7 +23,7 @@ from typing import Final, Protocol
 import psycopg
 
 from coldharbour.errors import ChmgrError
-from coldharbour.retry import Backoff, Sleep, supervise
+from coldharbour.retry import Backoff, Sleep, supervise, wait_any
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +44,6 @@ class Clock(Protocol):
         ...
 
 
-async def _wait_any(events: tuple[asyncio.Event, ...], timeout_s: float | None) -> None:
-    """Wait until one of ``events`` is set or ``timeout_s`` passed (None: no timeout)."""
-    if not events:
-        if timeout_s is not None:
-            await asyncio.sleep(timeout_s)
-        return
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
-
-
 class SystemClock:
     """The wall clock (UTC); sleeps re-check the deadline, so an early timer wake-up is harmless."""
 
@@ -72,7 +57,7 @@ class SystemClock:
             remaining = (instant - self.now()).total_seconds()
             if remaining <= 0:
                 return
-            await _wait_any(events, remaining)
+            await wait_any(remaining, *events)
 
 
 class ManualClock:
@@ -106,7 +91,7 @@ class ManualClock:
         self.sleepers += 1
         try:
             while self._now < instant and not any(event.is_set() for event in events):
-                await _wait_any((self._changed, *events), None)
+                await wait_any(None, self._changed, *events)
         finally:
             self.sleepers -= 1
 

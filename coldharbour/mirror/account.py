@@ -48,9 +48,10 @@ from coldharbour.domain.ledger import (
 )
 from coldharbour.domain.orders import OrderBook, chain_signature, live_legs, root_of
 from coldharbour.domain.positions import RowParams, build_open_row, should_push, with_mark
-from coldharbour.domain.reconcile import reconcile
+from coldharbour.domain.reconcile import is_recon_id, reconcile
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import ClosedSlice, Fill, FillRejection, Lot, OpenRow, Order, SliceKey
-from coldharbour.messages import ActivityRecord, ResyncRequested, SnapshotTaken, topic_resync
+from coldharbour.messages import ResyncRequested, SnapshotTaken, topic_resync
 from coldharbour.mirror.batch import AccountBatch
 from coldharbour.mirror.book import StagedView
 from coldharbour.mirror.marks import Marks
@@ -116,6 +117,9 @@ class AccountMirror:
         self.stored_slices: set[SliceKey] = set()
         self.actions: dict[str, CorporateAction] = {}  # every booked corporate action, by id
         self.busted: set[str] = set()  # keys of the executions the broker canceled
+        # Symbols whose last snapshot row could not be converted: neither flat nor known, their
+        # lots stay as they are and are not reconciled until a snapshot lists them convertibly.
+        self.unknown: set[str] = set()
 
     def load(self, orders: Iterable[Order], fills: Iterable[Fill], rows: dict[str, OpenRow],
              closed_keys: Iterable[SliceKey] = (), actions: Iterable[CorporateAction] = (),
@@ -328,6 +332,11 @@ class AccountMirror:
                                                                   [staged[i][1] for i in orders]))))
         by_execution: dict[str, ActivityRecord] = {}
         by_id: dict[str, ActivityRecord] = dict(batch.activities)
+        # Reconciliation fills come only in a full snapshot's batch (``reconcile_plan``).
+        recon = [record for record, fill in fills.values() if is_recon_id(fill.order_id)] if batch.full else []
+        if recon:  # our own bookings: never among the broker's raw activities (docs/startup.md)
+            fills = {key: pair for key, pair in fills.items() if not is_recon_id(pair[1].order_id)}
+            plan.changes.append(ch.Reconciliations(self.slug, tuple(map(r.activity_values, recon))))
         # A bust's record last: it replaces the row of the execution it cancels (by execution or id).
         for record in [*map(_FIRST, fills.values()), *busted]:
             execution = r.as_uuid(record.execution_id)
@@ -404,6 +413,30 @@ class AccountMirror:
             plan.swaps.append(flushed)
         return plan
 
+    def note_unknown(self, snapshot: SnapshotTaken) -> set[str]:
+        """Take which symbols ``snapshot`` covers but could not read; return the known ones it covers.
+
+        A full snapshot replaces the unknown set; a partial one changes only its ``symbols``.
+        Counted (``positions_unknown_<slug>``, a gauge read by ``chmgr doctor``) and logged on change.
+        """
+        unknown = set(snapshot.unknown_symbols)
+        covered = set(snapshot.symbols) if snapshot.symbols else None
+        before = set(self.unknown)
+        if covered is None:
+            self.unknown = unknown
+        else:
+            self.unknown = (self.unknown - covered) | (unknown & covered)
+        if unknown:
+            self.counters["positions_unknown_snapshots"] += 1
+        self.counters[f"positions_unknown_{self.slug}"] = len(self.unknown)
+        if self.unknown - before:
+            log.warning("positions unreadable, lots kept as they are account=%s symbols=%s", self.slug,
+                        ",".join(sorted(self.unknown - before)))
+        if before - self.unknown:
+            log.info("positions readable again account=%s symbols=%s", self.slug,
+                     ",".join(sorted(before - self.unknown)))
+        return (covered if covered is not None else set()) - self.unknown
+
     def reconcile_plan(self, snapshot: SnapshotTaken, marks: Marks, now: int) -> Plan:
         """Return the plan that makes the lots match a full broker snapshot (SPEC §3 invariant).
 
@@ -417,11 +450,14 @@ class AccountMirror:
         # A corporate action effective after the snapshot explains its symbols' difference (the
         # ledger booked it, the positions read before it do not show it yet): SPEC §8.
         skip += [s for action in self.actions.values() if action.ts > taken for s in action.symbols]
+        self.note_unknown(snapshot)
+        skip += self.unknown  # a row the broker listed but we could not read is no flat position
         prices = {symbol: price for symbol, (price, _) in marks.prices.items()}
         outcome = reconcile(self.ledger, snapshot.positions, self.book, now=taken, wac=self.wac, marks=prices,
                             skip=skip)
         batch = AccountBatch(full=True)
-        batch.set_positions(snapshot.positions, tuple(sorted({p.symbol for p in snapshot.positions} | set(self.wac))))
+        batch.set_positions(snapshot.positions,
+                            tuple(sorted(({p.symbol for p in snapshot.positions} | set(self.wac)) - self.unknown)))
         for correction in outcome.corrections:
             log.warning("reconciliation account=%s symbol=%s ledger_qty=%s broker_qty=%s fills=%d", self.slug,
                         correction.symbol, correction.ledger_qty, correction.broker_qty, len(correction.fills))

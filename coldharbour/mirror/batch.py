@@ -20,8 +20,8 @@ from coldharbour.domain import cashflows, changes
 from coldharbour.domain.cashflows import CashFlow
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.equity import DailyRow, IntradayPoint
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import BrokerPosition, Fill, Order, to_datetime
-from coldharbour.messages import ActivityRecord
 
 log = logging.getLogger(__name__)
 

@@ -248,7 +248,8 @@ class Mirror:
             batch.add_order(order, raw or "{}", self.counters)
         self._stage_snapshot_marks(snapshot, batches)
         if snapshot.symbols:
-            batch.set_positions(snapshot.positions, snapshot.symbols)
+            known = self.accounts[snapshot.account].note_unknown(snapshot)
+            batch.set_positions(snapshot.positions, tuple(s for s in snapshot.symbols if s in known))
             return None
         account = self.accounts[snapshot.account]
         return lambda: iter([account.reconcile_plan(snapshot, self.marks, now)])

@@ -13,8 +13,10 @@
   ``{"status": 429, "count": 2}``): answer the next ``/v2`` calls / stream upgrades with faults.
 - ``POST /sim/config`` ``{"partial_fills": true, "partial_fill_slices": 3,
   "pending_new_events": false, "accepted_events": false, "omit_execution_id": false,
-  "rest_limit_per_min": 200, "data_limit_per_min": 200}``: change behaviour at run time (a
-  limit of 0 turns it off; sim/limits.py).
+  "refused_activity_types": ["SPLIT"], "rest_limit_per_min": 200, "data_limit_per_min": 200}``:
+  change behaviour at run time (``refused_activity_types``: filter values the activities listing
+  answers with 422, as Alpaca refuses a value outside its filter list; a REST limit of 0 turns
+  it off, sim/limits.py).
 - ``POST /sim/emit`` ``{"account": "demo", "data": {...}}``: push one raw trade update.
 - ``GET /sim/state``: the whole book; ``GET /sim/log``: the last ``/v2`` requests.
 - ``GET /sim/requests?since=<unix s>&until=<unix s>``: per API key, the REST requests let through
@@ -148,7 +150,7 @@ async def post_config(request: web.Request) -> web.Response:
     config = context.engine.config
     switches = ("pending_new_events", "accepted_events", "omit_execution_id")
     limits = {"rest_limit_per_min": "trading", "data_limit_per_min": "data"}
-    unknown = set(body) - {"partial_fills", "partial_fill_slices", *switches, *limits}
+    unknown = set(body) - {"partial_fills", "partial_fill_slices", "refused_activity_types", *switches, *limits}
     if unknown:
         raise unprocessable(f"unknown setting: {sorted(unknown)[0]}", CODE_INVALID_FIELD)
     for switch in switches:
@@ -161,6 +163,11 @@ async def post_config(request: web.Request) -> web.Response:
         if not isinstance(slices, int) or isinstance(slices, bool) or slices < 1:
             raise unprocessable("partial_fill_slices must be a positive integer")
         config.partial_fill_slices = slices
+    if "refused_activity_types" in body:
+        refused = body["refused_activity_types"]
+        if not isinstance(refused, list) or not all(isinstance(code, str) and code for code in refused):
+            raise unprocessable("refused_activity_types must be a list of activity codes")
+        config.refused_activity_types = frozenset(code.upper() for code in refused)
     _set_limits(context.limits, body, limits)
     return web.json_response({**config.to_json(), **context.limits.config()})
 

@@ -80,6 +80,9 @@ class EngineConfig:
     accepted_events: bool = False
     # Stream fills without ``execution_id`` (it happens: alpaca-py#210); REST FILLs keep theirs.
     omit_execution_id: bool = False
+    # Activity-type filter values answered with 422 "invalid activity type" (as Alpaca answers a
+    # value outside the filter list it accepts); the listing itself still returns those types.
+    refused_activity_types: frozenset[str] = frozenset()
 
     def to_json(self) -> dict[str, object]:
         """Return the settings as ``POST /sim/config`` takes them."""
@@ -89,6 +92,7 @@ class EngineConfig:
             "pending_new_events": self.pending_new_events,
             "accepted_events": self.accepted_events,
             "omit_execution_id": self.omit_execution_id,
+            "refused_activity_types": sorted(self.refused_activity_types),
         }
 
 
@@ -795,7 +799,7 @@ class Engine:
             self._add_shares(book, target, kept, action.price)
             entries.append(entry("SPIN", target, kept, action.price))
         else:
-            code = {"split": "SPLIT", "symbol_change": "SC", "stock_merger": "MA"}[action.type]
+            code = {"split": "SPLIT", "symbol_change": "NC", "stock_merger": "MA"}[action.type]
             del book.positions[action.symbol]
             cost = old_qty * old_avg
             if kept != ZERO:

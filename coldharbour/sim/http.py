@@ -365,7 +365,9 @@ async def get_portfolio_history(request: web.Request) -> web.Response:
 async def get_activities(request: web.Request) -> web.Response:
     """``GET /v2/account/activities[/{activity_type}]`` with ``page_token`` paging."""
     engine = context_of(request).engine
-    query = parse_activity_query(request.query, request.match_info.get("activity_type"))
+    query = parse_activity_query(
+        request.query, request.match_info.get("activity_type"), refused=engine.config.refused_activity_types
+    )
     activities = engine.account(_account(request)).activities
     return web.json_response(select_activities(activities, query))
 

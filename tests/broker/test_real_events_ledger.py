@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from coldharbour.broker.convert import ConvertedActivity, convert_activity, convert_orders, corporate_legs
+from coldharbour.broker.convert import ConvertedActivity, convert_activity, convert_orders
 from coldharbour.broker.rest import BrokerRest
 from coldharbour.broker.sync import AccountSync
-from coldharbour.domain.corporate import actions_from_legs, remove_busted
+from coldharbour.domain.corporate import actions_from_legs, corporate_legs, remove_busted
 from coldharbour.domain.ledger import rebuild
 from coldharbour.messages import FillsPage
 from tests.broker.support import RecordingSink, account_for

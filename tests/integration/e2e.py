@@ -32,6 +32,7 @@ POSITIONS = "accounts.account_open_positions_demo"
 CLOSED = "accounts.account_closed_demo"
 RAW_ORDERS = "account_activities.raw_orders_demo"
 RAW_ACTIVITIES = "account_activities.raw_activities_demo"
+RECONCILIATIONS = "accounts.reconciliations_demo"  # our recon: fills, never among the broker's activities
 CHANNELS = ("pos_channel_demo", "closed_channel_demo", "metrics_channel_demo")
 
 

@@ -37,6 +37,7 @@ from tests.integration.e2e import (
     CLOSED,
     POSITIONS,
     RAW_ACTIVITIES,
+    RECONCILIATIONS,
     Db,
     Notes,
     Programs,
@@ -82,7 +83,7 @@ class World:
         return self.programs.counter("state", "recon_corrections")
 
     def recon_rows(self) -> int:
-        return int(self.db.rows(f"SELECT count(*) FROM {RAW_ACTIVITIES} WHERE id LIKE '%%recon:%%'")[0][0])
+        return int(self.db.rows(f"SELECT count(*) FROM {RECONCILIATIONS}")[0][0])
 
     def held(self, symbol: str, qty: str) -> list[dict[str, Any]]:
         """Wait until ``symbol`` has open rows summing to ``qty``; return them."""

@@ -89,7 +89,7 @@ def test_symbol_change_stock_merger_cash_merger_and_spinoff() -> None:
     assert (positions["KID"].qty, positions["KID"].avg_entry_price) == (Decimal(2), Decimal(4))
     assert positions["PAR"].qty == Decimal(10)
     assert engine.accounts["demo"].cash == cash + 350
-    assert [a["symbol"] for a in _activities(engine, "SC")] == ["OLD", "NEW"]
+    assert [a["symbol"] for a in _activities(engine, "NC")] == ["OLD", "NEW"]
     assert [(a["symbol"], a["net_amount"]) for a in _activities(engine, "MA")] == [
         ("NEW", "0"),
         ("ACQ", "0"),
