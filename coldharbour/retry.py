@@ -16,6 +16,9 @@ Every loop that waits, retries or reconnects is written with these; none sleeps 
   ``stop`` during a wait raises ``RetryStopped`` (carrying the last failure).
 - ``keep_connected(session, stop, backoff)``: run a connection's ``session()`` again and again
   until ``stop``, backing off between sessions that delivered nothing (the reconnect loops).
+- ``poll_until(ready, timeout_s)``: for synchronous code with only a condition to wait on
+  (supervisord's socket, a pid that is not our child): check every ``interval_s`` until true
+  or the deadline.
 - ``supervise(name, run, stop, counters)``: the task boundary. An unexpected error in one
   account's task is logged with its traceback, counted (``task_restarts``), and the task
   restarts after a backoff delay; after ``MAX_CONSECUTIVE_CRASHES`` crashes in a row the error
@@ -93,6 +96,23 @@ async def wait_any(timeout_s: float | None, *events: asyncio.Event) -> bool:
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Wait ``seconds`` or until ``stop`` is set; return True when stopped."""
     return await wait_any(seconds, stop)
+
+
+def poll_until(
+    ready: Callable[[], bool],
+    timeout_s: float,
+    *,
+    interval_s: float = 0.1,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Return True once ``ready()`` is true, False when ``timeout_s`` passed first (checked once more then)."""
+    deadline = monotonic() + timeout_s
+    while not ready():
+        if monotonic() >= deadline:
+            return False
+        sleep(interval_s)
+    return True
 
 
 class RetryStopped(Exception):

@@ -19,6 +19,7 @@ from coldharbour.retry import (
     RetryStopped,
     Session,
     keep_connected,
+    poll_until,
     retry,
     sleep_or_stop,
     supervise,
@@ -151,6 +152,35 @@ async def test_wait_any_without_a_timeout_waits_for_an_event_only() -> None:
 
     assert still_waiting
     assert await asyncio.wait_for(waiter, 5) is True
+
+
+def test_poll_until_checks_until_ready_and_sleeps_between_checks() -> None:
+    answers = iter([False, False, True])
+    slept: list[float] = []
+
+    ready = poll_until(lambda: next(answers), 10.0, interval_s=0.5, monotonic=lambda: 0.0, sleep=slept.append)
+
+    assert ready is True
+    assert slept == [0.5, 0.5]
+
+
+def test_poll_until_gives_up_at_the_deadline() -> None:
+    now = [0.0]
+    checks = 0
+
+    def never() -> bool:
+        nonlocal checks
+        checks += 1
+        return False
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    ready = poll_until(never, 1.0, interval_s=0.25, monotonic=lambda: now[0], sleep=sleep)
+
+    assert ready is False
+    assert checks == 5  # at 0, 0.25, 0.5, 0.75 and once more at the deadline
+    assert now[0] == 1.0
 
 
 class Flaky:

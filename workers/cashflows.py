@@ -69,6 +69,13 @@ async def run(
         ]
         resyncs = asyncio.create_task(_watch_resyncs(ctx, {job.names.slug: job for job in jobs}, wakes))
         resyncs.add_done_callback(runtime.log_task_exception)
+
+        def on_state_ready(_instance_ns: int) -> None:  # re-send at once what state has not stored
+            for job in jobs:
+                job.resync()
+                wakes[job.names.slug].set()
+
+        ready = runtime.watch_state_ready(ctx, on_state_ready)
         try:
             await run_per_account(
                 PROGRAM,
@@ -82,6 +89,7 @@ async def run(
         finally:
             watcher.cancel()
             resyncs.cancel()
+            ready.cancel()
             for broker in brokers.values():
                 await broker.close()
 

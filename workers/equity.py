@@ -66,7 +66,13 @@ async def run(
                 job.rebuild_requested = True
                 wakes[job.names.slug].set()
 
+    def on_state_ready(_instance_ns: int) -> None:  # what was published before state read the bus is computed again
+        for job in jobs:
+            job.rebuild_requested = True
+            wakes[job.names.slug].set()
+
     watcher = start_watch(ctx, on_phase)
+    ready = runtime.watch_state_ready(ctx, on_state_ready)
     async with open_pool(settings) as pool:
         jobs.extend(
             EquityJob(
@@ -92,6 +98,7 @@ async def run(
             )
         finally:
             watcher.cancel()
+            ready.cancel()
             for broker in owned.values():
                 await broker.close()
 

@@ -3,7 +3,8 @@
 Inputs: broker REST ``GET /v2/calendar`` (first account's credentials; the calendar is the
 same for all), every ``MARKET_REFRESH_SEC``; the DB read-only (the stored schedule, only when
 the broker is unreachable at start); supervisord's XML-RPC socket ``$CHMGR_RUN_DIR/supervisor.sock``.
-Outputs: ``ScheduleComputed`` on ``schedule`` (``state`` writes and prunes ``market_schedule``),
+Outputs: ``ScheduleComputed`` on ``schedule`` (``state`` writes and prunes ``market_schedule``;
+re-sent whenever a ``state`` instance announces it is ready: ``runtime.watch_state_ready``),
 ``SessionPhaseChanged`` on ``session`` at the exact instant of each change, and at session
 start ``cmd.resync.<slug>`` and ``cmd.ledger_check.<slug>`` for every account. Starts the
 session programs (prices, trades, snapshot, equity, cashflows) at pre-open and stops them when
@@ -67,9 +68,11 @@ async def run(
             control=control,
             pool=pool,
         )
+        ready = runtime.watch_state_ready(ctx, scheduler.resend)
         try:
             await until_stopped(scheduler.run(stop), stop)
         finally:
+            ready.cancel()
             if broker is not None:
                 await broker.close()
 

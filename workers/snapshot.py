@@ -35,9 +35,11 @@ from coldharbour.messages import (
 from coldharbour.retry import sleep_or_stop, supervise
 
 log = logging.getLogger("workers.snapshot")
+START_RESYNC_WINDOW_NS = 120 * 1_000_000_000  # a state's start resync precedes its ready announcement
 
 
-async def _route_resyncs(ctx: runtime.WorkerContext, runners: dict[str, SnapshotRunner]) -> None:
+async def _route_resyncs(ctx: runtime.WorkerContext, runners: dict[str, SnapshotRunner],
+                         starts: dict[str, int]) -> None:
     subscriber = ctx.subscriber([PREFIX_RESYNC, PREFIX_TRADE])
     try:
         while True:
@@ -45,6 +47,8 @@ async def _route_resyncs(ctx: runtime.WorkerContext, runners: dict[str, Snapshot
                 if isinstance(message, OrderUpdated) and message.account in runners:
                     runners[message.account].sync.note_update(message.order, message.legs)
                 elif isinstance(message, ResyncRequested) and message.account in runners:
+                    if message.reason == "start" and message.src == runtime.STATE_PROGRAM:
+                        starts[message.account] = message.ts
                     runners[message.account].request(message)
                 elif isinstance(message, ResyncRequested):
                     ctx.counters["resync_unknown_account"] += 1
@@ -73,7 +77,17 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
             )
             for a in settings.accounts
         }
-        router = asyncio.create_task(_route_resyncs(ctx, runners), name="snapshot-resyncs")
+        starts: dict[str, int] = {}  # account -> time of the last ``start`` resync state sent us
+        router = asyncio.create_task(_route_resyncs(ctx, runners, starts), name="snapshot-resyncs")
+
+        def on_state_ready(instance_ns: int) -> None:
+            # state asks each account's resync just before it reads the bus: if that request did
+            # not reach us (we were not subscribed yet), take it from the announcement instead.
+            for slug, runner in runners.items():
+                if not instance_ns - START_RESYNC_WINDOW_NS <= starts.get(slug, 0) <= instance_ns:
+                    runner.request(ResyncRequested(account=slug, reason="start"))
+
+        ready = runtime.watch_state_ready(ctx, on_state_ready)
         tasks = [
             asyncio.create_task(_ledger_checks(settings, ctx, stop), name="snapshot-ledger-check"),
             asyncio.create_task(report_forever(budgets.values(), ctx.counters, stop), name="snapshot-budgets"),
@@ -87,6 +101,7 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
         try:
             await run_until_stopped(stop, tasks)
         finally:
+            ready.cancel()
             await cancel_quietly(router)
 
 

@@ -24,6 +24,14 @@ from coldharbour.domain.types import SliceKey
 Row = tuple[object, ...]
 
 
+class CommitOutcome(StrEnum):
+    """What became of a commit."""
+
+    COMMITTED = "committed"  # written and announced (or nothing to write)
+    WITHHELD = "withheld"  # not sent (this stack lost its locks, or it is stopping): nothing to resync
+    FAILED = "failed"  # the connection failed: memory must stay as it was; the accounts are resynced
+
+
 class Announce(StrEnum):
     """When a closed slice is announced on the closed channel."""
 

@@ -27,7 +27,7 @@ from coldharbour.retry import Backoff, Sleep, supervise, wait_any
 
 log = logging.getLogger(__name__)
 
-BACKOFF_FIRST_S: Final = 1.0
+BACKOFF_BASE_S: Final = 1.0  # a failed job retries sooner than its interval (cap: the interval)
 # Broker or database unavailable (psycopg_pool's PoolTimeout is an OperationalError): retried.
 TRANSIENT: Final = (ChmgrError, psycopg.OperationalError)
 
@@ -140,7 +140,7 @@ async def run_periodic(
     """
     events = (stop,) if wake is None else (stop, wake)
     interval = timedelta(seconds=interval_s)
-    backoff = Backoff(min(BACKOFF_FIRST_S, interval_s), interval_s)
+    backoff = Backoff(min(BACKOFF_BASE_S, interval_s), interval_s)
     while not stop.is_set():
         if wake is not None:
             wake.clear()

@@ -5,8 +5,12 @@
   activities (``account`` picks the account when there are several).
   An item whose ``id`` is already booked corrects it: ``"status": "canceled"`` or a new
   ``net_amount`` replaces it; a canceled FILL is a bust (position and cash reversed).
-- ``POST /sim/corporate-actions`` ``{"type": "split", "symbol": "AAPL", "ratio": "2"}`` (and
-  ``symbol_change``, ``cash_merger``, ``stock_merger``, ``spinoff``: ``sim/corporate.py``).
+- ``POST /sim/corporate-actions`` ``{"type": "forward_split", "symbol": "AAPL", "old_rate": "1",
+  "new_rate": "2"}`` (every type, its fields and the leg and position timings:
+  ``sim/corporate.py``) -> ``{"id": ...}``; ``POST /sim/corporate-actions/{id}/complete`` shows
+  the half a ``position`` timing held back; ``POST /sim/corporate-actions/{id}/cancel``
+  (optional ``{"rebook": {...same body...}}``) cancels it and re-books. The announcements are
+  served at ``GET /v1/corporate-actions`` (the data API's route, same origin).
 - ``POST /sim/drop-stream``: close every trade_updates connection (market data:
   ``/sim/drop-data-stream``, sim/market_stream.py).
 - ``POST /sim/fail`` ``{"queue": [429, 504, "html500", "malformed"], "ws_reject": 2}`` (or
@@ -96,11 +100,30 @@ async def post_activities(request: web.Request) -> web.Response:
 
 
 async def post_corporate_action(request: web.Request) -> web.Response:
-    """Apply a corporate action (split, symbol change, mergers, spin-off) to every account."""
+    """Book a corporate action in every account holding its symbol (``sim/corporate.py``)."""
     context = context_of(request)
-    activities, updates = context.engine.corporate_action(await read_json(request), context.clock())
+    action_id, activities, updates = context.engine.corporate_action(await read_json(request), context.clock())
     context.publish(updates)
-    return web.json_response({"activities": activities, "updates": len(updates)})
+    return web.json_response({"id": action_id, "activities": activities, "updates": len(updates)})
+
+
+async def post_corporate_complete(request: web.Request) -> web.Response:
+    """Show the half of an action its ``position`` timing held back (legs or position)."""
+    context = context_of(request)
+    listed = context.engine.complete_corporate_action(request.match_info["action_id"], context.clock())
+    return web.json_response({"activities": listed})
+
+
+async def post_corporate_cancel(request: web.Request) -> web.Response:
+    """Cancel an action (legs listed again as ``canceled``) and optionally re-book ``rebook``."""
+    context = context_of(request)
+    body = await read_json(request) if request.can_read_body else {}
+    if not isinstance(body, Mapping) or set(body) - {"rebook"}:
+        raise unprocessable('expected {} or {"rebook": {...}}', CODE_INVALID_FIELD)
+    canceled, new_id = context.engine.cancel_corporate_action(
+        request.match_info["action_id"], body.get("rebook"), context.clock()
+    )
+    return web.json_response({"canceled": canceled, "id": new_id})
 
 
 async def post_drop_stream(request: web.Request) -> web.Response:
@@ -261,6 +284,8 @@ def add_control_routes(app: web.Application) -> None:
     app.router.add_post("/sim/prices", post_prices)
     app.router.add_post("/sim/activities", post_activities)
     app.router.add_post("/sim/corporate-actions", post_corporate_action)
+    app.router.add_post("/sim/corporate-actions/{action_id}/complete", post_corporate_complete)
+    app.router.add_post("/sim/corporate-actions/{action_id}/cancel", post_corporate_cancel)
     app.router.add_post("/sim/drop-stream", post_drop_stream)
     app.router.add_post("/sim/fail", post_fail)
     app.router.add_post("/sim/config", post_config)

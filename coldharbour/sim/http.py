@@ -30,6 +30,7 @@ from coldharbour.sim.accounts import NEW_YORK
 from coldharbour.sim.activities import parse_activity_query, select_activities
 from coldharbour.sim.assets import book_symbol
 from coldharbour.sim.calendar import MarketCalendar
+from coldharbour.sim.corporate import list_announcements
 from coldharbour.sim.engine import Engine, TradeUpdate
 from coldharbour.sim.history import portfolio_history
 from coldharbour.sim.limits import RestLimits
@@ -151,8 +152,9 @@ async def injected_faults(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def alpaca_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Check Alpaca's key headers on ``/v2`` routes and remember the account they name."""
-    if request.path.startswith("/v2/") and request.path not in DATA_STREAM_PATHS:
+    """Check Alpaca's key headers on ``/v2`` routes (and the data API's ``/v1`` announcements)
+    and remember the account they name."""
+    if request.path.startswith(("/v2/", "/v1/")) and request.path not in DATA_STREAM_PATHS:
         key_id = request.headers.get("APCA-API-KEY-ID")
         secret = request.headers.get("APCA-API-SECRET-KEY")
         if not key_id or not secret:
@@ -372,6 +374,14 @@ async def get_activities(request: web.Request) -> web.Response:
     return web.json_response(select_activities(activities, query))
 
 
+async def get_corporate_actions(request: web.Request) -> web.Response:
+    """``GET /v1/corporate-actions`` (the data API's announcements, served on the same origin)."""
+    context = context_of(request)
+    today = context.clock().astimezone(NEW_YORK).date()
+    body = list_announcements(context.engine.corporate_announcements(), request.query, today)
+    return web.json_response(body)
+
+
 async def get_bars(request: web.Request) -> web.Response:
     """``GET /v2/stocks/bars`` (the data API's route, served on the same origin)."""
     context = context_of(request)
@@ -422,3 +432,4 @@ def add_trading_routes(app: web.Application) -> None:
     app.router.add_get("/v2/calendar", get_calendar)
     app.router.add_get("/v2/clock", get_clock)
     app.router.add_get("/v2/stocks/bars", get_bars)
+    app.router.add_get("/v1/corporate-actions", get_corporate_actions)
