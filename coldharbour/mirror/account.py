@@ -48,7 +48,7 @@ from coldharbour.domain.positions import RowParams, build_open_row, should_push,
 from coldharbour.domain.reconcile import is_recon_id, reconcile
 from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import ClosedSlice, Fill, Lot, OpenRow, Order, SliceKey
-from coldharbour.messages import ResyncRequested, SnapshotTaken, topic_resync
+from coldharbour.messages import FillsPage, ResyncRequested, SnapshotTaken, topic_resync
 from coldharbour.mirror.batch import AccountBatch
 from coldharbour.mirror.book import StagedView
 from coldharbour.mirror.marks import Marks
@@ -87,6 +87,10 @@ class AccountMirror:
         # Symbols whose last snapshot row could not be converted: neither flat nor known, their
         # lots stay as they are and are not reconciled until a snapshot lists them convertibly.
         self.unknown: set[str] = set()
+        # How far the fill history this mirror received is complete (UTC ns; None: not known to
+        # be complete at all, e.g. after a start or a bus gap until a read from the floor):
+        # reconciliation acts only on a snapshot taken before it (docs/startup.md).
+        self.fills_complete_to: int | None = None
 
     def load(self, orders: Iterable[Order], fills: Iterable[Fill], rows: dict[str, OpenRow],
              closed_keys: Iterable[SliceKey] = (), actions: Iterable[CorporateAction] = (),
@@ -379,6 +383,21 @@ class AccountMirror:
         """Mark the rows a committed flush wrote clean (unless they changed since)."""
         self.dirty -= {pid for pid, row in done.rows.items() if self.rows.get(pid) is row}
 
+    def note_fill_coverage(self, page: FillsPage) -> None:
+        """Extend ``fills_complete_to`` with a page's watermark when it joins what is complete."""
+        after, upto = page.complete_after_ns, page.complete_to_ns
+        if after is None or upto is None:
+            return
+        current = self.fills_complete_to
+        if page.is_from_floor or (current is not None and after <= current):
+            self.fills_complete_to = upto if current is None else max(current, upto)
+        else:
+            self.counters["fill_coverage_gaps"] += 1  # a read after a stretch we never received
+
+    def forget_completeness(self) -> None:
+        """Say nothing is known complete any more (a bus gap, a failed commit): until a read from the floor."""
+        self.fills_complete_to = None
+
     def note_unknown(self, snapshot: SnapshotTaken) -> set[str]:
         """Take which symbols ``snapshot`` covers but could not read; return the known ones it covers.
 
@@ -411,8 +430,17 @@ class AccountMirror:
         with the real ones so that a rebuild from the tables agrees.
         """
         taken = r.micros(snapshot.taken_at)
+        if self.fills_complete_to is None or self.fills_complete_to < snapshot.taken_at:
+            # The fills that explain these positions may not have arrived yet: "no fill" is not
+            # "flat". Only the broker WAC is taken; the next snapshot after a complete read acts.
+            self.counters["recon_deferred_incomplete"] += 1
+            log.info("reconciliation deferred account=%s: fill history complete to %s, snapshot at %d",
+                     self.slug, self.fills_complete_to, snapshot.taken_at)
+            skip_all: list[str] = sorted(set(self.ledger.held_symbols()) | {p.symbol for p in snapshot.positions})
+        else:
+            skip_all = []
         skip = [s for s, state in self.ledger.symbols.items()
-                if state.last_key is not None and state.last_key[0] > taken]
+                if state.last_key is not None and state.last_key[0] > taken] + skip_all
         # A corporate action effective after the snapshot explains its symbols' difference (the
         # ledger booked it, the positions read before it do not show it yet): SPEC §8.
         skip += [s for action in self.actions.values() if action.ts > taken for s in action.symbols]

@@ -161,7 +161,8 @@ class StateOwner:
     async def _commit_changes(self, changes: Sequence[Change]) -> bool:
         outcome = await self.store.commit(changes) if changes else CommitOutcome.COMMITTED
         if outcome is CommitOutcome.FAILED:
-            for slug in self.mirror.accounts:
+            for slug, account in self.mirror.accounts.items():
+                account.forget_completeness()  # what was staged may not be stored: complete after the rewind
                 self.resyncs.request(slug, "commit_failed")
         return outcome is CommitOutcome.COMMITTED
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from coldharbour.domain.types import BrokerPosition
-from coldharbour.messages import OrderUpdated, SnapshotTaken
+from coldharbour.domain.types import BrokerPosition, Fill
+from coldharbour.messages import FillsPage, OrdersPage, OrderUpdated, SnapshotTaken
 from tests.mirror.support import T0, Driver, fill, order
 
 
@@ -63,3 +63,46 @@ def test_a_partial_snapshot_leaves_an_unreadable_symbols_wac_alone() -> None:
     assert driver.mirror.accounts["demo"].wac["AAPL"] == Decimal("100.5")  # not "flat", not forgotten
     assert driver.mirror.counters["positions_unknown_demo"] == 1
     assert len(driver.store.open) == 1
+
+
+def _history(*fills: Fill, after: int = 0, upto: int, from_floor: bool = True) -> tuple[str, FillsPage]:
+    """The last page of a fill read (``broker/sync.py``): its fills and how far the history is complete."""
+    return ("fills.demo", FillsPage(account="demo", fills=fills, complete_after_ns=after, complete_to_ns=upto,
+                                    is_from_floor=from_floor))
+
+
+def test_a_snapshot_before_the_fill_history_books_nothing_and_the_history_does_not_double() -> None:
+    """The issue's first bug: `state` reconciled a snapshot before the backfill's fills arrived,
+    booked ``recon:`` lots for the whole holding, and the real fills then doubled it."""
+    driver = Driver()
+    snapshot = SnapshotTaken(account="demo", positions=(_position("AAPL", 100),), taken_at=T0 + 100)
+    entry = order("H", qty=Decimal(100), filled_qty=Decimal(100), created_at=T0 - 50, updated_at=T0 - 50)
+
+    driver.feed(("snap.demo", snapshot))  # no history yet: absence of fills is not "no position"
+    before = dict(driver.store.open)
+    driver.feed(("orders.demo", OrdersPage(account="demo", orders=(entry,))),
+                _history(fill("H", qty=100, at=T0 - 50), upto=T0 + 250))
+    driver.feed(("snap.demo", SnapshotTaken(account="demo", positions=(_position("AAPL", 100),), taken_at=T0 + 200)))
+
+    assert before == {}
+    assert driver.mirror.counters["recon_deferred_incomplete"] == 1
+    assert driver.mirror.counters["recon_corrections"] == 0
+    assert [row["qty"] for row in driver.store.open.values()] == [Decimal(100)]
+    assert not [pid for pid in driver.store.open if pid.startswith("recon:")]
+
+
+def test_a_read_that_does_not_join_the_complete_history_defers_reconciliation_until_a_read_from_the_floor() -> None:
+    driver = Driver()
+    driver.feed(_history(upto=T0 + 100))
+    driver.feed(("snap.demo", SnapshotTaken(account="demo", positions=(_position("MSFT", 4),), taken_at=T0 + 300)))
+    deferred_after_gap = driver.mirror.counters["recon_deferred_incomplete"]  # complete to T0+100 only
+
+    driver.feed(_history(after=T0 + 200, upto=T0 + 400, from_floor=False))  # T0+100..T0+200 never received
+    driver.feed(("snap.demo", SnapshotTaken(account="demo", positions=(_position("MSFT", 4),), taken_at=T0 + 300)))
+    still = driver.mirror.counters["recon_deferred_incomplete"]
+    driver.feed(_history(upto=T0 + 500))
+    driver.feed(("snap.demo", SnapshotTaken(account="demo", positions=(_position("MSFT", 4),), taken_at=T0 + 450)))
+
+    assert (deferred_after_gap, still) == (1, 2)
+    assert driver.mirror.counters["fill_coverage_gaps"] == 1
+    assert driver.mirror.counters["recon_corrections"] == 1  # only now: a lot the history cannot explain
