@@ -11,9 +11,21 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from coldharbour.domain.types import BrokerPosition, Fill
-from coldharbour.messages import FillsPage, OrdersPage, OrderUpdated, SnapshotTaken
-from tests.mirror.support import T0, Driver, fill, order
+import pytest
+
+from coldharbour.domain.corporate import CorporateAction
+from coldharbour.domain.types import NS_PER_SECOND, BrokerPosition, Fill
+from coldharbour.errors import ChmgrError
+from coldharbour.messages import (
+    FillsPage,
+    LedgerCheckRequested,
+    OrdersPage,
+    OrderUpdated,
+    ResyncRequested,
+    SnapshotTaken,
+)
+from coldharbour.mirror.owner import History
+from tests.mirror.support import T0, DictStore, Driver, Store, fill, order
 
 
 def _bought(driver: Driver, qty: int = 10, price: int = 100, name: str = "A", symbol: str = "AAPL") -> None:
@@ -106,3 +118,57 @@ def test_a_read_that_does_not_join_the_complete_history_defers_reconciliation_un
     assert (deferred_after_gap, still) == (1, 2)
     assert driver.mirror.counters["fill_coverage_gaps"] == 1
     assert driver.mirror.counters["recon_corrections"] == 1  # only now: a lot the history cannot explain
+
+
+class HistoryStore(DictStore):
+    """A store whose stored history is what the test says (the ledger check reads it)."""
+
+    def __init__(self, history: History) -> None:
+        super().__init__(Store())
+        self.history = history
+
+    async def load_history(self, slug: str) -> History | None:
+        await super().load_history(slug)
+        return self.history
+
+
+def _checked_driver(history: History) -> Driver:
+    driver = Driver()
+    driver.database = driver.owner.store = HistoryStore(history)
+    return driver
+
+
+def _check() -> tuple[str, LedgerCheckRequested]:
+    return ("cmd.ledger_check.demo", LedgerCheckRequested(account="demo"))
+
+
+def test_corporate_legs_stored_before_the_action_is_booked_do_not_stop_state() -> None:
+    """The issue's crash: `cashflows` stored a split's activity rows (from which the stored history
+    derives the action) before `snapshot`'s page booked it; the ledger check in between exited."""
+    entry = order("A", qty=Decimal(10), filled_qty=Decimal(10))
+    bought = fill("A", qty=10, price=100)
+    split = CorporateAction(id="split-1", type="split", symbol="AAPL", ts=T0 + 60 * NS_PER_SECOND, ratio=Decimal(3))
+    driver = _checked_driver(([entry], [bought], [split]))
+    driver.feed(("trade.demo", OrderUpdated(account="demo", event="fill", order=entry, fill=bought)))
+
+    driver.feed(_check())  # the action is stored (its legs), not booked yet: innocent
+    driver.feed(_check())
+
+    assert driver.mirror.counters["ledger_check_actions_pending"] == 2
+    assert driver.mirror.counters["ledger_check_suspect"] == 0
+
+
+def test_a_ledger_difference_is_confirmed_by_a_second_check_before_state_exits() -> None:
+    entry = order("A", qty=Decimal(10), filled_qty=Decimal(10))
+    bought = fill("A", qty=10, price=100)
+    driver = _checked_driver(([entry], [], []))  # the fill's commit "lost"
+    driver.feed(("trade.demo", OrderUpdated(account="demo", event="fill", order=entry, fill=bought)))
+
+    driver.feed(_check())
+    first = driver.mirror.counters["ledger_check_suspect"]
+    resyncs = [m for _, m in driver.outbox.sent if isinstance(m, ResyncRequested) and m.reason == "restart"]
+
+    with pytest.raises(ChmgrError, match="ledger differs from the stored history account=demo"):
+        driver.feed(_check())
+    assert first == 1
+    assert len(resyncs) == 1  # a rewind in between: what was in flight arrives before the second check
