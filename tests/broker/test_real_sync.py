@@ -69,6 +69,12 @@ class ListingBroker:
         self.order_afters: list[int | None] = []
         self.refuse_corporate = False
 
+    def urgent(self) -> ListingBroker:
+        return self  # one client: no budget here
+
+    async def wait_ready(self) -> None:
+        return None
+
     async def positions(self) -> list[Any]:
         return []
 
@@ -150,9 +156,8 @@ async def test_corporate_action_published_once_before_the_snapshot(fake_broker: 
     async with aiohttp.ClientSession() as session:
         sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), sink, Counter())
         await sync.backfill(1)
-        split = fake_broker.request(
-            "POST", "/sim/corporate-actions", account=None, json={"type": "split", "symbol": "AAPL", "ratio": "2"}
-        )
+        split = fake_broker.request("POST", "/sim/corporate-actions", account=None,
+                                    json={"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2"})
         await sync.full("test")
         await sync.full("test")
 
@@ -197,10 +202,10 @@ async def test_a_refused_activity_code_leaves_the_other_codes_working(fake_broke
     async with aiohttp.ClientSession() as session:
         sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), sink, counters, details=details)
         await sync.backfill(1)
+        split = {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2"}
+        fake_broker.request("POST", "/sim/corporate-actions", account=None, json=split)
         fake_broker.request("POST", "/sim/corporate-actions", account=None,
-                            json={"type": "split", "symbol": "AAPL", "ratio": "2"})  # fmt: skip
-        fake_broker.request("POST", "/sim/corporate-actions", account=None,
-                            json={"type": "symbol_change", "symbol": "FB", "new_symbol": "META"})  # fmt: skip
+                            json={"type": "name_change", "symbol": "FB", "new_symbol": "META"})  # fmt: skip
         await sync.full("test")
         refused_then = dict(details)
         fake_broker.request("POST", "/sim/config", account=None, json={"refused_activity_types": []})
