@@ -563,3 +563,4 @@ PREFIX_HEARTBEAT: Final = "hb."
 PREFIX_TICK: Final = "px."
 TOPIC_TICKS: Final = "px.batch"  # lower case: never a feed symbol (they are upper-cased)
 PREFIX_RESYNC: Final = "cmd.resync."
+PREFIX_TRADE: Final = "trade."

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from coldharbour import runtime
 from coldharbour.analytics.cashflows import ActivitySource, CashflowsJob
+from coldharbour.broker.budget import budget_for
 from coldharbour.broker.reads import BrokerReads
 from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool, reader_dsn
@@ -47,7 +48,11 @@ async def run(
 ) -> None:
     """Pull activities per account until ``stop``; ``clock``/``sources`` are injectable for tests."""
     clock = clock or SystemClock()
-    brokers = {a.slug: BrokerReads(a, ctx.counters) for a in settings.accounts} if sources is None else {}
+    brokers = (
+        {a.slug: BrokerReads(a, ctx.counters, budget=budget_for(settings, a)) for a in settings.accounts}
+        if sources is None
+        else {}
+    )
     chosen: Mapping[str, ActivitySource] = sources if sources is not None else brokers
     wakes = {a.slug: asyncio.Event() for a in settings.accounts}
 

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from coldharbour import runtime
 from coldharbour.analytics.equity import DailyBarsSource, EquityJob
+from coldharbour.broker.budget import budget_for
 from coldharbour.broker.reads import BrokerReads
 from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool, reader_dsn
@@ -50,7 +51,11 @@ async def run(
 ) -> None:
     """Compute equity curves per account until ``stop``; ``clock``/``brokers`` are injectable."""
     clock = clock or SystemClock()
-    owned = {a.slug: BrokerReads(a, ctx.counters) for a in settings.accounts} if brokers is None else {}
+    owned = (
+        {a.slug: BrokerReads(a, ctx.counters, budget=budget_for(settings, a)) for a in settings.accounts}
+        if brokers is None
+        else {}
+    )
     chosen: Mapping[str, DailyBarsSource] = brokers if brokers is not None else owned
     wakes = {a.slug: asyncio.Event() for a in settings.accounts}
     jobs: list[EquityJob] = []

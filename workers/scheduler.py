@@ -20,11 +20,13 @@ from pathlib import Path
 from psycopg_pool import AsyncConnectionPool
 
 from coldharbour import runtime
+from coldharbour.broker.budget import budget_for
 from coldharbour.broker.reads import BrokerReads
 from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool, reader_dsn
-from coldharbour.jobs.clock import Clock, SystemClock, until_stopped
+from coldharbour.jobs.clock import Clock, SystemClock
 from coldharbour.jobs.scheduler import CalendarSource, ProgramControl, Scheduler
+from coldharbour.retry import until_stopped
 
 PROGRAM = "scheduler"
 SUPERVISOR_SOCKET = "supervisor.sock"
@@ -53,7 +55,10 @@ async def run(
     control: ProgramControl | None = None,
 ) -> None:
     """Run the scheduler until ``stop``; the clock, calendar and supervisord are injectable."""
-    broker = BrokerReads(settings.accounts[0], ctx.counters) if calendar is None and settings.accounts else None
+    broker = None
+    if calendar is None and settings.accounts:
+        first = settings.accounts[0]
+        broker = BrokerReads(first, ctx.counters, budget=budget_for(settings, first))
     async with open_pool(settings) as pool:
         scheduler = Scheduler(
             settings,

@@ -1,7 +1,9 @@
 """`snapshot`: REST reconciliation — backfill, periodic and on-demand snapshots, order history.
 
 Inputs: the broker's REST API per account (positions, account, open orders, order history,
-FILL activities); bus ``cmd.resync.*`` (full resync, or per-symbol positions after a fill).
+FILL activities), within each key's request budget (``broker.budget``); bus ``cmd.resync.*``
+(full resync, or per-symbol positions after a fill) and ``trade.*`` (orders the stream reported
+final need no read by id). Heartbeat: each key's requests of the last minute and its budget.
 Outputs: ``orders.<slug>`` (``OrdersPage``), ``fills.<slug>`` (``FillsPage``), ``snap.<slug>``
 (``SnapshotTaken``, after the pages that explain it) and, every ``CLOSED_SYNC_SEC``,
 ``cmd.ledger_check.<slug>`` (``LedgerCheckRequested``). No DB.
@@ -17,11 +19,19 @@ import sys
 import aiohttp
 
 from coldharbour import runtime
+from coldharbour.broker.budget import budget_for, report_forever
 from coldharbour.broker.rest import BrokerRest
 from coldharbour.broker.runner import SnapshotRunner, cancel_quietly, run_until_stopped
 from coldharbour.broker.sync import AccountSync
 from coldharbour.config import Settings
-from coldharbour.messages import PREFIX_RESYNC, LedgerCheckRequested, ResyncRequested, topic_ledger_check
+from coldharbour.messages import (
+    PREFIX_RESYNC,
+    PREFIX_TRADE,
+    LedgerCheckRequested,
+    OrderUpdated,
+    ResyncRequested,
+    topic_ledger_check,
+)
 from coldharbour.retry import sleep_or_stop, supervise
 
 log = logging.getLogger("workers.snapshot")
@@ -30,11 +40,13 @@ START_RESYNC_WINDOW_NS = 120 * 1_000_000_000  # a state's start resync precedes 
 
 async def _route_resyncs(ctx: runtime.WorkerContext, runners: dict[str, SnapshotRunner],
                          starts: dict[str, int]) -> None:
-    subscriber = ctx.subscriber([PREFIX_RESYNC])
+    subscriber = ctx.subscriber([PREFIX_RESYNC, PREFIX_TRADE])
     try:
         while True:
             for _, message in await subscriber.recv_batch():
-                if isinstance(message, ResyncRequested) and message.account in runners:
+                if isinstance(message, OrderUpdated) and message.account in runners:
+                    runners[message.account].sync.note_update(message.order, message.legs)
+                elif isinstance(message, ResyncRequested) and message.account in runners:
                     if message.reason == "start" and message.src == runtime.STATE_PROGRAM:
                         starts[message.account] = message.ts
                     runners[message.account].request(message)
@@ -52,10 +64,14 @@ async def _ledger_checks(settings: Settings, ctx: runtime.WorkerContext, stop: a
 
 async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
     """Run every account's snapshot loops until stopped."""
+    budgets = {a.slug: budget_for(settings, a) for a in settings.accounts}
     async with aiohttp.ClientSession() as session:
         runners = {
             a.slug: SnapshotRunner(
-                AccountSync(BrokerRest(a, session, ctx.counters), ctx.publisher, ctx.counters, details=ctx.details),
+                AccountSync(
+                    BrokerRest(a, session, ctx.counters, budget=budgets[a.slug], stop=stop),
+                    ctx.publisher, ctx.counters, details=ctx.details,
+                ),
                 snapshot_sec=settings.snapshot_sec,
                 backfill_days=settings.backfill_days,
             )
@@ -72,7 +88,10 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
                     runner.request(ResyncRequested(account=slug, reason="start"))
 
         ready = runtime.watch_state_ready(ctx, on_state_ready)
-        tasks = [asyncio.create_task(_ledger_checks(settings, ctx, stop), name="snapshot-ledger-check")]
+        tasks = [
+            asyncio.create_task(_ledger_checks(settings, ctx, stop), name="snapshot-ledger-check"),
+            asyncio.create_task(report_forever(budgets.values(), ctx.counters, stop), name="snapshot-budgets"),
+        ]
         for slug, runner in runners.items():
             for kind, loop in (("full", runner.run_full), ("partial", runner.run_partial)):
                 name = f"snapshot-{slug}-{kind}"

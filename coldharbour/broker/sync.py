@@ -28,8 +28,13 @@ Order of publication in a full snapshot: order pages, fill pages, corporate acti
 reconciles (SPEC §3); positions are read *before* that history, so the history covers them. ``rewind()`` resets the
 cursors when ``state`` may have missed pages (its start, a bus gap, a failed commit).
 A partial snapshot (``symbols``) only fetches those symbols' positions: it is the fast WAC
-refresh after a fill (one request per symbol; from ``PARTIAL_LIST_FROM`` symbols on, one
-``GET /v2/positions`` filtered to them).
+refresh after a fill, always one request (``GET /v2/positions/{symbol}`` for one symbol, else
+one ``GET /v2/positions`` filtered to them), made by the ``urgent`` client of the key's budget.
+
+Stream payloads instead of reads (docs/broker-budget.md): ``note_update`` records the orders the
+trade_updates stream reported final (``OrderUpdated`` on the bus, the same facts ``state``
+applies). A family that left the open list is read by id only if one of its orders that were
+open has *not* been reported final that way: a seen report is evidence, a missing one is not.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from coldharbour.broker.convert import (
@@ -56,7 +61,7 @@ from coldharbour.broker.rest import BrokerRefused, BrokerRest
 from coldharbour.broker.validate import OnceLog
 from coldharbour.domain.corporate import LEG_WINDOW_NS, actions_from_legs, corporate_legs
 from coldharbour.domain.reports import ActivityRecord
-from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill
+from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill, Order
 from coldharbour.messages import (
     CorporateActionsPage,
     FillsPage,
@@ -70,7 +75,7 @@ from coldharbour.messages import (
 log = logging.getLogger(__name__)
 
 PROGRESS_LOG_INTERVAL_S: Final = 5.0
-PARTIAL_LIST_FROM: Final = 3  # a partial snapshot of this many symbols or more reads the whole position list
+PARTIAL_LIST_FROM: Final = 2  # a partial snapshot of this many symbols or more reads the whole position list
 # Re-read windows behind the cursors (SPEC §8 history cursors). Orders: > the 170 ms an order
 # can take from ``submitted_at`` to being listed. Fills: late FILLs with an older stamp.
 ORDER_OVERLAP_NS: Final = 1_000_000_000
@@ -101,6 +106,7 @@ class AccountSync:
     ) -> None:
         self.slug = rest.slug
         self._rest = rest
+        self._urgent = rest.urgent()  # the position refresh after a fill goes before background reads
         self._sink = sink
         self.counters = counters
         self._clock_ns = clock_ns
@@ -124,6 +130,8 @@ class AccountSync:
         self._fill_floor_ns = clock_ns()
         # Every order that was live at the last full snapshot -> its top-level order id.
         self._open_families: dict[str, str] = {}
+        # Orders the trade stream reported final since (or during) the last full snapshot.
+        self._stream_final: set[str] = set()
         self.backfilled = False
 
     # --- backfill -----------------------------------------------------------------------------
@@ -171,7 +179,7 @@ class AccountSync:
         open_raw = await self._rest.open_orders()
         open_orders = self._convert(open_raw)
         live = {item.order.id: (item.order.parent_id or item.order.id) for item in open_orders if item.order.is_live}
-        gone_families = sorted({top for order_id, top in self._open_families.items() if order_id not in live})
+        gone_families = self._unexplained_families(live)
         await self._publish_orders(self._order_sources(gone_families), is_backfill=False)
         after = self._fill_floor_ns if self.fill_cursor_ns is None else self.fill_cursor_ns - FILL_OVERLAP_NS
         await self._publish_fills(after_ns=after, is_backfill=False)
@@ -186,6 +194,7 @@ class AccountSync:
         else:
             cash, equity = figures.cash, figures.equity
         self._open_families = live
+        self._stream_final &= live.keys()  # a report about an order still listed open stays useful
         if unknown is None:  # a position without a usable symbol: nothing unlisted is known flat
             self.counters["snapshots_withheld"] += 1
             log.warning("snapshot withheld account=%s: a position names no usable symbol", self.slug)
@@ -205,15 +214,35 @@ class AccountSync:
         self.counters["snapshots"] += 1
         log.debug("snapshot published account=%s reason=%s positions=%d", self.slug, reason, len(positions))
 
+    def note_update(self, order: Order, legs: Iterable[Order] = ()) -> None:
+        """Record the orders a trade_updates event shows final (see the module docstring)."""
+        for item in (order, *legs):
+            if not item.is_live:
+                self._stream_final.add(item.id)
+
+    def _unexplained_families(self, live: Mapping[str, str]) -> list[str]:
+        """Return the families that left the open list and that the stream did not report final."""
+        gone: dict[str, list[str]] = {}
+        for order_id, top in self._open_families.items():
+            if order_id not in live:
+                gone.setdefault(top, []).append(order_id)
+        unexplained = sorted(top for top, ids in gone.items() if not all(i in self._stream_final for i in ids))
+        self.counters["order_reads_saved_by_stream"] += len(gone) - len(unexplained)
+        return unexplained
+
+    async def wait_partial_turn(self) -> None:
+        """Wait until the budget can serve a partial snapshot (the symbols asked meanwhile join it)."""
+        await self._urgent.wait_ready()
+
     async def partial(self, symbols: Sequence[str]) -> None:
         """Publish the positions of ``symbols`` only (a symbol absent from it is flat)."""
         taken_at = self._clock_ns()
         wanted = tuple(sorted({s.upper() for s in symbols}))
-        if len(wanted) >= PARTIAL_LIST_FROM:  # one request, not one per symbol (Alpaca: 200 per minute)
-            listed, unknown = self._positions(await self._rest.positions())
+        if len(wanted) >= PARTIAL_LIST_FROM:  # one request, not one per symbol (docs/broker-budget.md)
+            listed, unknown = self._positions(await self._urgent.positions())
             positions = [p for p in listed if p.symbol in wanted]
         else:
-            raw = [await self._rest.position(symbol) for symbol in wanted]
+            raw = [await self._urgent.position(symbol) for symbol in wanted]
             positions, unknown = self._positions([item for item in raw if item is not None])
         # A refused row without a usable symbol may be any of them: every wanted one not listed is unknown.
         listed_symbols = {p.symbol for p in positions}

@@ -5,6 +5,8 @@ without them, 403 for a wrong pair) and every answer is JSON in Alpaca's shape: 
 strings, exact enums, ``{"code", "message"}`` error bodies. Nothing ever answers with an HTML
 traceback: unexpected errors become a JSON 500 and are logged. Faults queued through
 ``POST /sim/fail`` replace the next ``/v2`` answers (429, 5xx, an HTML 500, malformed JSON).
+Each key's REST requests are limited and counted like Alpaca's (``sim/limits.py``: 200 a
+minute, then 429 with the ``X-RateLimit-*`` headers, which every answer carries).
 
 The engine is synchronous and runs on the server's event loop, so each request's book change
 and the publication of its trade updates happen without interleaving.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time as wall_time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from coldharbour.sim.calendar import MarketCalendar
 from coldharbour.sim.corporate import list_announcements
 from coldharbour.sim.engine import Engine, TradeUpdate
 from coldharbour.sim.history import portfolio_history
+from coldharbour.sim.limits import RestLimits
 from coldharbour.sim.order_query import parse_order_query, select_orders
 from coldharbour.sim.order_request import reject_unknown_body
 from coldharbour.sim.orders import asset_id_for
@@ -70,6 +74,7 @@ class BrokerContext:
     faults: deque[str] = field(default_factory=deque)
     request_log: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
     requests_total: int = 0
+    limits: RestLimits = field(default_factory=RestLimits)
 
     def publish(self, updates: list[TradeUpdate]) -> None:
         """Send trade updates to the stream listeners."""
@@ -124,9 +129,13 @@ def _fault_response(fault: str) -> web.Response:
     if fault == "malformed":
         return web.Response(status=200, text='{"id": "truncated', content_type="application/json")
     status = int(fault)
-    code = CODE_RATE_LIMITED if status == 429 else status * 100_000 + 10_000
-    message = "rate limit exceeded" if status == 429 else "simulated server error"
-    return web.json_response({"code": code, "message": message}, status=status)
+    if status == 429:  # as Alpaca answers it, with the window's headers (room again in a second)
+        headers = {"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0",
+                   "X-RateLimit-Reset": str(int(wall_time.time()) + 1)}  # fmt: skip
+        return web.json_response({"code": CODE_RATE_LIMITED, "message": "rate limit exceeded"}, status=429,
+                                 headers=headers)  # fmt: skip
+    code = status * 100_000 + 10_000
+    return web.json_response({"code": code, "message": "simulated server error"}, status=status)
 
 
 @web.middleware
@@ -155,6 +164,27 @@ async def alpaca_auth(request: web.Request, handler: Handler) -> web.StreamRespo
             raise SimError(403, CODE_FORBIDDEN, "forbidden.")
         request[ACCOUNT] = account.name
     return await handler(request)
+
+
+@web.middleware
+async def rate_limits(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count each key's REST request; over the key's limit answer 429 (Alpaca's headers on every answer)."""
+    key_id = request.headers.get("APCA-API-KEY-ID")
+    is_rest = request.path.startswith(("/v2/", "/v1beta3/crypto/us/")) and request.path not in DATA_STREAM_PATHS
+    if not key_id or not is_rest:
+        return await handler(request)
+    verdict = context_of(request).limits.check(
+        key_id, request.path, wall_time.time(), request.headers.get("User-Agent", "")
+    )
+    if not verdict.allowed:
+        body = {"code": CODE_RATE_LIMITED, "message": "rate limit exceeded"}
+        return web.json_response(body, status=429, headers=verdict.headers)
+    try:
+        response = await handler(request)
+    except SimError as e:
+        response = error_response(e)
+    response.headers.update(verdict.headers)
+    return response
 
 
 def _account(request: web.Request) -> str:

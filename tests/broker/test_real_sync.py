@@ -69,6 +69,12 @@ class ListingBroker:
         self.order_afters: list[int | None] = []
         self.refuse_corporate = False
 
+    def urgent(self) -> ListingBroker:
+        return self  # one client: no budget here
+
+    async def wait_ready(self) -> None:
+        return None
+
     async def positions(self) -> list[Any]:
         return []
 
