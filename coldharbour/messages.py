@@ -412,6 +412,9 @@ class CorporateActionsPage(Msg, Checked, frozen=True, tag="corp.actions"):
     actions: tuple[CorporateAction, ...]
     activities: tuple[ActivityRecord, ...] = ()
     problems: tuple[str, ...] = ()
+    # Ids of actions published earlier whose legs the broker now lists as ``canceled`` (its
+    # documented correction): ``state`` removes them and rebuilds their symbols.
+    canceled: tuple[str, ...] = ()
 
 
 # --- computed results that ``state`` writes ----------------------------------------------------

@@ -129,12 +129,13 @@ class AccountMirror:
         plan = Plan(accounts={self.slug})
         orders = {i: o for i, (o, _) in batch.orders.items() if self.book.classify(o) not in ("stale", "unchanged")}
         actions = {i: a for i, a in batch.actions.items() if i not in self.actions}
+        canceled = {i: self.actions[i] for i in batch.canceled_actions if i in self.actions}
         busted = {k: v for k, v in batch.busted.items() if k not in self.busted}
         fills = {k: staged for k, staged in batch.fills.items()
                  if k not in self.fills and k not in self.ledger.seen and k not in self.busted and k not in busted}
         new_fills = {k: fill for k, (_, fill) in fills.items()}
         view = StagedView(self.book, orders)
-        events = Rewrites(actions, {k: fill for k, (_, fill) in busted.items()})
+        events = Rewrites(actions, {k: fill for k, (_, fill) in busted.items()}, canceled)
         change = self._ledger_change(orders, new_fills, view, events)
         for rejection in change.rejections:
             self.counters["rejected_fills"] += 1
@@ -166,10 +167,12 @@ class AccountMirror:
     def _rebuild_symbols(self, fills: list[Fill], events: Rewrites, actions: list[CorporateAction]) -> set[str]:
         """Return the symbols whose history the batch rewrites (SPEC §8), empty when none."""
         symbols: set[str] = set()
-        if not actions and not events.busted:  # nothing rewrites any history (the usual batch)
+        if not actions and not events.busted and not events.canceled:  # nothing rewrites history (the usual batch)
             return symbols
         for action in events.actions.values():
             symbols |= linked_symbols(set(action.symbols), actions, action.ts - 1)
+        for action in events.canceled.values():  # every symbol it linked: their lots are rebuilt without it
+            symbols |= linked_symbols(set(action.symbols), [*actions, *events.canceled.values()], action.ts - 1)
         for fill in events.busted.values():
             symbols |= linked_symbols({fill.symbol}, actions, fill.ts)
         for fill in fills:
@@ -181,6 +184,8 @@ class AccountMirror:
                        events: Rewrites) -> LedgerChange:
         fills = list(keyed.values())
         actions = [*self.actions.values(), *events.actions.values()]
+        if events.canceled:
+            actions = [a for a in actions if a.id not in events.canceled]
         busted = self.busted | set(events.busted)
         if not self._needs_rebuild(orders):
             symbols = self._rebuild_symbols(fills, events, actions)
@@ -343,7 +348,7 @@ class AccountMirror:
             self.stored_slices.clear()
         if update.recon_corrections:
             self.counters["recon_corrections"] += update.recon_corrections
-        if update.rewrites.actions or update.rewrites.busted:
+        if update.rewrites.actions or update.rewrites.busted or update.rewrites.canceled:
             self._swap_rewrites(update.rewrites)
 
     def _swap_rows(self, rows: RowChanges) -> None:
@@ -360,6 +365,11 @@ class AccountMirror:
 
     def _swap_rewrites(self, events: Rewrites) -> None:
         self.actions.update(events.actions)
+        for action_id, action in events.canceled.items():
+            self.actions.pop(action_id, None)
+            self.counters["corporate_actions_canceled"] += 1
+            log.info("corporate action canceled by the broker account=%s id=%s type=%s symbol=%s: its symbols rebuilt",
+                     self.slug, action_id, action.type, action.symbol)
         self.busted |= set(events.busted)
         self.counters["corporate_actions_booked"] += len(events.actions)
         self.counters["fills_busted"] += len(events.busted)

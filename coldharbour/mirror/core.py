@@ -330,6 +330,9 @@ class Mirror:
         for record in message.activities:
             batch.add_activity(record)
         batch.actions.update({action.id: action for action in message.actions})
+        batch.canceled_actions.update(message.canceled)
+        for action_id in message.canceled:
+            batch.actions.pop(action_id, None)
         for problem in message.problems:
             self.counters["corporate_problems"] += 1
             log.warning("corporate action leg not booked account=%s problem=%s", message.account, problem[:200])

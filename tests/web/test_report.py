@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -34,6 +37,7 @@ import requests
 from alpaca.data.models import BarSet
 from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame
+from playwright.sync_api import Browser, Page, expect
 
 from coldharbour.cli import main
 from coldharbour.config import Dsn, Settings
@@ -267,3 +271,81 @@ def test_chmgr_report_unknown_account_is_one_line(
 
     assert code == 1
     assert capsys.readouterr().err == "chmgr: no such account 'nosuch' (known: demo, paper-1)\n"
+
+
+# The page, in a real chromium (integration tier: a browser).
+
+
+def _cards(page: Page) -> dict[str, tuple[str, str]]:
+    """``{data-key: (data-value, shown text)}`` of every card on the report page."""
+    found: dict[str, tuple[str, str]] = page.eval_on_selector_all(
+        "[data-testid=report] .card[data-key]",
+        "els => Object.fromEntries(els.map("
+        "e => [e.dataset.key, [e.dataset.value, e.querySelector('.value').textContent]]))",
+    )
+    return found
+
+
+@pytest.mark.integration
+def test_report_page_and_its_offline_file_show_the_api_numbers_and_follow_pushes(
+    page: Page, browser: Browser, served: Dashboard, report_settings: Settings, broker: FakeBroker, run_dir: Path,
+    out_dir: Path,
+) -> None:  # fmt: skip
+    body = get_report(served, "demo")
+    page.goto(f"{served.url}/report?account=demo")
+    expect(page.locator("[data-testid=report]")).to_have_attribute("data-state", "ready")
+
+    cards = _cards(page)
+    for key in ("sharpe", "sortino", "cagr_pct", "calmar", "twr_pct", "mwr_pct", "max_drawdown_pct", "var_95_pct"):
+        assert float(cards[key][0]) == body[key], key
+    assert cards["trailing.6M"][0] == ""  # withheld: the card says why
+    expect(page.locator("[data-key='trailing.6M'] .reason")).to_have_text(body["withheld"]["trailing.6M"])
+    assert float(cards["benchmark.beta"][0]) == body["benchmark"]["beta"]
+    assert float(cards["trades.largest_loss"][0]) == body["trades"]["largest_loss"]
+    march = body["monthly_returns"]["2024-03"]
+    expect(page.locator("[data-testid=report-monthly] td[data-month='2024-03']")).to_have_text(f"{march:,.2f}")
+    valleys = page.eval_on_selector_all("#drawdowns tr", "rows => rows.map(r => r.dataset.valley)")
+    assert valleys == [d["valley"] for d in body["drawdowns"]]
+    expect(page.locator("#chart-underwater path")).to_have_count(1)
+    page.click("[data-testid=equity-toggle]")
+    expect(page.locator("[data-testid=equity-toggle]")).to_have_text("show %")
+
+    # The file: written by the `chmgr` program (a process of its own: Playwright's sync API holds
+    # this thread's event loop), opened from file:// in an offline context.
+    environ = {**os.environ, **make_environ(report_settings.dsn, run_dir, ALPACA_BASE_URL_DEMO=broker.base_url)}
+    html = out_dir / "report.html"
+    done = subprocess.run(
+        [sys.executable, "-m", "coldharbour.cli", "report", "demo", "--html", str(html)],
+        env=environ, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    offline = browser.new_context(offline=True)
+    requested: list[str] = []
+    offline.on("request", lambda request: requested.append(request.url))
+    try:
+        file_page = offline.new_page()
+        file_page.goto(html.as_uri())
+        expect(file_page.locator("[data-testid=report]")).to_have_attribute("data-state", "ready")
+        assert _cards(file_page) == cards
+        assert [url for url in requested if not url.startswith("file:")] == []
+    finally:
+        offline.close()
+
+    # Live: a new session in the curve reaches the open page through the dashboard's equity push.
+    write_curve_day(report_settings, SESSIONS[90].day)
+    expect(page.locator("[data-key=sessions]")).to_have_attribute("data-value", "91")
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def write_curve_day(settings: Settings, day: date) -> None:
+    names = account_names(settings, "demo")
+    with psycopg.connect(settings.dsn.reveal()) as conn:
+        conn.execute(
+            psycopg.sql.SQL(
+                "INSERT INTO {t} (date, deposit, cash_balance, market_value, net_flows, daily_return, "
+                "cumulative_return, drawdown, updated_at) "
+                "SELECT %s, deposit * 1.01, cash_balance, market_value, 0, 0.01, NULL, NULL, now() "
+                "FROM {t} ORDER BY date DESC LIMIT 1"
+            ).format(t=names.equity_full.ident),
+            [day],
+        )
