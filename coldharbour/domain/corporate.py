@@ -364,7 +364,8 @@ def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:
 
     A leg takes effect at the instant its id encodes (Alpaca books splits before the open of
     the ex-date: ``20240610040000000::…``), else at its date's New York midnight. Canceled
-    legs and legs without a symbol or quantity are left out.
+    legs (``status``, or the stored ``raw_json``'s: a reload sees what the snapshot saw) and
+    legs without a symbol or quantity are left out.
     """
     legs: list[ActionLeg] = []
     for record in records:
@@ -372,20 +373,23 @@ def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:
             continue
         if not record.symbol or record.qty is None:
             continue
+        raw = _raw_fields(record.raw_json)
+        if record.status is None and str(raw.get("status") or "").lower() == "canceled":
+            continue
         stamp = activity_id_time(record.id)
+        text = raw.get("description")
         legs.append(ActionLeg(
             id=record.id, code=record.activity_type, ts=from_datetime(stamp) if stamp else record.transaction_time,
             symbol=record.symbol, qty=record.qty, price=record.price, net_amount=record.net_amount or ZERO,
-            text=_description(record.raw_json),
+            text=text.strip() if isinstance(text, str) else "",
         ))  # fmt: skip
     return legs
 
 
-def _description(raw_json: str) -> str:
-    """Return the ``description`` of an activity's JSON text ("" when it has none)."""
+def _raw_fields(raw_json: str) -> dict[str, object]:
+    """Return an activity's JSON object ({} when it is not one)."""
     try:
         found = msgspec.json.decode(raw_json)
     except msgspec.DecodeError:
-        return ""
-    text = found.get("description") if isinstance(found, dict) else None
-    return text.strip() if isinstance(text, str) else ""
+        return {}
+    return found if isinstance(found, dict) else {}

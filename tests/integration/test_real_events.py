@@ -162,6 +162,28 @@ def test_one_for_ten_reverse_split_keeps_the_basis_and_realizes_nothing(world: W
     _split_keeps_the_basis(world, "MSFT", "0.1", "10", "40")
 
 
+def test_split_canceled_and_rebooked_by_the_broker_is_applied_once(world: World) -> None:
+    """Alpaca's documented correction: the legs listed again as canceled, new legs booked."""
+    recon, realized = world.recon(), world.realized()
+    world.broker.set_prices({"INTC": "30"})
+    world.buy("INTC", "10")
+    [before] = world.held("INTC", "10")
+    wrong = {"type": "forward_split", "symbol": "INTC", "old_rate": "1", "new_rate": "3"}
+
+    first = world.broker._control("POST", "/sim/corporate-actions", wrong)
+    world.held("INTC", "30")
+    world.broker._control("POST", f"/sim/corporate-actions/{first['id']}/cancel",
+                          {"rebook": {**wrong, "new_rate": "2"}})  # fmt: skip
+    [after] = world.held("INTC", "20")
+    world.snapshots(3)
+
+    assert (after["parent_id"], after["buy_value"], after["avg_fill"]) == (
+        before["parent_id"], before["buy_value"], before["avg_fill"] / 2)
+    assert world.open_rows("INTC") == [after]
+    assert world.closed("INTC") == []
+    assert (world.recon(), world.realized()) == (recon, realized)
+
+
 def test_symbol_change_moves_the_lot_with_its_basis(world: World) -> None:
     recon = world.recon()
     world.broker.set_prices({"FB": "200"})
