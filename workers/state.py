@@ -52,6 +52,7 @@ async def _feed(ctx: runtime.WorkerContext, queue: asyncio.Queue[Event]) -> None
             gaps.append(GapDetected(topic.partition(".")[2], kind))
 
     subscriber = ctx.subscriber(PREFIXES, on_sequence=on_sequence)
+    runtime.announce_ready(ctx, time.time_ns())  # producers re-send what we could not read before
     try:
         while True:
             batch = await subscriber.recv_batch(1000)

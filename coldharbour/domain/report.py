@@ -262,7 +262,6 @@ def _grouped(series: ReturnSeries, key_length: int) -> dict[str, float]:
     return {key: float(HUNDRED * compound(rs)) for key, rs in groups.items()}
 
 
-
 def _months_back(day: date, months: int) -> date:
     """Return ``day`` minus ``months`` calendar months (the month's last day when shorter)."""
     total = day.year * 12 + day.month - 1 - months

@@ -48,7 +48,7 @@ from coldharbour.domain.reconcile import is_recon_id, reconcile
 from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.stored import as_uuid, micros, same_row
 from coldharbour.domain.types import ClosedSlice, Fill, Lot, OpenRow, Order, SliceKey
-from coldharbour.messages import ResyncRequested, SnapshotTaken, topic_resync
+from coldharbour.messages import FillsPage, ResyncRequested, SnapshotTaken, topic_resync
 from coldharbour.mirror.batch import AccountBatch
 from coldharbour.mirror.book import StagedView
 from coldharbour.mirror.marks import Marks
@@ -87,6 +87,10 @@ class AccountMirror:
         # Symbols whose last snapshot row could not be converted: neither flat nor known, their
         # lots stay as they are and are not reconciled until a snapshot lists them convertibly.
         self.unknown: set[str] = set()
+        # How far the fill history this mirror received is complete (UTC ns; None: not known to
+        # be complete at all, e.g. after a start or a bus gap until a read from the floor):
+        # reconciliation acts only on a snapshot taken before it (docs/startup.md).
+        self.fills_complete_to: int | None = None
 
     def load(self, orders: Iterable[Order], fills: Iterable[Fill], rows: dict[str, OpenRow],
              closed_keys: Iterable[SliceKey] = (), actions: Iterable[CorporateAction] = (),
@@ -125,12 +129,13 @@ class AccountMirror:
         plan = Plan(accounts={self.slug})
         orders = {i: o for i, (o, _) in batch.orders.items() if self.book.classify(o) not in ("stale", "unchanged")}
         actions = {i: a for i, a in batch.actions.items() if i not in self.actions}
+        canceled = {i: self.actions[i] for i in batch.canceled_actions if i in self.actions}
         busted = {k: v for k, v in batch.busted.items() if k not in self.busted}
         fills = {k: staged for k, staged in batch.fills.items()
                  if k not in self.fills and k not in self.ledger.seen and k not in self.busted and k not in busted}
         new_fills = {k: fill for k, (_, fill) in fills.items()}
         view = StagedView(self.book, orders)
-        events = Rewrites(actions, {k: fill for k, (_, fill) in busted.items()})
+        events = Rewrites(actions, {k: fill for k, (_, fill) in busted.items()}, canceled)
         change = self._ledger_change(orders, new_fills, view, events)
         for rejection in change.rejections:
             self.counters["rejected_fills"] += 1
@@ -162,10 +167,12 @@ class AccountMirror:
     def _rebuild_symbols(self, fills: list[Fill], events: Rewrites, actions: list[CorporateAction]) -> set[str]:
         """Return the symbols whose history the batch rewrites (SPEC §8), empty when none."""
         symbols: set[str] = set()
-        if not actions and not events.busted:  # nothing rewrites any history (the usual batch)
+        if not actions and not events.busted and not events.canceled:  # nothing rewrites history (the usual batch)
             return symbols
         for action in events.actions.values():
             symbols |= linked_symbols(set(action.symbols), actions, action.ts - 1)
+        for action in events.canceled.values():  # every symbol it linked: their lots are rebuilt without it
+            symbols |= linked_symbols(set(action.symbols), [*actions, *events.canceled.values()], action.ts - 1)
         for fill in events.busted.values():
             symbols |= linked_symbols({fill.symbol}, actions, fill.ts)
         for fill in fills:
@@ -177,6 +184,8 @@ class AccountMirror:
                        events: Rewrites) -> LedgerChange:
         fills = list(keyed.values())
         actions = [*self.actions.values(), *events.actions.values()]
+        if events.canceled:
+            actions = [a for a in actions if a.id not in events.canceled]
         busted = self.busted | set(events.busted)
         if not self._needs_rebuild(orders):
             symbols = self._rebuild_symbols(fills, events, actions)
@@ -335,7 +344,7 @@ class AccountMirror:
             self.stored_slices.clear()
         if update.recon_corrections:
             self.counters["recon_corrections"] += update.recon_corrections
-        if update.rewrites.actions or update.rewrites.busted:
+        if update.rewrites.actions or update.rewrites.busted or update.rewrites.canceled:
             self._swap_rewrites(update.rewrites)
 
     def _swap_rows(self, rows: RowChanges) -> None:
@@ -352,6 +361,11 @@ class AccountMirror:
 
     def _swap_rewrites(self, events: Rewrites) -> None:
         self.actions.update(events.actions)
+        for action_id, action in events.canceled.items():
+            self.actions.pop(action_id, None)
+            self.counters["corporate_actions_canceled"] += 1
+            log.info("corporate action canceled by the broker account=%s id=%s type=%s symbol=%s: its symbols rebuilt",
+                     self.slug, action_id, action.type, action.symbol)
         self.busted |= set(events.busted)
         self.counters["corporate_actions_booked"] += len(events.actions)
         self.counters["fills_busted"] += len(events.busted)
@@ -373,6 +387,21 @@ class AccountMirror:
     def flushed(self, done: RowsFlushed) -> None:
         """Mark the rows a committed flush wrote clean (unless they changed since)."""
         self.dirty -= {pid for pid, row in done.rows.items() if self.rows.get(pid) is row}
+
+    def note_fill_coverage(self, page: FillsPage) -> None:
+        """Extend ``fills_complete_to`` with a page's watermark when it joins what is complete."""
+        after, upto = page.complete_after_ns, page.complete_to_ns
+        if after is None or upto is None:
+            return
+        current = self.fills_complete_to
+        if page.is_from_floor or (current is not None and after <= current):
+            self.fills_complete_to = upto if current is None else max(current, upto)
+        else:
+            self.counters["fill_coverage_gaps"] += 1  # a read after a stretch we never received
+
+    def forget_completeness(self) -> None:
+        """Say nothing is known complete any more (a bus gap, a failed commit): until a read from the floor."""
+        self.fills_complete_to = None
 
     def note_unknown(self, snapshot: SnapshotTaken) -> set[str]:
         """Take which symbols ``snapshot`` covers but could not read; return the known ones it covers.
@@ -406,8 +435,17 @@ class AccountMirror:
         with the real ones so that a rebuild from the tables agrees.
         """
         taken = micros(snapshot.taken_at)
+        if self.fills_complete_to is None or self.fills_complete_to < snapshot.taken_at:
+            # The fills that explain these positions may not have arrived yet: "no fill" is not
+            # "flat". Only the broker WAC is taken; the next snapshot after a complete read acts.
+            self.counters["recon_deferred_incomplete"] += 1
+            log.info("reconciliation deferred account=%s: fill history complete to %s, snapshot at %d",
+                     self.slug, self.fills_complete_to, snapshot.taken_at)
+            skip_all: list[str] = sorted(set(self.ledger.held_symbols()) | {p.symbol for p in snapshot.positions})
+        else:
+            skip_all = []
         skip = [s for s, state in self.ledger.symbols.items()
-                if state.last_key is not None and state.last_key[0] > taken]
+                if state.last_key is not None and state.last_key[0] > taken] + skip_all
         # A corporate action effective after the snapshot explains its symbols' difference (the
         # ledger booked it, the positions read before it do not show it yet): SPEC §8.
         skip += [s for action in self.actions.values() if action.ts > taken for s in action.symbols]

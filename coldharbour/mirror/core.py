@@ -211,8 +211,8 @@ class Mirror:
                 return Flush()
             case HeartbeatDue():
                 extra.extend(self.heartbeat_plan(now))
-            case GapDetected(slug=slug, kind=kind):
-                extra.messages.append((topic_resync(slug), ResyncRequested(account=slug, reason=kind)))
+            case GapDetected() as gap:
+                self._stage_gap(gap, extra)
             case (_, Tick() | TickBatch() as ticks):
                 self._stage_ticks(ticks, batches)
             case (_, LedgerCheckRequested(account=slug)) if slug in self.accounts:
@@ -227,6 +227,12 @@ class Mirror:
             case (_, message):
                 self._stage_account(message, batches)
         return None
+
+    def _stage_gap(self, gap: GapDetected, extra: Plan) -> None:
+        """Ask for a resync; a page may be lost, so nothing is known complete until the rewind's read."""
+        if gap.slug in self.accounts:
+            self.accounts[gap.slug].forget_completeness()
+        extra.messages.append((topic_resync(gap.slug), ResyncRequested(account=gap.slug, reason=gap.kind)))
 
     def _stage_ticks(self, ticks: Tick | TickBatch, batches: dict[str, AccountBatch]) -> None:
         if isinstance(ticks, Tick):
@@ -309,6 +315,7 @@ class Mirror:
                     batch.add_fill(fill, self.counters)
                 for fill in message.busted:
                     batch.add_bust(fill, self.counters)
+                self.accounts[message.account].note_fill_coverage(message)
             case CorporateActionsPage():
                 self._stage_corporate(message, batch)
             case ActivitiesPage():
@@ -323,6 +330,9 @@ class Mirror:
         for record in message.activities:
             batch.add_activity(record)
         batch.actions.update({action.id: action for action in message.actions})
+        batch.canceled_actions.update(message.canceled)
+        for action_id in message.canceled:
+            batch.actions.pop(action_id, None)
         for problem in message.problems:
             self.counters["corporate_problems"] += 1
             log.warning("corporate action leg not booked account=%s problem=%s", message.account, problem[:200])

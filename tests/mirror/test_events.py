@@ -181,8 +181,9 @@ def test_full_snapshot_reconciles_a_position_the_ledger_lacks() -> None:
     driver = Driver()
     snapshot = SnapshotTaken(account="demo", positions=(
         BrokerPosition(symbol="MSFT", qty=Decimal(4), avg_entry_price=Decimal(300)),), taken_at=T0)
+    complete = FillsPage(account="demo", fills=(), complete_after_ns=0, complete_to_ns=T0, is_from_floor=True)
 
-    plans = driver.feed(("snap.demo", snapshot))
+    plans = driver.feed(("fills.demo", complete), ("snap.demo", snapshot))
     changes = Driver.changes(plans)
 
     [rows] = of_kind(changes, ch.OpenRows)
