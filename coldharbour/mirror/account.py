@@ -32,7 +32,6 @@ from decimal import Decimal
 
 import msgspec
 
-from coldharbour.db import rows as r
 from coldharbour.domain import changes as ch
 from coldharbour.domain.corporate import CorporateAction, linked_symbols, needs_history, remove_busted
 from coldharbour.domain.ledger import (
@@ -47,6 +46,7 @@ from coldharbour.domain.orders import OrderBook, chain_signature, live_legs, roo
 from coldharbour.domain.positions import RowParams, build_open_row, should_push, with_mark
 from coldharbour.domain.reconcile import is_recon_id, reconcile
 from coldharbour.domain.reports import ActivityRecord
+from coldharbour.domain.stored import as_uuid, micros, same_row
 from coldharbour.domain.types import ClosedSlice, Fill, Lot, OpenRow, Order, SliceKey
 from coldharbour.messages import CorporateActionsPage, FillsPage, ResyncRequested, SnapshotTaken, topic_resync
 from coldharbour.mirror.batch import AccountBatch
@@ -252,7 +252,7 @@ class AccountMirror:
                                      bar_px=bar[0] if bar else None, bar_ts=bar[1] if bar else None)
             else:
                 new = with_mark(old, marks.price(lot.symbol), now)
-            if old is not None and r.same_row(old, new):
+            if old is not None and same_row(old, new):
                 continue
             if old is None or not _only_marks_differ(old, new) or should_push(self.pushed.get(pid), new, self.push_pct):
                 result.upserts[pid] = new
@@ -264,7 +264,7 @@ class AccountMirror:
 
     def _row_changes_out(self, plan: Plan, rows: RowChanges) -> None:
         if rows.upserts or rows.deletes:
-            plan.changes.append(ch.OpenRows(self.slug, tuple(r.open_row_values(row) for row in rows.upserts.values()),
+            plan.changes.append(ch.OpenRows(self.slug, tuple(rows.upserts.values()),
                                             tuple(rows.deletes)))
 
     def _announce(self, found: ClosedSlice) -> ch.Announce:
@@ -286,45 +286,41 @@ class AccountMirror:
             slices.pop(key, None)
         if deletes or slices:
             plan.changes.append(ch.ClosedSlices(
-                self.slug, tuple(r.closed_values(s) for s in slices.values()),
+                self.slug, tuple(slices.values()),
                 tuple(self._announce(s) for s in slices.values()), tuple(deletes)))
 
     def _raw_changes(self, plan: Plan, batch: AccountBatch, orders: dict[str, Order],
                      fills: dict[str, tuple[ActivityRecord, Fill]], busted: list[ActivityRecord]) -> None:
         if orders:
             staged = batch.orders
-            plan.changes.append(ch.RawOrders(self.slug, tuple(r.order_values(order, staged[i][1])
-                                                              for i, order in orders.items())))
+            plan.changes.append(ch.RawOrders(self.slug, tuple((order, staged[i][1]) for i, order in orders.items())))
         by_execution: dict[str, ActivityRecord] = {}
         by_id: dict[str, ActivityRecord] = dict(batch.activities)
         # Reconciliation fills come only in a full snapshot's batch (``reconcile_plan``).
         recon = [record for record, fill in fills.values() if is_recon_id(fill.order_id)] if batch.full else []
         if recon:  # our own bookings: never among the broker's raw activities (docs/startup.md)
             fills = {key: pair for key, pair in fills.items() if not is_recon_id(pair[1].order_id)}
-            plan.changes.append(ch.Reconciliations(self.slug, tuple(map(r.activity_values, recon))))
+            plan.changes.append(ch.Reconciliations(self.slug, tuple(recon)))
         # A bust's record last: it replaces the row of the execution it cancels (by execution or id).
         for record in [*(record for record, _ in fills.values()), *busted]:
-            execution = r.as_uuid(record.execution_id)
+            execution = as_uuid(record.execution_id)
             if execution is not None:
                 by_execution[execution] = record
             else:
                 by_id[record.id] = record
         if by_execution:
-            plan.changes.append(ch.RawActivities(self.slug, tuple(r.activity_values(a) for a in by_execution.values()),
-                                                 by_execution=True))
+            plan.changes.append(ch.RawActivities(self.slug, tuple(by_execution.values()), by_execution=True))
         if by_id:
-            plan.changes.append(ch.RawActivities(self.slug, tuple(r.activity_values(a) for a in by_id.values())))
+            plan.changes.append(ch.RawActivities(self.slug, tuple(by_id.values())))
 
     def _analytics_changes(self, plan: Plan, batch: AccountBatch) -> None:
         if batch.cash_flows:
-            flows = tuple(r.cash_flow_values(f) for f in batch.cash_flows.values())
-            plan.changes.append(ch.CashFlows(self.slug, flows))
+            plan.changes.append(ch.CashFlows(self.slug, tuple(batch.cash_flows.values())))
         if batch.daily or batch.daily_keep is not None:
             keep = tuple(batch.daily_keep) if batch.daily_keep is not None else None
-            plan.changes.append(ch.DailyEquity(self.slug, tuple(r.daily_values(d) for d in batch.daily.values()), keep))
+            plan.changes.append(ch.DailyEquity(self.slug, tuple(batch.daily.values()), keep))
         if batch.intraday:
-            plan.changes.append(ch.IntradayEquity(self.slug, tuple(r.intraday_values(p)
-                                                                   for p in batch.intraday.values())))
+            plan.changes.append(ch.IntradayEquity(self.slug, tuple(batch.intraday.values())))
         if batch.metrics is not None:
             plan.changes.append(ch.MetricsDoc(self.slug, batch.metrics))
 
@@ -386,8 +382,7 @@ class AccountMirror:
         plan = Plan()
         pending = {pid: self.rows[pid] for pid in sorted(self.dirty) if pid in self.rows}
         if pending:
-            values = tuple(r.open_row_values(row) for row in pending.values())
-            plan.changes.append(ch.OpenRows(self.slug, values, announce=False))
+            plan.changes.append(ch.OpenRows(self.slug, tuple(pending.values()), announce=False))
             plan.rows_flushed.append(RowsFlushed(self.slug, pending))
         return plan
 
@@ -446,7 +441,7 @@ class AccountMirror:
         ahead of it, not wrong). Corrections are booked as synthetic ``recon:`` fills, stored
         with the real ones so that a rebuild from the tables agrees.
         """
-        taken = r.micros(snapshot.taken_at)
+        taken = micros(snapshot.taken_at)
         if not self.is_complete_to(snapshot.taken_at):
             # The fills or actions that explain these positions may not have arrived yet: "none"
             # is not "flat". Only the broker WAC is taken; the next snapshot after a complete read acts.

@@ -23,11 +23,11 @@ from itertools import zip_longest
 import msgspec
 
 from coldharbour.config import Settings
-from coldharbour.db import rows as r
 from coldharbour.domain.changes import MarketSchedule, UiHeartbeat
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.positions import RowParams
 from coldharbour.domain.schedule import NEW_YORK
+from coldharbour.domain.stored import micros
 from coldharbour.domain.types import Fill, Order, to_datetime
 from coldharbour.messages import (
     ActivitiesPage,
@@ -282,7 +282,7 @@ class Mirror:
         if schedule.replace_from is not None and schedule.replace_to is not None:
             span = (schedule.replace_from, schedule.replace_to)  # issue 13: a later closure's row goes
         if sessions or cutoff is not None or span is not None:
-            rows = tuple(r.session_values(s) for s in sessions.values())
+            rows = tuple(sessions.values())
             keep = tuple(sorted(day for day in sessions if span is not None and span[0] <= day <= span[1]))
             extra.changes.append(MarketSchedule(rows, cutoff, span, keep))
 
@@ -353,6 +353,6 @@ class Mirror:
     def _stage_equity(message: EquityComputed, batch: AccountBatch) -> None:
         batch.daily.update({row.date: row for row in message.daily})
         batch.intraday.update({point.ts: point for point in message.intraday})
-        batch.bars.update({symbol: (px, r.micros(ts)) for symbol, (px, ts) in message.bars.items()})
+        batch.bars.update({symbol: (px, micros(ts)) for symbol, (px, ts) in message.bars.items()})
         if message.is_rebuild and message.daily:
             batch.daily_keep = sorted(batch.daily)
