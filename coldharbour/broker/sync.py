@@ -298,6 +298,7 @@ class AccountSync:
     async def _publish_fills(self, *, after_ns: int, is_backfill: bool) -> int:
         """Publish FILL activities after ``after_ns`` not published yet; return the count."""
         total = 0
+        read_at = self._clock_ns()
         pending: tuple[list[Fill], list[ActivityRecord], list[Fill]] | None = None
         async for raw in self._rest.activity_pages("FILL", after_ns=after_ns):
             converted = [c for c in self._activities(raw) if self._is_news(c.record)]
@@ -311,8 +312,10 @@ class AccountSync:
             for record in fresh:
                 # Advance per page: a failure later re-reads from here, never from the start.
                 self._remember_fill(record)
-        if pending is not None or is_backfill:
-            self._send_fills(*(pending or ([], [], [])), is_last=True, is_backfill=is_backfill)
+        # The last page goes out even empty: it carries how far the history is complete, and
+        # "no page" would say nothing (absence is not evidence).
+        self._send_fills(*(pending or ([], [], [])), is_last=True, is_backfill=is_backfill,
+                         coverage=(after_ns, read_at, after_ns <= self._fill_floor_ns))
         return total
 
     async def _sweep_busts(self) -> int:
@@ -419,11 +422,14 @@ class AccountSync:
             self._recent_fill_ids = {k: v for k, v in self._recent_fill_ids.items() if v[0] >= floor}
 
     def _send_fills(
-        self, fills: list[Fill], records: list[ActivityRecord], busted: list[Fill], *, is_last: bool, is_backfill: bool
+        self, fills: list[Fill], records: list[ActivityRecord], busted: list[Fill], *, is_last: bool, is_backfill: bool,
+        coverage: tuple[int, int, bool] | None = None,
     ) -> None:
+        after, upto, from_floor = coverage if coverage is not None else (None, None, False)
         page = FillsPage(
             account=self.slug, fills=tuple(fills), activities=tuple(records), is_last=is_last,
-            is_backfill=is_backfill, busted=tuple(busted),
+            is_backfill=is_backfill, busted=tuple(busted), complete_after_ns=after, complete_to_ns=upto,
+            is_from_floor=from_floor,
         )  # fmt: skip
         self._sink.publish(topic_fills(self.slug), page)
 

@@ -32,7 +32,6 @@ from decimal import Decimal
 
 import msgspec
 
-from coldharbour.db import rows as r
 from coldharbour.domain import changes as ch
 from coldharbour.domain.corporate import CorporateAction, linked_symbols, needs_history, remove_busted
 from coldharbour.domain.ledger import (
@@ -47,8 +46,9 @@ from coldharbour.domain.orders import OrderBook, chain_signature, live_legs, roo
 from coldharbour.domain.positions import RowParams, build_open_row, should_push, with_mark
 from coldharbour.domain.reconcile import is_recon_id, reconcile
 from coldharbour.domain.reports import ActivityRecord
+from coldharbour.domain.stored import as_uuid, micros, same_row
 from coldharbour.domain.types import ClosedSlice, Fill, Lot, OpenRow, Order, SliceKey
-from coldharbour.messages import ResyncRequested, SnapshotTaken, topic_resync
+from coldharbour.messages import FillsPage, ResyncRequested, SnapshotTaken, topic_resync
 from coldharbour.mirror.batch import AccountBatch
 from coldharbour.mirror.book import StagedView
 from coldharbour.mirror.marks import Marks
@@ -87,6 +87,10 @@ class AccountMirror:
         # Symbols whose last snapshot row could not be converted: neither flat nor known, their
         # lots stay as they are and are not reconciled until a snapshot lists them convertibly.
         self.unknown: set[str] = set()
+        # How far the fill history this mirror received is complete (UTC ns; None: not known to
+        # be complete at all, e.g. after a start or a bus gap until a read from the floor):
+        # reconciliation acts only on a snapshot taken before it (docs/startup.md).
+        self.fills_complete_to: int | None = None
 
     def load(self, orders: Iterable[Order], fills: Iterable[Fill], rows: dict[str, OpenRow],
              closed_keys: Iterable[SliceKey] = (), actions: Iterable[CorporateAction] = (),
@@ -246,7 +250,7 @@ class AccountMirror:
                                      bar_px=bar[0] if bar else None, bar_ts=bar[1] if bar else None)
             else:
                 new = with_mark(old, marks.price(lot.symbol), now)
-            if old is not None and r.same_row(old, new):
+            if old is not None and same_row(old, new):
                 continue
             if old is None or not _only_marks_differ(old, new) or should_push(self.pushed.get(pid), new, self.push_pct):
                 result.upserts[pid] = new
@@ -258,7 +262,7 @@ class AccountMirror:
 
     def _row_changes_out(self, plan: Plan, rows: RowChanges) -> None:
         if rows.upserts or rows.deletes:
-            plan.changes.append(ch.OpenRows(self.slug, tuple(r.open_row_values(row) for row in rows.upserts.values()),
+            plan.changes.append(ch.OpenRows(self.slug, tuple(rows.upserts.values()),
                                             tuple(rows.deletes)))
 
     def _announce(self, found: ClosedSlice) -> ch.Announce:
@@ -280,45 +284,41 @@ class AccountMirror:
             slices.pop(key, None)
         if deletes or slices:
             plan.changes.append(ch.ClosedSlices(
-                self.slug, tuple(r.closed_values(s) for s in slices.values()),
+                self.slug, tuple(slices.values()),
                 tuple(self._announce(s) for s in slices.values()), tuple(deletes)))
 
     def _raw_changes(self, plan: Plan, batch: AccountBatch, orders: dict[str, Order],
                      fills: dict[str, tuple[ActivityRecord, Fill]], busted: list[ActivityRecord]) -> None:
         if orders:
             staged = batch.orders
-            plan.changes.append(ch.RawOrders(self.slug, tuple(r.order_values(order, staged[i][1])
-                                                              for i, order in orders.items())))
+            plan.changes.append(ch.RawOrders(self.slug, tuple((order, staged[i][1]) for i, order in orders.items())))
         by_execution: dict[str, ActivityRecord] = {}
         by_id: dict[str, ActivityRecord] = dict(batch.activities)
         # Reconciliation fills come only in a full snapshot's batch (``reconcile_plan``).
         recon = [record for record, fill in fills.values() if is_recon_id(fill.order_id)] if batch.full else []
         if recon:  # our own bookings: never among the broker's raw activities (docs/startup.md)
             fills = {key: pair for key, pair in fills.items() if not is_recon_id(pair[1].order_id)}
-            plan.changes.append(ch.Reconciliations(self.slug, tuple(map(r.activity_values, recon))))
+            plan.changes.append(ch.Reconciliations(self.slug, tuple(recon)))
         # A bust's record last: it replaces the row of the execution it cancels (by execution or id).
         for record in [*(record for record, _ in fills.values()), *busted]:
-            execution = r.as_uuid(record.execution_id)
+            execution = as_uuid(record.execution_id)
             if execution is not None:
                 by_execution[execution] = record
             else:
                 by_id[record.id] = record
         if by_execution:
-            plan.changes.append(ch.RawActivities(self.slug, tuple(r.activity_values(a) for a in by_execution.values()),
-                                                 by_execution=True))
+            plan.changes.append(ch.RawActivities(self.slug, tuple(by_execution.values()), by_execution=True))
         if by_id:
-            plan.changes.append(ch.RawActivities(self.slug, tuple(r.activity_values(a) for a in by_id.values())))
+            plan.changes.append(ch.RawActivities(self.slug, tuple(by_id.values())))
 
     def _analytics_changes(self, plan: Plan, batch: AccountBatch) -> None:
         if batch.cash_flows:
-            flows = tuple(r.cash_flow_values(f) for f in batch.cash_flows.values())
-            plan.changes.append(ch.CashFlows(self.slug, flows))
+            plan.changes.append(ch.CashFlows(self.slug, tuple(batch.cash_flows.values())))
         if batch.daily or batch.daily_keep is not None:
             keep = tuple(batch.daily_keep) if batch.daily_keep is not None else None
-            plan.changes.append(ch.DailyEquity(self.slug, tuple(r.daily_values(d) for d in batch.daily.values()), keep))
+            plan.changes.append(ch.DailyEquity(self.slug, tuple(batch.daily.values()), keep))
         if batch.intraday:
-            plan.changes.append(ch.IntradayEquity(self.slug, tuple(r.intraday_values(p)
-                                                                   for p in batch.intraday.values())))
+            plan.changes.append(ch.IntradayEquity(self.slug, tuple(batch.intraday.values())))
         if batch.metrics is not None:
             plan.changes.append(ch.MetricsDoc(self.slug, batch.metrics))
 
@@ -380,14 +380,28 @@ class AccountMirror:
         plan = Plan()
         pending = {pid: self.rows[pid] for pid in sorted(self.dirty) if pid in self.rows}
         if pending:
-            values = tuple(r.open_row_values(row) for row in pending.values())
-            plan.changes.append(ch.OpenRows(self.slug, values, announce=False))
+            plan.changes.append(ch.OpenRows(self.slug, tuple(pending.values()), announce=False))
             plan.rows_flushed.append(RowsFlushed(self.slug, pending))
         return plan
 
     def flushed(self, done: RowsFlushed) -> None:
         """Mark the rows a committed flush wrote clean (unless they changed since)."""
         self.dirty -= {pid for pid, row in done.rows.items() if self.rows.get(pid) is row}
+
+    def note_fill_coverage(self, page: FillsPage) -> None:
+        """Extend ``fills_complete_to`` with a page's watermark when it joins what is complete."""
+        after, upto = page.complete_after_ns, page.complete_to_ns
+        if after is None or upto is None:
+            return
+        current = self.fills_complete_to
+        if page.is_from_floor or (current is not None and after <= current):
+            self.fills_complete_to = upto if current is None else max(current, upto)
+        else:
+            self.counters["fill_coverage_gaps"] += 1  # a read after a stretch we never received
+
+    def forget_completeness(self) -> None:
+        """Say nothing is known complete any more (a bus gap, a failed commit): until a read from the floor."""
+        self.fills_complete_to = None
 
     def note_unknown(self, snapshot: SnapshotTaken) -> set[str]:
         """Take which symbols ``snapshot`` covers but could not read; return the known ones it covers.
@@ -420,9 +434,18 @@ class AccountMirror:
         ahead of it, not wrong). Corrections are booked as synthetic ``recon:`` fills, stored
         with the real ones so that a rebuild from the tables agrees.
         """
-        taken = r.micros(snapshot.taken_at)
+        taken = micros(snapshot.taken_at)
+        if self.fills_complete_to is None or self.fills_complete_to < snapshot.taken_at:
+            # The fills that explain these positions may not have arrived yet: "no fill" is not
+            # "flat". Only the broker WAC is taken; the next snapshot after a complete read acts.
+            self.counters["recon_deferred_incomplete"] += 1
+            log.info("reconciliation deferred account=%s: fill history complete to %s, snapshot at %d",
+                     self.slug, self.fills_complete_to, snapshot.taken_at)
+            skip_all: list[str] = sorted(set(self.ledger.held_symbols()) | {p.symbol for p in snapshot.positions})
+        else:
+            skip_all = []
         skip = [s for s, state in self.ledger.symbols.items()
-                if state.last_key is not None and state.last_key[0] > taken]
+                if state.last_key is not None and state.last_key[0] > taken] + skip_all
         # A corporate action effective after the snapshot explains its symbols' difference (the
         # ledger booked it, the positions read before it do not show it yet): SPEC §8.
         skip += [s for action in self.actions.values() if action.ts > taken for s in action.symbols]

@@ -2,7 +2,7 @@
 
 The staging functions only collect (newest order version per id, fills by key, rows by natural
 key), so the statements of one commit never touch the same row twice. Inputs are put in their
-canonical stored form here (``db.rows.canonical_*``): what the ledger sees live is exactly what
+canonical stored form here (``domain.stored``): what the ledger sees live is exactly what
 a rebuild from the tables will see.
 """
 
@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
-from coldharbour.db import rows
-from coldharbour.domain import cashflows, changes
+from coldharbour.domain import cashflows, changes, stored
 from coldharbour.domain.cashflows import CashFlow
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.equity import DailyRow, IntradayPoint
@@ -61,8 +60,8 @@ class AccountBatch:
     def add_order(self, order: Order, raw_json: str, counters: Counter[str]) -> None:
         """Stage one order version (the newest ``updated_at`` per id wins)."""
         try:
-            order = rows.canonical_order(order)
-        except rows.InvalidRow as e:
+            order = stored.canonical_order(order)
+        except stored.InvalidRow as e:
             counters["rejected_orders"] += 1
             log.warning("rejected order reason=%s", e)
             return
@@ -87,8 +86,8 @@ class AccountBatch:
     def add_fill(self, fill: Fill, counters: Counter[str], *, from_stream: bool = False) -> None:
         """Stage one execution in its stored form."""
         try:
-            key, record, canonical = rows.stored_fill(fill)
-        except rows.InvalidRow as e:
+            key, record, canonical = stored.stored_fill(fill)
+        except stored.InvalidRow as e:
             counters["rejected_fills"] += 1
             log.warning("rejected fill reason=%s", e)
             return
@@ -98,19 +97,19 @@ class AccountBatch:
 
     def add_activity(self, record: ActivityRecord) -> None:
         """Stage one broker activity; a FILL also stages its execution (a canceled one: its bust)."""
-        fill = rows.fill_from_activity(record)
-        if fill is not None and rows.is_canceled(record):
+        fill = stored.fill_from_activity(record)
+        if fill is not None and stored.is_canceled(record):
             self.busted[fill.key] = (record, fill)
         elif fill is not None:
             self.fills.setdefault(fill.key, (record, fill))
-        elif record.activity_type.upper() != rows.FILL_ACTIVITY:
+        elif record.activity_type.upper() != stored.FILL_ACTIVITY:
             self.activities[record.id] = record
 
     def add_bust(self, fill: Fill, counters: Counter[str]) -> None:
         """Stage the removal of an execution the broker canceled (its record comes as an activity)."""
         try:
-            canonical = rows.canonical_fill(fill)[1]
-        except rows.InvalidRow as e:
+            canonical = stored.canonical_fill(fill)[1]
+        except stored.InvalidRow as e:
             counters["rejected_fills"] += 1
             log.warning("rejected bust reason=%s", e)
             return

@@ -77,14 +77,14 @@ class Store:
         match change:
             case ch.OpenRows(upserts=ups, deletes=dels):
                 for row in ups:
-                    self.open[str(row[0])] = dict(zip(r.POSITION_COLUMNS, row, strict=True))
+                    self.open[row.parent_id] = dict(zip(r.POSITION_COLUMNS, r.open_row_values(row), strict=True))
                 for pid in dels:
                     self.open.pop(pid, None)
-            case ch.ClosedSlices(upserts=ups, deletes=dels):
+            case ch.ClosedSlices(upserts=found, deletes=dels):
                 for key in dels:
                     self.closed.pop(key, None)
-                for row in ups:
-                    self.closed[(str(row[0]), str(row[1]))] = dict(zip(CLOSED_COLUMNS, row, strict=True))
+                for one in found:
+                    self.closed[one.key] = dict(zip(CLOSED_COLUMNS, r.closed_values(one), strict=True))
 
 
 class DictStore:

@@ -73,7 +73,7 @@ def test_split_two_for_one_doubles_the_lot_halves_its_price_keeps_its_cost_and_c
     assert _open(driver) == {oid("A"): ("AAPL", Decimal(20), Decimal(50), Decimal(1000))}
     assert driver.store.closed == {}
     [legs] = of_kind(changes, ch.RawActivities)
-    assert sorted(row[1] for row in legs.rows) == ["SPLIT", "SPLIT"]
+    assert sorted(leg.activity_type for leg in legs.rows) == ["SPLIT", "SPLIT"]
     assert driver.mirror.counters["corporate_actions_booked"] == 1
     replay = driver.feed(_page(_leg("SPLIT", 1, symbol="AAPL", qty="-10", price="100"),
                                _leg("SPLIT", 2, symbol="AAPL", qty="20", price="50")))
@@ -176,7 +176,7 @@ def test_busted_fill_is_reversed_and_never_booked_again() -> None:
 
     assert set(driver.store.open) == {oid("A")}
     [raw] = of_kind(Driver.changes(plans), ch.RawActivities)
-    assert '"canceled"' in str(raw.rows[0][-1])
+    assert '"canceled"' in raw.rows[0].raw_json
     assert not of_kind(Driver.changes(again), ch.OpenRows)
     account = driver.mirror.accounts["demo"]
     assert account.ledger.net("AAPL") == 10

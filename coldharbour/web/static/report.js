@@ -253,7 +253,7 @@
       render(data.report, data.account);
       return;
     }
-    const account = new URLSearchParams(location.search).get("account") || "";
+    const account = new URLSearchParams(location.search).get("account") || "";  // "": the first account
     $("dashboard-link").href = `/?account=${encodeURIComponent(account)}`;
     load(account).then(() => live(account)).catch((e) => {
       $("report").dataset.state = "error";
