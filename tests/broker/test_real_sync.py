@@ -44,7 +44,10 @@ async def test_post_fill_refresh_of_a_crypto_pair_finds_the_position(fake_broker
         rest = BrokerRest(account_for(fake_broker), session, Counter())
         raw = await rest.position("BTC/USD")
 
+    asked = [r["path"] for r in fake_broker.request("GET", "/sim/log", account=None).json()]
     assert raw is not None
+    # the position endpoint's form (https://docs.alpaca.markets/docs/positions: crypto positions say BTCUSD)
+    assert asked[-1] == "/v2/positions/BTCUSD"
     position = convert_position(raw)
     assert not isinstance(position, Rejected)
     assert (position.symbol, str(position.qty)) == ("BTC/USD", "0.25")
