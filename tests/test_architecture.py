@@ -101,3 +101,11 @@ def test_mirror_returns_changes_and_never_touches_sql(path: Path) -> None:
                  if any(name == f or name.startswith(f + ".") for f in MIRROR_FORBIDDEN))
 
     assert bad == [], f"{path.name} imports {bad}"
+
+
+@pytest.mark.parametrize("path", _sources("coldharbour/web"), ids=lambda p: p.name)
+def test_web_imports_nothing_from_the_command_line(path: Path) -> None:
+    """`web` and `chmgr` share the health model (coldharbour.health), never each other's code."""
+    bad = sorted(name for name in _imports(path) if name.startswith("coldharbour.cli"))
+
+    assert bad == [], f"{path.name} imports {bad}"

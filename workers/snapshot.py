@@ -51,7 +51,12 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
     async with aiohttp.ClientSession() as session:
         runners = {
             a.slug: SnapshotRunner(
-                AccountSync(BrokerRest(a, session, ctx.counters), ctx.publisher, ctx.counters, details=ctx.details),
+                AccountSync(
+                    BrokerRest(a, session, ctx.counters, conditions=ctx.conditions),
+                    ctx.publisher,
+                    ctx.counters,
+                    details=ctx.details,
+                ),
                 snapshot_sec=settings.snapshot_sec,
                 backfill_days=settings.backfill_days,
             )

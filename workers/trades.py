@@ -49,7 +49,12 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
     async with aiohttp.ClientSession() as session:
         listeners = {
             a.slug: UpdateListener(
-                a.slug, ctx.publisher, ctx.counters, check_order=BrokerRest(a, session, ctx.counters).order_exists
+                a.slug,
+                ctx.publisher,
+                ctx.counters,
+                check_order=BrokerRest(a, session, ctx.counters).order_exists,
+                conditions=ctx.conditions,
+                account_name=a.name,
             )
             for a in accounts
         }

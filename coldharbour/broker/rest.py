@@ -39,7 +39,9 @@ from coldharbour.broker.convert import BadValue, parse_time_ns
 from coldharbour.config import AccountSettings
 from coldharbour.domain.types import to_datetime
 from coldharbour.errors import BrokerError
+from coldharbour.health import NEED_BROKER, credentials_rejected
 from coldharbour.retry import Backoff
+from coldharbour.runtime import Conditions
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +101,24 @@ class BrokerRest:
         counters: Counter[str] | None = None,
         *,
         deadline_s: float = CALL_DEADLINE_S,
+        conditions: Conditions | None = None,
     ) -> None:
         self.slug = account.slug
+        # Given (the snapshot program's): every answer says whether the credentials work.
+        self._conditions = conditions
         self._account = account
         self._session = session
         self._base = account.base_url.rstrip("/") + "/v2"
         self.counters: Counter[str] = counters if counters is not None else Counter()
         self._deadline_s = deadline_s
+
+    def _report(self, status: int) -> None:
+        assert self._conditions is not None
+        if status in (401, 403):
+            cause = credentials_rejected(self._account.name, self._account.base_url, f"HTTP {status}")
+            self._conditions.failed(NEED_BROKER, cause, self.slug)
+        elif status < 300:
+            self._conditions.ok(NEED_BROKER, self.slug)
 
     def _headers(self) -> dict[str, str]:
         # Revealed here only, straight into the request; never stored or logged elsewhere.
@@ -126,6 +139,8 @@ class BrokerRest:
                 delay = backoff.next_delay()
                 if backoff.attempts >= MAX_ATTEMPTS:
                     self.counters["broker_errors"] += 1
+                    if self._conditions is not None:
+                        self._conditions.failed(NEED_BROKER, f"broker unreachable at {self._base} ({e})", self.slug)
                     raise BrokerError(
                         f"broker call failed account={self.slug} call={what}: {e} (after {backoff.attempts} attempts)"
                     ) from None
@@ -150,6 +165,8 @@ class BrokerRest:
             raise TransientError(f"connection failed: {type(e).__name__}: {e}") from None
         if status == 429 or status >= 500:
             raise TransientError(_broker_message(status, body))
+        if self._conditions is not None:
+            self._report(status)
         if status >= 300:
             self.counters["broker_errors"] += 1
             raise BrokerRefused(
