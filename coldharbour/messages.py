@@ -396,6 +396,13 @@ class FillsPage(Msg, Checked, frozen=True, tag="fills.page"):
     # Executions the broker canceled (a FILL activity with ``status`` canceled): remove them
     # from the stored history and rebuild their symbols (``ledger.plan_symbols_rebuild``).
     busted: tuple[Fill, ...] = ()
+    # Completeness watermark, on the last page of a read (docs/startup.md): the pages of this
+    # read hold every FILL stamped after ``complete_after_ns`` up to ``complete_to_ns`` (the read's
+    # start) that was not published before; ``is_from_floor``: the read started at the backfill
+    # floor, so with it nothing since the floor is missing. None on pages that claim nothing.
+    complete_after_ns: int | None = None
+    complete_to_ns: int | None = None
+    is_from_floor: bool = False
 
 
 class ActivitiesPage(Msg, Checked, frozen=True, tag="cash.activities"):
@@ -423,6 +430,9 @@ class CorporateActionsPage(Msg, Checked, frozen=True, tag="corp.actions"):
     actions: tuple[CorporateAction, ...]
     activities: tuple[ActivityRecord, ...] = ()
     problems: tuple[str, ...] = ()
+    # Ids of actions published earlier whose legs the broker now lists as ``canceled`` (its
+    # documented correction): ``state`` removes them and rebuilds their symbols.
+    canceled: tuple[str, ...] = ()
 
 
 # --- computed results that ``state`` writes ----------------------------------------------------
@@ -578,3 +588,4 @@ PREFIX_HEARTBEAT: Final = "hb."
 PREFIX_TICK: Final = "px."
 TOPIC_TICKS: Final = "px.batch"  # lower case: never a feed symbol (they are upper-cased)
 PREFIX_RESYNC: Final = "cmd.resync."
+PREFIX_TRADE: Final = "trade."

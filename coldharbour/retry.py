@@ -10,12 +10,16 @@ Every loop that waits, retries or reconnects is written with these; none sleeps 
   Constants follow one scheme: ``BACKOFF_BASE_S`` and ``BACKOFF_CAP_S`` in a module with one
   policy, ``<WHAT>_BACKOFF_BASE_S``/``<WHAT>_BACKOFF_CAP_S`` beside others.
 - ``wait_any(timeout_s, *events)``: wait until one of ``events`` is set or ``timeout_s`` passed;
-  True when an event is set. ``sleep_or_stop(stop, seconds)`` is its one-event form.
+  True when an event is set. ``sleep_or_stop(stop, seconds)`` is its one-event form, and
+  ``until_stopped(work, stop)`` awaits a piece of work unless ``stop`` comes first.
 - ``retry(attempt, stop=…, backoff=…, retry_if=…)``: await ``attempt()`` until it succeeds; a
   failure ``retry_if`` accepts waits the next backoff delay, any other propagates at once; a
   ``stop`` during a wait raises ``RetryStopped`` (carrying the last failure).
 - ``keep_connected(session, stop, backoff)``: run a connection's ``session()`` again and again
   until ``stop``, backing off between sessions that delivered nothing (the reconnect loops).
+- ``poll_until(ready, timeout_s)``: for synchronous code with only a condition to wait on
+  (supervisord's socket, a pid that is not our child): check every ``interval_s`` until true
+  or the deadline.
 - ``supervise(name, run, stop, counters)``: the task boundary. An unexpected error in one
   account's task is logged with its traceback, counted (``task_restarts``), and the task
   restarts after a backoff delay; after ``MAX_CONSECUTIVE_CRASHES`` crashes in a row the error
@@ -93,6 +97,44 @@ async def wait_any(timeout_s: float | None, *events: asyncio.Event) -> bool:
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Wait ``seconds`` or until ``stop`` is set; return True when stopped."""
     return await wait_any(seconds, stop)
+
+
+def poll_until(
+    ready: Callable[[], bool],
+    timeout_s: float,
+    *,
+    interval_s: float = 0.1,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Return True once ``ready()`` is true, False when ``timeout_s`` passed first (checked once more then)."""
+    deadline = monotonic() + timeout_s
+    while not ready():
+        if monotonic() >= deadline:
+            return False
+        sleep(interval_s)
+    return True
+
+
+async def until_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
+    """Await ``work``, cancelling it if ``stop`` is set first; return True when it completed.
+
+    A SIGTERM must not wait for a broker call's retry chain; the jobs hold no state that a
+    cancellation could corrupt (they publish only after computing).
+    """
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(stopper, task, return_exceptions=True)
+    if task.cancelled():
+        return False
+    task.result()  # re-raise the job's own error
+    return True
 
 
 class RetryStopped(Exception):

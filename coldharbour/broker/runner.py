@@ -110,6 +110,10 @@ class SnapshotRunner:
             await wait_any(None, self._partial_wanted, stop)
             if stop.is_set():
                 return
+            try:  # wait for the key's budget first: fills arriving meanwhile join this refresh
+                await self.sync.wait_partial_turn()
+            except BrokerError:
+                return  # stopped while waiting
             self._partial_wanted.clear()
             symbols, self._symbols = sorted(self._symbols), set()
             try:

@@ -28,8 +28,13 @@ Order of publication in a full snapshot: order pages, fill pages, corporate acti
 reconciles (SPEC §3); positions are read *before* that history, so the history covers them. ``rewind()`` resets the
 cursors when ``state`` may have missed pages (its start, a bus gap, a failed commit).
 A partial snapshot (``symbols``) only fetches those symbols' positions: it is the fast WAC
-refresh after a fill (one request per symbol; from ``PARTIAL_LIST_FROM`` symbols on, one
-``GET /v2/positions`` filtered to them).
+refresh after a fill, always one request (``GET /v2/positions/{symbol}`` for one symbol, else
+one ``GET /v2/positions`` filtered to them), made by the ``urgent`` client of the key's budget.
+
+Stream payloads instead of reads (docs/broker-budget.md): ``note_update`` records the orders the
+trade_updates stream reported final (``OrderUpdated`` on the bus, the same facts ``state``
+applies). A family that left the open list is read by id only if one of its orders that were
+open has *not* been reported final that way: a seen report is evidence, a missing one is not.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from coldharbour.broker.convert import (
@@ -56,7 +61,7 @@ from coldharbour.broker.rest import BrokerRefused, BrokerRest
 from coldharbour.broker.validate import OnceLog
 from coldharbour.domain.corporate import LEG_WINDOW_NS, actions_from_legs, corporate_legs
 from coldharbour.domain.reports import ActivityRecord
-from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill
+from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill, Order
 from coldharbour.messages import (
     CorporateActionsPage,
     FillsPage,
@@ -70,7 +75,7 @@ from coldharbour.messages import (
 log = logging.getLogger(__name__)
 
 PROGRESS_LOG_INTERVAL_S: Final = 5.0
-PARTIAL_LIST_FROM: Final = 3  # a partial snapshot of this many symbols or more reads the whole position list
+PARTIAL_LIST_FROM: Final = 2  # a partial snapshot of this many symbols or more reads the whole position list
 # Re-read windows behind the cursors (SPEC §8 history cursors). Orders: > the 170 ms an order
 # can take from ``submitted_at`` to being listed. Fills: late FILLs with an older stamp.
 ORDER_OVERLAP_NS: Final = 1_000_000_000
@@ -82,6 +87,9 @@ BUST_SWEEP_EVERY: Final = 10
 BUST_LOOKBACK_NS: Final = 3 * NS_PER_DAY
 # Corporate-action legs are booked by business date, sometimes days late: re-read a week.
 CORPORATE_OVERLAP_NS: Final = 7 * NS_PER_DAY
+# A REORG shares-out leg alone is a worthless removal (an exit at 0) once it was first read this
+# long ago: a redemption's cash leg is listed with it, not an hour later (docs/corporate-actions.md).
+REMOVAL_SETTLE_NS: Final = 3600 * 1_000_000_000
 
 
 class AccountSync:
@@ -98,6 +106,7 @@ class AccountSync:
     ) -> None:
         self.slug = rest.slug
         self._rest = rest
+        self._urgent = rest.urgent()  # the position refresh after a fill goes before background reads
         self._sink = sink
         self.counters = counters
         self._clock_ns = clock_ns
@@ -111,7 +120,9 @@ class AccountSync:
         self._swept_busts: set[str] = set()  # FILL ids already published as busted by a sweep
         self.corporate_cursor_ns: int | None = None
         self._published_actions: set[str] = set()
-        self._published_legs: set[str] = set()
+        self._published_legs: dict[str, str | None] = {}  # leg id -> the status published
+        self._sent_canceled: set[str] = set()  # canceled leg ids sent as canceled actions
+        self._first_seen: dict[str, int] = {}  # leg id -> when it was first read (clock ns)
         self._reported_legs: set[str] = set()
         # Heartbeat details (``chmgr doctor``): the corporate codes the broker refused last read.
         self._details = details if details is not None else {}
@@ -119,6 +130,8 @@ class AccountSync:
         self._fill_floor_ns = clock_ns()
         # Every order that was live at the last full snapshot -> its top-level order id.
         self._open_families: dict[str, str] = {}
+        # Orders the trade stream reported final since (or during) the last full snapshot.
+        self._stream_final: set[str] = set()
         self.backfilled = False
 
     # --- backfill -----------------------------------------------------------------------------
@@ -152,6 +165,7 @@ class AccountSync:
         self.corporate_cursor_ns = None
         self._published_actions.clear()
         self._published_legs.clear()
+        self._sent_canceled.clear()
         self.counters["rewinds"] += 1
 
     async def full(self, reason: str) -> None:
@@ -165,7 +179,7 @@ class AccountSync:
         open_raw = await self._rest.open_orders()
         open_orders = self._convert(open_raw)
         live = {item.order.id: (item.order.parent_id or item.order.id) for item in open_orders if item.order.is_live}
-        gone_families = sorted({top for order_id, top in self._open_families.items() if order_id not in live})
+        gone_families = self._unexplained_families(live)
         await self._publish_orders(self._order_sources(gone_families), is_backfill=False)
         after = self._fill_floor_ns if self.fill_cursor_ns is None else self.fill_cursor_ns - FILL_OVERLAP_NS
         await self._publish_fills(after_ns=after, is_backfill=False)
@@ -180,6 +194,7 @@ class AccountSync:
         else:
             cash, equity = figures.cash, figures.equity
         self._open_families = live
+        self._stream_final &= live.keys()  # a report about an order still listed open stays useful
         if unknown is None:  # a position without a usable symbol: nothing unlisted is known flat
             self.counters["snapshots_withheld"] += 1
             log.warning("snapshot withheld account=%s: a position names no usable symbol", self.slug)
@@ -199,15 +214,35 @@ class AccountSync:
         self.counters["snapshots"] += 1
         log.debug("snapshot published account=%s reason=%s positions=%d", self.slug, reason, len(positions))
 
+    def note_update(self, order: Order, legs: Iterable[Order] = ()) -> None:
+        """Record the orders a trade_updates event shows final (see the module docstring)."""
+        for item in (order, *legs):
+            if not item.is_live:
+                self._stream_final.add(item.id)
+
+    def _unexplained_families(self, live: Mapping[str, str]) -> list[str]:
+        """Return the families that left the open list and that the stream did not report final."""
+        gone: dict[str, list[str]] = {}
+        for order_id, top in self._open_families.items():
+            if order_id not in live:
+                gone.setdefault(top, []).append(order_id)
+        unexplained = sorted(top for top, ids in gone.items() if not all(i in self._stream_final for i in ids))
+        self.counters["order_reads_saved_by_stream"] += len(gone) - len(unexplained)
+        return unexplained
+
+    async def wait_partial_turn(self) -> None:
+        """Wait until the budget can serve a partial snapshot (the symbols asked meanwhile join it)."""
+        await self._urgent.wait_ready()
+
     async def partial(self, symbols: Sequence[str]) -> None:
         """Publish the positions of ``symbols`` only (a symbol absent from it is flat)."""
         taken_at = self._clock_ns()
         wanted = tuple(sorted({s.upper() for s in symbols}))
-        if len(wanted) >= PARTIAL_LIST_FROM:  # one request, not one per symbol (Alpaca: 200 per minute)
-            listed, unknown = self._positions(await self._rest.positions())
+        if len(wanted) >= PARTIAL_LIST_FROM:  # one request, not one per symbol (docs/broker-budget.md)
+            listed, unknown = self._positions(await self._urgent.positions())
             positions = [p for p in listed if p.symbol in wanted]
         else:
-            raw = [await self._rest.position(symbol) for symbol in wanted]
+            raw = [await self._urgent.position(symbol) for symbol in wanted]
             positions, unknown = self._positions([item for item in raw if item is not None])
         # A refused row without a usable symbol may be any of them: every wanted one not listed is unknown.
         listed_symbols = {p.symbol for p in positions}
@@ -263,6 +298,7 @@ class AccountSync:
     async def _publish_fills(self, *, after_ns: int, is_backfill: bool) -> int:
         """Publish FILL activities after ``after_ns`` not published yet; return the count."""
         total = 0
+        read_at = self._clock_ns()
         pending: tuple[list[Fill], list[ActivityRecord], list[Fill]] | None = None
         async for raw in self._rest.activity_pages("FILL", after_ns=after_ns):
             converted = [c for c in self._activities(raw) if self._is_news(c.record)]
@@ -276,8 +312,10 @@ class AccountSync:
             for record in fresh:
                 # Advance per page: a failure later re-reads from here, never from the start.
                 self._remember_fill(record)
-        if pending is not None or is_backfill:
-            self._send_fills(*(pending or ([], [], [])), is_last=True, is_backfill=is_backfill)
+        # The last page goes out even empty: it carries how far the history is complete, and
+        # "no page" would say nothing (absence is not evidence).
+        self._send_fills(*(pending or ([], [], [])), is_last=True, is_backfill=is_backfill,
+                         coverage=(after_ns, read_at, after_ns <= self._fill_floor_ns))
         return total
 
     async def _sweep_busts(self) -> int:
@@ -308,8 +346,16 @@ class AccountSync:
         for code in CORPORATE_READ:
             records += await self._corporate_code(code, after_ns)
         self._show_refused()
-        actions, problems = actions_from_legs(corporate_legs(records))
+        now = self._clock_ns()
+        self._first_seen = {r.id: self._first_seen.get(r.id, now) for r in records}  # the window's legs only
+        actions, problems = actions_from_legs(
+            corporate_legs(records), settled=lambda leg: self._first_seen.get(leg.id, now) <= now - REMOVAL_SETTLE_NS
+        )
         fresh = [a for a in actions if a.id not in self._published_actions]
+        # A leg listed again as canceled cancels the action it formed (the broker's correction;
+        # a re-booked action comes as new legs): sent once per pass until published, and again
+        # after a rewind (``state`` ignores the ids it never booked).
+        canceled = sorted({r.id for r in records if r.status == "canceled"} - self._sent_canceled)
         settled = self._clock_ns() - LEG_WINDOW_NS
         leg_times = {r.id: r.transaction_time for r in records}
         late = [p for p in problems if p.id not in self._reported_legs and leg_times.get(p.id, 0) < settled]
@@ -320,16 +366,18 @@ class AccountSync:
                         problem.reason)  # fmt: skip
         if records:
             self.corporate_cursor_ns = max(self.corporate_cursor_ns or 0, *(r.transaction_time for r in records))
-        if fresh or late:
-            legs = [r for r in records if r.id not in self._published_legs]
+        legs = [r for r in records if self._published_legs.get(r.id) != r.status]
+        if fresh or late or canceled or legs:
             page = CorporateActionsPage(
                 account=self.slug, actions=tuple(fresh), activities=tuple(legs),
-                problems=tuple(f"{p.id}: {p.reason}" for p in late),
+                problems=tuple(f"{p.id}: {p.reason}" for p in late), canceled=tuple(canceled),
             )  # fmt: skip
             self._sink.publish(topic_fills(self.slug), page)
             self._published_actions |= {a.id for a in fresh}
-            self._published_legs |= {r.id for r in legs}
+            self._published_legs.update({r.id: r.status for r in legs})
+            self._sent_canceled.update(canceled)
             self.counters["corporate_actions"] += len(fresh)
+            self.counters["corporate_actions_canceled"] += len(canceled)
         return len(fresh)
 
     async def _corporate_code(self, code: str, after_ns: int) -> list[ActivityRecord]:
@@ -374,11 +422,14 @@ class AccountSync:
             self._recent_fill_ids = {k: v for k, v in self._recent_fill_ids.items() if v[0] >= floor}
 
     def _send_fills(
-        self, fills: list[Fill], records: list[ActivityRecord], busted: list[Fill], *, is_last: bool, is_backfill: bool
+        self, fills: list[Fill], records: list[ActivityRecord], busted: list[Fill], *, is_last: bool, is_backfill: bool,
+        coverage: tuple[int, int, bool] | None = None,
     ) -> None:
+        after, upto, from_floor = coverage if coverage is not None else (None, None, False)
         page = FillsPage(
             account=self.slug, fills=tuple(fills), activities=tuple(records), is_last=is_last,
-            is_backfill=is_backfill, busted=tuple(busted),
+            is_backfill=is_backfill, busted=tuple(busted), complete_after_ns=after, complete_to_ns=upto,
+            is_from_floor=from_floor,
         )  # fmt: skip
         self._sink.publish(topic_fills(self.slug), page)
 

@@ -23,10 +23,12 @@ from typing import Annotated, Final
 import typer
 
 from coldharbour import runtime
+from coldharbour.cli.status import stack_health
 from coldharbour.cli.terminal import printable
 from coldharbour.config import LOGS_DIR_NAME, Settings, prepare_run_dir
 from coldharbour.errors import ChmgrError, SupervisorError
 from coldharbour.health import client_for, first_cause
+from coldharbour.retry import poll_until
 from coldharbour.supervisor import (
     CONFIG_TEMPLATE,
     UNIX_SOCKET_PATH_MAX,
@@ -167,13 +169,10 @@ def up(
         lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
         detail = lines[0] if lines else f"exit status {result.returncode}"
         raise SupervisorError(f"supervisord did not start: {detail}")
-    deadline = time.monotonic() + UP_TIMEOUT_S
-    while not client.is_running():
-        if time.monotonic() >= deadline:
-            raise SupervisorError(
-                f"supervisord did not answer on {sock} within {UP_TIMEOUT_S:.0f} s: see {run_dir / LOGS_DIR_NAME}"
-            )
-        time.sleep(0.1)  # poll: supervisord binds the socket, then daemonises
+    if not poll_until(client.is_running, UP_TIMEOUT_S):  # polled: it binds the socket, then daemonises
+        raise SupervisorError(
+            f"supervisord did not answer on {sock} within {UP_TIMEOUT_S:.0f} s: see {run_dir / LOGS_DIR_NAME}"
+        )
     typer.echo(f"supervisord running (pid {client.pid()}, socket {sock}, logs {run_dir / LOGS_DIR_NAME})")
     wait_working(settings, client, wait_s)
 
@@ -181,8 +180,6 @@ def up(
 def wait_working(settings: Settings, client: SupervisorClient, wait_s: float) -> None:
     """Return once every account works; raise ``ChmgrError`` (one line) with the first cause
     seen twice in a row (a passing start-up blip is not a cause), or when ``wait_s`` runs out."""
-    from coldharbour.cli.status import stack_health  # status imports this module
-
     if wait_s <= 0:
         return
     deadline = time.monotonic() + wait_s
@@ -216,10 +213,9 @@ def down() -> None:
     client.shutdown()
     deadline = time.monotonic() + DOWN_TIMEOUT_S
     client.wait_gone(DOWN_TIMEOUT_S)
-    while _alive(pid):
-        if time.monotonic() >= deadline:
-            raise SupervisorError(f"supervisord (pid {pid}) did not exit within {DOWN_TIMEOUT_S:.0f} s")
-        time.sleep(0.1)  # poll: the daemon is not our child, so there is nothing to wait() on
+    # Polled: the daemon is not our child, so there is nothing to wait() on.
+    if not poll_until(lambda: not _alive(pid), max(0.0, deadline - time.monotonic())):
+        raise SupervisorError(f"supervisord (pid {pid}) did not exit within {DOWN_TIMEOUT_S:.0f} s")
     typer.echo(f"supervisord stopped (pid {pid})")
 
 

@@ -287,15 +287,24 @@ def check_prices(settings: Settings, listen_s: float = HEARTBEAT_LISTEN_S) -> Ch
     """Check the price source: the ZMQ feed, or (``alpaca``) what ``prices`` reports or a handshake."""
     if settings.price_source == "zmq":
         return check_feed(settings)
+    if settings.price_source == "alpaca":  # market-data REST: what `prices` reports of its polls
+        heard = asyncio.run(collect_heartbeats(settings, ["prices"], listen_s)).get("prices")
+        if not settings.accounts:
+            return Check("FAIL", "price source alpaca (market-data REST) needs an account with credentials")
+        if heard is None:
+            return Check("WARN", "price source alpaca (market-data REST): prices is not running, nothing to check")
+        failing = heard.counters.get("price_poll_failures", 0)
+        verdict: Verdict = "WARN" if failing and not heard.counters.get("newest_tick_unix_ms") else "OK"
+        return Check(verdict, f"price source alpaca (market-data REST): {describe_prices(heard, time.time_ns())}")
     url = settings.alpaca_data_stream_url
     if not settings.accounts:
         return Check("FAIL", f"price source alpaca ({url}) needs an account with credentials")
     heard = asyncio.run(collect_heartbeats(settings, ["prices"], listen_s)).get("prices")
     if heard is None:
         return check_data_stream(settings.accounts[0], url)
-    verdict: Verdict = "WARN" if heard.counters.get("data_stream_unpriced") else "OK"
+    verdict = "WARN" if heard.counters.get("data_stream_unpriced") else "OK"
     hint = ": raise ALPACA_DATA_MAX_SYMBOLS if your data plan allows" if verdict == "WARN" else ""
-    return Check(verdict, f"price source alpaca ({url}): {describe_prices(heard, time.time_ns())}{hint}")
+    return Check(verdict, f"price source alpaca-stream ({url}): {describe_prices(heard, time.time_ns())}{hint}")
 
 
 def check_unknown_positions(settings: Settings, listen_s: float = HEARTBEAT_LISTEN_S) -> Iterator[Check]:

@@ -262,7 +262,6 @@ def _grouped(series: ReturnSeries, key_length: int) -> dict[str, float]:
     return {key: float(HUNDRED * compound(rs)) for key, rs in groups.items()}
 
 
-
 def _months_back(day: date, months: int) -> date:
     """Return ``day`` minus ``months`` calendar months (the month's last day when shorter)."""
     total = day.year * 12 + day.month - 1 - months
@@ -368,11 +367,12 @@ def benchmark_returns(dates: Sequence[date], closes: Mapping[date, Decimal]) -> 
     missing bar is not a flat day.
     """
     bar_days = sorted(closes)
+    position_of = {day: i for i, day in enumerate(bar_days)}
     result: list[Decimal] = []
     for day in dates:
         if day not in closes:
             return None, f"no close for {day.isoformat()}"
-        position = bar_days.index(day)
+        position = position_of[day]
         if position == 0:
             return None, f"no close before {day.isoformat()}"
         before = closes[bar_days[position - 1]]
@@ -524,11 +524,15 @@ def _solve_rate(cash: Sequence[float]) -> tuple[float | None, str]:
 def _rolling(series: ReturnSeries, xs: Sequence[float], window: int) -> Rolling:
     sharpe_by_day: dict[str, float | None] = {}
     volatility_by_day: dict[str, float | None] = {}
+    root = math.sqrt(PERIODS_PER_YEAR)
     for end in range(window, len(xs) + 1):
         key = series.dates[end - 1].isoformat()
         tail = xs[end - window : end]
-        sharpe_by_day[key] = sharpe(tail)
-        volatility_by_day[key] = _pct(volatility(tail))
+        mean = math.fsum(tail) / window
+        std = math.sqrt(math.fsum((x - mean) ** 2 for x in tail) / (window - 1))
+        # As metrics.sharpe and metrics.volatility over the window, with one pass for both.
+        sharpe_by_day[key] = _finite(mean / std * root) if std > 0 and min(tail) != max(tail) else None
+        volatility_by_day[key] = _pct(std * root)
     return Rolling(window=window, sharpe=sharpe_by_day, volatility_pct=volatility_by_day)
 
 

@@ -23,11 +23,11 @@ from typing import Final, Protocol
 import psycopg
 
 from coldharbour.errors import ChmgrError
-from coldharbour.retry import Backoff, Sleep, supervise, wait_any
+from coldharbour.retry import Backoff, Sleep, supervise, until_stopped, wait_any
 
 log = logging.getLogger(__name__)
 
-BACKOFF_FIRST_S: Final = 1.0
+BACKOFF_BASE_S: Final = 1.0  # a failed job retries sooner than its interval (cap: the interval)
 # Broker or database unavailable (psycopg_pool's PoolTimeout is an OperationalError): retried.
 TRANSIENT: Final = (ChmgrError, psycopg.OperationalError)
 
@@ -99,27 +99,6 @@ class ManualClock:
 Job = Callable[[], Awaitable[object]]
 
 
-async def until_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
-    """Await ``work``, cancelling it if ``stop`` is set first; return True when it completed.
-
-    A SIGTERM must not wait for a broker call's retry chain; the jobs hold no state that a
-    cancellation could corrupt (they publish only after computing).
-    """
-    task = asyncio.ensure_future(work)
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(stopper, task, return_exceptions=True)
-    if task.cancelled():
-        return False
-    task.result()  # re-raise the job's own error
-    return True
-
-
 async def run_periodic(
     name: str,
     interval_s: float,
@@ -140,7 +119,7 @@ async def run_periodic(
     """
     events = (stop,) if wake is None else (stop, wake)
     interval = timedelta(seconds=interval_s)
-    backoff = Backoff(min(BACKOFF_FIRST_S, interval_s), interval_s)
+    backoff = Backoff(min(BACKOFF_BASE_S, interval_s), interval_s)
     while not stop.is_set():
         if wake is not None:
             wake.clear()

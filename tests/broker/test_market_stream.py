@@ -218,7 +218,7 @@ def test_prices_gauges_and_unpriced_logged_once_per_change(caplog: pytest.LogCap
     assert streams[0].wanted == {"AAPL"}
     assert streams[1].wanted == {"ETH/USD"}
     assert counters["data_stream_unpriced"] == 1
-    assert details["price_source"] == "alpaca"
+    assert details["price_source"] == "alpaca-stream"
 
 
 async def _mute_server(connection: ServerConnection) -> None:

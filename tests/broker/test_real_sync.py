@@ -69,6 +69,12 @@ class ListingBroker:
         self.order_afters: list[int | None] = []
         self.refuse_corporate = False
 
+    def urgent(self) -> ListingBroker:
+        return self  # one client: no budget here
+
+    async def wait_ready(self) -> None:
+        return None
+
     async def positions(self) -> list[Any]:
         return []
 
@@ -150,9 +156,8 @@ async def test_corporate_action_published_once_before_the_snapshot(fake_broker: 
     async with aiohttp.ClientSession() as session:
         sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), sink, Counter())
         await sync.backfill(1)
-        split = fake_broker.request(
-            "POST", "/sim/corporate-actions", account=None, json={"type": "split", "symbol": "AAPL", "ratio": "2"}
-        )
+        split = fake_broker.request("POST", "/sim/corporate-actions", account=None,
+                                    json={"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2"})
         await sync.full("test")
         await sync.full("test")
 
@@ -197,10 +202,10 @@ async def test_a_refused_activity_code_leaves_the_other_codes_working(fake_broke
     async with aiohttp.ClientSession() as session:
         sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), sink, counters, details=details)
         await sync.backfill(1)
+        split = {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2"}
+        fake_broker.request("POST", "/sim/corporate-actions", account=None, json=split)
         fake_broker.request("POST", "/sim/corporate-actions", account=None,
-                            json={"type": "split", "symbol": "AAPL", "ratio": "2"})  # fmt: skip
-        fake_broker.request("POST", "/sim/corporate-actions", account=None,
-                            json={"type": "symbol_change", "symbol": "FB", "new_symbol": "META"})  # fmt: skip
+                            json={"type": "name_change", "symbol": "FB", "new_symbol": "META"})  # fmt: skip
         await sync.full("test")
         refused_then = dict(details)
         fake_broker.request("POST", "/sim/config", account=None, json={"refused_activity_types": []})
@@ -235,3 +240,34 @@ async def test_bust_of_an_older_fill_is_found_by_the_lookback_and_published_once
     assert [fill.order_id for fill in busted] == [ORDER_ID]
     assert sync.counters["bust_sweeps"] == 2
     assert sync.counters["busts_found_by_sweep"] == 1
+
+
+@pytest.mark.asyncio
+async def test_a_canceled_and_rebooked_action_is_published_as_canceled_then_new(fake_broker: FakeBroker) -> None:
+    """The fake's ``/cancel`` with ``rebook`` lists the first legs again with ``status``
+    ``canceled`` (the NonTradeActivity status of the account-activities page) and books new legs:
+    the snapshot publishes the first action's id as canceled, the legs' new status, and the new action."""
+    fake_broker.set_prices({"AAPL": 100})
+    fake_broker.request("POST", "/v2/orders", json={"symbol": "AAPL", "qty": "10", "side": "buy", "type": "market",
+                                                    "time_in_force": "day"})  # fmt: skip
+    sink = RecordingSink()
+    async with aiohttp.ClientSession() as session:
+        sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), sink, Counter())
+        await sync.backfill(1)
+        wrong = {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "3"}
+        first = fake_broker.request("POST", "/sim/corporate-actions", account=None, json=wrong).json()
+        await sync.full("test")
+        fake_broker.request("POST", f"/sim/corporate-actions/{first['id']}/cancel", account=None,
+                            json={"rebook": {**wrong, "new_rate": "2"}})  # fmt: skip
+        await sync.full("test")
+        await sync.full("test")
+
+    booked, corrected = sink.of(CorporateActionsPage)
+    (wrong_action,) = booked.actions
+    (right_action,) = corrected.actions
+    assert (wrong_action.ratio, right_action.ratio) == (Decimal(3), Decimal(2))
+    assert wrong_action.id in corrected.canceled  # (with the in-leg's id, which formed no action)
+    assert len(corrected.canceled) == 2
+    assert sorted((a.qty, a.status) for a in corrected.activities) == [
+        (Decimal(-10), "canceled"), (Decimal(-10), "executed"), (Decimal(20), "executed"), (Decimal(30), "canceled"),
+    ]  # fmt: skip

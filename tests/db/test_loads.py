@@ -45,10 +45,10 @@ async def test_loads_round_trip_orders_fills_and_open_rows(migrated_dsn: Any) ->
     await writer.connect()
     slug = names.slug
     await writer.commit([
-        ch.RawOrders(slug, tuple(rows.order_values(o, "{}") for o in live_orders)),
-        ch.RawActivities(slug, (rows.activity_values(canonical[0][0]),), by_execution=True),
-        ch.RawActivities(slug, (rows.activity_values(canonical[1][0]),)),
-        ch.OpenRows(slug, (rows.open_row_values(row),)),
+        ch.RawOrders(slug, tuple((o, "{}") for o in live_orders)),
+        ch.RawActivities(slug, (canonical[0][0],), by_execution=True),
+        ch.RawActivities(slug, (canonical[1][0],)),
+        ch.OpenRows(slug, (row,)),
     ], T0)
     await writer.close()
 
@@ -80,11 +80,11 @@ async def test_loads_leave_busted_fills_out_and_re_derive_corporate_actions(migr
     writer = Writer(make_settings(migrated_dsn))
     await writer.connect()
     await writer.commit([
-        ch.RawActivities(names.slug, (rows.activity_values(kept[0]),)),
-        ch.RawActivities(names.slug, (rows.activity_values(gone[0]),), by_execution=True),
-        ch.RawActivities(names.slug, tuple(rows.activity_values(leg) for leg in legs)),
+        ch.RawActivities(names.slug, (kept[0],)),
+        ch.RawActivities(names.slug, (gone[0],), by_execution=True),
+        ch.RawActivities(names.slug, tuple(legs)),
     ], T0)
-    await writer.commit([ch.RawActivities(names.slug, (rows.activity_values(canceled),), by_execution=True)], T0)
+    await writer.commit([ch.RawActivities(names.slug, (canceled,), by_execution=True)], T0)
     await writer.close()
 
     async with await psycopg.AsyncConnection.connect(migrated_dsn.reveal()) as conn:
@@ -124,7 +124,7 @@ async def test_start_load_reads_every_stored_form_as_the_record_converters_do(mi
     ]
     writer = Writer(make_settings(migrated_dsn))
     await writer.connect()
-    await writer.commit([ch.RawActivities(names.slug, tuple(rows.activity_values(r) for r in records))], T0)
+    await writer.commit([ch.RawActivities(names.slug, tuple(records))], T0)
     await writer.close()
 
     async with await psycopg.AsyncConnection.connect(migrated_dsn.reveal(), autocommit=True) as conn:
@@ -157,7 +157,7 @@ async def test_start_load_reads_orders_as_the_row_converter_does(migrated_dsn: A
     live = [rows.canonical_order(o) for o in orders]
     writer = Writer(make_settings(migrated_dsn))
     await writer.connect()
-    await writer.commit([ch.RawOrders(names.slug, tuple(rows.order_values(o, "{}") for o in live))], T0)
+    await writer.commit([ch.RawOrders(names.slug, tuple((o, "{}") for o in live))], T0)
     await writer.close()
 
     async with await psycopg.AsyncConnection.connect(migrated_dsn.reveal(), autocommit=True) as conn:
@@ -177,7 +177,7 @@ async def test_start_load_reads_every_batch_of_the_cursor_in_order(migrated_dsn:
               for n in range(5)]
     writer = Writer(make_settings(migrated_dsn))
     await writer.connect()
-    await writer.commit([ch.RawOrders(names.slug, tuple(rows.order_values(o, "{}") for o in reversed(orders)))], T0)
+    await writer.commit([ch.RawOrders(names.slug, tuple((o, "{}") for o in reversed(orders)))], T0)
     await writer.close()
 
     async with await psycopg.AsyncConnection.connect(migrated_dsn.reveal(), autocommit=True) as conn:
@@ -212,8 +212,8 @@ async def test_reconciliation_fills_are_loaded_with_the_history_but_never_stored
     writer = Writer(settings)
     await writer.connect()
     await writer.commit([
-        ch.RawActivities("demo", (rows.activity_values(rows.canonical_fill(broker)[0]),), by_execution=True),
-        ch.Reconciliations("demo", (rows.activity_values(rows.activity_from_fill(recon)),)),
+        ch.RawActivities("demo", (rows.canonical_fill(broker)[0],), by_execution=True),
+        ch.Reconciliations("demo", (rows.activity_from_fill(recon),)),
     ], T0)
     await writer.close()
 

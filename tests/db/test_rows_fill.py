@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coldharbour.db import rows
+from coldharbour.domain import stored
 from coldharbour.domain.types import Fill, to_datetime
 
 _DECIMALS = st.one_of(
@@ -80,8 +81,8 @@ def test_stored_fill_equals_the_json_round_trip(fill: Fill) -> None:
 @settings(max_examples=400, deadline=None)
 @given(ts=st.integers(-(10**19), 2**63 - 1))
 def test_stamp_equals_strftime(ts: int) -> None:
-    assert rows._stamp(ts) == to_datetime(ts).astimezone(UTC).strftime("%Y%m%d%H%M%S%f")[:17]
+    assert stored._stamp(ts) == to_datetime(ts).astimezone(UTC).strftime("%Y%m%d%H%M%S%f")[:17]
 
 
 def test_stamp_of_a_known_time() -> None:
-    assert rows._stamp(1_709_305_200_123_456_789) == "20240301150000123"
+    assert stored._stamp(1_709_305_200_123_456_789) == "20240301150000123"
