@@ -1,8 +1,9 @@
 """The single writer: changes in, SQL out — one connection, one statement and one round trip per commit.
 
-Only ``workers/state.py`` builds a ``Writer`` (``tests/test_architecture.py`` enforces it). A
-commit turns each ``domain.changes`` value into one part (``db.upserts``: its CTEs, the rows as
-one jsonb parameter) and joins the parts into **one statement**, composed once per sequence of
+Only ``state`` builds a ``Writer`` (``tests/test_architecture.py`` enforces it). How each change
+kind is written is one entry of ``WRITES`` (docs/write-path.md): it turns the change's domain
+values into rows (``db.rows``) and the rows into parts (``db.upserts``: their CTEs, the rows as
+one jsonb parameter). A commit joins its parts into **one statement**, composed once per sequence of
 part kinds, cached and prepared server-side. The statement makes its own ``pg_notify`` calls
 from what it ``RETURNING``-ed, and on this autocommit connection it is its own transaction: the
 commit is one round trip. Parts that write the same table go into separate statements, sent
@@ -13,7 +14,7 @@ A commit that fails on the connection raises ``DatabaseError`` (memory must stay
 caller reconnects with capped exponential backoff and jitter). One that fails on a *value*
 (``DataRefused``) can be retried with ``commit_isolating``: the changes are bisected, down to
 single rows, until the refused ones are found; those go to the ``quarantine`` table with their
-error and everything else commits (issue 14).
+error and everything else commits.
 """
 
 from __future__ import annotations
@@ -42,12 +43,12 @@ from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.schedule import Session
 from coldharbour.domain.types import CLOSED_COLUMNS, ClosedSlice, OpenRow, Order, to_datetime
 from coldharbour.errors import DatabaseError
-from coldharbour.retry import Backoff, sleep_or_stop
+from coldharbour.retry import Backoff, RetryStopped, retry
 
 log = logging.getLogger(__name__)
 
-BACKOFF_INITIAL_S: Final = 0.2
-BACKOFF_MAX_S: Final = 10.0
+BACKOFF_BASE_S: Final = 0.2  # reconnect delays (``retry.Backoff``)
+BACKOFF_CAP_S: Final = 10.0
 DATA_ERRORS: Final = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
 _RAW: Final = msgspec.json.Encoder(decimal_format="string", enc_hook=str)
 _ROWS: Final = msgspec.json.Encoder(decimal_format="number")
@@ -82,23 +83,25 @@ class Writer:
         self.counters: Counter[str] = counters if counters is not None else Counter()
 
     async def connect(self, stop: asyncio.Event | None = None) -> None:
-        """Open the connection, retrying with capped exponential backoff until it works or ``stop``."""
-        backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
-        while self._conn is None or self._conn.closed:
-            try:
-                self._conn = await connect_writer(self._dsn)
-                self._conn.cursor_factory = psycopg.AsyncRawCursor  # statements use $n (db.upserts)
-                self._cursor = self._conn.cursor(binary=True)  # one statement per commit: one cursor, reused
-            except DatabaseError as e:
-                self.counters["db_connect_failures"] += 1
-                wait = backoff.next_delay()
-                log.warning("writer connect attempt=%d failed, retrying in %.2fs: %s", backoff.attempts, wait, e)
-                if await sleep_or_stop(stop or asyncio.Event(), wait):
-                    raise DatabaseError("stopped while connecting the writer") from None
-                continue
-            if backoff.attempts:
-                self.counters["db_reconnects"] += 1
-                log.info("writer connected after attempt=%d", backoff.attempts + 1)
+        """Open the connection, retried with capped, jittered backoff (``retry.retry``) until it works or ``stop``."""
+        if self.connected:
+            return
+        backoff = Backoff(BACKOFF_BASE_S, BACKOFF_CAP_S)
+
+        def failed(error: Exception, attempt: int, wait_s: float) -> None:
+            self.counters["db_connect_failures"] += 1
+            log.warning("writer connect attempt=%d failed, retrying in %.2fs: %s", attempt, wait_s, error)
+
+        try:
+            conn = await retry(lambda: connect_writer(self._dsn), stop=stop or asyncio.Event(), backoff=backoff,
+                               retry_if=lambda error: isinstance(error, DatabaseError), on_retry=failed)
+        except RetryStopped:
+            raise DatabaseError("stopped while connecting the writer") from None
+        conn.cursor_factory = psycopg.AsyncRawCursor  # statements use $n (db.upserts)
+        self._conn, self._cursor = conn, conn.cursor(binary=True)  # one statement per commit: one cursor, reused
+        if backoff.attempts:
+            self.counters["db_reconnects"] += 1
+            log.info("writer connected after attempt=%d", backoff.attempts + 1)
 
     @property
     def connected(self) -> bool:
