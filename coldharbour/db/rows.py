@@ -3,10 +3,9 @@
 Pure conversions, no I/O. The column order of every tuple is the ``*_COLUMNS`` constant next to
 it; ``db.upserts`` builds its statements from the same constants, so the two cannot drift.
 
-Canonical forms. The tables hold ``timestamptz`` (microseconds) and UUID columns, the domain
-holds UTC nanoseconds and free strings. Everything ``state`` applies to its ledger first goes
-through the same conversion the start-up loader uses (``canonical_fill``, ``canonical_order``),
-so the ledger built live and the ledger rebuilt from the tables are equal value for value.
+The canonical stored forms (what a fill or an order reads back as: ``canonical_fill``,
+``stored_fill``, ``canonical_order``, ``fill_from_activity``) are domain code in
+``domain.stored``; the readers here (``*_from_values``, ``*_from_tuple``) give back the same values.
 """
 
 from __future__ import annotations
@@ -23,44 +22,7 @@ from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.money import ZERO, normalize
 from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.schedule import Session
-
-# Canonical stored forms live in the domain (the mirror uses them); re-exported for the loaders and tests.
-from coldharbour.domain.stored import (
-    FILL_ACTIVITY as FILL_ACTIVITY,
-)
-from coldharbour.domain.stored import (
-    NS_PER_MICROSECOND as NS_PER_MICROSECOND,
-)
-from coldharbour.domain.stored import (
-    InvalidRow as InvalidRow,
-)
-from coldharbour.domain.stored import (
-    activity_from_fill as activity_from_fill,
-)
-from coldharbour.domain.stored import (
-    as_uuid as as_uuid,
-)
-from coldharbour.domain.stored import (
-    canonical_fill as canonical_fill,
-)
-from coldharbour.domain.stored import (
-    canonical_order as canonical_order,
-)
-from coldharbour.domain.stored import (
-    fill_from_activity as fill_from_activity,
-)
-from coldharbour.domain.stored import (
-    is_canceled as is_canceled,
-)
-from coldharbour.domain.stored import (
-    micros as micros,
-)
-from coldharbour.domain.stored import (
-    same_row as same_row,
-)
-from coldharbour.domain.stored import (
-    stored_fill as stored_fill,
-)
+from coldharbour.domain.stored import as_uuid, micros
 from coldharbour.domain.types import (
     CLOSED_COLUMNS,
     ClosedSlice,
