@@ -31,17 +31,17 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from coldharbour.config import Dsn, Settings
-from coldharbour.db import notify
+from coldharbour.db import notify, tables
 from coldharbour.db import rows as r
 from coldharbour.db.connect import connect_writer, describe_error
 from coldharbour.db.names import AccountNames, account_names, shared_names
-from coldharbour.db.upserts import BAR_COLUMNS, PRICE_COLUMNS, Spec, Statements
+from coldharbour.db.upserts import Spec, Statements
 from coldharbour.domain import changes as c
 from coldharbour.domain.cashflows import CashFlow
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.schedule import Session
-from coldharbour.domain.types import CLOSED_COLUMNS, ClosedSlice, OpenRow, Order, to_datetime
+from coldharbour.domain.types import ClosedSlice, OpenRow, Order, to_datetime
 from coldharbour.errors import DatabaseError
 from coldharbour.retry import Backoff, RetryStopped, retry
 
@@ -257,18 +257,18 @@ def _open_rows(w: Writer, change: c.OpenRows, now_ns: int) -> list[Statement]:
     names, ups, dels = w.names(change.account), change.upserts, change.deletes
     values = [r.open_row_values(row) for row in ups]
     if len(ups) == 1 and not dels:  # a stream fill: one row (the one-row part, see db.upserts.Statements.position)
-        params: list[Any] = [_rows(values, len(r.POSITION_COLUMNS), single=True)]
+        params: list[Any] = [_rows(values, tables.POSITIONS.width, single=True)]
         if change.announce:
-            params.append(notify.to_json(dict(zip(r.POSITION_COLUMNS, values[0], strict=True))))
+            params.append(notify.to_json(dict(zip(tables.POSITIONS.names, values[0], strict=True))))
         return [(w.statements.position(names, announce=change.announce), params)]
     if not ups and not dels:
         return []
     params = []
     if ups and change.announce:
-        params.append(_rows([(*row, notify.to_json(dict(zip(r.POSITION_COLUMNS, row, strict=True))))
-                             for row in values], len(r.POSITION_COLUMNS) + 1))
+        params.append(_rows([(*row, notify.to_json(dict(zip(tables.POSITIONS.names, row, strict=True))))
+                             for row in values], tables.POSITIONS.width + 1))
     elif ups:
-        params.append(_rows(values, len(r.POSITION_COLUMNS)))
+        params.append(_rows(values, tables.POSITIONS.width))
     if dels:
         params.append(list(dels))
     spec = w.statements.positions(names, upserts=bool(ups), deletes=bool(dels), announce=change.announce)
@@ -282,8 +282,8 @@ def _closed(w: Writer, change: c.ClosedSlices, now_ns: int) -> list[Statement]:
     params: list[Any] = [[k[0] for k in dels], [k[1] for k in dels]] if dels else []
     if ups:
         values = [r.closed_values(found) for found in ups]
-        params.append(_rows([(*row, notify.to_json(dict(zip(CLOSED_COLUMNS, row, strict=True))), str(flag))
-                             for row, flag in zip(values, change.announce, strict=True)], len(CLOSED_COLUMNS) + 2))
+        params.append(_rows([(*row, notify.to_json(dict(zip(tables.CLOSED.names, row, strict=True))), str(flag))
+                             for row, flag in zip(values, change.announce, strict=True)], tables.CLOSED.width + 2))
     return [(w.statements.closed(w.names(change.account), upserts=bool(ups), deletes=bool(dels)), params)]
 
 
@@ -293,7 +293,7 @@ def _raw_orders(w: Writer, change: c.RawOrders, now_ns: int) -> list[Statement]:
     single = len(change.rows) == 1
     values = [r.order_values(order, raw) for order, raw in change.rows]
     return [(w.statements.raw_orders(w.names(change.account), single=single),
-             [_rows(values, len(r.ORDER_COLUMNS), single=single)])]
+             [_rows(values, tables.RAW_ORDERS.width, single=single)])]
 
 
 def _raw_activities(w: Writer, change: c.RawActivities, now_ns: int) -> list[Statement]:
@@ -301,7 +301,7 @@ def _raw_activities(w: Writer, change: c.RawActivities, now_ns: int) -> list[Sta
         return []
     single = len(change.rows) == 1
     spec = w.statements.raw_activities(w.names(change.account), by_execution=change.by_execution, single=single)
-    return [(spec, [_rows([r.activity_values(a) for a in change.rows], len(r.ACTIVITY_COLUMNS), single=single)])]
+    return [(spec, [_rows([r.activity_values(a) for a in change.rows], tables.RAW_ACTIVITIES.width, single=single)])]
 
 
 def _reconciliations(w: Writer, change: c.Reconciliations, now_ns: int) -> list[Statement]:
@@ -309,7 +309,7 @@ def _reconciliations(w: Writer, change: c.Reconciliations, now_ns: int) -> list[
         return []
     single = len(change.rows) == 1
     spec = w.statements.reconciliations(w.names(change.account), single=single)
-    return [(spec, [_rows([r.activity_values(a) for a in change.rows], len(r.ACTIVITY_COLUMNS), single=single)])]
+    return [(spec, [_rows([r.activity_values(a) for a in change.rows], tables.RAW_ACTIVITIES.width, single=single)])]
 
 
 def _cash_flows(w: Writer, change: c.CashFlows, now_ns: int) -> list[Statement]:
@@ -318,7 +318,7 @@ def _cash_flows(w: Writer, change: c.CashFlows, now_ns: int) -> list[Statement]:
         out.append((w.statements.delete_cash_flows(names), [list(change.deletes)]))
     if change.rows:
         rows = [r.cash_flow_values(flow) for flow in change.rows]
-        out.append((w.statements.simple("cash_flows", names.cash_flows), [_rows(rows, len(r.CASH_FLOW_COLUMNS))]))
+        out.append((w.statements.simple(tables.CASH_FLOWS, names), [_rows(rows, tables.CASH_FLOWS.width)]))
     return out
 
 
@@ -326,7 +326,7 @@ def _daily(w: Writer, change: c.DailyEquity, now_ns: int) -> list[Statement]:
     names, out = w.names(change.account), list[Statement]()
     if change.rows:
         rows = [r.daily_values(day) for day in change.rows]
-        out.append((w.statements.simple("daily", names.equity_full), [_rows(rows, len(r.DAILY_COLUMNS))]))
+        out.append((w.statements.simple(tables.DAILY_EQUITY, names), [_rows(rows, tables.DAILY_EQUITY.width)]))
     if change.keep_only is not None:  # a full rebuild: every other date goes
         out.append((w.statements.delete_daily_except(names), [list(change.keep_only)]))
     return out
@@ -336,8 +336,8 @@ def _intraday(w: Writer, change: c.IntradayEquity, now_ns: int) -> list[Statemen
     if not change.rows:
         return []
     rows = [r.intraday_values(point) for point in change.rows]
-    return [(w.statements.simple("intraday", w.names(change.account).equity_intraday),
-             [_rows(rows, len(r.INTRADAY_COLUMNS))])]
+    return [(w.statements.simple(tables.INTRADAY_EQUITY, w.names(change.account)),
+             [_rows(rows, tables.INTRADAY_EQUITY.width)])]
 
 
 def _metrics(w: Writer, change: c.MetricsDoc, now_ns: int) -> list[Statement]:
@@ -360,7 +360,7 @@ def _schedule(w: Writer, change: c.MarketSchedule, now_ns: int) -> list[Statemen
         out.append((st.prune_schedule(), [change.prune_before]))
     if change.rows:
         rows = [r.session_values(session) for session in change.rows]
-        out.append((st.simple("schedule", st.shared.market_schedule), [_rows(rows, len(r.SESSION_COLUMNS))]))
+        out.append((st.simple(tables.MARKET_SCHEDULE, st.shared), [_rows(rows, tables.MARKET_SCHEDULE.width)]))
     return out
 
 
@@ -368,14 +368,14 @@ def _prices(w: Writer, change: c.LatestPrices, now_ns: int) -> list[Statement]:
     if not change.rows:
         return []
     rows = [(symbol, price, to_datetime(ts)) for symbol, price, ts in change.rows]
-    return [(w.statements.latest_prices(), [_rows(rows, len(PRICE_COLUMNS))])]
+    return [(w.statements.latest_prices(), [_rows(rows, tables.LATEST_PRICES.width)])]
 
 
 def _bars(w: Writer, change: c.PriceBars, now_ns: int) -> list[Statement]:
     if not change.rows:
         return []
     rows = [(symbol, to_datetime(minute), *ohlcv) for symbol, minute, *ohlcv in change.rows]
-    return [(w.statements.price_bars(), [_rows(rows, len(BAR_COLUMNS))])]
+    return [(w.statements.price_bars(), [_rows(rows, tables.PRICE_BARS.width)])]
 
 
 WriteChange = Callable[["Writer", Any, int], list[Statement]]
