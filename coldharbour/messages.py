@@ -415,6 +415,11 @@ class CorporateActionsPage(Msg, Checked, frozen=True, tag="corp.actions"):
     # Ids of actions published earlier whose legs the broker now lists as ``canceled`` (its
     # documented correction): ``state`` removes them and rebuilds their symbols.
     canceled: tuple[str, ...] = ()
+    # Completeness watermark, as on ``FillsPage``: every action booked after ``complete_after_ns``
+    # up to ``complete_to_ns`` (the read's start) is in this page or was published before.
+    complete_after_ns: int | None = None
+    complete_to_ns: int | None = None
+    is_from_floor: bool = False
 
 
 # --- computed results that ``state`` writes ----------------------------------------------------

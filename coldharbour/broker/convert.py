@@ -576,7 +576,9 @@ def convert_activity(data: object, *, now_ns: int | None = None) -> ConvertedAct
             id=raw.id,
             activity_type=activity_type,
             transaction_time=ts,
-            symbol=raw.symbol.upper() if raw.symbol else None,
+            # a fee in the coin names the pair as positions do (BTCUSD): the mirror's form is BTC/USD
+            symbol=(canonical_symbol(raw.symbol, "crypto") if activity_type == "CFEE" else raw.symbol.upper())
+            if raw.symbol else None,
             side=raw.side,
             qty=qty,
             price=price,
@@ -597,7 +599,7 @@ def convert_activity(data: object, *, now_ns: int | None = None) -> ConvertedAct
 # The codes read, one request each (docs/corporate-actions.md "Reading the legs"): a code the
 # broker refuses as a filter value stops only itself. SSO and SSP (former spin-off and split
 # codes) are returned but refused as filter values; current legs use SPIN and SPLIT.
-CORPORATE_READ: Final = ("CIL", "MA", "NC", "REORG", "SC", "SPIN", "SPLIT")
+CORPORATE_READ: Final = ("CFEE", "CIL", "MA", "NC", "REORG", "SC", "SPIN", "SPLIT")
 
 
 def _activity_fill(raw: RawActivity, record: ActivityRecord, qty: Decimal | None, price: Decimal | None) -> Fill:

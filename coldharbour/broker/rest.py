@@ -269,8 +269,9 @@ class BrokerRest:
     async def position(self, symbol: str) -> Any | None:
         """Return ``GET /v2/positions/{symbol}``, or None when the account holds none (404)."""
         try:
-            # A crypto pair's slash is encoded (BTC%2FUSD): raw, it would be two path segments.
-            return await self.get(f"/positions/{quote(symbol, safe='')}")
+            # A crypto pair in the form the position endpoint accepts and positions carry
+            # (``BTCUSD``: spec.md §8; ``BTC%2FUSD`` is reported to 404 there).
+            return await self.get(f"/positions/{quote(symbol.replace('/', ''), safe='')}")
         except BrokerRefused as e:
             if e.status == 404:
                 return None

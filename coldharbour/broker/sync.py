@@ -343,6 +343,7 @@ class AccountSync:
         reported once, after ``LEG_WINDOW_NS`` (its partner may simply not be listed yet).
         """
         records: list[ActivityRecord] = []
+        read_at = self._clock_ns()
         for code in CORPORATE_READ:
             records += await self._corporate_code(code, after_ns)
         self._show_refused()
@@ -367,17 +368,18 @@ class AccountSync:
         if records:
             self.corporate_cursor_ns = max(self.corporate_cursor_ns or 0, *(r.transaction_time for r in records))
         legs = [r for r in records if self._published_legs.get(r.id) != r.status]
-        if fresh or late or canceled or legs:
-            page = CorporateActionsPage(
-                account=self.slug, actions=tuple(fresh), activities=tuple(legs),
-                problems=tuple(f"{p.id}: {p.reason}" for p in late), canceled=tuple(canceled),
-            )  # fmt: skip
-            self._sink.publish(topic_fills(self.slug), page)
-            self._published_actions |= {a.id for a in fresh}
-            self._published_legs.update({r.id: r.status for r in legs})
-            self._sent_canceled.update(canceled)
-            self.counters["corporate_actions"] += len(fresh)
-            self.counters["corporate_actions_canceled"] += len(canceled)
+        # Sent even empty: the page says how far the actions are complete (absence is not evidence).
+        page = CorporateActionsPage(
+            account=self.slug, actions=tuple(fresh), activities=tuple(legs),
+            problems=tuple(f"{p.id}: {p.reason}" for p in late), canceled=tuple(canceled),
+            complete_after_ns=after_ns, complete_to_ns=read_at, is_from_floor=after_ns <= self._fill_floor_ns,
+        )  # fmt: skip
+        self._sink.publish(topic_fills(self.slug), page)
+        self._published_actions |= {a.id for a in fresh}
+        self._published_legs.update({r.id: r.status for r in legs})
+        self._sent_canceled.update(canceled)
+        self.counters["corporate_actions"] += len(fresh)
+        self.counters["corporate_actions_canceled"] += len(canceled)
         return len(fresh)
 
     async def _corporate_code(self, code: str, after_ns: int) -> list[ActivityRecord]:

@@ -258,6 +258,27 @@ def test_crypto_round_trip_leaves_no_reconciliation_lot_across_three_snapshots(w
     assert [c["qty"] for c in world.closed("BTC/USD")] == [Decimal("0.5")]
 
 
+def test_crypto_fee_in_the_coin_leaves_no_closed_row_and_matches_the_broker(world: World) -> None:
+    """Alpaca charges the fee in the coin received, posted as a CFEE with ``qty`` and
+    ``net_amount`` 0 (account-activities page, NonTradeActivity; positions say ``ETHUSD``)."""
+    recon, recon_rows = world.recon(), world.recon_rows()
+    world.broker.set_prices({"ETH/USD": "3000"})
+    world.buy("ETH/USD", "2", tif=TimeInForce.GTC)
+    [lot] = world.held("ETH/USD", "2")
+    world.snapshots(1)
+
+    world.broker.post_activities([{"activity_type": "CFEE", "symbol": "ETHUSD", "qty": "-0.005", "price": "3000",
+                                   "net_amount": "0", "description": "Coin Pair Transaction Fee"}])  # fmt: skip
+    [after] = world.held("ETH/USD", "1.995")
+    world.snapshots(3)
+
+    broker_qty = world.broker.request("GET", "/v2/positions/ETHUSD").json()["qty"]
+    assert (after["parent_id"], after["buy_value"], Decimal(broker_qty)) == (lot["parent_id"], lot["buy_value"],
+                                                                            Decimal("1.995"))
+    assert world.closed("ETH/USD") == []
+    assert (world.recon(), world.recon_rows()) == (recon, recon_rows)
+
+
 def test_fills_without_execution_id_are_booked_exactly_once(world: World) -> None:
     recon = world.recon()
     world.broker.configure(omit_execution_id=True)

@@ -40,6 +40,7 @@ from alpaca.data.timeframe import TimeFrame
 from playwright.sync_api import Browser, Page, expect
 
 from coldharbour.cli import main
+from coldharbour.cli import report as cli_report
 from coldharbour.config import Dsn, Settings
 from coldharbour.db.names import AccountNames, account_names
 from coldharbour.domain.equity import build_daily_curve
@@ -239,11 +240,15 @@ def test_chmgr_report_writes_the_same_numbers_as_a_self_contained_file(
     environ = make_environ(report_settings.dsn, run_dir, ALPACA_BASE_URL_DEMO=broker.base_url)
     for key, value in environ.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setattr(cli_report, "PROGRESS_AFTER_S", 0.0)  # any read "takes longer": the line shows
     html = out_dir / "report.html"
 
     code = main(["report", "demo", "--html", str(html), "--csv", str(out_dir / "csv")])
 
-    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert printed.err.startswith("chmgr report: reading demo: daily equity, closed trades, SPY bars")
+    assert "demo-secret" not in printed.err + printed.out
     page = html.read_text()
     assert "/static/" not in page
     assert not re.search(r"""(src|href)=["']?(https?:|/)""", page)  # nothing to fetch
