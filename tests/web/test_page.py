@@ -12,6 +12,7 @@ import re
 from datetime import date
 from decimal import Decimal
 
+import requests
 from playwright.sync_api import Dialog, Page, Route, expect
 
 from coldharbour.sim.postgres import PgCluster
@@ -187,3 +188,13 @@ def test_page_failed_refetch_is_shown_and_retried(page: Page, dashboard: Dashboa
     expect(_lot_row(page, "lot-late").locator("[data-col=mkt_px]")).to_have_text("150.5")
     expect(page.locator('[data-testid=alerts] [data-alert="refetch:lot-late"]')).to_have_count(0)
     assert len(failures) == 2
+
+
+def test_page_banner_shows_the_health_causes_in_status_words(page: Page, dashboard: Dashboard) -> None:
+    """No supervisord runs here: the health model's cause is that, and the banner says it."""
+    _open(page, dashboard)
+    status = requests.get(f"{dashboard.url}/api/status", timeout=10).json()
+
+    assert status["working"] is False
+    assert status["alerts"][0].startswith("supervisord: ")
+    expect(page.locator('[data-testid=alerts] [data-alert="health:0"]')).to_have_text(status["alerts"][0])

@@ -300,8 +300,18 @@
     setClass(badge, "badge " + text);
   }
 
+  // The stack's causes, in `chmgr status`'s words (the health model's lines), lead the banner.
+  function onHealth(lines) {
+    for (const key of Array.from(view.alerts.keys())) if (key.startsWith("health:")) view.alerts.delete(key);
+    const fresh = new Map();
+    (lines || []).forEach((line, i) => fresh.set("health:" + i, String(line)));
+    view.alerts = new Map([...fresh, ...view.alerts]);
+    renderAlerts();
+  }
+
   function onStatus(status) {
     if (!status) return;
+    onHealth(status.alerts);
     const phase = $("phase");
     phase.textContent = status.phase ? "market " + status.phase : "market —";
     const list = $("programs");
