@@ -10,9 +10,10 @@ The canonical stored forms (what a fill or an order reads back as: ``canonical_f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, Final, cast
 
 import msgspec
@@ -70,15 +71,34 @@ def _ns(value: datetime | None) -> int | None:
 # -- open positions ----------------------------------------------------------------------------
 
 
+_SHAPES: dict[str, tuple[Callable[[Any], tuple[object, ...]], tuple[int, ...]]] = {}
+
+
+def row_of(spec: tables.TableSpec, value: object) -> tuple[object, ...]:
+    """Return ``value`` as a row of ``spec``: each column is ``value``'s attribute of that name.
+
+    A ``timestamptz`` column given in UTC ns becomes a datetime (``_time``). The tables whose
+    domain value names its fields as the columns (open rows, closed slices, intraday points,
+    sessions, cash flows) need no other code: a new column is a new field and its description.
+    """
+    shape = _SHAPES.get(spec.names_field)
+    if shape is None:
+        times = tuple(i for i, kind in enumerate(spec.types) if kind == "timestamptz")
+        shape = _SHAPES[spec.names_field] = (attrgetter(*spec.names), times)
+    get, times = shape
+    values = get(value)
+    if not times:
+        return values
+    row = list(values)
+    for i in times:
+        if row[i].__class__ is int:
+            row[i] = _time(row[i])  # type: ignore[arg-type]
+    return tuple(row)
+
+
 def open_row_values(row: OpenRow) -> tuple[object, ...]:
     """Return the ``POSITION_COLUMNS`` values of ``row``."""
-    return (
-        row.parent_id, row.symbol, row.side, _TIMES.get(row.filled_at) or _time(row.filled_at), row.qty, row.avg_fill,
-        row.avg_px_symbol, row.sl_child, row.sl_px, row.tp_child, row.tp_px, row.mkt_px,
-        row.bar_px, _dt(row.bar_ts), row.moved_flag, row.buy_value, row.holding_days,
-        row.days_to_expire, row.mkt_value, row.profit_loss, row.profit_loss_lot,
-        row.tp_sl_reach_pct, _TIMES.get(row.updated_at) or _time(row.updated_at),
-    )  # fmt: skip
+    return row_of(tables.POSITIONS, row)
 
 
 def open_row_json(row: OpenRow) -> dict[str, object]:
@@ -105,12 +125,7 @@ def open_row_from_values(values: tuple[Any, ...]) -> OpenRow:
 
 def closed_values(found: ClosedSlice) -> tuple[object, ...]:
     """Return the ``CLOSED_COLUMNS`` values of a slice."""
-    return (
-        found.entry_lot_id, found.exit_order_id, found.exit_parent_id, found.symbol, found.side,
-        found.qty, _time(found.entry_time), found.entry_price, _time(found.exit_time),
-        found.exit_price, found.exit_type, found.pnl_cash, found.pnl_cash_fifo, found.diff_pnl,
-        found.pnl_pct, found.return_pct, Decimal(found.duration_sec),
-    )  # fmt: skip
+    return row_of(tables.CLOSED, found)
 
 
 def closed_json(found: ClosedSlice) -> dict[str, object]:
@@ -287,7 +302,7 @@ def activity_from_values(values: tuple[Any, ...]) -> ActivityRecord:
 
 def cash_flow_values(flow: CashFlow) -> tuple[object, ...]:
     """Return the ``CASH_FLOW_COLUMNS`` values of a cash flow."""
-    return (flow.id, flow.ts, flow.amount, flow.type, str(flow.category), flow.description)
+    return row_of(tables.CASH_FLOWS, flow)
 
 
 def daily_values(row: DailyRow) -> tuple[object, ...]:
@@ -304,13 +319,12 @@ def daily_values(row: DailyRow) -> tuple[object, ...]:
 
 def intraday_values(point: IntradayPoint) -> tuple[object, ...]:
     """Return the ``INTRADAY_COLUMNS`` values of an intraday equity point."""
-    return (point.ts, point.deposit, point.cumulative_return, point.drawdown, point.realised_return)
+    return row_of(tables.INTRADAY_EQUITY, point)
 
 
 def session_values(session: Session) -> tuple[object, ...]:
     """Return the ``SESSION_COLUMNS`` values of a market session."""
-    return (session.session_date, session.pre_open_utc, session.open_utc, session.close_utc,
-            session.post_close_utc)  # fmt: skip
+    return row_of(tables.MARKET_SCHEDULE, session)
 
 
 def columns_of(rows: list[tuple[object, ...]], width: int) -> list[list[object]]:
