@@ -15,7 +15,14 @@ from decimal import Decimal
 
 from coldharbour.domain import changes as ch
 from coldharbour.domain.types import BrokerPosition
-from coldharbour.messages import LedgerCheckRequested, OrderUpdated, ResyncRequested, SnapshotTaken
+from coldharbour.messages import (
+    AccountChanged,
+    LedgerCheckRequested,
+    OrderUpdated,
+    ResyncRequested,
+    SnapshotTaken,
+    topic_state,
+)
 from coldharbour.mirror import FlushDue
 from tests.mirror.support import NOW, T0, DictStore, Driver, Store, fill, of_kind, order
 
@@ -135,3 +142,23 @@ def test_owner_start_swaps_the_converged_rows() -> None:
     assert started is True
     assert set(restarted.mirror.accounts["demo"].rows) == set(account.rows)
     assert set(store.tables.open) == set(account.rows)
+
+
+def test_owner_announces_what_a_commit_changed_per_account_after_the_commit() -> None:
+    driver, _ = _driver({})
+
+    driver.feed(_fill_event())
+
+    changed = [m for topic, m in driver.outbox.sent if topic == topic_state("demo") and isinstance(m, AccountChanged)]
+    assert len(changed) == 1
+    assert {"open_rows", "orders"} <= set(changed[0].kinds)
+
+
+def test_owner_announces_nothing_for_a_commit_that_failed_or_a_mark_flush() -> None:
+    driver, _ = _driver({0: ch.CommitOutcome.FAILED})
+    driver.feed(_fill_event())
+
+    assert not [m for _, m in driver.outbox.sent if isinstance(m, AccountChanged)]
+    assert ch.changed_kinds([ch.OpenRows(account="demo", deletes=("p",), announce=False),
+                             ch.ClosedSlices(account="demo"),
+                             ch.CashFlows(account="paper_1", deletes=("f",))]) == {"paper_1": ("cash_flows",)}
