@@ -24,7 +24,7 @@ from coldharbour.messages import (
     topic_state,
 )
 from coldharbour.mirror import FlushDue
-from tests.mirror.support import NOW, T0, DictStore, Driver, Store, fill, of_kind, order
+from tests.mirror.support import NOW, T0, DictStore, Driver, Store, bracket, fill, history_complete, of_kind, order
 
 
 class ScriptedStore(DictStore):
@@ -162,3 +162,22 @@ def test_owner_announces_nothing_for_a_commit_that_failed_or_a_mark_flush() -> N
     assert ch.changed_kinds([ch.OpenRows(account="demo", deletes=("p",), announce=False),
                              ch.ClosedSlices(account="demo"),
                              ch.CashFlows(account="paper_1", deletes=("f",))]) == {"paper_1": ("cash_flows",)}
+
+
+def test_owner_a_snapshot_that_finds_nothing_new_commits_and_announces_nothing() -> None:
+    driver = Driver()
+    entry, take, stop = bracket("A")
+    execution = str(uuid.uuid5(uuid.NAMESPACE_URL, "execution-snapshot"))
+    filled = OrderUpdated(account="demo", event="fill", order=entry, fill=fill("A", execution=execution))
+    driver.feed(*history_complete(T0), ("trade.demo", filled))
+    position = BrokerPosition(symbol="AAPL", qty=Decimal(10), avg_entry_price=Decimal(100))
+    snapshot = SnapshotTaken(account="demo", taken_at=NOW, positions=(position,), open_orders=(take, stop),
+                             cash=Decimal(1000))
+    first = driver.feed(("snap.demo", snapshot))
+    sent = len(driver.outbox.sent)
+
+    again = [driver.feed(("snap.demo", snapshot), now=NOW + i) for i in (1, 2)]
+
+    assert driver.changes(first)  # the first one wrote the legs' raw orders
+    assert [driver.changes(plans) for plans in again] == [[], []]
+    assert not [m for _, m in driver.outbox.sent[sent:] if isinstance(m, AccountChanged)]
