@@ -190,9 +190,10 @@ class AccountSync:
         await self._publish_corporate(after_ns=max(self._fill_floor_ns, corporate_after - CORPORATE_OVERLAP_NS))
         if isinstance(figures, Rejected):
             self._reject("account", figures)
-            cash = equity = None
+            cash = equity = buying_power = last_equity = None
         else:
             cash, equity = figures.cash, figures.equity
+            buying_power, last_equity = figures.buying_power, figures.last_equity
         self._open_families = live
         self._stream_final &= live.keys()  # a report about an order still listed open stays useful
         if unknown is None:  # a position without a usable symbol: nothing unlisted is known flat
@@ -209,6 +210,8 @@ class AccountSync:
             equity=equity,
             reason=reason,
             unknown_symbols=unknown,
+            buying_power=buying_power,
+            last_equity=last_equity,
         )
         self._sink.publish(topic_snapshot(self.slug), snapshot)
         self.counters["snapshots"] += 1
