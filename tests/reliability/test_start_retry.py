@@ -53,7 +53,7 @@ async def test_retry_stops_on_stop_and_never_retries_a_schema_refusal() -> None:
         calls += 1
         raise SchemaError("schema newer than this code")
 
-    with pytest.raises(SchemaError):
+    with pytest.raises(SchemaError, match="schema newer than this code"):
         await retry_database(newer_schema, stop, what="schema migration")
     assert calls == 1
 
