@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -185,10 +184,7 @@ async def test_rest_hung_broker_hits_the_deadline() -> None:
     account = AccountSettings(
         name="x", slug="x", api_key=Secret("k"), secret_key=Secret("s"), base_url=f"http://127.0.0.1:{port}"
     )
-    started = time.monotonic()
     async with server, aiohttp.ClientSession() as session:
         rest = BrokerRest(account, session, Counter(), deadline_s=0.1)
         with pytest.raises(BrokerError, match="no answer within"):
-            await rest.account()
-
-    assert time.monotonic() - started < 5
+            await rest.account()  # the silent server never answers: only the deadline ends the call

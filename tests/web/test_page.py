@@ -12,12 +12,15 @@ import re
 from datetime import date
 from decimal import Decimal
 
+import pytest
 from playwright.sync_api import Dialog, Page, expect
 
 from coldharbour.sim.postgres import PgCluster
 from tests.support import wait_for
 from tests.web.server import Dashboard
 from tests.web.tables import Tables, closed_slice, lot
+
+pytestmark = pytest.mark.integration  # a real chromium: the full tier (docs/testing.md)
 
 POSITIONS = "[data-testid=positions]"
 HOSTILE = "<img src=x onerror=alert(1)>"
