@@ -232,9 +232,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     bus_in: str = ""
     bus_out: str = ""
     zmq_sip_stream_endpoint: str = "tcp://127.0.0.1:5558"
-    # Where `prices` gets trades: the ZMQ feed above, or Alpaca's market-data stream (one
-    # connection with the first account's keys). Not set: "zmq" if ZMQ_SIP_STREAM_ENDPOINT is.
-    price_source: Annotated[str, msgspec.Meta(pattern=r"^(zmq|alpaca)$")] = "alpaca"
+    # Where `prices` gets trades: the ZMQ feed above; "alpaca": market-data REST snapshots of the
+    # symbols in play every PRICE_POLL_S (the first account's keys; the key's one stream
+    # connection is left to the trader); "alpaca-stream": Alpaca's market-data WebSocket (REST
+    # while the key's connection is taken, 406). Not set: "zmq" if ZMQ_SIP_STREAM_ENDPOINT is.
+    price_source: Annotated[str, msgspec.Meta(pattern=r"^(zmq|alpaca|alpaca-stream)$")] = "alpaca"
+    # The market-data REST host; empty: Alpaca's for Alpaca trading hosts, else the trading origin.
+    alpaca_data_url: Annotated[str, msgspec.Meta(pattern=r"^(https?://[^/\s]+/?)?$")] = ""
+    price_poll_s: PositiveSeconds = 3.0
+    # Requests a minute per API key, over every program (Alpaca allows 200 on each API, more on
+    # some plans): trading REST, and market-data REST (docs/broker-budget.md).
+    alpaca_rest_budget_per_min: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 40
+    alpaca_data_budget_per_min: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 40
     alpaca_data_stream_url: WsUrl = "wss://stream.data.alpaca.markets/v2/iex"
     alpaca_crypto_stream_url: WsUrl = "wss://stream.data.alpaca.markets/v1beta3/crypto/us"
     alpaca_data_max_symbols: PositiveInt = 30  # the free plan's cap on trade subscriptions
@@ -278,6 +287,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # The dashboard (`web`): where it listens; any non-loopback bind requires the token.
     web_bind: Annotated[str, msgspec.Meta(pattern=r"^\[?[0-9A-Za-z.:_-]+\]?:\d{1,5}$")] = "127.0.0.1:8765"
     web_token: Secret = Secret("")
+    # The report's benchmark: its daily bars from the broker's data API (docs/report.md).
+    report_benchmark: Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9.]{0,9}$")] = "SPY"
     accounts: tuple[AccountSettings, ...] = ()
     # Accounts listed but not runnable (missing credential), with the reason: the others run.
     disabled_accounts: tuple[tuple[str, str], ...] = ()

@@ -28,6 +28,7 @@ from coldharbour.domain.cashflows import CashFlow
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.money import MAX_ABS
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.schedule import Session
 from coldharbour.domain.types import BrokerPosition, Fill, Order
 
@@ -317,28 +318,6 @@ class TickBatch(Msg, frozen=True, tag="px.batch"):
 # --- broker inputs (reports and snapshots) -----------------------------------------------------
 
 
-class ActivityRecord(Checked, frozen=True, kw_only=True):
-    """One account activity as stored in ``raw_activities_<slug>`` (fills and cash activities).
-
-    ``transaction_time`` is UTC ns; ``raw_json`` is the broker's JSON text, kept verbatim.
-    """
-
-    id: str
-    activity_type: str
-    transaction_time: int
-    symbol: str | None = None
-    side: str | None = None
-    qty: Decimal | None = None
-    price: Decimal | None = None
-    net_amount: Decimal | None = None
-    execution_id: str | None = None
-    order_id: str | None = None
-    raw_json: str = "{}"
-    # The broker's ``status`` (``executed``, ``correct``, ``canceled``): a known id seen again
-    # with ``canceled`` or a new amount is a correction (SPEC §8); a canceled FILL is a bust.
-    status: str | None = None
-
-
 class OrderUpdated(Msg, Checked, frozen=True, tag="trade.update"):
     """A trade_updates event: the order's new version and, for fills, the execution.
 
@@ -360,6 +339,10 @@ class SnapshotTaken(Msg, Checked, frozen=True, tag="snap"):
 
     ``symbols`` empty means a full snapshot (every symbol the broker does not list is flat);
     otherwise only those symbols were pulled (e.g. the WAC refresh after a fill).
+    ``unknown_symbols``: symbols the broker listed whose position could not be converted (a
+    booked field refused). They are neither flat nor known: ``state`` keeps their lots as they
+    are and does not reconcile them until a snapshot lists them convertibly (absence is not
+    evidence).
     """
 
     account: str
@@ -371,6 +354,7 @@ class SnapshotTaken(Msg, Checked, frozen=True, tag="snap"):
     equity: Decimal | None = None
     symbols: tuple[str, ...] = ()
     reason: str = "periodic"
+    unknown_symbols: tuple[str, ...] = ()
 
 
 class OrdersPage(Msg, Checked, frozen=True, tag="orders.page"):
@@ -576,3 +560,4 @@ PREFIX_HEARTBEAT: Final = "hb."
 PREFIX_TICK: Final = "px."
 TOPIC_TICKS: Final = "px.batch"  # lower case: never a feed symbol (they are upper-cased)
 PREFIX_RESYNC: Final = "cmd.resync."
+PREFIX_TRADE: Final = "trade."

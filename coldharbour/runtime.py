@@ -15,6 +15,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import gc
 import logging
 import os
 import signal
@@ -138,6 +141,51 @@ class WorkerContext:
 
 AMain = Callable[[config.Settings, WorkerContext, asyncio.Event], Awaitable[None]]
 
+# -- "state is ready": no one-shot message is lost to a late subscriber ---------------------------
+#
+# ``state`` subscribes to the bus only after its load; what a producer published before that
+# (a schedule, an equity rebuild, unstored activities) reached no one. Once ``state`` reads the
+# bus it puts its instance (start time, ns) in its heartbeat's ``details[READY_DETAIL]``; the
+# heartbeat repeats every second, so a producer that starts or subscribes late still sees it.
+# ``watch_state_ready`` calls a producer's ``on_ready`` once per new instance, and the producer
+# re-sends its current document (``docs/startup.md``).
+STATE_PROGRAM: Final = "state"
+READY_DETAIL: Final = "ready"
+
+
+def announce_ready(ctx: WorkerContext, instance_ns: int) -> None:
+    """Say in every heartbeat from now on that this ``state`` instance reads the bus."""
+    ctx.details[READY_DETAIL] = str(instance_ns)
+    log.info("ready: reading the bus instance=%d", instance_ns)
+
+
+ReadyHandler = Callable[[int], None]  # called with the instance (``state``'s start, UTC ns)
+
+
+async def _watch_ready(ctx: WorkerContext, on_ready: ReadyHandler) -> None:
+    subscriber = ctx.subscriber([topic_heartbeat(STATE_PROGRAM)])
+    seen: str | None = None
+    try:
+        while True:
+            _, message = await subscriber.recv()
+            if not isinstance(message, Heartbeat) or message.program != STATE_PROGRAM:
+                continue
+            instance = message.details.get(READY_DETAIL)
+            if instance and instance != seen and instance.isdigit():
+                seen = instance
+                ctx.counters["state_ready_seen"] += 1
+                log.info("state ready instance=%s: re-sending the current documents", instance)
+                on_ready(int(instance))
+    finally:
+        subscriber.close()
+
+
+def watch_state_ready(ctx: WorkerContext, on_ready: ReadyHandler) -> asyncio.Task[None]:
+    """Run ``on_ready(instance_ns)`` once per ``state`` instance that announces it is ready; cancel to stop."""
+    task = asyncio.create_task(_watch_ready(ctx, on_ready), name=f"{ctx.program}-state-ready")
+    task.add_done_callback(log_task_exception)
+    return task
+
 
 async def heartbeat_loop(ctx: WorkerContext, stop: asyncio.Event, interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
     """Publish ``hb.<program>`` every ``interval_s`` until ``stop`` is set (and once at stop)."""
@@ -213,3 +261,10 @@ def log_task_exception(task: asyncio.Task[object]) -> None:
     error = task.exception()
     if error is not None:
         log.error("task failed name=%s", task.get_name(), exc_info=error)
+
+
+def return_memory() -> None:
+    """Give garbage back to the system after a peak (``state``'s start-up load and convergence)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import http.client
 import socket
-import time
 import xmlrpc.client
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 
 from coldharbour.config import PROJECT_ROOT
 from coldharbour.errors import SupervisorError
+from coldharbour.retry import poll_until
 
 CONFIG_TEMPLATE: Final = PROJECT_ROOT / "supervisord.conf"
 # How supervisord.conf names its run directory: the project root's run/.
@@ -141,19 +141,20 @@ class SupervisorClient:
     def wait_running(self, names: Iterable[str], timeout_s: float = CONTROL_TIMEOUT_S) -> None:
         """Wait until every program in ``names`` is RUNNING; raise naming the ones that gave up."""
         wanted = set(names)
-        deadline = time.monotonic() + timeout_s
-        while True:
+        waiting: list[str] = []
+
+        def all_running() -> bool:
             infos = {info.name: info for info in self.info() if info.name in wanted}
             failed = [info for info in infos.values() if info.state in GAVE_UP_STATES]
             if failed:
                 detail = "; ".join(f"{info.name} is {info.state}, see {info.log_path}" for info in failed)
                 raise SupervisorError(f"programs failed to start: {detail}")
-            waiting = sorted(name for name in wanted if infos.get(name) is None or infos[name].state != "RUNNING")
-            if not waiting:
-                return
-            if time.monotonic() >= deadline:
-                raise SupervisorError(f"programs not running after {timeout_s:.0f} s: {', '.join(waiting)}")
-            time.sleep(0.2)  # poll: supervisord counts a program as started after its startsecs
+            waiting[:] = sorted(name for name in wanted if infos.get(name) is None or infos[name].state != "RUNNING")
+            return not waiting
+
+        # Polled: supervisord counts a program as started only after its startsecs.
+        if not poll_until(all_running, timeout_s, interval_s=0.2):
+            raise SupervisorError(f"programs not running after {timeout_s:.0f} s: {', '.join(waiting)}")
 
     def states(self) -> dict[str, str]:
         """Return {program: state name} for every program supervisord knows."""
@@ -191,14 +192,15 @@ class SupervisorClient:
 
     def wait_gone(self, timeout_s: float) -> bool:
         """Return True once nothing answers on the socket any more, False at the deadline."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def gone() -> bool:
             try:
                 self._call("getPID", timeout_s=1.0)
             except (OSError, SupervisorError, xmlrpc.client.Error):
                 return True
-            time.sleep(0.1)  # poll: supervisord stops its programs one by one
-        return False
+            return False
+
+        return poll_until(gone, timeout_s)  # polled: supervisord stops its programs one by one
 
     # --- internals ------------------------------------------------------------------------
 

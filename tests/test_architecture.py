@@ -17,6 +17,7 @@ WRITER_MODULES = ("coldharbour.db.writer", "coldharbour.db.upserts", "coldharbou
 # The state program and the modules that make up its write path.
 WRITER_ALLOWED_PREFIXES = (
     "workers.state", "coldharbour.mirror", "coldharbour.db.upserts", "coldharbour.db.rows", "coldharbour.db.writer",
+    "coldharbour.db.store",
 )  # fmt: skip
 
 
@@ -91,7 +92,8 @@ def test_no_util_modules() -> None:
 
 
 MIRROR_FORBIDDEN = ("psycopg", "coldharbour.db.writer", "coldharbour.db.upserts", "coldharbour.db.notify",
-                    "coldharbour.db.loads", "coldharbour.db.connect")
+                    "coldharbour.db.loads", "coldharbour.db.connect", "coldharbour.db.names", "coldharbour.db.store",
+                    "coldharbour.db.ownership", "coldharbour.db.schema")
 
 
 @pytest.mark.parametrize("path", _sources("coldharbour/mirror"), ids=lambda p: p.name)

@@ -464,3 +464,33 @@ def test_status_prices_line_shows_source_subscriptions_and_newest_tick_age() -> 
         "source alpaca · subscribed 7 (AAPL, AMD, MSFT, NVDA, TSLA, …) · unpriced 2 · newest tick 2.5 s ago"
     )
     assert describe_prices(quiet, now_ns) == "source zmq · no tick yet"
+
+
+def test_status_budget_lines_show_each_keys_requests_of_the_last_minute() -> None:
+    from coldharbour.cli.status import describe_budgets
+    from coldharbour.messages import Heartbeat
+
+    snapshot = Heartbeat(
+        program="snapshot", pid=1, uptime_s=1.0,
+        counters={"rest_last_min.demo": 12, "rest_budget.demo": 40, "rest_limited.demo": 1, "snapshots": 3},
+    )  # fmt: skip
+    prices = Heartbeat(
+        program="prices", pid=2, uptime_s=1.0,
+        counters={"data_last_min.demo": 20, "data_budget.demo": 40, "data_limited.demo": 0},
+    )  # fmt: skip
+
+    assert describe_budgets({"snapshot": snapshot, "prices": prices}) == [
+        "key of demo: trading 12/40 a minute, 1 × 429 · market data 20/40 a minute, 0 × 429"
+    ]
+    assert describe_budgets({}) == []
+
+
+def test_cli_positions_escapes_control_characters_of_a_symbol(migrated_dsn: Dsn, run_dir: Path) -> None:
+    _insert_position(migrated_dsn, "EVIL\x1b]0;pwned\x07[red]X", "1", "1.00")
+
+    result = chmgr("positions", env=make_environ(migrated_dsn, run_dir))
+
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    assert "\x07" not in result.stdout
+    assert "EVIL\\x1b]0;pwned\\x07[red]X" in result.stdout  # shown, and "[red]" not read as markup

@@ -212,7 +212,8 @@ def test_price_source_defaults_to_zmq_only_when_the_feed_endpoint_is_set(environ
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("PRICE_SOURCE", "kafka", "PRICE_SOURCE: expected text matching regex '^(zmq|alpaca)$', found 'kafka'"),
+        ("PRICE_SOURCE", "kafka",
+         "PRICE_SOURCE: expected text matching regex '^(zmq|alpaca|alpaca-stream)$', found 'kafka'"),
         ("ALPACA_DATA_STREAM_URL", "https://x", "ALPACA_DATA_STREAM_URL: expected text matching regex"),
         ("ALPACA_DATA_MAX_SYMBOLS", "0", "ALPACA_DATA_MAX_SYMBOLS: expected a whole number >= 1, found '0'"),
     ],

@@ -18,6 +18,7 @@ from coldharbour.domain.cashflows import CashFlow, Category
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.money import MAX_ABS
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.schedule import Session
 from coldharbour.domain.types import BrokerPosition, Fill, Order
 
@@ -30,7 +31,7 @@ ORDER = Order(
 FILL = Fill(
     order_id=ORDER.id, symbol="AAPL", side="buy", qty=Decimal("10"), price=Decimal("187.25"), ts=3, execution_id="e1"
 )
-ACTIVITY = m.ActivityRecord(id="20260302::x", activity_type="DIV", transaction_time=5, net_amount=Decimal("2.40"))
+ACTIVITY = ActivityRecord(id="20260302::x", activity_type="DIV", transaction_time=5, net_amount=Decimal("2.40"))
 
 
 def _every_message() -> list[m.Msg]:

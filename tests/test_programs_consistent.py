@@ -1,8 +1,8 @@
 """One name per program everywhere (STYLE.md §2.2 rule 1), and the README keeps up with the code.
 
 ``runtime.PROGRAMS`` == the ``[program:x]`` sections of ``supervisord.conf`` (same order: it is
-the start order) == the ``workers/x.py`` modules; the conf follows STYLE.md §2.12; the README's
-configuration table names every setting and shows the exact test command ``.ci/run`` runs.
+the start order) == the ``workers/x.py`` modules; the conf follows STYLE.md §2.12; ``docs/operations.md``
+names every setting and ``chmgr`` command; the README shows the exact test command ``.ci/run`` runs.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from workers.state import FINAL_FLUSH_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+OPERATIONS = ROOT / "docs" / "operations.md"
 TEST_COMMAND = "python3 -m venv .venv && .venv/bin/pip install -e '.[test]'\n.venv/bin/pytest"
 
 
@@ -116,11 +117,11 @@ def test_programs_cli_entry_point_resolves() -> None:
     assert callable(module.main)
 
 
-# --- README -----------------------------------------------------------------------------------
+# --- README and docs/operations.md -----------------------------------------------------------------------------------
 
 
-def test_readme_configuration_table_names_every_setting() -> None:
-    text = README.read_text()
+def test_operations_configuration_table_names_every_setting() -> None:
+    text = OPERATIONS.read_text()
     names = [*config.ENV_NAMES.values(), "CHMGR_ACCOUNTS", "CHMGR_CONFIG"]
     per_account = [
         "ALPACA_API_KEY_<NAME>",
@@ -142,8 +143,8 @@ def test_readme_shows_the_exact_test_command_under_run_the_tests() -> None:
     assert f"```\n{TEST_COMMAND}\n```" in section or f"```sh\n{TEST_COMMAND}\n```" in section
 
 
-def test_readme_chmgr_reference_names_every_command() -> None:
-    text = README.read_text()
+def test_operations_chmgr_reference_names_every_command() -> None:
+    text = OPERATIONS.read_text()
 
     for command in (
         "status",

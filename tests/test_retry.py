@@ -1,4 +1,4 @@
-"""The one backoff policy, stoppable sleep and task supervisor (``coldharbour.retry``).
+"""The one backoff policy, stoppable waits, retry, reconnect and task supervisor (``coldharbour.retry``).
 
 Time is ours: the backoff draws from a ``random.Random`` we pick the answers of, and the
 supervisor sleeps and reads the time through a fake clock that only moves when it is slept on.
@@ -13,7 +13,19 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from coldharbour.retry import MAX_CONSECUTIVE_CRASHES, Backoff, sleep_or_stop, supervise
+from coldharbour.retry import (
+    MAX_CONSECUTIVE_CRASHES,
+    Backoff,
+    RetryStopped,
+    Session,
+    keep_connected,
+    poll_until,
+    retry,
+    sleep_or_stop,
+    supervise,
+    until_stopped,
+    wait_any,
+)
 
 
 class EdgeRandom(random.Random):
@@ -104,6 +116,225 @@ async def test_sleep_or_stop_already_stopped_does_not_wait() -> None:
     stop.set()
 
     assert await asyncio.wait_for(sleep_or_stop(stop, 3600.0), 5) is True
+
+
+@pytest.mark.asyncio
+async def test_wait_any_returns_true_when_the_second_event_is_set() -> None:
+    first, second = asyncio.Event(), asyncio.Event()
+    waiter = asyncio.create_task(wait_any(3600.0, first, second))
+    await asyncio.sleep(0)
+    still_waiting = not waiter.done()
+
+    second.set()
+
+    assert still_waiting
+    assert await asyncio.wait_for(waiter, 5) is True
+    assert not first.is_set()
+
+
+@pytest.mark.asyncio
+async def test_wait_any_returns_false_after_the_timeout_and_leaves_no_waiter_behind() -> None:
+    event = asyncio.Event()
+    before = len(asyncio.all_tasks())
+
+    assert await wait_any(0.0, event) is False
+    assert len(asyncio.all_tasks()) == before
+
+
+@pytest.mark.asyncio
+async def test_wait_any_without_a_timeout_waits_for_an_event_only() -> None:
+    event = asyncio.Event()
+    waiter = asyncio.create_task(wait_any(None, event))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    still_waiting = not waiter.done()
+
+    event.set()
+
+    assert still_waiting
+    assert await asyncio.wait_for(waiter, 5) is True
+
+
+def test_poll_until_checks_until_ready_and_sleeps_between_checks() -> None:
+    answers = iter([False, False, True])
+    slept: list[float] = []
+
+    ready = poll_until(lambda: next(answers), 10.0, interval_s=0.5, monotonic=lambda: 0.0, sleep=slept.append)
+
+    assert ready is True
+    assert slept == [0.5, 0.5]
+
+
+def test_poll_until_gives_up_at_the_deadline() -> None:
+    now = [0.0]
+    checks = 0
+
+    def never() -> bool:
+        nonlocal checks
+        checks += 1
+        return False
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    ready = poll_until(never, 1.0, interval_s=0.25, monotonic=lambda: now[0], sleep=sleep)
+
+    assert ready is False
+    assert checks == 5  # at 0, 0.25, 0.5, 0.75 and once more at the deadline
+    assert now[0] == 1.0
+
+
+@pytest.mark.asyncio
+async def test_until_stopped_returns_true_when_the_work_completes() -> None:
+    async def work() -> str:
+        return "done"
+
+    assert await until_stopped(work(), asyncio.Event()) is True
+
+
+@pytest.mark.asyncio
+async def test_until_stopped_cancels_the_work_when_stopped_first() -> None:
+    stop = asyncio.Event()
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    runner = asyncio.create_task(until_stopped(forever(), stop))
+    await asyncio.wait_for(started.wait(), 5)
+    stop.set()
+
+    assert await asyncio.wait_for(runner, 5) is False
+    assert cancelled.is_set()
+
+
+@pytest.mark.asyncio
+async def test_until_stopped_raises_the_works_own_error() -> None:
+    async def broken() -> None:
+        raise ValueError("job failed: account paper")
+
+    with pytest.raises(ValueError, match="job failed: account paper"):
+        await until_stopped(broken(), asyncio.Event())
+
+
+class Flaky:
+    """Fails with the given errors in turn, then answers ``"ok"``."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+        self.called = asyncio.Event()
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        self.called.set()
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+
+@pytest.mark.asyncio
+async def test_retry_waits_the_backoff_after_each_accepted_failure_then_returns() -> None:
+    clock = FakeClock()
+    attempt = Flaky(ConnectionError("down"), ConnectionError("still down"))
+    backoff = Backoff(1.0, 60.0, rng=EdgeRandom(high=True))
+    seen: list[tuple[str, int, float]] = []
+
+    result = await retry(attempt, stop=asyncio.Event(), backoff=backoff, sleep=clock.sleep,
+                         retry_if=lambda e: isinstance(e, ConnectionError),
+                         on_retry=lambda e, n, delay: seen.append((str(e), n, delay)))  # fmt: skip
+
+    assert result == "ok"
+    assert attempt.calls == 3
+    assert clock.sleeps == [1.0, 2.0]
+    assert seen == [("down", 1, 1.0), ("still down", 2, 2.0)]
+    assert backoff.attempts == 2
+
+
+@pytest.mark.asyncio
+async def test_retry_caps_each_delay_at_max_delay() -> None:
+    clock = FakeClock()
+    attempt = Flaky(*(ConnectionError("down") for _ in range(4)))
+
+    await retry(attempt, stop=asyncio.Event(), backoff=Backoff(1.0, 60.0, rng=EdgeRandom(high=True)),
+                retry_if=lambda e: True, max_delay_s=3.0, sleep=clock.sleep)  # fmt: skip
+
+    assert clock.sleeps == [1.0, 2.0, 3.0, 3.0]
+
+
+@pytest.mark.asyncio
+async def test_retry_raises_a_failure_it_does_not_accept_at_once() -> None:
+    clock = FakeClock()
+    attempt = Flaky(ValueError("schema newer than this code"))
+
+    with pytest.raises(ValueError, match="schema newer than this code"):
+        await retry(attempt, stop=asyncio.Event(), backoff=Backoff(1.0, 60.0),
+                    retry_if=lambda e: isinstance(e, ConnectionError), sleep=clock.sleep)  # fmt: skip
+    assert attempt.calls == 1
+    assert clock.sleeps == []
+
+
+@pytest.mark.asyncio
+async def test_retry_stopped_during_the_wait_raises_retry_stopped_with_the_last_failure() -> None:
+    stop = asyncio.Event()
+    attempt = Flaky(ConnectionError("down"), ConnectionError("never tried"))
+    task = asyncio.create_task(retry(attempt, stop=stop, backoff=Backoff(3600.0, 3600.0),
+                                     retry_if=lambda e: True))  # fmt: skip
+    await asyncio.wait_for(attempt.called.wait(), 5)
+
+    stop.set()
+
+    with pytest.raises(RetryStopped, match="stopped while retrying after: down") as raised:
+        await asyncio.wait_for(task, 5)
+    assert str(raised.value.last) == "down"
+    assert attempt.calls == 1
+
+
+@pytest.mark.asyncio
+async def test_keep_connected_backs_off_after_failures_and_starts_again_after_a_delivery() -> None:
+    clock = FakeClock()
+    stop = asyncio.Event()
+    outcomes = [Session.FAILED, Session.FAILED, Session.DELIVERED, Session.FAILED, Session.AT_ONCE]
+    retries: list[tuple[int, float]] = []
+
+    async def session() -> Session:
+        outcome = outcomes.pop(0)
+        if not outcomes:
+            stop.set()
+        return outcome
+
+    await keep_connected(session, stop, Backoff(1.0, 60.0, rng=EdgeRandom(high=True)), sleep=clock.sleep,
+                         on_retry=lambda n, delay: retries.append((n, delay)))  # fmt: skip
+
+    # Two failures: 1 s, 2 s. A delivery resets (1 s). Another failure: 2 s. AT_ONCE: stopped, no wait.
+    assert clock.sleeps == [1.0, 2.0, 1.0, 2.0]
+    assert retries == [(1, 1.0), (2, 2.0), (1, 1.0), (2, 2.0)]
+
+
+@pytest.mark.asyncio
+async def test_keep_connected_reconnects_at_once_when_the_session_asks() -> None:
+    clock = FakeClock()
+    stop = asyncio.Event()
+    outcomes = [Session.AT_ONCE, Session.AT_ONCE, Session.FAILED]
+    calls = 0
+
+    async def session() -> Session:
+        nonlocal calls
+        calls += 1
+        outcome = outcomes.pop(0)
+        if not outcomes:
+            stop.set()
+        return outcome
+
+    await keep_connected(session, stop, Backoff(1.0, 60.0), sleep=clock.sleep)
+
+    assert calls == 3
+    assert clock.sleeps == []
 
 
 def _crashing(

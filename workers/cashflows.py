@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from coldharbour import runtime
 from coldharbour.analytics.cashflows import ActivitySource, CashflowsJob
+from coldharbour.broker.budget import budget_for
 from coldharbour.broker.reads import BrokerReads
 from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool, reader_dsn
@@ -47,7 +48,11 @@ async def run(
 ) -> None:
     """Pull activities per account until ``stop``; ``clock``/``sources`` are injectable for tests."""
     clock = clock or SystemClock()
-    brokers = {a.slug: BrokerReads(a, ctx.counters) for a in settings.accounts} if sources is None else {}
+    brokers = (
+        {a.slug: BrokerReads(a, ctx.counters, budget=budget_for(settings, a)) for a in settings.accounts}
+        if sources is None
+        else {}
+    )
     chosen: Mapping[str, ActivitySource] = sources if sources is not None else brokers
     wakes = {a.slug: asyncio.Event() for a in settings.accounts}
 
@@ -64,6 +69,13 @@ async def run(
         ]
         resyncs = asyncio.create_task(_watch_resyncs(ctx, {job.names.slug: job for job in jobs}, wakes))
         resyncs.add_done_callback(runtime.log_task_exception)
+
+        def on_state_ready(_instance_ns: int) -> None:  # re-send at once what state has not stored
+            for job in jobs:
+                job.resync()
+                wakes[job.names.slug].set()
+
+        ready = runtime.watch_state_ready(ctx, on_state_ready)
         try:
             await run_per_account(
                 PROGRAM,
@@ -77,6 +89,7 @@ async def run(
         finally:
             watcher.cancel()
             resyncs.cancel()
+            ready.cancel()
             for broker in brokers.values():
                 await broker.close()
 

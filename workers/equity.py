@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from coldharbour import runtime
 from coldharbour.analytics.equity import DailyBarsSource, EquityJob
+from coldharbour.broker.budget import budget_for
 from coldharbour.broker.reads import BrokerReads
 from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool, reader_dsn
@@ -50,7 +51,11 @@ async def run(
 ) -> None:
     """Compute equity curves per account until ``stop``; ``clock``/``brokers`` are injectable."""
     clock = clock or SystemClock()
-    owned = {a.slug: BrokerReads(a, ctx.counters) for a in settings.accounts} if brokers is None else {}
+    owned = (
+        {a.slug: BrokerReads(a, ctx.counters, budget=budget_for(settings, a)) for a in settings.accounts}
+        if brokers is None
+        else {}
+    )
     chosen: Mapping[str, DailyBarsSource] = brokers if brokers is not None else owned
     wakes = {a.slug: asyncio.Event() for a in settings.accounts}
     jobs: list[EquityJob] = []
@@ -61,7 +66,13 @@ async def run(
                 job.rebuild_requested = True
                 wakes[job.names.slug].set()
 
+    def on_state_ready(_instance_ns: int) -> None:  # what was published before state read the bus is computed again
+        for job in jobs:
+            job.rebuild_requested = True
+            wakes[job.names.slug].set()
+
     watcher = start_watch(ctx, on_phase)
+    ready = runtime.watch_state_ready(ctx, on_state_ready)
     async with open_pool(settings) as pool:
         jobs.extend(
             EquityJob(
@@ -87,6 +98,7 @@ async def run(
             )
         finally:
             watcher.cancel()
+            ready.cancel()
             for broker in owned.values():
                 await broker.close()
 

@@ -1,10 +1,13 @@
 """`prices`: the external price feed, filtered and validated, published as ticks.
 
 Inputs (``PRICE_SOURCE``): ``zmq``: SUB on ``ZMQ_SIP_STREAM_ENDPOINT`` (msgpack
-``{"trade": {...}}`` frames, SPEC §4); ``alpaca``: Alpaca's market-data stream
-(``broker.market_stream``, the first account's keys), subscribed to the trades of exactly the
-symbols some account holds or has open orders on, read from the database (read-only) every
-``SYMBOLS_POLL_S``; both paths validate alike and publish alike.
+``{"trade": {...}}`` frames, SPEC §4); ``alpaca`` (default without a feed): the latest trades
+through market-data REST every ``PRICE_POLL_S`` (``broker.market_rest``, the first account's
+keys, within the key's market-data budget), leaving the key's one stream connection to the
+trader; ``alpaca-stream``: Alpaca's market-data stream (``broker.market_stream``), with REST
+for a stream refused with 406 (the key's connection in use elsewhere). The Alpaca sources follow
+exactly the symbols some account holds or has open orders on, read from the database
+(read-only) every ``SYMBOLS_POLL_S``; every path validates alike and publishes alike.
 Outputs: ``px.batch`` (``TickBatch``: every tick of one drain, in feed order). Trades with an
 excluded condition (``TRADE_CONDITIONS_EXCLUDE``), no symbol, a non-finite or non-positive
 price, or a malformed frame are dropped and counted (``rejects_feed_<reason>``,
@@ -19,16 +22,22 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final, Protocol
 
+import aiohttp
+import msgspec
 import psycopg
 import zmq
 import zmq.asyncio
 
 from coldharbour import runtime
+from coldharbour.broker.budget import RestBudget, budget_for, report_forever
 from coldharbour.broker.feed import Skip, TradeFilter, decode_frames
+from coldharbour.broker.market_rest import SnapshotPrices
 from coldharbour.broker.market_stream import DataStreamPrices, MarketDataStream
+from coldharbour.broker.reads import data_url
+from coldharbour.broker.rest import BrokerRest
 from coldharbour.broker.validate import TICK_FUTURE_NS
 from coldharbour.config import Settings
 from coldharbour.db import queries
@@ -45,6 +54,7 @@ POLL_TIMEOUT_MS: Final = 200
 FEED_HWM: Final = 100_000  # ticks are the one stream where loss is acceptable (DESIGN §2)
 REJECT_LOG_INTERVAL_S: Final = 10.0
 SYMBOLS_POLL_S: Final = 2.0
+DATA_FEEDS: Final = frozenset({"iex", "sip", "delayed_sip", "boats", "overnight"})
 _NOBLOCK: Final = int(zmq.NOBLOCK)  # a plain int: pyzmq's enum arithmetic costs per call
 
 
@@ -176,8 +186,18 @@ def publish_ticks(ctx: runtime.WorkerContext, ticks: Sequence[Tick]) -> None:
     publish_pending(ctx, pending)
 
 
+class FollowsSymbols(Protocol):
+    """A price source that reads the symbols it is told to (``DataStreamPrices``, ``SnapshotPrices``)."""
+
+    def follow(self, symbols: Iterable[str]) -> object:
+        """Price ``symbols`` from now on."""
+
+    def show(self) -> None:
+        """Refresh the heartbeat's gauges."""
+
+
 async def follow_symbols(
-    settings: Settings, ctx: runtime.WorkerContext, prices: DataStreamPrices, stop: asyncio.Event
+    settings: Settings, ctx: runtime.WorkerContext, prices: FollowsSymbols, stop: asyncio.Event
 ) -> None:
     """Subscribe to the symbols in play, read from the database every ``SYMBOLS_POLL_S``."""
     names = [account_names(settings, account.slug) for account in settings.accounts]
@@ -210,10 +230,56 @@ async def follow_symbols(
             await conn.close()
 
 
-async def run_data_stream(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
-    """Relay Alpaca's market-data stream for the symbols in play until stopped."""
+def _snapshot_prices(
+    settings: Settings,
+    ctx: runtime.WorkerContext,
+    session: aiohttp.ClientSession,
+    stop: asyncio.Event,
+    *,
+    primary: bool,
+    wanted: Callable[[], frozenset[str]] | None = None,
+) -> tuple[SnapshotPrices, RestBudget]:
+    """Return the REST price source of the first account's key (and its market-data budget)."""
+    account = settings.accounts[0]
+    host = settings.alpaca_data_url.rstrip("/") or data_url(account.base_url)
+    data_account = msgspec.structs.replace(account, base_url=host)
+    budget = budget_for(settings, account, "data")
+    stock, crypto = (
+        BrokerRest(data_account, session, ctx.counters, budget=budget, stop=stop, is_urgent=True, version=version)
+        for version in ("/v2", "/v1beta3")
+    )
+    feed = settings.alpaca_data_stream_url.rstrip("/").rsplit("/", 1)[-1]
+    prices = SnapshotPrices(
+        stock, crypto, feed=feed if feed in DATA_FEEDS else "iex", poll_s=settings.price_poll_s,
+        on_ticks=lambda ticks: publish_ticks(ctx, ticks), counters=ctx.counters,
+        details=ctx.details if primary else None, exclude=settings.trade_conditions_exclude, wanted=wanted,
+    )  # fmt: skip
+    return prices, budget
+
+
+async def run_rest_prices(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
+    """Poll the latest trades of the symbols in play through market-data REST until stopped."""
     if not settings.accounts:
         log.error("PRICE_SOURCE=alpaca needs an account with credentials; no prices until one is configured")
+        await stop.wait()
+        return
+    async with aiohttp.ClientSession() as session:
+        prices, budget = _snapshot_prices(settings, ctx, session, stop, primary=True)
+        log.info(
+            "market-data REST source account=%s every_s=%.1f budget_per_min=%d",
+            settings.accounts[0].slug, settings.price_poll_s, budget.per_min,
+        )  # fmt: skip
+        await asyncio.gather(
+            prices.run(stop),
+            follow_symbols(settings, ctx, prices, stop),
+            report_forever([budget], ctx.counters, stop, prefix="data"),
+        )
+
+
+async def run_data_stream(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
+    """Relay Alpaca's market-data stream for the symbols in play until stopped (REST while refused, 406)."""
+    if not settings.accounts:
+        log.error("PRICE_SOURCE=alpaca-stream needs an account with credentials; no prices until one is configured")
         await stop.wait()
         return
     account = settings.accounts[0]
@@ -230,13 +296,27 @@ async def run_data_stream(settings: Settings, ctx: runtime.WorkerContext, stop: 
     log.info(
         "data stream source account=%s url=%s limit=%d", account.slug, streams[0].url, settings.alpaca_data_max_symbols
     )
-    await asyncio.gather(prices.run(stop), follow_symbols(settings, ctx, prices, stop))
+
+    def refused() -> frozenset[str]:  # the symbols of a stream another client's connection keeps us off
+        return frozenset().union(*(s.wanted for s in streams if s.limited))
+
+    async with aiohttp.ClientSession() as session:
+        fallback, budget = _snapshot_prices(settings, ctx, session, stop, primary=False, wanted=refused)
+        await asyncio.gather(
+            prices.run(stop),
+            follow_symbols(settings, ctx, prices, stop),
+            fallback.run(stop),
+            report_forever([budget], ctx.counters, stop, prefix="data"),
+        )
 
 
 async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
     """Relay the configured price source until stopped."""
     ctx.details["price_source"] = settings.price_source
     if settings.price_source == "alpaca":
+        await run_rest_prices(settings, ctx, stop)
+        return
+    if settings.price_source == "alpaca-stream":
         await run_data_stream(settings, ctx, stop)
         return
     reader = FeedReader(settings, ctx)

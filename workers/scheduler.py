@@ -3,7 +3,8 @@
 Inputs: broker REST ``GET /v2/calendar`` (first account's credentials; the calendar is the
 same for all), every ``MARKET_REFRESH_SEC``; the DB read-only (the stored schedule, only when
 the broker is unreachable at start); supervisord's XML-RPC socket ``$CHMGR_RUN_DIR/supervisor.sock``.
-Outputs: ``ScheduleComputed`` on ``schedule`` (``state`` writes and prunes ``market_schedule``),
+Outputs: ``ScheduleComputed`` on ``schedule`` (``state`` writes and prunes ``market_schedule``;
+re-sent whenever a ``state`` instance announces it is ready: ``runtime.watch_state_ready``),
 ``SessionPhaseChanged`` on ``session`` at the exact instant of each change, and at session
 start ``cmd.resync.<slug>`` and ``cmd.ledger_check.<slug>`` for every account. Starts the
 session programs (prices, trades, snapshot, equity, cashflows) at pre-open and stops them when
@@ -19,11 +20,13 @@ from pathlib import Path
 from psycopg_pool import AsyncConnectionPool
 
 from coldharbour import runtime
+from coldharbour.broker.budget import budget_for
 from coldharbour.broker.reads import BrokerReads
 from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool, reader_dsn
-from coldharbour.jobs.clock import Clock, SystemClock, until_stopped
+from coldharbour.jobs.clock import Clock, SystemClock
 from coldharbour.jobs.scheduler import CalendarSource, ProgramControl, Scheduler
+from coldharbour.retry import until_stopped
 
 PROGRAM = "scheduler"
 SUPERVISOR_SOCKET = "supervisor.sock"
@@ -52,7 +55,10 @@ async def run(
     control: ProgramControl | None = None,
 ) -> None:
     """Run the scheduler until ``stop``; the clock, calendar and supervisord are injectable."""
-    broker = BrokerReads(settings.accounts[0], ctx.counters) if calendar is None and settings.accounts else None
+    broker = None
+    if calendar is None and settings.accounts:
+        first = settings.accounts[0]
+        broker = BrokerReads(first, ctx.counters, budget=budget_for(settings, first))
     async with open_pool(settings) as pool:
         scheduler = Scheduler(
             settings,
@@ -63,9 +69,11 @@ async def run(
             control=control,
             pool=pool,
         )
+        ready = runtime.watch_state_ready(ctx, scheduler.resend)
         try:
             await until_stopped(scheduler.run(stop), stop)
         finally:
+            ready.cancel()
             if broker is not None:
                 await broker.close()
 

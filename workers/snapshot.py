@@ -1,7 +1,9 @@
 """`snapshot`: REST reconciliation — backfill, periodic and on-demand snapshots, order history.
 
 Inputs: the broker's REST API per account (positions, account, open orders, order history,
-FILL activities); bus ``cmd.resync.*`` (full resync, or per-symbol positions after a fill).
+FILL activities), within each key's request budget (``broker.budget``); bus ``cmd.resync.*``
+(full resync, or per-symbol positions after a fill) and ``trade.*`` (orders the stream reported
+final need no read by id). Heartbeat: each key's requests of the last minute and its budget.
 Outputs: ``orders.<slug>`` (``OrdersPage``), ``fills.<slug>`` (``FillsPage``), ``snap.<slug>``
 (``SnapshotTaken``, after the pages that explain it) and, every ``CLOSED_SYNC_SEC``,
 ``cmd.ledger_check.<slug>`` (``LedgerCheckRequested``). No DB.
@@ -17,22 +19,36 @@ import sys
 import aiohttp
 
 from coldharbour import runtime
+from coldharbour.broker.budget import budget_for, report_forever
 from coldharbour.broker.rest import BrokerRest
 from coldharbour.broker.runner import SnapshotRunner, cancel_quietly, run_until_stopped
 from coldharbour.broker.sync import AccountSync
 from coldharbour.config import Settings
-from coldharbour.messages import PREFIX_RESYNC, LedgerCheckRequested, ResyncRequested, topic_ledger_check
+from coldharbour.messages import (
+    PREFIX_RESYNC,
+    PREFIX_TRADE,
+    LedgerCheckRequested,
+    OrderUpdated,
+    ResyncRequested,
+    topic_ledger_check,
+)
 from coldharbour.retry import sleep_or_stop, supervise
 
 log = logging.getLogger("workers.snapshot")
+START_RESYNC_WINDOW_NS = 120 * 1_000_000_000  # a state's start resync precedes its ready announcement
 
 
-async def _route_resyncs(ctx: runtime.WorkerContext, runners: dict[str, SnapshotRunner]) -> None:
-    subscriber = ctx.subscriber([PREFIX_RESYNC])
+async def _route_resyncs(ctx: runtime.WorkerContext, runners: dict[str, SnapshotRunner],
+                         starts: dict[str, int]) -> None:
+    subscriber = ctx.subscriber([PREFIX_RESYNC, PREFIX_TRADE])
     try:
         while True:
             for _, message in await subscriber.recv_batch():
-                if isinstance(message, ResyncRequested) and message.account in runners:
+                if isinstance(message, OrderUpdated) and message.account in runners:
+                    runners[message.account].sync.note_update(message.order, message.legs)
+                elif isinstance(message, ResyncRequested) and message.account in runners:
+                    if message.reason == "start" and message.src == runtime.STATE_PROGRAM:
+                        starts[message.account] = message.ts
                     runners[message.account].request(message)
                 elif isinstance(message, ResyncRequested):
                     ctx.counters["resync_unknown_account"] += 1
@@ -48,17 +64,34 @@ async def _ledger_checks(settings: Settings, ctx: runtime.WorkerContext, stop: a
 
 async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:
     """Run every account's snapshot loops until stopped."""
+    budgets = {a.slug: budget_for(settings, a) for a in settings.accounts}
     async with aiohttp.ClientSession() as session:
         runners = {
             a.slug: SnapshotRunner(
-                AccountSync(BrokerRest(a, session, ctx.counters), ctx.publisher, ctx.counters),
+                AccountSync(
+                    BrokerRest(a, session, ctx.counters, budget=budgets[a.slug], stop=stop),
+                    ctx.publisher, ctx.counters, details=ctx.details,
+                ),
                 snapshot_sec=settings.snapshot_sec,
                 backfill_days=settings.backfill_days,
             )
             for a in settings.accounts
         }
-        router = asyncio.create_task(_route_resyncs(ctx, runners), name="snapshot-resyncs")
-        tasks = [asyncio.create_task(_ledger_checks(settings, ctx, stop), name="snapshot-ledger-check")]
+        starts: dict[str, int] = {}  # account -> time of the last ``start`` resync state sent us
+        router = asyncio.create_task(_route_resyncs(ctx, runners, starts), name="snapshot-resyncs")
+
+        def on_state_ready(instance_ns: int) -> None:
+            # state asks each account's resync just before it reads the bus: if that request did
+            # not reach us (we were not subscribed yet), take it from the announcement instead.
+            for slug, runner in runners.items():
+                if not instance_ns - START_RESYNC_WINDOW_NS <= starts.get(slug, 0) <= instance_ns:
+                    runner.request(ResyncRequested(account=slug, reason="start"))
+
+        ready = runtime.watch_state_ready(ctx, on_state_ready)
+        tasks = [
+            asyncio.create_task(_ledger_checks(settings, ctx, stop), name="snapshot-ledger-check"),
+            asyncio.create_task(report_forever(budgets.values(), ctx.counters, stop), name="snapshot-budgets"),
+        ]
         for slug, runner in runners.items():
             for kind, loop in (("full", runner.run_full), ("partial", runner.run_partial)):
                 name = f"snapshot-{slug}-{kind}"
@@ -68,6 +101,7 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
         try:
             await run_until_stopped(stop, tasks)
         finally:
+            ready.cancel()
             await cancel_quietly(router)
 
 

@@ -2,7 +2,8 @@
 
 Inputs: the broker's trade_updates WebSocket of every account with ``ENABLE_TRADE_STREAM``
 (alpaca-py ``TradingStream``, our own client as fallback); bus ``snap.*`` (the open orders the
-silence watchdog needs); REST only to check a fill for an order it never heard of.
+silence watchdog needs); REST only to check a fill for an order it never heard of (urgent, within
+the key's request budget, ``broker.budget``).
 Outputs: ``trade.<slug>`` (``OrderUpdated``), ``cmd.resync.<slug>``
 (``ResyncRequested`` after every (re)connect; the WAC refresh after a fill is ``state``'s). No DB.
 """
@@ -17,6 +18,7 @@ import sys
 import aiohttp
 
 from coldharbour import runtime
+from coldharbour.broker.budget import budget_for
 from coldharbour.broker.listener import UpdateListener
 from coldharbour.broker.rest import BrokerRest
 from coldharbour.broker.runner import cancel_quietly, run_until_stopped
@@ -49,7 +51,10 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
     async with aiohttp.ClientSession() as session:
         listeners = {
             a.slug: UpdateListener(
-                a.slug, ctx.publisher, ctx.counters, check_order=BrokerRest(a, session, ctx.counters).order_exists
+                a.slug, ctx.publisher, ctx.counters,
+                check_order=BrokerRest(
+                    a, session, ctx.counters, budget=budget_for(settings, a), stop=stop
+                ).urgent().order_exists,
             )
             for a in accounts
         }

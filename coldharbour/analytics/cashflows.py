@@ -53,8 +53,9 @@ from coldharbour.domain.cashflows import (
     unclassified_codes,
 )
 from coldharbour.domain.money import InvalidMoney, to_decimal_or_none
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import from_datetime
-from coldharbour.messages import ActivitiesPage, ActivityRecord, topic_cash
+from coldharbour.messages import ActivitiesPage, topic_cash
 
 log = logging.getLogger(__name__)
 

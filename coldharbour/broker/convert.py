@@ -28,11 +28,10 @@ import msgspec
 
 from coldharbour.broker import validate
 from coldharbour.broker.validate import Invalid
-from coldharbour.domain.cashflows import activity_id_time
-from coldharbour.domain.corporate import ActionLeg
-from coldharbour.domain.money import ZERO, InvalidMoney, to_decimal_or_none
+from coldharbour.domain.money import ZERO, InvalidMoney, to_decimal_or_none, to_display_decimal_or_none
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import BrokerPosition, Fill, Order, OrderSide, from_datetime
-from coldharbour.messages import ActivityRecord, OrderUpdated
+from coldharbour.messages import OrderUpdated
 
 NEW_YORK: Final = ZoneInfo("America/New_York")
 ORDER_SIDES: Final[dict[str, OrderSide]] = {"buy": "buy", "sell": "sell", "sell_short": "sell_short"}
@@ -457,7 +456,14 @@ def is_fill_event(event: str) -> bool:
 
 
 def convert_position(data: object) -> BrokerPosition | Rejected:
-    """Return the broker's position (signed qty: short < 0) from a position object."""
+    """Return the broker's position (signed qty: short < 0) from a position object.
+
+    Booked fields (``symbol``, ``qty``, ``avg_entry_price``: lots, reconciliation, the broker
+    WAC) must convert exactly, else the position is ``Rejected`` and the caller reports its
+    symbol as unknown (``position_symbol``), never as flat. ``current_price`` is only shown (a
+    mark): more decimals than we store are rounded (``money.to_display_decimal_or_none``) and an
+    unusable one is dropped, never the position.
+    """
     try:
         raw = _typed(data, RawPosition)
         _checked(validate.text, raw.symbol, field="symbol", max_chars=validate.MAX_SYMBOL_CHARS)
@@ -468,10 +474,35 @@ def convert_position(data: object) -> BrokerPosition | Rejected:
             symbol=canonical_symbol(raw.symbol, raw.asset_class),
             qty=qty,
             avg_entry_price=_required_number(raw.avg_entry_price, field="avg_entry_price"),
-            current_price=_number(raw.current_price, field="current_price"),
+            current_price=_display_number(raw.current_price, field="current_price"),
         )
     except BadValue as e:
         return Rejected(_reason("position", e), f"{_symbol_of(data)}: {e}")
+
+
+def _display_number(value: Number, *, field: str) -> Decimal | None:
+    """A number only shown: rounded to what we store; None when it is no number at all."""
+    try:
+        return _number(value, field=field)
+    except BadValue:
+        try:
+            return to_display_decimal_or_none(value, field=field)
+        except InvalidMoney:
+            return None
+
+
+def position_symbol(data: object) -> str | None:
+    """Return the canonical symbol of a position object, or None when it names no usable symbol."""
+    if not isinstance(data, Mapping):
+        return None
+    symbol, asset_class = data.get("symbol"), data.get("asset_class")
+    if not isinstance(symbol, str) or not symbol.strip():
+        return None
+    try:
+        _checked(validate.text, symbol, field="symbol", max_chars=validate.MAX_SYMBOL_CHARS)
+    except BadValue:
+        return None
+    return canonical_symbol(symbol, asset_class if isinstance(asset_class, str) else None)
 
 
 CRYPTO_QUOTES: Final = ("USDT", "USDC", "USD", "BTC")
@@ -563,31 +594,10 @@ def convert_activity(data: object, *, now_ns: int | None = None) -> ConvertedAct
     return ConvertedActivity(record, fill)
 
 
-CORPORATE_CODES: Final = frozenset({"SPLIT", "SSP", "SC", "NC", "MA", "SPIN", "SSO", "CIL"})
-# What the activities filter accepts: SSO and SSP (former spin-off and split codes) are
-# returned but refused as filter values (docs.alpaca.markets changelog 2026-11-06).
-CORPORATE_FILTER: Final = ("CIL", "MA", "NC", "SC", "SPIN", "SPLIT")
-
-
-def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:
-    """Return the corporate-action legs among ``records`` (``corporate.actions_from_legs`` input).
-
-    A leg takes effect at the instant its id encodes (Alpaca books splits before the open of
-    the ex-date: ``20240610040000000::…``), else at its date's New York midnight. Canceled
-    legs and legs without a symbol or quantity are left out.
-    """
-    legs: list[ActionLeg] = []
-    for record in records:
-        if record.activity_type not in CORPORATE_CODES or record.status == "canceled":
-            continue
-        if not record.symbol or record.qty is None:
-            continue
-        stamp = activity_id_time(record.id)
-        legs.append(ActionLeg(
-            id=record.id, code=record.activity_type, ts=from_datetime(stamp) if stamp else record.transaction_time,
-            symbol=record.symbol, qty=record.qty, price=record.price, net_amount=record.net_amount or ZERO,
-        ))  # fmt: skip
-    return legs
+# The codes read, one request each (docs/corporate-actions.md "Reading the legs"): a code the
+# broker refuses as a filter value stops only itself. SSO and SSP (former spin-off and split
+# codes) are returned but refused as filter values; current legs use SPIN and SPLIT.
+CORPORATE_READ: Final = ("CIL", "MA", "NC", "REORG", "SC", "SPIN", "SPLIT")
 
 
 def _activity_fill(raw: RawActivity, record: ActivityRecord, qty: Decimal | None, price: Decimal | None) -> Fill:

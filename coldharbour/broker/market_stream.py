@@ -12,10 +12,15 @@ symbol set changes at run time and the hot path should decode with msgspec:
   asked as ``subscribe``/``unsubscribe`` messages; each acknowledgement (``{"T":"subscription"}``)
   says what the server now sends, kept as ``subscribed``;
 - every trade (``{"T":"t"}``) goes through the ZMQ feed's validation (``broker.feed.decode_trade``:
-  symbol, finite positive price, excluded conditions, size, time) and each frame's ticks reach
+  symbol, finite positive price, excluded conditions, size, time, a print stamped in the
+  future by this process's clock: ``rejects_data_stream_time_future``) and each frame's ticks reach
   ``on_ticks`` together; rejections are counted (``rejects_data_stream_<reason>``);
 - a dropped or refused connection is retried with capped exponential backoff and equal jitter
-  (``coldharbour.retry.Backoff``); the attempt counter resets after a connection that delivered a trade.
+  (``coldharbour.retry.Backoff``); the attempt counter resets after a connection that delivered a trade;
+- ``406 connection limit exceeded`` means the key's one connection is someone else's (the
+  trader's bot): ``limited`` is set (``prices`` reads those symbols through REST meanwhile,
+  ``broker.market_rest``), it is logged once, and the stream is tried again only every
+  ``LIMITED_RETRY_S``.
 
 ``plan_subscriptions`` (pure) splits the symbols in play into stock and crypto (a ``/`` in the
 symbol) and caps each connection at the plan's symbol limit, keeping what is already subscribed.
@@ -50,6 +55,8 @@ BACKOFF_CAP_S: Final = 30.0
 CONNECT_TIMEOUT_S: Final = 10.0
 REPLY_TIMEOUT_S: Final = 10.0
 CLOSE_GRACE_S: Final = 2.0
+LIMITED_RETRY_S: Final = 600.0  # after a 406, try the key's one connection again this rarely
+CONNECTION_LIMIT_CODE: Final = 406
 REJECT_LOG_INTERVAL_S: Final = 10.0
 USER_AGENT: Final = "coldharbour-prices"
 CODECS: Final = ("msgpack", "json")
@@ -63,6 +70,10 @@ TickSink = Callable[[Sequence[Tick]], None]
 
 class DataStreamRefused(Exception):
     """The server answered the handshake with an error message (code and text)."""
+
+    def __init__(self, message: str, code: object = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def is_crypto(symbol: str) -> bool:
@@ -132,6 +143,8 @@ class MarketDataStream:
         self.subscribed: frozenset[str] = frozenset()  # per the server's last acknowledgement
         self.connected = False
         self.connects = 0
+        self.limited = False  # the last attempt was refused with 406: another client holds the key's connection
+        self.limited_retry_s = LIMITED_RETRY_S
         self._changed = asyncio.Event()
         self._last_reject_log: dict[str, float] = {}
 
@@ -154,6 +167,9 @@ class MarketDataStream:
             delivered = await self._session_until(stop)
             if stop.is_set():
                 return
+            if self.limited:
+                await sleep_or_stop(stop, self.limited_retry_s)
+                continue
             if delivered:
                 backoff.reset()
             delay = backoff.next_delay()
@@ -211,6 +227,9 @@ class MarketDataStream:
                     self._encode({"action": "auth", "key": self._key_id.reveal(), "secret": self._secret_key.reveal()})
                 )
                 await self._expect(ws, "authenticated")
+                if self.limited:
+                    log.info("data stream connection limit lifted stream=%s: back on the stream", self.name)
+                self.limited = False
                 self.connected = True
                 self.connects += 1
                 log.info("data stream connected stream=%s url=%s", self.name, self.url)
@@ -222,7 +241,19 @@ class MarketDataStream:
                     writer.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await writer
-        except (OSError, TimeoutError, websockets.exceptions.WebSocketException, DataStreamRefused, ValueError) as e:
+        except DataStreamRefused as e:
+            if e.code == CONNECTION_LIMIT_CODE:
+                self.counters["data_stream_limit_refusals"] += 1
+                if not self.limited:
+                    log.warning(
+                        "data stream refused: the key's connection is in use elsewhere stream=%s error=%s;"
+                        " reading prices through REST, trying the stream again every %.0f s",
+                        self.name, _describe(e), self.limited_retry_s,
+                    )  # fmt: skip
+                self.limited = True
+            elif not stop.is_set():
+                log.warning("data stream failed stream=%s error=%s", self.name, _describe(e))
+        except (OSError, TimeoutError, websockets.exceptions.WebSocketException, ValueError) as e:
             if not stop.is_set():
                 log.warning("data stream failed stream=%s error=%s", self.name, _describe(e))
         finally:
@@ -268,7 +299,7 @@ class MarketDataStream:
                 if not isinstance(message, dict):
                     raise ValueError(f"unexpected handshake frame {message!r}")
                 if message.get("T") == "error":
-                    raise DataStreamRefused(f"{message.get('code')} {message.get('msg')}")
+                    raise DataStreamRefused(f"{message.get('code')} {message.get('msg')}", message.get("code"))
                 if message.get("T") == "success" and message.get("msg") == text:
                     return
 
@@ -286,6 +317,7 @@ class MarketDataStream:
             return False
         ticks: list[Tick] = []
         exclude = self._exclude
+        now_ns = time.time_ns()  # a print stamped beyond TICK_FUTURE_NS ahead is refused, as on the feed
         for message in messages:
             if not isinstance(message, dict):
                 self._reject("shape")
@@ -293,7 +325,7 @@ class MarketDataStream:
             kind = message.get("T")
             if kind == "t":
                 message["t"] = _time_ns(message.get("t"))
-                result = decode_trade(message, exclude)
+                result = decode_trade(message, exclude, now_ns)
                 if isinstance(result, Skip):
                     self._count(result)
                 else:
@@ -368,7 +400,7 @@ class DataStreamPrices:
         self._counters = counters
         self._details = details
         self._unpriced: tuple[str, ...] = ()
-        details["price_source"] = "alpaca"
+        details["price_source"] = "alpaca-stream"
         details["subscribed"] = ""
 
     def follow(self, symbols: Iterable[str]) -> Plan:

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
-from coldharbour.broker.rest import ACTIVITIES_PAGE_SIZE, BrokerRest
+from coldharbour.broker.budget import RestBudget
+from coldharbour.broker.rest import ACTIVITIES_PAGE_SIZE, CALL_DEADLINE_S, BrokerRest
 from coldharbour.config import AccountSettings
 from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.errors import BrokerError
@@ -45,12 +46,18 @@ class BrokerReads:
     """Read-only REST calls for one account; ``close()`` it (or use ``async with``)."""
 
     def __init__(
-        self, account: AccountSettings, counters: Counter[str] | None = None, *, deadline_s: float | None = None
+        self,
+        account: AccountSettings,
+        counters: Counter[str] | None = None,
+        *,
+        deadline_s: float | None = None,
+        budget: RestBudget | None = None,
     ) -> None:
         self.account = account.slug
         self._settings = account
         self._counters: Counter[str] = counters if counters is not None else Counter()
-        self._deadline = {} if deadline_s is None else {"deadline_s": deadline_s}
+        self._deadline_s = CALL_DEADLINE_S if deadline_s is None else deadline_s
+        self._budget = budget  # the key's trading budget (docs/broker-budget.md); the data host has its own
         self._session: aiohttp.ClientSession | None = None
         self._trading: BrokerRest | None = None
         self._data: BrokerRest | None = None
@@ -71,8 +78,10 @@ class BrokerReads:
         if self._session is None or self._trading is None or self._data is None:
             self._session = aiohttp.ClientSession()
             data_account = msgspec.structs.replace(self._settings, base_url=data_url(self._settings.base_url))
-            self._trading = BrokerRest(self._settings, self._session, self._counters, **self._deadline)
-            self._data = BrokerRest(data_account, self._session, self._counters, **self._deadline)
+            self._trading = BrokerRest(
+                self._settings, self._session, self._counters, deadline_s=self._deadline_s, budget=self._budget
+            )
+            self._data = BrokerRest(data_account, self._session, self._counters, deadline_s=self._deadline_s)
         return self._trading, self._data
 
     async def activities(self, after: datetime | None) -> list[dict[str, object]]:

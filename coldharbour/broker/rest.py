@@ -9,6 +9,14 @@ no jitter) underneath ours. With aiohttp each attempt has a real deadline
 policy. We use raw JSON anyway (tolerant parsing in ``convert``), so the SDK's models would add
 nothing; the wire requests are exactly the ones alpaca-py sends (ALPACA.md §2).
 
+Budget (``coldharbour.broker.budget``, docs/broker-budget.md): with a ``RestBudget`` every
+attempt first takes one request of the key's budget, shared by every program; an ``urgent``
+client (``urgent()``: the position refresh after a fill, an unknown order's check) goes before
+the background reads. A 429 pauses the whole key until the broker's ``X-RateLimit-Reset``
+(counted: ``broker_rate_limited``); an answer whose ``X-RateLimit-Remaining`` is below
+``KEY_BUSY_FRACTION`` of ``X-RateLimit-Limit`` (the trader's own bot is using the key) pauses it
+the same way (``broker_key_busy``). Waits end at once when ``stop`` is set (``BrokerError``).
+
 Failures:
 
 - 429, 5xx, a timeout, a dropped connection, or a 2xx body that is not JSON (HTML, truncated)
@@ -27,6 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
@@ -35,11 +45,12 @@ from urllib.parse import quote
 import aiohttp
 import msgspec
 
+from coldharbour.broker.budget import BudgetStopped, RestBudget
 from coldharbour.broker.convert import BadValue, parse_time_ns
 from coldharbour.config import AccountSettings
 from coldharbour.domain.types import to_datetime
 from coldharbour.errors import BrokerError
-from coldharbour.retry import Backoff
+from coldharbour.retry import Backoff, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +62,10 @@ ORDERS_PAGE_LIMIT: Final = 500
 ACTIVITIES_PAGE_SIZE: Final = 100
 # Pages of orders overlap by this much (ns) so equal timestamps at a page edge are not lost.
 PAGE_OVERLAP_NS: Final = 1_000
+# Below this share of the key's limit left (X-RateLimit-Remaining / X-RateLimit-Limit), someone
+# else is spending the key: we pause until its reset rather than take what is left.
+KEY_BUSY_FRACTION: Final = 0.2
+USER_AGENT: Final = "coldharbour-rest"  # says who we are to the broker (and to the fake's counts)
 _EXCERPT_CHARS: Final = 80
 _DECODER: Final = msgspec.json.Decoder()
 
@@ -67,6 +82,23 @@ class BrokerRefused(BrokerError):
 
 class TransientError(Exception):
     """Internal: one attempt failed in a way worth retrying."""
+
+
+class RateLimited(TransientError):
+    """Internal: the broker answered 429; ``reset`` is its ``X-RateLimit-Reset`` (Unix s) if given."""
+
+    def __init__(self, message: str, reset: float | None) -> None:
+        super().__init__(message)
+        self.reset = reset
+
+
+def _header_number(headers: Mapping[str, str], name: str) -> float | None:
+    text = headers.get(name)
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) and value >= 0 else None
 
 
 def iso_time(ts_ns: int) -> str:
@@ -99,19 +131,43 @@ class BrokerRest:
         counters: Counter[str] | None = None,
         *,
         deadline_s: float = CALL_DEADLINE_S,
+        budget: RestBudget | None = None,
+        stop: asyncio.Event | None = None,
+        is_urgent: bool = False,
+        version: str = "/v2",
     ) -> None:
         self.slug = account.slug
         self._account = account
         self._session = session
-        self._base = account.base_url.rstrip("/") + "/v2"
+        self._version = version
+        self._base = account.base_url.rstrip("/") + version
         self.counters: Counter[str] = counters if counters is not None else Counter()
         self._deadline_s = deadline_s
+        self.budget = budget
+        self._stop = stop if stop is not None else asyncio.Event()
+        self.is_urgent = is_urgent
+
+    def urgent(self) -> BrokerRest:
+        """Return a client of the same account and budget whose requests go before background reads."""
+        return BrokerRest(
+            self._account, self._session, self.counters, deadline_s=self._deadline_s, budget=self.budget,
+            stop=self._stop, is_urgent=True, version=self._version,
+        )  # fmt: skip
+
+    async def wait_ready(self) -> None:
+        """Wait until the budget could serve this client's next request (requests coalesce meanwhile)."""
+        if self.budget is not None:
+            try:
+                await self.budget.wait_ready(self._stop, urgent=self.is_urgent)
+            except BudgetStopped as e:
+                raise BrokerError(f"broker call stopped account={self.slug}: {e}") from None
 
     def _headers(self) -> dict[str, str]:
         # Revealed here only, straight into the request; never stored or logged elsewhere.
         return {
             "APCA-API-KEY-ID": self._account.api_key.reveal(),
             "APCA-API-SECRET-KEY": self._account.secret_key.reveal(),
+            "User-Agent": USER_AGENT,
         }
 
     async def get(self, path: str, params: Params | None = None) -> Any:
@@ -120,10 +176,16 @@ class BrokerRest:
         backoff = Backoff(BACKOFF_BASE_S, BACKOFF_CAP_S)
         while True:
             try:
+                if self.budget is not None:
+                    await self.budget.acquire(self._stop, urgent=self.is_urgent)
                 return await self._attempt(path, params)
+            except BudgetStopped as e:
+                raise BrokerError(f"broker call stopped account={self.slug} call={what}: {e}") from None
             except TransientError as e:
                 self.counters["broker_retries"] += 1
                 delay = backoff.next_delay()
+                if isinstance(e, RateLimited):
+                    delay = max(delay, self._pause_key(e.reset, limited=True))
                 if backoff.attempts >= MAX_ATTEMPTS:
                     self.counters["broker_errors"] += 1
                     raise BrokerError(
@@ -133,7 +195,28 @@ class BrokerRest:
                     "broker call failed, retrying account=%s call=%s attempt=%d delay_s=%.2f error=%s",
                     self.slug, what, backoff.attempts, delay, e,
                 )  # fmt: skip
-                await asyncio.sleep(delay)
+                if await sleep_or_stop(self._stop, delay):
+                    raise BrokerError(f"broker call stopped account={self.slug} call={what}: {e}") from None
+
+    def _pause_key(self, reset: float | None, *, limited: bool) -> float:
+        """Pause the key until ``reset`` (Unix s; a backoff step when absent); return the pause in seconds."""
+        self.counters["broker_rate_limited" if limited else "broker_key_busy"] += 1
+        until = reset if reset is not None else time.time() + BACKOFF_CAP_S
+        if self.budget is not None:
+            return self.budget.pause_until(until, limited=limited)
+        return max(0.0, until - time.time())
+
+    def _note_headers(self, headers: Mapping[str, str]) -> None:
+        """Pause the key when the broker says it is nearly spent (by the trader's bot, most likely)."""
+        limit = _header_number(headers, "X-RateLimit-Limit")
+        remaining = _header_number(headers, "X-RateLimit-Remaining")
+        if limit and remaining is not None and remaining < limit * KEY_BUSY_FRACTION:
+            reset = _header_number(headers, "X-RateLimit-Reset")
+            pause = self._pause_key(reset, limited=False)
+            log.info(
+                "broker key nearly spent, pausing account=%s remaining=%d limit=%d pause_s=%.1f",
+                self.slug, remaining, limit, pause,
+            )  # fmt: skip
 
     async def _attempt(self, path: str, params: Params | None) -> Any:
         url = self._base + path
@@ -144,11 +227,15 @@ class BrokerRest:
             ) as response:
                 body = await response.read()
                 status = response.status
+                headers = response.headers
         except TimeoutError:
             raise TransientError(f"no answer within {self._deadline_s}s") from None
         except aiohttp.ClientError as e:
             raise TransientError(f"connection failed: {type(e).__name__}: {e}") from None
-        if status == 429 or status >= 500:
+        if status == 429:
+            raise RateLimited(_broker_message(status, body), _header_number(headers, "X-RateLimit-Reset"))
+        self._note_headers(headers)
+        if status >= 500:
             raise TransientError(_broker_message(status, body))
         if status >= 300:
             self.counters["broker_errors"] += 1

@@ -7,7 +7,8 @@ snapshots as soon as they are asked for — in their own loop, so a WAC refresh 
 waits behind a backfill or a full snapshot. Requests arriving while one runs are coalesced.
 
 Each account's loops run under ``coldharbour.retry.supervise`` (the workers start them); broker
-failures inside a loop back off with ``coldharbour.retry.Backoff``.
+failures inside a loop are retried with ``coldharbour.retry.retry`` (capped, jittered backoff),
+and every wait is ``coldharbour.retry.wait_any`` on the ``stop`` event.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from coldharbour import runtime
 from coldharbour.broker.sync import AccountSync
 from coldharbour.errors import BrokerError
 from coldharbour.messages import ResyncRequested
-from coldharbour.retry import Backoff, sleep_or_stop
+from coldharbour.retry import Backoff, RetryStopped, retry, wait_any
 
 log = logging.getLogger(__name__)
 
-RETRY_BASE_S: Final = 1.0
-RETRY_CAP_S: Final = 60.0
+BACKOFF_BASE_S: Final = 1.0
+BACKOFF_CAP_S: Final = 60.0
 # Resync reasons meaning ``state`` may have missed pages already published (it started, the bus
 # lost messages or a publisher restarted, a commit failed): the next full snapshot re-sends the
 # history from the backfill floor instead of from the cursors. A stream ``reconnect`` needs no
@@ -97,13 +98,7 @@ class SnapshotRunner:
             reason = await self._next_full(stop)
 
     async def _next_full(self, stop: asyncio.Event) -> str:
-        waiter = asyncio.ensure_future(self._full_wanted.wait())
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, timeout=self._snapshot_sec, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            stopper.cancel()
+        await wait_any(self._snapshot_sec, self._full_wanted, stop)
         if self._full_wanted.is_set():
             self._full_wanted.clear()
             return self._full_reason
@@ -112,15 +107,13 @@ class SnapshotRunner:
     async def run_partial(self, stop: asyncio.Event) -> None:
         """Serve per-symbol position requests as they come, until ``stop``."""
         while not stop.is_set():
-            waiter = asyncio.ensure_future(self._partial_wanted.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                stopper.cancel()
+            await wait_any(None, self._partial_wanted, stop)
             if stop.is_set():
                 return
+            try:  # wait for the key's budget first: fills arriving meanwhile join this refresh
+                await self.sync.wait_partial_turn()
+            except BrokerError:
+                return  # stopped while waiting
             self._partial_wanted.clear()
             symbols, self._symbols = sorted(self._symbols), set()
             try:
@@ -131,20 +124,21 @@ class SnapshotRunner:
 
     async def _retrying(self, stop: asyncio.Event, what: str, step: Callable[[], Awaitable[None]]) -> None:
         """Run ``step`` until it succeeds or ``stop``; broker failures back off (capped, jittered)."""
-        backoff = Backoff(RETRY_BASE_S, RETRY_CAP_S)
-        while not stop.is_set():
-            try:
-                await step()
-            except BrokerError as e:
-                self.sync.counters["snapshot_failures"] += 1
-                delay = min(backoff.next_delay(), self._snapshot_sec)
-                log.warning(
-                    "%s failed account=%s attempt=%d retry_in_s=%.1f error=%s",
-                    what, self.slug, backoff.attempts, delay, e,
-                )  # fmt: skip
-                if await sleep_or_stop(stop, delay):
-                    return
-                continue
-            if backoff.attempts:
-                log.info("%s recovered account=%s after_attempts=%d", what, self.slug, backoff.attempts)
+
+        def failed(error: Exception, attempt_number: int, delay: float) -> None:
+            self.sync.counters["snapshot_failures"] += 1
+            log.warning(
+                "%s failed account=%s attempt=%d retry_in_s=%.1f error=%s",
+                what, self.slug, attempt_number, delay, error,
+            )  # fmt: skip
+
+        backoff = Backoff(BACKOFF_BASE_S, BACKOFF_CAP_S)
+        if stop.is_set():
             return
+        try:
+            await retry(step, stop=stop, backoff=backoff, retry_if=lambda e: isinstance(e, BrokerError),
+                        on_retry=failed, max_delay_s=self._snapshot_sec)  # fmt: skip
+        except RetryStopped:
+            return
+        if backoff.attempts:
+            log.info("%s recovered account=%s after_attempts=%d", what, self.slug, backoff.attempts)

@@ -4,14 +4,14 @@
 
 - **Primary**: alpaca-py's ``TradingStream`` (``sdk_stream.PrimaryClient``), run as a task with
   ``_run_forever`` and stopped with ``stop_ws`` — never ``run()``, which calls ``asyncio.run``.
-- **Fallback**: ``FallbackClient`` below, a minimal client of the same protocol (ALPACA.md §4)
+- **Fallback**: ``FallbackClient`` below, a minimal client of the same protocol (docs/broker.md §4)
   over ``websockets``' asyncio API. Used when alpaca-py cannot be imported, or when the primary
   has never connected after ``PRIMARY_MAX_FAILED_CONNECTS`` consecutive attempts (for the rest
   of the process's life: flapping between clients would only add connection attempts).
 - Both reconnect with capped exponential backoff and equal jitter; the attempt counter resets
   only after a connection that delivered a trade update (as alpaca-py does), so a server that
   accepts and immediately drops us cannot cause a storm. Alpaca allows one connection per
-  account (HTTP 429 on a second, ALPACA.md §8): exactly one client runs at a time.
+  account (HTTP 429 on a second, docs/broker.md §8): exactly one client runs at a time.
 - **Watchdog**: a connection that is up but has been silent for ``SILENCE_RECONNECT_S`` while
   the account has open orders is dropped and re-opened (which also triggers a resync).
 
@@ -32,7 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from coldharbour.broker.listener import UpdateListener, decode_frame
 from coldharbour.config import AccountSettings
-from coldharbour.retry import Backoff, sleep_or_stop
+from coldharbour.retry import Backoff, Session, keep_connected, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class StreamClient(Protocol):
 
 
 class FallbackClient:
-    """Our own minimal trade_updates client (ALPACA.md §4) over ``websockets``."""
+    """Our own minimal trade_updates client (docs/broker.md §4) over ``websockets``."""
 
     name = "fallback"
 
@@ -92,21 +92,23 @@ class FallbackClient:
 
     async def run(self) -> None:
         """Connect, authenticate, listen; on any failure back off and do it again, until ``stop``."""
-        while not self._stopping.is_set():
-            delivered = await self._session()
-            if self._stopping.is_set():
-                return
-            if delivered:
-                self._backoff.reset()
-            if self._skip_backoff:  # a watchdog reconnect: the broker is fine, we are not
-                self._skip_backoff = False
-                continue
-            delay = self._backoff.next_delay()
+
+        def reconnecting(attempt_number: int, delay: float) -> None:
             log.warning(
                 "stream reconnecting account=%s client=%s attempt=%d delay_s=%.2f",
-                self.listener.slug, self.name, self._backoff.attempts, delay,
+                self.listener.slug, self.name, attempt_number, delay,
             )  # fmt: skip
-            await sleep_or_stop(self._stopping, delay)
+
+        await keep_connected(self._one_session, self._stopping, self._backoff, on_retry=reconnecting)
+
+    async def _one_session(self) -> Session:
+        delivered = await self._session()
+        if self._skip_backoff:  # a watchdog reconnect: the broker is fine, we are not
+            self._skip_backoff = False
+            if delivered:
+                self._backoff.reset()
+            return Session.AT_ONCE
+        return Session.DELIVERED if delivered else Session.FAILED
 
     async def _session(self) -> bool:
         """Run one connection; return True when it delivered at least one trade update."""
@@ -152,7 +154,7 @@ class FallbackClient:
             "data": {"key_id": self._account.api_key.reveal(), "secret_key": self._account.secret_key.reveal()},
         }
         await ws.send(json.dumps(auth))
-        # The first frame back must be the authorization reply (ALPACA.md §4).
+        # The first frame back must be the authorization reply (docs/broker.md §4).
         reply = json.loads(await asyncio.wait_for(ws.recv(), AUTH_TIMEOUT_S))
         data = reply.get("data") if isinstance(reply, dict) else None
         if not isinstance(data, dict) or data.get("status") != "authorized":

@@ -17,8 +17,10 @@ idempotent, so re-sent history changes nothing):
   late FILL stamped in the same millisecond with a smaller id is never skipped (a ``page_token``
   cursor would skip it: ids sort by time, then by a random suffix).
 
-- **corporate actions**: the SPLIT/SC/NC/MA/SPIN/CIL legs of the last week (they are booked
-  by business date, sometimes late), re-read whole each time and turned into actions
+- **corporate actions**: the SPLIT/SC/NC/MA/SPIN/CIL/REORG legs of the last week (they are
+  booked by business date, sometimes late), re-read whole each time, one code per request (a
+  code the broker refuses is logged once, counted, shown in the heartbeat's details for
+  ``chmgr doctor`` and never stops the others), and turned into actions
   (``corporate.actions_from_legs``); each action is published once (``CorporateActionsPage``).
 
 Order of publication in a full snapshot: order pages, fill pages, corporate actions, then
@@ -26,8 +28,13 @@ Order of publication in a full snapshot: order pages, fill pages, corporate acti
 reconciles (SPEC §3); positions are read *before* that history, so the history covers them. ``rewind()`` resets the
 cursors when ``state`` may have missed pages (its start, a bus gap, a failed commit).
 A partial snapshot (``symbols``) only fetches those symbols' positions: it is the fast WAC
-refresh after a fill (one request per symbol; from ``PARTIAL_LIST_FROM`` symbols on, one
-``GET /v2/positions`` filtered to them).
+refresh after a fill, always one request (``GET /v2/positions/{symbol}`` for one symbol, else
+one ``GET /v2/positions`` filtered to them), made by the ``urgent`` client of the key's budget.
+
+Stream payloads instead of reads (docs/broker-budget.md): ``note_update`` records the orders the
+trade_updates stream reported final (``OrderUpdated`` on the bus, the same facts ``state``
+applies). A family that left the open list is read by id only if one of its orders that were
+open has *not* been reported final that way: a seen report is evidence, a missing one is not.
 """
 
 from __future__ import annotations
@@ -35,11 +42,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from coldharbour.broker.convert import (
-    CORPORATE_FILTER,
+    CORPORATE_READ,
     ConvertedActivity,
     ConvertedOrder,
     Rejected,
@@ -47,15 +54,15 @@ from coldharbour.broker.convert import (
     convert_activity,
     convert_orders,
     convert_position,
-    corporate_legs,
+    position_symbol,
 )
 from coldharbour.broker.listener import Sink
 from coldharbour.broker.rest import BrokerRefused, BrokerRest
 from coldharbour.broker.validate import OnceLog
-from coldharbour.domain.corporate import LEG_WINDOW_NS, actions_from_legs
-from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill
+from coldharbour.domain.corporate import LEG_WINDOW_NS, actions_from_legs, corporate_legs
+from coldharbour.domain.reports import ActivityRecord
+from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill, Order
 from coldharbour.messages import (
-    ActivityRecord,
     CorporateActionsPage,
     FillsPage,
     OrdersPage,
@@ -68,7 +75,7 @@ from coldharbour.messages import (
 log = logging.getLogger(__name__)
 
 PROGRESS_LOG_INTERVAL_S: Final = 5.0
-PARTIAL_LIST_FROM: Final = 3  # a partial snapshot of this many symbols or more reads the whole position list
+PARTIAL_LIST_FROM: Final = 2  # a partial snapshot of this many symbols or more reads the whole position list
 # Re-read windows behind the cursors (SPEC §8 history cursors). Orders: > the 170 ms an order
 # can take from ``submitted_at`` to being listed. Fills: late FILLs with an older stamp.
 ORDER_OVERLAP_NS: Final = 1_000_000_000
@@ -86,10 +93,17 @@ class AccountSync:
     """One account's snapshots, history pulls and backfill, with their cursors."""
 
     def __init__(
-        self, rest: BrokerRest, sink: Sink, counters: Counter[str], *, clock_ns: Callable[[], int] = time.time_ns
+        self,
+        rest: BrokerRest,
+        sink: Sink,
+        counters: Counter[str],
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+        details: dict[str, str] | None = None,
     ) -> None:
         self.slug = rest.slug
         self._rest = rest
+        self._urgent = rest.urgent()  # the position refresh after a fill goes before background reads
         self._sink = sink
         self.counters = counters
         self._clock_ns = clock_ns
@@ -105,9 +119,14 @@ class AccountSync:
         self._published_actions: set[str] = set()
         self._published_legs: set[str] = set()
         self._reported_legs: set[str] = set()
+        # Heartbeat details (``chmgr doctor``): the corporate codes the broker refused last read.
+        self._details = details if details is not None else {}
+        self.refused_codes: dict[str, int] = {}  # code -> HTTP status of its last refusal
         self._fill_floor_ns = clock_ns()
         # Every order that was live at the last full snapshot -> its top-level order id.
         self._open_families: dict[str, str] = {}
+        # Orders the trade stream reported final since (or during) the last full snapshot.
+        self._stream_final: set[str] = set()
         self.backfilled = False
 
     # --- backfill -----------------------------------------------------------------------------
@@ -149,12 +168,12 @@ class AccountSync:
         # Positions first: every fill they reflect is then in the history read after them, so
         # ``state`` never reconciles against a position its pages cannot explain yet (fills
         # newer than ``taken_at`` make it skip the symbol instead).
-        positions = self._positions(await self._rest.positions())
+        positions, unknown = self._positions(await self._rest.positions())
         figures = convert_account(await self._rest.account())
         open_raw = await self._rest.open_orders()
         open_orders = self._convert(open_raw)
         live = {item.order.id: (item.order.parent_id or item.order.id) for item in open_orders if item.order.is_live}
-        gone_families = sorted({top for order_id, top in self._open_families.items() if order_id not in live})
+        gone_families = self._unexplained_families(live)
         await self._publish_orders(self._order_sources(gone_families), is_backfill=False)
         after = self._fill_floor_ns if self.fill_cursor_ns is None else self.fill_cursor_ns - FILL_OVERLAP_NS
         await self._publish_fills(after_ns=after, is_backfill=False)
@@ -169,6 +188,11 @@ class AccountSync:
         else:
             cash, equity = figures.cash, figures.equity
         self._open_families = live
+        self._stream_final &= live.keys()  # a report about an order still listed open stays useful
+        if unknown is None:  # a position without a usable symbol: nothing unlisted is known flat
+            self.counters["snapshots_withheld"] += 1
+            log.warning("snapshot withheld account=%s: a position names no usable symbol", self.slug)
+            return
         snapshot = SnapshotTaken(
             account=self.slug,
             taken_at=taken_at,
@@ -178,22 +202,49 @@ class AccountSync:
             cash=cash,
             equity=equity,
             reason=reason,
+            unknown_symbols=unknown,
         )
         self._sink.publish(topic_snapshot(self.slug), snapshot)
         self.counters["snapshots"] += 1
         log.debug("snapshot published account=%s reason=%s positions=%d", self.slug, reason, len(positions))
 
+    def note_update(self, order: Order, legs: Iterable[Order] = ()) -> None:
+        """Record the orders a trade_updates event shows final (see the module docstring)."""
+        for item in (order, *legs):
+            if not item.is_live:
+                self._stream_final.add(item.id)
+
+    def _unexplained_families(self, live: Mapping[str, str]) -> list[str]:
+        """Return the families that left the open list and that the stream did not report final."""
+        gone: dict[str, list[str]] = {}
+        for order_id, top in self._open_families.items():
+            if order_id not in live:
+                gone.setdefault(top, []).append(order_id)
+        unexplained = sorted(top for top, ids in gone.items() if not all(i in self._stream_final for i in ids))
+        self.counters["order_reads_saved_by_stream"] += len(gone) - len(unexplained)
+        return unexplained
+
+    async def wait_partial_turn(self) -> None:
+        """Wait until the budget can serve a partial snapshot (the symbols asked meanwhile join it)."""
+        await self._urgent.wait_ready()
+
     async def partial(self, symbols: Sequence[str]) -> None:
         """Publish the positions of ``symbols`` only (a symbol absent from it is flat)."""
         taken_at = self._clock_ns()
         wanted = tuple(sorted({s.upper() for s in symbols}))
-        if len(wanted) >= PARTIAL_LIST_FROM:  # one request, not one per symbol (Alpaca: 200 per minute)
-            positions = [p for p in self._positions(await self._rest.positions()) if p.symbol in wanted]
+        if len(wanted) >= PARTIAL_LIST_FROM:  # one request, not one per symbol (docs/broker-budget.md)
+            listed, unknown = self._positions(await self._urgent.positions())
+            positions = [p for p in listed if p.symbol in wanted]
         else:
-            raw = [await self._rest.position(symbol) for symbol in wanted]
-            positions = self._positions([item for item in raw if item is not None])
+            raw = [await self._urgent.position(symbol) for symbol in wanted]
+            positions, unknown = self._positions([item for item in raw if item is not None])
+        # A refused row without a usable symbol may be any of them: every wanted one not listed is unknown.
+        listed_symbols = {p.symbol for p in positions}
+        unknown_wanted = tuple(s for s in wanted if s not in listed_symbols) if unknown is None \
+            else tuple(s for s in unknown if s in wanted)  # fmt: skip
         snapshot = SnapshotTaken(
-            account=self.slug, taken_at=taken_at, positions=tuple(positions), symbols=wanted, reason="fill"
+            account=self.slug, taken_at=taken_at, positions=tuple(positions), symbols=wanted, reason="fill",
+            unknown_symbols=unknown_wanted,
         )
         self._sink.publish(topic_snapshot(self.slug), snapshot)
         self.counters["partial_snapshots"] += 1
@@ -283,13 +334,9 @@ class AccountSync:
         reported once, after ``LEG_WINDOW_NS`` (its partner may simply not be listed yet).
         """
         records: list[ActivityRecord] = []
-        try:
-            async for raw in self._rest.activity_pages(",".join(CORPORATE_FILTER), after_ns=after_ns):
-                records += [c.record for c in self._activities(raw)]
-        except BrokerRefused as e:  # a refused filter must never block the snapshot
-            self.counters["corporate_read_refused"] += 1
-            log.warning("corporate activities refused account=%s status=%s", self.slug, e.status)
-            return 0
+        for code in CORPORATE_READ:
+            records += await self._corporate_code(code, after_ns)
+        self._show_refused()
         actions, problems = actions_from_legs(corporate_legs(records))
         fresh = [a for a in actions if a.id not in self._published_actions]
         settled = self._clock_ns() - LEG_WINDOW_NS
@@ -313,6 +360,34 @@ class AccountSync:
             self._published_legs |= {r.id for r in legs}
             self.counters["corporate_actions"] += len(fresh)
         return len(fresh)
+
+    async def _corporate_code(self, code: str, after_ns: int) -> list[ActivityRecord]:
+        """Return the legs of one code after ``after_ns``; none (logged, counted) if it is refused.
+
+        A refused code yields nothing for this pass, not a partial list: its legs are unknown,
+        and the actions they belong to wait (their symbols stay unexplained) until it is read.
+        """
+        found: list[ActivityRecord] = []
+        try:
+            async for raw in self._rest.activity_pages(code, after_ns=after_ns):
+                found += [c.record for c in self._activities(raw)]
+        except BrokerRefused as e:  # one refused filter value must never stop the other codes
+            self.counters["corporate_code_refused"] += 1
+            if self.refused_codes.get(code) != e.status:
+                log.warning("corporate activity code refused account=%s code=%s status=%s: its legs are not read",
+                            self.slug, code, e.status)  # fmt: skip
+            self.refused_codes[code] = e.status
+            return []
+        if self.refused_codes.pop(code, None) is not None:
+            log.info("corporate activity code read again account=%s code=%s", self.slug, code)
+        return found
+
+    def _show_refused(self) -> None:
+        key = f"corporate_refused_{self.slug}"
+        if self.refused_codes:
+            self._details[key] = " ".join(f"{c}:{s}" for c, s in sorted(self.refused_codes.items()))
+        else:
+            self._details.pop(key, None)
 
     def _is_news(self, record: ActivityRecord) -> bool:
         seen = self._recent_fill_ids.get(record.id)
@@ -344,15 +419,25 @@ class AccountSync:
             self._reject("orders", rejected)
         return converted
 
-    def _positions(self, raw: Iterable[object]) -> list[BrokerPosition]:
-        positions = []
+    def _positions(self, raw: Iterable[object]) -> tuple[list[BrokerPosition], tuple[str, ...] | None]:
+        """Return the converted positions and the symbols of those refused (unknown, not flat).
+
+        ``None`` instead of the symbols: a refused position names no usable symbol, so no
+        symbol missing from the list can be read as flat.
+        """
+        positions: list[BrokerPosition] = []
+        unknown: set[str] = set()
         for item in raw:
             result = convert_position(item)
             if isinstance(result, Rejected):
                 self._reject("positions", result)
+                symbol = position_symbol(item)
+                if symbol is None:
+                    return positions, None
+                unknown.add(symbol)
             else:
                 positions.append(result)
-        return positions
+        return positions, tuple(sorted(unknown))
 
     def _activities(self, raw: Iterable[object]) -> list[ConvertedActivity]:
         converted: list[ConvertedActivity] = []

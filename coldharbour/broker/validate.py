@@ -29,11 +29,13 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Final
 
-NS_PER_SECOND: Final = 1_000_000_000
+# How far ahead a report may be stamped is a domain bound (``db.loads`` holds stored marks to it too).
+from coldharbour.domain.reports import BROKER_FUTURE_NS as BROKER_FUTURE_NS
+from coldharbour.domain.reports import NS_PER_SECOND as NS_PER_SECOND
+from coldharbour.domain.reports import TICK_FUTURE_NS as TICK_FUTURE_NS
+
 MIN_TIME_NS: Final = 0  # 1970-01-01: nothing the broker or the feed sends is older
 MAX_TIME_NS: Final = 2**63 - 1  # 2262-04-11: the int64 range (msgpack int, bigint, to_datetime)
-BROKER_FUTURE_NS: Final = 86_400 * NS_PER_SECOND  # a broker record may be stamped ≤ 1 day ahead
-TICK_FUTURE_NS: Final = 300 * NS_PER_SECOND  # a feed tick ≤ 5 minutes ahead of our clock
 MAX_DEPTH: Final = 32  # nesting of a broker object (an order with legs is 3 deep)
 MAX_SYMBOL_CHARS: Final = 32  # longer than any equity, option or crypto symbol Alpaca lists
 CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

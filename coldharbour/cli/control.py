@@ -25,6 +25,7 @@ import typer
 from coldharbour import runtime
 from coldharbour.config import LOGS_DIR_NAME, Settings, prepare_run_dir
 from coldharbour.errors import ChmgrError, SupervisorError
+from coldharbour.retry import poll_until
 from coldharbour.supervisor import (
     CONFIG_TEMPLATE,
     UNIX_SOCKET_PATH_MAX,
@@ -159,13 +160,10 @@ def up(
         lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
         detail = lines[0] if lines else f"exit status {result.returncode}"
         raise SupervisorError(f"supervisord did not start: {detail}")
-    deadline = time.monotonic() + UP_TIMEOUT_S
-    while not client.is_running():
-        if time.monotonic() >= deadline:
-            raise SupervisorError(
-                f"supervisord did not answer on {sock} within {UP_TIMEOUT_S:.0f} s: see {run_dir / LOGS_DIR_NAME}"
-            )
-        time.sleep(0.1)  # poll: supervisord binds the socket, then daemonises
+    if not poll_until(client.is_running, UP_TIMEOUT_S):  # polled: it binds the socket, then daemonises
+        raise SupervisorError(
+            f"supervisord did not answer on {sock} within {UP_TIMEOUT_S:.0f} s: see {run_dir / LOGS_DIR_NAME}"
+        )
     typer.echo(f"supervisord running (pid {client.pid()}, socket {sock}, logs {run_dir / LOGS_DIR_NAME})")
 
 
@@ -180,10 +178,9 @@ def down() -> None:
     client.shutdown()
     deadline = time.monotonic() + DOWN_TIMEOUT_S
     client.wait_gone(DOWN_TIMEOUT_S)
-    while _alive(pid):
-        if time.monotonic() >= deadline:
-            raise SupervisorError(f"supervisord (pid {pid}) did not exit within {DOWN_TIMEOUT_S:.0f} s")
-        time.sleep(0.1)  # poll: the daemon is not our child, so there is nothing to wait() on
+    # Polled: the daemon is not our child, so there is nothing to wait() on.
+    if not poll_until(lambda: not _alive(pid), max(0.0, deadline - time.monotonic())):
+        raise SupervisorError(f"supervisord (pid {pid}) did not exit within {DOWN_TIMEOUT_S:.0f} s")
     typer.echo(f"supervisord stopped (pid {pid})")
 
 

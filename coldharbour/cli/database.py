@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from coldharbour import runtime
+from coldharbour.cli.terminal import cell, printable
 from coldharbour.config import AccountSettings, Settings
 from coldharbour.db import roles, schema
 from coldharbour.db.connect import connect_sync, describe_error
@@ -103,11 +104,12 @@ def positions() -> None:
     with connect_sync(settings.reader_dsn, PROGRAM, read_only=True) as conn:
         for account in settings.accounts:
             rows = load_positions(conn, settings, account)
-            table = Table(title=f"{account.name} ({account.slug}): {len(rows)} open", title_justify="left")
+            title = printable(f"{account.name} ({account.slug}): {len(rows)} open")
+            table = Table(title=cell(title), title_justify="left")
             for _, heading in POSITION_COLUMNS:
                 table.add_column(heading, justify="left" if heading in ("symbol", "side", "moved") else "right")
             for row in rows:
-                table.add_row(*(_format(value) for value in row))
+                table.add_row(*(cell(_format(value)) for value in row))
             console.print(table)
 
 
@@ -140,7 +142,7 @@ def watch(
             with closing(conn.notifies(timeout=timeout_s or None, stop_after=count or None)) as notes:
                 for received, note in enumerate(notes, start=1):
                     stamp = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
-                    typer.echo(f"{stamp} {note.channel} {note.payload}")
+                    typer.echo(f"{stamp} {note.channel} {printable(note.payload)}")
                     if count and received >= count:
                         break
         except KeyboardInterrupt:

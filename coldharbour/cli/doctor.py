@@ -287,15 +287,44 @@ def check_prices(settings: Settings, listen_s: float = HEARTBEAT_LISTEN_S) -> Ch
     """Check the price source: the ZMQ feed, or (``alpaca``) what ``prices`` reports or a handshake."""
     if settings.price_source == "zmq":
         return check_feed(settings)
+    if settings.price_source == "alpaca":  # market-data REST: what `prices` reports of its polls
+        heard = asyncio.run(collect_heartbeats(settings, ["prices"], listen_s)).get("prices")
+        if not settings.accounts:
+            return Check("FAIL", "price source alpaca (market-data REST) needs an account with credentials")
+        if heard is None:
+            return Check("WARN", "price source alpaca (market-data REST): prices is not running, nothing to check")
+        failing = heard.counters.get("price_poll_failures", 0)
+        verdict: Verdict = "WARN" if failing and not heard.counters.get("newest_tick_unix_ms") else "OK"
+        return Check(verdict, f"price source alpaca (market-data REST): {describe_prices(heard, time.time_ns())}")
     url = settings.alpaca_data_stream_url
     if not settings.accounts:
         return Check("FAIL", f"price source alpaca ({url}) needs an account with credentials")
     heard = asyncio.run(collect_heartbeats(settings, ["prices"], listen_s)).get("prices")
     if heard is None:
         return check_data_stream(settings.accounts[0], url)
-    verdict: Verdict = "WARN" if heard.counters.get("data_stream_unpriced") else "OK"
+    verdict = "WARN" if heard.counters.get("data_stream_unpriced") else "OK"
     hint = ": raise ALPACA_DATA_MAX_SYMBOLS if your data plan allows" if verdict == "WARN" else ""
-    return Check(verdict, f"price source alpaca ({url}): {describe_prices(heard, time.time_ns())}{hint}")
+    return Check(verdict, f"price source alpaca-stream ({url}): {describe_prices(heard, time.time_ns())}{hint}")
+
+
+def check_unknown_positions(settings: Settings, listen_s: float = HEARTBEAT_LISTEN_S) -> Iterator[Check]:
+    """Check ``state``'s heartbeat for positions the broker lists that could not be read.
+
+    Such a symbol is neither flat nor known (``docs/startup.md``): its lots stay as they were and
+    are not reconciled until the broker sends a readable row. Nothing is said when ``state`` is
+    not heard (the supervisord check covers a stopped stack).
+    """
+    heard = asyncio.run(collect_heartbeats(settings, ["state"], listen_s)).get("state")
+    if heard is None:
+        return
+    unknown = {key.removeprefix("positions_unknown_"): count for key, count in heard.counters.items()
+               if key.startswith("positions_unknown_") and key != "positions_unknown_snapshots" and count}
+    if not unknown:
+        yield Check("OK", "every position the broker lists is readable")
+        return
+    listed = ", ".join(f"{slug}: {count}" for slug, count in sorted(unknown.items()))
+    yield Check("WARN", f"positions the broker lists could not be read ({listed}): their lots are kept as they "
+                        "were and not reconciled; `state`'s log names the symbols and the refused field")
 
 
 def check_data_stream(account: AccountSettings, url: str) -> Check:
@@ -321,6 +350,37 @@ def check_data_stream(account: AccountSettings, url: str) -> Check:
         f"price source alpaca: {url} refused account {account.name}'s keys ({last.get('code')} {last.get('msg')}): "
         f"check ALPACA_API_KEY_{suffix}, ALPACA_SECRET_KEY_{suffix} and the data plan (iex or sip)",
     )
+
+
+def check_corporate(settings: Settings, listen_s: float = HEARTBEAT_LISTEN_S) -> Iterator[Check]:
+    """Corporate actions the mirror cannot see or book yet (docs/corporate-actions.md).
+
+    From the heartbeats: ``snapshot``'s details name the activity codes the broker refused
+    (``corporate_refused_<account>``: their legs are not read, so their actions are not
+    booked); ``state``'s details name the actions held (pending or quarantined).
+    """
+    heard = asyncio.run(collect_heartbeats(settings, ["snapshot", "state"], listen_s))
+    if not heard:
+        yield Check("WARN", "corporate actions: neither snapshot nor state heard on the bus (is the stack running?)")
+        return
+    found = False
+    for program, beat in sorted(heard.items()):
+        for key, text in sorted(beat.details.items()):
+            if key.startswith("corporate_refused_"):
+                found = True
+                account = key.removeprefix("corporate_refused_")
+                yield Check("WARN", f"account {account}: corporate activity codes refused by the broker "
+                            f"({text[:120]}): their actions are not booked until they are read")  # fmt: skip
+            elif key.startswith("corporate_held_"):
+                found = True
+                yield Check("WARN", f"account {key.removeprefix('corporate_held_')}: corporate actions held "
+                            f"({text[:160]})")  # fmt: skip
+        if beat.counters.get("corporate_problems"):
+            found = True
+            yield Check("WARN", f"{program}: {beat.counters['corporate_problems']} corporate action leg(s) not booked "
+                        "since start (see its log: 'corporate action leg not booked')")  # fmt: skip
+    if not found:
+        yield Check("OK", "corporate actions: every activity code read, none held")
 
 
 def check_run_dir(settings: Settings) -> Iterator[Check]:
@@ -381,6 +441,8 @@ def run_checks(settings: Settings) -> Iterator[Check]:
     if not settings.accounts and not settings.disabled_accounts:
         yield Check("FAIL", "no account configured: set CHMGR_ACCOUNTS and ALPACA_*_KEY_<NAME>")
     yield check_prices(settings)
+    yield from check_unknown_positions(settings)
+    yield from check_corporate(settings)
     yield from check_run_dir(settings)
     yield check_supervisord(settings)
 

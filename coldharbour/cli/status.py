@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -30,6 +30,7 @@ from rich.table import Table
 from coldharbour import runtime
 from coldharbour.bus import Subscriber
 from coldharbour.cli.control import client_for
+from coldharbour.cli.terminal import cell, printable
 from coldharbour.config import Settings
 from coldharbour.db import queries
 from coldharbour.db.connect import connect_read_only
@@ -151,7 +152,7 @@ def describe_prices(heartbeat: Heartbeat, now_ns: int) -> str:
     """Return the price source line of ``prices``' heartbeat: source, subscriptions, newest tick age."""
     counters, details = heartbeat.counters, heartbeat.details
     parts = [f"source {details.get('price_source', '?')}"]
-    if details.get("price_source") == "alpaca":
+    if details.get("price_source", "").startswith("alpaca"):
         shown = details.get("subscribed", "").replace(",", ", ")
         count = counters.get("data_stream_subscribed", 0)
         more = ", …" if count > len(shown.split(", ")) and shown else ""
@@ -162,6 +163,27 @@ def describe_prices(heartbeat: Heartbeat, now_ns: int) -> str:
         "no tick yet" if not newest_ms else f"newest tick {_duration(max(0.0, now_ns / 1e9 - newest_ms / 1e3))} ago"
     )
     return " · ".join(parts)
+
+
+def describe_budgets(heartbeats: Mapping[str, Heartbeat]) -> list[str]:
+    """Return one line per API key: its requests of the last minute against its budget, and 429s.
+
+    The figures are the key's across every program (the budget file, ``broker.budget``):
+    ``snapshot`` reports the trading API, ``prices`` the market-data API.
+    """
+    figures: dict[str, dict[str, str]] = {}
+    for program, prefix, what in (("snapshot", "rest", "trading"), ("prices", "data", "market data")):
+        beat = heartbeats.get(program)
+        if beat is None:
+            continue
+        for name, value in beat.counters.items():
+            if not name.startswith(f"{prefix}_last_min."):
+                continue
+            label = name.split(".", 1)[1]
+            budget = beat.counters.get(f"{prefix}_budget.{label}", 0)
+            limited = beat.counters.get(f"{prefix}_limited.{label}", 0)
+            figures.setdefault(label, {})[what] = f"{what} {value}/{budget} a minute, {limited} × 429"
+    return [f"key of {label}: {' · '.join(parts.values())}" for label, parts in sorted(figures.items())]
 
 
 def is_degraded(heartbeat: Heartbeat | None) -> bool:
@@ -193,7 +215,7 @@ def _explain_stopped(infos: list[ProcessInfo]) -> None:
     for info in infos:
         line = last_log_line(info.log_path) if info.state in EXPLAINED_STATES and info.log_path else None
         if line is not None:
-            typer.echo(f"{info.name} {info.state}: {line} (last line of {info.log_path})")
+            typer.echo(printable(f"{info.name} {info.state}: {line} (last line of {info.log_path})"))
 
 
 def status(
@@ -229,7 +251,9 @@ def status(
         console = Console(width=140)  # piped: wide enough that rows do not wrap
     console.print(table)
     if "prices" in heartbeats:
-        console.print(f"prices: {describe_prices(heartbeats['prices'], now_ns)}", highlight=False)
+        console.print(cell(f"prices: {describe_prices(heartbeats['prices'], now_ns)}"), highlight=False)
+    for line in describe_budgets(heartbeats):
+        console.print(cell(line), highlight=False)
     _explain_stopped([infos[name] for name in names if name in infos])
     if unhealthy:
         typer.echo(f"chmgr: not healthy: {', '.join(unhealthy)}", err=True)

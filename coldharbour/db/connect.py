@@ -15,16 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, TypeVar
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from coldharbour.config import Dsn, Settings, dsn_secrets, redact_dsn
 from coldharbour.errors import DatabaseError, SchemaError
-from coldharbour.retry import Backoff, sleep_or_stop
+from coldharbour.retry import Backoff, RetryStopped, retry
 
 T = TypeVar("T")
 
@@ -41,8 +42,8 @@ WRITER_LOCK_TIMEOUT_MS: Final = 10_000  # someone holding a table lock: fail, co
 WRITER_OPTIONS: Final = (f"-c statement_timeout={WRITER_STATEMENT_TIMEOUT_MS} -c lock_timeout={WRITER_LOCK_TIMEOUT_MS} "
                          "-c synchronous_commit=on -c plan_cache_mode=force_generic_plan")
 _warned_no_reader = False
-START_BACKOFF_INITIAL_S: Final = 0.5
-START_BACKOFF_MAX_S: Final = 15.0
+BACKOFF_BASE_S: Final = 0.5  # waiting for the database at start (retry_database)
+BACKOFF_CAP_S: Final = 15.0
 
 
 def reader_dsn(settings: Settings) -> Dsn:
@@ -52,7 +53,7 @@ def reader_dsn(settings: Settings) -> Dsn:
         _warned_no_reader = True
         log.warning(
             "CHMGR_READ_DSN is not set: this program logs in as the writer and is read-only by session "
-            "default only; set CHMGR_READ_DSN and run `chmgr db init` (README: Database roles)"
+            "default only; set CHMGR_READ_DSN and run `chmgr db init` (docs/operations.md: Database roles)"
         )
     return settings.reader_dsn
 
@@ -119,7 +120,7 @@ def connect_sync(dsn: Dsn, program: str, *, read_only: bool = True) -> psycopg.C
         raise DatabaseError(f"cannot connect to {dsn}: {describe_error(dsn, e)}") from None
 
 
-def _unreachable(error: BaseException) -> bool:
+def _unreachable(error: Exception) -> bool:
     """Return True when ``error`` says the server is not there (retry), not that data is wrong."""
     if isinstance(error, SchemaError):  # a DatabaseError too: only a lost connection is retried
         return isinstance(error.__cause__, psycopg.OperationalError)
@@ -139,16 +140,20 @@ async def retry_database(
     For `state`'s start: PostgreSQL down at start is waited for, never a crash loop that
     supervisord gives up on. Any other error (a schema newer than the code) is raised at once.
     """
-    backoff = Backoff(START_BACKOFF_INITIAL_S, START_BACKOFF_MAX_S)
-    while True:
-        try:
-            return await attempt()
-        except DatabaseError as e:
-            if not _unreachable(e):
-                raise
-            if counters is not None:
-                counters["db_start_retries"] += 1
-            wait = backoff.next_delay()
-            log.warning("%s: database unreachable attempt=%d, retrying in %.1fs: %s", what, backoff.attempts, wait, e)
-            if await sleep_or_stop(stop, wait):
-                raise DatabaseError(f"{what}: stopped while waiting for the database") from None
+
+    def waiting(error: Exception, attempt_number: int, wait: float) -> None:
+        if counters is not None:
+            counters["db_start_retries"] += 1
+        log.warning("%s: database unreachable attempt=%d, retrying in %.1fs: %s", what, attempt_number, wait, error)
+
+    try:
+        return await retry(attempt, stop=stop, backoff=Backoff(BACKOFF_BASE_S, BACKOFF_CAP_S),
+                           retry_if=_unreachable, on_retry=waiting)  # fmt: skip
+    except RetryStopped:
+        raise DatabaseError(f"{what}: stopped while waiting for the database") from None
+
+
+async def listen(conn: psycopg.AsyncConnection[Any], channels: Iterable[str]) -> None:
+    """``LISTEN`` on every channel of ``channels`` (names through ``psycopg.sql.Identifier``)."""
+    for channel in channels:
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))

@@ -11,6 +11,7 @@ record converters of the live path rule for rule (``tests/db/test_loads.py`` hol
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any, Final
@@ -20,14 +21,14 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from coldharbour.broker.convert import CORPORATE_CODES, corporate_legs
 from coldharbour.db import rows as r
 from coldharbour.db.names import AccountNames, SharedNames
-from coldharbour.domain.corporate import CorporateAction, actions_from_legs
+from coldharbour.domain.corporate import CORPORATE_CODES, CorporateAction, actions_from_legs, corporate_legs
+from coldharbour.domain.reports import TICK_FUTURE_NS, ActivityRecord
 from coldharbour.domain.types import Fill, OpenRow, Order, SliceKey, from_datetime
-from coldharbour.messages import ActivityRecord
 
 Connection = psycopg.AsyncConnection[TupleRow]
+log = logging.getLogger(__name__)
 
 
 def _columns(names: tuple[str, ...]) -> sql.Composed:
@@ -48,11 +49,27 @@ async def load_closed_keys(conn: Connection, names: AccountNames) -> set[SliceKe
     return {(str(row[0]), str(row[1])) for row in await cursor.fetchall()}
 
 
-async def load_marks(conn: Connection, shared: SharedNames) -> dict[str, tuple[Decimal, int]]:
-    """Return the last stored price and its time (UTC ns) per symbol from ``latest_prices``."""
+async def load_marks(conn: Connection, shared: SharedNames, *, now_ns: int) -> dict[str, tuple[Decimal, int]]:
+    """Return the last stored price and its time (UTC ns) per symbol from ``latest_prices``.
+
+    A mark stamped more than ``reports.TICK_FUTURE_NS`` after ``now_ns`` is left out (logged):
+    taken back, its time would outrank every real print after the restart and freeze the mark.
+    """
     query = sql.SQL("SELECT symbol, price, ts FROM {t}").format(t=shared.latest_prices.ident)
     cursor = await conn.execute(query)
-    return {row[0]: (row[1], from_datetime(row[2])) for row in await cursor.fetchall()}
+    horizon_ns = now_ns + TICK_FUTURE_NS
+    marks: dict[str, tuple[Decimal, int]] = {}
+    future: list[str] = []
+    for symbol, price, ts in await cursor.fetchall():
+        ts_ns = from_datetime(ts)
+        if ts_ns > horizon_ns:
+            future.append(symbol)
+        else:
+            marks[symbol] = (price, ts_ns)
+    if future:
+        log.warning("stored marks stamped in the future ignored count=%d symbols=%s", len(future),
+                    ",".join(sorted(future)[:10]))
+    return marks
 
 
 def _ns(column: str) -> sql.Composable:
@@ -89,12 +106,14 @@ FETCH_ROWS: Final = 10_000  # rows per round trip of the server-side cursor
 
 
 def history_queries(names: AccountNames) -> tuple[sql.Composed, sql.Composed]:
-    """Return the SELECTs of the start-up load: orders, then ``FILL`` activities (``scripts/bench``
-    also fetches them raw, beside its baseline)."""
+    """Return the SELECTs of the start-up load: orders, then ``FILL`` activities and the
+    reconciliation fills (their own table, same columns) in one time order (``scripts/bench`` also
+    fetches them raw, beside its baseline)."""
     return (
         sql.SQL("SELECT {c} FROM {t} ORDER BY created_at, id").format(c=_ORDER_SELECT, t=names.raw_orders.ident),
-        sql.SQL("SELECT {c} FROM {t} WHERE activity_type = 'FILL' ORDER BY transaction_time, id").format(
-            c=_FILL_SELECT, t=names.raw_activities.ident),
+        sql.SQL("SELECT {c} FROM (SELECT * FROM {t} WHERE activity_type = 'FILL' UNION ALL "
+                "SELECT * FROM {r} WHERE activity_type = 'FILL') AS fills ORDER BY transaction_time, id").format(
+            c=_FILL_SELECT, t=names.raw_activities.ident, r=names.reconciliations.ident),
     )  # fmt: skip
 
 

@@ -47,6 +47,9 @@ class AccountNames(msgspec.Struct, frozen=True, kw_only=True):
     metrics: Table
     raw_orders: Table
     raw_activities: Table
+    # Reconciliation fills (``recon:``): our own bookings, kept out of the raw broker tables so no
+    # replay reads them as broker history; the ledger rebuild reads them with the fills.
+    reconciliations: Table
     pos_channel: str
     closed_channel: str
     metrics_channel: str
@@ -83,6 +86,7 @@ def account_names(settings: Settings, slug: str) -> AccountNames:
         metrics=table(settings.table_account_metrics, "TABLE_ACCOUNT_METRICS"),
         raw_orders=table("raw_orders_{slug}", "raw orders table", raw_schema),
         raw_activities=table("raw_activities_{slug}", "raw activities table", raw_schema),
+        reconciliations=table("reconciliations_{slug}", "reconciliations table"),
         pos_channel=channel(settings.pos_channel, "POS_CHANNEL"),
         closed_channel=channel(settings.closed_channel, "CLOSED_CHANNEL"),
         metrics_channel=channel(settings.metrics_channel, "METRICS_CHANNEL"),

@@ -43,7 +43,7 @@ from coldharbour.config import Dsn
 from coldharbour.db.connect import CONNECT_TIMEOUT_S, describe_error
 from coldharbour.domain import changes as c
 from coldharbour.errors import ChmgrError, DatabaseError
-from coldharbour.retry import Backoff, sleep_or_stop
+from coldharbour.retry import Backoff, RetryStopped, retry, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ CHECK_INTERVAL_S: Final = 2.0
 # writer's own restart could take it back, so shared writes move once, not back and forth.
 SHARED_GRACE_S: Final = 3 * CHECK_INTERVAL_S
 SHARED_KINDS: Final = (c.MarketSchedule, c.LatestPrices, c.PriceBars)
-BACKOFF_INITIAL_S: Final = 0.2
-BACKOFF_MAX_S: Final = 10.0
+BACKOFF_BASE_S: Final = 0.2
+BACKOFF_CAP_S: Final = 10.0
 APPLICATION_NAME_MAX: Final = 63  # NAMEDATALEN - 1: PostgreSQL truncates longer names
 
 _OWNERS: Final = """
@@ -134,22 +134,21 @@ class Ownership:
         While PostgreSQL is unreachable (a restart during an outage or a failover) this retries
         with capped exponential backoff and jitter until it connects or ``stop`` is set, so a
         ``state`` restarted during a long outage waits for the database instead of exhausting
-        supervisord's start retries.
+        supervisord's start retries. Without ``stop`` it waits until the database answers.
         """
-        backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
-        while True:
-            try:
-                await self._acquire_once()
-                return
-            except DatabaseError as e:
-                self.counters["lock_connect_failures"] += 1
-                self.counters["db_start_retries"] += 1  # one counter for every wait on the database at start
-                wait = backoff.next_delay()
-                log.warning("account locks attempt=%d failed, retrying in %.2fs: %s", backoff.attempts, wait, e)
-                if stop is None:
-                    await asyncio.sleep(wait)
-                elif await sleep_or_stop(stop, wait):
-                    raise
+
+        def waiting(error: Exception, attempt_number: int, wait: float) -> None:
+            self.counters["lock_connect_failures"] += 1
+            self.counters["db_start_retries"] += 1  # one counter for every wait on the database at start
+            log.warning("account locks attempt=%d failed, retrying in %.2fs: %s", attempt_number, wait, error)
+
+        try:
+            await retry(
+                self._acquire_once, stop=stop or asyncio.Event(), backoff=Backoff(BACKOFF_BASE_S, BACKOFF_CAP_S),
+                retry_if=lambda e: isinstance(e, DatabaseError), on_retry=waiting,
+            )  # fmt: skip
+        except RetryStopped as e:
+            raise e.last from None
 
     async def _acquire_once(self) -> None:
         try:
@@ -196,14 +195,11 @@ class Ownership:
 
         Raises ``AccountOwned`` when another stack owns one of our accounts by then.
         """
-        while not stop.is_set():
+        while not await sleep_or_stop(stop, interval_s):
             try:
-                await asyncio.wait_for(stop.wait(), interval_s)
-            except TimeoutError:
-                try:
-                    await self.refresh()
-                except LockLost as e:
-                    await self._retake(stop, e)
+                await self.refresh()
+            except LockLost as e:
+                await self._retake(stop, e)
 
     async def _retake(self, stop: asyncio.Event, lost: LockLost) -> None:
         self.held = self.shared_writer = False

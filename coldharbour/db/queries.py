@@ -174,7 +174,7 @@ def _closed_slice(row: TupleRow) -> ClosedTrade | None:
     return ClosedTrade(
         entry_lot_id=lot, exit_order_id=exit_order, side=side, qty=qty, entry_time=entry_time,
         entry_price=entry_price, exit_time=exit_time, exit_price=exit_price, exit_type=exit_type,
-        pnl_cash=pnl, pnl_cash_fifo=pnl if fifo is None else fifo,
+        pnl_cash=pnl, pnl_cash_fifo=pnl if fifo is None else fifo, symbol=row[12] or "",
     )  # fmt: skip
 
 
@@ -248,7 +248,7 @@ async def daily_summaries_changed(conn: Conn, names: AccountNames, cursor: datet
     where, params = _changed_where(cursor)
     query = sql.SQL(
         "SELECT date, cumulative_return, drawdown, sharpe_10, sharpe_21, sharpe_63, sharpe_126, sharpe_252, "
-        "updated_at, daily_return, deposit, market_value FROM {t} WHERE {w} ORDER BY updated_at"
+        "updated_at, daily_return, deposit, market_value, net_flows FROM {t} WHERE {w} ORDER BY updated_at"
     ).format(t=names.equity_full.ident, w=where)
     rows = await _fetch(conn, query, params)
     summaries = [
@@ -260,6 +260,7 @@ async def daily_summaries_changed(conn: Conn, names: AccountNames, cursor: datet
             daily_return=row[9],
             deposit=row[10],
             market_value=row[11],
+            net_flows=row[12],
         )
         for row in rows
         if row[10] is not None  # returns are null after equity ≤ 0 (issue 13); the row still counts
@@ -375,3 +376,19 @@ async def load_quarantine(conn: Conn, limit: int, *, shared: SharedNames | None 
     query = sql.SQL("SELECT id, ts, account, kind, key, raw, error FROM {t} ORDER BY id DESC LIMIT %s").format(t=table)
     rows = await _fetch(conn, query, (limit,))
     return [Quarantined(id=i, ts=ts, account=a, kind=k, key=key, raw=raw, error=e) for i, ts, a, k, key, raw, e in rows]
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+async def report_inputs(conn: Conn, names: AccountNames) -> tuple[list[DailySummary], list[ClosedTrade]]:
+    """Return every daily equity row and every closed slice, read from one snapshot.
+
+    One REPEATABLE READ transaction: the rows and the trades describe the same moment (a commit
+    of ``state`` between the two reads cannot show a trade whose day is not in the curve).
+    """
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        daily = await daily_summaries_changed(conn, names, None)
+        closed = await closed_slices_changed(conn, names, None)
+    return sorted(daily.rows, key=lambda row: row.date), closed.rows

@@ -23,6 +23,7 @@ import msgspec
 from coldharbour.domain.cashflows import CashFlow
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.money import ZERO, normalize
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.schedule import Session
 from coldharbour.domain.types import (
     CLOSED_COLUMNS,
@@ -36,7 +37,6 @@ from coldharbour.domain.types import (
     from_datetime,
     to_datetime,
 )
-from coldharbour.messages import ActivityRecord
 
 POSITION_COLUMNS: Final = (
     "parent_id", "symbol", "side", "filled_at", "qty", "avg_fill", "avg_px_symbol", "sl_child",

@@ -330,10 +330,27 @@ def _account_real_events(names: AccountNames, schema: str) -> list[sql.Composed]
     ]
 
 
+def _account_reconciliations(names: AccountNames, schema: str) -> list[sql.Composed]:
+    """Reconciliation fills leave ``raw_activities`` (nothing synthetic in a raw table; ``docs/startup.md``).
+
+    Same columns as ``raw_activities`` (the start-up load reads both with one select list); rows
+    a reconciliation stored there before (id ``<stamp>::recon:…``) move over.
+    """
+    raw, recon = names.raw_activities, names.reconciliations
+    pattern = sql.Literal("%::recon:%")
+    return [
+        _q("CREATE TABLE IF NOT EXISTS {t} (LIKE {raw} INCLUDING ALL)", t=recon.ident, raw=raw.ident),
+        _q("INSERT INTO {t} SELECT * FROM {raw} WHERE id LIKE {p} ON CONFLICT DO NOTHING",
+           t=recon.ident, raw=raw.ident, p=pattern),
+        _q("DELETE FROM {raw} WHERE id LIKE {p}", raw=raw.ident, p=pattern),
+    ]
+
+
 ACCOUNT_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "positions, closed, equity, cash flows, metrics, raw orders/activities", _account_v1),
     Migration(2, "daily equity: broker_equity, equity_diff", _account_equity_proof),
     Migration(3, "real broker events: activity categories, CORPORATE exits", _account_real_events),
+    Migration(4, "reconciliation fills in their own table, out of raw_activities", _account_reconciliations),
 )
 
 

@@ -262,6 +262,11 @@ class Statements:
         return Spec(("raw_activities", names.slug, by_execution, single), _key(names.raw_activities),
                     lambda p: _raw_activities(p, names.raw_activities, by_execution=by_execution, single=single))
 
+    def reconciliations(self, names: AccountNames, *, single: bool = False) -> Spec:
+        """The reconciliation-fill upsert (by ``id``; the columns of ``raw_activities``)."""
+        return Spec(("reconciliations", names.slug, single), _key(names.reconciliations),
+                    lambda p: _raw_activities(p, names.reconciliations, by_execution=False, single=single))
+
     def simple(self, kind: str, table: Table) -> Spec:
         """The plain upsert of ``kind`` (cash_flows, daily, intraday, schedule) into ``table``."""
         columns, types, key = _SIMPLE[kind]

@@ -215,6 +215,10 @@ class Writer:
                 single = len(rows) == 1
                 query = st.raw_activities(self.names(slug), by_execution=by_execution, single=single)
                 return (query, _columns(rows, len(r.ACTIVITY_COLUMNS), single=single)) if rows else None
+            case c.Reconciliations(account=slug, rows=rows):
+                single = len(rows) == 1
+                query = st.reconciliations(self.names(slug), single=single)
+                return (query, _columns(rows, len(r.ACTIVITY_COLUMNS), single=single)) if rows else None
             case c.MetricsDoc(account=slug, payload=payload):
                 names, at = self.names(slug), to_datetime(now_ns)
                 return st.metrics(names), [payload, at, notify.metrics_changed(names.metrics_channel, at).payload]

@@ -24,6 +24,14 @@ from coldharbour.domain.types import SliceKey
 Row = tuple[object, ...]
 
 
+class CommitOutcome(StrEnum):
+    """What became of a commit."""
+
+    COMMITTED = "committed"  # written and announced (or nothing to write)
+    WITHHELD = "withheld"  # not sent (this stack lost its locks, or it is stopping): nothing to resync
+    FAILED = "failed"  # the connection failed: memory must stay as it was; the accounts are resynced
+
+
 class Announce(StrEnum):
     """When a closed slice is announced on the closed channel."""
 
@@ -67,6 +75,14 @@ class RawActivities:
     account: str
     rows: tuple[Row, ...]
     by_execution: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliations:
+    """Reconciliation fills (``recon:``) as activity rows, keyed by ``id``: never in a raw broker table."""
+
+    account: str
+    rows: tuple[Row, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +155,8 @@ class UiHeartbeat:
     now_ns: int
 
 
-Change = (OpenRows | ClosedSlices | RawOrders | RawActivities | CashFlows | DailyEquity | IntradayEquity
-          | MetricsDoc | MarketSchedule | LatestPrices | PriceBars | UiHeartbeat)
+Change = (OpenRows | ClosedSlices | RawOrders | RawActivities | Reconciliations | CashFlows | DailyEquity
+          | IntradayEquity | MetricsDoc | MarketSchedule | LatestPrices | PriceBars | UiHeartbeat)
 
 
 def account_of(change: Change) -> str | None:

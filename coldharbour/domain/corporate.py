@@ -10,6 +10,7 @@ rewriting the fills of the symbol's open cycle (flat to flat) that precede it, t
 - **symbol change / stock merger**: the same, and the fills move to ``new_symbol``: the lots
   move with their basis.
 - **cash merger**: a synthetic exit of the whole position at ``cash_per_share`` (``CORPORATE``).
+- **removal** (a redemption, or a worthless removal at 0): the same exit at ``cash_per_share`` ≥ 0.
 - **cash in lieu** (``cash_in_lieu_qty`` on a split or merger): a synthetic exit of that
   fraction of the new shares at ``price`` (``CORPORATE``).
 - **spin-off**: a synthetic entry of |position|·r shares of ``new_symbol`` at ``price`` (the
@@ -30,16 +31,18 @@ Pure: no I/O, no clock, no logging.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Final, Literal
 
 import msgspec
 
+from coldharbour.domain.cashflows import activity_id_time
 from coldharbour.domain.money import ZERO
-from coldharbour.domain.types import Fill, direction
+from coldharbour.domain.reports import ActivityRecord
+from coldharbour.domain.types import Fill, direction, from_datetime
 
-ActionType = Literal["split", "symbol_change", "stock_merger", "cash_merger", "spinoff", "cash_in_lieu"]
+ActionType = Literal["split", "symbol_change", "stock_merger", "cash_merger", "spinoff", "cash_in_lieu", "removal"]
 CORPORATE_PREFIX: Final = "corporate:"
 _RENAMES: Final = frozenset({"symbol_change", "stock_merger"})
 _SCALES: Final = frozenset({"split", "symbol_change", "stock_merger"})
@@ -94,6 +97,8 @@ def check_action(action: CorporateAction) -> ActionProblem | None:
         return ActionProblem(id=action.id, reason=f"{action.type}: new_symbol missing")
     if action.type == "cash_merger" and not (action.cash_per_share is not None and action.cash_per_share > 0):
         return ActionProblem(id=action.id, reason="cash_merger: cash_per_share must be > 0")
+    if action.type == "removal" and not (action.cash_per_share is not None and action.cash_per_share >= 0):
+        return ActionProblem(id=action.id, reason="removal: cash_per_share must be >= 0")
     if action.cash_in_lieu_qty < 0:
         return ActionProblem(id=action.id, reason="cash_in_lieu_qty must be >= 0")
     if action.cash_in_lieu_qty and not (action.price is not None and action.price > 0):
@@ -163,7 +168,7 @@ def apply_action(history: list[Fill], action: CorporateAction) -> tuple[list[Fil
     exit_side = "sell" if net > 0 else "buy"
     if action.type in _SCALES:
         _scale(out, cycle, action, exit_side)
-    elif action.type == "cash_merger" and action.cash_per_share is not None:
+    elif action.type in {"cash_merger", "removal"} and action.cash_per_share is not None:
         out.append(_synthetic(action, "cash", action.symbol, exit_side, abs(net), action.cash_per_share))
     elif action.type == "spinoff":
         if problem is not None or action.price is None or action.new_symbol is None:
@@ -236,6 +241,9 @@ class ActionLeg(msgspec.Struct, frozen=True, kw_only=True):
     qty: Decimal
     price: Decimal | None = None
     net_amount: Decimal = ZERO
+    # The broker's description: the legs of one action share it ("Split: 2 for 1 AAPL"), which
+    # keeps two actions booked in the same minute apart; "" when unknown.
+    text: str = ""
 
 
 # The legs of one action are booked together: within this window of each other.
@@ -244,50 +252,86 @@ _PAIRED: Final[dict[str, ActionType]] = {"SPLIT": "split", "SSP": "split", "SC":
                                          "NC": "symbol_change", "MA": "stock_merger"}
 
 
-def actions_from_legs(legs: Iterable[ActionLeg]) -> tuple[list[CorporateAction], list[ActionProblem]]:
-    """Return the corporate actions the broker's activity legs describe.
+def _all_settled(_: ActionLeg) -> bool:
+    return True
 
-    Pairs (same code, booked within ``LEG_WINDOW_NS``; the same symbol first) of shares out of
-    ``symbol`` and shares in of the same or a new symbol: split (ratio = in / out), symbol
-    change, stock merger. An MA leg with shares out and cash in is a cash merger (never paired
-    with a stock merger's leg booked within the window); a SPIN leg
-    with shares in is a spin-off at its ``price`` (the basis); a CIL leg with shares out and
-    cash in closes that fraction (attached to the split or merger booked with it when there is
-    one). Legs that fit none of these are problems.
+
+def actions_from_legs(
+    legs: Iterable[ActionLeg], settled: Callable[[ActionLeg], bool] = _all_settled
+) -> tuple[list[CorporateAction], list[ActionProblem]]:
+    """Return the corporate actions the broker's activity legs describe, and the legs held.
+
+    Legs of one action share a code and are booked within ``LEG_WINDOW_NS`` of each other
+    (docs/corporate-actions.md "Legs"):
+
+    - shares out and shares in of the same symbol (SPLIT, SSP): a split, ratio = in / out;
+    - shares out and shares in of another symbol: a symbol change (NC, SC) or a stock merger (MA);
+    - MA shares out with a cash leg of the same symbol (qty 0, cash in), or one MA leg with
+      both: a cash merger at cash / shares;
+    - REORG shares out with a cash leg: a redemption at cash / shares; REORG shares out alone,
+      once ``settled`` (its cash leg would be listed by then): a worthless removal at 0;
+    - SPIN shares in: a spin-off at its ``price`` (the basis; a price of 0 states none);
+    - CIL shares out and cash in: that fraction closed (attached to the action booked with it).
+
+    An action is booked whole or held whole: legs that fit none of these, or a group of more
+    legs than its shape has (a unit split's three SPLIT legs, a stock-and-cash merger's three MA
+    legs), are problems, every leg of the group, and nothing of them is booked.
     """
     ordered = sorted(legs, key=lambda leg: (leg.ts, leg.id))
     used: set[str] = set()
-    actions = _paired_actions(ordered, used)
     problems: list[ActionProblem] = []
+    actions = _paired_actions(ordered, used, problems, settled)
     for leg in ordered:
         if leg.id not in used and not _single_action(leg, actions):
             problems.append(ActionProblem(id=leg.id, reason=f"{leg.code}: leg without a partner (qty {leg.qty})"))
     return sorted(actions, key=lambda a: (a.ts, a.id)), problems
 
 
-def _paired_actions(ordered: Sequence[ActionLeg], used: set[str]) -> list[CorporateAction]:
+def _hold(group: Sequence[ActionLeg], used: set[str], problems: list[ActionProblem], reason: str) -> None:
+    used |= {leg.id for leg in group}
+    problems += [ActionProblem(id=leg.id, reason=f"{leg.code}: {reason} (held whole)") for leg in group]
+
+
+def _paired_actions(
+    ordered: Sequence[ActionLeg], used: set[str], problems: list[ActionProblem], settled: Callable[[ActionLeg], bool]
+) -> list[CorporateAction]:
     actions: list[CorporateAction] = []
     for leg in ordered:
-        if leg.id in used or leg.code not in _PAIRED or leg.qty >= 0:
+        if leg.id in used or leg.code not in {*_PAIRED, "REORG"} or leg.qty >= 0:
             continue
-        if leg.code == "MA" and leg.net_amount > 0:
-            # Shares out for cash: a cash merger, never the half of a stock merger booked near it.
-            used.add(leg.id)
-            actions.append(CorporateAction(id=leg.id, type="cash_merger", symbol=leg.symbol, ts=leg.ts,
-                                           cash_per_share=leg.net_amount / -leg.qty))  # fmt: skip
+        near = [o for o in ordered if o.id not in used and o.id != leg.id and o.code == leg.code
+                and abs(o.ts - leg.ts) <= LEG_WINDOW_NS and (o.text == leg.text or not (o.text and leg.text))]
+        cash = [o for o in near if o.qty == 0 and o.symbol == leg.symbol and o.net_amount > 0]
+        others = [o for o in near if o.qty > 0 and o.symbol != leg.symbol]
+        if leg.code in {"MA", "REORG"} and (leg.net_amount > 0 or (cash and not others)):
+            # Shares out for cash: one leg carrying both, or a shares-out leg and its cash leg.
+            paid = leg.net_amount + (cash[0].net_amount if cash else ZERO)
+            used |= {leg.id, *(c.id for c in cash[:1])}
+            kind: ActionType = "cash_merger" if leg.code == "MA" else "removal"
+            actions.append(CorporateAction(id=leg.id, type=kind, symbol=leg.symbol, ts=leg.ts,
+                                           cash_per_share=paid / -leg.qty))  # fmt: skip
             continue
-        partner = min((o for o in ordered if o.id not in used and o.id != leg.id and o.code == leg.code
-                       and abs(o.ts - leg.ts) <= LEG_WINDOW_NS and o.qty > 0),
+        if leg.code == "REORG":
+            if not others and settled(leg):  # shares out, no cash: a worthless removal
+                used.add(leg.id)
+                actions.append(CorporateAction(id=leg.id, type="removal", symbol=leg.symbol, ts=leg.ts,
+                                               cash_per_share=ZERO))  # fmt: skip
+            continue
+        if (leg.code in {"SPLIT", "SSP"} and others) or (leg.code == "MA" and (len(others) > 1 or cash)):
+            kind_text = "unit split" if leg.code in {"SPLIT", "SSP"} else "merger of shares and cash"
+            _hold([leg, *others, *cash], used, problems, f"a {kind_text} is not booked from its legs")
+            continue
+        partner = min((o for o in near if o.qty > 0),
                       key=lambda o: (o.symbol != leg.symbol, abs(o.ts - leg.ts)), default=None)  # fmt: skip
         if partner is None:
             continue
         used |= {leg.id, partner.id}
-        kind = "split" if partner.symbol == leg.symbol else _PAIRED[leg.code]
-        if kind == "split" and partner.symbol != leg.symbol:
-            kind = "symbol_change"
+        pair = "split" if partner.symbol == leg.symbol else _PAIRED[leg.code]
+        if pair == "split" and partner.symbol != leg.symbol:
+            pair = "symbol_change"
         actions.append(CorporateAction(
-            id=leg.id, type=kind, symbol=leg.symbol, ts=leg.ts, ratio=partner.qty / -leg.qty,
-            new_symbol=None if kind == "split" else partner.symbol,
+            id=leg.id, type=pair, symbol=leg.symbol, ts=leg.ts, ratio=partner.qty / -leg.qty,
+            new_symbol=None if pair == "split" else partner.symbol,
         ))  # fmt: skip
     return actions
 
@@ -295,8 +339,9 @@ def _paired_actions(ordered: Sequence[ActionLeg], used: set[str]) -> list[Corpor
 def _single_action(leg: ActionLeg, actions: list[CorporateAction]) -> bool:
     """Book a leg that stands alone (SPIN, CIL) into ``actions``; False when it fits nothing."""
     if leg.code in {"SPIN", "SSO"} and leg.qty > 0:
+        price = leg.price if leg.price else None  # a real SPIN leg is priced 0: no basis stated
         actions.append(CorporateAction(id=leg.id, type="spinoff", symbol=leg.symbol, new_symbol=leg.symbol,
-                                       ts=leg.ts, qty=leg.qty, price=leg.price))  # fmt: skip
+                                       ts=leg.ts, qty=leg.qty, price=price))  # fmt: skip
         return True
     if leg.code != "CIL" or leg.qty >= 0 or leg.price is None:
         return False
@@ -308,3 +353,39 @@ def _single_action(leg: ActionLeg, actions: list[CorporateAction]) -> bool:
         actions.append(CorporateAction(id=leg.id, type="cash_in_lieu", symbol=leg.symbol, ts=leg.ts,
                                        cash_in_lieu_qty=-leg.qty, price=leg.price))  # fmt: skip
     return True
+
+
+# The broker's activity codes of corporate-action legs (docs/spec.md §8).
+CORPORATE_CODES: Final = frozenset({"SPLIT", "SSP", "SC", "NC", "MA", "SPIN", "SSO", "CIL", "REORG"})
+
+
+def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:
+    """Return the corporate-action legs among ``records`` (``actions_from_legs`` input).
+
+    A leg takes effect at the instant its id encodes (Alpaca books splits before the open of
+    the ex-date: ``20240610040000000::…``), else at its date's New York midnight. Canceled
+    legs and legs without a symbol or quantity are left out.
+    """
+    legs: list[ActionLeg] = []
+    for record in records:
+        if record.activity_type not in CORPORATE_CODES or record.status == "canceled":
+            continue
+        if not record.symbol or record.qty is None:
+            continue
+        stamp = activity_id_time(record.id)
+        legs.append(ActionLeg(
+            id=record.id, code=record.activity_type, ts=from_datetime(stamp) if stamp else record.transaction_time,
+            symbol=record.symbol, qty=record.qty, price=record.price, net_amount=record.net_amount or ZERO,
+            text=_description(record.raw_json),
+        ))  # fmt: skip
+    return legs
+
+
+def _description(raw_json: str) -> str:
+    """Return the ``description`` of an activity's JSON text ("" when it has none)."""
+    try:
+        found = msgspec.json.decode(raw_json)
+    except msgspec.DecodeError:
+        return ""
+    text = found.get("description") if isinstance(found, dict) else None
+    return text.strip() if isinstance(text, str) else ""

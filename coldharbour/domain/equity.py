@@ -146,6 +146,7 @@ def daily_summary(row: DailyRow) -> DailySummary:
         daily_return=row.daily_return,
         deposit=row.deposit,
         market_value=row.market_value,
+        net_flows=row.net_flows,
     )
 
 

@@ -660,13 +660,18 @@ def _open_lot(work: _Work, view: _SymView, fill: Fill, qty: Decimal, chain: Chai
 def _rejection(fill: Fill) -> FillRejection | None:
     if not (fill.qty.is_finite() and fill.qty > 0):
         return FillRejection(key=fill.key, reason=f"qty must be > 0, found {fill.qty}")
-    if not (fill.price.is_finite() and fill.price > 0):
+    if not (fill.price.is_finite() and (fill.price > 0 or (fill.price == 0 and _is_zero_exit(fill)))):
         return FillRejection(key=fill.key, reason=f"price must be > 0, found {fill.price}")
     if fill.side not in ("buy", "sell", "sell_short"):
         return FillRejection(key=fill.key, reason=f"unknown side {fill.side!r}")
     if not fill.symbol:
         return FillRejection(key=fill.key, reason="empty symbol")
     return None
+
+
+def _is_zero_exit(fill: Fill) -> bool:
+    """A corporate exit at 0 (a worthless removal) is the one fill priced 0 (docs/corporate-actions.md)."""
+    return is_corporate(fill) and fill.execution_id is not None and fill.execution_id.endswith(":cash")
 
 
 def _erase_cycle(work: _Work, view: _SymView) -> list[Fill]:

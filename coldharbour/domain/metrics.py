@@ -14,12 +14,16 @@ Risk statistics (used by the daily equity curve and the reference check):
 - Drawdown is taken on the compounded return index ``Π(1 + r)`` (starting from 1), so
   deposits and withdrawals never look like gains or losses (D10).
 
-Daily-return KPIs (``daily_kpis``, README "KPIs" table): over the daily rows' ``daily_return``
-(rows after equity ≤ 0 have none and are left out): CAGR ``(Π(1+r))^(252/n) − 1``,
+Daily-return KPIs (``daily_kpis``, docs/spec.md §5): over ``return_series`` of the daily rows
+(the stored ``daily_return``; the day equity reached ≤ 0 counts as −100 % and ends the series,
+the days after it have no return: docs/report.md "Wipe-out"): CAGR ``(Π(1+r))^(252/n) − 1``,
 volatility ``std(ddof=1)·√252``, Sortino ``mean/√(Σ min(r,0)²/n)·√252``, smart Sharpe, Calmar
 ``CAGR/|max drawdown|``, drawdown durations in calendar days, best/worst day, win days, streaks,
 average $ win/loss (``deposit·r/(1+r)``: the day's P&L), payoff ratio, exposure (days holding
 positions), MTD/YTD (compounded over the rows of ``as_of``'s New York month/year).
+The annualised figures (CAGR, volatility, Sortino, smart Sharpe, Calmar) are withheld (None)
+until the series holds ``MIN_ANNUALISED_SESSIONS`` returns: a CAGR of a few days is noise
+raised to the power 252/n (docs/report.md "Withheld values").
 
 The KPI document is built from closed slices grouped into lots, cash flows, daily equity rows
 and the open lots. ``KpiAccumulator`` is fed new slices, flows and rows as they appear and keeps
@@ -44,6 +48,8 @@ from coldharbour.domain.cashflows import CashFlow, Category, is_dividend, is_int
 from coldharbour.domain.money import HUNDRED, ONE, ZERO
 
 PERIODS_PER_YEAR: Final = 252
+# Annualised figures need this many daily returns (about a trading month) before they are shown.
+MIN_ANNUALISED_SESSIONS: Final = 20
 SHARPE_WINDOWS: Final = (10, 21, 63, 126, 252)
 SECONDS_PER_DAY: Final = Decimal(86400)
 _NEW_YORK: Final = ZoneInfo("America/New_York")
@@ -199,11 +205,13 @@ def sortino(returns: Sequence[float]) -> float | None:
 
 
 def cagr(returns: Sequence[float]) -> float | None:
-    """Return ``(Π(1+r))^(252/n) − 1`` (n trading days); None without returns or with growth ≤ 0."""
+    """Return ``(Π(1+r))^(252/n) − 1`` (n trading days); −1 after a wipe-out (growth 0); None without returns."""
     if not returns:
         return None
     growth = math.prod(1.0 + x for x in returns)
-    if growth <= 0.0 or not math.isfinite(growth):
+    if growth <= 0.0:
+        return -1.0  # a return of −100 % (the series ends there: ``return_series``)
+    if not math.isfinite(growth):
         return None
     value = growth ** (PERIODS_PER_YEAR / len(returns)) - 1.0
     return value if math.isfinite(value) else None
@@ -267,6 +275,7 @@ class ClosedTrade(msgspec.Struct, frozen=True, kw_only=True):
     exit_type: ExitType
     pnl_cash: Decimal
     pnl_cash_fifo: Decimal
+    symbol: str = ""
 
 
 class OpenLot(msgspec.Struct, frozen=True, kw_only=True):
@@ -290,18 +299,60 @@ class DailySummary(msgspec.Struct, frozen=True, kw_only=True):
     daily_return: Decimal | None = None
     deposit: Decimal | None = None
     market_value: Decimal | None = None
+    net_flows: Decimal | None = None
+
+
+# The return series.
+
+
+class ReturnSeries(msgspec.Struct, frozen=True, kw_only=True):
+    """The daily time-weighted returns every daily figure is computed from, oldest first.
+
+    ``wiped_out`` is the date equity reached ≤ 0 after a day that started with capital: its
+    return is −1 (the loss is floored at 100 %: an account cannot lose more than everything in
+    return terms) and it is the last return; ``days_after`` counts the later rows, which have
+    no return.
+    """
+
+    dates: tuple[date, ...]
+    returns: tuple[Decimal, ...]
+    wiped_out: date | None = None
+    days_after: int = 0
+
+
+def return_series(rows: Sequence[DailySummary]) -> ReturnSeries:
+    """Return the series of ``rows`` (oldest first): each row's ``daily_return`` until the wipe-out.
+
+    The daily curve (``domain.equity``) leaves ``daily_return`` null from the day equity reached
+    ≤ 0 on, and only then: so the first row without a return is the wipe-out day.
+    """
+    dates: list[date] = []
+    returns: list[Decimal] = []
+    for i, row in enumerate(rows):
+        if row.daily_return is None:
+            dates.append(row.date)
+            returns.append(-ONE)
+            after = len(rows) - i - 1
+            return ReturnSeries(dates=tuple(dates), returns=tuple(returns), wiped_out=row.date, days_after=after)
+        dates.append(row.date)
+        returns.append(row.daily_return)
+    return ReturnSeries(dates=tuple(dates), returns=tuple(returns))
 
 
 # Lots.
 
 
-class _Lot(msgspec.Struct, frozen=True):
+class Lot(msgspec.Struct, frozen=True):
+    """One closed lot (a trade): its slices summed, first entry to last exit."""
+
     pnl_cash: Decimal
     pnl_cash_fifo: Decimal
     exit_class: ExitType
     holding_seconds: Decimal
     buy_volume: Decimal
     sell_volume: Decimal
+    symbol: str = ""
+    exit_time: datetime | None = None
 
 
 def _seconds(start: datetime, end: datetime) -> Decimal:
@@ -317,21 +368,23 @@ def _volumes(piece: ClosedTrade) -> tuple[Decimal, Decimal]:
     return (entry, exit_) if piece.side == "long" else (exit_, entry)
 
 
-def _collapse_lot(slices: Sequence[ClosedTrade]) -> _Lot:
-    """Return a lot from its slices: sums, first entry to last exit, class by most quantity."""
+def collapse_lot(slices: Sequence[ClosedTrade]) -> Lot:
+    """Return a lot from its slices (at least one): sums, first entry to last exit, class by most quantity."""
     qty_by_class: dict[ExitType, Decimal] = {}
     for piece in slices:
         qty_by_class[piece.exit_type] = qty_by_class.get(piece.exit_type, ZERO) + piece.qty
     most = max(qty_by_class.values())
     exit_class = next(t for t in EXIT_TYPE_ORDER if qty_by_class.get(t) == most)
     volumes = [_volumes(piece) for piece in slices]
-    return _Lot(
+    return Lot(
         pnl_cash=sum((p.pnl_cash for p in slices), ZERO),
         pnl_cash_fifo=sum((p.pnl_cash_fifo for p in slices), ZERO),
         exit_class=exit_class,
         holding_seconds=_seconds(min(p.entry_time for p in slices), max(p.exit_time for p in slices)),
         buy_volume=sum((v[0] for v in volumes), ZERO),
         sell_volume=sum((v[1] for v in volumes), ZERO),
+        symbol=slices[0].symbol,
+        exit_time=max(p.exit_time for p in slices),
     )
 
 
@@ -355,7 +408,7 @@ class _Totals:
         self.buy_volume = ZERO
         self.sell_volume = ZERO
 
-    def apply(self, lot: _Lot, sign: int) -> None:
+    def apply(self, lot: Lot, sign: int) -> None:
         self.lots += sign
         self.pnl += sign * lot.pnl_cash
         self.pnl_fifo += sign * lot.pnl_cash_fifo
@@ -463,6 +516,8 @@ def _render(
     total_return = intraday_cumulative_return if in_session else None
     if total_return is None and newest_daily is not None:
         total_return = newest_daily.cumulative_return
+        if total_return is None and newest_daily.daily_return is None:
+            total_return = -ONE  # on or after a wipe-out: −100 %, as Worst Day and YTD show
     values: KpiDocument = {
         "TOTAL ACCOUNT RESULT (Equity)": _money(None if unrealised is None else net_realised + unrealised),
         "NET REALIZED CASH (FIFO)": _money(net_realised),
@@ -513,7 +568,7 @@ def compute_kpi_document(
         by_lot.setdefault(piece.entry_lot_id, []).append(piece)
     totals = _Totals()
     for pieces in by_lot.values():
-        totals.apply(_collapse_lot(pieces), 1)
+        totals.apply(collapse_lot(pieces), 1)
     flow_totals = _FlowTotals()
     for flow in {f.id: f for f in flows}.values():
         flow_totals.apply(flow, 1)
@@ -540,7 +595,7 @@ class KpiAccumulator:
 
     def __init__(self) -> None:
         self._slices: dict[str, dict[str, ClosedTrade]] = {}
-        self._lots: dict[str, _Lot] = {}
+        self._lots: dict[str, Lot] = {}
         self._totals = _Totals()
         self._flows: dict[str, CashFlow] = {}
         self._flow_totals = _FlowTotals()
@@ -557,7 +612,7 @@ class KpiAccumulator:
             old = self._lots.get(lot_id)
             if old is not None:
                 self._totals.apply(old, -1)
-            new = _collapse_lot(list(self._slices[lot_id].values()))
+            new = collapse_lot(list(self._slices[lot_id].values()))
             self._lots[lot_id] = new
             self._totals.apply(new, 1)
 
@@ -668,9 +723,12 @@ def daily_kpis(rows: Sequence[DailySummary], as_of: datetime) -> KpiDocument:
     """Return ``Max Drawdown %`` and the daily-return KPIs of ``rows`` (oldest first)."""
     if not rows:
         return dict.fromkeys(_DAILY_KEYS)
-    dated = [(row, row.daily_return) for row in rows if row.daily_return is not None]
-    returns = [r for _, r in dated]
+    series = return_series(rows)
+    by_date = {row.date: row for row in rows}
+    dated = [(by_date[day], r) for day, r in zip(series.dates, series.returns, strict=True)]
+    returns = list(series.returns)
     xs = _floats(returns)
+    annualised = len(xs) >= MIN_ANNUALISED_SESSIONS
     wins = [r for r in returns if r > 0]
     losses = [r for r in returns if r < 0]
     pnl_wins = [row.deposit * r / (ONE + r) for row, r in dated if r > 0 and row.deposit is not None]
@@ -684,11 +742,11 @@ def daily_kpis(rows: Sequence[DailySummary], as_of: datetime) -> KpiDocument:
     held = [row for row in rows if row.market_value is not None]
     return {
         "Max Drawdown %": _number(HUNDRED * worst, 2),
-        "CAGR %": _pct(cagr(xs)),
-        "Volatility (ann.) %": _pct(volatility(xs)),
-        "Sortino": _float4(sortino(xs)),
-        "Smart Sharpe": _float4(smart_sharpe(xs)),
-        "Calmar": _float4(calmar(xs)),
+        "CAGR %": _pct(cagr(xs)) if annualised else None,
+        "Volatility (ann.) %": _pct(volatility(xs)) if annualised else None,
+        "Sortino": _float4(sortino(xs)) if annualised else None,
+        "Smart Sharpe": _float4(smart_sharpe(xs)) if annualised else None,
+        "Calmar": _float4(calmar(xs)) if annualised else None,
         "Max Drawdown Duration (Days)": deepest_days,
         "Longest Drawdown (Days)": max((days for days, _ in periods), default=0),
         "Best Day %": _number(HUNDRED * max(returns), 2) if returns else None,

@@ -86,6 +86,35 @@ def _significant(value: Decimal) -> tuple[int, int]:
     return count, exponent
 
 
+def to_display_decimal_or_none(value: object, *, field: str = "value") -> Decimal | None:
+    """Return a number that is only *shown* (a mark, never booked), rounded to what we store.
+
+    ``None``/empty is ``None``. More than ``MAX_SCALE`` decimals (a broker's ``current_price``
+    of 26 decimals after a split) are rounded half-even to ``MAX_SCALE``, then to ``MAX_DIGITS``
+    significant digits; anything else ``to_decimal`` refuses is still refused. Never use it for a
+    quantity, a cost or cash: those are booked and must be exact.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return to_decimal(value, field=field)
+    except InvalidMoney:
+        if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+            raise
+        try:
+            exact = Decimal(value.strip() if isinstance(value, str) else repr(value) if isinstance(value, float)
+                            else value)
+        except InvalidOperation as e:
+            raise InvalidMoney(f"{field}: expected a number, found {str(value)[:40]!r}") from e
+        if not exact.is_finite() or abs(exact) > MAX_ABS:
+            raise
+        places = min(MAX_SCALE, MAX_DIGITS - 1 - exact.adjusted()) if exact else 0
+        with localcontext() as context:
+            context.prec = MAX_DIGITS + MAX_SCALE
+            rounded = exact.quantize(Decimal(1).scaleb(-max(0, places)), rounding=ROUND_HALF_EVEN)
+        return to_decimal(rounded, field=field)
+
+
 def to_decimal_or_none(value: object, *, field: str = "value") -> Decimal | None:
     """Return ``None`` for ``None``/empty string, else ``to_decimal(value)``."""
     if value is None or (isinstance(value, str) and not value.strip()):

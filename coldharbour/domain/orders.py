@@ -5,7 +5,7 @@ Two links tie orders together:
 * **leg → parent**: a leg's ``parent_id``, or its id in the parent's ``legs`` list (a stream
   version of a leg may lack the parent link, ORIGINAL D23; either link is enough);
 * **replacement → replaced**: a replacement's ``replaces`` (and the old order's
-  ``replaced_by``). A replaced leg's replacement may carry no parent link at all (the README's
+  ``replaced_by``). A replaced leg's replacement may carry no parent link at all (docs/spec.md §3's
   "grandchild"): it reaches its parent through the order it replaces.
 
 Walking these links never crashes and never loops: an unknown id or a cycle ends the walk and is

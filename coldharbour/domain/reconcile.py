@@ -14,8 +14,9 @@ A symbol the broker no longer holds therefore loses its rows (D41). The broker's
 (``avg_px_symbol``) is returned as updates and removals against the caller's current map.
 
 The caller must pass a *successful* snapshot only: an empty list means "flat everywhere" (D42).
-The synthetic fills are part of the history from then on; store them with the real ones, or a
-rebuild from broker history alone will differ for that symbol.
+The synthetic fills are part of the history from then on: the caller stores them in a table of
+their own (never among the broker's raw activities, which replays read as broker history) and
+rebuilds from both.
 
 Pure: no I/O, no clock, no logging.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from decimal import Decimal
+from typing import Final
 
 import msgspec
 
@@ -56,9 +58,17 @@ class Reconciliation(msgspec.Struct, frozen=True, kw_only=True):
         return not self.corrections
 
 
+RECON_PREFIX: Final = "recon:"
+
+
 def recon_id(symbol: str, ts: int) -> str:
     """Return the id of a reconciliation lot/exit: ``recon:<symbol>:<ts>`` (ts in UTC ns)."""
-    return f"recon:{symbol}:{ts}"
+    return f"{RECON_PREFIX}{symbol}:{ts}"
+
+
+def is_recon_id(order_id: str) -> bool:
+    """Return True for the order id of a reconciliation fill (ours, never the broker's)."""
+    return order_id.startswith(RECON_PREFIX)
 
 
 def _exit_price(ledger: Ledger, symbol: str, position: BrokerPosition | None,

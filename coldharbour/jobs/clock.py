@@ -23,11 +23,11 @@ from typing import Final, Protocol
 import psycopg
 
 from coldharbour.errors import ChmgrError
-from coldharbour.retry import Backoff, Sleep, supervise
+from coldharbour.retry import Backoff, Sleep, supervise, until_stopped, wait_any
 
 log = logging.getLogger(__name__)
 
-BACKOFF_FIRST_S: Final = 1.0
+BACKOFF_BASE_S: Final = 1.0  # a failed job retries sooner than its interval (cap: the interval)
 # Broker or database unavailable (psycopg_pool's PoolTimeout is an OperationalError): retried.
 TRANSIENT: Final = (ChmgrError, psycopg.OperationalError)
 
@@ -44,21 +44,6 @@ class Clock(Protocol):
         ...
 
 
-async def _wait_any(events: tuple[asyncio.Event, ...], timeout_s: float | None) -> None:
-    """Wait until one of ``events`` is set or ``timeout_s`` passed (None: no timeout)."""
-    if not events:
-        if timeout_s is not None:
-            await asyncio.sleep(timeout_s)
-        return
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
-
-
 class SystemClock:
     """The wall clock (UTC); sleeps re-check the deadline, so an early timer wake-up is harmless."""
 
@@ -72,7 +57,7 @@ class SystemClock:
             remaining = (instant - self.now()).total_seconds()
             if remaining <= 0:
                 return
-            await _wait_any(events, remaining)
+            await wait_any(remaining, *events)
 
 
 class ManualClock:
@@ -106,33 +91,12 @@ class ManualClock:
         self.sleepers += 1
         try:
             while self._now < instant and not any(event.is_set() for event in events):
-                await _wait_any((self._changed, *events), None)
+                await wait_any(None, self._changed, *events)
         finally:
             self.sleepers -= 1
 
 
 Job = Callable[[], Awaitable[object]]
-
-
-async def until_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
-    """Await ``work``, cancelling it if ``stop`` is set first; return True when it completed.
-
-    A SIGTERM must not wait for a broker call's retry chain; the jobs hold no state that a
-    cancellation could corrupt (they publish only after computing).
-    """
-    task = asyncio.ensure_future(work)
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(stopper, task, return_exceptions=True)
-    if task.cancelled():
-        return False
-    task.result()  # re-raise the job's own error
-    return True
 
 
 async def run_periodic(
@@ -155,7 +119,7 @@ async def run_periodic(
     """
     events = (stop,) if wake is None else (stop, wake)
     interval = timedelta(seconds=interval_s)
-    backoff = Backoff(min(BACKOFF_FIRST_S, interval_s), interval_s)
+    backoff = Backoff(min(BACKOFF_BASE_S, interval_s), interval_s)
     while not stop.is_set():
         if wake is not None:
             wake.clear()

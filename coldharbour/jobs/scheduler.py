@@ -129,6 +129,13 @@ class Scheduler:
         self._refresh_due = clock.now()
         self._refresh_retry_s = RETRY_FIRST_S
         self._control_due: datetime | None = None
+        self._schedule: ScheduleComputed | None = None  # the last one published (re-sent when state is ready)
+
+    def resend(self, _instance_ns: int = 0) -> None:
+        """Publish the current schedule again (a ``state`` that was not reading the bus missed it)."""
+        if self._schedule is not None:
+            self._publisher.publish(TOPIC_SCHEDULE, self._schedule)
+            self._counters["schedule_resent"] += 1
 
     async def run(self, stop: asyncio.Event) -> None:
         """Refresh, publish phases and drive the programs until ``stop``."""
@@ -259,6 +266,7 @@ class Scheduler:
             replace_from=today - LOOKBACK if clean else None,
             replace_to=end if clean else None,
         )
+        self._schedule = message
         self._publisher.publish(TOPIC_SCHEDULE, message)
         log.info("schedule refreshed sessions=%d prune_before=%s", len(sessions), cutoff)
         self._check_horizon(today, end)

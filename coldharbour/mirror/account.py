@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from decimal import Decimal
-from operator import itemgetter
 
 import msgspec
 
 from coldharbour.db import rows as r
-from coldharbour.db.names import AccountNames
 from coldharbour.domain import changes as ch
 from coldharbour.domain.corporate import CorporateAction, linked_symbols, needs_history, remove_busted
 from coldharbour.domain.ledger import (
@@ -48,46 +45,18 @@ from coldharbour.domain.ledger import (
 )
 from coldharbour.domain.orders import OrderBook, chain_signature, live_legs, root_of
 from coldharbour.domain.positions import RowParams, build_open_row, should_push, with_mark
-from coldharbour.domain.reconcile import reconcile
-from coldharbour.domain.types import ClosedSlice, Fill, FillRejection, Lot, OpenRow, Order, SliceKey
-from coldharbour.messages import ActivityRecord, ResyncRequested, SnapshotTaken, topic_resync
+from coldharbour.domain.reconcile import is_recon_id, reconcile
+from coldharbour.domain.reports import ActivityRecord
+from coldharbour.domain.types import ClosedSlice, Fill, Lot, OpenRow, Order, SliceKey
+from coldharbour.messages import ResyncRequested, SnapshotTaken, topic_resync
 from coldharbour.mirror.batch import AccountBatch
 from coldharbour.mirror.book import StagedView
 from coldharbour.mirror.marks import Marks
-from coldharbour.mirror.plan import Plan
+from coldharbour.mirror.plan import AccountUpdate, LedgerChange, Plan, Rewrites, RowChanges, RowsFlushed
 
 log = logging.getLogger(__name__)
 
-_FIRST = itemgetter(0)
 _MARK_FIELDS = ("mkt_px", "mkt_value", "profit_loss", "profit_loss_lot", "tp_sl_reach_pct", "updated_at")
-
-
-@dataclass(slots=True)
-class LedgerChange:
-    """A ledger change: lots changed (None = closed), slices changed, and how to swap it in."""
-
-    lots: dict[str, Lot | None]
-    slice_upserts: tuple[ClosedSlice, ...]
-    slice_deletes: tuple[SliceKey, ...]
-    apply: Callable[[], None]
-    rejections: tuple[FillRejection, ...] = ()
-
-
-@dataclass(slots=True)
-class RowChanges:
-    """Open rows to write and push, to hold dirty, and to delete."""
-
-    upserts: dict[str, OpenRow] = field(default_factory=dict)
-    dirty: dict[str, OpenRow] = field(default_factory=dict)
-    deletes: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Rewrites:
-    """What a batch rewrites in the history: new corporate actions and busted fills (by key)."""
-
-    actions: dict[str, CorporateAction]
-    busted: dict[str, Fill]
 
 
 def _only_marks_differ(old: OpenRow, new: OpenRow) -> bool:
@@ -97,9 +66,8 @@ def _only_marks_differ(old: OpenRow, new: OpenRow) -> bool:
 class AccountMirror:
     """The in-memory state of one account (mutated only by swaps of committed plans)."""
 
-    def __init__(self, names: AccountNames, *, params: RowParams, push_pct: Decimal, counters: Counter[str]) -> None:
-        self.names = names
-        self.slug = names.slug
+    def __init__(self, slug: str, *, params: RowParams, push_pct: Decimal, counters: Counter[str]) -> None:
+        self.slug = slug
         self.params = params
         self.push_pct = push_pct
         self.counters = counters
@@ -116,6 +84,9 @@ class AccountMirror:
         self.stored_slices: set[SliceKey] = set()
         self.actions: dict[str, CorporateAction] = {}  # every booked corporate action, by id
         self.busted: set[str] = set()  # keys of the executions the broker canceled
+        # Symbols whose last snapshot row could not be converted: neither flat nor known, their
+        # lots stay as they are and are not reconciled until a snapshot lists them convertibly.
+        self.unknown: set[str] = set()
 
     def load(self, orders: Iterable[Order], fills: Iterable[Fill], rows: dict[str, OpenRow],
              closed_keys: Iterable[SliceKey] = (), actions: Iterable[CorporateAction] = (),
@@ -153,18 +124,13 @@ class AccountMirror:
         """Return the plan committing ``batch`` (pure: nothing changes before ``swap``)."""
         plan = Plan(accounts={self.slug})
         orders = {i: o for i, (o, _) in batch.orders.items() if self.book.classify(o) not in ("stale", "unchanged")}
-        # (each comprehension is a call: skipped when its input is empty, the usual case)
-        actions = {i: a for i, a in batch.actions.items() if i not in self.actions} if batch.actions else {}
-        busted = {k: v for k, v in batch.busted.items() if k not in self.busted} if batch.busted else {}
-        seen, known, gone = self.ledger.seen, self.fills, self.busted
-        fills: dict[str, tuple[ActivityRecord, Fill]] = {}
-        new_fills: dict[str, Fill] = {}
-        for k, staged in batch.fills.items():
-            if k not in known and k not in seen and k not in gone and k not in busted:
-                fills[k] = staged
-                new_fills[k] = staged[1]
+        actions = {i: a for i, a in batch.actions.items() if i not in self.actions}
+        busted = {k: v for k, v in batch.busted.items() if k not in self.busted}
+        fills = {k: staged for k, staged in batch.fills.items()
+                 if k not in self.fills and k not in self.ledger.seen and k not in self.busted and k not in busted}
+        new_fills = {k: fill for k, (_, fill) in fills.items()}
         view = StagedView(self.book, orders)
-        events = _Rewrites(actions, {k: f for k, (_, f) in busted.items()} if busted else {})
+        events = Rewrites(actions, {k: fill for k, (_, fill) in busted.items()})
         change = self._ledger_change(orders, new_fills, view, events)
         for rejection in change.rejections:
             self.counters["rejected_fills"] += 1
@@ -172,13 +138,11 @@ class AccountMirror:
         rows = self._row_changes(batch, change, view, orders, marks, now)
         self._row_changes_out(plan, rows)
         self._slice_changes(plan, change, batch)
-        self._raw_changes(plan, batch, orders, fills,
-                          [rec for rec, _ in busted.values() if rec is not None] if busted else [])
+        self._raw_changes(plan, batch, orders, fills, [rec for rec, _ in busted.values() if rec is not None])
         self._analytics_changes(plan, batch)
-        plan.swaps.append(lambda: self._swap(orders, new_fills, change, rows, batch))
-        if actions or busted:
-            plan.swaps.append(lambda: self._swap_rewrites(events))
-        symbols = sorted({f.symbol for f in new_fills.values()} & batch.stream_symbols) if batch.stream_symbols else ()
+        plan.updates.append(AccountUpdate(self.slug, orders, new_fills, change, rows, batch.wac, batch.bars, events,
+                                          slices_converged=batch.all_slices))
+        symbols = sorted({f.symbol for f in new_fills.values()} & batch.stream_symbols)
         if symbols:
             plan.messages.append((topic_resync(self.slug),
                                   ResyncRequested(account=self.slug, reason="fill", symbols=tuple(symbols))))
@@ -195,7 +159,7 @@ class AccountMirror:
                 return True
         return False
 
-    def _rebuild_symbols(self, fills: list[Fill], events: _Rewrites, actions: list[CorporateAction]) -> set[str]:
+    def _rebuild_symbols(self, fills: list[Fill], events: Rewrites, actions: list[CorporateAction]) -> set[str]:
         """Return the symbols whose history the batch rewrites (SPEC §8), empty when none."""
         symbols: set[str] = set()
         if not actions and not events.busted:  # nothing rewrites any history (the usual batch)
@@ -210,10 +174,10 @@ class AccountMirror:
         return symbols
 
     def _ledger_change(self, orders: dict[str, Order], keyed: dict[str, Fill], view: StagedView,
-                       events: _Rewrites) -> LedgerChange:
+                       events: Rewrites) -> LedgerChange:
         fills = list(keyed.values())
-        actions = [*self.actions.values(), *events.actions.values()] if self.actions or events.actions else []
-        busted = self.busted | set(events.busted) if events.busted else self.busted  # (read only below)
+        actions = [*self.actions.values(), *events.actions.values()]
+        busted = self.busted | set(events.busted)
         if not self._needs_rebuild(orders):
             symbols = self._rebuild_symbols(fills, events, actions)
             if symbols:
@@ -228,8 +192,8 @@ class AccountMirror:
                 lots: dict[str, Lot | None] = dict.fromkeys(delta.lot_deletes)
                 for lot in delta.lot_upserts:
                     lots[lot.parent_id] = lot
-                return LedgerChange(lots, delta.slice_upserts, delta.slice_deletes,
-                              lambda: apply_delta(self.ledger, delta), delta.rejections)
+                return LedgerChange(lots, delta.slice_upserts, delta.slice_deletes, delta=delta,
+                                    rejections=delta.rejections)
         self.counters["ledger_rebuilds"] += 1
         book = OrderBook([*self.book.orders(), *orders.values()])
         rebuilt = rebuild(book, remove_busted([*self.fills.values(), *fills], busted), actions)
@@ -238,11 +202,7 @@ class AccountMirror:
         lots.update({pid: None for pid in old.lots if pid not in rebuilt.lots})
         slices = tuple(s for k, s in rebuilt.slices.items() if old.slices.get(k) != s)
         gone = tuple(k for k in old.slices if k not in rebuilt.slices)
-
-        def swap() -> None:
-            self.ledger, self.book = rebuilt, book
-
-        return LedgerChange(lots, slices, gone, swap)
+        return LedgerChange(lots, slices, gone, rebuilt=(rebuilt, book))
 
     def _candidates(self, batch: AccountBatch, change: LedgerChange, view: StagedView,
                     orders: dict[str, Order]) -> tuple[set[str], set[str]]:
@@ -250,15 +210,14 @@ class AccountMirror:
         full = set(change.lots)
         for order_id in orders:
             full.add(root_of(view, order_id).order_id)
-        symbols = {s for s, p in batch.wac.items() if p != self.wac.get(s)} if batch.wac else set()
-        if batch.bars:
-            symbols |= {s for s, bar in batch.bars.items() if bar != self.bars.get(s)}
+        symbols = {s for s, p in batch.wac.items() if p != self.wac.get(s)}
+        symbols |= {s for s, bar in batch.bars.items() if bar != self.bars.get(s)}
         if batch.full:
             full |= set(self.ledger.lots) | set(self.rows)
         for symbol in symbols:
             full.update(self.symbol_lots(symbol))
             full.update(pid for pid, lot in change.lots.items() if lot is not None and lot.symbol == symbol)
-        marked = {pid for s in batch.remarked for pid in self.symbol_lots(s)} - full if batch.remarked else set()
+        marked = {pid for s in batch.remarked for pid in self.symbol_lots(s)} - full
         return full, marked
 
     def _row_changes(self, batch: AccountBatch, change: LedgerChange, view: StagedView, orders: dict[str, Order],
@@ -294,7 +253,7 @@ class AccountMirror:
 
     def _row_changes_out(self, plan: Plan, rows: RowChanges) -> None:
         if rows.upserts or rows.deletes:
-            plan.changes.append(ch.OpenRows(self.slug, tuple(map(r.open_row_values, rows.upserts.values())),
+            plan.changes.append(ch.OpenRows(self.slug, tuple(r.open_row_values(row) for row in rows.upserts.values()),
                                             tuple(rows.deletes)))
 
     def _announce(self, found: ClosedSlice) -> ch.Announce:
@@ -312,7 +271,6 @@ class AccountMirror:
             # A restart rebuilds the ledger from history; slices stored under keys the rebuild
             # no longer produces (fills re-ordered by late arrivals) must go, or they double-count.
             deletes += sorted(self.stored_slices - slices.keys() - set(deletes))
-            plan.swaps.append(self.stored_slices.clear)
         for key in deletes:
             slices.pop(key, None)
         if deletes or slices:
@@ -324,22 +282,27 @@ class AccountMirror:
                      fills: dict[str, tuple[ActivityRecord, Fill]], busted: list[ActivityRecord]) -> None:
         if orders:
             staged = batch.orders
-            plan.changes.append(ch.RawOrders(self.slug, tuple(map(r.order_values, orders.values(),
-                                                                  [staged[i][1] for i in orders]))))
+            plan.changes.append(ch.RawOrders(self.slug, tuple(r.order_values(order, staged[i][1])
+                                                              for i, order in orders.items())))
         by_execution: dict[str, ActivityRecord] = {}
         by_id: dict[str, ActivityRecord] = dict(batch.activities)
+        # Reconciliation fills come only in a full snapshot's batch (``reconcile_plan``).
+        recon = [record for record, fill in fills.values() if is_recon_id(fill.order_id)] if batch.full else []
+        if recon:  # our own bookings: never among the broker's raw activities (docs/startup.md)
+            fills = {key: pair for key, pair in fills.items() if not is_recon_id(pair[1].order_id)}
+            plan.changes.append(ch.Reconciliations(self.slug, tuple(map(r.activity_values, recon))))
         # A bust's record last: it replaces the row of the execution it cancels (by execution or id).
-        for record in [*map(_FIRST, fills.values()), *busted]:
+        for record in [*(record for record, _ in fills.values()), *busted]:
             execution = r.as_uuid(record.execution_id)
             if execution is not None:
                 by_execution[execution] = record
             else:
                 by_id[record.id] = record
         if by_execution:
-            plan.changes.append(ch.RawActivities(self.slug, tuple(map(r.activity_values, by_execution.values())),
+            plan.changes.append(ch.RawActivities(self.slug, tuple(r.activity_values(a) for a in by_execution.values()),
                                                  by_execution=True))
         if by_id:
-            plan.changes.append(ch.RawActivities(self.slug, tuple(map(r.activity_values, by_id.values()))))
+            plan.changes.append(ch.RawActivities(self.slug, tuple(r.activity_values(a) for a in by_id.values())))
 
     def _analytics_changes(self, plan: Plan, batch: AccountBatch) -> None:
         if batch.cash_flows:
@@ -356,18 +319,30 @@ class AccountMirror:
 
     # -- the swap ----------------------------------------------------------------------------
 
-    def _swap(self, orders: dict[str, Order], fills: dict[str, Fill], change: LedgerChange, rows: RowChanges,
-              batch: AccountBatch) -> None:
-        for order in orders.values():
+    def swap(self, update: AccountUpdate) -> None:
+        """Take ``update`` (its plan committed)."""
+        for order in update.orders.values():
             self.book.store(order)  # classified new or updated by ``plan`` on this same book
-        change.apply()  # after the book: a rebuild swap replaces the book with its own
-        self.fills.update(fills)
-        for symbol, price in batch.wac.items():
+        if update.ledger.delta is not None:
+            apply_delta(self.ledger, update.ledger.delta)
+        if update.ledger.rebuilt is not None:  # after the book: a rebuild brings its own
+            self.ledger, self.book = update.ledger.rebuilt
+        self.fills.update(update.fills)
+        for symbol, price in update.wac.items():
             if price is None:
                 self.wac.pop(symbol, None)
             else:
                 self.wac[symbol] = price
-        self.bars.update(batch.bars)
+        self.bars.update(update.bars)
+        self._swap_rows(update.rows)
+        if update.slices_converged:
+            self.stored_slices.clear()
+        if update.recon_corrections:
+            self.counters["recon_corrections"] += update.recon_corrections
+        if update.rewrites.actions or update.rewrites.busted:
+            self._swap_rewrites(update.rewrites)
+
+    def _swap_rows(self, rows: RowChanges) -> None:
         for pid, row in rows.upserts.items():
             self.rows[pid] = self.pushed[pid] = row
             self.dirty.discard(pid)
@@ -379,7 +354,7 @@ class AccountMirror:
             self.pushed.pop(pid, None)
             self.dirty.discard(pid)
 
-    def _swap_rewrites(self, events: _Rewrites) -> None:
+    def _swap_rewrites(self, events: Rewrites) -> None:
         self.actions.update(events.actions)
         self.busted |= set(events.busted)
         self.counters["corporate_actions_booked"] += len(events.actions)
@@ -397,12 +372,36 @@ class AccountMirror:
         if pending:
             values = tuple(r.open_row_values(row) for row in pending.values())
             plan.changes.append(ch.OpenRows(self.slug, values, announce=False))
-
-            def flushed() -> None:
-                self.dirty -= {pid for pid, row in pending.items() if self.rows.get(pid) is row}
-
-            plan.swaps.append(flushed)
+            plan.rows_flushed.append(RowsFlushed(self.slug, pending))
         return plan
+
+    def flushed(self, done: RowsFlushed) -> None:
+        """Mark the rows a committed flush wrote clean (unless they changed since)."""
+        self.dirty -= {pid for pid, row in done.rows.items() if self.rows.get(pid) is row}
+
+    def note_unknown(self, snapshot: SnapshotTaken) -> set[str]:
+        """Take which symbols ``snapshot`` covers but could not read; return the known ones it covers.
+
+        A full snapshot replaces the unknown set; a partial one changes only its ``symbols``.
+        Counted (``positions_unknown_<slug>``, a gauge read by ``chmgr doctor``) and logged on change.
+        """
+        unknown = set(snapshot.unknown_symbols)
+        covered = set(snapshot.symbols) if snapshot.symbols else None
+        before = set(self.unknown)
+        if covered is None:
+            self.unknown = unknown
+        else:
+            self.unknown = (self.unknown - covered) | (unknown & covered)
+        if unknown:
+            self.counters["positions_unknown_snapshots"] += 1
+        self.counters[f"positions_unknown_{self.slug}"] = len(self.unknown)
+        if self.unknown - before:
+            log.warning("positions unreadable, lots kept as they are account=%s symbols=%s", self.slug,
+                        ",".join(sorted(self.unknown - before)))
+        if before - self.unknown:
+            log.info("positions readable again account=%s symbols=%s", self.slug,
+                     ",".join(sorted(before - self.unknown)))
+        return (covered if covered is not None else set()) - self.unknown
 
     def reconcile_plan(self, snapshot: SnapshotTaken, marks: Marks, now: int) -> Plan:
         """Return the plan that makes the lots match a full broker snapshot (SPEC §3 invariant).
@@ -417,18 +416,19 @@ class AccountMirror:
         # A corporate action effective after the snapshot explains its symbols' difference (the
         # ledger booked it, the positions read before it do not show it yet): SPEC §8.
         skip += [s for action in self.actions.values() if action.ts > taken for s in action.symbols]
+        self.note_unknown(snapshot)
+        skip += self.unknown  # a row the broker listed but we could not read is no flat position
         prices = {symbol: price for symbol, (price, _) in marks.prices.items()}
         outcome = reconcile(self.ledger, snapshot.positions, self.book, now=taken, wac=self.wac, marks=prices,
                             skip=skip)
         batch = AccountBatch(full=True)
-        batch.set_positions(snapshot.positions, tuple(sorted({p.symbol for p in snapshot.positions} | set(self.wac))))
+        batch.set_positions(snapshot.positions,
+                            tuple(sorted(({p.symbol for p in snapshot.positions} | set(self.wac)) - self.unknown)))
         for correction in outcome.corrections:
             log.warning("reconciliation account=%s symbol=%s ledger_qty=%s broker_qty=%s fills=%d", self.slug,
                         correction.symbol, correction.ledger_qty, correction.broker_qty, len(correction.fills))
             for fill in correction.fills:
                 batch.add_fill(fill, self.counters)
         plan = self.plan(batch, marks, now)
-        if outcome.corrections:
-            count = len(outcome.corrections)
-            plan.swaps.append(lambda: self.counters.update(recon_corrections=count))
+        plan.updates[0].recon_corrections = len(outcome.corrections)
         return plan

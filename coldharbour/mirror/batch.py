@@ -20,17 +20,18 @@ from coldharbour.domain import cashflows, changes
 from coldharbour.domain.cashflows import CashFlow
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.equity import DailyRow, IntradayPoint
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import BrokerPosition, Fill, Order, to_datetime
-from coldharbour.messages import ActivityRecord
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True, init=False)
+@dataclass(slots=True, kw_only=True)
 class AccountBatch:
-    """The staged inputs of one account for one commit (one per account and event batch: its
-    ``__init__`` is written out, literals instead of a factory call per field)."""
+    """The staged inputs of one account for one commit."""
 
+    full: bool = False  # re-derive every row and drop rows without a lot
+    all_slices: bool = False  # re-write every slice (idempotent; used at start-up)
     orders: dict[str, tuple[Order, str]] = field(default_factory=dict)
     fills: dict[str, tuple[ActivityRecord, Fill]] = field(default_factory=dict)
     stream_symbols: set[str] = field(default_factory=set)  # symbols filled on the stream
@@ -47,27 +48,6 @@ class AccountBatch:
     metrics: str | None = None
     wac: dict[str, Decimal | None] = field(default_factory=dict)  # None: the broker is flat
     remarked: set[str] = field(default_factory=set)  # symbols whose mark moved
-    full: bool = False  # re-derive every row and drop rows without a lot
-    all_slices: bool = False  # re-write every slice (idempotent; used at start-up)
-
-    def __init__(self, *, full: bool = False, all_slices: bool = False) -> None:
-        self.orders = {}
-        self.fills = {}
-        self.stream_symbols = set()
-        self.activities = {}
-        self.actions = {}
-        self.busted = {}
-        self.cash_flows = {}
-        self.deleted_cash_flows = set()
-        self.daily = {}
-        self.daily_keep = None
-        self.intraday = {}
-        self.bars = {}
-        self.metrics = None
-        self.wac = {}
-        self.remarked = set()
-        self.full = full
-        self.all_slices = all_slices
 
     @property
     def is_empty(self) -> bool:

@@ -1,11 +1,12 @@
-"""The mirror of every account, and how a drained batch of events becomes commits.
+"""The mirror of every account, and how a drained batch of events becomes plans.
 
-``Mirror.plans(events, now)`` is a generator: it stages the batch's events per account and
-yields one ``Plan`` for all of them (one transaction); events that must see the committed
-result of what came before — a full snapshot (reconciliation), a flush, a ledger check — are
-barriers: the plan so far is yielded first, then theirs. ``state`` commits each plan and calls
-its ``swap()`` *before* resuming the generator, so every plan is computed on committed memory.
-If a commit fails, ``state`` stops iterating: memory keeps the last committed state.
+``Mirror.stage(events, start, now)`` stages events per account from ``start`` and returns one
+``Step``: the ``Plan`` of everything staged (one transaction for all accounts) and the barrier
+it stopped at, if any. Events that must see the committed result of what came before — a full
+snapshot (reconciliation), a flush, a ledger check — are barriers: their plan
+(``barrier_plan``) is computed only after the plan before them was committed and swapped in.
+``mirror.owner.StateOwner.apply`` runs that protocol (stage, commit, ``swap``, barrier, …); the
+mirror itself never commits.
 
 Mutated only by ``state``'s single consumer task (STYLE.md §2.5).
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import zip_longest
@@ -23,7 +24,6 @@ import msgspec
 
 from coldharbour.config import Settings
 from coldharbour.db import rows as r
-from coldharbour.db.names import account_names, shared_names
 from coldharbour.domain.changes import MarketSchedule, UiHeartbeat
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.positions import RowParams
@@ -50,7 +50,7 @@ from coldharbour.messages import (
 from coldharbour.mirror.account import AccountMirror
 from coldharbour.mirror.batch import AccountBatch
 from coldharbour.mirror.marks import Marks, TickLag
-from coldharbour.mirror.plan import LedgerCheck, Plan
+from coldharbour.mirror.plan import Barrier, Flush, LedgerCheck, Plan, Reconcile, Step
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,6 @@ class GapDetected:
 
 
 Event = tuple[str, Message] | FlushDue | HeartbeatDue | GapDetected
-Barrier = Callable[[], Iterator[Plan | LedgerCheck]]
 
 
 class Mirror:
@@ -89,13 +88,12 @@ class Mirror:
     def __init__(self, settings: Settings, counters: Counter[str]) -> None:
         self.settings = settings
         self.counters = counters
-        self.shared = shared_names(settings)
-        self.marks = Marks(self.shared)
+        self.marks = Marks()
         self.tick_lag = TickLag(counters)
         params = RowParams(min_stop_gap=Decimal(repr(settings.min_stop_gap)), gtc_days=settings.alpaca_gtc_days)
         push_pct = Decimal(repr(settings.ui_push_pct_threshold))
         self.accounts = {
-            a.slug: AccountMirror(account_names(settings, a.slug), params=params, push_pct=push_pct, counters=counters)
+            a.slug: AccountMirror(a.slug, params=params, push_pct=push_pct, counters=counters)
             for a in settings.accounts
         }
 
@@ -119,12 +117,24 @@ class Mirror:
         plan = self.marks.flush_plan()
         for account in self.accounts.values():
             plan.extend(account.flush_plan(now))
-        plan.swaps.append(lambda: self._prune_marks(now))
+        plan.prune_marks_at = now
         return plan
 
-    def _prune_marks(self, now: int) -> None:
-        held = {s for account in self.accounts.values() for s in account.ledger.held_symbols()}
-        self.counters["marks_pruned"] += self.marks.prune(held, now)
+    def swap(self, plan: Plan) -> None:
+        """Take ``plan``'s new state into memory (call only after its changes committed)."""
+        for update in plan.updates:
+            self.accounts[update.slug].swap(update)
+        for rows in plan.rows_flushed:
+            self.accounts[rows.slug].flushed(rows)
+        if plan.marks_flushed is not None:
+            self.marks.flushed(plan.marks_flushed)
+        if plan.prune_marks_at is not None:
+            held = {s for account in self.accounts.values() for s in account.ledger.held_symbols()}
+            self.counters["marks_pruned"] += self.marks.prune(held, plan.prune_marks_at)
+
+    def load_marks(self, prices: dict[str, tuple[Decimal, int]]) -> None:
+        """Take the stored last prices (start-up, before ``restore_marks``)."""
+        self.marks.prices.update(prices)
 
     def restore_marks(self) -> None:
         """Take the marks of the committed open rows (start-up), where newer than ``latest_prices``.
@@ -153,41 +163,37 @@ class Mirror:
 
     # -- batches -----------------------------------------------------------------------------
 
-    def plans(self, events: Iterable[Event], now: int) -> Iterator[Plan | LedgerCheck]:
-        """Yield the plans of ``events`` in order (swap each before resuming, see module doc)."""
+    def stage(self, events: Sequence[Event], start: int, now: int) -> Step:
+        """Stage ``events[start:]`` up to and including the first barrier; return their ``Step``.
+
+        The step's plan is computed on the memory as it is now; its barrier's plan
+        (``barrier_plan``) must wait until that plan has been committed and swapped in.
+        """
         batches: dict[str, AccountBatch] = {}
         extra = Plan()
-        for event in events:
-            if event.__class__ is tuple and event[1].__class__ is OrderUpdated:  # the usual event: what _stage does
-                self._stage_account(event[1], batches)
-                continue
-            barrier = self._stage(event, batches, extra, now)
+        for n in range(start, len(events)):
+            barrier = self._stage(events[n], batches, extra, now)
             if barrier is not None:
-                pending = self._pending(batches, extra, now)
-                if pending is not None:
-                    yield pending
-                batches, extra = {}, Plan()
-                yield from barrier()
-        pending = self._pending(batches, extra, now)
-        if pending is not None:
-            yield pending
+                return Step(self._pending(batches, extra, now), barrier, n + 1 - start)
+        return Step(self._pending(batches, extra, now), None, len(events) - start)
+
+    def barrier_plan(self, barrier: Flush | Reconcile, now: int) -> Plan:
+        """Return the plan of a flush or a reconciliation (on memory with everything before it swapped in)."""
+        match barrier:
+            case Flush():
+                return self.flush_plan(now)
+            case Reconcile(snapshot=snapshot):
+                return self.accounts[snapshot.account].reconcile_plan(snapshot, self.marks, now)
 
     def _pending(self, batches: dict[str, AccountBatch], extra: Plan, now: int) -> Plan | None:
         """Return the one plan of the staged batches and ``extra``, None when it has nothing to do."""
-        plan: Plan | None = None
+        plan = Plan()
         for slug, batch in batches.items():
             if not batch.is_empty:
-                planned = self.accounts[slug].plan(batch, self.marks, now)
-                if plan is None:
-                    plan = planned  # one account's plan is the batch's (the usual case), not a copy
-                else:
-                    plan.extend(planned)
+                plan.extend(self.accounts[slug].plan(batch, self.marks, now))
                 plan.changes += batch.deletions(slug)
-        if plan is None:
-            plan = extra
-        else:
-            plan.extend(extra)
-        return plan if plan.needs_commit or plan.swaps or plan.messages else None
+        plan.extend(extra)
+        return None if plan.is_empty else plan
 
     def _batch(self, slug: str, batches: dict[str, AccountBatch]) -> AccountBatch | None:
         if slug not in self.accounts:
@@ -202,7 +208,7 @@ class Mirror:
     def _stage(self, event: Event, batches: dict[str, AccountBatch], extra: Plan, now: int) -> Barrier | None:
         match event:
             case FlushDue():
-                return lambda: iter([self.flush_plan(now)])
+                return Flush()
             case HeartbeatDue():
                 extra.extend(self.heartbeat_plan(now))
             case GapDetected(slug=slug, kind=kind):
@@ -210,9 +216,9 @@ class Mirror:
             case (_, Tick() | TickBatch() as ticks):
                 self._stage_ticks(ticks, batches)
             case (_, LedgerCheckRequested(account=slug)) if slug in self.accounts:
-                return lambda: iter([LedgerCheck(slug)])
+                return LedgerCheck(slug)
             case (_, SnapshotTaken() as snapshot):
-                return self._stage_snapshot(snapshot, batches, now)
+                return self._stage_snapshot(snapshot, batches)
             case (_, ScheduleComputed() as schedule):
                 self._stage_schedule(schedule, extra)
             case (_, SessionPhaseChanged() as phase):
@@ -240,7 +246,7 @@ class Mirror:
             if held:
                 batches.setdefault(slug, AccountBatch()).remarked.update(held)
 
-    def _stage_snapshot(self, snapshot: SnapshotTaken, batches: dict[str, AccountBatch], now: int) -> Barrier | None:
+    def _stage_snapshot(self, snapshot: SnapshotTaken, batches: dict[str, AccountBatch]) -> Barrier | None:
         batch = self._batch(snapshot.account, batches)
         if batch is None:
             return None
@@ -248,10 +254,10 @@ class Mirror:
             batch.add_order(order, raw or "{}", self.counters)
         self._stage_snapshot_marks(snapshot, batches)
         if snapshot.symbols:
-            batch.set_positions(snapshot.positions, snapshot.symbols)
+            known = self.accounts[snapshot.account].note_unknown(snapshot)
+            batch.set_positions(snapshot.positions, tuple(s for s in snapshot.symbols if s in known))
             return None
-        account = self.accounts[snapshot.account]
-        return lambda: iter([account.reconcile_plan(snapshot, self.marks, now)])
+        return Reconcile(snapshot)
 
     def _stage_snapshot_marks(self, snapshot: SnapshotTaken, batches: dict[str, AccountBatch]) -> None:
         """Mark positions from the broker's ``current_price`` when no newer tick is known (issue 18)."""

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
-from coldharbour.db.names import SharedNames
 from coldharbour.domain.changes import LatestPrices, PriceBars
 from coldharbour.domain.money import InvalidMoney, to_decimal
 from coldharbour.domain.types import to_datetime
 from coldharbour.messages import Tick, TickBatch
-from coldharbour.mirror.plan import Plan
+from coldharbour.mirror.plan import MarksFlushed, Plan
 
 NS_PER_MINUTE: Final = 60_000_000_000
 LAG_BOUNDS_MS: Final = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000)
@@ -41,8 +40,7 @@ class Bar:
 class Marks:
     """Last price per symbol and the open 1-minute bars."""
 
-    def __init__(self, shared: SharedNames, prices: dict[str, tuple[Decimal, int]] | None = None) -> None:
-        self.shared = shared
+    def __init__(self, prices: dict[str, tuple[Decimal, int]] | None = None) -> None:
         self.prices: dict[str, tuple[Decimal, int]] = dict(prices or {})
         self.dirty: set[str] = set()
         self.bars: dict[tuple[str, int], Bar] = {}
@@ -134,12 +132,13 @@ class Marks:
             plan.changes.append(PriceBars(tuple((s, to_datetime(m), b.open, b.high, b.low, b.close, b.volume)
                                                 for (s, m) in bar_keys for b in (self.bars[(s, m)],))))
         if symbols or bar_keys:
-            plan.swaps.append(lambda: self._flushed(set(symbols), set(bar_keys)))
+            plan.marks_flushed = MarksFlushed(frozenset(symbols), frozenset(bar_keys))
         return plan
 
-    def _flushed(self, symbols: set[str], bar_keys: set[tuple[str, int]]) -> None:
-        self.dirty -= symbols
-        self.dirty_bars -= bar_keys
+    def flushed(self, done: MarksFlushed) -> None:
+        """Mark the prices and bars a committed flush wrote clean; forget complete bars."""
+        self.dirty -= done.symbols
+        self.dirty_bars -= done.bars
         # Keep only each symbol's newest minute in memory: older bars are complete and stored.
         newest: dict[str, int] = {}
         for symbol, minute in self.bars:

@@ -202,13 +202,18 @@ class ActivityQuery:
     page_token: str | None = None
 
 
-def parse_activity_query(params: Mapping[str, str], path_type: str | None) -> ActivityQuery:
-    """Return the query of an activities request; 422 on an unknown type or bad value."""
+def parse_activity_query(
+    params: Mapping[str, str], path_type: str | None, *, refused: frozenset[str] = frozenset()
+) -> ActivityQuery:
+    """Return the query of an activities request; 422 on an unknown type or bad value.
+
+    ``refused``: filter values refused besides ``NOT_FILTERABLE`` (``POST /sim/config``).
+    """
     raw_types = path_type or params.get("activity_types") or params.get("activity_type")
     types = None
     if raw_types:
         types = frozenset(item.strip().upper() for item in raw_types.split(",") if item.strip())
-        unknown = sorted((types - ACTIVITY_TYPES) | (types & NOT_FILTERABLE))
+        unknown = sorted((types - ACTIVITY_TYPES) | (types & (NOT_FILTERABLE | refused)))
         if unknown:
             raise unprocessable(f"invalid activity type: {unknown[0]}", CODE_INVALID_FIELD)
     category = params.get("category")

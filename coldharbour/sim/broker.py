@@ -3,7 +3,7 @@
 Usage::
 
     python -m coldharbour.sim.broker --port 8765 [--seed 7] [--partial-fills]
-        [--account NAME:KEY:SECRET ...]
+        [--account NAME:KEY:SECRET ...] [--rest-limit-per-min 200]
 
 Without ``--account`` there is one account ``demo`` (key ``demo-key``, secret ``demo-secret``);
 every account starts with $100,000 cash. The server listens on 127.0.0.1 only and, once bound,
@@ -13,6 +13,8 @@ prints ``listening port=<N>`` on stdout (useful with ``--port 0``). Point alpaca
 ``StockHistoricalDataClient(key, secret, url_override="http://127.0.0.1:<N>")`` and, for live
 trades of the prices it is given, ``StockDataStream(key, secret,
 url_override="ws://127.0.0.1:<N>/v2/iex")`` (sim/market_stream.py).
+Each key may make ``--rest-limit-per-min`` REST requests a minute (Alpaca's 200 by default; 0:
+no limit, for load generators whose own orders are the load); beyond, 429 (sim/limits.py).
 SIGTERM or Ctrl-C stops it with exit code 0.
 """
 
@@ -40,7 +42,9 @@ from coldharbour.sim.http import (
     alpaca_auth,
     errors_as_json,
     injected_faults,
+    rate_limits,
 )
+from coldharbour.sim.limits import DEFAULT_REST_LIMIT_PER_MIN, RestLimits
 from coldharbour.sim.market_stream import add_market_data_routes
 from coldharbour.sim.ws import StreamHub
 
@@ -57,7 +61,7 @@ def system_clock() -> datetime:
 
 def build_app(context: BrokerContext) -> web.Application:
     """Return the aiohttp application serving every route of the fake broker."""
-    app = web.Application(middlewares=[errors_as_json, injected_faults, alpaca_auth])
+    app = web.Application(middlewares=[errors_as_json, injected_faults, alpaca_auth, rate_limits])
     app[CONTEXT] = context
     add_trading_routes(app)
     add_control_routes(app)
@@ -84,6 +88,7 @@ class BrokerServer:
         partial_fills: bool = False,
         clock: Callable[[], datetime] = system_clock,
         calendar: MarketCalendar | None = None,
+        rest_limit_per_min: int = DEFAULT_REST_LIMIT_PER_MIN,
     ) -> None:
         self.requested_port = port
         calendar = calendar or load_calendar()
@@ -95,7 +100,9 @@ class BrokerServer:
             session_close=calendar.session_close,
         )
         hub = StreamHub(self._authenticate)
-        self.context = BrokerContext(engine=engine, hub=hub, calendar=calendar, clock=clock)
+        self.context = BrokerContext(
+            engine=engine, hub=hub, calendar=calendar, clock=clock, limits=RestLimits(rest_per_min=rest_limit_per_min)
+        )
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._expiry_task: asyncio.Task[None] | None = None
@@ -168,6 +175,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="an account (repeatable)",
     )
     parser.add_argument("--partial-fills", action="store_true", help="fill orders in several executions")
+    parser.add_argument(
+        "--rest-limit-per-min",
+        type=int,
+        default=DEFAULT_REST_LIMIT_PER_MIN,
+        help="REST requests a minute per key before 429 (0: no limit)",
+    )
     return parser.parse_args(argv)
 
 
@@ -178,6 +191,7 @@ async def serve(arguments: argparse.Namespace) -> None:
         port=arguments.port,
         seed=arguments.seed,
         partial_fills=arguments.partial_fills,
+        rest_limit_per_min=max(0, arguments.rest_limit_per_min),
     )
     port = await server.start()
     print(f"listening port={port}", flush=True)

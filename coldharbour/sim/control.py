@@ -5,17 +5,26 @@
   activities (``account`` picks the account when there are several).
   An item whose ``id`` is already booked corrects it: ``"status": "canceled"`` or a new
   ``net_amount`` replaces it; a canceled FILL is a bust (position and cash reversed).
-- ``POST /sim/corporate-actions`` ``{"type": "split", "symbol": "AAPL", "ratio": "2"}`` (and
-  ``symbol_change``, ``cash_merger``, ``stock_merger``, ``spinoff``: ``sim/corporate.py``).
+- ``POST /sim/corporate-actions`` ``{"type": "forward_split", "symbol": "AAPL", "old_rate": "1",
+  "new_rate": "2"}`` (every type, its fields and the leg and position timings:
+  ``sim/corporate.py``) -> ``{"id": ...}``; ``POST /sim/corporate-actions/{id}/complete`` shows
+  the half a ``position`` timing held back; ``POST /sim/corporate-actions/{id}/cancel``
+  (optional ``{"rebook": {...same body...}}``) cancels it and re-books. The announcements are
+  served at ``GET /v1/corporate-actions`` (the data API's route, same origin).
 - ``POST /sim/drop-stream``: close every trade_updates connection (market data:
   ``/sim/drop-data-stream``, sim/market_stream.py).
 - ``POST /sim/fail`` ``{"queue": [429, 504, "html500", "malformed"], "ws_reject": 2}`` (or
   ``{"status": 429, "count": 2}``): answer the next ``/v2`` calls / stream upgrades with faults.
 - ``POST /sim/config`` ``{"partial_fills": true, "partial_fill_slices": 3,
-  "pending_new_events": false, "accepted_events": false, "omit_execution_id": false}``: change
-  behaviour at run time.
+  "pending_new_events": false, "accepted_events": false, "omit_execution_id": false,
+  "refused_activity_types": ["SPLIT"], "rest_limit_per_min": 200, "data_limit_per_min": 200}``:
+  change behaviour at run time (``refused_activity_types``: filter values the activities listing
+  answers with 422, as Alpaca refuses a value outside its filter list; a REST limit of 0 turns
+  it off, sim/limits.py).
 - ``POST /sim/emit`` ``{"account": "demo", "data": {...}}``: push one raw trade update.
 - ``GET /sim/state``: the whole book; ``GET /sim/log``: the last ``/v2`` requests.
+- ``GET /sim/requests?since=<unix s>&until=<unix s>``: per API key, the REST requests let through
+  in that interval (``trading``, ``data``) and the 429s answered so far (``trading_refused``…).
 - ``GET /sim/stream-sent``: ``[[order_id, account, ns], ...]``, when each trade update was written
   to its socket (``time.time_ns()``), oldest first; benchmarks time a fill from that moment.
 
@@ -24,6 +33,7 @@ No authentication: the broker listens on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -34,6 +44,7 @@ from aiohttp import web
 from coldharbour.domain.types import from_datetime
 from coldharbour.sim.engine import Engine
 from coldharbour.sim.http import FAULT_NAMES, context_of, read_json
+from coldharbour.sim.limits import RestLimits
 from coldharbour.sim.market_stream import market_data_of
 from coldharbour.sim.wire import CODE_INVALID_FIELD, money_text, parse_bool, parse_optional_decimal, unprocessable
 
@@ -89,11 +100,30 @@ async def post_activities(request: web.Request) -> web.Response:
 
 
 async def post_corporate_action(request: web.Request) -> web.Response:
-    """Apply a corporate action (split, symbol change, mergers, spin-off) to every account."""
+    """Book a corporate action in every account holding its symbol (``sim/corporate.py``)."""
     context = context_of(request)
-    activities, updates = context.engine.corporate_action(await read_json(request), context.clock())
+    action_id, activities, updates = context.engine.corporate_action(await read_json(request), context.clock())
     context.publish(updates)
-    return web.json_response({"activities": activities, "updates": len(updates)})
+    return web.json_response({"id": action_id, "activities": activities, "updates": len(updates)})
+
+
+async def post_corporate_complete(request: web.Request) -> web.Response:
+    """Show the half of an action its ``position`` timing held back (legs or position)."""
+    context = context_of(request)
+    listed = context.engine.complete_corporate_action(request.match_info["action_id"], context.clock())
+    return web.json_response({"activities": listed})
+
+
+async def post_corporate_cancel(request: web.Request) -> web.Response:
+    """Cancel an action (legs listed again as ``canceled``) and optionally re-book ``rebook``."""
+    context = context_of(request)
+    body = await read_json(request) if request.can_read_body else {}
+    if not isinstance(body, Mapping) or set(body) - {"rebook"}:
+        raise unprocessable('expected {} or {"rebook": {...}}', CODE_INVALID_FIELD)
+    canceled, new_id = context.engine.cancel_corporate_action(
+        request.match_info["action_id"], body.get("rebook"), context.clock()
+    )
+    return web.json_response({"canceled": canceled, "id": new_id})
 
 
 async def post_drop_stream(request: web.Request) -> web.Response:
@@ -142,7 +172,8 @@ async def post_config(request: web.Request) -> web.Response:
         raise unprocessable("expected a JSON object", CODE_INVALID_FIELD)
     config = context.engine.config
     switches = ("pending_new_events", "accepted_events", "omit_execution_id")
-    unknown = set(body) - {"partial_fills", "partial_fill_slices", *switches}
+    limits = {"rest_limit_per_min": "trading", "data_limit_per_min": "data"}
+    unknown = set(body) - {"partial_fills", "partial_fill_slices", "refused_activity_types", *switches, *limits}
     if unknown:
         raise unprocessable(f"unknown setting: {sorted(unknown)[0]}", CODE_INVALID_FIELD)
     for switch in switches:
@@ -155,7 +186,22 @@ async def post_config(request: web.Request) -> web.Response:
         if not isinstance(slices, int) or isinstance(slices, bool) or slices < 1:
             raise unprocessable("partial_fill_slices must be a positive integer")
         config.partial_fill_slices = slices
-    return web.json_response(config.to_json())
+    if "refused_activity_types" in body:
+        refused = body["refused_activity_types"]
+        if not isinstance(refused, list) or not all(isinstance(code, str) and code for code in refused):
+            raise unprocessable("refused_activity_types must be a list of activity codes")
+        config.refused_activity_types = frozenset(code.upper() for code in refused)
+    _set_limits(context.limits, body, limits)
+    return web.json_response({**config.to_json(), **context.limits.config()})
+
+
+def _set_limits(target: RestLimits, body: Mapping[str, object], names: Mapping[str, str]) -> None:
+    for name, kind in names.items():
+        if name in body:
+            value = body[name]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise unprocessable(f"{name} must be a non-negative integer", CODE_INVALID_FIELD)
+            target.per_min[kind] = value
 
 
 async def post_emit(request: web.Request) -> web.Response:
@@ -207,6 +253,27 @@ async def get_log(request: web.Request) -> web.Response:
     return web.json_response(list(context_of(request).request_log))
 
 
+def _unix_param(request: web.Request, name: str, default: float) -> float:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise unprocessable(f"{name} must be Unix seconds", CODE_INVALID_FIELD) from None
+    if not math.isfinite(value):
+        raise unprocessable(f"{name} must be Unix seconds", CODE_INVALID_FIELD)
+    return value
+
+
+async def get_requests(request: web.Request) -> web.Response:
+    """Return each key's REST requests in ``[since, until)`` and its 429s (sim/limits.py)."""
+    since = _unix_param(request, "since", 0.0)
+    until = _unix_param(request, "until", math.inf)
+    limits = context_of(request).limits
+    return web.json_response({"keys": limits.counts(since, until), "limits": limits.config()})
+
+
 async def get_stream_sent(request: web.Request) -> web.Response:
     """Return when each trade update was written to its stream socket, oldest first."""
     return web.json_response(list(context_of(request).hub.sent))
@@ -217,6 +284,8 @@ def add_control_routes(app: web.Application) -> None:
     app.router.add_post("/sim/prices", post_prices)
     app.router.add_post("/sim/activities", post_activities)
     app.router.add_post("/sim/corporate-actions", post_corporate_action)
+    app.router.add_post("/sim/corporate-actions/{action_id}/complete", post_corporate_complete)
+    app.router.add_post("/sim/corporate-actions/{action_id}/cancel", post_corporate_cancel)
     app.router.add_post("/sim/drop-stream", post_drop_stream)
     app.router.add_post("/sim/fail", post_fail)
     app.router.add_post("/sim/config", post_config)
@@ -224,3 +293,4 @@ def add_control_routes(app: web.Application) -> None:
     app.router.add_get("/sim/state", get_state)
     app.router.add_get("/sim/log", get_log)
     app.router.add_get("/sim/stream-sent", get_stream_sent)
+    app.router.add_get("/sim/requests", get_requests)

@@ -1,50 +1,132 @@
-"""Corporate actions in the fake broker: the ``POST /sim/corporate-actions`` body and its activities.
+"""Corporate actions in the fake broker: the ``POST /sim/corporate-actions`` body, its legs and its
+announcement (docs/corporate-actions.md "The fake broker").
 
-Bodies (one JSON object; ratios are new shares per old share):
-``{"type": "split", "symbol": S, "ratio": "2"}`` ("0.1" is a 1:10 reverse split),
-``{"type": "symbol_change", "symbol": S, "new_symbol": T}``,
-``{"type": "cash_merger", "symbol": S, "cash_per_share": "25"}``,
-``{"type": "stock_merger", "symbol": S, "new_symbol": T, "ratio": "0.5"}``,
-``{"type": "spinoff", "symbol": S, "new_symbol": T, "ratio": "0.2", "price": "15"}`` (``price``:
-the new shares' per-share basis, optional; without it they carry zero basis).
+The body names the action as Alpaca's corporate-actions announcements do (alpaca-py
+``alpaca/data/models/corporate_actions.py``: one group per type, its field names), plus how the
+account side is booked::
 
-The activities follow the non-trade activity object of Alpaca's account-activities page
-(https://docs.alpaca.markets/us/docs/account-activities.md: ``id``, ``activity_type``, ``date``,
-``net_amount``, ``description``, ``status``, ``symbol``, ``qty``, ``per_share_amount``) with the
-quantity leg of each side: a split is the SPLIT pair (old shares out at the old price, new shares
-in at the new price), a symbol change the SC pair, a stock merger the MA pair, a cash merger one
-MA paying cash, a spin-off one SPIN adding the new shares, and a fraction a whole-share holder
-cannot keep is paid as CIL (cash in lieu) at the new price.
+    {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2",
+     "ex_date": "2026-12-07", "payable_date": "2026-12-06",
+     "legs": "payable_date" | "ex_date" | "executed_at", "position": "before_legs" | "after_legs"}
+
+Types and their fields (``symbol`` is always the held symbol the action acts on):
+``forward_split`` / ``reverse_split`` (``old_rate``, ``new_rate``), ``unit_split``
+(``old_rate``, ``new_symbol``, ``new_rate``, ``alternate_symbol``, ``alternate_rate``),
+``stock_dividend`` (``rate``: new shares per share), ``cash_merger`` (``rate``: cash per share,
+optional ``acquirer_symbol``), ``stock_merger`` (``acquirer_symbol``, ``acquirer_rate``,
+``acquiree_rate``), ``stock_and_cash_merger`` (the same and ``cash_rate``), ``redemption``
+(``rate``: cash per share), ``spin_off`` (``new_symbol``, ``source_rate``, ``new_rate``),
+``name_change`` (``new_symbol``), ``worthless_removal``. ``ex_date`` (splits, dividends,
+spin-offs) or ``effective_date`` (the others) defaults to today (New York); ``payable_date`` to
+the same day.
+
+``legs`` says when the legs are stamped: ``now`` (default: the moment the fake books them, so
+that what happened before it is before the action and what follows after it), or as real
+accounts list them: ``ex_date`` (04:00 New York on the ex-date, before the open),
+``payable_date`` (the payable date's midnight) or ``executed_at`` (12:00 New York on the
+ex-date). With the last three a test trades the symbol only before the ex-date: the fake shows
+the action at once, the real broker at the ex-date. ``position`` says which half the broker
+shows first: by default both at once; ``before_legs`` changes the position now and lists the legs on ``POST
+/sim/corporate-actions/{id}/complete``; ``after_legs`` lists the legs now and changes the
+position on ``complete``.
+
+Legs (non-trade activities: ``id``, ``activity_type``, ``activity_sub_type``, ``date``,
+``net_amount``, ``description``, ``status``, ``symbol``, ``qty``, ``price``; no
+``per_share_amount``, which only dividend legs carry): a split is a SPLIT pair (old shares out,
+new shares in) and a CIL for a fraction a whole-share holder cannot keep; a name change an NC
+pair; a stock merger an MA pair; a cash merger an MA shares-out leg (``net_amount`` 0) and an
+MA cash leg (``qty`` 0); a stock-and-cash merger both; a redemption and a worthless removal
+REORG legs (the removal without cash); a spin-off one SPIN leg at price 0; a unit split three
+SPLIT legs; a stock dividend one SPLIT leg in at price 0.
 
 Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from decimal import Decimal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import ROUND_DOWN, Decimal
 from typing import Final
 
 from coldharbour.domain.money import ZERO
+from coldharbour.sim.accounts import NEW_YORK, PRICE_PLACES, SimPosition
+from coldharbour.sim.activities import activity_id
 from coldharbour.sim.wire import CODE_BAD_REQUEST, SimError, money_text
 
-ACTION_TYPES: Final = frozenset({"split", "symbol_change", "cash_merger", "stock_merger", "spinoff"})
-_NEEDS_NEW_SYMBOL: Final = frozenset({"symbol_change", "stock_merger", "spinoff"})
-_NEEDS_RATIO: Final = frozenset({"split", "stock_merger", "spinoff"})
+ACTION_TYPES: Final = (
+    "forward_split", "reverse_split", "unit_split", "stock_dividend", "cash_merger", "stock_merger",
+    "stock_and_cash_merger", "redemption", "spin_off", "name_change", "worthless_removal",
+)  # fmt: skip
+LEG_TIMINGS: Final = ("now", "ex_date", "payable_date", "executed_at")
+POSITION_TIMINGS: Final = ("together", "before_legs", "after_legs")
+# alpaca-py's group name of each type (``CorporateActionsSet``).
+GROUPS: Final = {kind: f"{kind}s" for kind in ACTION_TYPES}
+_EX_DATED: Final = frozenset({"forward_split", "reverse_split", "stock_dividend", "spin_off"})
+_NEW_SYMBOL: Final = {"unit_split": "new_symbol", "stock_merger": "acquirer_symbol",
+                      "stock_and_cash_merger": "acquirer_symbol", "spin_off": "new_symbol",
+                      "name_change": "new_symbol"}  # fmt: skip
+_RATES: Final[dict[str, tuple[str, ...]]] = {
+    "forward_split": ("old_rate", "new_rate"), "reverse_split": ("old_rate", "new_rate"),
+    "unit_split": ("old_rate", "new_rate", "alternate_rate"), "stock_dividend": ("rate",),
+    "cash_merger": ("rate",), "stock_merger": ("acquirer_rate", "acquiree_rate"),
+    "stock_and_cash_merger": ("acquirer_rate", "acquiree_rate", "cash_rate"), "redemption": ("rate",),
+    "spin_off": ("source_rate", "new_rate"), "name_change": (), "worthless_removal": (),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class CorporateAction:
-    """A validated corporate action."""
+    """A validated corporate action (the fields of its alpaca-py model, by name)."""
 
     type: str
     symbol: str
+    effective: date
+    payable: date
+    rates: dict[str, Decimal] = field(default_factory=dict)
     new_symbol: str | None = None
-    ratio: Decimal = Decimal(1)
-    cash_per_share: Decimal = ZERO
-    # A spin-off's per-share cost basis for the new shares, when stated ("price"); else zero.
-    price: Decimal = ZERO
+    alternate_symbol: str | None = None
+    legs: str = "now"
+    position: str = "together"
+    posted: datetime | None = None  # when the fake booked it (the "now" leg stamp)
+
+    def rate(self, name: str) -> Decimal:
+        """Return one of the action's rates (0 when it has none of that name)."""
+        return self.rates.get(name, ZERO)
+
+    @property
+    def shares_per_share(self) -> Decimal:
+        """New shares of ``new_symbol`` (or of ``symbol``) per share held; 0 when none."""
+        r = self.rates
+        if self.type in {"forward_split", "reverse_split", "unit_split"}:
+            return r["new_rate"] / r["old_rate"]
+        if self.type in {"stock_merger", "stock_and_cash_merger"}:
+            return r["acquirer_rate"] / r["acquiree_rate"]
+        if self.type == "spin_off":
+            return r["new_rate"] / r["source_rate"]
+        if self.type == "stock_dividend":
+            return r["rate"]
+        return Decimal(1) if self.type == "name_change" else ZERO
+
+    @property
+    def cash_per_share(self) -> Decimal:
+        """Cash paid per share held (cash merger, redemption, the cash part of a stock-and-cash merger)."""
+        if self.type in {"cash_merger", "redemption"}:
+            return self.rate("rate")
+        return self.rate("cash_rate")
+
+    def leg_moment(self) -> datetime:
+        """Return the instant the legs are stamped with (``legs``)."""
+        if self.legs == "now" and self.posted is not None:
+            return self.posted
+        if self.legs == "payable_date":
+            return datetime.combine(self.payable, time(0), tzinfo=NEW_YORK)
+        return datetime.combine(self.effective, time(12 if self.legs == "executed_at" else 4), tzinfo=NEW_YORK)
+
+    def symbols(self) -> tuple[str, ...]:
+        """Return every symbol the action touches."""
+        return tuple(s for s in (self.symbol, self.new_symbol, self.alternate_symbol) if s)
 
 
 def bad_request(message: str) -> SimError:
@@ -72,63 +154,317 @@ def _positive(body: Mapping[str, object], key: str) -> Decimal:
     return number
 
 
-def parse_corporate_action(body: object) -> CorporateAction:
+def _date(body: Mapping[str, object], key: str, default: date) -> date:
+    value = body.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise bad_request(f"{key}: expected YYYY-MM-DD, found {value!r}")
+    try:
+        return date.fromisoformat(value)
+    except ValueError as e:
+        raise bad_request(f"{key}: expected YYYY-MM-DD, found {value!r}") from e
+
+
+def _choice(body: Mapping[str, object], key: str, choices: tuple[str, ...]) -> str:
+    value = body.get(key, choices[0])
+    if value not in choices:
+        raise bad_request(f"{key}: expected one of {', '.join(choices)}, found {value!r}")
+    return str(value)
+
+
+def parse_corporate_action(body: object, now: datetime) -> CorporateAction:
     """Return the action of a ``POST /sim/corporate-actions`` body; 400 naming what is wrong."""
     if not isinstance(body, Mapping):
         raise bad_request("expected a JSON object")
     kind = body.get("type")
     if kind not in ACTION_TYPES:
-        raise bad_request(f"type: expected one of {', '.join(sorted(ACTION_TYPES))}, found {kind!r}")
+        raise bad_request(f"type: expected one of {', '.join(ACTION_TYPES)}, found {kind!r}")
     assert isinstance(kind, str)
     symbol = _symbol(body, "symbol")
-    new_symbol = _symbol(body, "new_symbol") if kind in _NEEDS_NEW_SYMBOL else None
-    if new_symbol == symbol:
-        raise bad_request("new_symbol: must differ from symbol")
-    ratio = _positive(body, "ratio") if kind in _NEEDS_RATIO else Decimal(1)
-    if kind == "split" and ratio == 1:
-        raise bad_request("ratio: a split needs a ratio other than 1")
-    cash = _positive(body, "cash_per_share") if kind == "cash_merger" else ZERO
-    price = _positive(body, "price") if kind == "spinoff" and body.get("price") is not None else ZERO
+    new_key = _NEW_SYMBOL.get(kind)
+    new_symbol = _symbol(body, new_key) if new_key else None
+    if kind == "cash_merger" and body.get("acquirer_symbol") is not None:
+        new_symbol = None  # the acquirer of a cash merger is named but no shares of it are booked
+    alternate = _symbol(body, "alternate_symbol") if kind == "unit_split" else None
+    if len({s for s in (symbol, new_symbol, alternate) if s}) != len([s for s in (symbol, new_symbol, alternate) if s]):
+        raise bad_request(f"{new_key}: must differ from symbol")
+    rates = {name: _positive(body, name) for name in _RATES[kind]}
+    if kind == "forward_split" and rates["new_rate"] <= rates["old_rate"]:
+        raise bad_request("new_rate: a forward split needs new_rate > old_rate")
+    if kind == "reverse_split" and rates["new_rate"] >= rates["old_rate"]:
+        raise bad_request("new_rate: a reverse split needs new_rate < old_rate")
+    date_key = "ex_date" if kind in _EX_DATED else "effective_date"
+    effective = _date(body, date_key, now.astimezone(NEW_YORK).date())
     return CorporateAction(
-        type=kind, symbol=symbol, new_symbol=new_symbol, ratio=ratio, cash_per_share=cash, price=price
-    )
+        type=kind, symbol=symbol, effective=effective, payable=_date(body, "payable_date", effective),
+        rates=rates, new_symbol=new_symbol, alternate_symbol=alternate,
+        legs=_choice(body, "legs", LEG_TIMINGS), position=_choice(body, "position", POSITION_TIMINGS), posted=now,
+    )  # fmt: skip
 
 
 def description(action: CorporateAction) -> str:
-    """Return the activity description Alpaca-style (e.g. ``Split: 2 for 1``)."""
-    if action.type == "split":
-        return f"Split: {money_text(action.ratio)} for 1 {action.symbol}"
-    if action.type == "symbol_change":
-        return f"Symbol change: {action.symbol} to {action.new_symbol}"
-    if action.type == "cash_merger":
-        return f"Cash merger: {action.symbol} at {money_text(action.cash_per_share)} per share"
-    if action.type == "stock_merger":
-        return f"Stock merger: {money_text(action.ratio)} {action.new_symbol} per {action.symbol}"
-    return f"Spin-off: {money_text(action.ratio)} {action.new_symbol} per {action.symbol}"
+    """Return the legs' description text (e.g. ``Split: 2 for 1 AAPL``)."""
+    r = {name: money_text(value) for name, value in action.rates.items()}
+    texts = {
+        "forward_split": f"Split: {r.get('new_rate')} for {r.get('old_rate')} {action.symbol}",
+        "reverse_split": f"Reverse split: {r.get('new_rate')} for {r.get('old_rate')} {action.symbol}",
+        "unit_split": f"Unit split: {action.symbol} to {action.new_symbol} and {action.alternate_symbol}",
+        "stock_dividend": f"Stock dividend: {r.get('rate')} {action.symbol} per share",
+        "cash_merger": f"Cash merger: {action.symbol} at {r.get('rate')} per share",
+        "stock_merger": f"Merger: {r.get('acquirer_rate')} {action.new_symbol} for {r.get('acquiree_rate')} "
+                        f"{action.symbol}",
+        "stock_and_cash_merger": f"Merger: {r.get('acquirer_rate')} {action.new_symbol} and {r.get('cash_rate')} "
+                                 f"cash for {r.get('acquiree_rate')} {action.symbol}",
+        "redemption": f"Redemption: {action.symbol} at {r.get('rate')} per share",
+        "spin_off": f"Spin-off: {r.get('new_rate')} {action.new_symbol} for {r.get('source_rate')} {action.symbol}",
+        "name_change": f"Name change: {action.symbol} to {action.new_symbol}",
+        "worthless_removal": f"Worthless removal: {action.symbol}",
+    }  # fmt: skip
+    return texts[action.type]
+
+
+def announcement(action: CorporateAction, action_id: str) -> dict[str, object]:
+    """Return the action as the corporate-actions endpoint lists it (alpaca-py's model fields)."""
+    common: dict[str, object] = {"id": action_id, "process_date": action.effective.isoformat()}
+    rates: dict[str, object] = {name: float(value) for name, value in action.rates.items()}
+    cusip = "000000000"
+    dated = {"ex_date": action.effective.isoformat(), "payable_date": action.payable.isoformat(),
+             "record_date": action.effective.isoformat()}  # fmt: skip
+    effective = {"effective_date": action.effective.isoformat(), "payable_date": action.payable.isoformat()}
+    if action.type == "forward_split":
+        return {**common, "symbol": action.symbol, "cusip": cusip, **rates, **dated}
+    if action.type == "reverse_split":
+        return {**common, "symbol": action.symbol, "old_cusip": cusip, "new_cusip": cusip, **rates, **dated}
+    if action.type == "unit_split":
+        return {**common, "old_symbol": action.symbol, "old_cusip": cusip, "new_symbol": action.new_symbol,
+                "new_cusip": cusip, "alternate_symbol": action.alternate_symbol, "alternate_cusip": cusip,
+                **rates, **effective}  # fmt: skip
+    if action.type == "stock_dividend":
+        return {**common, "symbol": action.symbol, "cusip": cusip, **rates, **dated}
+    if action.type == "spin_off":
+        return {**common, "source_symbol": action.symbol, "source_cusip": cusip, "new_symbol": action.new_symbol,
+                "new_cusip": cusip, **rates, **dated}  # fmt: skip
+    if action.type in {"cash_merger", "stock_merger", "stock_and_cash_merger"}:
+        acquirer = {"acquirer_symbol": action.new_symbol, "acquirer_cusip": cusip} if action.new_symbol else {}
+        return {**common, **acquirer, "acquiree_symbol": action.symbol, "acquiree_cusip": cusip, **rates,
+                **effective}  # fmt: skip
+    if action.type == "redemption":
+        return {**common, "symbol": action.symbol, "cusip": cusip, **rates, "payable_date": action.payable.isoformat()}
+    if action.type == "name_change":
+        return {**common, "old_symbol": action.symbol, "old_cusip": cusip, "new_symbol": action.new_symbol,
+                "new_cusip": cusip}  # fmt: skip
+    return {**common, "symbol": action.symbol, "cusip": cusip}
 
 
 def nta(
     activity_id: str,
     code: str,
-    now_date: str,
+    on_date: date,
     *,
     symbol: str,
     qty: Decimal,
     price: Decimal,
     net_amount: Decimal,
     text: str,
+    sub_type: str,
 ) -> dict[str, object]:
-    """Return one non-trade activity object with a quantity leg."""
+    """Return one corporate-action leg (a non-trade activity with a quantity).
+
+    ``activity_sub_type`` is a free-form string at Alpaca (changelog 2026-11-06 "activity
+    types"); the fake says which side of the action the leg is (``shares_out``, ``shares_in``,
+    ``cash``); nothing in the mirror reads it.
+    """
     return {
         "id": activity_id,
         "activity_type": code,
-        "date": now_date,
+        "activity_sub_type": sub_type,
+        "date": on_date.isoformat(),
         "net_amount": money_text(net_amount),
         "description": text,
         "status": "executed",
         "symbol": symbol,
         "qty": money_text(qty),
         "price": money_text(price),
-        "per_share_amount": money_text(price),
     }
 
+
+@dataclass
+class Booking:
+    """One account's side of an action: its legs, its position change, and how to undo both."""
+
+    legs: list[dict[str, object]]
+    positions: dict[str, SimPosition | None]  # symbol -> the position after (None: closed)
+    cash: Decimal  # cash the action pays in
+    before: dict[str, SimPosition | None] = field(default_factory=dict)  # to undo (cancel)
+    legs_listed: bool = False
+    position_applied: bool = False
+
+
+def _qty(qty: Decimal) -> Decimal:
+    """Return a leg's quantity as the broker states it: 9 decimals at most (rounded down)."""
+    return qty.quantize(PRICE_PLACES, rounding=ROUND_DOWN)
+
+
+def _whole(qty: Decimal, symbol: str, held: Decimal) -> Decimal:
+    """Return the shares a holder keeps of ``qty`` new shares: whole shares stay whole."""
+    if held == held.to_integral_value() and "/" not in symbol:
+        return qty.to_integral_value(rounding=ROUND_DOWN)
+    return qty
+
+
+_CODES: Final = {"name_change": "NC", "forward_split": "SPLIT", "reverse_split": "SPLIT", "unit_split": "SPLIT",
+                 "stock_dividend": "SPLIT", "spin_off": "SPIN", "redemption": "REORG", "worthless_removal": "REORG",
+                 "cash_merger": "MA", "stock_merger": "MA", "stock_and_cash_merger": "MA"}  # fmt: skip
+_CONVERSIONS: Final = frozenset({"forward_split", "reverse_split", "name_change", "stock_merger",
+                                 "stock_and_cash_merger"})  # fmt: skip
+
+
+class _Builder:
+    """One account's booking of one action, leg by leg."""
+
+    def __init__(self, action: CorporateAction, position: SimPosition, existing: Mapping[str, SimPosition],
+                 prices: Mapping[str, Decimal], new_id: Callable[[], str]) -> None:  # fmt: skip
+        self.action, self.position, self.existing, self.prices, self.new_id = action, position, existing, prices, new_id
+        self.code = _CODES[action.type]
+        self.text = description(action)
+        self.moment = action.leg_moment()
+        self.on_date = self.moment.astimezone(NEW_YORK).date()
+        self.stamps = iter(range(10))
+        self.legs: list[dict[str, object]] = []
+        self.after: dict[str, SimPosition | None] = {action.symbol: None}
+        self.cash = ZERO
+        self.held = position.qty
+        self.cost = position.qty * position.avg_entry_price
+        self.price = prices.get(action.symbol, position.avg_entry_price)
+
+    def leg(self, code: str, symbol: str, qty: Decimal, price: Decimal, amount: Decimal, side: str) -> None:
+        # The legs of one action are stamped a millisecond apart so their ids keep their order.
+        # (``date``: the stamp's New York date.)
+        stamp = activity_id(self.moment + timedelta(milliseconds=next(self.stamps)), self.new_id())
+        self.legs.append(nta(stamp, code, self.on_date, symbol=symbol, qty=qty, price=price.quantize(PRICE_PLACES),
+                             net_amount=amount,
+                             text=self.text, sub_type=side))  # fmt: skip
+        if code != "CIL" and amount:
+            self.cash += amount
+
+    def add(self, target: str, qty: Decimal, basis: Decimal) -> None:
+        if qty == ZERO:
+            return
+        mine = self.after.get(target) or (self.existing.get(target) if target != self.action.symbol else None)
+        total = qty + (mine.qty if mine is not None else ZERO)
+        value = basis + (mine.qty * mine.avg_entry_price if mine is not None else ZERO)
+        self.after[target] = SimPosition(target, total, (value / total).quantize(PRICE_PLACES))
+
+    def cash_in_lieu(self, target: str, new_qty: Decimal, kept: Decimal, price: Decimal) -> None:
+        if new_qty != kept:
+            fraction = new_qty - kept
+            self.leg("CIL", target, -fraction, price, fraction * price, "cash")
+            self.cash += fraction * price
+
+    def conversion(self) -> None:
+        """Splits, name changes, stock mergers (with the cash of a stock-and-cash merger)."""
+        action, r = self.action, self.action.shares_per_share
+        target = action.new_symbol or action.symbol
+        new_qty = _qty(self.held * r)
+        kept = _whole(new_qty, target, self.held)
+        # the new shares' price: the other symbol's own when it trades, else the old one's ÷ r
+        new_price = self.prices[target] if target != action.symbol and target in self.prices else self.price / r
+        self.leg(self.code, action.symbol, -self.held, self.price, ZERO, "shares_out")
+        self.leg(self.code, target, new_qty, new_price, ZERO, "shares_in")
+        if action.type == "stock_and_cash_merger":
+            self.leg(self.code, action.symbol, ZERO, ZERO, self.held * action.cash_per_share, "cash")
+        self.add(target, kept, self.cost * kept / new_qty)
+        self.cash_in_lieu(target, new_qty, kept, new_price)
+
+    def removal(self) -> None:
+        """Cash mergers and redemptions (shares out, then the cash), worthless removals (shares out)."""
+        action = self.action
+        self.leg(self.code, action.symbol, -self.held, ZERO, ZERO, "shares_out")
+        if action.type != "worthless_removal":
+            self.leg(self.code, action.symbol, ZERO, ZERO, self.held * action.cash_per_share, "cash")
+
+    def unit_split(self, new_symbol: str, alternate: str) -> None:
+        action = self.action
+        new_qty = _qty(self.held * action.shares_per_share)
+        alternate_qty = _qty(self.held * action.rate("alternate_rate") / action.rate("old_rate"))
+        new_value = self.prices.get(new_symbol, ZERO) * new_qty
+        total = new_value + self.prices.get(alternate, ZERO) * alternate_qty
+        share = new_value / total if total else Decimal(1)
+        self.leg(self.code, action.symbol, -self.held, self.price, ZERO, "shares_out")
+        self.leg(self.code, new_symbol, new_qty, self.prices.get(new_symbol, ZERO), ZERO, "shares_in")
+        self.leg(self.code, alternate, alternate_qty, self.prices.get(alternate, ZERO), ZERO, "shares_in")
+        self.add(new_symbol, new_qty, self.cost * share)
+        self.add(alternate, alternate_qty, self.cost - self.cost * share)
+
+    def distribution(self) -> None:
+        """Spin-offs (new shares of another symbol, leg at price 0) and stock dividends."""
+        action = self.action
+        target = action.new_symbol or action.symbol
+        new_qty = _qty(self.held * action.shares_per_share)
+        kept = _whole(new_qty, target, self.held)
+        self.after[action.symbol] = self.position
+        if action.type == "stock_dividend":
+            total = self.held + kept
+            self.after[action.symbol] = SimPosition(action.symbol, total, (self.cost / total).quantize(PRICE_PLACES))
+        else:
+            self.add(target, kept, ZERO)
+        self.leg(self.code, target, new_qty, ZERO, ZERO, "shares_in")
+        self.cash_in_lieu(target, new_qty, kept, self.prices.get(target, ZERO))
+
+
+def book_action(
+    action: CorporateAction,
+    position: SimPosition,
+    existing: Mapping[str, SimPosition],
+    prices: Mapping[str, Decimal],
+    new_id: Callable[[], str],
+) -> Booking:
+    """Return one account's legs and positions after ``action`` on its ``position``.
+
+    ``existing``: the account's positions (a merger or spin-off may add to one it holds);
+    ``prices``: the last prices (legs of shares carry the price; a spin-off leg carries 0).
+    """
+    builder = _Builder(action, position, existing, prices, new_id)
+    if action.type in _CONVERSIONS:
+        builder.conversion()
+    elif action.type in {"cash_merger", "redemption", "worthless_removal"}:
+        builder.removal()
+    elif action.type == "unit_split" and action.new_symbol and action.alternate_symbol:
+        builder.unit_split(action.new_symbol, action.alternate_symbol)
+    else:
+        builder.distribution()
+    return Booking(legs=builder.legs, positions=builder.after, cash=builder.cash)
+
+
+def list_announcements(
+    announced: list[tuple[CorporateAction, dict[str, object]]], params: Mapping[str, str], today: date
+) -> dict[str, object]:
+    """Return ``GET /v1/corporate-actions``'s body for ``params`` (alpaca-py's
+    ``CorporateActionsRequest``: ``symbols``, ``types``, ``ids``, ``start``/``end`` inclusive on
+    the ex-date or effective date, default today): ``{"corporate_actions": {group: [...]},
+    "next_page_token": null}``. The fake never pages (it holds few actions)."""
+
+    def items(key: str) -> set[str] | None:
+        text = params.get(key)
+        return {item.strip() for item in text.split(",") if item.strip()} if text else None
+
+    symbols, types, ids = items("symbols"), items("types"), items("ids")
+    unknown = (types or set()) - set(ACTION_TYPES)
+    if unknown:
+        raise bad_request(f"types: unknown type {sorted(unknown)[0]!r}")
+    try:
+        start = date.fromisoformat(params["start"]) if params.get("start") else today
+        end = date.fromisoformat(params["end"]) if params.get("end") else today
+    except ValueError as e:
+        raise bad_request("start/end: expected YYYY-MM-DD") from e
+    groups: dict[str, list[dict[str, object]]] = {}
+    for action, body in announced:
+        if ids is not None:
+            if body["id"] not in ids:
+                continue
+        elif (symbols is not None and not symbols & set(action.symbols())) or (
+            types is not None and action.type not in types) or not start <= action.effective <= end:
+            continue
+        groups.setdefault(GROUPS[action.type], []).append(body)
+    return {"corporate_actions": groups, "next_page_token": None}

@@ -27,11 +27,11 @@ from typing import Final
 
 from coldharbour.domain.money import HUNDRED, ZERO
 from coldharbour.sim import accounts as ledger
-from coldharbour.sim.accounts import NEW_YORK, SimAccount, SimPosition
-from coldharbour.sim.activities import activity_id, cash_activity, cash_effect, fill_activity, insert_activity
+from coldharbour.sim.accounts import NEW_YORK, SimAccount
+from coldharbour.sim.activities import cash_activity, cash_effect, fill_activity, insert_activity
 from coldharbour.sim.assets import is_crypto
 from coldharbour.sim.bars import PriceTape
-from coldharbour.sim.corporate import CorporateAction, description, nta, parse_corporate_action
+from coldharbour.sim.corporate import Booking, CorporateAction, announcement, book_action, parse_corporate_action
 from coldharbour.sim.matching import execution_price, follow_trail
 from coldharbour.sim.order_request import (
     OrderSpec,
@@ -80,6 +80,9 @@ class EngineConfig:
     accepted_events: bool = False
     # Stream fills without ``execution_id`` (it happens: alpaca-py#210); REST FILLs keep theirs.
     omit_execution_id: bool = False
+    # Activity-type filter values answered with 422 "invalid activity type" (as Alpaca answers a
+    # value outside the filter list it accepts); the listing itself still returns those types.
+    refused_activity_types: frozenset[str] = frozenset()
 
     def to_json(self) -> dict[str, object]:
         """Return the settings as ``POST /sim/config`` takes them."""
@@ -89,6 +92,7 @@ class EngineConfig:
             "pending_new_events": self.pending_new_events,
             "accepted_events": self.accepted_events,
             "omit_execution_id": self.omit_execution_id,
+            "refused_activity_types": sorted(self.refused_activity_types),
         }
 
 
@@ -123,6 +127,10 @@ class Engine:
         self.config = config or EngineConfig()
         self.prices: dict[str, Decimal] = {}
         self.lastday_prices: dict[str, Decimal] = {}
+        # Corporate actions booked: id -> (action, each holder's booking); and their announcements.
+        self.corporate: dict[str, tuple[CorporateAction, dict[str, Booking]]] = {}
+        self._prices_before: dict[str, dict[str, Decimal]] = {}  # action id -> its symbols' prices then
+        self.announcements: dict[str, tuple[CorporateAction, dict[str, object]]] = {}
         self.orders: dict[str, SimOrder] = {}
         # Indexes so that a busy book is not scanned whole on every submit or price (that made
         # the fake quadratic in its history): ids of orders not yet final (pruned lazily, since
@@ -730,93 +738,120 @@ class Engine:
 
     # ----- corporate actions
 
-    def corporate_action(self, body: object, now: datetime) -> tuple[list[dict[str, object]], list[TradeUpdate]]:
-        """Apply a corporate action to every account; return the activities booked and updates.
+    def corporate_action(
+        self, body: object, now: datetime
+    ) -> tuple[str, list[dict[str, object]], list[TradeUpdate]]:
+        """Book a corporate action in every account holding its symbol; return its id, the legs
+        listed and the updates (``sim/corporate.py`` says which body and which legs).
 
-        Open orders on the symbol are canceled first (as Alpaca does before the ex-date), then
-        positions change as the broker's would and the non-trade activities are booked.
+        Open orders on the symbol are canceled first (as Alpaca does before the ex-date).
         """
-        action = parse_corporate_action(body)
+        action = parse_corporate_action(body, now)
+        action_id = self.new_id()
         for order in list(self.open_orders()):
             if order.symbol == action.symbol and order.is_open:
                 self._cancel_one(order, now)
-        old_price = self.prices.get(action.symbol)
-        if action.type == "split" and old_price is not None:
-            self.prices[action.symbol] = old_price / action.ratio
-            if action.symbol in self.lastday_prices:
-                self.lastday_prices[action.symbol] /= action.ratio
-        elif action.type in {"symbol_change", "stock_merger"} and old_price is not None and action.new_symbol:
-            self.prices.setdefault(action.new_symbol, old_price / action.ratio)
-        booked: list[dict[str, object]] = []
-        for book in self.accounts.values():
+        bookings: dict[str, Booking] = {}
+        for name, book in self.accounts.items():
             position = book.positions.get(action.symbol)
             if position is None:
                 continue
-            for activity in self._corporate_entries(book, position, action, old_price, now):
-                insert_activity(book.activities, activity)
-                booked.append(activity)
-            ledger.record_equity(book, self.prices, now)
-        return booked, self._drain()
+            booking = book_action(action, position, book.positions, self.prices, self.new_id)
+            booking.before = {s: book.positions.get(s) for s in booking.positions}
+            bookings[name] = booking
+        self._prices_before[action_id] = {s: self.prices[s] for s in action.symbols() if s in self.prices}
+        self._reprice(action)
+        self.corporate[action_id] = (action, bookings)
+        self.announcements[action_id] = (action, announcement(action, action_id))
+        listed: list[dict[str, object]] = []
+        for name, booking in bookings.items():
+            if action.position != "after_legs":
+                self._apply_position(self.accounts[name], booking, now)
+            if action.position != "before_legs":
+                listed += self._list_legs(self.accounts[name], booking)
+        return action_id, listed, self._drain()
 
-    def _corporate_entries(
-        self,
-        book: SimAccount,
-        position: SimPosition,
-        action: CorporateAction,
-        old_price: Decimal | None,
-        now: datetime,
-    ) -> list[dict[str, object]]:
-        text = description(action)
-        day = now.astimezone(NEW_YORK).date().isoformat()
-        old_qty, old_avg = position.qty, position.avg_entry_price
-        before = old_price if old_price is not None else old_avg
+    def complete_corporate_action(self, action_id: str, now: datetime) -> list[dict[str, object]]:
+        """Show the half of an action its ``position`` timing held back; return the legs listed."""
+        _, bookings = self._corporate(action_id)
+        listed: list[dict[str, object]] = []
+        for name, booking in bookings.items():
+            self._apply_position(self.accounts[name], booking, now)
+            listed += self._list_legs(self.accounts[name], booking)
+        return listed
 
-        stamps = iter(range(10))
+    def cancel_corporate_action(
+        self, action_id: str, rebook: object, now: datetime
+    ) -> tuple[list[dict[str, object]], str | None]:
+        """Cancel an action (its legs listed again as ``canceled``, positions and cash as before)
+        and, with ``rebook``, book that body as a new action; return the canceled legs and its id.
 
-        def entry(code: str, symbol: str, qty: Decimal, price: Decimal, amount: Decimal = ZERO) -> dict[str, object]:
-            # The legs of one action are stamped a millisecond apart so their ids keep their order.
-            moment = now + timedelta(milliseconds=next(stamps))
-            return nta(activity_id(moment, self.new_id()), code, day, symbol=symbol, qty=qty, price=price,
-                       net_amount=amount, text=text)  # fmt: skip
+        The positions are put back as they were before the action: the fake assumes no trade
+        in its symbols in between (a test that trades there cancels before it trades).
+        """
+        if rebook is not None:
+            parse_corporate_action(rebook, now)  # 400 before anything changes
+        action, bookings = self._corporate(action_id)
+        canceled: list[dict[str, object]] = []
+        for name, booking in bookings.items():
+            book = self.accounts[name]
+            if booking.legs_listed:
+                for leg in booking.legs:
+                    book.activities.replace({**leg, "status": "canceled"})
+                    canceled.append({**leg, "status": "canceled"})
+            if booking.position_applied:
+                for symbol, position in booking.before.items():
+                    if position is None:
+                        book.positions.pop(symbol, None)
+                    else:
+                        book.positions[symbol] = position
+                book.cash -= booking.cash
+                ledger.record_equity(book, self.prices, now)
+        del self.corporate[action_id]
+        self.announcements.pop(action_id, None)
+        if action.type in {"forward_split", "reverse_split"}:
+            self.prices.update(self._prices_before.pop(action_id, {}))
+        new_id = self.corporate_action(rebook, now)[0] if rebook is not None else None
+        return canceled, new_id
 
-        if action.type == "cash_merger":
-            del book.positions[action.symbol]
-            cash = old_qty * action.cash_per_share
-            book.cash += cash
-            return [entry("MA", action.symbol, -old_qty, action.cash_per_share, cash)]
-        target = action.new_symbol or action.symbol
-        new_qty = old_qty * action.ratio
-        kept = new_qty
-        if old_qty == old_qty.to_integral_value() and not is_crypto(action.symbol):
-            kept = new_qty.to_integral_value(rounding=ROUND_DOWN)  # whole shares stay whole
-        after = before / action.ratio
-        entries: list[dict[str, object]] = []
-        if action.type == "spinoff":
-            self._add_shares(book, target, kept, action.price)
-            entries.append(entry("SPIN", target, kept, action.price))
-        else:
-            code = {"split": "SPLIT", "symbol_change": "SC", "stock_merger": "MA"}[action.type]
-            del book.positions[action.symbol]
-            cost = old_qty * old_avg
-            if kept != ZERO:
-                self._add_shares(book, target, kept, cost / new_qty)
-            entries.append(entry(code, action.symbol, -old_qty, before))
-            entries.append(entry(code, target, new_qty, after))
-        fraction = new_qty - kept
-        if fraction != ZERO and action.type != "spinoff":
-            cash = fraction * after
-            book.cash += cash
-            entries.append(entry("CIL", target, -fraction, after, cash))
-        return entries
+    def corporate_announcements(self) -> list[tuple[CorporateAction, dict[str, object]]]:
+        """Return every action booked and not canceled, with its announcement, in booking order."""
+        return list(self.announcements.values())
+
+    def _corporate(self, action_id: str) -> tuple[CorporateAction, dict[str, Booking]]:
+        try:
+            return self.corporate[action_id]
+        except KeyError as e:
+            raise not_found(f"corporate action not found: {action_id}") from e
+
+    def _reprice(self, action: CorporateAction) -> None:
+        old_price = self.prices.get(action.symbol)
+        if old_price is None:
+            return
+        if action.type in {"forward_split", "reverse_split"}:
+            self.prices[action.symbol] = old_price / action.shares_per_share
+            if action.symbol in self.lastday_prices:
+                self.lastday_prices[action.symbol] /= action.shares_per_share
+        elif action.type in {"name_change", "stock_merger", "stock_and_cash_merger"} and action.new_symbol:
+            self.prices.setdefault(action.new_symbol, old_price / action.shares_per_share)
+
+    def _apply_position(self, book: SimAccount, booking: Booking, now: datetime) -> None:
+        if booking.position_applied:
+            return
+        booking.position_applied = True
+        for symbol, position in booking.positions.items():
+            if position is None or position.qty == ZERO:
+                book.positions.pop(symbol, None)
+            else:
+                book.positions[symbol] = position
+        book.cash += booking.cash
+        ledger.record_equity(book, self.prices, now)
 
     @staticmethod
-    def _add_shares(book: SimAccount, symbol: str, qty: Decimal, avg_price: Decimal) -> None:
-        existing = book.positions.get(symbol)
-        if existing is None:
-            book.positions[symbol] = SimPosition(symbol, qty, avg_price.quantize(ledger.PRICE_PLACES))
-            return
-        total = existing.qty + qty
-        cost = existing.qty * existing.avg_entry_price + qty * avg_price
-        existing.qty = total
-        if total != ZERO:
-            existing.avg_entry_price = (cost / total).quantize(ledger.PRICE_PLACES)
+    def _list_legs(book: SimAccount, booking: Booking) -> list[dict[str, object]]:
+        if booking.legs_listed:
+            return []
+        booking.legs_listed = True
+        for leg in booking.legs:
+            insert_activity(book.activities, leg)
+        return list(booking.legs)

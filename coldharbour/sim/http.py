@@ -5,6 +5,8 @@ without them, 403 for a wrong pair) and every answer is JSON in Alpaca's shape: 
 strings, exact enums, ``{"code", "message"}`` error bodies. Nothing ever answers with an HTML
 traceback: unexpected errors become a JSON 500 and are logged. Faults queued through
 ``POST /sim/fail`` replace the next ``/v2`` answers (429, 5xx, an HTML 500, malformed JSON).
+Each key's REST requests are limited and counted like Alpaca's (``sim/limits.py``: 200 a
+minute, then 429 with the ``X-RateLimit-*`` headers, which every answer carries).
 
 The engine is synchronous and runs on the server's event loop, so each request's book change
 and the publication of its trade updates happen without interleaving.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time as wall_time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,8 +30,10 @@ from coldharbour.sim.accounts import NEW_YORK
 from coldharbour.sim.activities import parse_activity_query, select_activities
 from coldharbour.sim.assets import book_symbol
 from coldharbour.sim.calendar import MarketCalendar
+from coldharbour.sim.corporate import list_announcements
 from coldharbour.sim.engine import Engine, TradeUpdate
 from coldharbour.sim.history import portfolio_history
+from coldharbour.sim.limits import RestLimits
 from coldharbour.sim.order_query import parse_order_query, select_orders
 from coldharbour.sim.order_request import reject_unknown_body
 from coldharbour.sim.orders import asset_id_for
@@ -69,6 +74,7 @@ class BrokerContext:
     faults: deque[str] = field(default_factory=deque)
     request_log: deque[dict[str, object]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
     requests_total: int = 0
+    limits: RestLimits = field(default_factory=RestLimits)
 
     def publish(self, updates: list[TradeUpdate]) -> None:
         """Send trade updates to the stream listeners."""
@@ -123,9 +129,13 @@ def _fault_response(fault: str) -> web.Response:
     if fault == "malformed":
         return web.Response(status=200, text='{"id": "truncated', content_type="application/json")
     status = int(fault)
-    code = CODE_RATE_LIMITED if status == 429 else status * 100_000 + 10_000
-    message = "rate limit exceeded" if status == 429 else "simulated server error"
-    return web.json_response({"code": code, "message": message}, status=status)
+    if status == 429:  # as Alpaca answers it, with the window's headers (room again in a second)
+        headers = {"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0",
+                   "X-RateLimit-Reset": str(int(wall_time.time()) + 1)}  # fmt: skip
+        return web.json_response({"code": CODE_RATE_LIMITED, "message": "rate limit exceeded"}, status=429,
+                                 headers=headers)  # fmt: skip
+    code = status * 100_000 + 10_000
+    return web.json_response({"code": code, "message": "simulated server error"}, status=status)
 
 
 @web.middleware
@@ -142,8 +152,9 @@ async def injected_faults(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def alpaca_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Check Alpaca's key headers on ``/v2`` routes and remember the account they name."""
-    if request.path.startswith("/v2/") and request.path not in DATA_STREAM_PATHS:
+    """Check Alpaca's key headers on ``/v2`` routes (and the data API's ``/v1`` announcements)
+    and remember the account they name."""
+    if request.path.startswith(("/v2/", "/v1/")) and request.path not in DATA_STREAM_PATHS:
         key_id = request.headers.get("APCA-API-KEY-ID")
         secret = request.headers.get("APCA-API-SECRET-KEY")
         if not key_id or not secret:
@@ -153,6 +164,27 @@ async def alpaca_auth(request: web.Request, handler: Handler) -> web.StreamRespo
             raise SimError(403, CODE_FORBIDDEN, "forbidden.")
         request[ACCOUNT] = account.name
     return await handler(request)
+
+
+@web.middleware
+async def rate_limits(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count each key's REST request; over the key's limit answer 429 (Alpaca's headers on every answer)."""
+    key_id = request.headers.get("APCA-API-KEY-ID")
+    is_rest = request.path.startswith(("/v2/", "/v1beta3/crypto/us/")) and request.path not in DATA_STREAM_PATHS
+    if not key_id or not is_rest:
+        return await handler(request)
+    verdict = context_of(request).limits.check(
+        key_id, request.path, wall_time.time(), request.headers.get("User-Agent", "")
+    )
+    if not verdict.allowed:
+        body = {"code": CODE_RATE_LIMITED, "message": "rate limit exceeded"}
+        return web.json_response(body, status=429, headers=verdict.headers)
+    try:
+        response = await handler(request)
+    except SimError as e:
+        response = error_response(e)
+    response.headers.update(verdict.headers)
+    return response
 
 
 def _account(request: web.Request) -> str:
@@ -335,9 +367,19 @@ async def get_portfolio_history(request: web.Request) -> web.Response:
 async def get_activities(request: web.Request) -> web.Response:
     """``GET /v2/account/activities[/{activity_type}]`` with ``page_token`` paging."""
     engine = context_of(request).engine
-    query = parse_activity_query(request.query, request.match_info.get("activity_type"))
+    query = parse_activity_query(
+        request.query, request.match_info.get("activity_type"), refused=engine.config.refused_activity_types
+    )
     activities = engine.account(_account(request)).activities
     return web.json_response(select_activities(activities, query))
+
+
+async def get_corporate_actions(request: web.Request) -> web.Response:
+    """``GET /v1/corporate-actions`` (the data API's announcements, served on the same origin)."""
+    context = context_of(request)
+    today = context.clock().astimezone(NEW_YORK).date()
+    body = list_announcements(context.engine.corporate_announcements(), request.query, today)
+    return web.json_response(body)
 
 
 async def get_bars(request: web.Request) -> web.Response:
@@ -390,3 +432,4 @@ def add_trading_routes(app: web.Application) -> None:
     app.router.add_get("/v2/calendar", get_calendar)
     app.router.add_get("/v2/clock", get_clock)
     app.router.add_get("/v2/stocks/bars", get_bars)
+    app.router.add_get("/v1/corporate-actions", get_corporate_actions)

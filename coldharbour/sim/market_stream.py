@@ -24,6 +24,13 @@ gets TEXT JSON frames with ``t`` in RFC 3339 with nanoseconds. Client frames may
 ``POST /sim/drop-data-stream`` closes every data connection; ``GET /sim/data-stream`` shows the
 connections and their subscriptions; ``POST /sim/data-stream`` ``{"symbol_limit": 30,
 "connection_limit": 1}`` changes the limits.
+
+The data host's REST snapshot of several symbols, as alpaca-py's
+``StockHistoricalDataClient.get_stock_snapshot`` asks for it, is served here too:
+``GET /v2/stocks/snapshots?symbols=AAPL,MSFT[&feed=iex]`` answers
+``{"AAPL": {"latestTrade", "latestQuote", "minuteBar", "dailyBar", "prevDailyBar"}, …}`` (a symbol
+never priced is left out) and ``GET /v1beta3/crypto/us/snapshots?symbols=BTC/USD`` answers
+``{"snapshots": {…}}``; ``latestTrade`` is the last print of ``publish_prices``.
 """
 
 from __future__ import annotations
@@ -136,6 +143,8 @@ class MarketDataHub:
         self.connection_limit = DEFAULT_CONNECTION_LIMIT
         self.connections_total = 0
         self.trades_sent = 0
+        # symbol -> (price, UTC ns, trade id) of its last print, for the REST snapshots
+        self.last_trades: dict[str, tuple[Decimal, int, int]] = {}
 
     def state(self) -> dict[str, object]:
         """Return the connections and their subscriptions (for ``GET /sim/data-stream``)."""
@@ -159,6 +168,9 @@ class MarketDataHub:
         """Send one trade per symbol whose price changed to its subscribers; return how many went out."""
         changed = {s: p for s, p in prices.items() if self._last_price.get(s) != p}
         self._last_price.update(changed)
+        for symbol, price in changed.items():
+            self.last_trades[symbol] = (price, ts_ns, self._next_trade_id)
+            self._next_trade_id += 1
         sent = 0
         for connection in list(self._connections):
             if connection.key_id is None:
@@ -291,6 +303,43 @@ class MarketDataHub:
 MARKET_DATA: Final = web.AppKey("market_data", MarketDataHub)
 
 
+def snapshot_json(symbol: str, price: Decimal, ts_ns: int, trade_id: int) -> dict[str, object]:
+    """Return one symbol's snapshot in the data API's shape (every part from its last print)."""
+    stamp = rfc3339_ns(ts_ns)
+    value = float(price)
+    bar = {"t": stamp, "o": value, "h": value, "l": value, "c": value, "v": 100, "n": 1, "vw": value}
+    if "/" in symbol:
+        trade: dict[str, object] = {"t": stamp, "p": value, "s": 0.5, "i": trade_id, "tks": "B"}
+        quote: dict[str, object] = {"t": stamp, "bp": value, "bs": 1, "ap": value, "as": 1}
+    else:
+        exchange = EXCHANGE["/v2/iex"]
+        trade = {"t": stamp, "x": exchange, "p": value, "s": 100, "c": [REGULAR_SALE], "i": trade_id, "z": TAPE}
+        quote = {"t": stamp, "bx": exchange, "bp": value, "bs": 1, "ax": exchange, "ap": value, "as": 1,
+                 "c": ["R"], "z": TAPE}  # fmt: skip
+    return {"latestTrade": trade, "latestQuote": quote, "minuteBar": bar, "dailyBar": bar, "prevDailyBar": bar}
+
+
+def _symbols_param(request: web.Request) -> list[str]:
+    symbols = [s.strip().upper() for s in request.query.get("symbols", "").split(",") if s.strip()]
+    if not symbols:
+        raise unprocessable("symbols is required", CODE_INVALID_FIELD)
+    return symbols
+
+
+async def get_stock_snapshots(request: web.Request) -> web.Response:
+    """``GET /v2/stocks/snapshots?symbols=…``: ``{symbol: snapshot}`` of the symbols with a print."""
+    trades = request.app[MARKET_DATA].last_trades
+    symbols = [s for s in _symbols_param(request) if s in trades and "/" not in s]
+    return web.json_response({s: snapshot_json(s, *trades[s]) for s in symbols})
+
+
+async def get_crypto_snapshots(request: web.Request) -> web.Response:
+    """``GET /v1beta3/crypto/us/snapshots?symbols=…``: ``{"snapshots": {symbol: snapshot}}``."""
+    trades = request.app[MARKET_DATA].last_trades
+    symbols = [s for s in _symbols_param(request) if s in trades]
+    return web.json_response({"snapshots": {s: snapshot_json(s, *trades[s]) for s in symbols}})
+
+
 def market_data_of(app: web.Application) -> MarketDataHub | None:
     """Return the app's market-data hub (None when the app serves no market data)."""
     return app.get(MARKET_DATA)
@@ -328,6 +377,8 @@ def add_market_data_routes(app: web.Application) -> None:
     app[MARKET_DATA] = hub
     for path in sorted(STREAM_PATHS):
         app.router.add_get(path, hub.handle)
+    app.router.add_get("/v2/stocks/snapshots", get_stock_snapshots)
+    app.router.add_get(CRYPTO_PATH + "/snapshots", get_crypto_snapshots)
     app.router.add_post("/sim/drop-data-stream", post_drop_data_stream)
     app.router.add_get("/sim/data-stream", get_data_stream)
     app.router.add_post("/sim/data-stream", post_data_stream)

@@ -3,13 +3,15 @@
 ``parse_bind("127.0.0.1:8765")`` gives ``("127.0.0.1", 8765)``; ``check_bind`` refuses (one
 ``ConfigError`` line) a bind that is not loopback unless ``CHMGR_WEB_TOKEN`` is set. A request
 carries the token as ``Authorization: Bearer <token>``, in the ``chmgr_token`` cookie, or once
-as ``?token=`` (which sets the cookie); it is compared in constant time.
+as ``?token=`` (which sets the cookie and redirects to the same path, ``same_origin_path``); it
+is compared in constant time.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 from typing import Final
 
 from coldharbour.config import Secret, Settings
@@ -18,6 +20,20 @@ from coldharbour.errors import ConfigError
 COOKIE: Final = "chmgr_token"
 QUERY: Final = "token"
 LOOPBACK_NAMES: Final = frozenset({"localhost"})
+CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+# A path a redirect may name: one leading slash, then plain path characters (no backslash, no
+# ``//``, no control character: a browser reads ``/\\host`` or ``//host`` as another origin).
+SAFE_PATH: Final = re.compile(r"/(?:[A-Za-z0-9._~-]+(?:/[A-Za-z0-9._~-]+)*/?)?")
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -63,3 +79,8 @@ def bearer(header: str | None) -> str | None:
     if header and header[:7].lower() == "bearer ":
         return header[7:].strip()
     return None
+
+
+def same_origin_path(path: str) -> str:
+    """Return ``path`` if a redirect to it stays on this origin, else ``/``."""
+    return path if SAFE_PATH.fullmatch(path) else "/"

@@ -4,7 +4,7 @@
 channels (reconnecting with a back-off; after a reconnect every browser is asked to start over,
 since a push may have been missed). Each NOTIFY becomes one SSE frame, encoded once and queued
 for every client of that account: ``pos`` and ``closed`` frames carry the payload as sent
-(SPEC.md §6); a ``metrics`` notice makes the hub read the KPI document once and push it whole.
+(docs/spec.md §6); a ``metrics`` notice makes the hub read the KPI document once and push it whole.
 Equity has no channel: the hub compares the tables' fingerprint every ``EQUITY_CHECK_S`` and
 pushes both curves when it moved. ``status`` (programs, market phase) is pushed every
 ``STATUS_INTERVAL_S`` while anyone watches.
@@ -24,21 +24,21 @@ from datetime import datetime
 from typing import Any, Final
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from coldharbour.config import Settings
-from coldharbour.db.connect import connect_read_only
+from coldharbour.db.connect import connect_read_only, listen
 from coldharbour.db.names import AccountNames, SharedNames, account_names, shared_names
 from coldharbour.db.notify import to_json
 from coldharbour.errors import ChmgrError, DatabaseError
+from coldharbour.retry import Backoff, Session, keep_connected, sleep_or_stop, wait_any
 from coldharbour.web import health, reads
 
 log = logging.getLogger(__name__)
 
 CLIENT_QUEUE: Final = 2_000
-RECONNECT_MIN_S: Final = 0.5
-RECONNECT_MAX_S: Final = 10.0
+BACKOFF_BASE_S: Final = 0.5  # the LISTEN connection's reconnects
+BACKOFF_CAP_S: Final = 10.0
 EQUITY_CHECK_S: Final = 5.0
 STATUS_INTERVAL_S: Final = 2.0
 CLOSE: Final = b""  # queued to a client: end its stream (the browser reconnects)
@@ -153,7 +153,7 @@ class Hub:
     async def keepalive_loop(self, stop: asyncio.Event) -> None:
         """Send every browser an SSE comment every ``KEEPALIVE_S`` (finds dead connections)."""
         while not stop.is_set():
-            await _wait(stop, KEEPALIVE_S)
+            await sleep_or_stop(stop, KEEPALIVE_S)
             self.broadcast(None, KEEPALIVE)
 
     def heartbeat_age_s(self, slug: str) -> float | None:
@@ -180,24 +180,22 @@ class Hub:
 
     async def listen(self, stop: asyncio.Event) -> None:
         """Hold the LISTEN connection until ``stop``; reconnect with back-off on any failure."""
-        delay = RECONNECT_MIN_S
         first = True
-        while not stop.is_set():
+
+        async def session() -> Session:
+            nonlocal first
             try:
                 conn = await connect_read_only(self.settings.reader_dsn, "web")
             except DatabaseError as e:
-                log.warning("LISTEN connection failed, retrying in %.1f s: %s", delay, e)
+                log.warning("LISTEN connection failed: %s", e)
                 self.counters["reconnects"] += 1
-                await _wait(stop, delay)
-                delay = min(RECONNECT_MAX_S, delay * 2)
-                continue
+                return Session.FAILED
             try:
-                for channel in self._routes:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                await listen(conn, self._routes)
                 if not first:
                     await self.pool.check()  # drop pooled connections the outage broke
                     self.close_all()  # a push may have been lost: every browser starts over
-                first, delay = False, RECONNECT_MIN_S
+                first = False
                 self.listening.set()
                 await self._drain(conn, stop)
             except psycopg.Error as e:
@@ -206,7 +204,12 @@ class Hub:
             finally:
                 self.listening.clear()
                 await conn.close()
-            await _wait(stop, delay)
+            return Session.FAILED if first else Session.DELIVERED
+
+        def waiting(attempt_number: int, delay: float) -> None:
+            log.info("LISTEN reconnecting attempt=%d delay_s=%.2f", attempt_number, delay)
+
+        await keep_connected(session, stop, Backoff(BACKOFF_BASE_S, BACKOFF_CAP_S), on_retry=waiting)
 
     async def _drain(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
         # Wake at least every DRAIN_TIMEOUT_S to see ``stop``; no task per notification.
@@ -221,7 +224,7 @@ class Hub:
     async def metrics_loop(self, stop: asyncio.Event) -> None:
         """Read and push the KPI document of every account that announced a change."""
         while not stop.is_set():
-            await _wait(stop, None, self._metrics_wake)
+            await wait_any(None, self._metrics_wake, stop)
             self._metrics_wake.clear()
             due, self._metrics_due = self._metrics_due, set()
             for slug in due:
@@ -243,7 +246,7 @@ class Hub:
                     seen.pop(slug, None)
                     continue
                 await self._guard("equity", self._equity_if_changed(slug, names, seen))
-            await _wait(stop, EQUITY_CHECK_S)
+            await sleep_or_stop(stop, EQUITY_CHECK_S)
 
     async def _equity_if_changed(self, slug: str, names: AccountNames, seen: dict[str, tuple[object, ...]]) -> None:
         async with self.pool.connection() as conn:
@@ -278,7 +281,7 @@ class Hub:
                     log.warning("status read failed: %s", " ".join(str(e).split()))
                 else:
                     self.broadcast(None, frame("status", to_json(self.status)))
-            await _wait(stop, STATUS_INTERVAL_S)
+            await sleep_or_stop(stop, STATUS_INTERVAL_S)
 
     async def _guard(self, what: str, work: Awaitable[None]) -> None:
         try:
@@ -308,15 +311,3 @@ class Hub:
             "metrics": document,
             "status": self.status or None,
         }
-
-
-async def _wait(stop: asyncio.Event, timeout_s: float | None, wake: asyncio.Event | None = None) -> None:
-    """Wait for ``stop`` (or ``wake``) at most ``timeout_s``."""
-    waiters = {asyncio.ensure_future(stop.wait())}
-    if wake is not None:
-        waiters.add(asyncio.ensure_future(wake.wait()))
-    try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

@@ -68,9 +68,7 @@ async def equity(conn: Conn, names: AccountNames) -> dict[str, list[Row]]:
         c=_columns(DAILY_COLUMNS), t=names.equity_full.ident
     )
     daily = await _rows(conn, daily_query, DAILY_COLUMNS, [DAILY_LIMIT])
-    newest = await _rows(
-        conn, sql.SQL("SELECT max(ts) FROM {t}").format(t=names.equity_intraday.ident), ("ts",)
-    )
+    newest = await _rows(conn, sql.SQL("SELECT max(ts) FROM {t}").format(t=names.equity_intraday.ident), ("ts",))
     intraday: list[Row] = []
     if newest and newest[0]["ts"] is not None:
         start = ny_wall_to_utc(ny_date(newest[0]["ts"]), time(0, 0))

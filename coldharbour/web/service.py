@@ -16,7 +16,7 @@ from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool
 from coldharbour.messages import PREFIX_HEARTBEAT
 from coldharbour.retry import sleep_or_stop
-from coldharbour.web import access, app
+from coldharbour.web import access, app, guard
 from coldharbour.web.health import Heartbeats
 from coldharbour.web.hub import Clock, Hub
 
@@ -31,8 +31,10 @@ def _now() -> datetime:
 async def run_dashboard(
     settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event, *,
     clock: Clock = _now, port: int | None = None, on_ready: Callable[[Hub, int], None] | None = None,
+    max_connections: int = guard.MAX_CONNECTIONS,
 ) -> None:  # fmt: skip
-    """Serve the dashboard until ``stop`` (``port`` overrides the bind's port, 0 = any free one)."""
+    """Serve the dashboard until ``stop`` (``port`` overrides the bind's port, 0 = any free one;
+    past ``max_connections`` open at once a new connection is answered 503)."""
     host, bind_port = access.check_bind(settings)
     beats = Heartbeats(ctx.subscriber([PREFIX_HEARTBEAT]), ctx.counters)
     async with read_only_pool(settings.reader_dsn, PROGRAM, max_size=POOL_SIZE) as pool:
@@ -47,7 +49,7 @@ async def run_dashboard(
         ]
         for task in tasks:
             task.add_done_callback(runtime.log_task_exception)
-        runner, bound = await app.start(hub, host, bind_port if port is None else port)
+        runner, bound = await app.start(hub, host, bind_port if port is None else port, max_connections)
         try:
             if on_ready is not None:
                 on_ready(hub, bound)

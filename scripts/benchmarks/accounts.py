@@ -123,7 +123,9 @@ class Broker:
     def __init__(self, count: int, log: Path) -> None:
         accounts = [a for i in range(count) for a in ("--account", f"{_slug(i)}:{':'.join(_credentials(i))}")]
         self._log = log.open("wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "coldharbour.sim.broker", "--port", "0", *accounts],
+        # --rest-limit-per-min 0: the benchmark's own order bursts are the load, not a key's guest.
+        self.process = subprocess.Popen([sys.executable, "-m", "coldharbour.sim.broker", "--port", "0", *accounts,
+                                         "--rest-limit-per-min", "0"],
                                         stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         line = stack.wait_until(
             lambda: next((x for x in log.read_text().splitlines() if "listening port=" in x), ""), 60,

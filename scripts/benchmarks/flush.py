@@ -51,14 +51,15 @@ async def _state_flush(writer: Writer, account: AccountMirror, marked: list[Open
     plan = account.flush_plan(NOW)
     await writer.commit(plan.changes, NOW)
     elapsed = time.perf_counter() - started
-    plan.swap()
+    for flushed in plan.rows_flushed:
+        account.flushed(flushed)
     return elapsed
 
 
 async def _measure(dsn: str, env: dict[str, str], rounds: int) -> tuple[list[float], list[float]]:
     settings = load_settings(env)
     names = history.names(env)
-    account = AccountMirror(names, params=RowParams(), push_pct=Decimal("0.25"), counters=Counter())
+    account = AccountMirror(names.slug, params=RowParams(), push_pct=Decimal("0.25"), counters=Counter())
     writer = Writer(settings)
     await writer.connect()
     try:

@@ -19,7 +19,7 @@ class Broker:
     def __init__(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "coldharbour.sim.broker", "--port", "0", "--account",
-             f"{stack.ACCOUNT}:bench-key:bench-secret"],
+             f"{stack.ACCOUNT}:bench-key:bench-secret", "--rest-limit-per-min", "0"],  # the bench's orders are the load
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
         )  # fmt: skip
         assert self.process.stdout is not None

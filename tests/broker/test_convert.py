@@ -23,6 +23,7 @@ from coldharbour.broker.convert import (
     convert_trade_update,
     execution_id_of,
     parse_time_ns,
+    position_symbol,
 )
 from coldharbour.domain.types import BrokerPosition
 from coldharbour.messages import OrderUpdated, decode, encode
@@ -202,6 +203,24 @@ def test_convert_position_long_and_short() -> None:
 @pytest.mark.parametrize("bad", [{**POSITION, "qty": None}, {**POSITION, "avg_entry_price": "x"}, {"qty": "1"}, 7])
 def test_convert_position_bad_input_rejected(bad: object) -> None:
     assert isinstance(convert_position(bad), Rejected)
+
+
+def test_a_positions_display_price_is_rounded_and_its_booked_fields_are_refused_with_the_symbol() -> None:
+    """After a 3-for-1 split Alpaca can send a ``current_price`` of 26 decimals: only shown, so rounded."""
+    split = {**POSITION, "current_price": "61.66666666666666666666666667"}
+    unusable_mark = {**POSITION, "current_price": "NaN"}
+    booked = {**POSITION, "avg_entry_price": "60.08333333333333333333333333"}  # a cost: never rounded
+
+    assert convert_position(split) == BrokerPosition(
+        symbol="AAPL", qty=Decimal(10), avg_entry_price=Decimal("180.25"),
+        current_price=Decimal("61.66666666666666666667"),
+    )  # fmt: skip
+    assert convert_position(unusable_mark).current_price is None  # type: ignore[union-attr]
+    assert isinstance(convert_position(booked), Rejected)
+    assert position_symbol(booked) == "AAPL"
+    assert position_symbol({**POSITION, "symbol": "BTCUSD", "asset_class": "crypto"}) == "BTC/USD"
+    assert position_symbol({"qty": "1"}) is None
+    assert position_symbol(7) is None
 
 
 def test_convert_account_cash_and_equity() -> None:

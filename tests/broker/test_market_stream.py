@@ -163,7 +163,8 @@ async def _bad_trades_server(connection: ServerConnection) -> None:
     await connection.send("not json")
     await connection.send(json.dumps([
         {**good, "p": -1}, {**good, "p": "NaN"}, {**good, "S": ""}, {**good, "c": ["@", "M"]},
-        {**good, "t": "yesterday"}, {"T": "c", "S": "AAPL"}, 7, good,
+        {**good, "t": "yesterday"}, {"T": "c", "S": "AAPL"}, 7, {**good, "p": 99.0, "t": "2099-01-01T00:00:00Z"},
+        good,
     ]))  # fmt: skip
     await connection.wait_closed()
 
@@ -188,7 +189,8 @@ async def test_bad_trades_are_rejected_and_counted_and_good_ones_pass() -> None:
     assert counters["rejects_data_stream_shape"] == 1
     assert counters["skipped_data_stream_condition_excluded"] == 1
     assert counters["skipped_data_stream_kind_c"] == 1
-    assert counters["rejects"] == 6
+    assert counters["rejects_data_stream_time_future"] == 1  # the 2099 print; the next good one passes
+    assert counters["rejects"] == 7
 
 
 def test_plan_caps_each_stream_keeps_current_and_routes_crypto() -> None:
@@ -216,7 +218,7 @@ def test_prices_gauges_and_unpriced_logged_once_per_change(caplog: pytest.LogCap
     assert streams[0].wanted == {"AAPL"}
     assert streams[1].wanted == {"ETH/USD"}
     assert counters["data_stream_unpriced"] == 1
-    assert details["price_source"] == "alpaca"
+    assert details["price_source"] == "alpaca-stream"
 
 
 async def _mute_server(connection: ServerConnection) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from coldharbour.broker.convert import ConvertedActivity, convert_activity, convert_orders, corporate_legs
+from coldharbour.broker.convert import ConvertedActivity, convert_activity, convert_orders
 from coldharbour.broker.rest import BrokerRest
 from coldharbour.broker.sync import AccountSync
-from coldharbour.domain.corporate import actions_from_legs, remove_busted
+from coldharbour.domain.corporate import actions_from_legs, corporate_legs, remove_busted
 from coldharbour.domain.ledger import rebuild
 from coldharbour.messages import FillsPage
 from tests.broker.support import RecordingSink, account_for
@@ -25,33 +25,43 @@ from tests.fixtures.broker import FakeBroker
 from tests.sim.builders import at, make_engine, order_body, price
 
 
-def _ledger_inputs(activities: list[dict[str, object]]) -> tuple[list[Any], list[Any], list[Any]]:
+def _ledger_inputs(
+    activities: list[dict[str, object]], *, held: int = 0
+) -> tuple[list[Any], list[Any], list[Any]]:
     converted = [convert_activity(a) for a in activities]
     assert all(isinstance(c, ConvertedActivity) for c in converted)
     items = [c for c in converted if isinstance(c, ConvertedActivity)]
     fills = [c.fill for c in items if c.fill is not None]
     busted = [c.busted for c in items if c.busted is not None]
     actions, problems = actions_from_legs(corporate_legs([c.record for c in items]))
-    assert problems == []
+    assert len(problems) == held
     return fills, busted, actions
 
 
+_SPLIT = {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2"}
+
+
 @pytest.mark.parametrize(
-    ("body", "symbol", "qty", "cost", "slices"),
+    ("body", "symbol", "qty", "cost", "pnl"),
     [
-        ({"type": "split", "symbol": "AAPL", "ratio": "2"}, "AAPL", Decimal(20), Decimal(1000), 0),
-        ({"type": "split", "symbol": "AAPL", "ratio": "0.1"}, "AAPL", Decimal(1), Decimal(1000), 0),
+        (_SPLIT, "AAPL", Decimal(20), Decimal(1000), []),
+        ({**_SPLIT, "type": "reverse_split", "old_rate": "10", "new_rate": "1"}, "AAPL", Decimal(1), Decimal(1000), []),
         # 10 -> 2.5 new shares: 0.5 is paid in cash (CIL), closed as CORPORATE at the new price.
-        ({"type": "split", "symbol": "AAPL", "ratio": "0.25"}, "AAPL", Decimal(2), Decimal(800), 1),
-        ({"type": "symbol_change", "symbol": "AAPL", "new_symbol": "APPL"}, "APPL", Decimal(10), Decimal(1000), 0),
-        ({"type": "stock_merger", "symbol": "AAPL", "new_symbol": "ACQ", "ratio": "0.5"}, "ACQ", Decimal(5),
-         Decimal(1000), 0),
-        ({"type": "cash_merger", "symbol": "AAPL", "cash_per_share": "125"}, None, Decimal(0), Decimal(0), 1),
+        ({**_SPLIT, "type": "reverse_split", "old_rate": "4", "new_rate": "1"}, "AAPL", Decimal(2), Decimal(800),
+         [Decimal(0)]),
+        ({"type": "name_change", "symbol": "AAPL", "new_symbol": "APPL"}, "APPL", Decimal(10), Decimal(1000), []),
+        ({"type": "stock_merger", "symbol": "AAPL", "acquirer_symbol": "ACQ", "acquirer_rate": "1",
+          "acquiree_rate": "2"}, "ACQ", Decimal(5), Decimal(1000), []),
+        # two legs: shares out (net 0) and the cash (qty 0)
+        ({"type": "cash_merger", "symbol": "AAPL", "rate": "125"}, None, Decimal(0), Decimal(0), [Decimal(250)]),
+        ({"type": "redemption", "symbol": "AAPL", "rate": "99"}, None, Decimal(0), Decimal(0), [Decimal(-10)]),
+        ({"type": "worthless_removal", "symbol": "AAPL"}, None, Decimal(0), Decimal(0), [Decimal(-1000)]),
     ],
 )
 def test_fake_broker_corporate_action_books_like_the_broker_holds(
-    body: dict[str, str], symbol: str | None, qty: Decimal, cost: Decimal, slices: int
+    body: dict[str, str], symbol: str | None, qty: Decimal, cost: Decimal, pnl: list[Decimal]
 ) -> None:
+    """Leg shapes: docs/corporate-actions.md "Legs" (the fake's, sim/corporate.py)."""
     engine = make_engine()
     engine.set_prices({"AAPL": price("100")}, at(0))
     order, _ = engine.submit_order("demo", order_body(qty=10), at(1))
@@ -65,11 +75,34 @@ def test_fake_broker_corporate_action_books_like_the_broker_holds(
     assert {s: ledger.net(s) for s in ledger.held_symbols()} == held
     lots = list(ledger.lots.values())
     assert [(lot.symbol, lot.qty, lot.qty * lot.avg_fill) for lot in lots] == ([(symbol, qty, cost)] if symbol else [])
-    assert len(ledger.slices) == slices
+    assert [s.pnl_cash for s in ledger.slices.values()] == pnl
     assert all(s.exit_type == "CORPORATE" for s in ledger.slices.values())
-    if body["type"] == "cash_merger":
-        (found,) = ledger.slices.values()
-        assert found.pnl_cash == Decimal(250)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "unit_split", "symbol": "AAPL", "old_rate": "1", "new_symbol": "UA", "new_rate": "1",
+         "alternate_symbol": "UW", "alternate_rate": "1"},
+        {"type": "stock_and_cash_merger", "symbol": "AAPL", "acquirer_symbol": "ACQ", "acquirer_rate": "1",
+         "acquiree_rate": "2", "cash_rate": "10"},
+    ],
+)
+def test_an_action_whose_legs_cannot_be_booked_whole_is_held_whole(body: dict[str, str]) -> None:
+    """Three legs (a unit split, a stock-and-cash merger) never book as a pair plus a leftover:
+    every leg is reported and the ledger keeps the position as it was (reconciliation, flagged)."""
+    engine = make_engine()
+    engine.set_prices({"AAPL": price("100")}, at(0))
+    order, _ = engine.submit_order("demo", order_body(qty=10), at(1))
+    engine.corporate_action(body, at(60))
+    orders, _ = convert_orders([engine.order_json(order, nested=True)])
+
+    fills, _, actions = _ledger_inputs(list(engine.accounts["demo"].activities), held=3)
+    ledger = rebuild([o.order for o in orders], fills, actions)
+
+    assert actions == []
+    assert ledger.net("AAPL") == Decimal(10)
+    assert ledger.slices == {}
 
 
 def test_fake_broker_bust_leaves_the_history() -> None:
@@ -108,17 +141,17 @@ async def test_sync_publishes_a_bust_seen_on_re_read(fake_broker: FakeBroker) ->
     assert [b.qty for p in pages for b in p.busted] == [Decimal(2)]
 
 
-def test_fake_broker_spinoff_with_basis_books_the_new_lot() -> None:
+def test_fake_broker_spinoff_leg_priced_0_is_held_not_booked_at_zero_basis() -> None:
+    """A real spin-off leg has price 0 (no basis stated): never a zero-basis lot."""
     engine = make_engine()
     engine.set_prices({"PAR": price("20")}, at(0))
     order, _ = engine.submit_order("demo", order_body(symbol="PAR", qty=10), at(1))
-    engine.corporate_action({"type": "spinoff", "symbol": "PAR", "new_symbol": "KID", "ratio": "0.2", "price": "4"},
-                            at(60))  # fmt: skip
+    engine.corporate_action({"type": "spin_off", "symbol": "PAR", "new_symbol": "KID", "source_rate": "5",
+                             "new_rate": "1"}, at(60))  # fmt: skip
     orders, _ = convert_orders([engine.order_json(order, nested=True)])
 
     fills, _, actions = _ledger_inputs(list(engine.accounts["demo"].activities))
     ledger = rebuild([o.order for o in orders], fills, actions)
 
-    assert (ledger.net("PAR"), ledger.net("KID")) == (Decimal(10), Decimal(2))
-    kid = next(lot for lot in ledger.lots.values() if lot.symbol == "KID")
-    assert (kid.avg_fill, kid.filled_at) == (Decimal(4), actions[0].ts)
+    assert [(a.type, a.new_symbol, a.qty, a.price) for a in actions] == [("spinoff", "KID", Decimal(2), None)]
+    assert (ledger.net("PAR"), ledger.net("KID")) == (Decimal(10), Decimal(0))

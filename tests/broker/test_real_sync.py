@@ -20,7 +20,7 @@ import pytest
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
 
-from coldharbour.broker.convert import Rejected, convert_position
+from coldharbour.broker.convert import CORPORATE_READ, Rejected, convert_position
 from coldharbour.broker.rest import BrokerRefused, BrokerRest
 from coldharbour.broker.sync import BUST_SWEEP_EVERY, FILL_OVERLAP_NS, ORDER_OVERLAP_NS, AccountSync
 from coldharbour.domain.types import from_datetime
@@ -68,6 +68,12 @@ class ListingBroker:
         self.fill_afters: list[int | None] = []
         self.order_afters: list[int | None] = []
         self.refuse_corporate = False
+
+    def urgent(self) -> ListingBroker:
+        return self  # one client: no budget here
+
+    async def wait_ready(self) -> None:
+        return None
 
     async def positions(self) -> list[Any]:
         return []
@@ -150,9 +156,8 @@ async def test_corporate_action_published_once_before_the_snapshot(fake_broker: 
     async with aiohttp.ClientSession() as session:
         sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), sink, Counter())
         await sync.backfill(1)
-        split = fake_broker.request(
-            "POST", "/sim/corporate-actions", account=None, json={"type": "split", "symbol": "AAPL", "ratio": "2"}
-        )
+        split = fake_broker.request("POST", "/sim/corporate-actions", account=None,
+                                    json={"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2"})
         await sync.full("test")
         await sync.full("test")
 
@@ -177,7 +182,42 @@ async def test_refused_corporate_read_never_blocks_the_snapshot() -> None:
     await sync.full("test")
 
     assert len(sink.of(SnapshotTaken)) == 1
-    assert counters["corporate_read_refused"] == 1
+    assert counters["corporate_code_refused"] == len(CORPORATE_READ)
+
+
+@pytest.mark.asyncio
+async def test_a_refused_activity_code_leaves_the_other_codes_working(fake_broker: FakeBroker) -> None:
+    """A broker that refuses one filter value (422 "invalid activity type", the answer of
+    https://docs.alpaca.markets/us/docs/account-activities.md to a value outside its filter
+    list) hides only that code's legs: the NC symbol change is booked, the SPLIT waits, is
+    counted and shown (heartbeat details), and is booked once the code is read again."""
+    fake_broker.set_prices({"AAPL": 100, "FB": 50})
+    for symbol in ("AAPL", "FB"):
+        fake_broker.request("POST", "/v2/orders", json={"symbol": symbol, "qty": "10", "side": "buy",
+                                                        "type": "market", "time_in_force": "day"})  # fmt: skip
+    fake_broker.request("POST", "/sim/config", account=None, json={"refused_activity_types": ["SPLIT"]})
+    sink = RecordingSink()
+    counters: Counter[str] = Counter()
+    details: dict[str, str] = {}
+    async with aiohttp.ClientSession() as session:
+        sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), sink, counters, details=details)
+        await sync.backfill(1)
+        split = {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2"}
+        fake_broker.request("POST", "/sim/corporate-actions", account=None, json=split)
+        fake_broker.request("POST", "/sim/corporate-actions", account=None,
+                            json={"type": "name_change", "symbol": "FB", "new_symbol": "META"})  # fmt: skip
+        await sync.full("test")
+        refused_then = dict(details)
+        fake_broker.request("POST", "/sim/config", account=None, json={"refused_activity_types": []})
+        await sync.full("test")
+
+    first, second = sink.of(CorporateActionsPage)
+    assert [(a.type, a.symbol, a.new_symbol) for a in first.actions] == [("symbol_change", "FB", "META")]
+    assert {a.activity_type for a in first.activities} == {"NC"}
+    assert counters["corporate_code_refused"] == 2  # the backfill's read and the first snapshot's
+    assert refused_then == {f"corporate_refused_{sync.slug}": "SPLIT:422"}
+    assert [(a.type, a.symbol, a.ratio) for a in second.actions] == [("split", "AAPL", Decimal(2))]
+    assert details == {}
 
 
 @pytest.mark.asyncio

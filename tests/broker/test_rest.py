@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -13,6 +15,7 @@ from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
 from coldharbour.broker import rest as rest_module
+from coldharbour.broker.budget import RestBudget, key_file
 from coldharbour.broker.rest import BrokerRest
 from coldharbour.errors import BrokerError
 from tests.broker.support import account_for
@@ -188,3 +191,48 @@ async def test_rest_hung_broker_hits_the_deadline() -> None:
         rest = BrokerRest(account, session, Counter(), deadline_s=0.1)
         with pytest.raises(BrokerError, match="no answer within"):
             await rest.account()  # the silent server never answers: only the deadline ends the call
+
+
+@pytest.mark.asyncio
+async def test_rest_429_pauses_the_key_by_its_reset_header_and_counts(fake_broker: FakeBroker, tmp_path: Path) -> None:
+    budget = RestBudget(key_file(tmp_path, "demo-key", "trading"), 40)
+    counters: Counter[str] = Counter()
+    fake_broker.fail("429")  # answered as Alpaca does: X-RateLimit-Reset one second ahead
+    async with aiohttp.ClientSession() as session:
+        rest = BrokerRest(account_for(fake_broker), session, counters, budget=budget)
+        account = await rest.account()
+    assert account["cash"] == "100000"
+    assert counters["broker_rate_limited"] == 1
+    figures = budget.figures()
+    assert figures.limited == 1
+    assert figures.last_min == 2  # the refused attempt and the retry both counted against the budget
+
+
+@pytest.mark.asyncio
+async def test_rest_pauses_when_the_key_is_nearly_spent_by_someone_else(
+    fake_broker: FakeBroker, tmp_path: Path
+) -> None:
+    fake_broker.configure(rest_limit_per_min=10)
+    for _ in range(8):  # the trader's bot, same key
+        assert fake_broker.request("GET", "/v2/account").status_code == 200
+    budget = RestBudget(key_file(tmp_path, "demo-key", "trading"), 40)
+    counters: Counter[str] = Counter()
+    async with aiohttp.ClientSession() as session:
+        await BrokerRest(account_for(fake_broker), session, counters, budget=budget).positions()
+    assert counters["broker_key_busy"] == 1  # 1 of 10 left: below a fifth
+    assert budget.figures().paused_s > 30  # until the broker's window has room again
+    assert budget.figures().limited == 0
+
+
+@pytest.mark.asyncio
+async def test_rest_stop_ends_a_wait_for_the_budget(fake_broker: FakeBroker, tmp_path: Path) -> None:
+    budget = RestBudget(key_file(tmp_path, "demo-key", "trading"), 40)
+    budget.pause_until(time.time() + 60, limited=False)
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession() as session:
+        rest = BrokerRest(account_for(fake_broker), session, Counter(), budget=budget, stop=stop)
+        call = asyncio.create_task(rest.account())
+        await asyncio.sleep(0)
+        stop.set()
+        with pytest.raises(BrokerError, match="stopped"):
+            await asyncio.wait_for(call, 5)

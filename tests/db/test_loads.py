@@ -10,15 +10,15 @@ import msgspec
 import psycopg
 import pytest
 
-from coldharbour.db import loads, rows
-from coldharbour.db.names import account_names
+from coldharbour.db import loads, queries, rows
+from coldharbour.db.names import account_names, shared_names
 from coldharbour.db.writer import Writer
 from coldharbour.domain import changes as ch
 from coldharbour.domain.ledger import differences, rebuild
 from coldharbour.domain.orders import OrderBook
 from coldharbour.domain.positions import build_open_row
-from coldharbour.domain.types import NS_PER_SECOND, Fill, LotLegs, Order
-from coldharbour.messages import ActivityRecord
+from coldharbour.domain.reports import ActivityRecord
+from coldharbour.domain.types import NS_PER_SECOND, Fill, LotLegs, Order, to_datetime
 from tests.support import make_settings
 
 pytestmark = pytest.mark.asyncio
@@ -187,3 +187,46 @@ async def test_start_load_reads_every_batch_of_the_cursor_in_order(migrated_dsn:
         stored = await loads.load_orders(conn, names)
 
     assert stored == orders
+
+
+async def test_load_marks_leaves_out_a_mark_stamped_in_the_future(migrated_dsn: Any) -> None:
+    """A 2099 mark stored before the market-data path refused future prints is not taken back."""
+    shared = shared_names(make_settings(migrated_dsn))
+    async with await psycopg.AsyncConnection.connect(migrated_dsn.reveal(), autocommit=True) as conn:
+        await conn.execute(
+            psycopg.sql.SQL("INSERT INTO {t} (symbol, price, ts) VALUES ('AAPL', 180.5, %s), ('MSFT', 999, %s)")
+            .format(t=shared.latest_prices.ident),
+            (to_datetime(T0), to_datetime(4_070_908_800 * NS_PER_SECOND)),  # MSFT: 2099-01-01
+        )
+        marks = await loads.load_marks(conn, shared, now_ns=T0 + NS_PER_SECOND)
+
+    assert marks == {"AAPL": (Decimal("180.5"), T0)}
+
+
+async def test_reconciliation_fills_are_loaded_with_the_history_but_never_stored_as_raw_activities(
+        migrated_dsn: Any) -> None:
+    """A ``recon:`` lot survives a restart, and the equity replay (FILL rows of raw_activities) never sees it."""
+    settings = make_settings(migrated_dsn)
+    names = account_names(settings, "demo")
+    broker = Fill(order_id=str(uuid.uuid4()), symbol="MSFT", side="buy", qty=Decimal(2), price=Decimal(400), ts=T0,
+                  execution_id=str(uuid.uuid4()), cum_qty=Decimal(2))
+    recon = Fill(order_id=f"recon:MSFT:{T0 + 5}", execution_id=f"recon:MSFT:{T0 + 5}", symbol="MSFT", side="buy",
+                 qty=Decimal(3), price=Decimal(401), ts=T0 + 5)
+    writer = Writer(settings)
+    await writer.connect()
+    await writer.commit([
+        ch.RawActivities("demo", (rows.activity_values(rows.canonical_fill(broker)[0]),), by_execution=True),
+        ch.Reconciliations("demo", (rows.activity_values(rows.activity_from_fill(recon)),)),
+    ], T0)
+    await writer.close()
+
+    async with await psycopg.AsyncConnection.connect(migrated_dsn.reveal()) as conn:
+        _, fills, _ = await loads.load_start(conn, names)
+        executions, _ = await queries.executions_between(conn, names, None)
+        cursor = await conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {t} WHERE id LIKE '%%recon:%%'")
+                                    .format(t=names.raw_activities.ident))
+        raw_recon = await cursor.fetchone()
+
+    assert [(f.order_id, f.qty) for f in fills] == [(broker.order_id, Decimal(2)), (recon.order_id, Decimal(3))]
+    assert [e.qty for e in executions] == [Decimal(2)]
+    assert raw_recon == (0,)

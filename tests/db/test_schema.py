@@ -96,6 +96,7 @@ def test_db_init_two_accounts_creates_every_table_with_types_and_keys(pg_dsn) ->
                 (names.metrics, {"id": "text", "metrics_payload": "text"}, ["id"]),
                 (names.raw_orders, ORDER_COLUMNS, ["id"]),
                 (names.raw_activities, ACTIVITY_COLUMNS, ["id"]),
+                (names.reconciliations, ACTIVITY_COLUMNS, ["id"]),
             ):
                 columns = _columns(conn, table.schema, table.name)
                 tables[table.name] = (columns, expected, _primary_key(conn, table.schema, table.name), key)
@@ -215,3 +216,25 @@ def test_db_migration_3_allows_spec8_categories_and_corporate_exits_only(migrate
         ).fetchone()
 
     assert checks == (1,)
+
+
+def test_db_migration_4_moves_stored_reconciliation_fills_out_of_raw_activities(pg_dsn) -> None:
+    """A database where a reconciliation wrote ``recon:`` FILL rows into raw_activities (before v4)."""
+    settings = make_settings(pg_dsn, CHMGR_ACCOUNTS="demo")
+    names = account_names(settings, "demo")
+    raw = names.raw_activities.ident
+    insert = psycopg.sql.SQL("INSERT INTO {} (id, activity_type, transaction_time, symbol) "
+                             "VALUES (%s, 'FILL', now(), 'AAPL')").format(raw)
+    with psycopg.connect(pg_dsn.reveal(), autocommit=True) as conn:
+        schema.ensure_schema(conn, settings)
+        conn.execute(psycopg.sql.SQL("DROP TABLE {}").format(names.reconciliations.ident))
+        conn.execute("DELETE FROM accounts.schema_version WHERE scope = 'account:demo' AND version = 4")
+        conn.execute(insert, ("20240301150000000::recon:AAPL:1709305200000000000",))
+        conn.execute(insert, ("20240301150000000::6b7a3c1e-0000-4000-8000-000000000001",))
+        applied = schema.ensure_schema(conn, settings)
+        left = conn.execute(psycopg.sql.SQL("SELECT id FROM {}").format(raw)).fetchall()
+        moved = conn.execute(psycopg.sql.SQL("SELECT id FROM {}").format(names.reconciliations.ident)).fetchall()
+
+    assert applied == [("account:demo", 4)]
+    assert left == [("20240301150000000::6b7a3c1e-0000-4000-8000-000000000001",)]
+    assert moved == [("20240301150000000::recon:AAPL:1709305200000000000",)]

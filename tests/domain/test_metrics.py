@@ -131,13 +131,15 @@ DAILY = [
         sharpe={**NO_SHARPE, 10: 1.234567}, daily_return=D("0.0255"), deposit=D(10050), market_value=D(500),
     ),
 ]  # fmt: skip
-# The daily-return KPIs of DAILY, by hand (README "KPIs"): returns 1 %, −2.97 %, 2.55 %.
+# The daily-return KPIs of DAILY, by hand (docs/spec.md §5): returns 1 %, −2.97 %, 2.55 %.
+# The annualised figures are withheld below MIN_ANNUALISED_SESSIONS returns (3 here); their
+# values on these returns are checked in test_annualised_figures_by_hand.
 DAILY_KPIS = {
-    "CAGR %": 51.949,  # (1.01·0.9703·1.0255)^(252/3) − 1
-    "Volatility (ann.) %": 45.1953,  # std(ddof=1)·√252
-    "Sortino": 1.7898,  # mean / √(0.0297²/3) · √252
-    "Smart Sharpe": 0.6224,  # Sharpe / autocorrelation penalty (ρ₁ of the 3 returns)
-    "Calmar": 17.4912,  # 0.51949 / 0.0297
+    "CAGR %": None,
+    "Volatility (ann.) %": None,
+    "Sortino": None,
+    "Smart Sharpe": None,
+    "Calmar": None,
     "Max Drawdown Duration (Days)": 2,  # under water 01-09 and 01-10
     "Longest Drawdown (Days)": 2,
     "Best Day %": 2.55,
@@ -533,3 +535,74 @@ def test_accumulator_drops_deleted_flows_as_if_never_fed() -> None:
     scratch = compute_kpi_document(slices=[], flows=kept, daily=[], open_lots=[], intraday_cumulative_return=None,
                                    in_session=False, as_of=AS_OF)
     assert incremental == scratch
+
+
+# Honest edges: withheld annualised figures, the wipe-out.
+
+
+def test_annualised_figures_by_hand() -> None:
+    from coldharbour.domain.metrics import cagr, calmar, sortino, volatility
+
+    xs = [0.01, -0.0297, 0.0255]  # DAILY's returns
+
+    assert cagr(xs) == pytest.approx(0.51949, abs=5e-6)  # (1.01·0.9703·1.0255)^(252/3) − 1
+    assert volatility(xs) == pytest.approx(0.451953, abs=5e-7)  # std(ddof=1)·√252
+    assert sortino(xs) == pytest.approx(1.7898, abs=5e-5)  # mean / √(0.0297²/3) · √252
+    assert calmar(xs) == pytest.approx(17.4912, abs=5e-5)  # 0.51949 / 0.0297
+
+
+def _daily(returns: list[str | None], deposits: list[int]) -> list[DailySummary]:
+    rows = []
+    index = D(1)
+    peak = D(1)
+    for i, (text, deposit) in enumerate(zip(returns, deposits, strict=True)):
+        r = None if text is None else D(text)
+        cumulative = drawdown = None
+        if r is not None and all(x is not None for x in returns[: i + 1]):
+            index *= 1 + r
+            peak = max(peak, index)
+            cumulative, drawdown = index - 1, index / peak - 1
+        rows.append(
+            DailySummary(
+                date=date(2025, 1, 1) + timedelta(days=i), cumulative_return=cumulative, drawdown=drawdown,
+                sharpe=NO_SHARPE, daily_return=r, deposit=D(deposit), market_value=D(0),
+            )
+        )  # fmt: skip
+    return rows
+
+
+def test_annualised_figures_appear_at_the_minimum_session_count() -> None:
+    from coldharbour.domain.metrics import MIN_ANNUALISED_SESSIONS, daily_kpis
+
+    pattern = ["0.01", "-0.005", "0.002", "-0.001"]
+    short = _daily([pattern[i % 4] for i in range(MIN_ANNUALISED_SESSIONS - 1)], [100] * (MIN_ANNUALISED_SESSIONS - 1))
+    enough = _daily([pattern[i % 4] for i in range(MIN_ANNUALISED_SESSIONS)], [100] * MIN_ANNUALISED_SESSIONS)
+    annualised = ("CAGR %", "Volatility (ann.) %", "Sortino", "Smart Sharpe", "Calmar")
+
+    withheld = daily_kpis(short, AS_OF)
+    shown = daily_kpis(enough, AS_OF)
+
+    assert [withheld[key] for key in annualised] == [None] * 5
+    assert all(isinstance(shown[key], float) for key in annualised)
+
+
+def test_a_wipe_out_is_minus_100_percent_everywhere() -> None:
+    from coldharbour.domain.metrics import daily_kpis, return_series
+
+    # Day 3 ends below zero (the account lost 350 % of its capital): the curve stores no return
+    # from there on. Before this fix Worst Day showed −20 %, Total Return null, CAGR null.
+    rows = _daily(["0.01", "-0.2", None, None], [1010, 808, -2000, -2000])
+
+    series = return_series(rows)
+    kpis = daily_kpis(rows, datetime(2025, 1, 5, 15, tzinfo=UTC))
+    doc = compute_kpi_document(
+        slices=[], flows=[], daily=rows, open_lots=[], intraday_cumulative_return=None, in_session=False,
+        as_of=datetime(2025, 1, 5, 15, tzinfo=UTC),
+    )  # fmt: skip
+
+    assert series.returns == (D("0.01"), D("-0.2"), D(-1))
+    assert (series.wiped_out, series.days_after) == (date(2025, 1, 3), 1)
+    assert kpis["Worst Day %"] == -100.0
+    assert kpis["MTD %"] == kpis["YTD %"] == -100.0
+    assert kpis["Max Drawdown %"] == -100.0
+    assert doc["Total Return %"] == -100.0

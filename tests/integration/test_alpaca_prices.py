@@ -2,9 +2,9 @@
 
 The first test runs the programs that matter over ipc:// (bus, state, trades, snapshot, prices)
 against the fake broker in-process (the trading API and the market-data stream at ``/v2/iex``),
-driven through unmodified alpaca-py, with no ``ZMQ_SIP_STREAM_ENDPOINT``: ``PRICE_SOURCE``
-defaults to ``alpaca``. The second runs the whole stack under supervisord (``start_stack``) with
-``PRICE_SOURCE=alpaca`` and reads `chmgr status`. Market hours do not matter
+driven through unmodified alpaca-py, with no ``ZMQ_SIP_STREAM_ENDPOINT`` and
+``PRICE_SOURCE=alpaca-stream``. The second runs the whole stack under supervisord
+(``start_stack``) with ``PRICE_SOURCE=alpaca-stream`` and reads `chmgr status`. Market hours do not matter
 (``DISABLE_SESSION_SLEEP=1``).
 """
 
@@ -62,7 +62,7 @@ def test_alpaca_source_follows_lot_marks_from_posted_prices_reconnects_and_unsub
         migrated_dsn, stack_dir / "run", ("demo",),
         ALPACA_API_KEY_DEMO="demo-key", ALPACA_SECRET_KEY_DEMO="demo-secret",
         ALPACA_BASE_URL_DEMO=fake_broker.base_url,
-        ALPACA_DATA_STREAM_URL=f"ws://127.0.0.1:{fake_broker.port}/v2/iex",
+        ALPACA_DATA_STREAM_URL=f"ws://127.0.0.1:{fake_broker.port}/v2/iex", PRICE_SOURCE="alpaca-stream",
         DISABLE_SESSION_SLEEP="1", FLUSH_INTERVAL_S="0.5", SNAPSHOT_SEC="3600", BACKFILL_DAYS="1",
     )  # fmt: skip
     db = Db(migrated_dsn)
@@ -100,7 +100,7 @@ def test_alpaca_source_follows_lot_marks_from_posted_prices_reconnects_and_unsub
 
     assert all_clean(codes), programs.logs()
     assert before_any == 0  # nothing in play, no data connection
-    assert beat.details == {"price_source": "alpaca", "subscribed": "AAPL"}
+    assert beat.details == {"price_source": "alpaca-stream", "subscribed": "AAPL"}
     assert beat.counters["ticks"] >= 1
     assert beat.counters["newest_tick_unix_ms"] > 0
     assert marked is not None
@@ -112,7 +112,9 @@ def test_alpaca_source_follows_lot_marks_from_posted_prices_reconnects_and_unsub
 def test_whole_stack_with_alpaca_source_marks_lot_and_status_shows_the_subscription(
     pg_cluster: PgCluster, migrated_template: str, tmp_path: Path
 ) -> None:
-    settings = {"PRICE_SOURCE": "alpaca", "FLUSH_INTERVAL_S": "0.5", "SNAPSHOT_SEC": "3600", "BACKFILL_DAYS": "1"}
+    settings = {
+        "PRICE_SOURCE": "alpaca-stream", "FLUSH_INTERVAL_S": "0.5", "SNAPSHOT_SEC": "3600", "BACKFILL_DAYS": "1",
+    }  # fmt: skip
     with start_stack(pg_cluster, migrated_template, tmp_path, settings=settings) as stack:
         broker = stack.broker
         positions = f"SELECT mkt_px FROM {stack.names.positions.schema}.{stack.names.positions.name}"
@@ -137,5 +139,5 @@ def test_whole_stack_with_alpaca_source_marks_lot_and_status_shows_the_subscript
         status = wait_for(status_with_subscription, TIMEOUT_S, interval_s=0.5, what="chmgr status with AAPL")
 
     prices_line = next(line for line in status.splitlines() if line.startswith("prices: "))
-    assert prices_line.startswith("prices: source alpaca · subscribed 1 (AAPL) · unpriced 0 · newest tick ")
+    assert prices_line.startswith("prices: source alpaca-stream · subscribed 1 (AAPL) · unpriced 0 · newest tick ")
     assert prices_line.endswith(" ago")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alpaca.trading.enums import OrderSide, TimeInForce
@@ -53,7 +54,8 @@ def test_bracket_fill_tp_round_trip(migrated_dsn: Dsn, broker: BrokerProcess, st
         programs.start(*PROGRAMS)
         wait_for(lambda: broker.listeners() == 1, 20, what="trades stream listening")
         broker.set_prices({"AAPL": 100})
-        order = broker.trading_client().submit_order(
+        client: Any = broker.trading_client()  # alpaca-py returns `Model | RawData` unions
+        order = client.submit_order(
             MarketOrderRequest(
                 symbol="AAPL", qty=10, side=OrderSide.BUY, time_in_force=TimeInForce.GTC, order_class="bracket",
                 take_profit=TakeProfitRequest(limit_price=110), stop_loss=StopLossRequest(stop_price=90),

@@ -37,6 +37,7 @@ from tests.fixtures.stack import (
     CLOSED,
     POSITIONS,
     RAW_ACTIVITIES,
+    RECONCILIATIONS,
     Db,
     Notes,
     Programs,
@@ -82,7 +83,7 @@ class World:
         return self.programs.counter("state", "recon_corrections")
 
     def recon_rows(self) -> int:
-        return int(self.db.rows(f"SELECT count(*) FROM {RAW_ACTIVITIES} WHERE id LIKE '%%recon:%%'")[0][0])
+        return int(self.db.rows(f"SELECT count(*) FROM {RECONCILIATIONS}")[0][0])
 
     def held(self, symbol: str, qty: str) -> list[dict[str, Any]]:
         """Wait until ``symbol`` has open rows summing to ``qty``; return them."""
@@ -95,6 +96,7 @@ class World:
         self.programs.wait_counter("snapshot", "snapshots", start + count, timeout_s=TIMEOUT_S)
 
     def corporate(self, body: dict[str, str]) -> None:
+        """Book an action in the fake broker (sim/corporate.py's body; its legs stamped now)."""
         self.broker._control("POST", "/sim/corporate-actions", body)
 
 
@@ -131,7 +133,9 @@ def _split_keeps_the_basis(world: World, symbol: str, ratio: str, qty: str, pric
     realized, recon, recon_rows = world.realized(), world.recon(), world.recon_rows()
 
     mark = world.notes.mark()
-    world.corporate({"type": "split", "symbol": symbol, "ratio": ratio})
+    old_rate, new_rate = (1, ratio) if Decimal(ratio) > 1 else (Decimal(1) / Decimal(ratio), 1)
+    world.corporate({"type": "forward_split" if Decimal(ratio) > 1 else "reverse_split", "symbol": symbol,
+                     "old_rate": str(old_rate), "new_rate": str(new_rate)})
     new_qty = Decimal(qty) * Decimal(ratio)
     [after] = world.held(symbol, str(new_qty))
     pushed = wait_for(lambda: [r for r in pushed_rows(world.notes.since(mark, "pos_channel_demo"))
@@ -164,7 +168,7 @@ def test_symbol_change_moves_the_lot_with_its_basis(world: World) -> None:
     world.buy("FB", "5")
     [before] = world.held("FB", "5")
 
-    world.corporate({"type": "symbol_change", "symbol": "FB", "new_symbol": "META"})
+    world.corporate({"type": "name_change", "symbol": "FB", "new_symbol": "META"})
     [after] = world.held("META", "5")
     wait_for(lambda: world.open_rows("FB") == [], TIMEOUT_S, interval_s=0.1, what="FB row gone")
     world.snapshots(3)
@@ -182,7 +186,7 @@ def test_cash_merger_closes_the_lot_as_corporate_with_its_pnl(world: World) -> N
     [lot] = world.held("TWTR", "10")
 
     mark = world.notes.mark()
-    world.corporate({"type": "cash_merger", "symbol": "TWTR", "cash_per_share": "54.20"})
+    world.corporate({"type": "cash_merger", "symbol": "TWTR", "rate": "54.20"})  # two legs
     [closed] = wait_for(lambda: world.closed("TWTR"), TIMEOUT_S, interval_s=0.1, what="TWTR closed")
     wait_for(lambda: world.notes.since(mark, "closed_channel_demo"), TIMEOUT_S, interval_s=0.1,
              what="the CORPORATE slice announced")
@@ -258,7 +262,8 @@ def test_stock_merger_with_cash_in_lieu_moves_the_lot_and_closes_the_fraction_as
     world.buy("ATVI", "10")
     [before] = world.held("ATVI", "10")
 
-    world.corporate({"type": "stock_merger", "symbol": "ATVI", "new_symbol": "MSFX", "ratio": "0.25"})
+    world.corporate({"type": "stock_merger", "symbol": "ATVI", "acquirer_symbol": "MSFX", "acquirer_rate": "1",
+                     "acquiree_rate": "4"})
     [after] = world.held("MSFX", "2")  # 2.5 new shares: 2 kept, 0.5 paid in cash at 160
     [closed] = wait_for(lambda: world.closed("MSFX"), TIMEOUT_S, interval_s=0.1, what="cash in lieu slice")
     world.snapshots(2)
@@ -270,18 +275,20 @@ def test_stock_merger_with_cash_in_lieu_moves_the_lot_and_closes_the_fraction_as
     assert world.recon() == recon
 
 
-def test_spinoff_opens_the_new_shares_at_their_stated_basis_and_keeps_the_parent(world: World) -> None:
+@pytest.mark.xfail(strict=True, reason="spin-off basis allocation from the announcement is not built yet "
+                   "(docs/corporate-actions.md 'Not done yet'): the SPIN leg (price 0) is held and reconciled")
+def test_spinoff_allocates_the_parent_basis_by_the_ex_date_prices(world: World) -> None:
     recon = world.recon()
-    world.broker.set_prices({"GE": "100"})
+    world.broker.set_prices({"GE": "100", "GEHC": "25"})
     world.buy("GE", "10")
     [parent] = world.held("GE", "10")
 
-    world.corporate({"type": "spinoff", "symbol": "GE", "new_symbol": "GEHC", "ratio": "0.2", "price": "15"})
+    world.corporate({"type": "spin_off", "symbol": "GE", "new_symbol": "GEHC", "source_rate": "5", "new_rate": "1"})
     [spun] = world.held("GEHC", "2")
     world.snapshots(2)
 
-    assert (spun["avg_fill"], spun["buy_value"]) == (Decimal(15), Decimal(30))
-    assert world.open_rows("GE") == [parent]
+    # market values on the ex-date: GE 10 x 100, GEHC 2 x 25: the parent keeps 1000/1050 of the basis
+    assert spun["buy_value"] == parent["buy_value"] * Decimal(50) / Decimal(1050)
     assert world.closed("GE") == world.closed("GEHC") == []
     assert world.recon() == recon
 

@@ -1,8 +1,9 @@
 """A mirror without PostgreSQL: events in, typed changes out, and a dict "store" that applies them.
 
-``Driver`` runs ``Mirror.plans`` as ``state`` does (each plan swapped in before the generator
-resumes) and keeps every change; ``Store`` applies open-row and slice changes by natural key,
-the way the upserts do, so a test can compare what was *written* with a rebuild.
+``Driver`` runs the real ``StateOwner.apply`` (stage, commit, swap, barriers) with a store that
+commits into dicts, and keeps every plan it swapped in; ``Store`` applies open-row and slice
+changes by natural key, the way the upserts do, so a test can compare what was *written* with a
+rebuild.
 
 Broker payload shapes: the orders and fills are domain values (``broker/convert.py`` already
 turned Alpaca's ``Order``/``TradeUpdate`` into them); ids are UUIDs as Alpaca's are
@@ -11,9 +12,10 @@ turned Alpaca's ``Order``/``TradeUpdate`` into them); ids are UUIDs as Alpaca's 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +23,8 @@ from coldharbour.db import rows as r
 from coldharbour.domain import changes as ch
 from coldharbour.domain.types import CLOSED_COLUMNS, NS_PER_SECOND, Fill, Order
 from coldharbour.messages import Msg
-from coldharbour.mirror import Event, LedgerCheck, Mirror, Plan
+from coldharbour.mirror import Event, LedgerCheck, Mirror, Plan, StateOwner
+from coldharbour.mirror.owner import History, Stored
 from tests.support import make_settings
 
 T0 = 1_709_305_200 * NS_PER_SECOND  # 2024-03-01 15:00:00 UTC (a Friday, in market hours)
@@ -84,26 +87,72 @@ class Store:
                     self.closed[(str(row[0]), str(row[1]))] = dict(zip(CLOSED_COLUMNS, row, strict=True))
 
 
+class DictStore:
+    """``mirror.owner.Store`` over a ``Store``: every commit succeeds; history reads are recorded."""
+
+    def __init__(self, tables: Store) -> None:
+        self.tables = tables
+        self.commits: list[list[ch.Change]] = []
+        self.checks: list[LedgerCheck] = []
+
+    async def commit(self, changes: Sequence[ch.Change]) -> ch.CommitOutcome:
+        self.commits.append(list(changes))
+        for change in changes:
+            self.tables.apply(change)
+        return ch.CommitOutcome.COMMITTED
+
+    async def load_history(self, slug: str) -> History | None:
+        self.checks.append(LedgerCheck(slug))
+        return None  # the check itself is tested with a database (tests/workers)
+
+    async def load_marks(self) -> dict[str, tuple[Decimal, int]]:
+        return {}
+
+    async def load_account(self, slug: str) -> Stored:
+        return [], [], set(), {}, set(), []
+
+
+class Outbox:
+    """``mirror.owner.Publisher`` that keeps what was published."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Msg]] = []
+
+    def publish(self, topic: str, message: Msg) -> Msg:
+        self.sent.append((topic, message))
+        return message
+
+
+class _RecordingOwner(StateOwner):
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.taken: list[Plan] = []
+
+    def take(self, plan: Plan) -> None:
+        super().take(plan)
+        self.taken.append(plan)
+
+
 class Driver:
-    """Feed events to a mirror as ``state`` does; remember plans, changes and published messages."""
+    """Feed events to a mirror through ``StateOwner.apply``; remember plans, changes and messages."""
 
     def __init__(self, target: Mirror | None = None) -> None:
         self.mirror = target or mirror()
-        self.plans: list[Plan] = []
-        self.checks: list[LedgerCheck] = []
         self.store = Store()
+        self.database = DictStore(self.store)
+        self.outbox = Outbox()
+        self.owner = _RecordingOwner(self.mirror, self.database, self.outbox, self.mirror.counters)
+        self.plans: list[Plan] = []
+
+    @property
+    def checks(self) -> list[LedgerCheck]:
+        return self.database.checks
 
     def feed(self, *events: Event, now: int = NOW) -> list[Plan]:
-        """Run one batch; return its plans (each swapped in, as after a successful commit)."""
-        plans: list[Plan] = []
-        for item in self.mirror.plans(list(events), now):
-            if isinstance(item, LedgerCheck):
-                self.checks.append(item)
-                continue
-            for change in item.changes:
-                self.store.apply(change)
-            item.swap()
-            plans.append(item)
+        """Run one batch; return its plans (each committed and swapped in)."""
+        before = len(self.owner.taken)
+        asyncio.run(self.owner.apply(list(events), now))
+        plans = self.owner.taken[before:]
         self.plans += plans
         return plans
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from coldharbour.broker.convert import ConvertedActivity, convert_activity, corporate_legs
+from coldharbour.broker.convert import ConvertedActivity, convert_activity
 from coldharbour.domain import changes as ch
-from coldharbour.domain.corporate import actions_from_legs
+from coldharbour.domain.corporate import actions_from_legs, corporate_legs
 from coldharbour.domain.ledger import rebuild
 from coldharbour.domain.types import NS_PER_SECOND, BrokerPosition
 from coldharbour.messages import CorporateActionsPage, FillsPage, OrdersPage, SnapshotTaken

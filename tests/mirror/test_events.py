@@ -11,11 +11,11 @@ from coldharbour.db import rows as r
 from coldharbour.domain import changes as ch
 from coldharbour.domain.cashflows import CashFlow, Category
 from coldharbour.domain.equity import DailyRow, IntradayPoint
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.schedule import Session
 from coldharbour.domain.types import NS_PER_SECOND, BrokerPosition, to_datetime
 from coldharbour.messages import (
     ActivitiesPage,
-    ActivityRecord,
     EquityComputed,
     FillsPage,
     LedgerCheckRequested,
@@ -184,9 +184,10 @@ def test_full_snapshot_reconciles_a_position_the_ledger_lacks() -> None:
     changes = Driver.changes(plans)
 
     [rows] = of_kind(changes, ch.OpenRows)
-    [fills] = of_kind(changes, ch.RawActivities)
+    [fills] = of_kind(changes, ch.Reconciliations)
     assert [(row[1], row[4]) for row in rows.upserts] == [("MSFT", Decimal(4))]
     assert "recon:" in str(fills.rows[0][0])
+    assert of_kind(changes, ch.RawActivities) == []  # nothing synthetic among the broker's activities
     assert driver.mirror.counters["recon_corrections"] == 1
 
 

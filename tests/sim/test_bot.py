@@ -279,6 +279,7 @@ def _step_with_moving_prices(fake_broker: FakeBroker, bot: TradingBot, steps: in
 
 
 def test_bot_steps_against_fake_broker_place_every_kind_of_order(fake_broker: FakeBroker) -> None:
+    fake_broker.configure(rest_limit_per_min=0)  # 60 steps without pacing: faster than a key may go
     fake_broker.set_prices({"AAPL": "190.00", "MSFT": "410.50", "PENNY": "0.5123"})
     client = fake_broker.trading_client()
     bot = TradingBot(client, BotPolicy(SYMBOLS, seed=1), lambda: fetch_broker_prices(fake_broker.base_url))

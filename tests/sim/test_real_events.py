@@ -11,11 +11,16 @@ the NonTradeActivity object), its activity types changelog (docs.alpaca.markets 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from alpaca.data.enums import CorporateActionsType
+from alpaca.data.historical.corporate_actions import CorporateActionsClient
+from alpaca.data.models.corporate_actions import CorporateActionsSet, ForwardSplit
+from alpaca.data.requests import CorporateActionsRequest
 from alpaca.trading.enums import AssetClass, OrderSide, TimeInForce
 from alpaca.trading.models import Order, Position, TradeUpdate
 from alpaca.trading.requests import MarketOrderRequest
@@ -36,22 +41,34 @@ def _activities(engine: Engine, code: str) -> list[dict[str, object]]:
     return [a for a in engine.accounts["demo"].activities if a["activity_type"] == code]
 
 
+def _act(engine: Engine, body: Mapping[str, object], seconds: float = 3) -> tuple[str, list[dict[str, object]]]:
+    action_id, booked, _ = engine.corporate_action(body, at(seconds))
+    return action_id, booked
+
+
+def _legs(booked: list[dict[str, object]]) -> list[tuple[object, ...]]:
+    return [(a["activity_type"], a["symbol"], a["qty"], a["price"], a["net_amount"]) for a in booked]
+
+
 def test_split_doubles_qty_halves_entry_books_the_split_pair_and_cancels_open_orders() -> None:
     engine = make_engine()
     _hold(engine)
     engine.submit_order("demo", order_body(side="sell", type="limit", limit_price=150, time_in_force="gtc"), at(2))
     cash = engine.accounts["demo"].cash
 
-    booked, updates = engine.corporate_action({"type": "split", "symbol": "AAPL", "ratio": "2"}, at(3))
+    _, booked, updates = engine.corporate_action(
+        {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2"}, at(3)
+    )
 
     position = engine.accounts["demo"].positions["AAPL"]
     assert (position.qty, position.avg_entry_price) == (Decimal(20), Decimal(50))
     assert engine.accounts["demo"].cash == cash
     assert engine.prices["AAPL"] == Decimal(50)
-    assert [(a["activity_type"], a["qty"], a["price"], a["net_amount"]) for a in booked] == [
-        ("SPLIT", "-10", "100", "0"),
-        ("SPLIT", "20", "50", "0"),
-    ]
+    assert _legs(booked) == [("SPLIT", "AAPL", "-10", "100", "0"), ("SPLIT", "AAPL", "20", "50", "0")]
+    assert all("per_share_amount" not in a and a["description"] == "Split: 2 for 1 AAPL" for a in booked)
+    assert [a["activity_sub_type"] for a in booked] == ["shares_out", "shares_in"]
+    # by default the legs are stamped when the fake books them (10:00:03 New York)
+    assert [str(a["id"])[:17] for a in booked] == ["20240301100003000", "20240301100003001"]
     assert [(u.data["event"], order_of(u)["status"]) for u in updates] == [("canceled", "canceled")]
 
 
@@ -60,7 +77,7 @@ def test_reverse_split_pays_cash_in_lieu_for_the_fraction() -> None:
     _hold(engine, qty=15)
     cash = engine.accounts["demo"].cash
 
-    booked, _ = engine.corporate_action({"type": "split", "symbol": "AAPL", "ratio": "0.1"}, at(3))
+    _, booked = _act(engine, {"type": "reverse_split", "symbol": "AAPL", "old_rate": "10", "new_rate": "1"})
 
     position = engine.accounts["demo"].positions["AAPL"]
     assert (position.qty, position.avg_entry_price) == (Decimal(1), Decimal(1000))
@@ -70,32 +87,93 @@ def test_reverse_split_pays_cash_in_lieu_for_the_fraction() -> None:
     assert engine.accounts["demo"].cash == cash + 500
 
 
-def test_symbol_change_stock_merger_cash_merger_and_spinoff() -> None:
+def test_each_type_books_the_legs_a_real_account_lists() -> None:
+    """Leg shapes of docs/corporate-actions.md ("Legs"): the cash merger is two MA legs (shares
+    out with net_amount 0, cash with qty 0), the spin-off leg is priced 0, the removal is REORG,
+    the unit split three SPLIT legs, the name change NC."""
     engine = make_engine()
-    _hold(engine, "OLD", 10, "40")
-    _hold(engine, "TGT", 10, "30")
-    _hold(engine, "PAR", 10, "20")
-
-    engine.corporate_action({"type": "symbol_change", "symbol": "OLD", "new_symbol": "NEW"}, at(3))
-    engine.corporate_action({"type": "stock_merger", "symbol": "NEW", "new_symbol": "ACQ", "ratio": "0.5"}, at(4))
+    for symbol, px in (("OLD", "40"), ("TGT", "30"), ("PAR", "20"), ("DUD", "5"), ("UNIT", "10"), ("MIX", "50")):
+        _hold(engine, symbol, 10, px)
+    engine.set_prices({"UNA": price("9"), "UNW": price("1"), "BIG": price("100")}, at(2))
     cash = engine.accounts["demo"].cash
-    engine.corporate_action({"type": "cash_merger", "symbol": "TGT", "cash_per_share": "35"}, at(5))
-    spin = {"type": "spinoff", "symbol": "PAR", "new_symbol": "KID", "ratio": "0.2", "price": "4"}
-    engine.corporate_action(spin, at(6))
+
+    _act(engine, {"type": "name_change", "symbol": "OLD", "new_symbol": "NEW"})
+    _act(engine, {"type": "stock_merger", "symbol": "NEW", "acquirer_symbol": "ACQ", "acquirer_rate": "1",
+                  "acquiree_rate": "2"}, 4)  # fmt: skip
+    _, cash_merger = _act(engine, {"type": "cash_merger", "symbol": "TGT", "rate": "35"}, 5)
+    _, spin = _act(engine, {"type": "spin_off", "symbol": "PAR", "new_symbol": "KID", "source_rate": "5",
+                            "new_rate": "1"}, 6)  # fmt: skip
+    _, removal = _act(engine, {"type": "worthless_removal", "symbol": "DUD"}, 7)
+    _, unit = _act(engine, {"type": "unit_split", "symbol": "UNIT", "old_rate": "1", "new_symbol": "UNA",
+                            "new_rate": "1", "alternate_symbol": "UNW", "alternate_rate": "1"}, 8)  # fmt: skip
+    _, mixed = _act(engine, {"type": "stock_and_cash_merger", "symbol": "MIX", "acquirer_symbol": "BIG",
+                             "acquirer_rate": "1", "acquiree_rate": "4", "cash_rate": "20"}, 9)  # fmt: skip
 
     positions = engine.accounts["demo"].positions
-    assert sorted(positions) == ["ACQ", "KID", "PAR"]
+    assert sorted(positions) == ["ACQ", "BIG", "KID", "PAR", "UNA", "UNW"]
     assert (positions["ACQ"].qty, positions["ACQ"].avg_entry_price) == (Decimal(5), Decimal(80))
-    assert (positions["KID"].qty, positions["KID"].avg_entry_price) == (Decimal(2), Decimal(4))
-    assert positions["PAR"].qty == Decimal(10)
-    assert engine.accounts["demo"].cash == cash + 350
-    assert [a["symbol"] for a in _activities(engine, "SC")] == ["OLD", "NEW"]
-    assert [(a["symbol"], a["net_amount"]) for a in _activities(engine, "MA")] == [
-        ("NEW", "0"),
-        ("ACQ", "0"),
-        ("TGT", "350"),
-    ]
-    assert [(a["symbol"], a["qty"], a["price"]) for a in _activities(engine, "SPIN")] == [("KID", "2", "4")]
+    assert (positions["KID"].qty, positions["PAR"].qty) == (Decimal(2), Decimal(10))
+    assert (positions["UNA"].qty, positions["UNW"].qty) == (Decimal(10), Decimal(10))
+    assert positions["UNA"].qty * positions["UNA"].avg_entry_price == Decimal(90)  # basis split 9:1
+    assert positions["BIG"].qty == Decimal("2")
+    assert engine.accounts["demo"].cash == cash + 350 + 200 + Decimal("0.5") * 100
+    assert [a["symbol"] for a in _activities(engine, "NC")] == ["OLD", "NEW"]
+    assert _legs(cash_merger) == [("MA", "TGT", "-10", "0", "0"), ("MA", "TGT", "0", "0", "350")]
+    assert _legs(spin) == [("SPIN", "KID", "2", "0", "0")]
+    assert _legs(removal) == [("REORG", "DUD", "-10", "0", "0")]
+    assert [(a["symbol"], a["qty"]) for a in unit] == [("UNIT", "-10"), ("UNA", "10"), ("UNW", "10")]
+    assert [(a["activity_type"], a["symbol"], a["qty"], a["net_amount"]) for a in mixed] == [
+        ("MA", "MIX", "-10", "0"), ("MA", "BIG", "2.5", "0"), ("MA", "MIX", "0", "200"), ("CIL", "BIG", "-0.5", "50"),
+    ]  # fmt: skip
+
+
+def test_leg_timings_and_the_position_before_or_after_the_legs() -> None:
+    engine = make_engine()
+    _hold(engine)
+    split = {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2", "ex_date": "2024-03-04",
+             "payable_date": "2024-03-01", "legs": "payable_date", "position": "after_legs"}  # fmt: skip
+
+    action_id, listed = _act(engine, split)
+    before = engine.accounts["demo"].positions["AAPL"].qty
+    completed = engine.complete_corporate_action(action_id, at(4))
+
+    assert [(str(a["id"])[:17], a["date"]) for a in listed] == [("20240301000000000", "2024-03-01"),
+                                                               ("20240301000000001", "2024-03-01")]  # fmt: skip
+    assert (before, completed) == (Decimal(10), [])
+    assert engine.accounts["demo"].positions["AAPL"].qty == Decimal(20)
+
+    later = {**split, "legs": "executed_at", "position": "before_legs", "ex_date": "2024-03-05"}
+    second_id, listed_now = _act(engine, later, 5)
+    moved = engine.accounts["demo"].positions["AAPL"].qty
+    shown = engine.complete_corporate_action(second_id, at(6))
+    _, on_ex_date = _act(engine, {**split, "legs": "ex_date", "position": "together", "ex_date": "2024-03-06"}, 7)
+
+    assert (listed_now, moved) == ([], Decimal(40))
+    assert [(str(a["id"])[:17], a["date"]) for a in shown] == [("20240305120000000", "2024-03-05"),
+                                                              ("20240305120000001", "2024-03-05")]  # fmt: skip
+    assert [str(a["id"])[:17] for a in on_ex_date] == ["20240306040000000", "20240306040000001"]
+
+
+def test_cancel_lists_the_legs_as_canceled_restores_the_position_and_rebooks() -> None:
+    engine = make_engine()
+    _hold(engine)
+    cash = engine.accounts["demo"].cash
+    action_id, booked = _act(engine, {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "3"})
+
+    canceled, new_id = engine.cancel_corporate_action(
+        action_id, {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2"}, at(5)
+    )
+
+    splits = _activities(engine, "SPLIT")
+    assert [a["id"] for a in canceled] == [a["id"] for a in booked]
+    assert sorted((a["qty"], a["status"]) for a in splits) == [
+        ("-10", "canceled"), ("-10", "executed"), ("20", "executed"), ("30", "canceled"),
+    ]  # fmt: skip
+    position = engine.accounts["demo"].positions["AAPL"]
+    assert (position.qty, position.avg_entry_price, engine.accounts["demo"].cash) == (Decimal(20), Decimal(50), cash)
+    assert engine.prices["AAPL"] == Decimal(50)
+    assert new_id is not None
+    assert next(a for a, _ in engine.corporate_announcements()).rate("new_rate") == 2
 
 
 @pytest.mark.parametrize(
@@ -103,13 +181,17 @@ def test_symbol_change_stock_merger_cash_merger_and_spinoff() -> None:
     [
         ([], "JSON object"),
         ({"type": "dividend", "symbol": "AAPL"}, "type"),
-        ({"type": "split", "symbol": "AAPL"}, "ratio"),
-        ({"type": "split", "symbol": "AAPL", "ratio": "0"}, "ratio"),
-        ({"type": "split", "symbol": "AAPL", "ratio": "1"}, "ratio"),
-        ({"type": "symbol_change", "symbol": "AAPL"}, "new_symbol"),
-        ({"type": "symbol_change", "symbol": "AAPL", "new_symbol": "AAPL"}, "new_symbol"),
-        ({"type": "cash_merger", "symbol": "AAPL", "cash_per_share": "x"}, "cash_per_share"),
-        ({"type": "split", "symbol": "", "ratio": "2"}, "symbol"),
+        ({"type": "split", "symbol": "AAPL", "ratio": "2"}, "type"),
+        ({"type": "forward_split", "symbol": "AAPL", "old_rate": "1"}, "new_rate"),
+        ({"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "0"}, "new_rate"),
+        ({"type": "forward_split", "symbol": "AAPL", "old_rate": "2", "new_rate": "1"}, "new_rate"),
+        ({"type": "reverse_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2"}, "new_rate"),
+        ({"type": "name_change", "symbol": "AAPL"}, "new_symbol"),
+        ({"type": "name_change", "symbol": "AAPL", "new_symbol": "AAPL"}, "new_symbol"),
+        ({"type": "cash_merger", "symbol": "AAPL", "rate": "x"}, "rate"),
+        ({"type": "forward_split", "symbol": "", "old_rate": "1", "new_rate": "2"}, "symbol"),
+        ({"type": "name_change", "symbol": "AAPL", "new_symbol": "B", "legs": "later"}, "legs"),
+        ({"type": "name_change", "symbol": "AAPL", "new_symbol": "B", "effective_date": "3/1"}, "effective_date"),
     ],
 )
 def test_bad_corporate_action_is_a_400_with_a_one_line_reason(body: object, reason: str) -> None:
@@ -249,23 +331,45 @@ def test_wire_crypto_position_both_forms_and_sdk_models(fake_broker: FakeBroker)
     assert encoded.json()["symbol"] == bare.json()["symbol"] == "BTCUSD"
 
 
-def test_wire_corporate_action_route_and_activities(fake_broker: FakeBroker) -> None:
+def test_wire_corporate_action_route_cancel_rebook_and_announcements(fake_broker: FakeBroker) -> None:
+    """The routes of sim/control.py, the legs through alpaca-py's TradingClient, and the
+    announcements through alpaca-py's own ``CorporateActionsClient`` (its
+    ``alpaca/data/historical/corporate_actions.py`` path and ``alpaca/data/models/corporate_actions.py``
+    groups), which must parse what the fake serves."""
     client: Any = fake_broker.trading_client()
     fake_broker.set_prices({"AAPL": 100})
     client.submit_order(MarketOrderRequest(symbol="AAPL", qty=10, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
+    key_id, secret = fake_broker.keys()
+    announcements = CorporateActionsClient(key_id, secret, url_override=fake_broker.base_url)
 
-    bad = fake_broker.request("POST", "/sim/corporate-actions", account=None, json={"type": "split"})
-    ok = fake_broker.request(
-        "POST", "/sim/corporate-actions", account=None, json={"type": "split", "symbol": "AAPL", "ratio": "2"}
-    )
+    bad = fake_broker.request("POST", "/sim/corporate-actions", account=None, json={"type": "forward_split"})
+    ok = fake_broker.request("POST", "/sim/corporate-actions", account=None,
+                             json={"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "3"})
+    action_id = ok.json()["id"]
+    announced = announcements.get_corporate_actions(CorporateActionsRequest(symbols=["AAPL"]))
+    rebooked = fake_broker.request("POST", f"/sim/corporate-actions/{action_id}/cancel", account=None, json={
+        "rebook": {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2"}})  # fmt: skip
+    missing = fake_broker.request("POST", f"/sim/corporate-actions/{action_id}/cancel", account=None, json={})
     activities = client.get("/account/activities/SPLIT", {"direction": "asc"})
     position = client.get_open_position("AAPL")
+    splits_only = CorporateActionsRequest(symbols=["AAPL"], types=[CorporateActionsType.FORWARD_SPLIT])
+    after = announcements.get_corporate_actions(splits_only)
 
     assert bad.status_code == 400
     assert "symbol" in bad.json()["message"]
-    assert ok.status_code == 200
-    assert [(a["qty"], a["price"]) for a in activities] == [("-10", "100"), ("20", "50")]
+    assert ok.status_code == rebooked.status_code == 200
+    assert missing.status_code == 404
+    assert isinstance(announced, CorporateActionsSet)
+    (split,) = announced.data["forward_splits"]
+    assert isinstance(split, ForwardSplit)
+    assert (str(split.id), split.symbol, split.old_rate, split.new_rate) == (action_id, "AAPL", 1, 3)
+    assert sorted((a["qty"], a["price"], a["status"]) for a in activities) == [
+        ("-10", "100", "canceled"), ("-10", "100", "executed"), ("20", "50", "executed"),
+        ("30", "33.333333333", "canceled"),
+    ]  # fmt: skip
     assert (position.qty, position.avg_entry_price, position.cost_basis) == ("20", "50", "1000")
+    assert isinstance(after, CorporateActionsSet)
+    assert [str(s.id) for s in after.data["forward_splits"]] == [rebooked.json()["id"]]
 
 
 def test_wire_trade_updates_parse_with_sdk_model() -> None:
@@ -294,12 +398,21 @@ def test_wire_former_codes_are_listed_but_refused_as_filters(fake_broker: FakeBr
 @pytest.mark.parametrize(
     "body",
     [
-        {"type": "split", "symbol": "AAPL", "ratio": "2"},
-        {"type": "split", "symbol": "AAPL", "ratio": "0.25"},
-        {"type": "symbol_change", "symbol": "AAPL", "new_symbol": "APPL"},
-        {"type": "stock_merger", "symbol": "AAPL", "new_symbol": "ACQ", "ratio": "0.5"},
-        {"type": "cash_merger", "symbol": "AAPL", "cash_per_share": "125"},
-        {"type": "spinoff", "symbol": "AAPL", "new_symbol": "KID", "ratio": "0.2"},
+        {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2"},
+        {"type": "reverse_split", "symbol": "AAPL", "old_rate": "4", "new_rate": "1"},
+        {"type": "reverse_split", "symbol": "AAPL", "old_rate": "3", "new_rate": "1"},
+        {"type": "name_change", "symbol": "AAPL", "new_symbol": "APPL"},
+        {"type": "stock_merger", "symbol": "AAPL", "acquirer_symbol": "ACQ", "acquirer_rate": "1",
+         "acquiree_rate": "2"},
+        {"type": "stock_and_cash_merger", "symbol": "AAPL", "acquirer_symbol": "ACQ", "acquirer_rate": "1",
+         "acquiree_rate": "3", "cash_rate": "10"},
+        {"type": "cash_merger", "symbol": "AAPL", "rate": "125"},
+        {"type": "redemption", "symbol": "AAPL", "rate": "101"},
+        {"type": "worthless_removal", "symbol": "AAPL"},
+        {"type": "spin_off", "symbol": "AAPL", "new_symbol": "KID", "source_rate": "5", "new_rate": "1"},
+        {"type": "stock_dividend", "symbol": "AAPL", "rate": "0.25"},
+        {"type": "unit_split", "symbol": "AAPL", "old_rate": "1", "new_symbol": "UA", "new_rate": "1",
+         "alternate_symbol": "UW", "alternate_rate": "0.5"},
     ],
 )
 def test_executions_and_corporate_legs_add_up_to_the_positions_and_cash(body: dict[str, str]) -> None:

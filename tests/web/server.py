@@ -15,6 +15,7 @@ import zmq
 
 from coldharbour import runtime
 from coldharbour.config import Settings
+from coldharbour.web import guard
 from coldharbour.web.hub import Hub
 from coldharbour.web.service import run_dashboard
 
@@ -22,8 +23,9 @@ from coldharbour.web.service import run_dashboard
 class Dashboard:
     """A running dashboard: ``url``, ``hub``, ``counters``; ``close()`` stops it."""
 
-    def __init__(self, settings: Settings, timeout_s: float = 20.0) -> None:
+    def __init__(self, settings: Settings, timeout_s: float = 20.0, max_connections: int | None = None) -> None:
         self.settings = settings
+        self._max_connections = guard.MAX_CONNECTIONS if max_connections is None else max_connections
         self.url = ""
         self.hub: Hub | None = None
         self.error: BaseException | None = None
@@ -50,7 +52,14 @@ class Dashboard:
     def _run(self) -> None:
         async def main() -> None:
             self._stop = asyncio.Event()
-            await run_dashboard(self.settings, self.ctx, self._stop, port=0, on_ready=self._on_ready)
+            await run_dashboard(
+                self.settings,
+                self.ctx,
+                self._stop,
+                port=0,
+                on_ready=self._on_ready,
+                max_connections=self._max_connections,
+            )
 
         try:
             self.loop.run_until_complete(main())

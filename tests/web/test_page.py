@@ -13,7 +13,7 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from playwright.sync_api import Dialog, Page, expect
+from playwright.sync_api import Dialog, Page, Route, expect
 
 from coldharbour.sim.postgres import PgCluster
 from tests.support import wait_for
@@ -169,3 +169,24 @@ def test_page_database_outage_then_fresh_snapshot_and_stream_again(
         expect(_lot_row(page, "lot-after")).to_have_count(1)  # and the stream again
     finally:
         after.close()
+
+
+def test_page_failed_refetch_is_shown_and_retried(page: Page, dashboard: Dashboard, tables: Tables) -> None:
+    failures: list[str] = []
+
+    def fail_twice(route: Route) -> None:  # the server's real answer from the third try on
+        if len(failures) < 2:
+            failures.append(route.request.url)
+            return route.fulfill(status=503, body="busy")
+        return route.continue_()
+
+    page.route(re.compile(r".*/api/positions\?.*parent_id=lot-late.*"), fail_twice)
+    _open(page, dashboard)
+    tables.put_lots(lot("lot-late", "AMD", mkt_px=Decimal("150.5")), push=False)
+
+    tables.refetch("lot-late")
+
+    expect(page.locator('[data-testid=alerts] [data-alert="refetch:lot-late"]')).to_contain_text("HTTP 503")
+    expect(_lot_row(page, "lot-late").locator("[data-col=mkt_px]")).to_have_text("150.5")
+    expect(page.locator('[data-testid=alerts] [data-alert="refetch:lot-late"]')).to_have_count(0)
+    assert len(failures) == 2

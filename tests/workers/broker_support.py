@@ -18,7 +18,9 @@ UNUSED_DSN = "postgresql://chmgr@127.0.0.1:1/unused"
 
 def worker_settings(bus: InprocBus, tmp_path: Path, broker: FakeBroker | None = None, **env: str) -> Settings:
     """Return settings for account ``demo`` on ``bus`` (and ``broker``, with its real keys)."""
-    extra = {"CHMGR_BUS_IN": bus.bus_in, "CHMGR_BUS_OUT": bus.bus_out, **env}
+    # A budget far above the fake's limit: these tests are about other things (tests of the
+    # budget set ALPACA_REST_BUDGET_PER_MIN themselves).
+    extra = {"CHMGR_BUS_IN": bus.bus_in, "CHMGR_BUS_OUT": bus.bus_out, "ALPACA_REST_BUDGET_PER_MIN": "6000", **env}
     if broker is not None:
         key, secret = broker.keys("demo")
         extra.setdefault("ALPACA_API_KEY_DEMO", key)

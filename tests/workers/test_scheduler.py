@@ -3,6 +3,7 @@ stopped through a hand-written supervisord fake, the session-start bootstrap, th
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, datetime, time, timedelta
 from functools import partial
 
@@ -10,6 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from coldharbour import runtime
 from coldharbour.cli.doctor import check_schedule_horizon
 from coldharbour.db.names import shared_names
 from coldharbour.domain.schedule import NEW_YORK
@@ -264,3 +266,36 @@ async def test_doctor_warns_when_the_stored_schedule_ends_short(migrated_dsn, tm
     assert short.verdict == "WARN"
     assert "market schedule ends on 2024-03-22, 10 days ahead, short of SCHEDULE_FORWARD_DAYS=90" in short.line
     assert enough.verdict == "OK"
+
+
+async def test_a_schedule_published_before_state_reads_the_bus_is_re_sent_when_state_is_ready(
+    migrated_dsn, tmp_path, bus
+) -> None:
+    """Issue: the schedule went out 0.6 s after `state` started, before it subscribed, and nothing
+    re-sent it for MARKET_REFRESH_SEC. Now `state` announces it is ready (its heartbeat) and the
+    scheduler re-sends its current schedule: stored although the clock never reaches a refresh."""
+    settings = settings_for(migrated_dsn, tmp_path, bus, MARKET_REFRESH_SEC="3600")
+    ctx = context("scheduler", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 7, 59))
+    calendar = HandCalendar(_weekdays(date(2024, 3, 5), date(2024, 6, 14)))
+    observer = bus.observe("schedule")
+    harness = StateHarness(migrated_dsn, bus)
+
+    async def stored() -> int:
+        return len(await harness.query("SELECT session_date FROM accounts.market_schedule"))
+
+    async with running(partial(scheduler.run, settings, ctx, clock=clock, calendar=calendar), ctx):
+        await async_wait_for(lambda: observer.messages() and clock.sleepers == 1, what="first schedule, no reader")
+        await harness.start()  # state comes up late: the schedule went out before it subscribed
+        heartbeat = asyncio.create_task(runtime.heartbeat_loop(harness.ctx, harness.stop, interval_s=0.05))
+        try:
+            await async_wait_for(lambda: ctx.counters["schedule_resent"] >= 1, what="schedule re-sent")
+            await harness.settle()
+            count = await stored()
+        finally:
+            await harness.close()
+            await heartbeat
+
+    assert count > 0
+    assert ctx.counters["state_ready_seen"] == 1
+    assert len([m for m in observer.messages() if isinstance(m, ScheduleComputed)]) == 2  # first, then re-sent

@@ -35,10 +35,10 @@ M = TypeVar("M")
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rest_module, "BACKOFF_BASE_S", 0.01)
     monkeypatch.setattr(rest_module, "BACKOFF_CAP_S", 0.02)
-    monkeypatch.setattr(runner_module, "RETRY_BASE_S", 0.01)
-    monkeypatch.setattr(runner_module, "RETRY_CAP_S", 0.05)
-    monkeypatch.setattr(retry_module, "SUPERVISE_BASE_S", 0.01)
-    monkeypatch.setattr(retry_module, "SUPERVISE_CAP_S", 0.05)
+    monkeypatch.setattr(runner_module, "BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(runner_module, "BACKOFF_CAP_S", 0.05)
+    monkeypatch.setattr(retry_module, "SUPERVISE_BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr(retry_module, "SUPERVISE_BACKOFF_CAP_S", 0.05)
 
 
 def _of(observer: Observer, kind: type[M]) -> list[M]:

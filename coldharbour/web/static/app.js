@@ -11,6 +11,8 @@
     lots: new Map(),      // parent_id -> {row, tr}
     closed: new Map(),    // entry_lot_id + "\u0000" + exit_order_id -> row
     heartbeatS: 30,
+    alerts: new Map(),    // key -> one line: the health causes ("health:*") and this page's own troubles
+    retries: new Map(),   // parent_id -> {timer, attempt}: a lot refetch that failed, retried
     lastBeat: null,       // performance.now() of the newest UI heartbeat
     connected: false,
   };
@@ -119,12 +121,59 @@
     countLots();
   }
 
+  const RETRY_MIN_MS = 500, RETRY_MAX_MS = 8000;
+
+  // A failed refetch is said in the alerts banner and retried (doubling the wait) until it
+  // succeeds or a new snapshot replaces every lot: the row is never silently left stale.
   function refetchLot(parentId) {
-    const url = "/api/positions?account=" + encodeURIComponent(view.account) + "&parent_id=" + encodeURIComponent(parentId);
+    const pending = view.retries.get(parentId);
+    if (pending) clearTimeout(pending.timer);
+    const attempt = pending ? pending.attempt : 0;
+    const account = view.account;
+    const url = "/api/positions?account=" + encodeURIComponent(account) + "&parent_id=" + encodeURIComponent(parentId);
     fetch(url, { credentials: "same-origin" })
-      .then((r) => (r.ok ? r.json() : Promise.reject(new Error(String(r.status)))))
-      .then((rows) => (rows.length ? upsertLot(rows[0]) : deleteLot(parentId)))
-      .catch(() => {});
+      .then((r) => (r.ok ? r.json() : Promise.reject(new Error("HTTP " + r.status))))
+      .then((rows) => {
+        if (account !== view.account || !Array.isArray(rows)) return;
+        view.retries.delete(parentId);
+        setAlert("refetch:" + parentId, null);
+        return rows.length ? upsertLot(rows[0]) : deleteLot(parentId);
+      })
+      .catch((err) => {
+        if (account !== view.account) return;
+        const wait = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** attempt);
+        setAlert("refetch:" + parentId, "position " + parentId + " could not be refreshed (" +
+          (err && err.message ? err.message : "network error") + "): retrying in " + (wait / 1000).toFixed(1) + " s");
+        const timer = setTimeout(() => refetchLot(parentId), wait);
+        view.retries.set(parentId, { timer: timer, attempt: attempt + 1 });
+      });
+  }
+
+  function dropRetries() {
+    for (const [parentId, pending] of view.retries) {
+      clearTimeout(pending.timer);
+      setAlert("refetch:" + parentId, null);
+    }
+    view.retries.clear();
+  }
+
+  // ----- alerts banner ([data-testid=alerts]) -----------------------------------------------
+
+  function setAlert(key, line) {
+    if (line) view.alerts.set(key, line);
+    else if (!view.alerts.delete(key)) return;
+    renderAlerts();
+  }
+
+  function renderAlerts() {
+    const box = $("alerts");
+    box.replaceChildren();
+    for (const [key, line] of view.alerts) {
+      const li = el("li", key.startsWith("health:") ? "cause" : "trouble", line);
+      li.setAttribute("data-alert", key);
+      box.appendChild(li);
+    }
+    box.hidden = view.alerts.size === 0;
   }
 
   function onPositions(payload) {
@@ -285,6 +334,7 @@
 
   function onSnapshot(snap) {
     view.account = snap.account;
+    dropRetries();
     view.heartbeatS = isNum(snap.heartbeat_s) ? snap.heartbeat_s : 30;
     view.lastBeat = isNum(snap.heartbeat_age_s) ? performance.now() - snap.heartbeat_age_s * 1000 : null;
     onAccounts(snap.accounts, snap.account);

@@ -1,0 +1,185 @@
+"""The state owner: a drained batch of events is planned, committed, then swapped in.
+
+``StateOwner.apply(events, now)`` is the whole commit protocol of ``state`` (STYLE.md §2.5), in
+one method: it asks the mirror for the plan of the events up to the next barrier
+(``Mirror.stage``), commits the plan's changes through the ``Store``, and only when the commit
+succeeded swaps the plan into memory (``Mirror.swap``) and publishes its messages; then it
+handles the barrier (a flush or a reconciliation is planned on the memory just swapped in, a
+ledger check compares it with the stored history) and goes on with the events after it. A
+failed commit drops the rest of the batch and keeps memory as it was: every account is
+resynced (rate-limited), which brings back what was dropped.
+
+The owner reaches the database only through the ``Store`` port (``db.store.StateStore`` in
+``state``; a dict in ``tests/mirror``) and the bus through ``Publisher``: the mirror package
+imports nothing from ``db/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Final, Protocol
+
+from coldharbour.domain.changes import Change, CommitOutcome, chunks
+from coldharbour.domain.corporate import CorporateAction
+from coldharbour.domain.types import Fill, OpenRow, Order, SliceKey
+from coldharbour.errors import ChmgrError
+from coldharbour.messages import Msg, ResyncRequested, topic_resync
+from coldharbour.mirror.core import Event, Mirror
+from coldharbour.mirror.plan import Flush, LedgerCheck, Plan, Reconcile
+
+log = logging.getLogger(__name__)
+
+RESYNC_MIN_INTERVAL_S: Final = 10.0  # per account and reason: a failing commit never turns into a snapshot storm
+
+
+History = tuple[list[Order], list[Fill], list[CorporateAction]]  # one account's stored history
+# One account as stored: orders, fills, busted fill keys, open rows, closed slice keys, corporate actions.
+Stored = tuple[list[Order], list[Fill], set[str], dict[str, OpenRow], set[SliceKey], list[CorporateAction]]
+
+
+class Store(Protocol):
+    """The database side of the owner."""
+
+    async def commit(self, changes: Sequence[Change]) -> CommitOutcome:
+        """Commit ``changes`` in one transaction (an empty sequence commits trivially)."""
+
+    async def load_history(self, slug: str) -> History | None:
+        """Return ``slug``'s stored history, None when the database cannot be read now."""
+
+    async def load_marks(self) -> dict[str, tuple[Decimal, int]]:
+        """Return the stored last price and its time (ns) per symbol."""
+
+    async def load_account(self, slug: str) -> Stored:
+        """Return ``slug``'s state as stored."""
+
+
+class Publisher(Protocol):
+    """The bus side of the owner."""
+
+    def publish(self, topic: str, message: Msg) -> object:
+        """Publish ``message`` on ``topic``."""
+
+
+class Resyncs:
+    """Resync requests: at most one per account and reason per ``RESYNC_MIN_INTERVAL_S``.
+
+    Suppressed requests are counted. A ``fill`` resync (the broker WAC of the symbols just
+    filled) is not limited: one goes out per committed batch of stream fills.
+    """
+
+    def __init__(self, publisher: Publisher, counters: Counter[str],
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._publisher = publisher
+        self._counters = counters
+        self._monotonic = monotonic
+        self._last: dict[str, float] = {}
+
+    def request(self, slug: str, reason: str, symbols: tuple[str, ...] = ()) -> None:
+        """Publish a resync for ``slug`` unless one went out less than the interval ago."""
+        now, key = self._monotonic(), f"{slug}:{reason}"
+        if reason != "fill":
+            if now - self._last.get(key, -RESYNC_MIN_INTERVAL_S) < RESYNC_MIN_INTERVAL_S:
+                self._counters["resyncs_suppressed"] += 1
+                return
+            self._last[key] = now
+        self._counters["resyncs_requested"] += 1
+        self._publisher.publish(topic_resync(slug), ResyncRequested(account=slug, reason=reason, symbols=symbols))
+
+
+class StateOwner:
+    """The mirror, the store it commits to and the bus it announces on; mutated only by ``apply``/``start``."""
+
+    def __init__(self, mirror: Mirror, store: Store, publisher: Publisher, counters: Counter[str]) -> None:
+        self.mirror = mirror
+        self.store = store
+        self.publisher = publisher
+        self.counters = counters
+        self.resyncs = Resyncs(publisher, counters)
+
+    async def load(self) -> None:
+        """Take the stored state of every account and the last prices (start-up; reads only)."""
+        self.mirror.load_marks(await self.store.load_marks())
+        for slug, account in self.mirror.accounts.items():
+            orders, fills, busted, rows, closed_keys, actions = await self.store.load_account(slug)
+            account.load(orders, fills, rows, closed_keys, actions=actions, busted=busted)
+            log.info("loaded account=%s orders=%d fills=%d lots=%d", slug, len(orders), len(fills),
+                     len(account.ledger.lots))
+        self.mirror.restore_marks()
+
+    def resync_all(self, reason: str) -> None:
+        """Ask for a full snapshot of every account now (not rate-limited: at start, locks taken again)."""
+        for slug in self.mirror.accounts:
+            self.publisher.publish(topic_resync(slug), ResyncRequested(account=slug, reason=reason))
+
+    async def start(self, now: int, *, chunk_rows: int) -> bool:
+        """Converge the stored rows and slices on the loaded ledger; return True when all committed.
+
+        The convergence is committed in chunks of about ``chunk_rows`` rows (a plan of 100k rows
+        would hold its thousands of NOTIFYs at once). Every write is idempotent, so a failure
+        part-way is converged again by the next start or resync; memory swaps only if all committed.
+        """
+        plan = self.mirror.start_plan(now)
+        for group in chunks(plan.changes, chunk_rows):
+            if not await self._commit_changes(group):
+                return False
+        self.take(plan)
+        return True
+
+    async def apply(self, events: Sequence[Event], now: int) -> None:
+        """Plan, commit and swap in ``events`` in order; stop at the first commit that fails.
+
+        Raises ``ChmgrError`` when a ledger check finds memory differing from the stored history
+        (a broken invariant: ``state`` exits and its restart reloads).
+        """
+        done = 0
+        try:
+            while done < len(events):
+                step = self.mirror.stage(events, done, now)
+                done += step.consumed
+                if step.plan is not None and not await self._commit(step.plan):
+                    return  # the rest of the batch is dropped; the resync brings it back
+                match step.barrier:
+                    case LedgerCheck(slug=slug):
+                        await self._check_ledger(slug)
+                    case Flush() | Reconcile() as barrier:
+                        if not await self._commit(self.mirror.barrier_plan(barrier, now)):
+                            return
+        finally:
+            self.mirror.tick_lag.observe(time.time_ns())
+
+    async def _commit(self, plan: Plan) -> bool:
+        if not await self._commit_changes(plan.changes):
+            return False
+        self.take(plan)
+        return True
+
+    async def _commit_changes(self, changes: Sequence[Change]) -> bool:
+        outcome = await self.store.commit(changes) if changes else CommitOutcome.COMMITTED
+        if outcome is CommitOutcome.FAILED:
+            for slug in self.mirror.accounts:
+                self.resyncs.request(slug, "commit_failed")
+        return outcome is CommitOutcome.COMMITTED
+
+    def take(self, plan: Plan) -> None:
+        """Swap ``plan`` into memory and publish its messages (only after its changes committed)."""
+        self.mirror.swap(plan)
+        for topic, message in plan.messages:
+            if isinstance(message, ResyncRequested):
+                self.resyncs.request(message.account, message.reason, message.symbols)
+            else:
+                self.publisher.publish(topic, message)
+
+    async def _check_ledger(self, slug: str) -> None:
+        history = await self.store.load_history(slug)
+        if history is None:
+            return
+        found = await asyncio.to_thread(self.mirror.check_ledger, slug, *history)
+        if found:
+            # Memory is no longer what the database holds (a commit acknowledged, then lost in a
+            # crash or a failover): a broken invariant. Exit; the restart reloads and resyncs.
+            raise ChmgrError(f"ledger differs from the stored history account={slug} differences={len(found)}")
