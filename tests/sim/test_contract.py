@@ -222,20 +222,22 @@ def test_activities_page_by_token_and_filter_by_type(fake_broker: FakeBroker) ->
     assert [a["activity_type"] for a in by_query] == ["DIV"]
 
 
-def test_bars_route_serves_seen_prices_and_seeded_history(fake_broker: FakeBroker) -> None:
+def test_bars_route_serves_seen_prices_and_seeded_history(fake_broker_factory: BrokerFactory) -> None:
+    fake_broker = fake_broker_factory(clock=lambda: BROKER_NOW)
     fake_broker.set_prices({"AAPL": 123.45})
     data: Any = fake_broker.data_client()  # alpaca-py returns `Model | RawData` unions
-    start = datetime.now(UTC) - timedelta(days=30)
+    start = BROKER_NOW - timedelta(days=30)  # a Sunday: the first bar is Monday 2024-11-04's
 
     bars = data.get_stock_bars(
         StockBarsRequest(symbol_or_symbols=["AAPL", "ZZZZ"], timeframe=TimeFrame.Day, start=start)
     )
     again = data.get_stock_bars(StockBarsRequest(symbol_or_symbols="ZZZZ", timeframe=TimeFrame.Day, start=start))
 
-    assert len(bars.data["ZZZZ"]) >= 15
+    assert len(bars.data["ZZZZ"]) == SESSIONS_IN_THE_MONTH  # one daily bar per session opened by then
     assert [b.close for b in bars.data["ZZZZ"]] == [b.close for b in again.data["ZZZZ"]]
     assert all(b.low <= min(b.open, b.close) <= max(b.open, b.close) <= b.high for b in bars.data["ZZZZ"])
-    assert len(bars.data["AAPL"]) >= 15
+    assert len(bars.data["AAPL"]) == SESSIONS_IN_THE_MONTH
+    assert bars.data["AAPL"][-1].close == 123.45  # today's bar ends at the price just posted
 
 
 def test_missing_keys_get_401_and_wrong_secret_gets_403(fake_broker: FakeBroker) -> None:
