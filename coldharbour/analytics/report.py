@@ -10,6 +10,7 @@ reason; they never stop the report. Closes are cached per (origin, symbol, range
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -72,7 +73,10 @@ async def build_report(
     reason = "no returns yet"
     if rows:
         closes, reason = await benchmark.read(account, symbol, rows[0].date, rows[-1].date)
-    report = compute_report(rows, slices, benchmark_symbol=symbol, benchmark_closes=closes)
+    # Off the event loop: years of sessions take a few hundred milliseconds (the rolling windows).
+    report = await asyncio.to_thread(
+        compute_report, rows, slices, benchmark_symbol=symbol, benchmark_closes=closes
+    )
     if closes is None and "benchmark" in report.withheld:
         report.withheld["benchmark"] = reason
     return report

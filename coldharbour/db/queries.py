@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import msgspec
 import psycopg
@@ -135,6 +135,39 @@ async def cash_flows_between(
     ).format(t=names.cash_flows.ident)
     rows = await _fetch(conn, query, [start, start, end, end])
     return [flow for flow in (_cash_flow(row) for row in rows) if flow is not None]
+
+
+class CurveInputs(NamedTuple):
+    """What a daily curve was built from, as stored: cash flows and FILL activities (count, newest stamp)."""
+
+    flows: int
+    flows_stamp: datetime | None
+    fills: int
+    fills_stamp: datetime | None
+
+
+async def curve_inputs(conn: Conn, names: AccountNames) -> CurveInputs:
+    """Return the count and newest write stamp of the stored cash flows and FILL activities."""
+    query = sql.SQL(
+        "SELECT (SELECT count(*) FROM {c} WHERE category <> 'trade'), "
+        "(SELECT max(updated_at) FROM {c} WHERE category <> 'trade'), "
+        "(SELECT count(*) FROM {a} WHERE activity_type IN ('FILL', 'PARTIAL_FILL')), "
+        "(SELECT max(ingested_at) FROM {a} WHERE activity_type IN ('FILL', 'PARTIAL_FILL'))"
+    ).format(c=names.cash_flows.ident, a=names.raw_activities.ident)
+    row = (await _fetch(conn, query))[0]
+    return CurveInputs(int(row[0]), row[1], int(row[2]), row[3])
+
+
+async def earliest_input_after(conn: Conn, names: AccountNames, seen: CurveInputs) -> datetime | None:
+    """Return the earliest ``ts`` of a cash flow or FILL stored (or changed) after ``seen`` was read."""
+    query = sql.SQL(
+        "SELECT least("
+        "(SELECT min(ts) FROM {c} WHERE category <> 'trade' AND (%s::timestamptz IS NULL OR updated_at > %s)), "
+        "(SELECT min(transaction_time) FROM {a} WHERE activity_type IN ('FILL', 'PARTIAL_FILL') "
+        "AND (%s::timestamptz IS NULL OR ingested_at > %s)))"
+    ).format(c=names.cash_flows.ident, a=names.raw_activities.ident)
+    rows = await _fetch(conn, query, [seen.flows_stamp, seen.flows_stamp, seen.fills_stamp, seen.fills_stamp])
+    return rows[0][0] if rows else None
 
 
 async def executions_between(

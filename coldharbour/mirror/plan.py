@@ -53,6 +53,7 @@ class Rewrites:
 
     actions: dict[str, CorporateAction] = field(default_factory=dict)
     busted: dict[str, Fill] = field(default_factory=dict)
+    canceled: dict[str, CorporateAction] = field(default_factory=dict)  # booked actions the broker canceled
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 from collections import Counter
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -56,7 +57,7 @@ async def test_second_owner_refused_shared_writer_takes_over(migrated_dsn: Any) 
         await fourth.acquire()
         await fourth.close()
 
-        shared: list[c.Change] = [c.LatestPrices((("AAPL", 1, 2),)), c.MetricsDoc("gamma", "{}"),
+        shared: list[c.Change] = [c.LatestPrices((("AAPL", Decimal(1), 2),)), c.MetricsDoc("gamma", "{}"),
                                   c.PriceBars(()), c.MarketSchedule()]
         assert second.writable(shared) == [c.MetricsDoc("gamma", "{}")]
         assert second.counters["shared_changes_skipped"] == 3

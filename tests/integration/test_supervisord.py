@@ -141,7 +141,10 @@ def test_supervisord_up_again_reports_already_running(stack: Stack) -> None:
     result = stack.chmgr("up", "--conf", str(stack.conf))
 
     assert result.returncode == 0
-    assert result.stdout.strip() == f"supervisord is already running (socket {socket_path(stack.run_dir)})"
+    assert result.stdout.splitlines() == [
+        f"supervisord is already running (socket {socket_path(stack.run_dir)})",
+        "working: account demo",  # and it waited for that, as a first `up` does
+    ]
 
 
 def test_supervisord_no_secret_in_any_log(stack: Stack) -> None:
