@@ -38,7 +38,8 @@ class Bot(threading.Thread):
         self.trades: list[Trade] = []
         self.client = StockDataStream(key, secret, url_override=url)
 
-        async def on_trade(trade: Trade) -> None:
+        async def on_trade(trade: Trade | dict[Any, Any]) -> None:
+            assert isinstance(trade, Trade)  # not raw_data: alpaca-py's own model
             self.trades.append(trade)
 
         self.client.subscribe_trades(on_trade, *symbols)
