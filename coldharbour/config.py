@@ -290,6 +290,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # The dashboard (`web`): where it listens; any non-loopback bind requires the token.
     web_bind: Annotated[str, msgspec.Meta(pattern=r"^\[?[0-9A-Za-z.:_-]+\]?:\d{1,5}$")] = "127.0.0.1:8765"
     web_token: Secret = Secret("")
+    # The report's benchmark: its daily bars from the broker's data API (docs/report.md).
+    report_benchmark: Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9.]{0,9}$")] = "SPY"
     accounts: tuple[AccountSettings, ...] = ()
     # Accounts listed but not runnable (missing credential), with the reason: the others run.
     disabled_accounts: tuple[tuple[str, str], ...] = ()

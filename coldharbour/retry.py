@@ -10,7 +10,8 @@ Every loop that waits, retries or reconnects is written with these; none sleeps 
   Constants follow one scheme: ``BACKOFF_BASE_S`` and ``BACKOFF_CAP_S`` in a module with one
   policy, ``<WHAT>_BACKOFF_BASE_S``/``<WHAT>_BACKOFF_CAP_S`` beside others.
 - ``wait_any(timeout_s, *events)``: wait until one of ``events`` is set or ``timeout_s`` passed;
-  True when an event is set. ``sleep_or_stop(stop, seconds)`` is its one-event form.
+  True when an event is set. ``sleep_or_stop(stop, seconds)`` is its one-event form, and
+  ``until_stopped(work, stop)`` awaits a piece of work unless ``stop`` comes first.
 - ``retry(attempt, stop=…, backoff=…, retry_if=…)``: await ``attempt()`` until it succeeds; a
   failure ``retry_if`` accepts waits the next backoff delay, any other propagates at once; a
   ``stop`` during a wait raises ``RetryStopped`` (carrying the last failure).
@@ -112,6 +113,27 @@ def poll_until(
         if monotonic() >= deadline:
             return False
         sleep(interval_s)
+    return True
+
+
+async def until_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
+    """Await ``work``, cancelling it if ``stop`` is set first; return True when it completed.
+
+    A SIGTERM must not wait for a broker call's retry chain; the jobs hold no state that a
+    cancellation could corrupt (they publish only after computing).
+    """
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(stopper, task, return_exceptions=True)
+    if task.cancelled():
+        return False
+    task.result()  # re-raise the job's own error
     return True
 
 

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN_ALLOWED = {
     "__future__", "abc", "bisect", "collections", "dataclasses", "datetime", "decimal", "enum",
-    "functools", "heapq", "itertools", "math", "operator", "re", "statistics", "typing", "zoneinfo",
+    "functools", "heapq", "itertools", "math", "operator", "re", "statistics", "typing", "uuid", "zoneinfo",
     "msgspec", "coldharbour.domain",
 }  # fmt: skip
 WRITER_MODULES = ("coldharbour.db.writer", "coldharbour.db.upserts", "coldharbour.mirror")
@@ -91,15 +91,44 @@ def test_no_util_modules() -> None:
     assert not names & {"util", "utils", "helpers", "common", "misc"}
 
 
-MIRROR_FORBIDDEN = ("psycopg", "coldharbour.db.writer", "coldharbour.db.upserts", "coldharbour.db.notify",
-                    "coldharbour.db.loads", "coldharbour.db.connect", "coldharbour.db.names", "coldharbour.db.store",
-                    "coldharbour.db.ownership", "coldharbour.db.schema")
+MIRROR_FORBIDDEN = ("psycopg", "coldharbour.db")
 
 
 @pytest.mark.parametrize("path", _sources("coldharbour/mirror"), ids=lambda p: p.name)
-def test_mirror_returns_changes_and_never_touches_sql(path: Path) -> None:
-    # The mirror decides what changes (``domain.changes``); only ``db.writer`` turns that into SQL.
+def test_mirror_imports_nothing_from_db_and_no_psycopg(path: Path) -> None:
+    # The mirror decides what changes (``domain.changes``, domain values); only ``db/`` turns them
+    # into rows and SQL. ``mirror.owner`` reaches the database through its ``Store`` port.
     bad = sorted(name for name in _imports(path)
                  if any(name == f or name.startswith(f + ".") for f in MIRROR_FORBIDDEN))
+
+    assert bad == [], f"{path.name} imports {bad}"
+
+
+def test_state_program_stays_thin() -> None:
+    # The commit protocol lives in ``mirror.owner``; the program only wires it (STYLE.md §2.3).
+    lines = (ROOT / "workers" / "state.py").read_text().count("\n")
+
+    assert lines <= 150, f"workers/state.py has {lines} lines"
+
+
+@pytest.mark.parametrize("path", [ROOT / "coldharbour/db/writer.py", ROOT / "coldharbour/domain/changes.py"],
+                         ids=lambda p: p.name)
+def test_write_path_has_no_switch_over_change_kinds(path: Path) -> None:
+    # Each change kind is described once (``ROWS``/``OPS`` in domain.changes, ``WRITES`` in
+    # db.writer); a ``match`` over kinds would be one more place to edit for a new table.
+    tree = ast.parse(path.read_text())
+    kinds = {"OpenRows", "ClosedSlices", "RawOrders", "RawActivities", "Reconciliations", "CashFlows", "DailyEquity",
+             "IntradayEquity", "MetricsDoc", "MarketSchedule", "LatestPrices", "PriceBars", "UiHeartbeat"}
+    switches = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Match)
+                and any(isinstance(p, ast.MatchClass) and getattr(p.cls, "attr", getattr(p.cls, "id", None)) in kinds
+                        for case in node.cases for p in ast.walk(case.pattern))]
+
+    assert switches == []
+
+
+@pytest.mark.parametrize("path", _sources("coldharbour/web"), ids=lambda p: p.name)
+def test_web_imports_nothing_from_the_command_line(path: Path) -> None:
+    """`web` and `chmgr` share the health model (coldharbour.health), never each other's code."""
+    bad = sorted(name for name in _imports(path) if name.startswith("coldharbour.cli"))
 
     assert bad == [], f"{path.name} imports {bad}"

@@ -289,7 +289,8 @@ def test_read_dsn_is_optional_and_secret() -> None:
 
 
 def test_guest_settings_budget_data_host_and_proxy_bind() -> None:
-    from coldharbour.config import ConfigError, load_settings
+    from coldharbour.config import load_settings
+    from coldharbour.errors import ConfigError
 
     base = {"CHMGR_DSN": "postgresql://chmgr@127.0.0.1:5432/chmgr"}
     default = load_settings(base)

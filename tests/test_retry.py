@@ -23,6 +23,7 @@ from coldharbour.retry import (
     retry,
     sleep_or_stop,
     supervise,
+    until_stopped,
     wait_any,
 )
 
@@ -181,6 +182,44 @@ def test_poll_until_gives_up_at_the_deadline() -> None:
     assert ready is False
     assert checks == 5  # at 0, 0.25, 0.5, 0.75 and once more at the deadline
     assert now[0] == 1.0
+
+
+@pytest.mark.asyncio
+async def test_until_stopped_returns_true_when_the_work_completes() -> None:
+    async def work() -> str:
+        return "done"
+
+    assert await until_stopped(work(), asyncio.Event()) is True
+
+
+@pytest.mark.asyncio
+async def test_until_stopped_cancels_the_work_when_stopped_first() -> None:
+    stop = asyncio.Event()
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    runner = asyncio.create_task(until_stopped(forever(), stop))
+    await asyncio.wait_for(started.wait(), 5)
+    stop.set()
+
+    assert await asyncio.wait_for(runner, 5) is False
+    assert cancelled.is_set()
+
+
+@pytest.mark.asyncio
+async def test_until_stopped_raises_the_works_own_error() -> None:
+    async def broken() -> None:
+        raise ValueError("job failed: account paper")
+
+    with pytest.raises(ValueError, match="job failed: account paper"):
+        await until_stopped(broken(), asyncio.Event())
 
 
 class Flaky:

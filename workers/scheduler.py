@@ -24,8 +24,9 @@ from coldharbour.broker.budget import budget_for
 from coldharbour.broker.reads import BrokerReads
 from coldharbour.config import Settings
 from coldharbour.db.connect import read_only_pool, reader_dsn
-from coldharbour.jobs.clock import Clock, SystemClock, until_stopped
+from coldharbour.jobs.clock import Clock, SystemClock
 from coldharbour.jobs.scheduler import CalendarSource, ProgramControl, Scheduler
+from coldharbour.retry import until_stopped
 
 PROGRAM = "scheduler"
 SUPERVISOR_SOCKET = "supervisor.sock"

@@ -69,7 +69,7 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
         runners = {
             a.slug: SnapshotRunner(
                 AccountSync(
-                    BrokerRest(a, session, ctx.counters, budget=budgets[a.slug], stop=stop),
+                    BrokerRest(a, session, ctx.counters, budget=budgets[a.slug], stop=stop, conditions=ctx.conditions),
                     ctx.publisher, ctx.counters, details=ctx.details,
                 ),
                 snapshot_sec=settings.snapshot_sec,

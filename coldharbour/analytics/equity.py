@@ -104,10 +104,12 @@ class EquityJob:
         self.intraday = IntradayState(names, shared, settle)
         self.mismatched: set[date] = set()
         self._opening_equity: dict[date, Decimal] = {}  # the broker's equity at an opening date, read once
+        self.inputs: queries.CurveInputs | None = None  # the stored inputs as of the curve's last read
 
     async def run_once(self, now: datetime) -> None:
         """Rebuild or extend the daily curve, then compute the intraday curve when in session."""
         async with self._pool.connection() as conn:
+            await self._check_late_inputs(conn)
             if self.rebuild_requested or self.curve is None or self.curve.book.last_date is None:
                 await self._rebuild(conn, now, refetch=self.rebuild_requested)
             else:
@@ -121,6 +123,27 @@ class EquityJob:
             self._publisher.publish(topic_equity(self.names.slug), message)
             self.intraday.published = True
             self._counters["intraday_points"] += len(points)
+
+    async def _check_late_inputs(self, conn: queries.Conn) -> None:
+        """Rebuild when a cash flow or fill was stored, changed or removed for a day the curve already has.
+
+        The curve of a day is only as complete as the flows and fills stored when it was built
+        (``cashflows`` may store a deposit after ``snapshot``'s fills): a late one re-builds the
+        curve from the stored history, so the days it touches (and the later ones it carries
+        into) are written again; untouched rows are rewritten unchanged (docs/startup.md).
+        """
+        seen, now_inputs = self.inputs, await queries.curve_inputs(conn, self.names)
+        if seen is None or now_inputs == seen or self.rebuild_requested or self.curve is None:
+            return
+        last = self.curve.book.last_date
+        removed = now_inputs.flows < seen.flows or now_inputs.fills < seen.fills
+        earliest = await queries.earliest_input_after(conn, self.names, seen)
+        if last is not None and (removed or (earliest is not None and ny_date(earliest) <= last)):
+            self.rebuild_requested = True
+            self._counters["daily_rebuilds_late_input"] += 1
+            log.info("late cash flow or fill for a built day account=%s earliest=%s", self.names.slug, earliest)
+        else:
+            self.inputs = now_inputs  # only newer days: the extend step reads them
 
     async def _ensure_sessions(self, first: date, now: datetime, *, refetch: bool) -> None:
         today = ny_date(now)
@@ -166,6 +189,7 @@ class EquityJob:
 
     async def _rebuild(self, conn: queries.Conn, now: datetime, *, refetch: bool) -> None:
         self.rebuild_requested = False
+        self.inputs = await queries.curve_inputs(conn, self.names)  # before the reads: a later write shows
         first_time = await queries.first_activity_time(conn, self.names)
         if first_time is None:
             self.curve = start_curve(None)

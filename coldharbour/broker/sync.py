@@ -87,6 +87,9 @@ BUST_SWEEP_EVERY: Final = 10
 BUST_LOOKBACK_NS: Final = 3 * NS_PER_DAY
 # Corporate-action legs are booked by business date, sometimes days late: re-read a week.
 CORPORATE_OVERLAP_NS: Final = 7 * NS_PER_DAY
+# A REORG shares-out leg alone is a worthless removal (an exit at 0) once it was first read this
+# long ago: a redemption's cash leg is listed with it, not an hour later (docs/corporate-actions.md).
+REMOVAL_SETTLE_NS: Final = 3600 * 1_000_000_000
 
 
 class AccountSync:
@@ -117,7 +120,9 @@ class AccountSync:
         self._swept_busts: set[str] = set()  # FILL ids already published as busted by a sweep
         self.corporate_cursor_ns: int | None = None
         self._published_actions: set[str] = set()
-        self._published_legs: set[str] = set()
+        self._published_legs: dict[str, str | None] = {}  # leg id -> the status published
+        self._sent_canceled: set[str] = set()  # canceled leg ids sent as canceled actions
+        self._first_seen: dict[str, int] = {}  # leg id -> when it was first read (clock ns)
         self._reported_legs: set[str] = set()
         # Heartbeat details (``chmgr doctor``): the corporate codes the broker refused last read.
         self._details = details if details is not None else {}
@@ -160,6 +165,7 @@ class AccountSync:
         self.corporate_cursor_ns = None
         self._published_actions.clear()
         self._published_legs.clear()
+        self._sent_canceled.clear()
         self.counters["rewinds"] += 1
 
     async def full(self, reason: str) -> None:
@@ -184,9 +190,10 @@ class AccountSync:
         await self._publish_corporate(after_ns=max(self._fill_floor_ns, corporate_after - CORPORATE_OVERLAP_NS))
         if isinstance(figures, Rejected):
             self._reject("account", figures)
-            cash = equity = None
+            cash = equity = buying_power = last_equity = None
         else:
             cash, equity = figures.cash, figures.equity
+            buying_power, last_equity = figures.buying_power, figures.last_equity
         self._open_families = live
         self._stream_final &= live.keys()  # a report about an order still listed open stays useful
         if unknown is None:  # a position without a usable symbol: nothing unlisted is known flat
@@ -203,6 +210,8 @@ class AccountSync:
             equity=equity,
             reason=reason,
             unknown_symbols=unknown,
+            buying_power=buying_power,
+            last_equity=last_equity,
         )
         self._sink.publish(topic_snapshot(self.slug), snapshot)
         self.counters["snapshots"] += 1
@@ -292,6 +301,7 @@ class AccountSync:
     async def _publish_fills(self, *, after_ns: int, is_backfill: bool) -> int:
         """Publish FILL activities after ``after_ns`` not published yet; return the count."""
         total = 0
+        read_at = self._clock_ns()
         pending: tuple[list[Fill], list[ActivityRecord], list[Fill]] | None = None
         async for raw in self._rest.activity_pages("FILL", after_ns=after_ns):
             converted = [c for c in self._activities(raw) if self._is_news(c.record)]
@@ -305,8 +315,10 @@ class AccountSync:
             for record in fresh:
                 # Advance per page: a failure later re-reads from here, never from the start.
                 self._remember_fill(record)
-        if pending is not None or is_backfill:
-            self._send_fills(*(pending or ([], [], [])), is_last=True, is_backfill=is_backfill)
+        # The last page goes out even empty: it carries how far the history is complete, and
+        # "no page" would say nothing (absence is not evidence).
+        self._send_fills(*(pending or ([], [], [])), is_last=True, is_backfill=is_backfill,
+                         coverage=(after_ns, read_at, after_ns <= self._fill_floor_ns))
         return total
 
     async def _sweep_busts(self) -> int:
@@ -333,6 +345,7 @@ class AccountSync:
         still paired; an action is published once (by id). A leg that pairs with nothing is
         reported once, after ``LEG_WINDOW_NS`` (its partner may simply not be listed yet).
         """
+        read_at = self._clock_ns()
         readable = [code for code in CORPORATE_READ if code not in self.refused_codes]
         records = await self._corporate_together(readable, after_ns)
         retried = [code for code in CORPORATE_READ if code in self.refused_codes] if records is not None else []
@@ -341,8 +354,16 @@ class AccountSync:
         for code in retried:
             records += await self._corporate_code(code, after_ns)
         self._show_refused()
-        actions, problems = actions_from_legs(corporate_legs(records))
+        now = self._clock_ns()
+        self._first_seen = {r.id: self._first_seen.get(r.id, now) for r in records}  # the window's legs only
+        actions, problems = actions_from_legs(
+            corporate_legs(records), settled=lambda leg: self._first_seen.get(leg.id, now) <= now - REMOVAL_SETTLE_NS
+        )
         fresh = [a for a in actions if a.id not in self._published_actions]
+        # A leg listed again as canceled cancels the action it formed (the broker's correction;
+        # a re-booked action comes as new legs): sent once per pass until published, and again
+        # after a rewind (``state`` ignores the ids it never booked).
+        canceled = sorted({r.id for r in records if r.status == "canceled"} - self._sent_canceled)
         settled = self._clock_ns() - LEG_WINDOW_NS
         leg_times = {r.id: r.transaction_time for r in records}
         late = [p for p in problems if p.id not in self._reported_legs and leg_times.get(p.id, 0) < settled]
@@ -353,16 +374,19 @@ class AccountSync:
                         problem.reason)  # fmt: skip
         if records:
             self.corporate_cursor_ns = max(self.corporate_cursor_ns or 0, *(r.transaction_time for r in records))
-        if fresh or late:
-            legs = [r for r in records if r.id not in self._published_legs]
-            page = CorporateActionsPage(
-                account=self.slug, actions=tuple(fresh), activities=tuple(legs),
-                problems=tuple(f"{p.id}: {p.reason}" for p in late),
-            )  # fmt: skip
-            self._sink.publish(topic_fills(self.slug), page)
-            self._published_actions |= {a.id for a in fresh}
-            self._published_legs |= {r.id for r in legs}
-            self.counters["corporate_actions"] += len(fresh)
+        legs = [r for r in records if self._published_legs.get(r.id) != r.status]
+        # Sent even empty: the page says how far the actions are complete (absence is not evidence).
+        page = CorporateActionsPage(
+            account=self.slug, actions=tuple(fresh), activities=tuple(legs),
+            problems=tuple(f"{p.id}: {p.reason}" for p in late), canceled=tuple(canceled),
+            complete_after_ns=after_ns, complete_to_ns=read_at, is_from_floor=after_ns <= self._fill_floor_ns,
+        )  # fmt: skip
+        self._sink.publish(topic_fills(self.slug), page)
+        self._published_actions |= {a.id for a in fresh}
+        self._published_legs.update({r.id: r.status for r in legs})
+        self._sent_canceled.update(canceled)
+        self.counters["corporate_actions"] += len(fresh)
+        self.counters["corporate_actions_canceled"] += len(canceled)
         return len(fresh)
 
     async def _corporate_together(self, codes: Sequence[str], after_ns: int) -> list[ActivityRecord] | None:
@@ -425,11 +449,14 @@ class AccountSync:
             self._recent_fill_ids = {k: v for k, v in self._recent_fill_ids.items() if v[0] >= floor}
 
     def _send_fills(
-        self, fills: list[Fill], records: list[ActivityRecord], busted: list[Fill], *, is_last: bool, is_backfill: bool
+        self, fills: list[Fill], records: list[ActivityRecord], busted: list[Fill], *, is_last: bool, is_backfill: bool,
+        coverage: tuple[int, int, bool] | None = None,
     ) -> None:
+        after, upto, from_floor = coverage if coverage is not None else (None, None, False)
         page = FillsPage(
             account=self.slug, fills=tuple(fills), activities=tuple(records), is_last=is_last,
-            is_backfill=is_backfill, busted=tuple(busted),
+            is_backfill=is_backfill, busted=tuple(busted), complete_after_ns=after, complete_to_ns=upto,
+            is_from_floor=from_floor,
         )  # fmt: skip
         self._sink.publish(topic_fills(self.slug), page)
 

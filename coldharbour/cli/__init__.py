@@ -6,7 +6,7 @@ error (unknown command or option, missing argument) is one line on stderr and ex
 never reach the output: settings are printed through ``config.describe`` and DSNs redacted.
 
 Commands live in one module per concern: ``control`` (up, down, start, stop, restart),
-``status``, ``database`` (db init, positions, watch), ``doctor``; this module wires them,
+``status``, ``database`` (db init, positions, watch), ``doctor``, ``report``; this module wires them,
 and holds ``config`` and the ``sim`` pass-throughs.
 """
 
@@ -19,7 +19,7 @@ from typing import Final
 import typer
 
 from coldharbour import config, runtime
-from coldharbour.cli import control, database, doctor, status
+from coldharbour.cli import control, database, doctor, report, status
 from coldharbour.errors import ChmgrError
 
 PROG_NAME: Final = "chmgr"
@@ -46,6 +46,7 @@ app.command("down")(control.down)
 app.command("positions")(database.positions)
 app.command("watch")(database.watch)
 app.command("doctor")(doctor.doctor)
+app.command("report")(report.report)
 db_app.command("init")(database.init)
 app.add_typer(db_app, name="db")
 app.add_typer(sim_app, name="sim")
@@ -74,7 +75,7 @@ def show_config() -> None:
 
 @sim_app.command("broker", context_settings=_PASS_THROUGH, add_help_option=False)
 def sim_broker(ctx: typer.Context) -> None:
-    """Run the fake Alpaca broker (`--port P [--seed N] [--account NAME:KEY:SECRET]…`)."""
+    """Run the fake Alpaca broker (`--port P [--seed N] [--account NAME:KEY:SECRET]… [--history-sessions N]`)."""
     from coldharbour.sim import broker
 
     raise typer.Exit(broker.main(list(ctx.args)))

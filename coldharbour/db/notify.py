@@ -2,10 +2,10 @@
 
 Payloads are JSON with decimals as JSON numbers (exact: msgspec writes the Decimal's digits)
 and times as ISO-8601 strings. Row payloads (``{"row": …}``, ``{"op": "batch", …}``,
-``{"op": "insert", …}``) are assembled in SQL from each row's ``to_json`` text by the statement
-that wrote the rows (``db.upserts``), so only rows that really changed are announced; no
-payload exceeds ``MAX_PAYLOAD_BYTES`` (batches are split, a row that cannot fit is announced as
-``{"op": "refetch", ...}``, D51). Here: the JSON encoding and the payloads without rows.
+``{"op": "insert", …}``) are assembled in SQL — only there — from each row's ``to_json`` text by
+the statement that wrote the rows (``db.upserts``), so only rows that really changed are
+announced; no payload exceeds ``MAX_PAYLOAD_BYTES`` (batches are split, a row that cannot fit is
+announced as ``{"op": "refetch", ...}``, D51). Here: the JSON encoding and the payloads without rows.
 """
 
 from __future__ import annotations
@@ -30,16 +30,6 @@ class Notification(NamedTuple):
 def to_json(value: object) -> str:
     """Return ``value`` as compact JSON (Decimal → number, datetime → ISO-8601)."""
     return _JSON.encode(value).decode()
-
-
-def open_row(row_json: str, parent_id: str) -> str:
-    """Return the payload announcing one changed open row: ``{"row": …}``, or a refetch when it cannot fit.
-
-    The same text the positions statement builds for a single row (``db.upserts._positions``).
-    """
-    if len(row_json.encode()) + 8 <= MAX_PAYLOAD_BYTES:
-        return '{"row":' + row_json + "}"
-    return '{"op":"refetch","parent_id":' + to_json(parent_id) + "}"
 
 
 def heartbeat(channel: str, now: datetime) -> Notification:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import msgspec
 import psycopg
@@ -137,6 +137,39 @@ async def cash_flows_between(
     return [flow for flow in (_cash_flow(row) for row in rows) if flow is not None]
 
 
+class CurveInputs(NamedTuple):
+    """What a daily curve was built from, as stored: cash flows and FILL activities (count, newest stamp)."""
+
+    flows: int
+    flows_stamp: datetime | None
+    fills: int
+    fills_stamp: datetime | None
+
+
+async def curve_inputs(conn: Conn, names: AccountNames) -> CurveInputs:
+    """Return the count and newest write stamp of the stored cash flows and FILL activities."""
+    query = sql.SQL(
+        "SELECT (SELECT count(*) FROM {c} WHERE category <> 'trade'), "
+        "(SELECT max(updated_at) FROM {c} WHERE category <> 'trade'), "
+        "(SELECT count(*) FROM {a} WHERE activity_type IN ('FILL', 'PARTIAL_FILL')), "
+        "(SELECT max(ingested_at) FROM {a} WHERE activity_type IN ('FILL', 'PARTIAL_FILL'))"
+    ).format(c=names.cash_flows.ident, a=names.raw_activities.ident)
+    row = (await _fetch(conn, query))[0]
+    return CurveInputs(int(row[0]), row[1], int(row[2]), row[3])
+
+
+async def earliest_input_after(conn: Conn, names: AccountNames, seen: CurveInputs) -> datetime | None:
+    """Return the earliest ``ts`` of a cash flow or FILL stored (or changed) after ``seen`` was read."""
+    query = sql.SQL(
+        "SELECT least("
+        "(SELECT min(ts) FROM {c} WHERE category <> 'trade' AND (%s::timestamptz IS NULL OR updated_at > %s)), "
+        "(SELECT min(transaction_time) FROM {a} WHERE activity_type IN ('FILL', 'PARTIAL_FILL') "
+        "AND (%s::timestamptz IS NULL OR ingested_at > %s)))"
+    ).format(c=names.cash_flows.ident, a=names.raw_activities.ident)
+    rows = await _fetch(conn, query, [seen.flows_stamp, seen.flows_stamp, seen.fills_stamp, seen.fills_stamp])
+    return rows[0][0] if rows else None
+
+
 async def executions_between(
     conn: Conn, names: AccountNames, start: datetime | None, end: datetime | None = None
 ) -> tuple[list[Execution], list[Rejection]]:
@@ -248,7 +281,7 @@ async def daily_summaries_changed(conn: Conn, names: AccountNames, cursor: datet
     where, params = _changed_where(cursor)
     query = sql.SQL(
         "SELECT date, cumulative_return, drawdown, sharpe_10, sharpe_21, sharpe_63, sharpe_126, sharpe_252, "
-        "updated_at, daily_return, deposit, market_value FROM {t} WHERE {w} ORDER BY updated_at"
+        "updated_at, daily_return, deposit, market_value, net_flows FROM {t} WHERE {w} ORDER BY updated_at"
     ).format(t=names.equity_full.ident, w=where)
     rows = await _fetch(conn, query, params)
     summaries = [
@@ -260,6 +293,7 @@ async def daily_summaries_changed(conn: Conn, names: AccountNames, cursor: datet
             daily_return=row[9],
             deposit=row[10],
             market_value=row[11],
+            net_flows=row[12],
         )
         for row in rows
         if row[10] is not None  # returns are null after equity ≤ 0 (issue 13); the row still counts
@@ -375,3 +409,19 @@ async def load_quarantine(conn: Conn, limit: int, *, shared: SharedNames | None 
     query = sql.SQL("SELECT id, ts, account, kind, key, raw, error FROM {t} ORDER BY id DESC LIMIT %s").format(t=table)
     rows = await _fetch(conn, query, (limit,))
     return [Quarantined(id=i, ts=ts, account=a, kind=k, key=key, raw=raw, error=e) for i, ts, a, k, key, raw, e in rows]
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+async def report_inputs(conn: Conn, names: AccountNames) -> tuple[list[DailySummary], list[ClosedTrade]]:
+    """Return every daily equity row and every closed slice, read from one snapshot.
+
+    One REPEATABLE READ transaction: the rows and the trades describe the same moment (a commit
+    of ``state`` between the two reads cannot show a trade whose day is not in the curve).
+    """
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        daily = await daily_summaries_changed(conn, names, None)
+        closed = await closed_slices_changed(conn, names, None)
+    return sorted(daily.rows, key=lambda row: row.date), closed.rows

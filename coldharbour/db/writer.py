@@ -1,8 +1,9 @@
 """The single writer: changes in, SQL out — one connection, one statement and one round trip per commit.
 
-Only ``workers/state.py`` builds a ``Writer`` (``tests/test_architecture.py`` enforces it). A
-commit turns each ``domain.changes`` value into one part (``db.upserts``: its CTEs, the rows as
-one jsonb parameter) and joins the parts into **one statement**, composed once per sequence of
+Only ``state`` builds a ``Writer`` (``tests/test_architecture.py`` enforces it). How each change
+kind is written is one entry of ``WRITES`` (docs/write-path.md): it turns the change's domain
+values into rows (``db.rows``) and the rows into parts (``db.upserts``: their CTEs, the rows as
+one jsonb parameter). A commit joins its parts into **one statement**, composed once per sequence of
 part kinds, cached and prepared server-side. The statement makes its own ``pg_notify`` calls
 from what it ``RETURNING``-ed, and on this autocommit connection it is its own transaction: the
 commit is one round trip. Parts that write the same table go into separate statements, sent
@@ -13,7 +14,7 @@ A commit that fails on the connection raises ``DatabaseError`` (memory must stay
 caller reconnects with capped exponential backoff and jitter). One that fails on a *value*
 (``DataRefused``) can be retried with ``commit_isolating``: the changes are bisected, down to
 single rows, until the refused ones are found; those go to the ``quarantine`` table with their
-error and everything else commits (issue 14).
+error and everything else commits.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -29,20 +31,24 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from coldharbour.config import Dsn, Settings
-from coldharbour.db import notify
+from coldharbour.db import notify, tables
 from coldharbour.db import rows as r
 from coldharbour.db.connect import connect_writer, describe_error
 from coldharbour.db.names import AccountNames, account_names, shared_names
 from coldharbour.db.upserts import Spec, Statements
 from coldharbour.domain import changes as c
-from coldharbour.domain.types import CLOSED_COLUMNS, to_datetime
+from coldharbour.domain.cashflows import CashFlow
+from coldharbour.domain.equity import DailyRow, IntradayPoint
+from coldharbour.domain.reports import ActivityRecord
+from coldharbour.domain.schedule import Session
+from coldharbour.domain.types import ClosedSlice, OpenRow, Order, to_datetime
 from coldharbour.errors import DatabaseError
-from coldharbour.retry import Backoff, sleep_or_stop
+from coldharbour.retry import Backoff, RetryStopped, retry
 
 log = logging.getLogger(__name__)
 
-BACKOFF_INITIAL_S: Final = 0.2
-BACKOFF_MAX_S: Final = 10.0
+BACKOFF_BASE_S: Final = 0.2  # reconnect delays (``retry.Backoff``)
+BACKOFF_CAP_S: Final = 10.0
 DATA_ERRORS: Final = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
 _RAW: Final = msgspec.json.Encoder(decimal_format="string", enc_hook=str)
 _ROWS: Final = msgspec.json.Encoder(decimal_format="number")
@@ -77,23 +83,25 @@ class Writer:
         self.counters: Counter[str] = counters if counters is not None else Counter()
 
     async def connect(self, stop: asyncio.Event | None = None) -> None:
-        """Open the connection, retrying with capped exponential backoff until it works or ``stop``."""
-        backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
-        while self._conn is None or self._conn.closed:
-            try:
-                self._conn = await connect_writer(self._dsn)
-                self._conn.cursor_factory = psycopg.AsyncRawCursor  # statements use $n (db.upserts)
-                self._cursor = self._conn.cursor(binary=True)  # one statement per commit: one cursor, reused
-            except DatabaseError as e:
-                self.counters["db_connect_failures"] += 1
-                wait = backoff.next_delay()
-                log.warning("writer connect attempt=%d failed, retrying in %.2fs: %s", backoff.attempts, wait, e)
-                if await sleep_or_stop(stop or asyncio.Event(), wait):
-                    raise DatabaseError("stopped while connecting the writer") from None
-                continue
-            if backoff.attempts:
-                self.counters["db_reconnects"] += 1
-                log.info("writer connected after attempt=%d", backoff.attempts + 1)
+        """Open the connection, retried with capped, jittered backoff (``retry.retry``) until it works or ``stop``."""
+        if self.connected:
+            return
+        backoff = Backoff(BACKOFF_BASE_S, BACKOFF_CAP_S)
+
+        def failed(error: Exception, attempt: int, wait_s: float) -> None:
+            self.counters["db_connect_failures"] += 1
+            log.warning("writer connect attempt=%d failed, retrying in %.2fs: %s", attempt, wait_s, error)
+
+        try:
+            conn = await retry(lambda: connect_writer(self._dsn), stop=stop or asyncio.Event(), backoff=backoff,
+                               retry_if=lambda error: isinstance(error, DatabaseError), on_retry=failed)
+        except RetryStopped:
+            raise DatabaseError("stopped while connecting the writer") from None
+        conn.cursor_factory = psycopg.AsyncRawCursor  # statements use $n (db.upserts)
+        self._conn, self._cursor = conn, conn.cursor(binary=True)  # one statement per commit: one cursor, reused
+        if backoff.attempts:
+            self.counters["db_reconnects"] += 1
+            log.info("writer connected after attempt=%d", backoff.attempts + 1)
 
     @property
     def connected(self) -> bool:
@@ -155,7 +163,7 @@ class Writer:
             log.error("quarantine refused too, change dropped kind=%s: %s", kind, e)
 
     async def _commit(self, changes: Sequence[c.Change], now_ns: int) -> CommitResult:
-        statements = [s for change in expand(changes) if (s := self._statement(change, now_ns)) is not None]
+        statements = [s for change in changes for s in WRITES[type(change)](self, change, now_ns)]
         if not statements:
             return CommitResult(0, 0)
         counts = await self._run(statements)
@@ -200,64 +208,6 @@ class Writer:
             found = self._names[slug] = account_names(self._settings, slug)
         return found
 
-    def _statement(self, change: c.Change, now_ns: int) -> Statement | None:
-        st = self.statements
-        match change:
-            case c.OpenRows(account=slug, upserts=ups, deletes=dels, announce=announce):
-                return _open_rows(st, self.names(slug), ups, dels, announce) if ups or dels else None
-            case c.ClosedSlices(account=slug, upserts=ups, announce=flags, deletes=dels):
-                return _closed(st, self.names(slug), ups, flags, dels) if ups or dels else None
-            case c.RawOrders(account=slug, rows=rows):
-                single = len(rows) == 1
-                return (st.raw_orders(self.names(slug), single=single),
-                        _columns(rows, len(r.ORDER_COLUMNS), single=single)) if rows else None
-            case c.RawActivities(account=slug, rows=rows, by_execution=by_execution):
-                single = len(rows) == 1
-                query = st.raw_activities(self.names(slug), by_execution=by_execution, single=single)
-                return (query, _columns(rows, len(r.ACTIVITY_COLUMNS), single=single)) if rows else None
-            case c.Reconciliations(account=slug, rows=rows):
-                single = len(rows) == 1
-                query = st.reconciliations(self.names(slug), single=single)
-                return (query, _columns(rows, len(r.ACTIVITY_COLUMNS), single=single)) if rows else None
-            case c.MetricsDoc(account=slug, payload=payload):
-                names, at = self.names(slug), to_datetime(now_ns)
-                return st.metrics(names), [payload, at, notify.metrics_changed(names.metrics_channel, at).payload]
-            case c.UiHeartbeat(account=slug, now_ns=at):
-                names = self.names(slug)
-                return st.heartbeat(names), [notify.heartbeat(names.pos_channel, to_datetime(at)).payload]
-            case _:
-                return self._analytics_statement(change)
-
-    def _analytics_statement(self, change: c.Change) -> Statement | None:
-        st = self.statements
-        match change:
-            case c.CashFlows(account=slug, rows=rows) if rows:
-                return st.simple("cash_flows", self.names(slug).cash_flows), _columns(rows, len(r.CASH_FLOW_COLUMNS))
-            case c.DailyEquity(account=slug, rows=rows) if rows:
-                return st.simple("daily", self.names(slug).equity_full), _columns(rows, len(r.DAILY_COLUMNS))
-            case c.IntradayEquity(account=slug, rows=rows) if rows:
-                return st.simple("intraday", self.names(slug).equity_intraday), _columns(rows, len(r.INTRADAY_COLUMNS))
-            case c.MarketSchedule(rows=rows) if rows:
-                return st.simple("schedule", st.shared.market_schedule), _columns(rows, len(r.SESSION_COLUMNS))
-            case c.LatestPrices(rows=rows) if rows:
-                return st.latest_prices(), _columns(rows, 3)
-            case c.PriceBars(rows=rows) if rows:
-                return st.price_bars(), _columns(rows, 7)
-        return self._delete_statement(change)
-
-    def _delete_statement(self, change: c.Change) -> Statement | None:
-        st = self.statements
-        match change:
-            case c.DailyEquity(account=slug, keep_only=keep) if keep is not None:
-                return st.delete_daily_except(self.names(slug)), [list(keep)]
-            case c.CashFlows(account=slug, deletes=dels) if dels:
-                return st.delete_cash_flows(self.names(slug)), [list(dels)]
-            case c.MarketSchedule(prune_before=before) if before is not None:
-                return st.prune_schedule(), [before]
-            case c.MarketSchedule(replace=(first, last), keep=keep):
-                return st.replace_schedule(), [first, last, list(keep)]
-        return None
-
     async def _drop(self) -> None:
         if self._conn is not None:
             try:
@@ -269,30 +219,6 @@ class Writer:
     async def close(self) -> None:
         """Close the connection."""
         await self._drop()
-
-
-def expand(changes: Sequence[c.Change]) -> list[c.Change]:
-    """Return ``changes`` with the multi-part kinds as one change per statement.
-
-    Rows and their deletes (a daily-equity rebuild, a schedule prune or range replace, canceled
-    cash flows) are separate statements; the deletes go first (they never touch a row the same
-    change upserts).
-    """
-    out: list[c.Change] = []
-    for change in changes:
-        match change:
-            case c.DailyEquity(account=slug, rows=rows, keep_only=keep) if rows and keep is not None:
-                out += [c.DailyEquity(slug, rows), c.DailyEquity(slug, keep_only=keep)]
-            case c.MarketSchedule(rows=rows, prune_before=before, replace=span, keep=keep) if (
-                    (before is not None) + (span is not None) + bool(rows) > 1):
-                out += [c.MarketSchedule(replace=span, keep=keep)] if span is not None else []
-                out += [c.MarketSchedule(prune_before=before)] if before is not None else []
-                out += [c.MarketSchedule(rows)] if rows else []
-            case c.CashFlows(account=slug, rows=rows, deletes=dels) if rows and dels:
-                out += [c.CashFlows(slug, deletes=dels), c.CashFlows(slug, rows)]
-            case _:
-                out.append(change)
-    return out
 
 
 async def _send(conn: psycopg.AsyncConnection[TupleRow], cur: psycopg.AsyncCursor[TupleRow],
@@ -314,62 +240,174 @@ def _counts(row: TupleRow | None) -> tuple[int, int]:
     return (0, 0) if row is None else (int(row[0] or 0), int(row[1] or 0))
 
 
-def _columns(rows: Sequence[c.Row], width: int, *, single: bool = False) -> list[Any]:
+def _rows(rows: Sequence[tuple[object, ...]], width: int, *, single: bool = False) -> str:
     """Return ``rows`` as the one JSON parameter ``db.upserts._input`` reads (``width`` columns each).
 
     ``single``: the one row's array itself (``_input(single=True)``).
     """
     if not all(len(row) == width for row in rows):
-        return _width_error(width)
-    return [_ROWS.encode(rows[0] if single else rows).decode()]
+        raise ValueError(f"every row must have {width} columns")
+    return _ROWS.encode(rows[0] if single else rows).decode()
 
 
-def _width_error(width: int) -> list[Any]:
-    raise ValueError(f"every row must have {width} columns")
+# -- change kinds → statements: one entry per kind in ``WRITES`` ----------------------------------
 
 
-def _open_rows(st: Statements, names: AccountNames, ups: Sequence[c.Row], dels: Sequence[str],
-               announce: bool) -> Statement:
-    if len(ups) == 1 and not dels:  # a stream fill: one row, its payload built here
-        params = _columns(ups, len(r.POSITION_COLUMNS), single=True)
-        if announce:
-            params.append(notify.open_row(notify.to_json(dict(zip(r.POSITION_COLUMNS, ups[0], strict=True))),
-                                          str(ups[0][0])))
-        return st.position(names, announce=announce), params
+def _open_rows(w: Writer, change: c.OpenRows, now_ns: int) -> list[Statement]:
+    names, ups, dels = w.names(change.account), change.upserts, change.deletes
+    values = [r.open_row_values(row) for row in ups]
+    if len(ups) == 1 and not dels:  # a stream fill: one row (the one-row part, see db.upserts.Statements.position)
+        params: list[Any] = [_rows(values, tables.POSITIONS.width, single=True)]
+        if change.announce:
+            params.append(notify.to_json(dict(zip(tables.POSITIONS.names, values[0], strict=True))))
+        return [(w.statements.position(names, announce=change.announce), params)]
+    if not ups and not dels:
+        return []
     params = []
-    if ups and announce:
-        params = _columns([(*row, notify.to_json(dict(zip(r.POSITION_COLUMNS, row, strict=True)))) for row in ups],
-                          len(r.POSITION_COLUMNS) + 1)
+    if ups and change.announce:
+        params.append(_rows([(*row, notify.to_json(dict(zip(tables.POSITIONS.names, row, strict=True))))
+                             for row in values], tables.POSITIONS.width + 1))
     elif ups:
-        params = _columns(ups, len(r.POSITION_COLUMNS))
+        params.append(_rows(values, tables.POSITIONS.width))
     if dels:
         params.append(list(dels))
-    return st.positions(names, upserts=bool(ups), deletes=bool(dels), announce=announce), params
+    spec = w.statements.positions(names, upserts=bool(ups), deletes=bool(dels), announce=change.announce)
+    return [(spec, params)]
 
 
-def _closed(st: Statements, names: AccountNames, ups: Sequence[c.Row], flags: Sequence[c.Announce],
-            dels: Sequence[tuple[str, str]]) -> Statement:
+def _closed(w: Writer, change: c.ClosedSlices, now_ns: int) -> list[Statement]:
+    ups, dels = change.upserts, change.deletes
+    if not ups and not dels:
+        return []
     params: list[Any] = [[k[0] for k in dels], [k[1] for k in dels]] if dels else []
     if ups:
-        params += _columns([(*row, notify.to_json(dict(zip(CLOSED_COLUMNS, row, strict=True))), str(flag))
-                            for row, flag in zip(ups, flags, strict=True)], len(CLOSED_COLUMNS) + 2)
-    return st.closed(names, upserts=bool(ups), deletes=bool(dels)), params
+        values = [r.closed_values(found) for found in ups]
+        params.append(_rows([(*row, notify.to_json(dict(zip(tables.CLOSED.names, row, strict=True))), str(flag))
+                             for row, flag in zip(values, change.announce, strict=True)], tables.CLOSED.width + 2))
+    return [(w.statements.closed(w.names(change.account), upserts=bool(ups), deletes=bool(dels)), params)]
+
+
+def _raw_orders(w: Writer, change: c.RawOrders, now_ns: int) -> list[Statement]:
+    if not change.rows:
+        return []
+    single = len(change.rows) == 1
+    values = [r.order_values(order, raw) for order, raw in change.rows]
+    return [(w.statements.raw_orders(w.names(change.account), single=single),
+             [_rows(values, tables.RAW_ORDERS.width, single=single)])]
+
+
+def _raw_activities(w: Writer, change: c.RawActivities, now_ns: int) -> list[Statement]:
+    if not change.rows:
+        return []
+    single = len(change.rows) == 1
+    spec = w.statements.raw_activities(w.names(change.account), by_execution=change.by_execution, single=single)
+    return [(spec, [_rows([r.activity_values(a) for a in change.rows], tables.RAW_ACTIVITIES.width, single=single)])]
+
+
+def _reconciliations(w: Writer, change: c.Reconciliations, now_ns: int) -> list[Statement]:
+    if not change.rows:
+        return []
+    single = len(change.rows) == 1
+    spec = w.statements.reconciliations(w.names(change.account), single=single)
+    return [(spec, [_rows([r.activity_values(a) for a in change.rows], tables.RAW_ACTIVITIES.width, single=single)])]
+
+
+def _cash_flows(w: Writer, change: c.CashFlows, now_ns: int) -> list[Statement]:
+    names, out = w.names(change.account), list[Statement]()
+    if change.deletes:  # before the rows: never a row the same change upserts
+        out.append((w.statements.delete_cash_flows(names), [list(change.deletes)]))
+    if change.rows:
+        rows = [r.cash_flow_values(flow) for flow in change.rows]
+        out.append((w.statements.simple(tables.CASH_FLOWS, names), [_rows(rows, tables.CASH_FLOWS.width)]))
+    return out
+
+
+def _daily(w: Writer, change: c.DailyEquity, now_ns: int) -> list[Statement]:
+    names, out = w.names(change.account), list[Statement]()
+    if change.rows:
+        rows = [r.daily_values(day) for day in change.rows]
+        out.append((w.statements.simple(tables.DAILY_EQUITY, names), [_rows(rows, tables.DAILY_EQUITY.width)]))
+    if change.keep_only is not None:  # a full rebuild: every other date goes
+        out.append((w.statements.delete_daily_except(names), [list(change.keep_only)]))
+    return out
+
+
+def _intraday(w: Writer, change: c.IntradayEquity, now_ns: int) -> list[Statement]:
+    if not change.rows:
+        return []
+    rows = [r.intraday_values(point) for point in change.rows]
+    return [(w.statements.simple(tables.INTRADAY_EQUITY, w.names(change.account)),
+             [_rows(rows, tables.INTRADAY_EQUITY.width)])]
+
+
+def _metrics(w: Writer, change: c.MetricsDoc, now_ns: int) -> list[Statement]:
+    names, at = w.names(change.account), to_datetime(now_ns)
+    announced = notify.metrics_changed(names.metrics_channel, at).payload
+    return [(w.statements.metrics(names), [change.payload, at, announced])]
+
+
+def _heartbeat(w: Writer, change: c.UiHeartbeat, now_ns: int) -> list[Statement]:
+    names = w.names(change.account)
+    return [(w.statements.heartbeat(names), [notify.heartbeat(names.pos_channel, to_datetime(change.now_ns)).payload])]
+
+
+def _schedule(w: Writer, change: c.MarketSchedule, now_ns: int) -> list[Statement]:
+    st, out = w.statements, list[Statement]()
+    if change.replace is not None:
+        first, last = change.replace
+        out.append((st.replace_schedule(), [first, last, list(change.keep)]))
+    if change.prune_before is not None:
+        out.append((st.prune_schedule(), [change.prune_before]))
+    if change.rows:
+        rows = [r.session_values(session) for session in change.rows]
+        out.append((st.simple(tables.MARKET_SCHEDULE, st.shared), [_rows(rows, tables.MARKET_SCHEDULE.width)]))
+    return out
+
+
+def _prices(w: Writer, change: c.LatestPrices, now_ns: int) -> list[Statement]:
+    if not change.rows:
+        return []
+    rows = [(symbol, price, to_datetime(ts)) for symbol, price, ts in change.rows]
+    return [(w.statements.latest_prices(), [_rows(rows, tables.LATEST_PRICES.width)])]
+
+
+def _bars(w: Writer, change: c.PriceBars, now_ns: int) -> list[Statement]:
+    if not change.rows:
+        return []
+    rows = [(symbol, to_datetime(minute), *ohlcv) for symbol, minute, *ohlcv in change.rows]
+    return [(w.statements.price_bars(), [_rows(rows, tables.PRICE_BARS.width)])]
+
+
+WriteChange = Callable[["Writer", Any, int], list[Statement]]
+# The one place that knows how each change kind is written (statements in the order they run).
+WRITES: Final[dict[type[c.Change], WriteChange]] = {
+    c.OpenRows: _open_rows, c.ClosedSlices: _closed, c.RawOrders: _raw_orders, c.RawActivities: _raw_activities,
+    c.Reconciliations: _reconciliations, c.CashFlows: _cash_flows, c.DailyEquity: _daily,
+    c.IntradayEquity: _intraday, c.MetricsDoc: _metrics, c.UiHeartbeat: _heartbeat, c.MarketSchedule: _schedule,
+    c.LatestPrices: _prices, c.PriceBars: _bars,
+}  # fmt: skip
 
 
 def _key_of(change: c.Change) -> str | None:
-    match change:
-        case c.OpenRows(upserts=ups, deletes=dels):
-            key: object = ups[0][0] if ups else dels[0] if dels else None
-        case c.ClosedSlices(upserts=ups, deletes=dels):
-            key = ups[0][:2] if ups else dels[0] if dels else None
-        case c.MetricsDoc() | c.UiHeartbeat():
-            key = "latest"
-        case c.CashFlows(rows=rows, deletes=dels):
-            key = rows[0][0] if rows else dels[0] if dels else None
-        case _:
-            rows = getattr(change, "rows", ())
-            key = rows[0][0] if rows else None
-    return None if key is None else _clean(str(key))[:_KEY_MAX]
+    """Return a readable key of the first row of ``change`` (for the quarantine table)."""
+    for group in change.ROWS:
+        values = getattr(change, group[0])
+        if values:
+            return _clean(str(_row_key(values[0])))[:_KEY_MAX]
+    return "latest" if not change.ROWS else None
+
+
+def _row_key(value: object) -> object:
+    match value:
+        case OpenRow(parent_id=key) | CashFlow(id=key) | ActivityRecord(id=key) | Session(session_date=key):
+            return key
+        case ClosedSlice(key=key) | DailyRow(date=key) | IntradayPoint(ts=key):
+            return key
+        case (Order(id=key), str()):
+            return key
+        case (str() as symbol, Decimal() | int(), *_):  # a price mark or a 1-minute bar
+            return symbol
+    return value
 
 
 def _clean(text: str) -> str:

@@ -1,9 +1,14 @@
-"""What one commit changes: row upserts and deletes per table kind, and what they announce.
+"""What one commit changes: domain values to upsert or delete per table, and what they announce.
 
-The mirror returns these values; ``db.writer`` alone turns them into SQL and NOTIFYs. A row is
-a tuple of column values in the order of its table's column constant (``db.rows``:
-``POSITION_COLUMNS``, ``CLOSED_COLUMNS``, …), converted by ``db.rows`` — one conversion per
-table, used by the live path and the start-up loader alike.
+The mirror returns these values; ``db.writer`` alone turns them into rows, SQL and NOTIFYs (its
+``WRITES`` table: one entry per change kind, with the table description of ``db.tables``).
+Changes carry domain values (``OpenRow``, ``ClosedSlice``, ``ActivityRecord``, …), never
+database rows.
+
+Each kind declares its row-bearing fields once: ``ROWS`` are groups of parallel tuples (one
+element per row, e.g. closed slices and their announce flags), ``OPS`` are groups of fields that
+make one extra operation when their first field is set (a delete by predicate). ``size``,
+``split`` and ``chunks`` are derived from them; a kind with neither is one indivisible row.
 
 Announcements are part of a change, never a statement of their own: open rows are announced
 when the database says they changed (``RETURNING``), closed slices when they changed and are
@@ -15,13 +20,22 @@ Pure data: no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from datetime import date
+from decimal import Decimal
 from enum import StrEnum
+from typing import Any, ClassVar
 
-from coldharbour.domain.types import SliceKey
+from coldharbour.domain.cashflows import CashFlow
+from coldharbour.domain.equity import DailyRow, IntradayPoint
+from coldharbour.domain.reports import ActivityRecord
+from coldharbour.domain.schedule import Session
+from coldharbour.domain.types import ClosedSlice, OpenRow, Order, SliceKey
 
-Row = tuple[object, ...]
+Groups = tuple[tuple[str, ...], ...]
+PriceMark = tuple[str, Decimal, int]  # symbol, last price, its time (UTC ns)
+# symbol, the bar's minute (UTC ns), open, high, low, close, volume
+PriceBar = tuple[str, int, Decimal, Decimal, Decimal, Decimal, Decimal]
 
 
 class CommitOutcome(StrEnum):
@@ -44,36 +58,48 @@ class Announce(StrEnum):
 class OpenRows:
     """Open-position rows to upsert and ``parent_id``s to delete; announced on the positions channel."""
 
+    ROWS: ClassVar[Groups] = (("upserts",), ("deletes",))
+    OPS: ClassVar[Groups] = ()
+
     account: str
-    upserts: tuple[Row, ...] = ()
+    upserts: tuple[OpenRow, ...] = ()
     deletes: tuple[str, ...] = ()
-    announce: bool = True  # False: a mark flush (DESIGN §3), written without NOTIFY
+    announce: bool = True  # False: a mark flush (docs/spec.md §6), written without NOTIFY
 
 
 @dataclass(frozen=True, slots=True)
 class ClosedSlices:
     """Closed slices to upsert (each with its ``Announce``) and slice keys to delete."""
 
+    ROWS: ClassVar[Groups] = (("deletes",), ("upserts", "announce"))
+    OPS: ClassVar[Groups] = ()
+
     account: str
-    upserts: tuple[Row, ...] = ()
+    upserts: tuple[ClosedSlice, ...] = ()
     announce: tuple[Announce, ...] = ()  # one per upsert
     deletes: tuple[SliceKey, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class RawOrders:
-    """Raw order versions (an older ``updated_at`` never overwrites a newer one)."""
+    """Raw order versions with the broker's JSON text (an older ``updated_at`` never overwrites a newer one)."""
+
+    ROWS: ClassVar[Groups] = (("rows",),)
+    OPS: ClassVar[Groups] = ()
 
     account: str
-    rows: tuple[Row, ...]
+    rows: tuple[tuple[Order, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
 class RawActivities:
     """Raw broker activities; ``by_execution``: FILLs keyed by ``execution_id``, else by ``id``."""
 
+    ROWS: ClassVar[Groups] = (("rows",),)
+    OPS: ClassVar[Groups] = ()
+
     account: str
-    rows: tuple[Row, ...]
+    rows: tuple[ActivityRecord, ...]
     by_execution: bool = False
 
 
@@ -81,16 +107,22 @@ class RawActivities:
 class Reconciliations:
     """Reconciliation fills (``recon:``) as activity rows, keyed by ``id``: never in a raw broker table."""
 
+    ROWS: ClassVar[Groups] = (("rows",),)
+    OPS: ClassVar[Groups] = ()
+
     account: str
-    rows: tuple[Row, ...]
+    rows: tuple[ActivityRecord, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class CashFlows:
-    """Cash-flow rows by id, and ids to delete (activities the broker canceled, SPEC §8)."""
+    """Cash flows by id, and ids to delete (activities the broker canceled, docs/spec.md §8)."""
+
+    ROWS: ClassVar[Groups] = (("deletes",), ("rows",))
+    OPS: ClassVar[Groups] = ()
 
     account: str
-    rows: tuple[Row, ...] = ()
+    rows: tuple[CashFlow, ...] = ()
     deletes: tuple[str, ...] = ()
 
 
@@ -98,8 +130,11 @@ class CashFlows:
 class DailyEquity:
     """Daily equity rows; ``keep_only`` (a full rebuild) deletes every other date."""
 
+    ROWS: ClassVar[Groups] = (("rows",),)
+    OPS: ClassVar[Groups] = (("keep_only",),)
+
     account: str
-    rows: tuple[Row, ...] = ()
+    rows: tuple[DailyRow, ...] = ()
     keep_only: tuple[date, ...] | None = None
 
 
@@ -107,13 +142,19 @@ class DailyEquity:
 class IntradayEquity:
     """Intraday equity points by ``ts``."""
 
+    ROWS: ClassVar[Groups] = (("rows",),)
+    OPS: ClassVar[Groups] = ()
+
     account: str
-    rows: tuple[Row, ...]
+    rows: tuple[IntradayPoint, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsDoc:
     """The ``latest`` KPI document; announced on the metrics channel when a KPI changed."""
+
+    ROWS: ClassVar[Groups] = ()
+    OPS: ClassVar[Groups] = ()
 
     account: str
     payload: str
@@ -127,7 +168,10 @@ class MarketSchedule:
     whose date is not in ``keep`` (the refresh's dates) are deleted — a closure declared later.
     """
 
-    rows: tuple[Row, ...] = ()
+    ROWS: ClassVar[Groups] = (("rows",),)
+    OPS: ClassVar[Groups] = (("replace", "keep"), ("prune_before",))
+
+    rows: tuple[Session, ...] = ()
     prune_before: date | None = None
     replace: tuple[date, date] | None = None
     keep: tuple[date, ...] = ()
@@ -135,21 +179,30 @@ class MarketSchedule:
 
 @dataclass(frozen=True, slots=True)
 class LatestPrices:
-    """(symbol, price, ts) rows; an older ``ts`` never wins."""
+    """The last price of each symbol; an older time never wins."""
 
-    rows: tuple[Row, ...]
+    ROWS: ClassVar[Groups] = (("rows",),)
+    OPS: ClassVar[Groups] = ()
+
+    rows: tuple[PriceMark, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class PriceBars:
-    """1-minute bars (symbol, ts, open, high, low, close, volume), merged with a stored bar."""
+    """1-minute bars, merged with a stored bar of the same minute."""
 
-    rows: tuple[Row, ...]
+    ROWS: ClassVar[Groups] = (("rows",),)
+    OPS: ClassVar[Groups] = ()
+
+    rows: tuple[PriceBar, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class UiHeartbeat:
     """The UI heartbeat on ``account``'s positions channel (``now_ns``: its version)."""
+
+    ROWS: ClassVar[Groups] = ()
+    OPS: ClassVar[Groups] = ()
 
     account: str
     now_ns: int
@@ -165,46 +218,41 @@ def account_of(change: Change) -> str | None:
 
 
 def size(change: Change) -> int:
-    """Return how many rows (upserts plus deletes) ``change`` carries."""
-    match change:
-        case OpenRows(upserts=ups, deletes=dels):
-            return len(ups) + len(dels)
-        case ClosedSlices(upserts=ups, deletes=dels):
-            return len(ups) + len(dels)
-        case DailyEquity(rows=rows, keep_only=keep):
-            return len(rows) + (keep is not None)
-        case MarketSchedule(rows=rows, prune_before=prune, replace=span):
-            return len(rows) + (prune is not None) + (span is not None)
-        case CashFlows(rows=rows, deletes=dels):
-            return len(rows) + len(dels)
-        case MetricsDoc() | UiHeartbeat():
-            return 1
-        case _:
-            return len(change.rows)
+    """Return how many rows (upserts, deletes and operations) ``change`` carries; 1 for an indivisible one."""
+    if not change.ROWS and not change.OPS:
+        return 1
+    return (sum(len(getattr(change, group[0])) for group in change.ROWS)
+            + sum(getattr(change, group[0]) is not None for group in change.OPS))
+
+
+def _empty(change: Change) -> dict[str, Any]:
+    """Return the field values that make ``change`` carry nothing (every row field and operation unset)."""
+    defaults = {f.name: f.default for f in fields(change) if f.default is not MISSING}
+    empty: dict[str, Any] = {name: () for group in change.ROWS for name in group}
+    empty.update({name: defaults[name] for group in change.OPS for name in group})
+    return empty
+
+
+def _parts(change: Change, n: int) -> list[Change]:
+    """Return ``change`` as changes of at most ``n`` rows of one group each, in group order."""
+    if not change.ROWS and not change.OPS:
+        return [change]
+    empty = _empty(change)
+    parts: list[Change] = []
+    for group in change.ROWS:
+        values = [getattr(change, name) for name in group]
+        for i in range(0, len(values[0]), n):
+            piece = {name: value[i:i + n] for name, value in zip(group, values, strict=True)}
+            parts.append(replace(change, **{**empty, **piece}))
+    for group in change.OPS:
+        if getattr(change, group[0]) is not None:
+            parts.append(replace(change, **{**empty, **{name: getattr(change, name) for name in group}}))
+    return parts
 
 
 def split(change: Change) -> list[Change]:
     """Return ``change`` as changes of one row each (to find the one a commit refuses)."""
-    match change:
-        case OpenRows(account=a, upserts=ups, deletes=dels, announce=ann):
-            return [*(OpenRows(a, (row,), announce=ann) for row in ups),
-                    *(OpenRows(a, deletes=(pid,), announce=ann) for pid in dels)]
-        case ClosedSlices(account=a, upserts=ups, announce=ann, deletes=dels):
-            return [*(ClosedSlices(a, (row,), (flag,)) for row, flag in zip(ups, ann, strict=True)),
-                    *(ClosedSlices(a, deletes=(key,)) for key in dels)]
-        case DailyEquity(account=a, rows=rows, keep_only=keep):
-            parts: list[Change] = [DailyEquity(a, (row,)) for row in rows]
-            return parts + ([DailyEquity(a, keep_only=keep)] if keep is not None else [])
-        case MarketSchedule(rows=rows, prune_before=prune, replace=span, keep=keep):
-            sessions: list[Change] = [MarketSchedule((row,)) for row in rows]
-            sessions += [MarketSchedule(prune_before=prune)] if prune is not None else []
-            return sessions + ([MarketSchedule(replace=span, keep=keep)] if span is not None else [])
-        case CashFlows(account=a, rows=rows, deletes=dels):
-            return [*(CashFlows(a, (row,)) for row in rows), *(CashFlows(a, deletes=(d,)) for d in dels)]
-        case MetricsDoc() | UiHeartbeat():
-            return [change]
-        case _:
-            return [replace(change, rows=(row,)) for row in change.rows]
+    return _parts(change, 1)
 
 
 def chunks(changes: list[Change], max_rows: int) -> list[list[Change]]:
@@ -216,32 +264,10 @@ def chunks(changes: list[Change], max_rows: int) -> list[list[Change]]:
     groups: list[list[Change]] = [[]]
     size_now = 0
     for change in changes:
-        parts = [change] if size(change) <= max_rows else _cut(change, max_rows)
-        for part in parts:
+        for part in [change] if size(change) <= max_rows else _parts(change, max_rows):
             if size_now and size_now + size(part) > max_rows:
                 groups.append([])
                 size_now = 0
             groups[-1].append(part)
             size_now += size(part)
     return [group for group in groups if group]
-
-
-def _cut(change: Change, n: int) -> list[Change]:
-    """Return ``change`` as changes of at most ``n`` rows each."""
-    def spans(total: int) -> range:
-        return range(0, total, n)
-
-    match change:
-        case OpenRows(account=a, upserts=ups, deletes=dels, announce=ann):
-            return [*(OpenRows(a, ups[i:i + n], announce=ann) for i in spans(len(ups))),
-                    *(OpenRows(a, deletes=dels[i:i + n], announce=ann) for i in spans(len(dels)))]
-        case ClosedSlices(account=a, upserts=ups, announce=flags, deletes=dels):
-            return [*(ClosedSlices(a, deletes=dels[i:i + n]) for i in spans(len(dels))),
-                    *(ClosedSlices(a, ups[i:i + n], flags[i:i + n]) for i in spans(len(ups)))]
-        case CashFlows(account=a, rows=rows, deletes=dels):
-            return [*(CashFlows(a, deletes=dels[i:i + n]) for i in spans(len(dels))),
-                    *(CashFlows(a, rows[i:i + n]) for i in spans(len(rows)))]
-        case DailyEquity() | MarketSchedule() | MetricsDoc() | UiHeartbeat():
-            return [change]
-        case _:
-            return [replace(change, rows=change.rows[i:i + n]) for i in spans(len(change.rows))]

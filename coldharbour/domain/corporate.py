@@ -11,6 +11,9 @@ rewriting the fills of the symbol's open cycle (flat to flat) that precede it, t
   move with their basis.
 - **cash merger**: a synthetic exit of the whole position at ``cash_per_share`` (``CORPORATE``).
 - **removal** (a redemption, or a worthless removal at 0): the same exit at ``cash_per_share`` ≥ 0.
+- **coin fee** (a crypto fee charged in the coin received: CFEE with ``qty``, ``net_amount`` 0):
+  ``qty`` coins leave the newest entry fill before it (its price rises so its cost stays): the
+  lot holds what the broker holds, its basis is unchanged, no slice appears.
 - **cash in lieu** (``cash_in_lieu_qty`` on a split or merger): a synthetic exit of that
   fraction of the new shares at ``price`` (``CORPORATE``).
 - **spin-off**: a synthetic entry of |position|·r shares of ``new_symbol`` at ``price`` (the
@@ -42,7 +45,8 @@ from coldharbour.domain.money import ZERO
 from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import Fill, direction, from_datetime
 
-ActionType = Literal["split", "symbol_change", "stock_merger", "cash_merger", "spinoff", "cash_in_lieu", "removal"]
+ActionType = Literal["split", "symbol_change", "stock_merger", "cash_merger", "spinoff", "cash_in_lieu", "removal",
+                     "coin_fee"]
 CORPORATE_PREFIX: Final = "corporate:"
 _RENAMES: Final = frozenset({"symbol_change", "stock_merger"})
 _SCALES: Final = frozenset({"split", "symbol_change", "stock_merger"})
@@ -105,6 +109,8 @@ def check_action(action: CorporateAction) -> ActionProblem | None:
         return ActionProblem(id=action.id, reason="cash in lieu needs a price > 0")
     if action.type == "cash_in_lieu" and not action.cash_in_lieu_qty:
         return ActionProblem(id=action.id, reason="cash_in_lieu: cash_in_lieu_qty must be > 0")
+    if action.type == "coin_fee" and not (action.qty is not None and action.qty > 0):
+        return ActionProblem(id=action.id, reason="coin_fee: qty must be > 0")
     if action.type == "spinoff" and not (action.price is not None and action.price > 0):
         return ActionProblem(id=action.id, reason="spinoff_without_basis: no per-share basis stated")
     return None
@@ -160,6 +166,8 @@ def apply_action(history: list[Fill], action: CorporateAction) -> tuple[list[Fil
     if problem is not None and not problem.reason.startswith("spinoff_without_basis"):
         return history, problem
     cycle, net = _open_cycle(history, action.symbol, action.ts)
+    if action.type == "coin_fee":
+        return _coin_fee(history, cycle, net, action)
     if action.type == "spinoff" and action.qty is not None and net == 0:
         net = action.qty  # the broker states the new shares; the parent may be unknown here
     if net == 0:
@@ -177,6 +185,21 @@ def apply_action(history: list[Fill], action: CorporateAction) -> tuple[list[Fil
     elif action.type == "cash_in_lieu" and action.price is not None:
         out.append(_synthetic(action, "cil", action.symbol, exit_side, action.cash_in_lieu_qty, action.price))
     return _sorted(out), None
+
+
+def _coin_fee(
+    history: list[Fill], cycle: Sequence[int], net: Decimal, action: CorporateAction
+) -> tuple[list[Fill], ActionProblem | None]:
+    """Take a fee paid in the coin out of the newest entry fill before it (FIFO: the last lot to close)."""
+    fee = action.qty or ZERO
+    entries = [i for i in cycle if history[i].side == "buy" and history[i].qty > fee]
+    if net <= 0 or fee >= net or not entries:
+        return history, ActionProblem(id=action.id, reason=f"coin_fee: {fee} {action.symbol} not held then "
+                                                           f"(position {net})")  # fmt: skip
+    out = list(history)
+    fill = out[entries[-1]]
+    out[entries[-1]] = _replace(fill, qty=fill.qty - fee, price=fill.price * fill.qty / (fill.qty - fee))
+    return out, None
 
 
 def adjusted_history(
@@ -343,6 +366,9 @@ def _single_action(leg: ActionLeg, actions: list[CorporateAction]) -> bool:
         actions.append(CorporateAction(id=leg.id, type="spinoff", symbol=leg.symbol, new_symbol=leg.symbol,
                                        ts=leg.ts, qty=leg.qty, price=price))  # fmt: skip
         return True
+    if leg.code == "CFEE" and leg.qty < 0 and leg.net_amount == 0:
+        actions.append(CorporateAction(id=leg.id, type="coin_fee", symbol=leg.symbol, ts=leg.ts, qty=-leg.qty))
+        return True
     if leg.code != "CIL" or leg.qty >= 0 or leg.price is None:
         return False
     host = next((i for i, a in enumerate(actions)
@@ -356,7 +382,7 @@ def _single_action(leg: ActionLeg, actions: list[CorporateAction]) -> bool:
 
 
 # The broker's activity codes of corporate-action legs (docs/spec.md §8).
-CORPORATE_CODES: Final = frozenset({"SPLIT", "SSP", "SC", "NC", "MA", "SPIN", "SSO", "CIL", "REORG"})
+CORPORATE_CODES: Final = frozenset({"SPLIT", "SSP", "SC", "NC", "MA", "SPIN", "SSO", "CIL", "REORG", "CFEE"})
 
 
 def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:
@@ -364,7 +390,8 @@ def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:
 
     A leg takes effect at the instant its id encodes (Alpaca books splits before the open of
     the ex-date: ``20240610040000000::…``), else at its date's New York midnight. Canceled
-    legs and legs without a symbol or quantity are left out.
+    legs (``status``, or the stored ``raw_json``'s: a reload sees what the snapshot saw) and
+    legs without a symbol or quantity are left out.
     """
     legs: list[ActionLeg] = []
     for record in records:
@@ -372,20 +399,25 @@ def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:
             continue
         if not record.symbol or record.qty is None:
             continue
+        if record.activity_type == "CFEE" and not (record.qty < 0 and not record.net_amount):
+            continue  # a fee in dollars is a cash flow only; a fee in the coin moves the lot
+        raw = _raw_fields(record.raw_json)
+        if record.status is None and str(raw.get("status") or "").lower() == "canceled":
+            continue
         stamp = activity_id_time(record.id)
+        text = raw.get("description")
         legs.append(ActionLeg(
             id=record.id, code=record.activity_type, ts=from_datetime(stamp) if stamp else record.transaction_time,
             symbol=record.symbol, qty=record.qty, price=record.price, net_amount=record.net_amount or ZERO,
-            text=_description(record.raw_json),
+            text=text.strip() if isinstance(text, str) else "",
         ))  # fmt: skip
     return legs
 
 
-def _description(raw_json: str) -> str:
-    """Return the ``description`` of an activity's JSON text ("" when it has none)."""
+def _raw_fields(raw_json: str) -> dict[str, object]:
+    """Return an activity's JSON object ({} when it is not one)."""
     try:
         found = msgspec.json.decode(raw_json)
     except msgspec.DecodeError:
-        return ""
-    text = found.get("description") if isinstance(found, dict) else None
-    return text.strip() if isinstance(text, str) else ""
+        return {}
+    return found if isinstance(found, dict) else {}

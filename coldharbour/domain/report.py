@@ -8,7 +8,7 @@ empyrical-reloaded; docs/report.md gives the formula and the library of each):
 
 - ratios: Sharpe, smart Sharpe, Sortino, volatility, CAGR, Calmar (``metrics``);
 - tails: VaR and CVaR at 95 % (historical, empyrical), skew and excess kurtosis (bias-corrected,
-  as pandas), tail ratio (95th / 5th percentile);
+  as pandas), tail ratio (95th / 5th percentile): ``domain.distribution``;
 - calendar: compounded monthly and yearly returns, best/worst/winning months, trailing 3M, 6M,
   1Y returns (from the last date back, as quantstats), all-time;
 - drawdowns: the five deepest periods on the index ``Π(1+r)`` from a baseline of 1;
@@ -33,6 +33,16 @@ from typing import Final
 
 import msgspec
 
+from coldharbour.domain.distribution import (
+    conditional_value_at_risk,
+    covariance,
+    excess_kurtosis,
+    finite,
+    sample_std,
+    skewness,
+    tail_ratio,
+    value_at_risk,
+)
 from coldharbour.domain.metrics import (
     MIN_ANNUALISED_SESSIONS,
     PERIODS_PER_YEAR,
@@ -53,7 +63,6 @@ from coldharbour.domain.metrics import (
 from coldharbour.domain.money import ONE, ZERO
 
 TOP_DRAWDOWNS: Final = 5
-TAIL_CUTOFF: Final = 0.05
 ROLLING_WINDOW: Final = 126  # sessions (six months), quantstats' rolling period
 TRAILING_MONTHS: Final = {"3M": 3, "6M": 6, "1Y": 12}
 HUNDRED: Final = Decimal(100)
@@ -167,81 +176,8 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     withheld: dict[str, str]
 
 
-# Small statistics (floats: ratios, as metrics' Sharpe family).
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
 def _pct(value: float | None) -> float | None:
-    return None if value is None else _finite(100.0 * value)
-
-
-def percentile(xs: Sequence[float], q: float) -> float:
-    """Return the ``q`` quantile (0..1) with linear interpolation (numpy's and pandas' default)."""
-    ordered = sorted(xs)
-    position = (len(ordered) - 1) * q
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (position - low) * (ordered[high] - ordered[low])
-
-
-def _moments(xs: Sequence[float]) -> tuple[float, float, float, float]:
-    n = len(xs)
-    mean = math.fsum(xs) / n
-    d = [x - mean for x in xs]
-    return mean, math.fsum(x * x for x in d), math.fsum(x**3 for x in d), math.fsum(x**4 for x in d)
-
-
-def skewness(xs: Sequence[float]) -> float | None:
-    """Return the bias-corrected sample skewness G1 (pandas ``Series.skew``); None below 3 or constant."""
-    n = len(xs)
-    if n < 3:
-        return None
-    _, m2, m3, _ = _moments(xs)
-    if m2 == 0.0:
-        return None
-    g1 = (m3 / n) / (m2 / n) ** 1.5
-    return _finite(g1 * math.sqrt(n * (n - 1)) / (n - 2))
-
-
-def excess_kurtosis(xs: Sequence[float]) -> float | None:
-    """Return the bias-corrected excess kurtosis G2 (pandas ``Series.kurtosis``); None below 4 or constant."""
-    n = len(xs)
-    if n < 4:
-        return None
-    _, m2, _, m4 = _moments(xs)
-    if m2 == 0.0:
-        return None
-    value = (n + 1) * n * (n - 1) / ((n - 2) * (n - 3)) * m4 / (m2 * m2) - 3.0 * (n - 1) ** 2 / ((n - 2) * (n - 3))
-    return _finite(value)
-
-
-def value_at_risk(xs: Sequence[float], cutoff: float = TAIL_CUTOFF) -> float:
-    """Return the historical VaR: the ``cutoff`` percentile of the returns (empyrical)."""
-    return percentile(xs, cutoff)
-
-
-def conditional_value_at_risk(xs: Sequence[float], cutoff: float = TAIL_CUTOFF) -> float:
-    """Return the expected shortfall: the mean of the ⌊(n−1)·cutoff⌋+1 lowest returns (empyrical)."""
-    count = int((len(xs) - 1) * cutoff) + 1
-    return math.fsum(sorted(xs)[:count]) / count
-
-
-def tail_ratio(xs: Sequence[float]) -> float | None:
-    """Return |95th percentile| / |5th percentile| (empyrical, quantstats); None when the 5th is 0."""
-    low = percentile(xs, 0.05)
-    return None if low == 0.0 else _finite(abs(percentile(xs, 0.95)) / abs(low))
-
-
-def _covariance(a: Sequence[float], b: Sequence[float]) -> float:
-    mean_a, mean_b = math.fsum(a) / len(a), math.fsum(b) / len(b)
-    return math.fsum((x - mean_a) * (y - mean_b) for x, y in zip(a, b, strict=True)) / (len(a) - 1)
-
-
-def _sample_std(xs: Sequence[float]) -> float:
-    return math.sqrt(_covariance(xs, xs))
+    return None if value is None else finite(100.0 * value)
 
 
 # Calendar figures.
@@ -260,7 +196,6 @@ def _grouped(series: ReturnSeries, key_length: int) -> dict[str, float]:
     for day, r in zip(series.dates, series.returns, strict=True):
         groups.setdefault(day.isoformat()[:key_length], []).append(r)
     return {key: float(HUNDRED * compound(rs)) for key, rs in groups.items()}
-
 
 
 def _months_back(day: date, months: int) -> date:
@@ -368,11 +303,12 @@ def benchmark_returns(dates: Sequence[date], closes: Mapping[date, Decimal]) -> 
     missing bar is not a flat day.
     """
     bar_days = sorted(closes)
+    position_of = {day: i for i, day in enumerate(bar_days)}
     result: list[Decimal] = []
     for day in dates:
         if day not in closes:
             return None, f"no close for {day.isoformat()}"
-        position = bar_days.index(day)
+        position = position_of[day]
         if position == 0:
             return None, f"no close before {day.isoformat()}"
         before = closes[bar_days[position - 1]]
@@ -390,25 +326,25 @@ def compare_benchmark(symbol: str, ours: Sequence[float], theirs: Sequence[Decim
     not annualised (quantstats).
     """
     bs = [float(b) for b in theirs]
-    var_b = _covariance(bs, bs)
-    beta = _covariance(ours, bs) / var_b if var_b > 0 else None
+    var_b = covariance(bs, bs)
+    beta = covariance(ours, bs) / var_b if var_b > 0 else None
     alpha = None
     if beta is not None:
         mean_excess = math.fsum(r - beta * b for r, b in zip(ours, bs, strict=True)) / len(bs)
-        alpha = _finite((1.0 + mean_excess) ** PERIODS_PER_YEAR - 1.0) if mean_excess > -1.0 else None
-    std_r = _sample_std(ours)
+        alpha = finite((1.0 + mean_excess) ** PERIODS_PER_YEAR - 1.0) if mean_excess > -1.0 else None
+    std_r = sample_std(ours)
     std_b = math.sqrt(var_b)
-    correlation = _covariance(ours, bs) / (std_r * std_b) if std_r > 0 and std_b > 0 else None
+    correlation = covariance(ours, bs) / (std_r * std_b) if std_r > 0 and std_b > 0 else None
     active = [r - b for r, b in zip(ours, bs, strict=True)]
-    tracking = _sample_std(active)
+    tracking = sample_std(active)
     return Benchmark(
         symbol=symbol,
         return_pct=float(HUNDRED * compound(theirs)),
         alpha=alpha,
-        beta=_finite(beta),
-        correlation=_finite(correlation),
-        information_ratio=_finite(math.fsum(active) / len(active) / tracking) if tracking > 0 else None,
-        r2=None if correlation is None else _finite(correlation * correlation),
+        beta=finite(beta),
+        correlation=finite(correlation),
+        information_ratio=finite(math.fsum(active) / len(active) / tracking) if tracking > 0 else None,
+        r2=None if correlation is None else finite(correlation * correlation),
     )
 
 
@@ -515,7 +451,7 @@ def _solve_rate(cash: Sequence[float]) -> tuple[float | None, str]:
         else:
             low = middle
     growth = (low + high) / 2
-    return _finite(100.0 * (growth**n - 1.0)), ""
+    return finite(100.0 * (growth**n - 1.0)), ""
 
 
 # The report.
@@ -524,11 +460,15 @@ def _solve_rate(cash: Sequence[float]) -> tuple[float | None, str]:
 def _rolling(series: ReturnSeries, xs: Sequence[float], window: int) -> Rolling:
     sharpe_by_day: dict[str, float | None] = {}
     volatility_by_day: dict[str, float | None] = {}
+    root = math.sqrt(PERIODS_PER_YEAR)
     for end in range(window, len(xs) + 1):
         key = series.dates[end - 1].isoformat()
         tail = xs[end - window : end]
-        sharpe_by_day[key] = sharpe(tail)
-        volatility_by_day[key] = _pct(volatility(tail))
+        mean = math.fsum(tail) / window
+        std = math.sqrt(math.fsum((x - mean) ** 2 for x in tail) / (window - 1))
+        # As metrics.sharpe and metrics.volatility over the window, with one pass for both.
+        sharpe_by_day[key] = finite(mean / std * root) if std > 0 and min(tail) != max(tail) else None
+        volatility_by_day[key] = _pct(std * root)
     return Rolling(window=window, sharpe=sharpe_by_day, volatility_pct=volatility_by_day)
 
 

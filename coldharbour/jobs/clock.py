@@ -23,7 +23,7 @@ from typing import Final, Protocol
 import psycopg
 
 from coldharbour.errors import ChmgrError
-from coldharbour.retry import Backoff, Sleep, supervise, wait_any
+from coldharbour.retry import Backoff, Sleep, supervise, until_stopped, wait_any
 
 log = logging.getLogger(__name__)
 
@@ -97,27 +97,6 @@ class ManualClock:
 
 
 Job = Callable[[], Awaitable[object]]
-
-
-async def until_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
-    """Await ``work``, cancelling it if ``stop`` is set first; return True when it completed.
-
-    A SIGTERM must not wait for a broker call's retry chain; the jobs hold no state that a
-    cancellation could corrupt (they publish only after computing).
-    """
-    task = asyncio.ensure_future(work)
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(stopper, task, return_exceptions=True)
-    if task.cancelled():
-        return False
-    task.result()  # re-raise the job's own error
-    return True
 
 
 async def run_periodic(

@@ -32,7 +32,6 @@ from decimal import Decimal
 
 import msgspec
 
-from coldharbour.db import rows as r
 from coldharbour.domain import changes as ch
 from coldharbour.domain.corporate import CorporateAction, linked_symbols, needs_history, remove_busted
 from coldharbour.domain.ledger import (
@@ -47,14 +46,16 @@ from coldharbour.domain.orders import OrderBook, chain_signature, live_legs, roo
 from coldharbour.domain.positions import RowParams, build_open_row, should_push, with_mark
 from coldharbour.domain.reconcile import is_recon_id, reconcile
 from coldharbour.domain.reports import ActivityRecord
+from coldharbour.domain.stored import as_uuid, micros, same_row
 from coldharbour.domain.types import ClosedSlice, Fill, Lot, OpenRow, Order, SliceKey
-from coldharbour.messages import ResyncRequested, SnapshotTaken, topic_resync
+from coldharbour.messages import CorporateActionsPage, FillsPage, ResyncRequested, SnapshotTaken, topic_resync
 from coldharbour.mirror.batch import AccountBatch
 from coldharbour.mirror.book import StagedView
 from coldharbour.mirror.marks import Marks
 from coldharbour.mirror.plan import AccountUpdate, LedgerChange, Plan, Rewrites, RowChanges, RowsFlushed
 
 log = logging.getLogger(__name__)
+COMPLETENESS_KINDS = ("fills", "corporate")  # the histories reconciliation waits for
 
 _MARK_FIELDS = ("mkt_px", "mkt_value", "profit_loss", "profit_loss_lot", "tp_sl_reach_pct", "updated_at")
 
@@ -87,6 +88,11 @@ class AccountMirror:
         # Symbols whose last snapshot row could not be converted: neither flat nor known, their
         # lots stay as they are and are not reconciled until a snapshot lists them convertibly.
         self.unknown: set[str] = set()
+        # How far the fill history and the corporate actions this mirror received are complete
+        # (UTC ns; absent: not known complete at all, e.g. after a start or a bus gap, until a
+        # read from the floor): reconciliation acts only on a snapshot taken before both
+        # (docs/startup.md).
+        self.complete_to: dict[str, int] = {}
 
     def load(self, orders: Iterable[Order], fills: Iterable[Fill], rows: dict[str, OpenRow],
              closed_keys: Iterable[SliceKey] = (), actions: Iterable[CorporateAction] = (),
@@ -122,15 +128,16 @@ class AccountMirror:
 
     def plan(self, batch: AccountBatch, marks: Marks, now: int) -> Plan:
         """Return the plan committing ``batch`` (pure: nothing changes before ``swap``)."""
-        plan = Plan(accounts={self.slug})
+        plan = Plan()
         orders = {i: o for i, (o, _) in batch.orders.items() if self.book.classify(o) not in ("stale", "unchanged")}
         actions = {i: a for i, a in batch.actions.items() if i not in self.actions}
+        canceled = {i: self.actions[i] for i in batch.canceled_actions if i in self.actions}
         busted = {k: v for k, v in batch.busted.items() if k not in self.busted}
         fills = {k: staged for k, staged in batch.fills.items()
                  if k not in self.fills and k not in self.ledger.seen and k not in self.busted and k not in busted}
         new_fills = {k: fill for k, (_, fill) in fills.items()}
         view = StagedView(self.book, orders)
-        events = Rewrites(actions, {k: fill for k, (_, fill) in busted.items()})
+        events = Rewrites(actions, {k: fill for k, (_, fill) in busted.items()}, canceled)
         change = self._ledger_change(orders, new_fills, view, events)
         for rejection in change.rejections:
             self.counters["rejected_fills"] += 1
@@ -162,10 +169,12 @@ class AccountMirror:
     def _rebuild_symbols(self, fills: list[Fill], events: Rewrites, actions: list[CorporateAction]) -> set[str]:
         """Return the symbols whose history the batch rewrites (SPEC §8), empty when none."""
         symbols: set[str] = set()
-        if not actions and not events.busted:  # nothing rewrites any history (the usual batch)
+        if not actions and not events.busted and not events.canceled:  # nothing rewrites history (the usual batch)
             return symbols
         for action in events.actions.values():
             symbols |= linked_symbols(set(action.symbols), actions, action.ts - 1)
+        for action in events.canceled.values():  # every symbol it linked: their lots are rebuilt without it
+            symbols |= linked_symbols(set(action.symbols), [*actions, *events.canceled.values()], action.ts - 1)
         for fill in events.busted.values():
             symbols |= linked_symbols({fill.symbol}, actions, fill.ts)
         for fill in fills:
@@ -177,6 +186,8 @@ class AccountMirror:
                        events: Rewrites) -> LedgerChange:
         fills = list(keyed.values())
         actions = [*self.actions.values(), *events.actions.values()]
+        if events.canceled:
+            actions = [a for a in actions if a.id not in events.canceled]
         busted = self.busted | set(events.busted)
         if not self._needs_rebuild(orders):
             symbols = self._rebuild_symbols(fills, events, actions)
@@ -241,7 +252,7 @@ class AccountMirror:
                                      bar_px=bar[0] if bar else None, bar_ts=bar[1] if bar else None)
             else:
                 new = with_mark(old, marks.price(lot.symbol), now)
-            if old is not None and r.same_row(old, new):
+            if old is not None and same_row(old, new):
                 continue
             if old is None or not _only_marks_differ(old, new) or should_push(self.pushed.get(pid), new, self.push_pct):
                 result.upserts[pid] = new
@@ -253,7 +264,7 @@ class AccountMirror:
 
     def _row_changes_out(self, plan: Plan, rows: RowChanges) -> None:
         if rows.upserts or rows.deletes:
-            plan.changes.append(ch.OpenRows(self.slug, tuple(r.open_row_values(row) for row in rows.upserts.values()),
+            plan.changes.append(ch.OpenRows(self.slug, tuple(rows.upserts.values()),
                                             tuple(rows.deletes)))
 
     def _announce(self, found: ClosedSlice) -> ch.Announce:
@@ -275,45 +286,41 @@ class AccountMirror:
             slices.pop(key, None)
         if deletes or slices:
             plan.changes.append(ch.ClosedSlices(
-                self.slug, tuple(r.closed_values(s) for s in slices.values()),
+                self.slug, tuple(slices.values()),
                 tuple(self._announce(s) for s in slices.values()), tuple(deletes)))
 
     def _raw_changes(self, plan: Plan, batch: AccountBatch, orders: dict[str, Order],
                      fills: dict[str, tuple[ActivityRecord, Fill]], busted: list[ActivityRecord]) -> None:
         if orders:
             staged = batch.orders
-            plan.changes.append(ch.RawOrders(self.slug, tuple(r.order_values(order, staged[i][1])
-                                                              for i, order in orders.items())))
+            plan.changes.append(ch.RawOrders(self.slug, tuple((order, staged[i][1]) for i, order in orders.items())))
         by_execution: dict[str, ActivityRecord] = {}
         by_id: dict[str, ActivityRecord] = dict(batch.activities)
         # Reconciliation fills come only in a full snapshot's batch (``reconcile_plan``).
         recon = [record for record, fill in fills.values() if is_recon_id(fill.order_id)] if batch.full else []
         if recon:  # our own bookings: never among the broker's raw activities (docs/startup.md)
             fills = {key: pair for key, pair in fills.items() if not is_recon_id(pair[1].order_id)}
-            plan.changes.append(ch.Reconciliations(self.slug, tuple(map(r.activity_values, recon))))
+            plan.changes.append(ch.Reconciliations(self.slug, tuple(recon)))
         # A bust's record last: it replaces the row of the execution it cancels (by execution or id).
         for record in [*(record for record, _ in fills.values()), *busted]:
-            execution = r.as_uuid(record.execution_id)
+            execution = as_uuid(record.execution_id)
             if execution is not None:
                 by_execution[execution] = record
             else:
                 by_id[record.id] = record
         if by_execution:
-            plan.changes.append(ch.RawActivities(self.slug, tuple(r.activity_values(a) for a in by_execution.values()),
-                                                 by_execution=True))
+            plan.changes.append(ch.RawActivities(self.slug, tuple(by_execution.values()), by_execution=True))
         if by_id:
-            plan.changes.append(ch.RawActivities(self.slug, tuple(r.activity_values(a) for a in by_id.values())))
+            plan.changes.append(ch.RawActivities(self.slug, tuple(by_id.values())))
 
     def _analytics_changes(self, plan: Plan, batch: AccountBatch) -> None:
         if batch.cash_flows:
-            flows = tuple(r.cash_flow_values(f) for f in batch.cash_flows.values())
-            plan.changes.append(ch.CashFlows(self.slug, flows))
+            plan.changes.append(ch.CashFlows(self.slug, tuple(batch.cash_flows.values())))
         if batch.daily or batch.daily_keep is not None:
             keep = tuple(batch.daily_keep) if batch.daily_keep is not None else None
-            plan.changes.append(ch.DailyEquity(self.slug, tuple(r.daily_values(d) for d in batch.daily.values()), keep))
+            plan.changes.append(ch.DailyEquity(self.slug, tuple(batch.daily.values()), keep))
         if batch.intraday:
-            plan.changes.append(ch.IntradayEquity(self.slug, tuple(r.intraday_values(p)
-                                                                   for p in batch.intraday.values())))
+            plan.changes.append(ch.IntradayEquity(self.slug, tuple(batch.intraday.values())))
         if batch.metrics is not None:
             plan.changes.append(ch.MetricsDoc(self.slug, batch.metrics))
 
@@ -339,7 +346,7 @@ class AccountMirror:
             self.stored_slices.clear()
         if update.recon_corrections:
             self.counters["recon_corrections"] += update.recon_corrections
-        if update.rewrites.actions or update.rewrites.busted:
+        if update.rewrites.actions or update.rewrites.busted or update.rewrites.canceled:
             self._swap_rewrites(update.rewrites)
 
     def _swap_rows(self, rows: RowChanges) -> None:
@@ -356,6 +363,11 @@ class AccountMirror:
 
     def _swap_rewrites(self, events: Rewrites) -> None:
         self.actions.update(events.actions)
+        for action_id, action in events.canceled.items():
+            self.actions.pop(action_id, None)
+            self.counters["corporate_actions_canceled"] += 1
+            log.info("corporate action canceled by the broker account=%s id=%s type=%s symbol=%s: its symbols rebuilt",
+                     self.slug, action_id, action.type, action.symbol)
         self.busted |= set(events.busted)
         self.counters["corporate_actions_booked"] += len(events.actions)
         self.counters["fills_busted"] += len(events.busted)
@@ -370,14 +382,33 @@ class AccountMirror:
         plan = Plan()
         pending = {pid: self.rows[pid] for pid in sorted(self.dirty) if pid in self.rows}
         if pending:
-            values = tuple(r.open_row_values(row) for row in pending.values())
-            plan.changes.append(ch.OpenRows(self.slug, values, announce=False))
+            plan.changes.append(ch.OpenRows(self.slug, tuple(pending.values()), announce=False))
             plan.rows_flushed.append(RowsFlushed(self.slug, pending))
         return plan
 
     def flushed(self, done: RowsFlushed) -> None:
         """Mark the rows a committed flush wrote clean (unless they changed since)."""
         self.dirty -= {pid for pid, row in done.rows.items() if self.rows.get(pid) is row}
+
+    def note_coverage(self, page: FillsPage | CorporateActionsPage) -> None:
+        """Extend how far fills (or corporate actions) are complete with a page's watermark, when it joins."""
+        after, upto = page.complete_after_ns, page.complete_to_ns
+        if after is None or upto is None:
+            return
+        kind = "fills" if isinstance(page, FillsPage) else "corporate"
+        current = self.complete_to.get(kind)
+        if page.is_from_floor or (current is not None and after <= current):
+            self.complete_to[kind] = upto if current is None else max(current, upto)
+        else:
+            self.counters[f"{kind}_coverage_gaps"] += 1  # a read after a stretch we never received
+
+    def is_complete_to(self, ts: int) -> bool:
+        """Return True when the fills and the corporate actions received are complete up to ``ts``."""
+        return all(self.complete_to.get(kind, -1) >= ts for kind in COMPLETENESS_KINDS)
+
+    def forget_completeness(self) -> None:
+        """Say nothing is known complete any more (a bus gap, a failed commit): until a read from the floor."""
+        self.complete_to.clear()
 
     def note_unknown(self, snapshot: SnapshotTaken) -> set[str]:
         """Take which symbols ``snapshot`` covers but could not read; return the known ones it covers.
@@ -410,9 +441,18 @@ class AccountMirror:
         ahead of it, not wrong). Corrections are booked as synthetic ``recon:`` fills, stored
         with the real ones so that a rebuild from the tables agrees.
         """
-        taken = r.micros(snapshot.taken_at)
+        taken = micros(snapshot.taken_at)
+        if not self.is_complete_to(snapshot.taken_at):
+            # The fills or actions that explain these positions may not have arrived yet: "none"
+            # is not "flat". Only the broker WAC is taken; the next snapshot after a complete read acts.
+            self.counters["recon_deferred_incomplete"] += 1
+            log.info("reconciliation deferred account=%s: history complete to %s, snapshot at %d",
+                     self.slug, self.complete_to, snapshot.taken_at)
+            skip_all: list[str] = sorted(set(self.ledger.held_symbols()) | {p.symbol for p in snapshot.positions})
+        else:
+            skip_all = []
         skip = [s for s, state in self.ledger.symbols.items()
-                if state.last_key is not None and state.last_key[0] > taken]
+                if state.last_key is not None and state.last_key[0] > taken] + skip_all
         # A corporate action effective after the snapshot explains its symbols' difference (the
         # ledger booked it, the positions read before it do not show it yet): SPEC §8.
         skip += [s for action in self.actions.values() if action.ts > taken for s in action.symbols]

@@ -2,7 +2,7 @@
 
 The staging functions only collect (newest order version per id, fills by key, rows by natural
 key), so the statements of one commit never touch the same row twice. Inputs are put in their
-canonical stored form here (``db.rows.canonical_*``): what the ledger sees live is exactly what
+canonical stored form here (``domain.stored``): what the ledger sees live is exactly what
 a rebuild from the tables will see.
 """
 
@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
-from coldharbour.db import rows
-from coldharbour.domain import cashflows, changes
+from coldharbour.domain import cashflows, changes, stored
 from coldharbour.domain.cashflows import CashFlow
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.equity import DailyRow, IntradayPoint
@@ -37,6 +36,7 @@ class AccountBatch:
     stream_symbols: set[str] = field(default_factory=set)  # symbols filled on the stream
     activities: dict[str, ActivityRecord] = field(default_factory=dict)  # non-fill, by id
     actions: dict[str, CorporateAction] = field(default_factory=dict)  # corporate actions, by id
+    canceled_actions: set[str] = field(default_factory=set)  # ids of actions the broker canceled
     # Busted executions by fill key: the canceled FILL record to store (None: none came) and the fill.
     busted: dict[str, tuple[ActivityRecord | None, Fill]] = field(default_factory=dict)
     cash_flows: dict[str, CashFlow] = field(default_factory=dict)
@@ -52,7 +52,7 @@ class AccountBatch:
     @property
     def is_empty(self) -> bool:
         """Return True when nothing was staged."""
-        return not (self.orders or self.fills or self.activities or self.actions or self.busted
+        return not (self.orders or self.fills or self.activities or self.actions or self.busted or self.canceled_actions
                     or self.cash_flows or self.daily
                     or self.intraday or self.bars or self.metrics is not None or self.wac
                     or self.remarked or self.full or self.daily_keep is not None or self.deleted_cash_flows)
@@ -60,8 +60,8 @@ class AccountBatch:
     def add_order(self, order: Order, raw_json: str, counters: Counter[str]) -> None:
         """Stage one order version (the newest ``updated_at`` per id wins)."""
         try:
-            order = rows.canonical_order(order)
-        except rows.InvalidRow as e:
+            order = stored.canonical_order(order)
+        except stored.InvalidRow as e:
             counters["rejected_orders"] += 1
             log.warning("rejected order reason=%s", e)
             return
@@ -86,8 +86,8 @@ class AccountBatch:
     def add_fill(self, fill: Fill, counters: Counter[str], *, from_stream: bool = False) -> None:
         """Stage one execution in its stored form."""
         try:
-            key, record, canonical = rows.stored_fill(fill)
-        except rows.InvalidRow as e:
+            key, record, canonical = stored.stored_fill(fill)
+        except stored.InvalidRow as e:
             counters["rejected_fills"] += 1
             log.warning("rejected fill reason=%s", e)
             return
@@ -97,19 +97,19 @@ class AccountBatch:
 
     def add_activity(self, record: ActivityRecord) -> None:
         """Stage one broker activity; a FILL also stages its execution (a canceled one: its bust)."""
-        fill = rows.fill_from_activity(record)
-        if fill is not None and rows.is_canceled(record):
+        fill = stored.fill_from_activity(record)
+        if fill is not None and stored.is_canceled(record):
             self.busted[fill.key] = (record, fill)
         elif fill is not None:
             self.fills.setdefault(fill.key, (record, fill))
-        elif record.activity_type.upper() != rows.FILL_ACTIVITY:
+        elif record.activity_type.upper() != stored.FILL_ACTIVITY:
             self.activities[record.id] = record
 
     def add_bust(self, fill: Fill, counters: Counter[str]) -> None:
         """Stage the removal of an execution the broker canceled (its record comes as an activity)."""
         try:
-            canonical = rows.canonical_fill(fill)[1]
-        except rows.InvalidRow as e:
+            canonical = stored.canonical_fill(fill)[1]
+        except stored.InvalidRow as e:
             counters["rejected_fills"] += 1
             log.warning("rejected bust reason=%s", e)
             return

@@ -23,11 +23,11 @@ from itertools import zip_longest
 import msgspec
 
 from coldharbour.config import Settings
-from coldharbour.db import rows as r
 from coldharbour.domain.changes import MarketSchedule, UiHeartbeat
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.positions import RowParams
 from coldharbour.domain.schedule import NEW_YORK
+from coldharbour.domain.stored import micros
 from coldharbour.domain.types import Fill, Order, to_datetime
 from coldharbour.messages import (
     ActivitiesPage,
@@ -211,8 +211,8 @@ class Mirror:
                 return Flush()
             case HeartbeatDue():
                 extra.extend(self.heartbeat_plan(now))
-            case GapDetected(slug=slug, kind=kind):
-                extra.messages.append((topic_resync(slug), ResyncRequested(account=slug, reason=kind)))
+            case GapDetected() as gap:
+                self._stage_gap(gap, extra)
             case (_, Tick() | TickBatch() as ticks):
                 self._stage_ticks(ticks, batches)
             case (_, LedgerCheckRequested(account=slug)) if slug in self.accounts:
@@ -227,6 +227,12 @@ class Mirror:
             case (_, message):
                 self._stage_account(message, batches)
         return None
+
+    def _stage_gap(self, gap: GapDetected, extra: Plan) -> None:
+        """Ask for a resync; a page may be lost, so nothing is known complete until the rewind's read."""
+        if gap.slug in self.accounts:
+            self.accounts[gap.slug].forget_completeness()
+        extra.messages.append((topic_resync(gap.slug), ResyncRequested(account=gap.slug, reason=gap.kind)))
 
     def _stage_ticks(self, ticks: Tick | TickBatch, batches: dict[str, AccountBatch]) -> None:
         if isinstance(ticks, Tick):
@@ -276,7 +282,7 @@ class Mirror:
         if schedule.replace_from is not None and schedule.replace_to is not None:
             span = (schedule.replace_from, schedule.replace_to)  # issue 13: a later closure's row goes
         if sessions or cutoff is not None or span is not None:
-            rows = tuple(r.session_values(s) for s in sessions.values())
+            rows = tuple(sessions.values())
             keep = tuple(sorted(day for day in sessions if span is not None and span[0] <= day <= span[1]))
             extra.changes.append(MarketSchedule(rows, cutoff, span, keep))
 
@@ -309,6 +315,7 @@ class Mirror:
                     batch.add_fill(fill, self.counters)
                 for fill in message.busted:
                     batch.add_bust(fill, self.counters)
+                self.accounts[message.account].note_coverage(message)
             case CorporateActionsPage():
                 self._stage_corporate(message, batch)
             case ActivitiesPage():
@@ -320,9 +327,13 @@ class Mirror:
 
     def _stage_corporate(self, message: CorporateActionsPage, batch: AccountBatch) -> None:
         """Stage corporate actions (booked by ``AccountMirror.plan``) and their legs (raw rows)."""
+        self.accounts[message.account].note_coverage(message)
         for record in message.activities:
             batch.add_activity(record)
         batch.actions.update({action.id: action for action in message.actions})
+        batch.canceled_actions.update(message.canceled)
+        for action_id in message.canceled:
+            batch.actions.pop(action_id, None)
         for problem in message.problems:
             self.counters["corporate_problems"] += 1
             log.warning("corporate action leg not booked account=%s problem=%s", message.account, problem[:200])
@@ -342,6 +353,6 @@ class Mirror:
     def _stage_equity(message: EquityComputed, batch: AccountBatch) -> None:
         batch.daily.update({row.date: row for row in message.daily})
         batch.intraday.update({point.ts: point for point in message.intraday})
-        batch.bars.update({symbol: (px, r.micros(ts)) for symbol, (px, ts) in message.bars.items()})
+        batch.bars.update({symbol: (px, micros(ts)) for symbol, (px, ts) in message.bars.items()})
         if message.is_rebuild and message.daily:
             batch.daily_keep = sorted(batch.daily)

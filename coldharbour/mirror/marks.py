@@ -15,7 +15,6 @@ from typing import Final
 
 from coldharbour.domain.changes import LatestPrices, PriceBars
 from coldharbour.domain.money import InvalidMoney, to_decimal
-from coldharbour.domain.types import to_datetime
 from coldharbour.messages import Tick, TickBatch
 from coldharbour.mirror.plan import MarksFlushed, Plan
 
@@ -126,10 +125,9 @@ class Marks:
         plan = Plan()
         symbols, bar_keys = sorted(self.dirty), sorted(self.dirty_bars)
         if symbols:
-            plan.changes.append(LatestPrices(tuple((s, self.prices[s][0], to_datetime(self.prices[s][1]))
-                                                   for s in symbols)))
+            plan.changes.append(LatestPrices(tuple((s, *self.prices[s]) for s in symbols)))
         if bar_keys:
-            plan.changes.append(PriceBars(tuple((s, to_datetime(m), b.open, b.high, b.low, b.close, b.volume)
+            plan.changes.append(PriceBars(tuple((s, m, b.open, b.high, b.low, b.close, b.volume)
                                                 for (s, m) in bar_keys for b in (self.bars[(s, m)],))))
         if symbols or bar_keys:
             plan.marks_flushed = MarksFlushed(frozenset(symbols), frozenset(bar_keys))

@@ -29,7 +29,7 @@ from coldharbour.domain.money import HUNDRED, ZERO
 from coldharbour.sim import accounts as ledger
 from coldharbour.sim.accounts import NEW_YORK, SimAccount
 from coldharbour.sim.activities import cash_activity, cash_effect, fill_activity, insert_activity
-from coldharbour.sim.assets import is_crypto
+from coldharbour.sim.assets import book_symbol, is_crypto
 from coldharbour.sim.bars import PriceTape
 from coldharbour.sim.corporate import Booking, CorporateAction, announcement, book_action, parse_corporate_action
 from coldharbour.sim.matching import execution_price, follow_trail
@@ -703,8 +703,28 @@ class Engine:
         activity = cash_activity(body, self.new_id(), now)
         insert_activity(book.activities, activity)
         book.cash += cash_effect(activity)
+        self._coin_fee(book, activity)
         ledger.record_equity(book, self.prices, now)
         return activity
+
+    @staticmethod
+    def _coin_fee(book: SimAccount, activity: Mapping[str, object]) -> None:
+        """A CFEE in the coin (``qty`` < 0, ``net_amount`` 0) takes the coins out of the position.
+
+        Alpaca charges a crypto buy's fee in the coin received and posts it as such a CFEE at the
+        end of the day (docs/corporate-actions.md "Crypto fees in the coin"); the position's cost
+        stays, so its average entry price rises.
+        """
+        if activity["activity_type"] != "CFEE" or Decimal(str(activity["net_amount"])) != ZERO:
+            return
+        qty = Decimal(str(activity.get("qty") or 0))
+        symbol = str(activity.get("symbol") or "")
+        position = book.positions.get(book_symbol(symbol, book.positions))
+        if qty >= ZERO or position is None or position.qty + qty <= ZERO:
+            return
+        cost = position.qty * position.avg_entry_price
+        position.qty += qty
+        position.avg_entry_price = (cost / position.qty).quantize(ledger.PRICE_PLACES)
 
     def _correct_activity(
         self, book: SimAccount, known: dict[str, object], body: Mapping[str, object], now: datetime

@@ -1,7 +1,8 @@
 """The aiohttp application: the page, its static files, the JSON API and the SSE stream.
 
-Routes: ``/`` (the page), ``/static/*`` (its JS/CSS), ``/api/accounts``, ``/api/positions``,
-``/api/closed``, ``/api/equity``, ``/api/metrics``, ``/api/status`` (JSON; ``?account=<slug>``,
+Routes: ``/`` (the page), ``/report`` (the report page), ``/static/*`` (their JS/CSS),
+``/api/accounts``, ``/api/positions``, ``/api/closed``, ``/api/equity``, ``/api/metrics``,
+``/api/report``, ``/api/status`` (JSON; ``?account=<slug>``,
 the first account by default) and ``/api/stream`` (SSE: a ``snapshot`` frame, then the pushes).
 Every answer carries a strict Content-Security-Policy (no inline script, everything from
 ``'self'``), the error answers too: a 404 or 405 of the router, a parameter refused with a 400
@@ -27,6 +28,7 @@ from urllib.parse import urlencode
 import psycopg
 from aiohttp import web
 
+from coldharbour.analytics.report import BenchmarkCloses, build_report
 from coldharbour.db.notify import to_json
 from coldharbour.web import access, guard, reads
 from coldharbour.web.access import SECURITY_HEADERS
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 RECONNECT_MS: Final = 1000
 HUB: Final = web.AppKey("hub", Hub)
+BENCHMARK: Final = web.AppKey("benchmark", BenchmarkCloses)
 IDLE_TIMEOUT_S: Final = 10.0  # no complete request within this: the connection is closed
 PARENT_ID_MAX: Final = 128
 PARENT_ID: Final = re.compile(r"[A-Za-z0-9._:-]+")  # an order id (Alpaca: a UUID)
@@ -156,6 +159,21 @@ async def api_metrics(request: web.Request) -> web.Response:
     return _json(document)
 
 
+async def report_page(_: web.Request) -> web.FileResponse:
+    """Serve the report page (``/report?account=<slug>``; docs/report.md)."""
+    return web.FileResponse(STATIC_DIR / "report.html")
+
+
+async def api_report(request: web.Request) -> web.Response:
+    """The account's report (docs/report.md): the values, the series they come from, ``withheld``."""
+    hub, slug = request.app[HUB], _slug(request)
+    account = hub.settings.account(slug)
+    async with hub.pool.connection() as conn:
+        report = await build_report(conn, hub.accounts[slug], account, hub.settings.report_benchmark,
+                                    request.app[BENCHMARK])  # fmt: skip
+    return _json(report)
+
+
 async def api_status(request: web.Request) -> web.Response:
     """Programs (as ``chmgr status``), market phase, and each account's UI heartbeat age."""
     hub = request.app[HUB]
@@ -195,7 +213,10 @@ def make_app(hub: Hub) -> web.Application:
     """Return the application serving ``hub``'s data."""
     app = web.Application(middlewares=[security])
     app[HUB] = hub
+    app[BENCHMARK] = BenchmarkCloses()
     app.router.add_get("/", page)
+    app.router.add_get("/report", report_page)
+    app.router.add_get("/api/report", api_report)
     app.router.add_get("/api/accounts", api_accounts)
     app.router.add_get("/api/positions", api_positions)
     app.router.add_get("/api/closed", api_closed)

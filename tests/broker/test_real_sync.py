@@ -44,7 +44,10 @@ async def test_post_fill_refresh_of_a_crypto_pair_finds_the_position(fake_broker
         rest = BrokerRest(account_for(fake_broker), session, Counter())
         raw = await rest.position("BTC/USD")
 
+    asked = [r["path"] for r in fake_broker.request("GET", "/sim/log", account=None).json()]
     assert raw is not None
+    # the position endpoint's form (https://docs.alpaca.markets/docs/positions: crypto positions say BTCUSD)
+    assert asked[-1] == "/v2/positions/BTCUSD"
     position = convert_position(raw)
     assert not isinstance(position, Rejected)
     assert (position.symbol, str(position.qty)) == ("BTC/USD", "0.25")
@@ -147,6 +150,15 @@ async def test_order_cursor_follows_submitted_at_with_overlap(fake_broker: FakeB
     assert ORDER_OVERLAP_NS >= 170_000_000
 
 
+def _carries(page: CorporateActionsPage) -> bool:
+    """A page with actions, legs, problems or cancellations (every read also sends its watermark page)."""
+    return bool(page.actions or page.activities or page.problems or page.canceled)
+
+
+def _corporate_pages(sink: RecordingSink) -> list[CorporateActionsPage]:
+    return [page for page in sink.of(CorporateActionsPage) if _carries(page)]
+
+
 @pytest.mark.asyncio
 async def test_corporate_action_published_once_before_the_snapshot(fake_broker: FakeBroker) -> None:
     fake_broker.set_prices({"AAPL": 100})
@@ -162,9 +174,10 @@ async def test_corporate_action_published_once_before_the_snapshot(fake_broker: 
         await sync.full("test")
 
     assert split.status_code == 200
-    kinds = [type(m).__name__ for _, m in sink.items if isinstance(m, (CorporateActionsPage, SnapshotTaken))]
+    kinds = [type(m).__name__ for _, m in sink.items
+             if isinstance(m, SnapshotTaken) or (isinstance(m, CorporateActionsPage) and _carries(m))]
     assert kinds == ["CorporateActionsPage", "SnapshotTaken", "SnapshotTaken"]
-    (page,) = sink.of(CorporateActionsPage)
+    (page,) = _corporate_pages(sink)
     (action,) = page.actions
     assert (action.type, action.symbol, action.ratio) == ("split", "AAPL", Decimal(2))
     assert [a.activity_type for a in page.activities] == ["SPLIT", "SPLIT"]
@@ -211,7 +224,7 @@ async def test_a_refused_activity_code_leaves_the_other_codes_working(fake_broke
         fake_broker.request("POST", "/sim/config", account=None, json={"refused_activity_types": []})
         await sync.full("test")
 
-    first, second = sink.of(CorporateActionsPage)
+    first, second = _corporate_pages(sink)
     assert [(a.type, a.symbol, a.new_symbol) for a in first.actions] == [("symbol_change", "FB", "META")]
     assert {a.activity_type for a in first.activities} == {"NC"}
     assert counters["corporate_code_refused"] == 2  # the backfill's read and the first snapshot's
@@ -240,7 +253,7 @@ async def test_corporate_codes_are_one_listing_unless_one_is_refused(fake_broker
         later = corporate_reads()[len(together):]
 
     assert len(together) == 1
-    assert "activity_types=CIL,MA,NC,REORG,SC,SPIN,SPLIT&" in together[0]
+    assert f"activity_types={','.join(CORPORATE_READ)}&" in together[0]
     assert len(later) == 1 + len(CORPORATE_READ) + 2
     assert later[-1].startswith("/v2/account/activities/SPLIT?")
 
@@ -265,3 +278,34 @@ async def test_bust_of_an_older_fill_is_found_by_the_lookback_and_published_once
     assert [fill.order_id for fill in busted] == [ORDER_ID]
     assert sync.counters["bust_sweeps"] == 2
     assert sync.counters["busts_found_by_sweep"] == 1
+
+
+@pytest.mark.asyncio
+async def test_a_canceled_and_rebooked_action_is_published_as_canceled_then_new(fake_broker: FakeBroker) -> None:
+    """The fake's ``/cancel`` with ``rebook`` lists the first legs again with ``status``
+    ``canceled`` (the NonTradeActivity status of the account-activities page) and books new legs:
+    the snapshot publishes the first action's id as canceled, the legs' new status, and the new action."""
+    fake_broker.set_prices({"AAPL": 100})
+    fake_broker.request("POST", "/v2/orders", json={"symbol": "AAPL", "qty": "10", "side": "buy", "type": "market",
+                                                    "time_in_force": "day"})  # fmt: skip
+    sink = RecordingSink()
+    async with aiohttp.ClientSession() as session:
+        sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), sink, Counter())
+        await sync.backfill(1)
+        wrong = {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "3"}
+        first = fake_broker.request("POST", "/sim/corporate-actions", account=None, json=wrong).json()
+        await sync.full("test")
+        fake_broker.request("POST", f"/sim/corporate-actions/{first['id']}/cancel", account=None,
+                            json={"rebook": {**wrong, "new_rate": "2"}})  # fmt: skip
+        await sync.full("test")
+        await sync.full("test")
+
+    booked, corrected = _corporate_pages(sink)
+    (wrong_action,) = booked.actions
+    (right_action,) = corrected.actions
+    assert (wrong_action.ratio, right_action.ratio) == (Decimal(3), Decimal(2))
+    assert wrong_action.id in corrected.canceled  # (with the in-leg's id, which formed no action)
+    assert len(corrected.canceled) == 2
+    assert sorted((a.qty, a.status) for a in corrected.activities) == [
+        (Decimal(-10), "canceled"), (Decimal(-10), "executed"), (Decimal(20), "executed"), (Decimal(30), "canceled"),
+    ]  # fmt: skip

@@ -11,11 +11,13 @@ import msgspec
 import pytest
 from psycopg import sql
 
-from coldharbour.db import rows
 from coldharbour.db.names import account_names, shared_names
 from coldharbour.db.upserts import MAX_PARTS, Statements
 from coldharbour.db.writer import Writer
 from coldharbour.domain import changes as ch
+from coldharbour.domain import stored as canon
+from coldharbour.domain.cashflows import CashFlow, Category
+from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import NS_PER_SECOND, Fill, OpenRow, Order, to_datetime
 from coldharbour.errors import DatabaseError
 from tests.support import make_settings
@@ -47,7 +49,7 @@ async def test_upserts_raw_order_older_version_never_overwrites_and_links_are_ke
                                             updated_at=T0 + 2 * NS_PER_SECOND)
 
     def orders(order: Order) -> list[ch.Change]:
-        return [ch.RawOrders("demo", (rows.order_values(order, "{}"),))]
+        return [ch.RawOrders("demo", ((order, "{}"),))]
 
     first = await writer.commit(orders(newer), T0)
     replay = await writer.commit(orders(newer), T0)
@@ -69,11 +71,11 @@ async def test_upserts_fill_activity_conflicts_on_execution_id_and_reads_back_as
     writer = await _writer(migrated_dsn)
     fill = Fill(order_id=str(uuid.uuid4()), symbol="AAPL", side="buy", qty=Decimal(3), price=Decimal("99.5"),
                 ts=T0 + 123_456_789, execution_id=str(uuid.uuid4()), cum_qty=Decimal(3))
-    record, canonical = rows.canonical_fill(fill)
+    record, canonical = canon.canonical_fill(fill)
     broker_copy = msgspec.structs.replace(record, id="20240301150000123::other-id")
 
-    def step(record: object) -> list[ch.Change]:
-        return [ch.RawActivities("demo", (rows.activity_values(record),), by_execution=True)]  # type: ignore[arg-type]
+    def step(record: ActivityRecord) -> list[ch.Change]:
+        return [ch.RawActivities("demo", (record,), by_execution=True)]
 
     first = await writer.commit(step(record), T0)
     again = await writer.commit(step(broker_copy), T0)
@@ -92,8 +94,10 @@ async def test_upserts_large_batch_binds_in_binary_and_stays_idempotent(migrated
     writer = await _writer(migrated_dsn)
     count = 2_000
     at = to_datetime(T0)
-    flows = tuple((f"cf-{i}", at, Decimal(i), "FEE", "fee", None) for i in range(count))
-    changed = (*flows[:5], *((f"cf-{i}", at, Decimal(-i - 1), "FEE", "fee", "x") for i in range(5, count)))
+    flows = tuple(CashFlow(id=f"cf-{i}", ts=at, amount=Decimal(i), type="FEE", category=Category.FEE)
+                  for i in range(count))
+    changed = (*flows[:5], *(CashFlow(id=f"cf-{i}", ts=at, amount=Decimal(-i - 1), type="FEE", category=Category.FEE,
+                                      description="x") for i in range(5, count)))
 
     first = await writer.commit([ch.CashFlows("demo", flows)], T0)
     replay = await writer.commit([ch.CashFlows("demo", flows)], T0)
@@ -114,10 +118,10 @@ async def test_upserts_a_fill_commit_is_one_prepared_statement_reused(migrated_d
         order = _order(status="filled", filled_qty=Decimal(10), legs=())
         fill = Fill(order_id=order.id, symbol="AAPL", side="buy", qty=Decimal(10), price=Decimal(100), ts=T0 + i,
                     execution_id=str(uuid.uuid4()), cum_qty=Decimal(10))
-        record, _ = rows.canonical_fill(fill)
+        record, _ = canon.canonical_fill(fill)
         return [ch.OpenRows("demo", (_position(order.id, i),)),
-                ch.RawOrders("demo", (rows.order_values(order, "{}"),)),
-                ch.RawActivities("demo", (rows.activity_values(record),), by_execution=True)]
+                ch.RawOrders("demo", ((order, "{}"),)),
+                ch.RawActivities("demo", (record,), by_execution=True)]
 
     results = [await writer.commit(fill_commit(i), T0) for i in range(3)]
     conn = writer._conn
@@ -139,11 +143,10 @@ async def test_upserts_the_same_table_twice_goes_in_one_transaction(migrated_dsn
     names = account_names(make_settings(migrated_dsn), "demo")
     fill = Fill(order_id=str(uuid.uuid4()), symbol="AAPL", side="buy", qty=Decimal(3), price=Decimal("99.5"),
                 ts=T0, execution_id=str(uuid.uuid4()), cum_qty=Decimal(3))
-    record, _ = rows.canonical_fill(fill)
-    at = to_datetime(T0)
-    fee = ("fee-1", "FEE", at, None, None, None, None, Decimal("-1.5"), None, None, "{}")
-    bad = ("fee-2", "FEE", at, None, None, None, None, Decimal("-1.5"), None, None, '{"broken')  # jsonb refuses it
-    by_execution = ch.RawActivities("demo", (rows.activity_values(record),), by_execution=True)
+    record, _ = canon.canonical_fill(fill)
+    fee = ActivityRecord(id="fee-1", activity_type="FEE", transaction_time=T0, net_amount=Decimal("-1.5"))
+    bad = msgspec.structs.replace(fee, id="fee-2", raw_json='{"broken')  # jsonb refuses it
+    by_execution = ch.RawActivities("demo", (record,), by_execution=True)
 
     with pytest.raises(DatabaseError, match="on a value"):
         await writer.commit([by_execution, ch.RawActivities("demo", (bad,))], T0)
@@ -177,13 +180,12 @@ async def test_upserts_parts_join_with_their_own_names_and_numbered_placeholders
     assert st.statement(specs[:3]) is st.statement(specs[:3])  # composed once
 
 
-def _position(parent_id: str, i: int) -> tuple[object, ...]:
-    row = OpenRow(parent_id=parent_id, symbol="AAPL", side="long", filled_at=T0 + i, qty=Decimal(10),
+def _position(parent_id: str, i: int) -> OpenRow:
+    return OpenRow(parent_id=parent_id, symbol="AAPL", side="long", filled_at=T0 + i, qty=Decimal(10),
                   avg_fill=Decimal(100), avg_px_symbol=Decimal(100), sl_child=None, sl_px=None, tp_child=None,
                   tp_px=None, mkt_px=Decimal(101), bar_px=None, bar_ts=None, moved_flag="—", buy_value=Decimal(1000),
                   holding_days=0, days_to_expire=None, mkt_value=Decimal(1010), profit_loss=None,
                   profit_loss_lot=None, tp_sl_reach_pct=None, updated_at=T0)
-    return rows.open_row_values(row)
 
 
 async def _count(writer: Writer, table: Any) -> int:
@@ -205,9 +207,8 @@ async def test_upserts_one_row_parts_store_exactly_what_the_batch_parts_store(mi
         fill = Fill(order_id=order.id, symbol="AAPL", side="buy", qty=Decimal("0.123456789012345678"),
                     price=Decimal("101.000000001"), ts=T0 + i * 1_000_017, execution_id=str(uuid.uuid4()),
                     cum_qty=Decimal("0.123456789012345678"))
-        record, _ = rows.canonical_fill(fill)
-        commits.append((_position(order.id, i), rows.order_values(order, '{"id": "x", "é": "a\\"b"}'),
-                        rows.activity_values(record)))
+        record, _ = canon.canonical_fill(fill)
+        commits.append((_position(order.id, i), (order, '{"id": "x", "é": "a\\"b"}'), record))
 
     def changes(part: list[tuple[Any, ...]]) -> list[ch.Change]:
         return [ch.OpenRows("demo", tuple(p for p, _, _ in part)), ch.RawOrders("demo", tuple(o for _, o, _ in part)),

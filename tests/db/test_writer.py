@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from psycopg import sql
@@ -23,7 +24,9 @@ from coldharbour.db import rows as r
 from coldharbour.db.connect import connect_read_only
 from coldharbour.db.writer import Writer
 from coldharbour.domain import changes as ch
-from coldharbour.domain.types import NS_PER_SECOND, ClosedSlice, OpenRow
+from coldharbour.domain.cashflows import CashFlow, Category
+from coldharbour.domain.schedule import Session
+from coldharbour.domain.types import NS_PER_SECOND, ClosedSlice, OpenRow, Order
 from coldharbour.errors import DatabaseError
 from tests.support import async_wait_for, make_settings
 
@@ -49,30 +52,28 @@ async def _writer(dsn: Any) -> Writer:
     return writer
 
 
-def _open_row(pid: str, *, px: str = "101", symbol: str = "AAPL") -> tuple[object, ...]:
-    row = OpenRow(parent_id=pid, symbol=symbol, side="long", filled_at=T0, qty=Decimal(10), avg_fill=Decimal(100),
+def _open_row(pid: str, *, px: str = "101", symbol: str = "AAPL") -> OpenRow:
+    return OpenRow(parent_id=pid, symbol=symbol, side="long", filled_at=T0, qty=Decimal(10), avg_fill=Decimal(100),
                   avg_px_symbol=Decimal(100), sl_child=None, sl_px=None, tp_child=None, tp_px=None,
                   mkt_px=Decimal(px), bar_px=None, bar_ts=None, moved_flag="—", buy_value=Decimal(1000),
                   holding_days=0, days_to_expire=None, mkt_value=Decimal(10) * Decimal(px), profit_loss=None,
                   profit_loss_lot=None, tp_sl_reach_pct=None, updated_at=T0)
-    return r.open_row_values(row)
 
 
 def _slice(lot: str, exit_id: str, *, final: bool, px: str = "110",
-           symbol: str = "AAPL") -> tuple[tuple[object, ...], ClosedSlice]:
-    found = ClosedSlice(entry_lot_id=lot, exit_order_id=exit_id, exit_parent_id=None, symbol=symbol, side="long",
+           symbol: str = "AAPL") -> ClosedSlice:
+    return ClosedSlice(entry_lot_id=lot, exit_order_id=exit_id, exit_parent_id=None, symbol=symbol, side="long",
                         qty=Decimal(5), entry_time=T0, entry_price=Decimal(100), exit_time=T0 + NS_PER_SECOND,
                         exit_price=Decimal(px), exit_type="MANUAL", pnl_cash=Decimal(50), pnl_cash_fifo=Decimal(50),
                         diff_pnl=Decimal(0), pnl_pct=Decimal("0.1"), return_pct=Decimal("0.1"), duration_sec=1,
                         entry_value=Decimal(500), exit_value=Decimal(550), fifo_qty=Decimal(5), is_final=final)
-    return r.closed_values(found), found
 
 
 async def test_writer_notify_reaches_listener_only_after_commit(migrated_dsn: Any) -> None:
     listener = await _listener(migrated_dsn, "pos_channel_demo")
     reader = await connect_read_only(migrated_dsn, "test")
     writer = await _writer(migrated_dsn)
-    prices = ch.LatestPrices((("AAPL", Decimal("187.25"), AT),))
+    prices = ch.LatestPrices((("AAPL", Decimal("187.25"), T0),))
     seen_rows_at_notify: list[int] = []
 
     result = await writer.commit([prices, ch.UiHeartbeat("demo", T0)], T0)
@@ -92,8 +93,8 @@ async def test_writer_notify_reaches_listener_only_after_commit(migrated_dsn: An
 async def test_writer_failed_commit_writes_and_notifies_nothing(migrated_dsn: Any) -> None:
     listener = await _listener(migrated_dsn, "pos_channel_demo")
     writer = await _writer(migrated_dsn)
-    good = ch.LatestPrices((("AAPL", Decimal(1), AT),))
-    bad = ch.LatestPrices((("MSFT", Decimal(-1), AT),))  # CHECK (price > 0)
+    good = ch.LatestPrices((("AAPL", Decimal(1), T0),))
+    bad = ch.LatestPrices((("MSFT", Decimal(-1), T0),))  # CHECK (price > 0)
 
     with pytest.raises(DatabaseError, match="commit failed on a value"):
         await writer.commit([good, ch.OpenRows("demo", (_open_row("p1"),)), bad], T0)
@@ -110,18 +111,18 @@ async def test_writer_failed_commit_writes_and_notifies_nothing(migrated_dsn: An
 async def test_writer_replay_and_empty_changes_write_and_notify_nothing(migrated_dsn: Any) -> None:
     listener = await _listener(migrated_dsn, "pos_channel_demo", "closed_channel_demo", "metrics_channel_demo")
     writer = await _writer(migrated_dsn)
-    row, _ = _slice("lot-1", "exit-1", final=True)
+    row = _slice("lot-1", "exit-1", final=True)
     changes: list[ch.Change] = [
         ch.OpenRows("demo", (_open_row("p1"), _open_row("p2"))),
         ch.ClosedSlices("demo", (row,), (ch.Announce.IF_CHANGED,)),
-        ch.LatestPrices((("AAPL", Decimal("187.25"), AT),)),
+        ch.LatestPrices((("AAPL", Decimal("187.25"), T0),)),
         ch.MetricsDoc("demo", '{"as_of": "a", "kpi": 1}'),
     ]
     first = await writer.commit(changes, T0)
     first_notes = await _drain(listener)
     replay = await writer.commit([*changes[:3], ch.MetricsDoc("demo", '{"as_of": "b", "kpi": 1}')], T0)
     empty = await writer.commit([ch.OpenRows("demo"), ch.ClosedSlices("demo"), ch.RawOrders("demo", ())], T0)
-    stale = await writer.commit([ch.LatestPrices((("AAPL", Decimal(100), datetime(2026, 1, 5, 14, tzinfo=UTC)),))], T0)
+    stale = await writer.commit([ch.LatestPrices((("AAPL", Decimal(100), T0 - 3600 * NS_PER_SECOND),))], T0)
     later = await _drain(listener)
     await writer.close()
     await listener.close()
@@ -148,7 +149,7 @@ async def test_writer_position_payloads_keep_the_contract(migrated_dsn: Any) -> 
     await writer.close()
     await listener.close()
 
-    expected = notify.to_json({"row": dict(zip(r.POSITION_COLUMNS, _open_row("p000", px="102"), strict=True))})
+    expected = notify.to_json({"row": r.open_row_json(_open_row("p000", px="102"))})
     assert single == [expected]
     assert deleted == ['{"op":"delete","parent_id":"p001"}']
     assert len(batch) > 2
@@ -178,14 +179,14 @@ async def test_writer_oversized_position_row_becomes_refetch(migrated_dsn: Any) 
 async def test_writer_closed_slice_announced_when_final_and_once_when_it_becomes_final(migrated_dsn: Any) -> None:
     listener = await _listener(migrated_dsn, "closed_channel_demo")
     writer = await _writer(migrated_dsn)
-    open_row, _ = _slice("lot-2", "exit-1", final=False)
-    final_row, final = _slice("lot-2", "exit-1", final=True)
+    open_row = _slice("lot-2", "exit-1", final=False)
+    final = _slice("lot-2", "exit-1", final=True)
 
     await writer.commit([ch.ClosedSlices("demo", (open_row,), (ch.Announce.NEVER,))], T0)
     before = await _drain(listener)
-    await writer.commit([ch.ClosedSlices("demo", (final_row,), (ch.Announce.ALWAYS,))], T0)
+    await writer.commit([ch.ClosedSlices("demo", (final,), (ch.Announce.ALWAYS,))], T0)
     became_final = [json.loads(p) for p in await _drain(listener)]
-    await writer.commit([ch.ClosedSlices("demo", (final_row,), (ch.Announce.IF_CHANGED,))], T0)
+    await writer.commit([ch.ClosedSlices("demo", (final,), (ch.Announce.IF_CHANGED,))], T0)
     replay = await _drain(listener)
     await writer.close()
     await listener.close()
@@ -199,8 +200,8 @@ async def test_writer_oversized_closed_slice_becomes_refetch_and_the_commit_succ
     """Issue 14: a slice over 8,000 bytes (a long broker symbol) made the exit commit fail forever."""
     listener = await _listener(migrated_dsn, "closed_channel_demo")
     writer = await _writer(migrated_dsn)
-    big, _ = _slice("lot-big", "exit-1", final=True, symbol="Z" * 8000)
-    small, found = _slice("lot-small", "exit-1", final=True)
+    big = _slice("lot-big", "exit-1", final=True, symbol="Z" * 8000)
+    small = found = _slice("lot-small", "exit-1", final=True)
 
     result = await writer.commit([ch.ClosedSlices("demo", (big, small), (ch.Announce.IF_CHANGED,) * 2)], T0)
     notes = [json.loads(p) for p in await _drain(listener)]
@@ -215,14 +216,15 @@ async def test_writer_oversized_closed_slice_becomes_refetch_and_the_commit_succ
 async def test_writer_quarantines_the_refused_row_and_commits_the_rest(migrated_dsn: Any) -> None:
     listener = await _listener(migrated_dsn, "pos_channel_demo")
     writer = await _writer(migrated_dsn)
-    good_order = (str(uuid.uuid4()), None, None, None, None, "AAPL", "buy", "market", "new", Decimal(1), Decimal(0),
-                  None, None, None, AT, AT, None, None, "{}", None)
-    bad_order = (str(uuid.uuid4()), "nul\x00id", *good_order[2:])
+    good_order = Order(id=str(uuid.uuid4()), symbol="AAPL", side="buy", order_type="market", status="new",
+                       created_at=T0, updated_at=T0, qty=Decimal(1))
+    bad_order = msgspec.structs.replace(good_order, id=str(uuid.uuid4()), client_order_id="nul\x00id")
     changes: list[ch.Change] = [
-        ch.RawOrders("demo", (good_order, bad_order)),
+        ch.RawOrders("demo", ((good_order, "{}"), (bad_order, "{}"))),
         ch.OpenRows("demo", (_open_row("p1"),)),
-        ch.LatestPrices((("AAPL", Decimal(1), AT), ("MSFT", Decimal(-1), AT))),
-        ch.CashFlows("demo", (("cf-tiny", AT, Decimal("1E-20000"), "FEE", "fee", None),)),  # psycopg refuses it
+        ch.LatestPrices((("AAPL", Decimal(1), T0), ("MSFT", Decimal(-1), T0))),
+        ch.CashFlows("demo", (CashFlow(id="cf-tiny", ts=AT, amount=Decimal("1E-20000"), type="FEE",
+                                       category=Category.FEE),)),  # psycopg refuses the amount
     ]
 
     result = await writer.commit_isolating(changes, T0)
@@ -239,7 +241,7 @@ async def test_writer_quarantines_the_refused_row_and_commits_the_rest(migrated_
     assert stored == (1, 1)
     assert len(notes) == 1
     assert sorted((q.kind, q.account, q.key) for q in quarantined) == [
-        ("CashFlows", "demo", "cf-tiny"), ("LatestPrices", None, "MSFT"), ("RawOrders", "demo", bad_order[0])]
+        ("CashFlows", "demo", "cf-tiny"), ("LatestPrices", None, "MSFT"), ("RawOrders", "demo", bad_order.id)]
     assert all(q.error for q in quarantined)
     assert "\\u0000" in next(q.raw for q in quarantined if q.kind == "RawOrders")
     assert writer.counters["quarantined"] == 3
@@ -247,7 +249,7 @@ async def test_writer_quarantines_the_refused_row_and_commits_the_rest(migrated_
 
 async def test_writer_reconnects_after_postgres_restart(pg_cluster: Any, migrated_dsn: Any) -> None:
     writer = await _writer(migrated_dsn)
-    prices = ch.LatestPrices((("AAPL", Decimal(1), AT),))
+    prices = ch.LatestPrices((("AAPL", Decimal(1), T0),))
 
     await asyncio.to_thread(pg_cluster.stop, "immediate")
     try:
@@ -269,12 +271,13 @@ async def test_writer_deletes_canceled_cash_flows_and_a_replay_changes_nothing(m
     """SPEC §8 corrections: a canceled activity's row goes, a corrected amount replaces the row."""
     writer = await _writer(migrated_dsn)
     table = writer.names("demo").cash_flows
-    div = ("20260105000000000::div", AT, Decimal("2.40"), "DIV", "income", "Cash DIV")
-    fee = ("20260105000000000::fee", AT, Decimal("-0.02"), "FEE", "fee", None)
+    div = CashFlow(id="20260105000000000::div", ts=AT, amount=Decimal("2.40"), type="DIV", category=Category.INCOME,
+                   description="Cash DIV")
+    fee = CashFlow(id="20260105000000000::fee", ts=AT, amount=Decimal("-0.02"), type="FEE", category=Category.FEE)
     await writer.commit([ch.CashFlows("demo", (div, fee))], T0)
 
-    corrected = (fee[0], AT, Decimal("-0.05"), "FEE", "fee", None)
-    change = ch.CashFlows("demo", (corrected,), deletes=(div[0],))
+    corrected = msgspec.structs.replace(fee, amount=Decimal("-0.05"))
+    change = ch.CashFlows("demo", (corrected,), deletes=(div.id,))
     first = await writer.commit([change], T0)
     replay = await writer.commit([change], T0)
     rows = await (await writer._conn.execute(  # type: ignore[union-attr]
@@ -283,12 +286,12 @@ async def test_writer_deletes_canceled_cash_flows_and_a_replay_changes_nothing(m
 
     assert first.changed == 2
     assert replay.changed == 0
-    assert rows == [(fee[0], Decimal("-0.05"))]
+    assert rows == [(fee.id, Decimal("-0.05"))]
 
 
-def _session(day: int) -> tuple[date, datetime, datetime, datetime, datetime]:
+def _session(day: int) -> Session:
     at = datetime(2026, 1, day, 14, 30, tzinfo=UTC)
-    return (date(2026, 1, day), at, at, at, at)
+    return Session(session_date=date(2026, 1, day), pre_open_utc=at, open_utc=at, close_utc=at, post_close_utc=at)
 
 
 async def test_writer_schedule_refresh_replaces_its_range(migrated_dsn: Any) -> None:
@@ -297,9 +300,9 @@ async def test_writer_schedule_refresh_replaces_its_range(migrated_dsn: Any) -> 
     stored = [_session(d) for d in (5, 6, 7, 8, 9, 12)]
     await writer.commit([ch.MarketSchedule(tuple(stored))], T0)
 
-    refreshed = tuple(s for s in stored[:5] if s[0].day != 7)  # 7 Jan closed; 12 Jan outside the range
+    refreshed = tuple(s for s in stored[:5] if s.session_date.day != 7)  # 7 Jan closed; 12 Jan outside the range
     span = (date(2026, 1, 5), date(2026, 1, 9))
-    change = ch.MarketSchedule(refreshed, replace=span, keep=tuple(s[0] for s in refreshed))
+    change = ch.MarketSchedule(refreshed, replace=span, keep=tuple(s.session_date for s in refreshed))
     first = await writer.commit([change], T0)
     replay = await writer.commit([change], T0)
     rows = await (await writer._conn.execute(  # type: ignore[union-attr]

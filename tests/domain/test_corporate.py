@@ -49,6 +49,24 @@ def test_two_for_one_split_doubles_qty_halves_entry_keeps_cost_and_time() -> Non
     assert ledger.fifo_queue("AAPL")[0].qty == D(20)
 
 
+def test_a_fee_in_the_coin_takes_coins_out_of_the_lot_and_keeps_its_cost() -> None:
+    """Alpaca charges a crypto buy's fee in the coin received (CFEE, ``qty`` < 0, ``net_amount``
+    0: the NonTradeActivity of https://docs.alpaca.markets/us/docs/account-activities.md): the lot
+    holds what the broker holds, its cost is what was paid, and nothing closes."""
+    buy = make_order(id="c1", symbol="BTC/USD")
+    fills = [make_fill(order_id="c1", symbol="BTC/USD", qty=D("0.5"), price=D(60000), ts=at(0), cum_qty=D("0.5"))]
+    fee = CorporateAction(id="cfee", type="coin_fee", symbol="BTC/USD", ts=at(3600), qty=D("0.00125"))
+    too_big = CorporateAction(id="cfee2", type="coin_fee", symbol="BTC/USD", ts=at(3600), qty=D(1))
+
+    ledger = rebuild([buy], fills, [fee])
+    _, problems = adjusted_history(fills, [too_big])
+
+    (lot,) = ledger.lots.values()
+    assert (lot.qty, lot.entry_cost) == (D("0.49875"), D(30000))
+    assert ledger.slices == {}
+    assert [p.reason for p in problems] == ["coin_fee: 1 BTC/USD not held then (position 0.5)"]
+
+
 def test_one_for_ten_reverse_split_books_no_sale_and_no_pnl() -> None:
     ledger = rebuild([BUY], held(), [split("0.1")])
 

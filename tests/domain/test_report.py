@@ -37,13 +37,15 @@ def _sessions(count: int, first: date = date(2024, 1, 2)) -> list[date]:
     return [d.date() for d in pd.bdate_range(first, periods=count)]
 
 
-def account_rows(count: int = 90, *, wipe_out_on: int | None = None, seed: int = 29) -> list[DailySummary]:
-    """A daily curve from the ledger: deposits, a withdrawal, flat days, a loss streak, maybe a wipe-out."""
+def account_days(
+    count: int = 90, *, wipe_out_on: int | None = None, seed: int = 29, sessions: list[date] | None = None
+) -> list[DayInputs]:
+    """A ledger's days: deposits, a withdrawal, flat days, a loss streak, maybe a wipe-out."""
     rng = random.Random(seed)
     price = D(100)
     held = D(0)
     days = []
-    for i, session in enumerate(_sessions(count)):
+    for i, session in enumerate(sessions or _sessions(count)):
         ts = datetime.combine(session, datetime.min.time(), UTC) + timedelta(hours=15)
         flows: list[CashFlow] = []
         executions: list[Execution] = []
@@ -68,6 +70,12 @@ def account_rows(count: int = 90, *, wipe_out_on: int | None = None, seed: int =
         price = (price * (1 + move)).quantize(D("0.01"))
         days.append(DayInputs(session_date=session, flows=tuple(flows), executions=tuple(executions),
                               closes={"XYZ": price}))  # fmt: skip
+    return days
+
+
+def account_rows(count: int = 90, *, wipe_out_on: int | None = None, seed: int = 29) -> list[DailySummary]:
+    """The daily curve of ``account_days`` as the report reads it."""
+    days = account_days(count, wipe_out_on=wipe_out_on, seed=seed)
     return [daily_summary(row) for row in build_daily_curve(days).rows]
 
 

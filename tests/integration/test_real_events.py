@@ -33,7 +33,7 @@ from coldharbour.sim.broker import BrokerServer
 from coldharbour.sim.engine import DEFAULT_ACCOUNTS
 from coldharbour.sim.postgres import PgCluster
 from tests.fixtures.broker import FakeBroker
-from tests.integration.e2e import (
+from tests.fixtures.stack import (
     CLOSED,
     POSITIONS,
     RAW_ACTIVITIES,
@@ -162,6 +162,28 @@ def test_one_for_ten_reverse_split_keeps_the_basis_and_realizes_nothing(world: W
     _split_keeps_the_basis(world, "MSFT", "0.1", "10", "40")
 
 
+def test_split_canceled_and_rebooked_by_the_broker_is_applied_once(world: World) -> None:
+    """Alpaca's documented correction: the legs listed again as canceled, new legs booked."""
+    recon, realized = world.recon(), world.realized()
+    world.broker.set_prices({"INTC": "30"})
+    world.buy("INTC", "10")
+    [before] = world.held("INTC", "10")
+    wrong = {"type": "forward_split", "symbol": "INTC", "old_rate": "1", "new_rate": "3"}
+
+    first = world.broker._control("POST", "/sim/corporate-actions", wrong)
+    world.held("INTC", "30")
+    world.broker._control("POST", f"/sim/corporate-actions/{first['id']}/cancel",
+                          {"rebook": {**wrong, "new_rate": "2"}})  # fmt: skip
+    [after] = world.held("INTC", "20")
+    world.snapshots(3)
+
+    assert (after["parent_id"], after["buy_value"], after["avg_fill"]) == (
+        before["parent_id"], before["buy_value"], before["avg_fill"] / 2)
+    assert world.open_rows("INTC") == [after]
+    assert world.closed("INTC") == []
+    assert (world.recon(), world.realized()) == (recon, realized)
+
+
 def test_symbol_change_moves_the_lot_with_its_basis(world: World) -> None:
     recon = world.recon()
     world.broker.set_prices({"FB": "200"})
@@ -234,6 +256,27 @@ def test_crypto_round_trip_leaves_no_reconciliation_lot_across_three_snapshots(w
     assert held_recon == world.recon() == recon
     assert world.recon_rows() == recon_rows
     assert [c["qty"] for c in world.closed("BTC/USD")] == [Decimal("0.5")]
+
+
+def test_crypto_fee_in_the_coin_leaves_no_closed_row_and_matches_the_broker(world: World) -> None:
+    """Alpaca charges the fee in the coin received, posted as a CFEE with ``qty`` and
+    ``net_amount`` 0 (account-activities page, NonTradeActivity; positions say ``ETHUSD``)."""
+    recon, recon_rows = world.recon(), world.recon_rows()
+    world.broker.set_prices({"ETH/USD": "3000"})
+    world.buy("ETH/USD", "2", tif=TimeInForce.GTC)
+    [lot] = world.held("ETH/USD", "2")
+    world.snapshots(1)
+
+    world.broker.post_activities([{"activity_type": "CFEE", "symbol": "ETHUSD", "qty": "-0.005", "price": "3000",
+                                   "net_amount": "0", "description": "Coin Pair Transaction Fee"}])  # fmt: skip
+    [after] = world.held("ETH/USD", "1.995")
+    world.snapshots(3)
+
+    broker_qty = world.broker.request("GET", "/v2/positions/ETHUSD").json()["qty"]
+    assert (after["parent_id"], after["buy_value"], Decimal(broker_qty)) == (lot["parent_id"], lot["buy_value"],
+                                                                            Decimal("1.995"))
+    assert world.closed("ETH/USD") == []
+    assert (world.recon(), world.recon_rows()) == (recon, recon_rows)
 
 
 def test_fills_without_execution_id_are_booked_exactly_once(world: World) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from coldharbour.db import rows as r
 from coldharbour.domain import changes as ch
 from coldharbour.domain.types import CLOSED_COLUMNS, NS_PER_SECOND, Fill, Order
-from coldharbour.messages import Msg
+from coldharbour.messages import CorporateActionsPage, FillsPage, Msg
 from coldharbour.mirror import Event, LedgerCheck, Mirror, Plan, StateOwner
 from coldharbour.mirror.owner import History, Stored
 from tests.support import make_settings
@@ -77,14 +77,14 @@ class Store:
         match change:
             case ch.OpenRows(upserts=ups, deletes=dels):
                 for row in ups:
-                    self.open[str(row[0])] = dict(zip(r.POSITION_COLUMNS, row, strict=True))
+                    self.open[row.parent_id] = dict(zip(r.POSITION_COLUMNS, r.open_row_values(row), strict=True))
                 for pid in dels:
                     self.open.pop(pid, None)
-            case ch.ClosedSlices(upserts=ups, deletes=dels):
+            case ch.ClosedSlices(upserts=found, deletes=dels):
                 for key in dels:
                     self.closed.pop(key, None)
-                for row in ups:
-                    self.closed[(str(row[0]), str(row[1]))] = dict(zip(CLOSED_COLUMNS, row, strict=True))
+                for one in found:
+                    self.closed[one.key] = dict(zip(CLOSED_COLUMNS, r.closed_values(one), strict=True))
 
 
 class DictStore:
@@ -172,3 +172,12 @@ def of_kind(changes: Iterable[ch.Change], kind: type[Any]) -> list[Any]:
 
 def event(topic: str, message: Msg) -> tuple[str, Msg]:
     return (topic, message)
+
+
+def history_complete(upto: int, slug: str = "demo") -> list[Event]:
+    """What ``snapshot`` sends before a full snapshot: the empty last pages of a fill read and of a
+    corporate read from the backfill floor, saying both are complete up to ``upto``."""
+    return [(f"fills.{slug}", FillsPage(account=slug, fills=(), complete_after_ns=0, complete_to_ns=upto,
+                                        is_from_floor=True)),
+            (f"fills.{slug}", CorporateActionsPage(account=slug, actions=(), complete_after_ns=0, complete_to_ns=upto,
+                                                   is_from_floor=True))]

@@ -30,7 +30,7 @@ from coldharbour.messages import (
 )
 from coldharbour.mirror import FlushDue, GapDetected, HeartbeatDue, LedgerCheck
 from coldharbour.mirror.marks import IDLE_TTL_NS
-from tests.mirror.support import NOW, T0, Driver, bracket, fill, of_kind, oid, order
+from tests.mirror.support import NOW, T0, Driver, bracket, fill, history_complete, of_kind, oid, order
 
 AT = datetime(2024, 3, 1, 15, tzinfo=UTC)
 
@@ -54,10 +54,11 @@ def test_order_update_with_fill_writes_raw_rows_a_lot_and_asks_for_the_broker_wa
     [orders] = of_kind(changes, ch.RawOrders)
     [fills] = of_kind(changes, ch.RawActivities)
     [rows] = of_kind(changes, ch.OpenRows)
-    assert [row[0] for row in orders.rows] == [entry.id]
+    assert [version.id for version, _ in orders.rows] == [entry.id]
     assert fills.by_execution
-    assert fills.rows[0][8] == "6b7a3c1e-0000-4000-8000-000000000001"
-    assert (rows.upserts[0][0], rows.upserts[0][4], rows.deletes, rows.announce) == (entry.id, Decimal(10), (), True)
+    assert fills.rows[0].execution_id == "6b7a3c1e-0000-4000-8000-000000000001"
+    [row] = rows.upserts
+    assert (row.parent_id, row.qty, rows.deletes, rows.announce) == (entry.id, Decimal(10), (), True)
     assert Driver.messages(plans) == [ResyncRequested(account="demo", reason="fill", symbols=("AAPL",))]
     assert Driver.changes(replay) == []
 
@@ -72,8 +73,8 @@ def test_orders_page_writes_raw_orders_and_rows_for_new_legs() -> None:
 
     [orders] = of_kind(changes, ch.RawOrders)
     [rows] = of_kind(changes, ch.OpenRows)
-    assert {row[0] for row in orders.rows} == {entry.id, take.id, stop.id}
-    stored = dict(zip(r.POSITION_COLUMNS, rows.upserts[0], strict=True))
+    assert {version.id for version, _ in orders.rows} == {entry.id, take.id, stop.id}
+    stored = dict(zip(r.POSITION_COLUMNS, r.open_row_values(rows.upserts[0]), strict=True))
     assert (stored["tp_child"], stored["tp_px"], stored["sl_child"], stored["sl_px"]) == (
         take.id, Decimal(110), stop.id, Decimal(95))
 
@@ -87,7 +88,8 @@ def test_fills_page_books_lots_and_closed_slices_announced_when_final() -> None:
     changes = Driver.changes(plans)
 
     [slices] = of_kind(changes, ch.ClosedSlices)
-    assert [(row[0], row[1], row[11]) for row in slices.upserts] == [(oid("A"), oid("S"), Decimal(100))]
+    assert [(s.entry_lot_id, s.exit_order_id, s.pnl_cash) for s in slices.upserts] == [
+        (oid("A"), oid("S"), Decimal(100))]
     assert slices.announce == (ch.Announce.IF_CHANGED,)
     assert of_kind(changes, ch.OpenRows) == []  # opened and closed in one batch: no row ever existed
     assert Driver.messages(plans) == []  # history pages are not stream fills: no WAC resync
@@ -101,13 +103,13 @@ def test_slice_written_while_its_lot_was_open_is_announced_once_when_the_lot_clo
     driver.feed(("orders.demo", OrdersPage(account="demo", orders=orders)))
     driver.feed(("fills.demo", FillsPage(account="demo", fills=(
         fill("A", qty=10), fill("B", qty=5, at=T0 + 1000), fill("S1", qty=12, price=110, side="sell", at=T0 + 2000)))))
-    first = {(row[0], row[1]): flag for c in of_kind(Driver.changes(driver.plans), ch.ClosedSlices)
-             for row, flag in zip(c.upserts, c.announce, strict=True)}
+    first = {found.key: flag for c in of_kind(Driver.changes(driver.plans), ch.ClosedSlices)
+             for found, flag in zip(c.upserts, c.announce, strict=True)}
 
     plans = driver.feed(("fills.demo", FillsPage(account="demo", fills=(
         fill("S2", qty=3, price=120, side="sell", at=T0 + 3000),))))
     [slices] = of_kind(Driver.changes(plans), ch.ClosedSlices)
-    later = {(row[0], row[1]): flag for row, flag in zip(slices.upserts, slices.announce, strict=True)}
+    later = {found.key: flag for found, flag in zip(slices.upserts, slices.announce, strict=True)}
 
     assert first == {(oid("A"), oid("S1")): ch.Announce.IF_CHANGED, (oid("B"), oid("S1")): ch.Announce.NEVER}
     assert later == {(oid("B"), oid("S1")): ch.Announce.ALWAYS, (oid("B"), oid("S2")): ch.Announce.IF_CHANGED}
@@ -122,8 +124,8 @@ def test_activities_page_writes_raw_activities_and_cash_flows() -> None:
     changes = Driver.changes(driver.feed(("cash.demo", ActivitiesPage(account="demo", activities=(dividend,),
                                                                       cash_flows=(flow,)))))
 
-    assert changes == [ch.RawActivities("demo", (r.activity_values(dividend),)),
-                       ch.CashFlows("demo", (r.cash_flow_values(flow),))]
+    assert changes == [ch.RawActivities("demo", (dividend,)),
+                       ch.CashFlows("demo", (flow,))]
 
 
 def test_activities_page_deletes_canceled_cash_flows_and_a_later_version_wins() -> None:
@@ -138,7 +140,7 @@ def test_activities_page_deletes_canceled_cash_flows_and_a_later_version_wins() 
         ("cash.demo", ActivitiesPage(account="demo", activities=(), cash_flows=(fee,)))))
 
     assert canceled == [ch.CashFlows("demo", deletes=("20240301000000000::div-1",))]
-    assert rebooked == [ch.CashFlows("demo", (r.cash_flow_values(fee),))]
+    assert rebooked == [ch.CashFlows("demo", (fee,))]
 
 
 def test_a_final_order_with_a_commission_books_it_as_a_fee_once() -> None:
@@ -159,7 +161,7 @@ def test_a_final_order_with_a_commission_books_it_as_a_fee_once() -> None:
     fee = CashFlow(id=f"commission:{oid('C')}", ts=to_datetime(T0), amount=Decimal("-1.25"), type="FEE",
                    category=Category.FEE, description="commission AAPL")
     assert while_live == []
-    assert final == [ch.CashFlows("demo", (r.cash_flow_values(fee),))]
+    assert final == [ch.CashFlows("demo", (fee,))]
     assert others == []  # no commission; a crypto fee is booked from its CFEE activity instead
 
 
@@ -172,21 +174,20 @@ def test_partial_snapshot_sets_the_broker_wac_of_its_symbols() -> None:
         taken_at=T0 + 100)))
     [rows] = of_kind(Driver.changes(plans), ch.OpenRows)
 
-    assert dict(zip(r.POSITION_COLUMNS, rows.upserts[0], strict=True))["avg_px_symbol"] == Decimal("100.5")
+    assert rows.upserts[0].avg_px_symbol == Decimal("100.5")
 
 
 def test_full_snapshot_reconciles_a_position_the_ledger_lacks() -> None:
     driver = Driver()
     snapshot = SnapshotTaken(account="demo", positions=(
         BrokerPosition(symbol="MSFT", qty=Decimal(4), avg_entry_price=Decimal(300)),), taken_at=T0)
-
-    plans = driver.feed(("snap.demo", snapshot))
+    plans = driver.feed(*history_complete(T0), ("snap.demo", snapshot))
     changes = Driver.changes(plans)
 
     [rows] = of_kind(changes, ch.OpenRows)
     [fills] = of_kind(changes, ch.Reconciliations)
-    assert [(row[1], row[4]) for row in rows.upserts] == [("MSFT", Decimal(4))]
-    assert "recon:" in str(fills.rows[0][0])
+    assert [(row.symbol, row.qty) for row in rows.upserts] == [("MSFT", Decimal(4))]
+    assert "recon:" in fills.rows[0].id
     assert of_kind(changes, ch.RawActivities) == []  # nothing synthetic among the broker's activities
     assert driver.mirror.counters["recon_corrections"] == 1
 
@@ -202,7 +203,7 @@ def test_tick_marks_a_held_lot_and_the_flush_writes_prices_bars_and_held_marks()
     again = Driver.changes(driver.feed(FlushDue()))
 
     [pushed] = of_kind(first, ch.OpenRows)
-    assert dict(zip(r.POSITION_COLUMNS, pushed.upserts[0], strict=True))["mkt_px"] == Decimal("101.0")
+    assert pushed.upserts[0].mkt_px == Decimal("101.0")
     assert small == []  # a 0.1 % move is held for the flush (UI_PUSH_PCT_THRESHOLD 0.25)
     [prices] = of_kind(flush, ch.LatestPrices)
     [bars] = of_kind(flush, ch.PriceBars)
@@ -211,7 +212,7 @@ def test_tick_marks_a_held_lot_and_the_flush_writes_prices_bars_and_held_marks()
     assert [(b[0], b[2], b[3], b[5]) for b in bars.rows if b[0] == "AAPL"] == [
         ("AAPL", Decimal(101), Decimal("101.1"), Decimal("101.1"))]
     assert marks.announce is False
-    assert dict(zip(r.POSITION_COLUMNS, marks.upserts[0], strict=True))["mkt_px"] == Decimal("101.1")
+    assert marks.upserts[0].mkt_px == Decimal("101.1")
     assert again == []
 
 
@@ -225,8 +226,8 @@ def test_equity_rows_and_a_full_rebuild_keep_only_its_dates() -> None:
     changes = Driver.changes(driver.feed(("equity.demo", EquityComputed(account="demo", daily=(day,),
                                                                         intraday=(point,), is_rebuild=True))))
 
-    assert changes == [ch.DailyEquity("demo", (r.daily_values(day),), (date(2024, 3, 1),)),
-                       ch.IntradayEquity("demo", (r.intraday_values(point),))]
+    assert changes == [ch.DailyEquity("demo", (day,), (date(2024, 3, 1),)),
+                       ch.IntradayEquity("demo", (point,))]
 
 
 def test_metrics_document_is_written_and_a_non_object_is_rejected_and_counted() -> None:
@@ -249,7 +250,7 @@ def test_schedule_writes_sessions_and_prunes_old_ones() -> None:
 
     changes = Driver.changes(driver.feed(("schedule", ScheduleComputed(sessions=(session,), prune_before_ns=T0))))
 
-    assert changes == [ch.MarketSchedule((r.session_values(session),), date(2024, 3, 1))]
+    assert changes == [ch.MarketSchedule((session,), date(2024, 3, 1))]
 
 
 def test_schedule_refresh_replaces_its_range_so_a_later_closure_goes() -> None:
@@ -265,10 +266,10 @@ def test_schedule_refresh_replaces_its_range_so_a_later_closure_goes() -> None:
         sessions=refreshed, replace_from=date(2024, 3, 4), replace_to=date(2024, 3, 8)))))
     upsert_only = Driver.changes(driver.feed(("schedule", ScheduleComputed(sessions=refreshed[:1]))))
 
-    assert changes == [ch.MarketSchedule(tuple(r.session_values(s) for s in refreshed), None,
+    assert changes == [ch.MarketSchedule(refreshed, None,
                                          (date(2024, 3, 4), date(2024, 3, 8)),
                                          (date(2024, 3, 4), date(2024, 3, 5), date(2024, 3, 7), date(2024, 3, 8)))]
-    assert upsert_only == [ch.MarketSchedule((r.session_values(refreshed[0]),))]
+    assert upsert_only == [ch.MarketSchedule((refreshed[0],))]
 
 
 def test_heartbeat_announces_on_every_account() -> None:
@@ -314,13 +315,13 @@ def test_leg_arriving_after_its_fill_rebuilds_and_relinks_the_exit() -> None:
     driver.feed(("orders.demo", OrdersPage(account="demo", orders=(entry, stop))),
                 ("fills.demo", FillsPage(account="demo", fills=(
                     fill("A"), fill("A-tp", price=110, side="sell", at=T0 + NS_PER_SECOND)))))
-    manual = [row[10] for c in of_kind(Driver.changes(driver.plans), ch.ClosedSlices) for row in c.upserts]
+    manual = [found.exit_type for c in of_kind(Driver.changes(driver.plans), ch.ClosedSlices) for found in c.upserts]
 
     plans = driver.feed(("orders.demo", OrdersPage(account="demo", orders=(take,))))
     [slices] = of_kind(Driver.changes(plans), ch.ClosedSlices)
 
     assert manual == ["MANUAL"]
-    assert [(row[0], row[1], row[10]) for row in slices.upserts] == [(entry.id, take.id, "TP")]
+    assert [(s.entry_lot_id, s.exit_order_id, s.exit_type) for s in slices.upserts] == [(entry.id, take.id, "TP")]
     assert slices.announce == (ch.Announce.IF_CHANGED,)
     assert driver.mirror.counters["ledger_rebuilds"] == 1
 
@@ -354,7 +355,7 @@ def test_snapshot_current_price_marks_only_when_newer_than_the_last_tick() -> No
                                                     taken_at=T0 + 15)))
 
     [rows] = of_kind(Driver.changes(marked), ch.OpenRows)
-    assert dict(zip(r.POSITION_COLUMNS, rows.upserts[0], strict=True))["mkt_px"] == Decimal(102)
+    assert rows.upserts[0].mkt_px == Decimal(102)
     assert Driver.changes(older) == []
     assert driver.mirror.marks.price("AAPL") == Decimal("103.0")
 

@@ -18,6 +18,7 @@ from coldharbour.cli.status import DEGRADED, _row, is_degraded
 from coldharbour.db import connect
 from coldharbour.db.writer import Writer
 from coldharbour.domain.changes import LatestPrices
+from coldharbour.domain.types import from_datetime
 from coldharbour.errors import DatabaseError
 from coldharbour.messages import Heartbeat
 from tests.support import make_settings
@@ -27,13 +28,14 @@ pytestmark = pytest.mark.asyncio
 
 async def test_held_lock_times_out_and_flags_degraded_until_a_commit_succeeds(migrated_dsn, monkeypatch) -> None:
     monkeypatch.setattr(connect, "WRITER_OPTIONS", "-c statement_timeout=5000 -c lock_timeout=200")
-    step = LatestPrices((("AAPL", Decimal("187.25"), datetime(2026, 1, 5, 15, tzinfo=UTC)),))
+    step = LatestPrices((("AAPL", Decimal("187.25"), from_datetime(datetime(2026, 1, 5, 15, tzinfo=UTC))),))
     writer = Writer(make_settings(migrated_dsn))
     await writer.connect()
     try:
         with psycopg.connect(migrated_dsn.reveal()) as holder:
             holder.execute("LOCK TABLE accounts.latest_prices IN ACCESS EXCLUSIVE MODE")
-            with pytest.raises(DatabaseError):
+            refusal = "commit failed, connection lost: canceling statement due to lock timeout"
+            with pytest.raises(DatabaseError, match=refusal):
                 await writer.commit([step], 0)
             holder.rollback()
         assert writer.counters["db_timeouts"] == 1

@@ -9,15 +9,21 @@ here (the fake broker only trades symbols it has a price for); the whole-stack t
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
+import pytest
+import requests
 from playwright.sync_api import Dialog, Page, Route, expect
 
+from coldharbour.messages import SnapshotTaken
 from coldharbour.sim.postgres import PgCluster
+from coldharbour.web.figures import PREFIX_SNAPSHOT, AccountFigures
 from tests.support import wait_for
 from tests.web.server import Dashboard
 from tests.web.tables import Tables, closed_slice, lot
+
+pytestmark = pytest.mark.integration  # a real chromium: the full tier (docs/testing.md)
 
 POSITIONS = "[data-testid=positions]"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -187,3 +193,57 @@ def test_page_failed_refetch_is_shown_and_retried(page: Page, dashboard: Dashboa
     expect(_lot_row(page, "lot-late").locator("[data-col=mkt_px]")).to_have_text("150.5")
     expect(page.locator('[data-testid=alerts] [data-alert="refetch:lot-late"]')).to_have_count(0)
     assert len(failures) == 2
+
+
+def test_page_banner_shows_the_health_causes_in_status_words(page: Page, dashboard: Dashboard) -> None:
+    """No supervisord runs here: the health model's cause is that, and the banner says it."""
+    _open(page, dashboard)
+    status = requests.get(f"{dashboard.url}/api/status", timeout=10).json()
+
+    assert status["working"] is False
+    assert status["alerts"][0].startswith("supervisord: ")
+    expect(page.locator('[data-testid=alerts] [data-alert="health:0"]')).to_have_text(status["alerts"][0])
+
+
+def _snapshot(taken_at: datetime, equity: str, last_equity: str | None = "100000") -> SnapshotTaken:
+    """What `snapshot` publishes after GET /v2/account (fields as Alpaca's Account model:
+    alpaca-py alpaca/trading/models.py TradeAccount: cash, equity, buying_power, last_equity)."""
+    return SnapshotTaken(
+        src="snapshot", seq=1, ts=1, account="demo", taken_at=int(taken_at.timestamp() * 1e9), positions=(),
+        cash=Decimal("50000.10"), equity=Decimal(equity), buying_power=Decimal("200000.40"),
+        last_equity=None if last_equity is None else Decimal(last_equity),
+    )  # fmt: skip
+
+
+def test_page_account_header_shows_the_broker_figures_live(page: Page, dashboard: Dashboard) -> None:
+    assert dashboard.hub is not None
+    figures = AccountFigures(dashboard.ctx.subscriber([PREFIX_SNAPSHOT]), dashboard.hub)
+    header = page.locator("[data-testid=account-summary]")
+    try:
+        _open(page, dashboard)
+        expect(header.locator("[data-field=as_of]")).to_contain_text("waiting for the broker's account")
+        dashboard.call(figures.take, _snapshot(datetime(2026, 12, 7, 15, 30, tzinfo=UTC), "100123.45"))
+        expect(header.locator("[data-field=equity]")).to_have_text("100,123.45")
+        expect(header.locator("[data-field=cash]")).to_have_text("50,000.10")
+        expect(header.locator("[data-field=buying_power]")).to_have_text("200,000.40")
+        expect(header.locator("[data-field=day_pl]")).to_have_text("+123.45 (+0.12 %)")
+        expect(header.locator("[data-field=as_of]")).to_have_text("broker account as of 2026-12-07 10:30:00 New York")
+
+        dashboard.call(figures.take, _snapshot(datetime(2026, 12, 7, 15, 31, tzinfo=UTC), "99900", None))
+        expect(header.locator("[data-field=equity]")).to_have_text("99,900.00")
+        expect(header.locator("[data-field=day_pl]")).to_have_text("needs the previous close")
+        dashboard.call(figures.take, _snapshot(datetime(2026, 12, 7, 15, 0, tzinfo=UTC), "1"))  # older: ignored
+        page.reload()
+        expect(header.locator("[data-field=equity]")).to_have_text("99,900.00")  # from the page's snapshot
+    finally:
+        figures.close()
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_page_times_are_new_york_and_labelled(page: Page, dashboard: Dashboard, tables: Tables) -> None:
+    tables.insert_closed(closed_slice("lot-t", "TSLA", exit_time=datetime(2026, 7, 1, 19, 59, 58, tzinfo=UTC)))
+    _open(page, dashboard)
+
+    row = page.locator('[data-testid=closed] tr[data-entry-lot-id="lot-t"]')
+    expect(row.locator("[data-col=exit_time]")).to_have_text("2026-07-01 15:59:58")  # EDT, UTC-4
+    expect(page.locator("[data-testid=closed] th").first).to_have_text("exit time (New York)")

@@ -216,7 +216,8 @@ async def test_equity_pool_is_refused_writes(migrated_dsn, tmp_path, bus) -> Non
     table = account_names(settings, "demo").equity_full.ident
 
     async with equity.open_pool(settings) as pool, pool.connection() as conn:
-        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        refusal = "cannot execute DELETE in a read-only transaction"
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match=refusal):
             await conn.execute(sql.SQL("DELETE FROM {t}").format(t=table))
 
 
@@ -275,3 +276,31 @@ async def test_state_stores_the_daily_proof_columns_and_null_returns(migrated_ds
 
     assert stored == [(Decimal("100099.99"), Decimal("0.01"), None, None, None)]
     assert count == [(MANY_ROWS + 1,)]
+
+
+async def test_a_cash_flow_stored_late_for_a_built_day_rebuilds_the_curve(
+    migrated_dsn, tmp_path, bus, fake_broker, arranged
+) -> None:
+    """The issue's 4-in-10 start: `equity` rebuilt after the fills were stored but before the cash
+    flows were, and nothing re-read them: Monday's deposit day stayed wrong for hours. A flow
+    stored later for a day the curve has now rebuilds it at the next run (no new session needed)."""
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, EQUITY_INIT_CASH_DEMO="0")
+    ctx = context("equity", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
+    observer = bus.observe(topic_equity("demo"))
+    rows = Rows(settings)
+
+    try:
+        async with running(partial(equity.run, settings, ctx, clock=clock), ctx):
+            await async_wait_for(lambda: ctx.counters["equity_runs"] == 1 and clock.sleepers == 1)
+            rows.cash_flow("20240311150000000::div", utc(2024, 3, 11, 15, 30), "25", "DIV", "income")  # late
+            clock.advance(timedelta(seconds=INTERVAL_S))
+            await async_wait_for(lambda: ctx.counters["equity_runs"] == 2, what="second run")
+    finally:
+        rows.close()
+
+    daily = [m for m in _messages(observer) if m.daily]
+    assert [m.is_rebuild for m in daily] == [True, True]
+    assert [(d.date, d.deposit) for d in daily[0].daily] == [(date(2024, 3, 11), Decimal(10010))]
+    assert [(d.date, d.deposit) for d in daily[1].daily] == [(date(2024, 3, 11), Decimal(10035))]
+    assert ctx.counters["daily_rebuilds_late_input"] == 1

@@ -42,7 +42,17 @@
     node.classList.toggle("pos", isNum(v) && v > 0);
     node.classList.toggle("neg", isNum(v) && v < 0);
   }
-  const time = (v) => (v ? String(v).replace("T", " ").replace(/\.\d+/, "").replace("Z", "") : "—");
+  // Times are UTC in the database and the API; the page shows them in the market's zone, labelled.
+  const NY = new Intl.DateTimeFormat("en-CA", {
+    timeZone: "America/New_York", year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+  });
+  function time(v) {
+    const at = v ? new Date(v) : null;
+    if (!at || Number.isNaN(at.getTime())) return "—";
+    const p = Object.fromEntries(NY.formatToParts(at).map((x) => [x.type, x.value]));
+    return p.year + "-" + p.month + "-" + p.day + " " + p.hour + ":" + p.minute + ":" + p.second;
+  }
   const stamp = (v) => (v ? Date.parse(v) : NaN);
 
   // ----- open positions ---------------------------------------------------------------------
@@ -189,6 +199,28 @@
     }
   }
 
+  // ----- account header ([data-testid=account-summary]) -------------------------------------
+
+  function onAccountFigures(doc) {
+    const box = $("account-summary");
+    if (!doc || !isNum(doc.equity)) return;
+    const field = (name) => box.querySelector('[data-field="' + name + '"]');
+    setText(field("equity"), money(doc.equity));
+    setText(field("cash"), money(doc.cash));
+    setText(field("buying_power"), isNum(doc.buying_power) ? money(doc.buying_power) : "not reported");
+    const day = field("day_pl");
+    if (isNum(doc.day_pl)) {
+      const sign = doc.day_pl > 0 ? "+" : "";
+      const pct = isNum(doc.day_pl_pct) ? " (" + sign + doc.day_pl_pct.toFixed(2) + " %)" : "";
+      setText(day, sign + money(doc.day_pl) + pct);
+    } else {
+      setText(day, "needs the previous close");
+    }
+    signClass(day, doc.day_pl);
+    setText(field("as_of"), "broker account as of " + time(doc.as_of) + " New York");
+    box.setAttribute("data-state", "live");
+  }
+
   // ----- closed trades ----------------------------------------------------------------------
 
   const closedKey = (row) => row.entry_lot_id + "\u0000" + row.exit_order_id;
@@ -300,8 +332,18 @@
     setClass(badge, "badge " + text);
   }
 
+  // The stack's causes, in `chmgr status`'s words (the health model's lines), lead the banner.
+  function onHealth(lines) {
+    for (const key of Array.from(view.alerts.keys())) if (key.startsWith("health:")) view.alerts.delete(key);
+    const fresh = new Map();
+    (lines || []).forEach((line, i) => fresh.set("health:" + i, String(line)));
+    view.alerts = new Map([...fresh, ...view.alerts]);
+    renderAlerts();
+  }
+
   function onStatus(status) {
     if (!status) return;
+    onHealth(status.alerts);
     const phase = $("phase");
     phase.textContent = status.phase ? "market " + status.phase : "market —";
     const list = $("programs");
@@ -342,6 +384,7 @@
     onClosed({ rows: snap.closed }, true);
     onEquity(snap.equity);
     onMetrics(snap.metrics);
+    onAccountFigures(snap.account_figures);
     onStatus(snap.status);
     view.connected = true;
     indicator();
@@ -364,6 +407,7 @@
     source.addEventListener("metrics", parse(onMetrics));
     source.addEventListener("equity", parse(onEquity));
     source.addEventListener("status", parse(onStatus));
+    source.addEventListener("account", parse(onAccountFigures));
     source.onerror = () => { view.connected = false; indicator(); };
   }
 
