@@ -325,8 +325,3 @@ def intraday_values(point: IntradayPoint) -> tuple[object, ...]:
 def session_values(session: Session) -> tuple[object, ...]:
     """Return the ``SESSION_COLUMNS`` values of a market session."""
     return row_of(tables.MARKET_SCHEDULE, session)
-
-
-def columns_of(rows: list[tuple[object, ...]], width: int) -> list[list[object]]:
-    """Return ``rows`` transposed into ``width`` column lists (the ``unnest`` parameters)."""
-    return [[row[i] for row in rows] for i in range(width)] if rows else [[] for _ in range(width)]

@@ -12,6 +12,7 @@ import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+import pytest
 import requests
 from playwright.sync_api import Dialog, Page, Route, expect
 
@@ -21,6 +22,8 @@ from coldharbour.web.figures import PREFIX_SNAPSHOT, AccountFigures
 from tests.support import wait_for
 from tests.web.server import Dashboard
 from tests.web.tables import Tables, closed_slice, lot
+
+pytestmark = pytest.mark.integration  # a real chromium: the full tier (docs/testing.md)
 
 POSITIONS = "[data-testid=positions]"
 HOSTILE = "<img src=x onerror=alert(1)>"

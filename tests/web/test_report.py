@@ -337,6 +337,7 @@ def test_report_page_and_its_offline_file_show_the_api_numbers_and_follow_pushes
     valleys = page.eval_on_selector_all("#drawdowns tr", "rows => rows.map(r => r.dataset.valley)")
     assert valleys == [d["valley"] for d in body["drawdowns"]]
     expect(page.locator("#chart-underwater path")).to_have_count(1)
+    expect(page.locator("#chart-rolling-sharpe path")).to_have_count(0)  # 90 sessions: no 126-session window yet
     page.click("[data-testid=equity-toggle]")
     expect(page.locator("[data-testid=equity-toggle]")).to_have_text("show %")
 
