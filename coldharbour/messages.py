@@ -355,6 +355,9 @@ class SnapshotTaken(Msg, Checked, frozen=True, tag="snap"):
     symbols: tuple[str, ...] = ()
     reason: str = "periodic"
     unknown_symbols: tuple[str, ...] = ()
+    # Symbols a corporate action is under way for (announced or with legs, not booked yet):
+    # ``state`` does not reconcile them (docs/corporate-actions.md "Announcements").
+    pending_symbols: tuple[str, ...] = ()
 
 
 class OrdersPage(Msg, Checked, frozen=True, tag="orders.page"):
