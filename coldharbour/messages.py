@@ -240,6 +240,23 @@ def check_finite(*values: Decimal | float | None) -> None:
 # --- lifecycle -------------------------------------------------------------------------------
 
 
+class Condition(msgspec.Struct, frozen=True, kw_only=True):
+    """One thing a program needs to do its work, as it last found it (``coldharbour.health``).
+
+    ``need`` names it (``broker``: the account's REST credentials accepted and a snapshot
+    read; ``stream``: the trade_updates stream authorized and open; ``database``); ``account``
+    is the account's slug, or empty for the program as a whole. ``ok`` is positive evidence
+    (it worked); ``cause`` says in one line, without a secret, why not; ``since`` is when it
+    last changed (UTC ns).
+    """
+
+    need: str
+    account: str = ""
+    ok: bool
+    cause: str = ""
+    since: int = 0
+
+
 class Heartbeat(Msg, Checked, frozen=True, tag="hb"):
     """A program is alive: pid, uptime and its counters (messages in/out, rejects, lag)."""
 
@@ -250,6 +267,7 @@ class Heartbeat(Msg, Checked, frozen=True, tag="hb"):
     lag_ms: float | None = None
     state: str = "running"  # "running" | "stopping" | "sleeping"
     details: dict[str, str] = {}  # short facts for `chmgr status` (prices: price_source, subscribed)
+    conditions: tuple[Condition, ...] = ()  # what it needs, per account (none reported: not known yet)
 
 
 class Probe(Msg, frozen=True, tag="probe"):
@@ -355,6 +373,8 @@ class SnapshotTaken(Msg, Checked, frozen=True, tag="snap"):
     symbols: tuple[str, ...] = ()
     reason: str = "periodic"
     unknown_symbols: tuple[str, ...] = ()
+    buying_power: Decimal | None = None  # from GET /v2/account, with cash and equity (full snapshots)
+    last_equity: Decimal | None = None  # equity at the previous session's close
     # Symbols a corporate action is under way for (announced or with legs, not booked yet):
     # ``state`` does not reconcile them (docs/corporate-actions.md "Announcements").
     pending_symbols: tuple[str, ...] = ()
@@ -418,6 +438,11 @@ class CorporateActionsPage(Msg, Checked, frozen=True, tag="corp.actions"):
     # Ids of actions published earlier whose legs the broker now lists as ``canceled`` (its
     # documented correction): ``state`` removes them and rebuilds their symbols.
     canceled: tuple[str, ...] = ()
+    # Completeness watermark, as on ``FillsPage``: every action booked after ``complete_after_ns``
+    # up to ``complete_to_ns`` (the read's start) is in this page or was published before.
+    complete_after_ns: int | None = None
+    complete_to_ns: int | None = None
+    is_from_floor: bool = False
 
 
 # --- computed results that ``state`` writes ----------------------------------------------------

@@ -32,7 +32,7 @@ import zmq
 from coldharbour import config
 from coldharbour.bus import Publisher, Subscriber
 from coldharbour.errors import ChmgrError, ConfigError
-from coldharbour.messages import Heartbeat, topic_heartbeat
+from coldharbour.messages import Condition, Heartbeat, topic_heartbeat
 from coldharbour.retry import sleep_or_stop
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,34 @@ def configure_logging(level: str, secrets: list[str]) -> None:
     root.setLevel(level)
 
 
+class Conditions:
+    """What one program needs to work, as it last found it (sent in its heartbeat; ``coldharbour.health``)."""
+
+    def __init__(self, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self._clock_ns = clock_ns
+        self._by_key: dict[tuple[str, str], Condition] = {}
+
+    def ok(self, need: str, account: str = "") -> None:
+        """Record that ``need`` works (positive evidence: a call succeeded)."""
+        self._set(need, account, True, "")
+
+    def failed(self, need: str, cause: str, account: str = "") -> None:
+        """Record that ``need`` does not work, and why (one line, no secret)."""
+        self._set(need, account, False, " ".join(cause.split()))
+
+    def _set(self, need: str, account: str, is_ok: bool, cause: str) -> None:
+        known = self._by_key.get((need, account))
+        if known is not None and known.ok == is_ok and known.cause == cause:
+            return
+        self._by_key[(need, account)] = Condition(
+            need=need, account=account, ok=is_ok, cause=cause, since=self._clock_ns()
+        )
+
+    def reported(self) -> tuple[Condition, ...]:
+        """Return every condition reported so far, in a stable order."""
+        return tuple(self._by_key[key] for key in sorted(self._by_key))
+
+
 class WorkerContext:
     """What ``runtime`` hands a program: the zmq context, its counters, bus helpers."""
 
@@ -103,6 +131,7 @@ class WorkerContext:
         self.zmq = zmq_context
         self.counters: Counter[str] = Counter()
         self.details: dict[str, str] = {}  # short text facts for the heartbeat
+        self.conditions = Conditions()  # what it needs, per account (coldharbour.health)
         self.started_monotonic = time.monotonic()
         self.lag_ms: float | None = None
         self.state = "running"
@@ -131,6 +160,7 @@ class WorkerContext:
             lag_ms=self.lag_ms,
             state=self.state,
             details=dict(self.details),
+            conditions=self.conditions.reported(),
         )
 
     def close(self) -> None:

@@ -124,3 +124,11 @@ def test_write_path_has_no_switch_over_change_kinds(path: Path) -> None:
                         for case in node.cases for p in ast.walk(case.pattern))]
 
     assert switches == []
+
+
+@pytest.mark.parametrize("path", _sources("coldharbour/web"), ids=lambda p: p.name)
+def test_web_imports_nothing_from_the_command_line(path: Path) -> None:
+    """`web` and `chmgr` share the health model (coldharbour.health), never each other's code."""
+    bad = sorted(name for name in _imports(path) if name.startswith("coldharbour.cli"))
+
+    assert bad == [], f"{path.name} imports {bad}"

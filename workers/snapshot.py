@@ -71,7 +71,7 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
         runners = {
             a.slug: SnapshotRunner(
                 AccountSync(
-                    BrokerRest(a, session, ctx.counters, budget=budgets[a.slug], stop=stop),
+                    BrokerRest(a, session, ctx.counters, budget=budgets[a.slug], stop=stop, conditions=ctx.conditions),
                     ctx.publisher, ctx.counters, details=ctx.details,
                     announcements=BrokerRest(msgspec.structs.replace(a, base_url=data_url(a.base_url)), session,
                                              ctx.counters, budget=budgets[a.slug], stop=stop, version="/v1"),

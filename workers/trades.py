@@ -55,6 +55,7 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
                 check_order=BrokerRest(
                     a, session, ctx.counters, budget=budget_for(settings, a), stop=stop
                 ).urgent().order_exists,
+                conditions=ctx.conditions, account_name=a.name,
             )
             for a in accounts
         }

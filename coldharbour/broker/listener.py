@@ -28,11 +28,14 @@ from typing import Final, Protocol
 import msgspec
 
 from coldharbour.broker.convert import Rejected, convert_trade_update
+from coldharbour.health import NEED_STREAM, credentials_rejected
 from coldharbour.messages import Msg, OrderUpdated, ResyncRequested, topic_resync, topic_trade
+from coldharbour.runtime import Conditions
 
 log = logging.getLogger(__name__)
 
 REJECT_LOG_INTERVAL_S: Final = 10.0
+STREAM_FAILS_SHOWN: Final = 2  # failed connects in a row before the stream is reported down
 SEEN_ORDERS_MAX: Final = 200_000  # order ids remembered for the unknown-order check
 
 OrderCheck = Callable[[str], Awaitable[bool | None]]
@@ -74,8 +77,12 @@ class UpdateListener:
         *,
         clock: Callable[[], float] = time.monotonic,
         check_order: OrderCheck | None = None,
+        conditions: Conditions | None = None,
+        account_name: str = "",
     ) -> None:
         self.slug = slug
+        self._conditions = conditions if conditions is not None else Conditions()
+        self._account_name = account_name or slug
         self._check_order = check_order
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._checks: set[asyncio.Task[None]] = set()
@@ -92,6 +99,7 @@ class UpdateListener:
     def connected(self, client: str) -> None:
         """A (re)connect: ask ``snapshot`` for a full resync (no replay on this stream)."""
         self.counters["stream_connects"] += 1
+        self._conditions.ok(NEED_STREAM, self.slug)
         self.last_frame_at = self._clock()
         log.info(
             "stream connected account=%s client=%s connects=%d", self.slug, client, self.counters["stream_connects"]
@@ -101,13 +109,17 @@ class UpdateListener:
     def disconnected(self, client: str) -> None:
         """The connection ended; the client reconnects with backoff."""
         self.counters["stream_disconnects"] += 1
+        self._conditions.failed(NEED_STREAM, "trade stream disconnected (reconnecting)", self.slug)
         log.warning("stream disconnected account=%s client=%s", self.slug, client)
 
     def connect_failed(self, client: str, error: BaseException, attempt: int) -> None:
         """A connection attempt failed; authentication refusals are logged once at ERROR."""
         self.counters["stream_connect_failures"] += 1
-        if "authenticat" in str(error) or "unauthorized" in str(error):
+        refused = "authenticat" in str(error) or "unauthorized" in str(error)
+        if refused:
             self.counters["stream_auth_failures"] += 1
+            cause = credentials_rejected(self._account_name, "the trade stream", "unauthorized")
+            self._conditions.failed(NEED_STREAM, cause, self.slug)
             if not self._auth_error_logged:
                 self._auth_error_logged = True
                 log.error(
@@ -116,6 +128,8 @@ class UpdateListener:
                     client,
                 )
                 return
+        elif attempt >= STREAM_FAILS_SHOWN:
+            self._conditions.failed(NEED_STREAM, f"trade stream unreachable ({type(error).__name__})", self.slug)
         log.warning(
             "stream connect failed account=%s client=%s attempt=%d error=%s: %s",
             self.slug, client, attempt, type(error).__name__, str(error)[:200],

@@ -50,7 +50,9 @@ from coldharbour.broker.convert import BadValue, parse_time_ns
 from coldharbour.config import AccountSettings
 from coldharbour.domain.types import to_datetime
 from coldharbour.errors import BrokerError
+from coldharbour.health import NEED_BROKER, credentials_rejected
 from coldharbour.retry import Backoff, sleep_or_stop
+from coldharbour.runtime import Conditions
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +137,11 @@ class BrokerRest:
         stop: asyncio.Event | None = None,
         is_urgent: bool = False,
         version: str = "/v2",
+        conditions: Conditions | None = None,
     ) -> None:
         self.slug = account.slug
+        # Given (the snapshot program's): every answer says whether the credentials work.
+        self._conditions = conditions
         self._account = account
         self._session = session
         self._version = version
@@ -151,7 +156,7 @@ class BrokerRest:
         """Return a client of the same account and budget whose requests go before background reads."""
         return BrokerRest(
             self._account, self._session, self.counters, deadline_s=self._deadline_s, budget=self.budget,
-            stop=self._stop, is_urgent=True, version=self._version,
+            stop=self._stop, is_urgent=True, version=self._version, conditions=self._conditions,
         )  # fmt: skip
 
     async def wait_ready(self) -> None:
@@ -161,6 +166,14 @@ class BrokerRest:
                 await self.budget.wait_ready(self._stop, urgent=self.is_urgent)
             except BudgetStopped as e:
                 raise BrokerError(f"broker call stopped account={self.slug}: {e}") from None
+
+    def _report(self, status: int) -> None:
+        assert self._conditions is not None
+        if status in (401, 403):
+            cause = credentials_rejected(self._account.name, self._account.base_url, f"HTTP {status}")
+            self._conditions.failed(NEED_BROKER, cause, self.slug)
+        elif status < 300:
+            self._conditions.ok(NEED_BROKER, self.slug)
 
     def _headers(self) -> dict[str, str]:
         # Revealed here only, straight into the request; never stored or logged elsewhere.
@@ -188,6 +201,8 @@ class BrokerRest:
                     delay = max(delay, self._pause_key(e.reset, limited=True))
                 if backoff.attempts >= MAX_ATTEMPTS:
                     self.counters["broker_errors"] += 1
+                    if self._conditions is not None:
+                        self._conditions.failed(NEED_BROKER, f"broker unreachable at {self._base} ({e})", self.slug)
                     raise BrokerError(
                         f"broker call failed account={self.slug} call={what}: {e} (after {backoff.attempts} attempts)"
                     ) from None
@@ -237,6 +252,8 @@ class BrokerRest:
         self._note_headers(headers)
         if status >= 500:
             raise TransientError(_broker_message(status, body))
+        if self._conditions is not None:
+            self._report(status)
         if status >= 300:
             self.counters["broker_errors"] += 1
             raise BrokerRefused(

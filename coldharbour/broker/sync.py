@@ -217,9 +217,10 @@ class AccountSync:
         await self._publish_corporate(after_ns=max(self._fill_floor_ns, corporate_after - CORPORATE_OVERLAP_NS))
         if isinstance(figures, Rejected):
             self._reject("account", figures)
-            cash = equity = None
+            cash = equity = buying_power = last_equity = None
         else:
             cash, equity = figures.cash, figures.equity
+            buying_power, last_equity = figures.buying_power, figures.last_equity
         self._open_families = live
         self._stream_final &= live.keys()  # a report about an order still listed open stays useful
         if unknown is None:  # a position without a usable symbol: nothing unlisted is known flat
@@ -236,6 +237,8 @@ class AccountSync:
             equity=equity,
             reason=reason,
             unknown_symbols=unknown,
+            buying_power=buying_power,
+            last_equity=last_equity,
             pending_symbols=self.pending_symbols,
         )
         self._sink.publish(topic_snapshot(self.slug), snapshot)
@@ -370,9 +373,14 @@ class AccountSync:
         still paired; an action is published once (by id). A leg that pairs with nothing is
         reported once, after ``LEG_WINDOW_NS`` (its partner may simply not be listed yet).
         """
+        read_at = self._clock_ns()
         records = await self._corporate_records(after_ns)
+        # complete only when every code was read: a refused one hides its legs (absence is not evidence)
+        complete = not any(code in self.refused_codes for code in CORPORATE_READ)
         now = self._clock_ns()
         self._first_seen = {r.id: self._first_seen.get(r.id, now) for r in records}  # the window's legs only
+        if records:  # the cursor by the legs' own stamps (before an announcement re-times them)
+            self.corporate_cursor_ns = max(self.corporate_cursor_ns or 0, *(r.transaction_time for r in records))
         records = await self._when_announced(records, now)
         self._show_refused()
         actions, problems = actions_from_legs(
@@ -391,20 +399,20 @@ class AccountSync:
             self.counters["corporate_problems"] += 1
             log.warning("corporate action leg not booked account=%s id=%s reason=%s", self.slug, problem.id,
                         problem.reason)  # fmt: skip
-        if records:
-            self.corporate_cursor_ns = max(self.corporate_cursor_ns or 0, *(r.transaction_time for r in records))
         legs = [r for r in records if self._published_legs.get(r.id) != r.status]
-        if fresh or late or canceled or legs:
-            page = CorporateActionsPage(
-                account=self.slug, actions=tuple(fresh), activities=tuple(legs),
-                problems=tuple(f"{p.id}: {p.reason}" for p in late), canceled=tuple(canceled),
-            )  # fmt: skip
-            self._sink.publish(topic_fills(self.slug), page)
-            self._published_actions |= {a.id for a in fresh}
-            self._published_legs.update({r.id: r.status for r in legs})
-            self._sent_canceled.update(canceled)
-            self.counters["corporate_actions"] += len(fresh)
-            self.counters["corporate_actions_canceled"] += len(canceled)
+        # Sent even empty: the page says how far the actions are complete (absence is not evidence).
+        page = CorporateActionsPage(
+            account=self.slug, actions=tuple(fresh), activities=tuple(legs),
+            problems=tuple(f"{p.id}: {p.reason}" for p in late), canceled=tuple(canceled),
+            complete_after_ns=after_ns, complete_to_ns=read_at if complete else None,
+            is_from_floor=after_ns <= self._fill_floor_ns,
+        )  # fmt: skip
+        self._sink.publish(topic_fills(self.slug), page)
+        self._published_actions |= {a.id for a in fresh}
+        self._published_legs.update({r.id: r.status for r in legs})
+        self._sent_canceled.update(canceled)
+        self.counters["corporate_actions"] += len(fresh)
+        self.counters["corporate_actions_canceled"] += len(canceled)
         return len(fresh)
 
     async def _when_announced(self, records: list[ActivityRecord], now: int) -> list[ActivityRecord]:

@@ -75,7 +75,7 @@ def show_config() -> None:
 
 @sim_app.command("broker", context_settings=_PASS_THROUGH, add_help_option=False)
 def sim_broker(ctx: typer.Context) -> None:
-    """Run the fake Alpaca broker (`--port P [--seed N] [--account NAME:KEY:SECRET]…`)."""
+    """Run the fake Alpaca broker (`--port P [--seed N] [--account NAME:KEY:SECRET]… [--history-sessions N]`)."""
     from coldharbour.sim import broker
 
     raise typer.Exit(broker.main(list(ctx.args)))

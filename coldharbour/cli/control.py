@@ -23,8 +23,11 @@ from typing import Annotated, Final
 import typer
 
 from coldharbour import runtime
+from coldharbour.cli.status import stack_health
+from coldharbour.cli.terminal import printable
 from coldharbour.config import LOGS_DIR_NAME, Settings, prepare_run_dir
 from coldharbour.errors import ChmgrError, SupervisorError
+from coldharbour.health import client_for, first_cause
 from coldharbour.retry import poll_until
 from coldharbour.supervisor import (
     CONFIG_TEMPLATE,
@@ -34,16 +37,14 @@ from coldharbour.supervisor import (
     socket_path,
 )
 
+HEARTBEAT_LISTEN_S: Final = 1.5
 ALL: Final = "all"
 UP_TIMEOUT_S: Final = 20.0
+UP_WORKING_S: Final = 60.0  # `up` waits this long for every account to work
+UP_POLL_S: Final = 1.0
 DOWN_TIMEOUT_S: Final = 120.0
 
 ProgramArgument = Annotated[str, typer.Argument(help="a program name (bus, state, …) or 'all'", show_default=False)]
-
-
-def client_for(settings: Settings) -> SupervisorClient:
-    """Return the client for the supervisord of ``settings.run_dir``."""
-    return SupervisorClient(socket_path(Path(settings.run_dir).resolve()))
 
 
 def check_program(name: str) -> list[str]:
@@ -134,8 +135,15 @@ def up(
     write_conf: Annotated[
         bool, typer.Option("--write-conf", help="only prepare the run dir and print the conf supervisord -c needs")
     ] = False,
+    wait_s: Annotated[
+        float, typer.Option("--wait-s", min=0.0, help="wait this long for every account to work (0: do not wait)")
+    ] = UP_WORKING_S,
 ) -> None:
-    """Start supervisord (daemonised) with the current environment; every program starts with it."""
+    """Start supervisord (daemonised) with the current environment; every program starts with it.
+
+    Then wait until every account works (``coldharbour.health``), or until a cause is known: it
+    is printed as one line and the command exits 1 (so does a wait that runs out).
+    """
     settings = runtime.load_from_environment()
     run_dir = Path(settings.run_dir).resolve()
     sock = socket_path(run_dir)
@@ -147,6 +155,7 @@ def up(
     client = SupervisorClient(sock)
     if not write_conf and client.is_running():
         typer.echo(f"supervisord is already running (socket {sock})")
+        wait_working(settings, client, wait_s)
         return
     prepare_run_dir(run_dir)
     conf = conf_for(run_dir, conf)
@@ -165,6 +174,32 @@ def up(
             f"supervisord did not answer on {sock} within {UP_TIMEOUT_S:.0f} s: see {run_dir / LOGS_DIR_NAME}"
         )
     typer.echo(f"supervisord running (pid {client.pid()}, socket {sock}, logs {run_dir / LOGS_DIR_NAME})")
+    wait_working(settings, client, wait_s)
+
+
+def wait_working(settings: Settings, client: SupervisorClient, wait_s: float) -> None:
+    """Return once every account works; raise ``ChmgrError`` (one line) with the first cause
+    seen twice in a row (a passing start-up blip is not a cause), or when ``wait_s`` runs out."""
+    if wait_s <= 0:
+        return
+    deadline = time.monotonic() + wait_s
+    seen: str | None = None
+    while True:
+        infos = {info.name: info for info in client.info()}
+        health, _, _ = stack_health(settings, infos, HEARTBEAT_LISTEN_S)
+        if health.is_working:
+            typer.echo(printable(f"working: account {', account '.join(health.working)}"))
+            return
+        cause = first_cause(health.findings, settled=True)
+        line = cause.line if cause is not None else None
+        if line is not None and line == seen:
+            raise ChmgrError(printable(line))
+        seen = line
+        if time.monotonic() >= deadline:
+            last = first_cause(health.findings)
+            what = last.line if last else (f"waiting: {health.waiting[0]}" if health.waiting else "not working")
+            raise ChmgrError(printable(f"not working after {wait_s:.0f} s: {what}"))
+        time.sleep(UP_POLL_S)  # poll: the programs report in their heartbeats, once a second
 
 
 def down() -> None:

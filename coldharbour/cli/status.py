@@ -1,7 +1,11 @@
-"""`chmgr status`: supervisord's view of every program joined with its bus heartbeat.
+"""`chmgr status`: supervisord's view of every program joined with its bus heartbeat, and
+whether the stack works (``coldharbour.health``: the same words as `chmgr up` and the page).
 
-A running program whose heartbeat says ``db_degraded`` (``state``'s writer hit its statement
-or lock timeout on the last commit) is shown ``RUNNING (degraded)`` and makes the command exit 1.
+Below the table, one line per cause (``snapshot: account demo: credentials rejected by …``,
+``database unreachable …``) and per thing not yet shown to work (``waiting: …``); the command
+exits 1 when there is any. A running program whose heartbeat says ``db_degraded`` (``state``'s
+writer hit its statement or lock timeout on the last commit) is shown ``RUNNING (degraded)``.
+The database is checked by connecting to it (read-only, ``CONNECT_TIMEOUT_S``).
 
 Heartbeats (``hb.<program>``, one per second) are collected from the bus for up to
 ``HEARTBEAT_LISTEN_S``, or until every running program has been heard from. A session program
@@ -29,7 +33,6 @@ from rich.table import Table
 
 from coldharbour import runtime
 from coldharbour.bus import Subscriber
-from coldharbour.cli.control import client_for
 from coldharbour.cli.terminal import cell, printable
 from coldharbour.config import Settings
 from coldharbour.db import queries
@@ -37,16 +40,27 @@ from coldharbour.db.connect import connect_read_only
 from coldharbour.db.names import shared_names
 from coldharbour.domain.schedule import Phase, ny_date, phase_at
 from coldharbour.errors import DatabaseError
+from coldharbour.health import (
+    DEGRADED,
+    HEALTHY_STATES,
+    SLEEPING,
+    Health,
+    assess,
+    client_for,
+    is_degraded,
+    is_parked,
+    shown_state,
+)
 from coldharbour.messages import PREFIX_HEARTBEAT, Heartbeat
 from coldharbour.supervisor import ProcessInfo
+
+__all__ = ["DEGRADED", "HEALTHY_STATES", "SLEEPING", "is_degraded", "shown_state", "status"]
 
 HEARTBEAT_LISTEN_S: Final = 1.5
 # A program in one of these states is explained by the last line of its log (a settings error).
 EXPLAINED_STATES: Final = frozenset({"FATAL", "BACKOFF", "EXITED"})
 LOG_TAIL_BYTES: Final = 4096
 LOG_LINE_MAX: Final = 300
-SLEEPING: Final = "sleeping (schedule)"
-HEALTHY_STATES: Final = frozenset({"RUNNING", SLEEPING})
 # Counters worth a glance, in display order (others stay in the heartbeat).
 KEY_COUNTERS: Final = (
     ("messages_in", "in"),
@@ -60,7 +74,6 @@ KEY_COUNTERS: Final = (
     ("equity_mismatches", "equity mismatches"),
     ("db_timeouts", "db timeouts"),
 )
-DEGRADED: Final = "degraded"
 
 
 async def collect_heartbeats(settings: Settings, expected: Iterable[str], listen_s: float) -> dict[str, Heartbeat]:
@@ -100,24 +113,6 @@ async def market_phase(settings: Settings, now: datetime) -> Phase | None:
     finally:
         await conn.close()
     return phase_at(sessions, now) if sessions else None
-
-
-def is_parked(info: ProcessInfo, states: dict[str, str], settings: Settings, phase: Phase | None) -> bool:
-    """Return True if ``info`` is a session program the scheduler has stopped for the night."""
-    return (
-        info.name in runtime.SESSION_PROGRAMS
-        and info.state == "STOPPED"
-        and states.get("scheduler") == "RUNNING"
-        and not settings.disable_session_sleep
-        and phase in (None, Phase.CLOSED)
-    )
-
-
-def shown_state(info: ProcessInfo | None, states: dict[str, str], settings: Settings, phase: Phase | None) -> str:
-    """Return the state to show for a program (``sleeping (schedule)`` for a parked session program)."""
-    if info is None:
-        return "not configured"
-    return SLEEPING if is_parked(info, states, settings, phase) else info.state
 
 
 def last_log_line(path: str) -> str | None:
@@ -186,16 +181,14 @@ def describe_budgets(heartbeats: Mapping[str, Heartbeat]) -> list[str]:
     return [f"key of {label}: {' · '.join(parts.values())}" for label, parts in sorted(figures.items())]
 
 
-def is_degraded(heartbeat: Heartbeat | None) -> bool:
-    """Return True when a running program reports it works but cannot keep up (``db_degraded``:
-    the writer's last commit hit its statement or lock timeout)."""
-    return heartbeat is not None and heartbeat.counters.get("db_degraded", 0) > 0
-
-
-def _row(name: str, state: str, info: ProcessInfo | None, heartbeat: Heartbeat | None, now_ns: int) -> list[str]:
+def _row(
+    name: str, state: str, info: ProcessInfo | None, heartbeat: Heartbeat | None, now_ns: int, *, failing: bool = False
+) -> list[str]:
     style = "green" if state in HEALTHY_STATES else "red"
     if state == "RUNNING" and is_degraded(heartbeat):
         state, style = f"RUNNING ({DEGRADED})", "yellow"
+    elif state == "RUNNING" and failing:
+        state, style = "RUNNING (not working)", "red"
     if heartbeat is None:
         beat = "none" if state == "RUNNING" else "—"
         lag, counters = "—", "—"
@@ -218,34 +211,50 @@ def _explain_stopped(infos: list[ProcessInfo]) -> None:
             typer.echo(printable(f"{info.name} {info.state}: {line} (last line of {info.log_path})"))
 
 
-def status(
-    listen_s: float = typer.Option(HEARTBEAT_LISTEN_S, "--listen-s", help="how long to listen for heartbeats"),
-) -> None:
-    """Show every program: supervisord state, pid, uptime, last heartbeat, bus lag, counters.
+async def database_error(settings: Settings) -> str | None:
+    """Return why the database cannot be reached (one line, DSN redacted), or None when it can."""
+    try:
+        conn = await connect_read_only(settings.reader_dsn, "chmgr-status")
+    except DatabaseError as e:
+        return f"database unreachable: {e}"
+    await conn.close()
+    return None
 
-    Exits 1 if a program is neither running nor sleeping by schedule.
-    """
-    settings = runtime.load_from_environment()
-    infos = {info.name: info for info in client_for(settings).info()}
+
+def stack_health(
+    settings: Settings, infos: dict[str, ProcessInfo], listen_s: float
+) -> tuple[Health, dict[str, Heartbeat], Phase | None]:
+    """Return the stack's health, the heartbeats heard (listening up to ``listen_s``) and the
+    market phase when a program is parked (None otherwise, or when it cannot be read)."""
     states = {name: info.state for name, info in infos.items()}
     running = [name for name, state in states.items() if state == "RUNNING"]
     heartbeats = asyncio.run(collect_heartbeats(settings, running, listen_s)) if running else {}
     phase = None
     if any(is_parked(info, states, settings, None) for info in infos.values()):
         phase = asyncio.run(market_phase(settings, datetime.now(UTC)))
+    database = asyncio.run(database_error(settings))
+    health = assess(settings, infos, heartbeats, time.time_ns(), phase=phase, database_error=database)
+    return health, heartbeats, phase
+
+
+def status(
+    listen_s: float = typer.Option(HEARTBEAT_LISTEN_S, "--listen-s", help="how long to listen for heartbeats"),
+) -> None:
+    """Show every program (supervisord state, pid, uptime, last heartbeat, bus lag, counters) and
+    whether the stack works: one line per cause. Exits 1 unless every account works."""
+    settings = runtime.load_from_environment()
+    infos = {info.name: info for info in client_for(settings).info()}
+    health, heartbeats, phase = stack_health(settings, infos, listen_s)
+    states = {name: info.state for name, info in infos.items()}
     now_ns = time.time_ns()
     table = Table(title="chmgr status", title_justify="left")
     for column in ("program", "state", "pid", "uptime", "heartbeat", "lag", "counters"):
         table.add_column(column, overflow="fold")
     names = list(runtime.PROGRAMS) + sorted(set(infos) - set(runtime.PROGRAMS))
-    unhealthy = []
     for name in names:
         state = shown_state(infos.get(name), states, settings, phase)
-        if state not in HEALTHY_STATES:
-            unhealthy.append(f"{name} {state}")
-        elif state == "RUNNING" and is_degraded(heartbeats.get(name)):
-            unhealthy.append(f"{name} {DEGRADED} (database statement/lock timeouts: a held lock or overload)")
-        table.add_row(*_row(name, state, infos.get(name), heartbeats.get(name), now_ns))
+        failing = any(f.program == name for f in health.findings)
+        table.add_row(*_row(name, state, infos.get(name), heartbeats.get(name), now_ns, failing=failing))
     console = Console()
     if not console.is_terminal:
         console = Console(width=140)  # piped: wide enough that rows do not wrap
@@ -255,6 +264,11 @@ def status(
     for line in describe_budgets(heartbeats):
         console.print(cell(line), highlight=False)
     _explain_stopped([infos[name] for name in names if name in infos])
-    if unhealthy:
-        typer.echo(f"chmgr: not healthy: {', '.join(unhealthy)}", err=True)
+    if health.working:
+        typer.echo(printable(f"working: account {', account '.join(health.working)}"))
+    for line in health.lines():
+        typer.echo(printable(line))
+    if not health.is_working:
+        first = health.findings[0].line if health.findings else f"waiting: {health.waiting[0]}"
+        typer.echo(printable(f"chmgr: not working: {first}"), err=True)
         raise typer.Exit(runtime.EXIT_FAILURE)

@@ -23,6 +23,7 @@ from psycopg.rows import TupleRow
 
 from coldharbour.db import rows as r
 from coldharbour.db.names import AccountNames, SharedNames
+from coldharbour.domain import stored
 from coldharbour.domain.corporate import CORPORATE_CODES, CorporateAction, actions_from_legs, corporate_legs
 from coldharbour.domain.reports import TICK_FUTURE_NS, ActivityRecord
 from coldharbour.domain.types import Fill, OpenRow, Order, SliceKey, from_datetime
@@ -91,7 +92,7 @@ _ORDER_SELECT: Final = sql.SQL(", ").join([
     sql.SQL("legs::text"), _ns("expires_at"), _ns("filled_at"), sql.Identifier("client_order_id"),
 ])  # fmt: skip
 # What a fill needs of a stored ``FILL`` activity, the ``raw_json`` fallbacks resolved by the
-# server (``rows.fill_from_activity``'s rules, column first): read by ``rows.fill_from_tuple``.
+# server (``stored.fill_from_activity``'s rules, column first): read by ``rows.fill_from_tuple``.
 _FILL_SELECT: Final = sql.SQL(
     "coalesce(order_id::text, nullif(raw_json->>'order_id', '')), symbol,"
     " lower(coalesce(nullif(side, ''), nullif(raw_json->>'side', ''), '')), qty::text, price::text,"
@@ -206,10 +207,10 @@ def split_busted(records: list[ActivityRecord]) -> tuple[list[Fill], set[str]]:
     fills: list[Fill] = []
     busted: set[str] = set()
     for record in records:
-        fill = r.fill_from_activity(record)
+        fill = stored.fill_from_activity(record)
         if fill is None:
             continue
-        if r.is_canceled(record):
+        if stored.is_canceled(record):
             busted.add(fill.key)
         else:
             fills.append(fill)

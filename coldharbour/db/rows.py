@@ -1,66 +1,30 @@
 """Domain values ↔ database rows: column tuples for the upserts, dicts for NOTIFY payloads.
 
-Pure conversions, no I/O. The column order of every tuple is the ``*_COLUMNS`` constant next to
-it; ``db.upserts`` builds its statements from the same constants, so the two cannot drift.
+Pure conversions, no I/O. The column order of every tuple is its table's description
+(``db.tables``), from which ``db.upserts`` builds its statements too, so the two cannot drift.
 
-Canonical forms. The tables hold ``timestamptz`` (microseconds) and UUID columns, the domain
-holds UTC nanoseconds and free strings. Everything ``state`` applies to its ledger first goes
-through the same conversion the start-up loader uses (``canonical_fill``, ``canonical_order``),
-so the ledger built live and the ledger rebuilt from the tables are equal value for value.
+The canonical stored forms (what a fill or an order reads back as: ``canonical_fill``,
+``stored_fill``, ``canonical_order``, ``fill_from_activity``) are domain code in
+``domain.stored``; the readers here (``*_from_values``, ``*_from_tuple``) give back the same values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, Final, cast
 
 import msgspec
 
+from coldharbour.db import tables
 from coldharbour.domain.cashflows import CashFlow
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.money import ZERO, normalize
 from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.schedule import Session
-
-# Canonical stored forms live in the domain (the mirror uses them); re-exported for the loaders and tests.
-from coldharbour.domain.stored import (
-    FILL_ACTIVITY as FILL_ACTIVITY,
-)
-from coldharbour.domain.stored import (
-    NS_PER_MICROSECOND as NS_PER_MICROSECOND,
-)
-from coldharbour.domain.stored import (
-    InvalidRow as InvalidRow,
-)
-from coldharbour.domain.stored import (
-    activity_from_fill as activity_from_fill,
-)
-from coldharbour.domain.stored import (
-    as_uuid as as_uuid,
-)
-from coldharbour.domain.stored import (
-    canonical_fill as canonical_fill,
-)
-from coldharbour.domain.stored import (
-    canonical_order as canonical_order,
-)
-from coldharbour.domain.stored import (
-    fill_from_activity as fill_from_activity,
-)
-from coldharbour.domain.stored import (
-    is_canceled as is_canceled,
-)
-from coldharbour.domain.stored import (
-    micros as micros,
-)
-from coldharbour.domain.stored import (
-    same_row as same_row,
-)
-from coldharbour.domain.stored import (
-    stored_fill as stored_fill,
-)
+from coldharbour.domain.stored import as_uuid, micros
 from coldharbour.domain.types import (
     CLOSED_COLUMNS,
     ClosedSlice,
@@ -74,52 +38,14 @@ from coldharbour.domain.types import (
 )
 
 _JSON: Final = msgspec.json.Encoder(decimal_format="string")
-POSITION_COLUMNS: Final = (
-    "parent_id", "symbol", "side", "filled_at", "qty", "avg_fill", "avg_px_symbol", "sl_child",
-    "sl_px", "tp_child", "tp_px", "mkt_px", "bar_px", "bar_ts", "moved_flag", "buy_value",
-    "holding_days", "days_to_expire", "mkt_value", "profit_loss", "profit_loss_lot",
-    "tp_sl_reach_pct", "updated_at",
-)  # fmt: skip
-POSITION_TYPES: Final = (
-    "text", "text", "text", "timestamptz", "numeric", "numeric", "numeric", "text", "numeric",
-    "text", "numeric", "numeric", "numeric", "timestamptz", "text", "numeric", "int", "int",
-    "numeric", "numeric", "numeric", "numeric", "timestamptz",
-)  # fmt: skip
-CLOSED_TYPES: Final = (
-    "text", "text", "text", "text", "text", "numeric", "timestamptz", "numeric", "timestamptz",
-    "numeric", "text", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric",
-)  # fmt: skip
-ORDER_COLUMNS: Final = (
-    "id", "client_order_id", "parent_id", "replaced_by", "replaces", "symbol", "side",
-    "order_type", "status", "qty", "filled_qty", "filled_avg_price", "limit_price", "stop_price",
-    "created_at", "updated_at", "filled_at", "expires_at", "raw_json", "legs",
-)  # fmt: skip
-ORDER_TYPES: Final = (
-    "uuid", "text", "text", "text", "text", "text", "text", "text", "text", "numeric", "numeric",
-    "numeric", "numeric", "numeric", "timestamptz", "timestamptz", "timestamptz", "timestamptz",
-    "jsonb", "jsonb",
-)  # fmt: skip
-ACTIVITY_COLUMNS: Final = (
-    "id", "activity_type", "transaction_time", "symbol", "side", "qty", "price", "net_amount",
-    "execution_id", "order_id", "raw_json",
-)  # fmt: skip
-ACTIVITY_TYPES: Final = (
-    "text", "text", "timestamptz", "text", "text", "numeric", "numeric", "numeric", "uuid", "uuid",
-    "jsonb",
-)  # fmt: skip
-CASH_FLOW_COLUMNS: Final = ("id", "ts", "amount", "type", "category", "description")
-CASH_FLOW_TYPES: Final = ("text", "timestamptz", "numeric", "text", "text", "text")
-DAILY_COLUMNS: Final = (
-    "date", "deposit", "cash_balance", "market_value", "daily_return", "cumulative_return",
-    "drawdown", "net_flows", "sharpe_10", "sharpe_21", "sharpe_63", "sharpe_126", "sharpe_252",
-    "smart_sharpe_10", "smart_sharpe_21", "smart_sharpe_63", "smart_sharpe_126", "smart_sharpe_252",
-    "broker_equity", "equity_diff",
-)  # fmt: skip
-DAILY_TYPES: Final = ("date", *["numeric"] * 7, *["float8"] * 10, "numeric", "numeric")
-INTRADAY_COLUMNS: Final = ("ts", "deposit", "cumulative_return", "drawdown", "realised_return")
-INTRADAY_TYPES: Final = ("timestamptz", "numeric", "numeric", "numeric", "numeric")
-SESSION_COLUMNS: Final = ("session_date", "pre_open_utc", "open_utc", "close_utc", "post_close_utc")
-SESSION_TYPES: Final = ("date", "timestamptz", "timestamptz", "timestamptz", "timestamptz")
+# Column orders of the rows below: the table descriptions' (``db.tables``).
+POSITION_COLUMNS: Final = tables.POSITIONS.names
+ORDER_COLUMNS: Final = tables.RAW_ORDERS.names
+ACTIVITY_COLUMNS: Final = tables.RAW_ACTIVITIES.names
+CASH_FLOW_COLUMNS: Final = tables.CASH_FLOWS.names
+DAILY_COLUMNS: Final = tables.DAILY_EQUITY.names
+INTRADAY_COLUMNS: Final = tables.INTRADAY_EQUITY.names
+SESSION_COLUMNS: Final = tables.MARKET_SCHEDULE.names
 
 _TIMES: dict[int, datetime] = {}  # lately converted times: a fill's rows repeat its time and ``now``
 
@@ -145,15 +71,35 @@ def _ns(value: datetime | None) -> int | None:
 # -- open positions ----------------------------------------------------------------------------
 
 
+_SHAPES: dict[str, tuple[Callable[[Any], tuple[object, ...]], tuple[int, ...]]] = {}
+
+
+def row_of(spec: tables.TableSpec, value: object) -> tuple[object, ...]:
+    """Return ``value`` as a row of ``spec``: each column is ``value``'s attribute of that name.
+
+    A ``timestamptz`` column given in UTC ns becomes a datetime (``_time``). The tables whose
+    domain value names its fields as the columns (open rows, closed slices, daily rows, intraday
+    points, sessions, cash flows) need no other code: a new column is a new field and its
+    description.
+    """
+    shape = _SHAPES.get(spec.names_field)
+    if shape is None:
+        times = tuple(i for i, kind in enumerate(spec.types) if kind == "timestamptz")
+        shape = _SHAPES[spec.names_field] = (attrgetter(*spec.names), times)
+    get, times = shape
+    values = get(value)
+    if not times:
+        return values
+    row = list(values)
+    for i in times:
+        if row[i].__class__ is int:
+            row[i] = _time(row[i])  # type: ignore[arg-type]
+    return tuple(row)
+
+
 def open_row_values(row: OpenRow) -> tuple[object, ...]:
     """Return the ``POSITION_COLUMNS`` values of ``row``."""
-    return (
-        row.parent_id, row.symbol, row.side, _TIMES.get(row.filled_at) or _time(row.filled_at), row.qty, row.avg_fill,
-        row.avg_px_symbol, row.sl_child, row.sl_px, row.tp_child, row.tp_px, row.mkt_px,
-        row.bar_px, _dt(row.bar_ts), row.moved_flag, row.buy_value, row.holding_days,
-        row.days_to_expire, row.mkt_value, row.profit_loss, row.profit_loss_lot,
-        row.tp_sl_reach_pct, _TIMES.get(row.updated_at) or _time(row.updated_at),
-    )  # fmt: skip
+    return row_of(tables.POSITIONS, row)
 
 
 def open_row_json(row: OpenRow) -> dict[str, object]:
@@ -180,12 +126,7 @@ def open_row_from_values(values: tuple[Any, ...]) -> OpenRow:
 
 def closed_values(found: ClosedSlice) -> tuple[object, ...]:
     """Return the ``CLOSED_COLUMNS`` values of a slice."""
-    return (
-        found.entry_lot_id, found.exit_order_id, found.exit_parent_id, found.symbol, found.side,
-        found.qty, _time(found.entry_time), found.entry_price, _time(found.exit_time),
-        found.exit_price, found.exit_type, found.pnl_cash, found.pnl_cash_fifo, found.diff_pnl,
-        found.pnl_pct, found.return_pct, Decimal(found.duration_sec),
-    )  # fmt: skip
+    return row_of(tables.CLOSED, found)
 
 
 def closed_json(found: ClosedSlice) -> dict[str, object]:
@@ -362,32 +303,19 @@ def activity_from_values(values: tuple[Any, ...]) -> ActivityRecord:
 
 def cash_flow_values(flow: CashFlow) -> tuple[object, ...]:
     """Return the ``CASH_FLOW_COLUMNS`` values of a cash flow."""
-    return (flow.id, flow.ts, flow.amount, flow.type, str(flow.category), flow.description)
+    return row_of(tables.CASH_FLOWS, flow)
 
 
 def daily_values(row: DailyRow) -> tuple[object, ...]:
     """Return the ``DAILY_COLUMNS`` values of a daily equity row."""
-    sharpe = row.sharpe_by_window()
-    smart = (row.smart_sharpe_10, row.smart_sharpe_21, row.smart_sharpe_63, row.smart_sharpe_126,
-             row.smart_sharpe_252)  # fmt: skip
-    return (
-        row.date, row.deposit, row.cash_balance, row.market_value, row.daily_return,
-        row.cumulative_return, row.drawdown, row.net_flows, *sharpe.values(), *smart,
-        row.broker_equity, row.equity_diff,
-    )  # fmt: skip
+    return row_of(tables.DAILY_EQUITY, row)
 
 
 def intraday_values(point: IntradayPoint) -> tuple[object, ...]:
     """Return the ``INTRADAY_COLUMNS`` values of an intraday equity point."""
-    return (point.ts, point.deposit, point.cumulative_return, point.drawdown, point.realised_return)
+    return row_of(tables.INTRADAY_EQUITY, point)
 
 
 def session_values(session: Session) -> tuple[object, ...]:
     """Return the ``SESSION_COLUMNS`` values of a market session."""
-    return (session.session_date, session.pre_open_utc, session.open_utc, session.close_utc,
-            session.post_close_utc)  # fmt: skip
-
-
-def columns_of(rows: list[tuple[object, ...]], width: int) -> list[list[object]]:
-    """Return ``rows`` transposed into ``width`` column lists (the ``unnest`` parameters)."""
-    return [[row[i] for row in rows] for i in range(width)] if rows else [[] for _ in range(width)]
+    return row_of(tables.MARKET_SCHEDULE, session)

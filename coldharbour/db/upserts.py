@@ -25,7 +25,7 @@ that cannot fit is ``{"op": "refetch", …}``. Grouping is by running size in bu
 room (``_grouped``): an element never straddles more than one bucket boundary, so a group
 never exceeds the room. The notifications of a statement go out in the order of its parts.
 
-Column lists come from ``db.rows`` constants only; identifiers are ``psycopg.sql``; the
+Column lists, types and keys come from the table descriptions (``db.tables``) only; identifiers are ``psycopg.sql``; the
 channel names are validated identifiers passed as literals.
 """
 
@@ -40,13 +40,10 @@ from typing import Final
 
 from psycopg import sql
 
-from coldharbour.db import rows as r
+from coldharbour.db import tables as t
 from coldharbour.db.names import AccountNames, SharedNames, Table
 from coldharbour.db.notify import MAX_PAYLOAD_BYTES
-from coldharbour.domain.types import CLOSED_COLUMNS
 
-_POSITION_KEY: Final = ("parent_id",)
-_CLOSED_KEY: Final = ("entry_lot_id", "exit_order_id")
 MAX_PARTS: Final = 16  # parts per statement: a plan over many accounts becomes a few statements
 CACHE_MAX: Final = 512  # composed statements kept (one per sequence of part kinds seen)
 
@@ -269,11 +266,11 @@ class Statements:
         return Spec(("reconciliations", names.slug, single), _key(names.reconciliations),
                     lambda p: _raw_activities(p, names.reconciliations, by_execution=False, single=single))
 
-    def simple(self, kind: str, table: Table) -> Spec:
-        """The plain upsert of ``kind`` (cash_flows, daily, intraday, schedule) into ``table``."""
-        columns, types, key = _SIMPLE[kind]
-        return Spec(("simple", kind, table.schema, table.name), _key(table),
-                    lambda p: _count_only(p, _input(p, columns, types), _upsert_cte(p, table, columns, key)))
+    def simple(self, spec: t.TableSpec, names: AccountNames | SharedNames) -> Spec:
+        """The plain upsert of a described table (cash flows, daily and intraday equity, schedule): its rows."""
+        table = spec.table(names)
+        return Spec(("simple", spec.names_field, table.schema, table.name), _key(table), lambda p: _count_only(
+            p, _input(p, spec.names, spec.types), _upsert_cte(p, table, spec.names, spec.key)))
 
     def _one(self, key: tuple[object, ...], table: Table, template: str) -> Spec:
         """A part of one data-modifying CTE: ``template`` is ``DELETE FROM {t} … RETURNING …`` or an INSERT."""
@@ -308,7 +305,7 @@ class Statements:
         """The latest-prices upsert; an older ``ts`` never wins."""
         table = self.shared.latest_prices
         return Spec(("latest_prices",), _key(table), lambda p: _count_only(
-            p, _input(p, PRICE_COLUMNS, _PRICE_TYPES), _text(sql.SQL(
+            p, _input(p, t.LATEST_PRICES.names, t.LATEST_PRICES.types), _text(sql.SQL(
                 p + "up AS (INSERT INTO {t} AS cur (symbol, price, ts) SELECT symbol, price, ts FROM " + p + "input "
                 "ON CONFLICT (symbol) DO UPDATE SET price = EXCLUDED.price, ts = EXCLUDED.ts "
                 "WHERE EXCLUDED.ts >= cur.ts AND (cur.price, cur.ts) IS DISTINCT FROM (EXCLUDED.price, EXCLUDED.ts) "
@@ -318,7 +315,7 @@ class Statements:
         """The 1-minute bar merge: a stored bar keeps its open, highs and lows widen."""
         table = self.shared.price_bars_1min
         return Spec(("price_bars",), _key(table), lambda p: _count_only(
-            p, _input(p, BAR_COLUMNS, _BAR_TYPES), _text(sql.SQL(
+            p, _input(p, t.PRICE_BARS.names, t.PRICE_BARS.types), _text(sql.SQL(
                 p + "up AS (INSERT INTO {t} AS cur (symbol, ts, open, high, low, close, volume) "
                 "SELECT symbol, ts, open, high, low, close, volume FROM " + p + "input "
                 "ON CONFLICT (symbol, ts) DO UPDATE SET high = greatest(cur.high, EXCLUDED.high), "
@@ -334,24 +331,14 @@ class Statements:
                             "INSERT INTO {t} (account, kind, key, raw, error) VALUES (%s, %s, %s, %s, %s) RETURNING id")
 
 
-PRICE_COLUMNS: Final = ("symbol", "price", "ts")
-_PRICE_TYPES: Final = ("text", "numeric", "timestamptz")
-BAR_COLUMNS: Final = ("symbol", "ts", "open", "high", "low", "close", "volume")
-_BAR_TYPES: Final = ("text", "timestamptz", "numeric", "numeric", "numeric", "numeric", "numeric")
-_SIMPLE: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]] = {
-    "cash_flows": (r.CASH_FLOW_COLUMNS, r.CASH_FLOW_TYPES, ("id",)),
-    "daily": (r.DAILY_COLUMNS, r.DAILY_TYPES, ("date",)),
-    "intraday": (r.INTRADAY_COLUMNS, r.INTRADAY_TYPES, ("ts",)),
-    "schedule": (r.SESSION_COLUMNS, r.SESSION_TYPES, ("session_date",)),
-}
 
 
 def _positions(p: str, names: AccountNames, *, upserts: bool, deletes: bool, announce: bool) -> Part:
     table = names.positions
     ctes: list[str] = []
     if upserts:
-        ctes.append(_input(p, r.POSITION_COLUMNS, r.POSITION_TYPES, [("j", "text")] if announce else []))
-        ctes.append(_upsert_cte(p, table, r.POSITION_COLUMNS, _POSITION_KEY))
+        ctes.append(_input(p, t.POSITIONS.names, t.POSITIONS.types, [("j", "text")] if announce else []))
+        ctes.append(_upsert_cte(p, table, t.POSITIONS.names, t.POSITIONS.key))
     else:
         ctes.append(f"{p}up AS (SELECT NULL::text AS parent_id WHERE false)")
     if deletes:
@@ -392,8 +379,8 @@ def _open_row_payload(j: str, k: str) -> str:
 
 
 def _position(p: str, names: AccountNames, *, announce: bool) -> Part:
-    ctes = (_input(p, r.POSITION_COLUMNS, r.POSITION_TYPES, single=True),
-            _upsert_cte(p, names.positions, r.POSITION_COLUMNS, _POSITION_KEY))
+    ctes = (_input(p, t.POSITIONS.names, t.POSITIONS.types, single=True),
+            _upsert_cte(p, names.positions, t.POSITIONS.names, t.POSITIONS.key))
     if not announce:
         return _count_only(p, *ctes)
     channel = sql.Literal(names.pos_channel)
@@ -415,8 +402,8 @@ def _closed(p: str, names: AccountNames, *, upserts: bool, deletes: bool) -> Par
         ctes.append(f"{p}del AS (SELECT NULL::text AS entry_lot_id WHERE false)")
     if not upserts:
         return Part(tuple(ctes), f"(SELECT count(*) FROM {p}del)")
-    ctes.append(_input(p, CLOSED_COLUMNS, r.CLOSED_TYPES, [("j", "text"), ("ann", "text")]))
-    ctes.append(_upsert_cte(p, table, CLOSED_COLUMNS, _CLOSED_KEY))
+    ctes.append(_input(p, t.CLOSED.names, t.CLOSED.types, [("j", "text"), ("ann", "text")]))
+    ctes.append(_upsert_cte(p, table, t.CLOSED.names, t.CLOSED.key))
     items = ("SELECT 0 AS part, i.ord, i.j, '{\"op\":\"refetch\",\"entry_lot_id\":' || to_json(i.entry_lot_id) || "
              f"',\"exit_order_id\":' || to_json(i.exit_order_id) || '}}' AS k FROM {p}input i "
              "WHERE i.ann = 'always' OR (i.ann = 'if_changed' AND EXISTS "
@@ -446,7 +433,7 @@ def _metrics(p: str, names: AccountNames) -> Part:
 def _raw_orders(p: str, table: Table, *, single: bool) -> Part:
     """Links and legs a version lacks (a stream payload without ``legs``/``parent_id``) keep their stored value."""
     keep = {"parent_id", "replaced_by", "replaces", "legs"}
-    updated = [c for c in r.ORDER_COLUMNS if c != "id"]
+    updated = [c for c in t.RAW_ORDERS.names if c != "id"]
     template = {True: "coalesce(EXCLUDED.{c}, cur.{c})", False: "EXCLUDED.{c}"}
     sets = [sql.SQL("{c} = " + template[c in keep]).format(c=sql.Identifier(c)) for c in updated]
     sets.append(sql.Composed([sql.SQL("ingested_at = now()")]))
@@ -456,10 +443,10 @@ def _raw_orders(p: str, table: Table, *, single: bool) -> Part:
         "SET {sets} WHERE (cur.updated_at IS NULL OR EXCLUDED.updated_at >= cur.updated_at) "
         "AND ({old}) IS DISTINCT FROM ({new}) RETURNING cur.id)"
     ).format(
-        t=table.ident, cols=_ids(r.ORDER_COLUMNS), sets=sql.SQL(", ").join(sets),
+        t=table.ident, cols=_ids(t.RAW_ORDERS.names), sets=sql.SQL(", ").join(sets),
         old=_ids(updated, "cur."), new=sql.SQL(", ").join(incoming),
     ))  # fmt: skip
-    return _count_only(p, _input(p, r.ORDER_COLUMNS, r.ORDER_TYPES, single=single), up)
+    return _count_only(p, _input(p, t.RAW_ORDERS.names, t.RAW_ORDERS.types, single=single), up)
 
 
 def _raw_activities(p: str, table: Table, *, by_execution: bool, single: bool) -> Part:
@@ -468,13 +455,13 @@ def _raw_activities(p: str, table: Table, *, by_execution: bool, single: bool) -
         key = sql.SQL("(execution_id) WHERE activity_type = 'FILL' AND execution_id IS NOT NULL")
     else:
         key = sql.SQL("(id)")
-    updated = [c for c in r.ACTIVITY_COLUMNS if c != "id" and (c != "execution_id" or not by_execution)]
+    updated = [c for c in t.RAW_ACTIVITIES.names if c != "id" and (c != "execution_id" or not by_execution)]
     up = _text(sql.SQL(
         p + "up AS (INSERT INTO {t} AS cur ({cols}) SELECT {cols} FROM " + p + "input ON CONFLICT {key} "
         "DO UPDATE SET {sets}, ingested_at = now() WHERE ({old}) IS DISTINCT FROM ({new}) RETURNING cur.id)"
     ).format(
-        t=table.ident, cols=_ids(r.ACTIVITY_COLUMNS), key=key,
+        t=table.ident, cols=_ids(t.RAW_ACTIVITIES.names), key=key,
         sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updated),
         old=_ids(updated, "cur."), new=_ids(updated, "EXCLUDED."),
     ))  # fmt: skip
-    return _count_only(p, _input(p, r.ACTIVITY_COLUMNS, r.ACTIVITY_TYPES, single=single), up)
+    return _count_only(p, _input(p, t.RAW_ACTIVITIES.names, t.RAW_ACTIVITIES.types, single=single), up)

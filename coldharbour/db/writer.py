@@ -1,8 +1,9 @@
 """The single writer: changes in, SQL out — one connection, one statement and one round trip per commit.
 
-Only ``workers/state.py`` builds a ``Writer`` (``tests/test_architecture.py`` enforces it). A
-commit turns each ``domain.changes`` value into one part (``db.upserts``: its CTEs, the rows as
-one jsonb parameter) and joins the parts into **one statement**, composed once per sequence of
+Only ``state`` builds a ``Writer`` (``tests/test_architecture.py`` enforces it). How each change
+kind is written is one entry of ``WRITES`` (docs/write-path.md): it turns the change's domain
+values into rows (``db.rows``) and the rows into parts (``db.upserts``: their CTEs, the rows as
+one jsonb parameter). A commit joins its parts into **one statement**, composed once per sequence of
 part kinds, cached and prepared server-side. The statement makes its own ``pg_notify`` calls
 from what it ``RETURNING``-ed, and on this autocommit connection it is its own transaction: the
 commit is one round trip. Parts that write the same table go into separate statements, sent
@@ -13,7 +14,7 @@ A commit that fails on the connection raises ``DatabaseError`` (memory must stay
 caller reconnects with capped exponential backoff and jitter). One that fails on a *value*
 (``DataRefused``) can be retried with ``commit_isolating``: the changes are bisected, down to
 single rows, until the refused ones are found; those go to the ``quarantine`` table with their
-error and everything else commits (issue 14).
+error and everything else commits.
 """
 
 from __future__ import annotations
@@ -30,24 +31,24 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from coldharbour.config import Dsn, Settings
-from coldharbour.db import notify
+from coldharbour.db import notify, tables
 from coldharbour.db import rows as r
 from coldharbour.db.connect import connect_writer, describe_error
 from coldharbour.db.names import AccountNames, account_names, shared_names
-from coldharbour.db.upserts import BAR_COLUMNS, PRICE_COLUMNS, Spec, Statements
+from coldharbour.db.upserts import Spec, Statements
 from coldharbour.domain import changes as c
 from coldharbour.domain.cashflows import CashFlow
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.schedule import Session
-from coldharbour.domain.types import CLOSED_COLUMNS, ClosedSlice, OpenRow, Order, to_datetime
+from coldharbour.domain.types import ClosedSlice, OpenRow, Order, to_datetime
 from coldharbour.errors import DatabaseError
-from coldharbour.retry import Backoff, sleep_or_stop
+from coldharbour.retry import Backoff, RetryStopped, retry
 
 log = logging.getLogger(__name__)
 
-BACKOFF_INITIAL_S: Final = 0.2
-BACKOFF_MAX_S: Final = 10.0
+BACKOFF_BASE_S: Final = 0.2  # reconnect delays (``retry.Backoff``)
+BACKOFF_CAP_S: Final = 10.0
 DATA_ERRORS: Final = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
 _RAW: Final = msgspec.json.Encoder(decimal_format="string", enc_hook=str)
 _ROWS: Final = msgspec.json.Encoder(decimal_format="number")
@@ -82,23 +83,25 @@ class Writer:
         self.counters: Counter[str] = counters if counters is not None else Counter()
 
     async def connect(self, stop: asyncio.Event | None = None) -> None:
-        """Open the connection, retrying with capped exponential backoff until it works or ``stop``."""
-        backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
-        while self._conn is None or self._conn.closed:
-            try:
-                self._conn = await connect_writer(self._dsn)
-                self._conn.cursor_factory = psycopg.AsyncRawCursor  # statements use $n (db.upserts)
-                self._cursor = self._conn.cursor(binary=True)  # one statement per commit: one cursor, reused
-            except DatabaseError as e:
-                self.counters["db_connect_failures"] += 1
-                wait = backoff.next_delay()
-                log.warning("writer connect attempt=%d failed, retrying in %.2fs: %s", backoff.attempts, wait, e)
-                if await sleep_or_stop(stop or asyncio.Event(), wait):
-                    raise DatabaseError("stopped while connecting the writer") from None
-                continue
-            if backoff.attempts:
-                self.counters["db_reconnects"] += 1
-                log.info("writer connected after attempt=%d", backoff.attempts + 1)
+        """Open the connection, retried with capped, jittered backoff (``retry.retry``) until it works or ``stop``."""
+        if self.connected:
+            return
+        backoff = Backoff(BACKOFF_BASE_S, BACKOFF_CAP_S)
+
+        def failed(error: Exception, attempt: int, wait_s: float) -> None:
+            self.counters["db_connect_failures"] += 1
+            log.warning("writer connect attempt=%d failed, retrying in %.2fs: %s", attempt, wait_s, error)
+
+        try:
+            conn = await retry(lambda: connect_writer(self._dsn), stop=stop or asyncio.Event(), backoff=backoff,
+                               retry_if=lambda error: isinstance(error, DatabaseError), on_retry=failed)
+        except RetryStopped:
+            raise DatabaseError("stopped while connecting the writer") from None
+        conn.cursor_factory = psycopg.AsyncRawCursor  # statements use $n (db.upserts)
+        self._conn, self._cursor = conn, conn.cursor(binary=True)  # one statement per commit: one cursor, reused
+        if backoff.attempts:
+            self.counters["db_reconnects"] += 1
+            log.info("writer connected after attempt=%d", backoff.attempts + 1)
 
     @property
     def connected(self) -> bool:
@@ -254,18 +257,18 @@ def _open_rows(w: Writer, change: c.OpenRows, now_ns: int) -> list[Statement]:
     names, ups, dels = w.names(change.account), change.upserts, change.deletes
     values = [r.open_row_values(row) for row in ups]
     if len(ups) == 1 and not dels:  # a stream fill: one row (the one-row part, see db.upserts.Statements.position)
-        params: list[Any] = [_rows(values, len(r.POSITION_COLUMNS), single=True)]
+        params: list[Any] = [_rows(values, tables.POSITIONS.width, single=True)]
         if change.announce:
-            params.append(notify.to_json(dict(zip(r.POSITION_COLUMNS, values[0], strict=True))))
+            params.append(notify.to_json(dict(zip(tables.POSITIONS.names, values[0], strict=True))))
         return [(w.statements.position(names, announce=change.announce), params)]
     if not ups and not dels:
         return []
     params = []
     if ups and change.announce:
-        params.append(_rows([(*row, notify.to_json(dict(zip(r.POSITION_COLUMNS, row, strict=True))))
-                             for row in values], len(r.POSITION_COLUMNS) + 1))
+        params.append(_rows([(*row, notify.to_json(dict(zip(tables.POSITIONS.names, row, strict=True))))
+                             for row in values], tables.POSITIONS.width + 1))
     elif ups:
-        params.append(_rows(values, len(r.POSITION_COLUMNS)))
+        params.append(_rows(values, tables.POSITIONS.width))
     if dels:
         params.append(list(dels))
     spec = w.statements.positions(names, upserts=bool(ups), deletes=bool(dels), announce=change.announce)
@@ -279,8 +282,8 @@ def _closed(w: Writer, change: c.ClosedSlices, now_ns: int) -> list[Statement]:
     params: list[Any] = [[k[0] for k in dels], [k[1] for k in dels]] if dels else []
     if ups:
         values = [r.closed_values(found) for found in ups]
-        params.append(_rows([(*row, notify.to_json(dict(zip(CLOSED_COLUMNS, row, strict=True))), str(flag))
-                             for row, flag in zip(values, change.announce, strict=True)], len(CLOSED_COLUMNS) + 2))
+        params.append(_rows([(*row, notify.to_json(dict(zip(tables.CLOSED.names, row, strict=True))), str(flag))
+                             for row, flag in zip(values, change.announce, strict=True)], tables.CLOSED.width + 2))
     return [(w.statements.closed(w.names(change.account), upserts=bool(ups), deletes=bool(dels)), params)]
 
 
@@ -290,7 +293,7 @@ def _raw_orders(w: Writer, change: c.RawOrders, now_ns: int) -> list[Statement]:
     single = len(change.rows) == 1
     values = [r.order_values(order, raw) for order, raw in change.rows]
     return [(w.statements.raw_orders(w.names(change.account), single=single),
-             [_rows(values, len(r.ORDER_COLUMNS), single=single)])]
+             [_rows(values, tables.RAW_ORDERS.width, single=single)])]
 
 
 def _raw_activities(w: Writer, change: c.RawActivities, now_ns: int) -> list[Statement]:
@@ -298,7 +301,7 @@ def _raw_activities(w: Writer, change: c.RawActivities, now_ns: int) -> list[Sta
         return []
     single = len(change.rows) == 1
     spec = w.statements.raw_activities(w.names(change.account), by_execution=change.by_execution, single=single)
-    return [(spec, [_rows([r.activity_values(a) for a in change.rows], len(r.ACTIVITY_COLUMNS), single=single)])]
+    return [(spec, [_rows([r.activity_values(a) for a in change.rows], tables.RAW_ACTIVITIES.width, single=single)])]
 
 
 def _reconciliations(w: Writer, change: c.Reconciliations, now_ns: int) -> list[Statement]:
@@ -306,7 +309,7 @@ def _reconciliations(w: Writer, change: c.Reconciliations, now_ns: int) -> list[
         return []
     single = len(change.rows) == 1
     spec = w.statements.reconciliations(w.names(change.account), single=single)
-    return [(spec, [_rows([r.activity_values(a) for a in change.rows], len(r.ACTIVITY_COLUMNS), single=single)])]
+    return [(spec, [_rows([r.activity_values(a) for a in change.rows], tables.RAW_ACTIVITIES.width, single=single)])]
 
 
 def _cash_flows(w: Writer, change: c.CashFlows, now_ns: int) -> list[Statement]:
@@ -315,7 +318,7 @@ def _cash_flows(w: Writer, change: c.CashFlows, now_ns: int) -> list[Statement]:
         out.append((w.statements.delete_cash_flows(names), [list(change.deletes)]))
     if change.rows:
         rows = [r.cash_flow_values(flow) for flow in change.rows]
-        out.append((w.statements.simple("cash_flows", names.cash_flows), [_rows(rows, len(r.CASH_FLOW_COLUMNS))]))
+        out.append((w.statements.simple(tables.CASH_FLOWS, names), [_rows(rows, tables.CASH_FLOWS.width)]))
     return out
 
 
@@ -323,7 +326,7 @@ def _daily(w: Writer, change: c.DailyEquity, now_ns: int) -> list[Statement]:
     names, out = w.names(change.account), list[Statement]()
     if change.rows:
         rows = [r.daily_values(day) for day in change.rows]
-        out.append((w.statements.simple("daily", names.equity_full), [_rows(rows, len(r.DAILY_COLUMNS))]))
+        out.append((w.statements.simple(tables.DAILY_EQUITY, names), [_rows(rows, tables.DAILY_EQUITY.width)]))
     if change.keep_only is not None:  # a full rebuild: every other date goes
         out.append((w.statements.delete_daily_except(names), [list(change.keep_only)]))
     return out
@@ -333,8 +336,8 @@ def _intraday(w: Writer, change: c.IntradayEquity, now_ns: int) -> list[Statemen
     if not change.rows:
         return []
     rows = [r.intraday_values(point) for point in change.rows]
-    return [(w.statements.simple("intraday", w.names(change.account).equity_intraday),
-             [_rows(rows, len(r.INTRADAY_COLUMNS))])]
+    return [(w.statements.simple(tables.INTRADAY_EQUITY, w.names(change.account)),
+             [_rows(rows, tables.INTRADAY_EQUITY.width)])]
 
 
 def _metrics(w: Writer, change: c.MetricsDoc, now_ns: int) -> list[Statement]:
@@ -357,7 +360,7 @@ def _schedule(w: Writer, change: c.MarketSchedule, now_ns: int) -> list[Statemen
         out.append((st.prune_schedule(), [change.prune_before]))
     if change.rows:
         rows = [r.session_values(session) for session in change.rows]
-        out.append((st.simple("schedule", st.shared.market_schedule), [_rows(rows, len(r.SESSION_COLUMNS))]))
+        out.append((st.simple(tables.MARKET_SCHEDULE, st.shared), [_rows(rows, tables.MARKET_SCHEDULE.width)]))
     return out
 
 
@@ -365,14 +368,14 @@ def _prices(w: Writer, change: c.LatestPrices, now_ns: int) -> list[Statement]:
     if not change.rows:
         return []
     rows = [(symbol, price, to_datetime(ts)) for symbol, price, ts in change.rows]
-    return [(w.statements.latest_prices(), [_rows(rows, len(PRICE_COLUMNS))])]
+    return [(w.statements.latest_prices(), [_rows(rows, tables.LATEST_PRICES.width)])]
 
 
 def _bars(w: Writer, change: c.PriceBars, now_ns: int) -> list[Statement]:
     if not change.rows:
         return []
     rows = [(symbol, to_datetime(minute), *ohlcv) for symbol, minute, *ohlcv in change.rows]
-    return [(w.statements.price_bars(), [_rows(rows, len(BAR_COLUMNS))])]
+    return [(w.statements.price_bars(), [_rows(rows, tables.PRICE_BARS.width)])]
 
 
 WriteChange = Callable[["Writer", Any, int], list[Statement]]

@@ -48,13 +48,14 @@ from coldharbour.domain.reconcile import is_recon_id, reconcile
 from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.stored import as_uuid, micros, same_row
 from coldharbour.domain.types import ClosedSlice, Fill, Lot, OpenRow, Order, SliceKey
-from coldharbour.messages import FillsPage, ResyncRequested, SnapshotTaken, topic_resync
+from coldharbour.messages import CorporateActionsPage, FillsPage, ResyncRequested, SnapshotTaken, topic_resync
 from coldharbour.mirror.batch import AccountBatch
 from coldharbour.mirror.book import StagedView
 from coldharbour.mirror.marks import Marks
 from coldharbour.mirror.plan import AccountUpdate, LedgerChange, Plan, Rewrites, RowChanges, RowsFlushed
 
 log = logging.getLogger(__name__)
+COMPLETENESS_KINDS = ("fills", "corporate")  # the histories reconciliation waits for
 
 _MARK_FIELDS = ("mkt_px", "mkt_value", "profit_loss", "profit_loss_lot", "tp_sl_reach_pct", "updated_at")
 
@@ -87,10 +88,11 @@ class AccountMirror:
         # Symbols whose last snapshot row could not be converted: neither flat nor known, their
         # lots stay as they are and are not reconciled until a snapshot lists them convertibly.
         self.unknown: set[str] = set()
-        # How far the fill history this mirror received is complete (UTC ns; None: not known to
-        # be complete at all, e.g. after a start or a bus gap until a read from the floor):
-        # reconciliation acts only on a snapshot taken before it (docs/startup.md).
-        self.fills_complete_to: int | None = None
+        # How far the fill history and the corporate actions this mirror received are complete
+        # (UTC ns; absent: not known complete at all, e.g. after a start or a bus gap, until a
+        # read from the floor): reconciliation acts only on a snapshot taken before both
+        # (docs/startup.md).
+        self.complete_to: dict[str, int] = {}
 
     def load(self, orders: Iterable[Order], fills: Iterable[Fill], rows: dict[str, OpenRow],
              closed_keys: Iterable[SliceKey] = (), actions: Iterable[CorporateAction] = (),
@@ -126,7 +128,7 @@ class AccountMirror:
 
     def plan(self, batch: AccountBatch, marks: Marks, now: int) -> Plan:
         """Return the plan committing ``batch`` (pure: nothing changes before ``swap``)."""
-        plan = Plan(accounts={self.slug})
+        plan = Plan()
         orders = {i: o for i, (o, _) in batch.orders.items() if self.book.classify(o) not in ("stale", "unchanged")}
         actions = {i: a for i, a in batch.actions.items() if i not in self.actions}
         canceled = {i: self.actions[i] for i in batch.canceled_actions if i in self.actions}
@@ -388,20 +390,25 @@ class AccountMirror:
         """Mark the rows a committed flush wrote clean (unless they changed since)."""
         self.dirty -= {pid for pid, row in done.rows.items() if self.rows.get(pid) is row}
 
-    def note_fill_coverage(self, page: FillsPage) -> None:
-        """Extend ``fills_complete_to`` with a page's watermark when it joins what is complete."""
+    def note_coverage(self, page: FillsPage | CorporateActionsPage) -> None:
+        """Extend how far fills (or corporate actions) are complete with a page's watermark, when it joins."""
         after, upto = page.complete_after_ns, page.complete_to_ns
         if after is None or upto is None:
             return
-        current = self.fills_complete_to
+        kind = "fills" if isinstance(page, FillsPage) else "corporate"
+        current = self.complete_to.get(kind)
         if page.is_from_floor or (current is not None and after <= current):
-            self.fills_complete_to = upto if current is None else max(current, upto)
+            self.complete_to[kind] = upto if current is None else max(current, upto)
         else:
-            self.counters["fill_coverage_gaps"] += 1  # a read after a stretch we never received
+            self.counters[f"{kind}_coverage_gaps"] += 1  # a read after a stretch we never received
+
+    def is_complete_to(self, ts: int) -> bool:
+        """Return True when the fills and the corporate actions received are complete up to ``ts``."""
+        return all(self.complete_to.get(kind, -1) >= ts for kind in COMPLETENESS_KINDS)
 
     def forget_completeness(self) -> None:
         """Say nothing is known complete any more (a bus gap, a failed commit): until a read from the floor."""
-        self.fills_complete_to = None
+        self.complete_to.clear()
 
     def note_unknown(self, snapshot: SnapshotTaken) -> set[str]:
         """Take which symbols ``snapshot`` covers but could not read; return the known ones it covers.
@@ -435,12 +442,12 @@ class AccountMirror:
         with the real ones so that a rebuild from the tables agrees.
         """
         taken = micros(snapshot.taken_at)
-        if self.fills_complete_to is None or self.fills_complete_to < snapshot.taken_at:
-            # The fills that explain these positions may not have arrived yet: "no fill" is not
-            # "flat". Only the broker WAC is taken; the next snapshot after a complete read acts.
+        if not self.is_complete_to(snapshot.taken_at):
+            # The fills or actions that explain these positions may not have arrived yet: "none"
+            # is not "flat". Only the broker WAC is taken; the next snapshot after a complete read acts.
             self.counters["recon_deferred_incomplete"] += 1
-            log.info("reconciliation deferred account=%s: fill history complete to %s, snapshot at %d",
-                     self.slug, self.fills_complete_to, snapshot.taken_at)
+            log.info("reconciliation deferred account=%s: history complete to %s, snapshot at %d",
+                     self.slug, self.complete_to, snapshot.taken_at)
             skip_all: list[str] = sorted(set(self.ledger.held_symbols()) | {p.symbol for p in snapshot.positions})
         else:
             skip_all = []

@@ -315,7 +315,7 @@ class Mirror:
                     batch.add_fill(fill, self.counters)
                 for fill in message.busted:
                     batch.add_bust(fill, self.counters)
-                self.accounts[message.account].note_fill_coverage(message)
+                self.accounts[message.account].note_coverage(message)
             case CorporateActionsPage():
                 self._stage_corporate(message, batch)
             case ActivitiesPage():
@@ -327,6 +327,7 @@ class Mirror:
 
     def _stage_corporate(self, message: CorporateActionsPage, batch: AccountBatch) -> None:
         """Stage corporate actions (booked by ``AccountMirror.plan``) and their legs (raw rows)."""
+        self.accounts[message.account].note_coverage(message)
         for record in message.activities:
             batch.add_activity(record)
         batch.actions.update({action.id: action for action in message.actions})

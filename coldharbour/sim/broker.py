@@ -3,10 +3,12 @@
 Usage::
 
     python -m coldharbour.sim.broker --port 8765 [--seed 7] [--partial-fills]
-        [--account NAME:KEY:SECRET ...] [--rest-limit-per-min 200]
+        [--account NAME:KEY:SECRET ...] [--rest-limit-per-min 200] [--history-sessions N]
 
 Without ``--account`` there is one account ``demo`` (key ``demo-key``, secret ``demo-secret``);
-every account starts with $100,000 cash. The server listens on 127.0.0.1 only and, once bound,
+every account starts with $100,000 cash (``--history-sessions N``: and has traded the last N
+completed sessions, with deposits, a dividend, fees, a withdrawal: ``sim/past.py``). The server
+listens on 127.0.0.1 only and, once bound,
 prints ``listening port=<N>`` on stdout (useful with ``--port 0``). Point alpaca-py at it with
 ``TradingClient(key, secret, url_override="http://127.0.0.1:<N>")``,
 ``TradingStream(key, secret, url_override="ws://127.0.0.1:<N>/stream")`` and, for bars,
@@ -46,6 +48,7 @@ from coldharbour.sim.http import (
 )
 from coldharbour.sim.limits import DEFAULT_REST_LIMIT_PER_MIN, RestLimits
 from coldharbour.sim.market_stream import add_market_data_routes
+from coldharbour.sim.past import history_start, trade_past_sessions
 from coldharbour.sim.ws import StreamHub
 
 log = logging.getLogger(__name__)
@@ -89,16 +92,21 @@ class BrokerServer:
         clock: Callable[[], datetime] = system_clock,
         calendar: MarketCalendar | None = None,
         rest_limit_per_min: int = DEFAULT_REST_LIMIT_PER_MIN,
+        history_sessions: int = 0,
     ) -> None:
         self.requested_port = port
         calendar = calendar or load_calendar()
+        now = clock()
         engine = Engine(
             accounts,
-            clock(),
+            history_start(calendar, now, history_sessions),
             seed=seed,
-            config=EngineConfig(partial_fills=partial_fills),
+            config=EngineConfig(partial_fills=False),
             session_close=calendar.session_close,
         )
+        # An account with history (sim/past.py): traded over the last sessions before it serves.
+        self.history = trade_past_sessions(engine, calendar, now, sessions=history_sessions, seed=seed)
+        engine.config.partial_fills = partial_fills
         hub = StreamHub(self._authenticate)
         self.context = BrokerContext(
             engine=engine, hub=hub, calendar=calendar, clock=clock, limits=RestLimits(rest_per_min=rest_limit_per_min)
@@ -176,6 +184,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--partial-fills", action="store_true", help="fill orders in several executions")
     parser.add_argument(
+        "--history-sessions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="trade every account over the last N completed sessions before serving (sim/past.py)",
+    )
+    parser.add_argument(
         "--rest-limit-per-min",
         type=int,
         default=DEFAULT_REST_LIMIT_PER_MIN,
@@ -192,6 +207,7 @@ async def serve(arguments: argparse.Namespace) -> None:
         seed=arguments.seed,
         partial_fills=arguments.partial_fills,
         rest_limit_per_min=max(0, arguments.rest_limit_per_min),
+        history_sessions=max(0, arguments.history_sessions),
     )
     port = await server.start()
     print(f"listening port={port}", flush=True)

@@ -3,8 +3,10 @@
 ``Heartbeats`` keeps the newest ``hb.<program>`` heard on the bus (one subscriber for the life
 of the process); ``programs`` asks supervisord (its XML-RPC socket, in a thread: the client
 blocks) and returns one row per program in start order, with the same state names as
-``chmgr status`` (``sleeping (schedule)`` for a session program parked at night). No counter
-and no setting is shown: nothing here can carry a secret.
+``chmgr status`` (``sleeping (schedule)`` for a session program parked at night), and the
+verdict of ``coldharbour.health`` in the same words as `chmgr status` (``alerts``: one line per
+cause or thing awaited; the page's banner). No counter and no setting is shown: a cause line
+names variables, never their values.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from typing import Any
 
 from coldharbour import runtime
 from coldharbour.bus import Subscriber
-from coldharbour.cli.control import client_for
-from coldharbour.cli.status import HEALTHY_STATES, shown_state
 from coldharbour.config import Settings
 from coldharbour.domain.schedule import Phase
 from coldharbour.errors import ChmgrError
+from coldharbour.health import HEALTHY_STATES, assess, client_for, shown_state
 from coldharbour.messages import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,11 @@ def _supervised(settings: Settings) -> tuple[dict[str, Any], str | None]:
         return {}, f"supervisord: {e}"
 
 
-async def programs(settings: Settings, beats: dict[str, Heartbeat], phase: str | None) -> dict[str, Any]:
-    """Return ``{"programs": [...], "healthy": bool, "error": str | None}`` (error: supervisord unreachable)."""
+async def programs(
+    settings: Settings, beats: dict[str, Heartbeat], phase: str | None, database_error: str | None = None
+) -> dict[str, Any]:
+    """Return ``{"programs": [...], "healthy", "error", "working", "alerts"}`` (error: supervisord
+    unreachable; working: every account shown to work; alerts: the causes and what is awaited)."""
     infos, error = await asyncio.to_thread(_supervised, settings)
     states = {name: info.state for name, info in infos.items()}
     known_phase = Phase(phase) if phase else None
@@ -79,4 +83,14 @@ async def programs(settings: Settings, beats: dict[str, Heartbeat], phase: str |
                 "lag_ms": None if beat is None else beat.lag_ms,
             }
         )
-    return {"programs": rows, "healthy": error is None and all(r["healthy"] for r in rows), "error": error}
+    verdict = assess(
+        settings, infos if error is None else None, beats, now_ns, phase=known_phase,
+        supervisor_error=error.removeprefix("supervisord: ") if error else None, database_error=database_error,
+    )  # fmt: skip
+    return {
+        "programs": rows,
+        "healthy": error is None and all(r["healthy"] for r in rows),
+        "error": error,
+        "working": verdict.is_working,
+        "alerts": verdict.lines(),
+    }

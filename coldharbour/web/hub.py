@@ -41,6 +41,7 @@ BACKOFF_BASE_S: Final = 0.5  # the LISTEN connection's reconnects
 BACKOFF_CAP_S: Final = 10.0
 EQUITY_CHECK_S: Final = 5.0
 STATUS_INTERVAL_S: Final = 2.0
+STATUS_DB_TIMEOUT_S: Final = 5.0  # the status read says "database unreachable" after this
 CLOSE: Final = b""  # queued to a client: end its stream (the browser reconnects)
 KEEPALIVE_S: Final = 15.0
 DRAIN_TIMEOUT_S: Final = 0.5
@@ -103,6 +104,7 @@ class Hub:
         self.counters = counters
         self.clock = clock
         self.beats: dict[str, Any] = {} if beats is None else beats
+        self.account_figures: dict[str, dict[str, Any]] = {}  # slug -> the broker's figures (web.figures)
         self.accounts: dict[str, AccountNames] = {a.slug: account_names(settings, a.slug) for a in settings.accounts}
         self.shared: SharedNames = shared_names(settings)
         self._routes: dict[str, tuple[str, str]] = {}
@@ -262,12 +264,14 @@ class Hub:
     async def read_status(self) -> dict[str, Any]:
         """Return the programs' health and the market phase (what ``/api/status`` serves)."""
         phase: str | None = None
+        database: str | None = None
         try:
-            async with self.pool.connection() as conn:
+            async with self.pool.connection(timeout=STATUS_DB_TIMEOUT_S) as conn:
                 phase = await reads.market_phase(conn, self.shared, self.clock())
-        except psycopg.Error as e:
+        except psycopg.Error as e:  # PoolTimeout too
             log.warning("market phase unreadable: %s", " ".join(str(e).split()))
-        status = await health.programs(self.settings, self.beats, phase)
+            database = "database unreachable: the dashboard cannot read it (see web's log)"
+        status = await health.programs(self.settings, self.beats, phase, database)
         return {"phase": phase, **status}
 
     async def status_loop(self, stop: asyncio.Event) -> None:
@@ -309,5 +313,6 @@ class Hub:
             "closed": closed,
             "equity": curves,
             "metrics": document,
+            "account_figures": self.account_figures.get(slug),
             "status": self.status or None,
         }

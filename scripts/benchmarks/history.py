@@ -17,6 +17,7 @@ from psycopg import sql
 from coldharbour.config import load_settings
 from coldharbour.db import rows as r
 from coldharbour.db.names import AccountNames, account_names
+from coldharbour.domain import stored
 from coldharbour.domain.types import Fill, Order, OrderSide
 from scripts.benchmarks.report import note
 
@@ -71,7 +72,7 @@ def store(dsn: str, account: AccountNames, history: Iterator[tuple[Order, Fill]]
         with cur.copy(orders_copy) as copy:
             for order, fill in history:
                 copy.write_row(r.order_values(order, "{}"))
-                fills.append(r.activity_values(r.activity_from_fill(fill)))
+                fills.append(r.activity_values(stored.activity_from_fill(fill)))
                 written += 2
         fills_copy = sql.SQL("COPY {t} ({c}) FROM STDIN").format(
             t=account.raw_activities.ident, c=sql.SQL(", ").join(map(sql.Identifier, r.ACTIVITY_COLUMNS)))

@@ -11,11 +11,11 @@ import msgspec
 import pytest
 from psycopg import sql
 
-from coldharbour.db import rows
 from coldharbour.db.names import account_names, shared_names
 from coldharbour.db.upserts import MAX_PARTS, Statements
 from coldharbour.db.writer import Writer
 from coldharbour.domain import changes as ch
+from coldharbour.domain import stored as canon
 from coldharbour.domain.cashflows import CashFlow, Category
 from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import NS_PER_SECOND, Fill, OpenRow, Order, to_datetime
@@ -71,7 +71,7 @@ async def test_upserts_fill_activity_conflicts_on_execution_id_and_reads_back_as
     writer = await _writer(migrated_dsn)
     fill = Fill(order_id=str(uuid.uuid4()), symbol="AAPL", side="buy", qty=Decimal(3), price=Decimal("99.5"),
                 ts=T0 + 123_456_789, execution_id=str(uuid.uuid4()), cum_qty=Decimal(3))
-    record, canonical = rows.canonical_fill(fill)
+    record, canonical = canon.canonical_fill(fill)
     broker_copy = msgspec.structs.replace(record, id="20240301150000123::other-id")
 
     def step(record: ActivityRecord) -> list[ch.Change]:
@@ -118,7 +118,7 @@ async def test_upserts_a_fill_commit_is_one_prepared_statement_reused(migrated_d
         order = _order(status="filled", filled_qty=Decimal(10), legs=())
         fill = Fill(order_id=order.id, symbol="AAPL", side="buy", qty=Decimal(10), price=Decimal(100), ts=T0 + i,
                     execution_id=str(uuid.uuid4()), cum_qty=Decimal(10))
-        record, _ = rows.canonical_fill(fill)
+        record, _ = canon.canonical_fill(fill)
         return [ch.OpenRows("demo", (_position(order.id, i),)),
                 ch.RawOrders("demo", ((order, "{}"),)),
                 ch.RawActivities("demo", (record,), by_execution=True)]
@@ -143,7 +143,7 @@ async def test_upserts_the_same_table_twice_goes_in_one_transaction(migrated_dsn
     names = account_names(make_settings(migrated_dsn), "demo")
     fill = Fill(order_id=str(uuid.uuid4()), symbol="AAPL", side="buy", qty=Decimal(3), price=Decimal("99.5"),
                 ts=T0, execution_id=str(uuid.uuid4()), cum_qty=Decimal(3))
-    record, _ = rows.canonical_fill(fill)
+    record, _ = canon.canonical_fill(fill)
     fee = ActivityRecord(id="fee-1", activity_type="FEE", transaction_time=T0, net_amount=Decimal("-1.5"))
     bad = msgspec.structs.replace(fee, id="fee-2", raw_json='{"broken')  # jsonb refuses it
     by_execution = ch.RawActivities("demo", (record,), by_execution=True)
@@ -207,7 +207,7 @@ async def test_upserts_one_row_parts_store_exactly_what_the_batch_parts_store(mi
         fill = Fill(order_id=order.id, symbol="AAPL", side="buy", qty=Decimal("0.123456789012345678"),
                     price=Decimal("101.000000001"), ts=T0 + i * 1_000_017, execution_id=str(uuid.uuid4()),
                     cum_qty=Decimal("0.123456789012345678"))
-        record, _ = rows.canonical_fill(fill)
+        record, _ = canon.canonical_fill(fill)
         commits.append((_position(order.id, i), (order, '{"id": "x", "é": "a\\"b"}'), record))
 
     def changes(part: list[tuple[Any, ...]]) -> list[ch.Change]:

@@ -39,6 +39,7 @@ def stack(pg_cluster: PgCluster, migrated_template: str, tmp_path_factory: pytes
         yield running
 
 
+@pytest.mark.smoke  # the default run keeps one test of the production supervisord.conf (docs/testing.md)
 def test_supervisord_status_shows_every_program_running_with_heartbeat(stack: Stack) -> None:
     rows = stack.wait_healthy()
 
@@ -140,7 +141,10 @@ def test_supervisord_up_again_reports_already_running(stack: Stack) -> None:
     result = stack.chmgr("up", "--conf", str(stack.conf))
 
     assert result.returncode == 0
-    assert result.stdout.strip() == f"supervisord is already running (socket {socket_path(stack.run_dir)})"
+    assert result.stdout.splitlines() == [
+        f"supervisord is already running (socket {socket_path(stack.run_dir)})",
+        "working: account demo",  # and it waited for that, as a first `up` does
+    ]
 
 
 def test_supervisord_no_secret_in_any_log(stack: Stack) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from coldharbour.db import rows as r
 from coldharbour.domain import changes as ch
 from coldharbour.domain.types import CLOSED_COLUMNS, NS_PER_SECOND, Fill, Order
-from coldharbour.messages import Msg
+from coldharbour.messages import CorporateActionsPage, FillsPage, Msg
 from coldharbour.mirror import Event, LedgerCheck, Mirror, Plan, StateOwner
 from coldharbour.mirror.owner import History, Stored
 from tests.support import make_settings
@@ -172,3 +172,12 @@ def of_kind(changes: Iterable[ch.Change], kind: type[Any]) -> list[Any]:
 
 def event(topic: str, message: Msg) -> tuple[str, Msg]:
     return (topic, message)
+
+
+def history_complete(upto: int, slug: str = "demo") -> list[Event]:
+    """What ``snapshot`` sends before a full snapshot: the empty last pages of a fill read and of a
+    corporate read from the backfill floor, saying both are complete up to ``upto``."""
+    return [(f"fills.{slug}", FillsPage(account=slug, fills=(), complete_after_ns=0, complete_to_ns=upto,
+                                        is_from_floor=True)),
+            (f"fills.{slug}", CorporateActionsPage(account=slug, actions=(), complete_after_ns=0, complete_to_ns=upto,
+                                                   is_from_floor=True))]

@@ -30,7 +30,7 @@ from coldharbour.messages import (
 )
 from coldharbour.mirror import FlushDue, GapDetected, HeartbeatDue, LedgerCheck
 from coldharbour.mirror.marks import IDLE_TTL_NS
-from tests.mirror.support import NOW, T0, Driver, bracket, fill, of_kind, oid, order
+from tests.mirror.support import NOW, T0, Driver, bracket, fill, history_complete, of_kind, oid, order
 
 AT = datetime(2024, 3, 1, 15, tzinfo=UTC)
 
@@ -181,9 +181,7 @@ def test_full_snapshot_reconciles_a_position_the_ledger_lacks() -> None:
     driver = Driver()
     snapshot = SnapshotTaken(account="demo", positions=(
         BrokerPosition(symbol="MSFT", qty=Decimal(4), avg_entry_price=Decimal(300)),), taken_at=T0)
-    complete = FillsPage(account="demo", fills=(), complete_after_ns=0, complete_to_ns=T0, is_from_floor=True)
-
-    plans = driver.feed(("fills.demo", complete), ("snap.demo", snapshot))
+    plans = driver.feed(*history_complete(T0), ("snap.demo", snapshot))
     changes = Driver.changes(plans)
 
     [rows] = of_kind(changes, ch.OpenRows)

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coldharbour.db import rows as r
+from coldharbour.domain import stored as canon
 from coldharbour.domain.corporate import CorporateAction, remove_busted
 from coldharbour.domain.ledger import rebuild
 from coldharbour.domain.types import CLOSED_COLUMNS, Fill, Order
@@ -68,7 +69,7 @@ def histories(draw: st.DrawFn) -> tuple[list[Order], list[Fill]]:
         fills.append(make_fill(order_id=oid(chosen.id), symbol=chosen.symbol, side=chosen.side,
                                qty=draw(st.sampled_from(QTYS)), price=draw(st.sampled_from(PRICES)),
                                ts=at(clock), execution_id=f"x{n:03d}"))
-    return [_uuid(o) for o in orders], [r.canonical_fill(f)[1] for f in fills]
+    return [_uuid(o) for o in orders], [canon.canonical_fill(f)[1] for f in fills]
 
 
 @settings(max_examples=150, deadline=None)

@@ -17,6 +17,7 @@ from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.types import NS_PER_SECOND, BrokerPosition, Fill
 from coldharbour.errors import ChmgrError
 from coldharbour.messages import (
+    CorporateActionsPage,
     FillsPage,
     LedgerCheckRequested,
     OrdersPage,
@@ -24,6 +25,7 @@ from coldharbour.messages import (
     ResyncRequested,
     SnapshotTaken,
 )
+from coldharbour.mirror import Event
 from coldharbour.mirror.owner import History
 from tests.mirror.support import T0, DictStore, Driver, Store, fill, order
 
@@ -77,10 +79,12 @@ def test_a_partial_snapshot_leaves_an_unreadable_symbols_wac_alone() -> None:
     assert len(driver.store.open) == 1
 
 
-def _history(*fills: Fill, after: int = 0, upto: int, from_floor: bool = True) -> tuple[str, FillsPage]:
-    """The last page of a fill read (``broker/sync.py``): its fills and how far the history is complete."""
-    return ("fills.demo", FillsPage(account="demo", fills=fills, complete_after_ns=after, complete_to_ns=upto,
-                                    is_from_floor=from_floor))
+def _history(*fills: Fill, after: int = 0, upto: int, from_floor: bool = True) -> tuple[Event, Event]:
+    """The last pages of a fill and a corporate read (``broker/sync.py``): fills, and how far both are complete."""
+    return (("fills.demo", FillsPage(account="demo", fills=fills, complete_after_ns=after, complete_to_ns=upto,
+                                     is_from_floor=from_floor)),
+            ("fills.demo", CorporateActionsPage(account="demo", actions=(), complete_after_ns=after,
+                                                complete_to_ns=upto, is_from_floor=from_floor)))
 
 
 def test_a_snapshot_before_the_fill_history_books_nothing_and_the_history_does_not_double() -> None:
@@ -93,7 +97,7 @@ def test_a_snapshot_before_the_fill_history_books_nothing_and_the_history_does_n
     driver.feed(("snap.demo", snapshot))  # no history yet: absence of fills is not "no position"
     before = dict(driver.store.open)
     driver.feed(("orders.demo", OrdersPage(account="demo", orders=(entry,))),
-                _history(fill("H", qty=100, at=T0 - 50), upto=T0 + 250))
+                *_history(fill("H", qty=100, at=T0 - 50), upto=T0 + 250))
     driver.feed(("snap.demo", SnapshotTaken(account="demo", positions=(_position("AAPL", 100),), taken_at=T0 + 200)))
 
     assert before == {}
@@ -105,18 +109,18 @@ def test_a_snapshot_before_the_fill_history_books_nothing_and_the_history_does_n
 
 def test_a_read_that_does_not_join_the_complete_history_defers_reconciliation_until_a_read_from_the_floor() -> None:
     driver = Driver()
-    driver.feed(_history(upto=T0 + 100))
+    driver.feed(*_history(upto=T0 + 100))
     driver.feed(("snap.demo", SnapshotTaken(account="demo", positions=(_position("MSFT", 4),), taken_at=T0 + 300)))
     deferred_after_gap = driver.mirror.counters["recon_deferred_incomplete"]  # complete to T0+100 only
 
-    driver.feed(_history(after=T0 + 200, upto=T0 + 400, from_floor=False))  # T0+100..T0+200 never received
+    driver.feed(*_history(after=T0 + 200, upto=T0 + 400, from_floor=False))  # T0+100..T0+200 never received
     driver.feed(("snap.demo", SnapshotTaken(account="demo", positions=(_position("MSFT", 4),), taken_at=T0 + 300)))
     still = driver.mirror.counters["recon_deferred_incomplete"]
-    driver.feed(_history(upto=T0 + 500))
+    driver.feed(*_history(upto=T0 + 500))
     driver.feed(("snap.demo", SnapshotTaken(account="demo", positions=(_position("MSFT", 4),), taken_at=T0 + 450)))
 
     assert (deferred_after_gap, still) == (1, 2)
-    assert driver.mirror.counters["fill_coverage_gaps"] == 1
+    assert driver.mirror.counters["fills_coverage_gaps"] == 1
     assert driver.mirror.counters["recon_corrections"] == 1  # only now: a lot the history cannot explain
 
 

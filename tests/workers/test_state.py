@@ -16,6 +16,7 @@ import pytest_asyncio
 from coldharbour.domain.types import NS_PER_DAY, from_datetime
 from coldharbour.errors import ChmgrError
 from coldharbour.messages import (
+    CorporateActionsPage,
     FillsPage,
     LedgerCheckRequested,
     MetricsComputed,
@@ -99,6 +100,8 @@ def _history_complete(state: StateHarness, upto: int) -> None:
     floor, saying the history is complete up to ``upto`` (reconciliation acts only then)."""
     state.inject(topic_fills("demo"), FillsPage(account="demo", fills=(), complete_after_ns=0, complete_to_ns=upto,
                                                 is_from_floor=True))
+    state.inject(topic_fills("demo"), CorporateActionsPage(account="demo", actions=(), complete_after_ns=0,
+                                                           complete_to_ns=upto, is_from_floor=True))
 
 
 async def test_state_bracket_entry_fill_writes_row_with_derived_columns_and_pushes_it(state: StateHarness) -> None:

@@ -14,10 +14,13 @@
     minimumFractionDigits: places, maximumFractionDigits: places,
   }));
   const pct = (v) => (v === null || v === undefined ? "—" : `${fixed(v, 2)} %`);
-  const money = (v) => (v === null || v === undefined ? "—" : `$${fixed(v, 2)}`);
+  const money = (v) => (v === null || v === undefined ? "—" : `${Number(v) < 0 ? "−" : ""}$${fixed(Math.abs(Number(v)), 2)}`);
+  const fractionPct = (v) => (v === null || v === undefined ? "—" : pct(100 * Number(v)));
+  const none = () => "—";
+  const SIGNED = new Set([pct, money, fractionPct]);
   const ratio = (v) => fixed(v, 2);
   const count = (v) => (v === null || v === undefined ? "—" : String(v));
-  const sign = (el, v) => { if (typeof v === "number" && v !== 0) el.classList.add(v > 0 ? "pos" : "neg"); };
+  const sign = (el, v) => { if (Number.isFinite(v) && v !== 0) el.classList.add(v > 0 ? "pos" : "neg"); };
 
   function card(parent, key, label, value, format, reason) {
     const el = document.createElement("div");
@@ -30,7 +33,7 @@
     const shown = document.createElement("div");
     shown.className = "value";
     shown.textContent = format(value);
-    sign(shown, format === count ? null : value);
+    if (SIGNED.has(format)) sign(shown, Number(value));
     el.append(name, shown);
     if (reason) {
       el.classList.add("withheld");
@@ -85,7 +88,7 @@
       card(box, `trailing.${key}`, `Return % ${key === "all" ? "all time" : `trailing ${key}`}`, r.trailing[key], pct,
         w[`trailing.${key}`]);
     }
-    if (r.wipe_out) card(box, "wipe_out", "Wiped out on", r.wipe_out.date, String, w.after_wipe_out);
+    if (r.wipe_out) card(box, "wipe_out", "Wiped out on", r.wipe_out.date, (d) => d, w.after_wipe_out);
   }
 
   function line(svg, points, cls, area) {
@@ -116,6 +119,10 @@
     const source = inDollars ? r.equity : r.cumulative_pct;
     line($("chart-equity"), Object.entries(source).map(([d, v]) => [d, Number(v)]), "curve", false);
     line($("chart-underwater"), Object.entries(r.underwater_pct), "area", true);
+    const defined = (series) => Object.entries(series).filter(([, v]) => v !== null);
+    line($("chart-rolling-sharpe"), defined(r.rolling.sharpe), "curve", false);
+    line($("chart-rolling-volatility"), defined(r.rolling.volatility_pct), "curve", false);
+    $("rolling-window").textContent = String(r.rolling.window);
     $("equity-unit").textContent = inDollars ? "($ equity, deposits included)" : "(cumulative return %)";
     $("equity-toggle").textContent = inDollars ? "show %" : "show $";
   }
@@ -173,11 +180,11 @@
     const b = r.benchmark;
     $("benchmark-symbol").textContent = b ? b.symbol : "";
     if (!b) {
-      card(box, "benchmark", "Benchmark", null, String, r.withheld.benchmark || "not available");
+      card(box, "benchmark", "Benchmark", null, none, r.withheld.benchmark || "not available");
       return;
     }
     card(box, "benchmark.return_pct", `${b.symbol} return % (same sessions)`, b.return_pct, pct);
-    card(box, "benchmark.alpha", "Alpha (ann.)", b.alpha, ratio);
+    card(box, "benchmark.alpha", "Alpha % (ann.)", b.alpha, fractionPct);
     card(box, "benchmark.beta", "Beta", b.beta, ratio);
     card(box, "benchmark.correlation", "Correlation", b.correlation, ratio);
     card(box, "benchmark.r2", "R²", b.r2, ratio);
