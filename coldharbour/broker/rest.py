@@ -345,20 +345,16 @@ class BrokerRest:
                 cursor = last
 
     async def activity_pages(
-        self, activity_type: str, *, after_id: str | None = None, after_ns: int | None = None,
-        category: str | None = None,
+        self, activity_type: str, *, after_id: str | None = None, after_ns: int | None = None
     ) -> AsyncIterator[list[Any]]:
         """Yield pages (oldest first) of activities of one type after ``after_id`` or ``after_ns``.
 
         Several types (``"SPLIT,SC,MA"``) go in the ``activity_types`` query parameter (the path
-        form takes one type only); ``category`` (``non_trade_activity``) instead of a type reads
-        every activity of that category (``activity_type`` is then ignored).
+        form takes one type only).
         """
         path = "/account/activities"
         extra: dict[str, str] = {}
-        if category is not None:
-            extra["category"] = category
-        elif "," in activity_type:
+        if "," in activity_type:
             extra["activity_types"] = activity_type
         else:
             path = f"{path}/{activity_type}"

@@ -374,7 +374,13 @@ class AccountSync:
         reported once, after ``LEG_WINDOW_NS`` (its partner may simply not be listed yet).
         """
         read_at = self._clock_ns()
-        records = await self._corporate_records(after_ns)
+        readable = [code for code in CORPORATE_READ if code not in self.refused_codes]
+        records = await self._corporate_together(readable, after_ns)
+        retried = [code for code in CORPORATE_READ if code in self.refused_codes] if records is not None else []
+        if records is None:  # a code refused: read each alone, so that it stops only itself
+            records, retried = [], list(CORPORATE_READ)
+        for code in retried:
+            records += await self._corporate_code(code, after_ns)
         # complete only when every code was read: a refused one hides its legs (absence is not evidence)
         complete = not any(code in self.refused_codes for code in CORPORATE_READ)
         now = self._clock_ns()
@@ -482,31 +488,22 @@ class AccountSync:
         self.refused_codes.pop("announcements", None)
         return parse_announcements(body)
 
-    async def _corporate_records(self, after_ns: int) -> list[ActivityRecord]:
-        """Return the corporate legs (and fees in the coin) after ``after_ns``.
+    async def _corporate_together(self, codes: Sequence[str], after_ns: int) -> list[ActivityRecord] | None:
+        """Return the legs of ``codes`` after ``after_ns`` read in one listing (``activity_types=CIL,MA,…``).
 
-        One unfiltered read of the non-trade activities (``category=non_trade_activity``), the
-        legs selected here: no filter value can be refused, and it costs one request a snapshot
-        (docs/broker-budget.md). If the broker refuses that read, one read per code
-        (``CORPORATE_READ``): a refused code stops only itself.
+        One request instead of one per code (the key's budget, docs/broker-budget.md). None when
+        the broker refuses the list (or fewer than two codes are left): the caller then reads
+        code by code, which finds the refused one and leaves the others readable.
         """
+        if len(codes) < 2:
+            return None
         found: list[ActivityRecord] = []
         try:
-            async for raw in self._rest.activity_pages("", after_ns=after_ns, category="non_trade_activity"):
-                found += [c.record for c in self._activities(raw) if c.record.activity_type in CORPORATE_READ]
-        except BrokerRefused as e:
-            self.counters["corporate_category_refused"] += 1
-            if self.refused_codes.get("category") != e.status:
-                log.warning("non-trade activities refused account=%s status=%s: reading the corporate codes one by one",
-                            self.slug, e.status)  # fmt: skip
-            self.refused_codes["category"] = e.status
-        else:
-            self.refused_codes.pop("category", None)
-            for code in CORPORATE_READ:
-                self.refused_codes.pop(code, None)
-            return found
-        for code in CORPORATE_READ:
-            found += await self._corporate_code(code, after_ns)
+            async for raw in self._rest.activity_pages(",".join(codes), after_ns=after_ns):
+                found += [c.record for c in self._activities(raw)]
+        except BrokerRefused:
+            self.counters["corporate_list_refused"] += 1
+            return None
         return found
 
     async def _corporate_code(self, code: str, after_ns: int) -> list[ActivityRecord]:

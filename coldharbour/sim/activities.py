@@ -217,8 +217,6 @@ def parse_activity_query(
         if unknown:
             raise unprocessable(f"invalid activity type: {unknown[0]}", CODE_INVALID_FIELD)
     category = params.get("category")
-    if category is not None and category.upper() in refused:
-        raise unprocessable(f"invalid category: {category!r}", CODE_INVALID_FIELD)
     if category not in {None, "trade_activity", "non_trade_activity"}:
         raise unprocessable(f"invalid category: {category!r}", CODE_INVALID_FIELD)
     direction = params.get("direction", "desc").lower()

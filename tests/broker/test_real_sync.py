@@ -105,10 +105,9 @@ class ListingBroker:
             yield []
 
     async def activity_pages(
-        self, activity_type: str, *, after_id: str | None = None, after_ns: int | None = None,
-        category: str | None = None,
+        self, activity_type: str, *, after_id: str | None = None, after_ns: int | None = None
     ) -> AsyncIterator[list[Any]]:
-        if activity_type != "FILL" or category is not None:
+        if activity_type != "FILL":
             if self.refuse_corporate:
                 raise BrokerRefused("invalid activity type", 422)
             return
@@ -218,8 +217,7 @@ async def test_a_refused_activity_code_leaves_the_other_codes_working(fake_broke
     for symbol in ("AAPL", "FB"):
         fake_broker.request("POST", "/v2/orders", json={"symbol": symbol, "qty": "10", "side": "buy",
                                                         "type": "market", "time_in_force": "day"})  # fmt: skip
-    refusing = ["SPLIT", "non_trade_activity"]  # the category read refused too: one read per code
-    fake_broker.request("POST", "/sim/config", account=None, json={"refused_activity_types": refusing})
+    fake_broker.request("POST", "/sim/config", account=None, json={"refused_activity_types": ["SPLIT"]})
     sink = RecordingSink()
     counters: Counter[str] = Counter()
     details: dict[str, str] = {}
@@ -239,9 +237,34 @@ async def test_a_refused_activity_code_leaves_the_other_codes_working(fake_broke
     assert [(a.type, a.symbol, a.new_symbol) for a in first.actions] == [("symbol_change", "FB", "META")]
     assert {a.activity_type for a in first.activities} == {"NC"}
     assert counters["corporate_code_refused"] == 2  # the backfill's read and the first snapshot's
-    assert refused_then == {f"corporate_refused_{sync.slug}": "SPLIT:422 category:422"}
+    assert refused_then == {f"corporate_refused_{sync.slug}": "SPLIT:422"}
     assert [(a.type, a.symbol, a.ratio) for a in second.actions] == [("split", "AAPL", Decimal(2))]
     assert details == {}
+
+
+@pytest.mark.asyncio
+async def test_corporate_codes_are_one_listing_unless_one_is_refused(fake_broker: FakeBroker) -> None:
+    """Every code in one ``activity_types=CIL,MA,…`` listing (the key's budget,
+    docs/broker-budget.md); when the broker refuses one, that code alone is read apart."""
+
+    def corporate_reads() -> list[str]:
+        log = fake_broker.request("GET", "/sim/log", account=None).json()
+        return [e["path"] + "?" + e["query"] for e in log if "/account/activities" in e["path"]
+                and "FILL" not in e["path"]]  # fmt: skip
+
+    async with aiohttp.ClientSession() as session:
+        sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), RecordingSink(), Counter())
+        await sync.full("test")
+        together = corporate_reads()
+        fake_broker.request("POST", "/sim/config", account=None, json={"refused_activity_types": ["SPLIT"]})
+        await sync.full("test")  # the list is refused: code by code, SPLIT refused
+        await sync.full("test")  # the six others together, SPLIT tried alone
+        later = corporate_reads()[len(together):]
+
+    assert len(together) == 1
+    assert f"activity_types={','.join(CORPORATE_READ)}&" in together[0]
+    assert len(later) == 1 + len(CORPORATE_READ) + 2
+    assert later[-1].startswith("/v2/account/activities/SPLIT?")
 
 
 @pytest.mark.asyncio
