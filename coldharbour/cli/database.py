@@ -26,6 +26,7 @@ from coldharbour.config import AccountSettings, Settings
 from coldharbour.db import roles, schema
 from coldharbour.db.connect import connect_sync, describe_error
 from coldharbour.db.names import account_names
+from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.errors import ChmgrError, DatabaseError
 
 PROGRAM: Final = "chmgr"
@@ -42,7 +43,7 @@ POSITION_COLUMNS: Final = (
     ("sl_px", "sl"),
     ("moved_flag", "moved"),
     ("holding_days", "days"),
-    ("filled_at", "filled at"),
+    ("filled_at", "filled at (New York)"),
 )
 
 
@@ -71,7 +72,7 @@ def _format(value: object) -> str:
     if isinstance(value, Decimal):
         return f"{value.normalize():f}" if value == value.to_integral() else f"{value:f}".rstrip("0")
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return value.astimezone(NEW_YORK).strftime("%Y-%m-%d %H:%M:%S")  # UTC stays in the database
     return str(value)
 
 
