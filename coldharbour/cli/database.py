@@ -16,14 +16,13 @@ from typing import Any, Final
 
 import psycopg
 import typer
-from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
 from coldharbour import runtime
 from coldharbour.cli.terminal import cell, printable
 from coldharbour.config import AccountSettings, Settings
-from coldharbour.db import roles, schema
+from coldharbour.db import checks, roles, schema
 from coldharbour.db.connect import connect_sync, describe_error
 from coldharbour.db.names import account_names
 from coldharbour.domain.schedule import NEW_YORK
@@ -80,13 +79,10 @@ def load_positions(
     conn: psycopg.Connection[tuple[Any, ...]], settings: Settings, account: AccountSettings
 ) -> list[tuple[Any, ...]]:
     """Return the open rows of ``account`` (the ``POSITION_COLUMNS``), by symbol then fill time."""
-    table = account_names(settings, account.slug).positions
-    query = sql.SQL("SELECT {columns} FROM {table} ORDER BY symbol, filled_at, parent_id").format(
-        columns=sql.SQL(", ").join(sql.Identifier(column) for column, _ in POSITION_COLUMNS),
-        table=table.ident,
-    )
+    names = account_names(settings, account.slug)
+    table = names.positions
     try:
-        return conn.execute(query).fetchall()
+        return checks.open_positions(conn, names, [column for column, _ in POSITION_COLUMNS])
     except psycopg.errors.UndefinedTable:
         conn.rollback()
         raise DatabaseError(
@@ -134,8 +130,7 @@ def watch(
         raise ChmgrError("no account configured: nothing to watch")
     with connect_sync(settings.reader_dsn, PROGRAM, read_only=True) as conn:
         conn.autocommit = True
-        for channel in listened:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        checks.listen(conn, listened)
         typer.echo(f"listening on {', '.join(listened)} (Ctrl-C to stop)")
         try:
             # Close the generator before the connection: a suspended one keeps the connection
