@@ -463,6 +463,18 @@ class MetricsComputed(Msg, Checked, frozen=True, tag="metrics.doc"):
     computed_at: int  # UTC ns
 
 
+class AccountChanged(Msg, frozen=True, tag="state.changed"):
+    """What one commit of ``state`` changed in one account, published after the commit.
+
+    ``kinds`` names the changes (``domain.changes.changed_kinds``: ``closed``, ``cash_flows``, …);
+    a mark flush written without announcement is not one. What derives from those rows (the KPI
+    document) is computed on this, not on a timer (docs/scaling.md).
+    """
+
+    account: str
+    kinds: tuple[str, ...]
+
+
 class ScheduleComputed(Msg, Checked, frozen=True, tag="schedule.rows"):
     """Sessions from the broker calendar, and the cut-off before which rows are pruned."""
 
@@ -502,6 +514,7 @@ Message = (
     | CorporateActionsPage
     | EquityComputed
     | MetricsComputed
+    | AccountChanged
     | ScheduleComputed
     | SessionPhaseChanged
     | LedgerCheckRequested
@@ -574,7 +587,7 @@ def topic_metrics(slug: str) -> str:
 
 
 def topic_state(slug: str) -> str:
-    """Return ``state.<slug>`` (change events published by ``state`` after a commit)."""
+    """Return ``state.<slug>`` (``AccountChanged``, published by ``state`` after a commit)."""
     return f"state.{slug}"
 
 
@@ -596,3 +609,4 @@ PREFIX_TICK: Final = "px."
 TOPIC_TICKS: Final = "px.batch"  # lower case: never a feed symbol (they are upper-cased)
 PREFIX_RESYNC: Final = "cmd.resync."
 PREFIX_TRADE: Final = "trade."
+PREFIX_STATE: Final = "state."

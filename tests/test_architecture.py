@@ -13,7 +13,7 @@ DOMAIN_ALLOWED = {
     "functools", "heapq", "itertools", "math", "operator", "re", "statistics", "typing", "uuid", "zoneinfo",
     "msgspec", "coldharbour.domain",
 }  # fmt: skip
-WRITER_MODULES = ("coldharbour.db.writer", "coldharbour.db.upserts", "coldharbour.mirror")
+WRITER_MODULES = ("coldharbour.db.writer", "coldharbour.db.upserts", "coldharbour.db.store", "coldharbour.mirror")
 # The state program and the modules that make up its write path.
 WRITER_ALLOWED_PREFIXES = (
     "workers.state", "coldharbour.mirror", "coldharbour.db.upserts", "coldharbour.db.rows", "coldharbour.db.writer",

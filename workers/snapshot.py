@@ -74,8 +74,9 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
                 ),
                 snapshot_sec=settings.snapshot_sec,
                 backfill_days=settings.backfill_days,
+                phase_s=settings.snapshot_sec * i / len(settings.accounts),  # spread over the period
             )
-            for a in settings.accounts
+            for i, a in enumerate(settings.accounts)
         }
         starts: dict[str, int] = {}  # account -> time of the last ``start`` resync state sent us
         router = asyncio.create_task(_route_resyncs(ctx, runners, starts), name="snapshot-resyncs")

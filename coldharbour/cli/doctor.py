@@ -28,13 +28,14 @@ from psycopg import sql
 from websockets.sync.client import connect
 
 from coldharbour import runtime
-from coldharbour.cli.status import HEARTBEAT_LISTEN_S, collect_heartbeats, describe_prices
+from coldharbour.cli.status import HEARTBEAT_LISTEN_S, collect_heartbeats, describe_prices, stack_health
 from coldharbour.config import AccountSettings, Settings, env_suffix, is_project_run_dir
 from coldharbour.db import ownership, roles, schema
 from coldharbour.db.connect import connect_sync
 from coldharbour.db.names import account_names, shared_names
 from coldharbour.domain.schedule import CALENDAR_GAP_DAYS, ny_date
 from coldharbour.errors import DatabaseError
+from coldharbour.health import credentials_rejected
 from coldharbour.supervisor import UNIX_SOCKET_PATH_MAX, SupervisorClient, socket_path
 
 QUARANTINE_TABLE: Final = "quarantine"  # ``<ACCOUNT_SCHEMA>.quarantine``, written by `state`
@@ -242,11 +243,8 @@ def check_account(account: AccountSettings) -> Check:
             body = json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
-            return Check(
-                "FAIL",
-                f"account {account.name}: credentials rejected by {account.base_url} (HTTP {e.code}): "
-                f"check ALPACA_API_KEY_{suffix} and ALPACA_SECRET_KEY_{suffix}",
-            )
+            cause = credentials_rejected(account.name, account.base_url, f"HTTP {e.code}")
+            return Check("FAIL", f"account {account.name}: {cause}")
         return Check("FAIL", f"account {account.name}: {url} answered HTTP {e.code}: check ALPACA_BASE_URL_{suffix}")
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
@@ -409,6 +407,20 @@ def check_run_dir(settings: Settings) -> Iterator[Check]:
         yield Check("OK", f"socket paths fit ({', '.join(sockets.values())})")
 
 
+def check_stack(settings: Settings) -> Iterator[Check]:
+    """With supervisord running: whether the stack works (the health model, `chmgr status`'s words)."""
+    client = SupervisorClient(socket_path(Path(settings.run_dir).resolve()))
+    if not client.is_running():
+        return
+    health, _, _ = stack_health(settings, {info.name: info for info in client.info()}, HEARTBEAT_LISTEN_S)
+    for finding in health.findings:
+        yield Check("FAIL", f"stack: {finding.line}")
+    for waiting in health.waiting:
+        yield Check("WARN", f"stack: waiting: {waiting}")
+    if health.working:
+        yield Check("OK", f"stack: working: account {', account '.join(health.working)}")
+
+
 def check_supervisord(settings: Settings) -> Check:
     """Report whether supervisord answers on its socket (not running is a warning, not a failure)."""
     client = SupervisorClient(socket_path(Path(settings.run_dir).resolve()))
@@ -445,6 +457,7 @@ def run_checks(settings: Settings) -> Iterator[Check]:
     yield from check_corporate(settings)
     yield from check_run_dir(settings)
     yield check_supervisord(settings)
+    yield from check_stack(settings)
 
 
 def doctor() -> None:

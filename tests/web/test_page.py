@@ -9,7 +9,7 @@ here (the fake broker only trades symbols it has a price for); the whole-stack t
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -35,7 +35,7 @@ def _lot_row(page: Page, parent_id: str):
 
 def _open(page: Page, dashboard: Dashboard, account: str = "demo") -> None:
     page.goto(f"{dashboard.url}/?account={account}")
-    expect(page.locator("#positions-count")).to_have_text(re.compile(r"\(\d+\)"))
+    expect(page.locator("#positions-count")).to_have_text(re.compile(r"\(\d+ symbols?, \d+ lots?\)"))
 
 
 def test_page_snapshot_then_live_rows_without_reload(page: Page, dashboard: Dashboard, tables: Tables) -> None:
@@ -68,7 +68,7 @@ def test_page_closed_trades_and_kpis_are_pushed(page: Page, dashboard: Dashboard
     tables.set_metrics({"Closed Trades (n)": 0, "Win Rate %": None, "as_of": "2026-12-01T15:00:00Z"})
     _open(page, dashboard)
     expect(page.locator('[data-kpi="Closed Trades (n)"]')).to_have_text("0")
-    expect(page.locator('[data-kpi="Win Rate %"]')).to_have_text("—")
+    expect(page.locator('[data-kpi="Win Rate %"]')).to_have_text("needs a closed trade")  # not "—"
 
     tables.insert_closed(closed_slice("lot-c", "TSLA"))
     tables.set_metrics({"Closed Trades (n)": 1, "Win Rate %": 100, "NET REALIZED CASH (FIFO)": 100.5})
@@ -247,3 +247,76 @@ def test_page_times_are_new_york_and_labelled(page: Page, dashboard: Dashboard, 
     row = page.locator('[data-testid=closed] tr[data-entry-lot-id="lot-t"]')
     expect(row.locator("[data-col=exit_time]")).to_have_text("2026-07-01 15:59:58")  # EDT, UTC-4
     expect(page.locator("[data-testid=closed] th").first).to_have_text("exit time (New York)")
+
+
+def test_page_one_row_per_symbol_lots_inside_against_their_own_entry(
+    page: Page, dashboard: Dashboard, tables: Tables
+) -> None:
+    old = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
+    tables.put_lots(
+        lot("spy-1", "SPY", qty=Decimal(10), avg_fill=Decimal("155.73"), avg_px_symbol=Decimal("150"),
+            mkt_px=Decimal("155.39"), tp_sl_reach_pct=Decimal("-6.8"), updated_at=old, filled_at=old),
+        lot("spy-2", "SPY", qty=Decimal(5), avg_fill=Decimal("149"), avg_px_symbol=Decimal("150"),
+            mkt_px=Decimal("155.39"), tp_sl_reach_pct=Decimal("40"), updated_at=old),
+        lot("aapl-1", "AAPL", mkt_px=Decimal("101"), avg_px_symbol=Decimal("100")),
+        push=False,
+    )  # fmt: skip
+    _open(page, dashboard)
+    spy = page.locator(f'{POSITIONS} tr[data-symbol="SPY"]')
+
+    expect(page.locator(f"{POSITIONS} tr[data-symbol]")).to_have_count(2)
+    expect(page.locator("#positions-count")).to_have_text("(2 symbols, 3 lots)")
+    expect(spy.locator("[data-col=qty]")).to_have_text("15")
+    expect(spy.locator("[data-col=avg_px]")).to_have_text("150")
+    expect(spy.locator("[data-col=mkt_px]")).to_have_text("155.39")
+    expect(spy.locator("[data-col=pnl]")).to_have_text("80.85")  # 15 x (155.39 - 150)
+    expect(_lot_row(page, "spy-1")).to_be_hidden()
+
+    spy.click()
+
+    expect(_lot_row(page, "spy-1")).to_be_visible()
+    expect(page.locator('[data-lots-of="SPY"]')).to_contain_text("P&L vs lot entry")
+    expect(_lot_row(page, "spy-1").locator("[data-col=profit_loss]")).to_have_text("-3.40")  # 10 x (155.39 - 155.73)
+    expect(_lot_row(page, "spy-1").locator("[data-col=profit_loss]")).to_have_class(re.compile(r"\bneg\b"))
+    expect(_lot_row(page, "spy-1").locator(".reach .fill")).to_have_class(re.compile(r"\bneg\b"))  # agree
+    expect(_lot_row(page, "spy-2").locator("[data-col=profit_loss]")).to_have_text("31.95")  # 5 x (155.39 - 149)
+    expect(_lot_row(page, "aapl-1")).to_be_hidden()
+
+    # A new mark on one lot is the symbol's one mark: every lot and the total use it.
+    tables.put_lots(lot("spy-2", "SPY", qty=Decimal(5), avg_fill=Decimal("149"), avg_px_symbol=Decimal("150"),
+                        mkt_px=Decimal("156"), tp_sl_reach_pct=Decimal("45")))  # fmt: skip
+    expect(spy.locator("[data-col=mkt_px]")).to_have_text("156")
+    expect(_lot_row(page, "spy-1").locator("[data-col=mkt_px]")).to_have_text("156")
+    expect(_lot_row(page, "spy-1").locator("[data-col=profit_loss]")).to_have_text("2.70")
+    expect(spy.locator("[data-col=pnl]")).to_have_text("90.00")
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_page_kpis_grouped_and_waiting_cards_say_what_for(page: Page, dashboard: Dashboard, tables: Tables) -> None:
+    tables.set_metrics({"Closed Trades (n)": 2, "Sharpe 10d": None, "CAGR %": None, "Profit Factor": None,
+                        "Max Drawdown %": -1.5, "Total Return %": 0.05, "as_of": "2026-12-01T15:00:00Z"})  # fmt: skip
+    _open(page, dashboard)
+
+    groups = page.locator("[data-testid=kpis] [data-kpi-group]")
+    expect(groups).to_have_count(3)
+    expect(page.locator('[data-kpi-group="trades"] [data-kpi="Closed Trades (n)"]')).to_have_text("2")
+    expect(page.locator('[data-kpi-group="trades"] .card').first).to_contain_text("Closed trades (lots)")
+    expect(page.locator('[data-kpi-group="risk"] [data-kpi="Sharpe 10d"]')).to_have_text("needs 10 sessions")
+    expect(page.locator('[data-kpi="CAGR %"]')).to_have_text("needs 20 sessions")
+    expect(page.locator('[data-kpi="Profit Factor"]')).to_have_text("needs a losing trade")
+    expect(page.locator('[data-kpi-group="account"] [data-kpi="Total Return %"]')).to_have_text("0.05")
+    expect(page.locator("[data-testid=kpis] .value", has_text="—")).to_have_count(0)
+
+
+def test_page_daily_chart_shows_the_intraday_curve_on_the_first_day(
+    page: Page, dashboard: Dashboard, tables: Tables
+) -> None:
+    now = datetime.now(UTC)
+    tables.put_intraday(now - timedelta(minutes=2), Decimal("0.001"))
+    tables.put_intraday(now - timedelta(minutes=1), Decimal("0.002"))
+    _open(page, dashboard)
+
+    daily = page.locator("[data-testid=equity-daily]")
+    expect(daily).to_have_attribute("data-curve", "intraday")
+    expect(daily).to_have_attribute("data-points", "2")
+    expect(page.locator("#chart-daily-caption")).to_contain_text("first session")
