@@ -375,6 +375,9 @@ class SnapshotTaken(Msg, Checked, frozen=True, tag="snap"):
     unknown_symbols: tuple[str, ...] = ()
     buying_power: Decimal | None = None  # from GET /v2/account, with cash and equity (full snapshots)
     last_equity: Decimal | None = None  # equity at the previous session's close
+    # Symbols a corporate action is under way for (announced or with legs, not booked yet):
+    # ``state`` does not reconcile them (docs/corporate-actions.md "Announcements").
+    pending_symbols: tuple[str, ...] = ()
 
 
 class OrdersPage(Msg, Checked, frozen=True, tag="orders.page"):
