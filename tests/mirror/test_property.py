@@ -5,7 +5,7 @@ symbols) arrive in any order — a leg after its fill, an exit before its entry,
 batches of any size — through ``Mirror.plans`` exactly as ``state`` feeds it. At the end the
 ledger equals ``rebuild`` of the whole history, and the rows the changes wrote (applied to a
 dict by natural key, as the upserts do) equal the rows of that rebuild. With corporate actions
-and busts among the events (SPEC §8), in any order, the reference is ``rebuild(orders, fills
+and busts among the events (docs/spec.md §8), in any order, the reference is ``rebuild(orders, fills
 without the busted ones, actions)``.
 """
 
