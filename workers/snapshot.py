@@ -17,9 +17,11 @@ import logging
 import sys
 
 import aiohttp
+import msgspec
 
 from coldharbour import runtime
 from coldharbour.broker.budget import budget_for, report_forever
+from coldharbour.broker.reads import data_url
 from coldharbour.broker.rest import BrokerRest
 from coldharbour.broker.runner import SnapshotRunner, cancel_quietly, run_until_stopped
 from coldharbour.broker.sync import AccountSync
@@ -71,11 +73,14 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
                 AccountSync(
                     BrokerRest(a, session, ctx.counters, budget=budgets[a.slug], stop=stop, conditions=ctx.conditions),
                     ctx.publisher, ctx.counters, details=ctx.details,
+                    announcements=BrokerRest(msgspec.structs.replace(a, base_url=data_url(a.base_url)), session,
+                                             ctx.counters, budget=budgets[a.slug], stop=stop, version="/v1"),
                 ),
                 snapshot_sec=settings.snapshot_sec,
                 backfill_days=settings.backfill_days,
+                phase_s=settings.snapshot_sec * i / len(settings.accounts),  # spread over the period
             )
-            for a in settings.accounts
+            for i, a in enumerate(settings.accounts)
         }
         starts: dict[str, int] = {}  # account -> time of the last ``start`` resync state sent us
         router = asyncio.create_task(_route_resyncs(ctx, runners, starts), name="snapshot-resyncs")

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -61,12 +62,30 @@ async def cancel_quietly(task: asyncio.Task[None]) -> None:
         await task
 
 
-class SnapshotRunner:
-    """One account's snapshot schedule (see the module docstring)."""
+def next_slot_s(now_s: float, period_s: float, phase_s: float) -> float:
+    """Return the seconds from ``now_s`` to the account's next slot: ``phase_s`` past a multiple of ``period_s``.
 
-    def __init__(self, sync: AccountSync, *, snapshot_sec: float, backfill_days: int) -> None:
+    The slot at least half a period away, so two snapshots are 0.5 to 1.5 periods apart and each
+    account keeps its own place in the period (docs/scaling.md: snapshots spread over the minute).
+    """
+    delay = (phase_s - now_s) % period_s
+    return delay if delay >= period_s / 2 else delay + period_s
+
+
+class SnapshotRunner:
+    """One account's snapshot schedule (see the module docstring).
+
+    ``phase_s`` (0 ≤ phase < ``snapshot_sec``) places the account's periodic snapshots in the
+    period, so that the accounts of one program do not all read the broker at once; None waits a
+    whole period after each snapshot.
+    """
+
+    def __init__(self, sync: AccountSync, *, snapshot_sec: float, backfill_days: int,
+                 phase_s: float | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.sync = sync
         self.slug = sync.slug
+        self._phase_s = phase_s
+        self._monotonic = monotonic
         self._snapshot_sec = snapshot_sec
         self._backfill_days = backfill_days
         self._full_wanted = asyncio.Event()
@@ -98,7 +117,9 @@ class SnapshotRunner:
             reason = await self._next_full(stop)
 
     async def _next_full(self, stop: asyncio.Event) -> str:
-        await wait_any(self._snapshot_sec, self._full_wanted, stop)
+        wait_s = (self._snapshot_sec if self._phase_s is None
+                  else next_slot_s(self._monotonic(), self._snapshot_sec, self._phase_s))
+        await wait_any(wait_s, self._full_wanted, stop)
         if self._full_wanted.is_set():
             self._full_wanted.clear()
             return self._full_reason

@@ -34,7 +34,8 @@ Pure: no I/O, no clock, no logging.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Final, Literal
 
@@ -43,6 +44,7 @@ import msgspec
 from coldharbour.domain.cashflows import activity_id_time
 from coldharbour.domain.money import ZERO
 from coldharbour.domain.reports import ActivityRecord
+from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.domain.types import Fill, direction, from_datetime
 
 ActionType = Literal["split", "symbol_change", "stock_merger", "cash_merger", "spinoff", "cash_in_lieu", "removal",
@@ -406,6 +408,8 @@ def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:
             continue
         stamp = activity_id_time(record.id)
         text = raw.get("description")
+        if _is_retimed(record.transaction_time):  # by the announcement's ex-date (``retime_legs``)
+            stamp = None
         legs.append(ActionLeg(
             id=record.id, code=record.activity_type, ts=from_datetime(stamp) if stamp else record.transaction_time,
             symbol=record.symbol, qty=record.qty, price=record.price, net_amount=record.net_amount or ZERO,
@@ -421,3 +425,110 @@ def _raw_fields(raw_json: str) -> dict[str, object]:
     except msgspec.DecodeError:
         return {}
     return found if isinstance(found, dict) else {}
+
+
+# --- announcements: what happens and when it takes effect ------------------------------------
+
+# The groups of Alpaca's corporate-actions announcements (alpaca-py
+# ``alpaca/data/models/corporate_actions.py``): the symbols each names, the one whose holders it
+# acts on, and the date it takes effect.
+_ANNOUNCED: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    "forward_splits": (("symbol",), ("ex_date",)),
+    "reverse_splits": (("symbol",), ("ex_date",)),
+    "unit_splits": (("old_symbol", "new_symbol", "alternate_symbol"), ("effective_date",)),
+    "stock_dividends": (("symbol",), ("ex_date",)),
+    "spin_offs": (("source_symbol", "new_symbol"), ("ex_date",)),
+    "cash_mergers": (("acquiree_symbol", "acquirer_symbol"), ("effective_date",)),
+    "stock_mergers": (("acquiree_symbol", "acquirer_symbol"), ("effective_date",)),
+    "stock_and_cash_mergers": (("acquiree_symbol", "acquirer_symbol"), ("effective_date",)),
+    "redemptions": (("symbol",), ("payable_date", "process_date")),
+    "name_changes": (("old_symbol", "new_symbol"), ("process_date",)),
+    "worthless_removals": (("symbol",), ("process_date",)),
+}
+# Legs dated this far from an announcement's effective date can belong to it (payable dates
+# precede ex-dates by a day or two; legs are listed up to a few days late).
+ANNOUNCEMENT_MATCH_DAYS: Final = 7
+_MICROSECOND_NS: Final = 1_000
+
+
+class Announcement(msgspec.Struct, frozen=True, kw_only=True):
+    """One announced action: its id, group, the symbols it names, and the day it takes effect."""
+
+    id: str
+    group: str
+    symbols: tuple[str, ...]
+    effective: date
+
+
+def parse_announcements(body: object) -> list[Announcement]:
+    """Return the announcements of a ``GET /v1/corporate-actions`` body (``corporate_actions``:
+    group -> items); items without a known group, symbol or date are left out."""
+    groups = body.get("corporate_actions") if isinstance(body, Mapping) else None
+    found: list[Announcement] = []
+    if not isinstance(groups, Mapping):
+        return found
+    for group, items in groups.items():
+        fields = _ANNOUNCED.get(str(group))
+        if fields is None or not isinstance(items, list):
+            continue
+        for item in items:
+            if not isinstance(item, Mapping):
+                continue
+            symbols = tuple(str(item[k]).upper() for k in fields[0] if isinstance(item.get(k), str) and item[k])
+            day = next((item[k] for k in fields[1] if isinstance(item.get(k), str)), None)
+            try:
+                effective = date.fromisoformat(day[:10]) if day else None
+            except ValueError:
+                effective = None
+            if symbols and effective is not None:
+                found.append(Announcement(id=str(item.get("id") or ""), group=str(group), symbols=symbols,
+                                          effective=effective))  # fmt: skip
+    return found
+
+
+def effective_instant(day: date) -> int:
+    """Return when an action effective on ``day`` takes effect: just before that day starts in
+    New York (every fill of the ex-date is after it, every fill of the day before is before it).
+
+    One microsecond before midnight, so that a stored leg shows it was re-timed: no leg is dated
+    at that instant by the broker (``_is_retimed``), and PostgreSQL keeps microseconds.
+    """
+    midnight = datetime.combine(day, time(0), tzinfo=NEW_YORK)
+    return from_datetime(midnight) - _MICROSECOND_NS
+
+
+def _is_retimed(ts: int) -> bool:
+    instant = datetime.fromtimestamp((ts + _MICROSECOND_NS) / 1e9, tz=NEW_YORK)
+    return instant.time() == time(0) and (ts + _MICROSECOND_NS) % 1_000_000_000 == 0
+
+
+def retime_legs(
+    records: Sequence[ActivityRecord], announcements: Sequence[Announcement]
+) -> tuple[list[ActivityRecord], list[ActivityRecord]]:
+    """Return the corporate legs with the instant their announcement says the action takes effect
+    (``effective_instant`` of its ex-date or effective date, in ``transaction_time``), and the
+    legs no announcement explains (yet).
+
+    The legs say what the broker booked; the announcement says when it takes effect: legs are
+    stamped on the payable date (a day or more before the ex-date), before the open of the
+    ex-date, or at midday of the ex-date after that morning's trades (docs/corporate-actions.md
+    "Announcements"). A leg matches the announcement naming its symbol whose date is nearest its
+    own (within ``ANNOUNCEMENT_MATCH_DAYS``). A fee in the coin has no announcement.
+    """
+    matched: list[ActivityRecord] = []
+    unexplained: list[ActivityRecord] = []
+    for record in records:
+        if record.activity_type not in CORPORATE_CODES or record.activity_type == "CFEE" or not record.symbol:
+            matched.append(record)
+            continue
+        stamp = activity_id_time(record.id)
+        day = (stamp.astimezone(NEW_YORK).date() if stamp else
+               datetime.fromtimestamp(record.transaction_time / 1e9, tz=NEW_YORK).date())
+        near = [a for a in announcements if record.symbol in a.symbols
+                and abs(a.effective - day) <= timedelta(days=ANNOUNCEMENT_MATCH_DAYS)]
+        if not near:
+            unexplained.append(record)
+            continue
+        best = min(near, key=lambda a: (abs(a.effective - day), a.id))
+        matched.append(msgspec.structs.replace(record, transaction_time=effective_instant(best.effective)))
+    return matched, unexplained

@@ -458,6 +458,7 @@ class AccountMirror:
         skip += [s for action in self.actions.values() if action.ts > taken for s in action.symbols]
         self.note_unknown(snapshot)
         skip += self.unknown  # a row the broker listed but we could not read is no flat position
+        skip += snapshot.pending_symbols  # an action under way: its legs or its position may come first
         prices = {symbol: price for symbol, (price, _) in marks.prices.items()}
         outcome = reconcile(self.ledger, snapshot.positions, self.book, now=taken, wac=self.wac, marks=prices,
                             skip=skip)

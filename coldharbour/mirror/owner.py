@@ -24,11 +24,11 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Final, Protocol
 
-from coldharbour.domain.changes import Change, CommitOutcome, chunks
+from coldharbour.domain.changes import Change, CommitOutcome, changed_kinds, chunks
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.types import Fill, OpenRow, Order, SliceKey
 from coldharbour.errors import ChmgrError
-from coldharbour.messages import Msg, ResyncRequested, topic_resync
+from coldharbour.messages import AccountChanged, Msg, ResyncRequested, topic_resync, topic_state
 from coldharbour.mirror.core import Event, Mirror
 from coldharbour.mirror.plan import Flush, LedgerCheck, Plan, Reconcile
 
@@ -165,6 +165,9 @@ class StateOwner:
             for slug, account in self.mirror.accounts.items():
                 account.forget_completeness()  # what was staged may not be stored: complete after the rewind
                 self.resyncs.request(slug, "commit_failed")
+        if outcome is CommitOutcome.COMMITTED:  # readers of the rows recompute on this (metrics)
+            for slug, kinds in changed_kinds(changes).items():
+                self.publisher.publish(topic_state(slug), AccountChanged(account=slug, kinds=kinds))
         return outcome is CommitOutcome.COMMITTED
 
     def take(self, plan: Plan) -> None:

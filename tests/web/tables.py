@@ -131,3 +131,12 @@ class Tables:
         }  # fmt: skip
         self._upsert(self.names.equity_full.ident, row, ("date",))
         self.conn.commit()
+
+    def put_intraday(self, ts: datetime, cumulative_return: Decimal) -> None:
+        """Write one intraday equity point (no channel: the dashboard notices the table changed)."""
+        row = {
+            "ts": ts, "deposit": Decimal(100_000), "cumulative_return": cumulative_return, "drawdown": Decimal(0),
+            "realised_return": Decimal(0), "updated_at": datetime.now(UTC),
+        }  # fmt: skip
+        self._upsert(self.names.equity_intraday.ident, row, ("ts",))
+        self.conn.commit()
