@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from coldharbour.config import Dsn
 from tests.fixtures.broker import FakeBroker
-from tests.integration.e2e import POSITIONS, Db, Programs, all_clean, broker_environ, short_directory
+from tests.fixtures.stack import POSITIONS, Db, Programs, all_clean, broker_environ
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -51,13 +49,6 @@ LOAD_PER_S = 50
 BUDGET_PER_MIN = 40
 IDLE_MAX = 8
 TIMEOUT_S = 30.0
-
-
-@pytest.fixture
-def e2e_dir() -> Iterator[Path]:
-    path = short_directory()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _ours(broker: FakeBroker, since: float, until: float) -> dict[str, int]:
@@ -155,10 +146,10 @@ async def _load(url: str, headers: dict[str, str], per_s: int, seconds: float) -
 
 
 def test_a_bot_on_the_same_key_is_never_refused_and_our_requests_stay_in_budget(
-    migrated_dsn: Dsn, fake_broker: FakeBroker, e2e_dir: Path
+    migrated_dsn: Dsn, fake_broker: FakeBroker, stack_dir: Path
 ) -> None:
     env = broker_environ(
-        migrated_dsn, e2e_dir, fake_broker.base_url,
+        migrated_dsn, stack_dir, fake_broker.base_url,
         PRICE_SOURCE="alpaca", ALPACA_DATA_STREAM_URL=f"ws://127.0.0.1:{fake_broker.port}/v2/iex",
         ALPACA_REST_BUDGET_PER_MIN=str(BUDGET_PER_MIN), DISABLE_SESSION_SLEEP="1", FLUSH_INTERVAL_S="0.5",
         BACKFILL_DAYS="1",
@@ -166,7 +157,7 @@ def test_a_bot_on_the_same_key_is_never_refused_and_our_requests_stay_in_budget(
     env.pop("ZMQ_SIP_STREAM_ENDPOINT")
     fake_broker.set_prices({symbol: 100 for symbol in SYMBOLS})
     db = Db(migrated_dsn)
-    programs = Programs(env, e2e_dir)
+    programs = Programs(env, stack_dir)
     try:
         programs.start(*PROGRAMS)
         wait_for(lambda: fake_broker.listener_count() == 1, TIMEOUT_S, what="trades stream listening")
