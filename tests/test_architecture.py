@@ -132,3 +132,13 @@ def test_web_imports_nothing_from_the_command_line(path: Path) -> None:
     bad = sorted(name for name in _imports(path) if name.startswith("coldharbour.cli"))
 
     assert bad == [], f"{path.name} imports {bad}"
+
+
+@pytest.mark.parametrize("path", [*_sources("coldharbour/web"), ROOT / "coldharbour/cli/doctor.py",
+                                  ROOT / "coldharbour/cli/database.py", ROOT / "coldharbour/cli/status.py"],
+                         ids=lambda p: p.name)  # fmt: skip
+def test_dashboard_and_operator_commands_hold_no_sql(path: Path) -> None:
+    """Their queries live in db/ (db.dashboard, db.checks, db.queries)."""
+    bad = sorted(name for name in _imports(path) if name == "psycopg.sql" or name.endswith(".sql"))
+
+    assert bad == [], f"{path.name} imports {bad}"

@@ -1,4 +1,7 @@
-"""What the page shows, read from the tables (read-only) as JSON-ready values.
+"""What the dashboard page shows, read from the tables (read-only) as JSON-ready values.
+
+The `web` program's queries (``web.app`` and ``web.hub`` call them); they live in ``db/`` with
+the other queries so that ``web/`` holds no SQL.
 
 Every function takes one read-only connection and an account's names; rows come back as dicts
 keyed by the column names of SPEC.md §2 (the same keys as the NOTIFY rows, so the page handles
