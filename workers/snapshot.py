@@ -37,6 +37,8 @@ from coldharbour.messages import (
 from coldharbour.retry import sleep_or_stop, supervise
 
 log = logging.getLogger("workers.snapshot")
+# Refreshes after fills take at most half the budget: one every 120 s / budget (3 s at 40 a minute).
+PARTIAL_SHARE_S = 120.0
 START_RESYNC_WINDOW_NS = 120 * 1_000_000_000  # a state's start resync precedes its ready announcement
 
 
@@ -79,6 +81,7 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
                 snapshot_sec=settings.snapshot_sec,
                 backfill_days=settings.backfill_days,
                 phase_s=settings.snapshot_sec * i / len(settings.accounts),  # spread over the period
+                partial_gap_s=PARTIAL_SHARE_S / settings.alpaca_rest_budget_per_min,
             )
             for i, a in enumerate(settings.accounts)
         }

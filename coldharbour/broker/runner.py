@@ -4,7 +4,8 @@
 at start, every ``SNAPSHOT_SEC`` and on every full ``ResyncRequested`` (rewinding the cursors
 first for the ``REWIND_REASONS``), and partial (per-symbol)
 snapshots as soon as they are asked for — in their own loop, so a WAC refresh after a fill never
-waits behind a backfill or a full snapshot. Requests arriving while one runs are coalesced.
+waits behind a backfill or a full snapshot. Requests arriving while one runs are coalesced; after
+one, the next waits ``partial_gap_s`` (the key's budget, docs/broker-budget.md).
 
 Each account's loops run under ``coldharbour.retry.supervise`` (the workers start them); broker
 failures inside a loop are retried with ``coldharbour.retry.retry`` (capped, jittered backoff),
@@ -25,7 +26,7 @@ from coldharbour import runtime
 from coldharbour.broker.sync import AccountSync
 from coldharbour.errors import BrokerError
 from coldharbour.messages import ResyncRequested
-from coldharbour.retry import Backoff, RetryStopped, retry, wait_any
+from coldharbour.retry import Backoff, RetryStopped, Sleep, retry, sleep_or_stop, wait_any
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,22 @@ class SnapshotRunner:
     whole period after each snapshot.
     """
 
-    def __init__(self, sync: AccountSync, *, snapshot_sec: float, backfill_days: int,
-                 phase_s: float | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        sync: AccountSync,
+        *,
+        snapshot_sec: float,
+        backfill_days: int,
+        phase_s: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        partial_gap_s: float = 0.0,
+        sleep: Sleep = sleep_or_stop,
+    ) -> None:
         self.sync = sync
+        # After a partial snapshot the next waits this long: under a stream of fills, refreshes
+        # take at most half the key's budget and full snapshots keep the other half.
+        self._partial_gap_s = partial_gap_s
+        self._sleep = sleep
         self.slug = sync.slug
         self._phase_s = phase_s
         self._monotonic = monotonic
@@ -142,6 +156,8 @@ class SnapshotRunner:
             except BrokerError as e:
                 self.sync.counters["snapshot_failures"] += 1
                 log.warning("partial snapshot failed account=%s symbols=%s error=%s", self.slug, symbols, e)
+            if self._partial_gap_s > 0 and await self._sleep(stop, self._partial_gap_s):
+                return  # fills arriving meanwhile wait for the next refresh, together
 
     async def _retrying(self, stop: asyncio.Event, what: str, step: Callable[[], Awaitable[None]]) -> None:
         """Run ``step`` until it succeeds or ``stop``; broker failures back off (capped, jittered)."""

@@ -126,11 +126,15 @@ def _sorted(fills: Iterable[Fill]) -> list[Fill]:
 
 
 def _open_cycle(history: Sequence[Fill], symbol: str, ts: int) -> tuple[list[int], Decimal]:
-    """Return the indexes of ``symbol``'s open-cycle fills before ``ts`` and the position then."""
+    """Return the indexes of ``symbol``'s open-cycle fills before ``ts`` and the position then.
+
+    A fill booked by an earlier action at the same instant counts as before (two actions
+    re-timed to the start of one ex-date, applied in id order: a removal then a split, say).
+    """
     cycle: list[int] = []
     net = ZERO
     for index, fill in enumerate(history):
-        if fill.symbol != symbol or fill.ts >= ts:
+        if fill.symbol != symbol or fill.ts > ts or (fill.ts == ts and not is_corporate(fill)):
             continue
         net += direction(fill.side) * fill.qty
         cycle.append(index)
