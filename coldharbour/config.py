@@ -240,6 +240,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # The market-data REST host; empty: Alpaca's for Alpaca trading hosts, else the trading origin.
     alpaca_data_url: Annotated[str, msgspec.Meta(pattern=r"^(https?://[^/\s]+/?)?$")] = ""
     price_poll_s: PositiveSeconds = 3.0
+    # With PRICE_SOURCE=alpaca-stream: also serve Alpaca's stock data protocol here (host:port),
+    # so the trader's bot shares the key's one connection with us (broker/data_proxy.py). Empty: off.
+    data_proxy_bind: Annotated[str, msgspec.Meta(pattern=r"^(\[?[0-9A-Za-z.:_-]+\]?:\d{1,5})?$")] = ""
     # Requests a minute per API key, over every program (Alpaca allows 200 on each API, more on
     # some plans): trading REST, and market-data REST (docs/broker-budget.md).
     alpaca_rest_budget_per_min: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 40
@@ -316,6 +319,7 @@ _ENV_OVERRIDES: Final = {
     "bus_out": "CHMGR_BUS_OUT",
     "web_bind": "CHMGR_WEB_BIND",
     "web_token": "CHMGR_WEB_TOKEN",
+    "data_proxy_bind": "CHMGR_DATA_PROXY_BIND",
 }
 _NOT_FROM_ENV: Final = frozenset({"accounts", "disabled_accounts"})
 ENV_NAMES: Final[dict[str, str]] = {

@@ -373,6 +373,8 @@ class SnapshotTaken(Msg, Checked, frozen=True, tag="snap"):
     symbols: tuple[str, ...] = ()
     reason: str = "periodic"
     unknown_symbols: tuple[str, ...] = ()
+    buying_power: Decimal | None = None  # from GET /v2/account, with cash and equity (full snapshots)
+    last_equity: Decimal | None = None  # equity at the previous session's close
 
 
 class OrdersPage(Msg, Checked, frozen=True, tag="orders.page"):

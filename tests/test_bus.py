@@ -154,7 +154,15 @@ def test_seq_tracker_reports_duplicate_gap_restart() -> None:
     assert results == [None, None, ("duplicate", 2), ("gap", 2), ("restart", 1), None]
 
 
-@pytest.mark.parametrize("endpoint", ["http://x", "tcp://0.0.0.0:5555", "tcp://10.1.2.3:9", "ipc://"])
-def test_bus_bind_rejects_bad_or_non_loopback_endpoints(endpoint: str) -> None:
-    with pytest.raises(BusError):
+@pytest.mark.parametrize(
+    ("endpoint", "reason"),
+    [
+        ("http://x", "expected inproc://, ipc:// or tcp://"),
+        ("tcp://0.0.0.0:5555", "binding is allowed on loopback only"),
+        ("tcp://10.1.2.3:9", "binding is allowed on loopback only"),
+        ("ipc://", "expected inproc://, ipc:// or tcp://"),
+    ],
+)
+def test_bus_bind_rejects_bad_or_non_loopback_endpoints(endpoint: str, reason: str) -> None:
+    with pytest.raises(BusError, match=f"^bus endpoint: {reason}, found '{endpoint}'$"):
         prepare_endpoint(endpoint, bind=True)

@@ -286,3 +286,21 @@ def test_read_dsn_is_optional_and_secret() -> None:
     assert reader.reader_dsn.reveal().startswith("postgresql://chmgr_reader:")
     assert "Rd-Hunter" not in str(describe(reader))
     assert "Rd-Hunter#2pw" in all_secrets(reader)
+
+
+def test_guest_settings_budget_data_host_and_proxy_bind() -> None:
+    from coldharbour.config import load_settings
+    from coldharbour.errors import ConfigError
+
+    base = {"CHMGR_DSN": "postgresql://chmgr@127.0.0.1:5432/chmgr"}
+    default = load_settings(base)
+    assert (default.alpaca_rest_budget_per_min, default.alpaca_data_budget_per_min) == (40, 40)
+    assert (default.alpaca_data_url, default.data_proxy_bind, default.price_poll_s) == ("", "", 3.0)
+    chosen = load_settings({**base, "ALPACA_REST_BUDGET_PER_MIN": "20", "ALPACA_DATA_URL": "https://data.example",
+                            "CHMGR_DATA_PROXY_BIND": "127.0.0.1:8766", "PRICE_SOURCE": "alpaca-stream"})  # fmt: skip
+    assert (chosen.alpaca_rest_budget_per_min, chosen.alpaca_data_url) == (20, "https://data.example")
+    assert chosen.data_proxy_bind == "127.0.0.1:8766"
+    for name, value in (("ALPACA_REST_BUDGET_PER_MIN", "0"), ("CHMGR_DATA_PROXY_BIND", "anywhere"),
+                        ("ALPACA_DATA_URL", "ftp://x")):  # fmt: skip
+        with pytest.raises(ConfigError, match=name):
+            load_settings({**base, name: value})

@@ -95,30 +95,34 @@ def test_newer_field_is_ignored_by_older_decoder() -> None:
 
 
 @pytest.mark.parametrize(
-    "payload",
+    ("payload", "message"),
     [
-        b"",
-        b"\xc1",
-        msgspec.msgpack.encode([1, 2, 3]),
-        msgspec.msgpack.encode({"type": "px", "symbol": "A", "price": float("inf")}),
-        msgspec.msgpack.encode({"type": "px", "symbol": "A", "price": 0.0}),
-        msgspec.msgpack.encode({"type": "px", "symbol": "A"}),
-        msgspec.msgpack.encode({"type": "px.batch", "symbols": ["A", "B"], "prices": [1.0, float("nan")],
-                                "sizes": [0.0, 0.0], "ts_events": [1, 2]}),
-        msgspec.msgpack.encode({"type": "px.batch", "symbols": ["A"], "prices": [-1.0], "sizes": [0.0],
-                                "ts_events": [1]}),
-        msgspec.msgpack.encode({"type": "px.batch", "symbols": ["A"], "prices": [1.0], "sizes": [-2.0],
-                                "ts_events": [1]}),
-        msgspec.msgpack.encode({"type": "px.batch", "symbols": ["A", "B"], "prices": [1.0], "sizes": [0.0],
-                                "ts_events": [1]}),
-        msgspec.msgpack.encode({"type": "hb", "program": "x", "pid": "1", "uptime_s": 0}),
-        msgspec.msgpack.encode({"type": "cash.activities", "account": "d", "activities": [
+        (b"", "Input data was truncated"),
+        (b"\xc1", r"MessagePack data is malformed: invalid opcode '\\xc1'"),
+        (msgspec.msgpack.encode([1, 2, 3]), "Expected `object`, got `array`"),
+        (msgspec.msgpack.encode({"type": "px", "symbol": "A", "price": float("inf")}),
+         "price must be finite and positive, found inf"),
+        (msgspec.msgpack.encode({"type": "px", "symbol": "A", "price": 0.0}),
+         "price must be finite and positive, found 0.0"),
+        (msgspec.msgpack.encode({"type": "px", "symbol": "A"}), "Object missing required field `price`"),
+        (msgspec.msgpack.encode({"type": "px.batch", "symbols": ["A", "B"], "prices": [1.0, float("nan")],
+                                 "sizes": [0.0, 0.0], "ts_events": [1, 2]}), "prices must be finite and positive"),
+        (msgspec.msgpack.encode({"type": "px.batch", "symbols": ["A"], "prices": [-1.0], "sizes": [0.0],
+                                 "ts_events": [1]}), "prices must be finite and positive"),
+        (msgspec.msgpack.encode({"type": "px.batch", "symbols": ["A"], "prices": [1.0], "sizes": [-2.0],
+                                 "ts_events": [1]}), "sizes must be finite and non-negative"),
+        (msgspec.msgpack.encode({"type": "px.batch", "symbols": ["A", "B"], "prices": [1.0], "sizes": [0.0],
+                                 "ts_events": [1]}), "columns must have the same length"),
+        (msgspec.msgpack.encode({"type": "hb", "program": "x", "pid": "1", "uptime_s": 0}),
+         r"Expected `int`, got `str` - at `\$\.pid`"),
+        (msgspec.msgpack.encode({"type": "cash.activities", "account": "d", "activities": [
             {"id": "x", "activity_type": "DIV", "transaction_time": 1, "net_amount": "NaN"}]}),
-        msgspec.msgpack.encode({"type": "nope"}),
+         r"net_amount: non-finite or out-of-range number - at `\$\.activities\[0\]`"),
+        (msgspec.msgpack.encode({"type": "nope"}), r"Invalid value 'nope' - at `\$\.type`"),
     ],
-)
-def test_bad_payloads_raise_decode_error(payload: bytes) -> None:
-    with pytest.raises(msgspec.DecodeError):
+)  # fmt: skip
+def test_bad_payloads_raise_decode_error(payload: bytes, message: str) -> None:
+    with pytest.raises(msgspec.DecodeError, match=message):
         m.decode(payload)
 
 
@@ -130,7 +134,7 @@ def test_issue_9_huge_decimal_rejected_at_decode(qty: str) -> None:
     payload = msgspec.msgpack.encode({"type": "snap", "account": "demo", "taken_at": 1, "positions": [
         {"symbol": "AAPL", "qty": qty, "avg_entry_price": "1"}]})  # fmt: skip
 
-    with pytest.raises(msgspec.DecodeError):
+    with pytest.raises(msgspec.DecodeError, match=r"^positions: non-finite or out-of-range number"):
         m.decode(payload)
 
 

@@ -5,7 +5,9 @@ Inputs (``PRICE_SOURCE``): ``zmq``: SUB on ``ZMQ_SIP_STREAM_ENDPOINT`` (msgpack
 through market-data REST every ``PRICE_POLL_S`` (``broker.market_rest``, the first account's
 keys, within the key's market-data budget), leaving the key's one stream connection to the
 trader; ``alpaca-stream``: Alpaca's market-data stream (``broker.market_stream``), with REST
-for a stream refused with 406 (the key's connection in use elsewhere). The Alpaca sources follow
+for a stream refused with 406 (the key's connection in use elsewhere); with
+``CHMGR_DATA_PROXY_BIND`` it also serves Alpaca's stock data protocol locally, so the trader's bot
+shares the key's one connection with us (``broker.data_proxy``). The Alpaca sources follow
 exactly the symbols some account holds or has open orders on, read from the database
 (read-only) every ``SYMBOLS_POLL_S``; every path validates alike and publishes alike.
 Outputs: ``px.batch`` (``TickBatch``: every tick of one drain, in feed order). Trades with an
@@ -33,6 +35,7 @@ import zmq.asyncio
 
 from coldharbour import runtime
 from coldharbour.broker.budget import RestBudget, budget_for, report_forever
+from coldharbour.broker.data_proxy import DataProxy
 from coldharbour.broker.feed import Skip, TradeFilter, decode_frames
 from coldharbour.broker.market_rest import SnapshotPrices
 from coldharbour.broker.market_stream import DataStreamPrices, MarketDataStream
@@ -302,12 +305,17 @@ async def run_data_stream(settings: Settings, ctx: runtime.WorkerContext, stop: 
 
     async with aiohttp.ClientSession() as session:
         fallback, budget = _snapshot_prices(settings, ctx, session, stop, primary=False, wanted=refused)
-        await asyncio.gather(
+        jobs = [
             prices.run(stop),
             follow_symbols(settings, ctx, prices, stop),
             fallback.run(stop),
             report_forever([budget], ctx.counters, stop, prefix="data"),
-        )
+        ]
+        if settings.data_proxy_bind:  # the trader's bot shares our one connection (broker/data_proxy.py)
+            host, _, port = settings.data_proxy_bind.rpartition(":")
+            proxy = DataProxy(streams[0], account.api_key, account.secret_key, ctx.counters)
+            jobs.append(proxy.run(host.strip("[]"), int(port), stop))
+        await asyncio.gather(*jobs)
 
 
 async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Event) -> None:

@@ -103,6 +103,7 @@ class EquityJob:
         settle = timedelta(seconds=settings.flush_interval_s) + timedelta(minutes=2)
         self.intraday = IntradayState(names, shared, settle)
         self.mismatched: set[date] = set()
+        self._opening_equity: dict[date, Decimal] = {}  # the broker's equity at an opening date, read once
         self.inputs: queries.CurveInputs | None = None  # the stored inputs as of the curve's last read
 
     async def run_once(self, now: datetime) -> None:
@@ -175,12 +176,15 @@ class EquityJob:
         override = self._override()
         if override is not None:
             return Opening(as_of=as_of, cash=override)
+        if as_of in self._opening_equity:  # a closed day's equity does not change: read it once
+            return Opening(as_of=as_of, cash=self._opening_equity[as_of])
         equity = (await self._broker.daily_equity(as_of - CALENDAR_AHEAD, as_of)).get(as_of)
         self._counters["broker_history_requests"] += 1
         if equity is None:
             log.warning("no broker equity before the first activity account=%s date=%s", self.names.slug, as_of)
             return None
         log.info("equity anchored on the broker account=%s date=%s equity=%s", self.names.slug, as_of, equity)
+        self._opening_equity[as_of] = equity
         return Opening(as_of=as_of, cash=equity)
 
     async def _rebuild(self, conn: queries.Conn, now: datetime, *, refetch: bool) -> None:

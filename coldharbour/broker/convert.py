@@ -119,6 +119,8 @@ class RawAccount(msgspec.Struct, kw_only=True):
 
     cash: Number = None
     equity: Number = None
+    buying_power: Number = None
+    last_equity: Number = None  # equity at the previous session's close (today's P&L is equity - this)
 
 
 class RawActivity(msgspec.Struct, kw_only=True):
@@ -139,10 +141,12 @@ class RawActivity(msgspec.Struct, kw_only=True):
 
 
 class AccountFigures(msgspec.Struct, frozen=True):
-    """Cash and equity of an account (dollars)."""
+    """Cash, equity, buying power and the previous close's equity of an account (dollars)."""
 
     cash: Decimal | None
     equity: Decimal | None
+    buying_power: Decimal | None = None
+    last_equity: Decimal | None = None
 
 
 class ConvertedOrder(msgspec.Struct, frozen=True):
@@ -238,6 +242,14 @@ def _uuid(value: str | None, *, field: str) -> str | None:
         return None
     known = _known_uuid(value) if value.__class__ is str and len(value) <= MEMO_MAX_CHARS else None
     return known or str(_checked(validate.canonical_uuid, value, field=field))
+
+
+def _shown_number(value: Number, *, field: str) -> Decimal | None:
+    """A figure only shown (never booked): unusable is None, not a rejected account."""
+    try:
+        return _number(value, field=field)
+    except BadValue:
+        return None
 
 
 def _number(value: Number, *, field: str) -> Decimal | None:
@@ -528,10 +540,15 @@ def _symbol_of(data: object) -> str:
 
 
 def convert_account(data: object) -> AccountFigures | Rejected:
-    """Return cash and equity from ``GET /v2/account``."""
+    """Return cash, equity, buying power and last equity from ``GET /v2/account``."""
     try:
         raw = _typed(data, RawAccount)
-        return AccountFigures(_number(raw.cash, field="cash"), _number(raw.equity, field="equity"))
+        return AccountFigures(
+            _number(raw.cash, field="cash"),
+            _number(raw.equity, field="equity"),
+            _shown_number(raw.buying_power, field="buying_power"),
+            _shown_number(raw.last_equity, field="last_equity"),
+        )
     except BadValue as e:
         return Rejected("account", str(e))
 

@@ -34,7 +34,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Final
 
@@ -140,6 +140,10 @@ class MarketDataStream:
         self._is_msgpack = codec == "msgpack"
         self._backoff = (backoff_base_s, backoff_cap_s)
         self.wanted: frozenset[str] = frozenset()
+        # Channels other clients want through us (``broker.data_proxy``): channel -> symbols.
+        self.shared: dict[str, frozenset[str]] = {}
+        # Called with every frame's messages as decoded (before our trade handling), for the proxy.
+        self.on_messages: Callable[[list[dict[str, object]]], None] | None = None
         self.subscribed: frozenset[str] = frozenset()  # per the server's last acknowledgement
         self.connected = False
         self.connects = 0
@@ -154,6 +158,18 @@ class MarketDataStream:
         if wanted != self.wanted:
             self.wanted = wanted
             self._changed.set()
+
+    def share(self, channels: Mapping[str, frozenset[str]]) -> None:
+        """Subscribe upstream, besides our trades, to what the proxy's clients want (channel -> symbols)."""
+        shared = {name: frozenset(symbols) for name, symbols in channels.items() if symbols}
+        if shared != self.shared:
+            self.shared = shared
+            self._changed.set()
+
+    def _desired(self) -> dict[str, frozenset[str]]:
+        desired = dict(self.shared)
+        desired["trades"] = self.wanted | self.shared.get("trades", frozenset())
+        return desired
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, subscribe and relay trades; reconnect with backoff; return once ``stop`` is set.
@@ -199,7 +215,7 @@ class MarketDataStream:
 
     async def _until_wanted(self, stop: asyncio.Event) -> bool:
         """Wait until a symbol is wanted (no connection without one); False if ``stop`` came first."""
-        while not self.wanted and not stop.is_set():
+        while not self.wanted and not self.shared and not stop.is_set():
             self._changed.clear()
             waiting = {asyncio.create_task(self._changed.wait()), asyncio.create_task(stop.wait())}
             _, pending = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -265,17 +281,21 @@ class MarketDataStream:
 
     async def _write_loop(self, ws: ClientConnection, stop: asyncio.Event) -> None:
         """Keep the server's subscription equal to ``wanted``; close the socket when ``stop`` is set."""
-        asked: frozenset[str] = frozenset()
+        asked: dict[str, frozenset[str]] = {}
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
                 self._changed.clear()
-                wanted = self.wanted
-                if wanted - asked:
-                    await ws.send(self._encode({"action": "subscribe", "trades": sorted(wanted - asked)}))
-                if asked - wanted:
-                    await ws.send(self._encode({"action": "unsubscribe", "trades": sorted(asked - wanted)}))
-                asked = wanted
+                desired = self._desired()
+                names = sorted(set(desired) | set(asked))
+                empty: frozenset[str] = frozenset()
+                more = {n: sorted(desired.get(n, empty) - asked.get(n, empty)) for n in names}
+                fewer = {n: sorted(asked.get(n, empty) - desired.get(n, empty)) for n in names}
+                if any(more.values()):
+                    await ws.send(self._encode({"action": "subscribe", **{n: v for n, v in more.items() if v}}))
+                if any(fewer.values()):
+                    await ws.send(self._encode({"action": "unsubscribe", **{n: v for n, v in fewer.items() if v}}))
+                asked = desired
                 changed = asyncio.create_task(self._changed.wait())
                 await asyncio.wait({changed, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 changed.cancel()
@@ -315,6 +335,8 @@ class MarketDataStream:
         if not isinstance(messages, list):
             self._reject("shape")
             return False
+        if self.on_messages is not None:
+            self.on_messages([m for m in messages if isinstance(m, dict)])
         ticks: list[Tick] = []
         exclude = self._exclude
         now_ns = time.time_ns()  # a print stamped beyond TICK_FUTURE_NS ahead is refused, as on the feed
@@ -323,18 +345,24 @@ class MarketDataStream:
                 self._reject("shape")
                 continue
             kind = message.get("T")
-            if kind == "t":
-                message["t"] = _time_ns(message.get("t"))
-                result = decode_trade(message, exclude, now_ns)
-                if isinstance(result, Skip):
-                    self._count(result)
-                else:
-                    ticks.append(result)
-            else:
+            if kind != "t":
                 self._on_control(kind, message)
+            elif not self.shared or message.get("S") in self.wanted:  # else a proxy client's symbol only
+                tick = self._trade(dict(message) if self.on_messages is not None else message, exclude, now_ns)
+                if tick is not None:
+                    ticks.append(tick)
         if ticks:
             self._on_ticks(ticks)
         return bool(ticks)
+
+    def _trade(self, message: dict[str, object], exclude: Collection[str], now_ns: int) -> Tick | None:
+        """Return the tick of one trade message (its ``t`` made UTC ns in place), or count why not."""
+        message["t"] = _time_ns(message.get("t"))
+        result = decode_trade(message, exclude, now_ns)
+        if isinstance(result, Skip):
+            self._count(result)
+            return None
+        return result
 
     def _on_control(self, kind: object, message: dict[str, object]) -> None:
         """Handle a message that is not a trade: acknowledgement, error, or a kind we skip."""

@@ -190,9 +190,10 @@ class AccountSync:
         await self._publish_corporate(after_ns=max(self._fill_floor_ns, corporate_after - CORPORATE_OVERLAP_NS))
         if isinstance(figures, Rejected):
             self._reject("account", figures)
-            cash = equity = None
+            cash = equity = buying_power = last_equity = None
         else:
             cash, equity = figures.cash, figures.equity
+            buying_power, last_equity = figures.buying_power, figures.last_equity
         self._open_families = live
         self._stream_final &= live.keys()  # a report about an order still listed open stays useful
         if unknown is None:  # a position without a usable symbol: nothing unlisted is known flat
@@ -209,6 +210,8 @@ class AccountSync:
             equity=equity,
             reason=reason,
             unknown_symbols=unknown,
+            buying_power=buying_power,
+            last_equity=last_equity,
         )
         self._sink.publish(topic_snapshot(self.slug), snapshot)
         self.counters["snapshots"] += 1
@@ -342,9 +345,13 @@ class AccountSync:
         still paired; an action is published once (by id). A leg that pairs with nothing is
         reported once, after ``LEG_WINDOW_NS`` (its partner may simply not be listed yet).
         """
-        records: list[ActivityRecord] = []
         read_at = self._clock_ns()
-        for code in CORPORATE_READ:
+        readable = [code for code in CORPORATE_READ if code not in self.refused_codes]
+        records = await self._corporate_together(readable, after_ns)
+        retried = [code for code in CORPORATE_READ if code in self.refused_codes] if records is not None else []
+        if records is None:  # a code refused: read each alone, so that it stops only itself
+            records, retried = [], list(CORPORATE_READ)
+        for code in retried:
             records += await self._corporate_code(code, after_ns)
         self._show_refused()
         now = self._clock_ns()
@@ -381,6 +388,24 @@ class AccountSync:
         self.counters["corporate_actions"] += len(fresh)
         self.counters["corporate_actions_canceled"] += len(canceled)
         return len(fresh)
+
+    async def _corporate_together(self, codes: Sequence[str], after_ns: int) -> list[ActivityRecord] | None:
+        """Return the legs of ``codes`` after ``after_ns`` read in one listing (``activity_types=CIL,MA,…``).
+
+        One request instead of one per code (the key's budget, docs/broker-budget.md). None when
+        the broker refuses the list (or fewer than two codes are left): the caller then reads
+        code by code, which finds the refused one and leaves the others readable.
+        """
+        if len(codes) < 2:
+            return None
+        found: list[ActivityRecord] = []
+        try:
+            async for raw in self._rest.activity_pages(",".join(codes), after_ns=after_ns):
+                found += [c.record for c in self._activities(raw)]
+        except BrokerRefused:
+            self.counters["corporate_list_refused"] += 1
+            return None
+        return found
 
     async def _corporate_code(self, code: str, after_ns: int) -> list[ActivityRecord]:
         """Return the legs of one code after ``after_ns``; none (logged, counted) if it is refused.

@@ -78,8 +78,9 @@ def row_of(spec: tables.TableSpec, value: object) -> tuple[object, ...]:
     """Return ``value`` as a row of ``spec``: each column is ``value``'s attribute of that name.
 
     A ``timestamptz`` column given in UTC ns becomes a datetime (``_time``). The tables whose
-    domain value names its fields as the columns (open rows, closed slices, intraday points,
-    sessions, cash flows) need no other code: a new column is a new field and its description.
+    domain value names its fields as the columns (open rows, closed slices, daily rows, intraday
+    points, sessions, cash flows) need no other code: a new column is a new field and its
+    description.
     """
     shape = _SHAPES.get(spec.names_field)
     if shape is None:
@@ -307,14 +308,7 @@ def cash_flow_values(flow: CashFlow) -> tuple[object, ...]:
 
 def daily_values(row: DailyRow) -> tuple[object, ...]:
     """Return the ``DAILY_COLUMNS`` values of a daily equity row."""
-    sharpe = row.sharpe_by_window()
-    smart = (row.smart_sharpe_10, row.smart_sharpe_21, row.smart_sharpe_63, row.smart_sharpe_126,
-             row.smart_sharpe_252)  # fmt: skip
-    return (
-        row.date, row.deposit, row.cash_balance, row.market_value, row.daily_return,
-        row.cumulative_return, row.drawdown, row.net_flows, *sharpe.values(), *smart,
-        row.broker_equity, row.equity_diff,
-    )  # fmt: skip
+    return row_of(tables.DAILY_EQUITY, row)
 
 
 def intraday_values(point: IntradayPoint) -> tuple[object, ...]:
@@ -325,8 +319,3 @@ def intraday_values(point: IntradayPoint) -> tuple[object, ...]:
 def session_values(session: Session) -> tuple[object, ...]:
     """Return the ``SESSION_COLUMNS`` values of a market session."""
     return row_of(tables.MARKET_SCHEDULE, session)
-
-
-def columns_of(rows: list[tuple[object, ...]], width: int) -> list[list[object]]:
-    """Return ``rows`` transposed into ``width`` column lists (the ``unnest`` parameters)."""
-    return [[row[i] for row in rows] for i in range(width)] if rows else [[] for _ in range(width)]

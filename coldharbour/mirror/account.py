@@ -128,7 +128,7 @@ class AccountMirror:
 
     def plan(self, batch: AccountBatch, marks: Marks, now: int) -> Plan:
         """Return the plan committing ``batch`` (pure: nothing changes before ``swap``)."""
-        plan = Plan(accounts={self.slug})
+        plan = Plan()
         orders = {i: o for i, (o, _) in batch.orders.items() if self.book.classify(o) not in ("stale", "unchanged")}
         actions = {i: a for i, a in batch.actions.items() if i not in self.actions}
         canceled = {i: self.actions[i] for i in batch.canceled_actions if i in self.actions}

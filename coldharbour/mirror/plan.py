@@ -94,7 +94,6 @@ class Plan:
 
     changes: list[Change] = field(default_factory=list)
     messages: list[tuple[str, Msg]] = field(default_factory=list)
-    accounts: set[str] = field(default_factory=set)  # slugs whose events it carries
     updates: list[AccountUpdate] = field(default_factory=list)
     rows_flushed: list[RowsFlushed] = field(default_factory=list)
     marks_flushed: MarksFlushed | None = None
@@ -110,7 +109,6 @@ class Plan:
         """Append ``other``'s work to this plan (one transaction for both)."""
         self.changes += other.changes
         self.messages += other.messages
-        self.accounts |= other.accounts
         self.updates += other.updates
         self.rows_flushed += other.rows_flushed
         if other.marks_flushed is not None:

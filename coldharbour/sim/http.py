@@ -56,7 +56,7 @@ from coldharbour.sim.ws import StreamHub
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-REQUEST_LOG_SIZE: Final = 500
+REQUEST_LOG_SIZE: Final = 5000
 # The market-data WebSocket paths under /v2 (sim/market_stream.py): not REST, no headers, no faults.
 DATA_STREAM_PATHS: Final = frozenset({"/v2/iex", "/v2/sip"})
 # Faults POST /sim/fail can queue besides an HTTP status (which gets a JSON body).
@@ -144,7 +144,10 @@ async def injected_faults(request: web.Request, handler: Handler) -> web.StreamR
     context = context_of(request)
     if request.path.startswith("/v2/") and request.path not in DATA_STREAM_PATHS:
         context.requests_total += 1
-        context.request_log.append({"method": request.method, "path": request.path, "query": request.query_string})
+        context.request_log.append({
+            "method": request.method, "path": request.path, "query": request.query_string,
+            "agent": request.headers.get("User-Agent", ""), "at": wall_time.time(),
+        })  # fmt: skip
         if context.faults:
             return _fault_response(context.faults.popleft())
     return await handler(request)

@@ -1,4 +1,4 @@
-"""The fake broker's REST rate limits and request counts, per API key (docs/broker.md "Limits").
+"""The fake broker's REST rate limits and request counts, per API key (docs/broker-budget.md).
 
 Alpaca answers at most 200 REST requests a minute per key; beyond that it answers HTTP 429
 ``{"code": 42910000, "message": "rate limit exceeded"}``. Every answer carries the key's window

@@ -104,6 +104,7 @@ class Hub:
         self.counters = counters
         self.clock = clock
         self.beats: dict[str, Any] = {} if beats is None else beats
+        self.account_figures: dict[str, dict[str, Any]] = {}  # slug -> the broker's figures (web.figures)
         self.accounts: dict[str, AccountNames] = {a.slug: account_names(settings, a.slug) for a in settings.accounts}
         self.shared: SharedNames = shared_names(settings)
         self._routes: dict[str, tuple[str, str]] = {}
@@ -312,5 +313,6 @@ class Hub:
             "closed": closed,
             "equity": curves,
             "metrics": document,
+            "account_figures": self.account_figures.get(slug),
             "status": self.status or None,
         }

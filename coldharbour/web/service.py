@@ -17,6 +17,7 @@ from coldharbour.db.connect import read_only_pool
 from coldharbour.messages import PREFIX_HEARTBEAT
 from coldharbour.retry import sleep_or_stop
 from coldharbour.web import access, app, guard
+from coldharbour.web.figures import PREFIX_SNAPSHOT, AccountFigures
 from coldharbour.web.health import Heartbeats
 from coldharbour.web.hub import Clock, Hub
 
@@ -39,6 +40,7 @@ async def run_dashboard(
     beats = Heartbeats(ctx.subscriber([PREFIX_HEARTBEAT]), ctx.counters)
     async with read_only_pool(settings.reader_dsn, PROGRAM, max_size=POOL_SIZE) as pool:
         hub = Hub(settings, pool, ctx.counters, clock, beats.latest)
+        figures = AccountFigures(ctx.subscriber([PREFIX_SNAPSHOT]), hub)
         tasks = [
             asyncio.create_task(hub.listen(stop), name="web-listen"),
             asyncio.create_task(hub.metrics_loop(stop), name="web-metrics"),
@@ -46,6 +48,7 @@ async def run_dashboard(
             asyncio.create_task(hub.status_loop(stop), name="web-status"),
             asyncio.create_task(hub.keepalive_loop(stop), name="web-keepalive"),
             asyncio.create_task(beats.run(stop), name="web-heartbeats"),
+            asyncio.create_task(figures.run(stop), name="web-figures"),
         ]
         for task in tasks:
             task.add_done_callback(runtime.log_task_exception)
@@ -61,3 +64,4 @@ async def run_dashboard(
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             beats.close()
+            figures.close()

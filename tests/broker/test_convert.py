@@ -230,6 +230,19 @@ def test_convert_account_cash_and_equity() -> None:
     assert isinstance(convert_account({"cash": "NaN"}), Rejected)
 
 
+def test_convert_account_buying_power_and_last_equity_are_only_shown() -> None:
+    # Field names and string numbers as Alpaca's GET /v2/account (alpaca-py TradeAccount).
+    full = {"cash": "98197.5", "equity": "100047.6", "buying_power": "196395", "last_equity": "99990.12"}
+
+    assert convert_account(full) == AccountFigures(
+        Decimal("98197.5"), Decimal("100047.6"), Decimal("196395"), Decimal("99990.12")
+    )
+    # A figure only shown that cannot be read is None; it never rejects cash and equity.
+    assert convert_account({**full, "buying_power": "NaN", "last_equity": None}) == AccountFigures(
+        Decimal("98197.5"), Decimal("100047.6"), None, None
+    )
+
+
 def test_convert_activity_fill_yields_execution_keyed_by_order_and_cum_qty() -> None:
     result = convert_activity(FILL_ACTIVITY)
 

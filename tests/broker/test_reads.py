@@ -81,5 +81,6 @@ def test_parse_daily_equity_reads_ny_or_utc_midnight_stamps_and_skips_nulls() ->
     }
 
     assert parse_daily_equity(body) == {date(2024, 3, 8): Decimal("100000.00"), date(2024, 3, 12): Decimal("100047.60")}
-    with pytest.raises(BrokerError):
+    refusal = "GET /v2/account/portfolio/history: expected equal 'timestamp' and 'equity' lists"
+    with pytest.raises(BrokerError, match=refusal):
         parse_daily_equity({"timestamp": [1], "equity": []})

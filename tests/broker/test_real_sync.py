@@ -234,6 +234,31 @@ async def test_a_refused_activity_code_leaves_the_other_codes_working(fake_broke
 
 
 @pytest.mark.asyncio
+async def test_corporate_codes_are_one_listing_unless_one_is_refused(fake_broker: FakeBroker) -> None:
+    """Every code in one ``activity_types=CIL,MA,…`` listing (the key's budget,
+    docs/broker-budget.md); when the broker refuses one, that code alone is read apart."""
+
+    def corporate_reads() -> list[str]:
+        log = fake_broker.request("GET", "/sim/log", account=None).json()
+        return [e["path"] + "?" + e["query"] for e in log if "/account/activities" in e["path"]
+                and "FILL" not in e["path"]]  # fmt: skip
+
+    async with aiohttp.ClientSession() as session:
+        sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), RecordingSink(), Counter())
+        await sync.full("test")
+        together = corporate_reads()
+        fake_broker.request("POST", "/sim/config", account=None, json={"refused_activity_types": ["SPLIT"]})
+        await sync.full("test")  # the list is refused: code by code, SPLIT refused
+        await sync.full("test")  # the six others together, SPLIT tried alone
+        later = corporate_reads()[len(together):]
+
+    assert len(together) == 1
+    assert f"activity_types={','.join(CORPORATE_READ)}&" in together[0]
+    assert len(later) == 1 + len(CORPORATE_READ) + 2
+    assert later[-1].startswith("/v2/account/activities/SPLIT?")
+
+
+@pytest.mark.asyncio
 async def test_bust_of_an_older_fill_is_found_by_the_lookback_and_published_once() -> None:
     """Issue 12: the FILL cursor re-reads only ``FILL_OVERLAP_NS``, and a bust (the FILL listed
     again with ``status`` ``canceled``) usually comes minutes or hours later: every

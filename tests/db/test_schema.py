@@ -150,7 +150,8 @@ def test_db_init_account_added_later_gets_only_its_tables(pg_dsn) -> None:
 def test_db_rejects_nan_and_infinity_in_money_columns(migrated_dsn) -> None:
     with psycopg.connect(migrated_dsn.reveal()) as conn:
         for bad in ("NaN", "Infinity", "-Infinity"):
-            with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
+            refusal = r'value for domain accounts\.finite_numeric violates check constraint "finite_numeric_check"'
+            with pytest.raises(psycopg.errors.CheckViolation, match=refusal), conn.transaction():
                 conn.execute(
                     "INSERT INTO accounts.latest_prices (symbol, price, ts) VALUES ('X', %s::numeric, now())", (bad,)
                 )
@@ -195,7 +196,8 @@ def test_db_migration_3_allows_spec8_categories_and_corporate_exits_only(migrate
                 psycopg.sql.SQL("INSERT INTO {} (id, ts, amount, type, category) VALUES (%s, now(), 1, 'X', %s)")
                 .format(flows), (f"id-{category}", category),
             )
-        with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
+        refusal = 'new row for relation "cash_flows_demo" violates check constraint "category_allowed"'
+        with pytest.raises(psycopg.errors.CheckViolation, match=refusal), conn.transaction():
             conn.execute(
                 psycopg.sql.SQL("INSERT INTO {} (id, ts, amount, type, category) VALUES ('b', now(), 1, 'X', 'bogus')")
                 .format(flows)
@@ -203,7 +205,8 @@ def test_db_migration_3_allows_spec8_categories_and_corporate_exits_only(migrate
         conn.execute(psycopg.sql.SQL(
             "INSERT INTO {} (entry_lot_id, exit_order_id, symbol, side, qty, exit_type) "
             "VALUES ('lot', 'exit', 'AAPL', 'long', 1, 'CORPORATE')").format(closed))
-        with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
+        refusal = 'new row for relation "account_closed_demo" violates check constraint "exit_type_allowed"'
+        with pytest.raises(psycopg.errors.CheckViolation, match=refusal), conn.transaction():
             conn.execute(psycopg.sql.SQL(
                 "INSERT INTO {} (entry_lot_id, exit_order_id, symbol, side, qty, exit_type) "
                 "VALUES ('lot', 'exit2', 'AAPL', 'long', 1, 'BOGUS')").format(closed))

@@ -311,7 +311,7 @@ def test_stale_delta_is_refused() -> None:
     first = plan_fills(ledger, [make_fill()], OrderBook())
     second = plan_fills(ledger, [make_fill()], OrderBook())
     apply_delta(ledger, first)
-    with pytest.raises(StaleDeltaError):
+    with pytest.raises(StaleDeltaError, match="delta planned on version 0, ledger is at 1"):
         apply_delta(ledger, second)
 
 

@@ -10,8 +10,6 @@ driven through unmodified alpaca-py, with no ``ZMQ_SIP_STREAM_ENDPOINT`` and
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,21 +22,13 @@ from coldharbour.config import Dsn
 from coldharbour.messages import Heartbeat
 from coldharbour.sim.postgres import PgCluster
 from tests.fixtures.broker import FakeBroker
-from tests.fixtures.stack import start_stack
-from tests.integration.e2e import POSITIONS, Db, Programs, all_clean, short_directory
+from tests.fixtures.stack import POSITIONS, Db, Programs, all_clean, start_stack
 from tests.support import make_environ, wait_for
 
 pytestmark = pytest.mark.integration
 
 PROGRAMS = ("bus", "state", "trades", "snapshot", "prices")
 TIMEOUT_S = 20.0
-
-
-@pytest.fixture
-def e2e_dir() -> Iterator[Path]:
-    path = short_directory()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _order(broker: FakeBroker, side: OrderSide) -> None:
@@ -66,17 +56,17 @@ def _mark(db: Db) -> Decimal | None:
 
 
 def test_alpaca_source_follows_lot_marks_from_posted_prices_reconnects_and_unsubscribes(
-    migrated_dsn: Dsn, fake_broker: FakeBroker, e2e_dir: Path
+    migrated_dsn: Dsn, fake_broker: FakeBroker, stack_dir: Path
 ) -> None:
     env = make_environ(
-        migrated_dsn, e2e_dir / "run", ("demo",),
+        migrated_dsn, stack_dir / "run", ("demo",),
         ALPACA_API_KEY_DEMO="demo-key", ALPACA_SECRET_KEY_DEMO="demo-secret",
         ALPACA_BASE_URL_DEMO=fake_broker.base_url,
         ALPACA_DATA_STREAM_URL=f"ws://127.0.0.1:{fake_broker.port}/v2/iex", PRICE_SOURCE="alpaca-stream",
         DISABLE_SESSION_SLEEP="1", FLUSH_INTERVAL_S="0.5", SNAPSHOT_SEC="3600", BACKFILL_DAYS="1",
     )  # fmt: skip
     db = Db(migrated_dsn)
-    programs = Programs(env, e2e_dir)
+    programs = Programs(env, stack_dir)
     try:
         programs.start(*PROGRAMS)
         wait_for(lambda: fake_broker.listener_count() == 1, TIMEOUT_S, what="trades stream listening")

@@ -7,160 +7,83 @@ fills → the row is deleted and one closed slice with ``exit_type = 'TP'`` exis
 
 from __future__ import annotations
 
-import select
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-import psycopg
 import pytest
-import requests
-import zmq
-from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest, StopLossRequest, TakeProfitRequest
 
 from coldharbour.config import Dsn
-from coldharbour.sim.feed import Tick as SimTick
-from coldharbour.sim.feed import encode_trade
-from tests.integration.programs import HeartbeatWatch, Program
-from tests.support import make_environ, wait_for
+from tests.fixtures.stack import (
+    CLOSED,
+    POSITIONS,
+    BrokerProcess,
+    Db,
+    Feed,
+    Notes,
+    Programs,
+    all_clean,
+    broker_environ,
+    pushed_rows,
+)
+from tests.support import wait_for
 
-pytestmark = pytest.mark.integration
+# The default run keeps this one: a fill's whole path (docs/testing.md).
+pytestmark = [pytest.mark.integration, pytest.mark.smoke]
 
 PROGRAMS = ("bus", "state", "trades", "snapshot", "prices")
-POSITIONS = "accounts.account_open_positions_demo"
-CLOSED = "accounts.account_closed_demo"
-
-
-class BrokerProcess:
-    """``python -m coldharbour.sim.broker --port 0`` as a subprocess; the port is read from stdout."""
-
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "coldharbour.sim.broker", "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-        )
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], 30)
-        line = self.process.stdout.readline() if ready else ""
-        if "listening port=" not in line:
-            self.stop()
-            raise AssertionError(f"fake broker did not start: {line!r}")
-        self.base_url = f"http://127.0.0.1:{int(line.split('port=')[1].split()[0])}"
-
-    def set_prices(self, prices: dict[str, float]) -> None:
-        requests.post(f"{self.base_url}/sim/prices", json=prices, timeout=10).raise_for_status()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
 
 
 @pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short directory for ipc:// sockets (paths are limited to ~107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="chm-e2e-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def broker() -> Iterator[BrokerProcess]:
-    process = BrokerProcess()
+def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    """``python -m coldharbour.sim.broker --port 0`` as a subprocess (account ``demo``)."""
+    process = BrokerProcess(tmp_path / "broker.log")
     yield process
     process.stop()
 
 
-def _rows(dsn: Dsn, query: str) -> list[tuple[object, ...]]:
-    with psycopg.connect(dsn.reveal(), autocommit=True) as conn:
-        return conn.execute(query).fetchall()
-
-
-def test_bracket_fill_tp_round_trip(migrated_dsn: Dsn, broker: BrokerProcess, short_dir: Path) -> None:
-    feed_endpoint = f"ipc://{short_dir}/feed.sock"
-    env = make_environ(
-        migrated_dsn,
-        short_dir / "run",
-        ("demo",),
-        ALPACA_API_KEY_DEMO="demo-key",
-        ALPACA_SECRET_KEY_DEMO="demo-secret",
-        ALPACA_BASE_URL_DEMO=broker.base_url,
-        ZMQ_SIP_STREAM_ENDPOINT=feed_endpoint,
-        FLUSH_INTERVAL_S="0.5",
-        SNAPSHOT_SEC="5",
-        BACKFILL_DAYS="1",
-    )
-    feed_ctx = zmq.Context()
-    feed = feed_ctx.socket(zmq.PUB)
-    feed.bind(feed_endpoint)
-    bus_out = f"ipc://{short_dir}/run/bus-out.sock"
-    programs = [Program(name, env, short_dir) for name in PROGRAMS]
-    watch = HeartbeatWatch(bus_out)
-    listener = psycopg.connect(migrated_dsn.reveal(), autocommit=True)
+def test_bracket_fill_tp_round_trip(migrated_dsn: Dsn, broker: BrokerProcess, stack_dir: Path) -> None:
+    env = broker_environ(migrated_dsn, stack_dir, broker.base_url, FLUSH_INTERVAL_S="0.5", SNAPSHOT_SEC="5",
+                         BACKFILL_DAYS="1")  # fmt: skip
+    feed, notes, db = Feed(env["ZMQ_SIP_STREAM_ENDPOINT"]), Notes(migrated_dsn), Db(migrated_dsn)
+    programs = Programs(env, stack_dir)
     try:
-        listener.execute("LISTEN pos_channel_demo")
-        watch.wait(lambda beats: set(PROGRAMS) <= set(beats), 30, what="every program's heartbeat")
-        wait_for(lambda: broker_listening(broker), 20, what="trades stream listening")
+        programs.start(*PROGRAMS)
+        wait_for(lambda: broker.listeners() == 1, 20, what="trades stream listening")
         broker.set_prices({"AAPL": 100})
-        client = TradingClient("demo-key", "demo-secret", paper=True, url_override=broker.base_url)
+        client: Any = broker.trading_client()  # alpaca-py returns `Model | RawData` unions
         order = client.submit_order(
             MarketOrderRequest(
-                symbol="AAPL",
-                qty=10,
-                side=OrderSide.BUY,
-                time_in_force=TimeInForce.GTC,
-                order_class="bracket",
-                take_profit=TakeProfitRequest(limit_price=110),
-                stop_loss=StopLossRequest(stop_price=90),
+                symbol="AAPL", qty=10, side=OrderSide.BUY, time_in_force=TimeInForce.GTC, order_class="bracket",
+                take_profit=TakeProfitRequest(limit_price=110), stop_loss=StopLossRequest(stop_price=90),
             )
-        )
-        parent_id = str(order.id)  # type: ignore[union-attr]
+        )  # fmt: skip
+        parent_id = str(order["id"])  # raw_data client: the order's JSON
 
         query = f"SELECT parent_id, symbol, side, qty, avg_fill, tp_px, sl_px FROM {POSITIONS}"
-        rows = wait_for(lambda: _rows(migrated_dsn, query), 5, what=f"open row in {POSITIONS}")
-        pushed = wait_for(lambda: _drain_notifies(listener), 5, what="pos_channel_demo NOTIFY")
+        rows = wait_for(lambda: db.rows(query), 5, what=f"open row in {POSITIONS}")
+        pushed = wait_for(lambda: pushed_rows(notes.since(0, "pos_channel_demo")), 5, what="pos_channel_demo push")
 
         def marked() -> list[tuple[object, ...]]:
-            feed.send(encode_trade(SimTick("AAPL", 105.0, 100, (), 0)))
-            return _rows(migrated_dsn, f"SELECT mkt_px FROM {POSITIONS} WHERE mkt_px = 105")
+            feed.send("AAPL", 105.0)  # re-sent until `prices` has joined the feed (a PUB drops before)
+            return db.rows(f"SELECT mkt_px FROM {POSITIONS} WHERE mkt_px = 105")
 
         wait_for(marked, 10, interval_s=0.2, what="mkt_px from the feed")
         broker.set_prices({"AAPL": 111})
-        wait_for(lambda: not _rows(migrated_dsn, query), 5, what="open row deleted after TP")
-        closed = wait_for(
-            lambda: _rows(migrated_dsn, f"SELECT entry_lot_id, qty, exit_type, exit_price FROM {CLOSED}"),
-            5,
-            what=f"closed slice in {CLOSED}",
-        )
+        wait_for(lambda: not db.rows(query), 5, what="open row deleted after TP")
+        closed = wait_for(lambda: db.rows(f"SELECT entry_lot_id, qty, exit_type, exit_price FROM {CLOSED}"), 5,
+                          what=f"closed slice in {CLOSED}")  # fmt: skip
     finally:
-        listener.close()
-        watch.close()
-        codes = {p.name: p.terminate() for p in reversed(programs)}
-        feed.close(linger=0)
-        feed_ctx.term()
+        notes.close()
+        db.close()
+        codes = programs.close()
+        feed.close()
 
     assert rows == [(parent_id, "AAPL", "long", Decimal(10), Decimal(100), Decimal(110), Decimal(90))]
-    assert any(parent_id in payload for payload in pushed)
+    assert [row["parent_id"] for row in pushed][:1] == [parent_id]
     assert closed == [(parent_id, Decimal(10), "TP", Decimal(110))]
-    assert codes == dict.fromkeys(PROGRAMS, 0), {p.name: p.log()[-2000:] for p in programs}
-    for program in programs:
-        assert "demo-secret" not in program.log()
-
-
-def broker_listening(broker: BrokerProcess) -> bool:
-    """Return True once the trades program's stream is listening at the broker."""
-    state = requests.get(f"{broker.base_url}/sim/state", timeout=10).json()
-    return bool(state["stream"]["listeners"] == 1)
-
-
-def _drain_notifies(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
-    return [n.payload for n in conn.notifies(timeout=0.2, stop_after=50)]
+    assert all_clean(codes), programs.logs()
+    assert [name for name in PROGRAMS if "demo-secret" in (stack_dir / f"{name}.log").read_text()] == []

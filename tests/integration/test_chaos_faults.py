@@ -43,7 +43,8 @@ from tests.support import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 OUTAGE_S = 5.0
-CONVERGE_S = 10.0
+# Deadlines for a run that never converges, not speed targets: the seconds are reported figures.
+CONVERGE_TIMEOUT_S = 120.0
 RECOVER_S = 30.0  # the writer reconnects with backoff capped at 10 s
 DROP_EVERY_S = 2.0
 STREAM_CHAOS_S = 5.0
@@ -139,7 +140,7 @@ def test_chaos_stream_drops_and_429_on_upgrade_during_fills_converge(chaos_stack
     for _ in range(10):
         burst.step()
     # The REST snapshots heal the database while the stream is still backing off ...
-    figures, seconds = _converge(stack, CONVERGE_S, "stream chaos")
+    figures, seconds = _converge(stack, CONVERGE_TIMEOUT_S, "stream chaos")
     # ... and the stream comes back once the broker stops refusing (alpaca-py's backoff, capped at 30 s).
     wait_for(lambda: stack.stream_listeners() == 1, RECONNECT_S, interval_s=0.5, what="trades reconnected after 429s")
     trades = stack.beats()["trades"].counters
@@ -184,7 +185,7 @@ def _placed_with_fills(stack: Stack, symbol: str, qty: int) -> tuple[dict[str, A
         broker.control("POST", "/sim/config", {"partial_fills": False})
     order_id = str(placed["id"])  # type: ignore[index]
     wait_for(lambda: _order_and_fills(stack, order_id)[1], 10, what="the order's fills")
-    wait_for(lambda: _clean(stack), CONVERGE_S, interval_s=0.25, what="the order stored")
+    wait_for(lambda: _clean(stack), CONVERGE_TIMEOUT_S, interval_s=0.25, what="the order stored")
     return _order_and_fills(stack, order_id)
 
 
@@ -211,7 +212,7 @@ def test_chaos_duplicate_and_out_of_order_updates_change_nothing(chaos_stack: St
     wait_for(lambda: stack.beats()["trades"].counters.get("trade_updates", 0) >= heard_before + sent, 10,
              what="every replayed update heard")  # fmt: skip
     wait_for(lambda: stack.beats()["state"].counters.get("ledger_checks", 0) > 0, 10, what="a ledger check")
-    figures, seconds = _converge(stack, CONVERGE_S, "duplicate + out-of-order updates")
+    figures, seconds = _converge(stack, CONVERGE_TIMEOUT_S, "duplicate + out-of-order updates")
     report("duplicate + out-of-order updates", events_sent=sent, executions=len(fills), lost=figures.lost,
            duplicates=figures.duplicates, mismatches=figures.mismatches, recon_fills=figures.recon_fills,
            seconds_to_converge=round(seconds, 2))  # fmt: skip
@@ -234,7 +235,7 @@ def test_issue_9_fill_for_unknown_order_leaves_database_equal_to_broker(chaos_st
 
     stack.broker.emit(unknown)
     wait_for(lambda: stack.beats()["state"].counters.get("ledger_checks", 0) > 0, 10, what="a ledger check")
-    figures, seconds = _converge(stack, CONVERGE_S, "fill for an unknown order")
+    figures, seconds = _converge(stack, CONVERGE_TIMEOUT_S, "fill for an unknown order")
     report("fill for an unknown order", events_sent=1, lost=figures.lost, duplicates=figures.duplicates,
            mismatches=figures.mismatches, recon_fills=figures.recon_fills, seconds_to_converge=round(seconds, 2))
 

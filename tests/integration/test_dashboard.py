@@ -19,6 +19,7 @@ import os
 import re
 import signal
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,19 @@ def test_dashboard_follows_fills_ticks_take_profit_and_state_restart(chaos_stack
     # The market phase from the schedule `scheduler` stores (any phase: the test runs at any hour).
     phase = page.locator("[data-testid=market-phase]")
     expect(phase).to_have_text(re.compile(r"^market (pre|open|post|closed)$"), timeout=RESTART_TIMEOUT_MS)
+    # The account header is the broker's GET /v2/account (equity to the cent); one row per symbol.
+    header = page.locator("[data-testid=account-summary]")
+
+    def header_is_the_broker() -> bool:
+        account: Any = stack.broker.trading_client().get_account()  # raw JSON: the client is raw_data
+        equity = Decimal(str(account["equity"]))
+        return header.locator("[data-field=equity]").inner_text() == f"{equity:,.2f}"
+
+    wait_for(header_is_the_broker, 30, interval_s=0.5, what="the header's equity equal to GET /v2/account")
+    webb = page.locator('[data-testid=positions] tr[data-symbol="WEBB"]')
+    expect(webb.locator("[data-col=qty]")).to_have_text("4")
+    webb.click()
+    expect(_lot(page, kept_id)).to_be_visible()
     target = os.environ.get("CHMGR_DASHBOARD_SCREENSHOT")
     if target:  # the README's picture (no equity curve yet: daily rows come after a session closes)
         Path(target).write_bytes(page.screenshot(full_page=True))

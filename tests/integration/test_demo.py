@@ -1,6 +1,6 @@
 """`scripts/demo --check`: the one-command demo reaches live positions and leaves nothing behind.
 
-Slow tier (``-m slow``): it starts its own PostgreSQL, fake broker, bot, feed and supervisord.
+Full tier (``integration``): it starts its own PostgreSQL, fake broker, bot, feed and supervisord.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK_S = 60

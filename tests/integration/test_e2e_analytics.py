@@ -1,5 +1,5 @@
-"""The whole stack on the fake broker: the KPI document follows a close within
-``METRICS_INTERVAL_S``, and the intraday equity curve covers the session so far.
+"""The whole stack on the fake broker: the KPI document follows a close, and the intraday
+equity curve covers the session so far.
 
 Real processes over ipc:// — bus, state, trades, snapshot, prices, metrics, equity, cashflows —
 with ``DISABLE_SESSION_SLEEP=1`` (no scheduler: the session programs stay on), short
@@ -10,15 +10,15 @@ test owns the calendar: every day is a session and the stack runs with pre-open 
 post-close 23:59 New York, so the suite checks the intraday curve at any hour of any day. The
 stored points are exactly the minutes from pre-open to the last whole minute
 (``domain.equity.minute_grid``, allowing the newest minute to be one run behind). In the two
-minutes around New York midnight there is no point yet, and none is stored.
+minutes around New York midnight there is no point yet: the test then waits (deadline
+``INTRADAY_TIMEOUT_S``) until the new session's first minute is stored, so the assertions do not
+depend on the hour. The exact curve at chosen instants is in tests/workers/test_equity.py
+(``ManualClock``).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from itertools import pairwise
@@ -35,27 +35,17 @@ from coldharbour.domain.schedule import NEW_YORK, CalendarDay, Session, build_se
 from coldharbour.sim.calendar import MarketCalendar
 from coldharbour.sim.calendar import Session as CalendarSession
 from tests.fixtures.broker import BrokerFactory, FakeBroker
-from tests.integration.e2e import Db, Feed, Notes, Programs, all_clean, broker_environ, short_directory
+from tests.fixtures.stack import Db, Feed, Notes, Programs, all_clean, broker_environ
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
 PROGRAMS = ("bus", "state", "trades", "snapshot", "prices", "metrics", "equity", "cashflows")
 METRICS_INTERVAL_S = 1.0
+INTRADAY_TIMEOUT_S = 240.0  # covers the two minutes without a session point around New York midnight
 PRE_OPEN, POST_CLOSE = clock_time(0, 0), clock_time(23, 59)  # New York: every minute but one is in a session
-# The run that sees the close starts at most METRICS_INTERVAL_S after it (the test closes just
-# after a run, the worst case); then the document is computed, published and committed by
-# ``state`` (measured: 30 ms; the slack is for a loaded 2-core CI machine).
-PROCESSING_SLACK_S = 0.75
 KPI = "accounts.account_metrics_demo"
 INTRADAY = "accounts.account_equity_intraday_demo"
-
-
-@pytest.fixture
-def e2e_dir() -> Iterator[Path]:
-    path = short_directory()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _kpis(db: Db) -> dict[str, Any]:
@@ -93,24 +83,28 @@ def _intraday(db: Db) -> list[datetime]:
     return [row[0] for row in db.rows(f"SELECT ts FROM {INTRADAY} ORDER BY ts")]
 
 
-def _covers_session_so_far(db: Db, session: Session) -> list[datetime]:
-    stored = _intraday(db)
-    expected = minute_grid(session, datetime.now(UTC))
-    return stored if stored and stored in (expected, expected[:-1]) else []
+def _covering_the_session(db: Db, broker: FakeBroker) -> tuple[Session, list[datetime]] | None:
+    """Return (the session now, the stored minutes) once they are the session's grid so far."""
+    now = datetime.now(UTC)
+    session = _current_session(broker, now)
+    if session is None:
+        return None
+    stored, expected = _intraday(db), minute_grid(session, now)
+    return (session, stored) if stored and stored in (expected, expected[:-1]) else None
 
 
 def test_e2e_whole_stack_kpi_follows_a_close_and_intraday_equity_covers_the_session(
-    migrated_dsn: Dsn, fake_broker_factory: BrokerFactory, e2e_dir: Path
+    migrated_dsn: Dsn, fake_broker_factory: BrokerFactory, stack_dir: Path
 ) -> None:
     fake_broker = fake_broker_factory(calendar=_every_day_calendar(datetime.now(UTC)))
     env = broker_environ(
-        migrated_dsn, e2e_dir, fake_broker.base_url,
+        migrated_dsn, stack_dir, fake_broker.base_url,
         DISABLE_SESSION_SLEEP="1", METRICS_INTERVAL_S=str(METRICS_INTERVAL_S), EQUITY_UPDATE_INTERVAL_S="1",
         CASH_FLOWS_INTERVAL_S="1", FLUSH_INTERVAL_S="1", SNAPSHOT_SEC="3600", BACKFILL_DAYS="1",
         MARKET_PRE_OPEN_TIME=PRE_OPEN.strftime("%H:%M"), MARKET_POST_CLOSE_TIME=POST_CLOSE.strftime("%H:%M"),
     )  # fmt: skip
     feed, notes, db = Feed(env["ZMQ_SIP_STREAM_ENDPOINT"]), Notes(migrated_dsn), Db(migrated_dsn)
-    programs = Programs(env, e2e_dir)
+    programs = Programs(env, stack_dir)
     try:
         programs.start(*PROGRAMS)
         first = wait_for(lambda: _kpis(db), 10, what="the KPI row")
@@ -129,11 +123,10 @@ def test_e2e_whole_stack_kpi_follows_a_close_and_intraday_equity_covers_the_sess
 
         closing = notes.mark()
         fake_broker.set_prices({"AAPL": 111})
-        closed_at = wait_for(lambda: notes.since(closing, "closed_channel_demo"), 5, what="closed slice")[0].at
+        wait_for(lambda: notes.since(closing, "closed_channel_demo"), 5, what="closed slice")
         after_close = wait_for(
             lambda: _kpis_with(db, "Closed Trades (n)", 1), 10, interval_s=0.02, what="KPI with the closed lot"
         )
-        kpi_seen = time.monotonic()
         metrics_note = wait_for(lambda: notes.since(closing, "metrics_channel_demo"), 5, what="KPI NOTIFY")[0]
         dividends = wait_for(lambda: _kpis(db).get("Net Dividends") == 2.4, 10, what="dividend in the KPIs")
         # SPEC §8 corrections: the broker cancels the dividend → its cash flow and the KPI follow.
@@ -141,13 +134,8 @@ def test_e2e_whole_stack_kpi_follows_a_close_and_intraday_equity_covers_the_sess
         canceled = wait_for(lambda: _kpis(db).get("Net Dividends") == 0, 15, what="canceled dividend out of the KPIs")
         dividend_rows = db.rows("SELECT count(*) FROM accounts.cash_flows_demo WHERE id = %s", dividend["id"])
 
-        session = _current_session(fake_broker, datetime.now(UTC))
-        if session is not None and minute_grid(session, datetime.now(UTC)):
-            covered = wait_for(lambda: _covers_session_so_far(db, session), 20, interval_s=0.2, what="intraday")
-        else:  # the minute around midnight New York: no point yet, while equity keeps running
-            runs = programs.counter("equity", "equity_runs")
-            programs.wait_counter("equity", "equity_runs", runs + 2)
-            covered = _intraday(db)
+        session, covered = wait_for(lambda: _covering_the_session(db, fake_broker), INTRADAY_TIMEOUT_S,
+                                    interval_s=0.2, what="the intraday curve covering the session so far")
         equity_runs = programs.counter("equity", "equity_runs")
     finally:
         notes.close()
@@ -159,7 +147,6 @@ def test_e2e_whole_stack_kpi_follows_a_close_and_intraday_equity_covers_the_sess
     assert order is not None
     assert (first["Closed Trades (n)"], first["Open Trades (n)"]) == (0, 0)
     assert (opened["Open Trades (n)"], opened["Unrealized P/L (Open)"]) == (1, 0)
-    assert kpi_seen - closed_at <= METRICS_INTERVAL_S + PROCESSING_SLACK_S, kpi_seen - closed_at
     assert metrics_note.payload["op"] == "metrics"
     assert after_close["Open Trades (n)"] == 0
     assert after_close["Realized P/L (Strategy Only)"] == 100
@@ -169,8 +156,5 @@ def test_e2e_whole_stack_kpi_follows_a_close_and_intraday_equity_covers_the_sess
     assert canceled
     assert dividend_rows == [(0,)]
     assert equity_runs >= 2
-    if session is None or not minute_grid(session, datetime.now(UTC)):
-        assert covered == []
-    else:
-        assert covered[0] == session.pre_open_utc
-        assert all(b - a == timedelta(minutes=1) for a, b in pairwise(covered))
+    assert covered[0] == session.pre_open_utc
+    assert all(b - a == timedelta(minutes=1) for a, b in pairwise(covered))

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -34,7 +32,7 @@ from coldharbour.domain.ledger import Ledger, rebuild
 from coldharbour.sim.broker import BrokerServer
 from coldharbour.sim.engine import DEFAULT_ACCOUNTS
 from tests.fixtures.broker import FakeBroker
-from tests.integration.e2e import CLOSED, POSITIONS, Db, Programs, all_clean, broker_environ, short_directory
+from tests.fixtures.stack import CLOSED, POSITIONS, Db, Programs, all_clean, broker_environ
 from tests.integration.history import History
 from tests.support import make_settings, wait_for
 
@@ -43,13 +41,6 @@ pytestmark = pytest.mark.integration
 ORDER_COUNT = 5000  # about 10 s on a 2-core machine, generation included
 INITIAL_CASH = Decimal(100_000)
 BACKFILL_DONE = re.compile(r"backfill done account=demo orders=(\d+) fills=(\d+)")
-
-
-@pytest.fixture
-def e2e_dir() -> Iterator[Path]:
-    path = short_directory()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _broker_with_history(orders: int) -> tuple[FakeBroker, History]:
@@ -69,14 +60,14 @@ def _rebuilt(dsn: Dsn) -> Ledger:
     return asyncio.run(load())
 
 
-def test_e2e_backfill_of_5000_orders_equals_the_rebuild(migrated_dsn: Dsn, e2e_dir: Path) -> None:
+def test_e2e_backfill_of_5000_orders_equals_the_rebuild(migrated_dsn: Dsn, stack_dir: Path) -> None:
     broker, history = _broker_with_history(ORDER_COUNT)
     engine = broker.server.context.engine
     env = broker_environ(
-        migrated_dsn, e2e_dir, broker.base_url,
+        migrated_dsn, stack_dir, broker.base_url,
         BACKFILL_DAYS="5", SNAPSHOT_SEC="3600", FLUSH_INTERVAL_S="3600", UI_HEARTBEAT_S="3600", CLOSED_SYNC_SEC="2",
     )  # fmt: skip
-    programs, db = Programs(env, e2e_dir), Db(migrated_dsn)
+    programs, db = Programs(env, stack_dir), Db(migrated_dsn)
     closed_query = f"SELECT entry_lot_id, exit_order_id, exit_type FROM {CLOSED}"
     try:
         programs.start("bus", "state", "snapshot")

@@ -10,8 +10,6 @@ before the final stop was written because it was structural or crossed the thres
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from alpaca.trading.requests import MarketOrderRequest, StopLossRequest, TakePro
 
 from coldharbour.config import Dsn
 from tests.fixtures.broker import FakeBroker
-from tests.integration.e2e import (
+from tests.fixtures.stack import (
     CLOSED,
     POSITIONS,
     Db,
@@ -32,20 +30,12 @@ from tests.integration.e2e import (
     broker_environ,
     pushed_deletes,
     pushed_rows,
-    short_directory,
 )
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
 PROGRAMS = ("bus", "state", "trades", "snapshot", "prices")
-
-
-@pytest.fixture
-def e2e_dir() -> Iterator[Path]:
-    path = short_directory()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _bracket(broker: FakeBroker) -> str:
@@ -64,15 +54,15 @@ def _bracket(broker: FakeBroker) -> str:
 
 
 def test_e2e_bracket_row_pushed_marks_past_threshold_then_tp_deletion(
-    migrated_dsn: Dsn, fake_broker: FakeBroker, e2e_dir: Path
+    migrated_dsn: Dsn, fake_broker: FakeBroker, stack_dir: Path
 ) -> None:
     env = broker_environ(
-        migrated_dsn, e2e_dir, fake_broker.base_url,
+        migrated_dsn, stack_dir, fake_broker.base_url,
         FLUSH_INTERVAL_S="3600", SNAPSHOT_SEC="3600", UI_HEARTBEAT_S="3600", BACKFILL_DAYS="1",
     )  # fmt: skip
     feed = Feed(env["ZMQ_SIP_STREAM_ENDPOINT"])
     notes, db = Notes(migrated_dsn), Db(migrated_dsn)
-    programs = Programs(env, e2e_dir)
+    programs = Programs(env, stack_dir)
     row_query = f"SELECT row_to_json(p) FROM {POSITIONS} p"
     try:
         programs.start(*PROGRAMS)

@@ -17,8 +17,6 @@ reconciliation lot or exit; and ``state``'s own ledger check finds no difference
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from alpaca.trading.requests import MarketOrderRequest, StopLossRequest, TakePro
 
 from coldharbour.config import Dsn
 from tests.fixtures.broker import FakeBroker
-from tests.integration.e2e import (
+from tests.fixtures.stack import (
     CLOSED,
     POSITIONS,
     RAW_ACTIVITIES,
@@ -38,20 +36,12 @@ from tests.integration.e2e import (
     Programs,
     all_clean,
     broker_environ,
-    short_directory,
 )
 from tests.support import WaitTimeout, wait_for
 
 pytestmark = pytest.mark.integration
 
 CONVERGE_S = 15.0
-
-
-@pytest.fixture
-def e2e_dir() -> Iterator[Path]:
-    path = short_directory()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class Account:
@@ -148,10 +138,10 @@ def _ledger_checked_clean(programs: Programs) -> tuple[int, int]:
 
 
 def test_e2e_fills_while_trades_is_stopped_are_recovered_when_it_starts(
-    migrated_dsn: Dsn, fake_broker: FakeBroker, e2e_dir: Path
+    migrated_dsn: Dsn, fake_broker: FakeBroker, stack_dir: Path
 ) -> None:
     account, db = Account(fake_broker), Db(migrated_dsn)
-    programs = Programs(_environ(migrated_dsn, e2e_dir, fake_broker), e2e_dir)
+    programs = Programs(_environ(migrated_dsn, stack_dir, fake_broker), stack_dir)
     try:
         programs.start("bus", "state", "snapshot", "trades")
         wait_for(lambda: fake_broker.listener_count() == 1, 20, what="trades stream listening")
@@ -190,10 +180,10 @@ def test_e2e_fills_while_trades_is_stopped_are_recovered_when_it_starts(
 
 
 def test_e2e_drop_stream_during_a_burst_of_fills_converges(
-    migrated_dsn: Dsn, fake_broker: FakeBroker, e2e_dir: Path
+    migrated_dsn: Dsn, fake_broker: FakeBroker, stack_dir: Path
 ) -> None:
     account, db = Account(fake_broker), Db(migrated_dsn)
-    programs = Programs(_environ(migrated_dsn, e2e_dir, fake_broker), e2e_dir)
+    programs = Programs(_environ(migrated_dsn, stack_dir, fake_broker), stack_dir)
     symbols = ("AAPL", "MSFT", "NVDA", "AMZN")
     try:
         programs.start("bus", "state", "snapshot", "trades")

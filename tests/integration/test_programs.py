@@ -15,7 +15,7 @@ import zmq
 from coldharbour.bus import Publisher
 from coldharbour.messages import Tick, topic_tick
 from coldharbour.runtime import EXIT_CONFIG
-from tests.integration.programs import HeartbeatWatch, Program
+from tests.fixtures.stack import HeartbeatWatch, Program
 from tests.support import TEST_SECRETS, make_environ, wait_for
 
 pytestmark = pytest.mark.integration

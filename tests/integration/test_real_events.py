@@ -33,7 +33,7 @@ from coldharbour.sim.broker import BrokerServer
 from coldharbour.sim.engine import DEFAULT_ACCOUNTS
 from coldharbour.sim.postgres import PgCluster
 from tests.fixtures.broker import FakeBroker
-from tests.integration.e2e import (
+from tests.fixtures.stack import (
     CLOSED,
     POSITIONS,
     RAW_ACTIVITIES,

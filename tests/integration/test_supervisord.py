@@ -39,6 +39,7 @@ def stack(pg_cluster: PgCluster, migrated_template: str, tmp_path_factory: pytes
         yield running
 
 
+@pytest.mark.smoke  # the default run keeps one test of the production supervisord.conf (docs/testing.md)
 def test_supervisord_status_shows_every_program_running_with_heartbeat(stack: Stack) -> None:
     rows = stack.wait_healthy()
 

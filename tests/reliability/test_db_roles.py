@@ -58,13 +58,15 @@ def test_db_init_creates_a_reader_that_cannot_write_even_after_lifting_read_only
     with psycopg.connect(reader, autocommit=True) as conn:
         assert conn.execute(sql.SQL("SELECT count(*) FROM {t}").format(t=positions)).fetchone() == (0,)
         conn.execute("SET default_transaction_read_only = off")
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        refusal = "permission denied for table account_open_positions_demo"
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match=refusal):
             conn.execute(sql.SQL("DELETE FROM {t}").format(t=positions))
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        refusal = "permission denied for table account_open_positions_demo"
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match=refusal):
             conn.execute(
                 sql.SQL("INSERT INTO {t} (parent_id, symbol, qty) VALUES ('x', 'AAPL', 1)").format(t=positions)
             )
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for schema accounts"):
             conn.execute(sql.SQL("CREATE TABLE {t} (x int)").format(t=sql.Identifier(settings.account_schema, "evil")))
     again = chmgr("db", "init", env=env)
     assert again.returncode == 0, again.stderr
@@ -88,7 +90,8 @@ def test_tables_the_writer_adds_later_are_readable_and_not_writable(pg_dsn: Dsn,
     with psycopg.connect(reader, autocommit=True) as conn:
         assert conn.execute(sql.SQL("SELECT count(*) FROM {t}").format(t=closed)).fetchone() == (0,)
         conn.execute("SET default_transaction_read_only = off")  # the role's default: lifted here
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        refusal = "permission denied for table account_closed_paper_1"
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match=refusal):
             conn.execute(sql.SQL("TRUNCATE {t}").format(t=closed))
         assert roles.can_write(conn, later) == []
     assert doctor.check_roles(later).verdict == "OK"

@@ -34,7 +34,8 @@ async def test_held_lock_times_out_and_flags_degraded_until_a_commit_succeeds(mi
     try:
         with psycopg.connect(migrated_dsn.reveal()) as holder:
             holder.execute("LOCK TABLE accounts.latest_prices IN ACCESS EXCLUSIVE MODE")
-            with pytest.raises(DatabaseError):
+            refusal = "commit failed, connection lost: canceling statement due to lock timeout"
+            with pytest.raises(DatabaseError, match=refusal):
                 await writer.commit([step], 0)
             holder.rollback()
         assert writer.counters["db_timeouts"] == 1

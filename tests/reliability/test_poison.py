@@ -213,16 +213,21 @@ def test_bus_encoder_refuses_the_times_the_decoders_reject() -> None:
     too_late = msgspec.structs.replace(converted[0].order, created_at=253_402_214_400 * 10**9)  # 9999-12-31
 
     assert encode(good)
-    with pytest.raises(OverflowError):
+    with pytest.raises(OverflowError, match=r"can't serialize ints < -2\*\*63 or > 2\*\*64 - 1"):
         encode(OrdersPage(account="demo", orders=(too_late,)))
 
 
 @pytest.mark.parametrize(
-    ("value", "cast"),
-    [("c-\x00-1", "text"), ("1E-20000", "numeric"), ("not-a-uuid", "uuid"), ("ORDER-1", "uuid")],
+    ("value", "cast", "refusal"),
+    [
+        ("c-\x00-1", "text", r"PostgreSQL text fields cannot contain NUL \(0x00\) bytes"),
+        ("1E-20000", "numeric", "value overflows numeric format"),
+        ("not-a-uuid", "uuid", 'invalid input syntax for type uuid: "not-a-uuid"'),
+        ("ORDER-1", "uuid", 'invalid input syntax for type uuid: "ORDER-1"'),
+    ],
 )
-def test_postgres_refuses_the_raw_poison_values(pg_dsn: Dsn, value: str, cast: str) -> None:
-    with psycopg.connect(pg_dsn.reveal()) as conn, pytest.raises(psycopg.DataError):
+def test_postgres_refuses_the_raw_poison_values(pg_dsn: Dsn, value: str, cast: str, refusal: str) -> None:
+    with psycopg.connect(pg_dsn.reveal()) as conn, pytest.raises(psycopg.DataError, match=refusal):
         conn.execute(f"SELECT %s::{cast}", [value])  # cast is one of the literals above
 
 

@@ -9,15 +9,13 @@ it resumes from is what `state` stored, and `state`'s start resync makes it re-s
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from coldharbour.config import Dsn
 from tests.fixtures.broker import FakeBroker
-from tests.integration.e2e import Db, Programs, all_clean, broker_environ, short_directory
+from tests.fixtures.stack import Db, Programs, all_clean, broker_environ
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -25,22 +23,15 @@ pytestmark = pytest.mark.integration
 CASH_FLOWS = "accounts.cash_flows_demo"
 
 
-@pytest.fixture
-def e2e_dir() -> Iterator[Path]:
-    path = short_directory()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def test_cash_activities_booked_while_state_is_down_are_stored_after_it_returns(
-    migrated_dsn: Dsn, fake_broker: FakeBroker, e2e_dir: Path
+    migrated_dsn: Dsn, fake_broker: FakeBroker, stack_dir: Path
 ) -> None:
     env = broker_environ(
-        migrated_dsn, e2e_dir, fake_broker.base_url, CASH_FLOWS_INTERVAL_S="2", SNAPSHOT_SEC="3600",
+        migrated_dsn, stack_dir, fake_broker.base_url, CASH_FLOWS_INTERVAL_S="2", SNAPSHOT_SEC="3600",
         FLUSH_INTERVAL_S="3600", UI_HEARTBEAT_S="3600",
     )  # fmt: skip
     db = Db(migrated_dsn)
-    programs = Programs(env, e2e_dir)
+    programs = Programs(env, stack_dir)
 
     def stored() -> set[str]:
         return {row[0] for row in db.rows(f"SELECT id FROM {CASH_FLOWS}")}

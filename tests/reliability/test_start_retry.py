@@ -53,7 +53,7 @@ async def test_retry_stops_on_stop_and_never_retries_a_schema_refusal() -> None:
         calls += 1
         raise SchemaError("schema newer than this code")
 
-    with pytest.raises(SchemaError):
+    with pytest.raises(SchemaError, match="schema newer than this code"):
         await retry_database(newer_schema, stop, what="schema migration")
     assert calls == 1
 
@@ -70,7 +70,7 @@ def test_state_started_while_postgres_is_down_runs_once_it_returns(pg_cluster, m
     """The real `state` program: PostgreSQL down at its start, up later, no manual step."""
     import shutil
 
-    from tests.integration.e2e import Programs, all_clean, broker_environ, short_directory
+    from tests.fixtures.stack import Programs, all_clean, broker_environ, short_directory
     from tests.support import wait_for
 
     directory = short_directory()

@@ -28,7 +28,7 @@ from alpaca.trading.requests import (
     TrailingStopOrderRequest,
 )
 
-from tests.fixtures.broker import FakeBroker
+from tests.fixtures.broker import BrokerFactory, FakeBroker
 
 
 def _bracket(qty: float = 10, take_profit: float = 200, stop: float = 170) -> MarketOrderRequest:
@@ -164,7 +164,15 @@ def test_cancel_all_and_close_positions_answer_207_lists(fake_broker: FakeBroker
     assert raw_cancel.status_code == 207
 
 
-def test_calendar_clock_and_portfolio_history_parse(fake_broker: FakeBroker) -> None:
+# The broker's own time: Tuesday 2024-12-03 10:00 New York, inside that day's session.
+BROKER_NOW = datetime(2024, 12, 3, 15, 0, tzinfo=UTC)
+# 1M of daily points ending then: the sessions of 2024-11-04 .. 2024-12-03 (19 in November, the
+# 28th a holiday, and December 2 and 3).
+SESSIONS_IN_THE_MONTH = 21
+
+
+def test_calendar_clock_and_portfolio_history_parse(fake_broker_factory: BrokerFactory) -> None:
+    fake_broker = fake_broker_factory(clock=lambda: BROKER_NOW)
     client: Any = fake_broker.trading_client()  # alpaca-py returns `Model | RawData` unions
     fake_broker.set_prices({"AAPL": 10})
     client.submit_order(MarketOrderRequest(symbol="AAPL", qty=10, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
@@ -181,9 +189,13 @@ def test_calendar_clock_and_portfolio_history_parse(fake_broker: FakeBroker) -> 
         (date(2024, 12, 2), "16:00"),
     ]
     assert isinstance(clock, Clock)
-    assert clock.next_open > clock.timestamp or clock.is_open
+    assert (clock.timestamp, clock.is_open) == (BROKER_NOW, True)
+    assert (clock.next_open, clock.next_close) == (
+        datetime(2024, 12, 4, 14, 30, tzinfo=UTC),  # Wednesday 09:30 New York
+        datetime(2024, 12, 3, 21, 0, tzinfo=UTC),  # today 16:00 New York
+    )
     assert isinstance(history, PortfolioHistory)
-    assert len(history.equity) == len(history.timestamp) >= 15
+    assert len(history.equity) == len(history.timestamp) == SESSIONS_IN_THE_MONTH
     assert history.equity[-1] == 100_000.0
     assert isinstance(intraday, PortfolioHistory)
 
@@ -210,20 +222,22 @@ def test_activities_page_by_token_and_filter_by_type(fake_broker: FakeBroker) ->
     assert [a["activity_type"] for a in by_query] == ["DIV"]
 
 
-def test_bars_route_serves_seen_prices_and_seeded_history(fake_broker: FakeBroker) -> None:
+def test_bars_route_serves_seen_prices_and_seeded_history(fake_broker_factory: BrokerFactory) -> None:
+    fake_broker = fake_broker_factory(clock=lambda: BROKER_NOW)
     fake_broker.set_prices({"AAPL": 123.45})
     data: Any = fake_broker.data_client()  # alpaca-py returns `Model | RawData` unions
-    start = datetime.now(UTC) - timedelta(days=30)
+    start = BROKER_NOW - timedelta(days=30)  # a Sunday: the first bar is Monday 2024-11-04's
 
     bars = data.get_stock_bars(
         StockBarsRequest(symbol_or_symbols=["AAPL", "ZZZZ"], timeframe=TimeFrame.Day, start=start)
     )
     again = data.get_stock_bars(StockBarsRequest(symbol_or_symbols="ZZZZ", timeframe=TimeFrame.Day, start=start))
 
-    assert len(bars.data["ZZZZ"]) >= 15
+    assert len(bars.data["ZZZZ"]) == SESSIONS_IN_THE_MONTH  # one daily bar per session opened by then
     assert [b.close for b in bars.data["ZZZZ"]] == [b.close for b in again.data["ZZZZ"]]
     assert all(b.low <= min(b.open, b.close) <= max(b.open, b.close) <= b.high for b in bars.data["ZZZZ"])
-    assert len(bars.data["AAPL"]) >= 15
+    assert len(bars.data["AAPL"]) == SESSIONS_IN_THE_MONTH
+    assert bars.data["AAPL"][-1].close == 123.45  # today's bar ends at the price just posted
 
 
 def test_missing_keys_get_401_and_wrong_secret_gets_403(fake_broker: FakeBroker) -> None:
@@ -316,7 +330,7 @@ def test_faults_surface_as_the_sdk_errors_alpaca_would_cause(fake_broker: FakeBr
 
     with pytest.raises(APIError) as html:
         client.get_account()
-    with pytest.raises(requests.exceptions.JSONDecodeError):
+    with pytest.raises(requests.exceptions.JSONDecodeError, match="Unterminated string starting at: line 1 column 8"):
         client.get_account()
     with pytest.raises(APIError) as unavailable:
         client.get_account()

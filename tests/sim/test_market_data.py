@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -51,7 +52,7 @@ def test_intraday_bars_aggregate_seen_prices() -> None:
 
 @pytest.mark.parametrize("text", ["1Week", "0Min", "2Day", "Min", "15"])
 def test_unsupported_timeframes_are_refused(text: str) -> None:
-    with pytest.raises(SimError):
+    with pytest.raises(SimError, match=f"invalid timeframe: {re.escape(repr(text))}"):
         parse_timeframe(text)
 
 

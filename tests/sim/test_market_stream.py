@@ -24,10 +24,12 @@ from alpaca.data.live.websocket import DataStream
 from alpaca.data.models import Trade
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.fixtures.broker import FakeBroker
+from tests.fixtures.broker import BrokerFactory, FakeBroker
 from tests.support import async_wait_for
 
 TIMEOUT_S = 10.0
+# The fake broker's own time in the tests that read a trade's timestamp (it stamps posted prices with it).
+BROKER_NOW = datetime(2024, 12, 3, 15, 30, 0, 123456, tzinfo=UTC)
 
 
 def _url(broker: FakeBroker, path: str) -> str:
@@ -58,7 +60,10 @@ async def running(stream: DataStream) -> AsyncIterator[None]:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("path", ["/v2/iex", "/v2/sip"])
-async def test_stock_data_stream_receives_trades_of_posted_prices(fake_broker: FakeBroker, path: str) -> None:
+async def test_stock_data_stream_receives_trades_of_posted_prices(
+    fake_broker_factory: BrokerFactory, path: str
+) -> None:
+    fake_broker = fake_broker_factory(clock=lambda: BROKER_NOW)
     key_id, secret = fake_broker.keys()
     stream = StockDataStream(key_id, secret, url_override=_url(fake_broker, path))
     received: list[Trade] = []
@@ -79,8 +84,7 @@ async def test_stock_data_stream_receives_trades_of_posted_prices(fake_broker: F
     assert trade.size == 100
     assert trade.conditions == ["@"]
     assert trade.exchange == ("V" if path == "/v2/iex" else "Q")
-    assert trade.timestamp.tzinfo is not None
-    assert abs((datetime.now(UTC) - trade.timestamp).total_seconds()) < 60
+    assert trade.timestamp == BROKER_NOW
 
 
 @pytest.mark.asyncio
@@ -141,7 +145,8 @@ async def test_json_client_gets_alpaca_handshake_ack_and_trade_with_nanosecond_t
 
 
 @pytest.mark.asyncio
-async def test_msgpack_client_gets_binary_frames_with_msgpack_timestamp(fake_broker: FakeBroker) -> None:
+async def test_msgpack_client_gets_binary_frames_with_msgpack_timestamp(fake_broker_factory: BrokerFactory) -> None:
+    fake_broker = fake_broker_factory(clock=lambda: BROKER_NOW)
     key_id, secret = fake_broker.keys()
     headers = {"Content-Type": "application/msgpack"}
     async with connect(_url(fake_broker, "/v2/iex"), additional_headers=headers) as socket:
@@ -160,7 +165,7 @@ async def test_msgpack_client_gets_binary_frames_with_msgpack_timestamp(fake_bro
     assert ack[0]["trades"] == ["*"]
     assert (trade["S"], trade["p"]) == ("NVDA", 900.125)
     assert isinstance(trade["t"], msgpack.Timestamp)
-    assert abs(trade["t"].to_unix() - datetime.now(UTC).timestamp()) < 60
+    assert trade["t"].to_datetime() == BROKER_NOW
 
 
 @pytest.mark.asyncio

@@ -9,16 +9,21 @@ here (the fake broker only trades symbols it has a price for); the whole-stack t
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
+import pytest
 import requests
 from playwright.sync_api import Dialog, Page, Route, expect
 
+from coldharbour.messages import SnapshotTaken
 from coldharbour.sim.postgres import PgCluster
+from coldharbour.web.figures import PREFIX_SNAPSHOT, AccountFigures
 from tests.support import wait_for
 from tests.web.server import Dashboard
 from tests.web.tables import Tables, closed_slice, lot
+
+pytestmark = pytest.mark.integration  # a real chromium: the full tier (docs/testing.md)
 
 POSITIONS = "[data-testid=positions]"
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -30,7 +35,7 @@ def _lot_row(page: Page, parent_id: str):
 
 def _open(page: Page, dashboard: Dashboard, account: str = "demo") -> None:
     page.goto(f"{dashboard.url}/?account={account}")
-    expect(page.locator("#positions-count")).to_have_text(re.compile(r"\(\d+\)"))
+    expect(page.locator("#positions-count")).to_have_text(re.compile(r"\(\d+ symbols?, \d+ lots?\)"))
 
 
 def test_page_snapshot_then_live_rows_without_reload(page: Page, dashboard: Dashboard, tables: Tables) -> None:
@@ -198,3 +203,90 @@ def test_page_banner_shows_the_health_causes_in_status_words(page: Page, dashboa
     assert status["working"] is False
     assert status["alerts"][0].startswith("supervisord: ")
     expect(page.locator('[data-testid=alerts] [data-alert="health:0"]')).to_have_text(status["alerts"][0])
+
+
+def _snapshot(taken_at: datetime, equity: str, last_equity: str | None = "100000") -> SnapshotTaken:
+    """What `snapshot` publishes after GET /v2/account (fields as Alpaca's Account model:
+    alpaca-py alpaca/trading/models.py TradeAccount: cash, equity, buying_power, last_equity)."""
+    return SnapshotTaken(
+        src="snapshot", seq=1, ts=1, account="demo", taken_at=int(taken_at.timestamp() * 1e9), positions=(),
+        cash=Decimal("50000.10"), equity=Decimal(equity), buying_power=Decimal("200000.40"),
+        last_equity=None if last_equity is None else Decimal(last_equity),
+    )  # fmt: skip
+
+
+def test_page_account_header_shows_the_broker_figures_live(page: Page, dashboard: Dashboard) -> None:
+    assert dashboard.hub is not None
+    figures = AccountFigures(dashboard.ctx.subscriber([PREFIX_SNAPSHOT]), dashboard.hub)
+    header = page.locator("[data-testid=account-summary]")
+    try:
+        _open(page, dashboard)
+        expect(header.locator("[data-field=as_of]")).to_contain_text("waiting for the broker's account")
+        dashboard.call(figures.take, _snapshot(datetime(2026, 12, 7, 15, 30, tzinfo=UTC), "100123.45"))
+        expect(header.locator("[data-field=equity]")).to_have_text("100,123.45")
+        expect(header.locator("[data-field=cash]")).to_have_text("50,000.10")
+        expect(header.locator("[data-field=buying_power]")).to_have_text("200,000.40")
+        expect(header.locator("[data-field=day_pl]")).to_have_text("+123.45 (+0.12 %)")
+        expect(header.locator("[data-field=as_of]")).to_have_text("broker account as of 2026-12-07 10:30:00 New York")
+
+        dashboard.call(figures.take, _snapshot(datetime(2026, 12, 7, 15, 31, tzinfo=UTC), "99900", None))
+        expect(header.locator("[data-field=equity]")).to_have_text("99,900.00")
+        expect(header.locator("[data-field=day_pl]")).to_have_text("needs the previous close")
+        dashboard.call(figures.take, _snapshot(datetime(2026, 12, 7, 15, 0, tzinfo=UTC), "1"))  # older: ignored
+        page.reload()
+        expect(header.locator("[data-field=equity]")).to_have_text("99,900.00")  # from the page's snapshot
+    finally:
+        figures.close()
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_page_times_are_new_york_and_labelled(page: Page, dashboard: Dashboard, tables: Tables) -> None:
+    tables.insert_closed(closed_slice("lot-t", "TSLA", exit_time=datetime(2026, 7, 1, 19, 59, 58, tzinfo=UTC)))
+    _open(page, dashboard)
+
+    row = page.locator('[data-testid=closed] tr[data-entry-lot-id="lot-t"]')
+    expect(row.locator("[data-col=exit_time]")).to_have_text("2026-07-01 15:59:58")  # EDT, UTC-4
+    expect(page.locator("[data-testid=closed] th").first).to_have_text("exit time (New York)")
+
+
+def test_page_one_row_per_symbol_lots_inside_against_their_own_entry(
+    page: Page, dashboard: Dashboard, tables: Tables
+) -> None:
+    old = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
+    tables.put_lots(
+        lot("spy-1", "SPY", qty=Decimal(10), avg_fill=Decimal("155.73"), avg_px_symbol=Decimal("150"),
+            mkt_px=Decimal("155.39"), tp_sl_reach_pct=Decimal("-6.8"), updated_at=old, filled_at=old),
+        lot("spy-2", "SPY", qty=Decimal(5), avg_fill=Decimal("149"), avg_px_symbol=Decimal("150"),
+            mkt_px=Decimal("155.39"), tp_sl_reach_pct=Decimal("40"), updated_at=old),
+        lot("aapl-1", "AAPL", mkt_px=Decimal("101"), avg_px_symbol=Decimal("100")),
+        push=False,
+    )  # fmt: skip
+    _open(page, dashboard)
+    spy = page.locator(f'{POSITIONS} tr[data-symbol="SPY"]')
+
+    expect(page.locator(f"{POSITIONS} tr[data-symbol]")).to_have_count(2)
+    expect(page.locator("#positions-count")).to_have_text("(2 symbols, 3 lots)")
+    expect(spy.locator("[data-col=qty]")).to_have_text("15")
+    expect(spy.locator("[data-col=avg_px]")).to_have_text("150")
+    expect(spy.locator("[data-col=mkt_px]")).to_have_text("155.39")
+    expect(spy.locator("[data-col=pnl]")).to_have_text("80.85")  # 15 x (155.39 - 150)
+    expect(_lot_row(page, "spy-1")).to_be_hidden()
+
+    spy.click()
+
+    expect(_lot_row(page, "spy-1")).to_be_visible()
+    expect(page.locator('[data-lots-of="SPY"]')).to_contain_text("P&L vs lot entry")
+    expect(_lot_row(page, "spy-1").locator("[data-col=profit_loss]")).to_have_text("-3.40")  # 10 x (155.39 - 155.73)
+    expect(_lot_row(page, "spy-1").locator("[data-col=profit_loss]")).to_have_class(re.compile(r"\bneg\b"))
+    expect(_lot_row(page, "spy-1").locator(".reach .fill")).to_have_class(re.compile(r"\bneg\b"))  # agree
+    expect(_lot_row(page, "spy-2").locator("[data-col=profit_loss]")).to_have_text("31.95")  # 5 x (155.39 - 149)
+    expect(_lot_row(page, "aapl-1")).to_be_hidden()
+
+    # A new mark on one lot is the symbol's one mark: every lot and the total use it.
+    tables.put_lots(lot("spy-2", "SPY", qty=Decimal(5), avg_fill=Decimal("149"), avg_px_symbol=Decimal("150"),
+                        mkt_px=Decimal("156"), tp_sl_reach_pct=Decimal("45")))  # fmt: skip
+    expect(spy.locator("[data-col=mkt_px]")).to_have_text("156")
+    expect(_lot_row(page, "spy-1").locator("[data-col=mkt_px]")).to_have_text("156")
+    expect(_lot_row(page, "spy-1").locator("[data-col=profit_loss]")).to_have_text("2.70")
+    expect(spy.locator("[data-col=pnl]")).to_have_text("90.00")
+    assert page.console_errors == []  # type: ignore[attr-defined]

@@ -56,9 +56,9 @@ RELATIVE = 1e-6
 SESSIONS = load_calendar().between(date(2024, 1, 2), date(2024, 7, 31))
 
 
-def write_curve(dsn: Dsn, names: AccountNames, count: int) -> None:
+def write_curve(dsn: Dsn, names: AccountNames, count: int, wipe_out_on: int | None = None) -> None:
     """Store ``count`` sessions of the ledger-built curve as `state` would (the equity table's columns)."""
-    days = account_days(count, sessions=[s.day for s in SESSIONS[:count]])
+    days = account_days(count, wipe_out_on=wipe_out_on, sessions=[s.day for s in SESSIONS[:count]])
     rows = build_daily_curve(days).rows
     with psycopg.connect(dsn.reveal()) as conn:
         for row in rows:
@@ -169,6 +169,18 @@ def test_api_report_agrees_with_both_libraries_on_its_own_returns(served: Dashbo
         assert ours == pytest.approx(float(first), rel=RELATIVE), key
         if second is not None:
             assert ours == pytest.approx(float(second), rel=RELATIVE), key
+    quantstats_only = {
+        "smart_sharpe": qs.stats.smart_sharpe(r),
+        "best_day_pct": 100 * qs.stats.best(r),
+        "worst_day_pct": 100 * qs.stats.worst(r),
+        "win_days_pct": 100 * qs.stats.win_rate(r),
+        "payoff_ratio_returns": qs.stats.payoff_ratio(r),
+        "win_months_pct": 100 * qs.stats.win_rate(r, aggregate="ME"),
+    }
+    for key, value in quantstats_only.items():
+        assert body[key] == pytest.approx(float(value), rel=RELATIVE), key
+    three_months = r[r.index >= r.index[-1] - pd.DateOffset(months=3)]  # quantstats reports.metrics' window
+    assert body["trailing"]["3M"] == pytest.approx(100 * float(qs.stats.comp(three_months)), rel=RELATIVE)
     table = qs.stats.monthly_returns(r)
     assert body["monthly_returns"]["2024-03"] == pytest.approx(100 * float(table.loc["2024", "MAR"]), rel=RELATIVE)
     assert body["yearly_returns"]["2024"] == pytest.approx(100 * float(table.loc["2024", "EOY"]), rel=RELATIVE)
@@ -213,6 +225,30 @@ def test_a_three_session_account_withholds_annualised_figures_and_a_refused_benc
     assert body["withheld"]["benchmark"].startswith("SPY bars could not be read: ")
     assert "403" in body["withheld"]["benchmark"]
     assert "paper-secret" not in json.dumps(body)
+
+
+def test_a_wiped_out_account_reports_minus_100_percent_and_the_days_after(
+    migrated_dsn: Dsn, run_dir: Path, broker: FakeBroker
+) -> None:  # fmt: skip
+    settings = make_settings(migrated_dsn, run_dir, ALPACA_BASE_URL_DEMO=broker.base_url)
+    days = account_days(60, wipe_out_on=50, sessions=[s.day for s in SESSIONS[:60]])
+    rows = build_daily_curve(days).rows
+    assert rows[50].daily_return is None
+    assert rows[50].deposit < 0
+    write_curve(settings.dsn, account_names(settings, "demo"), 60, wipe_out_on=50)
+    running = Dashboard(settings)
+    try:
+        body = get_report(running, "demo")
+    finally:
+        running.close()
+
+    assert body["sessions"] == 51
+    assert body["wipe_out"] == {"date": SESSIONS[50].day.isoformat(), "days_after": 9}
+    assert body["worst_day_pct"] == body["twr_pct"] == body["max_drawdown_pct"] == body["cagr_pct"] == -100.0
+    assert body["mwr_pct"] == body["trailing"]["all"] == -100.0
+    assert list(body["returns"].values())[-1] == -1
+    assert "no return on the 9 later days" in body["withheld"]["after_wipe_out"]
+    assert body["benchmark"] is not None  # compared over the 51 sessions up to the wipe-out
 
 
 @pytest.fixture
@@ -301,6 +337,7 @@ def test_report_page_and_its_offline_file_show_the_api_numbers_and_follow_pushes
     valleys = page.eval_on_selector_all("#drawdowns tr", "rows => rows.map(r => r.dataset.valley)")
     assert valleys == [d["valley"] for d in body["drawdowns"]]
     expect(page.locator("#chart-underwater path")).to_have_count(1)
+    expect(page.locator("#chart-rolling-sharpe path")).to_have_count(0)  # 90 sessions: no 126-session window yet
     page.click("[data-testid=equity-toggle]")
     expect(page.locator("[data-testid=equity-toggle]")).to_have_text("show %")
 

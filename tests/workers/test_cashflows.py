@@ -133,7 +133,8 @@ async def test_cashflows_pool_is_refused_writes(migrated_dsn, tmp_path, bus) -> 
     table = account_names(settings, "demo").cash_flows.ident
 
     async with cashflows.open_pool(settings) as pool, pool.connection() as conn:
-        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        refusal = "cannot execute DELETE in a read-only transaction"
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match=refusal):
             await conn.execute(sql.SQL("DELETE FROM {t}").format(t=table))
 
 

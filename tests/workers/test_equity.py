@@ -216,7 +216,8 @@ async def test_equity_pool_is_refused_writes(migrated_dsn, tmp_path, bus) -> Non
     table = account_names(settings, "demo").equity_full.ident
 
     async with equity.open_pool(settings) as pool, pool.connection() as conn:
-        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        refusal = "cannot execute DELETE in a read-only transaction"
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match=refusal):
             await conn.execute(sql.SQL("DELETE FROM {t}").format(t=table))
 
 

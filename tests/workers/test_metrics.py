@@ -149,7 +149,8 @@ async def test_metrics_pool_is_refused_writes(migrated_dsn, tmp_path, bus) -> No
     table = account_names(settings, "demo").metrics.ident
 
     async with metrics.open_pool(settings) as pool, pool.connection() as conn:
-        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        refusal = "cannot execute INSERT in a read-only transaction"
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match=refusal):
             await conn.execute(
                 sql.SQL("INSERT INTO {t} (id, metrics_payload) VALUES ('latest', '{{}}')").format(t=table)
             )

@@ -153,7 +153,8 @@ async def test_scheduler_pool_is_refused_writes(migrated_dsn, tmp_path, bus) -> 
     table = shared_names(settings).market_schedule.ident
 
     async with scheduler.open_pool(settings) as pool, pool.connection() as conn:
-        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        refusal = "cannot execute DELETE in a read-only transaction"
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match=refusal):
             await conn.execute(sql.SQL("DELETE FROM {t}").format(t=table))
 
 

@@ -39,7 +39,9 @@ async def test_state_holds_its_accounts_and_takes_them_again_when_the_lock_conne
     assert harness.ctx.counters["lock_connection_lost"] == 1
     assert again == expected
     assert "locks_retaken" in reasons
-    assert not harness.task.done() or harness.task.exception() is None
+    # close() stopped state: it ran until the stop and returned normally (result() re-raises an error).
+    assert harness.task.done()
+    assert harness.task.result() is None
 
 
 async def test_state_exits_when_another_stack_took_an_account_while_its_locks_were_lost(

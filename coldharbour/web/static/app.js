@@ -9,6 +9,8 @@
   const view = {
     account: params.get("account") || "",
     lots: new Map(),      // parent_id -> {row, tr}
+    symbols: new Map(),   // symbol -> {tr, head}: its summary row and its lots' header row
+    expanded: new Set(),  // symbols whose lots are shown
     closed: new Map(),    // entry_lot_id + "\u0000" + exit_order_id -> row
     heartbeatS: 30,
     alerts: new Map(),    // key -> one line: the health causes ("health:*") and this page's own troubles
@@ -42,18 +44,48 @@
     node.classList.toggle("pos", isNum(v) && v > 0);
     node.classList.toggle("neg", isNum(v) && v < 0);
   }
-  const time = (v) => (v ? String(v).replace("T", " ").replace(/\.\d+/, "").replace("Z", "") : "—");
+  // Times are UTC in the database and the API; the page shows them in the market's zone, labelled.
+  const NY = new Intl.DateTimeFormat("en-CA", {
+    timeZone: "America/New_York", year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+  });
+  function time(v) {
+    const at = v ? new Date(v) : null;
+    if (!at || Number.isNaN(at.getTime())) return "—";
+    const p = Object.fromEntries(NY.formatToParts(at).map((x) => [x.type, x.value]));
+    return p.year + "-" + p.month + "-" + p.day + " " + p.hour + ":" + p.minute + ":" + p.second;
+  }
   const stamp = (v) => (v ? Date.parse(v) : NaN);
 
   // ----- open positions ---------------------------------------------------------------------
 
+  // One row per symbol (tr[data-symbol]: qty = the sum of its lots, the broker's average, one
+  // mark, P&L = qty x (mark - broker average)); a click shows its lots (tr[data-parent-id]),
+  // whose P&L is measured against each lot's own entry, under a header that says so. One mark
+  // per symbol per render: the newest lot's mkt_px, used for the symbol and every one of its lots.
   const POSITION_CELLS = ["symbol", "side", "qty", "avg_fill", "mkt_px", "profit_loss", "reach", "moved_flag"];
-  const NUMERIC = new Set(["qty", "avg_fill", "mkt_px", "profit_loss"]);
+  const SYMBOL_CELLS = ["symbol", "side", "qty", "avg_px", "mkt_px", "pnl", "reach", "moved_flag"];
+  const LOT_HEAD = ["lot", "side", "qty", "lot entry", "mark", "P&L vs lot entry", "SL \u25c2 reach \u25b8 TP", "moved"];
+  const NUMERIC = new Set(["qty", "avg_fill", "avg_px", "mkt_px", "profit_loss", "pnl"]);
+  let positionsDue = false;
 
-  function newLotRow(parentId) {
+  const num = (v) => (isNum(v) ? v : typeof v === "string" && v !== "" && Number.isFinite(Number(v)) ? Number(v) : null);
+  const sideSign = (side) => (String(side).toLowerCase() === "short" ? -1 : 1);
+  const cents = (v) => Math.round(v * 100) / 100;
+
+  function cellsOf(tr) {
+    if (!tr.cells_) {
+      tr.cells_ = {};
+      for (const td of tr.children) tr.cells_[td.getAttribute("data-col")] = td;
+    }
+    return tr.cells_;
+  }
+
+  function newRow(cols, attr, id, cls) {
     const tr = document.createElement("tr");
-    tr.setAttribute("data-parent-id", parentId);
-    for (const col of POSITION_CELLS) {
+    tr.setAttribute(attr, id);
+    if (cls) tr.className = cls;
+    for (const col of cols) {
       const td = el("td", NUMERIC.has(col) ? "num" : "");
       td.setAttribute("data-col", col);
       if (col === "reach") {
@@ -67,39 +99,132 @@
     return tr;
   }
 
-  function fillLotRow(tr, row) {
-    if (!tr.cells_) {
-      tr.cells_ = {};
-      for (const td of tr.children) tr.cells_[td.getAttribute("data-col")] = td;
-    }
-    const cell = (col) => tr.cells_[col];
-    setText(cell("symbol"), plain(row.symbol));
-    setText(cell("side"), plain(row.side));
-    setText(cell("qty"), plain(row.qty));
-    setText(cell("avg_fill"), plain(row.avg_fill));
-    setText(cell("mkt_px"), plain(row.mkt_px));
-    setText(cell("profit_loss"), money(row.profit_loss));
-    signClass(cell("profit_loss"), row.profit_loss);
-    setText(cell("moved_flag"), plain(row.moved_flag));
-    const reach = cell("reach");
+  function fillReach(reach, row) {
+    const bar = reach.querySelector(".reach");
     const fill = reach.querySelector(".fill");
     const pct = isNum(row.tp_sl_reach_pct) ? Math.max(-100, Math.min(100, row.tp_sl_reach_pct)) : 0;
     setClass(fill, "fill " + (pct >= 0 ? "pos" : "neg"));
     const width = Math.abs(pct) / 2 + "%";
     if (fill.style.width !== width) fill.style.width = width;
-    const title = "SL " + plain(row.sl_px) + " · TP " + plain(row.tp_px) + " · reach " + plain(row.tp_sl_reach_pct) + " %";
-    if (reach.title !== title) reach.title = title;
+    const title = "SL " + plain(row.sl_px) + " \u00b7 TP " + plain(row.tp_px) + " \u00b7 reach " + plain(row.tp_sl_reach_pct) + " %";
+    if (bar.title !== title) bar.title = title;
+  }
+
+  function fillLotRow(tr, row, mark) {
+    const cell = cellsOf(tr);
+    setText(cell.symbol, plain(row.symbol));
+    const filled = "filled " + time(row.filled_at) + " New York";
+    if (cell.symbol.title !== filled) cell.symbol.title = filled;
+    setText(cell.side, plain(row.side));
+    setText(cell.qty, plain(row.qty));
+    setText(cell.avg_fill, plain(row.avg_fill));
+    setText(cell.mkt_px, plain(mark === null ? row.mkt_px : mark));
+    const qty = num(row.qty), entry = num(row.avg_fill);
+    // Against this lot's own entry (the row's profit_loss_lot when it was computed at this mark).
+    const pnl = qty !== null && entry !== null && mark !== null ? cents(sideSign(row.side) * qty * (mark - entry))
+      : num(row.profit_loss_lot);
+    setText(cell.profit_loss, money(pnl));
+    signClass(cell.profit_loss, pnl);
+    setText(cell.moved_flag, plain(row.moved_flag));
+    fillReach(cell.reach, row);
+  }
+
+  function fillSymbolRow(tr, symbol, lots, mark, open) {
+    const cell = cellsOf(tr);
+    const first = lots[0].row;
+    setText(cell.symbol, (open ? "\u25be " : "\u25b8 ") + symbol + " (" + lots.length + (lots.length === 1 ? " lot)" : " lots)"));
+    const sides = new Set(lots.map((l) => String(l.row.side)));
+    setText(cell.side, sides.size === 1 ? plain(first.side) : "mixed");
+    let qty = 0;
+    let signed = 0;
+    for (const l of lots) {
+      const q = num(l.row.qty) || 0;
+      qty += q;
+      signed += sideSign(l.row.side) * q;
+    }
+    setText(cell.qty, String(Number(qty.toFixed(9))));
+    const newest = lots.reduce((a, b) => (stamp(b.row.updated_at) > stamp(a.row.updated_at) ? b : a)).row;
+    const avg = num(newest.avg_px_symbol);
+    setText(cell.avg_px, plain(avg === null ? null : newest.avg_px_symbol));
+    setText(cell.mkt_px, plain(mark));
+    const pnl = avg !== null && mark !== null ? cents(signed * (mark - avg)) : null;
+    setText(cell.pnl, money(pnl));
+    signClass(cell.pnl, pnl);
+    const moved = new Set(lots.map((l) => plain(l.row.moved_flag)));
+    setText(cell.moved_flag, moved.size === 1 ? Array.from(moved)[0] : "mixed");
+    tr.setAttribute("aria-expanded", open ? "true" : "false");
+  }
+
+  function symbolOf(row) {
+    return typeof row.symbol === "string" ? row.symbol : String(row.symbol);
+  }
+
+  function renderPositions() {
+    positionsDue = false;
+    const groups = new Map();
+    for (const known of view.lots.values()) {
+      const symbol = symbolOf(known.row);
+      if (!groups.has(symbol)) groups.set(symbol, []);
+      groups.get(symbol).push(known);
+    }
+    for (const [symbol, known] of view.symbols) {
+      if (!groups.has(symbol)) {
+        known.tr.remove();
+        known.head.remove();
+        view.symbols.delete(symbol);
+      }
+    }
+    const body = $("positions");
+    for (const symbol of Array.from(groups.keys()).sort()) {
+      const lots = groups.get(symbol).sort((a, b) => stamp(a.row.filled_at) - stamp(b.row.filled_at) ||
+        String(a.row.parent_id).localeCompare(String(b.row.parent_id)));
+      let group = view.symbols.get(symbol);
+      if (!group) {
+        const tr = newRow(SYMBOL_CELLS, "data-symbol", symbol, "symbol-row");
+        tr.addEventListener("click", () => toggleSymbol(symbol));
+        const head = document.createElement("tr");
+        head.className = "lot-head";
+        head.setAttribute("data-lots-of", symbol);
+        for (const text of LOT_HEAD) head.appendChild(el("th", "", text));
+        group = { tr: tr, head: head };
+        view.symbols.set(symbol, group);
+      }
+      const open = view.expanded.has(symbol);
+      const newest = lots.reduce((a, b) => (stamp(b.row.updated_at) > stamp(a.row.updated_at) ? b : a)).row;
+      const mark = num(newest.mkt_px);
+      fillSymbolRow(group.tr, symbol, lots, mark, open);
+      body.appendChild(group.tr);
+      group.head.hidden = !open;
+      body.appendChild(group.head);
+      for (const l of lots) {
+        fillLotRow(l.tr, l.row, mark);
+        l.tr.hidden = !open;
+        body.appendChild(l.tr);
+      }
+    }
+    countLots(groups.size);
+  }
+
+  function schedulePositions() {
+    if (positionsDue) return;
+    positionsDue = true;
+    requestAnimationFrame(renderPositions);
+  }
+
+  function toggleSymbol(symbol) {
+    if (view.expanded.has(symbol)) view.expanded.delete(symbol);
+    else view.expanded.add(symbol);
+    renderPositions();
   }
 
   function upsertLot(row) {
     if (!row || typeof row.parent_id !== "string") return;
     const known = view.lots.get(row.parent_id);
     if (known && stamp(row.updated_at) < stamp(known.row.updated_at)) return; // an older push
-    const tr = known ? known.tr : newLotRow(row.parent_id);
-    fillLotRow(tr, row);
-    if (!known) $("positions").appendChild(tr);
+    const tr = known ? known.tr : newRow(POSITION_CELLS, "data-parent-id", row.parent_id, "lot-row");
+    tr.setAttribute("data-lot-of", symbolOf(row));
     view.lots.set(row.parent_id, { row: row, tr: tr });
-    countLots();
+    schedulePositions();
   }
 
   function deleteLot(parentId) {
@@ -107,18 +232,20 @@
     if (!known) return;
     known.tr.remove();
     view.lots.delete(parentId);
-    countLots();
+    schedulePositions();
   }
 
-  function countLots() {
-    setText($("positions-count"), "(" + view.lots.size + ")");
+  function countLots(symbols) {
+    const lots = view.lots.size;
+    setText($("positions-count"), "(" + symbols + (symbols === 1 ? " symbol, " : " symbols, ") + lots + (lots === 1 ? " lot)" : " lots)"));
   }
 
   function resetLots(rows) {
     view.lots.clear();
+    view.symbols.clear();
     $("positions").replaceChildren();
     for (const row of rows || []) upsertLot(row);
-    countLots();
+    renderPositions();
   }
 
   const RETRY_MIN_MS = 500, RETRY_MAX_MS = 8000;
@@ -187,6 +314,28 @@
       case "refetch": return refetchLot(payload.parent_id);
       case "heartbeat": view.lastBeat = performance.now(); return indicator();
     }
+  }
+
+  // ----- account header ([data-testid=account-summary]) -------------------------------------
+
+  function onAccountFigures(doc) {
+    const box = $("account-summary");
+    if (!doc || !isNum(doc.equity)) return;
+    const field = (name) => box.querySelector('[data-field="' + name + '"]');
+    setText(field("equity"), money(doc.equity));
+    setText(field("cash"), money(doc.cash));
+    setText(field("buying_power"), isNum(doc.buying_power) ? money(doc.buying_power) : "not reported");
+    const day = field("day_pl");
+    if (isNum(doc.day_pl)) {
+      const sign = doc.day_pl > 0 ? "+" : "";
+      const pct = isNum(doc.day_pl_pct) ? " (" + sign + doc.day_pl_pct.toFixed(2) + " %)" : "";
+      setText(day, sign + money(doc.day_pl) + pct);
+    } else {
+      setText(day, "needs the previous close");
+    }
+    signClass(day, doc.day_pl);
+    setText(field("as_of"), "broker account as of " + time(doc.as_of) + " New York");
+    box.setAttribute("data-state", "live");
   }
 
   // ----- closed trades ----------------------------------------------------------------------
@@ -352,6 +501,7 @@
     onClosed({ rows: snap.closed }, true);
     onEquity(snap.equity);
     onMetrics(snap.metrics);
+    onAccountFigures(snap.account_figures);
     onStatus(snap.status);
     view.connected = true;
     indicator();
@@ -374,6 +524,7 @@
     source.addEventListener("metrics", parse(onMetrics));
     source.addEventListener("equity", parse(onEquity));
     source.addEventListener("status", parse(onStatus));
+    source.addEventListener("account", parse(onAccountFigures));
     source.onerror = () => { view.connected = false; indicator(); };
   }
 

@@ -119,6 +119,10 @@
     const source = inDollars ? r.equity : r.cumulative_pct;
     line($("chart-equity"), Object.entries(source).map(([d, v]) => [d, Number(v)]), "curve", false);
     line($("chart-underwater"), Object.entries(r.underwater_pct), "area", true);
+    const defined = (series) => Object.entries(series).filter(([, v]) => v !== null);
+    line($("chart-rolling-sharpe"), defined(r.rolling.sharpe), "curve", false);
+    line($("chart-rolling-volatility"), defined(r.rolling.volatility_pct), "curve", false);
+    $("rolling-window").textContent = String(r.rolling.window);
     $("equity-unit").textContent = inDollars ? "($ equity, deposits included)" : "(cumulative return %)";
     $("equity-toggle").textContent = inDollars ? "show %" : "show $";
   }
