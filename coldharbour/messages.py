@@ -375,6 +375,9 @@ class SnapshotTaken(Msg, Checked, frozen=True, tag="snap"):
     unknown_symbols: tuple[str, ...] = ()
     buying_power: Decimal | None = None  # from GET /v2/account, with cash and equity (full snapshots)
     last_equity: Decimal | None = None  # equity at the previous session's close
+    # Symbols a corporate action is under way for (announced or with legs, not booked yet):
+    # ``state`` does not reconcile them (docs/corporate-actions.md "Announcements").
+    pending_symbols: tuple[str, ...] = ()
 
 
 class OrdersPage(Msg, Checked, frozen=True, tag="orders.page"):
@@ -463,6 +466,18 @@ class MetricsComputed(Msg, Checked, frozen=True, tag="metrics.doc"):
     computed_at: int  # UTC ns
 
 
+class AccountChanged(Msg, frozen=True, tag="state.changed"):
+    """What one commit of ``state`` changed in one account, published after the commit.
+
+    ``kinds`` names the changes (``domain.changes.changed_kinds``: ``closed``, ``cash_flows``, …);
+    a mark flush written without announcement is not one. What derives from those rows (the KPI
+    document) is computed on this, not on a timer (docs/scaling.md).
+    """
+
+    account: str
+    kinds: tuple[str, ...]
+
+
 class ScheduleComputed(Msg, Checked, frozen=True, tag="schedule.rows"):
     """Sessions from the broker calendar, and the cut-off before which rows are pruned."""
 
@@ -502,6 +517,7 @@ Message = (
     | CorporateActionsPage
     | EquityComputed
     | MetricsComputed
+    | AccountChanged
     | ScheduleComputed
     | SessionPhaseChanged
     | LedgerCheckRequested
@@ -574,7 +590,7 @@ def topic_metrics(slug: str) -> str:
 
 
 def topic_state(slug: str) -> str:
-    """Return ``state.<slug>`` (change events published by ``state`` after a commit)."""
+    """Return ``state.<slug>`` (``AccountChanged``, published by ``state`` after a commit)."""
     return f"state.{slug}"
 
 
@@ -596,3 +612,4 @@ PREFIX_TICK: Final = "px."
 TOPIC_TICKS: Final = "px.batch"  # lower case: never a feed symbol (they are upper-cased)
 PREFIX_RESYNC: Final = "cmd.resync."
 PREFIX_TRADE: Final = "trade."
+PREFIX_STATE: Final = "state."

@@ -13,7 +13,7 @@ DOMAIN_ALLOWED = {
     "functools", "heapq", "itertools", "math", "operator", "re", "statistics", "typing", "uuid", "zoneinfo",
     "msgspec", "coldharbour.domain",
 }  # fmt: skip
-WRITER_MODULES = ("coldharbour.db.writer", "coldharbour.db.upserts", "coldharbour.mirror")
+WRITER_MODULES = ("coldharbour.db.writer", "coldharbour.db.upserts", "coldharbour.db.store", "coldharbour.mirror")
 # The state program and the modules that make up its write path.
 WRITER_ALLOWED_PREFIXES = (
     "workers.state", "coldharbour.mirror", "coldharbour.db.upserts", "coldharbour.db.rows", "coldharbour.db.writer",
@@ -130,5 +130,15 @@ def test_write_path_has_no_switch_over_change_kinds(path: Path) -> None:
 def test_web_imports_nothing_from_the_command_line(path: Path) -> None:
     """`web` and `chmgr` share the health model (coldharbour.health), never each other's code."""
     bad = sorted(name for name in _imports(path) if name.startswith("coldharbour.cli"))
+
+    assert bad == [], f"{path.name} imports {bad}"
+
+
+@pytest.mark.parametrize("path", [*_sources("coldharbour/web"), ROOT / "coldharbour/cli/doctor.py",
+                                  ROOT / "coldharbour/cli/database.py", ROOT / "coldharbour/cli/status.py"],
+                         ids=lambda p: p.name)  # fmt: skip
+def test_dashboard_and_operator_commands_hold_no_sql(path: Path) -> None:
+    """Their queries live in db/ (db.dashboard, db.checks, db.queries)."""
+    bad = sorted(name for name in _imports(path) if name == "psycopg.sql" or name.endswith(".sql"))
 
     assert bad == [], f"{path.name} imports {bad}"

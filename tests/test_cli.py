@@ -485,6 +485,21 @@ def test_status_budget_lines_show_each_keys_requests_of_the_last_minute() -> Non
     assert describe_budgets({}) == []
 
 
+def test_cli_positions_shows_fill_times_in_new_york(migrated_dsn: Dsn, run_dir: Path) -> None:
+    with psycopg.connect(migrated_dsn.reveal()) as conn:
+        conn.execute(
+            "INSERT INTO accounts.account_open_positions_demo"
+            " (parent_id, symbol, side, qty, avg_fill, mkt_px, filled_at)"
+            " VALUES ('o-1', 'AAPL', 'long', 1, 100, 100, '2026-07-01 13:30:05+00')"
+        )
+
+    result = chmgr("positions", env=make_environ(migrated_dsn, run_dir))
+
+    assert result.returncode == 0, result.stderr
+    assert "filled at (New York)" in result.stdout
+    assert "2026-07-01 09:30:05" in result.stdout  # EDT, UTC-4
+
+
 def test_cli_positions_escapes_control_characters_of_a_symbol(migrated_dsn: Dsn, run_dir: Path) -> None:
     _insert_position(migrated_dsn, "EVIL\x1b]0;pwned\x07[red]X", "1", "1.00")
 

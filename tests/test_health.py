@@ -139,7 +139,7 @@ async def test_broker_rest_reports_rejected_and_accepted_credentials(fake_broker
     right = make_settings(dsn, accounts=("demo",), ALPACA_SECRET_KEY_DEMO=secret, **on_broker)
     conditions = runtime.Conditions(clock_ns=time.time_ns)
     async with aiohttp.ClientSession() as session:
-        with pytest.raises(BrokerError):
+        with pytest.raises(BrokerError, match="call=GET /account: status 403, code 40310000"):
             await BrokerRest(wrong.accounts[0], session, conditions=conditions).get("/account")
         refused = conditions.reported()
         await BrokerRest(right.accounts[0], session, conditions=conditions).get("/account")

@@ -59,6 +59,7 @@ def _every_message() -> list[m.Msg]:
         m.ActivitiesPage(account="demo", activities=(ACTIVITY,), cash_flows=(flow,)),
         m.EquityComputed(account="demo", daily=(daily,), intraday=(point,), bars={"AAPL": (Decimal("1.5"), 7)}),
         m.MetricsComputed(account="demo", payload='{"a": 1}', computed_at=1),
+        m.AccountChanged(account="demo", kinds=("closed", "open_rows")),
         m.ScheduleComputed(sessions=(session,)),
         m.SessionPhaseChanged(phase="open", session_date="2026-03-02", at_ns=1),
         m.LedgerCheckRequested(account="demo"),

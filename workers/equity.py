@@ -34,7 +34,7 @@ PROGRAM = "equity"
 
 def open_pool(settings: Settings) -> AsyncConnectionPool:
     """Return this program's (closed) read-only pool: the database refuses its writes."""
-    return read_only_pool(reader_dsn(settings), PROGRAM, max_size=max(2, len(settings.accounts)))
+    return read_only_pool(reader_dsn(settings), PROGRAM, max_size=min(max(2, len(settings.accounts)), 8))
 
 
 async def _tick(job: EquityJob, clock: Clock) -> None:

@@ -17,9 +17,11 @@ import logging
 import sys
 
 import aiohttp
+import msgspec
 
 from coldharbour import runtime
 from coldharbour.broker.budget import budget_for, report_forever
+from coldharbour.broker.reads import data_url
 from coldharbour.broker.rest import BrokerRest
 from coldharbour.broker.runner import SnapshotRunner, cancel_quietly, run_until_stopped
 from coldharbour.broker.sync import AccountSync
@@ -35,6 +37,8 @@ from coldharbour.messages import (
 from coldharbour.retry import sleep_or_stop, supervise
 
 log = logging.getLogger("workers.snapshot")
+# Refreshes after fills take at most half the budget: one every 120 s / budget (3 s at 40 a minute).
+PARTIAL_SHARE_S = 120.0
 START_RESYNC_WINDOW_NS = 120 * 1_000_000_000  # a state's start resync precedes its ready announcement
 
 
@@ -71,11 +75,15 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
                 AccountSync(
                     BrokerRest(a, session, ctx.counters, budget=budgets[a.slug], stop=stop, conditions=ctx.conditions),
                     ctx.publisher, ctx.counters, details=ctx.details,
+                    announcements=BrokerRest(msgspec.structs.replace(a, base_url=data_url(a.base_url)), session,
+                                             ctx.counters, budget=budgets[a.slug], stop=stop, version="/v1"),
                 ),
                 snapshot_sec=settings.snapshot_sec,
                 backfill_days=settings.backfill_days,
+                phase_s=settings.snapshot_sec * i / len(settings.accounts),  # spread over the period
+                partial_gap_s=PARTIAL_SHARE_S / settings.alpaca_rest_budget_per_min,
             )
-            for a in settings.accounts
+            for i, a in enumerate(settings.accounts)
         }
         starts: dict[str, int] = {}  # account -> time of the last ``start`` resync state sent us
         router = asyncio.create_task(_route_resyncs(ctx, runners, starts), name="snapshot-resyncs")

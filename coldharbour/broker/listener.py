@@ -93,12 +93,14 @@ class UpdateListener:
         self.open_orders: set[str] = set()
         self._last_reject_log: dict[str, float] = {}
         self._auth_error_logged = False
+        self.open = asyncio.Event()  # set while the stream is authorized and open (start-up progress)
 
     # --- connection lifecycle -------------------------------------------------------------
 
     def connected(self, client: str) -> None:
         """A (re)connect: ask ``snapshot`` for a full resync (no replay on this stream)."""
         self.counters["stream_connects"] += 1
+        self.open.set()
         self._conditions.ok(NEED_STREAM, self.slug)
         self.last_frame_at = self._clock()
         log.info(
@@ -109,6 +111,7 @@ class UpdateListener:
     def disconnected(self, client: str) -> None:
         """The connection ended; the client reconnects with backoff."""
         self.counters["stream_disconnects"] += 1
+        self.open.clear()
         self._conditions.failed(NEED_STREAM, "trade stream disconnected (reconnecting)", self.slug)
         log.warning("stream disconnected account=%s client=%s", self.slug, client)
 

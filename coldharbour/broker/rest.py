@@ -51,7 +51,7 @@ from coldharbour.config import AccountSettings
 from coldharbour.domain.types import to_datetime
 from coldharbour.errors import BrokerError
 from coldharbour.health import NEED_BROKER, credentials_rejected
-from coldharbour.retry import Backoff, sleep_or_stop
+from coldharbour.retry import Backoff, RetryStopped, retry, sleep_or_stop
 from coldharbour.runtime import Conditions
 
 log = logging.getLogger(__name__)
@@ -186,32 +186,39 @@ class BrokerRest:
     async def get(self, path: str, params: Params | None = None) -> Any:
         """Return the decoded JSON of ``GET /v2<path>``; raise ``BrokerError`` when it fails."""
         what = f"GET {path}"
-        backoff = Backoff(BACKOFF_BASE_S, BACKOFF_CAP_S)
-        while True:
-            try:
-                if self.budget is not None:
-                    await self.budget.acquire(self._stop, urgent=self.is_urgent)
-                return await self._attempt(path, params)
-            except BudgetStopped as e:
-                raise BrokerError(f"broker call stopped account={self.slug} call={what}: {e}") from None
-            except TransientError as e:
-                self.counters["broker_retries"] += 1
-                delay = backoff.next_delay()
-                if isinstance(e, RateLimited):
-                    delay = max(delay, self._pause_key(e.reset, limited=True))
-                if backoff.attempts >= MAX_ATTEMPTS:
-                    self.counters["broker_errors"] += 1
-                    if self._conditions is not None:
-                        self._conditions.failed(NEED_BROKER, f"broker unreachable at {self._base} ({e})", self.slug)
-                    raise BrokerError(
-                        f"broker call failed account={self.slug} call={what}: {e} (after {backoff.attempts} attempts)"
-                    ) from None
-                log.warning(
-                    "broker call failed, retrying account=%s call=%s attempt=%d delay_s=%.2f error=%s",
-                    self.slug, what, backoff.attempts, delay, e,
-                )  # fmt: skip
-                if await sleep_or_stop(self._stop, delay):
-                    raise BrokerError(f"broker call stopped account={self.slug} call={what}: {e}") from None
+        pause_s = 0.0  # after a 429 without a budget to hold it: wait for the broker's reset too
+
+        async def attempt() -> Any:
+            if self.budget is not None:  # waits out a pause any program recorded after a 429
+                await self.budget.acquire(self._stop, urgent=self.is_urgent)
+            return await self._attempt(path, params)
+
+        def failed(error: Exception, number: int, delay: float) -> None:
+            nonlocal pause_s
+            self.counters["broker_retries"] += 1
+            pause_s = self._pause_key(error.reset, limited=True) if isinstance(error, RateLimited) else 0.0
+            if number >= MAX_ATTEMPTS:
+                self.counters["broker_errors"] += 1
+                if self._conditions is not None:
+                    self._conditions.failed(NEED_BROKER, f"broker unreachable at {self._base} ({error})", self.slug)
+                raise BrokerError(
+                    f"broker call failed account={self.slug} call={what}: {error} (after {number} attempts)"
+                ) from None
+            log.warning(
+                "broker call failed, retrying account=%s call=%s attempt=%d delay_s=%.2f error=%s",
+                self.slug, what, number, max(delay, pause_s), error,
+            )  # fmt: skip
+
+        async def wait(stop: asyncio.Event, delay: float) -> bool:
+            return await sleep_or_stop(stop, delay if self.budget is not None else max(delay, pause_s))
+
+        try:
+            return await retry(
+                attempt, stop=self._stop, backoff=Backoff(BACKOFF_BASE_S, BACKOFF_CAP_S),
+                retry_if=lambda e: isinstance(e, TransientError), on_retry=failed, sleep=wait,
+            )  # fmt: skip
+        except (BudgetStopped, RetryStopped) as e:
+            raise BrokerError(f"broker call stopped account={self.slug} call={what}: {e}") from None
 
     def _pause_key(self, reset: float | None, *, limited: bool) -> float:
         """Pause the key until ``reset`` (Unix s; a backoff step when absent); return the pause in seconds."""

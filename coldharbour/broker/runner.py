@@ -4,7 +4,8 @@
 at start, every ``SNAPSHOT_SEC`` and on every full ``ResyncRequested`` (rewinding the cursors
 first for the ``REWIND_REASONS``), and partial (per-symbol)
 snapshots as soon as they are asked for — in their own loop, so a WAC refresh after a fill never
-waits behind a backfill or a full snapshot. Requests arriving while one runs are coalesced.
+waits behind a backfill or a full snapshot. Requests arriving while one runs are coalesced; after
+one, the next waits ``partial_gap_s`` (the key's budget, docs/broker-budget.md).
 
 Each account's loops run under ``coldharbour.retry.supervise`` (the workers start them); broker
 failures inside a loop are retried with ``coldharbour.retry.retry`` (capped, jittered backoff),
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -24,7 +26,7 @@ from coldharbour import runtime
 from coldharbour.broker.sync import AccountSync
 from coldharbour.errors import BrokerError
 from coldharbour.messages import ResyncRequested
-from coldharbour.retry import Backoff, RetryStopped, retry, wait_any
+from coldharbour.retry import Backoff, RetryStopped, Sleep, retry, sleep_or_stop, wait_any
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +63,43 @@ async def cancel_quietly(task: asyncio.Task[None]) -> None:
         await task
 
 
-class SnapshotRunner:
-    """One account's snapshot schedule (see the module docstring)."""
+def next_slot_s(now_s: float, period_s: float, phase_s: float) -> float:
+    """Return the seconds from ``now_s`` to the account's next slot: ``phase_s`` past a multiple of ``period_s``.
 
-    def __init__(self, sync: AccountSync, *, snapshot_sec: float, backfill_days: int) -> None:
+    The slot at least half a period away, so two snapshots are 0.5 to 1.5 periods apart and each
+    account keeps its own place in the period (docs/scaling.md: snapshots spread over the minute).
+    """
+    delay = (phase_s - now_s) % period_s
+    return delay if delay >= period_s / 2 else delay + period_s
+
+
+class SnapshotRunner:
+    """One account's snapshot schedule (see the module docstring).
+
+    ``phase_s`` (0 ≤ phase < ``snapshot_sec``) places the account's periodic snapshots in the
+    period, so that the accounts of one program do not all read the broker at once; None waits a
+    whole period after each snapshot.
+    """
+
+    def __init__(
+        self,
+        sync: AccountSync,
+        *,
+        snapshot_sec: float,
+        backfill_days: int,
+        phase_s: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        partial_gap_s: float = 0.0,
+        sleep: Sleep = sleep_or_stop,
+    ) -> None:
         self.sync = sync
+        # After a partial snapshot the next waits this long: under a stream of fills, refreshes
+        # take at most half the key's budget and full snapshots keep the other half.
+        self._partial_gap_s = partial_gap_s
+        self._sleep = sleep
         self.slug = sync.slug
+        self._phase_s = phase_s
+        self._monotonic = monotonic
         self._snapshot_sec = snapshot_sec
         self._backfill_days = backfill_days
         self._full_wanted = asyncio.Event()
@@ -98,7 +131,9 @@ class SnapshotRunner:
             reason = await self._next_full(stop)
 
     async def _next_full(self, stop: asyncio.Event) -> str:
-        await wait_any(self._snapshot_sec, self._full_wanted, stop)
+        wait_s = (self._snapshot_sec if self._phase_s is None
+                  else next_slot_s(self._monotonic(), self._snapshot_sec, self._phase_s))
+        await wait_any(wait_s, self._full_wanted, stop)
         if self._full_wanted.is_set():
             self._full_wanted.clear()
             return self._full_reason
@@ -121,6 +156,8 @@ class SnapshotRunner:
             except BrokerError as e:
                 self.sync.counters["snapshot_failures"] += 1
                 log.warning("partial snapshot failed account=%s symbols=%s error=%s", self.slug, symbols, e)
+            if self._partial_gap_s > 0 and await self._sleep(stop, self._partial_gap_s):
+                return  # fills arriving meanwhile wait for the next refresh, together
 
     async def _retrying(self, stop: asyncio.Event, what: str, step: Callable[[], Awaitable[None]]) -> None:
         """Run ``step`` until it succeeds or ``stop``; broker failures back off (capped, jittered)."""

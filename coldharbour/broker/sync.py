@@ -43,6 +43,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 
 from coldharbour.broker.convert import (
@@ -59,9 +60,20 @@ from coldharbour.broker.convert import (
 from coldharbour.broker.listener import Sink
 from coldharbour.broker.rest import BrokerRefused, BrokerRest
 from coldharbour.broker.validate import OnceLog
-from coldharbour.domain.corporate import LEG_WINDOW_NS, actions_from_legs, corporate_legs
+from coldharbour.domain.corporate import (
+    ANNOUNCEMENT_MATCH_DAYS,
+    CORPORATE_CODES,
+    LEG_WINDOW_NS,
+    Announcement,
+    actions_from_legs,
+    corporate_legs,
+    parse_announcements,
+    retime_legs,
+)
 from coldharbour.domain.reports import ActivityRecord
+from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.domain.types import NS_PER_DAY, BrokerPosition, Fill, Order
+from coldharbour.errors import BrokerError
 from coldharbour.messages import (
     CorporateActionsPage,
     FillsPage,
@@ -87,6 +99,12 @@ BUST_SWEEP_EVERY: Final = 10
 BUST_LOOKBACK_NS: Final = 3 * NS_PER_DAY
 # Corporate-action legs are booked by business date, sometimes days late: re-read a week.
 CORPORATE_OVERLAP_NS: Final = 7 * NS_PER_DAY
+# Announcements (docs/corporate-actions.md "Announcements"): legs wait this long for theirs, then
+# are booked on their own stamps; an announced action keeps its symbols pending this many days
+# after it took effect while its legs are not listed; announcements are read this far back.
+ANNOUNCEMENT_WAIT_NS: Final = NS_PER_DAY
+LEGS_WAIT_DAYS: Final = 3
+ANNOUNCEMENT_LOOKBACK_DAYS: Final = 14
 # A REORG shares-out leg alone is a worthless removal (an exit at 0) once it was first read this
 # long ago: a redemption's cash leg is listed with it, not an hour later (docs/corporate-actions.md).
 REMOVAL_SETTLE_NS: Final = 3600 * 1_000_000_000
@@ -103,6 +121,7 @@ class AccountSync:
         *,
         clock_ns: Callable[[], int] = time.time_ns,
         details: dict[str, str] | None = None,
+        announcements: BrokerRest | None = None,
     ) -> None:
         self.slug = rest.slug
         self._rest = rest
@@ -123,6 +142,12 @@ class AccountSync:
         self._published_legs: dict[str, str | None] = {}  # leg id -> the status published
         self._sent_canceled: set[str] = set()  # canceled leg ids sent as canceled actions
         self._first_seen: dict[str, int] = {}  # leg id -> when it was first read (clock ns)
+        # The data API's corporate-actions announcements (``/v1``); None: book on the legs' stamps.
+        self._announcements = announcements
+        self.pending_symbols: tuple[str, ...] = ()  # symbols an action is under way for (not reconciled)
+        # Symbols the broker listed at this and the last full snapshot (whose announcements are read).
+        self._held: set[str] = set()
+        self._held_before: set[str] = set()
         self._reported_legs: set[str] = set()
         # Heartbeat details (``chmgr doctor``): the corporate codes the broker refused last read.
         self._details = details if details is not None else {}
@@ -175,6 +200,8 @@ class AccountSync:
         # ``state`` never reconciles against a position its pages cannot explain yet (fills
         # newer than ``taken_at`` make it skip the symbol instead).
         positions, unknown = self._positions(await self._rest.positions())
+        listed = {p.symbol for p in positions}
+        self._held, self._held_before = self._held_before | listed, listed
         figures = convert_account(await self._rest.account())
         open_raw = await self._rest.open_orders()
         open_orders = self._convert(open_raw)
@@ -212,6 +239,7 @@ class AccountSync:
             unknown_symbols=unknown,
             buying_power=buying_power,
             last_equity=last_equity,
+            pending_symbols=self.pending_symbols,
         )
         self._sink.publish(topic_snapshot(self.slug), snapshot)
         self.counters["snapshots"] += 1
@@ -253,7 +281,7 @@ class AccountSync:
             else tuple(s for s in unknown if s in wanted)  # fmt: skip
         snapshot = SnapshotTaken(
             account=self.slug, taken_at=taken_at, positions=tuple(positions), symbols=wanted, reason="fill",
-            unknown_symbols=unknown_wanted,
+            unknown_symbols=unknown_wanted, pending_symbols=tuple(s for s in self.pending_symbols if s in wanted),
         )
         self._sink.publish(topic_snapshot(self.slug), snapshot)
         self.counters["partial_snapshots"] += 1
@@ -353,9 +381,14 @@ class AccountSync:
             records, retried = [], list(CORPORATE_READ)
         for code in retried:
             records += await self._corporate_code(code, after_ns)
-        self._show_refused()
+        # complete only when every code was read: a refused one hides its legs (absence is not evidence)
+        complete = not any(code in self.refused_codes for code in CORPORATE_READ)
         now = self._clock_ns()
         self._first_seen = {r.id: self._first_seen.get(r.id, now) for r in records}  # the window's legs only
+        if records:  # the cursor by the legs' own stamps (before an announcement re-times them)
+            self.corporate_cursor_ns = max(self.corporate_cursor_ns or 0, *(r.transaction_time for r in records))
+        records = await self._when_announced(records, now)
+        self._show_refused()
         actions, problems = actions_from_legs(
             corporate_legs(records), settled=lambda leg: self._first_seen.get(leg.id, now) <= now - REMOVAL_SETTLE_NS
         )
@@ -372,14 +405,13 @@ class AccountSync:
             self.counters["corporate_problems"] += 1
             log.warning("corporate action leg not booked account=%s id=%s reason=%s", self.slug, problem.id,
                         problem.reason)  # fmt: skip
-        if records:
-            self.corporate_cursor_ns = max(self.corporate_cursor_ns or 0, *(r.transaction_time for r in records))
         legs = [r for r in records if self._published_legs.get(r.id) != r.status]
         # Sent even empty: the page says how far the actions are complete (absence is not evidence).
         page = CorporateActionsPage(
             account=self.slug, actions=tuple(fresh), activities=tuple(legs),
             problems=tuple(f"{p.id}: {p.reason}" for p in late), canceled=tuple(canceled),
-            complete_after_ns=after_ns, complete_to_ns=read_at, is_from_floor=after_ns <= self._fill_floor_ns,
+            complete_after_ns=after_ns, complete_to_ns=read_at if complete else None,
+            is_from_floor=after_ns <= self._fill_floor_ns,
         )  # fmt: skip
         self._sink.publish(topic_fills(self.slug), page)
         self._published_actions |= {a.id for a in fresh}
@@ -388,6 +420,73 @@ class AccountSync:
         self.counters["corporate_actions"] += len(fresh)
         self.counters["corporate_actions_canceled"] += len(canceled)
         return len(fresh)
+
+    async def _when_announced(self, records: list[ActivityRecord], now: int) -> list[ActivityRecord]:
+        """Return the legs to book, each at the instant its announcement says the action takes
+        effect (``corporate.retime_legs``); set ``pending_symbols`` (docs/corporate-actions.md
+        "Announcements").
+
+        A leg no announcement explains waits ``ANNOUNCEMENT_WAIT_NS`` from when it was first
+        read (the announcement may be late, or the data API unreachable), then is booked on its
+        own stamp. An action announced effective from ``LEGS_WAIT_DAYS`` ago to the next weekday
+        whose legs are not listed yet keeps its symbols pending too: the broker may have changed
+        the position first.
+        Pending symbols are not reconciled (``SnapshotTaken.pending_symbols``) and are shown.
+        """
+        if self._announcements is None:
+            return records
+        today = datetime.fromtimestamp(now / 1e9, tz=NEW_YORK).date()
+        legs = [r for r in records if r.activity_type in CORPORATE_CODES and r.activity_type != "CFEE" and r.symbol]
+        symbols = sorted({r.symbol for r in legs if r.symbol} | self._held)
+        # one data-API request a full snapshot (docs/broker-budget.md): an action announced
+        # before its legs are listed must be seen at once (the position may move first)
+        announced = await self._read_announcements(symbols, today)
+        waiting: list[ActivityRecord] = []
+        if announced is None:  # every leg waits (bounded) as if none were announced yet
+            matched, unexplained = [r for r in records if r not in legs], legs
+        else:
+            matched, unexplained = retime_legs(records, announced)
+        for record in unexplained:
+            if self._first_seen.get(record.id, now) > now - ANNOUNCEMENT_WAIT_NS:
+                waiting.append(record)
+            else:
+                matched.append(record)  # waited long enough: booked on its own stamp
+        pending = {r.symbol for r in waiting if r.symbol}
+        if announced is not None:
+            explained = {r.symbol for r in legs if r not in unexplained and r.symbol}
+            ahead = today + timedelta(days=1)  # the broker books an action from the evening before its ex-date
+            while ahead.weekday() >= 5:
+                ahead += timedelta(days=1)
+            recent = [a for a in announced if today - timedelta(days=LEGS_WAIT_DAYS) <= a.effective <= ahead]
+            pending |= {s for a in recent if not explained & set(a.symbols) for s in a.symbols}
+        self.pending_symbols = tuple(sorted(pending))
+        key = f"corporate_held_{self.slug}"
+        if pending:
+            self._details[key] = "pending: " + ",".join(self.pending_symbols)[:200]
+        else:
+            self._details.pop(key, None)
+        self.counters["corporate_legs_waiting"] = len(waiting)
+        return matched
+
+    async def _read_announcements(self, symbols: Sequence[str], today: date) -> list[Announcement] | None:
+        """Return the announcements of ``symbols`` around today; None when they cannot be read."""
+        assert self._announcements is not None
+        start = (today - timedelta(days=ANNOUNCEMENT_LOOKBACK_DAYS)).isoformat()
+        # up to a week ahead: legs dated on the payable date precede the ex-date
+        end = (today + timedelta(days=ANNOUNCEMENT_MATCH_DAYS)).isoformat()
+        params = {"start": start, "end": end, "limit": "1000"}
+        if symbols:
+            params["symbols"] = ",".join(symbols)
+        try:
+            body = await self._announcements.get("/corporate-actions", params)
+        except BrokerError as e:
+            self.counters["corporate_announcements_failed"] += 1
+            if self.refused_codes.get("announcements") is None:
+                log.warning("corporate-actions announcements unreadable account=%s: %s", self.slug, e)
+            self.refused_codes["announcements"] = getattr(e, "status", 0)
+            return None
+        self.refused_codes.pop("announcements", None)
+        return parse_announcements(body)
 
     async def _corporate_together(self, codes: Sequence[str], after_ns: int) -> list[ActivityRecord] | None:
         """Return the legs of ``codes`` after ``after_ns`` read in one listing (``activity_types=CIL,MA,…``).

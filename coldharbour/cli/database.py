@@ -16,16 +16,16 @@ from typing import Any, Final
 
 import psycopg
 import typer
-from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
 from coldharbour import runtime
 from coldharbour.cli.terminal import cell, printable
 from coldharbour.config import AccountSettings, Settings
-from coldharbour.db import roles, schema
+from coldharbour.db import checks, roles, schema
 from coldharbour.db.connect import connect_sync, describe_error
 from coldharbour.db.names import account_names
+from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.errors import ChmgrError, DatabaseError
 
 PROGRAM: Final = "chmgr"
@@ -42,7 +42,7 @@ POSITION_COLUMNS: Final = (
     ("sl_px", "sl"),
     ("moved_flag", "moved"),
     ("holding_days", "days"),
-    ("filled_at", "filled at"),
+    ("filled_at", "filled at (New York)"),
 )
 
 
@@ -71,7 +71,7 @@ def _format(value: object) -> str:
     if isinstance(value, Decimal):
         return f"{value.normalize():f}" if value == value.to_integral() else f"{value:f}".rstrip("0")
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return value.astimezone(NEW_YORK).strftime("%Y-%m-%d %H:%M:%S")  # UTC stays in the database
     return str(value)
 
 
@@ -79,13 +79,10 @@ def load_positions(
     conn: psycopg.Connection[tuple[Any, ...]], settings: Settings, account: AccountSettings
 ) -> list[tuple[Any, ...]]:
     """Return the open rows of ``account`` (the ``POSITION_COLUMNS``), by symbol then fill time."""
-    table = account_names(settings, account.slug).positions
-    query = sql.SQL("SELECT {columns} FROM {table} ORDER BY symbol, filled_at, parent_id").format(
-        columns=sql.SQL(", ").join(sql.Identifier(column) for column, _ in POSITION_COLUMNS),
-        table=table.ident,
-    )
+    names = account_names(settings, account.slug)
+    table = names.positions
     try:
-        return conn.execute(query).fetchall()
+        return checks.open_positions(conn, names, [column for column, _ in POSITION_COLUMNS])
     except psycopg.errors.UndefinedTable:
         conn.rollback()
         raise DatabaseError(
@@ -133,8 +130,7 @@ def watch(
         raise ChmgrError("no account configured: nothing to watch")
     with connect_sync(settings.reader_dsn, PROGRAM, read_only=True) as conn:
         conn.autocommit = True
-        for channel in listened:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        checks.listen(conn, listened)
         typer.echo(f"listening on {', '.join(listened)} (Ctrl-C to stop)")
         try:
             # Close the generator before the connection: a suspended one keeps the connection

@@ -24,20 +24,19 @@ import psycopg
 import typer
 import websockets
 import zmq
-from psycopg import sql
 from websockets.sync.client import connect
 
 from coldharbour import runtime
-from coldharbour.cli.status import HEARTBEAT_LISTEN_S, collect_heartbeats, describe_prices
+from coldharbour.cli.status import HEARTBEAT_LISTEN_S, collect_heartbeats, describe_prices, stack_health
 from coldharbour.config import AccountSettings, Settings, env_suffix, is_project_run_dir
-from coldharbour.db import ownership, roles, schema
+from coldharbour.db import checks, ownership, roles, schema
 from coldharbour.db.connect import connect_sync
 from coldharbour.db.names import account_names, shared_names
 from coldharbour.domain.schedule import CALENDAR_GAP_DAYS, ny_date
 from coldharbour.errors import DatabaseError
+from coldharbour.health import credentials_rejected
 from coldharbour.supervisor import UNIX_SOCKET_PATH_MAX, SupervisorClient, socket_path
 
-QUARANTINE_TABLE: Final = "quarantine"  # ``<ACCOUNT_SCHEMA>.quarantine``, written by `state`
 QUARANTINE_SHOWN: Final = 5
 BROKER_TIMEOUT_S: Final = 5.0
 FEED_WAIT_S: Final = 3.0
@@ -57,8 +56,7 @@ def check_database(settings: Settings) -> Iterator[Check]:
     """Check that the DSN connects and that the schema is at this code's version."""
     try:
         with connect_sync(settings.dsn, "chmgr-doctor", read_only=True) as conn:
-            row = conn.execute("SHOW server_version").fetchone()
-            yield Check("OK", f"database reachable at {settings.dsn} (PostgreSQL {row[0] if row else '?'})")
+            yield Check("OK", f"database reachable at {settings.dsn} (PostgreSQL {checks.server_version(conn)})")
             recorded = schema.schema_versions(conn, settings)
     except DatabaseError as e:
         yield Check("FAIL", f"{e}: check CHMGR_DSN and that PostgreSQL is running")
@@ -79,16 +77,11 @@ def check_database(settings: Settings) -> Iterator[Check]:
 
 
 def check_equity_proof(settings: Settings) -> Iterator[Check]:
-    """Per account: daily equity rows that differ from the broker's portfolio history (issue 13)."""
+    """Per account: daily equity rows that differ from the broker's portfolio history."""
     try:
         with connect_sync(settings.dsn, "chmgr-doctor", read_only=True) as conn:
             for account in settings.accounts:
-                query = sql.SQL(
-                    "SELECT count(broker_equity), count(*) FILTER (WHERE abs(equity_diff) > 0.01), "
-                    "(SELECT date || ' by ' || equity_diff FROM {t} ORDER BY abs(equity_diff) DESC NULLS LAST LIMIT 1) "
-                    "FROM {t}"
-                ).format(t=account_names(settings, account.slug).equity_full.ident)
-                compared, differ, worst = conn.execute(query).fetchone() or (0, 0, None)
+                compared, differ, worst = checks.equity_proof(conn, account_names(settings, account.slug))
                 if differ:
                     yield Check(
                         "WARN",
@@ -103,14 +96,11 @@ def check_equity_proof(settings: Settings) -> Iterator[Check]:
 
 
 def check_unclassified(settings: Settings) -> Iterator[Check]:
-    """Per account: activity codes stored as ``unclassified`` (not in SPEC §8's catalogue)."""
+    """Per account: activity codes stored as ``unclassified`` (not in the catalogue of docs/spec.md §8)."""
     try:
         with connect_sync(settings.reader_dsn, "chmgr-doctor", read_only=True) as conn:
             for account in settings.accounts:
-                query = sql.SQL(
-                    "SELECT type, count(*) FROM {t} WHERE category = 'unclassified' GROUP BY type ORDER BY type"
-                ).format(t=account_names(settings, account.slug).cash_flows.ident)
-                found = conn.execute(query).fetchall()
+                found = checks.unclassified_codes(conn, account_names(settings, account.slug))
                 if found:
                     codes = ", ".join(f"{str(code)[:UNCLASSIFIED_CODE_CHARS]!r} ×{n}" for code, n in found)
                     yield Check(
@@ -129,11 +119,9 @@ def check_schedule_horizon(settings: Settings, today: date) -> Iterator[Check]:
     wanted = today + timedelta(days=settings.schedule_forward_days)
     try:
         with connect_sync(settings.dsn, "chmgr-doctor", read_only=True) as conn:
-            query = sql.SQL("SELECT max(session_date) FROM {t}").format(t=shared_names(settings).market_schedule.ident)
-            row = conn.execute(query).fetchone()
+            last = checks.schedule_end(conn, shared_names(settings))
     except (DatabaseError, psycopg.Error):
         return  # the database check above says what is wrong
-    last = row[0] if row else None
     if last is None:
         yield Check("WARN", "market schedule is empty: is the scheduler running? (session programs fail open)")
     elif (wanted - last).days > CALENDAR_GAP_DAYS:
@@ -157,10 +145,9 @@ def check_roles(settings: Settings) -> Check:
     try:
         with connect_sync(settings.read_dsn, "chmgr-doctor", read_only=True) as conn:
             writable = roles.can_write(conn, settings)
-            row = conn.execute("SELECT current_user").fetchone()
+            user = checks.current_user(conn)
     except DatabaseError as e:
         return Check("FAIL", f"read-only role: {e}: check CHMGR_READ_DSN and run `chmgr db init`")
-    user = row[0] if row else "?"
     if writable:
         return Check(
             "FAIL",
@@ -172,24 +159,16 @@ def check_roles(settings: Settings) -> Check:
 
 def check_quarantine(settings: Settings) -> Iterator[Check]:
     """List the newest changes `state` quarantined (a data error it isolated from a commit)."""
-    table = sql.Identifier(settings.account_schema, QUARANTINE_TABLE)
     try:
         with connect_sync(settings.reader_dsn, "chmgr-doctor", read_only=True) as conn:
-            found = conn.execute(
-                "SELECT to_regclass(%s)", [f"{settings.account_schema}.{QUARANTINE_TABLE}"]
-            ).fetchone()
-            if not found or found[0] is None:
-                yield Check("OK", "quarantine: none (no quarantine table)")
-                return
-            total_row = conn.execute(sql.SQL("SELECT count(*) FROM {t}").format(t=table)).fetchone()
-            rows = conn.execute(
-                sql.SQL("SELECT ts, account, kind, key, error FROM {t} ORDER BY ts DESC LIMIT %s").format(t=table),
-                [QUARANTINE_SHOWN],
-            ).fetchall()
+            found = checks.quarantine(conn, settings.account_schema, QUARANTINE_SHOWN)
     except (DatabaseError, psycopg.Error) as e:
         yield Check("WARN", f"quarantine: cannot read it ({' '.join(str(e).split())[:160]})")
         return
-    total = int(total_row[0]) if total_row else 0
+    if found is None:
+        yield Check("OK", "quarantine: none (no quarantine table)")
+        return
+    total, rows = found
     if not total:
         yield Check("OK", "quarantine: none")
         return
@@ -242,11 +221,8 @@ def check_account(account: AccountSettings) -> Check:
             body = json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
-            return Check(
-                "FAIL",
-                f"account {account.name}: credentials rejected by {account.base_url} (HTTP {e.code}): "
-                f"check ALPACA_API_KEY_{suffix} and ALPACA_SECRET_KEY_{suffix}",
-            )
+            cause = credentials_rejected(account.name, account.base_url, f"HTTP {e.code}")
+            return Check("FAIL", f"account {account.name}: {cause}")
         return Check("FAIL", f"account {account.name}: {url} answered HTTP {e.code}: check ALPACA_BASE_URL_{suffix}")
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
@@ -409,6 +385,20 @@ def check_run_dir(settings: Settings) -> Iterator[Check]:
         yield Check("OK", f"socket paths fit ({', '.join(sockets.values())})")
 
 
+def check_stack(settings: Settings) -> Iterator[Check]:
+    """With supervisord running: whether the stack works (the health model, `chmgr status`'s words)."""
+    client = SupervisorClient(socket_path(Path(settings.run_dir).resolve()))
+    if not client.is_running():
+        return
+    health, _, _ = stack_health(settings, {info.name: info for info in client.info()}, HEARTBEAT_LISTEN_S)
+    for finding in health.findings:
+        yield Check("FAIL", f"stack: {finding.line}")
+    for waiting in health.waiting:
+        yield Check("WARN", f"stack: waiting: {waiting}")
+    if health.working:
+        yield Check("OK", f"stack: working: account {', account '.join(health.working)}")
+
+
 def check_supervisord(settings: Settings) -> Check:
     """Report whether supervisord answers on its socket (not running is a warning, not a failure)."""
     client = SupervisorClient(socket_path(Path(settings.run_dir).resolve()))
@@ -445,6 +435,7 @@ def run_checks(settings: Settings) -> Iterator[Check]:
     yield from check_corporate(settings)
     yield from check_run_dir(settings)
     yield check_supervisord(settings)
+    yield from check_stack(settings)
 
 
 def doctor() -> None:

@@ -62,7 +62,7 @@ class SharedNames(msgspec.Struct, frozen=True, kw_only=True):
     market_schedule: Table
     latest_prices: Table
     price_bars_1min: Table
-    quarantine: Table  # changes a commit refused on their data (issue 14)
+    quarantine: Table  # changes a commit refused on their data (docs/write-path.md)
 
 
 def account_names(settings: Settings, slug: str) -> AccountNames:

@@ -1,4 +1,4 @@
-"""NOTIFY payloads: the push contract with the UI (SPEC.md §6).
+"""NOTIFY payloads: the push contract with the UI (docs/spec.md §6).
 
 Payloads are JSON with decimals as JSON numbers (exact: msgspec writes the Decimal's digits)
 and times as ISO-8601 strings. Row payloads (``{"row": …}``, ``{"op": "batch", …}``,

@@ -29,6 +29,7 @@ SHARED_SCOPE: Final = "shared"
 SHARPE_WINDOWS: Final = (10, 21, 63, 126, 252)
 # Any constant works: it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_KEY: Final = 0x43484D4752  # "CHMGR"
+STATEMENTS_PER_ROUND_TRIP: Final = 300
 
 
 class Migration(NamedTuple):
@@ -393,58 +394,70 @@ def _applied(conn: psycopg.Connection[object], settings: Settings) -> dict[str, 
     return {str(row[0]): int(row[1]) for row in rows}  # type: ignore[index]
 
 
-def _run_scope(
-    conn: psycopg.Connection[object],
+def _pending(
     settings: Settings,
     scope: str,
     migrations: Sequence[Migration],
     current: int,
     names: object,
-) -> list[tuple[str, int]]:
+) -> tuple[list[sql.Composed], list[tuple[str, int]]]:
+    """Return the statements of ``scope``'s migrations after ``current`` (with their version rows), and the versions."""
     known = max(m.version for m in migrations)
     if current > known:
         raise SchemaError(
             f"database scope {scope!r} is at version {current}, this code knows up to {known}: upgrade the code"
         )
+    statements: list[sql.Composed] = []
     done = []
     table = shared_names(settings).schema_version.ident
     for migration in migrations:
         if migration.version <= current:
             continue
-        for statement in migration.statements(names, settings.account_schema):
-            conn.execute(statement)
-        conn.execute(
-            _q("INSERT INTO {t} (scope, version, description) VALUES (%s, %s, %s)", t=table),
-            (scope, migration.version, migration.description),
-        )
+        statements += migration.statements(names, settings.account_schema)
+        statements.append(_q(
+            "INSERT INTO {t} (scope, version, description) VALUES ({scope}, {version}, {description})",
+            t=table, scope=sql.Literal(scope), version=sql.Literal(migration.version),
+            description=sql.Literal(migration.description),
+        ))  # fmt: skip
         done.append((scope, migration.version))
-        log.info("applied migration scope=%s version=%d %s", scope, migration.version, migration.description)
-    return done
+    return statements, done
+
+
+def _execute_batched(conn: psycopg.Connection[object], statements: Sequence[sql.Composed]) -> None:
+    """Run ``statements`` (no parameters) ``STATEMENTS_PER_ROUND_TRIP`` at a time, each batch one round trip."""
+    for start in range(0, len(statements), STATEMENTS_PER_ROUND_TRIP):
+        conn.execute(sql.SQL(";\n").join(statements[start:start + STATEMENTS_PER_ROUND_TRIP]))
 
 
 def ensure_schema(conn: psycopg.Connection[object], settings: Settings) -> list[tuple[str, int]]:
     """Apply every pending migration for the shared scope and each account, in one transaction.
 
     Returns the (scope, version) pairs applied; an empty list means the schema was current.
-    Concurrent callers (``state`` and ``chmgr db init``) serialise on an advisory lock.
+    Concurrent callers (``state`` and ``chmgr db init``) serialise on an advisory lock. The
+    pending statements go ``STATEMENTS_PER_ROUND_TRIP`` per round trip (a thousand new accounts
+    are about a hundred round trips, not thirty thousand; docs/scaling.md).
     """
     try:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
             _bootstrap(conn, settings)
             applied = _applied(conn, settings)
-            done = _run_scope(
-                conn, settings, SHARED_SCOPE, SHARED_MIGRATIONS,
-                applied.get(SHARED_SCOPE, 0), shared_names(settings),
+            statements, done = _pending(
+                settings, SHARED_SCOPE, SHARED_MIGRATIONS, applied.get(SHARED_SCOPE, 0), shared_names(settings),
             )  # fmt: skip
             for account in settings.accounts:
                 scope = f"account:{account.slug}"
-                done += _run_scope(
-                    conn, settings, scope, ACCOUNT_MIGRATIONS,
-                    applied.get(scope, 0), account_names(settings, account.slug),
+                more, versions = _pending(
+                    settings, scope, ACCOUNT_MIGRATIONS, applied.get(scope, 0), account_names(settings, account.slug),
                 )  # fmt: skip
+                statements += more
+                done += versions
+            _execute_batched(conn, statements)
     except psycopg.Error as e:
         raise SchemaError(f"schema migration failed: {e.diag.message_primary or e}") from e
+    if done:
+        log.info("applied migrations count=%d scopes=%d statements=%d",
+                 len(done), len({scope for scope, _ in done}), len(statements))
     return done
 
 

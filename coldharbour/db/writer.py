@@ -34,7 +34,7 @@ from coldharbour.config import Dsn, Settings
 from coldharbour.db import notify, tables
 from coldharbour.db import rows as r
 from coldharbour.db.connect import connect_writer, describe_error
-from coldharbour.db.names import AccountNames, account_names, shared_names
+from coldharbour.db.names import AccountNames, SharedNames, account_names, shared_names
 from coldharbour.db.upserts import Spec, Statements
 from coldharbour.domain import changes as c
 from coldharbour.domain.cashflows import CashFlow
@@ -312,32 +312,31 @@ def _reconciliations(w: Writer, change: c.Reconciliations, now_ns: int) -> list[
     return [(spec, [_rows([r.activity_values(a) for a in change.rows], tables.RAW_ACTIVITIES.width, single=single)])]
 
 
+def _plain(w: Writer, spec: tables.TableSpec, names: AccountNames | SharedNames, values: Sequence[object]) -> Statement:
+    """The upsert of ``values`` (domain values whose fields are ``spec``'s columns) on ``spec``'s key."""
+    return w.statements.simple(spec, names), [_rows([r.row_of(spec, value) for value in values], spec.width)]
+
+
 def _cash_flows(w: Writer, change: c.CashFlows, now_ns: int) -> list[Statement]:
     names, out = w.names(change.account), list[Statement]()
     if change.deletes:  # before the rows: never a row the same change upserts
         out.append((w.statements.delete_cash_flows(names), [list(change.deletes)]))
     if change.rows:
-        rows = [r.cash_flow_values(flow) for flow in change.rows]
-        out.append((w.statements.simple(tables.CASH_FLOWS, names), [_rows(rows, tables.CASH_FLOWS.width)]))
+        out.append(_plain(w, tables.CASH_FLOWS, names, change.rows))
     return out
 
 
 def _daily(w: Writer, change: c.DailyEquity, now_ns: int) -> list[Statement]:
     names, out = w.names(change.account), list[Statement]()
     if change.rows:
-        rows = [r.daily_values(day) for day in change.rows]
-        out.append((w.statements.simple(tables.DAILY_EQUITY, names), [_rows(rows, tables.DAILY_EQUITY.width)]))
+        out.append(_plain(w, tables.DAILY_EQUITY, names, change.rows))
     if change.keep_only is not None:  # a full rebuild: every other date goes
         out.append((w.statements.delete_daily_except(names), [list(change.keep_only)]))
     return out
 
 
 def _intraday(w: Writer, change: c.IntradayEquity, now_ns: int) -> list[Statement]:
-    if not change.rows:
-        return []
-    rows = [r.intraday_values(point) for point in change.rows]
-    return [(w.statements.simple(tables.INTRADAY_EQUITY, w.names(change.account)),
-             [_rows(rows, tables.INTRADAY_EQUITY.width)])]
+    return [_plain(w, tables.INTRADAY_EQUITY, w.names(change.account), change.rows)] if change.rows else []
 
 
 def _metrics(w: Writer, change: c.MetricsDoc, now_ns: int) -> list[Statement]:
@@ -359,8 +358,7 @@ def _schedule(w: Writer, change: c.MarketSchedule, now_ns: int) -> list[Statemen
     if change.prune_before is not None:
         out.append((st.prune_schedule(), [change.prune_before]))
     if change.rows:
-        rows = [r.session_values(session) for session in change.rows]
-        out.append((st.simple(tables.MARKET_SCHEDULE, st.shared), [_rows(rows, tables.MARKET_SCHEDULE.width)]))
+        out.append(_plain(w, tables.MARKET_SCHEDULE, st.shared, change.rows))
     return out
 
 

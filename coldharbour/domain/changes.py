@@ -20,6 +20,7 @@ Pure data: no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, fields, replace
 from datetime import date
 from decimal import Decimal
@@ -215,6 +216,31 @@ Change = (OpenRows | ClosedSlices | RawOrders | RawActivities | Reconciliations 
 def account_of(change: Change) -> str | None:
     """Return the account slug a change belongs to (None for the shared tables)."""
     return getattr(change, "account", None)
+
+
+# The name of each account change kind in ``changed_kinds`` (and ``AccountChanged.kinds``).
+KIND_NAMES: dict[type, str] = {
+    OpenRows: "open_rows", ClosedSlices: "closed", RawOrders: "orders", RawActivities: "activities",
+    Reconciliations: "reconciliations", CashFlows: "cash_flows", DailyEquity: "daily_equity",
+    IntradayEquity: "intraday", MetricsDoc: "metrics",
+}  # fmt: skip
+
+
+def changed_kinds(changes: Sequence[Change]) -> dict[str, tuple[str, ...]]:
+    """Return, per account, the kinds of rows ``changes`` write (sorted; none for a change without rows).
+
+    A mark flush (open rows written without announcement) is left out: its marks moved less than
+    the push threshold (docs/spec.md §6), so nothing derived from the rows is due.
+    """
+    found: dict[str, set[str]] = {}
+    for change in changes:
+        account, kind = account_of(change), KIND_NAMES.get(type(change))
+        if account is None or kind is None or size(change) == 0:
+            continue
+        if isinstance(change, OpenRows) and not change.announce:
+            continue
+        found.setdefault(account, set()).add(kind)
+    return {account: tuple(sorted(kinds)) for account, kinds in found.items()}
 
 
 def size(change: Change) -> int:

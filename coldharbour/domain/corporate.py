@@ -11,6 +11,12 @@ rewriting the fills of the symbol's open cycle (flat to flat) that precede it, t
   move with their basis.
 - **cash merger**: a synthetic exit of the whole position at ``cash_per_share`` (``CORPORATE``).
 - **removal** (a redemption, or a worthless removal at 0): the same exit at ``cash_per_share`` ≥ 0.
+- **stock-and-cash merger**: the position closes at the deal's value per share (the cash plus
+  ``ratio`` acquirer shares at the price the broker states, ``CORPORATE``), and a lot of
+  |position|·ratio acquirer shares opens at that price (then cash in lieu of a fraction).
+- **unit split**: the units' fills become ``new_symbol`` fills (qty·ratio, ``basis_share`` of
+  their cost) and ``alternate_symbol`` opens |position|·``alternate_ratio`` at the rest of the
+  basis: no P&L; held when the units were partly sold in the cycle (their basis is not one sum).
 - **coin fee** (a crypto fee charged in the coin received: CFEE with ``qty``, ``net_amount`` 0):
   ``qty`` coins leave the newest entry fill before it (its price rises so its cost stays): the
   lot holds what the broker holds, its basis is unchanged, no slice appears.
@@ -34,7 +40,8 @@ Pure: no I/O, no clock, no logging.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Final, Literal
 
@@ -43,10 +50,11 @@ import msgspec
 from coldharbour.domain.cashflows import activity_id_time
 from coldharbour.domain.money import ZERO
 from coldharbour.domain.reports import ActivityRecord
+from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.domain.types import Fill, direction, from_datetime
 
 ActionType = Literal["split", "symbol_change", "stock_merger", "cash_merger", "spinoff", "cash_in_lieu", "removal",
-                     "coin_fee"]
+                     "coin_fee", "stock_cash_merger", "unit_split"]
 CORPORATE_PREFIX: Final = "corporate:"
 _RENAMES: Final = frozenset({"symbol_change", "stock_merger"})
 _SCALES: Final = frozenset({"split", "symbol_change", "stock_merger"})
@@ -74,11 +82,16 @@ class CorporateAction(msgspec.Struct, frozen=True, kw_only=True):
     cash_in_lieu_qty: Decimal = ZERO
     # New shares stated by the broker (a spin-off's SPIN leg); None = |position|·ratio.
     qty: Decimal | None = None
+    # A unit split's second symbol, its shares per unit, and the share of the units' basis that
+    # goes to ``new_symbol`` (by the legs' values; the rest goes to ``alternate_symbol``).
+    alternate_symbol: str | None = None
+    alternate_ratio: Decimal = ZERO
+    basis_share: Decimal = Decimal(1)
 
     @property
     def symbols(self) -> tuple[str, ...]:
         """Return the symbols whose ledger the action changes."""
-        return (self.symbol,) if self.new_symbol is None else (self.symbol, self.new_symbol)
+        return tuple(s for s in (self.symbol, self.new_symbol, self.alternate_symbol) if s)
 
 
 class ActionProblem(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,6 +122,15 @@ def check_action(action: CorporateAction) -> ActionProblem | None:
         return ActionProblem(id=action.id, reason="cash in lieu needs a price > 0")
     if action.type == "cash_in_lieu" and not action.cash_in_lieu_qty:
         return ActionProblem(id=action.id, reason="cash_in_lieu: cash_in_lieu_qty must be > 0")
+    return _check_more(action)
+
+
+def _check_more(action: CorporateAction) -> ActionProblem | None:
+    if action.type == "stock_cash_merger" and not (action.new_symbol and action.price and action.price > 0
+                                                    and action.cash_per_share is not None):
+        return ActionProblem(id=action.id, reason="stock_cash_merger: the acquirer's price is not stated (held)")
+    if action.type == "unit_split" and not (0 < action.basis_share < 1 and action.alternate_ratio > 0):
+        return ActionProblem(id=action.id, reason="unit_split: the legs state no values to split the basis (held)")
     if action.type == "coin_fee" and not (action.qty is not None and action.qty > 0):
         return ActionProblem(id=action.id, reason="coin_fee: qty must be > 0")
     if action.type == "spinoff" and not (action.price is not None and action.price > 0):
@@ -124,11 +146,15 @@ def _sorted(fills: Iterable[Fill]) -> list[Fill]:
 
 
 def _open_cycle(history: Sequence[Fill], symbol: str, ts: int) -> tuple[list[int], Decimal]:
-    """Return the indexes of ``symbol``'s open-cycle fills before ``ts`` and the position then."""
+    """Return the indexes of ``symbol``'s open-cycle fills before ``ts`` and the position then.
+
+    A fill booked by an earlier action at the same instant counts as before (two actions
+    re-timed to the start of one ex-date, applied in id order: a removal then a split, say).
+    """
     cycle: list[int] = []
     net = ZERO
     for index, fill in enumerate(history):
-        if fill.symbol != symbol or fill.ts >= ts:
+        if fill.symbol != symbol or fill.ts > ts or (fill.ts == ts and not is_corporate(fill)):
             continue
         net += direction(fill.side) * fill.qty
         cycle.append(index)
@@ -182,9 +208,46 @@ def apply_action(history: list[Fill], action: CorporateAction) -> tuple[list[Fil
         if problem is not None or action.price is None or action.new_symbol is None:
             return history, problem
         out.append(_spinoff_entry(action, net, action.price, action.new_symbol))
-    elif action.type == "cash_in_lieu" and action.price is not None:
-        out.append(_synthetic(action, "cil", action.symbol, exit_side, action.cash_in_lieu_qty, action.price))
+    elif (found := _exchange(out, cycle, action, net, exit_side)) is not None:
+        return history, found
     return _sorted(out), None
+
+
+def _exchange(
+    out: list[Fill], cycle: Sequence[int], action: CorporateAction, net: Decimal, exit_side: str
+) -> ActionProblem | None:
+    """Book cash in lieu alone, and the actions that exchange the position for other shares (and cash)."""
+    if action.type == "cash_in_lieu" and action.price is not None:
+        out.append(_synthetic(action, "cil", action.symbol, exit_side, action.cash_in_lieu_qty, action.price))
+    elif action.type == "stock_cash_merger":
+        _stock_and_cash(out, action, net, exit_side)
+    elif action.type == "unit_split":
+        return _unit_split(out, cycle, action, net)
+    return None
+
+
+def _stock_and_cash(out: list[Fill], action: CorporateAction, net: Decimal, exit_side: str) -> None:
+    """Close at the deal's value (cash + ratio·acquirer price per share), open the acquirer's lot."""
+    price, cash, target = action.price or ZERO, action.cash_per_share or ZERO, action.new_symbol or action.symbol
+    out.append(_synthetic(action, "cash", action.symbol, exit_side, abs(net), cash + action.ratio * price))
+    out.append(_synthetic(action, "in", target, "buy" if net > 0 else "sell_short", abs(net) * action.ratio, price))
+    if action.cash_in_lieu_qty and action.price is not None:
+        out.append(_synthetic(action, "cil", target, exit_side, action.cash_in_lieu_qty, action.price))
+
+
+def _unit_split(out: list[Fill], cycle: Sequence[int], action: CorporateAction, net: Decimal) -> ActionProblem | None:
+    entry = "buy" if net > 0 else "sell_short"
+    if any(out[i].side != entry for i in cycle) or not action.new_symbol or not action.alternate_symbol:
+        return ActionProblem(id=action.id, reason="unit_split: units partly closed before it: basis not one sum (held)")
+    cost = sum((out[i].qty * out[i].price for i in cycle), ZERO)
+    share, ratio = action.basis_share, action.ratio
+    for index in cycle:
+        fill = out[index]
+        out[index] = _replace(fill, symbol=action.new_symbol, qty=fill.qty * ratio, price=fill.price * share / ratio)
+    alternate_qty = abs(net) * action.alternate_ratio
+    out.append(_synthetic(action, "alt", action.alternate_symbol, entry, alternate_qty,
+                          cost * (1 - share) / alternate_qty))  # fmt: skip
+    return None
 
 
 def _coin_fee(
@@ -340,6 +403,11 @@ def _paired_actions(
                 actions.append(CorporateAction(id=leg.id, type="removal", symbol=leg.symbol, ts=leg.ts,
                                                cash_per_share=ZERO))  # fmt: skip
             continue
+        group = _three_legs(leg, others, cash)
+        if group is not None:
+            used |= {leg.id, *(o.id for o in others), *(c.id for c in cash)}
+            actions.append(group)
+            continue
         if (leg.code in {"SPLIT", "SSP"} and others) or (leg.code == "MA" and (len(others) > 1 or cash)):
             kind_text = "unit split" if leg.code in {"SPLIT", "SSP"} else "merger of shares and cash"
             _hold([leg, *others, *cash], used, problems, f"a {kind_text} is not booked from its legs")
@@ -357,6 +425,25 @@ def _paired_actions(
             new_symbol=None if pair == "split" else partner.symbol,
         ))  # fmt: skip
     return actions
+
+
+def _three_legs(leg: ActionLeg, others: Sequence[ActionLeg], cash: Sequence[ActionLeg]) -> CorporateAction | None:
+    """A unit split (units out, two other symbols in) or a stock-and-cash merger (shares out, the
+    acquirer's in, cash): the action, when its legs state what it needs (prices > 0), else None."""
+    if leg.code in {"SPLIT", "SSP"} and len(others) == 2 and not cash and others[0].symbol != others[1].symbol:
+        first, second = others
+        values = [o.qty * o.price if o.price else ZERO for o in others]
+        if not all(values):
+            return None
+        return CorporateAction(id=leg.id, type="unit_split", symbol=leg.symbol, ts=leg.ts, ratio=first.qty / -leg.qty,
+                               new_symbol=first.symbol, alternate_symbol=second.symbol,
+                               alternate_ratio=second.qty / -leg.qty, basis_share=values[0] / sum(values))  # fmt: skip
+    if leg.code == "MA" and len(others) == 1 and len(cash) == 1 and others[0].price:
+        (acquirer,) = others
+        return CorporateAction(id=leg.id, type="stock_cash_merger", symbol=leg.symbol, ts=leg.ts,
+                               ratio=acquirer.qty / -leg.qty, new_symbol=acquirer.symbol, price=acquirer.price,
+                               cash_per_share=cash[0].net_amount / -leg.qty)  # fmt: skip
+    return None
 
 
 def _single_action(leg: ActionLeg, actions: list[CorporateAction]) -> bool:
@@ -406,6 +493,8 @@ def corporate_legs(records: Sequence[ActivityRecord]) -> list[ActionLeg]:
             continue
         stamp = activity_id_time(record.id)
         text = raw.get("description")
+        if _is_retimed(record.transaction_time):  # by the announcement's ex-date (``retime_legs``)
+            stamp = None
         legs.append(ActionLeg(
             id=record.id, code=record.activity_type, ts=from_datetime(stamp) if stamp else record.transaction_time,
             symbol=record.symbol, qty=record.qty, price=record.price, net_amount=record.net_amount or ZERO,
@@ -421,3 +510,110 @@ def _raw_fields(raw_json: str) -> dict[str, object]:
     except msgspec.DecodeError:
         return {}
     return found if isinstance(found, dict) else {}
+
+
+# --- announcements: what happens and when it takes effect ------------------------------------
+
+# The groups of Alpaca's corporate-actions announcements (alpaca-py
+# ``alpaca/data/models/corporate_actions.py``): the symbols each names, the one whose holders it
+# acts on, and the date it takes effect.
+_ANNOUNCED: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    "forward_splits": (("symbol",), ("ex_date",)),
+    "reverse_splits": (("symbol",), ("ex_date",)),
+    "unit_splits": (("old_symbol", "new_symbol", "alternate_symbol"), ("effective_date",)),
+    "stock_dividends": (("symbol",), ("ex_date",)),
+    "spin_offs": (("source_symbol", "new_symbol"), ("ex_date",)),
+    "cash_mergers": (("acquiree_symbol", "acquirer_symbol"), ("effective_date",)),
+    "stock_mergers": (("acquiree_symbol", "acquirer_symbol"), ("effective_date",)),
+    "stock_and_cash_mergers": (("acquiree_symbol", "acquirer_symbol"), ("effective_date",)),
+    "redemptions": (("symbol",), ("payable_date", "process_date")),
+    "name_changes": (("old_symbol", "new_symbol"), ("process_date",)),
+    "worthless_removals": (("symbol",), ("process_date",)),
+}
+# Legs dated this far from an announcement's effective date can belong to it (payable dates
+# precede ex-dates by a day or two; legs are listed up to a few days late).
+ANNOUNCEMENT_MATCH_DAYS: Final = 7
+_MICROSECOND_NS: Final = 1_000
+
+
+class Announcement(msgspec.Struct, frozen=True, kw_only=True):
+    """One announced action: its id, group, the symbols it names, and the day it takes effect."""
+
+    id: str
+    group: str
+    symbols: tuple[str, ...]
+    effective: date
+
+
+def parse_announcements(body: object) -> list[Announcement]:
+    """Return the announcements of a ``GET /v1/corporate-actions`` body (``corporate_actions``:
+    group -> items); items without a known group, symbol or date are left out."""
+    groups = body.get("corporate_actions") if isinstance(body, Mapping) else None
+    found: list[Announcement] = []
+    if not isinstance(groups, Mapping):
+        return found
+    for group, items in groups.items():
+        fields = _ANNOUNCED.get(str(group))
+        if fields is None or not isinstance(items, list):
+            continue
+        for item in items:
+            if not isinstance(item, Mapping):
+                continue
+            symbols = tuple(str(item[k]).upper() for k in fields[0] if isinstance(item.get(k), str) and item[k])
+            day = next((item[k] for k in fields[1] if isinstance(item.get(k), str)), None)
+            try:
+                effective = date.fromisoformat(day[:10]) if day else None
+            except ValueError:
+                effective = None
+            if symbols and effective is not None:
+                found.append(Announcement(id=str(item.get("id") or ""), group=str(group), symbols=symbols,
+                                          effective=effective))  # fmt: skip
+    return found
+
+
+def effective_instant(day: date) -> int:
+    """Return when an action effective on ``day`` takes effect: just before that day starts in
+    New York (every fill of the ex-date is after it, every fill of the day before is before it).
+
+    One microsecond before midnight, so that a stored leg shows it was re-timed: no leg is dated
+    at that instant by the broker (``_is_retimed``), and PostgreSQL keeps microseconds.
+    """
+    midnight = datetime.combine(day, time(0), tzinfo=NEW_YORK)
+    return from_datetime(midnight) - _MICROSECOND_NS
+
+
+def _is_retimed(ts: int) -> bool:
+    instant = datetime.fromtimestamp((ts + _MICROSECOND_NS) / 1e9, tz=NEW_YORK)
+    return instant.time() == time(0) and (ts + _MICROSECOND_NS) % 1_000_000_000 == 0
+
+
+def retime_legs(
+    records: Sequence[ActivityRecord], announcements: Sequence[Announcement]
+) -> tuple[list[ActivityRecord], list[ActivityRecord]]:
+    """Return the corporate legs with the instant their announcement says the action takes effect
+    (``effective_instant`` of its ex-date or effective date, in ``transaction_time``), and the
+    legs no announcement explains (yet).
+
+    The legs say what the broker booked; the announcement says when it takes effect: legs are
+    stamped on the payable date (a day or more before the ex-date), before the open of the
+    ex-date, or at midday of the ex-date after that morning's trades (docs/corporate-actions.md
+    "Announcements"). A leg matches the announcement naming its symbol whose date is nearest its
+    own (within ``ANNOUNCEMENT_MATCH_DAYS``). A fee in the coin has no announcement.
+    """
+    matched: list[ActivityRecord] = []
+    unexplained: list[ActivityRecord] = []
+    for record in records:
+        if record.activity_type not in CORPORATE_CODES or record.activity_type == "CFEE" or not record.symbol:
+            matched.append(record)
+            continue
+        stamp = activity_id_time(record.id)
+        day = (stamp.astimezone(NEW_YORK).date() if stamp else
+               datetime.fromtimestamp(record.transaction_time / 1e9, tz=NEW_YORK).date())
+        near = [a for a in announcements if record.symbol in a.symbols
+                and abs(a.effective - day) <= timedelta(days=ANNOUNCEMENT_MATCH_DAYS)]
+        if not near:
+            unexplained.append(record)
+            continue
+        best = min(near, key=lambda a: (abs(a.effective - day), a.id))
+        matched.append(msgspec.structs.replace(record, transaction_time=effective_instant(best.effective)))
+    return matched, unexplained

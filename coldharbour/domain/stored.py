@@ -180,7 +180,7 @@ def fill_from_activity(record: ActivityRecord) -> Fill | None:
 def is_canceled(record: ActivityRecord) -> bool:
     """Return True when the broker canceled ``record`` (its ``status``, else ``raw_json.status``).
 
-    A canceled ``FILL`` is a bust (SPEC §8): its execution leaves the history.
+    A canceled ``FILL`` is a bust (docs/spec.md §8): its execution leaves the history.
     """
     if record.status is not None:
         return record.status.lower() == "canceled"

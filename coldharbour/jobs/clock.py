@@ -7,8 +7,9 @@ instant of a phase change. ``ManualClock`` is that test clock: time moves only w
 
 ``run_periodic`` is the one loop the periodic jobs share: reschedule first, then work (STYLE
 §2.5 rule 5); a transient failure is logged, counted and retried with ``retry.Backoff``; a
-``wake`` event runs the job at once (session start). ``run_per_account`` runs one such loop per
-account under ``retry.supervise``.
+``wake`` event runs the job at once (session start). ``run_on_change`` is the loop of a job that
+runs only when told something changed (its ``wake``), at most once per gap (docs/scaling.md).
+``run_per_account`` runs one such loop per account under ``retry.supervise``.
 """
 
 from __future__ import annotations
@@ -141,6 +142,54 @@ async def run_periodic(
         await clock.wait_until(due, *events)
 
 
+ChangeJob = Callable[[], Awaitable[bool]]  # True: it published what must be read back (check again later)
+_IDLE_WAIT = timedelta(days=1)  # how long one wait for a change sleeps before it looks again
+
+
+async def run_on_change(
+    name: str,
+    job: ChangeJob,
+    *,
+    clock: Clock,
+    stop: asyncio.Event,
+    counters: Counter[str],
+    wake: asyncio.Event,
+    min_gap_s: float,
+    recheck_s: float,
+) -> None:
+    """Run ``job`` now, then each time ``wake`` is set, at most once per ``min_gap_s``, until ``stop``.
+
+    Debounced: the changes that arrive while a run or its gap lasts are taken by one run at the
+    gap's end. No timer runs an idle job, except one: a run that returned True (it published a
+    document that must be read back) runs again ``recheck_s`` later even without a change. A
+    transient error (``TRANSIENT``) is logged, counted (``<name>_failures``) and retried after a
+    ``Backoff`` delay; any other error is counted and raised (the supervisor restarts the loop).
+    """
+    backoff = Backoff(min(BACKOFF_BASE_S, min_gap_s), max(min_gap_s, recheck_s))
+    while not stop.is_set():
+        wake.clear()
+        started = clock.now()
+        run = asyncio.ensure_future(job())
+        try:
+            if not await until_stopped(run, stop):
+                return
+        except TRANSIENT as e:
+            counters[f"{name}_failures"] += 1
+            delay_s = backoff.next_delay()
+            log.warning("job failed job=%s error=%s retry_in_s=%.1f", name, e, delay_s)
+            await clock.wait_until(clock.now() + timedelta(seconds=delay_s), stop)
+            continue
+        except Exception:
+            counters[f"{name}_failures"] += 1
+            raise
+        counters[f"{name}_runs"] += 1
+        backoff.reset()
+        recheck = clock.now() + timedelta(seconds=recheck_s) if run.result() else None
+        while not (stop.is_set() or wake.is_set() or (recheck is not None and clock.now() >= recheck)):
+            await clock.wait_until(recheck or clock.now() + _IDLE_WAIT, stop, wake)
+        await clock.wait_until(started + timedelta(seconds=min_gap_s), stop)
+
+
 def clock_sleep(clock: Clock) -> Sleep:
     """Return a ``sleep_or_stop`` that sleeps through ``clock`` (a ``ManualClock`` in tests)."""
 
@@ -172,14 +221,41 @@ async def run_per_account(
         wake = None if wakes is None else wakes[slug]
         return lambda: run_periodic(name, interval_s, job, clock=clock, stop=stop, counters=counters, wake=wake)
 
+    await _supervised(name, {slug: periodic(slug, job) for slug, job in jobs.items()}, clock, stop, counters)
+
+
+async def run_per_account_on_change(
+    name: str,
+    jobs: Mapping[str, ChangeJob],
+    wakes: Mapping[str, asyncio.Event],
+    *,
+    min_gap_s: float,
+    recheck_s: float,
+    clock: Clock,
+    stop: asyncio.Event,
+    counters: Counter[str],
+) -> None:
+    """Run each account's job with ``run_on_change`` (woken by ``wakes[slug]``) as its own supervised task."""
+
+    def on_change(slug: str, job: ChangeJob) -> Callable[[], Awaitable[None]]:
+        return lambda: run_on_change(name, job, clock=clock, stop=stop, counters=counters, wake=wakes[slug],
+                                     min_gap_s=min_gap_s, recheck_s=recheck_s)
+
+    await _supervised(name, {slug: on_change(slug, job) for slug, job in jobs.items()}, clock, stop, counters)
+
+
+async def _supervised(
+    name: str, loops: Mapping[str, Callable[[], Awaitable[None]]], clock: Clock, stop: asyncio.Event,
+    counters: Counter[str],
+) -> None:
     tasks = [
         asyncio.create_task(
             supervise(
-                f"{name}-{slug}", periodic(slug, job), stop, counters,
+                f"{name}-{slug}", loop, stop, counters,
                 sleep=clock_sleep(clock), monotonic=lambda: clock.now().timestamp(),
             ),
             name=f"{name}-{slug}",
         )
-        for slug, job in jobs.items()
+        for slug, loop in loops.items()
     ]  # fmt: skip
     await asyncio.gather(*tasks)

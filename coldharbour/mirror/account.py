@@ -8,7 +8,7 @@ the raw rows and the analytics rows. The swap applies it all after the commit.
 Two ways to a ledger change, both pure:
 
 * incremental (the usual case): ``plan_keyed_fills`` over the batch's new fills;
-* symbol rebuild (SPEC §8): a new corporate action, a bust (a FILL the broker canceled) or a
+* symbol rebuild (docs/spec.md §8): a new corporate action, a bust (a FILL the broker canceled) or a
   fill older than a known action on its symbol rewrites the history of a few symbols;
   ``plan_symbols_rebuild`` re-books them from the stored fills (busted ones removed) with
   every known action, in one delta;
@@ -20,7 +20,7 @@ Two ways to a ledger change, both pure:
 
 Open rows: a structural change (qty, legs, WAC, …) is written and pushed at once; a mark-only
 change is pushed at once when it moved ≥ ``UI_PUSH_PCT_THRESHOLD`` since the last push,
-otherwise held dirty for the periodic flush (DESIGN §3).
+otherwise held dirty for the periodic flush (docs/architecture.md §3).
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ class AccountMirror:
         return False
 
     def _rebuild_symbols(self, fills: list[Fill], events: Rewrites, actions: list[CorporateAction]) -> set[str]:
-        """Return the symbols whose history the batch rewrites (SPEC §8), empty when none."""
+        """Return the symbols whose history the batch rewrites (docs/spec.md §8), empty when none."""
         symbols: set[str] = set()
         if not actions and not events.busted and not events.canceled:  # nothing rewrites history (the usual batch)
             return symbols
@@ -435,7 +435,7 @@ class AccountMirror:
         return (covered if covered is not None else set()) - self.unknown
 
     def reconcile_plan(self, snapshot: SnapshotTaken, marks: Marks, now: int) -> Plan:
-        """Return the plan that makes the lots match a full broker snapshot (SPEC §3 invariant).
+        """Return the plan that makes the lots match a full broker snapshot (docs/spec.md §3 invariant).
 
         Symbols whose newest applied fill is newer than the snapshot are skipped (the ledger is
         ahead of it, not wrong). Corrections are booked as synthetic ``recon:`` fills, stored
@@ -454,10 +454,11 @@ class AccountMirror:
         skip = [s for s, state in self.ledger.symbols.items()
                 if state.last_key is not None and state.last_key[0] > taken] + skip_all
         # A corporate action effective after the snapshot explains its symbols' difference (the
-        # ledger booked it, the positions read before it do not show it yet): SPEC §8.
+        # ledger booked it, the positions read before it do not show it yet): docs/spec.md §8.
         skip += [s for action in self.actions.values() if action.ts > taken for s in action.symbols]
         self.note_unknown(snapshot)
         skip += self.unknown  # a row the broker listed but we could not read is no flat position
+        skip += snapshot.pending_symbols  # an action under way: its legs or its position may come first
         prices = {symbol: price for symbol, (price, _) in marks.prices.items()}
         outcome = reconcile(self.ledger, snapshot.positions, self.book, now=taken, wac=self.wac, marks=prices,
                             skip=skip)

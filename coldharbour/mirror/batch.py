@@ -71,7 +71,7 @@ class AccountBatch:
             self.add_commission(order)
 
     def add_commission(self, order: Order) -> None:
-        """Stage an order's ``commission`` as a ``fee`` cash flow once it is final (SPEC §8).
+        """Stage an order's ``commission`` as a ``fee`` cash flow once it is final (docs/spec.md §8).
 
         Keyed ``commission:<order id>`` (one row per order, rewritten unchanged on a replay),
         dated when it filled (else its last update).
@@ -123,7 +123,7 @@ class AccountBatch:
             self.wac[symbol] = position.avg_entry_price if position is not None and position.qty != 0 else None
 
     def add_cash_flows(self, flows: Iterable[CashFlow], deleted: Iterable[str] = ()) -> None:
-        """Stage cash-flow rows and the ids to delete (SPEC §8 corrections); the later one wins."""
+        """Stage cash-flow rows and the ids to delete (docs/spec.md §8 corrections); the later one wins."""
         for flow in flows:
             self.cash_flows[flow.id] = flow
             self.deleted_cash_flows.discard(flow.id)

@@ -266,7 +266,7 @@ class Mirror:
         return Reconcile(snapshot)
 
     def _stage_snapshot_marks(self, snapshot: SnapshotTaken, batches: dict[str, AccountBatch]) -> None:
-        """Mark positions from the broker's ``current_price`` when no newer tick is known (issue 18)."""
+        """Mark positions from the broker's ``current_price`` when no newer tick is known."""
         marked = {p.symbol for p in snapshot.positions
                   if p.current_price is not None and self.marks.apply_snapshot(p.symbol, p.current_price,
                                                                                snapshot.taken_at)}
@@ -280,7 +280,7 @@ class Mirror:
             cutoff = to_datetime(schedule.prune_before_ns).astimezone(NEW_YORK).date()
         span = None
         if schedule.replace_from is not None and schedule.replace_to is not None:
-            span = (schedule.replace_from, schedule.replace_to)  # issue 13: a later closure's row goes
+            span = (schedule.replace_from, schedule.replace_to)  # a closure declared later: its row goes
         if sessions or cutoff is not None or span is not None:
             rows = tuple(sessions.values())
             keep = tuple(sorted(day for day in sessions if span is not None and span[0] <= day <= span[1]))

@@ -17,8 +17,10 @@ optional ``acquirer_symbol``), ``stock_merger`` (``acquirer_symbol``, ``acquirer
 ``acquiree_rate``), ``stock_and_cash_merger`` (the same and ``cash_rate``), ``redemption``
 (``rate``: cash per share), ``spin_off`` (``new_symbol``, ``source_rate``, ``new_rate``),
 ``name_change`` (``new_symbol``), ``worthless_removal``. ``ex_date`` (splits, dividends,
-spin-offs) or ``effective_date`` (the others) defaults to today (New York); ``payable_date`` to
-the same day.
+spin-offs) or ``effective_date`` (the others) defaults to the next weekday (New York): the fake
+shows the action at once, and an action takes effect at the start of its ex-date (the mirror
+reads that from the announcement), so what was traded before the request is before the action
+only with an ex-date after today. ``payable_date`` defaults to the ex-date.
 
 ``legs`` says when the legs are stamped: ``now`` (default: the moment the fake books them, so
 that what happened before it is before the action and what follows after it), or as real
@@ -173,6 +175,14 @@ def _choice(body: Mapping[str, object], key: str, choices: tuple[str, ...]) -> s
     return str(value)
 
 
+def next_weekday(day: date) -> date:
+    """Return the first weekday after ``day`` (the default ex-date: see the module docstring)."""
+    following = day + timedelta(days=1)
+    while following.weekday() >= 5:
+        following += timedelta(days=1)
+    return following
+
+
 def parse_corporate_action(body: object, now: datetime) -> CorporateAction:
     """Return the action of a ``POST /sim/corporate-actions`` body; 400 naming what is wrong."""
     if not isinstance(body, Mapping):
@@ -195,7 +205,7 @@ def parse_corporate_action(body: object, now: datetime) -> CorporateAction:
     if kind == "reverse_split" and rates["new_rate"] >= rates["old_rate"]:
         raise bad_request("new_rate: a reverse split needs new_rate < old_rate")
     date_key = "ex_date" if kind in _EX_DATED else "effective_date"
-    effective = _date(body, date_key, now.astimezone(NEW_YORK).date())
+    effective = _date(body, date_key, next_weekday(now.astimezone(NEW_YORK).date()))
     return CorporateAction(
         type=kind, symbol=symbol, effective=effective, payable=_date(body, "payable_date", effective),
         rates=rates, new_symbol=new_symbol, alternate_symbol=alternate,

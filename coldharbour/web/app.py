@@ -29,8 +29,9 @@ import psycopg
 from aiohttp import web
 
 from coldharbour.analytics.report import BenchmarkCloses, build_report
+from coldharbour.db import dashboard
 from coldharbour.db.notify import to_json
-from coldharbour.web import access, guard, reads
+from coldharbour.web import access, guard
 from coldharbour.web.access import SECURITY_HEADERS
 from coldharbour.web.hub import CLOSE, Hub, frame
 
@@ -91,10 +92,10 @@ def closed_limit(request: web.Request) -> int:
     """Return ``?limit=`` (1 to ``CLOSED_LIMIT``, default ``CLOSED_LIMIT``); 400 on anything else."""
     text = request.query.get("limit")
     if text is None:
-        return reads.CLOSED_LIMIT
+        return dashboard.CLOSED_LIMIT
     if not (text.isascii() and text.isdigit() and len(text) <= 6 and int(text) > 0):
-        raise bad_request(f"limit: expected a whole number from 1 to {reads.CLOSED_LIMIT}")
-    return min(int(text), reads.CLOSED_LIMIT)
+        raise bad_request(f"limit: expected a whole number from 1 to {dashboard.CLOSED_LIMIT}")
+    return min(int(text), dashboard.CLOSED_LIMIT)
 
 
 def parent_id(request: web.Request) -> str | None:
@@ -131,7 +132,7 @@ async def api_positions(request: web.Request) -> web.Response:
     """Open lots (``?parent_id=`` for one: an empty list when it is closed)."""
     hub, slug = request.app[HUB], _slug(request)
     async with hub.pool.connection() as conn:
-        rows = await reads.positions(conn, hub.accounts[slug], parent_id(request))
+        rows = await dashboard.positions(conn, hub.accounts[slug], parent_id(request))
     return _json(rows)
 
 
@@ -139,7 +140,7 @@ async def api_closed(request: web.Request) -> web.Response:
     """The newest closed slices (``?limit=``, at most 100)."""
     hub, slug, limit = request.app[HUB], _slug(request), closed_limit(request)
     async with hub.pool.connection() as conn:
-        rows = await reads.closed(conn, hub.accounts[slug], limit)
+        rows = await dashboard.closed(conn, hub.accounts[slug], limit)
     return _json(rows)
 
 
@@ -147,7 +148,7 @@ async def api_equity(request: web.Request) -> web.Response:
     """``{"daily": [...], "intraday": [...]}``."""
     hub, slug = request.app[HUB], _slug(request)
     async with hub.pool.connection() as conn:
-        curves = await reads.equity(conn, hub.accounts[slug])
+        curves = await dashboard.equity(conn, hub.accounts[slug])
     return _json(curves)
 
 
@@ -155,7 +156,7 @@ async def api_metrics(request: web.Request) -> web.Response:
     """The KPI document (``null`` before the first one)."""
     hub, slug = request.app[HUB], _slug(request)
     async with hub.pool.connection() as conn:
-        document = await reads.metrics(conn, hub.accounts[slug])
+        document = await dashboard.metrics(conn, hub.accounts[slug])
     return _json(document)
 
 

@@ -27,12 +27,13 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from coldharbour.config import Settings
+from coldharbour.db import dashboard
 from coldharbour.db.connect import connect_read_only, listen
 from coldharbour.db.names import AccountNames, SharedNames, account_names, shared_names
 from coldharbour.db.notify import to_json
 from coldharbour.errors import ChmgrError, DatabaseError
 from coldharbour.retry import Backoff, Session, keep_connected, sleep_or_stop, wait_any
-from coldharbour.web import health, reads
+from coldharbour.web import health
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ class Hub:
     async def push_metrics(self, slug: str) -> None:
         """Read ``slug``'s KPI document and push it."""
         async with self.pool.connection() as conn:
-            document = await reads.metrics(conn, self.accounts[slug])
+            document = await dashboard.metrics(conn, self.accounts[slug])
         self.broadcast(slug, frame("metrics", to_json(document)))
 
     async def equity_loop(self, stop: asyncio.Event) -> None:
@@ -252,13 +253,13 @@ class Hub:
 
     async def _equity_if_changed(self, slug: str, names: AccountNames, seen: dict[str, tuple[object, ...]]) -> None:
         async with self.pool.connection() as conn:
-            mark = await reads.equity_fingerprint(conn, names)
+            mark = await dashboard.equity_fingerprint(conn, names)
             # First look since someone started watching: push too (the table may have moved
             # between that browser's snapshot and now).
             if seen.get(slug) == mark:
                 return
             seen[slug] = mark
-            curves = await reads.equity(conn, names)
+            curves = await dashboard.equity(conn, names)
         self.broadcast(slug, frame("equity", to_json(curves)))
 
     async def read_status(self) -> dict[str, Any]:
@@ -267,7 +268,7 @@ class Hub:
         database: str | None = None
         try:
             async with self.pool.connection(timeout=STATUS_DB_TIMEOUT_S) as conn:
-                phase = await reads.market_phase(conn, self.shared, self.clock())
+                phase = await dashboard.market_phase(conn, self.shared, self.clock())
         except psycopg.Error as e:  # PoolTimeout too
             log.warning("market phase unreadable: %s", " ".join(str(e).split()))
             database = "database unreachable: the dashboard cannot read it (see web's log)"
@@ -300,10 +301,10 @@ class Hub:
         """Return everything the page shows for ``slug``, read now."""
         names = self.accounts[slug]
         async with self.pool.connection() as conn:
-            rows = await reads.positions(conn, names)
-            closed = await reads.closed(conn, names)
-            curves = await reads.equity(conn, names)
-            document = await reads.metrics(conn, names)
+            rows = await dashboard.positions(conn, names)
+            closed = await dashboard.closed(conn, names)
+            curves = await dashboard.equity(conn, names)
+            document = await dashboard.metrics(conn, names)
         return {
             "account": slug,
             "accounts": [{"slug": a.slug, "name": a.name} for a in self.settings.accounts],

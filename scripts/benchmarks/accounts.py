@@ -1,24 +1,28 @@
-"""`accounts_scale`: one stack with 1, 10, 50 and 100 accounts at a fixed total fill rate — the measured limit.
+"""`accounts_scale`: one stack with 1, 10, 100 and 1,000 accounts — what an account costs, idle and busy.
 
 For each account count N: the fake broker serves N accounts (``--account aNNN:KEY:SECRET``, one
-process), every program runs (``runtime.PROGRAMS``, as ``rss_idle``), ``trades`` holds one
-trade_updates stream per account. Resting limit buys are placed (one per symbol, each symbol
-unique to one account), then the symbols are moved onto their limits round-robin over the
-accounts at ``RATE`` fills per second in total, so every move fills exactly one order of one
-account. Latency runs from the fill's broker timestamp to the first NOTIFY of its open-position
-row at a LISTEN client in its own process (as ``fill_to_notify``), listening on every
-account's positions channel.
+process, each its own key), every program runs (``runtime.PROGRAMS``), ``trades`` holds one
+trade_updates stream per account. Per N, one step of the JSON line:
 
-Per N: ``startup_s`` (programs launched → ``state`` beating and every account's stream
-connected), ``settled_s`` (→ the start-up backfill done: ``state``'s input back to its steady
-rate; the fill step starts then), ``rss_mb`` per program, ``state_cpu_ms_per_1k_events`` (``state``'s user + system
-CPU over the fill step divided by the bus messages it took in, per thousand), ``p50_ms`` and
-``p99_ms``, and ``cpu_ms_per_fill`` of every program and the fake broker over the step (where a
-slow-down comes from). ``value`` is the largest N whose p99 stays under ``LIMIT_MS`` (None when even one
-account is over it: on a loaded machine); ``within_2x_of_one_account`` the largest N whose p99
-is at most twice the one-account p99 (how latency scales with accounts, whatever the load).
-Baseline: raw ``pg_notify`` → LISTEN p99; ``load_avg_1m`` says how busy the machine was.
-``--quick`` measures 1, 10 and 50 accounts with fewer fills.
+- ``start_s``: programs launched → ``state`` beating, every account's stream connected and the
+  start-up backfill settled (``state``'s input back to its steady rate);
+- ``idle_cpu_pct``: the whole stack's CPU (every program and PostgreSQL: the postmaster, its
+  live backends and those that ended) over ``IDLE_S`` (60) with no fills and no price moves, in %
+  of one core — what idle accounts cost;
+- ``rss_total_mb``: the proportional set size (shared pages split, so the sum is real) of every
+  program and every PostgreSQL process, after the idle window;
+- the latency step: resting limit buys are placed (one per symbol, each symbol unique to one
+  account), then the symbols are moved onto their limits round-robin over the accounts at
+  ``RATE`` (50) fills per second in total (``sent_per_s``: the rate achieved), so every move fills
+  exactly one order of one account. ``p50_ms``/``p99_ms`` run from the fill's broker timestamp to
+  the first NOTIFY of its open-position row at a LISTEN client in its own process, listening on
+  every account's positions channel; ``state_cpu_ms_per_event`` is ``state``'s CPU over the step
+  divided by the bus messages it took in; ``cpu_ms_per_fill`` per program and the fake broker.
+
+One JSON line ``{"name": "accounts_scale", "steps": [...], ...}``; ``value`` is the largest N whose
+p99 stays under ``LIMIT_MS``. ``load_avg_1m`` says how busy the machine was (figures from a
+loaded machine are not the stack's). ``--quick`` measures 1 and 10 accounts with fewer fills and
+a shorter idle window; ``CHMGR_BENCH_ACCOUNTS=1,10,100`` picks the counts.
 """
 
 from __future__ import annotations
@@ -46,14 +50,16 @@ from coldharbour.runtime import PROGRAMS
 from scripts.benchmarks import baselines, stack
 from scripts.benchmarks.report import emit, note, percentile
 
-COUNTS = (1, 10, 50, 100)
-QUICK_COUNTS = (1, 10, 50)
+COUNTS = (1, 10, 100, 1000)
+QUICK_COUNTS = (1, 10)
 RATE = 50  # fills per second, in total over the accounts
 FILLS = 300
 QUICK_FILLS = 100
 LIMIT_MS = 25.0
-SETTLE_MAX_S = 180.0
-STEADY_PER_ACCOUNT_S = 0.5  # bus messages per second and account once started (KPIs every 5 s, snapshots)
+SETTLE_MAX_S = 300.0
+IDLE_S = 60.0
+QUICK_IDLE_S = 15.0
+STEADY_PER_ACCOUNT_S = 0.2  # bus messages per second and account once started (snapshots, heartbeats)
 STEADY_BASE_S = 10.0
 
 
@@ -203,6 +209,7 @@ async def _fills(url: str, plan: list[tuple[int, str]], listener: Listener, pids
                 await asyncio.sleep(delay)
             sent.append(asyncio.create_task(move(symbol)))
         await asyncio.gather(*sent)
+        sent_per_s = len(plan) / max(time.perf_counter() - start, 1e-9)
         deadline = time.perf_counter() + 30
         while time.perf_counter() < deadline:
             listener.drain()
@@ -212,10 +219,10 @@ async def _fills(url: str, plan: list[tuple[int, str]], listener: Listener, pids
         cpu = {name: stack.cpu_ms(pid) - cpu_before[name] for name, pid in pids.items()}
         events = beats.next("state", 15).counters.get("messages_in", 0) - before_in
     latencies = [listener.latency[o] for o in placed.values() if o in listener.latency]
-    return {"fills": len(placed), "notified": len(latencies),
+    return {"sent_per_s": round(sent_per_s, 1), "fills": len(placed), "notified": len(latencies),
             "p50_ms": round(percentile(latencies, 50), 2) if latencies else None,
             "p99_ms": round(percentile(latencies, 99), 2) if latencies else None,
-            "events": events, "state_cpu_ms_per_1k_events": round(cpu["state"] / max(events, 1) * 1000, 1),
+            "events": events, "state_cpu_ms_per_event": round(cpu["state"] / max(events, 1), 3),
             "cpu_ms_per_fill": {name: round(ms / max(len(placed), 1), 2) for name, ms in cpu.items()}}  # fmt: skip
 
 
@@ -239,7 +246,21 @@ def _settle(beats: stack.Heartbeats, count: int, timeout_s: float = SETTLE_MAX_S
     return False
 
 
-def _one(dsn: str, count: int, fills: int) -> dict[str, object]:
+def _idle(pids: dict[str, int], postmaster: int, window_s: float) -> tuple[float, dict[str, float]]:
+    """Return the whole stack's CPU over ``window_s`` of nothing happening (% of one core), and per part (ms)."""
+    meter = stack.CpuMeter(pids, postmaster)
+    meter.start()
+    time.sleep(window_s)  # bench only: the window measured
+    spent = meter.spent_ms()
+    return round(sum(spent.values()) / (window_s * 1000) * 100, 2), {k: round(v, 1) for k, v in spent.items()}
+
+
+def _rss_total_mb(pids: dict[str, int], postmaster: int) -> float:
+    everything = [*pids.values(), postmaster, *stack.children(postmaster)]
+    return round(sum(stack.pss_mb(pid) for pid in everything), 1)
+
+
+def _one(dsn: str, count: int, fills: int, idle_s: float) -> dict[str, object]:
     with stack.run_dir() as directory:
         broker = Broker(count, directory / "broker.log")
         try:
@@ -251,17 +272,21 @@ def _one(dsn: str, count: int, fills: int) -> dict[str, object]:
             channels = [account_names(settings, a.slug).pos_channel for a in settings.accounts]
             listener = Listener(dsn, channels)
             beats = stack.Heartbeats(f"ipc://{directory}/bus-out.sock")
+            postmaster = stack.postmaster(dsn)
             started = time.monotonic()
             programs = [stack.Program(name, env, directory) for name in PROGRAMS]
             try:
-                stack.wait_until(lambda: beats.latest("state") is not None and broker.listeners() >= count, 300,
-                                 f"state beating and {count} streams connected")  # fmt: skip
-                startup_s = time.monotonic() - started
+                stack.wait_until(lambda: beats.latest("state") is not None and broker.listeners() >= count,
+                                 SETTLE_MAX_S, f"state beating and {count} streams connected")  # fmt: skip
+                streaming_s = time.monotonic() - started
                 settled = _settle(beats, count)
-                settled_s = time.monotonic() - started
-                note(f"accounts_scale: {count} accounts up in {startup_s:.1f}s, settled={settled} in "
-                     f"{settled_s:.1f}s (schema {migrate_s:.1f}s)")
-                pids = {"broker": broker.process.pid, **{p.name: p.pid for p in programs}}
+                start_s = time.monotonic() - started
+                note(f"accounts_scale: {count} accounts streaming in {streaming_s:.1f}s, settled={settled} in "
+                     f"{start_s:.1f}s (schema {migrate_s:.1f}s); idle for {idle_s:.0f}s")
+                stack_pids = {p.name: p.pid for p in programs}
+                idle_cpu_pct, idle_cpu_ms = _idle(stack_pids, postmaster, idle_s)
+                rss_total_mb = _rss_total_mb(stack_pids, postmaster)
+                pids = {"broker": broker.process.pid, **stack_pids}
                 result = asyncio.run(_fills(broker.url, _plan(count, fills), listener, pids, beats))
                 rss = {p.name: round(stack.rss_mb(p.pid), 1) if p.process.poll() is None else None for p in programs}
             finally:
@@ -271,8 +296,21 @@ def _one(dsn: str, count: int, fills: int) -> dict[str, object]:
                 beats.close()
         finally:
             broker.stop()
-    return {"accounts": count, "startup_s": round(startup_s, 2), "settled_s": round(settled_s, 2),
-            "settled": settled, "schema_s": round(migrate_s, 2), **result, "rss_mb": rss}
+    named = ("sent_per_s", "p50_ms", "p99_ms", "state_cpu_ms_per_event")
+    return {"accounts": count, **{k: result[k] for k in named[:3]},
+            "idle_cpu_pct": idle_cpu_pct, "start_s": round(start_s, 2), "rss_total_mb": rss_total_mb,
+            "state_cpu_ms_per_event": result["state_cpu_ms_per_event"],
+            "streaming_s": round(streaming_s, 2), "settled": settled, "schema_s": round(migrate_s, 2),
+            "idle_window_s": idle_s, "idle_cpu_ms": idle_cpu_ms,
+            **{k: v for k, v in result.items() if k not in named},
+            "rss_mb": rss}  # fmt: skip
+
+
+def _counts(quick: bool) -> tuple[int, ...]:
+    chosen = os.environ.get("CHMGR_BENCH_ACCOUNTS", "")
+    if chosen:
+        return tuple(int(n) for n in chosen.split(",") if n.strip())
+    return QUICK_COUNTS if quick else COUNTS
 
 
 def _reset(dsn: str) -> None:
@@ -285,14 +323,14 @@ def _reset(dsn: str) -> None:
 
 def run(dsn: str, quick: bool) -> None:
     """Measure every account count and the raw baseline; report the largest count under the limit."""
-    counts, fills = (QUICK_COUNTS, QUICK_FILLS) if quick else (COUNTS, FILLS)
+    counts, fills, idle_s = _counts(quick), QUICK_FILLS if quick else FILLS, QUICK_IDLE_S if quick else IDLE_S
     note("accounts_scale baseline: raw NOTIFY -> LISTEN")
     _, raw_p99 = baselines.raw_notify_latency_ms(dsn, 500)
     steps: list[dict[str, object]] = []
     for count in counts:
         _reset(dsn)
         note(f"accounts_scale: {count} accounts, {fills} fills at {RATE}/s")
-        steps.append(_one(dsn, count, fills))
+        steps.append(_one(dsn, count, fills, idle_s))
         note(f"accounts_scale: {steps[-1]}")
     under = [int(str(s["accounts"])) for s in steps
              if isinstance(s["p99_ms"], float) and s["p99_ms"] < LIMIT_MS and s["notified"] == s["fills"]]

@@ -100,6 +100,17 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def pss_mb(pid: int) -> float:
+    """Return the proportional set size of ``pid`` in MB (shared pages split among their users: sums add up)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def peak_rss_mb(pid: int) -> float:
     """Return the peak resident set size (VmHWM) of ``pid`` in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -175,6 +186,15 @@ def cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * _TICK_MS
 
 
+def reaped_cpu_ms(pid: int) -> float:
+    """Return the user + system CPU of ``pid``'s children that ended and were waited for, in ms."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[13]) + int(fields[14])) * _TICK_MS
+
+
 def children(parent: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -189,10 +209,10 @@ def children(parent: int) -> list[int]:
 
 
 def postmaster(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(dsn) as conn:  # read while the backend lives: its parent is the postmaster
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    return int(Path(f"/proc/{row[0]}/stat").read_text().rpartition(")")[2].split()[1])
+        assert row is not None
+        return int(Path(f"/proc/{row[0]}/stat").read_text().rpartition(")")[2].split()[1])
 
 
 class CpuMeter:
@@ -205,11 +225,17 @@ class CpuMeter:
 
     def _sample(self) -> dict[str, float]:
         sample = {name: cpu_ms(pid) for name, pid in self._pids.items()}
-        sample["postgres"] = cpu_ms(self._postmaster) + sum(map(cpu_ms, children(self._postmaster)))
+        sample["postgres"] = (cpu_ms(self._postmaster) + reaped_cpu_ms(self._postmaster)
+                              + sum(map(cpu_ms, children(self._postmaster))))  # backends that ended count too
         return sample
 
     def start(self) -> None:
         self._before = self._sample()
+
+    def spent_ms(self) -> dict[str, float]:
+        """Return the CPU ms each spent since ``start``."""
+        after = self._sample()
+        return {name: after[name] - self._before[name] for name in after}
 
     def per_fill(self, fills: int) -> dict[str, float]:
         after = self._sample()

@@ -90,5 +90,5 @@ async def test_acquire_waits_for_a_token_and_stops(tmp_path: Path) -> None:
     waiting = asyncio.create_task(budget.acquire(stop, urgent=True))
     await asyncio.sleep(0)
     stop.set()
-    with pytest.raises(BudgetStopped):
+    with pytest.raises(BudgetStopped, match="stopped while waiting for the request budget of k"):
         await asyncio.wait_for(waiting, 5)

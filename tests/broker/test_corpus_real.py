@@ -90,7 +90,9 @@ def test_canonical_symbol(symbol: str, asset_class: str, expected: str) -> None:
 
 
 def test_account_converts() -> None:
-    assert convert_account(c.ACCOUNT) == AccountFigures(Decimal("98197.5"), Decimal("100047.6"))
+    assert convert_account(c.ACCOUNT) == AccountFigures(
+        Decimal("98197.5"), Decimal("100047.6"), buying_power=Decimal("199000.5"), last_equity=Decimal("100000")
+    )
     assert TradeAccount(**c.ACCOUNT).status == "ACTIVE"
 
 

@@ -8,6 +8,7 @@ account-activities page (https://docs.alpaca.markets/us/docs/account-activities.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -17,9 +18,16 @@ import pytest
 from coldharbour.broker.convert import ConvertedActivity, convert_activity, convert_orders
 from coldharbour.broker.rest import BrokerRest
 from coldharbour.broker.sync import AccountSync
-from coldharbour.domain.corporate import actions_from_legs, corporate_legs, remove_busted
+from coldharbour.domain.corporate import (
+    actions_from_legs,
+    corporate_legs,
+    parse_announcements,
+    remove_busted,
+    retime_legs,
+)
 from coldharbour.domain.ledger import rebuild
 from coldharbour.messages import FillsPage
+from coldharbour.sim.corporate import list_announcements
 from tests.broker.support import RecordingSink, account_for
 from tests.fixtures.broker import FakeBroker
 from tests.sim.builders import at, make_engine, order_body, price
@@ -79,22 +87,41 @@ def test_fake_broker_corporate_action_books_like_the_broker_holds(
     assert all(s.exit_type == "CORPORATE" for s in ledger.slices.values())
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"type": "unit_split", "symbol": "AAPL", "old_rate": "1", "new_symbol": "UA", "new_rate": "1",
-         "alternate_symbol": "UW", "alternate_rate": "1"},
-        {"type": "stock_and_cash_merger", "symbol": "AAPL", "acquirer_symbol": "ACQ", "acquirer_rate": "1",
-         "acquiree_rate": "2", "cash_rate": "10"},
-    ],
-)
-def test_an_action_whose_legs_cannot_be_booked_whole_is_held_whole(body: dict[str, str]) -> None:
-    """Three legs (a unit split, a stock-and-cash merger) never book as a pair plus a leftover:
-    every leg is reported and the ledger keeps the position as it was (reconciliation, flagged)."""
+def test_unit_split_and_stock_and_cash_merger_book_like_the_broker_holds() -> None:
+    """Three legs each (docs/corporate-actions.md "Legs"): the unit split's basis goes to the two
+    symbols by the values the legs state (60:40), no P&L; the stock-and-cash merger closes at the
+    deal's value (10 cash + 0.5 x 150) as CORPORATE and opens the acquirer's lot at 150."""
+    engine = make_engine()
+    engine.set_prices({"AAPL": price("100"), "UNIT": price("100"), "UA": price("60"), "UW": price("40"),
+                       "ACQ": price("150")}, at(0))  # fmt: skip
+    first, _ = engine.submit_order("demo", order_body(qty=10), at(1))
+    second, _ = engine.submit_order("demo", order_body(symbol="UNIT", qty=10), at(2))
+    engine.corporate_action({"type": "unit_split", "symbol": "UNIT", "old_rate": "1", "new_symbol": "UA",
+                             "new_rate": "1", "alternate_symbol": "UW", "alternate_rate": "1"}, at(60))  # fmt: skip
+    engine.corporate_action({"type": "stock_and_cash_merger", "symbol": "AAPL", "acquirer_symbol": "ACQ",
+                             "acquirer_rate": "1", "acquiree_rate": "2", "cash_rate": "10"}, at(61))  # fmt: skip
+    orders, _ = convert_orders([engine.order_json(o, nested=True) for o in (first, second)])
+
+    fills, _, actions = _ledger_inputs(list(engine.accounts["demo"].activities))
+    ledger = rebuild([o.order for o in orders], fills, actions)
+
+    held = {s: p.qty for s, p in engine.accounts["demo"].positions.items()}
+    assert {s: ledger.net(s) for s in ledger.held_symbols()} == held
+    assert {lot.symbol: lot.qty * lot.avg_fill for lot in ledger.lots.values()} == {
+        "UA": Decimal(600), "UW": Decimal(400), "ACQ": Decimal(750)}
+    assert [(s.qty, s.pnl_cash, s.exit_type) for s in ledger.slices.values()] == [(Decimal(10), Decimal(-150),
+                                                                                  "CORPORATE")]
+
+
+def test_an_action_whose_legs_cannot_be_booked_whole_is_held_whole() -> None:
+    """A unit split whose legs state no values (no price for the new symbols) is never read as a
+    pair plus a leftover: every leg is reported and the ledger keeps the units (reconciliation,
+    flagged)."""
     engine = make_engine()
     engine.set_prices({"AAPL": price("100")}, at(0))
     order, _ = engine.submit_order("demo", order_body(qty=10), at(1))
-    engine.corporate_action(body, at(60))
+    engine.corporate_action({"type": "unit_split", "symbol": "AAPL", "old_rate": "1", "new_symbol": "UA",
+                             "new_rate": "1", "alternate_symbol": "UW", "alternate_rate": "1"}, at(60))  # fmt: skip
     orders, _ = convert_orders([engine.order_json(order, nested=True)])
 
     fills, _, actions = _ledger_inputs(list(engine.accounts["demo"].activities), held=3)
@@ -155,3 +182,52 @@ def test_fake_broker_spinoff_leg_priced_0_is_held_not_booked_at_zero_basis() -> 
 
     assert [(a.type, a.new_symbol, a.qty, a.price) for a in actions] == [("spinoff", "KID", Decimal(2), None)]
     assert (ledger.net("PAR"), ledger.net("KID")) == (Decimal(10), Decimal(0))
+
+
+def _timed_ledger(engine: Any, orders: list[Any], *, announced: bool) -> tuple[Any, list[Any]]:
+    records = [c.record for c in map(convert_activity, engine.accounts["demo"].activities)
+               if isinstance(c, ConvertedActivity)]  # fmt: skip
+    body = list_announcements(engine.corporate_announcements(), {"start": "2024-02-01", "end": "2024-04-01"},
+                              date(2024, 3, 1))  # fmt: skip
+    unexplained: list[Any] = []
+    if announced:
+        records, unexplained = retime_legs(records, parse_announcements(body))
+    fills = [c.fill for c in map(convert_activity, engine.accounts["demo"].activities)
+             if isinstance(c, ConvertedActivity) and c.fill is not None]  # fmt: skip
+    actions, _ = actions_from_legs(corporate_legs(records))
+    converted, _ = convert_orders([engine.order_json(o, nested=True) for o in orders])
+    return rebuild([o.order for o in converted], fills, actions), unexplained
+
+
+@pytest.mark.parametrize(
+    ("legs", "ex_date", "late_buy"),
+    [
+        ("payable_date", "2024-03-04", False),  # legs dated the payable date, before that day's buy
+        ("ex_date", "2024-03-04", True),  # before the open of the ex-date
+        ("executed_at", "2024-03-04", True),  # midday of the ex-date, after that morning's buy
+    ],
+)
+def test_the_announcement_says_when_the_split_takes_effect_whatever_the_legs_stamp(
+    legs: str, ex_date: str, late_buy: bool
+) -> None:
+    """Leg timings of a real account (docs/corporate-actions.md "Announcements"); the
+    announcement in alpaca-py's ``forward_splits`` shape (``alpaca/data/models/corporate_actions.py``)."""
+    engine = make_engine()
+    engine.set_prices({"AAPL": price("100")}, at(0))
+    first, _ = engine.submit_order("demo", order_body(qty=10), at(1))
+    engine.corporate_action({"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2",
+                             "ex_date": ex_date, "payable_date": "2024-03-01", "legs": legs}, at(60))  # fmt: skip
+    orders = [first]
+    if late_buy:  # the ex-date's morning, at the split price (10:00 New York on 2024-03-04)
+        second, _ = engine.submit_order("demo", order_body(qty=5), at(3 * 86400))
+        orders.append(second)
+
+    wrong, _ = _timed_ledger(engine, orders, announced=False)
+    right, unexplained = _timed_ledger(engine, orders, announced=True)
+
+    held = engine.accounts["demo"].positions["AAPL"]
+    cost = sum(lot.qty * lot.avg_fill for lot in right.lots.values())
+    assert unexplained == []
+    assert (right.net("AAPL"), cost) == (held.qty, Decimal(1000) + (Decimal(250) if late_buy else 0))
+    if legs != "ex_date":  # the legs' own stamp books the wrong fills
+        assert wrong.net("AAPL") != held.qty

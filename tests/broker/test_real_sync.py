@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, time
 from decimal import Decimal
+from time import time_ns
 from typing import Any
 
 import aiohttp
@@ -22,9 +23,17 @@ from alpaca.trading.requests import MarketOrderRequest
 
 from coldharbour.broker.convert import CORPORATE_READ, Rejected, convert_position
 from coldharbour.broker.rest import BrokerRefused, BrokerRest
-from coldharbour.broker.sync import BUST_SWEEP_EVERY, FILL_OVERLAP_NS, ORDER_OVERLAP_NS, AccountSync
+from coldharbour.broker.sync import (
+    ANNOUNCEMENT_WAIT_NS,
+    BUST_SWEEP_EVERY,
+    FILL_OVERLAP_NS,
+    ORDER_OVERLAP_NS,
+    AccountSync,
+)
+from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.domain.types import from_datetime
 from coldharbour.messages import CorporateActionsPage, FillsPage, SnapshotTaken
+from coldharbour.sim.corporate import next_weekday
 from tests.broker.support import RecordingSink, account_for
 from tests.fixtures.broker import FakeBroker
 
@@ -309,3 +318,49 @@ async def test_a_canceled_and_rebooked_action_is_published_as_canceled_then_new(
     assert sorted((a.qty, a.status) for a in corrected.activities) == [
         (Decimal(-10), "canceled"), (Decimal(-10), "executed"), (Decimal(20), "executed"), (Decimal(30), "canceled"),
     ]  # fmt: skip
+
+
+@pytest.mark.asyncio
+async def test_legs_take_effect_when_the_announcement_says_and_wait_for_it(fake_broker: FakeBroker) -> None:
+    """Legs stamped on the payable date are booked at the start of the ex-date the announcement
+    states (``GET /v1/corporate-actions``, alpaca-py's ``forward_splits`` shape); when the
+    announcements cannot be read, the legs wait (their symbol pending, not reconciled, shown)
+    for ``ANNOUNCEMENT_WAIT_NS``, then are booked on their own stamps."""
+    fake_broker.set_prices({"AAPL": 100, "MSFT": 50})
+    for symbol in ("AAPL", "MSFT"):
+        fake_broker.request("POST", "/v2/orders", json={"symbol": symbol, "qty": "10", "side": "buy",
+                                                        "type": "market", "time_in_force": "day"})  # fmt: skip
+    today = datetime.now(UTC).astimezone(NEW_YORK).date()
+    ex_date = next_weekday(next_weekday(today))
+    split = {"type": "forward_split", "old_rate": "1", "new_rate": "2", "ex_date": ex_date.isoformat(),
+             "payable_date": today.isoformat(), "legs": "payable_date"}  # fmt: skip
+    now = [time_ns()]
+    sink = RecordingSink()
+    details: dict[str, str] = {}
+    async with aiohttp.ClientSession() as session:
+        account = account_for(fake_broker)
+        announced = AccountSync(BrokerRest(account, session, Counter()), sink, Counter(),
+                                announcements=BrokerRest(account, session, Counter(), version="/v1"))  # fmt: skip
+        unreadable = AccountSync(BrokerRest(account, session, Counter()), RecordingSink(), Counter(), details=details,
+                                 clock_ns=lambda: now[0],
+                                 announcements=BrokerRest(account, session, Counter(), version="/v9"))  # fmt: skip
+        await announced.backfill(1)
+        await unreadable.backfill(1)
+        fake_broker.request("POST", "/sim/corporate-actions", account=None, json={**split, "symbol": "AAPL"})
+        await announced.full("test")
+        await unreadable.full("test")
+        waiting = (unreadable.pending_symbols, dict(details))
+        now[0] += ANNOUNCEMENT_WAIT_NS + 1
+        await unreadable.full("test")
+
+    (page,) = [p for p in sink.of(CorporateActionsPage) if p.actions]
+    (action,) = page.actions
+    start_of_ex_date = from_datetime(datetime.combine(ex_date, time(0), tzinfo=NEW_YORK))
+    assert (action.type, action.ratio, action.ts) == ("split", Decimal(2), start_of_ex_date - 1_000)
+    assert announced.pending_symbols == ()
+    assert sink.of(SnapshotTaken)[-1].pending_symbols == ()
+    assert waiting == (("AAPL",), {f"corporate_held_{unreadable.slug}": "pending: AAPL",
+                                   f"corporate_refused_{unreadable.slug}": "announcements:404"})
+    (late,) = [a for p in unreadable._sink.of(CorporateActionsPage) for a in p.actions]  # type: ignore[attr-defined]
+    assert late.ts < start_of_ex_date - 86_400 * 10**9  # its own stamp: the payable date
+    assert unreadable.pending_symbols == ()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
 
@@ -238,3 +240,37 @@ def test_db_migration_4_moves_stored_reconciliation_fills_out_of_raw_activities(
     assert applied == [("account:demo", 4)]
     assert left == [("20240301150000000::6b7a3c1e-0000-4000-8000-000000000001",)]
     assert moved == [("20240301150000000::recon:AAPL:1709305200000000000",)]
+
+
+class _CountingConnection:
+    """The real connection, counting the statements sent (round trips) through ``execute``."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+        self.round_trips = 0
+
+    def execute(self, query: Any, params: Any = None) -> Any:
+        self.round_trips += 1
+        return self._conn.execute(query, params)
+
+    def transaction(self) -> object:
+        return self._conn.transaction()
+
+
+def test_schema_for_many_accounts_is_created_in_few_round_trips(pg_dsn, tmp_path) -> None:
+    accounts = tuple(f"a{i:03d}" for i in range(60))
+    settings = make_settings(pg_dsn, tmp_path, accounts=accounts)
+
+    with psycopg.connect(pg_dsn.reveal(), autocommit=True) as conn:
+        counting = _CountingConnection(conn)
+        applied = schema.ensure_schema(counting, settings)  # type: ignore[arg-type]
+        again = schema.ensure_schema(conn, settings)
+        versions = schema.schema_versions(conn, settings)
+        last = account_names(settings, "a059")
+        columns = _columns(conn, last.closed.schema, last.closed.name)
+
+    assert len(applied) == len(schema.SHARED_MIGRATIONS) + len(accounts) * len(schema.ACCOUNT_MIGRATIONS)
+    assert versions == schema.latest_versions(settings)
+    assert again == []
+    assert CLOSED_COLUMNS.items() <= columns.items()
+    assert counting.round_trips < 20  # one per statement would be over 1,800

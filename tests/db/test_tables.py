@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 
 from coldharbour.db import tables
 from coldharbour.db.names import account_names, shared_names
-from coldharbour.domain.types import CLOSED_COLUMNS
+from coldharbour.domain.cashflows import CashFlow
+from coldharbour.domain.equity import DailyRow, IntradayPoint
+from coldharbour.domain.schedule import Session
+from coldharbour.domain.types import CLOSED_COLUMNS, ClosedSlice, OpenRow
 from tests.support import make_settings
 
 SPECS = [tables.POSITIONS, tables.CLOSED, tables.RAW_ORDERS, tables.RAW_ACTIVITIES, tables.RECONCILIATIONS,
@@ -51,3 +55,14 @@ def test_tables_closed_columns_are_the_slice_fields_the_domain_names() -> None:
 def test_tables_a_key_outside_the_columns_is_refused() -> None:
     with pytest.raises(ValueError, match=r"table nowhere: key columns \['id'\] are not among its columns"):
         tables.TableSpec("nowhere", (("name", "text"),), key=("id",))
+
+
+@pytest.mark.parametrize(("spec", "value_type"), [
+    (tables.POSITIONS, OpenRow), (tables.CLOSED, ClosedSlice), (tables.CASH_FLOWS, CashFlow),
+    (tables.DAILY_EQUITY, DailyRow), (tables.INTRADAY_EQUITY, IntradayPoint), (tables.MARKET_SCHEDULE, Session),
+], ids=lambda v: getattr(v, "names_field", ""))
+def test_tables_rows_read_from_fields_name_every_column_as_a_field(spec: tables.TableSpec, value_type: type) -> None:
+    """``db.rows.row_of`` reads each column as the domain value's field of that name."""
+    fields = {field.name for field in msgspec.structs.fields(value_type)}
+
+    assert [name for name in spec.names if name not in fields] == []

@@ -1,7 +1,7 @@
 """The single writer against real PostgreSQL: changes in, rows and NOTIFYs out, one transaction.
 
 NOTIFY reaches LISTEN only after commit; a failed commit leaves nothing behind; a replay writes
-and notifies nothing; the payloads the SQL builds keep the SPEC §6 contract (the Python
+and notifies nothing; the payloads the SQL builds keep the docs/spec.md §6 contract (the Python
 ``db.notify`` functions are the reference); a refused value is quarantined and the rest commits.
 """
 
@@ -268,7 +268,7 @@ async def test_writer_reconnects_after_postgres_restart(pg_cluster: Any, migrate
 
 
 async def test_writer_deletes_canceled_cash_flows_and_a_replay_changes_nothing(migrated_dsn: Any) -> None:
-    """SPEC §8 corrections: a canceled activity's row goes, a corrected amount replaces the row."""
+    """docs/spec.md §8 corrections: a canceled activity's row goes, a corrected amount replaces the row."""
     writer = await _writer(migrated_dsn)
     table = writer.names("demo").cash_flows
     div = CashFlow(id="20260105000000000::div", ts=AT, amount=Decimal("2.40"), type="DIV", category=Category.INCOME,

@@ -258,3 +258,16 @@ def test_property_booked_live_equals_rebuilt_with_actions_busts_and_fills_withou
     live, history, actions = drive(orders, events)
 
     assert differences(live, rebuild(orders, history, actions)) == []
+
+
+def test_two_actions_at_the_same_instant_apply_in_order() -> None:
+    """Actions re-timed to the start of one ex-date share an instant: the later one (by id) sees
+    the earlier one's booking. Found by the mirror's property test: a removal at 0, then a split
+    at the same instant, scaled the removed lot and left a short lot priced 0."""
+    removal = CorporateAction(id="act0", type="removal", symbol="AAPL", ts=at(3), cash_per_share=D(0))
+    later = CorporateAction(id="act1", type="split", symbol="AAPL", ts=at(3), ratio=D("0.5"))
+
+    ledger = rebuild([BUY], held(), [removal, later])
+
+    assert ledger.lots == {}
+    assert [(s.qty, s.pnl_cash, s.exit_type) for s in ledger.slices.values()] == [(D(10), D(-1000), "CORPORATE")]

@@ -33,7 +33,8 @@ from tests.fixtures.stack import (
 )
 from tests.support import wait_for
 
-pytestmark = pytest.mark.integration
+# The default run keeps this one: a fill's pushes on the NOTIFY channels (docs/testing.md).
+pytestmark = [pytest.mark.integration, pytest.mark.smoke]
 
 PROGRAMS = ("bus", "state", "trades", "snapshot", "prices")
 

@@ -50,6 +50,9 @@ class Account:
     def __init__(self, broker: FakeBroker) -> None:
         self.broker = broker
         self.client = broker.trading_client()
+        # The test's own reads of the expected slices (polled) share the key with the programs:
+        # no per-key limit at this broker (tests/broker/test_rest.py covers the limit).
+        broker.configure(rest_limit_per_min=0)
 
     def bracket(self, symbol: str, qty: int, take_profit: float, stop_loss: float) -> str:
         order = self.client.submit_order(

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,13 +31,16 @@ from typing import Any
 import aiohttp
 import pytest
 from alpaca.common.exceptions import APIError
+from alpaca.data.live import StockDataStream
+from alpaca.data.models import Trade
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
 from websockets.sync.client import ClientConnection, connect
 
 from coldharbour.config import Dsn
+from coldharbour.sim.postgres import free_port
 from tests.fixtures.broker import FakeBroker
-from tests.integration.e2e import POSITIONS, Db, Programs, all_clean, broker_environ, short_directory
+from tests.fixtures.stack import POSITIONS, Db, Programs, all_clean, broker_environ
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -51,13 +52,6 @@ LOAD_PER_S = 50
 BUDGET_PER_MIN = 40
 IDLE_MAX = 8
 TIMEOUT_S = 30.0
-
-
-@pytest.fixture
-def e2e_dir() -> Iterator[Path]:
-    path = short_directory()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _ours(broker: FakeBroker, since: float, until: float) -> dict[str, int]:
@@ -155,10 +149,10 @@ async def _load(url: str, headers: dict[str, str], per_s: int, seconds: float) -
 
 
 def test_a_bot_on_the_same_key_is_never_refused_and_our_requests_stay_in_budget(
-    migrated_dsn: Dsn, fake_broker: FakeBroker, e2e_dir: Path
+    migrated_dsn: Dsn, fake_broker: FakeBroker, stack_dir: Path
 ) -> None:
     env = broker_environ(
-        migrated_dsn, e2e_dir, fake_broker.base_url,
+        migrated_dsn, stack_dir, fake_broker.base_url,
         PRICE_SOURCE="alpaca", ALPACA_DATA_STREAM_URL=f"ws://127.0.0.1:{fake_broker.port}/v2/iex",
         ALPACA_REST_BUDGET_PER_MIN=str(BUDGET_PER_MIN), DISABLE_SESSION_SLEEP="1", FLUSH_INTERVAL_S="0.5",
         BACKFILL_DAYS="1",
@@ -166,7 +160,7 @@ def test_a_bot_on_the_same_key_is_never_refused_and_our_requests_stay_in_budget(
     env.pop("ZMQ_SIP_STREAM_ENDPOINT")
     fake_broker.set_prices({symbol: 100 for symbol in SYMBOLS})
     db = Db(migrated_dsn)
-    programs = Programs(env, e2e_dir)
+    programs = Programs(env, stack_dir)
     try:
         programs.start(*PROGRAMS)
         wait_for(lambda: fake_broker.listener_count() == 1, TIMEOUT_S, what="trades stream listening")
@@ -228,3 +222,60 @@ def test_a_bot_on_the_same_key_is_never_refused_and_our_requests_stay_in_budget(
     assert idle["trading"] <= IDLE_MAX
     assert filled >= LOAD_PER_S * MINUTE_S * 0.9
     assert loaded["trading"] <= BUDGET_PER_MIN
+
+
+def test_proxy_shares_the_keys_connection_with_an_unmodified_alpaca_py_stream(
+    migrated_dsn: Dsn, fake_broker: FakeBroker, stack_dir: Path
+) -> None:
+    """``PRICE_SOURCE=alpaca-stream`` with ``CHMGR_DATA_PROXY_BIND``: the bot's alpaca-py
+    ``StockDataStream`` on our proxy gets the trades of its symbols only, our marks follow ours,
+    and the fake broker sees one connection for both (it would refuse a second with 406)."""
+    port = free_port()
+    env = broker_environ(
+        migrated_dsn, stack_dir, fake_broker.base_url,
+        PRICE_SOURCE="alpaca-stream", ALPACA_DATA_STREAM_URL=f"ws://127.0.0.1:{fake_broker.port}/v2/iex",
+        CHMGR_DATA_PROXY_BIND=f"127.0.0.1:{port}", DISABLE_SESSION_SLEEP="1", FLUSH_INTERVAL_S="0.5",
+        BACKFILL_DAYS="1",
+    )  # fmt: skip
+    env.pop("ZMQ_SIP_STREAM_ENDPOINT")
+    fake_broker.set_prices({"AAPL": 100, "MSFT": 200})
+    db = Db(migrated_dsn)
+    programs = Programs(env, stack_dir)
+    bot_trades: list[tuple[str, float]] = []
+    key, secret = fake_broker.keys()
+    client = StockDataStream(key, secret, url_override=f"ws://127.0.0.1:{port}")
+
+    async def on_trade(trade: Trade | dict[Any, Any]) -> None:
+        assert isinstance(trade, Trade)
+        bot_trades.append((trade.symbol, trade.price))
+
+    client.subscribe_trades(on_trade, "MSFT")
+    runner = threading.Thread(target=client.run, name="bot-data", daemon=True)
+    try:
+        programs.start("bus", "state", "trades", "snapshot", "prices")
+        wait_for(lambda: fake_broker.listener_count() == 1, TIMEOUT_S, what="trades stream listening")
+        fake_broker.trading_client().submit_order(
+            MarketOrderRequest(symbol="AAPL", qty=10, side=OrderSide.BUY, time_in_force=TimeInForce.DAY)
+        )
+        wait_for(lambda: _mark(db, "AAPL"), TIMEOUT_S, what="the AAPL lot")
+        runner.start()
+        wait_for(lambda: _server_trades(fake_broker) == [["AAPL", "MSFT"]], TIMEOUT_S, what="one merged connection")
+        fake_broker.set_prices({"AAPL": 105.5, "MSFT": 205.25})
+        wait_for(lambda: _mark(db, "AAPL") == Decimal("105.5"), TIMEOUT_S, what="our mark from the shared stream")
+        wait_for(lambda: bot_trades, TIMEOUT_S, what="the bot's trade")
+        connections = _server_trades(fake_broker)
+    finally:
+        if runner.is_alive():
+            client.stop()
+            runner.join(TIMEOUT_S)
+        db.close()
+        codes = programs.close()
+
+    assert all_clean(codes), programs.logs()
+    assert bot_trades == [("MSFT", 205.25)]  # only what it subscribed to
+    assert connections == [["AAPL", "MSFT"]]
+
+
+def _server_trades(broker: FakeBroker) -> list[list[str]]:
+    state = broker.request("GET", "/sim/data-stream", account=None).json()
+    return [c["trades"] for c in state["connections"] if c["authenticated"]]

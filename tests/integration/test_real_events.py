@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +30,7 @@ from coldharbour.config import Dsn
 from coldharbour.db import loads
 from coldharbour.db.names import AccountNames, account_names
 from coldharbour.domain.ledger import Ledger, rebuild
+from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.sim.broker import BrokerServer
 from coldharbour.sim.engine import DEFAULT_ACCOUNTS
 from coldharbour.sim.postgres import PgCluster
@@ -107,7 +109,8 @@ def world(pg_cluster: PgCluster, migrated_template: str) -> Iterator[World]:
     directory = short_directory()
     broker = FakeBroker(BrokerServer(DEFAULT_ACCOUNTS), DEFAULT_ACCOUNTS).start()
     env = broker_environ(migrated_dsn, directory, broker.base_url, SNAPSHOT_SEC="2", DISABLE_SESSION_SLEEP="1",
-                         FLUSH_INTERVAL_S="1", UI_HEARTBEAT_S="1", CLOSED_SYNC_SEC="2", BACKFILL_DAYS="1")
+                         FLUSH_INTERVAL_S="1", UI_HEARTBEAT_S="1", CLOSED_SYNC_SEC="2", BACKFILL_DAYS="1",
+                         ALPACA_REST_BUDGET_PER_MIN="200")  # the fake's per-key limit: snapshots every 2 s
     programs, db = Programs(env, directory), Db(migrated_dsn)
     world: World | None = None
     try:
@@ -182,6 +185,66 @@ def test_split_canceled_and_rebooked_by_the_broker_is_applied_once(world: World)
     assert world.open_rows("INTC") == [after]
     assert world.closed("INTC") == []
     assert (world.recon(), world.realized()) == (recon, realized)
+
+
+@pytest.mark.parametrize(
+    ("symbol", "timing"),
+    [
+        ("AMZN", {"legs": "payable_date"}),  # legs dated today's midnight, before today's buy
+        ("GOOG", {"legs": "ex_date", "position": "before_legs"}),  # the broker's position moves first
+        ("TSLA", {"legs": "executed_at", "position": "after_legs"}),  # the legs are listed first
+    ],
+)
+def test_split_books_right_whatever_the_legs_timing_and_the_position_order(
+    world: World, symbol: str, timing: dict[str, str]
+) -> None:
+    """Every timing of docs/corporate-actions.md "Announcements": the announcement (served by the
+    fake at GET /v1/corporate-actions) says when; the symbol waits as pending meanwhile."""
+    recon, realized = world.recon(), world.realized()
+    world.broker.set_prices({symbol: "100"})
+    world.buy(symbol, "10")
+    [before] = world.held(symbol, "10")
+    today = datetime.now(UTC).astimezone(NEW_YORK).date()
+
+    posted = world.broker._control("POST", "/sim/corporate-actions", {
+        "type": "forward_split", "symbol": symbol, "old_rate": "1", "new_rate": "2",
+        "payable_date": today.isoformat(), **timing})  # fmt: skip
+    world.snapshots(2)
+    world.broker._control("POST", f"/sim/corporate-actions/{posted['id']}/complete")
+    [after] = world.held(symbol, "20")
+    world.snapshots(3)
+
+    assert (after["parent_id"], after["buy_value"]) == (before["parent_id"], before["buy_value"])
+    assert world.open_rows(symbol) == [after]
+    assert world.closed(symbol) == []
+    assert (world.recon(), world.realized()) == (recon, realized)
+
+
+def test_unit_split_and_stock_and_cash_merger_end_with_the_broker_quantities(world: World) -> None:
+    """Three legs each: the unit split's basis split by the legs' values (no P&L); the
+    stock-and-cash merger closed at the deal's value (CORPORATE) and the acquirer's lot opened."""
+    recon = world.recon()
+    world.broker.set_prices({"SPAC": "10", "SPA": "9", "SPAW": "1", "TGTX": "50", "BUYR": "80"})
+    world.buy("SPAC", "10")
+    world.buy("TGTX", "10")
+    world.held("SPAC", "10")
+    world.held("TGTX", "10")
+
+    world.corporate({"type": "unit_split", "symbol": "SPAC", "old_rate": "1", "new_symbol": "SPA", "new_rate": "1",
+                     "alternate_symbol": "SPAW", "alternate_rate": "1"})  # fmt: skip
+    world.corporate({"type": "stock_and_cash_merger", "symbol": "TGTX", "acquirer_symbol": "BUYR",
+                     "acquirer_rate": "1", "acquiree_rate": "2", "cash_rate": "10"})  # fmt: skip
+    [spa] = world.held("SPA", "10")
+    [warrant] = world.held("SPAW", "10")
+    [acquirer] = world.held("BUYR", "5")
+    [closed] = wait_for(lambda: world.closed("TGTX"), TIMEOUT_S, interval_s=0.1, what="TGTX closed")
+    world.snapshots(3)
+
+    assert (spa["buy_value"], warrant["buy_value"]) == (Decimal(90), Decimal(10))
+    assert world.closed("SPAC") == world.closed("SPA") == []
+    assert (acquirer["buy_value"], closed["exit_type"], closed["pnl_cash"]) == (Decimal(400), "CORPORATE",
+                                                                               Decimal(0))
+    assert world.recon() == recon
 
 
 def test_symbol_change_moves_the_lot_with_its_basis(world: World) -> None:

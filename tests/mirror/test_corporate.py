@@ -1,4 +1,4 @@
-"""Corporate actions, busts and late fills through the mirror (SPEC §8), without PostgreSQL.
+"""Corporate actions, busts and late fills through the mirror (docs/spec.md §8), without PostgreSQL.
 
 Broker payloads: the corporate-action legs are Alpaca NonTradeActivity objects
 (https://docs.alpaca.markets/us/docs/account-activities.md: ``id`` ``<NY stamp>::<uuid>``,

@@ -129,7 +129,7 @@ def test_activities_page_writes_raw_activities_and_cash_flows() -> None:
 
 
 def test_activities_page_deletes_canceled_cash_flows_and_a_later_version_wins() -> None:
-    """SPEC §8 corrections: a canceled activity's id is deleted; re-booked after, it is written."""
+    """docs/spec.md §8 corrections: a canceled activity's id is deleted; re-booked after, it is written."""
     driver = Driver()
     fee = CashFlow(id="20240301000000000::fee-1", ts=AT, amount=Decimal("-0.05"), type="FEE", category=Category.FEE)
 
@@ -144,7 +144,7 @@ def test_activities_page_deletes_canceled_cash_flows_and_a_later_version_wins() 
 
 
 def test_a_final_order_with_a_commission_books_it_as_a_fee_once() -> None:
-    """SPEC §8: ``commission`` on an order (Alpaca's order object) is a fee, booked when final."""
+    """docs/spec.md §8: ``commission`` on an order (Alpaca's order object) is a fee, booked when final."""
     driver = Driver()
     live = order("C", status="partially_filled", commission=Decimal("1.25"))
     filled = order("C", status="filled", commission=Decimal("1.25"), filled_at=T0 + 5, updated_at=T0 + 5)

@@ -15,9 +15,16 @@ from decimal import Decimal
 
 from coldharbour.domain import changes as ch
 from coldharbour.domain.types import BrokerPosition
-from coldharbour.messages import LedgerCheckRequested, OrderUpdated, ResyncRequested, SnapshotTaken
+from coldharbour.messages import (
+    AccountChanged,
+    LedgerCheckRequested,
+    OrderUpdated,
+    ResyncRequested,
+    SnapshotTaken,
+    topic_state,
+)
 from coldharbour.mirror import FlushDue
-from tests.mirror.support import NOW, T0, DictStore, Driver, Store, fill, of_kind, order
+from tests.mirror.support import NOW, T0, DictStore, Driver, Store, bracket, fill, history_complete, of_kind, order
 
 
 class ScriptedStore(DictStore):
@@ -135,3 +142,42 @@ def test_owner_start_swaps_the_converged_rows() -> None:
     assert started is True
     assert set(restarted.mirror.accounts["demo"].rows) == set(account.rows)
     assert set(store.tables.open) == set(account.rows)
+
+
+def test_owner_announces_what_a_commit_changed_per_account_after_the_commit() -> None:
+    driver, _ = _driver({})
+
+    driver.feed(_fill_event())
+
+    changed = [m for topic, m in driver.outbox.sent if topic == topic_state("demo") and isinstance(m, AccountChanged)]
+    assert len(changed) == 1
+    assert {"open_rows", "orders"} <= set(changed[0].kinds)
+
+
+def test_owner_announces_nothing_for_a_commit_that_failed_or_a_mark_flush() -> None:
+    driver, _ = _driver({0: ch.CommitOutcome.FAILED})
+    driver.feed(_fill_event())
+
+    assert not [m for _, m in driver.outbox.sent if isinstance(m, AccountChanged)]
+    assert ch.changed_kinds([ch.OpenRows(account="demo", deletes=("p",), announce=False),
+                             ch.ClosedSlices(account="demo"),
+                             ch.CashFlows(account="paper_1", deletes=("f",))]) == {"paper_1": ("cash_flows",)}
+
+
+def test_owner_a_snapshot_that_finds_nothing_new_commits_and_announces_nothing() -> None:
+    driver = Driver()
+    entry, take, stop = bracket("A")
+    execution = str(uuid.uuid5(uuid.NAMESPACE_URL, "execution-snapshot"))
+    filled = OrderUpdated(account="demo", event="fill", order=entry, fill=fill("A", execution=execution))
+    driver.feed(*history_complete(T0), ("trade.demo", filled))
+    position = BrokerPosition(symbol="AAPL", qty=Decimal(10), avg_entry_price=Decimal(100))
+    snapshot = SnapshotTaken(account="demo", taken_at=NOW, positions=(position,), open_orders=(take, stop),
+                             cash=Decimal(1000))
+    first = driver.feed(("snap.demo", snapshot))
+    sent = len(driver.outbox.sent)
+
+    again = [driver.feed(("snap.demo", snapshot), now=NOW + i) for i in (1, 2)]
+
+    assert driver.changes(first)  # the first one wrote the legs' raw orders
+    assert [driver.changes(plans) for plans in again] == [[], []]
+    assert not [m for _, m in driver.outbox.sent[sent:] if isinstance(m, AccountChanged)]

@@ -26,7 +26,7 @@ from coldharbour.messages import (
     SnapshotTaken,
 )
 from coldharbour.mirror import Event
-from coldharbour.mirror.owner import History
+from coldharbour.mirror.owner import LEDGER_CHECK_IDLE_EVERY, History
 from tests.mirror.support import T0, DictStore, Driver, Store, fill, order
 
 
@@ -176,3 +176,40 @@ def test_a_ledger_difference_is_confirmed_by_a_second_check_before_state_exits()
         driver.feed(_check())
     assert first == 1
     assert len(resyncs) == 1  # a rewind in between: what was in flight arrives before the second check
+
+
+class _CountingHistoryStore(HistoryStore):
+    def __init__(self, history: History) -> None:
+        super().__init__(history)
+        self.loads = 0
+
+    async def load_history(self, slug: str) -> History | None:
+        self.loads += 1
+        return await super().load_history(slug)
+
+
+def test_a_clean_account_with_no_commit_since_is_checked_only_every_few_requests() -> None:
+    entry = order("A", qty=Decimal(10), filled_qty=Decimal(10))
+    bought = fill("A", qty=10, price=100)
+    driver = Driver()
+    store = _CountingHistoryStore(([entry], [bought], []))
+    driver.database = driver.owner.store = store
+    driver.feed(("trade.demo", OrderUpdated(account="demo", event="fill", order=entry, fill=bought)))
+
+    driver.feed(_check())  # clean
+    driver.feed(*[_check() for _ in range(LEDGER_CHECK_IDLE_EVERY - 1)])
+    idle = store.loads
+    driver.feed(_check())  # the every-N check of an idle account
+    every_n = store.loads
+    sold = order("B", side="sell", qty=Decimal(4), filled_qty=Decimal(4))
+    store.history = ([entry, sold], [bought, fill("B", qty=4, price=101, side="sell")], [])
+    driver.feed(("trade.demo", OrderUpdated(account="demo", event="fill", order=sold,
+                                            fill=fill("B", qty=4, price=101, side="sell"))))
+    driver.feed(_check())  # a commit since: checked at once
+
+    assert idle == 1
+    assert every_n == 2
+    assert store.loads == 3
+    assert driver.mirror.counters["ledger_checks_idle_skipped"] == LEDGER_CHECK_IDLE_EVERY - 1
+    assert driver.mirror.counters["ledger_checks"] == LEDGER_CHECK_IDLE_EVERY + 2  # every request answered
+    assert driver.mirror.counters["ledger_check_suspect"] == 0

@@ -56,7 +56,7 @@ from coldharbour.broker.convert import (
 from coldharbour.broker.feed import Skip, TradeFilter, decode_frames
 from coldharbour.broker.validate import MAX_ID_CHARS, MAX_SYMBOL_CHARS, MAX_TIME_NS
 from coldharbour.config import Dsn
-from coldharbour.domain.money import MAX_ABS, MAX_DIGITS, MAX_SCALE
+from coldharbour.domain.money import MAX_ABS, MAX_DIGITS, MAX_SCALE, InvalidMoney, to_display_decimal_or_none
 from coldharbour.messages import OrderUpdated, Tick
 from tests.fixtures.bus import InprocBus
 from tests.reliability.test_corpus_bus import HOSTILE_VALUES, _numbers_finite
@@ -472,6 +472,14 @@ POSITION_BASE: dict[str, object] = {
 }  # fmt: skip
 
 
+def _shown(value: object) -> Decimal | None:
+    """A shown-only number the exact contract refuses: rounded when it is a number (money.py), else None."""
+    try:
+        return to_display_decimal_or_none(value, field="current_price")
+    except InvalidMoney:
+        return None
+
+
 def _position_change(field: str, value: object) -> Change:
     """The contract of each Position field (``RawPosition``, ALPACA.md §3)."""
     if field == "symbol":  # required text, at most MAX_SYMBOL_CHARS; stripped, upper-cased
@@ -485,9 +493,11 @@ def _position_change(field: str, value: object) -> Change:
         number = _decimal(value, required=True)
         # A negative one is kept as sent (current behaviour): the snapshot only compares it.
         return number if isinstance(number, Fault) else VALUE if number is None else {field: number}
-    if field == "current_price":
+    if field == "current_price":  # a wrong JSON type refuses the object; a bad number is only shown: rounded or dropped
         number = _decimal(value)
-        return number if isinstance(number, Fault) else {field: number}
+        if number is SHAPE:
+            return number
+        return {field: _shown(value) if isinstance(number, Fault) else number}
     if field == "side":  # text, default long; ``short`` with a positive qty makes it negative
         text = _as_text(value, "long")
         if isinstance(text, Fault):

@@ -12,7 +12,7 @@ the NonTradeActivity object), its activity types changelog (docs.alpaca.markets 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -346,13 +346,16 @@ def test_wire_corporate_action_route_cancel_rebook_and_announcements(fake_broker
     ok = fake_broker.request("POST", "/sim/corporate-actions", account=None,
                              json={"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "3"})
     action_id = ok.json()["id"]
-    announced = announcements.get_corporate_actions(CorporateActionsRequest(symbols=["AAPL"]))
+    today = datetime.now(UTC).date()  # the ex-date defaults to the next weekday
+    start, end = today - timedelta(days=2), today + timedelta(days=7)
+    announced = announcements.get_corporate_actions(CorporateActionsRequest(symbols=["AAPL"], start=start, end=end))
     rebooked = fake_broker.request("POST", f"/sim/corporate-actions/{action_id}/cancel", account=None, json={
         "rebook": {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2"}})  # fmt: skip
     missing = fake_broker.request("POST", f"/sim/corporate-actions/{action_id}/cancel", account=None, json={})
     activities = client.get("/account/activities/SPLIT", {"direction": "asc"})
     position = client.get_open_position("AAPL")
-    splits_only = CorporateActionsRequest(symbols=["AAPL"], types=[CorporateActionsType.FORWARD_SPLIT])
+    splits_only = CorporateActionsRequest(symbols=["AAPL"], types=[CorporateActionsType.FORWARD_SPLIT], start=start,
+                                          end=end)
     after = announcements.get_corporate_actions(splits_only)
 
     assert bad.status_code == 400

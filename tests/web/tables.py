@@ -1,8 +1,8 @@
 """Rows written the way `state` writes them, each with its NOTIFY in the same transaction.
 
-The payloads are built by ``coldharbour.db.notify`` (the push contract of SPEC.md §6, the code
+The payloads are built by ``coldharbour.db.notify`` (the push contract of docs/spec.md §6, the code
 `state` uses), so the page is tested against exactly what the service sends. The rows follow
-SPEC.md §2.2/§2.3; a test may also write a row without its NOTIFY (what a missed push looks
+docs/spec.md §2.2/§2.3; a test may also write a row without its NOTIFY (what a missed push looks
 like) or send only a ``refetch``.
 """
 
@@ -130,4 +130,13 @@ class Tables:
             "updated_at": datetime.now(UTC),
         }  # fmt: skip
         self._upsert(self.names.equity_full.ident, row, ("date",))
+        self.conn.commit()
+
+    def put_intraday(self, ts: datetime, cumulative_return: Decimal) -> None:
+        """Write one intraday equity point (no channel: the dashboard notices the table changed)."""
+        row = {
+            "ts": ts, "deposit": Decimal(100_000), "cumulative_return": cumulative_return, "drawdown": Decimal(0),
+            "realised_return": Decimal(0), "updated_at": datetime.now(UTC),
+        }  # fmt: skip
+        self._upsert(self.names.equity_intraday.ident, row, ("ts",))
         self.conn.commit()

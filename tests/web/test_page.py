@@ -1,7 +1,7 @@
 """The dashboard page in a real chromium, fed by rows and NOTIFYs the test writes as `state` does.
 
-Payload shapes: SPEC.md §6 (built by ``coldharbour.db.notify``, the code `state` sends them
-with); row columns: SPEC.md §2.2/§2.3. The hostile symbol is injected through the database
+Payload shapes: docs/spec.md §6 (built by ``coldharbour.db.notify``, the code `state` sends them
+with); row columns: docs/spec.md §2.2/§2.3. The hostile symbol is injected through the database
 here (the fake broker only trades symbols it has a price for); the whole-stack test
 (tests/integration/test_dashboard.py) covers the broker path for everything else.
 """
@@ -9,7 +9,7 @@ here (the fake broker only trades symbols it has a price for); the whole-stack t
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -68,7 +68,7 @@ def test_page_closed_trades_and_kpis_are_pushed(page: Page, dashboard: Dashboard
     tables.set_metrics({"Closed Trades (n)": 0, "Win Rate %": None, "as_of": "2026-12-01T15:00:00Z"})
     _open(page, dashboard)
     expect(page.locator('[data-kpi="Closed Trades (n)"]')).to_have_text("0")
-    expect(page.locator('[data-kpi="Win Rate %"]')).to_have_text("—")
+    expect(page.locator('[data-kpi="Win Rate %"]')).to_have_text("needs a closed trade")  # not "—"
 
     tables.insert_closed(closed_slice("lot-c", "TSLA"))
     tables.set_metrics({"Closed Trades (n)": 1, "Win Rate %": 100, "NET REALIZED CASH (FIFO)": 100.5})
@@ -290,3 +290,33 @@ def test_page_one_row_per_symbol_lots_inside_against_their_own_entry(
     expect(_lot_row(page, "spy-1").locator("[data-col=profit_loss]")).to_have_text("2.70")
     expect(spy.locator("[data-col=pnl]")).to_have_text("90.00")
     assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_page_kpis_grouped_and_waiting_cards_say_what_for(page: Page, dashboard: Dashboard, tables: Tables) -> None:
+    tables.set_metrics({"Closed Trades (n)": 2, "Sharpe 10d": None, "CAGR %": None, "Profit Factor": None,
+                        "Max Drawdown %": -1.5, "Total Return %": 0.05, "as_of": "2026-12-01T15:00:00Z"})  # fmt: skip
+    _open(page, dashboard)
+
+    groups = page.locator("[data-testid=kpis] [data-kpi-group]")
+    expect(groups).to_have_count(3)
+    expect(page.locator('[data-kpi-group="trades"] [data-kpi="Closed Trades (n)"]')).to_have_text("2")
+    expect(page.locator('[data-kpi-group="trades"] .card').first).to_contain_text("Closed trades (lots)")
+    expect(page.locator('[data-kpi-group="risk"] [data-kpi="Sharpe 10d"]')).to_have_text("needs 10 sessions")
+    expect(page.locator('[data-kpi="CAGR %"]')).to_have_text("needs 20 sessions")
+    expect(page.locator('[data-kpi="Profit Factor"]')).to_have_text("needs a losing trade")
+    expect(page.locator('[data-kpi-group="account"] [data-kpi="Total Return %"]')).to_have_text("0.05")
+    expect(page.locator("[data-testid=kpis] .value", has_text="—")).to_have_count(0)
+
+
+def test_page_daily_chart_shows_the_intraday_curve_on_the_first_day(
+    page: Page, dashboard: Dashboard, tables: Tables
+) -> None:
+    now = datetime.now(UTC)
+    tables.put_intraday(now - timedelta(minutes=2), Decimal("0.001"))
+    tables.put_intraday(now - timedelta(minutes=1), Decimal("0.002"))
+    _open(page, dashboard)
+
+    daily = page.locator("[data-testid=equity-daily]")
+    expect(daily).to_have_attribute("data-curve", "intraday")
+    expect(daily).to_have_attribute("data-points", "2")
+    expect(page.locator("#chart-daily-caption")).to_contain_text("first session")

@@ -13,23 +13,39 @@ from psycopg import sql
 from coldharbour.db.names import account_names
 from coldharbour.domain.metrics import KPI_KEYS
 from coldharbour.jobs.clock import ManualClock
-from coldharbour.messages import MetricsComputed, topic_metrics
+from coldharbour.messages import AccountChanged, MetricsComputed, topic_metrics, topic_state
 from tests.analytics.helpers import Rows, context, insert, running, settings_for, utc
 from tests.support import async_wait_for
 from workers import metrics
 
 pytestmark = pytest.mark.asyncio
-INTERVAL_S = 5
+GAP_S = 5  # METRICS_INTERVAL_S: at most one run per account per gap
 
 
 def _documents(observer) -> list[dict]:
     return [json.loads(m.payload) for m in observer.messages() if isinstance(m, MetricsComputed)]
 
 
-async def _tick(clock: ManualClock, ctx, runs: int) -> None:
-    """Step the clock one interval and wait until the worker finished that run and sleeps again."""
-    clock.advance(timedelta(seconds=INTERVAL_S))
-    await async_wait_for(lambda: ctx.counters["metrics_runs"] >= runs and clock.sleepers == 1, what=f"run {runs}")
+async def _listening(bus, ctx) -> None:
+    """Wait until metrics hears ``state.*`` (a change of no KPI input, announced until heard)."""
+    heard = ctx.counters["metrics_changes_heard"]
+
+    def probed() -> bool:
+        bus.inject(topic_state("demo"), AccountChanged(account="demo", kinds=("orders",)))
+        return ctx.counters["metrics_changes_heard"] > heard
+
+    await async_wait_for(probed, what="metrics subscribed to state.*")
+
+
+async def _idle(clock: ManualClock, ctx, runs: int) -> None:
+    await async_wait_for(lambda: ctx.counters["metrics_runs"] == runs and clock.sleepers == 1, what=f"run {runs}")
+
+
+async def _changed(bus, clock: ManualClock, ctx, runs: int, kinds: tuple[str, ...] = ("closed",)) -> None:
+    """Announce a commit as ``state`` does, past the gap, and wait until that run finished."""
+    clock.advance(timedelta(seconds=GAP_S))
+    bus.inject(topic_state("demo"), AccountChanged(account="demo", kinds=kinds))
+    await _idle(clock, ctx, runs)
 
 
 def _store(rows: Rows, observer) -> None:
@@ -45,7 +61,7 @@ def rows(migrated_dsn, tmp_path, bus):
     builder.close()
 
 
-async def test_metrics_publishes_once_while_unchanged_then_again_on_a_new_trade(
+async def test_metrics_runs_only_when_an_input_changed_and_publishes_only_a_changed_document(
     migrated_dsn, tmp_path, bus, rows
 ) -> None:
     settings = settings_for(migrated_dsn, tmp_path, bus)
@@ -58,14 +74,17 @@ async def test_metrics_publishes_once_while_unchanged_then_again_on_a_new_trade(
     observer = bus.observe(topic_metrics("demo"))
 
     async with running(partial(metrics.run, settings, ctx, clock=clock), ctx):
-        await async_wait_for(lambda: ctx.counters["metrics_runs"] == 1 and clock.sleepers == 1)
+        await _idle(clock, ctx, 1)
         await async_wait_for(lambda: _documents(observer), what="first document")
         _store(rows, observer)  # as state would
-        for run in (2, 3, 4):
-            await _tick(clock, ctx, run)
+        await _listening(bus, ctx)  # a change of raw orders only: no run
+        clock.advance(timedelta(seconds=metrics.RECHECK_S))
+        await _idle(clock, ctx, 2)  # the published document read back: stored, nothing more to do
+        clock.advance(timedelta(hours=6))  # time alone runs nothing
+        await _changed(bus, clock, ctx, 3, kinds=("cash_flows",))  # nothing new in the rows: no document
         unchanged = len(_documents(observer))
         rows.closed("lot-3", "tp-3", "30", exit_type="TP")
-        await _tick(clock, ctx, 5)
+        await _changed(bus, clock, ctx, 4)
         await async_wait_for(lambda: len(_documents(observer)) == 2, what="second document")
 
     first, second = _documents(observer)
@@ -80,6 +99,25 @@ async def test_metrics_publishes_once_while_unchanged_then_again_on_a_new_trade(
     assert first["Total Return %"] is None
     assert second["Closed Trades (n)"] == 3
     assert second["Realized P/L (Strategy Only)"] == 60.0
+
+
+async def test_metrics_changes_within_the_gap_make_one_run(migrated_dsn, tmp_path, bus, rows) -> None:
+    settings = settings_for(migrated_dsn, tmp_path, bus)
+    ctx = context("metrics", settings, bus)
+    clock = ManualClock(utc(2024, 3, 16, 15))
+    async with running(partial(metrics.run, settings, ctx, clock=clock), ctx):
+        await _idle(clock, ctx, 1)
+        await _listening(bus, ctx)
+        heard = ctx.counters["metrics_changes_heard"]
+        for kinds in (("closed",), ("open_rows",), ("intraday",)):
+            bus.inject(topic_state("demo"), AccountChanged(account="demo", kinds=kinds))
+        await async_wait_for(lambda: ctx.counters["metrics_changes_heard"] >= heard + 3, what="three changes heard")
+        assert ctx.counters["metrics_runs"] == 1  # still inside the gap
+        clock.advance(timedelta(seconds=GAP_S))
+        await _idle(clock, ctx, 2)
+        await _changed(bus, clock, ctx, 3)  # the next change is the next run: the three made one
+
+    assert ctx.counters["metrics_runs"] == 3
 
 
 async def test_metrics_restart_with_the_same_stored_document_publishes_nothing(
@@ -98,8 +136,9 @@ async def test_metrics_restart_with_the_same_stored_document_publishes_nothing(
     later = ManualClock(utc(2024, 3, 16, 16))
 
     async with running(partial(metrics.run, settings, second_ctx, clock=later), second_ctx):
-        await async_wait_for(lambda: second_ctx.counters["metrics_runs"] == 1 and later.sleepers == 1)
-        await _tick(later, second_ctx, 2)
+        await _idle(later, second_ctx, 1)
+        await _listening(bus, second_ctx)
+        await _changed(bus, later, second_ctx, 2)
 
     assert len(_documents(observer)) == 1
 
@@ -108,7 +147,7 @@ async def test_issue_6_kpi_document_lost_on_the_bus_is_sent_again(migrated_dsn, 
     """Issue 6 bug: ``metrics`` published a document once and afterwards only when its figures
     moved, so a document lost on the bus (``state`` not subscribed yet when every program starts
     together, or restarting) never reached the table: on an idle account the KPI row stayed
-    missing. Each run now compares with the stored document and re-sends until it is stored."""
+    missing. A published document is read back after ``RECHECK_S`` and sent again until stored."""
     settings = settings_for(migrated_dsn, tmp_path, bus)
     ctx = context("metrics", settings, bus)
     clock = ManualClock(utc(2024, 3, 16, 15))  # a Saturday: nothing moves
@@ -116,13 +155,16 @@ async def test_issue_6_kpi_document_lost_on_the_bus_is_sent_again(migrated_dsn, 
     observer = bus.observe(topic_metrics("demo"))
 
     async with running(partial(metrics.run, settings, ctx, clock=clock), ctx):
-        await async_wait_for(lambda: ctx.counters["metrics_runs"] == 1 and clock.sleepers == 1)
+        await _idle(clock, ctx, 1)
         lost = len(_documents(observer))  # published; nobody stored it
-        await _tick(clock, ctx, 2)
+        clock.advance(timedelta(seconds=metrics.RECHECK_S))
+        await _idle(clock, ctx, 2)
         resent = len(_documents(observer))
         _store(rows, observer)
-        for run in (3, 4):
-            await _tick(clock, ctx, run)
+        clock.advance(timedelta(seconds=metrics.RECHECK_S))
+        await _idle(clock, ctx, 3)  # read back: stored
+        clock.advance(timedelta(hours=1))
+        await _changed(bus, clock, ctx, 4)  # proves no run came between
 
     first, again = _documents(observer)
     assert (lost, resent) == (1, 2)

@@ -14,8 +14,8 @@ from coldharbour.broker import stream as stream_module
 from coldharbour.messages import OrderUpdated, ResyncRequested
 from tests.fixtures.broker import FakeBroker
 from tests.fixtures.bus import InprocBus, Observer
-from tests.support import async_wait_for
-from tests.workers.broker_support import InProcessWorker, worker_settings
+from tests.support import async_wait_for, make_settings
+from tests.workers.broker_support import UNUSED_DSN, InProcessWorker, worker_settings
 from workers import trades
 
 
@@ -84,3 +84,37 @@ async def test_trades_wrong_secret_never_logged(
 
     assert secret not in caplog.text
     assert "stream authentication refused" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_trades_opens_many_accounts_streams_a_few_at_a_time_and_reports_n_of_n(
+    bus: InprocBus, fake_broker_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [f"acct{i:02d}" for i in range(12)]
+    broker = fake_broker_factory(accounts=names)
+    monkeypatch.setattr(trades, "OPENING_AT_ONCE", 3)
+    monkeypatch.setattr(trades, "PROGRESS_INTERVAL_S", 0.05)
+    env: dict[str, str] = {}
+    for name in names:
+        key, secret = broker.keys(name)
+        suffix = name.upper()
+        env |= {f"ALPACA_API_KEY_{suffix}": key, f"ALPACA_SECRET_KEY_{suffix}": secret,
+                f"ALPACA_BASE_URL_{suffix}": broker.base_url}
+    settings = make_settings(UNUSED_DSN, tmp_path, tuple(names), CHMGR_BUS_IN=bus.bus_in, CHMGR_BUS_OUT=bus.bus_out,
+                             ALPACA_REST_BUDGET_PER_MIN="6000", **env)
+    progress: list[int] = []
+    worker = InProcessWorker("trades", trades.amain, settings, bus).start()
+    try:
+        def every_stream_open() -> bool:
+            progress.append(worker.ctx.counters["streams_open"])
+            return worker.ctx.counters["streams_open"] == len(names)
+
+        await async_wait_for(every_stream_open, 30, interval_s=0.01, what="every account streaming")
+        total = worker.ctx.counters["streams_total"]
+    finally:
+        await worker.close()
+
+    assert total == len(names)
+    assert broker.listener_count() == 0
+    assert worker.ctx.counters["stream_connects"] == len(names)
+    assert progress == sorted(progress)  # n of N only grows while they open

@@ -382,21 +382,79 @@
     return v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
   }
 
+  // Cards grouped (account, trades, risk). A card with no value yet says what it waits for.
+  const KPI_GROUPS = [
+    ["account", "Account", ["TOTAL ACCOUNT RESULT (Equity)", "Total Return %", "Unrealized P/L (Open)", "Current Open Value",
+      "NET REALIZED CASH (FIFO)", "Net Dividends", "Net Interest", "Total Fees", "Total Buy Volume", "Total Sell Volume",
+      "MTD %", "YTD %", "Exposure %"]],
+    ["trades", "Trades", ["Closed Trades (n)", "Open Trades (n)", "Realized P/L (Broker/FIFO)", "Realized P/L (Strategy Only)",
+      "Win Rate %", "Breakeven %", "Risk-Reward Ratio", "Expectancy ($)", "Profit Factor", "Mean Take ($)", "Mean Stop ($)",
+      "Mean Holding Take (Days)", "Mean Holding Stop (Days)"]],
+    ["risk", "Risk (daily returns)", ["Max Drawdown %", "Max Drawdown Duration (Days)", "Longest Drawdown (Days)",
+      "Sharpe 10d", "Sharpe 21d", "Sharpe 63d", "Sharpe 126d", "Sharpe 252d", "Sortino", "Smart Sharpe", "Calmar",
+      "CAGR %", "Volatility (ann.) %", "Best Day %", "Worst Day %", "Win Days %", "Avg Win ($)", "Avg Loss ($)",
+      "Payoff Ratio", "Max Consecutive Wins", "Max Consecutive Losses"]],
+  ];
+  const KPI_LABELS = { "Closed Trades (n)": "Closed trades (lots)", "Open Trades (n)": "Open trades (lots)" };
+  const ANNUALISED = new Set(["CAGR %", "Volatility (ann.) %", "Sortino", "Smart Sharpe", "Calmar"]);
+  const NEEDS_LOSS = new Set(["Mean Stop ($)", "Mean Holding Stop (Days)", "Profit Factor", "Risk-Reward Ratio", "Breakeven %"]);
+  const NEEDS_MARKS = new Set(["TOTAL ACCOUNT RESULT (Equity)", "Unrealized P/L (Open)", "Current Open Value"]);
+
+  function waitsFor(key) {
+    const sharpe = /^Sharpe (\d+)d$/.exec(key);
+    if (sharpe) return "needs " + sharpe[1] + " sessions";
+    if (ANNUALISED.has(key)) return "needs 20 sessions";
+    if (NEEDS_LOSS.has(key)) return "needs a losing trade";
+    if (NEEDS_MARKS.has(key)) return "needs a mark for every open lot";
+    if (key === "Avg Loss ($)") return "needs a losing day";
+    if (key === "Avg Win ($)") return "needs a winning day";
+    if (key === "Payoff Ratio") return "needs a winning and a losing day";
+    if (key === "Total Return %") return "needs the first equity point";
+    if (/Trades|Take|Win Rate|Expectancy|Realized/.test(key)) return "needs a closed trade";
+    return "needs the first session close";
+  }
+
+  function kpiCard(key, value) {
+    const card = el("div", "card");
+    card.appendChild(el("div", "label", KPI_LABELS[key] || key));
+    const missing = value === null || value === undefined;
+    const val = el("div", missing ? "value waiting" : "value", missing ? waitsFor(key) : kpiText(key, value));
+    val.setAttribute("data-kpi", key);
+    if (!missing) signClass(val, /P\/L|RESULT|CASH|Expectancy|Return|MTD|YTD/.test(key) ? value : null);
+    card.appendChild(val);
+    return card;
+  }
+
   function onMetrics(doc) {
     const box = $("kpis");
     box.replaceChildren();
     if (!doc || typeof doc !== "object") return;
-    for (const [key, value] of Object.entries(doc)) {
-      if (key === "as_of") continue;
-      const card = el("div", "card");
-      card.appendChild(el("div", "label", key));
-      const val = el("div", "value", kpiText(key, value));
-      val.setAttribute("data-kpi", key);
-      signClass(val, /P\/L|RESULT|CASH|Expectancy/.test(key) ? value : null);
-      card.appendChild(val);
-      box.appendChild(card);
+    const placed = new Set(["as_of"]);
+    for (const [id, title, keys] of KPI_GROUPS) {
+      const present = keys.filter((key) => key in doc);
+      if (!present.length) continue;
+      const group = el("div", "kpi-group");
+      group.setAttribute("data-kpi-group", id);
+      group.appendChild(el("h3", "", title));
+      const cards = el("div", "cards");
+      for (const key of present) {
+        cards.appendChild(kpiCard(key, doc[key]));
+        placed.add(key);
+      }
+      group.appendChild(cards);
+      box.appendChild(group);
     }
-    box.title = "as of " + plain(doc.as_of);
+    const rest = Object.keys(doc).filter((key) => !placed.has(key));
+    if (rest.length) {
+      const group = el("div", "kpi-group");
+      group.setAttribute("data-kpi-group", "other");
+      group.appendChild(el("h3", "", "Other"));
+      const cards = el("div", "cards");
+      for (const key of rest) cards.appendChild(kpiCard(key, doc[key]));
+      group.appendChild(cards);
+      box.appendChild(group);
+    }
+    box.title = "as of " + time(doc.as_of) + " New York";
   }
 
   // ----- equity charts (inline SVG, drawn by hand) ------------------------------------------
@@ -434,7 +492,15 @@
   function onEquity(curves) {
     const daily = (curves && curves.daily) || [];
     const intraday = (curves && curves.intraday) || [];
-    drawCurve($("chart-daily"), daily.map((r) => ({ y: isNum(r.cash_balance) && isNum(r.market_value) ? r.cash_balance + r.market_value : null })), money);
+    const dailyPoints = daily.map((r) => ({ y: isNum(r.cash_balance) && isNum(r.market_value) ? r.cash_balance + r.market_value : null }));
+    const firstDay = !dailyPoints.some((p) => isNum(p.y)) && intraday.length > 0;
+    setText($("chart-daily-caption"), firstDay ? "Equity: first session, today's curve (cumulative return %) until the first close" : "Equity (daily)");
+    $("chart-daily").setAttribute("data-curve", firstDay ? "intraday" : "daily");
+    if (firstDay) {
+      drawCurve($("chart-daily"), intraday.map((r) => ({ y: isNum(r.cumulative_return) ? 100 * r.cumulative_return : null })), (v) => v.toFixed(2) + " %");
+    } else {
+      drawCurve($("chart-daily"), dailyPoints, money);
+    }
     drawCurve($("chart-intraday"), intraday.map((r) => ({ y: isNum(r.cumulative_return) ? 100 * r.cumulative_return : null })), (v) => v.toFixed(2) + " %");
   }
 
