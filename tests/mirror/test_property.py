@@ -123,13 +123,22 @@ def rewrites(draw: st.DrawFn, fills: list[Fill]) -> tuple[list[CorporateAction],
         # the start of its ex-date lands (docs/corporate-actions.md "Announcements")
         if draw(st.booleans()):
             when = at(draw(st.integers(0, 40))) - 1_000
-        kind = draw(st.sampled_from(["split", "reverse", "symbol_change", "cash_merger", "removal", "coin_fee"]))
+        kind = draw(st.sampled_from(["split", "reverse", "symbol_change", "cash_merger", "removal", "coin_fee",
+                                     "unit_split", "stock_cash_merger"]))
         if kind == "symbol_change":
             # Into a symbol not held (renaming into a held symbol can make a later fill of the old
             # symbol collide with the moved lot's key: a known limit, see the wiring report).
             target = "NEW0" if symbol != "NEW0" else f"NEW{n + 1}"
             actions.append(CorporateAction(id=f"act{n}", type="symbol_change", symbol=symbol, ts=when,
                                            new_symbol=target))
+        elif kind == "unit_split":  # into two symbols not held, the basis split 60:40
+            actions.append(CorporateAction(id=f"act{n}", type="unit_split", symbol=symbol, ts=when, ratio=Decimal(1),
+                                           new_symbol=f"UA{n}", alternate_symbol=f"UB{n}", alternate_ratio=Decimal(1),
+                                           basis_share=Decimal("0.6")))
+        elif kind == "stock_cash_merger":
+            actions.append(CorporateAction(id=f"act{n}", type="stock_cash_merger", symbol=symbol, ts=when,
+                                           ratio=Decimal("0.5"), new_symbol=f"ACQ{n}", price=Decimal(120),
+                                           cash_per_share=Decimal(5)))
         elif kind == "removal":  # a worthless removal at 0, or a redemption
             cash = draw(st.sampled_from([Decimal(0), Decimal("99.25")]))
             actions.append(CorporateAction(id=f"act{n}", type="removal", symbol=symbol, ts=when, cash_per_share=cash))
