@@ -48,7 +48,7 @@ from typing import Final, Literal
 import msgspec
 
 from coldharbour.domain.cashflows import activity_id_time
-from coldharbour.domain.money import ZERO
+from coldharbour.domain.money import MAX_ABS, ZERO
 from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.domain.types import Fill, direction, from_datetime
@@ -106,10 +106,20 @@ def is_corporate(fill: Fill) -> bool:
     return fill.order_id.startswith(CORPORATE_PREFIX)
 
 
+# Real ratios run from 1-for-10,000 to 10,000-for-1 at the very most; beyond, a leg is wrong (a
+# quantity of 1e-11 against 10 shares), and booking it would scale prices past every cap.
+MIN_RATIO: Final = Decimal("1e-5")
+MAX_RATIO: Final = Decimal("1e5")
+
+
 def check_action(action: CorporateAction) -> ActionProblem | None:
-    """Return what makes ``action`` unusable, or None."""
+    """Return what makes ``action`` unusable, or None (the whole action is then held)."""
     if not action.ratio.is_finite() or action.ratio <= 0:
         return ActionProblem(id=action.id, reason=f"ratio must be > 0, found {action.ratio}")
+    if not MIN_RATIO <= action.ratio <= MAX_RATIO:
+        return ActionProblem(id=action.id, reason=f"ratio {action.ratio:.6g} outside {MIN_RATIO}..{MAX_RATIO} (held)")
+    if any(v is not None and not (v.is_finite() and abs(v) < MAX_ABS) for v in (action.price, action.cash_per_share)):
+        return ActionProblem(id=action.id, reason="a price or cash per share past the cap (held)")
     if action.type in _RENAMES | {"spinoff"} and not action.new_symbol:
         return ActionProblem(id=action.id, reason=f"{action.type}: new_symbol missing")
     if action.type == "cash_merger" and not (action.cash_per_share is not None and action.cash_per_share > 0):

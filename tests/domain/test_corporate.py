@@ -271,3 +271,17 @@ def test_two_actions_at_the_same_instant_apply_in_order() -> None:
 
     assert ledger.lots == {}
     assert [(s.qty, s.pnl_cash, s.exit_type) for s in ledger.slices.values()] == [(D(10), D(-1000), "CORPORATE")]
+
+
+def test_an_absurd_ratio_or_price_holds_the_whole_action() -> None:
+    """A leg of 1e-11 shares against 10 (a 1e-12 ratio) would scale the price past every cap:
+    the action is held whole (reported), the lot stays as the fills made it, and a rebuild agrees."""
+    tiny = split("0.000000000001")
+    priced = CorporateAction(id="cm", type="cash_merger", symbol="AAPL", ts=at(60), cash_per_share=D("1e16"))
+
+    ledger = rebuild([BUY], held(), [tiny, priced])
+    _, problems = adjusted_history(held(), [tiny, priced])
+
+    (lot,) = ledger.lots.values()
+    assert (lot.qty, lot.entry_cost) == (D(10), D(1000))
+    assert sorted(p.id for p in problems) == sorted([tiny.id, "cm"])
