@@ -483,6 +483,11 @@ def test_status_budget_lines_show_each_keys_requests_of_the_last_minute() -> Non
         "key of demo: trading 12/40 a minute, 1 × 429 · market data 20/40 a minute, 0 × 429"
     ]
     assert describe_budgets({}) == []
+    from coldharbour.cli.status import key_requests
+
+    assert key_requests(snapshot) == "demo 12/40"
+    assert key_requests(prices) == "demo 20/40 data"
+    assert key_requests(None) == "—"
 
 
 def test_cli_positions_shows_fill_times_in_new_york(migrated_dsn: Dsn, run_dir: Path) -> None:

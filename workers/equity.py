@@ -6,7 +6,10 @@ for closes our bars do not have), bus ``session`` (session start and the close r
 daily curve). Outputs: ``EquityComputed`` on ``equity.<slug>`` (daily rows, intraday points,
 ``bar_px``/``bar_ts`` marks; ``state`` writes them).
 
-Runs every ``EQUITY_UPDATE_INTERVAL_S`` (60), one task per account.
+Runs every ``EQUITY_UPDATE_INTERVAL_S`` (60), one task per account; an account whose curve no
+mark can move (outside a session, or holding nothing) reads nothing until ``state`` announces a
+change of its fills, lots or cash flows (bus ``state.*``), a rebuild is due or 15 minutes passed
+(``analytics.equity.STILL_REFRESH``; docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import sys
 from collections.abc import Mapping
 from functools import partial
+from typing import Final
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -27,14 +31,32 @@ from coldharbour.db.connect import read_only_pool, reader_dsn
 from coldharbour.db.names import account_names, shared_names
 from coldharbour.jobs.clock import Clock, SystemClock, run_per_account
 from coldharbour.jobs.phases import is_after_close, is_session_start, start_watch
-from coldharbour.messages import SessionPhaseChanged
+from coldharbour.messages import PREFIX_STATE, AccountChanged, SessionPhaseChanged
 
 PROGRAM = "equity"
+# What ``state`` commits that moves an account's curve (not the curve itself: no loop on our own rows).
+INPUT_KINDS: Final = frozenset({"open_rows", "closed", "cash_flows", "orders", "activities", "reconciliations"})
 
 
 def open_pool(settings: Settings) -> AsyncConnectionPool:
     """Return this program's (closed) read-only pool: the database refuses its writes."""
     return read_only_pool(reader_dsn(settings), PROGRAM, max_size=min(max(2, len(settings.accounts)), 8))
+
+
+async def _follow_changes(ctx: runtime.WorkerContext, jobs: list[EquityJob]) -> None:
+    subscriber = ctx.subscriber([PREFIX_STATE])
+    try:
+        while True:
+            by_slug = {job.names.slug: job for job in jobs}
+            for _, message in await subscriber.recv_batch():
+                if not isinstance(message, AccountChanged):
+                    continue
+                ctx.counters["equity_changes_heard"] += 1
+                job = by_slug.get(message.account)
+                if job is not None and INPUT_KINDS.intersection(message.kinds):
+                    job.changed = True
+    finally:
+        subscriber.close()
 
 
 async def _tick(job: EquityJob, clock: Clock) -> None:
@@ -73,6 +95,8 @@ async def run(
 
     watcher = start_watch(ctx, on_phase)
     ready = runtime.watch_state_ready(ctx, on_state_ready)
+    follower = asyncio.create_task(_follow_changes(ctx, jobs), name="equity-changes")
+    follower.add_done_callback(runtime.log_task_exception)
     async with open_pool(settings) as pool:
         jobs.extend(
             EquityJob(
@@ -99,6 +123,7 @@ async def run(
         finally:
             watcher.cancel()
             ready.cancel()
+            follower.cancel()
             for broker in owned.values():
                 await broker.close()
 

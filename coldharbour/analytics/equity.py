@@ -59,6 +59,10 @@ from coldharbour.messages import EquityComputed, topic_equity
 log = logging.getLogger(__name__)
 
 CALENDAR_AHEAD: Final = timedelta(days=7)
+# An account whose curve cannot move by itself (outside a session, or holding nothing) runs only
+# when ``changed`` (``state`` committed its rows), a rebuild is due, or this long after its last run
+# (a change announced before this program subscribed is taken by then; docs/scaling.md).
+STILL_REFRESH: Final = timedelta(minutes=15)
 
 
 class DailyBarsSource(CalendarSource, Protocol):
@@ -98,6 +102,10 @@ class EquityJob:
         self._publisher = publisher
         self._counters = counters
         self.rebuild_requested = True
+        self.changed = True  # its fills, lots or cash flows changed since the last run (``AccountChanged``)
+        self.still = False  # the last run found a curve no mark can move: outside a session, or nothing held
+        self._ran_at: datetime | None = None
+        self._session: Session | None = None  # the session of the last run (a new one is a change)
         self.curve: DailyCurve | None = None
         self.sessions: list[Session] = []
         settle = timedelta(seconds=settings.flush_interval_s) + timedelta(minutes=2)
@@ -107,7 +115,16 @@ class EquityJob:
         self.inputs: queries.CurveInputs | None = None  # the stored inputs as of the curve's last read
 
     async def run_once(self, now: datetime) -> None:
-        """Rebuild or extend the daily curve, then compute the intraday curve when in session."""
+        """Rebuild or extend the daily curve, then compute the intraday curve when in session.
+
+        Nothing is read for a still account (``still``) with no change, no rebuild due and a run
+        less than ``STILL_REFRESH`` ago: its curve is what the last run made of it.
+        """
+        if (self.still and not self.changed and not self.rebuild_requested and self._ran_at is not None
+                and now - self._ran_at < STILL_REFRESH and session_for(self.sessions, now) == self._session):
+            self._counters["equity_runs_still"] += 1
+            return
+        self.changed, self._ran_at, self.still = False, now, False  # a run that fails is not still
         async with self._pool.connection() as conn:
             await self._check_late_inputs(conn)
             if self.rebuild_requested or self.curve is None or self.curve.book.last_date is None:
@@ -115,9 +132,12 @@ class EquityJob:
             else:
                 await self._extend(conn, now)
             session = session_for(self.sessions, now)
+            self._session = session
             if session is None:
+                self.still = True
                 return
             points, marks = await self.intraday.compute(conn, session, self.curve, now)
+            self.still = not self.intraday.holds
         if points or marks:
             message = EquityComputed(account=self.names.slug, intraday=tuple(points), bars=marks)
             self._publisher.publish(topic_equity(self.names.slug), message)

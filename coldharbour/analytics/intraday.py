@@ -7,8 +7,9 @@ lots and the slices closed today, today's fills, today's cash flows, and 1-minut
 run (``state`` may still rewrite the last bars until its next flush). Points are published
 for the recent minutes only once the stored curve starts at the session's first point; until
 then (the first run of a session, or its points were lost on the bus because ``state`` was not
-subscribed yet or restarting) a run sends all of them. ``bar_px``/``bar_ts`` are the closes
-of the bars the curve ended on.
+subscribed yet or restarting) a run sends all of them. A run after a pause (an account holding
+nothing is not computed every minute: docs/scaling.md) sends every minute since the last one.
+``bar_px``/``bar_ts`` are the closes of the bars the curve ended on.
 """
 
 from __future__ import annotations
@@ -77,13 +78,16 @@ class IntradayState:
         self.anchor: Anchor | None = None
         self._bars: dict[str, dict[datetime, Bar]] = {}
         self._read_until: datetime | None = None
+        self._computed_until: datetime | None = None
         self.published = False
+        self.holds = True  # the last computation found open lots (marks move the curve)
 
     def _reset(self, session: Session, curve: DailyCurve | None) -> None:
         self.session_date = session.session_date
         self.anchor = anchor_for(curve, session.session_date)
         self._bars = {}
         self._read_until = None
+        self._computed_until = None
         self.published = False
 
     async def _read_bars(self, conn: queries.Conn, session: Session, symbols: set[str], now: datetime) -> None:
@@ -137,8 +141,10 @@ class IntradayState:
             executions=executions,
         )
         if self.published and points and await self._stored_from(conn, session) == points[0].ts:
-            recent = now - self._settle
+            recent = (self._computed_until or now) - self._settle  # every minute since the last computation
             points = [point for point in points if point.ts >= recent]
+        self._computed_until = now
+        self.holds = bool(open_lots)
         open_symbols = {lot.symbol for lot in open_lots}
         marks = {
             symbol: (bar.close, from_datetime(bar.ts))

@@ -398,8 +398,9 @@ class AccountSync:
         # after a rewind (``state`` ignores the ids it never booked).
         canceled = sorted({r.id for r in records if r.status == "canceled"} - self._sent_canceled)
         settled = self._clock_ns() - LEG_WINDOW_NS
-        leg_times = {r.id: r.transaction_time for r in records}
-        late = [p for p in problems if p.id not in self._reported_legs and leg_times.get(p.id, 0) < settled]
+        leg_times = {r.id: r.transaction_time for r in records}  # (or first read: a re-timed leg may be dated ahead)
+        late = [p for p in problems if p.id not in self._reported_legs
+                and min(leg_times.get(p.id, 0), self._first_seen.get(p.id, now)) < settled]
         for problem in late:
             self._reported_legs.add(problem.id)
             self.counters["corporate_problems"] += 1

@@ -77,7 +77,7 @@ def check_database(settings: Settings) -> Iterator[Check]:
 
 
 def check_equity_proof(settings: Settings) -> Iterator[Check]:
-    """Per account: daily equity rows that differ from the broker's portfolio history (issue 13)."""
+    """Per account: daily equity rows that differ from the broker's portfolio history."""
     try:
         with connect_sync(settings.dsn, "chmgr-doctor", read_only=True) as conn:
             for account in settings.accounts:
@@ -96,7 +96,7 @@ def check_equity_proof(settings: Settings) -> Iterator[Check]:
 
 
 def check_unclassified(settings: Settings) -> Iterator[Check]:
-    """Per account: activity codes stored as ``unclassified`` (not in SPEC §8's catalogue)."""
+    """Per account: activity codes stored as ``unclassified`` (not in the catalogue of docs/spec.md §8)."""
     try:
         with connect_sync(settings.reader_dsn, "chmgr-doctor", read_only=True) as conn:
             for account in settings.accounts:

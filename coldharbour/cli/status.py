@@ -200,7 +200,21 @@ def _row(
         counters = _counters(heartbeat)
     pid = str(info.pid) if info is not None and info.pid else "—"
     uptime = _duration(info.uptime_s) if info is not None else "—"
-    return [name, f"[{style}]{state}[/{style}]", pid, uptime, beat, lag, counters]
+    return [name, f"[{style}]{state}[/{style}]", pid, uptime, beat, lag, counters, key_requests(heartbeat)]
+
+
+def key_requests(heartbeat: Heartbeat | None) -> str:
+    """Return the requests of the last minute / budget of each key a program reports (``snapshot``:
+    the trading API, ``prices``: market data), e.g. ``demo 12/40``; ``—`` for the others."""
+    if heartbeat is None:
+        return "—"
+    parts = []
+    for name, value in sorted(heartbeat.counters.items()):
+        prefix, _, label = name.partition("_last_min.")
+        if label and prefix in ("rest", "data"):
+            budget = heartbeat.counters.get(f"{prefix}_budget.{label}", 0)
+            parts.append(f"{label} {value}/{budget}" + (" data" if prefix == "data" else ""))
+    return ", ".join(parts) or "—"
 
 
 def _explain_stopped(infos: list[ProcessInfo]) -> None:
@@ -248,7 +262,7 @@ def status(
     states = {name: info.state for name, info in infos.items()}
     now_ns = time.time_ns()
     table = Table(title="chmgr status", title_justify="left")
-    for column in ("program", "state", "pid", "uptime", "heartbeat", "lag", "counters"):
+    for column in ("program", "state", "pid", "uptime", "heartbeat", "lag", "counters", "requests/min"):
         table.add_column(column, overflow="fold")
     names = list(runtime.PROGRAMS) + sorted(set(infos) - set(runtime.PROGRAMS))
     for name in names:

@@ -4,7 +4,7 @@ The `web` program's queries (``web.app`` and ``web.hub`` call them); they live i
 the other queries so that ``web/`` holds no SQL.
 
 Every function takes one read-only connection and an account's names; rows come back as dicts
-keyed by the column names of SPEC.md §2 (the same keys as the NOTIFY rows, so the page handles
+keyed by the column names of docs/spec.md §2 (the same keys as the NOTIFY rows, so the page handles
 a snapshot row and a pushed row alike). Decimals stay ``Decimal`` until ``notify.to_json``
 writes their exact digits.
 """
@@ -95,7 +95,7 @@ async def equity_fingerprint(conn: Conn, names: AccountNames) -> tuple[object, .
 
 
 async def metrics(conn: Conn, names: AccountNames) -> dict[str, Any] | None:
-    """Return the KPI document (SPEC.md §5), or None before the first one (or if unreadable)."""
+    """Return the KPI document (docs/spec.md §5), or None before the first one (or if unreadable)."""
     text = await queries.stored_metrics_payload(conn, names)
     if not text:
         return None

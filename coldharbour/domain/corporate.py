@@ -11,6 +11,12 @@ rewriting the fills of the symbol's open cycle (flat to flat) that precede it, t
   move with their basis.
 - **cash merger**: a synthetic exit of the whole position at ``cash_per_share`` (``CORPORATE``).
 - **removal** (a redemption, or a worthless removal at 0): the same exit at ``cash_per_share`` ≥ 0.
+- **stock-and-cash merger**: the position closes at the deal's value per share (the cash plus
+  ``ratio`` acquirer shares at the price the broker states, ``CORPORATE``), and a lot of
+  |position|·ratio acquirer shares opens at that price (then cash in lieu of a fraction).
+- **unit split**: the units' fills become ``new_symbol`` fills (qty·ratio, ``basis_share`` of
+  their cost) and ``alternate_symbol`` opens |position|·``alternate_ratio`` at the rest of the
+  basis: no P&L; held when the units were partly sold in the cycle (their basis is not one sum).
 - **coin fee** (a crypto fee charged in the coin received: CFEE with ``qty``, ``net_amount`` 0):
   ``qty`` coins leave the newest entry fill before it (its price rises so its cost stays): the
   lot holds what the broker holds, its basis is unchanged, no slice appears.
@@ -42,13 +48,13 @@ from typing import Final, Literal
 import msgspec
 
 from coldharbour.domain.cashflows import activity_id_time
-from coldharbour.domain.money import ZERO
+from coldharbour.domain.money import MAX_ABS, ZERO
 from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.domain.types import Fill, direction, from_datetime
 
 ActionType = Literal["split", "symbol_change", "stock_merger", "cash_merger", "spinoff", "cash_in_lieu", "removal",
-                     "coin_fee"]
+                     "coin_fee", "stock_cash_merger", "unit_split"]
 CORPORATE_PREFIX: Final = "corporate:"
 _RENAMES: Final = frozenset({"symbol_change", "stock_merger"})
 _SCALES: Final = frozenset({"split", "symbol_change", "stock_merger"})
@@ -76,11 +82,16 @@ class CorporateAction(msgspec.Struct, frozen=True, kw_only=True):
     cash_in_lieu_qty: Decimal = ZERO
     # New shares stated by the broker (a spin-off's SPIN leg); None = |position|·ratio.
     qty: Decimal | None = None
+    # A unit split's second symbol, its shares per unit, and the share of the units' basis that
+    # goes to ``new_symbol`` (by the legs' values; the rest goes to ``alternate_symbol``).
+    alternate_symbol: str | None = None
+    alternate_ratio: Decimal = ZERO
+    basis_share: Decimal = Decimal(1)
 
     @property
     def symbols(self) -> tuple[str, ...]:
         """Return the symbols whose ledger the action changes."""
-        return (self.symbol,) if self.new_symbol is None else (self.symbol, self.new_symbol)
+        return tuple(s for s in (self.symbol, self.new_symbol, self.alternate_symbol) if s)
 
 
 class ActionProblem(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,10 +106,20 @@ def is_corporate(fill: Fill) -> bool:
     return fill.order_id.startswith(CORPORATE_PREFIX)
 
 
+# Real ratios run from 1-for-10,000 to 10,000-for-1 at the very most; beyond, a leg is wrong (a
+# quantity of 1e-11 against 10 shares), and booking it would scale prices past every cap.
+MIN_RATIO: Final = Decimal("1e-5")
+MAX_RATIO: Final = Decimal("1e5")
+
+
 def check_action(action: CorporateAction) -> ActionProblem | None:
-    """Return what makes ``action`` unusable, or None."""
+    """Return what makes ``action`` unusable, or None (the whole action is then held)."""
     if not action.ratio.is_finite() or action.ratio <= 0:
         return ActionProblem(id=action.id, reason=f"ratio must be > 0, found {action.ratio}")
+    if not MIN_RATIO <= action.ratio <= MAX_RATIO:
+        return ActionProblem(id=action.id, reason=f"ratio {action.ratio:.6g} outside {MIN_RATIO}..{MAX_RATIO} (held)")
+    if any(v is not None and not (v.is_finite() and abs(v) < MAX_ABS) for v in (action.price, action.cash_per_share)):
+        return ActionProblem(id=action.id, reason="a price or cash per share past the cap (held)")
     if action.type in _RENAMES | {"spinoff"} and not action.new_symbol:
         return ActionProblem(id=action.id, reason=f"{action.type}: new_symbol missing")
     if action.type == "cash_merger" and not (action.cash_per_share is not None and action.cash_per_share > 0):
@@ -111,6 +132,15 @@ def check_action(action: CorporateAction) -> ActionProblem | None:
         return ActionProblem(id=action.id, reason="cash in lieu needs a price > 0")
     if action.type == "cash_in_lieu" and not action.cash_in_lieu_qty:
         return ActionProblem(id=action.id, reason="cash_in_lieu: cash_in_lieu_qty must be > 0")
+    return _check_more(action)
+
+
+def _check_more(action: CorporateAction) -> ActionProblem | None:
+    if action.type == "stock_cash_merger" and not (action.new_symbol and action.price and action.price > 0
+                                                    and action.cash_per_share is not None):
+        return ActionProblem(id=action.id, reason="stock_cash_merger: the acquirer's price is not stated (held)")
+    if action.type == "unit_split" and not (0 < action.basis_share < 1 and action.alternate_ratio > 0):
+        return ActionProblem(id=action.id, reason="unit_split: the legs state no values to split the basis (held)")
     if action.type == "coin_fee" and not (action.qty is not None and action.qty > 0):
         return ActionProblem(id=action.id, reason="coin_fee: qty must be > 0")
     if action.type == "spinoff" and not (action.price is not None and action.price > 0):
@@ -126,11 +156,15 @@ def _sorted(fills: Iterable[Fill]) -> list[Fill]:
 
 
 def _open_cycle(history: Sequence[Fill], symbol: str, ts: int) -> tuple[list[int], Decimal]:
-    """Return the indexes of ``symbol``'s open-cycle fills before ``ts`` and the position then."""
+    """Return the indexes of ``symbol``'s open-cycle fills before ``ts`` and the position then.
+
+    A fill booked by an earlier action at the same instant counts as before (two actions
+    re-timed to the start of one ex-date, applied in id order: a removal then a split, say).
+    """
     cycle: list[int] = []
     net = ZERO
     for index, fill in enumerate(history):
-        if fill.symbol != symbol or fill.ts >= ts:
+        if fill.symbol != symbol or fill.ts > ts or (fill.ts == ts and not is_corporate(fill)):
             continue
         net += direction(fill.side) * fill.qty
         cycle.append(index)
@@ -184,9 +218,46 @@ def apply_action(history: list[Fill], action: CorporateAction) -> tuple[list[Fil
         if problem is not None or action.price is None or action.new_symbol is None:
             return history, problem
         out.append(_spinoff_entry(action, net, action.price, action.new_symbol))
-    elif action.type == "cash_in_lieu" and action.price is not None:
-        out.append(_synthetic(action, "cil", action.symbol, exit_side, action.cash_in_lieu_qty, action.price))
+    elif (found := _exchange(out, cycle, action, net, exit_side)) is not None:
+        return history, found
     return _sorted(out), None
+
+
+def _exchange(
+    out: list[Fill], cycle: Sequence[int], action: CorporateAction, net: Decimal, exit_side: str
+) -> ActionProblem | None:
+    """Book cash in lieu alone, and the actions that exchange the position for other shares (and cash)."""
+    if action.type == "cash_in_lieu" and action.price is not None:
+        out.append(_synthetic(action, "cil", action.symbol, exit_side, action.cash_in_lieu_qty, action.price))
+    elif action.type == "stock_cash_merger":
+        _stock_and_cash(out, action, net, exit_side)
+    elif action.type == "unit_split":
+        return _unit_split(out, cycle, action, net)
+    return None
+
+
+def _stock_and_cash(out: list[Fill], action: CorporateAction, net: Decimal, exit_side: str) -> None:
+    """Close at the deal's value (cash + ratio·acquirer price per share), open the acquirer's lot."""
+    price, cash, target = action.price or ZERO, action.cash_per_share or ZERO, action.new_symbol or action.symbol
+    out.append(_synthetic(action, "cash", action.symbol, exit_side, abs(net), cash + action.ratio * price))
+    out.append(_synthetic(action, "in", target, "buy" if net > 0 else "sell_short", abs(net) * action.ratio, price))
+    if action.cash_in_lieu_qty and action.price is not None:
+        out.append(_synthetic(action, "cil", target, exit_side, action.cash_in_lieu_qty, action.price))
+
+
+def _unit_split(out: list[Fill], cycle: Sequence[int], action: CorporateAction, net: Decimal) -> ActionProblem | None:
+    entry = "buy" if net > 0 else "sell_short"
+    if any(out[i].side != entry for i in cycle) or not action.new_symbol or not action.alternate_symbol:
+        return ActionProblem(id=action.id, reason="unit_split: units partly closed before it: basis not one sum (held)")
+    cost = sum((out[i].qty * out[i].price for i in cycle), ZERO)
+    share, ratio = action.basis_share, action.ratio
+    for index in cycle:
+        fill = out[index]
+        out[index] = _replace(fill, symbol=action.new_symbol, qty=fill.qty * ratio, price=fill.price * share / ratio)
+    alternate_qty = abs(net) * action.alternate_ratio
+    out.append(_synthetic(action, "alt", action.alternate_symbol, entry, alternate_qty,
+                          cost * (1 - share) / alternate_qty))  # fmt: skip
+    return None
 
 
 def _coin_fee(
@@ -342,6 +413,11 @@ def _paired_actions(
                 actions.append(CorporateAction(id=leg.id, type="removal", symbol=leg.symbol, ts=leg.ts,
                                                cash_per_share=ZERO))  # fmt: skip
             continue
+        group = _three_legs(leg, others, cash)
+        if group is not None:
+            used |= {leg.id, *(o.id for o in others), *(c.id for c in cash)}
+            actions.append(group)
+            continue
         if (leg.code in {"SPLIT", "SSP"} and others) or (leg.code == "MA" and (len(others) > 1 or cash)):
             kind_text = "unit split" if leg.code in {"SPLIT", "SSP"} else "merger of shares and cash"
             _hold([leg, *others, *cash], used, problems, f"a {kind_text} is not booked from its legs")
@@ -359,6 +435,25 @@ def _paired_actions(
             new_symbol=None if pair == "split" else partner.symbol,
         ))  # fmt: skip
     return actions
+
+
+def _three_legs(leg: ActionLeg, others: Sequence[ActionLeg], cash: Sequence[ActionLeg]) -> CorporateAction | None:
+    """A unit split (units out, two other symbols in) or a stock-and-cash merger (shares out, the
+    acquirer's in, cash): the action, when its legs state what it needs (prices > 0), else None."""
+    if leg.code in {"SPLIT", "SSP"} and len(others) == 2 and not cash and others[0].symbol != others[1].symbol:
+        first, second = others
+        values = [o.qty * o.price if o.price else ZERO for o in others]
+        if not all(values):
+            return None
+        return CorporateAction(id=leg.id, type="unit_split", symbol=leg.symbol, ts=leg.ts, ratio=first.qty / -leg.qty,
+                               new_symbol=first.symbol, alternate_symbol=second.symbol,
+                               alternate_ratio=second.qty / -leg.qty, basis_share=values[0] / sum(values))  # fmt: skip
+    if leg.code == "MA" and len(others) == 1 and len(cash) == 1 and others[0].price:
+        (acquirer,) = others
+        return CorporateAction(id=leg.id, type="stock_cash_merger", symbol=leg.symbol, ts=leg.ts,
+                               ratio=acquirer.qty / -leg.qty, new_symbol=acquirer.symbol, price=acquirer.price,
+                               cash_per_share=cash[0].net_amount / -leg.qty)  # fmt: skip
+    return None
 
 
 def _single_action(leg: ActionLeg, actions: list[CorporateAction]) -> bool:

@@ -12,7 +12,9 @@ the last frame of the order) to the receipt of the first NOTIFY carrying its row
 fills/s; ``floor_p50_ms``/``floor_p99_ms``: the same process hops at 50/s with no Cold Harbour
 code in them (``hops.py``: what the machine's wake-ups cost; our figure cannot go below it), and
 ``floor_cpu_ms_per_fill`` their CPU per frame at 1,000/s (``relay`` ≈ trades, ``proxy`` ≈ bus,
-``writer`` ≈ state, ``postgres``).
+``writer`` ≈ state, ``postgres``); beside them ``ratio_p99_to_floor`` (our p99 over the floor's)
+and ``cpu_over_floor_ms`` (``trades`` + ``state`` + ``postgres`` CPU per fill minus the floor's
+``relay`` + ``writer`` + ``postgres``), the two figures to hold against a target on any machine.
 ``sent_per_s`` in each step is the rate the fake broker really sent fills at (on 2 cores its
 own CPU caps the 1,000/s step well below 1,000: the step's figures are at that rate).
 ``cpu_ms_per_fill`` (at 1,000 fills/s) is the CPU each program used during the step
@@ -193,11 +195,29 @@ def run(dsn: str, quick: bool) -> None:
     finally:
         broker.stop()
     slow, fast = results
+    ratio_p99, over_ms = against_floor(slow["p99_ms"], fast["cpu_ms_per_fill"], slow_floor, fast_floor)
     emit("fill_to_notify", slow["p99_ms"], "ms", raw_p99, p50_ms=slow["p50_ms"],  # type: ignore[arg-type]
+         ratio_p99_to_floor=ratio_p99, cpu_over_floor_ms=over_ms,
          p99_ms_at_1000=fast["p99_ms"], sent_per_s_at_1000=fast["sent_per_s"],
          cpu_ms_per_fill=fast["cpu_ms_per_fill"], raw_p50_ms=raw_p50,
          floor_p50_ms=slow_floor.p50_ms, floor_p99_ms=slow_floor.p99_ms,
          floor_cpu_ms_per_fill=fast_floor.cpu_ms_per_frame, fills_per_move=1, steps=results)
+
+
+# Our programs on the fill's path and the hop of the floor each stands for (``hops.py``).
+OURS_AGAINST_FLOOR = (("trades", "relay"), ("state", "writer"), ("postgres", "postgres"))
+
+
+def against_floor(p99_ms: object, cpu_ms_per_fill: object, slow_floor: hops.Floor,
+                  fast_floor: hops.Floor) -> tuple[float | None, float | None]:
+    """Return our p99 over the floor's, and our CPU per fill on the path minus the floor's (``OURS_AGAINST_FLOOR``)."""
+    ratio = (round(p99_ms / slow_floor.p99_ms, 3)
+             if isinstance(p99_ms, (int, float)) and slow_floor.p99_ms else None)
+    over = None
+    if isinstance(cpu_ms_per_fill, dict) and all(ours in cpu_ms_per_fill for ours, _ in OURS_AGAINST_FLOOR):
+        floor = fast_floor.cpu_ms_per_frame
+        over = round(sum(float(cpu_ms_per_fill[ours]) - floor.get(hop, 0.0) for ours, hop in OURS_AGAINST_FLOOR), 3)
+    return ratio, over
 
 
 def _listeners(url: str) -> int:

@@ -87,22 +87,41 @@ def test_fake_broker_corporate_action_books_like_the_broker_holds(
     assert all(s.exit_type == "CORPORATE" for s in ledger.slices.values())
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"type": "unit_split", "symbol": "AAPL", "old_rate": "1", "new_symbol": "UA", "new_rate": "1",
-         "alternate_symbol": "UW", "alternate_rate": "1"},
-        {"type": "stock_and_cash_merger", "symbol": "AAPL", "acquirer_symbol": "ACQ", "acquirer_rate": "1",
-         "acquiree_rate": "2", "cash_rate": "10"},
-    ],
-)
-def test_an_action_whose_legs_cannot_be_booked_whole_is_held_whole(body: dict[str, str]) -> None:
-    """Three legs (a unit split, a stock-and-cash merger) never book as a pair plus a leftover:
-    every leg is reported and the ledger keeps the position as it was (reconciliation, flagged)."""
+def test_unit_split_and_stock_and_cash_merger_book_like_the_broker_holds() -> None:
+    """Three legs each (docs/corporate-actions.md "Legs"): the unit split's basis goes to the two
+    symbols by the values the legs state (60:40), no P&L; the stock-and-cash merger closes at the
+    deal's value (10 cash + 0.5 x 150) as CORPORATE and opens the acquirer's lot at 150."""
+    engine = make_engine()
+    engine.set_prices({"AAPL": price("100"), "UNIT": price("100"), "UA": price("60"), "UW": price("40"),
+                       "ACQ": price("150")}, at(0))  # fmt: skip
+    first, _ = engine.submit_order("demo", order_body(qty=10), at(1))
+    second, _ = engine.submit_order("demo", order_body(symbol="UNIT", qty=10), at(2))
+    engine.corporate_action({"type": "unit_split", "symbol": "UNIT", "old_rate": "1", "new_symbol": "UA",
+                             "new_rate": "1", "alternate_symbol": "UW", "alternate_rate": "1"}, at(60))  # fmt: skip
+    engine.corporate_action({"type": "stock_and_cash_merger", "symbol": "AAPL", "acquirer_symbol": "ACQ",
+                             "acquirer_rate": "1", "acquiree_rate": "2", "cash_rate": "10"}, at(61))  # fmt: skip
+    orders, _ = convert_orders([engine.order_json(o, nested=True) for o in (first, second)])
+
+    fills, _, actions = _ledger_inputs(list(engine.accounts["demo"].activities))
+    ledger = rebuild([o.order for o in orders], fills, actions)
+
+    held = {s: p.qty for s, p in engine.accounts["demo"].positions.items()}
+    assert {s: ledger.net(s) for s in ledger.held_symbols()} == held
+    assert {lot.symbol: lot.qty * lot.avg_fill for lot in ledger.lots.values()} == {
+        "UA": Decimal(600), "UW": Decimal(400), "ACQ": Decimal(750)}
+    assert [(s.qty, s.pnl_cash, s.exit_type) for s in ledger.slices.values()] == [(Decimal(10), Decimal(-150),
+                                                                                  "CORPORATE")]
+
+
+def test_an_action_whose_legs_cannot_be_booked_whole_is_held_whole() -> None:
+    """A unit split whose legs state no values (no price for the new symbols) is never read as a
+    pair plus a leftover: every leg is reported and the ledger keeps the units (reconciliation,
+    flagged)."""
     engine = make_engine()
     engine.set_prices({"AAPL": price("100")}, at(0))
     order, _ = engine.submit_order("demo", order_body(qty=10), at(1))
-    engine.corporate_action(body, at(60))
+    engine.corporate_action({"type": "unit_split", "symbol": "AAPL", "old_rate": "1", "new_symbol": "UA",
+                             "new_rate": "1", "alternate_symbol": "UW", "alternate_rate": "1"}, at(60))  # fmt: skip
     orders, _ = convert_orders([engine.order_json(order, nested=True)])
 
     fills, _, actions = _ledger_inputs(list(engine.accounts["demo"].activities), held=3)

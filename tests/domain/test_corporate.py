@@ -258,3 +258,30 @@ def test_property_booked_live_equals_rebuilt_with_actions_busts_and_fills_withou
     live, history, actions = drive(orders, events)
 
     assert differences(live, rebuild(orders, history, actions)) == []
+
+
+def test_two_actions_at_the_same_instant_apply_in_order() -> None:
+    """Actions re-timed to the start of one ex-date share an instant: the later one (by id) sees
+    the earlier one's booking. Found by the mirror's property test: a removal at 0, then a split
+    at the same instant, scaled the removed lot and left a short lot priced 0."""
+    removal = CorporateAction(id="act0", type="removal", symbol="AAPL", ts=at(3), cash_per_share=D(0))
+    later = CorporateAction(id="act1", type="split", symbol="AAPL", ts=at(3), ratio=D("0.5"))
+
+    ledger = rebuild([BUY], held(), [removal, later])
+
+    assert ledger.lots == {}
+    assert [(s.qty, s.pnl_cash, s.exit_type) for s in ledger.slices.values()] == [(D(10), D(-1000), "CORPORATE")]
+
+
+def test_an_absurd_ratio_or_price_holds_the_whole_action() -> None:
+    """A leg of 1e-11 shares against 10 (a 1e-12 ratio) would scale the price past every cap:
+    the action is held whole (reported), the lot stays as the fills made it, and a rebuild agrees."""
+    tiny = split("0.000000000001")
+    priced = CorporateAction(id="cm", type="cash_merger", symbol="AAPL", ts=at(60), cash_per_share=D("1e16"))
+
+    ledger = rebuild([BUY], held(), [tiny, priced])
+    _, problems = adjusted_history(held(), [tiny, priced])
+
+    (lot,) = ledger.lots.values()
+    assert (lot.qty, lot.entry_cost) == (D(10), D(1000))
+    assert sorted(p.id for p in problems) == sorted([tiny.id, "cm"])

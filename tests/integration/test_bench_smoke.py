@@ -35,3 +35,5 @@ def test_bench_quick_prints_every_figure() -> None:
         assert "error" not in by_name[name], (name, by_name[name]["error"], done.stderr[-2000:])
         assert by_name[name]["value"] is not None, (name, done.stderr[-2000:])
     assert by_name["fill_to_notify"]["floor_p99_ms"] is not None  # the hop floor beside it
+    assert by_name["fill_to_notify"]["ratio_p99_to_floor"] is not None
+    assert by_name["fill_to_notify"]["cpu_over_floor_ms"] is not None

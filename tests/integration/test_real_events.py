@@ -220,6 +220,33 @@ def test_split_books_right_whatever_the_legs_timing_and_the_position_order(
     assert (world.recon(), world.realized()) == (recon, realized)
 
 
+def test_unit_split_and_stock_and_cash_merger_end_with_the_broker_quantities(world: World) -> None:
+    """Three legs each: the unit split's basis split by the legs' values (no P&L); the
+    stock-and-cash merger closed at the deal's value (CORPORATE) and the acquirer's lot opened."""
+    recon = world.recon()
+    world.broker.set_prices({"SPAC": "10", "SPA": "9", "SPAW": "1", "TGTX": "50", "BUYR": "80"})
+    world.buy("SPAC", "10")
+    world.buy("TGTX", "10")
+    world.held("SPAC", "10")
+    world.held("TGTX", "10")
+
+    world.corporate({"type": "unit_split", "symbol": "SPAC", "old_rate": "1", "new_symbol": "SPA", "new_rate": "1",
+                     "alternate_symbol": "SPAW", "alternate_rate": "1"})  # fmt: skip
+    world.corporate({"type": "stock_and_cash_merger", "symbol": "TGTX", "acquirer_symbol": "BUYR",
+                     "acquirer_rate": "1", "acquiree_rate": "2", "cash_rate": "10"})  # fmt: skip
+    [spa] = world.held("SPA", "10")
+    [warrant] = world.held("SPAW", "10")
+    [acquirer] = world.held("BUYR", "5")
+    [closed] = wait_for(lambda: world.closed("TGTX"), TIMEOUT_S, interval_s=0.1, what="TGTX closed")
+    world.snapshots(3)
+
+    assert (spa["buy_value"], warrant["buy_value"]) == (Decimal(90), Decimal(10))
+    assert world.closed("SPAC") == world.closed("SPA") == []
+    assert (acquirer["buy_value"], closed["exit_type"], closed["pnl_cash"]) == (Decimal(400), "CORPORATE",
+                                                                               Decimal(0))
+    assert world.recon() == recon
+
+
 def test_symbol_change_moves_the_lot_with_its_basis(world: World) -> None:
     recon = world.recon()
     world.broker.set_prices({"FB": "200"})

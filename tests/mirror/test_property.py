@@ -113,18 +113,38 @@ def test_property_replaying_the_whole_history_writes_nothing(history: tuple[list
 
 @st.composite
 def rewrites(draw: st.DrawFn, fills: list[Fill]) -> tuple[list[CorporateAction], list[Fill]]:
-    """Random corporate actions (splits, reverse splits, symbol changes, cash mergers) and busts."""
+    """Random corporate actions (splits, reverse splits, symbol changes, cash mergers, removals at 0
+    or in cash, fees in the coin) at any instant, and busts."""
     actions: list[CorporateAction] = []
     for n in range(draw(st.integers(0, 3))):
         symbol = draw(st.sampled_from((*SYMBOLS, "NEW0")))
         when = at(draw(st.integers(0, 40))) + 500_000  # between fills (fills are on whole seconds)
-        kind = draw(st.sampled_from(["split", "reverse", "symbol_change", "cash_merger"]))
+        # the instant: between fills, or just before a fill's second, as an action re-timed to
+        # the start of its ex-date lands (docs/corporate-actions.md "Announcements")
+        if draw(st.booleans()):
+            when = at(draw(st.integers(0, 40))) - 1_000
+        kind = draw(st.sampled_from(["split", "reverse", "symbol_change", "cash_merger", "removal", "coin_fee",
+                                     "unit_split", "stock_cash_merger"]))
         if kind == "symbol_change":
             # Into a symbol not held (renaming into a held symbol can make a later fill of the old
             # symbol collide with the moved lot's key: a known limit, see the wiring report).
             target = "NEW0" if symbol != "NEW0" else f"NEW{n + 1}"
             actions.append(CorporateAction(id=f"act{n}", type="symbol_change", symbol=symbol, ts=when,
                                            new_symbol=target))
+        elif kind == "unit_split":  # into two symbols not held, the basis split 60:40
+            actions.append(CorporateAction(id=f"act{n}", type="unit_split", symbol=symbol, ts=when, ratio=Decimal(1),
+                                           new_symbol=f"UA{n}", alternate_symbol=f"UB{n}", alternate_ratio=Decimal(1),
+                                           basis_share=Decimal("0.6")))
+        elif kind == "stock_cash_merger":
+            actions.append(CorporateAction(id=f"act{n}", type="stock_cash_merger", symbol=symbol, ts=when,
+                                           ratio=Decimal("0.5"), new_symbol=f"ACQ{n}", price=Decimal(120),
+                                           cash_per_share=Decimal(5)))
+        elif kind == "removal":  # a worthless removal at 0, or a redemption
+            cash = draw(st.sampled_from([Decimal(0), Decimal("99.25")]))
+            actions.append(CorporateAction(id=f"act{n}", type="removal", symbol=symbol, ts=when, cash_per_share=cash))
+        elif kind == "coin_fee":  # a fee in the coin (a problem when not held then: on both sides)
+            actions.append(CorporateAction(id=f"act{n}", type="coin_fee", symbol=symbol, ts=when,
+                                           qty=Decimal("0.25")))
         elif kind == "cash_merger":
             actions.append(CorporateAction(id=f"act{n}", type="cash_merger", symbol=symbol, ts=when,
                                            cash_per_share=Decimal("101.5")))
@@ -141,9 +161,16 @@ def test_property_mirror_with_actions_and_busts_equals_rebuild_with_actions(
         history: tuple[list[Order], list[Fill]], data: st.DataObject) -> None:
     orders, fills = history
     actions, busted = data.draw(rewrites(fills))
+    # the broker cancels some actions (its legs listed again as canceled): published after them
+    canceled = data.draw(st.lists(st.sampled_from(actions), max_size=2, unique_by=lambda a: a.id)) if actions else []
     duplicates = data.draw(st.lists(st.sampled_from(fills), max_size=len(fills)))
     events: list[object] = data.draw(st.permutations([*orders, *fills, *duplicates, *actions,
-                                                      *(("bust", f) for f in busted)]))
+                                                      *(("bust", f) for f in busted),
+                                                      *(("cancel", a) for a in canceled)]))
+    for action in canceled:  # a cancel goes out after the action it cancels
+        cancel = events.index(("cancel", action))
+        if cancel < events.index(action):
+            events.insert(events.index(action) + 1, events.pop(cancel))
     driver = Driver()
     account = driver.mirror.accounts["demo"]
     position = 0
@@ -154,8 +181,10 @@ def test_property_mirror_with_actions_and_busts_equals_rebuild_with_actions(
         driver.feed(*[_as_event(e) for e in batch])
 
     kept = remove_busted(fills, [f.key for f in busted])
+    actions = [a for a in actions if a not in canceled]
     expected = rebuild(orders, kept, actions)
     assert account.check(orders, kept, actions) == []
+    assert sorted(account.actions) == sorted(a.id for a in actions)
     assert driver.store.closed == {key: dict(zip(CLOSED_COLUMNS, r.closed_values(s), strict=True))
                                    for key, s in expected.slices.items()}
     assert {pid: (row["symbol"], row["qty"]) for pid, row in driver.store.open.items()} == {
@@ -170,6 +199,8 @@ def _as_event(item: object) -> tuple[str, Message]:
     if isinstance(item, CorporateAction):
         return "fills.demo", CorporateActionsPage(account="demo", actions=(item,))
     assert isinstance(item, tuple)
+    if item[0] == "cancel":
+        return "fills.demo", CorporateActionsPage(account="demo", actions=(), canceled=(item[1].id,))
     return "fills.demo", FillsPage(account="demo", fills=(), busted=(item[1],))
 
 

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from alpaca.trading.enums import OrderSide, OrderStatus, TimeInForce
@@ -174,3 +175,44 @@ async def test_stream_sent_log_records_when_each_update_was_written(fake_broker:
     order_id = str(received[-1].order.id)
     assert [(o, a) for o, a, _ in sent] == [(order_id, "demo"), (order_id, "demo")]  # new, fill
     assert before <= sent[0][2] <= sent[1][2] <= after
+
+
+@pytest.mark.asyncio
+async def test_the_fake_serves_a_thousand_accounts_each_its_own_stream(fake_broker_factory: BrokerFactory) -> None:
+    """Frames as Alpaca documents them (https://docs.alpaca.markets/docs/websocket-streaming):
+    authenticate, then listen to ``trade_updates``; each connection hears its own account only."""
+    names = [f"acct{i:04d}" for i in range(1000)]
+    broker = fake_broker_factory(accounts=names)
+    gate = asyncio.Semaphore(32)
+    sockets: dict[str, object] = {}
+
+    async def open_one(name: str) -> None:
+        key, secret = broker.keys(name)
+        async with gate:
+            ws = await connect(broker.stream_url)
+            await ws.send(json.dumps({"action": "authenticate", "data": {"key_id": key, "secret_key": secret}}))
+            authorized = json.loads(await ws.recv())
+            await ws.send(json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+            await ws.recv()
+        assert authorized["data"]["status"] == "authorized", authorized
+        sockets[name] = ws
+
+    try:
+        await asyncio.gather(*(open_one(name) for name in names))
+        listening = await asyncio.to_thread(broker.listener_count)
+        broker.set_prices({"AAPL": 180.25})
+        client = broker.trading_client(names[-1])
+        request = MarketOrderRequest(symbol="AAPL", qty=2, side=OrderSide.BUY, time_in_force=TimeInForce.DAY)
+        order = await asyncio.to_thread(client.submit_order, request)
+        last = sockets[names[-1]]
+        frames: list[dict[str, Any]] = []
+        while not any(f["data"]["event"] == "fill" for f in frames):
+            frames.append(json.loads(await asyncio.wait_for(last.recv(), STREAM_TIMEOUT_S)))  # type: ignore[attr-defined]
+        own = await asyncio.to_thread(broker.trading_client(names[0]).submit_order, request)
+        heard_first = json.loads(await asyncio.wait_for(sockets[names[0]].recv(), STREAM_TIMEOUT_S))  # type: ignore[attr-defined]
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets.values()), return_exceptions=True)  # type: ignore[attr-defined]
+
+    assert listening == len(names)
+    assert {f["data"]["order"]["id"] for f in frames} == {str(order.id)}  # type: ignore[union-attr]
+    assert heard_first["data"]["order"]["id"] == str(own.id)  # type: ignore[union-attr]  # not the other's fill

@@ -1,8 +1,8 @@
 """Rows written the way `state` writes them, each with its NOTIFY in the same transaction.
 
-The payloads are built by ``coldharbour.db.notify`` (the push contract of SPEC.md §6, the code
+The payloads are built by ``coldharbour.db.notify`` (the push contract of docs/spec.md §6, the code
 `state` uses), so the page is tested against exactly what the service sends. The rows follow
-SPEC.md §2.2/§2.3; a test may also write a row without its NOTIFY (what a missed push looks
+docs/spec.md §2.2/§2.3; a test may also write a row without its NOTIFY (what a missed push looks
 like) or send only a ``refetch``.
 """
 

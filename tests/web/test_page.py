@@ -1,7 +1,7 @@
 """The dashboard page in a real chromium, fed by rows and NOTIFYs the test writes as `state` does.
 
-Payload shapes: SPEC.md §6 (built by ``coldharbour.db.notify``, the code `state` sends them
-with); row columns: SPEC.md §2.2/§2.3. The hostile symbol is injected through the database
+Payload shapes: docs/spec.md §6 (built by ``coldharbour.db.notify``, the code `state` sends them
+with); row columns: docs/spec.md §2.2/§2.3. The hostile symbol is injected through the database
 here (the fake broker only trades symbols it has a price for); the whole-stack test
 (tests/integration/test_dashboard.py) covers the broker path for everything else.
 """

@@ -26,7 +26,7 @@ from coldharbour.domain.equity import DailyRow
 from coldharbour.domain.types import from_datetime
 from coldharbour.errors import ConfigError
 from coldharbour.jobs.clock import ManualClock
-from coldharbour.messages import EquityComputed, topic_equity
+from coldharbour.messages import AccountChanged, EquityComputed, topic_equity, topic_state
 from tests.analytics.helpers import Rows, context, insert, running, settings_for, utc
 from tests.support import async_wait_for
 from tests.workers.state_harness import StateHarness
@@ -304,3 +304,50 @@ async def test_a_cash_flow_stored_late_for_a_built_day_rebuilds_the_curve(
     assert [(d.date, d.deposit) for d in daily[0].daily] == [(date(2024, 3, 11), Decimal(10010))]
     assert [(d.date, d.deposit) for d in daily[1].daily] == [(date(2024, 3, 11), Decimal(10035))]
     assert ctx.counters["daily_rebuilds_late_input"] == 1
+
+
+def _ran(ctx, clock: ManualClock, runs: int) -> bool:
+    return ctx.counters["equity_runs"] == runs and clock.sleepers == 1
+
+
+async def test_equity_reads_nothing_for_an_account_holding_nothing_until_state_announces_a_change(
+    migrated_dsn, tmp_path, bus, fake_broker
+) -> None:
+    rows = Rows(settings_for(migrated_dsn, tmp_path, bus))
+    rows.session(date(2024, 3, 11))
+    rows.session(date(2024, 3, 12))
+    rows.cash_flow("20240311100000000::csd", utc(2024, 3, 11, 14), "10000", "CSD", "external")
+    rows.close()
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, EQUITY_INIT_CASH_DEMO="0")
+    ctx = context("equity", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
+    observer = bus.observe(topic_equity("demo"))
+
+    async with running(partial(equity.run, settings, ctx, clock=clock), ctx):
+        await async_wait_for(lambda: ctx.counters["equity_runs"] == 1 and clock.sleepers == 1)
+        await async_wait_for(lambda: [m for m in _messages(observer) if m.intraday], what="the first curve")
+        _store_intraday(migrated_dsn, tmp_path, bus, _messages(observer))
+        heard = ctx.counters["equity_changes_heard"]
+
+        def listening() -> bool:  # a change of no input of the curve, announced until heard
+            bus.inject(topic_state("demo"), AccountChanged(account="demo", kinds=("metrics",)))
+            return ctx.counters["equity_changes_heard"] > heard
+
+        await async_wait_for(listening, what="equity subscribed to state.*")
+        for run in (2, 3, 4):  # nothing held, nothing changed: nothing read
+            clock.advance(timedelta(seconds=INTERVAL_S))
+            await async_wait_for(partial(_ran, ctx, clock, run), what=f"run {run}")
+        still = ctx.counters["equity_runs_still"]
+        curves = len([m for m in _messages(observer) if m.intraday])
+        bus.inject(topic_state("demo"), AccountChanged(account="demo", kinds=("cash_flows",)))
+        await async_wait_for(lambda: ctx.counters["equity_changes_heard"] > heard + 1, what="the change heard")
+        clock.advance(timedelta(seconds=INTERVAL_S))
+        await async_wait_for(lambda: ctx.counters["equity_runs"] == 5 and clock.sleepers == 1, what="run after it")
+        await async_wait_for(lambda: len([m for m in _messages(observer) if m.intraday]) == curves + 1, what="curve")
+
+    last = [m for m in _messages(observer) if m.intraday][-1]
+    assert still == 3
+    assert curves == 1
+    assert ctx.counters["equity_runs_still"] == 3  # the run after the change read
+    assert min(p.ts for p in last.intraday) <= utc(2024, 3, 12, 14, 5)  # every minute since the last computation
+    assert max(p.ts for p in last.intraday) >= utc(2024, 3, 12, 14, 8)

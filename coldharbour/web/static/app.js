@@ -296,7 +296,8 @@
     const box = $("alerts");
     box.replaceChildren();
     for (const [key, line] of view.alerts) {
-      const li = el("li", key.startsWith("health:") ? "cause" : "trouble", line);
+      const cause = key.startsWith("health:") && !line.startsWith("waiting: ");
+      const li = el("li", cause ? "cause" : "trouble", line);
       li.setAttribute("data-alert", key);
       box.appendChild(li);
     }
