@@ -364,3 +364,35 @@ async def test_legs_take_effect_when_the_announcement_says_and_wait_for_it(fake_
     (late,) = [a for p in unreadable._sink.of(CorporateActionsPage) for a in p.actions]  # type: ignore[attr-defined]
     assert late.ts < start_of_ex_date - 86_400 * 10**9  # its own stamp: the payable date
     assert unreadable.pending_symbols == ()
+
+
+@pytest.mark.asyncio
+async def test_an_order_the_stream_reported_final_is_not_read_again_by_id(fake_broker: FakeBroker) -> None:
+    """Stream payloads instead of reads (docs/broker-budget.md): of two limit orders open at one
+    snapshot and filled before the next, the one whose final state came through the trade stream
+    (``note_update``) is not fetched by id; the other, with no report, still is."""
+    from coldharbour.broker.convert import convert_orders
+
+    fake_broker.set_prices({"AAPL": 100, "MSFT": 100})
+    ids = []
+    for symbol in ("AAPL", "MSFT"):
+        answer = fake_broker.request("POST", "/v2/orders", json={"symbol": symbol, "qty": "1", "side": "buy",
+                                                                 "type": "limit", "limit_price": "90",
+                                                                 "time_in_force": "day"})  # fmt: skip
+        ids.append(answer.json()["id"])
+    counters: Counter[str] = Counter()
+    async with aiohttp.ClientSession() as session:
+        sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), RecordingSink(), counters)
+        await sync.full("test")  # both open
+        fake_broker.set_prices({"AAPL": 89, "MSFT": 89})  # both fill
+        reported = fake_broker.request("GET", f"/v2/orders/{ids[0]}").json()
+        converted, _ = convert_orders([reported])
+        sync.note_update(converted[0].order)  # what trades published for the first
+        before = len(fake_broker.request("GET", "/sim/log", account=None).json())
+        await sync.full("test")
+        log = fake_broker.request("GET", "/sim/log", account=None).json()[before:]
+
+    by_id = [entry["path"] for entry in log if entry["path"].startswith("/v2/orders/")]
+    assert converted[0].order.status == "filled"
+    assert by_id == [f"/v2/orders/{ids[1]}"]
+    assert counters["order_reads_saved_by_stream"] == 1
