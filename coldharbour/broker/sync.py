@@ -104,6 +104,7 @@ CORPORATE_OVERLAP_NS: Final = 7 * NS_PER_DAY
 # after it took effect while its legs are not listed; announcements are read this far back.
 ANNOUNCEMENT_WAIT_NS: Final = NS_PER_DAY
 LEGS_WAIT_DAYS: Final = 3
+ANNOUNCEMENT_PAGES: Final = 10  # pages of 1,000 read at most (a truncated list only makes legs wait)
 ANNOUNCEMENT_LOOKBACK_DAYS: Final = 14
 # A REORG shares-out leg alone is a worthless removal (an exit at 0) once it was first read this
 # long ago: a redemption's cash leg is listed with it, not an hour later (docs/corporate-actions.md).
@@ -475,11 +476,18 @@ class AccountSync:
         start = (today - timedelta(days=ANNOUNCEMENT_LOOKBACK_DAYS)).isoformat()
         # up to a week ahead: legs dated on the payable date precede the ex-date
         end = (today + timedelta(days=ANNOUNCEMENT_MATCH_DAYS)).isoformat()
-        params = {"start": start, "end": end, "limit": "1000"}
-        if symbols:
-            params["symbols"] = ",".join(symbols)
+        if not symbols:  # nothing held, no legs: nothing to explain (never the whole market's list)
+            return []
+        params = {"symbols": ",".join(symbols), "start": start, "end": end, "limit": "1000"}
+        found: list[Announcement] = []
         try:
-            body = await self._announcements.get("/corporate-actions", params)
+            for _ in range(ANNOUNCEMENT_PAGES):  # alpaca-py's paging: next_page_token until null
+                body = await self._announcements.get("/corporate-actions", params)
+                found += parse_announcements(body)
+                token = body.get("next_page_token") if isinstance(body, Mapping) else None
+                if not token:
+                    break
+                params["page_token"] = str(token)
         except BrokerError as e:
             self.counters["corporate_announcements_failed"] += 1
             if self.refused_codes.get("announcements") is None:
@@ -487,7 +495,7 @@ class AccountSync:
             self.refused_codes["announcements"] = getattr(e, "status", 0)
             return None
         self.refused_codes.pop("announcements", None)
-        return parse_announcements(body)
+        return found
 
     async def _corporate_together(self, codes: Sequence[str], after_ns: int) -> list[ActivityRecord] | None:
         """Return the legs of ``codes`` after ``after_ns`` read in one listing (``activity_types=CIL,MA,…``).

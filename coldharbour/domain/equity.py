@@ -323,7 +323,9 @@ def splits_by_session_date(actions: Iterable[CorporateAction]) -> dict[date, dic
     found: dict[date, dict[str, Decimal]] = {}
     for action in actions:
         if action.type == "split" and action.ratio > 0:
-            day = ny_date(datetime.fromtimestamp(action.ts / 1e9, tz=UTC))
+            # + 1 µs: an action re-timed to the start of its ex-date is stamped just before that
+            # day's midnight (corporate.effective_instant); its day is the ex-date
+            day = ny_date(datetime.fromtimestamp((action.ts + 1_000) / 1e9, tz=UTC))
             by_symbol = found.setdefault(day, {})
             by_symbol[action.symbol] = by_symbol.get(action.symbol, ONE) * action.ratio
     return found

@@ -364,3 +364,85 @@ async def test_legs_take_effect_when_the_announcement_says_and_wait_for_it(fake_
     (late,) = [a for p in unreadable._sink.of(CorporateActionsPage) for a in p.actions]  # type: ignore[attr-defined]
     assert late.ts < start_of_ex_date - 86_400 * 10**9  # its own stamp: the payable date
     assert unreadable.pending_symbols == ()
+
+
+@pytest.mark.asyncio
+async def test_an_order_the_stream_reported_final_is_not_read_again_by_id(fake_broker: FakeBroker) -> None:
+    """Stream payloads instead of reads (docs/broker-budget.md): of two limit orders open at one
+    snapshot and filled before the next, the one whose final state came through the trade stream
+    (``note_update``) is not fetched by id; the other, with no report, still is."""
+    from coldharbour.broker.convert import convert_orders
+
+    fake_broker.set_prices({"AAPL": 100, "MSFT": 100})
+    ids = []
+    for symbol in ("AAPL", "MSFT"):
+        answer = fake_broker.request("POST", "/v2/orders", json={"symbol": symbol, "qty": "1", "side": "buy",
+                                                                 "type": "limit", "limit_price": "90",
+                                                                 "time_in_force": "day"})  # fmt: skip
+        ids.append(answer.json()["id"])
+    counters: Counter[str] = Counter()
+    async with aiohttp.ClientSession() as session:
+        sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), RecordingSink(), counters)
+        await sync.full("test")  # both open
+        fake_broker.set_prices({"AAPL": 89, "MSFT": 89})  # both fill
+        reported = fake_broker.request("GET", f"/v2/orders/{ids[0]}").json()
+        converted, _ = convert_orders([reported])
+        sync.note_update(converted[0].order)  # what trades published for the first
+        before = len(fake_broker.request("GET", "/sim/log", account=None).json())
+        await sync.full("test")
+        log = fake_broker.request("GET", "/sim/log", account=None).json()[before:]
+
+    by_id = [entry["path"] for entry in log if entry["path"].startswith("/v2/orders/")]
+    assert converted[0].order.status == "filled"
+    assert by_id == [f"/v2/orders/{ids[1]}"]
+    assert counters["order_reads_saved_by_stream"] == 1
+
+
+class PositionsBroker(ListingBroker):
+    """``ListingBroker`` whose ``GET /v2/positions`` answers the objects the test gives."""
+
+    def __init__(self, positions: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.listed = positions
+
+    async def positions(self) -> list[Any]:
+        return self.listed
+
+
+def _position(symbol: str, **fields: str) -> dict[str, Any]:
+    """A position object as ``GET /v2/positions`` lists it (docs.alpaca.markets/reference/getallopenpositions)."""
+    return {"symbol": symbol, "qty": "30", "side": "long", "avg_entry_price": "60.08", "current_price": "61.5",
+            "asset_class": "us_equity", "exchange": "NASDAQ", **fields}
+
+
+@pytest.mark.asyncio
+async def test_a_position_with_a_refused_booked_field_is_unknown_and_a_long_mark_is_rounded() -> None:
+    """After a 3-for-1 split: AAPL's mark has 26 decimals (shown only: rounded), MSFT's cost is garbage
+    (booked: refused). The snapshot lists AAPL, names MSFT unknown, and says the fills are complete."""
+    broker = PositionsBroker([_position("AAPL", current_price="61.66666666666666666666666667"),
+                              _position("MSFT", avg_entry_price="not a number")])
+    sink = RecordingSink()
+    counters: Counter[str] = Counter()
+    sync = AccountSync(broker, sink, counters, clock_ns=lambda: 1_709_287_200_000_000_000)  # type: ignore[arg-type]
+
+    await sync.full("test")
+
+    (snapshot,) = sink.of(SnapshotTaken)
+    assert [(p.symbol, p.current_price) for p in snapshot.positions] == [("AAPL", Decimal("61.66666666666666666667"))]
+    assert snapshot.unknown_symbols == ("MSFT",)
+    assert counters["rejects"] == 1
+    last = sink.of(FillsPage)[-1]
+    assert (last.is_last, last.complete_to_ns, last.is_from_floor) == (True, 1_709_287_200_000_000_000, True)
+
+
+@pytest.mark.asyncio
+async def test_a_refused_position_without_a_usable_symbol_withholds_the_snapshot() -> None:
+    broker = PositionsBroker([_position("AAPL"), {**_position("X"), "symbol": None, "qty": "x"}])
+    sink = RecordingSink()
+    counters: Counter[str] = Counter()
+    sync = AccountSync(broker, sink, counters, clock_ns=lambda: 1_709_287_200_000_000_000)  # type: ignore[arg-type]
+
+    await sync.full("test")
+
+    assert sink.of(SnapshotTaken) == []  # nothing unlisted could be called flat
+    assert counters["snapshots_withheld"] == 1

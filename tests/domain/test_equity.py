@@ -573,7 +573,7 @@ def test_anchor_before_the_last_row_equals_the_anchor_of_the_curve_without_it() 
 def test_splits_by_session_date_keys_split_ratios_by_their_new_york_date() -> None:
     """SPEC §8 / issue 13: the equity job scales holdings by the splits the ledger booked. Alpaca
     stamps a split's legs before the open of the ex-date (04:00 New York, 08:00 UTC in summer)."""
-    from coldharbour.domain.corporate import CorporateAction
+    from coldharbour.domain.corporate import CorporateAction, effective_instant
     from coldharbour.domain.equity import splits_by_session_date
 
     ex_date = int(datetime(2024, 6, 10, 8, 0, tzinfo=UTC).timestamp()) * 1_000_000_000
@@ -583,8 +583,11 @@ def test_splits_by_session_date_keys_split_ratios_by_their_new_york_date() -> No
         CorporateAction(id="b", type="split", symbol="XYZ", ts=late_utc, ratio=Decimal("0.1")),
         CorporateAction(id="c", type="split", symbol="XYZ", ts=late_utc, ratio=Decimal(2)),
         CorporateAction(id="d", type="symbol_change", symbol="FB", new_symbol="META", ts=ex_date),
+        # re-timed by its announcement to the start of its ex-date (docs/corporate-actions.md)
+        CorporateAction(id="e", type="split", symbol="AMD", ts=effective_instant(date(2024, 6, 10)), ratio=Decimal(2)),
     ]
 
     found = splits_by_session_date(actions)
 
-    assert found == {date(2024, 6, 10): {"NVDA": Decimal(10)}, date(2024, 6, 11): {"XYZ": Decimal("0.2")}}
+    assert found == {date(2024, 6, 10): {"NVDA": Decimal(10), "AMD": Decimal(2)},
+                     date(2024, 6, 11): {"XYZ": Decimal("0.2")}}

@@ -148,6 +148,7 @@ async def _load(url: str, headers: dict[str, str], per_s: int, seconds: float) -
     return filled
 
 
+@pytest.mark.timeout(600)  # four measured minutes, then the catch-up
 def test_a_bot_on_the_same_key_is_never_refused_and_our_requests_stay_in_budget(
     migrated_dsn: Dsn, fake_broker: FakeBroker, stack_dir: Path
 ) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,16 +21,13 @@ from tests.web.browser import chromium
 
 pytestmark = pytest.mark.integration
 
-UP_WITHIN_S = 60.0
 DOWN_NAMED_WITHIN_S = 30.0
 
 
 def test_wrong_secret_is_named_by_up_status_and_the_page(
     pg_cluster: PgCluster, migrated_template: str, tmp_path: Path
 ) -> None:
-    started = time.monotonic()
     with start_stack(pg_cluster, migrated_template, tmp_path, secret="not-the-secret", check_up=False) as stack:
-        up_s = time.monotonic() - started
         up = stack.up_result
         status = stack.chmgr("status")
         alerts = wait_for(
@@ -52,7 +48,7 @@ def test_wrong_secret_is_named_by_up_status_and_the_page(
     assert "account demo" in cause
     assert "credentials" in cause
     assert "not-the-secret" not in cause
-    assert up_s < UP_WITHIN_S + 30  # `up` itself gave up on its own (start-up included)
+    # `up` gave up on its own: a hung one would have ended in the harness's CLI timeout (TimeoutExpired).
     assert status.returncode == 1
     assert any("account demo" in line and "credentials" in line for line in status.stdout.splitlines())
     assert cause.removeprefix("chmgr: ") in status.stdout  # the same words
@@ -89,7 +85,6 @@ def test_stopped_database_is_named_by_status(own_cluster: PgCluster, tmp_path: P
     with start_stack(own_cluster, template, tmp_path) as stack:
         before = stack.chmgr("status")
         own_cluster.stop("immediate")
-        stopped = time.monotonic()
         try:
 
             def names_the_database() -> subprocess.CompletedProcess[str] | None:
@@ -99,11 +94,9 @@ def test_stopped_database_is_named_by_status(own_cluster: PgCluster, tmp_path: P
             failing = wait_for(
                 names_the_database, DOWN_NAMED_WITHIN_S, interval_s=0.5, what="chmgr status naming the database"
             )
-            named_s = time.monotonic() - stopped
         finally:
             own_cluster.start()
 
     assert before.returncode == 0, before.stdout + before.stderr
     assert "working: account demo" in before.stdout
     assert any(line.startswith("database unreachable: ") for line in failing.stdout.splitlines())
-    assert named_s < DOWN_NAMED_WITHIN_S
