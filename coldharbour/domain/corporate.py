@@ -23,9 +23,13 @@ rewriting the fills of the symbol's open cycle (flat to flat) that precede it, t
 - **cash in lieu** (``cash_in_lieu_qty`` on a split or merger): a synthetic exit of that
   fraction of the new shares at ``price`` (``CORPORATE``).
 - **spin-off**: a synthetic entry of |position|·r shares of ``new_symbol`` at ``price`` (the
-  per-share basis the activity states). Without a stated basis the lot cannot be booked (a
-  zero-basis lot has no return): ``spinoff_without_basis`` tells the caller to log it and let
-  reconciliation book it (flagged for ``chmgr doctor``).
+  per-share basis the activity states). Real legs state no basis (price 0): once the parent is
+  known and its share of the basis chosen (``allocate_spinoff``: by default the ex-date market
+  values, ``spinoff_parent_share``), the parent's open-cycle fills keep ``basis_share`` of their
+  cost (price·share) and the new shares open at the rest: the two bases add up to the parent's
+  before, no slice appears. Held when the parent was partly closed in its cycle (its basis is
+  not one sum). Without either the lot cannot be booked (a zero-basis lot has no return):
+  ``spinoff_without_basis`` tells the caller to log it and let reconciliation book it.
 
 A **bust** (a FILL activity later ``canceled``) is the removal of that fill from the history.
 
@@ -143,9 +147,39 @@ def _check_more(action: CorporateAction) -> ActionProblem | None:
         return ActionProblem(id=action.id, reason="unit_split: the legs state no values to split the basis (held)")
     if action.type == "coin_fee" and not (action.qty is not None and action.qty > 0):
         return ActionProblem(id=action.id, reason="coin_fee: qty must be > 0")
-    if action.type == "spinoff" and not (action.price is not None and action.price > 0):
+    if action.type == "spinoff" and not (action.price is not None and action.price > 0) and not is_allocated(action):
         return ActionProblem(id=action.id, reason="spinoff_without_basis: no per-share basis stated")
     return None
+
+
+def is_allocated(action: CorporateAction) -> bool:
+    """Return True for a spin-off whose parent's basis is split by ``basis_share`` (``allocate_spinoff``)."""
+    return (action.type == "spinoff" and action.price is None and action.new_symbol is not None
+            and action.symbol != action.new_symbol and 0 < action.basis_share < 1)  # fmt: skip
+
+
+def allocate_spinoff(action: CorporateAction, parent: str, parent_share: Decimal) -> CorporateAction:
+    """Return the spin-off ``action`` (as read from its SPIN leg: ``symbol`` the new shares) booked
+    on ``parent``, which keeps ``parent_share`` (0 < share < 1) of its basis; the new shares get the rest."""
+    child = action.new_symbol or action.symbol
+    return _replace(action, symbol=parent, new_symbol=child, price=None, basis_share=parent_share)
+
+
+def spinoff_parent_share(
+    source_rate: Decimal, new_rate: Decimal, parent_price: Decimal, child_price: Decimal
+) -> Decimal | None:
+    """Return the share of the basis the parent keeps by the ex-date market values, or None.
+
+    ``new_rate`` new shares per ``source_rate`` parent shares (the announcement's rates); the
+    parent keeps source_rate·parent_price / (source_rate·parent_price + new_rate·child_price).
+    None when a rate or price is not > 0 (no default: the spin-off is held until one is set).
+    """
+    values = (source_rate, new_rate, parent_price, child_price)
+    if not all(v.is_finite() and v > 0 for v in values):
+        return None
+    parent_value = source_rate * parent_price
+    share = parent_value / (parent_value + new_rate * child_price)
+    return share if 0 < share < 1 else None
 
 
 def _sorted(fills: Iterable[Fill]) -> list[Fill]:
@@ -202,8 +236,9 @@ def apply_action(history: list[Fill], action: CorporateAction) -> tuple[list[Fil
     if problem is not None and not problem.reason.startswith("spinoff_without_basis"):
         return history, problem
     cycle, net = _open_cycle(history, action.symbol, action.ts)
-    if action.type == "coin_fee":
-        return _coin_fee(history, cycle, net, action)
+    if action.type == "coin_fee" or is_allocated(action):
+        rewrite = _coin_fee if action.type == "coin_fee" else _allocated_spinoff
+        return rewrite(history, cycle, net, action)
     if action.type == "spinoff" and action.qty is not None and net == 0:
         net = action.qty  # the broker states the new shares; the parent may be unknown here
     if net == 0:
@@ -258,6 +293,26 @@ def _unit_split(out: list[Fill], cycle: Sequence[int], action: CorporateAction, 
     out.append(_synthetic(action, "alt", action.alternate_symbol, entry, alternate_qty,
                           cost * (1 - share) / alternate_qty))  # fmt: skip
     return None
+
+
+def _allocated_spinoff(
+    history: list[Fill], cycle: Sequence[int], net: Decimal, action: CorporateAction
+) -> tuple[list[Fill], ActionProblem | None]:
+    """The parent's open-cycle fills keep ``basis_share`` of their cost; the new shares open at the rest."""
+    entry = "buy" if net > 0 else "sell_short"
+    if net == 0 or any(history[i].side != entry for i in cycle) or action.new_symbol is None:
+        reason = "not held then" if net == 0 else "partly closed before it: basis not one sum"
+        return history, ActionProblem(id=action.id, reason=f"spinoff: {action.symbol} {reason} (held)")
+    qty = action.qty if action.qty is not None else abs(net) * action.ratio
+    if not qty > 0:
+        return history, ActionProblem(id=action.id, reason=f"spinoff: {qty} new shares (held)")
+    cost = sum((history[i].qty * history[i].price for i in cycle), ZERO)
+    out = list(history)
+    for index in cycle:
+        fill = out[index]
+        out[index] = _replace(fill, price=fill.price * action.basis_share)
+    out.append(_synthetic(action, "spin", action.new_symbol, entry, qty, cost * (1 - action.basis_share) / qty))
+    return _sorted(out), None
 
 
 def _coin_fee(
@@ -553,6 +608,8 @@ class Announcement(msgspec.Struct, frozen=True, kw_only=True):
     group: str
     symbols: tuple[str, ...]
     effective: date
+    # A spin-off's (``source_rate``, ``new_rate``): new shares per parent shares; None elsewhere.
+    rates: tuple[Decimal, Decimal] | None = None
 
 
 def parse_announcements(body: object) -> list[Announcement]:
@@ -576,9 +633,49 @@ def parse_announcements(body: object) -> list[Announcement]:
             except ValueError:
                 effective = None
             if symbols and effective is not None:
+                rates = _rates(item, "source_rate", "new_rate") if group == "spin_offs" else None
                 found.append(Announcement(id=str(item.get("id") or ""), group=str(group), symbols=symbols,
-                                          effective=effective))  # fmt: skip
+                                          effective=effective, rates=rates))  # fmt: skip
     return found
+
+
+def _rates(item: Mapping[str, object], *names: str) -> tuple[Decimal, Decimal] | None:
+    """Return the two rates ``names`` of an announcement (numbers or decimal strings), or None."""
+    values: list[Decimal] = []
+    for name in names:
+        raw = item.get(name)
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            return None
+        try:
+            value = Decimal(str(raw))
+        except ArithmeticError:
+            return None
+        if not (value.is_finite() and value > 0):
+            return None
+        values.append(value)
+    return values[0], values[1]
+
+
+def spinoff_by_announcement(
+    action: CorporateAction, announcements: Sequence[Announcement], prices: Mapping[str, Decimal]
+) -> CorporateAction | None:
+    """Return the spin-off ``action`` (from its SPIN leg, priced 0) allocated by default: the
+    parent is the announcement's ``source_symbol``, its share of the basis by the announcement's
+    rates and ``prices`` of the two symbols (``spinoff_parent_share``); None when the
+    announcement, its rates or a price is not known (the action stays held)."""
+    child = action.new_symbol or action.symbol
+    day = datetime.fromtimestamp((action.ts + _MICROSECOND_NS) / 1e9, tz=NEW_YORK).date()
+    near = [a for a in announcements if a.group == "spin_offs" and len(a.symbols) == 2 and a.symbols[1] == child
+            and a.rates is not None and abs(a.effective - day) <= timedelta(days=ANNOUNCEMENT_MATCH_DAYS)]
+    if not near:
+        return None
+    best = min(near, key=lambda a: (abs(a.effective - day), a.id))
+    parent = best.symbols[0]
+    assert best.rates is not None
+    if parent not in prices or child not in prices:
+        return None
+    share = spinoff_parent_share(best.rates[0], best.rates[1], prices[parent], prices[child])
+    return allocate_spinoff(action, parent, share) if share is not None else None
 
 
 def effective_instant(day: date) -> int:

@@ -13,8 +13,12 @@ from hypothesis import strategies as st
 from coldharbour.domain.corporate import (
     CorporateAction,
     adjusted_history,
+    allocate_spinoff,
     needs_history,
+    parse_announcements,
     remove_busted,
+    spinoff_by_announcement,
+    spinoff_parent_share,
 )
 from coldharbour.domain.ledger import (
     Ledger,
@@ -135,6 +139,67 @@ def test_spinoff_books_new_lots_at_the_stated_basis_or_reports_the_problem() -> 
     assert ledger.net("KID") == D(2)
     assert ledger.net("AAPL") == D(10)
     assert [p.reason.split(":")[0] for p in problems] == ["spinoff_without_basis"]
+
+
+def spin_leg(qty: str = "2") -> CorporateAction:
+    """A spin-off as its SPIN leg states it: the new shares, priced 0 (no basis)."""
+    return CorporateAction(id="sp", type="spinoff", symbol="KID", new_symbol="KID", ts=at(60), qty=D(qty))
+
+
+def test_the_default_parent_share_is_the_ex_date_market_values() -> None:
+    # 1 KID per 5 AAPL; AAPL 100, KID 25: 5 x 100 = 500 of parent per 25 of child
+    assert spinoff_parent_share(D(5), D(1), D(100), D(25)) == D(500) / D(525)
+    assert spinoff_parent_share(D(5), D(1), D(0), D(25)) is None
+    assert spinoff_parent_share(D(5), D(1), D(100), D("NaN")) is None
+
+
+def test_an_allocated_spinoff_splits_the_parent_basis_and_books_no_slice() -> None:
+    fills = [*held(4, 100), make_fill(order_id="b2", qty=6, price=110, ts=at(10), cum_qty=6)]
+    spin = allocate_spinoff(spin_leg(), "AAPL", D("0.8"))
+
+    ledger = rebuild([BUY, make_order(id="b2")], fills, [spin])
+
+    parent = sum((lot.entry_cost for lot in ledger.lots.values() if lot.symbol == "AAPL"), D(0))
+    (child,) = (lot for lot in ledger.lots.values() if lot.symbol == "KID")
+    assert parent == D("0.8") * D(1060)
+    assert (child.qty, child.entry_cost) == (D(2), D("0.2") * D(1060))
+    assert parent + child.entry_cost == D(1060)
+    assert ledger.net("AAPL") == D(10)
+    assert ledger.slices == {}
+
+
+def test_a_spinoff_leg_is_allocated_by_its_announcement_and_the_two_prices() -> None:
+    # the spin_offs group as alpaca-py's alpaca/data/models/corporate_actions.py names it (SpinOff)
+    body = {"corporate_actions": {"spin_offs": [{
+        "id": "a1", "source_symbol": "AAPL", "source_rate": 5, "new_symbol": "KID", "new_rate": "1",
+        "ex_date": "2024-03-01", "process_date": "2024-03-01", "payable_date": "2024-03-01"}]}}
+    announcements = parse_announcements(body)
+    leg = msgspec_replace_action(spin_leg(), ts=at(0))  # at(0) is on 2024-03-01 in New York
+
+    found = spinoff_by_announcement(leg, announcements, {"AAPL": D(100), "KID": D(25)})
+
+    assert announcements[0].rates == (D(5), D(1))
+    assert found is not None
+    assert (found.symbol, found.new_symbol, found.qty, found.basis_share) == ("AAPL", "KID", D(2), D(500) / D(525))
+    assert spinoff_by_announcement(leg, announcements, {"AAPL": D(100)}) is None  # no price of KID: held
+    assert spinoff_by_announcement(leg, [], {"AAPL": D(100), "KID": D(25)}) is None
+
+
+def msgspec_replace_action(action: CorporateAction, **changes: object) -> CorporateAction:
+    return msgspec.structs.replace(action, **changes)
+
+
+def test_an_allocated_spinoff_is_held_when_the_parent_was_partly_sold_or_not_held() -> None:
+    sold = [*held(), make_fill(order_id="s1", side="sell", qty=3, price=90, ts=at(10), cum_qty=3)]
+    spin = allocate_spinoff(spin_leg(), "AAPL", D("0.8"))
+
+    _, partly = adjusted_history(sold, [spin])
+    _, absent = adjusted_history(held(), [allocate_spinoff(spin_leg(), "MSFT", D("0.8"))])
+    _, unallocated = adjusted_history(held(), [spin_leg()])
+
+    assert [p.reason for p in partly] == ["spinoff: AAPL partly closed before it: basis not one sum (held)"]
+    assert [p.reason for p in absent] == ["spinoff: MSFT not held then (held)"]
+    assert [p.reason.split(":")[0] for p in unallocated] == ["spinoff_without_basis"]
 
 
 def test_action_while_flat_changes_nothing() -> None:

@@ -114,7 +114,7 @@ def test_property_replaying_the_whole_history_writes_nothing(history: tuple[list
 @st.composite
 def rewrites(draw: st.DrawFn, fills: list[Fill]) -> tuple[list[CorporateAction], list[Fill]]:
     """Random corporate actions (splits, reverse splits, symbol changes, cash mergers, removals at 0
-    or in cash, fees in the coin) at any instant, and busts."""
+    or in cash, fees in the coin, spin-offs with an allocated basis) at any instant, and busts."""
     actions: list[CorporateAction] = []
     for n in range(draw(st.integers(0, 3))):
         symbol = draw(st.sampled_from((*SYMBOLS, "NEW0")))
@@ -124,7 +124,7 @@ def rewrites(draw: st.DrawFn, fills: list[Fill]) -> tuple[list[CorporateAction],
         if draw(st.booleans()):
             when = at(draw(st.integers(0, 40))) - 1_000
         kind = draw(st.sampled_from(["split", "reverse", "symbol_change", "cash_merger", "removal", "coin_fee",
-                                     "unit_split", "stock_cash_merger"]))
+                                     "unit_split", "stock_cash_merger", "spinoff"]))
         if kind == "symbol_change":
             # Into a symbol not held (renaming into a held symbol can make a later fill of the old
             # symbol collide with the moved lot's key: a known limit, see the wiring report).
@@ -135,6 +135,9 @@ def rewrites(draw: st.DrawFn, fills: list[Fill]) -> tuple[list[CorporateAction],
             actions.append(CorporateAction(id=f"act{n}", type="unit_split", symbol=symbol, ts=when, ratio=Decimal(1),
                                            new_symbol=f"UA{n}", alternate_symbol=f"UB{n}", alternate_ratio=Decimal(1),
                                            basis_share=Decimal("0.6")))
+        elif kind == "spinoff":  # allocated: the parent keeps 70 % of its basis, new shares not held
+            actions.append(CorporateAction(id=f"act{n}", type="spinoff", symbol=symbol, ts=when, new_symbol=f"SP{n}",
+                                           qty=Decimal(3), basis_share=Decimal("0.7")))
         elif kind == "stock_cash_merger":
             actions.append(CorporateAction(id=f"act{n}", type="stock_cash_merger", symbol=symbol, ts=when,
                                            ratio=Decimal("0.5"), new_symbol=f"ACQ{n}", price=Decimal(120),
