@@ -503,6 +503,20 @@ class LedgerCheckRequested(Msg, frozen=True, tag="cmd.ledger_check"):
     account: str
 
 
+class SpinoffBasisSet(Msg, Checked, frozen=True, tag="cmd.spinoff_basis"):
+    """Ask ``state`` to rebook a spin-off with the parent keeping ``parent_share`` of its basis
+    (``chmgr corporate basis``; docs/corporate-actions.md "Spin-offs").
+
+    ``parent``: the parent symbol, needed only when no announcement named it (the action is held);
+    ``state`` stores the choice (``spinoff_bases``, source ``override``) and rebuilds the symbols.
+    """
+
+    account: str
+    action_id: str
+    parent_share: Decimal
+    parent: str | None = None
+
+
 Message = (
     Heartbeat
     | Probe
@@ -521,6 +535,7 @@ Message = (
     | ScheduleComputed
     | SessionPhaseChanged
     | LedgerCheckRequested
+    | SpinoffBasisSet
 )
 
 ENCODER: Final = msgspec.msgpack.Encoder(decimal_format="string")
@@ -597,6 +612,11 @@ def topic_state(slug: str) -> str:
 def topic_fills(slug: str) -> str:
     """Return ``fills.<slug>`` (FILL activity pages)."""
     return f"fills.{slug}"
+
+
+def topic_spinoff_basis(slug: str) -> str:
+    """Return the topic of ``slug``'s spin-off basis overrides (``chmgr corporate basis``)."""
+    return f"cmd.spinoff_basis.{slug}"
 
 
 def topic_ledger_check(slug: str) -> str:

@@ -36,7 +36,7 @@ FINAL_FLUSH_TIMEOUT_S = 10.0
 START_CHUNK_ROWS = 5_000  # rows per start-up commit (a 100k-row plan held its 6,250 NOTIFYs at once)
 BROKER_PREFIXES = (m.topic_trade(""), m.topic_snapshot(""), m.topic_orders(""), m.topic_fills(""))  # gap: resync
 PREFIXES = [m.PREFIX_TICK, *BROKER_PREFIXES, m.topic_cash(""), m.topic_equity(""), m.topic_metrics(""),
-            m.TOPIC_SCHEDULE, m.TOPIC_SESSION, m.topic_ledger_check("")]  # fmt: skip
+            m.TOPIC_SCHEDULE, m.TOPIC_SESSION, m.topic_ledger_check(""), m.topic_spinoff_basis("")]  # fmt: skip
 
 
 def _migrate(settings: Settings) -> list[tuple[str, int]]:

@@ -24,7 +24,14 @@ from psycopg.rows import TupleRow
 from coldharbour.db import rows as r
 from coldharbour.db.names import AccountNames, SharedNames
 from coldharbour.domain import stored
-from coldharbour.domain.corporate import CORPORATE_CODES, CorporateAction, actions_from_legs, corporate_legs
+from coldharbour.domain.corporate import (
+    CORPORATE_CODES,
+    CorporateAction,
+    SpinoffBasis,
+    actions_from_legs,
+    corporate_legs,
+    with_bases,
+)
 from coldharbour.domain.reports import TICK_FUTURE_NS, ActivityRecord
 from coldharbour.domain.types import Fill, OpenRow, Order, SliceKey, from_datetime
 
@@ -231,10 +238,21 @@ async def load_actions(conn: Connection, names: AccountNames) -> list[CorporateA
     """Return the corporate actions the stored SPLIT/SC/NC/MA/SPIN/CIL legs describe (SPEC §8).
 
     No table of their own: they are re-derived the way ``snapshot`` derived them
-    (``corporate_legs`` then ``actions_from_legs``), so the start-up rebuild books the same ones.
+    (``corporate_legs`` then ``actions_from_legs``), so the start-up rebuild books the same ones;
+    a spin-off takes its stored basis allocation (``spinoff_bases``: the SPIN leg names only the
+    new shares).
     """
     records = await load_activities(conn, names, tuple(sorted(CORPORATE_CODES)))
-    return actions_from_legs(corporate_legs(records))[0]
+    return with_bases(actions_from_legs(corporate_legs(records))[0], await load_spinoff_bases(conn, names))
+
+
+async def load_spinoff_bases(conn: Connection, names: AccountNames) -> list[SpinoffBasis]:
+    """Return every stored spin-off basis allocation."""
+    query = sql.SQL("SELECT action_id, parent, parent_share, source, set_at FROM {t} ORDER BY action_id").format(
+        t=names.spinoff_bases.ident)
+    cursor = await conn.execute(query)
+    return [SpinoffBasis(action_id=a, parent=p, parent_share=share, source=src, set_at=from_datetime(at))
+            for a, p, share, src, at in await cursor.fetchall()]  # fmt: skip
 
 
 async def load_history(conn: Connection, names: AccountNames) -> tuple[list[Order], list[Fill]]:

@@ -50,6 +50,7 @@ class AccountNames(msgspec.Struct, frozen=True, kw_only=True):
     # Reconciliation fills (``recon:``): our own bookings, kept out of the raw broker tables so no
     # replay reads them as broker history; the ledger rebuild reads them with the fills.
     reconciliations: Table
+    spinoff_bases: Table  # how each spin-off's basis is split (a reload books it the same)
     pos_channel: str
     closed_channel: str
     metrics_channel: str
@@ -87,6 +88,7 @@ def account_names(settings: Settings, slug: str) -> AccountNames:
         raw_orders=table("raw_orders_{slug}", "raw orders table", raw_schema),
         raw_activities=table("raw_activities_{slug}", "raw activities table", raw_schema),
         reconciliations=table("reconciliations_{slug}", "reconciliations table"),
+        spinoff_bases=table("spinoff_bases_{slug}", "spin-off bases table"),
         pos_channel=channel(settings.pos_channel, "POS_CHANNEL"),
         closed_channel=channel(settings.closed_channel, "CLOSED_CHANNEL"),
         metrics_channel=channel(settings.metrics_channel, "METRICS_CHANNEL"),

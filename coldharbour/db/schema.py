@@ -347,11 +347,28 @@ def _account_reconciliations(names: AccountNames, schema: str) -> list[sql.Compo
     ]
 
 
+def _account_spinoff_bases(names: AccountNames, schema: str) -> list[sql.Composed]:
+    """How each spin-off's basis is split (docs/corporate-actions.md "Spin-offs"), by action id."""
+    return [
+        _q(
+            """CREATE TABLE IF NOT EXISTS {t} (
+                action_id text PRIMARY KEY,
+                parent text NOT NULL,
+                parent_share {s}.finite_numeric NOT NULL CHECK (parent_share > 0 AND parent_share < 1),
+                source text NOT NULL CHECK (source IN ('default', 'override')),
+                set_at timestamptz NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now())""",
+            t=names.spinoff_bases.ident, s=sql.Identifier(schema),
+        ),
+    ]  # fmt: skip
+
+
 ACCOUNT_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "positions, closed, equity, cash flows, metrics, raw orders/activities", _account_v1),
     Migration(2, "daily equity: broker_equity, equity_diff", _account_equity_proof),
     Migration(3, "real broker events: activity categories, CORPORATE exits", _account_real_events),
     Migration(4, "reconciliation fills in their own table, out of raw_activities", _account_reconciliations),
+    Migration(5, "spin-off bases: how each spin-off's basis is split", _account_spinoff_bases),
 )
 
 

@@ -99,6 +99,12 @@ CASH_FLOWS: Final = TableSpec("cash_flows", (
     ("description", "text"),
 ), key=("id",))  # fmt: skip
 
+# How each spin-off's basis is split (docs/corporate-actions.md "Spin-offs"): a reload applies it
+# to the action its stored SPIN leg describes.
+SPINOFF_BASES: Final = TableSpec("spinoff_bases", (
+    ("action_id", "text"), ("parent", "text"), ("parent_share", _NUMBER), ("source", "text"), ("set_at", _TIME),
+), key=("action_id",))  # fmt: skip
+
 DAILY_EQUITY: Final = TableSpec("equity_full", (
     ("date", "date"), ("deposit", _NUMBER), ("cash_balance", _NUMBER), ("market_value", _NUMBER),
     ("daily_return", _NUMBER), ("cumulative_return", _NUMBER), ("drawdown", _NUMBER), ("net_flows", _NUMBER),

@@ -38,6 +38,7 @@ from coldharbour.db.names import AccountNames, SharedNames, account_names, share
 from coldharbour.db.upserts import Spec, Statements
 from coldharbour.domain import changes as c
 from coldharbour.domain.cashflows import CashFlow
+from coldharbour.domain.corporate import SpinoffBasis
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.schedule import Session
@@ -326,6 +327,10 @@ def _cash_flows(w: Writer, change: c.CashFlows, now_ns: int) -> list[Statement]:
     return out
 
 
+def _spinoff_bases(w: Writer, change: c.SpinoffBases, now_ns: int) -> list[Statement]:
+    return [_plain(w, tables.SPINOFF_BASES, w.names(change.account), change.rows)] if change.rows else []
+
+
 def _daily(w: Writer, change: c.DailyEquity, now_ns: int) -> list[Statement]:
     names, out = w.names(change.account), list[Statement]()
     if change.rows:
@@ -380,7 +385,8 @@ WriteChange = Callable[["Writer", Any, int], list[Statement]]
 # The one place that knows how each change kind is written (statements in the order they run).
 WRITES: Final[dict[type[c.Change], WriteChange]] = {
     c.OpenRows: _open_rows, c.ClosedSlices: _closed, c.RawOrders: _raw_orders, c.RawActivities: _raw_activities,
-    c.Reconciliations: _reconciliations, c.CashFlows: _cash_flows, c.DailyEquity: _daily,
+    c.Reconciliations: _reconciliations, c.CashFlows: _cash_flows, c.SpinoffBases: _spinoff_bases,
+    c.DailyEquity: _daily,
     c.IntradayEquity: _intraday, c.MetricsDoc: _metrics, c.UiHeartbeat: _heartbeat, c.MarketSchedule: _schedule,
     c.LatestPrices: _prices, c.PriceBars: _bars,
 }  # fmt: skip
@@ -397,7 +403,8 @@ def _key_of(change: c.Change) -> str | None:
 
 def _row_key(value: object) -> object:
     match value:
-        case OpenRow(parent_id=key) | CashFlow(id=key) | ActivityRecord(id=key) | Session(session_date=key):
+        case OpenRow(parent_id=key) | CashFlow(id=key) | ActivityRecord(id=key) | Session(session_date=key) \
+                | SpinoffBasis(action_id=key):
             return key
         case ClosedSlice(key=key) | DailyRow(date=key) | IntradayPoint(ts=key):
             return key

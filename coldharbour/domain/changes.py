@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from coldharbour.domain.cashflows import CashFlow
+from coldharbour.domain.corporate import SpinoffBasis
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.schedule import Session
@@ -128,6 +129,17 @@ class CashFlows:
 
 
 @dataclass(frozen=True, slots=True)
+class SpinoffBases:
+    """How spin-offs' bases are allocated, by action id (docs/corporate-actions.md "Spin-offs")."""
+
+    ROWS: ClassVar[Groups] = (("rows",),)
+    OPS: ClassVar[Groups] = ()
+
+    account: str
+    rows: tuple[SpinoffBasis, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class DailyEquity:
     """Daily equity rows; ``keep_only`` (a full rebuild) deletes every other date."""
 
@@ -209,8 +221,8 @@ class UiHeartbeat:
     now_ns: int
 
 
-Change = (OpenRows | ClosedSlices | RawOrders | RawActivities | Reconciliations | CashFlows | DailyEquity
-          | IntradayEquity | MetricsDoc | MarketSchedule | LatestPrices | PriceBars | UiHeartbeat)
+Change = (OpenRows | ClosedSlices | RawOrders | RawActivities | Reconciliations | CashFlows | SpinoffBases
+          | DailyEquity | IntradayEquity | MetricsDoc | MarketSchedule | LatestPrices | PriceBars | UiHeartbeat)
 
 
 def account_of(change: Change) -> str | None:

@@ -165,6 +165,43 @@ def allocate_spinoff(action: CorporateAction, parent: str, parent_share: Decimal
     return _replace(action, symbol=parent, new_symbol=child, price=None, basis_share=parent_share)
 
 
+class SpinoffBasis(msgspec.Struct, frozen=True, kw_only=True):
+    """The allocation of a spin-off's basis, stored so a reload books what was booked live.
+
+    ``action_id``: the spin-off (its SPIN leg's id); ``parent``: the symbol whose basis is
+    split; ``parent_share``: the fraction the parent keeps (0 < share < 1); ``source``:
+    ``default`` (the announcement's rates and the two prices) or ``override`` (``chmgr
+    corporate basis``); ``set_at``: when it was chosen (UTC ns).
+    """
+
+    action_id: str
+    parent: str
+    parent_share: Decimal
+    source: Literal["default", "override"]
+    set_at: int
+
+
+def basis_of(action: CorporateAction, source: Literal["default", "override"], set_at: int) -> SpinoffBasis | None:
+    """Return the stored form of an allocated spin-off's basis, None for any other action."""
+    if not is_allocated(action):
+        return None
+    return SpinoffBasis(action_id=action.id, parent=action.symbol, parent_share=action.basis_share, source=source,
+                        set_at=set_at)  # fmt: skip
+
+
+def with_bases(actions: Iterable[CorporateAction], bases: Iterable[SpinoffBasis]) -> list[CorporateAction]:
+    """Return ``actions`` with each spin-off's stored allocation applied (the actions derived from
+    stored legs know only the new shares: a reload must book what was booked live)."""
+    chosen = {basis.action_id: basis for basis in bases}
+    out: list[CorporateAction] = []
+    for action in actions:
+        basis = chosen.get(action.id)
+        if basis is not None and action.type == "spinoff" and 0 < basis.parent_share < 1:
+            action = allocate_spinoff(action, basis.parent, basis.parent_share)
+        out.append(action)
+    return out
+
+
 def spinoff_parent_share(
     source_rate: Decimal, new_rate: Decimal, parent_price: Decimal, child_price: Decimal
 ) -> Decimal | None:

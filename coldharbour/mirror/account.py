@@ -33,7 +33,15 @@ from decimal import Decimal
 import msgspec
 
 from coldharbour.domain import changes as ch
-from coldharbour.domain.corporate import CorporateAction, linked_symbols, needs_history, remove_busted
+from coldharbour.domain.corporate import (
+    CorporateAction,
+    allocate_spinoff,
+    basis_of,
+    is_allocated,
+    linked_symbols,
+    needs_history,
+    remove_busted,
+)
 from coldharbour.domain.ledger import (
     Ledger,
     apply_delta,
@@ -137,7 +145,8 @@ class AccountMirror:
                  if k not in self.fills and k not in self.ledger.seen and k not in self.busted and k not in busted}
         new_fills = {k: fill for k, (_, fill) in fills.items()}
         view = StagedView(self.book, orders)
-        events = Rewrites(actions, {k: fill for k, (_, fill) in busted.items()}, canceled)
+        rebased = self._rebased(batch, canceled)
+        events = Rewrites(actions, {k: fill for k, (_, fill) in busted.items()}, canceled, rebased)
         change = self._ledger_change(orders, new_fills, view, events)
         for rejection in change.rejections:
             self.counters["rejected_fills"] += 1
@@ -147,6 +156,10 @@ class AccountMirror:
         self._slice_changes(plan, change, batch)
         self._raw_changes(plan, batch, orders, fills, [rec for rec, _ in busted.values() if rec is not None])
         self._analytics_changes(plan, batch)
+        bases = [b for b in (*(basis_of(a, "default", now) for a in actions.values()),
+                             *(basis_of(a, "override", now) for a in rebased.values())) if b is not None]
+        if bases:  # stored with the legs: a reload books the spin-off as it was booked here
+            plan.changes.append(ch.SpinoffBases(self.slug, tuple(bases)))
         plan.updates.append(AccountUpdate(self.slug, orders, new_fills, change, rows, batch.wac, batch.bars, events,
                                           slices_converged=batch.all_slices))
         symbols = sorted({f.symbol for f in new_fills.values()} & batch.stream_symbols)
@@ -154,6 +167,28 @@ class AccountMirror:
             plan.messages.append((topic_resync(self.slug),
                                   ResyncRequested(account=self.slug, reason="fill", symbols=tuple(symbols))))
         return plan
+
+    def _rebased(self, batch: AccountBatch, canceled: dict[str, CorporateAction]) -> dict[str, CorporateAction]:
+        """Return the booked spin-offs an override rebooks with its basis allocation (the others refused, logged)."""
+        rebased: dict[str, CorporateAction] = {}
+        for action_id, (share, parent) in sorted(batch.rebased.items()):
+            booked = self.actions.get(action_id)
+            reason = None
+            if booked is None or action_id in canceled:
+                reason = "no such corporate action booked"
+            elif booked.type != "spinoff" or (booked.price is not None and not is_allocated(booked)):
+                reason = f"a {booked.type} with a stated basis, not a spin-off to allocate"
+            elif not is_allocated(booked) and not parent:
+                reason = "no announcement named its parent: give the parent symbol"
+            elif not 0 < share < 1:
+                reason = f"parent share {share} outside (0, 1)"
+            if reason is not None:
+                self.counters["spinoff_basis_refused"] += 1
+                log.warning("spin-off basis override refused account=%s id=%s: %s", self.slug, action_id, reason)
+                continue
+            assert booked is not None
+            rebased[action_id] = allocate_spinoff(booked, parent or booked.symbol, share)
+        return rebased
 
     def _needs_rebuild(self, orders: dict[str, Order]) -> bool:
         """Return True when a staged order changes a chain that applied fills depend on."""
@@ -171,8 +206,11 @@ class AccountMirror:
         symbols: set[str] = set()
         if not actions and not events.busted and not events.canceled:  # nothing rewrites history (the usual batch)
             return symbols
-        for action in events.actions.values():
+        for action in [*events.actions.values(), *events.rebased.values()]:
             symbols |= linked_symbols(set(action.symbols), actions, action.ts - 1)
+        for action_id in events.rebased:  # the symbols the allocation it replaces linked
+            before = self.actions[action_id]
+            symbols |= linked_symbols(set(before.symbols), actions, before.ts - 1)
         for action in events.canceled.values():  # every symbol it linked: their lots are rebuilt without it
             symbols |= linked_symbols(set(action.symbols), [*actions, *events.canceled.values()], action.ts - 1)
         for fill in events.busted.values():
@@ -185,7 +223,7 @@ class AccountMirror:
     def _ledger_change(self, orders: dict[str, Order], keyed: dict[str, Fill], view: StagedView,
                        events: Rewrites) -> LedgerChange:
         fills = list(keyed.values())
-        actions = [*self.actions.values(), *events.actions.values()]
+        actions = [events.rebased.get(a.id, a) for a in self.actions.values()] + list(events.actions.values())
         if events.canceled:
             actions = [a for a in actions if a.id not in events.canceled]
         busted = self.busted | set(events.busted)
@@ -346,7 +384,7 @@ class AccountMirror:
             self.stored_slices.clear()
         if update.recon_corrections:
             self.counters["recon_corrections"] += update.recon_corrections
-        if update.rewrites.actions or update.rewrites.busted or update.rewrites.canceled:
+        if update.rewrites.actions or update.rewrites.busted or update.rewrites.canceled or update.rewrites.rebased:
             self._swap_rewrites(update.rewrites)
 
     def _swap_rows(self, rows: RowChanges) -> None:
@@ -368,6 +406,11 @@ class AccountMirror:
             self.counters["corporate_actions_canceled"] += 1
             log.info("corporate action canceled by the broker account=%s id=%s type=%s symbol=%s: its symbols rebuilt",
                      self.slug, action_id, action.type, action.symbol)
+        for action_id, action in events.rebased.items():
+            self.actions[action_id] = action
+            self.counters["spinoff_basis_overrides"] += 1
+            log.info("spin-off rebooked account=%s id=%s parent=%s parent_share=%s new_symbol=%s", self.slug,
+                     action_id, action.symbol, action.basis_share, action.new_symbol)
         self.busted |= set(events.busted)
         self.counters["corporate_actions_booked"] += len(events.actions)
         self.counters["fills_busted"] += len(events.busted)

@@ -37,6 +37,8 @@ class AccountBatch:
     activities: dict[str, ActivityRecord] = field(default_factory=dict)  # non-fill, by id
     actions: dict[str, CorporateAction] = field(default_factory=dict)  # corporate actions, by id
     canceled_actions: set[str] = field(default_factory=set)  # ids of actions the broker canceled
+    # Spin-off basis overrides (``chmgr corporate basis``): action id -> (parent share, parent or None).
+    rebased: dict[str, tuple[Decimal, str | None]] = field(default_factory=dict)
     # Busted executions by fill key: the canceled FILL record to store (None: none came) and the fill.
     busted: dict[str, tuple[ActivityRecord | None, Fill]] = field(default_factory=dict)
     cash_flows: dict[str, CashFlow] = field(default_factory=dict)
@@ -53,6 +55,7 @@ class AccountBatch:
     def is_empty(self) -> bool:
         """Return True when nothing was staged."""
         return not (self.orders or self.fills or self.activities or self.actions or self.busted or self.canceled_actions
+                    or self.rebased
                     or self.cash_flows or self.daily
                     or self.intraday or self.bars or self.metrics is not None or self.wac
                     or self.remarked or self.full or self.daily_keep is not None or self.deleted_cash_flows)

@@ -43,6 +43,7 @@ from coldharbour.messages import (
     ScheduleComputed,
     SessionPhaseChanged,
     SnapshotTaken,
+    SpinoffBasisSet,
     Tick,
     TickBatch,
     topic_resync,
@@ -300,6 +301,8 @@ class Mirror:
                     batch.add_order(leg, "{}", self.counters)
                 if message.fill is not None:
                     batch.add_fill(message.fill, self.counters, from_stream=True)
+            case SpinoffBasisSet():  # booked by ``AccountMirror.plan`` (refused there when it fits nothing)
+                batch.rebased[message.action_id] = (message.parent_share, message.parent)
             case _:
                 self._stage_pages(message, batch)
 

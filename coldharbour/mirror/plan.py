@@ -54,6 +54,8 @@ class Rewrites:
     actions: dict[str, CorporateAction] = field(default_factory=dict)
     busted: dict[str, Fill] = field(default_factory=dict)
     canceled: dict[str, CorporateAction] = field(default_factory=dict)  # booked actions the broker canceled
+    # Booked spin-offs rebooked with another basis allocation (``chmgr corporate basis``), by id.
+    rebased: dict[str, CorporateAction] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ from coldharbour.db.names import account_names, shared_names
 from coldharbour.db.writer import Writer
 from coldharbour.domain import changes as ch
 from coldharbour.domain import stored as canon
+from coldharbour.domain.corporate import SpinoffBasis
 from coldharbour.domain.ledger import differences, rebuild
 from coldharbour.domain.orders import OrderBook
 from coldharbour.domain.positions import build_open_row
@@ -96,6 +97,31 @@ async def test_loads_leave_busted_fills_out_and_re_derive_corporate_actions(migr
     assert [f.key for f in fills] == [kept[1].key]
     assert busted == {gone[1].key}
     assert (action.type, action.symbol, action.ratio) == ("split", "AAPL", Decimal(2))
+
+
+async def test_loads_apply_the_stored_spinoff_basis_to_the_spin_leg_and_keep_the_last_choice(migrated_dsn: Any) -> None:
+    """A SPIN leg as real accounts list it (priced 0: https://docs.alpaca.markets/us/docs/account-activities.md
+    NonTradeActivity) and its allocation written twice (default, then an override): the reload
+    books the override."""
+    names = account_names(make_settings(migrated_dsn), "demo")
+    leg = ActivityRecord(id="20240301103000000::5f596936-6f23-4cef-bdf1-3806aae50009", activity_type="SPIN",
+                         transaction_time=T0 + 1800 * NS_PER_SECOND, symbol="KID", qty=Decimal(2), price=Decimal(0),
+                         net_amount=Decimal(0), raw_json='{"activity_type":"SPIN","qty":"2","status":"executed"}')
+    default = SpinoffBasis(action_id=leg.id, parent="AAPL", parent_share=Decimal("0.8"), source="default", set_at=T0)
+    override = SpinoffBasis(action_id=leg.id, parent="AAPL", parent_share=Decimal("0.55"), source="override",
+                            set_at=T0 + NS_PER_SECOND)
+    writer = Writer(make_settings(migrated_dsn))
+    await writer.connect()
+    await writer.commit([ch.RawActivities(names.slug, (leg,)), ch.SpinoffBases(names.slug, (default,))], T0)
+    await writer.commit([ch.SpinoffBases(names.slug, (override,))], T0)
+    await writer.close()
+
+    async with await psycopg.AsyncConnection.connect(migrated_dsn.reveal()) as conn:
+        [action] = await loads.load_actions(conn, names)
+        assert await loads.load_spinoff_bases(conn, names) == [override]
+
+    assert (action.type, action.symbol, action.new_symbol, action.qty, action.basis_share, action.price) == (
+        "spinoff", "AAPL", "KID", Decimal(2), Decimal("0.55"), None)
 
 
 async def test_start_load_reads_every_stored_form_as_the_record_converters_do(migrated_dsn: Any) -> None:

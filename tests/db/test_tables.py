@@ -15,6 +15,7 @@ import pytest
 from coldharbour.db import tables
 from coldharbour.db.names import account_names, shared_names
 from coldharbour.domain.cashflows import CashFlow
+from coldharbour.domain.corporate import SpinoffBasis
 from coldharbour.domain.equity import DailyRow, IntradayPoint
 from coldharbour.domain.schedule import Session
 from coldharbour.domain.types import CLOSED_COLUMNS, ClosedSlice, OpenRow
@@ -22,7 +23,7 @@ from tests.support import make_settings
 
 SPECS = [tables.POSITIONS, tables.CLOSED, tables.RAW_ORDERS, tables.RAW_ACTIVITIES, tables.RECONCILIATIONS,
          tables.CASH_FLOWS, tables.DAILY_EQUITY, tables.INTRADAY_EQUITY, tables.METRICS, tables.MARKET_SCHEDULE,
-         tables.LATEST_PRICES, tables.PRICE_BARS]
+         tables.LATEST_PRICES, tables.PRICE_BARS, tables.SPINOFF_BASES]
 UDT = {"int": "int4", "float8": "float8"}  # the description's type → information_schema.udt_name, when they differ
 
 
@@ -60,6 +61,7 @@ def test_tables_a_key_outside_the_columns_is_refused() -> None:
 @pytest.mark.parametrize(("spec", "value_type"), [
     (tables.POSITIONS, OpenRow), (tables.CLOSED, ClosedSlice), (tables.CASH_FLOWS, CashFlow),
     (tables.DAILY_EQUITY, DailyRow), (tables.INTRADAY_EQUITY, IntradayPoint), (tables.MARKET_SCHEDULE, Session),
+    (tables.SPINOFF_BASES, SpinoffBasis),
 ], ids=lambda v: getattr(v, "names_field", ""))
 def test_tables_rows_read_from_fields_name_every_column_as_a_field(spec: tables.TableSpec, value_type: type) -> None:
     """``db.rows.row_of`` reads each column as the domain value's field of that name."""

@@ -18,10 +18,10 @@ import msgspec
 
 from coldharbour.broker.convert import ConvertedActivity, convert_activity
 from coldharbour.domain import changes as ch
-from coldharbour.domain.corporate import actions_from_legs, corporate_legs
+from coldharbour.domain.corporate import actions_from_legs, allocate_spinoff, corporate_legs, with_bases
 from coldharbour.domain.ledger import rebuild
 from coldharbour.domain.types import NS_PER_SECOND, BrokerPosition
-from coldharbour.messages import CorporateActionsPage, FillsPage, OrdersPage, SnapshotTaken
+from coldharbour.messages import CorporateActionsPage, FillsPage, OrdersPage, SnapshotTaken, SpinoffBasisSet
 from tests.mirror.support import NOW, T0, Driver, fill, of_kind, oid, order
 
 ACTION_AT = T0 + 1800 * NS_PER_SECOND  # 10:30 New York = the stamp below
@@ -268,3 +268,47 @@ def test_a_split_canceled_and_rebooked_is_applied_once_and_the_reload_agrees() -
     stored = corporate_legs([msgspec.structs.replace(r, status=None) for r in page.activities])  # as loaded
     assert [a.id for a in actions_from_legs(stored)[0]] == list(account.actions)
     assert rebuild(account.book.orders(), account.fills.values(), account.actions.values()).lots == account.ledger.lots
+
+
+def _spin_page(share: str) -> tuple[tuple[str, CorporateActionsPage], list[Any]]:
+    """A real SPIN leg (priced 0: no basis stated) and the page ``snapshot`` publishes once it
+    allocated it by the announcement (the parent AAPL keeps ``share`` of its basis)."""
+    records = []
+    for leg in (_leg("SPIN", 1, symbol="KID", qty="2", price="0"),):
+        converted = convert_activity(leg, now_ns=LATER)
+        assert isinstance(converted, ConvertedActivity), converted
+        records.append(converted.record)
+    [action], _ = actions_from_legs(corporate_legs(records))
+    allocated = allocate_spinoff(action, "AAPL", Decimal(share))
+    return ("fills.demo", CorporateActionsPage(account="demo", actions=(allocated,), activities=tuple(records))), records
+
+
+def test_spinoff_allocated_splits_the_parent_basis_is_stored_and_an_override_rebooks_it() -> None:
+    driver = Driver()
+    _held(driver)
+    page, records = _spin_page("0.8")
+
+    first = Driver.changes(driver.feed(page))
+    basis = of_kind(first, ch.SpinoffBases)
+    override = Driver.changes(driver.feed(
+        ("cmd.spinoff_basis.demo", SpinoffBasisSet(account="demo", action_id=records[0].id,
+                                                   parent_share=Decimal("0.5")))))
+    refused = Driver.changes(driver.feed(
+        ("cmd.spinoff_basis.demo", SpinoffBasisSet(account="demo", action_id="nope", parent_share=Decimal("0.5")))))
+
+    assert [(b.parent, b.parent_share, b.source) for [b] in (x.rows for x in basis)] == [("AAPL", Decimal("0.8"),
+                                                                                          "default")]
+    [stored] = [b for x in of_kind(override, ch.SpinoffBases) for b in x.rows]
+    assert (stored.action_id, stored.parent, stored.parent_share, stored.source) == (
+        records[0].id, "AAPL", Decimal("0.5"), "override")
+    rows = sorted(_open(driver).values(), key=lambda row: str(row[0]))
+    assert [(symbol, qty, value) for symbol, qty, _, value in rows] == [
+        ("AAPL", Decimal(10), Decimal(500)), ("KID", Decimal(2), Decimal(500))]
+    assert driver.store.closed == {}
+    assert refused == [] and driver.mirror.counters["spinoff_basis_refused"] == 1
+    # a reload derives the action from the stored leg and applies the stored allocation: same ledger
+    account = driver.mirror.accounts["demo"]
+    reloaded = with_bases(actions_from_legs(corporate_legs(records))[0], [stored])
+    assert account.check(account.book.orders(), list(account.fills.values()), reloaded) == []
+    assert account.check(account.book.orders(), list(account.fills.values()),
+                         actions_from_legs(corporate_legs(records))[0]) != []
