@@ -280,7 +280,8 @@ def _spin_page(share: str) -> tuple[tuple[str, CorporateActionsPage], list[Any]]
         records.append(converted.record)
     [action], _ = actions_from_legs(corporate_legs(records))
     allocated = allocate_spinoff(action, "AAPL", Decimal(share))
-    return ("fills.demo", CorporateActionsPage(account="demo", actions=(allocated,), activities=tuple(records))), records
+    page = CorporateActionsPage(account="demo", actions=(allocated,), activities=tuple(records))
+    return ("fills.demo", page), records
 
 
 def test_spinoff_allocated_splits_the_parent_basis_is_stored_and_an_override_rebooks_it() -> None:
@@ -305,7 +306,8 @@ def test_spinoff_allocated_splits_the_parent_basis_is_stored_and_an_override_reb
     assert [(symbol, qty, value) for symbol, qty, _, value in rows] == [
         ("AAPL", Decimal(10), Decimal(500)), ("KID", Decimal(2), Decimal(500))]
     assert driver.store.closed == {}
-    assert refused == [] and driver.mirror.counters["spinoff_basis_refused"] == 1
+    assert refused == []
+    assert driver.mirror.counters["spinoff_basis_refused"] == 1
     # a reload derives the action from the stored leg and applies the stored allocation: same ledger
     account = driver.mirror.accounts["demo"]
     reloaded = with_bases(actions_from_legs(corporate_legs(records))[0], [stored])
