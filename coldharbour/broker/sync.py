@@ -44,6 +44,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Final
 
 from coldharbour.broker.convert import (
@@ -65,10 +66,13 @@ from coldharbour.domain.corporate import (
     CORPORATE_CODES,
     LEG_WINDOW_NS,
     Announcement,
+    CorporateAction,
     actions_from_legs,
     corporate_legs,
+    is_allocated,
     parse_announcements,
     retime_legs,
+    spinoff_by_announcement,
 )
 from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.schedule import NEW_YORK
@@ -149,6 +153,10 @@ class AccountSync:
         # Symbols the broker listed at this and the last full snapshot (whose announcements are read).
         self._held: set[str] = set()
         self._held_before: set[str] = set()
+        # The announcements read last (a spin-off's parent and rates) and the broker's last price
+        # of each position read at this full snapshot (the spin-off's default allocation).
+        self._announced: list[Announcement] = []
+        self._prices: dict[str, Decimal] = {}
         self._reported_legs: set[str] = set()
         # Heartbeat details (``chmgr doctor``): the corporate codes the broker refused last read.
         self._details = details if details is not None else {}
@@ -203,6 +211,7 @@ class AccountSync:
         positions, unknown = self._positions(await self._rest.positions())
         listed = {p.symbol for p in positions}
         self._held, self._held_before = self._held_before | listed, listed
+        self._prices = {p.symbol: p.current_price for p in positions if p.current_price and p.current_price > 0}
         figures = convert_account(await self._rest.account())
         open_raw = await self._rest.open_orders()
         open_orders = self._convert(open_raw)
@@ -393,6 +402,7 @@ class AccountSync:
         actions, problems = actions_from_legs(
             corporate_legs(records), settled=lambda leg: self._first_seen.get(leg.id, now) <= now - REMOVAL_SETTLE_NS
         )
+        actions = self._allocate_spinoffs(actions, now)
         fresh = [a for a in actions if a.id not in self._published_actions]
         # A leg listed again as canceled cancels the action it formed (the broker's correction;
         # a re-booked action comes as new legs): sent once per pass until published, and again
@@ -423,6 +433,39 @@ class AccountSync:
         self.counters["corporate_actions_canceled"] += len(canceled)
         return len(fresh)
 
+    def _allocate_spinoffs(self, actions: list[CorporateAction], now: int) -> list[CorporateAction]:
+        """Return ``actions`` with each spin-off whose leg states no basis allocated by default, or
+        left out while it waits (docs/corporate-actions.md "Spin-offs").
+
+        The parent and the rates come from the spin_offs announcement, the two prices from the
+        positions the broker listed at this full snapshot (its last price of each). Missing one,
+        the spin-off waits, its new symbol pending (not reconciled), up to ``ANNOUNCEMENT_WAIT_NS``
+        from when its leg was first read; then it is published as it is (held, reported:
+        ``chmgr corporate basis`` books it).
+        """
+        kept: list[CorporateAction] = []
+        waiting: set[str] = set()
+        for action in actions:
+            bare = action.type == "spinoff" and action.price is None and not is_allocated(action)
+            if not bare or action.id in self._published_actions:
+                kept.append(action)
+                continue
+            allocated = spinoff_by_announcement(action, self._announced, self._prices)
+            if allocated is not None:
+                kept.append(allocated)
+                self.counters["spinoff_bases_allocated"] += 1
+                log.info("spin-off allocated by default account=%s id=%s parent=%s parent_share=%s", self.slug,
+                         action.id, allocated.symbol, allocated.basis_share)
+            elif self._first_seen.get(action.id, now) > now - ANNOUNCEMENT_WAIT_NS:
+                waiting.add(action.new_symbol or action.symbol)
+            else:
+                kept.append(action)  # waited long enough: held and reported by ``state``
+        if waiting:
+            self.pending_symbols = tuple(sorted({*self.pending_symbols, *waiting}))
+            self._details[f"corporate_held_{self.slug}"] = "pending: " + ",".join(self.pending_symbols)[:200]
+        self.counters["spinoffs_waiting"] = len(waiting)
+        return kept
+
     async def _when_announced(self, records: list[ActivityRecord], now: int) -> list[ActivityRecord]:
         """Return the legs to book, each at the instant its announcement says the action takes
         effect (``corporate.retime_legs``); set ``pending_symbols`` (docs/corporate-actions.md
@@ -443,6 +486,7 @@ class AccountSync:
         # one data-API request a full snapshot (docs/broker-budget.md): an action announced
         # before its legs are listed must be seen at once (the position may move first)
         announced = await self._read_announcements(symbols, today)
+        self._announced = announced if announced is not None else self._announced
         waiting: list[ActivityRecord] = []
         if announced is None:  # every leg waits (bounded) as if none were announced yet
             matched, unexplained = [r for r in records if r not in legs], legs

@@ -24,6 +24,7 @@ from coldharbour.domain.corporate import (
     parse_announcements,
     remove_busted,
     retime_legs,
+    spinoff_by_announcement,
 )
 from coldharbour.domain.ledger import rebuild
 from coldharbour.messages import FillsPage
@@ -182,6 +183,32 @@ def test_fake_broker_spinoff_leg_priced_0_is_held_not_booked_at_zero_basis() -> 
 
     assert [(a.type, a.new_symbol, a.qty, a.price) for a in actions] == [("spinoff", "KID", Decimal(2), None)]
     assert (ledger.net("PAR"), ledger.net("KID")) == (Decimal(10), Decimal(0))
+
+
+def test_fake_broker_spinoff_allocated_by_its_announcement_and_the_two_prices() -> None:
+    """The spin-off as the fake lists it (SPIN leg priced 0, the spin_offs announcement of alpaca-py's
+    ``alpaca/data/models/corporate_actions.py`` SpinOff) booked with the default allocation:
+    market values 5 PAR x 20 against 1 KID x 25, the parent keeps 100/125 of its basis."""
+    engine = make_engine()
+    engine.set_prices({"PAR": price("20"), "KID": price("25")}, at(0))
+    order, _ = engine.submit_order("demo", order_body(symbol="PAR", qty=10), at(1))
+    engine.corporate_action({"type": "spin_off", "symbol": "PAR", "new_symbol": "KID", "source_rate": "5",
+                             "new_rate": "1"}, at(60))  # fmt: skip
+    orders, _ = convert_orders([engine.order_json(order, nested=True)])
+    body = list_announcements(engine.corporate_announcements(), {"start": "2024-02-01", "end": "2024-04-01"},
+                              date(2024, 3, 1))  # fmt: skip
+    fills, _, [bare] = _ledger_inputs(list(engine.accounts["demo"].activities))
+
+    spin = spinoff_by_announcement(bare, parse_announcements(body), {"PAR": Decimal(20), "KID": Decimal(25)})
+    assert spin is not None
+    ledger = rebuild([o.order for o in orders], fills, [spin])
+
+    cost = {s: sum((lot.entry_cost for lot in ledger.lots.values() if lot.symbol == s), Decimal(0))
+            for s in ("PAR", "KID")}
+    assert (spin.symbol, spin.new_symbol, spin.basis_share) == ("PAR", "KID", Decimal("0.8"))
+    assert (ledger.net("PAR"), ledger.net("KID")) == (Decimal(10), Decimal(2))
+    assert cost == {"PAR": Decimal(160), "KID": Decimal(40)}
+    assert ledger.slices == {}
 
 
 def _timed_ledger(engine: Any, orders: list[Any], *, announced: bool) -> tuple[Any, list[Any]]:
