@@ -549,3 +549,21 @@ def test_doctor_warns_about_positions_state_could_not_read(unknown: int, verdict
 
     assert [c.verdict for c in checks] == [verdict]
     assert ("demo: 1" in checks[0].line) == bool(unknown)
+
+
+@pytest.mark.parametrize("pct", ["0", "100", "abc", "150", "NaN"])
+def test_cli_corporate_basis_refuses_a_percentage_outside_0_100_with_exit_2(pct: str, migrated_dsn: Dsn,
+                                                                            run_dir: Path) -> None:
+    result = chmgr("corporate", "basis", "demo", "some-id", pct, env=make_environ(migrated_dsn, run_dir))
+
+    assert result.returncode == 2
+    assert "PARENT_PCT must be" in result.stderr
+
+
+def test_cli_corporate_basis_exits_1_when_state_does_not_apply_it(migrated_dsn: Dsn, run_dir: Path) -> None:
+    """No ``state`` listens: the stored allocation never becomes the one asked, one line, exit 1."""
+    result = chmgr("corporate", "basis", "demo", "no-such-spinoff", "60", "--wait-s", "1",
+                   env=make_environ(migrated_dsn, run_dir))
+
+    assert result.returncode == 1
+    assert one_line(result.stderr).startswith("chmgr: state did not apply the basis of no-such-spinoff within 1 s")

@@ -63,6 +63,7 @@ def _every_message() -> list[m.Msg]:
         m.ScheduleComputed(sessions=(session,)),
         m.SessionPhaseChanged(phase="open", session_date="2026-03-02", at_ns=1),
         m.LedgerCheckRequested(account="demo"),
+        m.SpinoffBasisSet(account="demo", action_id="20240301103000000::x", parent_share=Decimal("0.9"), parent="GE"),
         m.CorporateActionsPage(
             account="demo", actions=(action,), activities=(ACTIVITY,), problems=("x: leg without a partner",)
         ),

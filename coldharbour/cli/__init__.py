@@ -6,7 +6,8 @@ error (unknown command or option, missing argument) is one line on stderr and ex
 never reach the output: settings are printed through ``config.describe`` and DSNs redacted.
 
 Commands live in one module per concern: ``control`` (up, down, start, stop, restart),
-``status``, ``database`` (db init, positions, watch), ``doctor``, ``report``; this module wires them,
+``status``, ``database`` (db init, positions, watch), ``doctor``, ``report``, ``corporate``
+(corporate basis); this module wires them,
 and holds ``config`` and the ``sim`` pass-throughs.
 """
 
@@ -19,7 +20,7 @@ from typing import Final
 import typer
 
 from coldharbour import config, runtime
-from coldharbour.cli import control, database, doctor, report, status
+from coldharbour.cli import control, corporate, database, doctor, report, status
 from coldharbour.errors import ChmgrError
 
 PROG_NAME: Final = "chmgr"
@@ -35,6 +36,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+corporate_app = typer.Typer(help="Corporate actions: how they are booked.", no_args_is_help=True)
 sim_app = typer.Typer(help="Simulators: fake broker, price feed, demo bot (arguments passed through).")
 
 app.command("status")(status.status)
@@ -49,6 +51,8 @@ app.command("doctor")(doctor.doctor)
 app.command("report")(report.report)
 db_app.command("init")(database.init)
 app.add_typer(db_app, name="db")
+corporate_app.command("basis")(corporate.basis)
+app.add_typer(corporate_app, name="corporate")
 app.add_typer(sim_app, name="sim")
 
 _PASS_THROUGH: Final = {"allow_extra_args": True, "ignore_unknown_options": True}
