@@ -460,9 +460,12 @@ class AccountSync:
                 waiting.add(action.new_symbol or action.symbol)
             else:
                 kept.append(action)  # waited long enough: held and reported by ``state``
+        key = f"corporate_held_{self.slug}"
         if waiting:
             self.pending_symbols = tuple(sorted({*self.pending_symbols, *waiting}))
-            self._details[f"corporate_held_{self.slug}"] = "pending: " + ",".join(self.pending_symbols)[:200]
+            self._details[key] = "pending: " + ",".join(self.pending_symbols)[:200]
+        elif not self.pending_symbols:
+            self._details.pop(key, None)
         self.counters["spinoffs_waiting"] = len(waiting)
         return kept
 
@@ -479,6 +482,7 @@ class AccountSync:
         Pending symbols are not reconciled (``SnapshotTaken.pending_symbols``) and are shown.
         """
         if self._announcements is None:
+            self.pending_symbols = ()  # (a spin-off waiting for its allocation adds its symbol)
             return records
         today = datetime.fromtimestamp(now / 1e9, tz=NEW_YORK).date()
         legs = [r for r in records if r.activity_type in CORPORATE_CODES and r.activity_type != "CFEE" and r.symbol]

@@ -446,3 +446,46 @@ async def test_a_refused_position_without_a_usable_symbol_withholds_the_snapshot
 
     assert sink.of(SnapshotTaken) == []  # nothing unlisted could be called flat
     assert counters["snapshots_withheld"] == 1
+
+
+@pytest.mark.asyncio
+async def test_a_spinoff_waits_for_both_prices_then_goes_out_allocated_and_without_announcement_held(
+        fake_broker: FakeBroker) -> None:
+    """A spin-off (SPIN leg priced 0; the spin_offs announcement of alpaca-py's SpinOff model) listed
+    before the broker lists the new shares' position (``after_legs``): no price of GEHC yet, so it
+    waits with GEHC pending; once the position is listed it goes out allocated by the two prices
+    (5 GE x 100 against 1 GEHC x 25). Without readable announcements it waits a day, then goes out
+    as it is (held by ``state``)."""
+    fake_broker.set_prices({"GE": 100, "GEHC": 25})
+    fake_broker.request("POST", "/v2/orders", json={"symbol": "GE", "qty": "10", "side": "buy", "type": "market",
+                                                    "time_in_force": "day"})  # fmt: skip
+    now = [time_ns()]
+    sink, other = RecordingSink(), RecordingSink()
+    async with aiohttp.ClientSession() as session:
+        account = account_for(fake_broker)
+        announced = AccountSync(BrokerRest(account, session, Counter()), sink, Counter(),
+                                announcements=BrokerRest(account, session, Counter(), version="/v1"))  # fmt: skip
+        unreadable = AccountSync(BrokerRest(account, session, Counter()), other, Counter(), clock_ns=lambda: now[0],
+                                 announcements=BrokerRest(account, session, Counter(), version="/v9"))  # fmt: skip
+        await announced.backfill(1)
+        await unreadable.backfill(1)
+        spin = fake_broker.request("POST", "/sim/corporate-actions", account=None, json={
+            "type": "spin_off", "symbol": "GE", "new_symbol": "GEHC", "source_rate": "5", "new_rate": "1",
+            "position": "after_legs"}).json()
+        await announced.full("test")
+        waiting = (announced.pending_symbols, [a for p in sink.of(CorporateActionsPage) for a in p.actions])
+        fake_broker.request("POST", f"/sim/corporate-actions/{spin['id']}/complete", account=None)
+        await announced.full("test")
+        await unreadable.full("test")
+        held_first = [a for p in other.of(CorporateActionsPage) for a in p.actions]
+        now[0] += ANNOUNCEMENT_WAIT_NS + 1
+        await unreadable.full("test")
+
+    assert waiting == (("GEHC",), [])
+    (action,) = [a for p in sink.of(CorporateActionsPage) for a in p.actions]
+    assert (action.type, action.symbol, action.new_symbol, action.qty) == ("spinoff", "GE", "GEHC", Decimal(2))
+    assert action.basis_share == Decimal(500) / Decimal(525)
+    assert announced.pending_symbols == ()
+    assert held_first == []
+    (late,) = [a for p in other.of(CorporateActionsPage) for a in p.actions]
+    assert (late.symbol, late.new_symbol, late.price, late.basis_share) == ("GEHC", "GEHC", None, Decimal(1))
