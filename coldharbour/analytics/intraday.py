@@ -115,6 +115,10 @@ class IntradayState:
         """Return the points to publish and the ``bar_px``/``bar_ts`` marks of open symbols."""
         if self.session_date != session.session_date:
             self._reset(session, curve)
+        else:
+            anchor = anchor_for(curve, session.session_date)
+            if anchor != self.anchor:  # the curve was rebuilt (a new account's first opening, a late flow)
+                self.anchor, self.published, self._computed_until = anchor, False, None
         _, open_lots = await queries.open_rows(conn, self.names)
         since = min(session.pre_open_utc, ny_midnight(session.session_date))
         closed_today = await queries.slices_exited_since(conn, self.names, since)

@@ -149,6 +149,28 @@ class BrokerReads:
         return {day: value for day, value in points.items() if start <= day <= end}
 
 
+    async def last_equity(self) -> Decimal | None:
+        """Return ``GET /v2/account``'s ``last_equity`` (the equity at the previous session's
+        close), None when the broker gives none or an unreadable one."""
+        trading, _ = self._clients()
+        body = await trading.account()
+        if not isinstance(body, dict):
+            raise BrokerError(f"GET /v2/account account={self.account}: expected an object")
+        return parse_last_equity(body)
+
+
+def parse_last_equity(body: dict[str, object]) -> Decimal | None:
+    """Return an account object's ``last_equity`` (a decimal string), None if absent or unreadable."""
+    value = body.get("last_equity")
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        equity = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return equity.quantize(Decimal("0.01")) if equity.is_finite() else None
+
+
 def parse_daily_equity(body: dict[str, object]) -> dict[date, Decimal]:
     """Return ``{date: equity}`` from a 1D portfolio-history object; null or bad points are skipped.
 

@@ -677,9 +677,11 @@ def compute_intraday(
     """Return the intraday curve of ``session`` up to the last whole minute before ``until``.
 
     ``deposit(t) = E0 + Σ lots s·q·(p(t) − ref) + realised today + income/fee flows + X(t)``,
-    with ``X`` the external flows; ``cumulative_return(t) = (1 + R0)·(1 + (deposit(t) − X(t)
-    − E0)/E0) − 1`` and ``realised_return(t)`` = (realised today + income/fee flows)/E0, all
-    None when ``E0 ≤ 0`` (D9: no made-up base). ``drawdown`` is on ``1 + cumulative_return``
+    with ``X`` today's external flows up to ``t``; ``cumulative_return(t) = (1 + R0)·(1 +
+    (deposit(t) − X(t) − E0)/(E0 + X(t))) − 1`` (at the close: the daily row's return) and
+    ``realised_return(t)`` = (realised today + income/fee flows)/(E0 + X(t)), all None while
+    ``E0 + X(t) ≤ 0`` (D9: no made-up base; an account funded today has a return from its
+    deposit on). ``drawdown`` is on ``1 + cumulative_return``
     against the daily peak, so a deposit or a withdrawal moves neither (D10).
 
     ``lots``: the open lots and the slices closed today. ``flows``: this session's flows
@@ -730,12 +732,16 @@ def compute_intraday(
         cumulative: Decimal | None = None
         drawdown: Decimal | None = None
         realised_return: Decimal | None = None
-        ruined = ruined or (deposit <= 0 < base + external_totals[index])
-        if base > 0 and growth is not None and not ruined:
-            cumulative = growth * (ONE + profit / base) - ONE
+        # The day's capital: the previous close plus today's external flows so far (flows count
+        # at the start of the day, as in the daily row), so a deposit is never a gain and an
+        # account first funded today (E0 = 0) has a return from the deposit's minute on.
+        capital = base + external_totals[index]
+        ruined = ruined or (deposit <= 0 < capital)
+        if anchor is not None and capital > 0 and growth is not None and not ruined:  # no anchor: E0 unknown
+            cumulative = growth * (ONE + profit / capital) - ONE
             peak = max(peak, ONE + cumulative)
             drawdown = (ONE + cumulative) / peak - ONE if peak > 0 else None
-            realised_return = (realised + pnl_totals[index]) / base
+            realised_return = (realised + pnl_totals[index]) / capital
         points.append(
             IntradayPoint(
                 ts=at,
