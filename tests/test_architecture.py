@@ -105,7 +105,7 @@ def test_mirror_imports_nothing_from_db_and_no_psycopg(path: Path) -> None:
 
 
 def test_state_program_stays_thin() -> None:
-    # The commit protocol lives in ``mirror.owner``; the program only wires it (STYLE.md §2.3).
+    # The commit protocol lives in ``mirror.owner``; the program only wires it.
     lines = (ROOT / "workers" / "state.py").read_text().count("\n")
 
     assert lines <= 150, f"workers/state.py has {lines} lines"

@@ -1,13 +1,13 @@
 """The daily and intraday equity curves of one account → ``EquityComputed``.
 
-Daily curve (D46: not the whole history every minute): rebuilt from the stored activities at
+Daily curve (docs/defects.md D46: not the whole history every minute): rebuilt from the stored activities at
 start, at session start and after the close (``rebuild_requested``); between those, a run only
 extends it with sessions completed since its last row, reading the activities after that row.
 Session dates come from the broker calendar (D58), fetched at a rebuild or when the cached
 range no longer covers today. Daily closes: the last regular-hours bar of each session in our
 ``price_bars_1min``; for the newest session ``latest_prices`` when it was marked during it;
 else one request to the broker's daily-bars API for every missing (symbol, date) at once.
-The opening balance (D11, SPEC §8 "Equity anchor") is the broker's own end-of-day equity
+The opening balance (D11, docs/spec.md §8 "Equity anchor") is the broker's own end-of-day equity
 (``GET /v2/account/portfolio/history``, 1D) on the session before the first mirrored activity;
 ``EQUITY_INIT_CASH_<NAME>`` (else ``EQUITY_INIT_CASH``) overrides it. When the history has no
 positive point for that day and it is the close before today (a new account), the account's
@@ -15,7 +15,7 @@ positive point for that day and it is the close before today (a new account), th
 deposit is its base (logged). An account with no activity yet is anchored the same way on the
 close before today, so its intraday return is live from the first minute.
 
-Daily proof (SPEC §8): every row built or extended is compared with the broker's end-of-day
+Daily proof (docs/spec.md §8): every row built or extended is compared with the broker's end-of-day
 equity before it is published (``broker_equity``, ``equity_diff``); a difference beyond one cent
 plus the day's unexplained flows is logged and counted (``equity_mismatches``, once per day).
 A rebuild proves the whole history (the backfill) and logs how many days match.
@@ -335,7 +335,7 @@ class EquityJob:
             return []
         symbols = sorted({e.symbol for e in executions} | set(self.curve.book.positions if self.curve else {}))
         closes = await self._closes(conn, symbols, [d.session_date for d in probe], completed)
-        # a split scales the shares held and the closes before it: no artificial return (SPEC §8)
+        # a split scales the shares held and the closes before it: no artificial return (docs/spec.md §8)
         splits = splits_by_session_date(await loads.load_actions(conn, self.names))
         return bucket_by_session(dates, flows, executions, closes, after=after, splits_by_date=splits)
 

@@ -7,7 +7,7 @@ message), adding the routes it has no helper for: every activity type paged with
 ``HH:MM``), and raw daily bars from the data API (``data.alpaca.markets`` for Alpaca hosts,
 the same origin for the fake broker, which serves ``/v2/stocks/bars`` too), and the broker's
 own daily equity from ``GET /v2/account/portfolio/history`` (``timeframe=1D``): the equity
-anchor and the daily proof (SPEC §8).
+anchor and the daily proof (docs/spec.md §8).
 """
 
 from __future__ import annotations

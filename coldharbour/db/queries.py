@@ -1,6 +1,6 @@
 """Read-only queries for the analytics workers; every function returns domain types.
 
-Reads are incremental (D48): a worker keeps a ``Cursor`` per table (the newest ``updated_at``
+Reads are incremental (docs/defects.md D48): a worker keeps a ``Cursor`` per table (the newest ``updated_at``
 it has seen) and asks only for rows changed since, minus ``CHANGE_LAG`` so a row committed by a
 transaction that began before the last read is not missed (``state`` is the single, serial
 writer, so the lag is only a safety margin; re-reading a row is harmless: consumers key rows).
@@ -92,7 +92,7 @@ async def cash_flow_cursor(conn: Conn, names: AccountNames) -> str | None:
 async def cash_flows_from(conn: Conn, names: AccountNames, first_id: str) -> dict[str, CashFlow]:
     """Return the stored Alpaca-shaped activity rows with id ``>= first_id`` (the overlap window), by id.
 
-    What ``cashflows`` compares a re-read window with (SPEC §8 corrections). Rows the mirror
+    What ``cashflows`` compares a re-read window with (docs/spec.md §8 corrections). Rows the mirror
     keys otherwise (``commission:<order>``) are not activities and are left out.
     """
     query = sql.SQL(
@@ -299,7 +299,7 @@ async def daily_summaries_changed(conn: Conn, names: AccountNames, cursor: datet
             net_flows=row[12],
         )
         for row in rows
-        if row[10] is not None  # returns are null after equity ≤ 0 (issue 13); the row still counts
+        if row[10] is not None  # returns are null after equity ≤ 0; the row still counts
     ]
     return Changes(rows=summaries, cursor=_newest(cursor, [row[8] for row in rows]), skipped=len(rows) - len(summaries))
 

@@ -1,4 +1,4 @@
-"""KPIs: the Sharpe family and drawdown, and the KPI document (SPEC §5, the UI contract).
+"""KPIs: the Sharpe family and drawdown, and the KPI document (docs/spec.md §5, the UI contract).
 
 Risk statistics (used by the daily equity curve and the reference check):
 
@@ -12,7 +12,7 @@ Risk statistics (used by the daily equity curve and the reference check):
 - Rolling windows (``rolling_sharpe``): a window needs ``W`` returns; fewer gives None rather
   than a Sharpe over a shorter history labelled as ``W`` days.
 - Drawdown is taken on the compounded return index ``Π(1 + r)`` (starting from 1), so
-  deposits and withdrawals never look like gains or losses (D10).
+  deposits and withdrawals never look like gains or losses (docs/defects.md D10).
 
 Daily-return KPIs (``daily_kpis``, docs/spec.md §5): over ``return_series`` of the daily rows
 (the stored ``daily_return``; the day equity reached ≤ 0 counts as −100 % and ends the series,

@@ -1,6 +1,6 @@
 """The state owner: a drained batch of events is planned, committed, then swapped in.
 
-``StateOwner.apply(events, now)`` is the whole commit protocol of ``state`` (STYLE.md §2.5), in
+``StateOwner.apply(events, now)`` is the whole commit protocol of ``state`` (docs/architecture.md §3), in
 one method: it asks the mirror for the plan of the events up to the next barrier
 (``Mirror.stage``), commits the plan's changes through the ``Store``, and only when the commit
 succeeded swaps the plan into memory (``Mirror.swap``) and publishes its messages; then it

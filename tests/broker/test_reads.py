@@ -72,7 +72,7 @@ async def test_daily_equity_reads_the_brokers_1d_portfolio_history(fake_broker) 
 
 
 def test_parse_daily_equity_reads_ny_or_utc_midnight_stamps_and_skips_nulls() -> None:
-    # Shape: ALPACA.md §3 "Portfolio history" (alpaca-py PortfolioHistory: timestamp, equity lists).
+    # Shape: docs/broker.md §3 "Portfolio history" (alpaca-py PortfolioHistory: timestamp, equity lists).
     body = {
         "timestamp": [1709874000, 1710129600, 1710201600],  # 03-08 00:00 NY, 03-11 00:00 NY, 03-12 00:00 UTC
         "equity": [100000.0, None, 100047.6],

@@ -67,7 +67,7 @@ FLOWS = [
     flow(7, "FILL", "1050", ny(2025, 1, 21, 10)),
     flow(8, "CFEE", "-0.5", ny(2025, 1, 21, 12)),
     flow(9, "FILL", "-1000", ny(2025, 1, 22, 15)),
-    flow(10, "INT", "1.25", ny(2025, 1, 22, 20, 30)),  # 01:30Z on the 23rd: still the 22nd in NY (D13)
+    flow(10, "INT", "1.25", ny(2025, 1, 22, 20, 30)),  # 01:30Z on the 23rd: still the 22nd in NY (docs/defects.md D13)
 ]
 EXECUTIONS = [
     execution(1, "AAPL", "10", "100", ny(2025, 1, 15, 10, 30)),
@@ -576,7 +576,7 @@ def test_intraday_shares_filled_across_sessions_are_measured_from_their_fill_pri
 
 
 def test_a_split_creates_no_return_daily_or_intraday() -> None:
-    """SPEC §8: 2-for-1 on the 16th: 10 shares at 100 become 20 at 50; a close of 50.5 is +1 %."""
+    """docs/spec.md §8: 2-for-1 on the 16th: 10 shares at 100 become 20 at 50; a close of 50.5 is +1 %."""
     opening = Opening(as_of=date(2025, 1, 15), cash=D(0), positions={"ABC": D(10)}, closes={"ABC": D(100)})
     days = bucket_by_session(
         [date(2025, 1, 16)], [], [], {date(2025, 1, 16): {"ABC": D("50.5")}},
@@ -644,7 +644,7 @@ def test_anchor_before_the_last_row_equals_the_anchor_of_the_curve_without_it() 
 
 
 def test_splits_by_session_date_keys_split_ratios_by_their_new_york_date() -> None:
-    """SPEC §8 / issue 13: the equity job scales holdings by the splits the ledger booked. Alpaca
+    """docs/spec.md §8: the equity job scales holdings by the splits the ledger booked. Alpaca
     stamps a split's legs before the open of the ex-date (04:00 New York, 08:00 UTC in summer)."""
     from coldharbour.domain.corporate import CorporateAction, effective_instant
     from coldharbour.domain.equity import splits_by_session_date

@@ -35,7 +35,7 @@ from coldharbour.domain.metrics import (
 
 D = Decimal
 
-# Copied literally from SPEC.md §5 (the UI contract), in order.
+# Copied literally from docs/spec.md §5 (the UI contract), in order.
 SPEC_KEYS = [
     "TOTAL ACCOUNT RESULT (Equity)", "NET REALIZED CASH (FIFO)", "Unrealized P/L (Open)",
     "Current Open Value", "Breakeven %", "Win Rate %", "Risk-Reward Ratio", "Mean Take ($)",
@@ -89,7 +89,7 @@ SLICES = [
     piece("L1", "o1", "long", "10", "100", "110", "TP", at(2), at(4), fifo="98"),  # +100, TP win, 2 days
     piece("L2", "o2", "long", "6", "50", "45", "SL", at(3, 15, 0), at(4, 15, 0), fifo="-29"),  # -30
     piece("L2", "o3", "long", "4", "50", "47", "MANUAL", at(3, 15, 0), at(5, 15, 0)),  # -12: L2 is SL, 2 days
-    piece("L3", "o4", "short", "5", "200", "190", "MANUAL", at(6), at(6, 20, 30)),  # +50, manual win (D7)
+    piece("L3", "o4", "short", "5", "200", "190", "MANUAL", at(6), at(6, 20, 30)),  # +50 manual win: docs/defects.md D7
     piece("L4", "o5", "long", "8", "25", "24.5", "TP", at(7), at(8)),  # -4: a losing TP lot
     piece("L5", "o6", "long", "4", "100", "90", "SL", at(8), at(9, 2, 30)),  # -40, SL loss, 0.5 days
     piece("L6", "o7", "long", "2", "150", "150", "SL", at(9), at(10)),  # 0: neither win nor loss
@@ -581,7 +581,7 @@ def test_accumulator_equals_from_scratch(
 
 
 def test_accumulator_drops_deleted_flows_as_if_never_fed() -> None:
-    """SPEC §8: a canceled activity's row is deleted; the KPIs must equal those without it."""
+    """docs/spec.md §8: a canceled activity's row is deleted; the KPIs must equal those without it."""
     accumulator = KpiAccumulator()
     accumulator.add_flows(FLOWS)
     kept = [flow for flow in FLOWS if flow.type != "DIV"]
