@@ -255,17 +255,20 @@ async def open_fingerprint(conn: Conn, names: AccountNames) -> tuple[int, dateti
 async def open_rows(conn: Conn, names: AccountNames) -> tuple[list[OpenLot], list[IntradayLot]]:
     """Return the open positions as KPI lots and as intraday lots (rows without a fill time skip the latter)."""
     query = sql.SQL(
-        "SELECT parent_id, symbol, side, qty, avg_fill, profit_loss, mkt_value, filled_at FROM {t} ORDER BY parent_id"
+        "SELECT parent_id, symbol, side, qty, avg_fill, profit_loss, mkt_value, filled_at, mkt_px, avg_px_symbol, "
+        "updated_at FROM {t} ORDER BY parent_id"
     ).format(t=names.positions.ident)
     kpi: list[OpenLot] = []
     intraday: list[IntradayLot] = []
-    for parent_id, symbol, side, qty, avg_fill, profit_loss, mkt_value, filled_at in await _fetch(conn, query):
+    for row in await _fetch(conn, query):
+        parent_id, symbol, side, qty, avg_fill, profit_loss, mkt_value, filled_at, mkt_px, avg_px_symbol, updated = row
         if qty is None or avg_fill is None or qty == 0:
             continue
         kpi.append(
             OpenLot(
                 parent_id=parent_id, side=side, qty=qty, avg_fill=avg_fill,
-                profit_loss=profit_loss, mkt_value=mkt_value,
+                profit_loss=profit_loss, mkt_value=mkt_value, symbol=symbol, mkt_px=mkt_px,
+                avg_px_symbol=avg_px_symbol, updated_at=updated, filled_at=filled_at,
             )
         )  # fmt: skip
         if filled_at is not None:

@@ -7,6 +7,7 @@ import math
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -308,6 +309,66 @@ def test_open_lot_without_mark_makes_unrealised_null_not_zero() -> None:
     assert result["Current Open Value"] is None
     assert result["NET REALIZED CASH (FIFO)"] == 122.75
     assert result["Open Trades (n)"] == 3
+
+
+def _unrealised(open_lots: list[OpenLot]) -> tuple[object, object]:
+    doc = compute_kpi_document(
+        slices=[], flows=[], daily=[], open_lots=open_lots, intraday_cumulative_return=None, in_session=False,
+        as_of=AS_OF,
+    )  # fmt: skip
+    return doc["Unrealized P/L (Open)"], doc["Current Open Value"]
+
+
+def _row(parent_id: str, symbol: str, side: Side, qty: str, mark: str | None, basis: str, minute: int) -> OpenLot:
+    """A stored open row as state wrote it at ``minute``: its own profit_loss at its own mark."""
+    px = None if mark is None else D(mark)
+    sign = -1 if side == "short" else 1
+    return OpenLot(
+        parent_id=parent_id, side=side, qty=D(qty), avg_fill=D(basis), symbol=symbol, mkt_px=px,
+        avg_px_symbol=D(basis), updated_at=datetime(2026, 12, 7, 15, minute, tzinfo=UTC),
+        filled_at=datetime(2026, 12, 1, 15, tzinfo=UTC),
+        profit_loss=None if px is None else sign * D(qty) * (px - D(basis)),
+        mkt_value=None if px is None else D(qty) * px,
+    )  # fmt: skip
+
+
+def test_unrealised_is_valued_at_each_symbols_one_mark_as_the_page_rows_are() -> None:
+    """Two SPY lots written a minute apart (155.39, then 156 on the newer row) and a short: the
+    KPI is the page's symbol rows, qty x (the newest row's mark - the broker average), not the
+    sum of each row's P&L at its own, older mark (which read 15 x 0.39 + ... elsewhere)."""
+    lots = [
+        _row("spy-1", "SPY", "long", "10", "155.39", "150", minute=1),
+        _row("spy-2", "SPY", "long", "5", "156", "150", minute=2),
+        _row("tsla-1", "TSLA", "short", "2", "200", "210", minute=1),
+    ]
+
+    pnl, value = _unrealised(lots)
+
+    assert pnl == 15 * (156 - 150) + 2 * (210 - 200)  # 110, not 103.90 from the rows' own marks
+    assert value == 15 * 156 + 2 * 200
+    assert sum(lot.profit_loss for lot in lots if lot.profit_loss is not None) == D("103.90")
+
+
+def test_unrealised_waits_only_for_a_symbol_whose_newest_row_has_no_mark() -> None:
+    marked_by_newer = [
+        _row("a-1", "AAPL", "long", "1", None, "100", 1),
+        _row("a-2", "AAPL", "long", "1", "101", "100", 2),
+    ]
+    newest_unmarked = [
+        _row("a-1", "AAPL", "long", "1", "101", "100", 1),
+        _row("a-2", "AAPL", "long", "1", None, "100", 2),
+    ]
+
+    assert _unrealised(marked_by_newer) == (2.0, 202.0)  # the page shows both lots at 101
+    assert _unrealised(newest_unmarked) == (None, None)  # D16: never 0
+
+
+def test_unrealised_on_a_tie_of_updated_at_takes_the_first_by_fill_time_as_the_page() -> None:
+    first = _row("b", "MSFT", "long", "1", "300", "290", 1)
+    second = msgspec.structs.replace(_row("a", "MSFT", "long", "1", "310", "290", 1),
+                                     filled_at=datetime(2026, 12, 2, 15, tzinfo=UTC))  # fmt: skip
+
+    assert _unrealised([second, first]) == (20.0, 600.0)  # filled first: "b" at 300
 
 
 def test_lot_class_tie_goes_to_the_first_of_tp_sl_manual() -> None:
