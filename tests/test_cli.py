@@ -326,7 +326,7 @@ def test_cli_doctor_reports_each_precondition(migrated_dsn: Dsn, run_dir: Path, 
 
 
 def test_doctor_lists_unclassified_activity_codes_per_account(migrated_dsn: Dsn) -> None:
-    """SPEC §8: a code outside the catalogue is stored ``unclassified`` and shown, WARN."""
+    """docs/spec.md §8: a code outside the catalogue is stored ``unclassified`` and shown, WARN."""
     from coldharbour.cli.doctor import check_unclassified
 
     with psycopg.connect(migrated_dsn.reveal(), autocommit=True) as conn:
@@ -514,3 +514,38 @@ def test_cli_positions_escapes_control_characters_of_a_symbol(migrated_dsn: Dsn,
     assert "\x1b" not in result.stdout
     assert "\x07" not in result.stdout
     assert "EVIL\\x1b]0;pwned\\x07[red]X" in result.stdout  # shown, and "[red]" not read as markup
+
+
+@pytest.mark.parametrize(("unknown", "verdict"), [(1, "WARN"), (0, "OK")])
+def test_doctor_warns_about_positions_state_could_not_read(unknown: int, verdict: str) -> None:
+    """``state`` counts, per account, the positions the broker lists that it could not read (kept, unknown)."""
+    import shutil
+    import threading
+
+    from coldharbour.cli.doctor import check_unknown_positions
+    from coldharbour.messages import Heartbeat, topic_heartbeat
+    from tests.fixtures.bus import InprocBus
+
+    directory = Path(tempfile.mkdtemp(prefix="chm-", dir="/tmp"))  # ipc:// paths are short
+    bus = InprocBus("ipc", directory)
+    settings = make_settings("postgresql://unused@127.0.0.1:9/none", directory / "run",
+                             CHMGR_BUS_IN=bus.bus_in, CHMGR_BUS_OUT=bus.bus_out)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(0.05):
+            bus.inject(topic_heartbeat("state"), Heartbeat(program="state", pid=1, uptime_s=1.0,
+                                                           counters={"positions_unknown_demo": unknown}))
+
+    beating = threading.Thread(target=beat, daemon=True)
+    beating.start()
+    try:
+        checks = list(check_unknown_positions(settings, listen_s=5.0))
+    finally:
+        stop.set()
+        beating.join(5)
+        bus.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+    assert [c.verdict for c in checks] == [verdict]
+    assert ("demo: 1" in checks[0].line) == bool(unknown)

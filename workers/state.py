@@ -6,7 +6,7 @@ Inputs: ``px.*`` ticks, ``trade.<slug>`` order/fill updates, ``snap.<slug>`` sna
 (positions, closed slices, raw orders/activities, cash flows, equity, KPI document, schedule,
 latest prices, 1-minute bars) with their NOTIFYs; ``cmd.resync.<slug>`` (start, fill, gap,
 failed commit). One consumer task drains one queue into ``mirror.owner.StateOwner.apply``
-(plan, commit, then swap); the subscriber and timers only enqueue (STYLE.md §2.5).
+(plan, commit, then swap); the subscriber and timers only enqueue (docs/architecture.md §3).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ idempotent, so re-sent history changes nothing):
   listing after a later-submitted one: the next read starts ``ORDER_OVERLAP_NS`` before the
   cursor). Alpaca can only filter orders by submission time, not by change time, so "orders
   changed since the cursor" is the union of (a) orders submitted after the cursor (paged,
-  never truncated, D40), (b) the open orders, listed on every full snapshot, and (c) the
+  never truncated, docs/defects.md D40), (b) the open orders, listed on every full snapshot, and (c) the
   families of orders that were open last time and are not any more, fetched by id
   (``nested=true``): an order can only change while it is open, so nothing that changed is
   missed and nothing older is re-read;
@@ -25,8 +25,8 @@ idempotent, so re-sent history changes nothing):
 
 Order of publication in a full snapshot: order pages, fill pages, corporate actions, then
 ``SnapshotTaken``, so ``state`` already has the history that explains the positions when it
-reconciles (SPEC §3); positions are read *before* that history, so the history covers them. ``rewind()`` resets the
-cursors when ``state`` may have missed pages (its start, a bus gap, a failed commit).
+reconciles (docs/spec.md §3); positions are read *before* that history, so the history covers them.
+``rewind()`` resets the cursors when ``state`` may have missed pages (its start, a bus gap, a failed commit).
 A partial snapshot (``symbols``) only fetches those symbols' positions: it is the fast WAC
 refresh after a fill, always one request (``GET /v2/positions/{symbol}`` for one symbol, else
 one ``GET /v2/positions`` filtered to them), made by the ``urgent`` client of the key's budget.
@@ -88,13 +88,13 @@ log = logging.getLogger(__name__)
 
 PROGRESS_LOG_INTERVAL_S: Final = 5.0
 PARTIAL_LIST_FROM: Final = 2  # a partial snapshot of this many symbols or more reads the whole position list
-# Re-read windows behind the cursors (SPEC §8 history cursors). Orders: > the 170 ms an order
+# Re-read windows behind the cursors (docs/spec.md §8 history cursors). Orders: > the 170 ms an order
 # can take from ``submitted_at`` to being listed. Fills: late FILLs with an older stamp.
 ORDER_OVERLAP_NS: Final = 1_000_000_000
 FILL_OVERLAP_NS: Final = 5_000_000_000
 # A bust (a FILL whose status turns ``canceled``) can come long after the fill: every
 # BUST_SWEEP_EVERY full snapshots the FILLs of the last BUST_LOOKBACK_NS are read again and each
-# newly canceled one is published once as a bust (SPEC §8 "Corrections").
+# newly canceled one is published once as a bust (docs/spec.md §8 "Corrections").
 BUST_SWEEP_EVERY: Final = 10
 BUST_LOOKBACK_NS: Final = 3 * NS_PER_DAY
 # Corporate-action legs are booked by business date, sometimes days late: re-read a week.
@@ -104,6 +104,7 @@ CORPORATE_OVERLAP_NS: Final = 7 * NS_PER_DAY
 # after it took effect while its legs are not listed; announcements are read this far back.
 ANNOUNCEMENT_WAIT_NS: Final = NS_PER_DAY
 LEGS_WAIT_DAYS: Final = 3
+ANNOUNCEMENT_PAGES: Final = 10  # pages of 1,000 read at most (a truncated list only makes legs wait)
 ANNOUNCEMENT_LOOKBACK_DAYS: Final = 14
 # A REORG shares-out leg alone is a worthless removal (an exit at 0) once it was first read this
 # long ago: a redemption's cash leg is listed with it, not an hour later (docs/corporate-actions.md).
@@ -367,7 +368,7 @@ class AccountSync:
         return len(busted)
 
     async def _publish_corporate(self, *, after_ns: int) -> int:
-        """Publish the corporate actions booked after ``after_ns`` not published yet (SPEC §8).
+        """Publish the corporate actions booked after ``after_ns`` not published yet (docs/spec.md §8).
 
         Every leg of the window is read again each time, so a pair split across two reads is
         still paired; an action is published once (by id). A leg that pairs with nothing is
@@ -475,11 +476,18 @@ class AccountSync:
         start = (today - timedelta(days=ANNOUNCEMENT_LOOKBACK_DAYS)).isoformat()
         # up to a week ahead: legs dated on the payable date precede the ex-date
         end = (today + timedelta(days=ANNOUNCEMENT_MATCH_DAYS)).isoformat()
-        params = {"start": start, "end": end, "limit": "1000"}
-        if symbols:
-            params["symbols"] = ",".join(symbols)
+        if not symbols:  # nothing held, no legs: nothing to explain (never the whole market's list)
+            return []
+        params = {"symbols": ",".join(symbols), "start": start, "end": end, "limit": "1000"}
+        found: list[Announcement] = []
         try:
-            body = await self._announcements.get("/corporate-actions", params)
+            for _ in range(ANNOUNCEMENT_PAGES):  # alpaca-py's paging: next_page_token until null
+                body = await self._announcements.get("/corporate-actions", params)
+                found += parse_announcements(body)
+                token = body.get("next_page_token") if isinstance(body, Mapping) else None
+                if not token:
+                    break
+                params["page_token"] = str(token)
         except BrokerError as e:
             self.counters["corporate_announcements_failed"] += 1
             if self.refused_codes.get("announcements") is None:
@@ -487,7 +495,7 @@ class AccountSync:
             self.refused_codes["announcements"] = getattr(e, "status", 0)
             return None
         self.refused_codes.pop("announcements", None)
-        return parse_announcements(body)
+        return found
 
     async def _corporate_together(self, codes: Sequence[str], after_ns: int) -> list[ActivityRecord] | None:
         """Return the legs of ``codes`` after ``after_ns`` read in one listing (``activity_types=CIL,MA,…``).

@@ -1,7 +1,7 @@
 """Market schedule, session phases at the exact instant, and the session-scoped programs.
 
 The schedule comes from the broker calendar (today − 7 to today + ``SCHEDULE_FORWARD_DAYS``,
-one fetch for all accounts: D58) every ``MARKET_REFRESH_SEC`` and goes out as
+one fetch for all accounts: docs/defects.md D58) every ``MARKET_REFRESH_SEC`` and goes out as
 ``ScheduleComputed`` with the retention cut-off (``SCHEDULE_RETENTION_DAYS``: D45); when the
 broker cannot be reached at start, the stored ``market_schedule`` is used until it can.
 
@@ -12,7 +12,7 @@ stopped when it ends, through supervisord, unless ``DISABLE_SESSION_SLEEP`` keep
 session start also asks every account for a resync and a ledger check (the phase message
 itself makes ``cashflows`` pull and ``equity`` rebuild).
 
-Calendar horizon (issue 13): when the broker's calendar ends more than ``CALENDAR_GAP_DAYS``
+Calendar horizon: when the broker's calendar ends more than ``CALENDAR_GAP_DAYS``
 before today + ``SCHEDULE_FORWARD_DAYS`` it is logged and counted (``schedule_short``, shown by
 ``chmgr status``; ``chmgr doctor`` reads the stored schedule). Past the last known session the
 scheduler fails open: the session programs are kept running (``schedule_exhausted``) rather than

@@ -1,6 +1,6 @@
 """The state owner: a drained batch of events is planned, committed, then swapped in.
 
-``StateOwner.apply(events, now)`` is the whole commit protocol of ``state`` (STYLE.md §2.5), in
+``StateOwner.apply(events, now)`` is the whole commit protocol of ``state`` (docs/architecture.md §3), in
 one method: it asks the mirror for the plan of the events up to the next barrier
 (``Mirror.stage``), commits the plan's changes through the ``Store``, and only when the commit
 succeeded swaps the plan into memory (``Mirror.swap``) and publishes its messages; then it
@@ -119,6 +119,7 @@ class StateOwner:
 
     def resync_all(self, reason: str) -> None:
         """Ask for a full snapshot of every account now (not rate-limited: at start, locks taken again)."""
+        self._idle_checks.clear()  # locks taken again after a lost session (a failover): check every account again
         for slug in self.mirror.accounts:
             self.publisher.publish(topic_resync(slug), ResyncRequested(account=slug, reason=reason))
 
@@ -167,6 +168,7 @@ class StateOwner:
     async def _commit_changes(self, changes: Sequence[Change]) -> bool:
         outcome = await self.store.commit(changes) if changes else CommitOutcome.COMMITTED
         if outcome is CommitOutcome.FAILED:
+            self._idle_checks.clear()  # the database may have lost commits (a failover): check every account again
             for slug, account in self.mirror.accounts.items():
                 account.forget_completeness()  # what was staged may not be stored: complete after the rewind
                 self.resyncs.request(slug, "commit_failed")

@@ -9,10 +9,10 @@ created before the first of those sessions (``history_start``).
 Each session moves the prices of ``SYMBOLS`` (a seeded walk) at its open, a few times during it
 and just before its close, and every account trades one kind of round trip per session, in turn:
 
+- ``hold``: a market buy kept to the end (the positions the account holds when it is served);
 - ``bracket``: a long bracket whose take-profit fills later in the session (a bracket exit);
 - ``partial``: a market buy and a market sell, each filled in three executions;
-- ``short``: a short bracket whose take-profit fills;
-- ``hold``: a market buy kept to the end (the positions the account holds when it is served).
+- ``short``: a short bracket whose take-profit fills.
 
 Cash, on top of the $100,000 every account starts with: a deposit (CSD) before the first
 session; a dividend with its withholding (DIV and DIVNRA) on a held symbol half-way; a fee (FEE)
@@ -34,7 +34,7 @@ from coldharbour.sim.engine import Engine
 SYMBOLS: Final = ("AAPL", "MSFT", "NVDA", "AMZN", "SPY")
 START_PRICES: Final = {"AAPL": Decimal(190), "MSFT": Decimal(410), "NVDA": Decimal(880), "AMZN": Decimal(175),
                        "SPY": Decimal(510)}
-KINDS: Final = ("bracket", "partial", "short", "hold")
+KINDS: Final = ("hold", "bracket", "partial", "short")  # a holding first: the dividend has a position
 CENT: Final = Decimal("0.01")
 DEPOSIT: Final = Decimal(25_000)
 WITHDRAWAL: Final = Decimal(-1_000)

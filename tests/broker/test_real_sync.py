@@ -1,4 +1,4 @@
-"""History cursors with the broker's semantics (SPEC §8) and the crypto position refresh.
+"""History cursors with the broker's semantics (docs/spec.md §8) and the crypto position refresh.
 
 The crypto test runs the real REST adapter against the fake broker. The late-FILL test needs a
 broker that lists a FILL *after* a newer one was already read, which the fake (which books each
@@ -396,3 +396,53 @@ async def test_an_order_the_stream_reported_final_is_not_read_again_by_id(fake_b
     assert converted[0].order.status == "filled"
     assert by_id == [f"/v2/orders/{ids[1]}"]
     assert counters["order_reads_saved_by_stream"] == 1
+
+
+class PositionsBroker(ListingBroker):
+    """``ListingBroker`` whose ``GET /v2/positions`` answers the objects the test gives."""
+
+    def __init__(self, positions: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.listed = positions
+
+    async def positions(self) -> list[Any]:
+        return self.listed
+
+
+def _position(symbol: str, **fields: str) -> dict[str, Any]:
+    """A position object as ``GET /v2/positions`` lists it (docs.alpaca.markets/reference/getallopenpositions)."""
+    return {"symbol": symbol, "qty": "30", "side": "long", "avg_entry_price": "60.08", "current_price": "61.5",
+            "asset_class": "us_equity", "exchange": "NASDAQ", **fields}
+
+
+@pytest.mark.asyncio
+async def test_a_position_with_a_refused_booked_field_is_unknown_and_a_long_mark_is_rounded() -> None:
+    """After a 3-for-1 split: AAPL's mark has 26 decimals (shown only: rounded), MSFT's cost is garbage
+    (booked: refused). The snapshot lists AAPL, names MSFT unknown, and says the fills are complete."""
+    broker = PositionsBroker([_position("AAPL", current_price="61.66666666666666666666666667"),
+                              _position("MSFT", avg_entry_price="not a number")])
+    sink = RecordingSink()
+    counters: Counter[str] = Counter()
+    sync = AccountSync(broker, sink, counters, clock_ns=lambda: 1_709_287_200_000_000_000)  # type: ignore[arg-type]
+
+    await sync.full("test")
+
+    (snapshot,) = sink.of(SnapshotTaken)
+    assert [(p.symbol, p.current_price) for p in snapshot.positions] == [("AAPL", Decimal("61.66666666666666666667"))]
+    assert snapshot.unknown_symbols == ("MSFT",)
+    assert counters["rejects"] == 1
+    last = sink.of(FillsPage)[-1]
+    assert (last.is_last, last.complete_to_ns, last.is_from_floor) == (True, 1_709_287_200_000_000_000, True)
+
+
+@pytest.mark.asyncio
+async def test_a_refused_position_without_a_usable_symbol_withholds_the_snapshot() -> None:
+    broker = PositionsBroker([_position("AAPL"), {**_position("X"), "symbol": None, "qty": "x"}])
+    sink = RecordingSink()
+    counters: Counter[str] = Counter()
+    sync = AccountSync(broker, sink, counters, clock_ns=lambda: 1_709_287_200_000_000_000)  # type: ignore[arg-type]
+
+    await sync.full("test")
+
+    assert sink.of(SnapshotTaken) == []  # nothing unlisted could be called flat
+    assert counters["snapshots_withheld"] == 1

@@ -302,7 +302,7 @@ async def test_state_restart_loads_and_converges_without_duplicates(state: State
 
 
 async def test_state_restart_restores_marks_from_committed_rows(state: StateHarness) -> None:
-    """Killed before a price flush: ``latest_prices`` lacks the mark, the committed row has it (issue 14)."""
+    """Killed before a price flush: ``latest_prices`` lacks the mark, the committed row has it."""
     bracket = Bracket()
     await _open_entry(state, bracket)
     state.inject(topic_tick("AAPL"), Tick(symbol="AAPL", price=104.5, ts_event=T0 + MINUTE))
@@ -320,7 +320,7 @@ async def test_state_restart_restores_marks_from_committed_rows(state: StateHarn
 
 
 async def test_state_snapshot_marks_a_position_whose_last_tick_is_older(state: StateHarness) -> None:
-    """No feed: the broker's ``current_price`` in a snapshot marks the position (issue 18)."""
+    """No feed: the broker's ``current_price`` in a snapshot marks the position."""
     bracket = Bracket()
     await _open_entry(state, bracket)
     broker = msgspec.structs.replace(position("10", "100"), current_price=Decimal("102.25"))
@@ -436,7 +436,7 @@ async def test_state_refused_value_is_quarantined_and_the_rest_commits_without_r
 
 
 async def test_state_books_a_final_orders_commission_as_a_fee_once(state: StateHarness) -> None:
-    """SPEC §8: ``commission`` on Alpaca's order object is a fee; a replay rewrites nothing."""
+    """docs/spec.md §8: ``commission`` on Alpaca's order object is a fee; a replay rewrites nothing."""
     entry = order(id=new_id(), status="filled", filled_qty=Decimal(10), filled_avg_price=Decimal(100), filled_at=T0,
                   commission=Decimal("1.25"))
     update = OrderUpdated(account="demo", event="fill", order=entry, fill=fill(entry.id), event_ts=T0)
