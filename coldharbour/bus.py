@@ -10,7 +10,7 @@ listens to some prefixes only still sees a dense sequence on each topic it recei
 ``SeqTracker`` reports gaps (PUB/SUB dropped something) and restarts (seq went backwards).
 
 High-water marks are unbounded (0) on every hop by default: at libzmq's default of 1,000 a
-burst loses most of its messages (DESIGN.md §2). Correctness never depends on delivery: the
+burst loses most of its messages (docs/architecture.md §2). Correctness never depends on delivery: the
 broker is the source of truth and a gap triggers a resync.
 """
 

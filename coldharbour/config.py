@@ -152,7 +152,7 @@ def account_key(name: str) -> str:
     return env_suffix(unicodedata.normalize("NFKC", name).casefold())
 
 
-# --- slugs and identifiers (SPEC.md §1) -------------------------------------------------------
+# --- slugs and identifiers (docs/spec.md §1) -------------------------------------------------------
 
 IDENTIFIER_MAX_BYTES: Final = 63
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -163,7 +163,7 @@ ACCOUNT_NAME_MAX_CHARS: Final = 64
 
 
 def slugify(name: str) -> str:
-    """Return the account slug of ``name`` (SPEC.md §1 rule)."""
+    """Return the account slug of ``name`` (docs/spec.md §1 rule)."""
     slug = re.sub(r"[^a-z0-9_]", "_", name.lower())
     slug = re.sub(r"_+", "_", slug).strip("_")
     if not slug:
@@ -224,7 +224,7 @@ class AccountSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Every setting of SPEC.md §7 and §1; field ``x_y`` is env var ``X_Y`` (see ``ENV_NAMES``)."""
+    """Every setting of docs/spec.md §7 and §1; field ``x_y`` is env var ``X_Y`` (see ``ENV_NAMES``)."""
 
     dsn: Dsn
     read_dsn: Dsn | None = None  # the read-only role's login, for every program but `state`
@@ -568,7 +568,7 @@ def _cash_text(text: str, what: str) -> str | None:
 
 
 def _check_names(settings: Settings) -> None:
-    """Check schema names and every identifier derived from every slug (SPEC.md §1)."""
+    """Check schema names and every identifier derived from every slug (docs/spec.md §1)."""
     check_identifier(settings.account_schema, what="ACCOUNT_SCHEMA")
     check_identifier(settings.activities_schema, what="ACTIVITIES_SCHEMA")
     check_identifier(settings.table_market_schedule, what="TABLE_MARKET_SCHEDULE")

@@ -4,7 +4,7 @@ A bus message is two frames: a dot-separated ASCII topic (prefix-subscribable) a
 payload. Payloads are frozen msgspec Structs sharing the envelope ``src`` (program name),
 ``seq`` (per-publisher counter from 1) and ``ts`` (UTC ns), stamped by ``bus.Publisher``.
 
-Evolution rules (STYLE.md §2.4): each class has an explicit, stable ``tag``; a new field gets a
+Evolution rules (docs/architecture.md §7): each class has an explicit, stable ``tag``; a new field gets a
 default and goes last; a field's type never changes; a tag is never reused. Messages do not set
 ``forbid_unknown_fields`` so an older worker skips fields a newer one added.
 
@@ -293,7 +293,7 @@ class ResyncRequested(Msg, frozen=True, tag="cmd.resync"):
 class Tick(Msg, frozen=True, tag="px"):
     """A validated trade print from the price feed.
 
-    ``price`` travels as a float on this hot path (STYLE.md §2.4 rule 5's measured exception);
+    ``price`` travels as a float on this hot path (docs/architecture.md §7's one measured exception);
     ``state`` turns it into a Decimal once, when it applies it to a row.
     """
 
@@ -313,7 +313,7 @@ class TickBatch(Msg, frozen=True, tag="px.batch"):
     """Validated trade prints from the price feed, in feed order, as equal-length columns.
 
     What ``prices`` publishes on ``TOPIC_TICKS``: every tick it drained from the feed in one go
-    travels in one bus frame (a frame per tick caps a Python subscriber near 0.2 M/s, DESIGN §2;
+    travels in one bus frame (a frame per tick caps a Python subscriber near 0.2 M/s, docs/architecture.md §2;
     measured by ``scripts/bench`` ``feed_ingest``/``tick_to_mark``). Same rules as ``Tick``
     per element; a batch with one bad element is rejected whole at decode.
     """
@@ -422,7 +422,7 @@ class ActivitiesPage(Msg, Checked, frozen=True, tag="cash.activities"):
 
 
 class CorporateActionsPage(Msg, Checked, frozen=True, tag="corp.actions"):
-    """Corporate actions the broker booked (SPEC §8), from its SPLIT/SC/NC/MA/SPIN/CIL legs.
+    """Corporate actions the broker booked (docs/spec.md §8), from its SPLIT/SC/NC/MA/SPIN/CIL legs.
 
     Published by ``snapshot`` before the ``SnapshotTaken`` that reflects them. ``state`` stores
     each action once (by ``id``) and books it with ``ledger.plan_symbols_rebuild(ledger,
@@ -459,7 +459,7 @@ class EquityComputed(Msg, Checked, frozen=True, tag="equity.rows"):
 
 
 class MetricsComputed(Msg, Checked, frozen=True, tag="metrics.doc"):
-    """The KPI document of one account (JSON text with the exact SPEC §5 keys)."""
+    """The KPI document of one account (JSON text with the exact docs/spec.md §5 keys)."""
 
     account: str
     payload: str

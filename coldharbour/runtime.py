@@ -44,7 +44,7 @@ Program = Literal[
 PROGRAMS: Final[tuple[Program, ...]] = (
     "bus", "state", "prices", "trades", "snapshot", "cashflows", "equity", "metrics", "scheduler", "web",
 )  # fmt: skip
-# Programs that run only while a session is not `closed` (SPEC.md §4 scheduler).
+# Programs that run only while a session is not `closed` (docs/spec.md §4 scheduler).
 SESSION_PROGRAMS: Final[tuple[Program, ...]] = ("prices", "trades", "snapshot", "equity", "cashflows")
 HEARTBEAT_INTERVAL_S: Final = 1.0
 LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -275,7 +275,7 @@ def _to_info(item: object) -> ProcessInfo:
 
 
 def socket_path(run_dir: str | Path) -> Path:
-    """Return supervisord's XML-RPC socket in ``run_dir`` (the DESIGN §5 contract)."""
+    """Return supervisord's XML-RPC socket in ``run_dir`` (docs/architecture.md §8)."""
     return Path(run_dir) / SOCKET_NAME
 
 

@@ -1,8 +1,10 @@
-"""Import boundaries: the domain is pure; only the `state` program reaches the DB writer."""
+"""Import boundaries (docs/architecture.md §5): the direction of imports, a pure domain, SQL only in db/,
+and only the `state` program reaches the DB writer."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -105,7 +107,7 @@ def test_mirror_imports_nothing_from_db_and_no_psycopg(path: Path) -> None:
 
 
 def test_state_program_stays_thin() -> None:
-    # The commit protocol lives in ``mirror.owner``; the program only wires it (STYLE.md §2.3).
+    # The commit protocol lives in ``mirror.owner``; the program only wires it.
     lines = (ROOT / "workers" / "state.py").read_text().count("\n")
 
     assert lines <= 150, f"workers/state.py has {lines} lines"
@@ -142,3 +144,137 @@ def test_dashboard_and_operator_commands_hold_no_sql(path: Path) -> None:
     bad = sorted(name for name in _imports(path) if name == "psycopg.sql" or name.endswith(".sql"))
 
     assert bad == [], f"{path.name} imports {bad}"
+
+
+# --- the direction of imports (docs/architecture.md §5) ---------------------------------------
+#
+#   workers → {analytics, broker, mirror, web, cli, jobs} → {db, bus and the base modules} → domain
+#
+# A module may import its own layer and the layers below it, never above. On top of that, named
+# pairs are forbidden outright. ``sim`` (the fake broker, feed, bot, throwaway PostgreSQL) serves
+# the demo, the tests and the benchmarks: the product never imports it, except ``chmgr sim …``.
+LAYER: dict[str, int] = {
+    "domain": 0,
+    "config": 1, "errors": 1, "messages": 1, "retry": 1, "bus": 1, "runtime": 1, "supervisor": 1, "health": 1,
+    "db": 1,
+    "analytics": 2, "broker": 2, "mirror": 2, "web": 2, "cli": 2, "jobs": 2,
+    "workers": 3,
+}  # fmt: skip
+FORBIDDEN: dict[tuple[str, str], str] = {
+    ("mirror", "db"): "the mirror returns changes; only db turns them into rows and SQL",
+    ("web", "cli"): "the dashboard shares what it needs with chmgr through db/, bus or runtime, not cli/",
+}
+SIM_ALLOWED = ("coldharbour.cli",)  # `chmgr sim broker|feed|bot`, imported lazily
+
+
+def _package(module: str) -> str | None:
+    """Return the layer name of ``module`` (``coldharbour.db.rows`` → ``db``; ``workers.x`` → ``workers``)."""
+    parts = module.split(".")
+    if parts[0] == "workers":
+        return "workers"
+    if parts[0] != "coldharbour" or len(parts) < 2:
+        return None
+    return parts[1]
+
+
+def _targets(path: Path) -> set[str]:
+    """Return the modules ``path`` imports (``from coldharbour.db import rows`` → ``coldharbour.db.rows``)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    targets: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:  # ``from coldharbour.db import rows``: the module is db.rows
+                sub = ROOT.joinpath(*node.module.split("."), alias.name)
+                is_module = sub.with_suffix(".py").exists() or sub.is_dir()
+                targets.add(f"{node.module}.{alias.name}" if is_module else node.module)
+    return targets
+
+
+def _breaks_direction(module: str, name: str) -> bool:
+    """Return True when ``module`` may not import ``name`` (both dotted module names)."""
+    mine, theirs = _package(module), _package(name)
+    if mine is None or mine == "sim" or theirs is None or theirs == mine:
+        return False
+    if theirs == "sim":
+        return not module.startswith(SIM_ALLOWED)
+    if theirs not in LAYER or mine not in LAYER:
+        return True  # a new top-level package: give it a layer
+    return LAYER[theirs] > LAYER[mine] or (mine, theirs) in FORBIDDEN
+
+
+def _import_violations() -> set[tuple[str, str]]:
+    return {
+        (module, name)
+        for path in _sources("coldharbour", "workers")
+        for module in (_module_name(path),)
+        for name in _targets(path)
+        if _breaks_direction(module, name)
+    }
+
+
+def test_every_package_has_a_layer() -> None:
+    packages = {_package(_module_name(p)) for p in _sources("coldharbour", "workers")} - {None, "coldharbour", "sim"}
+
+    assert packages - set(LAYER) == set()
+
+
+def test_imports_go_one_way() -> None:
+    found = sorted(f"{module} imports {name}" for module, name in _import_violations())
+
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "breaks"),
+    [
+        ("coldharbour.db.loads", "coldharbour.broker.convert", True),  # db nothing from broker
+        ("coldharbour.web.health", "coldharbour.cli.status", True),  # web nothing from cli
+        ("coldharbour.mirror.core", "coldharbour.db.rows", True),  # the mirror nothing from db
+        ("coldharbour.domain.ledger", "coldharbour.messages", True),  # domain is the bottom
+        ("coldharbour.bus", "coldharbour.broker.feed", True),  # bus below the adapters
+        ("coldharbour.web.app", "coldharbour.sim.broker", True),  # the product never imports sim
+        ("coldharbour.broker.sync", "coldharbour.db.rows", False),
+        ("coldharbour.cli", "coldharbour.sim.broker", False),  # `chmgr sim broker`
+        ("workers.state", "coldharbour.mirror.owner", False),
+    ],
+)
+def test_the_direction_check_itself(module: str, name: str, breaks: bool) -> None:
+    assert _breaks_direction(module, name) is breaks
+
+
+SQL_TEXT = re.compile(
+    r"^\s*(SELECT\s.+\sFROM\s|SELECT\s+\S+\s*$|INSERT\s+INTO\s|UPDATE\s+\S+\s+SET\s|DELETE\s+FROM\s"
+    r"|(CREATE|ALTER|DROP)\s+(UNIQUE\s+)?(TABLE|INDEX|ROLE|SCHEMA|DATABASE|DOMAIN|EXTENSION|DEFAULT)\b"
+    r"|GRANT\s|REVOKE\s|LISTEN\s+\{|NOTIFY\s|SHOW\s+\w+\s*$|SET\s+\w+\s*(=|TO)\s|WITH\s+\w+\s+AS\s*\()",
+    re.DOTALL,
+)
+
+
+def _speaks_sql(path: Path) -> bool:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_TEXT.match(node.value):
+            return True
+    return any(name == "psycopg.sql" or name.startswith("psycopg.sql.") for name in _imports(path))
+
+
+def _sql_outside_db() -> set[str]:
+    return {
+        _module_name(path)
+        for path in _sources("coldharbour", "workers")
+        if _package(_module_name(path)) not in ("db", "sim") and _speaks_sql(path)
+    }
+
+
+def test_the_sql_check_sees_statements_and_not_prose() -> None:
+    assert SQL_TEXT.match("SELECT qty FROM {t} WHERE parent_id = %s")
+    assert SQL_TEXT.match("INSERT INTO {t} (id) VALUES (%s)")
+    assert SQL_TEXT.match("LISTEN {}")
+    assert not SQL_TEXT.match("LISTEN connection lost: %s")
+    assert not SQL_TEXT.match("Select the account")
+
+
+def test_sql_lives_only_in_db() -> None:
+    assert sorted(_sql_outside_db()) == []

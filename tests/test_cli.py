@@ -326,7 +326,7 @@ def test_cli_doctor_reports_each_precondition(migrated_dsn: Dsn, run_dir: Path, 
 
 
 def test_doctor_lists_unclassified_activity_codes_per_account(migrated_dsn: Dsn) -> None:
-    """SPEC §8: a code outside the catalogue is stored ``unclassified`` and shown, WARN."""
+    """docs/spec.md §8: a code outside the catalogue is stored ``unclassified`` and shown, WARN."""
     from coldharbour.cli.doctor import check_unclassified
 
     with psycopg.connect(migrated_dsn.reveal(), autocommit=True) as conn:

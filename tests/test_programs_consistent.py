@@ -1,7 +1,7 @@
-"""One name per program everywhere (STYLE.md §2.2 rule 1), and the README keeps up with the code.
+"""One name per program everywhere (docs/architecture.md §7, names), and the README keeps up with the code.
 
 ``runtime.PROGRAMS`` == the ``[program:x]`` sections of ``supervisord.conf`` (same order: it is
-the start order) == the ``workers/x.py`` modules; the conf follows STYLE.md §2.12; ``docs/operations.md``
+the start order) == the ``workers/x.py`` modules; the conf keeps the programs' settings; ``docs/operations.md``
 names every setting and ``chmgr`` command; the README shows the exact test command ``.ci/run`` runs.
 """
 

@@ -4,7 +4,7 @@ Inputs: broker REST ``GET /v2/account/activities`` (since the last stored id), t
 (the stored cursor and ids, every run), bus ``session`` (a session start pulls at once), bus
 ``cmd.resync.<slug>`` (a full resync re-sends at once what was published but is not stored).
 Outputs: ``ActivitiesPage`` on ``cash.<slug>`` (``state`` writes raw activities and cash flows, and
-deletes the cash flows of activities the broker canceled since: SPEC §8 corrections).
+deletes the cash flows of activities the broker canceled since: docs/spec.md §8 corrections).
 
 Runs every ``CASH_FLOWS_INTERVAL_S`` (300) per account, one task per account.
 """

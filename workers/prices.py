@@ -1,7 +1,7 @@
 """`prices`: the external price feed, filtered and validated, published as ticks.
 
 Inputs (``PRICE_SOURCE``): ``zmq``: SUB on ``ZMQ_SIP_STREAM_ENDPOINT`` (msgpack
-``{"trade": {...}}`` frames, SPEC §4); ``alpaca`` (default without a feed): the latest trades
+``{"trade": {...}}`` frames, docs/spec.md §4); ``alpaca`` (default without a feed): the latest trades
 through market-data REST every ``PRICE_POLL_S`` (``broker.market_rest``, the first account's
 keys, within the key's market-data budget), leaving the key's one stream connection to the
 trader; ``alpaca-stream``: Alpaca's market-data stream (``broker.market_stream``), with REST
@@ -54,7 +54,7 @@ log = logging.getLogger("workers.prices")
 
 MAX_BATCH: Final = 1000
 POLL_TIMEOUT_MS: Final = 200
-FEED_HWM: Final = 100_000  # ticks are the one stream where loss is acceptable (DESIGN §2)
+FEED_HWM: Final = 100_000  # ticks are the one stream where loss is acceptable (docs/architecture.md §2)
 REJECT_LOG_INTERVAL_S: Final = 10.0
 SYMBOLS_POLL_S: Final = 2.0
 DATA_FEEDS: Final = frozenset({"iex", "sip", "delayed_sip", "boats", "overnight"})

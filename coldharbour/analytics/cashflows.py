@@ -1,11 +1,11 @@
 """Account activities since the last stored id → ``ActivitiesPage`` (raw activities + cash flows).
 
-Incremental (D43), and nothing lost (issue 14): the cursor is the newest activity id ``state``
+Incremental (docs/defects.md D43), and nothing lost: the cursor is the newest activity id ``state``
 has *stored*, read back from the DB (read-only) at every run — never advanced at publish time,
 so activities published while ``state`` was down are asked for and sent again. Each run asks the
 broker only for activities after ``query_after(cursor)`` (a week of overlap, because a
 late-booked dividend carries an id older than ones already seen) and compares them with the
-rows stored in that window (``flow_changes``, SPEC §8 corrections): a new id or a corrected one
+rows stored in that window (``flow_changes``, docs/spec.md §8 corrections): a new id or a corrected one
 (another amount, time or type) is published in ``cash_flows``, a stored id the broker now says
 is ``canceled`` in ``deleted_cash_flow_ids``; an unchanged one is not sent. A change already
 published is not sent again at once (``state`` may simply not have committed it yet) but after
@@ -240,7 +240,7 @@ class CashflowsJob:
                 )
 
     def _count_unclassified(self, flows: list[CashFlow]) -> None:
-        """Count the ``unclassified`` flows published; log each unknown code once (SPEC §8)."""
+        """Count the ``unclassified`` flows published; log each unknown code once (docs/spec.md §8)."""
         self._counters["activities_unclassified"] += sum(1 for flow in flows if flow.category is Category.UNCLASSIFIED)
         for code in unclassified_codes(flows, self._unclassified):
             self._unclassified.add(code)

@@ -1,18 +1,21 @@
 """The daily and intraday equity curves of one account → ``EquityComputed``.
 
-Daily curve (D46: not the whole history every minute): rebuilt from the stored activities at
+Daily curve (docs/defects.md D46: not the whole history every minute): rebuilt from the stored activities at
 start, at session start and after the close (``rebuild_requested``); between those, a run only
 extends it with sessions completed since its last row, reading the activities after that row.
 Session dates come from the broker calendar (D58), fetched at a rebuild or when the cached
 range no longer covers today. Daily closes: the last regular-hours bar of each session in our
 ``price_bars_1min``; for the newest session ``latest_prices`` when it was marked during it;
 else one request to the broker's daily-bars API for every missing (symbol, date) at once.
-The opening balance (D11, SPEC §8 "Equity anchor") is the broker's own end-of-day equity
+The opening balance (D11, docs/spec.md §8 "Equity anchor") is the broker's own end-of-day equity
 (``GET /v2/account/portfolio/history``, 1D) on the session before the first mirrored activity;
-``EQUITY_INIT_CASH_<NAME>`` (else ``EQUITY_INIT_CASH``) overrides it. When the broker has no
-point for that day the curve starts at 0 and the first deposit is its base (logged).
+``EQUITY_INIT_CASH_<NAME>`` (else ``EQUITY_INIT_CASH``) overrides it. When the history has no
+positive point for that day and it is the close before today (a new account), the account's
+``last_equity`` (``GET /v2/account``) is used; failing both the curve starts at 0 and the first
+deposit is its base (logged). An account with no activity yet is anchored the same way on the
+close before today, so its intraday return is live from the first minute.
 
-Daily proof (SPEC §8): every row built or extended is compared with the broker's end-of-day
+Daily proof (docs/spec.md §8): every row built or extended is compared with the broker's end-of-day
 equity before it is published (``broker_equity``, ``equity_diff``); a difference beyond one cent
 plus the day's unexplained flows is logged and counted (``equity_mismatches``, once per day).
 A rebuild proves the whole history (the backfill) and logs how many days match.
@@ -76,6 +79,10 @@ class DailyBarsSource(CalendarSource, Protocol):
         """Return the broker's end-of-day equity ``{session date: equity}`` between two dates."""
         ...
 
+    async def last_equity(self) -> Decimal | None:
+        """Return the account's equity at the previous session's close (``GET /v2/account``)."""
+        ...
+
 
 def _wall(text: str) -> time:
     return time.fromisoformat(text)
@@ -112,6 +119,7 @@ class EquityJob:
         self.intraday = IntradayState(names, shared, settle)
         self.mismatched: set[date] = set()
         self._opening_equity: dict[date, Decimal] = {}  # the broker's equity at an opening date, read once
+        self._opening_missing: set[date] = set()  # opening dates the broker had no equity for (this session)
         self.inputs: queries.CurveInputs | None = None  # the stored inputs as of the curve's last read
 
     async def run_once(self, now: datetime) -> None:
@@ -189,8 +197,13 @@ class EquityJob:
         cash = self._settings.equity_init_cash
         return None if cash is None else Decimal(repr(cash))
 
-    async def _opening(self, first: date) -> Opening | None:
-        """Return the opening at the close of the session before ``first`` (SPEC §8)."""
+    async def _opening(self, first: date, now: datetime) -> Opening | None:
+        """Return the opening at the close of the session before ``first`` (docs/spec.md §8).
+
+        When the portfolio history has no positive point for that close and it is the close
+        before today (a new account: its history starts today), the account's own
+        ``last_equity`` is that close's equity.
+        """
         before = [s.session_date for s in self.sessions if s.session_date < first]
         as_of = before[-1] if before else first - timedelta(days=1)
         override = self._override()
@@ -198,25 +211,41 @@ class EquityJob:
             return Opening(as_of=as_of, cash=override)
         if as_of in self._opening_equity:  # a closed day's equity does not change: read it once
             return Opening(as_of=as_of, cash=self._opening_equity[as_of])
+        if as_of in self._opening_missing:
+            return None  # asked already: the broker had none (asked again at the next session)
         equity = (await self._broker.daily_equity(as_of - CALENDAR_AHEAD, as_of)).get(as_of)
         self._counters["broker_history_requests"] += 1
+        previous = [s.session_date for s in self.sessions if s.session_date < ny_date(now)]
+        if (equity is None or equity <= 0) and previous and previous[-1] == as_of:
+            last = await self._broker.last_equity()
+            self._counters["broker_account_requests"] += 1
+            if last is not None and last > 0:
+                log.info("no history point: opening on last_equity account=%s date=%s", self.names.slug, as_of)
+                equity = last
         if equity is None:
             log.warning("no broker equity before the first activity account=%s date=%s", self.names.slug, as_of)
+            self._opening_missing.add(as_of)
             return None
         log.info("equity anchored on the broker account=%s date=%s equity=%s", self.names.slug, as_of, equity)
         self._opening_equity[as_of] = equity
         return Opening(as_of=as_of, cash=equity)
 
     async def _rebuild(self, conn: queries.Conn, now: datetime, *, refetch: bool) -> None:
+        if refetch:
+            self._opening_missing.clear()  # a requested rebuild (a session start) asks the broker again
         self.rebuild_requested = False
         self.inputs = await queries.curve_inputs(conn, self.names)  # before the reads: a later write shows
         first_time = await queries.first_activity_time(conn, self.names)
         if first_time is None:
-            self.curve = start_curve(None)
-            return  # a new account: nothing to replay yet, and nothing to loop on (D68)
+            # A new account: nothing to replay yet (and nothing to loop on, D68), but its equity
+            # at the close before today anchors today's curve, so its return is live from the
+            # first minute (0 while flat) rather than null until a first daily row.
+            await self._ensure_sessions(ny_date(now), now, refetch=refetch)
+            self.curve = start_curve(await self._opening(ny_date(now), now))
+            return
         first = ny_date(first_time)
         await self._ensure_sessions(first, now, refetch=refetch)
-        opening = await self._opening(first)
+        opening = await self._opening(first, now)
         flows = await queries.cash_flows_between(conn, self.names, None)
         executions, rejected = await queries.executions_between(conn, self.names, None)
         self._count_rejects(len(rejected))
@@ -306,7 +335,7 @@ class EquityJob:
             return []
         symbols = sorted({e.symbol for e in executions} | set(self.curve.book.positions if self.curve else {}))
         closes = await self._closes(conn, symbols, [d.session_date for d in probe], completed)
-        # a split scales the shares held and the closes before it: no artificial return (SPEC §8)
+        # a split scales the shares held and the closes before it: no artificial return (docs/spec.md §8)
         splits = splits_by_session_date(await loads.load_actions(conn, self.names))
         return bucket_by_session(dates, flows, executions, closes, after=after, splits_by_date=splits)
 

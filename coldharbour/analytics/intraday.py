@@ -1,7 +1,7 @@
 """The intraday curve of one account: mark-to-market from the previous close, every minute.
 
 Inputs per run: the anchor (previous session's close from the daily curve: ``E0``, ``R0``,
-closes ``P0`` — computed once per session, never fetched per symbol per minute: D47), the open
+closes ``P0`` — computed once per session, never fetched per symbol per minute: docs/defects.md D47), the open
 lots and the slices closed today, today's fills, today's cash flows, and 1-minute bars from
 ``price_bars_1min``. Bars are cached per session and only the recent minutes are re-read each
 run (``state`` may still rewrite the last bars until its next flush). Points are published
@@ -115,6 +115,10 @@ class IntradayState:
         """Return the points to publish and the ``bar_px``/``bar_ts`` marks of open symbols."""
         if self.session_date != session.session_date:
             self._reset(session, curve)
+        else:
+            anchor = anchor_for(curve, session.session_date)
+            if anchor != self.anchor:  # the curve was rebuilt (a new account's first opening, a late flow)
+                self.anchor, self.published, self._computed_until = anchor, False, None
         _, open_lots = await queries.open_rows(conn, self.names)
         since = min(session.pre_open_utc, ny_midnight(session.session_date))
         closed_today = await queries.slices_exited_since(conn, self.names, since)

@@ -1,6 +1,6 @@
 """The KPI document of one account, fed incrementally, published only when it changed.
 
-Each run reads only what changed since the last one (D48): closed slices, cash flows and daily
+Each run reads only what changed since the last one (docs/defects.md D48): closed slices, cash flows and daily
 equity rows by ``updated_at`` cursor into a ``KpiAccumulator`` (a deleted cash flow — an activity
 the broker canceled — shows as fewer stored rows than fed, and is dropped); the open positions only when
 their fingerprint (count, newest ``updated_at``) moved; the newest intraday return and the
@@ -97,7 +97,8 @@ class MetricsJob:
             self._counters["rejects_row"] += skipped
             log.warning("skipped incomplete rows account=%s count=%d", self.names.slug, skipped)
         moved = (closed.cursor, flows.cursor, daily.cursor) != tuple(self._cursors.values())
-        if await queries.cash_flow_count(conn, self.names) < self._kpis.flow_count:  # a row was deleted (SPEC §8)
+        # A row was deleted (docs/spec.md §8).
+        if await queries.cash_flow_count(conn, self.names) < self._kpis.flow_count:
             moved = self._kpis.keep_flows(await queries.cash_flow_ids(conn, self.names)) or moved
         self._cursors = {"closed": closed.cursor, "flows": flows.cursor, "daily": daily.cursor}
         return moved

@@ -1,7 +1,7 @@
 """Alpaca JSON (as decoded from the wire) → domain types and bus payloads. Pure: no I/O.
 
 The broker's payloads are parsed with our own tolerant msgspec types, never alpaca-py's
-models (ALPACA.md §8): enum-like fields (status, type, order class, event) are kept as text, so
+models (docs/broker.md §8): enum-like fields (status, type, order class, event) are kept as text, so
 a value Alpaca adds tomorrow never drops a fill; unknown fields are ignored; numbers may come
 as strings or JSON numbers. What cannot become a domain value (no id, a bad number, a naive
 timestamp, an order side we cannot sign) and every value the store or the bus would refuse
@@ -11,7 +11,7 @@ as a ``Rejected`` with a short ``reason`` (the counter suffix) and a one-line ``
 never raised, never logged from here.
 
 Times become UTC nanoseconds (``Order.created_at`` …) at microsecond precision: the sub-µs
-part of Alpaca's 9-digit fractions is never used as a key (ALPACA.md §8).
+part of Alpaca's 9-digit fractions is never used as a key (docs/broker.md §8).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class RawAccount(msgspec.Struct, kw_only=True):
 
 
 class RawActivity(msgspec.Struct, kw_only=True):
-    """An account activity (FILL or non-trade); alpaca-py cannot parse these (ALPACA.md §3)."""
+    """An account activity (FILL or non-trade); alpaca-py cannot parse these (docs/broker.md §3)."""
 
     id: str
     activity_type: str
@@ -521,7 +521,7 @@ CRYPTO_QUOTES: Final = ("USDT", "USDC", "USD", "BTC")
 
 
 def canonical_symbol(symbol: str, asset_class: str | None = None) -> str:
-    """Return the mirror's one symbol per asset: a crypto pair in its slashed form (SPEC §8).
+    """Return the mirror's one symbol per asset: a crypto pair in its slashed form (docs/spec.md §8).
 
     Alpaca writes ``BTC/USD`` on orders and fills but ``BTCUSD`` on positions (with
     ``asset_class`` ``crypto``); the slash is put back from the known quote currencies.

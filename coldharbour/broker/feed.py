@@ -1,4 +1,4 @@
-"""Decode and validate the external price feed (SPEC §4). Pure: no I/O, no clock, no logging.
+"""Decode and validate the external price feed (docs/spec.md §4). Pure: no I/O, no clock, no logging.
 
 A message is one msgpack frame (a leading topic frame is tolerated) holding a map whose first
 key is the kind; only ``trade`` is used::
@@ -12,7 +12,7 @@ below ``MAX_ABS``, at most ``MAX_SCALE`` decimals: ``1e308`` is counted as ``pri
 time outside 2000..2262 (a time in s, ms or µs lands before 2000: ``time``) or, given
 ``now_ns``, more than ``validate.TICK_FUTURE_NS`` ahead (``time_future``: one tick stamped
 2554 would hide every later real one), or a condition in the exclusion set (default
-``D,M,E``; a trade without conditions is kept, D65). Every outcome that is not a tick is a
+``D,M,E``; a trade without conditions is kept, docs/defects.md D65). Every outcome that is not a tick is a
 ``Skip`` with a reason: the caller counts ``rejects_<reason>`` (bad input) or
 ``skipped_<reason>`` (valid, just not for us).
 

@@ -185,7 +185,7 @@ class UpdateListener:
                 task.add_done_callback(self._checks.discard)
                 return
             self._publish(result)
-        except Exception:  # the task boundary: a handler must never raise (ALPACA.md §7)
+        except Exception:  # the task boundary: a handler must never raise (docs/broker.md §7)
             self.counters["stream_handler_errors"] += 1
             log.exception("stream handler failed account=%s", self.slug)
 

@@ -7,7 +7,7 @@ message), adding the routes it has no helper for: every activity type paged with
 ``HH:MM``), and raw daily bars from the data API (``data.alpaca.markets`` for Alpaca hosts,
 the same origin for the fake broker, which serves ``/v2/stocks/bars`` too), and the broker's
 own daily equity from ``GET /v2/account/portfolio/history`` (``timeframe=1D``): the equity
-anchor and the daily proof (SPEC §8).
+anchor and the daily proof (docs/spec.md §8).
 """
 
 from __future__ import annotations
@@ -147,6 +147,28 @@ class BrokerReads:
             raise BrokerError(f"GET /v2/account/portfolio/history account={self.account}: expected an object")
         points = parse_daily_equity(body)
         return {day: value for day, value in points.items() if start <= day <= end}
+
+
+    async def last_equity(self) -> Decimal | None:
+        """Return ``GET /v2/account``'s ``last_equity`` (the equity at the previous session's
+        close), None when the broker gives none or an unreadable one."""
+        trading, _ = self._clients()
+        body = await trading.account()
+        if not isinstance(body, dict):
+            raise BrokerError(f"GET /v2/account account={self.account}: expected an object")
+        return parse_last_equity(body)
+
+
+def parse_last_equity(body: dict[str, object]) -> Decimal | None:
+    """Return an account object's ``last_equity`` (a decimal string), None if absent or unreadable."""
+    value = body.get("last_equity")
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        equity = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return equity.quantize(Decimal("0.01")) if equity.is_finite() else None
 
 
 def parse_daily_equity(body: dict[str, object]) -> dict[date, Decimal]:

@@ -1,13 +1,13 @@
 """The Alpaca REST adapter: every call with its own deadline, retries, one clear error.
 
 Transport choice: **aiohttp directly**, not alpaca-py's ``TradingClient`` in a thread. The SDK
-sets no request timeout (a hung broker hangs the caller, ALPACA.md §6), and a blocking call in a
+sets no request timeout (a hung broker hangs the caller, docs/broker.md §6), and a blocking call in a
 thread cannot be cancelled: ``asyncio.wait_for`` would give up on it but leave the thread and its
 socket behind, and SIGTERM would wait for it. It also retries on its own (3 × 3 s, only 429/504,
 no jitter) underneath ours. With aiohttp each attempt has a real deadline
 (``CALL_DEADLINE_S``, enforced on the socket), cancellation is immediate, and there is one retry
 policy. We use raw JSON anyway (tolerant parsing in ``convert``), so the SDK's models would add
-nothing; the wire requests are exactly the ones alpaca-py sends (ALPACA.md §2).
+nothing; the wire requests are exactly the ones alpaca-py sends (docs/broker.md §2).
 
 Budget (``coldharbour.broker.budget``, docs/broker-budget.md): with a ``RestBudget`` every
 attempt first takes one request of the key's budget, shared by every program; an ``urgent``
@@ -26,7 +26,7 @@ Failures:
 - either way the caller gets one ``BrokerError`` naming the call, the status and the broker's
   message (or a short excerpt of a non-JSON body). Credentials never appear in it.
 
-Lists are paged to the end (D40): orders by ``after`` + ``direction=asc`` (500 a page, pages
+Lists are paged to the end (docs/defects.md D40): orders by ``after`` + ``direction=asc`` (500 a page, pages
 overlap by one microsecond and are de-duplicated by id, because equal timestamps can straddle a
 page edge), activities by ``page_token`` (100 a page).
 """

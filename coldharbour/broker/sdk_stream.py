@@ -1,6 +1,6 @@
 """The primary trade_updates client: alpaca-py's ``TradingStream``, run as a task, with hooks.
 
-alpaca-py gives no reconnect callback (ALPACA.md §8), so we subclass it and wrap three private
+alpaca-py gives no reconnect callback (docs/broker.md §8), so we subclass it and wrap three private
 methods of 0.44 (``_start_ws``: a connection attempt; ``_dispatch``: any frame; ``close``: the
 socket went away). The SDK keeps doing what it does well: authentication, its own reconnect loop
 with capped backoff and jitter (our constants are written over its ``_reconnect_*`` fields).
@@ -38,7 +38,7 @@ class _HookedTradingStream(TradingStream):
             secret_key,
             raw_data=True,
             url_override=url,
-            # Replaces the SDK defaults as a whole (ALPACA.md §1): pass all three.
+            # Replaces the SDK defaults as a whole (docs/broker.md §1): pass all three.
             websocket_params={"ping_interval": PING_INTERVAL_S, "ping_timeout": PING_TIMEOUT_S, "max_queue": 1024},
         )
         self._owner = owner

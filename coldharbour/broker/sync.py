@@ -8,7 +8,7 @@ idempotent, so re-sent history changes nothing):
   listing after a later-submitted one: the next read starts ``ORDER_OVERLAP_NS`` before the
   cursor). Alpaca can only filter orders by submission time, not by change time, so "orders
   changed since the cursor" is the union of (a) orders submitted after the cursor (paged,
-  never truncated, D40), (b) the open orders, listed on every full snapshot, and (c) the
+  never truncated, docs/defects.md D40), (b) the open orders, listed on every full snapshot, and (c) the
   families of orders that were open last time and are not any more, fetched by id
   (``nested=true``): an order can only change while it is open, so nothing that changed is
   missed and nothing older is re-read;
@@ -25,8 +25,8 @@ idempotent, so re-sent history changes nothing):
 
 Order of publication in a full snapshot: order pages, fill pages, corporate actions, then
 ``SnapshotTaken``, so ``state`` already has the history that explains the positions when it
-reconciles (SPEC §3); positions are read *before* that history, so the history covers them. ``rewind()`` resets the
-cursors when ``state`` may have missed pages (its start, a bus gap, a failed commit).
+reconciles (docs/spec.md §3); positions are read *before* that history, so the history covers them.
+``rewind()`` resets the cursors when ``state`` may have missed pages (its start, a bus gap, a failed commit).
 A partial snapshot (``symbols``) only fetches those symbols' positions: it is the fast WAC
 refresh after a fill, always one request (``GET /v2/positions/{symbol}`` for one symbol, else
 one ``GET /v2/positions`` filtered to them), made by the ``urgent`` client of the key's budget.
@@ -92,13 +92,13 @@ log = logging.getLogger(__name__)
 
 PROGRESS_LOG_INTERVAL_S: Final = 5.0
 PARTIAL_LIST_FROM: Final = 2  # a partial snapshot of this many symbols or more reads the whole position list
-# Re-read windows behind the cursors (SPEC §8 history cursors). Orders: > the 170 ms an order
+# Re-read windows behind the cursors (docs/spec.md §8 history cursors). Orders: > the 170 ms an order
 # can take from ``submitted_at`` to being listed. Fills: late FILLs with an older stamp.
 ORDER_OVERLAP_NS: Final = 1_000_000_000
 FILL_OVERLAP_NS: Final = 5_000_000_000
 # A bust (a FILL whose status turns ``canceled``) can come long after the fill: every
 # BUST_SWEEP_EVERY full snapshots the FILLs of the last BUST_LOOKBACK_NS are read again and each
-# newly canceled one is published once as a bust (SPEC §8 "Corrections").
+# newly canceled one is published once as a bust (docs/spec.md §8 "Corrections").
 BUST_SWEEP_EVERY: Final = 10
 BUST_LOOKBACK_NS: Final = 3 * NS_PER_DAY
 # Corporate-action legs are booked by business date, sometimes days late: re-read a week.
@@ -377,7 +377,7 @@ class AccountSync:
         return len(busted)
 
     async def _publish_corporate(self, *, after_ns: int) -> int:
-        """Publish the corporate actions booked after ``after_ns`` not published yet (SPEC §8).
+        """Publish the corporate actions booked after ``after_ns`` not published yet (docs/spec.md §8).
 
         Every leg of the window is read again each time, so a pair split across two reads is
         still paired; an action is published once (by id). A leg that pairs with nothing is

@@ -1,7 +1,7 @@
 """What PostgreSQL and the bus accept, checked once at the edge. Pure: no I/O, no clock.
 
 A value a decoder accepts but the store or the bus encoder refuses later poisons every commit
-and every resync that carries it (issue 14). So every text, id and time that comes from the
+and every resync that carries it. So every text, id and time that comes from the
 broker or the feed is checked here before it becomes a domain value or a bus message:
 
 - **text**: no NUL (``text``/``jsonb`` refuse ``\\x00``), valid UTF-8 (no lone surrogate), and

@@ -1,6 +1,6 @@
 """`chmgr`: the operator's command line (typer). Parse, call the library, print; exit 0/1/2.
 
-The boundary (STYLE.md §2.9 rule 5): a ``ChmgrError`` (bad configuration, database or
+The boundary (docs/architecture.md §7, errors): a ``ChmgrError`` (bad configuration, database or
 supervisord trouble, unknown program) is printed as one line on stderr and exits 1; a usage
 error (unknown command or option, missing argument) is one line on stderr and exits 2. Secrets
 never reach the output: settings are printed through ``config.describe`` and DSNs redacted.

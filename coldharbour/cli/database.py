@@ -29,7 +29,7 @@ from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.errors import ChmgrError, DatabaseError
 
 PROGRAM: Final = "chmgr"
-# (column, heading) of the open-positions table, in display order (SPEC.md column names).
+# (column, heading) of the open-positions table, in display order (docs/spec.md column names).
 POSITION_COLUMNS: Final = (
     ("symbol", "symbol"),
     ("side", "side"),

@@ -161,7 +161,7 @@ async def load_fills_and_busted(conn: Connection, names: AccountNames, shared: r
     """Return the fills of every stored ``FILL`` activity without the busted ones, and the busted keys.
 
     Same rules as ``split_busted`` over ``load_fill_activities``, read straight from the rows:
-    incomplete rows are skipped; a row the broker ``canceled`` busts every row of its key (SPEC §8).
+    incomplete rows are skipped; a row the broker ``canceled`` busts every row of its key (docs/spec.md §8).
     """
     interner = r.Interner() if shared is None else shared
     fills: list[Fill] = []
@@ -206,7 +206,7 @@ async def load_fill_activities(conn: Connection, names: AccountNames) -> list[Ac
 
 
 def split_busted(records: list[ActivityRecord]) -> tuple[list[Fill], set[str]]:
-    """Return the fills of ``records`` without the busted ones, and the busted keys (SPEC §8).
+    """Return the fills of ``records`` without the busted ones, and the busted keys (docs/spec.md §8).
 
     A ``FILL`` row whose broker status is ``canceled`` busts its execution: every stored row
     of the same key (the stream's and the REST one) leaves the history.
@@ -235,7 +235,7 @@ async def load_busted_keys(conn: Connection, names: AccountNames) -> set[str]:
 
 
 async def load_actions(conn: Connection, names: AccountNames) -> list[CorporateAction]:
-    """Return the corporate actions the stored SPLIT/SC/NC/MA/SPIN/CIL legs describe (SPEC §8).
+    """Return the corporate actions the stored SPLIT/SC/NC/MA/SPIN/CIL legs describe (docs/spec.md §8).
 
     No table of their own: they are re-derived the way ``snapshot`` derived them
     (``corporate_legs`` then ``actions_from_legs``), so the start-up rebuild books the same ones;

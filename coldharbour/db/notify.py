@@ -5,7 +5,7 @@ and times as ISO-8601 strings. Row payloads (``{"row": …}``, ``{"op": "batch",
 ``{"op": "insert", …}``) are assembled in SQL — only there — from each row's ``to_json`` text by
 the statement that wrote the rows (``db.upserts``), so only rows that really changed are
 announced; no payload exceeds ``MAX_PAYLOAD_BYTES`` (batches are split, a row that cannot fit is
-announced as ``{"op": "refetch", ...}``, D51). Here: the JSON encoding and the payloads without rows.
+announced as ``{"op": "refetch", ...}``, docs/defects.md D51). Here: the JSON encoding and the payloads without rows.
 """
 
 from __future__ import annotations

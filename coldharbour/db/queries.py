@@ -1,6 +1,6 @@
 """Read-only queries for the analytics workers; every function returns domain types.
 
-Reads are incremental (D48): a worker keeps a ``Cursor`` per table (the newest ``updated_at``
+Reads are incremental (docs/defects.md D48): a worker keeps a ``Cursor`` per table (the newest ``updated_at``
 it has seen) and asks only for rows changed since, minus ``CHANGE_LAG`` so a row committed by a
 transaction that began before the last read is not missed (``state`` is the single, serial
 writer, so the lag is only a safety margin; re-reading a row is harmless: consumers key rows).
@@ -92,7 +92,7 @@ async def cash_flow_cursor(conn: Conn, names: AccountNames) -> str | None:
 async def cash_flows_from(conn: Conn, names: AccountNames, first_id: str) -> dict[str, CashFlow]:
     """Return the stored Alpaca-shaped activity rows with id ``>= first_id`` (the overlap window), by id.
 
-    What ``cashflows`` compares a re-read window with (SPEC §8 corrections). Rows the mirror
+    What ``cashflows`` compares a re-read window with (docs/spec.md §8 corrections). Rows the mirror
     keys otherwise (``commission:<order>``) are not activities and are left out.
     """
     query = sql.SQL(
@@ -255,17 +255,20 @@ async def open_fingerprint(conn: Conn, names: AccountNames) -> tuple[int, dateti
 async def open_rows(conn: Conn, names: AccountNames) -> tuple[list[OpenLot], list[IntradayLot]]:
     """Return the open positions as KPI lots and as intraday lots (rows without a fill time skip the latter)."""
     query = sql.SQL(
-        "SELECT parent_id, symbol, side, qty, avg_fill, profit_loss, mkt_value, filled_at FROM {t} ORDER BY parent_id"
+        "SELECT parent_id, symbol, side, qty, avg_fill, profit_loss, mkt_value, filled_at, mkt_px, avg_px_symbol, "
+        "updated_at FROM {t} ORDER BY parent_id"
     ).format(t=names.positions.ident)
     kpi: list[OpenLot] = []
     intraday: list[IntradayLot] = []
-    for parent_id, symbol, side, qty, avg_fill, profit_loss, mkt_value, filled_at in await _fetch(conn, query):
+    for row in await _fetch(conn, query):
+        parent_id, symbol, side, qty, avg_fill, profit_loss, mkt_value, filled_at, mkt_px, avg_px_symbol, updated = row
         if qty is None or avg_fill is None or qty == 0:
             continue
         kpi.append(
             OpenLot(
                 parent_id=parent_id, side=side, qty=qty, avg_fill=avg_fill,
-                profit_loss=profit_loss, mkt_value=mkt_value,
+                profit_loss=profit_loss, mkt_value=mkt_value, symbol=symbol, mkt_px=mkt_px,
+                avg_px_symbol=avg_px_symbol, updated_at=updated, filled_at=filled_at,
             )
         )  # fmt: skip
         if filled_at is not None:
@@ -296,7 +299,7 @@ async def daily_summaries_changed(conn: Conn, names: AccountNames, cursor: datet
             net_flows=row[12],
         )
         for row in rows
-        if row[10] is not None  # returns are null after equity ≤ 0 (issue 13); the row still counts
+        if row[10] is not None  # returns are null after equity ≤ 0; the row still counts
     ]
     return Changes(rows=summaries, cursor=_newest(cursor, [row[8] for row in rows]), skipped=len(rows) - len(summaries))
 

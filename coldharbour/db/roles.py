@@ -1,4 +1,4 @@
-"""Database roles: only `state` can write, enforced by PostgreSQL privileges (issue 14).
+"""Database roles: only `state` can write, enforced by PostgreSQL privileges.
 
 Two logins:
 

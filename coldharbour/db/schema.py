@@ -291,7 +291,7 @@ SHARED_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(2, "quarantine: changes a commit refused on their data", _shared_quarantine),
 )
 def _account_equity_proof(names: AccountNames, schema: str) -> list[sql.Composed]:
-    """The daily proof against the broker's portfolio history (issue 13, SPEC §8)."""
+    """The daily proof against the broker's portfolio history (docs/spec.md §8)."""
     s = sql.Identifier(schema)
     return [
         _q(
@@ -323,7 +323,7 @@ def _replace_check(table: Table, column: str, allowed: tuple[str, ...]) -> list[
 
 
 def _account_real_events(names: AccountNames, schema: str) -> list[sql.Composed]:
-    """SPEC §8: every activity category, and ``CORPORATE`` exits (cash mergers, cash in lieu)."""
+    """docs/spec.md §8: every activity category, and ``CORPORATE`` exits (cash mergers, cash in lieu)."""
     return [
         *_replace_check(names.closed, "exit_type", ("TP", "SL", "MANUAL", "CORPORATE")),
         *_replace_check(names.cash_flows, "category", ("trade", "income", "interest", "fee", "tax", "external",

@@ -12,7 +12,7 @@ writer then sends them in one pipelined transaction).
 Inside a part: the rows travel as one JSON parameter (an array of row arrays, encoded in one C
 call; psycopg's per-column array dumpers cost more Python than the rest of a commit) and are
 cast to their column types server-side; the upsert writes only when the stored row differs
-(``ON CONFLICT … DO UPDATE … WHERE … IS DISTINCT FROM …``, STYLE §2.5 rule 4) and the
+(``ON CONFLICT … DO UPDATE … WHERE … IS DISTINCT FROM …``, docs/architecture.md §7) and the
 ``pg_notify`` calls are made in the same statement from its ``RETURNING`` rows, so replaying a
 message writes nothing and notifies nothing, and a commit needs no second round trip.
 ``updated_at``/``ingested_at`` are never part of a comparison. Every CTE name carries its part's
@@ -252,7 +252,7 @@ class Statements:
     # -- raw records and analytics (not announced) -----------------------------------------------
 
     def raw_orders(self, names: AccountNames, *, single: bool = False) -> Spec:
-        """The raw-order upsert; an older ``updated_at`` never overwrites (D38). ``single``: one row array."""
+        """The raw-order upsert; an older ``updated_at`` never overwrites (docs/defects.md D38); ``single``: one row."""
         return Spec(("raw_orders", names.slug, single), _key(names.raw_orders),
                     lambda p: _raw_orders(p, names.raw_orders, single=single))
 

@@ -2,7 +2,7 @@
 
 Every activity becomes a ``CashFlow`` row (fills included: the UI finds the first trade date in
 the cash-flow table). The category decides what a flow means downstream, and it is decided
-here only (the original had three classifications, D19; the full catalogue is SPEC §8):
+here only (the original had three classifications, docs/defects.md D19; the full catalogue is docs/spec.md §8):
 
 - ``trade``: FILL, OPTRD (the cash side of an execution; positions come from the executions);
 - ``income``: dividends, their withholding and fees (DIV…, DIVWH, DIVFT, DIVTW, DIVFEE);
@@ -330,7 +330,7 @@ def is_canceled(activity: Mapping[str, object]) -> bool:
 
 
 def flow_changes(activities: Iterable[Mapping[str, object]], stored: Mapping[str, CashFlow]) -> FlowChanges:
-    """Return the changes that bring ``stored`` (id -> row) in line with ``activities`` (SPEC §8).
+    """Return the changes that bring ``stored`` (id -> row) in line with ``activities`` (docs/spec.md §8).
 
     A new id is written; a known id seen again with another amount, time or category replaces
     its row (a correction); a known id now ``canceled`` is deleted (KPIs follow the rows); an
@@ -360,7 +360,7 @@ def flow_changes(activities: Iterable[Mapping[str, object]], stored: Mapping[str
 
 
 def commission_flow(order_id: str, symbol: str, commission: Decimal, ts: datetime) -> CashFlow | None:
-    """Return the ``fee`` cash flow of an order's ``commission`` (SPEC §8), or None when zero.
+    """Return the ``fee`` cash flow of an order's ``commission`` (docs/spec.md §8), or None when zero.
 
     Keyed ``commission:<order id>`` so each order books it once. Crypto pairs (``BTC/USD``)
     return None: Alpaca charges their fees as CFEE activities, which are booked already.

@@ -1,4 +1,4 @@
-"""Corporate actions and busts as ledger events (SPEC §8): a rewrite of the fill history.
+"""Corporate actions and busts as ledger events (docs/spec.md §8): a rewrite of the fill history.
 
 A corporate action changes what a held share *is*, never what was paid for it. It is booked by
 rewriting the fills of the symbol's open cycle (flat to flat) that precede it, then replaying:

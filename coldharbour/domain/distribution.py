@@ -19,7 +19,7 @@ TAIL_CUTOFF: Final = 0.05
 
 
 def finite(value: float | None) -> float | None:
-    """Return ``value`` when it is a finite number, else None (never NaN or inf: D50)."""
+    """Return ``value`` when it is a finite number, else None (never NaN or inf: docs/defects.md D50)."""
     return value if value is not None and math.isfinite(value) else None
 
 

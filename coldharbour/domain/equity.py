@@ -11,8 +11,8 @@ Then, with ``prev`` the previous deposit and ``F`` the day's net flows:
     drawdown          = index / max(1, running max of index) − 1, index = 1 + cumulative_return
 
 Flows count at the start of the day, so a deposit is never a gain and a withdrawal never a loss,
-neither in the return nor in the drawdown (D10). Only ``external`` flows are flows; every other
-non-trade category (income, interest, fee, tax, corporate, other, unclassified: SPEC §8) is
+neither in the return nor in the drawdown (docs/defects.md D10). Only ``external`` flows are flows; every other
+non-trade category (income, interest, fee, tax, corporate, other, unclassified: docs/spec.md §8) is
 profit or loss. An ``Opening`` (the broker's own equity before the first replayed session, or
 ``EQUITY_INIT_CASH``) starts the replay from a known balance instead of 0 (D11).
 
@@ -20,7 +20,7 @@ Equity ≤ 0 after a day that started with capital has no meaningful return: tha
 one carry ``daily_return``/``cumulative_return``/``drawdown``/Sharpe None, never an inverted
 compounding. A split (``DayInputs.splits``, ratio r = new shares per old, effective at the start
 of the session) multiplies the held quantity by r and divides the previous close by r, so the
-action's day has no artificial return (SPEC §8).
+action's day has no artificial return (docs/spec.md §8).
 Activities are bucketed by NY calendar date (D13); weekends and holidays roll forward to the
 next session. ``sharpe_W``/``smart_sharpe_W`` follow ``metrics.rolling_sharpe``.
 
@@ -315,7 +315,7 @@ def build_daily_curve(days: Sequence[DayInputs], opening: Opening | None = None)
 
 
 def splits_by_session_date(actions: Iterable[CorporateAction]) -> dict[date, dict[str, Decimal]]:
-    """Return the split ratios (new shares per old) by the New York date they take effect (SPEC §8).
+    """Return the split ratios (new shares per old) by the New York date they take effect (docs/spec.md §8).
 
     Only splits and reverse splits keep their symbol; the other actions are left to the ledger.
     Two splits of one symbol on one date compound.
@@ -380,10 +380,10 @@ def bucket_by_session(
     ]
 
 
-# The daily proof against the broker's portfolio history (SPEC §8 "Equity anchor").
+# The daily proof against the broker's portfolio history (docs/spec.md §8 "Equity anchor").
 
 CENT: Final = Decimal("0.01")
-# Flow categories whose booking the broker may time or value differently from us (SPEC §8: an
+# Flow categories whose booking the broker may time or value differently from us (docs/spec.md §8: an
 # unknown activity code is ``unclassified``); their amounts widen a day's tolerance.
 UNEXPLAINED_CATEGORIES: Final = frozenset({"unclassified"})
 
@@ -677,9 +677,11 @@ def compute_intraday(
     """Return the intraday curve of ``session`` up to the last whole minute before ``until``.
 
     ``deposit(t) = E0 + Σ lots s·q·(p(t) − ref) + realised today + income/fee flows + X(t)``,
-    with ``X`` the external flows; ``cumulative_return(t) = (1 + R0)·(1 + (deposit(t) − X(t)
-    − E0)/E0) − 1`` and ``realised_return(t)`` = (realised today + income/fee flows)/E0, all
-    None when ``E0 ≤ 0`` (D9: no made-up base). ``drawdown`` is on ``1 + cumulative_return``
+    with ``X`` today's external flows up to ``t``; ``cumulative_return(t) = (1 + R0)·(1 +
+    (deposit(t) − X(t) − E0)/(E0 + X(t))) − 1`` (at the close: the daily row's return) and
+    ``realised_return(t)`` = (realised today + income/fee flows)/(E0 + X(t)), all None while
+    ``E0 + X(t) ≤ 0`` (D9: no made-up base; an account funded today has a return from its
+    deposit on). ``drawdown`` is on ``1 + cumulative_return``
     against the daily peak, so a deposit or a withdrawal moves neither (D10).
 
     ``lots``: the open lots and the slices closed today. ``flows``: this session's flows
@@ -690,7 +692,7 @@ def compute_intraday(
     ``executions`` (the fills since the anchor) with ``anchor.positions`` known: the unrealised
     and realised moves come from the holdings instead — carried shares from ``P0``, each of
     today's fills from its own price — which equals the daily replay at the close; the lots
-    then only give ``realised_return``. ``splits``: today's split ratios (SPEC §8). A point
+    then only give ``realised_return``. ``splits``: today's split ratios (docs/spec.md §8). A point
     whose equity is ≤ 0 and every later one has no return (None).
     """
     grid = minute_grid(session, until, step)
@@ -730,12 +732,16 @@ def compute_intraday(
         cumulative: Decimal | None = None
         drawdown: Decimal | None = None
         realised_return: Decimal | None = None
-        ruined = ruined or (deposit <= 0 < base + external_totals[index])
-        if base > 0 and growth is not None and not ruined:
-            cumulative = growth * (ONE + profit / base) - ONE
+        # The day's capital: the previous close plus today's external flows so far (flows count
+        # at the start of the day, as in the daily row), so a deposit is never a gain and an
+        # account first funded today (E0 = 0) has a return from the deposit's minute on.
+        capital = base + external_totals[index]
+        ruined = ruined or (deposit <= 0 < capital)
+        if anchor is not None and capital > 0 and growth is not None and not ruined:  # no anchor: E0 unknown
+            cumulative = growth * (ONE + profit / capital) - ONE
             peak = max(peak, ONE + cumulative)
             drawdown = (ONE + cumulative) / peak - ONE if peak > 0 else None
-            realised_return = (realised + pnl_totals[index]) / base
+            realised_return = (realised + pnl_totals[index]) / capital
         points.append(
             IntradayPoint(
                 ts=at,

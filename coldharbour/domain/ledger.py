@@ -1,4 +1,4 @@
-"""The ledger: open lots, closed slices, lot-matched and broker-FIFO P&L (SPEC §3).
+"""The ledger: open lots, closed slices, lot-matched and broker-FIFO P&L (docs/spec.md §3).
 
 How fills change the ledger, per symbol, in the canonical order ``Fill.sort_key`` (time, then
 key):
@@ -766,7 +766,7 @@ def rebuild(orders: Iterable[Order] | OrderBook, fills: Iterable[Fill] | Mapping
 
     ``fills`` may be a mapping by ``Fill.key`` (how ``AccountMirror`` holds them): its keys are
     used as they are (not computed again, and the ledger's ``seen`` shares the strings).
-    ``actions`` (corporate actions, SPEC §8) rewrite the history first (``adjusted_history``).
+    ``actions`` (corporate actions, docs/spec.md §8) rewrite the history first (``adjusted_history``).
     """
     book = orders if isinstance(orders, OrderBook) else OrderBook(orders)
     ledger = Ledger()

@@ -1,4 +1,4 @@
-"""KPIs: the Sharpe family and drawdown, and the KPI document (SPEC §5, the UI contract).
+"""KPIs: the Sharpe family and drawdown, and the KPI document (docs/spec.md §5, the UI contract).
 
 Risk statistics (used by the daily equity curve and the reference check):
 
@@ -12,7 +12,7 @@ Risk statistics (used by the daily equity curve and the reference check):
 - Rolling windows (``rolling_sharpe``): a window needs ``W`` returns; fewer gives None rather
   than a Sharpe over a shorter history labelled as ``W`` days.
 - Drawdown is taken on the compounded return index ``Π(1 + r)`` (starting from 1), so
-  deposits and withdrawals never look like gains or losses (D10).
+  deposits and withdrawals never look like gains or losses (docs/defects.md D10).
 
 Daily-return KPIs (``daily_kpis``, docs/spec.md §5): over ``return_series`` of the daily rows
 (the stored ``daily_return``; the day equity reached ≤ 0 counts as −100 % and ends the series,
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Container, Iterable, Mapping, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final, Literal
 from zoneinfo import ZoneInfo
@@ -279,7 +279,12 @@ class ClosedTrade(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class OpenLot(msgspec.Struct, frozen=True, kw_only=True):
-    """One open-position row: ``profit_loss``/``mkt_value`` are None while it has no mark."""
+    """One open-position row: ``profit_loss``/``mkt_value`` are None while it has no mark.
+
+    With ``symbol`` known, the KPIs value the lot at its symbol's one mark (``mkt_px`` and
+    ``avg_px_symbol`` of the symbol's newest row by ``updated_at``), as the dashboard's symbol
+    row does, so "Unrealized P/L (Open)" is the sum of the rows it shows (docs/dashboard.md).
+    """
 
     parent_id: str
     side: Side
@@ -287,6 +292,11 @@ class OpenLot(msgspec.Struct, frozen=True, kw_only=True):
     avg_fill: Decimal
     profit_loss: Decimal | None
     mkt_value: Decimal | None
+    symbol: str | None = None
+    mkt_px: Decimal | None = None
+    avg_px_symbol: Decimal | None = None
+    updated_at: datetime | None = None
+    filled_at: datetime | None = None
 
 
 class DailySummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -466,10 +476,44 @@ def _float4(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else round(value, 4) + 0.0
 
 
+def _symbol_marks(open_lots: Sequence[OpenLot]) -> dict[str, OpenLot]:
+    """Per symbol, the row whose mark and broker average the whole symbol is valued at: the
+    newest by ``updated_at`` (on a tie the first by fill time, then ``parent_id``), as the page picks it."""
+    epoch = datetime.min.replace(tzinfo=UTC)
+    ordered = sorted(
+        (lot for lot in open_lots if lot.symbol is not None),
+        key=lambda lot: (lot.filled_at or epoch, lot.parent_id),
+    )
+    newest: dict[str, OpenLot] = {}
+    for lot in ordered:
+        assert lot.symbol is not None
+        known = newest.get(lot.symbol)
+        if known is None or (lot.updated_at or epoch) > (known.updated_at or epoch):
+            newest[lot.symbol] = lot
+    return newest
+
+
+def _lot_marks(open_lots: Sequence[OpenLot]) -> tuple[list[Decimal | None], list[Decimal | None]]:
+    """Each lot's unrealised P/L and value at its symbol's one mark (its own figures without a symbol)."""
+    newest = _symbol_marks(open_lots)
+    pnl: list[Decimal | None] = []
+    value: list[Decimal | None] = []
+    for lot in open_lots:
+        chosen = newest.get(lot.symbol) if lot.symbol is not None else None
+        if chosen is None:
+            pnl.append(lot.profit_loss)
+            value.append(lot.mkt_value)
+            continue
+        mark, basis = chosen.mkt_px, chosen.avg_px_symbol
+        sign = -ONE if lot.side == "short" else ONE
+        pnl.append(None if mark is None or basis is None else sign * lot.qty * (mark - basis))
+        value.append(None if mark is None else lot.qty * mark)
+    return pnl, value
+
+
 def _open_sums(open_lots: Sequence[OpenLot]) -> tuple[Decimal | None, Decimal | None]:
     """(unrealised P/L, open value); None when any row has no mark yet (never 0: D16)."""
-    pnl = [lot.profit_loss for lot in open_lots]
-    value = [lot.mkt_value for lot in open_lots]
+    pnl, value = _lot_marks(open_lots)
     pnl_total = None if any(p is None for p in pnl) else sum((p for p in pnl if p), ZERO)
     value_total = None if any(v is None for v in value) else sum((v for v in value if v), ZERO)
     return pnl_total, value_total

@@ -4,7 +4,7 @@ Money and quantities are ``Decimal`` everywhere. A float from the outside world 
 through its shortest ``repr`` (``0.1`` becomes ``Decimal("0.1")``, not the binary expansion),
 exactly once, at the edge. NaN and infinities are rejected, never stored. Nothing here is
 silently rounded: the only rounding helper is ``round_pct``, used for display percentages
-that SPEC.md defines as rounded.
+that docs/spec.md defines as rounded.
 
 Pure: no I/O, no logging.
 """
@@ -137,7 +137,7 @@ def round_pct(value: Decimal, places: int = 2) -> Decimal:
 
     A huge ratio (a TP 1e-12 from the entry with a 9e14 price moves 9e28 %) would need more
     digits than the context keeps and ``quantize`` would raise ``InvalidOperation``: the
-    precision is raised for this one operation instead (issue 14).
+    precision is raised for this one operation instead.
     """
     with localcontext() as context:
         if value.is_finite() and value:

@@ -3,7 +3,7 @@
 Two links tie orders together:
 
 * **leg → parent**: a leg's ``parent_id``, or its id in the parent's ``legs`` list (a stream
-  version of a leg may lack the parent link, ORIGINAL D23; either link is enough);
+  version of a leg may lack the parent link, docs/defects.md D23; either link is enough);
 * **replacement → replaced**: a replacement's ``replaces`` (and the old order's
   ``replaced_by``). A replaced leg's replacement may carry no parent link at all (docs/spec.md §3's
   "grandchild"): it reaches its parent through the order it replaces.

@@ -1,4 +1,4 @@
-"""The open-position row of a lot (SPEC §2.2) and the decision to push it to the UI (§4, §6).
+"""The open-position row of a lot (docs/spec.md §2.2) and the decision to push it to the UI (§4, §6).
 
 With ``q`` = qty, ``e`` = avg_fill, ``b`` = avg_px_symbol (broker WAC, else ``e``), ``m`` = mark,
 ``s`` = +1 long / −1 short:
@@ -7,7 +7,7 @@ With ``q`` = qty, ``e`` = avg_fill, ``b`` = avg_px_symbol (broker WAC, else ``e`
   ``profit_loss_lot = s·q·(m − e)`` (strategy basis);
 * ``tp_sl_reach_pct``: progress toward the take-profit is positive, toward the stop negative,
   rounded to 2 decimals;
-* no mark → ``mkt_px``, ``mkt_value``, both P&Ls and the reach are null, never 0 (D16);
+* no mark → ``mkt_px``, ``mkt_value``, both P&Ls and the reach are null, never 0 (docs/defects.md D16);
 * ``moved_flag``: ``OK`` (a replacement moved the stop to break-even), ``Already`` (placed
   there), ``—`` (not protective, or no stop);
 * ``days_to_expire``: whole days to the earliest live exit leg's expiry (capped at the GTC
@@ -38,7 +38,7 @@ from coldharbour.domain.types import (
     side_sign,
 )
 
-# Fields whose change is pushed at once (SPEC §4 "structural"); the mark has its threshold.
+# Fields whose change is pushed at once (docs/spec.md §4 "structural"); the mark has its threshold.
 STRUCTURAL_FIELDS: Final = ("qty", "side", "avg_fill", "avg_px_symbol", "sl_child", "sl_px",
                             "tp_child", "tp_px", "moved_flag")
 

@@ -1,4 +1,4 @@
-"""Reconciliation of a broker positions snapshot against the ledger (SPEC §3 invariant).
+"""Reconciliation of a broker positions snapshot against the ledger (docs/spec.md §3 invariant).
 
 After a snapshot, for every symbol the signed sum of open lot quantities must equal the
 broker's position. When it does not, and history cannot explain it (the caller applies every
@@ -10,7 +10,7 @@ fill and order it has first), the difference is booked as **synthetic fills** wh
   current price, else the caller's mark, else the lots' average (zero P&L);
 * the broker holds the other side → both: the exit closes every lot, then a lot opens.
 
-A symbol the broker no longer holds therefore loses its rows (D41). The broker's WAC per symbol
+A symbol the broker no longer holds therefore loses its rows (docs/defects.md D41). The broker's WAC per symbol
 (``avg_px_symbol``) is returned as updates and removals against the caller's current map.
 
 The caller must pass a *successful* snapshot only: an empty list means "flat everywhere" (D42).

@@ -28,7 +28,7 @@ DEFAULT_POST_CLOSE: Final = time(20, 0)
 REGULAR_CLOSE: Final = time(16, 0)
 DEFAULT_RETENTION_DAYS: Final = 120
 # The longest run of calendar days without an NYSE session (a weekend plus a holiday or two):
-# a broker calendar ending within this of the wanted horizon is complete (issue 13).
+# a broker calendar ending within this of the wanted horizon is complete.
 CALENDAR_GAP_DAYS: Final = 5
 
 
@@ -84,7 +84,7 @@ def ny_wall_to_utc(day: date, wall: time) -> datetime:
 
 
 def ny_date(instant: datetime) -> date:
-    """Return the New York calendar date of an aware instant (never the UTC date: D13)."""
+    """Return the New York calendar date of an aware instant (never the UTC date: docs/defects.md D13)."""
     _require_aware(instant, "instant")
     return instant.astimezone(NEW_YORK).date()
 

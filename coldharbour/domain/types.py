@@ -5,7 +5,7 @@ Conventions that hold for every type here:
 * **Money and quantities** are ``Decimal`` (never float). Quantities are unsigned; a side field
   gives the sign.
 * **Time is an ``int`` of UTC nanoseconds since the epoch** everywhere in the domain (the bus's
-  ``ts`` convention, STYLE §2.6 ``now_ns``). Field names follow the SPEC column names
+  ``ts`` convention, docs/architecture.md §5 ``now_ns``). Field names follow the column names of docs/spec.md §2
   (``filled_at``, ``exit_time``, ``updated_at``…) even though they hold integers; the adapters
   convert at the edge with ``from_datetime``/``to_datetime`` (the tables use ``timestamptz``,
   microsecond precision: never key anything on the sub-microsecond part).
@@ -71,7 +71,7 @@ def normal_text(value: Decimal) -> str:
 
 
 def side_sign(side: LotSide) -> Decimal:
-    """Return +1 for a long lot, -1 for a short one (the ``s`` of SPEC §2.2)."""
+    """Return +1 for a long lot, -1 for a short one (the ``s`` of docs/spec.md §2.2)."""
     return _PLUS_ONE if side == "long" else _MINUS_ONE
 
 
@@ -89,7 +89,7 @@ class Order(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     ``legs`` holds the ids of nested legs when the version came with them; the chain functions
     in ``orders.py`` use both links (``leg.parent_id`` and ``parent.legs``), because a stream
-    version of a leg may lack its parent link (ORIGINAL D23).
+    version of a leg may lack its parent link (docs/defects.md D23).
     """
 
     id: str
@@ -115,7 +115,7 @@ class Order(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     # When the broker received the request (Alpaca's ``after``/``until`` filters compare it; it
     # precedes ``created_at`` by 1-170 ms). None when the payload had none.
     submitted_at: int | None = None
-    # The order's ``commission`` (dollars, >= 0): a fee (SPEC §8), booked as a ``fee`` cash flow.
+    # The order's ``commission`` (dollars, >= 0): a fee (docs/spec.md §8), booked as a ``fee`` cash flow.
     commission: Decimal = ZERO
 
     @property
@@ -144,7 +144,7 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     def key(self) -> str:
         """Return the identity of the execution: ``order_id:cum_qty`` when known, else ``execution_id``.
 
-        One execution, one key, whichever path reports it (SPEC §8 fill identity): the stream
+        One execution, one key, whichever path reports it (docs/spec.md §8 fill identity): the stream
         fill (``cum_qty`` = the order's ``filled_qty`` after it, ``execution_id`` sometimes
         missing: alpaca-py#210) and the REST FILL activity (``cum_qty``, execution id in its
         ``id``) both carry ``(order_id, cum_qty)``, which is unique per execution since the
@@ -188,7 +188,7 @@ class Lot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class ClosedSlice(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One closed-trades row: the part of one entry lot closed by one exit order (SPEC §2.3).
+    """One closed-trades row: the part of one entry lot closed by one exit order (docs/spec.md §2.3).
 
     The fields up to ``duration_sec`` are the table's columns (``CLOSED_COLUMNS``). The rest are
     the exact accumulators the columns derive from and are not stored:
@@ -267,7 +267,7 @@ class LotLegs(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class OpenRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One open-positions row (SPEC §2.2); field names are the table/UI columns.
+    """One open-positions row (docs/spec.md §2.2); field names are the table/UI columns.
 
     Times are UTC ns (``filled_at``, ``bar_ts``, ``updated_at``). ``None`` is SQL null.
     """

@@ -5,8 +5,8 @@ Workers never read the time themselves: they ask a ``Clock`` (``now``) and sleep
 instant of a phase change. ``ManualClock`` is that test clock: time moves only when ``set`` or
 ``advance`` is called, and every sleeper re-checks its deadline then.
 
-``run_periodic`` is the one loop the periodic jobs share: reschedule first, then work (STYLE
-§2.5 rule 5); a transient failure is logged, counted and retried with ``retry.Backoff``; a
+``run_periodic`` is the one loop the periodic jobs share: reschedule first, then work (docs/architecture.md
+§7); a transient failure is logged, counted and retried with ``retry.Backoff``; a
 ``wake`` event runs the job at once (session start). ``run_on_change`` is the loop of a job that
 runs only when told something changed (its ``wake``), at most once per gap (docs/scaling.md).
 ``run_per_account`` runs one such loop per account under ``retry.supervise``.

@@ -4,7 +4,7 @@
 current phase when it starts). Workers that act at session start (cash flows, equity rebuild)
 or after the close (equity rebuild) watch that topic through ``watch_phases``. A first message
 after a worker starts only tells the current phase: it is never a start or an end, because the
-worker already did its start-up work (no bootstrap loop: D68).
+worker already did its start-up work (no bootstrap loop: docs/defects.md D68).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ snapshot (reconciliation), a flush, a ledger check — are barriers: their plan
 ``mirror.owner.StateOwner.apply`` runs that protocol (stage, commit, ``swap``, barrier, …); the
 mirror itself never commits.
 
-Mutated only by ``state``'s single consumer task (STYLE.md §2.5).
+Mutated only by ``state``'s single consumer task (docs/architecture.md §3).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Last prices and 1-minute bars from feed ticks (shared by every account).
 
-Ticks change memory only (no database I/O per tick, D34): the mark of a symbol and the bar of
+Ticks change memory only (no database I/O per tick, docs/defects.md D34): the mark of a symbol and the bar of
 its current minute. ``flush_plan`` writes every dirty price and bar in one statement each;
 the dirty flags are cleared by the plan's swap, so a failed flush is retried by the next one.
 An older print arriving late never replaces a newer mark, but still counts in its minute's bar.

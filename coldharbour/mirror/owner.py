@@ -1,6 +1,6 @@
 """The state owner: a drained batch of events is planned, committed, then swapped in.
 
-``StateOwner.apply(events, now)`` is the whole commit protocol of ``state`` (STYLE.md §2.5), in
+``StateOwner.apply(events, now)`` is the whole commit protocol of ``state`` (docs/architecture.md §3), in
 one method: it asks the mirror for the plan of the events up to the next barrier
 (``Mirror.stage``), commits the plan's changes through the ``Store``, and only when the commit
 succeeded swaps the plan into memory (``Mirror.swap``) and publishes its messages; then it
@@ -28,7 +28,7 @@ from coldharbour.domain.changes import Change, CommitOutcome, changed_kinds, chu
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.types import Fill, OpenRow, Order, SliceKey
 from coldharbour.errors import ChmgrError
-from coldharbour.messages import AccountChanged, Msg, ResyncRequested, topic_resync, topic_state
+from coldharbour.messages import AccountChanged, Msg, ResyncRequested, SnapshotTaken, topic_resync, topic_state
 from coldharbour.mirror.core import Event, Mirror
 from coldharbour.mirror.plan import Flush, LedgerCheck, Plan, Reconcile
 
@@ -106,6 +106,9 @@ class StateOwner:
         self.resyncs = Resyncs(publisher, counters)
         self._suspect: set[str] = set()  # accounts whose last ledger check differed (waiting for a second)
         self._idle_checks: dict[str, int] = {}  # clean accounts nothing was committed to since: checks skipped
+        # Told the account of each broker snapshot once what it staged is committed (state's
+        # heartbeat: "first snapshot stored", coldharbour.health).
+        self.snapshot_stored: Callable[[str], None] | None = None
 
     async def load(self) -> None:
         """Take the stored state of every account and the last prices (start-up; reads only)."""
@@ -119,6 +122,7 @@ class StateOwner:
 
     def resync_all(self, reason: str) -> None:
         """Ask for a full snapshot of every account now (not rate-limited: at start, locks taken again)."""
+        self._idle_checks.clear()  # locks taken again after a lost session (a failover): check every account again
         for slug in self.mirror.accounts:
             self.publisher.publish(topic_resync(slug), ResyncRequested(account=slug, reason=reason))
 
@@ -146,6 +150,7 @@ class StateOwner:
         try:
             while done < len(events):
                 step = self.mirror.stage(events, done, now)
+                consumed = events[done : done + step.consumed]
                 done += step.consumed
                 if step.plan is not None and not await self._commit(step.plan):
                     return  # the rest of the batch is dropped; the resync brings it back
@@ -155,8 +160,16 @@ class StateOwner:
                     case Flush() | Reconcile() as barrier:
                         if not await self._commit(self.mirror.barrier_plan(barrier, now)):
                             return
+                self._tell_snapshots(consumed)
         finally:
             self.mirror.tick_lag.observe(time.time_ns())
+
+    def _tell_snapshots(self, events: Sequence[Event]) -> None:
+        if self.snapshot_stored is None:
+            return
+        for event in events:
+            if isinstance(event, tuple) and isinstance(event[1], SnapshotTaken):
+                self.snapshot_stored(event[1].account)
 
     async def _commit(self, plan: Plan) -> bool:
         if not await self._commit_changes(plan.changes):
@@ -167,6 +180,7 @@ class StateOwner:
     async def _commit_changes(self, changes: Sequence[Change]) -> bool:
         outcome = await self.store.commit(changes) if changes else CommitOutcome.COMMITTED
         if outcome is CommitOutcome.FAILED:
+            self._idle_checks.clear()  # the database may have lost commits (a failover): check every account again
             for slug, account in self.mirror.accounts.items():
                 account.forget_completeness()  # what was staged may not be stored: complete after the rewind
                 self.resyncs.request(slug, "commit_failed")

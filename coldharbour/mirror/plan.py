@@ -1,6 +1,6 @@
 """What the mirror hands the state owner to commit, and what memory takes after the commit.
 
-Compute, commit, then swap (STYLE.md §2.5): a ``Plan`` is computed from memory without changing
+Compute, commit, then swap (docs/architecture.md §3): a ``Plan`` is computed from memory without changing
 it. It holds the ``changes`` to commit (``domain.changes``; ``db.writer`` turns them into SQL
 and NOTIFYs, in one transaction), the ``messages`` to publish after the commit, and, as plain
 data, what memory takes once the commit succeeded: one ``AccountUpdate`` per planned account,

@@ -29,7 +29,7 @@ from coldharbour.sim.wire import (
     unprocessable,
 )
 
-# The ActivityType names alpaca-py knows (ALPACA.md section 3).
+# The ActivityType names alpaca-py knows (docs/broker.md section 3).
 ALPACA_PY_ACTIVITY_TYPES: Final[frozenset[str]] = frozenset(
     {
         "FILL",

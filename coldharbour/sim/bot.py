@@ -2,7 +2,7 @@
 
 ``python -m coldharbour.sim.bot --broker-url URL --key K --secret S [--pace-s 2]
 [--symbols AAPL,MSFT,...] [--seed N] [--max-steps N]`` runs against the fake broker
-(``TradingClient(url_override=URL)``, ALPACA.md §1). Every ``--pace-s`` seconds it looks at its
+(``TradingClient(url_override=URL)``, docs/broker.md §1). Every ``--pace-s`` seconds it looks at its
 positions, open orders and the broker's prices (``GET /sim/state``) and does one thing: a bracket
 buy (take-profit and stop-loss around the current price), a simple market buy or sell, a short
 bracket sell, a stop leg moved closer to the price (``PATCH``, a replacement), or a position
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the demo bot until SIGTERM/SIGINT or ``--max-steps``; return the exit code."""
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    broker_url = args.broker_url.rstrip("/")  # a trailing slash would make //v2 (ALPACA.md §1)
+    broker_url = args.broker_url.rstrip("/")  # a trailing slash would make //v2 (docs/broker.md §1)
     client = TradingClient(args.key, args.secret, paper=True, url_override=broker_url)
     bot = TradingBot(client, BotPolicy(args.symbols, seed=args.seed), lambda: fetch_broker_prices(broker_url))
     stop = threading.Event()

@@ -2,7 +2,7 @@
 
 Sessions (holidays, early closes) come from ``exchange_calendars``' XNYS calendar, a kept
 library rather than hand-written rules. Its default ends one year after today; Alpaca's own
-calendar runs several years ahead, so the fake asks for ``HORIZON_YEARS`` ahead (issue 13: a
+calendar runs several years ahead, so the fake asks for ``HORIZON_YEARS`` ahead (a
 scheduler asking today + 90 days must never see the calendar end because of the fake).
 ``truncated(last)`` gives a calendar that ends early, for tests of a short broker calendar.
 Alpaca shapes: calendar ``open``/``close`` are New York wall-clock ``HH:MM`` (alpaca-py rejects

@@ -2,7 +2,7 @@
 
 ``python -m coldharbour.sim.feed --endpoint E --symbols A,B --rate N [--seed S]
 [--broker-url URL [--follow-broker]] [--start-price P] [--duration-s D]`` binds a ZMQ PUB socket and publishes one
-msgpack frame per trade, shaped like the external feed that ``prices`` reads (SPEC.md §4): a map
+msgpack frame per trade, shaped like the external feed that ``prices`` reads (docs/spec.md §4): a map
 whose first key is the kind, ``{"trade": {"S": sym, "p": price, "c": conditions, "t": ns,
 "s": size}}``, with the real feed's occasional variations (``symbol``/``price``/``conditions``
 long keys, conditions as a ``-``-joined string, ISO time) and a small fraction of ticks carrying
@@ -53,7 +53,7 @@ EXCLUDED_CONDITIONS: Final = ("D", "M", "E")
 # Far beyond any listed stock; keeps Decimal quantize within its default precision.
 MAX_PRICE: Final = 10_000_000.0
 _LOT_SIZES: Final = (1, 5, 10, 25, 50, 100, 100, 100, 200, 300, 500)
-# A broker batch at most every 0.1 s (DESIGN.md §5: fills and marks agree within that).
+# A broker batch at most every 0.1 s (fills and marks agree within that).
 BROKER_POST_INTERVAL_S: Final = 0.1
 BROKER_FOLLOW_INTERVAL_S: Final = 0.5
 _BROKER_TIMEOUT_S: Final = 2.0
@@ -193,7 +193,7 @@ class PriceWalk:
     def _regular_conditions(self, size: int) -> tuple[str, ...]:
         roll = self._price_random.random()
         if roll < 0.05:
-            return ()  # unflagged prints exist and are kept (SPEC D65)
+            return ()  # unflagged prints exist and are kept (docs/defects.md D65)
         conditions = ["@"]
         if roll > 0.9:
             conditions.append("F")  # intermarket sweep

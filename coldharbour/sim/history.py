@@ -6,7 +6,7 @@ period's end (the starting equity before any sample), or the latest sample for a
 running at ``end``. Daily points (``1D``) are trading sessions, stamped at New York midnight and
 valued at the session close; intraday points cover the regular session in buckets of the
 timeframe, stamped with the bucket's start like the bar that starts there (so the point at
-10:00 is the equity at 10:01:00, not at 10:02:00: issue 13).
+10:00 is the equity at 10:01:00, not at 10:02:00).
 ``profit_loss`` is measured from the first point (``base_value``). Lists never hold nulls for
 ``equity`` (alpaca-py rejects them).
 

@@ -1,4 +1,4 @@
-"""Fill rules of the fake broker (DESIGN.md section 5): when an order executes, and at what price.
+"""Fill rules of the fake broker (docs/architecture.md §8): when an order executes, and at what price.
 
 - market: at once, at the current price;
 - limit: at the current price when it is already at least as good as the limit on arrival

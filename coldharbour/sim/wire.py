@@ -18,7 +18,7 @@ from typing import Final
 
 from coldharbour.domain.money import InvalidMoney, to_decimal
 
-# Alpaca's error codes, as its REST API returns them (ALPACA.md section 2).
+# Alpaca's error codes, as its REST API returns them (docs/broker.md section 2).
 CODE_BAD_REQUEST: Final = 40010000
 CODE_INVALID_FIELD: Final = 40010001
 CODE_UNAUTHORIZED: Final = 40110000

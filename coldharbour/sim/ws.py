@@ -1,6 +1,6 @@
 """The trade_updates WebSocket of the fake broker, served at ``/stream`` and ``/stream/``.
 
-The handshake is Alpaca's (ALPACA.md section 4): the client sends
+The handshake is Alpaca's (docs/broker.md section 4): the client sends
 ``{"action":"authenticate","data":{"key_id":…,"secret_key":…}}`` and the *first* frame back is
 the authorization reply (nothing before it); on failure the reply says ``unauthorized`` and the
 connection closes. ``{"action":"listen","data":{"streams":["trade_updates"]}}`` is answered with

@@ -75,7 +75,7 @@ def _row(seq: int) -> dict[str, Any]:
 
 
 def _payload(channel: str, seq: int) -> str:
-    return notify.to_json({"row": _row(seq)})  # SPEC §6: one upserted row
+    return notify.to_json({"row": _row(seq)})  # docs/spec.md §6: one upserted row
 
 
 def _browser_latencies(url: str, dsn: str, channel: str, pages: int, changes: int) -> list[float]:

@@ -1,4 +1,4 @@
-"""Output contract (DESIGN.md §5): one JSON object per line with value, baseline and ratio."""
+"""Output contract (docs/architecture.md §8): one JSON object per line with value, baseline and ratio."""
 
 from __future__ import annotations
 

@@ -3,14 +3,14 @@
 Sources followed (shapes only, values invented):
 - ORDERS, TRADE_UPDATES: Alpaca's Orders object and trade_updates stream
   (https://docs.alpaca.markets/docs/orders-at-alpaca, https://docs.alpaca.markets/docs/websocket-streaming)
-  and alpaca-py's ``Order``/``TradeUpdate`` models (alpaca/trading/models.py); ALPACA.md §3-4.
+  and alpaca-py's ``Order``/``TradeUpdate`` models (alpaca/trading/models.py); docs/broker.md §3-4.
   ``accepted`` carries only event, timestamp and order (alpaca-py#371); a fill may lack
   ``execution_id`` (alpaca-py#210); crypto orders carry ``commission``.
 - POSITIONS, ACCOUNT: the Positions and Account objects (https://docs.alpaca.markets/docs/positions,
   alpaca-py ``Position``/``TradeAccount``): crypto positions say ``BTCUSD`` with
   ``asset_class`` ``crypto`` and ``exchange`` ``CRYPTO``.
 - ACTIVITIES: the TradeActivity and NonTradeActivity objects of
-  https://docs.alpaca.markets/us/docs/account-activities.md, codes from SPEC §8 and the
+  https://docs.alpaca.markets/us/docs/account-activities.md, codes from docs/spec.md §8 and the
   docs.alpaca.markets changelog 2026-11-06 "activity types"; corporate-action legs carry
   ``qty``/``price`` (the SPLIT pair: old shares out, new shares in).
 """
@@ -119,7 +119,7 @@ def nta(code: str, net_amount: str, n: int, **fields: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
-# (activity, expected category, expected amount); one per SPEC §8 code.
+# (activity, expected category, expected amount); one per docs/spec.md §8 code.
 NTA_CODES: dict[str, tuple[str, str]] = {
     "OPTRD": ("trade", "-120"),
     "DIV": ("income", "2.4"), "DIVCGL": ("income", "1.1"), "DIVCGS": ("income", "0.6"),

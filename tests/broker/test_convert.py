@@ -1,4 +1,4 @@
-"""Converters on recorded Alpaca payloads (ALPACA.md §3–4 samples) and a bad-input corpus."""
+"""Converters on recorded Alpaca payloads (docs/broker.md §3–4 samples) and a bad-input corpus."""
 
 from __future__ import annotations
 
@@ -249,7 +249,7 @@ def test_convert_activity_fill_yields_execution_keyed_by_order_and_cum_qty() -> 
     assert isinstance(result, ConvertedActivity)
     assert result.fill is not None
     assert result.fill.execution_id == result.record.execution_id == "7f0c4a8e-1d6e-4b7a-9b65-5c7d2f6a1e01"
-    # SPEC §8 fill identity: (order id, cumulative qty) is shared by the stream and REST forms.
+    # docs/spec.md §8 fill identity: (order id, cumulative qty) is shared by the stream and REST forms.
     assert result.fill.key == f"{PARENT_ID}:10"
     assert (result.fill.order_id, result.fill.cum_qty) == (PARENT_ID, Decimal(10))
     assert result.record.activity_type == "FILL"

@@ -77,7 +77,7 @@ BAD_FRAMES = [
     (pack({"trade": {"S": "AAPL", "p": 1.0, "t": "noon"}}), "time"),
     (pack({"trade": {"S": "AAPL", "p": 1.0, "t": "2024-03-01T15:00:00"}}), "time"),
     (pack({"trade": {"S": "AAPL", "p": 1.0, "t": -5}}), "time"),
-    # issue 14: what the store or the bus would refuse
+    # what the store or the bus would refuse
     (pack({"trade": {"S": "AA\x00PL", "p": 1.0, "t": TS}}), "symbol"),
     (pack({"trade": {"S": "AAPL", "p": 1e308, "t": TS}}), "price_value"),
     (pack({"trade": {"S": "AAPL", "p": 1e-300, "t": TS}}), "price_value"),

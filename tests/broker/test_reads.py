@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from coldharbour.broker.reads import BrokerReads, data_url, parse_daily_equity
+from coldharbour.broker.reads import BrokerReads, data_url, parse_daily_equity, parse_last_equity
 from coldharbour.config import AccountSettings, Secret
 from coldharbour.errors import BrokerError
 
@@ -72,7 +72,7 @@ async def test_daily_equity_reads_the_brokers_1d_portfolio_history(fake_broker) 
 
 
 def test_parse_daily_equity_reads_ny_or_utc_midnight_stamps_and_skips_nulls() -> None:
-    # Shape: ALPACA.md §3 "Portfolio history" (alpaca-py PortfolioHistory: timestamp, equity lists).
+    # Shape: docs/broker.md §3 "Portfolio history" (alpaca-py PortfolioHistory: timestamp, equity lists).
     body = {
         "timestamp": [1709874000, 1710129600, 1710201600],  # 03-08 00:00 NY, 03-11 00:00 NY, 03-12 00:00 UTC
         "equity": [100000.0, None, 100047.6],
@@ -84,3 +84,27 @@ def test_parse_daily_equity_reads_ny_or_utc_midnight_stamps_and_skips_nulls() ->
     refusal = "GET /v2/account/portfolio/history: expected equal 'timestamp' and 'equity' lists"
     with pytest.raises(BrokerError, match=refusal):
         parse_daily_equity({"timestamp": [1], "equity": []})
+
+
+@pytest.mark.asyncio
+async def test_last_equity_reads_the_accounts_previous_close(fake_broker) -> None:
+    """``GET /v2/account`` carries ``last_equity`` as a decimal string (Alpaca's account object,
+    alpaca-py ``TradeAccount.last_equity``); the fake's default account: $100,000."""
+    async with BrokerReads(_account(fake_broker.base_url)) as broker:
+        assert await broker.last_equity() == Decimal("100000.00")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("100047.6", Decimal("100047.60")),
+        ("0", Decimal("0.00")),
+        (None, None),
+        ("NaN", None),
+        ("x", None),
+        (True, None),
+    ],
+)
+def test_parse_last_equity_is_none_when_absent_or_unreadable(value: object, expected: Decimal | None) -> None:
+    assert parse_last_equity({"last_equity": value}) == expected
+    assert parse_last_equity({}) is None

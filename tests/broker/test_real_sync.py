@@ -1,4 +1,4 @@
-"""History cursors with the broker's semantics (SPEC §8) and the crypto position refresh.
+"""History cursors with the broker's semantics (docs/spec.md §8) and the crypto position refresh.
 
 The crypto test runs the real REST adapter against the fake broker. The late-FILL test needs a
 broker that lists a FILL *after* a newer one was already read, which the fake (which books each

@@ -211,7 +211,7 @@ async def test_handler_bad_frames_counted_stream_keeps_going(fake_broker: FakeBr
 
 
 async def _hostile_stream_server(frames: list[str | bytes]) -> tuple[Server, str]:
-    """A WebSocket server that does Alpaca's handshake (ALPACA.md §4), then sends ``frames``.
+    """A WebSocket server that does Alpaca's handshake (docs/broker.md §4), then sends ``frames``.
 
     The fake broker only sends well-formed JSON; this one sends what a broken proxy might.
     """

@@ -1,4 +1,4 @@
-"""Schema: every table and column of SPEC.md §2, numeric money, idempotent migrations."""
+"""Schema: every table and column of docs/spec.md §2, numeric money, idempotent migrations."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def test_db_custom_table_templates_are_used(pg_dsn) -> None:
 
 
 def test_db_migration_3_allows_spec8_categories_and_corporate_exits_only(migrated_dsn) -> None:
-    """SPEC §8: new activity categories and CORPORATE exits are stored; anything else is refused."""
+    """docs/spec.md §8: new activity categories and CORPORATE exits are stored; anything else is refused."""
     settings = make_settings(migrated_dsn)
     names = account_names(settings, settings.accounts[0].slug)
     flows, closed = names.cash_flows.ident, names.closed.ident

@@ -29,7 +29,7 @@ from coldharbour.domain.cashflows import (
     unclassified_codes,
 )
 
-# The catalogue of SPEC §8 (Alpaca's activity types: https://docs.alpaca.markets/us/docs/account-activities.md
+# The catalogue of docs/spec.md §8 (Alpaca's activity types: https://docs.alpaca.markets/us/docs/account-activities.md
 # and the 2026-11-06 "activity types" changelog of docs.alpaca.markets).
 CATALOGUE: dict[Category, list[str]] = {
     Category.TRADE: ["FILL", "PARTIAL_FILL", "OPTRD"],
@@ -118,7 +118,7 @@ def test_to_cash_flow_dividend_keeps_sign_and_ny_date() -> None:
 
     result = to_cash_flow(activity)
 
-    # A bare date is 00:00 New York (EST here: 05:00Z), so its NY date stays the 15th (D13).
+    # A bare date is 00:00 New York (EST here: 05:00Z), so its NY date stays the 15th (docs/defects.md D13).
     assert result == CashFlow(
         id=activity["id"],
         ts=datetime(2024, 2, 15, 5, tzinfo=UTC),

@@ -1,4 +1,4 @@
-"""Corporate actions, busts and fill identity as ledger events (SPEC §8), and the property that
+"""Corporate actions, busts and fill identity as ledger events (docs/spec.md §8), and the property that
 booking them on a live ledger gives exactly the ledger rebuilt from the history."""
 
 from __future__ import annotations

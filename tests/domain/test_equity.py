@@ -67,7 +67,7 @@ FLOWS = [
     flow(7, "FILL", "1050", ny(2025, 1, 21, 10)),
     flow(8, "CFEE", "-0.5", ny(2025, 1, 21, 12)),
     flow(9, "FILL", "-1000", ny(2025, 1, 22, 15)),
-    flow(10, "INT", "1.25", ny(2025, 1, 22, 20, 30)),  # 01:30Z on the 23rd: still the 22nd in NY (D13)
+    flow(10, "INT", "1.25", ny(2025, 1, 22, 20, 30)),  # 01:30Z on the 23rd: still the 22nd in NY (docs/defects.md D13)
 ]
 EXECUTIONS = [
     execution(1, "AAPL", "10", "100", ny(2025, 1, 15, 10, 30)),
@@ -340,12 +340,18 @@ def test_intraday_curve_partial_close_and_mid_session_deposit() -> None:
     assert at[31] == (D(10017), D("0.051785"), D(0), D("0.0002"))
     # 09:32: 6·3 open + 4·3 realised + MSFT 199 (+5) + 2.
     assert at[32] == (D(10037), D("0.053885"), D(0), D("0.0014"))
-    # 09:33: AAPL 104 (+24), MSFT 198 (+10), deposit 1000 arrives but is no gain.
-    assert at[33] == (D(11048), D("0.05504"), D(0), D("0.0014"))
+    # 09:33: AAPL 104 (+24), MSFT 198 (+10), deposit 1000 arrives but is no gain: from its
+    # minute the day's capital is E0 + 1000 (flows count at the start of the day, as daily).
+    deposit, cumulative, drawdown, realised = at[33]
+    assert (deposit, drawdown) == (D(11048), D(0))
+    assert close_to(cumulative, Fraction(105, 100) * (1 + Fraction(48, 11000)) - 1)
+    assert close_to(realised, Fraction(14, 11000))
     # 09:34: AAPL 99 (-6), MSFT 202 (-10): the drawdown is on the return index, not on deposit.
     deposit, cumulative, drawdown, realised = at[34]
-    assert (deposit, cumulative, realised) == (D(10998), D("0.04979"), D("0.0014"))
-    assert close_to(drawdown, Fraction(D("1.04979")) / Fraction(D("1.05504")) - 1)
+    assert deposit == D(10998)
+    assert close_to(cumulative, Fraction(105, 100) * (1 - Fraction(2, 11000)) - 1)
+    assert close_to(realised, Fraction(14, 11000))
+    assert close_to(drawdown, (1 - Fraction(2, 11000)) / (1 + Fraction(48, 11000)) - 1)
 
 
 def test_intraday_without_anchor_has_no_returns() -> None:
@@ -355,12 +361,79 @@ def test_intraday_without_anchor_has_no_returns() -> None:
     assert all(p[1] is None and p[2] is None and p[3] is None for p in points.values())
 
 
-def test_intraday_non_positive_anchor_has_no_returns() -> None:
+def test_intraday_non_positive_anchor_has_no_returns_until_a_deposit_gives_it_capital() -> None:
     anchor = Anchor(session_date=date(2025, 1, 21), deposit=D(0), cumulative_return=D(0))
 
     points = intraday(anchor=anchor)
 
-    assert all(p[1] is None for p in points.values())
+    before = [p for ts, p in points.items() if ts < ny(2025, 1, 22, 9, 33)]
+    assert before
+    assert all(p[1] is None for p in before)
+    # From the $1,000 deposit's minute the day's capital is 0 + 1,000: the return is the
+    # curve's move net of that deposit.
+    for ts in (ny(2025, 1, 22, 9, 33), ny(2025, 1, 22, 9, 34)):
+        deposit, cumulative, _, _ = points[ts]
+        assert deposit is not None
+        assert cumulative == (deposit - 1000) / D(1000)
+
+
+# A new account: the opening is the broker's equity at the close before its first session.
+DAY_ONE = to_session(CalendarDay(date=date(2025, 1, 22), open=time(9, 30), close=time(16)))
+DAY_ONE_BARS = {"AAPL": [Bar(ts=ny(2025, 1, 22, 9, m), close=D(c)) for m, c in ((33, "110"), (59, "104"))]}
+
+
+def _day_one(opening_cash: str, flows: list[CashFlow]) -> tuple[list, DailyRow]:
+    """Intraday points and the daily row of a first session: buy 10 AAPL at 100 at 09:32."""
+    opening = Opening(as_of=date(2025, 1, 21), cash=D(opening_cash))
+    buy = execution(1, "AAPL", "10", "100", ny(2025, 1, 22, 9, 32))
+    lot = IntradayLot(symbol="AAPL", side="long", qty=D(10), entry_price=D(100), entry_time=buy.ts)
+    anchor = anchor_from_curve(start_curve(opening))
+    points = compute_intraday(
+        session=DAY_ONE, until=ny(2025, 1, 22, 10, 0, 30), anchor=anchor, lots=[lot], flows=flows, bars=DAY_ONE_BARS
+    )
+    day = DayInputs(session_date=date(2025, 1, 22), flows=tuple(flows), executions=(buy,), closes={"AAPL": D(104)})
+    (row,) = build_daily_curve([day], opening).rows
+    return points, row
+
+
+def test_a_new_account_has_a_total_return_from_its_first_minute() -> None:
+    """The broker's $100,000 before the first session anchors the curve: flat is 0 (not None),
+    and +$100 on the position reads +0.1 % at once, before any daily row exists."""
+    points, row = _day_one("100000", [])
+
+    by_ts = {p.ts: p for p in points}
+    assert all(p.cumulative_return == 0 for p in points if p.ts < ny(2025, 1, 22, 9, 33))
+    assert by_ts[ny(2025, 1, 22, 9, 33)].deposit == D(100100)
+    assert by_ts[ny(2025, 1, 22, 9, 33)].cumulative_return == D("0.001")
+    # At the close the intraday curve and the daily row agree.
+    assert points[-1].deposit == row.deposit == D(100040)
+    assert points[-1].cumulative_return == row.cumulative_return == D("0.0004")
+
+
+def test_a_deposit_on_day_one_is_no_return_intraday_or_daily() -> None:
+    """An account funded today (the broker's equity before it: 0) with a $10,000 deposit at
+    09:31: no return before the money arrives (no capital: None, never a made-up base), 0 at
+    the deposit, then the position's move against the deposit; the daily row says the same."""
+    deposit = flow(1, "CSD", "10000", ny(2025, 1, 22, 9, 31))
+    points, row = _day_one("0", [deposit])
+
+    by_ts = {p.ts: p for p in points}
+    assert all(p.cumulative_return is None for p in points if p.ts < ny(2025, 1, 22, 9, 31))
+    assert by_ts[ny(2025, 1, 22, 9, 31)].cumulative_return == 0
+    assert by_ts[ny(2025, 1, 22, 9, 32)].cumulative_return == 0
+    assert by_ts[ny(2025, 1, 22, 9, 33)].cumulative_return == D("0.01")  # +100 on 10,000
+    assert (row.deposit, row.net_flows) == (D(10040), D(10000))
+    assert points[-1].cumulative_return == row.daily_return == row.cumulative_return == D("0.004")
+
+
+def test_a_deposit_on_day_one_on_top_of_the_brokers_opening_is_no_return() -> None:
+    points, row = _day_one("100000", [flow(1, "CSD", "5000", ny(2025, 1, 22, 9, 31))])
+
+    by_ts = {p.ts: p for p in points}
+    assert by_ts[ny(2025, 1, 22, 9, 31)].cumulative_return == 0
+    assert close_to(by_ts[ny(2025, 1, 22, 9, 33)].cumulative_return, Fraction(100, 105000))
+    assert close_to(points[-1].cumulative_return, Fraction(40, 105000))
+    assert close_to(row.cumulative_return, Fraction(40, 105000))
 
 
 def test_intraday_drawdown_continues_the_daily_peak() -> None:
@@ -503,7 +576,7 @@ def test_intraday_shares_filled_across_sessions_are_measured_from_their_fill_pri
 
 
 def test_a_split_creates_no_return_daily_or_intraday() -> None:
-    """SPEC §8: 2-for-1 on the 16th: 10 shares at 100 become 20 at 50; a close of 50.5 is +1 %."""
+    """docs/spec.md §8: 2-for-1 on the 16th: 10 shares at 100 become 20 at 50; a close of 50.5 is +1 %."""
     opening = Opening(as_of=date(2025, 1, 15), cash=D(0), positions={"ABC": D(10)}, closes={"ABC": D(100)})
     days = bucket_by_session(
         [date(2025, 1, 16)], [], [], {date(2025, 1, 16): {"ABC": D("50.5")}},
@@ -571,7 +644,7 @@ def test_anchor_before_the_last_row_equals_the_anchor_of_the_curve_without_it() 
 
 
 def test_splits_by_session_date_keys_split_ratios_by_their_new_york_date() -> None:
-    """SPEC §8 / issue 13: the equity job scales holdings by the splits the ledger booked. Alpaca
+    """docs/spec.md §8: the equity job scales holdings by the splits the ledger booked. Alpaca
     stamps a split's legs before the open of the ex-date (04:00 New York, 08:00 UTC in summer)."""
     from coldharbour.domain.corporate import CorporateAction, effective_instant
     from coldharbour.domain.equity import splits_by_session_date

@@ -98,7 +98,7 @@ def test_short_bracket_stop_is_a_loss() -> None:
 
 @pytest.mark.parametrize("sl_type", ["stop_limit", "trailing_stop"])
 def test_stop_limit_and_trailing_stop_legs_are_sl(sl_type: str) -> None:
-    """D6: a stop_limit leg is a stop-loss even though its type contains "limit"."""
+    """docs/defects.md D6: a stop_limit leg is a stop-loss even though its type contains "limit"."""
     orders = bracket("A", sl_type=sl_type)
     fills = [make_fill(order_id="A"), make_fill(order_id="A-sl", side="sell", price=94,
                                                 ts=at(5))]

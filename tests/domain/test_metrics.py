@@ -7,6 +7,7 @@ import math
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -34,7 +35,7 @@ from coldharbour.domain.metrics import (
 
 D = Decimal
 
-# Copied literally from SPEC.md §5 (the UI contract), in order.
+# Copied literally from docs/spec.md §5 (the UI contract), in order.
 SPEC_KEYS = [
     "TOTAL ACCOUNT RESULT (Equity)", "NET REALIZED CASH (FIFO)", "Unrealized P/L (Open)",
     "Current Open Value", "Breakeven %", "Win Rate %", "Risk-Reward Ratio", "Mean Take ($)",
@@ -88,7 +89,7 @@ SLICES = [
     piece("L1", "o1", "long", "10", "100", "110", "TP", at(2), at(4), fifo="98"),  # +100, TP win, 2 days
     piece("L2", "o2", "long", "6", "50", "45", "SL", at(3, 15, 0), at(4, 15, 0), fifo="-29"),  # -30
     piece("L2", "o3", "long", "4", "50", "47", "MANUAL", at(3, 15, 0), at(5, 15, 0)),  # -12: L2 is SL, 2 days
-    piece("L3", "o4", "short", "5", "200", "190", "MANUAL", at(6), at(6, 20, 30)),  # +50, manual win (D7)
+    piece("L3", "o4", "short", "5", "200", "190", "MANUAL", at(6), at(6, 20, 30)),  # +50 manual win: docs/defects.md D7
     piece("L4", "o5", "long", "8", "25", "24.5", "TP", at(7), at(8)),  # -4: a losing TP lot
     piece("L5", "o6", "long", "4", "100", "90", "SL", at(8), at(9, 2, 30)),  # -40, SL loss, 0.5 days
     piece("L6", "o7", "long", "2", "150", "150", "SL", at(9), at(10)),  # 0: neither win nor loss
@@ -310,6 +311,66 @@ def test_open_lot_without_mark_makes_unrealised_null_not_zero() -> None:
     assert result["Open Trades (n)"] == 3
 
 
+def _unrealised(open_lots: list[OpenLot]) -> tuple[object, object]:
+    doc = compute_kpi_document(
+        slices=[], flows=[], daily=[], open_lots=open_lots, intraday_cumulative_return=None, in_session=False,
+        as_of=AS_OF,
+    )  # fmt: skip
+    return doc["Unrealized P/L (Open)"], doc["Current Open Value"]
+
+
+def _row(parent_id: str, symbol: str, side: Side, qty: str, mark: str | None, basis: str, minute: int) -> OpenLot:
+    """A stored open row as state wrote it at ``minute``: its own profit_loss at its own mark."""
+    px = None if mark is None else D(mark)
+    sign = -1 if side == "short" else 1
+    return OpenLot(
+        parent_id=parent_id, side=side, qty=D(qty), avg_fill=D(basis), symbol=symbol, mkt_px=px,
+        avg_px_symbol=D(basis), updated_at=datetime(2026, 12, 7, 15, minute, tzinfo=UTC),
+        filled_at=datetime(2026, 12, 1, 15, tzinfo=UTC),
+        profit_loss=None if px is None else sign * D(qty) * (px - D(basis)),
+        mkt_value=None if px is None else D(qty) * px,
+    )  # fmt: skip
+
+
+def test_unrealised_is_valued_at_each_symbols_one_mark_as_the_page_rows_are() -> None:
+    """Two SPY lots written a minute apart (155.39, then 156 on the newer row) and a short: the
+    KPI is the page's symbol rows, qty x (the newest row's mark - the broker average), not the
+    sum of each row's P&L at its own, older mark (which read 15 x 0.39 + ... elsewhere)."""
+    lots = [
+        _row("spy-1", "SPY", "long", "10", "155.39", "150", minute=1),
+        _row("spy-2", "SPY", "long", "5", "156", "150", minute=2),
+        _row("tsla-1", "TSLA", "short", "2", "200", "210", minute=1),
+    ]
+
+    pnl, value = _unrealised(lots)
+
+    assert pnl == 15 * (156 - 150) + 2 * (210 - 200)  # 110, not 103.90 from the rows' own marks
+    assert value == 15 * 156 + 2 * 200
+    assert sum(lot.profit_loss for lot in lots if lot.profit_loss is not None) == D("103.90")
+
+
+def test_unrealised_waits_only_for_a_symbol_whose_newest_row_has_no_mark() -> None:
+    marked_by_newer = [
+        _row("a-1", "AAPL", "long", "1", None, "100", 1),
+        _row("a-2", "AAPL", "long", "1", "101", "100", 2),
+    ]
+    newest_unmarked = [
+        _row("a-1", "AAPL", "long", "1", "101", "100", 1),
+        _row("a-2", "AAPL", "long", "1", None, "100", 2),
+    ]
+
+    assert _unrealised(marked_by_newer) == (2.0, 202.0)  # the page shows both lots at 101
+    assert _unrealised(newest_unmarked) == (None, None)  # D16: never 0
+
+
+def test_unrealised_on_a_tie_of_updated_at_takes_the_first_by_fill_time_as_the_page() -> None:
+    first = _row("b", "MSFT", "long", "1", "300", "290", 1)
+    second = msgspec.structs.replace(_row("a", "MSFT", "long", "1", "310", "290", 1),
+                                     filled_at=datetime(2026, 12, 2, 15, tzinfo=UTC))  # fmt: skip
+
+    assert _unrealised([second, first]) == (20.0, 600.0)  # filled first: "b" at 300
+
+
 def test_lot_class_tie_goes_to_the_first_of_tp_sl_manual() -> None:
     slices = [
         piece("T", "a", "long", "5", "10", "9", "SL", at(2), at(3)),
@@ -520,7 +581,7 @@ def test_accumulator_equals_from_scratch(
 
 
 def test_accumulator_drops_deleted_flows_as_if_never_fed() -> None:
-    """SPEC §8: a canceled activity's row is deleted; the KPIs must equal those without it."""
+    """docs/spec.md §8: a canceled activity's row is deleted; the KPIs must equal those without it."""
     accumulator = KpiAccumulator()
     accumulator.add_flows(FLOWS)
     kept = [flow for flow in FLOWS if flow.type != "DIV"]

@@ -108,7 +108,7 @@ def test_latest_successor_with_unknown_successor_stops_at_last_known() -> None:
 @pytest.mark.parametrize(("order_type", "role"), [
     ("limit", "take_profit"),
     ("stop", "stop_loss"),
-    ("stop_limit", "stop_loss"),  # D6: a stop-limit is a stop, not a take-profit
+    ("stop_limit", "stop_loss"),  # docs/defects.md D6: a stop-limit is a stop, not a take-profit
     ("trailing_stop", "stop_loss"),
     ("market", None),
 ])

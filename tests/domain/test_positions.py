@@ -1,4 +1,4 @@
-"""The open-position row (SPEC §2.2) and the push decision, with hand-computed figures."""
+"""The open-position row (docs/spec.md §2.2) and the push decision, with hand-computed figures."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_short_row_pnl_is_signed() -> None:
 
 
 def test_no_mark_leaves_pnl_null_not_zero() -> None:
-    """D16: without a price, value, P&Ls and reach are null."""
+    """docs/defects.md D16: without a price, value, P&Ls and reach are null."""
     found = row(mark=None, legs=LotLegs(take_profit=leg("take_profit", "110")))
     assert (found.mkt_px, found.mkt_value, found.profit_loss, found.profit_loss_lot,
             found.tp_sl_reach_pct) == (None, None, None, None, None)

@@ -1,4 +1,4 @@
-"""Reconciliation of broker position snapshots against the lots (SPEC §3 invariant)."""
+"""Reconciliation of broker position snapshots against the lots (docs/spec.md §3 invariant)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_broker_holds_less_books_a_fifo_exit_at_current_price() -> None:
 
 
 def test_symbol_the_broker_no_longer_holds_is_removed_after_restart() -> None:
-    """D41: rows loaded at start for a position closed while down are removed."""
+    """docs/defects.md D41: rows loaded at start for a position closed while down are removed."""
     ledger = ledger_with(make_fill(order_id="A", symbol="TSLA", qty=3, price=200, ts=at(0)))
     result = reconcile(ledger, [], OrderBook(), now=NOW, wac={"TSLA": D(200)},
                        marks={"TSLA": D(210)})

@@ -3,7 +3,7 @@
 Conventions, checked here rather than assumed:
 - Sharpe: both use mean / std(ddof=1) · √252 with a zero risk-free rate.
 - Smart Sharpe: quantstats' ``autocorr_penalty`` is ``√(1 + 2·Σ_{k=1}^{n−1} (n−k)/n · |ρ₁|^k)``
-  with ``ρ₁`` the Pearson correlation of consecutive returns (``np.corrcoef``); SPEC's ``ρ_k`` is
+  with ``ρ₁`` the Pearson correlation of consecutive returns (``np.corrcoef``); docs/spec.md's ``ρ_k`` is
   taken in that same AR(1) form, so the two agree exactly. (empyrical has no smart Sharpe.)
 - Max drawdown: quantstats rebuilds prices from returns with a baseline of 1 before the first
   return, as our return index does, so a loss on day one is a drawdown in both.

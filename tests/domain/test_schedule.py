@@ -62,7 +62,7 @@ SESSIONS, _ = build_sessions(CALENDAR)
         # Friday before the November 2025 change (still EDT) and Monday after (EST).
         (day("2025-10-31"), (utc(2025, 10, 31, 8), utc(2025, 10, 31, 13, 30), utc(2025, 10, 31, 20), utc(2025, 11, 1))),
         (day("2025-11-03"), (utc(2025, 11, 3, 9), utc(2025, 11, 3, 14, 30), utc(2025, 11, 3, 21), utc(2025, 11, 4, 1))),
-        # Early closes: close 13:00 NY and post-close 17:00 NY (not 20:00: D59).
+        # Early closes: close 13:00 NY and post-close 17:00 NY (not 20:00: docs/defects.md D59).
         (
             day("2025-11-28", EARLY),
             (utc(2025, 11, 28, 9), utc(2025, 11, 28, 14, 30), utc(2025, 11, 28, 18), utc(2025, 11, 28, 22)),

@@ -1,6 +1,6 @@
-"""`scripts/bench --quick` prints every figure of issue 8 as a JSON line with the contract keys.
+"""`scripts/bench --quick` prints every figure as a JSON line with the contract keys.
 
-It checks only that each figure was produced (DESIGN.md §5), never its value: targets live in
+It checks only that each figure was produced (docs/architecture.md §8), never its value: targets live in
 the bench output, not in tests.
 """
 

@@ -281,7 +281,7 @@ def test_security_only_state_holds_a_writable_session(chaos_stack: Stack) -> Non
         "SELECT application_name FROM pg_stat_activity WHERE datname = current_database() "
         "AND application_name LIKE 'chmgr-%%'"
     )
-    # state's ownership-lock session is named chmgr-state@<host>:<pid> (issue 17)
+    # state's ownership-lock session is named chmgr-state@<host>:<pid>
     names = {str(row[0]).removeprefix("chmgr-").partition("@")[0] for row in sessions}
 
     assert asyncio.run(attempt()) is psycopg.errors.ReadOnlySqlTransaction

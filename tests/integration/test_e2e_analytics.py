@@ -117,7 +117,7 @@ def test_e2e_whole_stack_kpi_follows_a_close_and_intraday_equity_covers_the_sess
                 take_profit=TakeProfitRequest(limit_price=110), stop_loss=StopLossRequest(stop_price=90),
             )
         )  # fmt: skip
-        # No feed tick yet: the lot is marked from the snapshot's current_price (100, issue 18).
+        # No feed tick yet: the lot is marked from the snapshot's current_price (100).
         opened = wait_for(lambda: _kpis_with(db, "Current Open Value", 1000), 10, what="KPI with the marked lot")
         feed.send("AAPL", 105.0)
 
@@ -129,7 +129,7 @@ def test_e2e_whole_stack_kpi_follows_a_close_and_intraday_equity_covers_the_sess
         )
         metrics_note = wait_for(lambda: notes.since(closing, "metrics_channel_demo"), 5, what="KPI NOTIFY")[0]
         dividends = wait_for(lambda: _kpis(db).get("Net Dividends") == 2.4, 10, what="dividend in the KPIs")
-        # SPEC §8 corrections: the broker cancels the dividend → its cash flow and the KPI follow.
+        # docs/spec.md §8 corrections: the broker cancels the dividend → its cash flow and the KPI follow.
         fake_broker.post_activities([{"id": dividend["id"], "status": "canceled"}])
         canceled = wait_for(lambda: _kpis(db).get("Net Dividends") == 0, 15, what="canceled dividend out of the KPIs")
         dividend_rows = db.rows("SELECT count(*) FROM accounts.cash_flows_demo WHERE id = %s", dividend["id"])

@@ -4,7 +4,7 @@ bench's: ``scripts/bench`` ``fill_to_notify``.)
 
 Real processes over ipc:// (bus, state, trades, snapshot, prices), real PostgreSQL, the fake
 broker driven through unmodified alpaca-py, and the external price feed played by a ZMQ PUB in
-the test (SPEC §4 frames). ``FLUSH_INTERVAL_S`` is an hour, so every change seen in the table
+the test (docs/spec.md §4 frames). ``FLUSH_INTERVAL_S`` is an hour, so every change seen in the table
 before the final stop was written because it was structural or crossed the threshold.
 """
 
@@ -81,7 +81,7 @@ def test_e2e_bracket_row_pushed_marks_past_threshold_then_tp_deletion(
         opened = wait_for(lambda: _row_with(db, row_query, avg_px_symbol=100), 5, what="broker WAC on the row")
 
         # The first mark (100) is pushed: by the feed tick, re-sent until ``prices`` is subscribed
-        # (slow joiner), or already by the post-fill snapshot's ``current_price`` (issue 18), in
+        # (slow joiner), or already by the post-fill snapshot's ``current_price``, in
         # which case the tick at the same price changes nothing and is rightly not pushed again.
         def first_mark() -> list[dict[str, object]]:
             found = [r for r in pushed_rows(notes.since(start, "pos_channel_demo")) if r["mkt_px"] == 100.0]

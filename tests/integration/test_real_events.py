@@ -1,4 +1,4 @@
-"""Real broker events end to end (issue #12, SPEC §8): corporate actions, busts, crypto, fills without ids.
+"""Real broker events end to end (issue #12, docs/spec.md §8): corporate actions, busts, crypto, fills without ids.
 
 Real processes over ipc:// (bus, state, trades, snapshot), real PostgreSQL, the fake broker in
 process at the wire (``tests.fixtures.broker.FakeBroker``) driven through its ``/sim`` routes

@@ -213,3 +213,18 @@ def test_a_clean_account_with_no_commit_since_is_checked_only_every_few_requests
     assert driver.mirror.counters["ledger_checks_idle_skipped"] == LEDGER_CHECK_IDLE_EVERY - 1
     assert driver.mirror.counters["ledger_checks"] == LEDGER_CHECK_IDLE_EVERY + 2  # every request answered
     assert driver.mirror.counters["ledger_check_suspect"] == 0
+
+
+def test_after_a_failed_commit_or_locks_taken_again_an_idle_account_is_checked_at_once() -> None:
+    entry = order("A", qty=Decimal(10), filled_qty=Decimal(10))
+    bought = fill("A", qty=10, price=100)
+    driver = Driver()
+    store = _CountingHistoryStore(([entry], [bought], []))
+    driver.database = driver.owner.store = store
+    driver.feed(("trade.demo", OrderUpdated(account="demo", event="fill", order=entry, fill=bought)))
+    driver.feed(_check())  # clean: the next ones are answered from it
+
+    driver.owner.resync_all("locks_retaken")  # the database's sessions ended (a failover)
+    driver.feed(_check())
+
+    assert store.loads == 2

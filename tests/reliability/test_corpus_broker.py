@@ -25,8 +25,8 @@ comment (an empty position symbol or activity id, a feed size that is not a numb
 Payload shapes: the Order object, the trade_updates frame, the Position, Account and
 TradeActivity objects of https://docs.alpaca.markets/reference (Orders, Positions, Account,
 Account activities; https://docs.alpaca.markets/docs/websocket-streaming for trade_updates),
-as in ALPACA.md §3-4 and ``tests/broker/corpus.py``; the feed's msgpack ``{"trade": {"S", "p", "s", "c",
-"t"}}`` is SPEC.md §4's message (the short keys of Alpaca's stream trade,
+as in docs/broker.md §3-4 and ``tests/broker/corpus.py``; the feed's msgpack ``{"trade": {"S", "p", "s", "c",
+"t"}}`` is docs/spec.md §4's message (the short keys of Alpaca's stream trade,
 https://docs.alpaca.markets/docs/real-time-stock-pricing-data; ``coldharbour/sim/feed.py``).
 """
 
@@ -190,7 +190,7 @@ class Fault(NamedTuple):
 SHAPE, VALUE = Fault("shape"), Fault("value")
 VALUE_ID, VALUE_TEXT, VALUE_TIME = Fault("value_id"), Fault("value_text"), Fault("value_time")
 REQUIRED: Any = object()  # the default of a field without one (absent: a shape fault)
-SIDES = {"buy": "buy", "sell": "sell", "sell_short": "sell_short"}  # an order's side (SPEC, ALPACA.md §3)
+SIDES = {"buy": "buy", "sell": "sell", "sell_short": "sell_short"}  # docs/broker.md §3
 EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 
 
@@ -311,7 +311,7 @@ ORDER_IGNORED = ("asset_class", "time_in_force", "extended_hours")  # kept in ra
 
 
 def _order_change(field: str, value: object) -> Change:
-    """The contract of each Order field (``RawOrder`` in convert.py, ALPACA.md §3)."""
+    """The contract of each Order field (``RawOrder`` in convert.py, docs/broker.md §3)."""
     if field == "id":  # required; a UUID (``uuid`` column), kept canonical
         text = _as_text(value, REQUIRED)
         if isinstance(text, Fault):
@@ -404,7 +404,7 @@ ORDER_REJECTED = Fault("order")
 
 
 def _update_change(field: str, value: object) -> Change:
-    """The contract of each field of a trade_updates frame (``RawTradeUpdate``, ALPACA.md §4)."""
+    """The contract of each field of a trade_updates frame (``RawTradeUpdate``, docs/broker.md §4)."""
     if field == "stream":  # only ``trade_updates`` frames are updates; any other is not ours
         return {} if value == "trade_updates" else IGNORED
     if field == "data":  # required object with at least event and order
@@ -481,13 +481,13 @@ def _shown(value: object) -> Decimal | None:
 
 
 def _position_change(field: str, value: object) -> Change:
-    """The contract of each Position field (``RawPosition``, ALPACA.md §3)."""
+    """The contract of each Position field (``RawPosition``, docs/broker.md §3)."""
     if field == "symbol":  # required text, at most MAX_SYMBOL_CHARS; stripped, upper-cased
         text = _as_text(value, REQUIRED)
         if isinstance(text, Fault):
             return text
         # An empty symbol is accepted: the store takes "", and the wire type only needs a string.
-        # (The order converter refuses it; see the report of issue 15.)
+        # (The order converter refuses it.)
         return {"symbol": text.strip().upper()} if _store_text(text, MAX_SYMBOL_CHARS) else VALUE_TEXT
     if field in ("qty", "avg_entry_price"):  # required decimals (a signed qty: short < 0)
         number = _decimal(value, required=True)
@@ -520,13 +520,13 @@ ACTIVITY_BASE: dict[str, object] = {
 
 
 def _execution_id(activity_id: str) -> str | None:
-    """The UUID after ``::`` in a FILL activity id (ALPACA.md §3: ``20240301100000000::<uuid>``)."""
+    """The UUID after ``::`` in a FILL activity id (docs/broker.md §3: ``20240301100000000::<uuid>``)."""
     _, sep, suffix = activity_id.partition("::")
     return _uuid(suffix) if sep and isinstance(_uuid(suffix), str) else None
 
 
 def _activity_change(field: str, value: object) -> Change:
-    """The contract of each FILL activity field (``RawActivity``, ALPACA.md §3 TradeActivity)."""
+    """The contract of each FILL activity field (``RawActivity``, docs/broker.md §3 TradeActivity)."""
     if field == "id":  # required text, at most MAX_ID_CHARS; a FILL's execution id follows ``::``
         text = _as_text(value, REQUIRED)
         if isinstance(text, Fault) or not _store_text(text, MAX_ID_CHARS):

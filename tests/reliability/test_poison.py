@@ -1,4 +1,4 @@
-"""Poison corpus (issue 14): values our decoders used to accept but the store or the bus refuse.
+"""Poison corpus: values our decoders used to accept but the store or the bus refuse.
 
 Every case is put in a page *between two good neighbours* and run through the real decoders
 (``broker.convert``, ``broker.feed``, ``analytics.cashflows.screen``): the bad one is rejected
@@ -13,7 +13,7 @@ Payload shapes follow Alpaca's documentation: the order object
 (https://docs.alpaca.markets/docs/websocket-streaming), account activities
 (https://docs.alpaca.markets/reference/getaccountactivities) and positions
 (https://docs.alpaca.markets/reference/getallopenpositions); the good bases are the ones of
-``test_corpus_broker.py``. Feed frames follow SPEC §4.
+``test_corpus_broker.py``. Feed frames follow docs/spec.md §4.
 """
 
 from __future__ import annotations

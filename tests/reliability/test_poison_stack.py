@@ -1,4 +1,4 @@
-"""The whole-stack poison run (issue 14 "Done when"): poison at the broker and on the feed, then
+"""The whole-stack poison run: poison at the broker and on the feed, then
 a normal fill, tick and dividend. The normal ones are stored, every poison is rejected and
 counted, no program dies, `state` never fails a commit, and the broker requests per snapshot
 period stay within one of what they were before the poison (no retry storm).
@@ -8,7 +8,7 @@ the fake broker at the wire: an open limit order whose ``client_order_id`` holds
 fake broker, like the issue's attack, accepts it; order shape: https://docs.alpaca.markets/
 reference/postorder), cash activities with a NUL description and a 9999-12-31 date
 (``POST /sim/activities``, https://docs.alpaca.markets/reference/getaccountactivities), and feed
-trades (SPEC §4 msgpack ``{"trade": {...}}``) with a NUL symbol, ``t`` = 2^64−1 and a price of
+trades (docs/spec.md §4 msgpack ``{"trade": {...}}``) with a NUL symbol, ``t`` = 2^64−1 and a price of
 1e308. ``SNAPSHOT_SEC`` is 2 s, so the poisoned order is read again at every snapshot.
 """
 

@@ -5,7 +5,7 @@ details (submission lag, commission, ``accepted`` without execution data, 9-digi
 Shapes followed: Alpaca's account-activities page (https://docs.alpaca.markets/us/docs/account-activities.md,
 the NonTradeActivity object), its activity types changelog (docs.alpaca.markets changelog
 2026-11-06 "activity types": SC, SSO, SSP, DIVFEE, ...), the trade_updates stream
-(ALPACA.md §4; accepted events carry only event, timestamp, order: alpaca-py#371), and alpaca-py's
+(docs/broker.md §4; accepted events carry only event, timestamp, order: alpaca-py#371), and alpaca-py's
 ``Position``/``Order`` models (alpaca/trading/models.py), which must still parse every payload.
 """
 

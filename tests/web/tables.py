@@ -110,7 +110,7 @@ class Tables:
         """Insert final closed slices and announce them (``{"op": "insert"}``)."""
         for row in rows:
             self._upsert(self.names.closed.ident, row, ("entry_lot_id", "exit_order_id"))
-        payload = notify.to_json({"op": "insert", "rows": list(rows)})  # SPEC §6 (small: one payload)
+        payload = notify.to_json({"op": "insert", "rows": list(rows)})  # docs/spec.md §6 (small: one payload)
         self._send([notify.Notification(self.names.closed_channel, payload)])
         self.conn.commit()
 

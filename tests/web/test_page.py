@@ -8,14 +8,22 @@ here (the fake broker only trades symbols it has a price for); the whole-stack t
 
 from __future__ import annotations
 
+import asyncio
 import re
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
+import psycopg
 import pytest
 import requests
 from playwright.sync_api import Dialog, Page, Route, expect
 
+from coldharbour.config import Settings
+from coldharbour.db import queries
+from coldharbour.db.names import account_names
+from coldharbour.domain.metrics import compute_kpi_document
 from coldharbour.messages import SnapshotTaken
 from coldharbour.sim.postgres import PgCluster
 from coldharbour.web.figures import PREFIX_SNAPSHOT, AccountFigures
@@ -320,3 +328,54 @@ def test_page_daily_chart_shows_the_intraday_curve_on_the_first_day(
     expect(daily).to_have_attribute("data-curve", "intraday")
     expect(daily).to_have_attribute("data-points", "2")
     expect(page.locator("#chart-daily-caption")).to_contain_text("first session")
+
+
+def _kpis_from_the_tables(settings: Settings) -> dict[str, Any]:
+    """The KPI document as `metrics` computes it: the stored open rows read by its own query."""
+
+    async def read() -> dict[str, Any]:
+        async with await psycopg.AsyncConnection.connect(settings.dsn.reveal()) as conn:
+            open_lots, _ = await queries.open_rows(conn, account_names(settings, "demo"))
+        return compute_kpi_document(
+            slices=[], flows=[], daily=[], open_lots=open_lots, intraday_cumulative_return=None,
+            in_session=True, as_of=datetime.now(UTC),
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(1) as worker:  # playwright's loop runs in this thread
+        return worker.submit(asyncio.run, read()).result()
+
+
+def test_page_numbers_agree_unrealised_is_the_symbol_rows_and_open_count_is_the_rows_shown(
+    page: Page, dashboard: Dashboard, tables: Tables, settings: Settings
+) -> None:
+    """Two SPY lots whose rows were marked a minute apart (155.39, then 156) and a TSLA short:
+    the KPI 'Unrealized P/L (Open)', computed by the metrics code from the stored rows, equals
+    the sum of the page's symbol rows (each at its one mark); 'Open trades (lots)' counts the
+    rows the table shows at once, even while the stored KPI document still says fewer."""
+    older, newer = datetime(2026, 12, 7, 15, 1, tzinfo=UTC), datetime(2026, 12, 7, 15, 2, tzinfo=UTC)
+    tables.put_lots(
+        lot("spy-1", "SPY", qty=Decimal(10), avg_fill=Decimal("155.73"), avg_px_symbol=Decimal("150"),
+            mkt_px=Decimal("155.39"), profit_loss=Decimal("53.90"), updated_at=older, filled_at=older),
+        lot("spy-2", "SPY", qty=Decimal(5), avg_fill=Decimal("149"), avg_px_symbol=Decimal("150"),
+            mkt_px=Decimal("156"), profit_loss=Decimal("30"), updated_at=newer, filled_at=newer),
+        lot("tsla-1", "TSLA", side="short", qty=Decimal(2), avg_fill=Decimal("210"), avg_px_symbol=Decimal("210"),
+            mkt_px=Decimal("200"), profit_loss=Decimal("20"), updated_at=older, filled_at=older),
+        push=False,
+    )  # fmt: skip
+    document = _kpis_from_the_tables(settings)
+    tables.set_metrics({**document, "Open Trades (n)": 1})  # a document one metrics run behind the rows
+    _open(page, dashboard)
+
+    pnl = page.locator(f"{POSITIONS} tr[data-symbol] [data-col=pnl]")
+    expect(pnl).to_have_text(["90.00", "20.00"])  # SPY 15 x (156 - 150), TSLA -2 x (200 - 210)
+    assert document["Unrealized P/L (Open)"] == 110.0  # the rows' own marks would say 103.90
+    expect(page.locator('[data-kpi="Unrealized P/L (Open)"]')).to_have_text("110.00")
+    expect(page.locator('[data-kpi="Current Open Value"]')).to_have_text(f"{15 * 156 + 2 * 200:,.2f}")
+    expect(page.locator("#positions-count")).to_have_text("(2 symbols, 3 lots)")
+    expect(page.locator('[data-kpi="Open Trades (n)"]')).to_have_text("3")
+
+    tables.drop_lot("tsla-1")  # the table and its count move together, before any metrics run
+
+    expect(page.locator("#positions-count")).to_have_text("(1 symbol, 2 lots)")
+    expect(page.locator('[data-kpi="Open Trades (n)"]')).to_have_text("2")
+    assert page.console_errors == []  # type: ignore[attr-defined]

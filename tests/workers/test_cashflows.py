@@ -237,7 +237,7 @@ async def test_cashflows_one_poison_activity_never_sinks_its_page(
 async def test_a_canceled_dividend_leaves_cash_flows_and_the_kpis_and_a_correction_replaces_its_amount(
     migrated_dsn, tmp_path, bus, fake_broker
 ) -> None:
-    """SPEC §8 corrections through `cashflows` → `state` → `metrics`, on the fake broker.
+    """docs/spec.md §8 corrections through `cashflows` → `state` → `metrics`, on the fake broker.
 
     The broker re-states an activity under its ``id`` (``POST /sim/activities``): ``"status":
     "canceled"`` or a new ``net_amount``, as Alpaca's non-trade activity does

@@ -351,3 +351,24 @@ async def test_equity_reads_nothing_for_an_account_holding_nothing_until_state_a
     assert ctx.counters["equity_runs_still"] == 3  # the run after the change read
     assert min(p.ts for p in last.intraday) <= utc(2024, 3, 12, 14, 5)  # every minute since the last computation
     assert max(p.ts for p in last.intraday) >= utc(2024, 3, 12, 14, 8)
+
+
+async def test_a_new_account_without_any_activity_has_a_live_return_from_the_first_minute(
+    migrated_dsn, tmp_path, bus, fake_broker
+) -> None:
+    """Nothing stored yet (no fill, no cash flow): the broker's equity at the close before today
+    (the fake's default $100,000 account, ``GET /v2/account/portfolio/history`` 1D) anchors the
+    intraday curve, so its return reads 0 from pre-open, never null until a first daily row."""
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url)
+    ctx = context("equity", settings, bus)
+    observer = bus.observe(topic_equity("demo"))
+
+    async with running(partial(equity.run, settings, ctx, clock=ManualClock(utc(2024, 3, 12, 14, 5, 30))), ctx):
+        await async_wait_for(lambda: [m for m in _messages(observer) if m.intraday], what="the intraday curve")
+
+    (curve,) = [m for m in _messages(observer) if m.intraday]
+    assert not [m for m in _messages(observer) if m.daily]  # no session completed since the opening
+    assert len(curve.intraday) > 1
+    assert {(p.deposit, p.cumulative_return, p.drawdown) for p in curve.intraday} == {
+        (Decimal(100000), Decimal(0), Decimal(0))
+    }

@@ -11,7 +11,7 @@ history, rebuilds the curve after the last close and proves every day against it
 
 Asserted: every daily row's ``equity_diff`` is 0.00, and ``Total Return %`` equals the return
 computed from the broker's own ``GET /v2/account/portfolio/history`` (1D) and its external
-flows within 0.01 points. Broker payload shapes: ALPACA.md §3 (portfolio history, activities).
+flows within 0.01 points. Broker payload shapes: docs/broker.md §3 (portfolio history, activities).
 """
 
 from __future__ import annotations
@@ -177,6 +177,6 @@ async def test_issue_13_daily_equity_equals_the_brokers_history_every_day(
     assert abs(total_return) > 0.05  # the week really moved the account
     # Intraday on the last day, anchored on Friday's close (the broker's), with Monday's sale of
     # carried shares and a new buy: at the last bar it is the daily row, to the cent. (Its return
-    # differs on a day with a flow by design: SPEC §4 counts intraday flows against E0.)
+    # differs on a day with a flow by design: docs/spec.md §4 counts intraday flows against E0.)
     last_bar = {p.ts: p for p in intraday}[_ny(SESSIONS[-1], 15, 59)]
     assert last_bar.deposit == daily[-1].deposit

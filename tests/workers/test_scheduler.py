@@ -159,7 +159,7 @@ async def test_scheduler_pool_is_refused_writes(migrated_dsn, tmp_path, bus) -> 
 
 
 class HandCalendar:
-    """A calendar source answering hand-written ``GET /v2/calendar`` rows (shape: ALPACA.md §3,
+    """A calendar source answering hand-written ``GET /v2/calendar`` rows (shape: docs/broker.md §3,
     Alpaca's calendar API page: ``date``, ``open``/``close`` NY wall-clock ``HH:MM``), which the
     test can change between refreshes."""
 

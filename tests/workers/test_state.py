@@ -15,6 +15,7 @@ import pytest_asyncio
 
 from coldharbour.domain.types import NS_PER_DAY, from_datetime
 from coldharbour.errors import ChmgrError
+from coldharbour.health import NEED_DATABASE, NEED_SNAPSHOT
 from coldharbour.messages import (
     CorporateActionsPage,
     FillsPage,
@@ -302,7 +303,7 @@ async def test_state_restart_loads_and_converges_without_duplicates(state: State
 
 
 async def test_state_restart_restores_marks_from_committed_rows(state: StateHarness) -> None:
-    """Killed before a price flush: ``latest_prices`` lacks the mark, the committed row has it (issue 14)."""
+    """Killed before a price flush: ``latest_prices`` lacks the mark, the committed row has it."""
     bracket = Bracket()
     await _open_entry(state, bracket)
     state.inject(topic_tick("AAPL"), Tick(symbol="AAPL", price=104.5, ts_event=T0 + MINUTE))
@@ -320,7 +321,7 @@ async def test_state_restart_restores_marks_from_committed_rows(state: StateHarn
 
 
 async def test_state_snapshot_marks_a_position_whose_last_tick_is_older(state: StateHarness) -> None:
-    """No feed: the broker's ``current_price`` in a snapshot marks the position (issue 18)."""
+    """No feed: the broker's ``current_price`` in a snapshot marks the position."""
     bracket = Bracket()
     await _open_entry(state, bracket)
     broker = msgspec.structs.replace(position("10", "100"), current_price=Decimal("102.25"))
@@ -436,7 +437,7 @@ async def test_state_refused_value_is_quarantined_and_the_rest_commits_without_r
 
 
 async def test_state_books_a_final_orders_commission_as_a_fee_once(state: StateHarness) -> None:
-    """SPEC §8: ``commission`` on Alpaca's order object is a fee; a replay rewrites nothing."""
+    """docs/spec.md §8: ``commission`` on Alpaca's order object is a fee; a replay rewrites nothing."""
     entry = order(id=new_id(), status="filled", filled_qty=Decimal(10), filled_avg_price=Decimal(100), filled_at=T0,
                   commission=Decimal("1.25"))
     update = OrderUpdated(account="demo", event="fill", order=entry, fill=fill(entry.id), event_ts=T0)
@@ -450,3 +451,19 @@ async def test_state_books_a_final_orders_commission_as_a_fee_once(state: StateH
 
     assert [row[:4] for row in first] == [(f"commission:{entry.id}", Decimal("-1.25"), "FEE", "fee")]
     assert replay == first
+
+
+async def test_state_heartbeat_says_which_accounts_first_snapshot_it_stored(state: StateHarness) -> None:
+    """The health model's "first snapshot stored" comes from state, after the commit: demo's
+    snapshot handled, paper-1 still without one (not reported: awaited, never assumed)."""
+    before = {(c.need, c.account) for c in state.ctx.heartbeat().conditions if c.ok}
+
+    _history_complete(state, T0 + MINUTE)
+    state.inject(topic_snapshot("demo"), SnapshotTaken(account="demo", taken_at=T0 + MINUTE, positions=()))
+    await state.settle()
+
+    conditions = {(c.need, c.account): c for c in state.ctx.heartbeat().conditions}
+    assert (NEED_SNAPSHOT, "demo") not in before
+    assert conditions[(NEED_SNAPSHOT, "demo")].ok
+    assert (NEED_SNAPSHOT, "paper_1") not in conditions
+    assert conditions[(NEED_DATABASE, "")].ok  # the settle sentinel committed

@@ -1,4 +1,4 @@
-"""``state`` and its ownership locks (issue 17): the real ``amain`` on the in-proc bus and a real database."""
+"""``state`` and its ownership locks: the real ``amain`` on the in-proc bus and a real database."""
 
 from __future__ import annotations
 

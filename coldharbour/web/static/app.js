@@ -238,6 +238,18 @@
   function countLots(symbols) {
     const lots = view.lots.size;
     setText($("positions-count"), "(" + symbols + (symbols === 1 ? " symbol, " : " symbols, ") + lots + (lots === 1 ? " lot)" : " lots)"));
+    syncOpenCount();
+  }
+
+  // The open-lots card counts the rows the positions table shows (the same state, at once),
+  // not the KPI document's count, which follows them a metrics run later.
+  function syncOpenCount() {
+    const card = document.querySelector('[data-kpi="Open Trades (n)"]');
+    if (!card) return;
+    setClass(card, "value");
+    setText(card, String(view.lots.size));
+    card.setAttribute("data-source", "positions");
+    if (card.title !== "the open lots the positions table shows") card.title = "the open lots the positions table shows";
   }
 
   function resetLots(rows) {
@@ -456,6 +468,7 @@
       box.appendChild(group);
     }
     box.title = "as of " + time(doc.as_of) + " New York";
+    syncOpenCount();
   }
 
   // ----- equity charts (inline SVG, drawn by hand) ------------------------------------------
