@@ -18,11 +18,11 @@ from typing import Final
 import psycopg
 import typer
 import zmq
-from psycopg import sql
 
 from coldharbour import runtime
 from coldharbour.bus import Publisher
 from coldharbour.config import Settings
+from coldharbour.db import checks
 from coldharbour.db.connect import connect_sync
 from coldharbour.db.names import account_names
 from coldharbour.errors import ChmgrError, DatabaseError
@@ -46,16 +46,15 @@ def parent_share(text: str) -> Decimal:
 
 def stored_share(settings: Settings, slug: str, action_id: str) -> tuple[str, Decimal, str] | None:
     """Return the stored (parent, parent share, source) of ``action_id``, or None."""
-    table = account_names(settings, slug).spinoff_bases
-    query = sql.SQL("SELECT parent, parent_share, source FROM {t} WHERE action_id = %s").format(t=table.ident)
+    names = account_names(settings, slug)
+    table = names.spinoff_bases
     try:
         with connect_sync(settings.reader_dsn, PROGRAM, read_only=True) as conn:
-            row = conn.execute(query, (action_id,)).fetchone()
+            return checks.spinoff_basis(conn, names, action_id)
     except psycopg.errors.UndefinedTable:
         raise DatabaseError(f"table {table.schema}.{table.name} does not exist: run `chmgr db init`") from None
     except psycopg.Error as e:
         raise DatabaseError(f"cannot read {table.schema}.{table.name}: {type(e).__name__}") from None
-    return (str(row[0]), Decimal(row[1]), str(row[2])) if row is not None else None
 
 
 def basis(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Final, NamedTuple
 
 import psycopg
@@ -96,6 +97,14 @@ def open_positions(conn: Conn, names: AccountNames, columns: Sequence[str]) -> l
         columns=sql.SQL(", ").join(sql.Identifier(column) for column in columns), table=names.positions.ident
     )
     return conn.execute(query).fetchall()
+
+
+def spinoff_basis(conn: Conn, names: AccountNames, action_id: str) -> tuple[str, Decimal, str] | None:
+    """Return the stored (parent, parent share, source) of spin-off ``action_id``, or None."""
+    query = sql.SQL("SELECT parent, parent_share, source FROM {t} WHERE action_id = %s").format(
+        t=names.spinoff_bases.ident)
+    row = conn.execute(query, (action_id,)).fetchone()
+    return (str(row[0]), Decimal(row[1]), str(row[2])) if row is not None else None
 
 
 def listen(conn: Conn, channels: Sequence[str]) -> None:

@@ -230,14 +230,14 @@ def test_db_migration_4_moves_stored_reconciliation_fills_out_of_raw_activities(
     with psycopg.connect(pg_dsn.reveal(), autocommit=True) as conn:
         schema.ensure_schema(conn, settings)
         conn.execute(psycopg.sql.SQL("DROP TABLE {}").format(names.reconciliations.ident))
-        conn.execute("DELETE FROM accounts.schema_version WHERE scope = 'account:demo' AND version = 4")
+        conn.execute("DELETE FROM accounts.schema_version WHERE scope = 'account:demo' AND version >= 4")
         conn.execute(insert, ("20240301150000000::recon:AAPL:1709305200000000000",))
         conn.execute(insert, ("20240301150000000::6b7a3c1e-0000-4000-8000-000000000001",))
         applied = schema.ensure_schema(conn, settings)
         left = conn.execute(psycopg.sql.SQL("SELECT id FROM {}").format(raw)).fetchall()
         moved = conn.execute(psycopg.sql.SQL("SELECT id FROM {}").format(names.reconciliations.ident)).fetchall()
 
-    assert applied == [("account:demo", 4)]
+    assert applied == [("account:demo", 4), ("account:demo", 5)]  # 5 (spin-off bases) is idempotent
     assert left == [("20240301150000000::6b7a3c1e-0000-4000-8000-000000000001",)]
     assert moved == [("20240301150000000::recon:AAPL:1709305200000000000",)]
 
