@@ -4,7 +4,9 @@ A program being RUNNING says nothing about whether it can do its work. Each prog
 in its heartbeat, the conditions it needs (``messages.Condition``, kept by the program's
 ``runtime.Conditions``): ``snapshot`` whether the
 broker accepts each account's credentials (``broker``), ``trades`` whether each account's
-trade stream is authorized and open (``stream``). ``assess`` joins them with supervisord's view
+trade stream is authorized and open (``stream``), ``state`` whether it has stored each
+account's first snapshot (``snapshot``) and whether its own database connection commits
+(``database``). ``assess`` joins them with supervisord's view
 of the programs and with what the asking command found itself (the database reachable or not)
 and returns a ``Health``:
 
@@ -41,6 +43,7 @@ DEGRADED: Final = "degraded"
 NEED_BROKER: Final = "broker"
 NEED_STREAM: Final = "stream"
 NEED_DATABASE: Final = "database"
+NEED_SNAPSHOT: Final = "snapshot"  # state: the account's first broker snapshot is stored (committed)
 HEARTBEAT_STALE_S: Final = 10.0  # a RUNNING program silent this long is hung or cut off the bus
 
 
@@ -168,12 +171,15 @@ def _accounts(
 ) -> None:
     """Per account: working only when each program it needs said so (``waiting`` otherwise)."""
     for account in settings.accounts:
-        needs = [("snapshot", NEED_BROKER, "no answer from the broker yet")]
+        needs = [("snapshot", NEED_BROKER, "no answer from the broker yet", "snapshot")]
         if account.enable_trade_stream:
-            needs.append(("trades", NEED_STREAM, "trade stream not connected yet"))
+            needs.append(("trades", NEED_STREAM, "trade stream not connected yet", "trades"))
+        # state says when it has stored the account's first snapshot (a snapshot parked for the
+        # night sends none, so it is not awaited then)
+        needs.append(("state", NEED_SNAPSHOT, "first snapshot not stored yet", "snapshot"))
         missing = []
-        for program, need, awaited in needs:
-            if shown.get(program) == SLEEPING:
+        for program, need, awaited, source in needs:
+            if shown.get(source) == SLEEPING:
                 continue  # parked for the night: nothing to show
             if not _said_ok(heartbeats.get(program), need, account.slug):
                 missing.append(f"{program}: account {account.name}: {awaited}")

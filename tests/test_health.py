@@ -13,7 +13,17 @@ from coldharbour import runtime
 from coldharbour.broker.rest import BrokerRest
 from coldharbour.config import Dsn, Settings
 from coldharbour.errors import BrokerError
-from coldharbour.health import NEED_BROKER, NEED_STREAM, SLEEPING, Finding, assess, first_cause, shown_state
+from coldharbour.health import (
+    NEED_BROKER,
+    NEED_DATABASE,
+    NEED_SNAPSHOT,
+    NEED_STREAM,
+    SLEEPING,
+    Finding,
+    assess,
+    first_cause,
+    shown_state,
+)
 from coldharbour.messages import Condition, Heartbeat
 from coldharbour.supervisor import ProcessInfo
 from tests.fixtures.broker import FakeBroker
@@ -45,6 +55,7 @@ def _working(*slugs: str) -> dict[str, Heartbeat]:
     return {
         "snapshot": _beat("snapshot", *(Condition(need=NEED_BROKER, account=s, ok=True) for s in slugs)),
         "trades": _beat("trades", *(Condition(need=NEED_STREAM, account=s, ok=True) for s in slugs)),
+        "state": _beat("state", *(Condition(need=NEED_SNAPSHOT, account=s, ok=True) for s in slugs)),
     }
 
 
@@ -84,6 +95,29 @@ def test_no_word_from_a_program_is_waiting_not_working(settings: Settings) -> No
         "trades: account demo: trade stream not connected yet",
         "trades: account paper-1: trade stream not connected yet",
     ]
+
+
+def test_an_account_whose_first_snapshot_state_has_not_stored_is_waiting(settings: Settings) -> None:
+    beats = _working("demo", "paper_1")
+    beats["state"] = _beat("state", Condition(need=NEED_SNAPSHOT, account="paper_1", ok=True))
+
+    health = assess(settings, _infos(), beats, NOW_NS)
+
+    assert not health.is_working
+    assert health.working == ["paper-1"]
+    assert health.waiting == ["state: account demo: first snapshot not stored yet"]
+
+
+def test_state_reporting_its_database_unreachable_is_a_cause(settings: Settings) -> None:
+    beats = _working("demo", "paper_1")
+    cause = "database unreachable: state's commit failed, reconnecting"
+    stored = (Condition(need=NEED_SNAPSHOT, account=s, ok=True) for s in ("demo", "paper_1"))
+    beats["state"] = _beat("state", Condition(need=NEED_DATABASE, account="", ok=False, cause=cause), *stored)
+
+    health = assess(settings, _infos(), beats, NOW_NS)
+
+    assert not health.is_working
+    assert [f.line for f in health.findings] == [f"state: {cause}"]
 
 
 def test_a_parked_session_program_is_not_awaited(settings: Settings) -> None:

@@ -24,6 +24,7 @@ from coldharbour.db.connect import connect_sync, retry_database
 from coldharbour.db.ownership import Ownership
 from coldharbour.db.store import StateStore
 from coldharbour.db.writer import Writer
+from coldharbour.health import NEED_SNAPSHOT
 from coldharbour.mirror import Event, FlushDue, GapDetected, HeartbeatDue, Mirror, StateOwner
 from coldharbour.retry import sleep_or_stop
 
@@ -98,8 +99,9 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
                                        what="schema migration", counters=ctx.counters)
         log.info("schema current applied=%s", applied)
         await writer.connect(stop)
-        owner = StateOwner(Mirror(settings, ctx.counters), StateStore(settings, writer, ownership, stop),
-                           ctx.publisher, ctx.counters)
+        store = StateStore(settings, writer, ownership, stop, conditions=ctx.conditions)  # says "database"
+        owner = StateOwner(Mirror(settings, ctx.counters), store, ctx.publisher, ctx.counters)
+        owner.snapshot_stored = lambda slug: ctx.conditions.ok(NEED_SNAPSHOT, slug)
         await owner.load()
         await owner.start(time.time_ns(), chunk_rows=START_CHUNK_ROWS)
         runtime.return_memory()

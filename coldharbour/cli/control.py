@@ -27,7 +27,7 @@ from coldharbour.cli.status import stack_health
 from coldharbour.cli.terminal import printable
 from coldharbour.config import LOGS_DIR_NAME, Settings, prepare_run_dir
 from coldharbour.errors import ChmgrError, SupervisorError
-from coldharbour.health import client_for, first_cause
+from coldharbour.health import Health, client_for, first_cause
 from coldharbour.retry import poll_until
 from coldharbour.supervisor import (
     CONFIG_TEMPLATE,
@@ -182,24 +182,30 @@ def wait_working(settings: Settings, client: SupervisorClient, wait_s: float) ->
     seen twice in a row (a passing start-up blip is not a cause), or when ``wait_s`` runs out."""
     if wait_s <= 0:
         return
-    deadline = time.monotonic() + wait_s
-    seen: str | None = None
-    while True:
+    seen: list[str | None] = [None]
+    last: list[Health] = []
+
+    def working() -> bool:
         infos = {info.name: info for info in client.info()}
         health, _, _ = stack_health(settings, infos, HEARTBEAT_LISTEN_S)
+        last[:] = [health]
         if health.is_working:
-            typer.echo(printable(f"working: account {', account '.join(health.working)}"))
-            return
+            return True
         cause = first_cause(health.findings, settled=True)
         line = cause.line if cause is not None else None
-        if line is not None and line == seen:
+        if line is not None and line == seen[0]:
             raise ChmgrError(printable(line))
-        seen = line
-        if time.monotonic() >= deadline:
-            last = first_cause(health.findings)
-            what = last.line if last else (f"waiting: {health.waiting[0]}" if health.waiting else "not working")
-            raise ChmgrError(printable(f"not working after {wait_s:.0f} s: {what}"))
-        time.sleep(UP_POLL_S)  # poll: the programs report in their heartbeats, once a second
+        seen[0] = line
+        return False
+
+    # Polled: the programs report in their heartbeats, once a second.
+    if poll_until(working, wait_s, interval_s=UP_POLL_S):
+        typer.echo(printable(f"working: account {', account '.join(last[0].working)}"))
+        return
+    health = last[0]
+    cause = first_cause(health.findings)
+    what = cause.line if cause else (f"waiting: {health.waiting[0]}" if health.waiting else "not working")
+    raise ChmgrError(printable(f"not working after {wait_s:.0f} s: {what}"))
 
 
 def down() -> None:

@@ -27,6 +27,8 @@ from coldharbour.domain.changes import Change, CommitOutcome
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.types import Fill, OpenRow, Order, SliceKey
 from coldharbour.errors import DatabaseError
+from coldharbour.health import NEED_DATABASE
+from coldharbour.runtime import Conditions
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +36,19 @@ log = logging.getLogger(__name__)
 class StateStore:
     """Commits through ``writer`` guarded by ``ownership``; history reads on their own connection."""
 
-    def __init__(self, settings: Settings, writer: Writer, ownership: Ownership, stop: asyncio.Event) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        writer: Writer,
+        ownership: Ownership,
+        stop: asyncio.Event,
+        conditions: Conditions | None = None,
+    ) -> None:
         self._settings = settings
         self._writer = writer
         self._ownership = ownership
         self._stop = stop
+        self._conditions = conditions  # state's heartbeat: "database" (coldharbour.health)
 
     async def commit(self, changes: Sequence[Change]) -> CommitOutcome:
         """Commit ``changes`` (those this stack may write) in one transaction."""
@@ -50,9 +60,13 @@ class StateStore:
             return CommitOutcome.WITHHELD  # the resync after the locks are re-taken brings it back
         try:
             await self._writer.commit_isolating(writable, time.time_ns())
+            if self._conditions is not None:
+                self._conditions.ok(NEED_DATABASE)
             return CommitOutcome.COMMITTED
         except DatabaseError as e:
             log.warning("commit failed, memory kept, reconnecting: %s", e)
+            if self._conditions is not None:  # said before the reconnect, which waits until it is back
+                self._conditions.failed(NEED_DATABASE, "database unreachable: state's commit failed, reconnecting")
         try:
             if not self._stop.is_set():
                 await self._writer.connect(self._stop)

@@ -65,13 +65,14 @@ from coldharbour.messages import (
     topic_ledger_check,
     topic_resync,
 )
+from coldharbour.retry import Backoff
 from coldharbour.runtime import SESSION_PROGRAMS
 
 log = logging.getLogger(__name__)
 
 LOOKBACK: Final = timedelta(days=7)
-RETRY_FIRST_S: Final = 5.0
-RETRY_MAX_S: Final = 300.0
+BACKOFF_BASE_S: Final = 5.0  # a failed calendar refresh (retry.Backoff); a failed supervisord call waits the base
+BACKOFF_CAP_S: Final = 300.0
 ACTIVE_STATES: Final = frozenset({"RUNNING", "STARTING", "BACKOFF"})
 
 
@@ -127,7 +128,7 @@ class Scheduler:
         self.sessions: list[Session] = []
         self.phase: Phase | None = None
         self._refresh_due = clock.now()
-        self._refresh_retry_s = RETRY_FIRST_S
+        self._refresh_backoff = Backoff(BACKOFF_BASE_S, BACKOFF_CAP_S)
         self._control_due: datetime | None = None
         self._schedule: ScheduleComputed | None = None  # the last one published (re-sent when state is ready)
 
@@ -212,8 +213,8 @@ class Scheduler:
                     log.info("stopped session program name=%s phase=%s", name, self.phase)
         except SupervisorError as e:
             self._counters["supervisor_failures"] += 1
-            log.warning("supervisord request failed, retrying in %.0fs: %s", RETRY_FIRST_S, e)
-            self._control_due = self._clock.now() + timedelta(seconds=RETRY_FIRST_S)
+            log.warning("supervisord request failed, retrying in %.0fs: %s", BACKOFF_BASE_S, e)
+            self._control_due = self._clock.now() + timedelta(seconds=BACKOFF_BASE_S)
 
     def beyond_schedule(self, now: datetime) -> bool:
         """True when no known session is in progress or ahead of ``now`` (the schedule ran out)."""
@@ -231,11 +232,11 @@ class Scheduler:
             rows = await self._calendar.calendar(today - LOOKBACK, end)
         except ChmgrError as e:
             self._counters["calendar_failures"] += 1
-            log.warning("calendar refresh failed, retrying in %.0fs: %s", self._refresh_retry_s, e)
-            self._refresh_due = now + timedelta(seconds=self._refresh_retry_s)
-            self._refresh_retry_s = min(self._refresh_retry_s * 2, RETRY_MAX_S)
+            delay_s = self._refresh_backoff.next_delay()
+            log.warning("calendar refresh failed, retrying in %.0fs: %s", delay_s, e)
+            self._refresh_due = now + timedelta(seconds=delay_s)
             return
-        self._refresh_retry_s = RETRY_FIRST_S
+        self._refresh_backoff.reset()
         self._refresh_due = now + timedelta(seconds=self._settings.market_refresh_sec)
         self._accept(rows, today, end)
 

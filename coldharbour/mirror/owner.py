@@ -28,7 +28,7 @@ from coldharbour.domain.changes import Change, CommitOutcome, changed_kinds, chu
 from coldharbour.domain.corporate import CorporateAction
 from coldharbour.domain.types import Fill, OpenRow, Order, SliceKey
 from coldharbour.errors import ChmgrError
-from coldharbour.messages import AccountChanged, Msg, ResyncRequested, topic_resync, topic_state
+from coldharbour.messages import AccountChanged, Msg, ResyncRequested, SnapshotTaken, topic_resync, topic_state
 from coldharbour.mirror.core import Event, Mirror
 from coldharbour.mirror.plan import Flush, LedgerCheck, Plan, Reconcile
 
@@ -106,6 +106,9 @@ class StateOwner:
         self.resyncs = Resyncs(publisher, counters)
         self._suspect: set[str] = set()  # accounts whose last ledger check differed (waiting for a second)
         self._idle_checks: dict[str, int] = {}  # clean accounts nothing was committed to since: checks skipped
+        # Told the account of each broker snapshot once what it staged is committed (state's
+        # heartbeat: "first snapshot stored", coldharbour.health).
+        self.snapshot_stored: Callable[[str], None] | None = None
 
     async def load(self) -> None:
         """Take the stored state of every account and the last prices (start-up; reads only)."""
@@ -147,6 +150,7 @@ class StateOwner:
         try:
             while done < len(events):
                 step = self.mirror.stage(events, done, now)
+                consumed = events[done : done + step.consumed]
                 done += step.consumed
                 if step.plan is not None and not await self._commit(step.plan):
                     return  # the rest of the batch is dropped; the resync brings it back
@@ -156,8 +160,16 @@ class StateOwner:
                     case Flush() | Reconcile() as barrier:
                         if not await self._commit(self.mirror.barrier_plan(barrier, now)):
                             return
+                self._tell_snapshots(consumed)
         finally:
             self.mirror.tick_lag.observe(time.time_ns())
+
+    def _tell_snapshots(self, events: Sequence[Event]) -> None:
+        if self.snapshot_stored is None:
+            return
+        for event in events:
+            if isinstance(event, tuple) and isinstance(event[1], SnapshotTaken):
+                self.snapshot_stored(event[1].account)
 
     async def _commit(self, plan: Plan) -> bool:
         if not await self._commit_changes(plan.changes):

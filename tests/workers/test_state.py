@@ -15,6 +15,7 @@ import pytest_asyncio
 
 from coldharbour.domain.types import NS_PER_DAY, from_datetime
 from coldharbour.errors import ChmgrError
+from coldharbour.health import NEED_DATABASE, NEED_SNAPSHOT
 from coldharbour.messages import (
     CorporateActionsPage,
     FillsPage,
@@ -450,3 +451,43 @@ async def test_state_books_a_final_orders_commission_as_a_fee_once(state: StateH
 
     assert [row[:4] for row in first] == [(f"commission:{entry.id}", Decimal("-1.25"), "FEE", "fee")]
     assert replay == first
+
+
+async def test_state_heartbeat_says_which_accounts_first_snapshot_it_stored(state: StateHarness) -> None:
+    """The health model's "first snapshot stored" comes from state, after the commit: demo's
+    snapshot handled, paper-1 still without one (not reported: awaited, never assumed)."""
+    before = {(c.need, c.account) for c in state.ctx.heartbeat().conditions if c.ok}
+
+    _history_complete(state, T0 + MINUTE)
+    state.inject(topic_snapshot("demo"), SnapshotTaken(account="demo", taken_at=T0 + MINUTE, positions=()))
+    await state.settle()
+
+    conditions = {(c.need, c.account): c for c in state.ctx.heartbeat().conditions}
+    assert (NEED_SNAPSHOT, "demo") not in before
+    assert conditions[(NEED_SNAPSHOT, "demo")].ok
+    assert (NEED_SNAPSHOT, "paper_1") not in conditions
+    assert conditions[(NEED_DATABASE, "")].ok  # the settle sentinel committed
+
+
+async def test_state_heartbeat_says_database_unreachable_when_a_commit_fails_until_one_succeeds(
+    state: StateHarness,
+) -> None:
+    """A killed writer connection: the next commit fails, state says so in its heartbeat (the
+    words `chmgr status` prints), reconnects, and the next commit that succeeds says ok again."""
+    await state.settle()
+    with psycopg.connect(state.dsn.reveal(), autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'chmgr-state'"
+        ).fetchall()
+
+    def database() -> Any:
+        return {(c.need, c.account): c for c in state.ctx.heartbeat().conditions}.get((NEED_DATABASE, ""))
+
+    state.inject(topic_metrics("demo"), MetricsComputed(account="demo", payload='{"after": "kill"}', computed_at=T0))
+    await async_wait_for(lambda: database() is not None and not database().ok, 15, what="database not ok")
+    said = database()
+    await state.settle()  # a later commit on the new connection
+
+    assert killed
+    assert said.cause == "database unreachable: state's commit failed, reconnecting"
+    assert database().ok
