@@ -467,3 +467,27 @@ async def test_state_heartbeat_says_which_accounts_first_snapshot_it_stored(stat
     assert conditions[(NEED_SNAPSHOT, "demo")].ok
     assert (NEED_SNAPSHOT, "paper_1") not in conditions
     assert conditions[(NEED_DATABASE, "")].ok  # the settle sentinel committed
+
+
+async def test_state_heartbeat_says_database_unreachable_when_a_commit_fails_until_one_succeeds(
+    state: StateHarness,
+) -> None:
+    """A killed writer connection: the next commit fails, state says so in its heartbeat (the
+    words `chmgr status` prints), reconnects, and the next commit that succeeds says ok again."""
+    await state.settle()
+    with psycopg.connect(state.dsn.reveal(), autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'chmgr-state'"
+        ).fetchall()
+
+    def database() -> Any:
+        return {(c.need, c.account): c for c in state.ctx.heartbeat().conditions}.get((NEED_DATABASE, ""))
+
+    state.inject(topic_metrics("demo"), MetricsComputed(account="demo", payload='{"after": "kill"}', computed_at=T0))
+    await async_wait_for(lambda: database() is not None and not database().ok, 15, what="database not ok")
+    said = database()
+    await state.settle()  # a later commit on the new connection
+
+    assert killed
+    assert said.cause == "database unreachable: state's commit failed, reconnecting"
+    assert database().ok
