@@ -32,7 +32,7 @@ import zmq
 from coldharbour import config
 from coldharbour.bus import Publisher, Subscriber
 from coldharbour.errors import ChmgrError, ConfigError
-from coldharbour.messages import Condition, Heartbeat, topic_heartbeat
+from coldharbour.messages import TOPIC_PROBE, Condition, Heartbeat, Message, Probe, topic_heartbeat
 from coldharbour.retry import sleep_or_stop
 
 log = logging.getLogger(__name__)
@@ -187,6 +187,38 @@ def announce_ready(ctx: WorkerContext, instance_ns: int) -> None:
     """Say in every heartbeat from now on that this ``state`` instance reads the bus."""
     ctx.details[READY_DETAIL] = str(instance_ns)
     log.info("ready: reading the bus instance=%d", instance_ns)
+
+
+LIVE_PROBE_INTERVAL_S: Final = 0.05  # a subscription probe is re-published this often until it comes back
+
+
+async def live_subscriber(
+    ctx: WorkerContext, prefixes: list[str], **kwargs: object
+) -> tuple[Subscriber, list[tuple[str, Message]]]:
+    """Return a subscriber on ``prefixes`` once its subscription is live, and what it read meanwhile.
+
+    A SUB socket's subscription reaches the publishers some time after it connects (the slow
+    joiner); a producer re-sends its document as soon as ``state`` says it is ready, so ``state``
+    must not say so before it really receives. Our own probe coming back proves it: every prefix
+    was subscribed in the same burst before the connect. Probes are not returned.
+    """
+    probe_topic = f"{TOPIC_PROBE}.{ctx.program}.{time.time_ns()}"
+    subscriber = ctx.subscriber([*prefixes, probe_topic], **kwargs)
+    early: list[tuple[str, Message]] = []
+    try:
+        while True:
+            ctx.publisher.publish(probe_topic, Probe(token=probe_topic))
+            try:
+                batch = await asyncio.wait_for(subscriber.recv_batch(), LIVE_PROBE_INTERVAL_S)
+            except TimeoutError:
+                continue
+            read = [item for item in batch if item[0] != probe_topic]
+            early.extend(read)
+            if len(read) < len(batch):
+                return subscriber, early
+    except BaseException:
+        subscriber.close()
+        raise
 
 
 ReadyHandler = Callable[[int], None]  # called with the instance (``state``'s start, UTC ns)

@@ -19,9 +19,18 @@ pytest_plugins = [
     "tests.fixtures.stack",
 ]
 
-# A 2-core CI machine shared with PostgreSQL and subprocesses: no per-example deadline.
+# A 2-core CI machine shared with PostgreSQL and subprocesses: no per-example deadline. CI runs on
+# a clean clone, so its examples must not depend on a random seed or a saved example database:
+# derandomized (the same examples every run, so a red run repeats), no database, and a failure
+# prints the blob that reproduces it (@reproduce_failure).
 settings.register_profile(
-    "ci", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]
+    "ci",
+    deadline=None,
+    max_examples=200,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+    database=None,
+    print_blob=True,
 )
 settings.register_profile("dev", deadline=None, max_examples=100)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")

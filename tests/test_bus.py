@@ -8,10 +8,13 @@ import copy
 import msgspec
 import pytest
 
+from coldharbour import runtime
 from coldharbour.bus import Publisher, SeqTracker, Subscriber, prepare_endpoint
+from coldharbour.config import Dsn
 from coldharbour.errors import BusError
 from coldharbour.messages import Heartbeat, Message, Probe, Tick, encode, topic_tick
-from tests.support import async_wait_for
+from coldharbour.runtime import WorkerContext
+from tests.support import async_wait_for, make_settings
 
 TRANSPORTS = pytest.mark.parametrize("bus_transport", ["inproc", "ipc"], indirect=True)
 
@@ -166,3 +169,27 @@ def test_seq_tracker_reports_duplicate_gap_restart() -> None:
 def test_bus_bind_rejects_bad_or_non_loopback_endpoints(endpoint: str, reason: str) -> None:
     with pytest.raises(BusError, match=f"^bus endpoint: {reason}, found '{endpoint}'$"):
         prepare_endpoint(endpoint, bind=True)
+
+
+@pytest.mark.asyncio
+@TRANSPORTS
+async def test_a_live_subscriber_receives_what_is_published_the_moment_it_is_returned(bus, tmp_path) -> None:
+    """``state`` says it is ready once ``runtime.live_subscriber`` returned, and a producer re-sends
+    its one-shot document at once: that document must arrive. A bare subscriber just connected
+    drops it until its subscription reached the proxy (the slow joiner); the live one does not."""
+    settings = make_settings(Dsn("postgresql://u@127.0.0.1:1/x"), tmp_path,
+                             CHMGR_BUS_IN=bus.bus_in, CHMGR_BUS_OUT=bus.bus_out)
+    ctx = WorkerContext("state", settings, bus.ctx)
+    bus.connect(ctx.publisher)
+    subscriber, early = await runtime.live_subscriber(ctx, ["px."])
+    try:
+        bus.inject(topic_tick("AAPL"), Tick(symbol="AAPL", price=1.0, ts_event=1))  # the moment it is live
+        topic, message = await asyncio.wait_for(subscriber.recv(), 10)
+    finally:
+        subscriber.close()
+        ctx.close()
+
+    assert all(not isinstance(m, Probe) for _, m in early)
+    assert topic == topic_tick("AAPL")
+    assert isinstance(message, Tick)
+    assert message.symbol == "AAPL"

@@ -47,14 +47,16 @@ async def _follow_changes(ctx: runtime.WorkerContext, jobs: list[EquityJob]) -> 
     subscriber = ctx.subscriber([PREFIX_STATE])
     try:
         while True:
-            by_slug = {job.names.slug: job for job in jobs}
-            for _, message in await subscriber.recv_batch():
+            batch = await subscriber.recv_batch()
+            by_slug = {job.names.slug: job for job in jobs}  # after the wait: the jobs exist once the pool is open
+            for _, message in batch:
                 if not isinstance(message, AccountChanged):
                     continue
                 ctx.counters["equity_changes_heard"] += 1
                 job = by_slug.get(message.account)
                 if job is not None and INPUT_KINDS.intersection(message.kinds):
                     job.changed = True
+                    ctx.counters["equity_input_changes"] += 1  # a change the next run reads
     finally:
         subscriber.close()
 

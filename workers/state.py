@@ -52,11 +52,11 @@ async def _feed(ctx: runtime.WorkerContext, queue: asyncio.Queue[Event]) -> None
         if kind in ("gap", "restart") and topic.startswith(BROKER_PREFIXES):
             gaps.append(GapDetected(topic.partition(".")[2], kind))
 
-    subscriber = ctx.subscriber(PREFIXES, on_sequence=on_sequence)
+    subscriber, early = await runtime.live_subscriber(ctx, PREFIXES, on_sequence=on_sequence)
     runtime.announce_ready(ctx, time.time_ns())  # producers re-send what we could not read before
     try:
         while True:
-            batch = await subscriber.recv_batch(1000)
+            batch, early = early or await subscriber.recv_batch(1000), []
             pending: list[Event] = [*gaps, *batch]
             gaps.clear()
             for item in pending:

@@ -40,9 +40,15 @@ def settings_for(dsn: Dsn, tmp_path: Path, bus: InprocBus, broker_url: str | Non
 
 
 def context(program: str, settings: Settings, bus: InprocBus) -> WorkerContext:
-    """Return a worker context publishing on the in-proc bus (shares the bus's zmq context)."""
+    """Return a worker context publishing on the in-proc bus (shares the bus's zmq context).
+
+    Its publisher is proven connected first, so a message the program publishes once at start
+    is not lost to the slow joiner (``InprocBus.connect``).
+    """
     ctx: zmq.Context[zmq.Socket[bytes]] = bus.ctx
-    return WorkerContext(program, settings, ctx)
+    worker = WorkerContext(program, settings, ctx)
+    bus.connect(worker.publisher)
+    return worker
 
 
 @contextlib.asynccontextmanager
