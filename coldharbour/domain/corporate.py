@@ -230,7 +230,7 @@ def _open_cycle(history: Sequence[Fill], symbol: str, ts: int) -> tuple[list[int
     """Return the indexes of ``symbol``'s open-cycle fills before ``ts`` and the position then.
 
     A fill booked by an earlier action at the same instant counts as before (two actions
-    re-timed to the start of one ex-date, applied in id order: a removal then a split, say).
+    re-timed to the start of one ex-date, applied in ``booking_order``: a removal then a split, say).
     """
     cycle: list[int] = []
     net = ZERO
@@ -367,13 +367,35 @@ def _coin_fee(
     return out, None
 
 
+def booking_order(actions: Iterable[CorporateAction]) -> list[CorporateAction]:
+    """Return ``actions`` in the order they are booked: by time; at one instant, a rename last for
+    its old symbol and first for its new one (docs/corporate-actions.md "Same instant").
+
+    Alpaca books a split and a symbol change (or stock merger) of one position at the same
+    ex-date: the shares are split whatever they are called, so an action on a symbol a rename
+    moves away at that instant is booked before the rename, one on the symbol it moves into
+    after it. Otherwise (and between renames) id order, as before.
+    """
+    actions = list(actions)
+    renames = [a for a in actions if a.type in _RENAMES and a.new_symbol]
+
+    def phase(action: CorporateAction) -> int:
+        if action.type in _RENAMES and action.new_symbol:
+            return 1
+        if any(r.ts == action.ts and r.new_symbol == action.symbol for r in renames):
+            return 2
+        return 0
+
+    return sorted(actions, key=lambda a: (a.ts, phase(a), a.id))
+
+
 def adjusted_history(
     fills: Iterable[Fill], actions: Iterable[CorporateAction]
 ) -> tuple[list[Fill], list[ActionProblem]]:
     """Return the fill history with every action applied in time order, and the problems."""
     history = _sorted(fills)
     problems: list[ActionProblem] = []
-    for action in sorted(actions, key=lambda a: (a.ts, a.id)):
+    for action in booking_order(actions):
         history, problem = apply_action(history, action)
         if problem is not None:
             problems.append(problem)

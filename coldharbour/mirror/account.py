@@ -232,9 +232,12 @@ class AccountMirror:
             if symbols:
                 self.counters["ledger_symbol_rebuilds"] += 1
                 symbols |= {fill.symbol for fill in fills}
-                related = linked_symbols(symbols, actions, -1)  # every symbol an action links them to
+                # every symbol an action links them to, at any time: rebuilt together, since one
+                # order's lots can live under two of them (a rename after a partial exit) and a
+                # lot's id depends on which of that order's fills is booked first
+                related = linked_symbols(symbols, actions, -1)
                 history = remove_busted([f for f in [*self.fills.values(), *fills] if f.symbol in related], busted)
-                delta = plan_symbols_rebuild(self.ledger, symbols, history, view, actions)
+                delta = plan_symbols_rebuild(self.ledger, related, history, view, actions)
             else:
                 delta = plan_keyed_fills(self.ledger, sorted(((f.ts, k), f) for k, f in keyed.items()), view)
             if not delta.needs_rebuild:

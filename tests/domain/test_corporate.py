@@ -350,3 +350,20 @@ def test_an_absurd_ratio_or_price_holds_the_whole_action() -> None:
     (lot,) = ledger.lots.values()
     assert (lot.qty, lot.entry_cost) == (D(10), D(1000))
     assert sorted(p.id for p in problems) == sorted([tiny.id, "cm"])
+
+
+def test_a_split_and_a_rename_at_the_same_instant_split_the_shares_whatever_the_id_order() -> None:
+    """Alpaca books both at the ex-date: 10 AAPL bought at 100, split 2:1 and renamed APPL at one
+    instant, are 20 APPL at 50 (cost 1000, no P&L), whichever id sorts first and whether the split
+    names the old or the new symbol (docs/corporate-actions.md "Same instant")."""
+    for rename_id, split_id in (("act0", "act1"), ("act1", "act0")):
+        rename = CorporateAction(id=rename_id, type="symbol_change", symbol="AAPL", new_symbol="APPL", ts=at(60))
+        for symbol in ("AAPL", "APPL"):
+            both = CorporateAction(id=split_id, type="split", symbol=symbol, ts=at(60), ratio=D(2))
+            later = split("2", symbol="APPL", when=90)
+
+            ledger = rebuild([BUY], held(), [rename, both, later])
+
+            (lot,) = ledger.lots.values()
+            assert (lot.symbol, lot.qty, lot.avg_fill, lot.entry_cost) == ("APPL", D(40), D(25), D(1000))
+            assert ledger.slices == {}

@@ -226,3 +226,29 @@ def test_a_late_fill_between_a_rename_and_a_merger_of_the_new_symbol_equals_the_
     restart computes) gives it a lot of its own."""
     assert _late_fill_after_rename_before_merger([make_order(id=oid("E"), symbol="MSFT", qty=10)]) == []
     assert _late_fill_after_rename_before_merger(bracket(oid("B"), symbol="MSFT")) == []
+
+
+def test_a_canceled_split_after_a_rename_rebuilds_the_renamed_symbol_too() -> None:
+    """Found by the property test above: a bracket on MSFT is entered and partly taken profit at one
+    second (the exit's key sorts first), re-entered, renamed MSFT -> NEW0; a split of MSFT a second
+    later is then canceled. The cancel rebuilt only MSFT (the symbols linked *after* the split), while
+    NEW0 kept a lot of the same order: the entry's lot id and the TP exit came out differently from
+    the rebuild (``E#x000`` closed MANUAL instead of ``E`` closed TP). Every linked symbol is now
+    rebuilt together."""
+    orders = [_uuid(o) for o in bracket("E0", symbol="MSFT", created=at(0))]
+    entry, take = oid("E0"), oid("E0-tp")
+    fills = [canon.canonical_fill(f)[1] for f in (
+        make_fill(order_id=entry, symbol="MSFT", side="buy", qty="0.5", price=90, ts=at(0), execution_id="x000"),
+        make_fill(order_id=take, symbol="MSFT", side="sell", qty="0.5", price=90, ts=at(0), execution_id="x001"),
+        make_fill(order_id=entry, symbol="MSFT", side="buy", qty="0.5", price=90, ts=at(0), execution_id="x002"))]
+    split = CorporateAction(id="act0", type="split", symbol="MSFT", ts=at(1) + 500_000, ratio=Decimal(2))
+    rename = CorporateAction(id="act1", type="symbol_change", symbol="MSFT", ts=at(0) + 500_000, new_symbol="NEW0")
+    driver = Driver()
+    for item in [*orders, *fills, split, rename, ("cancel", split)]:
+        driver.feed(_as_event(item))
+
+    expected = rebuild(orders, fills, [rename])
+    assert driver.mirror.accounts["demo"].check(orders, fills, [rename]) == []
+    assert driver.store.closed == {key: dict(zip(CLOSED_COLUMNS, r.closed_values(s), strict=True))
+                                   for key, s in expected.slices.items()}
+    assert [s.exit_type for s in expected.slices.values()] == ["TP"]
