@@ -197,6 +197,9 @@ async def test_cashflows_resends_unstored_after_some_runs_without_a_resync(
         for run in range(1, RESEND_AFTER_RUNS + 2):
             await async_wait_for(lambda: ctx.counters["cashflows_runs"] == run and clock.sleepers == 1)  # noqa: B023
             clock.advance(timedelta(seconds=INTERVAL_S))
+        # A run is counted once it published; the observer's thread receives the page a little later.
+        await async_wait_for(lambda: len(_pages(observer)) >= 2, what="the page sent again")
+        await async_wait_for(lambda: ctx.counters["cashflows_runs"] == RESEND_AFTER_RUNS + 2 and clock.sleepers == 1)
 
     assert [_ids(page) for page in _pages(observer)] == [[posted[0]["id"]]] * 2
 

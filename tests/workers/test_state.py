@@ -93,6 +93,9 @@ async def _row(state: StateHarness, parent_id: str) -> dict[str, Any] | None:
 async def _open_entry(state: StateHarness, bracket: Bracket) -> dict[str, Any]:
     state.inject(topic_trade("demo"), bracket.entry_fill())
     found: dict[str, Any] = await async_wait_for(lambda: _row(state, bracket.entry_id), 15, what="open row")
+    # The row is committed before its NOTIFY reaches the listener: settle, so a ``mark()`` taken
+    # next does not count this push as the next step's.
+    await state.settle()
     return found
 
 
