@@ -95,6 +95,8 @@ def test_poison_at_the_broker_and_feed_never_stops_the_normal_fill_tick_and_divi
         wait_for(marked, 30, interval_s=0.2, what="the normal fill stored and marked by the normal tick")
         wait_for(lambda: db.rows(f"SELECT 1 FROM {CASH_FLOWS} WHERE id = %s", dividend[0]["id"]), 20,
                  what="the normal dividend stored")  # fmt: skip
+        wait_for(lambda: db.rows("SELECT 1 FROM accounts.latest_prices WHERE symbol = 'MSFT'"), 20,
+                 what="the normal tick flushed to latest_prices (a periodic flush, FLUSH_INTERVAL_S)")  # fmt: skip
         fills = db.rows(f"SELECT count(*) FROM {RAW_ACTIVITIES} WHERE order_id = %s", filled["id"])
         stored_poison = db.rows(f"SELECT count(*) FROM {CASH_FLOWS} WHERE amount IN (9.99, 8.88)")
         prices = {r[0] for r in db.rows("SELECT symbol FROM accounts.latest_prices")}
