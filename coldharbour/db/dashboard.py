@@ -3,6 +3,12 @@
 The `web` program's queries (``web.app`` and ``web.hub`` call them); they live in ``db/`` with
 the other queries so that ``web/`` holds no SQL.
 
+What one page load or one push shows is read from one snapshot (``queries.one_snapshot``, a
+REPEATABLE READ transaction): ``page`` reads the open lots, the closed slices, both curves and the
+KPI document together, so a commit of ``state`` between two of its reads cannot make the KPI cards
+and the tables describe two different moments; ``equity`` and ``equity_if_moved`` read their
+several statements the same way. A function of one statement needs nothing more.
+
 Every function takes one read-only connection and an account's names; rows come back as dicts
 keyed by the column names of docs/spec.md §2 (the same keys as the NOTIFY rows, so the page handles
 a snapshot row and a pushed row alike). Decimals stay ``Decimal`` until ``notify.to_json``
@@ -66,7 +72,12 @@ async def closed(conn: Conn, names: AccountNames, limit: int = CLOSED_LIMIT) -> 
 
 
 async def equity(conn: Conn, names: AccountNames) -> dict[str, list[Row]]:
-    """Return the daily curve (oldest first) and the intraday curve of the newest NY day."""
+    """Return the daily curve (oldest first) and the intraday curve of the newest NY day, read from one snapshot."""
+    async with queries.one_snapshot(conn):
+        return await _curves(conn, names)
+
+
+async def _curves(conn: Conn, names: AccountNames) -> dict[str, list[Row]]:
     daily_query = sql.SQL("SELECT {c} FROM (SELECT * FROM {t} ORDER BY date DESC LIMIT %s) d ORDER BY date").format(
         c=_columns(DAILY_COLUMNS), t=names.equity_full.ident
     )
@@ -80,6 +91,15 @@ async def equity(conn: Conn, names: AccountNames) -> dict[str, list[Row]]:
         )
         intraday = await _rows(conn, query, INTRADAY_COLUMNS, [start, INTRADAY_LIMIT])
     return {"daily": daily, "intraday": intraday}
+
+
+async def equity_if_moved(
+    conn: Conn, names: AccountNames, seen: tuple[object, ...] | None
+) -> tuple[tuple[object, ...], dict[str, list[Row]] | None]:
+    """Return the equity tables' fingerprint and, when it differs from ``seen``, both curves (one snapshot)."""
+    async with queries.one_snapshot(conn):
+        mark = await equity_fingerprint(conn, names)
+        return mark, None if mark == seen else await _curves(conn, names)
 
 
 async def equity_fingerprint(conn: Conn, names: AccountNames) -> tuple[object, ...]:
@@ -104,6 +124,18 @@ async def metrics(conn: Conn, names: AccountNames) -> dict[str, Any] | None:
     except ValueError:
         return None
     return document if isinstance(document, dict) else None
+
+
+async def page(conn: Conn, names: AccountNames) -> dict[str, Any]:
+    """Return what one page load shows, read from one snapshot: ``positions`` (the open lots),
+    ``closed`` (the newest slices), ``equity`` (both curves) and ``metrics`` (the KPI document)."""
+    async with queries.one_snapshot(conn):
+        return {
+            "positions": await positions(conn, names),
+            "closed": await closed(conn, names),
+            "equity": await _curves(conn, names),
+            "metrics": await metrics(conn, names),
+        }
 
 
 async def market_phase(conn: Conn, shared: SharedNames, now: datetime) -> str | None:
