@@ -625,6 +625,7 @@
     select.parentElement.hidden = (accounts || []).length < 2;
     const me = (accounts || []).find((a) => a.slug === current);
     $("account-name").textContent = me ? me.name : "";
+    $("report-link").setAttribute("href", "/report?account=" + encodeURIComponent(current));
   }
 
   function onSnapshot(snap) {
