@@ -57,6 +57,7 @@ from coldharbour.broker.convert import (
     convert_orders,
     convert_position,
     position_symbol,
+    screen_announcements,
 )
 from coldharbour.broker.listener import Sink
 from coldharbour.broker.rest import BrokerRefused, BrokerRest
@@ -156,6 +157,7 @@ class AccountSync:
         # The announcements read last (a spin-off's parent and rates) and the broker's last price
         # of each position read at this full snapshot (the spin-off's default allocation).
         self._announced: list[Announcement] = []
+        self._held_by_rates: frozenset[str] = frozenset()  # symbols of announcements with absurd rates
         self._prices: dict[str, Decimal] = {}
         self._reported_legs: set[str] = set()
         # Heartbeat details (``chmgr doctor``): the corporate codes the broker refused last read.
@@ -495,7 +497,7 @@ class AccountSync:
         if announced is None:  # every leg waits (bounded) as if none were announced yet
             matched, unexplained = [r for r in records if r not in legs], legs
         else:
-            matched, unexplained = retime_legs(records, announced)
+            matched, unexplained = self._hold_on_rates(retime_legs(records, announced), waiting)
         for record in unexplained:
             if self._first_seen.get(record.id, now) > now - ANNOUNCEMENT_WAIT_NS:
                 waiting.append(record)
@@ -518,6 +520,17 @@ class AccountSync:
         self.counters["corporate_legs_waiting"] = len(waiting)
         return matched
 
+    def _hold_on_rates(
+        self, split: tuple[list[ActivityRecord], list[ActivityRecord]], waiting: list[ActivityRecord]
+    ) -> tuple[list[ActivityRecord], list[ActivityRecord]]:
+        """Move the legs of the symbols an announcement with absurd rates names to ``waiting``:
+        held (pending, not booked) while that announcement stands (``convert.screen_announcements``)."""
+        matched, unexplained = split
+        held = {r.id for r in (*matched, *unexplained) if r.activity_type in CORPORATE_CODES
+                and r.symbol in self._held_by_rates}  # fmt: skip
+        waiting += [r for r in (*matched, *unexplained) if r.id in held]
+        return [r for r in matched if r.id not in held], [r for r in unexplained if r.id not in held]
+
     async def _read_announcements(self, symbols: Sequence[str], today: date) -> list[Announcement] | None:
         """Return the announcements of ``symbols`` around today; None when they cannot be read."""
         assert self._announcements is not None
@@ -528,10 +541,15 @@ class AccountSync:
             return []
         params = {"symbols": ",".join(symbols), "start": start, "end": end, "limit": "1000"}
         found: list[Announcement] = []
+        held: set[str] = set()
         try:
             for _ in range(ANNOUNCEMENT_PAGES):  # alpaca-py's paging: next_page_token until null
                 body = await self._announcements.get("/corporate-actions", params)
-                found += parse_announcements(body)
+                screened = screen_announcements(body)  # what the store, the bus and the arithmetic take
+                for rejected in screened.rejects:
+                    self._reject("announcements", rejected)
+                held |= screened.held
+                found += parse_announcements(screened.body)
                 token = body.get("next_page_token") if isinstance(body, Mapping) else None
                 if not token:
                     break
@@ -543,6 +561,7 @@ class AccountSync:
             self.refused_codes["announcements"] = getattr(e, "status", 0)
             return None
         self.refused_codes.pop("announcements", None)
+        self._held_by_rates = frozenset(held)
         return found
 
     async def _corporate_together(self, codes: Sequence[str], after_ns: int) -> list[ActivityRecord] | None:

@@ -23,6 +23,8 @@ from playwright.sync_api import Dialog, Page, Route, expect
 from coldharbour.config import Settings
 from coldharbour.db import queries
 from coldharbour.db.names import account_names
+from coldharbour.domain.cashflows import CashFlow, classify
+from coldharbour.domain.equity import DayInputs, build_daily_curve
 from coldharbour.domain.metrics import compute_kpi_document
 from coldharbour.messages import SnapshotTaken
 from coldharbour.sim.postgres import PgCluster
@@ -328,6 +330,48 @@ def test_page_daily_chart_shows_the_intraday_curve_on_the_first_day(
     expect(daily).to_have_attribute("data-curve", "intraday")
     expect(daily).to_have_attribute("data-points", "2")
     expect(page.locator("#chart-daily-caption")).to_contain_text("first session")
+
+
+def _flow(n: int, day: date, amount: str, code: str) -> CashFlow:
+    """A cash activity as the cash-flow reader stores it: ``CSD`` (cash deposit) and ``DIV``
+    (dividend) are Alpaca activity types (docs.alpaca.markets, "Account activities")."""
+    ts = datetime(day.year, day.month, day.day, 15, tzinfo=UTC)
+    return CashFlow(id=f"flow-{n}", ts=ts, amount=Decimal(amount), type=code, category=classify(code))
+
+
+def test_page_daily_chart_is_the_return_net_of_flows_and_a_deposit_is_flat(
+    page: Page, dashboard: Dashboard, tables: Tables
+) -> None:
+    """Three sessions through the daily-curve code: $10,000 deposited on the first, $50,000 more on
+    the second, a $600 dividend on the third. In dollars that is 10,000 → 60,000 → 60,600; the
+    chart shows the time-weighted return: flat at 0 % through both deposits, +1 % on the dividend."""
+    first, second, third = date(2026, 11, 30), date(2026, 12, 1), date(2026, 12, 2)
+    curve = build_daily_curve([
+        DayInputs(session_date=first, flows=(_flow(1, first, "10000", "CSD"),)),
+        DayInputs(session_date=second, flows=(_flow(2, second, "50000", "CSD"),)),
+        DayInputs(session_date=third, flows=(_flow(3, third, "600", "DIV"),)),
+    ])  # fmt: skip
+    tables.put_days(*curve.rows[:2])
+    _open(page, dashboard)
+
+    chart = page.locator("[data-testid=equity-daily]")
+    expect(chart).to_have_attribute("data-unit", "pct")
+    expect(chart).to_have_attribute("data-values", "0.00 0.00")  # two deposits: no gain
+    expect(page.locator("#chart-daily-caption")).to_contain_text("net of deposits and withdrawals")
+    tip = chart.locator("rect.hover title")
+    expect(tip).to_have_text(["2026-11-30 · 0.00 % · $10,000.00 · deposit $10,000.00",
+                              "2026-12-01 · 0.00 % · $60,000.00 · deposit $50,000.00"])  # fmt: skip
+
+    tables.put_days(curve.rows[2])  # pushed by the equity check (every 5 s)
+
+    expect(chart).to_have_attribute("data-values", "0.00 0.00 1.00", timeout=15_000)
+    page.locator("[data-testid=equity-daily-toggle]").click()
+    expect(chart).to_have_attribute("data-unit", "usd")
+    expect(chart).to_have_attribute("data-values", "10000.00 60000.00 60600.00")
+    expect(page.locator("[data-testid=equity-daily-toggle]")).to_have_text("show %")
+    page.locator("[data-testid=equity-daily-toggle]").click()
+    expect(chart).to_have_attribute("data-values", "0.00 0.00 1.00")
+    assert page.console_errors == []  # type: ignore[attr-defined]
 
 
 def _kpis_from_the_tables(settings: Settings) -> dict[str, Any]:
