@@ -232,6 +232,8 @@ def check_account(account: AccountSettings) -> Check:
             f"check ALPACA_BASE_URL_{suffix}",
         )
     status = body.get("status", "?") if isinstance(body, dict) else "?"
+    if not (isinstance(status, str) and status.isprintable() and len(status) <= 40):
+        status = "?"  # the terminal shows it: never an escape sequence or a page of text
     return Check("OK", f"account {account.name}: credentials accepted by {account.base_url} (status {status})")
 
 
