@@ -349,6 +349,10 @@ def check_corporate(settings: Settings, listen_s: float = HEARTBEAT_LISTEN_S) ->
                 account = key.removeprefix("corporate_refused_")
                 yield Check("WARN", f"account {account}: corporate activity codes refused by the broker "
                             f"({text[:120]}): their actions are not booked until they are read")  # fmt: skip
+            elif key.startswith("corporate_mismatch_"):
+                found = True
+                yield Check("WARN", f"account {key.removeprefix('corporate_mismatch_')}: corporate actions held whole, "
+                            f"their legs disagree with the announced rates ({text[:200]})")  # fmt: skip
             elif key.startswith("corporate_held_"):
                 found = True
                 yield Check("WARN", f"account {key.removeprefix('corporate_held_')}: corporate actions held "
