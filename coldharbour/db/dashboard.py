@@ -23,6 +23,7 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
+import msgspec
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
@@ -30,6 +31,7 @@ from psycopg.rows import TupleRow
 from coldharbour.db import queries
 from coldharbour.db.names import AccountNames, SharedNames
 from coldharbour.db.rows import POSITION_COLUMNS
+from coldharbour.domain.report import daily_curve
 from coldharbour.domain.schedule import ny_date, ny_wall_to_utc, phase_at
 from coldharbour.domain.types import CLOSED_COLUMNS
 
@@ -39,7 +41,6 @@ Row = dict[str, Any]
 CLOSED_LIMIT: Final = 100
 DAILY_LIMIT: Final = 400
 INTRADAY_LIMIT: Final = 2_000
-DAILY_COLUMNS: Final = ("date", "deposit", "cash_balance", "market_value", "cumulative_return", "drawdown")
 INTRADAY_COLUMNS: Final = ("ts", "deposit", "cumulative_return", "drawdown", "realised_return")
 PHASE_WINDOW: Final = timedelta(days=7)
 
@@ -72,16 +73,18 @@ async def closed(conn: Conn, names: AccountNames, limit: int = CLOSED_LIMIT) -> 
 
 
 async def equity(conn: Conn, names: AccountNames) -> dict[str, list[Row]]:
-    """Return the daily curve (oldest first) and the intraday curve of the newest NY day, read from one snapshot."""
+    """Return the daily curve (oldest first) and the intraday curve of the newest NY day, read from one snapshot.
+
+    The daily curve is ``domain.report.daily_curve`` of every stored day (the report's cumulative
+    time-weighted return, net of cash flows, beside the dollars), its newest ``DAILY_LIMIT`` days.
+    """
     async with queries.one_snapshot(conn):
         return await _curves(conn, names)
 
 
 async def _curves(conn: Conn, names: AccountNames) -> dict[str, list[Row]]:
-    daily_query = sql.SQL("SELECT {c} FROM (SELECT * FROM {t} ORDER BY date DESC LIMIT %s) d ORDER BY date").format(
-        c=_columns(DAILY_COLUMNS), t=names.equity_full.ident
-    )
-    daily = await _rows(conn, daily_query, DAILY_COLUMNS, [DAILY_LIMIT])
+    days = await queries.daily_summaries_changed(conn, names, None)  # all: the return compounds from the first
+    daily = [msgspec.structs.asdict(point) for point in daily_curve(days.rows)[-DAILY_LIMIT:]]
     newest = await _rows(conn, sql.SQL("SELECT max(ts) FROM {t}").format(t=names.equity_intraday.ident), ("ts",))
     intraday: list[Row] = []
     if newest and newest[0]["ts"] is not None:
