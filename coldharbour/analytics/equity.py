@@ -132,12 +132,19 @@ class EquityJob:
         self.cashflows_complete_to: datetime | None = None  # cash activities stored completely up to (cashflows)
 
     def cash_complete(self, instant: datetime) -> None:
-        """Record that ``cashflows`` knows the stored cash activities complete up to ``instant``."""
-        if self.cashflows_complete_to is None or instant > self.cashflows_complete_to:
-            if self.cashflows_complete_to is None:
-                log.info("cash flows complete account=%s to=%s", self.names.slug, instant)
-            self.cashflows_complete_to = instant
-            self.changed = True  # sessions may be buildable now
+        """Record that ``cashflows`` knows the stored cash activities complete up to ``instant``.
+
+        A still account runs again only when the mark is the first or passes a session's close
+        (a day it may now build), not at every ``cashflows`` run (docs/scaling.md).
+        """
+        old = self.cashflows_complete_to
+        if old is not None and instant <= old:
+            return
+        self.cashflows_complete_to = instant
+        if old is None:
+            log.info("cash flows complete account=%s to=%s", self.names.slug, instant)
+        if old is None or any(old < s.close_utc <= instant for s in self.sessions):
+            self.changed = True
 
     def _horizon(self, now: datetime) -> datetime | None:
         """Return how far daily rows may be built: ``now``, but no later than the cash flows are complete."""
