@@ -45,6 +45,7 @@ from coldharbour.domain.corporate import (
     MIN_RATIO,
     Announcement,
     CorporateAction,
+    announced_quantities,
     effective_instant,
     parse_announcements,
     spinoff_by_announcement,
@@ -309,6 +310,9 @@ def test_corpus_announcements_are_taken_held_or_rejected_and_what_is_taken_is_st
             mismatches.append(f"{label}: held but its rates were kept {found}")
         elif not all(map(_storable, found)):
             mismatches.append(f"{label}: the domain made what the store refuses: {found}")
+        for quantities in (announced_quantities(a, Decimal(30)) for a in found):  # the rates-vs-legs check's figures
+            if quantities and not all(abs(q) < MAX_ABS for q in quantities.values()):
+                mismatches.append(f"{label}: the announced quantities are past the cap: {quantities}")
         spin = CorporateAction(id="leg-1", type="spinoff", symbol="SPUN", ts=effective_instant(date(2024, 3, 5)),
                                ratio=Decimal(1), new_symbol="SPUN")  # fmt: skip
         allocated = spinoff_by_announcement(spin, found, prices)  # never raises (Overflow, InvalidOperation)
