@@ -15,7 +15,10 @@ and returns a ``Health``:
   ALPACA_API_KEY_DEMO and ALPACA_SECRET_KEY_DEMO``);
 - ``waiting``: what has not been shown to work yet (an account whose snapshot program has not
   yet had an answer from the broker). The absence of a failure is not taken as success: an
-  account is working only once its programs said so.
+  account is working only once its programs said so;
+- ``streaming``: how many of the accounts with a trade stream ``trades`` said are streaming (its
+  ``stream`` condition ok in a fresh heartbeat): the start-up's progress, "n of N accounts
+  streaming" (docs/scaling.md).
 
 ``is_working`` is true only with neither. A session program parked by the scheduler at night
 (``sleeping (schedule)``) is not expected to report.
@@ -97,6 +100,24 @@ class Finding:
         return ": ".join([*where, self.cause])
 
 
+@dataclass(frozen=True)
+class Streaming:
+    """How many of the accounts with a trade stream ``trades`` said are streaming."""
+
+    open: int
+    total: int
+
+    @property
+    def line(self) -> str:
+        """Return the progress line every surface shows."""
+        return f"trades: {self.open} of {self.total} accounts streaming"
+
+    @property
+    def complete(self) -> bool:
+        """Return True when every account's stream was said to be open."""
+        return self.open == self.total
+
+
 @dataclass
 class Health:
     """The verdict: causes, what is not shown to work yet, and which accounts work."""
@@ -104,6 +125,7 @@ class Health:
     findings: list[Finding] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     working: list[str] = field(default_factory=list)  # account names
+    streaming: Streaming | None = None  # None: no account streams, or trades is parked for the night
 
     @property
     def is_working(self) -> bool:
@@ -143,6 +165,7 @@ def assess(
         elif state == "RUNNING":
             health.findings.extend(_running(name, beat, now_ns, settings))
     _accounts(settings, shown, heartbeats, health)
+    health.streaming = _streaming(settings, shown, heartbeats.get("trades"), now_ns)
     return health
 
 
@@ -188,6 +211,16 @@ def _accounts(
             health.working.append(account.name)
         elif not failed:
             health.waiting.extend(missing)
+
+
+def _streaming(settings: Settings, shown: Mapping[str, str], beat: Heartbeat | None, now_ns: int) -> Streaming | None:
+    """Count the accounts ``trades`` said are streaming; a silent or stale ``trades`` said nothing."""
+    slugs = [a.slug for a in settings.accounts if a.enable_trade_stream]
+    if not slugs or shown.get("trades") == SLEEPING:
+        return None
+    fresh = beat is not None and (now_ns - beat.ts) / 1e9 <= HEARTBEAT_STALE_S
+    said = {c.account for c in beat.conditions if c.ok and c.need == NEED_STREAM} if beat and fresh else set()
+    return Streaming(sum(slug in said for slug in slugs), len(slugs))
 
 
 def _said_ok(beat: Heartbeat | None, need: str, slug: str) -> bool:

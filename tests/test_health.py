@@ -20,6 +20,7 @@ from coldharbour.health import (
     NEED_STREAM,
     SLEEPING,
     Finding,
+    Streaming,
     assess,
     first_cause,
     shown_state,
@@ -142,6 +143,43 @@ def test_database_and_supervisord_and_program_states_are_causes(settings: Settin
         "cashflows: FATAL",
     ]
     assert [f.line for f in unreachable.findings] == ["supervisord: no socket"]
+
+
+def test_streaming_counts_the_accounts_trades_said_are_streaming(settings: Settings) -> None:
+    beats = _working("demo", "paper_1")
+    disconnected = Condition(need=NEED_STREAM, account="paper_1", ok=False, cause="trade stream disconnected")
+    beats["trades"] = _beat("trades", Condition(need=NEED_STREAM, account="demo", ok=True), disconnected)
+
+    health = assess(settings, _infos(), beats, NOW_NS)
+    everything = assess(settings, _infos(), _working("demo", "paper_1"), NOW_NS)
+
+    assert health.streaming is not None
+    assert health.streaming.line == "trades: 1 of 2 accounts streaming"
+    assert not health.streaming.complete
+    assert everything.streaming is not None
+    assert everything.streaming.line == "trades: 2 of 2 accounts streaming"
+    assert everything.streaming.complete
+
+
+def test_streaming_takes_no_word_or_a_stale_word_for_no_stream(settings: Settings) -> None:
+    silent = _working("demo", "paper_1")
+    del silent["trades"]
+    stale = _working("demo", "paper_1")
+    stale["trades"] = _beat("trades", *stale["trades"].conditions, age_s=30)
+
+    assert assess(settings, _infos(), silent, NOW_NS).streaming == Streaming(0, 2)
+    assert assess(settings, _infos(), stale, NOW_NS).streaming == Streaming(0, 2)
+
+
+def test_streaming_is_not_shown_when_trades_is_parked_or_no_account_streams(tmp_path: Path) -> None:
+    settings = make_settings(Dsn("postgresql://u@127.0.0.1:1/x"), tmp_path)
+    no_stream = make_settings(Dsn("postgresql://u@127.0.0.1:1/x"), tmp_path, ENABLE_TRADE_STREAM="0")
+
+    parked = assess(settings, _infos(snapshot="STOPPED", trades="STOPPED"), {}, NOW_NS)
+    without = assess(no_stream, _infos(), _working("demo", "paper_1"), NOW_NS)
+
+    assert parked.streaming is None
+    assert without.streaming is None
 
 
 def test_first_cause_prefers_an_account() -> None:

@@ -16,7 +16,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -26,6 +26,7 @@ import msgspec
 from coldharbour.broker.budget import RestBudget
 from coldharbour.broker.rest import ACTIVITIES_PAGE_SIZE, CALL_DEADLINE_S, BrokerRest
 from coldharbour.config import AccountSettings
+from coldharbour.domain.money import InvalidMoney, to_decimal
 from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.errors import BrokerError
 
@@ -127,7 +128,7 @@ class BrokerReads:
             body = await data.get("/stocks/bars", params)
             if not isinstance(body, dict):
                 raise BrokerError(f"GET /v2/stocks/bars account={self.account}: expected an object")
-            _merge_bars(body.get("bars") or {}, closes)
+            _merge_bars(body.get("bars") or {}, closes, self._counters)
             token = body.get("next_page_token")
             if not token:
                 return closes
@@ -145,9 +146,8 @@ class BrokerReads:
         body = await trading.get("/account/portfolio/history", params)
         if not isinstance(body, dict):
             raise BrokerError(f"GET /v2/account/portfolio/history account={self.account}: expected an object")
-        points = parse_daily_equity(body)
+        points = parse_daily_equity(body, self._counters)
         return {day: value for day, value in points.items() if start <= day <= end}
-
 
     async def last_equity(self) -> Decimal | None:
         """Return ``GET /v2/account``'s ``last_equity`` (the equity at the previous session's
@@ -156,22 +156,32 @@ class BrokerReads:
         body = await trading.account()
         if not isinstance(body, dict):
             raise BrokerError(f"GET /v2/account account={self.account}: expected an object")
-        return parse_last_equity(body)
+        equity = parse_last_equity(body)
+        if equity is None and body.get("last_equity") is not None:
+            self._counters["rejects"] += 1
+            self._counters["rejects_account_last_equity"] += 1
+            log.warning("rejected broker account account=%s: last_equity %.40r unusable", self.account,
+                        body.get("last_equity"))  # fmt: skip
+        return equity
+
+
+def _exact(value: object, field: str) -> Decimal | None:
+    """Return a figure exactly as the broker sent it (``money.to_decimal``: finite, within
+    ``MAX_ABS``, never rounded), None when it is absent or refused (NaN, 1e999999, 26 decimals)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        return to_decimal(value, field=field)
+    except InvalidMoney:
+        return None
 
 
 def parse_last_equity(body: dict[str, object]) -> Decimal | None:
     """Return an account object's ``last_equity`` (a decimal string), None if absent or unreadable."""
-    value = body.get("last_equity")
-    if value is None or isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    try:
-        equity = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
-    return equity.quantize(Decimal("0.01")) if equity.is_finite() else None
+    return _exact(body.get("last_equity"), "last_equity")
 
 
-def parse_daily_equity(body: dict[str, object]) -> dict[date, Decimal]:
+def parse_daily_equity(body: dict[str, object], counters: Counter[str] | None = None) -> dict[date, Decimal]:
     """Return ``{date: equity}`` from a 1D portfolio-history object; null or bad points are skipped.
 
     A daily stamp is New York midnight of the session (the fake, and Alpaca's documented 1D
@@ -184,18 +194,24 @@ def parse_daily_equity(body: dict[str, object]) -> dict[date, Decimal]:
         raise BrokerError("GET /v2/account/portfolio/history: expected equal 'timestamp' and 'equity' lists")
     result: dict[date, Decimal] = {}
     for stamp, value in zip(stamps, values, strict=True):
-        if value is None or isinstance(value, bool) or not isinstance(stamp, int | float):
-            continue
+        if value is None:
+            continue  # no point that day (documented)
+        equity = _exact(value, "equity")
         try:
-            equity = Decimal(str(value))
-        except (InvalidOperation, ValueError):
+            day = datetime.fromtimestamp(stamp, UTC).date() if isinstance(stamp, int | float) else None
+        except (OverflowError, OSError, ValueError):  # 1e30, NaN: no instant
+            day = None
+        if equity is None or day is None or isinstance(stamp, bool):
+            if counters is not None:
+                counters["rejects"] += 1
+                counters["rejects_history_point"] += 1
+            log.warning("rejected portfolio history point stamp=%.40r equity=%.40r", stamp, value)
             continue
-        if equity.is_finite():
-            result[datetime.fromtimestamp(stamp, UTC).date()] = equity.quantize(Decimal("0.01"))
+        result[day] = equity
     return result
 
 
-def _merge_bars(bars: object, closes: dict[date, dict[str, Decimal]]) -> None:
+def _merge_bars(bars: object, closes: dict[date, dict[str, Decimal]], counters: Counter[str] | None = None) -> None:
     """Fold a data-API ``bars`` object into ``closes``; malformed bars are skipped and logged."""
     if not isinstance(bars, dict):
         raise BrokerError("GET /v2/stocks/bars: 'bars' is not an object")
@@ -203,9 +219,13 @@ def _merge_bars(bars: object, closes: dict[date, dict[str, Decimal]]) -> None:
         for bar in series if isinstance(series, list) else []:
             try:
                 moment = datetime.fromisoformat(str(bar["t"]).replace("Z", "+00:00"))
-                close = Decimal(str(bar["c"]))
-            except (KeyError, TypeError, ValueError, InvalidOperation):
-                log.warning("rejected daily bar symbol=%s bar=%r", symbol, bar)
-                continue
-            if close.is_finite() and close > 0 and moment.tzinfo is not None:
+                close = to_decimal(bar["c"], field="c")
+            except (KeyError, TypeError, ValueError):  # InvalidMoney too: 1e999999 is no close
+                moment, close = None, None
+            if moment is not None and close is not None and close > 0 and moment.tzinfo is not None:
                 closes.setdefault(moment.astimezone(NEW_YORK).date(), {})[str(symbol)] = close
+                continue
+            if counters is not None:
+                counters["rejects"] += 1
+                counters["rejects_bar"] += 1
+            log.warning("rejected daily bar symbol=%.40s bar=%.120r", symbol, bar)

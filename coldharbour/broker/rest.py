@@ -45,6 +45,7 @@ from urllib.parse import quote
 import aiohttp
 import msgspec
 
+from coldharbour.broker import budget as budget_module
 from coldharbour.broker.budget import BudgetStopped, RestBudget
 from coldharbour.broker.convert import BadValue, parse_time_ns
 from coldharbour.config import AccountSettings
@@ -221,12 +222,16 @@ class BrokerRest:
             raise BrokerError(f"broker call stopped account={self.slug} call={what}: {e}") from None
 
     def _pause_key(self, reset: float | None, *, limited: bool) -> float:
-        """Pause the key until ``reset`` (Unix s; a backoff step when absent); return the pause in seconds."""
+        """Pause the key until ``reset`` (Unix s; a backoff step when absent); return the pause in seconds.
+
+        Never longer than the budget's ``MAX_PAUSE_S``, with or without a budget: a Reset of
+        10^30 or of year 9999 is not believed (docs/broker-budget.md).
+        """
         self.counters["broker_rate_limited" if limited else "broker_key_busy"] += 1
         until = reset if reset is not None else time.time() + BACKOFF_CAP_S
         if self.budget is not None:
             return self.budget.pause_until(until, limited=limited)
-        return max(0.0, until - time.time())
+        return min(max(0.0, until - time.time()), budget_module.MAX_PAUSE_S)
 
     def _note_headers(self, headers: Mapping[str, str]) -> None:
         """Pause the key when the broker says it is nearly spent (by the trader's bot, most likely)."""

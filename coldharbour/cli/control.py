@@ -27,7 +27,7 @@ from coldharbour.cli.status import stack_health
 from coldharbour.cli.terminal import printable
 from coldharbour.config import LOGS_DIR_NAME, Settings, prepare_run_dir
 from coldharbour.errors import ChmgrError, SupervisorError
-from coldharbour.health import Health, client_for, first_cause
+from coldharbour.health import Health, Streaming, client_for, first_cause
 from coldharbour.retry import poll_until
 from coldharbour.supervisor import (
     CONFIG_TEMPLATE,
@@ -142,7 +142,8 @@ def up(
     """Start supervisord (daemonised) with the current environment; every program starts with it.
 
     Then wait until every account works (``coldharbour.health``), or until a cause is known: it
-    is printed as one line and the command exits 1 (so does a wait that runs out).
+    is printed as one line and the command exits 1 (so does a wait that runs out). While it
+    waits, each move of the start-up's progress is printed (``trades: n of N accounts streaming``).
     """
     settings = runtime.load_from_environment()
     run_dir = Path(settings.run_dir).resolve()
@@ -184,6 +185,7 @@ def wait_working(settings: Settings, client: SupervisorClient, wait_s: float) ->
         return
     seen: list[str | None] = [None]
     last: list[Health] = []
+    progress: list[Streaming | None] = [None]
 
     def working() -> bool:
         infos = {info.name: info for info in client.info()}
@@ -191,6 +193,10 @@ def wait_working(settings: Settings, client: SupervisorClient, wait_s: float) ->
         last[:] = [health]
         if health.is_working:
             return True
+        streaming = health.streaming
+        if streaming is not None and not streaming.complete and streaming != progress[0]:
+            typer.echo(printable(streaming.line))  # start-up progress: n of N accounts streaming
+        progress[0] = streaming
         cause = first_cause(health.findings, settled=True)
         line = cause.line if cause is not None else None
         if line is not None and line == seen[0]:

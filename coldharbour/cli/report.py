@@ -38,6 +38,8 @@ _LINKS: Final = (
     '<link rel="stylesheet" href="/static/report.css">\n',
     '<script src="/static/report.js" defer></script>\n',
 )
+# The served page's way back to the dashboard: a file has no dashboard behind it.
+_DASHBOARD_LINK: Final = '<a class="badge" id="dashboard-link" data-testid="dashboard-link" href="/">dashboard</a>'
 
 
 def _account(settings: Settings, wanted: str) -> AccountSettings:
@@ -79,7 +81,7 @@ def _inline_script(text: str) -> str:
 def render_html(report: Report, account: str) -> str:
     """Return the report page as one file: its script and styles inline, the report embedded."""
     page = (STATIC_DIR / "report.html").read_text(encoding="utf-8")
-    for link in _LINKS:
+    for link in (*_LINKS, _DASHBOARD_LINK):
         if link not in page:
             raise ChmgrError(f"report.html no longer links {link.strip()!r}: the file cannot be made self-contained")
     styles = "".join((STATIC_DIR / name).read_text(encoding="utf-8") for name in ("app.css", "report.css"))
@@ -92,7 +94,7 @@ def render_html(report: Report, account: str) -> str:
         f'<script type="application/json" id="report-data">{_inline_script(data)}</script>\n'
         f"<script>\n{_inline_script(script)}</script>\n",
     )
-    return page.replace('<a class="badge" id="dashboard-link" href="/">dashboard</a>', "")
+    return page.replace(_DASHBOARD_LINK, "")
 
 
 def _write(path: Path, header: list[str], rows: list[list[Any]]) -> None:

@@ -1,9 +1,10 @@
 """`chmgr status`: supervisord's view of every program joined with its bus heartbeat, and
 whether the stack works (``coldharbour.health``: the same words as `chmgr up` and the page).
 
-Below the table, one line per cause (``snapshot: account demo: credentials rejected by …``,
-``database unreachable …``) and per thing not yet shown to work (``waiting: …``); the command
-exits 1 when there is any. A running program whose heartbeat says ``db_degraded`` (``state``'s
+Below the table, the start-up's progress (``trades: n of N accounts streaming``), then one line
+per cause (``snapshot: account demo: credentials rejected by …``, ``database unreachable …``)
+and per thing not yet shown to work (``waiting: …``); the command exits 1 when there is any.
+A running program whose heartbeat says ``db_degraded`` (``state``'s
 writer hit its statement or lock timeout on the last commit) is shown ``RUNNING (degraded)``.
 The database is checked by connecting to it (read-only, ``CONNECT_TIMEOUT_S``).
 
@@ -277,6 +278,8 @@ def status(
         console.print(cell(f"prices: {describe_prices(heartbeats['prices'], now_ns)}"), highlight=False)
     for line in describe_budgets(heartbeats):
         console.print(cell(line), highlight=False)
+    if health.streaming is not None:
+        console.print(cell(health.streaming.line), highlight=False)
     _explain_stopped([infos[name] for name in names if name in infos])
     if health.working:
         typer.echo(printable(f"working: account {', account '.join(health.working)}"))

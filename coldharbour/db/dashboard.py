@@ -3,6 +3,12 @@
 The `web` program's queries (``web.app`` and ``web.hub`` call them); they live in ``db/`` with
 the other queries so that ``web/`` holds no SQL.
 
+What one page load or one push shows is read from one snapshot (``queries.one_snapshot``, a
+REPEATABLE READ transaction): ``page`` reads the open lots, the closed slices, both curves and the
+KPI document together, so a commit of ``state`` between two of its reads cannot make the KPI cards
+and the tables describe two different moments; ``equity`` and ``equity_if_moved`` read their
+several statements the same way. A function of one statement needs nothing more.
+
 Every function takes one read-only connection and an account's names; rows come back as dicts
 keyed by the column names of docs/spec.md §2 (the same keys as the NOTIFY rows, so the page handles
 a snapshot row and a pushed row alike). Decimals stay ``Decimal`` until ``notify.to_json``
@@ -17,6 +23,7 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
+import msgspec
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
@@ -24,6 +31,7 @@ from psycopg.rows import TupleRow
 from coldharbour.db import queries
 from coldharbour.db.names import AccountNames, SharedNames
 from coldharbour.db.rows import POSITION_COLUMNS
+from coldharbour.domain.report import daily_curve
 from coldharbour.domain.schedule import ny_date, ny_wall_to_utc, phase_at
 from coldharbour.domain.types import CLOSED_COLUMNS
 
@@ -33,7 +41,6 @@ Row = dict[str, Any]
 CLOSED_LIMIT: Final = 100
 DAILY_LIMIT: Final = 400
 INTRADAY_LIMIT: Final = 2_000
-DAILY_COLUMNS: Final = ("date", "deposit", "cash_balance", "market_value", "cumulative_return", "drawdown")
 INTRADAY_COLUMNS: Final = ("ts", "deposit", "cumulative_return", "drawdown", "realised_return")
 PHASE_WINDOW: Final = timedelta(days=7)
 
@@ -66,11 +73,18 @@ async def closed(conn: Conn, names: AccountNames, limit: int = CLOSED_LIMIT) -> 
 
 
 async def equity(conn: Conn, names: AccountNames) -> dict[str, list[Row]]:
-    """Return the daily curve (oldest first) and the intraday curve of the newest NY day."""
-    daily_query = sql.SQL("SELECT {c} FROM (SELECT * FROM {t} ORDER BY date DESC LIMIT %s) d ORDER BY date").format(
-        c=_columns(DAILY_COLUMNS), t=names.equity_full.ident
-    )
-    daily = await _rows(conn, daily_query, DAILY_COLUMNS, [DAILY_LIMIT])
+    """Return the daily curve (oldest first) and the intraday curve of the newest NY day, read from one snapshot.
+
+    The daily curve is ``domain.report.daily_curve`` of every stored day (the report's cumulative
+    time-weighted return, net of cash flows, beside the dollars), its newest ``DAILY_LIMIT`` days.
+    """
+    async with queries.one_snapshot(conn):
+        return await _curves(conn, names)
+
+
+async def _curves(conn: Conn, names: AccountNames) -> dict[str, list[Row]]:
+    days = await queries.daily_summaries_changed(conn, names, None)  # all: the return compounds from the first
+    daily = [msgspec.structs.asdict(point) for point in daily_curve(days.rows)[-DAILY_LIMIT:]]
     newest = await _rows(conn, sql.SQL("SELECT max(ts) FROM {t}").format(t=names.equity_intraday.ident), ("ts",))
     intraday: list[Row] = []
     if newest and newest[0]["ts"] is not None:
@@ -80,6 +94,15 @@ async def equity(conn: Conn, names: AccountNames) -> dict[str, list[Row]]:
         )
         intraday = await _rows(conn, query, INTRADAY_COLUMNS, [start, INTRADAY_LIMIT])
     return {"daily": daily, "intraday": intraday}
+
+
+async def equity_if_moved(
+    conn: Conn, names: AccountNames, seen: tuple[object, ...] | None
+) -> tuple[tuple[object, ...], dict[str, list[Row]] | None]:
+    """Return the equity tables' fingerprint and, when it differs from ``seen``, both curves (one snapshot)."""
+    async with queries.one_snapshot(conn):
+        mark = await equity_fingerprint(conn, names)
+        return mark, None if mark == seen else await _curves(conn, names)
 
 
 async def equity_fingerprint(conn: Conn, names: AccountNames) -> tuple[object, ...]:
@@ -104,6 +127,18 @@ async def metrics(conn: Conn, names: AccountNames) -> dict[str, Any] | None:
     except ValueError:
         return None
     return document if isinstance(document, dict) else None
+
+
+async def page(conn: Conn, names: AccountNames) -> dict[str, Any]:
+    """Return what one page load shows, read from one snapshot: ``positions`` (the open lots),
+    ``closed`` (the newest slices), ``equity`` (both curves) and ``metrics`` (the KPI document)."""
+    async with queries.one_snapshot(conn):
+        return {
+            "positions": await positions(conn, names),
+            "closed": await closed(conn, names),
+            "equity": await _curves(conn, names),
+            "metrics": await metrics(conn, names),
+        }
 
 
 async def market_phase(conn: Conn, shared: SharedNames, now: datetime) -> str | None:

@@ -13,7 +13,8 @@ counted in the returned ``skipped``; nothing here writes (the connections are re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, Generic, NamedTuple, TypeVar
@@ -417,14 +418,25 @@ async def load_quarantine(conn: Conn, limit: int, *, shared: SharedNames | None 
 # --- the report ----------------------------------------------------------------------------------
 
 
+@asynccontextmanager
+async def one_snapshot(conn: Conn) -> AsyncIterator[None]:
+    """Run the reads inside in one REPEATABLE READ transaction: they all see the same committed state.
+
+    Read committed (the default) gives each statement its own snapshot, so two reads a commit of
+    ``state`` falls between describe two different moments. ``conn`` must be idle (no transaction open).
+    """
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
+
+
 async def report_inputs(conn: Conn, names: AccountNames) -> tuple[list[DailySummary], list[ClosedTrade]]:
     """Return every daily equity row and every closed slice, read from one snapshot.
 
     One REPEATABLE READ transaction: the rows and the trades describe the same moment (a commit
     of ``state`` between the two reads cannot show a trade whose day is not in the curve).
     """
-    async with conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    async with one_snapshot(conn):
         daily = await daily_summaries_changed(conn, names, None)
         closed = await closed_slices_changed(conn, names, None)
     return sorted(daily.rows, key=lambda row: row.date), closed.rows

@@ -134,6 +134,20 @@ class Rolling(msgspec.Struct, frozen=True, kw_only=True):
     volatility_pct: dict[str, float | None]
 
 
+class CurvePoint(msgspec.Struct, frozen=True, kw_only=True):
+    """One session of the daily equity chart: the cumulative time-weighted return and the dollars.
+
+    ``cumulative_pct`` is the report's ``cumulative_pct`` of that date (``Π(1+r) − 1`` in %, net
+    of cash flows, so a deposit moves ``equity`` but not it); None on the days after a wipe-out,
+    which have no return.
+    """
+
+    date: date
+    cumulative_pct: float | None
+    equity: Decimal | None
+    net_flows: Decimal | None
+
+
 class Report(msgspec.Struct, frozen=True, kw_only=True):
     """The whole report; ``withheld`` names each value left out and why."""
 
@@ -189,6 +203,33 @@ def compound(returns: Iterable[Decimal]) -> Decimal:
     for r in returns:
         growth *= ONE + r
     return growth - ONE
+
+
+def cumulative_pct(series: ReturnSeries) -> list[float]:
+    """Return ``100 · (Π(1 + r) − 1)`` after each return of ``series``, oldest first."""
+    result: list[float] = []
+    growth = ONE
+    for r in series.returns:
+        growth *= ONE + r
+        result.append(float(HUNDRED * (growth - ONE)))
+    return result
+
+
+def by_date(rows: Iterable[DailySummary]) -> list[DailySummary]:
+    """Return ``rows`` oldest first, one per date (the last given wins)."""
+    return sorted({row.date: row for row in rows}.values(), key=lambda row: row.date)
+
+
+def daily_curve(rows: Iterable[DailySummary]) -> list[CurvePoint]:
+    """Return the daily chart of ``rows`` (any order): per date the same cumulative return as the
+    report (``return_series``, ``cumulative_pct``) and the stored equity with the day's flows."""
+    ordered = by_date(rows)
+    pcts = cumulative_pct(return_series(ordered))
+    return [
+        CurvePoint(date=row.date, cumulative_pct=pcts[i] if i < len(pcts) else None, equity=row.deposit,
+                   net_flows=row.net_flows)
+        for i, row in enumerate(ordered)
+    ]  # fmt: skip
 
 
 def _grouped(series: ReturnSeries, key_length: int) -> dict[str, float]:
@@ -562,7 +603,7 @@ def compute_report(
     ``benchmark_closes`` are the benchmark's daily closes from before the first row to the
     last (None when they could not be read: the benchmark is withheld, never guessed).
     """
-    ordered = sorted({row.date: row for row in rows}.values(), key=lambda row: row.date)
+    ordered = by_date(rows)
     series = return_series(ordered)
     xs = [float(r) for r in series.returns]
     withheld: dict[str, str] = {}
@@ -577,11 +618,7 @@ def compute_report(
     wins = [x for x in xs if x > 0]
     losses = [x for x in xs if x < 0]
     dates = [d.isoformat() for d in series.dates]
-    cumulative: list[float] = []
-    growth = ONE
-    for r in series.returns:
-        growth *= ONE + r
-        cumulative.append(float(HUNDRED * (growth - ONE)))
+    cumulative = cumulative_pct(series)
     under = underwater(series)
     if series.wiped_out is not None:
         withheld["after_wipe_out"] = (

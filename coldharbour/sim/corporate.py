@@ -52,7 +52,8 @@ from datetime import date, datetime, time, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Final
 
-from coldharbour.domain.money import ZERO
+from coldharbour.domain.corporate import MAX_RATIO, MIN_RATIO
+from coldharbour.domain.money import ZERO, InvalidMoney, to_decimal
 from coldharbour.sim.accounts import NEW_YORK, PRICE_PLACES, SimPosition
 from coldharbour.sim.activities import activity_id
 from coldharbour.sim.wire import CODE_BAD_REQUEST, SimError, money_text
@@ -63,6 +64,13 @@ ACTION_TYPES: Final = (
 )  # fmt: skip
 LEG_TIMINGS: Final = ("now", "ex_date", "payable_date", "executed_at")
 POSITION_TIMINGS: Final = ("together", "before_legs", "after_legs")
+# What the fake books at all (garbage is a 400 naming the field, never a 500): every rate a
+# number ``money.to_decimal`` takes, the shares per share within the domain's ratio bounds, the
+# cash per share below ``MAX_CASH_PER_SHARE``, and every date within what the store and the bus
+# hold (``broker/validate.py``: 1970..2262).
+MAX_CASH_PER_SHARE: Final = Decimal(10_000_000)
+FIRST_DATE: Final = date(1970, 1, 2)
+LAST_DATE: Final = date(2262, 4, 10)
 # alpaca-py's group name of each type (``CorporateActionsSet``).
 GROUPS: Final = {kind: f"{kind}s" for kind in ACTION_TYPES}
 _EX_DATED: Final = frozenset({"forward_split", "reverse_split", "stock_dividend", "spin_off"})
@@ -138,21 +146,21 @@ def bad_request(message: str) -> SimError:
 
 def _symbol(body: Mapping[str, object], key: str) -> str:
     value = body.get(key)
-    if not isinstance(value, str) or not value.strip() or len(value.strip()) > 12:
-        raise bad_request(f"{key}: expected a symbol, found {value!r}")
+    if not isinstance(value, str) or not value.strip() or len(value.strip()) > 12 or not value.isprintable():
+        raise bad_request(f"{key}: expected a symbol, found {value!r:.40}")
     return value.strip().upper()
 
 
 def _positive(body: Mapping[str, object], key: str) -> Decimal:
     value = body.get(key)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise bad_request(f"{key}: expected a positive number, found {value!r}")
+        raise bad_request(f"{key}: expected a positive number, found {value!r:.40}")
     try:
-        number = Decimal(str(value))
-    except ArithmeticError as e:
-        raise bad_request(f"{key}: expected a positive number, found {value!r}") from e
-    if not number.is_finite() or number <= ZERO:
-        raise bad_request(f"{key}: expected a positive number, found {value!r}")
+        number = to_decimal(value, field=key)
+    except InvalidMoney as e:
+        raise bad_request(f"{e} (a positive number)") from e
+    if number <= ZERO:
+        raise bad_request(f"{key}: expected a positive number, found {value!r:.40}")
     return number
 
 
@@ -161,17 +169,20 @@ def _date(body: Mapping[str, object], key: str, default: date) -> date:
     if value is None:
         return default
     if not isinstance(value, str):
-        raise bad_request(f"{key}: expected YYYY-MM-DD, found {value!r}")
+        raise bad_request(f"{key}: expected YYYY-MM-DD, found {value!r:.40}")
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError as e:
-        raise bad_request(f"{key}: expected YYYY-MM-DD, found {value!r}") from e
+        raise bad_request(f"{key}: expected YYYY-MM-DD, found {value[:40]!r}") from e
+    if not FIRST_DATE <= day <= LAST_DATE:
+        raise bad_request(f"{key}: expected a date in {FIRST_DATE}..{LAST_DATE}, found {day}")
+    return day
 
 
 def _choice(body: Mapping[str, object], key: str, choices: tuple[str, ...]) -> str:
     value = body.get(key, choices[0])
     if value not in choices:
-        raise bad_request(f"{key}: expected one of {', '.join(choices)}, found {value!r}")
+        raise bad_request(f"{key}: expected one of {', '.join(choices)}, found {value!r:.40}")
     return str(value)
 
 
@@ -189,7 +200,7 @@ def parse_corporate_action(body: object, now: datetime) -> CorporateAction:
         raise bad_request("expected a JSON object")
     kind = body.get("type")
     if kind not in ACTION_TYPES:
-        raise bad_request(f"type: expected one of {', '.join(ACTION_TYPES)}, found {kind!r}")
+        raise bad_request(f"type: expected one of {', '.join(ACTION_TYPES)}, found {kind!r:.40}")
     assert isinstance(kind, str)
     symbol = _symbol(body, "symbol")
     new_key = _NEW_SYMBOL.get(kind)
@@ -206,11 +217,27 @@ def parse_corporate_action(body: object, now: datetime) -> CorporateAction:
         raise bad_request("new_rate: a reverse split needs new_rate < old_rate")
     date_key = "ex_date" if kind in _EX_DATED else "effective_date"
     effective = _date(body, date_key, next_weekday(now.astimezone(NEW_YORK).date()))
-    return CorporateAction(
+    action = CorporateAction(
         type=kind, symbol=symbol, effective=effective, payable=_date(body, "payable_date", effective),
         rates=rates, new_symbol=new_symbol, alternate_symbol=alternate,
         legs=_choice(body, "legs", LEG_TIMINGS), position=_choice(body, "position", POSITION_TIMINGS), posted=now,
     )  # fmt: skip
+    _check_size(action)
+    return action
+
+
+def _check_size(action: CorporateAction) -> None:
+    """400 when the rates make an absurd action (see ``MAX_CASH_PER_SHARE``)."""
+    names = _RATES[action.type]
+    ratios = {"/".join(names[:2]): action.shares_per_share}
+    if action.type == "unit_split":
+        ratios["alternate_rate/old_rate"] = action.rate("alternate_rate") / action.rate("old_rate")
+    for fields, ratio in ratios.items():
+        if ratio and not MIN_RATIO <= ratio <= MAX_RATIO:
+            raise bad_request(f"{fields}: shares per share {ratio:.6g} outside {MIN_RATIO}..{MAX_RATIO}")
+    if action.cash_per_share > MAX_CASH_PER_SHARE:
+        field = "cash_rate" if "cash_rate" in names else "rate"
+        raise bad_request(f"{field}: cash per share {action.cash_per_share:.6g} above {MAX_CASH_PER_SHARE}")
 
 
 def description(action: CorporateAction) -> str:
@@ -473,8 +500,11 @@ def list_announcements(
         if ids is not None:
             if body["id"] not in ids:
                 continue
-        elif (symbols is not None and not symbols & set(action.symbols())) or (
-            types is not None and action.type not in types) or not start <= action.effective <= end:
+        elif (
+            (symbols is not None and not symbols & set(action.symbols()))
+            or (types is not None and action.type not in types)
+            or not start <= action.effective <= end
+        ):
             continue
         groups.setdefault(GROUPS[action.type], []).append(body)
     return {"corporate_actions": groups, "next_page_token": None}

@@ -252,15 +252,13 @@ class Hub:
             await sleep_or_stop(stop, EQUITY_CHECK_S)
 
     async def _equity_if_changed(self, slug: str, names: AccountNames, seen: dict[str, tuple[object, ...]]) -> None:
+        # First look since someone started watching: push too (the table may have moved
+        # between that browser's snapshot and now).
         async with self.pool.connection() as conn:
-            mark = await dashboard.equity_fingerprint(conn, names)
-            # First look since someone started watching: push too (the table may have moved
-            # between that browser's snapshot and now).
-            if seen.get(slug) == mark:
-                return
-            seen[slug] = mark
-            curves = await dashboard.equity(conn, names)
-        self.broadcast(slug, frame("equity", to_json(curves)))
+            mark, curves = await dashboard.equity_if_moved(conn, names, seen.get(slug))
+        seen[slug] = mark
+        if curves is not None:
+            self.broadcast(slug, frame("equity", to_json(curves)))
 
     async def read_status(self) -> dict[str, Any]:
         """Return the programs' health and the market phase (what ``/api/status`` serves)."""
@@ -273,7 +271,8 @@ class Hub:
             log.warning("market phase unreadable: %s", " ".join(str(e).split()))
             database = "database unreachable: the dashboard cannot read it (see web's log)"
         status = await health.programs(self.settings, self.beats, phase, database)
-        return {"phase": phase, **status}
+        pending = health.pending_actions(self.beats, self.accounts)  # docs/dashboard.md "Corporate actions pending"
+        return {"phase": phase, **status, "corporate_pending": pending}
 
     async def status_loop(self, stop: asyncio.Event) -> None:
         """Push the programs' health and the market phase while anyone watches."""
@@ -298,22 +297,19 @@ class Hub:
     # ----- snapshot
 
     async def snapshot(self, slug: str) -> dict[str, Any]:
-        """Return everything the page shows for ``slug``, read now."""
-        names = self.accounts[slug]
+        """Return everything the page shows for ``slug``: the tables, curves and KPIs from one
+        database snapshot (``dashboard.page``), so the cards and the rows agree."""
         async with self.pool.connection() as conn:
-            rows = await dashboard.positions(conn, names)
-            closed = await dashboard.closed(conn, names)
-            curves = await dashboard.equity(conn, names)
-            document = await dashboard.metrics(conn, names)
+            read = await dashboard.page(conn, self.accounts[slug])
         return {
             "account": slug,
             "accounts": [{"slug": a.slug, "name": a.name} for a in self.settings.accounts],
             "heartbeat_s": self.settings.ui_heartbeat_s,
             "heartbeat_age_s": self.heartbeat_age_s(slug),
-            "positions": rows,
-            "closed": closed,
-            "equity": curves,
-            "metrics": document,
+            "positions": read["positions"],
+            "closed": read["closed"],
+            "equity": read["equity"],
+            "metrics": read["metrics"],
             "account_figures": self.account_figures.get(slug),
             "status": self.status or None,
         }

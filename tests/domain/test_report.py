@@ -26,7 +26,7 @@ from dateutil.relativedelta import relativedelta
 from coldharbour.domain.cashflows import CashFlow, Execution, classify
 from coldharbour.domain.equity import DayInputs, build_daily_curve, daily_summary
 from coldharbour.domain.metrics import MIN_ANNUALISED_SESSIONS, ClosedTrade, DailySummary, return_series
-from coldharbour.domain.report import Report, compute_report, drawdown_periods, money_weighted_return
+from coldharbour.domain.report import Report, compute_report, daily_curve, drawdown_periods, money_weighted_return
 
 RELATIVE = 1e-9
 D = Decimal
@@ -297,6 +297,23 @@ def test_a_wipe_out_is_minus_100_percent_and_ends_the_series() -> None:
     assert report.sortino == pytest.approx(float(ep.sortino_ratio(r)), rel=RELATIVE)
     assert report.cagr_pct == pytest.approx(100 * float(qs.stats.cagr(r)), rel=RELATIVE)
     assert report.calmar == pytest.approx(float(ep.calmar_ratio(r)), rel=RELATIVE)
+
+
+def test_the_daily_chart_is_the_reports_cumulative_return_beside_the_dollars() -> None:
+    """The dashboard's daily chart (``daily_curve``) shows exactly the report's ``cumulative_pct``
+    on each date (deposits and withdrawals included in the account, none of them a gain), the
+    stored equity beside it, and no return on the days after a wipe-out."""
+    rows = account_rows(60, wipe_out_on=50)
+    report = compute_report(rows, [], benchmark_symbol="SPY", benchmark_closes=None)
+
+    points = daily_curve(reversed(rows))  # any order
+
+    assert [p.date for p in points] == sorted(row.date for row in rows)
+    shown = {p.date.isoformat(): p.cumulative_pct for p in points if p.cumulative_pct is not None}
+    assert shown == report.cumulative_pct
+    assert {p.date.isoformat(): p.equity for p in points} == report.equity
+    assert [p.cumulative_pct for p in points[51:]] == [None] * 9
+    assert any(p.net_flows for p in points)  # the series has flows, and they are not returns
 
 
 # Money-weighted return.

@@ -32,6 +32,7 @@ from workers import scheduler
 
 pytestmark = pytest.mark.integration
 
+
 @pytest.fixture(scope="module")
 def stack(pg_cluster: PgCluster, migrated_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Start supervisord with every program via `chmgr up`; `chmgr down` and prove nothing is left."""
@@ -41,11 +42,14 @@ def stack(pg_cluster: PgCluster, migrated_template: str, tmp_path_factory: pytes
 
 def test_supervisord_status_shows_every_program_running_with_heartbeat(stack: Stack) -> None:
     rows = stack.wait_healthy()
+    status = stack.chmgr("status")
 
     assert list(rows) == list(PROGRAMS)
     for name in PROGRAMS:
         assert "RUNNING" in rows[name]
         assert f" {stack.pid(name)} " in rows[name]
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "trades: 1 of 1 accounts streaming" in status.stdout.splitlines()  # the start-up's progress
 
 
 def test_supervisord_restart_state_gives_a_new_pid(stack: Stack) -> None:

@@ -37,7 +37,7 @@ import random
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
@@ -57,7 +57,7 @@ from coldharbour.broker.feed import Skip, TradeFilter, decode_frames
 from coldharbour.broker.validate import MAX_ID_CHARS, MAX_SYMBOL_CHARS, MAX_TIME_NS
 from coldharbour.config import Dsn
 from coldharbour.domain.money import MAX_ABS, MAX_DIGITS, MAX_SCALE, InvalidMoney, to_display_decimal_or_none
-from coldharbour.messages import OrderUpdated, Tick
+from coldharbour.messages import OrderUpdated, SnapshotTaken, Tick, decode, encode
 from tests.fixtures.bus import InprocBus
 from tests.reliability.test_corpus_bus import HOSTILE_VALUES, _numbers_finite
 from tests.workers.state_harness import StateHarness
@@ -91,7 +91,10 @@ POSITION: dict[str, object] = {
     "asset_id": "b0b6dd9d-8b9b-48a9-ba46-b9d54906e415", "symbol": "AAPL", "qty": "10", "side": "long",
     "avg_entry_price": "185.01", "market_value": "1850.1", "current_price": "185.01",
 }  # fmt: skip
-ACCOUNT: dict[str, object] = {"id": "a-1", "cash": "100000", "equity": "100000", "status": "ACTIVE"}
+ACCOUNT: dict[str, object] = {
+    "id": "a-1", "cash": "100000", "equity": "100000", "status": "ACTIVE", "buying_power": "199000.5",
+    "last_equity": "100047.6", "portfolio_value": "100000", "multiplier": "2", "currency": "USD",
+}  # fmt: skip
 ACTIVITY: dict[str, object] = {
     "id": "20240301100000123::0d9b3c0e-4f33-4a1e-9a59-2c1e43b1a0c4", "activity_type": "FILL",
     "transaction_time": "2024-03-01T15:00:00.2Z", "type": "fill", "price": "185.01", "qty": "10",
@@ -578,8 +581,8 @@ def _expected_plain(
 ) -> Outcome:
     """Position, account, activity: one ``Rejected`` (``prefix`` or ``prefix_<check>``) or the values."""
     if not case.field:
-        accepted = prefix == "account" and isinstance(case.value, Mapping)  # cash and equity are optional
-        return Outcome((), {"cash": None, "equity": None}) if accepted else Outcome((prefix,), None)
+        accepted = prefix == "account" and isinstance(case.value, Mapping)  # every figure is optional
+        return Outcome((), dict.fromkeys(ACCOUNT_BASE)) if accepted else Outcome((prefix,), None)
     change = change_of(case.field, case.value)
     assert not isinstance(change, Outcome)
     if isinstance(change, Fault):
@@ -589,11 +592,16 @@ def _expected_plain(
 
 
 def _account_change(field: str, value: object) -> Change:
-    """The contract of the Account fields the snapshot reads: cash and equity, optional decimals."""
+    """The contract of the Account fields the snapshot reads (``RawAccount``; the page header
+    shows them): cash and equity, optional decimals; buying power and last equity, only shown:
+    a wrong JSON type refuses the object, an unusable number is None (never rounded)."""
     if field in ("cash", "equity"):
         number = _decimal(value)
         return number if isinstance(number, Fault) else {field: number}
-    if field in ("id", "status"):
+    if field in ("buying_power", "last_equity"):
+        number = _decimal(value)
+        return number if number is SHAPE else {field: None if isinstance(number, Fault) else number}
+    if field in ("id", "status", "portfolio_value", "multiplier", "currency"):
         return {}
     raise AssertionError(f"no contract for account field {field!r}")
 
@@ -606,7 +614,10 @@ def _observe_plain(result: object, base: dict[str, object]) -> Outcome:
     return Outcome((), {name: _path(result, name) for name in base})
 
 
-ACCOUNT_BASE: dict[str, object] = {"cash": Decimal(100000), "equity": Decimal(100000)}
+ACCOUNT_BASE: dict[str, object] = {
+    "cash": Decimal(100000), "equity": Decimal(100000), "buying_power": Decimal("199000.5"),
+    "last_equity": Decimal("100047.6"),
+}  # fmt: skip
 EXPECTED: dict[str, tuple[Callable[[Case], Outcome], Callable[[object], Outcome]]] = {
     "order": (_expected_order, _observe_order),
     "trade_update": (_expected_update, _observe_update),
@@ -822,3 +833,111 @@ async def test_corpus_hostile_frames_through_running_state_write_no_row(migrated
     assert alive
     assert rows == dict.fromkeys(TABLES, 0)
     assert rejects == len(frames)  # each hostile frame is counted once, none is taken
+
+
+# --- the account read: the snapshot's figures through the bus; the analytics' reads --------------
+
+
+def test_corpus_account_figures_cross_the_bus_exactly() -> None:
+    """Every account case the converter accepts becomes a ``SnapshotTaken`` (the page header's
+    figures: cash, equity, buying power, last equity) that the bus encodes and decodes to the
+    same exact values."""
+    _, cases = BROKER_CASES["account"]
+    crossed = 0
+    wrong = []
+    for case in cases:
+        figures = convert_account(case.data)
+        if isinstance(figures, Rejected):
+            continue
+        sent = SnapshotTaken(account="demo", taken_at=TS, positions=(), cash=figures.cash, equity=figures.equity,
+                             buying_power=figures.buying_power, last_equity=figures.last_equity)  # fmt: skip
+        got = decode(encode(sent))
+        assert isinstance(got, SnapshotTaken)
+        shown = (got.cash, got.equity, got.buying_power, got.last_equity)
+        if shown != (figures.cash, figures.equity, figures.buying_power, figures.last_equity) or not all(
+            v is None or str(v) == str(w) for v, w in zip(shown, (sent.cash, sent.equity, sent.buying_power,
+                                                                   sent.last_equity), strict=True)):  # fmt: skip
+            wrong.append(f"{case.field}={case.value!r:.60}: sent {sent}, got {got}")
+        crossed += 1
+
+    assert wrong == []
+    assert crossed >= 100
+
+
+# (GET /v2/account ``last_equity``, GET /v2/account/portfolio/history 1D points, the data API's daily
+# bars ``{"bars": {symbol: [{"t", "c", ...}]}}``: https://docs.alpaca.markets/reference/getaccount-1,
+# https://docs.alpaca.markets/reference/getaccountportfoliohistory-1,
+# https://docs.alpaca.markets/reference/stockbars) read by ``broker/reads.py`` for the equity curve.
+READ_VALUES: list[object] = [
+    *HOSTILE_VALUES, *NUMBERS, "1e-30", "1e308", "1e999999", "100.005", "1." + "1" * 26, "100047.6", 1e-20, "-5",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", READ_VALUES, ids=lambda v: repr(v)[:30])
+def test_corpus_the_equity_reads_take_a_figure_exactly_or_count_it_never_round_or_raise(value: object) -> None:
+    from coldharbour.broker.reads import _merge_bars, parse_daily_equity, parse_last_equity
+
+    number = _decimal(value)
+    exact = number if isinstance(number, Decimal) else None  # the exact contract, or refused
+    counters: Counter[str] = Counter()
+    stamp = 1_709_269_200  # 2024-03-01 05:00 UTC: New York midnight of the session
+    closes: dict[Any, dict[str, Decimal]] = {}
+
+    last = parse_last_equity({"last_equity": value})
+    points = parse_daily_equity({"timestamp": [stamp, 1e30, float("nan")], "equity": [value, "1", "1"]}, counters)
+    _merge_bars({"AAPL": [{"t": "2024-03-01T05:00:00Z", "c": value, "o": 1}, "x", {"t": 1e30}]}, closes, counters)
+
+    assert (last, str(last)) == (exact, str(exact)) if exact is not None else last is None
+    day = datetime.fromtimestamp(stamp, UTC).date()
+    assert points.get(day) == exact and str(points.get(day)) == str(exact) if value is not None else day not in points
+    assert closes.get(day, {}).get("AAPL") == (exact if exact is not None and exact > 0 else None)
+    assert counters["rejects_history_point"] == 2 + (exact is None and value is not None)
+    assert counters["rejects_bar"] == 2 + (exact is None or exact <= 0)
+
+
+def test_corpus_doctor_account_check_shows_a_hostile_account_body_in_one_clean_line() -> None:
+    """``chmgr doctor``'s ``GET /v2/account`` check (``cli/doctor.py``) against hostile Account
+    objects and bodies: always one verdict, one printable line (no ESC or NUL reaches the
+    terminal), the status shown only when it is short printable text."""
+    import http.server
+    import json
+    import threading
+
+    from coldharbour.cli.doctor import check_account
+    from coldharbour.config import AccountSettings, Secret
+
+    bodies: list[bytes] = [json.dumps({**ACCOUNT, "status": v}).encode() for v in HOSTILE_VALUES if not isinstance(
+        v, bytes)]  # fmt: skip
+    bodies += [json.dumps({**ACCOUNT, "status": s}).encode() for s in ("\x1b[2J\x1b[31mOWNED", "AC\x00TIVE", "é" * 41)]
+    bodies += [page.encode("utf-8", "surrogatepass") for page in HTML_PAGES if isinstance(page, str)]
+    bodies += [b"[]", b"null", b"\xff\xfe", b'"x"', b"1e999999"]
+    served: list[bytes] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # http.server calls it by that name
+            body = served.pop(0)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    account = AccountSettings(name="demo", slug="demo", api_key=Secret("k"), secret_key=Secret("s"),
+                              base_url=f"http://127.0.0.1:{server.server_address[1]}")  # fmt: skip
+    wrong = []
+    try:
+        for body in bodies:
+            served.append(body)
+            check = check_account(account)
+            if not check.line.isprintable() or check.verdict not in ("OK", "FAIL"):
+                wrong.append(f"{body[:60]!r}: {check}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert wrong == []

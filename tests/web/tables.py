@@ -19,7 +19,8 @@ from psycopg import sql
 from coldharbour.config import Dsn
 from coldharbour.db import notify
 from coldharbour.db.names import AccountNames
-from coldharbour.db.rows import POSITION_COLUMNS
+from coldharbour.db.rows import DAILY_COLUMNS, POSITION_COLUMNS, daily_values
+from coldharbour.domain.equity import DailyRow
 from coldharbour.domain.types import CLOSED_COLUMNS
 
 
@@ -130,6 +131,13 @@ class Tables:
             "updated_at": datetime.now(UTC),
         }  # fmt: skip
         self._upsert(self.names.equity_full.ident, row, ("date",))
+        self.conn.commit()
+
+    def put_days(self, *days: DailyRow) -> None:
+        """Upsert daily equity rows as `state` writes them (``db.rows.daily_values``; no channel)."""
+        for day in days:
+            row = {**dict(zip(DAILY_COLUMNS, daily_values(day), strict=True)), "updated_at": datetime.now(UTC)}
+            self._upsert(self.names.equity_full.ident, row, ("date",))
         self.conn.commit()
 
     def put_intraday(self, ts: datetime, cumulative_return: Decimal) -> None:

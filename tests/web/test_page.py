@@ -9,12 +9,14 @@ here (the fake broker only trades symbols it has a price for); the whole-stack t
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 import requests
@@ -23,8 +25,10 @@ from playwright.sync_api import Dialog, Page, Route, expect
 from coldharbour.config import Settings
 from coldharbour.db import queries
 from coldharbour.db.names import account_names
+from coldharbour.domain.cashflows import CashFlow, classify
+from coldharbour.domain.equity import DayInputs, build_daily_curve
 from coldharbour.domain.metrics import compute_kpi_document
-from coldharbour.messages import SnapshotTaken
+from coldharbour.messages import Heartbeat, SnapshotTaken
 from coldharbour.sim.postgres import PgCluster
 from coldharbour.web.figures import PREFIX_SNAPSHOT, AccountFigures
 from tests.support import wait_for
@@ -330,6 +334,48 @@ def test_page_daily_chart_shows_the_intraday_curve_on_the_first_day(
     expect(page.locator("#chart-daily-caption")).to_contain_text("first session")
 
 
+def _flow(n: int, day: date, amount: str, code: str) -> CashFlow:
+    """A cash activity as the cash-flow reader stores it: ``CSD`` (cash deposit) and ``DIV``
+    (dividend) are Alpaca activity types (docs.alpaca.markets, "Account activities")."""
+    ts = datetime(day.year, day.month, day.day, 15, tzinfo=UTC)
+    return CashFlow(id=f"flow-{n}", ts=ts, amount=Decimal(amount), type=code, category=classify(code))
+
+
+def test_page_daily_chart_is_the_return_net_of_flows_and_a_deposit_is_flat(
+    page: Page, dashboard: Dashboard, tables: Tables
+) -> None:
+    """Three sessions through the daily-curve code: $10,000 deposited on the first, $50,000 more on
+    the second, a $600 dividend on the third. In dollars that is 10,000 → 60,000 → 60,600; the
+    chart shows the time-weighted return: flat at 0 % through both deposits, +1 % on the dividend."""
+    first, second, third = date(2026, 11, 30), date(2026, 12, 1), date(2026, 12, 2)
+    curve = build_daily_curve([
+        DayInputs(session_date=first, flows=(_flow(1, first, "10000", "CSD"),)),
+        DayInputs(session_date=second, flows=(_flow(2, second, "50000", "CSD"),)),
+        DayInputs(session_date=third, flows=(_flow(3, third, "600", "DIV"),)),
+    ])  # fmt: skip
+    tables.put_days(*curve.rows[:2])
+    _open(page, dashboard)
+
+    chart = page.locator("[data-testid=equity-daily]")
+    expect(chart).to_have_attribute("data-unit", "pct")
+    expect(chart).to_have_attribute("data-values", "0.00 0.00")  # two deposits: no gain
+    expect(page.locator("#chart-daily-caption")).to_contain_text("net of deposits and withdrawals")
+    tip = chart.locator("rect.hover title")
+    expect(tip).to_have_text(["2026-11-30 · 0.00 % · $10,000.00 · deposit $10,000.00",
+                              "2026-12-01 · 0.00 % · $60,000.00 · deposit $50,000.00"])  # fmt: skip
+
+    tables.put_days(curve.rows[2])  # pushed by the equity check (every 5 s)
+
+    expect(chart).to_have_attribute("data-values", "0.00 0.00 1.00", timeout=15_000)
+    page.locator("[data-testid=equity-daily-toggle]").click()
+    expect(chart).to_have_attribute("data-unit", "usd")
+    expect(chart).to_have_attribute("data-values", "10000.00 60000.00 60600.00")
+    expect(page.locator("[data-testid=equity-daily-toggle]")).to_have_text("show %")
+    page.locator("[data-testid=equity-daily-toggle]").click()
+    expect(chart).to_have_attribute("data-values", "0.00 0.00 1.00")
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
 def _kpis_from_the_tables(settings: Settings) -> dict[str, Any]:
     """The KPI document as `metrics` computes it: the stored open rows read by its own query."""
 
@@ -379,3 +425,30 @@ def test_page_numbers_agree_unrealised_is_the_symbol_rows_and_open_count_is_the_
     expect(page.locator("#positions-count")).to_have_text("(1 symbol, 2 lots)")
     expect(page.locator('[data-kpi="Open Trades (n)"]')).to_have_text("2")
     assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_page_lists_the_corporate_actions_snapshot_holds_for_the_account(page: Page, dashboard: Dashboard) -> None:
+    """``snapshot``'s heartbeat names the actions it holds per account (``corporate_pending_<slug>``,
+    docs/corporate-actions.md "Announcements"); the page lists the shown account's, and hides the
+    panel when there are none."""
+    assert dashboard.hub is not None
+    hub = dashboard.hub
+    pending = [{"symbol": "AAPL", "type": "forward_split", "effective": "2026-12-08", "waits_for": "the broker's legs"},
+               {"symbol": HOSTILE, "type": "split", "effective": "2026-12-07", "waits_for": "its announcement"}]
+    beat = Heartbeat(src="snapshot", seq=1, ts=1, program="snapshot", pid=1, uptime_s=1.0, details={
+        "corporate_pending_demo": json.dumps(pending), "corporate_pending_paper_1": "not json"})  # fmt: skip
+    dashboard.call(hub.beats.__setitem__, "snapshot", beat)
+    panel = page.locator("[data-testid=corporate-pending]")
+
+    _open(page, dashboard)
+
+    row = panel.locator('tr[data-symbol="AAPL"]')
+    expect(row.locator("[data-col=type]")).to_have_text("forward_split")
+    expect(row.locator("[data-col=effective]")).to_have_text("2026-12-08")
+    expect(row.locator("[data-col=waits_for]")).to_have_text("the broker's legs")
+    expect(panel.locator("tbody tr").nth(1).locator("[data-col=symbol]")).to_have_text(HOSTILE)  # text, never HTML
+    status = requests.get(f"{dashboard.url}/api/status", timeout=10).json()
+    assert status["corporate_pending"] == {"demo": pending, "paper_1": []}
+
+    dashboard.call(hub.beats.__setitem__, "snapshot", msgspec.structs.replace(beat, details={}))
+    expect(panel).to_be_hidden()

@@ -358,6 +358,7 @@ def test_report_page_and_its_offline_file_show_the_api_numbers_and_follow_pushes
         file_page.goto(html.as_uri())
         expect(file_page.locator("[data-testid=report]")).to_have_attribute("data-state", "ready")
         assert _cards(file_page) == cards
+        expect(file_page.locator("[data-testid=dashboard-link]")).to_have_count(0)  # no dashboard behind a file
         assert [url for url in requested if not url.startswith("file:")] == []
     finally:
         offline.close()
@@ -380,3 +381,31 @@ def write_curve_day(settings: Settings, day: date) -> None:
             ).format(t=names.equity_full.ident),
             [day],
         )
+
+
+@pytest.mark.integration
+def test_dashboard_and_report_link_each_other_and_chart_the_same_cumulative_return(
+    page: Page, served: Dashboard
+) -> None:
+    """The dashboard's `report` link opens the tear sheet of the account shown (not the first
+    one), whose `dashboard` link comes back to it; the dashboard's daily chart draws the report's
+    own `cumulative_pct` (the 90-session curve with deposits and a withdrawal)."""
+    body = get_report(served, "demo")
+    page.goto(f"{served.url}/?account=demo")
+    values = " ".join(f"{v:.2f}" for v in body["cumulative_pct"].values())
+    expect(page.locator("[data-testid=equity-daily]")).to_have_attribute("data-values", values)
+
+    page.goto(f"{served.url}/?account=paper_1")
+    link = page.locator("[data-testid=report-link]")
+    expect(link).to_have_attribute("href", "/report?account=paper_1")
+    link.click()
+
+    expect(page).to_have_url(f"{served.url}/report?account=paper_1")
+    expect(page.locator("[data-testid=report]")).to_have_attribute("data-state", "ready")
+    expect(page.locator("[data-key=sessions]")).to_have_attribute("data-value", "3")  # paper_1's, not demo's 90
+    page.locator("[data-testid=dashboard-link]").click()
+
+    expect(page).to_have_url(f"{served.url}/?account=paper_1")
+    expect(page.locator("#account")).to_have_value("paper_1")
+    expect(page.locator("[data-testid=equity-daily]")).to_have_attribute("data-points", "3")
+    assert page.console_errors == []  # type: ignore[attr-defined]

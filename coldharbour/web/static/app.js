@@ -17,6 +17,7 @@
     retries: new Map(),   // parent_id -> {timer, attempt}: a lot refetch that failed, retried
     lastBeat: null,       // performance.now() of the newest UI heartbeat
     connected: false,
+    dailyUnit: "pct",     // the daily chart: "pct" (cumulative return, net of flows) or "usd" (equity)
   };
   const $ = (id) => document.getElementById(id);
 
@@ -482,10 +483,14 @@
     return node;
   }
 
-  function drawCurve(svg, points, label) {
+  // points: [{y, tip}] (y null: not drawn). The drawn values are kept in data-values (one per
+  // point, space-separated) and each point has a hover band whose <title> is its tooltip.
+  function drawCurve(svg, points, label, places) {
     svg.replaceChildren();
     const W = 600, H = 160, PAD = 14;
     const values = points.filter((p) => isNum(p.y));
+    svg.setAttribute("data-points", String(values.length));
+    svg.setAttribute("data-values", values.map((p) => p.y.toFixed(places)).join(" "));
     if (values.length === 0) {
       svg.appendChild(svgEl("text", { x: 10, y: H / 2 }, "no data yet"));
       return;
@@ -500,23 +505,56 @@
     if (values.length === 1) svg.appendChild(svgEl("circle", { class: "dot", cx: x(0), cy: y(values[0].y), r: 3 }));
     svg.appendChild(svgEl("text", { x: 4, y: 12 }, label(hi)));
     svg.appendChild(svgEl("text", { x: 4, y: H - 3 }, label(lo)));
-    svg.setAttribute("data-points", String(values.length));
+    const half = values.length === 1 ? W / 2 : W / (values.length - 1) / 2;
+    values.forEach((p, i) => {
+      if (!p.tip) return;
+      const band = svgEl("rect", { class: "hover", x: Math.max(0, x(i) - half), y: 0, width: 2 * half, height: H });
+      band.appendChild(svgEl("title", {}, p.tip));
+      svg.appendChild(band);
+    });
+  }
+
+  // The daily chart is the cumulative time-weighted return in % (net of deposits and
+  // withdrawals: the report's series, computed by the server), with the equity in $ in each
+  // point's tooltip and on the toggle. A deposit moves the dollars, never the %.
+  const signedPct = (v) => (v > 0 ? "+" : "") + v.toFixed(2) + " %";
+  const pctLabel = (v) => v.toFixed(2) + " %";
+  let lastCurves = null;
+
+  function dailyTip(day, pct, equity, flows) {
+    const parts = [String(day), isNum(pct) ? signedPct(pct) : "no return", "$" + money(equity)];
+    if (isNum(flows) && flows !== 0) parts.push((flows > 0 ? "deposit $" : "withdrawal $") + money(Math.abs(flows)));
+    return parts.join(" \u00b7 ");
   }
 
   function onEquity(curves) {
+    lastCurves = curves;
     const daily = (curves && curves.daily) || [];
     const intraday = (curves && curves.intraday) || [];
-    const dailyPoints = daily.map((r) => ({ y: isNum(r.cash_balance) && isNum(r.market_value) ? r.cash_balance + r.market_value : null }));
-    const firstDay = !dailyPoints.some((p) => isNum(p.y)) && intraday.length > 0;
-    setText($("chart-daily-caption"), firstDay ? "Equity: first session, today's curve (cumulative return %) until the first close" : "Equity (daily)");
-    $("chart-daily").setAttribute("data-curve", firstDay ? "intraday" : "daily");
-    if (firstDay) {
-      drawCurve($("chart-daily"), intraday.map((r) => ({ y: isNum(r.cumulative_return) ? 100 * r.cumulative_return : null })), (v) => v.toFixed(2) + " %");
-    } else {
-      drawCurve($("chart-daily"), dailyPoints, money);
-    }
-    drawCurve($("chart-intraday"), intraday.map((r) => ({ y: isNum(r.cumulative_return) ? 100 * r.cumulative_return : null })), (v) => v.toFixed(2) + " %");
+    const dollars = view.dailyUnit === "usd";
+    const firstDay = daily.length === 0 && intraday.length > 0;
+    const chart = $("chart-daily");
+    chart.setAttribute("data-curve", firstDay ? "intraday" : "daily");
+    chart.setAttribute("data-unit", dollars ? "usd" : "pct");
+    setText($("equity-daily-toggle"), dollars ? "show %" : "show $");
+    const unit = dollars ? "$ equity, deposits and withdrawals included" : "cumulative return %, net of deposits and withdrawals";
+    setText($("chart-daily-caption"), firstDay
+      ? "Equity: first session, today's curve (" + unit + ") until the first close"
+      : "Equity (daily, " + unit + ")");
+    const points = firstDay
+      ? intraday.map((r) => {
+          const pct = isNum(r.cumulative_return) ? 100 * r.cumulative_return : null;
+          return { y: dollars ? r.deposit : pct, tip: time(r.ts) + " New York \u00b7 " + (isNum(pct) ? signedPct(pct) : "—") + " \u00b7 $" + money(r.deposit) };
+        })
+      : daily.map((r) => ({ y: dollars ? r.equity : r.cumulative_pct, tip: dailyTip(r.date, r.cumulative_pct, r.equity, r.net_flows) }));
+    drawCurve(chart, points, dollars ? money : pctLabel, 2);
+    drawCurve($("chart-intraday"), intraday.map((r) => ({ y: isNum(r.cumulative_return) ? 100 * r.cumulative_return : null })), pctLabel, 4);
   }
+
+  $("equity-daily-toggle").addEventListener("click", () => {
+    view.dailyUnit = view.dailyUnit === "usd" ? "pct" : "usd";
+    onEquity(lastCurves);
+  });
 
   // ----- backend indicator, programs, market phase ------------------------------------------
 
@@ -553,6 +591,24 @@
       list.appendChild(li);
     }
     if (status.error) list.appendChild(el("li", "bad", status.error));
+    onCorporatePending((status.corporate_pending || {})[view.account] || []);
+  }
+
+  // Corporate actions `snapshot` holds for this account (symbol, type, effective date, what it waits for).
+  function onCorporatePending(items) {
+    const body = $("corporate-pending");
+    body.replaceChildren();
+    for (const item of items) {
+      const tr = document.createElement("tr");
+      tr.setAttribute("data-symbol", String(item.symbol));
+      for (const col of ["symbol", "type", "effective", "waits_for"]) {
+        const td = el("td", "", String(item[col] || ""));
+        td.setAttribute("data-col", col);
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
+    $("corporate-pending-section").hidden = items.length === 0;
   }
 
   // ----- accounts and the stream ------------------------------------------------------------
@@ -569,6 +625,7 @@
     select.parentElement.hidden = (accounts || []).length < 2;
     const me = (accounts || []).find((a) => a.slug === current);
     $("account-name").textContent = me ? me.name : "";
+    $("report-link").setAttribute("href", "/report?account=" + encodeURIComponent(current));
   }
 
   function onSnapshot(snap) {
