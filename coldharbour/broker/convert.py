@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, time
+from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Final, TypeVar
@@ -28,7 +28,8 @@ import msgspec
 
 from coldharbour.broker import validate
 from coldharbour.broker.validate import Invalid
-from coldharbour.domain.money import ZERO, InvalidMoney, to_decimal_or_none, to_display_decimal_or_none
+from coldharbour.domain.corporate import MAX_RATIO, MIN_RATIO
+from coldharbour.domain.money import ZERO, InvalidMoney, to_decimal, to_decimal_or_none, to_display_decimal_or_none
 from coldharbour.domain.reports import ActivityRecord
 from coldharbour.domain.types import BrokerPosition, Fill, Order, OrderSide, from_datetime
 from coldharbour.messages import OrderUpdated
@@ -595,7 +596,8 @@ def convert_activity(data: object, *, now_ns: int | None = None) -> ConvertedAct
             transaction_time=ts,
             # a fee in the coin names the pair as positions do (BTCUSD): the mirror's form is BTC/USD
             symbol=(canonical_symbol(raw.symbol, "crypto") if activity_type == "CFEE" else raw.symbol.upper())
-            if raw.symbol else None,
+            if raw.symbol
+            else None,
             side=raw.side,
             qty=qty,
             price=price,
@@ -634,3 +636,132 @@ def _activity_fill(raw: RawActivity, record: ActivityRecord, qty: Decimal | None
         execution_id=record.execution_id,
         cum_qty=_number(raw.cum_qty, field="cum_qty"),
     )
+
+
+# --- corporate-action announcements (the data API's ``GET /v1/corporate-actions``) -------------
+
+# The fields of alpaca-py's ``alpaca/data/models/corporate_actions.py`` groups that are read or
+# could be: symbols (text the store takes), dates (a real day whose New York midnight is within
+# ``validate``'s 1970..2262), rates (numbers ``money.to_decimal`` takes, > 0, share ratios within
+# the domain's bounds).
+ANNOUNCED_SYMBOLS: Final = ("symbol", "old_symbol", "new_symbol", "alternate_symbol", "source_symbol",
+                            "acquirer_symbol", "acquiree_symbol")  # fmt: skip
+ANNOUNCED_DATES: Final = ("ex_date", "payable_date", "record_date", "effective_date", "process_date",
+                          "due_bill_redemption_date")  # fmt: skip
+ANNOUNCED_RATES: Final = ("old_rate", "new_rate", "rate", "source_rate", "acquirer_rate", "acquiree_rate",
+                          "cash_rate", "alternate_rate")  # fmt: skip
+_SHARE_RATIOS: Final = (("new_rate", "old_rate"), ("alternate_rate", "old_rate"), ("acquirer_rate", "acquiree_rate"),
+                        ("new_rate", "source_rate"))  # fmt: skip
+MAX_RATE: Final = Decimal(10_000_000)  # shares or cash per share: beyond, the item is wrong
+FIRST_DAY: Final = date(1970, 1, 2)
+LAST_DAY: Final = date(2262, 4, 10)
+
+
+class ScreenedAnnouncements(msgspec.Struct, frozen=True):
+    """An announcements body as ``corporate.parse_announcements`` may read it.
+
+    ``body``: only the usable items (an item whose rates are absurd kept for its symbols and
+    dates, its rates taken out); ``rejects``: one per item refused or held; ``held``: the symbols
+    of the items with absurd rates (their actions are held, not booked: docs/corporate-actions.md).
+    """
+
+    body: dict[str, object]
+    rejects: tuple[Rejected, ...] = ()
+    held: frozenset[str] = frozenset()
+
+
+def screen_announcements(body: object) -> ScreenedAnnouncements:
+    """Check every item of a ``GET /v1/corporate-actions`` body against what the store, the bus
+    and the domain's arithmetic take (see ``ANNOUNCED_SYMBOLS``): an item with a bad symbol, id
+    or date is left out (``announcement_text``, ``announcement_time``, ``announcement`` for a
+    wrong JSON type); one with an absurd rate (NaN, 1e999999, 1e-30, 0, a share ratio of 10^9) is
+    kept without its rates and its symbols are held (``announcement_rate``)."""
+    groups = body.get("corporate_actions") if isinstance(body, Mapping) else None
+    if not isinstance(groups, Mapping):
+        return ScreenedAnnouncements({})
+    kept: dict[str, object] = {}
+    rejects: list[Rejected] = []
+    held: set[str] = set()
+    for group, items in groups.items():
+        name = str(group)[:40]
+        if not isinstance(items, list):
+            rejects.append(Rejected("announcement", f"{name!r}: expected a list, found {type(items).__name__}"))
+            continue
+        usable: list[Mapping[str, object]] = []
+        for item in items:
+            try:
+                checked = _announced_item(item)
+            except BadValue as e:
+                rejects.append(Rejected(_reason("announcement", e), f"{name} {_item_id(item)}: {e}"))
+                continue
+            problem = _absurd_rates(checked, str(group))
+            if problem:
+                checked = {k: v for k, v in checked.items() if k not in ANNOUNCED_RATES}
+                held |= {v.upper() for k in ANNOUNCED_SYMBOLS if isinstance(v := checked.get(k), str) and v}
+                rejects.append(Rejected("announcement_rate", f"{name} {_item_id(item)}: {problem} (held)"))
+            usable.append(checked)
+        kept[str(group)] = usable
+    return ScreenedAnnouncements({"corporate_actions": kept}, tuple(rejects), frozenset(held))
+
+
+def _item_id(item: object) -> str:
+    ident = item.get("id") if isinstance(item, Mapping) else None
+    return repr(ident)[:60] if ident is not None else "(no id)"
+
+
+def _announced_item(item: object) -> Mapping[str, object]:
+    """Return ``item`` when its id, symbols and dates are usable; else raise ``BadValue``."""
+    if not isinstance(item, Mapping):
+        raise BadValue(f"expected an object, found {type(item).__name__}")
+    ident = item.get("id")
+    if ident is not None:
+        if not isinstance(ident, str):
+            raise BadValue(f"id: expected text, found {type(ident).__name__}")
+        _checked(validate.text, ident, field="id", max_chars=validate.MAX_ID_CHARS)
+    for key in ANNOUNCED_SYMBOLS:
+        value = item.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise BadValue(f"{key}: expected text, found {type(value).__name__}")
+        # as the domain keeps it: upper case ("ß" becomes "SS", longer)
+        _checked(validate.text, value.upper(), field=key, max_chars=validate.MAX_SYMBOL_CHARS)
+    _announced_dates(item)
+    return item
+
+
+def _announced_dates(item: Mapping[str, object]) -> None:
+    for key in ANNOUNCED_DATES:
+        value = item.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise BadValue(f"{key}: expected YYYY-MM-DD, found {type(value).__name__}", "time")
+        try:
+            day = date.fromisoformat(value[:10])
+        except ValueError:
+            raise BadValue(f"{key}: not a day: {value[:40]!r}", "time") from None
+        if not FIRST_DAY <= day <= LAST_DAY:
+            raise BadValue(f"{key}: {day} outside {FIRST_DAY}..{LAST_DAY}", "time")
+
+
+def _absurd_rates(item: Mapping[str, object], group: str) -> str:
+    """Return why the rates of ``item`` cannot be used ("" when they can, or when it states none)."""
+    rates: dict[str, Decimal] = {}
+    for key in ANNOUNCED_RATES:
+        value = item.get(key)
+        if value is None:
+            continue
+        try:
+            number = to_decimal(value, field=key)
+        except InvalidMoney as e:
+            return str(e)
+        if not 0 < number <= MAX_RATE:
+            return f"{key}: expected a number in (0, {MAX_RATE}], found {number:.6g}"
+        rates[key] = number
+    if group == "stock_dividends" and "rate" in rates and not MIN_RATIO <= rates["rate"] <= MAX_RATIO:
+        return f"rate: {rates['rate']:.6g} new shares per share outside {MIN_RATIO}..{MAX_RATIO}"
+    for top, bottom in _SHARE_RATIOS:
+        if top in rates and bottom in rates and not MIN_RATIO <= rates[top] / rates[bottom] <= MAX_RATIO:
+            return f"{top}/{bottom}: {rates[top] / rates[bottom]:.6g} outside {MIN_RATIO}..{MAX_RATIO}"
+    return ""

@@ -39,6 +39,7 @@ open has *not* been reported final that way: a seen report is evidence, a missin
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -57,6 +58,7 @@ from coldharbour.broker.convert import (
     convert_orders,
     convert_position,
     position_symbol,
+    screen_announcements,
 )
 from coldharbour.broker.listener import Sink
 from coldharbour.broker.rest import BrokerRefused, BrokerRest
@@ -65,11 +67,16 @@ from coldharbour.domain.corporate import (
     ANNOUNCEMENT_MATCH_DAYS,
     CORPORATE_CODES,
     LEG_WINDOW_NS,
+    ActionLeg,
+    ActionProblem,
     Announcement,
     CorporateAction,
     actions_from_legs,
+    announced_removal,
+    check_announced,
     corporate_legs,
     is_allocated,
+    legs_of,
     parse_announcements,
     retime_legs,
     spinoff_by_announcement,
@@ -113,6 +120,10 @@ ANNOUNCEMENT_LOOKBACK_DAYS: Final = 14
 # A REORG shares-out leg alone is a worthless removal (an exit at 0) once it was first read this
 # long ago: a redemption's cash leg is listed with it, not an hour later (docs/corporate-actions.md).
 REMOVAL_SETTLE_NS: Final = 3600 * 1_000_000_000
+# What a pending symbol waits for, per leg code (docs/corporate-actions.md "Pending").
+_LEG_TYPES: Final = {"SPLIT": "split", "SSP": "split", "NC": "name_change", "SC": "name_change", "MA": "merger",
+                     "REORG": "removal", "SPIN": "spin_off", "SSO": "spin_off", "CIL": "cash_in_lieu"}  # fmt: skip
+PENDING_SHOWN: Final = 20  # pending actions named in the heartbeat (the dashboard's panel) at most
 
 
 class AccountSync:
@@ -156,8 +167,13 @@ class AccountSync:
         # The announcements read last (a spin-off's parent and rates) and the broker's last price
         # of each position read at this full snapshot (the spin-off's default allocation).
         self._announced: list[Announcement] = []
+        self._held_by_rates: frozenset[str] = frozenset()  # symbols of announcements with absurd rates
         self._prices: dict[str, Decimal] = {}
         self._reported_legs: set[str] = set()
+        # Why each pending symbol waits (the dashboard's panel): symbol -> (type, effective date, waits for).
+        self._pending_why: dict[str, tuple[str, str, str]] = {}
+        self._quantities: dict[str, Decimal] = {}  # the broker's position per symbol at this full snapshot
+        self._reported_mismatches: set[str] = set()  # action ids whose disagreement was logged
         # Heartbeat details (``chmgr doctor``): the corporate codes the broker refused last read.
         self._details = details if details is not None else {}
         self.refused_codes: dict[str, int] = {}  # code -> HTTP status of its last refusal
@@ -212,6 +228,7 @@ class AccountSync:
         listed = {p.symbol for p in positions}
         self._held, self._held_before = self._held_before | listed, listed
         self._prices = {p.symbol: p.current_price for p in positions if p.current_price and p.current_price > 0}
+        self._quantities = {p.symbol: p.qty for p in positions}
         figures = convert_account(await self._rest.account())
         open_raw = await self._rest.open_orders()
         open_orders = self._convert(open_raw)
@@ -397,13 +414,20 @@ class AccountSync:
         self._first_seen = {r.id: self._first_seen.get(r.id, now) for r in records}  # the window's legs only
         if records:  # the cursor by the legs' own stamps (before an announcement re-times them)
             self.corporate_cursor_ns = max(self.corporate_cursor_ns or 0, *(r.transaction_time for r in records))
+        self._pending_why = {}
         records = await self._when_announced(records, now)
         self._show_refused()
-        actions, problems = actions_from_legs(
-            corporate_legs(records), settled=lambda leg: self._first_seen.get(leg.id, now) <= now - REMOVAL_SETTLE_NS
-        )
+        legs_read = corporate_legs(records)
+
+        def is_settled(leg: ActionLeg) -> bool:  # a lone REORG shares-out leg: a worthless removal yet?
+            first = self._first_seen.get(leg.id, now)
+            return announced_removal(leg, self._announced) or first <= now - REMOVAL_SETTLE_NS
+
+        actions, problems = actions_from_legs(legs_read, settled=is_settled)
+        problems = self._removals_waiting(legs_read, actions, problems, is_settled)
         actions = self._allocate_spinoffs(actions, now)
         fresh = [a for a in actions if a.id not in self._published_actions]
+        fresh, withheld = self._against_announcements(fresh, legs_read, records)
         # A leg listed again as canceled cancels the action it formed (the broker's correction;
         # a re-booked action comes as new legs): sent once per pass until published, and again
         # after a rewind (``state`` ignores the ids it never booked).
@@ -417,7 +441,7 @@ class AccountSync:
             self.counters["corporate_problems"] += 1
             log.warning("corporate action leg not booked account=%s id=%s reason=%s", self.slug, problem.id,
                         problem.reason)  # fmt: skip
-        legs = [r for r in records if self._published_legs.get(r.id) != r.status]
+        legs = [r for r in records if self._published_legs.get(r.id) != r.status and r.id not in withheld]
         # Sent even empty: the page says how far the actions are complete (absence is not evidence).
         page = CorporateActionsPage(
             account=self.slug, actions=tuple(fresh), activities=tuple(legs),
@@ -431,7 +455,74 @@ class AccountSync:
         self._sent_canceled.update(canceled)
         self.counters["corporate_actions"] += len(fresh)
         self.counters["corporate_actions_canceled"] += len(canceled)
+        self._show_pending()
         return len(fresh)
+
+    def _removals_waiting(self, legs: Sequence[ActionLeg], actions: Sequence[CorporateAction],
+                          problems: list[ActionProblem], settled: Callable[[ActionLeg], bool]) -> list[ActionProblem]:
+        """Keep the symbol of a lone REORG shares-out leg not settled yet pending (its cash leg, or a
+        worthless-removal announcement, decides what it is: reconciled meanwhile, the broker's flat
+        position would be booked as a MANUAL exit) and do not report it as a leg without a partner."""
+        booked = {a.id for a in actions}
+        waiting = {leg.id: leg for leg in legs if leg.code == "REORG" and leg.qty < 0 and leg.id not in booked
+                   and not settled(leg)}  # fmt: skip
+        for leg in waiting.values():
+            self._pending_why.setdefault(leg.symbol, ("removal", _day(leg.ts), "its cash leg or a worthless-removal "
+                                                                               "announcement (up to an hour)"))
+        return [p for p in problems if p.id not in waiting]
+
+    def _against_announcements(
+        self, fresh: list[CorporateAction], legs: Sequence[ActionLeg], records: Sequence[ActivityRecord]
+    ) -> tuple[list[CorporateAction], set[str]]:
+        """Return the actions whose legs agree with their announcement's rates, and the ids of the
+        legs withheld (docs/corporate-actions.md "Rates against quantities").
+
+        An action whose legs state other quantities than its announcement implies for the shares
+        held is held whole: not published, its legs not stored, its symbols pending (not
+        reconciled), counted (``corporate_mismatches``), logged once and shown
+        (``corporate_mismatch_<account>``, ``chmgr doctor``, the dashboard) until the broker
+        re-books it or the announcement changes.
+        """
+        out_qty = {r.id: -r.qty for r in records if r.qty is not None and r.qty < 0}
+        kept: list[CorporateAction] = []
+        withheld: set[str] = set()
+        reasons: list[str] = []
+        for action in fresh:
+            held = self._quantities.get(action.symbol) if action.type == "spinoff" else out_qty.get(action.id)
+            problem = check_announced(action, held, self._announced)
+            if problem is None:
+                kept.append(action)
+                continue
+            withheld |= {leg.id for leg in legs_of(action, legs)}
+            reasons.append(f"{action.id}: {problem.reason}")
+            for symbol in action.symbols:
+                self._pending_why[symbol] = (action.type, _day(action.ts), "the broker's correction: " + problem.reason)
+            if action.id not in self._reported_mismatches:
+                self._reported_mismatches.add(action.id)
+                log.warning("corporate action held: legs disagree with the announcement account=%s id=%s reason=%s",
+                            self.slug, action.id, problem.reason)  # fmt: skip
+        self.counters["corporate_mismatches"] = len(reasons)
+        key = f"corporate_mismatch_{self.slug}"
+        if reasons:
+            self._details[key] = "; ".join(reasons)[:300]
+        else:
+            self._details.pop(key, None)
+        return kept, withheld
+
+    def _show_pending(self) -> None:
+        """Publish the pending symbols and why each waits in the heartbeat's details (``chmgr
+        doctor``'s ``corporate_held_<account>``, the dashboard's ``corporate_pending_<account>``)."""
+        self.pending_symbols = tuple(sorted({*self.pending_symbols, *self._pending_why}))
+        held, listed = f"corporate_held_{self.slug}", f"corporate_pending_{self.slug}"
+        if not self.pending_symbols:
+            self._details.pop(held, None)
+            self._details.pop(listed, None)
+            return
+        self._details[held] = "pending: " + ",".join(self.pending_symbols)[:200]
+        unknown = ("corporate action", "", "its legs or its announcement")
+        shown = [{"symbol": s, "type": why[0], "effective": why[1], "waits_for": why[2]}
+                 for s in self.pending_symbols[:PENDING_SHOWN] for why in [self._pending_why.get(s, unknown)]]
+        self._details[listed] = json.dumps(shown, separators=(",", ":"))
 
     def _allocate_spinoffs(self, actions: list[CorporateAction], now: int) -> list[CorporateAction]:
         """Return ``actions`` with each spin-off whose leg states no basis allocated by default, or
@@ -458,6 +549,8 @@ class AccountSync:
                          action.id, allocated.symbol, allocated.basis_share)
             elif self._first_seen.get(action.id, now) > now - ANNOUNCEMENT_WAIT_NS:
                 waiting.add(action.new_symbol or action.symbol)
+                self._pending_why[action.new_symbol or action.symbol] = (
+                    "spin_off", _day(action.ts), "the announcement's rates and both symbols' prices (up to a day)")
             else:
                 kept.append(action)  # waited long enough: held and reported by ``state``
         key = f"corporate_held_{self.slug}"
@@ -495,10 +588,17 @@ class AccountSync:
         if announced is None:  # every leg waits (bounded) as if none were announced yet
             matched, unexplained = [r for r in records if r not in legs], legs
         else:
-            matched, unexplained = retime_legs(records, announced)
+            matched, unexplained = self._hold_on_rates(retime_legs(records, announced), waiting)
+            for record in waiting:  # (held on absurd announced rates)
+                self._pending_why[record.symbol or ""] = (
+                    _LEG_TYPES.get(record.activity_type, record.activity_type), _day(record.transaction_time),
+                    "usable rates: its announcement's are absurd")  # fmt: skip
         for record in unexplained:
             if self._first_seen.get(record.id, now) > now - ANNOUNCEMENT_WAIT_NS:
                 waiting.append(record)
+                self._pending_why[record.symbol or ""] = (
+                    _LEG_TYPES.get(record.activity_type, record.activity_type), _day(record.transaction_time),
+                    "its announcement (up to a day)")  # fmt: skip
             else:
                 matched.append(record)  # waited long enough: booked on its own stamp
         pending = {r.symbol for r in waiting if r.symbol}
@@ -508,7 +608,7 @@ class AccountSync:
             while ahead.weekday() >= 5:
                 ahead += timedelta(days=1)
             recent = [a for a in announced if today - timedelta(days=LEGS_WAIT_DAYS) <= a.effective <= ahead]
-            pending |= {s for a in recent if not explained & set(a.symbols) for s in a.symbols}
+            pending |= self._awaiting_legs([a for a in recent if not explained & set(a.symbols)])
         self.pending_symbols = tuple(sorted(pending))
         key = f"corporate_held_{self.slug}"
         if pending:
@@ -517,6 +617,25 @@ class AccountSync:
             self._details.pop(key, None)
         self.counters["corporate_legs_waiting"] = len(waiting)
         return matched
+
+    def _awaiting_legs(self, announced: Sequence[Announcement]) -> set[str]:
+        """Return the symbols of actions announced whose legs are not listed yet (noting why they wait)."""
+        for a in announced:
+            for symbol in a.symbols:
+                self._pending_why.setdefault(symbol, (a.group.removesuffix("s"), a.effective.isoformat(),
+                                                      "the broker's legs"))
+        return {s for a in announced for s in a.symbols}
+
+    def _hold_on_rates(
+        self, split: tuple[list[ActivityRecord], list[ActivityRecord]], waiting: list[ActivityRecord]
+    ) -> tuple[list[ActivityRecord], list[ActivityRecord]]:
+        """Move the legs of the symbols an announcement with absurd rates names to ``waiting``:
+        held (pending, not booked) while that announcement stands (``convert.screen_announcements``)."""
+        matched, unexplained = split
+        held = {r.id for r in (*matched, *unexplained) if r.activity_type in CORPORATE_CODES
+                and r.symbol in self._held_by_rates}  # fmt: skip
+        waiting += [r for r in (*matched, *unexplained) if r.id in held]
+        return [r for r in matched if r.id not in held], [r for r in unexplained if r.id not in held]
 
     async def _read_announcements(self, symbols: Sequence[str], today: date) -> list[Announcement] | None:
         """Return the announcements of ``symbols`` around today; None when they cannot be read."""
@@ -528,10 +647,15 @@ class AccountSync:
             return []
         params = {"symbols": ",".join(symbols), "start": start, "end": end, "limit": "1000"}
         found: list[Announcement] = []
+        held: set[str] = set()
         try:
             for _ in range(ANNOUNCEMENT_PAGES):  # alpaca-py's paging: next_page_token until null
                 body = await self._announcements.get("/corporate-actions", params)
-                found += parse_announcements(body)
+                screened = screen_announcements(body)  # what the store, the bus and the arithmetic take
+                for rejected in screened.rejects:
+                    self._reject("announcements", rejected)
+                held |= screened.held
+                found += parse_announcements(screened.body)
                 token = body.get("next_page_token") if isinstance(body, Mapping) else None
                 if not token:
                     break
@@ -543,6 +667,7 @@ class AccountSync:
             self.refused_codes["announcements"] = getattr(e, "status", 0)
             return None
         self.refused_codes.pop("announcements", None)
+        self._held_by_rates = frozenset(held)
         return found
 
     async def _corporate_together(self, codes: Sequence[str], after_ns: int) -> list[ActivityRecord] | None:
@@ -666,3 +791,8 @@ class AccountSync:
 def _submitted(item: ConvertedOrder) -> int:
     """The order's ``submitted_at`` (Alpaca's filter field), else its ``created_at``."""
     return item.order.submitted_at or item.order.created_at
+
+
+def _day(ts: int) -> str:
+    """Return the New York date of an instant (a re-timed leg's: its effective date), ISO."""
+    return datetime.fromtimestamp((ts + 1_000) / 1e9, tz=NEW_YORK).date().isoformat()

@@ -232,6 +232,8 @@ def check_account(account: AccountSettings) -> Check:
             f"check ALPACA_BASE_URL_{suffix}",
         )
     status = body.get("status", "?") if isinstance(body, dict) else "?"
+    if not (isinstance(status, str) and status.isprintable() and len(status) <= 40):
+        status = "?"  # the terminal shows it: never an escape sequence or a page of text
     return Check("OK", f"account {account.name}: credentials accepted by {account.base_url} (status {status})")
 
 
@@ -347,6 +349,10 @@ def check_corporate(settings: Settings, listen_s: float = HEARTBEAT_LISTEN_S) ->
                 account = key.removeprefix("corporate_refused_")
                 yield Check("WARN", f"account {account}: corporate activity codes refused by the broker "
                             f"({text[:120]}): their actions are not booked until they are read")  # fmt: skip
+            elif key.startswith("corporate_mismatch_"):
+                found = True
+                yield Check("WARN", f"account {key.removeprefix('corporate_mismatch_')}: corporate actions held whole, "
+                            f"their legs disagree with the announced rates ({text[:200]})")  # fmt: skip
             elif key.startswith("corporate_held_"):
                 found = True
                 yield Check("WARN", f"account {key.removeprefix('corporate_held_')}: corporate actions held "

@@ -58,6 +58,9 @@ SHARED_KINDS: Final = (c.MarketSchedule, c.LatestPrices, c.PriceBars)
 BACKOFF_BASE_S: Final = 0.2
 BACKOFF_CAP_S: Final = 10.0
 APPLICATION_NAME_MAX: Final = 63  # NAMEDATALEN - 1: PostgreSQL truncates longer names
+RELEASE_TIMEOUT_S: Final = 2.0  # unlocking before close; a lost connection just ends the session
+
+_UNLOCK_ALL: Final = "SELECT pg_advisory_unlock_all()"
 
 _OWNERS: Final = """
     SELECT l.objid::bigint, l.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local')
@@ -226,8 +229,19 @@ class Ownership:
         return kept
 
     async def close(self) -> None:
-        """Close the lock connection (the locks end with the session)."""
+        """Release the locks, then close the lock connection.
+
+        The locks would also end with the session, but PostgreSQL ends a session after the client
+        has gone: a ``state`` restarted at once (supervisord, ``chmgr restart``) could find its own
+        accounts still locked by the ending backend and exit with ``AccountOwned``. Unlocking first
+        frees them before ``close`` returns (bounded: a lost connection only fails or times out).
+        """
         if self._conn is not None:
+            try:
+                if not self._conn.closed:
+                    await asyncio.wait_for(self._conn.execute(_UNLOCK_ALL), RELEASE_TIMEOUT_S)
+            except (psycopg.Error, TimeoutError):
+                log.debug("releasing the account locks failed (they end with the session)", exc_info=True)
             try:
                 await self._conn.close()
             except psycopg.Error:

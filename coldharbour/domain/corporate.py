@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Final, Literal
 
 import msgspec
@@ -669,6 +669,9 @@ class Announcement(msgspec.Struct, frozen=True, kw_only=True):
     effective: date
     # A spin-off's (``source_rate``, ``new_rate``): new shares per parent shares; None elsewhere.
     rates: tuple[Decimal, Decimal] | None = None
+    # Every rate the item states (``old_rate``, ``new_rate``, ``rate``, ``acquirer_rate``, ...),
+    # by name: what the legs' quantities are checked against (``check_announced``).
+    terms: tuple[tuple[str, Decimal], ...] = ()
 
 
 def parse_announcements(body: object) -> list[Announcement]:
@@ -693,26 +696,33 @@ def parse_announcements(body: object) -> list[Announcement]:
                 effective = None
             if symbols and effective is not None:
                 rates = _rates(item, "source_rate", "new_rate") if group == "spin_offs" else None
+                terms = tuple((name, value) for name in _RATE_NAMES if (value := _rate(item, name)) is not None)
                 found.append(Announcement(id=str(item.get("id") or ""), group=str(group), symbols=symbols,
-                                          effective=effective, rates=rates))  # fmt: skip
+                                          effective=effective, rates=rates, terms=terms))  # fmt: skip
     return found
+
+
+_RATE_NAMES: Final = ("old_rate", "new_rate", "rate", "source_rate", "acquirer_rate", "acquiree_rate", "cash_rate",
+                      "alternate_rate")  # fmt: skip
+
+
+def _rate(item: Mapping[str, object], name: str) -> Decimal | None:
+    """Return the rate ``name`` of an announcement (a number or decimal string > 0), or None."""
+    raw = item.get(name)
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        return None
+    try:
+        value = Decimal(str(raw))
+    except ArithmeticError:
+        return None
+    return value if value.is_finite() and value > 0 else None
 
 
 def _rates(item: Mapping[str, object], *names: str) -> tuple[Decimal, Decimal] | None:
     """Return the two rates ``names`` of an announcement (numbers or decimal strings), or None."""
-    values: list[Decimal] = []
-    for name in names:
-        raw = item.get(name)
-        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-            return None
-        try:
-            value = Decimal(str(raw))
-        except ArithmeticError:
-            return None
-        if not (value.is_finite() and value > 0):
-            return None
-        values.append(value)
-    return values[0], values[1]
+    values = [_rate(item, name) for name in names]
+    first, second = values
+    return (first, second) if first is not None and second is not None else None
 
 
 def spinoff_by_announcement(
@@ -783,3 +793,146 @@ def retime_legs(
         best = min(near, key=lambda a: (abs(a.effective - day), a.id))
         matched.append(msgspec.structs.replace(record, transaction_time=effective_instant(best.effective)))
     return matched, unexplained
+
+
+def _day_of(ts: int) -> date:
+    """Return the New York date an instant (or a re-timed effective instant) falls on."""
+    return datetime.fromtimestamp((ts + _MICROSECOND_NS) / 1e9, tz=NEW_YORK).date()
+
+
+def _nearest(announcements: Iterable[Announcement], groups: Iterable[str], symbol: str, day: date,
+             position: int | None = None) -> Announcement | None:  # fmt: skip
+    """Return the announcement of ``groups`` naming ``symbol`` (at ``position`` of its symbols,
+    when given) whose effective date is nearest ``day``, within ``ANNOUNCEMENT_MATCH_DAYS``."""
+    wanted = set(groups)
+    near = [a for a in announcements if a.group in wanted and abs(a.effective - day) <= timedelta(
+        days=ANNOUNCEMENT_MATCH_DAYS) and (symbol in a.symbols if position is None else
+                                           len(a.symbols) > position and a.symbols[position] == symbol)]
+    return min(near, key=lambda a: (abs(a.effective - day), a.id), default=None)
+
+
+def announced_removal(leg: ActionLeg, announcements: Sequence[Announcement]) -> bool:
+    """Return True when a ``worthless_removals`` announcement names the symbol of ``leg`` (a REORG
+    shares-out leg alone): it is a worthless removal now, without waiting for a cash leg that a
+    redemption would have (docs/corporate-actions.md "Legs")."""
+    return leg.code == "REORG" and leg.qty < 0 and _nearest(
+        announcements, ("worthless_removals",), leg.symbol, _day_of(leg.ts)) is not None
+
+
+# --- the announcement's rates against the legs' quantities ------------------------------------
+
+# The legs state quantities to 9 decimals, rounded down (docs/broker.md): two statements of one
+# quantity can differ by this much.
+QTY_TOLERANCE: Final = Decimal("1e-9")
+# The announcement groups an action read from its legs can be (the groups whose rates say how
+# many new shares a holder gets); the other actions have no quantity to check.
+_CHECKED: Final[dict[str, tuple[str, ...]]] = {
+    "split": ("forward_splits", "reverse_splits"),
+    "symbol_change": ("name_changes",),
+    "stock_merger": ("stock_mergers",),
+    "stock_cash_merger": ("stock_and_cash_mergers",),
+    "unit_split": ("unit_splits",),
+    "spinoff": ("spin_offs",),
+}
+
+
+def announced_quantities(announcement: Announcement, held: Decimal) -> dict[str, Decimal] | None:
+    """Return the new shares per symbol the announcement's rates imply for ``held`` shares of the
+    symbol it acts on (before any rounding to whole shares), or None when it lacks a rate.
+
+    alpaca-py ``alpaca/data/models/corporate_actions.py``: ``new_rate`` new shares per
+    ``old_rate`` (forward/reverse splits; a unit split's units also give ``alternate_rate``
+    shares of ``alternate_symbol``), ``rate`` new shares per share (stock dividends: added to
+    the position), ``acquirer_rate`` acquirer shares per ``acquiree_rate`` (stock mergers, stock
+    and cash mergers), ``new_rate`` new shares per ``source_rate`` (spin-offs), and the same
+    number of shares of ``new_symbol`` (name changes).
+    """
+    terms, symbols, group = dict(announcement.terms), announcement.symbols, announcement.group
+
+    def per(numerator: str, denominator: str | None) -> Decimal | None:
+        top = terms.get(numerator)
+        bottom = terms.get(denominator) if denominator else Decimal(1)
+        return None if top is None or bottom is None else held * top / bottom
+
+    pairs: list[tuple[str, Decimal | None]]
+    if group in {"forward_splits", "reverse_splits"}:
+        pairs = [(symbols[0], per("new_rate", "old_rate"))]
+    elif group == "stock_dividends":
+        pairs = [(symbols[0], per("rate", None))]
+    elif group == "name_changes" and len(symbols) == 2:
+        pairs = [(symbols[1], held)]
+    elif group in {"stock_mergers", "stock_and_cash_mergers"} and len(symbols) == 2:
+        pairs = [(symbols[1], per("acquirer_rate", "acquiree_rate"))]
+    elif group == "unit_splits" and len(symbols) == 3:
+        pairs = [(symbols[1], per("new_rate", "old_rate")), (symbols[2], per("alternate_rate", "old_rate"))]
+    elif group == "spin_offs" and len(symbols) == 2:
+        pairs = [(symbols[1], per("new_rate", "source_rate"))]
+    else:
+        return None
+    found = {symbol: qty for symbol, qty in pairs if qty is not None}
+    return found if len(found) == len(pairs) else None
+
+
+def stated_quantities(action: CorporateAction, held: Decimal) -> dict[str, Decimal]:
+    """Return the new shares per symbol the legs of ``action`` state for ``held`` shares out (a
+    spin-off: of the parent). The shares-in leg counts the fraction a CIL leg then pays in cash."""
+    target = action.new_symbol or action.symbol
+    if action.type == "unit_split" and action.alternate_symbol:
+        return {target: held * action.ratio, action.alternate_symbol: held * action.alternate_ratio}
+    if action.type == "spinoff" and action.qty is not None:
+        return {target: action.qty}
+    return {target: held * action.ratio}
+
+
+def quantity_agrees(stated: Decimal, announced: Decimal, whole: bool) -> bool:
+    """Return True when ``stated`` new shares are what ``announced`` implies, as the broker rounds.
+
+    They agree to the legs' last (9th) decimal (``QTY_TOLERANCE``: the broker rounds down there),
+    or, for a holder of ``whole`` shares, with the whole part of it: a holder of whole shares
+    keeps whole shares and the fraction is paid in cash (a CIL leg, listed with the action or
+    later); a holder of a fraction keeps fractions.
+    """
+    if abs(stated - announced) <= QTY_TOLERANCE:
+        return True
+    return whole and abs(stated - announced.to_integral_value(rounding=ROUND_FLOOR)) <= QTY_TOLERANCE
+
+
+def check_announced(
+    action: CorporateAction, held: Decimal | None, announcements: Sequence[Announcement]
+) -> ActionProblem | None:
+    """Return the disagreement between ``action``'s legs and its announcement's rates, or None.
+
+    ``held``: the shares out the legs state (a spin-off: the parent's position). None when no
+    announcement of a matching group names the action's symbol near its date, when it states no
+    rates, or when ``held`` is unknown: the legs are booked as listed (an announcement says
+    *when*; only one that also says *how many* can contradict them).
+    """
+    groups = _CHECKED.get(action.type)
+    if groups is None or held is None or not held > 0:
+        return None
+    spun = action.type == "spinoff"
+    symbol = (action.new_symbol or action.symbol) if spun else action.symbol
+    found = _nearest(announcements, groups, symbol, _day_of(action.ts), 1 if spun else 0)
+    if found is None or (spun and found.symbols[0] != action.symbol):
+        return None
+    announced = announced_quantities(found, held)
+    if announced is None:
+        return None
+    stated = stated_quantities(action, held)
+    for name, qty in sorted(announced.items()):
+        legs = stated.get(name)
+        if legs is None or not quantity_agrees(legs, qty, held == held.to_integral_value()):
+            return ActionProblem(id=action.id, reason=(
+                f"{action.type}: the legs state {legs if legs is None else _short(legs)} {name} for {held} held, "
+                f"announcement {found.id or found.group} implies {_short(qty)} (held whole)"))  # fmt: skip
+    return None
+
+
+def _short(qty: Decimal) -> str:
+    return f"{qty.quantize(QTY_TOLERANCE).normalize():f}" if abs(qty) < MAX_ABS else str(qty)
+
+
+def legs_of(action: CorporateAction, legs: Iterable[ActionLeg]) -> list[ActionLeg]:
+    """Return the legs that formed ``action`` (its symbols, within ``LEG_WINDOW_NS`` of it), its
+    cash in lieu included: what is withheld while the action is held whole."""
+    return [leg for leg in legs if leg.symbol in action.symbols and abs(leg.ts - action.ts) <= LEG_WINDOW_NS]

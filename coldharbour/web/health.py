@@ -12,10 +12,12 @@ names variables, never their values.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
 
 from coldharbour import runtime
 from coldharbour.bus import Subscriber
@@ -26,6 +28,8 @@ from coldharbour.health import HEALTHY_STATES, assess, client_for, shown_state
 from coldharbour.messages import Heartbeat
 
 log = logging.getLogger(__name__)
+
+PENDING_FIELDS: Final = ("symbol", "type", "effective", "waits_for")
 
 
 class Heartbeats:
@@ -94,3 +98,23 @@ async def programs(
         "working": verdict.is_working,
         "alerts": verdict.lines(),
     }
+
+
+def pending_actions(beats: Mapping[str, Heartbeat], slugs: Iterable[str]) -> dict[str, list[dict[str, str]]]:
+    """Return the corporate actions each account waits on, as ``snapshot``'s heartbeat names them
+    (``corporate_pending_<slug>``: ``symbol``, ``type``, ``effective``, ``waits_for``;
+    docs/corporate-actions.md "Announcements"); an account with none, or not heard yet, has [].
+
+    They live in ``snapshot``'s memory only (nothing stored), so the heartbeat is the source.
+    An item that is not four strings is left out.
+    """
+    details = beats["snapshot"].details if "snapshot" in beats else {}
+    found: dict[str, list[dict[str, str]]] = {}
+    for slug in slugs:
+        try:
+            items = json.loads(details.get(f"corporate_pending_{slug}", "[]"))
+        except ValueError:
+            items = []
+        found[slug] = [{k: item[k] for k in PENDING_FIELDS} for item in (items if isinstance(items, list) else [])
+                       if isinstance(item, dict) and all(isinstance(item.get(k), str) for k in PENDING_FIELDS)]
+    return found

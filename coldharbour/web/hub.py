@@ -271,7 +271,8 @@ class Hub:
             log.warning("market phase unreadable: %s", " ".join(str(e).split()))
             database = "database unreachable: the dashboard cannot read it (see web's log)"
         status = await health.programs(self.settings, self.beats, phase, database)
-        return {"phase": phase, **status}
+        pending = health.pending_actions(self.beats, self.accounts)  # docs/dashboard.md "Corporate actions pending"
+        return {"phase": phase, **status, "corporate_pending": pending}
 
     async def status_loop(self, stop: asyncio.Event) -> None:
         """Push the programs' health and the market phase while anyone watches."""

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 
 from coldharbour.broker.convert import ConvertedActivity, convert_activity, convert_orders
@@ -20,6 +21,7 @@ from coldharbour.broker.rest import BrokerRest
 from coldharbour.broker.sync import AccountSync
 from coldharbour.domain.corporate import (
     actions_from_legs,
+    check_announced,
     corporate_legs,
     parse_announcements,
     remove_busted,
@@ -258,3 +260,48 @@ def test_the_announcement_says_when_the_split_takes_effect_whatever_the_legs_sta
     assert (right.net("AAPL"), cost) == (held.qty, Decimal(1000) + (Decimal(250) if late_buy else 0))
     if legs != "ex_date":  # the legs' own stamp books the wrong fills
         assert wrong.net("AAPL") != held.qty
+
+
+@pytest.mark.parametrize(
+    ("body", "held"),
+    [
+        ({"type": "forward_split", "symbol": "AAPL", "old_rate": "2", "new_rate": "3"}, "7"),
+        ({"type": "reverse_split", "symbol": "AAPL", "old_rate": "3", "new_rate": "1"}, "10"),  # CIL of 1/3
+        ({"type": "reverse_split", "symbol": "AAPL", "old_rate": "3", "new_rate": "1"}, "10.5"),  # a fraction kept
+        ({"type": "name_change", "symbol": "AAPL", "new_symbol": "APPL"}, "10"),
+        ({"type": "stock_merger", "symbol": "AAPL", "acquirer_symbol": "ACQ", "acquirer_rate": "1",
+          "acquiree_rate": "4"}, "10"),
+        ({"type": "stock_and_cash_merger", "symbol": "AAPL", "acquirer_symbol": "ACQ", "acquirer_rate": "1",
+          "acquiree_rate": "3", "cash_rate": "10"}, "10"),
+        ({"type": "unit_split", "symbol": "AAPL", "old_rate": "1", "new_symbol": "UA", "new_rate": "1",
+          "alternate_symbol": "UW", "alternate_rate": "0.5"}, "10"),
+        ({"type": "spin_off", "symbol": "AAPL", "new_symbol": "KID", "source_rate": "3", "new_rate": "1"}, "10"),
+    ],
+)
+def test_the_fake_brokers_legs_agree_with_its_announced_rates(body: dict[str, str], held: str) -> None:
+    """Every shape the fake books (whole shares kept, the fraction in lieu; a fraction kept by a
+    holder of a fraction) agrees with the rates it announces (alpaca-py's field names):
+    docs/corporate-actions.md "Rates against quantities"."""
+    engine = make_engine()
+    engine.set_prices({"AAPL": price("100"), "ACQ": price("150"), "UA": price("60"), "UW": price("40"),
+                       "KID": price("25")}, at(0))  # fmt: skip
+    engine.submit_order("demo", order_body(qty=held), at(1))
+    engine.corporate_action(body, at(60))
+    announcements = parse_announcements(list_announcements(
+        engine.corporate_announcements(), {"start": "2024-02-01", "end": "2024-04-01"}, date(2024, 3, 1)))
+    records = [c.record for a in engine.accounts["demo"].activities
+               if isinstance(c := convert_activity(a), ConvertedActivity)]  # fmt: skip
+    matched, unexplained = retime_legs(records, announcements)
+    actions, problems = actions_from_legs(corporate_legs(matched))
+    if body["type"] == "spin_off":
+        actions = [spinoff_by_announcement(a, announcements, {"AAPL": Decimal(100), "KID": Decimal(25)}) or a
+                   for a in actions]  # fmt: skip
+
+    assert (unexplained, problems) == ([], [])
+    assert actions
+    out = {r.id: -r.qty for r in matched if r.qty is not None and r.qty < 0}
+    for action in actions:
+        shares = Decimal(held) if action.type == "spinoff" else out[action.id]
+        assert check_announced(action, shares, announcements) is None
+        assert check_announced(msgspec.structs.replace(action, ratio=action.ratio * 2, qty=None), shares,
+                               announcements) is not None  # twice the shares: held whole

@@ -9,6 +9,7 @@ FILL objects follow the TradeActivity of https://docs.alpaca.markets/us/docs/acc
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time
@@ -359,8 +360,11 @@ async def test_legs_take_effect_when_the_announcement_says_and_wait_for_it(fake_
     assert (action.type, action.ratio, action.ts) == ("split", Decimal(2), start_of_ex_date - 1_000)
     assert announced.pending_symbols == ()
     assert sink.of(SnapshotTaken)[-1].pending_symbols == ()
+    pending = [{"symbol": "AAPL", "type": "split", "effective": today.isoformat(),
+                "waits_for": "its announcement (up to a day)"}]  # the dashboard's panel
     assert waiting == (("AAPL",), {f"corporate_held_{unreadable.slug}": "pending: AAPL",
-                                   f"corporate_refused_{unreadable.slug}": "announcements:404"})
+                                   f"corporate_refused_{unreadable.slug}": "announcements:404",
+                                   f"corporate_pending_{unreadable.slug}": json.dumps(pending, separators=(",", ":"))})
     (late,) = [a for p in unreadable._sink.of(CorporateActionsPage) for a in p.actions]  # type: ignore[attr-defined]
     assert late.ts < start_of_ex_date - 86_400 * 10**9  # its own stamp: the payable date
     assert unreadable.pending_symbols == ()
@@ -489,3 +493,51 @@ async def test_a_spinoff_waits_for_both_prices_then_goes_out_allocated_and_witho
     assert held_first == []
     (late,) = [a for p in other.of(CorporateActionsPage) for a in p.actions]
     assert (late.symbol, late.new_symbol, late.price, late.basis_share) == ("GEHC", "GEHC", None, Decimal(1))
+
+
+@pytest.mark.asyncio
+async def test_legs_that_disagree_with_the_announced_rates_are_held_whole_until_the_broker_rebooks(
+        fake_broker: FakeBroker) -> None:
+    """An announced 2-for-1 split (alpaca-py's ``forward_splits`` shape) whose SPLIT legs say 3 for 1
+    (the legs of https://docs.alpaca.markets/us/docs/account-activities.md, posted on their own):
+    the action is held whole (not published, its legs not stored, AAPL pending and shown) until
+    the broker cancels those legs and lists the right ones."""
+    fake_broker.set_prices({"AAPL": 100})
+    fake_broker.request("POST", "/v2/orders", json={"symbol": "AAPL", "qty": "10", "side": "buy", "type": "market",
+                                                    "time_in_force": "day"})  # fmt: skip
+    sink, counters, details = RecordingSink(), Counter[str](), dict[str, str]()
+    async with aiohttp.ClientSession() as session:
+        account = account_for(fake_broker)
+        sync = AccountSync(BrokerRest(account, session, Counter()), sink, counters, details=details,
+                           announcements=BrokerRest(account, session, Counter(), version="/v1"))  # fmt: skip
+        await sync.backfill(1)
+        split = fake_broker.request("POST", "/sim/corporate-actions", account=None, json={
+            "type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate": "2",
+            "position": "before_legs"}).json()  # fmt: skip
+        text = "Split: 3 for 1 AAPL"
+        wrong = fake_broker.post_activities([
+            {"activity_type": "SPLIT", "symbol": "AAPL", "qty": "-10", "price": "100", "net_amount": "0",
+             "description": text},
+            {"activity_type": "SPLIT", "symbol": "AAPL", "qty": "30", "price": "33.333333333", "net_amount": "0",
+             "description": text}])  # fmt: skip
+        await sync.full("test")
+        held = ([a for p in sink.of(CorporateActionsPage) for a in p.actions],
+                {r.id for p in sink.of(CorporateActionsPage) for r in p.activities}, sync.pending_symbols,
+                counters["corporate_mismatches"], details.get(f"corporate_mismatch_{sync.slug}", ""),
+                json.loads(details[f"corporate_pending_{sync.slug}"]))  # fmt: skip
+        fake_broker.post_activities([{"id": leg["id"], "status": "canceled"} for leg in wrong])
+        fake_broker.request("POST", f"/sim/corporate-actions/{split['id']}/complete", account=None)
+        await sync.full("test")
+
+    actions, stored, pending, mismatches, shown, panel = held
+    assert actions == []
+    assert not stored & {leg["id"] for leg in wrong}
+    assert (pending, mismatches) == (("AAPL",), 1)
+    assert "the legs state 30 AAPL for 10 held" in shown
+    assert "implies 20" in shown
+    assert [(p["symbol"], p["type"]) for p in panel] == [("AAPL", "split")]
+    assert panel[0]["waits_for"].startswith("the broker's correction")
+    (booked,) = [a for p in sink.of(CorporateActionsPage) for a in p.actions]
+    assert (booked.type, booked.ratio) == ("split", Decimal(2))
+    assert (sync.pending_symbols, counters["corporate_mismatches"]) == ((), 0)
+    assert f"corporate_mismatch_{sync.slug}" not in details

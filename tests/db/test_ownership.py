@@ -81,6 +81,27 @@ async def test_second_owner_refused_shared_writer_takes_over(migrated_dsn: Any) 
 
 
 @pytest.mark.asyncio
+async def test_closed_owner_frees_its_locks_before_close_returns(migrated_dsn: Any) -> None:
+    """A restart takes the accounts back at once: ``close`` does not leave them to the ending backend.
+
+    PostgreSQL ends a session (and frees its session locks) only after the client has gone, so a
+    ``state`` restarted right away could otherwise be refused its own accounts.
+    """
+    slugs = ("restart-a", "restart-b")
+    keys = {own.lock_key("accounts", slug) for slug in slugs}
+    stack = _stack(migrated_dsn, *slugs)
+    await stack.acquire()
+    for _ in range(20):  # each round: the owner stops and its restart takes the same accounts at once
+        await stack.close()
+        stack = _stack(migrated_dsn, *slugs)
+        await stack.acquire()
+        assert stack.held
+    await stack.close()
+    with psycopg.connect(migrated_dsn.reveal(), autocommit=True) as conn:
+        assert [o for o in own.owners(conn) if o.key in keys] == []
+
+
+@pytest.mark.asyncio
 async def test_lost_lock_connection_raises(migrated_dsn: Any) -> None:
     stack = _stack(migrated_dsn, "alpha")
     await stack.acquire()

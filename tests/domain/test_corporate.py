@@ -11,9 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coldharbour.domain.corporate import (
+    Announcement,
     CorporateAction,
     adjusted_history,
     allocate_spinoff,
+    announced_quantities,
+    check_announced,
     needs_history,
     parse_announcements,
     remove_busted,
@@ -367,3 +370,109 @@ def test_a_split_and_a_rename_at_the_same_instant_split_the_shares_whatever_the_
             (lot,) = ledger.lots.values()
             assert (lot.symbol, lot.qty, lot.avg_fill, lot.entry_cost) == ("APPL", D(40), D(25), D(1000))
             assert ledger.slices == {}
+
+
+# --- the announcement's rates against the legs' quantities (docs/corporate-actions.md "Rates against quantities")
+
+# Items shaped as alpaca-py's alpaca/data/models/corporate_actions.py models them (ForwardSplit,
+# ReverseSplit, UnitSplit, StockMerger, NameChange, SpinOff, WorthlessRemoval); rates as numbers.
+_ITEMS: dict[str, dict[str, object]] = {
+    "forward_splits": {"symbol": "AAPL", "old_rate": 1, "new_rate": 2, "ex_date": "2024-03-01"},
+    "reverse_splits": {"symbol": "AAPL", "old_rate": 4, "new_rate": 1, "ex_date": "2024-03-01"},
+    "unit_splits": {"old_symbol": "AAPL", "new_symbol": "UA", "alternate_symbol": "UW", "old_rate": 1,
+                    "new_rate": 1, "alternate_rate": 0.5, "effective_date": "2024-03-01"},
+    "stock_mergers": {"acquiree_symbol": "AAPL", "acquirer_symbol": "ACQ", "acquirer_rate": 1, "acquiree_rate": 3,
+                      "effective_date": "2024-03-01"},
+    "name_changes": {"old_symbol": "AAPL", "new_symbol": "APPL", "process_date": "2024-03-01"},
+    "spin_offs": {"source_symbol": "AAPL", "new_symbol": "KID", "source_rate": 5, "new_rate": 1,
+                  "ex_date": "2024-03-01"},
+    "stock_dividends": {"symbol": "AAPL", "rate": 0.25, "ex_date": "2024-03-01"},
+}
+
+
+def announced(group: str, **changes: object) -> list[Announcement]:
+    return parse_announcements({"corporate_actions": {group: [{"id": f"a-{group}", **_ITEMS[group], **changes}]}})
+
+
+def test_each_group_implies_the_new_shares_of_the_position_held() -> None:
+    quantities = {group: announced_quantities(announced(group)[0], D(10)) for group in _ITEMS}
+
+    assert quantities == {
+        "forward_splits": {"AAPL": D(20)}, "reverse_splits": {"AAPL": D("2.5")},
+        "unit_splits": {"UA": D(10), "UW": D(5)}, "stock_mergers": {"ACQ": D(10) / D(3)},
+        "name_changes": {"APPL": D(10)}, "spin_offs": {"KID": D(2)}, "stock_dividends": {"AAPL": D("2.5")},
+    }  # fmt: skip
+    assert announced_quantities(announced("forward_splits", new_rate=None)[0], D(10)) is None
+
+
+def test_legs_that_agree_with_the_announcement_are_booked_and_others_held_whole() -> None:
+    forward = announced("forward_splits")
+    reverse = announced("reverse_splits")
+
+    def checked(action: CorporateAction, found: list[Announcement], held_qty: str = "10") -> str | None:
+        problem = check_announced(action, D(held_qty), found)
+        return None if problem is None else problem.reason
+
+    # 10 held, 2 for 1: 20 stated agrees, 30 (a wrong 3 for 1) is held whole
+    assert checked(split("2", when=0), forward) is None
+    assert checked(split("3", when=0), forward) == (
+        "split: the legs state 30 AAPL for 10 held, announcement a-forward_splits implies 20 (held whole)")
+    # 1 for 4 of 10 whole shares: 2.5 new shares, 2 kept and 0.5 paid in lieu (its CIL leg listed or not)
+    assert checked(split("0.25", when=0, cash_in_lieu_qty=D("0.5"), price=D(400)), reverse) is None
+    assert checked(split("0.2", when=0), reverse) is None
+    assert checked(split("0.1", when=0), reverse) is not None  # 1 kept: more than the fraction short
+    # no announcement of that group or that symbol near its date: booked as listed
+    assert checked(split("3", when=0), announced("name_changes")) is None
+    assert checked(split("3", symbol="MSFT", when=0), forward) is None
+    assert checked(split("3", when=30 * 86_400), forward) is None
+    assert check_announced(split("3", when=0), None, forward) is None  # shares out unknown
+
+
+def test_mergers_renames_unit_splits_and_spinoffs_are_checked_against_their_rates() -> None:
+    merger = CorporateAction(id="m", type="stock_merger", symbol="AAPL", ts=at(0), ratio=D(1) / D(3),
+                             new_symbol="ACQ", cash_in_lieu_qty=D(1) / D(3), price=D(300))  # fmt: skip
+    rename = CorporateAction(id="n", type="symbol_change", symbol="AAPL", ts=at(0), new_symbol="APPL")
+    unit = CorporateAction(id="u", type="unit_split", symbol="AAPL", ts=at(0), new_symbol="UA",
+                           alternate_symbol="UW", alternate_ratio=D("0.5"), basis_share=D("0.9"))  # fmt: skip
+    spin = allocate_spinoff(msgspec_replace_action(spin_leg(), ts=at(0)), "AAPL", D("0.9"))
+
+    assert check_announced(merger, D(10), announced("stock_mergers")) is None  # 3 kept, 1/3 in lieu
+    assert check_announced(msgspec_replace_action(merger, ratio=D(1)), D(10), announced("stock_mergers")) is not None
+    assert check_announced(rename, D(10), announced("name_changes")) is None
+    assert check_announced(msgspec_replace_action(rename, ratio=D(2)), D(10), announced("name_changes")) is not None
+    assert check_announced(unit, D(10), announced("unit_splits")) is None
+    assert check_announced(unit, D(10), announced("unit_splits", alternate_rate=1)) is not None
+    assert check_announced(spin, D(10), announced("spin_offs")) is None  # 2 KID for 10 AAPL at 1 per 5
+    assert check_announced(spin, D(20), announced("spin_offs")) is not None  # 4 due: more than the fraction short
+
+
+_RATES = st.decimals(min_value=D("0.01"), max_value=D(1000), places=2)
+_HELD = st.one_of(st.integers(1, 100_000).map(D), st.decimals(min_value=D("0.000000001"), max_value=D(10_000),
+                                                              places=9))  # fmt: skip
+
+
+@given(held_qty=_HELD, old_rate=_RATES, new_rate=_RATES, in_lieu_listed=st.booleans(),
+       off=st.decimals(min_value=D(1), max_value=D(1000), places=9), more=st.booleans())  # fmt: skip
+@settings(max_examples=300)
+def test_property_the_brokers_rounding_agrees_and_a_share_off_never_does(
+    held_qty: D, old_rate: D, new_rate: D, in_lieu_listed: bool, off: D, more: bool
+) -> None:
+    """The broker's legs (docs/corporate-actions.md "Rates against quantities"): new shares to 9
+    decimals rounded down, whole shares kept by a holder of whole shares, the fraction paid in
+    lieu (its CIL leg listed with the action or not yet). Those always agree with the announced
+    rates; legs a whole share (or more) off them never do."""
+    found = announced("forward_splits", old_rate=str(old_rate), new_rate=str(new_rate))
+    due = (held_qty * new_rate / old_rate).quantize(D("1e-9"), rounding="ROUND_DOWN")
+    kept = due.to_integral_value(rounding="ROUND_DOWN") if held_qty == held_qty.to_integral_value() else due
+    if kept == 0:
+        return  # the whole position paid in lieu: no shares-in leg, no split to check
+    # the shares-in leg states them all and a CIL leg pays the fraction, or it states the whole shares only
+    in_lieu = due - kept if in_lieu_listed else D(0)
+    agreeing = split(str((kept + in_lieu) / held_qty), when=0, cash_in_lieu_qty=in_lieu,
+                     price=D(1) if in_lieu else None)  # fmt: skip
+    stated = kept + (off if more else -off)
+
+    assert check_announced(agreeing, held_qty, found) is None
+    if stated > 0:
+        wrong = split(str(stated / held_qty), when=0, cash_in_lieu_qty=in_lieu, price=D(1) if in_lieu else None)
+        assert check_announced(wrong, held_qty, found) is not None

@@ -64,17 +64,17 @@ def test_bracket_fill_tp_round_trip(migrated_dsn: Dsn, broker: BrokerProcess, st
         parent_id = str(order["id"])  # raw_data client: the order's JSON
 
         query = f"SELECT parent_id, symbol, side, qty, avg_fill, tp_px, sl_px FROM {POSITIONS}"
-        rows = wait_for(lambda: db.rows(query), 5, what=f"open row in {POSITIONS}")
-        pushed = wait_for(lambda: pushed_rows(notes.since(0, "pos_channel_demo")), 5, what="pos_channel_demo push")
+        rows = wait_for(lambda: db.rows(query), 30, what=f"open row in {POSITIONS}")
+        pushed = wait_for(lambda: pushed_rows(notes.since(0, "pos_channel_demo")), 30, what="pos_channel_demo push")
 
         def marked() -> list[tuple[object, ...]]:
             feed.send("AAPL", 105.0)  # re-sent until `prices` has joined the feed (a PUB drops before)
             return db.rows(f"SELECT mkt_px FROM {POSITIONS} WHERE mkt_px = 105")
 
-        wait_for(marked, 10, interval_s=0.2, what="mkt_px from the feed")
+        wait_for(marked, 30, interval_s=0.2, what="mkt_px from the feed")
         broker.set_prices({"AAPL": 111})
-        wait_for(lambda: not db.rows(query), 5, what="open row deleted after TP")
-        closed = wait_for(lambda: db.rows(f"SELECT entry_lot_id, qty, exit_type, exit_price FROM {CLOSED}"), 5,
+        wait_for(lambda: not db.rows(query), 30, what="open row deleted after TP")
+        closed = wait_for(lambda: db.rows(f"SELECT entry_lot_id, qty, exit_type, exit_price FROM {CLOSED}"), 30,
                           what=f"closed slice in {CLOSED}")  # fmt: skip
     finally:
         notes.close()

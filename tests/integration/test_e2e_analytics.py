@@ -107,7 +107,7 @@ def test_e2e_whole_stack_kpi_follows_a_close_and_intraday_equity_covers_the_sess
     programs = Programs(env, stack_dir)
     try:
         programs.start(*PROGRAMS)
-        first = wait_for(lambda: _kpis(db), 10, what="the KPI row")
+        first = wait_for(lambda: _kpis(db), 30, what="the KPI row")
         wait_for(lambda: fake_broker.listener_count() == 1, 20, what="trades stream listening")
         fake_broker.set_prices({"AAPL": 100})
         (dividend,) = fake_broker.post_activities([{"activity_type": "DIV", "symbol": "AAPL", "net_amount": "2.40"}])
@@ -118,17 +118,17 @@ def test_e2e_whole_stack_kpi_follows_a_close_and_intraday_equity_covers_the_sess
             )
         )  # fmt: skip
         # No feed tick yet: the lot is marked from the snapshot's current_price (100).
-        opened = wait_for(lambda: _kpis_with(db, "Current Open Value", 1000), 10, what="KPI with the marked lot")
+        opened = wait_for(lambda: _kpis_with(db, "Current Open Value", 1000), 30, what="KPI with the marked lot")
         feed.send("AAPL", 105.0)
 
         closing = notes.mark()
         fake_broker.set_prices({"AAPL": 111})
-        wait_for(lambda: notes.since(closing, "closed_channel_demo"), 5, what="closed slice")
+        wait_for(lambda: notes.since(closing, "closed_channel_demo"), 30, what="closed slice")
         after_close = wait_for(
-            lambda: _kpis_with(db, "Closed Trades (n)", 1), 10, interval_s=0.02, what="KPI with the closed lot"
+            lambda: _kpis_with(db, "Closed Trades (n)", 1), 30, interval_s=0.02, what="KPI with the closed lot"
         )
-        metrics_note = wait_for(lambda: notes.since(closing, "metrics_channel_demo"), 5, what="KPI NOTIFY")[0]
-        dividends = wait_for(lambda: _kpis(db).get("Net Dividends") == 2.4, 10, what="dividend in the KPIs")
+        metrics_note = wait_for(lambda: notes.since(closing, "metrics_channel_demo"), 30, what="KPI NOTIFY")[0]
+        dividends = wait_for(lambda: _kpis(db).get("Net Dividends") == 2.4, 30, what="dividend in the KPIs")
         # docs/spec.md §8 corrections: the broker cancels the dividend → its cash flow and the KPI follow.
         fake_broker.post_activities([{"id": dividend["id"], "status": "canceled"}])
         canceled = wait_for(lambda: _kpis(db).get("Net Dividends") == 0, 15, what="canceled dividend out of the KPIs")

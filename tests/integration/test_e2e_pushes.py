@@ -74,11 +74,11 @@ def test_e2e_bracket_row_pushed_marks_past_threshold_then_tp_deletion(
         parent_id = _bracket(fake_broker)
         # The row with its legs: a fill that reaches state before its legs (REST page first) is
         # written without them and completed when they arrive.
-        stored = wait_for(lambda: [(r,) for r in _row_with(db, row_query, tp_px=110, sl_px=90)], 5, what="open row")
+        stored = wait_for(lambda: [(r,) for r in _row_with(db, row_query, tp_px=110, sl_px=90)], 30, what="open row")
         first_push = wait_for(
-            lambda: [n for n in notes.since(start, "pos_channel_demo") if pushed_rows([n])], 5, what="row push"
+            lambda: [n for n in notes.since(start, "pos_channel_demo") if pushed_rows([n])], 30, what="row push"
         )[0]
-        opened = wait_for(lambda: _row_with(db, row_query, avg_px_symbol=100), 5, what="broker WAC on the row")
+        opened = wait_for(lambda: _row_with(db, row_query, avg_px_symbol=100), 30, what="broker WAC on the row")
 
         # The first mark (100) is pushed: by the feed tick, re-sent until ``prices`` is subscribed
         # (slow joiner), or already by the post-fill snapshot's ``current_price``, in
@@ -89,21 +89,21 @@ def test_e2e_bracket_row_pushed_marks_past_threshold_then_tp_deletion(
                 feed.send("AAPL", 100.0)
             return found
 
-        wait_for(first_mark, 10, interval_s=0.1, what="first mark pushed")
+        wait_for(first_mark, 30, interval_s=0.1, what="first mark pushed")
         below = notes.mark()
         feed.send("AAPL", 100.2)  # +0.2 %: under UI_PUSH_PCT_THRESHOLD (0.25 %)
         # +1 % from the last pushed mark: pushed at once. ``state`` handles ticks in order and
         # NOTIFYs arrive in commit order, so a push of 100.2 would come before this one.
         feed.send("AAPL", 101.0)
-        moved = wait_for(lambda: pushed_rows(notes.since(below, "pos_channel_demo")), 5, what="threshold push")
+        moved = wait_for(lambda: pushed_rows(notes.since(below, "pos_channel_demo")), 30, what="threshold push")
         moved_row = db.dicts(
             f"SELECT mkt_px, mkt_value, profit_loss, profit_loss_lot, tp_sl_reach_pct FROM {POSITIONS}"
         )
 
         closing = notes.mark()
         fake_broker.set_prices({"AAPL": 111})
-        wait_for(lambda: pushed_deletes(notes.since(closing, "pos_channel_demo")), 5, what="deletion pushed")
-        closed_push = wait_for(lambda: notes.since(closing, "closed_channel_demo"), 5, what="closed slice pushed")
+        wait_for(lambda: pushed_deletes(notes.since(closing, "pos_channel_demo")), 30, what="deletion pushed")
+        closed_push = wait_for(lambda: notes.since(closing, "closed_channel_demo"), 30, what="closed slice pushed")
         open_after = db.rows(f"SELECT count(*) FROM {POSITIONS}")
         closed = db.dicts(
             f"SELECT entry_lot_id, exit_order_id, exit_parent_id, symbol, side, qty, entry_price, exit_price,"

@@ -287,6 +287,36 @@ def test_cash_merger_closes_the_lot_as_corporate_with_its_pnl(world: World) -> N
     assert world.recon() == recon
 
 
+@pytest.mark.parametrize(
+    ("symbol", "body", "cash"),
+    [
+        # a REORG shares-out leg alone (alpaca-py ``WorthlessRemoval``; the account-activities page's REORG)
+        ("LEHM", {"type": "worthless_removal"}, Decimal(0)),
+        # a REORG shares-out leg and a REORG cash leg (alpaca-py ``Redemption``: ``rate`` per share)
+        ("PFDB", {"type": "redemption", "rate": "25.50"}, Decimal("25.50")),
+    ],
+)
+def test_removal_closes_the_lot_as_corporate_at_its_cash(
+    world: World, symbol: str, body: dict[str, str], cash: Decimal
+) -> None:
+    """A worthless removal closes at 0 (P&L = -basis), a redemption at its rate; no recon lot."""
+    recon, recon_rows = world.recon(), world.recon_rows()
+    world.broker.set_prices({symbol: "20"})
+    world.buy(symbol, "10")
+    [lot] = world.held(symbol, "10")
+
+    world.corporate({**body, "symbol": symbol})
+    [closed] = wait_for(lambda: world.closed(symbol), TIMEOUT_S, interval_s=0.1, what=f"{symbol} closed")
+    wait_for(lambda: world.open_rows(symbol) == [], TIMEOUT_S, interval_s=0.1, what=f"{symbol} row gone")
+    world.snapshots(3)
+
+    assert (closed["entry_lot_id"], closed["qty"], closed["exit_type"]) == (lot["parent_id"], Decimal(10), "CORPORATE")
+    assert closed["pnl_cash"] == Decimal(10) * cash - lot["buy_value"]
+    assert world.closed(symbol) == [closed]
+    assert world.open_rows(symbol) == []
+    assert (world.recon(), world.recon_rows()) == (recon, recon_rows)
+
+
 def test_busted_fill_is_reversed(world: World) -> None:
     recon = world.recon()
     world.broker.set_prices({"NVDA": "50"})

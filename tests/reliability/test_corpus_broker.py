@@ -893,3 +893,51 @@ def test_corpus_the_equity_reads_take_a_figure_exactly_or_count_it_never_round_o
     assert closes.get(day, {}).get("AAPL") == (exact if exact is not None and exact > 0 else None)
     assert counters["rejects_history_point"] == 2 + (exact is None and value is not None)
     assert counters["rejects_bar"] == 2 + (exact is None or exact <= 0)
+
+
+def test_corpus_doctor_account_check_shows_a_hostile_account_body_in_one_clean_line() -> None:
+    """``chmgr doctor``'s ``GET /v2/account`` check (``cli/doctor.py``) against hostile Account
+    objects and bodies: always one verdict, one printable line (no ESC or NUL reaches the
+    terminal), the status shown only when it is short printable text."""
+    import http.server
+    import json
+    import threading
+
+    from coldharbour.cli.doctor import check_account
+    from coldharbour.config import AccountSettings, Secret
+
+    bodies: list[bytes] = [json.dumps({**ACCOUNT, "status": v}).encode() for v in HOSTILE_VALUES if not isinstance(
+        v, bytes)]  # fmt: skip
+    bodies += [json.dumps({**ACCOUNT, "status": s}).encode() for s in ("\x1b[2J\x1b[31mOWNED", "AC\x00TIVE", "é" * 41)]
+    bodies += [page.encode("utf-8", "surrogatepass") for page in HTML_PAGES if isinstance(page, str)]
+    bodies += [b"[]", b"null", b"\xff\xfe", b'"x"', b"1e999999"]
+    served: list[bytes] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # http.server calls it by that name
+            body = served.pop(0)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    account = AccountSettings(name="demo", slug="demo", api_key=Secret("k"), secret_key=Secret("s"),
+                              base_url=f"http://127.0.0.1:{server.server_address[1]}")  # fmt: skip
+    wrong = []
+    try:
+        for body in bodies:
+            served.append(body)
+            check = check_account(account)
+            if not check.line.isprintable() or check.verdict not in ("OK", "FAIL"):
+                wrong.append(f"{body[:60]!r}: {check}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert wrong == []

@@ -9,12 +9,14 @@ here (the fake broker only trades symbols it has a price for); the whole-stack t
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 import requests
@@ -26,7 +28,7 @@ from coldharbour.db.names import account_names
 from coldharbour.domain.cashflows import CashFlow, classify
 from coldharbour.domain.equity import DayInputs, build_daily_curve
 from coldharbour.domain.metrics import compute_kpi_document
-from coldharbour.messages import SnapshotTaken
+from coldharbour.messages import Heartbeat, SnapshotTaken
 from coldharbour.sim.postgres import PgCluster
 from coldharbour.web.figures import PREFIX_SNAPSHOT, AccountFigures
 from tests.support import wait_for
@@ -426,3 +428,30 @@ def test_page_numbers_agree_unrealised_is_the_symbol_rows_and_open_count_is_the_
     expect(page.locator("#positions-count")).to_have_text("(1 symbol, 2 lots)")
     expect(page.locator('[data-kpi="Open Trades (n)"]')).to_have_text("2")
     assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_page_lists_the_corporate_actions_snapshot_holds_for_the_account(page: Page, dashboard: Dashboard) -> None:
+    """``snapshot``'s heartbeat names the actions it holds per account (``corporate_pending_<slug>``,
+    docs/corporate-actions.md "Announcements"); the page lists the shown account's, and hides the
+    panel when there are none."""
+    assert dashboard.hub is not None
+    hub = dashboard.hub
+    pending = [{"symbol": "AAPL", "type": "forward_split", "effective": "2026-12-08", "waits_for": "the broker's legs"},
+               {"symbol": HOSTILE, "type": "split", "effective": "2026-12-07", "waits_for": "its announcement"}]
+    beat = Heartbeat(src="snapshot", seq=1, ts=1, program="snapshot", pid=1, uptime_s=1.0, details={
+        "corporate_pending_demo": json.dumps(pending), "corporate_pending_paper_1": "not json"})  # fmt: skip
+    dashboard.call(hub.beats.__setitem__, "snapshot", beat)
+    panel = page.locator("[data-testid=corporate-pending]")
+
+    _open(page, dashboard)
+
+    row = panel.locator('tr[data-symbol="AAPL"]')
+    expect(row.locator("[data-col=type]")).to_have_text("forward_split")
+    expect(row.locator("[data-col=effective]")).to_have_text("2026-12-08")
+    expect(row.locator("[data-col=waits_for]")).to_have_text("the broker's legs")
+    expect(panel.locator("tbody tr").nth(1).locator("[data-col=symbol]")).to_have_text(HOSTILE)  # text, never HTML
+    status = requests.get(f"{dashboard.url}/api/status", timeout=10).json()
+    assert status["corporate_pending"] == {"demo": pending, "paper_1": []}
+
+    dashboard.call(hub.beats.__setitem__, "snapshot", msgspec.structs.replace(beat, details={}))
+    expect(panel).to_be_hidden()

@@ -591,6 +591,24 @@
       list.appendChild(li);
     }
     if (status.error) list.appendChild(el("li", "bad", status.error));
+    onCorporatePending((status.corporate_pending || {})[view.account] || []);
+  }
+
+  // Corporate actions `snapshot` holds for this account (symbol, type, effective date, what it waits for).
+  function onCorporatePending(items) {
+    const body = $("corporate-pending");
+    body.replaceChildren();
+    for (const item of items) {
+      const tr = document.createElement("tr");
+      tr.setAttribute("data-symbol", String(item.symbol));
+      for (const col of ["symbol", "type", "effective", "waits_for"]) {
+        const td = el("td", "", String(item[col] || ""));
+        td.setAttribute("data-col", col);
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
+    $("corporate-pending-section").hidden = items.length === 0;
   }
 
   // ----- accounts and the stream ------------------------------------------------------------
