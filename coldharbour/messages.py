@@ -270,6 +270,26 @@ class Heartbeat(Msg, Checked, frozen=True, tag="hb"):
     conditions: tuple[Condition, ...] = ()  # what it needs, per account (none reported: not known yet)
 
 
+# ``cashflows`` says in every heartbeat how far each account's stored cash activities are known
+# complete: ``details[cash_complete_detail(slug)]`` = UTC ns (docs/startup.md "Completeness
+# watermarks"). A heartbeat repeats every second, so ``equity`` learns it whichever starts first.
+CASH_COMPLETE_DETAIL: Final = "cash_complete_"
+
+
+def cash_complete_detail(slug: str) -> str:
+    """Return the heartbeat detail key of an account's cash-activity watermark."""
+    return f"{CASH_COMPLETE_DETAIL}{slug}"
+
+
+def cash_complete_marks(message: Heartbeat) -> dict[str, int]:
+    """Return ``{slug: complete_to_ns}`` from a ``cashflows`` heartbeat (malformed values left out)."""
+    found: dict[str, int] = {}
+    for key, value in message.details.items():
+        if key.startswith(CASH_COMPLETE_DETAIL) and value.isdigit():
+            found[key.removeprefix(CASH_COMPLETE_DETAIL)] = int(value)
+    return found
+
+
 class Probe(Msg, frozen=True, tag="probe"):
     """A no-op message used to prove a subscription is live (slow-joiner handshake)."""
 

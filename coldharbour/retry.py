@@ -11,7 +11,9 @@ Every loop that waits, retries or reconnects is written with these; none sleeps 
   policy, ``<WHAT>_BACKOFF_BASE_S``/``<WHAT>_BACKOFF_CAP_S`` beside others.
 - ``wait_any(timeout_s, *events)``: wait until one of ``events`` is set or ``timeout_s`` passed;
   True when an event is set. ``sleep_or_stop(stop, seconds)`` is its one-event form, and
-  ``until_stopped(work, stop)`` awaits a piece of work unless ``stop`` comes first.
+  ``until_stopped(work, stop, grace_s=…)`` awaits a piece of work unless ``stop`` comes first
+  (then gives it ``grace_s`` to end on its own); ``finish_or_cancel(task, grace_s)`` gives a
+  task asked to stop that long, then cancels it.
 - ``retry(attempt, stop=…, backoff=…, retry_if=…)``: await ``attempt()`` until it succeeds; a
   failure ``retry_if`` accepts waits the next backoff delay, any other propagates at once; a
   ``stop`` during a wait raises ``RetryStopped`` (carrying the last failure).
@@ -36,7 +38,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +118,19 @@ def poll_until(
     return True
 
 
-async def until_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
+async def until_stopped(work: Awaitable[object], stop: asyncio.Event, *, grace_s: float = 0.0) -> bool:
     """Await ``work``, cancelling it if ``stop`` is set first; return True when it completed.
 
     A SIGTERM must not wait for a broker call's retry chain; the jobs hold no state that a
-    cancellation could corrupt (they publish only after computing).
+    cancellation could corrupt (they publish only after computing). ``grace_s``: once ``stop``
+    is set, the time ``work`` still has to finish on its own (a connection closing cleanly).
     """
     task = asyncio.ensure_future(work)
     stopper = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and grace_s > 0:
+            await asyncio.wait((task,), timeout=grace_s)
     finally:
         stopper.cancel()
         if not task.done():
@@ -135,6 +140,20 @@ async def until_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
         return False
     task.result()  # re-raise the job's own error
     return True
+
+
+async def finish_or_cancel(task: asyncio.Future[Any], grace_s: float) -> bool:
+    """Give ``task`` ``grace_s`` to finish (after it was asked to stop), then cancel it; True when it finished.
+
+    Its own error is logged here at DEBUG, not raised: the caller is stopping (a socket already closed).
+    """
+    done, _ = await asyncio.wait((task,), timeout=grace_s)
+    if not done:
+        task.cancel()
+    results = await asyncio.gather(task, return_exceptions=True)
+    if done and isinstance(results[0], Exception):
+        log.debug("task ended with an error while stopping: %s", results[0])
+    return bool(done)
 
 
 class RetryStopped(Exception):

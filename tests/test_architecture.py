@@ -278,3 +278,55 @@ def test_the_sql_check_sees_statements_and_not_prose() -> None:
 
 def test_sql_lives_only_in_db() -> None:
     assert sorted(_sql_outside_db()) == []
+
+
+# Waits that are not a backoff or a wait for an event: (module, call, why).
+WAIT_ALLOWED = {
+    ("coldharbour.cli.report", "asyncio.wait"): "a progress notice after PROGRESS_AFTER_S; the read goes on",
+}
+
+
+def _waits(path: Path) -> list[tuple[str, int]]:
+    """Return the sleeps and timed ``asyncio.wait``s of ``path`` (``asyncio.sleep(0)``, a yield, is not a wait)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    sleeps = {f"{node.module}.{alias.name}": alias.asname or alias.name for node in ast.walk(tree)
+              if isinstance(node, ast.ImportFrom) and node.module in ("asyncio", "time")
+              for alias in node.names if alias.name in ("sleep", "wait", "wait_for")}  # fmt: skip
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            name = f"{func.value.id}.{func.attr}"
+        elif isinstance(func, ast.Name):
+            name = next((full for full, local in sleeps.items() if local == func.id), "")
+        else:
+            continue
+        is_yield = name == "asyncio.sleep" and [ast.dump(a) for a in node.args] == [ast.dump(ast.Constant(0))]
+        timed = name == "asyncio.wait" and any(k.arg == "timeout" for k in node.keywords)
+        if (name in ("asyncio.sleep", "time.sleep") and not is_yield) or timed:
+            found.append((name, node.lineno))
+    return sorted(found, key=lambda item: item[1])
+
+
+@pytest.mark.parametrize("path", _sources("coldharbour", "workers"), ids=lambda p: _module_name(p))
+def test_no_sleep_or_timed_wait_outside_retry(path: Path) -> None:
+    """Every backoff, poll and wait-with-timeout goes through ``coldharbour.retry`` (stoppable, one policy)."""
+    module = _module_name(path)
+    if module == "coldharbour.retry":
+        return
+    bad = [f"{name} at line {line}" for name, line in _waits(path) if (module, name) not in WAIT_ALLOWED]
+
+    assert bad == [], f"{module}: use coldharbour.retry (sleep_or_stop, wait_any, poll_until, retry, ...)"
+
+
+def test_the_wait_check_itself(tmp_path: Path) -> None:
+    source = tmp_path / "waits.py"
+    source.write_text(
+        "import asyncio, time\nfrom time import sleep as nap\n"
+        "async def f():\n    await asyncio.sleep(0)\n    await asyncio.sleep(1)\n    time.sleep(2)\n    nap(3)\n"
+        "    await asyncio.wait({t}, timeout=1)\n    await asyncio.wait({t}, return_when=asyncio.FIRST_COMPLETED)\n"
+    )
+
+    assert _waits(source) == [("asyncio.sleep", 5), ("time.sleep", 6), ("time.sleep", 7), ("asyncio.wait", 8)]

@@ -18,6 +18,7 @@ from coldharbour.retry import (
     Backoff,
     RetryStopped,
     Session,
+    finish_or_cancel,
     keep_connected,
     poll_until,
     retry,
@@ -220,6 +221,36 @@ async def test_until_stopped_raises_the_works_own_error() -> None:
 
     with pytest.raises(ValueError, match="job failed: account paper"):
         await until_stopped(broken(), asyncio.Event())
+
+
+@pytest.mark.asyncio
+async def test_until_stopped_gives_the_work_its_grace_to_end_on_its_own_after_stop() -> None:
+    """A connection closing cleanly on ``stop`` finishes within the grace: it is not cancelled."""
+    stop = asyncio.Event()
+    closed = []
+
+    async def closes_on_stop() -> None:
+        await stop.wait()
+        await asyncio.sleep(0)  # one more turn of the loop: the close handshake
+        closed.append(True)
+
+    runner = asyncio.create_task(until_stopped(closes_on_stop(), stop, grace_s=5.0))
+    stop.set()
+
+    assert await asyncio.wait_for(runner, 5) is True
+    assert closed == [True]
+
+
+@pytest.mark.asyncio
+async def test_finish_or_cancel_cancels_a_task_that_overstays_and_keeps_one_that_finished() -> None:
+    never = asyncio.create_task(asyncio.Event().wait())
+    finished = asyncio.Event()
+    finished.set()
+    quick = asyncio.create_task(finished.wait())
+
+    assert await finish_or_cancel(never, 0.01) is False
+    assert never.cancelled()
+    assert await finish_or_cancel(quick, 5.0) is True
 
 
 class Flaky:

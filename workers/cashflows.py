@@ -4,7 +4,9 @@ Inputs: broker REST ``GET /v2/account/activities`` (since the last stored id), t
 (the stored cursor and ids, every run), bus ``session`` (a session start pulls at once), bus
 ``cmd.resync.<slug>`` (a full resync re-sends at once what was published but is not stored).
 Outputs: ``ActivitiesPage`` on ``cash.<slug>`` (``state`` writes raw activities and cash flows, and
-deletes the cash flows of activities the broker canceled since: docs/spec.md §8 corrections).
+deletes the cash flows of activities the broker canceled since: docs/spec.md §8 corrections);
+``details["cash_complete_<slug>"]`` in its heartbeat, how far the stored activities are complete
+(``equity`` builds no daily row past it; docs/startup.md).
 
 Runs every ``CASH_FLOWS_INTERVAL_S`` (300) per account, one task per account.
 """
@@ -15,6 +17,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Mapping
+from functools import partial
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -27,7 +30,7 @@ from coldharbour.db.connect import read_only_pool, reader_dsn
 from coldharbour.db.names import account_names
 from coldharbour.jobs.clock import Clock, SystemClock, run_per_account
 from coldharbour.jobs.phases import is_session_start, start_watch
-from coldharbour.messages import PREFIX_RESYNC, ResyncRequested, SessionPhaseChanged
+from coldharbour.messages import PREFIX_RESYNC, ResyncRequested, SessionPhaseChanged, cash_complete_detail
 
 PROGRAM = "cashflows"
 log = logging.getLogger("workers.cashflows")
@@ -80,7 +83,7 @@ async def run(
             await run_per_account(
                 PROGRAM,
                 settings.cash_flows_interval_s,
-                {job.names.slug: job.run_once for job in jobs},
+                {job.names.slug: partial(_run, ctx, job) for job in jobs},
                 clock=clock,
                 stop=stop,
                 counters=ctx.counters,
@@ -92,6 +95,13 @@ async def run(
             ready.cancel()
             for broker in brokers.values():
                 await broker.close()
+
+
+async def _run(ctx: runtime.WorkerContext, job: CashflowsJob) -> None:
+    """Pull one account; say in the heartbeat how far its stored activities are complete (``equity`` waits on it)."""
+    await job.run_once()
+    if job.complete_to_ns is not None:
+        ctx.details[cash_complete_detail(job.names.slug)] = str(job.complete_to_ns)
 
 
 async def _watch_resyncs(

@@ -9,7 +9,9 @@ daily curve). Outputs: ``EquityComputed`` on ``equity.<slug>`` (daily rows, intr
 Runs every ``EQUITY_UPDATE_INTERVAL_S`` (60), one task per account; an account whose curve no
 mark can move (outside a session, or holding nothing) reads nothing until ``state`` announces a
 change of its fills, lots or cash flows (bus ``state.*``), a rebuild is due or 15 minutes passed
-(``analytics.equity.STILL_REFRESH``; docs/scaling.md).
+(``analytics.equity.STILL_REFRESH``; docs/scaling.md). No daily row is built for a session that
+closed after the account's cash activities are known complete (``cashflows``' heartbeat,
+``details["cash_complete_<slug>"]``; docs/startup.md).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import partial
 from typing import Final
 
@@ -31,9 +34,17 @@ from coldharbour.db.connect import read_only_pool, reader_dsn
 from coldharbour.db.names import account_names, shared_names
 from coldharbour.jobs.clock import Clock, SystemClock, run_per_account
 from coldharbour.jobs.phases import is_after_close, is_session_start, start_watch
-from coldharbour.messages import PREFIX_STATE, AccountChanged, SessionPhaseChanged
+from coldharbour.messages import (
+    PREFIX_STATE,
+    AccountChanged,
+    Heartbeat,
+    SessionPhaseChanged,
+    cash_complete_marks,
+    topic_heartbeat,
+)
 
 PROGRAM = "equity"
+CASHFLOWS_PROGRAM: Final = "cashflows"  # whose heartbeat says how far the cash activities are complete
 # What ``state`` commits that moves an account's curve (not the curve itself: no loop on our own rows).
 INPUT_KINDS: Final = frozenset({"open_rows", "closed", "cash_flows", "orders", "activities", "reconciliations"})
 
@@ -61,6 +72,36 @@ async def _follow_changes(ctx: runtime.WorkerContext, jobs: list[EquityJob]) -> 
         subscriber.close()
 
 
+async def _follow_cash_complete(
+    ctx: runtime.WorkerContext, jobs: list[EquityJob], wakes: Mapping[str, asyncio.Event]
+) -> None:
+    """Hand each job how far ``cashflows`` knows its stored cash activities complete (its heartbeat)."""
+    subscriber = ctx.subscriber([topic_heartbeat(CASHFLOWS_PROGRAM)])
+    try:
+        while True:
+            _, message = await subscriber.recv()
+            if not isinstance(message, Heartbeat) or message.program != CASHFLOWS_PROGRAM:
+                continue
+            marks = cash_complete_marks(message)
+            ctx.counters["cash_complete_heard"] += 1
+            for job in jobs:
+                mark = marks.get(job.names.slug)
+                if mark is None:
+                    continue
+                before = job.cashflows_complete_to
+                job.cash_complete(datetime.fromtimestamp(mark / 1e9, tz=UTC))
+                if before is None:
+                    wakes[job.names.slug].set()  # the first complete read: build now, not at the next tick
+    finally:
+        subscriber.close()
+
+
+def _given_complete(jobs: list[EquityJob], cash_complete: Mapping[str, datetime]) -> None:
+    for job in jobs:
+        if job.names.slug in cash_complete:
+            job.cash_complete(cash_complete[job.names.slug])
+
+
 async def _tick(job: EquityJob, clock: Clock) -> None:
     await job.run_once(clock.now())
 
@@ -72,8 +113,11 @@ async def run(
     *,
     clock: Clock | None = None,
     brokers: Mapping[str, DailyBarsSource] | None = None,
+    cash_complete: Mapping[str, datetime] | None = None,
 ) -> None:
-    """Compute equity curves per account until ``stop``; ``clock``/``brokers`` are injectable."""
+    """Compute equity curves per account until ``stop``; ``clock``/``brokers`` are injectable;
+    ``cash_complete`` (per account, how far the cash activities are complete) is known from the
+    start, as if ``cashflows``' heartbeat had said it (tests)."""
     clock = clock or SystemClock()
     owned = (
         {a.slug: BrokerReads(a, ctx.counters, budget=budget_for(settings, a)) for a in settings.accounts}
@@ -99,6 +143,8 @@ async def run(
     ready = runtime.watch_state_ready(ctx, on_state_ready)
     follower = asyncio.create_task(_follow_changes(ctx, jobs), name="equity-changes")
     follower.add_done_callback(runtime.log_task_exception)
+    complete = asyncio.create_task(_follow_cash_complete(ctx, jobs, wakes), name="equity-cash-complete")
+    complete.add_done_callback(runtime.log_task_exception)
     async with open_pool(settings) as pool:
         jobs.extend(
             EquityJob(
@@ -112,6 +158,7 @@ async def run(
             )
             for a in settings.accounts
         )
+        _given_complete(jobs, cash_complete or {})
         try:
             await run_per_account(
                 PROGRAM,
@@ -126,6 +173,7 @@ async def run(
             watcher.cancel()
             ready.cancel()
             follower.cancel()
+            complete.cancel()
             for broker in owned.values():
                 await broker.close()
 

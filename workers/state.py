@@ -95,9 +95,8 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
     await ownership.acquire(stop)  # another live stack owns one of our accounts: one line, exit 1
     writer = Writer(settings, counters=ctx.counters)
     try:
-        applied = await retry_database(lambda: asyncio.to_thread(_migrate, settings), stop,
-                                       what="schema migration", counters=ctx.counters)
-        log.info("schema current applied=%s", applied)
+        await retry_database(lambda: asyncio.to_thread(_migrate, settings), stop,  # logs one summary line
+                             what="schema migration", counters=ctx.counters)
         await writer.connect(stop)
         store = StateStore(settings, writer, ownership, stop, conditions=ctx.conditions)  # says "database"
         owner = StateOwner(Mirror(settings, ctx.counters), store, ctx.publisher, ctx.counters)

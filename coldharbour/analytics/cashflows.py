@@ -18,6 +18,11 @@ Unknown activity codes (``unclassified``) are published like any other flow (the
 returns), counted when published (``activities_unclassified``) and each code is logged once per
 process; ``chmgr doctor`` lists the stored ones.
 
+Completeness (docs/startup.md "Completeness watermarks"): a run whose broker read found nothing to
+send (every listed activity already stored as the broker has it) proves the store complete up to
+the moment that read started: ``complete_to_ns``. ``equity`` builds no daily row past it. A run
+that sent something proves nothing yet; the next run that finds it stored does.
+
 Every activity is checked against what the store and the bus accept before it is published
 (``broker.validate``: no NUL or invalid UTF-8 anywhere in it, a time within 1970..2262 and not
 more than ``validate.BROKER_FUTURE_NS`` ahead): a bad one is rejected alone, logged once and
@@ -174,6 +179,7 @@ class CashflowsJob:
         self._unclassified: set[str] = set()  # unknown codes already logged
         self._rejected = validate.OnceLog()
         self._resend_all = False
+        self.complete_to_ns: int | None = None  # the stored activities are complete up to (UTC ns)
 
     def resync(self) -> None:
         """Re-send every published activity not stored yet at the next run (``state`` asked)."""
@@ -193,6 +199,7 @@ class CashflowsJob:
         self._runs += 1
         stored = await self._stored()
         resend_all, self._resend_all = self._resend_all, False
+        read_at = self._clock_ns()  # after the store was read: what the broker lists by now must be stored
         raw = await self._source.activities(query_after(self.cursor))
         flows, rejected, by_id = screen([a for a in raw if not is_canceled(a)], self._clock_ns())
         self._count_rejected(rejected)
@@ -203,6 +210,8 @@ class CashflowsJob:
             sent = self._published.get(key)
             return resend_all or sent is None or sent[1] != value or self._runs - sent[0] >= RESEND_AFTER_RUNS
 
+        if not wanted.upserts and not wanted.deletes:  # the store holds what the broker lists: complete
+            self.complete_to_ns = max(read_at, self.complete_to_ns or 0)
         upserts = [flow for flow in wanted.upserts if due(flow.id, flow)]
         deletes = tuple(key for key in wanted.deletes if due(key, None))
         if upserts or deletes:
@@ -212,13 +221,22 @@ class CashflowsJob:
         self._published.update((key, (self._runs, None)) for key in deletes)
         return len(upserts) + len(deletes)
 
-    def _publish(self, upserts: list[CashFlow], deletes: tuple[str, ...], by_id: Mapping[str, Mapping[str, object]],
-                 stored: Mapping[str, CashFlow]) -> None:
+    def _publish(
+        self,
+        upserts: list[CashFlow],
+        deletes: tuple[str, ...],
+        by_id: Mapping[str, Mapping[str, object]],
+        stored: Mapping[str, CashFlow],
+    ) -> None:
         for start in range(0, max(len(upserts), 1), PAGE_ROWS):
             chunk = upserts[start : start + PAGE_ROWS]
             records = tuple(to_record(by_id[flow.id], flow) for flow in chunk)
-            page = ActivitiesPage(account=self.names.slug, activities=records, cash_flows=tuple(chunk),
-                                  deleted_cash_flow_ids=deletes if start == 0 else ())
+            page = ActivitiesPage(
+                account=self.names.slug,
+                activities=records,
+                cash_flows=tuple(chunk),
+                deleted_cash_flow_ids=deletes if start == 0 else (),
+            )
             self._publisher.publish(topic_cash(self.names.slug), page)
         resent = sum(1 for flow in upserts if flow.id in self._published) + sum(k in self._published for k in deletes)
         corrected = sum(1 for flow in upserts if flow.id in stored)
@@ -226,8 +244,14 @@ class CashflowsJob:
         self._counters["activities_resent"] += resent
         self._counters["activities_corrected"] += corrected
         self._counters["activities_canceled"] += len(deletes)
-        log.info("published activities account=%s new=%d corrected=%d canceled=%d resent=%d", self.names.slug,
-                 len(upserts) - corrected, corrected, len(deletes), resent)
+        log.info(
+            "published activities account=%s new=%d corrected=%d canceled=%d resent=%d",
+            self.names.slug,
+            len(upserts) - corrected,
+            corrected,
+            len(deletes),
+            resent,
+        )
 
     def _count_rejected(self, rejected: list[tuple[str, Rejection]]) -> None:
         for code, rejection in rejected:
@@ -244,8 +268,11 @@ class CashflowsJob:
         self._counters["activities_unclassified"] += sum(1 for flow in flows if flow.category is Category.UNCLASSIFIED)
         for code in unclassified_codes(flows, self._unclassified):
             self._unclassified.add(code)
-            log.warning("unclassified activity code account=%s type=%s (kept in returns; see chmgr doctor)",
-                        self.names.slug, code[:40])
+            log.warning(
+                "unclassified activity code account=%s type=%s (kept in returns; see chmgr doctor)",
+                self.names.slug,
+                code[:40],
+            )
 
 
 def _settled(key: str, sent: CashFlow | None, stored: Mapping[str, CashFlow]) -> bool:

@@ -20,6 +20,13 @@ equity before it is published (``broker_equity``, ``equity_diff``); a difference
 plus the day's unexplained flows is logged and counted (``equity_mismatches``, once per day).
 A rebuild proves the whole history (the backfill) and logs how many days match.
 
+Cash flows complete (docs/startup.md "Completeness watermarks"): a daily row counts every cash flow
+of its day, and a flow not stored yet is not evidence of none. ``cashflows_complete_to`` is how far
+``cashflows`` knows the stored cash activities complete (its heartbeat); the curve is built and
+extended only with sessions that closed by then, and nothing daily or intraday is computed before
+the first complete read. A flow or fill stored later for a day the curve has re-extends the curve
+from that day (``rewind_curve``): the rows before it are neither rebuilt nor published again.
+
 Intraday curve: ``intraday.IntradayState`` while a session (pre-open to post-close) runs.
 """
 
@@ -50,6 +57,7 @@ from coldharbour.domain.equity import (
     build_daily_curve,
     extend_daily_curve,
     prove_rows,
+    rewind_curve,
     splits_by_session_date,
     start_curve,
     unexplained_flows,
@@ -121,6 +129,26 @@ class EquityJob:
         self._opening_equity: dict[date, Decimal] = {}  # the broker's equity at an opening date, read once
         self._opening_missing: set[date] = set()  # opening dates the broker had no equity for (this session)
         self.inputs: queries.CurveInputs | None = None  # the stored inputs as of the curve's last read
+        self.cashflows_complete_to: datetime | None = None  # cash activities stored completely up to (cashflows)
+
+    def cash_complete(self, instant: datetime) -> None:
+        """Record that ``cashflows`` knows the stored cash activities complete up to ``instant``.
+
+        A still account runs again only when the mark is the first or passes a session's close
+        (a day it may now build), not at every ``cashflows`` run (docs/scaling.md).
+        """
+        old = self.cashflows_complete_to
+        if old is not None and instant <= old:
+            return
+        self.cashflows_complete_to = instant
+        if old is None:
+            log.info("cash flows complete account=%s to=%s", self.names.slug, instant)
+        if old is None or any(old < s.close_utc <= instant for s in self.sessions):
+            self.changed = True
+
+    def _horizon(self, now: datetime) -> datetime | None:
+        """Return how far daily rows may be built: ``now``, but no later than the cash flows are complete."""
+        return None if self.cashflows_complete_to is None else min(now, self.cashflows_complete_to)
 
     async def run_once(self, now: datetime) -> None:
         """Rebuild or extend the daily curve, then compute the intraday curve when in session.
@@ -128,8 +156,14 @@ class EquityJob:
         Nothing is read for a still account (``still``) with no change, no rebuild due and a run
         less than ``STILL_REFRESH`` ago: its curve is what the last run made of it.
         """
-        if (self.still and not self.changed and not self.rebuild_requested and self._ran_at is not None
-                and now - self._ran_at < STILL_REFRESH and session_for(self.sessions, now) == self._session):
+        if (
+            self.still
+            and not self.changed
+            and not self.rebuild_requested
+            and self._ran_at is not None
+            and now - self._ran_at < STILL_REFRESH
+            and session_for(self.sessions, now) == self._session
+        ):
             self._counters["equity_runs_still"] += 1
             return
         self.changed, self._ran_at, self.still = False, now, False  # a run that fails is not still
@@ -141,6 +175,9 @@ class EquityJob:
                 await self._extend(conn, now)
             session = session_for(self.sessions, now)
             self._session = session
+            if self.cashflows_complete_to is None:
+                self._counters["equity_waits_cash_complete"] += 1  # absence of flows is not evidence yet
+                return
             if session is None:
                 self.still = True
                 return
@@ -153,12 +190,14 @@ class EquityJob:
             self._counters["intraday_points"] += len(points)
 
     async def _check_late_inputs(self, conn: queries.Conn) -> None:
-        """Rebuild when a cash flow or fill was stored, changed or removed for a day the curve already has.
+        """Re-extend from the day a cash flow or fill was stored or changed late for; rebuild on a removal.
 
         The curve of a day is only as complete as the flows and fills stored when it was built
-        (``cashflows`` may store a deposit after ``snapshot``'s fills): a late one re-builds the
-        curve from the stored history, so the days it touches (and the later ones it carries
-        into) are written again; untouched rows are rewritten unchanged (docs/startup.md).
+        (a late-booked dividend, a fill read after the day was built): a late one rewinds the
+        curve to the day before it and the extend step writes that day and every later one (cash
+        and holdings carry forward) again; earlier rows are left alone (docs/startup.md). A removed
+        row (a canceled activity: the day is not known), a late input on or before the curve's
+        opening, or a curve that cannot rewind rebuilds the whole curve.
         """
         seen, now_inputs = self.inputs, await queries.curve_inputs(conn, self.names)
         if seen is None or now_inputs == seen or self.rebuild_requested or self.curve is None:
@@ -166,12 +205,22 @@ class EquityJob:
         last = self.curve.book.last_date
         removed = now_inputs.flows < seen.flows or now_inputs.fills < seen.fills
         earliest = await queries.earliest_input_after(conn, self.names, seen)
-        if last is not None and (removed or (earliest is not None and ny_date(earliest) <= last)):
-            self.rebuild_requested = True
-            self._counters["daily_rebuilds_late_input"] += 1
-            log.info("late cash flow or fill for a built day account=%s earliest=%s", self.names.slug, earliest)
-        else:
+        if last is None or not (removed or (earliest is not None and ny_date(earliest) <= last)):
             self.inputs = now_inputs  # only newer days: the extend step reads them
+            return
+        self._counters["daily_rebuilds_late_input"] += 1
+        day = None if removed or earliest is None else ny_date(earliest)
+        rewound = None if day is None else rewind_curve(self.curve, day)
+        if rewound is None:
+            self.rebuild_requested = True
+            log.info(
+                "late cash flow or fill for a built day account=%s earliest=%s: rebuild", self.names.slug, earliest
+            )
+            return
+        self.inputs = now_inputs  # before the extend's reads: a later write shows
+        self.curve = rewound
+        self._counters["daily_reextends_late_input"] += 1
+        log.info("late cash flow or fill account=%s earliest=%s: re-extending from %s", self.names.slug, earliest, day)
 
     async def _ensure_sessions(self, first: date, now: datetime, *, refetch: bool) -> None:
         today = ny_date(now)
@@ -246,10 +295,14 @@ class EquityJob:
         first = ny_date(first_time)
         await self._ensure_sessions(first, now, refetch=refetch)
         opening = await self._opening(first, now)
+        horizon = self._horizon(now)
+        if horizon is None:  # no complete read of the cash flows yet: no row, rebuilt at the next run
+            self.curve = None
+            return
         flows = await queries.cash_flows_between(conn, self.names, None)
         executions, rejected = await queries.executions_between(conn, self.names, None)
         self._count_rejects(len(rejected))
-        days = await self._days(conn, now, flows, executions, after=None if opening is None else opening.as_of)
+        days = await self._days(conn, horizon, flows, executions, after=None if opening is None else opening.as_of)
         curve = build_daily_curve(days, opening)
         self.curve = msgspec.structs.replace(curve, rows=await self._prove(curve.rows, days, backfill=True))
         self._counters["daily_rebuilds"] += 1
@@ -263,13 +316,14 @@ class EquityJob:
         last = self.curve.book.last_date
         assert last is not None
         await self._ensure_sessions(last, now, refetch=False)
-        if not any(s.session_date > last and s.close_utc <= now for s in self.sessions):
+        horizon = self._horizon(now)
+        if horizon is None or not any(s.session_date > last and s.close_utc <= horizon for s in self.sessions):
             return
         start = ny_midnight(last + timedelta(days=1))
         flows = await queries.cash_flows_between(conn, self.names, start)
         executions, rejected = await queries.executions_between(conn, self.names, start)
         self._count_rejects(len(rejected))
-        days = await self._days(conn, now, flows, executions, after=last)
+        days = await self._days(conn, horizon, flows, executions, after=last)
         if not days:
             return
         before = len(self.curve.rows)

@@ -694,7 +694,7 @@ def screen_announcements(body: object) -> ScreenedAnnouncements:
             except BadValue as e:
                 rejects.append(Rejected(_reason("announcement", e), f"{name} {_item_id(item)}: {e}"))
                 continue
-            problem = _absurd_rates(checked)
+            problem = _absurd_rates(checked, str(group))
             if problem:
                 checked = {k: v for k, v in checked.items() if k not in ANNOUNCED_RATES}
                 held |= {v.upper() for k in ANNOUNCED_SYMBOLS if isinstance(v := checked.get(k), str) and v}
@@ -745,7 +745,7 @@ def _announced_dates(item: Mapping[str, object]) -> None:
             raise BadValue(f"{key}: {day} outside {FIRST_DAY}..{LAST_DAY}", "time")
 
 
-def _absurd_rates(item: Mapping[str, object]) -> str:
+def _absurd_rates(item: Mapping[str, object], group: str) -> str:
     """Return why the rates of ``item`` cannot be used ("" when they can, or when it states none)."""
     rates: dict[str, Decimal] = {}
     for key in ANNOUNCED_RATES:
@@ -759,6 +759,8 @@ def _absurd_rates(item: Mapping[str, object]) -> str:
         if not 0 < number <= MAX_RATE:
             return f"{key}: expected a number in (0, {MAX_RATE}], found {number:.6g}"
         rates[key] = number
+    if group == "stock_dividends" and "rate" in rates and not MIN_RATIO <= rates["rate"] <= MAX_RATIO:
+        return f"rate: {rates['rate']:.6g} new shares per share outside {MIN_RATIO}..{MAX_RATIO}"
     for top, bottom in _SHARE_RATIOS:
         if top in rates and bottom in rates and not MIN_RATIO <= rates[top] / rates[bottom] <= MAX_RATIO:
             return f"{top}/{bottom}: {rates[top] / rates[bottom]:.6g} outside {MIN_RATIO}..{MAX_RATIO}"

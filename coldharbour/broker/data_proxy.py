@@ -40,6 +40,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from coldharbour.broker.market_stream import MarketDataStream
 from coldharbour.config import Secret
+from coldharbour.retry import finish_or_cancel
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,7 @@ class DataProxy:
             self._drop(client)
             with contextlib.suppress(asyncio.QueueFull):
                 client.queue.put_nowait(None)  # ends the writer
-            with contextlib.suppress(asyncio.CancelledError, websockets.exceptions.WebSocketException):
-                await asyncio.wait_for(writer, 2.0)
+            await finish_or_cancel(writer, 2.0)
             self._share()
 
     async def _authenticate(self, client: _Client) -> bool:

@@ -16,7 +16,8 @@ symbol set changes at run time and the hot path should decode with msgspec:
   future by this process's clock: ``rejects_data_stream_time_future``) and each frame's ticks reach
   ``on_ticks`` together; rejections are counted (``rejects_data_stream_<reason>``);
 - a dropped or refused connection is retried with capped exponential backoff and equal jitter
-  (``coldharbour.retry.Backoff``); the attempt counter resets after a connection that delivered a trade;
+  (``coldharbour.retry.keep_connected``); the attempt counter resets after a connection that
+  delivered a trade; every wait ends at once on ``stop``;
 - ``406 connection limit exceeded`` means the key's one connection is someone else's (the
   trader's bot): ``limited`` is set (``prices`` reads those symbols through REST meanwhile,
   ``broker.market_rest``), it is logged once, and the stream is tried again only every
@@ -46,7 +47,7 @@ from coldharbour.broker.feed import Skip, decode_trade
 from coldharbour.config import Secret
 from coldharbour.domain.types import from_datetime
 from coldharbour.messages import Tick
-from coldharbour.retry import Backoff, sleep_or_stop
+from coldharbour.retry import Backoff, Session, keep_connected, sleep_or_stop, until_stopped, wait_any
 
 log = logging.getLogger(__name__)
 
@@ -174,53 +175,42 @@ class MarketDataStream:
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, subscribe and relay trades; reconnect with backoff; return once ``stop`` is set.
 
-        No connection is opened (or re-opened) while no symbol is wanted.
+        No connection is opened (or re-opened) while no symbol is wanted. The reconnects are
+        ``retry.keep_connected``'s; after a 406 the next attempt waits ``limited_retry_s`` instead.
         """
-        backoff = Backoff(*self._backoff)
-        while not stop.is_set():
+
+        async def session() -> Session:
             if not await self._until_wanted(stop):
-                return
+                return Session.AT_ONCE  # stopped: keep_connected returns
             delivered = await self._session_until(stop)
-            if stop.is_set():
-                return
-            if self.limited:
+            if self.limited and not stop.is_set():
                 await sleep_or_stop(stop, self.limited_retry_s)
-                continue
-            if delivered:
-                backoff.reset()
-            delay = backoff.next_delay()
+                return Session.AT_ONCE
+            return Session.DELIVERED if delivered else Session.FAILED
+
+        def reconnecting(attempt: int, delay: float) -> None:
             self.counters["reconnects"] += 1
             self.counters["data_stream_reconnects"] += 1
-            log.warning(
-                "data stream reconnecting stream=%s attempt=%d delay_s=%.2f", self.name, backoff.attempts, delay
-            )
-            await sleep_or_stop(stop, delay)
+            log.warning("data stream reconnecting stream=%s attempt=%d delay_s=%.2f", self.name, attempt, delay)
+
+        await keep_connected(session, stop, Backoff(*self._backoff), on_retry=reconnecting)
 
     async def _session_until(self, stop: asyncio.Event) -> bool:
-        """Run one session; on ``stop`` give it ``CLOSE_GRACE_S`` to close, then cancel it."""
-        session = asyncio.create_task(self._session(stop), name=f"data-stream-{self.name}")
-        stopping = asyncio.create_task(stop.wait())
-        try:
-            await asyncio.wait({session, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not session.done():  # stopping: the writer closes an open socket; a handshake is cut
-                await asyncio.wait({session}, timeout=CLOSE_GRACE_S)
-            if not session.done():
-                session.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await session
-                return False
-            return session.result()
-        finally:
-            stopping.cancel()
+        """Run one session; on ``stop`` give it ``CLOSE_GRACE_S`` to close, then cancel it; True when it delivered."""
+        delivered = False
+
+        async def session() -> None:
+            nonlocal delivered
+            delivered = await self._session(stop)
+
+        await until_stopped(session(), stop, grace_s=CLOSE_GRACE_S)
+        return delivered
 
     async def _until_wanted(self, stop: asyncio.Event) -> bool:
         """Wait until a symbol is wanted (no connection without one); False if ``stop`` came first."""
         while not self.wanted and not self.shared and not stop.is_set():
             self._changed.clear()
-            waiting = {asyncio.create_task(self._changed.wait()), asyncio.create_task(stop.wait())}
-            _, pending = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
+            await wait_any(None, self._changed, stop)
         return not stop.is_set()
 
     async def _session(self, stop: asyncio.Event) -> bool:
@@ -282,26 +272,20 @@ class MarketDataStream:
     async def _write_loop(self, ws: ClientConnection, stop: asyncio.Event) -> None:
         """Keep the server's subscription equal to ``wanted``; close the socket when ``stop`` is set."""
         asked: dict[str, frozenset[str]] = {}
-        stopping = asyncio.create_task(stop.wait())
-        try:
-            while not stop.is_set():
-                self._changed.clear()
-                desired = self._desired()
-                names = sorted(set(desired) | set(asked))
-                empty: frozenset[str] = frozenset()
-                more = {n: sorted(desired.get(n, empty) - asked.get(n, empty)) for n in names}
-                fewer = {n: sorted(asked.get(n, empty) - desired.get(n, empty)) for n in names}
-                if any(more.values()):
-                    await ws.send(self._encode({"action": "subscribe", **{n: v for n, v in more.items() if v}}))
-                if any(fewer.values()):
-                    await ws.send(self._encode({"action": "unsubscribe", **{n: v for n, v in fewer.items() if v}}))
-                asked = desired
-                changed = asyncio.create_task(self._changed.wait())
-                await asyncio.wait({changed, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                changed.cancel()
-            await ws.close()
-        finally:
-            stopping.cancel()
+        while not stop.is_set():
+            self._changed.clear()
+            desired = self._desired()
+            names = sorted(set(desired) | set(asked))
+            empty: frozenset[str] = frozenset()
+            more = {n: sorted(desired.get(n, empty) - asked.get(n, empty)) for n in names}
+            fewer = {n: sorted(asked.get(n, empty) - desired.get(n, empty)) for n in names}
+            if any(more.values()):
+                await ws.send(self._encode({"action": "subscribe", **{n: v for n, v in more.items() if v}}))
+            if any(fewer.values()):
+                await ws.send(self._encode({"action": "unsubscribe", **{n: v for n, v in fewer.items() if v}}))
+            asked = desired
+            await wait_any(None, self._changed, stop)
+        await ws.close()
 
     def _encode(self, message: dict[str, object]) -> bytes | str:
         return _MSGPACK_ENCODER.encode(message) if self._is_msgpack else json.dumps(message)

@@ -21,6 +21,7 @@ from typing import Any, Final
 from alpaca.trading.stream import TradingStream
 
 from coldharbour.broker.listener import UpdateListener, decode_frame
+from coldharbour.retry import finish_or_cancel
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,4 @@ class PrimaryClient:
         await self._stream.stop_ws()
         with contextlib.suppress(Exception):
             await self._stream.close()
-        done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
-        if not done:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await finish_or_cancel(task, STOP_TIMEOUT_S)

@@ -32,7 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from coldharbour.broker.listener import UpdateListener, decode_frame
 from coldharbour.config import AccountSettings
-from coldharbour.retry import Backoff, Session, keep_connected, sleep_or_stop
+from coldharbour.retry import Backoff, Session, finish_or_cancel, keep_connected, sleep_or_stop
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +185,7 @@ class FallbackClient:
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
-        done, _ = await asyncio.wait({task}, timeout=CONNECT_TIMEOUT_S)
-        if not done:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await finish_or_cancel(task, CONNECT_TIMEOUT_S)
 
 
 def _primary(listener: UpdateListener, account: AccountSettings, url: str) -> StreamClient | None:

@@ -11,7 +11,6 @@ one line when ``state`` did not apply it in time (its log says why: ``spinoff_ba
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal, InvalidOperation
 from typing import Final
 
@@ -27,6 +26,7 @@ from coldharbour.db.connect import connect_sync
 from coldharbour.db.names import account_names
 from coldharbour.errors import ChmgrError, DatabaseError
 from coldharbour.messages import SpinoffBasisSet, topic_spinoff_basis
+from coldharbour.retry import poll_until
 
 PROGRAM: Final = "chmgr"
 REPUBLISH_S: Final = 1.0
@@ -72,18 +72,19 @@ def basis(
                               parent=parent.upper() if parent else None)  # fmt: skip
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     publisher = Publisher(context, settings.bus_in, PROGRAM)
-    deadline = time.monotonic() + wait_s
+    found: tuple[str, Decimal, str] | None = None
+
+    def applied() -> bool:
+        nonlocal found
+        publisher.publish(topic_spinoff_basis(slug), request)  # again each time: the bus may not have had us yet
+        found = stored_share(settings, slug, action_id)
+        return found is not None and found[1] == share and found[2] == "override"
+
     try:
-        while True:
-            publisher.publish(topic_spinoff_basis(slug), request)
-            found = stored_share(settings, slug, action_id)
-            if found is not None and found[1] == share and found[2] == "override":
-                typer.echo(f"spin-off {action_id} rebooked: {found[0]} keeps {parent_pct.strip()} % of its basis")
-                return
-            if time.monotonic() >= deadline:
-                raise ChmgrError(f"state did not apply the basis of {action_id} within {wait_s:g} s: see its log "
-                                 "(spin-off basis override refused) and `chmgr status`")  # fmt: skip
-            time.sleep(REPUBLISH_S)  # re-publish: the bus may not have had our connection yet
+        if not poll_until(applied, wait_s, interval_s=REPUBLISH_S) or found is None:
+            raise ChmgrError(f"state did not apply the basis of {action_id} within {wait_s:g} s: see its log "
+                             "(spin-off basis override refused) and `chmgr status`")  # fmt: skip
+        typer.echo(f"spin-off {action_id} rebooked: {found[0]} keeps {parent_pct.strip()} % of its basis")
     finally:
         publisher.close()
         context.term()

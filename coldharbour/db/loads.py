@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from coldharbour.db import rows as r
+from coldharbour.db import tables
 from coldharbour.db.names import AccountNames, SharedNames
 from coldharbour.domain import stored
 from coldharbour.domain.corporate import (
@@ -248,11 +249,16 @@ async def load_actions(conn: Connection, names: AccountNames) -> list[CorporateA
 
 async def load_spinoff_bases(conn: Connection, names: AccountNames) -> list[SpinoffBasis]:
     """Return every stored spin-off basis allocation."""
-    query = sql.SQL("SELECT action_id, parent, parent_share, source, set_at FROM {t} ORDER BY action_id").format(
-        t=names.spinoff_bases.ident)
-    cursor = await conn.execute(query)
     return [SpinoffBasis(action_id=a, parent=p, parent_share=share, source=src, set_at=from_datetime(at))
-            for a, p, share, src, at in await cursor.fetchall()]  # fmt: skip
+            for a, p, share, src, at in await load_rows(conn, tables.SPINOFF_BASES, names)]  # fmt: skip
+
+
+async def load_rows(conn: Connection, spec: tables.TableSpec, names: AccountNames | SharedNames) -> list[TupleRow]:
+    """Return every stored row of a described table: its written columns in row order, ordered by its key."""
+    query = sql.SQL("SELECT {c} FROM {t} ORDER BY {k}").format(
+        c=_columns(spec.names), t=spec.table(names).ident, k=_columns(spec.key))
+    cursor = await conn.execute(query)
+    return await cursor.fetchall()
 
 
 async def load_history(conn: Connection, names: AccountNames) -> tuple[list[Order], list[Fill]]:

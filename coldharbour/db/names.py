@@ -14,6 +14,7 @@ from psycopg import sql
 from coldharbour.config import Settings, check_identifier
 
 SCHEMA_VERSION_TABLE: Final = "schema_version"
+SCHEMA_SHAPE_TABLE: Final = "schema_shape"
 LATEST_PRICES_TABLE: Final = "latest_prices"
 PRICE_BARS_TABLE: Final = "price_bars_1min"
 QUARANTINE_TABLE: Final = "quarantine"
@@ -39,6 +40,7 @@ class AccountNames(msgspec.Struct, frozen=True, kw_only=True):
     """Every table and NOTIFY channel of one account."""
 
     slug: str
+    schema: str  # the account schema (ACCOUNT_SCHEMA): where a described table without a field here lives
     positions: Table
     closed: Table
     equity_full: Table
@@ -59,7 +61,9 @@ class AccountNames(msgspec.Struct, frozen=True, kw_only=True):
 class SharedNames(msgspec.Struct, frozen=True, kw_only=True):
     """Tables shared by all accounts."""
 
+    schema: str  # the account schema (ACCOUNT_SCHEMA)
     schema_version: Table
+    schema_shape: Table  # per scope, the digest of the descriptions its tables were last brought to
     market_schedule: Table
     latest_prices: Table
     price_bars_1min: Table
@@ -79,6 +83,7 @@ def account_names(settings: Settings, slug: str) -> AccountNames:
 
     return AccountNames(
         slug=slug,
+        schema=schema,
         positions=table(settings.table_account_positions, "TABLE_ACCOUNT_POSITIONS"),
         closed=table(settings.table_account_closed, "TABLE_ACCOUNT_CLOSED"),
         equity_full=table(settings.table_account_equity_full, "TABLE_ACCOUNT_EQUITY_FULL"),
@@ -99,7 +104,9 @@ def shared_names(settings: Settings) -> SharedNames:
     """Return the validated names of the shared tables."""
     schema = check_identifier(settings.account_schema, what="ACCOUNT_SCHEMA")
     return SharedNames(
+        schema=schema,
         schema_version=Table(schema, SCHEMA_VERSION_TABLE),
+        schema_shape=Table(schema, SCHEMA_SHAPE_TABLE),
         market_schedule=Table(schema, check_identifier(settings.table_market_schedule, what="TABLE_MARKET_SCHEDULE")),
         latest_prices=Table(schema, LATEST_PRICES_TABLE),
         price_bars_1min=Table(schema, PRICE_BARS_TABLE),

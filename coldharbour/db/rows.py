@@ -10,10 +10,9 @@ The canonical stored forms (what a fill or an order reads back as: ``canonical_f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from operator import attrgetter
 from typing import Any, Final, cast
 
 import msgspec
@@ -71,9 +70,6 @@ def _ns(value: datetime | None) -> int | None:
 # -- open positions ----------------------------------------------------------------------------
 
 
-_SHAPES: dict[str, tuple[Callable[[Any], tuple[object, ...]], tuple[int, ...]]] = {}
-
-
 def row_of(spec: tables.TableSpec, value: object) -> tuple[object, ...]:
     """Return ``value`` as a row of ``spec``: each column is ``value``'s attribute of that name.
 
@@ -82,12 +78,8 @@ def row_of(spec: tables.TableSpec, value: object) -> tuple[object, ...]:
     points, sessions, cash flows) need no other code: a new column is a new field and its
     description.
     """
-    shape = _SHAPES.get(spec.names_field)
-    if shape is None:
-        times = tuple(i for i, kind in enumerate(spec.types) if kind == "timestamptz")
-        shape = _SHAPES[spec.names_field] = (attrgetter(*spec.names), times)
-    get, times = shape
-    values = get(value)
+    values: tuple[object, ...] = spec.getter(value)
+    times = spec.times
     if not times:
         return values
     row = list(values)

@@ -1,305 +1,199 @@
-"""DDL and ordered migrations; ``ensure_schema`` applies what has not run yet.
+"""The schema, derived from the table descriptions (``db.tables``), and the ordered migrations.
 
-Migrations are versioned per *scope*: ``shared`` (market schedule, prices, bars) and
-``account:<slug>`` (the tables of one account), recorded in ``<ACCOUNT_SCHEMA>.schema_version``.
-Running twice is a no-op; adding an account later runs that account's migrations only. A
-database whose recorded version is newer than this code is refused (``SchemaError``).
+``ensure_schema`` brings the database to the descriptions, in one transaction:
 
-Money and quantities are ``finite_numeric`` (a domain over ``numeric`` that refuses NaN and
-±Infinity), ratios that are not money are ``finite_double``: the database itself rejects a
-non-finite number, whatever the code above it does. Every identifier is ``psycopg.sql``.
+- **derived**: a table missing is created from its description (``CREATE TABLE`` with its typed
+  columns, constraints and key, then its indexes); a table that exists gets every column its
+  description has and it lacks (``ALTER TABLE … ADD COLUMN IF NOT EXISTS``, with the
+  description's default) and every described index it has no index for (same columns, same
+  uniqueness). Adding a column or a table is an edit of ``db.tables`` only (docs/write-path.md).
+  Each scope's digest of what its descriptions derive is kept in ``schema_shape``: a scope whose
+  digest and version are current is not looked at, so a current start is three reads and no
+  DDL; the catalog is read (once, for the tables of the other scopes) only when there is work.
+- **migrations**: what cannot be derived (a constraint replaced, rows moved) is an ordered,
+  never rewritten step, versioned per *scope*: ``shared`` and ``account:<slug>``, recorded in
+  ``<ACCOUNT_SCHEMA>.schema_version``. A scope whose tables were all just created from the
+  descriptions is at the newest version already: its steps are recorded, not run. A scope of an
+  older database runs the steps after its version (after the derived step, so every table
+  they touch exists). A database whose recorded version is newer than this code is refused
+  (``SchemaError``).
+
+Running twice is a no-op; adding an account later creates that account's tables only. Money and
+quantities are ``finite_numeric`` (a domain over ``numeric`` that refuses NaN and ±Infinity),
+ratios that are not money ``finite_double``: the database itself rejects a non-finite number,
+whatever the code above it does. Every identifier is ``psycopg.sql``; type names and constraint
+text are fixed literals of ``db.tables``, never input.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Final, NamedTuple
+from dataclasses import dataclass, field
+from typing import Final, NamedTuple, cast
 
 import psycopg
 from psycopg import sql
 
 from coldharbour.config import Settings
+from coldharbour.db import tables
 from coldharbour.db.names import AccountNames, SharedNames, Table, account_names, shared_names
+from coldharbour.db.tables import Column, Index, TableSpec
 from coldharbour.errors import SchemaError
 
 log = logging.getLogger(__name__)
 
 SHARED_SCOPE: Final = "shared"
-SHARPE_WINDOWS: Final = (10, 21, 63, 126, 252)
 # Any constant works: it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_KEY: Final = 0x43484D4752  # "CHMGR"
 STATEMENTS_PER_ROUND_TRIP: Final = 300
+_DOMAINS: Final = {"numeric": "finite_numeric", "float8": "finite_double"}  # description type → checked domain
+
+Names = AccountNames | SharedNames
 
 
 class Migration(NamedTuple):
-    """One schema step: its version within its scope, what it does, and its statements."""
+    """One schema step: its version within its scope, what it does, and its statements.
+
+    ``statements`` None: a step that only created tables or added columns, which the
+    descriptions now do (kept so the numbering of existing databases stays what it was).
+    """
 
     version: int
     description: str
-    statements: Callable[..., list[sql.Composed]]
+    statements: Callable[..., list[sql.Composed]] | None = None
 
 
 def _q(text: str, **identifiers: sql.Composable) -> sql.Composed:
     return sql.SQL(text).format(**identifiers)
 
 
-def _index(table: Table, suffix: str, columns: str, *, unique: bool = False, where: str = "") -> sql.Composed:
-    """Return ``CREATE [UNIQUE] INDEX IF NOT EXISTS`` on ``columns`` (a fixed literal, never input)."""
-    text = "CREATE " + ("UNIQUE " if unique else "") + "INDEX IF NOT EXISTS {i} ON {t} (" + columns + ")"
-    return _q(text + (" WHERE " + where if where else ""), i=table.index(suffix), t=table.ident)
+# -- derived from the descriptions ---------------------------------------------------------------
 
 
-def _shared_v1(names: SharedNames, schema: str) -> list[sql.Composed]:
-    s = sql.Identifier(schema)
-    return [
-        _q(
-            """CREATE TABLE IF NOT EXISTS {t} (
-                session_date date PRIMARY KEY,
-                pre_open_utc timestamptz NOT NULL,
-                open_utc timestamptz NOT NULL,
-                close_utc timestamptz NOT NULL,
-                post_close_utc timestamptz NOT NULL,
-                updated_at timestamptz NOT NULL DEFAULT now())""",
-            t=names.market_schedule.ident,
-        ),
-        _index(names.market_schedule, "open", "open_utc"),
-        _q(
-            """CREATE TABLE IF NOT EXISTS {t} (
-                symbol text PRIMARY KEY,
-                price {s}.finite_numeric NOT NULL CHECK (price > 0),
-                ts timestamptz NOT NULL)""",
-            t=names.latest_prices.ident, s=s,
-        ),
-        _q(
-            """CREATE TABLE IF NOT EXISTS {t} (
-                symbol text NOT NULL,
-                ts timestamptz NOT NULL,
-                open {s}.finite_numeric NOT NULL,
-                high {s}.finite_numeric NOT NULL,
-                low {s}.finite_numeric NOT NULL,
-                close {s}.finite_numeric NOT NULL,
-                volume {s}.finite_numeric NOT NULL DEFAULT 0,
-                PRIMARY KEY (symbol, ts))""",
-            t=names.price_bars_1min.ident, s=s,
-        ),
-    ]  # fmt: skip
+def _column(column: Column, schema: sql.Identifier) -> sql.Composed:
+    """Return ``name type [constraint]``: a ``numeric``/``float8`` column is of the finite domain."""
+    name, kind, *constraint = column
+    domain = _DOMAINS.get(kind)
+    typed = sql.SQL("{}.{}").format(schema, sql.Identifier(domain)) if domain else sql.SQL(kind)
+    return sql.SQL(" ").join([sql.Identifier(name), typed, *map(sql.SQL, constraint)])
 
 
-def _positions_ddl(names: AccountNames, s: sql.Identifier) -> sql.Composed:
+def _index(table: Table, index: Index) -> sql.Composed:
+    """Return ``CREATE [UNIQUE] INDEX IF NOT EXISTS ix_<table>_<suffix> ON table (columns) [WHERE …]``."""
     return _q(
-        """CREATE TABLE IF NOT EXISTS {t} (
-            parent_id text PRIMARY KEY,
-            symbol text NOT NULL,
-            side text NOT NULL CHECK (side IN ('long', 'short')),
-            filled_at timestamptz,
-            qty {s}.finite_numeric NOT NULL CHECK (qty >= 0),
-            avg_fill {s}.finite_numeric,
-            avg_px_symbol {s}.finite_numeric,
-            sl_child text,
-            sl_px {s}.finite_numeric,
-            tp_child text,
-            tp_px {s}.finite_numeric,
-            mkt_px {s}.finite_numeric,
-            bar_px {s}.finite_numeric,
-            bar_ts timestamptz,
-            moved_flag text NOT NULL DEFAULT '—',
-            buy_value {s}.finite_numeric,
-            holding_days integer,
-            days_to_expire integer,
-            mkt_value {s}.finite_numeric,
-            profit_loss {s}.finite_numeric,
-            profit_loss_lot {s}.finite_numeric,
-            tp_sl_reach_pct {s}.finite_numeric,
-            updated_at timestamptz NOT NULL DEFAULT now())""",
-        t=names.positions.ident, s=s,
+        "CREATE " + ("UNIQUE " if index.unique else "") + "INDEX IF NOT EXISTS {i} ON {t} ({c})"
+        + (" WHERE " + index.where if index.where else ""),
+        i=table.index(index.suffix), t=table.ident, c=sql.SQL(", ").join(map(sql.Identifier, index.columns)),
     )  # fmt: skip
 
 
-def _closed_ddl(names: AccountNames, s: sql.Identifier) -> sql.Composed:
-    return _q(
-        """CREATE TABLE IF NOT EXISTS {t} (
-            entry_lot_id text NOT NULL,
-            exit_order_id text NOT NULL,
-            exit_parent_id text,
-            symbol text NOT NULL,
-            side text NOT NULL CHECK (side IN ('long', 'short')),
-            qty {s}.finite_numeric NOT NULL CHECK (qty > 0),
-            entry_time timestamptz,
-            entry_price {s}.finite_numeric,
-            exit_time timestamptz,
-            exit_price {s}.finite_numeric,
-            exit_type text NOT NULL CHECK (exit_type IN ('TP', 'SL', 'MANUAL')),
-            pnl_cash {s}.finite_numeric,
-            pnl_cash_fifo {s}.finite_numeric,
-            diff_pnl {s}.finite_numeric,
-            pnl_pct {s}.finite_numeric,
-            return_pct {s}.finite_numeric,
-            duration_sec {s}.finite_numeric,
-            updated_at timestamptz NOT NULL DEFAULT now(),
-            PRIMARY KEY (entry_lot_id, exit_order_id))""",
-        t=names.closed.ident, s=s,
-    )  # fmt: skip
-
-
-def _equity_ddl(names: AccountNames, s: sql.Identifier) -> list[sql.Composed]:
-    sharpe = sql.SQL(", ").join(
-        sql.SQL("{} {}.finite_double").format(sql.Identifier(f"{prefix}_{w}"), s)
-        for w in SHARPE_WINDOWS
-        for prefix in ("sharpe", "smart_sharpe")
-    )
-    return [
-        _q(
-            """CREATE TABLE IF NOT EXISTS {t} (
-                date date PRIMARY KEY,
-                deposit {s}.finite_numeric,
-                cash_balance {s}.finite_numeric,
-                market_value {s}.finite_numeric,
-                daily_return {s}.finite_numeric,
-                cumulative_return {s}.finite_numeric,
-                drawdown {s}.finite_numeric,
-                net_flows {s}.finite_numeric,
-                {sharpe},
-                updated_at timestamptz NOT NULL DEFAULT now())""",
-            t=names.equity_full.ident, s=s, sharpe=sharpe,
-        ),
-        _q(
-            """CREATE TABLE IF NOT EXISTS {t} (
-                ts timestamptz PRIMARY KEY,
-                deposit {s}.finite_numeric,
-                cumulative_return {s}.finite_numeric,
-                drawdown {s}.finite_numeric,
-                realised_return {s}.finite_numeric,
-                updated_at timestamptz NOT NULL DEFAULT now())""",
-            t=names.equity_intraday.ident, s=s,
-        ),
-    ]  # fmt: skip
-
-
-def _raw_ddl(names: AccountNames, s: sql.Identifier) -> list[sql.Composed]:
-    orders, activities = names.raw_orders, names.raw_activities
-    return [
-        _q(
-            """CREATE TABLE IF NOT EXISTS {t} (
-                id uuid PRIMARY KEY,
-                client_order_id text,
-                request_id text,
-                parent_id text,
-                replaced_by text,
-                replaces text,
-                symbol text NOT NULL,
-                side text NOT NULL,
-                order_type text NOT NULL,
-                status text NOT NULL,
-                qty {s}.finite_numeric,
-                filled_qty {s}.finite_numeric NOT NULL DEFAULT 0,
-                filled_avg_price {s}.finite_numeric,
-                limit_price {s}.finite_numeric,
-                stop_price {s}.finite_numeric,
-                created_at timestamptz NOT NULL,
-                updated_at timestamptz,
-                submitted_at timestamptz,
-                filled_at timestamptz,
-                expired_at timestamptz,
-                canceled_at timestamptz,
-                replaced_at timestamptz,
-                expires_at timestamptz,
-                raw_json jsonb,
-                legs jsonb,
-                ingested_at timestamptz NOT NULL DEFAULT now())""",
-            t=orders.ident, s=s,
-        ),
-        _index(orders, "updated", "updated_at"),
-        _index(orders, "symbol", "symbol"),
-        _index(orders, "created", "created_at"),
-        _index(orders, "parent", "parent_id"),
-        _q(
-            """CREATE TABLE IF NOT EXISTS {t} (
-                id text PRIMARY KEY,
-                activity_type text NOT NULL,
-                transaction_time timestamptz NOT NULL,
-                symbol text,
-                side text,
-                qty {s}.finite_numeric,
-                price {s}.finite_numeric,
-                net_amount {s}.finite_numeric,
-                execution_id uuid,
-                order_id uuid,
-                raw_json jsonb,
-                ingested_at timestamptz NOT NULL DEFAULT now())""",
-            t=activities.ident, s=s,
-        ),
-        _index(activities, "time", "transaction_time"),
-        _index(activities, "type", "activity_type"),
-        _index(
-            activities, "exec", "execution_id", unique=True,
-            where="activity_type = 'FILL' AND execution_id IS NOT NULL",
-        ),
-    ]  # fmt: skip
-
-
-def _account_v1(names: AccountNames, schema: str) -> list[sql.Composed]:
+def create_table(spec: TableSpec, table: Table, schema: str) -> list[sql.Composed]:
+    """Return the statements creating ``table`` as ``spec`` describes it: the table, then its indexes."""
     s = sql.Identifier(schema)
-    return [
-        _positions_ddl(names, s),
-        _index(names.positions, "symbol", "symbol"),
-        _closed_ddl(names, s),
-        _index(names.closed, "symbol_time", "symbol, entry_time"),
-        _index(names.closed, "exit_time", "exit_time"),
-        *_equity_ddl(names, s),
-        _q(
-            """CREATE TABLE IF NOT EXISTS {t} (
-                id text PRIMARY KEY,
-                ts timestamptz NOT NULL,
-                amount {s}.finite_numeric,
-                type text NOT NULL,
-                category text NOT NULL CHECK (category IN ('trade', 'income', 'fee', 'external')),
-                description text,
-                updated_at timestamptz NOT NULL DEFAULT now())""",
-            t=names.cash_flows.ident, s=s,
-        ),
-        _index(names.cash_flows, "ts", "ts"),
-        _q(
-            """CREATE TABLE IF NOT EXISTS {t} (
-                id text PRIMARY KEY,
-                metrics_payload text NOT NULL,
-                updated_at timestamptz NOT NULL DEFAULT now())""",
-            t=names.metrics.ident,
-        ),
-        *_raw_ddl(names, s),
-    ]  # fmt: skip
+    body = [_column(column, s) for column in spec.all_columns]
+    body.append(_q("PRIMARY KEY ({k})", k=sql.SQL(", ").join(map(sql.Identifier, spec.key))))
+    create = _q("CREATE TABLE IF NOT EXISTS {t} ({body})", t=table.ident, body=sql.SQL(", ").join(body))
+    return [create, *(_index(table, index) for index in spec.indexes)]
 
 
-def _shared_quarantine(names: SharedNames, schema: str) -> list[sql.Composed]:
-    return [
-        _q(
-            """CREATE TABLE IF NOT EXISTS {t} (
-                id bigserial PRIMARY KEY,
-                ts timestamptz NOT NULL DEFAULT now(),
-                account text,
-                kind text NOT NULL,
-                key text,
-                raw text NOT NULL,
-                error text NOT NULL)""",
-            t=names.quarantine.ident,
-        ),
-    ]
-
-
-SHARED_MIGRATIONS: Final[tuple[Migration, ...]] = (
-    Migration(1, "market schedule, latest prices, 1-minute bars", _shared_v1),
-    Migration(2, "quarantine: changes a commit refused on their data", _shared_quarantine),
-)
-def _account_equity_proof(names: AccountNames, schema: str) -> list[sql.Composed]:
-    """The daily proof against the broker's portfolio history (docs/spec.md §8)."""
+def add_columns(table: Table, columns: Sequence[Column], schema: str) -> sql.Composed:
+    """Return one ``ALTER TABLE`` adding ``columns`` (each ``IF NOT EXISTS``, with its constraint and default)."""
     s = sql.Identifier(schema)
-    return [
-        _q(
-            "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS broker_equity {s}.finite_numeric, "
-            "ADD COLUMN IF NOT EXISTS equity_diff {s}.finite_numeric",
-            t=names.equity_full.ident, s=s,
-        ),
-    ]  # fmt: skip
+    adds = sql.SQL(", ").join(_q("ADD COLUMN IF NOT EXISTS {c}", c=_column(column, s)) for column in columns)
+    return _q("ALTER TABLE {t} {adds}", t=table.ident, adds=adds)
+
+
+@dataclass
+class _Catalog:
+    """What the database has: columns of each table, and each index as (columns, unique)."""
+
+    columns: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    indexes: dict[tuple[str, str], set[tuple[tuple[str, ...], bool]]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, conn: psycopg.Connection[object], schemas: Sequence[str], names: Sequence[str]) -> _Catalog:
+        """Read the tables named ``names`` in ``schemas`` and their indexes (two queries)."""
+        catalog = cls()
+        rows = conn.execute(
+            "SELECT n.nspname, c.relname, array_agg(a.attname::text) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY(%s) AND c.relname = ANY(%s) GROUP BY 1, 2",
+            (list(schemas), list(names)),
+        ).fetchall()
+        for row in rows:
+            schema, name, columns = cast("tuple[str, str, list[str]]", row)
+            catalog.columns[(schema, name)] = set(columns)
+        rows = conn.execute(
+            "SELECT n.nspname, t.relname, i.indisunique, ARRAY(SELECT a.attname::text "
+            "  FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) "
+            "  JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum ORDER BY k.ord) "
+            "FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "WHERE n.nspname = ANY(%s) AND t.relname = ANY(%s)",
+            (list(schemas), list(names)),
+        ).fetchall()
+        for row in rows:
+            schema, name, unique, columns = cast("tuple[str, str, bool, list[str]]", row)
+            catalog.indexes.setdefault((schema, name), set()).add((tuple(columns), bool(unique)))
+        return catalog
+
+
+@dataclass
+class _Scope:
+    """What the derived step does to one scope's tables."""
+
+    statements: list[sql.Composed] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)  # tables created
+    added: list[str] = field(default_factory=list)  # ``<table description>.<column>`` added
+    existed: bool = False  # one of its tables was there before
+
+
+def _derive(specs: Sequence[TableSpec], names: Names, schema: str, catalog: _Catalog) -> _Scope:
+    """Return the statements bringing ``specs``' tables of ``names`` to their descriptions."""
+    scope = _Scope()
+    for spec in specs:
+        table = spec.table(names)
+        found = catalog.columns.get((table.schema, table.name))
+        if found is None:
+            scope.statements += create_table(spec, table, schema)
+            scope.created.append(table.name)
+            continue
+        scope.existed = True
+        missing = [column for column in spec.all_columns if column[0] not in found]
+        if missing:
+            scope.statements.append(add_columns(table, missing, schema))
+            scope.added += [f"{spec.names_field}.{column[0]}" for column in missing]
+        have = catalog.indexes.get((table.schema, table.name), set())
+        scope.statements += [_index(table, i) for i in spec.indexes if (i.columns, i.unique) not in have]
+    return scope
+
+
+def _digest(specs: Sequence[TableSpec], names: Names) -> str:
+    """Return the digest of what ``specs`` derive for ``names``: table names, columns, keys, indexes."""
+    shape = [(spec.table(names), spec.all_columns, spec.key, spec.indexes) for spec in specs]
+    return hashlib.sha256(repr(shape).encode()).hexdigest()
+
+
+def _shapes(conn: psycopg.Connection[object], settings: Settings) -> dict[str, str]:
+    table = shared_names(settings).schema_shape.ident
+    rows = conn.execute(_q("SELECT scope, digest FROM {t}", t=table)).fetchall()
+    return {str(row[0]): str(row[1]) for row in rows}  # type: ignore[index]
+
+
+def _record_shapes(settings: Settings, digests: Sequence[tuple[str, str]]) -> list[sql.Composed]:
+    if not digests:
+        return []
+    rows = sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(s), sql.Literal(d)) for s, d in digests)
+    return [_q("INSERT INTO {t} (scope, digest) VALUES {rows} ON CONFLICT (scope) DO UPDATE "
+               "SET digest = EXCLUDED.digest, updated_at = now()", t=shared_names(settings).schema_shape.ident,
+               rows=rows)]  # fmt: skip
+
+
+# -- migrations: what the descriptions cannot say ----------------------------------------------------------
 
 
 def _replace_check(table: Table, column: str, allowed: tuple[str, ...]) -> list[sql.Composed]:
@@ -347,28 +241,16 @@ def _account_reconciliations(names: AccountNames, schema: str) -> list[sql.Compo
     ]
 
 
-def _account_spinoff_bases(names: AccountNames, schema: str) -> list[sql.Composed]:
-    """How each spin-off's basis is split (docs/corporate-actions.md "Spin-offs"), by action id."""
-    return [
-        _q(
-            """CREATE TABLE IF NOT EXISTS {t} (
-                action_id text PRIMARY KEY,
-                parent text NOT NULL,
-                parent_share {s}.finite_numeric NOT NULL CHECK (parent_share > 0 AND parent_share < 1),
-                source text NOT NULL CHECK (source IN ('default', 'override')),
-                set_at timestamptz NOT NULL,
-                updated_at timestamptz NOT NULL DEFAULT now())""",
-            t=names.spinoff_bases.ident, s=sql.Identifier(schema),
-        ),
-    ]  # fmt: skip
-
-
+SHARED_MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "market schedule, latest prices, 1-minute bars"),
+    Migration(2, "quarantine: changes a commit refused on their data"),
+)
 ACCOUNT_MIGRATIONS: Final[tuple[Migration, ...]] = (
-    Migration(1, "positions, closed, equity, cash flows, metrics, raw orders/activities", _account_v1),
-    Migration(2, "daily equity: broker_equity, equity_diff", _account_equity_proof),
+    Migration(1, "positions, closed, equity, cash flows, metrics, raw orders/activities"),
+    Migration(2, "daily equity: broker_equity, equity_diff"),
     Migration(3, "real broker events: activity categories, CORPORATE exits", _account_real_events),
     Migration(4, "reconciliation fills in their own table, out of raw_activities", _account_reconciliations),
-    Migration(5, "spin-off bases: how each spin-off's basis is split", _account_spinoff_bases),
+    Migration(5, "spin-off bases: how each spin-off's basis is split"),
 )
 
 
@@ -403,6 +285,15 @@ def _bootstrap(conn: psycopg.Connection[object], settings: Settings) -> None:
             t=version,
         )
     )
+    conn.execute(
+        _q(
+            """CREATE TABLE IF NOT EXISTS {t} (
+                scope text PRIMARY KEY,
+                digest text NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now())""",
+            t=shared_names(settings).schema_shape.ident,
+        )
+    )
 
 
 def _applied(conn: psycopg.Connection[object], settings: Settings) -> dict[str, int]:
@@ -411,33 +302,33 @@ def _applied(conn: psycopg.Connection[object], settings: Settings) -> dict[str, 
     return {str(row[0]): int(row[1]) for row in rows}  # type: ignore[index]
 
 
-def _pending(
-    settings: Settings,
-    scope: str,
-    migrations: Sequence[Migration],
-    current: int,
-    names: object,
+def _migrations(
+    settings: Settings, scope: str, migrations: Sequence[Migration], current: int, names: Names, *, run: bool
 ) -> tuple[list[sql.Composed], list[tuple[str, int]]]:
-    """Return the statements of ``scope``'s migrations after ``current`` (with their version rows), and the versions."""
+    """Return the statements of ``scope``'s steps after ``current`` and the row recording them, and the versions.
+
+    ``run`` False: the scope's tables were just created from the descriptions, which already
+    are what the steps lead to; the steps are only recorded.
+    """
     known = max(m.version for m in migrations)
     if current > known:
         raise SchemaError(
             f"database scope {scope!r} is at version {current}, this code knows up to {known}: upgrade the code"
         )
+    pending = [m for m in migrations if m.version > current]
+    if not pending:
+        return [], []
     statements: list[sql.Composed] = []
-    done = []
+    for migration in pending:
+        if run and migration.statements is not None:
+            statements += migration.statements(names, settings.account_schema)
+    rows = sql.SQL(", ").join(
+        sql.SQL("({}, {}, {})").format(sql.Literal(scope), sql.Literal(m.version), sql.Literal(m.description))
+        for m in pending
+    )
     table = shared_names(settings).schema_version.ident
-    for migration in migrations:
-        if migration.version <= current:
-            continue
-        statements += migration.statements(names, settings.account_schema)
-        statements.append(_q(
-            "INSERT INTO {t} (scope, version, description) VALUES ({scope}, {version}, {description})",
-            t=table, scope=sql.Literal(scope), version=sql.Literal(migration.version),
-            description=sql.Literal(migration.description),
-        ))  # fmt: skip
-        done.append((scope, migration.version))
-    return statements, done
+    statements.append(_q("INSERT INTO {t} (scope, version, description) VALUES {rows}", t=table, rows=rows))
+    return statements, [(scope, m.version) for m in pending]
 
 
 def _execute_batched(conn: psycopg.Connection[object], statements: Sequence[sql.Composed]) -> None:
@@ -446,35 +337,73 @@ def _execute_batched(conn: psycopg.Connection[object], statements: Sequence[sql.
         conn.execute(sql.SQL(";\n").join(statements[start:start + STATEMENTS_PER_ROUND_TRIP]))
 
 
-def ensure_schema(conn: psycopg.Connection[object], settings: Settings) -> list[tuple[str, int]]:
-    """Apply every pending migration for the shared scope and each account, in one transaction.
+def ensure_schema(
+    conn: psycopg.Connection[object],
+    settings: Settings,
+    *,
+    account_tables: Sequence[TableSpec] = tables.ACCOUNT_TABLES,
+    shared_tables: Sequence[TableSpec] = tables.SHARED_TABLES,
+) -> list[tuple[str, int]]:
+    """Bring the shared tables and each account's to their descriptions and run pending migrations, in one transaction.
 
-    Returns the (scope, version) pairs applied; an empty list means the schema was current.
-    Concurrent callers (``state`` and ``chmgr db init``) serialise on an advisory lock. The
-    pending statements go ``STATEMENTS_PER_ROUND_TRIP`` per round trip (a thousand new accounts
-    are about a hundred round trips, not thirty thousand; docs/scaling.md).
+    Returns the (scope, version) pairs recorded; an empty list means no version was pending
+    (columns a description gained may still have been added). Logs one summary line (accounts
+    created, migrated, columns added, time); per-account detail at DEBUG. Concurrent callers
+    (``state`` and ``chmgr db init``) serialise on an advisory lock. The statements go
+    ``STATEMENTS_PER_ROUND_TRIP`` per round trip (a thousand new accounts are about a hundred
+    round trips, not thirty thousand; docs/scaling.md). ``account_tables``/``shared_tables``:
+    the descriptions (a test passes its own).
     """
+    started = time.monotonic()
+    summary: Counter[str] = Counter()
+    added: set[str] = set()
     try:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
             _bootstrap(conn, settings)
-            applied = _applied(conn, settings)
-            statements, done = _pending(
-                settings, SHARED_SCOPE, SHARED_MIGRATIONS, applied.get(SHARED_SCOPE, 0), shared_names(settings),
-            )  # fmt: skip
-            for account in settings.accounts:
-                scope = f"account:{account.slug}"
-                more, versions = _pending(
-                    settings, scope, ACCOUNT_MIGRATIONS, applied.get(scope, 0), account_names(settings, account.slug),
-                )  # fmt: skip
-                statements += more
+            applied, recorded = _applied(conn, settings), _shapes(conn, settings)
+            scopes: list[tuple[str, Sequence[Migration], Sequence[TableSpec], Names]] = [
+                (SHARED_SCOPE, SHARED_MIGRATIONS, shared_tables, shared_names(settings))]
+            scopes += [(f"account:{account.slug}", ACCOUNT_MIGRATIONS, account_tables,
+                        account_names(settings, account.slug)) for account in settings.accounts]  # fmt: skip
+            work = []  # the scopes not known to be current: a new digest, or a version pending
+            for scope, steps, specs, names in scopes:
+                digest = _digest(specs, names)
+                if recorded.get(scope) != digest or applied.get(scope, 0) != max(m.version for m in steps):
+                    work.append((scope, steps, specs, names, digest))
+                else:
+                    summary["current"] += scope != SHARED_SCOPE
+            wanted = sorted({spec.table(names).name for _, _, specs, names, _ in work for spec in specs})
+            catalog = _Catalog.read(conn, sorted({settings.account_schema, settings.activities_schema}), wanted) \
+                if work else _Catalog()  # fmt: skip
+            derived: list[sql.Composed] = []
+            migrations: list[sql.Composed] = []
+            done: list[tuple[str, int]] = []
+            for scope, steps, specs, names, _ in work:
+                shape = _derive(specs, names, settings.account_schema, catalog)
+                current = applied.get(scope, 0)
+                more, versions = _migrations(
+                    settings, scope, steps, current, names, run=current > 0 or shape.existed)
+                derived += shape.statements
+                migrations += more
                 done += versions
-            _execute_batched(conn, statements)
+                added.update(shape.added)
+                outcome = "created" if not shape.existed else "migrated" if versions or shape.added else "current"
+                summary[outcome] += scope != SHARED_SCOPE
+                summary["columns"] += len(shape.added)
+                if outcome != "current":
+                    log.debug("schema scope=%s %s tables_created=%d columns_added=%s versions=%s", scope, outcome,
+                              len(shape.created), ",".join(shape.added) or "-", [v for _, v in versions])
+            migrations += _record_shapes(settings, [(scope, digest) for scope, *_, digest in work])
+            _execute_batched(conn, derived + migrations)
     except psycopg.Error as e:
         raise SchemaError(f"schema migration failed: {e.diag.message_primary or e}") from e
-    if done:
-        log.info("applied migrations count=%d scopes=%d statements=%d",
-                 len(done), len({scope for scope, _ in done}), len(statements))
+    log.info(
+        "schema ready accounts=%d created=%d migrated=%d current=%d columns_added=%d%s statements=%d elapsed_ms=%.0f",
+        len(settings.accounts), summary["created"], summary["migrated"], summary["current"], summary["columns"],
+        f" ({','.join(sorted(added))})" if added else "", len(derived) + len(migrations),
+        (time.monotonic() - started) * 1000,
+    )  # fmt: skip
     return done
 
 

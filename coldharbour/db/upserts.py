@@ -269,8 +269,10 @@ class Statements:
     def simple(self, spec: t.TableSpec, names: AccountNames | SharedNames) -> Spec:
         """The plain upsert of a described table (cash flows, daily and intraday equity, schedule): its rows."""
         table = spec.table(names)
-        return Spec(("simple", spec.names_field, table.schema, table.name), _key(table), lambda p: _count_only(
-            p, _input(p, spec.names, spec.types), _upsert_cte(p, table, spec.names, spec.key)))
+        key = ("simple", table.schema, table.name, spec.names, spec.types, spec.key)  # a changed description: anew
+        stamp = "updated_at" if "updated_at" in {column[0] for column in spec.stored} else None  # now() on update
+        return Spec(key, _key(table), lambda p: _count_only(
+            p, _input(p, spec.names, spec.types), _upsert_cte(p, table, spec.names, spec.key, stamp=stamp)))
 
     def _one(self, key: tuple[object, ...], table: Table, template: str) -> Spec:
         """A part of one data-modifying CTE: ``template`` is ``DELETE FROM {t} … RETURNING …`` or an INSERT."""

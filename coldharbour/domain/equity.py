@@ -128,12 +128,15 @@ class DailyCurve(msgspec.Struct, frozen=True, kw_only=True):
     """Daily rows so far and the book to continue from.
 
     ``prior``: the book before the last row (its session's anchor: holdings and closes at the
-    previous close), None when unknown (a curve resumed from stored rows).
+    previous close), None when unknown (a curve resumed from stored rows). ``books``: the book
+    before each row (one per row, so ``rewind_curve`` can continue from any day), empty when
+    unknown (a curve resumed from stored rows).
     """
 
     rows: tuple[DailyRow, ...]
     book: Book
     prior: Book | None = None
+    books: tuple[Book, ...] = ()
 
 
 def daily_summary(row: DailyRow) -> DailySummary:
@@ -300,13 +303,41 @@ def extend_daily_curve(curve: DailyCurve, days: Sequence[DayInputs]) -> DailyCur
     prior = curve.prior
     history = [row.daily_return for row in curve.rows[-_RETURN_HISTORY:] if row.daily_return is not None]
     rows = list(curve.rows)
+    books = list(curve.books) if len(curve.books) == len(curve.rows) else None  # None: not known for every row
     for day in days:
         if book.last_date is not None and day.session_date <= book.last_date:
             raise ValueError(f"days: {day.session_date} is not after the curve's last date {book.last_date}")
         prior = book
+        if books is not None:
+            books.append(book)
         row, book = _next_row(book, day, history)
         rows.append(row)
-    return DailyCurve(rows=tuple(rows), book=book, prior=prior)
+    return DailyCurve(rows=tuple(rows), book=book, prior=prior, books=() if books is None else tuple(books))
+
+
+def rewind_curve(curve: DailyCurve, day: date) -> DailyCurve | None:
+    """Return ``curve`` without its rows dated on or after ``day``, ready to be extended again from there.
+
+    A flow or fill stored late for ``day`` changes that day's row and every later one (cash and
+    holdings carry forward) and no earlier one: the rows before it and the book they end in are
+    kept, so extending the rewound curve with the same days equals a rebuild. Return None when
+    the curve cannot be rewound there (a curve resumed from stored rows, or ``day`` on or before
+    the curve's opening: the opening itself may move): the caller rebuilds.
+    """
+    if len(curve.books) != len(curve.rows):
+        return None
+    kept = sum(1 for row in curve.rows if row.date < day)
+    start = curve.books[0] if curve.books else curve.book
+    if start.last_date is None or day <= start.last_date:
+        return None
+    if kept == len(curve.rows):
+        return curve
+    return DailyCurve(
+        rows=curve.rows[:kept],
+        book=curve.books[kept],
+        prior=curve.books[kept - 1] if kept else None,
+        books=curve.books[:kept],
+    )
 
 
 def build_daily_curve(days: Sequence[DayInputs], opening: Opening | None = None) -> DailyCurve:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -34,6 +33,7 @@ from typing import Final
 
 from aiohttp import web
 
+from coldharbour.retry import finish_or_cancel, sleep_or_stop
 from coldharbour.sim.calendar import MarketCalendar, load_calendar
 from coldharbour.sim.control import add_control_routes
 from coldharbour.sim.engine import DEFAULT_ACCOUNTS, AccountSpec, Engine, EngineConfig
@@ -114,6 +114,7 @@ class BrokerServer:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._expiry_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def _authenticate(self, key_id: str, secret: str) -> str | None:
         account = self.context.engine.account_for_key(key_id)
@@ -143,8 +144,7 @@ class BrokerServer:
         return self.port
 
     async def _expire_forever(self) -> None:
-        while True:
-            await asyncio.sleep(EXPIRY_INTERVAL_S)
+        while not await sleep_or_stop(self._stopping, EXPIRY_INTERVAL_S):
             try:
                 self.context.publish(self.context.engine.expire_orders(self.context.clock()))
             except Exception:
@@ -152,10 +152,9 @@ class BrokerServer:
 
     async def stop(self) -> None:
         """Close the stream connections and the listening socket."""
+        self._stopping.set()
         if self._expiry_task is not None:
-            self._expiry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry_task
+            await finish_or_cancel(self._expiry_task, EXPIRY_INTERVAL_S)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

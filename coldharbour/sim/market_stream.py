@@ -48,6 +48,7 @@ from typing import Final
 import msgspec
 from aiohttp import WSMsgType, web
 
+from coldharbour.retry import finish_or_cancel
 from coldharbour.sim.http import context_of, read_json
 from coldharbour.sim.wire import CODE_INVALID_FIELD, unprocessable
 
@@ -231,8 +232,7 @@ class MarketDataHub:
         finally:
             self._connections.discard(connection)
             connection.queue.put_nowait(None)
-            await asyncio.wait({writer}, timeout=CLOSE_TIMEOUT_S)
-            writer.cancel()
+            await finish_or_cancel(writer, CLOSE_TIMEOUT_S)
         return socket
 
     def _on_message(self, request: web.Request, connection: _Connection, raw: str | bytes) -> bool:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
+from coldharbour.retry import finish_or_cancel
 from coldharbour.sim.engine import TradeUpdate
 from coldharbour.sim.wire import CODE_RATE_LIMITED
 
@@ -132,8 +133,7 @@ class StreamHub:
             self._connections.discard(connection)
             connection.is_listening = False
             connection.queue.put_nowait(None)
-            await asyncio.wait({writer}, timeout=1.0)
-            writer.cancel()
+            await finish_or_cancel(writer, 1.0)
         return socket
 
     def _on_message(self, connection: _Connection, raw: str | bytes) -> bool:

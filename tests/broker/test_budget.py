@@ -79,6 +79,23 @@ def test_unreadable_file_starts_again(tmp_path: Path) -> None:
     assert budget.figures().last_min == 1
 
 
+def test_file_is_rewritten_in_place_and_a_tail_left_by_a_killed_writer_is_ignored(tmp_path: Path) -> None:
+    clock = Clock()
+    path = tmp_path / "k.json"
+    budget = RestBudget(path, 40, clock=clock)
+    for _ in range(3):
+        clock.now += 2
+        assert budget._try(urgent=True, take=True) == 0.0
+    written = path.read_bytes()
+    clock.now += 61  # the window empties: the next document is shorter than the last
+    assert budget._try(urgent=True, take=True) == 0.0
+    assert len(path.read_bytes()) < len(written)  # the old document's tail was cut
+    assert budget.figures().last_min == 1
+    # killed between writing a document and cutting the longer one it replaced
+    path.write_bytes(path.read_bytes() + b',"tokens":9,"at":1}')
+    assert budget.figures().last_min == 1  # the window survives (a reset would allow a burst)
+
+
 @pytest.mark.asyncio
 async def test_acquire_waits_for_a_token_and_stops(tmp_path: Path) -> None:
     budget = RestBudget(tmp_path / "k.json", 600, burst=2)  # 10 a second

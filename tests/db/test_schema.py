@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from coldharbour.db import schema
-from coldharbour.db.names import account_names
+from coldharbour.db import loads, schema, tables
+from coldharbour.db.connect import connect_read_only
+from coldharbour.db.names import account_names, shared_names
+from coldharbour.db.writer import Writer
+from coldharbour.domain.cashflows import CashFlow, Category
 from coldharbour.errors import SchemaError
 from tests.support import make_settings
+
+# The schema the previous version (hand-written DDL, migrations 1-5) created for account "demo".
+PREVIOUS_VERSION_SQL = Path(__file__).with_name("schema_v5.sql")
+AT = datetime(2026, 1, 5, 15, tzinfo=UTC)
 
 POSITION_COLUMNS = {
     "parent_id": "text", "symbol": "text", "side": "text", "filled_at": "timestamp with time zone",
@@ -257,14 +270,16 @@ class _CountingConnection:
         return self._conn.transaction()
 
 
-def test_schema_for_many_accounts_is_created_in_few_round_trips(pg_dsn, tmp_path) -> None:
+def test_schema_for_many_accounts_is_created_in_few_round_trips(pg_dsn, tmp_path, caplog) -> None:
     accounts = tuple(f"a{i:03d}" for i in range(60))
     settings = make_settings(pg_dsn, tmp_path, accounts=accounts)
 
-    with psycopg.connect(pg_dsn.reveal(), autocommit=True) as conn:
+    with psycopg.connect(pg_dsn.reveal(), autocommit=True) as conn, \
+            caplog.at_level(logging.INFO, logger="coldharbour.db.schema"):
         counting = _CountingConnection(conn)
         applied = schema.ensure_schema(counting, settings)  # type: ignore[arg-type]
-        again = schema.ensure_schema(conn, settings)
+        current = _CountingConnection(conn)
+        again = schema.ensure_schema(current, settings)  # type: ignore[arg-type]
         versions = schema.schema_versions(conn, settings)
         last = account_names(settings, "a059")
         columns = _columns(conn, last.closed.schema, last.closed.name)
@@ -274,3 +289,178 @@ def test_schema_for_many_accounts_is_created_in_few_round_trips(pg_dsn, tmp_path
     assert again == []
     assert CLOSED_COLUMNS.items() <= columns.items()
     assert counting.round_trips < 20  # one per statement would be over 1,800
+    # a current start looks at no account: lock, bootstrap (schemas, domains, two tables), versions, digests
+    assert current.round_trips == 9
+    # one line per start, whatever the number of accounts (each account's detail is at DEBUG)
+    assert [r.getMessage().split(" statements=")[0] for r in caplog.records] == [
+        "schema ready accounts=60 created=60 migrated=0 current=0 columns_added=0",
+        "schema ready accounts=60 created=0 migrated=0 current=60 columns_added=0"]
+
+
+def _catalog(conn: psycopg.Connection) -> dict[str, list[tuple[object, ...]]]:
+    """Every column (type, NOT NULL, default), constraint and index (name left out) of our two schemas."""
+    where = "n.nspname IN ('accounts', 'account_activities') AND c.relname <> 'schema_shape'"  # not the previous
+    return {
+        "columns": conn.execute(
+            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+            "pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+            f"WHERE {where} AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2").fetchall(),
+        "constraints": conn.execute(
+            "SELECT c.relname, k.conname, pg_get_constraintdef(k.oid) FROM pg_constraint k "
+            f"JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {where} "
+            "ORDER BY 1, 2").fetchall(),
+        "indexes": conn.execute(
+            "SELECT c.relname, regexp_replace(pg_get_indexdef(i.indexrelid), 'INDEX \\S+ ON', 'INDEX ON') "
+            "FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            f"WHERE {where} ORDER BY 1, 2").fetchall(),
+    }  # fmt: skip
+
+
+def test_db_created_by_the_previous_version_converges_with_nothing_to_do(pg_dsn, pg_cluster, caplog) -> None:
+    """A database the hand-written DDL made is what the descriptions derive: no version, no column, no index."""
+    settings = make_settings(pg_dsn, accounts=("demo",))
+    fresh = pg_cluster.create_database()
+    try:
+        with psycopg.connect(pg_cluster.dsn(fresh).reveal(), autocommit=True) as conn:
+            schema.ensure_schema(conn, make_settings(pg_cluster.dsn(fresh), accounts=("demo",)))
+            derived = _catalog(conn)
+    finally:
+        pg_cluster.drop_database(fresh)
+    with psycopg.connect(pg_dsn.reveal(), autocommit=True) as conn:
+        conn.execute(PREVIOUS_VERSION_SQL.read_text())
+        before = _catalog(conn)
+        with caplog.at_level(logging.INFO, logger="coldharbour.db.schema"):
+            applied = schema.ensure_schema(conn, settings)
+        after = _catalog(conn)
+
+    assert applied == []
+    assert after == before
+    assert before == derived
+    assert [r.getMessage().split(" statements=")[0] for r in caplog.records] == [
+        "schema ready accounts=1 created=0 migrated=0 current=1 columns_added=0"]
+
+
+# A description that gained two columns (one with a default, one without): test-local, no other edit.
+CASH_FLOWS_PLUS: tables.TableSpec = dataclasses.replace(tables.CASH_FLOWS, columns=(
+    *tables.CASH_FLOWS.columns, ("memo", "text", "NOT NULL DEFAULT ''"), ("fee", "numeric")))
+# A new table of every account and a new shared one: a description each, nothing in ``db.names``.
+NOTES = tables.TableSpec(
+    "notes", (("id", "text"), ("body", "text", "NOT NULL"), ("amount", "numeric"), ("at", "timestamptz")),
+    key=("id",), stored=(("updated_at", "timestamptz", "NOT NULL DEFAULT now()"),),
+    indexes=(tables.Index("at", ("at",)),), template="notes_{slug}")
+RATES = tables.TableSpec("rates", (("currency", "text"), ("rate", "float8", "NOT NULL")), key=("currency",),
+                         shared=True, template="fx_rates")
+ACCOUNT_TABLES = (*(CASH_FLOWS_PLUS if s is tables.CASH_FLOWS else s for s in tables.ACCOUNT_TABLES), NOTES)
+SHARED_TABLES = (*tables.SHARED_TABLES, RATES)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Flow:
+    """A cash flow with the two new fields (the domain value would gain them)."""
+
+    id: str
+    ts: datetime
+    amount: Decimal
+    type: str
+    category: str
+    description: str
+    memo: str
+    fee: Decimal | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Note:
+    id: str
+    body: str
+    amount: Decimal | None
+    at: int  # UTC ns, as the domain keeps times
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rate:
+    currency: str
+    rate: float
+
+
+def test_db_a_column_or_table_added_to_the_descriptions_is_created_written_and_read(migrated_dsn, caplog) -> None:
+    """An existing database (at the newest version) gains the columns and tables; the writer and loads follow."""
+    settings = make_settings(migrated_dsn)
+    demo, shared = account_names(settings, "demo"), shared_names(settings)
+    old = CashFlow(id="a1", ts=AT, amount=Decimal("-1.5"), type="FEE", category=Category.FEE, description="before")
+    new = _Flow(id="a2", ts=AT, amount=Decimal("2.25"), type="DIV", category="income", description="after",
+                memo="Q1 dividend", fee=Decimal("0.10"))
+    notes = [_Note("n1", "first", Decimal("1.10"), 1_767_625_200_000_000_000), _Note("n2", "second", None, 0)]
+
+    async def write_and_read() -> tuple[list[Any], ...]:
+        writer = Writer(settings)
+        await writer.connect()
+        try:
+            first = await writer.upsert(CASH_FLOWS_PLUS, demo, [new])
+            await writer.upsert(NOTES, demo, notes)
+            replay = await writer.upsert(NOTES, demo, notes)
+            await writer.upsert(RATES, shared, [_Rate("EUR", 1.08)])
+        finally:
+            await writer.close()
+        async with await connect_read_only(settings.dsn, "test") as conn:
+            return ([first.changed, replay.changed], await loads.load_rows(conn, CASH_FLOWS_PLUS, demo),
+                    await loads.load_rows(conn, NOTES, demo), await loads.load_rows(conn, RATES, shared))
+
+    async def write_old_row() -> None:
+        writer = Writer(settings)
+        await writer.connect()
+        try:
+            await writer.upsert(tables.CASH_FLOWS, demo, [old])
+        finally:
+            await writer.close()
+
+    asyncio.run(write_old_row())
+    with psycopg.connect(migrated_dsn.reveal(), autocommit=True) as conn, \
+            caplog.at_level(logging.INFO, logger="coldharbour.db.schema"):
+        applied = schema.ensure_schema(conn, settings, account_tables=ACCOUNT_TABLES, shared_tables=SHARED_TABLES)
+        again = schema.ensure_schema(conn, settings, account_tables=ACCOUNT_TABLES, shared_tables=SHARED_TABLES)
+        indexes = conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'notes_paper_1'").fetchall()
+    counts, flows, stored_notes, rates = asyncio.run(write_and_read())
+
+    assert applied == again == []  # no version: the descriptions are not migrations
+    assert [r.getMessage().split(" statements=")[0] for r in caplog.records] == [
+        "schema ready accounts=2 created=0 migrated=2 current=0 columns_added=4 "
+        "(cash_flows.fee,cash_flows.memo)",
+        "schema ready accounts=2 created=0 migrated=0 current=2 columns_added=0"]
+    assert sorted(indexes) == [("ix_notes_paper_1_at",), ("notes_paper_1_pkey",)]
+    assert counts == [1, 0]  # a replay writes nothing
+    assert flows == [
+        ("a1", AT, Decimal("-1.5"), "FEE", "fee", "before", "", None),  # the row stored before: the default
+        ("a2", AT, Decimal("2.25"), "DIV", "income", "after", "Q1 dividend", Decimal("0.10"))]
+    assert stored_notes == [("n1", "first", Decimal("1.10"), datetime(2026, 1, 5, 15, tzinfo=UTC)),
+                            ("n2", "second", None, datetime(1970, 1, 1, tzinfo=UTC))]
+    assert rates == [("EUR", 1.08)]
+
+
+def test_db_a_fresh_database_from_the_extended_descriptions_is_at_the_newest_version(pg_dsn) -> None:
+    settings = make_settings(pg_dsn, accounts=("demo",))
+    with psycopg.connect(pg_dsn.reveal(), autocommit=True) as conn:
+        applied = schema.ensure_schema(conn, settings, account_tables=ACCOUNT_TABLES, shared_tables=SHARED_TABLES)
+        columns = _columns(conn, "accounts", "notes_demo")
+        memo = _columns(conn, "accounts", "cash_flows_demo")["memo"]
+
+    assert applied == [("shared", 1), ("shared", 2), *(("account:demo", m.version) for m in schema.ACCOUNT_MIGRATIONS)]
+    assert columns == {"id": "text", "body": "text", "amount": "numeric", "at": "timestamp with time zone",
+                       "updated_at": "timestamp with time zone"}
+    assert memo == "text"
+
+
+def test_db_a_column_added_without_a_default_to_a_table_with_rows_is_refused_whole(migrated_dsn) -> None:
+    """NOT NULL with no default cannot reach stored rows: nothing is changed, the error names the column."""
+    settings = make_settings(migrated_dsn)
+    strict = dataclasses.replace(tables.CASH_FLOWS, columns=(*tables.CASH_FLOWS.columns, ("memo", "text", "NOT NULL")))
+    with psycopg.connect(migrated_dsn.reveal(), autocommit=True) as conn:
+        conn.execute("INSERT INTO accounts.cash_flows_demo (id, ts, amount, type, category) "
+                     "VALUES ('x', now(), 1, 'FEE', 'fee')")
+        with pytest.raises(SchemaError, match='column "memo" of relation "cash_flows_demo" contains null values'):
+            schema.ensure_schema(conn, settings, account_tables=[
+                strict if s is tables.CASH_FLOWS else s for s in tables.ACCOUNT_TABLES])
+        columns = _columns(conn, "accounts", "cash_flows_paper_1")
+
+    assert "memo" not in columns  # one transaction: the other account did not get it either

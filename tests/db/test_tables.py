@@ -1,7 +1,8 @@
 """The table descriptions are the schema: every described column exists with its type, keys are unique.
 
-``db.tables`` is what the writer builds its statements from; ``db.schema`` is what creates the
-tables. This holds the two together against a migrated database (real PostgreSQL).
+``db.tables`` is what the writer builds its statements from and what ``db.schema`` creates the
+tables from. This holds the migrated database to them (real PostgreSQL); tests/db/test_schema.py
+shows a description's new column or table reaching the database, the writer and the loads.
 """
 
 from __future__ import annotations
@@ -21,17 +22,14 @@ from coldharbour.domain.schedule import Session
 from coldharbour.domain.types import CLOSED_COLUMNS, ClosedSlice, OpenRow
 from tests.support import make_settings
 
-SPECS = [tables.POSITIONS, tables.CLOSED, tables.RAW_ORDERS, tables.RAW_ACTIVITIES, tables.RECONCILIATIONS,
-         tables.CASH_FLOWS, tables.DAILY_EQUITY, tables.INTRADAY_EQUITY, tables.METRICS, tables.MARKET_SCHEDULE,
-         tables.LATEST_PRICES, tables.PRICE_BARS, tables.SPINOFF_BASES]
-UDT = {"int": "int4", "float8": "float8"}  # the description's type → information_schema.udt_name, when they differ
+SPECS = [*tables.ACCOUNT_TABLES, *tables.SHARED_TABLES]
+UDT = {"int": "int4", "bigserial": "int8"}  # the description's type → information_schema.udt_name, when they differ
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.names_field)
 def test_tables_description_matches_the_migrated_table(migrated_dsn: Any, spec: tables.TableSpec) -> None:
     settings = make_settings(migrated_dsn)
-    names = account_names(settings, "demo") if hasattr(account_names(settings, "demo"), spec.names_field) \
-        else shared_names(settings)
+    names = shared_names(settings) if spec.shared else account_names(settings, "demo")
     table = spec.table(names)
     with psycopg.connect(migrated_dsn.reveal()) as conn:
         found: dict[str, str] = dict(conn.execute(
@@ -44,8 +42,7 @@ def test_tables_description_matches_the_migrated_table(migrated_dsn: Any, spec: 
             "     WHERE a.attrelid = c.oid AND a.attnum = ANY(i.indkey)) = %s",
             (table.schema, table.name, sorted(spec.key))).fetchone()
 
-    assert {name: found.get(name) for name in spec.names} == {
-        name: UDT.get(kind, kind) for name, kind in spec.columns}
+    assert found == {column[0]: UDT.get(column[1], column[1]) for column in spec.all_columns}
     assert unique == (1,), f"one unique index on {spec.key}"
 
 
@@ -56,6 +53,21 @@ def test_tables_closed_columns_are_the_slice_fields_the_domain_names() -> None:
 def test_tables_a_key_outside_the_columns_is_refused() -> None:
     with pytest.raises(ValueError, match=r"table nowhere: key columns \['id'\] are not among its columns"):
         tables.TableSpec("nowhere", (("name", "text"),), key=("id",))
+
+
+def test_tables_a_column_described_twice_or_an_index_on_no_column_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"table twice: columns \['id'\] are described twice"):
+        tables.TableSpec("twice", (("id", "text"),), key=("id",), stored=(("id", "text"),))
+    with pytest.raises(ValueError, match=r"table nowhere: index columns \['at'\] are not among its columns"):
+        tables.TableSpec("nowhere", (("id", "text"),), key=("id",), indexes=(tables.Index("at", ("at",)),))
+
+
+def test_tables_every_table_is_in_one_set_once() -> None:
+    fields = [spec.names_field for spec in SPECS]
+
+    assert sorted(fields) == sorted(set(fields))
+    assert [spec.names_field for spec in tables.SHARED_TABLES if not spec.shared] == []
+    assert [spec.names_field for spec in tables.ACCOUNT_TABLES if spec.shared] == []
 
 
 @pytest.mark.parametrize(("spec", "value_type"), [

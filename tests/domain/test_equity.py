@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,6 +29,7 @@ from coldharbour.domain.equity import (
     minute_grid,
     prove_rows,
     resume_curve,
+    rewind_curve,
     start_curve,
     unexplained_flows,
 )
@@ -249,6 +251,40 @@ def test_extend_equals_full_rebuild(days: list[DayInputs], data: st.DataObject) 
     if split:
         resumed = resume_curve(head.rows, head.book.positions, head.book.last_price)
         assert extend_daily_curve(resumed, days[split:]).rows == full.rows
+
+
+OPENING = Opening(as_of=date(2024, 12, 31), cash=D(1000))
+
+
+@settings(max_examples=60)
+@given(days=day_inputs(), data=st.data())
+def test_a_late_flow_rewinds_to_its_day_and_re_extends_to_a_full_rebuild(
+    days: list[DayInputs], data: st.DataObject
+) -> None:
+    """A flow stored late for day k: the rows before k are kept, k and the later ones are written
+    again, and the result is the rebuild over the corrected inputs."""
+    k = data.draw(st.integers(min_value=0, max_value=len(days) - 1))
+    amount = data.draw(st.decimals(min_value=D(-500), max_value=D(5000), places=2))
+    code = data.draw(st.sampled_from(["CSD", "DIV", "FEE"]))
+    late = flow(999, code, str(amount), datetime(2025, 1, 1, 18, tzinfo=UTC))
+    corrected = [*days[:k], msgspec.structs.replace(days[k], flows=(*days[k].flows, late)), *days[k + 1 :]]
+    built = build_daily_curve(days, OPENING)
+
+    rewound = rewind_curve(built, days[k].session_date)
+
+    assert rewound is not None
+    assert rewound.rows == built.rows[:k]
+    assert extend_daily_curve(rewound, corrected[k:]) == build_daily_curve(corrected, OPENING)
+
+
+def test_a_curve_rewinds_only_where_the_book_before_the_day_is_known() -> None:
+    days = ledger_days()
+    built = build_daily_curve(days, Opening(as_of=days[0].session_date - timedelta(days=1), cash=D(0)))
+    resumed = resume_curve(built.rows, built.book.positions, built.book.last_price)
+    assert rewind_curve(resumed, days[1].session_date) is None  # no book per stored row
+    assert rewind_curve(built, days[0].session_date - timedelta(days=1)) is None  # on the opening: it may move
+    assert rewind_curve(build_daily_curve(days), days[1].session_date) is None  # no opening: the first flow is it
+    assert rewind_curve(built, days[-1].session_date + timedelta(days=1)) == built  # after the last row: nothing
 
 
 @given(amounts=st.lists(st.decimals(min_value=D(-1000), max_value=D(5000), places=2), min_size=1, max_size=15))
@@ -662,5 +698,7 @@ def test_splits_by_session_date_keys_split_ratios_by_their_new_york_date() -> No
 
     found = splits_by_session_date(actions)
 
-    assert found == {date(2024, 6, 10): {"NVDA": Decimal(10), "AMD": Decimal(2)},
-                     date(2024, 6, 11): {"XYZ": Decimal("0.2")}}
+    assert found == {
+        date(2024, 6, 10): {"NVDA": Decimal(10), "AMD": Decimal(2)},
+        date(2024, 6, 11): {"XYZ": Decimal("0.2")},
+    }

@@ -41,9 +41,11 @@ from coldharbour.broker.sync import AccountSync
 from coldharbour.broker.validate import MAX_ID_CHARS, MAX_SYMBOL_CHARS, MAX_TIME_NS
 from coldharbour.config import Dsn
 from coldharbour.domain.corporate import (
+    MAX_RATIO,
     MIN_RATIO,
     Announcement,
     CorporateAction,
+    announced_quantities,
     effective_instant,
     parse_announcements,
     spinoff_by_announcement,
@@ -227,7 +229,9 @@ POSTED_AT = datetime(2024, 3, 1, 15, tzinfo=UTC)
 GOOD_ITEMS: dict[str, dict[str, object]] = {
     GROUPS[kind]: announcement(parse_corporate_action(body, POSTED_AT), f"ca-{kind}") for kind, body in GOOD.items()
 }
-ANNOUNCED_VALUES: list[object] = [*BAD_VALUES, "1e-30", "0.5", "SP\x00UN", "ß" * 20, "\ud800", "2262-04-11"]
+ANNOUNCED_VALUES: list[object] = [
+    *BAD_VALUES, "1e-30", "1e-20", "0.5", "SP\x00UN", "ß" * 20, "\ud800", "2262-04-11",
+]  # fmt: skip
 
 
 def announcement_corpus() -> list[tuple[str, Case]]:
@@ -235,7 +239,7 @@ def announcement_corpus() -> list[tuple[str, Case]]:
     return [(group, case) for group, item in GOOD_ITEMS.items() for case in _variants(item, ANNOUNCED_VALUES)]
 
 
-def _expected_announcement(case: Case) -> str:
+def _expected_announcement(group: str, case: Case) -> str:
     """The edge's contract (``convert.screen_announcements``): "" (taken), "held" (its rates
     taken out, its symbols held) or the reject reason."""
     if not case.field:
@@ -265,7 +269,13 @@ def _expected_announcement(case: Case) -> str:
         # one rate replaced, the others as in GOOD: a usable number (at most 1e7, shares or cash per
         # share) keeps the share ratios in 1e-5..1e5 when it is within 1e-3..1e3 (GOOD's rates run
         # from 0.05 to 120); of the values here, none falls in between
-        usable = isinstance(number, Decimal) and Decimal("1e-3") <= number <= Decimal("1e3")
+        if not isinstance(number, Decimal):
+            return "held"
+        if group in ("cash_mergers", "redemptions") or case.field == "cash_rate":  # cash per share: no ratio
+            return "" if 0 < number <= 10**7 else "held"
+        if group == "stock_dividends":  # new shares per share
+            return "" if MIN_RATIO <= number <= MAX_RATIO else "held"
+        usable = Decimal("1e-3") <= number <= Decimal("1e3")
         return "" if usable else "held"
     return ""  # cusip and the like: not read
 
@@ -286,7 +296,7 @@ def test_corpus_announcements_are_taken_held_or_rejected_and_what_is_taken_is_st
 
     for group, case in corpus:
         label = f"{group} {case.field or '<whole item>'}={case.value!r:.50}"
-        expected = _expected_announcement(case)
+        expected = _expected_announcement(group, case)
         screened = screen_announcements({"corporate_actions": {group: [case.data]}})
         reasons = [r.reason for r in screened.rejects]
         got = "held" if reasons == ["announcement_rate"] and screened.held else (reasons[0] if reasons else "")
@@ -300,6 +310,9 @@ def test_corpus_announcements_are_taken_held_or_rejected_and_what_is_taken_is_st
             mismatches.append(f"{label}: held but its rates were kept {found}")
         elif not all(map(_storable, found)):
             mismatches.append(f"{label}: the domain made what the store refuses: {found}")
+        for quantities in (announced_quantities(a, Decimal(30)) for a in found):  # the rates-vs-legs check's figures
+            if quantities and not all(abs(q) < MAX_ABS for q in quantities.values()):
+                mismatches.append(f"{label}: the announced quantities are past the cap: {quantities}")
         spin = CorporateAction(id="leg-1", type="spinoff", symbol="SPUN", ts=effective_instant(date(2024, 3, 5)),
                                ratio=Decimal(1), new_symbol="SPUN")  # fmt: skip
         allocated = spinoff_by_announcement(spin, found, prices)  # never raises (Overflow, InvalidOperation)

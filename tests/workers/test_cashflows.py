@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import timedelta
 from decimal import Decimal
 from functools import partial
@@ -17,7 +18,14 @@ from coldharbour.db.names import account_names
 from coldharbour.domain import cashflows as flows_domain
 from coldharbour.domain.cashflows import Category
 from coldharbour.jobs.clock import ManualClock
-from coldharbour.messages import ActivitiesPage, ResyncRequested, SessionPhaseChanged, topic_cash, topic_resync
+from coldharbour.messages import (
+    ActivitiesPage,
+    ResyncRequested,
+    SessionPhaseChanged,
+    cash_complete_detail,
+    topic_cash,
+    topic_resync,
+)
 from tests.analytics.helpers import Rows, context, running, settings_for, utc
 from tests.support import async_wait_for
 from tests.workers.state_harness import StateHarness
@@ -66,6 +74,37 @@ async def test_cashflows_second_run_publishes_only_new_activities(migrated_dsn, 
     assert len(_pages(observer)) == 2  # the third run found nothing new and published nothing
 
 
+async def test_cashflows_says_the_activities_are_complete_only_once_a_read_finds_them_stored(
+    migrated_dsn, tmp_path, bus, fake_broker
+) -> None:
+    """docs/startup.md "Completeness watermarks": the heartbeat's ``cash_complete_<slug>`` is the
+    start of a broker read that found nothing to send; a run that published proves nothing yet."""
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, CASH_FLOWS_INTERVAL_S=str(INTERVAL_S))
+    ctx = context("cashflows", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 15))
+    observer = bus.observe(topic_cash("demo"))
+    fake_broker.post_activities([{"activity_type": "DIV", "net_amount": "2.40", "symbol": "MSFT"}])
+    key = cash_complete_detail("demo")
+
+    async with running(partial(cashflows.run, settings, ctx, clock=clock), ctx):
+        await async_wait_for(lambda: len(_pages(observer)) == 1 and clock.sleepers == 1, what="first page")
+        unstored = dict(ctx.details)
+        rows = Rows(settings)
+        for activity in fake_broker.request("GET", "/v2/account/activities").json():
+            flow = flows_domain.to_cash_flow(activity)  # stored as `state` stores it
+            assert isinstance(flow, flows_domain.CashFlow)
+            rows.cash_flow(flow.id, flow.ts, str(flow.amount), flow.type, flow.category.value,
+                           description=flow.description)  # fmt: skip
+        rows.close()
+        before_ns = time.time_ns()
+        clock.advance(timedelta(seconds=INTERVAL_S))
+        await async_wait_for(lambda: key in ctx.details, what="the activities said complete")
+
+    assert key not in unstored
+    assert int(ctx.details[key]) >= before_ns  # the second read started after the rows were stored
+    assert len(_pages(observer)) == 1
+
+
 async def test_cashflows_resume_from_the_stored_cursor_after_a_restart(
     migrated_dsn, tmp_path, bus, fake_broker
 ) -> None:
@@ -76,8 +115,7 @@ async def test_cashflows_resume_from_the_stored_cursor_after_a_restart(
     for activity in fake_broker.request("GET", "/v2/account/activities").json():
         flow = flows_domain.to_cash_flow(activity)  # stored as `state` stores it: an unchanged row is not re-sent
         assert isinstance(flow, flows_domain.CashFlow)
-        rows.cash_flow(flow.id, flow.ts, str(flow.amount), flow.type, flow.category.value,
-                       description=flow.description)
+        rows.cash_flow(flow.id, flow.ts, str(flow.amount), flow.type, flow.category.value, description=flow.description)
     rows.close()
     fresh = fake_broker.post_activities([{"activity_type": "INT", "net_amount": "3.12"}])
     observer = bus.observe(topic_cash("demo"))
@@ -167,8 +205,9 @@ async def test_cashflows_resends_what_state_never_stored(migrated_dsn, tmp_path,
         first, second = _pages(observer)[:2]
         rows = Rows(settings)
         for flow in first.cash_flows:
-            rows.cash_flow(flow.id, flow.ts, str(flow.amount), flow.type, flow.category.value,
-                           description=flow.description)
+            rows.cash_flow(
+                flow.id, flow.ts, str(flow.amount), flow.type, flow.category.value, description=flow.description
+            )
         rows.close()
         await next_run()
         await next_run()  # this one started after the rows were stored
@@ -248,8 +287,14 @@ async def test_a_canceled_dividend_leaves_cash_flows_and_the_kpis_and_a_correcti
     """
     harness = StateHarness(migrated_dsn, bus)
     await harness.start()
-    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, CASH_FLOWS_INTERVAL_S=str(INTERVAL_S),
-                            METRICS_INTERVAL_S=str(INTERVAL_S))
+    settings = settings_for(
+        migrated_dsn,
+        tmp_path,
+        bus,
+        fake_broker.base_url,
+        CASH_FLOWS_INTERVAL_S=str(INTERVAL_S),
+        METRICS_INTERVAL_S=str(INTERVAL_S),
+    )
     cash_ctx, kpi_ctx = context("cashflows", settings, bus), context("metrics", settings, bus)
     cash_clock, kpi_clock = ManualClock(utc(2024, 3, 16, 15)), ManualClock(utc(2024, 3, 16, 15))  # a Saturday
     canceled, corrected = fake_broker.post_activities([
@@ -268,8 +313,15 @@ async def test_a_canceled_dividend_leaves_cash_flows_and_the_kpis_and_a_correcti
         runs = (cash_ctx.counters["cashflows_runs"], kpi_ctx.counters["metrics_runs"])
         cash_clock.advance(timedelta(seconds=INTERVAL_S))
         kpi_clock.advance(timedelta(seconds=INTERVAL_S))
-        await async_wait_for(lambda: cash_ctx.counters["cashflows_runs"] > runs[0] and cash_clock.sleepers == 1
-                             and kpi_ctx.counters["metrics_runs"] > runs[1] and kpi_clock.sleepers == 1, what="runs")
+        await async_wait_for(
+            lambda: (
+                cash_ctx.counters["cashflows_runs"] > runs[0]
+                and cash_clock.sleepers == 1
+                and kpi_ctx.counters["metrics_runs"] > runs[1]
+                and kpi_clock.sleepers == 1
+            ),
+            what="runs",
+        )
 
     async def until_dividends(expected: float) -> None:
         """Step both workers until the stored KPI document shows ``expected`` (bounded)."""
@@ -281,14 +333,17 @@ async def test_a_canceled_dividend_leaves_cash_flows_and_the_kpis_and_a_correcti
         raise AssertionError(f"Net Dividends never became {expected}: {await dividends()}")
 
     try:
-        async with (running(partial(cashflows.run, settings, cash_ctx, clock=cash_clock), cash_ctx),
-                    running(partial(metrics.run, settings, kpi_ctx, clock=kpi_clock), kpi_ctx)):
+        async with (
+            running(partial(cashflows.run, settings, cash_ctx, clock=cash_clock), cash_ctx),
+            running(partial(metrics.run, settings, kpi_ctx, clock=kpi_clock), kpi_ctx),
+        ):
             await async_wait_for(lambda: cash_ctx.counters["activities_published"] == 2, what="first page")
             await until_dividends(3.4)
             booked = await flows()
 
-            fake_broker.post_activities([{"id": canceled["id"], "status": "canceled"},
-                                         {"id": corrected["id"], "net_amount": "1.50"}])
+            fake_broker.post_activities(
+                [{"id": canceled["id"], "status": "canceled"}, {"id": corrected["id"], "net_amount": "1.50"}]
+            )
             await next_runs()
             await until_dividends(1.5)
             after = await flows()
@@ -325,11 +380,27 @@ async def test_unclassified_codes_are_published_counted_and_logged_once(migrated
     ctx = context("cashflows", settings, bus)
     clock = ManualClock(utc(2024, 3, 12, 15))
     observer = bus.observe(topic_cash("demo"))
-    new_code = {"activity_type": "ZZNEW", "date": "2024-03-11", "net_amount": "-4.10", "status": "executed",
-                "description": "a code the catalogue does not know"}
-    source = _Activities([{**new_code, "id": "20240311000000000::a"}, {**new_code, "id": "20240311000000000::b"},
-                          {"id": "20240311000000000::c", "activity_type": "DIV", "date": "2024-03-11",
-                           "net_amount": "2.40", "symbol": "MSFT", "status": "executed"}])
+    new_code = {
+        "activity_type": "ZZNEW",
+        "date": "2024-03-11",
+        "net_amount": "-4.10",
+        "status": "executed",
+        "description": "a code the catalogue does not know",
+    }
+    source = _Activities(
+        [
+            {**new_code, "id": "20240311000000000::a"},
+            {**new_code, "id": "20240311000000000::b"},
+            {
+                "id": "20240311000000000::c",
+                "activity_type": "DIV",
+                "date": "2024-03-11",
+                "net_amount": "2.40",
+                "symbol": "MSFT",
+                "status": "executed",
+            },
+        ]
+    )
     caplog.set_level(logging.WARNING)
 
     async with running(partial(cashflows.run, settings, ctx, clock=clock, sources={"demo": source}), ctx):
@@ -340,7 +411,10 @@ async def test_unclassified_codes_are_published_counted_and_logged_once(migrated
 
     first, second = _pages(observer)
     assert {f.id[-1]: f.category for f in first.cash_flows} == {
-        "a": Category.UNCLASSIFIED, "b": Category.UNCLASSIFIED, "c": Category.INCOME}
+        "a": Category.UNCLASSIFIED,
+        "b": Category.UNCLASSIFIED,
+        "c": Category.INCOME,
+    }
     assert [f.id[-1] for f in second.cash_flows] == ["d"]  # nothing was stored: a, b, c are held
     assert ctx.counters["activities_unclassified"] == 3
     assert caplog.text.count("unclassified activity code account=demo type=ZZNEW") == 1

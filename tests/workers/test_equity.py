@@ -26,7 +26,15 @@ from coldharbour.domain.equity import DailyRow
 from coldharbour.domain.types import from_datetime
 from coldharbour.errors import ConfigError
 from coldharbour.jobs.clock import ManualClock
-from coldharbour.messages import AccountChanged, EquityComputed, topic_equity, topic_state
+from coldharbour.messages import (
+    AccountChanged,
+    EquityComputed,
+    Heartbeat,
+    cash_complete_detail,
+    topic_equity,
+    topic_heartbeat,
+    topic_state,
+)
 from tests.analytics.helpers import Rows, context, insert, running, settings_for, utc
 from tests.support import async_wait_for
 from tests.workers.state_harness import StateHarness
@@ -34,6 +42,9 @@ from workers import equity
 
 pytestmark = pytest.mark.asyncio
 INTERVAL_S = 60
+# The cash activities known complete (as cashflows' heartbeat says) past every test's clock.
+COMPLETE = {"demo": utc(2100, 1, 1)}
+TUESDAY_1405 = utc(2024, 3, 12, 14, 5, 30)
 
 
 def _messages(observer) -> list[EquityComputed]:
@@ -68,7 +79,7 @@ async def test_equity_builds_the_daily_curve_and_the_intraday_curve_from_bars(
     clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
     observer = bus.observe(topic_equity("demo"))
 
-    async with running(partial(equity.run, settings, ctx, clock=clock), ctx):
+    async with running(partial(equity.run, settings, ctx, cash_complete=COMPLETE, clock=clock), ctx):
         await async_wait_for(lambda: len(_messages(observer)) == 2, what="daily and intraday messages")
 
     daily, intraday = _messages(observer)
@@ -98,7 +109,7 @@ async def test_equity_extends_the_daily_curve_after_the_close_without_a_rebuild(
     clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
     observer = bus.observe(topic_equity("demo"))
 
-    async with running(partial(equity.run, settings, ctx, clock=clock), ctx):
+    async with running(partial(equity.run, settings, ctx, cash_complete=COMPLETE, clock=clock), ctx):
         await async_wait_for(lambda: ctx.counters["equity_runs"] == 1 and clock.sleepers == 1)
         _store_intraday(migrated_dsn, tmp_path, bus, _messages(observer))  # as state would
         clock.set(arranged.close_utc + timedelta(seconds=30))
@@ -125,7 +136,7 @@ async def test_issue_6_intraday_points_lost_on_the_bus_are_sent_again_from_pre_o
     clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
     observer = bus.observe(topic_equity("demo"))
 
-    async with running(partial(equity.run, settings, ctx, clock=clock), ctx):
+    async with running(partial(equity.run, settings, ctx, cash_complete=COMPLETE, clock=clock), ctx):
         await async_wait_for(lambda: ctx.counters["equity_runs"] == 1 and clock.sleepers == 1)
         clock.advance(timedelta(seconds=INTERVAL_S))  # nobody stored the first points
         await async_wait_for(lambda: ctx.counters["equity_runs"] == 2 and clock.sleepers == 1, what="second run")
@@ -152,7 +163,7 @@ async def test_equity_anchors_the_opening_balance_on_the_brokers_portfolio_histo
     clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
     observer = bus.observe(topic_equity("demo"))
 
-    async with running(partial(equity.run, settings, ctx, clock=clock), ctx):
+    async with running(partial(equity.run, settings, ctx, cash_complete=COMPLETE, clock=clock), ctx):
         await async_wait_for(lambda: len(_messages(observer)) == 2, what="daily and intraday messages")
 
     daily, intraday = _messages(observer)
@@ -173,7 +184,8 @@ async def test_equity_init_cash_per_account_overrides_the_broker(
     ctx = context("equity", settings, bus)
     observer = bus.observe(topic_equity("demo"))
 
-    async with running(partial(equity.run, settings, ctx, clock=ManualClock(utc(2024, 3, 12, 14, 5, 30))), ctx):
+    clock = ManualClock(TUESDAY_1405)
+    async with running(partial(equity.run, settings, ctx, cash_complete=COMPLETE, clock=clock), ctx):
         await async_wait_for(lambda: len(_messages(observer)) == 2, what="daily and intraday messages")
 
     (monday,) = _messages(observer)[0].daily
@@ -191,7 +203,8 @@ async def test_equity_proves_each_daily_row_against_the_brokers_history(
     observer = bus.observe(topic_equity("demo"))
     caplog.set_level(logging.INFO, logger="coldharbour.analytics.equity")
 
-    async with running(partial(equity.run, settings, ctx, clock=ManualClock(utc(2024, 3, 12, 14, 5, 30))), ctx):
+    clock = ManualClock(TUESDAY_1405)
+    async with running(partial(equity.run, settings, ctx, cash_complete=COMPLETE, clock=clock), ctx):
         await async_wait_for(lambda: len(_messages(observer)) == 2, what="daily and intraday messages")
 
     (monday,) = _messages(observer)[0].daily
@@ -249,6 +262,7 @@ async def test_equity_init_cash_per_account_is_a_plain_amount(migrated_dsn, tmp_
 
 MANY_ROWS = 600  # one commit carrying hundreds of daily rows (a rebuild)
 
+
 async def test_state_stores_the_daily_proof_columns_and_null_returns(migrated_dsn, bus) -> None:
     """The proof columns (account migration 2) and the null returns after equity ≤ 0 reach the
     table through ``state``, for one row and for many in one commit."""
@@ -278,32 +292,82 @@ async def test_state_stores_the_daily_proof_columns_and_null_returns(migrated_ds
     assert count == [(MANY_ROWS + 1,)]
 
 
-async def test_a_cash_flow_stored_late_for_a_built_day_rebuilds_the_curve(
+async def test_a_cash_flow_stored_late_for_a_built_day_re_extends_the_curve_from_that_day(
     migrated_dsn, tmp_path, bus, fake_broker, arranged
 ) -> None:
-    """The issue's 4-in-10 start: `equity` rebuilt after the fills were stored but before the cash
-    flows were, and nothing re-read them: Monday's deposit day stayed wrong for hours. A flow
-    stored later for a day the curve has now rebuilds it at the next run (no new session needed)."""
+    """The issue's 4-in-10 start: `equity` built the curve after the fills were stored but before
+    the cash flows were, and nothing re-read them: the deposit day stayed wrong for hours. A flow
+    stored later for a day the curve has re-extends it from that day at the next run (no new
+    session needed): Tuesday's late dividend writes Tuesday again, never Monday."""
     settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, EQUITY_INIT_CASH_DEMO="0")
     ctx = context("equity", settings, bus)
-    clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
+    clock = ManualClock(arranged.close_utc + timedelta(minutes=5))  # Monday and Tuesday closed
     observer = bus.observe(topic_equity("demo"))
     rows = Rows(settings)
 
     try:
-        async with running(partial(equity.run, settings, ctx, clock=clock), ctx):
+        async with running(partial(equity.run, settings, ctx, cash_complete=COMPLETE, clock=clock), ctx):
             await async_wait_for(lambda: ctx.counters["equity_runs"] == 1 and clock.sleepers == 1)
-            rows.cash_flow("20240311150000000::div", utc(2024, 3, 11, 15, 30), "25", "DIV", "income")  # late
+            rows.cash_flow("20240312150000000::div", utc(2024, 3, 12, 15, 30), "25", "DIV", "income")  # late
             clock.advance(timedelta(seconds=INTERVAL_S))
-            await async_wait_for(lambda: ctx.counters["equity_runs"] == 2, what="second run")
+            await async_wait_for(lambda: ctx.counters["equity_runs"] == 2 and clock.sleepers == 1, what="run 2")
+            rows.cash_flow("20240311150000000::div", utc(2024, 3, 11, 15, 30), "5", "DIV", "income")  # later still
+            clock.advance(timedelta(seconds=INTERVAL_S))
+            await async_wait_for(lambda: ctx.counters["equity_runs"] == 3, what="run 3")
     finally:
         rows.close()
 
     daily = [m for m in _messages(observer) if m.daily]
-    assert [m.is_rebuild for m in daily] == [True, True]
-    assert [(d.date, d.deposit) for d in daily[0].daily] == [(date(2024, 3, 11), Decimal(10010))]
-    assert [(d.date, d.deposit) for d in daily[1].daily] == [(date(2024, 3, 11), Decimal(10035))]
-    assert ctx.counters["daily_rebuilds_late_input"] == 1
+    assert [m.is_rebuild for m in daily] == [True, False, False]
+    assert [(d.date, d.deposit) for d in daily[0].daily] == [
+        (date(2024, 3, 11), Decimal(10010)), (date(2024, 3, 12), Decimal(10040)),
+    ]  # fmt: skip
+    assert [(d.date, d.deposit) for d in daily[1].daily] == [(date(2024, 3, 12), Decimal(10065))]  # Tuesday only
+    assert [(d.date, d.deposit) for d in daily[2].daily] == [
+        (date(2024, 3, 11), Decimal(10015)),
+        (date(2024, 3, 12), Decimal(10070)),
+    ]  # from Monday: Tuesday carries Monday's cash
+    assert ctx.counters["daily_rebuilds"] == 1
+    assert ctx.counters["daily_rebuilds_late_input"] == ctx.counters["daily_reextends_late_input"] == 2
+
+
+async def test_equity_builds_no_daily_row_before_cashflows_says_the_flows_are_complete(
+    migrated_dsn, tmp_path, bus, fake_broker, arranged
+) -> None:
+    """Absence is not evidence: until ``cashflows``' heartbeat says how far the stored cash
+    activities are complete, no daily row (nor intraday point) is written; then only the sessions
+    that closed by that mark are built, and a later mark extends the curve to its days."""
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, EQUITY_INIT_CASH_DEMO="0")
+    ctx = context("equity", settings, bus)
+    clock = ManualClock(arranged.close_utc + timedelta(minutes=5))  # Monday and Tuesday closed
+    observer = bus.observe(topic_equity("demo"))
+    monday_close = arranged.close_utc - timedelta(days=1)
+
+    def said(mark, heard: int) -> bool:  # cashflows' heartbeat, repeated until equity heard it
+        details = {cash_complete_detail("demo"): str(from_datetime(mark)), cash_complete_detail("other"): "x"}
+        bus.inject(topic_heartbeat("cashflows"), Heartbeat(program="cashflows", pid=1, uptime_s=1.0, details=details))
+        return ctx.counters["cash_complete_heard"] > heard
+
+    async with running(partial(equity.run, settings, ctx, clock=clock), ctx):
+        await async_wait_for(lambda: ctx.counters["equity_runs"] == 1 and clock.sleepers == 1)
+        clock.advance(timedelta(seconds=INTERVAL_S))
+        await async_wait_for(lambda: ctx.counters["equity_runs"] == 2 and clock.sleepers == 1, what="run 2")
+        before = list(_messages(observer))
+        heard = ctx.counters["cash_complete_heard"]
+        await async_wait_for(partial(said, monday_close + timedelta(hours=1), heard), what="Monday complete heard")
+        await async_wait_for(lambda: [m for m in _messages(observer) if m.daily], what="Monday's row")
+        heard = ctx.counters["cash_complete_heard"]
+        await async_wait_for(partial(said, arranged.close_utc + timedelta(minutes=1), heard), what="Tuesday heard")
+        clock.advance(timedelta(seconds=INTERVAL_S))
+        await async_wait_for(lambda: len([m for m in _messages(observer) if m.daily]) == 2, what="Tuesday's row")
+
+    assert before == []
+    assert ctx.counters["equity_waits_cash_complete"] == 2
+    first, second = [m for m in _messages(observer) if m.daily]
+    assert [(d.date, d.deposit) for d in first.daily] == [(date(2024, 3, 11), Decimal(10010))]
+    assert first.is_rebuild
+    assert [(d.date, d.deposit) for d in second.daily] == [(date(2024, 3, 12), Decimal(10040))]
+    assert not second.is_rebuild
 
 
 def _ran(ctx, clock: ManualClock, runs: int) -> bool:
@@ -323,7 +387,7 @@ async def test_equity_reads_nothing_for_an_account_holding_nothing_until_state_a
     clock = ManualClock(utc(2024, 3, 12, 14, 5, 30))
     observer = bus.observe(topic_equity("demo"))
 
-    async with running(partial(equity.run, settings, ctx, clock=clock), ctx):
+    async with running(partial(equity.run, settings, ctx, cash_complete=COMPLETE, clock=clock), ctx):
         await async_wait_for(lambda: ctx.counters["equity_runs"] == 1 and clock.sleepers == 1)
         await async_wait_for(lambda: [m for m in _messages(observer) if m.intraday], what="the first curve")
         _store_intraday(migrated_dsn, tmp_path, bus, _messages(observer))
@@ -365,7 +429,8 @@ async def test_a_new_account_without_any_activity_has_a_live_return_from_the_fir
     ctx = context("equity", settings, bus)
     observer = bus.observe(topic_equity("demo"))
 
-    async with running(partial(equity.run, settings, ctx, clock=ManualClock(utc(2024, 3, 12, 14, 5, 30))), ctx):
+    clock = ManualClock(TUESDAY_1405)
+    async with running(partial(equity.run, settings, ctx, cash_complete=COMPLETE, clock=clock), ctx):
         await async_wait_for(lambda: [m for m in _messages(observer) if m.intraday], what="the intraday curve")
 
     (curve,) = [m for m in _messages(observer) if m.intraday]

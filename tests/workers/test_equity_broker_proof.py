@@ -142,7 +142,8 @@ async def test_issue_13_daily_equity_equals_the_brokers_history_every_day(
     ctx = context("equity", settings, bus)
     observer = bus.observe(topic_equity("demo"))
 
-    async with running(partial(equity.run, settings, ctx, clock=ManualClock(after_close)), ctx):
+    complete = {"demo": after_close}  # cashflows' heartbeat: every activity of the history stored
+    async with running(partial(equity.run, settings, ctx, clock=ManualClock(after_close), cash_complete=complete), ctx):
         await async_wait_for(
             lambda: {bool(m.daily) for m in observer.messages() if isinstance(m, EquityComputed)} == {True, False},
             what="daily curve and intraday points",
