@@ -73,10 +73,12 @@ from coldharbour.domain.corporate import (
     Announcement,
     CorporateAction,
     actions_from_legs,
+    announced_dividend,
     announced_removal,
     check_announced,
     corporate_legs,
     is_allocated,
+    is_lone_leg,
     legs_of,
     parse_announcements,
     retime_legs,
@@ -432,12 +434,13 @@ class AccountSync:
         self._show_refused()
         legs_read = corporate_legs(records)
 
-        def is_settled(leg: ActionLeg) -> bool:  # a lone REORG shares-out leg: a worthless removal yet?
+        def is_settled(leg: ActionLeg) -> bool:  # a lone leg: a worthless removal / stock dividend yet?
             first = self._first_seen.get(leg.id, now)
-            return announced_removal(leg, self._announced) or first <= now - REMOVAL_SETTLE_NS
+            announced = announced_removal(leg, self._announced) or announced_dividend(leg, self._announced)
+            return announced or first <= now - REMOVAL_SETTLE_NS
 
         actions, problems = actions_from_legs(legs_read, settled=is_settled)
-        problems = self._removals_waiting(legs_read, actions, problems, is_settled)
+        problems = self._removals_waiting(legs_read, problems, is_settled)
         actions = self._allocate_spinoffs(actions, now)
         fresh = [a for a in actions if a.id not in self._published_actions]
         fresh, withheld = self._against_announcements(fresh, legs_read, records)
@@ -471,17 +474,19 @@ class AccountSync:
         self._show_pending()
         return len(fresh)
 
-    def _removals_waiting(self, legs: Sequence[ActionLeg], actions: Sequence[CorporateAction],
-                          problems: list[ActionProblem], settled: Callable[[ActionLeg], bool]) -> list[ActionProblem]:
-        """Keep the symbol of a lone REORG shares-out leg not settled yet pending (its cash leg, or a
-        worthless-removal announcement, decides what it is: reconciled meanwhile, the broker's flat
-        position would be booked as a MANUAL exit) and do not report it as a leg without a partner."""
-        booked = {a.id for a in actions}
-        waiting = {leg.id: leg for leg in legs if leg.code == "REORG" and leg.qty < 0 and leg.id not in booked
-                   and not settled(leg)}  # fmt: skip
+    def _removals_waiting(self, legs: Sequence[ActionLeg], problems: list[ActionProblem],
+                          settled: Callable[[ActionLeg], bool]) -> list[ActionProblem]:
+        """Keep the symbol of a lone REORG shares-out leg (or SPLIT shares-in leg) not settled yet
+        pending (its cash leg or a split's other leg, or a worthless-removal or stock-dividend
+        announcement, decides what it is: reconciled meanwhile, the broker's moved position would
+        be booked as a MANUAL exit or a ``recon:`` lot) and do not report it as a leg without a partner."""
+        unpaired = {p.id for p in problems}  # (a lone leg that is part of an action is not a problem)
+        waiting = {leg.id: leg for leg in legs if is_lone_leg(leg) and leg.id in unpaired and not settled(leg)}
         for leg in waiting.values():
-            self._pending_why.setdefault(leg.symbol, ("removal", _day(leg.ts), "its cash leg or a worthless-removal "
-                                                                               "announcement (up to an hour)"))
+            why = ("removal", "its cash leg or a worthless-removal announcement (up to an hour)")
+            if leg.code != "REORG":
+                why = ("stock_dividend", "a split's other leg or a stock-dividend announcement (up to an hour)")
+            self._pending_why.setdefault(leg.symbol, (why[0], _day(leg.ts), why[1]))
         return [p for p in problems if p.id not in waiting]
 
     def _against_announcements(
