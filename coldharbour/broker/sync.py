@@ -50,6 +50,7 @@ from typing import Any, Final
 
 from coldharbour.broker.convert import (
     CORPORATE_READ,
+    AccountFigures,
     ConvertedActivity,
     ConvertedOrder,
     Rejected,
@@ -185,6 +186,11 @@ class AccountSync:
         # Orders the trade stream reported final since (or during) the last full snapshot.
         self._stream_final: set[str] = set()
         self.backfilled = False
+        # A still account (docs/scaling.md "snapshot"): the last full snapshot, and the one before
+        # it, found nothing held, nothing open, the same cash and equity and nothing new.
+        self.still = False
+        self.full_started_ns: int | None = None  # when the last full snapshot began (UTC ns)
+        self._still_figures: AccountFigures | None = None
 
     # --- backfill -----------------------------------------------------------------------------
 
@@ -222,7 +228,9 @@ class AccountSync:
 
     async def full(self, reason: str) -> None:
         """Read positions/account, then open orders and history since the cursors; publish them."""
-        taken_at = self._clock_ns()
+        taken_at = self.full_started_ns = self._clock_ns()
+        self.still = False  # until this one is read whole
+        orders_before = self.order_cursor_ns
         # Positions first: every fill they reflect is then in the history read after them, so
         # ``state`` never reconciles against a position its pages cannot explain yet (fills
         # newer than ``taken_at`` make it skip the symbol instead).
@@ -238,12 +246,13 @@ class AccountSync:
         gone_families = self._unexplained_families(live)
         await self._publish_orders(self._order_sources(gone_families), is_backfill=False)
         after = self._fill_floor_ns if self.fill_cursor_ns is None else self.fill_cursor_ns - FILL_OVERLAP_NS
-        await self._publish_fills(after_ns=after, is_backfill=False)
+        news = await self._publish_fills(after_ns=after, is_backfill=False)
         self._fulls += 1
         if self._fulls % BUST_SWEEP_EVERY == 0:
-            await self._sweep_busts()
+            news += await self._sweep_busts()
         corporate_after = self._fill_floor_ns if self.corporate_cursor_ns is None else self.corporate_cursor_ns
-        await self._publish_corporate(after_ns=max(self._fill_floor_ns, corporate_after - CORPORATE_OVERLAP_NS))
+        news += await self._publish_corporate(after_ns=max(self._fill_floor_ns, corporate_after - CORPORATE_OVERLAP_NS))
+        news += len(gone_families) + (self.order_cursor_ns != orders_before)
         if isinstance(figures, Rejected):
             self._reject("account", figures)
             cash = equity = buying_power = last_equity = None
@@ -252,6 +261,10 @@ class AccountSync:
             buying_power, last_equity = figures.buying_power, figures.last_equity
         self._open_families = live
         self._stream_final &= live.keys()  # a report about an order still listed open stays useful
+        flat = not positions and unknown == () and not open_orders and not self.pending_symbols
+        figured = figures if flat and not isinstance(figures, Rejected) else None
+        self.still = figured is not None and figured == self._still_figures and not news
+        self._still_figures = figured
         if unknown is None:  # a position without a usable symbol: nothing unlisted is known flat
             self.counters["snapshots_withheld"] += 1
             log.warning("snapshot withheld account=%s: a position names no usable symbol", self.slug)
