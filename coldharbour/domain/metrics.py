@@ -21,6 +21,12 @@ volatility ``std(ddof=1)·√252``, Sortino ``mean/√(Σ min(r,0)²/n)·√252`
 ``CAGR/|max drawdown|``, drawdown durations in calendar days, best/worst day, win days, streaks,
 average $ win/loss (``deposit·r/(1+r)``: the day's P&L), payoff ratio, exposure (days holding
 positions), MTD/YTD (compounded over the rows of ``as_of``'s New York month/year).
+
+Total Return, MTD and YTD (``period_returns``, docs/spec.md §5) are one definition over three
+windows: ``Π(1 + r) − 1`` of the same series (the report's ``twr_pct``, ``monthly_returns`` and
+``yearly_returns``), times today's live return (``live_return``) while a session runs and today
+has no daily row yet. So on an account's first month they are equal, and a deposit, net of
+flows, is never a gain in any of them.
 The annualised figures (CAGR, volatility, Sortino, smart Sharpe, Calmar) are withheld (None)
 until the series holds ``MIN_ANNUALISED_SESSIONS`` returns: a CAGR of a few days is noise
 raised to the power 252/n (docs/report.md "Withheld values").
@@ -349,6 +355,66 @@ def return_series(rows: Sequence[DailySummary]) -> ReturnSeries:
     return ReturnSeries(dates=tuple(dates), returns=tuple(returns))
 
 
+class PeriodReturns(msgspec.Struct, frozen=True, kw_only=True):
+    """``Π(1 + r) − 1`` over the whole series, ``as_of``'s New York month and year (None: no return)."""
+
+    total: Decimal | None
+    month: Decimal | None
+    year: Decimal | None
+
+    def extended(self, live: Decimal | None) -> PeriodReturns:
+        """Return the three compounded with today's ``live`` return (it falls in this month and year)."""
+        if live is None:
+            return self
+        growth = ONE + live
+        return PeriodReturns(
+            total=(ONE + (self.total or ZERO)) * growth - ONE,
+            month=(ONE + (self.month or ZERO)) * growth - ONE,
+            year=(ONE + (self.year or ZERO)) * growth - ONE,
+        )
+
+
+def period_returns(rows: Sequence[DailySummary], as_of: datetime) -> PeriodReturns:
+    """Return the compounded returns of ``return_series(rows)`` (oldest first): all, this month, this year.
+
+    The same products as ``domain.report`` (``twr_pct``, ``monthly_returns``, ``yearly_returns``),
+    so the KPI cards and the report cannot disagree; a wipe-out's −1 makes each −100 %.
+    """
+    if not rows:
+        return PeriodReturns(total=None, month=None, year=None)
+    series = return_series(rows)
+    year, month = _ny_month(as_of)
+    dated = list(zip(series.dates, series.returns, strict=True))
+    return PeriodReturns(
+        total=_compound(series.returns),
+        month=_compound(r for day, r in dated if (day.year, day.month) == (year, month)),
+        year=_compound(r for day, r in dated if day.year == year),
+    )
+
+
+def live_return(
+    newest: DailySummary | None, intraday_cumulative_return: Decimal | None, *, in_session: bool, as_of: datetime
+) -> Decimal | None:
+    """Return today's return so far, from the newest intraday point, or None.
+
+    Only during a session (``in_session``) and while today has no daily row: once the session's
+    row exists (after its close, a first session included) that row is today's return and the
+    intraday point, measured a minute behind, is not added to it a second time. The intraday
+    point carries ``(1 + R₀)·(1 + r_today) − 1`` with ``R₀`` the cumulative return of the row it
+    is anchored on, the newest daily row (0 before the first one: the opening balance), so
+    ``r_today = (1 + I)/(1 + R₀) − 1``; it is net of today's flows (``domain.equity.compute_intraday``).
+    None after a wipe-out (no return from there on).
+    """
+    if not in_session or intraday_cumulative_return is None:
+        return None
+    if newest is not None and newest.date >= as_of.astimezone(_NEW_YORK).date():
+        return None
+    base = ZERO if newest is None else newest.cumulative_return
+    if base is None or (newest is not None and newest.daily_return is None) or ONE + base <= 0:
+        return None
+    return max((ONE + intraday_cumulative_return) / (ONE + base), ZERO) - ONE
+
+
 # Lots.
 
 
@@ -464,6 +530,10 @@ def _number(value: Decimal | None, places: int) -> float | None:
     return float(rounded) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
+def _percent(value: Decimal | None) -> float | None:
+    return None if value is None else _number(HUNDRED * value, 2)
+
+
 def _money(value: Decimal | None) -> float | None:
     return _number(value, 2)
 
@@ -545,6 +615,7 @@ def _render(
     flows: _FlowTotals,
     newest_daily: DailySummary | None,
     daily: KpiDocument,
+    periods: PeriodReturns,
     open_lots: Sequence[OpenLot],
     intraday_cumulative_return: Decimal | None,
     in_session: bool,
@@ -557,11 +628,9 @@ def _render(
     buy_volume = totals.buy_volume + sum((o.qty * o.avg_fill for o in open_lots if o.side == "long"), ZERO)
     sell_volume = totals.sell_volume + sum((o.qty * o.avg_fill for o in open_lots if o.side == "short"), ZERO)
     # D8: the return is a return of the equity curve, never a P&L divided by an equity level.
-    total_return = intraday_cumulative_return if in_session else None
-    if total_return is None and newest_daily is not None:
-        total_return = newest_daily.cumulative_return
-        if total_return is None and newest_daily.daily_return is None:
-            total_return = -ONE  # on or after a wipe-out: −100 %, as Worst Day and YTD show
+    # One series for Total Return, MTD and YTD, with today's live return until today's daily row.
+    live = live_return(newest_daily, intraday_cumulative_return, in_session=in_session, as_of=as_of)
+    shown = periods.extended(live)
     values: KpiDocument = {
         "TOTAL ACCOUNT RESULT (Equity)": _money(None if unrealised is None else net_realised + unrealised),
         "NET REALIZED CASH (FIFO)": _money(net_realised),
@@ -577,8 +646,10 @@ def _render(
         "Total Sell Volume": _money(sell_volume),
         "Closed Trades (n)": totals.lots,
         "Open Trades (n)": len(open_lots),
-        "Total Return %": _number(None if total_return is None else HUNDRED * total_return, 2),
+        "Total Return %": _percent(shown.total),
         **daily,
+        "MTD %": _percent(shown.month),
+        "YTD %": _percent(shown.year),
         "as_of": as_of.isoformat(),
     }
     for window in SHARPE_WINDOWS:
@@ -603,8 +674,9 @@ def compute_kpi_document(
     """Return the KPI document computed from the full inputs (the reference definition).
 
     Slices are keyed by (entry lot, exit order) and flows by id: a repeated key replaces the
-    earlier value. ``intraday_cumulative_return`` is the newest intraday row's value and is
-    used only while ``in_session``; otherwise the newest daily row gives ``Total Return %``.
+    earlier value. ``intraday_cumulative_return`` is the newest intraday row's value: while
+    ``in_session`` and before today's daily row it adds today's live return to ``Total Return %``,
+    ``MTD %`` and ``YTD %`` alike (``live_return``); otherwise they are the daily series' alone.
     """
     by_key = {(s.entry_lot_id, s.exit_order_id): s for s in slices}
     by_lot: dict[str, list[ClosedTrade]] = {}
@@ -618,11 +690,13 @@ def compute_kpi_document(
         flow_totals.apply(flow, 1)
     rows = {row.date: row for row in daily}
     newest = rows[max(rows)] if rows else None
+    ordered = [rows[d] for d in sorted(rows)]
     return _render(
         totals,
         flow_totals,
         newest,
-        daily_kpis([rows[d] for d in sorted(rows)], as_of),
+        daily_kpis(ordered, as_of),
+        period_returns(ordered, as_of),
         open_lots,
         intraday_cumulative_return,
         in_session,
@@ -644,7 +718,7 @@ class KpiAccumulator:
         self._flows: dict[str, CashFlow] = {}
         self._flow_totals = _FlowTotals()
         self._daily: dict[date, DailySummary] = {}
-        self._daily_cache: tuple[tuple[int, int], KpiDocument] | None = None
+        self._daily_cache: tuple[tuple[int, int], KpiDocument, PeriodReturns] | None = None
 
     def add_slices(self, slices: Iterable[ClosedTrade]) -> None:
         """Fold closed slices in; each touched lot is re-collapsed and its totals swapped."""
@@ -703,12 +777,13 @@ class KpiAccumulator:
         month = _ny_month(as_of)
         if self._daily_cache is None or self._daily_cache[0] != month:
             ordered = [self._daily[d] for d in sorted(self._daily)]
-            self._daily_cache = (month, daily_kpis(ordered, as_of))
+            self._daily_cache = (month, daily_kpis(ordered, as_of), period_returns(ordered, as_of))
         return _render(
             self._totals,
             self._flow_totals,
             newest,
             self._daily_cache[1],
+            self._daily_cache[2],
             open_lots,
             intraday_cumulative_return,
             in_session,
@@ -782,7 +857,7 @@ def daily_kpis(rows: Sequence[DailySummary], as_of: datetime) -> KpiDocument:
     periods = _periods_under_water(rows)
     worst = min((dd for _, dd in periods), default=ZERO)
     deepest_days = next((days for days, dd in periods if dd == worst), 0)
-    year, month = _ny_month(as_of)
+    compounded = period_returns(rows, as_of)
     held = [row for row in rows if row.market_value is not None]
     return {
         "Max Drawdown %": _number(HUNDRED * worst, 2),
@@ -806,10 +881,8 @@ def daily_kpis(rows: Sequence[DailySummary], as_of: datetime) -> KpiDocument:
         "Exposure %": _number(
             _ratio(HUNDRED * sum(1 for row in held if row.market_value), Decimal(len(held)), len(held)), 2
         ),
-        "MTD %": _number(
-            HUNDRED * _compound(r for row, r in dated if (row.date.year, row.date.month) == (year, month)), 2
-        ),
-        "YTD %": _number(HUNDRED * _compound(r for row, r in dated if row.date.year == year), 2),
+        "MTD %": _percent(compounded.month),
+        "YTD %": _percent(compounded.year),
     }
 
 

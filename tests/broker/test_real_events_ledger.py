@@ -67,6 +67,9 @@ _SPLIT = {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate"
         ({"type": "cash_merger", "symbol": "AAPL", "rate": "125"}, None, Decimal(0), Decimal(0), [Decimal(250)]),
         ({"type": "redemption", "symbol": "AAPL", "rate": "99"}, None, Decimal(0), Decimal(0), [Decimal(-10)]),
         ({"type": "worthless_removal", "symbol": "AAPL"}, None, Decimal(0), Decimal(0), [Decimal(-1000)]),
+        # one SPLIT leg in: 2.5 new shares, 2 kept, 0.5 in lieu at 100 (its basis 40 over 12.5 shares)
+        ({"type": "stock_dividend", "symbol": "AAPL", "rate": "0.25"}, "AAPL", Decimal(12), Decimal(960),
+         [Decimal(10)]),
     ],
 )
 def test_fake_broker_corporate_action_books_like_the_broker_holds(

@@ -476,3 +476,20 @@ def test_property_the_brokers_rounding_agrees_and_a_share_off_never_does(
     if stated > 0:
         wrong = split(str(stated / held_qty), when=0, cash_in_lieu_qty=in_lieu, price=D(1) if in_lieu else None)
         assert check_announced(wrong, held_qty, found) is not None
+
+
+def test_a_stock_dividend_adds_shares_at_no_cost_and_its_fraction_is_paid_in_lieu() -> None:
+    """A SPLIT shares-in leg alone (the fake's stock dividend, alpaca-py's ``StockDividend``
+    ``rate`` 0.25): 10 at 100 get 2.5 shares, 2 kept (basis 1000 over 12.5, so 960 kept) and 0.5
+    paid in lieu at 100 (P&L 0.5 x (100 - 80))."""
+    dividend = CorporateAction(id="div", type="stock_dividend", symbol="AAPL", ts=at(60), qty=D("2.5"),
+                               cash_in_lieu_qty=D("0.5"), price=D(100))  # fmt: skip
+
+    ledger = rebuild([BUY], held(), [dividend])
+    _, short = adjusted_history([make_fill(order_id="b1", side="sell_short", qty=10, price=100, ts=at(0),
+                                           cum_qty=10)], [dividend])  # fmt: skip
+
+    (lot,) = ledger.lots.values()
+    assert (lot.qty, lot.avg_fill, lot.qty * lot.avg_fill) == (D(12), D(80), D(960))
+    assert [(s.qty, s.pnl_cash, s.exit_type) for s in ledger.slices.values()] == [(D("0.5"), D(10), "CORPORATE")]
+    assert [p.reason for p in short] == ["stock_dividend: AAPL held short (held)"]

@@ -223,7 +223,10 @@ def test_kpi_document_hand_computed_fixture() -> None:
     ],
 )
 def test_total_return_source(in_session: bool, intraday: Decimal | None, expected: float) -> None:
-    assert document(in_session, intraday)["Total Return %"] == expected
+    doc = document(in_session, intraday)
+
+    assert doc["Total Return %"] == expected
+    assert doc["MTD %"] == doc["YTD %"] == expected  # the curve starts this month: one period, one figure
 
 
 def test_kpi_document_empty_account_nulls_and_zeros() -> None:
@@ -593,8 +596,9 @@ def test_accumulator_drops_deleted_flows_as_if_never_fed() -> None:
     assert not again
     assert accumulator.flow_count == len(kept)
     incremental = accumulator.document(open_lots=[], intraday_cumulative_return=None, in_session=False, as_of=AS_OF)
-    scratch = compute_kpi_document(slices=[], flows=kept, daily=[], open_lots=[], intraday_cumulative_return=None,
-                                   in_session=False, as_of=AS_OF)
+    scratch = compute_kpi_document(
+        slices=[], flows=kept, daily=[], open_lots=[], intraday_cumulative_return=None, in_session=False, as_of=AS_OF
+    )
     assert incremental == scratch
 
 

@@ -306,7 +306,8 @@ def test_page_one_row_per_symbol_lots_inside_against_their_own_entry(
 
 def test_page_kpis_grouped_and_waiting_cards_say_what_for(page: Page, dashboard: Dashboard, tables: Tables) -> None:
     tables.set_metrics({"Closed Trades (n)": 2, "Sharpe 10d": None, "CAGR %": None, "Profit Factor": None,
-                        "Max Drawdown %": -1.5, "Total Return %": 0.05, "as_of": "2026-12-01T15:00:00Z"})  # fmt: skip
+                        "Max Drawdown %": -1.5, "Total Return %": 0.05, "MTD %": None,
+                        "as_of": "2026-12-01T15:00:00Z"})  # fmt: skip
     _open(page, dashboard)
 
     groups = page.locator("[data-testid=kpis] [data-kpi-group]")
@@ -317,6 +318,8 @@ def test_page_kpis_grouped_and_waiting_cards_say_what_for(page: Page, dashboard:
     expect(page.locator('[data-kpi="CAGR %"]')).to_have_text("needs 20 sessions")
     expect(page.locator('[data-kpi="Profit Factor"]')).to_have_text("needs a losing trade")
     expect(page.locator('[data-kpi-group="account"] [data-kpi="Total Return %"]')).to_have_text("0.05")
+    # MTD/YTD are the same live return as Total Return (docs/spec.md §5): they wait for the same point.
+    expect(page.locator('[data-kpi="MTD %"]')).to_have_text("needs the first equity point")
     expect(page.locator("[data-testid=kpis] .value", has_text="—")).to_have_count(0)
 
 

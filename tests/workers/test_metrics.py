@@ -183,7 +183,8 @@ async def test_metrics_total_return_uses_the_intraday_row_in_session(migrated_ds
     ):
         await async_wait_for(lambda: _documents(observer), what="document")
 
-    assert _documents(observer)[0]["Total Return %"] == 1.23
+    document = _documents(observer)[0]
+    assert document["Total Return %"] == document["MTD %"] == document["YTD %"] == 1.23  # no daily row yet
 
 
 async def test_metrics_pool_is_refused_writes(migrated_dsn, tmp_path, bus) -> None:

@@ -423,7 +423,7 @@
     if (key === "Avg Loss ($)") return "needs a losing day";
     if (key === "Avg Win ($)") return "needs a winning day";
     if (key === "Payoff Ratio") return "needs a winning and a losing day";
-    if (key === "Total Return %") return "needs the first equity point";
+    if (key === "Total Return %" || key === "MTD %" || key === "YTD %") return "needs the first equity point";
     if (/Trades|Take|Win Rate|Expectancy|Realized/.test(key)) return "needs a closed trade";
     return "needs the first session close";
   }
