@@ -17,10 +17,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from coldharbour.cli.doctor import corporate_checks
 from coldharbour.cli.status import SLEEPING, last_log_line, shown_state
 from coldharbour.config import Dsn
 from coldharbour.db import schema
 from coldharbour.domain.schedule import Phase
+from coldharbour.messages import Heartbeat
 from coldharbour.runtime import PROGRAMS
 from coldharbour.supervisor import ProcessInfo
 from tests.fixtures.broker import FakeBroker
@@ -567,3 +569,21 @@ def test_cli_corporate_basis_exits_1_when_state_does_not_apply_it(migrated_dsn: 
 
     assert result.returncode == 1
     assert one_line(result.stderr).startswith("chmgr: state did not apply the basis of no-such-spinoff within 1 s")
+
+
+def test_doctor_names_the_corporate_actions_held_and_those_whose_legs_disagree() -> None:
+    """``snapshot``'s heartbeat details (docs/corporate-actions.md "Rates against quantities"):
+    a disagreement with the announced rates and the pending symbols are each a WARN line."""
+    details = {"corporate_mismatch_demo": "a1: split: the legs state 30 AAPL for 10 held, announcement x implies 20",
+               "corporate_held_demo": "pending: AAPL"}  # fmt: skip
+    beat = Heartbeat(src="snapshot", seq=1, ts=1, program="snapshot", pid=1, uptime_s=1.0, details=details)
+    quiet = Heartbeat(src="state", seq=1, ts=1, program="state", pid=2, uptime_s=1.0)
+
+    lines = [(c.verdict, c.line) for c in corporate_checks({"snapshot": beat, "state": quiet})]
+
+    assert lines == [
+        ("WARN", "account demo: corporate actions held (pending: AAPL)"),
+        ("WARN", "account demo: corporate actions held whole, their legs disagree with the announced rates "
+                 "(a1: split: the legs state 30 AAPL for 10 held, announcement x implies 20)"),
+    ]  # fmt: skip
+    assert [c.verdict for c in corporate_checks({"state": quiet})] == ["OK"]

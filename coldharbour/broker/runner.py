@@ -7,6 +7,13 @@ snapshots as soon as they are asked for — in their own loop, so a WAC refresh 
 waits behind a backfill or a full snapshot. Requests arriving while one runs are coalesced; after
 one, the next waits ``partial_gap_s`` (the key's budget, docs/broker-budget.md).
 
+A **still** account (``AccountSync.still``: its last two full snapshots found nothing held,
+nothing open, the same cash and equity and nothing new) whose trade stream ``trades`` says has
+been open since before its last full snapshot (``StreamEvidence``, from ``trades``' heartbeat)
+and has sent nothing for it since, skips its periodic slot: its full snapshot runs every
+``IDLE_EVERY``-th slot. Any order update, fill refresh, resync request, a stream not known open
+since then, or a snapshot that found something brings back the next slot (docs/scaling.md).
+
 Each account's loops run under ``coldharbour.retry.supervise`` (the workers start them); broker
 failures inside a loop are retried with ``coldharbour.retry.retry`` (capped, jittered backoff),
 and every wait is ``coldharbour.retry.wait_any`` on the ``stop`` event.
@@ -19,13 +26,15 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 from coldharbour import runtime
 from coldharbour.broker.sync import AccountSync
+from coldharbour.domain.types import Order
 from coldharbour.errors import BrokerError
-from coldharbour.messages import ResyncRequested
+from coldharbour.health import NEED_STREAM
+from coldharbour.messages import Heartbeat, ResyncRequested
 from coldharbour.retry import Backoff, RetryStopped, Sleep, retry, sleep_or_stop, wait_any
 
 log = logging.getLogger(__name__)
@@ -37,6 +46,10 @@ BACKOFF_CAP_S: Final = 60.0
 # history from the backfill floor instead of from the cursors. A stream ``reconnect`` needs no
 # rewind: what the stream missed is newer than the cursors.
 REWIND_REASONS: Final = frozenset({"start", "gap", "restart", "commit_failed", "locks_retaken"})
+# A still account's full snapshot runs every IDLE_EVERY-th slot (docs/scaling.md "snapshot").
+IDLE_EVERY: Final = 5
+# trades beats every second: a word of it older than this says nothing about a stream now.
+STREAM_WORD_FRESH_S: Final = 5.0
 
 
 async def run_until_stopped(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
@@ -73,12 +86,39 @@ def next_slot_s(now_s: float, period_s: float, phase_s: float) -> float:
     return delay if delay >= period_s / 2 else delay + period_s
 
 
+class StreamEvidence:
+    """What ``trades`` last said of each account's trade stream: open since when (UTC ns).
+
+    Fed with ``trades``' heartbeats (its ``stream`` conditions; ``since`` is when one last
+    changed, so a reconnect moves it). A stream is known open only from a heartbeat at most
+    ``STREAM_WORD_FRESH_S`` old that says so: no word, an old word or a failed condition is
+    not known open (absence is not evidence).
+    """
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._heard_at: float | None = None
+        self._open_since: dict[str, int] = {}
+
+    def heard(self, beat: Heartbeat) -> None:
+        """Take ``trades``' latest heartbeat."""
+        self._heard_at = self._monotonic()
+        self._open_since = {c.account: c.since for c in beat.conditions if c.need == NEED_STREAM and c.ok}
+
+    def open_since(self, slug: str) -> int | None:
+        """Return since when ``slug``'s stream is known open, or None when it is not known open."""
+        if self._heard_at is None or self._monotonic() - self._heard_at > STREAM_WORD_FRESH_S:
+            return None
+        return self._open_since.get(slug)
+
+
 class SnapshotRunner:
     """One account's snapshot schedule (see the module docstring).
 
     ``phase_s`` (0 ≤ phase < ``snapshot_sec``) places the account's periodic snapshots in the
     period, so that the accounts of one program do not all read the broker at once; None waits a
-    whole period after each snapshot.
+    whole period after each snapshot. With ``streams`` a still account skips slots (the module
+    docstring); without, every slot runs.
     """
 
     def __init__(
@@ -91,8 +131,12 @@ class SnapshotRunner:
         monotonic: Callable[[], float] = time.monotonic,
         partial_gap_s: float = 0.0,
         sleep: Sleep = sleep_or_stop,
+        streams: StreamEvidence | None = None,
     ) -> None:
         self.sync = sync
+        self._streams = streams
+        self._heard = False  # an order update, a fill refresh or a resync since the last full snapshot began
+        self._skipped = 0  # slots skipped in a row
         # After a partial snapshot the next waits this long: under a stream of fills, refreshes
         # take at most half the key's budget and full snapshots keep the other half.
         self._partial_gap_s = partial_gap_s
@@ -110,6 +154,7 @@ class SnapshotRunner:
 
     def request(self, message: ResyncRequested) -> None:
         """Queue a resync: partial when it names symbols, full otherwise (coalesced)."""
+        self._heard = True
         if message.symbols:
             self._symbols.update(message.symbols)
             self._partial_wanted.set()
@@ -119,6 +164,11 @@ class SnapshotRunner:
             self._rewind = self._rewind or message.reason in REWIND_REASONS
             self._full_wanted.set()
 
+    def note_update(self, order: Order, legs: Iterable[Order] = ()) -> None:
+        """Take an order update of the trade stream (the account is not still)."""
+        self._heard = True
+        self.sync.note_update(order, legs)
+
     async def run_full(self, stop: asyncio.Event) -> None:
         """Backfill, then take full snapshots until ``stop``."""
         await self._retrying(stop, "backfill", lambda: self.sync.backfill(self._backfill_days))
@@ -127,17 +177,34 @@ class SnapshotRunner:
             if self._rewind:
                 self._rewind = False
                 self.sync.rewind()
+            self._heard = False  # what arrives from now on is news for the next decision
             await self._retrying(stop, "snapshot", functools.partial(self.sync.full, reason))
             reason = await self._next_full(stop)
 
     async def _next_full(self, stop: asyncio.Event) -> str:
-        wait_s = (self._snapshot_sec if self._phase_s is None
-                  else next_slot_s(self._monotonic(), self._snapshot_sec, self._phase_s))
-        await wait_any(wait_s, self._full_wanted, stop)
-        if self._full_wanted.is_set():
-            self._full_wanted.clear()
-            return self._full_reason
-        return "periodic"
+        while True:
+            wait_s = (
+                self._snapshot_sec
+                if self._phase_s is None
+                else next_slot_s(self._monotonic(), self._snapshot_sec, self._phase_s)
+            )
+            await wait_any(wait_s, self._full_wanted, stop)
+            if self._full_wanted.is_set():
+                self._full_wanted.clear()
+                self._skipped = 0
+                return self._full_reason
+            if stop.is_set() or not self._is_still():
+                self._skipped = 0
+                return "periodic"
+            self._skipped += 1
+            self.sync.counters["snapshots_idle_skipped"] += 1
+
+    def _is_still(self) -> bool:
+        """Return True when this slot may be skipped (the module docstring)."""
+        if self._streams is None or self._heard or not self.sync.still or self._skipped >= IDLE_EVERY - 1:
+            return False
+        since, started = self._streams.open_since(self.slug), self.sync.full_started_ns
+        return since is not None and started is not None and since <= started
 
     async def run_partial(self, stop: asyncio.Event) -> None:
         """Serve per-symbol position requests as they come, until ``stop``."""

@@ -50,6 +50,7 @@ from typing import Any, Final
 
 from coldharbour.broker.convert import (
     CORPORATE_READ,
+    AccountFigures,
     ConvertedActivity,
     ConvertedOrder,
     Rejected,
@@ -72,10 +73,12 @@ from coldharbour.domain.corporate import (
     Announcement,
     CorporateAction,
     actions_from_legs,
+    announced_dividend,
     announced_removal,
     check_announced,
     corporate_legs,
     is_allocated,
+    is_lone_leg,
     legs_of,
     parse_announcements,
     retime_legs,
@@ -183,6 +186,11 @@ class AccountSync:
         # Orders the trade stream reported final since (or during) the last full snapshot.
         self._stream_final: set[str] = set()
         self.backfilled = False
+        # A still account (docs/scaling.md "snapshot"): the last full snapshot, and the one before
+        # it, found nothing held, nothing open, the same cash and equity and nothing new.
+        self.still = False
+        self.full_started_ns: int | None = None  # when the last full snapshot began (UTC ns)
+        self._still_figures: AccountFigures | None = None
 
     # --- backfill -----------------------------------------------------------------------------
 
@@ -220,7 +228,9 @@ class AccountSync:
 
     async def full(self, reason: str) -> None:
         """Read positions/account, then open orders and history since the cursors; publish them."""
-        taken_at = self._clock_ns()
+        taken_at = self.full_started_ns = self._clock_ns()
+        self.still = False  # until this one is read whole
+        orders_before = self.order_cursor_ns
         # Positions first: every fill they reflect is then in the history read after them, so
         # ``state`` never reconciles against a position its pages cannot explain yet (fills
         # newer than ``taken_at`` make it skip the symbol instead).
@@ -236,12 +246,13 @@ class AccountSync:
         gone_families = self._unexplained_families(live)
         await self._publish_orders(self._order_sources(gone_families), is_backfill=False)
         after = self._fill_floor_ns if self.fill_cursor_ns is None else self.fill_cursor_ns - FILL_OVERLAP_NS
-        await self._publish_fills(after_ns=after, is_backfill=False)
+        news = await self._publish_fills(after_ns=after, is_backfill=False)
         self._fulls += 1
         if self._fulls % BUST_SWEEP_EVERY == 0:
-            await self._sweep_busts()
+            news += await self._sweep_busts()
         corporate_after = self._fill_floor_ns if self.corporate_cursor_ns is None else self.corporate_cursor_ns
-        await self._publish_corporate(after_ns=max(self._fill_floor_ns, corporate_after - CORPORATE_OVERLAP_NS))
+        news += await self._publish_corporate(after_ns=max(self._fill_floor_ns, corporate_after - CORPORATE_OVERLAP_NS))
+        news += len(gone_families) + (self.order_cursor_ns != orders_before)
         if isinstance(figures, Rejected):
             self._reject("account", figures)
             cash = equity = buying_power = last_equity = None
@@ -250,6 +261,10 @@ class AccountSync:
             buying_power, last_equity = figures.buying_power, figures.last_equity
         self._open_families = live
         self._stream_final &= live.keys()  # a report about an order still listed open stays useful
+        flat = not positions and unknown == () and not open_orders and not self.pending_symbols
+        figured = figures if flat and not isinstance(figures, Rejected) else None
+        self.still = figured is not None and figured == self._still_figures and not news
+        self._still_figures = figured
         if unknown is None:  # a position without a usable symbol: nothing unlisted is known flat
             self.counters["snapshots_withheld"] += 1
             log.warning("snapshot withheld account=%s: a position names no usable symbol", self.slug)
@@ -419,12 +434,13 @@ class AccountSync:
         self._show_refused()
         legs_read = corporate_legs(records)
 
-        def is_settled(leg: ActionLeg) -> bool:  # a lone REORG shares-out leg: a worthless removal yet?
+        def is_settled(leg: ActionLeg) -> bool:  # a lone leg: a worthless removal / stock dividend yet?
             first = self._first_seen.get(leg.id, now)
-            return announced_removal(leg, self._announced) or first <= now - REMOVAL_SETTLE_NS
+            announced = announced_removal(leg, self._announced) or announced_dividend(leg, self._announced)
+            return announced or first <= now - REMOVAL_SETTLE_NS
 
         actions, problems = actions_from_legs(legs_read, settled=is_settled)
-        problems = self._removals_waiting(legs_read, actions, problems, is_settled)
+        problems = self._removals_waiting(legs_read, problems, is_settled)
         actions = self._allocate_spinoffs(actions, now)
         fresh = [a for a in actions if a.id not in self._published_actions]
         fresh, withheld = self._against_announcements(fresh, legs_read, records)
@@ -458,17 +474,19 @@ class AccountSync:
         self._show_pending()
         return len(fresh)
 
-    def _removals_waiting(self, legs: Sequence[ActionLeg], actions: Sequence[CorporateAction],
-                          problems: list[ActionProblem], settled: Callable[[ActionLeg], bool]) -> list[ActionProblem]:
-        """Keep the symbol of a lone REORG shares-out leg not settled yet pending (its cash leg, or a
-        worthless-removal announcement, decides what it is: reconciled meanwhile, the broker's flat
-        position would be booked as a MANUAL exit) and do not report it as a leg without a partner."""
-        booked = {a.id for a in actions}
-        waiting = {leg.id: leg for leg in legs if leg.code == "REORG" and leg.qty < 0 and leg.id not in booked
-                   and not settled(leg)}  # fmt: skip
+    def _removals_waiting(self, legs: Sequence[ActionLeg], problems: list[ActionProblem],
+                          settled: Callable[[ActionLeg], bool]) -> list[ActionProblem]:
+        """Keep the symbol of a lone REORG shares-out leg (or SPLIT shares-in leg) not settled yet
+        pending (its cash leg or a split's other leg, or a worthless-removal or stock-dividend
+        announcement, decides what it is: reconciled meanwhile, the broker's moved position would
+        be booked as a MANUAL exit or a ``recon:`` lot) and do not report it as a leg without a partner."""
+        unpaired = {p.id for p in problems}  # (a lone leg that is part of an action is not a problem)
+        waiting = {leg.id: leg for leg in legs if is_lone_leg(leg) and leg.id in unpaired and not settled(leg)}
         for leg in waiting.values():
-            self._pending_why.setdefault(leg.symbol, ("removal", _day(leg.ts), "its cash leg or a worthless-removal "
-                                                                               "announcement (up to an hour)"))
+            why = ("removal", "its cash leg or a worthless-removal announcement (up to an hour)")
+            if leg.code != "REORG":
+                why = ("stock_dividend", "a split's other leg or a stock-dividend announcement (up to an hour)")
+            self._pending_why.setdefault(leg.symbol, (why[0], _day(leg.ts), why[1]))
         return [p for p in problems if p.id not in waiting]
 
     def _against_announcements(

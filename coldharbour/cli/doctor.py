@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final, Literal, NamedTuple
@@ -35,6 +35,7 @@ from coldharbour.db.names import account_names, shared_names
 from coldharbour.domain.schedule import CALENDAR_GAP_DAYS, ny_date
 from coldharbour.errors import DatabaseError
 from coldharbour.health import credentials_rejected
+from coldharbour.messages import Heartbeat
 from coldharbour.supervisor import UNIX_SOCKET_PATH_MAX, SupervisorClient, socket_path
 
 QUARANTINE_SHOWN: Final = 5
@@ -337,7 +338,11 @@ def check_corporate(settings: Settings, listen_s: float = HEARTBEAT_LISTEN_S) ->
     (``corporate_refused_<account>``: their legs are not read, so their actions are not
     booked); ``state``'s details name the actions held (pending or quarantined).
     """
-    heard = asyncio.run(collect_heartbeats(settings, ["snapshot", "state"], listen_s))
+    yield from corporate_checks(asyncio.run(collect_heartbeats(settings, ["snapshot", "state"], listen_s)))
+
+
+def corporate_checks(heard: Mapping[str, Heartbeat]) -> Iterator[Check]:
+    """The lines of ``check_corporate`` from the heartbeats heard (program -> newest)."""
     if not heard:
         yield Check("WARN", "corporate actions: neither snapshot nor state heard on the bus (is the stack running?)")
         return

@@ -17,6 +17,9 @@ rewriting the fills of the symbol's open cycle (flat to flat) that precede it, t
 - **unit split**: the units' fills become ``new_symbol`` fills (qty·ratio, ``basis_share`` of
   their cost) and ``alternate_symbol`` opens |position|·``alternate_ratio`` at the rest of the
   basis: no P&L; held when the units were partly sold in the cycle (their basis is not one sum).
+- **stock dividend** (``qty`` new shares of the same symbol, no cost): the open cycle's fills
+  are scaled like a split by r = (position + qty) / position: same basis, more shares, no P&L
+  (then cash in lieu of a fraction).
 - **coin fee** (a crypto fee charged in the coin received: CFEE with ``qty``, ``net_amount`` 0):
   ``qty`` coins leave the newest entry fill before it (its price rises so its cost stays): the
   lot holds what the broker holds, its basis is unchanged, no slice appears.
@@ -58,7 +61,7 @@ from coldharbour.domain.schedule import NEW_YORK
 from coldharbour.domain.types import Fill, direction, from_datetime
 
 ActionType = Literal["split", "symbol_change", "stock_merger", "cash_merger", "spinoff", "cash_in_lieu", "removal",
-                     "coin_fee", "stock_cash_merger", "unit_split"]
+                     "coin_fee", "stock_cash_merger", "unit_split", "stock_dividend"]
 CORPORATE_PREFIX: Final = "corporate:"
 _RENAMES: Final = frozenset({"symbol_change", "stock_merger"})
 _SCALES: Final = frozenset({"split", "symbol_change", "stock_merger"})
@@ -145,8 +148,8 @@ def _check_more(action: CorporateAction) -> ActionProblem | None:
         return ActionProblem(id=action.id, reason="stock_cash_merger: the acquirer's price is not stated (held)")
     if action.type == "unit_split" and not (0 < action.basis_share < 1 and action.alternate_ratio > 0):
         return ActionProblem(id=action.id, reason="unit_split: the legs state no values to split the basis (held)")
-    if action.type == "coin_fee" and not (action.qty is not None and action.qty > 0):
-        return ActionProblem(id=action.id, reason="coin_fee: qty must be > 0")
+    if action.type in {"coin_fee", "stock_dividend"} and not (action.qty is not None and action.qty > 0):
+        return ActionProblem(id=action.id, reason=f"{action.type}: qty must be > 0")
     if action.type == "spinoff" and not (action.price is not None and action.price > 0) and not is_allocated(action):
         return ActionProblem(id=action.id, reason="spinoff_without_basis: no per-share basis stated")
     return None
@@ -299,7 +302,11 @@ def _exchange(
     out: list[Fill], cycle: Sequence[int], action: CorporateAction, net: Decimal, exit_side: str
 ) -> ActionProblem | None:
     """Book cash in lieu alone, and the actions that exchange the position for other shares (and cash)."""
-    if action.type == "cash_in_lieu" and action.price is not None:
+    if action.type == "stock_dividend" and action.qty is not None:
+        if net < 0:
+            return ActionProblem(id=action.id, reason=f"stock_dividend: {action.symbol} held short (held)")
+        _scale(out, cycle, _replace(action, ratio=(net + action.qty) / net), exit_side)
+    elif action.type == "cash_in_lieu" and action.price is not None:
         out.append(_synthetic(action, "cil", action.symbol, exit_side, action.cash_in_lieu_qty, action.price))
     elif action.type == "stock_cash_merger":
         _stock_and_cash(out, action, net, exit_side)
@@ -480,6 +487,8 @@ def actions_from_legs(
       both: a cash merger at cash / shares;
     - REORG shares out with a cash leg: a redemption at cash / shares; REORG shares out alone,
       once ``settled`` (its cash leg would be listed by then): a worthless removal at 0;
+    - SPLIT (or SSP) shares in alone, once ``settled`` (a split's shares-out leg would be listed
+      by then): a stock dividend of that many shares;
     - SPIN shares in: a spin-off at its ``price`` (the basis; a price of 0 states none);
     - CIL shares out and cash in: that fraction closed (attached to the action booked with it).
 
@@ -492,7 +501,7 @@ def actions_from_legs(
     problems: list[ActionProblem] = []
     actions = _paired_actions(ordered, used, problems, settled)
     for leg in ordered:
-        if leg.id not in used and not _single_action(leg, actions):
+        if leg.id not in used and not _single_action(leg, actions, settled):
             problems.append(ActionProblem(id=leg.id, reason=f"{leg.code}: leg without a partner (qty {leg.qty})"))
     return sorted(actions, key=lambda a: (a.ts, a.id)), problems
 
@@ -570,8 +579,12 @@ def _three_legs(leg: ActionLeg, others: Sequence[ActionLeg], cash: Sequence[Acti
     return None
 
 
-def _single_action(leg: ActionLeg, actions: list[CorporateAction]) -> bool:
-    """Book a leg that stands alone (SPIN, CIL) into ``actions``; False when it fits nothing."""
+def _single_action(leg: ActionLeg, actions: list[CorporateAction], settled: Callable[[ActionLeg], bool]) -> bool:
+    """Book a leg that stands alone (SPIN, CIL, CFEE, a stock dividend's SPLIT) into ``actions``;
+    False when it fits nothing (yet)."""
+    if leg.code in {"SPLIT", "SSP"} and leg.qty > 0 and settled(leg):
+        actions.append(CorporateAction(id=leg.id, type="stock_dividend", symbol=leg.symbol, ts=leg.ts, qty=leg.qty))
+        return True
     if leg.code in {"SPIN", "SSO"} and leg.qty > 0:
         price = leg.price if leg.price else None  # a real SPIN leg is priced 0: no basis stated
         actions.append(CorporateAction(id=leg.id, type="spinoff", symbol=leg.symbol, new_symbol=leg.symbol,
@@ -819,6 +832,19 @@ def announced_removal(leg: ActionLeg, announcements: Sequence[Announcement]) -> 
         announcements, ("worthless_removals",), leg.symbol, _day_of(leg.ts)) is not None
 
 
+def announced_dividend(leg: ActionLeg, announcements: Sequence[Announcement]) -> bool:
+    """Return True when a ``stock_dividends`` announcement names the symbol of ``leg`` (a SPLIT
+    shares-in leg alone): a stock dividend now, without waiting for a split's shares-out leg."""
+    return leg.code in {"SPLIT", "SSP"} and leg.qty > 0 and _nearest(
+        announcements, ("stock_dividends",), leg.symbol, _day_of(leg.ts)) is not None
+
+
+def is_lone_leg(leg: ActionLeg) -> bool:
+    """Return True for the legs that stand alone only once settled: REORG shares out (a
+    worthless removal) and SPLIT shares in (a stock dividend)."""
+    return (leg.code == "REORG" and leg.qty < 0) or (leg.code in {"SPLIT", "SSP"} and leg.qty > 0)
+
+
 # --- the announcement's rates against the legs' quantities ------------------------------------
 
 # The legs state quantities to 9 decimals, rounded down (docs/broker.md): two statements of one
@@ -834,6 +860,27 @@ _CHECKED: Final[dict[str, tuple[str, ...]]] = {
     "unit_split": ("unit_splits",),
     "spinoff": ("spin_offs",),
 }
+
+
+# Actions that pay cash for the shares, the group that announces them and its rate (cash per
+# share); the broker pays the total to the cent, so the legs' cash agrees within ``CASH_TOLERANCE``.
+_CASH_CHECKED: Final[dict[str, str]] = {"cash_merger": "cash_mergers", "removal": "redemptions"}
+CASH_TOLERANCE: Final = Decimal("0.01")
+
+
+def _check_cash(action: CorporateAction, held: Decimal, announcements: Sequence[Announcement]) -> ActionProblem | None:
+    """A cash merger's or redemption's cash against its announced ``rate`` (a removal at 0 that a
+    redemption announces is a disagreement: its cash leg is missing)."""
+    found = _nearest(announcements, (_CASH_CHECKED[action.type],), action.symbol, _day_of(action.ts), 0)
+    rate = dict(found.terms).get("rate") if found is not None else None
+    if found is None or rate is None or action.cash_per_share is None:
+        return None
+    paid, due = held * action.cash_per_share, held * rate
+    if abs(paid - due) <= CASH_TOLERANCE:
+        return None
+    return ActionProblem(id=action.id, reason=(
+        f"{action.type}: the legs pay {_short(paid)} for {held} {action.symbol}, announcement "
+        f"{found.id or found.group} implies {_short(due)} (held whole)"))  # fmt: skip
 
 
 def announced_quantities(announcement: Announcement, held: Decimal) -> dict[str, Decimal] | None:
@@ -902,13 +949,20 @@ def check_announced(
 ) -> ActionProblem | None:
     """Return the disagreement between ``action``'s legs and its announcement's rates, or None.
 
+    Cash mergers and redemptions: the cash the legs pay against the announced ``rate`` per share
+    (within ``CASH_TOLERANCE`` of the total).
+
     ``held``: the shares out the legs state (a spin-off: the parent's position). None when no
     announcement of a matching group names the action's symbol near its date, when it states no
     rates, or when ``held`` is unknown: the legs are booked as listed (an announcement says
     *when*; only one that also says *how many* can contradict them).
     """
+    if held is None or not held > 0:
+        return None
+    if action.type in _CASH_CHECKED:
+        return _check_cash(action, held, announcements)
     groups = _CHECKED.get(action.type)
-    if groups is None or held is None or not held > 0:
+    if groups is None:
         return None
     spun = action.type == "spinoff"
     symbol = (action.new_symbol or action.symbol) if spun else action.symbol

@@ -12,11 +12,11 @@ guessed from other tables.
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
 from typing import Any, Final
 
 from coldharbour.bus import Subscriber
 from coldharbour.db.notify import to_json
+from coldharbour.domain.money import round_pct
 from coldharbour.domain.types import to_datetime
 from coldharbour.messages import SnapshotTaken
 from coldharbour.web.hub import Hub, frame
@@ -29,7 +29,7 @@ def figures_of(snapshot: SnapshotTaken) -> dict[str, Any]:
     """Return the header's document of a full snapshot: the broker's figures and today's P&L."""
     equity, last = snapshot.equity, snapshot.last_equity
     day_pl = equity - last if equity is not None and last is not None else None
-    day_pct = (day_pl / last * 100).quantize(Decimal("0.01")) if day_pl is not None and last else None
+    day_pct = round_pct(day_pl / last * 100) if day_pl is not None and last else None
     return {
         "equity": equity,
         "cash": snapshot.cash,

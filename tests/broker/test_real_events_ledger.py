@@ -67,6 +67,9 @@ _SPLIT = {"type": "forward_split", "symbol": "AAPL", "old_rate": "1", "new_rate"
         ({"type": "cash_merger", "symbol": "AAPL", "rate": "125"}, None, Decimal(0), Decimal(0), [Decimal(250)]),
         ({"type": "redemption", "symbol": "AAPL", "rate": "99"}, None, Decimal(0), Decimal(0), [Decimal(-10)]),
         ({"type": "worthless_removal", "symbol": "AAPL"}, None, Decimal(0), Decimal(0), [Decimal(-1000)]),
+        # one SPLIT leg in: 2.5 new shares, 2 kept, 0.5 in lieu at 100 (its basis 40 over 12.5 shares)
+        ({"type": "stock_dividend", "symbol": "AAPL", "rate": "0.25"}, "AAPL", Decimal(12), Decimal(960),
+         [Decimal(10)]),
     ],
 )
 def test_fake_broker_corporate_action_books_like_the_broker_holds(
@@ -276,6 +279,8 @@ def test_the_announcement_says_when_the_split_takes_effect_whatever_the_legs_sta
         ({"type": "unit_split", "symbol": "AAPL", "old_rate": "1", "new_symbol": "UA", "new_rate": "1",
           "alternate_symbol": "UW", "alternate_rate": "0.5"}, "10"),
         ({"type": "spin_off", "symbol": "AAPL", "new_symbol": "KID", "source_rate": "3", "new_rate": "1"}, "10"),
+        ({"type": "cash_merger", "symbol": "AAPL", "rate": "54.205"}, "3.333333333"),  # the cash to the cent
+        ({"type": "redemption", "symbol": "AAPL", "rate": "25.5"}, "10"),
     ],
 )
 def test_the_fake_brokers_legs_agree_with_its_announced_rates(body: dict[str, str], held: str) -> None:
@@ -303,5 +308,7 @@ def test_the_fake_brokers_legs_agree_with_its_announced_rates(body: dict[str, st
     for action in actions:
         shares = Decimal(held) if action.type == "spinoff" else out[action.id]
         assert check_announced(action, shares, announcements) is None
-        assert check_announced(msgspec.structs.replace(action, ratio=action.ratio * 2, qty=None), shares,
-                               announcements) is not None  # twice the shares: held whole
+        cash = action.cash_per_share
+        doubled = msgspec.structs.replace(action, ratio=action.ratio * 2, qty=None,
+                                          cash_per_share=None if cash is None else cash * 2)  # fmt: skip
+        assert check_announced(doubled, shares, announcements) is not None  # twice the shares (cash): held whole

@@ -541,3 +541,40 @@ async def test_legs_that_disagree_with_the_announced_rates_are_held_whole_until_
     assert (booked.type, booked.ratio) == ("split", Decimal(2))
     assert (sync.pending_symbols, counters["corporate_mismatches"]) == ((), 0)
     assert f"corporate_mismatch_{sync.slug}" not in details
+
+
+@pytest.mark.asyncio
+async def test_still_after_two_full_snapshots_of_a_flat_account_that_found_nothing_new(fake_broker: FakeBroker) -> None:
+    """``still`` (docs/scaling.md "snapshot"): nothing held, nothing open, the same cash and
+    equity and nothing new at this full snapshot and the one before; an open order, its end, a
+    deposit or a position each make the account not still for the full snapshot that sees it."""
+    fake_broker.set_prices({"AAPL": 100})
+    seen: list[bool] = []
+    async with aiohttp.ClientSession() as session:
+        sync = AccountSync(BrokerRest(account_for(fake_broker), session, Counter()), RecordingSink(), Counter())
+        await sync.backfill(1)
+
+        async def full() -> None:
+            await sync.full("test")
+            seen.append(sync.still)
+
+        await full()  # nothing to compare with yet
+        await full()
+        order = {"symbol": "AAPL", "qty": "1", "side": "buy", "type": "limit", "limit_price": "90",
+                 "time_in_force": "day"}  # fmt: skip
+        order_id = fake_broker.request("POST", "/v2/orders", json=order).json()["id"]
+        await full()  # an order open (and new)
+        fake_broker.request("DELETE", f"/v2/orders/{order_id}")
+        await full()  # its family left the open list
+        await full()
+        # a cash deposit (CSD, https://docs.alpaca.markets/us/docs/account-activities.md)
+        fake_broker.post_activities([{"activity_type": "CSD", "net_amount": "500"}])
+        await full()  # cash moved
+        await full()
+        market = {"symbol": "AAPL", "qty": "1", "side": "buy", "type": "market", "time_in_force": "day"}
+        fake_broker.request("POST", "/v2/orders", json=market)
+        await full()  # a position (and a fill)
+        await full()
+
+    assert seen == [False, True, False, False, True, False, True, False, False]
+    assert sync.full_started_ns is not None

@@ -387,6 +387,8 @@ _ITEMS: dict[str, dict[str, object]] = {
     "spin_offs": {"source_symbol": "AAPL", "new_symbol": "KID", "source_rate": 5, "new_rate": 1,
                   "ex_date": "2024-03-01"},
     "stock_dividends": {"symbol": "AAPL", "rate": 0.25, "ex_date": "2024-03-01"},
+    "cash_mergers": {"acquiree_symbol": "AAPL", "rate": 54.2, "effective_date": "2024-03-01"},
+    "redemptions": {"symbol": "AAPL", "rate": 25, "payable_date": "2024-03-01"},
 }
 
 
@@ -395,7 +397,8 @@ def announced(group: str, **changes: object) -> list[Announcement]:
 
 
 def test_each_group_implies_the_new_shares_of_the_position_held() -> None:
-    quantities = {group: announced_quantities(announced(group)[0], D(10)) for group in _ITEMS}
+    quantities = {group: announced_quantities(announced(group)[0], D(10)) for group in _ITEMS
+                  if group not in {"cash_mergers", "redemptions"}}  # fmt: skip
 
     assert quantities == {
         "forward_splits": {"AAPL": D(20)}, "reverse_splits": {"AAPL": D("2.5")},
@@ -476,3 +479,36 @@ def test_property_the_brokers_rounding_agrees_and_a_share_off_never_does(
     if stated > 0:
         wrong = split(str(stated / held_qty), when=0, cash_in_lieu_qty=in_lieu, price=D(1) if in_lieu else None)
         assert check_announced(wrong, held_qty, found) is not None
+
+
+def test_a_stock_dividend_adds_shares_at_no_cost_and_its_fraction_is_paid_in_lieu() -> None:
+    """A SPLIT shares-in leg alone (the fake's stock dividend, alpaca-py's ``StockDividend``
+    ``rate`` 0.25): 10 at 100 get 2.5 shares, 2 kept (basis 1000 over 12.5, so 960 kept) and 0.5
+    paid in lieu at 100 (P&L 0.5 x (100 - 80))."""
+    dividend = CorporateAction(id="div", type="stock_dividend", symbol="AAPL", ts=at(60), qty=D("2.5"),
+                               cash_in_lieu_qty=D("0.5"), price=D(100))  # fmt: skip
+
+    ledger = rebuild([BUY], held(), [dividend])
+    _, short = adjusted_history([make_fill(order_id="b1", side="sell_short", qty=10, price=100, ts=at(0),
+                                           cum_qty=10)], [dividend])  # fmt: skip
+
+    (lot,) = ledger.lots.values()
+    assert (lot.qty, lot.avg_fill, lot.qty * lot.avg_fill) == (D(12), D(80), D(960))
+    assert [(s.qty, s.pnl_cash, s.exit_type) for s in ledger.slices.values()] == [(D("0.5"), D(10), "CORPORATE")]
+    assert [p.reason for p in short] == ["stock_dividend: AAPL held short (held)"]
+
+
+def test_a_cash_merger_or_redemption_pays_its_announced_rate_to_the_cent() -> None:
+    """alpaca-py's ``CashMerger.rate`` and ``Redemption.rate``: cash per share. The legs' total may
+    differ by the cent the broker rounds to; a redemption announced but paid 0 (no cash leg:
+    read as a worthless removal) is held."""
+    merger = CorporateAction(id="c", type="cash_merger", symbol="AAPL", ts=at(0), cash_per_share=D("54.201"))
+    redeemed = CorporateAction(id="r", type="removal", symbol="AAPL", ts=at(0), cash_per_share=D(25))
+
+    assert check_announced(merger, D(10), announced("cash_mergers")) is None  # 542.01 against 542.00
+    assert check_announced(msgspec_replace_action(merger, cash_per_share=D("54.21")), D(10),
+                           announced("cash_mergers")) is not None  # fmt: skip
+    assert check_announced(redeemed, D(10), announced("redemptions")) is None
+    worthless = msgspec_replace_action(redeemed, cash_per_share=D(0))
+    assert check_announced(worthless, D(10), announced("redemptions")) is not None
+    assert check_announced(worthless, D(10), announced("forward_splits")) is None  # nothing says it pays

@@ -317,6 +317,26 @@ def test_removal_closes_the_lot_as_corporate_at_its_cash(
     assert (world.recon(), world.recon_rows()) == (recon, recon_rows)
 
 
+def test_stock_dividend_adds_shares_at_no_cost_and_pays_the_fraction_in_lieu(world: World) -> None:
+    """One SPLIT leg in (alpaca-py ``StockDividend``, ``rate`` new shares per share; the fraction a
+    holder of whole shares cannot keep paid as CIL): 10 at 20 get 2.5, 12 kept at a basis of 192,
+    0.5 closed at 20 as CORPORATE (its basis 8: P&L 2); no reconciliation lot."""
+    recon, recon_rows = world.recon(), world.recon_rows()
+    world.broker.set_prices({"KO": "20"})
+    world.buy("KO", "10")
+    [lot] = world.held("KO", "10")
+
+    world.corporate({"type": "stock_dividend", "symbol": "KO", "rate": "0.25"})
+    [after] = world.held("KO", "12")
+    [closed] = wait_for(lambda: world.closed("KO"), TIMEOUT_S, interval_s=0.1, what="KO cash in lieu")
+    world.snapshots(3)
+
+    assert (after["parent_id"], after["avg_fill"], after["buy_value"]) == (lot["parent_id"], Decimal(16), Decimal(192))
+    assert (closed["qty"], closed["exit_type"], closed["pnl_cash"]) == (Decimal("0.5"), "CORPORATE", Decimal(2))
+    assert world.open_rows("KO") == [after]
+    assert (world.recon(), world.recon_rows()) == (recon, recon_rows)
+
+
 def test_busted_fill_is_reversed(world: World) -> None:
     recon = world.recon()
     world.broker.set_prices({"NVDA": "50"})

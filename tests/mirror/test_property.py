@@ -114,7 +114,8 @@ def test_property_replaying_the_whole_history_writes_nothing(history: tuple[list
 @st.composite
 def rewrites(draw: st.DrawFn, fills: list[Fill]) -> tuple[list[CorporateAction], list[Fill]]:
     """Random corporate actions (splits, reverse splits, symbol changes, cash mergers, removals at 0
-    or in cash, fees in the coin, spin-offs with an allocated basis) at any instant, and busts."""
+    or in cash, fees in the coin, spin-offs with an allocated basis, stock dividends with cash in
+    lieu) at any instant, and busts."""
     actions: list[CorporateAction] = []
     for n in range(draw(st.integers(0, 3))):
         symbol = draw(st.sampled_from((*SYMBOLS, "NEW0")))
@@ -124,7 +125,7 @@ def rewrites(draw: st.DrawFn, fills: list[Fill]) -> tuple[list[CorporateAction],
         if draw(st.booleans()):
             when = at(draw(st.integers(0, 40))) - 1_000
         kind = draw(st.sampled_from(["split", "reverse", "symbol_change", "cash_merger", "removal", "coin_fee",
-                                     "unit_split", "stock_cash_merger", "spinoff"]))
+                                     "unit_split", "stock_cash_merger", "spinoff", "stock_dividend"]))
         if kind == "symbol_change":
             # Into a symbol not held (renaming into a held symbol can make a later fill of the old
             # symbol collide with the moved lot's key: a known limit, see the wiring report).
@@ -145,6 +146,9 @@ def rewrites(draw: st.DrawFn, fills: list[Fill]) -> tuple[list[CorporateAction],
         elif kind == "removal":  # a worthless removal at 0, or a redemption
             cash = draw(st.sampled_from([Decimal(0), Decimal("99.25")]))
             actions.append(CorporateAction(id=f"act{n}", type="removal", symbol=symbol, ts=when, cash_per_share=cash))
+        elif kind == "stock_dividend":  # 1.5 new shares, 0.5 of them paid in lieu (a problem when short or flat)
+            actions.append(CorporateAction(id=f"act{n}", type="stock_dividend", symbol=symbol, ts=when,
+                                           qty=Decimal("1.5"), cash_in_lieu_qty=Decimal("0.5"), price=Decimal(90)))
         elif kind == "coin_fee":  # a fee in the coin (a problem when not held then: on both sides)
             actions.append(CorporateAction(id=f"act{n}", type="coin_fee", symbol=symbol, ts=when,
                                            qty=Decimal("0.25")))

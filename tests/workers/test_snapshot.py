@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
@@ -14,12 +15,16 @@ from alpaca.trading.requests import MarketOrderRequest
 from coldharbour import retry as retry_module
 from coldharbour.broker import rest as rest_module
 from coldharbour.broker import runner as runner_module
+from coldharbour.health import NEED_STREAM
 from coldharbour.messages import (
+    Condition,
     FillsPage,
+    Heartbeat,
     LedgerCheckRequested,
     OrdersPage,
     ResyncRequested,
     SnapshotTaken,
+    topic_heartbeat,
     topic_resync,
 )
 from tests.fixtures.broker import FakeBroker
@@ -159,6 +164,39 @@ async def test_snapshot_periodic_and_ledger_checks(bus: InprocBus, fake_broker: 
         await worker.close()
 
     assert _of(observer, LedgerCheckRequested)[0].account == "demo"
+
+
+@pytest.mark.asyncio
+async def test_snapshot_a_still_account_skips_slots_while_trades_says_its_stream_is_open(
+    bus: InprocBus, fake_broker: FakeBroker, tmp_path: Path
+) -> None:
+    """docs/scaling.md "snapshot": a flat account with nothing new, whose stream ``trades``' heartbeat
+    says has been open since before its last full snapshot, is read every ``IDLE_EVERY``-th slot."""
+    observer = bus.observe("")
+    opened = time.time_ns()  # the stream opened before the worker's first full snapshot
+    beat = Heartbeat(src="trades", seq=1, ts=opened, program="trades", pid=1, uptime_s=1.0,
+                     conditions=(Condition(need=NEED_STREAM, account="demo", ok=True, since=opened),))  # fmt: skip
+
+    async def trades_beating() -> None:  # trades' heartbeat, once a second in production
+        while True:
+            bus.inject(topic_heartbeat("trades"), beat)
+            await asyncio.sleep(0.2)
+
+    beating = asyncio.create_task(trades_beating())
+    settings = worker_settings(bus, tmp_path, fake_broker, SNAPSHOT_SEC="0.1")
+    worker = InProcessWorker("snapshot", snapshot.amain, settings, bus).start()
+    skipped = lambda: worker.ctx.counters["snapshots_idle_skipped"]  # noqa: E731
+    try:
+        await async_wait_for(lambda: skipped() >= 1, 20, what="a skipped slot")
+        periodic = len([s for s in _snapshots(observer) if s.reason == "periodic"])
+        await async_wait_for(lambda: skipped() >= 2 * (runner_module.IDLE_EVERY - 1) + 1, 20, what="more skipped")
+        read_meanwhile = len([s for s in _snapshots(observer) if s.reason == "periodic"]) - periodic
+    finally:
+        beating.cancel()
+        await worker.close()
+
+    assert read_meanwhile >= 1  # still read, every IDLE_EVERY-th slot
+    assert _snapshots(observer)[-1].positions == ()
 
 
 @pytest.mark.asyncio
