@@ -862,6 +862,27 @@ _CHECKED: Final[dict[str, tuple[str, ...]]] = {
 }
 
 
+# Actions that pay cash for the shares, the group that announces them and its rate (cash per
+# share); the broker pays the total to the cent, so the legs' cash agrees within ``CASH_TOLERANCE``.
+_CASH_CHECKED: Final[dict[str, str]] = {"cash_merger": "cash_mergers", "removal": "redemptions"}
+CASH_TOLERANCE: Final = Decimal("0.01")
+
+
+def _check_cash(action: CorporateAction, held: Decimal, announcements: Sequence[Announcement]) -> ActionProblem | None:
+    """A cash merger's or redemption's cash against its announced ``rate`` (a removal at 0 that a
+    redemption announces is a disagreement: its cash leg is missing)."""
+    found = _nearest(announcements, (_CASH_CHECKED[action.type],), action.symbol, _day_of(action.ts), 0)
+    rate = dict(found.terms).get("rate") if found is not None else None
+    if found is None or rate is None or action.cash_per_share is None:
+        return None
+    paid, due = held * action.cash_per_share, held * rate
+    if abs(paid - due) <= CASH_TOLERANCE:
+        return None
+    return ActionProblem(id=action.id, reason=(
+        f"{action.type}: the legs pay {_short(paid)} for {held} {action.symbol}, announcement "
+        f"{found.id or found.group} implies {_short(due)} (held whole)"))  # fmt: skip
+
+
 def announced_quantities(announcement: Announcement, held: Decimal) -> dict[str, Decimal] | None:
     """Return the new shares per symbol the announcement's rates imply for ``held`` shares of the
     symbol it acts on (before any rounding to whole shares), or None when it lacks a rate.
@@ -928,13 +949,20 @@ def check_announced(
 ) -> ActionProblem | None:
     """Return the disagreement between ``action``'s legs and its announcement's rates, or None.
 
+    Cash mergers and redemptions: the cash the legs pay against the announced ``rate`` per share
+    (within ``CASH_TOLERANCE`` of the total).
+
     ``held``: the shares out the legs state (a spin-off: the parent's position). None when no
     announcement of a matching group names the action's symbol near its date, when it states no
     rates, or when ``held`` is unknown: the legs are booked as listed (an announcement says
     *when*; only one that also says *how many* can contradict them).
     """
+    if held is None or not held > 0:
+        return None
+    if action.type in _CASH_CHECKED:
+        return _check_cash(action, held, announcements)
     groups = _CHECKED.get(action.type)
-    if groups is None or held is None or not held > 0:
+    if groups is None:
         return None
     spun = action.type == "spinoff"
     symbol = (action.new_symbol or action.symbol) if spun else action.symbol

@@ -279,6 +279,8 @@ def test_the_announcement_says_when_the_split_takes_effect_whatever_the_legs_sta
         ({"type": "unit_split", "symbol": "AAPL", "old_rate": "1", "new_symbol": "UA", "new_rate": "1",
           "alternate_symbol": "UW", "alternate_rate": "0.5"}, "10"),
         ({"type": "spin_off", "symbol": "AAPL", "new_symbol": "KID", "source_rate": "3", "new_rate": "1"}, "10"),
+        ({"type": "cash_merger", "symbol": "AAPL", "rate": "54.205"}, "3.333333333"),  # the cash to the cent
+        ({"type": "redemption", "symbol": "AAPL", "rate": "25.5"}, "10"),
     ],
 )
 def test_the_fake_brokers_legs_agree_with_its_announced_rates(body: dict[str, str], held: str) -> None:
@@ -306,5 +308,7 @@ def test_the_fake_brokers_legs_agree_with_its_announced_rates(body: dict[str, st
     for action in actions:
         shares = Decimal(held) if action.type == "spinoff" else out[action.id]
         assert check_announced(action, shares, announcements) is None
-        assert check_announced(msgspec.structs.replace(action, ratio=action.ratio * 2, qty=None), shares,
-                               announcements) is not None  # twice the shares: held whole
+        cash = action.cash_per_share
+        doubled = msgspec.structs.replace(action, ratio=action.ratio * 2, qty=None,
+                                          cash_per_share=None if cash is None else cash * 2)  # fmt: skip
+        assert check_announced(doubled, shares, announcements) is not None  # twice the shares (cash): held whole

@@ -387,6 +387,8 @@ _ITEMS: dict[str, dict[str, object]] = {
     "spin_offs": {"source_symbol": "AAPL", "new_symbol": "KID", "source_rate": 5, "new_rate": 1,
                   "ex_date": "2024-03-01"},
     "stock_dividends": {"symbol": "AAPL", "rate": 0.25, "ex_date": "2024-03-01"},
+    "cash_mergers": {"acquiree_symbol": "AAPL", "rate": 54.2, "effective_date": "2024-03-01"},
+    "redemptions": {"symbol": "AAPL", "rate": 25, "payable_date": "2024-03-01"},
 }
 
 
@@ -395,7 +397,8 @@ def announced(group: str, **changes: object) -> list[Announcement]:
 
 
 def test_each_group_implies_the_new_shares_of_the_position_held() -> None:
-    quantities = {group: announced_quantities(announced(group)[0], D(10)) for group in _ITEMS}
+    quantities = {group: announced_quantities(announced(group)[0], D(10)) for group in _ITEMS
+                  if group not in {"cash_mergers", "redemptions"}}  # fmt: skip
 
     assert quantities == {
         "forward_splits": {"AAPL": D(20)}, "reverse_splits": {"AAPL": D("2.5")},
@@ -493,3 +496,19 @@ def test_a_stock_dividend_adds_shares_at_no_cost_and_its_fraction_is_paid_in_lie
     assert (lot.qty, lot.avg_fill, lot.qty * lot.avg_fill) == (D(12), D(80), D(960))
     assert [(s.qty, s.pnl_cash, s.exit_type) for s in ledger.slices.values()] == [(D("0.5"), D(10), "CORPORATE")]
     assert [p.reason for p in short] == ["stock_dividend: AAPL held short (held)"]
+
+
+def test_a_cash_merger_or_redemption_pays_its_announced_rate_to_the_cent() -> None:
+    """alpaca-py's ``CashMerger.rate`` and ``Redemption.rate``: cash per share. The legs' total may
+    differ by the cent the broker rounds to; a redemption announced but paid 0 (no cash leg:
+    read as a worthless removal) is held."""
+    merger = CorporateAction(id="c", type="cash_merger", symbol="AAPL", ts=at(0), cash_per_share=D("54.201"))
+    redeemed = CorporateAction(id="r", type="removal", symbol="AAPL", ts=at(0), cash_per_share=D(25))
+
+    assert check_announced(merger, D(10), announced("cash_mergers")) is None  # 542.01 against 542.00
+    assert check_announced(msgspec_replace_action(merger, cash_per_share=D("54.21")), D(10),
+                           announced("cash_mergers")) is not None  # fmt: skip
+    assert check_announced(redeemed, D(10), announced("redemptions")) is None
+    worthless = msgspec_replace_action(redeemed, cash_per_share=D(0))
+    assert check_announced(worthless, D(10), announced("redemptions")) is not None
+    assert check_announced(worthless, D(10), announced("forward_splits")) is None  # nothing says it pays
