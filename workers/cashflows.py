@@ -18,6 +18,7 @@ import logging
 import sys
 from collections.abc import Mapping
 from functools import partial
+from typing import Final
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -33,6 +34,7 @@ from coldharbour.jobs.phases import is_session_start, start_watch
 from coldharbour.messages import PREFIX_RESYNC, ResyncRequested, SessionPhaseChanged, cash_complete_detail
 
 PROGRAM = "cashflows"
+READ_BACK_S: Final = 5.0  # a run that published reads again this soon (doubling) until it finds them stored
 log = logging.getLogger("workers.cashflows")
 
 
@@ -88,6 +90,7 @@ async def run(
                 stop=stop,
                 counters=ctx.counters,
                 wakes=wakes,
+                recheck_s=READ_BACK_S,
             )
         finally:
             watcher.cancel()
@@ -97,11 +100,17 @@ async def run(
                 await broker.close()
 
 
-async def _run(ctx: runtime.WorkerContext, job: CashflowsJob) -> None:
-    """Pull one account; say in the heartbeat how far its stored activities are complete (``equity`` waits on it)."""
+async def _run(ctx: runtime.WorkerContext, job: CashflowsJob) -> bool:
+    """Pull one account; say in the heartbeat how far its stored activities are complete (``equity`` waits on it).
+
+    True while something published is not stored yet: the loop reads again after ``READ_BACK_S``
+    (doubling), so the read that proves the store complete follows the commit by seconds, not by a
+    whole ``CASH_FLOWS_INTERVAL_S`` (the first start on an account with history).
+    """
     await job.run_once()
     if job.complete_to_ns is not None:
         ctx.details[cash_complete_detail(job.names.slug)] = str(job.complete_to_ns)
+    return job.awaiting_store
 
 
 async def _watch_resyncs(

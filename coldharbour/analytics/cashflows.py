@@ -181,6 +181,11 @@ class CashflowsJob:
         self._resend_all = False
         self.complete_to_ns: int | None = None  # the stored activities are complete up to (UTC ns)
 
+    @property
+    def awaiting_store(self) -> bool:
+        """True while an activity this job published is not stored as sent yet."""
+        return bool(self._published)
+
     def resync(self) -> None:
         """Re-send every published activity not stored yet at the next run (``state`` asked)."""
         self._resend_all = True

@@ -109,10 +109,14 @@ async def run_periodic(
     stop: asyncio.Event,
     counters: Counter[str],
     wake: asyncio.Event | None = None,
+    recheck_s: float | None = None,
 ) -> None:
     """Run ``job`` now and then every ``interval_s`` until ``stop``; ``wake`` runs it at once.
 
     The next run is scheduled before the job starts, so a slow job does not drift the period.
+    With ``recheck_s``, a run that returned True (it published something it must read back) runs
+    again sooner: ``recheck_s`` later, doubling (with jitter) while runs keep returning True,
+    never later than the period.
     A transient error (``ChmgrError``, a lost DB connection) is logged at WARNING, counted
     (``<name>_failures``) and retried after a ``Backoff`` delay capped at ``interval_s``. Any
     other error is counted and raised: the task's supervisor (``run_per_account``) logs it and
@@ -121,12 +125,14 @@ async def run_periodic(
     events = (stop,) if wake is None else (stop, wake)
     interval = timedelta(seconds=interval_s)
     backoff = Backoff(min(BACKOFF_BASE_S, interval_s), interval_s)
+    rechecks = None if recheck_s is None else Backoff(min(recheck_s, interval_s), interval_s)
     while not stop.is_set():
         if wake is not None:
             wake.clear()
         due = clock.now() + interval
+        run = asyncio.ensure_future(job())
         try:
-            if not await until_stopped(job(), stop):
+            if not await until_stopped(run, stop):
                 return
         except TRANSIENT as e:
             counters[f"{name}_failures"] += 1
@@ -139,6 +145,10 @@ async def run_periodic(
         else:
             counters[f"{name}_runs"] += 1
             backoff.reset()
+            if rechecks is not None and run.result() is True:
+                due = min(due, clock.now() + timedelta(seconds=rechecks.next_delay()))
+            elif rechecks is not None:
+                rechecks.reset()
         await clock.wait_until(due, *events)
 
 
@@ -209,6 +219,7 @@ async def run_per_account(
     stop: asyncio.Event,
     counters: Counter[str],
     wakes: Mapping[str, asyncio.Event] | None = None,
+    recheck_s: float | None = None,
 ) -> None:
     """Run each account's job with ``run_periodic`` as its own supervised task until ``stop``.
 
@@ -219,7 +230,8 @@ async def run_per_account(
 
     def periodic(slug: str, job: Job) -> Callable[[], Awaitable[None]]:
         wake = None if wakes is None else wakes[slug]
-        return lambda: run_periodic(name, interval_s, job, clock=clock, stop=stop, counters=counters, wake=wake)
+        return lambda: run_periodic(name, interval_s, job, clock=clock, stop=stop, counters=counters, wake=wake,
+                                    recheck_s=recheck_s)  # fmt: skip
 
     await _supervised(name, {slug: periodic(slug, job) for slug, job in jobs.items()}, clock, stop, counters)
 

@@ -35,15 +35,30 @@ T0 = 1_767_625_200 * NS_PER_SECOND  # 2026-01-05 15:00 UTC
 AT = datetime(2026, 1, 5, 15, tzinfo=UTC)
 
 
+DRAINED = "test_writer_drained"  # the listener's own channel: see ``_drain``
+
+
 async def _listener(dsn: Any, *channels: str) -> psycopg.AsyncConnection[Any]:
     conn = await psycopg.AsyncConnection.connect(dsn.reveal(), autocommit=True)
-    for channel in channels:
+    for channel in (*channels, DRAINED):
         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
     return conn
 
 
-async def _drain(conn: psycopg.AsyncConnection[Any], timeout_s: float = 0.3) -> list[str]:
-    return [n.payload async for n in conn.notifies(timeout=timeout_s)]
+async def _drain(conn: psycopg.AsyncConnection[Any], timeout_s: float = 15.0) -> list[str]:
+    """Return the payloads of every NOTIFY committed so far (and not yet drained).
+
+    The listener notifies itself now: PostgreSQL delivers notifications in commit order, so that
+    one arrives after every one the writer committed before it, and ends the wait. (A quiet
+    period is no proof: on a loaded machine a notification can take longer than any such period.)
+    """
+    await conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(DRAINED)))
+    payloads: list[str] = []
+    async for note in conn.notifies(timeout=timeout_s):
+        if note.channel == DRAINED:
+            return payloads
+        payloads.append(note.payload)
+    raise AssertionError(f"the listener's own NOTIFY did not arrive within {timeout_s}s; received {payloads!r}")
 
 
 async def _writer(dsn: Any) -> Writer:

@@ -79,8 +79,14 @@ def test_alpaca_source_follows_lot_marks_from_posted_prices_reconnects_and_unsub
         fake_broker.set_prices({"AAPL": 106})
         wait_for(lambda: _mark(db) == 106, TIMEOUT_S, what="mark from the data stream")
         marked = _lot(db)
-        programs.wait_counter("prices", "data_stream_subscribed", 1)
-        beat = programs.heartbeat("prices") or Heartbeat(program="prices", pid=0, uptime_s=0)
+
+        # The heartbeat that says so: the mark is in the database before ``prices``' next heartbeat
+        # (1 s) counts the tick, so the newest one may still say subscribed with no tick yet.
+        def counted() -> Heartbeat | None:
+            b = programs.heartbeat("prices")
+            return b if b and b.counters.get("data_stream_subscribed", 0) >= 1 and b.counters.get("ticks", 0) else None
+
+        beat = wait_for(counted, TIMEOUT_S, interval_s=0.05, what="prices heartbeat: subscribed, a tick")
 
         dropped = fake_broker.request("POST", "/sim/drop-data-stream", account=None).json()
         wait_for(
@@ -93,7 +99,7 @@ def test_alpaca_source_follows_lot_marks_from_posted_prices_reconnects_and_unsub
         _order(fake_broker, OrderSide.SELL)
         wait_for(lambda: _lot(db) is None, TIMEOUT_S, what="the lot closed")
         wait_for(lambda: _server_trades(fake_broker) == [[]], TIMEOUT_S, what="unsubscribed from AAPL")
-        reconnects = programs.counter("prices", "data_stream_reconnects")
+        reconnects = programs.wait_counter("prices", "data_stream_reconnects", 1)  # its heartbeat can trail
     finally:
         db.close()
         codes = programs.close()

@@ -122,3 +122,39 @@ async def test_run_per_account_restarts_a_crashed_loop_through_the_clock() -> No
     assert calls_before_backoff == 1
     assert counters["job_failures"] == 1
     assert calls == [utc(2024, 3, 12, 12), utc(2024, 3, 12, 12, 0, 1)]
+
+
+async def test_run_periodic_rechecks_sooner_after_a_true_run_and_backs_off_to_the_period() -> None:
+    """``recheck_s``: a run that returned True runs again within ``recheck_s`` (equal jitter: between
+    half and all of it), the next within twice that, and a run that returned False waits the period."""
+    clock = ManualClock(utc(2024, 3, 12, 12))
+    stop = asyncio.Event()
+    counters: Counter[str] = Counter()
+    runs: list[object] = []
+    answers = iter([True, True, False])
+
+    async def job() -> bool:
+        runs.append(clock.now())
+        return next(answers, False)
+
+    task = asyncio.create_task(
+        run_periodic("job", 300, job, clock=clock, stop=stop, counters=counters, recheck_s=5)
+    )  # fmt: skip
+    await async_wait_for(lambda: len(runs) == 1 and clock.sleepers == 1)
+    clock.advance(timedelta(seconds=5))
+    await async_wait_for(lambda: len(runs) == 2 and clock.sleepers == 1)
+    clock.advance(timedelta(seconds=10))
+    await async_wait_for(lambda: len(runs) == 3 and clock.sleepers == 1)
+    clock.advance(timedelta(seconds=299))
+    await asyncio.sleep(0)
+    runs_before_period = len(runs)
+    clock.advance(timedelta(seconds=1))
+    await async_wait_for(lambda: len(runs) == 4)
+    stop.set()
+    await asyncio.wait_for(task, 1)
+
+    assert runs_before_period == 3
+    start = utc(2024, 3, 12, 12)
+    assert runs[1] == start + timedelta(seconds=5)
+    assert runs[2] == start + timedelta(seconds=15)
+    assert runs[3] == start + timedelta(seconds=315)

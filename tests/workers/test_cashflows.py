@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -102,6 +103,40 @@ async def test_cashflows_says_the_activities_are_complete_only_once_a_read_finds
 
     assert key not in unstored
     assert int(ctx.details[key]) >= before_ns  # the second read started after the rows were stored
+    assert len(_pages(observer)) == 1
+
+
+async def test_cashflows_reads_back_what_it_published_within_seconds_not_a_whole_interval(
+    migrated_dsn, tmp_path, bus, fake_broker
+) -> None:
+    """A run that published reads again ``READ_BACK_S`` later (not ``CASH_FLOWS_INTERVAL_S``): on a
+    first start with history, ``equity`` learns the flows are complete seconds after ``state``
+    stored them. A run that found everything stored waits the whole interval."""
+    settings = settings_for(migrated_dsn, tmp_path, bus, fake_broker.base_url, CASH_FLOWS_INTERVAL_S=str(INTERVAL_S))
+    ctx = context("cashflows", settings, bus)
+    clock = ManualClock(utc(2024, 3, 12, 15))
+    observer = bus.observe(topic_cash("demo"))
+    fake_broker.post_activities([{"activity_type": "DIV", "net_amount": "2.40", "symbol": "MSFT"}])
+    key = cash_complete_detail("demo")
+
+    async with running(partial(cashflows.run, settings, ctx, clock=clock), ctx):
+        await async_wait_for(lambda: len(_pages(observer)) == 1 and clock.sleepers == 1, what="first page")
+        rows = Rows(settings)
+        for activity in fake_broker.request("GET", "/v2/account/activities").json():
+            flow = flows_domain.to_cash_flow(activity)
+            assert isinstance(flow, flows_domain.CashFlow)
+            rows.cash_flow(flow.id, flow.ts, str(flow.amount), flow.type, flow.category.value,
+                           description=flow.description)  # fmt: skip
+        rows.close()
+        clock.advance(timedelta(seconds=cashflows.READ_BACK_S))
+        await async_wait_for(lambda: key in ctx.details and clock.sleepers == 1, what="the read-back run's mark")
+        runs_at_mark = ctx.counters["cashflows_runs"]  # counted before the loop sleeps again
+        clock.advance(timedelta(seconds=INTERVAL_S - 1))  # complete: no read-back, the next run is a period away
+        await asyncio.sleep(0)
+        runs_before_period = ctx.counters["cashflows_runs"]
+
+    assert runs_at_mark == 2
+    assert runs_before_period == 2
     assert len(_pages(observer)) == 1
 
 
