@@ -863,16 +863,22 @@ _CHECKED: Final[dict[str, tuple[str, ...]]] = {
 
 
 # Actions that pay cash for the shares, the group that announces them and its rate (cash per
-# share); the broker pays the total to the cent, so the legs' cash agrees within ``CASH_TOLERANCE``.
-_CASH_CHECKED: Final[dict[str, str]] = {"cash_merger": "cash_mergers", "removal": "redemptions"}
+# share held); the broker pays the total to the cent, so the legs' cash agrees within ``CASH_TOLERANCE``.
+_CASH_CHECKED: Final[dict[str, tuple[str, str]]] = {
+    "cash_merger": ("cash_mergers", "rate"),
+    "removal": ("redemptions", "rate"),
+    "stock_cash_merger": ("stock_and_cash_mergers", "cash_rate"),
+}
 CASH_TOLERANCE: Final = Decimal("0.01")
 
 
 def _check_cash(action: CorporateAction, held: Decimal, announcements: Sequence[Announcement]) -> ActionProblem | None:
-    """A cash merger's or redemption's cash against its announced ``rate`` (a removal at 0 that a
-    redemption announces is a disagreement: its cash leg is missing)."""
-    found = _nearest(announcements, (_CASH_CHECKED[action.type],), action.symbol, _day_of(action.ts), 0)
-    rate = dict(found.terms).get("rate") if found is not None else None
+    """A cash merger's or redemption's cash against its announced ``rate``, a stock-and-cash
+    merger's cash leg against its ``cash_rate`` (per acquiree share held); a removal at 0 that a
+    redemption announces is a disagreement: its cash leg is missing."""
+    group, name = _CASH_CHECKED[action.type]
+    found = _nearest(announcements, (group,), action.symbol, _day_of(action.ts), 0)
+    rate = dict(found.terms).get(name) if found is not None else None
     if found is None or rate is None or action.cash_per_share is None:
         return None
     paid, due = held * action.cash_per_share, held * rate
@@ -950,7 +956,8 @@ def check_announced(
     """Return the disagreement between ``action``'s legs and its announcement's rates, or None.
 
     Cash mergers and redemptions: the cash the legs pay against the announced ``rate`` per share
-    (within ``CASH_TOLERANCE`` of the total).
+    (within ``CASH_TOLERANCE`` of the total); stock-and-cash mergers: the cash leg against
+    ``cash_rate`` per share the same way, and the acquirer's shares against its rates.
 
     ``held``: the shares out the legs state (a spin-off: the parent's position). None when no
     announcement of a matching group names the action's symbol near its date, when it states no
@@ -959,8 +966,8 @@ def check_announced(
     """
     if held is None or not held > 0:
         return None
-    if action.type in _CASH_CHECKED:
-        return _check_cash(action, held, announcements)
+    if action.type in _CASH_CHECKED and (unpaid := _check_cash(action, held, announcements)) is not None:
+        return unpaid
     groups = _CHECKED.get(action.type)
     if groups is None:
         return None

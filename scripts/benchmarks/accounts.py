@@ -8,7 +8,8 @@ trade_updates stream per account. Per N, one step of the JSON line:
   start-up backfill settled (``state``'s input back to its steady rate);
 - ``idle_cpu_pct``: the whole stack's CPU (every program and PostgreSQL: the postmaster, its
   live backends and those that ended) over ``IDLE_S`` (60) with no fills and no price moves, in %
-  of one core — what idle accounts cost — measured ``QUIET_S`` (75) after the start-up settled;
+  of one core — what idle accounts cost — measured ``QUIET_S`` (75) + ``QUIET_PER_ACCOUNT_S``
+  (0.15) per account after the start-up settled (the one-time work after it grows with the accounts);
 - ``rss_total_mb``: the proportional set size (shared pages split, so the sum is real) of every
   program and every PostgreSQL process, after the idle window;
 - the latency step: resting limit buys are placed (one per symbol, each symbol unique to one
@@ -59,10 +60,12 @@ LIMIT_MS = 25.0
 SETTLE_MAX_S = 300.0
 IDLE_S = 60.0
 QUICK_IDLE_S = 15.0
-# After the start-up settled, the first minute still holds one-time work (each account's first
-# ledger check, the read-back of the first KPI documents, the first activity pulls): the idle
-# window starts after it.
+# After the start-up settled, the first minutes still hold one-time work (each account's first
+# ledger check, the read-back of the first KPI documents, the first activity pulls, the first
+# still snapshots): the idle window starts after it. It grows with the accounts (at 1,000 it
+# took about three minutes on the development machine): QUIET_S plus QUIET_PER_ACCOUNT_S each.
 QUIET_S = 75.0
+QUIET_PER_ACCOUNT_S = 0.15
 QUICK_QUIET_S = 5.0
 STEADY_PER_ACCOUNT_S = 0.2  # bus messages per second and account once started (snapshots, heartbeats)
 STEADY_BASE_S = 10.0
@@ -337,7 +340,7 @@ def run(dsn: str, quick: bool) -> None:
     for count in counts:
         _reset(dsn)
         note(f"accounts_scale: {count} accounts, {fills} fills at {RATE}/s")
-        steps.append(_one(dsn, count, fills, idle_s, quiet_s))
+        steps.append(_one(dsn, count, fills, idle_s, quiet_s + (0.0 if quick else QUIET_PER_ACCOUNT_S * count)))
         note(f"accounts_scale: {steps[-1]}")
     under = [int(str(s["accounts"])) for s in steps
              if isinstance(s["p99_ms"], float) and s["p99_ms"] < LIMIT_MS and s["notified"] == s["fills"]]

@@ -276,6 +276,10 @@ def test_the_announcement_says_when_the_split_takes_effect_whatever_the_legs_sta
           "acquiree_rate": "4"}, "10"),
         ({"type": "stock_and_cash_merger", "symbol": "AAPL", "acquirer_symbol": "ACQ", "acquirer_rate": "1",
           "acquiree_rate": "3", "cash_rate": "10"}, "10"),
+        ({"type": "stock_and_cash_merger", "symbol": "AAPL", "acquirer_symbol": "ACQ", "acquirer_rate": "1",
+          "acquiree_rate": "3", "cash_rate": "10.005"}, "3.333333333"),  # a fraction kept, the cash to the cent
+        ({"type": "stock_and_cash_merger", "symbol": "AAPL", "acquirer_symbol": "ACQ", "acquirer_rate": "2",
+          "acquiree_rate": "1", "cash_rate": "0.75"}, "7"),  # no fraction, no CIL
         ({"type": "unit_split", "symbol": "AAPL", "old_rate": "1", "new_symbol": "UA", "new_rate": "1",
           "alternate_symbol": "UW", "alternate_rate": "0.5"}, "10"),
         ({"type": "spin_off", "symbol": "AAPL", "new_symbol": "KID", "source_rate": "3", "new_rate": "1"}, "10"),
@@ -312,3 +316,6 @@ def test_the_fake_brokers_legs_agree_with_its_announced_rates(body: dict[str, st
         doubled = msgspec.structs.replace(action, ratio=action.ratio * 2, qty=None,
                                           cash_per_share=None if cash is None else cash * 2)  # fmt: skip
         assert check_announced(doubled, shares, announcements) is not None  # twice the shares (cash): held whole
+        if cash is not None:  # twice the cash alone (a stock-and-cash merger's shares right): held whole too
+            paid_twice = msgspec.structs.replace(action, cash_per_share=cash * 2)
+            assert check_announced(paid_twice, shares, announcements) is not None

@@ -375,7 +375,8 @@ def test_a_split_and_a_rename_at_the_same_instant_split_the_shares_whatever_the_
 # --- the announcement's rates against the legs' quantities (docs/corporate-actions.md "Rates against quantities")
 
 # Items shaped as alpaca-py's alpaca/data/models/corporate_actions.py models them (ForwardSplit,
-# ReverseSplit, UnitSplit, StockMerger, NameChange, SpinOff, WorthlessRemoval); rates as numbers.
+# ReverseSplit, UnitSplit, StockMerger, StockAndCashMerger, NameChange, SpinOff, WorthlessRemoval);
+# rates as numbers.
 _ITEMS: dict[str, dict[str, object]] = {
     "forward_splits": {"symbol": "AAPL", "old_rate": 1, "new_rate": 2, "ex_date": "2024-03-01"},
     "reverse_splits": {"symbol": "AAPL", "old_rate": 4, "new_rate": 1, "ex_date": "2024-03-01"},
@@ -383,6 +384,8 @@ _ITEMS: dict[str, dict[str, object]] = {
                     "new_rate": 1, "alternate_rate": 0.5, "effective_date": "2024-03-01"},
     "stock_mergers": {"acquiree_symbol": "AAPL", "acquirer_symbol": "ACQ", "acquirer_rate": 1, "acquiree_rate": 3,
                       "effective_date": "2024-03-01"},
+    "stock_and_cash_mergers": {"acquiree_symbol": "AAPL", "acquirer_symbol": "ACQ", "acquirer_rate": 1,
+                               "acquiree_rate": 3, "cash_rate": 10.5, "effective_date": "2024-03-01"},
     "name_changes": {"old_symbol": "AAPL", "new_symbol": "APPL", "process_date": "2024-03-01"},
     "spin_offs": {"source_symbol": "AAPL", "new_symbol": "KID", "source_rate": 5, "new_rate": 1,
                   "ex_date": "2024-03-01"},
@@ -403,6 +406,7 @@ def test_each_group_implies_the_new_shares_of_the_position_held() -> None:
     assert quantities == {
         "forward_splits": {"AAPL": D(20)}, "reverse_splits": {"AAPL": D("2.5")},
         "unit_splits": {"UA": D(10), "UW": D(5)}, "stock_mergers": {"ACQ": D(10) / D(3)},
+        "stock_and_cash_mergers": {"ACQ": D(10) / D(3)},
         "name_changes": {"APPL": D(10)}, "spin_offs": {"KID": D(2)}, "stock_dividends": {"AAPL": D("2.5")},
     }  # fmt: skip
     assert announced_quantities(announced("forward_splits", new_rate=None)[0], D(10)) is None
@@ -512,3 +516,65 @@ def test_a_cash_merger_or_redemption_pays_its_announced_rate_to_the_cent() -> No
     worthless = msgspec_replace_action(redeemed, cash_per_share=D(0))
     assert check_announced(worthless, D(10), announced("redemptions")) is not None
     assert check_announced(worthless, D(10), announced("forward_splits")) is None  # nothing says it pays
+
+
+def stock_and_cash(cash_per_share: str, ratio: D = D(1) / D(3)) -> CorporateAction:
+    """A stock-and-cash merger as its legs state it: AAPL out, ACQ in (priced 150), cash per share."""
+    return CorporateAction(id="sc", type="stock_cash_merger", symbol="AAPL", ts=at(0), ratio=ratio, new_symbol="ACQ",
+                           price=D(150), cash_per_share=D(cash_per_share))  # fmt: skip
+
+
+def test_a_stock_and_cash_mergers_cash_leg_pays_its_announced_cash_rate_to_the_cent() -> None:
+    """alpaca-py's ``StockAndCashMerger``: ``acquirer_rate`` ACQ per ``acquiree_rate`` AAPL and
+    ``cash_rate`` cash per AAPL share. 10 AAPL at 1 per 3 and 10.50: 3 1/3 ACQ and 105.00 cash;
+    a cash leg a cent off agrees, two cents off is held whole, like a wrong share count."""
+    found = announced("stock_and_cash_mergers")
+
+    def checked(action: CorporateAction, held_qty: str = "10", among: list[Announcement] = found) -> str | None:
+        problem = check_announced(action, D(held_qty), among)
+        return None if problem is None else problem.reason
+
+    assert checked(stock_and_cash("10.5")) is None
+    assert checked(stock_and_cash("10.501")) is None  # 105.01 against 105.00
+    assert checked(stock_and_cash("10.499")) is None  # 104.99
+    assert checked(stock_and_cash("10.502")) == (
+        "stock_cash_merger: the legs pay 105.02 for 10 AAPL, announcement a-stock_and_cash_mergers implies 105 "
+        "(held whole)")  # fmt: skip
+    assert checked(stock_and_cash("21")) is not None  # twice the cash, the shares right
+    assert checked(stock_and_cash("10.5", ratio=D(1))) is not None  # the cash right, three times the shares
+    # a fraction held: 3.333333333 x 10.50 = 34.9999999965, paid as 35.00
+    assert checked(stock_and_cash(str(D("35.00") / D("3.333333333"))), "3.333333333") is None
+    # no cash_rate announced: the shares are still checked, the cash is booked as listed
+    assert checked(stock_and_cash("99"), among=announced("stock_and_cash_mergers", cash_rate=None)) is None
+    # a stock merger's announcement states no cash: booked as listed
+    assert checked(stock_and_cash("99"), among=announced("stock_mergers")) is None
+
+
+_CENT_ROUNDINGS = st.sampled_from(["ROUND_HALF_EVEN", "ROUND_HALF_UP", "ROUND_DOWN", "ROUND_UP"])
+
+
+@given(held_qty=_HELD, acquirer_rate=_RATES, acquiree_rate=_RATES,
+       cash_rate=st.decimals(min_value=D("0.0001"), max_value=D(10_000), places=4), rounding=_CENT_ROUNDINGS,
+       off=st.decimals(min_value=D("0.011"), max_value=D(100_000), places=3), more=st.booleans())  # fmt: skip
+@settings(max_examples=300)
+def test_property_a_cash_leg_rounded_to_the_cent_agrees_and_one_off_by_more_never_does(
+    held_qty: D, acquirer_rate: D, acquiree_rate: D, cash_rate: D, rounding: str, off: D, more: bool
+) -> None:
+    """The broker pays a stock-and-cash merger's cash as one total to the cent (however it rounds
+    held x ``cash_rate``) and the acquirer's shares as the existing property says: that always
+    agrees with the announcement; a cash leg more than a cent off the announced total never does
+    (docs/corporate-actions.md "Rates against quantities")."""
+    found = announced("stock_and_cash_mergers", acquirer_rate=str(acquirer_rate), acquiree_rate=str(acquiree_rate),
+                      cash_rate=str(cash_rate))  # fmt: skip
+    shares = (held_qty * acquirer_rate / acquiree_rate).quantize(D("1e-9"), rounding="ROUND_DOWN")
+    kept = shares.to_integral_value(rounding="ROUND_DOWN") if held_qty == held_qty.to_integral_value() else shares
+    due = held_qty * cash_rate
+    paid = due.quantize(D("0.01"), rounding=rounding)
+    if kept == 0 or paid == 0:
+        return  # no shares-in leg or no cash leg: not a stock-and-cash merger's legs
+    ratio = kept / held_qty
+    wrong = due + (off if more else -off)
+
+    assert check_announced(stock_and_cash(str(paid / held_qty), ratio=ratio), held_qty, found) is None
+    if wrong > 0:
+        assert check_announced(stock_and_cash(str(wrong / held_qty), ratio=ratio), held_qty, found) is not None
