@@ -18,7 +18,7 @@ import zmq
 from coldharbour.config import load_settings
 from coldharbour.db import schema
 from coldharbour.messages import Heartbeat, decode
-from coldharbour.sim.postgres import PgCluster
+from coldharbour.sim.postgres import PgCluster, free_port
 
 ACCOUNT = "bench"
 
@@ -33,6 +33,9 @@ def environ(dsn: str, run_dir: Path, **extra: str) -> dict[str, str]:
         "ALPACA_SECRET_KEY_BENCH": "bench-secret",
         "ALPACA_BASE_URL_BENCH": "http://127.0.0.1:9",
         "LOG_LEVEL": "WARNING",
+        # Its own port: web's default (8765) is taken by any other stack on the host, and a web
+        # that cannot bind exits (it did in a 1,000-account step beside another benchmark).
+        "CHMGR_WEB_BIND": f"127.0.0.1:{free_port()}",
     }
     env.update(extra)
     return env
