@@ -1,6 +1,7 @@
 """The schema, derived from the table descriptions (``db.tables``), and the ordered migrations.
 
-``ensure_schema`` brings the database to the descriptions, in one transaction:
+``ensure_schema`` brings the database to the descriptions, ``SCOPES_PER_TRANSACTION`` scopes per
+transaction (a current database: one transaction, a few reads):
 
 - **derived**: a table missing is created from its description (``CREATE TABLE`` with its typed
   columns, constraints and key, then its indexes); a table that exists gets every column its
@@ -50,6 +51,13 @@ SHARED_SCOPE: Final = "shared"
 # Any constant works: it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_KEY: Final = 0x43484D4752  # "CHMGR"
 STATEMENTS_PER_ROUND_TRIP: Final = 300
+# Scopes (accounts) brought to their descriptions per transaction. A transaction holds a lock on
+# every relation it creates until it commits, in PostgreSQL's shared lock table
+# (max_locks_per_transaction x max_connections slots, by default 64 x 100): about 74 per new
+# account (its tables, their keys, indexes and TOAST relations), so 50 accounts take well under
+# the default table and a thousand new accounts start on a default server (one transaction for
+# all of them ran out of it: "out of shared memory").
+SCOPES_PER_TRANSACTION: Final = 50
 _DOMAINS: Final = {"numeric": "finite_numeric", "float8": "finite_double"}  # description type → checked domain
 
 Names = AccountNames | SharedNames
@@ -337,6 +345,50 @@ def _execute_batched(conn: psycopg.Connection[object], statements: Sequence[sql.
         conn.execute(sql.SQL(";\n").join(statements[start:start + STATEMENTS_PER_ROUND_TRIP]))
 
 
+class _Versioned(NamedTuple):
+    """One versioned scope: ``shared`` or ``account:<slug>``, its steps, its descriptions and names."""
+
+    scope: str
+    steps: Sequence[Migration]
+    specs: Sequence[TableSpec]
+    names: Names
+
+    @property
+    def newest(self) -> int:
+        return max(m.version for m in self.steps)
+
+
+def _bring(
+    conn: psycopg.Connection[object], settings: Settings, work: Sequence[tuple[_Versioned, str]],
+    applied: dict[str, int], summary: Counter[str], added: set[str], done: list[tuple[str, int]],
+) -> int:
+    """Derive and migrate the ``work`` scopes (inside the caller's transaction); return the statements sent."""
+    if not work:
+        return 0
+    wanted = sorted({spec.table(scope.names).name for scope, _ in work for spec in scope.specs})
+    catalog = _Catalog.read(conn, sorted({settings.account_schema, settings.activities_schema}), wanted)
+    derived: list[sql.Composed] = []
+    migrations: list[sql.Composed] = []
+    for scope, _ in work:
+        shape = _derive(scope.specs, scope.names, settings.account_schema, catalog)
+        current = applied.get(scope.scope, 0)
+        more, versions = _migrations(
+            settings, scope.scope, scope.steps, current, scope.names, run=current > 0 or shape.existed)
+        derived += shape.statements
+        migrations += more
+        done += versions
+        added.update(shape.added)
+        outcome = "created" if not shape.existed else "migrated" if versions or shape.added else "current"
+        summary[outcome] += scope.scope != SHARED_SCOPE
+        summary["columns"] += len(shape.added)
+        if outcome != "current":
+            log.debug("schema scope=%s %s tables_created=%d columns_added=%s versions=%s", scope.scope, outcome,
+                      len(shape.created), ",".join(shape.added) or "-", [v for _, v in versions])
+    migrations += _record_shapes(settings, [(scope.scope, digest) for scope, digest in work])
+    _execute_batched(conn, derived + migrations)
+    return len(derived) + len(migrations)
+
+
 def ensure_schema(
     conn: psycopg.Connection[object],
     settings: Settings,
@@ -344,10 +396,12 @@ def ensure_schema(
     account_tables: Sequence[TableSpec] = tables.ACCOUNT_TABLES,
     shared_tables: Sequence[TableSpec] = tables.SHARED_TABLES,
 ) -> list[tuple[str, int]]:
-    """Bring the shared tables and each account's to their descriptions and run pending migrations, in one transaction.
+    """Bring the shared tables and each account's to their descriptions and run pending migrations.
 
     Returns the (scope, version) pairs recorded; an empty list means no version was pending
-    (columns a description gained may still have been added). Logs one summary line (accounts
+    (columns a description gained may still have been added). The scopes with work go
+    ``SCOPES_PER_TRANSACTION`` per transaction (each scope's tables, steps and recorded version
+    commit together; a crash between two leaves the rest for the next start). Logs one summary line (accounts
     created, migrated, columns added, time); per-account detail at DEBUG. Concurrent callers
     (``state`` and ``chmgr db init``) serialise on an advisory lock. The statements go
     ``STATEMENTS_PER_ROUND_TRIP`` per round trip (a thousand new accounts are about a hundred
@@ -357,51 +411,36 @@ def ensure_schema(
     started = time.monotonic()
     summary: Counter[str] = Counter()
     added: set[str] = set()
+    statements = 0
+    done: list[tuple[str, int]] = []
+    pending: list[_Versioned] = [_Versioned(SHARED_SCOPE, SHARED_MIGRATIONS, shared_tables, shared_names(settings))]
+    pending += [_Versioned(f"account:{account.slug}", ACCOUNT_MIGRATIONS, account_tables,
+                       account_names(settings, account.slug)) for account in settings.accounts]  # fmt: skip
+    first = True
     try:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
-            _bootstrap(conn, settings)
-            applied, recorded = _applied(conn, settings), _shapes(conn, settings)
-            scopes: list[tuple[str, Sequence[Migration], Sequence[TableSpec], Names]] = [
-                (SHARED_SCOPE, SHARED_MIGRATIONS, shared_tables, shared_names(settings))]
-            scopes += [(f"account:{account.slug}", ACCOUNT_MIGRATIONS, account_tables,
-                        account_names(settings, account.slug)) for account in settings.accounts]  # fmt: skip
-            work = []  # the scopes not known to be current: a new digest, or a version pending
-            for scope, steps, specs, names in scopes:
-                digest = _digest(specs, names)
-                if recorded.get(scope) != digest or applied.get(scope, 0) != max(m.version for m in steps):
-                    work.append((scope, steps, specs, names, digest))
-                else:
-                    summary["current"] += scope != SHARED_SCOPE
-            wanted = sorted({spec.table(names).name for _, _, specs, names, _ in work for spec in specs})
-            catalog = _Catalog.read(conn, sorted({settings.account_schema, settings.activities_schema}), wanted) \
-                if work else _Catalog()  # fmt: skip
-            derived: list[sql.Composed] = []
-            migrations: list[sql.Composed] = []
-            done: list[tuple[str, int]] = []
-            for scope, steps, specs, names, _ in work:
-                shape = _derive(specs, names, settings.account_schema, catalog)
-                current = applied.get(scope, 0)
-                more, versions = _migrations(
-                    settings, scope, steps, current, names, run=current > 0 or shape.existed)
-                derived += shape.statements
-                migrations += more
-                done += versions
-                added.update(shape.added)
-                outcome = "created" if not shape.existed else "migrated" if versions or shape.added else "current"
-                summary[outcome] += scope != SHARED_SCOPE
-                summary["columns"] += len(shape.added)
-                if outcome != "current":
-                    log.debug("schema scope=%s %s tables_created=%d columns_added=%s versions=%s", scope, outcome,
-                              len(shape.created), ",".join(shape.added) or "-", [v for _, v in versions])
-            migrations += _record_shapes(settings, [(scope, digest) for scope, *_, digest in work])
-            _execute_batched(conn, derived + migrations)
+        while pending:  # one transaction per SCOPES_PER_TRANSACTION scopes with work; a current start is one
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
+                if first:
+                    _bootstrap(conn, settings)
+                    first = False
+                applied, recorded = _applied(conn, settings), _shapes(conn, settings)
+                work = []  # the scopes not known to be current: a new digest, or a version pending
+                for scope in pending:
+                    digest = _digest(scope.specs, scope.names)
+                    if recorded.get(scope.scope) != digest or applied.get(scope.scope, 0) != scope.newest:
+                        work.append((scope, digest))
+                    else:
+                        summary["current"] += scope.scope != SHARED_SCOPE
+                work, rest = work[:SCOPES_PER_TRANSACTION], work[SCOPES_PER_TRANSACTION:]
+                statements += _bring(conn, settings, work, applied, summary, added, done)
+            pending = [scope for scope, _ in rest]
     except psycopg.Error as e:
         raise SchemaError(f"schema migration failed: {e.diag.message_primary or e}") from e
     log.info(
         "schema ready accounts=%d created=%d migrated=%d current=%d columns_added=%d%s statements=%d elapsed_ms=%.0f",
         len(settings.accounts), summary["created"], summary["migrated"], summary["current"], summary["columns"],
-        f" ({','.join(sorted(added))})" if added else "", len(derived) + len(migrations),
+        f" ({','.join(sorted(added))})" if added else "", statements,
         (time.monotonic() - started) * 1000,
     )  # fmt: skip
     return done

@@ -48,19 +48,11 @@ def migrate(dsn: str, env: dict[str, str]) -> None:
         schema.ensure_schema(conn, settings)
 
 
-MAX_LOCKS_PER_TRANSACTION = 256
-
-
 @contextmanager
 def cluster() -> Iterator[PgCluster]:
     """A throwaway PostgreSQL for the whole run."""
     pg = PgCluster()
     pg.init()
-    # A thousand accounts' tables are created in one transaction: PostgreSQL's shared lock table
-    # (max_locks_per_transaction x max_connections slots) must hold every new relation's lock
-    # (docs/scaling.md "Start-up that scales").
-    with (pg.data / "postgresql.conf").open("a") as conf:
-        conf.write(f"max_locks_per_transaction = {MAX_LOCKS_PER_TRANSACTION}\n")
     pg.start()
     try:
         yield pg

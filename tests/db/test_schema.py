@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -261,12 +263,14 @@ class _CountingConnection:
     def __init__(self, conn: psycopg.Connection) -> None:
         self._conn = conn
         self.round_trips = 0
+        self.transactions = 0
 
     def execute(self, query: Any, params: Any = None) -> Any:
         self.round_trips += 1
         return self._conn.execute(query, params)
 
     def transaction(self) -> object:
+        self.transactions += 1
         return self._conn.transaction()
 
 
@@ -288,9 +292,14 @@ def test_schema_for_many_accounts_is_created_in_few_round_trips(pg_dsn, tmp_path
     assert versions == schema.latest_versions(settings)
     assert again == []
     assert CLOSED_COLUMNS.items() <= columns.items()
-    assert counting.round_trips < 20  # one per statement would be over 1,800
+    # shared + 60 accounts at SCOPES_PER_TRANSACTION (50) a transaction: two, each holding the
+    # locks of at most 50 accounts' new relations (PostgreSQL's default lock table fits that)
+    assert schema.SCOPES_PER_TRANSACTION == 50
+    assert counting.transactions == 2
+    assert counting.round_trips < 30  # one per statement would be over 1,800
     # a current start looks at no account: lock, bootstrap (schemas, domains, two tables), versions, digests
     assert current.round_trips == 9
+    assert current.transactions == 1
     # one line per start, whatever the number of accounts (each account's detail is at DEBUG)
     assert [r.getMessage().split(" statements=")[0] for r in caplog.records] == [
         "schema ready accounts=60 created=60 migrated=0 current=0 columns_added=0",
@@ -464,3 +473,48 @@ def test_db_a_column_added_without_a_default_to_a_table_with_rows_is_refused_who
         columns = _columns(conn, "accounts", "cash_flows_paper_1")
 
     assert "memo" not in columns  # one transaction: the other account did not get it either
+
+
+class _LockCountingConnection(_CountingConnection):
+    """The real connection; records the locks this session holds at the end of each transaction
+    (before its commit releases them)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        super().__init__(conn)
+        self.held: list[int] = []
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[object]:
+        self.transactions += 1
+        with self._conn.transaction() as tx:
+            yield tx
+            row = self._conn.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()").fetchone()
+            self.held.append(int(row[0]))  # type: ignore[index]
+
+
+DEFAULT_LOCK_SLOTS = 64 * 100  # max_locks_per_transaction x max_connections, PostgreSQL's defaults
+
+
+@pytest.mark.integration
+def test_a_first_start_with_many_new_accounts_holds_a_bounded_number_of_locks(pg_cluster, tmp_path,
+                                                                               monkeypatch) -> None:  # fmt: skip
+    """Every relation a transaction creates stays locked until it commits, in PostgreSQL's shared
+    lock table (default 64 x 100 slots). 120 new accounts (about 74 locks each) in one transaction
+    would hold more than that table; ``SCOPES_PER_TRANSACTION`` (50) at a time hold under 4,000."""
+    accounts = tuple(f"n{i:03d}" for i in range(120))
+    chunked = make_settings(pg_cluster.dsn(pg_cluster.create_database()), tmp_path, accounts=accounts)
+    whole = make_settings(pg_cluster.dsn(pg_cluster.create_database()), tmp_path, accounts=accounts)
+    with psycopg.connect(chunked.dsn.reveal(), autocommit=True) as conn:
+        counting = _LockCountingConnection(conn)
+        applied = schema.ensure_schema(counting, chunked)  # type: ignore[arg-type]
+        versions = schema.schema_versions(conn, chunked)
+    monkeypatch.setattr(schema, "SCOPES_PER_TRANSACTION", len(accounts) + 1)
+    with psycopg.connect(whole.dsn.reveal(), autocommit=True) as conn:
+        one = _LockCountingConnection(conn)
+        schema.ensure_schema(one, whole)  # type: ignore[arg-type]
+
+    assert counting.transactions == 3
+    assert max(counting.held) < 4_000
+    assert one.held[0] > DEFAULT_LOCK_SLOTS  # the control: all at once would not fit a default server
+    assert len(applied) == len(schema.SHARED_MIGRATIONS) + len(accounts) * len(schema.ACCOUNT_MIGRATIONS)
+    assert versions == schema.latest_versions(chunked)
