@@ -90,6 +90,7 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
                 snapshot_sec=settings.snapshot_sec,
                 backfill_days=settings.backfill_days,
                 phase_s=settings.snapshot_sec * i / len(settings.accounts),  # spread over the period
+                idle_turn=i,  # still accounts' reads spread over IDLE_EVERY periods too
                 partial_gap_s=PARTIAL_SHARE_S / settings.alpaca_rest_budget_per_min,
                 streams=streams,
             )

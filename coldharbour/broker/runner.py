@@ -11,7 +11,8 @@ A **still** account (``AccountSync.still``: its last two full snapshots found no
 nothing open, the same cash and equity and nothing new) whose trade stream ``trades`` says has
 been open since before its last full snapshot (``StreamEvidence``, from ``trades``' heartbeat)
 and has sent nothing for it since, skips its periodic slot: its full snapshot runs every
-``IDLE_EVERY``-th slot. Any order update, fill refresh, resync request, a stream not known open
+``IDLE_EVERY``-th slot, in the slots of its turn (``still_reads``: accounts take turns, so their
+reads spread over ``IDLE_EVERY`` periods). Any order update, fill refresh, resync request, a stream not known open
 since then, or a snapshot that found something brings back the next slot (docs/scaling.md).
 
 Each account's loops run under ``coldharbour.retry.supervise`` (the workers start them); broker
@@ -86,6 +87,17 @@ def next_slot_s(now_s: float, period_s: float, phase_s: float) -> float:
     return delay if delay >= period_s / 2 else delay + period_s
 
 
+def still_reads(slot: int | None, idle_turn: int, skipped: int) -> bool:
+    """Return True when a still account takes its full snapshot in this slot.
+
+    Its turn: slots ``k`` with ``(k + idle_turn) % IDLE_EVERY == 0`` (``slot`` None: no slot
+    numbers, only the count), and never more than ``IDLE_EVERY - 1`` slots skipped in a row.
+    Accounts numbered one after another take their turns in different periods, so a thousand
+    that became still together read about a fifth each minute, not all in the same one.
+    """
+    return skipped >= IDLE_EVERY - 1 or (slot is not None and (slot + idle_turn) % IDLE_EVERY == 0)
+
+
 class StreamEvidence:
     """What ``trades`` last said of each account's trade stream: open since when (UTC ns).
 
@@ -132,9 +144,14 @@ class SnapshotRunner:
         partial_gap_s: float = 0.0,
         sleep: Sleep = sleep_or_stop,
         streams: StreamEvidence | None = None,
+        idle_turn: int = 0,
     ) -> None:
         self.sync = sync
         self._streams = streams
+        # With ``phase_s``, a still account's full snapshot falls in the slots k with
+        # (k + idle_turn) % IDLE_EVERY == 0: accounts with different turns take different minutes,
+        # so a thousand accounts that became still together do not all read in the same minute.
+        self._idle_turn = idle_turn % IDLE_EVERY
         self._heard = False  # an order update, a fill refresh or a resync since the last full snapshot began
         self._skipped = 0  # slots skipped in a row
         # After a partial snapshot the next waits this long: under a stream of fills, refreshes
@@ -201,7 +218,10 @@ class SnapshotRunner:
 
     def _is_still(self) -> bool:
         """Return True when this slot may be skipped (the module docstring)."""
-        if self._streams is None or self._heard or not self.sync.still or self._skipped >= IDLE_EVERY - 1:
+        if self._streams is None or self._heard or not self.sync.still:
+            return False
+        slot = None if self._phase_s is None else round((self._monotonic() - self._phase_s) / self._snapshot_sec)
+        if still_reads(slot, self._idle_turn, self._skipped):
             return False
         since, started = self._streams.open_since(self.slug), self.sync.full_started_ns
         return since is not None and started is not None and since <= started

@@ -9,7 +9,14 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
-from coldharbour.broker.runner import IDLE_EVERY, STREAM_WORD_FRESH_S, SnapshotRunner, StreamEvidence, next_slot_s
+from coldharbour.broker.runner import (
+    IDLE_EVERY,
+    STREAM_WORD_FRESH_S,
+    SnapshotRunner,
+    StreamEvidence,
+    next_slot_s,
+    still_reads,
+)
 from coldharbour.domain.types import Order
 from coldharbour.health import NEED_STREAM
 from coldharbour.messages import Condition, Heartbeat, ResyncRequested
@@ -34,6 +41,32 @@ def test_accounts_with_spread_phases_read_the_broker_at_different_instants() -> 
     instants = {round((1000.0 + next_slot_s(1000.0, 60.0, 60.0 * i / accounts)) % 60.0, 6) for i in range(accounts)}
 
     assert len(instants) == accounts
+
+
+def _reads_per_slot(accounts: int, slots: int, turns: bool) -> tuple[list[int], int]:
+    """Simulate ``accounts`` still accounts (turn = their number) over ``slots`` slots, all still
+    from slot 0: reads per slot, and the longest run of slots an account went without a read."""
+    per_slot = [0] * slots
+    longest = 0
+    for account in range(accounts):
+        skipped = 0
+        for slot in range(slots):
+            if still_reads(slot if turns else None, account, skipped):
+                per_slot[slot] += 1
+                skipped = 0
+            else:
+                skipped += 1
+                longest = max(longest, skipped)
+    return per_slot, longest
+
+
+def test_still_accounts_take_turns_so_their_reads_spread_over_idle_every_periods() -> None:
+    per_slot, longest = _reads_per_slot(1_000, 4 * IDLE_EVERY, turns=True)
+    together, _ = _reads_per_slot(1_000, 4 * IDLE_EVERY, turns=False)
+
+    assert per_slot == [1_000 // IDLE_EVERY] * (4 * IDLE_EVERY)
+    assert longest == IDLE_EVERY - 1  # never longer than IDLE_EVERY periods between two reads
+    assert max(together) == 1_000  # without turns, accounts that became still together read together
 
 
 # --- a still account's slots (docs/scaling.md "snapshot") ------------------------------------
