@@ -86,6 +86,8 @@ async def amain(settings: Settings, ctx: runtime.WorkerContext, stop: asyncio.Ev
                     ctx.publisher, ctx.counters, details=ctx.details,
                     announcements=BrokerRest(msgspec.structs.replace(a, base_url=data_url(a.base_url)), session,
                                              ctx.counters, budget=budgets[a.slug], stop=stop, version="/v1"),
+                    bars=BrokerRest(msgspec.structs.replace(a, base_url=data_url(a.base_url)), session,
+                                    ctx.counters, budget=budgets[a.slug], stop=stop),  # a spin-off's ex-date closes
                 ),
                 snapshot_sec=settings.snapshot_sec,
                 backfill_days=settings.backfill_days,

@@ -115,25 +115,7 @@ class BrokerReads:
         if not symbols:
             return {}
         _, data = self._clients()
-        params = {
-            "symbols": ",".join(sorted(set(symbols))),
-            "timeframe": "1Day",
-            "adjustment": "raw",
-            "start": datetime.combine(start, time(0), tzinfo=NEW_YORK).isoformat(),
-            "end": datetime.combine(end, time(23, 59), tzinfo=NEW_YORK).isoformat(),
-            "limit": str(BARS_PAGE_LIMIT),
-        }
-        closes: dict[date, dict[str, Decimal]] = {}
-        for _ in range(MAX_PAGES):
-            body = await data.get("/stocks/bars", params)
-            if not isinstance(body, dict):
-                raise BrokerError(f"GET /v2/stocks/bars account={self.account}: expected an object")
-            _merge_bars(body.get("bars") or {}, closes, self._counters)
-            token = body.get("next_page_token")
-            if not token:
-                return closes
-            params["page_token"] = str(token)
-        raise BrokerError(f"GET /v2/stocks/bars account={self.account}: more than {MAX_PAGES} pages")
+        return await read_daily_closes(data, symbols, start, end, self._counters, account=self.account)
 
     async def daily_equity(self, start: date, end: date) -> dict[date, Decimal]:
         """Return the broker's end-of-day equity ``{session date: equity}`` from ``start`` to ``end``."""
@@ -209,6 +191,45 @@ def parse_daily_equity(body: dict[str, object], counters: Counter[str] | None = 
             continue
         result[day] = equity
     return result
+
+
+async def read_daily_closes(
+    data: BrokerRest,
+    symbols: Sequence[str],
+    start: date,
+    end: date,
+    counters: Counter[str] | None = None,
+    *,
+    account: str,
+) -> dict[date, dict[str, Decimal]]:
+    """Return ``{NY date: {symbol: close}}`` from raw daily bars (``GET /v2/stocks/bars``,
+    ``timeframe=1Day``, ``adjustment=raw``: alpaca-py's ``get_stock_bars``) read through ``data``,
+    a client of the data host (``data_url``), between two dates inclusive, all pages.
+
+    The report's benchmark and the equity program read through ``BrokerReads.daily_closes``;
+    ``snapshot`` reads a spin-off's ex-date closes through its own data-host client.
+    """
+    if not symbols:
+        return {}
+    params = {
+        "symbols": ",".join(sorted(set(symbols))),
+        "timeframe": "1Day",
+        "adjustment": "raw",
+        "start": datetime.combine(start, time(0), tzinfo=NEW_YORK).isoformat(),
+        "end": datetime.combine(end, time(23, 59), tzinfo=NEW_YORK).isoformat(),
+        "limit": str(BARS_PAGE_LIMIT),
+    }
+    closes: dict[date, dict[str, Decimal]] = {}
+    for _ in range(MAX_PAGES):
+        body = await data.get("/stocks/bars", params)
+        if not isinstance(body, dict):
+            raise BrokerError(f"GET /v2/stocks/bars account={account}: expected an object")
+        _merge_bars(body.get("bars") or {}, closes, counters)
+        token = body.get("next_page_token")
+        if not token:
+            return closes
+        params["page_token"] = str(token)
+    raise BrokerError(f"GET /v2/stocks/bars account={account}: more than {MAX_PAGES} pages")
 
 
 def _merge_bars(bars: object, closes: dict[date, dict[str, Decimal]], counters: Counter[str] | None = None) -> None:

@@ -62,6 +62,7 @@ from coldharbour.broker.convert import (
     screen_announcements,
 )
 from coldharbour.broker.listener import Sink
+from coldharbour.broker.reads import read_daily_closes
 from coldharbour.broker.rest import BrokerRefused, BrokerRest
 from coldharbour.broker.validate import OnceLog
 from coldharbour.domain.corporate import (
@@ -77,11 +78,13 @@ from coldharbour.domain.corporate import (
     announced_removal,
     check_announced,
     corporate_legs,
+    ex_date_closes,
     is_allocated,
     is_lone_leg,
     legs_of,
     parse_announcements,
     retime_legs,
+    spinoff_announcement,
     spinoff_by_announcement,
 )
 from coldharbour.domain.reports import ActivityRecord
@@ -123,6 +126,12 @@ ANNOUNCEMENT_LOOKBACK_DAYS: Final = 14
 # A REORG shares-out leg alone is a worthless removal (an exit at 0) once it was first read this
 # long ago: a redemption's cash leg is listed with it, not an hour later (docs/corporate-actions.md).
 REMOVAL_SETTLE_NS: Final = 3600 * 1_000_000_000
+# A spin-off's default allocation waits for both symbols' daily closes of the ex-date (or the
+# first session after it on which both closed, read up to SPINOFF_CLOSE_DAYS after it) this long
+# from when its leg was first read, then goes out unallocated: held, ``chmgr corporate basis``
+# books it (docs/corporate-actions.md "Spin-offs").
+SPINOFF_CLOSES_WAIT_NS: Final = 5 * NS_PER_DAY
+SPINOFF_CLOSE_DAYS: Final = 7
 # What a pending symbol waits for, per leg code (docs/corporate-actions.md "Pending").
 _LEG_TYPES: Final = {"SPLIT": "split", "SSP": "split", "NC": "name_change", "SC": "name_change", "MA": "merger",
                      "REORG": "removal", "SPIN": "spin_off", "SSO": "spin_off", "CIL": "cash_in_lieu"}  # fmt: skip
@@ -141,6 +150,7 @@ class AccountSync:
         clock_ns: Callable[[], int] = time.time_ns,
         details: dict[str, str] | None = None,
         announcements: BrokerRest | None = None,
+        bars: BrokerRest | None = None,
     ) -> None:
         self.slug = rest.slug
         self._rest = rest
@@ -163,6 +173,8 @@ class AccountSync:
         self._first_seen: dict[str, int] = {}  # leg id -> when it was first read (clock ns)
         # The data API's corporate-actions announcements (``/v1``); None: book on the legs' stamps.
         self._announcements = announcements
+        # The data API's daily bars (``/v2/stocks/bars``): a spin-off's ex-date closes. None: none read.
+        self._bars = bars
         self.pending_symbols: tuple[str, ...] = ()  # symbols an action is under way for (not reconciled)
         # Symbols the broker listed at this and the last full snapshot (whose announcements are read).
         self._held: set[str] = set()
@@ -171,7 +183,6 @@ class AccountSync:
         # of each position read at this full snapshot (the spin-off's default allocation).
         self._announced: list[Announcement] = []
         self._held_by_rates: frozenset[str] = frozenset()  # symbols of announcements with absurd rates
-        self._prices: dict[str, Decimal] = {}
         self._reported_legs: set[str] = set()
         # Why each pending symbol waits (the dashboard's panel): symbol -> (type, effective date, waits for).
         self._pending_why: dict[str, tuple[str, str, str]] = {}
@@ -237,7 +248,6 @@ class AccountSync:
         positions, unknown = self._positions(await self._rest.positions())
         listed = {p.symbol for p in positions}
         self._held, self._held_before = self._held_before | listed, listed
-        self._prices = {p.symbol: p.current_price for p in positions if p.current_price and p.current_price > 0}
         self._quantities = {p.symbol: p.qty for p in positions}
         figures = convert_account(await self._rest.account())
         open_raw = await self._rest.open_orders()
@@ -441,7 +451,7 @@ class AccountSync:
 
         actions, problems = actions_from_legs(legs_read, settled=is_settled)
         problems = self._removals_waiting(legs_read, problems, is_settled)
-        actions = self._allocate_spinoffs(actions, now)
+        actions = await self._allocate_spinoffs(actions, now)
         fresh = [a for a in actions if a.id not in self._published_actions]
         fresh, withheld = self._against_announcements(fresh, legs_read, records)
         # A leg listed again as canceled cancels the action it formed (the broker's correction;
@@ -542,15 +552,16 @@ class AccountSync:
                  for s in self.pending_symbols[:PENDING_SHOWN] for why in [self._pending_why.get(s, unknown)]]
         self._details[listed] = json.dumps(shown, separators=(",", ":"))
 
-    def _allocate_spinoffs(self, actions: list[CorporateAction], now: int) -> list[CorporateAction]:
+    async def _allocate_spinoffs(self, actions: list[CorporateAction], now: int) -> list[CorporateAction]:
         """Return ``actions`` with each spin-off whose leg states no basis allocated by default, or
         left out while it waits (docs/corporate-actions.md "Spin-offs").
 
-        The parent and the rates come from the spin_offs announcement, the two prices from the
-        positions the broker listed at this full snapshot (its last price of each). Missing one,
-        the spin-off waits, its new symbol pending (not reconciled), up to ``ANNOUNCEMENT_WAIT_NS``
-        from when its leg was first read; then it is published as it is (held, reported:
-        ``chmgr corporate basis`` books it).
+        The parent, the rates and the ex-date come from the spin_offs announcement, the two prices
+        from the data API's daily bars: each symbol's close of the ex-date (``ex_date_closes``).
+        Missing one (the ex-date not over, the bars not published or unreadable), the spin-off
+        waits, its new symbol pending (not reconciled), up to ``SPINOFF_CLOSES_WAIT_NS`` from when
+        its leg was first read; then it is published as it is (held, reported: ``chmgr corporate
+        basis`` books it). The price the broker lists later is never used: it is not the ex-date's.
         """
         kept: list[CorporateAction] = []
         waiting: set[str] = set()
@@ -559,16 +570,17 @@ class AccountSync:
             if not bare or action.id in self._published_actions:
                 kept.append(action)
                 continue
-            allocated = spinoff_by_announcement(action, self._announced, self._prices)
+            closes = await self._ex_date_closes(action, now)
+            allocated = spinoff_by_announcement(action, self._announced, closes) if closes else None
             if allocated is not None:
                 kept.append(allocated)
                 self.counters["spinoff_bases_allocated"] += 1
-                log.info("spin-off allocated by default account=%s id=%s parent=%s parent_share=%s", self.slug,
-                         action.id, allocated.symbol, allocated.basis_share)
-            elif self._first_seen.get(action.id, now) > now - ANNOUNCEMENT_WAIT_NS:
+                log.info("spin-off allocated by default account=%s id=%s parent=%s parent_share=%s closes=%s",
+                         self.slug, action.id, allocated.symbol, allocated.basis_share, closes)  # fmt: skip
+            elif self._first_seen.get(action.id, now) > now - SPINOFF_CLOSES_WAIT_NS:
                 waiting.add(action.new_symbol or action.symbol)
                 self._pending_why[action.new_symbol or action.symbol] = (
-                    "spin_off", _day(action.ts), "the announcement's rates and both symbols' prices (up to a day)")
+                    "spin_off", _day(action.ts), "the announcement's rates and both ex-date closes")  # fmt: skip
             else:
                 kept.append(action)  # waited long enough: held and reported by ``state``
         key = f"corporate_held_{self.slug}"
@@ -579,6 +591,23 @@ class AccountSync:
             self._details.pop(key, None)
         self.counters["spinoffs_waiting"] = len(waiting)
         return kept
+
+    async def _ex_date_closes(self, action: CorporateAction, now: int) -> dict[str, Decimal] | None:
+        """Return the parent's and the new shares' daily closes of the spin-off's ex-date (or of the
+        first session after it on which both closed), or None while they are not known."""
+        found = spinoff_announcement(action, self._announced)
+        today = datetime.fromtimestamp(now / 1e9, tz=NEW_YORK).date()
+        if found is None or self._bars is None or found.effective >= today:  # the ex-date's close comes after it
+            return None
+        last = min(found.effective + timedelta(days=SPINOFF_CLOSE_DAYS), today - timedelta(days=1))
+        try:
+            closes = await read_daily_closes(self._bars, found.symbols, found.effective, last, self.counters,
+                                             account=self.slug)  # fmt: skip
+        except BrokerError as e:  # unreadable: the spin-off waits (absence is not evidence)
+            self.counters["spinoff_closes_failed"] += 1
+            log.warning("spin-off ex-date closes unreadable account=%s id=%s: %s", self.slug, action.id, e)
+            return None
+        return ex_date_closes(closes, found.symbols, found.effective, today)
 
     async def _when_announced(self, records: list[ActivityRecord], now: int) -> list[ActivityRecord]:
         """Return the legs to book, each at the instant its announcement says the action takes

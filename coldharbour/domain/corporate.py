@@ -738,26 +738,47 @@ def _rates(item: Mapping[str, object], *names: str) -> tuple[Decimal, Decimal] |
     return (first, second) if first is not None and second is not None else None
 
 
+def spinoff_announcement(action: CorporateAction, announcements: Sequence[Announcement]) -> Announcement | None:
+    """Return the ``spin_offs`` announcement with rates that explains the spin-off ``action``
+    (its new symbol, an ex-date within ``ANNOUNCEMENT_MATCH_DAYS`` of the leg), the nearest; or None."""
+    child = action.new_symbol or action.symbol
+    day = datetime.fromtimestamp((action.ts + _MICROSECOND_NS) / 1e9, tz=NEW_YORK).date()
+    near = [a for a in announcements if a.group == "spin_offs" and len(a.symbols) == 2 and a.symbols[1] == child
+            and a.rates is not None and abs(a.effective - day) <= timedelta(days=ANNOUNCEMENT_MATCH_DAYS)]  # fmt: skip
+    return min(near, key=lambda a: (abs(a.effective - day), a.id)) if near else None
+
+
 def spinoff_by_announcement(
     action: CorporateAction, announcements: Sequence[Announcement], prices: Mapping[str, Decimal]
 ) -> CorporateAction | None:
     """Return the spin-off ``action`` (from its SPIN leg, priced 0) allocated by default: the
     parent is the announcement's ``source_symbol``, its share of the basis by the announcement's
-    rates and ``prices`` of the two symbols (``spinoff_parent_share``); None when the
-    announcement, its rates or a price is not known (the action stays held)."""
-    child = action.new_symbol or action.symbol
-    day = datetime.fromtimestamp((action.ts + _MICROSECOND_NS) / 1e9, tz=NEW_YORK).date()
-    near = [a for a in announcements if a.group == "spin_offs" and len(a.symbols) == 2 and a.symbols[1] == child
-            and a.rates is not None and abs(a.effective - day) <= timedelta(days=ANNOUNCEMENT_MATCH_DAYS)]
-    if not near:
+    rates and ``prices`` of the two symbols (the ex-date closes: ``ex_date_closes``;
+    ``spinoff_parent_share``); None when the announcement, its rates or a price is not known
+    (the action stays held)."""
+    best = spinoff_announcement(action, announcements)
+    if best is None or best.rates is None:
         return None
-    best = min(near, key=lambda a: (abs(a.effective - day), a.id))
-    parent = best.symbols[0]
-    assert best.rates is not None
+    parent, child = best.symbols
     if parent not in prices or child not in prices:
         return None
     share = spinoff_parent_share(best.rates[0], best.rates[1], prices[parent], prices[child])
     return allocate_spinoff(action, parent, share) if share is not None else None
+
+
+def ex_date_closes(
+    closes: Mapping[date, Mapping[str, Decimal]], symbols: Sequence[str], ex_date: date, today: date
+) -> dict[str, Decimal] | None:
+    """Return each of ``symbols``' daily close of the first session on or after ``ex_date`` on
+    which all of them closed, from ``closes`` (``{NY date: {symbol: close}}``); None when no such
+    day is over yet (before ``today``: a bar of today is not a close yet). Absence is not
+    evidence: a day missing one symbol is skipped, never read as a price of 0
+    (docs/corporate-actions.md "Spin-offs")."""
+    for day in sorted(d for d in closes if ex_date <= d < today):
+        found = closes[day]
+        if all(s in found and found[s] > 0 for s in symbols):
+            return {s: found[s] for s in symbols}
+    return None
 
 
 def effective_instant(day: date) -> int:

@@ -12,7 +12,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from time import time_ns
 from typing import Any
@@ -29,6 +29,7 @@ from coldharbour.broker.sync import (
     BUST_SWEEP_EVERY,
     FILL_OVERLAP_NS,
     ORDER_OVERLAP_NS,
+    SPINOFF_CLOSES_WAIT_NS,
     AccountSync,
 )
 from coldharbour.domain.schedule import NEW_YORK
@@ -36,7 +37,7 @@ from coldharbour.domain.types import from_datetime
 from coldharbour.messages import CorporateActionsPage, FillsPage, SnapshotTaken
 from coldharbour.sim.corporate import next_weekday
 from tests.broker.support import RecordingSink, account_for
-from tests.fixtures.broker import FakeBroker
+from tests.fixtures.broker import BrokerFactory, FakeBroker
 
 ORDER_ID = "904837e3-3b76-47ec-b432-046db621571b"
 
@@ -453,43 +454,56 @@ async def test_a_refused_position_without_a_usable_symbol_withholds_the_snapshot
 
 
 @pytest.mark.asyncio
-async def test_a_spinoff_waits_for_both_prices_then_goes_out_allocated_and_without_announcement_held(
-        fake_broker: FakeBroker) -> None:
-    """A spin-off (SPIN leg priced 0; the spin_offs announcement of alpaca-py's SpinOff model) listed
-    before the broker lists the new shares' position (``after_legs``): no price of GEHC yet, so it
-    waits with GEHC pending; once the position is listed it goes out allocated by the two prices
-    (5 GE x 100 against 1 GEHC x 25). Without readable announcements it waits a day, then goes out
-    as it is (held by ``state``)."""
-    fake_broker.set_prices({"GE": 100, "GEHC": 25})
+async def test_a_spinoff_waits_for_the_ex_date_closes_then_goes_out_allocated_by_them_not_the_later_price(
+        fake_broker_factory: BrokerFactory) -> None:
+    """A spin-off (SPIN leg priced 0; the spin_offs announcement of alpaca-py's SpinOff model) with
+    ex-date Wednesday 2026-11-11, legs listed as real accounts list them (04:00 New York on the
+    ex-date). On the ex-date GE trades at 90 and GEHC at 20; the day after at 80 and 30 (the
+    positions' ``current_price`` then). During the ex-date the spin-off waits (its close is not
+    out), GEHC pending; the next day it goes out allocated by the ex-date's daily closes read from
+    the data API's ``GET /v2/stocks/bars`` (alpaca-py ``get_stock_bars``): 5 GE x 90 against
+    1 GEHC x 20, not 5 x 80 against 30. Without readable announcements it waits
+    ``SPINOFF_CLOSES_WAIT_NS``, then goes out as it is (held by ``state``)."""
+    now = [datetime(2026, 11, 10, 10, 0, tzinfo=NEW_YORK)]
+    fake_broker = fake_broker_factory(clock=lambda: now[0].astimezone(UTC))
+    fake_broker.set_prices({"GE": 100})
     fake_broker.request("POST", "/v2/orders", json={"symbol": "GE", "qty": "10", "side": "buy", "type": "market",
                                                     "time_in_force": "day"})  # fmt: skip
-    now = [time_ns()]
-    sink, other = RecordingSink(), RecordingSink()
+    sink, other, counters = RecordingSink(), RecordingSink(), Counter[str]()
     async with aiohttp.ClientSession() as session:
         account = account_for(fake_broker)
-        announced = AccountSync(BrokerRest(account, session, Counter()), sink, Counter(),
-                                announcements=BrokerRest(account, session, Counter(), version="/v1"))  # fmt: skip
-        unreadable = AccountSync(BrokerRest(account, session, Counter()), other, Counter(), clock_ns=lambda: now[0],
-                                 announcements=BrokerRest(account, session, Counter(), version="/v9"))  # fmt: skip
+
+        def sync(sink: RecordingSink, version: str, counters: Counter[str]) -> AccountSync:
+            return AccountSync(BrokerRest(account, session, Counter()), sink, counters,
+                               clock_ns=lambda: from_datetime(now[0]),
+                               announcements=BrokerRest(account, session, Counter(), version=version),
+                               bars=BrokerRest(account, session, Counter()))  # fmt: skip
+
+        announced, unreadable = sync(sink, "/v1", counters), sync(other, "/v9", Counter())
         await announced.backfill(1)
         await unreadable.backfill(1)
-        spin = fake_broker.request("POST", "/sim/corporate-actions", account=None, json={
+        fake_broker.request("POST", "/sim/corporate-actions", account=None, json={
             "type": "spin_off", "symbol": "GE", "new_symbol": "GEHC", "source_rate": "5", "new_rate": "1",
-            "position": "after_legs"}).json()
+            "ex_date": "2026-11-11", "legs": "ex_date"})  # fmt: skip
+        now[0] = datetime(2026, 11, 11, 10, 0, tzinfo=NEW_YORK)
+        fake_broker.set_prices({"GE": 90, "GEHC": 20})
         await announced.full("test")
+        await unreadable.full("test")
         waiting = (announced.pending_symbols, [a for p in sink.of(CorporateActionsPage) for a in p.actions])
-        fake_broker.request("POST", f"/sim/corporate-actions/{spin['id']}/complete", account=None)
+        now[0] = datetime(2026, 11, 12, 10, 0, tzinfo=NEW_YORK)
+        fake_broker.set_prices({"GE": 80, "GEHC": 30})
         await announced.full("test")
         await unreadable.full("test")
         held_first = [a for p in other.of(CorporateActionsPage) for a in p.actions]
-        now[0] += ANNOUNCEMENT_WAIT_NS + 1
+        now[0] += timedelta(microseconds=SPINOFF_CLOSES_WAIT_NS // 1000)
         await unreadable.full("test")
 
     assert waiting == (("GEHC",), [])
     (action,) = [a for p in sink.of(CorporateActionsPage) for a in p.actions]
     assert (action.type, action.symbol, action.new_symbol, action.qty) == ("spinoff", "GE", "GEHC", Decimal(2))
-    assert action.basis_share == Decimal(500) / Decimal(525)
+    assert action.basis_share == Decimal(450) / Decimal(470)  # the ex-date closes (80 and 30: 400/430)
     assert announced.pending_symbols == ()
+    assert counters["spinoff_bases_allocated"] == 1
     assert held_first == []
     (late,) = [a for p in other.of(CorporateActionsPage) for a in p.actions]
     assert (late.symbol, late.new_symbol, late.price, late.basis_share) == ("GEHC", "GEHC", None, Decimal(1))

@@ -4,6 +4,7 @@ booking them on a live ledger gives exactly the ledger rebuilt from the history.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 from decimal import Decimal as D
 
 import msgspec
@@ -17,6 +18,7 @@ from coldharbour.domain.corporate import (
     allocate_spinoff,
     announced_quantities,
     check_announced,
+    ex_date_closes,
     needs_history,
     parse_announcements,
     remove_busted,
@@ -186,6 +188,37 @@ def test_a_spinoff_leg_is_allocated_by_its_announcement_and_the_two_prices() -> 
     assert (found.symbol, found.new_symbol, found.qty, found.basis_share) == ("AAPL", "KID", D(2), D(500) / D(525))
     assert spinoff_by_announcement(leg, announcements, {"AAPL": D(100)}) is None  # no price of KID: held
     assert spinoff_by_announcement(leg, [], {"AAPL": D(100), "KID": D(25)}) is None
+
+
+def test_the_default_allocation_takes_the_ex_date_closes_not_a_later_price() -> None:
+    """Worked example (docs/corporate-actions.md "Spin-offs"): 10 AAPL bought at 100, 1 KID per
+    2 AAPL, closes on the ex-date AAPL 90, KID 20: per 2 AAPL, 2 x 90 = 180 of parent against
+    1 x 20 of child, so AAPL keeps 180/200 = 90 % of its 1,000 (900: 90 a share) and the 5 KID
+    open at the other 100 (20 a share). The next day's closes (80, 30) are not used."""
+    body = {"corporate_actions": {"spin_offs": [{
+        "id": "a1", "source_symbol": "AAPL", "source_rate": "2", "new_symbol": "KID", "new_rate": "1",
+        "ex_date": "2024-03-01", "process_date": "2024-03-01", "payable_date": "2024-03-01"}]}}  # fmt: skip
+    announcements = parse_announcements(body)
+    ex_date, after = announcements[0].effective, date(2024, 3, 4)
+    closes = {ex_date: {"AAPL": D(90), "KID": D(20)}, after: {"AAPL": D(80), "KID": D(30)}}
+
+    prices = ex_date_closes(closes, ("AAPL", "KID"), ex_date, date(2024, 3, 5))
+    assert prices == {"AAPL": D(90), "KID": D(20)}
+    allocated = spinoff_by_announcement(spin_leg("5"), announcements, prices)
+    assert allocated is not None
+    assert allocated.basis_share == D("0.9")
+    ledger = rebuild([BUY], held(10, 100), [allocated])
+
+    (parent,) = (lot for lot in ledger.lots.values() if lot.symbol == "AAPL")
+    (child,) = (lot for lot in ledger.lots.values() if lot.symbol == "KID")
+    assert (parent.qty, parent.entry_cost, child.qty, child.entry_cost) == (D(10), D(900), D(5), D(100))
+    assert ledger.slices == {}
+    # the ex-date not over yet (its bar is today's, not a close), or one symbol not closed: no price
+    assert ex_date_closes(closes, ("AAPL", "KID"), ex_date, ex_date) is None
+    assert ex_date_closes({ex_date: {"AAPL": D(90)}}, ("AAPL", "KID"), ex_date, after) is None
+    # KID not trading on the ex-date: the first session on which both closed
+    assert ex_date_closes({ex_date: {"AAPL": D(90)}, **{after: closes[after]}}, ("AAPL", "KID"), ex_date,
+                          date(2024, 3, 5)) == {"AAPL": D(80), "KID": D(30)}  # fmt: skip
 
 
 def msgspec_replace_action(action: CorporateAction, **changes: object) -> CorporateAction:
