@@ -51,12 +51,14 @@ from coldharbour.domain.corporate import (
     spinoff_by_announcement,
 )
 from coldharbour.domain.money import MAX_ABS
+from coldharbour.domain.schedule import NEW_YORK
+from coldharbour.domain.types import from_datetime
 from coldharbour.messages import CorporateActionsPage, decode, encode
 from coldharbour.sim.corporate import ACTION_TYPES, GROUPS, announcement, parse_corporate_action
 from coldharbour.sim.engine import Engine
 from coldharbour.sim.wire import SimError
 from tests.broker.support import RecordingSink, account_for
-from tests.fixtures.broker import FakeBroker
+from tests.fixtures.broker import BrokerFactory, FakeBroker
 from tests.fixtures.bus import InprocBus
 from tests.reliability.test_corpus_broker import HTML_PAGES, NUMBERS, REMOVED, Case, _decimal, _store_text, _variants
 from tests.reliability.test_corpus_bus import HOSTILE_VALUES
@@ -349,7 +351,7 @@ def _as_json(item: object) -> object | None:
 
 @pytest.mark.asyncio
 async def test_announcement_poison_through_snapshot_bus_and_state_books_the_good_spinoff_holds_the_absurd(
-    fake_broker: FakeBroker, migrated_dsn: Dsn, bus: InprocBus
+    fake_broker_factory: BrokerFactory, migrated_dsn: Dsn, bus: InprocBus
 ) -> None:
     """A spin-off booked by the fake broker (its SPIN leg), read by ``AccountSync`` with
     announcements that carry the whole corpus beside the good one: poison items naming the
@@ -357,7 +359,10 @@ async def test_announcement_poison_through_snapshot_bus_and_state_books_the_good
     *first*, so that without the edge screen they would be chosen. The good one allocates the
     basis; what ``snapshot`` publishes crosses the bus into a running ``state`` and PostgreSQL with
     no failed commit. A second read whose only spin-off announcement states absurd rates
-    (1e999999) holds the action: not published, its symbols pending, counted."""
+    (1e999999) holds the action: not published, its symbols pending, counted. The fake runs on its
+    own clock: the allocation takes the ex-date's daily closes, read the day after."""
+    now = [datetime(2026, 11, 10, 10, 0, tzinfo=NEW_YORK)]
+    fake_broker = fake_broker_factory(clock=lambda: now[0].astimezone(UTC))
     fake_broker.set_prices({"AAPL": 150})
     fake_broker.request("POST", "/v2/orders", json={"symbol": "AAPL", "qty": "30", "side": "buy", "type": "market",
                                                     "time_in_force": "day"})  # fmt: skip
@@ -365,14 +370,18 @@ async def test_announcement_poison_through_snapshot_bus_and_state_books_the_good
     counters, held_counters = Counter[str](), Counter[str]()
     session = aiohttp.ClientSession()
     rest = BrokerRest(account_for(fake_broker), session, Counter())
-    sync = AccountSync(rest, sink, counters, announcements=AnnouncementsHost({}))  # type: ignore[arg-type]
-    held = AccountSync(rest, held_sink, held_counters, announcements=AnnouncementsHost({}))  # type: ignore[arg-type]
+    bars = BrokerRest(account_for(fake_broker), session, Counter())
+    sync = AccountSync(rest, sink, counters, announcements=AnnouncementsHost({}),  # type: ignore[arg-type]
+                       bars=bars, clock_ns=lambda: from_datetime(now[0]))  # fmt: skip
+    held = AccountSync(rest, held_sink, held_counters, announcements=AnnouncementsHost({}),  # type: ignore[arg-type]
+                       bars=bars, clock_ns=lambda: from_datetime(now[0]))  # fmt: skip
     for each in (sync, held):
         await each.backfill(1)
-    posted = {"type": "spin_off", "symbol": "AAPL", "new_symbol": "SPUN", "source_rate": "2", "new_rate": "1"}
+    posted = {"type": "spin_off", "symbol": "AAPL", "new_symbol": "SPUN", "source_rate": "2", "new_rate": "1",
+              "ex_date": "2026-11-11", "legs": "ex_date"}  # fmt: skip
     listed = fake_broker.request("POST", "/sim/corporate-actions", account=None, json=posted)
     assert listed.status_code == 200, listed.text
-    today = datetime.now(UTC).date()
+    today = now[0].date()
     window = {"symbols": "AAPL,SPUN", "start": str(today - timedelta(days=3)), "end": str(today + timedelta(days=9))}
     (good,) = fake_broker.request("GET", "/v1/corporate-actions", params=window).json()["corporate_actions"][
         "spin_offs"
@@ -387,7 +396,9 @@ async def test_announcement_poison_through_snapshot_bus_and_state_books_the_good
         {"corporate_actions": {"spin_offs": [item]}}).rejects]  # fmt: skip
     dropping = {"corporate_actions": {"spin_offs": [*poison, good, *(i for i in rejected if not _held(i))]}}
     absurd = {"corporate_actions": {"spin_offs": [{**good, "new_rate": "1e999999"}]}}
+    now[0] = datetime(2026, 11, 11, 10, 0, tzinfo=NEW_YORK)  # the ex-date
     fake_broker.set_prices({"AAPL": 100, "SPUN": 50})
+    now[0] = datetime(2026, 11, 12, 10, 0, tzinfo=NEW_YORK)  # its closes are out
     sync._announcements = AnnouncementsHost(dropping)  # type: ignore[assignment]
     held._announcements = AnnouncementsHost(absurd)  # type: ignore[assignment]
     async with session:
@@ -396,7 +407,7 @@ async def test_announcement_poison_through_snapshot_bus_and_state_books_the_good
 
     (action,) = [a for page in sink.of(CorporateActionsPage) for a in page.actions]
     assert (action.type, action.symbol, action.new_symbol) == ("spinoff", "AAPL", "SPUN")
-    assert 0 < action.basis_share < 1
+    assert action.basis_share == Decimal(200) / Decimal(250)  # 2 x 100 against 1 x 50, the ex-date closes
     assert counters["rejects_announcements_announcement_text"] >= 4
     assert counters["rejects_announcements_announcement_time"] >= 1
     assert [a for page in held_sink.of(CorporateActionsPage) for a in page.actions] == []
