@@ -274,6 +274,7 @@ class Heartbeat(Msg, Checked, frozen=True, tag="hb"):
 # complete: ``details[cash_complete_detail(slug)]`` = UTC ns (docs/startup.md "Completeness
 # watermarks"). A heartbeat repeats every second, so ``equity`` learns it whichever starts first.
 CASH_COMPLETE_DETAIL: Final = "cash_complete_"
+MAX_COMPLETE_NS: Final = 2**63 - 1  # 2262-04-11: the last instant a UTC-ns int64 holds
 
 
 def cash_complete_detail(slug: str) -> str:
@@ -282,11 +283,17 @@ def cash_complete_detail(slug: str) -> str:
 
 
 def cash_complete_marks(message: Heartbeat) -> dict[str, int]:
-    """Return ``{slug: complete_to_ns}`` from a ``cashflows`` heartbeat (malformed values left out)."""
+    """Return ``{slug: complete_to_ns}`` from a ``cashflows`` heartbeat.
+
+    Malformed values are left out: only ASCII digits of a UTC-ns instant a ``datetime`` can hold
+    (``"²"`` is ``isdigit`` but not a number ``int`` takes; forty nines overflow the timestamp).
+    """
     found: dict[str, int] = {}
     for key, value in message.details.items():
-        if key.startswith(CASH_COMPLETE_DETAIL) and value.isdigit():
-            found[key.removeprefix(CASH_COMPLETE_DETAIL)] = int(value)
+        if key.startswith(CASH_COMPLETE_DETAIL) and value.isascii() and value.isdigit() and len(value) <= 19:
+            mark = int(value)
+            if mark <= MAX_COMPLETE_NS:
+                found[key.removeprefix(CASH_COMPLETE_DETAIL)] = mark
     return found
 
 

@@ -270,3 +270,30 @@ def test_the_planned_check_agrees_with_the_walk_by_runtime_type(
         rejected = True
 
     assert rejected == expected
+
+
+# --- cashflows' completeness mark in its heartbeat (docs/startup.md) ---------------------------
+
+GOOD_MARK = 1_765_000_000_000_000_000
+
+
+@pytest.mark.parametrize("value", [
+    "", "abc", "-1", "1.5", "1e18", " 1", "²", "١٢٣", "\x00", "9" * 40, str(2**63), "0x10",
+])  # fmt: skip
+def test_a_malformed_cash_complete_mark_is_left_out_after_the_bus(value: str) -> None:
+    details = {m.cash_complete_detail("bad"): value, m.cash_complete_detail("demo"): str(GOOD_MARK)}
+    beat = m.Heartbeat(program="cashflows", pid=1, uptime_s=1.0, details=details)
+    decoded = m.decode(m.encode(beat))
+    assert isinstance(decoded, m.Heartbeat)
+
+    assert m.cash_complete_marks(decoded) == {"demo": GOOD_MARK}
+
+
+@given(st.text(max_size=30))
+@settings(max_examples=300)
+def test_every_cash_complete_mark_kept_is_an_instant_equity_can_hold(value: str) -> None:
+    marks = m.cash_complete_marks(m.Heartbeat(program="cashflows", pid=1, uptime_s=1.0,
+                                              details={m.cash_complete_detail("demo"): value}))  # fmt: skip
+
+    for mark in marks.values():  # what equity does with it (workers/equity.py)
+        assert datetime.fromtimestamp(mark / 1e9, tz=UTC).year <= 2262

@@ -75,6 +75,17 @@ async def test_cashflows_second_run_publishes_only_new_activities(migrated_dsn, 
     assert len(_pages(observer)) == 2  # the third run found nothing new and published nothing
 
 
+def _store_as_state(settings, fake_broker) -> None:
+    """Store every activity the broker lists as ``state`` stores it (``cash_flows``)."""
+    rows = Rows(settings)
+    for activity in fake_broker.request("GET", "/v2/account/activities").json():
+        flow = flows_domain.to_cash_flow(activity)
+        assert isinstance(flow, flows_domain.CashFlow)
+        rows.cash_flow(flow.id, flow.ts, str(flow.amount), flow.type, flow.category.value,
+                       description=flow.description)  # fmt: skip
+    rows.close()
+
+
 async def test_cashflows_says_the_activities_are_complete_only_once_a_read_finds_them_stored(
     migrated_dsn, tmp_path, bus, fake_broker
 ) -> None:
@@ -90,13 +101,7 @@ async def test_cashflows_says_the_activities_are_complete_only_once_a_read_finds
     async with running(partial(cashflows.run, settings, ctx, clock=clock), ctx):
         await async_wait_for(lambda: len(_pages(observer)) == 1 and clock.sleepers == 1, what="first page")
         unstored = dict(ctx.details)
-        rows = Rows(settings)
-        for activity in fake_broker.request("GET", "/v2/account/activities").json():
-            flow = flows_domain.to_cash_flow(activity)  # stored as `state` stores it
-            assert isinstance(flow, flows_domain.CashFlow)
-            rows.cash_flow(flow.id, flow.ts, str(flow.amount), flow.type, flow.category.value,
-                           description=flow.description)  # fmt: skip
-        rows.close()
+        _store_as_state(settings, fake_broker)
         before_ns = time.time_ns()
         clock.advance(timedelta(seconds=INTERVAL_S))
         await async_wait_for(lambda: key in ctx.details, what="the activities said complete")
@@ -121,13 +126,7 @@ async def test_cashflows_reads_back_what_it_published_within_seconds_not_a_whole
 
     async with running(partial(cashflows.run, settings, ctx, clock=clock), ctx):
         await async_wait_for(lambda: len(_pages(observer)) == 1 and clock.sleepers == 1, what="first page")
-        rows = Rows(settings)
-        for activity in fake_broker.request("GET", "/v2/account/activities").json():
-            flow = flows_domain.to_cash_flow(activity)
-            assert isinstance(flow, flows_domain.CashFlow)
-            rows.cash_flow(flow.id, flow.ts, str(flow.amount), flow.type, flow.category.value,
-                           description=flow.description)  # fmt: skip
-        rows.close()
+        _store_as_state(settings, fake_broker)
         clock.advance(timedelta(seconds=cashflows.READ_BACK_S))
         await async_wait_for(lambda: key in ctx.details and clock.sleepers == 1, what="the read-back run's mark")
         runs_at_mark = ctx.counters["cashflows_runs"]  # counted before the loop sleeps again

@@ -180,7 +180,7 @@ async def test_snapshot_a_still_account_skips_slots_while_trades_says_its_stream
     async def trades_beating() -> None:  # trades' heartbeat, once a second in production
         while True:
             bus.inject(topic_heartbeat("trades"), beat)
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # the heartbeat's pace, not a synchronisation
 
     beating = asyncio.create_task(trades_beating())
     settings = worker_settings(bus, tmp_path, fake_broker, SNAPSHOT_SEC="0.1")
